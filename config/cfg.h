@@ -1,0 +1,118 @@
+/* Gantry configuration: the typed struct, loading, overrides, printing.
+ *
+ * The config file is YAML (block or flow style).  Every key is described once
+ * in a descriptor table (cfg_table.c: key, type, field offset, default,
+ * range, doc); the same tables drive loading, validation, cfg_set()
+ * overrides, cfg_print() and the generated reference docs/config.md
+ * (cfg_write_doc()).
+ *
+ * Loading is parse, validate, then swap: a file is read into a fresh struct
+ * that starts from the defaults, and the caller's struct is replaced only
+ * when everything is valid.  Error messages have the form
+ *     FILE:LINE: KEY.PATH: what is wrong
+ * e.g. "gantry.yaml:7: store.flsuh: unknown key".
+ *
+ * A cfg_t is plain data owned by its creator; it has no locks.  Load it at
+ * start-up, then share it read-only. */
+#ifndef CFG_H
+#define CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "gt_err.h"
+
+typedef enum cfg_topic_type {
+    CFG_TOPIC_NORMAL,
+    CFG_TOPIC_FIFO,
+    CFG_TOPIC_DELAY,
+    CFG_TOPIC_TRANSACTION,
+    CFG_TOPIC_MIXED
+} cfg_topic_type_t;
+
+typedef struct cfg_topic {
+    char *name;
+    cfg_topic_type_t type;
+    int queues;
+} cfg_topic_t;
+
+typedef struct cfg_group {
+    char *name;
+    int max_delivery_attempts;
+    bool fifo;
+    bool consume_from_last; /* YAML: consume_from: first | last */
+} cfg_group_t;
+
+/* All strings and arrays are owned by the cfg_t and released by cfg_free().
+ * String-valued enums (log.level, store.mode, store.flush) always hold one
+ * of their documented values in lower case. */
+typedef struct cfg {
+    struct {
+        char *grpc_listen, *http_listen, *amqp_listen; /* HOST:PORT */
+        int threads;             /* 0 = number of cores */
+        int shutdown_timeout_ms;
+        bool auto_create_topics;
+    } server;
+    struct {
+        char *level;             /* trace|debug|info|warn|error|off */
+    } log;
+    struct {
+        char *mode;              /* local | remote */
+        char *data_dir;
+        char *flush;             /* sync | async */
+        int flush_interval_ms;
+        int64_t segment_size;
+        int retention_hours;
+    } store;
+    cfg_topic_t *topics;
+    size_t n_topics;
+    cfg_group_t *groups;
+    size_t n_groups;
+} cfg_t;
+
+/* Fills *cfg with the defaults and no topics or groups.  Aborts if memory
+ * for the default strings cannot be allocated (start-up only).  Free with
+ * cfg_free(). */
+void cfg_init(cfg_t *cfg);
+
+/* Releases everything *cfg owns and zeroes it.  NULL-safe; idempotent. */
+void cfg_free(cfg_t *cfg);
+
+/* Loads the YAML file at path (borrowed).  On success the old contents of
+ * *cfg are freed and replaced by the file's values on top of the defaults;
+ * on failure *cfg is untouched and err (borrowed, may be NULL) receives one
+ * line "path:LINE: key.path: message".  Returns GT_OK, GT_EINVAL (invalid
+ * config), GT_EIO (cannot read) or GT_ENOMEM. */
+gt_err_t cfg_load_file(cfg_t *cfg, const char *path, char *err, size_t errlen);
+
+/* As cfg_load_file() for the len bytes at yaml (borrowed); name is used in
+ * place of the file name in messages. */
+gt_err_t cfg_load_string(cfg_t *cfg, const char *name, const char *yaml,
+                         size_t len, char *err, size_t errlen);
+
+/* Sets one key, e.g. ("server.grpc_listen", "127.0.0.1:9000"), validated
+ * through the same table as the file (value is read like a plain YAML
+ * scalar).  Only keys of the mapping sections (server, log, store) can be
+ * set.  On failure *cfg is untouched and err gets "key.path: message".
+ * Returns GT_OK, GT_EINVAL or GT_ENOMEM.  path and value are borrowed. */
+gt_err_t cfg_set(cfg_t *cfg, const char *path, const char *value, char *err,
+                 size_t errlen);
+
+/* Writes the effective config as YAML that cfg_load_file() accepts back
+ * and that reloads to an equal config. */
+void cfg_print(const cfg_t *cfg, FILE *out);
+
+/* Writes the Markdown reference (docs/config.md), generated from the
+ * descriptor tables: every key with type, default, range and doc. */
+void cfg_write_doc(FILE *out);
+
+/* Name rules shared with the proxy (RocketMQ's TopicValidator and group
+ * checks): charset ^[%|a-zA-Z0-9_-]+$, at most 127 (topic) or 120 (group)
+ * characters, reserved system names refused.  Return GT_OK, or GT_EINVAL
+ * with a reason (no key path) in why (may be NULL). */
+gt_err_t cfg_topic_name_check(const char *name, char *why, size_t whylen);
+gt_err_t cfg_group_name_check(const char *name, char *why, size_t whylen);
+
+#endif

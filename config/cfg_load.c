@@ -1,0 +1,372 @@
+/* Loading: YAML text -> libyaml document -> a fresh cfg_t, walking the
+ * descriptor tables.  The caller's cfg_t is replaced only after the whole
+ * file has parsed and validated (parse, validate, then swap).
+ *
+ * The libyaml document API gives every node its start mark, so each error
+ * names the file, the line and the key path ("topics[1].queues").  Block
+ * and flow style produce the same nodes.  The schema is fixed depth
+ * (root -> section -> key, or root -> list -> entry -> key), so aliases
+ * cannot make the walk recurse. */
+#include "cfg_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+typedef struct cfg_ld {
+    const char *name; /* file name for messages */
+    yaml_document_t *doc;
+    char *err;
+    size_t errlen;
+} cfg_ld_t;
+
+static gt_err_t ld_fail(cfg_ld_t *ld, gt_err_t rc, const yaml_node_t *n,
+                        const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static gt_err_t ld_fail(cfg_ld_t *ld, gt_err_t rc, const yaml_node_t *n,
+                        const char *path, const char *fmt, ...)
+{
+    int w = snprintf(ld->err, ld->errlen, "%s:%lu: %s: ", ld->name,
+                     (unsigned long)n->start_mark.line + 1, path);
+    va_list ap;
+
+    if (w >= 0 && (size_t)w < ld->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(ld->err + w, ld->errlen - (size_t)w, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static yaml_node_t *ld_node(cfg_ld_t *ld, int id)
+{
+    return yaml_document_get_node(ld->doc, id);
+}
+
+static const char *ld_kind(const yaml_node_t *n)
+{
+    switch (n->type) {
+    case YAML_SCALAR_NODE:
+        return "a scalar";
+    case YAML_SEQUENCE_NODE:
+        return "a list";
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    default:
+        return "nothing";
+    }
+}
+
+static bool ld_is_null(const yaml_node_t *n)
+{
+    const char *v = (const char *)n->data.scalar.value;
+    size_t len = n->data.scalar.length;
+
+    if (n->type != YAML_SCALAR_NODE ||
+        n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    return len == 0 || (len == 1 && v[0] == '~') ||
+           (len == 4 && (memcmp(v, "null", 4) == 0 ||
+                         memcmp(v, "Null", 4) == 0 ||
+                         memcmp(v, "NULL", 4) == 0));
+}
+
+/* The path "prefix.key" with the key escaped for display. */
+static void ld_path(char *buf, size_t bufsz, const char *prefix,
+                    const yaml_node_t *key)
+{
+    char q[96];
+    size_t len = key->data.scalar.length;
+
+    cfg_msg_quote(q, sizeof(q), (const char *)key->data.scalar.value, len);
+    q[strlen(q) - 1] = '\0'; /* drop the quotes: a path, not a value */
+    if (prefix[0] != '\0')
+        snprintf(buf, bufsz, "%s.%s", prefix, q + 1);
+    else
+        snprintf(buf, bufsz, "%s", q + 1);
+}
+
+/* Fills the fields of keys[] in base from a mapping node.  Unknown,
+ * duplicate and non-scalar keys or values are errors; so are missing
+ * required keys. */
+static gt_err_t ld_map(cfg_ld_t *ld, const cfg_desc_t *keys, size_t n_keys,
+                       const yaml_node_t *map, void *base, const char *prefix)
+{
+    char path[256], why[256];
+    uint32_t seen = 0;
+
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = ld_node(ld, p->key);
+        const yaml_node_t *v = ld_node(ld, p->value);
+        const cfg_desc_t *d = NULL;
+        gt_err_t rc;
+
+        if (k->type != YAML_SCALAR_NODE)
+            return ld_fail(ld, GT_EINVAL, k, prefix, "a key must be a scalar,"
+                           " not %s", ld_kind(k));
+        ld_path(path, sizeof(path), prefix, k);
+        for (size_t i = 0; i < n_keys; i++)
+            if (strlen(keys[i].key) == k->data.scalar.length &&
+                memcmp(keys[i].key, k->data.scalar.value,
+                       k->data.scalar.length) == 0)
+                d = &keys[i];
+        if (d == NULL)
+            return ld_fail(ld, GT_EINVAL, k, path, "unknown key");
+        if (seen & (1u << (d - keys)))
+            return ld_fail(ld, GT_EINVAL, k, path, "duplicate key");
+        seen |= 1u << (d - keys);
+        if (v->type != YAML_SCALAR_NODE)
+            return ld_fail(ld, GT_EINVAL, v, path, "expected a scalar value, "
+                           "got %s", ld_kind(v));
+        rc = cfg_field_parse(d, base, (const char *)v->data.scalar.value,
+                             v->data.scalar.length,
+                             v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE,
+                             why, sizeof(why));
+        if (rc != GT_OK)
+            return ld_fail(ld, rc, v, path, "%s", why);
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        if (keys[i].def == NULL && !(seen & (1u << i))) {
+            snprintf(path, sizeof(path), "%s.%s", prefix, keys[i].key);
+            return ld_fail(ld, GT_EINVAL, map, path, "required key is missing");
+        }
+    }
+    return GT_OK;
+}
+
+/* Reads a list section (topics, groups) into a freshly allocated array of
+ * cfg; *count grows only when an entry is complete and valid, so cfg_free()
+ * sees a consistent list after any failure. */
+static gt_err_t ld_list(cfg_ld_t *ld, const cfg_section_t *sec,
+                        const yaml_node_t *seq, cfg_t *cfg)
+{
+    char **arr = (char **)((char *)cfg + sec->list_off);
+    size_t *count = (size_t *)((char *)cfg + sec->count_off);
+    yaml_node_item_t *items = seq->data.sequence.items.start;
+    size_t n = (size_t)(seq->data.sequence.items.top - items);
+    char path[64];
+    gt_err_t rc;
+
+    if (n == 0)
+        return GT_OK;
+    *arr = calloc(n, sec->elem_size);
+    if (*arr == NULL)
+        return ld_fail(ld, GT_ENOMEM, seq, sec->name, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const yaml_node_t *item = ld_node(ld, items[i]);
+        char *elem = *arr + i * sec->elem_size;
+        const char *name;
+
+        snprintf(path, sizeof(path), "%s[%zu]", sec->name, i);
+        if (item->type != YAML_MAPPING_NODE)
+            return ld_fail(ld, GT_EINVAL, item, path, "expected a mapping "
+                           "(e.g. {name: X}), got %s", ld_kind(item));
+        rc = cfg_fields_default(sec->keys, sec->n_keys, elem);
+        if (rc == GT_OK)
+            rc = ld_map(ld, sec->keys, sec->n_keys, item, elem, path);
+        else
+            ld_fail(ld, rc, item, path, "out of memory");
+        if (rc != GT_OK) {
+            cfg_fields_free(sec->keys, sec->n_keys, elem);
+            return rc;
+        }
+        (*count)++;
+        name = *(char **)(elem + sec->keys[0].off);
+        for (size_t j = 0; j < i; j++) {
+            const char *other = *(char **)(*arr + j * sec->elem_size +
+                                           sec->keys[0].off);
+            if (strcmp(name, other) == 0)
+                return ld_fail(ld, GT_EINVAL, item, path, "duplicate %s name "
+                               "\"%s\" (first defined at line %lu)",
+                               sec->elem_what, name,
+                               (unsigned long)ld_node(ld, items[j])
+                                       ->start_mark.line + 1);
+        }
+    }
+    return GT_OK;
+}
+
+static gt_err_t ld_root(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
+{
+    uint32_t seen = 0;
+    gt_err_t rc;
+
+    if (ld_is_null(root))
+        return GT_OK; /* an empty document: all defaults */
+    if (root->type != YAML_MAPPING_NODE)
+        return ld_fail(ld, GT_EINVAL, root, "(top level)", "expected a "
+                       "mapping of sections, got %s", ld_kind(root));
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
+         p < root->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = ld_node(ld, p->key);
+        const yaml_node_t *v = ld_node(ld, p->value);
+        const cfg_section_t *sec;
+        char path[128];
+
+        if (k->type != YAML_SCALAR_NODE)
+            return ld_fail(ld, GT_EINVAL, k, "(top level)", "a key must be a "
+                           "scalar, not %s", ld_kind(k));
+        ld_path(path, sizeof(path), "", k);
+        sec = cfg_section_find((const char *)k->data.scalar.value,
+                               k->data.scalar.length);
+        if (sec == NULL)
+            return ld_fail(ld, GT_EINVAL, k, path, "unknown key");
+        if (seen & (1u << (sec - cfg_sections)))
+            return ld_fail(ld, GT_EINVAL, k, path, "duplicate key");
+        seen |= 1u << (sec - cfg_sections);
+        if (ld_is_null(v))
+            continue; /* "topics:" with every entry commented out */
+        if (sec->is_list && v->type != YAML_SEQUENCE_NODE)
+            return ld_fail(ld, GT_EINVAL, v, path, "expected a list, got %s",
+                           ld_kind(v));
+        if (!sec->is_list && v->type != YAML_MAPPING_NODE)
+            return ld_fail(ld, GT_EINVAL, v, path, "expected a mapping, got "
+                           "%s", ld_kind(v));
+        rc = sec->is_list ? ld_list(ld, sec, v, cfg)
+                          : ld_map(ld, sec->keys, sec->n_keys, v, cfg, path);
+        if (rc != GT_OK)
+            return rc;
+    }
+    return GT_OK;
+}
+
+/* Formats libyaml's parse error.  Reader errors (bad encoding) carry only a
+ * byte offset, so their line is counted from the input. */
+static gt_err_t ld_syntax_error(cfg_ld_t *ld, const yaml_parser_t *p,
+                                const char *yaml, size_t len)
+{
+    unsigned long line = (unsigned long)p->problem_mark.line + 1;
+
+    if (p->error == YAML_MEMORY_ERROR) {
+        snprintf(ld->err, ld->errlen, "%s: out of memory", ld->name);
+        return GT_ENOMEM;
+    }
+    if (p->error == YAML_READER_ERROR) {
+        line = 1;
+        for (size_t i = 0; i < p->problem_offset && i < len; i++)
+            line += yaml[i] == '\n';
+    }
+    if (p->context != NULL)
+        snprintf(ld->err, ld->errlen, "%s:%lu: invalid YAML: %s (%s at line "
+                 "%lu)", ld->name, line, p->problem ? p->problem : "error",
+                 p->context, (unsigned long)p->context_mark.line + 1);
+    else
+        snprintf(ld->err, ld->errlen, "%s:%lu: invalid YAML: %s", ld->name,
+                 line, p->problem ? p->problem : "error");
+    return GT_EINVAL;
+}
+
+/* Parses the single document of the stream into *doc.  Returns GT_OK with
+ * *have_doc set, or an error (message written). */
+static gt_err_t ld_parse(cfg_ld_t *ld, yaml_parser_t *p, yaml_document_t *doc,
+                         bool *have_doc, const char *yaml, size_t len)
+{
+    yaml_document_t extra;
+    yaml_node_t *root;
+    gt_err_t rc = GT_OK;
+
+    yaml_parser_set_input_string(p, (const unsigned char *)yaml, len);
+    if (!yaml_parser_load(p, doc))
+        return ld_syntax_error(ld, p, yaml, len);
+    *have_doc = true;
+    if (yaml_document_get_root_node(doc) == NULL)
+        return GT_OK; /* empty stream */
+    if (!yaml_parser_load(p, &extra))
+        return ld_syntax_error(ld, p, yaml, len);
+    root = yaml_document_get_root_node(&extra);
+    if (root != NULL)
+        rc = ld_fail(ld, GT_EINVAL, root, "(top level)", "only one YAML "
+                     "document is allowed");
+    yaml_document_delete(&extra);
+    return rc;
+}
+
+gt_err_t cfg_load_string(cfg_t *cfg, const char *name, const char *yaml,
+                         size_t len, char *err, size_t errlen)
+{
+    char dummy[1];
+    cfg_ld_t ld = {name, NULL, err, errlen};
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_node_t *root;
+    bool have_doc = false;
+    cfg_t tmp;
+    gt_err_t rc;
+
+    if (name == NULL)
+        ld.name = name = "<config>";
+    if (err == NULL) {
+        ld.err = dummy;
+        ld.errlen = sizeof(dummy);
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        snprintf(ld.err, ld.errlen, "%s: out of memory", name);
+        return GT_ENOMEM;
+    }
+    cfg_init(&tmp);
+    ld.doc = &doc;
+    rc = ld_parse(&ld, &parser, &doc, &have_doc, yaml, len);
+    if (rc != GT_OK)
+        goto out;
+    root = yaml_document_get_root_node(&doc);
+    if (root != NULL)
+        rc = ld_root(&ld, root, &tmp);
+    if (rc != GT_OK)
+        goto out;
+    cfg_free(cfg);
+    *cfg = tmp; /* the swap: tmp's contents now belong to cfg */
+    memset(&tmp, 0, sizeof(tmp));
+out:
+    cfg_free(&tmp);
+    if (have_doc)
+        yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
+gt_err_t cfg_load_file(cfg_t *cfg, const char *path, char *err, size_t errlen)
+{
+    char dummy[1];
+    FILE *f = NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, r;
+    gt_err_t rc = GT_OK;
+
+    if (err == NULL) {
+        err = dummy;
+        errlen = sizeof(dummy);
+    }
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return GT_EIO;
+    }
+    do {
+        if (len == cap) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 16384);
+            if (nb == NULL) {
+                snprintf(err, errlen, "%s: out of memory", path);
+                rc = GT_ENOMEM;
+                goto out;
+            }
+            buf = nb;
+        }
+        r = fread(buf + len, 1, cap - len, f);
+        len += r;
+    } while (r > 0);
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
+        rc = GT_EIO;
+        goto out;
+    }
+    rc = cfg_load_string(cfg, path, buf, len, err, errlen);
+out:
+    free(buf);
+    if (f != NULL)
+        fclose(f);
+    return rc;
+}

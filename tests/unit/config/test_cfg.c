@@ -1,0 +1,681 @@
+/* CUnit tests for config/: defaults, block and flow style, every error path
+ * of the loader (syntax, unknown and duplicate keys, types, ranges, enums,
+ * addresses, names, duplicates, missing names), cfg_set overrides, the
+ * print -> reload round trip, failure atomicity, the shipped
+ * config/gantry.yaml and the generated reference.  White-box where useful:
+ * it includes cfg_int.h to walk the descriptor tables. */
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "cfg_int.h"
+
+static char err[1024];
+
+static gt_err_t load(cfg_t *c, const char *yaml)
+{
+    err[0] = '\0';
+    return cfg_load_string(c, "t.yaml", yaml, strlen(yaml), err, sizeof(err));
+}
+
+/* Loading yaml must fail with GT_EINVAL and a message containing want. */
+static void expect_fail_at(const char *yaml, const char *want, int line)
+{
+    cfg_t c;
+    gt_err_t rc;
+
+    cfg_init(&c);
+    rc = load(&c, yaml);
+    if (rc != GT_EINVAL || strstr(err, want) == NULL)
+        fprintf(stderr, "\n  line %d: yaml:\n%s\n  got rc=%d err: %s\n  want: %s\n",
+                line, yaml, (int)rc, err, want);
+    CU_ASSERT_EQUAL(rc, GT_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+    cfg_free(&c);
+}
+#define expect_fail(yaml, want) expect_fail_at((yaml), (want), __LINE__)
+
+static void expect_ok_at(const char *yaml, int line)
+{
+    cfg_t c;
+    gt_err_t rc;
+
+    cfg_init(&c);
+    rc = load(&c, yaml);
+    if (rc != GT_OK)
+        fprintf(stderr, "\n  line %d: yaml:\n%s\n  unexpected err: %s\n", line,
+                yaml, err);
+    CU_ASSERT_EQUAL(rc, GT_OK);
+    cfg_free(&c);
+}
+#define expect_ok(yaml) expect_ok_at((yaml), __LINE__)
+
+/* cfg_print into a malloc'd string. */
+static char *print_str(const cfg_t *c)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    cfg_print(c, f);
+    fclose(f);
+    return buf;
+}
+
+static const char full_yaml[] =
+    "# a complete config in block style\n"
+    "server:\n"
+    "  grpc_listen: \"127.0.0.1:9081\"\n"
+    "  http_listen: localhost:9557\n"
+    "  amqp_listen: \"[::1]:9672\"\n"
+    "  threads: 4\n"
+    "  shutdown_timeout_ms: 2500\n"
+    "  auto_create_topics: true\n"
+    "log:\n"
+    "  level: DEBUG\n"
+    "store:\n"
+    "  mode: local\n"
+    "  data_dir: \"/var/lib/gantry \\\"x\\\" \\\\ \\t end\"\n"
+    "  flush: async\n"
+    "  flush_interval_ms: 50\n"
+    "  segment_size: 68719476736\n"
+    "  retention_hours: 1\n"
+    "topics:\n"
+    "  - name: T1\n"
+    "    type: FIFO\n"
+    "    queues: 1024\n"
+    "  - name: \"a%b|c_d-e\"\n"
+    "    type: mixed\n"
+    "  - {name: T3, type: TRANSACTION, queues: 1}\n"
+    "groups:\n"
+    "  - name: G1\n"
+    "    max_delivery_attempts: 1000\n"
+    "    fifo: true\n"
+    "    consume_from: last\n"
+    "  - {name: G2}\n";
+
+/* ---- defaults and styles ---------------------------------------------- */
+
+static void check_defaults(const cfg_t *c)
+{
+    CU_ASSERT_STRING_EQUAL(c->server.grpc_listen, "0.0.0.0:8081");
+    CU_ASSERT_STRING_EQUAL(c->server.http_listen, "0.0.0.0:5557");
+    CU_ASSERT_STRING_EQUAL(c->server.amqp_listen, "0.0.0.0:5672");
+    CU_ASSERT_EQUAL(c->server.threads, 0);
+    CU_ASSERT_EQUAL(c->server.shutdown_timeout_ms, 4000);
+    CU_ASSERT_FALSE(c->server.auto_create_topics);
+    CU_ASSERT_STRING_EQUAL(c->log.level, "info");
+    CU_ASSERT_STRING_EQUAL(c->store.mode, "local");
+    CU_ASSERT_STRING_EQUAL(c->store.data_dir, "data");
+    CU_ASSERT_STRING_EQUAL(c->store.flush, "sync");
+    CU_ASSERT_EQUAL(c->store.flush_interval_ms, 200);
+    CU_ASSERT_EQUAL(c->store.segment_size, 1073741824LL);
+    CU_ASSERT_EQUAL(c->store.retention_hours, 72);
+    CU_ASSERT_EQUAL(c->n_topics, 0);
+    CU_ASSERT_PTR_NULL(c->topics);
+    CU_ASSERT_EQUAL(c->n_groups, 0);
+    CU_ASSERT_PTR_NULL(c->groups);
+}
+
+static void test_defaults(void)
+{
+    static const char *const empties[] = {
+        "", "# only a comment\n", "---\n", "~\n", "topics:\nserver:\nlog: ~\n",
+        "topics: []\ngroups: []\nstore: {}\n",
+    };
+    cfg_t c;
+
+    cfg_init(&c);
+    check_defaults(&c);
+    for (size_t i = 0; i < sizeof(empties) / sizeof(empties[0]); i++) {
+        CU_ASSERT_EQUAL(load(&c, empties[i]), GT_OK);
+        check_defaults(&c);
+    }
+    cfg_free(&c);
+    cfg_free(&c); /* idempotent */
+    cfg_free(NULL);
+}
+
+static void test_block_style(void)
+{
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL_FATAL(load(&c, full_yaml), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.server.grpc_listen, "127.0.0.1:9081");
+    CU_ASSERT_STRING_EQUAL(c.server.http_listen, "localhost:9557");
+    CU_ASSERT_STRING_EQUAL(c.server.amqp_listen, "[::1]:9672");
+    CU_ASSERT_EQUAL(c.server.threads, 4);
+    CU_ASSERT_EQUAL(c.server.shutdown_timeout_ms, 2500);
+    CU_ASSERT_TRUE(c.server.auto_create_topics);
+    CU_ASSERT_STRING_EQUAL(c.log.level, "debug");
+    CU_ASSERT_STRING_EQUAL(c.store.data_dir,
+                           "/var/lib/gantry \"x\" \\ \t end");
+    CU_ASSERT_STRING_EQUAL(c.store.flush, "async");
+    CU_ASSERT_EQUAL(c.store.flush_interval_ms, 50);
+    CU_ASSERT_EQUAL(c.store.segment_size, 68719476736LL);
+    CU_ASSERT_EQUAL(c.store.retention_hours, 1);
+    CU_ASSERT_EQUAL_FATAL(c.n_topics, 3);
+    CU_ASSERT_STRING_EQUAL(c.topics[0].name, "T1");
+    CU_ASSERT_EQUAL(c.topics[0].type, CFG_TOPIC_FIFO);
+    CU_ASSERT_EQUAL(c.topics[0].queues, 1024);
+    CU_ASSERT_STRING_EQUAL(c.topics[1].name, "a%b|c_d-e");
+    CU_ASSERT_EQUAL(c.topics[1].type, CFG_TOPIC_MIXED);
+    CU_ASSERT_EQUAL(c.topics[1].queues, 8);
+    CU_ASSERT_EQUAL(c.topics[2].type, CFG_TOPIC_TRANSACTION);
+    CU_ASSERT_EQUAL_FATAL(c.n_groups, 2);
+    CU_ASSERT_STRING_EQUAL(c.groups[0].name, "G1");
+    CU_ASSERT_EQUAL(c.groups[0].max_delivery_attempts, 1000);
+    CU_ASSERT_TRUE(c.groups[0].fifo);
+    CU_ASSERT_TRUE(c.groups[0].consume_from_last);
+    CU_ASSERT_STRING_EQUAL(c.groups[1].name, "G2");
+    CU_ASSERT_EQUAL(c.groups[1].max_delivery_attempts, 16);
+    CU_ASSERT_FALSE(c.groups[1].fifo);
+    CU_ASSERT_FALSE(c.groups[1].consume_from_last);
+    cfg_free(&c);
+}
+
+static void test_flow_style(void)
+{
+    static const char yaml[] =
+        "topics:\n"
+        "  - {name: T1, type: NORMAL, queues: 8}\n"
+        "groups:\n"
+        "  - {name: G1, max_delivery_attempts: 16, fifo: false}\n"
+        "store: {mode: local, flush: sync}\n";
+    static const char all_flow[] =
+        "{server: {threads: 2}, store: {mode: remote, flush: async},"
+        " topics: [{name: A, type: DELAY}, {name: B}], groups: [{name: G}]}";
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL_FATAL(load(&c, yaml), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(c.n_topics, 1);
+    CU_ASSERT_STRING_EQUAL(c.topics[0].name, "T1");
+    CU_ASSERT_EQUAL(c.topics[0].type, CFG_TOPIC_NORMAL);
+    CU_ASSERT_EQUAL(c.topics[0].queues, 8);
+    CU_ASSERT_EQUAL_FATAL(c.n_groups, 1);
+    CU_ASSERT_EQUAL(c.groups[0].max_delivery_attempts, 16);
+    CU_ASSERT_STRING_EQUAL(c.store.mode, "local");
+    CU_ASSERT_STRING_EQUAL(c.store.flush, "sync");
+
+    CU_ASSERT_EQUAL_FATAL(load(&c, all_flow), GT_OK);
+    CU_ASSERT_EQUAL(c.server.threads, 2);
+    CU_ASSERT_STRING_EQUAL(c.store.mode, "remote");
+    CU_ASSERT_STRING_EQUAL(c.store.flush, "async");
+    CU_ASSERT_EQUAL_FATAL(c.n_topics, 2);
+    CU_ASSERT_EQUAL(c.topics[0].type, CFG_TOPIC_DELAY);
+    CU_ASSERT_STRING_EQUAL(c.topics[1].name, "B");
+    CU_ASSERT_EQUAL(c.n_groups, 1);
+    /* Loading starts from the defaults, not from the previous file. */
+    CU_ASSERT_EQUAL(c.store.flush_interval_ms, 200);
+    cfg_free(&c);
+}
+
+/* ---- error paths -------------------------------------------------------- */
+
+static void test_syntax_error(void)
+{
+    expect_fail("server:\n  threads: [1, 2\n", "t.yaml:3: invalid YAML: ");
+    expect_fail("server:\n  threads: 1\n bad: 2\n", "t.yaml:3: invalid YAML");
+    expect_fail("server:\n\tthreads: 1\n", "t.yaml:2: invalid YAML");
+    expect_fail("log: {level: info\n", "invalid YAML");
+    expect_fail("server:\n  grpc_listen: \"unterminated\n", "invalid YAML");
+    expect_fail("store:\n  data_dir: \"\xff\"\n", "t.yaml:2: invalid YAML");
+    expect_fail("server: {}\n---\nlog: {}\n",
+                "t.yaml:3: (top level): only one YAML document is allowed");
+    expect_fail("- a\n- b\n",
+                "t.yaml:1: (top level): expected a mapping of sections, got a list");
+}
+
+static void test_unknown_key(void)
+{
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(load(&c, "server:\n  threads: 1\nstore:\n  mode: local\n"
+                             "\n  flsuh: sync\n"), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "t.yaml:6: store.flsuh: unknown key");
+    cfg_free(&c);
+    expect_fail("stroe: {}\n", "t.yaml:1: stroe: unknown key");
+    expect_fail("topics:\n  - {name: T1}\n  - {name: T2, qeues: 3}\n",
+                "t.yaml:3: topics[1].qeues: unknown key");
+    expect_fail("groups:\n  - name: G1\n    retries: 3\n",
+                "t.yaml:3: groups[0].retries: unknown key");
+    expect_fail("server:\n  \"bad\\nkey\": 1\n", "server.bad\\nkey: unknown key");
+    expect_fail("server:\n  ? [a, b]\n  : 1\n",
+                "server: a key must be a scalar, not a list");
+}
+
+static void test_duplicate_key(void)
+{
+    expect_fail("server:\n  threads: 1\n  threads: 2\n",
+                "t.yaml:3: server.threads: duplicate key");
+    expect_fail("log: {level: info}\nlog: {level: warn}\n",
+                "t.yaml:2: log: duplicate key");
+    expect_fail("topics:\n  - {name: T1, name: T2}\n",
+                "topics[0].name: duplicate key");
+}
+
+static void test_wrong_type(void)
+{
+    expect_fail("server:\n  threads: abc\n",
+                "t.yaml:2: server.threads: \"abc\" is not an integer");
+    expect_fail("server:\n  threads: \"8\"\n",
+                "server.threads: \"8\" is not an integer (it is quoted");
+    expect_fail("server:\n  threads: 1.5\n", "\"1.5\" is not an integer");
+    expect_fail("server:\n  threads: 0x10\n", "is not an integer");
+    expect_fail("server:\n  threads:\n", "t.yaml:2: server.threads: has no value");
+    expect_fail("server:\n  auto_create_topics: yes\n",
+                "server.auto_create_topics: \"yes\" is not a boolean (true|false)");
+    expect_fail("groups:\n  - {name: G, fifo: \"true\"}\n",
+                "groups[0].fifo: \"true\" is not a boolean");
+    expect_fail("store:\n  mode: {a: b}\n",
+                "t.yaml:2: store.mode: expected a scalar value, got a mapping");
+    expect_fail("store:\n  data_dir: [a]\n",
+                "store.data_dir: expected a scalar value, got a list");
+    expect_fail("store:\n  data_dir: \"\"\n", "store.data_dir: must not be empty");
+    expect_fail("server: 5\n", "t.yaml:1: server: expected a mapping, got a scalar");
+    expect_fail("topics: {name: T1}\n", "topics: expected a list, got a mapping");
+    expect_fail("topics:\n  - T1\n",
+                "t.yaml:2: topics[0]: expected a mapping (e.g. {name: X}), got a scalar");
+    expect_fail("store:\n  data_dir: \"a\\0b\"\n",
+                "store.data_dir: contains a NUL character");
+    expect_ok("server:\n  threads: +3\n  auto_create_topics: TRUE\n");
+}
+
+static void test_out_of_range(void)
+{
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(load(&c, "topics:\n  - {name: T1}\n"
+                             "  - {name: T2, queues: 5000}\n"), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err,
+        "t.yaml:3: topics[1].queues: 5000 is out of range (1..1024)");
+    cfg_free(&c);
+    expect_fail("topics:\n  - {name: T, queues: 0}\n",
+                "topics[0].queues: 0 is out of range (1..1024)");
+    expect_fail("server: {threads: -1}\n", "server.threads: -1 is out of range (0..256)");
+    expect_fail("server: {threads: 257}\n", "257 is out of range (0..256)");
+    expect_fail("server: {shutdown_timeout_ms: 99}\n", "(100..60000)");
+    expect_fail("store: {flush_interval_ms: 0}\n", "(1..60000)");
+    expect_fail("store: {retention_hours: 87601}\n", "(1..87600)");
+    expect_fail("store: {segment_size: 4095}\n",
+                "store.segment_size: 4095 is out of range (4096..68719476736)");
+    expect_fail("store: {segment_size: 68719476737}\n", "is out of range");
+    expect_fail("store: {segment_size: 99999999999999999999999}\n",
+                "99999999999999999999999 is out of range");
+    expect_fail("server: {threads: 4294967296}\n", "is out of range");
+    expect_fail("groups: [{name: G, max_delivery_attempts: 1001}]\n",
+                "groups[0].max_delivery_attempts: 1001 is out of range (1..1000)");
+    expect_ok("server: {threads: 256, shutdown_timeout_ms: 60000}\n"
+              "store: {segment_size: 4096, retention_hours: 87600}\n"
+              "topics: [{name: T, queues: 1024}]\n");
+}
+
+static void test_bad_enum(void)
+{
+    cfg_t c;
+
+    expect_fail("store:\n  flush: fast\n",
+                "t.yaml:2: store.flush: \"fast\" is not one of sync|async");
+    expect_fail("store: {mode: cloud}\n", "\"cloud\" is not one of local|remote");
+    expect_fail("log: {level: verbose}\n",
+                "log.level: \"verbose\" is not one of trace|debug|info|warn|error|off");
+    expect_fail("topics: [{name: T, type: QUEUE}]\n",
+                "topics[0].type: \"QUEUE\" is not one of "
+                "NORMAL|FIFO|DELAY|TRANSACTION|MIXED");
+    expect_fail("groups: [{name: G, consume_from: middle}]\n",
+                "groups[0].consume_from: \"middle\" is not one of first|last");
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(load(&c, "log: {level: WARN}\ntopics: [{name: T, type: fifo}]\n"),
+                    GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.log.level, "warn");
+    CU_ASSERT_EQUAL(c.topics[0].type, CFG_TOPIC_FIFO);
+    cfg_free(&c);
+}
+
+static void test_bad_listen(void)
+{
+    static const char *const bad[] = {
+        "0.0.0.0", ":8081", "host:", "host:0", "host:65536", "host:80a",
+        "host:123456", "::1:80", "[::1:80", "[]:80", "[::1]80", "ho st:80",
+        "[::g]:80",
+    };
+    static const char *const good[] = {
+        "[::]:8081", "localhost:1", "127.0.0.1:65535", "my-host.example:80",
+    };
+    char yaml[128];
+
+    expect_fail("server:\n  grpc_listen: 0.0.0.0\n",
+                "t.yaml:2: server.grpc_listen: \"0.0.0.0\" is not a valid "
+                "HOST:PORT address (missing \":PORT\")");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "server: {http_listen: \"%s\"}\n", bad[i]);
+        expect_fail(yaml, "server.http_listen: ");
+        expect_fail(yaml, "is not a valid HOST:PORT address");
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(yaml, sizeof(yaml), "server: {amqp_listen: \"%s\"}\n", good[i]);
+        expect_ok(yaml);
+    }
+}
+
+static void test_bad_topic_name(void)
+{
+    char yaml[512], name[200];
+
+    expect_fail("topics:\n  - {name: T1}\n  - {name: T2}\n  - {name: \"a b\"}\n",
+                "t.yaml:4: topics[2].name: \"a b\" is not a valid topic name "
+                "(allowed: ^[%|a-zA-Z0-9_-]+$)");
+    expect_fail("topics: [{name: a.b}]\n", "\"a.b\" is not a valid topic name");
+    expect_fail("topics: [{name: \"\"}]\n", "topics[0].name: topic name must not be empty");
+    memset(name, 'x', 128);
+    name[128] = '\0';
+    snprintf(yaml, sizeof(yaml), "topics: [{name: %s}]\n", name);
+    expect_fail(yaml, "is not a valid topic name (128 characters, at most 127)");
+    name[127] = '\0';
+    snprintf(yaml, sizeof(yaml), "topics: [{name: %s}]\n", name);
+    expect_ok(yaml);
+    expect_fail("topics: [{name: TBW102}]\n",
+                "topics[0].name: \"TBW102\" is a reserved system topic name");
+    expect_fail("topics: [{name: SCHEDULE_TOPIC_XXXX}]\n", "reserved system topic");
+    expect_fail("topics: [{name: RMQ_SYS_TRACE_TOPIC}]\n", "reserved system topic");
+    expect_fail("topics: [{name: rmq_sys_anything}]\n",
+                "reserved system topic name (prefix rmq_sys_)");
+    expect_fail("topics: [{name: RMQ_SYS_X}]\n", "(prefix RMQ_SYS_)");
+    expect_fail("topics: [{name: \"%RETRY%G1\"}]\n", "(prefix %RETRY%)");
+    expect_fail("topics: [{name: \"%DLQ%G1\"}]\n", "(prefix %DLQ%)");
+    CU_ASSERT_EQUAL(cfg_topic_name_check("OK_name-1", NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(cfg_topic_name_check("BenchmarkTest", NULL, 0), GT_EINVAL);
+}
+
+static void test_bad_group_name(void)
+{
+    char yaml[512], name[200];
+
+    expect_fail("groups: [{name: G1}, {name: \"g/1\"}]\n",
+                "groups[1].name: \"g/1\" is not a valid group name (allowed: "
+                "^[%|a-zA-Z0-9_-]+$)");
+    memset(name, 'g', 121);
+    name[121] = '\0';
+    snprintf(yaml, sizeof(yaml), "groups: [{name: %s}]\n", name);
+    expect_fail(yaml, "is not a valid group name (121 characters, at most 120)");
+    name[120] = '\0';
+    snprintf(yaml, sizeof(yaml), "groups: [{name: %s}]\n", name);
+    expect_ok(yaml);
+    expect_fail("groups: [{name: DEFAULT_CONSUMER}]\n",
+                "groups[0].name: \"DEFAULT_CONSUMER\" is a reserved system group name");
+    expect_fail("groups: [{name: TOOLS_CONSUMER}]\n", "reserved system group");
+    expect_fail("groups: [{name: CID_RMQ_SYS_TRANS}]\n", "(prefix CID_RMQ_SYS_)");
+    CU_ASSERT_EQUAL(cfg_group_name_check("GID_ok", NULL, 0), GT_OK);
+}
+
+static void test_duplicates_and_missing_name(void)
+{
+    expect_fail("topics:\n  - {name: T1}\n  - {name: T2}\n  - name: T1\n    queues: 2\n",
+                "t.yaml:4: topics[2]: duplicate topic name \"T1\" (first "
+                "defined at line 2)");
+    expect_fail("groups:\n  - {name: G1}\n  - {name: G1, fifo: true}\n",
+                "t.yaml:3: groups[1]: duplicate group name \"G1\" (first "
+                "defined at line 2)");
+    /* A topic and a group may share a name. */
+    expect_ok("topics: [{name: X}]\ngroups: [{name: X}]\n");
+    expect_fail("topics:\n  - {name: T1}\n  - {type: FIFO, queues: 2}\n",
+                "t.yaml:3: topics[1].name: required key is missing");
+    expect_fail("groups:\n  - {}\n", "t.yaml:2: groups[0].name: required key is missing");
+    expect_fail("groups:\n  - name:\n", "groups[0].name: has no value");
+}
+
+/* ---- API behaviour ---------------------------------------------------- */
+
+static void test_cfg_set(void)
+{
+    cfg_t c;
+    char *before, *after;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.grpc_listen", "127.0.0.1:9000", err,
+                            sizeof(err)), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.server.grpc_listen, "127.0.0.1:9000");
+    CU_ASSERT_EQUAL(cfg_set(&c, "store.data_dir", "/tmp/g d", err, sizeof(err)),
+                    GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.store.data_dir, "/tmp/g d");
+    CU_ASSERT_EQUAL(cfg_set(&c, "log.level", "DEBUG", err, sizeof(err)), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.log.level, "debug");
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.threads", "16", err, sizeof(err)), GT_OK);
+    CU_ASSERT_EQUAL(c.server.threads, 16);
+    CU_ASSERT_EQUAL(cfg_set(&c, "store.segment_size", "8192", NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(c.store.segment_size, 8192);
+
+    before = print_str(&c);
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.grpc_listen", "nope", err, sizeof(err)),
+                    GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "server.grpc_listen: \"nope\" is not a valid "
+                                "HOST:PORT address (missing \":PORT\")");
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.threads", "x", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "server.threads: \"x\" is not an integer");
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.threads", "1000", err, sizeof(err)),
+                    GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "server.threads: 1000 is out of range (0..256)");
+    CU_ASSERT_EQUAL(cfg_set(&c, "log.level", "loud", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_EQUAL(cfg_set(&c, "store.data_dir", "", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "store.data_dir: has no value");
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.nope", "1", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "server.nope: unknown key");
+    CU_ASSERT_EQUAL(cfg_set(&c, "threads", "1", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "threads: unknown key");
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.threads.x", "1", err, sizeof(err)),
+                    GT_EINVAL);
+    CU_ASSERT_EQUAL(cfg_set(&c, "topics.name", "T", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "can only be declared in the config file"));
+    after = print_str(&c);
+    CU_ASSERT_STRING_EQUAL(before, after); /* failed sets change nothing */
+    free(before);
+    free(after);
+    cfg_free(&c);
+}
+
+static void test_round_trip(void)
+{
+    cfg_t a, b;
+    char *pa, *pb;
+
+    cfg_init(&a);
+    cfg_init(&b);
+    CU_ASSERT_EQUAL_FATAL(load(&a, full_yaml), GT_OK);
+    pa = print_str(&a);
+    CU_ASSERT_EQUAL(load(&b, pa), GT_OK);
+    if (err[0] != '\0')
+        fprintf(stderr, "\n%s\n%s\n", pa, err);
+    pb = print_str(&b);
+    CU_ASSERT_STRING_EQUAL(pa, pb);
+    CU_ASSERT_STRING_EQUAL(a.store.data_dir, b.store.data_dir);
+    CU_ASSERT_EQUAL(a.store.segment_size, b.store.segment_size);
+    CU_ASSERT_EQUAL_FATAL(b.n_topics, a.n_topics);
+    for (size_t i = 0; i < a.n_topics; i++) {
+        CU_ASSERT_STRING_EQUAL(a.topics[i].name, b.topics[i].name);
+        CU_ASSERT_EQUAL(a.topics[i].type, b.topics[i].type);
+        CU_ASSERT_EQUAL(a.topics[i].queues, b.topics[i].queues);
+    }
+    CU_ASSERT_EQUAL_FATAL(b.n_groups, a.n_groups);
+    for (size_t i = 0; i < a.n_groups; i++) {
+        CU_ASSERT_STRING_EQUAL(a.groups[i].name, b.groups[i].name);
+        CU_ASSERT_EQUAL(a.groups[i].fifo, b.groups[i].fifo);
+        CU_ASSERT_EQUAL(a.groups[i].consume_from_last, b.groups[i].consume_from_last);
+        CU_ASSERT_EQUAL(a.groups[i].max_delivery_attempts,
+                        b.groups[i].max_delivery_attempts);
+    }
+    free(pa);
+    free(pb);
+    /* The defaults (empty lists) round-trip too. */
+    cfg_free(&a);
+    cfg_init(&a);
+    pa = print_str(&a);
+    CU_ASSERT_EQUAL(load(&b, pa), GT_OK);
+    check_defaults(&b);
+    free(pa);
+    cfg_free(&a);
+    cfg_free(&b);
+}
+
+static void test_failed_load_keeps_cfg(void)
+{
+    static const char *const bad[] = {
+        "server: {threads: 3}\ntopics: [{name: T1}, {name: T1}]\n",
+        "server: {threads: 3}\ngroups: [{name: G}, {name: \"a b\"}]\n",
+        "topics: [{name: OK}]\nstore: {flsuh: x}\n",
+        "server: {threads: [\n",
+    };
+    cfg_t c;
+    char *before, *after;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL_FATAL(load(&c, full_yaml), GT_OK);
+    before = print_str(&c);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CU_ASSERT_EQUAL(load(&c, bad[i]), GT_EINVAL);
+        after = print_str(&c);
+        CU_ASSERT_STRING_EQUAL(before, after);
+        free(after);
+    }
+    CU_ASSERT_EQUAL(cfg_load_file(&c, "/nonexistent/gantry.yaml", err,
+                                  sizeof(err)), GT_EIO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "/nonexistent/gantry.yaml: cannot open"));
+    after = print_str(&c);
+    CU_ASSERT_STRING_EQUAL(before, after);
+    free(after);
+    free(before);
+    cfg_free(&c);
+}
+
+static void test_load_file(void)
+{
+    char path[] = "/tmp/test_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    cfg_t c;
+    FILE *f;
+
+    CU_ASSERT_FATAL(fd >= 0);
+    f = fdopen(fd, "w");
+    fputs("server:\n  threads: 2\n  thread: 3\n", f);
+    fclose(f);
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(cfg_load_file(&c, path, err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, ":3: server.thread: unknown key"));
+    CU_ASSERT_EQUAL(strncmp(err, path, strlen(path)), 0);
+    CU_ASSERT_EQUAL(cfg_load_file(&c, "/tmp", err, sizeof(err)), GT_EIO);
+    f = fopen(path, "w");
+    fputs("server:\n  threads: 2\n", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(cfg_load_file(&c, path, NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(c.server.threads, 2);
+    unlink(path);
+    cfg_free(&c);
+}
+
+static void test_shipped_gantry_yaml(void)
+{
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL_FATAL(cfg_load_file(&c, GANTRY_SOURCE_DIR "/config/gantry.yaml",
+                                        err, sizeof(err)), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.server.grpc_listen, "0.0.0.0:8081");
+    CU_ASSERT_STRING_EQUAL(c.server.http_listen, "0.0.0.0:5557");
+    CU_ASSERT_STRING_EQUAL(c.server.amqp_listen, "0.0.0.0:5672");
+    CU_ASSERT_STRING_EQUAL(c.store.mode, "local");
+    CU_ASSERT_STRING_EQUAL(c.store.flush, "sync");
+    CU_ASSERT_STRING_EQUAL(c.store.data_dir, "data");
+    CU_ASSERT_EQUAL_FATAL(c.n_topics, 4);
+    CU_ASSERT_STRING_EQUAL(c.topics[0].name, "TopicTest");
+    CU_ASSERT_EQUAL(c.topics[1].type, CFG_TOPIC_FIFO);
+    CU_ASSERT_EQUAL(c.topics[2].type, CFG_TOPIC_DELAY);
+    CU_ASSERT_EQUAL(c.topics[3].type, CFG_TOPIC_TRANSACTION);
+    CU_ASSERT_EQUAL_FATAL(c.n_groups, 2);
+    CU_ASSERT_STRING_EQUAL(c.groups[1].name, "FifoGroup");
+    CU_ASSERT_TRUE(c.groups[1].fifo);
+    cfg_free(&c);
+}
+
+static void test_tables_and_doc(void)
+{
+    char *doc = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&doc, &len);
+    char want[128];
+
+    cfg_write_doc(f);
+    fclose(f);
+    for (size_t i = 0; i < cfg_n_sections; i++) {
+        const cfg_section_t *sec = &cfg_sections[i];
+
+        CU_ASSERT(sec->n_keys <= 32); /* the loader's seen-bitmask */
+        CU_ASSERT_PTR_NOT_NULL(sec->doc);
+        if (sec->is_list) {
+            CU_ASSERT_STRING_EQUAL(sec->keys[0].key, "name");
+            CU_ASSERT_PTR_NULL(sec->keys[0].def);
+        }
+        for (size_t k = 0; k < sec->n_keys; k++) {
+            const cfg_desc_t *d = &sec->keys[k];
+
+            snprintf(want, sizeof(want), "| `%s%s%s` |", sec->name,
+                     sec->is_list ? "[]." : ".", d->key);
+            CU_ASSERT_PTR_NOT_NULL(strstr(doc, want));
+            CU_ASSERT_PTR_NOT_NULL(d->doc);
+            if (!sec->is_list)
+                CU_ASSERT_PTR_NOT_NULL(d->def);
+        }
+    }
+    CU_ASSERT_PTR_NOT_NULL(strstr(doc, "`TBW102`"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(doc, "`CID_RMQ_SYS_`"));
+    free(doc);
+}
+
+int main(void)
+{
+    static const struct {
+        const char *name;
+        CU_TestFunc fn;
+    } tests[] = {
+        {"defaults", test_defaults},
+        {"block style", test_block_style},
+        {"flow style", test_flow_style},
+        {"bad YAML syntax", test_syntax_error},
+        {"unknown key", test_unknown_key},
+        {"duplicate key", test_duplicate_key},
+        {"wrong type", test_wrong_type},
+        {"out of range", test_out_of_range},
+        {"bad enum", test_bad_enum},
+        {"bad listen address", test_bad_listen},
+        {"bad topic name", test_bad_topic_name},
+        {"bad group name", test_bad_group_name},
+        {"duplicate names, missing name", test_duplicates_and_missing_name},
+        {"cfg_set", test_cfg_set},
+        {"print/reload round trip", test_round_trip},
+        {"failed load keeps cfg", test_failed_load_keeps_cfg},
+        {"cfg_load_file", test_load_file},
+        {"config/gantry.yaml loads", test_shipped_gantry_yaml},
+        {"tables and generated doc", test_tables_and_doc},
+    };
+    CU_pSuite suite;
+
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    suite = CU_add_suite("config", NULL, NULL);
+    if (suite == NULL)
+        goto out;
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+        if (CU_add_test(suite, tests[i].name, tests[i].fn) == NULL)
+            goto out;
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+out:;
+    int rc = CU_get_number_of_failures() != 0 || CU_get_error();
+    CU_cleanup_registry();
+    return rc;
+}
