@@ -1,0 +1,427 @@
+/* The store interface: the one API the gRPC service, the AMQP gateway and
+ * the (future) store server use to reach message state.
+ *
+ * A store is a `st_store_t *` whose first member is a `const st_ops_t *`
+ * table; the inline wrappers below dispatch through it.  `st_local_open()`
+ * opens the embedded engine (store/st_local.c); a remote implementation will
+ * provide the same table.  The API speaks RocketMQ's domain (topics, groups,
+ * queues, receipt handles), not any wire protocol.
+ *
+ * Asynchrony.  Every operation completes through a callback, so no caller
+ * thread blocks on fsync, a long poll or a network round trip.  A callback
+ * runs exactly once, either on the calling thread before the call returns
+ * (when the answer is immediate) or on a store thread.  Callbacks must be
+ * short and must not block; they may call back into the store.  Result
+ * structures passed to a callback are *borrowed*: they are valid only until
+ * the callback returns, so copy whatever you keep.
+ *
+ * Errors.  Callbacks receive a gt_err_t.  st_err_retriable() tells the
+ * edge whether to answer "retry later" (I/O, disk full, shutdown) or "bad
+ * request".  Specific meanings are listed on each operation. */
+#ifndef ST_H
+#define ST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gt_err.h"
+
+/* ---- limits ------------------------------------------------------------ */
+#define ST_NAME_MAX      255  /* topic / group name bytes (without NUL)    */
+#define ST_MAX_KEYS      32   /* keys per message                          */
+#define ST_MAX_PROPS     64   /* user properties per message               */
+#define ST_POP_MAX       32   /* messages per pop                          */
+#define ST_HANDLE_MAX    64   /* receipt handle buffer, including NUL      */
+#define ST_MSG_ID_MAX    64   /* message id buffer, including NUL          */
+#define ST_QUEUE_ANY     (-1) /* "store chooses" / "all queues"            */
+
+/* ---- metadata ---------------------------------------------------------- */
+typedef enum st_topic_type {
+    ST_TOPIC_NORMAL = 0,
+    ST_TOPIC_FIFO,
+    ST_TOPIC_DELAY,
+    ST_TOPIC_TRANSACTION,
+    ST_TOPIC_MIXED,
+} st_topic_type_t;
+
+/* RocketMQ permission bits. */
+#define ST_PERM_WRITE 0x2u
+#define ST_PERM_READ  0x4u
+
+typedef struct st_topic {
+    char name[ST_NAME_MAX + 1];
+    st_topic_type_t type;
+    uint32_t queue_count; /* 1..1024; may grow on update, never shrink */
+    uint32_t perm;        /* ST_PERM_* */
+} st_topic_t;
+
+typedef enum st_consume_from {
+    ST_CONSUME_FROM_FIRST = 0, /* first retained message of each queue */
+    ST_CONSUME_FROM_LAST,      /* end of the queue as of the first pop */
+} st_consume_from_t;
+
+typedef struct st_group {
+    char name[ST_NAME_MAX + 1];
+    uint32_t max_delivery_attempts; /* >= 1; after this many, to %DLQ% */
+    bool fifo;
+    st_consume_from_t consume_from;
+} st_group_t;
+
+/* ---- messages ---------------------------------------------------------- */
+typedef struct st_prop {
+    const char *key;
+    const char *value;
+} st_prop_t;
+
+/* One message.  On append the caller fills the "in" fields (strings it
+ * owns; NULL means empty) and the store copies them.  On output (pop, pull,
+ * lookup) every pointer refers to store-owned memory valid for the duration
+ * of the callback only. */
+typedef struct st_message {
+    /* in + out */
+    const char *tag;
+    const char *keys[ST_MAX_KEYS];
+    uint32_t nkeys;
+    const char *msg_id;     /* NULL on append: the store generates one */
+    st_prop_t props[ST_MAX_PROPS];
+    uint32_t nprops;
+    int64_t born_ts_ms;
+    const char *born_host;
+    const char *msg_group;  /* FIFO message group, or NULL */
+    int64_t delivery_ts_ms; /* delayed delivery time, 0 = none */
+    const void *body;
+    uint32_t body_len;
+    int32_t queue_id;       /* in: queue or ST_QUEUE_ANY; out: queue */
+    /* out only */
+    const char *topic;
+    uint64_t queue_offset;
+    uint64_t position;      /* commitlog position */
+    int64_t store_ts_ms;
+    uint32_t flags;
+} st_message_t;
+
+/* ---- callbacks and results --------------------------------------------- */
+typedef void (*st_done_cb)(void *arg, gt_err_t err);
+
+typedef void (*st_topic_cb)(void *arg, gt_err_t err, const st_topic_t *topics,
+                            size_t n);
+typedef void (*st_group_cb)(void *arg, gt_err_t err, const st_group_t *groups,
+                            size_t n);
+
+typedef struct st_append_item {
+    char msg_id[ST_MSG_ID_MAX];
+    uint32_t queue_id;
+    uint64_t queue_offset;
+    uint64_t position;
+    int64_t store_ts_ms;
+} st_append_item_t;
+
+/* On GT_OK every message was appended; on error none was acknowledged. */
+typedef void (*st_append_cb)(void *arg, gt_err_t err,
+                             const st_append_item_t *items, size_t n);
+
+typedef struct st_popped {
+    st_message_t msg;
+    char handle[ST_HANDLE_MAX];   /* opaque receipt handle */
+    uint32_t attempt;             /* delivery attempt, 1-based */
+    int64_t invisible_until_ms;   /* wall clock, ms */
+} st_popped_t;
+
+/* n == 0 with GT_OK means "no message before the poll timeout". */
+typedef void (*st_pop_cb)(void *arg, gt_err_t err, const st_popped_t *msgs,
+                          size_t n);
+
+/* Receives the new receipt handle (NUL-terminated) on GT_OK. */
+typedef void (*st_handle_cb)(void *arg, gt_err_t err, const char *handle);
+
+/* Messages from pull / lookup.  For pull, next_offset is where to continue. */
+typedef void (*st_msgs_cb)(void *arg, gt_err_t err, const st_message_t *msgs,
+                           size_t n, uint64_t next_offset);
+
+typedef void (*st_offset_cb)(void *arg, gt_err_t err, uint64_t offset);
+
+/* Optional filter hook: return true to deliver.  Runs on a store thread with
+ * store locks held: it must be quick and must not call the store. */
+typedef bool (*st_filter_fn)(void *ctx, const st_message_t *msg);
+
+typedef struct st_pop_req {
+    const char *group;
+    const char *topic;
+    int32_t queue_id;         /* ST_QUEUE_ANY: all queues of the topic */
+    const char *tag_expr;     /* NULL, "", "*" or "a||b||c" */
+    st_filter_fn filter;      /* optional, applied after the tag filter */
+    void *filter_ctx;         /* borrowed; must outlive the pop */
+    uint32_t max;             /* 1..ST_POP_MAX */
+    int64_t invisible_ms;     /* > 0 */
+    int64_t poll_timeout_ms;  /* 0: answer immediately */
+} st_pop_req_t;
+
+typedef enum st_offset_kind {
+    ST_OFFSET_BEGIN = 0,
+    ST_OFFSET_END,
+    ST_OFFSET_TIME, /* first message with store time >= ts_ms, else END */
+} st_offset_kind_t;
+
+typedef struct st_queue_stats {
+    uint64_t min_offset;  /* first retained offset */
+    uint64_t max_offset;  /* next offset to be written */
+    uint64_t bytes;       /* retained record bytes */
+} st_queue_stats_t;
+
+typedef struct st_stats {
+    uint32_t nqueues;
+    const st_queue_stats_t *queues; /* per queue of the topic */
+    uint64_t messages;              /* retained messages, all queues */
+    uint64_t bytes;
+    /* Filled when a group was given: */
+    uint64_t ready;                 /* deliverable now (new + expired) */
+    uint64_t inflight;              /* delivered, invisible, not acked */
+    uint64_t lag;                   /* max_offset - committed, summed */
+} st_stats_t;
+
+typedef void (*st_stats_cb)(void *arg, gt_err_t err, const st_stats_t *s);
+
+/* ---- the operations table ---------------------------------------------- */
+typedef struct st_store st_store_t;
+
+typedef struct st_ops {
+    const char *name;
+    void (*close)(st_store_t *st);
+    void (*topic_put)(st_store_t *st, const st_topic_t *t, st_done_cb cb,
+                      void *arg);
+    void (*topic_delete)(st_store_t *st, const char *name, st_done_cb cb,
+                         void *arg);
+    void (*topic_get)(st_store_t *st, const char *name, st_topic_cb cb,
+                      void *arg);
+    void (*group_put)(st_store_t *st, const st_group_t *g, st_done_cb cb,
+                      void *arg);
+    void (*group_delete)(st_store_t *st, const char *name, st_done_cb cb,
+                         void *arg);
+    void (*group_get)(st_store_t *st, const char *name, st_group_cb cb,
+                      void *arg);
+    void (*append)(st_store_t *st, const char *topic, const st_message_t *msgs,
+                   size_t n, st_append_cb cb, void *arg);
+    void (*pop)(st_store_t *st, const st_pop_req_t *req, st_pop_cb cb,
+                void *arg);
+    void (*ack)(st_store_t *st, const char *group, const char *topic,
+                const char *handle, st_done_cb cb, void *arg);
+    void (*change_invisible)(st_store_t *st, const char *group,
+                             const char *topic, const char *handle,
+                             int64_t invisible_ms, st_handle_cb cb, void *arg);
+    void (*pull)(st_store_t *st, const char *topic, uint32_t queue,
+                 uint64_t offset, uint32_t max, st_msgs_cb cb, void *arg);
+    void (*offset_get)(st_store_t *st, const char *group, const char *topic,
+                       uint32_t queue, st_offset_cb cb, void *arg);
+    void (*offset_update)(st_store_t *st, const char *group, const char *topic,
+                          uint32_t queue, uint64_t offset, st_done_cb cb,
+                          void *arg);
+    void (*offset_query)(st_store_t *st, const char *topic, uint32_t queue,
+                         st_offset_kind_t kind, int64_t ts_ms, st_offset_cb cb,
+                         void *arg);
+    void (*lookup_id)(st_store_t *st, const char *topic, const char *msg_id,
+                      st_msgs_cb cb, void *arg);
+    void (*lookup_key)(st_store_t *st, const char *topic, const char *key,
+                       uint32_t max, st_msgs_cb cb, void *arg);
+    void (*stats)(st_store_t *st, const char *topic, const char *group,
+                  st_stats_cb cb, void *arg);
+} st_ops_t;
+
+/* Every implementation's store object starts with this. */
+struct st_store {
+    const st_ops_t *ops;
+};
+
+/* ---- the local engine's configuration ----------------------------------- */
+typedef enum st_flush {
+    ST_FLUSH_SYNC = 0, /* complete appends after fdatasync (group commit) */
+    ST_FLUSH_ASYNC,    /* complete after write; fdatasync every interval  */
+} st_flush_t;
+
+struct st_file_ops; /* file layer (st_int.h); tests inject faults through it */
+
+typedef struct st_config {
+    const char *dir;             /* data directory; created if missing */
+    uint64_t segment_size;       /* commitlog segment bytes, default 1 GiB */
+    st_flush_t flush;
+    uint32_t flush_interval_ms;  /* async mode and state log, default 500 */
+    uint32_t retention_hours;    /* default 72; 0 = keep forever */
+    uint32_t max_message_bytes;  /* encoded record limit, default 4 MiB */
+    bool repair;                 /* truncate at damage below synced data */
+    const struct st_file_ops *file_ops; /* NULL = POSIX; tests only */
+    void *file_ctx;
+} st_config_t;
+
+/* Fills *cfg with defaults (dir NULL). */
+void st_config_init(st_config_t *cfg);
+
+/* Opens (creating or recovering) the local store in cfg->dir.  Synchronous:
+ * this is start-up.  Borrows cfg (strings are copied).  On GT_OK *out is an
+ * owned store; release it with st_close().  GT_ECORRUPT means damage below
+ * the last synced position (logged with file and offset); start with
+ * cfg->repair to truncate there instead.  GT_EBUSY: another process holds
+ * the directory. */
+gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out);
+
+/* True for errors a client should retry later (I/O, disk full, busy,
+ * shutting down, timeout); false for bad requests. */
+bool st_err_retriable(gt_err_t err);
+
+/* Name of the dead-letter topic of a group: "%DLQ%<group>". Writes into buf
+ * (size >= ST_NAME_MAX + 1); returns GT_ERANGE if it does not fit. */
+gt_err_t st_dlq_topic_name(const char *group, char *buf, size_t size);
+
+/* ---- wrappers ---------------------------------------------------------- */
+
+/* Completes or fails in-flight appends, answers parked pops with
+ * GT_ESHUTDOWN, syncs and frees.  Takes ownership of st (NULL-safe). */
+static inline void st_close(st_store_t *st)
+{
+    if (st)
+        st->ops->close(st);
+}
+
+/* Creates or updates a topic (queue_count may grow).  Borrows t.
+ * GT_EINVAL: bad name/count. */
+static inline void st_topic_put(st_store_t *st, const st_topic_t *t,
+                                st_done_cb cb, void *arg)
+{
+    st->ops->topic_put(st, t, cb, arg);
+}
+
+/* Deletes a topic's metadata (its data ages out).  Borrows name.
+ * GT_ENOTFOUND if unknown. */
+static inline void st_topic_delete(st_store_t *st, const char *name,
+                                   st_done_cb cb, void *arg)
+{
+    st->ops->topic_delete(st, name, cb, arg);
+}
+
+/* name == NULL lists all topics; otherwise one (GT_ENOTFOUND if none).
+ * The array passed to cb is borrowed. */
+static inline void st_topic_get(st_store_t *st, const char *name,
+                                st_topic_cb cb, void *arg)
+{
+    st->ops->topic_get(st, name, cb, arg);
+}
+
+/* Creates or updates a group.  Borrows g.  Groups are also created with
+ * defaults (16 attempts, consume from first) on their first pop. */
+static inline void st_group_put(st_store_t *st, const st_group_t *g,
+                                st_done_cb cb, void *arg)
+{
+    st->ops->group_put(st, g, cb, arg);
+}
+
+static inline void st_group_delete(st_store_t *st, const char *name,
+                                   st_done_cb cb, void *arg)
+{
+    st->ops->group_delete(st, name, cb, arg);
+}
+
+/* name == NULL lists all groups.  The array passed to cb is borrowed. */
+static inline void st_group_get(st_store_t *st, const char *name,
+                                st_group_cb cb, void *arg)
+{
+    st->ops->group_get(st, name, cb, arg);
+}
+
+/* Appends n (1..1024) messages to one topic.  Borrows topic and msgs (copied
+ * before return).  cb gets one item per message, in order, after the
+ * configured durability is met.  Errors: GT_ENOTFOUND (topic), GT_EINVAL
+ * (bad queue, too many keys/props, too large), GT_EIO / GT_ENOSPC
+ * (retriable; nothing was acknowledged), GT_ESHUTDOWN. */
+static inline void st_append(st_store_t *st, const char *topic,
+                             const st_message_t *msgs, size_t n,
+                             st_append_cb cb, void *arg)
+{
+    st->ops->append(st, topic, msgs, n, cb, arg);
+}
+
+/* Pops up to req->max messages for req->group, parking up to
+ * req->poll_timeout_ms until one arrives.  Borrows req (copied if parked,
+ * except filter_ctx).  GT_ENOTFOUND: unknown topic. */
+static inline void st_pop(st_store_t *st, const st_pop_req_t *req,
+                          st_pop_cb cb, void *arg)
+{
+    st->ops->pop(st, req, cb, arg);
+}
+
+/* Acknowledges one delivery.  Borrows strings.  GT_EINVAL: invalid receipt
+ * handle (malformed, expired, superseded or already acked); GT_ENOTFOUND:
+ * unknown topic or group. */
+static inline void st_ack(st_store_t *st, const char *group, const char *topic,
+                          const char *handle, st_done_cb cb, void *arg)
+{
+    st->ops->ack(st, group, topic, handle, cb, arg);
+}
+
+/* Makes a delivery invisible for invisible_ms from now; cb receives a new
+ * handle and the old one stops working.  Errors as for st_ack(). */
+static inline void st_change_invisible(st_store_t *st, const char *group,
+                                       const char *topic, const char *handle,
+                                       int64_t invisible_ms, st_handle_cb cb,
+                                       void *arg)
+{
+    st->ops->change_invisible(st, group, topic, handle, invisible_ms, cb, arg);
+}
+
+/* Reads up to max messages of (topic, queue) from offset, without consuming
+ * state.  next_offset tells where to continue; an offset below the retained
+ * minimum starts at the minimum. */
+static inline void st_pull(st_store_t *st, const char *topic, uint32_t queue,
+                           uint64_t offset, uint32_t max, st_msgs_cb cb,
+                           void *arg)
+{
+    st->ops->pull(st, topic, queue, offset, max, cb, arg);
+}
+
+/* Committed offset of (group, topic, queue): all below it are acked. */
+static inline void st_offset_get(st_store_t *st, const char *group,
+                                 const char *topic, uint32_t queue,
+                                 st_offset_cb cb, void *arg)
+{
+    st->ops->offset_get(st, group, topic, queue, cb, arg);
+}
+
+/* Moves the committed offset (and the pop position) to offset, forgetting
+ * in-flight deliveries below it.  GT_ERANGE beyond the end. */
+static inline void st_offset_update(st_store_t *st, const char *group,
+                                    const char *topic, uint32_t queue,
+                                    uint64_t offset, st_done_cb cb, void *arg)
+{
+    st->ops->offset_update(st, group, topic, queue, offset, cb, arg);
+}
+
+static inline void st_offset_query(st_store_t *st, const char *topic,
+                                   uint32_t queue, st_offset_kind_t kind,
+                                   int64_t ts_ms, st_offset_cb cb, void *arg)
+{
+    st->ops->offset_query(st, topic, queue, kind, ts_ms, cb, arg);
+}
+
+/* Finds the message(s) with this id (topic may be NULL = any).
+ * GT_OK with n == 0 when none. */
+static inline void st_lookup_id(st_store_t *st, const char *topic,
+                                const char *msg_id, st_msgs_cb cb, void *arg)
+{
+    st->ops->lookup_id(st, topic, msg_id, cb, arg);
+}
+
+/* Up to max (<= ST_POP_MAX) most recent messages carrying key. */
+static inline void st_lookup_key(st_store_t *st, const char *topic,
+                                 const char *key, uint32_t max, st_msgs_cb cb,
+                                 void *arg)
+{
+    st->ops->lookup_key(st, topic, key, max, cb, arg);
+}
+
+/* Per-queue counts and bytes of topic; with group, its ready / in-flight /
+ * lag too. */
+static inline void st_stats(st_store_t *st, const char *topic,
+                            const char *group, st_stats_cb cb, void *arg)
+{
+    st->ops->stats(st, topic, group, cb, arg);
+}
+
+#endif

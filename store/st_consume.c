@@ -1,0 +1,682 @@
+/* Message-granularity consumption: pop, ack, change invisible duration,
+ * redelivery of expired deliveries, dead-lettering, parked (long-poll) pops
+ * and committed offsets.
+ *
+ * Per (group, topic, queue) the state is a window of offsets [commit, pop):
+ * each entry is in flight (attempt, deadline, generation), acked, or being
+ * moved to the DLQ.  A pop first redelivers expired in-flight entries
+ * (attempt + 1; past the group's max attempts they go to %DLQ%<group>
+ * instead), then hands out new offsets from pop onwards that pass the tag
+ * filter and the filter hook; those that do not are acked on the spot
+ * (skipped for this group).  The committed offset advances over acked
+ * entries at the window's head.  Every change is written to the state log
+ * before the operation completes.
+ *
+ * A receipt handle names (queue, offset, generation).  The generation is a
+ * store-wide counter, persisted through the state log, so each delivery of a
+ * message gets a new one: an ack with a superseded or expired handle does
+ * not match the entry and is rejected (GT_EINVAL).
+ *
+ * Pops that find nothing park on st->parked until their poll timeout.  The
+ * service thread retries them when a topic they wait on gets new messages
+ * (st_publish_wake), when an in-flight deadline passes, or at their
+ * timeout; no polling loop.  All state here is guarded by st->lock;
+ * callbacks run after it is released. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gt_log.h"
+#include "st_int.h"
+
+#define ST_MSG_F_DLQ 0x1u
+
+struct st_park {
+    st_park_t *next;
+    st_pop_req_t req;       /* strings point at the copies below */
+    char *group, *topic;
+    st_tagexpr_t tx;
+    int64_t deadline;
+    uint64_t seen_version;
+    st_pop_cb cb;
+    void *arg;
+};
+
+/* Result being collected by one pop. */
+typedef struct pop_out {
+    st_popped_t msgs[ST_POP_MAX];
+    uint8_t *bufs[ST_POP_MAX];
+    size_t n;
+} pop_out_t;
+
+typedef struct pop_ctx {
+    st_local_t *st;
+    st_group_rt_t *g;
+    st_topic_rt_t *t;
+    const st_pop_req_t *req;
+    const st_tagexpr_t *tx;
+    int64_t now;
+    pop_out_t *out;
+} pop_ctx_t;
+
+static void out_free(pop_out_t *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->bufs[i]);
+    o->n = 0;
+}
+
+static void note_deadline(st_local_t *st, st_cs_t *cs, int64_t deadline)
+{
+    if (deadline < cs->min_deadline)
+        cs->min_deadline = deadline;
+    if (deadline < st->next_expiry) {
+        st->next_expiry = deadline;
+        if (st->parked)
+            pthread_cond_signal(&st->svc_cond);
+    }
+}
+
+/* Records a delivery of offset off (entry e) and adds it to the result.
+ * Takes ownership of buf on GT_OK. */
+static gt_err_t deliver(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
+                        uint32_t attempt, uint8_t *buf, const st_message_t *m)
+{
+    st_local_t *st = c->st;
+    int64_t deadline = c->now + c->req->invisible_ms;
+    st_srec_t r = {.type = ST_SR_POP, .group = c->g->meta.name,
+                   .topic = c->t->meta.name, .queue = q, .a = off,
+                   .attempt = attempt, .deadline = deadline,
+                   .gen = st->next_gen};
+    gt_err_t rc = st_state_log(st, &r);
+    if (rc != GT_OK)
+        return rc;
+    st_went_t *e = st_cs_at(cs, off);
+    *e = (st_went_t){.state = ST_E_INFLIGHT, .attempt = attempt,
+                     .deadline = deadline, .gen = st->next_gen++};
+    note_deadline(st, cs, deadline);
+    st_popped_t *p = &c->out->msgs[c->out->n];
+    p->msg = *m;
+    p->attempt = attempt;
+    p->invisible_until_ms = deadline;
+    st_handle_encode(&(st_handle_t){.queue = q, .offset = off, .gen = e->gen},
+                     p->handle);
+    c->out->bufs[c->out->n++] = buf;
+    return GT_OK;
+}
+
+/* ---- dead letters --------------------------------------------------------- */
+typedef struct dlq_ctx {
+    st_local_t *st;
+    char group[ST_NAME_MAX + 1], topic[ST_NAME_MAX + 1];
+    uint32_t queue;
+    uint64_t off;
+} dlq_ctx_t;
+
+static void dlq_done(void *arg, gt_err_t err, const st_append_item_t *items,
+                     size_t n)
+{
+    dlq_ctx_t *d = arg;
+    st_local_t *st = d->st;
+    pthread_mutex_lock(&st->lock);
+    st_group_rt_t *g = st_group_vivify(st, d->group);
+    st_topic_rt_t *t = st_topic_vivify(st, d->topic);
+    st_cs_t *cs = g && t ? st_cs_find(st, g, t, d->queue, false) : NULL;
+    if (cs && d->off >= cs->commit && d->off < cs->pop &&
+        st_cs_at(cs, d->off)->state == ST_E_DLQ) {
+        st_went_t *e = st_cs_at(cs, d->off);
+        st_srec_t r = {.type = ST_SR_ACK, .group = d->group,
+                       .topic = d->topic, .queue = d->queue, .a = d->off};
+        if (err == GT_OK && st_state_log(st, &r) == GT_OK) {
+            e->state = ST_E_ACKED;
+            st_cs_advance(cs);
+        } else { /* try again at the next expiry scan */
+            e->state = ST_E_INFLIGHT;
+            e->deadline = st_now_ms() + 1000;
+            note_deadline(st, cs, e->deadline);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    free(d);
+}
+
+static gt_err_t dlq_topic(st_local_t *st, const char *group, char *name)
+{
+    gt_err_t rc = st_dlq_topic_name(group, name, ST_NAME_MAX + 1);
+    if (rc != GT_OK || st_topic_find(st, name))
+        return rc;
+    st_topic_t t = {.type = ST_TOPIC_NORMAL, .queue_count = 1,
+                    .perm = ST_PERM_READ | ST_PERM_WRITE};
+    strcpy(t.name, name);
+    st_srec_t r = {.type = ST_SR_TOPIC_PUT, .t = &t};
+    rc = st_state_log(st, &r);
+    return rc == GT_OK ? st_topic_put_locked(st, &t) : rc;
+}
+
+/* Moves the message at (q, off) to %DLQ%<group>: a copy with the original
+ * properties plus ORIGIN_MESSAGE_ID and RETRY_TOPIC is appended; the entry
+ * is acked when that append completes. */
+static void dlq_move(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
+                     const st_cq_entry_t *ce)
+{
+    st_local_t *st = c->st;
+    char name[ST_NAME_MAX + 1];
+    uint8_t *buf = NULL;
+    st_message_t m;
+    dlq_ctx_t *d = NULL;
+    st_went_t *e = st_cs_at(cs, off);
+    gt_err_t rc = dlq_topic(st, c->g->meta.name, name);
+    if (rc == GT_OK)
+        rc = st_log_read(st, ce->pos, ce->size, &buf, &m);
+    if (rc == GT_OK && !(d = calloc(1, sizeof(*d))))
+        rc = GT_ENOMEM;
+    if (rc == GT_OK) {
+        if (m.nprops + 2 <= ST_MAX_PROPS) {
+            m.props[m.nprops++] = (st_prop_t){"ORIGIN_MESSAGE_ID", m.msg_id};
+            m.props[m.nprops++] = (st_prop_t){"RETRY_TOPIC", c->t->meta.name};
+        }
+        m.queue_id = ST_QUEUE_ANY;
+        m.flags = ST_MSG_F_DLQ;
+        d->st = st;
+        strcpy(d->group, c->g->meta.name);
+        strcpy(d->topic, c->t->meta.name);
+        d->queue = q;
+        d->off = off;
+        rc = st_append_submit(st, name, &m, 1, dlq_done, d, true);
+    }
+    if (rc == GT_OK) {
+        e->state = ST_E_DLQ;
+    } else {
+        GT_LOG(WARN, "store", "dead-lettering %s/%u/%" PRIu64 " failed: %s",
+               c->t->meta.name, q, off, gt_err_str(rc));
+        free(d);
+        e->deadline = c->now + 1000;
+        note_deadline(st, cs, e->deadline);
+    }
+    free(buf);
+}
+
+/* ---- pop -------------------------------------------------------------------- */
+static gt_err_t cs_prepare(pop_ctx_t *c, uint32_t q, st_cs_t **out)
+{
+    st_local_t *st = c->st;
+    st_cs_t *cs = st_cs_find(st, c->g, c->t, q, true);
+    st_cq_t *cq = &c->t->cq[q];
+    if (!cs)
+        return GT_ENOMEM;
+    if (!cs->init) {
+        uint64_t start = c->g->meta.consume_from == ST_CONSUME_FROM_LAST
+                             ? st_cq_end(cq) : cq->min_off;
+        st_srec_t r = {.type = ST_SR_CS_INIT, .group = c->g->meta.name,
+                       .topic = c->t->meta.name, .queue = q, .a = start,
+                       .b = start};
+        gt_err_t rc = st_state_log(st, &r);
+        if (rc != GT_OK)
+            return rc;
+        st_cs_reset(cs, start);
+        cs->init = true;
+    }
+    st_cs_clamp(cs, cq);
+    *out = cs;
+    return GT_OK;
+}
+
+/* Redelivers expired in-flight entries of one queue. */
+static gt_err_t pop_expired(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
+{
+    int64_t newmin = INT64_MAX;
+    gt_err_t rc = GT_OK;
+    if (cs->min_deadline > c->now)
+        return GT_OK;
+    for (uint64_t o = cs->commit; o < cs->pop; o++) {
+        st_went_t *e = st_cs_at(cs, o);
+        if (e->state != ST_E_INFLIGHT)
+            continue;
+        if (e->deadline > c->now || c->out->n == c->req->max || rc != GT_OK) {
+            if (e->deadline < newmin)
+                newmin = e->deadline;
+            continue;
+        }
+        const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
+        if (!ce)
+            continue;
+        if (e->attempt >= c->g->meta.max_delivery_attempts) {
+            dlq_move(c, q, cs, o, ce);
+            if (e->state == ST_E_INFLIGHT && e->deadline < newmin)
+                newmin = e->deadline;
+            continue;
+        }
+        uint8_t *buf;
+        st_message_t m;
+        rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
+        if (rc == GT_OK && (rc = deliver(c, q, cs, o, e->attempt + 1, buf, &m)))
+            free(buf);
+        if (e->deadline < newmin)
+            newmin = e->deadline;
+    }
+    cs->min_deadline = newmin;
+    return rc;
+}
+
+static gt_err_t log_skip(pop_ctx_t *c, uint32_t q, uint64_t from, uint64_t to)
+{
+    if (from == to)
+        return GT_OK;
+    st_srec_t r = {.type = ST_SR_SKIP, .group = c->g->meta.name,
+                   .topic = c->t->meta.name, .queue = q, .a = from, .b = to};
+    return st_state_log(c->st, &r);
+}
+
+/* Hands out new messages of one queue. */
+static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
+{
+    st_cq_t *cq = &c->t->cq[q];
+    uint64_t skip_from = cs->pop;
+    gt_err_t rc = GT_OK;
+    while (rc == GT_OK && c->out->n < c->req->max && cs->pop < st_cq_end(cq)) {
+        const st_cq_entry_t *ce = st_cq_get(cq, cs->pop);
+        uint8_t *buf = NULL;
+        st_message_t m;
+        bool take = st_tagexpr_match_hash(c->tx, ce->tag_hash);
+        if (take) {
+            if ((rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m)))
+                break;
+            take = st_tagexpr_match(c->tx, m.tag) &&
+                   (!c->req->filter || c->req->filter(c->req->filter_ctx, &m));
+        }
+        uint64_t off = cs->pop;
+        if ((rc = st_cs_extend(cs, off + 1, take ? ST_E_NONE : ST_E_ACKED))) {
+            free(buf);
+            break;
+        }
+        if (!take) {
+            free(buf);
+            continue;
+        }
+        rc = log_skip(c, q, skip_from, off);
+        if (rc == GT_OK)
+            rc = deliver(c, q, cs, off, 1, buf, &m);
+        if (rc != GT_OK) { /* not handed out: give the offset back */
+            free(buf);
+            cs->pop = off;
+            break;
+        }
+        skip_from = off + 1;
+    }
+    if (rc == GT_OK)
+        rc = log_skip(c, q, skip_from, cs->pop);
+    st_cs_advance(cs);
+    return rc;
+}
+
+/* One attempt over the queues of the topic; lock held. */
+static gt_err_t pop_try(pop_ctx_t *c)
+{
+    st_topic_rt_t *t = c->t;
+    uint32_t qc = t->meta.queue_count, first = 0, nq = qc;
+    gt_err_t rc = GT_OK;
+    st_cs_t *cs;
+    if (c->req->queue_id >= 0) {
+        first = (uint32_t)c->req->queue_id;
+        nq = 1;
+    } else if (st_cs_find(c->st, c->g, t, 0, true)) {
+        st_gtopic_t *gt = c->g->topics;
+        while (gt->topic != t)
+            gt = gt->next;
+        first = gt->rr++ % qc;
+    }
+    for (uint32_t i = 0; i < nq && rc == GT_OK; i++) {
+        uint32_t q = (first + i) % qc;
+        if ((rc = cs_prepare(c, q, &cs)) == GT_OK)
+            rc = pop_expired(c, q, cs);
+    }
+    for (uint32_t i = 0; i < nq && rc == GT_OK && c->out->n < c->req->max; i++) {
+        uint32_t q = (first + i) % qc;
+        if ((rc = cs_prepare(c, q, &cs)) == GT_OK)
+            rc = pop_new(c, q, cs);
+    }
+    if (c->out->n > 0 && rc != GT_OK) {
+        GT_LOG(WARN, "store", "pop stopped early: %s", gt_err_str(rc));
+        rc = GT_OK; /* hand out what was recorded */
+    }
+    return rc;
+}
+
+static gt_err_t group_for_pop(st_local_t *st, const char *name,
+                              st_group_rt_t **out)
+{
+    st_group_rt_t *g = st_group_find(st, name);
+    if (!g) { /* auto-created, as RocketMQ brokers do by default */
+        if (!(g = st_group_vivify(st, name)))
+            return GT_ENOMEM;
+        st_group_t meta = g->meta;
+        if (st_group_validate(&meta) != GT_OK)
+            return GT_EINVAL;
+        st_srec_t r = {.type = ST_SR_GROUP_PUT, .g = &meta};
+        gt_err_t rc = st_state_log(st, &r);
+        if (rc != GT_OK)
+            return rc;
+        g->deleted = false;
+    }
+    *out = g;
+    return GT_OK;
+}
+
+static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
+                     st_topic_rt_t *t, st_tagexpr_t *tx, int64_t now,
+                     st_pop_cb cb, void *arg)
+{
+    st_park_t *p = calloc(1, sizeof(*p));
+    if (!p || !(p->group = strdup(req->group)) ||
+        !(p->topic = strdup(req->topic))) {
+        if (p)
+            free(p->group);
+        free(p);
+        return GT_ENOMEM;
+    }
+    p->req = *req;
+    p->req.group = p->group;
+    p->req.topic = p->topic;
+    p->req.tag_expr = NULL;
+    p->tx = *tx; /* takes the parsed expression */
+    p->deadline = now + req->poll_timeout_ms;
+    p->seen_version = t->version;
+    p->cb = cb;
+    p->arg = arg;
+    p->next = st->parked;
+    st->parked = p;
+    pthread_cond_signal(&st->svc_cond);
+    return GT_OK;
+}
+
+void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
+                  void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_tagexpr_t tx = {0};
+    pop_out_t *out = calloc(1, sizeof(*out));
+    gt_err_t rc = GT_OK;
+    if (!out) {
+        cb(arg, GT_ENOMEM, NULL, 0);
+        return;
+    }
+    if (!req->group || !req->topic || req->max < 1 || req->max > ST_POP_MAX ||
+        req->invisible_ms <= 0 || req->poll_timeout_ms < 0)
+        rc = GT_EINVAL;
+    else
+        rc = st_tagexpr_parse(req->tag_expr, &tx);
+    if (rc != GT_OK)
+        goto done;
+    int64_t now = st_now_ms();
+    pthread_mutex_lock(&st->lock);
+    pop_ctx_t c = {.st = st, .req = req, .tx = &tx, .now = now, .out = out};
+    if (st->closing)
+        rc = GT_ESHUTDOWN;
+    else if (!(c.t = st_topic_find(st, req->topic)))
+        rc = GT_ENOTFOUND;
+    else if (req->queue_id >= 0 &&
+             (uint32_t)req->queue_id >= c.t->meta.queue_count)
+        rc = GT_EINVAL;
+    else if ((rc = group_for_pop(st, req->group, &c.g)) == GT_OK)
+        rc = pop_try(&c);
+    if (rc == GT_OK && out->n == 0 && req->poll_timeout_ms > 0 &&
+        park(st, req, c.t, &tx, now, cb, arg) == GT_OK) {
+        pthread_mutex_unlock(&st->lock);
+        free(out);
+        return;
+    }
+    pthread_mutex_unlock(&st->lock);
+done:
+    st_tagexpr_free(&tx);
+    cb(arg, rc, rc == GT_OK ? out->msgs : NULL, rc == GT_OK ? out->n : 0);
+    out_free(out);
+    free(out);
+}
+
+/* ---- parked pops --------------------------------------------------------------- */
+typedef struct done_pop {
+    struct done_pop *next;
+    st_park_t *p;
+    gt_err_t rc;
+    pop_out_t out;
+} done_pop_t;
+
+static void complete_list(done_pop_t *d)
+{
+    while (d) {
+        done_pop_t *next = d->next;
+        d->p->cb(d->p->arg, d->rc, d->rc == GT_OK ? d->out.msgs : NULL,
+                 d->rc == GT_OK ? d->out.n : 0);
+        out_free(&d->out);
+        st_tagexpr_free(&d->p->tx);
+        free(d->p->group);
+        free(d->p->topic);
+        free(d->p);
+        free(d);
+        d = next;
+    }
+}
+
+/* Recomputes st->next_expiry over queues whose lower bound has passed. */
+static void expiry_recompute(st_local_t *st, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < st->ngroups; i++)
+        for (st_gtopic_t *gt = st->groups[i]->topics; gt; gt = gt->next)
+            for (uint32_t q = 0; q < gt->ncs; q++) {
+                st_cs_t *cs = &gt->cs[q];
+                if (cs->min_deadline <= now) {
+                    int64_t m = INT64_MAX;
+                    for (uint64_t o = cs->commit; o < cs->pop; o++) {
+                        st_went_t *e = st_cs_at(cs, o);
+                        if (e->state == ST_E_INFLIGHT && e->deadline < m)
+                            m = e->deadline;
+                    }
+                    cs->min_deadline = m;
+                }
+                if (cs->min_deadline > now && cs->min_deadline < next)
+                    next = cs->min_deadline;
+            }
+    st->next_expiry = next;
+}
+
+/* Retries parked pops (lock held, released around callbacks).  Returns the
+ * ms to sleep before the next deadline of interest. */
+int64_t st_parked_service(st_local_t *st, int64_t now)
+{
+    bool expired = now >= st->next_expiry;
+    done_pop_t *done = NULL;
+    st_park_t **pp = &st->parked;
+    int64_t wake = INT64_MAX;
+    while (*pp) {
+        st_park_t *p = *pp;
+        st_topic_rt_t *t = st_topic_find(st, p->topic);
+        bool retry = !t || expired || p->seen_version != t->version ||
+                     now >= p->deadline;
+        done_pop_t *d = NULL;
+        if (retry && (d = calloc(1, sizeof(*d)))) {
+            pop_ctx_t c = {.st = st, .t = t, .req = &p->req, .tx = &p->tx,
+                           .now = now, .out = &d->out};
+            d->rc = !t ? GT_ENOTFOUND : group_for_pop(st, p->group, &c.g);
+            if (d->rc == GT_OK)
+                d->rc = pop_try(&c);
+            if (d->rc == GT_OK && d->out.n == 0 && now < p->deadline) {
+                p->seen_version = t->version;
+                free(d);
+                d = NULL;
+            }
+        }
+        if (d) {
+            *pp = p->next;
+            d->p = p;
+            d->next = done;
+            done = d;
+            continue;
+        }
+        if (p->deadline < wake)
+            wake = p->deadline;
+        pp = &p->next;
+    }
+    if (expired)
+        expiry_recompute(st, now);
+    if (st->parked && st->next_expiry < wake)
+        wake = st->next_expiry;
+    if (done) {
+        pthread_mutex_unlock(&st->lock);
+        complete_list(done);
+        pthread_mutex_lock(&st->lock);
+        return 0; /* state may have moved while unlocked: look again */
+    }
+    return wake == INT64_MAX ? INT64_MAX : wake - now;
+}
+
+void st_parked_shutdown(st_local_t *st)
+{
+    done_pop_t *done = NULL;
+    pthread_mutex_lock(&st->lock);
+    while (st->parked) {
+        st_park_t *p = st->parked;
+        st->parked = p->next;
+        done_pop_t *d = calloc(1, sizeof(*d));
+        if (!d) {
+            p->cb(p->arg, GT_ESHUTDOWN, NULL, 0);
+            continue; /* leaks p on OOM at shutdown only */
+        }
+        d->p = p;
+        d->rc = GT_ESHUTDOWN;
+        d->next = done;
+        done = d;
+    }
+    pthread_mutex_unlock(&st->lock);
+    complete_list(done);
+}
+
+/* ---- ack / change invisible -------------------------------------------------------- */
+static gt_err_t handle_find(st_local_t *st, const char *group,
+                            const char *topic, const char *handle, int64_t now,
+                            st_cs_t **cs_out, st_handle_t *h)
+{
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    st_group_rt_t *g = st_group_find(st, group);
+    if (!t || !g)
+        return GT_ENOTFOUND;
+    if (st_handle_decode(handle, h) != GT_OK || h->queue >= t->nq)
+        return GT_EINVAL;
+    st_cs_t *cs = st_cs_find(st, g, t, h->queue, false);
+    if (!cs || !cs->init || h->offset < cs->commit || h->offset >= cs->pop)
+        return GT_EINVAL;
+    st_went_t *e = st_cs_at(cs, h->offset);
+    if (e->state != ST_E_INFLIGHT || e->gen != h->gen || e->deadline <= now)
+        return GT_EINVAL;
+    *cs_out = cs;
+    return GT_OK;
+}
+
+void st_ack_local(st_store_t *s, const char *group, const char *topic,
+                  const char *handle, st_done_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_cs_t *cs;
+    st_handle_t h;
+    pthread_mutex_lock(&st->lock);
+    gt_err_t rc = handle_find(st, group, topic, handle, st_now_ms(), &cs, &h);
+    if (rc == GT_OK) {
+        st_srec_t r = {.type = ST_SR_ACK, .group = group, .topic = topic,
+                       .queue = h.queue, .a = h.offset};
+        if ((rc = st_state_log(st, &r)) == GT_OK) {
+            st_cs_at(cs, h.offset)->state = ST_E_ACKED;
+            st_cs_advance(cs);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc);
+}
+
+void st_change_local(st_store_t *s, const char *group, const char *topic,
+                     const char *handle, int64_t invisible_ms,
+                     st_handle_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    char nh[ST_HANDLE_MAX];
+    st_cs_t *cs;
+    st_handle_t h;
+    int64_t now = st_now_ms();
+    if (invisible_ms <= 0) {
+        cb(arg, GT_EINVAL, NULL);
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    gt_err_t rc = handle_find(st, group, topic, handle, now, &cs, &h);
+    if (rc == GT_OK) {
+        st_went_t *e = st_cs_at(cs, h.offset);
+        st_srec_t r = {.type = ST_SR_POP, .group = group, .topic = topic,
+                       .queue = h.queue, .a = h.offset, .attempt = e->attempt,
+                       .deadline = now + invisible_ms, .gen = st->next_gen};
+        if ((rc = st_state_log(st, &r)) == GT_OK) {
+            e->gen = st->next_gen++;
+            e->deadline = r.deadline;
+            note_deadline(st, cs, e->deadline);
+            h.gen = e->gen;
+            st_handle_encode(&h, nh);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, rc == GT_OK ? nh : NULL);
+}
+
+/* ---- committed offsets ------------------------------------------------------------- */
+void st_offset_get_local(st_store_t *s, const char *group, const char *topic,
+                         uint32_t queue, st_offset_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    uint64_t off = 0;
+    gt_err_t rc = GT_ENOTFOUND;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    st_group_rt_t *g = st_group_find(st, group);
+    st_cs_t *cs = t && g && queue < t->nq ? st_cs_find(st, g, t, queue, false)
+                                          : NULL;
+    if (cs && cs->init) {
+        st_cs_clamp(cs, &t->cq[queue]);
+        off = cs->commit;
+        rc = GT_OK;
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, off);
+}
+
+void st_offset_update_local(st_store_t *s, const char *group,
+                            const char *topic, uint32_t queue, uint64_t offset,
+                            st_done_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_group_rt_t *g = NULL;
+    st_cs_t *cs = NULL;
+    gt_err_t rc = GT_OK;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    if (!t || !group)
+        rc = GT_ENOTFOUND;
+    else if (queue >= t->meta.queue_count)
+        rc = GT_EINVAL;
+    else if (offset > st_cq_end(&t->cq[queue]))
+        rc = GT_ERANGE;
+    else if ((rc = group_for_pop(st, group, &g)) == GT_OK &&
+             !(cs = st_cs_find(st, g, t, queue, true)))
+        rc = GT_ENOMEM;
+    if (rc == GT_OK) {
+        st_srec_t r = {.type = cs->init ? ST_SR_COMMIT : ST_SR_CS_INIT,
+                       .group = group, .topic = topic, .queue = queue,
+                       .a = offset, .b = offset};
+        if ((rc = st_state_log(st, &r)) == GT_OK) {
+            if (!cs->init)
+                st_cs_reset(cs, offset);
+            else
+                st_cs_move_commit(cs, offset);
+            cs->init = true;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc);
+}

@@ -1,0 +1,390 @@
+/* Internals of the local store engine.  Only store/ and its unit tests
+ * include this header.
+ *
+ * Layout of the engine:
+ *   st_codec.c   pure codecs: CRC32C, commitlog records, receipt handles,
+ *                hashes, tag expressions
+ *   st_file.c    the file layer (st_file_ops_t) and its POSIX implementation
+ *   st_log.c     commitlog segments, checkpoint, recovery scan, reads
+ *   st_writer.c  append submission, the writer thread (group commit) and the
+ *                flusher thread
+ *   st_state.c   the state log (metadata + consumption state), replay,
+ *                compaction, metadata operations
+ *   st_consume.c consume queues, pop / ack / change invisible / DLQ, parked
+ *                pops, committed offsets
+ *   st_local.c   open / close, the ops table, pull, lookup, stats, retention,
+ *                the service thread
+ *
+ * Threads and locks (lock order: lock -> seg_lock / wq_lock / ck_lock):
+ *   callers   submit appends (wq_lock), run pops/acks (lock)
+ *   writer    assigns offsets (lock, briefly), writes, syncs (no lock),
+ *             publishes (lock), runs append callbacks (no lock)
+ *   flusher   fdatasyncs the commitlog (async mode) and the state log
+ *   service   answers parked pops on arrival / expiry / timeout, retention */
+#ifndef ST_INT_H
+#define ST_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "st.h"
+
+/* ---- CRC, hashes ------------------------------------------------------- */
+uint32_t st_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t st_hash32(const char *s);            /* FNV-1a, tags */
+uint64_t st_hash64(char kind, const char *s); /* index: 'I' id, 'K' key */
+
+/* ---- commitlog record codec (format version 1) --------------------------
+ * Little-endian.  A record is:
+ *   0  u32 magic ST_REC_MAGIC        36 i64 store timestamp (ms)
+ *   4  u32 total length L            44 i64 born timestamp (ms)
+ *   8  u32 CRC32C of bytes [12, L)   52 i64 delivery timestamp (ms, 0 none)
+ *  12  u16 flags                     60 u32 reserved (0)
+ *  14  u16 header length (72)        64 u32 body length
+ *  16  u32 queue id                  68 u32 variable section length V
+ *  20  u64 queue offset
+ *  28  u64 commitlog position of this record
+ *  72  V bytes: strings topic, tag, msg id, born host, msg group; u16 key
+ *      count + keys; u16 property count + (key, value) pairs.  A string is
+ *      u16 length, the bytes, and a NUL (so decoded views are C strings).
+ *  72+V body
+ * L = 72 + V + body length. */
+#define ST_REC_MAGIC     0x31525447u /* "GTR1" */
+#define ST_REC_HDR       72u
+#define ST_REC_MAX_HARD  (64u << 20) /* decode bound, whatever the config */
+#define ST_REC_OFF_QUEUE 16
+#define ST_REC_OFF_QOFF  20
+#define ST_REC_OFF_POS   28
+#define ST_REC_OFF_STS   36
+
+/* Encoded size of msg in topic, or 0 if a field exceeds a format limit. */
+size_t st_record_size(const char *topic, const st_message_t *msg);
+
+/* Encodes into buf (cap >= st_record_size()).  Queue, offset, position and
+ * store time are placeholders until st_record_seal().  Borrows everything. */
+gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
+                          const st_message_t *msg, size_t *used);
+
+/* Writes the writer-assigned fields into an encoded record and its CRC. */
+void st_record_seal(uint8_t *rec, uint32_t queue, uint64_t qoff, uint64_t pos,
+                    int64_t store_ts);
+
+/* Reads the length of the record at buf.  GT_AGAIN if len < 12, GT_ECORRUPT
+ * for a bad magic or a length outside [72, max_len]. */
+gt_err_t st_record_peek(const uint8_t *buf, size_t len, size_t max_len,
+                        uint32_t *rec_len);
+
+/* Decodes one record.  GT_OK: *out points into buf, *used = record length.
+ * GT_AGAIN: buf holds only part of a plausible record.  GT_ECORRUPT: bad
+ * magic, length, CRC or structure.  Never allocates. */
+gt_err_t st_record_decode(const uint8_t *buf, size_t len, size_t max_len,
+                          st_message_t *out, size_t *used);
+
+/* ---- receipt handles ----------------------------------------------------
+ * Hex text of: u8 version(1) u32 queue u64 queue offset u64 generation
+ * u32 CRC32C of the preceding 21 bytes.  The generation is unique per
+ * delivery in a store, so a superseded handle never matches. */
+typedef struct st_handle {
+    uint32_t queue;
+    uint64_t offset;
+    uint64_t gen;
+} st_handle_t;
+
+void st_handle_encode(const st_handle_t *h, char out[ST_HANDLE_MAX]);
+gt_err_t st_handle_decode(const char *s, st_handle_t *h);
+
+/* ---- tag expressions ---------------------------------------------------- */
+#define ST_TAGS_MAX 32
+typedef struct st_tagexpr {
+    bool all;
+    uint32_t n;
+    uint32_t hash[ST_TAGS_MAX];
+    char *tags[ST_TAGS_MAX]; /* owned */
+} st_tagexpr_t;
+
+gt_err_t st_tagexpr_parse(const char *expr, st_tagexpr_t *out);
+void st_tagexpr_free(st_tagexpr_t *t);
+bool st_tagexpr_match_hash(const st_tagexpr_t *t, uint32_t hash);
+bool st_tagexpr_match(const st_tagexpr_t *t, const char *tag);
+
+/* ---- file layer ---------------------------------------------------------
+ * Every commitlog / state / checkpoint I/O goes through this table so tests
+ * can inject EIO / ENOSPC.  Functions return >= 0 or -errno. */
+typedef struct st_file_ops {
+    int (*open)(void *ctx, const char *path, int flags, int mode);
+    ssize_t (*pwritev)(void *ctx, int fd, const struct iovec *iov, int iovcnt,
+                       off_t off);
+    ssize_t (*pread)(void *ctx, int fd, void *buf, size_t n, off_t off);
+    int (*fdatasync)(void *ctx, int fd);
+    int (*ftruncate)(void *ctx, int fd, off_t len);
+    int (*close)(void *ctx, int fd);
+} st_file_ops_t;
+
+extern const st_file_ops_t st_posix_file_ops;
+gt_err_t st_errno_to_err(int neg_errno);
+
+/* ---- in-memory structures ----------------------------------------------- */
+typedef struct st_seg {
+    uint64_t base;           /* global position of file offset 0 */
+    int fd;
+    char *path;
+    _Atomic int refs;        /* array reference + readers */
+    _Atomic uint64_t end;    /* file bytes written (writer / recovery) */
+    _Atomic int64_t last_ts; /* store time of its last record */
+    _Atomic bool unlink_on_free;
+} st_seg_t;
+
+/* Consume queue entry: fixed size, kept in memory, rebuilt from the
+ * commitlog at start-up. */
+typedef struct st_cq_entry {
+    uint64_t pos;
+    uint32_t size;
+    uint32_t tag_hash;
+    int64_t store_ts;
+} st_cq_entry_t;
+
+typedef struct st_cq {
+    st_cq_entry_t *e;
+    size_t head, len, cap; /* entries e[head..len) */
+    uint64_t min_off;      /* offset of e[head] */
+    uint64_t assigned;     /* next offset the writer assigns (>= end) */
+    uint64_t bytes;
+} st_cq_t;
+
+static inline uint64_t st_cq_end(const st_cq_t *q)
+{
+    return q->min_off + (q->len - q->head);
+}
+
+/* A topic at run time.  Guarded by st->lock.  Never freed before close
+ * (a deleted topic keeps its object; re-creating revives it). */
+typedef struct st_topic_rt {
+    st_topic_t meta;
+    bool deleted;
+    uint32_t nq;           /* consume queues allocated (>= meta.queue_count) */
+    st_cq_t *cq;
+    uint32_t rr;           /* queue round robin for ST_QUEUE_ANY */
+    uint64_t version;      /* bumped on every publish: wakes parked pops */
+} st_topic_rt_t;
+
+/* Window entry for offsets between committed and pop position. */
+enum { ST_E_NONE = 0, ST_E_INFLIGHT, ST_E_ACKED, ST_E_DLQ };
+typedef struct st_went {
+    uint8_t state;
+    uint32_t attempt;
+    int64_t deadline;
+    uint64_t gen;
+} st_went_t;
+
+/* Consumption state of (group, topic, queue).  Guarded by st->lock. */
+typedef struct st_cs {
+    bool init;
+    uint64_t commit;       /* every offset below is acked */
+    uint64_t pop;          /* next never-delivered offset */
+    st_went_t *w;          /* ring: offset o at w[(wh + o - commit) % wcap] */
+    size_t wh, wcap;
+    int64_t min_deadline;  /* lower bound of in-flight deadlines */
+} st_cs_t;
+
+typedef struct st_gtopic {
+    struct st_gtopic *next;
+    st_topic_rt_t *topic;
+    uint32_t ncs;
+    st_cs_t *cs;
+    uint32_t rr;
+} st_gtopic_t;
+
+typedef struct st_group_rt {
+    st_group_t meta;
+    bool deleted;
+    st_gtopic_t *topics;
+} st_group_rt_t;
+
+/* Index: hash -> commitlog positions; candidates are verified on read. */
+typedef struct st_index {
+    uint32_t *buckets;     /* head entry + 1, 0 = empty */
+    size_t nbuckets;
+    struct st_ient { uint64_t h, pos; uint32_t next; } *e;
+    size_t n, cap;
+} st_index_t;
+
+typedef struct st_wop st_wop_t;
+typedef struct st_park st_park_t;
+
+typedef struct st_local {
+    st_store_t base;
+    st_config_t cfg;
+    char *dir, *cl_dir;
+    const st_file_ops_t *fops;
+    void *fctx;
+    int lock_fd;
+    int64_t start_ms;
+    _Atomic uint64_t id_counter;
+    uint64_t seg_size;
+
+    /* segments: guarded by seg_lock; the writer alone appends/rolls */
+    pthread_mutex_t seg_lock;
+    st_seg_t **segs;
+    size_t nsegs, segs_cap;
+
+    /* write queue: guarded by wq_lock */
+    pthread_mutex_t wq_lock;
+    pthread_cond_t wq_cond;
+    st_wop_t *wq_head, *wq_tail;
+    bool wq_stop;
+    pthread_t writer;
+    bool wr_need_truncate;          /* writer thread only */
+    _Atomic uint64_t written_pos;   /* end of written data */
+    _Atomic uint64_t synced_pos;    /* end of fdatasync'd data */
+
+    /* checkpoint file: ck_lock serialises its writes */
+    pthread_mutex_t ck_lock;
+    int ck_fd;
+    uint64_t ck_seq;
+
+    /* flusher: fl_lock/fl_cond for its sleep */
+    pthread_t flusher;
+    pthread_mutex_t fl_lock;
+    pthread_cond_t fl_cond;
+    bool fl_stop;
+
+    /* everything below: guarded by lock */
+    pthread_mutex_t lock;
+    pthread_cond_t svc_cond;
+    pthread_t svc;
+    bool svc_stop, closing;
+    st_topic_rt_t **topics;
+    size_t ntopics, topics_cap;
+    st_group_rt_t **groups;
+    size_t ngroups, groups_cap;
+    st_index_t index;
+    st_park_t *parked;
+    bool expiry_due;
+    int64_t next_expiry;
+    int64_t next_retention;
+    uint64_t min_pos;               /* first retained commitlog position */
+    int state_fd;
+    uint64_t state_end;
+    _Atomic bool state_dirty;
+    uint64_t next_gen;
+} st_local_t;
+
+/* ---- st_file.c helpers --------------------------------------------------- */
+gt_err_t st_file_pread_full(st_local_t *st, int fd, void *buf, size_t n,
+                            uint64_t off);
+gt_err_t st_file_pwrite_full(st_local_t *st, int fd, const void *buf,
+                             size_t n, uint64_t off);
+gt_err_t st_file_sync_dir(st_local_t *st, const char *dir);
+int64_t st_now_ms(void);
+int64_t st_mono_ms(void);
+
+/* ---- st_log.c ------------------------------------------------------------ */
+#define ST_SEG_HDR 64u
+#define ST_SEG_MAGIC 0x4C435447u /* "GTCL" */
+#define ST_FORMAT_VERSION 1u
+
+gt_err_t st_log_open(st_local_t *st);   /* recover + rebuild cq/index */
+void st_log_close(st_local_t *st);
+st_seg_t *st_log_current(st_local_t *st);          /* ref'd, or NULL */
+st_seg_t *st_log_seg_at(st_local_t *st, uint64_t pos); /* ref'd, or NULL */
+void st_seg_unref(st_local_t *st, st_seg_t *seg);
+gt_err_t st_log_roll(st_local_t *st);   /* writer thread */
+void st_log_checkpoint(st_local_t *st, uint64_t synced);
+/* Reads the record at pos into a buffer it returns owned (free()); decodes. */
+gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,
+                     uint8_t **buf, st_message_t *msg);
+/* Deletes segments whose last record is older than cutoff_ms (never the
+ * current one).  Returns the new first retained position. */
+uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms);
+
+/* ---- st_writer.c --------------------------------------------------------- */
+gt_err_t st_writer_start(st_local_t *st);
+void st_writer_stop(st_local_t *st);
+/* Submits an append.  internal == true: the caller (DLQ) holds lock,
+ * msgs[].flags are kept, and a submission error is returned instead of
+ * calling cb.  Otherwise lock must not be held and cb always runs. */
+gt_err_t st_append_submit(st_local_t *st, const char *topic,
+                          const st_message_t *msgs, size_t n,
+                          st_append_cb cb, void *arg, bool internal);
+
+/* ---- st_consume.c / st_local.c (called with lock held) ---------------- */
+st_topic_rt_t *st_topic_find(st_local_t *st, const char *name);
+st_topic_rt_t *st_topic_vivify(st_local_t *st, const char *name);
+gt_err_t st_topic_grow(st_topic_rt_t *t, uint32_t nq);
+st_group_rt_t *st_group_find(st_local_t *st, const char *name);
+st_group_rt_t *st_group_vivify(st_local_t *st, const char *name);
+st_cs_t *st_cs_find(st_local_t *st, st_group_rt_t *g, st_topic_rt_t *t,
+                    uint32_t q, bool create);
+gt_err_t st_cq_push(st_cq_t *q, const st_cq_entry_t *e);
+const st_cq_entry_t *st_cq_get(const st_cq_t *q, uint64_t off);
+gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos);
+void st_index_free(st_index_t *ix);
+void st_publish_wake(st_local_t *st, st_topic_rt_t *t);
+
+/* window primitives, shared by run time and replay */
+st_went_t *st_cs_at(st_cs_t *cs, uint64_t off);
+gt_err_t st_cs_extend(st_cs_t *cs, uint64_t to, uint8_t state);
+void st_cs_advance(st_cs_t *cs);
+void st_cs_reset(st_cs_t *cs, uint64_t commit);
+void st_cs_move_commit(st_cs_t *cs, uint64_t off);
+void st_cs_clamp(st_cs_t *cs, const st_cq_t *q);
+
+void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
+                  void *arg);
+void st_ack_local(st_store_t *s, const char *group, const char *topic,
+                  const char *handle, st_done_cb cb, void *arg);
+void st_change_local(st_store_t *s, const char *group, const char *topic,
+                     const char *handle, int64_t invisible_ms,
+                     st_handle_cb cb, void *arg);
+void st_offset_get_local(st_store_t *s, const char *group, const char *topic,
+                         uint32_t queue, st_offset_cb cb, void *arg);
+void st_offset_update_local(st_store_t *s, const char *group,
+                            const char *topic, uint32_t queue, uint64_t offset,
+                            st_done_cb cb, void *arg);
+/* Service thread body: retries parked pops; returns ms until next wake. */
+int64_t st_parked_service(st_local_t *st, int64_t now);
+void st_parked_shutdown(st_local_t *st);
+
+/* ---- st_state.c ---------------------------------------------------------- */
+enum {
+    ST_SR_TOPIC_PUT = 1, ST_SR_TOPIC_DEL, ST_SR_GROUP_PUT, ST_SR_GROUP_DEL,
+    ST_SR_CS_INIT, ST_SR_POP, ST_SR_ACK, ST_SR_SKIP, ST_SR_COMMIT, ST_SR_GEN,
+};
+typedef struct st_srec {
+    uint8_t type;
+    const char *group, *topic;
+    uint32_t queue;
+    uint64_t a, b;        /* offset / from,to / commit,pop / gen */
+    uint32_t attempt;
+    int64_t deadline;
+    uint64_t gen;
+    const st_topic_t *t;
+    const st_group_t *g;
+} st_srec_t;
+
+gt_err_t st_state_open(st_local_t *st);   /* replay + compact; lock held */
+void st_state_close(st_local_t *st);
+gt_err_t st_state_log(st_local_t *st, const st_srec_t *r); /* lock held */
+void st_state_sync(st_local_t *st);
+gt_err_t st_topic_validate(const st_topic_t *t);
+gt_err_t st_group_validate(const st_group_t *g);
+gt_err_t st_topic_put_locked(st_local_t *st, const st_topic_t *t);
+void st_topic_put_local(st_store_t *s, const st_topic_t *t, st_done_cb cb,
+                        void *arg);
+void st_topic_delete_local(st_store_t *s, const char *name, st_done_cb cb,
+                           void *arg);
+void st_topic_get_local(st_store_t *s, const char *name, st_topic_cb cb,
+                        void *arg);
+void st_group_put_local(st_store_t *s, const st_group_t *g, st_done_cb cb,
+                        void *arg);
+void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
+                           void *arg);
+void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
+                        void *arg);
+
+/* For tests: run retention now as if the clock read now_ms. */
+void st_local_retention_run(st_store_t *s, int64_t now_ms);
+
+#endif

@@ -1,0 +1,541 @@
+/* The local store: open (recovery), close, the st_ops_t table, and the
+ * read-only operations (pull, offset query, lookup, stats), retention and
+ * the service thread that answers parked pops.
+ *
+ * Start-up order: take <dir>/LOCK (flock), note an unclean shutdown if the
+ * <dir>/abort marker survived the last run, recover the commitlog (which
+ * rebuilds consume queues and the index), replay and compact the state log,
+ * then start the writer, flusher and service threads.  A clean close
+ * removes the marker. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gt_log.h"
+#include "st_int.h"
+
+#define RETENTION_CHECK_MS 60000
+#define PULL_MAX 256
+
+void st_config_init(st_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->segment_size = 1ull << 30;
+    cfg->flush = ST_FLUSH_SYNC;
+    cfg->flush_interval_ms = 500;
+    cfg->retention_hours = 72;
+    cfg->max_message_bytes = 4u << 20;
+}
+
+bool st_err_retriable(gt_err_t err)
+{
+    switch (err) {
+    case GT_AGAIN:
+    case GT_EIO:
+    case GT_ENOSPC:
+    case GT_ENOMEM:
+    case GT_ESHUTDOWN:
+    case GT_ETIMEDOUT:
+    case GT_EBUSY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+gt_err_t st_dlq_topic_name(const char *group, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%%DLQ%%%s", group ? group : "");
+    return n < 0 || (size_t)n >= size || n > ST_NAME_MAX ? GT_ERANGE : GT_OK;
+}
+
+void st_publish_wake(st_local_t *st, st_topic_rt_t *t)
+{
+    t->version++;
+    if (st->parked)
+        pthread_cond_signal(&st->svc_cond);
+}
+
+/* ---- reads ------------------------------------------------------------------- */
+/* Reads the record at pos whose size is not known (index hits). */
+static gt_err_t read_unsized(st_local_t *st, uint64_t pos, uint8_t **buf,
+                             st_message_t *m)
+{
+    uint8_t h[12];
+    uint32_t len;
+    st_seg_t *seg = st_log_seg_at(st, pos);
+    if (!seg)
+        return GT_ENOTFOUND;
+    gt_err_t rc = st_file_pread_full(st, seg->fd, h, sizeof(h),
+                                     pos - seg->base);
+    st_seg_unref(st, seg);
+    if (rc == GT_OK)
+        rc = st_record_peek(h, sizeof(h), ST_REC_MAX_HARD, &len);
+    return rc == GT_OK ? st_log_read(st, pos, len, buf, m) : rc;
+}
+
+typedef struct msgs_out {
+    st_message_t *m;
+    uint8_t **bufs;
+    size_t n, cap;
+} msgs_out_t;
+
+static gt_err_t mo_init(msgs_out_t *o, size_t cap)
+{
+    o->n = 0;
+    o->cap = cap;
+    o->m = calloc(cap ? cap : 1, sizeof(*o->m));
+    o->bufs = calloc(cap ? cap : 1, sizeof(*o->bufs));
+    return o->m && o->bufs ? GT_OK : GT_ENOMEM;
+}
+
+static void mo_free(msgs_out_t *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->bufs[i]);
+    free(o->m);
+    free(o->bufs);
+}
+
+static void pull_local(st_store_t *s, const char *topic, uint32_t queue,
+                       uint64_t offset, uint32_t max, st_msgs_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    msgs_out_t o = {0};
+    uint64_t next = offset;
+    if (max > PULL_MAX)
+        max = PULL_MAX;
+    gt_err_t rc = mo_init(&o, max);
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    if (rc == GT_OK && !t)
+        rc = GT_ENOTFOUND;
+    else if (rc == GT_OK && queue >= t->nq)
+        rc = queue < t->meta.queue_count ? GT_OK : GT_EINVAL;
+    if (rc == GT_OK && queue < t->nq) {
+        st_cq_t *q = &t->cq[queue];
+        next = offset < q->min_off ? q->min_off : offset;
+        if (next > st_cq_end(q))
+            rc = GT_ERANGE;
+        while (rc == GT_OK && o.n < max && next < st_cq_end(q)) {
+            const st_cq_entry_t *e = st_cq_get(q, next);
+            rc = st_log_read(st, e->pos, e->size, &o.bufs[o.n], &o.m[o.n]);
+            if (rc == GT_OK) {
+                o.n++;
+                next++;
+            }
+        }
+        if (o.n)
+            rc = GT_OK;
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, rc == GT_OK ? o.m : NULL, rc == GT_OK ? o.n : 0, next);
+    mo_free(&o);
+}
+
+static void offset_query_local(st_store_t *s, const char *topic,
+                               uint32_t queue, st_offset_kind_t kind,
+                               int64_t ts_ms, st_offset_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t rc = GT_OK;
+    uint64_t off = 0;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    if (!t)
+        rc = GT_ENOTFOUND;
+    else if (queue >= t->meta.queue_count)
+        rc = GT_EINVAL;
+    else if (queue < t->nq) {
+        st_cq_t *q = &t->cq[queue];
+        size_t lo = q->head, hi = q->len;
+        if (kind == ST_OFFSET_BEGIN)
+            off = q->min_off;
+        else if (kind == ST_OFFSET_END)
+            off = st_cq_end(q);
+        else {
+            while (lo < hi) { /* first entry with store_ts >= ts_ms */
+                size_t mid = lo + (hi - lo) / 2;
+                if (q->e[mid].store_ts < ts_ms)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            off = q->min_off + (lo - q->head);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, off);
+}
+
+static void lookup(st_local_t *st, char kind, const char *topic,
+                   const char *s, uint32_t max, st_msgs_cb cb, void *arg)
+{
+    msgs_out_t o = {0};
+    if (max > ST_POP_MAX)
+        max = ST_POP_MAX;
+    gt_err_t rc = s ? mo_init(&o, max) : GT_EINVAL;
+    pthread_mutex_lock(&st->lock);
+    uint64_t h = st_hash64(kind, s);
+    uint32_t i = rc == GT_OK && st->index.nbuckets
+                     ? st->index.buckets[h % st->index.nbuckets] : 0;
+    for (; i && o.n < max; i = st->index.e[i - 1].next) {
+        const struct st_ient *e = &st->index.e[i - 1];
+        uint8_t *buf;
+        st_message_t *m = &o.m[o.n];
+        bool hit = false;
+        if (e->h != h || e->pos < st->min_pos ||
+            read_unsized(st, e->pos, &buf, m) != GT_OK)
+            continue;
+        if (kind == 'I')
+            hit = strcmp(m->msg_id, s) == 0;
+        for (uint32_t k = 0; kind == 'K' && k < m->nkeys; k++)
+            hit = hit || strcmp(m->keys[k], s) == 0;
+        if (hit && topic && strcmp(topic, m->topic) != 0)
+            hit = false;
+        if (hit)
+            o.bufs[o.n++] = buf;
+        else
+            free(buf);
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, rc == GT_OK ? o.m : NULL, rc == GT_OK ? o.n : 0, 0);
+    mo_free(&o);
+}
+
+static void lookup_id_local(st_store_t *s, const char *topic,
+                            const char *msg_id, st_msgs_cb cb, void *arg)
+{
+    lookup((st_local_t *)s, 'I', topic, msg_id, ST_POP_MAX, cb, arg);
+}
+
+static void lookup_key_local(st_store_t *s, const char *topic,
+                             const char *key, uint32_t max, st_msgs_cb cb,
+                             void *arg)
+{
+    lookup((st_local_t *)s, 'K', topic, key, max, cb, arg);
+}
+
+static void group_stats(st_local_t *st, st_topic_rt_t *t, st_group_rt_t *g,
+                        st_stats_t *s, int64_t now)
+{
+    for (uint32_t q = 0; q < t->meta.queue_count && q < t->nq; q++) {
+        st_cq_t *cq = &t->cq[q];
+        st_cs_t *cs = st_cs_find(st, g, t, q, false);
+        uint64_t end = st_cq_end(cq);
+        if (!cs || !cs->init) {
+            uint64_t start = g->meta.consume_from == ST_CONSUME_FROM_LAST
+                                 ? end : cq->min_off;
+            s->ready += end - start;
+            s->lag += end - start;
+            continue;
+        }
+        st_cs_clamp(cs, cq);
+        s->ready += end - cs->pop;
+        s->lag += end - cs->commit;
+        for (uint64_t o = cs->commit; o < cs->pop; o++) {
+            st_went_t *e = st_cs_at(cs, o);
+            if (e->state == ST_E_INFLIGHT && e->deadline > now)
+                s->inflight++;
+            else if (e->state == ST_E_INFLIGHT)
+                s->ready++;
+        }
+    }
+}
+
+static void stats_local(st_store_t *s, const char *topic, const char *group,
+                        st_stats_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_stats_t out = {0};
+    st_queue_stats_t *qs = NULL;
+    gt_err_t rc = GT_OK;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    st_group_rt_t *g = group ? st_group_find(st, group) : NULL;
+    if (!t || (group && !g))
+        rc = GT_ENOTFOUND;
+    else if (!(qs = calloc(t->meta.queue_count, sizeof(*qs))))
+        rc = GT_ENOMEM;
+    for (uint32_t q = 0; rc == GT_OK && q < t->meta.queue_count; q++) {
+        if (q >= t->nq)
+            continue;
+        st_cq_t *cq = &t->cq[q];
+        qs[q] = (st_queue_stats_t){.min_offset = cq->min_off,
+                                   .max_offset = st_cq_end(cq),
+                                   .bytes = cq->bytes};
+        out.messages += cq->len - cq->head;
+        out.bytes += cq->bytes;
+    }
+    if (rc == GT_OK) {
+        out.nqueues = t->meta.queue_count;
+        out.queues = qs;
+        if (g)
+            group_stats(st, t, g, &out, st_now_ms());
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, rc == GT_OK ? &out : NULL);
+    free(qs);
+}
+
+/* ---- retention -------------------------------------------------------------- */
+static void retention_locked(st_local_t *st, int64_t now)
+{
+    if (st->cfg.retention_hours == 0)
+        return;
+    int64_t cutoff = now - (int64_t)st->cfg.retention_hours * 3600 * 1000;
+    uint64_t min = st_log_retain(st, cutoff);
+    if (min <= st->min_pos)
+        return;
+    st->min_pos = min;
+    for (size_t i = 0; i < st->ntopics; i++) {
+        st_topic_rt_t *t = st->topics[i];
+        for (uint32_t q = 0; q < t->nq; q++) {
+            st_cq_t *cq = &t->cq[q];
+            while (cq->head < cq->len && cq->e[cq->head].pos < min) {
+                cq->bytes -= cq->e[cq->head].size;
+                cq->head++;
+                cq->min_off++;
+            }
+        }
+    }
+    /* consumption state follows lazily: st_cs_clamp() on next use */
+}
+
+void st_local_retention_run(st_store_t *s, int64_t now_ms)
+{
+    st_local_t *st = (st_local_t *)s;
+    pthread_mutex_lock(&st->lock);
+    retention_locked(st, now_ms);
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- service thread ------------------------------------------------------------ */
+static void *svc_main(void *arg)
+{
+    st_local_t *st = arg;
+    pthread_mutex_lock(&st->lock);
+    while (!st->svc_stop) {
+        int64_t now = st_now_ms();
+        if (now >= st->next_retention) {
+            retention_locked(st, now);
+            st->next_retention = now + RETENTION_CHECK_MS;
+        }
+        int64_t wait = st_parked_service(st, now);
+        if (wait <= 0)
+            continue;
+        if (wait > st->next_retention - now)
+            wait = st->next_retention - now;
+        if (wait > RETENTION_CHECK_MS)
+            wait = RETENTION_CHECK_MS;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)wait * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&st->svc_cond, &st->lock, &ts);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return NULL;
+}
+
+/* ---- open / close --------------------------------------------------------------- */
+static void local_free(st_local_t *st)
+{
+    for (size_t i = 0; i < st->ntopics; i++) {
+        for (uint32_t q = 0; q < st->topics[i]->nq; q++)
+            free(st->topics[i]->cq[q].e);
+        free(st->topics[i]->cq);
+        free(st->topics[i]);
+    }
+    for (size_t i = 0; i < st->ngroups; i++) {
+        st_gtopic_t *gt = st->groups[i]->topics;
+        while (gt) {
+            st_gtopic_t *next = gt->next;
+            for (uint32_t q = 0; q < gt->ncs; q++)
+                free(gt->cs[q].w);
+            free(gt->cs);
+            free(gt);
+            gt = next;
+        }
+        free(st->groups[i]);
+    }
+    free(st->topics);
+    free(st->groups);
+    st_index_free(&st->index);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd);
+    pthread_mutex_destroy(&st->lock);
+    pthread_mutex_destroy(&st->seg_lock);
+    pthread_mutex_destroy(&st->wq_lock);
+    pthread_mutex_destroy(&st->ck_lock);
+    pthread_mutex_destroy(&st->fl_lock);
+    pthread_cond_destroy(&st->wq_cond);
+    pthread_cond_destroy(&st->fl_cond);
+    pthread_cond_destroy(&st->svc_cond);
+    free(st->dir);
+    free(st->cl_dir);
+    free(st);
+}
+
+static void marker_path(const st_local_t *st, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/abort", st->dir);
+}
+
+static void local_close(st_store_t *s)
+{
+    st_local_t *st = (st_local_t *)s;
+    char marker[4096];
+    pthread_mutex_lock(&st->lock);
+    st->closing = true;
+    st->svc_stop = true;
+    pthread_cond_signal(&st->svc_cond);
+    pthread_mutex_unlock(&st->lock);
+    pthread_join(st->svc, NULL);
+    st_parked_shutdown(st);
+    st_writer_stop(st); /* drains appends; flusher's last round syncs */
+    st_seg_t *cur = st_log_current(st);
+    bool clean = cur && st->fops->fdatasync(st->fctx, cur->fd) == 0;
+    if (clean)
+        st_log_checkpoint(st, cur->base + atomic_load(&cur->end));
+    st_seg_unref(st, cur);
+    st_state_close(st);
+    st_log_close(st);
+    marker_path(st, marker, sizeof(marker));
+    if (clean)
+        unlink(marker);
+    local_free(st);
+}
+
+static void append_local(st_store_t *s, const char *topic,
+                         const st_message_t *msgs, size_t n, st_append_cb cb,
+                         void *arg)
+{
+    (void)st_append_submit((st_local_t *)s, topic, msgs, n, cb, arg, false);
+}
+
+static const st_ops_t local_ops = {
+    .name = "local",
+    .close = local_close,
+    .topic_put = st_topic_put_local,
+    .topic_delete = st_topic_delete_local,
+    .topic_get = st_topic_get_local,
+    .group_put = st_group_put_local,
+    .group_delete = st_group_delete_local,
+    .group_get = st_group_get_local,
+    .append = append_local,
+    .pop = st_pop_local,
+    .ack = st_ack_local,
+    .change_invisible = st_change_local,
+    .pull = pull_local,
+    .offset_get = st_offset_get_local,
+    .offset_update = st_offset_update_local,
+    .offset_query = offset_query_local,
+    .lookup_id = lookup_id_local,
+    .lookup_key = lookup_key_local,
+    .stats = stats_local,
+};
+
+static gt_err_t cfg_check(const st_config_t *c)
+{
+    if (!c->dir || !c->dir[0] || strlen(c->dir) > 3000)
+        return GT_EINVAL;
+    if (c->segment_size < 4096 || c->flush_interval_ms == 0 ||
+        c->max_message_bytes < 256 ||
+        c->max_message_bytes > c->segment_size - ST_SEG_HDR ||
+        c->max_message_bytes > ST_REC_MAX_HARD)
+        return GT_EINVAL;
+    return GT_OK;
+}
+
+static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
+{
+    st->base.ops = &local_ops;
+    st->cfg = *cfg;
+    st->fops = cfg->file_ops ? cfg->file_ops : &st_posix_file_ops;
+    st->fctx = cfg->file_ctx;
+    st->lock_fd = st->ck_fd = st->state_fd = -1;
+    st->seg_size = cfg->segment_size;
+    st->start_ms = st_now_ms();
+    st->next_expiry = 0;
+    st->next_retention = st->start_ms;
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_mutex_init(&st->seg_lock, NULL);
+    pthread_mutex_init(&st->wq_lock, NULL);
+    pthread_mutex_init(&st->ck_lock, NULL);
+    pthread_mutex_init(&st->fl_lock, NULL);
+    pthread_cond_init(&st->wq_cond, NULL);
+    pthread_cond_init(&st->fl_cond, NULL);
+    pthread_cond_init(&st->svc_cond, NULL);
+    st->dir = strdup(cfg->dir);
+    st->cfg.dir = st->dir;
+    if (!st->dir || asprintf(&st->cl_dir, "%s/commitlog", cfg->dir) < 0)
+        return GT_ENOMEM;
+    if (mkdir(st->dir, 0755) < 0 && errno != EEXIST) {
+        GT_LOG(ERROR, "store", "cannot create %s: %s", st->dir,
+               strerror(errno));
+        return GT_EIO;
+    }
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/LOCK", st->dir);
+    st->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (st->lock_fd < 0)
+        return GT_EIO;
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        GT_LOG(ERROR, "store", "%s is in use by another process", st->dir);
+        return GT_EBUSY;
+    }
+    return GT_OK;
+}
+
+gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out)
+{
+    st_local_t *st = NULL;
+    char marker[4096];
+    gt_err_t rc = cfg ? cfg_check(cfg) : GT_EINVAL;
+    *out = NULL;
+    if (rc != GT_OK)
+        return rc;
+    if (!(st = calloc(1, sizeof(*st))))
+        return GT_ENOMEM;
+    rc = local_init(st, cfg);
+    if (rc != GT_OK)
+        goto fail;
+    marker_path(st, marker, sizeof(marker));
+    if (access(marker, F_OK) == 0)
+        GT_LOG(WARN, "store", "%s: unclean shutdown detected; verifying the "
+               "commitlog tail", st->dir);
+    pthread_mutex_lock(&st->lock);
+    rc = st_log_open(st);
+    if (rc == GT_OK)
+        rc = st_state_open(st);
+    pthread_mutex_unlock(&st->lock);
+    if (rc != GT_OK)
+        goto fail;
+    int fd = open(marker, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0)
+        close(fd);
+    if ((rc = st_writer_start(st)) != GT_OK)
+        goto fail;
+    if (pthread_create(&st->svc, NULL, svc_main, st) != 0) {
+        st_writer_stop(st);
+        rc = GT_ENOMEM;
+        goto fail;
+    }
+    GT_LOG(INFO, "store", "opened %s (%s flush, %zu segments)", st->dir,
+           st->cfg.flush == ST_FLUSH_SYNC ? "sync" : "async", st->nsegs);
+    *out = &st->base;
+    return GT_OK;
+fail:
+    st_state_close(st);
+    st_log_close(st);
+    local_free(st);
+    return rc;
+}

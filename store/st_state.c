@@ -1,0 +1,604 @@
+/* The state log: metadata (topics, groups) and consumption state (pop
+ * offsets, in-flight deliveries, acks, committed offsets), persisted as an
+ * append-only file replayed at start-up; plus the metadata operations.
+ *
+ * <dir>/state.log starts with u32 magic "GTSL", u32 format version (1).
+ * Each record: u32 length L, u32 CRC32C of bytes [8, L), u8 type, then the
+ * fields of st_srec_t in a fixed order (strings as u16 length + bytes):
+ *   s1, s2, u32 queue, u64 a, u64 b, u32 attempt, i64 deadline, u64 gen,
+ *   u32 u1, u32 u2, u32 u3.
+ * Records are written with pwrite under the store lock before the operation
+ * they describe completes, so a SIGKILL loses nothing; the flusher
+ * fdatasyncs the file every flush_interval_ms, so a power loss can lose the
+ * last interval's pops and acks (those messages are delivered again).
+ *
+ * Replay stops at the first bad record and truncates there (a torn tail).
+ * After replay the file is compacted: a fresh snapshot of the live state is
+ * written to state.log.tmp, synced and renamed over state.log. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gt_log.h"
+#include "st_int.h"
+
+#define SL_MAGIC 0x4C535447u /* "GTSL" */
+#define SL_MAX_REC 4096
+
+typedef struct sbuf {
+    uint8_t b[SL_MAX_REC];
+    size_t n;
+} sbuf_t;
+
+static void sb_put(sbuf_t *s, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        s->b[s->n++] = (uint8_t)(v >> (8 * i));
+}
+
+static void sb_str(sbuf_t *s, const char *str)
+{
+    size_t n = str ? strnlen(str, ST_NAME_MAX) : 0;
+    sb_put(s, n, 2);
+    memcpy(s->b + s->n, str ? str : "", n);
+    s->n += n;
+}
+
+static void srec_encode(const st_srec_t *r, sbuf_t *s)
+{
+    uint32_t u1 = 0, u2 = 0, u3 = 0;
+    const char *s1 = r->group, *s2 = r->topic;
+    if (r->t) {
+        s1 = r->t->name;
+        u1 = r->t->type;
+        u2 = r->t->queue_count;
+        u3 = r->t->perm;
+    } else if (r->g) {
+        s1 = r->g->name;
+        u1 = r->g->max_delivery_attempts;
+        u2 = r->g->fifo;
+        u3 = r->g->consume_from;
+    }
+    s->n = 8;
+    sb_put(s, r->type, 1);
+    sb_str(s, s1);
+    sb_str(s, s2);
+    sb_put(s, r->queue, 4);
+    sb_put(s, r->a, 8);
+    sb_put(s, r->b, 8);
+    sb_put(s, r->attempt, 4);
+    sb_put(s, (uint64_t)r->deadline, 8);
+    sb_put(s, r->gen, 8);
+    sb_put(s, u1, 4);
+    sb_put(s, u2, 4);
+    sb_put(s, u3, 4);
+    size_t len = s->n;
+    s->n = 0;
+    sb_put(s, len, 4);
+    sb_put(s, st_crc32c(0, s->b + 8, len - 8), 4);
+    s->n = len;
+}
+
+/* Decoded record with its own string storage. */
+typedef struct srec_dec {
+    st_srec_t r;
+    char s1[ST_NAME_MAX + 1], s2[ST_NAME_MAX + 1];
+    st_topic_t t;
+    st_group_t g;
+} srec_dec_t;
+
+static uint64_t rd(const uint8_t **p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)(*p)[i] << (8 * i);
+    *p += bytes;
+    return v;
+}
+
+static gt_err_t rd_str(const uint8_t **p, const uint8_t *end, char *out)
+{
+    if (end - *p < 2)
+        return GT_ECORRUPT;
+    size_t n = (size_t)rd(p, 2);
+    if (n > ST_NAME_MAX || (size_t)(end - *p) < n)
+        return GT_ECORRUPT;
+    memcpy(out, *p, n);
+    out[n] = 0;
+    *p += n;
+    return GT_OK;
+}
+
+/* Decodes the record at buf (len bytes available).  GT_AGAIN: partial. */
+static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
+                            size_t *used)
+{
+    const uint8_t *p = buf;
+    if (len < 8)
+        return GT_AGAIN;
+    uint32_t l = (uint32_t)rd(&p, 4), crc = (uint32_t)rd(&p, 4);
+    if (l < 9 || l > SL_MAX_REC)
+        return GT_ECORRUPT;
+    if (len < l)
+        return GT_AGAIN;
+    if (st_crc32c(0, buf + 8, l - 8) != crc)
+        return GT_ECORRUPT;
+    const uint8_t *end = buf + l;
+    memset(d, 0, sizeof(*d));
+    d->r.type = (uint8_t)rd(&p, 1);
+    if (rd_str(&p, end, d->s1) != GT_OK || rd_str(&p, end, d->s2) != GT_OK ||
+        end - p != 4 + 8 + 8 + 4 + 8 + 8 + 12)
+        return GT_ECORRUPT;
+    d->r.group = d->s1;
+    d->r.topic = d->s2;
+    d->r.queue = (uint32_t)rd(&p, 4);
+    d->r.a = rd(&p, 8);
+    d->r.b = rd(&p, 8);
+    d->r.attempt = (uint32_t)rd(&p, 4);
+    d->r.deadline = (int64_t)rd(&p, 8);
+    d->r.gen = rd(&p, 8);
+    uint32_t u1 = (uint32_t)rd(&p, 4), u2 = (uint32_t)rd(&p, 4),
+             u3 = (uint32_t)rd(&p, 4);
+    if (d->r.type == ST_SR_TOPIC_PUT) {
+        memcpy(d->t.name, d->s1, sizeof(d->t.name));
+        d->t.type = (st_topic_type_t)u1;
+        d->t.queue_count = u2;
+        d->t.perm = u3;
+        d->r.t = &d->t;
+    } else if (d->r.type == ST_SR_GROUP_PUT) {
+        memcpy(d->g.name, d->s1, sizeof(d->g.name));
+        d->g.max_delivery_attempts = u1;
+        d->g.fifo = u2 != 0;
+        d->g.consume_from = (st_consume_from_t)u3;
+        d->r.g = &d->g;
+    }
+    *used = l;
+    return GT_OK;
+}
+
+gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
+{
+    sbuf_t s;
+    srec_encode(r, &s);
+    gt_err_t rc = st_file_pwrite_full(st, st->state_fd, s.b, s.n,
+                                      st->state_end);
+    if (rc != GT_OK) {
+        GT_LOG(ERROR, "store", "state log write failed: %s", gt_err_str(rc));
+        (void)st->fops->ftruncate(st->fctx, st->state_fd,
+                                  (off_t)st->state_end);
+        return rc;
+    }
+    st->state_end += s.n;
+    atomic_store(&st->state_dirty, true);
+    return GT_OK;
+}
+
+void st_state_sync(st_local_t *st)
+{
+    if (st->state_fd < 0 || !atomic_exchange(&st->state_dirty, false))
+        return;
+    int r = st->fops->fdatasync(st->fctx, st->state_fd);
+    if (r < 0) {
+        GT_LOG(ERROR, "store", "state log fdatasync failed: %s", strerror(-r));
+        atomic_store(&st->state_dirty, true);
+    }
+}
+
+/* ---- replay -------------------------------------------------------------- */
+static st_cs_t *replay_cs(st_local_t *st, const st_srec_t *r)
+{
+    st_group_rt_t *g = st_group_vivify(st, r->group);
+    st_topic_rt_t *t = st_topic_vivify(st, r->topic);
+    if (!g || !t || r->queue >= 1024 || st_topic_grow(t, r->queue + 1))
+        return NULL;
+    return st_cs_find(st, g, t, r->queue, true);
+}
+
+static gt_err_t replay_one(st_local_t *st, const st_srec_t *r)
+{
+    st_cs_t *cs = NULL;
+    st_went_t *e;
+    if (r->type >= ST_SR_CS_INIT && r->type <= ST_SR_COMMIT &&
+        !(cs = replay_cs(st, r)))
+        return GT_ENOMEM;
+    if (cs && r->type != ST_SR_CS_INIT && !cs->init)
+        return GT_OK; /* state for a queue whose init was lost */
+    switch (r->type) {
+    case ST_SR_TOPIC_PUT:
+        return st_topic_put_locked(st, r->t);
+    case ST_SR_TOPIC_DEL: {
+        st_topic_rt_t *t = st_topic_find(st, r->group);
+        if (t)
+            t->deleted = true;
+        return GT_OK;
+    }
+    case ST_SR_GROUP_PUT: {
+        st_group_rt_t *g = st_group_vivify(st, r->g->name);
+        if (!g)
+            return GT_ENOMEM;
+        g->meta = *r->g;
+        g->deleted = false;
+        return GT_OK;
+    }
+    case ST_SR_GROUP_DEL: {
+        st_group_rt_t *g = st_group_find(st, r->group);
+        if (g)
+            g->deleted = true;
+        return GT_OK;
+    }
+    case ST_SR_CS_INIT:
+        cs->init = true;
+        st_cs_reset(cs, r->a);
+        return st_cs_extend(cs, r->b, ST_E_NONE);
+    case ST_SR_POP:
+        if (r->a < cs->commit)
+            return GT_OK;
+        if (r->a >= cs->pop && st_cs_extend(cs, r->a + 1, ST_E_NONE))
+            return GT_ENOMEM;
+        e = st_cs_at(cs, r->a);
+        e->state = ST_E_INFLIGHT;
+        e->attempt = r->attempt;
+        e->deadline = r->deadline;
+        e->gen = r->gen;
+        if (r->deadline < cs->min_deadline)
+            cs->min_deadline = r->deadline;
+        if (r->gen >= st->next_gen)
+            st->next_gen = r->gen + 1;
+        return GT_OK;
+    case ST_SR_ACK:
+        if (r->a >= cs->commit && r->a < cs->pop)
+            st_cs_at(cs, r->a)->state = ST_E_ACKED;
+        st_cs_advance(cs);
+        return GT_OK;
+    case ST_SR_SKIP:
+        if (r->b > cs->pop && st_cs_extend(cs, r->b, ST_E_ACKED))
+            return GT_ENOMEM;
+        for (uint64_t o = r->a > cs->commit ? r->a : cs->commit; o < r->b; o++)
+            st_cs_at(cs, o)->state = ST_E_ACKED;
+        st_cs_advance(cs);
+        return GT_OK;
+    case ST_SR_COMMIT:
+        st_cs_move_commit(cs, r->a);
+        return GT_OK;
+    case ST_SR_GEN:
+        if (r->gen > st->next_gen)
+            st->next_gen = r->gen;
+        return GT_OK;
+    default:
+        return GT_ECORRUPT;
+    }
+}
+
+static gt_err_t replay(st_local_t *st, const uint8_t *buf, size_t len)
+{
+    size_t off = 8;
+    while (off < len) {
+        srec_dec_t d;
+        size_t used;
+        gt_err_t rc = srec_decode(buf + off, len - off, &d, &used);
+        if (rc == GT_OK && (rc = replay_one(st, &d.r)) == GT_ENOMEM)
+            return rc;
+        if (rc != GT_OK) {
+            GT_LOG(WARN, "store", "state log: bad record at offset %zu "
+                   "(%s); ignoring the rest", off, gt_err_str(rc));
+            break;
+        }
+        off += used;
+    }
+    return GT_OK;
+}
+
+/* After replay: clamp every queue state into the retained consume queue and
+ * turn holes (lost pop records) into expired deliveries. */
+static void replay_finish(st_local_t *st)
+{
+    for (size_t i = 0; i < st->ngroups; i++)
+        for (st_gtopic_t *gt = st->groups[i]->topics; gt; gt = gt->next)
+            for (uint32_t q = 0; q < gt->ncs; q++) {
+                st_cs_t *cs = &gt->cs[q];
+                if (!cs->init || q >= gt->topic->nq)
+                    continue;
+                st_cs_clamp(cs, &gt->topic->cq[q]);
+                for (uint64_t o = cs->commit; o < cs->pop; o++) {
+                    st_went_t *e = st_cs_at(cs, o);
+                    if (e->state == ST_E_NONE || e->state == ST_E_DLQ) {
+                        e->state = ST_E_INFLIGHT;
+                        e->attempt = e->attempt ? e->attempt : 1;
+                        e->deadline = 0;
+                        e->gen = st->next_gen++;
+                        cs->min_deadline = 0;
+                    }
+                }
+            }
+}
+
+/* ---- compaction ------------------------------------------------------------ */
+static gt_err_t snap_write(st_local_t *st, int fd, uint64_t *off,
+                           const st_srec_t *r)
+{
+    sbuf_t s;
+    srec_encode(r, &s);
+    gt_err_t rc = st_file_pwrite_full(st, fd, s.b, s.n, *off);
+    *off += s.n;
+    return rc;
+}
+
+static gt_err_t snap_cs(st_local_t *st, int fd, uint64_t *off,
+                        const st_group_rt_t *g, const st_gtopic_t *gt)
+{
+    gt_err_t rc = GT_OK;
+    for (uint32_t q = 0; q < gt->ncs && rc == GT_OK; q++) {
+        st_cs_t *cs = &gt->cs[q];
+        if (!cs->init)
+            continue;
+        st_srec_t r = {.type = ST_SR_CS_INIT, .group = g->meta.name,
+                       .topic = gt->topic->meta.name, .queue = q,
+                       .a = cs->commit, .b = cs->pop};
+        rc = snap_write(st, fd, off, &r);
+        for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
+            st_went_t *e = st_cs_at(cs, o);
+            r.type = e->state == ST_E_ACKED ? ST_SR_ACK : ST_SR_POP;
+            r.a = o;
+            r.attempt = e->attempt;
+            r.deadline = e->deadline;
+            r.gen = e->gen;
+            rc = snap_write(st, fd, off, &r);
+        }
+    }
+    return rc;
+}
+
+static gt_err_t snapshot(st_local_t *st, const char *tmp)
+{
+    uint8_t hdr[8] = {0x47, 0x54, 0x53, 0x4C, 1, 0, 0, 0};
+    uint64_t off = 8;
+    int fd = st->fops->open(st->fctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return st_errno_to_err(fd);
+    gt_err_t rc = st_file_pwrite_full(st, fd, hdr, 8, 0);
+    st_srec_t r = {.type = ST_SR_GEN, .gen = st->next_gen};
+    if (rc == GT_OK)
+        rc = snap_write(st, fd, &off, &r);
+    for (size_t i = 0; i < st->ntopics && rc == GT_OK; i++) {
+        if (st->topics[i]->deleted)
+            continue;
+        st_srec_t t = {.type = ST_SR_TOPIC_PUT, .t = &st->topics[i]->meta};
+        rc = snap_write(st, fd, &off, &t);
+    }
+    for (size_t i = 0; i < st->ngroups && rc == GT_OK; i++) {
+        st_group_rt_t *g = st->groups[i];
+        st_srec_t gr = {.type = ST_SR_GROUP_PUT, .g = &g->meta};
+        rc = snap_write(st, fd, &off, &gr);
+        if (rc == GT_OK && g->deleted) {
+            st_srec_t del = {.type = ST_SR_GROUP_DEL, .group = g->meta.name};
+            rc = snap_write(st, fd, &off, &del);
+        }
+        for (st_gtopic_t *gt = g->topics; gt && rc == GT_OK; gt = gt->next)
+            rc = snap_cs(st, fd, &off, g, gt);
+    }
+    if (rc == GT_OK) {
+        int x = st->fops->fdatasync(st->fctx, fd);
+        rc = x < 0 ? st_errno_to_err(x) : GT_OK;
+    }
+    st->fops->close(st->fctx, fd);
+    return rc;
+}
+
+gt_err_t st_state_open(st_local_t *st)
+{
+    char *path = NULL, *tmp = NULL;
+    uint8_t *buf = NULL;
+    gt_err_t rc = GT_ENOMEM;
+    struct stat sb;
+    int fd = -1;
+    if (asprintf(&path, "%s/state.log", st->dir) < 0 ||
+        asprintf(&tmp, "%s/state.log.tmp", st->dir) < 0)
+        goto out;
+    fd = st->fops->open(st->fctx, path, O_RDONLY, 0);
+    if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size >= 8) {
+        if (!(buf = malloc((size_t)sb.st_size)))
+            goto out;
+        rc = st_file_pread_full(st, fd, buf, (size_t)sb.st_size, 0);
+        if (rc != GT_OK)
+            goto out;
+        if (buf[0] != 0x47 || buf[1] != 0x54 || buf[2] != 0x53 ||
+            buf[3] != 0x4C || buf[4] != 1) {
+            GT_LOG(ERROR, "store", "%s: bad magic or version", path);
+            rc = GT_ECORRUPT;
+            goto out;
+        }
+        if ((rc = replay(st, buf, (size_t)sb.st_size)) != GT_OK)
+            goto out;
+    }
+    replay_finish(st);
+    if ((rc = snapshot(st, tmp)) != GT_OK)
+        goto out;
+    if (rename(tmp, path) < 0) {
+        rc = GT_EIO;
+        goto out;
+    }
+    if ((rc = st_file_sync_dir(st, st->dir)) != GT_OK)
+        goto out;
+    st->state_fd = st->fops->open(st->fctx, path, O_RDWR, 0);
+    if (st->state_fd < 0) {
+        rc = st_errno_to_err(st->state_fd);
+        st->state_fd = -1;
+        goto out;
+    }
+    st->state_end = (uint64_t)(stat(path, &sb) == 0 ? sb.st_size : 0);
+    rc = GT_OK;
+out:
+    if (fd >= 0)
+        st->fops->close(st->fctx, fd);
+    free(buf);
+    free(path);
+    free(tmp);
+    return rc;
+}
+
+void st_state_close(st_local_t *st)
+{
+    st_state_sync(st);
+    if (st->state_fd >= 0)
+        st->fops->close(st->fctx, st->state_fd);
+    st->state_fd = -1;
+}
+
+/* ---- metadata operations --------------------------------------------------- */
+static bool name_ok(const char *n)
+{
+    size_t len = n ? strlen(n) : 0;
+    if (len == 0 || len > ST_NAME_MAX)
+        return false;
+    return strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789_-%|.") == len;
+}
+
+gt_err_t st_topic_validate(const st_topic_t *t)
+{
+    if (!name_ok(t->name) || t->queue_count < 1 || t->queue_count > 1024 ||
+        t->type > ST_TOPIC_MIXED || (t->perm & ~(ST_PERM_READ | ST_PERM_WRITE)))
+        return GT_EINVAL;
+    return GT_OK;
+}
+
+gt_err_t st_group_validate(const st_group_t *g)
+{
+    if (!name_ok(g->name) || g->max_delivery_attempts < 1 ||
+        g->consume_from > ST_CONSUME_FROM_LAST)
+        return GT_EINVAL;
+    return GT_OK;
+}
+
+/* Applies a topic definition (lock held); no logging. */
+gt_err_t st_topic_put_locked(st_local_t *st, const st_topic_t *t)
+{
+    st_topic_rt_t *rt = st_topic_vivify(st, t->name);
+    if (!rt || st_topic_grow(rt, t->queue_count) != GT_OK)
+        return GT_ENOMEM;
+    uint32_t qc = t->queue_count; /* queue counts never shrink */
+    if (!rt->deleted && rt->meta.queue_count > qc)
+        qc = rt->meta.queue_count;
+    rt->meta = *t;
+    rt->meta.queue_count = qc;
+    rt->deleted = false;
+    return GT_OK;
+}
+
+void st_topic_put_local(st_store_t *s, const st_topic_t *t, st_done_cb cb,
+                        void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t rc = st_topic_validate(t);
+    if (rc == GT_OK) {
+        pthread_mutex_lock(&st->lock);
+        st_srec_t r = {.type = ST_SR_TOPIC_PUT, .t = t};
+        rc = st_state_log(st, &r);
+        if (rc == GT_OK)
+            rc = st_topic_put_locked(st, t);
+        pthread_mutex_unlock(&st->lock);
+    }
+    cb(arg, rc);
+}
+
+void st_topic_delete_local(st_store_t *s, const char *name, st_done_cb cb,
+                           void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t rc = GT_ENOTFOUND;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = name ? st_topic_find(st, name) : NULL;
+    if (t) {
+        st_srec_t r = {.type = ST_SR_TOPIC_DEL, .group = name};
+        rc = st_state_log(st, &r);
+        if (rc == GT_OK)
+            t->deleted = true;
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc);
+}
+
+void st_topic_get_local(st_store_t *s, const char *name, st_topic_cb cb,
+                        void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_topic_t *arr = NULL;
+    size_t n = 0;
+    gt_err_t rc = GT_OK;
+    pthread_mutex_lock(&st->lock);
+    if (st->ntopics && !(arr = malloc(st->ntopics * sizeof(*arr))))
+        rc = GT_ENOMEM;
+    for (size_t i = 0; rc == GT_OK && i < st->ntopics; i++) {
+        st_topic_rt_t *t = st->topics[i];
+        if (!t->deleted && (!name || strcmp(name, t->meta.name) == 0))
+            arr[n++] = t->meta;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (rc == GT_OK && name && n == 0)
+        rc = GT_ENOTFOUND;
+    cb(arg, rc, rc == GT_OK ? arr : NULL, rc == GT_OK ? n : 0);
+    free(arr);
+}
+
+void st_group_put_local(st_store_t *s, const st_group_t *g, st_done_cb cb,
+                        void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t rc = st_group_validate(g);
+    if (rc == GT_OK) {
+        pthread_mutex_lock(&st->lock);
+        st_group_rt_t *rt = st_group_vivify(st, g->name);
+        st_srec_t r = {.type = ST_SR_GROUP_PUT, .g = g};
+        rc = rt ? st_state_log(st, &r) : GT_ENOMEM;
+        if (rc == GT_OK) {
+            rt->meta = *g;
+            rt->deleted = false;
+        }
+        pthread_mutex_unlock(&st->lock);
+    }
+    cb(arg, rc);
+}
+
+void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
+                           void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t rc = GT_ENOTFOUND;
+    pthread_mutex_lock(&st->lock);
+    st_group_rt_t *g = name ? st_group_find(st, name) : NULL;
+    if (g && !g->deleted) {
+        st_srec_t r = {.type = ST_SR_GROUP_DEL, .group = name};
+        rc = st_state_log(st, &r);
+        if (rc == GT_OK)
+            g->deleted = true;
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc);
+}
+
+void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
+                        void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_group_t *arr = NULL;
+    size_t n = 0;
+    gt_err_t rc = GT_OK;
+    pthread_mutex_lock(&st->lock);
+    if (st->ngroups && !(arr = malloc(st->ngroups * sizeof(*arr))))
+        rc = GT_ENOMEM;
+    for (size_t i = 0; rc == GT_OK && i < st->ngroups; i++) {
+        st_group_rt_t *g = st->groups[i];
+        if (!g->deleted && (!name || strcmp(name, g->meta.name) == 0))
+            arr[n++] = g->meta;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (rc == GT_OK && name && n == 0)
+        rc = GT_ENOTFOUND;
+    cb(arg, rc, rc == GT_OK ? arr : NULL, rc == GT_OK ? n : 0);
+    free(arr);
+}

@@ -1,0 +1,265 @@
+/* In-memory tables of the local engine: topics with their consume queues,
+ * groups with their per-queue consumption state (the window of offsets
+ * between the committed offset and the pop position), and the hash index
+ * (message id / key -> commitlog positions).  Everything here is guarded by
+ * st->lock; callers hold it.  Consume queues and the index are rebuilt from
+ * the commitlog at start-up, consumption state from the state log. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_int.h"
+
+/* ---- topics -------------------------------------------------------------- */
+st_topic_rt_t *st_topic_find(st_local_t *st, const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < st->ntopics; i++)
+        if (!st->topics[i]->deleted && strcmp(st->topics[i]->meta.name, name) == 0)
+            return st->topics[i];
+    return NULL;
+}
+
+/* Finds a topic object, deleted or not, creating a (deleted) one. */
+st_topic_rt_t *st_topic_vivify(st_local_t *st, const char *name)
+{
+    if (!name || strlen(name) > ST_NAME_MAX)
+        return NULL;
+    for (size_t i = 0; i < st->ntopics; i++)
+        if (strcmp(st->topics[i]->meta.name, name) == 0)
+            return st->topics[i];
+    if (st->ntopics == st->topics_cap) {
+        size_t cap = st->topics_cap ? st->topics_cap * 2 : 16;
+        st_topic_rt_t **n = realloc(st->topics, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        st->topics = n;
+        st->topics_cap = cap;
+    }
+    st_topic_rt_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    strcpy(t->meta.name, name);
+    t->meta.perm = ST_PERM_READ | ST_PERM_WRITE;
+    t->deleted = true;
+    st->topics[st->ntopics++] = t;
+    return t;
+}
+
+gt_err_t st_topic_grow(st_topic_rt_t *t, uint32_t nq)
+{
+    if (nq <= t->nq)
+        return GT_OK;
+    st_cq_t *n = realloc(t->cq, nq * sizeof(*n));
+    if (!n)
+        return GT_ENOMEM;
+    memset(n + t->nq, 0, (nq - t->nq) * sizeof(*n));
+    t->cq = n;
+    t->nq = nq;
+    return GT_OK;
+}
+
+/* ---- groups -------------------------------------------------------------- */
+st_group_rt_t *st_group_find(st_local_t *st, const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < st->ngroups; i++)
+        if (!st->groups[i]->deleted && strcmp(st->groups[i]->meta.name, name) == 0)
+            return st->groups[i];
+    return NULL;
+}
+
+/* Finds a group object, deleted or not, creating one with defaults. */
+st_group_rt_t *st_group_vivify(st_local_t *st, const char *name)
+{
+    if (!name || strlen(name) > ST_NAME_MAX)
+        return NULL;
+    for (size_t i = 0; i < st->ngroups; i++)
+        if (strcmp(st->groups[i]->meta.name, name) == 0)
+            return st->groups[i];
+    if (st->ngroups == st->groups_cap) {
+        size_t cap = st->groups_cap ? st->groups_cap * 2 : 16;
+        st_group_rt_t **n = realloc(st->groups, cap * sizeof(*n));
+        if (!n)
+            return NULL;
+        st->groups = n;
+        st->groups_cap = cap;
+    }
+    st_group_rt_t *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    strcpy(g->meta.name, name);
+    g->meta.max_delivery_attempts = 16;
+    g->meta.consume_from = ST_CONSUME_FROM_FIRST;
+    g->deleted = true;
+    st->groups[st->ngroups++] = g;
+    return g;
+}
+
+st_cs_t *st_cs_find(st_local_t *st, st_group_rt_t *g, st_topic_rt_t *t,
+                    uint32_t q, bool create)
+{
+    st_gtopic_t *gt = g->topics;
+    while (gt && gt->topic != t)
+        gt = gt->next;
+    if (!gt) {
+        if (!create || !(gt = calloc(1, sizeof(*gt))))
+            return NULL;
+        gt->topic = t;
+        gt->next = g->topics;
+        g->topics = gt;
+    }
+    if (q >= gt->ncs) {
+        if (!create)
+            return NULL;
+        st_cs_t *n = realloc(gt->cs, (q + 1) * sizeof(*n));
+        if (!n)
+            return NULL;
+        memset(n + gt->ncs, 0, (q + 1 - gt->ncs) * sizeof(*n));
+        for (uint32_t i = gt->ncs; i <= q; i++)
+            n[i].min_deadline = INT64_MAX;
+        gt->cs = n;
+        gt->ncs = q + 1;
+    }
+    return &gt->cs[q];
+}
+
+/* ---- consume queues -------------------------------------------------------- */
+gt_err_t st_cq_push(st_cq_t *q, const st_cq_entry_t *e)
+{
+    if (q->len == q->cap) {
+        if (q->head > q->cap / 2) { /* reclaim what retention dropped */
+            memmove(q->e, q->e + q->head, (q->len - q->head) * sizeof(*q->e));
+            q->len -= q->head;
+            q->head = 0;
+        } else {
+            size_t cap = q->cap ? q->cap * 2 : 64;
+            st_cq_entry_t *n = realloc(q->e, cap * sizeof(*n));
+            if (!n)
+                return GT_ENOMEM;
+            q->e = n;
+            q->cap = cap;
+        }
+    }
+    q->e[q->len++] = *e;
+    return GT_OK;
+}
+
+const st_cq_entry_t *st_cq_get(const st_cq_t *q, uint64_t off)
+{
+    if (off < q->min_off || off >= st_cq_end(q))
+        return NULL;
+    return &q->e[q->head + (off - q->min_off)];
+}
+
+/* ---- index ----------------------------------------------------------------- */
+static gt_err_t index_rehash(st_index_t *ix)
+{
+    size_t nb = ix->nbuckets ? ix->nbuckets * 2 : 1024;
+    uint32_t *b = calloc(nb, sizeof(*b));
+    if (!b)
+        return GT_ENOMEM;
+    for (size_t i = 0; i < ix->n; i++) { /* oldest first: chains stay newest-first */
+        size_t k = ix->e[i].h % nb;
+        ix->e[i].next = b[k];
+        b[k] = (uint32_t)(i + 1);
+    }
+    free(ix->buckets);
+    ix->buckets = b;
+    ix->nbuckets = nb;
+    return GT_OK;
+}
+
+gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos)
+{
+    if (ix->n >= UINT32_MAX - 1)
+        return GT_ENOMEM;
+    if (ix->n == ix->cap) {
+        size_t cap = ix->cap ? ix->cap * 2 : 1024;
+        struct st_ient *n = realloc(ix->e, cap * sizeof(*n));
+        if (!n)
+            return GT_ENOMEM;
+        ix->e = n;
+        ix->cap = cap;
+    }
+    if (ix->n >= ix->nbuckets * 2 && index_rehash(ix) != GT_OK)
+        return GT_ENOMEM;
+    size_t k = h % ix->nbuckets;
+    ix->e[ix->n] = (struct st_ient){.h = h, .pos = pos, .next = ix->buckets[k]};
+    ix->buckets[k] = (uint32_t)(++ix->n);
+    return GT_OK;
+}
+
+void st_index_free(st_index_t *ix)
+{
+    free(ix->buckets);
+    free(ix->e);
+    memset(ix, 0, sizeof(*ix));
+}
+
+/* ---- consumption windows ------------------------------------------------------ */
+st_went_t *st_cs_at(st_cs_t *cs, uint64_t off)
+{
+    return &cs->w[(cs->wh + (size_t)(off - cs->commit)) % cs->wcap];
+}
+
+gt_err_t st_cs_extend(st_cs_t *cs, uint64_t to, uint8_t state)
+{
+    while (cs->pop < to) {
+        size_t used = (size_t)(cs->pop - cs->commit);
+        if (used + 1 > cs->wcap) {
+            size_t cap = cs->wcap ? cs->wcap * 2 : 64;
+            st_went_t *n = malloc(cap * sizeof(*n));
+            if (!n)
+                return GT_ENOMEM;
+            for (size_t i = 0; i < used; i++)
+                n[i] = cs->w[(cs->wh + i) % cs->wcap];
+            free(cs->w);
+            cs->w = n;
+            cs->wcap = cap;
+            cs->wh = 0;
+        }
+        cs->pop++;
+        *st_cs_at(cs, cs->pop - 1) = (st_went_t){.state = state};
+    }
+    return GT_OK;
+}
+
+void st_cs_advance(st_cs_t *cs)
+{
+    while (cs->commit < cs->pop && st_cs_at(cs, cs->commit)->state == ST_E_ACKED) {
+        cs->wh = (cs->wh + 1) % cs->wcap;
+        cs->commit++;
+    }
+}
+
+void st_cs_reset(st_cs_t *cs, uint64_t commit)
+{
+    cs->commit = cs->pop = commit;
+    cs->wh = 0;
+    cs->min_deadline = INT64_MAX;
+}
+
+void st_cs_move_commit(st_cs_t *cs, uint64_t off)
+{
+    if (off <= cs->commit || off >= cs->pop) {
+        if (off != cs->commit || off >= cs->pop)
+            st_cs_reset(cs, off);
+        return;
+    }
+    cs->wh = (cs->wh + (size_t)(off - cs->commit)) % cs->wcap;
+    cs->commit = off;
+    st_cs_advance(cs);
+}
+
+void st_cs_clamp(st_cs_t *cs, const st_cq_t *q)
+{
+    uint64_t end = st_cq_end(q);
+    if (cs->commit > end)
+        st_cs_reset(cs, end);
+    else if (cs->pop > end)
+        cs->pop = end; /* entries beyond the end were lost with the log tail */
+    if (cs->commit < q->min_off)
+        st_cs_move_commit(cs, q->min_off);
+}

@@ -1,0 +1,458 @@
+/* Appends: submission, the writer thread and the flusher thread.
+ *
+ * A caller's st_append() chooses queues (under lock), encodes the records
+ * into one owned buffer on the caller's thread and queues a write op.  The
+ * writer thread takes every queued op at once (group commit): it assigns
+ * queue offsets (lock, briefly), seals positions and CRCs, writes them with
+ * pwritev, and in sync mode fdatasyncs once for the whole batch, holding no
+ * lock meanwhile.  Only then are the records published to consume queues and
+ * the index (so a pop never sees a message that a crash could take back) and
+ * the callbacks run.  A failed write or sync truncates the file back,
+ * rewinds the assigned offsets and fails every op of the batch with a
+ * retriable error; the next batch starts afresh.
+ *
+ * In async mode the callbacks run after the write; the flusher thread
+ * fdatasyncs every flush_interval_ms and records the checkpoint.  The
+ * flusher also syncs the state log in both modes. */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "gt_log.h"
+#include "st_int.h"
+
+#define WOP_MAX_MSGS 1024
+
+struct st_wop {
+    st_wop_t *next;
+    st_topic_rt_t *topic;
+    size_t n;
+    uint8_t *buf;          /* records back to back */
+    size_t len;
+    uint32_t *roff;        /* record i at buf + roff[i] */
+    uint32_t *tag_hash;
+    uint32_t *ix_start;    /* index hashes of record i: ix[ix_start[i]..[i+1]) */
+    uint64_t *ix;
+    st_append_item_t *items;
+    st_append_cb cb;
+    void *arg;
+};
+
+static void wop_free(st_wop_t *w)
+{
+    if (!w)
+        return;
+    free(w->buf);
+    free(w->roff);
+    free(w->tag_hash);
+    free(w->ix_start);
+    free(w->ix);
+    free(w->items);
+    free(w);
+}
+
+/* Chooses queues for the batch; lock held. */
+static gt_err_t choose_queues(st_topic_rt_t *t, const st_message_t *msgs,
+                              size_t n, st_append_item_t *items)
+{
+    uint32_t qc = t->meta.queue_count;
+    uint32_t rr = t->rr++ % qc;
+    for (size_t i = 0; i < n; i++) {
+        const st_message_t *m = &msgs[i];
+        if (m->queue_id >= 0) {
+            if ((uint32_t)m->queue_id >= qc)
+                return GT_EINVAL;
+            items[i].queue_id = (uint32_t)m->queue_id;
+        } else if (m->msg_group && m->msg_group[0]) {
+            items[i].queue_id = st_hash32(m->msg_group) % qc;
+        } else {
+            items[i].queue_id = rr;
+        }
+    }
+    return GT_OK;
+}
+
+static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
+                           const st_message_t *msgs, bool internal)
+{
+    size_t nix = 0, total = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        st_message_t m = msgs[i];
+        char *id = w->items[i].msg_id;
+        if (!m.msg_id || !m.msg_id[0])
+            snprintf(id, ST_MSG_ID_MAX, "GT%012" PRIX64 "%08X%012" PRIX64,
+                     (uint64_t)st->start_ms, (unsigned)getpid(),
+                     (uint64_t)atomic_fetch_add(&st->id_counter, 1));
+        else if (strlen(m.msg_id) < ST_MSG_ID_MAX)
+            memcpy(id, m.msg_id, strlen(m.msg_id) + 1);
+        else
+            return GT_EINVAL;
+        m.msg_id = id;
+        size_t sz = st_record_size(topic, &m);
+        if (sz == 0 || sz > st->cfg.max_message_bytes)
+            return GT_EINVAL;
+        total += sz;
+        if (total > st->seg_size - ST_SEG_HDR)
+            return GT_EINVAL;
+        nix += 1 + m.nkeys;
+    }
+    w->buf = malloc(total);
+    w->roff = malloc(w->n * sizeof(*w->roff));
+    w->tag_hash = malloc(w->n * sizeof(*w->tag_hash));
+    w->ix_start = malloc((w->n + 1) * sizeof(*w->ix_start));
+    w->ix = malloc(nix * sizeof(*w->ix));
+    if (!w->buf || !w->roff || !w->tag_hash || !w->ix_start || !w->ix)
+        return GT_ENOMEM;
+    size_t off = 0, k = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        st_message_t m = msgs[i];
+        m.msg_id = w->items[i].msg_id;
+        if (!internal) /* flags are the store's; DLQ copies set them */
+            m.flags = 0;
+        size_t used = 0;
+        gt_err_t rc = st_record_encode(w->buf + off, total - off, topic, &m,
+                                       &used);
+        if (rc != GT_OK)
+            return rc;
+        w->roff[i] = (uint32_t)off;
+        w->tag_hash[i] = st_hash32(m.tag);
+        w->ix_start[i] = (uint32_t)k;
+        w->ix[k++] = st_hash64('I', m.msg_id);
+        for (uint32_t j = 0; j < m.nkeys; j++)
+            w->ix[k++] = st_hash64('K', m.keys[j]);
+        off += used;
+    }
+    w->ix_start[w->n] = (uint32_t)k;
+    w->len = off;
+    return GT_OK;
+}
+
+gt_err_t st_append_submit(st_local_t *st, const char *topic,
+                          const st_message_t *msgs, size_t n, st_append_cb cb,
+                          void *arg, bool internal)
+{
+    gt_err_t rc = GT_OK;
+    st_wop_t *w = NULL;
+    if (!topic || !msgs || n == 0 || n > WOP_MAX_MSGS) {
+        rc = GT_EINVAL;
+        goto out;
+    }
+    if (!(w = calloc(1, sizeof(*w))) ||
+        !(w->items = calloc(n, sizeof(*w->items)))) {
+        rc = GT_ENOMEM;
+        goto out;
+    }
+    w->n = n;
+    w->cb = cb;
+    w->arg = arg;
+    if (!internal)
+        pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    if (st->closing)
+        rc = GT_ESHUTDOWN;
+    else if (!t)
+        rc = GT_ENOTFOUND;
+    else
+        rc = choose_queues(t, msgs, n, w->items);
+    w->topic = t;
+    if (!internal)
+        pthread_mutex_unlock(&st->lock);
+    if (rc == GT_OK)
+        rc = wop_encode(st, w, topic, msgs, internal);
+    if (rc != GT_OK)
+        goto out;
+    pthread_mutex_lock(&st->wq_lock);
+    if (st->wq_stop) {
+        rc = GT_ESHUTDOWN;
+    } else {
+        if (st->wq_tail)
+            st->wq_tail->next = w;
+        else
+            st->wq_head = w;
+        st->wq_tail = w;
+        pthread_cond_signal(&st->wq_cond);
+    }
+    pthread_mutex_unlock(&st->wq_lock);
+    if (rc == GT_OK)
+        return GT_OK;
+out:
+    wop_free(w);
+    if (internal)
+        return rc;
+    cb(arg, rc, NULL, 0);
+    return GT_OK;
+}
+
+/* ---- writer thread ------------------------------------------------------ */
+static gt_err_t writev_full(st_local_t *st, int fd, struct iovec *iov, int cnt,
+                            uint64_t off)
+{
+    while (cnt > 0) {
+        ssize_t r = st->fops->pwritev(st->fctx, fd, iov, cnt, (off_t)off);
+        if (r == -EINTR)
+            continue;
+        if (r <= 0)
+            return r == 0 ? GT_EIO : st_errno_to_err((int)r);
+        off += (uint64_t)r;
+        while (cnt > 0 && (size_t)r >= iov->iov_len) {
+            r -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + r;
+            iov->iov_len -= (size_t)r;
+        }
+    }
+    return GT_OK;
+}
+
+static void run_complete(st_wop_t *run, gt_err_t rc)
+{
+    while (run) {
+        st_wop_t *next = run->next;
+        if (rc == GT_OK)
+            run->cb(run->arg, GT_OK, run->items, run->n);
+        else
+            run->cb(run->arg, rc, NULL, 0);
+        wop_free(run);
+        run = next;
+    }
+}
+
+/* Publishes a durable run to consume queues and the index; lock taken. */
+static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
+{
+    pthread_mutex_lock(&st->lock);
+    for (st_wop_t *w = run; w; w = w->next) {
+        for (size_t i = 0; i < w->n; i++) {
+            st_append_item_t *it = &w->items[i];
+            st_cq_t *q = &w->topic->cq[it->queue_id];
+            uint32_t sz = (uint32_t)((i + 1 < w->n ? w->roff[i + 1] : w->len) -
+                                     w->roff[i]);
+            st_cq_entry_t e = {.pos = it->position, .size = sz,
+                               .tag_hash = w->tag_hash[i], .store_ts = now};
+            if (st_cq_push(q, &e) != GT_OK)
+                GT_LOG(ERROR, "store", "out of memory publishing a message");
+            q->bytes += sz;
+            for (uint32_t k = w->ix_start[i]; k < w->ix_start[i + 1]; k++)
+                (void)st_index_add(&st->index, w->ix[k], it->position);
+        }
+        st_publish_wake(st, w->topic);
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+static void run_rewind(st_local_t *st, st_wop_t *run)
+{
+    pthread_mutex_lock(&st->lock);
+    for (st_wop_t *w = run; w; w = w->next)
+        for (size_t i = 0; i < w->n; i++) {
+            st_cq_t *q = &w->topic->cq[w->items[i].queue_id];
+            q->assigned = st_cq_end(q);
+        }
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* Writes one run of ops into the current segment (they fit). */
+static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
+{
+    gt_err_t rc = GT_OK;
+    uint64_t start = atomic_load(&seg->end), off = start;
+    int64_t now = st_now_ms();
+    struct iovec iov[64];
+    int cnt = 0;
+    if (st->wr_need_truncate) {
+        int r = st->fops->ftruncate(st->fctx, seg->fd, (off_t)start);
+        if (r < 0) {
+            run_complete(run, st_errno_to_err(r));
+            return;
+        }
+        st->wr_need_truncate = false;
+    }
+    pthread_mutex_lock(&st->lock);
+    for (st_wop_t *w = run; w; w = w->next)
+        for (size_t i = 0; i < w->n; i++)
+            w->items[i].queue_offset =
+                w->topic->cq[w->items[i].queue_id].assigned++;
+    pthread_mutex_unlock(&st->lock);
+    for (st_wop_t *w = run; w && rc == GT_OK; w = w->next) {
+        for (size_t i = 0; i < w->n; i++) {
+            st_append_item_t *it = &w->items[i];
+            it->position = seg->base + off + w->roff[i];
+            it->store_ts_ms = now;
+            st_record_seal(w->buf + w->roff[i], it->queue_id, it->queue_offset,
+                           it->position, now);
+        }
+        iov[cnt].iov_base = w->buf;
+        iov[cnt++].iov_len = w->len;
+        off += w->len;
+        if (cnt == 64 || !w->next) {
+            uint64_t at = off;
+            for (int j = 0; j < cnt; j++)
+                at -= iov[j].iov_len;
+            rc = writev_full(st, seg->fd, iov, cnt, at);
+            cnt = 0;
+        }
+    }
+    if (rc == GT_OK && st->cfg.flush == ST_FLUSH_SYNC) {
+        int r = st->fops->fdatasync(st->fctx, seg->fd);
+        rc = r < 0 ? st_errno_to_err(r) : GT_OK;
+    }
+    if (rc != GT_OK) {
+        GT_LOG(ERROR, "store", "commitlog write to %s failed: %s; failing "
+               "the batch", seg->path, gt_err_str(rc));
+        if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)start) < 0)
+            st->wr_need_truncate = true;
+        run_rewind(st, run);
+        run_complete(run, rc);
+        return;
+    }
+    atomic_store(&seg->end, off);
+    atomic_store(&seg->last_ts, now);
+    atomic_store(&st->written_pos, seg->base + off);
+    if (st->cfg.flush == ST_FLUSH_SYNC) {
+        atomic_store(&st->synced_pos, seg->base + off);
+        st_log_checkpoint(st, seg->base + off);
+    }
+    run_publish(st, run, now);
+    run_complete(run, GT_OK);
+}
+
+static void batch_process(st_local_t *st, st_wop_t *list)
+{
+    st_seg_t *seg = st_log_current(st);
+    st_wop_t *run = NULL, **tail = &run;
+    uint64_t used = atomic_load(&seg->end);
+    while (list) {
+        st_wop_t *w = list;
+        list = w->next;
+        w->next = NULL;
+        if (used + w->len > st->seg_size && used > ST_SEG_HDR) {
+            if (run)
+                run_write(st, seg, run);
+            run = NULL;
+            tail = &run;
+            st_seg_unref(st, seg);
+            gt_err_t rc = st_log_roll(st);
+            seg = st_log_current(st);
+            if (rc != GT_OK) {
+                GT_LOG(ERROR, "store", "segment roll failed: %s",
+                       gt_err_str(rc));
+                w->next = list;
+                run_complete(w, rc);
+                break;
+            }
+            used = atomic_load(&seg->end);
+        }
+        *tail = w;
+        tail = &w->next;
+        used += w->len;
+    }
+    if (run)
+        run_write(st, seg, run);
+    st_seg_unref(st, seg);
+}
+
+static void *writer_main(void *arg)
+{
+    st_local_t *st = arg;
+    for (;;) {
+        pthread_mutex_lock(&st->wq_lock);
+        while (!st->wq_head && !st->wq_stop)
+            pthread_cond_wait(&st->wq_cond, &st->wq_lock);
+        st_wop_t *list = st->wq_head;
+        st->wq_head = st->wq_tail = NULL;
+        bool stop = st->wq_stop;
+        pthread_mutex_unlock(&st->wq_lock);
+        if (list)
+            batch_process(st, list);
+        else if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- flusher thread ------------------------------------------------------ */
+static void flush_once(st_local_t *st)
+{
+    if (st->cfg.flush == ST_FLUSH_ASYNC) {
+        st_seg_t *seg = st_log_current(st);
+        uint64_t target = atomic_load(&st->written_pos);
+        uint64_t seg_end = seg->base + st->seg_size;
+        if (target > seg_end)
+            target = seg_end;
+        if (target > atomic_load(&st->synced_pos)) {
+            int r = st->fops->fdatasync(st->fctx, seg->fd);
+            if (r < 0) {
+                GT_LOG(ERROR, "store", "fdatasync %s failed: %s", seg->path,
+                       strerror(-r));
+            } else {
+                uint64_t cur = atomic_load(&st->synced_pos);
+                while (cur < target &&
+                       !atomic_compare_exchange_weak(&st->synced_pos, &cur,
+                                                     target))
+                    ;
+                st_log_checkpoint(st, atomic_load(&st->synced_pos));
+            }
+        }
+        st_seg_unref(st, seg);
+    }
+    st_state_sync(st);
+}
+
+static void *flusher_main(void *arg)
+{
+    st_local_t *st = arg;
+    pthread_mutex_lock(&st->fl_lock);
+    while (!st->fl_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec +
+                      (uint64_t)st->cfg.flush_interval_ms * 1000000ull;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&st->fl_cond, &st->fl_lock, &ts);
+        pthread_mutex_unlock(&st->fl_lock);
+        flush_once(st);
+        pthread_mutex_lock(&st->fl_lock);
+    }
+    pthread_mutex_unlock(&st->fl_lock);
+    flush_once(st);
+    return NULL;
+}
+
+gt_err_t st_writer_start(st_local_t *st)
+{
+    if (pthread_create(&st->writer, NULL, writer_main, st) != 0)
+        return GT_ENOMEM;
+    if (pthread_create(&st->flusher, NULL, flusher_main, st) != 0) {
+        pthread_mutex_lock(&st->wq_lock);
+        st->wq_stop = true;
+        pthread_cond_signal(&st->wq_cond);
+        pthread_mutex_unlock(&st->wq_lock);
+        pthread_join(st->writer, NULL);
+        return GT_ENOMEM;
+    }
+    return GT_OK;
+}
+
+/* Drains queued appends (they complete normally), then stops both threads;
+ * the flusher's last round syncs everything. */
+void st_writer_stop(st_local_t *st)
+{
+    pthread_mutex_lock(&st->wq_lock);
+    st->wq_stop = true;
+    pthread_cond_signal(&st->wq_cond);
+    pthread_mutex_unlock(&st->wq_lock);
+    pthread_join(st->writer, NULL);
+    pthread_mutex_lock(&st->fl_lock);
+    st->fl_stop = true;
+    pthread_cond_signal(&st->fl_cond);
+    pthread_mutex_unlock(&st->fl_lock);
+    pthread_join(st->flusher, NULL);
+}

@@ -1,0 +1,73 @@
+/* Test helpers for the store unit tests: temporary directories, and
+ * blocking wrappers around the asynchronous st_* calls that copy results
+ * out of the borrowed callback structures. */
+#ifndef TU_H
+#define TU_H
+
+#include <CUnit/Basic.h>
+
+#include "st.h"
+#include "st_int.h"
+
+typedef struct tu_msg {
+    char topic[ST_NAME_MAX + 1];
+    char tag[64];
+    char id[ST_MSG_ID_MAX];
+    char body[512];
+    char handle[ST_HANDLE_MAX];
+    char keys[4][64];
+    uint32_t nkeys;
+    char pk[8][32], pv[8][ST_NAME_MAX + 1];
+    uint32_t nprops;
+    uint32_t attempt;
+    uint32_t queue;
+    uint64_t offset, position;
+    int64_t store_ts;
+} tu_msg_t;
+
+char *tu_tmpdir(const char *name);         /* returns owned path */
+void tu_rmrf(const char *path);
+void tu_copy_file(const char *from, const char *to);
+long tu_file_size(const char *path);
+uint8_t *tu_read_file(const char *path, size_t *len);
+void tu_write_file(const char *path, const void *buf, size_t len);
+
+void tu_config(st_config_t *c, const char *dir, st_flush_t flush);
+st_store_t *tu_open(const char *dir, st_flush_t flush);
+gt_err_t tu_open_cfg(const st_config_t *c, st_store_t **out);
+
+gt_err_t tu_topic(st_store_t *st, const char *name, uint32_t nq);
+gt_err_t tu_group(st_store_t *st, const char *name, uint32_t max_attempts,
+                  st_consume_from_t from);
+gt_err_t tu_send(st_store_t *st, const char *topic, const char *tag,
+                 const char *key, const char *body, int32_t queue,
+                 st_append_item_t *item);
+gt_err_t tu_send_n(st_store_t *st, const char *topic, const st_message_t *m,
+                   size_t n, st_append_item_t *items);
+gt_err_t tu_pop(st_store_t *st, const st_pop_req_t *req, tu_msg_t *out,
+                size_t *n);
+gt_err_t tu_pop_simple(st_store_t *st, const char *group, const char *topic,
+                       const char *tags, uint32_t max, int64_t inv_ms,
+                       tu_msg_t *out, size_t *n);
+gt_err_t tu_ack(st_store_t *st, const char *group, const char *topic,
+                const char *handle);
+gt_err_t tu_change(st_store_t *st, const char *group, const char *topic,
+                   const char *handle, int64_t ms, char *newh);
+gt_err_t tu_pull(st_store_t *st, const char *topic, uint32_t q, uint64_t off,
+                 uint32_t max, tu_msg_t *out, size_t *n, uint64_t *next);
+gt_err_t tu_offset_get(st_store_t *st, const char *g, const char *t,
+                       uint32_t q, uint64_t *off);
+gt_err_t tu_offset_update(st_store_t *st, const char *g, const char *t,
+                          uint32_t q, uint64_t off);
+gt_err_t tu_offset_query(st_store_t *st, const char *t, uint32_t q,
+                         st_offset_kind_t k, int64_t ts, uint64_t *off);
+gt_err_t tu_lookup(st_store_t *st, bool by_key, const char *topic,
+                   const char *s, tu_msg_t *out, size_t *n);
+gt_err_t tu_stats(st_store_t *st, const char *topic, const char *group,
+                  st_stats_t *out);
+void tu_sleep_ms(int ms);
+
+/* Runs the suite's tests; returns non-zero on any failure. */
+int tu_run(const char *suite, const CU_TestInfo *tests);
+
+#endif
