@@ -1,4 +1,6 @@
 /* Text for gt_err_t codes. */
+#include <stddef.h>
+
 #include "gt_err.h"
 
 static const char *const gt_err_names[GT_ERR_MAX_] = {

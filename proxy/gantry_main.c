@@ -1,0 +1,275 @@
+/* gantry: process entry point.
+ *
+ * Reads the config (file, then flag overrides), starts the gRPC server and
+ * the HTTP endpoint, and waits for SIGTERM/SIGINT on the main thread with
+ * sigwait(): the signals are blocked in every thread, so no async handler
+ * runs and shutdown happens in ordinary code.  Exit status: 0 after a
+ * clean stop, 1 on a config or start-up error, 2 on bad usage. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cfg.h"
+#include "gt_log.h"
+#include "px_http.h"
+#include "px_rpc.h"
+#include "px_service.h"
+
+/* Large enough for RocketMQ's biggest batches (upstream accepts 130 MiB). */
+#define GANTRY_MAX_RECEIVE_BYTES (130LL * 1024 * 1024 + 64 * 1024)
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: gantry [options]\n"
+            "  --config FILE          read FILE (YAML); default: built-in defaults\n"
+            "  --data-dir DIR         store.data_dir\n"
+            "  --grpc-listen H:P      server.grpc_listen (default 0.0.0.0:8081)\n"
+            "  --http-listen H:P      server.http_listen (default 0.0.0.0:5557)\n"
+            "  --amqp-listen H:P      server.amqp_listen (default 0.0.0.0:5672)\n"
+            "  --log-level LEVEL      trace|debug|info|warn|error|off\n"
+            "  --check-config FILE    validate FILE and exit 0 (valid) or 1\n"
+            "  --print-config         print the effective config and exit\n"
+            "  --config-doc           print the config reference (Markdown)\n"
+            "  --version              print the version\n");
+}
+
+enum {
+    OPT_CONFIG = 256, OPT_DATA_DIR, OPT_GRPC, OPT_HTTP, OPT_AMQP, OPT_LOG,
+    OPT_CHECK, OPT_PRINT, OPT_DOC, OPT_VERSION, OPT_HELP
+};
+
+static const struct option gantry_opts[] = {
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"grpc-listen", required_argument, NULL, OPT_GRPC},
+    {"http-listen", required_argument, NULL, OPT_HTTP},
+    {"amqp-listen", required_argument, NULL, OPT_AMQP},
+    {"log-level", required_argument, NULL, OPT_LOG},
+    {"check-config", required_argument, NULL, OPT_CHECK},
+    {"print-config", no_argument, NULL, OPT_PRINT},
+    {"config-doc", no_argument, NULL, OPT_DOC},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct gantry_args {
+    const char *config;
+    const char *check;
+    bool print;
+    /* flag overrides, applied after the file: {cfg path, value} */
+    const char *set_path[8];
+    const char *set_value[8];
+    int n_set;
+} gantry_args_t;
+
+/* Returns -1 to continue, else the exit status. */
+static int parse_args(int argc, char **argv, gantry_args_t *a)
+{
+    static const char *const paths[] = {
+        [OPT_DATA_DIR - OPT_DATA_DIR] = "store.data_dir",
+        [OPT_GRPC - OPT_DATA_DIR] = "server.grpc_listen",
+        [OPT_HTTP - OPT_DATA_DIR] = "server.http_listen",
+        [OPT_AMQP - OPT_DATA_DIR] = "server.amqp_listen",
+        [OPT_LOG - OPT_DATA_DIR] = "log.level",
+    };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", gantry_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG:
+            a->config = optarg;
+            break;
+        case OPT_DATA_DIR:
+        case OPT_GRPC:
+        case OPT_HTTP:
+        case OPT_AMQP:
+        case OPT_LOG:
+            if (a->n_set < 8) {
+                a->set_path[a->n_set] = paths[c - OPT_DATA_DIR];
+                a->set_value[a->n_set++] = optarg;
+            }
+            break;
+        case OPT_CHECK:
+            a->check = optarg;
+            break;
+        case OPT_PRINT:
+            a->print = true;
+            break;
+        case OPT_DOC:
+            cfg_write_doc(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("gantry %s\n", GANTRY_VERSION);
+            return 0;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "gantry: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+/* Loads the file and applies the overrides. Returns 0 or 1 (reported). */
+static int load_config(const gantry_args_t *a, cfg_t *cfg)
+{
+    char err[512];
+
+    cfg_init(cfg);
+    if (a->config != NULL &&
+        cfg_load_file(cfg, a->config, err, sizeof(err)) != GT_OK) {
+        fprintf(stderr, "gantry: config error: %s\n", err);
+        return 1;
+    }
+    for (int i = 0; i < a->n_set; i++) {
+        if (cfg_set(cfg, a->set_path[i], a->set_value[i], err, sizeof(err)) !=
+            GT_OK) {
+            fprintf(stderr, "gantry: bad command-line value: %s\n", err);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int ensure_dir(const char *path)
+{
+    char tmp[4096];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, path, len + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int serve(const cfg_t *cfg)
+{
+    px_method_table_t methods;
+    px_rpc_server_t *rpc = NULL;
+    px_http_t *http = NULL;
+    char err[512];
+    sigset_t sigs;
+    int sig = 0, status = 1;
+    px_rpc_options_t ro = {
+        .listen = cfg->server.grpc_listen,
+        .threads = cfg->server.threads,
+        .shutdown_timeout_ms = cfg->server.shutdown_timeout_ms,
+        .max_receive_bytes = GANTRY_MAX_RECEIVE_BYTES,
+    };
+
+    /* Block the stop signals in every thread; the main thread sigwait()s. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    GT_LOG(INFO, "main",
+           "gantry %s starting: grpc=%s http=%s data_dir=%s store=%s flush=%s "
+           "topics=%zu groups=%zu",
+           GANTRY_VERSION, cfg->server.grpc_listen, cfg->server.http_listen,
+           cfg->store.data_dir, cfg->store.mode, cfg->store.flush,
+           cfg->n_topics, cfg->n_groups);
+    if (ensure_dir(cfg->store.data_dir) != 0) {
+        GT_LOG(ERROR, "main", "cannot create data dir %s: %s",
+               cfg->store.data_dir, strerror(errno));
+        return 1;
+    }
+    px_method_table_init(&methods);
+    if (px_service_register(&methods) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot build the method table");
+        goto out;
+    }
+    if (px_http_start(cfg->server.http_listen, &http, err, sizeof(err)) !=
+        GT_OK) {
+        GT_LOG(ERROR, "main", "%s", err);
+        goto out;
+    }
+    if (px_rpc_server_start(&ro, &methods, &rpc, err, sizeof(err)) != GT_OK) {
+        GT_LOG(ERROR, "main", "%s", err);
+        goto out;
+    }
+    px_http_set_ready(http, true);
+    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s",
+           cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
+           cfg->server.http_listen);
+
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    GT_LOG(INFO, "main", "received %s: stopping",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    px_http_set_ready(http, false);
+    if (px_rpc_server_stop(rpc) != GT_OK)
+        GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
+    rpc = NULL;
+    status = 0;
+    GT_LOG(INFO, "main", "stopped");
+out:
+    if (rpc != NULL)
+        px_rpc_server_stop(rpc);
+    px_http_stop(http);
+    px_method_table_free(&methods);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    gantry_args_t args;
+    cfg_t cfg;
+    gt_log_level_t lvl;
+    int rc;
+
+    memset(&args, 0, sizeof(args));
+    rc = parse_args(argc, argv, &args);
+    if (rc >= 0)
+        return rc;
+    if (args.check != NULL) {
+        char err[512];
+        cfg_init(&cfg);
+        rc = cfg_load_file(&cfg, args.check, err, sizeof(err)) == GT_OK ? 0 : 1;
+        if (rc == 0)
+            printf("%s: ok (%zu topics, %zu groups)\n", args.check,
+                   cfg.n_topics, cfg.n_groups);
+        else
+            fprintf(stderr, "%s\n", err);
+        cfg_free(&cfg);
+        return rc;
+    }
+    if (load_config(&args, &cfg) != 0) {
+        cfg_free(&cfg);
+        return 1;
+    }
+    if (args.print) {
+        cfg_print(&cfg, stdout);
+        cfg_free(&cfg);
+        return 0;
+    }
+    if (gt_log_level_parse(cfg.log.level, &lvl) == 0)
+        gt_log_set_level(lvl);
+    rc = serve(&cfg);
+    cfg_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,150 @@
+/* px_rpc: a small gRPC server runtime on the grpc C core.
+ *
+ * This is the only module that calls the grpc C core.  It knows nothing of
+ * RocketMQ: services register a table of methods (full path -> handler,
+ * kind) and receive raw request bytes; they answer through px_call_send()
+ * and px_call_finish(), which queue behind at most one send in flight per
+ * call (the C core allows one send and one receive batch at a time).
+ *
+ * Threads: N worker threads poll one completion queue.  Handler callbacks
+ * for one call never run concurrently with each other except
+ * on_interrupt, which may arrive while on_message runs on another thread;
+ * handlers guard their own per-call state.  Calls to methods that are not
+ * in the table are answered UNIMPLEMENTED at once.
+ *
+ * Lifetime: a call object lives while the core still has a batch on it or a
+ * holder has a reference (px_call_ref/unref).  on_done runs exactly once,
+ * when the last reference goes, so handler state can be freed there. */
+#ifndef PX_RPC_H
+#define PX_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "gt_err.h"
+
+typedef struct px_rpc_server px_rpc_server_t;
+typedef struct px_call px_call_t;
+
+typedef enum px_rpc_kind {
+    PX_RPC_UNARY = 0,
+    PX_RPC_SERVER_STREAM,
+    PX_RPC_BIDI_STREAM,
+} px_rpc_kind_t;
+
+typedef enum px_interrupt {
+    PX_INTERRUPT_CANCELLED = 1, /* client cancelled, deadline passed, or
+                                   the connection dropped */
+    PX_INTERRUPT_SHUTDOWN,      /* server is shutting down: finish soon */
+} px_interrupt_t;
+
+typedef struct px_method {
+    const char *path; /* "/package.Service/Method"; borrowed, static */
+    px_rpc_kind_t kind;
+    /* One request message.  Unary and server-streaming methods get exactly
+     * one call (or a finish with INVALID_ARGUMENT if the client sent none);
+     * bidi methods get one per client message.  `data` is borrowed for the
+     * duration of the callback. */
+    void (*on_message)(px_call_t *call, const uint8_t *data, size_t len);
+    /* Bidi only: the client half-closed its side.  May be NULL. */
+    void (*on_half_close)(px_call_t *call);
+    /* The call was cancelled or the server is stopping; long waits should
+     * end now.  May be NULL.  May run concurrently with on_message. */
+    void (*on_interrupt)(px_call_t *call, px_interrupt_t why);
+    /* Last callback of a call, when no reference remains.  May be NULL. */
+    void (*on_done)(px_call_t *call);
+    const void *data; /* handler's static per-method data; borrowed */
+} px_method_t;
+
+/* ---- method table ---- */
+
+typedef struct px_method_table {
+    const px_method_t **methods; /* sorted by path; owned array, borrowed entries */
+    size_t count;
+    size_t cap;
+} px_method_table_t;
+
+void px_method_table_init(px_method_table_t *t);
+void px_method_table_free(px_method_table_t *t);
+/* Borrows `m` (must outlive the table).  GT_EINVAL for a path that is not
+ * "/service/method" or a method without on_message; GT_EEXIST for a
+ * duplicate path. */
+gt_err_t px_method_table_add(px_method_table_t *t, const px_method_t *m);
+/* Returns the method for an exact path, or NULL. `path` need not be
+ * NUL-terminated. */
+const px_method_t *px_method_table_find(const px_method_table_t *t,
+                                        const char *path, size_t len);
+
+/* ---- server ---- */
+
+typedef struct px_rpc_options {
+    const char *listen;         /* "host:port"; borrowed */
+    int threads;                /* worker threads; <= 0 means one per core */
+    int shutdown_timeout_ms;    /* bound for in-flight calls at shutdown */
+    int64_t max_receive_bytes;  /* largest accepted request message */
+} px_rpc_options_t;
+
+/* Creates and starts a server that dispatches through `methods` (borrowed;
+ * must outlive the server).  On failure returns an error and writes a
+ * human-readable reason to `err` (e.g. the port is in use). */
+gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
+                             const px_method_table_t *methods,
+                             px_rpc_server_t **out, char *err, size_t errlen);
+
+/* The port actually bound (useful with port 0). */
+int px_rpc_server_port(const px_rpc_server_t *srv);
+
+/* Graceful stop: refuse new calls, interrupt live calls with
+ * PX_INTERRUPT_SHUTDOWN, wait up to opts.shutdown_timeout_ms for them to
+ * finish, then cancel the rest; joins the workers and frees the server.
+ * Returns GT_OK if every call finished within the bound, GT_ETIMEDOUT if
+ * some had to be cancelled. */
+gt_err_t px_rpc_server_stop(px_rpc_server_t *srv);
+
+/* ---- calls ---- */
+
+/* Full method path, e.g. "/apache.rocketmq.v2.MessagingService/Heartbeat". */
+const char *px_call_method(const px_call_t *call);
+/* The method's table entry (for its `data`). */
+const px_method_t *px_call_method_entry(const px_call_t *call);
+/* The :authority the client used ("host:port"), "" if none. Borrowed. */
+const char *px_call_authority(const px_call_t *call);
+/* Client peer, e.g. "ipv4:127.0.0.1:5555". Borrowed. */
+const char *px_call_peer(const px_call_t *call);
+/* First value of request metadata `key` (lower case), NUL-terminated and
+ * borrowed for the call's life; NULL if absent. */
+const char *px_call_metadata(const px_call_t *call, const char *key);
+/* Milliseconds until the call's deadline (INT64_MAX without one; <= 0 once
+ * passed). */
+int64_t px_call_deadline_left_ms(const px_call_t *call);
+bool px_call_is_cancelled(const px_call_t *call);
+
+/* Per-call handler state; the runtime never touches it. */
+void px_call_set_user(px_call_t *call, void *user);
+void *px_call_user(const px_call_t *call);
+
+void px_call_ref(px_call_t *call);
+void px_call_unref(px_call_t *call);
+
+/* Queue one response message (copied).  GT_ESHUTDOWN once the call has
+ * been finished or cancelled (the message is dropped). */
+gt_err_t px_call_send(px_call_t *call, const uint8_t *data, size_t len);
+/* Packs and queues a protobuf-c message (borrowed). */
+gt_err_t px_call_send_pb(px_call_t *call, const ProtobufCMessage *msg);
+/* Queue the final status after every queued message.  Only the first
+ * finish counts; later ones return GT_ESHUTDOWN. `msg` may be NULL. */
+gt_err_t px_call_finish(px_call_t *call, grpc_status_code code,
+                        const char *msg);
+/* Unary convenience: send `msg` then finish OK. */
+gt_err_t px_call_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
+
+/* Unpacks a request; NULL for bytes that are not a valid `desc` message.
+ * Free with protobuf_c_message_free_unpacked(msg, NULL). */
+ProtobufCMessage *px_pb_unpack(const ProtobufCMessageDescriptor *desc,
+                               const uint8_t *data, size_t len);
+
+#endif

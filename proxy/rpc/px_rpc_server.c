@@ -1,0 +1,850 @@
+/* The server side of px_rpc: completion-queue workers, call objects, the
+ * per-call send queue and graceful shutdown.
+ *
+ * Every batch started on the core carries a px_tag_t embedded in the call
+ * (or the server); the worker that dequeues it dispatches on tag->kind.
+ * A call holds one reference per batch in flight plus the references its
+ * holders took; the last unref runs on_done and frees it.
+ *
+ * Per call, the C core allows one send batch and one receive batch in
+ * flight.  Sends therefore go through a queue: px_call_send() appends, and
+ * px_call_pump() starts the next batch when none is in flight, folding a
+ * queued final status into the same batch as the last message. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "gt_log.h"
+#include "px_rpc.h"
+
+/* Requests kept posted so bursts of new calls do not wait for a worker. */
+#define PX_RPC_PENDING_REQUESTS 32
+
+typedef enum px_tag_kind {
+    PX_TAG_REQUEST = 1, /* a new call arrived */
+    PX_TAG_RECV,        /* a request message (or half-close) arrived */
+    PX_TAG_SEND,        /* a send batch completed */
+    PX_TAG_CLOSE,       /* the call is over (status sent or cancelled) */
+    PX_TAG_SHUTDOWN,    /* grpc_server_shutdown_and_notify completed */
+} px_tag_kind_t;
+
+typedef struct px_tag {
+    px_tag_kind_t kind;
+    void *owner; /* px_call_t or px_rpc_server_t */
+} px_tag_t;
+
+typedef struct px_send_item {
+    struct px_send_item *next;
+    grpc_byte_buffer *msg; /* NULL for a status-only item */
+    bool is_status;
+    grpc_status_code code;
+    char *details;
+} px_send_item_t;
+
+typedef struct px_md_kv {
+    char *key;
+    char *value;
+} px_md_kv_t;
+
+/* A call.  Fields above `mu` are written once while the call is being
+ * dispatched (before any handler sees it) and then read-only; fields below
+ * are guarded by `mu`. */
+struct px_call {
+    px_rpc_server_t *srv;
+    grpc_call *call;
+    grpc_call_details details;
+    grpc_metadata_array md_in;
+    const px_method_t *method;
+    char *path;
+    char *authority;
+    char *peer;
+    px_md_kv_t *md;
+    size_t n_md;
+    px_tag_t t_request, t_recv, t_send, t_close;
+    grpc_byte_buffer *recv_buf; /* owned by the RECV batch in flight */
+    int close_cancelled;        /* written by the core for the CLOSE batch */
+
+    pthread_mutex_t mu;
+    int refs;
+    px_send_item_t *q_head, *q_tail;
+    px_send_item_t *inflight;     /* items of the send batch in flight */
+    grpc_slice status_slice;      /* details of an in-flight status */
+    bool send_in_flight;
+    bool initial_md_sent;
+    bool finish_queued;
+    bool finished;  /* status sent, or the call can no longer send */
+    bool closed;    /* CLOSE batch completed */
+    bool cancelled;
+    void *user;
+    struct px_call *live_prev, *live_next; /* guarded by srv->mu */
+};
+
+/* The server.  `mu` guards the live-call list, `stopping` and the shutdown
+ * flag; everything else is set before the workers start. */
+struct px_rpc_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    const px_method_table_t *methods;
+    px_rpc_options_t opts;
+    int port;
+    pthread_t *workers;
+    int n_workers;
+    px_tag_t t_shutdown;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;
+    bool shutdown_done;
+    px_call_t *live;
+    size_t n_live;
+};
+
+/* ---------------------------------------------------------------- calls */
+
+static void px_call_free(px_call_t *c)
+{
+    if (c->method != NULL && c->method->on_done != NULL)
+        c->method->on_done(c);
+    while (c->q_head != NULL) {
+        px_send_item_t *it = c->q_head;
+        c->q_head = it->next;
+        grpc_byte_buffer_destroy(it->msg);
+        free(it->details);
+        free(it);
+    }
+    if (c->call != NULL)
+        grpc_call_unref(c->call);
+    grpc_call_details_destroy(&c->details);
+    grpc_metadata_array_destroy(&c->md_in);
+    for (size_t i = 0; i < c->n_md; i++) {
+        free(c->md[i].key);
+        free(c->md[i].value);
+    }
+    free(c->md);
+    free(c->path);
+    free(c->authority);
+    if (c->peer != NULL)
+        gpr_free(c->peer);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+void px_call_ref(px_call_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void px_call_unref(px_call_t *c)
+{
+    int left;
+    pthread_mutex_lock(&c->mu);
+    left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (left == 0)
+        px_call_free(c);
+}
+
+static px_call_t *px_call_new(px_rpc_server_t *srv)
+{
+    px_call_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->srv = srv;
+    grpc_call_details_init(&c->details);
+    grpc_metadata_array_init(&c->md_in);
+    c->t_request = (px_tag_t){PX_TAG_REQUEST, c};
+    c->t_recv = (px_tag_t){PX_TAG_RECV, c};
+    c->t_send = (px_tag_t){PX_TAG_SEND, c};
+    c->t_close = (px_tag_t){PX_TAG_CLOSE, c};
+    pthread_mutex_init(&c->mu, NULL);
+    c->refs = 1; /* the pending request */
+    return c;
+}
+
+static void px_drop_queue_locked(px_call_t *c)
+{
+    while (c->q_head != NULL) {
+        px_send_item_t *it = c->q_head;
+        c->q_head = it->next;
+        grpc_byte_buffer_destroy(it->msg);
+        free(it->details);
+        free(it);
+    }
+    c->q_tail = NULL;
+}
+
+/* Starts the next send batch if none is in flight.  Called with c->mu held. */
+static void px_call_pump_locked(px_call_t *c)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    px_send_item_t *first, *second = NULL;
+
+    if (c->send_in_flight || c->q_head == NULL)
+        return;
+    if (c->finished) {
+        px_drop_queue_locked(c);
+        return;
+    }
+    first = c->q_head;
+    c->q_head = first->next;
+    /* Fold a status that directly follows a message into the same batch. */
+    if (!first->is_status && c->q_head != NULL && c->q_head->is_status) {
+        second = c->q_head;
+        c->q_head = second->next;
+    }
+    if (c->q_head == NULL)
+        c->q_tail = NULL;
+    first->next = second;
+    if (second != NULL)
+        second->next = NULL;
+
+    memset(ops, 0, sizeof(ops));
+    if (!c->initial_md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->initial_md_sent = true;
+    }
+    for (px_send_item_t *it = first; it != NULL; it = it->next) {
+        if (it->msg != NULL) {
+            ops[n].op = GRPC_OP_SEND_MESSAGE;
+            ops[n].data.send_message.send_message = it->msg;
+            n++;
+        }
+        if (it->is_status) {
+            c->status_slice = grpc_slice_from_copied_string(
+                it->details != NULL ? it->details : "");
+            ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+            ops[n].data.send_status_from_server.status = it->code;
+            ops[n].data.send_status_from_server.status_details =
+                &c->status_slice;
+            n++;
+        }
+    }
+    c->inflight = first;
+    c->send_in_flight = true;
+    c->refs++;
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) !=
+        GRPC_CALL_OK) {
+        /* Not started: no completion will come; undo here. */
+        GT_LOG(WARN, "rpc", "%s: send batch refused by the core", c->path);
+        c->send_in_flight = false;
+        c->refs--;
+        c->finished = true;
+        c->inflight = NULL;
+        while (first != NULL) {
+            px_send_item_t *next = first->next;
+            if (first->is_status)
+                grpc_slice_unref(c->status_slice);
+            grpc_byte_buffer_destroy(first->msg);
+            free(first->details);
+            free(first);
+            first = next;
+        }
+        px_drop_queue_locked(c);
+    }
+}
+
+static void px_call_on_send(px_call_t *c, bool ok)
+{
+    px_send_item_t *items;
+
+    pthread_mutex_lock(&c->mu);
+    items = c->inflight;
+    c->inflight = NULL;
+    c->send_in_flight = false;
+    for (px_send_item_t *it = items; it != NULL; it = it->next) {
+        if (it->is_status) {
+            c->finished = true;
+            grpc_slice_unref(c->status_slice);
+        }
+    }
+    if (!ok)
+        c->finished = true; /* the call broke; further sends are pointless */
+    px_call_pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    while (items != NULL) {
+        px_send_item_t *next = items->next;
+        grpc_byte_buffer_destroy(items->msg);
+        free(items->details);
+        free(items);
+        items = next;
+    }
+    px_call_unref(c);
+}
+
+static gt_err_t px_call_enqueue(px_call_t *c, px_send_item_t *it)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->finished || c->finish_queued || c->cancelled) {
+        pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(it->msg);
+        free(it->details);
+        free(it);
+        return GT_ESHUTDOWN;
+    }
+    if (it->is_status)
+        c->finish_queued = true;
+    if (c->q_tail != NULL)
+        c->q_tail->next = it;
+    else
+        c->q_head = it;
+    c->q_tail = it;
+    px_call_pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return GT_OK;
+}
+
+gt_err_t px_call_send(px_call_t *c, const uint8_t *data, size_t len)
+{
+    px_send_item_t *it = calloc(1, sizeof(*it));
+    grpc_slice s;
+
+    if (it == NULL)
+        return GT_ENOMEM;
+    s = grpc_slice_from_copied_buffer((const char *)data, len);
+    it->msg = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return px_call_enqueue(c, it);
+}
+
+gt_err_t px_call_send_pb(px_call_t *c, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    px_send_item_t *it = calloc(1, sizeof(*it));
+    grpc_slice s;
+
+    if (it == NULL)
+        return GT_ENOMEM;
+    /* Pack straight into the slice the core will send: no extra copy. */
+    s = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    it->msg = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return px_call_enqueue(c, it);
+}
+
+gt_err_t px_call_finish(px_call_t *c, grpc_status_code code, const char *msg)
+{
+    px_send_item_t *it = calloc(1, sizeof(*it));
+
+    if (it == NULL)
+        return GT_ENOMEM;
+    it->is_status = true;
+    it->code = code;
+    if (msg != NULL && (it->details = strdup(msg)) == NULL) {
+        free(it);
+        return GT_ENOMEM;
+    }
+    return px_call_enqueue(c, it);
+}
+
+gt_err_t px_call_reply_pb(px_call_t *c, const ProtobufCMessage *msg)
+{
+    gt_err_t rc = px_call_send_pb(c, msg);
+    if (rc != GT_OK)
+        return rc;
+    return px_call_finish(c, GRPC_STATUS_OK, NULL);
+}
+
+ProtobufCMessage *px_pb_unpack(const ProtobufCMessageDescriptor *desc,
+                               const uint8_t *data, size_t len)
+{
+    return protobuf_c_message_unpack(desc, NULL, len, data);
+}
+
+const char *px_call_method(const px_call_t *c) { return c->path; }
+const px_method_t *px_call_method_entry(const px_call_t *c)
+{
+    return c->method;
+}
+const char *px_call_authority(const px_call_t *c) { return c->authority; }
+const char *px_call_peer(const px_call_t *c)
+{
+    return c->peer != NULL ? c->peer : "";
+}
+
+const char *px_call_metadata(const px_call_t *c, const char *key)
+{
+    for (size_t i = 0; i < c->n_md; i++)
+        if (strcmp(c->md[i].key, key) == 0)
+            return c->md[i].value;
+    return NULL;
+}
+
+int64_t px_call_deadline_left_ms(const px_call_t *c)
+{
+    gpr_timespec dl = c->details.deadline;
+    gpr_timespec now;
+
+    if (gpr_time_cmp(dl, gpr_inf_future(dl.clock_type)) == 0)
+        return INT64_MAX;
+    now = gpr_now(dl.clock_type);
+    return gpr_time_to_millis(gpr_time_sub(dl, now));
+}
+
+bool px_call_is_cancelled(const px_call_t *c)
+{
+    bool v;
+    pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+    v = c->cancelled;
+    pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+    return v;
+}
+
+void px_call_set_user(px_call_t *c, void *user) { c->user = user; }
+void *px_call_user(const px_call_t *c) { return c->user; }
+
+static char *px_slice_dup(grpc_slice s)
+{
+    size_t len = GRPC_SLICE_LENGTH(s);
+    char *p = malloc(len + 1);
+    if (p != NULL) {
+        memcpy(p, GRPC_SLICE_START_PTR(s), len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+/* Copies what handlers may read into NUL-terminated strings. */
+static gt_err_t px_call_capture(px_call_t *c)
+{
+    c->path = px_slice_dup(c->details.method);
+    c->authority = px_slice_dup(c->details.host);
+    c->peer = grpc_call_get_peer(c->call);
+    if (c->path == NULL || c->authority == NULL)
+        return GT_ENOMEM;
+    if (c->md_in.count > 0) {
+        c->md = calloc(c->md_in.count, sizeof(*c->md));
+        if (c->md == NULL)
+            return GT_ENOMEM;
+    }
+    for (size_t i = 0; i < c->md_in.count; i++) {
+        c->md[i].key = px_slice_dup(c->md_in.metadata[i].key);
+        c->md[i].value = px_slice_dup(c->md_in.metadata[i].value);
+        c->n_md++;
+        if (c->md[i].key == NULL || c->md[i].value == NULL)
+            return GT_ENOMEM;
+    }
+    return GT_OK;
+}
+
+static bool px_call_start_recv(px_call_t *c)
+{
+    grpc_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    pthread_mutex_unlock(&c->mu);
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) !=
+        GRPC_CALL_OK) {
+        px_call_unref(c);
+        return false;
+    }
+    return true;
+}
+
+static void px_call_on_recv(px_call_t *c, bool ok)
+{
+    grpc_byte_buffer *bb = c->recv_buf;
+    const px_method_t *m = c->method;
+
+    c->recv_buf = NULL;
+    if (ok && bb != NULL) {
+        grpc_byte_buffer_reader rd;
+        grpc_slice s;
+
+        if (grpc_byte_buffer_reader_init(&rd, bb)) {
+            s = grpc_byte_buffer_reader_readall(&rd);
+            grpc_byte_buffer_reader_destroy(&rd);
+            m->on_message(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+            grpc_slice_unref(s);
+        } else {
+            px_call_finish(c, GRPC_STATUS_INTERNAL,
+                           "cannot read the request message");
+        }
+        grpc_byte_buffer_destroy(bb);
+        if (m->kind == PX_RPC_BIDI_STREAM && !px_call_is_cancelled(c))
+            px_call_start_recv(c);
+    } else if (ok) {
+        /* The client half-closed. */
+        if (m->kind == PX_RPC_BIDI_STREAM) {
+            if (m->on_half_close != NULL)
+                m->on_half_close(c);
+        } else {
+            px_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+                           "the request message is missing");
+        }
+    }
+    px_call_unref(c);
+}
+
+static void px_server_live_remove(px_rpc_server_t *srv, px_call_t *c)
+{
+    pthread_mutex_lock(&srv->mu);
+    if (c->live_prev != NULL)
+        c->live_prev->live_next = c->live_next;
+    else if (srv->live == c)
+        srv->live = c->live_next;
+    if (c->live_next != NULL)
+        c->live_next->live_prev = c->live_prev;
+    c->live_prev = c->live_next = NULL;
+    srv->n_live--;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void px_call_on_close(px_call_t *c)
+{
+    bool cancelled;
+
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    cancelled = c->close_cancelled != 0;
+    if (cancelled) {
+        c->cancelled = true;
+        c->finished = true;
+        if (!c->send_in_flight)
+            px_drop_queue_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    px_server_live_remove(c->srv, c);
+    if (cancelled && c->method != NULL && c->method->on_interrupt != NULL)
+        c->method->on_interrupt(c, PX_INTERRUPT_CANCELLED);
+    px_call_unref(c);
+}
+
+static void px_server_request(px_rpc_server_t *srv);
+
+/* A new call arrived: capture it, post the CLOSE and RECV batches, or
+ * answer UNIMPLEMENTED when no method matches. */
+static void px_call_on_request(px_call_t *c, bool ok)
+{
+    px_rpc_server_t *srv = c->srv;
+    grpc_op op;
+
+    if (!ok) { /* server shutting down: the request was withdrawn */
+        px_call_unref(c);
+        return;
+    }
+    px_server_request(srv);
+    if (px_call_capture(c) != GT_OK) {
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "out of memory", NULL);
+        px_call_unref(c);
+        return;
+    }
+    c->method = px_method_table_find(srv->methods, c->path, strlen(c->path));
+
+    pthread_mutex_lock(&srv->mu);
+    c->live_next = srv->live;
+    if (srv->live != NULL)
+        srv->live->live_prev = c;
+    srv->live = c;
+    srv->n_live++;
+    pthread_mutex_unlock(&srv->mu);
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    px_call_ref(c);
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) !=
+        GRPC_CALL_OK) {
+        px_server_live_remove(srv, c);
+        px_call_unref(c); /* the CLOSE ref */
+        px_call_unref(c); /* the request ref */
+        return;
+    }
+    if (c->method == NULL) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "unknown method %.250s", c->path);
+        GT_LOG(DEBUG, "rpc", "%s from %s", msg, px_call_peer(c));
+        px_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+    } else {
+        GT_LOG(TRACE, "rpc", "call %s from %s", c->path, px_call_peer(c));
+        px_call_start_recv(c);
+    }
+    px_call_unref(c); /* the request ref */
+}
+
+/* ---------------------------------------------------------------- server */
+
+static void px_server_request(px_rpc_server_t *srv)
+{
+    px_call_t *c;
+    bool stopping;
+
+    pthread_mutex_lock(&srv->mu);
+    stopping = srv->stopping;
+    pthread_mutex_unlock(&srv->mu);
+    if (stopping)
+        return;
+    c = px_call_new(srv);
+    if (c == NULL) {
+        GT_LOG(ERROR, "rpc", "out of memory accepting a call");
+        return;
+    }
+    if (grpc_server_request_call(srv->server, &c->call, &c->details,
+                                 &c->md_in, srv->cq, srv->cq,
+                                 &c->t_request) != GRPC_CALL_OK)
+        px_call_unref(c);
+}
+
+static void *px_worker_main(void *arg)
+{
+    px_rpc_server_t *srv = arg;
+
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(
+            srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        px_tag_t *t;
+
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        t = ev.tag;
+        switch (t->kind) {
+        case PX_TAG_REQUEST:
+            px_call_on_request(t->owner, ev.success);
+            break;
+        case PX_TAG_RECV:
+            px_call_on_recv(t->owner, ev.success);
+            break;
+        case PX_TAG_SEND:
+            px_call_on_send(t->owner, ev.success);
+            break;
+        case PX_TAG_CLOSE:
+            px_call_on_close(t->owner);
+            break;
+        case PX_TAG_SHUTDOWN:
+            pthread_mutex_lock(&srv->mu);
+            srv->shutdown_done = true;
+            pthread_cond_broadcast(&srv->cv);
+            pthread_mutex_unlock(&srv->mu);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Binds the address once ourselves to turn "address in use" into a clear
+ * message; the core's own failure text is generic. */
+static gt_err_t px_listen_probe(const char *listen, char *err, size_t errlen)
+{
+    char host[256];
+    const char *orig = listen;
+    const char *colon = strrchr(listen, ':');
+    struct addrinfo hints, *res = NULL;
+    gt_err_t rc = GT_OK;
+    size_t hl;
+
+    if (colon == NULL || colon == listen || colon[1] == '\0') {
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT", listen);
+        return GT_EINVAL;
+    }
+    hl = (size_t)(colon - listen);
+    if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') {
+        listen++;
+        hl -= 2;
+    }
+    if (hl >= sizeof(host)) {
+        snprintf(err, errlen, "listen host too long");
+        return GT_EINVAL;
+    }
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL) {
+        snprintf(err, errlen, "cannot resolve listen address '%s'", listen);
+        return GT_EINVAL;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+            snprintf(err, errlen, "cannot listen on %s: %s%s", orig,
+                     strerror(errno),
+                     errno == EADDRINUSE
+                         ? " (is another gantry or program using this port?)"
+                         : "");
+            rc = errno == EADDRINUSE ? GT_EBUSY : GT_EIO;
+        }
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
+                             const px_method_table_t *methods,
+                             px_rpc_server_t **out, char *err, size_t errlen)
+{
+    px_rpc_server_t *srv = NULL;
+    grpc_server_credentials *creds = NULL;
+    gt_err_t rc;
+    grpc_arg args[6];
+    grpc_channel_args chargs;
+
+    rc = px_listen_probe(opts->listen, err, errlen);
+    if (rc != GT_OK)
+        return rc;
+    srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return GT_ENOMEM;
+    srv->opts = *opts;
+    srv->methods = methods;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    srv->t_shutdown = (px_tag_t){PX_TAG_SHUTDOWN, srv};
+
+    grpc_init();
+    /* SO_REUSEPORT off: a second instance must fail, not share the port.
+     * Keepalive: the SDKs ping idle connections; never answer them with
+     * too_many_pings. */
+    args[0] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ALLOW_REUSEPORT,
+                         {.integer = 0}};
+    args[1] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                         {.integer = (int)opts->max_receive_bytes}};
+    args[2] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                         {.integer = 1}};
+    args[3] = (grpc_arg){GRPC_ARG_INTEGER,
+                         GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                         {.integer = 1000}};
+    args[4] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES,
+                         {.integer = 0}};
+    args[5] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                         {.integer = -1}};
+    chargs.num_args = sizeof(args) / sizeof(args[0]);
+    chargs.args = args;
+    srv->server = grpc_server_create(&chargs, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->server, opts->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        snprintf(err, errlen, "cannot listen on %s (gRPC)", opts->listen);
+        grpc_server_destroy(srv->server);
+        grpc_completion_queue_shutdown(srv->cq);
+        while (grpc_completion_queue_next(srv->cq,
+                                          gpr_inf_future(GPR_CLOCK_REALTIME),
+                                          NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(srv->cq);
+        grpc_shutdown();
+        pthread_mutex_destroy(&srv->mu);
+        pthread_cond_destroy(&srv->cv);
+        free(srv);
+        return GT_EBUSY;
+    }
+    grpc_server_start(srv->server);
+
+    srv->n_workers = opts->threads > 0 ? opts->threads
+                                       : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (srv->n_workers <= 0)
+        srv->n_workers = 2;
+    srv->workers = calloc((size_t)srv->n_workers, sizeof(pthread_t));
+    for (int i = 0; i < srv->n_workers; i++)
+        pthread_create(&srv->workers[i], NULL, px_worker_main, srv);
+    for (int i = 0; i < PX_RPC_PENDING_REQUESTS; i++)
+        px_server_request(srv);
+    *out = srv;
+    return GT_OK;
+}
+
+int px_rpc_server_port(const px_rpc_server_t *srv) { return srv->port; }
+
+/* Interrupts every live call with SHUTDOWN, outside the server lock. */
+static void px_server_interrupt_all(px_rpc_server_t *srv)
+{
+    px_call_t **snap = NULL;
+    size_t n = 0;
+
+    pthread_mutex_lock(&srv->mu);
+    if (srv->n_live > 0)
+        snap = calloc(srv->n_live, sizeof(*snap));
+    for (px_call_t *c = srv->live; c != NULL && snap != NULL; c = c->live_next) {
+        px_call_ref(c);
+        snap[n++] = c;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (snap[i]->method != NULL && snap[i]->method->on_interrupt != NULL)
+            snap[i]->method->on_interrupt(snap[i], PX_INTERRUPT_SHUTDOWN);
+        px_call_unref(snap[i]);
+    }
+    free(snap);
+}
+
+static bool px_server_wait_shutdown(px_rpc_server_t *srv, int ms)
+{
+    struct timespec ts;
+    bool done;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->shutdown_done &&
+           pthread_cond_timedwait(&srv->cv, &srv->mu, &ts) == 0)
+        ;
+    done = srv->shutdown_done;
+    pthread_mutex_unlock(&srv->mu);
+    return done;
+}
+
+gt_err_t px_rpc_server_stop(px_rpc_server_t *srv)
+{
+    gt_err_t rc = GT_OK;
+
+    pthread_mutex_lock(&srv->mu);
+    srv->stopping = true;
+    pthread_mutex_unlock(&srv->mu);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
+    px_server_interrupt_all(srv);
+    if (!px_server_wait_shutdown(srv, srv->opts.shutdown_timeout_ms)) {
+        GT_LOG(WARN, "rpc", "calls still running after %d ms: cancelling them",
+               srv->opts.shutdown_timeout_ms);
+        grpc_server_cancel_all_calls(srv->server);
+        rc = GT_ETIMEDOUT;
+        px_server_wait_shutdown(srv, 2000);
+    }
+    grpc_server_destroy(srv->server);
+    grpc_completion_queue_shutdown(srv->cq);
+    for (int i = 0; i < srv->n_workers; i++)
+        pthread_join(srv->workers[i], NULL);
+    grpc_completion_queue_destroy(srv->cq);
+    grpc_shutdown();
+    free(srv->workers);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv);
+    return rc;
+}

@@ -1,0 +1,138 @@
+// Integration harness: starts the real gantry binary on free loopback ports
+// with a generated config and a temporary data dir, waits until /readyz
+// answers, and stops it by PID.  At teardown it fails the test if the
+// server's log holds a sanitizer report.  It builds nothing itself: the
+// binary comes from GANTRY_BIN (set by CTest) or build/gantry.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import http from 'node:http';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const require = createRequire(path.join(here, 'package.json'));
+export const GANTRY_BIN = process.env.GANTRY_BIN ||
+  path.resolve(here, '../../build/gantry');
+
+const SANITIZER_MARKERS = [
+  'ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:',
+  'ERROR: ThreadSanitizer', 'WARNING: ThreadSanitizer',
+];
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+function httpGet(port, p) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: 1000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', () => resolve({ status: 0, body: '' }));
+    req.on('timeout', () => { req.destroy(); });
+  });
+}
+
+// Default topics and groups every test server declares.
+const DEFAULT_YAML = `
+topics:
+  - {name: TopicTest, type: NORMAL, queues: 4}
+groups:
+  - {name: GroupTest, max_delivery_attempts: 4}
+`;
+
+// Writes the config and spawns gantry.  Returns a handle; does not wait.
+export async function spawnGantry(opts = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
+  const grpcPort = opts.grpcPort ?? await freePort();
+  const httpPort = opts.httpPort ?? await freePort();
+  const amqpPort = opts.amqpPort ?? await freePort();
+  const cfgPath = path.join(dir, 'gantry.yaml');
+  const yaml = `server:
+  grpc_listen: "127.0.0.1:${grpcPort}"
+  http_listen: "127.0.0.1:${httpPort}"
+  amqp_listen: "127.0.0.1:${amqpPort}"
+  shutdown_timeout_ms: ${opts.shutdownTimeoutMs ?? 3000}
+log:
+  level: ${opts.logLevel ?? 'debug'}
+store:
+  data_dir: "${path.join(dir, 'data')}"
+  flush: ${opts.flush ?? 'sync'}
+${opts.yaml ?? DEFAULT_YAML}`;
+  fs.writeFileSync(cfgPath, yaml);
+  const logPath = path.join(dir, 'gantry.log');
+  const logFd = fs.openSync(logPath, 'w');
+  const proc = spawn(GANTRY_BIN, ['--config', cfgPath, ...(opts.args ?? [])], {
+    stdio: ['ignore', logFd, logFd],
+    env: { ...process.env, ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1' },
+  });
+  fs.closeSync(logFd);
+  const exited = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => resolve({ code, signal, at: Date.now() }));
+  });
+  const g = {
+    proc, pid: proc.pid, dir, cfgPath, logPath, grpcPort, httpPort, amqpPort,
+    endpoint: `127.0.0.1:${grpcPort}`, exited,
+    log() { return fs.readFileSync(logPath, 'utf8'); },
+  };
+  return g;
+}
+
+// Spawns gantry and waits for /readyz (10 s).  Throws with the log if it
+// exits or never becomes ready.
+export async function startGantry(opts = {}) {
+  const g = await spawnGantry(opts);
+  let exitInfo = null;
+  g.exited.then((e) => { exitInfo = e; });
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? 15000);
+  while (Date.now() < deadline) {
+    if (exitInfo) {
+      throw new Error(`gantry exited early (${JSON.stringify(exitInfo)}):\n${g.log()}`);
+    }
+    const r = await httpGet(g.httpPort, '/readyz');
+    if (r.status === 200) return g;
+    await sleep(50);
+  }
+  g.proc.kill('SIGKILL');
+  throw new Error(`gantry not ready within timeout:\n${g.log()}`);
+}
+
+export function sanitizerReport(text) {
+  return SANITIZER_MARKERS.some((m) => text.includes(m));
+}
+
+// Stops gantry with `signal` (SIGTERM by default), waits for it to exit
+// (SIGKILL after 10 s), removes its temp dir, and throws if the log holds a
+// sanitizer report.  Returns the exit info.
+export async function stopGantry(g, signal = 'SIGTERM') {
+  if (g.proc.exitCode === null && g.proc.signalCode === null) {
+    process.kill(g.pid, signal);
+  }
+  const killer = setTimeout(() => {
+    try { process.kill(g.pid, 'SIGKILL'); } catch { /* gone */ }
+  }, 10000);
+  const info = await g.exited;
+  clearTimeout(killer);
+  const log = g.log();
+  if (!process.env.GANTRY_KEEP_TMP) fs.rmSync(g.dir, { recursive: true, force: true });
+  if (sanitizerReport(log)) {
+    throw new Error(`sanitizer report in gantry log:\n${log}`);
+  }
+  return { ...info, log };
+}
+
+export { httpGet };

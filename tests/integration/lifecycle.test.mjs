@@ -1,0 +1,66 @@
+// Process lifecycle: graceful stop with open streams, a busy port, and a
+// bad config refused at start.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import {
+  require, startGantry, spawnGantry, stopGantry, sleep,
+} from './harness.mjs';
+
+const grpc = require('@grpc/grpc-js');
+const pb = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/service_pb.js');
+const ident = (x) => x;
+
+test('SIGTERM with open Telemetry streams exits 0 within 5 s', async () => {
+  const g = await startGantry();
+  const client = new grpc.Client(g.endpoint, grpc.credentials.createInsecure());
+  const streams = [];
+  for (let i = 0; i < 3; i++) {
+    const call = client.makeBidiStreamRequest(
+      '/apache.rocketmq.v2.MessagingService/Telemetry', ident, ident, new grpc.Metadata(), {});
+    const s = { call, got: 0, status: null };
+    call.on('data', () => { s.got++; });
+    call.on('status', (st) => { s.status = st; });
+    call.on('error', () => {});
+    call.write(Buffer.from(new pb.TelemetryCommand().serializeBinary()));
+    streams.push(s);
+  }
+  for (let i = 0; i < 200 && streams.some((s) => s.got === 0); i++) await sleep(10);
+  assert.ok(streams.every((s) => s.got === 1), 'every stream is open and answered');
+  const t0 = Date.now();
+  const info = await stopGantry(g, 'SIGTERM');
+  const ms = info.at - t0;
+  client.close();
+  assert.equal(info.code, 0, `exit code ${info.code} signal ${info.signal}\n${info.log}`);
+  assert.ok(ms < 5000, `took ${ms} ms to exit`);
+  for (let i = 0; i < 100 && streams.some((s) => !s.status); i++) await sleep(10);
+  for (const s of streams) {
+    assert.ok(s.status, 'stream got a final status');
+    assert.equal(s.status.code, grpc.status.UNAVAILABLE, s.status.details);
+  }
+  assert.match(info.log, /received SIGTERM/);
+});
+
+test('a second instance on the same gRPC port fails at start with a clear message', async () => {
+  const first = await startGantry();
+  const second = await spawnGantry({ grpcPort: first.grpcPort });
+  const killer = setTimeout(() => second.proc.kill('SIGKILL'), 10000);
+  const info = await second.exited;
+  clearTimeout(killer);
+  const log = second.log();
+  assert.equal(info.code, 1, `second instance exit ${JSON.stringify(info)}\n${log}`);
+  assert.match(log, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${first.grpcPort}: Address already in use`));
+  // The first instance still serves.
+  const r = await stopGantry(first);
+  assert.equal(r.code, 0);
+  fs.rmSync(second.dir, { recursive: true, force: true });
+});
+
+test('a config with a misspelt key is refused naming the key and the line', async () => {
+  const g = await spawnGantry({ yaml: 'topics:\n  - {name: T1, type: NORMAL, queus: 8}\n' });
+  const info = await g.exited;
+  const log = g.log();
+  assert.equal(info.code, 1, log);
+  assert.match(log, /gantry\.yaml:\d+: topics\[0\]\.queus: unknown key/);
+  fs.rmSync(g.dir, { recursive: true, force: true });
+});

@@ -1,0 +1,175 @@
+// The gRPC runtime and the MessagingService stubs, driven over real HTTP/2
+// by grpc-js and the SDK's own generated protobuf classes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  require, startGantry, spawnGantry, stopGantry, httpGet, sleep,
+} from './harness.mjs';
+
+const grpc = require('@grpc/grpc-js');
+const pb = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/service_pb.js');
+const adminPb = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/admin_pb.js');
+const defPb = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/definition_pb.js');
+
+const SVC = '/apache.rocketmq.v2.MessagingService/';
+const ident = (x) => x;
+const NOT_IMPLEMENTED = defPb.Code.NOT_IMPLEMENTED;
+const BAD_REQUEST = defPb.Code.BAD_REQUEST;
+
+let g;
+let client;
+before(async () => {
+  g = await startGantry();
+  client = new grpc.Client(g.endpoint, grpc.credentials.createInsecure());
+});
+after(async () => {
+  client.close();
+  const info = await stopGantry(g);
+  assert.equal(info.code, 0, `gantry exit code ${info.code}\n${info.log}`);
+});
+
+function md() {
+  const m = new grpc.Metadata();
+  m.set('x-mq-client-id', 'it-client-1');
+  m.set('x-mq-language', 'HTTP');
+  return m;
+}
+
+function unary(path, bytes, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    client.makeUnaryRequest(path, ident, ident, Buffer.from(bytes), md(),
+      { deadline: Date.now() + timeoutMs }, (err, resp) => {
+        resolve({ err, resp, ms: Date.now() - t0 });
+      });
+  });
+}
+
+function serverStream(path, bytes, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const msgs = [];
+    const call = client.makeServerStreamRequest(path, ident, ident, Buffer.from(bytes), md(),
+      { deadline: Date.now() + timeoutMs });
+    call.on('data', (d) => msgs.push(d));
+    call.on('error', (err) => resolve({ err, msgs, ms: Date.now() - t0 }));
+    call.on('status', (s) => { if (s.code === 0) resolve({ err: null, msgs, ms: Date.now() - t0 }); });
+  });
+}
+
+test('an unknown method gets UNIMPLEMENTED within 1 s', async () => {
+  for (const p of [SVC + 'NoSuchMethod', '/no.such.Service/Call', '/x/y']) {
+    const r = await unary(p, [], 5000);
+    assert.ok(r.err, `${p}: expected an error`);
+    assert.equal(r.err.code, grpc.status.UNIMPLEMENTED, `${p}: ${r.err.message}`);
+    assert.ok(r.ms < 1000, `${p}: answered after ${r.ms} ms`);
+  }
+});
+
+const UNARY = [
+  ['QueryRoute', pb.QueryRouteRequest, pb.QueryRouteResponse],
+  ['Heartbeat', pb.HeartbeatRequest, pb.HeartbeatResponse],
+  ['SendMessage', pb.SendMessageRequest, pb.SendMessageResponse],
+  ['QueryAssignment', pb.QueryAssignmentRequest, pb.QueryAssignmentResponse],
+  ['AckMessage', pb.AckMessageRequest, pb.AckMessageResponse],
+  ['ForwardMessageToDeadLetterQueue', pb.ForwardMessageToDeadLetterQueueRequest,
+    pb.ForwardMessageToDeadLetterQueueResponse],
+  ['UpdateOffset', pb.UpdateOffsetRequest, pb.UpdateOffsetResponse],
+  ['GetOffset', pb.GetOffsetRequest, pb.GetOffsetResponse],
+  ['QueryOffset', pb.QueryOffsetRequest, pb.QueryOffsetResponse],
+  ['EndTransaction', pb.EndTransactionRequest, pb.EndTransactionResponse],
+  ['NotifyClientTermination', pb.NotifyClientTerminationRequest,
+    pb.NotifyClientTerminationResponse],
+  ['ChangeInvisibleDuration', pb.ChangeInvisibleDurationRequest,
+    pb.ChangeInvisibleDurationResponse],
+  ['RecallMessage', pb.RecallMessageRequest, pb.RecallMessageResponse],
+  ['SyncLiteSubscription', pb.SyncLiteSubscriptionRequest, pb.SyncLiteSubscriptionResponse],
+];
+
+test('every unary MessagingService RPC answers NOT_IMPLEMENTED in-band, promptly', async () => {
+  for (const [name, Req, Resp] of UNARY) {
+    const r = await unary(SVC + name, new Req().serializeBinary());
+    assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);
+    const resp = Resp.deserializeBinary(new Uint8Array(r.resp));
+    assert.equal(resp.getStatus().getCode(), NOT_IMPLEMENTED, name);
+    assert.match(resp.getStatus().getMessage(), new RegExp(name));
+    assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
+  }
+});
+
+test('a malformed request gets BAD_REQUEST in-band, not a crash', async () => {
+  // 0x0a then a length running past the end: not a valid protobuf message.
+  const r = await unary(SVC + 'SendMessage', [0x0a, 0xff, 0xff, 0x01]);
+  assert.equal(r.err, null);
+  const resp = pb.SendMessageResponse.deserializeBinary(new Uint8Array(r.resp));
+  assert.equal(resp.getStatus().getCode(), BAD_REQUEST);
+});
+
+test('server-streaming RPCs answer one NOT_IMPLEMENTED response then close OK', async () => {
+  for (const [name, Req, Resp] of [
+    ['ReceiveMessage', pb.ReceiveMessageRequest, pb.ReceiveMessageResponse],
+    ['PullMessage', pb.PullMessageRequest, pb.PullMessageResponse],
+  ]) {
+    const r = await serverStream(SVC + name, new Req().serializeBinary());
+    assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);
+    assert.equal(r.msgs.length, 1, name);
+    const resp = Resp.deserializeBinary(new Uint8Array(r.msgs[0]));
+    assert.equal(resp.getStatus().getCode(), NOT_IMPLEMENTED, name);
+    assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
+  }
+});
+
+test('Telemetry answers each command in-band and stays open until the client ends', async () => {
+  const call = client.makeBidiStreamRequest(SVC + 'Telemetry', ident, ident, md(), {});
+  const got = [];
+  let ended = false;
+  let status = null;
+  call.on('data', (d) => got.push(pb.TelemetryCommand.deserializeBinary(new Uint8Array(d))));
+  call.on('status', (s) => { status = s; });
+  call.on('end', () => { ended = true; });
+  call.on('error', () => {});
+  call.write(Buffer.from(new pb.TelemetryCommand().serializeBinary()));
+  call.write(Buffer.from(new pb.TelemetryCommand().serializeBinary()));
+  for (let i = 0; i < 100 && got.length < 2; i++) await sleep(10);
+  assert.equal(got.length, 2);
+  assert.equal(got[0].getStatus().getCode(), NOT_IMPLEMENTED);
+  await sleep(200);
+  assert.equal(ended, false, 'stream closed by the server too early');
+  call.end();
+  for (let i = 0; i < 100 && !status; i++) await sleep(10);
+  assert.ok(status, 'no status after half-close');
+  assert.equal(status.code, grpc.status.OK);
+});
+
+test('Admin.ChangeLogLevel changes the level and answers a remark', async () => {
+  const req = new adminPb.ChangeLogLevelRequest();
+  req.setLevel(adminPb.ChangeLogLevelRequest.Level.INFO);
+  const r = await unary('/apache.rocketmq.v2.Admin/ChangeLogLevel', req.serializeBinary());
+  assert.equal(r.err, null);
+  const resp = adminPb.ChangeLogLevelResponse.deserializeBinary(new Uint8Array(r.resp));
+  assert.match(resp.getRemark(), /info/);
+  assert.match(g.log(), /log level set to info/);
+});
+
+test('requests far above the default 4 MiB gRPC limit are accepted (20 MiB)', async () => {
+  const msg = new defPb.Message();
+  const topic = new defPb.Resource();
+  topic.setName('TopicTest');
+  msg.setTopic(topic);
+  msg.setBody(new Uint8Array(20 * 1024 * 1024));
+  const req = new pb.SendMessageRequest();
+  req.addMessages(msg);
+  const r = await unary(SVC + 'SendMessage', req.serializeBinary(), 20000);
+  assert.equal(r.err, null, r.err && r.err.message);
+  const resp = pb.SendMessageResponse.deserializeBinary(new Uint8Array(r.resp));
+  assert.equal(resp.getStatus().getCode(), NOT_IMPLEMENTED);
+});
+
+test('HTTP endpoint: healthz, readyz, metrics, 404', async () => {
+  assert.equal((await httpGet(g.httpPort, '/healthz')).status, 200);
+  assert.equal((await httpGet(g.httpPort, '/readyz')).status, 200);
+  const m = await httpGet(g.httpPort, '/metrics');
+  assert.equal(m.status, 200);
+  assert.match(m.body, /^gantry_up 1$/m);
+  assert.equal((await httpGet(g.httpPort, '/nope')).status, 404);
+});
