@@ -422,8 +422,11 @@ static gt_err_t seg_open_existing(st_local_t *st, uint64_t base,
         *why = "short segment header";
         return GT_ECORRUPT;
     }
+    bool pad_zero = true;
+    for (size_t i = 36; i < ST_SEG_HDR; i++)
+        pad_zero = pad_zero && h[i] == 0;
     if (get32(h) != ST_SEG_MAGIC || get32(h + 32) != st_crc32c(0, h, 32) ||
-        get64(h + 8) != base) {
+        get64(h + 8) != base || !pad_zero) {
         *why = "bad segment header";
         return GT_ECORRUPT;
     }
