@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what Gantry needs to build, run and test, from Debian 12 packages
+# (and Node.js/npm from Debian when no node is on PATH).  Idempotent: only
+# missing packages are installed, and apt is not touched when none are.
+set -euo pipefail
+
+pkgs=(
+  gcc make cmake pkg-config
+  libgrpc-dev                  # grpc C core
+  libprotobuf-c-dev protobuf-c-compiler
+  protobuf-compiler libprotobuf-dev   # protoc + well-known .proto files
+  libssl-dev libyaml-dev libcunit1-dev
+)
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "install-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
