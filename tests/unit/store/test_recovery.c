@@ -1,0 +1,383 @@
+/* Recovery and failure handling: a truncation sweep over every byte of the
+ * last three records, a bit-flip sweep (>= 200 runs), and a fault-injecting
+ * file layer (write / fdatasync failing after N calls, ENOSPC) showing that
+ * nothing unacknowledged is kept, nothing acknowledged is lost, and the
+ * store keeps working afterwards. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tu.h"
+
+#define NREC 8
+
+typedef struct sample {
+    char *src;                 /* a closed store with NREC messages */
+    uint8_t *seg;
+    size_t seg_len;
+    uint64_t start[NREC + 1];  /* file offset of each record; [NREC] = end */
+    uint8_t *state;
+    size_t state_len;
+} sample_t;
+
+static void sample_make(sample_t *s)
+{
+    char p[1024];
+    st_append_item_t it;
+    memset(s, 0, sizeof(*s));
+    s->src = tu_tmpdir("sample");
+    st_store_t *st = tu_open(s->src, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    for (int i = 0; i < NREC; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "message-%d", i);
+        CU_ASSERT_EQUAL_FATAL(tu_send(st, "T", "t", NULL, body, 0, &it), GT_OK);
+        s->start[i] = it.position;
+    }
+    st_close(st);
+    snprintf(p, sizeof(p), "%s/commitlog/00000000000000000000", s->src);
+    s->seg = tu_read_file(p, &s->seg_len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s->seg);
+    s->start[NREC] = s->seg_len;
+    snprintf(p, sizeof(p), "%s/state.log", s->src);
+    s->state = tu_read_file(p, &s->state_len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s->state);
+}
+
+static void sample_free(sample_t *s)
+{
+    tu_rmrf(s->src);
+    free(s->src);
+    free(s->seg);
+    free(s->state);
+}
+
+/* Writes a data dir holding seg (len bytes) and the sample's state log;
+ * with_ck copies the sample's checkpoint (everything synced). */
+static void build_dir(const sample_t *s, const char *dir, const uint8_t *seg,
+                      size_t len, bool with_ck)
+{
+    char p[1024], q[1024];
+    tu_rmrf(dir);
+    mkdir(dir, 0755);
+    snprintf(p, sizeof(p), "%s/commitlog", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/commitlog/00000000000000000000", dir);
+    tu_write_file(p, seg, len);
+    snprintf(p, sizeof(p), "%s/state.log", dir);
+    tu_write_file(p, s->state, s->state_len);
+    if (with_ck) {
+        snprintf(p, sizeof(p), "%s/checkpoint", s->src);
+        snprintf(q, sizeof(q), "%s/checkpoint", dir);
+        tu_copy_file(p, q);
+    }
+}
+
+/* Opens dir; returns the open code and checks that exactly the first
+ * `expect` messages are there, in order, and that appending continues the
+ * queue without a gap. */
+static gt_err_t check_prefix(const char *dir, bool repair, int expect)
+{
+    st_config_t c;
+    st_store_t *st = NULL;
+    tu_msg_t m[NREC + 2];
+    size_t n;
+    st_append_item_t it;
+    tu_config(&c, dir, ST_FLUSH_SYNC);
+    c.repair = repair;
+    gt_err_t rc = st_local_open(&c, &st);
+    if (rc != GT_OK)
+        return rc;
+    CU_ASSERT_EQUAL(tu_pull(st, "T", 0, 0, NREC + 2, m, &n, NULL), GT_OK);
+    CU_ASSERT_EQUAL(n, (size_t)expect);
+    for (size_t i = 0; i < n; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "message-%zu", i);
+        CU_ASSERT_STRING_EQUAL(m[i].body, body);
+    }
+    CU_ASSERT_EQUAL(tu_send(st, "T", "t", NULL, "after", 0, &it), GT_OK);
+    CU_ASSERT_EQUAL(it.queue_offset, (uint64_t)expect);
+    st_close(st);
+    return GT_OK;
+}
+
+static void test_truncation_sweep(void)
+{
+    sample_t s;
+    char *dir = tu_tmpdir("trunc");
+    int runs = 0;
+    sample_make(&s);
+    for (uint64_t cut = s.start[NREC - 3]; cut < s.seg_len; cut++) {
+        int whole = 0;
+        while (whole < NREC && s.start[whole + 1] <= cut)
+            whole++;
+        build_dir(&s, dir, s.seg, (size_t)cut, false);
+        CU_ASSERT_EQUAL(check_prefix(dir, false, whole), GT_OK);
+        if (cut % 16 == 0) { /* the same cut below the synced position */
+            build_dir(&s, dir, s.seg, (size_t)cut, true);
+            CU_ASSERT_EQUAL(check_prefix(dir, false, whole), GT_ECORRUPT);
+            CU_ASSERT_EQUAL(check_prefix(dir, true, whole), GT_OK);
+        }
+        runs++;
+    }
+    CU_ASSERT(runs > 3 * 90);
+    tu_rmrf(dir);
+    free(dir);
+    sample_free(&s);
+}
+
+static void test_bitflip_sweep(void)
+{
+    sample_t s;
+    char *dir = tu_tmpdir("flip");
+    uint8_t *copy;
+    unsigned seed = 20261121;
+    const char *env = getenv("ST_FLIP_SEED");
+    if (env)
+        seed = (unsigned)strtoul(env, NULL, 10);
+    sample_make(&s);
+    copy = malloc(s.seg_len);
+    for (int run = 0; run < 240; run++) {
+        size_t at = (size_t)(rand_r(&seed) % s.seg_len);
+        int bit = rand_r(&seed) % 8;
+        int expect = 0;
+        while (expect < NREC && s.start[expect + 1] <= at)
+            expect++;
+        if (at < ST_SEG_HDR)
+            expect = 0;
+        memcpy(copy, s.seg, s.seg_len);
+        copy[at] ^= (uint8_t)(1 << bit);
+        bool synced = run % 4 == 0;
+        build_dir(&s, dir, copy, s.seg_len, synced);
+        gt_err_t rc = check_prefix(dir, false, expect);
+        CU_ASSERT_EQUAL(rc, synced ? GT_ECORRUPT : GT_OK);
+        if (rc != (synced ? GT_ECORRUPT : GT_OK))
+            fprintf(stderr, "seed %u run %d: byte %zu bit %d -> %d\n", seed,
+                    run, at, bit, rc);
+    }
+    free(copy);
+    tu_rmrf(dir);
+    free(dir);
+    sample_free(&s);
+}
+
+/* ---- fault injection --------------------------------------------------------- */
+typedef struct fault {
+    _Atomic int ops_left;   /* commitlog writes+syncs before failing; <0 off */
+    int err;
+    _Atomic int failed;
+    _Atomic bool cl_fd[4096];
+} fault_t;
+
+static bool faulty(fault_t *f, int fd)
+{
+    if (fd < 0 || fd >= 4096 || !atomic_load(&f->cl_fd[fd]))
+        return false;
+    int left = atomic_load(&f->ops_left);
+    if (left < 0)
+        return false;
+    if (left == 0) {
+        atomic_fetch_add(&f->failed, 1);
+        return true;
+    }
+    atomic_fetch_sub(&f->ops_left, 1);
+    return false;
+}
+
+static int f_open(void *ctx, const char *path, int flags, int mode)
+{
+    fault_t *f = ctx;
+    int fd = st_posix_file_ops.open(NULL, path, flags, mode);
+    if (fd >= 0 && fd < 4096)
+        atomic_store(&f->cl_fd[fd], strstr(path, "/commitlog/") != NULL);
+    return fd;
+}
+
+static ssize_t f_pwritev(void *ctx, int fd, const struct iovec *iov, int cnt,
+                         off_t off)
+{
+    fault_t *f = ctx;
+    if (faulty(f, fd)) {
+        /* a partial write first, as a real full disk may do */
+        if (f->err == ENOSPC && iov[0].iov_len > 1) {
+            struct iovec half = {iov[0].iov_base, iov[0].iov_len / 2};
+            (void)st_posix_file_ops.pwritev(NULL, fd, &half, 1, off);
+        }
+        return -f->err;
+    }
+    return st_posix_file_ops.pwritev(NULL, fd, iov, cnt, off);
+}
+
+static ssize_t f_pread(void *ctx, int fd, void *buf, size_t n, off_t off)
+{
+    return st_posix_file_ops.pread(NULL, fd, buf, n, off);
+}
+
+static int f_fdatasync(void *ctx, int fd)
+{
+    return faulty(ctx, fd) ? -((fault_t *)ctx)->err
+                           : st_posix_file_ops.fdatasync(NULL, fd);
+}
+
+static int f_ftruncate(void *ctx, int fd, off_t len)
+{
+    return st_posix_file_ops.ftruncate(NULL, fd, len);
+}
+
+static int f_close(void *ctx, int fd)
+{
+    fault_t *f = ctx;
+    if (fd >= 0 && fd < 4096)
+        atomic_store(&f->cl_fd[fd], false);
+    return st_posix_file_ops.close(NULL, fd);
+}
+
+static const st_file_ops_t fault_ops = {f_open, f_pwritev, f_pread,
+                                        f_fdatasync, f_ftruncate, f_close};
+
+static st_store_t *open_faulty(const char *dir, fault_t *f)
+{
+    st_config_t c;
+    st_store_t *st = NULL;
+    tu_config(&c, dir, ST_FLUSH_SYNC);
+    c.file_ops = &fault_ops;
+    c.file_ctx = f;
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    return st;
+}
+
+/* Reopens dir normally and checks: acked[i] present, failed ones absent,
+ * offsets contiguous from 0. */
+static void verify(const char *dir, const bool *acked, int n)
+{
+    st_store_t *st = tu_open(dir, ST_FLUSH_SYNC);
+    tu_msg_t *m = calloc((size_t)n + 8, sizeof(*m));
+    size_t got = 0, k;
+    uint64_t next = 0;
+    do {
+        CU_ASSERT_EQUAL_FATAL(tu_pull(st, "T", 0, next, 8, m + got, &k, &next),
+                              GT_OK);
+        got += k;
+    } while (k > 0 && got < (size_t)n);
+    int want = 0;
+    for (int i = 0; i < n; i++)
+        want += acked[i];
+    CU_ASSERT_EQUAL(got, (size_t)want);
+    size_t j = 0;
+    for (int i = 0; i < n && j < got; i++) {
+        char body[32];
+        if (!acked[i])
+            continue;
+        snprintf(body, sizeof(body), "f-%d", i);
+        CU_ASSERT_STRING_EQUAL(m[j].body, body);
+        CU_ASSERT_EQUAL(m[j].offset, j);
+        j++;
+    }
+    free(m);
+    st_close(st);
+}
+
+static char *fbody(int i, char *buf, size_t big)
+{
+    snprintf(buf, 8192, "f-%d", i);
+    return buf;
+}
+
+/* Sends "f-<i>", NUL, then `big` bytes of padding (bodies still compare as
+ * "f-<i>" in tu_msg_t). */
+static gt_err_t send_big(st_store_t *st, int i, size_t big)
+{
+    static char buf[8192];
+    st_message_t m;
+    int n = snprintf(buf, sizeof(buf), "f-%d", i);
+    memset(buf + n + 1, 'p', big);
+    memset(&m, 0, sizeof(m));
+    m.tag = "t";
+    m.body = buf;
+    m.body_len = (uint32_t)(n + 1 + big);
+    m.queue_id = 0;
+    return tu_send_n(st, "T", &m, 1, NULL);
+}
+
+static void test_fault_enospc(void)
+{
+    char *dir = tu_tmpdir("enospc"), body[8192];
+    fault_t *f = calloc(1, sizeof(*f));
+    bool acked[12] = {0};
+    atomic_store(&f->ops_left, -1);
+    f->err = ENOSPC;
+    st_store_t *st = open_faulty(dir, f);
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 1), GT_OK);
+    for (int i = 0; i < 12; i++) {
+        if (i == 4)
+            atomic_store(&f->ops_left, 0); /* disk full */
+        if (i == 8)
+            atomic_store(&f->ops_left, -1); /* space is back */
+        gt_err_t rc = tu_send(st, "T", "t", NULL, fbody(i, body, 0), 0, NULL);
+        acked[i] = rc == GT_OK;
+        CU_ASSERT_EQUAL(rc, i >= 4 && i < 8 ? GT_ENOSPC : GT_OK);
+        CU_ASSERT_TRUE(rc == GT_OK || st_err_retriable(rc));
+    }
+    tu_msg_t m[16];
+    size_t n;
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 16, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 8);
+    st_close(st);
+    verify(dir, acked, 12);
+    tu_rmrf(dir);
+    free(dir);
+    free(f);
+}
+
+/* Write or fdatasync failing after N commitlog calls, N = 0..39, with
+ * appends that roll segments. */
+static void sweep(int err)
+{
+    for (int nfail = 0; nfail < 40; nfail++) {
+        char *dir = tu_tmpdir("fault");
+        fault_t *f = calloc(1, sizeof(*f));
+        bool acked[24] = {0};
+        int failures = 0;
+        f->err = err;
+        atomic_store(&f->ops_left, -1);
+        st_store_t *st = open_faulty(dir, f);
+        CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+        atomic_store(&f->ops_left, nfail);
+        for (int i = 0; i < 24; i++) {
+            if (i == 20)
+                atomic_store(&f->ops_left, -1);
+            gt_err_t rc = send_big(st, i, 6000);
+            acked[i] = rc == GT_OK;
+            failures += !acked[i];
+            CU_ASSERT_TRUE(rc == GT_OK || st_err_retriable(rc));
+        }
+        CU_ASSERT(failures > 0 || nfail > 40);
+        for (int i = 20; i < 24; i++)
+            CU_ASSERT_TRUE(acked[i]); /* works again once the fault clears */
+        st_close(st);
+        verify(dir, acked, 24);
+        tu_rmrf(dir);
+        free(dir);
+        free(f);
+    }
+}
+
+static void test_fault_sweep_eio(void) { sweep(EIO); }
+static void test_fault_sweep_enospc(void) { sweep(ENOSPC); }
+
+static const CU_TestInfo tests[] = {
+    {"truncation_sweep", test_truncation_sweep},
+    {"bitflip_sweep", test_bitflip_sweep},
+    {"fault_enospc", test_fault_enospc},
+    {"fault_sweep_eio", test_fault_sweep_eio},
+    {"fault_sweep_enospc", test_fault_sweep_enospc},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    return tu_run("recovery", tests);
+}
