@@ -86,6 +86,7 @@ typedef struct px_rpc_options {
     int threads;                /* worker threads; <= 0 means one per core */
     int shutdown_timeout_ms;    /* bound for in-flight calls at shutdown */
     int64_t max_receive_bytes;  /* largest accepted request message */
+    void *app;                  /* application context, see px_call_app() */
 } px_rpc_options_t;
 
 /* Creates and starts a server that dispatches through `methods` (borrowed;
@@ -109,6 +110,8 @@ gt_err_t px_rpc_server_stop(px_rpc_server_t *srv);
 
 /* Full method path, e.g. "/apache.rocketmq.v2.MessagingService/Heartbeat". */
 const char *px_call_method(const px_call_t *call);
+/* The server's application context (px_rpc_options_t.app). */
+void *px_call_app(const px_call_t *call);
 /* The method's table entry (for its `data`). */
 const px_method_t *px_call_method_entry(const px_call_t *call);
 /* The :authority the client used ("host:port"), "" if none. Borrowed. */

@@ -370,6 +370,7 @@ ProtobufCMessage *px_pb_unpack(const ProtobufCMessageDescriptor *desc,
 }
 
 const char *px_call_method(const px_call_t *c) { return c->path; }
+void *px_call_app(const px_call_t *c) { return c->srv->opts.app; }
 const px_method_t *px_call_method_entry(const px_call_t *c)
 {
     return c->method;
