@@ -57,7 +57,9 @@ groups:
 
 // Writes the config and spawns gantry.  Returns a handle; does not wait.
 export async function spawnGantry(opts = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
+  // opts.dir reuses an earlier server's directory (data and ports are
+  // kept), for restart tests.
+  const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
   const grpcPort = opts.grpcPort ?? await freePort();
   const httpPort = opts.httpPort ?? await freePort();
   const amqpPort = opts.amqpPort ?? await freePort();
@@ -75,7 +77,7 @@ store:
 ${opts.yaml ?? DEFAULT_YAML}`;
   fs.writeFileSync(cfgPath, yaml);
   const logPath = path.join(dir, 'gantry.log');
-  const logFd = fs.openSync(logPath, 'w');
+  const logFd = fs.openSync(logPath, 'a');
   const proc = spawn(GANTRY_BIN, ['--config', cfgPath, ...(opts.args ?? [])], {
     stdio: ['ignore', logFd, logFd],
     env: { ...process.env, ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1' },
@@ -116,9 +118,11 @@ export function sanitizerReport(text) {
 }
 
 // Stops gantry with `signal` (SIGTERM by default), waits for it to exit
-// (SIGKILL after 10 s), removes its temp dir, and throws if the log holds a
-// sanitizer report.  Returns the exit info.
-export async function stopGantry(g, signal = 'SIGTERM') {
+// (SIGKILL after 10 s), removes its temp dir unless opts.keepDir, and
+// throws if the log holds a sanitizer report.  Returns the exit info.
+// Restart: `await stopGantry(g, 'SIGKILL', {keepDir: true})`, then
+// `startGantry({dir: g.dir, grpcPort: g.grpcPort, httpPort: g.httpPort})`.
+export async function stopGantry(g, signal = 'SIGTERM', opts = {}) {
   if (g.proc.exitCode === null && g.proc.signalCode === null) {
     process.kill(g.pid, signal);
   }
@@ -128,7 +132,9 @@ export async function stopGantry(g, signal = 'SIGTERM') {
   const info = await g.exited;
   clearTimeout(killer);
   const log = g.log();
-  if (!process.env.GANTRY_KEEP_TMP) fs.rmSync(g.dir, { recursive: true, force: true });
+  if (!opts.keepDir && !process.env.GANTRY_KEEP_TMP) {
+    fs.rmSync(g.dir, { recursive: true, force: true });
+  }
   if (sanitizerReport(log)) {
     throw new Error(`sanitizer report in gantry log:\n${log}`);
   }
