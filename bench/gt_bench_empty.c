@@ -1,0 +1,372 @@
+/* gt_bench_empty: an "empty" MessagingService for the benchmark ceiling.
+ *
+ * It runs on the same px_rpc runtime as gantry but stores nothing:
+ * Telemetry echoes the client's Settings with status OK; SendMessage
+ * answers OK at once, one entry per message (message id echoed, offsets
+ * from a counter); ReceiveMessage streams status OK, `batch_size` synthetic
+ * messages (a body of --body-size bytes whose first 8 bytes are the current
+ * CLOCK_REALTIME ns, MD5 digest, receipt handle, delivery attempt 1) and
+ * the delivery timestamp; AckMessage answers OK per entry.  Whatever rate
+ * gt_bench reaches against it is the ceiling of client + runtime + network
+ * that scripts/bench divides Gantry's figures by.
+ *
+ * Threads: px_rpc workers call the handlers; the only shared state is the
+ * gbe_app_t counters, which are atomic. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "apache/rocketmq/v2/service.pb-c.h"
+#include "gt_log.h"
+#include "px_rpc.h"
+
+#define GBE_PREFIX "/apache.rocketmq.v2.MessagingService/"
+#define GBE_MAX_BATCH 32
+
+typedef Apache__Rocketmq__V2__Status gbe_status_t;
+
+typedef struct gbe_app {
+    _Atomic uint64_t offset; /* queue offsets and message ids */
+    int body_size;
+    uint64_t nonce;          /* high half of message ids */
+} gbe_app_t;
+
+static gbe_status_t gbe_ok = {PROTOBUF_C_MESSAGE_INIT(
+                                  &apache__rocketmq__v2__status__descriptor),
+                              APACHE__ROCKETMQ__V2__CODE__OK, "OK"};
+
+static uint64_t gbe_now_real_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void gbe_bad_request(px_call_t *call)
+{
+    px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "malformed request");
+}
+
+/* ------------------------------------------------------------ telemetry */
+
+static void gbe_telemetry(px_call_t *call, const uint8_t *data, size_t len)
+{
+    Apache__Rocketmq__V2__TelemetryCommand *req =
+        (Apache__Rocketmq__V2__TelemetryCommand *)px_pb_unpack(
+            &apache__rocketmq__v2__telemetry_command__descriptor, data, len);
+    Apache__Rocketmq__V2__TelemetryCommand resp =
+        APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__INIT;
+
+    if (req == NULL) {
+        gbe_bad_request(call);
+        return;
+    }
+    if (req->command_case ==
+        APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS) {
+        resp.status_present_case =
+            APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__STATUS_PRESENT_STATUS;
+        resp.status = &gbe_ok;
+        resp.command_case =
+            APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS;
+        resp.settings = req->settings;
+        px_call_send_pb(call, &resp.base);
+    }
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void gbe_telemetry_half_close(px_call_t *call)
+{
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static void gbe_telemetry_interrupt(px_call_t *call, px_interrupt_t why)
+{
+    if (why == PX_INTERRUPT_SHUTDOWN)
+        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+}
+
+/* ----------------------------------------------------------------- send */
+
+static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
+{
+    gbe_app_t *app = px_call_app(call);
+    Apache__Rocketmq__V2__SendMessageRequest *req =
+        (Apache__Rocketmq__V2__SendMessageRequest *)px_pb_unpack(
+            &apache__rocketmq__v2__send_message_request__descriptor, data,
+            len);
+    Apache__Rocketmq__V2__SendMessageResponse resp =
+        APACHE__ROCKETMQ__V2__SEND_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__SendResultEntry *ents = NULL, **entp = NULL;
+
+    if (req == NULL) {
+        gbe_bad_request(call);
+        return;
+    }
+    ents = calloc(req->n_messages + 1, sizeof(*ents));
+    entp = calloc(req->n_messages + 1, sizeof(*entp));
+    if (ents == NULL || entp == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const Apache__Rocketmq__V2__SystemProperties *p =
+            req->messages[i]->system_properties;
+
+        apache__rocketmq__v2__send_result_entry__init(&ents[i]);
+        ents[i].status = &gbe_ok;
+        ents[i].message_id = p && p->message_id ? p->message_id : "";
+        ents[i].offset = (int64_t)atomic_fetch_add(&app->offset, 1);
+        entp[i] = &ents[i];
+    }
+    resp.status = &gbe_ok;
+    resp.n_entries = req->n_messages;
+    resp.entries = entp;
+    px_call_reply_pb(call, &resp.base);
+out:
+    free(ents);
+    free(entp);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* -------------------------------------------------------------- receive */
+
+/* Uppercase hex MD5 of `body`, as RocketMQ's body_digest. */
+static void gbe_md5_hex(const uint8_t *body, size_t len, char out[33])
+{
+    static const char hex[] = "0123456789ABCDEF";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+
+    if (EVP_Digest(body, len, md, &n, EVP_md5(), NULL) != 1 || n != 16)
+        n = 0;
+    for (unsigned int i = 0; i < n; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* One synthetic message with the current time in its body. */
+static void gbe_recv_one(px_call_t *call, gbe_app_t *app, const char *topic,
+                         uint8_t *body)
+{
+    Apache__Rocketmq__V2__ReceiveMessageResponse r =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Message m = APACHE__ROCKETMQ__V2__MESSAGE__INIT;
+    Apache__Rocketmq__V2__SystemProperties p =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__INIT;
+    Apache__Rocketmq__V2__Resource res = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
+    Apache__Rocketmq__V2__Digest dig = APACHE__ROCKETMQ__V2__DIGEST__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    uint64_t now = gbe_now_real_ns();
+    uint64_t seq = atomic_fetch_add(&app->offset, 1);
+    char id[40], handle[64], md5[33];
+
+    for (int i = 0; i < 8; i++)
+        body[i] = (uint8_t)(now >> (8 * i));
+    gbe_md5_hex(body, (size_t)app->body_size, md5);
+    snprintf(id, sizeof(id), "%016" PRIX64 "%016" PRIX64, app->nonce, seq);
+    snprintf(handle, sizeof(handle), "gbe-%" PRIx64 "-%" PRIu64, app->nonce,
+             seq);
+    ts.seconds = (int64_t)(now / 1000000000ULL);
+    ts.nanos = (int32_t)(now % 1000000000ULL);
+    res.name = (char *)topic;
+    dig.type = APACHE__ROCKETMQ__V2__DIGEST_TYPE__MD5;
+    dig.checksum = md5;
+    p.message_id = id;
+    p.body_digest = &dig;
+    p.body_encoding = APACHE__ROCKETMQ__V2__ENCODING__IDENTITY;
+    p.message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__NORMAL;
+    p.born_timestamp = &ts;
+    p.born_host = "gt_bench_empty";
+    p.store_timestamp_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__STORE_TIMESTAMP_PRESENT_STORE_TIMESTAMP;
+    p.store_timestamp = &ts;
+    p.store_host = "gt_bench_empty";
+    p.receipt_handle_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__RECEIPT_HANDLE_PRESENT_RECEIPT_HANDLE;
+    p.receipt_handle = handle;
+    p.queue_offset_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__QUEUE_OFFSET_PRESENT_QUEUE_OFFSET;
+    p.queue_offset = (int64_t)seq;
+    p.delivery_attempt_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DELIVERY_ATTEMPT_PRESENT_DELIVERY_ATTEMPT;
+    p.delivery_attempt = 1;
+    m.topic = &res;
+    m.system_properties = &p;
+    m.body.data = body;
+    m.body.len = (size_t)app->body_size;
+    r.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_MESSAGE;
+    r.message = &m;
+    px_call_send_pb(call, &r.base);
+}
+
+static void gbe_receive(px_call_t *call, const uint8_t *data, size_t len)
+{
+    gbe_app_t *app = px_call_app(call);
+    Apache__Rocketmq__V2__ReceiveMessageRequest *req =
+        (Apache__Rocketmq__V2__ReceiveMessageRequest *)px_pb_unpack(
+            &apache__rocketmq__v2__receive_message_request__descriptor, data,
+            len);
+    Apache__Rocketmq__V2__ReceiveMessageResponse r =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    const char *topic = "BenchTopic";
+    uint8_t *body = NULL;
+    uint64_t now;
+    int n;
+
+    if (req == NULL) {
+        gbe_bad_request(call);
+        return;
+    }
+    n = req->batch_size > 0 && req->batch_size <= GBE_MAX_BATCH
+            ? req->batch_size : GBE_MAX_BATCH;
+    if (req->message_queue != NULL && req->message_queue->topic != NULL &&
+        req->message_queue->topic->name != NULL &&
+        req->message_queue->topic->name[0] != '\0')
+        topic = req->message_queue->topic->name;
+    body = malloc((size_t)app->body_size);
+    if (body == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < app->body_size; i++)
+        body[i] = (uint8_t)('a' + i % 26);
+    r.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_STATUS;
+    r.status = &gbe_ok;
+    px_call_send_pb(call, &r.base);
+    for (int i = 0; i < n; i++)
+        gbe_recv_one(call, app, topic, body);
+    now = gbe_now_real_ns();
+    ts.seconds = (int64_t)(now / 1000000000ULL);
+    ts.nanos = (int32_t)(now % 1000000000ULL);
+    r.content_case =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_DELIVERY_TIMESTAMP;
+    r.delivery_timestamp = &ts;
+    px_call_send_pb(call, &r.base);
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+out:
+    free(body);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ------------------------------------------------------------------ ack */
+
+static void gbe_ack(px_call_t *call, const uint8_t *data, size_t len)
+{
+    Apache__Rocketmq__V2__AckMessageRequest *req =
+        (Apache__Rocketmq__V2__AckMessageRequest *)px_pb_unpack(
+            &apache__rocketmq__v2__ack_message_request__descriptor, data, len);
+    Apache__Rocketmq__V2__AckMessageResponse resp =
+        APACHE__ROCKETMQ__V2__ACK_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__AckMessageResultEntry *ents = NULL, **entp = NULL;
+
+    if (req == NULL) {
+        gbe_bad_request(call);
+        return;
+    }
+    ents = calloc(req->n_entries + 1, sizeof(*ents));
+    entp = calloc(req->n_entries + 1, sizeof(*entp));
+    if (ents == NULL || entp == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < req->n_entries; i++) {
+        apache__rocketmq__v2__ack_message_result_entry__init(&ents[i]);
+        ents[i].message_id = req->entries[i]->message_id;
+        ents[i].receipt_handle = req->entries[i]->receipt_handle;
+        ents[i].status = &gbe_ok;
+        entp[i] = &ents[i];
+    }
+    resp.status = &gbe_ok;
+    resp.n_entries = req->n_entries;
+    resp.entries = entp;
+    px_call_reply_pb(call, &resp.base);
+out:
+    free(ents);
+    free(entp);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static const px_method_t gbe_methods[] = {
+    {GBE_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, gbe_telemetry,
+     gbe_telemetry_half_close, gbe_telemetry_interrupt, NULL, NULL},
+    {GBE_PREFIX "SendMessage", PX_RPC_UNARY, gbe_send, NULL, NULL, NULL, NULL},
+    {GBE_PREFIX "ReceiveMessage", PX_RPC_SERVER_STREAM, gbe_receive, NULL,
+     NULL, NULL, NULL},
+    {GBE_PREFIX "AckMessage", PX_RPC_UNARY, gbe_ack, NULL, NULL, NULL, NULL},
+};
+
+/* ----------------------------------------------------------------- main */
+
+static void gbe_usage(FILE *out)
+{
+    fprintf(out, "usage: gt_bench_empty [--listen HOST:PORT] [--threads N] "
+                 "[--body-size BYTES]\n"
+                 "  defaults: --listen 127.0.0.1:0 (prints the port), "
+                 "--threads 2, --body-size 1024\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"listen", 1, NULL, 'l'}, {"threads", 1, NULL, 't'},
+        {"body-size", 1, NULL, 'b'}, {"help", 0, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    px_rpc_options_t opts = {.listen = "127.0.0.1:0", .threads = 2,
+                             .shutdown_timeout_ms = 1000,
+                             .max_receive_bytes = 64LL * 1024 * 1024};
+    gbe_app_t app = {.body_size = 1024};
+    px_method_table_t table;
+    px_rpc_server_t *srv = NULL;
+    sigset_t sigs;
+    char err[256];
+    int ch, sig, rc = 1;
+
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'l': opts.listen = optarg; break;
+        case 't': opts.threads = atoi(optarg); break;
+        case 'b': app.body_size = atoi(optarg); break;
+        case 'h': gbe_usage(stdout); return 0;
+        default: gbe_usage(stderr); return 2;
+        }
+    }
+    if (optind != argc || app.body_size < 8 || opts.threads < 0) {
+        gbe_usage(stderr);
+        return 2;
+    }
+    app.nonce = gbe_now_real_ns();
+    opts.app = &app;
+    /* Signals are taken with sigwait; block them before any thread starts. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    px_method_table_init(&table);
+    for (size_t i = 0; i < sizeof(gbe_methods) / sizeof(gbe_methods[0]); i++)
+        if (px_method_table_add(&table, &gbe_methods[i]) != GT_OK)
+            goto out;
+    if (px_rpc_server_start(&opts, &table, &srv, err, sizeof(err)) != GT_OK) {
+        fprintf(stderr, "gt_bench_empty: %s\n", err);
+        goto out;
+    }
+    printf("gt_bench_empty: listening on port %d\n", px_rpc_server_port(srv));
+    fflush(stdout);
+    sigwait(&sigs, &sig);
+    px_rpc_server_stop(srv);
+    rc = 0;
+out:
+    px_method_table_free(&table);
+    return rc;
+}
