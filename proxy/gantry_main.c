@@ -6,6 +6,7 @@
  * runs and shutdown happens in ordinary code.  Exit status: 0 after a
  * clean stop, 1 on a config or start-up error, 2 on bad usage. */
 #include <errno.h>
+#include <pthread.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "px_http.h"
 #include "px_rpc.h"
 #include "px_service.h"
+#include "st.h"
 
 /* Large enough for RocketMQ's biggest batches (upstream accepts 130 MiB). */
 #define GANTRY_MAX_RECEIVE_BYTES (130LL * 1024 * 1024 + 64 * 1024)
@@ -165,8 +167,104 @@ static int ensure_dir(const char *path)
     return 0;
 }
 
+/* Start-up only: waits for one store metadata operation. */
+typedef struct seed_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    gt_err_t err;
+} seed_wait_t;
+
+static void seed_done(void *arg, gt_err_t err)
+{
+    seed_wait_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static gt_err_t seed_wait(seed_wait_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    w->done = false;
+    pthread_mutex_unlock(&w->mu);
+    return w->err;
+}
+
+static const st_topic_type_t topic_types[] = {
+    [CFG_TOPIC_NORMAL] = ST_TOPIC_NORMAL, [CFG_TOPIC_FIFO] = ST_TOPIC_FIFO,
+    [CFG_TOPIC_DELAY] = ST_TOPIC_DELAY, [CFG_TOPIC_TRANSACTION] = ST_TOPIC_TRANSACTION,
+    [CFG_TOPIC_MIXED] = ST_TOPIC_MIXED,
+};
+
+/* Opens the embedded store and declares the config's topics and groups. */
+static gt_err_t open_store(const cfg_t *cfg, st_store_t **out)
+{
+    st_config_t sc;
+    st_store_t *st = NULL;
+    seed_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                     false, GT_OK};
+    gt_err_t rc;
+
+    if (strcmp(cfg->store.mode, "local") != 0) {
+        GT_LOG(ERROR, "main", "store.mode %s is not available yet; use local",
+               cfg->store.mode);
+        return GT_EUNSUPPORTED;
+    }
+    st_config_init(&sc);
+    sc.dir = cfg->store.data_dir;
+    sc.segment_size = (uint64_t)cfg->store.segment_size;
+    sc.flush = strcmp(cfg->store.flush, "async") == 0 ? ST_FLUSH_ASYNC : ST_FLUSH_SYNC;
+    sc.flush_interval_ms = (uint32_t)cfg->store.flush_interval_ms;
+    sc.retention_hours = (uint32_t)cfg->store.retention_hours;
+    /* A 4 MiB body (the RocketMQ limit) plus up to 16 KiB of properties
+     * and the record header must fit. */
+    sc.max_message_bytes = 4 * 1024 * 1024 + 64 * 1024;
+    rc = st_local_open(&sc, &st);
+    if (rc != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot open the store in %s: %s", sc.dir,
+               gt_err_str(rc));
+        return rc;
+    }
+    for (size_t i = 0; i < cfg->n_topics && rc == GT_OK; i++) {
+        st_topic_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.name, sizeof(t.name), "%s", cfg->topics[i].name);
+        t.type = topic_types[cfg->topics[i].type];
+        t.queue_count = (uint32_t)cfg->topics[i].queues;
+        t.perm = ST_PERM_READ | ST_PERM_WRITE;
+        st_topic_put(st, &t, seed_done, &w);
+        if ((rc = seed_wait(&w)) != GT_OK)
+            GT_LOG(ERROR, "main", "cannot declare topic %s: %s", t.name, gt_err_str(rc));
+    }
+    for (size_t i = 0; i < cfg->n_groups && rc == GT_OK; i++) {
+        st_group_t g;
+        memset(&g, 0, sizeof(g));
+        snprintf(g.name, sizeof(g.name), "%s", cfg->groups[i].name);
+        g.max_delivery_attempts = (uint32_t)cfg->groups[i].max_delivery_attempts;
+        g.fifo = cfg->groups[i].fifo;
+        g.consume_from = cfg->groups[i].consume_from_last ? ST_CONSUME_FROM_LAST
+                                                         : ST_CONSUME_FROM_FIRST;
+        st_group_put(st, &g, seed_done, &w);
+        if ((rc = seed_wait(&w)) != GT_OK)
+            GT_LOG(ERROR, "main", "cannot declare group %s: %s", g.name, gt_err_str(rc));
+    }
+    if (rc != GT_OK) {
+        st_close(st);
+        return rc;
+    }
+    *out = st;
+    return GT_OK;
+}
+
 static int serve(const cfg_t *cfg)
 {
+    st_store_t *store = NULL;
+    px_svc_t *svc = NULL;
     px_method_table_t methods;
     px_rpc_server_t *rpc = NULL;
     px_http_t *http = NULL;
@@ -199,6 +297,13 @@ static int serve(const cfg_t *cfg)
         return 1;
     }
     px_method_table_init(&methods);
+    if (open_store(cfg, &store) != GT_OK)
+        goto out;
+    if ((svc = px_svc_new(store, cfg)) == NULL) {
+        GT_LOG(ERROR, "main", "out of memory");
+        goto out;
+    }
+    ro.app = svc;
     if (px_service_register(&methods) != GT_OK) {
         GT_LOG(ERROR, "main", "cannot build the method table");
         goto out;
@@ -222,14 +327,23 @@ static int serve(const cfg_t *cfg)
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
-    if (px_rpc_server_stop(rpc) != GT_OK)
+    /* Order: stop the calls, then close the store (its last callbacks may
+     * still release call references), then free the gRPC server. */
+    if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
+    st_close(store);
+    store = NULL;
+    px_rpc_server_destroy(rpc);
     rpc = NULL;
     status = 0;
     GT_LOG(INFO, "main", "stopped");
 out:
     if (rpc != NULL)
-        px_rpc_server_stop(rpc);
+        px_rpc_server_shutdown(rpc);
+    st_close(store);
+    if (rpc != NULL)
+        px_rpc_server_destroy(rpc);
+    px_svc_free(svc);
     px_http_stop(http);
     px_method_table_free(&methods);
     return status;

@@ -40,6 +40,8 @@ typedef enum px_interrupt {
     PX_INTERRUPT_CANCELLED = 1, /* client cancelled, deadline passed, or
                                    the connection dropped */
     PX_INTERRUPT_SHUTDOWN,      /* server is shutting down: finish soon */
+    PX_INTERRUPT_CLOSED,        /* the call is over (after CANCELLED if it
+                                   was cancelled); sent to every call */
 } px_interrupt_t;
 
 typedef struct px_method {
@@ -52,8 +54,10 @@ typedef struct px_method {
     void (*on_message)(px_call_t *call, const uint8_t *data, size_t len);
     /* Bidi only: the client half-closed its side.  May be NULL. */
     void (*on_half_close)(px_call_t *call);
-    /* The call was cancelled or the server is stopping; long waits should
-     * end now.  May be NULL.  May run concurrently with on_message. */
+    /* The call was cancelled or the server is stopping (long waits should
+     * end now), or the call is over (CLOSED, exactly once per dispatched
+     * call: drop references kept elsewhere).  May be NULL.  May run
+     * concurrently with on_message. */
     void (*on_interrupt)(px_call_t *call, px_interrupt_t why);
     /* Last callback of a call, when no reference remains.  May be NULL. */
     void (*on_done)(px_call_t *call);
@@ -99,11 +103,17 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
 /* The port actually bound (useful with port 0). */
 int px_rpc_server_port(const px_rpc_server_t *srv);
 
-/* Graceful stop: refuse new calls, interrupt live calls with
+/* Graceful stop, first half: refuse new calls, interrupt live calls with
  * PX_INTERRUPT_SHUTDOWN, wait up to opts.shutdown_timeout_ms for them to
- * finish, then cancel the rest; joins the workers and frees the server.
- * Returns GT_OK if every call finished within the bound, GT_ETIMEDOUT if
- * some had to be cancelled. */
+ * finish (handlers must have dropped their call references by then), then
+ * cancel the rest.  Workers keep running, so callbacks that still hold
+ * calls (e.g. from a store being closed) can complete.  Returns GT_OK if
+ * every call finished within the bound, GT_ETIMEDOUT otherwise. */
+gt_err_t px_rpc_server_shutdown(px_rpc_server_t *srv);
+/* Second half: stops the workers and frees the server (after
+ * px_rpc_server_shutdown). */
+void px_rpc_server_destroy(px_rpc_server_t *srv);
+/* Both halves. */
 gt_err_t px_rpc_server_stop(px_rpc_server_t *srv);
 
 /* ---- calls ---- */

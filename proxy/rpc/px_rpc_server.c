@@ -528,8 +528,11 @@ static void px_call_on_close(px_call_t *c)
     }
     pthread_mutex_unlock(&c->mu);
     px_server_live_remove(c->srv, c);
-    if (cancelled && c->method != NULL && c->method->on_interrupt != NULL)
-        c->method->on_interrupt(c, PX_INTERRUPT_CANCELLED);
+    if (c->method != NULL && c->method->on_interrupt != NULL) {
+        if (cancelled)
+            c->method->on_interrupt(c, PX_INTERRUPT_CANCELLED);
+        c->method->on_interrupt(c, PX_INTERRUPT_CLOSED);
+    }
     px_call_unref(c);
 }
 
@@ -821,7 +824,7 @@ static bool px_server_wait_shutdown(px_rpc_server_t *srv, int ms)
     return done;
 }
 
-gt_err_t px_rpc_server_stop(px_rpc_server_t *srv)
+gt_err_t px_rpc_server_shutdown(px_rpc_server_t *srv)
 {
     gt_err_t rc = GT_OK;
 
@@ -837,6 +840,11 @@ gt_err_t px_rpc_server_stop(px_rpc_server_t *srv)
         rc = GT_ETIMEDOUT;
         px_server_wait_shutdown(srv, 2000);
     }
+    return rc;
+}
+
+void px_rpc_server_destroy(px_rpc_server_t *srv)
+{
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
     for (int i = 0; i < srv->n_workers; i++)
@@ -847,5 +855,11 @@ gt_err_t px_rpc_server_stop(px_rpc_server_t *srv)
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv);
+}
+
+gt_err_t px_rpc_server_stop(px_rpc_server_t *srv)
+{
+    gt_err_t rc = px_rpc_server_shutdown(srv);
+    px_rpc_server_destroy(srv);
     return rc;
 }

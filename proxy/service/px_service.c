@@ -1,17 +1,19 @@
-/* The RocketMQ v2 method table and the not-yet-implemented answers.
+/* The RocketMQ v2 method table, the service context, and the answers of
+ * RPCs that are not implemented yet.
  *
  * Every MessagingService response message carries `Status status = 1`
- * (inside a oneof for the streaming responses and TelemetryCommand), so a
- * single generic routine builds the NOT_IMPLEMENTED answer for any RPC from
- * its response descriptor.  As later work implements an RPC, its entry here
- * points at the real handler instead. */
+ * (inside a oneof for the streaming responses), so one generic routine
+ * builds the NOT_IMPLEMENTED answer for any RPC from its response
+ * descriptor.  Implemented RPCs point at their handlers (px_route.c,
+ * px_send.c, px_receive.c, px_ack.c, px_telemetry.c). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "apache/rocketmq/v2/admin.pb-c.h"
 #include "apache/rocketmq/v2/service.pb-c.h"
 #include "gt_log.h"
-#include "px_service.h"
+#include "px_svc_int.h"
 
 #define PX_MS_PREFIX "/apache.rocketmq.v2.MessagingService/"
 
@@ -20,36 +22,8 @@ typedef struct px_stub_info {
     const ProtobufCMessageDescriptor *resp;
 } px_stub_info_t;
 
-/* Builds `resp` with only its status set (code, message) and sends it. */
-static gt_err_t px_send_status_only(px_call_t *call,
-                                    const ProtobufCMessageDescriptor *desc,
-                                    Apache__Rocketmq__V2__Code code,
-                                    const char *text)
-{
-    Apache__Rocketmq__V2__Status st = APACHE__ROCKETMQ__V2__STATUS__INIT;
-    const ProtobufCFieldDescriptor *f;
-    /* Large enough for any response message struct of this protocol. */
-    union {
-        ProtobufCMessage base;
-        char bytes[1024];
-    } buf;
-
-    if (desc->sizeof_message > sizeof(buf.bytes))
-        return GT_EINVAL;
-    protobuf_c_message_init(desc, &buf);
-    f = protobuf_c_message_descriptor_get_field_by_name(desc, "status");
-    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE)
-        return GT_EINVAL;
-    st.code = code;
-    st.message = (char *)text;
-    *(Apache__Rocketmq__V2__Status **)(buf.bytes + f->offset) = &st;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-        *(uint32_t *)(buf.bytes + f->quantifier_offset) = f->id;
-    return px_call_send_pb(call, &buf.base);
-}
-
-/* Unary and server-streaming RPCs not implemented yet: check the request
- * decodes, answer NOT_IMPLEMENTED in-band, finish OK. */
+/* RPCs not implemented yet: check the request decodes, answer
+ * NOT_IMPLEMENTED in-band, finish OK. */
 static void px_stub_on_message(px_call_t *call, const uint8_t *data,
                                size_t len)
 {
@@ -58,47 +32,14 @@ static void px_stub_on_message(px_call_t *call, const uint8_t *data,
     char text[256];
 
     if (req == NULL) {
-        px_send_status_only(call, info->resp,
-                            APACHE__ROCKETMQ__V2__CODE__BAD_REQUEST,
-                            "malformed request message");
-    } else {
-        protobuf_c_message_free_unpacked(req, NULL);
-        snprintf(text, sizeof(text), "%s is not implemented yet",
-                 px_call_method(call) + strlen(PX_MS_PREFIX));
-        px_send_status_only(call, info->resp,
-                            APACHE__ROCKETMQ__V2__CODE__NOT_IMPLEMENTED, text);
-    }
-    px_call_finish(call, GRPC_STATUS_OK, NULL);
-}
-
-/* Telemetry: answer each command with NOT_IMPLEMENTED and keep the stream
- * open until the client closes it or the server stops. */
-static void px_telemetry_on_message(px_call_t *call, const uint8_t *data,
-                                    size_t len)
-{
-    const px_stub_info_t *info = px_call_method_entry(call)->data;
-    ProtobufCMessage *req = px_pb_unpack(info->req, data, len);
-
-    if (req == NULL) {
-        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-                       "malformed TelemetryCommand");
+        px_reply_status(call, info->resp, PX_CODE(BAD_REQUEST),
+                        "malformed request message");
         return;
     }
     protobuf_c_message_free_unpacked(req, NULL);
-    px_send_status_only(call, info->resp,
-                        APACHE__ROCKETMQ__V2__CODE__NOT_IMPLEMENTED,
-                        "Telemetry is not implemented yet");
-}
-
-static void px_telemetry_on_half_close(px_call_t *call)
-{
-    px_call_finish(call, GRPC_STATUS_OK, NULL);
-}
-
-static void px_telemetry_on_interrupt(px_call_t *call, px_interrupt_t why)
-{
-    if (why == PX_INTERRUPT_SHUTDOWN)
-        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    snprintf(text, sizeof(text), "%s is not implemented yet",
+             px_call_method(call) + strlen(PX_MS_PREFIX));
+    px_reply_status(call, info->resp, PX_CODE(NOT_IMPLEMENTED), text);
 }
 
 /* Admin.ChangeLogLevel: implemented, it only touches the log level. */
@@ -142,55 +83,42 @@ static void px_admin_log_level(px_call_t *call, const uint8_t *data,
         &apache__rocketmq__v2__##reqd##__descriptor,                           \
         &apache__rocketmq__v2__##respd##__descriptor}
 
-PX_STUB(query_route, query_route_request, query_route_response);
-PX_STUB(heartbeat, heartbeat_request, heartbeat_response);
-PX_STUB(send_message, send_message_request, send_message_response);
-PX_STUB(query_assignment, query_assignment_request, query_assignment_response);
-PX_STUB(receive_message, receive_message_request, receive_message_response);
-PX_STUB(ack_message, ack_message_request, ack_message_response);
-PX_STUB(forward_dlq, forward_message_to_dead_letter_queue_request,
-        forward_message_to_dead_letter_queue_response);
 PX_STUB(pull_message, pull_message_request, pull_message_response);
 PX_STUB(update_offset, update_offset_request, update_offset_response);
 PX_STUB(get_offset, get_offset_request, get_offset_response);
 PX_STUB(query_offset, query_offset_request, query_offset_response);
 PX_STUB(end_transaction, end_transaction_request, end_transaction_response);
-PX_STUB(telemetry, telemetry_command, telemetry_command);
-PX_STUB(notify_term, notify_client_termination_request,
-        notify_client_termination_response);
-PX_STUB(change_invisible, change_invisible_duration_request,
-        change_invisible_duration_response);
 PX_STUB(recall_message, recall_message_request, recall_message_response);
 PX_STUB(sync_lite, sync_lite_subscription_request,
         sync_lite_subscription_response);
 
-#define PX_UNARY(method, info)                                                 \
+#define PX_STUB_UNARY(method, info)                                            \
     {PX_MS_PREFIX method, PX_RPC_UNARY, px_stub_on_message, NULL, NULL, NULL,  \
      &px_info_##info}
-#define PX_SSTREAM(method, info)                                               \
-    {PX_MS_PREFIX method, PX_RPC_SERVER_STREAM, px_stub_on_message, NULL, NULL,\
-     NULL, &px_info_##info}
+#define PX_IMPL(method, kind, fn, intr)                                        \
+    {PX_MS_PREFIX method, kind, fn, NULL, intr, NULL, NULL}
 
 static const px_method_t px_messaging_methods[] = {
-    PX_UNARY("QueryRoute", query_route),
-    PX_UNARY("Heartbeat", heartbeat),
-    PX_UNARY("SendMessage", send_message),
-    PX_UNARY("QueryAssignment", query_assignment),
-    PX_SSTREAM("ReceiveMessage", receive_message),
-    PX_UNARY("AckMessage", ack_message),
-    PX_UNARY("ForwardMessageToDeadLetterQueue", forward_dlq),
-    PX_SSTREAM("PullMessage", pull_message),
-    PX_UNARY("UpdateOffset", update_offset),
-    PX_UNARY("GetOffset", get_offset),
-    PX_UNARY("QueryOffset", query_offset),
-    PX_UNARY("EndTransaction", end_transaction),
-    {PX_MS_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, px_telemetry_on_message,
-     px_telemetry_on_half_close, px_telemetry_on_interrupt, NULL,
-     &px_info_telemetry},
-    PX_UNARY("NotifyClientTermination", notify_term),
-    PX_UNARY("ChangeInvisibleDuration", change_invisible),
-    PX_UNARY("RecallMessage", recall_message),
-    PX_UNARY("SyncLiteSubscription", sync_lite),
+    PX_IMPL("QueryRoute", PX_RPC_UNARY, px_route_query, NULL),
+    PX_IMPL("Heartbeat", PX_RPC_UNARY, px_route_heartbeat, NULL),
+    PX_IMPL("SendMessage", PX_RPC_UNARY, px_send_message, NULL),
+    PX_IMPL("QueryAssignment", PX_RPC_UNARY, px_route_assignment, NULL),
+    PX_IMPL("ReceiveMessage", PX_RPC_SERVER_STREAM, px_receive_message,
+            px_receive_interrupt),
+    PX_IMPL("AckMessage", PX_RPC_UNARY, px_ack_message, NULL),
+    PX_IMPL("ForwardMessageToDeadLetterQueue", PX_RPC_UNARY, px_forward_dlq, NULL),
+    {PX_MS_PREFIX "PullMessage", PX_RPC_SERVER_STREAM, px_stub_on_message, NULL,
+     NULL, NULL, &px_info_pull_message},
+    PX_STUB_UNARY("UpdateOffset", update_offset),
+    PX_STUB_UNARY("GetOffset", get_offset),
+    PX_STUB_UNARY("QueryOffset", query_offset),
+    PX_STUB_UNARY("EndTransaction", end_transaction),
+    {PX_MS_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, px_telemetry_message,
+     px_telemetry_half_close, px_telemetry_interrupt, px_telemetry_done, NULL},
+    PX_IMPL("NotifyClientTermination", PX_RPC_UNARY, px_route_terminate, NULL),
+    PX_IMPL("ChangeInvisibleDuration", PX_RPC_UNARY, px_change_invisible, NULL),
+    PX_STUB_UNARY("RecallMessage", recall_message),
+    PX_STUB_UNARY("SyncLiteSubscription", sync_lite),
 };
 
 static const px_method_t px_admin_methods[] = {
@@ -219,4 +147,38 @@ gt_err_t px_service_register(px_method_table_t *t)
             return rc;
     }
     return GT_OK;
+}
+
+px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
+{
+    px_svc_t *svc = calloc(1, sizeof(*svc));
+
+    if (svc == NULL)
+        return NULL;
+    svc->store = store;
+    svc->cfg = cfg;
+    pthread_mutex_init(&svc->clients_mu, NULL);
+    pthread_mutex_init(&svc->recv_mu, NULL);
+    return svc;
+}
+
+void px_svc_free(px_svc_t *svc)
+{
+    if (svc == NULL)
+        return;
+    while (svc->clients != NULL) {
+        px_client_t *c = svc->clients;
+        svc->clients = c->next;
+        while (c->held != NULL) {
+            px_held_t *h = c->held;
+            c->held = h->next;
+            free(h);
+        }
+        if (c->telemetry != NULL)
+            px_call_unref(c->telemetry);
+        free(c);
+    }
+    pthread_mutex_destroy(&svc->clients_mu);
+    pthread_mutex_destroy(&svc->recv_mu);
+    free(svc);
 }

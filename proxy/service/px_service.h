@@ -1,14 +1,26 @@
 /* px_service: apache.rocketmq.v2.MessagingService and Admin on px_rpc.
  *
- * Registers every RPC of the RocketMQ v2 protocol in a method table.  RPCs
- * that are not implemented yet answer at once, in-band, with
- * Status.code = NOT_IMPLEMENTED (streams: one response carrying it); none
- * of them ever leaves a call hanging. */
+ * Registers every RPC of the RocketMQ v2 protocol in a method table and
+ * implements them on the store interface (st.h).  Errors travel in-band in
+ * each response's Status with RocketMQ's Code values.  RPCs that are not
+ * implemented yet answer at once, in-band, with NOT_IMPLEMENTED (streams:
+ * one response carrying it); none of them ever leaves a call hanging. */
 #ifndef PX_SERVICE_H
 #define PX_SERVICE_H
 
+#include "cfg.h"
 #include "gt_err.h"
 #include "px_rpc.h"
+#include "st.h"
+
+typedef struct px_svc px_svc_t;
+
+/* Creates the service context.  Borrows `store` and `cfg`, which must
+ * outlive it.  Pass the result as px_rpc_options_t.app.  Returns NULL on
+ * allocation failure. */
+px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg);
+/* Frees the context (after the server stopped).  NULL-safe. */
+void px_svc_free(px_svc_t *svc);
 
 /* Adds the MessagingService and Admin methods to `t`.  The entries are
  * static; the table borrows them. */

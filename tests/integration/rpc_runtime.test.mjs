@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import {
   require, startGantry, spawnGantry, stopGantry, httpGet, sleep,
 } from './harness.mjs';
+import { producerSettings } from './grpc_util.mjs';
 
 const grpc = require('@grpc/grpc-js');
 const pb = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/service_pb.js');
@@ -66,28 +67,30 @@ test('an unknown method gets UNIMPLEMENTED within 1 s', async () => {
   }
 });
 
-const UNARY = [
-  ['QueryRoute', pb.QueryRouteRequest, pb.QueryRouteResponse],
-  ['Heartbeat', pb.HeartbeatRequest, pb.HeartbeatResponse],
-  ['SendMessage', pb.SendMessageRequest, pb.SendMessageResponse],
-  ['QueryAssignment', pb.QueryAssignmentRequest, pb.QueryAssignmentResponse],
-  ['AckMessage', pb.AckMessageRequest, pb.AckMessageResponse],
-  ['ForwardMessageToDeadLetterQueue', pb.ForwardMessageToDeadLetterQueueRequest,
-    pb.ForwardMessageToDeadLetterQueueResponse],
+// RPCs still waiting for their issue: they answer NOT_IMPLEMENTED.
+const STUBBED = [
   ['UpdateOffset', pb.UpdateOffsetRequest, pb.UpdateOffsetResponse],
   ['GetOffset', pb.GetOffsetRequest, pb.GetOffsetResponse],
   ['QueryOffset', pb.QueryOffsetRequest, pb.QueryOffsetResponse],
   ['EndTransaction', pb.EndTransactionRequest, pb.EndTransactionResponse],
-  ['NotifyClientTermination', pb.NotifyClientTerminationRequest,
-    pb.NotifyClientTerminationResponse],
-  ['ChangeInvisibleDuration', pb.ChangeInvisibleDurationRequest,
-    pb.ChangeInvisibleDurationResponse],
   ['RecallMessage', pb.RecallMessageRequest, pb.RecallMessageResponse],
   ['SyncLiteSubscription', pb.SyncLiteSubscriptionRequest, pb.SyncLiteSubscriptionResponse],
 ];
+// Implemented unary RPCs: an empty request is answered at once, in-band,
+// with a validation error (never OK, never a hang).
+const IMPLEMENTED = [
+  ['QueryRoute', pb.QueryRouteRequest, pb.QueryRouteResponse, defPb.Code.ILLEGAL_TOPIC],
+  ['SendMessage', pb.SendMessageRequest, pb.SendMessageResponse, defPb.Code.MESSAGE_CORRUPTED],
+  ['QueryAssignment', pb.QueryAssignmentRequest, pb.QueryAssignmentResponse, defPb.Code.ILLEGAL_TOPIC],
+  ['AckMessage', pb.AckMessageRequest, pb.AckMessageResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
+  ['ForwardMessageToDeadLetterQueue', pb.ForwardMessageToDeadLetterQueueRequest,
+    pb.ForwardMessageToDeadLetterQueueResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
+  ['ChangeInvisibleDuration', pb.ChangeInvisibleDurationRequest,
+    pb.ChangeInvisibleDurationResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
+];
 
-test('every unary MessagingService RPC answers NOT_IMPLEMENTED in-band, promptly', async () => {
-  for (const [name, Req, Resp] of UNARY) {
+test('RPCs not implemented yet answer NOT_IMPLEMENTED in-band, promptly', async () => {
+  for (const [name, Req, Resp] of STUBBED) {
     const r = await unary(SVC + name, new Req().serializeBinary());
     assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);
     const resp = Resp.deserializeBinary(new Uint8Array(r.resp));
@@ -95,6 +98,27 @@ test('every unary MessagingService RPC answers NOT_IMPLEMENTED in-band, promptly
     assert.match(resp.getStatus().getMessage(), new RegExp(name));
     assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
   }
+});
+
+test('implemented RPCs answer an empty request with an in-band validation code', async () => {
+  for (const [name, Req, Resp, code] of IMPLEMENTED) {
+    const r = await unary(SVC + name, new Req().serializeBinary());
+    assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);
+    const resp = Resp.deserializeBinary(new Uint8Array(r.resp));
+    assert.equal(resp.getStatus().getCode(), code, `${name}: ${resp.getStatus().getMessage()}`);
+    assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
+  }
+});
+
+test('a request without x-mq-client-id gets CLIENT_ID_REQUIRED', async () => {
+  const r = await new Promise((resolve) => {
+    client.makeUnaryRequest(SVC + 'Heartbeat', ident, ident,
+      Buffer.from(new pb.HeartbeatRequest().serializeBinary()), new grpc.Metadata(),
+      { deadline: Date.now() + 2000 }, (err, resp) => resolve({ err, resp }));
+  });
+  assert.equal(r.err, null);
+  const resp = pb.HeartbeatResponse.deserializeBinary(new Uint8Array(r.resp));
+  assert.equal(resp.getStatus().getCode(), defPb.Code.CLIENT_ID_REQUIRED);
 });
 
 test('a malformed request gets BAD_REQUEST in-band, not a crash', async () => {
@@ -105,21 +129,22 @@ test('a malformed request gets BAD_REQUEST in-band, not a crash', async () => {
   assert.equal(resp.getStatus().getCode(), BAD_REQUEST);
 });
 
-test('server-streaming RPCs answer one NOT_IMPLEMENTED response then close OK', async () => {
-  for (const [name, Req, Resp] of [
-    ['ReceiveMessage', pb.ReceiveMessageRequest, pb.ReceiveMessageResponse],
-    ['PullMessage', pb.PullMessageRequest, pb.PullMessageResponse],
+test('server-streaming RPCs answer one status response then close OK', async () => {
+  for (const [name, Req, Resp, code] of [
+    ['ReceiveMessage', pb.ReceiveMessageRequest, pb.ReceiveMessageResponse,
+      defPb.Code.ILLEGAL_CONSUMER_GROUP],
+    ['PullMessage', pb.PullMessageRequest, pb.PullMessageResponse, NOT_IMPLEMENTED],
   ]) {
     const r = await serverStream(SVC + name, new Req().serializeBinary());
     assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);
     assert.equal(r.msgs.length, 1, name);
     const resp = Resp.deserializeBinary(new Uint8Array(r.msgs[0]));
-    assert.equal(resp.getStatus().getCode(), NOT_IMPLEMENTED, name);
+    assert.equal(resp.getStatus().getCode(), code, name);
     assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
   }
 });
 
-test('Telemetry answers each command in-band and stays open until the client ends', async () => {
+test('Telemetry answers each Settings with merged settings and stays open until the client ends', async () => {
   const call = client.makeBidiStreamRequest(SVC + 'Telemetry', ident, ident, md(), {});
   const got = [];
   let ended = false;
@@ -128,11 +153,16 @@ test('Telemetry answers each command in-band and stays open until the client end
   call.on('status', (s) => { status = s; });
   call.on('end', () => { ended = true; });
   call.on('error', () => {});
-  call.write(Buffer.from(new pb.TelemetryCommand().serializeBinary()));
-  call.write(Buffer.from(new pb.TelemetryCommand().serializeBinary()));
+  call.write(producerSettings());
+  call.write(producerSettings());
   for (let i = 0; i < 100 && got.length < 2; i++) await sleep(10);
   assert.equal(got.length, 2);
-  assert.equal(got[0].getStatus().getCode(), NOT_IMPLEMENTED);
+  assert.equal(got[0].getStatus().getCode(), defPb.Code.OK);
+  const st = got[0].getSettings();
+  assert.ok(st, 'settings in the reply');
+  assert.equal(st.getPublishing().getMaxBodySize(), 4 * 1024 * 1024);
+  assert.equal(st.getBackoffPolicy().getStrategyCase(),
+    defPb.RetryPolicy.StrategyCase.EXPONENTIAL_BACKOFF);
   await sleep(200);
   assert.equal(ended, false, 'stream closed by the server too early');
   call.end();
@@ -151,8 +181,11 @@ test('Admin.ChangeLogLevel changes the level and answers a remark', async () => 
   assert.match(g.log(), /log level set to info/);
 });
 
-test('requests far above the default 4 MiB gRPC limit are accepted (20 MiB)', async () => {
+test('requests far above the default 4 MiB gRPC limit reach the handler (20 MiB body -> MESSAGE_BODY_TOO_LARGE)', async () => {
   const msg = new defPb.Message();
+  const sp = new defPb.SystemProperties();
+  sp.setMessageId('0123456789ABCDEF');
+  msg.setSystemProperties(sp);
   const topic = new defPb.Resource();
   topic.setName('TopicTest');
   msg.setTopic(topic);
@@ -162,7 +195,7 @@ test('requests far above the default 4 MiB gRPC limit are accepted (20 MiB)', as
   const r = await unary(SVC + 'SendMessage', req.serializeBinary(), 20000);
   assert.equal(r.err, null, r.err && r.err.message);
   const resp = pb.SendMessageResponse.deserializeBinary(new Uint8Array(r.resp));
-  assert.equal(resp.getStatus().getCode(), NOT_IMPLEMENTED);
+  assert.equal(resp.getStatus().getCode(), defPb.Code.MESSAGE_BODY_TOO_LARGE);
 });
 
 test('HTTP endpoint: healthz, readyz, metrics, 404', async () => {

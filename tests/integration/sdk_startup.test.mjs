@@ -29,14 +29,30 @@ test('Producer.startup() against gantry ends promptly with a clear outcome', asy
   clearTimeout(timer);
   const ms = Date.now() - t0;
   console.log(`startup outcome after ${ms} ms: ${outcome === 'started' ? 'started' : outcome.message}`);
-  // Until QueryRoute is implemented the SDK must be told so, in-band.
-  if (outcome !== 'started') {
-    assert.ok(outcome instanceof Error);
-    assert.doesNotMatch(String(outcome.message), /hung/);
-    const chain = [];
-    for (let e = outcome; e; e = e.cause) chain.push(String(e.message ?? e));
-    assert.match(chain.join(' | '), /50100|NOT_IMPLEMENTED|not implemented/i, chain.join(' | '));
+  assert.equal(outcome, 'started', String(outcome && outcome.stack));
+  assert.ok(ms < 20000, `startup took ${ms} ms`);
+  await producer.shutdown().catch(() => {});
+  const info = await stopGantry(g);
+  assert.equal(info.code, 0);
+});
+
+test('Producer.startup() for an unknown topic fails promptly with TOPIC_NOT_FOUND', async () => {
+  const g = await startGantry();
+  const producer = new Producer({
+    endpoints: g.endpoint, topics: ['NoSuchTopic'], requestTimeout: 3000, logger: quietLogger,
+  });
+  const t0 = Date.now();
+  let err;
+  try {
+    await producer.startup();
+  } catch (e) {
+    err = e;
   }
+  const ms = Date.now() - t0;
+  assert.ok(err, 'startup must fail');
+  const chain = [];
+  for (let e = err; e; e = e.cause) chain.push(String(e.message ?? e));
+  assert.match(chain.join(' | '), /40402|TOPIC_NOT_FOUND|does not exist/i, chain.join(' | '));
   assert.ok(ms < 20000, `startup took ${ms} ms`);
   await producer.shutdown().catch(() => {});
   const info = await stopGantry(g);

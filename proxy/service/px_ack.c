@@ -1,0 +1,394 @@
+/* AckMessage, ChangeInvisibleDuration and ForwardMessageToDeadLetterQueue.
+ *
+ * Acks are per entry: each receipt handle gets its own status (an expired,
+ * superseded or unknown handle is INVALID_RECEIPT_HANDLE) and the top-level
+ * status is their common code or MULTIPLE_RESULTS.  The store may answer
+ * each ack asynchronously; a counter under the context's lock sends the
+ * reply when the last one is in. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gt_log.h"
+#include "px_svc_int.h"
+
+#define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
+
+static px_code_t px_handle_code(gt_err_t err)
+{
+    if (err == GT_EINVAL)
+        return PX_CODE(INVALID_RECEIPT_HANDLE);
+    return px_code_from_err(err);
+}
+
+/* Checks group and topic of an ack-like request; answers and returns
+ * false on failure. */
+static bool px_ack_target(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                          const Apache__Rocketmq__V2__Resource *group,
+                          const Apache__Rocketmq__V2__Resource *topic)
+{
+    px_svc_t *svc = px_svc(call);
+    char why[256];
+    px_code_t code;
+    st_topic_t t;
+    st_group_t g;
+
+    if ((code = px_check_group(group, why, sizeof(why))) != PX_CODE(OK) ||
+        (code = px_check_topic(topic, why, sizeof(why))) != PX_CODE(OK)) {
+        px_reply_status(call, rd, code, why);
+        return false;
+    }
+    if (px_group_find(svc, group->name, &g) != GT_OK) {
+        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist", group->name);
+        px_reply_status(call, rd, PX_CODE(CONSUMER_GROUP_NOT_FOUND), why);
+        return false;
+    }
+    if (px_topic_find(svc, topic->name, &t) != GT_OK) {
+        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", topic->name);
+        px_reply_status(call, rd, PX_CODE(TOPIC_NOT_FOUND), why);
+        return false;
+    }
+    return true;
+}
+
+/* ---- AckMessage ---- */
+
+typedef struct px_ack_ctx {
+    px_call_t *call;
+    Apache__Rocketmq__V2__AckMessageRequest *req;
+    char client_id[128];
+    pthread_mutex_t mu;
+    size_t pending;
+    gt_err_t *errs;
+    struct px_ack_one *ones; /* one callback argument per entry */
+} px_ack_ctx_t;
+
+typedef struct px_ack_one {
+    px_ack_ctx_t *ctx;
+    size_t i;
+} px_ack_one_t;
+
+static void px_ack_reply(px_ack_ctx_t *ctx)
+{
+    size_t n = ctx->req->n_entries;
+    Apache__Rocketmq__V2__AckMessageResponse resp =
+        APACHE__ROCKETMQ__V2__ACK_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Status top;
+    Apache__Rocketmq__V2__AckMessageResultEntry *ents = calloc(n, sizeof(*ents));
+    Apache__Rocketmq__V2__AckMessageResultEntry **ep = calloc(n, sizeof(*ep));
+    Apache__Rocketmq__V2__Status *sts = calloc(n, sizeof(*sts));
+    px_code_t topc = PX_CODE(OK);
+
+    if (ents == NULL || ep == NULL || sts == NULL) {
+        px_reply_status(ctx->call, PX_DESC(ack_message_response),
+                        PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Apache__Rocketmq__V2__AckMessageEntry *e = ctx->req->entries[i];
+        px_code_t c = px_handle_code(ctx->errs[i]);
+        apache__rocketmq__v2__ack_message_result_entry__init(&ents[i]);
+        px_status_set(&sts[i], c, c == PX_CODE(OK) ? "OK"
+                      : c == PX_CODE(INVALID_RECEIPT_HANDLE)
+                          ? "invalid receipt handle (expired, superseded or unknown)"
+                          : gt_err_str(ctx->errs[i]));
+        ents[i].status = &sts[i];
+        ents[i].message_id = e->message_id;
+        ents[i].receipt_handle = e->receipt_handle;
+        ep[i] = &ents[i];
+        if (i == 0)
+            topc = c;
+        else if (c != topc)
+            topc = PX_CODE(MULTIPLE_RESULTS);
+    }
+    px_status_set(&top, topc, topc == PX_CODE(OK) ? "OK" : sts[0].message);
+    resp.status = &top;
+    resp.n_entries = n;
+    resp.entries = ep;
+    px_call_reply_pb(ctx->call, &resp.base);
+out:
+    free(ents);
+    free(ep);
+    free(sts);
+}
+
+static void px_ack_one_done(void *arg, gt_err_t err)
+{
+    px_ack_one_t *one = arg;
+    px_ack_ctx_t *ctx = one->ctx;
+    size_t left;
+
+    if (err == GT_OK)
+        px_client_release(px_svc(ctx->call), ctx->client_id,
+                          ctx->req->entries[one->i]->receipt_handle);
+    pthread_mutex_lock(&ctx->mu);
+    ctx->errs[one->i] = err;
+    left = --ctx->pending;
+    pthread_mutex_unlock(&ctx->mu);
+    if (left > 0)
+        return;
+    px_ack_reply(ctx);
+    px_call_unref(ctx->call);
+    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    pthread_mutex_destroy(&ctx->mu);
+    free(ctx->errs);
+    free(ctx->ones);
+    free(ctx);
+}
+
+void px_ack_message(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd = PX_DESC(ack_message_response);
+    Apache__Rocketmq__V2__AckMessageRequest *req;
+    px_ack_ctx_t *ctx;
+    size_t n;
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__AckMessageRequest *)px_pb_unpack(
+        PX_DESC(ack_message_request), data, len);
+    if (req == NULL) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed AckMessageRequest");
+        return;
+    }
+    if (!px_ack_target(call, rd, req->group, req->topic)) {
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        return;
+    }
+    n = req->n_entries;
+    if (n == 0) {
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "no entry to acknowledge");
+        return;
+    }
+    ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL || (ctx->errs = calloc(n, sizeof(*ctx->errs))) == NULL ||
+        (ctx->ones = calloc(n, sizeof(*ctx->ones))) == NULL) {
+        if (ctx != NULL)
+            free(ctx->errs);
+        free(ctx);
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        return;
+    }
+    ctx->call = call;
+    ctx->req = req;
+    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
+    pthread_mutex_init(&ctx->mu, NULL);
+    ctx->pending = n;
+    px_call_ref(call);
+    for (size_t i = 0; i < n; i++) {
+        const char *h = req->entries[i]->receipt_handle;
+        ctx->ones[i] = (px_ack_one_t){ctx, i};
+        st_ack(px_svc(call)->store, req->group->name, req->topic->name,
+               h != NULL ? h : "", px_ack_one_done, &ctx->ones[i]);
+    }
+}
+
+/* ---- ChangeInvisibleDuration ---- */
+
+typedef struct px_chg_ctx {
+    px_call_t *call;
+    Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *req;
+    char client_id[128];
+} px_chg_ctx_t;
+
+static void px_chg_done(void *arg, gt_err_t err, const char *handle)
+{
+    px_chg_ctx_t *ctx = arg;
+    Apache__Rocketmq__V2__ChangeInvisibleDurationResponse resp =
+        APACHE__ROCKETMQ__V2__CHANGE_INVISIBLE_DURATION_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Status st;
+    px_code_t code = err == GT_OK ? PX_CODE(OK) : px_handle_code(err);
+
+    px_status_set(&st, code, code == PX_CODE(OK) ? "OK"
+                  : code == PX_CODE(INVALID_RECEIPT_HANDLE)
+                      ? "invalid receipt handle (expired, superseded or unknown)"
+                      : gt_err_str(err));
+    resp.status = &st;
+    /* Always a handle: the new one, or the old one on error. */
+    resp.receipt_handle = err == GT_OK && handle != NULL
+                              ? (char *)handle : ctx->req->receipt_handle;
+    if (err == GT_OK && handle != NULL) {
+        px_svc_t *svc = px_svc(ctx->call);
+        px_client_release(svc, ctx->client_id, ctx->req->receipt_handle);
+        px_client_hold(svc, ctx->client_id, ctx->req->group->name,
+                       ctx->req->topic->name, handle);
+    }
+    px_call_reply_pb(ctx->call, &resp.base);
+    px_call_unref(ctx->call);
+    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    free(ctx);
+}
+
+void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd = PX_DESC(change_invisible_duration_response);
+    Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *req;
+    Apache__Rocketmq__V2__ChangeInvisibleDurationResponse resp =
+        APACHE__ROCKETMQ__V2__CHANGE_INVISIBLE_DURATION_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Status st;
+    px_chg_ctx_t *ctx;
+    int64_t ms;
+    char why[160];
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *)px_pb_unpack(
+        PX_DESC(change_invisible_duration_request), data, len);
+    if (req == NULL) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
+                        "malformed ChangeInvisibleDurationRequest");
+        return;
+    }
+    if (!px_ack_target(call, rd, req->group, req->topic))
+        goto out;
+    ms = px_duration_ms(req->invisible_duration);
+    if (req->invisible_duration == NULL || ms < 0 || ms > PX_MAX_INVISIBLE_MS) {
+        snprintf(why, sizeof(why), "invisible duration %lld ms is outside [0, %lld]",
+                 (long long)ms, (long long)PX_MAX_INVISIBLE_MS);
+        px_status_set(&st, PX_CODE(ILLEGAL_INVISIBLE_TIME), why);
+        resp.status = &st;
+        resp.receipt_handle = req->receipt_handle;
+        px_call_reply_pb(call, &resp.base);
+        goto out;
+    }
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+        px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        goto out;
+    }
+    ctx->call = call;
+    ctx->req = req;
+    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
+    px_call_ref(call);
+    /* 0 (a push consumer's immediate nack) means visible right away; the
+     * store wants a positive duration, and 1 ms is that. */
+    st_change_invisible(px_svc(call)->store, req->group->name, req->topic->name,
+                        req->receipt_handle, ms > 0 ? ms : 1, px_chg_done, ctx);
+    return;
+out:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ---- ForwardMessageToDeadLetterQueue ---- */
+
+typedef struct px_fwd_ctx {
+    px_call_t *call;
+    Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req;
+    char dlq[ST_NAME_MAX + 1];
+} px_fwd_ctx_t;
+
+static void px_fwd_finish(px_fwd_ctx_t *ctx, px_code_t code, const char *why)
+{
+    px_reply_status(ctx->call, PX_DESC(forward_message_to_dead_letter_queue_response),
+                    code, why);
+    px_call_unref(ctx->call);
+    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    free(ctx);
+}
+
+static void px_fwd_acked(void *arg, gt_err_t err)
+{
+    px_fwd_ctx_t *ctx = arg;
+    if (err == GT_OK)
+        px_client_release(px_svc(ctx->call), px_client_id(ctx->call),
+                          ctx->req->receipt_handle);
+    /* Already in the DLQ: a stale handle only means the original will be
+     * redelivered, which the client then forwards again (at least once). */
+    px_fwd_finish(ctx, err == GT_OK ? PX_CODE(OK) : px_handle_code(err),
+                  err == GT_OK ? "OK" : "message copied to the DLQ, but the "
+                                        "receipt handle is no longer valid");
+}
+
+static void px_fwd_appended(void *arg, gt_err_t err, const st_append_item_t *items,
+                            size_t n)
+{
+    px_fwd_ctx_t *ctx = arg;
+    (void)items;
+    (void)n;
+    if (err != GT_OK) {
+        px_fwd_finish(ctx, px_code_from_err(err), gt_err_str(err));
+        return;
+    }
+    st_ack(px_svc(ctx->call)->store, ctx->req->group->name, ctx->req->topic->name,
+           ctx->req->receipt_handle, px_fwd_acked, ctx);
+}
+
+static void px_noop_done(void *arg, gt_err_t err)
+{
+    (void)arg;
+    (void)err;
+}
+
+static void px_fwd_found(void *arg, gt_err_t err, const st_message_t *msgs,
+                         size_t n, uint64_t next)
+{
+    px_fwd_ctx_t *ctx = arg;
+    st_message_t m;
+    st_topic_t t;
+    (void)next;
+
+    if (err != GT_OK || n == 0) {
+        px_fwd_finish(ctx, err == GT_OK ? PX_CODE(MESSAGE_NOT_FOUND) : px_code_from_err(err),
+                      "message not found");
+        return;
+    }
+    m = msgs[0];
+    if (m.nprops + 2 <= ST_MAX_PROPS) {
+        m.props[m.nprops++] = (st_prop_t){"ORIGIN_MESSAGE_ID", m.msg_id};
+        m.props[m.nprops++] = (st_prop_t){"RETRY_TOPIC", ctx->req->topic->name};
+    }
+    m.queue_id = ST_QUEUE_ANY;
+    m.delivery_ts_ms = 0;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.name, sizeof(t.name), "%s", ctx->dlq);
+    /* The store creates %DLQ% topics on demand for its own moves; make
+     * sure this one exists (an update of an existing one is harmless). */
+    if (px_topic_find(px_svc(ctx->call), ctx->dlq, &t) != GT_OK) {
+        t.type = ST_TOPIC_NORMAL;
+        t.queue_count = 1;
+        t.perm = ST_PERM_READ | ST_PERM_WRITE;
+        st_topic_put(px_svc(ctx->call)->store, &t, px_noop_done, NULL);
+    }
+    st_append(px_svc(ctx->call)->store, ctx->dlq, &m, 1, px_fwd_appended, ctx);
+}
+
+void px_forward_dlq(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd =
+        PX_DESC(forward_message_to_dead_letter_queue_response);
+    Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req;
+    px_fwd_ctx_t *ctx;
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *)px_pb_unpack(
+        PX_DESC(forward_message_to_dead_letter_queue_request), data, len);
+    if (req == NULL) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
+                        "malformed ForwardMessageToDeadLetterQueueRequest");
+        return;
+    }
+    if (!px_ack_target(call, rd, req->group, req->topic)) {
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        return;
+    }
+    if (req->message_id == NULL || req->message_id[0] == '\0') {
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        px_reply_status(call, rd, PX_CODE(ILLEGAL_MESSAGE_ID), "message id is required");
+        return;
+    }
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
+        st_dlq_topic_name(req->group->name, ctx->dlq, sizeof(ctx->dlq)) != GT_OK) {
+        free(ctx);
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "cannot forward");
+        return;
+    }
+    ctx->call = call;
+    ctx->req = req;
+    px_call_ref(call);
+    st_lookup_id(px_svc(call)->store, req->topic->name, req->message_id,
+                 px_fwd_found, ctx);
+}

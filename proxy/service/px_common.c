@@ -1,0 +1,269 @@
+/* Shared pieces of the RocketMQ handlers: statuses, resource checks, time
+ * conversions, and the one place store errors become RocketMQ codes. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "px_svc_int.h"
+
+void px_status_set(Apache__Rocketmq__V2__Status *st, px_code_t code,
+                   const char *msg)
+{
+    apache__rocketmq__v2__status__init(st);
+    st->code = code;
+    st->message = (char *)(msg != NULL ? msg : "");
+}
+
+px_code_t px_code_from_err(gt_err_t err)
+{
+    switch (err) {
+    case GT_OK:
+        return PX_CODE(OK);
+    case GT_ENOTFOUND:
+        return PX_CODE(NOT_FOUND);
+    case GT_EINVAL:
+    case GT_ERANGE:
+        return PX_CODE(BAD_REQUEST);
+    case GT_ETIMEDOUT:
+        return PX_CODE(PROXY_TIMEOUT);
+    case GT_EUNSUPPORTED:
+        return PX_CODE(NOT_IMPLEMENTED);
+    case GT_ENOSPC:
+    case GT_EIO:
+    case GT_EBUSY:
+    case GT_AGAIN:
+    case GT_ESHUTDOWN:
+        /* Retriable: the SDKs retry INTERNAL_SERVER_ERROR-class codes. */
+        return PX_CODE(INTERNAL_SERVER_ERROR);
+    default:
+        return PX_CODE(INTERNAL_ERROR);
+    }
+}
+
+const char *px_client_id(px_call_t *call)
+{
+    const char *id = px_call_metadata(call, "x-mq-client-id");
+    return id != NULL && id[0] != '\0' ? id : NULL;
+}
+
+px_code_t px_check_topic(const Apache__Rocketmq__V2__Resource *r, char *why,
+                         size_t whylen)
+{
+    char reason[128];
+
+    if (r == NULL || r->name == NULL || r->name[0] == '\0') {
+        snprintf(why, whylen, "topic is required");
+        return PX_CODE(ILLEGAL_TOPIC);
+    }
+    /* System topics (%DLQ%…, %RETRY%…) are readable by consumers. */
+    if (strncmp(r->name, "%DLQ%", 5) == 0 || strncmp(r->name, "%RETRY%", 7) == 0) {
+        if (strlen(r->name) > 127 || r->name[strspn(r->name,
+                "%|abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")] != '\0') {
+            snprintf(why, whylen, "topic \"%.160s\" is not a valid name", r->name);
+            return PX_CODE(ILLEGAL_TOPIC);
+        }
+        return PX_CODE(OK);
+    }
+    if (cfg_topic_name_check(r->name, reason, sizeof(reason)) != GT_OK) {
+        snprintf(why, whylen, "topic \"%.160s\": %s", r->name, reason);
+        return PX_CODE(ILLEGAL_TOPIC);
+    }
+    return PX_CODE(OK);
+}
+
+px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
+                         size_t whylen)
+{
+    char reason[128];
+
+    if (r == NULL || r->name == NULL || r->name[0] == '\0') {
+        snprintf(why, whylen, "consumer group is required");
+        return PX_CODE(ILLEGAL_CONSUMER_GROUP);
+    }
+    if (cfg_group_name_check(r->name, reason, sizeof(reason)) != GT_OK) {
+        snprintf(why, whylen, "group \"%.160s\": %s", r->name, reason);
+        return PX_CODE(ILLEGAL_CONSUMER_GROUP);
+    }
+    return PX_CODE(OK);
+}
+
+int64_t px_duration_ms(const Google__Protobuf__Duration *d)
+{
+    if (d == NULL)
+        return 0;
+    return d->seconds * 1000 + d->nanos / 1000000;
+}
+
+void px_duration_set(Google__Protobuf__Duration *d, int64_t ms)
+{
+    google__protobuf__duration__init(d);
+    d->seconds = ms / 1000;
+    d->nanos = (int32_t)((ms % 1000) * 1000000);
+}
+
+void px_timestamp_set(Google__Protobuf__Timestamp *t, int64_t ms)
+{
+    google__protobuf__timestamp__init(t);
+    t->seconds = ms / 1000;
+    t->nanos = (int32_t)((ms % 1000) * 1000000);
+}
+
+int64_t px_timestamp_ms(const Google__Protobuf__Timestamp *t)
+{
+    if (t == NULL)
+        return 0;
+    return t->seconds * 1000 + t->nanos / 1000000;
+}
+
+int64_t px_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The local store answers metadata lookups inline; a remote store would
+ * not, so wait on a condition variable in that case. */
+typedef struct px_sync {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    gt_err_t err;
+    union {
+        st_topic_t topic;
+        st_group_t group;
+    } u;
+} px_sync_t;
+
+static void px_sync_init(px_sync_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+}
+
+static gt_err_t px_sync_wait(px_sync_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    while (!s->done)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    return s->err;
+}
+
+static void px_sync_signal(px_sync_t *s, gt_err_t err)
+{
+    pthread_mutex_lock(&s->mu);
+    s->err = err;
+    s->done = true;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void px_topic_found(void *arg, gt_err_t err, const st_topic_t *t,
+                           size_t n)
+{
+    px_sync_t *s = arg;
+    if (err == GT_OK && n == 1)
+        s->u.topic = t[0];
+    px_sync_signal(s, err == GT_OK && n != 1 ? GT_ENOTFOUND : err);
+}
+
+static void px_group_found(void *arg, gt_err_t err, const st_group_t *g,
+                           size_t n)
+{
+    px_sync_t *s = arg;
+    if (err == GT_OK && n == 1)
+        s->u.group = g[0];
+    px_sync_signal(s, err == GT_OK && n != 1 ? GT_ENOTFOUND : err);
+}
+
+gt_err_t px_topic_find(px_svc_t *svc, const char *name, st_topic_t *out)
+{
+    px_sync_t s;
+    gt_err_t rc;
+
+    px_sync_init(&s);
+    st_topic_get(svc->store, name, px_topic_found, &s);
+    rc = px_sync_wait(&s);
+    if (rc == GT_OK)
+        *out = s.u.topic;
+    return rc;
+}
+
+gt_err_t px_group_find(px_svc_t *svc, const char *name, st_group_t *out)
+{
+    px_sync_t s;
+    gt_err_t rc;
+
+    px_sync_init(&s);
+    st_group_get(svc->store, name, px_group_found, &s);
+    rc = px_sync_wait(&s);
+    if (rc == GT_OK)
+        *out = s.u.group;
+    return rc;
+}
+
+void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
+                     px_code_t code, const char *msg)
+{
+    Apache__Rocketmq__V2__Status st;
+    const ProtobufCFieldDescriptor *f;
+    union {
+        ProtobufCMessage base;
+        char bytes[1024];
+    } buf;
+
+    px_status_set(&st, code, msg);
+    if (desc->sizeof_message > sizeof(buf.bytes)) {
+        px_call_finish(call, GRPC_STATUS_INTERNAL, "response too large");
+        return;
+    }
+    protobuf_c_message_init(desc, &buf);
+    f = protobuf_c_message_descriptor_get_field_by_name(desc, "status");
+    if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        *(Apache__Rocketmq__V2__Status **)(buf.bytes + f->offset) = &st;
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+            *(uint32_t *)(buf.bytes + f->quantifier_offset) = f->id;
+    }
+    px_call_send_pb(call, &buf.base);
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static void px_done_signal(void *arg, gt_err_t err)
+{
+    px_sync_signal(arg, err);
+}
+
+gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out)
+{
+    gt_err_t rc = px_topic_find(svc, name, out);
+    px_sync_t s;
+    st_topic_t t;
+
+    if (rc != GT_ENOTFOUND || !svc->cfg->server.auto_create_topics ||
+        strncmp(name, "%DLQ%", 5) == 0 || strncmp(name, "%RETRY%", 7) == 0)
+        return rc;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.name, sizeof(t.name), "%s", name);
+    t.type = ST_TOPIC_NORMAL;
+    t.queue_count = 8;
+    t.perm = ST_PERM_READ | ST_PERM_WRITE;
+    px_sync_init(&s);
+    st_topic_put(svc->store, &t, px_done_signal, &s);
+    rc = px_sync_wait(&s);
+    if (rc != GT_OK)
+        return rc;
+    return px_topic_find(svc, name, out);
+}
+
+bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp)
+{
+    if (px_client_id(call) != NULL)
+        return true;
+    px_reply_status(call, resp, PX_CODE(CLIENT_ID_REQUIRED),
+                    "x-mq-client-id metadata is required");
+    return false;
+}

@@ -1,0 +1,444 @@
+/* ReceiveMessage: message-granularity consumption.
+ *
+ * A receive for a non-FIFO group pops from every queue of the topic,
+ * whatever queue the request names: any consumer of a group can receive
+ * any message, so consumers scale independently of queue counts.  The
+ * stream is `status`, one response per message, `delivery_timestamp`, then
+ * the call ends; an empty long poll answers MESSAGE_NOT_FOUND.
+ *
+ * The pop parks in the store until a message arrives or the long poll ends
+ * (clamped into the call's deadline).  If the call is gone by the time the
+ * store answers (client cancelled, server stopping), the popped messages
+ * are made visible again at once instead of waiting out their invisible
+ * time. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "gt_log.h"
+#include "px_svc_int.h"
+
+#define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
+#define PX_DEFAULT_INVISIBLE_MS (30 * 1000LL)
+/* Time kept back from the client's deadline to deliver the answer. */
+#define PX_DEADLINE_MARGIN_MS 500
+
+/* A parked receive.  `call` is guarded by svc->recv_mu: NULL once the call
+ * was detached (cancelled or server stopping) before the store answered. */
+typedef struct px_recv_ctx {
+    px_svc_t *svc;
+    px_call_t *call;
+    char client_id[128];
+    char group[ST_NAME_MAX + 1];
+    char topic[ST_NAME_MAX + 1];
+    char ns[128];
+    char store_host[128];
+    char *tag_expr;
+    int64_t invisible_ms;
+} px_recv_ctx_t;
+
+/* Sends one ReceiveMessageResponse carrying only a status, and finishes. */
+static void px_recv_status(px_call_t *call, px_code_t code, const char *why)
+{
+    px_reply_status(call, PX_DESC(receive_message_response), code, why);
+}
+
+/* Tag expressions: "", "*", or tags joined by "||" (spaces around a tag
+ * allowed).  Returns false for an empty tag between separators or control
+ * characters. */
+static bool px_tag_expr_valid(const char *e)
+{
+    const char *p = e;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0' || strcmp(p, "*") == 0)
+        return true;
+    for (;;) {
+        const char *sep = strstr(p, "||");
+        const char *end = sep ? sep : p + strlen(p);
+        bool nonblank = false;
+        for (const char *q = p; q < end; q++) {
+            if (iscntrl((unsigned char)*q))
+                return false;
+            if (!isspace((unsigned char)*q))
+                nonblank = true;
+        }
+        if (!nonblank)
+            return false;
+        if (sep == NULL)
+            return true;
+        p = sep + 2;
+    }
+}
+
+static void px_md5_hex(const void *data, size_t len, char out[33])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    static const char hex[] = "0123456789ABCDEF";
+
+    EVP_Digest(data, len, md, &mdlen, EVP_md5(), NULL);
+    for (unsigned int i = 0; i < mdlen && i < 16; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+static void px_release_cb(void *arg, gt_err_t err, const char *handle)
+{
+    (void)arg;
+    (void)err;
+    (void)handle;
+}
+
+/* Builds and queues the response for one popped message.  Returns the
+ * send result (GT_ESHUTDOWN once the call is over). */
+static gt_err_t px_recv_send_one(px_recv_ctx_t *ctx, const st_popped_t *p)
+{
+    const st_message_t *m = &p->msg;
+    Apache__Rocketmq__V2__ReceiveMessageResponse resp =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Message msg = APACHE__ROCKETMQ__V2__MESSAGE__INIT;
+    Apache__Rocketmq__V2__SystemProperties sp =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__INIT;
+    Apache__Rocketmq__V2__Resource topic = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
+    Apache__Rocketmq__V2__Digest dg = APACHE__ROCKETMQ__V2__DIGEST__INIT;
+    Apache__Rocketmq__V2__DeadLetterQueue dlq = APACHE__ROCKETMQ__V2__DEAD_LETTER_QUEUE__INIT;
+    Apache__Rocketmq__V2__Message__UserPropertiesEntry ups[ST_MAX_PROPS];
+    Apache__Rocketmq__V2__Message__UserPropertiesEntry *upp[ST_MAX_PROPS];
+    Google__Protobuf__Timestamp born, stored, deliver;
+    Google__Protobuf__Duration invis;
+    char md5[33];
+    const char *origin_id = NULL, *origin_topic = NULL;
+    size_t nup = 0;
+
+    topic.name = (char *)(m->topic != NULL ? m->topic : ctx->topic);
+    topic.resource_namespace = ctx->ns;
+    msg.topic = &topic;
+    for (uint32_t i = 0; i < m->nprops; i++) {
+        const char *k = m->props[i].key, *v = m->props[i].value;
+        if (strcmp(k, PX_SYSPROP_ENCODING) == 0) {
+            sp.body_encoding = APACHE__ROCKETMQ__V2__ENCODING__GZIP;
+            continue;
+        }
+        if (strcmp(k, PX_SYSPROP_TRACE) == 0) {
+            sp.trace_context_present_case =
+                APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__TRACE_CONTEXT_PRESENT_TRACE_CONTEXT;
+            sp.trace_context = (char *)v;
+            continue;
+        }
+        if (k[0] == PX_SYSPROP[0])
+            continue;
+        if (strcmp(k, "ORIGIN_MESSAGE_ID") == 0)
+            origin_id = v;
+        else if (strcmp(k, "RETRY_TOPIC") == 0)
+            origin_topic = v;
+        apache__rocketmq__v2__message__user_properties_entry__init(&ups[nup]);
+        ups[nup].key = (char *)k;
+        ups[nup].value = (char *)v;
+        upp[nup] = &ups[nup];
+        nup++;
+    }
+    msg.n_user_properties = nup;
+    msg.user_properties = upp;
+    if (sp.body_encoding == APACHE__ROCKETMQ__V2__ENCODING__ENCODING_UNSPECIFIED)
+        sp.body_encoding = APACHE__ROCKETMQ__V2__ENCODING__IDENTITY;
+    if (m->tag != NULL && m->tag[0] != '\0') {
+        sp.tag_present_case = APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__TAG_PRESENT_TAG;
+        sp.tag = (char *)m->tag;
+    }
+    sp.n_keys = m->nkeys;
+    sp.keys = (char **)m->keys;
+    sp.message_id = (char *)(m->msg_id != NULL ? m->msg_id : "");
+    px_md5_hex(m->body, m->body_len, md5);
+    dg.type = APACHE__ROCKETMQ__V2__DIGEST_TYPE__MD5;
+    dg.checksum = md5;
+    sp.body_digest = &dg;
+    sp.message_type = m->msg_group != NULL ? APACHE__ROCKETMQ__V2__MESSAGE_TYPE__FIFO
+                      : m->delivery_ts_ms > 0 ? APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY
+                                              : APACHE__ROCKETMQ__V2__MESSAGE_TYPE__NORMAL;
+    px_timestamp_set(&born, m->born_ts_ms);
+    sp.born_timestamp = &born;
+    sp.born_host = (char *)(m->born_host != NULL ? m->born_host : "");
+    px_timestamp_set(&stored, m->store_ts_ms);
+    sp.store_timestamp_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__STORE_TIMESTAMP_PRESENT_STORE_TIMESTAMP;
+    sp.store_timestamp = &stored;
+    sp.store_host = ctx->store_host;
+    if (m->delivery_ts_ms > 0) {
+        px_timestamp_set(&deliver, m->delivery_ts_ms);
+        sp.delivery_timestamp_present_case =
+            APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DELIVERY_TIMESTAMP_PRESENT_DELIVERY_TIMESTAMP;
+        sp.delivery_timestamp = &deliver;
+    }
+    sp.receipt_handle_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__RECEIPT_HANDLE_PRESENT_RECEIPT_HANDLE;
+    sp.receipt_handle = (char *)p->handle;
+    sp.queue_id = m->queue_id;
+    sp.queue_offset_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__QUEUE_OFFSET_PRESENT_QUEUE_OFFSET;
+    sp.queue_offset = (int64_t)m->queue_offset;
+    px_duration_set(&invis, ctx->invisible_ms);
+    sp.invisible_duration_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__INVISIBLE_DURATION_PRESENT_INVISIBLE_DURATION;
+    sp.invisible_duration = &invis;
+    sp.delivery_attempt_present_case =
+        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DELIVERY_ATTEMPT_PRESENT_DELIVERY_ATTEMPT;
+    sp.delivery_attempt = (int32_t)(p->attempt > 0 ? p->attempt : 1);
+    if (m->msg_group != NULL) {
+        sp.message_group_present_case =
+            APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__MESSAGE_GROUP_PRESENT_MESSAGE_GROUP;
+        sp.message_group = (char *)m->msg_group;
+    }
+    if (origin_id != NULL && origin_topic != NULL) {
+        dlq.topic = (char *)origin_topic;
+        dlq.message_id = (char *)origin_id;
+        sp.dead_letter_queue_present_case =
+            APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DEAD_LETTER_QUEUE_PRESENT_DEAD_LETTER_QUEUE;
+        sp.dead_letter_queue = &dlq;
+    }
+    msg.system_properties = &sp;
+    msg.body.data = (uint8_t *)m->body;
+    msg.body.len = m->body_len;
+    resp.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_MESSAGE;
+    resp.message = &msg;
+    return px_call_send_pb(ctx->call, &resp.base);
+}
+
+/* Detaches ctx from its call; returns the call (still referenced) or NULL
+ * when the interrupt side already took it. */
+static px_call_t *px_recv_detach(px_recv_ctx_t *ctx)
+{
+    px_call_t *call;
+
+    pthread_mutex_lock(&ctx->svc->recv_mu);
+    call = ctx->call;
+    if (call != NULL) {
+        px_call_set_user(call, NULL);
+        ctx->call = NULL;
+    }
+    pthread_mutex_unlock(&ctx->svc->recv_mu);
+    return call;
+}
+
+static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
+                         size_t n)
+{
+    px_recv_ctx_t *ctx = arg;
+    px_svc_t *svc = ctx->svc;
+    Apache__Rocketmq__V2__ReceiveMessageResponse resp =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Status st;
+    Google__Protobuf__Timestamp ts;
+    char why[160];
+    size_t sent = 0;
+
+    ctx->call = px_recv_detach(ctx);
+    if (ctx->call == NULL) {
+        /* Nobody to deliver to: give the messages back now. */
+        for (size_t i = 0; err == GT_OK && i < n; i++)
+            st_change_invisible(svc->store, ctx->group, ctx->topic,
+                                msgs[i].handle, 1, px_release_cb, NULL);
+        free(ctx->tag_expr);
+        free(ctx);
+        return;
+    }
+    if (err != GT_OK) {
+        snprintf(why, sizeof(why), "store: %s", gt_err_str(err));
+        px_recv_status(ctx->call, err == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
+                                                      : px_code_from_err(err), why);
+    } else if (n == 0) {
+        px_recv_status(ctx->call, PX_CODE(MESSAGE_NOT_FOUND),
+                       "no new message in the long-polling time");
+    } else {
+        px_status_set(&st, PX_CODE(OK), "OK");
+        resp.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_STATUS;
+        resp.status = &st;
+        if (px_call_send_pb(ctx->call, &resp.base) == GT_OK) {
+            for (; sent < n; sent++) {
+                if (px_recv_send_one(ctx, &msgs[sent]) != GT_OK)
+                    break;
+                px_client_hold(svc, ctx->client_id, ctx->group, ctx->topic,
+                               msgs[sent].handle);
+            }
+        }
+        if (sent == n) {
+            px_timestamp_set(&ts, px_now_ms());
+            resp.content_case =
+                APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_DELIVERY_TIMESTAMP;
+            resp.delivery_timestamp = &ts;
+            px_call_send_pb(ctx->call, &resp.base);
+            px_call_finish(ctx->call, GRPC_STATUS_OK, NULL);
+        } else {
+            /* The call is gone: give back what was not delivered. */
+            for (size_t i = sent; i < n; i++)
+                st_change_invisible(svc->store, ctx->group, ctx->topic,
+                                    msgs[i].handle, 1, px_release_cb, NULL);
+            GT_LOG(DEBUG, "svc", "receive for %s gone: released %zu messages",
+                   ctx->client_id, n - sent);
+        }
+    }
+    px_call_unref(ctx->call);
+    free(ctx->tag_expr);
+    free(ctx);
+}
+
+/* Validates the request; on failure answers and returns false. */
+static bool px_recv_check(px_call_t *call,
+                          const Apache__Rocketmq__V2__ReceiveMessageRequest *req,
+                          st_topic_t *t)
+{
+    px_svc_t *svc = px_svc(call);
+    const Apache__Rocketmq__V2__Resource *tr =
+        req->message_queue != NULL ? req->message_queue->topic : NULL;
+    char why[256];
+    st_group_t g;
+    px_code_t code;
+    gt_err_t rc;
+
+    if ((code = px_check_group(req->group, why, sizeof(why))) != PX_CODE(OK) ||
+        (code = px_check_topic(tr, why, sizeof(why))) != PX_CODE(OK)) {
+        px_recv_status(call, code, why);
+        return false;
+    }
+    if ((rc = px_group_find(svc, req->group->name, &g)) != GT_OK) {
+        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist",
+                 req->group->name);
+        px_recv_status(call, rc == GT_ENOTFOUND ? PX_CODE(CONSUMER_GROUP_NOT_FOUND)
+                                                : px_code_from_err(rc), why);
+        return false;
+    }
+    if ((rc = px_topic_find(svc, tr->name, t)) != GT_OK) {
+        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", tr->name);
+        px_recv_status(call, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
+                                                : px_code_from_err(rc), why);
+        return false;
+    }
+    if (req->filter_expression != NULL &&
+        req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
+        px_recv_status(call, PX_CODE(NOT_IMPLEMENTED), "SQL92 filters are not implemented yet");
+        return false;
+    }
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
+        !px_tag_expr_valid(req->filter_expression->expression)) {
+        snprintf(why, sizeof(why), "tag expression \"%.120s\" is not valid",
+                 req->filter_expression->expression);
+        px_recv_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
+        return false;
+    }
+    if (req->invisible_duration_present_case && req->invisible_duration != NULL) {
+        int64_t ms = px_duration_ms(req->invisible_duration);
+        if (ms < PX_MIN_INVISIBLE_MS || ms > PX_MAX_INVISIBLE_MS) {
+            snprintf(why, sizeof(why), "invisible duration %lld ms is outside "
+                     "[%lld, %lld]", (long long)ms, (long long)PX_MIN_INVISIBLE_MS,
+                     (long long)PX_MAX_INVISIBLE_MS);
+            px_recv_status(call, PX_CODE(ILLEGAL_INVISIBLE_TIME), why);
+            return false;
+        }
+    }
+    if (!(t->perm & ST_PERM_READ)) {
+        snprintf(why, sizeof(why), "topic \"%.160s\" is not readable", t->name);
+        px_recv_status(call, PX_CODE(FORBIDDEN), why);
+        return false;
+    }
+    return true;
+}
+
+void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
+{
+    Apache__Rocketmq__V2__ReceiveMessageRequest *req;
+    px_recv_ctx_t *ctx = NULL;
+    st_pop_req_t pr;
+    st_topic_t t;
+    int64_t lp, left;
+    const char *auth;
+
+    if (px_client_id(call) == NULL) {
+        px_recv_status(call, PX_CODE(CLIENT_ID_REQUIRED),
+                       "x-mq-client-id metadata is required");
+        return;
+    }
+    req = (Apache__Rocketmq__V2__ReceiveMessageRequest *)px_pb_unpack(
+        PX_DESC(receive_message_request), data, len);
+    if (req == NULL) {
+        px_recv_status(call, PX_CODE(BAD_REQUEST), "malformed ReceiveMessageRequest");
+        return;
+    }
+    if (!px_recv_check(call, req, &t))
+        goto out;
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+        px_recv_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        goto out;
+    }
+    ctx->svc = px_svc(call);
+    ctx->call = call;
+    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
+    snprintf(ctx->group, sizeof(ctx->group), "%s", req->group->name);
+    snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
+    snprintf(ctx->ns, sizeof(ctx->ns), "%s",
+             req->message_queue->topic->resource_namespace
+                 ? req->message_queue->topic->resource_namespace : "");
+    auth = px_call_authority(call);
+    snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", auth);
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
+        ctx->tag_expr = strdup(req->filter_expression->expression);
+    ctx->invisible_ms = req->invisible_duration_present_case && req->invisible_duration
+                            ? px_duration_ms(req->invisible_duration)
+                            : PX_DEFAULT_INVISIBLE_MS;
+    lp = req->long_polling_timeout_present_case && req->long_polling_timeout
+             ? px_duration_ms(req->long_polling_timeout)
+             : PX_DEFAULT_LONG_POLL_MS;
+    left = px_call_deadline_left_ms(call) - PX_DEADLINE_MARGIN_MS;
+    if (lp > left)
+        lp = left;
+    if (lp < 0)
+        lp = 0;
+
+    memset(&pr, 0, sizeof(pr));
+    pr.group = ctx->group;
+    pr.topic = ctx->topic;
+    /* Message-granularity balancing: every queue, whatever was asked. */
+    pr.queue_id = ST_QUEUE_ANY;
+    pr.tag_expr = ctx->tag_expr;
+    pr.max = req->batch_size > 0 && req->batch_size < ST_POP_MAX
+                 ? (uint32_t)req->batch_size : ST_POP_MAX;
+    pr.invisible_ms = ctx->invisible_ms;
+    pr.poll_timeout_ms = lp;
+    px_call_ref(call);
+    px_call_set_user(call, ctx);
+    st_pop(px_svc(call)->store, &pr, px_recv_done, ctx);
+out:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+void px_receive_interrupt(px_call_t *call, px_interrupt_t why)
+{
+    px_svc_t *svc = px_svc(call);
+    px_recv_ctx_t *ctx;
+    bool detached = false;
+
+    if (why == PX_INTERRUPT_CLOSED)
+        return;
+    /* Cancelled or stopping: end the stream and drop the pop's reference
+     * now, so the call is freed at once and the server can stop; the pop
+     * stays parked in the store until its timeout and then gives back what
+     * it got (px_recv_done with ctx->call == NULL). */
+    pthread_mutex_lock(&svc->recv_mu);
+    ctx = px_call_user(call);
+    if (ctx != NULL && ctx->call == call) {
+        ctx->call = NULL;
+        px_call_set_user(call, NULL);
+        detached = true;
+    }
+    pthread_mutex_unlock(&svc->recv_mu);
+    if (!detached)
+        return;
+    if (why == PX_INTERRUPT_SHUTDOWN)
+        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    px_call_unref(call);
+}

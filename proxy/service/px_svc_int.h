@@ -1,0 +1,151 @@
+/* Internal header of the RocketMQ service layer (proxy/service).
+ *
+ * px_svc_t is the service context every handler reaches through
+ * px_call_app(): the store, the config, and the registry of connected
+ * clients (their Telemetry streams and the receipt handles they hold).
+ * Helpers here build the protobuf pieces every RPC family needs and map
+ * store errors to RocketMQ codes at the edge. */
+#ifndef PX_SVC_INT_H
+#define PX_SVC_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "apache/rocketmq/v2/service.pb-c.h"
+#include "cfg.h"
+#include "px_rpc.h"
+#include "px_service.h"
+#include "st.h"
+
+typedef Apache__Rocketmq__V2__Code px_code_t;
+
+#define PX_CODE(name) APACHE__ROCKETMQ__V2__CODE__##name
+
+/* Limits RocketMQ applies (proxy defaults). */
+#define PX_MAX_BODY_BYTES        (4 * 1024 * 1024)
+#define PX_MAX_USER_PROPS        128
+#define PX_MAX_PROPS_BYTES       (16 * 1024)
+#define PX_MIN_INVISIBLE_MS      (10 * 1000LL)
+#define PX_MAX_INVISIBLE_MS      (12 * 3600 * 1000LL)
+#define PX_DEFAULT_LONG_POLL_MS  (20 * 1000LL)
+#define PX_RECEIVE_BATCH         32
+
+/* Store property keys that carry system properties the store has no field
+ * for.  They start with a control character, which no client key may
+ * contain, so they never collide with user properties. */
+#define PX_SYSPROP "\x01"
+#define PX_SYSPROP_ENCODING PX_SYSPROP "enc"
+#define PX_SYSPROP_TRACE PX_SYSPROP "trace"
+
+typedef Apache__Rocketmq__V2__MessageType px_msg_type_t;
+
+/* A receipt handle a client holds (delivered, not yet acked). */
+typedef struct px_held {
+    struct px_held *next;
+    char group[ST_NAME_MAX + 1];
+    char topic[ST_NAME_MAX + 1];
+    char handle[ST_HANDLE_MAX];
+} px_held_t;
+
+/* One connected client, keyed by x-mq-client-id.  Guarded by
+ * px_svc_t.clients_mu. */
+typedef struct px_client {
+    struct px_client *next;
+    char id[128];
+    px_call_t *telemetry;        /* referenced while the stream is open */
+    int client_type;             /* Apache__Rocketmq__V2__ClientType */
+    px_held_t *held;             /* handles delivered to this client */
+    size_t n_held;
+} px_client_t;
+
+/* The service context: created in main, read by every handler.  `store`
+ * and `cfg` are set before the server starts and never change; the client
+ * list is under clients_mu. */
+struct px_svc {
+    st_store_t *store;
+    const cfg_t *cfg;
+    pthread_mutex_t clients_mu;
+    px_client_t *clients;
+    /* Links a ReceiveMessage call and its parked pop; whichever of the pop
+     * answer or a cancel/shutdown comes first detaches them (px_receive.c). */
+    pthread_mutex_t recv_mu;
+};
+typedef struct px_svc px_svc_t;
+
+static inline px_svc_t *px_svc(px_call_t *call)
+{
+    return (px_svc_t *)px_call_app(call);
+}
+
+/* ---- common (px_common.c) ---- */
+
+/* Initializes `st` and points it at `msg` (borrowed). */
+void px_status_set(Apache__Rocketmq__V2__Status *st, px_code_t code,
+                   const char *msg);
+/* Maps a store error to a RocketMQ code. */
+px_code_t px_code_from_err(gt_err_t err);
+/* The x-mq-client-id of the call, or NULL when absent/empty. */
+const char *px_client_id(px_call_t *call);
+/* Checks a topic / group resource: CODE OK, ILLEGAL_* or the `missing`
+ * code.  `why` gets a message (size >= 160). */
+px_code_t px_check_topic(const Apache__Rocketmq__V2__Resource *r, char *why,
+                         size_t whylen);
+px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
+                         size_t whylen);
+int64_t px_duration_ms(const Google__Protobuf__Duration *d);
+void px_duration_set(Google__Protobuf__Duration *d, int64_t ms);
+void px_timestamp_set(Google__Protobuf__Timestamp *t, int64_t ms);
+int64_t px_timestamp_ms(const Google__Protobuf__Timestamp *t);
+int64_t px_now_ms(void);
+/* Synchronous topic / group lookups for request validation (the local
+ * store answers these inline). GT_OK and *out filled, or GT_ENOTFOUND. */
+gt_err_t px_topic_find(px_svc_t *svc, const char *name, st_topic_t *out);
+gt_err_t px_group_find(px_svc_t *svc, const char *name, st_group_t *out);
+/* px_topic_find, creating a NORMAL topic of 8 queues first when it is
+ * unknown and server.auto_create_topics is on. */
+gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out);
+/* Answers CLIENT_ID_REQUIRED (in `resp`) and returns false when the call
+ * has no x-mq-client-id. */
+bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp);
+/* Answers a unary call whose response has only `status` with `code`. */
+void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
+                     px_code_t code, const char *msg);
+
+/* ---- clients (px_telemetry.c) ---- */
+
+/* Records that `client_id` holds `handle`; forgets it on ack (by handle). */
+void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
+                    const char *topic, const char *handle);
+void px_client_release(px_svc_t *svc, const char *client_id,
+                       const char *handle);
+/* The client went away: make every message it holds visible again. */
+void px_client_forget(px_svc_t *svc, const char *client_id);
+
+/* ---- send (px_send.c) ---- */
+
+/* The message type a message declares, or derives from its properties. */
+px_msg_type_t px_msg_type_of(const Apache__Rocketmq__V2__SystemProperties *sp);
+/* Checks one message of a SendMessage for topic `t` in RocketMQ's order;
+ * returns OK or the code, with a reason in `why`. */
+px_code_t px_send_validate(const Apache__Rocketmq__V2__Message *m,
+                           const st_topic_t *t, int64_t now_ms, char *why,
+                           size_t whylen);
+
+/* ---- handlers ---- */
+void px_route_query(px_call_t *call, const uint8_t *data, size_t len);
+void px_route_heartbeat(px_call_t *call, const uint8_t *data, size_t len);
+void px_route_assignment(px_call_t *call, const uint8_t *data, size_t len);
+void px_route_terminate(px_call_t *call, const uint8_t *data, size_t len);
+void px_send_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_receive_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_receive_interrupt(px_call_t *call, px_interrupt_t why);
+void px_ack_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len);
+void px_forward_dlq(px_call_t *call, const uint8_t *data, size_t len);
+void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_telemetry_half_close(px_call_t *call);
+void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why);
+void px_telemetry_done(px_call_t *call);
+
+#endif

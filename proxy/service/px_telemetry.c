@@ -1,0 +1,352 @@
+/* Telemetry and the client registry.
+ *
+ * A client opens one Telemetry stream per endpoint and sends its Settings
+ * first; the SDKs block start-up until the server answers with the merged
+ * settings (producers need an exponential backoff policy and a non-zero
+ * max_body_size, consumers get the group's retry policy, batch size and
+ * long-poll timeout).  The registry maps x-mq-client-id to the client's
+ * open stream (kept referenced so later work can push commands such as
+ * orphaned-transaction checks down it) and to the receipt handles it holds,
+ * so that a client that terminates or disappears gives its messages back at
+ * once instead of after their invisible time. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gt_log.h"
+#include "px_svc_int.h"
+
+/* Producers: retry sends at 10 ms, 20 ms, … up to 1 s (seconds granularity
+ * in some SDKs rounds these to 0 and 1). */
+#define PX_PRODUCER_ATTEMPTS   3
+#define PX_PRODUCER_BACKOFF_MS 10
+#define PX_PRODUCER_BACKOFF_MAX_MS 1000
+/* Consumers: redelivery backoff 1 s doubling up to 60 s. */
+#define PX_CONSUMER_BACKOFF_MS 1000
+#define PX_CONSUMER_BACKOFF_MAX_MS 60000
+
+/* Per-call state: the client id this stream belongs to. */
+typedef struct px_tele {
+    char client_id[128];
+    bool registered;
+} px_tele_t;
+
+/* Finds or creates a client.  Called with clients_mu held. */
+static px_client_t *px_client_get_locked(px_svc_t *svc, const char *id,
+                                         bool create)
+{
+    px_client_t *c;
+
+    for (c = svc->clients; c != NULL; c = c->next)
+        if (strcmp(c->id, id) == 0)
+            return c;
+    if (!create || (c = calloc(1, sizeof(*c))) == NULL)
+        return NULL;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    c->next = svc->clients;
+    svc->clients = c;
+    return c;
+}
+
+void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
+                    const char *topic, const char *handle)
+{
+    px_client_t *c;
+    px_held_t *h;
+
+    if (client_id == NULL || (h = calloc(1, sizeof(*h))) == NULL)
+        return;
+    snprintf(h->group, sizeof(h->group), "%s", group);
+    snprintf(h->topic, sizeof(h->topic), "%s", topic);
+    snprintf(h->handle, sizeof(h->handle), "%s", handle);
+    pthread_mutex_lock(&svc->clients_mu);
+    c = px_client_get_locked(svc, client_id, true);
+    if (c != NULL) {
+        h->next = c->held;
+        c->held = h;
+        c->n_held++;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&svc->clients_mu);
+    free(h);
+}
+
+void px_client_release(px_svc_t *svc, const char *client_id,
+                       const char *handle)
+{
+    px_client_t *c;
+    px_held_t *found = NULL;
+
+    if (client_id == NULL)
+        return;
+    pthread_mutex_lock(&svc->clients_mu);
+    c = px_client_get_locked(svc, client_id, false);
+    if (c != NULL) {
+        for (px_held_t **pp = &c->held; *pp != NULL; pp = &(*pp)->next) {
+            if (strcmp((*pp)->handle, handle) == 0) {
+                found = *pp;
+                *pp = found->next;
+                c->n_held--;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&svc->clients_mu);
+    free(found);
+}
+
+static void px_release_done(void *arg, gt_err_t err, const char *handle)
+{
+    (void)arg;
+    (void)err;
+    (void)handle;
+}
+
+void px_client_forget(px_svc_t *svc, const char *client_id)
+{
+    px_client_t *c = NULL;
+    px_held_t *held;
+    size_t n = 0;
+
+    if (client_id == NULL)
+        return;
+    pthread_mutex_lock(&svc->clients_mu);
+    for (px_client_t **pp = &svc->clients; *pp != NULL; pp = &(*pp)->next) {
+        if (strcmp((*pp)->id, client_id) == 0) {
+            c = *pp;
+            *pp = c->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&svc->clients_mu);
+    if (c == NULL)
+        return;
+    /* Give the messages back: visible again almost at once.  Handles that
+     * were acked or expired meanwhile are simply refused by the store. */
+    held = c->held;
+    while (held != NULL) {
+        px_held_t *next = held->next;
+        st_change_invisible(svc->store, held->group, held->topic, held->handle,
+                            1, px_release_done, NULL);
+        free(held);
+        held = next;
+        n++;
+    }
+    if (c->telemetry != NULL)
+        px_call_unref(c->telemetry);
+    if (n > 0)
+        GT_LOG(DEBUG, "svc", "client %s gone: released %zu messages", client_id, n);
+    free(c);
+}
+
+/* Registers the stream as the client's telemetry channel. */
+static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
+                             int client_type)
+{
+    px_client_t *c;
+    px_call_t *old = NULL;
+
+    pthread_mutex_lock(&svc->clients_mu);
+    c = px_client_get_locked(svc, t->client_id, true);
+    if (c != NULL) {
+        c->client_type = client_type;
+        if (c->telemetry != call) {
+            old = c->telemetry;
+            px_call_ref(call);
+            c->telemetry = call;
+        }
+        t->registered = true;
+    }
+    pthread_mutex_unlock(&svc->clients_mu);
+    if (old != NULL)
+        px_call_unref(old);
+}
+
+static void px_backoff(Apache__Rocketmq__V2__RetryPolicy *rp,
+                       Apache__Rocketmq__V2__ExponentialBackoff *eb,
+                       Google__Protobuf__Duration *ini,
+                       Google__Protobuf__Duration *max, int attempts,
+                       int64_t ini_ms, int64_t max_ms)
+{
+    apache__rocketmq__v2__retry_policy__init(rp);
+    apache__rocketmq__v2__exponential_backoff__init(eb);
+    px_duration_set(ini, ini_ms);
+    px_duration_set(max, max_ms);
+    eb->initial = ini;
+    eb->max = max;
+    eb->multiplier = 2.0f;
+    rp->max_attempts = attempts;
+    rp->strategy_case = APACHE__ROCKETMQ__V2__RETRY_POLICY__STRATEGY_EXPONENTIAL_BACKOFF;
+    rp->exponential_backoff = eb;
+}
+
+/* Answers a Settings command with the merged settings. Returns false when
+ * the stream was finished with an error instead. */
+static bool px_tele_settings(px_call_t *call, px_tele_t *t,
+                             const Apache__Rocketmq__V2__Settings *in)
+{
+    px_svc_t *svc = px_svc(call);
+    Apache__Rocketmq__V2__TelemetryCommand out =
+        APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__INIT;
+    Apache__Rocketmq__V2__Settings s = APACHE__ROCKETMQ__V2__SETTINGS__INIT;
+    Apache__Rocketmq__V2__Status st;
+    Apache__Rocketmq__V2__RetryPolicy rp;
+    Apache__Rocketmq__V2__ExponentialBackoff eb;
+    Google__Protobuf__Duration ini, max, lp;
+    Apache__Rocketmq__V2__Publishing pub = APACHE__ROCKETMQ__V2__PUBLISHING__INIT;
+    Apache__Rocketmq__V2__Subscription sub = APACHE__ROCKETMQ__V2__SUBSCRIPTION__INIT;
+    st_group_t g;
+    char why[256];
+
+    s.client_type_present_case = in->client_type_present_case;
+    s.client_type = in->client_type;
+    s.access_point_present_case = in->access_point_present_case;
+    s.access_point = in->access_point;
+    s.request_timeout_present_case = in->request_timeout_present_case;
+    s.request_timeout = in->request_timeout;
+    s.user_agent = in->user_agent;
+    s.metric = in->metric;
+    s.backoff_policy_present_case =
+        APACHE__ROCKETMQ__V2__SETTINGS__BACKOFF_POLICY_PRESENT_BACKOFF_POLICY;
+    s.backoff_policy = &rp;
+    if (in->pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING) {
+        px_backoff(&rp, &eb, &ini, &max, PX_PRODUCER_ATTEMPTS,
+                   PX_PRODUCER_BACKOFF_MS, PX_PRODUCER_BACKOFF_MAX_MS);
+        if (in->backoff_policy != NULL && in->backoff_policy->max_attempts > 0)
+            rp.max_attempts = in->backoff_policy->max_attempts;
+        pub.n_topics = in->publishing->n_topics;
+        pub.topics = in->publishing->topics;
+        pub.max_body_size = PX_MAX_BODY_BYTES;
+        pub.validate_message_type = true;
+        s.pub_sub_case = APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING;
+        s.publishing = &pub;
+    } else if (in->pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_SUBSCRIPTION) {
+        const Apache__Rocketmq__V2__Subscription *is = in->subscription;
+        px_code_t code = px_check_group(is->group, why, sizeof(why));
+        if (code == PX_CODE(OK) &&
+            px_group_find(svc, is->group->name, &g) != GT_OK) {
+            snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist",
+                     is->group->name);
+            code = PX_CODE(CONSUMER_GROUP_NOT_FOUND);
+        }
+        if (code != PX_CODE(OK)) {
+            /* In-band, like every RocketMQ error: the SDK fails start-up
+             * with this code instead of waiting. */
+            px_status_set(&st, code, why);
+            out.status_present_case =
+                APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__STATUS_PRESENT_STATUS;
+            out.status = &st;
+            px_call_send_pb(call, &out.base);
+            return true;
+        }
+        px_backoff(&rp, &eb, &ini, &max, (int)g.max_delivery_attempts,
+                   PX_CONSUMER_BACKOFF_MS, PX_CONSUMER_BACKOFF_MAX_MS);
+        sub.group_present_case = is->group_present_case;
+        sub.group = is->group;
+        sub.n_subscriptions = is->n_subscriptions;
+        sub.subscriptions = is->subscriptions;
+        sub.fifo_present_case = APACHE__ROCKETMQ__V2__SUBSCRIPTION__FIFO_PRESENT_FIFO;
+        sub.fifo = g.fifo;
+        sub.receive_batch_size_present_case =
+            APACHE__ROCKETMQ__V2__SUBSCRIPTION__RECEIVE_BATCH_SIZE_PRESENT_RECEIVE_BATCH_SIZE;
+        sub.receive_batch_size = PX_RECEIVE_BATCH;
+        px_duration_set(&lp, PX_DEFAULT_LONG_POLL_MS);
+        sub.long_polling_timeout_present_case =
+            APACHE__ROCKETMQ__V2__SUBSCRIPTION__LONG_POLLING_TIMEOUT_PRESENT_LONG_POLLING_TIMEOUT;
+        sub.long_polling_timeout = &lp;
+        s.pub_sub_case = APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_SUBSCRIPTION;
+        s.subscription = &sub;
+    } else {
+        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                       "settings carry neither publishing nor subscription");
+        return false;
+    }
+    px_tele_register(svc, call, t, (int)in->client_type);
+    px_status_set(&st, PX_CODE(OK), "OK");
+    out.status_present_case =
+        APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__STATUS_PRESENT_STATUS;
+    out.status = &st;
+    out.command_case = APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS;
+    out.settings = &s;
+    px_call_send_pb(call, &out.base);
+    GT_LOG(DEBUG, "svc", "client %s settings: type %d", t->client_id,
+           (int)in->client_type);
+    return true;
+}
+
+void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len)
+{
+    Apache__Rocketmq__V2__TelemetryCommand *cmd;
+    px_tele_t *t = px_call_user(call);
+    const char *id = px_client_id(call);
+
+    if (id == NULL) {
+        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                       "x-mq-client-id metadata is required");
+        return;
+    }
+    if (t == NULL) {
+        if ((t = calloc(1, sizeof(*t))) == NULL) {
+            px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            return;
+        }
+        snprintf(t->client_id, sizeof(t->client_id), "%s", id);
+        px_call_set_user(call, t);
+    }
+    cmd = (Apache__Rocketmq__V2__TelemetryCommand *)px_pb_unpack(
+        &apache__rocketmq__v2__telemetry_command__descriptor, data, len);
+    if (cmd == NULL) {
+        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                       "malformed TelemetryCommand");
+        return;
+    }
+    switch (cmd->command_case) {
+    case APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS:
+        px_tele_settings(call, t, cmd->settings);
+        break;
+    case APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_THREAD_STACK_TRACE:
+    case APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_VERIFY_MESSAGE_RESULT:
+        break; /* answers to commands we do not send yet */
+    default:
+        GT_LOG(DEBUG, "svc", "client %s: ignoring telemetry command %d",
+               t->client_id, (int)cmd->command_case);
+        break;
+    }
+    protobuf_c_message_free_unpacked(&cmd->base, NULL);
+}
+
+void px_telemetry_half_close(px_call_t *call)
+{
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why)
+{
+    px_tele_t *t = px_call_user(call);
+    px_svc_t *svc = px_svc(call);
+    px_client_t *c;
+    bool mine = false;
+
+    if (why == PX_INTERRUPT_SHUTDOWN) {
+        /* End the stream cleanly: the SDKs reconnect after an OK end, while
+         * some (Node 1.0.8) have already dropped their error listener
+         * during their own shutdown and would crash on an error status. */
+        px_call_finish(call, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    if (why != PX_INTERRUPT_CLOSED || t == NULL || !t->registered)
+        return;
+    /* The stream is over: if it is still the client's channel, the client
+     * is gone. */
+    pthread_mutex_lock(&svc->clients_mu);
+    c = px_client_get_locked(svc, t->client_id, false);
+    mine = c != NULL && c->telemetry == call;
+    pthread_mutex_unlock(&svc->clients_mu);
+    if (mine)
+        px_client_forget(svc, t->client_id);
+}
+
+void px_telemetry_done(px_call_t *call)
+{
+    free(px_call_user(call));
+}
