@@ -1,0 +1,292 @@
+/* gt_bench_store: the store benchmark behind scripts/bench-store (not a
+ * test).  In one run it measures the disk's own figures in the data
+ * directory -- sequential buffered 1 MiB writes (MB/s) and fdatasync'd 4 KiB
+ * appends per second from one writer -- then the store's: 1 KiB appends/s
+ * and MB/s with 1, 4 and 16 appenders in sync and async mode, and pop+ack
+ * per second, each also printed as a ratio to the disk's figure.
+ *
+ * Each appender is a thread that keeps up to `window` appends of one 1 KiB
+ * message in flight (1 in sync mode: a blocking producer; 64 in async mode:
+ * a pipelining producer).  MB/s counts message bodies only.
+ *
+ * Usage: gt_bench_store <dir> [seconds per measurement, default 2] */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gt_log.h"
+#include "st.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double seconds = 2.0;
+static char body[1024];
+
+/* ---- disk baseline --------------------------------------------------------- */
+static double disk_buffered_mbs(const char *dir)
+{
+    char path[4096];
+    static char chunk[1 << 20];
+    snprintf(path, sizeof(path), "%s/disk-seq.tmp", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return 0;
+    memset(chunk, 'd', sizeof(chunk));
+    double t0 = now_s(), t;
+    size_t bytes = 0;
+    while ((t = now_s()) - t0 < seconds && bytes < (size_t)8 << 30) {
+        if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
+            break;
+        bytes += sizeof(chunk);
+    }
+    close(fd);
+    unlink(path);
+    return (double)bytes / 1e6 / (t - t0);
+}
+
+static double disk_sync_appends(const char *dir)
+{
+    char path[4096], blk[4096];
+    snprintf(path, sizeof(path), "%s/disk-sync.tmp", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+    if (fd < 0)
+        return 0;
+    memset(blk, 's', sizeof(blk));
+    double t0 = now_s(), t;
+    long n = 0;
+    while ((t = now_s()) - t0 < seconds) {
+        if (write(fd, blk, sizeof(blk)) != (ssize_t)sizeof(blk) ||
+            fdatasync(fd) != 0)
+            break;
+        n++;
+    }
+    close(fd);
+    unlink(path);
+    return (double)n / (t - t0);
+}
+
+/* ---- store helpers ------------------------------------------------------------ */
+typedef struct wait1 {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int pending;
+    gt_err_t err;
+} wait1_t;
+
+static void done_cb(void *arg, gt_err_t err)
+{
+    wait1_t *w = arg;
+    pthread_mutex_lock(&w->m);
+    w->err = err;
+    w->pending--;
+    pthread_cond_signal(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+static void wait_all(wait1_t *w)
+{
+    pthread_mutex_lock(&w->m);
+    while (w->pending > 0)
+        pthread_cond_wait(&w->c, &w->m);
+    pthread_mutex_unlock(&w->m);
+}
+
+static st_store_t *open_store(const char *dir, st_flush_t flush)
+{
+    st_config_t c;
+    st_store_t *st = NULL;
+    wait1_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 1, 0};
+    st_topic_t t = {.name = "bench", .type = ST_TOPIC_NORMAL,
+                    .queue_count = 8, .perm = ST_PERM_READ | ST_PERM_WRITE};
+    st_config_init(&c);
+    c.dir = dir;
+    c.flush = flush;
+    c.segment_size = 256u << 20;
+    if (st_local_open(&c, &st) != GT_OK) {
+        fprintf(stderr, "cannot open store in %s\n", dir);
+        exit(1);
+    }
+    st_topic_put(st, &t, done_cb, &w);
+    wait_all(&w);
+    return st;
+}
+
+/* ---- appenders ----------------------------------------------------------------- */
+typedef struct appender {
+    st_store_t *st;
+    int window;
+    double deadline;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int inflight;
+    long done, failed;
+} appender_t;
+
+static void append_cb(void *arg, gt_err_t err, const st_append_item_t *items,
+                      size_t n)
+{
+    appender_t *a = arg;
+    pthread_mutex_lock(&a->m);
+    a->inflight--;
+    if (err == GT_OK)
+        a->done++;
+    else
+        a->failed++;
+    pthread_cond_signal(&a->c);
+    pthread_mutex_unlock(&a->m);
+}
+
+static void *appender_main(void *p)
+{
+    appender_t *a = p;
+    st_message_t m;
+    memset(&m, 0, sizeof(m));
+    m.tag = "bench";
+    m.body = body;
+    m.body_len = sizeof(body);
+    m.queue_id = ST_QUEUE_ANY;
+    while (now_s() < a->deadline) {
+        pthread_mutex_lock(&a->m);
+        while (a->inflight >= a->window)
+            pthread_cond_wait(&a->c, &a->m);
+        a->inflight++;
+        pthread_mutex_unlock(&a->m);
+        st_append(a->st, "bench", &m, 1, append_cb, a);
+    }
+    pthread_mutex_lock(&a->m);
+    while (a->inflight > 0)
+        pthread_cond_wait(&a->c, &a->m);
+    pthread_mutex_unlock(&a->m);
+    return NULL;
+}
+
+static double run_appenders(st_store_t *st, int n, int window, long *total)
+{
+    appender_t *a = calloc((size_t)n, sizeof(*a));
+    pthread_t *th = calloc((size_t)n, sizeof(*th));
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        a[i] = (appender_t){.st = st, .window = window,
+                            .deadline = t0 + seconds};
+        pthread_mutex_init(&a[i].m, NULL);
+        pthread_cond_init(&a[i].c, NULL);
+        pthread_create(&th[i], NULL, appender_main, &a[i]);
+    }
+    long done = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        done += a[i].done;
+        failed += a[i].failed;
+    }
+    double dt = now_s() - t0;
+    if (failed)
+        fprintf(stderr, "%ld appends failed\n", failed);
+    free(a);
+    free(th);
+    *total = done;
+    return (double)done / dt;
+}
+
+/* ---- pop + ack ------------------------------------------------------------------- */
+typedef struct popper {
+    st_store_t *st;
+    wait1_t w;
+    long acked;
+    int got;
+    char handles[32][ST_HANDLE_MAX];
+} popper_t;
+
+static void pop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
+{
+    popper_t *p = arg;
+    p->got = (int)n;
+    for (size_t i = 0; i < n; i++)
+        memcpy(p->handles[i], msgs[i].handle, ST_HANDLE_MAX);
+    done_cb(&p->w, err);
+}
+
+static double run_pop_ack(st_store_t *st, long available)
+{
+    popper_t p = {.st = st,
+                  .w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0,
+                        0}};
+    st_pop_req_t r = {.group = "bench-g", .topic = "bench",
+                      .queue_id = ST_QUEUE_ANY, .max = 32,
+                      .invisible_ms = 60000};
+    double t0 = now_s();
+    while (now_s() - t0 < seconds && p.acked < available) {
+        p.w.pending = 1;
+        st_pop(st, &r, pop_cb, &p);
+        wait_all(&p.w);
+        if (p.got == 0)
+            break;
+        p.w.pending = p.got;
+        for (int i = 0; i < p.got; i++)
+            st_ack(st, "bench-g", "bench", p.handles[i], done_cb, &p.w);
+        wait_all(&p.w);
+        p.acked += p.got;
+    }
+    return (double)p.acked / (now_s() - t0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <dir> [seconds]\n", argv[0]);
+        return 2;
+    }
+    if (argc > 2)
+        seconds = atof(argv[2]);
+    gt_log_set_level(GT_LOG_LEVEL_WARN);
+    memset(body, 'b', sizeof(body));
+    const char *dir = argv[1];
+    mkdir(dir, 0755);
+    double disk_mbs = disk_buffered_mbs(dir);
+    double disk_sync = disk_sync_appends(dir);
+    printf("disk (%s):\n", dir);
+    printf("  sequential buffered 1 MiB writes : %10.1f MB/s\n", disk_mbs);
+    printf("  fdatasync'd 4 KiB appends        : %10.0f /s\n\n", disk_sync);
+    printf("store appends, 1 KiB messages (MB/s counts bodies):\n");
+    printf("  %-5s %9s %6s %12s %9s %14s %14s\n", "mode", "appenders",
+           "window", "appends/s", "MB/s", "x disk fsync/s", "of disk MB/s");
+    long last_total = 0;
+    st_store_t *last = NULL;
+    char sub[4096];
+    for (int mode = 0; mode < 2; mode++) {
+        int counts[] = {1, 4, 16};
+        for (int i = 0; i < 3; i++) {
+            snprintf(sub, sizeof(sub), "%s/store-%d-%d", dir, mode, counts[i]);
+            st_store_t *st = open_store(sub, mode ? ST_FLUSH_ASYNC
+                                                  : ST_FLUSH_SYNC);
+            long total;
+            int window = mode ? 64 : 1;
+            double rate = run_appenders(st, counts[i], window, &total);
+            double mbs = rate * sizeof(body) / 1e6;
+            printf("  %-5s %9d %6d %12.0f %9.1f %13.2fx %13.1f%%\n",
+                   mode ? "async" : "sync", counts[i], window, rate, mbs,
+                   rate / disk_sync, 100.0 * mbs / disk_mbs);
+            fflush(stdout);
+            if (mode == 1 && i == 2) { /* keep the last one for pop+ack */
+                last = st;
+                last_total = total;
+            } else {
+                st_close(st);
+            }
+        }
+    }
+    double pa = run_pop_ack(last, last_total);
+    printf("\npop+ack (1 consumer, batches of 32, async store): %.0f "
+           "messages/s (%.2fx disk fsync/s)\n", pa, pa / disk_sync);
+    st_close(last);
+    return 0;
+}
