@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, defPb, pb, Raw, yamlOf, resource, consumerSettings, producerSettings,
-  receiveRequest, splitReceive, wireMessage, sendRequest, ackRequest,
+  receiveRequest, splitReceive, wireMessage, sendRequest, ackRequest, duration, SVC,
 } from './sdk_util.mjs';
 
 const T = 'ProtoTopic';
@@ -20,8 +20,8 @@ before(async () => {
   g = await startGantry({
     logLevel: 'info',
     yaml: yamlOf({
-      topics: [{ name: T, queues: 3 }, { name: T_FIFO, type: 'FIFO', queues: 2 }],
-      groups: [{ name: G, max_delivery_attempts: MAX_ATTEMPTS }],
+      topics: [{ name: T, queues: 3 }, { name: T_FIFO, type: 'FIFO', queues: 2 }, { name: 'ProtoRecv', queues: 2 }],
+      groups: [{ name: G, max_delivery_attempts: MAX_ATTEMPTS }, { name: 'ProtoDlqReader' }],
     }),
   });
   raw = new Raw(g.endpoint);
@@ -204,5 +204,196 @@ test('NotifyClientTermination: messages a push consumer held are visible again p
     tel2?.call?.end();
     holder.close();
     other.close();
+  }
+});
+
+// ---- receive, ack, change-invisible and DLQ details on the wire -----------
+
+async function withConsumer(group, topic, fn, type = defPb.ClientType.SIMPLE_CONSUMER) {
+  const c = new Raw(g.endpoint);
+  const tel = await c.telemetry(consumerSettings(group, topic, type));
+  assert.equal(tel.err, null, `telemetry: ${tel.err?.message}`);
+  try {
+    return await fn(c, tel);
+  } finally {
+    tel.call?.end();
+    c.close();
+  }
+}
+
+async function rawReceive(c, o, timeoutMs = 10000) {
+  const s = await c.serverStream('ReceiveMessage', receiveRequest({ group: G, topic: T_RECV, ...o }),
+    pb.ReceiveMessageResponse, { timeoutMs });
+  assert.equal(s.err, null, `ReceiveMessage transport error: ${s.err?.message}`);
+  return { ...splitReceive(s.resps), ms: s.ms };
+}
+
+async function rawSendN(topic, n, prefix) {
+  const msgs = Array.from({ length: n }, (_, i) => wireMessage({ topic, body: Buffer.from(`${prefix}${i}`) }));
+  const r = await raw.unary('SendMessage', sendRequest(msgs), pb.SendMessageResponse);
+  assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK), r.resp.getStatus().getMessage());
+  return r.resp.getEntriesList().map((e) => e.getMessageId());
+}
+
+const T_RECV = 'ProtoRecv';
+
+test('ReceiveMessage: at most 32 per batch; the long poll ends inside the call deadline', async () => {
+  await withConsumer(G, T_RECV, async (c) => {
+    const ids = await rawSendN(T_RECV, 50, 'b');
+    const first = await rawReceive(c, { batch: 100, invisibleMs: 60000, longPollMs: 1000 });
+    assert.equal(codeName(first.status.getCode()), codeName(Code.OK));
+    assert.ok(first.messages.length >= 1 && first.messages.length <= 32,
+      `a batch_size 100 receive returned ${first.messages.length} messages`);
+    const got = new Map(first.messages.map((m) => [m.getSystemProperties().getMessageId(), m]));
+    while (got.size < ids.length) {
+      const more = await rawReceive(c, { batch: 32, invisibleMs: 60000, longPollMs: 1000 });
+      if (more.messages.length === 0) break;
+      for (const m of more.messages) got.set(m.getSystemProperties().getMessageId(), m);
+    }
+    assert.equal(got.size, ids.length);
+    const ack = await c.unary('AckMessage', ackRequest(G, T_RECV, [...got].map(([id, m]) => (
+      { id, handle: m.getSystemProperties().getReceiptHandle() }))), pb.AckMessageResponse);
+    assert.equal(codeName(ack.resp.getStatus().getCode()), codeName(Code.OK));
+
+    // Nothing to receive, long poll 20 s, deadline 3 s: the server answers
+    // MESSAGE_NOT_FOUND before the deadline instead of letting it expire.
+    const empty = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 20000 }, 3000);
+    assert.deepEqual(empty.order, ['status'], `stream ${empty.order}`);
+    assert.equal(codeName(empty.status.getCode()), codeName(Code.MESSAGE_NOT_FOUND));
+  });
+});
+
+test('AckMessage: per-entry status, MULTIPLE_RESULTS when the entries differ', async () => {
+  await withConsumer(G, T_RECV, async (c) => {
+    const [id] = await rawSendN(T_RECV, 1, 'ack');
+    const r = await rawReceive(c, { batch: 32, invisibleMs: 60000, longPollMs: 3000 });
+    assert.deepEqual(r.messages.map((m) => m.getSystemProperties().getMessageId()), [id]);
+    const handle = r.messages[0].getSystemProperties().getReceiptHandle();
+    const ack = await c.unary('AckMessage', ackRequest(G, T_RECV, [
+      { id, handle }, { id: 'bogus-id', handle: 'bogus-handle' }]), pb.AckMessageResponse);
+    assert.equal(ack.err, null);
+    assert.equal(codeName(ack.resp.getStatus().getCode()), codeName(Code.MULTIPLE_RESULTS));
+    const entries = ack.resp.getEntriesList();
+    assert.equal(entries.length, 2);
+    assert.equal(entries[0].getMessageId(), id);
+    assert.equal(codeName(entries[0].getStatus().getCode()), codeName(Code.OK));
+    assert.equal(entries[1].getMessageId(), 'bogus-id');
+    assert.equal(codeName(entries[1].getStatus().getCode()), codeName(Code.INVALID_RECEIPT_HANDLE));
+    // The acked message is gone.
+    const after1 = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 1000 });
+    assert.equal(after1.messages.length, 0);
+  });
+});
+
+test('ChangeInvisibleDuration always returns a receipt handle: the new one, or the old one on error', async () => {
+  await withConsumer(G, T_RECV, async (c) => {
+    const [id] = await rawSendN(T_RECV, 1, 'cid');
+    const r = await rawReceive(c, { batch: 32, invisibleMs: 60000, longPollMs: 3000 });
+    const handle = r.messages[0].getSystemProperties().getReceiptHandle();
+    const cid = (h, ms) => c.unary('ChangeInvisibleDuration', new pb.ChangeInvisibleDurationRequest()
+      .setGroup(resource(G)).setTopic(resource(T_RECV)).setReceiptHandle(h).setMessageId(id)
+      .setInvisibleDuration(duration(ms)), pb.ChangeInvisibleDurationResponse);
+    const bad = await cid(handle, 13 * 3600 * 1000);
+    assert.equal(codeName(bad.resp.getStatus().getCode()), codeName(Code.ILLEGAL_INVISIBLE_TIME));
+    assert.equal(bad.resp.getReceiptHandle(), handle, 'the old handle on error');
+    const garbage = await cid('garbage-handle', 20000);
+    assert.equal(codeName(garbage.resp.getStatus().getCode()), codeName(Code.INVALID_RECEIPT_HANDLE));
+    assert.equal(garbage.resp.getReceiptHandle(), 'garbage-handle', 'the given handle on error');
+    const ok = await cid(handle, 30000);
+    assert.equal(codeName(ok.resp.getStatus().getCode()), codeName(Code.OK));
+    const fresh = ok.resp.getReceiptHandle();
+    assert.ok(fresh && fresh !== handle, 'a new handle');
+    const ack = await c.unary('AckMessage', ackRequest(G, T_RECV, [{ id, handle: fresh }]), pb.AckMessageResponse);
+    assert.equal(codeName(ack.resp.getStatus().getCode()), codeName(Code.OK));
+  });
+});
+
+test('ForwardMessageToDeadLetterQueue moves the message to %DLQ%<group> at once', async () => {
+  const dlqTopic = `%DLQ%${G}`;
+  await withConsumer(G, T_RECV, async (c) => {
+    const [id] = await rawSendN(T_RECV, 1, 'fwd');
+    const r = await rawReceive(c, { batch: 32, invisibleMs: 60000, longPollMs: 3000 });
+    assert.deepEqual(r.messages.map((m) => m.getSystemProperties().getMessageId()), [id]);
+    const sp = r.messages[0].getSystemProperties();
+    const f = await c.unary('ForwardMessageToDeadLetterQueue', new pb.ForwardMessageToDeadLetterQueueRequest()
+      .setGroup(resource(G)).setTopic(resource(T_RECV)).setReceiptHandle(sp.getReceiptHandle())
+      .setMessageId(id).setDeliveryAttempt(sp.getDeliveryAttempt()).setMaxDeliveryAttempts(MAX_ATTEMPTS),
+    pb.ForwardMessageToDeadLetterQueueResponse);
+    assert.equal(codeName(f.resp.getStatus().getCode()), codeName(Code.OK), f.resp.getStatus().getMessage());
+    const route = await c.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(dlqTopic)),
+      pb.QueryRouteResponse);
+    assert.equal(codeName(route.resp.getStatus().getCode()), codeName(Code.OK), `QueryRoute ${dlqTopic}`);
+    // Its receipt handle is spent; it is not redelivered to the group.
+    const again = await c.unary('ChangeInvisibleDuration', new pb.ChangeInvisibleDurationRequest()
+      .setGroup(resource(G)).setTopic(resource(T_RECV)).setReceiptHandle(sp.getReceiptHandle()).setMessageId(id)
+      .setInvisibleDuration(duration(0)), pb.ChangeInvisibleDurationResponse);
+    assert.equal(codeName(again.resp.getStatus().getCode()), codeName(Code.INVALID_RECEIPT_HANDLE),
+      'changeInvisibleDuration after forwarding to the DLQ');
+    const none = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 1000 });
+    assert.equal(none.messages.length, 0, 'redelivered after forwarding to the DLQ');
+  });
+  await withConsumer('ProtoDlqReader', dlqTopic, async (c) => {
+    const s = await c.serverStream('ReceiveMessage', receiveRequest({
+      group: 'ProtoDlqReader', topic: dlqTopic, batch: 32, invisibleMs: 30000, longPollMs: 3000,
+    }), pb.ReceiveMessageResponse);
+    const msgs = splitReceive(s.resps).messages;
+    assert.deepEqual(msgs.map((m) => m.getBody_asU8()).map((b) => Buffer.from(b).toString()), ['fwd0']);
+    assert.equal(msgs[0].getTopic().getName(), dlqTopic);
+  });
+});
+
+test('a push consumer whose telemetry stream ends releases the messages it held', async () => {
+  const [id] = await rawSendN(T_RECV, 1, 'gone');
+  const holder = new Raw(g.endpoint);
+  const tel = await holder.telemetry(consumerSettings(G, T_RECV, defPb.ClientType.PUSH_CONSUMER));
+  try {
+    const r = await rawReceive(holder, { queueId: -1, autoRenew: true, batch: 32, longPollMs: 3000 });
+    assert.deepEqual(r.messages.map((m) => m.getSystemProperties().getMessageId()), [id]);
+  } finally {
+    tel.call.end(); // no NotifyClientTermination: the client just goes away
+    holder.close();
+  }
+  await withConsumer(G, T_RECV, async (c) => {
+    const t0 = Date.now();
+    let got = [];
+    while (got.length === 0 && Date.now() - t0 < 10000) {
+      got = (await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 1000 })).messages;
+    }
+    assert.deepEqual(got.map((m) => m.getSystemProperties().getMessageId()), [id],
+      'not released within 10 s of the stream ending');
+    await c.unary('AckMessage', ackRequest(G, T_RECV, [{ id, handle: got[0].getSystemProperties().getReceiptHandle() }]),
+      pb.AckMessageResponse);
+  });
+});
+
+test('an invalid message fails its whole batch: nothing of it is stored', async () => {
+  const good = wireMessage({ topic: T_RECV, body: Buffer.from('good') });
+  const bad = wireMessage({ topic: T_RECV, body: Buffer.alloc(0) });
+  const r = await raw.unary('SendMessage', sendRequest([good, bad]), pb.SendMessageResponse);
+  assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.MESSAGE_BODY_EMPTY));
+  const entries = r.resp.getEntriesList();
+  if (entries.length) {
+    assert.deepEqual(entries.map((e) => e.getMessageId()),
+      [good, bad].map((m) => m.getSystemProperties().getMessageId()), 'entries in order, ids echoed');
+  }
+  await withConsumer(G, T_RECV, async (c) => {
+    const none = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 1500 });
+    assert.deepEqual(none.messages.map((m) => Buffer.from(m.getBody_asU8()).toString()), [],
+      'a message of a refused batch was stored');
+  });
+});
+
+test('any x-mq-language value is accepted', async () => {
+  for (const lang of ['JAVA', 'GOLANG', 'CPP', 'DOTNET', 'PYTHON', 'RUST', 'NODE_JS', 'something-else']) {
+    const md = raw.md();
+    md.set('x-mq-language', lang);
+    const r = await new Promise((resolve) => {
+      raw.client.makeUnaryRequest(`${SVC}QueryRoute`, (x) => x, (x) => x,
+        Buffer.from(new pb.QueryRouteRequest().setTopic(resource(T)).serializeBinary()), md,
+        { deadline: Date.now() + 5000 }, (err, out) => resolve({ err, out }));
+    });
+    assert.equal(r.err, null, `${lang}: ${r.err?.message}`);
+    const resp = pb.QueryRouteResponse.deserializeBinary(new Uint8Array(r.out));
+    assert.equal(codeName(resp.getStatus().getCode()), codeName(Code.OK), `x-mq-language ${lang}`);
   }
 });

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
-  startProducer, startSimpleConsumer, shutdownQuietly, receiveAll, yamlOf, patternBytes,
+  Code, codeName, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll, yamlOf,
+  patternBytes, consumerSettings, receiveRequest, splitReceive, ackRequest,
 } from './sdk_util.mjs';
 
 const T = 'RestartTopic';
@@ -78,6 +79,52 @@ test('messages sent before SIGTERM and SIGKILL restarts are all received afterwa
       assert.ok(m.body.equals(body), `body of ${body.toString('latin1').split(':')[0]}`);
     }
   } finally {
+    await shutdownQuietly(consumer);
+    await stopGantry(g);
+  }
+});
+
+test('messages received but not acked before a SIGKILL are delivered again after the restart', async () => {
+  let g = await startGantry({ logLevel: 'info', yaml: YAML, flush: 'sync' });
+  const raw = new Raw(g.endpoint);
+  let consumer;
+  try {
+    const sent = await sendMany(g, 10, 'k');
+    const tel = await raw.telemetry(consumerSettings(G, T));
+    assert.equal(tel.err, null, tel.err?.message);
+    const held = new Map();
+    const deadline = Date.now() + 15000;
+    while (held.size < sent.size && Date.now() < deadline) {
+      const s = await raw.serverStream('ReceiveMessage', receiveRequest({
+        group: G, topic: T, batch: 32, invisibleMs: 10000, longPollMs: 1000,
+      }), pb.ReceiveMessageResponse);
+      for (const m of splitReceive(s.resps).messages) held.set(m.getSystemProperties().getMessageId(), m);
+    }
+    assert.equal(held.size, sent.size, 'received before the kill');
+    const acked = [...held.keys()].slice(0, 5);
+    const ack = await raw.unary('AckMessage', ackRequest(G, T, acked.map((id) => (
+      { id, handle: held.get(id).getSystemProperties().getReceiptHandle() }))), pb.AckMessageResponse);
+    assert.equal(codeName(ack.resp.getStatus().getCode()), codeName(Code.OK));
+    const info = await stopGantry(g, 'SIGKILL', { keepDir: true });
+    assert.equal(info.signal, 'SIGKILL');
+    tel.call.cancel();
+    raw.close();
+    g = await restart(g);
+
+    const unacked = [...held.keys()].slice(5);
+    consumer = await startSimpleConsumer(g, G, T);
+    // Visible again at the latest when their 10 s invisible time ends.
+    const got = await receiveAll(consumer, unacked.length, 30000, { invisible: 30000 });
+    const ids = new Set(got.map((m) => m.messageId));
+    const missing = unacked.filter((id) => !ids.has(id)).map((id) => sent.get(id).toString('latin1').split(':')[0]);
+    assert.deepEqual(missing, [], 'unacked messages never delivered again after the SIGKILL');
+    for (const m of got) {
+      if (unacked.includes(m.messageId)) assert.ok(m.deliveryAttempt >= 2, `attempt ${m.deliveryAttempt} after a delivery`);
+    }
+    const reacked = acked.filter((id) => ids.has(id)).length;
+    if (reacked) console.log(`note: ${reacked} messages acked before the SIGKILL were delivered again`);
+  } finally {
+    raw.close();
     await shutdownQuietly(consumer);
     await stopGantry(g);
   }
