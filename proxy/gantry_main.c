@@ -304,6 +304,10 @@ static int serve(const cfg_t *cfg)
         goto out;
     }
     ro.app = svc;
+    if (px_svc_start(svc) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot start the service threads");
+        goto out;
+    }
     if (px_service_register(&methods) != GT_OK) {
         GT_LOG(ERROR, "main", "cannot build the method table");
         goto out;
@@ -331,6 +335,7 @@ static int serve(const cfg_t *cfg)
      * still release call references), then free the gRPC server. */
     if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
+    px_svc_stop(svc);
     st_close(store);
     store = NULL;
     px_rpc_server_destroy(rpc);
@@ -340,6 +345,7 @@ static int serve(const cfg_t *cfg)
 out:
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);
+    px_svc_stop(svc);
     st_close(store);
     if (rpc != NULL)
         px_rpc_server_destroy(rpc);

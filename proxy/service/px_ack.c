@@ -62,6 +62,7 @@ typedef struct px_ack_ctx {
     size_t pending;
     gt_err_t *errs;
     struct px_ack_one *ones; /* one callback argument per entry */
+    char (*cur)[ST_HANDLE_MAX]; /* the store's handle for each entry */
 } px_ack_ctx_t;
 
 typedef struct px_ack_one {
@@ -134,6 +135,7 @@ static void px_ack_one_done(void *arg, gt_err_t err)
     pthread_mutex_destroy(&ctx->mu);
     free(ctx->errs);
     free(ctx->ones);
+    free(ctx->cur);
     free(ctx);
 }
 
@@ -164,9 +166,12 @@ void px_ack_message(px_call_t *call, const uint8_t *data, size_t len)
     }
     ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL || (ctx->errs = calloc(n, sizeof(*ctx->errs))) == NULL ||
-        (ctx->ones = calloc(n, sizeof(*ctx->ones))) == NULL) {
-        if (ctx != NULL)
+        (ctx->ones = calloc(n, sizeof(*ctx->ones))) == NULL ||
+        (ctx->cur = calloc(n, sizeof(*ctx->cur))) == NULL) {
+        if (ctx != NULL) {
             free(ctx->errs);
+            free(ctx->ones);
+        }
         free(ctx);
         protobuf_c_message_free_unpacked(&req->base, NULL);
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
@@ -179,11 +184,13 @@ void px_ack_message(px_call_t *call, const uint8_t *data, size_t len)
     ctx->pending = n;
     px_call_ref(call);
     for (size_t i = 0; i < n; i++) {
-        const char *h = req->entries[i]->receipt_handle;
         ctx->ones[i] = (px_ack_one_t){ctx, i};
-        st_ack(px_svc(call)->store, req->group->name, req->topic->name,
-               h != NULL ? h : "", px_ack_one_done, &ctx->ones[i]);
+        px_client_current(px_svc(call), ctx->client_id,
+                          req->entries[i]->receipt_handle, ctx->cur[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        st_ack(px_svc(call)->store, req->group->name, req->topic->name,
+               ctx->cur[i], px_ack_one_done, &ctx->ones[i]);
 }
 
 /* ---- ChangeInvisibleDuration ---- */
@@ -214,7 +221,8 @@ static void px_chg_done(void *arg, gt_err_t err, const char *handle)
         px_svc_t *svc = px_svc(ctx->call);
         px_client_release(svc, ctx->client_id, ctx->req->receipt_handle);
         px_client_hold(svc, ctx->client_id, ctx->req->group->name,
-                       ctx->req->topic->name, handle);
+                       ctx->req->topic->name, handle, false,
+                       px_duration_ms(ctx->req->invisible_duration));
     }
     px_call_reply_pb(ctx->call, &resp.base);
     px_call_unref(ctx->call);
@@ -231,7 +239,7 @@ void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
     Apache__Rocketmq__V2__Status st;
     px_chg_ctx_t *ctx;
     int64_t ms;
-    char why[160];
+    char why[160], cur[ST_HANDLE_MAX];
 
     if (!px_require_client(call, rd))
         return;
@@ -264,8 +272,9 @@ void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
     px_call_ref(call);
     /* 0 (a push consumer's immediate nack) means visible right away; the
      * store wants a positive duration, and 1 ms is that. */
+    px_client_current(px_svc(call), ctx->client_id, req->receipt_handle, cur);
     st_change_invisible(px_svc(call)->store, req->group->name, req->topic->name,
-                        req->receipt_handle, ms > 0 ? ms : 1, px_chg_done, ctx);
+                        cur, ms > 0 ? ms : 1, px_chg_done, ctx);
     return;
 out:
     protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -277,6 +286,7 @@ typedef struct px_fwd_ctx {
     px_call_t *call;
     Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req;
     char dlq[ST_NAME_MAX + 1];
+    char cur[ST_HANDLE_MAX];
 } px_fwd_ctx_t;
 
 static void px_fwd_finish(px_fwd_ctx_t *ctx, px_code_t code, const char *why)
@@ -312,7 +322,7 @@ static void px_fwd_appended(void *arg, gt_err_t err, const st_append_item_t *ite
         return;
     }
     st_ack(px_svc(ctx->call)->store, ctx->req->group->name, ctx->req->topic->name,
-           ctx->req->receipt_handle, px_fwd_acked, ctx);
+           ctx->cur, px_fwd_acked, ctx);
 }
 
 static void px_noop_done(void *arg, gt_err_t err)
@@ -388,6 +398,7 @@ void px_forward_dlq(px_call_t *call, const uint8_t *data, size_t len)
     }
     ctx->call = call;
     ctx->req = req;
+    px_client_current(px_svc(call), px_client_id(call), req->receipt_handle, ctx->cur);
     px_call_ref(call);
     st_lookup_id(px_svc(call)->store, req->topic->name, req->message_id,
                  px_fwd_found, ctx);

@@ -38,6 +38,7 @@ typedef struct px_recv_ctx {
     char store_host[128];
     char *tag_expr;
     int64_t invisible_ms;
+    bool auto_renew;
 } px_recv_ctx_t;
 
 /* Sends one ReceiveMessageResponse carrying only a status, and finishes. */
@@ -264,7 +265,8 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
                 if (px_recv_send_one(ctx, &msgs[sent]) != GT_OK)
                     break;
                 px_client_hold(svc, ctx->client_id, ctx->group, ctx->topic,
-                               msgs[sent].handle);
+                               msgs[sent].handle, ctx->auto_renew,
+                               ctx->invisible_ms);
             }
         }
         if (sent == n) {
@@ -387,9 +389,13 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
     snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", auth);
     if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
         ctx->tag_expr = strdup(req->filter_expression->expression);
+    /* Push consumers ask for auto-renewal and name no invisible time: the
+     * server keeps their messages invisible while they live. */
+    ctx->auto_renew = req->auto_renew;
     ctx->invisible_ms = req->invisible_duration_present_case && req->invisible_duration
                             ? px_duration_ms(req->invisible_duration)
-                            : PX_DEFAULT_INVISIBLE_MS;
+                            : req->auto_renew ? PX_AUTO_RENEW_MS
+                                              : PX_DEFAULT_INVISIBLE_MS;
     lp = req->long_polling_timeout_present_case && req->long_polling_timeout
              ? px_duration_ms(req->long_polling_timeout)
              : PX_DEFAULT_LONG_POLL_MS;

@@ -159,6 +159,7 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
     svc->cfg = cfg;
     pthread_mutex_init(&svc->clients_mu, NULL);
     pthread_mutex_init(&svc->recv_mu, NULL);
+    pthread_cond_init(&svc->renew_cv, NULL);
     return svc;
 }
 
@@ -166,6 +167,7 @@ void px_svc_free(px_svc_t *svc)
 {
     if (svc == NULL)
         return;
+    px_clients_stop(svc);
     while (svc->clients != NULL) {
         px_client_t *c = svc->clients;
         svc->clients = c->next;
@@ -180,5 +182,17 @@ void px_svc_free(px_svc_t *svc)
     }
     pthread_mutex_destroy(&svc->clients_mu);
     pthread_mutex_destroy(&svc->recv_mu);
+    pthread_cond_destroy(&svc->renew_cv);
     free(svc);
+}
+
+gt_err_t px_svc_start(px_svc_t *svc)
+{
+    return px_clients_start(svc);
+}
+
+void px_svc_stop(px_svc_t *svc)
+{
+    if (svc != NULL)
+        px_clients_stop(svc);
 }

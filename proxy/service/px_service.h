@@ -19,6 +19,12 @@ typedef struct px_svc px_svc_t;
  * outlive it.  Pass the result as px_rpc_options_t.app.  Returns NULL on
  * allocation failure. */
 px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg);
+/* Starts the service's background work (auto-renewal of push consumers'
+ * deliveries).  Call before serving. */
+gt_err_t px_svc_start(px_svc_t *svc);
+/* Stops the background work and drops stream references; call after
+ * px_rpc_server_shutdown() and before the store closes. */
+void px_svc_stop(px_svc_t *svc);
 /* Frees the context (after the server stopped).  NULL-safe. */
 void px_svc_free(px_svc_t *svc);
 

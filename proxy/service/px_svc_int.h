@@ -30,6 +30,9 @@ typedef Apache__Rocketmq__V2__Code px_code_t;
 #define PX_MAX_INVISIBLE_MS      (12 * 3600 * 1000LL)
 #define PX_DEFAULT_LONG_POLL_MS  (20 * 1000LL)
 #define PX_RECEIVE_BATCH         32
+/* Invisible time of auto-renew (push consumer) deliveries, renewed while
+ * the client lives. */
+#define PX_AUTO_RENEW_MS         (30 * 1000LL)
 
 /* Store property keys that carry system properties the store has no field
  * for.  They start with a control character, which no client key may
@@ -40,12 +43,20 @@ typedef Apache__Rocketmq__V2__Code px_code_t;
 
 typedef Apache__Rocketmq__V2__MessageType px_msg_type_t;
 
-/* A receipt handle a client holds (delivered, not yet acked). */
+/* A message a client holds (delivered, not yet acked).  `handle` is what
+ * the client was given; `cur` is the store's current handle for the same
+ * delivery, which differs once the server renewed the invisible time of an
+ * auto-renew (push consumer) delivery: the client keeps using `handle` and
+ * the registry translates. */
 typedef struct px_held {
     struct px_held *next;
     char group[ST_NAME_MAX + 1];
     char topic[ST_NAME_MAX + 1];
     char handle[ST_HANDLE_MAX];
+    char cur[ST_HANDLE_MAX];
+    bool auto_renew;
+    bool renewing;        /* a renewal is in flight */
+    int64_t renew_at_ms;  /* wall clock; renew when reached */
 } px_held_t;
 
 /* One connected client, keyed by x-mq-client-id.  Guarded by
@@ -70,6 +81,11 @@ struct px_svc {
     /* Links a ReceiveMessage call and its parked pop; whichever of the pop
      * answer or a cancel/shutdown comes first detaches them (px_receive.c). */
     pthread_mutex_t recv_mu;
+    /* Renewer thread for auto-renew deliveries; stop flag under clients_mu. */
+    pthread_t renewer;
+    pthread_cond_t renew_cv;
+    bool renewer_started;
+    bool stopping;
 };
 typedef struct px_svc px_svc_t;
 
@@ -114,11 +130,22 @@ void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
 
 /* ---- clients (px_telemetry.c) ---- */
 
-/* Records that `client_id` holds `handle`; forgets it on ack (by handle). */
+/* Records that `client_id` holds `handle`.  With auto_renew the server
+ * keeps the message invisible (renewing every invisible_ms) while the
+ * client lives. */
 void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
-                    const char *topic, const char *handle);
+                    const char *topic, const char *handle, bool auto_renew,
+                    int64_t invisible_ms);
+/* Forgets a held message (by the client's handle), e.g. after an ack. */
 void px_client_release(px_svc_t *svc, const char *client_id,
                        const char *handle);
+/* The store's current handle for the client's `handle` (itself when not
+ * renewed). `out` has ST_HANDLE_MAX bytes. */
+void px_client_current(px_svc_t *svc, const char *client_id,
+                       const char *handle, char *out);
+/* Starts / stops the renewer thread (main, around the server's life). */
+gt_err_t px_clients_start(px_svc_t *svc);
+void px_clients_stop(px_svc_t *svc);
 /* The client went away: make every message it holds visible again. */
 void px_client_forget(px_svc_t *svc, const char *client_id);
 
