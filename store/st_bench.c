@@ -247,7 +247,7 @@ int main(int argc, char **argv)
     }
     if (argc > 2)
         seconds = atof(argv[2]);
-    gt_log_set_level(GT_LOG_LEVEL_WARN);
+    gt_log_set_level(getenv("BENCH_VERBOSE") ? GT_LOG_LEVEL_INFO : GT_LOG_LEVEL_WARN);
     memset(body, 'b', sizeof(body));
     const char *dir = argv[1];
     mkdir(dir, 0755);

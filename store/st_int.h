@@ -15,10 +15,13 @@
  *   st_local.c   open / close, the ops table, pull, lookup, stats, retention,
  *                the service thread
  *
- * Threads and locks (lock order: lock -> seg_lock / wq_lock / ck_lock):
+ * Threads and locks (lock order: lock -> seg_lock / wq_lock / sq_lock /
+ * ck_lock; no lock is held across a write, a sync or a callback):
  *   callers   submit appends (wq_lock), run pops/acks (lock)
- *   writer    assigns offsets (lock, briefly), writes, syncs (no lock),
- *             publishes (lock), runs append callbacks (no lock)
+ *   writer    assigns offsets (lock, briefly), writes; in async mode it
+ *             publishes (lock) and runs append callbacks, in sync mode it
+ *             hands the written run to the syncer
+ *   syncer    (sync mode) fdatasyncs, publishes, runs append callbacks
  *   flusher   fdatasyncs the commitlog (async mode) and the state log
  *   service   answers parked pops on arrival / expiry / timeout, retention */
 #ifndef ST_INT_H
@@ -134,6 +137,7 @@ typedef struct st_seg {
     _Atomic uint64_t end;    /* file bytes written (writer / recovery) */
     _Atomic int64_t last_ts; /* store time of its last record */
     _Atomic bool unlink_on_free;
+    uint64_t zeroed;         /* writer: file length incl. zero fill */
 } st_seg_t;
 
 /* Consume queue entry: fixed size, kept in memory, rebuilt from the
@@ -234,8 +238,24 @@ typedef struct st_local {
     pthread_cond_t wq_cond;
     st_wop_t *wq_head, *wq_tail;
     bool wq_stop;
+    bool wq_waiting;                /* the writer sleeps on wq_cond */
     pthread_t writer;
     bool wr_need_truncate;          /* writer thread only */
+
+    /* sync mode pipeline: written runs awaiting fdatasync by the syncer
+     * thread, so the writer writes batch N+1 while N is being synced.
+     * Guarded by sq_lock. */
+    pthread_mutex_t sq_lock;
+    pthread_cond_t sq_cond;         /* syncer waits for runs */
+    pthread_cond_t sq_idle;         /* writer waits for an empty pipeline */
+    struct st_run *sq_head, *sq_tail;
+    size_t sq_appends;              /* appends in the runs queued */
+    bool sq_busy, sq_stop, sq_waiting;
+    bool sq_failed;                 /* a sync failed: writer must reset */
+    gt_err_t sq_err;
+    uint64_t sq_reset_off;          /* file offset to truncate back to */
+    pthread_t syncer;
+    _Atomic uint64_t n_syncs, n_synced_appends; /* group commit figures */
     _Atomic uint64_t written_pos;   /* end of written data */
     _Atomic uint64_t synced_pos;    /* end of fdatasync'd data */
 
@@ -291,6 +311,11 @@ st_seg_t *st_log_current(st_local_t *st);          /* ref'd, or NULL */
 st_seg_t *st_log_seg_at(st_local_t *st, uint64_t pos); /* ref'd, or NULL */
 void st_seg_unref(st_local_t *st, st_seg_t *seg);
 gt_err_t st_log_roll(st_local_t *st);   /* writer thread */
+/* Sync mode: makes the file at least `need` bytes long by writing zeros
+ * ahead (to need + 1 MiB, capped at the segment size), so later
+ * fdatasyncs overwrite allocated blocks instead of growing the file (no
+ * metadata journal commit per sync).  Writer thread. */
+gt_err_t st_log_zero_fill(st_local_t *st, st_seg_t *seg, uint64_t need);
 void st_log_checkpoint(st_local_t *st, uint64_t synced);
 /* Reads the record at pos into a buffer it returns owned (free()); decodes. */
 gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,

@@ -374,6 +374,9 @@ static void local_free(st_local_t *st)
     pthread_mutex_destroy(&st->lock);
     pthread_mutex_destroy(&st->seg_lock);
     pthread_mutex_destroy(&st->wq_lock);
+    pthread_mutex_destroy(&st->sq_lock);
+    pthread_cond_destroy(&st->sq_cond);
+    pthread_cond_destroy(&st->sq_idle);
     pthread_mutex_destroy(&st->ck_lock);
     pthread_mutex_destroy(&st->fl_lock);
     pthread_cond_destroy(&st->wq_cond);
@@ -400,7 +403,11 @@ static void local_close(st_store_t *s)
     pthread_mutex_unlock(&st->lock);
     pthread_join(st->svc, NULL);
     st_parked_shutdown(st);
-    st_writer_stop(st); /* drains appends; flusher's last round syncs */
+    st_writer_stop(st);
+    if (atomic_load(&st->n_syncs))
+        GT_LOG(INFO, "store", "closing %s: %" PRIu64 " appends in %" PRIu64
+               " commitlog syncs", st->dir, atomic_load(&st->n_synced_appends),
+               atomic_load(&st->n_syncs)); /* drains appends; flusher's last round syncs */
     st_seg_t *cur = st_log_current(st);
     bool clean = cur && st->fops->fdatasync(st->fctx, cur->fd) == 0;
     if (clean)
@@ -469,6 +476,9 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     pthread_mutex_init(&st->lock, NULL);
     pthread_mutex_init(&st->seg_lock, NULL);
     pthread_mutex_init(&st->wq_lock, NULL);
+    pthread_mutex_init(&st->sq_lock, NULL);
+    pthread_cond_init(&st->sq_cond, NULL);
+    pthread_cond_init(&st->sq_idle, NULL);
     pthread_mutex_init(&st->ck_lock, NULL);
     pthread_mutex_init(&st->fl_lock, NULL);
     pthread_cond_init(&st->wq_cond, NULL);

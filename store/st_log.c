@@ -20,7 +20,10 @@
  * bad or partial record ends the valid log.  If it lies at or above the
  * checkpointed synced position it is a torn tail: the file is truncated there
  * and later segments are deleted.  Below the synced position it is
- * corruption: open fails naming the file and offset, unless cfg.repair. */
+ * corruption: open fails naming the file and offset, unless cfg.repair.
+ * Zeros from a record boundary to the end of the file are the zero fill:
+ * a clean end, but only in the last segment and at or above the synced
+ * position (elsewhere they are lost data). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -171,6 +174,7 @@ static gt_err_t seg_create(st_local_t *st, uint64_t base, st_seg_t **out)
         goto out;
     }
     atomic_store(&(*out)->end, ST_SEG_HDR);
+    (*out)->zeroed = ST_SEG_HDR;
     return GT_OK;
 out:
     if (fd >= 0) {
@@ -184,8 +188,13 @@ out:
 gt_err_t st_log_roll(st_local_t *st)
 {
     st_seg_t *cur = st_log_current(st), *n = NULL;
-    int r = st->fops->fdatasync(st->fctx, cur->fd);
+    int r = st->fops->ftruncate(st->fctx, cur->fd,
+                                (off_t)atomic_load(&cur->end));
+    if (r == 0)
+        r = st->fops->fdatasync(st->fctx, cur->fd);
     gt_err_t rc = r < 0 ? st_errno_to_err(r) : GT_OK;
+    if (rc == GT_OK)
+        cur->zeroed = atomic_load(&cur->end);
     uint64_t end = cur->base + atomic_load(&cur->end);
     uint64_t base = cur->base + st->seg_size;
     st_seg_unref(st, cur);
@@ -204,6 +213,35 @@ gt_err_t st_log_roll(st_local_t *st)
     }
     atomic_store(&st->written_pos, base + ST_SEG_HDR);
     atomic_store(&st->synced_pos, base + ST_SEG_HDR);
+    return GT_OK;
+}
+
+gt_err_t st_log_zero_fill(st_local_t *st, st_seg_t *seg, uint64_t need)
+{
+    static const uint8_t zeros[64 * 1024];
+    if (need <= seg->zeroed)
+        return GT_OK;
+    uint64_t target = need + (1u << 20);
+    if (target > st->seg_size)
+        target = st->seg_size;
+    while (seg->zeroed < target) {
+        struct iovec iov[16];
+        int cnt = 0;
+        uint64_t left = target - seg->zeroed;
+        while (cnt < 16 && left) {
+            size_t n = left < sizeof(zeros) ? (size_t)left : sizeof(zeros);
+            iov[cnt++] = (struct iovec){.iov_base = (void *)zeros,
+                                        .iov_len = n};
+            left -= n;
+        }
+        ssize_t w = st->fops->pwritev(st->fctx, seg->fd, iov, cnt,
+                                      (off_t)seg->zeroed);
+        if (w == -EINTR)
+            continue;
+        if (w <= 0)
+            return w == 0 ? GT_EIO : st_errno_to_err((int)w);
+        seg->zeroed += (uint64_t)w;
+    }
     return GT_OK;
 }
 
@@ -327,8 +365,27 @@ typedef struct scan {
 /* Scans records of seg from the header to fsize.  Returns GT_OK with
  * *end = fsize, or GT_ECORRUPT with *end = offset of the first bad record and
  * *why set.  Other errors are I/O or memory failures. */
+/* True if bytes [off, fsize) of seg are all zero (the zero fill). */
+static gt_err_t zeros_to_eof(st_local_t *st, st_seg_t *seg, uint64_t off,
+                             uint64_t fsize, scan_t *sc, bool *zero)
+{
+    *zero = true;
+    while (off < fsize && *zero) {
+        size_t n = (size_t)(fsize - off < sc->cap ? fsize - off : sc->cap);
+        gt_err_t rc = st_file_pread_full(st, seg->fd, sc->b, n, off);
+        if (rc != GT_OK)
+            return rc;
+        for (size_t i = 0; i < n && *zero; i++)
+            *zero = sc->b[i] == 0;
+        off += n;
+    }
+    sc->blen = 0; /* buffer reused */
+    return GT_OK;
+}
+
 static gt_err_t scan_seg(st_local_t *st, st_seg_t *seg, uint64_t fsize,
-                         scan_t *sc, uint64_t *end, const char **why)
+                         bool last, uint64_t synced, scan_t *sc,
+                         uint64_t *end, const char **why)
 {
     uint64_t off = ST_SEG_HDR;
     gt_err_t rc = GT_OK;
@@ -389,9 +446,17 @@ static gt_err_t scan_seg(st_local_t *st, st_seg_t *seg, uint64_t fsize,
         off += used;
     }
     *end = off;
-    if (rc == GT_AGAIN || (rc == GT_OK && off < fsize))
-        rc = GT_ECORRUPT;
-    return rc;
+    if (off == fsize && rc == GT_OK)
+        return GT_OK;
+    if (rc != GT_OK && rc != GT_AGAIN && rc != GT_ECORRUPT)
+        return rc; /* I/O or memory, not the data */
+    if (last && seg->base + off >= synced) {
+        bool zero;
+        rc = zeros_to_eof(st, seg, off, fsize, sc, &zero);
+        if (rc != GT_OK || zero)
+            return rc;
+    }
+    return GT_ECORRUPT;
 }
 
 static gt_err_t seg_open_existing(st_local_t *st, uint64_t base,
@@ -472,7 +537,7 @@ static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
         const char *why = NULL;
         rc = seg_open_existing(st, bases[i], &seg, &fsize, &why);
         if (rc == GT_OK)
-            rc = scan_seg(st, seg, fsize, &sc, &end, &why);
+            rc = scan_seg(st, seg, fsize, i + 1 == n, synced, &sc, &end, &why);
         else if (rc == GT_ECORRUPT)
             end = 0;
         if (rc == GT_ECORRUPT && end == 0) {
@@ -483,18 +548,20 @@ static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
             st_seg_unref(st, seg);
             break;
         }
-        if (rc == GT_ECORRUPT)
+        bool cut = rc == GT_ECORRUPT;
+        if (cut)
             rc = damage(st, seg, end, synced, why);
         if (rc != GT_OK) {
             st_seg_unref(st, seg);
             break;
         }
         atomic_store(&seg->end, end);
+        seg->zeroed = cut ? end : fsize; /* the last one may end in zeros */
         if ((rc = segs_push(st, seg)) != GT_OK) {
             st_seg_unref(st, seg);
             break;
         }
-        if (end < fsize) {
+        if (cut) {
             i++;
             break;
         }

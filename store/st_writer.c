@@ -1,15 +1,18 @@
-/* Appends: submission, the writer thread and the flusher thread.
+/* Appends: submission, the writer, syncer and flusher threads.
  *
  * A caller's st_append() chooses queues (under lock), encodes the records
  * into one owned buffer on the caller's thread and queues a write op.  The
- * writer thread takes every queued op at once (group commit): it assigns
- * queue offsets (lock, briefly), seals positions and CRCs, writes them with
- * pwritev, and in sync mode fdatasyncs once for the whole batch, holding no
- * lock meanwhile.  Only then are the records published to consume queues and
- * the index (so a pop never sees a message that a crash could take back) and
- * the callbacks run.  A failed write or sync truncates the file back,
- * rewinds the assigned offsets and fails every op of the batch with a
- * retriable error; the next batch starts afresh.
+ * writer thread takes every queued op at once: it assigns queue offsets
+ * (lock, briefly), seals positions and CRCs and writes them with pwritev,
+ * holding no lock.  In sync mode it hands the written run to the syncer
+ * thread and goes on writing; the syncer's one fdatasync covers every run
+ * written before it started (group commit, pipelined with the writes).  Only
+ * after the sync are records published to consume queues and the index (so
+ * a pop never sees a message that a crash could take back) and callbacks
+ * run.  A failed write truncates the file back and rewinds that run's
+ * offsets; a failed sync fails every unsynced run, and the writer truncates
+ * back to the first of them before writing again.  Failed appends get a
+ * retriable error; nothing unsynced is acknowledged.
  *
  * In async mode the callbacks run after the write; the flusher thread
  * fdatasyncs every flush_interval_ms and records the checkpoint.  The
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gt_log.h"
@@ -174,7 +178,8 @@ gt_err_t st_append_submit(st_local_t *st, const char *topic,
         else
             st->wq_head = w;
         st->wq_tail = w;
-        pthread_cond_signal(&st->wq_cond);
+        if (st->wq_waiting)
+            pthread_cond_signal(&st->wq_cond);
     }
     pthread_mutex_unlock(&st->wq_lock);
     if (rc == GT_OK)
@@ -247,25 +252,116 @@ static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
     pthread_mutex_unlock(&st->lock);
 }
 
+/* Rewinds the offsets a failed run assigned (it holds the highest ones). */
 static void run_rewind(st_local_t *st, st_wop_t *run)
 {
     pthread_mutex_lock(&st->lock);
     for (st_wop_t *w = run; w; w = w->next)
         for (size_t i = 0; i < w->n; i++) {
             st_cq_t *q = &w->topic->cq[w->items[i].queue_id];
-            q->assigned = st_cq_end(q);
+            if (w->items[i].queue_offset < q->assigned)
+                q->assigned = w->items[i].queue_offset;
         }
     pthread_mutex_unlock(&st->lock);
+}
+
+/* A run written in sync mode, waiting for the syncer. */
+typedef struct st_run {
+    struct st_run *next;
+    st_wop_t *ops;
+    st_seg_t *seg;      /* ref */
+    uint64_t start_off; /* file offsets in seg */
+    uint64_t end_off;
+    int64_t now;
+} st_run_t;
+
+static void runs_complete(st_local_t *st, st_run_t *r, gt_err_t rc)
+{
+    while (r) {
+        st_run_t *next = r->next;
+        run_complete(r->ops, rc);
+        st_seg_unref(st, r->seg);
+        free(r);
+        r = next;
+    }
+}
+
+/* Sync mode: waits until the syncer has nothing in hand; if a sync failed,
+ * truncates the segment back to the first unsynced run and rewinds every
+ * assigned offset to the published (= synced) end.  Writer thread. */
+static void pipeline_settle(st_local_t *st, st_seg_t *seg, bool drain)
+{
+    pthread_mutex_lock(&st->sq_lock);
+    if (!drain && !st->sq_failed) {
+        pthread_mutex_unlock(&st->sq_lock);
+        return;
+    }
+    while (st->sq_busy || st->sq_head)
+        pthread_cond_wait(&st->sq_idle, &st->sq_lock);
+    bool failed = st->sq_failed;
+    uint64_t off = st->sq_reset_off;
+    st->sq_failed = false;
+    pthread_mutex_unlock(&st->sq_lock);
+    if (!failed)
+        return;
+    if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)off) < 0)
+        st->wr_need_truncate = true;
+    atomic_store(&seg->end, off);
+    atomic_store(&st->written_pos, seg->base + off);
+    pthread_mutex_lock(&st->lock);
+    for (size_t i = 0; i < st->ntopics; i++)
+        for (uint32_t q = 0; q < st->topics[i]->nq; q++)
+            st->topics[i]->cq[q].assigned = st_cq_end(&st->topics[i]->cq[q]);
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* Sync mode: hands a written run to the syncer (or fails it if a sync
+ * failed meanwhile: it sits above the data that must be cut). */
+static void run_hand_over(st_local_t *st, st_seg_t *seg, st_wop_t *ops,
+                          uint64_t start, uint64_t end, int64_t now)
+{
+    st_run_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)start) < 0)
+            st->wr_need_truncate = true;
+        atomic_store(&seg->end, start);
+        run_rewind(st, ops);
+        run_complete(ops, GT_ENOMEM);
+        return;
+    }
+    *r = (st_run_t){.ops = ops, .seg = seg, .start_off = start,
+                    .end_off = end, .now = now};
+    atomic_fetch_add(&seg->refs, 1);
+    pthread_mutex_lock(&st->sq_lock);
+    if (st->sq_failed) {
+        gt_err_t err = st->sq_err;
+        pthread_mutex_unlock(&st->sq_lock);
+        runs_complete(st, r, err);
+        pipeline_settle(st, seg, false);
+        return;
+    }
+    if (st->sq_tail)
+        st->sq_tail->next = r;
+    else
+        st->sq_head = r;
+    st->sq_tail = r;
+    for (st_wop_t *w = ops; w; w = w->next)
+        st->sq_appends++;
+    if (st->sq_waiting)
+        pthread_cond_signal(&st->sq_cond);
+    pthread_mutex_unlock(&st->sq_lock);
 }
 
 /* Writes one run of ops into the current segment (they fit). */
 static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
 {
     gt_err_t rc = GT_OK;
-    uint64_t start = atomic_load(&seg->end), off = start;
-    int64_t now = st_now_ms();
     struct iovec iov[64];
     int cnt = 0;
+    if (st->cfg.flush == ST_FLUSH_SYNC)
+        pipeline_settle(st, seg, false);
+    uint64_t start = atomic_load(&seg->end), off = start;
+    int64_t now = st_now_ms();
     if (st->wr_need_truncate) {
         int r = st->fops->ftruncate(st->fctx, seg->fd, (off_t)start);
         if (r < 0) {
@@ -273,6 +369,17 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
             return;
         }
         st->wr_need_truncate = false;
+    }
+    if (st->cfg.flush == ST_FLUSH_SYNC) {
+        uint64_t need = start;
+        for (st_wop_t *w = run; w; w = w->next)
+            need += w->len;
+        if ((rc = st_log_zero_fill(st, seg, need)) != GT_OK) {
+            GT_LOG(ERROR, "store", "zero fill of %s failed: %s", seg->path,
+                   gt_err_str(rc));
+            run_complete(run, rc);
+            return;
+        }
     }
     pthread_mutex_lock(&st->lock);
     for (st_wop_t *w = run; w; w = w->next)
@@ -299,10 +406,6 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
             cnt = 0;
         }
     }
-    if (rc == GT_OK && st->cfg.flush == ST_FLUSH_SYNC) {
-        int r = st->fops->fdatasync(st->fctx, seg->fd);
-        rc = r < 0 ? st_errno_to_err(r) : GT_OK;
-    }
     if (rc != GT_OK) {
         GT_LOG(ERROR, "store", "commitlog write to %s failed: %s; failing "
                "the batch", seg->path, gt_err_str(rc));
@@ -316,8 +419,8 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
     atomic_store(&seg->last_ts, now);
     atomic_store(&st->written_pos, seg->base + off);
     if (st->cfg.flush == ST_FLUSH_SYNC) {
-        atomic_store(&st->synced_pos, seg->base + off);
-        st_log_checkpoint(st, seg->base + off);
+        run_hand_over(st, seg, run, start, off, now);
+        return;
     }
     run_publish(st, run, now);
     run_complete(run, GT_OK);
@@ -337,6 +440,8 @@ static void batch_process(st_local_t *st, st_wop_t *list)
                 run_write(st, seg, run);
             run = NULL;
             tail = &run;
+            if (st->cfg.flush == ST_FLUSH_SYNC) /* old segment fully synced */
+                pipeline_settle(st, seg, true);
             st_seg_unref(st, seg);
             gt_err_t rc = st_log_roll(st);
             seg = st_log_current(st);
@@ -363,8 +468,11 @@ static void *writer_main(void *arg)
     st_local_t *st = arg;
     for (;;) {
         pthread_mutex_lock(&st->wq_lock);
-        while (!st->wq_head && !st->wq_stop)
+        while (!st->wq_head && !st->wq_stop) {
+            st->wq_waiting = true;
             pthread_cond_wait(&st->wq_cond, &st->wq_lock);
+            st->wq_waiting = false;
+        }
         st_wop_t *list = st->wq_head;
         st->wq_head = st->wq_tail = NULL;
         bool stop = st->wq_stop;
@@ -374,6 +482,91 @@ static void *writer_main(void *arg)
         else if (stop)
             break;
     }
+    return NULL;
+}
+
+/* ---- syncer thread (sync mode) ------------------------------------------- */
+#define GATHER_US 200
+
+/* With several appenders, their next appends arrive just after the previous
+ * sync completed them.  Like PostgreSQL's commit_delay, wait a little (up to
+ * GATHER_US, and only while fewer appends are queued than the last sync
+ * covered) so one sync covers them all instead of alternating small and
+ * large groups.  sq_lock held. */
+static void gather(st_local_t *st, size_t last)
+{
+    if (last <= 1)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += GATHER_US * 1000;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    st->sq_waiting = true;
+    while (st->sq_appends < last && !st->sq_stop &&
+           pthread_cond_timedwait(&st->sq_cond, &st->sq_lock, &ts) == 0)
+        ;
+    st->sq_waiting = false;
+}
+
+/* One fdatasync covers every run written before it started (group commit);
+ * then the runs are published and completed in write order. */
+static void *syncer_main(void *arg)
+{
+    st_local_t *st = arg;
+    size_t last = 1;
+    pthread_mutex_lock(&st->sq_lock);
+    for (;;) {
+        while (!st->sq_head && !st->sq_stop) {
+            st->sq_waiting = true;
+            pthread_cond_wait(&st->sq_cond, &st->sq_lock);
+            st->sq_waiting = false;
+        }
+        if (st->sq_head)
+            gather(st, last);
+        st_run_t *list = st->sq_head, *last_run = st->sq_tail;
+        if (!list)
+            break;
+        last = st->sq_appends;
+        st->sq_appends = 0;
+        st->sq_head = st->sq_tail = NULL;
+        st->sq_busy = true;
+        pthread_mutex_unlock(&st->sq_lock);
+        int r = st->fops->fdatasync(st->fctx, list->seg->fd);
+        if (r == 0) {
+            uint64_t end = last_run->seg->base + last_run->end_off;
+            atomic_store(&st->synced_pos, end);
+            st_log_checkpoint(st, end);
+            atomic_fetch_add(&st->n_syncs, 1);
+            for (st_run_t *x = list; x; x = x->next) {
+                run_publish(st, x->ops, x->now);
+                for (st_wop_t *w = x->ops; w; w = w->next)
+                    atomic_fetch_add(&st->n_synced_appends, 1);
+            }
+            runs_complete(st, list, GT_OK);
+            pthread_mutex_lock(&st->sq_lock);
+        } else {
+            gt_err_t err = st_errno_to_err(r);
+            GT_LOG(ERROR, "store", "fdatasync %s failed: %s; failing the "
+                   "waiting appends", list->seg->path, gt_err_str(err));
+            pthread_mutex_lock(&st->sq_lock);
+            st->sq_failed = true;
+            st->sq_err = err;
+            st->sq_reset_off = list->start_off;
+            st_run_t *more = st->sq_head;
+            st->sq_head = st->sq_tail = NULL;
+            st->sq_appends = 0;
+            pthread_mutex_unlock(&st->sq_lock);
+            runs_complete(st, list, err);
+            runs_complete(st, more, err);
+            pthread_mutex_lock(&st->sq_lock);
+        }
+        st->sq_busy = false;
+        pthread_cond_broadcast(&st->sq_idle);
+    }
+    pthread_mutex_unlock(&st->sq_lock);
     return NULL;
 }
 
@@ -426,22 +619,36 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
+static void st_writer_stop_syncer(st_local_t *st)
+{
+    pthread_mutex_lock(&st->sq_lock);
+    st->sq_stop = true;
+    pthread_cond_signal(&st->sq_cond);
+    pthread_mutex_unlock(&st->sq_lock);
+    pthread_join(st->syncer, NULL);
+}
+
 gt_err_t st_writer_start(st_local_t *st)
 {
-    if (pthread_create(&st->writer, NULL, writer_main, st) != 0)
+    if (pthread_create(&st->syncer, NULL, syncer_main, st) != 0)
         return GT_ENOMEM;
+    if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
+        st_writer_stop_syncer(st);
+        return GT_ENOMEM;
+    }
     if (pthread_create(&st->flusher, NULL, flusher_main, st) != 0) {
         pthread_mutex_lock(&st->wq_lock);
         st->wq_stop = true;
         pthread_cond_signal(&st->wq_cond);
         pthread_mutex_unlock(&st->wq_lock);
         pthread_join(st->writer, NULL);
+        st_writer_stop_syncer(st);
         return GT_ENOMEM;
     }
     return GT_OK;
 }
 
-/* Drains queued appends (they complete normally), then stops both threads;
+/* Drains queued appends (they complete normally), then stops the threads;
  * the flusher's last round syncs everything. */
 void st_writer_stop(st_local_t *st)
 {
@@ -450,6 +657,7 @@ void st_writer_stop(st_local_t *st)
     pthread_cond_signal(&st->wq_cond);
     pthread_mutex_unlock(&st->wq_lock);
     pthread_join(st->writer, NULL);
+    st_writer_stop_syncer(st);
     pthread_mutex_lock(&st->fl_lock);
     st->fl_stop = true;
     pthread_cond_signal(&st->fl_cond);
