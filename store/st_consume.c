@@ -3,12 +3,14 @@
  * and committed offsets.
  *
  * Per (group, topic, queue) the state is a window of offsets [commit, pop):
- * each entry is in flight (attempt, deadline, generation), acked, or being
- * moved to the DLQ.  A pop first redelivers expired in-flight entries
- * (attempt + 1; past the group's max attempts they go to %DLQ%<group>
- * instead), then hands out new offsets from pop onwards that pass the tag
- * filter and the filter hook; those that do not are acked on the spot
- * (skipped for this group).  The committed offset advances over acked
+ * each entry is in flight (attempt, deadline, generation), acked, being
+ * moved to the DLQ, or held (not delivered yet: a delayed message before its
+ * delivery time, or -- for a FIFO group -- a message whose message group has
+ * an earlier message not yet acked).  A pop first delivers due window
+ * entries in offset order (expired ones with attempt + 1; past the group's
+ * max attempts they go to %DLQ%<group> instead), then hands out new offsets
+ * from pop onwards that pass the tag filter and the filter hook; those that
+ * do not are acked on the spot (skipped for this group).  The committed offset advances over acked
  * entries at the window's head.  Every change is written to the state log
  * before the operation completes.
  *
@@ -222,41 +224,107 @@ static gt_err_t cs_prepare(pop_ctx_t *c, uint32_t q, st_cs_t **out)
     return GT_OK;
 }
 
-/* Redelivers expired in-flight entries of one queue. */
-static gt_err_t pop_expired(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
+/* A small set of FIFO message-group hashes (open addressing, 0 = empty). */
+typedef struct gset {
+    uint32_t *k;
+    size_t cap, n;
+} gset_t;
+
+static bool gset_has(const gset_t *s, uint32_t h)
 {
-    int64_t newmin = INT64_MAX;
-    gt_err_t rc = GT_OK;
-    if (cs->min_deadline > c->now)
+    if (!h || !s->cap)
+        return false;
+    for (size_t i = h & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
+        if (s->k[i] == h)
+            return true;
+        if (!s->k[i])
+            return false;
+    }
+}
+
+static gt_err_t gset_add(gset_t *s, uint32_t h)
+{
+    if (!h || gset_has(s, h))
         return GT_OK;
-    for (uint64_t o = cs->commit; o < cs->pop; o++) {
+    if ((s->n + 1) * 2 > s->cap) {
+        gset_t g = {.cap = s->cap ? s->cap * 2 : 16};
+        if (!(g.k = calloc(g.cap, sizeof(*g.k))))
+            return GT_ENOMEM;
+        for (size_t i = 0; i < s->cap; i++)
+            if (s->k[i])
+                (void)gset_add(&g, s->k[i]);
+        free(s->k);
+        *s = g;
+    }
+    size_t i = h & (s->cap - 1);
+    while (s->k[i])
+        i = (i + 1) & (s->cap - 1);
+    s->k[i] = h;
+    s->n++;
+    return GT_OK;
+}
+
+/* Delivers window entries that are due: in-flight ones whose invisible time
+ * expired (attempt + 1, or to the DLQ past the group's maximum) and held
+ * ones (delayed until their time, or FIFO-blocked).  Scans in offset order;
+ * for a FIFO group, a message whose group has an earlier unacked message is
+ * held back (group granularity: other groups go on). */
+static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
+{
+    bool fifo = c->g->meta.fifo;
+    int64_t newmin = INT64_MAX;
+    gset_t blocked = {0};
+    gt_err_t rc = GT_OK;
+    if (cs->min_deadline > c->now && !fifo)
+        return GT_OK;
+    for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
         st_went_t *e = st_cs_at(cs, o);
-        if (e->state != ST_E_INFLIGHT)
-            continue;
-        if (e->deadline > c->now || c->out->n == c->req->max || rc != GT_OK) {
-            if (e->deadline < newmin)
-                newmin = e->deadline;
-            continue;
-        }
         const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
-        if (!ce)
+        if (e->state == ST_E_ACKED || !ce)
             continue;
-        if (e->attempt >= c->g->meta.max_delivery_attempts) {
+        uint32_t gh = fifo ? ce->group_hash : 0;
+        bool due = (e->state == ST_E_INFLIGHT || e->state == ST_E_NONE) &&
+                   e->deadline <= c->now && c->out->n < c->req->max &&
+                   !gset_has(&blocked, gh);
+        if (due && e->state == ST_E_INFLIGHT &&
+            e->attempt >= c->g->meta.max_delivery_attempts) {
             dlq_move(c, q, cs, o, ce);
-            if (e->state == ST_E_INFLIGHT && e->deadline < newmin)
-                newmin = e->deadline;
-            continue;
+        } else if (due) {
+            uint8_t *buf;
+            st_message_t m;
+            rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
+            if (rc == GT_OK && e->state == ST_E_NONE &&
+                m.delivery_ts_ms > c->now) { /* held after a restart */
+                e->deadline = m.delivery_ts_ms;
+                note_deadline(c->st, cs, e->deadline);
+                free(buf);
+            } else if (rc == GT_OK &&
+                       (rc = deliver(c, q, cs, o, e->attempt + 1, buf, &m))) {
+                free(buf);
+            }
         }
-        uint8_t *buf;
-        st_message_t m;
-        rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
-        if (rc == GT_OK && (rc = deliver(c, q, cs, o, e->attempt + 1, buf, &m)))
-            free(buf);
-        if (e->deadline < newmin)
+        if (rc == GT_OK)
+            rc = gset_add(&blocked, gh);
+        if ((e->state == ST_E_INFLIGHT || e->state == ST_E_NONE) &&
+            e->deadline < newmin)
             newmin = e->deadline;
     }
     cs->min_deadline = newmin;
+    free(blocked.k);
     return rc;
+}
+
+/* FIFO: the groups with a message in [commit, pop) not yet acked. */
+static gt_err_t fifo_blocked(pop_ctx_t *c, uint32_t q, st_cs_t *cs,
+                             gset_t *blocked)
+{
+    for (uint64_t o = cs->commit; o < cs->pop; o++) {
+        const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
+        if (ce && st_cs_at(cs, o)->state != ST_E_ACKED &&
+            gset_add(blocked, ce->group_hash) != GT_OK)
+            return GT_ENOMEM;
+    }
+    return GT_OK;
 }
 
 static gt_err_t log_skip(pop_ctx_t *c, uint32_t q, uint64_t from, uint64_t to)
@@ -268,12 +336,15 @@ static gt_err_t log_skip(pop_ctx_t *c, uint32_t q, uint64_t from, uint64_t to)
     return st_state_log(c->st, &r);
 }
 
-/* Hands out new messages of one queue. */
+/* Hands out new messages of one queue.  Those the filters reject are acked
+ * on the spot (one SKIP record per run); delayed ones and FIFO-blocked ones
+ * stay in the window as held entries for pop_window(). */
 static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
 {
     st_cq_t *cq = &c->t->cq[q];
     uint64_t skip_from = cs->pop;
-    gt_err_t rc = GT_OK;
+    gset_t blocked = {0};
+    gt_err_t rc = c->g->meta.fifo ? fifo_blocked(c, q, cs, &blocked) : GT_OK;
     while (rc == GT_OK && c->out->n < c->req->max && cs->pop < st_cq_end(cq)) {
         const st_cq_entry_t *ce = st_cq_get(cq, cs->pop);
         uint8_t *buf = NULL;
@@ -294,7 +365,20 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             free(buf);
             continue;
         }
+        uint32_t gh = c->g->meta.fifo ? ce->group_hash : 0;
         rc = log_skip(c, q, skip_from, off);
+        skip_from = off + 1;
+        if (rc == GT_OK && (m.delivery_ts_ms > c->now || gset_has(&blocked, gh))) {
+            st_went_t *e = st_cs_at(cs, off); /* held back */
+            e->deadline = m.delivery_ts_ms > c->now ? m.delivery_ts_ms : 0;
+            if (e->deadline)
+                note_deadline(c->st, cs, e->deadline);
+            else if (cs->min_deadline > 0)
+                cs->min_deadline = 0;
+            free(buf);
+            rc = gset_add(&blocked, gh);
+            continue;
+        }
         if (rc == GT_OK)
             rc = deliver(c, q, cs, off, 1, buf, &m);
         if (rc != GT_OK) { /* not handed out: give the offset back */
@@ -302,11 +386,12 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             cs->pop = off;
             break;
         }
-        skip_from = off + 1;
+        rc = gset_add(&blocked, gh);
     }
     if (rc == GT_OK)
         rc = log_skip(c, q, skip_from, cs->pop);
     st_cs_advance(cs);
+    free(blocked.k);
     return rc;
 }
 
@@ -329,7 +414,7 @@ static gt_err_t pop_try(pop_ctx_t *c)
     for (uint32_t i = 0; i < nq && rc == GT_OK; i++) {
         uint32_t q = (first + i) % qc;
         if ((rc = cs_prepare(c, q, &cs)) == GT_OK)
-            rc = pop_expired(c, q, cs);
+            rc = pop_window(c, q, cs);
     }
     for (uint32_t i = 0; i < nq && rc == GT_OK && c->out->n < c->req->max; i++) {
         uint32_t q = (first + i) % qc;
@@ -587,6 +672,9 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
         if ((rc = st_state_log(st, &r)) == GT_OK) {
             st_cs_at(cs, h.offset)->state = ST_E_ACKED;
             st_cs_advance(cs);
+            st_group_rt_t *g = st_group_find(st, group);
+            if (g && g->meta.fifo && st->parked) /* may unblock a group */
+                st_publish_wake(st, st_topic_find(st, topic));
         }
     }
     pthread_mutex_unlock(&st->lock);

@@ -147,7 +147,14 @@ typedef struct st_cq_entry {
     uint32_t size;
     uint32_t tag_hash;
     int64_t store_ts;
+    uint32_t group_hash;   /* st_group_hash(message group), 0 = none */
 } st_cq_entry_t;
+
+/* Hash of a FIFO message group; 0 means "no group". */
+static inline uint32_t st_group_hash(const char *msg_group)
+{
+    return msg_group && *msg_group ? st_hash32(msg_group) | 1u : 0;
+}
 
 typedef struct st_cq {
     st_cq_entry_t *e;
@@ -173,7 +180,9 @@ typedef struct st_topic_rt {
     uint64_t version;      /* bumped on every publish: wakes parked pops */
 } st_topic_rt_t;
 
-/* Window entry for offsets between committed and pop position. */
+/* Window entry for offsets between committed and pop position.  NONE: not
+ * delivered yet, held back (a delayed message until `deadline`, or a FIFO
+ * message whose group has an earlier message in flight). */
 enum { ST_E_NONE = 0, ST_E_INFLIGHT, ST_E_ACKED, ST_E_DLQ };
 typedef struct st_went {
     uint8_t state;

@@ -243,7 +243,8 @@ static void group_stats(st_local_t *st, st_topic_rt_t *t, st_group_rt_t *g,
             st_went_t *e = st_cs_at(cs, o);
             if (e->state == ST_E_INFLIGHT && e->deadline > now)
                 s->inflight++;
-            else if (e->state == ST_E_INFLIGHT)
+            else if (e->state == ST_E_INFLIGHT ||
+                     (e->state == ST_E_NONE && e->deadline <= now))
                 s->ready++;
         }
     }

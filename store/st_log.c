@@ -343,7 +343,8 @@ static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
         return GT_ECORRUPT;
     }
     st_cq_entry_t e = {.pos = pos, .size = len, .tag_hash = st_hash32(m->tag),
-                       .store_ts = m->store_ts_ms};
+                       .store_ts = m->store_ts_ms,
+                       .group_hash = st_group_hash(m->msg_group)};
     if (st_cq_push(q, &e) != GT_OK)
         return GT_ENOMEM;
     q->assigned = st_cq_end(q);

@@ -255,8 +255,9 @@ static gt_err_t replay_one(st_local_t *st, const st_srec_t *r)
             st_cs_at(cs, r->a)->state = ST_E_ACKED;
         st_cs_advance(cs);
         return GT_OK;
-    case ST_SR_SKIP:
-        if (r->b > cs->pop && st_cs_extend(cs, r->b, ST_E_ACKED))
+    case ST_SR_SKIP: /* a gap before `from` is held entries */
+        if ((r->a > cs->pop && st_cs_extend(cs, r->a, ST_E_NONE)) ||
+            (r->b > cs->pop && st_cs_extend(cs, r->b, ST_E_ACKED)))
             return GT_ENOMEM;
         for (uint64_t o = r->a > cs->commit ? r->a : cs->commit; o < r->b; o++)
             st_cs_at(cs, o)->state = ST_E_ACKED;
@@ -306,13 +307,15 @@ static void replay_finish(st_local_t *st)
                 st_cs_clamp(cs, &gt->topic->cq[q]);
                 for (uint64_t o = cs->commit; o < cs->pop; o++) {
                     st_went_t *e = st_cs_at(cs, o);
-                    if (e->state == ST_E_NONE || e->state == ST_E_DLQ) {
+                    if (e->state == ST_E_DLQ) { /* move it again */
                         e->state = ST_E_INFLIGHT;
-                        e->attempt = e->attempt ? e->attempt : 1;
                         e->deadline = 0;
                         e->gen = st->next_gen++;
-                        cs->min_deadline = 0;
                     }
+                    if (e->state == ST_E_NONE) /* held: re-checked on pop */
+                        e->deadline = 0;
+                    if (e->state != ST_E_ACKED)
+                        cs->min_deadline = 0;
                 }
             }
 }
@@ -342,6 +345,8 @@ static gt_err_t snap_cs(st_local_t *st, int fd, uint64_t *off,
         rc = snap_write(st, fd, off, &r);
         for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
             st_went_t *e = st_cs_at(cs, o);
+            if (e->state == ST_E_NONE)
+                continue; /* held entries are holes on replay too */
             r.type = e->state == ST_E_ACKED ? ST_SR_ACK : ST_SR_POP;
             r.a = o;
             r.attempt = e->attempt;

@@ -39,6 +39,7 @@ struct st_wop {
     size_t len;
     uint32_t *roff;        /* record i at buf + roff[i] */
     uint32_t *tag_hash;
+    uint32_t *group_hash;
     uint32_t *ix_start;    /* index hashes of record i: ix[ix_start[i]..[i+1]) */
     uint64_t *ix;
     st_append_item_t *items;
@@ -53,6 +54,7 @@ static void wop_free(st_wop_t *w)
     free(w->buf);
     free(w->roff);
     free(w->tag_hash);
+    free(w->group_hash);
     free(w->ix_start);
     free(w->ix);
     free(w->items);
@@ -107,9 +109,11 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
     w->buf = malloc(total);
     w->roff = malloc(w->n * sizeof(*w->roff));
     w->tag_hash = malloc(w->n * sizeof(*w->tag_hash));
+    w->group_hash = malloc(w->n * sizeof(*w->group_hash));
     w->ix_start = malloc((w->n + 1) * sizeof(*w->ix_start));
     w->ix = malloc(nix * sizeof(*w->ix));
-    if (!w->buf || !w->roff || !w->tag_hash || !w->ix_start || !w->ix)
+    if (!w->buf || !w->roff || !w->tag_hash || !w->group_hash ||
+        !w->ix_start || !w->ix)
         return GT_ENOMEM;
     size_t off = 0, k = 0;
     for (size_t i = 0; i < w->n; i++) {
@@ -124,6 +128,7 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
             return rc;
         w->roff[i] = (uint32_t)off;
         w->tag_hash[i] = st_hash32(m.tag);
+        w->group_hash[i] = st_group_hash(m.msg_group);
         w->ix_start[i] = (uint32_t)k;
         w->ix[k++] = st_hash64('I', m.msg_id);
         for (uint32_t j = 0; j < m.nkeys; j++)
@@ -240,7 +245,8 @@ static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
             uint32_t sz = (uint32_t)((i + 1 < w->n ? w->roff[i + 1] : w->len) -
                                      w->roff[i]);
             st_cq_entry_t e = {.pos = it->position, .size = sz,
-                               .tag_hash = w->tag_hash[i], .store_ts = now};
+                               .tag_hash = w->tag_hash[i], .store_ts = now,
+                               .group_hash = w->group_hash[i]};
             if (st_cq_push(q, &e) != GT_OK)
                 GT_LOG(ERROR, "store", "out of memory publishing a message");
             q->bytes += sz;

@@ -443,6 +443,106 @@ static void test_long_poll(void)
     CU_ASSERT_EQUAL(z.err, GT_ESHUTDOWN);
 }
 
+static gt_err_t send_ex(const char *topic, const char *body, const char *grp,
+                        int64_t deliver_at)
+{
+    st_message_t m;
+    memset(&m, 0, sizeof(m));
+    m.tag = "x";
+    m.body = body;
+    m.body_len = (uint32_t)strlen(body);
+    m.msg_group = grp;
+    m.delivery_ts_ms = deliver_at;
+    m.queue_id = 0;
+    return tu_send_n(st, topic, &m, 1, NULL);
+}
+
+static void test_fifo(void)
+{
+    tu_msg_t m[8], h[8];
+    size_t n;
+    setup(ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(tu_topic(st, "F", 1), GT_OK);
+    CU_ASSERT_EQUAL(tu_group(st, "PLAIN", 16, ST_CONSUME_FROM_FIRST), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("F", "A1", "a", 0), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("F", "A2", "a", 0), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("F", "B1", "b", 0), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("F", "A3", "a", 0), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("F", "B2", "b", 0), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("F", "N1", NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(tu_fifo_group(st, "FG"), GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 300, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 3);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "A1");
+    CU_ASSERT_STRING_EQUAL(m[1].body, "B1");
+    CU_ASSERT_STRING_EQUAL(m[2].body, "N1");
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 300, h, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_ack(st, "FG", "F", m[0].handle), GT_OK); /* A1 */
+    CU_ASSERT_EQUAL(tu_ack(st, "FG", "F", m[2].handle), GT_OK); /* N1 */
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 300, h, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(h[0].body, "A2");
+    tu_sleep_ms(350); /* A2 and B1 expire: redelivered in order, A3 waits */
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 60000, h, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT_STRING_EQUAL(h[0].body, "A2");
+    CU_ASSERT_EQUAL(h[0].attempt, 2);
+    CU_ASSERT_STRING_EQUAL(h[1].body, "B1");
+    CU_ASSERT_EQUAL(tu_ack(st, "FG", "F", h[1].handle), GT_OK); /* B1 */
+    st_close(st); /* held entries and in-flight state survive a restart */
+    st = tu_open(dir, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "B2");
+    CU_ASSERT_EQUAL(tu_ack(st, "FG", "F", h[0].handle), GT_OK); /* A2 */
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "A3");
+    /* a non-FIFO group gets everything at once */
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "PLAIN", "F", "*", 8, 60000, m, &n),
+                    GT_OK);
+    CU_ASSERT_EQUAL(n, 6);
+    teardown();
+}
+
+static void test_delay(void)
+{
+    tu_msg_t m[4];
+    size_t n;
+    lp_t l = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
+    setup(ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(tu_topic(st, "D", 1), GT_OK);
+    int64_t t0 = st_mono_ms();
+    CU_ASSERT_EQUAL(send_ex("D", "later", NULL, st_now_ms() + 300), GT_OK);
+    CU_ASSERT_EQUAL(send_ex("D", "now", NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "now");
+    st_pop_req_t r = {.group = "G", .topic = "D", .queue_id = ST_QUEUE_ANY,
+                      .max = 4, .invisible_ms = 60000,
+                      .poll_timeout_ms = 5000};
+    st_pop(st, &r, lp_cb, &l); /* parked until the delivery time */
+    lp_wait(&l);
+    CU_ASSERT_EQUAL(l.n, 1);
+    CU_ASSERT_STRING_EQUAL(l.body, "later");
+    CU_ASSERT(l.at - t0 >= 250 && l.at - t0 < 3000);
+    /* held across a restart */
+    CU_ASSERT_EQUAL(send_ex("D", "after-restart", NULL, st_now_ms() + 400),
+                    GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    st_close(st);
+    st = tu_open(dir, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    tu_sleep_ms(450);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "after-restart");
+    teardown();
+}
+
 static void test_restart(void)
 {
     tu_msg_t a[8], b[8];
@@ -633,6 +733,8 @@ static const CU_TestInfo tests[] = {
     {"offsets", test_offsets},
     {"lookup", test_lookup},
     {"long_poll", test_long_poll},
+    {"fifo", test_fifo},
+    {"delay", test_delay},
     {"restart", test_restart},
     {"retention", test_retention},
     {"stats", test_stats},

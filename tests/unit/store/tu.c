@@ -197,6 +197,16 @@ gt_err_t tu_group(st_store_t *st, const char *name, uint32_t max_attempts,
     return w_wait(&w);
 }
 
+gt_err_t tu_fifo_group(st_store_t *st, const char *name)
+{
+    waiter_t w;
+    st_group_t g = {.max_delivery_attempts = 16, .fifo = true};
+    snprintf(g.name, sizeof(g.name), "%s", name);
+    w_init(&w);
+    st_group_put(st, &g, done_cb, &w);
+    return w_wait(&w);
+}
+
 static void append_cb(void *arg, gt_err_t err, const st_append_item_t *items,
                       size_t n)
 {
