@@ -248,6 +248,9 @@ typedef struct st_config {
     uint32_t retention_hours;    /* default 72; 0 = keep forever */
     uint32_t max_message_bytes;  /* encoded record limit, default 4 MiB */
     bool repair;                 /* truncate at damage below synced data */
+    uint64_t state_compact_bytes; /* compact the state log past this size
+                                     (and 2x its last compacted size);
+                                     default 64 MiB */
     const struct st_file_ops *file_ops; /* NULL = POSIX; tests only */
     void *file_ctx;
 } st_config_t;

@@ -296,6 +296,8 @@ typedef struct st_local {
     uint64_t min_pos;               /* first retained commitlog position */
     int state_fd;
     uint64_t state_end;
+    uint64_t state_compacted;       /* size after the last compaction */
+    struct dbuf *state_tail;        /* records logged while compacting */
     _Atomic bool state_dirty;
     uint64_t next_gen;
 } st_local_t;
@@ -401,7 +403,8 @@ typedef struct st_srec {
 gt_err_t st_state_open(st_local_t *st);   /* replay + compact; lock held */
 void st_state_close(st_local_t *st);
 gt_err_t st_state_log(st_local_t *st, const st_srec_t *r); /* lock held */
-void st_state_sync(st_local_t *st);
+void st_state_sync(st_local_t *st);            /* takes lock briefly */
+void st_state_maybe_compact(st_local_t *st);   /* lock held; drops it */
 gt_err_t st_topic_validate(const st_topic_t *t);
 gt_err_t st_group_validate(const st_group_t *g);
 gt_err_t st_topic_put_locked(st_local_t *st, const st_topic_t *t);

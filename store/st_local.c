@@ -31,6 +31,7 @@ void st_config_init(st_config_t *cfg)
     cfg->flush_interval_ms = 500;
     cfg->retention_hours = 72;
     cfg->max_message_bytes = 4u << 20;
+    cfg->state_compact_bytes = 64u << 20;
 }
 
 bool st_err_retriable(gt_err_t err)
@@ -328,6 +329,7 @@ static void *svc_main(void *arg)
             retention_locked(st, now);
             st->next_retention = now + RETENTION_CHECK_MS;
         }
+        st_state_maybe_compact(st);
         int64_t wait = st_parked_service(st, now);
         if (wait <= 0)
             continue;
@@ -471,6 +473,8 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     st->fctx = cfg->file_ctx;
     st->lock_fd = st->ck_fd = st->state_fd = -1;
     st->seg_size = cfg->segment_size;
+    if (!st->cfg.state_compact_bytes)
+        st->cfg.state_compact_bytes = 64u << 20;
     st->start_ms = st_now_ms();
     st->next_expiry = 0;
     st->next_retention = st->start_ms;

@@ -12,9 +12,11 @@
  * fdatasyncs the file every flush_interval_ms, so a power loss can lose the
  * last interval's pops and acks (those messages are delivered again).
  *
- * Replay stops at the first bad record and truncates there (a torn tail).
+ * Replay stops at the first bad record and ignores the rest (a torn tail).
  * After replay the file is compacted: a fresh snapshot of the live state is
- * written to state.log.tmp, synced and renamed over state.log. */
+ * written to state.log.tmp, synced and renamed over state.log.  At run time
+ * the service thread compacts the same way once the log passes
+ * cfg.state_compact_bytes and twice its size after the last compaction. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -161,6 +163,9 @@ static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
     return GT_OK;
 }
 
+typedef struct dbuf dbuf_t;
+static void db_put(dbuf_t *d, const void *p, size_t n);
+
 gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
 {
     sbuf_t s;
@@ -175,14 +180,30 @@ gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
     }
     st->state_end += s.n;
     atomic_store(&st->state_dirty, true);
+    if (st->state_tail)
+        db_put(st->state_tail, s.b, s.n);
+    else {
+        uint64_t thr = 2 * st->state_compacted;
+        if (thr < st->cfg.state_compact_bytes)
+            thr = st->cfg.state_compact_bytes;
+        if (st->state_end >= thr && st->state_end - s.n < thr)
+            pthread_cond_signal(&st->svc_cond); /* time to compact */
+    }
     return GT_OK;
 }
 
 void st_state_sync(st_local_t *st)
 {
-    if (st->state_fd < 0 || !atomic_exchange(&st->state_dirty, false))
+    if (!atomic_exchange(&st->state_dirty, false))
         return;
-    int r = st->fops->fdatasync(st->fctx, st->state_fd);
+    /* compaction may swap the fd: sync a duplicate, outside the lock */
+    pthread_mutex_lock(&st->lock);
+    int fd = st->state_fd >= 0 ? dup(st->state_fd) : -1;
+    pthread_mutex_unlock(&st->lock);
+    if (fd < 0)
+        return;
+    int r = st->fops->fdatasync(st->fctx, fd);
+    close(fd);
     if (r < 0) {
         GT_LOG(ERROR, "store", "state log fdatasync failed: %s", strerror(-r));
         atomic_store(&st->state_dirty, true);
@@ -321,29 +342,51 @@ static void replay_finish(st_local_t *st)
 }
 
 /* ---- compaction ------------------------------------------------------------ */
-static gt_err_t snap_write(st_local_t *st, int fd, uint64_t *off,
-                           const st_srec_t *r)
+/* A growable byte buffer for snapshots and the compaction tail. */
+struct dbuf {
+    uint8_t *b;
+    size_t n, cap;
+    bool failed;
+};
+
+static void db_put(dbuf_t *d, const void *p, size_t n)
+{
+    if (d->failed)
+        return;
+    if (d->n + n > d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64 * 1024;
+        while (cap < d->n + n)
+            cap *= 2;
+        uint8_t *nb = realloc(d->b, cap);
+        if (!nb) {
+            d->failed = true;
+            return;
+        }
+        d->b = nb;
+        d->cap = cap;
+    }
+    memcpy(d->b + d->n, p, n);
+    d->n += n;
+}
+
+static void snap_rec(dbuf_t *d, const st_srec_t *r)
 {
     sbuf_t s;
     srec_encode(r, &s);
-    gt_err_t rc = st_file_pwrite_full(st, fd, s.b, s.n, *off);
-    *off += s.n;
-    return rc;
+    db_put(d, s.b, s.n);
 }
 
-static gt_err_t snap_cs(st_local_t *st, int fd, uint64_t *off,
-                        const st_group_rt_t *g, const st_gtopic_t *gt)
+static void snap_cs(dbuf_t *d, const st_group_rt_t *g, const st_gtopic_t *gt)
 {
-    gt_err_t rc = GT_OK;
-    for (uint32_t q = 0; q < gt->ncs && rc == GT_OK; q++) {
+    for (uint32_t q = 0; q < gt->ncs; q++) {
         st_cs_t *cs = &gt->cs[q];
         if (!cs->init)
             continue;
         st_srec_t r = {.type = ST_SR_CS_INIT, .group = g->meta.name,
                        .topic = gt->topic->meta.name, .queue = q,
                        .a = cs->commit, .b = cs->pop};
-        rc = snap_write(st, fd, off, &r);
-        for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
+        snap_rec(d, &r);
+        for (uint64_t o = cs->commit; o < cs->pop; o++) {
             st_went_t *e = st_cs_at(cs, o);
             if (e->state == ST_E_NONE)
                 continue; /* held entries are holes on replay too */
@@ -352,46 +395,115 @@ static gt_err_t snap_cs(st_local_t *st, int fd, uint64_t *off,
             r.attempt = e->attempt;
             r.deadline = e->deadline;
             r.gen = e->gen;
-            rc = snap_write(st, fd, off, &r);
+            snap_rec(d, &r);
         }
     }
-    return rc;
 }
 
-static gt_err_t snapshot(st_local_t *st, const char *tmp)
+/* The live state as a state log image (header included); lock held. */
+static gt_err_t snapshot_build(st_local_t *st, dbuf_t *d)
 {
-    uint8_t hdr[8] = {0x47, 0x54, 0x53, 0x4C, 1, 0, 0, 0};
-    uint64_t off = 8;
-    int fd = st->fops->open(st->fctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return st_errno_to_err(fd);
-    gt_err_t rc = st_file_pwrite_full(st, fd, hdr, 8, 0);
+    static const uint8_t hdr[8] = {0x47, 0x54, 0x53, 0x4C, 1, 0, 0, 0};
+    db_put(d, hdr, sizeof(hdr));
     st_srec_t r = {.type = ST_SR_GEN, .gen = st->next_gen};
-    if (rc == GT_OK)
-        rc = snap_write(st, fd, &off, &r);
-    for (size_t i = 0; i < st->ntopics && rc == GT_OK; i++) {
+    snap_rec(d, &r);
+    for (size_t i = 0; i < st->ntopics; i++) {
         if (st->topics[i]->deleted)
             continue;
         st_srec_t t = {.type = ST_SR_TOPIC_PUT, .t = &st->topics[i]->meta};
-        rc = snap_write(st, fd, &off, &t);
+        snap_rec(d, &t);
     }
-    for (size_t i = 0; i < st->ngroups && rc == GT_OK; i++) {
+    for (size_t i = 0; i < st->ngroups; i++) {
         st_group_rt_t *g = st->groups[i];
         st_srec_t gr = {.type = ST_SR_GROUP_PUT, .g = &g->meta};
-        rc = snap_write(st, fd, &off, &gr);
-        if (rc == GT_OK && g->deleted) {
+        snap_rec(d, &gr);
+        if (g->deleted) {
             st_srec_t del = {.type = ST_SR_GROUP_DEL, .group = g->meta.name};
-            rc = snap_write(st, fd, &off, &del);
+            snap_rec(d, &del);
         }
-        for (st_gtopic_t *gt = g->topics; gt && rc == GT_OK; gt = gt->next)
-            rc = snap_cs(st, fd, &off, g, gt);
+        for (st_gtopic_t *gt = g->topics; gt; gt = gt->next)
+            snap_cs(d, g, gt);
     }
+    return d->failed ? GT_ENOMEM : GT_OK;
+}
+
+/* Writes buf to a fresh file at path and fdatasyncs it. */
+static gt_err_t write_synced(st_local_t *st, const char *path, const dbuf_t *d)
+{
+    int fd = st->fops->open(st->fctx, path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return st_errno_to_err(fd);
+    gt_err_t rc = st_file_pwrite_full(st, fd, d->b, d->n, 0);
     if (rc == GT_OK) {
         int x = st->fops->fdatasync(st->fctx, fd);
         rc = x < 0 ? st_errno_to_err(x) : GT_OK;
     }
     st->fops->close(st->fctx, fd);
     return rc;
+}
+
+static gt_err_t snapshot(st_local_t *st, const char *tmp)
+{
+    dbuf_t d = {0};
+    gt_err_t rc = snapshot_build(st, &d);
+    if (rc == GT_OK)
+        rc = write_synced(st, tmp, &d);
+    free(d.b);
+    return rc;
+}
+
+/* Run-time compaction, from the service thread with lock held (released
+ * while the snapshot is written and synced).  Records logged meanwhile are
+ * also kept in st->state_tail and appended to the new file before it
+ * replaces the old one, so nothing logged during compaction is lost. */
+void st_state_maybe_compact(st_local_t *st)
+{
+    uint64_t min = st->cfg.state_compact_bytes;
+    if (st->state_tail || st->state_fd < 0 || st->state_end < min ||
+        st->state_end < 2 * st->state_compacted)
+        return;
+    char path[4096], tmp[4096];
+    dbuf_t snap = {0};
+    snprintf(path, sizeof(path), "%s/state.log", st->dir);
+    snprintf(tmp, sizeof(tmp), "%s/state.log.tmp", st->dir);
+    dbuf_t *tail = calloc(1, sizeof(*tail));
+    if (!tail || snapshot_build(st, &snap) != GT_OK) {
+        free(tail);
+        free(snap.b);
+        return;
+    }
+    st->state_tail = tail;
+    pthread_mutex_unlock(&st->lock);
+    gt_err_t rc = write_synced(st, tmp, &snap);
+    pthread_mutex_lock(&st->lock);
+    int fd = -1;
+    if (rc == GT_OK && !tail->failed)
+        fd = st->fops->open(st->fctx, tmp, O_RDWR, 0);
+    if (fd >= 0 && (tail->n == 0 ||
+                    st_file_pwrite_full(st, fd, tail->b, tail->n, snap.n) ==
+                        GT_OK) &&
+        rename(tmp, path) == 0) {
+        int old = st->state_fd;
+        st->state_fd = fd;
+        st->state_end = st->state_compacted = snap.n + tail->n;
+        atomic_store(&st->state_dirty, true);
+        st->fops->close(st->fctx, old);
+        GT_LOG(INFO, "store", "state log compacted to %zu bytes",
+               snap.n + tail->n);
+        fd = -1;
+    } else {
+        GT_LOG(WARN, "store", "state log compaction failed; keeping the log");
+        unlink(tmp);
+    }
+    if (fd >= 0)
+        st->fops->close(st->fctx, fd);
+    st->state_tail = NULL;
+    free(tail->b);
+    free(tail);
+    free(snap.b);
+    pthread_mutex_unlock(&st->lock);
+    (void)st_file_sync_dir(st, st->dir);
+    pthread_mutex_lock(&st->lock);
 }
 
 gt_err_t st_state_open(st_local_t *st)
@@ -436,6 +548,7 @@ gt_err_t st_state_open(st_local_t *st)
         goto out;
     }
     st->state_end = (uint64_t)(stat(path, &sb) == 0 ? sb.st_size : 0);
+    st->state_compacted = st->state_end;
     rc = GT_OK;
 out:
     if (fd >= 0)

@@ -627,6 +627,59 @@ static void test_retention(void)
     teardown();
 }
 
+static void test_state_compaction(void)
+{
+    st_config_t c;
+    char path[1024];
+    tu_msg_t m[32];
+    size_t n;
+    uint64_t off;
+    dir = tu_tmpdir("compact");
+    tu_config(&c, dir, ST_FLUSH_ASYNC);
+    c.state_compact_bytes = 16 * 1024;
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 2), GT_OK);
+    for (int i = 0; i < 600; i++)
+        CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "c", -1, NULL), GT_OK);
+    /* 600 pops + 599 acks: ~100 KiB of records; one stays in flight */
+    char keep[ST_HANDLE_MAX] = "";
+    size_t total = 0;
+    do {
+        CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 32, 60000, m, &n),
+                        GT_OK);
+        for (size_t i = 0; i < n; i++) {
+            if (!keep[0])
+                strcpy(keep, m[i].handle);
+            else
+                CU_ASSERT_EQUAL(tu_ack(st, "G", "T", m[i].handle), GT_OK);
+        }
+        total += n;
+    } while (n > 0);
+    CU_ASSERT_EQUAL(total, 600);
+    tu_sleep_ms(100); /* the service thread compacts */
+    snprintf(path, sizeof(path), "%s/state.log", dir);
+    long size = tu_file_size(path);
+    CU_ASSERT(size > 0 && size < 48 * 1024);
+    st_close(st);
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    uint64_t sum = 0;
+    for (uint32_t q = 0; q < 2; q++) {
+        CU_ASSERT_EQUAL(tu_offset_get(st, "G", "T", q, &off), GT_OK);
+        sum += off;
+    }
+    CU_ASSERT(sum < 600); /* the kept one holds its queue back */
+    CU_ASSERT_EQUAL(tu_ack(st, "G", "T", keep), GT_OK);
+    sum = 0;
+    for (uint32_t q = 0; q < 2; q++) {
+        CU_ASSERT_EQUAL(tu_offset_get(st, "G", "T", q, &off), GT_OK);
+        sum += off;
+    }
+    CU_ASSERT_EQUAL(sum, 600);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 32, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    teardown();
+}
+
 static void test_stats(void)
 {
     st_stats_t s;
@@ -737,6 +790,7 @@ static const CU_TestInfo tests[] = {
     {"delay", test_delay},
     {"restart", test_restart},
     {"retention", test_retention},
+    {"state_compaction", test_state_compaction},
     {"stats", test_stats},
     {"concurrent_sync", test_concurrent_sync},
     {"concurrent_async", test_concurrent_async},
