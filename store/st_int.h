@@ -298,6 +298,7 @@ typedef struct st_local {
     uint64_t state_end;
     uint64_t state_compacted;       /* size after the last compaction */
     struct dbuf *state_tail;        /* records logged while compacting */
+    bool state_force_compact;
     _Atomic bool state_dirty;
     uint64_t next_gen;
 } st_local_t;
@@ -420,6 +421,9 @@ void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
                            void *arg);
 void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
                         void *arg);
+
+/* For tests: compact the state log now. */
+void st_local_state_compact(st_store_t *s);
 
 /* For tests: run retention now as if the clock read now_ms. */
 void st_local_retention_run(st_store_t *s, int64_t now_ms);

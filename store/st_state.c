@@ -459,8 +459,11 @@ static gt_err_t snapshot(st_local_t *st, const char *tmp)
 void st_state_maybe_compact(st_local_t *st)
 {
     uint64_t min = st->cfg.state_compact_bytes;
-    if (st->state_tail || st->state_fd < 0 || st->state_end < min ||
-        st->state_end < 2 * st->state_compacted)
+    bool force = st->state_force_compact;
+    st->state_force_compact = false;
+    if (st->state_tail || st->state_fd < 0 ||
+        (!force && (st->state_end < min ||
+                    st->state_end < 2 * st->state_compacted)))
         return;
     char path[4096], tmp[4096];
     dbuf_t snap = {0};
@@ -565,6 +568,15 @@ void st_state_close(st_local_t *st)
     if (st->state_fd >= 0)
         st->fops->close(st->fctx, st->state_fd);
     st->state_fd = -1;
+}
+
+void st_local_state_compact(st_store_t *s)
+{
+    st_local_t *st = (st_local_t *)s;
+    pthread_mutex_lock(&st->lock);
+    st->state_force_compact = true;
+    st_state_maybe_compact(st);
+    pthread_mutex_unlock(&st->lock);
 }
 
 /* ---- metadata operations --------------------------------------------------- */
