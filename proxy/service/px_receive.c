@@ -76,7 +76,7 @@ static bool px_tag_expr_valid(const char *e)
     }
 }
 
-static void px_md5_hex(const void *data, size_t len, char out[33])
+void px_md5_hex(const void *data, size_t len, char out[33])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
@@ -97,118 +97,130 @@ static void px_release_cb(void *arg, gt_err_t err, const char *handle)
     (void)handle;
 }
 
-/* Builds and queues the response for one popped message.  Returns the
- * send result (GT_ESHUTDOWN once the call is over). */
-static gt_err_t px_recv_send_one(px_recv_ctx_t *ctx, const st_popped_t *p)
+void px_msg_view_build(px_msg_view_t *v, const st_message_t *m,
+                       const char *topic, const char *ns,
+                       const char *store_host, const char *handle,
+                       uint32_t attempt, int64_t invisible_ms)
 {
-    const st_message_t *m = &p->msg;
-    Apache__Rocketmq__V2__ReceiveMessageResponse resp =
-        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
-    Apache__Rocketmq__V2__Message msg = APACHE__ROCKETMQ__V2__MESSAGE__INIT;
-    Apache__Rocketmq__V2__SystemProperties sp =
-        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__INIT;
-    Apache__Rocketmq__V2__Resource topic = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
-    Apache__Rocketmq__V2__Digest dg = APACHE__ROCKETMQ__V2__DIGEST__INIT;
-    Apache__Rocketmq__V2__DeadLetterQueue dlq = APACHE__ROCKETMQ__V2__DEAD_LETTER_QUEUE__INIT;
-    Apache__Rocketmq__V2__Message__UserPropertiesEntry ups[ST_MAX_PROPS];
-    Apache__Rocketmq__V2__Message__UserPropertiesEntry *upp[ST_MAX_PROPS];
-    Google__Protobuf__Timestamp born, stored, deliver;
-    Google__Protobuf__Duration invis;
-    char md5[33];
     const char *origin_id = NULL, *origin_topic = NULL;
+    Apache__Rocketmq__V2__SystemProperties *sp = &v->sp;
     size_t nup = 0;
 
-    topic.name = (char *)(m->topic != NULL ? m->topic : ctx->topic);
-    topic.resource_namespace = ctx->ns;
-    msg.topic = &topic;
+    apache__rocketmq__v2__message__init(&v->msg);
+    apache__rocketmq__v2__system_properties__init(sp);
+    apache__rocketmq__v2__resource__init(&v->topic);
+    apache__rocketmq__v2__digest__init(&v->digest);
+    apache__rocketmq__v2__dead_letter_queue__init(&v->dlq);
+    v->topic.name = (char *)(m->topic != NULL ? m->topic : topic);
+    v->topic.resource_namespace = (char *)(ns != NULL ? ns : "");
+    v->msg.topic = &v->topic;
     for (uint32_t i = 0; i < m->nprops; i++) {
-        const char *k = m->props[i].key, *v = m->props[i].value;
+        const char *k = m->props[i].key, *val = m->props[i].value;
         if (strcmp(k, PX_SYSPROP_ENCODING) == 0) {
-            sp.body_encoding = APACHE__ROCKETMQ__V2__ENCODING__GZIP;
+            sp->body_encoding = APACHE__ROCKETMQ__V2__ENCODING__GZIP;
             continue;
         }
         if (strcmp(k, PX_SYSPROP_TRACE) == 0) {
-            sp.trace_context_present_case =
+            sp->trace_context_present_case =
                 APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__TRACE_CONTEXT_PRESENT_TRACE_CONTEXT;
-            sp.trace_context = (char *)v;
+            sp->trace_context = (char *)val;
             continue;
         }
         if (k[0] == PX_SYSPROP[0])
             continue;
         if (strcmp(k, "ORIGIN_MESSAGE_ID") == 0)
-            origin_id = v;
+            origin_id = val;
         else if (strcmp(k, "RETRY_TOPIC") == 0)
-            origin_topic = v;
-        apache__rocketmq__v2__message__user_properties_entry__init(&ups[nup]);
-        ups[nup].key = (char *)k;
-        ups[nup].value = (char *)v;
-        upp[nup] = &ups[nup];
+            origin_topic = val;
+        apache__rocketmq__v2__message__user_properties_entry__init(&v->ups[nup]);
+        v->ups[nup].key = (char *)k;
+        v->ups[nup].value = (char *)val;
+        v->upp[nup] = &v->ups[nup];
         nup++;
     }
-    msg.n_user_properties = nup;
-    msg.user_properties = upp;
-    if (sp.body_encoding == APACHE__ROCKETMQ__V2__ENCODING__ENCODING_UNSPECIFIED)
-        sp.body_encoding = APACHE__ROCKETMQ__V2__ENCODING__IDENTITY;
+    v->msg.n_user_properties = nup;
+    v->msg.user_properties = v->upp;
+    if (sp->body_encoding == APACHE__ROCKETMQ__V2__ENCODING__ENCODING_UNSPECIFIED)
+        sp->body_encoding = APACHE__ROCKETMQ__V2__ENCODING__IDENTITY;
     if (m->tag != NULL && m->tag[0] != '\0') {
-        sp.tag_present_case = APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__TAG_PRESENT_TAG;
-        sp.tag = (char *)m->tag;
+        sp->tag_present_case = APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__TAG_PRESENT_TAG;
+        sp->tag = (char *)m->tag;
     }
-    sp.n_keys = m->nkeys;
-    sp.keys = (char **)m->keys;
-    sp.message_id = (char *)(m->msg_id != NULL ? m->msg_id : "");
-    px_md5_hex(m->body, m->body_len, md5);
-    dg.type = APACHE__ROCKETMQ__V2__DIGEST_TYPE__MD5;
-    dg.checksum = md5;
-    sp.body_digest = &dg;
-    sp.message_type = m->msg_group != NULL ? APACHE__ROCKETMQ__V2__MESSAGE_TYPE__FIFO
-                      : m->delivery_ts_ms > 0 ? APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY
-                                              : APACHE__ROCKETMQ__V2__MESSAGE_TYPE__NORMAL;
-    px_timestamp_set(&born, m->born_ts_ms);
-    sp.born_timestamp = &born;
-    sp.born_host = (char *)(m->born_host != NULL ? m->born_host : "");
-    px_timestamp_set(&stored, m->store_ts_ms);
-    sp.store_timestamp_present_case =
+    sp->n_keys = m->nkeys;
+    sp->keys = (char **)m->keys;
+    sp->message_id = (char *)(m->msg_id != NULL ? m->msg_id : "");
+    px_md5_hex(m->body, m->body_len, v->md5);
+    v->digest.type = APACHE__ROCKETMQ__V2__DIGEST_TYPE__MD5;
+    v->digest.checksum = v->md5;
+    sp->body_digest = &v->digest;
+    sp->message_type = m->msg_group != NULL ? APACHE__ROCKETMQ__V2__MESSAGE_TYPE__FIFO
+                       : m->delivery_ts_ms > 0 ? APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY
+                                               : APACHE__ROCKETMQ__V2__MESSAGE_TYPE__NORMAL;
+    px_timestamp_set(&v->born, m->born_ts_ms);
+    sp->born_timestamp = &v->born;
+    sp->born_host = (char *)(m->born_host != NULL ? m->born_host : "");
+    px_timestamp_set(&v->stored, m->store_ts_ms);
+    sp->store_timestamp_present_case =
         APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__STORE_TIMESTAMP_PRESENT_STORE_TIMESTAMP;
-    sp.store_timestamp = &stored;
-    sp.store_host = ctx->store_host;
+    sp->store_timestamp = &v->stored;
+    sp->store_host = (char *)(store_host != NULL ? store_host : "");
     if (m->delivery_ts_ms > 0) {
-        px_timestamp_set(&deliver, m->delivery_ts_ms);
-        sp.delivery_timestamp_present_case =
+        px_timestamp_set(&v->deliver, m->delivery_ts_ms);
+        sp->delivery_timestamp_present_case =
             APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DELIVERY_TIMESTAMP_PRESENT_DELIVERY_TIMESTAMP;
-        sp.delivery_timestamp = &deliver;
+        sp->delivery_timestamp = &v->deliver;
     }
-    sp.receipt_handle_present_case =
-        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__RECEIPT_HANDLE_PRESENT_RECEIPT_HANDLE;
-    sp.receipt_handle = (char *)p->handle;
-    sp.queue_id = m->queue_id;
-    sp.queue_offset_present_case =
+    if (handle != NULL) {
+        sp->receipt_handle_present_case =
+            APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__RECEIPT_HANDLE_PRESENT_RECEIPT_HANDLE;
+        sp->receipt_handle = (char *)handle;
+        px_duration_set(&v->invis, invisible_ms);
+        sp->invisible_duration_present_case =
+            APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__INVISIBLE_DURATION_PRESENT_INVISIBLE_DURATION;
+        sp->invisible_duration = &v->invis;
+    }
+    sp->queue_id = m->queue_id;
+    sp->queue_offset_present_case =
         APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__QUEUE_OFFSET_PRESENT_QUEUE_OFFSET;
-    sp.queue_offset = (int64_t)m->queue_offset;
-    px_duration_set(&invis, ctx->invisible_ms);
-    sp.invisible_duration_present_case =
-        APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__INVISIBLE_DURATION_PRESENT_INVISIBLE_DURATION;
-    sp.invisible_duration = &invis;
-    sp.delivery_attempt_present_case =
+    sp->queue_offset = (int64_t)m->queue_offset;
+    sp->delivery_attempt_present_case =
         APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DELIVERY_ATTEMPT_PRESENT_DELIVERY_ATTEMPT;
-    sp.delivery_attempt = (int32_t)(p->attempt > 0 ? p->attempt : 1);
+    sp->delivery_attempt = (int32_t)(attempt > 0 ? attempt : 1);
     if (m->msg_group != NULL) {
-        sp.message_group_present_case =
+        sp->message_group_present_case =
             APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__MESSAGE_GROUP_PRESENT_MESSAGE_GROUP;
-        sp.message_group = (char *)m->msg_group;
+        sp->message_group = (char *)m->msg_group;
     }
     if (origin_id != NULL && origin_topic != NULL) {
-        dlq.topic = (char *)origin_topic;
-        dlq.message_id = (char *)origin_id;
-        sp.dead_letter_queue_present_case =
+        v->dlq.topic = (char *)origin_topic;
+        v->dlq.message_id = (char *)origin_id;
+        sp->dead_letter_queue_present_case =
             APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DEAD_LETTER_QUEUE_PRESENT_DEAD_LETTER_QUEUE;
-        sp.dead_letter_queue = &dlq;
+        sp->dead_letter_queue = &v->dlq;
     }
-    msg.system_properties = &sp;
-    msg.body.data = (uint8_t *)m->body;
-    msg.body.len = m->body_len;
+    v->msg.system_properties = sp;
+    v->msg.body.data = (uint8_t *)m->body;
+    v->msg.body.len = m->body_len;
+}
+
+/* Builds and queues the response for one popped message.  Returns the
+ * send result (GT_ESHUTDOWN once the call is over). */
+static gt_err_t px_recv_send_one(px_recv_ctx_t *ctx, const st_popped_t *p)
+{
+    Apache__Rocketmq__V2__ReceiveMessageResponse resp =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
+    px_msg_view_t *v = malloc(sizeof(*v));
+    gt_err_t rc;
+
+    if (v == NULL)
+        return GT_ENOMEM;
+    px_msg_view_build(v, &p->msg, ctx->topic, ctx->ns, ctx->store_host,
+                      p->handle, p->attempt, ctx->invisible_ms);
     resp.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_MESSAGE;
-    resp.message = &msg;
-    return px_call_send_pb(ctx->call, &resp.base);
+    resp.message = &v->msg;
+    rc = px_call_send_pb(ctx->call, &resp.base);
+    free(v);
+    return rc;
 }
 
 /* Detaches ctx from its call; returns the call (still referenced) or NULL

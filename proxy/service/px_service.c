@@ -83,10 +83,6 @@ static void px_admin_log_level(px_call_t *call, const uint8_t *data,
         &apache__rocketmq__v2__##reqd##__descriptor,                           \
         &apache__rocketmq__v2__##respd##__descriptor}
 
-PX_STUB(pull_message, pull_message_request, pull_message_response);
-PX_STUB(update_offset, update_offset_request, update_offset_response);
-PX_STUB(get_offset, get_offset_request, get_offset_response);
-PX_STUB(query_offset, query_offset_request, query_offset_response);
 PX_STUB(end_transaction, end_transaction_request, end_transaction_response);
 PX_STUB(recall_message, recall_message_request, recall_message_response);
 PX_STUB(sync_lite, sync_lite_subscription_request,
@@ -107,11 +103,10 @@ static const px_method_t px_messaging_methods[] = {
             px_receive_interrupt),
     PX_IMPL("AckMessage", PX_RPC_UNARY, px_ack_message, NULL),
     PX_IMPL("ForwardMessageToDeadLetterQueue", PX_RPC_UNARY, px_forward_dlq, NULL),
-    {PX_MS_PREFIX "PullMessage", PX_RPC_SERVER_STREAM, px_stub_on_message, NULL,
-     NULL, NULL, &px_info_pull_message},
-    PX_STUB_UNARY("UpdateOffset", update_offset),
-    PX_STUB_UNARY("GetOffset", get_offset),
-    PX_STUB_UNARY("QueryOffset", query_offset),
+    PX_IMPL("PullMessage", PX_RPC_SERVER_STREAM, px_pull_message, NULL),
+    PX_IMPL("UpdateOffset", PX_RPC_UNARY, px_offset_update, NULL),
+    PX_IMPL("GetOffset", PX_RPC_UNARY, px_offset_get, NULL),
+    PX_IMPL("QueryOffset", PX_RPC_UNARY, px_offset_query, NULL),
     PX_STUB_UNARY("EndTransaction", end_transaction),
     {PX_MS_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, px_telemetry_message,
      px_telemetry_half_close, px_telemetry_interrupt, px_telemetry_done, NULL},

@@ -159,6 +159,32 @@ px_code_t px_send_validate(const Apache__Rocketmq__V2__Message *m,
                            const st_topic_t *t, int64_t now_ms, char *why,
                            size_t whylen);
 
+/* ---- delivery (px_receive.c) ---- */
+
+/* A wire Message built over a store message: all storage inline, pointers
+ * borrowed from the store message (valid while it is). */
+typedef struct px_msg_view {
+    Apache__Rocketmq__V2__Message msg;
+    Apache__Rocketmq__V2__SystemProperties sp;
+    Apache__Rocketmq__V2__Resource topic;
+    Apache__Rocketmq__V2__Digest digest;
+    Apache__Rocketmq__V2__DeadLetterQueue dlq;
+    Apache__Rocketmq__V2__Message__UserPropertiesEntry ups[ST_MAX_PROPS];
+    Apache__Rocketmq__V2__Message__UserPropertiesEntry *upp[ST_MAX_PROPS];
+    Google__Protobuf__Timestamp born, stored, deliver;
+    Google__Protobuf__Duration invis;
+    char md5[33];
+} px_msg_view_t;
+
+/* Fills `v` for delivery: user properties without the internal ones,
+ * MD5 digest (uppercase hex), timestamps, queue and offset, and (when
+ * `handle` is given) receipt handle and invisible duration. */
+void px_msg_view_build(px_msg_view_t *v, const st_message_t *m,
+                       const char *topic, const char *ns,
+                       const char *store_host, const char *handle,
+                       uint32_t attempt, int64_t invisible_ms);
+void px_md5_hex(const void *data, size_t len, char out[33]);
+
 /* ---- handlers ---- */
 void px_route_query(px_call_t *call, const uint8_t *data, size_t len);
 void px_route_heartbeat(px_call_t *call, const uint8_t *data, size_t len);
@@ -170,6 +196,10 @@ void px_receive_interrupt(px_call_t *call, px_interrupt_t why);
 void px_ack_message(px_call_t *call, const uint8_t *data, size_t len);
 void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len);
 void px_forward_dlq(px_call_t *call, const uint8_t *data, size_t len);
+void px_pull_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_offset_update(px_call_t *call, const uint8_t *data, size_t len);
+void px_offset_get(px_call_t *call, const uint8_t *data, size_t len);
+void px_offset_query(px_call_t *call, const uint8_t *data, size_t len);
 void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len);
 void px_telemetry_half_close(px_call_t *call);
 void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why);

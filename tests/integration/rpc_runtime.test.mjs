@@ -69,9 +69,6 @@ test('an unknown method gets UNIMPLEMENTED within 1 s', async () => {
 
 // RPCs still waiting for their issue: they answer NOT_IMPLEMENTED.
 const STUBBED = [
-  ['UpdateOffset', pb.UpdateOffsetRequest, pb.UpdateOffsetResponse],
-  ['GetOffset', pb.GetOffsetRequest, pb.GetOffsetResponse],
-  ['QueryOffset', pb.QueryOffsetRequest, pb.QueryOffsetResponse],
   ['EndTransaction', pb.EndTransactionRequest, pb.EndTransactionResponse],
   ['RecallMessage', pb.RecallMessageRequest, pb.RecallMessageResponse],
   ['SyncLiteSubscription', pb.SyncLiteSubscriptionRequest, pb.SyncLiteSubscriptionResponse],
@@ -87,6 +84,10 @@ const IMPLEMENTED = [
     pb.ForwardMessageToDeadLetterQueueResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
   ['ChangeInvisibleDuration', pb.ChangeInvisibleDurationRequest,
     pb.ChangeInvisibleDurationResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
+  ['UpdateOffset', pb.UpdateOffsetRequest, pb.UpdateOffsetResponse,
+    defPb.Code.ILLEGAL_CONSUMER_GROUP],
+  ['GetOffset', pb.GetOffsetRequest, pb.GetOffsetResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
+  ['QueryOffset', pb.QueryOffsetRequest, pb.QueryOffsetResponse, defPb.Code.ILLEGAL_TOPIC],
 ];
 
 test('RPCs not implemented yet answer NOT_IMPLEMENTED in-band, promptly', async () => {
@@ -133,7 +134,8 @@ test('server-streaming RPCs answer one status response then close OK', async () 
   for (const [name, Req, Resp, code] of [
     ['ReceiveMessage', pb.ReceiveMessageRequest, pb.ReceiveMessageResponse,
       defPb.Code.ILLEGAL_CONSUMER_GROUP],
-    ['PullMessage', pb.PullMessageRequest, pb.PullMessageResponse, NOT_IMPLEMENTED],
+    ['PullMessage', pb.PullMessageRequest, pb.PullMessageResponse,
+      defPb.Code.ILLEGAL_CONSUMER_GROUP],
   ]) {
     const r = await serverStream(SVC + name, new Req().serializeBinary());
     assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);

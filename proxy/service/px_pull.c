@@ -1,0 +1,387 @@
+/* Pull consumers and offsets: PullMessage, UpdateOffset, GetOffset,
+ * QueryOffset (upstream leaves these unimplemented; lag exporters and
+ * autoscalers need them).
+ *
+ * PullMessage reads a queue from an offset without touching consumption
+ * state; the stream is `status`, one response per message, `next_offset`.
+ * A tag filter skips non-matching messages but still advances next_offset.
+ * Pulls answer at once (no long polling yet): an empty read is
+ * MESSAGE_NOT_FOUND with the unchanged next_offset. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gt_log.h"
+#include "px_svc_int.h"
+
+#define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
+
+/* True when `tag` matches a tag expression ("", "*", "a||b"). */
+static bool px_tag_match(const char *expr, const char *tag)
+{
+    const char *p = expr;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p == '\0' || strcmp(p, "*") == 0)
+        return true;
+    if (tag == NULL)
+        return false;
+    for (;;) {
+        const char *sep = strstr(p, "||");
+        const char *end = sep ? sep : p + strlen(p);
+        while (p < end && isspace((unsigned char)*p))
+            p++;
+        const char *e = end;
+        while (e > p && isspace((unsigned char)e[-1]))
+            e--;
+        if ((size_t)(e - p) == strlen(tag) && memcmp(p, tag, (size_t)(e - p)) == 0)
+            return true;
+        if (sep == NULL)
+            return false;
+        p = sep + 2;
+    }
+}
+
+/* Common checks of (group?, queue): answers `rd` and returns false on
+ * failure; fills t and the queue id. */
+static bool px_queue_target(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                            const Apache__Rocketmq__V2__Resource *group,
+                            const Apache__Rocketmq__V2__MessageQueue *mq,
+                            st_topic_t *t, uint32_t *queue)
+{
+    px_svc_t *svc = px_svc(call);
+    char why[256];
+    px_code_t code;
+    st_group_t g;
+
+    if (group != NULL || rd != PX_DESC(query_offset_response)) {
+        if ((code = px_check_group(group, why, sizeof(why))) != PX_CODE(OK)) {
+            px_reply_status(call, rd, code, why);
+            return false;
+        }
+    }
+    if ((code = px_check_topic(mq != NULL ? mq->topic : NULL, why, sizeof(why))) !=
+        PX_CODE(OK)) {
+        px_reply_status(call, rd, code, why);
+        return false;
+    }
+    if (group != NULL && px_group_find(svc, group->name, &g) != GT_OK) {
+        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist", group->name);
+        px_reply_status(call, rd, PX_CODE(CONSUMER_GROUP_NOT_FOUND), why);
+        return false;
+    }
+    if (px_topic_find(svc, mq->topic->name, t) != GT_OK) {
+        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", mq->topic->name);
+        px_reply_status(call, rd, PX_CODE(TOPIC_NOT_FOUND), why);
+        return false;
+    }
+    if (mq->id < 0 || (uint32_t)mq->id >= t->queue_count) {
+        snprintf(why, sizeof(why), "queue %d does not exist (topic has %u)", mq->id,
+                 t->queue_count);
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), why);
+        return false;
+    }
+    *queue = (uint32_t)mq->id;
+    return true;
+}
+
+/* Synchronous offset lookups (the local store answers inline). */
+typedef struct px_off_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    gt_err_t err;
+    uint64_t off;
+} px_off_wait_t;
+
+static void px_off_cb(void *arg, gt_err_t err, uint64_t off)
+{
+    px_off_wait_t *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->off = off;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void px_done_cb(void *arg, gt_err_t err)
+{
+    px_off_cb(arg, err, 0);
+}
+
+static gt_err_t px_off_wait(px_off_wait_t *w, uint64_t *off)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    if (off != NULL)
+        *off = w->off;
+    return w->err;
+}
+
+#define PX_OFF_WAIT_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, GT_OK, 0}
+
+/* ---- PullMessage ---- */
+
+typedef struct px_pull_ctx {
+    px_call_t *call;
+    char topic[ST_NAME_MAX + 1];
+    char ns[128];
+    char store_host[128];
+    char *tag_expr;
+    uint64_t from;
+} px_pull_ctx_t;
+
+static void px_pull_status(px_call_t *call, px_code_t code, const char *why)
+{
+    px_reply_status(call, PX_DESC(pull_message_response), code, why);
+}
+
+static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
+                         size_t n, uint64_t next)
+{
+    px_pull_ctx_t *ctx = arg;
+    Apache__Rocketmq__V2__PullMessageResponse resp =
+        APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Status st;
+    px_msg_view_t *v = NULL;
+    size_t matched = 0;
+
+    for (size_t i = 0; err == GT_OK && i < n; i++)
+        if (px_tag_match(ctx->tag_expr ? ctx->tag_expr : "", msgs[i].tag))
+            matched++;
+    if (err != GT_OK) {
+        px_pull_status(ctx->call, px_code_from_err(err), gt_err_str(err));
+        goto out;
+    }
+    px_status_set(&st, matched ? PX_CODE(OK) : PX_CODE(MESSAGE_NOT_FOUND),
+                  matched ? "OK" : "no matching message at this offset");
+    resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_STATUS;
+    resp.status = &st;
+    px_call_send_pb(ctx->call, &resp.base);
+    if (matched > 0 && (v = malloc(sizeof(*v))) != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            if (!px_tag_match(ctx->tag_expr ? ctx->tag_expr : "", msgs[i].tag))
+                continue;
+            px_msg_view_build(v, &msgs[i], ctx->topic, ctx->ns, ctx->store_host,
+                              NULL, 1, 0);
+            resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_MESSAGE;
+            resp.message = &v->msg;
+            px_call_send_pb(ctx->call, &resp.base);
+        }
+    }
+    resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_NEXT_OFFSET;
+    resp.next_offset = (int64_t)(n > 0 ? next : ctx->from);
+    px_call_send_pb(ctx->call, &resp.base);
+    px_call_finish(ctx->call, GRPC_STATUS_OK, NULL);
+out:
+    free(v);
+    px_call_unref(ctx->call);
+    free(ctx->tag_expr);
+    free(ctx);
+}
+
+void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd = PX_DESC(pull_message_response);
+    Apache__Rocketmq__V2__PullMessageRequest *req;
+    px_off_wait_t w1 = PX_OFF_WAIT_INIT, w2 = PX_OFF_WAIT_INIT;
+    px_pull_ctx_t *ctx;
+    uint64_t lo = 0, hi = 0;
+    uint32_t queue;
+    st_topic_t t;
+    char why[160];
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__PullMessageRequest *)px_pb_unpack(
+        PX_DESC(pull_message_request), data, len);
+    if (req == NULL) {
+        px_pull_status(call, PX_CODE(BAD_REQUEST), "malformed PullMessageRequest");
+        return;
+    }
+    if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
+        goto out;
+    if (req->filter_expression != NULL &&
+        req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
+        px_pull_status(call, PX_CODE(NOT_IMPLEMENTED), "SQL92 filters are not implemented yet");
+        goto out;
+    }
+    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_BEGIN, 0, px_off_cb, &w1);
+    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_END, 0, px_off_cb, &w2);
+    if (px_off_wait(&w1, &lo) != GT_OK || px_off_wait(&w2, &hi) != GT_OK ||
+        req->offset < 0 || (uint64_t)req->offset < lo || (uint64_t)req->offset > hi) {
+        snprintf(why, sizeof(why), "offset %lld is outside [%llu, %llu]",
+                 (long long)req->offset, (unsigned long long)lo, (unsigned long long)hi);
+        px_pull_status(call, PX_CODE(ILLEGAL_OFFSET), why);
+        goto out;
+    }
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+        px_pull_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        goto out;
+    }
+    ctx->call = call;
+    ctx->from = (uint64_t)req->offset;
+    snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
+    snprintf(ctx->ns, sizeof(ctx->ns), "%s",
+             req->message_queue->topic->resource_namespace
+                 ? req->message_queue->topic->resource_namespace : "");
+    snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", px_call_authority(call));
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
+        ctx->tag_expr = strdup(req->filter_expression->expression);
+    px_call_ref(call);
+    st_pull(px_svc(call)->store, t.name, queue, (uint64_t)req->offset,
+            req->batch_size > 0 && req->batch_size < ST_POP_MAX ? (uint32_t)req->batch_size
+                                                                : ST_POP_MAX,
+            px_pull_done, ctx);
+out:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+/* ---- offsets ---- */
+
+void px_offset_update(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd = PX_DESC(update_offset_response);
+    Apache__Rocketmq__V2__UpdateOffsetRequest *req;
+    px_off_wait_t w = PX_OFF_WAIT_INIT;
+    uint32_t queue;
+    st_topic_t t;
+    gt_err_t rc;
+    char why[160];
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__UpdateOffsetRequest *)px_pb_unpack(
+        PX_DESC(update_offset_request), data, len);
+    if (req == NULL) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed UpdateOffsetRequest");
+        return;
+    }
+    if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
+        goto out;
+    if (req->offset < 0) {
+        px_reply_status(call, rd, PX_CODE(ILLEGAL_OFFSET), "offset must not be negative");
+        goto out;
+    }
+    st_offset_update(px_svc(call)->store, req->group->name, t.name, queue,
+                     (uint64_t)req->offset, px_done_cb, &w);
+    rc = px_off_wait(&w, NULL);
+    snprintf(why, sizeof(why), "offset %lld: %s", (long long)req->offset, gt_err_str(rc));
+    px_reply_status(call, rd, rc == GT_OK ? PX_CODE(OK)
+                              : rc == GT_ERANGE ? PX_CODE(ILLEGAL_OFFSET)
+                                                : px_code_from_err(rc),
+                    rc == GT_OK ? "OK" : why);
+out:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+static void px_reply_offset(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                            px_code_t code, const char *why, uint64_t off)
+{
+    /* GetOffsetResponse and QueryOffsetResponse share this layout. */
+    Apache__Rocketmq__V2__GetOffsetResponse resp =
+        APACHE__ROCKETMQ__V2__GET_OFFSET_RESPONSE__INIT;
+    Apache__Rocketmq__V2__QueryOffsetResponse qresp =
+        APACHE__ROCKETMQ__V2__QUERY_OFFSET_RESPONSE__INIT;
+    Apache__Rocketmq__V2__Status st;
+
+    px_status_set(&st, code, why);
+    if (rd == PX_DESC(get_offset_response)) {
+        resp.status = &st;
+        resp.offset = (int64_t)off;
+        px_call_reply_pb(call, &resp.base);
+    } else {
+        qresp.status = &st;
+        qresp.offset = (int64_t)off;
+        px_call_reply_pb(call, &qresp.base);
+    }
+}
+
+void px_offset_get(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd = PX_DESC(get_offset_response);
+    Apache__Rocketmq__V2__GetOffsetRequest *req;
+    px_off_wait_t w = PX_OFF_WAIT_INIT;
+    uint64_t off = 0;
+    uint32_t queue;
+    st_topic_t t;
+    gt_err_t rc;
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__GetOffsetRequest *)px_pb_unpack(
+        PX_DESC(get_offset_request), data, len);
+    if (req == NULL) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed GetOffsetRequest");
+        return;
+    }
+    if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
+        goto out;
+    st_offset_get(px_svc(call)->store, req->group->name, t.name, queue, px_off_cb, &w);
+    rc = px_off_wait(&w, &off);
+    if (rc == GT_ENOTFOUND)
+        px_reply_offset(call, rd, PX_CODE(OFFSET_NOT_FOUND),
+                        "the group has no committed offset on this queue", 0);
+    else
+        px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
+                        rc == GT_OK ? "OK" : gt_err_str(rc), off);
+out:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
+void px_offset_query(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const ProtobufCMessageDescriptor *rd = PX_DESC(query_offset_response);
+    Apache__Rocketmq__V2__QueryOffsetRequest *req;
+    px_off_wait_t w = PX_OFF_WAIT_INIT;
+    st_offset_kind_t kind;
+    uint64_t off = 0;
+    int64_t ts = 0;
+    uint32_t queue;
+    st_topic_t t;
+    gt_err_t rc;
+
+    if (!px_require_client(call, rd))
+        return;
+    req = (Apache__Rocketmq__V2__QueryOffsetRequest *)px_pb_unpack(
+        PX_DESC(query_offset_request), data, len);
+    if (req == NULL) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed QueryOffsetRequest");
+        return;
+    }
+    if (!px_queue_target(call, rd, NULL, req->message_queue, &t, &queue))
+        goto out;
+    switch (req->query_offset_policy) {
+    case APACHE__ROCKETMQ__V2__QUERY_OFFSET_POLICY__BEGINNING:
+        kind = ST_OFFSET_BEGIN;
+        break;
+    case APACHE__ROCKETMQ__V2__QUERY_OFFSET_POLICY__END:
+        kind = ST_OFFSET_END;
+        break;
+    case APACHE__ROCKETMQ__V2__QUERY_OFFSET_POLICY__TIMESTAMP:
+        if (!req->timestamp_present_case || req->timestamp == NULL) {
+            px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
+                            "the TIMESTAMP policy needs a timestamp");
+            goto out;
+        }
+        kind = ST_OFFSET_TIME;
+        ts = px_timestamp_ms(req->timestamp);
+        break;
+    default:
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "unknown query offset policy");
+        goto out;
+    }
+    st_offset_query(px_svc(call)->store, t.name, queue, kind, ts, px_off_cb, &w);
+    rc = px_off_wait(&w, &off);
+    px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
+                    rc == GT_OK ? "OK" : gt_err_str(rc), off);
+out:
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
