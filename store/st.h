@@ -30,7 +30,8 @@
 /* ---- limits ------------------------------------------------------------ */
 #define ST_NAME_MAX      255  /* topic / group name bytes (without NUL)    */
 #define ST_MAX_KEYS      32   /* keys per message                          */
-#define ST_MAX_PROPS     64   /* user properties per message               */
+#define ST_MAX_PROPS     132  /* properties per message: RocketMQ allows 128
+                                 user ones; the rest carry system ones   */
 #define ST_POP_MAX       32   /* messages per pop                          */
 #define ST_HANDLE_MAX    64   /* receipt handle buffer, including NUL      */
 #define ST_MSG_ID_MAX    64   /* message id buffer, including NUL          */

@@ -95,7 +95,7 @@ async function updateOffset(client, queue, offset) {
 }
 
 // Raw SendMessage (no SDK client whose streams could outlive a SIGKILL).
-async function send(client, i, tag) {
+async function send(client, i, tag, props = 0) {
   const m = new defPb.Message();
   m.setTopic(resource('PullTopic'));
   const sp = new defPb.SystemProperties();
@@ -106,6 +106,7 @@ async function send(client, i, tag) {
   sp.setQueueId(0);
   m.setSystemProperties(sp);
   m.setBody(Buffer.from(`pull-${i}`));
+  for (let k = 0; k < props; k++) m.getUserPropertiesMap().set(`p${k}`, `v${k}`);
   const req = new pb.SendMessageRequest();
   req.addMessages(m);
   const r = await unary(client, 'SendMessage', req, pb.SendMessageResponse);
@@ -179,6 +180,23 @@ test('pull, offsets and their error codes; committed offsets survive SIGKILL', a
     assert.equal(o.getOffset(), 3);
     q = await queryOffset(client, 0, defPb.QueryOffsetPolicy.END);
     assert.equal(q.getOffset(), 5);
+  } finally {
+    client.close();
+    await stopGantry(g);
+  }
+});
+
+test('a message with the maximum 128 user properties keeps all of them', async () => {
+  const g = await startGantry({ yaml: YAML });
+  const client = new grpc.Client(g.endpoint, grpc.credentials.createInsecure(),
+    { 'grpc.use_local_subchannel_pool': 1 });
+  try {
+    await send(client, 0, 'many', 128);
+    const p = await pull(client, 0, 0);
+    assert.equal(p.messages.length, 1);
+    const got = p.messages[0].getUserPropertiesMap();
+    assert.equal(got.getLength(), 128);
+    for (let k = 0; k < 128; k++) assert.equal(got.get(`p${k}`), `v${k}`);
   } finally {
     client.close();
     await stopGantry(g);
