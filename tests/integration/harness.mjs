@@ -69,6 +69,7 @@ export async function spawnGantry(opts = {}) {
   http_listen: "127.0.0.1:${httpPort}"
   amqp_listen: "127.0.0.1:${amqpPort}"
   shutdown_timeout_ms: ${opts.shutdownTimeoutMs ?? 3000}
+${opts.serverYaml ?? ''}
 log:
   level: ${opts.logLevel ?? 'debug'}
 store:
