@@ -5,11 +5,12 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   sdk, Code, codeName, errCode, errText, startProducer, startSimpleConsumer, shutdownQuietly,
-  yamlOf, expectCode, receiveAll,
+  yamlOf, expectCode, receiveAll, quietLogger, withTimeout, sleep,
 } from './sdk_util.mjs';
 
 const T = 'FilterTopic';
 const T_BAD = 'FilterBadTopic';
+const T_PUSH = 'FilterPushTopic';
 const GROUPS = {
   FilterAll: '*',
   FilterA: 'TagA',
@@ -23,8 +24,8 @@ before(async () => {
   g = await startGantry({
     logLevel: 'info',
     yaml: yamlOf({
-      topics: [{ name: T, queues: 3 }, { name: T_BAD, queues: 1 }],
-      groups: [...Object.keys(GROUPS).map((name) => ({ name })), { name: 'FilterBad' }],
+      topics: [{ name: T, queues: 3 }, { name: T_BAD, queues: 1 }, { name: T_PUSH, queues: 2 }],
+      groups: [...Object.keys(GROUPS).map((name) => ({ name })), { name: 'FilterBad' }, { name: 'FilterPush' }],
     }),
   });
 });
@@ -93,5 +94,40 @@ test('a filter that cannot be valid is refused: ILLEGAL_FILTER_EXPRESSION', asyn
       `malformed SQL92 filter: got ${codeName(errCode(err))}: ${errText(err)}`);
   } finally {
     await shutdownQuietly(c);
+  }
+});
+
+test('a PushConsumer with a tag expression gets exactly the selected messages', async () => {
+  let producer; let consumer; let svc;
+  const got = [];
+  try {
+    producer = await startProducer(g, [T_PUSH]);
+    consumer = new sdk.PushConsumer({
+      endpoints: g.endpoint, consumerGroup: 'FilterPush', subscriptions: new Map([[T_PUSH, 'TagA||タグ']]),
+      messageListener: { consume(mv) { got.push(mv); return sdk.ConsumeResult.SUCCESS; } },
+      requestTimeout: 5000, logger: quietLogger,
+    });
+    await withTimeout(consumer.startup(), 30000, 'PushConsumer.startup');
+    svc = consumer.getConsumeService();
+    const want = new Set();
+    const tags = ['TagA', 'TagB', 'タグ', undefined, 'TagA '];
+    for (let i = 0; i < 40; i++) {
+      const tag = tags[i % tags.length];
+      const r = await producer.send({ topic: T_PUSH, body: Buffer.from(`p${i}`), ...(tag ? { tag } : {}) });
+      if (tag === 'TagA' || tag === 'タグ') want.add(r.messageId);
+    }
+    const t0 = Date.now();
+    while (got.length < want.size && Date.now() - t0 < 30000) await sleep(100);
+    await sleep(1500); // room for wrong extra deliveries to show up
+    const wrong = got.filter((m) => !want.has(m.messageId)).map((m) => JSON.stringify(m.tag));
+    assert.deepEqual(wrong, [], 'delivered messages the expression does not select');
+    assert.deepEqual(got.map((m) => m.messageId).sort(), [...want].sort(), 'selected messages, each once');
+    const shut = consumer.shutdown();
+    await sleep(300);
+    await producer.send({ topic: T_PUSH, body: Buffer.from('sentinel'), tag: 'TagA' });
+    await withTimeout(shut, 60000, 'PushConsumer.shutdown');
+  } finally {
+    await shutdownQuietly(producer, consumer);
+    svc?.logger?.close?.();
   }
 });

@@ -14,6 +14,8 @@ const T_RETRY = 'SimpleRetryTopic';
 const T_HANDLE = 'SimpleHandleTopic';
 const T_POLL = 'SimplePoll';
 const T_DLQ = 'SimpleDlqTopic';
+const T_TERM = 'SimpleTermTopic';
+const G_TERM = 'SimpleTerm';
 const G_BASIC = 'SimpleBasic';
 const G_RETRY = 'SimpleRetry';
 const G_POLL = 'SimplePollGroup';
@@ -29,11 +31,11 @@ before(async () => {
     yaml: yamlOf({
       topics: [
         { name: T, queues: 2 }, { name: T_RETRY, queues: 2 }, { name: T_HANDLE, queues: 1 },
-        { name: T_POLL, queues: 2 }, { name: T_DLQ, queues: 2 },
+        { name: T_POLL, queues: 2 }, { name: T_DLQ, queues: 2 }, { name: T_TERM, queues: 2 },
       ],
       groups: [
         { name: G_BASIC }, { name: G_RETRY, max_delivery_attempts: 5 }, { name: G_POLL },
-        { name: G_DLQ, max_delivery_attempts: 2 }, { name: G_DLQ_READER },
+        { name: G_DLQ, max_delivery_attempts: 2 }, { name: G_DLQ_READER }, { name: G_TERM },
       ],
     }),
   });
@@ -238,3 +240,25 @@ test('receive with an invisible duration outside 10 s .. 12 h is refused', async
   }
 });
 
+
+test('messages a SimpleConsumer held become visible again when it shuts down', async () => {
+  let producer; let a; let b;
+  try {
+    producer = await startProducer(g, [T_TERM]);
+    a = await startSimpleConsumer(g, G_TERM, T_TERM);
+    b = await startSimpleConsumer(g, G_TERM, T_TERM);
+    const r = await producer.send({ topic: T_TERM, body: Buffer.from('held') });
+    const held = await receiveAll(a, 1, 15000, { invisible: 60000, ack: false });
+    assert.deepEqual(held.map((m) => m.messageId), [r.messageId]);
+    assert.deepEqual((await b.receive(16, 60000)).map((m) => m.body.toString()), [], 'visible while held');
+    await a.shutdown();
+    a = undefined;
+    const t0 = Date.now();
+    const got = await receiveAll(b, 1, 10000, { invisible: 30000 });
+    assert.deepEqual(got.map((m) => m.messageId), [r.messageId],
+      `not visible again ${Date.now() - t0} ms after the holder shut down (60 s invisible time)`);
+    assert.equal(got[0].deliveryAttempt, 2);
+  } finally {
+    await shutdownQuietly(producer, a, b);
+  }
+});

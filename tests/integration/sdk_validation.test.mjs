@@ -131,6 +131,7 @@ test('receive: unknown group, invisible time out of range, bad filter (SDK; more
     consumer = await startSimpleConsumer(g, G, T_OTHER);
     await expectCode(consumer.receive(1, 9999), Code.ILLEGAL_INVISIBLE_TIME, 'invisible 9.999 s');
     await expectCode(consumer.receive(1, 12 * 3600 * 1000 + 1000), Code.ILLEGAL_INVISIBLE_TIME, 'invisible 12 h + 1 s');
+    assert.deepEqual(await consumer.receive(1, 12 * 3600 * 1000), [], 'invisible 12 h is allowed (empty topic)');
     await consumer.subscribe(T_OTHER, new sdk.FilterExpression('TagA||\u0007'));
     await expectCode(consumer.receive(1, 15000), Code.ILLEGAL_FILTER_EXPRESSION, 'tag filter with a control character');
   } finally {
