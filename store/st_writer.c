@@ -353,7 +353,7 @@ static void run_hand_over(st_local_t *st, st_seg_t *seg, st_wop_t *ops,
     st->sq_tail = r;
     for (st_wop_t *w = ops; w; w = w->next)
         st->sq_appends++;
-    if (st->sq_waiting)
+    if (st->sq_waiting && st->sq_appends >= st->sq_want)
         pthread_cond_signal(&st->sq_cond);
     pthread_mutex_unlock(&st->sq_lock);
 }
@@ -511,10 +511,12 @@ static void gather(st_local_t *st, size_t last)
         ts.tv_nsec -= 1000000000L;
     }
     st->sq_waiting = true;
+    st->sq_want = last;
     while (st->sq_appends < last && !st->sq_stop &&
            pthread_cond_timedwait(&st->sq_cond, &st->sq_lock, &ts) == 0)
         ;
     st->sq_waiting = false;
+    st->sq_want = 0;
 }
 
 /* One fdatasync covers every run written before it started (group commit);
