@@ -13,8 +13,9 @@
  * last interval's pops and acks (those messages are delivered again).
  *
  * Replay stops at the first bad record and ignores the rest (a torn tail).
- * After replay the file is compacted: a fresh snapshot of the live state is
- * written to state.log.tmp, synced and renamed over state.log.  At run time
+ * After replay the file is compacted -- a fresh snapshot of the live state
+ * is written to state.log.tmp, synced and renamed over state.log -- unless
+ * it replayed cleanly and is smaller than cfg.state_compact_bytes.  At run time
  * the service thread compacts the same way once the log passes
  * cfg.state_compact_bytes and twice its size after the last compaction. */
 #include <errno.h>
@@ -296,7 +297,9 @@ static gt_err_t replay_one(st_local_t *st, const st_srec_t *r)
     }
 }
 
-static gt_err_t replay(st_local_t *st, const uint8_t *buf, size_t len)
+/* Replays buf; *clean tells whether every byte was a good record. */
+static gt_err_t replay(st_local_t *st, const uint8_t *buf, size_t len,
+                       bool *clean)
 {
     size_t off = 8;
     while (off < len) {
@@ -312,6 +315,7 @@ static gt_err_t replay(st_local_t *st, const uint8_t *buf, size_t len)
         }
         off += used;
     }
+    *clean = off == len;
     return GT_OK;
 }
 
@@ -515,6 +519,7 @@ gt_err_t st_state_open(st_local_t *st)
     uint8_t *buf = NULL;
     gt_err_t rc = GT_ENOMEM;
     struct stat sb;
+    bool clean = false;
     int fd = -1;
     if (asprintf(&path, "%s/state.log", st->dir) < 0 ||
         asprintf(&tmp, "%s/state.log.tmp", st->dir) < 0)
@@ -532,18 +537,22 @@ gt_err_t st_state_open(st_local_t *st)
             rc = GT_ECORRUPT;
             goto out;
         }
-        if ((rc = replay(st, buf, (size_t)sb.st_size)) != GT_OK)
+        if ((rc = replay(st, buf, (size_t)sb.st_size, &clean)) != GT_OK)
             goto out;
     }
     replay_finish(st);
-    if ((rc = snapshot(st, tmp)) != GT_OK)
-        goto out;
-    if (rename(tmp, path) < 0) {
-        rc = GT_EIO;
-        goto out;
+    /* A clean, small log is kept and appended to; otherwise compact now
+     * (which also drops a torn tail). */
+    if (!clean || (uint64_t)sb.st_size >= st->cfg.state_compact_bytes) {
+        if ((rc = snapshot(st, tmp)) != GT_OK)
+            goto out;
+        if (rename(tmp, path) < 0) {
+            rc = GT_EIO;
+            goto out;
+        }
+        if ((rc = st_file_sync_dir(st, st->dir)) != GT_OK)
+            goto out;
     }
-    if ((rc = st_file_sync_dir(st, st->dir)) != GT_OK)
-        goto out;
     st->state_fd = st->fops->open(st->fctx, path, O_RDWR, 0);
     if (st->state_fd < 0) {
         rc = st_errno_to_err(st->state_fd);
