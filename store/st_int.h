@@ -359,6 +359,8 @@ gt_err_t st_cq_push(st_cq_t *q, const st_cq_entry_t *e);
 const st_cq_entry_t *st_cq_get(const st_cq_t *q, uint64_t off);
 gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos);
 void st_index_free(st_index_t *ix);
+/* Drops entries below min_pos (after retention).  O(entries). */
+void st_index_prune(st_index_t *ix, uint64_t min_pos);
 void st_publish_wake(st_local_t *st, st_topic_rt_t *t);
 
 /* window primitives, shared by run time and replay */

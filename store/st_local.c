@@ -307,6 +307,7 @@ static void retention_locked(st_local_t *st, int64_t now)
             }
         }
     }
+    st_index_prune(&st->index, min);
     /* consumption state follows lazily: st_cs_clamp() on next use */
 }
 

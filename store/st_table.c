@@ -191,6 +191,23 @@ gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos)
     return GT_OK;
 }
 
+void st_index_prune(st_index_t *ix, uint64_t min_pos)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ix->n; i++)
+        if (ix->e[i].pos >= min_pos)
+            ix->e[k++] = ix->e[i];
+    ix->n = k;
+    if (!ix->nbuckets)
+        return;
+    memset(ix->buckets, 0, ix->nbuckets * sizeof(*ix->buckets));
+    for (size_t i = 0; i < ix->n; i++) { /* oldest first, as in rehash */
+        size_t b = ix->e[i].h % ix->nbuckets;
+        ix->e[i].next = ix->buckets[b];
+        ix->buckets[b] = (uint32_t)(i + 1);
+    }
+}
+
 void st_index_free(st_index_t *ix)
 {
     free(ix->buckets);

@@ -593,15 +593,19 @@ static void test_retention(void)
 {
     char body[2048];
     uint64_t off;
-    tu_msg_t m[4];
+    tu_msg_t m[ST_POP_MAX];
     size_t n;
     uint64_t next;
     setup(ST_FLUSH_ASYNC);
     memset(body, 'r', sizeof(body) - 1);
     body[sizeof(body) - 1] = 0;
     CU_ASSERT_EQUAL(tu_topic(st, "T", 1), GT_OK);
-    for (int i = 0; i < 100; i++) /* ~210 KiB over 64 KiB segments */
-        CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, body, 0, NULL), GT_OK);
+    for (int i = 0; i < 100; i++) { /* ~210 KiB over 64 KiB segments */
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        CU_ASSERT_EQUAL(tu_send(st, "T", "a", key, body, 0, NULL), GT_OK);
+    }
+    size_t ix_before = ((st_local_t *)st)->index.n;
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 60000, m, &n), GT_OK);
     st_local_retention_run(st, st_now_ms() - 3600 * 1000);
     CU_ASSERT_EQUAL(tu_offset_query(st, "T", 0, ST_OFFSET_BEGIN, 0, &off),
@@ -617,6 +621,12 @@ static void test_retention(void)
     CU_ASSERT_EQUAL(m[0].offset, min);
     CU_ASSERT_EQUAL(tu_offset_get(st, "G", "T", 0, &off), GT_OK);
     CU_ASSERT_EQUAL(off, min); /* consumers move to the new minimum */
+    /* the index follows: old keys are gone, recent ones found */
+    CU_ASSERT(((st_local_t *)st)->index.n < ix_before);
+    CU_ASSERT_EQUAL(tu_lookup(st, true, NULL, "k0", m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_lookup(st, true, NULL, "k99", m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 1);
     st_close(st);
     st = tu_open(dir, ST_FLUSH_ASYNC);
     CU_ASSERT_EQUAL(tu_offset_query(st, "T", 0, ST_OFFSET_BEGIN, 0, &off),
