@@ -337,6 +337,20 @@ gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,
  * current one).  Returns the new first retained position. */
 uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms);
 
+/* ---- st_snap.c: consume queues + index saved at a clean close ---------- */
+typedef struct st_snap_seg {
+    uint64_t base, end;  /* end: file offset after the last record */
+    int64_t last_ts;
+} st_snap_seg_t;
+
+gt_err_t st_snap_write(st_local_t *st);  /* at a clean close, lock held */
+/* Loads <dir>/tables.snap (and removes it) if it matches the segment files
+ * bases[0..n).  GT_OK: tables filled, *segs (owned, free()) says where to
+ * resume scanning.  GT_ENOTFOUND: no usable snapshot, tables untouched.
+ * GT_ECORRUPT: tables partially filled; reset them and scan in full. */
+gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
+                      st_snap_seg_t **segs);
+
 /* ---- st_writer.c --------------------------------------------------------- */
 gt_err_t st_writer_start(st_local_t *st);
 void st_writer_stop(st_local_t *st);

@@ -417,6 +417,11 @@ static void local_close(st_store_t *s)
     if (clean)
         st_log_checkpoint(st, cur->base + atomic_load(&cur->end));
     st_seg_unref(st, cur);
+    if (clean) {
+        pthread_mutex_lock(&st->lock);
+        (void)st_snap_write(st); /* a fast next start; best effort */
+        pthread_mutex_unlock(&st->lock);
+    }
     st_state_close(st);
     st_log_close(st);
     marker_path(st, marker, sizeof(marker));

@@ -16,7 +16,9 @@
  * is on disk.
  *
  * Recovery (st_log_open) scans every record of every segment, verifying
- * CRCs and positions, and rebuilds consume queues and the index.  The first
+ * CRCs and positions, and rebuilds consume queues and the index -- or, after
+ * a clean close, loads them from the table snapshot (st_snap.c) and scans
+ * only the tail of the last segment.  The first
  * bad or partial record ends the valid log.  If it lies at or above the
  * checkpointed synced position it is a torn tail: the file is truncated there
  * and later segments are deleted.  Below the synced position it is
@@ -385,10 +387,10 @@ static gt_err_t zeros_to_eof(st_local_t *st, st_seg_t *seg, uint64_t off,
 }
 
 static gt_err_t scan_seg(st_local_t *st, st_seg_t *seg, uint64_t fsize,
-                         bool last, uint64_t synced, scan_t *sc,
-                         uint64_t *end, const char **why)
+                         uint64_t from, bool last, uint64_t synced,
+                         scan_t *sc, uint64_t *end, const char **why)
 {
-    uint64_t off = ST_SEG_HDR;
+    uint64_t off = from;
     gt_err_t rc = GT_OK;
     sc->blen = 0;
     sc->bstart = off;
@@ -524,8 +526,10 @@ static gt_err_t damage(st_local_t *st, st_seg_t *seg, uint64_t off,
     return r < 0 ? st_errno_to_err(r) : GT_OK;
 }
 
+/* Scans (or, for segments a table snapshot covers, trusts) every segment
+ * and registers it; cuts a torn tail. */
 static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
-                                 uint64_t synced)
+                                 uint64_t synced, const st_snap_seg_t *ss)
 {
     scan_t sc = {.cap = 1 << 20};
     gt_err_t rc = GT_OK;
@@ -537,8 +541,14 @@ static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
         uint64_t fsize = 0, end = 0;
         const char *why = NULL;
         rc = seg_open_existing(st, bases[i], &seg, &fsize, &why);
-        if (rc == GT_OK)
-            rc = scan_seg(st, seg, fsize, i + 1 == n, synced, &sc, &end, &why);
+        uint64_t from = ss ? ss[i].end : ST_SEG_HDR;
+        if (rc == GT_OK && ss)
+            atomic_store(&seg->last_ts, ss[i].last_ts);
+        if (rc == GT_OK && ss && i + 1 < n)
+            end = fsize; /* covered by the snapshot, same length */
+        else if (rc == GT_OK)
+            rc = scan_seg(st, seg, fsize, from, i + 1 == n, synced, &sc, &end,
+                          &why);
         else if (rc == GT_ECORRUPT)
             end = 0;
         if (rc == GT_ECORRUPT && end == 0) {
@@ -579,6 +589,17 @@ static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
     return rc;
 }
 
+/* Forgets consume queues and the index (a bad snapshot was half loaded). */
+static void tables_reset(st_local_t *st)
+{
+    for (size_t i = 0; i < st->ntopics; i++)
+        for (uint32_t q = 0; q < st->topics[i]->nq; q++) {
+            free(st->topics[i]->cq[q].e);
+            memset(&st->topics[i]->cq[q], 0, sizeof(st_cq_t));
+        }
+    st_index_free(&st->index);
+}
+
 gt_err_t st_log_open(st_local_t *st)
 {
     uint64_t *bases = NULL;
@@ -594,9 +615,21 @@ gt_err_t st_log_open(st_local_t *st)
     if (st->ck_fd < 0)
         return st_errno_to_err(st->ck_fd);
     uint64_t synced = checkpoint_read(st);
+    st_snap_seg_t *ss = NULL;
     rc = list_segments(st, &bases, &n);
+    if (rc == GT_OK && n) {
+        gt_err_t lr = st_snap_load(st, bases, n, &ss);
+        if (lr == GT_ECORRUPT)
+            tables_reset(st);
+        else if (lr != GT_OK && lr != GT_ENOTFOUND)
+            rc = lr;
+        if (ss)
+            GT_LOG(INFO, "store", "loaded the table snapshot of the last "
+                   "clean close; verifying the tail");
+    }
     if (rc == GT_OK)
-        rc = recover_segments(st, bases, n, synced);
+        rc = recover_segments(st, bases, n, synced, ss);
+    free(ss);
     free(bases);
     if (rc != GT_OK)
         return rc;

@@ -312,6 +312,8 @@ static void pipeline_settle(st_local_t *st, st_seg_t *seg, bool drain)
         return;
     if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)off) < 0)
         st->wr_need_truncate = true;
+    if (seg->zeroed > off)
+        seg->zeroed = off;
     atomic_store(&seg->end, off);
     atomic_store(&st->written_pos, seg->base + off);
     pthread_mutex_lock(&st->lock);
@@ -417,6 +419,8 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
                "the batch", seg->path, gt_err_str(rc));
         if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)start) < 0)
             st->wr_need_truncate = true;
+        if (seg->zeroed > start)
+            seg->zeroed = start;
         run_rewind(st, run);
         run_complete(run, rc);
         return;
