@@ -122,27 +122,14 @@ int64_t px_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The local store answers metadata lookups inline; a remote store would
- * not, so wait on a condition variable in that case. */
-typedef struct px_sync {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    gt_err_t err;
-    union {
-        st_topic_t topic;
-        st_group_t group;
-    } u;
-} px_sync_t;
-
-static void px_sync_init(px_sync_t *s)
+void px_sync_init(px_sync_t *s)
 {
     memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
 }
 
-static gt_err_t px_sync_wait(px_sync_t *s)
+gt_err_t px_sync_wait(px_sync_t *s)
 {
     pthread_mutex_lock(&s->mu);
     while (!s->done)
@@ -160,6 +147,18 @@ static void px_sync_signal(px_sync_t *s, gt_err_t err)
     s->done = true;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+void px_sync_done_cb(void *arg, gt_err_t err)
+{
+    px_sync_signal(arg, err);
+}
+
+void px_sync_off_cb(void *arg, gt_err_t err, uint64_t off)
+{
+    px_sync_t *s = arg;
+    s->u.off = off;
+    px_sync_signal(s, err);
 }
 
 static void px_topic_found(void *arg, gt_err_t err, const st_topic_t *t,
@@ -232,11 +231,6 @@ void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
     px_call_finish(call, GRPC_STATUS_OK, NULL);
 }
 
-static void px_done_signal(void *arg, gt_err_t err)
-{
-    px_sync_signal(arg, err);
-}
-
 gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out)
 {
     gt_err_t rc = px_topic_find(svc, name, out);
@@ -252,7 +246,7 @@ gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out)
     t.queue_count = 8;
     t.perm = ST_PERM_READ | ST_PERM_WRITE;
     px_sync_init(&s);
-    st_topic_put(svc->store, &t, px_done_signal, &s);
+    st_topic_put(svc->store, &t, px_sync_done_cb, &s);
     rc = px_sync_wait(&s);
     if (rc != GT_OK)
         return rc;

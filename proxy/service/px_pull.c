@@ -87,45 +87,15 @@ static bool px_queue_target(px_call_t *call, const ProtobufCMessageDescriptor *r
     return true;
 }
 
-/* Synchronous offset lookups (the local store answers inline). */
-typedef struct px_off_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    gt_err_t err;
-    uint64_t off;
-} px_off_wait_t;
-
-static void px_off_cb(void *arg, gt_err_t err, uint64_t off)
+/* Runs one offset operation to completion; returns its error, *off the
+ * offset it reported. */
+static gt_err_t px_off_wait(px_sync_t *w, uint64_t *off)
 {
-    px_off_wait_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->err = err;
-    w->off = off;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void px_done_cb(void *arg, gt_err_t err)
-{
-    px_off_cb(arg, err, 0);
-}
-
-static gt_err_t px_off_wait(px_off_wait_t *w, uint64_t *off)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
+    gt_err_t rc = px_sync_wait(w);
     if (off != NULL)
-        *off = w->off;
-    return w->err;
+        *off = w->u.off;
+    return rc;
 }
-
-#define PX_OFF_WAIT_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, GT_OK, 0}
 
 /* ---- PullMessage ---- */
 
@@ -191,7 +161,7 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(pull_message_response);
     Apache__Rocketmq__V2__PullMessageRequest *req;
-    px_off_wait_t w1 = PX_OFF_WAIT_INIT, w2 = PX_OFF_WAIT_INIT;
+    px_sync_t w1, w2;
     px_pull_ctx_t *ctx;
     uint64_t lo = 0, hi = 0;
     uint32_t queue;
@@ -213,9 +183,14 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
         px_pull_status(call, PX_CODE(NOT_IMPLEMENTED), "SQL92 filters are not implemented yet");
         goto out;
     }
-    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_BEGIN, 0, px_off_cb, &w1);
-    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_END, 0, px_off_cb, &w2);
-    if (px_off_wait(&w1, &lo) != GT_OK || px_off_wait(&w2, &hi) != GT_OK ||
+    px_sync_init(&w1);
+    px_sync_init(&w2);
+    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_BEGIN, 0,
+                    px_sync_off_cb, &w1);
+    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_END, 0,
+                    px_sync_off_cb, &w2);
+    gt_err_t rc1 = px_off_wait(&w1, &lo), rc2 = px_off_wait(&w2, &hi);
+    if (rc1 != GT_OK || rc2 != GT_OK ||
         req->offset < 0 || (uint64_t)req->offset < lo || (uint64_t)req->offset > hi) {
         snprintf(why, sizeof(why), "offset %lld is outside [%llu, %llu]",
                  (long long)req->offset, (unsigned long long)lo, (unsigned long long)hi);
@@ -250,7 +225,7 @@ void px_offset_update(px_call_t *call, const uint8_t *data, size_t len)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(update_offset_response);
     Apache__Rocketmq__V2__UpdateOffsetRequest *req;
-    px_off_wait_t w = PX_OFF_WAIT_INIT;
+    px_sync_t w;
     uint32_t queue;
     st_topic_t t;
     gt_err_t rc;
@@ -270,8 +245,9 @@ void px_offset_update(px_call_t *call, const uint8_t *data, size_t len)
         px_reply_status(call, rd, PX_CODE(ILLEGAL_OFFSET), "offset must not be negative");
         goto out;
     }
+    px_sync_init(&w);
     st_offset_update(px_svc(call)->store, req->group->name, t.name, queue,
-                     (uint64_t)req->offset, px_done_cb, &w);
+                     (uint64_t)req->offset, px_sync_done_cb, &w);
     rc = px_off_wait(&w, NULL);
     snprintf(why, sizeof(why), "offset %lld: %s", (long long)req->offset, gt_err_str(rc));
     px_reply_status(call, rd, rc == GT_OK ? PX_CODE(OK)
@@ -308,7 +284,7 @@ void px_offset_get(px_call_t *call, const uint8_t *data, size_t len)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(get_offset_response);
     Apache__Rocketmq__V2__GetOffsetRequest *req;
-    px_off_wait_t w = PX_OFF_WAIT_INIT;
+    px_sync_t w;
     uint64_t off = 0;
     uint32_t queue;
     st_topic_t t;
@@ -324,7 +300,8 @@ void px_offset_get(px_call_t *call, const uint8_t *data, size_t len)
     }
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
         goto out;
-    st_offset_get(px_svc(call)->store, req->group->name, t.name, queue, px_off_cb, &w);
+    px_sync_init(&w);
+    st_offset_get(px_svc(call)->store, req->group->name, t.name, queue, px_sync_off_cb, &w);
     rc = px_off_wait(&w, &off);
     if (rc == GT_ENOTFOUND)
         px_reply_offset(call, rd, PX_CODE(OFFSET_NOT_FOUND),
@@ -340,7 +317,7 @@ void px_offset_query(px_call_t *call, const uint8_t *data, size_t len)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(query_offset_response);
     Apache__Rocketmq__V2__QueryOffsetRequest *req;
-    px_off_wait_t w = PX_OFF_WAIT_INIT;
+    px_sync_t w;
     st_offset_kind_t kind;
     uint64_t off = 0;
     int64_t ts = 0;
@@ -378,7 +355,8 @@ void px_offset_query(px_call_t *call, const uint8_t *data, size_t len)
         px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "unknown query offset policy");
         goto out;
     }
-    st_offset_query(px_svc(call)->store, t.name, queue, kind, ts, px_off_cb, &w);
+    px_sync_init(&w);
+    st_offset_query(px_svc(call)->store, t.name, queue, kind, ts, px_sync_off_cb, &w);
     rc = px_off_wait(&w, &off);
     px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
                     rc == GT_OK ? "OK" : gt_err_str(rc), off);

@@ -114,6 +114,28 @@ void px_duration_set(Google__Protobuf__Duration *d, int64_t ms);
 void px_timestamp_set(Google__Protobuf__Timestamp *t, int64_t ms);
 int64_t px_timestamp_ms(const Google__Protobuf__Timestamp *t);
 int64_t px_now_ms(void);
+
+/* Waits for one store operation.  The local store answers metadata and
+ * offset operations inline, so this does not block in practice; a remote
+ * store will need these paths made asynchronous. */
+typedef struct px_sync {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    gt_err_t err;
+    union {
+        st_topic_t topic;
+        st_group_t group;
+        uint64_t off;
+    } u;
+} px_sync_t;
+
+void px_sync_init(px_sync_t *s);
+/* Waits, tears the waiter down, returns the operation's error. */
+gt_err_t px_sync_wait(px_sync_t *s);
+/* Store callbacks that complete a px_sync_t (arg). */
+void px_sync_done_cb(void *arg, gt_err_t err);
+void px_sync_off_cb(void *arg, gt_err_t err, uint64_t off);
 /* Synchronous topic / group lookups for request validation (the local
  * store answers these inline). GT_OK and *out filled, or GT_ENOTFOUND. */
 gt_err_t px_topic_find(px_svc_t *svc, const char *name, st_topic_t *out);
