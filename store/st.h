@@ -252,6 +252,8 @@ typedef struct st_config {
     uint64_t state_compact_bytes; /* compact the state log past this size
                                      (and 2x its last compacted size);
                                      default 64 MiB */
+    uint32_t snapshot_interval_ms; /* save consume queues + index for a
+                                      fast start; default 300000 */
     const struct st_file_ops *file_ops; /* NULL = POSIX; tests only */
     void *file_ctx;
 } st_config_t;

@@ -268,6 +268,7 @@ typedef struct st_local {
     _Atomic uint64_t n_syncs, n_synced_appends; /* group commit figures */
     _Atomic uint64_t written_pos;   /* end of written data */
     _Atomic uint64_t synced_pos;    /* end of fdatasync'd data */
+    uint64_t published_pos;         /* lock: end of published records */
 
     /* checkpoint file: ck_lock serialises its writes */
     pthread_mutex_t ck_lock;
@@ -294,6 +295,8 @@ typedef struct st_local {
     bool expiry_due;
     int64_t next_expiry;
     int64_t next_retention;
+    int64_t next_snapshot;
+    uint64_t snap_pos;              /* published_pos at the last snapshot */
     uint64_t min_pos;               /* first retained commitlog position */
     int state_fd;
     uint64_t state_end;
@@ -343,10 +346,13 @@ typedef struct st_snap_seg {
     int64_t last_ts;
 } st_snap_seg_t;
 
-gt_err_t st_snap_write(st_local_t *st);  /* at a clean close, lock held */
-/* Loads <dir>/tables.snap (and removes it) if it matches the segment files
- * bases[0..n).  GT_OK: tables filled, *segs (owned, free()) says where to
- * resume scanning.  GT_ENOTFOUND: no usable snapshot, tables untouched.
+/* Saves the durable prefix's tables; lock held (dropped around the file
+ * write when unlock).  GT_AGAIN: nothing consistent to save now. */
+gt_err_t st_snap_write(st_local_t *st, bool unlock);
+/* Loads <dir>/tables.snap if it matches the segment files bases[0..n).
+ * GT_OK: tables filled; (*segs)[i].end (owned array, free()) is where to
+ * start scanning file i (0: from the header; past the last covered one
+ * all are 0).  GT_ENOTFOUND: no usable snapshot, tables untouched.
  * GT_ECORRUPT: tables partially filled; reset them and scan in full. */
 gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
                       st_snap_seg_t **segs);
@@ -438,6 +444,9 @@ void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
                            void *arg);
 void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
                         void *arg);
+
+/* For tests: write the table snapshot now. */
+gt_err_t st_local_snapshot(st_store_t *s);
 
 /* For tests: compact the state log now. */
 void st_local_state_compact(st_store_t *s);

@@ -32,6 +32,7 @@ void st_config_init(st_config_t *cfg)
     cfg->retention_hours = 72;
     cfg->max_message_bytes = 4u << 20;
     cfg->state_compact_bytes = 64u << 20;
+    cfg->snapshot_interval_ms = 300000;
 }
 
 bool st_err_retriable(gt_err_t err)
@@ -331,11 +332,19 @@ static void *svc_main(void *arg)
             st->next_retention = now + RETENTION_CHECK_MS;
         }
         st_state_maybe_compact(st);
+        if (now >= st->next_snapshot) {
+            if (st->published_pos != st->snap_pos &&
+                st_snap_write(st, true) == GT_OK)
+                st->snap_pos = st->published_pos;
+            st->next_snapshot = now + st->cfg.snapshot_interval_ms;
+        }
         int64_t wait = st_parked_service(st, now);
         if (wait <= 0)
             continue;
         if (wait > st->next_retention - now)
             wait = st->next_retention - now;
+        if (wait > st->next_snapshot - now)
+            wait = st->next_snapshot - now;
         if (wait > RETENTION_CHECK_MS)
             wait = RETENTION_CHECK_MS;
         struct timespec ts;
@@ -419,7 +428,7 @@ static void local_close(st_store_t *s)
     st_seg_unref(st, cur);
     if (clean) {
         pthread_mutex_lock(&st->lock);
-        (void)st_snap_write(st); /* a fast next start; best effort */
+        (void)st_snap_write(st, false); /* a fast next start; best effort */
         pthread_mutex_unlock(&st->lock);
     }
     st_state_close(st);
@@ -481,7 +490,10 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     st->seg_size = cfg->segment_size;
     if (!st->cfg.state_compact_bytes)
         st->cfg.state_compact_bytes = 64u << 20;
+    if (!st->cfg.snapshot_interval_ms)
+        st->cfg.snapshot_interval_ms = 300000;
     st->start_ms = st_now_ms();
+    st->next_snapshot = st->start_ms + st->cfg.snapshot_interval_ms;
     st->next_expiry = 0;
     st->next_retention = st->start_ms;
     pthread_mutex_init(&st->lock, NULL);

@@ -16,9 +16,8 @@
  * is on disk.
  *
  * Recovery (st_log_open) scans every record of every segment, verifying
- * CRCs and positions, and rebuilds consume queues and the index -- or, after
- * a clean close, loads them from the table snapshot (st_snap.c) and scans
- * only the tail of the last segment.  The first
+ * CRCs and positions, and rebuilds consume queues and the index -- or loads
+ * them from the table snapshot (st_snap.c) and scans only what follows it.  The first
  * bad or partial record ends the valid log.  If it lies at or above the
  * checkpointed synced position it is a torn tail: the file is truncated there
  * and later segments are deleted.  Below the synced position it is
@@ -541,10 +540,12 @@ static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
         uint64_t fsize = 0, end = 0;
         const char *why = NULL;
         rc = seg_open_existing(st, bases[i], &seg, &fsize, &why);
-        uint64_t from = ss ? ss[i].end : ST_SEG_HDR;
-        if (rc == GT_OK && ss)
+        bool covered = ss && ss[i].end, last_cov = covered &&
+                       (i + 1 == n || !ss[i + 1].end);
+        uint64_t from = covered ? ss[i].end : ST_SEG_HDR;
+        if (rc == GT_OK && covered)
             atomic_store(&seg->last_ts, ss[i].last_ts);
-        if (rc == GT_OK && ss && i + 1 < n)
+        if (rc == GT_OK && covered && !last_cov)
             end = fsize; /* covered by the snapshot, same length */
         else if (rc == GT_OK)
             rc = scan_seg(st, seg, fsize, from, i + 1 == n, synced, &sc, &end,
@@ -624,8 +625,8 @@ gt_err_t st_log_open(st_local_t *st)
         else if (lr != GT_OK && lr != GT_ENOTFOUND)
             rc = lr;
         if (ss)
-            GT_LOG(INFO, "store", "loaded the table snapshot of the last "
-                   "clean close; verifying the tail");
+            GT_LOG(INFO, "store", "loaded the table snapshot; scanning the "
+                   "commitlog after it");
     }
     if (rc == GT_OK)
         rc = recover_segments(st, bases, n, synced, ss);
@@ -649,6 +650,7 @@ gt_err_t st_log_open(st_local_t *st)
     uint64_t end = cur->base + atomic_load(&cur->end);
     atomic_store(&st->written_pos, end);
     atomic_store(&st->synced_pos, end);
+    st->published_pos = end;
     st->min_pos = st->segs[0]->base + ST_SEG_HDR;
     st_log_checkpoint(st, end);
     return GT_OK;

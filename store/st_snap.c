@@ -1,11 +1,13 @@
-/* The table snapshot: consume queues, index and segment list written at a
- * clean close, so the next start loads them instead of scanning the whole
- * commitlog.
+/* The table snapshot: consume queues, index and segment list of the durable
+ * prefix of the commitlog, so a start loads them instead of scanning the
+ * whole log.  Written at a clean close and every SNAP_INTERVAL_MS by the
+ * service thread.
  *
  * <dir>/tables.snap (format version 1, little-endian):
- *   u32 magic "GTTB", u32 version, u64 segment size,
- *   u32 segment count, per segment: u64 base, u64 end (file offset of the
- *     end of its last record), i64 store time of its last record,
+ *   u32 magic "GTTB", u32 version, u64 segment size, u64 end position (the
+ *     snapshot covers records below it: published and synced),
+ *   u32 segment count, per segment: u64 base, u64 end (file offset after its
+ *     last record below the end position), i64 store time of that record,
  *   u32 topic count, per topic: u16 name length + name, u32 queue count,
  *     per queue: u64 first offset, u64 bytes, u64 entry count, then per
  *     entry u64 position, u32 size, u32 tag hash, i64 store time,
@@ -13,12 +15,15 @@
  *   u64 index entry count, per entry u64 hash, u64 position,
  *   u32 CRC32C of everything before it.
  *
- * The file is used once: it is removed as soon as it is read, so after a
- * crash the next start scans the commitlog in full.  It is used only if the
- * segment files on disk are exactly those it lists (non-last ones of the
- * listed length, the last one at least as long); the last segment is then
- * still scanned from the recorded end to verify its tail.  Anything else
- * (missing, bad CRC, mismatch) falls back to the full scan. */
+ * A start uses it if the segment files on disk are the listed ones (minus
+ * any that retention removed from the front, plus any created later), each
+ * listed non-last one exactly as long as recorded and the last at least as
+ * long.  It then scans the last listed segment from the recorded end and
+ * later segments in full, so everything after the snapshot is verified and
+ * indexed as usual; entries of removed segments are pruned.  Anything else
+ * (no file, bad CRC, mismatch, a repair start) falls back to the full scan.
+ * The snapshot never covers data that was not synced, so recovery never
+ * cuts below it except in repair mode, which ignores it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -58,7 +63,15 @@ static void ob_put(obuf_t *o, uint64_t v, int bytes)
         o->b[o->n++] = (uint8_t)(v >> (8 * i));
 }
 
-static void snap_tables(st_local_t *st, obuf_t *o)
+static size_t cq_count_below(const st_cq_t *cq, uint64_t end)
+{
+    size_t k = cq->head; /* positions grow with offsets */
+    while (k < cq->len && cq->e[k].pos < end)
+        k++;
+    return k - cq->head;
+}
+
+static void snap_tables(st_local_t *st, obuf_t *o, uint64_t end)
 {
     ob_put(o, st->ntopics, 4);
     for (size_t i = 0; i < st->ntopics; i++) {
@@ -70,10 +83,14 @@ static void snap_tables(st_local_t *st, obuf_t *o)
         ob_put(o, t->nq, 4);
         for (uint32_t q = 0; q < t->nq; q++) {
             st_cq_t *cq = &t->cq[q];
+            size_t cnt = cq_count_below(cq, end);
+            uint64_t bytes = 0;
+            for (size_t k = cq->head; k < cq->head + cnt; k++)
+                bytes += cq->e[k].size;
             ob_put(o, cq->min_off, 8);
-            ob_put(o, cq->bytes, 8);
-            ob_put(o, cq->len - cq->head, 8);
-            for (size_t k = cq->head; k < cq->len; k++) {
+            ob_put(o, bytes, 8);
+            ob_put(o, cnt, 8);
+            for (size_t k = cq->head; k < cq->head + cnt; k++) {
                 ob_put(o, cq->e[k].pos, 8);
                 ob_put(o, cq->e[k].size, 4);
                 ob_put(o, cq->e[k].tag_hash, 4);
@@ -82,55 +99,94 @@ static void snap_tables(st_local_t *st, obuf_t *o)
             }
         }
     }
-    ob_put(o, st->index.n, 8);
+    size_t ni = 0;
+    for (size_t i = 0; i < st->index.n; i++)
+        ni += st->index.e[i].pos < end;
+    ob_put(o, ni, 8);
     for (size_t i = 0; i < st->index.n; i++) {
+        if (st->index.e[i].pos >= end)
+            continue;
         ob_put(o, st->index.e[i].h, 8);
         ob_put(o, st->index.e[i].pos, 8);
     }
 }
 
-gt_err_t st_snap_write(st_local_t *st)
+/* Serialises the durable prefix (lock held).  Returns false if there is
+ * nothing consistent to save right now. */
+static bool snap_build(st_local_t *st, obuf_t *o)
+{
+    uint64_t end = atomic_load(&st->synced_pos);
+    if (st->published_pos < end)
+        end = st->published_pos;
+    ob_put(o, SNAP_MAGIC, 4);
+    ob_put(o, ST_FORMAT_VERSION, 4);
+    ob_put(o, st->seg_size, 8);
+    ob_put(o, end, 8);
+    pthread_mutex_lock(&st->seg_lock);
+    size_t n = 0;
+    while (n < st->nsegs && st->segs[n]->base < end)
+        n++;
+    bool ok = n > 0 && end <= st->segs[n - 1]->base + st->seg_size;
+    ob_put(o, n, 4);
+    for (size_t i = 0; ok && i < n; i++) {
+        st_seg_t *sg = st->segs[i];
+        uint64_t e = atomic_load(&sg->end);
+        if (i + 1 == n)
+            e = end - sg->base;
+        ob_put(o, sg->base, 8);
+        ob_put(o, e, 8);
+        ob_put(o, (uint64_t)atomic_load(&sg->last_ts), 8);
+    }
+    pthread_mutex_unlock(&st->seg_lock);
+    if (!ok)
+        return false;
+    snap_tables(st, o, end);
+    ob_put(o, o->failed ? 0 : st_crc32c(0, o->b, o->n), 4);
+    return !o->failed;
+}
+
+/* Writes the snapshot.  Lock held; released around the file write and
+ * sync when `unlock` (service thread), kept at close. */
+gt_err_t st_snap_write(st_local_t *st, bool unlock)
 {
     obuf_t o = {0};
     char path[4096], tmp[4096];
-    gt_err_t rc = GT_ENOMEM;
+    gt_err_t rc = GT_AGAIN;
     snprintf(path, sizeof(path), "%s/tables.snap", st->dir);
     snprintf(tmp, sizeof(tmp), "%s/tables.snap.tmp", st->dir);
-    ob_put(&o, SNAP_MAGIC, 4);
-    ob_put(&o, ST_FORMAT_VERSION, 4);
-    ob_put(&o, st->seg_size, 8);
-    pthread_mutex_lock(&st->seg_lock);
-    ob_put(&o, st->nsegs, 4);
-    for (size_t i = 0; i < st->nsegs; i++) {
-        ob_put(&o, st->segs[i]->base, 8);
-        ob_put(&o, atomic_load(&st->segs[i]->end), 8);
-        ob_put(&o, (uint64_t)atomic_load(&st->segs[i]->last_ts), 8);
+    if (!snap_build(st, &o)) {
+        free(o.b);
+        return rc;
     }
-    pthread_mutex_unlock(&st->seg_lock);
-    snap_tables(st, &o);
-    ob_put(&o, o.failed ? 0 : st_crc32c(0, o.b, o.n), 4);
-    if (o.failed)
-        goto out;
+    if (unlock)
+        pthread_mutex_unlock(&st->lock);
     int fd = st->fops->open(st->fctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        rc = st_errno_to_err(fd);
-        goto out;
-    }
-    rc = st_file_pwrite_full(st, fd, o.b, o.n, 0);
-    if (rc == GT_OK && st->fops->fdatasync(st->fctx, fd) < 0)
+    rc = fd < 0 ? st_errno_to_err(fd) : st_file_pwrite_full(st, fd, o.b, o.n, 0);
+    if (fd >= 0 && rc == GT_OK && st->fops->fdatasync(st->fctx, fd) < 0)
         rc = GT_EIO;
-    st->fops->close(st->fctx, fd);
+    if (fd >= 0)
+        st->fops->close(st->fctx, fd);
     if (rc == GT_OK && rename(tmp, path) < 0)
         rc = GT_EIO;
     if (rc == GT_OK)
         rc = st_file_sync_dir(st, st->dir);
-out:
     if (rc != GT_OK) {
-        GT_LOG(WARN, "store", "table snapshot not written (%s); the next "
-               "start scans the commitlog", gt_err_str(rc));
+        GT_LOG(WARN, "store", "table snapshot not written (%s)",
+               gt_err_str(rc));
         unlink(tmp);
     }
+    if (unlock)
+        pthread_mutex_lock(&st->lock);
     free(o.b);
+    return rc;
+}
+
+gt_err_t st_local_snapshot(st_store_t *s)
+{
+    st_local_t *st = (st_local_t *)s;
+    pthread_mutex_lock(&st->lock);
+    gt_err_t rc = st_snap_write(st, true);
+    pthread_mutex_unlock(&st->lock);
     return rc;
 }
 
@@ -153,26 +209,38 @@ static uint64_t ib_get(ibuf_t *i, int bytes)
     return v;
 }
 
-/* Checks the segment list against the files on disk. */
-static bool segs_match(st_local_t *st, ibuf_t *in, const uint64_t *bases,
+/* Matches the snapshot's segment list against the files on disk: the
+ * files are the listed segments from some index k on (retention removed
+ * those before), then possibly newer ones.  Fills segs[] (one per file,
+ * end = where to start scanning; 0 = scan from the header) and returns the
+ * number of files the snapshot covers, or -1 on mismatch. */
+static long segs_match(st_local_t *st, ibuf_t *in, const uint64_t *bases,
                        size_t n, st_snap_seg_t *segs)
 {
     uint32_t ns = (uint32_t)ib_get(in, 4);
-    if (in->bad || ns != n || n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
+    long covered = 0;
+    size_t j = 0;
+    for (uint32_t i = 0; i < ns && !in->bad; i++) {
+        uint64_t base = ib_get(in, 8), end = ib_get(in, 8);
+        int64_t ts = (int64_t)ib_get(in, 8);
+        if (j == 0 && (n == 0 || base < bases[0]))
+            continue; /* deleted by retention */
         char path[4096];
         struct stat sb;
-        segs[i].base = ib_get(in, 8);
-        segs[i].end = ib_get(in, 8);
-        segs[i].last_ts = (int64_t)ib_get(in, 8);
-        snprintf(path, sizeof(path), "%s/%020" PRIu64, st->cl_dir, bases[i]);
-        if (in->bad || segs[i].base != bases[i] || stat(path, &sb) != 0 ||
-            segs[i].end < ST_SEG_HDR || segs[i].end > (uint64_t)sb.st_size ||
-            (i + 1 < n && segs[i].end != (uint64_t)sb.st_size))
-            return false;
+        snprintf(path, sizeof(path), "%s/%020" PRIu64, st->cl_dir, base);
+        bool last = i + 1 == ns;
+        if (j >= n || bases[j] != base || stat(path, &sb) != 0 ||
+            end < ST_SEG_HDR || end > (uint64_t)sb.st_size ||
+            (!last && end != (uint64_t)sb.st_size))
+            return -1;
+        segs[j++] = (st_snap_seg_t){.base = base, .end = end, .last_ts = ts};
+        covered = (long)j;
     }
-    return true;
+    if (in->bad || covered == 0)
+        return -1;
+    for (; j < n; j++)
+        segs[j] = (st_snap_seg_t){.base = bases[j], .end = 0};
+    return covered;
 }
 
 /* Fills consume queues and the index (lock held). */
@@ -231,24 +299,41 @@ gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
     gt_err_t rc = GT_ENOTFOUND;
     *out = NULL;
     snprintf(path, sizeof(path), "%s/tables.snap", st->dir);
+    if (st->cfg.repair || n == 0)
+        return GT_ENOTFOUND;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return GT_ENOTFOUND;
-    unlink(path); /* one use only: a crash after this start scans in full */
     if (fstat(fd, &sb) != 0 || sb.st_size < 32 ||
         !(buf = malloc((size_t)sb.st_size)) ||
-        !(segs = calloc(n ? n : 1, sizeof(*segs))) ||
+        !(segs = calloc(n, sizeof(*segs))) ||
         st_file_pread_full(st, fd, buf, (size_t)sb.st_size, 0) != GT_OK)
         goto out;
     size_t len = (size_t)sb.st_size - 4;
     ibuf_t in = {buf, buf + len, false}, crc = {buf + len, buf + len + 4, false};
     if (st_crc32c(0, buf, len) != (uint32_t)ib_get(&crc, 4) ||
         ib_get(&in, 4) != SNAP_MAGIC || ib_get(&in, 4) != ST_FORMAT_VERSION ||
-        ib_get(&in, 8) != st->seg_size || !segs_match(st, &in, bases, n, segs))
+        ib_get(&in, 8) != st->seg_size)
+        goto out;
+    (void)ib_get(&in, 8); /* end position: implied by the segment ends */
+    if (segs_match(st, &in, bases, n, segs) < 0)
         goto out;
     rc = load_tables(st, &in);
-    if (rc == GT_ECORRUPT)
+    if (rc == GT_OK) { /* drop what retention removed since */
+        uint64_t min = bases[0] + ST_SEG_HDR;
+        for (size_t i = 0; i < st->ntopics; i++)
+            for (uint32_t q = 0; q < st->topics[i]->nq; q++) {
+                st_cq_t *cq = &st->topics[i]->cq[q];
+                while (cq->head < cq->len && cq->e[cq->head].pos < min) {
+                    cq->bytes -= cq->e[cq->head].size;
+                    cq->head++;
+                    cq->min_off++;
+                }
+            }
+        st_index_prune(&st->index, min);
+    } else if (rc == GT_ECORRUPT) {
         GT_LOG(ERROR, "store", "%s: inconsistent table snapshot", path);
+    }
 out:
     close(fd);
     free(buf);

@@ -252,6 +252,8 @@ static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
             q->bytes += sz;
             for (uint32_t k = w->ix_start[i]; k < w->ix_start[i + 1]; k++)
                 (void)st_index_add(&st->index, w->ix[k], it->position);
+            if (it->position + sz > st->published_pos)
+                st->published_pos = it->position + sz;
         }
         st_publish_wake(st, w->topic);
     }

@@ -80,6 +80,7 @@ static void child_main(const char *dir, int fd, int round)
     pthread_t th[5];
     app_t a[4];
     tu_config(&cfg, dir, ST_FLUSH_SYNC);
+    cfg.snapshot_interval_ms = 15; /* kills also land in table snapshots */
     if (st_local_open(&cfg, &c.st) != GT_OK)
         _exit(3);
     if (tu_topic(c.st, "T", NQ) != GT_OK)
