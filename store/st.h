@@ -11,7 +11,8 @@
  * thread blocks on fsync, a long poll or a network round trip.  A callback
  * runs exactly once, either on the calling thread before the call returns
  * (when the answer is immediate) or on a store thread.  Callbacks must be
- * short and must not block; they may call back into the store.  Result
+ * short and must not block; they may call back into the store (but not
+ * st_close(), and not wait for another store callback).  Result
  * structures passed to a callback are *borrowed*: they are valid only until
  * the callback returns, so copy whatever you keep.
  *
@@ -382,7 +383,9 @@ static inline void st_pull(st_store_t *st, const char *topic, uint32_t queue,
     st->ops->pull(st, topic, queue, offset, max, cb, arg);
 }
 
-/* Committed offset of (group, topic, queue): all below it are acked. */
+/* Committed offset of (group, topic, queue): all below it are acked.
+ * GT_ENOTFOUND: unknown topic/group, or no state yet on that queue (the
+ * group never popped from it nor set an offset). */
 static inline void st_offset_get(st_store_t *st, const char *group,
                                  const char *topic, uint32_t queue,
                                  st_offset_cb cb, void *arg)
