@@ -129,6 +129,7 @@ typedef struct appender {
     pthread_mutex_t m;
     pthread_cond_t c;
     int inflight;
+    bool waiting;
     long done, failed;
 } appender_t;
 
@@ -142,7 +143,10 @@ static void append_cb(void *arg, gt_err_t err, const st_append_item_t *items,
         a->done++;
     else
         a->failed++;
-    pthread_cond_signal(&a->c);
+    /* wake the producer when half its window is free (or at the end),
+     * like a pipelining client would, not on every completion */
+    if (a->waiting && (a->inflight <= a->window / 2 || a->inflight == 0))
+        pthread_cond_signal(&a->c);
     pthread_mutex_unlock(&a->m);
 }
 
@@ -157,15 +161,21 @@ static void *appender_main(void *p)
     m.queue_id = ST_QUEUE_ANY;
     while (now_s() < a->deadline) {
         pthread_mutex_lock(&a->m);
-        while (a->inflight >= a->window)
+        while (a->inflight >= a->window) {
+            a->waiting = true;
             pthread_cond_wait(&a->c, &a->m);
+            a->waiting = false;
+        }
         a->inflight++;
         pthread_mutex_unlock(&a->m);
         st_append(a->st, "bench", &m, 1, append_cb, a);
     }
     pthread_mutex_lock(&a->m);
-    while (a->inflight > 0)
+    while (a->inflight > 0) {
+        a->waiting = true;
         pthread_cond_wait(&a->c, &a->m);
+        a->waiting = false;
+    }
     pthread_mutex_unlock(&a->m);
     return NULL;
 }

@@ -234,6 +234,7 @@ typedef struct st_local {
     void *fctx;
     int lock_fd;
     int64_t start_ms;
+    pid_t pid;
     _Atomic uint64_t id_counter;
     uint64_t seg_size;
 

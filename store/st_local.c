@@ -493,6 +493,7 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     if (!st->cfg.snapshot_interval_ms)
         st->cfg.snapshot_interval_ms = 300000;
     st->start_ms = st_now_ms();
+    st->pid = getpid();
     st->next_snapshot = st->start_ms + st->cfg.snapshot_interval_ms;
     st->next_expiry = 0;
     st->next_retention = st->start_ms;

@@ -82,6 +82,23 @@ static gt_err_t choose_queues(st_topic_rt_t *t, const st_message_t *msgs,
     return GT_OK;
 }
 
+/* "GT" + 12 hex digits of the start time (ms) + 8 of the pid + 12 of a
+ * per-store counter: unique per store and process start. */
+static void gen_id(st_local_t *st, char *id)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    uint64_t parts[3] = {(uint64_t)st->start_ms, (uint64_t)st->pid,
+                         atomic_fetch_add(&st->id_counter, 1)};
+    const int digits[3] = {12, 8, 12};
+    char *p = id;
+    *p++ = 'G';
+    *p++ = 'T';
+    for (int k = 0; k < 3; k++)
+        for (int d = digits[k] - 1; d >= 0; d--)
+            *p++ = hex[(parts[k] >> (4 * d)) & 15];
+    *p = 0;
+}
+
 static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
                            const st_message_t *msgs, bool internal)
 {
@@ -90,9 +107,7 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
         st_message_t m = msgs[i];
         char *id = w->items[i].msg_id;
         if (!m.msg_id || !m.msg_id[0])
-            snprintf(id, ST_MSG_ID_MAX, "GT%012" PRIX64 "%08X%012" PRIX64,
-                     (uint64_t)st->start_ms, (unsigned)getpid(),
-                     (uint64_t)atomic_fetch_add(&st->id_counter, 1));
+            gen_id(st, id);
         else if (strlen(m.msg_id) < ST_MSG_ID_MAX)
             memcpy(id, m.msg_id, strlen(m.msg_id) + 1);
         else
