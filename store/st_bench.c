@@ -9,7 +9,7 @@
  * message in flight (1 in sync mode: a blocking producer; 64 in async mode:
  * a pipelining producer).  MB/s counts message bodies only.
  *
- * Usage: gt_bench_store <dir> [seconds per measurement, default 2] */
+ * Usage: gt_bench_store <dir> [seconds per measurement, default 3] */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -29,7 +29,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static double seconds = 2.0;
+static double seconds = 3.0;
 static char body[1024];
 
 /* ---- disk baseline --------------------------------------------------------- */
