@@ -224,6 +224,23 @@ static gt_err_t cs_prepare(pop_ctx_t *c, uint32_t q, st_cs_t **out)
     return GT_OK;
 }
 
+/* A record that fails its CRC on read (damage the start-up scan did not
+ * see, e.g. under a table snapshot) would block its queue forever: it is
+ * reported and acked for this group instead.  Lock held. */
+static gt_err_t skip_unreadable(pop_ctx_t *c, uint32_t q, st_cs_t *cs,
+                                uint64_t off)
+{
+    GT_LOG(ERROR, "store", "message %s/%u/%" PRIu64 " is unreadable "
+           "(corrupt record); group %s skips it", c->t->meta.name, q, off,
+           c->g->meta.name);
+    st_srec_t r = {.type = ST_SR_ACK, .group = c->g->meta.name,
+                   .topic = c->t->meta.name, .queue = q, .a = off};
+    gt_err_t rc = st_state_log(c->st, &r);
+    if (rc == GT_OK)
+        st_cs_at(cs, off)->state = ST_E_ACKED;
+    return rc;
+}
+
 /* A small set of FIFO message-group hashes (open addressing, 0 = empty). */
 typedef struct gset {
     uint32_t *k;
@@ -293,6 +310,10 @@ static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             uint8_t *buf;
             st_message_t m;
             rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
+            if (rc == GT_ECORRUPT) {
+                rc = skip_unreadable(c, q, cs, o);
+                continue;
+            }
             if (rc == GT_OK && e->state == ST_E_NONE &&
                 m.delivery_ts_ms > c->now) { /* held after a restart */
                 e->deadline = m.delivery_ts_ms;
@@ -309,7 +330,8 @@ static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             e->deadline < newmin)
             newmin = e->deadline;
     }
-    cs->min_deadline = newmin;
+    /* stopped early: entries after o were not looked at, so rescan next time */
+    cs->min_deadline = rc == GT_OK ? newmin : 0;
     free(blocked.k);
     return rc;
 }
@@ -351,10 +373,20 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         st_message_t m;
         bool take = st_tagexpr_match_hash(c->tx, ce->tag_hash);
         if (take) {
-            if ((rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m)))
+            rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
+            if (rc == GT_ECORRUPT) { /* reported; skipped like a filtered one */
+                GT_LOG(ERROR, "store", "message %s/%u/%" PRIu64 " is "
+                       "unreadable (corrupt record); group %s skips it",
+                       c->t->meta.name, q, cs->pop, c->g->meta.name);
+                rc = GT_OK;
+                take = false;
+            } else if (rc != GT_OK) {
                 break;
-            take = st_tagexpr_match(c->tx, m.tag) &&
-                   (!c->req->filter || c->req->filter(c->req->filter_ctx, &m));
+            } else {
+                take = st_tagexpr_match(c->tx, m.tag) &&
+                       (!c->req->filter ||
+                        c->req->filter(c->req->filter_ctx, &m));
+            }
         }
         uint64_t off = cs->pop;
         if ((rc = st_cs_extend(cs, off + 1, take ? ST_E_NONE : ST_E_ACKED))) {
