@@ -13,6 +13,7 @@ const T = 'ProtoTopic';
 const T_FIFO = 'ProtoFifo';
 const G = 'ProtoGroup';
 const MAX_ATTEMPTS = 7;
+const T_Q = 'ProtoQueues';
 
 let g;
 let raw;
@@ -20,7 +21,8 @@ before(async () => {
   g = await startGantry({
     logLevel: 'info',
     yaml: yamlOf({
-      topics: [{ name: T, queues: 3 }, { name: T_FIFO, type: 'FIFO', queues: 2 }, { name: 'ProtoRecv', queues: 2 }],
+      topics: [{ name: T, queues: 3 }, { name: T_FIFO, type: 'FIFO', queues: 2 }, { name: 'ProtoRecv', queues: 2 },
+        { name: T_Q, queues: 2 }],
       groups: [{ name: G, max_delivery_attempts: MAX_ATTEMPTS }, { name: 'ProtoDlqReader' }],
     }),
   });
@@ -396,4 +398,42 @@ test('any x-mq-language value is accepted', async () => {
     const resp = pb.QueryRouteResponse.deserializeBinary(new Uint8Array(r.out));
     assert.equal(codeName(resp.getStatus().getCode()), codeName(Code.OK), `x-mq-language ${lang}`);
   }
+});
+
+test('SendMessage with an out-of-range queue id still stores the message in a real queue', async () => {
+  const r = await raw.unary('SendMessage', sendRequest([wireMessage({ topic: T_Q, queueId: 99, body: Buffer.from('q99') })]),
+    pb.SendMessageResponse);
+  assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK), r.resp.getStatus().getMessage());
+  const id = r.resp.getEntriesList()[0].getMessageId();
+  await withConsumer(G, T_Q, async (c) => {
+    const s = await c.serverStream('ReceiveMessage', receiveRequest({
+      group: G, topic: T_Q, batch: 32, invisibleMs: 30000, longPollMs: 3000,
+    }), pb.ReceiveMessageResponse);
+    const msgs = splitReceive(s.resps).messages;
+    assert.deepEqual(msgs.map((m) => m.getSystemProperties().getMessageId()), [id]);
+    assert.ok([0, 1].includes(msgs[0].getSystemProperties().getQueueId()), `queue id ${msgs[0].getSystemProperties().getQueueId()}`);
+    await c.unary('AckMessage', ackRequest(G, T_Q, [{ id, handle: msgs[0].getSystemProperties().getReceiptHandle() }]),
+      pb.AckMessageResponse);
+  });
+});
+
+test("one group's receipt handle cannot ack the message for another group", async () => {
+  const G2 = 'ProtoDlqReader';
+  const [id] = await rawSendN(T_RECV, 1, 'xgroup');
+  await withConsumer(G, T_RECV, async (c) => {
+    const r = await rawReceive(c, { batch: 32, invisibleMs: 60000, longPollMs: 3000 });
+    assert.deepEqual(r.messages.map((m) => m.getSystemProperties().getMessageId()), [id]);
+    const handle = r.messages[0].getSystemProperties().getReceiptHandle();
+    const ack = await c.unary('AckMessage', ackRequest(G2, T_RECV, [{ id, handle }]), pb.AckMessageResponse);
+    assert.notEqual(codeName(ack.resp.getStatus().getCode()), codeName(Code.OK), 'ack under another group');
+    // Still held by G: make it visible at once and receive it again there.
+    const cid = await c.unary('ChangeInvisibleDuration', new pb.ChangeInvisibleDurationRequest()
+      .setGroup(resource(G)).setTopic(resource(T_RECV)).setReceiptHandle(handle).setMessageId(id)
+      .setInvisibleDuration(duration(0)), pb.ChangeInvisibleDurationResponse);
+    assert.equal(codeName(cid.resp.getStatus().getCode()), codeName(Code.OK), 'the handle still works for its group');
+    const again = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 3000 });
+    assert.deepEqual(again.messages.map((m) => m.getSystemProperties().getMessageId()), [id]);
+    await c.unary('AckMessage', ackRequest(G, T_RECV, [{ id, handle: again.messages[0].getSystemProperties().getReceiptHandle() }]),
+      pb.AckMessageResponse);
+  });
 });

@@ -5,18 +5,29 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
-  sdk, quietLogger, startProducer, shutdownQuietly, yamlOf, withTimeout, sleep,
+  sdk, quietLogger, startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, withTimeout, sleep,
+  receiveAll,
 } from './sdk_util.mjs';
 
 const T = 'PushTopic';
 const G = 'PushGroup';
 const N = 500;
+const T_POISON = 'PushPoisonTopic';
+const G_POISON = 'PushPoison';
+const G_POISON_DLQ = 'PushPoisonDlqReader';
+const POISON_MAX = 3;
 
 let g;
 before(async () => {
   g = await startGantry({
     logLevel: 'info',
-    yaml: yamlOf({ topics: [{ name: T, queues: 4 }], groups: [{ name: G, max_delivery_attempts: 6 }] }),
+    yaml: yamlOf({
+      topics: [{ name: T, queues: 4 }, { name: T_POISON, queues: 2 }],
+      groups: [
+        { name: G, max_delivery_attempts: 6 }, { name: G_POISON, max_delivery_attempts: POISON_MAX },
+        { name: G_POISON_DLQ },
+      ],
+    }),
   });
 });
 after(async () => {
@@ -101,6 +112,49 @@ test(`PushConsumer consumes ${N} messages; failures are retried until success`, 
     await shutdownQuietly(producer, consumer);
     // SDK 1.0.8: StandardConsumeService opens its own file logger and never
     // closes it, which keeps node alive.
+    svc?.logger?.close?.();
+  }
+});
+
+test('a message the listener always fails is delivered max_delivery_attempts times, then dead-lettered', async () => {
+  let producer; let consumer; let dlq; let svc;
+  const poison = [];
+  let okCount = 0;
+  try {
+    producer = await startProducer(g, [T_POISON]);
+    consumer = new sdk.PushConsumer({
+      endpoints: g.endpoint, consumerGroup: G_POISON, subscriptions: new Map([[T_POISON, '*']]),
+      messageListener: {
+        consume(mv) {
+          if (mv.body.toString() === 'poison') { poison.push(mv.deliveryAttempt); return sdk.ConsumeResult.FAILURE; }
+          okCount++;
+          return sdk.ConsumeResult.SUCCESS;
+        },
+      },
+      requestTimeout: 5000, logger: quietLogger,
+    });
+    await withTimeout(consumer.startup(), 30000, 'PushConsumer.startup');
+    svc = consumer.getConsumeService();
+    const r = await producer.send({ topic: T_POISON, body: Buffer.from('poison'), tag: 'p' });
+    for (let i = 0; i < 5; i++) await producer.send({ topic: T_POISON, body: Buffer.from(`ok${i}`) });
+    const t0 = Date.now();
+    while ((poison.length < POISON_MAX || okCount < 5) && Date.now() - t0 < 30000) await sleep(100);
+    await sleep(3000); // a further delivery past the maximum would show up here
+    assert.deepEqual(poison, Array.from({ length: POISON_MAX }, (_, i) => i + 1),
+      `delivery attempts of a message that always fails (max_delivery_attempts ${POISON_MAX})`);
+    assert.equal(okCount, 5);
+    const shut = consumer.shutdown();
+    await sleep(300);
+    await producer.send({ topic: T_POISON, body: Buffer.from('sentinel') });
+    await withTimeout(shut, 60000, 'PushConsumer.shutdown');
+    consumer = undefined;
+
+    dlq = await startSimpleConsumer(g, G_POISON_DLQ, `%DLQ%${G_POISON}`);
+    const got = await receiveAll(dlq, 1, 15000);
+    assert.deepEqual(got.map((m) => [m.messageId, m.body.toString(), m.tag]), [[r.messageId, 'poison', 'p']],
+      `%DLQ%${G_POISON} content`);
+  } finally {
+    await shutdownQuietly(producer, consumer, dlq);
     svc?.logger?.close?.();
   }
 });
