@@ -37,6 +37,8 @@
 #define ST_HANDLE_MAX    64   /* receipt handle buffer, including NUL      */
 #define ST_MSG_ID_MAX    64   /* message id buffer, including NUL          */
 #define ST_QUEUE_ANY     (-1) /* "store chooses" / "all queues"            */
+#define ST_INVISIBLE_MAX_MS (30LL * 24 * 3600 * 1000) /* 30 days            */
+#define ST_POLL_MAX_MS      (24LL * 3600 * 1000)      /* 1 day              */
 
 /* ---- metadata ---------------------------------------------------------- */
 typedef enum st_topic_type {
@@ -155,8 +157,8 @@ typedef struct st_pop_req {
     st_filter_fn filter;      /* optional, applied after the tag filter */
     void *filter_ctx;         /* borrowed; must outlive the pop */
     uint32_t max;             /* 1..ST_POP_MAX */
-    int64_t invisible_ms;     /* > 0 */
-    int64_t poll_timeout_ms;  /* 0: answer immediately */
+    int64_t invisible_ms;     /* 1..ST_INVISIBLE_MAX_MS */
+    int64_t poll_timeout_ms;  /* 0: answer immediately; <= ST_POLL_MAX_MS */
 } st_pop_req_t;
 
 typedef enum st_offset_kind {

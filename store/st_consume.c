@@ -519,7 +519,8 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
         return;
     }
     if (!req->group || !req->topic || req->max < 1 || req->max > ST_POP_MAX ||
-        req->invisible_ms <= 0 || req->poll_timeout_ms < 0)
+        req->invisible_ms <= 0 || req->invisible_ms > ST_INVISIBLE_MAX_MS ||
+        req->poll_timeout_ms < 0 || req->poll_timeout_ms > ST_POLL_MAX_MS)
         rc = GT_EINVAL;
     else
         rc = st_tagexpr_parse(req->tag_expr, &tx);
@@ -722,7 +723,7 @@ void st_change_local(st_store_t *s, const char *group, const char *topic,
     st_cs_t *cs;
     st_handle_t h;
     int64_t now = st_now_ms();
-    if (invisible_ms <= 0) {
+    if (invisible_ms <= 0 || invisible_ms > ST_INVISIBLE_MAX_MS) {
         cb(arg, GT_EINVAL, NULL);
         return;
     }

@@ -167,6 +167,10 @@ static void test_stale_handles(void)
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 100, a, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_EQUAL(tu_ack(st, "G", "T", "garbage"), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_change(st, "G", "T", a[0].handle, INT64_MAX, NULL),
+                    GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, INT64_MAX, a + 1, &n),
+                    GT_EINVAL);
     char bad[ST_HANDLE_MAX];
     strcpy(bad, a[0].handle);
     bad[10] = bad[10] == '0' ? '1' : '0';
