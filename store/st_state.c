@@ -221,13 +221,24 @@ static st_cs_t *replay_cs(st_local_t *st, const st_srec_t *r)
     return st_cs_find(st, g, t, r->queue, true);
 }
 
-static gt_err_t replay_one(st_local_t *st, const st_srec_t *r)
+static gt_err_t replay_one(st_local_t *st, const st_srec_t *in)
 {
     st_cs_t *cs = NULL;
     st_went_t *e;
-    if (r->type >= ST_SR_CS_INIT && r->type <= ST_SR_COMMIT &&
-        !(cs = replay_cs(st, r)))
-        return GT_ENOMEM;
+    st_srec_t rr = *in, *r = &rr;
+    if (r->type >= ST_SR_CS_INIT && r->type <= ST_SR_COMMIT) {
+        if (!(cs = replay_cs(st, r)))
+            return GT_ENOMEM;
+        /* Offsets past the recovered end of the queue (a lost log tail, or
+         * a bad record) are clamped: the window never outgrows the queue. */
+        uint64_t end = st_cq_end(&st_topic_vivify(st, r->topic)->cq[r->queue]);
+        if ((r->type == ST_SR_POP || r->type == ST_SR_ACK) && r->a >= end)
+            return GT_OK;
+        r->a = r->a > end ? end : r->a;
+        r->b = r->b > end ? end : r->b;
+        if (r->b < r->a && r->type != ST_SR_COMMIT)
+            r->b = r->a;
+    }
     if (cs && r->type != ST_SR_CS_INIT && !cs->init)
         return GT_OK; /* state for a queue whose init was lost */
     switch (r->type) {
