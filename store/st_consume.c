@@ -34,6 +34,8 @@
 
 #define ST_MSG_F_DLQ 0x1u
 
+/* A parked pop: on st->parked, guarded by lock, until the service thread
+ * completes it (or close answers it with GT_ESHUTDOWN). */
 struct st_park {
     st_park_t *next;
     st_pop_req_t req;       /* strings point at the copies below */
@@ -109,6 +111,8 @@ static gt_err_t deliver(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
 }
 
 /* ---- dead letters --------------------------------------------------------- */
+/* A dead-letter move in progress: owned by its DLQ append until
+ * dlq_done() runs on the writer/syncer thread. */
 typedef struct dlq_ctx {
     st_local_t *st;
     char group[ST_NAME_MAX + 1], topic[ST_NAME_MAX + 1];

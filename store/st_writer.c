@@ -31,6 +31,9 @@
 
 #define WOP_MAX_MSGS 1024
 
+/* One st_append() call: built by the caller's thread, then owned by the
+ * write queue (wq_lock), the writer, and in sync mode the syncer, which
+ * completes and frees it.  No lock needed once dequeued. */
 struct st_wop {
     st_wop_t *next;
     st_topic_rt_t *topic;
@@ -288,7 +291,8 @@ static void run_rewind(st_local_t *st, st_wop_t *run)
     pthread_mutex_unlock(&st->lock);
 }
 
-/* A run written in sync mode, waiting for the syncer. */
+/* A run written in sync mode, waiting for the syncer: queued under sq_lock
+ * by the writer, then owned by the syncer. */
 typedef struct st_run {
     struct st_run *next;
     st_wop_t *ops;
