@@ -475,14 +475,21 @@ static const st_ops_t local_ops = {
 
 static gt_err_t cfg_check(const st_config_t *c)
 {
+    const char *why = NULL;
     if (!c->dir || !c->dir[0] || strlen(c->dir) > 3000)
-        return GT_EINVAL;
-    if (c->segment_size < 4096 || c->flush_interval_ms == 0 ||
-        c->max_message_bytes < 256 ||
-        c->max_message_bytes > c->segment_size - ST_SEG_HDR ||
-        c->max_message_bytes > ST_REC_MAX_HARD)
-        return GT_EINVAL;
-    return GT_OK;
+        why = "dir must be a path (at most 3000 bytes)";
+    else if (c->segment_size < 4096)
+        why = "segment_size must be at least 4096";
+    else if (c->flush_interval_ms == 0)
+        why = "flush_interval_ms must be positive";
+    else if (c->max_message_bytes < 256 ||
+             c->max_message_bytes > ST_REC_MAX_HARD)
+        why = "max_message_bytes must be within [256, 64 MiB]";
+    else if (c->max_message_bytes > c->segment_size - ST_SEG_HDR)
+        why = "max_message_bytes must fit in a segment (raise segment_size)";
+    if (why)
+        GT_LOG(ERROR, "store", "bad store configuration: %s", why);
+    return why ? GT_EINVAL : GT_OK;
 }
 
 static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
