@@ -881,6 +881,34 @@ static void test_metadata(void)
     teardown();
 }
 
+static void test_config(void)
+{
+    st_config_t c;
+    st_store_t *s = NULL;
+    char *d = tu_tmpdir("cfg");
+    st_config_init(&c);
+    CU_ASSERT_EQUAL(c.segment_size, 1ull << 30);
+    CU_ASSERT_EQUAL(c.flush, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(c.retention_hours, 72);
+    CU_ASSERT_EQUAL(st_local_open(&c, &s), GT_EINVAL); /* no dir */
+    c.dir = d;
+    c.segment_size = 1 << 20; /* smaller than a 4 MiB message */
+    CU_ASSERT_EQUAL(st_local_open(&c, &s), GT_EINVAL);
+    CU_ASSERT_PTR_NULL(s);
+    tu_config(&c, d, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &s), GT_OK);
+    st_store_t *s2 = NULL; /* one process per data directory */
+    CU_ASSERT_EQUAL(st_local_open(&c, &s2), GT_EBUSY);
+    st_close(s);
+    CU_ASSERT_TRUE(st_err_retriable(GT_ENOSPC));
+    CU_ASSERT_FALSE(st_err_retriable(GT_EINVAL));
+    char name[ST_NAME_MAX + 1];
+    CU_ASSERT_EQUAL(st_dlq_topic_name("g1", name, sizeof(name)), GT_OK);
+    CU_ASSERT_STRING_EQUAL(name, "%DLQ%g1");
+    tu_rmrf(d);
+    free(d);
+}
+
 static const CU_TestInfo tests[] = {
     {"append_pull", test_append_pull},
     {"pop_ack", test_pop_ack},
@@ -902,6 +930,7 @@ static const CU_TestInfo tests[] = {
     {"concurrent_sync", test_concurrent_sync},
     {"concurrent_async", test_concurrent_async},
     {"metadata", test_metadata},
+    {"config", test_config},
     CU_TEST_INFO_NULL,
 };
 
