@@ -54,6 +54,15 @@ typedef struct pop_out {
     size_t n;
 } pop_out_t;
 
+/* Records read before taking the lock (see prefetch_plan()). */
+#define PF_MAX (2 * ST_POP_MAX)
+typedef struct prefetch {
+    size_t n;
+    uint64_t pos[PF_MAX];
+    uint32_t size[PF_MAX];
+    uint8_t *buf[PF_MAX]; /* owned until taken by ctx_read() */
+} prefetch_t;
+
 typedef struct pop_ctx {
     st_local_t *st;
     st_group_rt_t *g;
@@ -62,6 +71,7 @@ typedef struct pop_ctx {
     const st_tagexpr_t *tx;
     int64_t now;
     pop_out_t *out;
+    prefetch_t *pf;       /* may be NULL */
 } pop_ctx_t;
 
 static void out_free(pop_out_t *o)
@@ -69,6 +79,27 @@ static void out_free(pop_out_t *o)
     for (size_t i = 0; i < o->n; i++)
         free(o->bufs[i]);
     o->n = 0;
+}
+
+/* Reads the record of a consume queue entry: from the prefetch when it was
+ * read ahead (no I/O under the lock), else from the commitlog.  Takes the
+ * buffer out of the prefetch; *buf is owned by the caller on GT_OK. */
+static gt_err_t ctx_read(pop_ctx_t *c, const st_cq_entry_t *ce, uint8_t **buf,
+                         st_message_t *m)
+{
+    prefetch_t *pf = c->pf;
+    for (size_t i = 0; pf && i < pf->n; i++) {
+        size_t used;
+        if (!pf->buf[i] || pf->pos[i] != ce->pos || pf->size[i] != ce->size)
+            continue;
+        if (st_record_decode(pf->buf[i], ce->size, ce->size, m, &used) !=
+                GT_OK || m->position != ce->pos)
+            break; /* let st_log_read() report it */
+        *buf = pf->buf[i];
+        pf->buf[i] = NULL;
+        return GT_OK;
+    }
+    return st_log_read(c->st, ce->pos, ce->size, buf, m);
 }
 
 static void note_deadline(st_local_t *st, st_cs_t *cs, int64_t deadline)
@@ -313,7 +344,7 @@ static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         } else if (due) {
             uint8_t *buf;
             st_message_t m;
-            rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
+            rc = ctx_read(c, ce, &buf, &m);
             if (rc == GT_ECORRUPT) {
                 rc = skip_unreadable(c, q, cs, o);
                 continue;
@@ -377,7 +408,7 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         st_message_t m;
         bool take = st_tagexpr_match_hash(c->tx, ce->tag_hash);
         if (take) {
-            rc = st_log_read(c->st, ce->pos, ce->size, &buf, &m);
+            rc = ctx_read(c, ce, &buf, &m);
             if (rc == GT_ECORRUPT) { /* reported; skipped like a filtered one */
                 GT_LOG(ERROR, "store", "message %s/%u/%" PRIu64 " is "
                        "unreadable (corrupt record); group %s skips it",
@@ -511,6 +542,65 @@ static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
     return GT_OK;
 }
 
+/* Guesses which records the pop will read -- due window entries and new
+ * offsets whose tag hash matches, queue by queue -- without changing any
+ * state (lock held).  A wrong guess costs a read under the lock later. */
+static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
+                          const st_tagexpr_t *tx, int64_t now, prefetch_t *pf)
+{
+    st_topic_rt_t *t = st_topic_find(st, req->topic);
+    st_group_rt_t *g = st_group_find(st, req->group);
+    if (!t || !g || t->meta.queue_count == 0)
+        return;
+    uint32_t qc = t->meta.queue_count, first = 0, nq = qc;
+    if (req->queue_id >= 0) {
+        if ((uint32_t)req->queue_id >= qc)
+            return;
+        first = (uint32_t)req->queue_id;
+        nq = 1;
+    }
+    for (uint32_t i = 0; i < nq && pf->n < PF_MAX; i++) {
+        uint32_t q = (first + i) % qc;
+        st_cs_t *cs = q < t->nq ? st_cs_find(st, g, t, q, false) : NULL;
+        if (!cs || !cs->init)
+            continue; /* first pop of this queue: read under the lock */
+        st_cq_t *cq = &t->cq[q];
+        for (uint64_t o = cs->commit; o < cs->pop && pf->n < PF_MAX; o++) {
+            st_went_t *e = st_cs_at(cs, o);
+            const st_cq_entry_t *ce = st_cq_get(cq, o);
+            if (ce && (e->state == ST_E_INFLIGHT || e->state == ST_E_NONE) &&
+                e->deadline <= now) {
+                pf->pos[pf->n] = ce->pos;
+                pf->size[pf->n++] = ce->size;
+            }
+        }
+        for (uint64_t o = cs->pop, k = 0;
+             o < st_cq_end(cq) && pf->n < PF_MAX && k < req->max; o++) {
+            const st_cq_entry_t *ce = st_cq_get(cq, o);
+            if (ce && st_tagexpr_match_hash(tx, ce->tag_hash)) {
+                pf->pos[pf->n] = ce->pos;
+                pf->size[pf->n++] = ce->size;
+                k++;
+            }
+        }
+    }
+}
+
+/* Reads the planned records (no lock held). */
+static void prefetch_read(st_local_t *st, prefetch_t *pf)
+{
+    for (size_t i = 0; i < pf->n; i++) {
+        st_seg_t *seg = st_log_seg_at(st, pf->pos[i]);
+        if (!seg || !(pf->buf[i] = malloc(pf->size[i])) ||
+            st_file_pread_full(st, seg->fd, pf->buf[i], pf->size[i],
+                               pf->pos[i] - seg->base) != GT_OK) {
+            free(pf->buf[i]);
+            pf->buf[i] = NULL;
+        }
+        st_seg_unref(st, seg);
+    }
+}
+
 void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
                   void *arg)
 {
@@ -531,8 +621,16 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
     if (rc != GT_OK)
         goto done;
     int64_t now = st_now_ms();
+    prefetch_t *pf = calloc(1, sizeof(*pf)); /* optional: NULL is fine */
+    if (pf) {
+        pthread_mutex_lock(&st->lock);
+        prefetch_plan(st, req, &tx, now, pf);
+        pthread_mutex_unlock(&st->lock);
+        prefetch_read(st, pf);
+    }
     pthread_mutex_lock(&st->lock);
-    pop_ctx_t c = {.st = st, .req = req, .tx = &tx, .now = now, .out = out};
+    pop_ctx_t c = {.st = st, .req = req, .tx = &tx, .now = now, .out = out,
+                   .pf = pf};
     if (st->closing)
         rc = GT_ESHUTDOWN;
     else if (!(c.t = st_topic_find(st, req->topic)))
@@ -542,13 +640,16 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
         rc = GT_EINVAL;
     else if ((rc = group_for_pop(st, req->group, &c.g)) == GT_OK)
         rc = pop_try(&c);
-    if (rc == GT_OK && out->n == 0 && req->poll_timeout_ms > 0 &&
-        park(st, req, c.t, &tx, now, cb, arg) == GT_OK) {
-        pthread_mutex_unlock(&st->lock);
+    bool parked = rc == GT_OK && out->n == 0 && req->poll_timeout_ms > 0 &&
+                  park(st, req, c.t, &tx, now, cb, arg) == GT_OK;
+    pthread_mutex_unlock(&st->lock);
+    for (size_t i = 0; pf && i < pf->n; i++)
+        free(pf->buf[i]);
+    free(pf);
+    if (parked) {
         free(out);
         return;
     }
-    pthread_mutex_unlock(&st->lock);
 done:
     st_tagexpr_free(&tx);
     cb(arg, rc, rc == GT_OK ? out->msgs : NULL, rc == GT_OK ? out->n : 0);
