@@ -155,6 +155,15 @@ gt_err_t px_call_finish(px_call_t *call, grpc_status_code code,
 /* Unary convenience: send `msg` then finish OK. */
 gt_err_t px_call_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
 
+/* Runs fn(call, arg) soon on a gRPC worker thread, holding a call
+ * reference until it has run.  For completions that arrive on other
+ * threads (e.g. the store's writer): building and starting the reply there
+ * would make that thread do the gRPC send work.  If the core refuses the
+ * hand-off, fn runs at once on the calling thread.  Returns GT_ENOMEM
+ * (fn not run) when out of memory. */
+gt_err_t px_call_defer(px_call_t *call, void (*fn)(px_call_t *call, void *arg),
+                       void *arg);
+
 /* Unpacks a request; NULL for bytes that are not a valid `desc` message.
  * Free with protobuf_c_message_free_unpacked(msg, NULL). */
 ProtobufCMessage *px_pb_unpack(const ProtobufCMessageDescriptor *desc,

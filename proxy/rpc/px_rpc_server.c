@@ -40,12 +40,20 @@ typedef enum px_tag_kind {
     PX_TAG_SEND,        /* a send batch completed */
     PX_TAG_CLOSE,       /* the call is over (status sent or cancelled) */
     PX_TAG_SHUTDOWN,    /* grpc_server_shutdown_and_notify completed */
+    PX_TAG_DEFER,       /* an empty batch: run deferred work (px_defer_t) */
 } px_tag_kind_t;
 
 typedef struct px_tag {
     px_tag_kind_t kind;
     void *owner; /* px_call_t or px_rpc_server_t */
 } px_tag_t;
+
+/* Work handed to a worker thread through an empty batch. */
+typedef struct px_defer {
+    px_tag_t tag; /* first: the completion's tag points here */
+    void (*fn)(px_call_t *call, void *arg);
+    void *arg;
+} px_defer_t;
 
 typedef struct px_send_item {
     struct px_send_item *next;
@@ -363,6 +371,40 @@ gt_err_t px_call_reply_pb(px_call_t *c, const ProtobufCMessage *msg)
     return px_call_finish(c, GRPC_STATUS_OK, NULL);
 }
 
+gt_err_t px_call_defer(px_call_t *c, void (*fn)(px_call_t *call, void *arg),
+                       void *arg)
+{
+    px_defer_t *d = malloc(sizeof(*d));
+    grpc_call_error rc;
+
+    if (d == NULL)
+        return GT_ENOMEM;
+    d->tag = (px_tag_t){PX_TAG_DEFER, c};
+    d->fn = fn;
+    d->arg = arg;
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    /* An empty batch completes at once: its tag goes straight to the
+     * completion queue, where a worker picks it up. */
+    rc = grpc_call_start_batch(c->call, NULL, 0, &d->tag, NULL);
+    if (rc != GRPC_CALL_OK)
+        c->refs--;
+    pthread_mutex_unlock(&c->mu);
+    if (rc != GRPC_CALL_OK) {
+        free(d);
+        fn(c, arg);
+    }
+    return GT_OK;
+}
+
+static void px_call_on_defer(px_defer_t *d)
+{
+    px_call_t *c = d->tag.owner;
+    d->fn(c, d->arg);
+    free(d);
+    px_call_unref(c);
+}
+
 ProtobufCMessage *px_pb_unpack(const ProtobufCMessageDescriptor *desc,
                                const uint8_t *data, size_t len)
 {
@@ -638,6 +680,9 @@ static void *px_worker_main(void *arg)
             break;
         case PX_TAG_CLOSE:
             px_call_on_close(t->owner);
+            break;
+        case PX_TAG_DEFER:
+            px_call_on_defer((px_defer_t *)t);
             break;
         case PX_TAG_SHUTDOWN:
             pthread_mutex_lock(&srv->mu);
