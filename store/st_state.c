@@ -572,7 +572,12 @@ gt_err_t st_state_open(st_local_t *st)
     }
     st->state_end = (uint64_t)(stat(path, &sb) == 0 ? sb.st_size : 0);
     st->state_compacted = st->state_end;
-    rc = GT_OK;
+    /* Each run hands out generations from a fresh 2^32 block, logged first:
+     * even if a crash loses the last pop records, a handle from before it
+     * can never match a delivery made after it. */
+    st->next_gen = (st->next_gen | 0xffffffffull) + 1;
+    st_srec_t g = {.type = ST_SR_GEN, .gen = st->next_gen};
+    rc = st_state_log(st, &g);
 out:
     if (fd >= 0)
         st->fops->close(st->fctx, fd);

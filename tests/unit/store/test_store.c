@@ -575,6 +575,10 @@ static void test_restart(void)
     CU_ASSERT_EQUAL_FATAL(n, 2);
     CU_ASSERT_STRING_EQUAL(b[0].body, "r3");
     CU_ASSERT_STRING_EQUAL(b[1].body, "r4");
+    st_handle_t h0, h1; /* each run hands out a fresh block of generations */
+    CU_ASSERT_EQUAL(st_handle_decode(a[1].handle, &h0), GT_OK);
+    CU_ASSERT_EQUAL(st_handle_decode(b[0].handle, &h1), GT_OK);
+    CU_ASSERT(h1.gen >> 32 > h0.gen >> 32);
     /* the handle from before the restart still works */
     CU_ASSERT_EQUAL(tu_ack(st, "G", "T", a[1].handle), GT_OK);
     CU_ASSERT_EQUAL(tu_ack(st, "G", "T", a[0].handle), GT_EINVAL);
