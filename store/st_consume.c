@@ -536,8 +536,10 @@ static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
     p->seen_version = t->version;
     p->cb = cb;
     p->arg = arg;
-    p->next = st->parked;
-    st->parked = p;
+    st_park_t **pp = &st->parked; /* first come, first served */
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = p;
     pthread_cond_signal(&st->svc_cond);
     return GT_OK;
 }
@@ -706,18 +708,60 @@ static void expiry_recompute(st_local_t *st, int64_t now)
 
 /* Retries parked pops (lock held, released around callbacks).  Returns the
  * ms to sleep before the next deadline of interest. */
+/* Parked pops that found nothing in this pass, by what they ask for: with
+ * many consumers of one group parked on a topic, one empty retry stands
+ * for all of them. */
+typedef struct empty_memo {
+    struct { const char *group, *topic; int32_t queue; uint64_t tags; } k[16];
+    size_t n;
+} empty_memo_t;
+
+static uint64_t tags_key(const st_tagexpr_t *tx)
+{
+    uint64_t k = tx->all ? 1 : (uint64_t)tx->n << 32;
+    for (uint32_t i = 0; !tx->all && i < tx->n; i++)
+        k ^= (uint64_t)tx->hash[i] * 0x9e3779b97f4a7c15ull;
+    return k;
+}
+
+static bool memo_find(const empty_memo_t *m, const st_park_t *p, bool add_ok,
+                      empty_memo_t *mm)
+{
+    if (p->req.filter)
+        return false; /* a hook may decide differently per consumer */
+    uint64_t tk = tags_key(&p->tx);
+    for (size_t i = 0; i < m->n; i++)
+        if (m->k[i].queue == p->req.queue_id && m->k[i].tags == tk &&
+            strcmp(m->k[i].group, p->group) == 0 &&
+            strcmp(m->k[i].topic, p->topic) == 0)
+            return true;
+    if (add_ok && mm->n < 16) {
+        mm->k[mm->n].group = p->group;
+        mm->k[mm->n].topic = p->topic;
+        mm->k[mm->n].queue = p->req.queue_id;
+        mm->k[mm->n++].tags = tk;
+    }
+    return false;
+}
+
 int64_t st_parked_service(st_local_t *st, int64_t now)
 {
     bool expired = now >= st->next_expiry;
-    done_pop_t *done = NULL;
+    done_pop_t *done = NULL, **done_tail = &done;
     st_park_t **pp = &st->parked;
     int64_t wake = INT64_MAX;
+    empty_memo_t memo = {.n = 0};
     while (*pp) {
         st_park_t *p = *pp;
         st_topic_rt_t *t = st_topic_find(st, p->topic);
         bool retry = !t || expired || p->seen_version != t->version ||
                      now >= p->deadline;
         done_pop_t *d = NULL;
+        if (retry && t && now < p->deadline &&
+            memo_find(&memo, p, false, &memo)) {
+            p->seen_version = t->version; /* same question, same answer */
+            retry = false;
+        }
         if (retry && (d = calloc(1, sizeof(*d)))) {
             pop_ctx_t c = {.st = st, .t = t, .req = &p->req, .tx = &p->tx,
                            .now = now, .out = &d->out};
@@ -726,6 +770,7 @@ int64_t st_parked_service(st_local_t *st, int64_t now)
                 d->rc = pop_try(&c);
             if (d->rc == GT_OK && d->out.n == 0 && now < p->deadline) {
                 p->seen_version = t->version;
+                (void)memo_find(&memo, p, true, &memo);
                 free(d);
                 d = NULL;
             }
@@ -733,8 +778,8 @@ int64_t st_parked_service(st_local_t *st, int64_t now)
         if (d) {
             *pp = p->next;
             d->p = p;
-            d->next = done;
-            done = d;
+            *done_tail = d;
+            done_tail = &d->next;
             continue;
         }
         if (p->deadline < wake)

@@ -448,6 +448,40 @@ static void test_long_poll(void)
     CU_ASSERT_EQUAL(z.err, GT_ESHUTDOWN);
 }
 
+/* Several consumers of one group parked on a topic: each arrival goes to
+ * one of them, first come first served; the others stay parked. */
+static void test_parked_many(void)
+{
+    lp_t l[3];
+    setup(ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 2), GT_OK);
+    st_pop_req_t r = {.group = "G", .topic = "T", .queue_id = ST_QUEUE_ANY,
+                      .max = 4, .invisible_ms = 60000,
+                      .poll_timeout_ms = 10000};
+    for (int i = 0; i < 3; i++) {
+        l[i] = (lp_t){.m = PTHREAD_MUTEX_INITIALIZER,
+                      .c = PTHREAD_COND_INITIALIZER};
+        st_pop(st, &r, lp_cb, &l[i]);
+        tu_sleep_ms(5);
+    }
+    CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "one", -1, NULL), GT_OK);
+    lp_wait(&l[0]);
+    CU_ASSERT_EQUAL(l[0].n, 1);
+    CU_ASSERT_STRING_EQUAL(l[0].body, "one");
+    tu_sleep_ms(50);
+    CU_ASSERT_FALSE(l[1].done);
+    CU_ASSERT_FALSE(l[2].done);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "two", -1, NULL), GT_OK);
+    lp_wait(&l[1]);
+    CU_ASSERT_EQUAL(l[1].n, 1);
+    CU_ASSERT_STRING_EQUAL(l[1].body, "two");
+    tu_sleep_ms(50);
+    CU_ASSERT_FALSE(l[2].done);
+    teardown();
+    CU_ASSERT_TRUE(l[2].done);
+    CU_ASSERT_EQUAL(l[2].err, GT_ESHUTDOWN);
+}
+
 static gt_err_t send_ex(const char *topic, const char *body, const char *grp,
                         int64_t deliver_at)
 {
@@ -924,6 +958,7 @@ static const CU_TestInfo tests[] = {
     {"offsets", test_offsets},
     {"lookup", test_lookup},
     {"long_poll", test_long_poll},
+    {"parked_many", test_parked_many},
     {"fifo", test_fifo},
     {"delay", test_delay},
     {"restart", test_restart},
