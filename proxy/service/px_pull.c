@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gt_log.h"
+#include "px_sql.h"
 #include "px_svc_int.h"
 
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
@@ -105,8 +106,16 @@ typedef struct px_pull_ctx {
     char ns[128];
     char store_host[128];
     char *tag_expr;
+    px_sql_t *sql;
     uint64_t from;
 } px_pull_ctx_t;
+
+static bool px_pull_match(const px_pull_ctx_t *ctx, const st_message_t *m)
+{
+    if (ctx->sql != NULL)
+        return px_sql_match_message(ctx->sql, m);
+    return px_tag_match(ctx->tag_expr ? ctx->tag_expr : "", m->tag);
+}
 
 static void px_pull_status(px_call_t *call, px_code_t code, const char *why)
 {
@@ -124,7 +133,7 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
     size_t matched = 0;
 
     for (size_t i = 0; err == GT_OK && i < n; i++)
-        if (px_tag_match(ctx->tag_expr ? ctx->tag_expr : "", msgs[i].tag))
+        if (px_pull_match(ctx, &msgs[i]))
             matched++;
     if (err != GT_OK) {
         px_pull_status(ctx->call, px_code_from_err(err), gt_err_str(err));
@@ -137,7 +146,7 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
     px_call_send_pb(ctx->call, &resp.base);
     if (matched > 0 && (v = malloc(sizeof(*v))) != NULL) {
         for (size_t i = 0; i < n; i++) {
-            if (!px_tag_match(ctx->tag_expr ? ctx->tag_expr : "", msgs[i].tag))
+            if (!px_pull_match(ctx, &msgs[i]))
                 continue;
             px_msg_view_build(v, &msgs[i], ctx->topic, ctx->ns, ctx->store_host,
                               NULL, 1, 0);
@@ -154,6 +163,7 @@ out:
     free(v);
     px_call_unref(ctx->call);
     free(ctx->tag_expr);
+    px_sql_free(ctx->sql);
     free(ctx);
 }
 
@@ -163,10 +173,11 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
     Apache__Rocketmq__V2__PullMessageRequest *req;
     px_sync_t w1, w2;
     px_pull_ctx_t *ctx;
+    px_sql_t *sql = NULL;
     uint64_t lo = 0, hi = 0;
     uint32_t queue;
     st_topic_t t;
-    char why[160];
+    char why[200];
 
     if (!px_require_client(call, rd))
         return;
@@ -180,8 +191,14 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
         goto out;
     if (req->filter_expression != NULL &&
         req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
-        px_pull_status(call, PX_CODE(NOT_IMPLEMENTED), "SQL92 filters are not implemented yet");
-        goto out;
+        const char *e = req->filter_expression->expression;
+        char err[160];
+        if (px_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, &sql, err,
+                           sizeof(err)) != GT_OK) {
+            snprintf(why, sizeof(why), "SQL92 filter: %.150s", err);
+            px_pull_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
+            goto out;
+        }
     }
     px_sync_init(&w1);
     px_sync_init(&w2);
@@ -202,13 +219,16 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
         goto out;
     }
     ctx->call = call;
+    ctx->sql = sql;
+    sql = NULL;
     ctx->from = (uint64_t)req->offset;
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
     snprintf(ctx->ns, sizeof(ctx->ns), "%s",
              req->message_queue->topic->resource_namespace
                  ? req->message_queue->topic->resource_namespace : "");
     snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", px_call_authority(call));
-    if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
+        ctx->sql == NULL)
         ctx->tag_expr = strdup(req->filter_expression->expression);
     px_call_ref(call);
     st_pull(px_svc(call)->store, t.name, queue, (uint64_t)req->offset,
@@ -216,6 +236,7 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
                                                                 : ST_POP_MAX,
             px_pull_done, ctx);
 out:
+    px_sql_free(sql);
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 

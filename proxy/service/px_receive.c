@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "gt_log.h"
+#include "px_sql.h"
 #include "px_svc_int.h"
 
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
@@ -37,9 +38,17 @@ typedef struct px_recv_ctx {
     char ns[128];
     char store_host[128];
     char *tag_expr;
+    px_sql_t *sql;      /* SQL92 filter, evaluated by the store per message */
     int64_t invisible_ms;
     bool auto_renew;
 } px_recv_ctx_t;
+
+static void px_recv_ctx_free(px_recv_ctx_t *ctx)
+{
+    free(ctx->tag_expr);
+    px_sql_free(ctx->sql);
+    free(ctx);
+}
 
 /* Sends one ReceiveMessageResponse carrying only a status, and finishes. */
 static void px_recv_status(px_call_t *call, px_code_t code, const char *why)
@@ -257,8 +266,7 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         for (size_t i = 0; err == GT_OK && i < n; i++)
             st_change_invisible(svc->store, ctx->group, ctx->topic,
                                 msgs[i].handle, 1, px_release_cb, NULL);
-        free(ctx->tag_expr);
-        free(ctx);
+        px_recv_ctx_free(ctx);
         return;
     }
     if (err != GT_OK) {
@@ -298,14 +306,13 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         }
     }
     px_call_unref(ctx->call);
-    free(ctx->tag_expr);
-    free(ctx);
+    px_recv_ctx_free(ctx);
 }
 
 /* Validates the request; on failure answers and returns false. */
 static bool px_recv_check(px_call_t *call,
                           const Apache__Rocketmq__V2__ReceiveMessageRequest *req,
-                          st_topic_t *t)
+                          st_topic_t *t, px_sql_t **sql)
 {
     px_svc_t *svc = px_svc(call);
     const Apache__Rocketmq__V2__Resource *tr =
@@ -335,10 +342,16 @@ static bool px_recv_check(px_call_t *call,
     }
     if (req->filter_expression != NULL &&
         req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
-        px_recv_status(call, PX_CODE(NOT_IMPLEMENTED), "SQL92 filters are not implemented yet");
-        return false;
-    }
-    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
+        const char *e = req->filter_expression->expression;
+        char err[160];
+        if (px_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, sql, err,
+                           sizeof(err)) != GT_OK) {
+            snprintf(why, sizeof(why), "SQL92 filter: %.150s", err);
+            px_recv_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
+            return false;
+        }
+    } else if (req->filter_expression != NULL &&
+               req->filter_expression->expression != NULL &&
         !px_tag_expr_valid(req->filter_expression->expression)) {
         snprintf(why, sizeof(why), "tag expression \"%.120s\" is not valid",
                  req->filter_expression->expression);
@@ -358,6 +371,8 @@ static bool px_recv_check(px_call_t *call,
     if (!(t->perm & ST_PERM_READ)) {
         snprintf(why, sizeof(why), "topic \"%.160s\" is not readable", t->name);
         px_recv_status(call, PX_CODE(FORBIDDEN), why);
+        px_sql_free(*sql);
+        *sql = NULL;
         return false;
     }
     return true;
@@ -367,6 +382,7 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
 {
     Apache__Rocketmq__V2__ReceiveMessageRequest *req;
     px_recv_ctx_t *ctx = NULL;
+    px_sql_t *sql = NULL;
     st_pop_req_t pr;
     st_topic_t t;
     int64_t lp, left;
@@ -383,12 +399,14 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
         px_recv_status(call, PX_CODE(BAD_REQUEST), "malformed ReceiveMessageRequest");
         return;
     }
-    if (!px_recv_check(call, req, &t))
+    if (!px_recv_check(call, req, &t, &sql))
         goto out;
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_recv_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        px_sql_free(sql);
         goto out;
     }
+    ctx->sql = sql; /* owned by ctx from here */
     ctx->svc = px_svc(call);
     ctx->call = call;
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
@@ -399,7 +417,8 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
                  ? req->message_queue->topic->resource_namespace : "");
     auth = px_call_authority(call);
     snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", auth);
-    if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
+        ctx->sql == NULL)
         ctx->tag_expr = strdup(req->filter_expression->expression);
     /* Push consumers ask for auto-renewal and name no invisible time: the
      * server keeps their messages invisible while they live. */
@@ -423,6 +442,10 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
     /* Message-granularity balancing: every queue, whatever was asked. */
     pr.queue_id = ST_QUEUE_ANY;
     pr.tag_expr = ctx->tag_expr;
+    if (ctx->sql != NULL) {
+        pr.filter = px_sql_st_filter;
+        pr.filter_ctx = ctx->sql; /* lives in ctx until the pop answers */
+    }
     pr.max = req->batch_size > 0 && req->batch_size < ST_POP_MAX
                  ? (uint32_t)req->batch_size : ST_POP_MAX;
     pr.invisible_ms = ctx->invisible_ms;

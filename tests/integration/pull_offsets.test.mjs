@@ -43,15 +43,15 @@ function unary(client, name, req, Resp) {
   });
 }
 
-function pull(client, queue, offset, { batch = 32, tags = '*' } = {}) {
+function pull(client, queue, offset, { batch = 32, tags = '*', sql } = {}) {
   const req = new pb.PullMessageRequest();
   req.setGroup(resource('PullGroup'));
   req.setMessageQueue(mq(queue));
   req.setOffset(offset);
   req.setBatchSize(batch);
   const f = new defPb.FilterExpression();
-  f.setType(defPb.FilterType.TAG);
-  f.setExpression(tags);
+  f.setType(sql !== undefined ? defPb.FilterType.SQL : defPb.FilterType.TAG);
+  f.setExpression(sql !== undefined ? sql : tags);
   req.setFilterExpression(f);
   return new Promise((resolve, reject) => {
     const out = { status: null, messages: [], next: null };
@@ -197,6 +197,30 @@ test('a message with the maximum 128 user properties keeps all of them', async (
     const got = p.messages[0].getUserPropertiesMap();
     assert.equal(got.getLength(), 128);
     for (let k = 0; k < 128; k++) assert.equal(got.get(`p${k}`), `v${k}`);
+  } finally {
+    client.close();
+    await stopGantry(g);
+  }
+});
+
+test('PullMessage with an SQL92 filter: matching messages only; a bad expression is ILLEGAL_FILTER_EXPRESSION', async () => {
+  const g = await startGantry({ yaml: YAML });
+  const client = new grpc.Client(g.endpoint, grpc.credentials.createInsecure(),
+    { 'grpc.use_local_subchannel_pool': 1 });
+  try {
+    for (let i = 0; i < 4; i++) await send(client, i, i % 2 ? 'odd' : 'even', 1);
+    // Every message has p0 = 'v0'; tags alternate.
+    let p = await pull(client, 0, 0, { sql: "TAGS = 'odd' AND p0 = 'v0'" });
+    assert.equal(p.status.getCode(), Code.OK);
+    assert.deepEqual(p.messages.map((m) => Buffer.from(m.getBody_asU8()).toString()),
+      ['pull-1', 'pull-3']);
+    assert.equal(p.next, 4);
+    p = await pull(client, 0, 0, { sql: 'missing IS NOT NULL' });
+    assert.equal(p.status.getCode(), Code.MESSAGE_NOT_FOUND);
+    assert.equal(p.next, 4);
+    p = await pull(client, 0, 0, { sql: 'a >' });
+    assert.equal(p.status.getCode(), Code.ILLEGAL_FILTER_EXPRESSION);
+    assert.match(p.status.getMessage(), /position/);
   } finally {
     client.close();
     await stopGantry(g);
