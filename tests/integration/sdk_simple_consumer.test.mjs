@@ -16,6 +16,9 @@ const T_POLL = 'SimplePoll';
 const T_DLQ = 'SimpleDlqTopic';
 const T_TERM = 'SimpleTermTopic';
 const G_TERM = 'SimpleTerm';
+const T_MULTI1 = 'SimpleMultiA';
+const T_MULTI2 = 'SimpleMultiB';
+const G_MULTI = 'SimpleMulti';
 const G_BASIC = 'SimpleBasic';
 const G_RETRY = 'SimpleRetry';
 const G_POLL = 'SimplePollGroup';
@@ -32,10 +35,12 @@ before(async () => {
       topics: [
         { name: T, queues: 2 }, { name: T_RETRY, queues: 2 }, { name: T_HANDLE, queues: 1 },
         { name: T_POLL, queues: 2 }, { name: T_DLQ, queues: 2 }, { name: T_TERM, queues: 2 },
+        { name: T_MULTI1, queues: 2 }, { name: T_MULTI2, queues: 3 },
       ],
       groups: [
         { name: G_BASIC }, { name: G_RETRY, max_delivery_attempts: 5 }, { name: G_POLL },
         { name: G_DLQ, max_delivery_attempts: 2 }, { name: G_DLQ_READER }, { name: G_TERM },
+        { name: G_MULTI },
       ],
     }),
   });
@@ -260,5 +265,28 @@ test('messages a SimpleConsumer held become visible again when it shuts down', a
     assert.equal(got[0].deliveryAttempt, 2);
   } finally {
     await shutdownQuietly(producer, a, b);
+  }
+});
+
+test('one SimpleConsumer, two topics: every message once, from the topic it was sent to', async () => {
+  let producer; let consumer;
+  try {
+    producer = await startProducer(g, [T_MULTI1, T_MULTI2]);
+    consumer = await startSimpleConsumer(g, G_MULTI, new Map([[T_MULTI1, '*'], [T_MULTI2, '*']]));
+    const topicOf = new Map();
+    for (let i = 0; i < 10; i++) {
+      for (const t of [T_MULTI1, T_MULTI2]) {
+        topicOf.set((await producer.send({ topic: t, body: Buffer.from(`${t}-${i}`) })).messageId, t);
+      }
+    }
+    const got = await receiveAll(consumer, topicOf.size, 20000, { invisible: 30000 });
+    assert.equal(got.length, topicOf.size, `received ${got.length} of ${topicOf.size}`);
+    for (const m of got) {
+      assert.equal(m.topic, topicOf.get(m.messageId), `topic of ${m.body}`);
+      assert.ok(m.body.toString().startsWith(`${m.topic}-`));
+    }
+    assert.equal(new Set(got.map((m) => m.messageId)).size, topicOf.size, 'duplicates');
+  } finally {
+    await shutdownQuietly(producer, consumer);
   }
 });
