@@ -65,12 +65,28 @@ typedef enum st_consume_from {
     ST_CONSUME_FROM_LAST,      /* end of the queue as of the first pop */
 } st_consume_from_t;
 
+/* How long a consumer should wait before a failed message is retried:
+ * backoff(attempt) = min(initial_ms * (multiplier/100)^(attempt-1), max_ms)
+ * (multiplier 0 or 100: fixed initial_ms).  The store keeps it with the
+ * group; the edge applies it (e.g. as the invisible duration of a nack).
+ * All zero: no policy. */
+typedef struct st_retry_policy {
+    uint32_t initial_ms;
+    uint32_t max_ms;       /* 0: no cap */
+    uint32_t multiplier;   /* percent: 200 doubles each attempt */
+} st_retry_policy_t;
+
 typedef struct st_group {
     char name[ST_NAME_MAX + 1];
     uint32_t max_delivery_attempts; /* >= 1; after this many, to %DLQ% */
     bool fifo;
     st_consume_from_t consume_from;
+    st_retry_policy_t retry;
 } st_group_t;
+
+/* Backoff before delivery attempt `attempt + 1` after attempt `attempt`
+ * (>= 1) failed, per the policy; 0 when there is none. */
+int64_t st_retry_backoff_ms(const st_retry_policy_t *p, uint32_t attempt);
 
 /* ---- messages ---------------------------------------------------------- */
 typedef struct st_prop {

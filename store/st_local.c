@@ -51,6 +51,21 @@ bool st_err_retriable(gt_err_t err)
     }
 }
 
+int64_t st_retry_backoff_ms(const st_retry_policy_t *p, uint32_t attempt)
+{
+    if (!p || !p->initial_ms)
+        return 0;
+    double v = p->initial_ms;
+    for (uint32_t i = 1; i < attempt && p->multiplier > 100; i++) {
+        v = v * p->multiplier / 100.0;
+        if ((p->max_ms && v >= p->max_ms) || v > 1e12)
+            break;
+    }
+    if (p->max_ms && v > p->max_ms)
+        v = p->max_ms;
+    return v > 1e12 ? (int64_t)1e12 : (int64_t)v;
+}
+
 gt_err_t st_dlq_topic_name(const char *group, char *buf, size_t size)
 {
     int n = snprintf(buf, size, "%%DLQ%%%s", group ? group : "");

@@ -7,6 +7,7 @@
  * fields of st_srec_t in a fixed order (strings as u16 length + bytes):
  *   s1, s2, u32 queue, u64 a, u64 b, u32 attempt, i64 deadline, u64 gen,
  *   u32 u1, u32 u2, u32 u3.
+ * A group record carries its retry policy in a, b and attempt.
  * Records are written with pwrite under the store lock before the operation
  * they describe completes, so a SIGKILL loses nothing; the flusher
  * fdatasyncs the file every flush_interval_ms, so a power loss can lose the
@@ -61,7 +62,7 @@ static void srec_encode(const st_srec_t *r, sbuf_t *s)
         u1 = r->t->type;
         u2 = r->t->queue_count;
         u3 = r->t->perm;
-    } else if (r->g) {
+    } else if (r->g) { /* the retry policy rides in a, b, attempt */
         s1 = r->g->name;
         u1 = r->g->max_delivery_attempts;
         u2 = r->g->fifo;
@@ -72,9 +73,9 @@ static void srec_encode(const st_srec_t *r, sbuf_t *s)
     sb_str(s, s1);
     sb_str(s, s2);
     sb_put(s, r->queue, 4);
-    sb_put(s, r->a, 8);
-    sb_put(s, r->b, 8);
-    sb_put(s, r->attempt, 4);
+    sb_put(s, r->g ? r->g->retry.initial_ms : r->a, 8);
+    sb_put(s, r->g ? r->g->retry.max_ms : r->b, 8);
+    sb_put(s, r->g ? r->g->retry.multiplier : r->attempt, 4);
     sb_put(s, (uint64_t)r->deadline, 8);
     sb_put(s, r->gen, 8);
     sb_put(s, u1, 4);
@@ -158,6 +159,9 @@ static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
         d->g.max_delivery_attempts = u1;
         d->g.fifo = u2 != 0;
         d->g.consume_from = (st_consume_from_t)u3;
+        d->g.retry.initial_ms = (uint32_t)d->r.a;
+        d->g.retry.max_ms = (uint32_t)d->r.b;
+        d->g.retry.multiplier = d->r.attempt;
         d->r.g = &d->g;
     }
     *used = l;
@@ -625,7 +629,8 @@ gt_err_t st_topic_validate(const st_topic_t *t)
 gt_err_t st_group_validate(const st_group_t *g)
 {
     if (!name_ok(g->name) || g->max_delivery_attempts < 1 ||
-        g->consume_from > ST_CONSUME_FROM_LAST)
+        g->consume_from > ST_CONSUME_FROM_LAST ||
+        g->retry.multiplier > 10000)
         return GT_EINVAL;
     return GT_OK;
 }

@@ -912,8 +912,32 @@ static void test_metadata(void)
     CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "x", 3, NULL), GT_OK);
     CU_ASSERT_EQUAL(tu_group(st, "G", 0, ST_CONSUME_FROM_FIRST), GT_EINVAL);
     CU_ASSERT_EQUAL(tu_group(st, "G", 3, ST_CONSUME_FROM_LAST), GT_OK);
+    st_group_t rg = {.name = "R", .max_delivery_attempts = 5,
+                     .retry = {.initial_ms = 1000, .max_ms = 60000,
+                               .multiplier = 200}};
+    CU_ASSERT_EQUAL(tu_group_put(st, &rg), GT_OK);
+    rg.retry.multiplier = 20000;
+    CU_ASSERT_EQUAL(tu_group_put(st, &rg), GT_EINVAL);
     st_close(st);
     st = tu_open(dir, ST_FLUSH_SYNC);
+    st_group_t got;
+    memset(&got, 0, sizeof(got));
+    CU_ASSERT_EQUAL(tu_group_get(st, "R", &got), GT_OK); /* persisted */
+    CU_ASSERT_EQUAL(got.max_delivery_attempts, 5);
+    CU_ASSERT_EQUAL(got.retry.initial_ms, 1000);
+    CU_ASSERT_EQUAL(got.retry.max_ms, 60000);
+    CU_ASSERT_EQUAL(got.retry.multiplier, 200);
+    CU_ASSERT_EQUAL(tu_group_get(st, "G", &got), GT_OK);
+    CU_ASSERT_EQUAL(got.consume_from, ST_CONSUME_FROM_LAST);
+    CU_ASSERT_EQUAL(got.retry.initial_ms, 0);
+    CU_ASSERT_EQUAL(tu_group_get(st, "nope", &got), GT_ENOTFOUND);
+    st_retry_policy_t p = {1000, 60000, 200}, fixed = {500, 0, 0};
+    CU_ASSERT_EQUAL(st_retry_backoff_ms(&p, 1), 1000);
+    CU_ASSERT_EQUAL(st_retry_backoff_ms(&p, 2), 2000);
+    CU_ASSERT_EQUAL(st_retry_backoff_ms(&p, 4), 8000);
+    CU_ASSERT_EQUAL(st_retry_backoff_ms(&p, 30), 60000);
+    CU_ASSERT_EQUAL(st_retry_backoff_ms(&fixed, 7), 500);
+    CU_ASSERT_EQUAL(st_retry_backoff_ms(NULL, 3), 0);
     CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "x", 3, NULL), GT_OK);
     CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "x", 4, NULL), GT_EINVAL);
     teardown();

@@ -24,6 +24,7 @@ typedef struct waiter {
     st_append_item_t *items;
     char handle[ST_HANDLE_MAX];
     st_stats_t stats;
+    st_group_t *group;
 } waiter_t;
 
 static void w_init(waiter_t *w)
@@ -204,6 +205,31 @@ gt_err_t tu_fifo_group(st_store_t *st, const char *name)
     snprintf(g.name, sizeof(g.name), "%s", name);
     w_init(&w);
     st_group_put(st, &g, done_cb, &w);
+    return w_wait(&w);
+}
+
+gt_err_t tu_group_put(st_store_t *st, const st_group_t *g)
+{
+    waiter_t w;
+    w_init(&w);
+    st_group_put(st, g, done_cb, &w);
+    return w_wait(&w);
+}
+
+static void group_cb(void *arg, gt_err_t err, const st_group_t *g, size_t n)
+{
+    waiter_t *w = arg;
+    if (err == GT_OK && n == 1 && w->group)
+        *w->group = g[0];
+    w_done(w, err);
+}
+
+gt_err_t tu_group_get(st_store_t *st, const char *name, st_group_t *out)
+{
+    waiter_t w;
+    w_init(&w);
+    w.group = out;
+    st_group_get(st, name, group_cb, &w);
     return w_wait(&w);
 }
 

@@ -40,6 +40,8 @@ gt_err_t tu_topic(st_store_t *st, const char *name, uint32_t nq);
 gt_err_t tu_group(st_store_t *st, const char *name, uint32_t max_attempts,
                   st_consume_from_t from);
 gt_err_t tu_fifo_group(st_store_t *st, const char *name);
+gt_err_t tu_group_put(st_store_t *st, const st_group_t *g);
+gt_err_t tu_group_get(st_store_t *st, const char *name, st_group_t *out);
 gt_err_t tu_send(st_store_t *st, const char *topic, const char *tag,
                  const char *key, const char *body, int32_t queue,
                  st_append_item_t *item);
