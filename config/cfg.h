@@ -66,6 +66,12 @@ typedef struct cfg {
         int64_t segment_size;
         int retention_hours;
     } store;
+    struct {
+        int max_delay_ms;         /* delay messages: farthest ahead */
+        int tx_check_after_ms;    /* half message unresolved this long */
+        int tx_check_interval_ms; /* orphan check period */
+        int tx_max_checks;        /* then discarded */
+    } message;
     cfg_topic_t *topics;
     size_t n_topics;
     cfg_group_t *groups;

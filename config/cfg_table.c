@@ -268,6 +268,28 @@ static const cfg_desc_t cfg_store_keys[] = {
      "refers to them."},
 };
 
+static const cfg_desc_t cfg_message_keys[] = {
+    {"max_delay_ms", CFG_T_INT, CFG_FIELD(cfg_t, message.max_delay_ms),
+     "86400000", 1000, 7 * 86400000, NULL, NULL, NULL,
+     "Farthest a delayed message's delivery time may be ahead of now; "
+     "further is refused with ILLEGAL_DELIVERY_TIME (default 1 day, at most "
+     "7)."},
+    {"tx_check_after_ms", CFG_T_INT, CFG_FIELD(cfg_t, message.tx_check_after_ms),
+     "6000", 100, 3600000, NULL, NULL, NULL,
+     "A transactional half message unresolved this long (or for its own "
+     "orphaned_transaction_recovery_duration, at most 1 h) is checked with "
+     "its producer."},
+    {"tx_check_interval_ms", CFG_T_INT,
+     CFG_FIELD(cfg_t, message.tx_check_interval_ms), "30000", 100, 3600000,
+     NULL, NULL, NULL,
+     "How often unresolved half messages are looked for (a due one is "
+     "checked within this time)."},
+    {"tx_max_checks", CFG_T_INT, CFG_FIELD(cfg_t, message.tx_max_checks), "15",
+     1, 1000, NULL, NULL, NULL,
+     "After this many checks without a resolution the half message is "
+     "discarded and counted."},
+};
+
 static const cfg_desc_t cfg_topic_keys[] = {
     {"name", CFG_T_STR, CFG_FIELD(cfg_topic_t, name), NULL, 0, 0, NULL,
      cfg_topic_name_check, "topic name",
@@ -306,6 +328,8 @@ const cfg_section_t cfg_sections[] = {
      "Logging to stderr."},
     {"store", cfg_store_keys, N(cfg_store_keys), false, 0, 0, 0, NULL,
      "Message storage."},
+    {"message", cfg_message_keys, N(cfg_message_keys), false, 0, 0, 0, NULL,
+     "Delayed and transactional message rules."},
     {"topics", cfg_topic_keys, N(cfg_topic_keys), true,
      offsetof(cfg_t, topics), offsetof(cfg_t, n_topics), sizeof(cfg_topic_t),
      "topic",

@@ -20,7 +20,6 @@
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
 #define PX_MAX_BATCH 1024
 #define PX_MAX_GROUP_BYTES 64
-#define PX_MAX_DELAY_MS (24 * 3600 * 1000LL)
 
 typedef Apache__Rocketmq__V2__Message px_msg_t;
 typedef Apache__Rocketmq__V2__SystemProperties px_sys_t;
@@ -99,7 +98,8 @@ static bool px_type_accepted(st_topic_type_t tt, px_msg_type_t mt)
 /* Validates one message against topic `t`; on error writes why and
  * returns the code. */
 px_code_t px_send_validate(const px_msg_t *m, const st_topic_t *t,
-                           int64_t now_ms, char *why, size_t whylen)
+                           int64_t now_ms, int64_t max_delay_ms, char *why,
+                           size_t whylen)
 {
     const px_sys_t *sp = m->system_properties;
     size_t props_bytes = 0;
@@ -179,9 +179,9 @@ px_code_t px_send_validate(const px_msg_t *m, const st_topic_t *t,
         }
     }
     if (sp->delivery_timestamp_present_case && sp->delivery_timestamp != NULL &&
-        px_timestamp_ms(sp->delivery_timestamp) > now_ms + PX_MAX_DELAY_MS) {
+        px_timestamp_ms(sp->delivery_timestamp) > now_ms + max_delay_ms) {
         snprintf(why, whylen, "delivery time is more than %lld ms ahead",
-                 (long long)PX_MAX_DELAY_MS);
+                 (long long)max_delay_ms);
         return PX_CODE(ILLEGAL_DELIVERY_TIME);
     }
     if (mt == APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION) {
@@ -393,7 +393,9 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
     }
     for (size_t i = 0; i < req->n_messages; i++) {
         char w[256];
-        codes[i] = px_send_validate(req->messages[i], &t, now, w, sizeof(w));
+        codes[i] = px_send_validate(req->messages[i], &t, now,
+                                    px_svc(call)->cfg->message.max_delay_ms, w,
+                                    sizeof(w));
         if (codes[i] != PX_CODE(OK) && !bad) {
             bad = true;
             snprintf(why, sizeof(why), "%s", w);

@@ -178,8 +178,8 @@ px_msg_type_t px_msg_type_of(const Apache__Rocketmq__V2__SystemProperties *sp);
 /* Checks one message of a SendMessage for topic `t` in RocketMQ's order;
  * returns OK or the code, with a reason in `why`. */
 px_code_t px_send_validate(const Apache__Rocketmq__V2__Message *m,
-                           const st_topic_t *t, int64_t now_ms, char *why,
-                           size_t whylen);
+                           const st_topic_t *t, int64_t now_ms,
+                           int64_t max_delay_ms, char *why, size_t whylen);
 
 /* ---- delivery (px_receive.c) ---- */
 
