@@ -113,6 +113,8 @@ typedef struct st_message {
     const void *body;
     uint32_t body_len;
     int32_t queue_id;       /* in: queue or ST_QUEUE_ANY; out: queue */
+    bool tx_half;           /* in: a transaction's half message, invisible
+                               until st_tx_end() commits it */
     /* out only */
     const char *topic;
     uint64_t queue_offset;
@@ -198,6 +200,9 @@ typedef struct st_stats {
     uint64_t ready;                 /* deliverable now (new + expired) */
     uint64_t inflight;              /* delivered, invisible, not acked */
     uint64_t lag;                   /* max_offset - committed, summed */
+    /* Half messages of this topic discarded after too many checks
+     * (st_tx_checked), since the store opened (not persisted). */
+    uint64_t tx_discarded;
 } st_stats_t;
 
 typedef void (*st_stats_cb)(void *arg, gt_err_t err, const st_stats_t *s);
@@ -245,6 +250,14 @@ typedef struct st_ops {
                        uint32_t max, st_msgs_cb cb, void *arg);
     void (*stats)(st_store_t *st, const char *topic, const char *group,
                   st_stats_cb cb, void *arg);
+    void (*tx_end)(st_store_t *st, const char *topic, const char *msg_id,
+                   bool commit, st_done_cb cb, void *arg);
+    void (*tx_pending)(st_store_t *st, int64_t unresolved_for_ms, uint32_t max,
+                       st_msgs_cb cb, void *arg);
+    void (*tx_checked)(st_store_t *st, const char *topic, const char *msg_id,
+                       uint32_t max_checks, st_done_cb cb, void *arg);
+    void (*recall)(st_store_t *st, const char *topic, const char *msg_id,
+                   st_done_cb cb, void *arg);
 } st_ops_t;
 
 /* Every implementation's store object starts with this. */
@@ -449,6 +462,64 @@ static inline void st_stats(st_store_t *st, const char *topic,
                             const char *group, st_stats_cb cb, void *arg)
 {
     st->ops->stats(st, topic, group, cb, arg);
+}
+
+/* ---- transactions (half messages) ----------------------------------------
+ * An appended message with tx_half set is stored durably but is invisible
+ * to pop, pull, lookup and stats until committed.  Its append item carries
+ * the msg_id and the queue it will land in; queue_offset is 0 (the offset
+ * is assigned when it is committed). */
+
+/* The property whose decimal value (ms) overrides unresolved_for_ms of
+ * st_tx_pending() for one half message. */
+#define ST_PROP_TXCHECK "\x01txcheck"
+
+/* Resolves the unresolved half message msg_id of topic: commit makes it
+ * visible as if appended now (delay and FIFO rules apply; cb runs once the
+ * copy is durable), rollback discards it.  Borrows strings.  GT_ENOTFOUND:
+ * no unresolved half message with that id in that topic (unknown, already
+ * resolved, or being committed right now). */
+static inline void st_tx_end(st_store_t *st, const char *topic,
+                             const char *msg_id, bool commit, st_done_cb cb,
+                             void *arg)
+{
+    st->ops->tx_end(st, topic, msg_id, commit, cb, arg);
+}
+
+/* Lists up to max (1..ST_POP_MAX) unresolved half messages, all topics,
+ * unresolved for at least unresolved_for_ms since their append or their
+ * last st_tx_checked() (a message's ST_PROP_TXCHECK property overrides
+ * unresolved_for_ms), oldest offsets first.  The messages (borrowed) show
+ * the real topic and the queue the message will land in; next_offset is
+ * 0. */
+static inline void st_tx_pending(st_store_t *st, int64_t unresolved_for_ms,
+                                 uint32_t max, st_msgs_cb cb, void *arg)
+{
+    st->ops->tx_pending(st, unresolved_for_ms, max, cb, arg);
+}
+
+/* Records one check of a half message: it is not listed again until its
+ * unresolved time passes anew.  When this makes max_checks checks (0: no
+ * limit) the message is discarded (stats tx_discarded) and cb gets
+ * GT_ERANGE.  Check counts are kept in memory (a restart starts them
+ * again).  GT_ENOTFOUND as for st_tx_end(). */
+static inline void st_tx_checked(st_store_t *st, const char *topic,
+                                 const char *msg_id, uint32_t max_checks,
+                                 st_done_cb cb, void *arg)
+{
+    st->ops->tx_checked(st, topic, msg_id, max_checks, cb, arg);
+}
+
+/* ---- recall of delayed messages -------------------------------------------
+ * Cancels a message appended with delivery_ts_ms in the future that has not
+ * come due yet: it is never delivered (persisted).  Borrows strings.
+ * GT_ENOTFOUND: no such pending message (unknown id, or already recalled);
+ * GT_EINVAL: too late -- its delivery time has come (it is being or has
+ * been delivered), or it was appended without a future delivery time. */
+static inline void st_recall(st_store_t *st, const char *topic,
+                             const char *msg_id, st_done_cb cb, void *arg)
+{
+    st->ops->recall(st, topic, msg_id, cb, arg);
 }
 
 #endif

@@ -499,6 +499,8 @@ static gt_err_t group_for_pop(st_local_t *st, const char *name,
                               st_group_rt_t **out)
 {
     st_group_rt_t *g = st_group_find(st, name);
+    if (st_is_sys_name(name))
+        return GT_EINVAL; /* internal groups are not consumers */
     if (!g) { /* auto-created, as RocketMQ brokers do by default */
         if (!(g = st_group_vivify(st, name)))
             return GT_ENOMEM;

@@ -29,6 +29,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -178,6 +179,7 @@ typedef struct st_topic_rt {
     st_cq_t *cq;
     uint32_t rr;           /* queue round robin for ST_QUEUE_ANY */
     uint64_t version;      /* bumped on every publish: wakes parked pops */
+    uint64_t tx_discarded; /* half messages discarded after max checks */
 } st_topic_rt_t;
 
 /* Window entry for offsets between committed and pop position.  NONE: not
@@ -306,6 +308,16 @@ typedef struct st_local {
     bool state_force_compact;
     _Atomic bool state_dirty;
     uint64_t next_gen;
+
+    /* held messages (st_hold.c): the system topics holding half messages
+     * and pending timers, the internal group whose windows track which of
+     * them are resolved, and the timer heap (min-heap on (due, offset) of
+     * the timer topic's unresolved offsets; stale entries -- recalled ones
+     * -- are dropped when they reach the top).  Guarded by lock. */
+    st_topic_rt_t *sys_timer, *sys_half;
+    struct st_tent { int64_t due; uint64_t off; } *theap;
+    size_t theap_n, theap_cap;
+    _Atomic uint64_t timers_fired;
 } st_local_t;
 
 /* ---- st_file.c helpers --------------------------------------------------- */
@@ -338,8 +350,41 @@ void st_log_checkpoint(st_local_t *st, uint64_t synced);
 gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,
                      uint8_t **buf, st_message_t *msg);
 /* Deletes segments whose last record is older than cutoff_ms (never the
- * current one).  Returns the new first retained position. */
-uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms);
+ * current one, nor one holding keep_pos or later).  Returns the new first
+ * retained position. */
+uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms, uint64_t keep_pos);
+
+/* ---- st_hold.c: half messages, timers, recall ------------------------- */
+#define ST_SYS_PREFIX "%SYS%"
+#define ST_SYS_TIMER  "%SYS%TIMER"  /* delayed messages until due */
+#define ST_SYS_HALF   "%SYS%HALF"   /* half messages until resolved */
+#define ST_SYS_GROUP  "%SYS%HOLD"   /* internal group: resolutions */
+static inline bool st_is_sys_name(const char *n)
+{
+    return n && strncmp(n, ST_SYS_PREFIX, 5) == 0;
+}
+/* After state replay (lock held): rebuilds the timer heap. */
+gt_err_t st_hold_open(st_local_t *st);
+void st_hold_close(st_local_t *st);
+/* Service thread (lock held, dropped while firing): fires due timers;
+ * returns ms until the next one (INT64_MAX: none). */
+int64_t st_hold_service(st_local_t *st, int64_t now);
+/* First commitlog position retention must keep (pending held messages). */
+uint64_t st_hold_keep_pos(st_local_t *st);
+void st_append_local(st_store_t *s, const char *topic,
+                     const st_message_t *msgs, size_t n, st_append_cb cb,
+                     void *arg);
+void st_tx_end_local(st_store_t *s, const char *topic, const char *msg_id,
+                     bool commit, st_done_cb cb, void *arg);
+void st_tx_pending_local(st_store_t *s, int64_t unresolved_for_ms,
+                         uint32_t max, st_msgs_cb cb, void *arg);
+void st_tx_checked_local(st_store_t *s, const char *topic, const char *msg_id,
+                         uint32_t max_checks, st_done_cb cb, void *arg);
+void st_recall_local(st_store_t *s, const char *topic, const char *msg_id,
+                     st_done_cb cb, void *arg);
+/* Reads the record at pos whose size is not known (index hits). */
+gt_err_t st_read_unsized(st_local_t *st, uint64_t pos, uint8_t **buf,
+                         st_message_t *m);
 
 /* ---- st_snap.c: consume queues + index saved at a clean close ---------- */
 typedef struct st_snap_seg {

@@ -75,14 +75,14 @@ gt_err_t st_dlq_topic_name(const char *group, char *buf, size_t size)
 void st_publish_wake(st_local_t *st, st_topic_rt_t *t)
 {
     t->version++;
-    if (st->parked)
+    if (st->parked || t == st->sys_timer) /* new timers: maybe sooner */
         pthread_cond_signal(&st->svc_cond);
 }
 
 /* ---- reads ------------------------------------------------------------------- */
 /* Reads the record at pos whose size is not known (index hits). */
-static gt_err_t read_unsized(st_local_t *st, uint64_t pos, uint8_t **buf,
-                             st_message_t *m)
+gt_err_t st_read_unsized(st_local_t *st, uint64_t pos, uint8_t **buf,
+                         st_message_t *m)
 {
     uint8_t h[12];
     uint32_t len;
@@ -208,7 +208,7 @@ static void lookup(st_local_t *st, char kind, const char *topic,
         st_message_t *m = &o.m[o.n];
         bool hit = false;
         if (e->h != h || e->pos < st->min_pos ||
-            read_unsized(st, e->pos, &buf, m) != GT_OK)
+            st_read_unsized(st, e->pos, &buf, m) != GT_OK)
             continue;
         if (kind == 'I')
             hit = strcmp(m->msg_id, s) == 0;
@@ -216,6 +216,8 @@ static void lookup(st_local_t *st, char kind, const char *topic,
             hit = hit || strcmp(m->keys[k], s) == 0;
         if (hit && topic && strcmp(topic, m->topic) != 0)
             hit = false;
+        if (hit && !topic && st_is_sys_name(m->topic))
+            hit = false; /* held messages are not visible yet */
         if (hit)
             o.bufs[o.n++] = buf;
         else
@@ -293,6 +295,7 @@ static void stats_local(st_store_t *s, const char *topic, const char *group,
     }
     if (rc == GT_OK) {
         out.nqueues = t->meta.queue_count;
+        out.tx_discarded = t->tx_discarded;
         out.queues = qs;
         if (g)
             group_stats(st, t, g, &out, st_now_ms());
@@ -308,7 +311,7 @@ static void retention_locked(st_local_t *st, int64_t now)
     if (st->cfg.retention_hours == 0)
         return;
     int64_t cutoff = now - (int64_t)st->cfg.retention_hours * 3600 * 1000;
-    uint64_t min = st_log_retain(st, cutoff);
+    uint64_t min = st_log_retain(st, cutoff, st_hold_keep_pos(st));
     if (min <= st->min_pos)
         return;
     st->min_pos = min;
@@ -361,6 +364,11 @@ static void *svc_main(void *arg)
         int64_t wait = st_parked_service(st, now);
         if (wait <= 0)
             continue;
+        int64_t tw = st_hold_service(st, st_now_ms());
+        if (tw <= 0)
+            continue;
+        if (tw < wait)
+            wait = tw;
         if (wait > st->next_retention - now)
             wait = st->next_retention - now;
         if (wait > st->next_snapshot - now)
@@ -402,6 +410,7 @@ static void local_free(st_local_t *st)
     free(st->topics);
     free(st->groups);
     st_index_free(&st->index);
+    st_hold_close(st);
     if (st->lock_fd >= 0)
         close(st->lock_fd);
     pthread_mutex_destroy(&st->lock);
@@ -459,13 +468,6 @@ static void local_close(st_store_t *s)
     local_free(st);
 }
 
-static void append_local(st_store_t *s, const char *topic,
-                         const st_message_t *msgs, size_t n, st_append_cb cb,
-                         void *arg)
-{
-    (void)st_append_submit((st_local_t *)s, topic, msgs, n, cb, arg, false);
-}
-
 static const st_ops_t local_ops = {
     .name = "local",
     .close = local_close,
@@ -475,7 +477,7 @@ static const st_ops_t local_ops = {
     .group_put = st_group_put_local,
     .group_delete = st_group_delete_local,
     .group_get = st_group_get_local,
-    .append = append_local,
+    .append = st_append_local,
     .pop = st_pop_local,
     .ack = st_ack_local,
     .change_invisible = st_change_local,
@@ -486,6 +488,10 @@ static const st_ops_t local_ops = {
     .lookup_id = lookup_id_local,
     .lookup_key = lookup_key_local,
     .stats = stats_local,
+    .tx_end = st_tx_end_local,
+    .tx_pending = st_tx_pending_local,
+    .tx_checked = st_tx_checked_local,
+    .recall = st_recall_local,
 };
 
 static gt_err_t cfg_check(const st_config_t *c)
@@ -577,6 +583,8 @@ gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out)
     rc = st_log_open(st);
     if (rc == GT_OK)
         rc = st_state_open(st);
+    if (rc == GT_OK)
+        rc = st_hold_open(st);
     pthread_mutex_unlock(&st->lock);
     if (rc != GT_OK)
         goto fail;

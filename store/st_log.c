@@ -343,8 +343,10 @@ static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
         *why = "queue offset out of sequence";
         return GT_ECORRUPT;
     }
+    /* the timer topic's consume queue is keyed by delivery time */
+    bool timer = strcmp(m->topic, ST_SYS_TIMER) == 0;
     st_cq_entry_t e = {.pos = pos, .size = len, .tag_hash = st_hash32(m->tag),
-                       .store_ts = m->store_ts_ms,
+                       .store_ts = timer ? m->delivery_ts_ms : m->store_ts_ms,
                        .group_hash = st_group_hash(m->msg_group)};
     if (st_cq_push(q, &e) != GT_OK)
         return GT_ENOMEM;
@@ -701,11 +703,12 @@ gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,
     return GT_OK;
 }
 
-uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms)
+uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms, uint64_t keep_pos)
 {
     pthread_mutex_lock(&st->seg_lock);
     size_t k = 0;
-    while (k + 1 < st->nsegs && atomic_load(&st->segs[k]->last_ts) < cutoff_ms)
+    while (k + 1 < st->nsegs && atomic_load(&st->segs[k]->last_ts) < cutoff_ms &&
+           st->segs[k + 1]->base <= keep_pos)
         k++;
     st_seg_t **gone = NULL;
     if (k && (gone = malloc(k * sizeof(*gone)))) {

@@ -654,7 +654,7 @@ void st_topic_put_local(st_store_t *s, const st_topic_t *t, st_done_cb cb,
                         void *arg)
 {
     st_local_t *st = (st_local_t *)s;
-    gt_err_t rc = st_topic_validate(t);
+    gt_err_t rc = st_is_sys_name(t->name) ? GT_EINVAL : st_topic_validate(t);
     if (rc == GT_OK) {
         pthread_mutex_lock(&st->lock);
         st_srec_t r = {.type = ST_SR_TOPIC_PUT, .t = t};
@@ -695,7 +695,8 @@ void st_topic_get_local(st_store_t *s, const char *name, st_topic_cb cb,
         rc = GT_ENOMEM;
     for (size_t i = 0; rc == GT_OK && i < st->ntopics; i++) {
         st_topic_rt_t *t = st->topics[i];
-        if (!t->deleted && (!name || strcmp(name, t->meta.name) == 0))
+        if (!t->deleted && (!name || strcmp(name, t->meta.name) == 0) &&
+            (name || !st_is_sys_name(t->meta.name)))
             arr[n++] = t->meta;
     }
     pthread_mutex_unlock(&st->lock);
@@ -709,7 +710,7 @@ void st_group_put_local(st_store_t *s, const st_group_t *g, st_done_cb cb,
                         void *arg)
 {
     st_local_t *st = (st_local_t *)s;
-    gt_err_t rc = st_group_validate(g);
+    gt_err_t rc = st_is_sys_name(g->name) ? GT_EINVAL : st_group_validate(g);
     if (rc == GT_OK) {
         pthread_mutex_lock(&st->lock);
         st_group_rt_t *rt = st_group_vivify(st, g->name);

@@ -43,6 +43,7 @@ struct st_wop {
     uint32_t *roff;        /* record i at buf + roff[i] */
     uint32_t *tag_hash;
     uint32_t *group_hash;
+    int64_t *due;          /* delivery time of record i */
     uint32_t *ix_start;    /* index hashes of record i: ix[ix_start[i]..[i+1]) */
     uint64_t *ix;
     st_append_item_t *items;
@@ -58,6 +59,7 @@ static void wop_free(st_wop_t *w)
     free(w->roff);
     free(w->tag_hash);
     free(w->group_hash);
+    free(w->due);
     free(w->ix_start);
     free(w->ix);
     free(w->items);
@@ -128,9 +130,10 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
     w->roff = malloc(w->n * sizeof(*w->roff));
     w->tag_hash = malloc(w->n * sizeof(*w->tag_hash));
     w->group_hash = malloc(w->n * sizeof(*w->group_hash));
+    w->due = malloc(w->n * sizeof(*w->due));
     w->ix_start = malloc((w->n + 1) * sizeof(*w->ix_start));
     w->ix = malloc(nix * sizeof(*w->ix));
-    if (!w->buf || !w->roff || !w->tag_hash || !w->group_hash ||
+    if (!w->buf || !w->roff || !w->tag_hash || !w->group_hash || !w->due ||
         !w->ix_start || !w->ix)
         return GT_ENOMEM;
     size_t off = 0, k = 0;
@@ -147,6 +150,7 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
         w->roff[i] = (uint32_t)off;
         w->tag_hash[i] = st_hash32(m.tag);
         w->group_hash[i] = st_group_hash(m.msg_group);
+        w->due[i] = m.delivery_ts_ms;
         w->ix_start[i] = (uint32_t)k;
         w->ix[k++] = st_hash64('I', m.msg_id);
         for (uint32_t j = 0; j < m.nkeys; j++)
@@ -262,8 +266,10 @@ static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
             st_cq_t *q = &w->topic->cq[it->queue_id];
             uint32_t sz = (uint32_t)((i + 1 < w->n ? w->roff[i + 1] : w->len) -
                                      w->roff[i]);
+            /* the timer topic's consume queue is keyed by delivery time */
+            int64_t ts = w->topic == st->sys_timer ? w->due[i] : now;
             st_cq_entry_t e = {.pos = it->position, .size = sz,
-                               .tag_hash = w->tag_hash[i], .store_ts = now,
+                               .tag_hash = w->tag_hash[i], .store_ts = ts,
                                .group_hash = w->group_hash[i]};
             if (st_cq_push(q, &e) != GT_OK)
                 GT_LOG(ERROR, "store", "out of memory publishing a message");

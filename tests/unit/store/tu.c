@@ -454,3 +454,64 @@ int tu_run(const char *suite, const CU_TestInfo *tests)
     CU_cleanup_registry();
     return failed || run == 0 ? 1 : 0;
 }
+
+/* ---- held messages: transactions, timers, recall ---------------------------- */
+gt_err_t tu_send_held(st_store_t *st, const char *topic, const char *body,
+                      int64_t delivery_ts, bool half, const char *txcheck,
+                      st_append_item_t *item)
+{
+    st_message_t m;
+    memset(&m, 0, sizeof(m));
+    m.tag = "h";
+    m.keys[0] = body;
+    m.nkeys = 1;
+    m.body = body;
+    m.body_len = (uint32_t)strlen(body);
+    m.queue_id = ST_QUEUE_ANY;
+    m.delivery_ts_ms = delivery_ts;
+    m.tx_half = half;
+    m.props[0] = (st_prop_t){"color", "red"};
+    m.nprops = 1;
+    if (txcheck)
+        m.props[m.nprops++] = (st_prop_t){ST_PROP_TXCHECK, txcheck};
+    return tu_send_n(st, topic, &m, 1, item);
+}
+
+gt_err_t tu_tx_end(st_store_t *st, const char *topic, const char *id,
+                   bool commit)
+{
+    waiter_t w;
+    w_init(&w);
+    st_tx_end(st, topic, id, commit, done_cb, &w);
+    return w_wait(&w);
+}
+
+gt_err_t tu_tx_checked(st_store_t *st, const char *topic, const char *id,
+                       uint32_t max_checks)
+{
+    waiter_t w;
+    w_init(&w);
+    st_tx_checked(st, topic, id, max_checks, done_cb, &w);
+    return w_wait(&w);
+}
+
+gt_err_t tu_tx_pending(st_store_t *st, int64_t ms, uint32_t max,
+                       tu_msg_t *out, size_t *n)
+{
+    waiter_t w;
+    w_init(&w);
+    w.out = out;
+    w.cap = max;
+    st_tx_pending(st, ms, max, msgs_cb, &w);
+    gt_err_t rc = w_wait(&w);
+    *n = w.n;
+    return rc;
+}
+
+gt_err_t tu_recall(st_store_t *st, const char *topic, const char *id)
+{
+    waiter_t w;
+    w_init(&w);
+    st_recall(st, topic, id, done_cb, &w);
+    return w_wait(&w);
+}

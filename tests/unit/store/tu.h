@@ -70,6 +70,19 @@ gt_err_t tu_stats(st_store_t *st, const char *topic, const char *group,
                   st_stats_t *out);
 void tu_sleep_ms(int ms);
 
+/* A message (tag "h", key = body, property color=red) that is delayed to
+ * delivery_ts (0: none) and/or a half message; txcheck: ST_PROP_TXCHECK. */
+gt_err_t tu_send_held(st_store_t *st, const char *topic, const char *body,
+                      int64_t delivery_ts, bool half, const char *txcheck,
+                      st_append_item_t *item);
+gt_err_t tu_tx_end(st_store_t *st, const char *topic, const char *id,
+                   bool commit);
+gt_err_t tu_tx_checked(st_store_t *st, const char *topic, const char *id,
+                       uint32_t max_checks);
+gt_err_t tu_tx_pending(st_store_t *st, int64_t ms, uint32_t max,
+                       tu_msg_t *out, size_t *n);
+gt_err_t tu_recall(st_store_t *st, const char *topic, const char *id);
+
 /* Runs the suite's tests; returns non-zero on any failure. */
 int tu_run(const char *suite, const CU_TestInfo *tests);
 

@@ -1,0 +1,533 @@
+/* Held messages through the public API: transactions (half messages,
+ * commit, rollback, the pending listing with its per-message override,
+ * checks and discard), delayed messages (timers: order, FIFO placement,
+ * committed offsets, retention) and recall, each across clean restarts,
+ * state log compaction and table snapshots. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tu.h"
+
+static char *dir;
+static st_store_t *st;
+
+static void setup(void)
+{
+    dir = tu_tmpdir("hold");
+    st = tu_open(dir, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 2), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "U", 1), GT_OK);
+}
+
+static void reopen(void)
+{
+    st_close(st);
+    st = tu_open(dir, ST_FLUSH_SYNC);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+}
+
+static void teardown(void)
+{
+    st_close(st);
+    st = NULL;
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Pops everything visible to group G on topic, acking it; returns count
+ * and fills bodies (concatenated, ',' separated). */
+static size_t drain(const char *topic, char *bodies, size_t cap)
+{
+    tu_msg_t m[ST_POP_MAX];
+    size_t n, total = 0;
+    if (bodies)
+        bodies[0] = 0;
+    do {
+        CU_ASSERT_EQUAL(tu_pop_simple(st, "G", topic, "*", ST_POP_MAX, 60000,
+                                      m, &n), GT_OK);
+        for (size_t i = 0; i < n; i++) {
+            if (bodies && strlen(bodies) + strlen(m[i].body) + 2 < cap) {
+                strcat(bodies, m[i].body);
+                strcat(bodies, ",");
+            }
+            CU_ASSERT_EQUAL(tu_ack(st, "G", topic, m[i].handle), GT_OK);
+        }
+        total += n;
+    } while (n > 0);
+    return total;
+}
+
+static bool has_prop(const tu_msg_t *m, const char *k, const char *v)
+{
+    for (uint32_t i = 0; i < m->nprops; i++)
+        if (strcmp(m->pk[i], k) == 0 && (!v || strcmp(m->pv[i], v) == 0))
+            return true;
+    return false;
+}
+
+static bool internal_props(const tu_msg_t *m)
+{
+    for (uint32_t i = 0; i < m->nprops; i++)
+        if (m->pk[i][0] == '\x01' && strcmp(m->pk[i], ST_PROP_TXCHECK) != 0)
+            return true;
+    return false;
+}
+
+static void test_tx_commit(void)
+{
+    st_append_item_t it;
+    tu_msg_t m[4];
+    size_t n;
+    st_stats_t s;
+    char b[256];
+    setup();
+    CU_ASSERT_EQUAL_FATAL(tu_send_held(st, "T", "h1", 0, true, NULL, &it),
+                          GT_OK);
+    CU_ASSERT(it.msg_id[0] != 0);
+    CU_ASSERT(it.queue_id < 2);
+    CU_ASSERT_EQUAL(it.queue_offset, 0);
+    /* invisible: pop, pull, lookups, stats */
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
+    for (uint32_t q = 0; q < 2; q++) {
+        CU_ASSERT_EQUAL(tu_pull(st, "T", q, 0, 4, m, &n, NULL), GT_OK);
+        CU_ASSERT_EQUAL(n, 0);
+    }
+    CU_ASSERT_EQUAL(tu_lookup(st, false, NULL, it.msg_id, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_lookup(st, false, "T", it.msg_id, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_lookup(st, true, NULL, "h1", m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_stats(st, "T", NULL, &s), GT_OK);
+    CU_ASSERT_EQUAL(s.messages, 0);
+    /* commit: visible once, with its id and properties */
+    CU_ASSERT_EQUAL(tu_tx_end(st, "U", it.msg_id, true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it.msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 4, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "h1");
+    CU_ASSERT_STRING_EQUAL(m[0].id, it.msg_id);
+    CU_ASSERT_STRING_EQUAL(m[0].topic, "T");
+    CU_ASSERT_EQUAL(m[0].queue, it.queue_id);
+    CU_ASSERT(has_prop(&m[0], "color", "red"));
+    CU_ASSERT_FALSE(internal_props(&m[0]));
+    CU_ASSERT_EQUAL(tu_ack(st, "G", "T", m[0].handle), GT_OK);
+    CU_ASSERT_EQUAL(tu_lookup(st, false, NULL, it.msg_id, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_EQUAL(tu_stats(st, "T", NULL, &s), GT_OK);
+    CU_ASSERT_EQUAL(s.messages, 1);
+    /* resolved: no second resolution */
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it.msg_id, true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it.msg_id, false), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 0);
+    /* system topics and groups are not listed, nor usable by clients */
+    CU_ASSERT_EQUAL(tu_topic(st, "%SYS%HALF", 1), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_group(st, "%SYS%HOLD", 3, ST_CONSUME_FROM_FIRST),
+                    GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "%SYS%HOLD", "%SYS%HALF", "*", 4, 1000,
+                                  m, &n), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_send_held(st, "%SYS%HALF", "x", 0, true, NULL, NULL),
+                    GT_EINVAL);
+    teardown();
+}
+
+static void test_tx_rollback(void)
+{
+    st_append_item_t it, it2;
+    tu_msg_t m[4];
+    size_t n;
+    setup();
+    CU_ASSERT_EQUAL_FATAL(tu_send_held(st, "T", "r1", 0, true, NULL, &it),
+                          GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_send_held(st, "T", "r2", 0, true, NULL, &it2),
+                          GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", "nope", true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", "", true), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "nope", it.msg_id, true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it.msg_id, false), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it.msg_id, false), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it.msg_id, true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].id, it2.msg_id);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it2.msg_id, true), GT_OK);
+    char b[64];
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "r2,");
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    teardown();
+}
+
+static bool listed(const tu_msg_t *m, size_t n, const char *body)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(m[i].body, body) == 0)
+            return true;
+    return false;
+}
+
+static void test_tx_pending(void)
+{
+    st_append_item_t a, b, c;
+    tu_msg_t m[8];
+    size_t n;
+    setup();
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK); /* none yet */
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 0, m, &n), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "pa", 0, true, NULL, &a), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "U", "pb", 0, true, "200", &b), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "pc", 0, true, "100000", &c), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 60000, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0); /* all younger than their interval */
+    tu_sleep_ms(300);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 60000, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1); /* pb's own 200 ms override */
+    CU_ASSERT_STRING_EQUAL(m[0].body, "pb");
+    CU_ASSERT_STRING_EQUAL(m[0].topic, "U");
+    CU_ASSERT_STRING_EQUAL(m[0].id, b.msg_id);
+    CU_ASSERT_EQUAL(m[0].queue, b.queue_id);
+    CU_ASSERT(has_prop(&m[0], "color", "red"));
+    CU_ASSERT(has_prop(&m[0], ST_PROP_TXCHECK, "200"));
+    CU_ASSERT_FALSE(internal_props(&m[0]));
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 250, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT(listed(m, n, "pa") && listed(m, n, "pb"));
+    CU_ASSERT_FALSE(listed(m, n, "pc"));
+    CU_ASSERT_STRING_EQUAL(m[0].body, "pa"); /* oldest first */
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 1, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    /* a check restarts the clock of that message only */
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "U", b.msg_id, 15), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", b.msg_id, 15), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 250, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "pa");
+    tu_sleep_ms(250);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 250, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    /* resolved ones leave the listing */
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", a.msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "pb");
+    teardown();
+}
+
+static void test_tx_max_checks(void)
+{
+    st_append_item_t a;
+    st_stats_t s;
+    tu_msg_t m[4];
+    size_t n;
+    setup();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "mx", 0, true, NULL, &a), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 3), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 3), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 3), GT_ERANGE);
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 3), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", a.msg_id, true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_stats(st, "T", NULL, &s), GT_OK);
+    CU_ASSERT_EQUAL(s.tx_discarded, 1);
+    CU_ASSERT_EQUAL(s.messages, 0);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    /* max_checks 0: no limit */
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "nolimit", 0, true, NULL, &a),
+                    GT_OK);
+    for (int i = 0; i < 20; i++)
+        CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 0), GT_OK);
+    reopen(); /* the discard survives; check counts start again */
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(m[0].body, "nolimit");
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 2), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_checked(st, "T", a.msg_id, 2), GT_ERANGE);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
+    teardown();
+}
+
+static void test_tx_delayed_commit(void)
+{
+    st_append_item_t a, r;
+    char b[64];
+    setup();
+    int64_t t0 = st_now_ms();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "later", t0 + 400, true, NULL, &a),
+                    GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "recalled", t0 + 400, true, NULL,
+                                 &r), GT_OK);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_ENOTFOUND); /* half */
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", a.msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", r.msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0); /* its delivery time rules */
+    CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_OK);
+    tu_sleep_ms(550);
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "later,");
+    teardown();
+}
+
+static void test_tx_restart(void)
+{
+    st_append_item_t it[6];
+    const char *bodies[6] = {"a", "b", "c", "d", "e", "f"};
+    tu_msg_t m[8];
+    size_t n;
+    char b[128];
+    setup();
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL_FATAL(tu_send_held(st, i % 2 ? "U" : "T", bodies[i],
+                                           0, true, NULL, &it[i]), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it[0].msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "U", it[1].msg_id, false), GT_OK);
+    reopen(); /* clean close: table snapshot */
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 4);
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "a,");
+    CU_ASSERT_EQUAL(drain("U", NULL, 0), 0);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "U", it[1].msg_id, true), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it[2].msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "U", it[3].msg_id, false), GT_OK);
+    st_local_state_compact(st);
+    /* no table snapshot this time: start-up scans the commitlog */
+    st_close(st);
+    char snap[1024];
+    snprintf(snap, sizeof(snap), "%s/tables.snap", dir);
+    unlink(snap);
+    st = tu_open(dir, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT(listed(m, n, "e") && listed(m, n, "f"));
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "c,");
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it[4].msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "U", it[5].msg_id, true), GT_OK);
+    reopen();
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "e,");
+    CU_ASSERT_EQUAL(drain("U", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "f,");
+    teardown();
+}
+
+static void test_recall(void)
+{
+    st_append_item_t far, soon, now_it;
+    tu_msg_t m[4];
+    size_t n;
+    setup();
+    int64_t t0 = st_now_ms();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "far", t0 + 600, false, NULL, &far),
+                    GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "soon", t0 + 200, false, NULL,
+                                 &soon), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "now", 0, false, NULL, &now_it),
+                    GT_OK);
+    CU_ASSERT_EQUAL(far.queue_offset, 0); /* assigned when due */
+    CU_ASSERT_EQUAL(tu_recall(st, "T", "nope"), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_recall(st, "U", far.msg_id), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", ""), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", now_it.msg_id), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", far.msg_id), GT_OK);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", far.msg_id), GT_ENOTFOUND);
+    /* pending delayed messages are not visible to lookups */
+    CU_ASSERT_EQUAL(tu_lookup(st, false, NULL, soon.msg_id, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    tu_sleep_ms(400);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", soon.msg_id), GT_EINVAL); /* too late */
+    char b[64];
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 2);
+    CU_ASSERT(strstr(b, "soon,") && strstr(b, "now,"));
+    tu_sleep_ms(400); /* past far's time: it never comes */
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
+    CU_ASSERT_EQUAL(tu_lookup(st, false, NULL, soon.msg_id, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    teardown();
+}
+
+static void test_timer_restart(void)
+{
+    st_append_item_t a, r, d;
+    char b[128];
+    setup();
+    int64_t t0 = st_now_ms();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "a", t0 + 500, false, NULL, &a),
+                    GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "r", t0 + 600, false, NULL, &r),
+                    GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "day", t0 + 86400000, false, NULL,
+                                 &d), GT_OK);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_OK);
+    reopen();
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_ENOTFOUND);
+    st_local_state_compact(st);
+    reopen();
+    CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_ENOTFOUND);
+    int64_t left = t0 + 800 - st_now_ms();
+    if (left > 0)
+        tu_sleep_ms((int)left);
+    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "a,");
+    reopen(); /* fired once: not again after a restart */
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", d.msg_id), GT_OK);
+    teardown();
+}
+
+/* A long delay holds back no other message's committed offset: delayed
+ * messages are not in their queue until due. */
+static void test_timer_offsets(void)
+{
+    uint64_t off;
+    tu_msg_t m[8];
+    size_t n;
+    setup();
+    CU_ASSERT_EQUAL(tu_topic(st, "Q", 1), GT_OK);
+    CU_ASSERT_EQUAL(tu_send(st, "Q", "a", NULL, "m1", 0, NULL), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "Q", "long", st_now_ms() + 3600000,
+                                 false, NULL, NULL), GT_OK);
+    CU_ASSERT_EQUAL(tu_send(st, "Q", "a", NULL, "m3", 0, NULL), GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "Q", "*", 8, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT_EQUAL(tu_ack(st, "G", "Q", m[i].handle), GT_OK);
+    CU_ASSERT_EQUAL(tu_offset_get(st, "G", "Q", 0, &off), GT_OK);
+    CU_ASSERT_EQUAL(off, 2);
+    st_stats_t s;
+    CU_ASSERT_EQUAL(tu_stats(st, "Q", "G", &s), GT_OK);
+    CU_ASSERT_EQUAL(s.lag, 0);
+    CU_ASSERT_EQUAL(s.messages, 2);
+    teardown();
+}
+
+/* Due messages come out in delivery-time order (ties: append order), each
+ * in the queue its message group chose at send time. */
+static void test_timer_order_fifo(void)
+{
+    st_append_item_t it[40];
+    int64_t due[40];
+    setup();
+    CU_ASSERT_EQUAL(tu_topic(st, "F", 4), GT_OK);
+    int64_t t0 = st_now_ms() + 300;
+    for (int i = 0; i < 40; i++) {
+        st_message_t m;
+        char body[16];
+        memset(&m, 0, sizeof(m));
+        due[i] = t0 + (i * 37 % 11) * 20;
+        snprintf(body, sizeof(body), "%02d", i);
+        m.body = body;
+        m.body_len = 2;
+        m.msg_group = "grp";
+        m.queue_id = ST_QUEUE_ANY;
+        m.delivery_ts_ms = due[i];
+        CU_ASSERT_EQUAL_FATAL(tu_send_n(st, "F", &m, 1, &it[i]), GT_OK);
+        CU_ASSERT_EQUAL(it[i].queue_id, it[0].queue_id);
+    }
+    tu_sleep_ms(700);
+    tu_msg_t m[40];
+    size_t n;
+    CU_ASSERT_EQUAL(tu_pull(st, "F", it[0].queue_id, 0, 40, m, &n, NULL),
+                    GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 40);
+    for (size_t k = 1; k < n; k++) {
+        int i = atoi(m[k - 1].body), j = atoi(m[k].body);
+        CU_ASSERT(due[i] < due[j] || (due[i] == due[j] && i < j));
+    }
+    teardown();
+}
+
+/* Retention keeps the segments from the oldest pending held message on. */
+static void test_hold_retention(void)
+{
+    char body[2048];
+    uint64_t off;
+    st_append_item_t tm, hm;
+    setup();
+    memset(body, 'r', sizeof(body) - 1);
+    body[sizeof(body) - 1] = 0;
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "timer", st_now_ms() + 86400000,
+                                 false, NULL, &tm), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "half", 0, true, NULL, &hm), GT_OK);
+    for (int i = 0; i < 100; i++) /* ~210 KiB over 64 KiB segments */
+        CU_ASSERT_EQUAL(tu_send(st, "U", "a", NULL, body, 0, NULL), GT_OK);
+    st_local_retention_run(st, st_now_ms() + 73LL * 3600 * 1000);
+    CU_ASSERT_EQUAL(tu_offset_query(st, "U", 0, ST_OFFSET_BEGIN, 0, &off),
+                    GT_OK);
+    CU_ASSERT_EQUAL(off, 0);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", tm.msg_id), GT_OK);
+    st_local_retention_run(st, st_now_ms() + 73LL * 3600 * 1000);
+    CU_ASSERT_EQUAL(tu_offset_query(st, "U", 0, ST_OFFSET_BEGIN, 0, &off),
+                    GT_OK);
+    CU_ASSERT_EQUAL(off, 0); /* the half message still holds it */
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", hm.msg_id, true), GT_OK);
+    st_local_retention_run(st, st_now_ms() + 73LL * 3600 * 1000);
+    CU_ASSERT_EQUAL(tu_offset_query(st, "U", 0, ST_OFFSET_BEGIN, 0, &off),
+                    GT_OK);
+    CU_ASSERT(off > 50);
+    teardown();
+}
+
+/* A mixed batch: direct, delayed and half messages keep their order in
+ * the items, and each goes where it belongs. */
+static void test_mixed_batch(void)
+{
+    st_message_t m[3];
+    st_append_item_t it[3];
+    memset(m, 0, sizeof(m));
+    setup();
+    for (int i = 0; i < 3; i++) {
+        m[i].body = "x";
+        m[i].body_len = 1;
+        m[i].queue_id = 1;
+    }
+    m[1].delivery_ts_ms = st_now_ms() + 200;
+    m[2].tx_half = true;
+    CU_ASSERT_EQUAL_FATAL(tu_send_n(st, "T", m, 3, it), GT_OK);
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(it[i].queue_id, 1);
+    CU_ASSERT(strcmp(it[0].msg_id, it[1].msg_id) != 0);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 1);
+    tu_sleep_ms(350);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 1);
+    CU_ASSERT_EQUAL(tu_tx_end(st, "T", it[2].msg_id, true), GT_OK);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 1);
+    m[0].queue_id = 7; /* bad queue: the whole batch is refused */
+    CU_ASSERT_EQUAL(tu_send_n(st, "T", m, 3, it), GT_EINVAL);
+    m[0].queue_id = 0;
+    m[1].queue_id = 7;
+    CU_ASSERT_EQUAL(tu_send_n(st, "T", m, 3, it), GT_EINVAL);
+    CU_ASSERT_EQUAL(tu_send_held(st, "nope", "x", 0, true, NULL, NULL),
+                    GT_ENOTFOUND);
+    teardown();
+}
+
+static const CU_TestInfo tests[] = {
+    {"tx_commit", test_tx_commit},
+    {"tx_rollback", test_tx_rollback},
+    {"tx_pending", test_tx_pending},
+    {"tx_max_checks", test_tx_max_checks},
+    {"tx_delayed_commit", test_tx_delayed_commit},
+    {"tx_restart", test_tx_restart},
+    {"recall", test_recall},
+    {"timer_restart", test_timer_restart},
+    {"timer_offsets", test_timer_offsets},
+    {"timer_order_fifo", test_timer_order_fifo},
+    {"hold_retention", test_hold_retention},
+    {"mixed_batch", test_mixed_batch},
+    CU_TEST_INFO_NULL,
+};
+
+int main(void)
+{
+    return tu_run("hold", tests);
+}
