@@ -3,7 +3,9 @@
  * directory -- sequential buffered 1 MiB writes (MB/s) and fdatasync'd 4 KiB
  * appends per second from one writer -- then the store's: 1 KiB appends/s
  * and MB/s with 1, 4 and 16 appenders in sync and async mode, and pop+ack
- * per second, each also printed as a ratio to the disk's figure.
+ * per second, each also printed as a ratio to the disk's figure; then delay
+ * timers: how many fire per second (reach their topic) when 100k come due
+ * at once with 100k more pending, in sync and async mode.
  *
  * Each appender is a thread that keeps up to `window` appends of one 1 KiB
  * message in flight (1 in sync mode: a blocking producer; 64 in async mode:
@@ -249,6 +251,84 @@ static double run_pop_ack(st_store_t *st, long available)
     return (double)p.acked / (now_s() - t0);
 }
 
+/* ---- timers ------------------------------------------------------------------------ */
+static void append_n_cb(void *arg, gt_err_t err, const st_append_item_t *items,
+                        size_t n)
+{
+    (void)items;
+    (void)n;
+    done_cb(arg, err);
+}
+
+static void stats_cb(void *arg, gt_err_t err, const st_stats_t *s)
+{
+    uint64_t *out = arg;
+    *out = err == GT_OK ? s->messages : 0;
+}
+
+static uint64_t topic_messages(st_store_t *st, const char *topic)
+{
+    uint64_t n = 0;
+    st_stats(st, topic, NULL, stats_cb, &n); /* answers immediately */
+    return n;
+}
+
+/* Sends `due_n` delayed 100-byte messages due all at the same instant in
+ * `lead_s` seconds, on top of `pending` due in an hour (sent first, or
+ * interleaved with them so that every fired one needs its own resolution
+ * record), then times how fast the due ones reach their topic (timers
+ * fired per second while `pending` + the rest wait). */
+static double run_timers(st_store_t *st, long due_n, long pending,
+                         bool interleave, double lead_s, double *first_ms)
+{
+    enum { B = 256 };
+    static st_message_t m[B];
+    wait1_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    int64_t now_ms;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t due = now_ms + (int64_t)(lead_s * 1000);
+    for (long i = 0; i < due_n + pending;) {
+        int k = 0;
+        for (; k < B && i < due_n + pending; k++, i++) {
+            memset(&m[k], 0, sizeof(m[k]));
+            m[k].body = body;
+            m[k].body_len = 100;
+            m[k].queue_id = ST_QUEUE_ANY;
+            bool now_due = interleave ? i % 2 == 0 : i < due_n;
+            m[k].delivery_ts_ms = now_due ? due : due + 3600000 + i;
+        }
+        pthread_mutex_lock(&w.m);
+        w.pending++;
+        pthread_mutex_unlock(&w.m);
+        st_append(st, "bench", m, (size_t)k, append_n_cb, &w);
+        if (i % (B * 64) == 0)
+            wait_all(&w);
+    }
+    wait_all(&w);
+    clock_gettime(CLOCK_REALTIME, &ts); /* `due` on the monotonic clock */
+    double t_due = now_s() + (double)(due - ((int64_t)ts.tv_sec * 1000 +
+                                      ts.tv_nsec / 1000000)) / 1000.0;
+    if (t_due < now_s()) {
+        fprintf(stderr, "timers: sending took longer than the lead time\n");
+        return 0;
+    }
+    uint64_t base = topic_messages(st, "bench");
+    *first_ms = -1;
+    double t;
+    while ((t = now_s()) - t_due < 120) {
+        uint64_t got = topic_messages(st, "bench") - base;
+        if (got > 0 && *first_ms < 0)
+            *first_ms = (t - t_due) * 1000;
+        if (got >= (uint64_t)due_n)
+            break;
+        struct timespec sl = {0, 1000000};
+        nanosleep(&sl, NULL);
+    }
+    return (double)due_n / (t - t_due);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -298,5 +378,22 @@ int main(int argc, char **argv)
     printf("\npop+ack (1 consumer, batches of 32, async store): %.0f "
            "messages/s (%.2fx disk fsync/s)\n", pa, pa / disk_sync);
     st_close(last);
+    printf("\ndelay timers: 100k due at one instant, 100k more pending an "
+           "hour ahead (100-byte bodies):\n");
+    for (int run = 0; run < 4; run++) {
+        int mode = run & 1;
+        bool inter = run >= 2;
+        double first = -1;
+        snprintf(sub, sizeof(sub), "%s/store-timers-%d", dir, run);
+        st_store_t *st = open_store(sub, mode ? ST_FLUSH_ASYNC
+                                              : ST_FLUSH_SYNC);
+        double rate = run_timers(st, 100000, 100000, inter, mode ? 3.0 : 8.0,
+                                 &first);
+        printf("  %-5s %-11s timers fired/s %10.0f   (first visible %.0f ms "
+               "after its time)\n", mode ? "async" : "sync",
+               inter ? "interleaved" : "in a run", rate, first);
+        fflush(stdout);
+        st_close(st);
+    }
     return 0;
 }
