@@ -14,6 +14,8 @@
  *                pops, committed offsets
  *   st_local.c   open / close, the ops table, pull, lookup, stats, retention,
  *                the service thread
+ *   st_hold.c    held messages: half messages (transactions), delay timers
+ *                (a heap over a system topic), recall; append routing
  *
  * Threads and locks (lock order: lock -> seg_lock / wq_lock / sq_lock /
  * ck_lock; no lock is held across a write, a sync or a callback):
@@ -23,7 +25,8 @@
  *             hands the written run to the syncer
  *   syncer    (sync mode) fdatasyncs, publishes, runs append callbacks
  *   flusher   fdatasyncs the commitlog (async mode) and the state log
- *   service   answers parked pops on arrival / expiry / timeout, retention */
+ *   service   answers parked pops on arrival / expiry / timeout, retention,
+ *             fires due delay timers */
 #ifndef ST_INT_H
 #define ST_INT_H
 

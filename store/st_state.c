@@ -672,7 +672,8 @@ void st_topic_delete_local(st_store_t *s, const char *name, st_done_cb cb,
     st_local_t *st = (st_local_t *)s;
     gt_err_t rc = GT_ENOTFOUND;
     pthread_mutex_lock(&st->lock);
-    st_topic_rt_t *t = name ? st_topic_find(st, name) : NULL;
+    st_topic_rt_t *t = name && !st_is_sys_name(name) ? st_topic_find(st, name)
+                                                     : NULL;
     if (t) {
         st_srec_t r = {.type = ST_SR_TOPIC_DEL, .group = name};
         rc = st_state_log(st, &r);
