@@ -732,10 +732,11 @@ void st_recall_local(st_store_t *s, const char *topic, const char *msg_id,
     pthread_mutex_lock(&st->lock);
     if (st->sys_timer && timer_catch_up(st, &cs) == GT_OK)
         rc = held_find(st, st->sys_timer, cs, topic, msg_id, &off, &buf, &m);
-    if (rc == GT_OK && st_cs_at(cs, off)->state == ST_E_NONE)
+    if (rc == GT_OK && st_cs_at(cs, off)->state == ST_E_NONE &&
+        m.delivery_ts_ms > st_now_ms())
         rc = hold_resolve(st, st->sys_timer, cs, &off, 1);
     else if (rc == GT_OK)
-        rc = GT_EINVAL; /* being delivered right now */
+        rc = GT_EINVAL; /* its time has come: being delivered */
     if (rc == GT_ENOTFOUND) { /* delivered already, or never delayed? */
         uint64_t h = st_hash64('I', msg_id);
         uint32_t i = st->index.nbuckets

@@ -60,6 +60,26 @@ static size_t drain(const char *topic, char *bodies, size_t cap)
     return total;
 }
 
+/* Drains until `want` messages came (or 10 s passed); returns the count.
+ * Timers fire on the service thread: under load a little late. */
+static size_t drain_wait(const char *topic, size_t want, char *bodies,
+                         size_t cap)
+{
+    size_t total = 0;
+    char b[256];
+    if (bodies)
+        bodies[0] = 0;
+    for (int i = 0; i < 500 && total < want; i++) {
+        size_t n = drain(topic, b, sizeof(b));
+        if (bodies && strlen(bodies) + strlen(b) < cap)
+            strcat(bodies, b);
+        total += n;
+        if (total < want)
+            tu_sleep_ms(20);
+    }
+    return total;
+}
+
 static bool has_prop(const tu_msg_t *m, const char *k, const char *v)
 {
     for (uint32_t i = 0; i < m->nprops; i++)
@@ -181,21 +201,21 @@ static void test_tx_pending(void)
     CU_ASSERT_EQUAL(n, 0);
     CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 0, m, &n), GT_EINVAL);
     CU_ASSERT_EQUAL(tu_send_held(st, "T", "pa", 0, true, NULL, &a), GT_OK);
-    CU_ASSERT_EQUAL(tu_send_held(st, "U", "pb", 0, true, "200", &b), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "U", "pb", 0, true, "1000", &b), GT_OK);
     CU_ASSERT_EQUAL(tu_send_held(st, "T", "pc", 0, true, "100000", &c), GT_OK);
     CU_ASSERT_EQUAL(tu_tx_pending(st, 60000, 8, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0); /* all younger than their interval */
-    tu_sleep_ms(300);
+    tu_sleep_ms(1100);
     CU_ASSERT_EQUAL(tu_tx_pending(st, 60000, 8, m, &n), GT_OK);
-    CU_ASSERT_EQUAL_FATAL(n, 1); /* pb's own 200 ms override */
+    CU_ASSERT_EQUAL_FATAL(n, 1); /* pb's own 1000 ms override */
     CU_ASSERT_STRING_EQUAL(m[0].body, "pb");
     CU_ASSERT_STRING_EQUAL(m[0].topic, "U");
     CU_ASSERT_STRING_EQUAL(m[0].id, b.msg_id);
     CU_ASSERT_EQUAL(m[0].queue, b.queue_id);
     CU_ASSERT(has_prop(&m[0], "color", "red"));
-    CU_ASSERT(has_prop(&m[0], ST_PROP_TXCHECK, "200"));
+    CU_ASSERT(has_prop(&m[0], ST_PROP_TXCHECK, "1000"));
     CU_ASSERT_FALSE(internal_props(&m[0]));
-    CU_ASSERT_EQUAL(tu_tx_pending(st, 250, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 1000, 8, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 2);
     CU_ASSERT(listed(m, n, "pa") && listed(m, n, "pb"));
     CU_ASSERT_FALSE(listed(m, n, "pc"));
@@ -205,11 +225,11 @@ static void test_tx_pending(void)
     /* a check restarts the clock of that message only */
     CU_ASSERT_EQUAL(tu_tx_checked(st, "U", b.msg_id, 15), GT_OK);
     CU_ASSERT_EQUAL(tu_tx_checked(st, "T", b.msg_id, 15), GT_ENOTFOUND);
-    CU_ASSERT_EQUAL(tu_tx_pending(st, 250, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 1000, 8, m, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_STRING_EQUAL(m[0].body, "pa");
-    tu_sleep_ms(250);
-    CU_ASSERT_EQUAL(tu_tx_pending(st, 250, 8, m, &n), GT_OK);
+    tu_sleep_ms(1100);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 1000, 8, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 2);
     /* resolved ones leave the listing */
     CU_ASSERT_EQUAL(tu_tx_end(st, "T", a.msg_id, true), GT_OK);
@@ -258,18 +278,20 @@ static void test_tx_delayed_commit(void)
     char b[64];
     setup();
     int64_t t0 = st_now_ms();
-    CU_ASSERT_EQUAL(tu_send_held(st, "T", "later", t0 + 400, true, NULL, &a),
-                    GT_OK);
-    CU_ASSERT_EQUAL(tu_send_held(st, "T", "recalled", t0 + 400, true, NULL,
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "later", t0 + 1500, true, NULL,
+                                 &a), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "recalled", t0 + 1500, true, NULL,
                                  &r), GT_OK);
     CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_ENOTFOUND); /* half */
     CU_ASSERT_EQUAL(tu_tx_end(st, "T", a.msg_id, true), GT_OK);
     CU_ASSERT_EQUAL(tu_tx_end(st, "T", r.msg_id, true), GT_OK);
     CU_ASSERT_EQUAL(drain("T", NULL, 0), 0); /* its delivery time rules */
     CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_OK);
-    tu_sleep_ms(550);
-    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_EQUAL(drain_wait("T", 1, b, sizeof(b)), 1);
+    CU_ASSERT(st_now_ms() >= t0 + 1500); /* not before its time */
     CU_ASSERT_STRING_EQUAL(b, "later,");
+    tu_sleep_ms(100);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
     teardown();
 }
 
@@ -326,9 +348,9 @@ static void test_recall(void)
     size_t n;
     setup();
     int64_t t0 = st_now_ms();
-    CU_ASSERT_EQUAL(tu_send_held(st, "T", "far", t0 + 600, false, NULL, &far),
-                    GT_OK);
-    CU_ASSERT_EQUAL(tu_send_held(st, "T", "soon", t0 + 200, false, NULL,
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "far", t0 + 1500, false, NULL,
+                                 &far), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "soon", t0 + 700, false, NULL,
                                  &soon), GT_OK);
     CU_ASSERT_EQUAL(tu_send_held(st, "T", "now", 0, false, NULL, &now_it),
                     GT_OK);
@@ -342,12 +364,14 @@ static void test_recall(void)
     /* pending delayed messages are not visible to lookups */
     CU_ASSERT_EQUAL(tu_lookup(st, false, NULL, soon.msg_id, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0);
-    tu_sleep_ms(400);
+    tu_sleep_ms((int)(t0 + 750 - st_now_ms() > 0 ? t0 + 750 - st_now_ms() : 0));
     CU_ASSERT_EQUAL(tu_recall(st, "T", soon.msg_id), GT_EINVAL); /* too late */
     char b[64];
-    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 2);
+    CU_ASSERT_EQUAL(drain_wait("T", 2, b, sizeof(b)), 2);
     CU_ASSERT(strstr(b, "soon,") && strstr(b, "now,"));
-    tu_sleep_ms(400); /* past far's time: it never comes */
+    int64_t left = t0 + 1700 - st_now_ms();
+    if (left > 0) /* past far's time: it never comes */
+        tu_sleep_ms((int)left);
     CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
     CU_ASSERT_EQUAL(tu_lookup(st, false, NULL, soon.msg_id, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 1);
@@ -360,9 +384,9 @@ static void test_timer_restart(void)
     char b[128];
     setup();
     int64_t t0 = st_now_ms();
-    CU_ASSERT_EQUAL(tu_send_held(st, "T", "a", t0 + 500, false, NULL, &a),
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "a", t0 + 1500, false, NULL, &a),
                     GT_OK);
-    CU_ASSERT_EQUAL(tu_send_held(st, "T", "r", t0 + 600, false, NULL, &r),
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "r", t0 + 1600, false, NULL, &r),
                     GT_OK);
     CU_ASSERT_EQUAL(tu_send_held(st, "T", "day", t0 + 86400000, false, NULL,
                                  &d), GT_OK);
@@ -373,11 +397,13 @@ static void test_timer_restart(void)
     st_local_state_compact(st);
     reopen();
     CU_ASSERT_EQUAL(tu_recall(st, "T", r.msg_id), GT_ENOTFOUND);
-    int64_t left = t0 + 800 - st_now_ms();
-    if (left > 0)
-        tu_sleep_ms((int)left);
-    CU_ASSERT_EQUAL(drain("T", b, sizeof(b)), 1);
+    CU_ASSERT_EQUAL(drain_wait("T", 1, b, sizeof(b)), 1);
+    CU_ASSERT(st_now_ms() >= t0 + 1500);
     CU_ASSERT_STRING_EQUAL(b, "a,");
+    int64_t left = t0 + 1800 - st_now_ms();
+    if (left > 0) /* past the recalled one's time */
+        tu_sleep_ms((int)left);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
     reopen(); /* fired once: not again after a restart */
     CU_ASSERT_EQUAL(drain("T", NULL, 0), 0);
     CU_ASSERT_EQUAL(tu_recall(st, "T", d.msg_id), GT_OK);
@@ -418,7 +444,7 @@ static void test_timer_order_fifo(void)
     int64_t due[40];
     setup();
     CU_ASSERT_EQUAL(tu_topic(st, "F", 4), GT_OK);
-    int64_t t0 = st_now_ms() + 300;
+    int64_t t0 = st_now_ms() + 1000;
     for (int i = 0; i < 40; i++) {
         st_message_t m;
         char body[16];
@@ -433,11 +459,13 @@ static void test_timer_order_fifo(void)
         CU_ASSERT_EQUAL_FATAL(tu_send_n(st, "F", &m, 1, &it[i]), GT_OK);
         CU_ASSERT_EQUAL(it[i].queue_id, it[0].queue_id);
     }
-    tu_sleep_ms(700);
     tu_msg_t m[40];
-    size_t n;
-    CU_ASSERT_EQUAL(tu_pull(st, "F", it[0].queue_id, 0, 40, m, &n, NULL),
-                    GT_OK);
+    size_t n = 0;
+    for (int i = 0; i < 500 && n < 40; i++) {
+        tu_sleep_ms(20);
+        CU_ASSERT_EQUAL(tu_pull(st, "F", it[0].queue_id, 0, 40, m, &n, NULL),
+                        GT_OK);
+    }
     CU_ASSERT_EQUAL_FATAL(n, 40);
     for (size_t k = 1; k < n; k++) {
         int i = atoi(m[k - 1].body), j = atoi(m[k].body);
@@ -490,15 +518,14 @@ static void test_mixed_batch(void)
         m[i].body_len = 1;
         m[i].queue_id = 1;
     }
-    m[1].delivery_ts_ms = st_now_ms() + 200;
+    m[1].delivery_ts_ms = st_now_ms() + 1000;
     m[2].tx_half = true;
     CU_ASSERT_EQUAL_FATAL(tu_send_n(st, "T", m, 3, it), GT_OK);
     for (int i = 0; i < 3; i++)
         CU_ASSERT_EQUAL(it[i].queue_id, 1);
     CU_ASSERT(strcmp(it[0].msg_id, it[1].msg_id) != 0);
     CU_ASSERT_EQUAL(drain("T", NULL, 0), 1);
-    tu_sleep_ms(350);
-    CU_ASSERT_EQUAL(drain("T", NULL, 0), 1);
+    CU_ASSERT_EQUAL(drain_wait("T", 1, NULL, 0), 1);
     CU_ASSERT_EQUAL(tu_tx_end(st, "T", it[2].msg_id, true), GT_OK);
     CU_ASSERT_EQUAL(drain("T", NULL, 0), 1);
     m[0].queue_id = 7; /* bad queue: the whole batch is refused */

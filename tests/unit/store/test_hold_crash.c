@@ -150,9 +150,21 @@ static void check_round(const char *dir, const vec_t *v, size_t *ops)
     for (size_t i = 0; i < v->n; i++)
         if (v->r[i].due > last_due)
             last_due = v->r[i].due;
-    int64_t wait = last_due + 700 - st_now_ms();
+    int64_t wait = last_due + 300 - st_now_ms();
     if (wait > 0)
         tu_sleep_ms((int)wait);
+    for (int k = 0; k < 100; k++) { /* overdue timers fire at start-up */
+        size_t absent = 0;
+        for (size_t i = 0; i < v->n; i++) {
+            char id[ST_MSG_ID_MAX];
+            id_of('D', v->r[i].seq, id);
+            absent += v->r[i].type == 'T' && !reported(v, 'X', v->r[i].seq) &&
+                      visible(st, id) == 0;
+        }
+        if (absent <= 1)
+            break;
+        tu_sleep_ms(100);
+    }
     for (size_t i = 0; i < v->n; i++) {
         const report_t *r = &v->r[i];
         char id[ST_MSG_ID_MAX];
