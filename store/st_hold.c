@@ -633,11 +633,20 @@ static void fire_batch(st_local_t *st, const uint64_t *offs,
         fire_t *f = malloc(sizeof(*f) + n * sizeof(uint64_t));
         st_message_t *batch = malloc(n * sizeof(*batch));
         size_t j = i;
-        for (; j < n && (!ok[j] || strcmp(rts[j], rts[i]) == 0); j++)
-            if (ok[j] && f && batch) {
+        /* one append must fit in a segment: a copy is at most its held
+         * record plus a longer topic name */
+        uint64_t bytes = 0, cap = st->seg_size - ST_SEG_HDR;
+        for (; j < n && (!ok[j] || strcmp(rts[j], rts[i]) == 0); j++) {
+            if (!ok[j])
+                continue;
+            bytes += ces[j].size + ST_NAME_MAX;
+            if (k && bytes > cap)
+                break;
+            if (f && batch) {
                 batch[k] = ms[j];
                 f->off[k++] = offs[j];
             }
+        }
         if (!f || !batch) {
             for (size_t x = i; x < j; x++)
                 if (ok[x])

@@ -474,6 +474,29 @@ static void test_timer_order_fifo(void)
     teardown();
 }
 
+/* Many timers due at one instant: their copies are appended in batches
+ * that fit a segment (64 KiB here), none is lost. */
+static void test_timer_burst(void)
+{
+    static st_message_t m[600];
+    char body[120];
+    setup();
+    memset(body, 'b', sizeof(body));
+    int64_t due = st_now_ms() + 1000;
+    for (int i = 0; i < 600; i++) {
+        memset(&m[i], 0, sizeof(m[i]));
+        m[i].body = body;
+        m[i].body_len = sizeof(body);
+        m[i].queue_id = ST_QUEUE_ANY;
+        m[i].delivery_ts_ms = due;
+    }
+    for (int i = 0; i < 600; i += 100) /* a batch must fit a segment too */
+        CU_ASSERT_EQUAL(tu_send_n(st, "T", m + i, 100, NULL), GT_OK);
+    CU_ASSERT_EQUAL(drain_wait("T", 600, NULL, 0), 600);
+    CU_ASSERT(st_now_ms() >= due);
+    teardown();
+}
+
 /* Retention keeps the segments from the oldest pending held message on. */
 static void test_hold_retention(void)
 {
@@ -549,6 +572,7 @@ static const CU_TestInfo tests[] = {
     {"timer_restart", test_timer_restart},
     {"timer_offsets", test_timer_offsets},
     {"timer_order_fifo", test_timer_order_fifo},
+    {"timer_burst", test_timer_burst},
     {"hold_retention", test_hold_retention},
     {"mixed_batch", test_mixed_batch},
     CU_TEST_INFO_NULL,
