@@ -473,6 +473,7 @@ static inline void st_stats(st_store_t *st, const char *topic,
 /* The property whose decimal value (ms) overrides unresolved_for_ms of
  * st_tx_pending() for one half message. */
 #define ST_PROP_TXCHECK "\x01txcheck"
+#define ST_TX_PENDING_MAX 256 /* messages per st_tx_pending() answer */
 
 /* Resolves the unresolved half message msg_id of topic: commit makes it
  * visible as if appended now (delay and FIFO rules apply; cb runs once the
@@ -486,12 +487,12 @@ static inline void st_tx_end(st_store_t *st, const char *topic,
     st->ops->tx_end(st, topic, msg_id, commit, cb, arg);
 }
 
-/* Lists up to max (1..ST_POP_MAX) unresolved half messages, all topics,
- * unresolved for at least unresolved_for_ms since their append or their
- * last st_tx_checked() (a message's ST_PROP_TXCHECK property overrides
- * unresolved_for_ms), oldest offsets first.  The messages (borrowed) show
- * the real topic and the queue the message will land in; next_offset is
- * 0. */
+/* Lists up to max (>= 1; ST_TX_PENDING_MAX at most) unresolved half
+ * messages, all topics, unresolved for at least unresolved_for_ms since
+ * their append or their last st_tx_checked() (a message's ST_PROP_TXCHECK
+ * property overrides unresolved_for_ms), oldest offsets first.  The
+ * messages (borrowed) show the real topic and the queue the message will
+ * land in; next_offset is 0. */
 static inline void st_tx_pending(st_store_t *st, int64_t unresolved_for_ms,
                                  uint32_t max, st_msgs_cb cb, void *arg)
 {

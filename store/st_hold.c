@@ -432,7 +432,8 @@ static gt_err_t hold_append(st_local_t *st, const char *topic,
     join_t *j = calloc(1, sizeof(*j));
     part_t *parts[DEST_N] = {NULL};
     st_message_t *arr[DEST_N] = {NULL};
-    if (!cp || !qtxt || !dest || !j || !(j->items = calloc(n, sizeof(*j->items))) ||
+    if (!cp || !qtxt || !dest || !j ||
+        !(j->items = calloc(n, sizeof(*j->items))) ||
         !(j->held_q = calloc(n, sizeof(*j->held_q)))) {
         rc = GT_ENOMEM;
         goto out;
@@ -854,8 +855,8 @@ void st_tx_pending_local(st_store_t *s, int64_t unresolved_for_ms,
         cb(arg, GT_EINVAL, NULL, 0, 0);
         return;
     }
-    if (max > ST_POP_MAX)
-        max = ST_POP_MAX;
+    if (max > ST_TX_PENDING_MAX)
+        max = ST_TX_PENDING_MAX;
     ms = calloc(max, sizeof(*ms));
     bufs = calloc(max, sizeof(*bufs));
     if (!ms || !bufs) {

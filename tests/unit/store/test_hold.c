@@ -231,6 +231,18 @@ static void test_tx_pending(void)
     tu_sleep_ms(1100);
     CU_ASSERT_EQUAL(tu_tx_pending(st, 1000, 8, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 2);
+    /* more than a pop's worth in one answer */
+    static tu_msg_t many[64];
+    for (int i = 0; i < 40; i++)
+        CU_ASSERT_EQUAL(tu_send_held(st, "T", "more", 0, true, NULL, NULL),
+                        GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 64, many, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 42); /* pc waits for its own 100 s */
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 10, many, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 10);
+    for (size_t i = 0; i < 42; i++)
+        if (strcmp(many[i].body, "more") == 0)
+            CU_ASSERT_EQUAL(tu_tx_end(st, "T", many[i].id, false), GT_OK);
     /* resolved ones leave the listing */
     CU_ASSERT_EQUAL(tu_tx_end(st, "T", a.msg_id, true), GT_OK);
     CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
