@@ -409,7 +409,18 @@ static void snap_cs(dbuf_t *d, const st_group_rt_t *g, const st_gtopic_t *gt)
             st_went_t *e = st_cs_at(cs, o);
             if (e->state == ST_E_NONE)
                 continue; /* held entries are holes on replay too */
-            r.type = e->state == ST_E_ACKED ? ST_SR_ACK : ST_SR_POP;
+            if (e->state == ST_E_ACKED) { /* a run of acks: one SKIP */
+                uint64_t end = o + 1;
+                while (end < cs->pop && st_cs_at(cs, end)->state == ST_E_ACKED)
+                    end++;
+                st_srec_t s = {.type = ST_SR_SKIP, .group = g->meta.name,
+                               .topic = gt->topic->meta.name, .queue = q,
+                               .a = o, .b = end};
+                snap_rec(d, &s);
+                o = end - 1;
+                continue;
+            }
+            r.type = ST_SR_POP;
             r.a = o;
             r.attempt = e->attempt;
             r.deadline = e->deadline;
