@@ -48,6 +48,7 @@
 #define PROP_RQ "\x01rq" /* its queue there (decimal) */
 #define FIRE_MAX 1024    /* timers fired per pass of the service thread */
 #define ST_E_BUSY ST_E_DLQ /* being fired or committed: an append is out */
+#define ST_E_ROLL ST_E_INFLIGHT /* being rolled forward (see roll_pass) */
 
 /* ---- internal windows ------------------------------------------------------ */
 static st_topic_rt_t *sys_topic(st_local_t *st, const char *name)
@@ -159,6 +160,38 @@ static void heap_pop(st_local_t *st)
         h[i] = last;
 }
 
+/* Drops heap entries of resolved or rolling timers (recalled or rolled
+ * ones would otherwise stay until their delivery time) and re-heapifies:
+ * O(n), when about half the heap is dead.  Lock held. */
+static void heap_compact(st_local_t *st, st_cs_t *cs)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < st->theap_n; i++) {
+        struct st_tent e = st->theap[i];
+        if (e.off >= cs->commit && e.off < cs->pop &&
+            st_cs_at(cs, e.off)->state == ST_E_NONE)
+            st->theap[k++] = e;
+    }
+    st->theap_n = k;
+    st->theap_stale = 0;
+    for (size_t i = k / 2; i-- > 0;) { /* sift down */
+        struct st_tent *h = st->theap, x = h[i];
+        size_t j = i;
+        for (;;) {
+            size_t c = 2 * j + 1;
+            if (c >= k)
+                break;
+            if (c + 1 < k && tent_less(&h[c + 1], &h[c]))
+                c++;
+            if (!tent_less(&h[c], &x))
+                break;
+            h[j] = h[c];
+            j = c;
+        }
+        h[j] = x;
+    }
+}
+
 /* Takes newly published timer records into the window and the heap. */
 static gt_err_t timer_catch_up(st_local_t *st, st_cs_t **out)
 {
@@ -226,6 +259,8 @@ gt_err_t st_hold_open(st_local_t *st)
     gt_err_t rc = GT_OK;
     if (sys_open(st, ST_SYS_HALF) && (rc = half_catch_up(st, &cs)) == GT_OK)
         normalize(cs);
+    if (!st->roll_span)
+        st->roll_span = 1u << 20;
     if (rc == GT_OK && sys_open(st, ST_SYS_TIMER) &&
         (cs = hold_cs(st, st->sys_timer))) {
         normalize(cs);
@@ -669,6 +704,135 @@ out:
     free(ok);
 }
 
+/* ---- rolling long timers forward ---------------------------------------------------
+ * The internal window on the timer topic starts at the oldest pending
+ * timer: behind a long one, fired timers keep their window entries (and
+ * retention keeps their segments).  When the window is mostly resolved
+ * and longer than st->roll_span, the service thread re-appends the oldest
+ * pending timers (same record, same delivery time) and resolves the
+ * originals once the copies are durable, so the window's start moves on.
+ * While rolling, an original is ST_E_ROLL: the heap skips it (its copy
+ * fires), and a recall resolves it -- roll_done() then resolves the copy
+ * instead. */
+#define ROLL_MAX 256
+#define ROLL_SCAN 4096
+
+typedef struct roll {
+    st_local_t *st;
+    size_t n;
+    uint64_t off[];
+} roll_t;
+
+static void roll_done(void *arg, gt_err_t err, const st_append_item_t *items,
+                      size_t n)
+{
+    roll_t *r = arg;
+    st_local_t *st = r->st;
+    st_cs_t *cs;
+    uint64_t res[ROLL_MAX];
+    size_t k = 0;
+    pthread_mutex_lock(&st->lock);
+    if (timer_catch_up(st, &cs) == GT_OK) {
+        for (size_t i = 0; i < r->n; i++) {
+            uint64_t o = r->off[i];
+            st_went_t *e = o >= cs->commit && o < cs->pop ? st_cs_at(cs, o)
+                                                          : NULL;
+            const st_cq_entry_t *ce = st_cq_get(&st->sys_timer->cq[0], o);
+            bool live = e && e->state == ST_E_ROLL;
+            if (err != GT_OK || i >= n) { /* the original stays */
+                if (live && ce && heap_push(st, ce->store_ts, o) == GT_OK)
+                    *e = (st_went_t){.state = ST_E_NONE};
+                continue;
+            }
+            res[k++] = live ? o : items[i].queue_offset; /* recalled */
+        }
+        qsort(res, k, sizeof(*res), cmp_u64);
+        if (hold_resolve(st, st->sys_timer, cs, res, k) == GT_OK)
+            st->theap_stale += k; /* their heap entries are dead now */
+    }
+    pthread_mutex_unlock(&st->lock);
+    free(r);
+}
+
+/* Re-appends the records of offs[0..n) to the timer topic; no lock held.
+ * Returns false for those it could not submit (left ST_E_ROLL in *fail). */
+static void roll_submit(st_local_t *st, const uint64_t *offs,
+                        const st_cq_entry_t *ces, size_t n, bool *fail)
+{
+    uint8_t *bufs[ROLL_MAX] = {NULL};
+    st_message_t *ms = calloc(n, sizeof(*ms));
+    roll_t *r = NULL;
+    uint64_t bytes = 0, cap = st->seg_size - ST_SEG_HDR;
+    for (size_t i = 0; i < n; i++)
+        fail[i] = true;
+    for (size_t i = 0; ms && i < n;) {
+        size_t k = 0;
+        if (!(r = malloc(sizeof(*r) + n * sizeof(uint64_t))))
+            break;
+        for (bytes = 0; i < n; i++) {
+            if (k && bytes + ces[i].size > cap)
+                break;
+            if (st_log_read(st, ces[i].pos, ces[i].size, &bufs[i], &ms[k]) !=
+                GT_OK)
+                continue; /* retried on the next pass */
+            ms[k].flags = 0;
+            ms[k].tx_half = false;
+            bytes += ces[i].size;
+            fail[i] = false;
+            r->off[k++] = offs[i];
+        }
+        if (!k) {
+            free(r);
+            continue;
+        }
+        r->st = st;
+        r->n = k;
+        (void)st_append_submit(st, ST_SYS_TIMER, ms, k, roll_done, r, false);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+    free(ms);
+}
+
+/* One rolling pass when the window calls for it; lock held (dropped
+ * while reading and submitting).  Returns true when it rolled some. */
+static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
+{
+    uint64_t span = cs->pop - cs->commit;
+    uint64_t live = st->theap_n > st->theap_stale
+                        ? st->theap_n - st->theap_stale : 0;
+    if (span < st->roll_span || span < 4 * live)
+        return false;
+    st_cq_t *cq = &st->sys_timer->cq[0];
+    uint64_t offs[ROLL_MAX];
+    st_cq_entry_t ces[ROLL_MAX];
+    bool fail[ROLL_MAX];
+    size_t n = 0;
+    for (uint64_t o = cs->commit, s = 0;
+         o < cs->pop && n < ROLL_MAX && s < ROLL_SCAN; o++, s++) {
+        st_went_t *e = st_cs_at(cs, o);
+        const st_cq_entry_t *ce = st_cq_get(cq, o);
+        if (e->state != ST_E_NONE || !ce || ce->store_ts <= now + 1000)
+            continue; /* resolved, firing, or about to fire: leave it */
+        e->state = ST_E_ROLL;
+        offs[n] = o;
+        ces[n++] = *ce;
+    }
+    if (!n)
+        return false;
+    pthread_mutex_unlock(&st->lock);
+    roll_submit(st, offs, ces, n, fail);
+    pthread_mutex_lock(&st->lock);
+    for (size_t i = 0; i < n; i++) {
+        st_went_t *e = offs[i] >= cs->commit && offs[i] < cs->pop
+                           ? st_cs_at(cs, offs[i]) : NULL;
+        if (fail[i] && e && e->state == ST_E_ROLL &&
+            heap_push(st, ces[i].store_ts, offs[i]) == GT_OK)
+            *e = (st_went_t){.state = ST_E_NONE};
+    }
+    return true;
+}
+
 int64_t st_hold_service(st_local_t *st, int64_t now)
 {
     st_cs_t *cs;
@@ -676,6 +840,8 @@ int64_t st_hold_service(st_local_t *st, int64_t now)
         return INT64_MAX;
     if (timer_catch_up(st, &cs) != GT_OK)
         return 1000;
+    if (st->theap_stale > 1024 && st->theap_stale > st->theap_n / 2)
+        heap_compact(st, cs);
     st_cq_t *cq = &st->sys_timer->cq[0];
     uint64_t offs[FIRE_MAX];
     st_cq_entry_t *ces = malloc(FIRE_MAX * sizeof(*ces));
@@ -693,6 +859,8 @@ int64_t st_hold_service(st_local_t *st, int64_t now)
     }
     if (n == 0) {
         free(ces);
+        if (roll_pass(st, cs, now))
+            return 0;
         if (!st->theap_n)
             return INT64_MAX;
         return st->theap[0].due > now ? st->theap[0].due - now : 1;
@@ -742,11 +910,17 @@ void st_recall_local(st_store_t *s, const char *topic, const char *msg_id,
     pthread_mutex_lock(&st->lock);
     if (st->sys_timer && timer_catch_up(st, &cs) == GT_OK)
         rc = held_find(st, st->sys_timer, cs, topic, msg_id, &off, &buf, &m);
-    if (rc == GT_OK && st_cs_at(cs, off)->state == ST_E_NONE &&
+    uint8_t state = rc == GT_OK ? st_cs_at(cs, off)->state : ST_E_ACKED;
+    if (rc == GT_OK && (state == ST_E_NONE || state == ST_E_ROLL) &&
         m.delivery_ts_ms > st_now_ms())
+    {
         rc = hold_resolve(st, st->sys_timer, cs, &off, 1);
-    else if (rc == GT_OK)
+        st->theap_stale += rc == GT_OK;
+        if (st->theap_stale > 1024 && st->theap_stale > st->theap_n / 2)
+            heap_compact(st, cs);
+    } else if (rc == GT_OK) {
         rc = GT_EINVAL; /* its time has come: being delivered */
+    }
     if (rc == GT_ENOTFOUND) { /* delivered already, or never delayed? */
         uint64_t h = st_hash64('I', msg_id);
         uint32_t i = st->index.nbuckets

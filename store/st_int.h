@@ -320,6 +320,8 @@ typedef struct st_local {
     st_topic_rt_t *sys_timer, *sys_half;
     struct st_tent { int64_t due; uint64_t off; } *theap;
     size_t theap_n, theap_cap;
+    size_t theap_stale;             /* about how many entries are dead */
+    uint64_t roll_span;             /* roll timers when the window is longer */
     _Atomic uint64_t timers_fired;
 } st_local_t;
 

@@ -509,6 +509,93 @@ static void test_timer_burst(void)
     teardown();
 }
 
+/* The internal window's span on the timer topic (lock taken). */
+static uint64_t timer_span(void)
+{
+    st_local_t *l = (st_local_t *)st;
+    uint64_t span = UINT64_MAX;
+    pthread_mutex_lock(&l->lock);
+    st_group_rt_t *g = st_group_vivify(l, ST_SYS_GROUP);
+    st_cs_t *cs = g && l->sys_timer ? st_cs_find(l, g, l->sys_timer, 0, false)
+                                    : NULL;
+    if (cs)
+        span = cs->pop - cs->commit;
+    pthread_mutex_unlock(&l->lock);
+    return span;
+}
+
+/* Long timers are rolled forward once the ones behind them have fired:
+ * the window shrinks, a rolled timer is still recalled or fired once. */
+static void test_timer_roll(void)
+{
+    static st_message_t m[100];
+    st_append_item_t lg, lg2;
+    char b[64];
+    setup();
+    pthread_mutex_lock(&((st_local_t *)st)->lock);
+    ((st_local_t *)st)->roll_span = 64;
+    pthread_mutex_unlock(&((st_local_t *)st)->lock);
+    int64_t t0 = st_now_ms();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "long", t0 + 3600000, false, NULL,
+                                 &lg), GT_OK);
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "long2", t0 + 4000, false, NULL,
+                                 &lg2), GT_OK);
+    for (int i = 0; i < 100; i++) {
+        memset(&m[i], 0, sizeof(m[i]));
+        m[i].body = "s";
+        m[i].body_len = 1;
+        m[i].queue_id = ST_QUEUE_ANY;
+        m[i].delivery_ts_ms = t0 + 1000;
+    }
+    for (int i = 0; i < 3; i++)
+        CU_ASSERT_EQUAL(tu_send_n(st, "T", m, 100, NULL), GT_OK);
+    for (int i = 0; i < 100 && timer_span() < 302; i++)
+        tu_sleep_ms(5); /* the service thread takes them in */
+    CU_ASSERT_EQUAL(drain_wait("T", 300, NULL, 0), 300);
+    for (int i = 0; i < 250 && timer_span() > 2; i++)
+        tu_sleep_ms(20);
+    CU_ASSERT_EQUAL(timer_span(), 2); /* the two long ones, rolled */
+    CU_ASSERT_EQUAL(tu_recall(st, "T", lg.msg_id), GT_OK);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", lg.msg_id), GT_ENOTFOUND);
+    reopen();
+    CU_ASSERT_EQUAL(tu_recall(st, "T", lg.msg_id), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(drain_wait("T", 1, b, sizeof(b)), 1);
+    CU_ASSERT_STRING_EQUAL(b, "long2,");
+    CU_ASSERT(st_now_ms() >= t0 + 4000);
+    tu_sleep_ms(200);
+    CU_ASSERT_EQUAL(drain("T", NULL, 0), 0); /* once */
+    teardown();
+}
+
+/* Recalled timers leave the heap (not only at their delivery time). */
+static void test_recall_many(void)
+{
+    static st_message_t m[100];
+    static st_append_item_t it[3000];
+    setup();
+    for (int i = 0; i < 3000; i += 100) {
+        for (int j = 0; j < 100; j++) {
+            memset(&m[j], 0, sizeof(m[j]));
+            m[j].body = "L";
+            m[j].body_len = 1;
+            m[j].queue_id = ST_QUEUE_ANY;
+            m[j].delivery_ts_ms = st_now_ms() + 3600000 + i + j;
+        }
+        CU_ASSERT_EQUAL_FATAL(tu_send_n(st, "T", m, 100, it + i), GT_OK);
+    }
+    for (int i = 0; i < 2000; i++)
+        CU_ASSERT_EQUAL(tu_recall(st, "T", it[i].msg_id), GT_OK);
+    st_local_t *l = (st_local_t *)st;
+    pthread_mutex_lock(&l->lock);
+    size_t n = l->theap_n;
+    pthread_mutex_unlock(&l->lock);
+    CU_ASSERT(n < 2000);
+    for (int i = 2000; i < 3000; i++)
+        CU_ASSERT_EQUAL(tu_recall(st, "T", it[i].msg_id), GT_OK);
+    CU_ASSERT_EQUAL(tu_recall(st, "T", it[0].msg_id), GT_ENOTFOUND);
+    teardown();
+}
+
 /* Retention keeps the segments from the oldest pending held message on. */
 static void test_hold_retention(void)
 {
@@ -585,6 +672,8 @@ static const CU_TestInfo tests[] = {
     {"timer_offsets", test_timer_offsets},
     {"timer_order_fifo", test_timer_order_fifo},
     {"timer_burst", test_timer_burst},
+    {"timer_roll", test_timer_roll},
+    {"recall_many", test_recall_many},
     {"hold_retention", test_hold_retention},
     {"mixed_batch", test_mixed_batch},
     CU_TEST_INFO_NULL,
