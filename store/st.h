@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "gt_err.h"
@@ -177,6 +178,11 @@ typedef struct st_pop_req {
     uint32_t max;             /* 1..ST_POP_MAX */
     int64_t invisible_ms;     /* 1..ST_INVISIBLE_MAX_MS */
     int64_t poll_timeout_ms;  /* 0: answer immediately; <= ST_POLL_MAX_MS */
+    /* Optional, borrowed (must outlive the pop): once set true, a parked
+     * pop takes no message any more and completes empty at its next
+     * service (e.g. its client went away), so nothing is handed to a
+     * receiver that no longer exists. */
+    const atomic_bool *abandoned;
 } st_pop_req_t;
 
 typedef enum st_offset_kind {

@@ -756,9 +756,19 @@ int64_t st_parked_service(st_local_t *st, int64_t now)
     while (*pp) {
         st_park_t *p = *pp;
         st_topic_rt_t *t = st_topic_find(st, p->topic);
+        bool gone = p->req.abandoned != NULL && atomic_load(p->req.abandoned);
         bool retry = !t || expired || p->seen_version != t->version ||
-                     now >= p->deadline;
+                     now >= p->deadline || gone;
         done_pop_t *d = NULL;
+        if (gone && (d = calloc(1, sizeof(*d)))) {
+            /* Its receiver is gone: complete empty, take nothing. */
+            d->rc = GT_OK;
+            *pp = p->next;
+            d->p = p;
+            *done_tail = d;
+            done_tail = &d->next;
+            continue;
+        }
         if (retry && t && now < p->deadline &&
             memo_find(&memo, p, false, &memo)) {
             p->seen_version = t->version; /* same question, same answer */

@@ -41,6 +41,7 @@ typedef struct px_recv_ctx {
     px_sql_t *sql;      /* SQL92 filter, evaluated by the store per message */
     int64_t invisible_ms;
     bool auto_renew;
+    atomic_bool abandoned;  /* set when the call is detached (see st.h) */
 } px_recv_ctx_t;
 
 static void px_recv_ctx_free(px_recv_ctx_t *ctx)
@@ -450,6 +451,8 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
                  ? (uint32_t)req->batch_size : ST_POP_MAX;
     pr.invisible_ms = ctx->invisible_ms;
     pr.poll_timeout_ms = lp;
+    atomic_init(&ctx->abandoned, false);
+    pr.abandoned = &ctx->abandoned;
     px_call_ref(call);
     px_call_set_user(call, ctx);
     st_pop(px_svc(call)->store, &pr, px_recv_done, ctx);
@@ -466,14 +469,18 @@ void px_receive_interrupt(px_call_t *call, px_interrupt_t why)
     if (why == PX_INTERRUPT_CLOSED)
         return;
     /* Cancelled or stopping: end the stream and drop the pop's reference
-     * now, so the call is freed at once and the server can stop; the pop
-     * stays parked in the store until its timeout and then gives back what
-     * it got (px_recv_done with ctx->call == NULL). */
+     * now, so the call is freed at once and the server can stop.  The pop
+     * is marked abandoned: the store completes it empty at its next
+     * service instead of handing it messages (which would otherwise come
+     * back with one delivery attempt used up).  Anything it got in the
+     * race is given back (px_recv_done with ctx->call == NULL). */
     pthread_mutex_lock(&svc->recv_mu);
     ctx = px_call_user(call);
     if (ctx != NULL && ctx->call == call) {
         ctx->call = NULL;
         px_call_set_user(call, NULL);
+        /* The store must not hand this pop any message from now on. */
+        atomic_store(&ctx->abandoned, true);
         detached = true;
     }
     pthread_mutex_unlock(&svc->recv_mu);

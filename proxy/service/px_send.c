@@ -184,16 +184,13 @@ px_code_t px_send_validate(const px_msg_t *m, const st_topic_t *t,
                  (long long)max_delay_ms);
         return PX_CODE(ILLEGAL_DELIVERY_TIME);
     }
-    if (mt == APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION) {
-        snprintf(why, whylen, "transactional messages are not implemented yet");
-        return PX_CODE(NOT_IMPLEMENTED);
-    }
     return PX_CODE(OK);
 }
 
-/* Fills the store message from the wire message (pointers borrowed). */
+/* Fills the store message from the wire message (pointers borrowed;
+ * `txcheck` is storage for the half message's check delay). */
 static void px_send_fill(st_message_t *sm, const px_msg_t *m,
-                         const st_topic_t *t)
+                         const st_topic_t *t, char txcheck[24])
 {
     const px_sys_t *sp = m->system_properties;
     uint32_t np = 0;
@@ -215,6 +212,21 @@ static void px_send_fill(st_message_t *sm, const px_msg_t *m,
         sp->trace_context[0] != '\0' && np < ST_MAX_PROPS) {
         sm->props[np].key = PX_SYSPROP_TRACE;
         sm->props[np++].value = sp->trace_context;
+    }
+    if (px_msg_type_of(sp) == APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION) {
+        sm->tx_half = true;
+        if (sp->orphaned_transaction_recovery_duration_present_case &&
+            sp->orphaned_transaction_recovery_duration != NULL && np < ST_MAX_PROPS) {
+            int64_t ms = px_duration_ms(sp->orphaned_transaction_recovery_duration);
+            /* RocketMQ bounds the client's own check delay to 1 h. */
+            if (ms > 3600 * 1000LL)
+                ms = 3600 * 1000LL;
+            if (ms > 0) {
+                snprintf(txcheck, 24, "%lld", (long long)ms);
+                sm->props[np].key = PX_SYSPROP_TXCHECK;
+                sm->props[np++].value = txcheck;
+            }
+        }
     }
     sm->nprops = np;
     sm->born_ts_ms = px_timestamp_ms(sp->born_timestamp);
@@ -252,12 +264,14 @@ static void px_send_reply(px_call_t *call,
     Apache__Rocketmq__V2__SendResultEntry *ents = calloc(n ? n : 1, sizeof(*ents));
     Apache__Rocketmq__V2__SendResultEntry **ep = calloc(n ? n : 1, sizeof(*ep));
     Apache__Rocketmq__V2__Status *sts = calloc(n ? n : 1, sizeof(*sts));
+    char (*recall)[ST_NAME_MAX + ST_MSG_ID_MAX + 8] = calloc(n ? n : 1, sizeof(*recall));
     px_code_t topc = n > 0 && codes != NULL ? codes[0] : all;
 
-    if (ents == NULL || ep == NULL || sts == NULL) {
+    if (ents == NULL || ep == NULL || sts == NULL || recall == NULL) {
         free(ents);
         free(ep);
         free(sts);
+        free(recall);
         px_reply_status(call, &apache__rocketmq__v2__send_message_response__descriptor,
                         PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
         return;
@@ -271,6 +285,14 @@ static void px_send_reply(px_call_t *call,
         ents[i].message_id = sp != NULL && sp->message_id != NULL ? sp->message_id : "";
         if (items != NULL) {
             ents[i].offset = (int64_t)items[i].queue_offset;
+            if (sp != NULL && px_msg_type_of(sp) ==
+                                  APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION)
+                ents[i].transaction_id = ents[i].message_id;
+            if (sp != NULL && sp->delivery_timestamp_present_case &&
+                sp->delivery_timestamp != NULL &&
+                px_recall_handle(req->messages[i]->topic->name, ents[i].message_id,
+                                 recall[i], sizeof(recall[i])) == GT_OK)
+                ents[i].recall_handle = recall[i];
         }
         if (c != topc)
             topc = PX_CODE(MULTIPLE_RESULTS);
@@ -284,6 +306,7 @@ static void px_send_reply(px_call_t *call,
     free(ents);
     free(ep);
     free(sts);
+    free(recall);
 }
 
 /* Runs on a gRPC worker (px_call_defer): builds and sends the reply. */
@@ -328,6 +351,7 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
     Apache__Rocketmq__V2__SendMessageRequest *req;
     px_code_t code, *codes = NULL;
     st_message_t *sms = NULL;
+    char (*txchecks)[24] = NULL;
     px_send_ctx_t *ctx = NULL;
     const char *tname;
     char why[256] = "";
@@ -413,8 +437,12 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
         px_send_reply(call, req, codes, PX_CODE(OK), why, NULL);
         goto out;
     }
+    if ((txchecks = calloc(req->n_messages, sizeof(*txchecks))) == NULL) {
+        px_send_reply(call, req, NULL, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory", NULL);
+        goto out;
+    }
     for (size_t i = 0; i < req->n_messages; i++)
-        px_send_fill(&sms[i], req->messages[i], &t);
+        px_send_fill(&sms[i], req->messages[i], &t, txchecks[i]);
     ctx->call = call;
     ctx->req = req;
     px_call_ref(call);
@@ -424,6 +452,7 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
 out:
     free(codes);
     free(sms);
+    free(txchecks);
     free(ctx);
     if (req != NULL)
         protobuf_c_message_free_unpacked(&req->base, NULL);

@@ -83,8 +83,6 @@ static void px_admin_log_level(px_call_t *call, const uint8_t *data,
         &apache__rocketmq__v2__##reqd##__descriptor,                           \
         &apache__rocketmq__v2__##respd##__descriptor}
 
-PX_STUB(end_transaction, end_transaction_request, end_transaction_response);
-PX_STUB(recall_message, recall_message_request, recall_message_response);
 PX_STUB(sync_lite, sync_lite_subscription_request,
         sync_lite_subscription_response);
 
@@ -107,12 +105,12 @@ static const px_method_t px_messaging_methods[] = {
     PX_IMPL("UpdateOffset", PX_RPC_UNARY, px_offset_update, NULL),
     PX_IMPL("GetOffset", PX_RPC_UNARY, px_offset_get, NULL),
     PX_IMPL("QueryOffset", PX_RPC_UNARY, px_offset_query, NULL),
-    PX_STUB_UNARY("EndTransaction", end_transaction),
+    PX_IMPL("EndTransaction", PX_RPC_UNARY, px_end_transaction, NULL),
     {PX_MS_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, px_telemetry_message,
      px_telemetry_half_close, px_telemetry_interrupt, px_telemetry_done, NULL},
     PX_IMPL("NotifyClientTermination", PX_RPC_UNARY, px_route_terminate, NULL),
     PX_IMPL("ChangeInvisibleDuration", PX_RPC_UNARY, px_change_invisible, NULL),
-    PX_STUB_UNARY("RecallMessage", recall_message),
+    PX_IMPL("RecallMessage", PX_RPC_UNARY, px_recall_message, NULL),
     PX_STUB_UNARY("SyncLiteSubscription", sync_lite),
 };
 
@@ -173,6 +171,9 @@ void px_svc_free(px_svc_t *svc)
         }
         if (c->telemetry != NULL)
             px_call_unref(c->telemetry);
+        for (size_t i = 0; i < c->n_topics; i++)
+            free(c->topics[i]);
+        free(c->topics);
         free(c);
     }
     pthread_mutex_destroy(&svc->clients_mu);

@@ -40,6 +40,8 @@ typedef Apache__Rocketmq__V2__Code px_code_t;
 #define PX_SYSPROP "\x01"
 #define PX_SYSPROP_ENCODING PX_SYSPROP "enc"
 #define PX_SYSPROP_TRACE PX_SYSPROP "trace"
+/* A half message's own check delay in ms (read by the store). */
+#define PX_SYSPROP_TXCHECK ST_PROP_TXCHECK
 
 typedef Apache__Rocketmq__V2__MessageType px_msg_type_t;
 
@@ -68,6 +70,8 @@ typedef struct px_client {
     int client_type;             /* Apache__Rocketmq__V2__ClientType */
     px_held_t *held;             /* handles delivered to this client */
     size_t n_held;
+    char **topics;               /* a producer's publishing topics */
+    size_t n_topics;
 } px_client_t;
 
 /* The service context: created in main, read by every handler.  `store`
@@ -86,6 +90,7 @@ struct px_svc {
     pthread_cond_t renew_cv;
     bool renewer_started;
     bool stopping;
+    int64_t next_tx_check_ms;    /* renewer thread only */
 };
 typedef struct px_svc px_svc_t;
 
@@ -222,6 +227,13 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len);
 void px_offset_update(px_call_t *call, const uint8_t *data, size_t len);
 void px_offset_get(px_call_t *call, const uint8_t *data, size_t len);
 void px_offset_query(px_call_t *call, const uint8_t *data, size_t len);
+void px_end_transaction(px_call_t *call, const uint8_t *data, size_t len);
+void px_recall_message(px_call_t *call, const uint8_t *data, size_t len);
+/* Runs the orphaned-transaction check when due (renewer thread). */
+void px_tx_check_tick(px_svc_t *svc);
+/* "R1.<topic>.<msg id>" into out; GT_ERANGE if it does not fit. */
+gt_err_t px_recall_handle(const char *topic, const char *msg_id, char *out,
+                          size_t outlen);
 void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len);
 void px_telemetry_half_close(px_call_t *call);
 void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why);

@@ -189,6 +189,15 @@ static void px_renew_due(px_svc_t *svc)
                             PX_AUTO_RENEW_MS, px_renewed, due[i]);
 }
 
+static void px_client_topics_free(px_client_t *c)
+{
+    for (size_t i = 0; i < c->n_topics; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    c->topics = NULL;
+    c->n_topics = 0;
+}
+
 static void *px_renewer_main(void *arg)
 {
     px_svc_t *svc = arg;
@@ -208,6 +217,7 @@ static void *px_renewer_main(void *arg)
         if (stop)
             break;
         px_renew_due(svc);
+        px_tx_check_tick(svc);
     }
     return NULL;
 }
@@ -288,15 +298,28 @@ void px_client_forget(px_svc_t *svc, const char *client_id)
     }
     if (c->telemetry != NULL)
         px_call_unref(c->telemetry);
+    px_client_topics_free(c);
     if (n > 0)
         GT_LOG(DEBUG, "svc", "client %s gone: released %zu messages", client_id, n);
     free(c);
 }
 
-/* Registers the stream as the client's telemetry channel. */
+/* Registers the stream as the client's telemetry channel, with the
+ * topics a producer publishes (for orphaned-transaction checks). */
 static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
-                             int client_type)
+                             int client_type,
+                             const Apache__Rocketmq__V2__Publishing *pub)
 {
+    char **topics = NULL;
+    size_t n = 0;
+
+    if (pub != NULL && pub->n_topics > 0 &&
+        (topics = calloc(pub->n_topics, sizeof(*topics))) != NULL) {
+        for (size_t i = 0; i < pub->n_topics; i++)
+            if (pub->topics[i]->name != NULL &&
+                (topics[n] = strdup(pub->topics[i]->name)) != NULL)
+                n++;
+    }
     px_client_t *c;
     px_call_t *old = NULL;
 
@@ -304,6 +327,11 @@ static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
     c = px_client_get_locked(svc, t->client_id, true);
     if (c != NULL) {
         c->client_type = client_type;
+        px_client_topics_free(c);
+        c->topics = topics;
+        c->n_topics = n;
+        topics = NULL;
+        n = 0;
         if (c->telemetry != call) {
             old = c->telemetry;
             px_call_ref(call);
@@ -314,6 +342,9 @@ static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
     pthread_mutex_unlock(&svc->clients_mu);
     if (old != NULL)
         px_call_unref(old);
+    for (size_t i = 0; i < n; i++)
+        free(topics[i]);
+    free(topics);
 }
 
 static void px_backoff(Apache__Rocketmq__V2__RetryPolicy *rp,
@@ -415,7 +446,9 @@ static bool px_tele_settings(px_call_t *call, px_tele_t *t,
                        "settings carry neither publishing nor subscription");
         return false;
     }
-    px_tele_register(svc, call, t, (int)in->client_type);
+    px_tele_register(svc, call, t, (int)in->client_type,
+                     s.pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING
+                         ? in->publishing : NULL);
     px_status_set(&st, PX_CODE(OK), "OK");
     out.status_present_case =
         APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__STATUS_PRESENT_STATUS;

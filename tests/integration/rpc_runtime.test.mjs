@@ -69,8 +69,6 @@ test('an unknown method gets UNIMPLEMENTED within 1 s', async () => {
 
 // RPCs still waiting for their issue: they answer NOT_IMPLEMENTED.
 const STUBBED = [
-  ['EndTransaction', pb.EndTransactionRequest, pb.EndTransactionResponse],
-  ['RecallMessage', pb.RecallMessageRequest, pb.RecallMessageResponse],
   ['SyncLiteSubscription', pb.SyncLiteSubscriptionRequest, pb.SyncLiteSubscriptionResponse],
 ];
 // Implemented unary RPCs: an empty request is answered at once, in-band,
@@ -88,6 +86,8 @@ const IMPLEMENTED = [
     defPb.Code.ILLEGAL_CONSUMER_GROUP],
   ['GetOffset', pb.GetOffsetRequest, pb.GetOffsetResponse, defPb.Code.ILLEGAL_CONSUMER_GROUP],
   ['QueryOffset', pb.QueryOffsetRequest, pb.QueryOffsetResponse, defPb.Code.ILLEGAL_TOPIC],
+  ['EndTransaction', pb.EndTransactionRequest, pb.EndTransactionResponse, defPb.Code.ILLEGAL_TOPIC],
+  ['RecallMessage', pb.RecallMessageRequest, pb.RecallMessageResponse, defPb.Code.ILLEGAL_TOPIC],
 ];
 
 test('RPCs not implemented yet answer NOT_IMPLEMENTED in-band, promptly', async () => {

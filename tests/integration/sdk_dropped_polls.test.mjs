@@ -1,0 +1,144 @@
+// A client connection drops (TCP gone, no per-call cancel) while it has
+// ReceiveMessage long polls parked.  Messages sent right afterwards must
+// reach a live consumer: they must not be handed to the dead polls until
+// their delivery attempts run out (dead-lettered without ever being
+// delivered) nor hidden for the dead polls' invisible time.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http2 from 'node:http2';
+import { startGantry, stopGantry } from './harness.mjs';
+import {
+  pb, Raw, SVC, yamlOf, consumerSettings, receiveRequest, splitReceive, wireMessage, sendRequest,
+  ackRequest, resource, codeName, sleep,
+} from './sdk_util.mjs';
+
+const T = 'DropTopic';
+const G = 'DropGroup';
+const MAX_ATTEMPTS = 3;
+const POLLS = 200;
+const MSGS = 5;
+
+let g;
+before(async () => {
+  g = await startGantry({
+    logLevel: 'info',
+    yaml: yamlOf({
+      topics: [{ name: T, queues: 1 }],
+      groups: [{ name: G, max_delivery_attempts: MAX_ATTEMPTS }, { name: 'DropDlqReader' }],
+    }),
+  });
+});
+after(async () => {
+  const info = await stopGantry(g);
+  assert.equal(info.code, 0, `gantry exit code ${info.code}`);
+});
+
+function parkPolls(n) {
+  const req = Buffer.from(receiveRequest({
+    group: G, topic: T, batch: 1, invisibleMs: 60000, longPollMs: 20000,
+  }).serializeBinary());
+  const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), req]);
+  framed.writeUInt32BE(req.length, 1);
+  const s = http2.connect(`http://${g.endpoint}`);
+  s.on('error', () => {});
+  let ended = 0;
+  for (let i = 0; i < n; i++) {
+    const st = s.request({
+      ':method': 'POST', ':path': `${SVC}ReceiveMessage`, 'content-type': 'application/grpc', te: 'trailers',
+      'x-mq-client-id': 'dropping-client', 'x-mq-language': 'HTTP', 'x-mq-protocol': 'v2', 'grpc-timeout': '40S',
+    });
+    st.on('error', () => {});
+    st.on('data', () => {});
+    st.on('close', () => { ended++; });
+    st.end(framed);
+  }
+  return { session: s, ended: () => ended };
+}
+
+async function checkDelivered(what) {
+  const raw = new Raw(g.endpoint);
+  const tel = await raw.telemetry(consumerSettings(G, T));
+  try {
+    const ids = [];
+    for (let i = 0; i < MSGS; i++) {
+      const r = await raw.unary('SendMessage', sendRequest([wireMessage({ topic: T, body: Buffer.from(`${what}-${i}`) })]),
+        pb.SendMessageResponse);
+      ids.push(r.resp.getEntriesList()[0].getMessageId());
+    }
+    const got = new Map();
+    const t0 = Date.now();
+    while (got.size < MSGS && Date.now() - t0 < 15000) {
+      const s = await raw.serverStream('ReceiveMessage', receiveRequest({
+        group: G, topic: T, batch: 32, invisibleMs: 30000, longPollMs: 2000,
+      }), pb.ReceiveMessageResponse);
+      for (const m of splitReceive(s.resps).messages) {
+        const sp = m.getSystemProperties();
+        if (ids.includes(sp.getMessageId())) got.set(sp.getMessageId(), sp);
+      }
+    }
+    const attempts = [...got.values()].map((sp) => sp.getDeliveryAttempt());
+    // Where did the others go?
+    let inDlq = [];
+    const route = await raw.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(`%DLQ%${G}`)),
+      pb.QueryRouteResponse);
+    if (codeName(route.resp.getStatus().getCode()) === 'OK(20000)') {
+      const d = await raw.serverStream('ReceiveMessage', receiveRequest({
+        group: 'DropDlqReader', topic: `%DLQ%${G}`, batch: 32, invisibleMs: 30000, longPollMs: 1000,
+      }), pb.ReceiveMessageResponse);
+      inDlq = splitReceive(d.resps).messages.map((m) => Buffer.from(m.getBody_asU8()).toString())
+        .filter((b) => b.startsWith(`${what}-`));
+    }
+    assert.deepEqual(inDlq, [], `${what}: dead-lettered (max_delivery_attempts ${MAX_ATTEMPTS}) without reaching any live client`);
+    assert.equal(got.size, MSGS, `${what}: ${got.size} of ${MSGS} received by a live consumer within 15 s `
+      + `(attempts of those received: ${attempts})`);
+    for (const a of attempts) {
+      assert.equal(a, 1, `${what}: delivery attempts counted for hand-offs to dead calls: ${attempts}`);
+    }
+    await raw.unary('AckMessage', ackRequest(G, T, [...got].map(([id, sp]) => ({ id, handle: sp.getReceiptHandle() }))),
+      pb.AckMessageResponse);
+  } finally {
+    tel.call?.end();
+    raw.close();
+  }
+}
+
+test(`messages sent right after a connection with ${POLLS} parked polls drops reach a live consumer`, async () => {
+  const p = parkPolls(POLLS);
+  await new Promise((res) => p.session.ping(() => res()));
+  await sleep(1000);
+  assert.equal(p.ended(), 0, 'the polls should be parked');
+  p.session.destroy();
+
+  await checkDelivered('dropped connection');
+});
+
+test(`messages sent right after ${POLLS * 10} parked polls were cancelled reach a live consumer`, async () => {
+  const raws = Array.from({ length: 4 }, () => new Raw(g.endpoint));
+  const calls = [];
+  let ended = 0;
+  try {
+    const req = Buffer.from(receiveRequest({
+      group: G, topic: T, batch: 1, invisibleMs: 60000, longPollMs: 20000,
+    }).serializeBinary());
+    for (let i = 0; i < POLLS * 10; i++) {
+      const r = raws[i % raws.length];
+      const call = r.client.makeServerStreamRequest(`${SVC}ReceiveMessage`, (x) => x, (x) => x, req, r.md(),
+        { deadline: Date.now() + 40000 });
+      call.on('data', () => {});
+      call.on('error', () => {});
+      call.on('status', () => { ended++; });
+      calls.push(call);
+    }
+    await Promise.all(raws.map((r) => r.unary('Heartbeat', new pb.HeartbeatRequest(), pb.HeartbeatResponse,
+      { timeoutMs: 30000 })));
+    await sleep(1000);
+    assert.equal(ended, 0, 'the polls should be parked');
+    for (const c of calls) c.cancel();
+    const t0 = Date.now();
+    while (ended < calls.length && Date.now() - t0 < 15000) await sleep(20);
+    assert.equal(ended, calls.length, 'every cancelled call ended on the client');
+  } finally {
+    for (const r of raws) r.close();
+  }
+  await checkDelivered('cancelled polls');
+});
