@@ -278,8 +278,12 @@ gt_err_t st_hold_open(st_local_t *st)
     return rc;
 }
 
+static void answer_recalls(struct st_rrecall *r, gt_err_t rc);
+
 void st_hold_close(st_local_t *st)
 {
+    answer_recalls(st->roll_recalls, GT_ESHUTDOWN); /* none expected */
+    st->roll_recalls = NULL;
     free(st->theap);
     st->theap = NULL;
     st->theap_n = st->theap_cap = 0;
@@ -339,7 +343,8 @@ static int64_t txcheck_ms(const st_message_t *m)
 }
 
 /* Finds the held record of (topic, msg_id) in system topic sys whose
- * resolution is still open: state NONE preferred, else BUSY.  On GT_OK
+ * resolution is still open: a timer being rolled first (its copy is
+ * settled with it), else state NONE, else BUSY.  On GT_OK
  * *buf (owned) holds the record decoded in *m (routing properties
  * removed; m->topic is the real topic, m->queue_id its queue there). */
 static gt_err_t held_find(st_local_t *st, st_topic_rt_t *sys, st_cs_t *cs,
@@ -350,8 +355,9 @@ static gt_err_t held_find(st_local_t *st, st_topic_rt_t *sys, st_cs_t *cs,
     uint32_t i = st->index.nbuckets ? st->index.buckets[h % st->index.nbuckets]
                                     : 0;
     gt_err_t rc = GT_ENOTFOUND;
+    int best = 0; /* rank of the state found: BUSY 1, NONE 2, ROLL 3 */
     *buf = NULL;
-    for (; i; i = st->index.e[i - 1].next) {
+    for (; i && best < 3; i = st->index.e[i - 1].next) {
         const struct st_ient *e = &st->index.e[i - 1];
         uint8_t *b;
         st_message_t x;
@@ -364,13 +370,15 @@ static gt_err_t held_find(st_local_t *st, st_topic_rt_t *sys, st_cs_t *cs,
         uint64_t o = x.queue_offset;
         uint8_t s = o >= cs->commit && o < cs->pop ? st_cs_at(cs, o)->state
                                                    : ST_E_ACKED;
+        int rank = s == ST_E_ROLL ? 3 : s == ST_E_NONE ? 2
+                   : s == ST_E_BUSY ? 1 : 0;
         if (strcmp(x.msg_id, msg_id) != 0 ||
             strcmp(x.topic, sys->meta.name) != 0 || !rt ||
-            strcmp(rt, topic) != 0 || s == ST_E_ACKED ||
-            (rc == GT_OK && s != ST_E_NONE)) {
+            strcmp(rt, topic) != 0 || rank <= best) {
             free(b);
             continue;
         }
+        best = rank;
         free(*buf);
         *buf = b;
         *m = x;
@@ -379,8 +387,6 @@ static gt_err_t held_find(st_local_t *st, st_topic_rt_t *sys, st_cs_t *cs,
         m->delivery_ts_ms = x.delivery_ts_ms;
         *off = o;
         rc = GT_OK;
-        if (s == ST_E_NONE)
-            break;
     }
     return rc;
 }
@@ -723,34 +729,79 @@ typedef struct roll {
     uint64_t off[];
 } roll_t;
 
+/* A recall of a timer being rolled: answered by roll_done() once the
+ * original and its copy are both resolved.  On st->roll_recalls (lock). */
+struct st_rrecall {
+    struct st_rrecall *next;
+    uint64_t off;
+    st_done_cb cb;
+    void *arg;
+};
+
+/* Unlinks the recalls waiting on offset off onto *out; lock held. */
+static bool take_recalls(st_local_t *st, uint64_t off,
+                         struct st_rrecall **out)
+{
+    bool any = false;
+    for (struct st_rrecall **pp = &st->roll_recalls; *pp;) {
+        struct st_rrecall *r = *pp;
+        if (r->off != off) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        r->next = *out;
+        *out = r;
+        any = true;
+    }
+    return any;
+}
+
+static void answer_recalls(struct st_rrecall *r, gt_err_t rc)
+{
+    while (r) {
+        struct st_rrecall *next = r->next;
+        r->cb(r->arg, rc);
+        free(r);
+        r = next;
+    }
+}
+
 static void roll_done(void *arg, gt_err_t err, const st_append_item_t *items,
                       size_t n)
 {
     roll_t *r = arg;
     st_local_t *st = r->st;
     st_cs_t *cs;
-    uint64_t res[ROLL_MAX];
+    uint64_t res[2 * ROLL_MAX];
     size_t k = 0;
+    struct st_rrecall *recalled = NULL;
+    gt_err_t rc = GT_ESHUTDOWN;
     pthread_mutex_lock(&st->lock);
-    if (timer_catch_up(st, &cs) == GT_OK) {
+    if ((rc = timer_catch_up(st, &cs)) == GT_OK) {
         for (size_t i = 0; i < r->n; i++) {
             uint64_t o = r->off[i];
             st_went_t *e = o >= cs->commit && o < cs->pop ? st_cs_at(cs, o)
                                                           : NULL;
             const st_cq_entry_t *ce = st_cq_get(&st->sys_timer->cq[0], o);
-            bool live = e && e->state == ST_E_ROLL;
-            if (err != GT_OK || i >= n) { /* the original stays */
-                if (live && ce && heap_push(st, ce->store_ts, o) == GT_OK)
-                    *e = (st_went_t){.state = ST_E_NONE};
-                continue;
+            bool ok = err == GT_OK && i < n;
+            if (take_recalls(st, o, &recalled)) { /* both go */
+                res[k++] = o;
+                if (ok)
+                    res[k++] = items[i].queue_offset;
+            } else if (ok) {
+                res[k++] = o;
+            } else if (e && e->state == ST_E_ROLL && ce &&
+                       heap_push(st, ce->store_ts, o) == GT_OK) {
+                *e = (st_went_t){.state = ST_E_NONE}; /* the original stays */
             }
-            res[k++] = live ? o : items[i].queue_offset; /* recalled */
         }
         qsort(res, k, sizeof(*res), cmp_u64);
-        if (hold_resolve(st, st->sys_timer, cs, res, k) == GT_OK)
+        if ((rc = hold_resolve(st, st->sys_timer, cs, res, k)) == GT_OK)
             st->theap_stale += k; /* their heap entries are dead now */
     }
     pthread_mutex_unlock(&st->lock);
+    answer_recalls(recalled, rc);
     free(r);
 }
 
@@ -823,12 +874,22 @@ static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
     pthread_mutex_unlock(&st->lock);
     roll_submit(st, offs, ces, n, fail);
     pthread_mutex_lock(&st->lock);
+    struct st_rrecall *recalled = NULL;
+    gt_err_t rc = GT_OK;
     for (size_t i = 0; i < n; i++) {
         st_went_t *e = offs[i] >= cs->commit && offs[i] < cs->pop
                            ? st_cs_at(cs, offs[i]) : NULL;
-        if (fail[i] && e && e->state == ST_E_ROLL &&
-            heap_push(st, ces[i].store_ts, offs[i]) == GT_OK)
+        if (!fail[i] || !e || e->state != ST_E_ROLL)
+            continue;
+        if (take_recalls(st, offs[i], &recalled))
+            rc = hold_resolve(st, st->sys_timer, cs, &offs[i], 1);
+        else if (heap_push(st, ces[i].store_ts, offs[i]) == GT_OK)
             *e = (st_went_t){.state = ST_E_NONE};
+    }
+    if (recalled) {
+        pthread_mutex_unlock(&st->lock);
+        answer_recalls(recalled, rc);
+        pthread_mutex_lock(&st->lock);
     }
     return true;
 }
@@ -911,9 +972,21 @@ void st_recall_local(st_store_t *s, const char *topic, const char *msg_id,
     if (st->sys_timer && timer_catch_up(st, &cs) == GT_OK)
         rc = held_find(st, st->sys_timer, cs, topic, msg_id, &off, &buf, &m);
     uint8_t state = rc == GT_OK ? st_cs_at(cs, off)->state : ST_E_ACKED;
-    if (rc == GT_OK && (state == ST_E_NONE || state == ST_E_ROLL) &&
-        m.delivery_ts_ms > st_now_ms())
-    {
+    if (rc == GT_OK && state == ST_E_ROLL && m.delivery_ts_ms > st_now_ms()) {
+        /* being rolled: answered once the original and its copy are both
+         * resolved, so a crash cannot leave the copy pending */
+        struct st_rrecall *w = malloc(sizeof(*w));
+        if (w) {
+            *w = (struct st_rrecall){.next = st->roll_recalls, .off = off,
+                                     .cb = cb, .arg = arg};
+            st->roll_recalls = w;
+            pthread_mutex_unlock(&st->lock);
+            free(buf);
+            return;
+        }
+        rc = GT_ENOMEM;
+    } else if (rc == GT_OK && state == ST_E_NONE &&
+               m.delivery_ts_ms > st_now_ms()) {
         rc = hold_resolve(st, st->sys_timer, cs, &off, 1);
         st->theap_stale += rc == GT_OK;
         if (st->theap_stale > 1024 && st->theap_stale > st->theap_n / 2)

@@ -321,6 +321,7 @@ typedef struct st_local {
     struct st_tent { int64_t due; uint64_t off; } *theap;
     size_t theap_n, theap_cap;
     size_t theap_stale;             /* about how many entries are dead */
+    struct st_rrecall *roll_recalls; /* recalls waiting for a roll */
     uint64_t roll_span;             /* roll timers when the window is longer */
     _Atomic uint64_t timers_fired;
 } st_local_t;

@@ -567,6 +567,131 @@ static void test_timer_roll(void)
     teardown();
 }
 
+/* File layer that can hold commitlog writes back (state log writes pass):
+ * keeps a roll's append in flight. */
+static pthread_mutex_t stall_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stall_c = PTHREAD_COND_INITIALIZER;
+static bool stall_on;
+static int stall_waiting, stall_state_fd = -1;
+
+static int sf_open(void *c, const char *p, int f, int m)
+{
+    return st_posix_file_ops.open(c, p, f, m);
+}
+static ssize_t sf_pwritev(void *c, int fd, const struct iovec *v, int n,
+                          off_t o)
+{
+    pthread_mutex_lock(&stall_m);
+    while (stall_on && fd != stall_state_fd) { /* the state log passes */
+        stall_waiting++;
+        pthread_cond_wait(&stall_c, &stall_m);
+        stall_waiting--;
+    }
+    pthread_mutex_unlock(&stall_m);
+    return st_posix_file_ops.pwritev(c, fd, v, n, o);
+}
+static ssize_t sf_pread(void *c, int fd, void *b, size_t n, off_t o)
+{
+    return st_posix_file_ops.pread(c, fd, b, n, o);
+}
+static int sf_sync(void *c, int fd) { return st_posix_file_ops.fdatasync(c, fd); }
+static int sf_trunc(void *c, int fd, off_t l)
+{
+    return st_posix_file_ops.ftruncate(c, fd, l);
+}
+static int sf_close(void *c, int fd) { return st_posix_file_ops.close(c, fd); }
+static const st_file_ops_t stall_ops = {sf_open, sf_pwritev, sf_pread,
+                                        sf_sync, sf_trunc, sf_close};
+
+typedef struct later {
+    pthread_mutex_t m;
+    bool done;
+    gt_err_t err;
+} later_t;
+
+static void later_cb(void *arg, gt_err_t err)
+{
+    later_t *l = arg;
+    pthread_mutex_lock(&l->m);
+    l->err = err;
+    l->done = true;
+    pthread_mutex_unlock(&l->m);
+}
+
+static bool later_done(later_t *l)
+{
+    pthread_mutex_lock(&l->m);
+    bool d = l->done;
+    pthread_mutex_unlock(&l->m);
+    return d;
+}
+
+/* A recall of a timer while it is being rolled is answered once the
+ * original and its copy are both resolved: nothing of it survives. */
+static void test_recall_rolling(void)
+{
+    static st_message_t m[64];
+    st_append_item_t lg;
+    st_config_t c;
+    st_local_t *l;
+    dir = tu_tmpdir("hold");
+    tu_config(&c, dir, ST_FLUSH_SYNC);
+    c.file_ops = &stall_ops;
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    l = (st_local_t *)st;
+    pthread_mutex_lock(&l->lock);
+    stall_state_fd = l->state_fd;
+    pthread_mutex_unlock(&l->lock);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    int64_t t0 = st_now_ms();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "long", t0 + 3600000, false, NULL,
+                                 &lg), GT_OK);
+    for (int i = 0; i < 64; i++) {
+        memset(&m[i], 0, sizeof(m[i]));
+        m[i].body = "s";
+        m[i].body_len = 1;
+        m[i].queue_id = 0;
+        m[i].delivery_ts_ms = t0 + 300;
+    }
+    CU_ASSERT_EQUAL(tu_send_n(st, "T", m, 64, NULL), GT_OK);
+    CU_ASSERT_EQUAL(drain_wait("T", 64, NULL, 0), 64);
+    for (int i = 0; i < 100 && timer_span() != 65; i++)
+        tu_sleep_ms(10); /* all fired and resolved; the long one left */
+    pthread_mutex_lock(&stall_m);
+    stall_on = true;
+    pthread_mutex_unlock(&stall_m);
+    pthread_mutex_lock(&l->lock);
+    l->roll_span = 32;
+    pthread_cond_signal(&l->svc_cond);
+    pthread_mutex_unlock(&l->lock);
+    int waiting = 0;
+    for (int i = 0; i < 300 && !waiting; i++) {
+        tu_sleep_ms(10);
+        pthread_mutex_lock(&stall_m);
+        waiting = stall_waiting;
+        pthread_mutex_unlock(&stall_m);
+    }
+    CU_ASSERT(waiting > 0); /* the roll's append is held */
+    later_t w = {.m = PTHREAD_MUTEX_INITIALIZER};
+    st_recall(st, "T", lg.msg_id, later_cb, &w);
+    tu_sleep_ms(50);
+    CU_ASSERT_FALSE(later_done(&w)); /* waits for the roll */
+    pthread_mutex_lock(&stall_m);
+    stall_on = false;
+    pthread_cond_broadcast(&stall_c);
+    pthread_mutex_unlock(&stall_m);
+    for (int i = 0; i < 300 && !later_done(&w); i++)
+        tu_sleep_ms(10);
+    CU_ASSERT(later_done(&w));
+    CU_ASSERT_EQUAL(w.err, GT_OK);
+    CU_ASSERT_EQUAL(timer_span(), 0); /* original and copy resolved */
+    CU_ASSERT_EQUAL(tu_recall(st, "T", lg.msg_id), GT_ENOTFOUND);
+    reopen();
+    CU_ASSERT_EQUAL(tu_recall(st, "T", lg.msg_id), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(timer_span(), 0);
+    teardown();
+}
+
 /* Recalled timers leave the heap (not only at their delivery time). */
 static void test_recall_many(void)
 {
@@ -674,6 +799,7 @@ static const CU_TestInfo tests[] = {
     {"timer_burst", test_timer_burst},
     {"timer_roll", test_timer_roll},
     {"recall_many", test_recall_many},
+    {"recall_rolling", test_recall_rolling},
     {"hold_retention", test_hold_retention},
     {"mixed_batch", test_mixed_batch},
     CU_TEST_INFO_NULL,

@@ -1,6 +1,8 @@
 /* Crash test for held messages: a child (sync mode) sends half messages
  * and commits or rolls back most of them, and sends delayed messages
- * (50..600 ms) and recalls a third of them, reporting each completed
+ * (50..600 ms; one in 8 an hour ahead, rolled forward as the short ones
+ * fire, and recalled later) and recalls a third of them, reporting each
+ * completed
  * operation through a pipe; the parent SIGKILLs it at a random point,
  * reopens the store and checks that every reported commit is visible and
  * no longer pending, every reported rollback is neither visible nor
@@ -81,16 +83,28 @@ static void *child_timer(void *p)
 {
     child_t *c = p;
     unsigned seed = (unsigned)c->round * 104729u;
+    uint64_t longs[4096];
+    size_t nl = 0, rl = 0;
     for (uint64_t i = 0;; i++) {
         uint64_t seq = ((uint64_t)c->round << 32) | i;
         char id[ST_MSG_ID_MAX];
         id_of('D', seq, id);
-        int64_t due = st_now_ms() + 50 + rand_r(&seed) % 550;
+        /* one in 8 an hour ahead: rolled forward as short ones fire */
+        bool lng = rand_r(&seed) % 8 == 0 && nl < 4096;
+        int64_t due = st_now_ms() + (lng ? 3600000 : 50 + rand_r(&seed) % 550);
         if (send_one(c->st, id, due, false) != GT_OK)
             continue;
-        report(c->fd, 'T', seq, due);
-        if (rand_r(&seed) % 3 == 0 && tu_recall(c->st, "T", id) == GT_OK)
+        report(c->fd, lng ? 'L' : 'T', seq, lng ? 0 : due);
+        if (lng)
+            longs[nl++] = seq;
+        else if (rand_r(&seed) % 3 == 0 && tu_recall(c->st, "T", id) == GT_OK)
             report(c->fd, 'X', seq, due);
+        if (i % 16 == 15 && rl < nl) { /* recall an older long one */
+            id_of('D', longs[rl], id);
+            if (tu_recall(c->st, "T", id) == GT_OK)
+                report(c->fd, 'X', longs[rl], 0);
+            rl++;
+        }
     }
     return NULL;
 }
@@ -105,6 +119,10 @@ static void child_main(const char *dir, int fd, int round)
     cfg.state_compact_bytes = 16 * 1024; /* and in state log compactions */
     if (st_local_open(&cfg, &c.st) != GT_OK)
         _exit(3);
+    st_local_t *l = (st_local_t *)c.st;
+    pthread_mutex_lock(&l->lock);
+    l->roll_span = 32; /* kills also land in rolls */
+    pthread_mutex_unlock(&l->lock);
     pthread_create(&th[0], NULL, child_tx, &c);
     pthread_create(&th[1], NULL, child_timer, &c);
     for (;;)
@@ -173,6 +191,18 @@ static void check_round(const char *dir, const vec_t *v, size_t *ops)
             size_t n = visible(st, id);
             CU_ASSERT(r->type == 'C' ? n >= 1 : n == 0);
             CU_ASSERT_EQUAL(tu_tx_end(st, "T", id, false), GT_ENOTFOUND);
+            ++*ops;
+        } else if (r->type == 'L') { /* an hour ahead: still pending */
+            id_of('D', r->seq, id);
+            CU_ASSERT_EQUAL(visible(st, id), 0);
+            gt_err_t rc = tu_recall(st, "T", id);
+            if (reported(v, 'X', r->seq)) {
+                CU_ASSERT_EQUAL(rc, GT_ENOTFOUND);
+            } else if (rc == GT_ENOTFOUND) {
+                missing++; /* recalled, killed before reporting it */
+            } else {
+                CU_ASSERT_EQUAL(rc, GT_OK);
+            }
             ++*ops;
         } else if (r->type == 'T') {
             id_of('D', r->seq, id);
