@@ -693,6 +693,7 @@ static void fire_batch(st_local_t *st, const uint64_t *offs,
             for (size_t x = i; x < j; x++)
                 if (ok[x])
                     bad[(*nbad)++] = offs[x] | (1ull << 63);
+            free(f);
         } else {
             f->st = st;
             f->n = k;
@@ -806,7 +807,7 @@ static void roll_done(void *arg, gt_err_t err, const st_append_item_t *items,
 }
 
 /* Re-appends the records of offs[0..n) to the timer topic; no lock held.
- * Returns false for those it could not submit (left ST_E_ROLL in *fail). */
+ * fail[i]: record i could not be read or submitted (still ST_E_ROLL). */
 static void roll_submit(st_local_t *st, const uint64_t *offs,
                         const st_cq_entry_t *ces, size_t n, bool *fail)
 {
@@ -876,9 +877,11 @@ static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
     pthread_mutex_lock(&st->lock);
     struct st_rrecall *recalled = NULL;
     gt_err_t rc = GT_OK;
+    bool submitted = false;
     for (size_t i = 0; i < n; i++) {
         st_went_t *e = offs[i] >= cs->commit && offs[i] < cs->pop
                            ? st_cs_at(cs, offs[i]) : NULL;
+        submitted = submitted || !fail[i];
         if (!fail[i] || !e || e->state != ST_E_ROLL)
             continue;
         if (take_recalls(st, offs[i], &recalled))
@@ -891,7 +894,7 @@ static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
         answer_recalls(recalled, rc);
         pthread_mutex_lock(&st->lock);
     }
-    return true;
+    return submitted; /* unreadable ones: not again at once */
 }
 
 int64_t st_hold_service(st_local_t *st, int64_t now)
