@@ -174,6 +174,7 @@ void px_svc_free(px_svc_t *svc)
         for (size_t i = 0; i < c->n_topics; i++)
             free(c->topics[i]);
         free(c->topics);
+        free(c->settings_reply);
         free(c);
     }
     pthread_mutex_destroy(&svc->clients_mu);

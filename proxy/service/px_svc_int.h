@@ -72,6 +72,11 @@ typedef struct px_client {
     size_t n_held;
     char **topics;               /* a producer's publishing topics */
     size_t n_topics;
+    /* The last settings reply, repeated a few times (see px_telemetry.c). */
+    uint8_t *settings_reply;
+    size_t settings_len;
+    int settings_resends;
+    int64_t settings_resend_at_ms;
 } px_client_t;
 
 /* The service context: created in main, read by every handler.  `store`

@@ -49,6 +49,14 @@ static px_client_t *px_client_get_locked(px_svc_t *svc, const char *id,
     return c;
 }
 
+/* Settings replies are repeated this many times, 1 s, 2 s, 4 s … after the
+ * first: Node SDK 1.0.8 starts waiting for the reply only after it has
+ * fetched the routes of all its topics, and drops a reply that arrives
+ * before (a producer of several topics then never finishes startup).  The
+ * reply is idempotent, so repeating it is harmless to every SDK. */
+#define PX_SETTINGS_RESENDS 4
+#define PX_SETTINGS_RESEND_MS 1000
+
 /* Renew an auto-renew delivery this long before its invisible time ends. */
 #define PX_RENEW_AHEAD_MS 10000
 #define PX_RENEW_TICK_MS 1000
@@ -189,6 +197,24 @@ static void px_renew_due(px_svc_t *svc)
                             PX_AUTO_RENEW_MS, px_renewed, due[i]);
 }
 
+/* Repeats due settings replies (renewer thread). */
+static void px_settings_resend_due(px_svc_t *svc)
+{
+    int64_t now = px_now_ms();
+
+    pthread_mutex_lock(&svc->clients_mu);
+    for (px_client_t *c = svc->clients; c != NULL; c = c->next) {
+        if (c->settings_resends <= 0 || c->telemetry == NULL ||
+            now < c->settings_resend_at_ms)
+            continue;
+        px_call_send(c->telemetry, c->settings_reply, c->settings_len);
+        c->settings_resends--;
+        c->settings_resend_at_ms =
+            now + PX_SETTINGS_RESEND_MS * (1LL << (PX_SETTINGS_RESENDS - c->settings_resends));
+    }
+    pthread_mutex_unlock(&svc->clients_mu);
+}
+
 static void px_client_topics_free(px_client_t *c)
 {
     for (size_t i = 0; i < c->n_topics; i++)
@@ -217,6 +243,7 @@ static void *px_renewer_main(void *arg)
         if (stop)
             break;
         px_renew_due(svc);
+        px_settings_resend_due(svc);
         px_tx_check_tick(svc);
     }
     return NULL;
@@ -299,6 +326,7 @@ void px_client_forget(px_svc_t *svc, const char *client_id)
     if (c->telemetry != NULL)
         px_call_unref(c->telemetry);
     px_client_topics_free(c);
+    free(c->settings_reply);
     if (n > 0)
         GT_LOG(DEBUG, "svc", "client %s gone: released %zu messages", client_id, n);
     free(c);
@@ -308,10 +336,16 @@ void px_client_forget(px_svc_t *svc, const char *client_id)
  * topics a producer publishes (for orphaned-transaction checks). */
 static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
                              int client_type,
-                             const Apache__Rocketmq__V2__Publishing *pub)
+                             const Apache__Rocketmq__V2__Publishing *pub,
+                             const ProtobufCMessage *reply)
 {
     char **topics = NULL;
     size_t n = 0;
+    size_t rlen = protobuf_c_message_get_packed_size(reply);
+    uint8_t *rbuf = malloc(rlen ? rlen : 1);
+
+    if (rbuf != NULL)
+        protobuf_c_message_pack(reply, rbuf);
 
     if (pub != NULL && pub->n_topics > 0 &&
         (topics = calloc(pub->n_topics, sizeof(*topics))) != NULL) {
@@ -332,6 +366,12 @@ static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
         c->n_topics = n;
         topics = NULL;
         n = 0;
+        free(c->settings_reply);
+        c->settings_reply = rbuf;
+        c->settings_len = rlen;
+        c->settings_resends = rbuf != NULL ? PX_SETTINGS_RESENDS : 0;
+        c->settings_resend_at_ms = px_now_ms() + PX_SETTINGS_RESEND_MS;
+        rbuf = NULL;
         if (c->telemetry != call) {
             old = c->telemetry;
             px_call_ref(call);
@@ -345,6 +385,7 @@ static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
     for (size_t i = 0; i < n; i++)
         free(topics[i]);
     free(topics);
+    free(rbuf);
 }
 
 static void px_backoff(Apache__Rocketmq__V2__RetryPolicy *rp,
@@ -446,15 +487,15 @@ static bool px_tele_settings(px_call_t *call, px_tele_t *t,
                        "settings carry neither publishing nor subscription");
         return false;
     }
-    px_tele_register(svc, call, t, (int)in->client_type,
-                     s.pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING
-                         ? in->publishing : NULL);
     px_status_set(&st, PX_CODE(OK), "OK");
     out.status_present_case =
         APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__STATUS_PRESENT_STATUS;
     out.status = &st;
     out.command_case = APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS;
     out.settings = &s;
+    px_tele_register(svc, call, t, (int)in->client_type,
+                     s.pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING
+                         ? in->publishing : NULL, &out.base);
     px_call_send_pb(call, &out.base);
     GT_LOG(DEBUG, "svc", "client %s settings: type %d", t->client_id,
            (int)in->client_type);

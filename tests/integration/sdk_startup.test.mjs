@@ -58,3 +58,28 @@ test('Producer.startup() for an unknown topic fails promptly with TOPIC_NOT_FOUN
   const info = await stopGantry(g);
   assert.equal(info.code, 0);
 });
+
+test('a producer of a known and an unknown topic still finishes startup (settings reply repeated)', async () => {
+  // Node SDK 1.0.8 waits for the settings reply only after fetching every
+  // topic's route (here: 3 failing attempts for the unknown one) and drops
+  // a reply that arrived earlier; gantry repeats the reply so it is seen.
+  const g = await startGantry();
+  const producer = new Producer({
+    endpoints: g.endpoint, topics: ['TopicTest', 'NoSuchTopic'], requestTimeout: 3000,
+    logger: quietLogger,
+  });
+  let timer;
+  try {
+    const outcome = await Promise.race([
+      producer.startup().then(() => 'started', (e) => `failed: ${e.message}`),
+      new Promise((resolve) => { timer = setTimeout(() => resolve('hung for 25 s'), 25000); }),
+    ]);
+    assert.equal(outcome, 'started');
+    const r = await producer.send({ topic: 'TopicTest', body: Buffer.from('after startup') });
+    assert.ok(r.messageId);
+  } finally {
+    clearTimeout(timer);
+    await producer.shutdown().catch(() => {});
+    await stopGantry(g);
+  }
+});
