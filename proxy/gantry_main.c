@@ -333,6 +333,7 @@ static int serve(const cfg_t *cfg)
     px_http_set_ready(http, false);
     /* Order: stop the calls, then close the store (its last callbacks may
      * still release call references), then free the gRPC server. */
+    px_svc_drain(svc);
     if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
     px_svc_stop(svc);

@@ -153,6 +153,7 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
     pthread_mutex_init(&svc->clients_mu, NULL);
     pthread_mutex_init(&svc->recv_mu, NULL);
     pthread_cond_init(&svc->renew_cv, NULL);
+    atomic_init(&svc->draining, false);
     return svc;
 }
 
@@ -192,4 +193,10 @@ void px_svc_stop(px_svc_t *svc)
 {
     if (svc != NULL)
         px_clients_stop(svc);
+}
+
+void px_svc_drain(px_svc_t *svc)
+{
+    if (svc != NULL)
+        atomic_store(&svc->draining, true);
 }

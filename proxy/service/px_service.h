@@ -22,6 +22,9 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg);
 /* Starts the service's background work (auto-renewal of push consumers'
  * deliveries).  Call before serving. */
 gt_err_t px_svc_start(px_svc_t *svc);
+/* The server is about to stop: from now on, streams that end are not
+ * clients going away (their messages are not given back). */
+void px_svc_drain(px_svc_t *svc);
 /* Stops the background work and drops stream references; call after
  * px_rpc_server_shutdown() and before the store closes. */
 void px_svc_stop(px_svc_t *svc);

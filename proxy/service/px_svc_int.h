@@ -9,6 +9,7 @@
 #define PX_SVC_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -96,6 +97,10 @@ struct px_svc {
     bool renewer_started;
     bool stopping;
     int64_t next_tx_check_ms;    /* renewer thread only */
+    /* Set before the server stops: streams that end then do not mean
+     * their clients went away (they will reconnect to the next run), so
+     * their messages are not given back. */
+    atomic_bool draining;
 };
 typedef struct px_svc px_svc_t;
 

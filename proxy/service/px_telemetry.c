@@ -564,6 +564,22 @@ void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why)
     }
     if (why != PX_INTERRUPT_CLOSED || t == NULL || !t->registered)
         return;
+    if (atomic_load(&svc->draining)) {
+        /* The server is stopping, not the client: keep what it holds
+         * invisible (its receipt handles stay valid across the restart);
+         * only drop the stream. */
+        px_call_t *drop = NULL;
+        pthread_mutex_lock(&svc->clients_mu);
+        c = px_client_get_locked(svc, t->client_id, false);
+        if (c != NULL && c->telemetry == call) {
+            drop = call;
+            c->telemetry = NULL;
+        }
+        pthread_mutex_unlock(&svc->clients_mu);
+        if (drop != NULL)
+            px_call_unref(drop);
+        return;
+    }
     /* The stream is over: if it is still the client's channel, the client
      * is gone. */
     pthread_mutex_lock(&svc->clients_mu);
