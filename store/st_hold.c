@@ -801,6 +801,8 @@ static void roll_done(void *arg, gt_err_t err, const st_append_item_t *items,
         if ((rc = hold_resolve(st, st->sys_timer, cs, res, k)) == GT_OK)
             st->theap_stale += k; /* their heap entries are dead now */
     }
+    st->rolls_out--;
+    pthread_cond_signal(&st->svc_cond); /* the next pass may go */
     pthread_mutex_unlock(&st->lock);
     answer_recalls(recalled, rc);
     free(r);
@@ -839,6 +841,9 @@ static void roll_submit(st_local_t *st, const uint64_t *offs,
         }
         r->st = st;
         r->n = k;
+        pthread_mutex_lock(&st->lock);
+        st->rolls_out++;
+        pthread_mutex_unlock(&st->lock);
         (void)st_append_submit(st, ST_SYS_TIMER, ms, k, roll_done, r, false);
     }
     for (size_t i = 0; i < n; i++)
@@ -853,7 +858,8 @@ static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
     uint64_t span = cs->pop - cs->commit;
     uint64_t live = st->theap_n > st->theap_stale
                         ? st->theap_n - st->theap_stale : 0;
-    if (span < st->roll_span || span < 4 * live)
+    /* one pass at a time: a copy not yet settled must not be rolled */
+    if (st->rolls_out || span < st->roll_span || span < 4 * live)
         return false;
     st_cq_t *cq = &st->sys_timer->cq[0];
     uint64_t offs[ROLL_MAX];

@@ -322,6 +322,7 @@ typedef struct st_local {
     size_t theap_n, theap_cap;
     size_t theap_stale;             /* about how many entries are dead */
     struct st_rrecall *roll_recalls; /* recalls waiting for a roll */
+    size_t rolls_out;               /* roll appends not completed yet */
     uint64_t roll_span;             /* roll timers when the window is longer */
     _Atomic uint64_t timers_fired;
 } st_local_t;
