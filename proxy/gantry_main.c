@@ -34,6 +34,9 @@ static void usage(FILE *out)
             "  --http-listen H:P      server.http_listen (default 0.0.0.0:5557)\n"
             "  --amqp-listen H:P      server.amqp_listen (default 0.0.0.0:5672)\n"
             "  --log-level LEVEL      trace|debug|info|warn|error|off\n"
+            "  --repair-store         at start, truncate the commitlog at damage below\n"
+            "                         the last synced position instead of refusing to\n"
+            "                         start (the data after the damage is lost)\n"
             "  --check-config FILE    validate FILE and exit 0 (valid) or 1\n"
             "  --print-config         print the effective config and exit\n"
             "  --config-doc           print the config reference (Markdown)\n"
@@ -42,7 +45,7 @@ static void usage(FILE *out)
 
 enum {
     OPT_CONFIG = 256, OPT_DATA_DIR, OPT_GRPC, OPT_HTTP, OPT_AMQP, OPT_LOG,
-    OPT_CHECK, OPT_PRINT, OPT_DOC, OPT_VERSION, OPT_HELP
+    OPT_CHECK, OPT_PRINT, OPT_DOC, OPT_VERSION, OPT_HELP, OPT_REPAIR
 };
 
 static const struct option gantry_opts[] = {
@@ -57,6 +60,7 @@ static const struct option gantry_opts[] = {
     {"config-doc", no_argument, NULL, OPT_DOC},
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
+    {"repair-store", no_argument, NULL, OPT_REPAIR},
     {NULL, 0, NULL, 0},
 };
 
@@ -64,6 +68,7 @@ typedef struct gantry_args {
     const char *config;
     const char *check;
     bool print;
+    bool repair;
     /* flag overrides, applied after the file: {cfg path, value} */
     const char *set_path[8];
     const char *set_value[8];
@@ -102,6 +107,9 @@ static int parse_args(int argc, char **argv, gantry_args_t *a)
             break;
         case OPT_PRINT:
             a->print = true;
+            break;
+        case OPT_REPAIR:
+            a->repair = true;
             break;
         case OPT_DOC:
             cfg_write_doc(stdout);
@@ -202,7 +210,7 @@ static const st_topic_type_t topic_types[] = {
 };
 
 /* Opens the embedded store and declares the config's topics and groups. */
-static gt_err_t open_store(const cfg_t *cfg, st_store_t **out)
+static gt_err_t open_store(const cfg_t *cfg, bool repair, st_store_t **out)
 {
     st_config_t sc;
     st_store_t *st = NULL;
@@ -224,10 +232,13 @@ static gt_err_t open_store(const cfg_t *cfg, st_store_t **out)
     /* A 4 MiB body (the RocketMQ limit) plus up to 16 KiB of properties
      * and the record header must fit. */
     sc.max_message_bytes = 4 * 1024 * 1024 + 64 * 1024;
+    sc.repair = repair;
     rc = st_local_open(&sc, &st);
     if (rc != GT_OK) {
-        GT_LOG(ERROR, "main", "cannot open the store in %s: %s", sc.dir,
-               gt_err_str(rc));
+        GT_LOG(ERROR, "main", "cannot open the store in %s: %s%s", sc.dir,
+               gt_err_str(rc),
+               rc == GT_ECORRUPT ? " (see the message above; --repair-store "
+                                   "truncates at the damage)" : "");
         return rc;
     }
     for (size_t i = 0; i < cfg->n_topics && rc == GT_OK; i++) {
@@ -261,7 +272,7 @@ static gt_err_t open_store(const cfg_t *cfg, st_store_t **out)
     return GT_OK;
 }
 
-static int serve(const cfg_t *cfg)
+static int serve(const cfg_t *cfg, bool repair)
 {
     st_store_t *store = NULL;
     px_svc_t *svc = NULL;
@@ -297,7 +308,7 @@ static int serve(const cfg_t *cfg)
         return 1;
     }
     px_method_table_init(&methods);
-    if (open_store(cfg, &store) != GT_OK)
+    if (open_store(cfg, repair, &store) != GT_OK)
         goto out;
     if ((svc = px_svc_new(store, cfg)) == NULL) {
         GT_LOG(ERROR, "main", "out of memory");
@@ -390,7 +401,7 @@ int main(int argc, char **argv)
     }
     if (gt_log_level_parse(cfg.log.level, &lvl) == 0)
         gt_log_set_level(lvl);
-    rc = serve(&cfg);
+    rc = serve(&cfg, args.repair);
     cfg_free(&cfg);
     return rc;
 }
