@@ -10,6 +10,16 @@
  *          per receive; latency is end to end, from the send timestamp in
  *          the first 8 body bytes (little-endian CLOCK_REALTIME ns).
  *
+ * Message types for send: --fifo-groups N (FIFO, message_group g<k> round
+ * robin, queue_id k mod --queues as the SDKs derive it from the group),
+ * --delay-ms / --deliver-at-ms (DELAY, delivery_timestamp), --tx
+ * (TRANSACTION, then one EndTransaction COMMIT per stored message; `ok`
+ * counts committed send+commit pairs and latency is the pair's).  recv
+ * reports, besides its rate over the window, the rate over the span from
+ * the first message to the last ack (what a drain of a burst of due timers
+ * measures), the lateness of messages that carry a delivery_timestamp and,
+ * with --fifo-groups, how many groups it saw.
+ *
  * A run is warm-up, measured window, drain; only what completes in the
  * measured window counts.  It prints one "gt_bench: key=value ..." line
  * (scripts/bench parses it).  Requests run on a few worker threads, each
@@ -54,9 +64,16 @@ static void gb_usage(FILE *out)
         "  --threads N          worker threads (default 2)\n"
         "  --queues N           queue ids to rotate through (default 8)\n"
         "  --long-poll-ms MS    recv: long_polling_timeout (default 5000)\n"
-        "  --count N            send: stop after N messages stored OK\n"
         "  --topic NAME         (default BenchTopic)\n"
-        "  --group NAME         (default BenchGroup)\n");
+        "  --group NAME         (default BenchGroup)\n"
+        "  --fifo-groups N      send: FIFO messages, message_group g<k> round\n"
+        "                       robin over N groups; recv: count groups seen\n"
+        "  --delay-ms D         send: DELAY messages due now + D ms\n"
+        "  --deliver-at-ms T    send: DELAY messages all due at epoch ms T\n"
+        "  --tx                 send: TRANSACTION messages, each committed\n"
+        "                       with EndTransaction; ok = send+commit pairs\n"
+        "  --count N            stop after N messages stored (send), pairs\n"
+        "                       committed (--tx) or acked (recv)\n");
 }
 
 static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
@@ -69,6 +86,8 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
         {"threads", 1, NULL, 'T'},  {"queues", 1, NULL, 'q'},
         {"long-poll-ms", 1, NULL, 'l'}, {"count", 1, NULL, 'n'},
         {"topic", 1, NULL, 'o'},    {"group", 1, NULL, 'g'},
+        {"fifo-groups", 1, NULL, 'F'}, {"delay-ms", 1, NULL, 'D'},
+        {"deliver-at-ms", 1, NULL, 'A'}, {"tx", 0, NULL, 'X'},
         {"help", 0, NULL, 'h'},     {NULL, 0, NULL, 0}};
     int ch;
 
@@ -76,7 +95,7 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
                      .batch = 0, .size = 1024, .threads = 2, .queues = 8,
                      .duration_s = 10, .warmup_s = 1, .long_poll_ms = 5000,
                      .topic = "BenchTopic", .group = "BenchGroup",
-                     .client_prefix = "gt_bench"};
+                     .client_prefix = "gt_bench", .delay_ms = -1};
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
         case 't': o->target = optarg; break;
@@ -100,6 +119,10 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
         case 'n': o->count = strtoll(optarg, NULL, 10); break;
         case 'o': o->topic = optarg; break;
         case 'g': o->group = optarg; break;
+        case 'F': o->fifo_groups = atoi(optarg); break;
+        case 'D': o->delay_ms = strtoll(optarg, NULL, 10); break;
+        case 'A': o->deliver_at_ms = strtoll(optarg, NULL, 10); break;
+        case 'X': o->tx = true; break;
         case 'h': gb_usage(stdout); exit(0);
         default: return 2;
         }
@@ -109,7 +132,12 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
     if (optind != argc || o->target == NULL || o->conns < 1 ||
         o->inflight < 1 || o->batch < 1 || o->size < 8 || o->threads < 1 ||
         o->duration_s <= 0 || o->warmup_s < 0 || o->long_poll_ms < 0 ||
-        o->count < 0)
+        o->count < 0 || o->fifo_groups < 0 ||
+        o->fifo_groups > GB_MAX_GROUPS || o->deliver_at_ms < 0)
+        return 2;
+    /* One message type per run: the topic accepts one. */
+    if ((o->fifo_groups > 0) + (o->delay_ms >= 0 || o->deliver_at_ms > 0) +
+            o->tx > 1)
         return 2;
     if (o->threads > o->conns)
         o->threads = o->conns;
@@ -163,6 +191,8 @@ static int gb_conn_open(gb_conn_t *c, int index, const gb_opts_t *o,
                                            NULL, NULL);
     c->m_ack = grpc_channel_register_call(c->ch, GB_MS_PREFIX "AckMessage",
                                           NULL, NULL);
+    c->m_end = grpc_channel_register_call(
+        c->ch, GB_MS_PREFIX "EndTransaction", NULL, NULL);
     gb_conn_md_fill(c);
     grpc_metadata_array_init(&c->tel_md);
     grpc_metadata_array_init(&c->tel_trail);
@@ -540,6 +570,31 @@ static void gb_report(const gb_opts_t *o, const gb_run_t *run,
                st->received, st->empty_polls,
                (double)gb_hist_quantile(&st->rtt, 0.50) / ms,
                (double)gb_hist_quantile(&st->rtt, 0.99) / ms);
+    if (o->mode == GB_MODE_RECV) {
+        double span = st->last_ns > st->first_ns && st->first_ns != 0
+                          ? (double)(st->last_ns - st->first_ns) / 1e9
+                          : 0;
+
+        printf(" span_s=%.2f span_msgs_s=%.0f", span,
+               span > 0 ? (double)st->ok / span : 0.0);
+        if (st->late.n > 0)
+            printf(" late_n=%" PRIu64 " early=%" PRIu64 " late_p50_ms=%.3f"
+                   " late_p99_ms=%.3f late_max_ms=%.3f", st->late.n, st->early,
+                   (double)gb_hist_quantile(&st->late, 0.50) / ms,
+                   (double)gb_hist_quantile(&st->late, 0.99) / ms,
+                   (double)gb_hist_quantile(&st->late, 1.0) / ms);
+        if (o->fifo_groups > 0) {
+            int seen = 0;
+
+            for (int k = 0; k < o->fifo_groups; k++)
+                seen += (st->groups_seen[k / 8] >> (k % 8)) & 1;
+            printf(" grouped=%" PRIu64 " groups_seen=%d", st->grouped, seen);
+        }
+    }
+    if (o->mode == GB_MODE_SEND)
+        printf(" type=%s", o->tx ? "tx" : o->fifo_groups > 0 ? "fifo"
+                        : o->delay_ms >= 0 || o->deliver_at_ms > 0 ? "delay"
+                                                                   : "normal");
     printf(" total_ok=%" PRId64 " error_count=%" PRIu64 " errors=%s\n",
            atomic_load(&run->total_ok), gb_errs_total(&st->errs), errs);
     fflush(stdout);

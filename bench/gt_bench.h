@@ -41,6 +41,13 @@ typedef struct gb_opts {
     const char *topic;
     const char *group;
     const char *client_prefix; /* x-mq-client-id prefix */
+    int fifo_groups;     /* send: message_group g<k>, k round-robin over N,
+                          * type FIFO; recv: count the groups seen; 0 off */
+    int64_t delay_ms;    /* send: delivery_timestamp = now + D; -1 off */
+    int64_t deliver_at_ms; /* send: delivery_timestamp = this epoch ms for
+                            * every message; 0 off */
+    bool tx;             /* send: type TRANSACTION, then EndTransaction
+                          * COMMIT per message; ok counts committed pairs */
 } gb_opts_t;
 
 /* ---- statistics (gt_bench_stats.c) ---- */
@@ -80,6 +87,8 @@ void gb_errs_merge(gb_errs_t *into, const gb_errs_t *from);
 void gb_errs_format(const gb_errs_t *e, char *buf, size_t len);
 uint64_t gb_errs_total(const gb_errs_t *e);
 
+#define GB_MAX_GROUPS 4096 /* --fifo-groups at most */
+
 /* One worker's counters; only what completes in the measured window. */
 typedef struct gb_stats {
     uint64_t ok;          /* send: entries OK; recv: acked OK */
@@ -90,6 +99,13 @@ typedef struct gb_stats {
     gb_hist_t lat;        /* send: request round trip; recv: end to end */
     gb_hist_t rtt;        /* recv: ReceiveMessage call duration */
     gb_errs_t errs;
+    uint64_t first_ns;    /* recv: mono time of the first message, 0 none */
+    uint64_t last_ns;     /* recv: mono time of the last ack OK */
+    uint64_t early;       /* recv: received before their delivery_timestamp */
+    uint64_t grouped;     /* recv: messages carrying a message_group */
+    uint8_t groups_seen[GB_MAX_GROUPS / 8]; /* recv: bit k for group g<k> */
+    gb_hist_t late;       /* recv: receive time - delivery_timestamp, for
+                           * messages that carry one (timer lateness) */
 } gb_stats_t;
 
 void gb_stats_merge(gb_stats_t *into, const gb_stats_t *from);
@@ -107,6 +123,7 @@ typedef struct gb_run {
     _Atomic int phase;          /* gb_phase_t */
     _Atomic int64_t issued;     /* messages in started send requests */
     _Atomic int64_t total_ok;   /* OK messages in every phase */
+    _Atomic uint64_t group_seq; /* --fifo-groups: next message group */
     char host[128];             /* born_host */
     uint64_t id_nonce;          /* high half of message ids */
     uint8_t *body_template;     /* opts->size bytes of filler */
@@ -120,7 +137,7 @@ typedef struct gb_conn {
     int index;
     gb_worker_t *w;
     grpc_channel *ch;
-    void *m_send, *m_recv, *m_ack; /* registered method handles */
+    void *m_send, *m_recv, *m_ack, *m_end; /* registered method handles */
     grpc_metadata md[4];
     char client_id[256];
     /* Telemetry (main thread only) */

@@ -8,7 +8,9 @@
  * threads, whatever the latency.
  *
  *   send:  SEND_WAIT (one batch: metadata, message, half-close, response,
- *          status) -> next send
+ *          status) -> next send; with --tx: -> END_WAIT (one
+ *          EndTransaction COMMIT per message stored, one after another)
+ *          -> next send
  *   recv:  RECV_FIRST (metadata, request, half-close, first response) ->
  *          RECV_MSG* (one response each: status, messages,
  *          delivery_timestamp) -> end of stream -> RECV_STATUS ->
@@ -41,6 +43,7 @@ typedef enum gb_state {
     GB_RECV_MSG,
     GB_RECV_STATUS,
     GB_ACK_WAIT,
+    GB_END_WAIT,
 } gb_state_t;
 
 /* A SendMessageRequest built once per slot; each send only rewrites the
@@ -53,6 +56,8 @@ typedef struct gb_sendbuf {
     Apache__Rocketmq__V2__SystemProperties *props;
     Google__Protobuf__Timestamp *born;
     char (*ids)[40];
+    char (*groups)[16];               /* --fifo-groups: "g<k>" */
+    Google__Protobuf__Timestamp *due; /* delay: delivery_timestamp */
     uint8_t *bodies;
 } gb_sendbuf_t;
 
@@ -71,7 +76,10 @@ struct gb_slot {
     int32_t recv_code;   /* Status of the current receive */
     size_t n_got, cap;   /* receipt handles held for the next ack */
     size_t n_acking;     /* entries in the AckMessage in flight */
-    char **ids, **handles;
+    char **ids, **handles; /* recv: ids + receipt handles; --tx: ids +
+                            * transaction ids of the half messages stored */
+    size_t n_ended;      /* --tx: EndTransactions answered so far */
+    uint64_t t_pair;     /* --tx: start of the send of this round */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -249,6 +257,43 @@ static void gb_call_failed(gb_slot_t *s, uint64_t msgs)
     gb_call_close(s);
 }
 
+/* Appends a pair of strings (copied) to s->ids / s->handles; drops it if
+ * memory runs out. */
+static void gb_keep(gb_slot_t *s, const char *id, const char *h)
+{
+    if (s->n_got == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 32;
+        char **ids = realloc(s->ids, cap * sizeof(*ids));
+        char **hs;
+
+        if (ids == NULL)
+            return;
+        s->ids = ids;
+        hs = realloc(s->handles, cap * sizeof(*hs));
+        if (hs == NULL)
+            return;
+        s->handles = hs;
+        s->cap = cap;
+    }
+    s->ids[s->n_got] = strdup(id);
+    s->handles[s->n_got] = strdup(h);
+    if (s->ids[s->n_got] == NULL || s->handles[s->n_got] == NULL) {
+        free(s->ids[s->n_got]);
+        free(s->handles[s->n_got]);
+        return;
+    }
+    s->n_got++;
+}
+
+static void gb_ack_forget(gb_slot_t *s)
+{
+    for (size_t i = 0; i < s->n_got; i++) {
+        free(s->ids[i]);
+        free(s->handles[i]);
+    }
+    s->n_got = 0;
+}
+
 /* --------------------------------------------------------------- send */
 
 static gb_sendbuf_t *gb_sendbuf_new(const gb_run_t *run)
@@ -264,9 +309,11 @@ static gb_sendbuf_t *gb_sendbuf_new(const gb_run_t *run)
     sb->props = calloc(b, sizeof(*sb->props));
     sb->born = calloc(b, sizeof(*sb->born));
     sb->ids = calloc(b, sizeof(*sb->ids));
+    sb->groups = calloc(b, sizeof(*sb->groups));
+    sb->due = calloc(b, sizeof(*sb->due));
     sb->bodies = malloc(b * sz);
     if (!sb->msgs || !sb->msgp || !sb->props || !sb->born || !sb->ids ||
-        !sb->bodies)
+        !sb->groups || !sb->due || !sb->bodies)
         return sb; /* gb_slot_new checks bodies and frees */
     apache__rocketmq__v2__send_message_request__init(&sb->req);
     apache__rocketmq__v2__resource__init(&sb->topic);
@@ -280,6 +327,7 @@ static gb_sendbuf_t *gb_sendbuf_new(const gb_run_t *run)
         apache__rocketmq__v2__message__init(m);
         apache__rocketmq__v2__system_properties__init(p);
         google__protobuf__timestamp__init(&sb->born[i]);
+        google__protobuf__timestamp__init(&sb->due[i]);
         memcpy(sb->bodies + i * sz, run->body_template, sz);
         m->topic = &sb->topic;
         m->system_properties = p;
@@ -290,6 +338,19 @@ static gb_sendbuf_t *gb_sendbuf_new(const gb_run_t *run)
         p->body_encoding = APACHE__ROCKETMQ__V2__ENCODING__IDENTITY;
         p->born_timestamp = &sb->born[i];
         p->born_host = (char *)run->host;
+        if (o->fifo_groups > 0) {
+            p->message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__FIFO;
+            p->message_group_present_case =
+                APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__MESSAGE_GROUP_PRESENT_MESSAGE_GROUP;
+            p->message_group = sb->groups[i];
+        } else if (o->delay_ms >= 0 || o->deliver_at_ms > 0) {
+            p->message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY;
+            p->delivery_timestamp_present_case =
+                APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__DELIVERY_TIMESTAMP_PRESENT_DELIVERY_TIMESTAMP;
+            p->delivery_timestamp = &sb->due[i];
+        } else if (o->tx) {
+            p->message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION;
+        }
         sb->msgp[i] = m;
     }
     return sb;
@@ -304,6 +365,8 @@ static void gb_sendbuf_free(gb_sendbuf_t *sb)
     free(sb->props);
     free(sb->born);
     free(sb->ids);
+    free(sb->groups);
+    free(sb->due);
     free(sb->bodies);
     free(sb);
 }
@@ -320,6 +383,9 @@ static void gb_send_start(gb_slot_t *s)
         return;
     for (int i = 0; i < o->batch; i++) {
         gb_msg_t *m = &sb->msgs[i];
+        uint64_t due_ms = o->deliver_at_ms > 0
+                              ? (uint64_t)o->deliver_at_ms
+                              : now / 1000000ULL + (uint64_t)o->delay_ms;
 
         snprintf(sb->ids[i], sizeof(sb->ids[i]), "%016" PRIX64 "%02X%014" PRIX64,
                  run->id_nonce, (unsigned)s->w->index & 0xff,
@@ -327,6 +393,20 @@ static void gb_send_start(gb_slot_t *s)
         sb->born[i].seconds = (int64_t)(now / 1000000000ULL);
         sb->born[i].nanos = (int32_t)(now % 1000000000ULL);
         sb->props[i].queue_id = s->queue;
+        if (o->fifo_groups > 0) {
+            /* The SDKs pick the queue from the group: keep a group on one. */
+            uint64_t k = atomic_fetch_add_explicit(&run->group_seq, 1,
+                                                   memory_order_relaxed) %
+                         (uint64_t)o->fifo_groups;
+
+            snprintf(sb->groups[i], sizeof(sb->groups[i]), "g%u",
+                     (unsigned)k);
+            sb->props[i].queue_id =
+                (int32_t)(k % (uint64_t)(o->queues > 0 ? o->queues : 1));
+        } else if (o->delay_ms >= 0 || o->deliver_at_ms > 0) {
+            sb->due[i].seconds = (int64_t)(due_ms / 1000);
+            sb->due[i].nanos = (int32_t)(due_ms % 1000) * 1000000;
+        }
         gb_put_le64(m->body.data, now);
     }
     s->queue = (s->queue + 1) % (o->queues > 0 ? o->queues : 1);
@@ -338,9 +418,12 @@ static void gb_send_start(gb_slot_t *s)
         return;
     }
     s->state = GB_SEND_WAIT;
+    s->t_pair = s->t_start;
     if (!gb_call_start(s, true))
         gb_call_failed(s, (uint64_t)o->batch);
 }
+
+static void gb_end_start(gb_slot_t *s);
 
 static void gb_send_done(gb_slot_t *s, bool ok)
 {
@@ -368,20 +451,105 @@ static void gb_send_done(gb_slot_t *s, bool ok)
         for (size_t i = 0; i < r->n_entries; i++) {
             const Apache__Rocketmq__V2__Status *es = r->entries[i]->status;
 
-            if (es != NULL && es->code == APACHE__ROCKETMQ__V2__CODE__OK)
+            if (es != NULL && es->code == APACHE__ROCKETMQ__V2__CODE__OK) {
                 n_ok++;
-            else if (meas)
+                if (o->tx)
+                    gb_keep(s,
+                            r->entries[i]->message_id
+                                ? r->entries[i]->message_id : "",
+                            r->entries[i]->transaction_id
+                                ? r->entries[i]->transaction_id : "");
+            } else if (meas) {
                 gb_errs_add(&st->errs, es ? (int32_t)es->code : 0, 1);
+            }
         }
     }
     if (r != NULL)
         protobuf_c_message_free_unpacked(&r->base, NULL);
-    if (meas) {
+    if (meas)
         st->requests++;
-        gb_hist_add(&st->lat, gb_now_mono_ns() - s->t_start);
+    gb_call_close(s);
+    if (o->tx) {
+        /* Counted when committed; the pair's latency at the last commit. */
+        s->n_ended = 0;
+        if (s->n_got > 0)
+            gb_end_start(s);
+        else
+            gb_slot_start(s);
+        return;
     }
+    if (meas)
+        gb_hist_add(&st->lat, gb_now_mono_ns() - s->t_start);
+    gb_count_ok(s, n_ok, meas);
+    gb_slot_start(s);
+}
+
+/* --------------------------------------------------------- transaction */
+
+/* EndTransaction COMMIT for the next half message this slot stored.  It
+ * runs on even while the run drains, so no half message is left for the
+ * server's orphan check (the worker still cancels after its grace). */
+static void gb_end_start(gb_slot_t *s)
+{
+    const gb_opts_t *o = s->w->run->opts;
+    Apache__Rocketmq__V2__EndTransactionRequest req =
+        APACHE__ROCKETMQ__V2__END_TRANSACTION_REQUEST__INIT;
+    Apache__Rocketmq__V2__Resource topic = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
+
+    topic.name = (char *)o->topic;
+    req.topic = &topic;
+    req.message_id = s->ids[s->n_ended];
+    req.transaction_id = s->handles[s->n_ended];
+    req.resolution = APACHE__ROCKETMQ__V2__TRANSACTION_RESOLUTION__COMMIT;
+    req.source = APACHE__ROCKETMQ__V2__TRANSACTION_SOURCE__SOURCE_CLIENT;
+    s->out = gb_pack(&req.base);
+    if (s->out == NULL || !gb_call_open(s, s->c->m_end, GB_UNARY_TIMEOUT_MS)) {
+        if (s->out != NULL)
+            grpc_byte_buffer_destroy(s->out);
+        s->out = NULL;
+        return;
+    }
+    s->state = GB_END_WAIT;
+    if (!gb_call_start(s, true))
+        gb_call_failed(s, 1);
+}
+
+static void gb_end_done(gb_slot_t *s, bool ok)
+{
+    bool meas = gb_measuring(s);
+    gb_stats_t *st = &s->w->stats;
+    Apache__Rocketmq__V2__EndTransactionResponse *r = NULL;
+    uint64_t n_ok = 0;
+
+    if (!ok || s->status != GRPC_STATUS_OK) {
+        if (meas)
+            gb_errs_add(&st->errs,
+                        -(int32_t)(ok ? s->status : GRPC_STATUS_UNKNOWN), 1);
+    } else if ((r = (Apache__Rocketmq__V2__EndTransactionResponse *)gb_unpack(
+                    &apache__rocketmq__v2__end_transaction_response__descriptor,
+                    s->in)) == NULL) {
+        if (meas)
+            gb_errs_add(&st->errs, GB_ERR_DECODE, 1);
+    } else if (r->status != NULL &&
+               r->status->code == APACHE__ROCKETMQ__V2__CODE__OK) {
+        n_ok = 1;
+    } else if (meas) {
+        gb_errs_add(&st->errs, r->status ? (int32_t)r->status->code : 0, 1);
+    }
+    if (r != NULL)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (meas)
+        st->requests++;
     gb_count_ok(s, n_ok, meas);
     gb_call_close(s);
+    if (++s->n_ended < s->n_got) {
+        gb_end_start(s);
+        return;
+    }
+    if (meas)
+        gb_hist_add(&st->lat, gb_now_mono_ns() - s->t_pair);
+    gb_ack_forget(s);
+    s->n_ended = 0;
     gb_slot_start(s);
 }
 
@@ -447,28 +615,42 @@ static void gb_recv_keep(gb_slot_t *s, const gb_msg_t *m)
 
     if (p == NULL || p->receipt_handle_present_case == 0)
         return;
-    if (s->n_got == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 32;
-        char **ids = realloc(s->ids, cap * sizeof(*ids));
-        char **hs;
+    gb_keep(s, p->message_id ? p->message_id : "", p->receipt_handle);
+}
 
-        if (ids == NULL)
-            return;
-        s->ids = ids;
-        hs = realloc(s->handles, cap * sizeof(*hs));
-        if (hs == NULL)
-            return;
-        s->handles = hs;
-        s->cap = cap;
-    }
-    s->ids[s->n_got] = strdup(p->message_id ? p->message_id : "");
-    s->handles[s->n_got] = strdup(p->receipt_handle);
-    if (s->ids[s->n_got] == NULL || s->handles[s->n_got] == NULL) {
-        free(s->ids[s->n_got]);
-        free(s->handles[s->n_got]);
+/* Type-specific counters of one received message: the span's start, timer
+ * lateness (now - delivery_timestamp) and the FIFO groups seen. */
+static void gb_recv_types(gb_slot_t *s, const gb_msg_t *m)
+{
+    const gb_opts_t *o = s->w->run->opts;
+    const Apache__Rocketmq__V2__SystemProperties *p = m->system_properties;
+    gb_stats_t *st = &s->w->stats;
+
+    if (st->first_ns == 0)
+        st->first_ns = gb_now_mono_ns();
+    if (p == NULL)
         return;
+    if (p->delivery_timestamp_present_case && p->delivery_timestamp != NULL) {
+        int64_t due = p->delivery_timestamp->seconds * 1000000000LL +
+                      p->delivery_timestamp->nanos;
+        int64_t now = (int64_t)gb_now_real_ns();
+
+        gb_hist_add(&st->late, now > due ? (uint64_t)(now - due) : 0);
+        if (now < due)
+            st->early++;
     }
-    s->n_got++;
+    if (p->message_group_present_case && p->message_group != NULL) {
+        const char *g = p->message_group;
+        char *end;
+        unsigned long k;
+
+        st->grouped++;
+        if (g[0] == 'g' && g[1] != '\0') {
+            k = strtoul(g + 1, &end, 10);
+            if (*end == '\0' && k < (unsigned long)o->fifo_groups)
+                st->groups_seen[k / 8] |= (uint8_t)(1u << (k % 8));
+        }
+    }
 }
 
 static void gb_recv_response(gb_slot_t *s)
@@ -490,6 +672,7 @@ static void gb_recv_response(gb_slot_t *s)
         break;
     case APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_MESSAGE:
         if (meas) {
+            gb_recv_types(s, r->message);
             st->received++;
             st->bytes += r->message->body.len;
             if (r->message->body.len >= 8) {
@@ -552,15 +735,6 @@ static void gb_recv_on_status(gb_slot_t *s, bool ok)
 }
 
 /* ---------------------------------------------------------------- ack */
-
-static void gb_ack_forget(gb_slot_t *s)
-{
-    for (size_t i = 0; i < s->n_got; i++) {
-        free(s->ids[i]);
-        free(s->handles[i]);
-    }
-    s->n_got = 0;
-}
 
 /* One AckMessage for every message of the receive that just ended. */
 static void gb_ack_start(gb_slot_t *s)
@@ -641,6 +815,8 @@ static void gb_ack_done(gb_slot_t *s, bool ok)
     }
     if (r != NULL)
         protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (meas && n_ok > 0)
+        st->last_ns = gb_now_mono_ns();
     gb_count_ok(s, n_ok, meas);
     gb_call_close(s);
     gb_slot_start(s);
@@ -663,6 +839,7 @@ gb_slot_t *gb_slot_new(gb_worker_t *w, gb_conn_t *c)
         s->sb = gb_sendbuf_new(w->run);
         if (s->sb == NULL || s->sb->bodies == NULL || s->sb->ids == NULL ||
             s->sb->born == NULL || s->sb->props == NULL ||
+            s->sb->groups == NULL || s->sb->due == NULL ||
             s->sb->msgp == NULL || s->sb->msgs == NULL) {
             gb_sendbuf_free(s->sb);
             free(s);
@@ -709,6 +886,9 @@ void gb_slot_on_event(gb_slot_t *s, bool ok)
         break;
     case GB_ACK_WAIT:
         gb_ack_done(s, ok);
+        break;
+    case GB_END_WAIT:
+        gb_end_done(s, ok);
         break;
     case GB_IDLE:
         break;

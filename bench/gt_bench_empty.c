@@ -6,9 +6,11 @@
  * from a counter); ReceiveMessage streams status OK, `batch_size` synthetic
  * messages (a body of --body-size bytes whose first 8 bytes are the current
  * CLOCK_REALTIME ns, MD5 digest, receipt handle, delivery attempt 1) and
- * the delivery timestamp; AckMessage answers OK per entry.  Whatever rate
- * gt_bench reaches against it is the ceiling of client + runtime + network
- * that scripts/bench divides Gantry's figures by.
+ * the delivery timestamp; AckMessage answers OK per entry; EndTransaction
+ * answers OK (SendMessage gives TRANSACTION messages transaction_id = the
+ * message id, as gantry does).  Whatever rate gt_bench reaches against it
+ * is the ceiling of client + runtime + network that scripts/bench divides
+ * Gantry's figures by.
  *
  * Threads: px_rpc workers call the handlers; the only shared state is the
  * gbe_app_t counters, which are atomic. */
@@ -125,6 +127,9 @@ static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
         ents[i].status = &gbe_ok;
         ents[i].message_id = p && p->message_id ? p->message_id : "";
         ents[i].offset = (int64_t)atomic_fetch_add(&app->offset, 1);
+        if (p != NULL && p->message_type ==
+                             APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION)
+            ents[i].transaction_id = ents[i].message_id;
         entp[i] = &ents[i];
     }
     resp.status = &gbe_ok;
@@ -298,6 +303,28 @@ out:
     protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
+/* ------------------------------------------------------ end transaction */
+
+/* Answers OK for any resolution: the empty server keeps no half messages. */
+static void gbe_end_transaction(px_call_t *call, const uint8_t *data,
+                                size_t len)
+{
+    Apache__Rocketmq__V2__EndTransactionRequest *req =
+        (Apache__Rocketmq__V2__EndTransactionRequest *)px_pb_unpack(
+            &apache__rocketmq__v2__end_transaction_request__descriptor, data,
+            len);
+    Apache__Rocketmq__V2__EndTransactionResponse resp =
+        APACHE__ROCKETMQ__V2__END_TRANSACTION_RESPONSE__INIT;
+
+    if (req == NULL) {
+        gbe_bad_request(call);
+        return;
+    }
+    resp.status = &gbe_ok;
+    px_call_reply_pb(call, &resp.base);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+}
+
 static const px_method_t gbe_methods[] = {
     {GBE_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, gbe_telemetry,
      gbe_telemetry_half_close, gbe_telemetry_interrupt, NULL, NULL},
@@ -305,6 +332,8 @@ static const px_method_t gbe_methods[] = {
     {GBE_PREFIX "ReceiveMessage", PX_RPC_SERVER_STREAM, gbe_receive, NULL,
      NULL, NULL, NULL},
     {GBE_PREFIX "AckMessage", PX_RPC_UNARY, gbe_ack, NULL, NULL, NULL, NULL},
+    {GBE_PREFIX "EndTransaction", PX_RPC_UNARY, gbe_end_transaction, NULL,
+     NULL, NULL, NULL},
 };
 
 /* ----------------------------------------------------------------- main */

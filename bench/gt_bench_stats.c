@@ -139,4 +139,14 @@ void gb_stats_merge(gb_stats_t *into, const gb_stats_t *from)
     gb_hist_merge(&into->lat, &from->lat);
     gb_hist_merge(&into->rtt, &from->rtt);
     gb_errs_merge(&into->errs, &from->errs);
+    if (from->first_ns != 0 &&
+        (into->first_ns == 0 || from->first_ns < into->first_ns))
+        into->first_ns = from->first_ns;
+    if (from->last_ns > into->last_ns)
+        into->last_ns = from->last_ns;
+    into->early += from->early;
+    into->grouped += from->grouped;
+    for (size_t i = 0; i < sizeof(into->groups_seen); i++)
+        into->groups_seen[i] |= from->groups_seen[i];
+    gb_hist_merge(&into->late, &from->late);
 }
