@@ -28,7 +28,6 @@ static bool px_ack_target(px_call_t *call, const ProtobufCMessageDescriptor *rd,
                           const Apache__Rocketmq__V2__Resource *group,
                           const Apache__Rocketmq__V2__Resource *topic)
 {
-    px_svc_t *svc = px_svc(call);
     char why[256];
     px_code_t code;
     st_topic_t t;
@@ -39,17 +38,8 @@ static bool px_ack_target(px_call_t *call, const ProtobufCMessageDescriptor *rd,
         px_reply_status(call, rd, code, why);
         return false;
     }
-    if (px_group_find(svc, group->name, &g) != GT_OK) {
-        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist", group->name);
-        px_reply_status(call, rd, PX_CODE(CONSUMER_GROUP_NOT_FOUND), why);
-        return false;
-    }
-    if (px_topic_find(svc, topic->name, &t) != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", topic->name);
-        px_reply_status(call, rd, PX_CODE(TOPIC_NOT_FOUND), why);
-        return false;
-    }
-    return true;
+    return px_group_or_reply(call, rd, group->name, &g) &&
+           px_topic_or_reply(call, rd, topic->name, false, &t);
 }
 
 /* ---- AckMessage ---- */

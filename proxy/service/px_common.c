@@ -253,6 +253,35 @@ gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out)
     return px_topic_find(svc, name, out);
 }
 
+bool px_topic_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                       const char *name, bool resolve, st_topic_t *t)
+{
+    gt_err_t rc = resolve ? px_topic_resolve(px_svc(call), name, t)
+                          : px_topic_find(px_svc(call), name, t);
+    char why[200];
+
+    if (rc == GT_OK)
+        return true;
+    snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", name);
+    px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
+                                                 : px_code_from_err(rc), why);
+    return false;
+}
+
+bool px_group_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                       const char *name, st_group_t *g)
+{
+    gt_err_t rc = px_group_find(px_svc(call), name, g);
+    char why[200];
+
+    if (rc == GT_OK)
+        return true;
+    snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist", name);
+    px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(CONSUMER_GROUP_NOT_FOUND)
+                                                 : px_code_from_err(rc), why);
+    return false;
+}
+
 bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp)
 {
     if (px_client_id(call) != NULL)

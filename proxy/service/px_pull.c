@@ -52,7 +52,6 @@ static bool px_queue_target(px_call_t *call, const ProtobufCMessageDescriptor *r
                             const Apache__Rocketmq__V2__MessageQueue *mq,
                             st_topic_t *t, uint32_t *queue)
 {
-    px_svc_t *svc = px_svc(call);
     char why[256];
     px_code_t code;
     st_group_t g;
@@ -68,16 +67,9 @@ static bool px_queue_target(px_call_t *call, const ProtobufCMessageDescriptor *r
         px_reply_status(call, rd, code, why);
         return false;
     }
-    if (group != NULL && px_group_find(svc, group->name, &g) != GT_OK) {
-        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist", group->name);
-        px_reply_status(call, rd, PX_CODE(CONSUMER_GROUP_NOT_FOUND), why);
+    if ((group != NULL && !px_group_or_reply(call, rd, group->name, &g)) ||
+        !px_topic_or_reply(call, rd, mq->topic->name, false, t))
         return false;
-    }
-    if (px_topic_find(svc, mq->topic->name, t) != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", mq->topic->name);
-        px_reply_status(call, rd, PX_CODE(TOPIC_NOT_FOUND), why);
-        return false;
-    }
     if (mq->id < 0 || (uint32_t)mq->id >= t->queue_count) {
         snprintf(why, sizeof(why), "queue %d does not exist (topic has %u)", mq->id,
                  t->queue_count);

@@ -315,32 +315,20 @@ static bool px_recv_check(px_call_t *call,
                           const Apache__Rocketmq__V2__ReceiveMessageRequest *req,
                           st_topic_t *t, px_sql_t **sql)
 {
-    px_svc_t *svc = px_svc(call);
     const Apache__Rocketmq__V2__Resource *tr =
         req->message_queue != NULL ? req->message_queue->topic : NULL;
     char why[256];
     st_group_t g;
     px_code_t code;
-    gt_err_t rc;
 
     if ((code = px_check_group(req->group, why, sizeof(why))) != PX_CODE(OK) ||
         (code = px_check_topic(tr, why, sizeof(why))) != PX_CODE(OK)) {
         px_recv_status(call, code, why);
         return false;
     }
-    if ((rc = px_group_find(svc, req->group->name, &g)) != GT_OK) {
-        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist",
-                 req->group->name);
-        px_recv_status(call, rc == GT_ENOTFOUND ? PX_CODE(CONSUMER_GROUP_NOT_FOUND)
-                                                : px_code_from_err(rc), why);
+    if (!px_group_or_reply(call, PX_DESC(receive_message_response), req->group->name, &g) ||
+        !px_topic_or_reply(call, PX_DESC(receive_message_response), tr->name, false, t))
         return false;
-    }
-    if ((rc = px_topic_find(svc, tr->name, t)) != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", tr->name);
-        px_recv_status(call, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
-                                                : px_code_from_err(rc), why);
-        return false;
-    }
     if (req->filter_expression != NULL &&
         req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
         const char *e = req->filter_expression->expression;

@@ -115,7 +115,6 @@ void px_route_query(px_call_t *call, const uint8_t *data, size_t len)
     st_topic_t t;
     char why[256];
     px_code_t code;
-    gt_err_t rc;
 
     if (!px_require_client(call, rd))
         return;
@@ -130,13 +129,8 @@ void px_route_query(px_call_t *call, const uint8_t *data, size_t len)
         px_reply_status(call, rd, code, why);
         goto out;
     }
-    rc = px_topic_resolve(px_svc(call), req->topic->name, &t);
-    if (rc != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", req->topic->name);
-        px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
-                                                     : px_code_from_err(rc), why);
+    if (!px_topic_or_reply(call, rd, req->topic->name, true, &t))
         goto out;
-    }
     px_endpoint_build(call, req->endpoints, &ep);
     broker.name = "gantry";
     broker.id = 0;
@@ -216,7 +210,6 @@ void px_route_assignment(px_call_t *call, const uint8_t *data, size_t len)
     st_group_t g;
     char why[256];
     px_code_t code;
-    gt_err_t rc;
     size_t n, ntypes;
 
     if (!px_require_client(call, rd))
@@ -232,19 +225,9 @@ void px_route_assignment(px_call_t *call, const uint8_t *data, size_t len)
         px_reply_status(call, rd, code, why);
         goto out;
     }
-    if ((rc = px_topic_resolve(px_svc(call), req->topic->name, &t)) != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", req->topic->name);
-        px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
-                                                     : px_code_from_err(rc), why);
+    if (!px_topic_or_reply(call, rd, req->topic->name, true, &t) ||
+        !px_group_or_reply(call, rd, req->group->name, &g))
         goto out;
-    }
-    if ((rc = px_group_find(px_svc(call), req->group->name, &g)) != GT_OK) {
-        snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist",
-                 req->group->name);
-        px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(CONSUMER_GROUP_NOT_FOUND)
-                                                     : px_code_from_err(rc), why);
-        goto out;
-    }
     if (!(t.perm & ST_PERM_READ)) {
         snprintf(why, sizeof(why), "topic \"%.160s\" has no readable queue", t.name);
         px_reply_status(call, rd, PX_CODE(FORBIDDEN), why);

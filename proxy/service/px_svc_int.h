@@ -158,6 +158,13 @@ gt_err_t px_group_find(px_svc_t *svc, const char *name, st_group_t *out);
 /* px_topic_find, creating a NORMAL topic of 8 queues first when it is
  * unknown and server.auto_create_topics is on. */
 gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out);
+/* Look up a topic (with `resolve`, auto-created when configured) or a
+ * group; when it does not exist, answer `rd` with TOPIC_NOT_FOUND /
+ * CONSUMER_GROUP_NOT_FOUND (or the store error's code) and return false. */
+bool px_topic_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                       const char *name, bool resolve, st_topic_t *t);
+bool px_group_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
+                       const char *name, st_group_t *g);
 /* Answers CLIENT_ID_REQUIRED (in `resp`) and returns false when the call
  * has no x-mq-client-id. */
 bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp);

@@ -123,11 +123,8 @@ void px_end_transaction(px_call_t *call, const uint8_t *data, size_t len)
                         "resolution must be COMMIT or ROLLBACK");
         goto out;
     }
-    if (px_topic_find(px_svc(call), req->topic->name, &t) != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", req->topic->name);
-        px_reply_status(call, rd, PX_CODE(TOPIC_NOT_FOUND), why);
+    if (!px_topic_or_reply(call, rd, req->topic->name, false, &t))
         goto out;
-    }
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
         goto out;
