@@ -442,7 +442,11 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
     atomic_init(&ctx->abandoned, false);
     pr.abandoned = &ctx->abandoned;
     px_call_ref(call);
+    /* px_receive_interrupt reads it under recv_mu, maybe on another worker
+     * right now. */
+    pthread_mutex_lock(&ctx->svc->recv_mu);
     px_call_set_user(call, ctx);
+    pthread_mutex_unlock(&ctx->svc->recv_mu);
     st_pop(px_svc(call)->store, &pr, px_recv_done, ctx);
 out:
     protobuf_c_message_free_unpacked(&req->base, NULL);

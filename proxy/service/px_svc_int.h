@@ -172,7 +172,27 @@ bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp);
 void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
                      px_code_t code, const char *msg);
 
-/* ---- clients (px_telemetry.c) ---- */
+/* ---- clients (px_client.c registry, px_ticks.c renewer) ---- */
+
+/* Settings replies are repeated this many times, 1 s, 2 s, 4 s … after the
+ * first: Node SDK 1.0.8 starts waiting for the reply only after it has
+ * fetched the routes of all its topics, and drops a reply that arrives
+ * before (a producer of several topics then never finishes startup).  The
+ * reply is idempotent, so repeating it is harmless to every SDK. */
+#define PX_SETTINGS_RESENDS 4
+#define PX_SETTINGS_RESEND_MS 1000
+/* Renew an auto-renew delivery this long before its invisible time ends. */
+#define PX_RENEW_AHEAD_MS 10000
+#define PX_RENEW_TICK_MS 1000
+
+/* Finds (or with `create`, creates) a client.  Called with clients_mu;
+ * the client belongs to the registry. */
+px_client_t *px_client_get_locked(px_svc_t *svc, const char *id, bool create);
+/* The held entry for the client's `handle`, or NULL.  Called with
+ * clients_mu. */
+px_held_t **px_held_find_locked(px_client_t *c, const char *handle);
+/* Frees a client's publishing topics.  Called with clients_mu. */
+void px_client_topics_free(px_client_t *c);
 
 /* Records that `client_id` holds `handle`.  With auto_renew the server
  * keeps the message invisible (renewing every invisible_ms) while the

@@ -1,18 +1,16 @@
-/* Telemetry and the client registry.
+/* Telemetry: the client's settings stream.
  *
  * A client opens one Telemetry stream per endpoint and sends its Settings
  * first; the SDKs block start-up until the server answers with the merged
  * settings (producers need an exponential backoff policy and a non-zero
  * max_body_size, consumers get the group's retry policy, batch size and
- * long-poll timeout).  The registry maps x-mq-client-id to the client's
- * open stream (kept referenced so later work can push commands such as
- * orphaned-transaction checks down it) and to the receipt handles it holds,
- * so that a client that terminates or disappears gives its messages back at
- * once instead of after their invisible time. */
+ * long-poll timeout).  The stream is registered as the client's channel in
+ * the registry (px_client.c), kept referenced so later work can push
+ * commands such as orphaned-transaction checks down it; when it ends, the
+ * client is gone and its messages are given back. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "gt_log.h"
 #include "px_svc_int.h"
@@ -31,306 +29,6 @@ typedef struct px_tele {
     char client_id[128];
     bool registered;
 } px_tele_t;
-
-/* Finds or creates a client.  Called with clients_mu held. */
-static px_client_t *px_client_get_locked(px_svc_t *svc, const char *id,
-                                         bool create)
-{
-    px_client_t *c;
-
-    for (c = svc->clients; c != NULL; c = c->next)
-        if (strcmp(c->id, id) == 0)
-            return c;
-    if (!create || (c = calloc(1, sizeof(*c))) == NULL)
-        return NULL;
-    snprintf(c->id, sizeof(c->id), "%s", id);
-    c->next = svc->clients;
-    svc->clients = c;
-    return c;
-}
-
-/* Settings replies are repeated this many times, 1 s, 2 s, 4 s … after the
- * first: Node SDK 1.0.8 starts waiting for the reply only after it has
- * fetched the routes of all its topics, and drops a reply that arrives
- * before (a producer of several topics then never finishes startup).  The
- * reply is idempotent, so repeating it is harmless to every SDK. */
-#define PX_SETTINGS_RESENDS 4
-#define PX_SETTINGS_RESEND_MS 1000
-
-/* Renew an auto-renew delivery this long before its invisible time ends. */
-#define PX_RENEW_AHEAD_MS 10000
-#define PX_RENEW_TICK_MS 1000
-
-void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
-                    const char *topic, const char *handle, bool auto_renew,
-                    int64_t invisible_ms)
-{
-    px_client_t *c;
-    px_held_t *h;
-
-    if (client_id == NULL || (h = calloc(1, sizeof(*h))) == NULL)
-        return;
-    snprintf(h->group, sizeof(h->group), "%s", group);
-    snprintf(h->topic, sizeof(h->topic), "%s", topic);
-    snprintf(h->handle, sizeof(h->handle), "%s", handle);
-    snprintf(h->cur, sizeof(h->cur), "%s", handle);
-    h->auto_renew = auto_renew;
-    h->renew_at_ms = px_now_ms() + invisible_ms - PX_RENEW_AHEAD_MS;
-    pthread_mutex_lock(&svc->clients_mu);
-    c = px_client_get_locked(svc, client_id, true);
-    if (c != NULL) {
-        h->next = c->held;
-        c->held = h;
-        c->n_held++;
-        h = NULL;
-    }
-    pthread_mutex_unlock(&svc->clients_mu);
-    free(h);
-}
-
-/* Finds a held entry by the client's handle.  Called with clients_mu. */
-static px_held_t **px_held_find_locked(px_client_t *c, const char *handle)
-{
-    for (px_held_t **pp = &c->held; *pp != NULL; pp = &(*pp)->next)
-        if (strcmp((*pp)->handle, handle) == 0)
-            return pp;
-    return NULL;
-}
-
-void px_client_release(px_svc_t *svc, const char *client_id,
-                       const char *handle)
-{
-    px_client_t *c;
-    px_held_t *found = NULL, **pp;
-
-    if (client_id == NULL || handle == NULL)
-        return;
-    pthread_mutex_lock(&svc->clients_mu);
-    c = px_client_get_locked(svc, client_id, false);
-    if (c != NULL && (pp = px_held_find_locked(c, handle)) != NULL) {
-        found = *pp;
-        *pp = found->next;
-        c->n_held--;
-    }
-    pthread_mutex_unlock(&svc->clients_mu);
-    free(found);
-}
-
-void px_client_current(px_svc_t *svc, const char *client_id,
-                       const char *handle, char *out)
-{
-    px_client_t *c;
-    px_held_t **pp;
-
-    snprintf(out, ST_HANDLE_MAX, "%s", handle != NULL ? handle : "");
-    if (client_id == NULL || handle == NULL)
-        return;
-    pthread_mutex_lock(&svc->clients_mu);
-    c = px_client_get_locked(svc, client_id, false);
-    if (c != NULL && (pp = px_held_find_locked(c, handle)) != NULL)
-        snprintf(out, ST_HANDLE_MAX, "%s", (*pp)->cur);
-    pthread_mutex_unlock(&svc->clients_mu);
-}
-
-/* One renewal in flight. */
-typedef struct px_renew {
-    px_svc_t *svc;
-    char client_id[128];
-    char handle[ST_HANDLE_MAX];
-} px_renew_t;
-
-static void px_renewed(void *arg, gt_err_t err, const char *nh)
-{
-    px_renew_t *r = arg;
-    px_svc_t *svc = r->svc;
-    px_client_t *c;
-    px_held_t **pp;
-
-    pthread_mutex_lock(&svc->clients_mu);
-    c = px_client_get_locked(svc, r->client_id, false);
-    if (c != NULL && (pp = px_held_find_locked(c, r->handle)) != NULL) {
-        px_held_t *h = *pp;
-        h->renewing = false;
-        if (err == GT_OK && nh != NULL) {
-            snprintf(h->cur, sizeof(h->cur), "%s", nh);
-            h->renew_at_ms = px_now_ms() + PX_AUTO_RENEW_MS - PX_RENEW_AHEAD_MS;
-        } else if (err == GT_EINVAL) {
-            /* Acked, expired or superseded meanwhile: nothing to keep. */
-            *pp = h->next;
-            c->n_held--;
-            free(h);
-        }
-    }
-    pthread_mutex_unlock(&svc->clients_mu);
-    free(r);
-}
-
-/* Collects due renewals under the lock, then asks the store outside it. */
-static void px_renew_due(px_svc_t *svc)
-{
-    px_renew_t *due[256];
-    char groups[256][ST_NAME_MAX + 1], topics[256][ST_NAME_MAX + 1];
-    char curs[256][ST_HANDLE_MAX];
-    size_t n = 0;
-    int64_t now = px_now_ms();
-
-    pthread_mutex_lock(&svc->clients_mu);
-    for (px_client_t *c = svc->clients; c != NULL && n < 256; c = c->next) {
-        for (px_held_t *h = c->held; h != NULL && n < 256; h = h->next) {
-            if (!h->auto_renew || h->renewing || h->renew_at_ms > now)
-                continue;
-            if ((due[n] = calloc(1, sizeof(*due[n]))) == NULL)
-                break;
-            due[n]->svc = svc;
-            snprintf(due[n]->client_id, sizeof(due[n]->client_id), "%s", c->id);
-            snprintf(due[n]->handle, sizeof(due[n]->handle), "%s", h->handle);
-            snprintf(groups[n], sizeof(groups[n]), "%s", h->group);
-            snprintf(topics[n], sizeof(topics[n]), "%s", h->topic);
-            snprintf(curs[n], sizeof(curs[n]), "%s", h->cur);
-            h->renewing = true;
-            n++;
-        }
-    }
-    pthread_mutex_unlock(&svc->clients_mu);
-    for (size_t i = 0; i < n; i++)
-        st_change_invisible(svc->store, groups[i], topics[i], curs[i],
-                            PX_AUTO_RENEW_MS, px_renewed, due[i]);
-}
-
-/* Repeats due settings replies (renewer thread). */
-static void px_settings_resend_due(px_svc_t *svc)
-{
-    int64_t now = px_now_ms();
-
-    pthread_mutex_lock(&svc->clients_mu);
-    for (px_client_t *c = svc->clients; c != NULL; c = c->next) {
-        if (c->settings_resends <= 0 || c->telemetry == NULL ||
-            now < c->settings_resend_at_ms)
-            continue;
-        px_call_send(c->telemetry, c->settings_reply, c->settings_len);
-        c->settings_resends--;
-        c->settings_resend_at_ms =
-            now + PX_SETTINGS_RESEND_MS * (1LL << (PX_SETTINGS_RESENDS - c->settings_resends));
-    }
-    pthread_mutex_unlock(&svc->clients_mu);
-}
-
-static void px_client_topics_free(px_client_t *c)
-{
-    for (size_t i = 0; i < c->n_topics; i++)
-        free(c->topics[i]);
-    free(c->topics);
-    c->topics = NULL;
-    c->n_topics = 0;
-}
-
-static void *px_renewer_main(void *arg)
-{
-    px_svc_t *svc = arg;
-    struct timespec ts;
-
-    for (;;) {
-        pthread_mutex_lock(&svc->clients_mu);
-        if (!svc->stopping) {
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += PX_RENEW_TICK_MS * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&svc->renew_cv, &svc->clients_mu, &ts);
-        }
-        bool stop = svc->stopping;
-        pthread_mutex_unlock(&svc->clients_mu);
-        if (stop)
-            break;
-        px_renew_due(svc);
-        px_settings_resend_due(svc);
-        px_tx_check_tick(svc);
-    }
-    return NULL;
-}
-
-gt_err_t px_clients_start(px_svc_t *svc)
-{
-    if (pthread_create(&svc->renewer, NULL, px_renewer_main, svc) != 0)
-        return GT_ENOMEM;
-    svc->renewer_started = true;
-    return GT_OK;
-}
-
-void px_clients_stop(px_svc_t *svc)
-{
-    px_call_t *calls[64];
-    size_t n;
-
-    pthread_mutex_lock(&svc->clients_mu);
-    svc->stopping = true;
-    pthread_cond_broadcast(&svc->renew_cv);
-    pthread_mutex_unlock(&svc->clients_mu);
-    if (svc->renewer_started)
-        pthread_join(svc->renewer, NULL);
-    svc->renewer_started = false;
-    /* Drop the registry's stream references while the gRPC runtime still
-     * runs (normally already gone: streams end at shutdown). */
-    do {
-        n = 0;
-        pthread_mutex_lock(&svc->clients_mu);
-        for (px_client_t *c = svc->clients; c != NULL && n < 64; c = c->next) {
-            if (c->telemetry != NULL) {
-                calls[n++] = c->telemetry;
-                c->telemetry = NULL;
-            }
-        }
-        pthread_mutex_unlock(&svc->clients_mu);
-        for (size_t i = 0; i < n; i++)
-            px_call_unref(calls[i]);
-    } while (n == 64);
-}
-
-static void px_release_done(void *arg, gt_err_t err, const char *handle)
-{
-    (void)arg;
-    (void)err;
-    (void)handle;
-}
-
-void px_client_forget(px_svc_t *svc, const char *client_id)
-{
-    px_client_t *c = NULL;
-    px_held_t *held;
-    size_t n = 0;
-
-    if (client_id == NULL)
-        return;
-    pthread_mutex_lock(&svc->clients_mu);
-    for (px_client_t **pp = &svc->clients; *pp != NULL; pp = &(*pp)->next) {
-        if (strcmp((*pp)->id, client_id) == 0) {
-            c = *pp;
-            *pp = c->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&svc->clients_mu);
-    if (c == NULL)
-        return;
-    /* Give the messages back: visible again almost at once.  Handles that
-     * were acked or expired meanwhile are simply refused by the store. */
-    held = c->held;
-    while (held != NULL) {
-        px_held_t *next = held->next;
-        st_change_invisible(svc->store, held->group, held->topic, held->cur,
-                            1, px_release_done, NULL);
-        free(held);
-        held = next;
-        n++;
-    }
-    if (c->telemetry != NULL)
-        px_call_unref(c->telemetry);
-    px_client_topics_free(c);
-    free(c->settings_reply);
-    if (n > 0)
-        GT_LOG(DEBUG, "svc", "client %s gone: released %zu messages", client_id, n);
-    free(c);
-}
 
 /* Registers the stream as the client's telemetry channel, with the
  * topics a producer publishes (for orphaned-transaction checks). */
@@ -519,7 +217,10 @@ void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len)
             return;
         }
         snprintf(t->client_id, sizeof(t->client_id), "%s", id);
+        /* on_interrupt may read it concurrently on another worker. */
+        pthread_mutex_lock(&px_svc(call)->clients_mu);
         px_call_set_user(call, t);
+        pthread_mutex_unlock(&px_svc(call)->clients_mu);
     }
     cmd = (Apache__Rocketmq__V2__TelemetryCommand *)px_pb_unpack(
         &apache__rocketmq__v2__telemetry_command__descriptor, data, len);
@@ -550,10 +251,17 @@ void px_telemetry_half_close(px_call_t *call)
 
 void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why)
 {
-    px_tele_t *t = px_call_user(call);
     px_svc_t *svc = px_svc(call);
+    px_tele_t *t;
     px_client_t *c;
-    bool mine = false;
+    bool mine = false, registered;
+
+    /* Set by on_message, which may run at the same time on another
+     * worker: read under the lock they are published with. */
+    pthread_mutex_lock(&svc->clients_mu);
+    t = px_call_user(call);
+    registered = t != NULL && t->registered;
+    pthread_mutex_unlock(&svc->clients_mu);
 
     if (why == PX_INTERRUPT_SHUTDOWN) {
         /* End the stream cleanly: the SDKs reconnect after an OK end, while
@@ -562,7 +270,7 @@ void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why)
         px_call_finish(call, GRPC_STATUS_OK, NULL);
         return;
     }
-    if (why != PX_INTERRUPT_CLOSED || t == NULL || !t->registered)
+    if (why != PX_INTERRUPT_CLOSED || !registered)
         return;
     if (atomic_load(&svc->draining)) {
         /* The server is stopping, not the client: keep what it holds
