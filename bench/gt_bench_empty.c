@@ -326,14 +326,14 @@ static void gbe_end_transaction(px_call_t *call, const uint8_t *data,
 }
 
 static const px_method_t gbe_methods[] = {
-    {GBE_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, gbe_telemetry,
-     gbe_telemetry_half_close, gbe_telemetry_interrupt, NULL, NULL},
-    {GBE_PREFIX "SendMessage", PX_RPC_UNARY, gbe_send, NULL, NULL, NULL, NULL},
-    {GBE_PREFIX "ReceiveMessage", PX_RPC_SERVER_STREAM, gbe_receive, NULL,
-     NULL, NULL, NULL},
-    {GBE_PREFIX "AckMessage", PX_RPC_UNARY, gbe_ack, NULL, NULL, NULL, NULL},
-    {GBE_PREFIX "EndTransaction", PX_RPC_UNARY, gbe_end_transaction, NULL,
-     NULL, NULL, NULL},
+    {.path = GBE_PREFIX "Telemetry", .kind = PX_RPC_BIDI_STREAM,
+     .on_message = gbe_telemetry, .on_half_close = gbe_telemetry_half_close,
+     .on_interrupt = gbe_telemetry_interrupt},
+    {.path = GBE_PREFIX "SendMessage", .on_message = gbe_send},
+    {.path = GBE_PREFIX "ReceiveMessage", .kind = PX_RPC_SERVER_STREAM,
+     .on_message = gbe_receive},
+    {.path = GBE_PREFIX "AckMessage", .on_message = gbe_ack},
+    {.path = GBE_PREFIX "EndTransaction", .on_message = gbe_end_transaction},
 };
 
 /* ----------------------------------------------------------------- main */

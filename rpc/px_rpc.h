@@ -44,13 +44,20 @@ typedef enum px_interrupt {
                                    was cancelled); sent to every call */
 } px_interrupt_t;
 
+/* Why the runtime answers a request itself instead of passing it on. */
+typedef enum px_reject {
+    PX_REJECT_MALFORMED = 1, /* the bytes are not a valid req_desc message */
+    PX_REJECT_OVERLOAD,      /* admitting it would pass an in-flight bound */
+} px_reject_t;
+
 typedef struct px_method {
     const char *path; /* "/package.Service/Method"; borrowed, static */
     px_rpc_kind_t kind;
-    /* One request message.  Unary and server-streaming methods get exactly
-     * one call (or a finish with INVALID_ARGUMENT if the client sent none);
-     * bidi methods get one per client message.  `data` is borrowed for the
-     * duration of the callback. */
+    /* One raw request message (for methods without on_request).  Unary and
+     * server-streaming methods get exactly one call (or a finish with
+     * INVALID_ARGUMENT if the client sent none); bidi methods get one per
+     * client message.  `data` is borrowed for the duration of the
+     * callback. */
     void (*on_message)(px_call_t *call, const uint8_t *data, size_t len);
     /* Bidi only: the client half-closed its side.  May be NULL. */
     void (*on_half_close)(px_call_t *call);
@@ -62,6 +69,21 @@ typedef struct px_method {
     /* Last callback of a call, when no reference remains.  May be NULL. */
     void (*on_done)(px_call_t *call);
     const void *data; /* handler's static per-method data; borrowed */
+    /* Decoded requests (instead of on_message): the runtime unpacks each
+     * request message as `req_desc` and passes it on; a message that does
+     * not decode goes to on_reject(PX_REJECT_MALFORMED) instead.  `req` is
+     * freed when on_request returns unless the handler called
+     * px_call_keep_request() (then it frees it with
+     * protobuf_c_message_free_unpacked(req, NULL)).  Same arrival rules as
+     * on_message. */
+    const ProtobufCMessageDescriptor *req_desc;
+    const ProtobufCMessageDescriptor *resp_desc; /* for on_reject; may be NULL */
+    void (*on_request)(px_call_t *call, ProtobufCMessage *req);
+    /* Answers a request the runtime refused (malformed, or over an
+     * in-flight bound), e.g. with an in-band status of the method's own
+     * response type.  May be NULL: the call then finishes with
+     * INVALID_ARGUMENT or RESOURCE_EXHAUSTED. */
+    void (*on_reject)(px_call_t *call, px_reject_t why);
 } px_method_t;
 
 /* ---- method table ---- */
@@ -75,8 +97,8 @@ typedef struct px_method_table {
 void px_method_table_init(px_method_table_t *t);
 void px_method_table_free(px_method_table_t *t);
 /* Borrows `m` (must outlive the table).  GT_EINVAL for a path that is not
- * "/service/method" or a method without on_message; GT_EEXIST for a
- * duplicate path. */
+ * "/service/method", a method with neither on_message nor on_request (or
+ * on_request without req_desc); GT_EEXIST for a duplicate path. */
 gt_err_t px_method_table_add(px_method_table_t *t, const px_method_t *m);
 /* Returns the method for an exact path, or NULL. `path` need not be
  * NUL-terminated. */
@@ -152,6 +174,9 @@ gt_err_t px_call_send_pb(px_call_t *call, const ProtobufCMessage *msg);
  * finish counts; later ones return GT_ESHUTDOWN. `msg` may be NULL. */
 gt_err_t px_call_finish(px_call_t *call, grpc_status_code code,
                         const char *msg);
+/* From inside on_request: the handler keeps the decoded request (it frees
+ * it later with protobuf_c_message_free_unpacked(req, NULL)). */
+void px_call_keep_request(px_call_t *call);
 /* Unary convenience: send `msg` then finish OK. */
 gt_err_t px_call_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
 

@@ -42,7 +42,10 @@ gt_err_t px_method_table_add(px_method_table_t *t, const px_method_t *m)
 {
     size_t lo = 0, hi = t->count;
 
-    if (m == NULL || !px_path_valid(m->path) || m->on_message == NULL)
+    if (m == NULL || !px_path_valid(m->path))
+        return GT_EINVAL;
+    if (m->on_request != NULL ? m->req_desc == NULL || m->on_message != NULL
+                              : m->on_message == NULL)
         return GT_EINVAL;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;

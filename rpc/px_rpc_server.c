@@ -85,6 +85,7 @@ struct px_call {
     px_tag_t t_request, t_recv, t_send, t_close;
     grpc_byte_buffer *recv_buf; /* owned by the RECV batch in flight */
     int close_cancelled;        /* written by the core for the CLOSE batch */
+    bool req_kept;              /* set by on_request (its thread only) */
 
     pthread_mutex_t mu;
     int refs;
@@ -506,6 +507,50 @@ static bool px_call_start_recv(px_call_t *c)
     return true;
 }
 
+void px_call_keep_request(px_call_t *c) { c->req_kept = true; }
+
+/* Answers a refused request through the method's responder, or with a
+ * plain gRPC status. */
+static void px_call_reject(px_call_t *c, px_reject_t why)
+{
+    const px_method_t *m = c->method;
+    char msg[200];
+
+    if (m->on_reject != NULL) {
+        m->on_reject(c, why);
+        return;
+    }
+    if (why == PX_REJECT_MALFORMED) {
+        snprintf(msg, sizeof(msg), "malformed %.150s",
+                 m->req_desc != NULL ? m->req_desc->short_name : "request");
+        px_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    } else {
+        px_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                       "too many request bytes in flight");
+    }
+}
+
+/* Hands one request message to the method: raw, or decoded once here. */
+static void px_call_deliver(px_call_t *c, const uint8_t *data, size_t len)
+{
+    const px_method_t *m = c->method;
+    ProtobufCMessage *req;
+
+    if (m->on_request == NULL) {
+        m->on_message(c, data, len);
+        return;
+    }
+    req = protobuf_c_message_unpack(m->req_desc, NULL, len, data);
+    if (req == NULL) {
+        px_call_reject(c, PX_REJECT_MALFORMED);
+        return;
+    }
+    c->req_kept = false;
+    m->on_request(c, req);
+    if (!c->req_kept)
+        protobuf_c_message_free_unpacked(req, NULL);
+}
+
 static void px_call_on_recv(px_call_t *c, bool ok)
 {
     grpc_byte_buffer *bb = c->recv_buf;
@@ -519,7 +564,7 @@ static void px_call_on_recv(px_call_t *c, bool ok)
         if (grpc_byte_buffer_reader_init(&rd, bb)) {
             s = grpc_byte_buffer_reader_readall(&rd);
             grpc_byte_buffer_reader_destroy(&rd);
-            m->on_message(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+            px_call_deliver(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
             grpc_slice_unref(s);
         } else {
             px_call_finish(c, GRPC_STATUS_INTERNAL,

@@ -42,29 +42,21 @@ static void px_stub_on_message(px_call_t *call, const uint8_t *data,
     px_reply_status(call, info->resp, PX_CODE(NOT_IMPLEMENTED), text);
 }
 
-/* Admin.ChangeLogLevel: implemented, it only touches the log level. */
-static void px_admin_log_level(px_call_t *call, const uint8_t *data,
-                               size_t len)
+/* Admin.ChangeLogLevel: implemented, it only touches the log level.  A
+ * malformed request finishes INVALID_ARGUMENT (the runtime's default). */
+static void px_admin_log_level(px_call_t *call, ProtobufCMessage *msg)
 {
     static const gt_log_level_t map[] = {
         GT_LOG_LEVEL_TRACE, GT_LOG_LEVEL_DEBUG, GT_LOG_LEVEL_INFO,
         GT_LOG_LEVEL_WARN, GT_LOG_LEVEL_ERROR};
     Apache__Rocketmq__V2__ChangeLogLevelRequest *req =
-        (Apache__Rocketmq__V2__ChangeLogLevelRequest *)px_pb_unpack(
-            &apache__rocketmq__v2__change_log_level_request__descriptor, data,
-            len);
+        (Apache__Rocketmq__V2__ChangeLogLevelRequest *)msg;
     Apache__Rocketmq__V2__ChangeLogLevelResponse resp =
         APACHE__ROCKETMQ__V2__CHANGE_LOG_LEVEL_RESPONSE__INIT;
     char remark[64];
 
-    if (req == NULL) {
-        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-                       "malformed ChangeLogLevelRequest");
-        return;
-    }
     if ((unsigned)req->level >= sizeof(map) / sizeof(map[0])) {
         snprintf(remark, sizeof(remark), "unknown level %d", (int)req->level);
-        protobuf_c_message_free_unpacked(&req->base, NULL);
         px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, remark);
         return;
     }
@@ -74,7 +66,6 @@ static void px_admin_log_level(px_call_t *call, const uint8_t *data,
     snprintf(remark, sizeof(remark), "log level is now %s",
              gt_log_level_name(map[req->level]));
     resp.remark = remark;
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     px_call_reply_pb(call, &resp.base);
 }
 
@@ -87,10 +78,11 @@ PX_STUB(sync_lite, sync_lite_subscription_request,
         sync_lite_subscription_response);
 
 #define PX_STUB_UNARY(method, info)                                            \
-    {PX_MS_PREFIX method, PX_RPC_UNARY, px_stub_on_message, NULL, NULL, NULL,  \
-     &px_info_##info}
-#define PX_IMPL(method, kind, fn, intr)                                        \
-    {PX_MS_PREFIX method, kind, fn, NULL, intr, NULL, NULL}
+    {.path = PX_MS_PREFIX method, .kind = PX_RPC_UNARY,                        \
+     .on_message = px_stub_on_message, .data = &px_info_##info}
+#define PX_IMPL(method, k, fn, intr)                                           \
+    {.path = PX_MS_PREFIX method, .kind = k, .on_message = fn,                 \
+     .on_interrupt = intr}
 
 static const px_method_t px_messaging_methods[] = {
     PX_IMPL("QueryRoute", PX_RPC_UNARY, px_route_query, NULL),
@@ -106,8 +98,10 @@ static const px_method_t px_messaging_methods[] = {
     PX_IMPL("GetOffset", PX_RPC_UNARY, px_offset_get, NULL),
     PX_IMPL("QueryOffset", PX_RPC_UNARY, px_offset_query, NULL),
     PX_IMPL("EndTransaction", PX_RPC_UNARY, px_end_transaction, NULL),
-    {PX_MS_PREFIX "Telemetry", PX_RPC_BIDI_STREAM, px_telemetry_message,
-     px_telemetry_half_close, px_telemetry_interrupt, px_telemetry_done, NULL},
+    {.path = PX_MS_PREFIX "Telemetry", .kind = PX_RPC_BIDI_STREAM,
+     .on_message = px_telemetry_message,
+     .on_half_close = px_telemetry_half_close,
+     .on_interrupt = px_telemetry_interrupt, .on_done = px_telemetry_done},
     PX_IMPL("NotifyClientTermination", PX_RPC_UNARY, px_route_terminate, NULL),
     PX_IMPL("ChangeInvisibleDuration", PX_RPC_UNARY, px_change_invisible, NULL),
     PX_IMPL("RecallMessage", PX_RPC_UNARY, px_recall_message, NULL),
@@ -115,8 +109,10 @@ static const px_method_t px_messaging_methods[] = {
 };
 
 static const px_method_t px_admin_methods[] = {
-    {"/apache.rocketmq.v2.Admin/ChangeLogLevel", PX_RPC_UNARY,
-     px_admin_log_level, NULL, NULL, NULL, NULL},
+    {.path = "/apache.rocketmq.v2.Admin/ChangeLogLevel",
+     .kind = PX_RPC_UNARY, .on_request = px_admin_log_level,
+     .req_desc = &apache__rocketmq__v2__change_log_level_request__descriptor,
+     .resp_desc = &apache__rocketmq__v2__change_log_level_response__descriptor},
 };
 
 size_t px_service_messaging_count(void)

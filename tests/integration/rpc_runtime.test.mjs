@@ -183,6 +183,17 @@ test('Admin.ChangeLogLevel changes the level and answers a remark', async () => 
   assert.match(g.log(), /log level set to info/);
 });
 
+test('Admin.ChangeLogLevel: a malformed request finishes INVALID_ARGUMENT, an unknown level too', async () => {
+  let r = await unary('/apache.rocketmq.v2.Admin/ChangeLogLevel', [0x0a, 0xff, 0xff, 0x01]);
+  assert.ok(r.err);
+  assert.equal(r.err.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(r.err.details, /malformed ChangeLogLevelRequest/);
+  r = await unary('/apache.rocketmq.v2.Admin/ChangeLogLevel', [0x08, 0x09]);
+  assert.ok(r.err);
+  assert.equal(r.err.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(r.err.details, /unknown level 9/);
+});
+
 test('requests far above the default 4 MiB gRPC limit reach the handler (20 MiB body -> MESSAGE_BODY_TOO_LARGE)', async () => {
   const msg = new defPb.Message();
   const sp = new defPb.SystemProperties();

@@ -7,6 +7,7 @@
 
 #include <CUnit/Basic.h>
 
+#include "apache/rocketmq/v2/service.pb-c.h"
 #include "px_rpc.h"
 #include "px_service.h"
 
@@ -17,7 +18,7 @@ static void noop_msg(px_call_t *c, const uint8_t *d, size_t n)
     (void)n;
 }
 
-#define M(path) {path, PX_RPC_UNARY, noop_msg, NULL, NULL, NULL, NULL}
+#define M(p) {.path = p, .kind = PX_RPC_UNARY, .on_message = noop_msg}
 
 static void test_add_find(void)
 {
@@ -65,8 +66,7 @@ static void test_rejects(void)
     static const px_method_t ok = M("/a.B/C"), dup = M("/a.B/C"),
                              noslash = M("a.B/C"), nomethod = M("/a.B/"),
                              nosvc = M("//C"), extra = M("/a/B/C");
-    static const px_method_t nohandler = {"/a.B/D", PX_RPC_UNARY, NULL,
-                                          NULL, NULL, NULL, NULL};
+    static const px_method_t nohandler = {.path = "/a.B/D"};
     px_method_table_t t;
 
     px_method_table_init(&t);
@@ -78,6 +78,34 @@ static void test_rejects(void)
     CU_ASSERT_EQUAL(px_method_table_add(&t, &extra), GT_EINVAL);
     CU_ASSERT_EQUAL(px_method_table_add(&t, &nohandler), GT_EINVAL);
     CU_ASSERT_EQUAL(px_method_table_add(&t, NULL), GT_EINVAL);
+    CU_ASSERT_EQUAL(t.count, 1);
+    px_method_table_free(&t);
+}
+
+static void noop_req(px_call_t *c, ProtobufCMessage *req)
+{
+    (void)c;
+    (void)req;
+}
+
+/* Decoded-request entries need a request descriptor and exclude on_message. */
+static void test_decoded_entries(void)
+{
+    px_method_t ok = M("/a.B/Dec"), nodesc = M("/a.B/NoDesc"),
+                both = M("/a.B/Both");
+    px_method_table_t t;
+
+    ok.on_message = NULL;
+    ok.on_request = noop_req;
+    ok.req_desc = &apache__rocketmq__v2__heartbeat_request__descriptor;
+    nodesc.on_message = NULL;
+    nodesc.on_request = noop_req;
+    both.on_request = noop_req;
+    both.req_desc = ok.req_desc;
+    px_method_table_init(&t);
+    CU_ASSERT_EQUAL(px_method_table_add(&t, &ok), GT_OK);
+    CU_ASSERT_EQUAL(px_method_table_add(&t, &nodesc), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_method_table_add(&t, &both), GT_EINVAL);
     CU_ASSERT_EQUAL(t.count, 1);
     px_method_table_free(&t);
 }
@@ -162,6 +190,7 @@ int main(void)
     CU_add_test(s, "add and find", test_add_find);
     CU_add_test(s, "counted lookup", test_counted_lookup);
     CU_add_test(s, "rejects bad entries", test_rejects);
+    CU_add_test(s, "decoded-request entries", test_decoded_entries);
     CU_add_test(s, "growth past initial capacity", test_growth);
     CU_add_test(s, "MessagingService table", test_service_table);
     CU_basic_set_mode(CU_BRM_VERBOSE);
