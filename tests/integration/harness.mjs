@@ -35,6 +35,31 @@ export function freePort() {
 
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
+// Time scale for the machine and build under test.  Tests wait for
+// conditions; where a test bounds a wait ("the message arrives within
+// 10 s") or gives the server time (a long poll, a call deadline), it
+// multiplies that time by TIME_SCALE.  GANTRY_TEST_TIME_SCALE sets it
+// (a slow machine: 2 or more); otherwise sanitizer builds (CTest sets
+// GANTRY_TEST_SANITIZER) get a default that covers their slowdown.
+const SANITIZER_SCALE = { address: 3, thread: 6 };
+export const TIME_SCALE = Number(process.env.GANTRY_TEST_TIME_SCALE) ||
+  SANITIZER_SCALE[process.env.GANTRY_TEST_SANITIZER] || 1;
+
+// `ms` scaled by TIME_SCALE: for bounds and budgets, never for sleeps.
+export function scaled(ms) { return Math.round(ms * TIME_SCALE); }
+
+// Polls `cond` (sync or async) every `everyMs` until it returns truthy;
+// resolves to that value.  Rejects naming `what` after scaled(ms).
+export async function waitFor(cond, ms, what, everyMs = 20) {
+  const deadline = Date.now() + scaled(ms);
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() >= deadline) throw new Error(`timeout after ${scaled(ms)} ms: ${what}`);
+    await sleep(everyMs);
+  }
+}
+
 function httpGet(port, p) {
   return new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: p, timeout: 1000 }, (res) => {
@@ -95,13 +120,13 @@ ${opts.yaml ?? DEFAULT_YAML}`;
   return g;
 }
 
-// Spawns gantry and waits for /readyz (10 s).  Throws with the log if it
+// Spawns gantry and waits for /readyz (15 s, scaled).  Throws with the log if it
 // exits or never becomes ready.
 export async function startGantry(opts = {}) {
   const g = await spawnGantry(opts);
   let exitInfo = null;
   g.exited.then((e) => { exitInfo = e; });
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 15000);
+  const deadline = Date.now() + scaled(opts.readyTimeoutMs ?? 15000);
   while (Date.now() < deadline) {
     if (exitInfo) {
       throw new Error(`gantry exited early (${JSON.stringify(exitInfo)}):\n${g.log()}`);
@@ -119,7 +144,7 @@ export function sanitizerReport(text) {
 }
 
 // Stops gantry with `signal` (SIGTERM by default), waits for it to exit
-// (SIGKILL after 10 s), removes its temp dir unless opts.keepDir, and
+// (SIGKILL after 10 s, scaled), removes its temp dir unless opts.keepDir, and
 // throws if the log holds a sanitizer report.  Returns the exit info.
 // Restart: `await stopGantry(g, 'SIGKILL', {keepDir: true})`, then
 // `startGantry({dir: g.dir, grpcPort: g.grpcPort, httpPort: g.httpPort})`.
@@ -129,7 +154,7 @@ export async function stopGantry(g, signal = 'SIGTERM', opts = {}) {
   }
   const killer = setTimeout(() => {
     try { process.kill(g.pid, 'SIGKILL'); } catch { /* gone */ }
-  }, 10000);
+  }, scaled(10000));
   const info = await g.exited;
   clearTimeout(killer);
   const log = g.log();

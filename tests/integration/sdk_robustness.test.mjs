@@ -9,7 +9,7 @@ import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, defPb, pb, grpc, Raw, SVC, yamlOf, resource, consumerSettings, receiveRequest,
   wireMessage, sendRequest, ackRequest, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll,
-  healthy, patternBytes, withTimeout, sleep,
+  healthy, patternBytes, withTimeout, sleep, scaled, waitFor,
 } from './sdk_util.mjs';
 
 const T = 'RobustTopic';
@@ -18,6 +18,9 @@ const T_CHECK = 'RobustCheckTopic';
 const G_CHECK = 'RobustCheckGroup';
 const POLLS = 10000;
 const CHANNELS = 8;
+// Longer than parking POLLS polls takes even on a slow machine under a
+// sanitizer; the test cancels the polls once it has checked them.
+const POLL_MS = 30 * 60 * 1000;
 
 let g;
 let pid;
@@ -190,13 +193,15 @@ test(`${POLLS} concurrent long polls cancelled by their clients`, async () => {
       assert.equal(t.err, null, `telemetry: ${t.err?.message}`);
       tels.push(t.call);
     }
+    // The polls last far longer than parking 10,000 of them can take on
+    // any machine; the test ends them itself by cancelling.
     const req = Buffer.from(receiveRequest({
-      group: G, topic: T, batch: 1, invisibleMs: 60000, longPollMs: 20000,
+      group: G, topic: T, batch: 1, invisibleMs: 60000, longPollMs: POLL_MS,
     }).serializeBinary());
     for (let i = 0; i < POLLS; i++) {
       const r = raws[i % CHANNELS];
       const call = r.client.makeServerStreamRequest(`${SVC}ReceiveMessage`, (x) => x, (x) => x, req, r.md(),
-        { deadline: Date.now() + 40000 });
+        { deadline: Date.now() + 2 * POLL_MS });
       const rec = { call, done: false, cancelled: false, got: 0 };
       call.on('data', (d) => {
         const resp = pb.ReceiveMessageResponse.deserializeBinary(new Uint8Array(d));
@@ -221,38 +226,38 @@ test(`${POLLS} concurrent long polls cancelled by their clients`, async () => {
     // answered the server has read the polls before it.
     await withTimeout(Promise.all(raws.map((r) => r.unary('Heartbeat',
       new pb.HeartbeatRequest().setClientType(defPb.ClientType.SIMPLE_CONSUMER).setGroup(resource(G)),
-      pb.HeartbeatResponse, { timeoutMs: 30000 }))), 35000, 'heartbeats behind the long polls');
+      pb.HeartbeatResponse, { timeoutMs: scaled(60000) }))), scaled(65000), 'heartbeats behind the long polls');
+    // A poll answered early (wrongly) would show up within this grace.
     await sleep(1000);
-    assert.equal(ended, 0, `long polls ended before their 20 s timeout: ${early.join('; ')}`);
+    assert.equal(ended, 0, `long polls ended early: ${early.join('; ')}`);
     await assertAlive(`with ${POLLS} long polls parked`);
 
     // One message wakes exactly one poll.
     const raw = raws[0];
     const s = await raw.unary('SendMessage', sendRequest([wireMessage({ topic: T, body: Buffer.from('wake') })]),
-      pb.SendMessageResponse);
+      pb.SendMessageResponse, { timeoutMs: scaled(10000) });
+    assert.equal(s.err, null, s.err?.message);
     assert.equal(codeName(s.resp.getStatus().getCode()), codeName(Code.OK));
-    const t0 = Date.now();
-    while (withMessage === 0 && Date.now() - t0 < 15000) await sleep(50);
+    await waitFor(() => withMessage > 0, 15000, 'a parked poll receives the message');
+    // A second delivery (wrong) would show up within this grace.
     await sleep(500);
     assert.equal(withMessage, 1, 'messages delivered to the parked polls');
     // The poll that got it completes on its own (the SDKs never cancel a
     // receive that is under way; cancelling one that carries messages
     // would rightly make the server release them).
     const woken = calls.find((c) => c.got);
-    while (!woken.done && Date.now() - woken.got < 10000) await sleep(20);
-    assert.ok(woken.done, 'the receive that carried the message did not complete within 10 s');
+    await waitFor(() => woken.done, 10000, 'the receive that carried the message completes');
     assert.equal(woken.status.code, grpc.status.OK, `woken receive status ${woken.status.details}`);
     assert.equal(woken.msg.getMessageId(), s.resp.getEntriesList()[0].getMessageId());
     const ack = await raw.unary('AckMessage', ackRequest(G, T,
-      [{ id: woken.msg.getMessageId(), handle: woken.msg.getReceiptHandle() }]), pb.AckMessageResponse);
+      [{ id: woken.msg.getMessageId(), handle: woken.msg.getReceiptHandle() }]), pb.AckMessageResponse,
+    { timeoutMs: scaled(10000) });
+    assert.equal(ack.err, null, ack.err?.message);
     assert.equal(codeName(ack.resp.getStatus().getCode()), codeName(Code.OK), 'ack of the woken message');
 
     // Cancel every poll that is still open.
     for (const c of calls) if (!c.done) { c.cancelled = true; c.call.cancel(); }
-    const t1 = Date.now();
-    while (ended < POLLS && Date.now() - t1 < 15000) await sleep(50);
-    assert.equal(ended, POLLS, 'calls still open after cancellation');
-    await sleep(500);
+    await waitFor(() => ended === POLLS, 30000, `calls still open after cancellation (${POLLS} polls)`, 50);
     await assertAlive('after cancelling the long polls');
   } finally {
     for (const c of calls) if (!c.done) c.call.cancel();

@@ -1,7 +1,7 @@
 // Shared helpers for the SDK end-to-end tests (sdk_*.test.mjs): the official
 // RocketMQ Node.js SDK and raw grpc-js calls against the real gantry.
 import crypto from 'node:crypto';
-import { require, sleep, httpGet } from './harness.mjs';
+import { require, sleep, httpGet, scaled, waitFor, TIME_SCALE } from './harness.mjs';
 
 export const grpc = require('@grpc/grpc-js');
 export const sdk = require('rocketmq-client-nodejs');
@@ -103,7 +103,7 @@ export async function expectCode(p, code, what) {
 
 // ---- SDK clients -------------------------------------------------------
 
-const startTimeoutMs = 30000;
+const startTimeoutMs = scaled(30000);
 
 export async function startProducer(g, topics, extra = {}) {
   const p = new sdk.Producer({
@@ -137,12 +137,13 @@ export async function startSimpleConsumer(g, group, subs, extra = {}) {
 export async function shutdownQuietly(...clients) {
   await Promise.all(clients.filter(Boolean).map(async (c) => {
     try {
-      await withTimeout(c.shutdown(), 60000, 'client shutdown');
+      await withTimeout(c.shutdown(), scaled(60000), 'client shutdown');
     } catch { /* best effort */ }
   }));
 }
 
-// Receives until `want` distinct message ids were seen or `ms` elapsed.
+// Receives until `want` distinct message ids were seen or scaled(ms)
+// elapsed.
 // opts: {invisible, batch, ack (default true), filter(msg) -> bool}.
 // Returns every MessageView received, in order (duplicates included).
 export async function receiveAll(consumer, want, ms, opts = {}) {
@@ -151,7 +152,7 @@ export async function receiveAll(consumer, want, ms, opts = {}) {
   const ack = opts.ack ?? true;
   const got = [];
   const ids = new Set();
-  const deadline = Date.now() + ms;
+  const deadline = Date.now() + scaled(ms);
   while (ids.size < want && Date.now() < deadline) {
     const msgs = await consumer.receive(batch, invisible);
     for (const m of msgs) {
@@ -211,14 +212,15 @@ export class Raw {
     return m;
   }
 
-  // Unary call; `req` is a protobuf message or raw bytes.  Resolves
+  // Unary call (deadline opts.timeoutMs, default scaled 10 s); `req` is a
+  // protobuf message or raw bytes.  Resolves
   // {err, resp (decoded with Resp when given), bytes, ms}.
   unary(method, req, Resp, opts = {}) {
     const bytes = Buffer.from(req instanceof Uint8Array ? req : req.serializeBinary());
     return new Promise((resolve) => {
       const t0 = Date.now();
       this.client.makeUnaryRequest(SVC + method, ident, ident, bytes, this.md(opts),
-        { deadline: Date.now() + (opts.timeoutMs ?? 10000) }, (err, out) => {
+        { deadline: Date.now() + (opts.timeoutMs ?? scaled(10000)) }, (err, out) => {
           let resp;
           if (!err && Resp) resp = Resp.deserializeBinary(new Uint8Array(out));
           resolve({ err, resp, bytes: out, ms: Date.now() - t0 });
@@ -233,7 +235,7 @@ export class Raw {
       const t0 = Date.now();
       const resps = [];
       const call = this.client.makeServerStreamRequest(SVC + method, ident, ident, bytes,
-        this.md(opts), { deadline: Date.now() + (opts.timeoutMs ?? 10000) });
+        this.md(opts), { deadline: Date.now() + (opts.timeoutMs ?? scaled(10000)) });
       let done = false;
       const finish = (err) => {
         if (done) return;
@@ -253,7 +255,7 @@ export class Raw {
     return new Promise((resolve) => {
       const call = this.client.makeBidiStreamRequest(SVC + 'Telemetry', ident, ident, this.md(opts), {});
       let done = false;
-      const timer = setTimeout(() => finish(new Error('no telemetry answer within 10 s')), opts.timeoutMs ?? 10000);
+      const timer = setTimeout(() => finish(new Error('no telemetry answer in time')), opts.timeoutMs ?? scaled(10000));
       const finish = (err, first) => {
         if (done) return;
         done = true;
@@ -359,4 +361,4 @@ export async function healthy(g) {
   return r.status === 200;
 }
 
-export { sleep };
+export { sleep, scaled, waitFor, TIME_SCALE };
