@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "gt_err.h"
 
@@ -40,6 +41,41 @@
 #define ST_QUEUE_ANY     (-1) /* "store chooses" / "all queues"            */
 #define ST_INVISIBLE_MAX_MS (30LL * 24 * 3600 * 1000) /* 30 days            */
 #define ST_POLL_MAX_MS      (24LL * 3600 * 1000)      /* 1 day              */
+
+/* ---- reserved names ----------------------------------------------------
+ * Every layer (proxy, gateways, store) uses these; nothing else spells them.
+ *
+ * %SYS% topics and groups are the store's own: it parks delayed messages in
+ * %SYS%TIMER and transactions' half messages in %SYS%HALF, consumed by its
+ * internal group %SYS%HOLD.  Clients must never reach them (a client
+ * reading them would see rolled-back and not-yet-due messages), and they
+ * cannot be created through st_topic_put().  %DLQ%<group> holds a group's
+ * dead letters (clients may read it, not send to it); %RETRY%<group> is
+ * RocketMQ's retry topic name, reserved likewise. */
+#define ST_SYS_PREFIX   "%SYS%"
+#define ST_SYS_TIMER    "%SYS%TIMER"  /* delayed messages until due */
+#define ST_SYS_HALF     "%SYS%HALF"   /* half messages until resolved */
+#define ST_SYS_GROUP    "%SYS%HOLD"   /* internal group: resolutions */
+#define ST_DLQ_PREFIX   "%DLQ%"
+#define ST_RETRY_PREFIX "%RETRY%"
+
+/* True for a %SYS% topic or group name. */
+static inline bool st_is_sys_name(const char *n)
+{
+    return n && strncmp(n, ST_SYS_PREFIX, sizeof(ST_SYS_PREFIX) - 1) == 0;
+}
+
+/* Message property keys for system properties that have no field of their
+ * own.  They start with ST_PROP_SYS, a control character that no client
+ * property key may contain, so they never collide with user properties;
+ * edges strip them before delivery.  All of them are listed here so that
+ * no two layers pick the same key. */
+#define ST_PROP_SYS        "\x01"
+#define ST_PROP_ENCODING   ST_PROP_SYS "enc"     /* body encoding ("gzip") */
+#define ST_PROP_TRACE      ST_PROP_SYS "trace"   /* trace context */
+#define ST_PROP_TXCHECK    ST_PROP_SYS "txcheck" /* see st_tx_pending() */
+#define ST_PROP_HOLD_TOPIC ST_PROP_SYS "rt" /* store: real topic of a held message */
+#define ST_PROP_HOLD_QUEUE ST_PROP_SYS "rq" /* store: its queue there (decimal) */
 
 /* ---- metadata ---------------------------------------------------------- */
 typedef enum st_topic_type {
@@ -476,9 +512,8 @@ static inline void st_stats(st_store_t *st, const char *topic,
  * the msg_id and the queue it will land in; queue_offset is 0 (the offset
  * is assigned when it is committed). */
 
-/* The property whose decimal value (ms) overrides unresolved_for_ms of
- * st_tx_pending() for one half message. */
-#define ST_PROP_TXCHECK "\x01txcheck"
+/* ST_PROP_TXCHECK (above): its decimal value (ms) overrides
+ * unresolved_for_ms of st_tx_pending() for one half message. */
 #define ST_TX_PENDING_MAX 256 /* messages per st_tx_pending() answer */
 
 /* Resolves the unresolved half message msg_id of topic: commit makes it

@@ -44,8 +44,8 @@
 #include "gt_log.h"
 #include "st_int.h"
 
-#define PROP_RT "\x01rt" /* real topic of a held message */
-#define PROP_RQ "\x01rq" /* its queue there (decimal) */
+#define PROP_RT ST_PROP_HOLD_TOPIC /* real topic of a held message */
+#define PROP_RQ ST_PROP_HOLD_QUEUE /* its queue there (decimal) */
 #define FIRE_MAX 1024    /* timers fired per pass of the service thread */
 #define ST_E_BUSY ST_E_DLQ /* being fired or committed: an append is out */
 #define ST_E_ROLL ST_E_INFLIGHT /* being rolled forward (see roll_pass) */

@@ -362,14 +362,7 @@ gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,
 uint64_t st_log_retain(st_local_t *st, int64_t cutoff_ms, uint64_t keep_pos);
 
 /* ---- st_hold.c: half messages, timers, recall ------------------------- */
-#define ST_SYS_PREFIX "%SYS%"
-#define ST_SYS_TIMER  "%SYS%TIMER"  /* delayed messages until due */
-#define ST_SYS_HALF   "%SYS%HALF"   /* half messages until resolved */
-#define ST_SYS_GROUP  "%SYS%HOLD"   /* internal group: resolutions */
-static inline bool st_is_sys_name(const char *n)
-{
-    return n && strncmp(n, ST_SYS_PREFIX, 5) == 0;
-}
+/* (The %SYS% names are in st.h.) */
 /* After state replay (lock held): rebuilds the timer heap. */
 gt_err_t st_hold_open(st_local_t *st);
 void st_hold_close(st_local_t *st);

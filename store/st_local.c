@@ -68,7 +68,7 @@ int64_t st_retry_backoff_ms(const st_retry_policy_t *p, uint32_t attempt)
 
 gt_err_t st_dlq_topic_name(const char *group, char *buf, size_t size)
 {
-    int n = snprintf(buf, size, "%%DLQ%%%s", group ? group : "");
+    int n = snprintf(buf, size, "%s%s", ST_DLQ_PREFIX, group ? group : "");
     return n < 0 || (size_t)n >= size || n > ST_NAME_MAX ? GT_ERANGE : GT_OK;
 }
 

@@ -1,5 +1,5 @@
-/* Shared pieces of the RocketMQ handlers: statuses, resource checks, time
- * conversions, and the one place store errors become RocketMQ codes. */
+/* Shared pieces of the RocketMQ handlers: statuses, time conversions, and
+ * the one place store errors become RocketMQ codes. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -44,47 +44,6 @@ const char *px_client_id(px_call_t *call)
 {
     const char *id = px_call_metadata(call, "x-mq-client-id");
     return id != NULL && id[0] != '\0' ? id : NULL;
-}
-
-px_code_t px_check_topic(const Apache__Rocketmq__V2__Resource *r, char *why,
-                         size_t whylen)
-{
-    char reason[128];
-
-    if (r == NULL || r->name == NULL || r->name[0] == '\0') {
-        snprintf(why, whylen, "topic is required");
-        return PX_CODE(ILLEGAL_TOPIC);
-    }
-    /* System topics (%DLQ%…, %RETRY%…) are readable by consumers. */
-    if (strncmp(r->name, "%DLQ%", 5) == 0 || strncmp(r->name, "%RETRY%", 7) == 0) {
-        if (strlen(r->name) > 127 || r->name[strspn(r->name,
-                "%|abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")] != '\0') {
-            snprintf(why, whylen, "topic \"%.160s\" is not a valid name", r->name);
-            return PX_CODE(ILLEGAL_TOPIC);
-        }
-        return PX_CODE(OK);
-    }
-    if (cfg_topic_name_check(r->name, reason, sizeof(reason)) != GT_OK) {
-        snprintf(why, whylen, "topic \"%.160s\": %s", r->name, reason);
-        return PX_CODE(ILLEGAL_TOPIC);
-    }
-    return PX_CODE(OK);
-}
-
-px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
-                         size_t whylen)
-{
-    char reason[128];
-
-    if (r == NULL || r->name == NULL || r->name[0] == '\0') {
-        snprintf(why, whylen, "consumer group is required");
-        return PX_CODE(ILLEGAL_CONSUMER_GROUP);
-    }
-    if (cfg_group_name_check(r->name, reason, sizeof(reason)) != GT_OK) {
-        snprintf(why, whylen, "group \"%.160s\": %s", r->name, reason);
-        return PX_CODE(ILLEGAL_CONSUMER_GROUP);
-    }
-    return PX_CODE(OK);
 }
 
 int64_t px_duration_ms(const Google__Protobuf__Duration *d)
@@ -238,7 +197,7 @@ gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out)
     st_topic_t t;
 
     if (rc != GT_ENOTFOUND || !svc->cfg->server.auto_create_topics ||
-        strncmp(name, "%DLQ%", 5) == 0 || strncmp(name, "%RETRY%", 7) == 0)
+        px_name_is_derived(name))
         return rc;
     memset(&t, 0, sizeof(t));
     snprintf(t.name, sizeof(t.name), "%s", name);

@@ -126,17 +126,17 @@ void px_msg_view_build(px_msg_view_t *v, const st_message_t *m,
     v->msg.topic = &v->topic;
     for (uint32_t i = 0; i < m->nprops; i++) {
         const char *k = m->props[i].key, *val = m->props[i].value;
-        if (strcmp(k, PX_SYSPROP_ENCODING) == 0) {
+        if (strcmp(k, ST_PROP_ENCODING) == 0) {
             sp->body_encoding = APACHE__ROCKETMQ__V2__ENCODING__GZIP;
             continue;
         }
-        if (strcmp(k, PX_SYSPROP_TRACE) == 0) {
+        if (strcmp(k, ST_PROP_TRACE) == 0) {
             sp->trace_context_present_case =
                 APACHE__ROCKETMQ__V2__SYSTEM_PROPERTIES__TRACE_CONTEXT_PRESENT_TRACE_CONTEXT;
             sp->trace_context = (char *)val;
             continue;
         }
-        if (k[0] == PX_SYSPROP[0])
+        if (k[0] == ST_PROP_SYS[0])
             continue;
         if (strcmp(k, "ORIGIN_MESSAGE_ID") == 0)
             origin_id = val;

@@ -7,7 +7,7 @@
  * every entry carries that message's (or the batch's) error, as upstream
  * rejects the whole request.  System properties the store has no field for
  * (body encoding, trace context) travel as store properties under keys
- * starting with PX_SYSPROP, a control character no client key may contain,
+ * starting with ST_PROP_SYS (st.h), a control character no client key may contain,
  * so they can never collide with user properties. */
 #include <ctype.h>
 #include <stdio.h>
@@ -205,12 +205,12 @@ static void px_send_fill(st_message_t *sm, const px_msg_t *m,
         sm->props[np++].value = m->user_properties[i]->value;
     }
     if (sp->body_encoding == APACHE__ROCKETMQ__V2__ENCODING__GZIP && np < ST_MAX_PROPS) {
-        sm->props[np].key = PX_SYSPROP_ENCODING;
+        sm->props[np].key = ST_PROP_ENCODING;
         sm->props[np++].value = "gzip";
     }
     if (sp->trace_context_present_case && sp->trace_context != NULL &&
         sp->trace_context[0] != '\0' && np < ST_MAX_PROPS) {
-        sm->props[np].key = PX_SYSPROP_TRACE;
+        sm->props[np].key = ST_PROP_TRACE;
         sm->props[np++].value = sp->trace_context;
     }
     if (px_msg_type_of(sp) == APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION) {
@@ -223,7 +223,7 @@ static void px_send_fill(st_message_t *sm, const px_msg_t *m,
                 ms = 3600 * 1000LL;
             if (ms > 0) {
                 snprintf(txcheck, 24, "%lld", (long long)ms);
-                sm->props[np].key = PX_SYSPROP_TXCHECK;
+                sm->props[np].key = ST_PROP_TXCHECK;
                 sm->props[np++].value = txcheck;
             }
         }
@@ -387,8 +387,7 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
         }
     }
     code = px_check_topic(req->messages[0]->topic, why, sizeof(why));
-    if (code == PX_CODE(OK) && (strncmp(tname, "%DLQ%", 5) == 0 ||
-                                strncmp(tname, "%RETRY%", 7) == 0)) {
+    if (code == PX_CODE(OK) && px_name_is_derived(tname)) {
         snprintf(why, sizeof(why), "topic \"%.160s\" is a system topic", tname);
         code = PX_CODE(ILLEGAL_TOPIC);
     }

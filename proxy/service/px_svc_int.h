@@ -35,14 +35,8 @@ typedef Apache__Rocketmq__V2__Code px_code_t;
  * the client lives. */
 #define PX_AUTO_RENEW_MS         (30 * 1000LL)
 
-/* Store property keys that carry system properties the store has no field
- * for.  They start with a control character, which no client key may
- * contain, so they never collide with user properties. */
-#define PX_SYSPROP "\x01"
-#define PX_SYSPROP_ENCODING PX_SYSPROP "enc"
-#define PX_SYSPROP_TRACE PX_SYSPROP "trace"
-/* A half message's own check delay in ms (read by the store). */
-#define PX_SYSPROP_TXCHECK ST_PROP_TXCHECK
+/* System properties the store has no field for travel as store properties
+ * under the ST_PROP_* keys of st.h. */
 
 typedef Apache__Rocketmq__V2__MessageType px_msg_type_t;
 
@@ -118,12 +112,6 @@ void px_status_set(Apache__Rocketmq__V2__Status *st, px_code_t code,
 px_code_t px_code_from_err(gt_err_t err);
 /* The x-mq-client-id of the call, or NULL when absent/empty. */
 const char *px_client_id(px_call_t *call);
-/* Checks a topic / group resource: CODE OK, ILLEGAL_* or the `missing`
- * code.  `why` gets a message (size >= 160). */
-px_code_t px_check_topic(const Apache__Rocketmq__V2__Resource *r, char *why,
-                         size_t whylen);
-px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
-                         size_t whylen);
 int64_t px_duration_ms(const Google__Protobuf__Duration *d);
 void px_duration_set(Google__Protobuf__Duration *d, int64_t ms);
 void px_timestamp_set(Google__Protobuf__Timestamp *t, int64_t ms);
@@ -171,6 +159,20 @@ bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp);
 /* Answers a unary call whose response has only `status` with `code`. */
 void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
                      px_code_t code, const char *msg);
+
+/* ---- validation (px_validate.c) ---- */
+
+/* Checks a topic / group resource (borrowed): OK, or ILLEGAL_TOPIC /
+ * ILLEGAL_CONSUMER_GROUP for a missing, malformed, reserved or system name,
+ * with a reason in `why` (size >= 160). */
+px_code_t px_check_topic(const Apache__Rocketmq__V2__Resource *r, char *why,
+                         size_t whylen);
+px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
+                         size_t whylen);
+/* A name the store derives from a group: %DLQ%<group> or %RETRY%<group>. */
+bool px_name_is_derived(const char *name);
+/* A store system name (%SYS%…), also behind a %DLQ% / %RETRY% prefix. */
+bool px_name_is_system(const char *name);
 
 /* ---- clients (px_client.c registry, px_ticks.c renewer) ---- */
 

@@ -1,0 +1,137 @@
+// Hostile input over raw grpc-js (the SDK would refuse to send most of it):
+// the store's system topics and groups are closed to clients, time values
+// that overflow are refused, and strings that are not valid UTF-8 or carry
+// a NUL are refused in-band with RocketMQ's codes.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGantry, stopGantry } from './harness.mjs';
+import {
+  Code, codeName, defPb, pb, Raw, yamlOf, wireMessage, sendRequest, receiveRequest,
+  resource, duration, splitReceive, ackRequest, newMessageId, Timestamp,
+} from './sdk_util.mjs';
+
+const T = 'HostileTopic';
+const T_TX = 'HostileTxTopic';
+const T_DELAY = 'HostileDelayTopic';
+const G = 'HostileGroup';
+const SYS_TOPICS = ['%SYS%HALF', '%SYS%TIMER'];
+
+let g;
+let raw;
+before(async () => {
+  g = await startGantry({
+    logLevel: 'info',
+    yaml: yamlOf({
+      topics: [{ name: T, queues: 2 }, { name: T_TX, type: 'TRANSACTION', queues: 1 },
+        { name: T_DELAY, type: 'DELAY', queues: 1 }],
+      groups: [{ name: G }],
+    }),
+  });
+  raw = new Raw(g.endpoint);
+});
+after(async () => {
+  raw?.close();
+  const info = await stopGantry(g);
+  assert.equal(info.code, 0, `gantry exit code ${info.code}`);
+});
+
+function expectStatus(status, code, what) {
+  assert.ok(status, `${what}: no status`);
+  assert.equal(codeName(status.getCode()), codeName(code), `${what}: ${status.getMessage()}`);
+}
+
+async function unaryStatus(method, req, Resp) {
+  const r = await raw.unary(method, req, Resp);
+  assert.equal(r.err, null, `${method}: transport error ${r.err?.message}`);
+  return r.resp.getStatus();
+}
+
+async function send(messages) {
+  const r = await raw.unary('SendMessage', sendRequest(messages), pb.SendMessageResponse);
+  assert.equal(r.err, null, `SendMessage transport error: ${r.err?.message}`);
+  return r.resp;
+}
+
+async function receive(o) {
+  const r = await raw.serverStream('ReceiveMessage', receiveRequest(o), pb.ReceiveMessageResponse);
+  assert.equal(r.err, null, `ReceiveMessage transport error: ${r.err?.message}`);
+  return splitReceive(r.resps);
+}
+
+function mq(topic, id = 0) {
+  return new defPb.MessageQueue().setTopic(resource(topic)).setId(id);
+}
+
+// ---- system topics and groups --------------------------------------------
+
+test('system topics: a rolled-back transaction and a pending delayed message cannot be read, sent to or routed', async () => {
+  // Put something in both system topics: a half message that is rolled
+  // back, and a message delayed by an hour.
+  const txId = newMessageId();
+  let resp = await send([wireMessage({ topic: T_TX, id: txId, type: defPb.MessageType.TRANSACTION })]);
+  expectStatus(resp.getStatus(), Code.OK, 'transactional send');
+  expectStatus(await unaryStatus('EndTransaction', new pb.EndTransactionRequest()
+    .setTopic(resource(T_TX)).setMessageId(txId).setTransactionId(txId)
+    .setResolution(defPb.TransactionResolution.ROLLBACK)
+    .setSource(defPb.TransactionSource.SOURCE_CLIENT), pb.EndTransactionResponse),
+  Code.OK, 'rollback');
+  resp = await send([wireMessage({
+    topic: T_DELAY, type: defPb.MessageType.DELAY, deliveryTimestamp: new Date(Date.now() + 3600e3),
+  })]);
+  expectStatus(resp.getStatus(), Code.OK, 'delayed send');
+
+  for (const sys of SYS_TOPICS) {
+    const rcv = await receive({ group: G, topic: sys, longPollMs: 0 });
+    assert.equal(rcv.messages.length, 0, `${sys}: a client received ${rcv.messages.length} message(s)`);
+    expectStatus(rcv.status, Code.ILLEGAL_TOPIC, `ReceiveMessage ${sys}`);
+    resp = await send([wireMessage({ topic: sys })]);
+    expectStatus(resp.getStatus(), Code.ILLEGAL_TOPIC, `SendMessage ${sys}`);
+    expectStatus(await unaryStatus('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(sys)),
+      pb.QueryRouteResponse), Code.ILLEGAL_TOPIC, `QueryRoute ${sys}`);
+    expectStatus(await unaryStatus('QueryAssignment', new pb.QueryAssignmentRequest()
+      .setTopic(resource(sys)).setGroup(resource(G)), pb.QueryAssignmentResponse),
+    Code.ILLEGAL_TOPIC, `QueryAssignment ${sys}`);
+    const pull = await raw.serverStream('PullMessage', new pb.PullMessageRequest()
+      .setGroup(resource(G)).setMessageQueue(mq(sys)).setOffset(0).setBatchSize(32)
+      .setFilterExpression(new defPb.FilterExpression().setType(defPb.FilterType.TAG).setExpression('*')),
+    pb.PullMessageResponse);
+    assert.equal(pull.err, null);
+    const msgs = pull.resps.filter((r) => r.getContentCase() === pb.PullMessageResponse.ContentCase.MESSAGE);
+    assert.equal(msgs.length, 0, `${sys}: a client pulled ${msgs.length} message(s)`);
+    expectStatus(pull.resps[0]?.getStatus(), Code.ILLEGAL_TOPIC, `PullMessage ${sys}`);
+    expectStatus(await unaryStatus('QueryOffset', new pb.QueryOffsetRequest().setMessageQueue(mq(sys))
+      .setQueryOffsetPolicy(defPb.QueryOffsetPolicy.END), pb.QueryOffsetResponse),
+    Code.ILLEGAL_TOPIC, `QueryOffset ${sys}`);
+    expectStatus(await unaryStatus('GetOffset', new pb.GetOffsetRequest().setGroup(resource(G))
+      .setMessageQueue(mq(sys)), pb.GetOffsetResponse), Code.ILLEGAL_TOPIC, `GetOffset ${sys}`);
+    expectStatus(await unaryStatus('UpdateOffset', new pb.UpdateOffsetRequest().setGroup(resource(G))
+      .setMessageQueue(mq(sys)).setOffset(0), pb.UpdateOffsetResponse), Code.ILLEGAL_TOPIC,
+    `UpdateOffset ${sys}`);
+    expectStatus(await unaryStatus('AckMessage', ackRequest(G, sys, [{ id: txId, handle: 'x' }]),
+      pb.AckMessageResponse), Code.ILLEGAL_TOPIC, `AckMessage ${sys}`);
+    expectStatus(await unaryStatus('ChangeInvisibleDuration', new pb.ChangeInvisibleDurationRequest()
+      .setGroup(resource(G)).setTopic(resource(sys)).setReceiptHandle('x').setMessageId(txId)
+      .setInvisibleDuration(duration(10000)), pb.ChangeInvisibleDurationResponse),
+    Code.ILLEGAL_TOPIC, `ChangeInvisibleDuration ${sys}`);
+    expectStatus(await unaryStatus('EndTransaction', new pb.EndTransactionRequest()
+      .setTopic(resource(sys)).setMessageId(txId).setTransactionId(txId)
+      .setResolution(defPb.TransactionResolution.COMMIT), pb.EndTransactionResponse),
+    Code.ILLEGAL_TOPIC, `EndTransaction ${sys}`);
+  }
+  // The DLQ of the store's internal group is a system topic too.
+  const rcv = await receive({ group: G, topic: '%DLQ%%SYS%HOLD', longPollMs: 0 });
+  expectStatus(rcv.status, Code.ILLEGAL_TOPIC, 'ReceiveMessage %DLQ%%SYS%HOLD');
+});
+
+test('system groups: the store\'s internal group cannot be used by clients', async () => {
+  const sysGroup = '%SYS%HOLD';
+  const rcv = await receive({ group: sysGroup, topic: T, longPollMs: 0 });
+  expectStatus(rcv.status, Code.ILLEGAL_CONSUMER_GROUP, 'ReceiveMessage with %SYS%HOLD');
+  expectStatus(await unaryStatus('AckMessage', ackRequest(sysGroup, T, [{ id: newMessageId(), handle: 'x' }]),
+    pb.AckMessageResponse), Code.ILLEGAL_CONSUMER_GROUP, 'AckMessage with %SYS%HOLD');
+  expectStatus(await unaryStatus('GetOffset', new pb.GetOffsetRequest().setGroup(resource(sysGroup))
+    .setMessageQueue(mq(T)), pb.GetOffsetResponse), Code.ILLEGAL_CONSUMER_GROUP, 'GetOffset with %SYS%HOLD');
+  expectStatus(await unaryStatus('Heartbeat', new pb.HeartbeatRequest().setGroup(resource(sysGroup))
+    .setClientType(defPb.ClientType.SIMPLE_CONSUMER), pb.HeartbeatResponse),
+  Code.ILLEGAL_CONSUMER_GROUP, 'Heartbeat with %SYS%HOLD');
+});
