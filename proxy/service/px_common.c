@@ -1,5 +1,6 @@
 /* Shared pieces of the RocketMQ handlers: statuses, time conversions, and
  * the one place store errors become RocketMQ codes. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -46,11 +47,24 @@ const char *px_client_id(px_call_t *call)
     return id != NULL && id[0] != '\0' ? id : NULL;
 }
 
+/* seconds * 1000 + nanos / 1e6, saturated at INT64_MIN / INT64_MAX: a
+ * client's huge value must stay huge (and be refused as out of range), not
+ * wrap into an allowed one. */
+static int64_t px_ms_saturated(int64_t seconds, int32_t nanos)
+{
+    int64_t ms;
+
+    if (__builtin_mul_overflow(seconds, 1000, &ms) ||
+        __builtin_add_overflow(ms, (int64_t)(nanos / 1000000), &ms))
+        return seconds < 0 ? INT64_MIN : INT64_MAX;
+    return ms;
+}
+
 int64_t px_duration_ms(const Google__Protobuf__Duration *d)
 {
     if (d == NULL)
         return 0;
-    return d->seconds * 1000 + d->nanos / 1000000;
+    return px_ms_saturated(d->seconds, d->nanos);
 }
 
 void px_duration_set(Google__Protobuf__Duration *d, int64_t ms)
@@ -71,7 +85,7 @@ int64_t px_timestamp_ms(const Google__Protobuf__Timestamp *t)
 {
     if (t == NULL)
         return 0;
-    return t->seconds * 1000 + t->nanos / 1000000;
+    return px_ms_saturated(t->seconds, t->nanos);
 }
 
 int64_t px_now_ms(void)

@@ -354,6 +354,8 @@ static bool px_recv_check(px_call_t *call,
                      "[%lld, %lld]", (long long)ms, (long long)PX_MIN_INVISIBLE_MS,
                      (long long)PX_MAX_INVISIBLE_MS);
             px_recv_status(call, PX_CODE(ILLEGAL_INVISIBLE_TIME), why);
+            px_sql_free(*sql);
+            *sql = NULL;
             return false;
         }
     }
@@ -422,6 +424,8 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
     left = px_call_deadline_left_ms(call) - PX_DEADLINE_MARGIN_MS;
     if (lp > left)
         lp = left;
+    if (lp > ST_POLL_MAX_MS) /* no deadline: the store's bound */
+        lp = ST_POLL_MAX_MS;
     if (lp < 0)
         lp = 0;
 

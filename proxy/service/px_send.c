@@ -179,7 +179,8 @@ px_code_t px_send_validate(const px_msg_t *m, const st_topic_t *t,
         }
     }
     if (sp->delivery_timestamp_present_case && sp->delivery_timestamp != NULL &&
-        px_timestamp_ms(sp->delivery_timestamp) > now_ms + max_delay_ms) {
+        (!px_timestamp_valid(sp->delivery_timestamp) ||
+         px_timestamp_ms(sp->delivery_timestamp) > now_ms + max_delay_ms)) {
         snprintf(why, whylen, "delivery time is more than %lld ms ahead",
                  (long long)max_delay_ms);
         return PX_CODE(ILLEGAL_DELIVERY_TIME);

@@ -112,6 +112,8 @@ void px_status_set(Apache__Rocketmq__V2__Status *st, px_code_t code,
 px_code_t px_code_from_err(gt_err_t err);
 /* The x-mq-client-id of the call, or NULL when absent/empty. */
 const char *px_client_id(px_call_t *call);
+/* Duration / Timestamp in ms, saturated at INT64_MIN / INT64_MAX (never
+ * wrapped); 0 for NULL. */
 int64_t px_duration_ms(const Google__Protobuf__Duration *d);
 void px_duration_set(Google__Protobuf__Duration *d, int64_t ms);
 void px_timestamp_set(Google__Protobuf__Timestamp *t, int64_t ms);
@@ -173,6 +175,9 @@ px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
 bool px_name_is_derived(const char *name);
 /* A store system name (%SYS%…), also behind a %DLQ% / %RETRY% prefix. */
 bool px_name_is_system(const char *name);
+/* True when `t` (borrowed) is inside google.protobuf.Timestamp's range
+ * (years 1..9999, nanos 0..999999999). */
+bool px_timestamp_valid(const Google__Protobuf__Timestamp *t);
 
 /* ---- clients (px_client.c registry, px_ticks.c renewer) ---- */
 

@@ -1,6 +1,6 @@
 /* Request validation that every RocketMQ handler shares: topic and group
  * names (including the store's system names, which clients may never
- * reach).
+ * reach) and protobuf time values.
  *
  * The rules and codes follow the upstream proxy's validator: a bad or
  * system topic is ILLEGAL_TOPIC, a bad or system group
@@ -75,4 +75,15 @@ px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
         return PX_CODE(ILLEGAL_CONSUMER_GROUP);
     }
     return PX_CODE(OK);
+}
+
+/* google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to
+ * 9999-12-31T23:59:59.999999999Z. */
+#define PX_TS_MIN_SECONDS (-62135596800LL)
+#define PX_TS_MAX_SECONDS 253402300799LL
+
+bool px_timestamp_valid(const Google__Protobuf__Timestamp *t)
+{
+    return t->seconds >= PX_TS_MIN_SECONDS && t->seconds <= PX_TS_MAX_SECONDS &&
+           t->nanos >= 0 && t->nanos <= 999999999;
 }

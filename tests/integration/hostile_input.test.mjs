@@ -13,6 +13,7 @@ import {
 const T = 'HostileTopic';
 const T_TX = 'HostileTxTopic';
 const T_DELAY = 'HostileDelayTopic';
+const T_LP = 'HostileLongPollTopic';
 const G = 'HostileGroup';
 const SYS_TOPICS = ['%SYS%HALF', '%SYS%TIMER'];
 
@@ -23,7 +24,7 @@ before(async () => {
     logLevel: 'info',
     yaml: yamlOf({
       topics: [{ name: T, queues: 2 }, { name: T_TX, type: 'TRANSACTION', queues: 1 },
-        { name: T_DELAY, type: 'DELAY', queues: 1 }],
+        { name: T_DELAY, type: 'DELAY', queues: 1 }, { name: T_LP, queues: 1 }],
       groups: [{ name: G }],
     }),
   });
@@ -134,4 +135,78 @@ test('system groups: the store\'s internal group cannot be used by clients', asy
   expectStatus(await unaryStatus('Heartbeat', new pb.HeartbeatRequest().setGroup(resource(sysGroup))
     .setClientType(defPb.ClientType.SIMPLE_CONSUMER), pb.HeartbeatResponse),
   Code.ILLEGAL_CONSUMER_GROUP, 'Heartbeat with %SYS%HOLD');
+});
+
+// ---- time values that overflow --------------------------------------------
+
+// 2^61 + 512 seconds: in ms this wraps (mod 2^64) to 512 s, inside the
+// allowed invisible range; 2^62 s wraps to 0 ms.
+const WRAPS_TO_512_S = 2 ** 61 + 512;
+const WRAPS_TO_0 = 2 ** 62;
+
+test('delivery timestamps that overflow in ms: ILLEGAL_DELIVERY_TIME, not delivered at once', async () => {
+  for (const seconds of [WRAPS_TO_0, -WRAPS_TO_0]) {
+    const m = wireMessage({ topic: T_DELAY, type: defPb.MessageType.DELAY });
+    m.getSystemProperties().setDeliveryTimestamp(new Timestamp().setSeconds(seconds));
+    const resp = await send([m]);
+    expectStatus(resp.getStatus(), Code.ILLEGAL_DELIVERY_TIME, `delivery timestamp ${seconds} s`);
+  }
+  const rcv = await receive({ group: G, topic: T_DELAY, longPollMs: 0 });
+  assert.equal(rcv.messages.length, 0, 'a message with an overflowing delivery time was delivered');
+});
+
+test('invisible durations that overflow in ms: ILLEGAL_INVISIBLE_TIME (ReceiveMessage, ChangeInvisibleDuration)', async () => {
+  for (const seconds of [WRAPS_TO_512_S, -WRAPS_TO_512_S]) {
+    const req = receiveRequest({ group: G, topic: T, longPollMs: 0 });
+    req.setInvisibleDuration(duration(0).setSeconds(seconds));
+    const r = await raw.serverStream('ReceiveMessage', req, pb.ReceiveMessageResponse);
+    assert.equal(r.err, null);
+    expectStatus(splitReceive(r.resps).status, Code.ILLEGAL_INVISIBLE_TIME, `receive, invisible ${seconds} s`);
+    expectStatus(await unaryStatus('ChangeInvisibleDuration', new pb.ChangeInvisibleDurationRequest()
+      .setGroup(resource(G)).setTopic(resource(T)).setReceiptHandle('x').setMessageId(newMessageId())
+      .setInvisibleDuration(duration(0).setSeconds(seconds)), pb.ChangeInvisibleDurationResponse),
+    Code.ILLEGAL_INVISIBLE_TIME, `change invisible ${seconds} s`);
+  }
+});
+
+test('long polling timeouts and offset timestamps that overflow are saturated, not wrapped', async () => {
+  // A huge long poll is bounded by the call's deadline: the answer comes
+  // before it (MESSAGE_NOT_FOUND), not at once with a wrapped timeout.
+  const req = receiveRequest({ group: G, topic: T });
+  req.setLongPollingTimeout(duration(0).setSeconds(-WRAPS_TO_0));
+  let r = await raw.serverStream('ReceiveMessage', req, pb.ReceiveMessageResponse);
+  assert.equal(r.err, null);
+  expectStatus(splitReceive(r.resps).status, Code.MESSAGE_NOT_FOUND, 'negative huge long poll');
+  // Without a deadline, a long poll over the store's bound (a day) waits
+  // (up to that bound) instead of failing: the message sent meanwhile
+  // arrives.
+  const lreq = receiveRequest({ group: G, topic: T_LP });
+  lreq.setLongPollingTimeout(duration(0).setSeconds(WRAPS_TO_0));
+  const parked = raw.serverStream('ReceiveMessage', lreq, pb.ReceiveMessageResponse, { timeoutMs: Infinity });
+  const sent = await send([wireMessage({ topic: T_LP })]);
+  expectStatus(sent.getStatus(), Code.OK, 'send to the long-polled topic');
+  r = await parked;
+  assert.equal(r.err, null);
+  const got = splitReceive(r.resps);
+  expectStatus(got.status, Code.OK, 'huge long poll without a deadline');
+  assert.equal(got.messages.length, 1);
+  const q = new pb.QueryOffsetRequest().setMessageQueue(mq(T))
+    .setQueryOffsetPolicy(defPb.QueryOffsetPolicy.TIMESTAMP)
+    .setTimestamp(new Timestamp().setSeconds(WRAPS_TO_0));
+  r = await raw.unary('QueryOffset', q, pb.QueryOffsetResponse);
+  assert.equal(r.err, null);
+  expectStatus(r.resp.getStatus(), Code.OK, 'QueryOffset far future');
+});
+
+// ---- leaks ---------------------------------------------------------------
+
+test('a valid SQL filter with an out-of-range invisible duration: ILLEGAL_INVISIBLE_TIME, nothing leaked', async () => {
+  // The leak shows as a LeakSanitizer report at teardown (ASan build).
+  for (const ms of [1000, 13 * 3600e3]) {
+    const req = receiveRequest({ group: G, topic: T, longPollMs: 0, invisibleMs: ms });
+    req.setFilterExpression(new defPb.FilterExpression().setType(defPb.FilterType.SQL).setExpression('a = 1'));
+    const r = await raw.serverStream('ReceiveMessage', req, pb.ReceiveMessageResponse);
+    assert.equal(r.err, null);
+    expectStatus(splitReceive(r.resps).status, Code.ILLEGAL_INVISIBLE_TIME, `invisible ${ms} ms with SQL`);
+  }
 });
