@@ -129,28 +129,20 @@ static void px_ack_one_done(void *arg, gt_err_t err)
     free(ctx);
 }
 
-void px_ack_message(px_call_t *call, const uint8_t *data, size_t len)
+void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(ack_message_response);
-    Apache__Rocketmq__V2__AckMessageRequest *req;
+    Apache__Rocketmq__V2__AckMessageRequest *req =
+        (Apache__Rocketmq__V2__AckMessageRequest *)msg;
     px_ack_ctx_t *ctx;
     size_t n;
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__AckMessageRequest *)px_pb_unpack(
-        PX_DESC(ack_message_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed AckMessageRequest");
+    if (!px_ack_target(call, rd, req->group, req->topic))
         return;
-    }
-    if (!px_ack_target(call, rd, req->group, req->topic)) {
-        protobuf_c_message_free_unpacked(&req->base, NULL);
-        return;
-    }
     n = req->n_entries;
     if (n == 0) {
-        protobuf_c_message_free_unpacked(&req->base, NULL);
         px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "no entry to acknowledge");
         return;
     }
@@ -163,12 +155,12 @@ void px_ack_message(px_call_t *call, const uint8_t *data, size_t len)
             free(ctx->ones);
         }
         free(ctx);
-        protobuf_c_message_free_unpacked(&req->base, NULL);
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
         return;
     }
     ctx->call = call;
     ctx->req = req;
+    px_call_keep_request(call);
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
     pthread_mutex_init(&ctx->mu, NULL);
     ctx->pending = n;
@@ -220,10 +212,11 @@ static void px_chg_done(void *arg, gt_err_t err, const char *handle)
     free(ctx);
 }
 
-void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
+void px_change_invisible(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(change_invisible_duration_response);
-    Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *req;
+    Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *req =
+        (Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *)msg;
     Apache__Rocketmq__V2__ChangeInvisibleDurationResponse resp =
         APACHE__ROCKETMQ__V2__CHANGE_INVISIBLE_DURATION_RESPONSE__INIT;
     Apache__Rocketmq__V2__Status st;
@@ -233,15 +226,8 @@ void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *)px_pb_unpack(
-        PX_DESC(change_invisible_duration_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
-                        "malformed ChangeInvisibleDurationRequest");
-        return;
-    }
     if (!px_ack_target(call, rd, req->group, req->topic))
-        goto out;
+        return;
     ms = px_duration_ms(req->invisible_duration);
     if (req->invisible_duration == NULL || ms < 0 || ms > PX_MAX_INVISIBLE_MS) {
         snprintf(why, sizeof(why), "invisible duration %lld ms is outside [0, %lld]",
@@ -250,14 +236,15 @@ void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
         resp.status = &st;
         resp.receipt_handle = req->receipt_handle;
         px_call_reply_pb(call, &resp.base);
-        goto out;
+        return;
     }
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
-        goto out;
+        return;
     }
     ctx->call = call;
     ctx->req = req;
+    px_call_keep_request(call);
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
     px_call_ref(call);
     /* 0 (a push consumer's immediate nack) means visible right away; the
@@ -265,9 +252,6 @@ void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len)
     px_client_current(px_svc(call), ctx->client_id, req->receipt_handle, cur);
     st_change_invisible(px_svc(call)->store, req->group->name, req->topic->name,
                         cur, ms > 0 ? ms : 1, px_chg_done, ctx);
-    return;
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* ---- ForwardMessageToDeadLetterQueue ---- */
@@ -354,40 +338,31 @@ static void px_fwd_found(void *arg, gt_err_t err, const st_message_t *msgs,
     st_append(px_svc(ctx->call)->store, ctx->dlq, &m, 1, px_fwd_appended, ctx);
 }
 
-void px_forward_dlq(px_call_t *call, const uint8_t *data, size_t len)
+void px_forward_dlq(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd =
         PX_DESC(forward_message_to_dead_letter_queue_response);
-    Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req;
+    Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req =
+        (Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *)msg;
     px_fwd_ctx_t *ctx;
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *)px_pb_unpack(
-        PX_DESC(forward_message_to_dead_letter_queue_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
-                        "malformed ForwardMessageToDeadLetterQueueRequest");
+    if (!px_ack_target(call, rd, req->group, req->topic))
         return;
-    }
-    if (!px_ack_target(call, rd, req->group, req->topic)) {
-        protobuf_c_message_free_unpacked(&req->base, NULL);
-        return;
-    }
     if (req->message_id == NULL || req->message_id[0] == '\0') {
-        protobuf_c_message_free_unpacked(&req->base, NULL);
         px_reply_status(call, rd, PX_CODE(ILLEGAL_MESSAGE_ID), "message id is required");
         return;
     }
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL ||
         st_dlq_topic_name(req->group->name, ctx->dlq, sizeof(ctx->dlq)) != GT_OK) {
         free(ctx);
-        protobuf_c_message_free_unpacked(&req->base, NULL);
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "cannot forward");
         return;
     }
     ctx->call = call;
     ctx->req = req;
+    px_call_keep_request(call);
     px_client_current(px_svc(call), px_client_id(call), req->receipt_handle, ctx->cur);
     px_call_ref(call);
     st_lookup_id(px_svc(call)->store, req->topic->name, req->message_id,

@@ -255,6 +255,26 @@ bool px_group_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
     return false;
 }
 
+void px_reject(px_call_t *call, px_reject_t why)
+{
+    const px_method_t *m = px_call_method_entry(call);
+    char text[200];
+
+    if (why == PX_REJECT_OVERLOAD) {
+        px_reply_status(call, m->resp_desc, PX_CODE(TOO_MANY_REQUESTS),
+                        "too many request bytes in flight, retry later");
+        return;
+    }
+    snprintf(text, sizeof(text), "malformed %.150s", m->req_desc->short_name);
+    px_reply_status(call, m->resp_desc, PX_CODE(BAD_REQUEST), text);
+}
+
+void px_reject_client(px_call_t *call, px_reject_t why)
+{
+    if (px_require_client(call, px_call_method_entry(call)->resp_desc))
+        px_reject(call, why);
+}
+
 bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp)
 {
     if (px_client_id(call) != NULL)

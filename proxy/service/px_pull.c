@@ -159,10 +159,11 @@ out:
     free(ctx);
 }
 
-void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
+void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(pull_message_response);
-    Apache__Rocketmq__V2__PullMessageRequest *req;
+    Apache__Rocketmq__V2__PullMessageRequest *req =
+        (Apache__Rocketmq__V2__PullMessageRequest *)msg;
     px_sync_t w1, w2;
     px_pull_ctx_t *ctx;
     px_sql_t *sql = NULL;
@@ -173,12 +174,6 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__PullMessageRequest *)px_pb_unpack(
-        PX_DESC(pull_message_request), data, len);
-    if (req == NULL) {
-        px_pull_status(call, PX_CODE(BAD_REQUEST), "malformed PullMessageRequest");
-        return;
-    }
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
         goto out;
     if (req->filter_expression != NULL &&
@@ -229,15 +224,15 @@ void px_pull_message(px_call_t *call, const uint8_t *data, size_t len)
             px_pull_done, ctx);
 out:
     px_sql_free(sql);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* ---- offsets ---- */
 
-void px_offset_update(px_call_t *call, const uint8_t *data, size_t len)
+void px_offset_update(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(update_offset_response);
-    Apache__Rocketmq__V2__UpdateOffsetRequest *req;
+    Apache__Rocketmq__V2__UpdateOffsetRequest *req =
+        (Apache__Rocketmq__V2__UpdateOffsetRequest *)msg;
     px_sync_t w;
     uint32_t queue;
     st_topic_t t;
@@ -246,17 +241,11 @@ void px_offset_update(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__UpdateOffsetRequest *)px_pb_unpack(
-        PX_DESC(update_offset_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed UpdateOffsetRequest");
-        return;
-    }
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
-        goto out;
+        return;
     if (req->offset < 0) {
         px_reply_status(call, rd, PX_CODE(ILLEGAL_OFFSET), "offset must not be negative");
-        goto out;
+        return;
     }
     px_sync_init(&w);
     st_offset_update(px_svc(call)->store, req->group->name, t.name, queue,
@@ -267,8 +256,6 @@ void px_offset_update(px_call_t *call, const uint8_t *data, size_t len)
                               : rc == GT_ERANGE ? PX_CODE(ILLEGAL_OFFSET)
                                                 : px_code_from_err(rc),
                     rc == GT_OK ? "OK" : why);
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 static void px_reply_offset(px_call_t *call, const ProtobufCMessageDescriptor *rd,
@@ -293,10 +280,11 @@ static void px_reply_offset(px_call_t *call, const ProtobufCMessageDescriptor *r
     }
 }
 
-void px_offset_get(px_call_t *call, const uint8_t *data, size_t len)
+void px_offset_get(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(get_offset_response);
-    Apache__Rocketmq__V2__GetOffsetRequest *req;
+    Apache__Rocketmq__V2__GetOffsetRequest *req =
+        (Apache__Rocketmq__V2__GetOffsetRequest *)msg;
     px_sync_t w;
     uint64_t off = 0;
     uint32_t queue;
@@ -305,14 +293,8 @@ void px_offset_get(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__GetOffsetRequest *)px_pb_unpack(
-        PX_DESC(get_offset_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed GetOffsetRequest");
-        return;
-    }
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
-        goto out;
+        return;
     px_sync_init(&w);
     st_offset_get(px_svc(call)->store, req->group->name, t.name, queue, px_sync_off_cb, &w);
     rc = px_off_wait(&w, &off);
@@ -322,14 +304,13 @@ void px_offset_get(px_call_t *call, const uint8_t *data, size_t len)
     else
         px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
                         rc == GT_OK ? "OK" : gt_err_str(rc), off);
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
-void px_offset_query(px_call_t *call, const uint8_t *data, size_t len)
+void px_offset_query(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(query_offset_response);
-    Apache__Rocketmq__V2__QueryOffsetRequest *req;
+    Apache__Rocketmq__V2__QueryOffsetRequest *req =
+        (Apache__Rocketmq__V2__QueryOffsetRequest *)msg;
     px_sync_t w;
     st_offset_kind_t kind;
     uint64_t off = 0;
@@ -340,14 +321,8 @@ void px_offset_query(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__QueryOffsetRequest *)px_pb_unpack(
-        PX_DESC(query_offset_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed QueryOffsetRequest");
-        return;
-    }
     if (!px_queue_target(call, rd, NULL, req->message_queue, &t, &queue))
-        goto out;
+        return;
     switch (req->query_offset_policy) {
     case APACHE__ROCKETMQ__V2__QUERY_OFFSET_POLICY__BEGINNING:
         kind = ST_OFFSET_BEGIN;
@@ -359,20 +334,18 @@ void px_offset_query(px_call_t *call, const uint8_t *data, size_t len)
         if (!req->timestamp_present_case || req->timestamp == NULL) {
             px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
                             "the TIMESTAMP policy needs a timestamp");
-            goto out;
+            return;
         }
         kind = ST_OFFSET_TIME;
         ts = px_timestamp_ms(req->timestamp);
         break;
     default:
         px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "unknown query offset policy");
-        goto out;
+        return;
     }
     px_sync_init(&w);
     st_offset_query(px_svc(call)->store, t.name, queue, kind, ts, px_sync_off_cb, &w);
     rc = px_off_wait(&w, &off);
     px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
                     rc == GT_OK ? "OK" : gt_err_str(rc), off);
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }

@@ -369,9 +369,10 @@ static bool px_recv_check(px_call_t *call,
     return true;
 }
 
-void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
+void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
 {
-    Apache__Rocketmq__V2__ReceiveMessageRequest *req;
+    Apache__Rocketmq__V2__ReceiveMessageRequest *req =
+        (Apache__Rocketmq__V2__ReceiveMessageRequest *)msg;
     px_recv_ctx_t *ctx = NULL;
     px_sql_t *sql = NULL;
     st_pop_req_t pr;
@@ -384,18 +385,12 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
                        "x-mq-client-id metadata is required");
         return;
     }
-    req = (Apache__Rocketmq__V2__ReceiveMessageRequest *)px_pb_unpack(
-        PX_DESC(receive_message_request), data, len);
-    if (req == NULL) {
-        px_recv_status(call, PX_CODE(BAD_REQUEST), "malformed ReceiveMessageRequest");
-        return;
-    }
     if (!px_recv_check(call, req, &t, &sql))
-        goto out;
+        return;
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_recv_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
         px_sql_free(sql);
-        goto out;
+        return;
     }
     ctx->sql = sql; /* owned by ctx from here */
     ctx->svc = px_svc(call);
@@ -452,8 +447,6 @@ void px_receive_message(px_call_t *call, const uint8_t *data, size_t len)
     px_call_set_user(call, ctx);
     pthread_mutex_unlock(&ctx->svc->recv_mu);
     st_pop(px_svc(call)->store, &pr, px_recv_done, ctx);
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 void px_receive_interrupt(px_call_t *call, px_interrupt_t why)

@@ -100,10 +100,11 @@ static void px_endpoint_build(px_call_t *call,
     ep->addr.host = ep->host;
 }
 
-void px_route_query(px_call_t *call, const uint8_t *data, size_t len)
+void px_route_query(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(query_route_response);
-    Apache__Rocketmq__V2__QueryRouteRequest *req = NULL;
+    Apache__Rocketmq__V2__QueryRouteRequest *req =
+        (Apache__Rocketmq__V2__QueryRouteRequest *)msg;
     Apache__Rocketmq__V2__QueryRouteResponse resp =
         APACHE__ROCKETMQ__V2__QUERY_ROUTE_RESPONSE__INIT;
     Apache__Rocketmq__V2__Status st;
@@ -118,12 +119,6 @@ void px_route_query(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__QueryRouteRequest *)px_pb_unpack(
-        PX_DESC(query_route_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed QueryRouteRequest");
-        return;
-    }
     code = px_check_topic(req->topic, why, sizeof(why));
     if (code != PX_CODE(OK)) {
         px_reply_status(call, rd, code, why);
@@ -162,41 +157,34 @@ void px_route_query(px_call_t *call, const uint8_t *data, size_t len)
 out:
     free(mqs);
     free(mqp);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
-void px_route_heartbeat(px_call_t *call, const uint8_t *data, size_t len)
+void px_route_heartbeat(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(heartbeat_response);
-    Apache__Rocketmq__V2__HeartbeatRequest *req;
+    Apache__Rocketmq__V2__HeartbeatRequest *req =
+        (Apache__Rocketmq__V2__HeartbeatRequest *)msg;
     char why[256];
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__HeartbeatRequest *)px_pb_unpack(
-        PX_DESC(heartbeat_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed HeartbeatRequest");
-        return;
-    }
     if (req->group_present_case ==
             APACHE__ROCKETMQ__V2__HEARTBEAT_REQUEST__GROUP_PRESENT_GROUP &&
         req->group != NULL && req->group->name != NULL && req->group->name[0]) {
         px_code_t code = px_check_group(req->group, why, sizeof(why));
         if (code != PX_CODE(OK)) {
             px_reply_status(call, rd, code, why);
-            protobuf_c_message_free_unpacked(&req->base, NULL);
             return;
         }
     }
-    protobuf_c_message_free_unpacked(&req->base, NULL);
     px_reply_status(call, rd, PX_CODE(OK), "OK");
 }
 
-void px_route_assignment(px_call_t *call, const uint8_t *data, size_t len)
+void px_route_assignment(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(query_assignment_response);
-    Apache__Rocketmq__V2__QueryAssignmentRequest *req;
+    Apache__Rocketmq__V2__QueryAssignmentRequest *req =
+        (Apache__Rocketmq__V2__QueryAssignmentRequest *)msg;
     Apache__Rocketmq__V2__QueryAssignmentResponse resp =
         APACHE__ROCKETMQ__V2__QUERY_ASSIGNMENT_RESPONSE__INIT;
     Apache__Rocketmq__V2__Status st;
@@ -214,12 +202,6 @@ void px_route_assignment(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__QueryAssignmentRequest *)px_pb_unpack(
-        PX_DESC(query_assignment_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed QueryAssignmentRequest");
-        return;
-    }
     if ((code = px_check_topic(req->topic, why, sizeof(why))) != PX_CODE(OK) ||
         (code = px_check_group(req->group, why, sizeof(why))) != PX_CODE(OK)) {
         px_reply_status(call, rd, code, why);
@@ -271,23 +253,14 @@ out:
     free(mqs);
     free(as);
     free(asp);
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
-void px_route_terminate(px_call_t *call, const uint8_t *data, size_t len)
+void px_route_terminate(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(notify_client_termination_response);
-    ProtobufCMessage *req;
 
     if (!px_require_client(call, rd))
         return;
-    req = px_pb_unpack(PX_DESC(notify_client_termination_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
-                        "malformed NotifyClientTerminationRequest");
-        return;
-    }
-    protobuf_c_message_free_unpacked(req, NULL);
     px_client_forget(px_svc(call), px_client_id(call));
     px_reply_status(call, rd, PX_CODE(OK), "OK");
 }

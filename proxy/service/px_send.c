@@ -346,10 +346,11 @@ static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
         px_send_finish(ctx->call, ctx);
 }
 
-void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
+void px_send_message(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(send_message_response);
-    Apache__Rocketmq__V2__SendMessageRequest *req;
+    Apache__Rocketmq__V2__SendMessageRequest *req =
+        (Apache__Rocketmq__V2__SendMessageRequest *)msg;
     px_code_t code, *codes = NULL;
     st_message_t *sms = NULL;
     char (*txchecks)[24] = NULL;
@@ -364,12 +365,6 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
     if (px_client_id(call) == NULL) {
         px_reply_status(call, rd, PX_CODE(CLIENT_ID_REQUIRED),
                         "x-mq-client-id metadata is required");
-        return;
-    }
-    req = (Apache__Rocketmq__V2__SendMessageRequest *)px_pb_unpack(
-        PX_DESC(send_message_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed SendMessageRequest");
         return;
     }
     if (req->n_messages == 0 || req->n_messages > PX_MAX_BATCH) {
@@ -445,15 +440,13 @@ void px_send_message(px_call_t *call, const uint8_t *data, size_t len)
         px_send_fill(&sms[i], req->messages[i], &t, txchecks[i]);
     ctx->call = call;
     ctx->req = req;
+    px_call_keep_request(call);
     px_call_ref(call);
     st_append(px_svc(call)->store, t.name, sms, req->n_messages, px_send_done, ctx);
     ctx = NULL;
-    req = NULL; /* owned by the append context now */
 out:
     free(codes);
     free(sms);
     free(txchecks);
     free(ctx);
-    if (req != NULL)
-        protobuf_c_message_free_unpacked(&req->base, NULL);
 }

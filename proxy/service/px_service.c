@@ -4,8 +4,10 @@
  * Every MessagingService response message carries `Status status = 1`
  * (inside a oneof for the streaming responses), so one generic routine
  * builds the NOT_IMPLEMENTED answer for any RPC from its response
- * descriptor.  Implemented RPCs point at their handlers (px_route.c,
- * px_send.c, px_receive.c, px_ack.c, px_telemetry.c). */
+ * descriptor.  The runtime decodes each request (req_desc) and answers
+ * malformed or refused ones through px_reject*.  Implemented RPCs point at
+ * their handlers (px_route.c, px_send.c, px_receive.c, px_ack.c,
+ * px_pull.c, px_tx.c, px_telemetry.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,29 +19,17 @@
 
 #define PX_MS_PREFIX "/apache.rocketmq.v2.MessagingService/"
 
-typedef struct px_stub_info {
-    const ProtobufCMessageDescriptor *req;
-    const ProtobufCMessageDescriptor *resp;
-} px_stub_info_t;
-
-/* RPCs not implemented yet: check the request decodes, answer
- * NOT_IMPLEMENTED in-band, finish OK. */
-static void px_stub_on_message(px_call_t *call, const uint8_t *data,
-                               size_t len)
+/* RPCs not implemented yet: answer NOT_IMPLEMENTED in-band (the runtime
+ * has checked the request decodes), finish OK. */
+static void px_stub_on_request(px_call_t *call, ProtobufCMessage *req)
 {
-    const px_stub_info_t *info = px_call_method_entry(call)->data;
-    ProtobufCMessage *req = px_pb_unpack(info->req, data, len);
     char text[256];
 
-    if (req == NULL) {
-        px_reply_status(call, info->resp, PX_CODE(BAD_REQUEST),
-                        "malformed request message");
-        return;
-    }
-    protobuf_c_message_free_unpacked(req, NULL);
+    (void)req;
     snprintf(text, sizeof(text), "%s is not implemented yet",
              px_call_method(call) + strlen(PX_MS_PREFIX));
-    px_reply_status(call, info->resp, PX_CODE(NOT_IMPLEMENTED), text);
+    px_reply_status(call, px_call_method_entry(call)->resp_desc,
+                    PX_CODE(NOT_IMPLEMENTED), text);
 }
 
 /* Admin.ChangeLogLevel: implemented, it only touches the log level.  A
@@ -69,43 +59,49 @@ static void px_admin_log_level(px_call_t *call, ProtobufCMessage *msg)
     px_call_reply_pb(call, &resp.base);
 }
 
-#define PX_STUB(name, reqd, respd)                                             \
-    static const px_stub_info_t px_info_##name = {                             \
-        &apache__rocketmq__v2__##reqd##__descriptor,                           \
-        &apache__rocketmq__v2__##respd##__descriptor}
-
-PX_STUB(sync_lite, sync_lite_subscription_request,
-        sync_lite_subscription_response);
-
-#define PX_STUB_UNARY(method, info)                                            \
+#define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
+/* A MessagingService method named `method` whose request and response
+ * types are <pb>_request and <pb>_response. */
+#define PX_STUB_UNARY(method, pb)                                              \
     {.path = PX_MS_PREFIX method, .kind = PX_RPC_UNARY,                        \
-     .on_message = px_stub_on_message, .data = &px_info_##info}
-#define PX_IMPL(method, k, fn, intr)                                           \
-    {.path = PX_MS_PREFIX method, .kind = k, .on_message = fn,                 \
-     .on_interrupt = intr}
+     .on_request = px_stub_on_request, .on_reject = px_reject,                 \
+     .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
+#define PX_IMPL(method, k, fn, intr, pb)                                       \
+    {.path = PX_MS_PREFIX method, .kind = k, .on_request = fn,                 \
+     .on_interrupt = intr, .on_reject = px_reject_client,                      \
+     .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
 
 static const px_method_t px_messaging_methods[] = {
-    PX_IMPL("QueryRoute", PX_RPC_UNARY, px_route_query, NULL),
-    PX_IMPL("Heartbeat", PX_RPC_UNARY, px_route_heartbeat, NULL),
-    PX_IMPL("SendMessage", PX_RPC_UNARY, px_send_message, NULL),
-    PX_IMPL("QueryAssignment", PX_RPC_UNARY, px_route_assignment, NULL),
+    PX_IMPL("QueryRoute", PX_RPC_UNARY, px_route_query, NULL, query_route),
+    PX_IMPL("Heartbeat", PX_RPC_UNARY, px_route_heartbeat, NULL, heartbeat),
+    PX_IMPL("SendMessage", PX_RPC_UNARY, px_send_message, NULL, send_message),
+    PX_IMPL("QueryAssignment", PX_RPC_UNARY, px_route_assignment, NULL,
+            query_assignment),
     PX_IMPL("ReceiveMessage", PX_RPC_SERVER_STREAM, px_receive_message,
-            px_receive_interrupt),
-    PX_IMPL("AckMessage", PX_RPC_UNARY, px_ack_message, NULL),
-    PX_IMPL("ForwardMessageToDeadLetterQueue", PX_RPC_UNARY, px_forward_dlq, NULL),
-    PX_IMPL("PullMessage", PX_RPC_SERVER_STREAM, px_pull_message, NULL),
-    PX_IMPL("UpdateOffset", PX_RPC_UNARY, px_offset_update, NULL),
-    PX_IMPL("GetOffset", PX_RPC_UNARY, px_offset_get, NULL),
-    PX_IMPL("QueryOffset", PX_RPC_UNARY, px_offset_query, NULL),
-    PX_IMPL("EndTransaction", PX_RPC_UNARY, px_end_transaction, NULL),
+            px_receive_interrupt, receive_message),
+    PX_IMPL("AckMessage", PX_RPC_UNARY, px_ack_message, NULL, ack_message),
+    PX_IMPL("ForwardMessageToDeadLetterQueue", PX_RPC_UNARY, px_forward_dlq,
+            NULL, forward_message_to_dead_letter_queue),
+    PX_IMPL("PullMessage", PX_RPC_SERVER_STREAM, px_pull_message, NULL,
+            pull_message),
+    PX_IMPL("UpdateOffset", PX_RPC_UNARY, px_offset_update, NULL, update_offset),
+    PX_IMPL("GetOffset", PX_RPC_UNARY, px_offset_get, NULL, get_offset),
+    PX_IMPL("QueryOffset", PX_RPC_UNARY, px_offset_query, NULL, query_offset),
+    PX_IMPL("EndTransaction", PX_RPC_UNARY, px_end_transaction, NULL,
+            end_transaction),
     {.path = PX_MS_PREFIX "Telemetry", .kind = PX_RPC_BIDI_STREAM,
-     .on_message = px_telemetry_message,
+     .on_request = px_telemetry_message, .on_reject = px_telemetry_reject,
+     .req_desc = PX_DESC(telemetry_command),
+     .resp_desc = PX_DESC(telemetry_command),
      .on_half_close = px_telemetry_half_close,
      .on_interrupt = px_telemetry_interrupt, .on_done = px_telemetry_done},
-    PX_IMPL("NotifyClientTermination", PX_RPC_UNARY, px_route_terminate, NULL),
-    PX_IMPL("ChangeInvisibleDuration", PX_RPC_UNARY, px_change_invisible, NULL),
-    PX_IMPL("RecallMessage", PX_RPC_UNARY, px_recall_message, NULL),
-    PX_STUB_UNARY("SyncLiteSubscription", sync_lite),
+    PX_IMPL("NotifyClientTermination", PX_RPC_UNARY, px_route_terminate, NULL,
+            notify_client_termination),
+    PX_IMPL("ChangeInvisibleDuration", PX_RPC_UNARY, px_change_invisible, NULL,
+            change_invisible_duration),
+    PX_IMPL("RecallMessage", PX_RPC_UNARY, px_recall_message, NULL,
+            recall_message),
+    PX_STUB_UNARY("SyncLiteSubscription", sync_lite_subscription),
 };
 
 static const px_method_t px_admin_methods[] = {

@@ -158,6 +158,13 @@ bool px_group_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
 /* Answers CLIENT_ID_REQUIRED (in `resp`) and returns false when the call
  * has no x-mq-client-id. */
 bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp);
+/* on_reject of the MessagingService methods: CLIENT_ID_REQUIRED first
+ * (as every handler checks the client before anything else), then
+ * BAD_REQUEST "malformed <Request>" or TOO_MANY_REQUESTS, in-band in the
+ * method's response type (resp_desc). */
+void px_reject_client(px_call_t *call, px_reject_t why);
+/* The same without the client check. */
+void px_reject(px_call_t *call, px_reject_t why);
 /* Answers a unary call whose response has only `status` with `code`. */
 void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
                      px_code_t code, const char *msg);
@@ -257,28 +264,29 @@ void px_msg_view_build(px_msg_view_t *v, const st_message_t *m,
 void px_md5_hex(const void *data, size_t len, char out[33]);
 
 /* ---- handlers ---- */
-void px_route_query(px_call_t *call, const uint8_t *data, size_t len);
-void px_route_heartbeat(px_call_t *call, const uint8_t *data, size_t len);
-void px_route_assignment(px_call_t *call, const uint8_t *data, size_t len);
-void px_route_terminate(px_call_t *call, const uint8_t *data, size_t len);
-void px_send_message(px_call_t *call, const uint8_t *data, size_t len);
-void px_receive_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_route_query(px_call_t *call, ProtobufCMessage *msg);
+void px_route_heartbeat(px_call_t *call, ProtobufCMessage *msg);
+void px_route_assignment(px_call_t *call, ProtobufCMessage *msg);
+void px_route_terminate(px_call_t *call, ProtobufCMessage *msg);
+void px_send_message(px_call_t *call, ProtobufCMessage *msg);
+void px_receive_message(px_call_t *call, ProtobufCMessage *msg);
 void px_receive_interrupt(px_call_t *call, px_interrupt_t why);
-void px_ack_message(px_call_t *call, const uint8_t *data, size_t len);
-void px_change_invisible(px_call_t *call, const uint8_t *data, size_t len);
-void px_forward_dlq(px_call_t *call, const uint8_t *data, size_t len);
-void px_pull_message(px_call_t *call, const uint8_t *data, size_t len);
-void px_offset_update(px_call_t *call, const uint8_t *data, size_t len);
-void px_offset_get(px_call_t *call, const uint8_t *data, size_t len);
-void px_offset_query(px_call_t *call, const uint8_t *data, size_t len);
-void px_end_transaction(px_call_t *call, const uint8_t *data, size_t len);
-void px_recall_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_ack_message(px_call_t *call, ProtobufCMessage *msg);
+void px_change_invisible(px_call_t *call, ProtobufCMessage *msg);
+void px_forward_dlq(px_call_t *call, ProtobufCMessage *msg);
+void px_pull_message(px_call_t *call, ProtobufCMessage *msg);
+void px_offset_update(px_call_t *call, ProtobufCMessage *msg);
+void px_offset_get(px_call_t *call, ProtobufCMessage *msg);
+void px_offset_query(px_call_t *call, ProtobufCMessage *msg);
+void px_end_transaction(px_call_t *call, ProtobufCMessage *msg);
+void px_recall_message(px_call_t *call, ProtobufCMessage *msg);
 /* Runs the orphaned-transaction check when due (renewer thread). */
 void px_tx_check_tick(px_svc_t *svc);
 /* "R1.<topic>.<msg id>" into out; GT_ERANGE if it does not fit. */
 gt_err_t px_recall_handle(const char *topic, const char *msg_id, char *out,
                           size_t outlen);
-void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len);
+void px_telemetry_message(px_call_t *call, ProtobufCMessage *msg);
+void px_telemetry_reject(px_call_t *call, px_reject_t why);
 void px_telemetry_half_close(px_call_t *call);
 void px_telemetry_interrupt(px_call_t *call, px_interrupt_t why);
 void px_telemetry_done(px_call_t *call);

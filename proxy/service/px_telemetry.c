@@ -200,9 +200,10 @@ static bool px_tele_settings(px_call_t *call, px_tele_t *t,
     return true;
 }
 
-void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len)
+void px_telemetry_message(px_call_t *call, ProtobufCMessage *msg)
 {
-    Apache__Rocketmq__V2__TelemetryCommand *cmd;
+    Apache__Rocketmq__V2__TelemetryCommand *cmd =
+        (Apache__Rocketmq__V2__TelemetryCommand *)msg;
     px_tele_t *t = px_call_user(call);
     const char *id = px_client_id(call);
 
@@ -222,13 +223,6 @@ void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len)
         px_call_set_user(call, t);
         pthread_mutex_unlock(&px_svc(call)->clients_mu);
     }
-    cmd = (Apache__Rocketmq__V2__TelemetryCommand *)px_pb_unpack(
-        &apache__rocketmq__v2__telemetry_command__descriptor, data, len);
-    if (cmd == NULL) {
-        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-                       "malformed TelemetryCommand");
-        return;
-    }
     switch (cmd->command_case) {
     case APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS:
         px_tele_settings(call, t, cmd->settings);
@@ -241,7 +235,21 @@ void px_telemetry_message(px_call_t *call, const uint8_t *data, size_t len)
                t->client_id, (int)cmd->command_case);
         break;
     }
-    protobuf_c_message_free_unpacked(&cmd->base, NULL);
+}
+
+/* A malformed command (or one refused for overload) ends the stream:
+ * Telemetry answers no per-command status. */
+void px_telemetry_reject(px_call_t *call, px_reject_t why)
+{
+    if (px_client_id(call) == NULL)
+        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                       "x-mq-client-id metadata is required");
+    else if (why == PX_REJECT_MALFORMED)
+        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+                       "malformed TelemetryCommand");
+    else
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                       "too many request bytes in flight");
 }
 
 void px_telemetry_half_close(px_call_t *call)

@@ -85,10 +85,11 @@ static void px_end_done(void *arg, gt_err_t err)
     free(ctx);
 }
 
-void px_end_transaction(px_call_t *call, const uint8_t *data, size_t len)
+void px_end_transaction(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(end_transaction_response);
-    Apache__Rocketmq__V2__EndTransactionRequest *req;
+    Apache__Rocketmq__V2__EndTransactionRequest *req =
+        (Apache__Rocketmq__V2__EndTransactionRequest *)msg;
     px_end_ctx_t *ctx;
     st_topic_t t;
     char why[256];
@@ -96,38 +97,32 @@ void px_end_transaction(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__EndTransactionRequest *)px_pb_unpack(
-        PX_DESC(end_transaction_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed EndTransactionRequest");
-        return;
-    }
     if ((code = px_check_topic(req->topic, why, sizeof(why))) != PX_CODE(OK)) {
         px_reply_status(call, rd, code, why);
-        goto out;
+        return;
     }
     if (req->transaction_id == NULL || req->transaction_id[0] == '\0' ||
         strspn(req->transaction_id, " \t\r\n") == strlen(req->transaction_id)) {
         px_reply_status(call, rd, PX_CODE(INVALID_TRANSACTION_ID),
                         "transaction id is blank");
-        goto out;
+        return;
     }
     if (req->message_id == NULL || req->message_id[0] == '\0' ||
         strlen(req->message_id) >= ST_MSG_ID_MAX) {
         px_reply_status(call, rd, PX_CODE(ILLEGAL_MESSAGE_ID), "message id is blank or too long");
-        goto out;
+        return;
     }
     if (req->resolution != APACHE__ROCKETMQ__V2__TRANSACTION_RESOLUTION__COMMIT &&
         req->resolution != APACHE__ROCKETMQ__V2__TRANSACTION_RESOLUTION__ROLLBACK) {
         px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
                         "resolution must be COMMIT or ROLLBACK");
-        goto out;
+        return;
     }
     if (!px_topic_or_reply(call, rd, req->topic->name, false, &t))
-        goto out;
+        return;
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
-        goto out;
+        return;
     }
     ctx->call = call;
     snprintf(ctx->msg_id, sizeof(ctx->msg_id), "%s", req->message_id);
@@ -135,8 +130,6 @@ void px_end_transaction(px_call_t *call, const uint8_t *data, size_t len)
     ctx->source = (int)req->source;
     px_call_ref(call);
     st_tx_end(px_svc(call)->store, t.name, req->message_id, ctx->commit, px_end_done, ctx);
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* ---- RecallMessage ---- */
@@ -177,10 +170,11 @@ static void px_recall_done(void *arg, gt_err_t err)
     free(ctx);
 }
 
-void px_recall_message(px_call_t *call, const uint8_t *data, size_t len)
+void px_recall_message(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(recall_message_response);
-    Apache__Rocketmq__V2__RecallMessageRequest *req;
+    Apache__Rocketmq__V2__RecallMessageRequest *req =
+        (Apache__Rocketmq__V2__RecallMessageRequest *)msg;
     px_recall_ctx_t *ctx;
     const char *topic = NULL, *msg_id = NULL;
     char buf[ST_NAME_MAX + ST_MSG_ID_MAX + 8], why[256];
@@ -189,36 +183,28 @@ void px_recall_message(px_call_t *call, const uint8_t *data, size_t len)
 
     if (!px_require_client(call, rd))
         return;
-    req = (Apache__Rocketmq__V2__RecallMessageRequest *)px_pb_unpack(
-        PX_DESC(recall_message_request), data, len);
-    if (req == NULL) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "malformed RecallMessageRequest");
-        return;
-    }
     if ((code = px_check_topic(req->topic, why, sizeof(why))) != PX_CODE(OK)) {
         px_recall_reply(call, code, why, NULL);
-        goto out;
+        return;
     }
     if (!px_recall_parse(req->recall_handle, buf, sizeof(buf), &topic, &msg_id) ||
         strcmp(topic, req->topic->name) != 0 || strlen(msg_id) >= ST_MSG_ID_MAX) {
         px_recall_reply(call, PX_CODE(BAD_REQUEST), "invalid recall handle", NULL);
-        goto out;
+        return;
     }
     if (px_topic_find(px_svc(call), topic, &t) != GT_OK) {
         snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", topic);
         px_recall_reply(call, PX_CODE(TOPIC_NOT_FOUND), why, NULL);
-        goto out;
+        return;
     }
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_recall_reply(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory", NULL);
-        goto out;
+        return;
     }
     ctx->call = call;
     snprintf(ctx->msg_id, sizeof(ctx->msg_id), "%s", msg_id);
     px_call_ref(call);
     st_recall(px_svc(call)->store, t.name, msg_id, px_recall_done, ctx);
-out:
-    protobuf_c_message_free_unpacked(&req->base, NULL);
 }
 
 /* ---- orphaned transaction checks ---- */
