@@ -84,6 +84,12 @@ typedef struct px_method {
      * response type.  May be NULL: the call then finishes with
      * INVALID_ARGUMENT or RESOURCE_EXHAUSTED. */
     void (*on_reject)(px_call_t *call, px_reject_t why);
+    /* Optional, with on_request: sees each request message's raw bytes
+     * (borrowed) before they are decoded, to check what decoding hides
+     * (e.g. proto3 strings that are not UTF-8 or hold a NUL, which a
+     * decoded C string can no longer show).  Returns false when it
+     * answered the call itself; the message is then not decoded. */
+    bool (*on_screen)(px_call_t *call, const uint8_t *data, size_t len);
 } px_method_t;
 
 /* ---- method table ---- */

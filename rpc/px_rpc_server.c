@@ -540,6 +540,8 @@ static void px_call_deliver(px_call_t *c, const uint8_t *data, size_t len)
         m->on_message(c, data, len);
         return;
     }
+    if (m->on_screen != NULL && !m->on_screen(c, data, len))
+        return;
     req = protobuf_c_message_unpack(m->req_desc, NULL, len, data);
     if (req == NULL) {
         px_call_reject(c, PX_REJECT_MALFORMED);

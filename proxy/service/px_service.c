@@ -69,6 +69,7 @@ static void px_admin_log_level(px_call_t *call, ProtobufCMessage *msg)
 #define PX_IMPL(method, k, fn, intr, pb)                                       \
     {.path = PX_MS_PREFIX method, .kind = k, .on_request = fn,                 \
      .on_interrupt = intr, .on_reject = px_reject_client,                      \
+     .on_screen = px_screen_request,                                           \
      .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
 
 static const px_method_t px_messaging_methods[] = {
@@ -91,6 +92,7 @@ static const px_method_t px_messaging_methods[] = {
             end_transaction),
     {.path = PX_MS_PREFIX "Telemetry", .kind = PX_RPC_BIDI_STREAM,
      .on_request = px_telemetry_message, .on_reject = px_telemetry_reject,
+     .on_screen = px_screen_request,
      .req_desc = PX_DESC(telemetry_command),
      .resp_desc = PX_DESC(telemetry_command),
      .on_half_close = px_telemetry_half_close,

@@ -185,6 +185,18 @@ bool px_name_is_system(const char *name);
 /* True when `t` (borrowed) is inside google.protobuf.Timestamp's range
  * (years 1..9999, nanos 0..999999999). */
 bool px_timestamp_valid(const Google__Protobuf__Timestamp *t);
+/* Checks every string field of the raw request bytes (borrowed), a `desc`
+ * message: valid UTF-8 without NUL.  OK (also for bytes that do not parse:
+ * the decoder refuses those), or the RocketMQ code of the first bad field
+ * (ILLEGAL_MESSAGE_TAG for a tag, …, BAD_REQUEST when no specific code
+ * applies) with a reason in `why`. */
+px_code_t px_validate_wire(const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *data, size_t len, char *why,
+                           size_t whylen);
+/* The method table's on_screen: px_validate_wire() on the request, and when
+ * it fails an in-band answer with its code (after CLIENT_ID_REQUIRED, as for
+ * malformed requests); a bidi stream (Telemetry) finishes INVALID_ARGUMENT. */
+bool px_screen_request(px_call_t *call, const uint8_t *data, size_t len);
 
 /* ---- clients (px_client.c registry, px_ticks.c renewer) ---- */
 

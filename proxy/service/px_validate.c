@@ -1,6 +1,14 @@
 /* Request validation that every RocketMQ handler shares: topic and group
  * names (including the store's system names, which clients may never
- * reach) and protobuf time values.
+ * reach), protobuf time values, and the strings of the raw request.
+ *
+ * Strings.  proto3 `string` fields must be UTF-8, and Java and Go clients
+ * refuse responses that are not, so a tag, key or property that is not
+ * must be refused on the way in, not stored and echoed to consumers.  A NUL
+ * is valid UTF-8 but our decoded C strings end there ("a\0b" would be
+ * stored as "a"), so it is refused too.  Decoded messages no longer show
+ * either, hence px_validate_wire() walks the wire bytes against the
+ * request's descriptor before they are decoded.
  *
  * The rules and codes follow the upstream proxy's validator: a bad or
  * system topic is ILLEGAL_TOPIC, a bad or system group
@@ -9,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gt_text.h"
 #include "px_svc_int.h"
 
 bool px_name_is_derived(const char *name)
@@ -86,4 +95,140 @@ bool px_timestamp_valid(const Google__Protobuf__Timestamp *t)
 {
     return t->seconds >= PX_TS_MIN_SECONDS && t->seconds <= PX_TS_MAX_SECONDS &&
            t->nanos >= 0 && t->nanos <= 999999999;
+}
+
+/* ---- strings on the wire ---- */
+
+#define PX_WIRE_MAX_DEPTH 32
+
+/* The first bad string field: its descriptor, the message holding it, and
+ * the field of the enclosing message that holds that one (NULL at the top). */
+typedef struct px_wire_bad {
+    const ProtobufCFieldDescriptor *field;
+    const ProtobufCMessageDescriptor *msg;
+    const ProtobufCFieldDescriptor *parent;
+    bool nul;
+} px_wire_bad_t;
+
+static bool px_wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Returns false at the first bad string (filling *bad).  Bytes that do not
+ * parse end the walk with true: the decoder refuses them itself. */
+static bool px_wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+                         size_t len, const ProtobufCFieldDescriptor *parent,
+                         int depth, px_wire_bad_t *bad)
+{
+    const uint8_t *end = p + len;
+
+    while (p < end) {
+        const ProtobufCFieldDescriptor *f;
+        uint64_t key, n;
+
+        if (!px_wire_varint(&p, end, &key))
+            return true;
+        switch (key & 7) {
+        case 0:
+            if (!px_wire_varint(&p, end, &n))
+                return true;
+            break;
+        case 1:
+        case 5:
+            n = (key & 7) == 1 ? 8 : 4;
+            if ((uint64_t)(end - p) < n)
+                return true;
+            p += n;
+            break;
+        case 2:
+            if (!px_wire_varint(&p, end, &n) || n > (uint64_t)(end - p))
+                return true;
+            f = (key >> 3) <= UINT32_MAX
+                    ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3))
+                    : NULL;
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
+                bool nul = memchr(p, 0, n) != NULL;
+                if (nul || !gt_utf8_valid(p, n)) {
+                    *bad = (px_wire_bad_t){f, desc, parent, nul};
+                    return false;
+                }
+            } else if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                       depth < PX_WIRE_MAX_DEPTH &&
+                       !px_wire_walk(f->descriptor, p, n, f, depth + 1, bad)) {
+                return false;
+            }
+            p += n;
+            break;
+        default:
+            return true; /* groups are not proto3: the decoder decides */
+        }
+    }
+    return true;
+}
+
+/* The RocketMQ code for a bad string, by field (and the field holding its
+ * message, for Resource names and property entries). */
+static const struct {
+    const char *field;
+    const char *parent; /* NULL: any */
+    px_code_t code;
+} px_wire_codes[] = {
+    {"tag", NULL, PX_CODE(ILLEGAL_MESSAGE_TAG)},
+    {"keys", NULL, PX_CODE(ILLEGAL_MESSAGE_KEY)},
+    {"message_group", NULL, PX_CODE(ILLEGAL_MESSAGE_GROUP)},
+    {"message_id", NULL, PX_CODE(ILLEGAL_MESSAGE_ID)},
+    {"key", "user_properties", PX_CODE(ILLEGAL_MESSAGE_PROPERTY_KEY)},
+    {"value", "user_properties", PX_CODE(ILLEGAL_MESSAGE_PROPERTY_KEY)},
+    {"name", "topic", PX_CODE(ILLEGAL_TOPIC)},
+    {"name", "topics", PX_CODE(ILLEGAL_TOPIC)},
+    {"name", "group", PX_CODE(ILLEGAL_CONSUMER_GROUP)},
+    {"receipt_handle", NULL, PX_CODE(INVALID_RECEIPT_HANDLE)},
+    {"transaction_id", NULL, PX_CODE(INVALID_TRANSACTION_ID)},
+    {"expression", NULL, PX_CODE(ILLEGAL_FILTER_EXPRESSION)},
+};
+
+px_code_t px_validate_wire(const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *data, size_t len, char *why,
+                           size_t whylen)
+{
+    px_wire_bad_t bad;
+    const char *parent;
+
+    if (px_wire_walk(desc, data, len, NULL, 0, &bad))
+        return PX_CODE(OK);
+    parent = bad.parent != NULL ? bad.parent->name : "";
+    snprintf(why, whylen, "%s%s%s.%s %s", parent, parent[0] ? " " : "",
+             bad.msg->short_name, bad.field->name,
+             bad.nul ? "contains a NUL character" : "is not valid UTF-8");
+    for (size_t i = 0; i < sizeof(px_wire_codes) / sizeof(px_wire_codes[0]); i++)
+        if (strcmp(bad.field->name, px_wire_codes[i].field) == 0 &&
+            (px_wire_codes[i].parent == NULL || strcmp(parent, px_wire_codes[i].parent) == 0))
+            return px_wire_codes[i].code;
+    return PX_CODE(BAD_REQUEST);
+}
+
+bool px_screen_request(px_call_t *call, const uint8_t *data, size_t len)
+{
+    const px_method_t *m = px_call_method_entry(call);
+    char why[256];
+    px_code_t code = px_validate_wire(m->req_desc, data, len, why, sizeof(why));
+
+    if (code == PX_CODE(OK))
+        return true;
+    if (m->kind == PX_RPC_BIDI_STREAM)
+        px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, why);
+    else if (px_require_client(call, m->resp_desc))
+        px_reply_status(call, m->resp_desc, code, why);
+    return false;
 }

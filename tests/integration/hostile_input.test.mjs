@@ -14,6 +14,8 @@ const T = 'HostileTopic';
 const T_TX = 'HostileTxTopic';
 const T_DELAY = 'HostileDelayTopic';
 const T_LP = 'HostileLongPollTopic';
+const T_STR = 'HostileStringTopic';
+const T_FIFO = 'HostileFifoTopic';
 const G = 'HostileGroup';
 const SYS_TOPICS = ['%SYS%HALF', '%SYS%TIMER'];
 
@@ -24,7 +26,8 @@ before(async () => {
     logLevel: 'info',
     yaml: yamlOf({
       topics: [{ name: T, queues: 2 }, { name: T_TX, type: 'TRANSACTION', queues: 1 },
-        { name: T_DELAY, type: 'DELAY', queues: 1 }, { name: T_LP, queues: 1 }],
+        { name: T_DELAY, type: 'DELAY', queues: 1 }, { name: T_LP, queues: 1 },
+        { name: T_STR, queues: 1 }, { name: T_FIFO, type: 'FIFO', queues: 1 }],
       groups: [{ name: G }],
     }),
   });
@@ -209,4 +212,102 @@ test('a valid SQL filter with an out-of-range invisible duration: ILLEGAL_INVISI
     assert.equal(r.err, null);
     expectStatus(splitReceive(r.resps).status, Code.ILLEGAL_INVISIBLE_TIME, `invisible ${ms} ms with SQL`);
   }
+});
+
+// ---- strings that are not UTF-8 or hold a NUL -----------------------------
+
+// The SDK's classes only build valid strings: serialize with a 4-byte
+// marker in one string and overwrite the marker with the bytes under test
+// (same length, so every length prefix stays right).
+const MARK = 'QZQZ';
+function patched(msg, bytes) {
+  const buf = Buffer.from(msg.serializeBinary());
+  const at = buf.indexOf(MARK);
+  assert.ok(at >= 0 && buf.indexOf(MARK, at + 1) < 0, 'one marker in the request');
+  Buffer.from(bytes).copy(buf, at);
+  return buf;
+}
+const BAD_STRINGS = {
+  'a NUL': [0x61, 0x00, 0x62, 0x63], // "a\0bc": used to come back as "a"
+  'a 0xff byte': [0x61, 0xff, 0x62, 0x63],
+  'an overlong form': [0x61, 0xc0, 0xaf, 0x63],
+  'a UTF-16 surrogate': [0x61, 0xed, 0xa0, 0x80],
+};
+
+test('SendMessage: tag, keys, property key and value, message group and id that are not UTF-8 or hold a NUL are refused with their codes', async () => {
+  const cases = [
+    ['tag', Code.ILLEGAL_MESSAGE_TAG, () => wireMessage({ topic: T_STR, tag: `t${MARK}` })],
+    ['key', Code.ILLEGAL_MESSAGE_KEY, () => wireMessage({ topic: T_STR, keys: ['k1', `k${MARK}`] })],
+    ['property key', Code.ILLEGAL_MESSAGE_PROPERTY_KEY, () => wireMessage({ topic: T_STR, props: { [`p${MARK}`]: 'v' } })],
+    ['property value', Code.ILLEGAL_MESSAGE_PROPERTY_KEY, () => wireMessage({ topic: T_STR, props: { p: `v${MARK}` } })],
+    ['message group', Code.ILLEGAL_MESSAGE_GROUP, () => wireMessage({ topic: T_FIFO, type: defPb.MessageType.FIFO, group: `g${MARK}` })],
+    ['message id', Code.ILLEGAL_MESSAGE_ID, () => wireMessage({ topic: T_STR, id: `01${MARK}0000000000000000000000000` })],
+    ['topic', Code.ILLEGAL_TOPIC, () => wireMessage({ topic: `T${MARK}` })],
+  ];
+  const wrong = [];
+  for (const [field, code, build] of cases) {
+    for (const [what, bytes] of Object.entries(BAD_STRINGS)) {
+      const r = await raw.unary('SendMessage', patched(sendRequest([build()]), bytes), pb.SendMessageResponse);
+      assert.equal(r.err, null, `${field} with ${what}: transport error ${r.err?.message}`);
+      const got = r.resp.getStatus().getCode();
+      if (got !== code) wrong.push(`${field} with ${what}: ${codeName(got)} ${r.resp.getStatus().getMessage()}`);
+    }
+  }
+  assert.deepEqual(wrong, [], 'wrong answers');
+  // Nothing was stored.
+  for (const [topic, group] of [[T_STR, G], [T_FIFO, G]]) {
+    const rcv = await receive({ group, topic, longPollMs: 0 });
+    assert.equal(rcv.messages.length, 0, `${topic}: a refused message was stored`);
+  }
+});
+
+test('other requests: topic, group, receipt handle, filter expression and transaction id that are not UTF-8 are refused in-band', async () => {
+  const wrong = [];
+  const check = async (what, code, method, req, Resp, stream = false) => {
+    for (const [how, bytes] of Object.entries(BAD_STRINGS)) {
+      const buf = patched(req, bytes);
+      let status;
+      if (stream) {
+        const r = await raw.serverStream(method, buf, Resp);
+        assert.equal(r.err, null, `${what}: transport error ${r.err?.message}`);
+        status = r.resps[0]?.getStatus();
+      } else {
+        const r = await raw.unary(method, buf, Resp);
+        assert.equal(r.err, null, `${what}: transport error ${r.err?.message}`);
+        status = r.resp.getStatus();
+      }
+      if (status?.getCode() !== code) wrong.push(`${what} with ${how}: ${status ? codeName(status.getCode()) : 'no status'}`);
+    }
+  };
+  await check('receive topic', Code.ILLEGAL_TOPIC, 'ReceiveMessage',
+    receiveRequest({ group: G, topic: `T${MARK}`, longPollMs: 0 }), pb.ReceiveMessageResponse, true);
+  await check('receive group', Code.ILLEGAL_CONSUMER_GROUP, 'ReceiveMessage',
+    receiveRequest({ group: `G${MARK}`, topic: T, longPollMs: 0 }), pb.ReceiveMessageResponse, true);
+  await check('receive tag expression', Code.ILLEGAL_FILTER_EXPRESSION, 'ReceiveMessage',
+    receiveRequest({ group: G, topic: T, tag: `a${MARK}`, longPollMs: 0 }), pb.ReceiveMessageResponse, true);
+  await check('ack receipt handle', Code.INVALID_RECEIPT_HANDLE, 'AckMessage',
+    ackRequest(G, T, [{ id: newMessageId(), handle: `h${MARK}` }]), pb.AckMessageResponse);
+  await check('end transaction id', Code.INVALID_TRANSACTION_ID, 'EndTransaction',
+    new pb.EndTransactionRequest().setTopic(resource(T_TX)).setMessageId(newMessageId())
+      .setTransactionId(`x${MARK}`).setResolution(defPb.TransactionResolution.COMMIT), pb.EndTransactionResponse);
+  await check('query route namespace', Code.BAD_REQUEST, 'QueryRoute',
+    new pb.QueryRouteRequest().setTopic(resource(T).setResourceNamespace(`n${MARK}`)), pb.QueryRouteResponse);
+  assert.deepEqual(wrong, [], 'wrong answers');
+});
+
+test('Telemetry: settings with a topic that is not UTF-8 end the stream with INVALID_ARGUMENT', async () => {
+  const pubs = new defPb.Publishing();
+  pubs.addTopics(resource(`T${MARK}`));
+  const settings = new defPb.Settings().setClientType(defPb.ClientType.PRODUCER).setPublishing(pubs);
+  const cmd = patched(new pb.TelemetryCommand().setSettings(settings), BAD_STRINGS['a 0xff byte']);
+  const status = await new Promise((resolve) => {
+    const call = raw.client.makeBidiStreamRequest('/apache.rocketmq.v2.MessagingService/Telemetry',
+      (x) => x, (x) => x, raw.md(), { deadline: Date.now() + 10000 });
+    call.on('data', () => {});
+    call.on('error', () => {});
+    call.on('status', (s) => resolve(s));
+    call.write(cmd);
+  });
+  assert.equal(status.code, 3, `Telemetry status ${status.code} ${status.details}`);
+  assert.match(status.details, /UTF-8/);
 });
