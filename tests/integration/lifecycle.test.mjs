@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import {
-  require, startGantry, spawnGantry, stopGantry, sleep,
+  require, startGantry, spawnGantry, stopGantry, scaled, waitFor,
 } from './harness.mjs';
 import { producerSettings, clientMetadata } from './grpc_util.mjs';
 
@@ -12,7 +12,7 @@ const grpc = require('@grpc/grpc-js');
 const pb = require('rocketmq-client-nodejs/proto/apache/rocketmq/v2/service_pb.js');
 const ident = (x) => x;
 
-test('SIGTERM with open Telemetry streams exits 0 within 5 s', async () => {
+test('SIGTERM with open Telemetry streams exits 0 within 5 s (scaled)', async () => {
   const g = await startGantry();
   const client = new grpc.Client(g.endpoint, grpc.credentials.createInsecure());
   const streams = [];
@@ -26,15 +26,15 @@ test('SIGTERM with open Telemetry streams exits 0 within 5 s', async () => {
     call.write(producerSettings());
     streams.push(s);
   }
-  for (let i = 0; i < 200 && streams.some((s) => s.got === 0); i++) await sleep(10);
+  await waitFor(() => streams.every((s) => s.got > 0), 5000, 'every Telemetry stream answered');
   assert.ok(streams.every((s) => s.got === 1), 'every stream is open and answered');
   const t0 = Date.now();
   const info = await stopGantry(g, 'SIGTERM');
   const ms = info.at - t0;
   client.close();
   assert.equal(info.code, 0, `exit code ${info.code} signal ${info.signal}\n${info.log}`);
-  assert.ok(ms < 5000, `took ${ms} ms to exit`);
-  for (let i = 0; i < 100 && streams.some((s) => !s.status); i++) await sleep(10);
+  assert.ok(ms < scaled(5000), `took ${ms} ms to exit`);
+  await waitFor(() => streams.every((s) => s.status), 5000, 'every stream got a final status');
   for (const s of streams) {
     assert.ok(s.status, 'stream got a final status');
     // Ended by the server with OK (clients reconnect; an error status would
@@ -47,7 +47,7 @@ test('SIGTERM with open Telemetry streams exits 0 within 5 s', async () => {
 test('a second instance on the same gRPC port fails at start with a clear message', async () => {
   const first = await startGantry();
   const second = await spawnGantry({ grpcPort: first.grpcPort });
-  const killer = setTimeout(() => second.proc.kill('SIGKILL'), 10000);
+  const killer = setTimeout(() => second.proc.kill('SIGKILL'), scaled(10000));
   const info = await second.exited;
   clearTimeout(killer);
   const log = second.log();

@@ -3,7 +3,7 @@
 // its clients hold are not given back (and their handles stay valid).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGantry, stopGantry, sleep } from './harness.mjs';
+import { startGantry, stopGantry, scaled } from './harness.mjs';
 import {
   pb, Raw, yamlOf, consumerSettings, receiveRequest, splitReceive, wireMessage, sendRequest,
   ackRequest,
@@ -24,7 +24,7 @@ test('a receipt handle from before a SIGTERM restart acks after it; nothing is r
       pb.SendMessageResponse);
     assert.equal(sent.resp.getStatus().getCode(), 20000);
     const r = splitReceive((await raw.serverStream('ReceiveMessage',
-      receiveRequest({ group: G, topic: T, invisibleMs: 60000 }), pb.ReceiveMessageResponse)).resps);
+      receiveRequest({ group: G, topic: T, invisibleMs: scaled(120000) }), pb.ReceiveMessageResponse)).resps);
     assert.equal(r.messages.length, 1);
     const m = r.messages[0];
     const handle = m.getSystemProperties().getReceiptHandle();
@@ -45,7 +45,6 @@ test('a receipt handle from before a SIGTERM restart acks after it; nothing is r
   } finally {
     raw.close();
     if (raw2) raw2.close();
-    await sleep(100);
     await stopGantry(g);
   }
 });

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  require, startGantry, spawnGantry, stopGantry, httpGet, sleep,
+  require, startGantry, spawnGantry, stopGantry, httpGet, sleep, scaled, waitFor,
 } from './harness.mjs';
 import { producerSettings } from './grpc_util.mjs';
 
@@ -16,6 +16,9 @@ const SVC = '/apache.rocketmq.v2.MessagingService/';
 const ident = (x) => x;
 const NOT_IMPLEMENTED = defPb.Code.NOT_IMPLEMENTED;
 const BAD_REQUEST = defPb.Code.BAD_REQUEST;
+// "Answered at once" (not held until a deadline): generous, and scaled for
+// slow machines and sanitizer builds.
+const PROMPT_MS = scaled(2000);
 
 let g;
 let client;
@@ -36,7 +39,7 @@ function md() {
   return m;
 }
 
-function unary(path, bytes, timeoutMs = 1000) {
+function unary(path, bytes, timeoutMs = scaled(5000)) {
   return new Promise((resolve) => {
     const t0 = Date.now();
     client.makeUnaryRequest(path, ident, ident, Buffer.from(bytes), md(),
@@ -46,7 +49,7 @@ function unary(path, bytes, timeoutMs = 1000) {
   });
 }
 
-function serverStream(path, bytes, timeoutMs = 1000) {
+function serverStream(path, bytes, timeoutMs = scaled(5000)) {
   return new Promise((resolve) => {
     const t0 = Date.now();
     const msgs = [];
@@ -58,12 +61,12 @@ function serverStream(path, bytes, timeoutMs = 1000) {
   });
 }
 
-test('an unknown method gets UNIMPLEMENTED within 1 s', async () => {
+test('an unknown method gets UNIMPLEMENTED promptly', async () => {
   for (const p of [SVC + 'NoSuchMethod', '/no.such.Service/Call', '/x/y']) {
-    const r = await unary(p, [], 5000);
+    const r = await unary(p, []);
     assert.ok(r.err, `${p}: expected an error`);
     assert.equal(r.err.code, grpc.status.UNIMPLEMENTED, `${p}: ${r.err.message}`);
-    assert.ok(r.ms < 1000, `${p}: answered after ${r.ms} ms`);
+    assert.ok(r.ms < PROMPT_MS, `${p}: answered after ${r.ms} ms`);
   }
 });
 
@@ -97,7 +100,7 @@ test('RPCs not implemented yet answer NOT_IMPLEMENTED in-band, promptly', async 
     const resp = Resp.deserializeBinary(new Uint8Array(r.resp));
     assert.equal(resp.getStatus().getCode(), NOT_IMPLEMENTED, name);
     assert.match(resp.getStatus().getMessage(), new RegExp(name));
-    assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
+    assert.ok(r.ms < PROMPT_MS, `${name} took ${r.ms} ms`);
   }
 });
 
@@ -107,7 +110,7 @@ test('implemented RPCs answer an empty request with an in-band validation code',
     assert.equal(r.err, null, `${name}: ${r.err && r.err.message}`);
     const resp = Resp.deserializeBinary(new Uint8Array(r.resp));
     assert.equal(resp.getStatus().getCode(), code, `${name}: ${resp.getStatus().getMessage()}`);
-    assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
+    assert.ok(r.ms < PROMPT_MS, `${name} took ${r.ms} ms`);
   }
 });
 
@@ -115,7 +118,7 @@ test('a request without x-mq-client-id gets CLIENT_ID_REQUIRED', async () => {
   const r = await new Promise((resolve) => {
     client.makeUnaryRequest(SVC + 'Heartbeat', ident, ident,
       Buffer.from(new pb.HeartbeatRequest().serializeBinary()), new grpc.Metadata(),
-      { deadline: Date.now() + 2000 }, (err, resp) => resolve({ err, resp }));
+      { deadline: Date.now() + scaled(5000) }, (err, resp) => resolve({ err, resp }));
   });
   assert.equal(r.err, null);
   const resp = pb.HeartbeatResponse.deserializeBinary(new Uint8Array(r.resp));
@@ -142,7 +145,7 @@ test('server-streaming RPCs answer one status response then close OK', async () 
     assert.equal(r.msgs.length, 1, name);
     const resp = Resp.deserializeBinary(new Uint8Array(r.msgs[0]));
     assert.equal(resp.getStatus().getCode(), code, name);
-    assert.ok(r.ms < 1000, `${name} took ${r.ms} ms`);
+    assert.ok(r.ms < PROMPT_MS, `${name} took ${r.ms} ms`);
   }
 });
 
@@ -157,7 +160,7 @@ test('Telemetry answers each Settings with merged settings and stays open until 
   call.on('error', () => {});
   call.write(producerSettings());
   call.write(producerSettings());
-  for (let i = 0; i < 100 && got.length < 2; i++) await sleep(10);
+  await waitFor(() => got.length >= 2, 5000, 'two Telemetry answers');
   assert.equal(got.length, 2);
   assert.equal(got[0].getStatus().getCode(), defPb.Code.OK);
   const st = got[0].getSettings();
@@ -165,10 +168,10 @@ test('Telemetry answers each Settings with merged settings and stays open until 
   assert.equal(st.getPublishing().getMaxBodySize(), 4 * 1024 * 1024);
   assert.equal(st.getBackoffPolicy().getStrategyCase(),
     defPb.RetryPolicy.StrategyCase.EXPONENTIAL_BACKOFF);
-  await sleep(200);
+  await sleep(200); // a wrong early close would show up here
   assert.equal(ended, false, 'stream closed by the server too early');
   call.end();
-  for (let i = 0; i < 100 && !status; i++) await sleep(10);
+  await waitFor(() => status, 5000, 'a status after half-close');
   assert.ok(status, 'no status after half-close');
   assert.equal(status.code, grpc.status.OK);
 });
@@ -205,7 +208,7 @@ test('requests far above the default 4 MiB gRPC limit reach the handler (20 MiB 
   msg.setBody(new Uint8Array(20 * 1024 * 1024));
   const req = new pb.SendMessageRequest();
   req.addMessages(msg);
-  const r = await unary(SVC + 'SendMessage', req.serializeBinary(), 20000);
+  const r = await unary(SVC + 'SendMessage', req.serializeBinary(), scaled(20000));
   assert.equal(r.err, null, r.err && r.err.message);
   const resp = pb.SendMessageResponse.deserializeBinary(new Uint8Array(r.resp));
   assert.equal(resp.getStatus().getCode(), defPb.Code.MESSAGE_BODY_TOO_LARGE);

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
-  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, sleep,
+  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, sleep, waitFor,
 } from './sdk_util.mjs';
 
 const T = 'BalanceTopic';
@@ -62,8 +62,9 @@ test(`1-queue topic, ${C} consumers of one group: each of ${N} messages once, fa
       for (let k = i; k < i + 20 && k < N; k++) batch.push(producer.send({ topic: T, body: Buffer.from(`m${k}`) }));
       for (const r of await Promise.all(batch)) sentIds.add(r.messageId);
     }
-    const deadline = Date.now() + 60000;
-    while (owner.size < N && Date.now() < deadline && dup.length === 0) await sleep(100);
+    try {
+      await waitFor(() => owner.size >= N || dup.length > 0, 60000, `all ${N} messages consumed`, 100);
+    } catch { /* the assertions below say what is missing */ }
     stop = true;
     await Promise.all(loops);
     assert.deepEqual(errors.slice(0, 5), [], 'receive errors');

@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
-  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, sleep,
+  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, sleep, waitFor,
 } from './sdk_util.mjs';
 
 const T = 'TrickleTopic';
@@ -39,8 +39,10 @@ test(`${N} messages sent one at a time reach all ${C} waiting consumers fairly`,
   try {
     producer = await startProducer(g, [T]);
     for (let i = 0; i < C; i++) consumers.push(await startSimpleConsumer(g, G, T, { awaitDuration: 5000 }));
+    const asked = new Array(C).fill(false);
     loops = consumers.map(async (c, ci) => {
       while (!stop) {
+        asked[ci] = true;
         try {
           for (const m of await c.receive(16, 60000)) {
             if (owner.has(m.messageId)) dup.push(m.messageId);
@@ -53,13 +55,16 @@ test(`${N} messages sent one at a time reach all ${C} waiting consumers fairly`,
         }
       }
     });
-    await sleep(500); // all four are parked
+    // Every consumer has asked; the grace lets their polls park.
+    await waitFor(() => asked.every(Boolean), 10000, 'every consumer receiving');
+    await sleep(500);
     for (let i = 0; i < N; i++) {
       await producer.send({ topic: T, body: Buffer.from(`t${i}`) });
       await sleep(10);
     }
-    const deadline = Date.now() + 30000;
-    while (owner.size < N && Date.now() < deadline) await sleep(50);
+    try {
+      await waitFor(() => owner.size >= N, 30000, `all ${N} messages consumed`, 50);
+    } catch { /* the assertions below say what is missing */ }
     stop = true;
     await Promise.all(loops);
     assert.deepEqual(errors.slice(0, 5), []);

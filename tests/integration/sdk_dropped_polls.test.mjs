@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   pb, Raw, SVC, yamlOf, consumerSettings, receiveRequest, splitReceive, wireMessage, sendRequest,
-  ackRequest, resource, codeName, sleep,
+  ackRequest, resource, codeName, scaled, waitFor,
 } from './sdk_util.mjs';
 
 const T = 'DropTopic';
@@ -17,6 +17,11 @@ const G = 'DropGroup';
 const MAX_ATTEMPTS = 3;
 const POLLS = 200;
 const MSGS = 5;
+// The dead polls' long poll and invisible time: far longer than the test
+// takes on any machine, so a message handed to a dead poll stays hidden
+// for the whole test and cannot pass by timing out.
+const POLL_MS = 30 * 60 * 1000;
+const DEAD_INVISIBLE_MS = 30 * 60 * 1000;
 
 let g;
 before(async () => {
@@ -33,26 +38,42 @@ after(async () => {
   assert.equal(info.code, 0, `gantry exit code ${info.code}`);
 });
 
+function grpcFrame(bytes) {
+  const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), bytes]);
+  framed.writeUInt32BE(bytes.length, 1);
+  return framed;
+}
+
+const H2_HEADERS = {
+  ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers',
+  'x-mq-client-id': 'dropping-client', 'x-mq-language': 'HTTP', 'x-mq-protocol': 'v2',
+};
+
 function parkPolls(n) {
   const req = Buffer.from(receiveRequest({
-    group: G, topic: T, batch: 1, invisibleMs: 60000, longPollMs: 20000,
+    group: G, topic: T, batch: 1, invisibleMs: DEAD_INVISIBLE_MS, longPollMs: POLL_MS,
   }).serializeBinary());
-  const framed = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), req]);
-  framed.writeUInt32BE(req.length, 1);
+  const framed = grpcFrame(req);
   const s = http2.connect(`http://${g.endpoint}`);
   s.on('error', () => {});
   let ended = 0;
   for (let i = 0; i < n; i++) {
-    const st = s.request({
-      ':method': 'POST', ':path': `${SVC}ReceiveMessage`, 'content-type': 'application/grpc', te: 'trailers',
-      'x-mq-client-id': 'dropping-client', 'x-mq-language': 'HTTP', 'x-mq-protocol': 'v2', 'grpc-timeout': '40S',
-    });
+    const st = s.request({ ...H2_HEADERS, ':path': `${SVC}ReceiveMessage`, 'grpc-timeout': `${2 * POLL_MS / 1000}S` });
     st.on('error', () => {});
     st.on('data', () => {});
     st.on('close', () => { ended++; });
     st.end(framed);
   }
-  return { session: s, ended: () => ended };
+  // A unary call behind the polls on the same connection: once it is
+  // answered the server has read the polls before it.
+  const barrier = new Promise((resolve) => {
+    const st = s.request({ ...H2_HEADERS, ':path': `${SVC}Heartbeat` });
+    st.on('error', () => resolve());
+    st.on('data', () => {});
+    st.on('close', () => resolve());
+    st.end(grpcFrame(Buffer.from(new pb.HeartbeatRequest().serializeBinary())));
+  });
+  return { session: s, ended: () => ended, barrier };
 }
 
 async function checkDelivered(what) {
@@ -66,8 +87,8 @@ async function checkDelivered(what) {
       ids.push(r.resp.getEntriesList()[0].getMessageId());
     }
     const got = new Map();
-    const t0 = Date.now();
-    while (got.size < MSGS && Date.now() - t0 < 15000) {
+    const deadline = Date.now() + scaled(15000);
+    while (got.size < MSGS && Date.now() < deadline) {
       const s = await raw.serverStream('ReceiveMessage', receiveRequest({
         group: G, topic: T, batch: 32, invisibleMs: 30000, longPollMs: 2000,
       }), pb.ReceiveMessageResponse);
@@ -89,7 +110,7 @@ async function checkDelivered(what) {
         .filter((b) => b.startsWith(`${what}-`));
     }
     assert.deepEqual(inDlq, [], `${what}: dead-lettered (max_delivery_attempts ${MAX_ATTEMPTS}) without reaching any live client`);
-    assert.equal(got.size, MSGS, `${what}: ${got.size} of ${MSGS} received by a live consumer within 15 s `
+    assert.equal(got.size, MSGS, `${what}: ${got.size} of ${MSGS} received by a live consumer within ${scaled(15000)} ms `
       + `(attempts of those received: ${attempts})`);
     for (const a of attempts) {
       assert.equal(a, 1, `${what}: delivery attempts counted for hand-offs to dead calls: ${attempts}`);
@@ -104,8 +125,7 @@ async function checkDelivered(what) {
 
 test(`messages sent right after a connection with ${POLLS} parked polls drops reach a live consumer`, async () => {
   const p = parkPolls(POLLS);
-  await new Promise((res) => p.session.ping(() => res()));
-  await sleep(1000);
+  await p.barrier;
   assert.equal(p.ended(), 0, 'the polls should be parked');
   p.session.destroy();
 
@@ -118,25 +138,22 @@ test(`messages sent right after ${POLLS * 10} parked polls were cancelled reach 
   let ended = 0;
   try {
     const req = Buffer.from(receiveRequest({
-      group: G, topic: T, batch: 1, invisibleMs: 60000, longPollMs: 20000,
+      group: G, topic: T, batch: 1, invisibleMs: DEAD_INVISIBLE_MS, longPollMs: POLL_MS,
     }).serializeBinary());
     for (let i = 0; i < POLLS * 10; i++) {
       const r = raws[i % raws.length];
       const call = r.client.makeServerStreamRequest(`${SVC}ReceiveMessage`, (x) => x, (x) => x, req, r.md(),
-        { deadline: Date.now() + 40000 });
+        { deadline: Date.now() + 2 * POLL_MS });
       call.on('data', () => {});
       call.on('error', () => {});
       call.on('status', () => { ended++; });
       calls.push(call);
     }
     await Promise.all(raws.map((r) => r.unary('Heartbeat', new pb.HeartbeatRequest(), pb.HeartbeatResponse,
-      { timeoutMs: 30000 })));
-    await sleep(1000);
+      { timeoutMs: scaled(30000) })));
     assert.equal(ended, 0, 'the polls should be parked');
     for (const c of calls) c.cancel();
-    const t0 = Date.now();
-    while (ended < calls.length && Date.now() - t0 < 15000) await sleep(20);
-    assert.equal(ended, calls.length, 'every cancelled call ended on the client');
+    await waitFor(() => ended === calls.length, 15000, 'every cancelled call ended on the client');
   } finally {
     for (const r of raws) r.close();
   }
