@@ -2,7 +2,7 @@
 // queues) only when server.auto_create_topics is true.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { require, startGantry, stopGantry } from './harness.mjs';
+import { require, startGantry, stopGantry, waitFor } from './harness.mjs';
 
 const { Producer, SimpleConsumer } = require('rocketmq-client-nodejs');
 const quiet = { info() {}, warn() {}, debug() {}, error() {}, trace() {} };
@@ -17,7 +17,8 @@ test('auto_create_topics: true creates an unknown topic on first use', async () 
     const r = await producer.send({ topic: 'Fresh_Topic', body: Buffer.from('auto') });
     assert.ok(r.messageId);
     await consumer.startup();
-    const msgs = await consumer.receive(4, 15000);
+    let msgs = [];
+    await waitFor(async () => (msgs = await consumer.receive(4, 15000)).length > 0, 15000, 'the message received');
     assert.equal(msgs.length, 1);
     assert.equal(msgs[0].body.toString(), 'auto');
     await consumer.ack(msgs[0]);

@@ -3,7 +3,7 @@
 // error codes, and committed offsets surviving a SIGKILL restart.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { require, startGantry, stopGantry } from './harness.mjs';
+import { require, startGantry, stopGantry, scaled } from './harness.mjs';
 import { clientMetadata } from './grpc_util.mjs';
 
 const grpc = require('@grpc/grpc-js');
@@ -36,7 +36,7 @@ function mq(queue, topic = 'PullTopic') {
 function unary(client, name, req, Resp) {
   return new Promise((resolve, reject) => {
     client.makeUnaryRequest(SVC + name, ident, ident, Buffer.from(req.serializeBinary()),
-      clientMetadata(), { deadline: Date.now() + 5000 }, (err, resp) => {
+      clientMetadata(), { deadline: Date.now() + scaled(5000) }, (err, resp) => {
         if (err) reject(err);
         else resolve(Resp.deserializeBinary(new Uint8Array(resp)));
       });
@@ -56,7 +56,7 @@ function pull(client, queue, offset, { batch = 32, tags = '*', sql } = {}) {
   return new Promise((resolve, reject) => {
     const out = { status: null, messages: [], next: null };
     const call = client.makeServerStreamRequest(SVC + 'PullMessage', ident, ident,
-      Buffer.from(req.serializeBinary()), clientMetadata(), { deadline: Date.now() + 5000 });
+      Buffer.from(req.serializeBinary()), clientMetadata(), { deadline: Date.now() + scaled(5000) });
     call.on('data', (d) => {
       const r = pb.PullMessageResponse.deserializeBinary(new Uint8Array(d));
       switch (r.getContentCase()) {

@@ -1,6 +1,6 @@
 // Delay (timer) messages and recall with the official Node.js SDK: a
 // delayed message is delivered at its delivery time (not before, at most
-// about a second late) and a past time delivers at once; more than
+// about a second late; bounds scaled for slow machines) and a past time delivers at once; more than
 // message.max_delay_ms ahead is ILLEGAL_DELIVERY_TIME; SendMessage returns a
 // recall handle with which RecallMessage cancels the delivery before the
 // time, while a recall after the time, a repeated recall, a wrong topic or
@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, pb, Raw, resource, startProducer, startSimpleConsumer, shutdownQuietly,
-  expectCode, errText, sleep,
+  expectCode, errText, scaled,
 } from './sdk_util.mjs';
 
 function yamlOf(topics, groups, extra = '') {
@@ -98,13 +98,13 @@ test('delayed messages are delivered at their time: not before, at most ~1 s lat
       assert.ok(r.recallHandle, `send of a delayed message returned no recall handle: ${JSON.stringify(r)}`);
       due.set(`d${i}`, ts.getTime());
     }
-    const got = await collect(c, { want: 3, stopAt: now + 3500 + 6000 });
+    const got = await collect(c, { want: 3, stopAt: now + 3500 + scaled(6000) });
     const report = got.map(({ m, at }) => `${body(m)}@${at - due.get(body(m))}ms`).join(' ');
     assert.deepEqual(got.map(({ m }) => body(m)).sort(), ['d0', 'd1', 'd2'], `received: ${report}`);
     for (const { m, at } of got) {
       const dueAt = due.get(body(m));
       assert.ok(at >= dueAt - 20, `${body(m)} received ${dueAt - at} ms before its delivery time (${report})`);
-      assert.ok(at <= dueAt + 2500, `${body(m)} received ${at - dueAt} ms after its delivery time (${report})`);
+      assert.ok(at <= dueAt + scaled(2500), `${body(m)} received ${at - dueAt} ms after its delivery time (${report})`);
       assert.equal(m.deliveryTimestamp?.getTime(), dueAt, `${body(m)}: delivery timestamp on the received message`);
       assert.equal(m.deliveryAttempt, 1);
     }
@@ -123,9 +123,9 @@ test('a delivery time in the past delivers at once', async () => {
     c = await startSimpleConsumer(g, G_PAST, T_PAST);
     const t0 = Date.now();
     await producer.send({ topic: T_PAST, body: Buffer.from('past'), deliveryTimestamp: new Date(t0 - 60000) });
-    const got = await collect(c, { want: 1, stopAt: t0 + 5000 });
+    const got = await collect(c, { want: 1, stopAt: t0 + scaled(5000) });
     assert.deepEqual(got.map(({ m }) => body(m)), ['past'], 'message with a past delivery time');
-    assert.ok(got[0].at - t0 < 2500, `received ${got[0].at - t0} ms after the send`);
+    assert.ok(got[0].at - t0 < scaled(2500), `received ${got[0].at - t0} ms after the send`);
   } finally {
     await shutdownQuietly(producer, c);
   }
@@ -157,7 +157,8 @@ test('recall before the delivery time: never delivered; a repeated recall is an 
   try {
     producer = await startProducer(g, [T_RECALL]);
     c = await startSimpleConsumer(g, G_RECALL, T_RECALL);
-    const at = new Date(Date.now() + 2500);
+    // Far enough ahead for the sends and recalls on a slow machine.
+    const at = new Date(Date.now() + scaled(2500));
     const keep = await producer.send({ topic: T_RECALL, body: Buffer.from('keep'), deliveryTimestamp: at });
     const gone = await producer.send({ topic: T_RECALL, body: Buffer.from('recalled'), deliveryTimestamp: at });
     assert.ok(gone.recallHandle, 'no recall handle');
@@ -165,7 +166,7 @@ test('recall before the delivery time: never delivered; a repeated recall is an 
     const rr = await producer.recallMessage(T_RECALL, gone.recallHandle);
     assert.equal(rr.messageId, gone.messageId, 'RecallMessage answers the recalled message id');
     await expectRecallError(producer.recallMessage(T_RECALL, gone.recallHandle), 'second recall of the same handle');
-    const got = await collect(c, { stopAt: at.getTime() + 3000 });
+    const got = await collect(c, { stopAt: at.getTime() + scaled(3000) });
     assert.deepEqual(got.map(({ m }) => body(m)), ['keep'], 'delivered after one of two was recalled');
   } finally {
     await shutdownQuietly(producer, c);
@@ -185,7 +186,7 @@ test('recall after the delivery time, with a wrong topic or a bad handle: clear 
     await expectRecallError(producer.recallMessage(T_OTHER, r.recallHandle), 'recall handle with another topic');
     await expectRecallError(producer.recallMessage(T_LATE, 'no-such-handle'), 'garbage recall handle');
     await expectRecallError(producer.recallMessage(T_LATE, `${r.recallHandle}x`), 'recall handle with a character appended');
-    const got = await collect(c, { want: 1, stopAt: at.getTime() + 5000 });
+    const got = await collect(c, { want: 1, stopAt: at.getTime() + scaled(5000) });
     assert.deepEqual(got.map(({ m }) => body(m)), ['late'], 'the message (wrong-topic recall must not cancel it)');
     await expectRecallError(producer.recallMessage(T_LATE, r.recallHandle), 'recall after the delivery time');
     // Empty handle and unknown topic (raw: the SDK refuses an empty handle).
@@ -212,7 +213,8 @@ test('a pending delayed message and a recall survive a SIGKILL; a handle from be
   let producer; let c;
   try {
     producer = await startProducer(gr, [T_RESTART]);
-    const at = new Date(Date.now() + 4000);
+    // Far enough ahead for a SIGKILL restart on a slow machine.
+    const at = new Date(Date.now() + scaled(4000));
     const send = (b) => producer.send({ topic: T_RESTART, body: Buffer.from(b), deliveryTimestamp: at });
     await send('pending');
     const before = await send('recalled-before');
@@ -221,7 +223,6 @@ test('a pending delayed message and a recall survive a SIGKILL; a handle from be
     await producer.recallMessage(T_RESTART, before.recallHandle);
     await shutdownQuietly(producer);
     producer = undefined;
-    await sleep(300);
     const info = await stopGantry(gr, 'SIGKILL', { keepDir: true });
     assert.equal(info.signal, 'SIGKILL');
     gr = await startGantry({ dir: gr.dir, grpcPort: gr.grpcPort, httpPort: gr.httpPort, logLevel: 'info', yaml, flush: 'sync' });
@@ -232,13 +233,12 @@ test('a pending delayed message and a recall survive a SIGKILL; a handle from be
     assert.equal(rr.messageId, later.messageId);
     await expectRecallError(producer.recallMessage(T_RESTART, before.recallHandle), 'recall (before the kill) repeated after it');
     c = await startSimpleConsumer(gr, G_RESTART, T_RESTART);
-    const got = await collect(c, { stopAt: at.getTime() + 3000 });
+    const got = await collect(c, { stopAt: at.getTime() + scaled(3000) });
     const report = got.map(({ m, at: t }) => `${body(m)}@${t - at.getTime()}ms`).join(' ');
     assert.deepEqual(got.map(({ m }) => body(m)), ['pending'], `delivered after the restart: ${report}`);
     assert.ok(got[0].at >= at.getTime() - 20, `delivered before its time: ${report}`);
   } finally {
     await shutdownQuietly(producer, c);
-    await sleep(200);
     await stopGantry(gr);
   }
 });

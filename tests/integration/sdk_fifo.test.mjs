@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry, require } from './harness.mjs';
 import {
   sdk, Code, codeName, defPb, pb, Raw, quietLogger, startProducer, startSimpleConsumer,
-  shutdownQuietly, expectCode, wireMessage, sendRequest, withTimeout, sleep, errText,
+  shutdownQuietly, expectCode, wireMessage, sendRequest, withTimeout, sleep, errText, scaled, waitFor,
 } from './sdk_util.mjs';
 
 // SDK 1.0.8: FifoConsumeService opens its own file logger (egg-logger,
@@ -79,11 +79,11 @@ async function sendGroups(producer, topic, groups, n, tag = 'fifo') {
 const label = (m) => `${m.properties.get('mg')}${m.properties.get('seq')}#${m.deliveryAttempt}`;
 const seqOf = (m) => Number(m.properties.get('seq'));
 
-// Receives on `consumer` until `pred(all)` is true or ms elapse; returns
+// Receives on `consumer` until `pred(all)` is true or scaled(ms) elapse; returns
 // the messages seen (not acked).
 async function receiveUntil(consumer, ms, invisible, pred, onBatch) {
   const all = [];
-  const deadline = Date.now() + ms;
+  const deadline = Date.now() + scaled(ms);
   while (Date.now() < deadline && !pred(all)) {
     const batch = await consumer.receive(32, invisible);
     all.push(...batch);
@@ -166,14 +166,15 @@ test('FIFO group, 3 SimpleConsumers, injected failures (nack): per message group
         if (total() === MGS.length * N) stop = true;
       }
     })());
-    const t0 = Date.now();
-    while (!stop && Date.now() - t0 < 45000) await sleep(100);
+    try {
+      await waitFor(() => stop, 45000, 'every message acked', 100);
+    } catch { /* the assertions below say what is missing */ }
     stop = true;
-    await withTimeout(Promise.all(loops), 15000, 'receive loops to end');
+    await withTimeout(Promise.all(loops), scaled(15000), 'receive loops to end');
     assert.deepEqual(violations, [], 'FIFO violations');
     const missing = MGS.flatMap((mg) => Array.from({ length: N }, (_, s) => s)
       .filter((s) => !ackDone.get(mg).has(s)).map((s) => `${mg}${s}`));
-    assert.deepEqual(missing, [], `messages never acked within 45 s (ack errors: ${ackErrors.join('; ')})`);
+    assert.deepEqual(missing, [], `messages never acked within ${scaled(45000)} ms (ack errors: ${ackErrors.join('; ')})`);
     // Each failed message came back exactly once more, with attempt 2.
     for (const key of FAIL) assert.equal(lastDelivery.get(key), 2, `${key}: last delivery attempt`);
     // Per group, first deliveries are in send order.
@@ -266,7 +267,7 @@ test('a FIFO message dead-lettered after max_delivery_attempts (SimpleConsumer n
     });
     assert.deepEqual(seen.map(label), ['D0#1', 'D0#2', 'D1#1', 'D2#1'],
       'deliveries with max_delivery_attempts 2 and D0 never acked');
-    await sleep(1000);
+    await sleep(1000); // a wrong redelivery (1 s after the nack) would come now
     const more = await c.receive(32, INVISIBLE);
     assert.deepEqual(more.map(label), [], 'D0 delivered again after its last attempt');
     dlq = await startSimpleConsumer(g, G_DLQ_READ, `%DLQ%${G_DLQ}`);
@@ -285,7 +286,7 @@ test('PushConsumer of a FIFO group: in order per message group; a message failin
     producer = await startProducer(g, [T_PUSH]);
     consumer = new sdk.PushConsumer({
       endpoints: g.endpoint, consumerGroup: G_PUSH, subscriptions: new Map([[T_PUSH, '*']]),
-      requestTimeout: 5000, logger: quietLogger,
+      requestTimeout: scaled(5000), logger: quietLogger,
       messageListener: {
         async consume(mv) {
           const mg = mv.properties.get('mg');
@@ -298,14 +299,14 @@ test('PushConsumer of a FIFO group: in order per message group; a message failin
         },
       },
     });
-    await withTimeout(consumer.startup(), 30000, 'PushConsumer.startup');
+    await withTimeout(consumer.startup(), scaled(30000), 'PushConsumer.startup');
     svc = consumer.getConsumeService();
     const ids = await sendGroups(producer, T_PUSH, ['P', 'Q'], 4);
     const poisonId = [...ids].find(([, v]) => v.mg === 'P' && v.seq === 1)[0];
-    const t0 = Date.now();
-    while (((byGroup.get('P') ?? []).length < 3 + PUSH_MAX || (byGroup.get('Q') ?? []).length < 4) && Date.now() - t0 < 30000) {
-      await sleep(100);
-    }
+    try {
+      await waitFor(() => (byGroup.get('P') ?? []).length >= 3 + PUSH_MAX && (byGroup.get('Q') ?? []).length >= 4,
+        30000, 'deliveries of groups P and Q', 100);
+    } catch { /* the assertions below say what is missing */ }
     await sleep(1500); // late or extra deliveries show up here
     const expectP = ['P0#1', ...Array.from({ length: PUSH_MAX }, (_, i) => `P1#${i + 1}`), 'P2#1', 'P3#1'];
     assert.deepEqual(byGroup.get('P'), expectP, `group P (P1 always fails, max attempts ${PUSH_MAX}); all: ${log.join(' ')}`);
@@ -315,7 +316,7 @@ test('PushConsumer of a FIFO group: in order per message group; a message failin
     // until it returns, end them.
     let shutDone = false;
     const shut = consumer.shutdown().finally(() => { shutDone = true; });
-    for (let k = 0; !shutDone && k < 30; k++) {
+    for (let k = 0; !shutDone && k < scaled(30); k++) {
       await sleep(300);
       if (shutDone) break;
       await Promise.all([1, 2, 3, 4, 5, 6].map((i) => producer.send({
@@ -323,7 +324,7 @@ test('PushConsumer of a FIFO group: in order per message group; a message failin
         properties: new Map([['mg', `S${k}_${i}`], ['seq', '0']]),
       })));
     }
-    await withTimeout(shut, 60000, 'PushConsumer.shutdown');
+    await withTimeout(shut, scaled(60000), 'PushConsumer.shutdown');
     consumer = undefined;
     dlq = await startSimpleConsumer(g, G_PUSH_DLQ_READ, `%DLQ%${G_PUSH}`);
     const d = await receiveUntil(dlq, 10000, 10000, (all) => all.length >= 1);
@@ -414,7 +415,6 @@ test('FIFO progress survives a SIGKILL: acked messages are not redelivered, the 
     const acked = new Set(before.filter((m) => ['R0#1', 'R1#1', 'S0#1'].includes(label(m))).map((m) => m.messageId));
     await shutdownQuietly(producer, c);
     producer = undefined; c = undefined;
-    await sleep(300);
     const info = await stopGantry(gr, 'SIGKILL', { keepDir: true });
     assert.equal(info.signal, 'SIGKILL');
     gr = await startGantry({ dir: gr.dir, grpcPort: gr.grpcPort, httpPort: gr.httpPort, logLevel: 'info', yaml, flush: 'sync' });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   sdk, Code, codeName, errCode, errText, startProducer, startSimpleConsumer, shutdownQuietly,
-  yamlOf, expectCode, receiveAll, quietLogger, withTimeout, sleep,
+  yamlOf, expectCode, receiveAll, quietLogger, withTimeout, sleep, scaled, waitFor, shutdownPush,
 } from './sdk_util.mjs';
 
 const T = 'FilterTopic';
@@ -105,9 +105,9 @@ test('a PushConsumer with a tag expression gets exactly the selected messages', 
     consumer = new sdk.PushConsumer({
       endpoints: g.endpoint, consumerGroup: 'FilterPush', subscriptions: new Map([[T_PUSH, 'TagA||タグ']]),
       messageListener: { consume(mv) { got.push(mv); return sdk.ConsumeResult.SUCCESS; } },
-      requestTimeout: 5000, logger: quietLogger,
+      requestTimeout: scaled(5000), logger: quietLogger,
     });
-    await withTimeout(consumer.startup(), 30000, 'PushConsumer.startup');
+    await withTimeout(consumer.startup(), scaled(30000), 'PushConsumer.startup');
     svc = consumer.getConsumeService();
     const want = new Set();
     const tags = ['TagA', 'TagB', 'タグ', undefined, 'TagA '];
@@ -116,16 +116,14 @@ test('a PushConsumer with a tag expression gets exactly the selected messages', 
       const r = await producer.send({ topic: T_PUSH, body: Buffer.from(`p${i}`), ...(tag ? { tag } : {}) });
       if (tag === 'TagA' || tag === 'タグ') want.add(r.messageId);
     }
-    const t0 = Date.now();
-    while (got.length < want.size && Date.now() - t0 < 30000) await sleep(100);
+    try {
+      await waitFor(() => got.length >= want.size, 30000, 'the selected messages', 100);
+    } catch { /* the assertions below say what is missing */ }
     await sleep(1500); // room for wrong extra deliveries to show up
     const wrong = got.filter((m) => !want.has(m.messageId)).map((m) => JSON.stringify(m.tag));
     assert.deepEqual(wrong, [], 'delivered messages the expression does not select');
     assert.deepEqual(got.map((m) => m.messageId).sort(), [...want].sort(), 'selected messages, each once');
-    const shut = consumer.shutdown();
-    await sleep(300);
-    await producer.send({ topic: T_PUSH, body: Buffer.from('sentinel'), tag: 'TagA' });
-    await withTimeout(shut, 60000, 'PushConsumer.shutdown');
+    await shutdownPush(consumer, () => producer.send({ topic: T_PUSH, body: Buffer.from('sentinel'), tag: 'TagA' }));
   } finally {
     await shutdownQuietly(producer, consumer);
     svc?.logger?.close?.();

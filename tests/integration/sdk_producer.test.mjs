@@ -8,7 +8,7 @@ import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, defPb, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly,
   receiveAll, patternBytes, md5Upper, yamlOf, consumerSettings, receiveRequest, splitReceive,
-  ackRequest,
+  ackRequest, scaled,
 } from './sdk_util.mjs';
 
 const T_SINGLE = 'ProdSingle';
@@ -179,7 +179,7 @@ test('a 4 MiB body sent by the SDK comes back byte-exact with every system prope
     assert.equal(tel.err, null, `telemetry: ${tel.err?.message}`);
     const r = await raw.serverStream('ReceiveMessage',
       receiveRequest({ group: G, topic: T_BIG, batch: 1, invisibleMs: 30000, longPollMs: 5000 }),
-      pb.ReceiveMessageResponse, { timeoutMs: 20000 });
+      pb.ReceiveMessageResponse, { timeoutMs: scaled(20000) });
     assert.equal(r.err, null, `ReceiveMessage: ${r.err?.message}`);
     const s = splitReceive(r.resps);
     assert.deepEqual(s.order, ['status', 'message', 'delivery_timestamp'],

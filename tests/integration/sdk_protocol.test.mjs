@@ -7,6 +7,7 @@ import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, defPb, pb, Raw, yamlOf, resource, consumerSettings, producerSettings,
   receiveRequest, splitReceive, wireMessage, sendRequest, ackRequest, duration, SVC,
+  scaled,
 } from './sdk_util.mjs';
 
 const T = 'ProtoTopic';
@@ -144,11 +145,11 @@ test('ReceiveMessage with a queue id other than 0 pops from every queue of the t
   const tel = await raw.telemetry(consumerSettings(G, T));
   try {
     const got = new Map();
-    const deadline = Date.now() + 15000;
+    const deadline = Date.now() + scaled(15000);
     while (got.size < 3 && Date.now() < deadline) {
       const s = await raw.serverStream('ReceiveMessage',
         receiveRequest({ group: G, topic: T, queueId: 2, batch: 32, invisibleMs: 30000, longPollMs: 1000 }),
-        pb.ReceiveMessageResponse, { timeoutMs: 10000 });
+        pb.ReceiveMessageResponse, { timeoutMs: scaled(10000) });
       assert.equal(s.err, null, s.err?.message);
       const sp = splitReceive(s.resps);
       assert.equal(sp.order[0], 'status', `stream order ${sp.order}`);
@@ -177,14 +178,14 @@ test('NotifyClientTermination: messages a push consumer held are visible again p
     assert.equal(tel1.err, null);
     const s = await holder.serverStream('ReceiveMessage',
       receiveRequest({ group: G, topic: T, queueId: -1, autoRenew: true, batch: 32, longPollMs: 3000 }),
-      pb.ReceiveMessageResponse, { timeoutMs: 10000 });
+      pb.ReceiveMessageResponse, { timeoutMs: scaled(10000) });
     const held = splitReceive(s.resps).messages.map((m) => m.getSystemProperties().getMessageId());
     assert.deepEqual(held, [id], 'the push consumer received the message');
 
     tel2 = await other.telemetry(consumerSettings(G, T));
     const recv = () => other.serverStream('ReceiveMessage',
       receiveRequest({ group: G, topic: T, batch: 32, invisibleMs: 30000, longPollMs: 1000 }),
-      pb.ReceiveMessageResponse, { timeoutMs: 10000 });
+      pb.ReceiveMessageResponse, { timeoutMs: scaled(10000) });
     // Held while the holder is alive (auto-renewed, not redelivered).
     const before = splitReceive((await recv()).resps).messages;
     assert.deepEqual(before.map((m) => m.getSystemProperties().getMessageId()), [], 'redelivered while held');
@@ -195,7 +196,7 @@ test('NotifyClientTermination: messages a push consumer held are visible again p
     tel1.call.end();
     const t0 = Date.now();
     let again = [];
-    while (again.length === 0 && Date.now() - t0 < 5000) again = splitReceive((await recv()).resps).messages;
+    while (again.length === 0 && Date.now() - t0 < scaled(5000)) again = splitReceive((await recv()).resps).messages;
     assert.deepEqual(again.map((m) => m.getSystemProperties().getMessageId()), [id],
       'released within 5 s of NotifyClientTermination');
     assert.equal(again[0].getSystemProperties().getDeliveryAttempt(), 2);
@@ -223,7 +224,7 @@ async function withConsumer(group, topic, fn, type = defPb.ClientType.SIMPLE_CON
   }
 }
 
-async function rawReceive(c, o, timeoutMs = 10000) {
+async function rawReceive(c, o, timeoutMs = scaled(10000)) {
   const s = await c.serverStream('ReceiveMessage', receiveRequest({ group: G, topic: T_RECV, ...o }),
     pb.ReceiveMessageResponse, { timeoutMs });
   assert.equal(s.err, null, `ReceiveMessage transport error: ${s.err?.message}`);
@@ -257,9 +258,10 @@ test('ReceiveMessage: at most 32 per batch; the long poll ends inside the call d
       { id, handle: m.getSystemProperties().getReceiptHandle() }))), pb.AckMessageResponse);
     assert.equal(codeName(ack.resp.getStatus().getCode()), codeName(Code.OK));
 
-    // Nothing to receive, long poll 20 s, deadline 3 s: the server answers
-    // MESSAGE_NOT_FOUND before the deadline instead of letting it expire.
-    const empty = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 20000 }, 3000);
+    // Nothing to receive, long poll 60 s, deadline 3 s (scaled): the server
+    // answers MESSAGE_NOT_FOUND before the deadline instead of letting it
+    // expire.
+    const empty = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 60000 }, scaled(3000));
     assert.deepEqual(empty.order, ['status'], `stream ${empty.order}`);
     assert.equal(codeName(empty.status.getCode()), codeName(Code.MESSAGE_NOT_FOUND));
   });
@@ -358,7 +360,7 @@ test('a push consumer whose telemetry stream ends releases the messages it held'
   await withConsumer(G, T_RECV, async (c) => {
     const t0 = Date.now();
     let got = [];
-    while (got.length === 0 && Date.now() - t0 < 10000) {
+    while (got.length === 0 && Date.now() - t0 < scaled(10000)) {
       got = (await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 1000 })).messages;
     }
     assert.deepEqual(got.map((m) => m.getSystemProperties().getMessageId()), [id],
@@ -392,7 +394,7 @@ test('any x-mq-language value is accepted', async () => {
     const r = await new Promise((resolve) => {
       raw.client.makeUnaryRequest(`${SVC}QueryRoute`, (x) => x, (x) => x,
         Buffer.from(new pb.QueryRouteRequest().setTopic(resource(T)).serializeBinary()), md,
-        { deadline: Date.now() + 5000 }, (err, out) => resolve({ err, out }));
+        { deadline: Date.now() + scaled(5000) }, (err, out) => resolve({ err, out }));
     });
     assert.equal(r.err, null, `${lang}: ${r.err?.message}`);
     const resp = pb.QueryRouteResponse.deserializeBinary(new Uint8Array(r.out));

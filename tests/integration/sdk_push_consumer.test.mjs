@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   sdk, quietLogger, startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, withTimeout, sleep,
-  receiveAll,
+  receiveAll, scaled, waitFor, shutdownPush,
 } from './sdk_util.mjs';
 
 const T = 'PushTopic';
@@ -67,9 +67,9 @@ test(`PushConsumer consumes ${N} messages; failures are retried until success`, 
     producer = await startProducer(g, [T]);
     consumer = new sdk.PushConsumer({
       endpoints: g.endpoint, consumerGroup: G, subscriptions: new Map([[T, '*']]),
-      messageListener: listener, requestTimeout: 5000, logger: quietLogger,
+      messageListener: listener, requestTimeout: scaled(5000), logger: quietLogger,
     });
-    await withTimeout(consumer.startup(), 30000, 'PushConsumer.startup');
+    await withTimeout(consumer.startup(), scaled(30000), 'PushConsumer.startup');
     const sends = [];
     for (let i = 0; i < N; i++) {
       sends.push(producer.send({
@@ -80,7 +80,7 @@ test(`PushConsumer consumes ${N} messages; failures are retried until success`, 
     }
     await Promise.all(sends);
     try {
-      await withTimeout(done, 90000, 'all messages consumed successfully');
+      await withTimeout(done, scaled(90000), 'all messages consumed successfully');
     } catch (e) {
       const missing = [];
       for (let i = 0; i < N && missing.length < 10; i++) if (!successes.has(i)) missing.push(`${i}:${JSON.stringify(deliveries.get(i) ?? [])}`);
@@ -100,12 +100,9 @@ test(`PushConsumer consumes ${N} messages; failures are retried until success`, 
         assert.equal(d.body, `body-${i}`);
       });
     }
-    // PushConsumer.shutdown() waits for its receive in flight, a 20 s long
-    // poll; a message sent once shutdown has begun ends that poll.
-    const shut = consumer.shutdown();
-    await sleep(300);
-    await producer.send({ topic: T, body: Buffer.from('sentinel'), properties: new Map([['idx', 'none']]) });
-    await withTimeout(shut, 60000, 'PushConsumer.shutdown');
+    await shutdownPush(consumer, () => producer.send({
+      topic: T, body: Buffer.from('sentinel'), properties: new Map([['idx', 'none']]),
+    }));
   } finally {
     let svc;
     try { svc = consumer?.getConsumeService(); } catch { /* not started */ }
@@ -131,22 +128,20 @@ test('a message the listener always fails is delivered max_delivery_attempts tim
           return sdk.ConsumeResult.SUCCESS;
         },
       },
-      requestTimeout: 5000, logger: quietLogger,
+      requestTimeout: scaled(5000), logger: quietLogger,
     });
-    await withTimeout(consumer.startup(), 30000, 'PushConsumer.startup');
+    await withTimeout(consumer.startup(), scaled(30000), 'PushConsumer.startup');
     svc = consumer.getConsumeService();
     const r = await producer.send({ topic: T_POISON, body: Buffer.from('poison'), tag: 'p' });
     for (let i = 0; i < 5; i++) await producer.send({ topic: T_POISON, body: Buffer.from(`ok${i}`) });
-    const t0 = Date.now();
-    while ((poison.length < POISON_MAX || okCount < 5) && Date.now() - t0 < 30000) await sleep(100);
+    try {
+      await waitFor(() => poison.length >= POISON_MAX && okCount >= 5, 30000, 'every delivery', 100);
+    } catch { /* the assertions below say what is missing */ }
     await sleep(3000); // a further delivery past the maximum would show up here
     assert.deepEqual(poison, Array.from({ length: POISON_MAX }, (_, i) => i + 1),
       `delivery attempts of a message that always fails (max_delivery_attempts ${POISON_MAX})`);
     assert.equal(okCount, 5);
-    const shut = consumer.shutdown();
-    await sleep(300);
-    await producer.send({ topic: T_POISON, body: Buffer.from('sentinel') });
-    await withTimeout(shut, 60000, 'PushConsumer.shutdown');
+    await shutdownPush(consumer, () => producer.send({ topic: T_POISON, body: Buffer.from('sentinel') }));
     consumer = undefined;
 
     dlq = await startSimpleConsumer(g, G_POISON_DLQ, `%DLQ%${G_POISON}`);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll, yamlOf,
-  patternBytes, consumerSettings, receiveRequest, splitReceive, ackRequest, wireMessage, sendRequest,
+  patternBytes, consumerSettings, receiveRequest, splitReceive, ackRequest, wireMessage, sendRequest, scaled,
 } from './sdk_util.mjs';
 
 const T = 'RestartTopic';
@@ -93,7 +93,7 @@ test('messages received but not acked before a SIGKILL are delivered again after
     const tel = await raw.telemetry(consumerSettings(G, T));
     assert.equal(tel.err, null, tel.err?.message);
     const held = new Map();
-    const deadline = Date.now() + 15000;
+    const deadline = Date.now() + scaled(15000);
     while (held.size < sent.size && Date.now() < deadline) {
       const s = await raw.serverStream('ReceiveMessage', receiveRequest({
         group: G, topic: T, batch: 32, invisibleMs: 10000, longPollMs: 1000,
@@ -159,11 +159,11 @@ test('live SDK clients ride through a SIGTERM restart: the same producer and con
     const t0 = Date.now();
     const info = await stopGantry(g, 'SIGTERM', { keepDir: true });
     assert.equal(info.code, 0, 'SIGTERM with live clients: exit code');
-    assert.ok(Date.now() - t0 < 10000, `SIGTERM took ${Date.now() - t0} ms with a parked receive`);
+    assert.ok(Date.now() - t0 < scaled(10000), `SIGTERM took ${Date.now() - t0} ms with a parked receive`);
     g = await restart(g);
     // The same client objects: sends are retried by the SDK, receives by the loop.
     const after1 = [];
-    const deadline = Date.now() + 30000;
+    const deadline = Date.now() + scaled(30000);
     for (let i = 0; i < 10; i++) {
       for (;;) {
         try {
@@ -176,7 +176,7 @@ test('live SDK clients ride through a SIGTERM restart: the same producer and con
       }
     }
     const want = [...before, ...after1];
-    const until = Date.now() + 30000;
+    const until = Date.now() + scaled(30000);
     while (want.some((id) => !got.has(id)) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
     const missing = want.filter((id) => !got.has(id));
     assert.deepEqual(missing, [], `messages not received by the surviving consumer (receive errors: ${errors.slice(0, 3).join('; ')})`);
@@ -208,7 +208,7 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
         while (!stop) {
           const body = `${signal}-${n++}`;
           const r = await raw.unary('SendMessage', sendRequest([wireMessage({ topic: T, body: Buffer.from(body) })]),
-            pb.SendMessageResponse, { timeoutMs: 3000 });
+            pb.SendMessageResponse, { timeoutMs: scaled(3000) });
           if (!r.err && r.resp.getStatus().getCode() === Code.OK) {
             acked.set(r.resp.getEntriesList()[0].getMessageId(), body);
           } else {
@@ -217,9 +217,9 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
           }
         }
       });
-      const until = Date.now() + 30000;
+      const until = Date.now() + scaled(30000);
       while (acked.size < 200 && Date.now() < until) await new Promise((res) => setTimeout(res, 5));
-      assert.ok(acked.size >= 200, `only ${acked.size} sends acknowledged in 30 s (${failed} failed)`);
+      assert.ok(acked.size >= 200, `only ${acked.size} sends acknowledged in ${scaled(30000)} ms (${failed} failed)`);
       const info = await stopGantry(g, signal, { keepDir: true });
       if (signal === 'SIGTERM') assert.equal(info.code, 0, 'exit code');
       stop = true;
@@ -230,7 +230,7 @@ for (const signal of ['SIGTERM', 'SIGKILL']) {
       // The group may still hold earlier tests' messages: read until every
       // acknowledged one is seen.
       const seen = new Set();
-      const deadline = Date.now() + 60000;
+      const deadline = Date.now() + scaled(60000);
       while ([...acked.keys()].some((id) => !seen.has(id)) && Date.now() < deadline) {
         for (const m of await consumer.receive(32, 30000)) { seen.add(m.messageId); await consumer.ack(m); }
       }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll,
-  yamlOf, expectCode, sleep, withTimeout,
+  yamlOf, expectCode, sleep, withTimeout, scaled,
 } from './sdk_util.mjs';
 
 const T = 'SimpleTopic';
@@ -50,10 +50,11 @@ after(async () => {
   assert.equal(info.code, 0, `gantry exit code ${info.code}`);
 });
 
-// Receives until every id in `ids` was seen once (ack = false).
+// Receives until every id in `ids` was seen once (ack = false), at most
+// scaled(ms).
 async function receiveIds(consumer, ids, ms, invisible) {
   const got = new Map();
-  const deadline = Date.now() + ms;
+  const deadline = Date.now() + scaled(ms);
   while (Date.now() < deadline && [...ids].some((id) => !got.has(id))) {
     for (const m of await consumer.receive(16, invisible)) {
       assert.ok(ids.has(m.messageId), `unexpected message ${m.messageId} (${m.body})`);
@@ -173,15 +174,17 @@ test('long polling: an empty receive waits, and a send wakes a waiting receive',
     assert.deepEqual(none, [], 'MESSAGE_NOT_FOUND gives an empty batch');
     assert.ok(ms >= 2000, `an empty receive returned after ${ms} ms; it should long-poll ~3 s`);
 
-    slow = await startSimpleConsumer(g, G_POLL, T_POLL, { awaitDuration: 20000 });
-    t0 = Date.now();
+    // The wake bound is well inside the long poll on any machine.
+    const WAKE_MS = scaled(10000);
+    slow = await startSimpleConsumer(g, G_POLL, T_POLL, { awaitDuration: WAKE_MS + 20000 });
     const pending = slow.receive(16, 30000);
     await sleep(1000);
     const r = await producer.send({ topic: T_POLL, body: Buffer.from('wake') });
-    const got = await withTimeout(pending, 30000, 'woken receive');
+    t0 = Date.now();
+    const got = await withTimeout(pending, WAKE_MS + 30000, 'woken receive');
     ms = Date.now() - t0;
     assert.deepEqual(got.map((m) => m.messageId), [r.messageId]);
-    assert.ok(ms < 15000, `the receive returned after ${ms} ms, not when the message arrived`);
+    assert.ok(ms < WAKE_MS, `the receive returned ${ms} ms after the send, not when the message arrived`);
     await slow.ack(got[0]);
   } finally {
     await shutdownQuietly(producer, consumer, slow);
@@ -200,7 +203,7 @@ test('past max delivery attempts a message goes to %DLQ%<group>, readable by a S
     const ok = await producer.send({ topic: T_DLQ, body: Buffer.from('fine') });
     // max_delivery_attempts 2: fail attempts 1 and 2 (nack, visible at once).
     const attempts = [];
-    const deadline = Date.now() + 30000;
+    const deadline = Date.now() + scaled(30000);
     while (attempts.length < 2 && Date.now() < deadline) {
       for (const m of await consumer.receive(16, 30000)) {
         if (m.messageId === ok.messageId) { await consumer.ack(m); continue; }
@@ -247,13 +250,15 @@ test('receive with an invisible duration outside 10 s .. 12 h is refused', async
 
 
 test('messages a SimpleConsumer held become visible again when it shuts down', async () => {
+  const HELD_MS = 3600000;
   let producer; let a; let b;
   try {
     producer = await startProducer(g, [T_TERM]);
     a = await startSimpleConsumer(g, G_TERM, T_TERM);
     b = await startSimpleConsumer(g, G_TERM, T_TERM);
     const r = await producer.send({ topic: T_TERM, body: Buffer.from('held') });
-    const held = await receiveAll(a, 1, 15000, { invisible: 60000, ack: false });
+    // Held far longer than the test waits for it on any machine.
+    const held = await receiveAll(a, 1, 15000, { invisible: HELD_MS, ack: false });
     assert.deepEqual(held.map((m) => m.messageId), [r.messageId]);
     assert.deepEqual((await b.receive(16, 60000)).map((m) => m.body.toString()), [], 'visible while held');
     await a.shutdown();
@@ -261,7 +266,7 @@ test('messages a SimpleConsumer held become visible again when it shuts down', a
     const t0 = Date.now();
     const got = await receiveAll(b, 1, 10000, { invisible: 30000 });
     assert.deepEqual(got.map((m) => m.messageId), [r.messageId],
-      `not visible again ${Date.now() - t0} ms after the holder shut down (60 s invisible time)`);
+      `not visible again ${Date.now() - t0} ms after the holder shut down (${HELD_MS} ms invisible time)`);
     assert.equal(got[0].deliveryAttempt, 2);
   } finally {
     await shutdownQuietly(producer, a, b);

@@ -2,7 +2,7 @@
 // promptly with a clear outcome, never hang.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { require, startGantry, stopGantry } from './harness.mjs';
+import { require, startGantry, stopGantry, scaled } from './harness.mjs';
 
 const { Producer } = require('rocketmq-client-nodejs');
 
@@ -13,7 +13,7 @@ const quietLogger = {
 test('Producer.startup() against gantry ends promptly with a clear outcome', async () => {
   const g = await startGantry();
   const producer = new Producer({
-    endpoints: g.endpoint, topics: ['TopicTest'], requestTimeout: 3000, logger: quietLogger,
+    endpoints: g.endpoint, topics: ['TopicTest'], requestTimeout: scaled(3000), logger: quietLogger,
   });
   const t0 = Date.now();
   let outcome;
@@ -21,7 +21,7 @@ test('Producer.startup() against gantry ends promptly with a clear outcome', asy
   try {
     await Promise.race([
       producer.startup().then(() => { outcome = 'started'; }),
-      new Promise((_, rej) => { timer = setTimeout(() => rej(new Error('startup hung for 30 s')), 30000); }),
+      new Promise((_, rej) => { timer = setTimeout(() => rej(new Error(`startup hung for ${scaled(30000)} ms`)), scaled(30000)); }),
     ]);
   } catch (e) {
     outcome = e;
@@ -30,7 +30,7 @@ test('Producer.startup() against gantry ends promptly with a clear outcome', asy
   const ms = Date.now() - t0;
   console.log(`startup outcome after ${ms} ms: ${outcome === 'started' ? 'started' : outcome.message}`);
   assert.equal(outcome, 'started', String(outcome && outcome.stack));
-  assert.ok(ms < 20000, `startup took ${ms} ms`);
+  assert.ok(ms < scaled(20000), `startup took ${ms} ms`);
   await producer.shutdown().catch(() => {});
   const info = await stopGantry(g);
   assert.equal(info.code, 0);
@@ -39,7 +39,7 @@ test('Producer.startup() against gantry ends promptly with a clear outcome', asy
 test('Producer.startup() for an unknown topic fails promptly with TOPIC_NOT_FOUND', async () => {
   const g = await startGantry();
   const producer = new Producer({
-    endpoints: g.endpoint, topics: ['NoSuchTopic'], requestTimeout: 3000, logger: quietLogger,
+    endpoints: g.endpoint, topics: ['NoSuchTopic'], requestTimeout: scaled(3000), logger: quietLogger,
   });
   const t0 = Date.now();
   let err;
@@ -53,7 +53,7 @@ test('Producer.startup() for an unknown topic fails promptly with TOPIC_NOT_FOUN
   const chain = [];
   for (let e = err; e; e = e.cause) chain.push(String(e.message ?? e));
   assert.match(chain.join(' | '), /40402|TOPIC_NOT_FOUND|does not exist/i, chain.join(' | '));
-  assert.ok(ms < 20000, `startup took ${ms} ms`);
+  assert.ok(ms < scaled(20000), `startup took ${ms} ms`);
   await producer.shutdown().catch(() => {});
   const info = await stopGantry(g);
   assert.equal(info.code, 0);
@@ -65,14 +65,14 @@ test('a producer of a known and an unknown topic still finishes startup (setting
   // a reply that arrived earlier; gantry repeats the reply so it is seen.
   const g = await startGantry();
   const producer = new Producer({
-    endpoints: g.endpoint, topics: ['TopicTest', 'NoSuchTopic'], requestTimeout: 3000,
+    endpoints: g.endpoint, topics: ['TopicTest', 'NoSuchTopic'], requestTimeout: scaled(3000),
     logger: quietLogger,
   });
   let timer;
   try {
     const outcome = await Promise.race([
       producer.startup().then(() => 'started', (e) => `failed: ${e.message}`),
-      new Promise((resolve) => { timer = setTimeout(() => resolve('hung for 25 s'), 25000); }),
+      new Promise((resolve) => { timer = setTimeout(() => resolve(`hung for ${scaled(25000)} ms`), scaled(25000)); }),
     ]);
     assert.equal(outcome, 'started');
     const r = await producer.send({ topic: 'TopicTest', body: Buffer.from('after startup') });

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
-  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, sleep,
+  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, sleep, scaled, waitFor,
 } from './sdk_util.mjs';
 
 const T = 'StressTopic';
@@ -45,7 +45,7 @@ test(`${PRODUCERS} producers, ${CONSUMERS} consumers, ${N} messages, ~5 % nacked
       while (!stop) {
         let msgs;
         try {
-          msgs = await c.receive(32, 60000);
+          msgs = await c.receive(32, scaled(60000));
         } catch (e) {
           errors.push(e.message);
           await sleep(100);
@@ -86,9 +86,10 @@ test(`${PRODUCERS} producers, ${CONSUMERS} consumers, ${N} messages, ~5 % nacked
     assert.equal(sent.size, N, 'sent');
     const done = () => [...sent].every((id) => deliveries.has(id))
       && [...nacked.keys()].every((id) => deliveries.get(id) >= 2);
-    const deadline = Date.now() + 90000;
-    while (!done() && Date.now() < deadline) await sleep(200);
-    await sleep(1000);
+    try {
+      await waitFor(done, 90000, 'every message delivered, every nacked one again', 200);
+    } catch { /* the assertions below say what is missing */ }
+    await sleep(1000); // wrong extra deliveries would show up here
     stop = true;
     await Promise.all(loops);
 

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, defPb, pb, Raw, resource, startProducer, startSimpleConsumer, shutdownQuietly,
-  errText, newMessageId, sleep,
+  errText, newMessageId, scaled, waitFor,
 } from './sdk_util.mjs';
 
 const { TransactionResolution: Res } = defPb;
@@ -32,8 +32,8 @@ const CHECK_AFTER_MS = 1500;
 const CHECK_INTERVAL_MS = 500;
 const MAX_CHECKS = 3;
 // A half message unresolved for CHECK_AFTER_MS is checked within the next
-// CHECK_INTERVAL_MS; allow generous slack (ASan, 2 cores).
-const CHECK_DUE_MS = CHECK_AFTER_MS + CHECK_INTERVAL_MS + 4000;
+// CHECK_INTERVAL_MS; allow generous slack (scaled for slow machines).
+const CHECK_DUE_MS = CHECK_AFTER_MS + CHECK_INTERVAL_MS + scaled(4000);
 
 const T_COMMIT = 'TxCommitT'; const G_COMMIT = 'TxCommitG';
 const T_ROLLBACK = 'TxRollbackT'; const G_ROLLBACK = 'TxRollbackG';
@@ -123,7 +123,7 @@ test('commit: the half message is invisible until EndTransaction COMMIT, then de
     const early = await collect(c, { stopAt: Date.now() + 700 });
     assert.deepEqual(early, [], 'delivered before the commit');
     await tx.commit();
-    const got = await collect(c, { want: 1, stopAt: Date.now() + 5000 });
+    const got = await collect(c, { want: 1, stopAt: Date.now() + scaled(5000) });
     assert.deepEqual(got, ['commit-me'], 'after the commit');
     await expectSdkError(tx.commit(), 'second commit of the same transaction');
     await expectSdkError(tx.rollback(), 'rollback after the commit');
@@ -141,11 +141,14 @@ test('rollback: the half message is never delivered, not even after a check peri
   try {
     p = await txProducer(g, [T_ROLLBACK], checker);
     c = await startSimpleConsumer(g, G_ROLLBACK, T_ROLLBACK, { awaitDuration: 1000 });
+    const t0 = Date.now();
     const { tx, r } = await sendHalf(p, T_ROLLBACK, 'roll-me-back');
     const ok = await sendHalf(p, T_ROLLBACK, 'committed-control');
     await tx.rollback();
     await ok.tx.commit();
-    const got = await collect(c, { stopAt: Date.now() + CHECK_AFTER_MS + 3 * CHECK_INTERVAL_MS + 1000 });
+    const got = await collect(c, { want: 1, stopAt: Date.now() + scaled(5000) });
+    // Then past the time a (wrong) check would have come.
+    got.push(...await collect(c, { stopAt: Math.max(Date.now(), t0 + CHECK_AFTER_MS + 3 * CHECK_INTERVAL_MS + 1000) }));
     assert.deepEqual(got, ['committed-control'], 'delivered after a rollback and a commit');
     assert.deepEqual(checker.calls.filter((x) => x.id === r.messageId), [], 'a rolled back message was checked');
     await expectSdkError(tx.commit(), 'commit after the rollback');
@@ -212,9 +215,8 @@ test('orphan check: the producer\'s TransactionChecker is asked and its commit o
     assert.equal(ca[0].topic, T_CHECK);
     assert.equal(ca[0].body, 'check-commit');
     // The rollback answer: wait until it was asked, then a while longer.
-    const deadline = t0 + CHECK_DUE_MS;
-    while (callsOf(b.r.messageId).length === 0 && Date.now() < deadline) await sleep(100);
-    assert.ok(callsOf(b.r.messageId).length >= 1, 'checker not called for check-rollback');
+    await waitFor(() => callsOf(b.r.messageId).length >= 1, Math.max(0, t0 + CHECK_DUE_MS - Date.now()),
+      'checker called for check-rollback', 100);
     const later = await collect(c, { stopAt: Date.now() + 3 * CHECK_INTERVAL_MS + 1000 });
     assert.deepEqual(later, [], 'delivered after the rollback answer (or delivered twice)');
     // Resolved messages are not checked again.
@@ -256,8 +258,10 @@ test(`a half message the checker never resolves is checked tx_max_checks (${MAX_
     c = await startSimpleConsumer(g, G_MAX, T_MAX, { awaitDuration: 1000 });
     const { tx, r } = await sendHalf(p, T_MAX, 'never-resolved');
     const callsOf = () => checker.calls.filter((x) => x.id === r.messageId);
-    const deadline = Date.now() + CHECK_AFTER_MS + MAX_CHECKS * (CHECK_AFTER_MS + CHECK_INTERVAL_MS) + 6000;
-    while (callsOf().length < MAX_CHECKS && Date.now() < deadline) await sleep(100);
+    try {
+      await waitFor(() => callsOf().length >= MAX_CHECKS,
+        CHECK_AFTER_MS + MAX_CHECKS * (CHECK_AFTER_MS + CHECK_INTERVAL_MS) + 6000, `${MAX_CHECKS} checks`, 100);
+    } catch { /* the assertion below says how many */ }
     const got = await collect(c, { stopAt: Date.now() + CHECK_AFTER_MS + 2 * CHECK_INTERVAL_MS + 1000 });
     assert.deepEqual(got, [], 'delivered');
     assert.equal(callsOf().length, MAX_CHECKS, `checks: ${JSON.stringify(callsOf().map((x) => x.at))}`);
@@ -285,7 +289,6 @@ test('half messages and resolutions survive a SIGKILL: commit after the restart,
     await h4.tx.commit();
     await shutdownQuietly(p);
     p = undefined;
-    await sleep(300);
     const info = await stopGantry(gr, 'SIGKILL', { keepDir: true });
     assert.equal(info.signal, 'SIGKILL');
     gr = await startGantry({ dir: gr.dir, grpcPort: gr.grpcPort, httpPort: gr.httpPort, logLevel: 'info', yaml, flush: 'sync' });
@@ -295,7 +298,7 @@ test('half messages and resolutions survive a SIGKILL: commit after the restart,
     // The first producer's transaction, ended by the new one.
     await p.endTransaction(p.endpoints, { topic: T_RESTART }, h1.r.messageId, h1.r.transactionId, Res.COMMIT);
     c = await startSimpleConsumer(gr, G_RESTART, T_RESTART, { awaitDuration: 1000 });
-    const got = await collect(c, { want: 3, stopAt: Date.now() + 3000 + CHECK_INTERVAL_MS + 6000 });
+    const got = await collect(c, { want: 3, stopAt: Date.now() + 3000 + CHECK_INTERVAL_MS + scaled(6000) });
     const extra = await collect(c, { stopAt: Date.now() + 1000 });
     assert.deepEqual([...got, ...extra].sort(), ['checked-after-restart', 'commit-after-restart', 'committed-before'],
       `delivered after the restart; checker calls ${JSON.stringify(checker.calls.map((x) => x.body))}`);
@@ -306,7 +309,6 @@ test('half messages and resolutions survive a SIGKILL: commit after the restart,
       'commit (after the restart) of a transaction rolled back before it');
   } finally {
     await shutdownQuietly(p, c);
-    await sleep(200);
     await stopGantry(gr);
   }
 });

@@ -107,7 +107,7 @@ const startTimeoutMs = scaled(30000);
 
 export async function startProducer(g, topics, extra = {}) {
   const p = new sdk.Producer({
-    endpoints: g.endpoint, topics, requestTimeout: 5000, logger: quietLogger, ...extra,
+    endpoints: g.endpoint, topics, requestTimeout: scaled(5000), logger: quietLogger, ...extra,
   });
   try {
     await withTimeout(p.startup(), startTimeoutMs, 'Producer.startup');
@@ -123,7 +123,7 @@ export async function startSimpleConsumer(g, group, subs, extra = {}) {
   const subscriptions = typeof subs === 'string' ? new Map([[subs, '*']]) : subs;
   const c = new sdk.SimpleConsumer({
     endpoints: g.endpoint, consumerGroup: group, subscriptions,
-    requestTimeout: 5000, awaitDuration: 2000, logger: quietLogger, ...extra,
+    requestTimeout: scaled(5000), awaitDuration: 2000, logger: quietLogger, ...extra,
   });
   try {
     await withTimeout(c.startup(), startTimeoutMs, 'SimpleConsumer.startup');
@@ -140,6 +140,20 @@ export async function shutdownQuietly(...clients) {
       await withTimeout(c.shutdown(), scaled(60000), 'client shutdown');
     } catch { /* best effort */ }
   }));
+}
+
+// PushConsumer.shutdown() waits for its receive in flight (a 20 s long
+// poll); messages sent once shutdown has begun end that poll.  Starts the
+// shutdown and calls sendSentinel() every 300 ms until it returns.
+export async function shutdownPush(consumer, sendSentinel) {
+  let done = false;
+  const shut = consumer.shutdown().finally(() => { done = true; });
+  const deadline = Date.now() + scaled(60000);
+  while (!done && Date.now() < deadline) {
+    await Promise.race([shut.catch(() => {}), sleep(300)]);
+    if (!done) await sendSentinel();
+  }
+  await withTimeout(shut, scaled(60000), 'PushConsumer.shutdown');
 }
 
 // Receives until `want` distinct message ids were seen or scaled(ms)

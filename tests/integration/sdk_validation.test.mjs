@@ -8,7 +8,7 @@ import { startGantry, stopGantry } from './harness.mjs';
 import {
   sdk, Code, codeName, defPb, pb, grpc, Raw, startProducer, startSimpleConsumer, shutdownQuietly,
   yamlOf, expectCode, wireMessage, sendRequest, receiveRequest, resource, duration, errCode,
-  errText, receiveAll, newMessageId,
+  errText, receiveAll, newMessageId, scaled,
 } from './sdk_util.mjs';
 
 const T = 'ValTopic';
@@ -112,7 +112,7 @@ test('receive: unknown group, invisible time out of range, bad filter (SDK; more
   try {
     c = new sdk.SimpleConsumer({
       endpoints: g.endpoint, consumerGroup: 'NoSuchGroup', subscriptions: new Map([[T, '*']]),
-      requestTimeout: 5000, awaitDuration: 2000,
+      requestTimeout: scaled(5000), awaitDuration: 2000,
       logger: { info() {}, warn() {}, error() {}, debug() {}, trace() {} },
     });
     let startErr;
