@@ -29,6 +29,7 @@
 #include <grpc/support/time.h>
 
 #include "gt_bench.h"
+#include "gt_le.h"
 
 #define GB_UNARY_TIMEOUT_MS 30000
 #define GB_RECV_GRACE_MS 10000 /* receive deadline beyond the long poll */
@@ -98,21 +99,6 @@ uint64_t gb_now_real_ns(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void gb_put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t gb_get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
 }
 
 grpc_byte_buffer *gb_pack(const ProtobufCMessage *m)
@@ -407,7 +393,7 @@ static void gb_send_start(gb_slot_t *s)
             sb->due[i].seconds = (int64_t)(due_ms / 1000);
             sb->due[i].nanos = (int32_t)(due_ms % 1000) * 1000000;
         }
-        gb_put_le64(m->body.data, now);
+        gt_le64_put(m->body.data, now);
     }
     s->queue = (s->queue + 1) % (o->queues > 0 ? o->queues : 1);
     s->out = gb_pack(&sb->req.base);
@@ -676,7 +662,7 @@ static void gb_recv_response(gb_slot_t *s)
             st->received++;
             st->bytes += r->message->body.len;
             if (r->message->body.len >= 8) {
-                uint64_t ts = gb_get_le64(r->message->body.data);
+                uint64_t ts = gt_le64_get(r->message->body.data);
                 uint64_t now = gb_now_real_ns();
 
                 gb_hist_add(&st->lat, now > ts ? now - ts : 0);

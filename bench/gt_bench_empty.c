@@ -27,6 +27,7 @@
 #include <openssl/evp.h>
 
 #include "apache/rocketmq/v2/service.pb-c.h"
+#include "gt_le.h"
 #include "gt_log.h"
 #include "px_rpc.h"
 
@@ -176,8 +177,7 @@ static void gbe_recv_one(px_call_t *call, gbe_app_t *app, const char *topic,
     uint64_t seq = atomic_fetch_add(&app->offset, 1);
     char id[40], handle[64], md5[33];
 
-    for (int i = 0; i < 8; i++)
-        body[i] = (uint8_t)(now >> (8 * i));
+    gt_le64_put(body, now);
     gbe_md5_hex(body, (size_t)app->body_size, md5);
     snprintf(id, sizeof(id), "%016" PRIX64 "%016" PRIX64, app->nonce, seq);
     snprintf(handle, sizeof(handle), "gbe-%" PRIx64 "-%" PRIu64, app->nonce,

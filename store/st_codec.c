@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gt_le.h"
 #include "st_int.h"
 
 /* ---- CRC32C (Castagnoli), table driven, SSE4.2 when available ----------- */
@@ -92,29 +93,6 @@ uint64_t st_hash64(char kind, const char *s)
     return h;
 }
 
-/* ---- little-endian helpers ------------------------------------------------ */
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
-}
-
 /* ---- record encode --------------------------------------------------------- */
 static size_t str_size(const char *s, bool *ok)
 {
@@ -153,7 +131,7 @@ size_t st_record_size(const char *topic, const st_message_t *msg)
 static uint8_t *put_str(uint8_t *p, const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    put16(p, (uint16_t)n);
+    gt_le16_put(p, (uint16_t)n);
     if (n)
         memcpy(p + 2, s, n);
     p[2 + n] = 0;
@@ -169,30 +147,30 @@ gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
     if (cap < total)
         return GT_ERANGE;
     memset(buf, 0, ST_REC_HDR);
-    put32(buf, ST_REC_MAGIC);
-    put32(buf + 4, (uint32_t)total);
-    put16(buf + 12, (uint16_t)m->flags);
-    put16(buf + 14, ST_REC_HDR);
-    put64(buf + 44, (uint64_t)m->born_ts_ms);
-    put64(buf + 52, (uint64_t)m->delivery_ts_ms);
-    put32(buf + 64, m->body_len);
+    gt_le32_put(buf, ST_REC_MAGIC);
+    gt_le32_put(buf + 4, (uint32_t)total);
+    gt_le16_put(buf + 12, (uint16_t)m->flags);
+    gt_le16_put(buf + 14, ST_REC_HDR);
+    gt_le64_put(buf + 44, (uint64_t)m->born_ts_ms);
+    gt_le64_put(buf + 52, (uint64_t)m->delivery_ts_ms);
+    gt_le32_put(buf + 64, m->body_len);
     uint8_t *p = buf + ST_REC_HDR;
     p = put_str(p, topic);
     p = put_str(p, m->tag);
     p = put_str(p, m->msg_id);
     p = put_str(p, m->born_host);
     p = put_str(p, m->msg_group);
-    put16(p, (uint16_t)m->nkeys);
+    gt_le16_put(p, (uint16_t)m->nkeys);
     p += 2;
     for (uint32_t i = 0; i < m->nkeys; i++)
         p = put_str(p, m->keys[i]);
-    put16(p, (uint16_t)m->nprops);
+    gt_le16_put(p, (uint16_t)m->nprops);
     p += 2;
     for (uint32_t i = 0; i < m->nprops; i++) {
         p = put_str(p, m->props[i].key);
         p = put_str(p, m->props[i].value);
     }
-    put32(buf + 68, (uint32_t)(p - buf - ST_REC_HDR));
+    gt_le32_put(buf + 68, (uint32_t)(p - buf - ST_REC_HDR));
     if (m->body_len)
         memcpy(p, m->body, m->body_len);
     st_record_seal(buf, 0, 0, 0, 0);
@@ -203,12 +181,12 @@ gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
 void st_record_seal(uint8_t *rec, uint32_t queue, uint64_t qoff, uint64_t pos,
                     int64_t store_ts)
 {
-    put32(rec + ST_REC_OFF_QUEUE, queue);
-    put64(rec + ST_REC_OFF_QOFF, qoff);
-    put64(rec + ST_REC_OFF_POS, pos);
-    put64(rec + ST_REC_OFF_STS, (uint64_t)store_ts);
-    uint32_t len = get32(rec + 4);
-    put32(rec + 8, st_crc32c(0, rec + 12, len - 12));
+    gt_le32_put(rec + ST_REC_OFF_QUEUE, queue);
+    gt_le64_put(rec + ST_REC_OFF_QOFF, qoff);
+    gt_le64_put(rec + ST_REC_OFF_POS, pos);
+    gt_le64_put(rec + ST_REC_OFF_STS, (uint64_t)store_ts);
+    uint32_t len = gt_le32_get(rec + 4);
+    gt_le32_put(rec + 8, st_crc32c(0, rec + 12, len - 12));
 }
 
 /* ---- record decode ------------------------------------------------------------ */
@@ -217,9 +195,9 @@ gt_err_t st_record_peek(const uint8_t *buf, size_t len, size_t max_len,
 {
     if (len < 12)
         return GT_AGAIN;
-    if (get32(buf) != ST_REC_MAGIC)
+    if (gt_le32_get(buf) != ST_REC_MAGIC)
         return GT_ECORRUPT;
-    uint32_t l = get32(buf + 4);
+    uint32_t l = gt_le32_get(buf + 4);
     if (l < ST_REC_HDR || l > max_len || l > ST_REC_MAX_HARD)
         return GT_ECORRUPT;
     *rec_len = l;
@@ -231,7 +209,7 @@ static const char *get_str(const uint8_t **p, const uint8_t *end)
 {
     if (end - *p < 3)
         return NULL;
-    uint16_t n = get16(*p);
+    uint16_t n = gt_le16_get(*p);
     if ((size_t)(end - *p) < (size_t)n + 3 || (*p)[2 + n] != 0)
         return NULL;
     const char *s = (const char *)(*p + 2);
@@ -255,7 +233,7 @@ static gt_err_t decode_var(const uint8_t *p, const uint8_t *end,
     m->msg_group = s[4][0] ? s[4] : NULL;
     if (end - p < 2)
         return GT_ECORRUPT;
-    m->nkeys = get16(p);
+    m->nkeys = gt_le16_get(p);
     p += 2;
     if (m->nkeys > ST_MAX_KEYS)
         return GT_ECORRUPT;
@@ -264,7 +242,7 @@ static gt_err_t decode_var(const uint8_t *p, const uint8_t *end,
             return GT_ECORRUPT;
     if (end - p < 2)
         return GT_ECORRUPT;
-    m->nprops = get16(p);
+    m->nprops = gt_le16_get(p);
     p += 2;
     if (m->nprops > ST_MAX_PROPS)
         return GT_ECORRUPT;
@@ -285,21 +263,21 @@ gt_err_t st_record_decode(const uint8_t *buf, size_t len, size_t max_len,
         return rc;
     if (len < l)
         return GT_AGAIN;
-    if (st_crc32c(0, buf + 12, l - 12) != get32(buf + 8))
+    if (st_crc32c(0, buf + 12, l - 12) != gt_le32_get(buf + 8))
         return GT_ECORRUPT;
-    if (get16(buf + 14) != ST_REC_HDR)
+    if (gt_le16_get(buf + 14) != ST_REC_HDR)
         return GT_ECORRUPT;
-    uint32_t body_len = get32(buf + 64), var_len = get32(buf + 68);
+    uint32_t body_len = gt_le32_get(buf + 64), var_len = gt_le32_get(buf + 68);
     if ((uint64_t)ST_REC_HDR + var_len + body_len != l)
         return GT_ECORRUPT;
     memset(out, 0, sizeof(*out));
-    out->flags = get16(buf + 12);
-    out->queue_id = (int32_t)get32(buf + ST_REC_OFF_QUEUE);
-    out->queue_offset = get64(buf + ST_REC_OFF_QOFF);
-    out->position = get64(buf + ST_REC_OFF_POS);
-    out->store_ts_ms = (int64_t)get64(buf + ST_REC_OFF_STS);
-    out->born_ts_ms = (int64_t)get64(buf + 44);
-    out->delivery_ts_ms = (int64_t)get64(buf + 52);
+    out->flags = gt_le16_get(buf + 12);
+    out->queue_id = (int32_t)gt_le32_get(buf + ST_REC_OFF_QUEUE);
+    out->queue_offset = gt_le64_get(buf + ST_REC_OFF_QOFF);
+    out->position = gt_le64_get(buf + ST_REC_OFF_POS);
+    out->store_ts_ms = (int64_t)gt_le64_get(buf + ST_REC_OFF_STS);
+    out->born_ts_ms = (int64_t)gt_le64_get(buf + 44);
+    out->delivery_ts_ms = (int64_t)gt_le64_get(buf + 52);
     rc = decode_var(buf + ST_REC_HDR, buf + ST_REC_HDR + var_len, out);
     if (rc != GT_OK)
         return rc;
@@ -317,10 +295,10 @@ void st_handle_encode(const st_handle_t *h, char out[ST_HANDLE_MAX])
     static const char hex[] = "0123456789abcdef";
     uint8_t b[HANDLE_BIN];
     b[0] = 1;
-    put32(b + 1, h->queue);
-    put64(b + 5, h->offset);
-    put64(b + 13, h->gen);
-    put32(b + 21, st_crc32c(0, b, 21));
+    gt_le32_put(b + 1, h->queue);
+    gt_le64_put(b + 5, h->offset);
+    gt_le64_put(b + 13, h->gen);
+    gt_le32_put(b + 21, st_crc32c(0, b, 21));
     for (int i = 0; i < HANDLE_BIN; i++) {
         out[2 * i] = hex[b[i] >> 4];
         out[2 * i + 1] = hex[b[i] & 15];
@@ -348,11 +326,11 @@ gt_err_t st_handle_decode(const char *s, st_handle_t *h)
             return GT_EINVAL;
         b[i] = (uint8_t)(hi << 4 | lo);
     }
-    if (b[0] != 1 || get32(b + 21) != st_crc32c(0, b, 21))
+    if (b[0] != 1 || gt_le32_get(b + 21) != st_crc32c(0, b, 21))
         return GT_EINVAL;
-    h->queue = get32(b + 1);
-    h->offset = get64(b + 5);
-    h->gen = get64(b + 13);
+    h->queue = gt_le32_get(b + 1);
+    h->offset = gt_le64_get(b + 5);
+    h->gen = gt_le64_get(b + 13);
     return GT_OK;
 }
 

@@ -35,30 +35,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gt_le.h"
 #include "gt_log.h"
 #include "st_int.h"
 
 #define CK_MAGIC 0x4B435447u /* "GTCK" */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
-}
 
 /* ---- segments ----------------------------------------------------------- */
 static char *seg_path(const st_local_t *st, uint64_t base)
@@ -156,12 +137,12 @@ static gt_err_t seg_create(st_local_t *st, uint64_t base, st_seg_t **out)
         rc = st_errno_to_err(fd);
         goto out;
     }
-    put32(h, ST_SEG_MAGIC);
-    put32(h + 4, ST_FORMAT_VERSION);
-    put64(h + 8, base);
-    put64(h + 16, st->seg_size);
-    put64(h + 24, (uint64_t)st_now_ms());
-    put32(h + 32, st_crc32c(0, h, 32));
+    gt_le32_put(h, ST_SEG_MAGIC);
+    gt_le32_put(h + 4, ST_FORMAT_VERSION);
+    gt_le64_put(h + 8, base);
+    gt_le64_put(h + 16, st->seg_size);
+    gt_le64_put(h + 24, (uint64_t)st_now_ms());
+    gt_le32_put(h + 32, st_crc32c(0, h, 32));
     rc = st_file_pwrite_full(st, fd, h, sizeof(h), 0);
     if (rc == GT_OK) {
         int r = st->fops->fdatasync(st->fctx, fd);
@@ -252,11 +233,11 @@ void st_log_checkpoint(st_local_t *st, uint64_t synced)
     uint8_t b[32] = {0};
     pthread_mutex_lock(&st->ck_lock);
     st->ck_seq++;
-    put32(b, CK_MAGIC);
-    put32(b + 4, ST_FORMAT_VERSION);
-    put64(b + 8, st->ck_seq);
-    put64(b + 16, synced);
-    put32(b + 24, st_crc32c(0, b, 24));
+    gt_le32_put(b, CK_MAGIC);
+    gt_le32_put(b + 4, ST_FORMAT_VERSION);
+    gt_le64_put(b + 8, st->ck_seq);
+    gt_le64_put(b + 16, synced);
+    gt_le32_put(b + 24, st_crc32c(0, b, 24));
     if (st->ck_fd >= 0 &&
         st_file_pwrite_full(st, st->ck_fd, b, 32, (st->ck_seq & 1) * 32) !=
             GT_OK)
@@ -274,12 +255,12 @@ static uint64_t checkpoint_read(st_local_t *st)
         if (st_file_pread_full(st, st->ck_fd, b + 32 * slot, 32,
                                (uint64_t)slot * 32) != GT_OK)
             continue;
-        if (get32(p) != CK_MAGIC || get32(p + 4) != ST_FORMAT_VERSION ||
-            get32(p + 24) != st_crc32c(0, p, 24))
+        if (gt_le32_get(p) != CK_MAGIC || gt_le32_get(p + 4) != ST_FORMAT_VERSION ||
+            gt_le32_get(p + 24) != st_crc32c(0, p, 24))
             continue;
-        if (get64(p + 8) >= best_seq) {
-            best_seq = get64(p + 8);
-            synced = get64(p + 16);
+        if (gt_le64_get(p + 8) >= best_seq) {
+            best_seq = gt_le64_get(p + 8);
+            synced = gt_le64_get(p + 16);
         }
     }
     st->ck_seq = best_seq;
@@ -494,16 +475,16 @@ static gt_err_t seg_open_existing(st_local_t *st, uint64_t base,
     bool pad_zero = true;
     for (size_t i = 36; i < ST_SEG_HDR; i++)
         pad_zero = pad_zero && h[i] == 0;
-    if (get32(h) != ST_SEG_MAGIC || get32(h + 32) != st_crc32c(0, h, 32) ||
-        get64(h + 8) != base || !pad_zero) {
+    if (gt_le32_get(h) != ST_SEG_MAGIC || gt_le32_get(h + 32) != st_crc32c(0, h, 32) ||
+        gt_le64_get(h + 8) != base || !pad_zero) {
         *why = "bad segment header";
         return GT_ECORRUPT;
     }
-    if (get32(h + 4) != ST_FORMAT_VERSION) {
+    if (gt_le32_get(h + 4) != ST_FORMAT_VERSION) {
         *why = "unsupported segment format version";
         return GT_EUNSUPPORTED;
     }
-    st->seg_size = get64(h + 16);
+    st->seg_size = gt_le64_get(h + 16);
     return GT_OK;
 }
 

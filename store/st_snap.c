@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gt_le.h"
 #include "gt_log.h"
 #include "st_int.h"
 
@@ -59,8 +60,8 @@ static void ob_put(obuf_t *o, uint64_t v, int bytes)
         o->b = nb;
         o->cap = cap;
     }
-    for (int i = 0; i < bytes; i++)
-        o->b[o->n++] = (uint8_t)(v >> (8 * i));
+    gt_le_put(o->b + o->n, v, bytes);
+    o->n += (size_t)bytes;
 }
 
 static size_t cq_count_below(const st_cq_t *cq, uint64_t end)

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gt_le.h"
 #include "gt_log.h"
 #include "st_int.h"
 
@@ -41,8 +42,8 @@ typedef struct sbuf {
 
 static void sb_put(sbuf_t *s, uint64_t v, int bytes)
 {
-    for (int i = 0; i < bytes; i++)
-        s->b[s->n++] = (uint8_t)(v >> (8 * i));
+    gt_le_put(s->b + s->n, v, bytes);
+    s->n += (size_t)bytes;
 }
 
 static void sb_str(sbuf_t *s, const char *str)
@@ -98,9 +99,7 @@ typedef struct srec_dec {
 
 static uint64_t rd(const uint8_t **p, int bytes)
 {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)(*p)[i] << (8 * i);
+    uint64_t v = gt_le_get(*p, bytes);
     *p += bytes;
     return v;
 }

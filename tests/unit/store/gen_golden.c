@@ -11,17 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gt_le.h"
 #include "st_int.h"
 #include "tu.h"
 
 #define N 5
 #define SEG 65536
-
-static void le(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
 
 static void out(const char *dir, const char *name, const uint8_t *b, size_t n)
 {
@@ -43,12 +38,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s <dir>\n", argv[0]);
         return 2;
     }
-    le(seg, ST_SEG_MAGIC, 4);
-    le(seg + 4, 1, 4);
-    le(seg + 8, 0, 8);
-    le(seg + 16, SEG, 8);
-    le(seg + 24, 1700000000000ull, 8);
-    le(seg + 32, st_crc32c(0, seg, 32), 4);
+    gt_le_put(seg, ST_SEG_MAGIC, 4);
+    gt_le_put(seg + 4, 1, 4);
+    gt_le_put(seg + 8, 0, 8);
+    gt_le_put(seg + 16, SEG, 8);
+    gt_le_put(seg + 24, 1700000000000ull, 8);
+    gt_le_put(seg + 32, st_crc32c(0, seg, 32), 4);
     for (int i = 0; i < N; i++) {
         char id[32], key[32], pv[32], body[64];
         st_message_t m;
@@ -85,12 +80,12 @@ int main(int argc, char **argv)
     seg[mid] ^= 0x08;
     out(argv[1], "segment.bitflip", seg, off);
     uint8_t ck[64] = {0};
-    le(ck, 0x4B435447u, 4); /* slot 1 (sequence 1) at offset 32 */
-    le(ck + 32, 0x4B435447u, 4);
-    le(ck + 36, 1, 4);
-    le(ck + 40, 1, 8);
-    le(ck + 48, off, 8);
-    le(ck + 56, st_crc32c(0, ck + 32, 24), 4);
+    gt_le_put(ck, 0x4B435447u, 4); /* slot 1 (sequence 1) at offset 32 */
+    gt_le_put(ck + 32, 0x4B435447u, 4);
+    gt_le_put(ck + 36, 1, 4);
+    gt_le_put(ck + 40, 1, 8);
+    gt_le_put(ck + 48, off, 8);
+    gt_le_put(ck + 56, st_crc32c(0, ck + 32, 24), 4);
     out(argv[1], "checkpoint.valid", ck, sizeof(ck));
     printf("records end at %zu %zu %zu %zu %zu; bit flipped at %zu\n", ends[0],
            ends[1], ends[2], ends[3], ends[4], mid);
