@@ -35,6 +35,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "gt_addr.h"
 #include "gt_bench.h"
 
 #define GB_MS_PREFIX "/apache.rocketmq.v2.MessagingService/"
@@ -244,13 +245,12 @@ static grpc_byte_buffer *gb_settings_pack(const gb_opts_t *o,
     Apache__Rocketmq__V2__Resource *topics[1] = {&topic};
     Apache__Rocketmq__V2__Resource group = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
     Apache__Rocketmq__V2__UA ua = APACHE__ROCKETMQ__V2__UA__INIT;
-    char host[256];
-    const char *colon = strrchr(o->target, ':');
-    size_t hl = colon ? (size_t)(colon - o->target) : strlen(o->target);
+    gt_hostport_t hp = {.host = ""};
+    const char *why;
 
-    snprintf(host, sizeof(host), "%.*s", (int)hl, o->target);
-    addr.host = host;
-    addr.port = colon ? atoi(colon + 1) : 0;
+    (void)gt_hostport_parse(o->target, 8081, &hp, &why);
+    addr.host = hp.host;
+    addr.port = hp.port;
     ep.scheme = APACHE__ROCKETMQ__V2__ADDRESS_SCHEME__IPv4;
     ep.n_addresses = 1;
     ep.addresses = addrs;

@@ -10,6 +10,7 @@
  * prefix) and MixAll (built-in groups, the CID_RMQ_SYS_ prefix, the %RETRY%
  * and %DLQ% topics it derives from group names). */
 #include "cfg_int.h"
+#include "gt_addr.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,68 +25,13 @@ static gt_err_t cfg_check_nonempty(const char *v, char *why, size_t whylen)
     return GT_EINVAL;
 }
 
-static bool cfg_host_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
-}
-
-static bool cfg_host6_char(char c)
-{
-    return (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
-           (c >= '0' && c <= '9') || c == ':' || c == '.';
-}
-
-/* Why v is not HOST:PORT, or NULL when it is.  HOST is a name, an IPv4
- * address or a bracketed IPv6 address; PORT is 1..65535. */
-static const char *cfg_listen_problem(const char *v)
-{
-    const char *colon, *p;
-    long port = 0;
-
-    if (v[0] == '[') {
-        const char *close = strchr(v, ']');
-        if (close == NULL)
-            return "missing ']' after the IPv6 address";
-        if (close == v + 1)
-            return "empty host";
-        for (p = v + 1; p < close; p++)
-            if (!cfg_host6_char(*p))
-                return "bad character in IPv6 address";
-        if (close[1] != ':')
-            return "missing \":PORT\"";
-        colon = close + 1;
-    } else {
-        colon = strrchr(v, ':');
-        if (colon == NULL)
-            return "missing \":PORT\"";
-        if (colon == v)
-            return "empty host";
-        for (p = v; p < colon; p++) {
-            if (*p == ':')
-                return "IPv6 addresses need brackets, e.g. [::1]:8081";
-            if (!cfg_host_char(*p))
-                return "bad character in host";
-        }
-    }
-    if (colon[1] == '\0')
-        return "empty port";
-    for (p = colon + 1; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || p - colon > 5)
-            return "port must be a number 1..65535";
-        port = port * 10 + (*p - '0');
-    }
-    if (port < 1 || port > 65535)
-        return "port must be a number 1..65535";
-    return NULL;
-}
-
 static gt_err_t cfg_check_listen(const char *v, char *why, size_t whylen)
 {
     char q[96];
-    const char *problem = cfg_listen_problem(v);
+    const char *problem;
+    gt_hostport_t hp;
 
-    if (problem == NULL)
+    if (gt_hostport_parse(v, 0, &hp, &problem) == GT_OK)
         return GT_OK;
     snprintf(why, whylen, "%s is not a valid HOST:PORT address (%s)",
              cfg_msg_quote(q, sizeof(q), v, strlen(v)), problem);

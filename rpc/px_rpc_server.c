@@ -28,6 +28,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "gt_addr.h"
 #include "gt_log.h"
 #include "px_rpc.h"
 
@@ -746,32 +747,22 @@ static void *px_worker_main(void *arg)
  * message; the core's own failure text is generic. */
 static gt_err_t px_listen_probe(const char *listen, char *err, size_t errlen)
 {
-    char host[256];
-    const char *orig = listen;
-    const char *colon = strrchr(listen, ':');
+    const char *why;
     struct addrinfo hints, *res = NULL;
     gt_err_t rc = GT_OK;
-    size_t hl;
+    gt_hostport_t hp;
+    char port[8];
 
-    if (colon == NULL || colon == listen || colon[1] == '\0') {
-        snprintf(err, errlen, "listen address '%s' is not HOST:PORT", listen);
+    if (gt_hostport_parse(listen, 0, &hp, &why) != GT_OK) {
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT (%s)",
+                 listen, why);
         return GT_EINVAL;
     }
-    hl = (size_t)(colon - listen);
-    if (listen[0] == '[' && hl >= 2 && listen[hl - 1] == ']') {
-        listen++;
-        hl -= 2;
-    }
-    if (hl >= sizeof(host)) {
-        snprintf(err, errlen, "listen host too long");
-        return GT_EINVAL;
-    }
-    memcpy(host, listen, hl);
-    host[hl] = '\0';
+    snprintf(port, sizeof(port), "%u", (unsigned)hp.port);
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
-    if (getaddrinfo(host, colon + 1, &hints, &res) != 0 || res == NULL) {
+    if (getaddrinfo(hp.host, port, &hints, &res) != 0 || res == NULL) {
         snprintf(err, errlen, "cannot resolve listen address '%s'", listen);
         return GT_EINVAL;
     }
@@ -780,7 +771,7 @@ static gt_err_t px_listen_probe(const char *listen, char *err, size_t errlen)
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
-            snprintf(err, errlen, "cannot listen on %s: %s%s", orig,
+            snprintf(err, errlen, "cannot listen on %s: %s%s", listen,
                      strerror(errno),
                      errno == EADDRINUSE
                          ? " (is another gantry or program using this port?)"

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gt_addr.h"
 #include "gt_log.h"
 #include "px_http.h"
 
@@ -134,34 +135,22 @@ static void *px_http_main(void *arg)
 
 static int px_http_bind(const char *addr, char *err, size_t errlen)
 {
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    const char *h0 = addr;
+    const char *why;
     struct addrinfo hints, *res = NULL;
-    size_t hl;
+    gt_hostport_t hp;
+    char port[8];
     int fd, one = 1;
 
-    if (colon == NULL || colon[1] == '\0') {
-        snprintf(err, errlen, "HTTP listen address '%s' is not HOST:PORT",
-                 addr);
+    if (gt_hostport_parse(addr, 0, &hp, &why) != GT_OK) {
+        snprintf(err, errlen, "HTTP listen address '%s' is not HOST:PORT (%s)",
+                 addr, why);
         return -1;
     }
-    hl = (size_t)(colon - addr);
-    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
-        h0++;
-        hl -= 2;
-    }
-    if (hl >= sizeof(host)) {
-        snprintf(err, errlen, "HTTP listen host too long");
-        return -1;
-    }
-    memcpy(host, h0, hl);
-    host[hl] = '\0';
+    snprintf(port, sizeof(port), "%u", (unsigned)hp.port);
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
-    if (getaddrinfo(hl ? host : NULL, colon + 1, &hints, &res) != 0 ||
-        res == NULL) {
+    if (getaddrinfo(hp.host, port, &hints, &res) != 0 || res == NULL) {
         snprintf(err, errlen, "cannot resolve HTTP listen address '%s'", addr);
         return -1;
     }

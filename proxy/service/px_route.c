@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gt_addr.h"
 #include "gt_log.h"
+#include "gt_text.h"
 #include "px_svc_int.h"
 
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
@@ -65,7 +67,6 @@ static void px_endpoint_build(px_call_t *call,
                               px_endpoint_t *ep)
 {
     const char *auth = px_call_authority(call);
-    const char *colon;
 
     apache__rocketmq__v2__endpoints__init(&ep->eps);
     apache__rocketmq__v2__address__init(&ep->addr);
@@ -78,17 +79,17 @@ static void px_endpoint_build(px_call_t *call,
         ep->addr.port = req->addresses[0]->port;
         ep->eps.scheme = req->scheme;
     } else {
-        colon = strrchr(auth, ':');
-        if (colon != NULL && strchr(auth, ']') != NULL && colon < strchr(auth, ']'))
-            colon = NULL;
-        snprintf(ep->host, sizeof(ep->host), "%.*s",
-                 (int)(colon ? (size_t)(colon - auth) : strlen(auth)), auth);
-        ep->addr.port = colon ? atoi(colon + 1) : 8081;
-        if (ep->host[0] == '[') { /* bracketed IPv6 */
-            size_t l = strlen(ep->host);
-            memmove(ep->host, ep->host + 1, l);
-            if (l >= 2 && ep->host[l - 2] == ']')
-                ep->host[l - 2] = '\0';
+        gt_hostport_t hp;
+        const char *why;
+        /* The authority the client dialled; a port-less one means the
+         * default port. */
+        if (gt_hostport_parse(auth, 8081, &hp, &why) == GT_OK) {
+            snprintf(ep->host, sizeof(ep->host), "%s", hp.host);
+            ep->addr.port = hp.port;
+        } else { /* not HOST[:PORT]: echo it only if it is a valid string */
+            snprintf(ep->host, sizeof(ep->host), "%s",
+                     gt_utf8_valid((const uint8_t *)auth, strlen(auth)) ? auth : "");
+            ep->addr.port = 8081;
         }
         if (strchr(ep->host, ':') != NULL)
             ep->eps.scheme = APACHE__ROCKETMQ__V2__ADDRESS_SCHEME__IPv6;

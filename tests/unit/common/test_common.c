@@ -1,0 +1,91 @@
+/* Unit tests for common/: HOST:PORT parsing (gt_addr) and little-endian
+ * helpers (gt_le). */
+#include <string.h>
+
+#include <CUnit/Basic.h>
+
+#include "gt_addr.h"
+#include "gt_le.h"
+
+static const char *bad(const char *s, int def)
+{
+    gt_hostport_t hp;
+    const char *why = NULL;
+    return gt_hostport_parse(s, def, &hp, &why) == GT_OK ? NULL : why;
+}
+
+static void test_hostport(void)
+{
+    gt_hostport_t hp;
+    const char *why;
+
+    CU_ASSERT_EQUAL(gt_hostport_parse("0.0.0.0:8081", 0, &hp, &why), GT_OK);
+    CU_ASSERT_STRING_EQUAL(hp.host, "0.0.0.0");
+    CU_ASSERT_EQUAL(hp.port, 8081);
+    CU_ASSERT_FALSE(hp.ipv6);
+    CU_ASSERT_EQUAL(gt_hostport_parse("[::1]:5557", 0, &hp, &why), GT_OK);
+    CU_ASSERT_STRING_EQUAL(hp.host, "::1");
+    CU_ASSERT_EQUAL(hp.port, 5557);
+    CU_ASSERT_TRUE(hp.ipv6);
+    CU_ASSERT_EQUAL(gt_hostport_parse("my-host.example_1:65535", 0, &hp, &why), GT_OK);
+    CU_ASSERT_EQUAL(hp.port, 65535);
+    /* default port (a client's :authority) */
+    CU_ASSERT_EQUAL(gt_hostport_parse("localhost", 8081, &hp, &why), GT_OK);
+    CU_ASSERT_STRING_EQUAL(hp.host, "localhost");
+    CU_ASSERT_EQUAL(hp.port, 8081);
+    CU_ASSERT_EQUAL(gt_hostport_parse("[fe80::1]", 8081, &hp, &why), GT_OK);
+    CU_ASSERT_STRING_EQUAL(hp.host, "fe80::1");
+    /* the config's reasons */
+    CU_ASSERT_STRING_EQUAL(bad("localhost", 0), "missing \":PORT\"");
+    CU_ASSERT_STRING_EQUAL(bad(":8081", 0), "empty host");
+    CU_ASSERT_STRING_EQUAL(bad("[]:8081", 0), "empty host");
+    CU_ASSERT_STRING_EQUAL(bad("[::1:8081", 0), "missing ']' after the IPv6 address");
+    CU_ASSERT_STRING_EQUAL(bad("[::1]", 0), "missing \":PORT\"");
+    CU_ASSERT_STRING_EQUAL(bad("[::1]x", 8081), "missing \":PORT\"");
+    CU_ASSERT_STRING_EQUAL(bad("[::g]:1", 0), "bad character in IPv6 address");
+    CU_ASSERT_STRING_EQUAL(bad("::1:8081", 0), "IPv6 addresses need brackets, e.g. [::1]:8081");
+    CU_ASSERT_STRING_EQUAL(bad("a b:1", 0), "bad character in host");
+    CU_ASSERT_STRING_EQUAL(bad("h:", 0), "empty port");
+    CU_ASSERT_STRING_EQUAL(bad("h:0", 0), "port must be a number 1..65535");
+    CU_ASSERT_STRING_EQUAL(bad("h:65536", 0), "port must be a number 1..65535");
+    CU_ASSERT_STRING_EQUAL(bad("h:123456", 0), "port must be a number 1..65535");
+    CU_ASSERT_STRING_EQUAL(bad("h:8x", 0), "port must be a number 1..65535");
+    char longhost[300];
+    memset(longhost, 'a', sizeof(longhost));
+    strcpy(longhost + 290, ":1");
+    CU_ASSERT_STRING_EQUAL(bad(longhost, 0), "host too long");
+}
+
+static void test_le(void)
+{
+    uint8_t b[8];
+
+    gt_le32_put(b, 0x11223344u);
+    CU_ASSERT_EQUAL(b[0], 0x44);
+    CU_ASSERT_EQUAL(b[3], 0x11);
+    CU_ASSERT_EQUAL(gt_le32_get(b), 0x11223344u);
+    gt_le64_put(b, 0x0102030405060708ull);
+    CU_ASSERT_EQUAL(b[0], 0x08);
+    CU_ASSERT_EQUAL(b[7], 0x01);
+    CU_ASSERT_EQUAL(gt_le64_get(b), 0x0102030405060708ull);
+    gt_le16_put(b, 0xbeef);
+    CU_ASSERT_EQUAL(gt_le16_get(b), 0xbeef);
+    gt_le_put(b, 0xabcdef, 3);
+    CU_ASSERT_EQUAL(gt_le_get(b, 3), 0xabcdef);
+}
+
+int main(void)
+{
+    CU_pSuite s;
+
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    s = CU_add_suite("gt_common", NULL, NULL);
+    CU_add_test(s, "HOST:PORT", test_hostport);
+    CU_add_test(s, "little-endian", test_le);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int failed = CU_get_number_of_failures() != 0 || CU_get_error() != 0;
+    CU_cleanup_registry();
+    return failed;
+}
