@@ -44,7 +44,16 @@ px_code_t px_code_from_err(gt_err_t err)
 const char *px_client_id(px_call_t *call)
 {
     const char *id = px_call_metadata(call, "x-mq-client-id");
-    return id != NULL && id[0] != '\0' ? id : NULL;
+    size_t n = id != NULL ? strnlen(id, PX_CLIENT_ID_MAX) : 0;
+
+    /* The registry and call contexts keep ids in PX_CLIENT_ID_MAX bytes: a
+     * longer one would be cut into another client's id. */
+    if (n == 0 || n >= PX_CLIENT_ID_MAX)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < 0x20 || id[i] > 0x7e)
+            return NULL;
+    return id;
 }
 
 /* seconds * 1000 + nanos / 1e6, saturated at INT64_MIN / INT64_MAX: a
@@ -280,6 +289,7 @@ bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp)
     if (px_client_id(call) != NULL)
         return true;
     px_reply_status(call, resp, PX_CODE(CLIENT_ID_REQUIRED),
-                    "x-mq-client-id metadata is required");
+                    "x-mq-client-id metadata is required (1 to 127 printable "
+                    "ASCII characters)");
     return false;
 }

@@ -31,6 +31,8 @@ typedef Apache__Rocketmq__V2__Code px_code_t;
 #define PX_MAX_INVISIBLE_MS      (12 * 3600 * 1000LL)
 #define PX_DEFAULT_LONG_POLL_MS  (20 * 1000LL)
 #define PX_RECEIVE_BATCH         32
+/* Client id buffers (x-mq-client-id), NUL included. */
+#define PX_CLIENT_ID_MAX         128
 /* Invisible time of auto-renew (push consumer) deliveries, renewed while
  * the client lives. */
 #define PX_AUTO_RENEW_MS         (30 * 1000LL)
@@ -110,7 +112,8 @@ void px_status_set(Apache__Rocketmq__V2__Status *st, px_code_t code,
                    const char *msg);
 /* Maps a store error to a RocketMQ code. */
 px_code_t px_code_from_err(gt_err_t err);
-/* The x-mq-client-id of the call, or NULL when absent/empty. */
+/* The x-mq-client-id of the call, or NULL when absent, empty, not
+ * printable ASCII or too long (PX_CLIENT_ID_MAX bytes with the NUL). */
 const char *px_client_id(px_call_t *call);
 /* Duration / Timestamp in ms, saturated at INT64_MIN / INT64_MAX (never
  * wrapped); 0 for NULL. */

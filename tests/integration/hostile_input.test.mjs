@@ -311,3 +311,19 @@ test('Telemetry: settings with a topic that is not UTF-8 end the stream with INV
   assert.equal(status.code, 3, `Telemetry status ${status.code} ${status.details}`);
   assert.match(status.details, /UTF-8/);
 });
+
+// ---- client ids ----------------------------------------------------------
+
+test('client ids that the registry cannot hold (over 127 bytes) are refused, not truncated into another client\'s id', async () => {
+  // Two ids that share their first 127 bytes would have been one client.
+  const base = 'c'.repeat(127);
+  for (const id of [`${base}A`, 'x'.repeat(1000)]) {
+    const r = await raw.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(T)),
+      pb.QueryRouteResponse, { clientId: id });
+    assert.equal(r.err, null);
+    expectStatus(r.resp.getStatus(), Code.CLIENT_ID_REQUIRED, `client id of ${id.length} bytes`);
+  }
+  const r = await raw.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(T)),
+    pb.QueryRouteResponse, { clientId: base });
+  expectStatus(r.resp.getStatus(), Code.OK, 'client id of 127 bytes');
+});
