@@ -1,6 +1,8 @@
 /* Text checks shared by every protocol edge (see gt_text.h). */
 #include "gt_text.h"
 
+#include <string.h>
+
 bool gt_utf8_valid(const uint8_t *s, size_t n)
 {
     size_t i = 0;
@@ -35,4 +37,19 @@ bool gt_utf8_valid(const uint8_t *s, size_t n)
         i += len;
     }
     return true;
+}
+
+size_t gt_utf8_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = src != NULL ? strnlen(src, size) : 0;
+
+    if (n >= size) {
+        n = size - 1;
+        /* Back off to the start of a sequence cut by the limit. */
+        while (n > 0 && ((uint8_t)src[n] & 0xc0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src != NULL ? src : "", n);
+    dst[n] = '\0';
+    return n;
 }

@@ -14,4 +14,9 @@
 /* True when the n bytes at s (borrowed) are well-formed UTF-8. */
 bool gt_utf8_valid(const uint8_t *s, size_t n);
 
+/* Copies the NUL-terminated `src` (borrowed; NULL is "") into dst (size >=
+ * 1), cut to at most size - 1 bytes but never inside a UTF-8 sequence, and
+ * NUL-terminates.  Returns the bytes copied. */
+size_t gt_utf8_copy(char *dst, size_t size, const char *src);
+
 #endif

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gt_log.h"
+#include "gt_text.h"
 #include "px_sql.h"
 #include "px_svc_int.h"
 
@@ -210,10 +211,8 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     sql = NULL;
     ctx->from = (uint64_t)req->offset;
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
-    snprintf(ctx->ns, sizeof(ctx->ns), "%s",
-             req->message_queue->topic->resource_namespace
-                 ? req->message_queue->topic->resource_namespace : "");
-    snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", px_call_authority(call));
+    gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
+    gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), px_authority_text(call));
     if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
         ctx->sql == NULL)
         ctx->tag_expr = strdup(req->filter_expression->expression);

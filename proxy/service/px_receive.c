@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 
 #include "gt_log.h"
+#include "gt_text.h"
 #include "px_sql.h"
 #include "px_svc_int.h"
 
@@ -398,11 +399,9 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
     snprintf(ctx->group, sizeof(ctx->group), "%s", req->group->name);
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
-    snprintf(ctx->ns, sizeof(ctx->ns), "%s",
-             req->message_queue->topic->resource_namespace
-                 ? req->message_queue->topic->resource_namespace : "");
-    auth = px_call_authority(call);
-    snprintf(ctx->store_host, sizeof(ctx->store_host), "%s", auth);
+    gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
+    auth = px_authority_text(call);
+    gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), auth);
     if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
         ctx->sql == NULL)
         ctx->tag_expr = strdup(req->filter_expression->expression);

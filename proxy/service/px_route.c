@@ -66,7 +66,7 @@ static void px_endpoint_build(px_call_t *call,
                               const Apache__Rocketmq__V2__Endpoints *req,
                               px_endpoint_t *ep)
 {
-    const char *auth = px_call_authority(call);
+    const char *auth = px_authority_text(call);
 
     apache__rocketmq__v2__endpoints__init(&ep->eps);
     apache__rocketmq__v2__address__init(&ep->addr);
@@ -75,7 +75,7 @@ static void px_endpoint_build(px_call_t *call,
     ep->eps.addresses = ep->addrs;
     if (req != NULL && req->n_addresses > 0 && req->addresses[0]->host != NULL &&
         req->addresses[0]->host[0] != '\0') {
-        snprintf(ep->host, sizeof(ep->host), "%s", req->addresses[0]->host);
+        gt_utf8_copy(ep->host, sizeof(ep->host), req->addresses[0]->host);
         ep->addr.port = req->addresses[0]->port;
         ep->eps.scheme = req->scheme;
     } else {
@@ -86,9 +86,8 @@ static void px_endpoint_build(px_call_t *call,
         if (gt_hostport_parse(auth, 8081, &hp, &why) == GT_OK) {
             snprintf(ep->host, sizeof(ep->host), "%s", hp.host);
             ep->addr.port = hp.port;
-        } else { /* not HOST[:PORT]: echo it only if it is a valid string */
-            snprintf(ep->host, sizeof(ep->host), "%s",
-                     gt_utf8_valid((const uint8_t *)auth, strlen(auth)) ? auth : "");
+        } else {
+            gt_utf8_copy(ep->host, sizeof(ep->host), auth);
             ep->addr.port = 8081;
         }
         if (strchr(ep->host, ':') != NULL)

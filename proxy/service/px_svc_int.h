@@ -200,6 +200,9 @@ px_code_t px_validate_wire(const ProtobufCMessageDescriptor *desc,
  * it fails an in-band answer with its code (after CLIENT_ID_REQUIRED, as for
  * malformed requests); a bidi stream (Telemetry) finishes INVALID_ARGUMENT. */
 bool px_screen_request(px_call_t *call, const uint8_t *data, size_t len);
+/* The call's :authority (borrowed) when it is valid UTF-8, else "": it is
+ * echoed to clients (route endpoints, store host). */
+const char *px_authority_text(px_call_t *call);
 
 /* ---- clients (px_client.c registry, px_ticks.c renewer) ---- */
 

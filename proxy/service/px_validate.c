@@ -232,3 +232,10 @@ bool px_screen_request(px_call_t *call, const uint8_t *data, size_t len)
         px_reply_status(call, m->resp_desc, code, why);
     return false;
 }
+
+const char *px_authority_text(px_call_t *call)
+{
+    const char *auth = px_call_authority(call);
+
+    return gt_utf8_valid((const uint8_t *)auth, strlen(auth)) ? auth : "";
+}

@@ -4,6 +4,7 @@
 // a NUL are refused in-band with RocketMQ's codes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http2 from 'node:http2';
 import { startGantry, stopGantry } from './harness.mjs';
 import {
   Code, codeName, defPb, pb, Raw, yamlOf, wireMessage, sendRequest, receiveRequest,
@@ -16,6 +17,7 @@ const T_DELAY = 'HostileDelayTopic';
 const T_LP = 'HostileLongPollTopic';
 const T_STR = 'HostileStringTopic';
 const T_FIFO = 'HostileFifoTopic';
+const T_AUTH = 'HostileAuthorityTopic';
 const G = 'HostileGroup';
 const SYS_TOPICS = ['%SYS%HALF', '%SYS%TIMER'];
 
@@ -27,7 +29,8 @@ before(async () => {
     yaml: yamlOf({
       topics: [{ name: T, queues: 2 }, { name: T_TX, type: 'TRANSACTION', queues: 1 },
         { name: T_DELAY, type: 'DELAY', queues: 1 }, { name: T_LP, queues: 1 },
-        { name: T_STR, queues: 1 }, { name: T_FIFO, type: 'FIFO', queues: 1 }],
+        { name: T_STR, queues: 1 }, { name: T_FIFO, type: 'FIFO', queues: 1 },
+        { name: T_AUTH, queues: 1 }],
       groups: [{ name: G }],
     }),
   });
@@ -326,4 +329,59 @@ test('client ids that the registry cannot hold (over 127 bytes) are refused, not
   const r = await raw.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(T)),
     pb.QueryRouteResponse, { clientId: base });
   expectStatus(r.resp.getStatus(), Code.OK, 'client id of 127 bytes');
+});
+
+// ---- the :authority a client sends -----------------------------------------
+
+// A raw HTTP/2 gRPC call with a chosen :authority (grpc-js only sends valid
+// ones).  Resolves the concatenated response messages' bytes.
+function h2call(method, reqBytes, authority) {
+  return new Promise((resolve, reject) => {
+    const client = http2.connect(`http://127.0.0.1:${g.grpcPort}`);
+    client.on('error', reject);
+    const frame = Buffer.alloc(5 + reqBytes.length);
+    frame.writeUInt32BE(reqBytes.length, 1);
+    Buffer.from(reqBytes).copy(frame, 5);
+    const s = client.request({
+      ':method': 'POST', ':path': `/apache.rocketmq.v2.MessagingService/${method}`,
+      ':authority': authority, 'content-type': 'application/grpc', te: 'trailers',
+      'x-mq-client-id': 'h2-raw-client', 'grpc-timeout': '5S',
+    });
+    const chunks = [];
+    s.on('data', (d) => chunks.push(d));
+    s.on('error', reject);
+    s.on('close', () => { client.close(); resolve(Buffer.concat(chunks)); });
+    s.end(frame);
+  });
+}
+
+test('an :authority that is not UTF-8 is not echoed in route endpoints or messages\' store host', async () => {
+  const authority = Buffer.from([0x61, 0xff, 0x62, 0x3a, 0x38, 0x30, 0x38, 0x31]).toString('latin1');
+  const bad = Buffer.from([0x61, 0xff, 0x62]);
+  const route = await h2call('QueryRoute',
+    new pb.QueryRouteRequest().setTopic(resource(T)).serializeBinary(), authority);
+  assert.ok(route.length > 5, 'a QueryRoute answer');
+  assert.equal(route.indexOf(bad), -1, 'QueryRoute echoed the invalid authority');
+  const sent = await send([wireMessage({ topic: T_AUTH })]);
+  expectStatus(sent.getStatus(), Code.OK, 'send');
+  const rcv = await h2call('ReceiveMessage',
+    receiveRequest({ group: G, topic: T_AUTH, longPollMs: 2000 }).serializeBinary(), authority);
+  assert.ok(rcv.length > 100, 'a ReceiveMessage answer with a message');
+  assert.equal(rcv.indexOf(bad), -1, 'ReceiveMessage echoed the invalid authority as store host');
+});
+
+test('a long resource namespace of multi-byte characters is not cut inside a character in replies', async () => {
+  const ns = 'é'.repeat(200); // 400 bytes: more than the 127 kept
+  const sent = await send([wireMessage({ topic: T_AUTH })]);
+  expectStatus(sent.getStatus(), Code.OK, 'send');
+  const req = receiveRequest({ group: G, topic: T_AUTH, longPollMs: 2000 });
+  req.getMessageQueue().getTopic().setResourceNamespace(ns);
+  const r = await raw.serverStream('ReceiveMessage', req, null);
+  assert.equal(r.err, null);
+  const all = Buffer.concat(r.resps.map((b) => Buffer.from(b)));
+  assert.ok(all.length > 100, 'a message was received');
+  // Every run of "é" (c3 a9) in the reply must end on a whole character.
+  for (let i = all.indexOf(0xc3); i >= 0; i = all.indexOf(0xc3, i + 1)) {
+    assert.equal(all[i + 1], 0xa9, `a cut UTF-8 sequence at byte ${i} of the reply`);
+  }
 });

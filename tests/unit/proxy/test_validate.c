@@ -25,6 +25,16 @@ static void test_utf8(void)
     CU_ASSERT_FALSE(gt_utf8_valid(U8("\xf4\x90\x80\x80")));      /* > U+10FFFF */
     CU_ASSERT_FALSE(gt_utf8_valid(U8("ok\xe2\x82")));            /* truncated */
     CU_ASSERT_FALSE(gt_utf8_valid(U8("\xc3" "a")));              /* bad continuation */
+
+    char out[6];
+    CU_ASSERT_EQUAL(gt_utf8_copy(out, sizeof(out), "abc"), 3);
+    CU_ASSERT_STRING_EQUAL(out, "abc");
+    /* "ab€" is 5 bytes: fits; "abc€" would be cut inside the euro sign */
+    CU_ASSERT_EQUAL(gt_utf8_copy(out, sizeof(out), "ab\xe2\x82\xac"), 5);
+    CU_ASSERT_EQUAL(gt_utf8_copy(out, sizeof(out), "abc\xe2\x82\xac"), 3);
+    CU_ASSERT_STRING_EQUAL(out, "abc");
+    CU_ASSERT_EQUAL(gt_utf8_copy(out, sizeof(out), NULL), 0);
+    CU_ASSERT_STRING_EQUAL(out, "");
 }
 
 /* A SendMessageRequest whose string fields carry markers, packed; `mark`
