@@ -30,6 +30,7 @@
 
 #include "gt_addr.h"
 #include "gt_log.h"
+#include "gt_tsan.h"
 #include "px_rpc.h"
 
 /* Requests kept posted so bursts of new calls do not wait for a worker. */
@@ -250,6 +251,7 @@ static void px_call_pump_locked(px_call_t *c)
     c->inflight = first;
     c->send_in_flight = true;
     c->refs++;
+    GT_TSAN_RELEASE(&c->t_send);
     if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) !=
         GRPC_CALL_OK) {
         /* Not started: no completion will come; undo here. */
@@ -388,6 +390,7 @@ gt_err_t px_call_defer(px_call_t *c, void (*fn)(px_call_t *call, void *arg),
     c->refs++;
     /* An empty batch completes at once: its tag goes straight to the
      * completion queue, where a worker picks it up. */
+    GT_TSAN_RELEASE(&d->tag);
     rc = grpc_call_start_batch(c->call, NULL, 0, &d->tag, NULL);
     if (rc != GRPC_CALL_OK)
         c->refs--;
@@ -500,6 +503,7 @@ static bool px_call_start_recv(px_call_t *c)
     pthread_mutex_lock(&c->mu);
     c->refs++;
     pthread_mutex_unlock(&c->mu);
+    GT_TSAN_RELEASE(&c->t_recv);
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) !=
         GRPC_CALL_OK) {
         px_call_unref(c);
@@ -660,6 +664,7 @@ static void px_call_on_request(px_call_t *c, bool ok)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->close_cancelled;
     px_call_ref(c);
+    GT_TSAN_RELEASE(&c->t_close);
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) !=
         GRPC_CALL_OK) {
         px_server_live_remove(srv, c);
@@ -696,6 +701,7 @@ static void px_server_request(px_rpc_server_t *srv)
         GT_LOG(ERROR, "rpc", "out of memory accepting a call");
         return;
     }
+    GT_TSAN_RELEASE(&c->t_request);
     if (grpc_server_request_call(srv->server, &c->call, &c->details,
                                  &c->md_in, srv->cq, srv->cq,
                                  &c->t_request) != GRPC_CALL_OK)
@@ -716,6 +722,7 @@ static void *px_worker_main(void *arg)
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         t = ev.tag;
+        GT_TSAN_ACQUIRE(t);
         switch (t->kind) {
         case PX_TAG_REQUEST:
             px_call_on_request(t->owner, ev.success);

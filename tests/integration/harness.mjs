@@ -1,8 +1,9 @@
 // Integration harness: starts the real gantry binary on free loopback ports
 // with a generated config and a temporary data dir, waits until /readyz
 // answers, and stops it by PID.  At teardown it fails the test if the
-// server's log holds a sanitizer report.  It builds nothing itself: the
-// binary comes from GANTRY_BIN (set by CTest) or build/gantry.
+// server's log holds a sanitizer report (ASan, LSan, UBSan, TSan).  It
+// builds nothing itself: the binary comes from GANTRY_BIN (set by CTest)
+// or build/gantry.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -16,6 +17,12 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const require = createRequire(path.join(here, 'package.json'));
 export const GANTRY_BIN = process.env.GANTRY_BIN ||
   path.resolve(here, '../../build/gantry');
+
+// TSan: Debian's grpc/abseil are not instrumented, so accesses made by
+// their code are ignored (ignore_noninstrumented_modules) and reports that
+// still land inside them are suppressed (tests/tsan.supp).  Project code
+// is never suppressed.
+const TSAN_SUPP = path.resolve(here, '../tsan.supp');
 
 const SANITIZER_MARKERS = [
   'ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:',
@@ -62,7 +69,7 @@ export async function waitFor(cond, ms, what, everyMs = 20) {
 
 function httpGet(port, p) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: 1000 }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: scaled(2000) }, (res) => {
       let body = '';
       res.on('data', (d) => { body += d; });
       res.on('end', () => resolve({ status: res.statusCode, body }));
@@ -106,7 +113,11 @@ ${opts.yaml ?? DEFAULT_YAML}`;
   const logFd = fs.openSync(logPath, 'a');
   const proc = spawn(GANTRY_BIN, ['--config', cfgPath, ...(opts.args ?? [])], {
     stdio: ['ignore', logFd, logFd],
-    env: { ...process.env, ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1' },
+    env: {
+      ...process.env,
+      ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1',
+      TSAN_OPTIONS: process.env.TSAN_OPTIONS ?? `suppressions=${TSAN_SUPP}:ignore_noninstrumented_modules=1:second_deadlock_stack=1`,
+    },
   });
   fs.closeSync(logFd);
   const exited = new Promise((resolve) => {
