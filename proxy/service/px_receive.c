@@ -11,7 +11,6 @@
  * store answers (client cancelled, server stopping), the popped messages
  * are made visible again at once instead of waiting out their invisible
  * time. */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <openssl/evp.h>
 
 #include "gt_log.h"
+#include "gt_tagexpr.h"
 #include "gt_text.h"
 #include "px_sql.h"
 #include "px_svc_int.h"
@@ -56,35 +56,6 @@ static void px_recv_ctx_free(px_recv_ctx_t *ctx)
 static void px_recv_status(px_call_t *call, px_code_t code, const char *why)
 {
     px_reply_status(call, PX_DESC(receive_message_response), code, why);
-}
-
-/* Tag expressions: "", "*", or tags joined by "||" (spaces around a tag
- * allowed).  Returns false for an empty tag between separators or control
- * characters. */
-static bool px_tag_expr_valid(const char *e)
-{
-    const char *p = e;
-
-    while (isspace((unsigned char)*p))
-        p++;
-    if (*p == '\0' || strcmp(p, "*") == 0)
-        return true;
-    for (;;) {
-        const char *sep = strstr(p, "||");
-        const char *end = sep ? sep : p + strlen(p);
-        bool nonblank = false;
-        for (const char *q = p; q < end; q++) {
-            if (iscntrl((unsigned char)*q))
-                return false;
-            if (!isspace((unsigned char)*q))
-                nonblank = true;
-        }
-        if (!nonblank)
-            return false;
-        if (sep == NULL)
-            return true;
-        p = sep + 2;
-    }
 }
 
 void px_md5_hex(const void *data, size_t len, char out[33])
@@ -342,7 +313,7 @@ static bool px_recv_check(px_call_t *call,
         }
     } else if (req->filter_expression != NULL &&
                req->filter_expression->expression != NULL &&
-        !px_tag_expr_valid(req->filter_expression->expression)) {
+        gt_tagexpr_check(req->filter_expression->expression) != GT_OK) {
         snprintf(why, sizeof(why), "tag expression \"%.120s\" is not valid",
                  req->filter_expression->expression);
         px_recv_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);

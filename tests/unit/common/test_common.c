@@ -6,6 +6,7 @@
 
 #include "gt_addr.h"
 #include "gt_le.h"
+#include "gt_tagexpr.h"
 
 static const char *bad(const char *s, int def)
 {
@@ -74,6 +75,47 @@ static void test_le(void)
     CU_ASSERT_EQUAL(gt_le_get(b, 3), 0xabcdef);
 }
 
+static void test_tagexpr(void)
+{
+    gt_tagexpr_t t;
+
+    CU_ASSERT_EQUAL(gt_tagexpr_parse(NULL, &t), GT_OK);
+    CU_ASSERT_TRUE(t.all);
+    gt_tagexpr_free(&t);
+    CU_ASSERT_EQUAL(gt_tagexpr_parse(" * ", &t), GT_OK);
+    CU_ASSERT_TRUE(t.all);
+    gt_tagexpr_free(&t);
+    CU_ASSERT_EQUAL(gt_tagexpr_parse("a || b||c ", &t), GT_OK);
+    CU_ASSERT_FALSE(t.all);
+    CU_ASSERT_EQUAL(t.n, 3);
+    CU_ASSERT_TRUE(gt_tagexpr_match(&t, "b"));
+    CU_ASSERT_TRUE(gt_tagexpr_match(&t, "c"));
+    CU_ASSERT_FALSE(gt_tagexpr_match(&t, "d"));
+    CU_ASSERT_FALSE(gt_tagexpr_match(&t, NULL));
+    CU_ASSERT_TRUE(gt_tagexpr_match_hash(&t, gt_hash32("a")));
+    CU_ASSERT_FALSE(gt_tagexpr_match_hash(&t, gt_hash32("ab")));
+    gt_tagexpr_free(&t);
+    /* empty tags are skipped, a "*" among tags matches all */
+    CU_ASSERT_EQUAL(gt_tagexpr_parse("a|| ||b||||", &t), GT_OK);
+    CU_ASSERT_EQUAL(t.n, 2);
+    gt_tagexpr_free(&t);
+    CU_ASSERT_EQUAL(gt_tagexpr_parse("a||*", &t), GT_OK);
+    CU_ASSERT_TRUE(gt_tagexpr_match(&t, "zzz"));
+    gt_tagexpr_free(&t);
+    CU_ASSERT_EQUAL(gt_hash32(""), 2166136261u);
+    CU_ASSERT_EQUAL(gt_hash32("a"), 0xe40c292cu);
+    /* the client rule */
+    CU_ASSERT_EQUAL(gt_tagexpr_check(""), GT_OK);
+    CU_ASSERT_EQUAL(gt_tagexpr_check(" * "), GT_OK);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("a"), GT_OK);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("\ta || b "), GT_OK);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("a||"), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("a|| ||b"), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("||"), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("a\x01"), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_tagexpr_check("a||b\n"), GT_EINVAL);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -83,6 +125,7 @@ int main(void)
     s = CU_add_suite("gt_common", NULL, NULL);
     CU_add_test(s, "HOST:PORT", test_hostport);
     CU_add_test(s, "little-endian", test_le);
+    CU_add_test(s, "tag expressions", test_tagexpr);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = CU_get_number_of_failures() != 0 || CU_get_error() != 0;
