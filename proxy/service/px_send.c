@@ -160,6 +160,11 @@ px_code_t px_send_validate(const px_msg_t *m, const st_topic_t *t,
         snprintf(why, whylen, "message id is blank or too long");
         return PX_CODE(ILLEGAL_MESSAGE_ID);
     }
+    if (sp->born_timestamp != NULL && !px_timestamp_valid(sp->born_timestamp)) {
+        snprintf(why, whylen, "born timestamp is outside google.protobuf.Timestamp's "
+                 "range");
+        return PX_CODE(BAD_REQUEST);
+    }
     mt = px_msg_type_of(sp);
     if (!px_type_accepted(t->type, mt)) {
         snprintf(why, whylen, "topic \"%.128s\" does not accept %s messages", t->name,

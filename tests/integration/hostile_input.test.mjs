@@ -161,6 +161,17 @@ test('delivery timestamps that overflow in ms: ILLEGAL_DELIVERY_TIME, not delive
   assert.equal(rcv.messages.length, 0, 'a message with an overflowing delivery time was delivered');
 });
 
+test('a born timestamp outside google.protobuf.Timestamp\'s range is refused (consumers could not read it back)', async () => {
+  for (const [seconds, nanos] of [[WRAPS_TO_0, 0], [-WRAPS_TO_0, 0], [253402300800, 0], [1, -1], [1, 1e9]]) {
+    const m = wireMessage({ topic: T_STR });
+    m.getSystemProperties().setBornTimestamp(new Timestamp().setSeconds(seconds).setNanos(nanos));
+    const resp = await send([m]);
+    expectStatus(resp.getStatus(), Code.BAD_REQUEST, `born timestamp ${seconds} s ${nanos} ns`);
+  }
+  const rcv = await receive({ group: G, topic: T_STR, longPollMs: 0 });
+  assert.equal(rcv.messages.length, 0, 'a message with an invalid born timestamp was stored');
+});
+
 test('invisible durations that overflow in ms: ILLEGAL_INVISIBLE_TIME (ReceiveMessage, ChangeInvisibleDuration)', async () => {
   for (const seconds of [WRAPS_TO_512_S, -WRAPS_TO_512_S]) {
     const req = receiveRequest({ group: G, topic: T, longPollMs: 0 });
