@@ -200,26 +200,41 @@ typedef void (*st_msgs_cb)(void *arg, gt_err_t err, const st_message_t *msgs,
 
 typedef void (*st_offset_cb)(void *arg, gt_err_t err, uint64_t offset);
 
-/* Optional filter hook: return true to deliver.  Runs on a store thread with
- * store locks held: it must be quick and must not call the store. */
-typedef bool (*st_filter_fn)(void *ctx, const st_message_t *msg);
+/* How a pop's filter expression is to be read.  The expression travels as
+ * text and is compiled by the store, where it is evaluated. */
+typedef enum st_filter_kind {
+    ST_FILTER_TAG = 0, /* NULL, "", "*" or "a||b||c" */
+    ST_FILTER_SQL92,   /* RocketMQ's SQL92 selector over user properties
+                          and TAGS (common/filter/gt_sql.h) */
+} st_filter_kind_t;
 
+/* Plain data: nothing in it points at the caller's state once st_pop()
+ * returns, so it can cross a network. */
 typedef struct st_pop_req {
     const char *group;
     const char *topic;
     int32_t queue_id;         /* ST_QUEUE_ANY: all queues of the topic */
-    const char *tag_expr;     /* NULL, "", "*" or "a||b||c" */
-    st_filter_fn filter;      /* optional, applied after the tag filter */
-    void *filter_ctx;         /* borrowed; must outlive the pop */
+    st_filter_kind_t filter_kind;
+    const char *filter_expr;  /* per filter_kind; NULL: everything */
     uint32_t max;             /* 1..ST_POP_MAX */
     int64_t invisible_ms;     /* 1..ST_INVISIBLE_MAX_MS */
     int64_t poll_timeout_ms;  /* 0: answer immediately; <= ST_POLL_MAX_MS */
-    /* Optional, borrowed (must outlive the pop): once set true, a parked
-     * pop takes no message any more and completes empty at its next
-     * service (e.g. its client went away), so nothing is handed to a
-     * receiver that no longer exists. */
-    const atomic_bool *abandoned;
+    /* Optional (0: none): names the pop for st_pop_cancel().  Unique among
+     * the caller's pops that may be parked at once. */
+    uint64_t cancel_key;
 } st_pop_req_t;
+
+/* A pull: plain data like st_pop_req_t. */
+typedef struct st_pull_req {
+    const char *topic;
+    uint32_t queue;
+    uint64_t offset;
+    uint32_t max;             /* messages to read, 1..256 (clamped) */
+    st_filter_kind_t filter_kind;
+    const char *filter_expr;  /* per filter_kind; NULL: everything */
+    int64_t poll_timeout_ms;  /* 0: answer at once; <= ST_POLL_MAX_MS */
+    uint64_t cancel_key;      /* optional (0: none), see st_pop_cancel() */
+} st_pull_req_t;
 
 typedef enum st_offset_kind {
     ST_OFFSET_BEGIN = 0,
@@ -271,13 +286,14 @@ typedef struct st_ops {
                    size_t n, st_append_cb cb, void *arg);
     void (*pop)(st_store_t *st, const st_pop_req_t *req, st_pop_cb cb,
                 void *arg);
+    void (*pop_cancel)(st_store_t *st, uint64_t cancel_key);
     void (*ack)(st_store_t *st, const char *group, const char *topic,
                 const char *handle, st_done_cb cb, void *arg);
     void (*change_invisible)(st_store_t *st, const char *group,
                              const char *topic, const char *handle,
                              int64_t invisible_ms, st_handle_cb cb, void *arg);
-    void (*pull)(st_store_t *st, const char *topic, uint32_t queue,
-                 uint64_t offset, uint32_t max, st_msgs_cb cb, void *arg);
+    void (*pull)(st_store_t *st, const st_pull_req_t *req, st_msgs_cb cb,
+                 void *arg);
     void (*offset_get)(st_store_t *st, const char *group, const char *topic,
                        uint32_t queue, st_offset_cb cb, void *arg);
     void (*offset_update)(st_store_t *st, const char *group, const char *topic,
@@ -419,12 +435,23 @@ static inline void st_append(st_store_t *st, const char *topic,
 }
 
 /* Pops up to req->max messages for req->group, parking up to
- * req->poll_timeout_ms until one arrives.  Borrows req (copied if parked,
- * except filter_ctx).  GT_ENOTFOUND: unknown topic. */
+ * req->poll_timeout_ms until one arrives.  Borrows req (copied if parked).
+ * GT_ENOTFOUND: unknown topic; GT_EINVAL: bad limits or a filter
+ * expression that does not compile. */
 static inline void st_pop(st_store_t *st, const st_pop_req_t *req,
                           st_pop_cb cb, void *arg)
 {
     st->ops->pop(st, req, cb, arg);
+}
+
+/* Completes the parked pop (or pull) named cancel_key (its client went away) with
+ * GT_OK and no message, so nothing is handed to a receiver that no longer
+ * exists; its callback runs on a store thread.  A key not parked yet is
+ * remembered for a while (a pop racing its cancel completes empty at
+ * once); an unknown or finished one is otherwise ignored.  O(log parked). */
+static inline void st_pop_cancel(st_store_t *st, uint64_t cancel_key)
+{
+    st->ops->pop_cancel(st, cancel_key);
 }
 
 /* Acknowledges one delivery.  Borrows strings.  GT_EINVAL: invalid receipt
@@ -446,14 +473,18 @@ static inline void st_change_invisible(st_store_t *st, const char *group,
     st->ops->change_invisible(st, group, topic, handle, invisible_ms, cb, arg);
 }
 
-/* Reads up to max messages of (topic, queue) from offset, without consuming
- * state.  next_offset tells where to continue; an offset below the retained
- * minimum starts at the minimum. */
-static inline void st_pull(st_store_t *st, const char *topic, uint32_t queue,
-                           uint64_t offset, uint32_t max, st_msgs_cb cb,
-                           void *arg)
+/* Reads up to req->max messages of (topic, queue) from req->offset that
+ * pass the filter, without consuming state.  Messages the filter rejects
+ * are stepped over: next_offset (where to continue) is past them too.  An
+ * offset below the retained minimum starts at the minimum; one past the
+ * end is GT_ERANGE.  When nothing passes and the queue's end was reached,
+ * the pull parks up to req->poll_timeout_ms for new messages (then n == 0
+ * with GT_OK); st_pop_cancel() ends it early.  Borrows req.  GT_EINVAL:
+ * bad queue or filter. */
+static inline void st_pull(st_store_t *st, const st_pull_req_t *req,
+                           st_msgs_cb cb, void *arg)
 {
-    st->ops->pull(st, topic, queue, offset, max, cb, arg);
+    st->ops->pull(st, req, cb, arg);
 }
 
 /* Committed offset of (group, topic, queue): all below it are acked.

@@ -9,7 +9,7 @@
  * an earlier message not yet acked).  A pop first delivers due window
  * entries in offset order (expired ones with attempt + 1; past the group's
  * max attempts they go to %DLQ%<group> instead), then hands out new offsets
- * from pop onwards that pass the tag filter and the filter hook; those that
+ * from pop onwards that pass the pop's filter (tag or SQL92, st_filter.c); those that
  * do not are acked on the spot (skipped for this group).  The committed offset advances over acked
  * entries at the window's head.  Every change is written to the state log
  * before the operation completes.
@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "gt_log.h"
-#include "st_int.h"
+#include "st_pop.h"
 
 #define ST_MSG_F_DLQ 0x1u
 
@@ -40,7 +40,9 @@ struct st_park {
     st_park_t *next;
     st_pop_req_t req;       /* strings point at the copies below */
     char *group, *topic;
-    st_tagexpr_t tx;
+    st_filter_t f;
+    uint64_t key;           /* cancel key, 0: none */
+    bool cancelled;         /* st_pop_cancel(): complete empty */
     int64_t deadline;
     uint64_t seen_version;
     st_pop_cb cb;
@@ -68,7 +70,7 @@ typedef struct pop_ctx {
     st_group_rt_t *g;
     st_topic_rt_t *t;
     const st_pop_req_t *req;
-    const st_tagexpr_t *tx;
+    const st_filter_t *f;
     int64_t now;
     pop_out_t *out;
     prefetch_t *pf;       /* may be NULL */
@@ -406,7 +408,7 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         const st_cq_entry_t *ce = st_cq_get(cq, cs->pop);
         uint8_t *buf = NULL;
         st_message_t m;
-        bool take = st_tagexpr_match_hash(c->tx, ce->tag_hash);
+        bool take = st_filter_match_hash(c->f, ce->tag_hash);
         if (take) {
             rc = ctx_read(c, ce, &buf, &m);
             if (rc == GT_ECORRUPT) { /* reported; skipped like a filtered one */
@@ -418,9 +420,7 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             } else if (rc != GT_OK) {
                 break;
             } else {
-                take = st_tagexpr_match(c->tx, m.tag) &&
-                       (!c->req->filter ||
-                        c->req->filter(c->req->filter_ctx, &m));
+                take = st_filter_match(c->f, &m);
             }
         }
         uint64_t off = cs->pop;
@@ -517,8 +517,49 @@ static gt_err_t group_for_pop(st_local_t *st, const char *name,
     return GT_OK;
 }
 
+/* Cancel keys that named no parked pop (a pop racing its cancel): a ring
+ * of the latest, matched when that pop parks.  Lock held. */
+static bool tomb_take(st_local_t *st, uint64_t key)
+{
+    for (size_t i = 0; key && i < ST_TOMBS; i++)
+        if (st->tombs[i] == key) {
+            st->tombs[i] = 0;
+            return true;
+        }
+    return false;
+}
+
+size_t st_local_parked(st_store_t *s)
+{
+    st_local_t *st = (st_local_t *)s;
+    size_t n = 0;
+    pthread_mutex_lock(&st->lock);
+    for (st_park_t *p = st->parked; p; p = p->next)
+        n++;
+    pthread_mutex_unlock(&st->lock);
+    return n;
+}
+
+void st_pop_cancel_local(st_store_t *s, uint64_t key)
+{
+    st_local_t *st = (st_local_t *)s;
+    if (!key)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st_park_t *p = st->parked;
+    while (p && p->key != key)
+        p = p->next;
+    if (p) {
+        p->cancelled = true;
+        pthread_cond_signal(&st->svc_cond);
+    } else {
+        st->tombs[st->tomb_next++ % ST_TOMBS] = key;
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
 static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
-                     st_topic_rt_t *t, st_tagexpr_t *tx, int64_t now,
+                     st_topic_rt_t *t, st_filter_t *f, int64_t now,
                      st_pop_cb cb, void *arg)
 {
     st_park_t *p = calloc(1, sizeof(*p));
@@ -532,8 +573,10 @@ static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
     p->req = *req;
     p->req.group = p->group;
     p->req.topic = p->topic;
-    p->req.tag_expr = NULL;
-    p->tx = *tx; /* takes the parsed expression */
+    p->req.filter_expr = NULL;
+    p->f = *f; /* takes the compiled filter */
+    p->key = req->cancel_key;
+    p->cancelled = tomb_take(st, req->cancel_key);
     p->deadline = now + req->poll_timeout_ms;
     p->seen_version = t->version;
     p->cb = cb;
@@ -550,7 +593,7 @@ static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
  * offsets whose tag hash matches, queue by queue -- without changing any
  * state (lock held).  A wrong guess costs a read under the lock later. */
 static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
-                          const st_tagexpr_t *tx, int64_t now, prefetch_t *pf)
+                          const st_filter_t *f, int64_t now, prefetch_t *pf)
 {
     st_topic_rt_t *t = st_topic_find(st, req->topic);
     st_group_rt_t *g = st_group_find(st, req->group);
@@ -581,7 +624,7 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
         for (uint64_t o = cs->pop, k = 0;
              o < st_cq_end(cq) && pf->n < PF_MAX && k < req->max; o++) {
             const st_cq_entry_t *ce = st_cq_get(cq, o);
-            if (ce && st_tagexpr_match_hash(tx, ce->tag_hash)) {
+            if (ce && st_filter_match_hash(f, ce->tag_hash)) {
                 pf->pos[pf->n] = ce->pos;
                 pf->size[pf->n++] = ce->size;
                 k++;
@@ -609,7 +652,7 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
                   void *arg)
 {
     st_local_t *st = (st_local_t *)s;
-    st_tagexpr_t tx = {0};
+    st_filter_t f = {0};
     pop_out_t *out = calloc(1, sizeof(*out));
     gt_err_t rc = GT_OK;
     if (!out) {
@@ -621,19 +664,19 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
         req->poll_timeout_ms < 0 || req->poll_timeout_ms > ST_POLL_MAX_MS)
         rc = GT_EINVAL;
     else
-        rc = st_tagexpr_parse(req->tag_expr, &tx);
+        rc = st_filter_compile(req->filter_kind, req->filter_expr, &f);
     if (rc != GT_OK)
         goto done;
     int64_t now = st_now_ms();
     prefetch_t *pf = calloc(1, sizeof(*pf)); /* optional: NULL is fine */
     if (pf) {
         pthread_mutex_lock(&st->lock);
-        prefetch_plan(st, req, &tx, now, pf);
+        prefetch_plan(st, req, &f, now, pf);
         pthread_mutex_unlock(&st->lock);
         prefetch_read(st, pf);
     }
     pthread_mutex_lock(&st->lock);
-    pop_ctx_t c = {.st = st, .req = req, .tx = &tx, .now = now, .out = out,
+    pop_ctx_t c = {.st = st, .req = req, .f = &f, .now = now, .out = out,
                    .pf = pf};
     if (st->closing)
         rc = GT_ESHUTDOWN;
@@ -645,7 +688,7 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
     else if ((rc = group_for_pop(st, req->group, &c.g)) == GT_OK)
         rc = pop_try(&c);
     bool parked = rc == GT_OK && out->n == 0 && req->poll_timeout_ms > 0 &&
-                  park(st, req, c.t, &tx, now, cb, arg) == GT_OK;
+                  park(st, req, c.t, &f, now, cb, arg) == GT_OK;
     pthread_mutex_unlock(&st->lock);
     for (size_t i = 0; pf && i < pf->n; i++)
         free(pf->buf[i]);
@@ -655,7 +698,7 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
         return;
     }
 done:
-    st_tagexpr_free(&tx);
+    st_filter_free(&f);
     cb(arg, rc, rc == GT_OK ? out->msgs : NULL, rc == GT_OK ? out->n : 0);
     out_free(out);
     free(out);
@@ -676,7 +719,7 @@ static void complete_list(done_pop_t *d)
         d->p->cb(d->p->arg, d->rc, d->rc == GT_OK ? d->out.msgs : NULL,
                  d->rc == GT_OK ? d->out.n : 0);
         out_free(&d->out);
-        st_tagexpr_free(&d->p->tx);
+        st_filter_free(&d->p->f);
         free(d->p->group);
         free(d->p->topic);
         free(d->p);
@@ -714,26 +757,16 @@ static void expiry_recompute(st_local_t *st, int64_t now)
  * many consumers of one group parked on a topic, one empty retry stands
  * for all of them. */
 typedef struct empty_memo {
-    struct { const char *group, *topic; int32_t queue; uint64_t tags; } k[16];
+    struct { const char *group, *topic; int32_t queue; const st_filter_t *f; } k[16];
     size_t n;
 } empty_memo_t;
-
-static uint64_t tags_key(const st_tagexpr_t *tx)
-{
-    uint64_t k = tx->all ? 1 : (uint64_t)tx->n << 32;
-    for (uint32_t i = 0; !tx->all && i < tx->n; i++)
-        k ^= (uint64_t)tx->hash[i] * 0x9e3779b97f4a7c15ull;
-    return k;
-}
 
 static bool memo_find(const empty_memo_t *m, const st_park_t *p, bool add_ok,
                       empty_memo_t *mm)
 {
-    if (p->req.filter)
-        return false; /* a hook may decide differently per consumer */
-    uint64_t tk = tags_key(&p->tx);
     for (size_t i = 0; i < m->n; i++)
-        if (m->k[i].queue == p->req.queue_id && m->k[i].tags == tk &&
+        if (m->k[i].queue == p->req.queue_id &&
+            st_filter_same(m->k[i].f, &p->f) &&
             strcmp(m->k[i].group, p->group) == 0 &&
             strcmp(m->k[i].topic, p->topic) == 0)
             return true;
@@ -741,7 +774,7 @@ static bool memo_find(const empty_memo_t *m, const st_park_t *p, bool add_ok,
         mm->k[mm->n].group = p->group;
         mm->k[mm->n].topic = p->topic;
         mm->k[mm->n].queue = p->req.queue_id;
-        mm->k[mm->n++].tags = tk;
+        mm->k[mm->n++].f = &p->f;
     }
     return false;
 }
@@ -756,7 +789,7 @@ int64_t st_parked_service(st_local_t *st, int64_t now)
     while (*pp) {
         st_park_t *p = *pp;
         st_topic_rt_t *t = st_topic_find(st, p->topic);
-        bool gone = p->req.abandoned != NULL && atomic_load(p->req.abandoned);
+        bool gone = p->cancelled;
         bool retry = !t || expired || p->seen_version != t->version ||
                      now >= p->deadline || gone;
         done_pop_t *d = NULL;
@@ -775,7 +808,7 @@ int64_t st_parked_service(st_local_t *st, int64_t now)
             retry = false;
         }
         if (retry && (d = calloc(1, sizeof(*d)))) {
-            pop_ctx_t c = {.st = st, .t = t, .req = &p->req, .tx = &p->tx,
+            pop_ctx_t c = {.st = st, .t = t, .req = &p->req, .f = &p->f,
                            .now = now, .out = &d->out};
             d->rc = !t ? GT_ENOTFOUND : group_for_pop(st, p->group, &c.g);
             if (d->rc == GT_OK)

@@ -298,6 +298,9 @@ typedef struct st_local {
     size_t ngroups, groups_cap;
     st_index_t index;
     st_park_t *parked;
+#define ST_TOMBS 256
+    uint64_t tombs[ST_TOMBS];       /* st_consume.c: early cancels */
+    size_t tomb_next;
     bool expiry_due;
     int64_t next_expiry;
     int64_t next_retention;
@@ -439,6 +442,7 @@ void st_cs_clamp(st_cs_t *cs, const st_cq_t *q);
 
 void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
                   void *arg);
+void st_pop_cancel_local(st_store_t *s, uint64_t cancel_key);
 void st_ack_local(st_store_t *s, const char *group, const char *topic,
                   const char *handle, st_done_cb cb, void *arg);
 void st_change_local(st_store_t *s, const char *group, const char *topic,

@@ -18,10 +18,11 @@
 #include <unistd.h>
 
 #include "gt_log.h"
-#include "st_int.h"
+#include "st_pop.h"
 
 #define RETENTION_CHECK_MS 60000
 #define PULL_MAX 256
+#define PULL_SCAN 4096 /* entries a pull steps over at most */
 
 void st_config_init(st_config_t *cfg)
 {
@@ -120,38 +121,58 @@ static void mo_free(msgs_out_t *o)
     free(o->bufs);
 }
 
-static void pull_local(st_store_t *s, const char *topic, uint32_t queue,
-                       uint64_t offset, uint32_t max, st_msgs_cb cb, void *arg)
+/* Reads what a pull returns (lock held): matching records from `next`,
+ * stepping over those the filter rejects (at most PULL_SCAN entries). */
+static gt_err_t pull_collect(st_local_t *st, st_cq_t *q, const st_filter_t *f,
+                             uint32_t max, msgs_out_t *o, uint64_t *next)
+{
+    gt_err_t rc = GT_OK;
+    for (uint32_t seen = 0; rc == GT_OK && o->n < max && seen < PULL_SCAN &&
+                            *next < st_cq_end(q); seen++) {
+        const st_cq_entry_t *e = st_cq_get(q, *next);
+        if (!st_filter_match_hash(f, e->tag_hash)) {
+            (*next)++;
+            continue;
+        }
+        rc = st_log_read(st, e->pos, e->size, &o->bufs[o->n], &o->m[o->n]);
+        if (rc != GT_OK)
+            break;
+        if (st_filter_match(f, &o->m[o->n]))
+            o->n++;
+        else
+            free(o->bufs[o->n]);
+        (*next)++;
+    }
+    return o->n ? GT_OK : rc;
+}
+
+static void pull_local(st_store_t *s, const st_pull_req_t *req, st_msgs_cb cb,
+                       void *arg)
 {
     st_local_t *st = (st_local_t *)s;
     msgs_out_t o = {0};
-    uint64_t next = offset;
-    if (max > PULL_MAX)
-        max = PULL_MAX;
-    gt_err_t rc = mo_init(&o, max);
+    st_filter_t f = {0};
+    uint64_t next = req->offset;
+    uint32_t max = req->max > PULL_MAX ? PULL_MAX : req->max ? req->max : 1;
+    gt_err_t rc = req->topic ? mo_init(&o, max) : GT_EINVAL;
+    if (rc == GT_OK)
+        rc = st_filter_compile(req->filter_kind, req->filter_expr, &f);
     pthread_mutex_lock(&st->lock);
-    st_topic_rt_t *t = st_topic_find(st, topic);
+    st_topic_rt_t *t = rc == GT_OK ? st_topic_find(st, req->topic) : NULL;
     if (rc == GT_OK && !t)
         rc = GT_ENOTFOUND;
-    else if (rc == GT_OK && queue >= t->nq)
-        rc = queue < t->meta.queue_count ? GT_OK : GT_EINVAL;
-    if (rc == GT_OK && queue < t->nq) {
-        st_cq_t *q = &t->cq[queue];
-        next = offset < q->min_off ? q->min_off : offset;
+    else if (rc == GT_OK && req->queue >= t->nq)
+        rc = req->queue < t->meta.queue_count ? GT_OK : GT_EINVAL;
+    if (rc == GT_OK && req->queue < t->nq) {
+        st_cq_t *q = &t->cq[req->queue];
+        next = next < q->min_off ? q->min_off : next;
         if (next > st_cq_end(q))
             rc = GT_ERANGE;
-        while (rc == GT_OK && o.n < max && next < st_cq_end(q)) {
-            const st_cq_entry_t *e = st_cq_get(q, next);
-            rc = st_log_read(st, e->pos, e->size, &o.bufs[o.n], &o.m[o.n]);
-            if (rc == GT_OK) {
-                o.n++;
-                next++;
-            }
-        }
-        if (o.n)
-            rc = GT_OK;
+        else
+            rc = pull_collect(st, q, &f, max, &o, &next);
     }
     pthread_mutex_unlock(&st->lock);
+    st_filter_free(&f);
     cb(arg, rc, rc == GT_OK ? o.m : NULL, rc == GT_OK ? o.n : 0, next);
     mo_free(&o);
 }
@@ -479,6 +500,7 @@ static const st_ops_t local_ops = {
     .group_get = st_group_get_local,
     .append = st_append_local,
     .pop = st_pop_local,
+    .pop_cancel = st_pop_cancel_local,
     .ack = st_ack_local,
     .change_invisible = st_change_local,
     .pull = pull_local,

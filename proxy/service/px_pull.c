@@ -4,47 +4,20 @@
  *
  * PullMessage reads a queue from an offset without touching consumption
  * state; the stream is `status`, one response per message, `next_offset`.
- * A tag filter skips non-matching messages but still advances next_offset.
+ * The filter (tag or SQL92) travels to the store, which steps over
+ * non-matching messages and still advances next_offset past them.
  * Pulls answer at once (no long polling yet): an empty read is
  * MESSAGE_NOT_FOUND with the unchanged next_offset. */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "gt_log.h"
+#include "gt_sql.h"
 #include "gt_text.h"
-#include "px_sql.h"
 #include "px_svc_int.h"
 
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
-
-/* True when `tag` matches a tag expression ("", "*", "a||b"). */
-static bool px_tag_match(const char *expr, const char *tag)
-{
-    const char *p = expr;
-
-    while (isspace((unsigned char)*p))
-        p++;
-    if (*p == '\0' || strcmp(p, "*") == 0)
-        return true;
-    if (tag == NULL)
-        return false;
-    for (;;) {
-        const char *sep = strstr(p, "||");
-        const char *end = sep ? sep : p + strlen(p);
-        while (p < end && isspace((unsigned char)*p))
-            p++;
-        const char *e = end;
-        while (e > p && isspace((unsigned char)e[-1]))
-            e--;
-        if ((size_t)(e - p) == strlen(tag) && memcmp(p, tag, (size_t)(e - p)) == 0)
-            return true;
-        if (sep == NULL)
-            return false;
-        p = sep + 2;
-    }
-}
 
 /* Common checks of (group?, queue): answers `rd` and returns false on
  * failure; fills t and the queue id. */
@@ -98,17 +71,7 @@ typedef struct px_pull_ctx {
     char topic[ST_NAME_MAX + 1];
     char ns[128];
     char store_host[128];
-    char *tag_expr;
-    px_sql_t *sql;
-    uint64_t from;
 } px_pull_ctx_t;
-
-static bool px_pull_match(const px_pull_ctx_t *ctx, const st_message_t *m)
-{
-    if (ctx->sql != NULL)
-        return px_sql_match_message(ctx->sql, m);
-    return px_tag_match(ctx->tag_expr ? ctx->tag_expr : "", m->tag);
-}
 
 static void px_pull_status(px_call_t *call, px_code_t code, const char *why)
 {
@@ -123,24 +86,18 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
         APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__INIT;
     Apache__Rocketmq__V2__Status st;
     px_msg_view_t *v = NULL;
-    size_t matched = 0;
 
-    for (size_t i = 0; err == GT_OK && i < n; i++)
-        if (px_pull_match(ctx, &msgs[i]))
-            matched++;
     if (err != GT_OK) {
         px_pull_status(ctx->call, px_code_from_err(err), gt_err_str(err));
         goto out;
     }
-    px_status_set(&st, matched ? PX_CODE(OK) : PX_CODE(MESSAGE_NOT_FOUND),
-                  matched ? "OK" : "no matching message at this offset");
+    px_status_set(&st, n ? PX_CODE(OK) : PX_CODE(MESSAGE_NOT_FOUND),
+                  n ? "OK" : "no matching message at this offset");
     resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_STATUS;
     resp.status = &st;
     px_call_send_pb(ctx->call, &resp.base);
-    if (matched > 0 && (v = malloc(sizeof(*v))) != NULL) {
+    if (n > 0 && (v = malloc(sizeof(*v))) != NULL) {
         for (size_t i = 0; i < n; i++) {
-            if (!px_pull_match(ctx, &msgs[i]))
-                continue;
             px_msg_view_build(v, &msgs[i], ctx->topic, ctx->ns, ctx->store_host,
                               NULL, 1, 0);
             resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_MESSAGE;
@@ -149,14 +106,12 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
         }
     }
     resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_NEXT_OFFSET;
-    resp.next_offset = (int64_t)(n > 0 ? next : ctx->from);
+    resp.next_offset = (int64_t)next;
     px_call_send_pb(ctx->call, &resp.base);
     px_call_finish(ctx->call, GRPC_STATUS_OK, NULL);
 out:
     free(v);
     px_call_unref(ctx->call);
-    free(ctx->tag_expr);
-    px_sql_free(ctx->sql);
     free(ctx);
 }
 
@@ -167,7 +122,7 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
         (Apache__Rocketmq__V2__PullMessageRequest *)msg;
     px_sync_t w1, w2;
     px_pull_ctx_t *ctx;
-    px_sql_t *sql = NULL;
+    st_pull_req_t pr = {0};
     uint64_t lo = 0, hi = 0;
     uint32_t queue;
     st_topic_t t;
@@ -176,17 +131,20 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     if (!px_require_client(call, rd))
         return;
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
-        goto out;
+        return;
     if (req->filter_expression != NULL &&
         req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
         const char *e = req->filter_expression->expression;
         char err[160];
-        if (px_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, &sql, err,
+        gt_sql_t *sql = NULL;
+        if (gt_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, &sql, err,
                            sizeof(err)) != GT_OK) {
             snprintf(why, sizeof(why), "SQL92 filter: %.150s", err);
             px_pull_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
-            goto out;
+            return;
         }
+        gt_sql_free(sql); /* checked here; the store compiles its own */
+        pr.filter_kind = ST_FILTER_SQL92;
     }
     px_sync_init(&w1);
     px_sync_init(&w2);
@@ -200,29 +158,25 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
         snprintf(why, sizeof(why), "offset %lld is outside [%llu, %llu]",
                  (long long)req->offset, (unsigned long long)lo, (unsigned long long)hi);
         px_pull_status(call, PX_CODE(ILLEGAL_OFFSET), why);
-        goto out;
+        return;
     }
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_pull_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
-        goto out;
+        return;
     }
     ctx->call = call;
-    ctx->sql = sql;
-    sql = NULL;
-    ctx->from = (uint64_t)req->offset;
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
     gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
     gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), px_authority_text(call));
-    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
-        ctx->sql == NULL)
-        ctx->tag_expr = strdup(req->filter_expression->expression);
+    pr.topic = t.name;
+    pr.queue = queue;
+    pr.offset = (uint64_t)req->offset;
+    pr.max = req->batch_size > 0 && req->batch_size < ST_POP_MAX ? (uint32_t)req->batch_size
+                                                                  : ST_POP_MAX;
+    if (req->filter_expression != NULL)
+        pr.filter_expr = req->filter_expression->expression;
     px_call_ref(call);
-    st_pull(px_svc(call)->store, t.name, queue, (uint64_t)req->offset,
-            req->batch_size > 0 && req->batch_size < ST_POP_MAX ? (uint32_t)req->batch_size
-                                                                : ST_POP_MAX,
-            px_pull_done, ctx);
-out:
-    px_sql_free(sql);
+    st_pull(px_svc(call)->store, &pr, px_pull_done, ctx);
 }
 
 /* ---- offsets ---- */

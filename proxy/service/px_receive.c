@@ -18,9 +18,9 @@
 #include <openssl/evp.h>
 
 #include "gt_log.h"
+#include "gt_sql.h"
 #include "gt_tagexpr.h"
 #include "gt_text.h"
-#include "px_sql.h"
 #include "px_svc_int.h"
 
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
@@ -38,17 +38,19 @@ typedef struct px_recv_ctx {
     char topic[ST_NAME_MAX + 1];
     char ns[128];
     char store_host[128];
-    char *tag_expr;
-    px_sql_t *sql;      /* SQL92 filter, evaluated by the store per message */
+    char *filter_expr;
+    bool sql;           /* filter_expr is SQL92 (the store compiles it) */
     int64_t invisible_ms;
     bool auto_renew;
-    atomic_bool abandoned;  /* set when the call is detached (see st.h) */
+    uint64_t cancel_key;    /* names the pop for st_pop_cancel() */
 } px_recv_ctx_t;
+
+/* Cancel keys: unique per process, never 0. */
+static _Atomic uint64_t px_recv_keys;
 
 static void px_recv_ctx_free(px_recv_ctx_t *ctx)
 {
-    free(ctx->tag_expr);
-    px_sql_free(ctx->sql);
+    free(ctx->filter_expr);
     free(ctx);
 }
 
@@ -285,7 +287,7 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
 /* Validates the request; on failure answers and returns false. */
 static bool px_recv_check(px_call_t *call,
                           const Apache__Rocketmq__V2__ReceiveMessageRequest *req,
-                          st_topic_t *t, px_sql_t **sql)
+                          st_topic_t *t, bool *sql)
 {
     const Apache__Rocketmq__V2__Resource *tr =
         req->message_queue != NULL ? req->message_queue->topic : NULL;
@@ -305,12 +307,15 @@ static bool px_recv_check(px_call_t *call,
         req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
         const char *e = req->filter_expression->expression;
         char err[160];
-        if (px_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, sql, err,
+        gt_sql_t *f = NULL;
+        if (gt_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, &f, err,
                            sizeof(err)) != GT_OK) {
             snprintf(why, sizeof(why), "SQL92 filter: %.150s", err);
             px_recv_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
             return false;
         }
+        gt_sql_free(f); /* checked here; the store compiles its own */
+        *sql = true;
     } else if (req->filter_expression != NULL &&
                req->filter_expression->expression != NULL &&
         gt_tagexpr_check(req->filter_expression->expression) != GT_OK) {
@@ -326,16 +331,12 @@ static bool px_recv_check(px_call_t *call,
                      "[%lld, %lld]", (long long)ms, (long long)PX_MIN_INVISIBLE_MS,
                      (long long)PX_MAX_INVISIBLE_MS);
             px_recv_status(call, PX_CODE(ILLEGAL_INVISIBLE_TIME), why);
-            px_sql_free(*sql);
-            *sql = NULL;
             return false;
         }
     }
     if (!(t->perm & ST_PERM_READ)) {
         snprintf(why, sizeof(why), "topic \"%.160s\" is not readable", t->name);
         px_recv_status(call, PX_CODE(FORBIDDEN), why);
-        px_sql_free(*sql);
-        *sql = NULL;
         return false;
     }
     return true;
@@ -346,7 +347,7 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     Apache__Rocketmq__V2__ReceiveMessageRequest *req =
         (Apache__Rocketmq__V2__ReceiveMessageRequest *)msg;
     px_recv_ctx_t *ctx = NULL;
-    px_sql_t *sql = NULL;
+    bool sql = false;
     st_pop_req_t pr;
     st_topic_t t;
     int64_t lp, left;
@@ -361,10 +362,9 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
         return;
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_recv_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
-        px_sql_free(sql);
         return;
     }
-    ctx->sql = sql; /* owned by ctx from here */
+    ctx->sql = sql;
     ctx->svc = px_svc(call);
     ctx->call = call;
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
@@ -373,9 +373,8 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
     auth = px_authority_text(call);
     gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), auth);
-    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
-        ctx->sql == NULL)
-        ctx->tag_expr = strdup(req->filter_expression->expression);
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
+        ctx->filter_expr = strdup(req->filter_expression->expression);
     /* Push consumers ask for auto-renewal and name no invisible time: the
      * server keeps their messages invisible while they live. */
     ctx->auto_renew = req->auto_renew;
@@ -399,17 +398,14 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     pr.topic = ctx->topic;
     /* Message-granularity balancing: every queue, whatever was asked. */
     pr.queue_id = ST_QUEUE_ANY;
-    pr.tag_expr = ctx->tag_expr;
-    if (ctx->sql != NULL) {
-        pr.filter = px_sql_st_filter;
-        pr.filter_ctx = ctx->sql; /* lives in ctx until the pop answers */
-    }
+    pr.filter_kind = ctx->sql ? ST_FILTER_SQL92 : ST_FILTER_TAG;
+    pr.filter_expr = ctx->filter_expr;
     pr.max = req->batch_size > 0 && req->batch_size < ST_POP_MAX
                  ? (uint32_t)req->batch_size : ST_POP_MAX;
     pr.invisible_ms = ctx->invisible_ms;
     pr.poll_timeout_ms = lp;
-    atomic_init(&ctx->abandoned, false);
-    pr.abandoned = &ctx->abandoned;
+    ctx->cancel_key = atomic_fetch_add(&px_recv_keys, 1) + 1;
+    pr.cancel_key = ctx->cancel_key;
     px_call_ref(call);
     /* px_receive_interrupt reads it under recv_mu, maybe on another worker
      * right now. */
@@ -424,13 +420,14 @@ void px_receive_interrupt(px_call_t *call, px_interrupt_t why)
     px_svc_t *svc = px_svc(call);
     px_recv_ctx_t *ctx;
     bool detached = false;
+    uint64_t key = 0;
 
     if (why == PX_INTERRUPT_CLOSED)
         return;
     /* Cancelled or stopping: end the stream and drop the pop's reference
      * now, so the call is freed at once and the server can stop.  The pop
-     * is marked abandoned: the store completes it empty at its next
-     * service instead of handing it messages (which would otherwise come
+     * is cancelled: the store completes it empty instead of handing it
+     * messages (which would otherwise come
      * back with one delivery attempt used up).  Anything it got in the
      * race is given back (px_recv_done with ctx->call == NULL). */
     pthread_mutex_lock(&svc->recv_mu);
@@ -438,13 +435,14 @@ void px_receive_interrupt(px_call_t *call, px_interrupt_t why)
     if (ctx != NULL && ctx->call == call) {
         ctx->call = NULL;
         px_call_set_user(call, NULL);
-        /* The store must not hand this pop any message from now on. */
-        atomic_store(&ctx->abandoned, true);
+        key = ctx->cancel_key; /* ctx is freed by px_recv_done */
         detached = true;
     }
     pthread_mutex_unlock(&svc->recv_mu);
     if (!detached)
         return;
+    /* The store must not hand this pop any message from now on. */
+    st_pop_cancel(svc->store, key);
     if (why == PX_INTERRUPT_SHUTDOWN)
         px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
     px_call_unref(call);

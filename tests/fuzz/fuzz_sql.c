@@ -1,5 +1,5 @@
 /* libFuzzer target for the SQL92 filter compiler and evaluator
- * (proxy/filter/px_sql.h).
+ * (common/filter/gt_sql.h).
  *
  * Each input is an expression.  It must either compile, and then evaluate
  * without incident against a fixed message and an empty one, giving the
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "px_sql.h"
+#include "gt_sql.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -52,21 +52,21 @@ static int fuzz_wrapped(const char *pre, const uint8_t *data, size_t size)
 {
     size_t plen = strlen(pre), n = plen + size + 2;
     char *buf = malloc(n), err[160];
-    px_sql_t *f = NULL;
+    gt_sql_t *f = NULL;
     int r = -1;
 
     fuzz_check(buf != NULL, "malloc");
     memcpy(buf, pre, plen);
     memcpy(buf + plen, data, size);
     memcpy(buf + plen + size, "\n)", 2);
-    if (px_sql_compile(buf, n, &f, err, sizeof err) == GT_OK) {
-        r = px_sql_eval(f, fuzz_lookup, NULL) ? 1 : 0;
+    if (gt_sql_compile(buf, n, &f, err, sizeof err) == GT_OK) {
+        r = gt_sql_eval(f, fuzz_lookup, NULL) ? 1 : 0;
     } else {
         fuzz_check(strstr(err, "nested too deeply") != NULL ||
                        strncmp(err, "expression too long", 19) == 0,
                    "wrapped expression compiles");
     }
-    px_sql_free(f);
+    gt_sql_free(f);
     free(buf);
     return r;
 }
@@ -74,10 +74,10 @@ static int fuzz_wrapped(const char *pre, const uint8_t *data, size_t size)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[160];
-    px_sql_t *f = (px_sql_t *)err;
+    gt_sql_t *f = (gt_sql_t *)err;
 
     memset(err, 'x', sizeof err);
-    gt_err_t rc = px_sql_compile((const char *)data, size, &f, err, sizeof err);
+    gt_err_t rc = gt_sql_compile((const char *)data, size, &f, err, sizeof err);
     if (rc != GT_OK) {
         fuzz_check(rc == GT_EINVAL, "error code");
         fuzz_check(f == NULL, "filter NULL on error");
@@ -88,11 +88,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     fuzz_check(f != NULL, "filter on success");
-    bool r1 = px_sql_eval(f, fuzz_lookup, NULL);
-    bool r2 = px_sql_eval(f, fuzz_lookup, NULL);
+    bool r1 = gt_sql_eval(f, fuzz_lookup, NULL);
+    bool r2 = gt_sql_eval(f, fuzz_lookup, NULL);
     fuzz_check(r1 == r2, "deterministic");
-    (void)px_sql_eval(f, NULL, NULL);
-    px_sql_free(f);
+    (void)gt_sql_eval(f, NULL, NULL);
+    gt_sql_free(f);
 
     int in_parens = fuzz_wrapped("(", data, size);
     fuzz_check(in_parens == -1 || in_parens == (int)r1, "same result in parentheses");

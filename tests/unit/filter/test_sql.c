@@ -1,4 +1,4 @@
-/* Unit tests for the SQL92 property filter (proxy/filter/px_sql.h).
+/* Unit tests for the SQL92 property filter (common/filter/gt_sql.h).
  *
  * Most cases are tables: an expression and whether it matches one fixed
  * message (properties below), or an expression that must not compile, with
@@ -12,8 +12,8 @@
 
 #include <CUnit/Basic.h>
 
-#include "px_sql.h"
-#include "st.h"
+#include "gt_sql.h"
+#include "st_pop.h" /* the store's bridge to st_message_t */
 
 /* ---- the fixed message ------------------------------------------------- */
 
@@ -55,14 +55,14 @@ static const char *lookup(void *ctx, const char *name, size_t len)
 static int run(const char *expr)
 {
     char err[200];
-    px_sql_t *f = NULL;
-    gt_err_t rc = px_sql_compile(expr, strlen(expr), &f, err, sizeof err);
+    gt_sql_t *f = NULL;
+    gt_err_t rc = gt_sql_compile(expr, strlen(expr), &f, err, sizeof err);
     if (rc != GT_OK) {
         fprintf(stderr, "\n  unexpected error for [%s]: %s\n", expr, err);
         return -1;
     }
-    int r = px_sql_eval(f, lookup, NULL) ? 1 : 0;
-    px_sql_free(f);
+    int r = gt_sql_eval(f, lookup, NULL) ? 1 : 0;
+    gt_sql_free(f);
     return r;
 }
 
@@ -304,16 +304,16 @@ static void test_value_formats(void)
     char err[200];
 
     for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
-        px_sql_t *f = NULL;
+        gt_sql_t *f = NULL;
         one_value = t[k].value;
-        CU_ASSERT_EQUAL_FATAL(px_sql_compile(t[k].expr, strlen(t[k].expr), &f, err, sizeof err),
+        CU_ASSERT_EQUAL_FATAL(gt_sql_compile(t[k].expr, strlen(t[k].expr), &f, err, sizeof err),
                               GT_OK);
-        int got = px_sql_eval(f, lookup_one, NULL) ? 1 : 0;
+        int got = gt_sql_eval(f, lookup_one, NULL) ? 1 : 0;
         if (got != t[k].want)
             fprintf(stderr, "\n  v='%s' [%s]: got %d, want %d\n", t[k].value, t[k].expr, got,
                     t[k].want);
         CU_ASSERT_EQUAL(got, t[k].want);
-        px_sql_free(f);
+        gt_sql_free(f);
     }
 }
 
@@ -420,14 +420,14 @@ static void test_errors(void)
 
     for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
         size_t len = t[k].len != 0 ? t[k].len : strlen(t[k].expr);
-        px_sql_t *f = (px_sql_t *)&err; /* must be reset to NULL */
+        gt_sql_t *f = (gt_sql_t *)&err; /* must be reset to NULL */
         memset(err, 'x', sizeof err);
-        gt_err_t rc = px_sql_compile(t[k].expr, len, &f, err, sizeof err);
+        gt_err_t rc = gt_sql_compile(t[k].expr, len, &f, err, sizeof err);
         CU_ASSERT_EQUAL(rc, GT_EINVAL);
         CU_ASSERT_PTR_NULL(f);
         if (rc != GT_EINVAL) {
             fprintf(stderr, "\n  [%s] compiled\n", t[k].expr);
-            px_sql_free(f);
+            gt_sql_free(f);
             continue;
         }
         CU_ASSERT_PTR_NOT_NULL(memchr(err, '\0', sizeof err));
@@ -446,10 +446,10 @@ static void test_errors(void)
 
 static int compile_only(const char *expr, size_t len, char *err, size_t errlen)
 {
-    px_sql_t *f = NULL;
-    gt_err_t rc = px_sql_compile(expr, len, &f, err, errlen);
-    int r = rc == GT_OK ? (px_sql_eval(f, lookup, NULL) ? 1 : 0) : -1;
-    px_sql_free(f);
+    gt_sql_t *f = NULL;
+    gt_err_t rc = gt_sql_compile(expr, len, &f, err, errlen);
+    int r = rc == GT_OK ? (gt_sql_eval(f, lookup, NULL) ? 1 : 0) : -1;
+    gt_sql_free(f);
     return r;
 }
 
@@ -555,57 +555,52 @@ static void test_limits(void)
 static void test_api(void)
 {
     char err[200];
-    px_sql_t *f = NULL;
+    gt_sql_t *f = NULL;
 
-    CU_ASSERT_EQUAL(px_sql_compile("a = 1", 5, NULL, err, sizeof err), GT_EINVAL);
-    CU_ASSERT_EQUAL(px_sql_compile(NULL, 3, &f, err, sizeof err), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_sql_compile("a = 1", 5, NULL, err, sizeof err), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_sql_compile(NULL, 3, &f, err, sizeof err), GT_EINVAL);
     CU_ASSERT_PTR_NULL(f);
-    CU_ASSERT_EQUAL(px_sql_compile(NULL, 0, &f, err, sizeof err), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_sql_compile(NULL, 0, &f, err, sizeof err), GT_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "empty"));
 
     /* No error buffer, and a tiny one: still NUL-terminated. */
-    CU_ASSERT_EQUAL(px_sql_compile("a =", 3, &f, NULL, 0), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_sql_compile("a =", 3, &f, NULL, 0), GT_EINVAL);
     memset(err, 'x', sizeof err);
-    CU_ASSERT_EQUAL(px_sql_compile("a =", 3, &f, err, 5), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_sql_compile("a =", 3, &f, err, 5), GT_EINVAL);
     CU_ASSERT_STRING_EQUAL(err, "posi");
     memset(err, 'x', sizeof err);
-    CU_ASSERT_EQUAL(px_sql_compile("a =", 3, &f, err, 1), GT_EINVAL);
+    CU_ASSERT_EQUAL(gt_sql_compile("a =", 3, &f, err, 1), GT_EINVAL);
     CU_ASSERT_EQUAL(err[0], '\0');
     CU_ASSERT_EQUAL(err[1], 'x');
 
     /* The text need not be NUL-terminated: only len bytes are read. */
-    CU_ASSERT_EQUAL(px_sql_compile("a = 1 garbage", 5, &f, err, sizeof err), GT_OK);
-    CU_ASSERT_TRUE(px_sql_eval(f, lookup, NULL));
+    CU_ASSERT_EQUAL(gt_sql_compile("a = 1 garbage", 5, &f, err, sizeof err), GT_OK);
+    CU_ASSERT_TRUE(gt_sql_eval(f, lookup, NULL));
     /* No lookup: every property is missing. */
-    CU_ASSERT_FALSE(px_sql_eval(f, NULL, NULL));
-    px_sql_free(f);
+    CU_ASSERT_FALSE(gt_sql_eval(f, NULL, NULL));
+    gt_sql_free(f);
     f = NULL;
-    CU_ASSERT_EQUAL(px_sql_compile("a IS NULL", 9, &f, err, sizeof err), GT_OK);
-    CU_ASSERT_TRUE(px_sql_eval(f, NULL, NULL));
-    px_sql_free(f);
+    CU_ASSERT_EQUAL(gt_sql_compile("a IS NULL", 9, &f, err, sizeof err), GT_OK);
+    CU_ASSERT_TRUE(gt_sql_eval(f, NULL, NULL));
+    gt_sql_free(f);
 
-    CU_ASSERT_FALSE(px_sql_eval(NULL, lookup, NULL));
-    px_sql_free(NULL);
-    CU_ASSERT_FALSE(px_sql_match_message(NULL, NULL));
+    CU_ASSERT_FALSE(gt_sql_eval(NULL, lookup, NULL));
+    gt_sql_free(NULL);
 }
 
 /* ---- the st_message_t bridge ------------------------------------------- */
 
 static bool match_msg(const char *expr, const st_message_t *m)
 {
-    px_sql_t *f = NULL;
-    char err[200];
-    if (px_sql_compile(expr, strlen(expr), &f, err, sizeof err) != GT_OK) {
-        fprintf(stderr, "\n  [%s]: %s\n", expr, err);
+    st_filter_t f;
+    if (st_filter_compile(ST_FILTER_SQL92, expr, &f) != GT_OK) {
+        fprintf(stderr, "\n  [%s]: does not compile\n", expr);
         CU_FAIL("compile");
         return false;
     }
-    st_filter_fn fn = px_sql_st_filter; /* the adapter has the store's hook type */
-    bool r1 = px_sql_match_message(f, m);
-    bool r2 = fn(f, m);
-    CU_ASSERT_EQUAL(r1, r2);
-    px_sql_free(f);
-    return r1;
+    bool r = st_filter_match(&f, m);
+    st_filter_free(&f);
+    return r;
 }
 
 static void test_message(void)
@@ -646,7 +641,7 @@ static void test_message(void)
 /* ---- concurrency ------------------------------------------------------- */
 
 typedef struct worker {
-    const px_sql_t *f;
+    const gt_sql_t *f;
     int mismatches;
 } worker_t;
 
@@ -654,9 +649,9 @@ static void *worker_main(void *arg)
 {
     worker_t *w = arg;
     for (int k = 0; k < 20000; k++) {
-        if (!px_sql_eval(w->f, lookup, NULL))
+        if (!gt_sql_eval(w->f, lookup, NULL))
             w->mismatches++;
-        if (px_sql_eval(w->f, NULL, NULL))
+        if (gt_sql_eval(w->f, NULL, NULL))
             w->mismatches++;
     }
     return NULL;
@@ -666,8 +661,8 @@ static void test_threads(void)
 {
     const char *expr = "TAGS IN ('TagA', 'TagB') AND (b BETWEEN 2 AND 3 OR c = 'x') "
                        "AND NOT (h CONTAINS 'bye') AND missing IS NULL";
-    px_sql_t *f = NULL;
-    CU_ASSERT_EQUAL_FATAL(px_sql_compile(expr, strlen(expr), &f, NULL, 0), GT_OK);
+    gt_sql_t *f = NULL;
+    CU_ASSERT_EQUAL_FATAL(gt_sql_compile(expr, strlen(expr), &f, NULL, 0), GT_OK);
     pthread_t th[4];
     worker_t w[4];
     for (int k = 0; k < 4; k++) {
@@ -678,7 +673,7 @@ static void test_threads(void)
         pthread_join(th[k], NULL);
         CU_ASSERT_EQUAL(w[k].mismatches, 0);
     }
-    px_sql_free(f);
+    gt_sql_free(f);
 }
 
 int main(void)

@@ -301,7 +301,7 @@ gt_err_t tu_pop_simple(st_store_t *st, const char *group, const char *topic,
                        tu_msg_t *out, size_t *n)
 {
     st_pop_req_t r = {.group = group, .topic = topic,
-                      .queue_id = ST_QUEUE_ANY, .tag_expr = tags, .max = max,
+                      .queue_id = ST_QUEUE_ANY, .filter_expr = tags, .max = max,
                       .invisible_ms = inv_ms, .poll_timeout_ms = 0};
     return tu_pop(st, &r, out, n);
 }
@@ -352,7 +352,8 @@ gt_err_t tu_pull(st_store_t *st, const char *topic, uint32_t q, uint64_t off,
     w_init(&w);
     w.out = out;
     w.cap = max;
-    st_pull(st, topic, q, off, max, msgs_cb, &w);
+    st_pull_req_t r = {.topic = topic, .queue = q, .offset = off, .max = max};
+    st_pull(st, &r, msgs_cb, &w);
     gt_err_t rc = w_wait(&w);
     *n = w.n;
     if (next)

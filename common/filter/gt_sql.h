@@ -1,8 +1,9 @@
 /* SQL92 property filters (RocketMQ `FilterType.SQL`).
  *
- * A consumer's filter expression is compiled once, when ReceiveMessage (or
- * PullMessage) arrives, into an immutable tree; the store then evaluates it
- * per message through its filter hook.  Evaluation sees the message's user
+ * A consumer's filter expression travels to the store as text (st_pop_req_t:
+ * kind ST_FILTER_SQL92) and is compiled there once per pop into an
+ * immutable tree, then evaluated per message (store/st_filter.c); front
+ * ends compile it too, only to answer a malformed one in-band.  Evaluation sees the message's user
  * properties plus the pseudo-property `TAGS` (the message tag) through a
  * lookup callback, so this module knows nothing about sockets, the store or
  * the wire: it is a pure codec-like pair (compile / evaluate) that the unit
@@ -34,53 +35,42 @@
  * comparison UNKNOWN); compared with a string, byte-for-byte; compared with
  * TRUE/FALSE, "true" in any case is TRUE and anything else FALSE.  Ordering
  * comparisons and BETWEEN take only numbers and properties. */
-#ifndef PX_SQL_H
-#define PX_SQL_H
+#ifndef GT_SQL_H
+#define GT_SQL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "gt_err.h"
 
-#define PX_SQL_MAX_LEN   65536u /* longest accepted expression, bytes */
-#define PX_SQL_MAX_DEPTH 64u    /* deepest parenthesis nesting */
+#define GT_SQL_MAX_LEN   65536u /* longest accepted expression, bytes */
+#define GT_SQL_MAX_DEPTH 64u    /* deepest parenthesis nesting */
 
-/* A compiled filter.  Immutable after px_sql_compile(), so any number of
- * threads may evaluate it at once; freed by its owner with px_sql_free(). */
-typedef struct px_sql px_sql_t;
+/* A compiled filter.  Immutable after gt_sql_compile(), so any number of
+ * threads may evaluate it at once; freed by its owner with gt_sql_free(). */
+typedef struct gt_sql gt_sql_t;
 
 /* Returns the value of property `name` (`len` bytes, also NUL-terminated)
  * as a NUL-terminated string borrowed until the evaluation returns, or
  * NULL when the message has no such property.  Must be thread-safe if the
  * caller evaluates from several threads. */
-typedef const char *(*px_sql_lookup_fn)(void *ctx, const char *name, size_t len);
+typedef const char *(*gt_sql_lookup_fn)(void *ctx, const char *name, size_t len);
 
 /* Compiles `len` bytes of `expr` (borrowed; need not be NUL-terminated).
- * On GT_OK stores a filter in *out, returned owned (free with px_sql_free).
+ * On GT_OK stores a filter in *out, returned owned (free with gt_sql_free).
  * On a malformed expression returns GT_EINVAL, sets *out to NULL and writes
  * a message naming the 1-based byte position into `err` (always
  * NUL-terminated when errlen > 0), e.g. "position 12: expected ')' but found
  * end of input".  GT_ENOMEM when memory runs out. */
-gt_err_t px_sql_compile(const char *expr, size_t len, px_sql_t **out,
+gt_err_t gt_sql_compile(const char *expr, size_t len, gt_sql_t **out,
                         char *err, size_t errlen);
 
 /* True when the expression is TRUE for the properties `lookup` returns
  * (borrows everything; `lookup` NULL means "no properties").  False for a
  * NULL filter. */
-bool px_sql_eval(const px_sql_t *f, px_sql_lookup_fn lookup, void *ctx);
+bool gt_sql_eval(const gt_sql_t *f, gt_sql_lookup_fn lookup, void *ctx);
 
 /* Frees a filter; NULL is a no-op. */
-void px_sql_free(px_sql_t *f);
-
-/* Evaluates against a store message (store/st.h's st_message_t, declared
- * here by its struct tag so this header stays free of the store): user
- * properties by key, `TAGS` as the tag (absent when NULL or empty).  Both
- * arguments are borrowed. */
-struct st_message;
-bool px_sql_match_message(const px_sql_t *f, const struct st_message *m);
-
-/* The same, shaped as the store's st_filter_fn so it can be passed directly
- * in st_pop_req_t: `.filter = px_sql_st_filter, .filter_ctx = f`. */
-bool px_sql_st_filter(void *f, const struct st_message *m);
+void gt_sql_free(gt_sql_t *f);
 
 #endif

@@ -1,10 +1,10 @@
 /* Compiler for RocketMQ SQL92 filter expressions: lexer + recursive-descent
- * parser producing the flat tree of px_sql_int.h.
+ * parser producing the flat tree of gt_sql_int.h.
  *
  * The input is untrusted (it comes straight from a client's
  * FilterExpression), so the parser is written to be fuzzed: every read is
  * bounds-checked against `len` (the text need not be NUL-terminated), the
- * only recursion is through parentheses and stops at PX_SQL_MAX_DEPTH, runs
+ * only recursion is through parentheses and stops at GT_SQL_MAX_DEPTH, runs
  * of NOT and of unary signs are folded in loops, AND / OR chains become one
  * flat list, and memory grows only with the input (nodes <= tokens, pool <=
  * input bytes).  Type rules that upstream enforces when it builds its tree
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "px_sql_int.h"
+#include "gt_sql_int.h"
 
 typedef enum tk {
     TK_END = 0,
@@ -57,7 +57,7 @@ typedef enum tk {
 static const struct {
     const char *word;
     tk_t tk;
-} px_sql_keywords[] = {
+} gt_sql_keywords[] = {
     {"NOT", TK_NOT},         {"AND", TK_AND},
     {"OR", TK_OR},           {"BETWEEN", TK_BETWEEN},
     {"IN", TK_IN},           {"TRUE", TK_TRUE},
@@ -79,7 +79,7 @@ typedef struct parser {
     size_t at;       /* next byte to scan */
     tok_t tok;       /* current token */
     unsigned depth;  /* open parentheses */
-    px_sql_t *f;     /* being built */
+    gt_sql_t *f;     /* being built */
     size_t ncap;     /* capacity of f->nodes */
     size_t pcap;     /* capacity of f->pool */
     char *err;
@@ -140,24 +140,24 @@ static gt_err_t fail_tok(parser_t *p, const char *expected)
 
 /* ---- storage ----------------------------------------------------------- */
 
-static gt_err_t node_new(parser_t *p, px_sql_kind_t kind, size_t pos, uint32_t *out)
+static gt_err_t node_new(parser_t *p, gt_sql_kind_t kind, size_t pos, uint32_t *out)
 {
-    px_sql_t *f = p->f;
+    gt_sql_t *f = p->f;
 
     if (f->nnodes == p->ncap) {
         size_t cap = p->ncap != 0 ? p->ncap * 2 : 16;
-        px_sql_node_t *nodes = realloc(f->nodes, cap * sizeof *nodes);
+        gt_sql_node_t *nodes = realloc(f->nodes, cap * sizeof *nodes);
         if (nodes == NULL)
             return oom(p);
         f->nodes = nodes;
         p->ncap = cap;
     }
-    px_sql_node_t *nd = &f->nodes[f->nnodes];
+    gt_sql_node_t *nd = &f->nodes[f->nnodes];
     memset(nd, 0, sizeof *nd);
     nd->kind = (uint8_t)kind;
     nd->pos = (uint32_t)pos + 1;
-    nd->kid[0] = nd->kid[1] = nd->kid[2] = PX_SQL_NONE;
-    nd->next = PX_SQL_NONE;
+    nd->kid[0] = nd->kid[1] = nd->kid[2] = GT_SQL_NONE;
+    nd->next = GT_SQL_NONE;
     *out = f->nnodes++;
     return GT_OK;
 }
@@ -165,7 +165,7 @@ static gt_err_t node_new(parser_t *p, px_sql_kind_t kind, size_t pos, uint32_t *
 /* Makes room for `n` more pool bytes. */
 static gt_err_t pool_reserve(parser_t *p, size_t n)
 {
-    px_sql_t *f = p->f;
+    gt_sql_t *f = p->f;
 
     if (p->pcap - f->pool_len >= n)
         return GT_OK;
@@ -195,7 +195,7 @@ static gt_err_t pool_take(parser_t *p, uint32_t idx)
     gt_err_t rc = pool_reserve(p, e - s + 1);
     if (rc != GT_OK)
         return rc;
-    px_sql_t *f = p->f;
+    gt_sql_t *f = p->f;
     size_t o = f->pool_len;
     for (size_t k = s; k < e; k++) {
         f->pool[o++] = p->src[k];
@@ -335,7 +335,7 @@ static gt_err_t lex_number(parser_t *p)
     tmp[n] = '\0';
     bool is_int = false;
     int64_t ignored = 0;
-    if (!px_sql_parse_number(tmp, n, &is_int, &ignored, &p->tok.d) || is_int)
+    if (!gt_sql_parse_number(tmp, n, &is_int, &ignored, &p->tok.d) || is_int)
         return fail(p, start, "malformed number");
     if (isinf(p->tok.d))
         return fail(p, start, "number out of range");
@@ -428,9 +428,9 @@ static gt_err_t lex_next(parser_t *p)
             while (e < p->len && is_name_char(s[e]))
                 e++;
             p->tok.kind = TK_NAME;
-            for (size_t k = 0; k < sizeof px_sql_keywords / sizeof px_sql_keywords[0]; k++) {
-                if (word_is(s + p->at, e - p->at, px_sql_keywords[k].word)) {
-                    p->tok.kind = px_sql_keywords[k].tk;
+            for (size_t k = 0; k < sizeof gt_sql_keywords / sizeof gt_sql_keywords[0]; k++) {
+                if (word_is(s + p->at, e - p->at, gt_sql_keywords[k].word)) {
+                    p->tok.kind = gt_sql_keywords[k].tk;
                     break;
                 }
             }
@@ -450,14 +450,14 @@ static gt_err_t lex_next(parser_t *p)
 
 static gt_err_t parse_logic(parser_t *p, int level, uint32_t *out);
 
-static const px_sql_node_t *nd(const parser_t *p, uint32_t idx)
+static const gt_sql_node_t *nd(const parser_t *p, uint32_t idx)
 {
     return &p->f->nodes[idx];
 }
 
 static gt_err_t need_cond(parser_t *p, uint32_t idx)
 {
-    if (px_sql_is_cond(nd(p, idx)->kind))
+    if (gt_sql_is_cond(nd(p, idx)->kind))
         return GT_OK;
     return fail(p, nd(p, idx)->pos - 1u,
                 "expected a condition but found a bare value "
@@ -466,7 +466,7 @@ static gt_err_t need_cond(parser_t *p, uint32_t idx)
 
 static gt_err_t need_value(parser_t *p, uint32_t idx)
 {
-    if (px_sql_is_value(nd(p, idx)->kind))
+    if (gt_sql_is_value(nd(p, idx)->kind))
         return GT_OK;
     return fail(p, nd(p, idx)->pos - 1u,
                 "expected a property or a literal but found a condition");
@@ -479,7 +479,7 @@ static gt_err_t need_numeric(parser_t *p, uint32_t idx, const char *op)
     if (rc != GT_OK)
         return rc;
     uint8_t k = nd(p, idx)->kind;
-    if (k == PX_SQL_N_INT || k == PX_SQL_N_DBL || k == PX_SQL_N_PROP)
+    if (k == GT_SQL_N_INT || k == GT_SQL_N_DBL || k == GT_SQL_N_PROP)
         return GT_OK;
     return fail(p, nd(p, idx)->pos - 1u,
                 "%s compares numbers: expected a number or a property", op);
@@ -508,7 +508,7 @@ static gt_err_t parse_primary(parser_t *p, uint32_t *out)
     case TK_INT:
         if (!neg && p->tok.u > (uint64_t)INT64_MAX)
             return fail(p, p->tok.start, "integer out of range");
-        rc = node_new(p, PX_SQL_N_INT, pos, out);
+        rc = node_new(p, GT_SQL_N_INT, pos, out);
         if (rc != GT_OK)
             return rc;
         if (!neg)
@@ -519,14 +519,14 @@ static gt_err_t parse_primary(parser_t *p, uint32_t *out)
             p->f->nodes[*out].v.i = -(int64_t)p->tok.u;
         break;
     case TK_DBL:
-        rc = node_new(p, PX_SQL_N_DBL, pos, out);
+        rc = node_new(p, GT_SQL_N_DBL, pos, out);
         if (rc != GT_OK)
             return rc;
         p->f->nodes[*out].v.d = neg ? -p->tok.d : p->tok.d;
         break;
     case TK_STR:
     case TK_NAME:
-        rc = node_new(p, p->tok.kind == TK_STR ? PX_SQL_N_STR : PX_SQL_N_PROP, pos, out);
+        rc = node_new(p, p->tok.kind == TK_STR ? GT_SQL_N_STR : GT_SQL_N_PROP, pos, out);
         if (rc != GT_OK)
             return rc;
         rc = pool_take(p, *out);
@@ -535,20 +535,20 @@ static gt_err_t parse_primary(parser_t *p, uint32_t *out)
         break;
     case TK_TRUE:
     case TK_FALSE:
-        rc = node_new(p, PX_SQL_N_BOOL, pos, out);
+        rc = node_new(p, GT_SQL_N_BOOL, pos, out);
         if (rc != GT_OK)
             return rc;
         p->f->nodes[*out].v.b = p->tok.kind == TK_TRUE;
         break;
     case TK_NULL:
-        rc = node_new(p, PX_SQL_N_NULL, pos, out);
+        rc = node_new(p, GT_SQL_N_NULL, pos, out);
         if (rc != GT_OK)
             return rc;
         break;
     case TK_LPAREN:
-        if (p->depth >= PX_SQL_MAX_DEPTH)
+        if (p->depth >= GT_SQL_MAX_DEPTH)
             return fail(p, pos, "expression nested too deeply (more than %u parentheses)",
-                        PX_SQL_MAX_DEPTH);
+                        GT_SQL_MAX_DEPTH);
         p->depth++;
         rc = lex_next(p);
         if (rc != GT_OK)
@@ -569,11 +569,11 @@ static gt_err_t parse_primary(parser_t *p, uint32_t *out)
 /* '=' '<>' '!=' '<' '<=' '>' '>=' after the left operand `l`. */
 static gt_err_t parse_compare(parser_t *p, uint32_t l, size_t pos, uint32_t *out)
 {
-    static const px_sql_cmp_t ops[] = {
-        [TK_EQ] = PX_SQL_EQ, [TK_NE] = PX_SQL_NE, [TK_LT] = PX_SQL_LT,
-        [TK_LE] = PX_SQL_LE, [TK_GT] = PX_SQL_GT, [TK_GE] = PX_SQL_GE,
+    static const gt_sql_cmp_t ops[] = {
+        [TK_EQ] = GT_SQL_EQ, [TK_NE] = GT_SQL_NE, [TK_LT] = GT_SQL_LT,
+        [TK_LE] = GT_SQL_LE, [TK_GT] = GT_SQL_GT, [TK_GE] = GT_SQL_GE,
     };
-    px_sql_cmp_t op = ops[p->tok.kind];
+    gt_sql_cmp_t op = ops[p->tok.kind];
     char optext[3] = {0};
     uint32_t r;
     gt_err_t rc;
@@ -584,20 +584,20 @@ static gt_err_t parse_compare(parser_t *p, uint32_t l, size_t pos, uint32_t *out
         rc = parse_primary(p, &r);
     if (rc != GT_OK)
         return rc;
-    if (op == PX_SQL_EQ || op == PX_SQL_NE) {
+    if (op == GT_SQL_EQ || op == GT_SQL_NE) {
         uint32_t side[2] = {l, r};
         for (int k = 0; k < 2; k++) {
             rc = need_value(p, side[k]);
             if (rc != GT_OK)
                 return rc;
-            if (nd(p, side[k])->kind == PX_SQL_N_NULL)
+            if (nd(p, side[k])->kind == GT_SQL_N_NULL)
                 return fail(p, nd(p, side[k])->pos - 1u,
                             "NULL cannot be compared with '%s': use IS NULL or IS NOT NULL",
                             optext);
         }
         uint8_t lk = nd(p, l)->kind, rk = nd(p, r)->kind;
-        if (lk != PX_SQL_N_PROP && rk != PX_SQL_N_PROP &&
-            (lk == PX_SQL_N_BOOL) != (rk == PX_SQL_N_BOOL))
+        if (lk != GT_SQL_N_PROP && rk != GT_SQL_N_PROP &&
+            (lk == GT_SQL_N_BOOL) != (rk == GT_SQL_N_BOOL))
             return fail(p, pos, "a boolean literal cannot be compared with a non-boolean literal");
     } else {
         rc = need_numeric(p, l, optext);
@@ -606,7 +606,7 @@ static gt_err_t parse_compare(parser_t *p, uint32_t l, size_t pos, uint32_t *out
         if (rc != GT_OK)
             return rc;
     }
-    rc = node_new(p, PX_SQL_N_CMP, pos, out);
+    rc = node_new(p, GT_SQL_N_CMP, pos, out);
     if (rc != GT_OK)
         return rc;
     p->f->nodes[*out].op = (uint8_t)op;
@@ -615,9 +615,9 @@ static gt_err_t parse_compare(parser_t *p, uint32_t l, size_t pos, uint32_t *out
     return GT_OK;
 }
 
-static double num_of(const px_sql_node_t *n)
+static double num_of(const gt_sql_node_t *n)
 {
-    return n->kind == PX_SQL_N_INT ? (double)n->v.i : n->v.d;
+    return n->kind == GT_SQL_N_INT ? (double)n->v.i : n->v.d;
 }
 
 /* [NOT] BETWEEN lo AND hi; the current token is BETWEEN. */
@@ -644,18 +644,18 @@ static gt_err_t parse_between(parser_t *p, uint32_t x, bool neg, size_t pos, uin
     if (rc != GT_OK)
         return rc;
     /* Upstream refuses constant bounds in the wrong order (BETWEEN only). */
-    const px_sql_node_t *a = nd(p, lo), *b = nd(p, hi);
-    if (!neg && a->kind != PX_SQL_N_PROP && b->kind != PX_SQL_N_PROP) {
-        bool reversed = a->kind == PX_SQL_N_INT && b->kind == PX_SQL_N_INT
+    const gt_sql_node_t *a = nd(p, lo), *b = nd(p, hi);
+    if (!neg && a->kind != GT_SQL_N_PROP && b->kind != GT_SQL_N_PROP) {
+        bool reversed = a->kind == GT_SQL_N_INT && b->kind == GT_SQL_N_INT
                             ? a->v.i > b->v.i
                             : num_of(a) > num_of(b);
         if (reversed)
             return fail(p, a->pos - 1u, "BETWEEN bounds are reversed (low > high)");
     }
-    rc = node_new(p, PX_SQL_N_BETWEEN, pos, out);
+    rc = node_new(p, GT_SQL_N_BETWEEN, pos, out);
     if (rc != GT_OK)
         return rc;
-    px_sql_node_t *n = &p->f->nodes[*out];
+    gt_sql_node_t *n = &p->f->nodes[*out];
     n->neg = neg;
     n->kid[0] = x;
     n->kid[1] = lo;
@@ -666,12 +666,12 @@ static gt_err_t parse_between(parser_t *p, uint32_t x, bool neg, size_t pos, uin
 /* [NOT] IN ('a', 'b', ...); the current token is IN. */
 static gt_err_t parse_in(parser_t *p, uint32_t x, bool neg, size_t pos, uint32_t *out)
 {
-    uint32_t last = PX_SQL_NONE, item;
+    uint32_t last = GT_SQL_NONE, item;
     gt_err_t rc;
 
-    if (nd(p, x)->kind != PX_SQL_N_PROP)
+    if (nd(p, x)->kind != GT_SQL_N_PROP)
         return fail(p, nd(p, x)->pos - 1u, "IN needs a property on its left");
-    rc = node_new(p, PX_SQL_N_IN, pos, out);
+    rc = node_new(p, GT_SQL_N_IN, pos, out);
     if (rc == GT_OK)
         rc = lex_next(p);
     if (rc != GT_OK)
@@ -686,14 +686,14 @@ static gt_err_t parse_in(parser_t *p, uint32_t x, bool neg, size_t pos, uint32_t
             return rc;
         if (p->tok.kind != TK_STR)
             return fail_tok(p, "a string literal");
-        rc = node_new(p, PX_SQL_N_STR, p->tok.start, &item);
+        rc = node_new(p, GT_SQL_N_STR, p->tok.start, &item);
         if (rc == GT_OK)
             rc = pool_take(p, item);
         if (rc == GT_OK)
             rc = lex_next(p);
         if (rc != GT_OK)
             return rc;
-        if (last == PX_SQL_NONE)
+        if (last == GT_SQL_NONE)
             p->f->nodes[*out].kid[1] = item;
         else
             p->f->nodes[last].next = item;
@@ -709,14 +709,14 @@ static gt_err_t parse_in(parser_t *p, uint32_t x, bool neg, size_t pos, uint32_t
 static gt_err_t parse_match(parser_t *p, uint32_t x, bool neg, size_t pos, uint32_t *out)
 {
     static const char *const names[] = {"CONTAINS", "STARTSWITH", "ENDSWITH"};
-    px_sql_strop_t op = p->tok.kind == TK_CONTAINS     ? PX_SQL_CONTAINS
-                        : p->tok.kind == TK_STARTSWITH ? PX_SQL_STARTSWITH
-                                                       : PX_SQL_ENDSWITH;
+    gt_sql_strop_t op = p->tok.kind == TK_CONTAINS     ? GT_SQL_CONTAINS
+                        : p->tok.kind == TK_STARTSWITH ? GT_SQL_STARTSWITH
+                                                       : GT_SQL_ENDSWITH;
     uint32_t needle;
     gt_err_t rc;
 
     uint8_t k = nd(p, x)->kind;
-    if (k != PX_SQL_N_PROP && k != PX_SQL_N_STR)
+    if (k != GT_SQL_N_PROP && k != GT_SQL_N_STR)
         return fail(p, nd(p, x)->pos - 1u, "%s needs a property or a string on its left",
                     names[op]);
     rc = lex_next(p);
@@ -724,14 +724,14 @@ static gt_err_t parse_match(parser_t *p, uint32_t x, bool neg, size_t pos, uint3
         return rc;
     if (p->tok.kind != TK_STR)
         return fail_tok(p, "a string literal");
-    rc = node_new(p, PX_SQL_N_STR, p->tok.start, &needle);
+    rc = node_new(p, GT_SQL_N_STR, p->tok.start, &needle);
     if (rc == GT_OK)
         rc = pool_take(p, needle);
     if (rc == GT_OK)
-        rc = node_new(p, PX_SQL_N_MATCH, pos, out);
+        rc = node_new(p, GT_SQL_N_MATCH, pos, out);
     if (rc != GT_OK)
         return rc;
-    px_sql_node_t *n = &p->f->nodes[*out];
+    gt_sql_node_t *n = &p->f->nodes[*out];
     n->op = (uint8_t)op;
     n->neg = neg;
     n->kid[0] = x;
@@ -757,7 +757,7 @@ static gt_err_t parse_is(parser_t *p, uint32_t x, size_t pos, uint32_t *out)
     }
     if (p->tok.kind != TK_NULL)
         return fail_tok(p, neg ? "NULL" : "NULL or NOT NULL");
-    rc = node_new(p, PX_SQL_N_ISNULL, pos, out);
+    rc = node_new(p, GT_SQL_N_ISNULL, pos, out);
     if (rc != GT_OK)
         return rc;
     p->f->nodes[*out].neg = neg;
@@ -804,7 +804,7 @@ static gt_err_t parse_pred(parser_t *p, uint32_t *out)
         *out = l; /* a condition in parentheses, TRUE, or a value the caller rejects */
         return GT_OK;
     default:
-        if (px_sql_is_value(nd(p, l)->kind))
+        if (gt_sql_is_value(nd(p, l)->kind))
             return fail_tok(p, "an operator (=, <>, <, <=, >, >=, BETWEEN, IN, IS, ...)");
         *out = l; /* the caller names what it expected */
         return GT_OK;
@@ -832,7 +832,7 @@ static gt_err_t parse_not(parser_t *p, uint32_t *out)
 {
     size_t pos = p->tok.start;
     size_t nots = 0;
-    uint32_t x = PX_SQL_NONE;
+    uint32_t x = GT_SQL_NONE;
     gt_err_t rc;
 
     while (p->tok.kind == TK_NOT) {
@@ -853,7 +853,7 @@ static gt_err_t parse_not(parser_t *p, uint32_t *out)
         *out = x;
         return GT_OK;
     }
-    rc = node_new(p, PX_SQL_N_NOT, pos, out);
+    rc = node_new(p, GT_SQL_N_NOT, pos, out);
     if (rc != GT_OK)
         return rc;
     p->f->nodes[*out].kid[0] = x;
@@ -877,7 +877,7 @@ static gt_err_t parse_logic(parser_t *p, int level, uint32_t *out)
     }
     rc = need_cond(p, first);
     if (rc == GT_OK)
-        rc = node_new(p, level == 0 ? PX_SQL_N_OR : PX_SQL_N_AND, pos, out);
+        rc = node_new(p, level == 0 ? GT_SQL_N_OR : GT_SQL_N_AND, pos, out);
     if (rc != GT_OK)
         return rc;
     p->f->nodes[*out].kid[0] = first;
@@ -896,11 +896,11 @@ static gt_err_t parse_logic(parser_t *p, int level, uint32_t *out)
     return GT_OK;
 }
 
-gt_err_t px_sql_compile(const char *expr, size_t len, px_sql_t **out,
+gt_err_t gt_sql_compile(const char *expr, size_t len, gt_sql_t **out,
                         char *err, size_t errlen)
 {
     parser_t p = {.src = expr, .len = len, .err = err, .errlen = errlen};
-    uint32_t root = PX_SQL_NONE;
+    uint32_t root = GT_SQL_NONE;
     gt_err_t rc;
 
     if (err != NULL && errlen > 0)
@@ -910,10 +910,10 @@ gt_err_t px_sql_compile(const char *expr, size_t len, px_sql_t **out,
     *out = NULL;
     if (expr == NULL && len > 0)
         return fail(&p, 0, "no expression");
-    if (len > PX_SQL_MAX_LEN) {
+    if (len > GT_SQL_MAX_LEN) {
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "expression too long (%zu bytes, limit %u)", len,
-                     PX_SQL_MAX_LEN);
+                     GT_SQL_MAX_LEN);
         return GT_EINVAL;
     }
     p.f = calloc(1, sizeof *p.f);
@@ -941,6 +941,6 @@ gt_err_t px_sql_compile(const char *expr, size_t len, px_sql_t **out,
     *out = p.f;
     p.f = NULL;
 out:
-    px_sql_free(p.f);
+    gt_sql_free(p.f);
     return rc;
 }

@@ -9,14 +9,14 @@
  *
  * Evaluation only reads the filter and allocates nothing, so one compiled
  * filter can serve any number of threads.  Recursion follows the tree,
- * whose depth the parser bounds (PX_SQL_MAX_DEPTH levels of parentheses;
+ * whose depth the parser bounds (GT_SQL_MAX_DEPTH levels of parentheses;
  * AND / OR chains are flat lists and NOT chains are folded). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "px_sql_int.h"
+#include "gt_sql_int.h"
 
 typedef enum tv {
     TV_FALSE = 0,
@@ -43,8 +43,8 @@ typedef struct val {
 } val_t;
 
 typedef struct ev {
-    const px_sql_t *f;
-    px_sql_lookup_fn lookup;
+    const gt_sql_t *f;
+    gt_sql_lookup_fn lookup;
     void *ctx;
 } ev_t;
 
@@ -53,7 +53,7 @@ static bool is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-bool px_sql_parse_number(const char *s, size_t n, bool *is_int, int64_t *i,
+bool gt_sql_parse_number(const char *s, size_t n, bool *is_int, int64_t *i,
                          double *d)
 {
     size_t p = 0, digits = 0;
@@ -129,28 +129,28 @@ bool px_sql_parse_number(const char *s, size_t n, bool *is_int, int64_t *i,
 
 static void load(const ev_t *e, uint32_t idx, val_t *v)
 {
-    const px_sql_node_t *nd = &e->f->nodes[idx];
+    const gt_sql_node_t *nd = &e->f->nodes[idx];
 
     memset(v, 0, sizeof *v);
-    switch ((px_sql_kind_t)nd->kind) {
-    case PX_SQL_N_BOOL:
+    switch ((gt_sql_kind_t)nd->kind) {
+    case GT_SQL_N_BOOL:
         v->k = V_BOOL;
         v->b = nd->v.b;
         break;
-    case PX_SQL_N_INT:
+    case GT_SQL_N_INT:
         v->k = V_INT;
         v->i = nd->v.i;
         break;
-    case PX_SQL_N_DBL:
+    case GT_SQL_N_DBL:
         v->k = V_DBL;
         v->d = nd->v.d;
         break;
-    case PX_SQL_N_STR:
+    case GT_SQL_N_STR:
         v->k = V_STR;
         v->s = e->f->pool + nd->v.s.off;
         v->n = nd->v.s.len;
         break;
-    case PX_SQL_N_PROP: {
+    case GT_SQL_N_PROP: {
         const char *s = NULL;
         if (e->lookup != NULL)
             s = e->lookup(e->ctx, e->f->pool + nd->v.s.off, nd->v.s.len);
@@ -161,7 +161,7 @@ static void load(const ev_t *e, uint32_t idx, val_t *v)
         }
         break;
     }
-    default: /* PX_SQL_N_NULL; conditions never reach here */
+    default: /* GT_SQL_N_NULL; conditions never reach here */
         break;
     }
 }
@@ -175,7 +175,7 @@ static bool to_num(const val_t *in, val_t *out)
     if (in->k != V_STR)
         return false;
     bool is_int = false;
-    if (!px_sql_parse_number(in->s, in->n, &is_int, &out->i, &out->d))
+    if (!gt_sql_parse_number(in->s, in->n, &is_int, &out->i, &out->d))
         return false;
     out->k = is_int ? V_INT : V_DBL;
     return true;
@@ -227,7 +227,7 @@ static tv_t eq(const val_t *l, const val_t *r)
     return num_cmp(&a, &b) == 0 ? TV_TRUE : TV_FALSE;
 }
 
-static tv_t ord(px_sql_cmp_t op, const val_t *l, const val_t *r)
+static tv_t ord(gt_sql_cmp_t op, const val_t *l, const val_t *r)
 {
     val_t a, b;
     if (l->k == V_NULL || r->k == V_NULL)
@@ -237,10 +237,10 @@ static tv_t ord(px_sql_cmp_t op, const val_t *l, const val_t *r)
     int c = num_cmp(&a, &b);
     bool res;
     switch (op) {
-    case PX_SQL_LT: res = c < 0; break;
-    case PX_SQL_LE: res = c <= 0; break;
-    case PX_SQL_GT: res = c > 0; break;
-    case PX_SQL_GE: res = c >= 0; break;
+    case GT_SQL_LT: res = c < 0; break;
+    case GT_SQL_LE: res = c <= 0; break;
+    case GT_SQL_GT: res = c > 0; break;
+    case GT_SQL_GE: res = c >= 0; break;
     default: return TV_UNKNOWN;
     }
     return res ? TV_TRUE : TV_FALSE;
@@ -265,7 +265,7 @@ static tv_t tv_or(tv_t a, tv_t b)
     return a == TV_FALSE && b == TV_FALSE ? TV_FALSE : TV_UNKNOWN;
 }
 
-static tv_t eval_match(const ev_t *e, const px_sql_node_t *nd)
+static tv_t eval_match(const ev_t *e, const gt_sql_node_t *nd)
 {
     val_t x, needle;
 
@@ -279,14 +279,14 @@ static tv_t eval_match(const ev_t *e, const px_sql_node_t *nd)
         return TV_FALSE;
     bool hit = false;
     if (needle.n <= x.n) {
-        switch ((px_sql_strop_t)nd->op) {
-        case PX_SQL_CONTAINS:
+        switch ((gt_sql_strop_t)nd->op) {
+        case GT_SQL_CONTAINS:
             hit = memmem(x.s, x.n, needle.s, needle.n) != NULL;
             break;
-        case PX_SQL_STARTSWITH:
+        case GT_SQL_STARTSWITH:
             hit = memcmp(x.s, needle.s, needle.n) == 0;
             break;
-        case PX_SQL_ENDSWITH:
+        case GT_SQL_ENDSWITH:
             hit = memcmp(x.s + x.n - needle.n, needle.s, needle.n) == 0;
             break;
         }
@@ -294,7 +294,7 @@ static tv_t eval_match(const ev_t *e, const px_sql_node_t *nd)
     return hit != (nd->neg != 0) ? TV_TRUE : TV_FALSE;
 }
 
-static tv_t eval_in(const ev_t *e, const px_sql_node_t *nd)
+static tv_t eval_in(const ev_t *e, const gt_sql_node_t *nd)
 {
     val_t x;
 
@@ -302,8 +302,8 @@ static tv_t eval_in(const ev_t *e, const px_sql_node_t *nd)
     if (x.k != V_STR)
         return TV_UNKNOWN;
     bool hit = false;
-    for (uint32_t k = nd->kid[1]; k != PX_SQL_NONE && !hit; k = e->f->nodes[k].next) {
-        const px_sql_node_t *it = &e->f->nodes[k];
+    for (uint32_t k = nd->kid[1]; k != GT_SQL_NONE && !hit; k = e->f->nodes[k].next) {
+        const gt_sql_node_t *it = &e->f->nodes[k];
         hit = it->v.s.len == x.n &&
               memcmp(e->f->pool + it->v.s.off, x.s, x.n) == 0;
     }
@@ -312,53 +312,53 @@ static tv_t eval_in(const ev_t *e, const px_sql_node_t *nd)
 
 static tv_t eval_cond(const ev_t *e, uint32_t idx)
 {
-    const px_sql_node_t *nd = &e->f->nodes[idx];
+    const gt_sql_node_t *nd = &e->f->nodes[idx];
     val_t a, b, c;
     tv_t t;
 
-    switch ((px_sql_kind_t)nd->kind) {
-    case PX_SQL_N_BOOL:
+    switch ((gt_sql_kind_t)nd->kind) {
+    case GT_SQL_N_BOOL:
         return nd->v.b ? TV_TRUE : TV_FALSE;
-    case PX_SQL_N_AND:
+    case GT_SQL_N_AND:
         /* Stops at the first FALSE; UNKNOWN only if nothing is FALSE. */
         t = TV_TRUE;
-        for (uint32_t k = nd->kid[0]; k != PX_SQL_NONE; k = e->f->nodes[k].next) {
+        for (uint32_t k = nd->kid[0]; k != GT_SQL_NONE; k = e->f->nodes[k].next) {
             t = tv_and(t, eval_cond(e, k));
             if (t == TV_FALSE)
                 break;
         }
         return t;
-    case PX_SQL_N_OR:
+    case GT_SQL_N_OR:
         t = TV_FALSE;
-        for (uint32_t k = nd->kid[0]; k != PX_SQL_NONE; k = e->f->nodes[k].next) {
+        for (uint32_t k = nd->kid[0]; k != GT_SQL_NONE; k = e->f->nodes[k].next) {
             t = tv_or(t, eval_cond(e, k));
             if (t == TV_TRUE)
                 break;
         }
         return t;
-    case PX_SQL_N_NOT:
+    case GT_SQL_N_NOT:
         return tv_not(eval_cond(e, nd->kid[0]));
-    case PX_SQL_N_CMP:
+    case GT_SQL_N_CMP:
         load(e, nd->kid[0], &a);
         load(e, nd->kid[1], &b);
-        if (nd->op == PX_SQL_EQ)
+        if (nd->op == GT_SQL_EQ)
             return eq(&a, &b);
-        if (nd->op == PX_SQL_NE)
+        if (nd->op == GT_SQL_NE)
             return tv_not(eq(&a, &b));
-        return ord((px_sql_cmp_t)nd->op, &a, &b);
-    case PX_SQL_N_BETWEEN:
+        return ord((gt_sql_cmp_t)nd->op, &a, &b);
+    case GT_SQL_N_BETWEEN:
         load(e, nd->kid[0], &a);
         load(e, nd->kid[1], &b);
         load(e, nd->kid[2], &c);
         /* As upstream: x >= lo AND x <= hi; NOT: x < lo OR x > hi. */
         if (nd->neg)
-            return tv_or(ord(PX_SQL_LT, &a, &b), ord(PX_SQL_GT, &a, &c));
-        return tv_and(ord(PX_SQL_GE, &a, &b), ord(PX_SQL_LE, &a, &c));
-    case PX_SQL_N_IN:
+            return tv_or(ord(GT_SQL_LT, &a, &b), ord(GT_SQL_GT, &a, &c));
+        return tv_and(ord(GT_SQL_GE, &a, &b), ord(GT_SQL_LE, &a, &c));
+    case GT_SQL_N_IN:
         return eval_in(e, nd);
-    case PX_SQL_N_MATCH:
+    case GT_SQL_N_MATCH:
         return eval_match(e, nd);
-    case PX_SQL_N_ISNULL:
+    case GT_SQL_N_ISNULL:
         load(e, nd->kid[0], &a);
         return (a.k == V_NULL) != (nd->neg != 0) ? TV_TRUE : TV_FALSE;
     default:
@@ -366,7 +366,7 @@ static tv_t eval_cond(const ev_t *e, uint32_t idx)
     }
 }
 
-bool px_sql_eval(const px_sql_t *f, px_sql_lookup_fn lookup, void *ctx)
+bool gt_sql_eval(const gt_sql_t *f, gt_sql_lookup_fn lookup, void *ctx)
 {
     if (f == NULL || f->nnodes == 0 || f->root >= f->nnodes)
         return false;
@@ -374,7 +374,7 @@ bool px_sql_eval(const px_sql_t *f, px_sql_lookup_fn lookup, void *ctx)
     return eval_cond(&e, f->root) == TV_TRUE;
 }
 
-void px_sql_free(px_sql_t *f)
+void gt_sql_free(gt_sql_t *f)
 {
     if (f == NULL)
         return;
