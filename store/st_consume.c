@@ -19,7 +19,7 @@
  * message gets a new one: an ack with a superseded or expired handle does
  * not match the entry and is rejected (GT_EINVAL).
  *
- * Pops that find nothing park on st->parked until their poll timeout.  The
+ * Pops that find nothing park (st_park.c) until their poll timeout.  The
  * service thread retries them when a topic they wait on gets new messages
  * (st_publish_wake), when an in-flight deadline passes, or at their
  * timeout; no polling loop.  All state here is guarded by st->lock;
@@ -33,28 +33,6 @@
 #include "st_pop.h"
 
 #define ST_MSG_F_DLQ 0x1u
-
-/* A parked pop: on st->parked, guarded by lock, until the service thread
- * completes it (or close answers it with GT_ESHUTDOWN). */
-struct st_park {
-    st_park_t *next;
-    st_pop_req_t req;       /* strings point at the copies below */
-    char *group, *topic;
-    st_filter_t f;
-    uint64_t key;           /* cancel key, 0: none */
-    bool cancelled;         /* st_pop_cancel(): complete empty */
-    int64_t deadline;
-    uint64_t seen_version;
-    st_pop_cb cb;
-    void *arg;
-};
-
-/* Result being collected by one pop. */
-typedef struct pop_out {
-    st_popped_t msgs[ST_POP_MAX];
-    uint8_t *bufs[ST_POP_MAX];
-    size_t n;
-} pop_out_t;
 
 /* Records read before taking the lock (see prefetch_plan()). */
 #define PF_MAX (2 * ST_POP_MAX)
@@ -72,11 +50,11 @@ typedef struct pop_ctx {
     const st_pop_req_t *req;
     const st_filter_t *f;
     int64_t now;
-    pop_out_t *out;
+    st_pop_out_t *out;
     prefetch_t *pf;       /* may be NULL */
 } pop_ctx_t;
 
-static void out_free(pop_out_t *o)
+void st_pop_out_free(st_pop_out_t *o)
 {
     for (size_t i = 0; i < o->n; i++)
         free(o->bufs[i]);
@@ -110,7 +88,7 @@ static void note_deadline(st_local_t *st, st_cs_t *cs, int64_t deadline)
         cs->min_deadline = deadline;
     if (deadline < st->next_expiry) {
         st->next_expiry = deadline;
-        if (st->parked)
+        if (st_parks_any(st))
             pthread_cond_signal(&st->svc_cond);
     }
 }
@@ -517,76 +495,14 @@ static gt_err_t group_for_pop(st_local_t *st, const char *name,
     return GT_OK;
 }
 
-/* Cancel keys that named no parked pop (a pop racing its cancel): a ring
- * of the latest, matched when that pop parks.  Lock held. */
-static bool tomb_take(st_local_t *st, uint64_t key)
+gt_err_t st_pop_attempt(st_local_t *st, st_topic_rt_t *t,
+                        const st_pop_req_t *req, const st_filter_t *f,
+                        int64_t now, st_pop_out_t *out)
 {
-    for (size_t i = 0; key && i < ST_TOMBS; i++)
-        if (st->tombs[i] == key) {
-            st->tombs[i] = 0;
-            return true;
-        }
-    return false;
-}
-
-size_t st_local_parked(st_store_t *s)
-{
-    st_local_t *st = (st_local_t *)s;
-    size_t n = 0;
-    pthread_mutex_lock(&st->lock);
-    for (st_park_t *p = st->parked; p; p = p->next)
-        n++;
-    pthread_mutex_unlock(&st->lock);
-    return n;
-}
-
-void st_pop_cancel_local(st_store_t *s, uint64_t key)
-{
-    st_local_t *st = (st_local_t *)s;
-    if (!key)
-        return;
-    pthread_mutex_lock(&st->lock);
-    st_park_t *p = st->parked;
-    while (p && p->key != key)
-        p = p->next;
-    if (p) {
-        p->cancelled = true;
-        pthread_cond_signal(&st->svc_cond);
-    } else {
-        st->tombs[st->tomb_next++ % ST_TOMBS] = key;
-    }
-    pthread_mutex_unlock(&st->lock);
-}
-
-static gt_err_t park(st_local_t *st, const st_pop_req_t *req,
-                     st_topic_rt_t *t, st_filter_t *f, int64_t now,
-                     st_pop_cb cb, void *arg)
-{
-    st_park_t *p = calloc(1, sizeof(*p));
-    if (!p || !(p->group = strdup(req->group)) ||
-        !(p->topic = strdup(req->topic))) {
-        if (p)
-            free(p->group);
-        free(p);
-        return GT_ENOMEM;
-    }
-    p->req = *req;
-    p->req.group = p->group;
-    p->req.topic = p->topic;
-    p->req.filter_expr = NULL;
-    p->f = *f; /* takes the compiled filter */
-    p->key = req->cancel_key;
-    p->cancelled = tomb_take(st, req->cancel_key);
-    p->deadline = now + req->poll_timeout_ms;
-    p->seen_version = t->version;
-    p->cb = cb;
-    p->arg = arg;
-    st_park_t **pp = &st->parked; /* first come, first served */
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = p;
-    pthread_cond_signal(&st->svc_cond);
-    return GT_OK;
+    pop_ctx_t c = {.st = st, .t = t, .req = req, .f = f, .now = now,
+                   .out = out};
+    gt_err_t rc = group_for_pop(st, req->group, &c.g);
+    return rc == GT_OK ? pop_try(&c) : rc;
 }
 
 /* Guesses which records the pop will read -- due window entries and new
@@ -653,7 +569,7 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
 {
     st_local_t *st = (st_local_t *)s;
     st_filter_t f = {0};
-    pop_out_t *out = calloc(1, sizeof(*out));
+    st_pop_out_t *out = calloc(1, sizeof(*out));
     gt_err_t rc = GT_OK;
     if (!out) {
         cb(arg, GT_ENOMEM, NULL, 0);
@@ -687,8 +603,10 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
         rc = GT_EINVAL;
     else if ((rc = group_for_pop(st, req->group, &c.g)) == GT_OK)
         rc = pop_try(&c);
+    bool cancelled = false;
     bool parked = rc == GT_OK && out->n == 0 && req->poll_timeout_ms > 0 &&
-                  park(st, req, c.t, &f, now, cb, arg) == GT_OK;
+                  st_park_pop(st, req, c.t, &f, now, cb, arg,
+                              &cancelled) == GT_OK && !cancelled;
     pthread_mutex_unlock(&st->lock);
     for (size_t i = 0; pf && i < pf->n; i++)
         free(pf->buf[i]);
@@ -700,36 +618,13 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
 done:
     st_filter_free(&f);
     cb(arg, rc, rc == GT_OK ? out->msgs : NULL, rc == GT_OK ? out->n : 0);
-    out_free(out);
+    st_pop_out_free(out);
     free(out);
 }
 
-/* ---- parked pops --------------------------------------------------------------- */
-typedef struct done_pop {
-    struct done_pop *next;
-    st_park_t *p;
-    gt_err_t rc;
-    pop_out_t out;
-} done_pop_t;
-
-static void complete_list(done_pop_t *d)
-{
-    while (d) {
-        done_pop_t *next = d->next;
-        d->p->cb(d->p->arg, d->rc, d->rc == GT_OK ? d->out.msgs : NULL,
-                 d->rc == GT_OK ? d->out.n : 0);
-        out_free(&d->out);
-        st_filter_free(&d->p->f);
-        free(d->p->group);
-        free(d->p->topic);
-        free(d->p);
-        free(d);
-        d = next;
-    }
-}
-
+/* ---- expiry ---- */
 /* Recomputes st->next_expiry over queues whose lower bound has passed. */
-static void expiry_recompute(st_local_t *st, int64_t now)
+void st_expiry_recompute(st_local_t *st, int64_t now)
 {
     int64_t next = INT64_MAX;
     for (size_t i = 0; i < st->ngroups; i++)
@@ -749,120 +644,6 @@ static void expiry_recompute(st_local_t *st, int64_t now)
                     next = cs->min_deadline;
             }
     st->next_expiry = next;
-}
-
-/* Retries parked pops (lock held, released around callbacks).  Returns the
- * ms to sleep before the next deadline of interest. */
-/* Parked pops that found nothing in this pass, by what they ask for: with
- * many consumers of one group parked on a topic, one empty retry stands
- * for all of them. */
-typedef struct empty_memo {
-    struct { const char *group, *topic; int32_t queue; const st_filter_t *f; } k[16];
-    size_t n;
-} empty_memo_t;
-
-static bool memo_find(const empty_memo_t *m, const st_park_t *p, bool add_ok,
-                      empty_memo_t *mm)
-{
-    for (size_t i = 0; i < m->n; i++)
-        if (m->k[i].queue == p->req.queue_id &&
-            st_filter_same(m->k[i].f, &p->f) &&
-            strcmp(m->k[i].group, p->group) == 0 &&
-            strcmp(m->k[i].topic, p->topic) == 0)
-            return true;
-    if (add_ok && mm->n < 16) {
-        mm->k[mm->n].group = p->group;
-        mm->k[mm->n].topic = p->topic;
-        mm->k[mm->n].queue = p->req.queue_id;
-        mm->k[mm->n++].f = &p->f;
-    }
-    return false;
-}
-
-int64_t st_parked_service(st_local_t *st, int64_t now)
-{
-    bool expired = now >= st->next_expiry;
-    done_pop_t *done = NULL, **done_tail = &done;
-    st_park_t **pp = &st->parked;
-    int64_t wake = INT64_MAX;
-    empty_memo_t memo = {.n = 0};
-    while (*pp) {
-        st_park_t *p = *pp;
-        st_topic_rt_t *t = st_topic_find(st, p->topic);
-        bool gone = p->cancelled;
-        bool retry = !t || expired || p->seen_version != t->version ||
-                     now >= p->deadline || gone;
-        done_pop_t *d = NULL;
-        if (gone && (d = calloc(1, sizeof(*d)))) {
-            /* Its receiver is gone: complete empty, take nothing. */
-            d->rc = GT_OK;
-            *pp = p->next;
-            d->p = p;
-            *done_tail = d;
-            done_tail = &d->next;
-            continue;
-        }
-        if (retry && t && now < p->deadline &&
-            memo_find(&memo, p, false, &memo)) {
-            p->seen_version = t->version; /* same question, same answer */
-            retry = false;
-        }
-        if (retry && (d = calloc(1, sizeof(*d)))) {
-            pop_ctx_t c = {.st = st, .t = t, .req = &p->req, .f = &p->f,
-                           .now = now, .out = &d->out};
-            d->rc = !t ? GT_ENOTFOUND : group_for_pop(st, p->group, &c.g);
-            if (d->rc == GT_OK)
-                d->rc = pop_try(&c);
-            if (d->rc == GT_OK && d->out.n == 0 && now < p->deadline) {
-                p->seen_version = t->version;
-                (void)memo_find(&memo, p, true, &memo);
-                free(d);
-                d = NULL;
-            }
-        }
-        if (d) {
-            *pp = p->next;
-            d->p = p;
-            *done_tail = d;
-            done_tail = &d->next;
-            continue;
-        }
-        if (p->deadline < wake)
-            wake = p->deadline;
-        pp = &p->next;
-    }
-    if (expired)
-        expiry_recompute(st, now);
-    if (st->parked && st->next_expiry < wake)
-        wake = st->next_expiry;
-    if (done) {
-        pthread_mutex_unlock(&st->lock);
-        complete_list(done);
-        pthread_mutex_lock(&st->lock);
-        return 0; /* state may have moved while unlocked: look again */
-    }
-    return wake == INT64_MAX ? INT64_MAX : wake - now;
-}
-
-void st_parked_shutdown(st_local_t *st)
-{
-    done_pop_t *done = NULL;
-    pthread_mutex_lock(&st->lock);
-    while (st->parked) {
-        st_park_t *p = st->parked;
-        st->parked = p->next;
-        done_pop_t *d = calloc(1, sizeof(*d));
-        if (!d) {
-            p->cb(p->arg, GT_ESHUTDOWN, NULL, 0);
-            continue; /* leaks p on OOM at shutdown only */
-        }
-        d->p = p;
-        d->rc = GT_ESHUTDOWN;
-        d->next = done;
-        done = d;
-    }
-    pthread_mutex_unlock(&st->lock);
-    complete_list(done);
 }
 
 /* ---- ack / change invisible -------------------------------------------------------- */
@@ -901,7 +682,7 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
             st_cs_at(cs, h.offset)->state = ST_E_ACKED;
             st_cs_advance(cs);
             st_group_rt_t *g = st_group_find(st, group);
-            if (g && g->meta.fifo && st->parked) /* may unblock a group */
+            if (g && g->meta.fifo && st_parks_any(st)) /* may unblock */
                 st_publish_wake(st, st_topic_find(st, topic));
         }
     }

@@ -297,10 +297,7 @@ typedef struct st_local {
     st_group_rt_t **groups;
     size_t ngroups, groups_cap;
     st_index_t index;
-    st_park_t *parked;
-#define ST_TOMBS 256
-    uint64_t tombs[ST_TOMBS];       /* st_consume.c: early cancels */
-    size_t tomb_next;
+    struct st_parks *parks;         /* st_park.c: parked pops/pulls */
     bool expiry_due;
     int64_t next_expiry;
     int64_t next_retention;

@@ -21,8 +21,6 @@
 #include "st_pop.h"
 
 #define RETENTION_CHECK_MS 60000
-#define PULL_MAX 256
-#define PULL_SCAN 4096 /* entries a pull steps over at most */
 
 void st_config_init(st_config_t *cfg)
 {
@@ -76,7 +74,7 @@ gt_err_t st_dlq_topic_name(const char *group, char *buf, size_t size)
 void st_publish_wake(st_local_t *st, st_topic_rt_t *t)
 {
     t->version++;
-    if (st->parked || t == st->sys_timer) /* new timers: maybe sooner */
+    if (st_parks_wake(st, t) || t == st->sys_timer) /* timers: maybe sooner */
         pthread_cond_signal(&st->svc_cond);
 }
 
@@ -119,62 +117,6 @@ static void mo_free(msgs_out_t *o)
         free(o->bufs[i]);
     free(o->m);
     free(o->bufs);
-}
-
-/* Reads what a pull returns (lock held): matching records from `next`,
- * stepping over those the filter rejects (at most PULL_SCAN entries). */
-static gt_err_t pull_collect(st_local_t *st, st_cq_t *q, const st_filter_t *f,
-                             uint32_t max, msgs_out_t *o, uint64_t *next)
-{
-    gt_err_t rc = GT_OK;
-    for (uint32_t seen = 0; rc == GT_OK && o->n < max && seen < PULL_SCAN &&
-                            *next < st_cq_end(q); seen++) {
-        const st_cq_entry_t *e = st_cq_get(q, *next);
-        if (!st_filter_match_hash(f, e->tag_hash)) {
-            (*next)++;
-            continue;
-        }
-        rc = st_log_read(st, e->pos, e->size, &o->bufs[o->n], &o->m[o->n]);
-        if (rc != GT_OK)
-            break;
-        if (st_filter_match(f, &o->m[o->n]))
-            o->n++;
-        else
-            free(o->bufs[o->n]);
-        (*next)++;
-    }
-    return o->n ? GT_OK : rc;
-}
-
-static void pull_local(st_store_t *s, const st_pull_req_t *req, st_msgs_cb cb,
-                       void *arg)
-{
-    st_local_t *st = (st_local_t *)s;
-    msgs_out_t o = {0};
-    st_filter_t f = {0};
-    uint64_t next = req->offset;
-    uint32_t max = req->max > PULL_MAX ? PULL_MAX : req->max ? req->max : 1;
-    gt_err_t rc = req->topic ? mo_init(&o, max) : GT_EINVAL;
-    if (rc == GT_OK)
-        rc = st_filter_compile(req->filter_kind, req->filter_expr, &f);
-    pthread_mutex_lock(&st->lock);
-    st_topic_rt_t *t = rc == GT_OK ? st_topic_find(st, req->topic) : NULL;
-    if (rc == GT_OK && !t)
-        rc = GT_ENOTFOUND;
-    else if (rc == GT_OK && req->queue >= t->nq)
-        rc = req->queue < t->meta.queue_count ? GT_OK : GT_EINVAL;
-    if (rc == GT_OK && req->queue < t->nq) {
-        st_cq_t *q = &t->cq[req->queue];
-        next = next < q->min_off ? q->min_off : next;
-        if (next > st_cq_end(q))
-            rc = GT_ERANGE;
-        else
-            rc = pull_collect(st, q, &f, max, &o, &next);
-    }
-    pthread_mutex_unlock(&st->lock);
-    st_filter_free(&f);
-    cb(arg, rc, rc == GT_OK ? o.m : NULL, rc == GT_OK ? o.n : 0, next);
-    mo_free(&o);
 }
 
 static void offset_query_local(st_store_t *s, const char *topic,
@@ -503,7 +445,7 @@ static const st_ops_t local_ops = {
     .pop_cancel = st_pop_cancel_local,
     .ack = st_ack_local,
     .change_invisible = st_change_local,
-    .pull = pull_local,
+    .pull = st_pull_local,
     .offset_get = st_offset_get_local,
     .offset_update = st_offset_update_local,
     .offset_query = offset_query_local,

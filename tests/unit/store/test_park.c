@@ -203,7 +203,143 @@ static void test_pull_filter(void)
     teardown();
 }
 
+/* A pull at the end of its queue parks until a message arrives there;
+ * with nothing it answers empty at its timeout; a cancel ends it. */
+static void test_pull_long_poll(void)
+{
+    ans_t a;
+    setup();
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 2), GT_OK);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "old", 1, NULL), GT_OK);
+    st_pull_req_t r = {.topic = "T", .queue = 1, .offset = 1, .max = 8,
+                       .poll_timeout_ms = ST_POLL_MAX_MS};
+    ans_init(&a);
+    st_pull(st, &r, pull_cb, &a);
+    wait_parked(1);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "other", 0, NULL), GT_OK);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "b", NULL, "new", 1, NULL), GT_OK);
+    ans_wait(&a);
+    CU_ASSERT_EQUAL(a.err, GT_OK);
+    CU_ASSERT_EQUAL_FATAL(a.n, 1);
+    CU_ASSERT_STRING_EQUAL(a.body, "new");
+    CU_ASSERT_EQUAL(a.next, 2);
+    /* a filtered pull waits past messages it does not want */
+    r.offset = 2;
+    r.filter_expr = "want";
+    ans_init(&a);
+    st_pull(st, &r, pull_cb, &a);
+    wait_parked(1);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "skip", NULL, "s", 1, NULL), GT_OK);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "want", NULL, "w", 1, NULL), GT_OK);
+    ans_wait(&a);
+    CU_ASSERT_EQUAL_FATAL(a.n, 1);
+    CU_ASSERT_STRING_EQUAL(a.body, "w");
+    CU_ASSERT_EQUAL(a.next, 4);
+    /* timeout: empty, next_offset unchanged */
+    r.offset = 4;
+    r.poll_timeout_ms = 1;
+    ans_init(&a);
+    st_pull(st, &r, pull_cb, &a);
+    ans_wait(&a);
+    CU_ASSERT_EQUAL(a.err, GT_OK);
+    CU_ASSERT_EQUAL(a.n, 0);
+    CU_ASSERT_EQUAL(a.next, 4);
+    /* cancel */
+    r.poll_timeout_ms = ST_POLL_MAX_MS;
+    r.cancel_key = 5;
+    ans_init(&a);
+    st_pull(st, &r, pull_cb, &a);
+    wait_parked(1);
+    st_pop_cancel(st, 5);
+    ans_wait(&a);
+    CU_ASSERT_EQUAL(a.err, GT_OK);
+    CU_ASSERT_EQUAL(a.n, 0);
+    /* close answers a parked pull */
+    ans_init(&a);
+    st_pull(st, &r, pull_cb, &a);
+    wait_parked(1);
+    teardown();
+    CU_ASSERT_TRUE(ans_done(&a));
+    CU_ASSERT_EQUAL(a.err, GT_ESHUTDOWN);
+}
+
+/* Waiters that ask different questions do not stand for each other: two
+ * groups each get the message; a group whose filter does not match stays
+ * parked while a later one whose does is answered. */
+static void test_classes(void)
+{
+    ans_t g1, g2, x, y;
+    setup();
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 4), GT_OK);
+    ans_init(&g1);
+    ans_init(&g2);
+    ans_init(&x);
+    ans_init(&y);
+    st_pop_req_t r = preq(0);
+    r.group = "G1";
+    st_pop(st, &r, pop_cb, &g1);
+    r.group = "G2";
+    st_pop(st, &r, pop_cb, &g2);
+    r.group = "G3";
+    r.filter_expr = "x";
+    st_pop(st, &r, pop_cb, &x);
+    r.group = "G4";
+    r.filter_kind = ST_FILTER_SQL92;
+    r.filter_expr = "TAGS = 'y'";
+    st_pop(st, &r, pop_cb, &y);
+    wait_parked(4);
+    CU_ASSERT_EQUAL(tu_send(st, "T", "y", NULL, "msg", -1, NULL), GT_OK);
+    ans_wait(&g1);
+    ans_wait(&g2);
+    ans_wait(&y);
+    CU_ASSERT_EQUAL(g1.n, 1);
+    CU_ASSERT_EQUAL(g2.n, 1);
+    CU_ASSERT_EQUAL(y.n, 1);
+    CU_ASSERT_STRING_EQUAL(y.body, "msg");
+    wait_parked(1);
+    CU_ASSERT_FALSE(ans_done(&x));
+    teardown();
+    CU_ASSERT_EQUAL(x.err, GT_ESHUTDOWN);
+}
+
+/* Many parked pops of one group: each message goes to the earliest one
+ * still waiting, in arrival order. */
+static void test_fcfs(void)
+{
+    enum { N = 200 };
+    static ans_t a[N];
+    setup();
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 2), GT_OK);
+    for (int i = 0; i < N; i++) {
+        ans_init(&a[i]);
+        st_pop_req_t r = preq((uint64_t)i + 1);
+        r.max = 1;
+        st_pop(st, &r, pop_cb, &a[i]);
+    }
+    wait_parked(N);
+    st_pop_cancel(st, 1); /* the first one went away */
+    ans_wait(&a[0]);
+    CU_ASSERT_EQUAL(a[0].n, 0);
+    for (int i = 1; i < N; i += 2) {
+        char body[16];
+        snprintf(body, sizeof(body), "m%d", i);
+        CU_ASSERT_EQUAL(tu_send(st, "T", "t", NULL, body, -1, NULL), GT_OK);
+        ans_wait(&a[i]);
+        CU_ASSERT_EQUAL(a[i].n, 1);
+        CU_ASSERT_STRING_EQUAL(a[i].body, body);
+        if (i + 1 < N) {
+            CU_ASSERT_EQUAL(tu_send(st, "T", "t", NULL, "x", -1, NULL), GT_OK);
+            ans_wait(&a[i + 1]);
+        }
+    }
+    wait_parked(0);
+    teardown();
+}
+
 static const CU_TestInfo tests[] = {
+    {"pull_long_poll", test_pull_long_poll},
+    {"classes", test_classes},
+    {"fcfs", test_fcfs},
     {"pull_filter", test_pull_filter},
     {"cancel", test_cancel},
     {"cancel_early", test_cancel_early},
