@@ -54,6 +54,8 @@ typedef struct cfg {
         int threads;             /* 0 = number of cores */
         int shutdown_timeout_ms;
         bool auto_create_topics;
+        int64_t max_inflight_bytes;      /* admission bound, whole server */
+        int64_t max_conn_inflight_bytes; /* admission bound, per connection */
     } server;
     struct {
         char *level;             /* trace|debug|info|warn|error|off */
@@ -68,6 +70,7 @@ typedef struct cfg {
     } store;
     struct {
         int max_delay_ms;         /* delay messages: farthest ahead */
+        int64_t max_batch_bytes;  /* bodies of one SendMessage, in total */
         int tx_check_after_ms;    /* half message unresolved this long */
         int tx_check_interval_ms; /* orphan check period */
         int tx_max_checks;        /* then discarded */

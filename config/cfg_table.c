@@ -182,6 +182,17 @@ static const cfg_desc_t cfg_server_keys[] = {
      NULL,
      "Create a topic when a client first uses an unknown one, "
      "instead of refusing it."},
+    {"max_inflight_bytes", CFG_T_INT,
+     CFG_FIELD(cfg_t, server.max_inflight_bytes), "134217728", 1 << 20,
+     64 * GIB, NULL, NULL, NULL,
+     "Admission control: request bytes in flight (received or being "
+     "received, not yet answered) in the whole server. A request that "
+     "would pass it is answered TOO_MANY_REQUESTS (42900) without being "
+     "read, unless nothing else is in flight (default 128 MiB)."},
+    {"max_conn_inflight_bytes", CFG_T_INT,
+     CFG_FIELD(cfg_t, server.max_conn_inflight_bytes), "67108864", 1 << 20,
+     64 * GIB, NULL, NULL, NULL,
+     "The same bound for one client connection (default 64 MiB)."},
 };
 
 static const cfg_desc_t cfg_log_keys[] = {
@@ -220,6 +231,12 @@ static const cfg_desc_t cfg_message_keys[] = {
      "Farthest a delayed message's delivery time may be ahead of now; "
      "further is refused with ILLEGAL_DELIVERY_TIME (default 1 day, at most "
      "7)."},
+    {"max_batch_bytes", CFG_T_INT, CFG_FIELD(cfg_t, message.max_batch_bytes),
+     "33554432", 4 << 20, 1 << 30, NULL, NULL, NULL,
+     "Largest total body size of one SendMessage batch; a larger batch is "
+     "refused with MESSAGE_BODY_TOO_LARGE. A request message more than "
+     "16 MiB above it is refused by the gRPC layer before it is read "
+     "(status RESOURCE_EXHAUSTED). Default 32 MiB."},
     {"tx_check_after_ms", CFG_T_INT, CFG_FIELD(cfg_t, message.tx_check_after_ms),
      "6000", 100, 3600000, NULL, NULL, NULL,
      "A transactional half message unresolved this long (or for its own "

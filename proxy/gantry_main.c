@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,10 @@
 #include "px_service.h"
 #include "st.h"
 
-/* Large enough for RocketMQ's biggest batches (upstream accepts 130 MiB). */
-#define GANTRY_MAX_RECEIVE_BYTES (130LL * 1024 * 1024 + 64 * 1024)
+/* The gRPC layer refuses a request message this far above
+ * message.max_batch_bytes before reading it: room for the properties and
+ * framing of a full batch (1024 messages x 16 KiB). */
+#define GANTRY_BATCH_OVERHEAD_BYTES (16LL * 1024 * 1024 + 64 * 1024)
 
 static void usage(FILE *out)
 {
@@ -286,7 +289,10 @@ static int serve(const cfg_t *cfg, bool repair)
         .listen = cfg->server.grpc_listen,
         .threads = cfg->server.threads,
         .shutdown_timeout_ms = cfg->server.shutdown_timeout_ms,
-        .max_receive_bytes = GANTRY_MAX_RECEIVE_BYTES,
+        .max_receive_bytes =
+            cfg->message.max_batch_bytes + GANTRY_BATCH_OVERHEAD_BYTES,
+        .max_inflight_bytes = cfg->server.max_inflight_bytes,
+        .max_conn_inflight_bytes = cfg->server.max_conn_inflight_bytes,
     };
 
     /* Block the stop signals in every thread; the main thread sigwait()s. */
@@ -345,6 +351,15 @@ static int serve(const cfg_t *cfg, bool repair)
     /* Order: stop the calls, then close the store (its last callbacks may
      * still release call references), then free the gRPC server. */
     px_svc_drain(svc);
+    {
+        px_rpc_stats_t rs;
+        px_rpc_server_stats(rpc, &rs);
+        GT_LOG(INFO, "main", "gRPC: %llu calls, %llu refused for overload, "
+               "request bytes in flight peaked at %lld",
+               (unsigned long long)rs.calls,
+               (unsigned long long)rs.rejected_overload,
+               (long long)rs.inflight_peak_bytes);
+    }
     if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
     px_svc_stop(svc);
@@ -374,6 +389,12 @@ int main(int argc, char **argv)
     gt_log_level_t lvl;
     int rc;
 
+    /* Large request buffers (up to message.max_batch_bytes) come and go
+     * in bursts: keep them in their own mappings so that freeing returns
+     * them to the system at once.  glibc would otherwise raise its mmap
+     * threshold after the first such free and serve later ones from the
+     * heap, which it keeps (the RSS stayed high after a burst). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     memset(&args, 0, sizeof(args));
     rc = parse_args(argc, argv, &args);
     if (rc >= 0)

@@ -90,7 +90,16 @@ typedef struct px_method {
      * decoded C string can no longer show).  Returns false when it
      * answered the call itself; the message is then not decoded. */
     bool (*on_screen)(px_call_t *call, const uint8_t *data, size_t len);
+    /* Admission: bytes reserved against the in-flight bounds from the
+     * call's arrival until its request message is in (then its real size
+     * is charged).  Set it to the largest request the method normally
+     * takes (e.g. one full-size message); 0 means PX_RPC_RESERVE_DEFAULT.
+     * Bidi methods reserve nothing at arrival: each message is charged
+     * when it is in and released when the handler returns. */
+    int64_t reserve_bytes;
 } px_method_t;
+
+#define PX_RPC_RESERVE_DEFAULT 1024
 
 /* ---- method table ---- */
 
@@ -117,9 +126,29 @@ typedef struct px_rpc_options {
     const char *listen;         /* "host:port"; borrowed */
     int threads;                /* worker threads; <= 0 means one per core */
     int shutdown_timeout_ms;    /* bound for in-flight calls at shutdown */
-    int64_t max_receive_bytes;  /* largest accepted request message */
+    int64_t max_receive_bytes;  /* largest accepted request message: the
+                                   core refuses a larger one (gRPC status
+                                   RESOURCE_EXHAUSTED) from its length
+                                   prefix, before buffering it */
+    /* Admission control.  A call's request bytes are "in flight" from its
+     * arrival (its method's reserve_bytes) until the call is over (its
+     * real size), for the whole server and for its connection.  A call
+     * that would pass either bound is refused (on_reject(OVERLOAD))
+     * without its message being read, unless nothing else is in flight
+     * there.  <= 0: no bound. */
+    int64_t max_inflight_bytes;
+    int64_t max_conn_inflight_bytes;
+    int max_header_bytes;       /* request metadata limit; <= 0: 64 KiB */
     void *app;                  /* application context, see px_call_app() */
 } px_rpc_options_t;
+
+/* Counters of a running server (for metrics); a consistent snapshot. */
+typedef struct px_rpc_stats {
+    int64_t inflight_bytes;      /* now */
+    int64_t inflight_peak_bytes; /* highest since start */
+    uint64_t rejected_overload;  /* calls refused by admission control */
+    uint64_t calls;              /* calls dispatched to a method */
+} px_rpc_stats_t;
 
 /* Creates and starts a server that dispatches through `methods` (borrowed;
  * must outlive the server).  On failure returns an error and writes a
@@ -130,6 +159,8 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
 
 /* The port actually bound (useful with port 0). */
 int px_rpc_server_port(const px_rpc_server_t *srv);
+/* Fills `out` with the server's counters. */
+void px_rpc_server_stats(px_rpc_server_t *srv, px_rpc_stats_t *out);
 
 /* Graceful stop, first half: refuse new calls, interrupt live calls with
  * PX_INTERRUPT_SHUTDOWN, wait up to opts.shutdown_timeout_ms for them to

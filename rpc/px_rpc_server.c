@@ -12,8 +12,10 @@
  * queued final status into the same batch as the last message. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +33,7 @@
 #include "gt_addr.h"
 #include "gt_log.h"
 #include "gt_tsan.h"
-#include "px_rpc.h"
+#include "px_rpc_int.h"
 
 /* Requests kept posted so bursts of new calls do not wait for a worker. */
 #define PX_RPC_PENDING_REQUESTS 32
@@ -88,6 +90,12 @@ struct px_call {
     grpc_byte_buffer *recv_buf; /* owned by the RECV batch in flight */
     int close_cancelled;        /* written by the core for the CLOSE batch */
     bool req_kept;              /* set by on_request (its thread only) */
+    /* Admission: the connection entry and the bytes this call holds in
+     * it; written by the thread that runs the call's receive steps (one
+     * at a time), read when the call is freed. */
+    px_conn_t *conn;
+    int64_t charged;
+    size_t midx; /* index of `method` in the table */
 
     pthread_mutex_t mu;
     int refs;
@@ -122,14 +130,36 @@ struct px_rpc_server {
     bool shutdown_done;
     px_call_t *live;
     size_t n_live;
+
+    px_admit_t admit; /* its own lock */
+    /* Per method (index as in methods->methods): a moving average of its
+     * request sizes, which sizes the reservation at arrival. */
+    _Atomic int64_t *req_avg;
+    /* Monotonic ms at which to give freed memory back (malloc_trim), 0 if
+     * nothing is due: set when a burst of requests drains, done by a
+     * worker a little later, once the transport has freed its buffers
+     * too. */
+    _Atomic int64_t trim_due_ms;
 };
 
 /* ---------------------------------------------------------------- calls */
+
+/* Delay between a drained burst and the trim. */
+#define PX_RPC_TRIM_DELAY_MS 1000
+
+static int64_t px_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void px_call_free(px_call_t *c)
 {
     if (c->method != NULL && c->method->on_done != NULL)
         c->method->on_done(c);
+    if (c->conn != NULL && px_admit_leave(&c->srv->admit, c->conn, c->charged))
+        atomic_store(&c->srv->trim_due_ms, px_mono_ms() + PX_RPC_TRIM_DELAY_MS);
     while (c->q_head != NULL) {
         px_send_item_t *it = c->q_head;
         c->q_head = it->next;
@@ -535,19 +565,26 @@ static void px_call_reject(px_call_t *c, px_reject_t why)
     }
 }
 
-/* Hands one request message to the method: raw, or decoded once here. */
-static void px_call_deliver(px_call_t *c, const uint8_t *data, size_t len)
+/* Hands one request message (`*s`, released here) to the method: raw, or
+ * decoded once here, the bytes released before the handler runs. */
+static void px_call_deliver(px_call_t *c, grpc_slice *s)
 {
     const px_method_t *m = c->method;
     ProtobufCMessage *req;
 
     if (m->on_request == NULL) {
-        m->on_message(c, data, len);
+        m->on_message(c, GRPC_SLICE_START_PTR(*s), GRPC_SLICE_LENGTH(*s));
+        grpc_slice_unref(*s);
         return;
     }
-    if (m->on_screen != NULL && !m->on_screen(c, data, len))
+    if (m->on_screen != NULL &&
+        !m->on_screen(c, GRPC_SLICE_START_PTR(*s), GRPC_SLICE_LENGTH(*s))) {
+        grpc_slice_unref(*s);
         return;
-    req = protobuf_c_message_unpack(m->req_desc, NULL, len, data);
+    }
+    req = protobuf_c_message_unpack(m->req_desc, NULL, GRPC_SLICE_LENGTH(*s),
+                                    GRPC_SLICE_START_PTR(*s));
+    grpc_slice_unref(*s);
     if (req == NULL) {
         px_call_reject(c, PX_REJECT_MALFORMED);
         return;
@@ -558,31 +595,66 @@ static void px_call_deliver(px_call_t *c, const uint8_t *data, size_t len)
         protobuf_c_message_free_unpacked(req, NULL);
 }
 
+/* Charges a message of `len` bytes that just arrived: unary and
+ * server-streaming calls swap their reservation for it (refused, and
+ * answered OVERLOAD, if that passes a bound); bidi calls add it until the
+ * handler returns, never refused (a refusal would end the stream). */
+static void px_call_note_size(px_call_t *c, int64_t len);
+
+static bool px_call_admit_message(px_call_t *c, int64_t len)
+{
+    bool bidi = c->method->kind == PX_RPC_BIDI_STREAM;
+
+    if (!bidi)
+        px_call_note_size(c, len);
+    if (!px_admit_adjust(&c->srv->admit, c->conn, bidi ? 0 : c->charged, len,
+                         bidi)) {
+        GT_LOG(DEBUG, "rpc", "%s from %s: %lld request bytes refused (overload)",
+               c->path, px_call_peer(c), (long long)len);
+        px_call_reject(c, PX_REJECT_OVERLOAD);
+        return false;
+    }
+    if (!bidi)
+        c->charged = len;
+    return true;
+}
+
 static void px_call_on_recv(px_call_t *c, bool ok)
 {
     grpc_byte_buffer *bb = c->recv_buf;
     const px_method_t *m = c->method;
+    bool bidi = m->kind == PX_RPC_BIDI_STREAM;
 
     c->recv_buf = NULL;
     if (ok && bb != NULL) {
         grpc_byte_buffer_reader rd;
+        int64_t len = (int64_t)grpc_byte_buffer_length(bb);
         grpc_slice s;
 
+        if (!px_call_admit_message(c, len)) {
+            grpc_byte_buffer_destroy(bb);
+            px_call_unref(c);
+            return;
+        }
         if (grpc_byte_buffer_reader_init(&rd, bb)) {
             s = grpc_byte_buffer_reader_readall(&rd);
             grpc_byte_buffer_reader_destroy(&rd);
-            px_call_deliver(c, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
-            grpc_slice_unref(s);
+            /* One copy of the request at a time: drop the core's. */
+            grpc_byte_buffer_destroy(bb);
+            px_call_deliver(c, &s);
         } else {
+            grpc_byte_buffer_destroy(bb);
             px_call_finish(c, GRPC_STATUS_INTERNAL,
                            "cannot read the request message");
         }
-        grpc_byte_buffer_destroy(bb);
-        if (m->kind == PX_RPC_BIDI_STREAM && !px_call_is_cancelled(c))
-            px_call_start_recv(c);
+        if (bidi) {
+            px_admit_adjust(&c->srv->admit, c->conn, len, 0, true);
+            if (!px_call_is_cancelled(c))
+                px_call_start_recv(c);
+        }
     } else if (ok) {
         /* The client half-closed. */
-        if (m->kind == PX_RPC_BIDI_STREAM) {
+        if (bidi) {
             if (m->on_half_close != NULL)
                 m->on_half_close(c);
         } else {
@@ -632,6 +704,55 @@ static void px_call_on_close(px_call_t *c)
 
 static void px_server_request(px_rpc_server_t *srv);
 
+/* Admission at arrival, before the message is read: reserves twice the
+ * method's recent average request size (at least 1 KiB, at most its
+ * reserve_bytes), so that many small requests are not refused for the
+ * sake of large ones that are not coming and a run of large ones is
+ * limited before the core buffers them.  Bidi streams reserve nothing and
+ * are always admitted.  A refused call is answered without its message
+ * being read: the core never opens the stream's flow-control window for
+ * it. */
+static bool px_call_admit(px_call_t *c)
+{
+    const px_method_t *m = c->method;
+    px_rpc_server_t *srv = c->srv;
+    bool bidi = m->kind == PX_RPC_BIDI_STREAM;
+    int64_t cap = m->reserve_bytes > 0 ? m->reserve_bytes
+                                       : PX_RPC_RESERVE_DEFAULT;
+    int64_t want = 0;
+
+    for (c->midx = 0; c->midx < srv->methods->count &&
+                      srv->methods->methods[c->midx] != m;
+         c->midx++)
+        ;
+    if (!bidi) {
+        want = 2 * atomic_load_explicit(&srv->req_avg[c->midx],
+                                        memory_order_relaxed);
+        want = want < PX_RPC_RESERVE_DEFAULT ? PX_RPC_RESERVE_DEFAULT
+               : want > cap                  ? cap
+                                             : want;
+    }
+    if (!px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn)) {
+        px_rpc_stats_t st;
+        px_admit_stats(&srv->admit, &st);
+        GT_LOG(DEBUG, "rpc", "%s from %s refused at arrival (overload): "
+               "wants %lld, %lld in flight", c->path, px_call_peer(c),
+               (long long)want, (long long)st.inflight_bytes);
+        return false;
+    }
+    c->charged = want;
+    return true;
+}
+
+/* Folds a request's size into its method's average (weight 1/4). */
+static void px_call_note_size(px_call_t *c, int64_t len)
+{
+    _Atomic int64_t *avg = &c->srv->req_avg[c->midx];
+    int64_t a = atomic_load_explicit(avg, memory_order_relaxed);
+
+    atomic_store_explicit(avg, a + (len - a) / 4, memory_order_relaxed);
+}
+
 /* A new call arrived: capture it, post the CLOSE and RECV batches, or
  * answer UNIMPLEMENTED when no method matches. */
 static void px_call_on_request(px_call_t *c, bool ok)
@@ -677,6 +798,8 @@ static void px_call_on_request(px_call_t *c, bool ok)
         snprintf(msg, sizeof(msg), "unknown method %.250s", c->path);
         GT_LOG(DEBUG, "rpc", "%s from %s", msg, px_call_peer(c));
         px_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+    } else if (!px_call_admit(c)) {
+        px_call_reject(c, PX_REJECT_OVERLOAD);
     } else {
         GT_LOG(TRACE, "rpc", "call %s from %s", c->path, px_call_peer(c));
         px_call_start_recv(c);
@@ -713,10 +836,18 @@ static void *px_worker_main(void *arg)
     px_rpc_server_t *srv = arg;
 
     for (;;) {
+        /* Wake at least once a second for a due trim. */
         grpc_event ev = grpc_completion_queue_next(
-            srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+            srv->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                  gpr_time_from_millis(1000, GPR_TIMESPAN)),
+            NULL);
+        int64_t due = atomic_load_explicit(&srv->trim_due_ms,
+                                           memory_order_relaxed);
         px_tag_t *t;
 
+        if (due != 0 && px_mono_ms() >= due &&
+            atomic_compare_exchange_strong(&srv->trim_due_ms, &due, 0))
+            malloc_trim(0);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
@@ -798,17 +929,23 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     px_rpc_server_t *srv = NULL;
     grpc_server_credentials *creds = NULL;
     gt_err_t rc;
-    grpc_arg args[6];
+    grpc_arg args[9];
     grpc_channel_args chargs;
 
     rc = px_listen_probe(opts->listen, err, errlen);
     if (rc != GT_OK)
         return rc;
     srv = calloc(1, sizeof(*srv));
-    if (srv == NULL)
+    if (srv == NULL ||
+        (srv->req_avg = calloc(methods->count + 1, sizeof(*srv->req_avg))) ==
+            NULL) {
+        free(srv);
         return GT_ENOMEM;
+    }
     srv->opts = *opts;
     srv->methods = methods;
+    px_admit_init(&srv->admit, opts->max_inflight_bytes,
+                  opts->max_conn_inflight_bytes);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     srv->t_shutdown = (px_tag_t){PX_TAG_SHUTDOWN, srv};
@@ -830,6 +967,21 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
                          {.integer = 0}};
     args[5] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
                          {.integer = -1}};
+    /* Admission control relies on flow control: a stream whose message
+     * has not been asked for (no receive posted: not admitted yet) may
+     * only send the initial window.  BDP probing would grow that window
+     * to megabytes per stream, so that hundreds of waiting streams could
+     * hold hundreds of megabytes before any is admitted. */
+    args[6] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_BDP_PROBE,
+                         {.integer = 0}};
+    args[7] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                         {.integer = 64 * 1024}};
+    /* Request metadata: the core's default (8 KiB) fails the whole
+     * connection, every call on it, when one call passes it. */
+    args[8] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE,
+                         {.integer = opts->max_header_bytes > 0
+                                         ? opts->max_header_bytes
+                                         : 64 * 1024}};
     chargs.num_args = sizeof(args) / sizeof(args[0]);
     chargs.args = args;
     srv->server = grpc_server_create(&chargs, NULL);
@@ -851,6 +1003,8 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
         grpc_shutdown();
         pthread_mutex_destroy(&srv->mu);
         pthread_cond_destroy(&srv->cv);
+        px_admit_destroy(&srv->admit);
+        free(srv->req_avg);
         free(srv);
         return GT_EBUSY;
     }
@@ -870,6 +1024,11 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
 }
 
 int px_rpc_server_port(const px_rpc_server_t *srv) { return srv->port; }
+
+void px_rpc_server_stats(px_rpc_server_t *srv, px_rpc_stats_t *out)
+{
+    px_admit_stats(&srv->admit, out);
+}
 
 /* Interrupts every live call with SHUTDOWN, outside the server lock. */
 static void px_server_interrupt_all(px_rpc_server_t *srv)
@@ -944,6 +1103,8 @@ void px_rpc_server_destroy(px_rpc_server_t *srv)
     free(srv->workers);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
+    px_admit_destroy(&srv->admit);
+    free(srv->req_avg);
     free(srv);
 }
 

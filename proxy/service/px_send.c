@@ -351,6 +351,15 @@ static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
         px_send_finish(ctx->call, ctx);
 }
 
+/* Total body bytes of a batch. */
+static int64_t px_send_batch_bytes(const Apache__Rocketmq__V2__SendMessageRequest *req)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < req->n_messages; i++)
+        n += (int64_t)req->messages[i]->body.len;
+    return n;
+}
+
 void px_send_message(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(send_message_response);
@@ -376,6 +385,14 @@ void px_send_message(px_call_t *call, ProtobufCMessage *msg)
         px_send_reply(call, req, NULL, PX_CODE(MESSAGE_CORRUPTED),
                       req->n_messages ? "batch too large" : "no message in the request",
                       NULL);
+        goto out;
+    }
+    if (req->n_messages > 1 && px_send_batch_bytes(req) >
+                                   px_svc(call)->cfg->message.max_batch_bytes) {
+        snprintf(why, sizeof(why), "the batch's bodies exceed %lld bytes "
+                 "(message.max_batch_bytes)",
+                 (long long)px_svc(call)->cfg->message.max_batch_bytes);
+        px_send_reply(call, req, NULL, PX_CODE(MESSAGE_BODY_TOO_LARGE), why, NULL);
         goto out;
     }
     tname = req->messages[0]->topic ? req->messages[0]->topic->name : NULL;

@@ -71,11 +71,17 @@ static void px_admin_log_level(px_call_t *call, ProtobufCMessage *msg)
      .on_interrupt = intr, .on_reject = px_reject_client,                      \
      .on_screen = px_screen_request,                                           \
      .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
+/* SendMessage: admission reserves one full-size message at arrival. */
+#define PX_SEND_RESERVE (PX_MAX_BODY_BYTES + 64 * 1024)
 
 static const px_method_t px_messaging_methods[] = {
     PX_IMPL("QueryRoute", PX_RPC_UNARY, px_route_query, NULL, query_route),
     PX_IMPL("Heartbeat", PX_RPC_UNARY, px_route_heartbeat, NULL, heartbeat),
-    PX_IMPL("SendMessage", PX_RPC_UNARY, px_send_message, NULL, send_message),
+    {.path = PX_MS_PREFIX "SendMessage", .kind = PX_RPC_UNARY,
+     .on_request = px_send_message, .on_reject = px_reject_client,
+     .req_desc = PX_DESC(send_message_request),
+     .resp_desc = PX_DESC(send_message_response),
+     .reserve_bytes = PX_SEND_RESERVE},
     PX_IMPL("QueryAssignment", PX_RPC_UNARY, px_route_assignment, NULL,
             query_assignment),
     PX_IMPL("ReceiveMessage", PX_RPC_SERVER_STREAM, px_receive_message,

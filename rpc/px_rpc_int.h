@@ -1,0 +1,63 @@
+/* Internal header of the gRPC runtime (rpc/): admission control.
+ *
+ * px_admit_t counts request bytes in flight for the whole server and per
+ * client connection (keyed by the peer address, which names one TCP
+ * connection).  It is plain bookkeeping under one mutex, with no gRPC in
+ * it, so it is unit-tested on its own (tests/unit/rpc/test_admit.c). */
+#ifndef PX_RPC_INT_H
+#define PX_RPC_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "px_rpc.h"
+
+#define PX_ADMIT_BUCKETS 1024
+
+/* One client connection with calls in flight.  Guarded by px_admit_t.mu. */
+typedef struct px_conn {
+    struct px_conn *next;
+    int64_t bytes; /* charged by its calls */
+    int calls;     /* calls holding it */
+    char peer[];
+} px_conn_t;
+
+/* Guarded by `mu`; `max`/`conn_max` are set at init and read-only. */
+typedef struct px_admit {
+    pthread_mutex_t mu;
+    int64_t max, conn_max; /* <= 0: unbounded */
+    int64_t bytes, peak;
+    int64_t burst_peak;    /* highest since the last trim */
+    uint64_t rejected, calls;
+    px_conn_t *buckets[PX_ADMIT_BUCKETS];
+} px_admit_t;
+
+void px_admit_init(px_admit_t *a, int64_t max, int64_t conn_max);
+/* Frees the connection entries (all calls must have left). */
+void px_admit_destroy(px_admit_t *a);
+/* A call from `peer` (borrowed) arrives wanting `bytes`.  Admitted: the
+ * bytes are charged, *conn is its connection entry (hold it until
+ * px_admit_leave) and true is returned.  Refused (either bound would be
+ * passed while something else is in flight there, and not `force`):
+ * false, nothing held, counted as rejected.  Also false, not counted,
+ * when out of memory. */
+bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
+                    bool force, px_conn_t **conn);
+/* Changes an admitted call's charge from `from` to `to`.  Growing it past
+ * a bound while something else is in flight there is refused unless
+ * `force`: the charge stays `from`, the refusal is counted, false is
+ * returned. */
+bool px_admit_adjust(px_admit_t *a, px_conn_t *conn, int64_t from, int64_t to,
+                     bool force);
+/* The call is over: releases `bytes` and the connection entry.  Returns
+ * true when the caller should give freed memory back to the system now:
+ * a burst of at least PX_ADMIT_TRIM_BYTES has drained to an eighth (once
+ * per burst: the next needs another rise of that size). */
+bool px_admit_leave(px_admit_t *a, px_conn_t *conn, int64_t bytes);
+void px_admit_stats(px_admit_t *a, px_rpc_stats_t *out);
+
+/* A drained burst this large is worth a malloc_trim(). */
+#define PX_ADMIT_TRIM_BYTES (16LL * 1024 * 1024)
+
+#endif

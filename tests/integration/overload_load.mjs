@@ -1,0 +1,169 @@
+// Overload load generator shared by tests/integration/overload.test.mjs and
+// scripts/bench-overload: many raw gRPC senders of large SendMessage
+// requests (each on its own connection), a control client doing small
+// send + receive round trips on another connection, and a sampler of the
+// server's resident memory (/proc/PID/status VmRSS, VmHWM).
+import fs from 'node:fs';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import {
+  Raw, Code, wireMessage, sendRequest, receiveRequest, splitReceive, ackRequest, pb,
+  consumerSettings, sleep,
+} from './sdk_util.mjs';
+
+// Resident memory of `pid` in bytes: {rss, hwm}.
+export function memOf(pid) {
+  const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k) => Number((s.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm')) || [0, 0])[1]) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+function pct(sorted, p) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+}
+
+// Pre-serialized SendMessage requests: `count` variants of `batch`
+// messages each with bodies between minBody and maxBody bytes.
+function makeRequests(topic, count, batch, minBody, maxBody) {
+  const out = [];
+  for (let v = 0; v < count; v++) {
+    const msgs = [];
+    for (let i = 0; i < batch; i++) {
+      const n = minBody + Math.floor(((v * batch + i) * 7919) % (maxBody - minBody + 1));
+      msgs.push(wireMessage({ topic, body: Buffer.alloc(n, 0x61 + (i % 26)) }));
+    }
+    out.push(Buffer.from(sendRequest(msgs).serializeBinary()));
+  }
+  return out;
+}
+
+// A control client: small send + receive + ack round trips until o.durationMs
+// has passed.  Resolves {sendP99, recvP99, n}.
+async function control(o) {
+  const stopAt = Date.now() + o.durationMs;
+  const raw = new Raw(o.endpoint);
+  const send = [];
+  const recv = [];
+  const cg = o.controlGroup;
+  const ct = o.controlTopic;
+  const { call } = await raw.telemetry(consumerSettings(cg, ct));
+  try {
+    while (Date.now() < stopAt) {
+      let t0 = Date.now();
+      const s = await raw.unary('SendMessage', sendRequest([wireMessage({ topic: ct, body: Buffer.from('ping') })]),
+        pb.SendMessageResponse, { timeoutMs: 30000 });
+      send.push(Date.now() - t0);
+      if (s.err || s.resp.getStatus().getCode() !== Code.OK) continue;
+      t0 = Date.now();
+      const r = await raw.serverStream('ReceiveMessage',
+        receiveRequest({ group: cg, topic: ct, batch: 32, longPollMs: 5000 }), pb.ReceiveMessageResponse,
+        { timeoutMs: 30000 });
+      recv.push(Date.now() - t0);
+      const msgs = r.err ? [] : splitReceive(r.resps).messages;
+      if (msgs.length > 0) {
+        await raw.unary('AckMessage', ackRequest(cg, ct, msgs.map((m) => ({
+          id: m.getSystemProperties().getMessageId(),
+          handle: m.getSystemProperties().getReceiptHandle(),
+        }))), pb.AckMessageResponse);
+      }
+      await sleep(10);
+    }
+  } finally {
+    call.end();
+    raw.close();
+  }
+  send.sort((a, b) => a - b);
+  recv.sort((a, b) => a - b);
+  return { sendP99: pct(send, 0.99), recvP99: pct(recv, 0.99), n: send.length };
+}
+
+// Senders of one thread: o.senders raw connections sending pre-serialized
+// requests until o.durationMs has passed; 42900 and other refusals back
+// off o.backoffMs.  Resolves {ok, refused, other, otherCodes, lat}.
+async function senders(o) {
+  const reqs = makeRequests(o.topic, Math.min(8, o.senders), o.batch ?? 1,
+    o.minBody, o.maxBody);
+  const stats = { ok: 0, refused: 0, other: 0, otherCodes: {}, lat: [] };
+  const stopAt = Date.now() + o.durationMs;
+  const one = async (k) => {
+    const raw = new Raw(o.endpoint);
+    try {
+      for (let i = 0; Date.now() < stopAt; i++) {
+        const r = await raw.unary('SendMessage', reqs[(k + i) % reqs.length],
+          pb.SendMessageResponse, { timeoutMs: 60000 });
+        stats.lat.push(r.ms);
+        const code = r.err ? `grpc:${r.err.code}` : r.resp.getStatus().getCode();
+        if (code === Code.OK) {
+          stats.ok++;
+          continue;
+        }
+        if (code === Code.TOO_MANY_REQUESTS) stats.refused++;
+        else {
+          stats.other++;
+          stats.otherCodes[code] = (stats.otherCodes[code] ?? 0) + 1;
+        }
+        await sleep(o.backoffMs ?? 20);
+      }
+    } finally {
+      raw.close();
+    }
+  };
+  await Promise.all([...Array(o.senders).keys()].map((k) => one(k)));
+  return stats;
+}
+
+function inWorker(data) {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL(import.meta.url), { workerData: data });
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+}
+
+// o: {endpoint, pid, topic, senders, threads, batch, minBody, maxBody,
+//     durationMs, backoffMs, controlTopic, controlGroup}
+// Senders run on o.threads worker threads (default 4) and the control
+// client on another, so that one event loop does not hold up the rest.
+// Resolves {ok, refused, other, otherCodes, sendP50, peakRss, peakHwm,
+// control: {sendP99, recvP99, n} | null}.
+export async function runOverload(o) {
+  let peakRss = 0;
+  const sampler = setInterval(() => {
+    try { peakRss = Math.max(peakRss, memOf(o.pid).rss); } catch { /* gone */ }
+  }, 20);
+  const threads = Math.min(o.threads ?? 4, o.senders);
+  const jobs = [];
+  for (let t = 0; t < threads; t++) {
+    const n = Math.floor(o.senders / threads) + (t < o.senders % threads ? 1 : 0);
+    jobs.push(inWorker({ senders: { ...o, senders: n } }));
+  }
+  const ctl = o.controlTopic ? inWorker({ control: {
+    endpoint: o.endpoint, controlTopic: o.controlTopic, controlGroup: o.controlGroup,
+    durationMs: o.durationMs,
+  } }) : Promise.resolve(null);
+  const parts = await Promise.all(jobs);
+  const controlStats = await ctl;
+  clearInterval(sampler);
+  const out = { ok: 0, refused: 0, other: 0, otherCodes: {}, lat: [] };
+  for (const p of parts) {
+    out.ok += p.ok;
+    out.refused += p.refused;
+    out.other += p.other;
+    for (const [k, v] of Object.entries(p.otherCodes)) out.otherCodes[k] = (out.otherCodes[k] ?? 0) + v;
+    out.lat.push(...p.lat);
+  }
+  out.lat.sort((a, b) => a - b);
+  let hwm = 0;
+  try { hwm = memOf(o.pid).hwm; } catch { /* gone */ }
+  return {
+    ok: out.ok, refused: out.refused, other: out.other, otherCodes: out.otherCodes,
+    sendP50: pct(out.lat, 0.5), peakRss, peakHwm: hwm, control: controlStats,
+  };
+}
+
+if (!isMainThread && workerData?.control) {
+  control(workerData.control).then((r) => parentPort.postMessage(r));
+}
+if (!isMainThread && workerData?.senders) {
+  senders(workerData.senders).then((r) => parentPort.postMessage(r));
+}

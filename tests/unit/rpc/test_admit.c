@@ -1,0 +1,146 @@
+/* Unit tests for the runtime's admission bookkeeping (px_admit_t): the
+ * global and per-connection bounds, the "alone" rule, adjusting a
+ * reservation to the real size, releasing, and the trim signal. */
+#include <stdio.h>
+
+#include <CUnit/Basic.h>
+
+#include "px_rpc_int.h"
+
+#define MiB (1024LL * 1024)
+
+static void test_bounds(void)
+{
+    px_admit_t a;
+    px_conn_t *c1, *c2, *c3, *x;
+    px_rpc_stats_t st;
+
+    px_admit_init(&a, 10 * MiB, 6 * MiB);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "ipv4:1", 4 * MiB, false, &c1));
+    /* Same connection: 4 + 4 > 6 is refused. */
+    CU_ASSERT_FALSE(px_admit_enter(&a, "ipv4:1", 4 * MiB, false, &x));
+    CU_ASSERT_PTR_NULL(x);
+    /* Another connection fits globally (8 <= 10). */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "ipv4:2", 4 * MiB, false, &c2));
+    /* 8 + 4 > 10: refused globally, whatever the connection. */
+    CU_ASSERT_FALSE(px_admit_enter(&a, "ipv4:3", 4 * MiB, false, &x));
+    /* Forced (a bidi stream): admitted anyway. */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "ipv4:3", 0, true, &c3));
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 8 * MiB);
+    CU_ASSERT_EQUAL(st.rejected_overload, 2);
+    CU_ASSERT_EQUAL(st.calls, 3);
+    px_admit_leave(&a, c1, 4 * MiB);
+    px_admit_leave(&a, c2, 4 * MiB);
+    px_admit_leave(&a, c3, 0);
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 0);
+    CU_ASSERT_EQUAL(st.inflight_peak_bytes, 8 * MiB);
+    px_admit_destroy(&a);
+}
+
+/* A request larger than a bound is served when nothing else is there. */
+static void test_alone(void)
+{
+    px_admit_t a;
+    px_conn_t *c1, *c2;
+
+    px_admit_init(&a, 10 * MiB, 6 * MiB);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &c1));
+    CU_ASSERT_TRUE(px_admit_adjust(&a, c1, 1024, 50 * MiB, false));
+    /* Nothing fits beside it now. */
+    CU_ASSERT_FALSE(px_admit_enter(&a, "q", 1024, false, &c2));
+    px_admit_leave(&a, c1, 50 * MiB);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "q", 1024, false, &c2));
+    px_admit_leave(&a, c2, 1024);
+    px_admit_destroy(&a);
+}
+
+static void test_adjust(void)
+{
+    px_admit_t a;
+    px_conn_t *c1, *c2;
+    px_rpc_stats_t st;
+
+    px_admit_init(&a, 10 * MiB, 0 /* no per-connection bound */);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &c1));
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &c2));
+    CU_ASSERT_TRUE(px_admit_adjust(&a, c1, 1024, 8 * MiB, false));
+    /* The second grows past the bound beside the first: refused, its
+     * charge stays the reservation. */
+    CU_ASSERT_FALSE(px_admit_adjust(&a, c2, 1024, 4 * MiB, false));
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 8 * MiB + 1024);
+    CU_ASSERT_EQUAL(st.rejected_overload, 1);
+    /* Shrinking is always allowed. */
+    CU_ASSERT_TRUE(px_admit_adjust(&a, c2, 1024, 10, false));
+    /* Forced growth (bidi messages) is always allowed. */
+    CU_ASSERT_TRUE(px_admit_adjust(&a, c2, 10, 20 * MiB, true));
+    px_admit_leave(&a, c2, 20 * MiB);
+    px_admit_leave(&a, c1, 8 * MiB);
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 0);
+    px_admit_destroy(&a);
+}
+
+/* The trim signal: once per drained burst of at least 16 MiB. */
+static void test_trim(void)
+{
+    px_admit_t a;
+    px_conn_t *c[4];
+
+    px_admit_init(&a, 0, 0);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", MiB, false, &c[0]));
+    CU_ASSERT_FALSE(px_admit_leave(&a, c[0], MiB)); /* small: no trim */
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_TRUE(px_admit_enter(&a, "p", 8 * MiB, false, &c[i]));
+    CU_ASSERT_FALSE(px_admit_leave(&a, c[0], 8 * MiB)); /* 24 left */
+    CU_ASSERT_FALSE(px_admit_leave(&a, c[1], 8 * MiB)); /* 16 left */
+    CU_ASSERT_FALSE(px_admit_leave(&a, c[2], 8 * MiB)); /* 8 left */
+    CU_ASSERT_TRUE(px_admit_leave(&a, c[3], 8 * MiB));  /* drained */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", MiB, false, &c[0]));
+    CU_ASSERT_FALSE(px_admit_leave(&a, c[0], MiB)); /* no new burst */
+    px_admit_destroy(&a);
+}
+
+/* Many connections: entries are created and removed with their calls. */
+static void test_many_conns(void)
+{
+    enum { N = 5000 };
+    static px_conn_t *cs[N];
+    px_admit_t a;
+    char peer[32];
+    px_rpc_stats_t st;
+
+    px_admit_init(&a, 0, 1024);
+    for (int i = 0; i < N; i++) {
+        snprintf(peer, sizeof(peer), "ipv4:127.0.0.1:%d", i);
+        CU_ASSERT_TRUE_FATAL(px_admit_enter(&a, peer, 1000, false, &cs[i]));
+    }
+    for (int i = 0; i < N; i++)
+        px_admit_leave(&a, cs[i], 1000);
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 0);
+    for (int i = 0; i < PX_ADMIT_BUCKETS; i++)
+        CU_ASSERT_PTR_NULL(a.buckets[i]);
+    px_admit_destroy(&a);
+}
+
+int main(void)
+{
+    CU_pSuite s;
+
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    s = CU_add_suite("rpc_admit", NULL, NULL);
+    CU_add_test(s, "global and connection bounds", test_bounds);
+    CU_add_test(s, "alone over the bound", test_alone);
+    CU_add_test(s, "adjust to the real size", test_adjust);
+    CU_add_test(s, "trim once per drained burst", test_trim);
+    CU_add_test(s, "many connections", test_many_conns);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int failed = CU_get_number_of_failures() != 0 || CU_get_error() != 0;
+    CU_cleanup_registry();
+    return failed;
+}
