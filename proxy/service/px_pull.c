@@ -6,8 +6,12 @@
  * state; the stream is `status`, one response per message, `next_offset`.
  * The filter (tag or SQL92) travels to the store, which steps over
  * non-matching messages and still advances next_offset past them.
- * Pulls answer at once (no long polling yet): an empty read is
- * MESSAGE_NOT_FOUND with the unchanged next_offset. */
+ * With a long_polling_timeout (clamped into the call's deadline) a pull
+ * that finds nothing at the end of its queue waits in the store for a
+ * message, as RocketMQ's pull consumers long-poll; an empty answer is
+ * MESSAGE_NOT_FOUND with the unchanged next_offset.  A client that goes
+ * away cancels its parked pull (st_pop_cancel). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,8 +70,18 @@ static gt_err_t px_off_wait(px_sync_t *w, uint64_t *off)
 
 /* ---- PullMessage ---- */
 
+/* Time kept back from the client's deadline to deliver the answer. */
+#define PX_PULL_MARGIN_MS 500
+/* Cancel keys: unique per process, apart from ReceiveMessage's. */
+#define PX_PULL_KEY_BIT (1ull << 63)
+static _Atomic uint64_t px_pull_keys;
+
+/* A pull in the store.  `call` is guarded by svc->recv_mu: NULL once the
+ * call was detached (cancelled or server stopping) before the answer. */
 typedef struct px_pull_ctx {
+    px_svc_t *svc;
     px_call_t *call;
+    uint64_t cancel_key;
     char topic[ST_NAME_MAX + 1];
     char ns[128];
     char store_host[128];
@@ -86,6 +100,20 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
         APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__INIT;
     Apache__Rocketmq__V2__Status st;
     px_msg_view_t *v = NULL;
+    px_call_t *call;
+
+    pthread_mutex_lock(&ctx->svc->recv_mu);
+    call = ctx->call;
+    if (call != NULL) {
+        px_call_set_user(call, NULL);
+        ctx->call = NULL;
+    }
+    pthread_mutex_unlock(&ctx->svc->recv_mu);
+    if (call == NULL) { /* the interrupt side took the call */
+        free(ctx);
+        return;
+    }
+    ctx->call = call;
 
     if (err != GT_OK) {
         px_pull_status(ctx->call, px_code_from_err(err), gt_err_str(err));
@@ -164,7 +192,9 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
         px_pull_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
         return;
     }
+    ctx->svc = px_svc(call);
     ctx->call = call;
+    ctx->cancel_key = PX_PULL_KEY_BIT | (atomic_fetch_add(&px_pull_keys, 1) + 1);
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
     gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
     gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), px_authority_text(call));
@@ -175,8 +205,47 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
                                                                   : ST_POP_MAX;
     if (req->filter_expression != NULL)
         pr.filter_expr = req->filter_expression->expression;
+    if (req->long_polling_timeout != NULL) {
+        int64_t lp = px_duration_ms(req->long_polling_timeout);
+        int64_t left = px_call_deadline_left_ms(call) - PX_PULL_MARGIN_MS;
+        lp = lp > left ? left : lp;
+        lp = lp > ST_POLL_MAX_MS ? ST_POLL_MAX_MS : lp;
+        pr.poll_timeout_ms = lp > 0 ? lp : 0;
+    }
+    pr.cancel_key = ctx->cancel_key;
     px_call_ref(call);
+    /* px_pull_interrupt reads it under recv_mu, maybe on another worker */
+    pthread_mutex_lock(&ctx->svc->recv_mu);
+    px_call_set_user(call, ctx);
+    pthread_mutex_unlock(&ctx->svc->recv_mu);
     st_pull(px_svc(call)->store, &pr, px_pull_done, ctx);
+}
+
+void px_pull_interrupt(px_call_t *call, px_interrupt_t why)
+{
+    px_svc_t *svc = px_svc(call);
+    px_pull_ctx_t *ctx;
+    uint64_t key = 0;
+
+    if (why == PX_INTERRUPT_CLOSED)
+        return;
+    /* Cancelled or stopping: drop the pull's reference now so the call is
+     * freed at once and the server can stop; the store ends the parked
+     * pull (px_pull_done then finds no call and only frees ctx). */
+    pthread_mutex_lock(&svc->recv_mu);
+    ctx = px_call_user(call);
+    if (ctx != NULL && ctx->call == call) {
+        ctx->call = NULL;
+        px_call_set_user(call, NULL);
+        key = ctx->cancel_key;
+    }
+    pthread_mutex_unlock(&svc->recv_mu);
+    if (key == 0)
+        return;
+    st_pop_cancel(svc->store, key);
+    if (why == PX_INTERRUPT_SHUTDOWN)
+        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    px_call_unref(call);
 }
 
 /* ---- offsets ---- */

@@ -293,6 +293,7 @@ void px_ack_message(px_call_t *call, ProtobufCMessage *msg);
 void px_change_invisible(px_call_t *call, ProtobufCMessage *msg);
 void px_forward_dlq(px_call_t *call, ProtobufCMessage *msg);
 void px_pull_message(px_call_t *call, ProtobufCMessage *msg);
+void px_pull_interrupt(px_call_t *call, px_interrupt_t why);
 void px_offset_update(px_call_t *call, ProtobufCMessage *msg);
 void px_offset_get(px_call_t *call, ProtobufCMessage *msg);
 void px_offset_query(px_call_t *call, ProtobufCMessage *msg);
