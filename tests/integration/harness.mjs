@@ -132,15 +132,31 @@ ${opts.yaml ?? DEFAULT_YAML}`;
 }
 
 // Spawns gantry and waits for /readyz (15 s, scaled).  Throws with the log if it
-// exits or never becomes ready.
+// exits or never becomes ready.  freePort() cannot reserve a port: another
+// process (a second test run) may bind it before gantry does, so when the
+// ports were picked here and the server could not listen, it tries again
+// with new ones.
 export async function startGantry(opts = {}) {
+  const own = opts.grpcPort === undefined && opts.httpPort === undefined && opts.amqpPort === undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (e) {
+      if (!own || attempt >= 5 || !/cannot listen on .*(in use|Address already)/i.test(e.message)) throw e;
+    }
+  }
+}
+
+async function startOnce(opts) {
   const g = await spawnGantry(opts);
   let exitInfo = null;
   g.exited.then((e) => { exitInfo = e; });
   const deadline = Date.now() + scaled(opts.readyTimeoutMs ?? 15000);
   while (Date.now() < deadline) {
     if (exitInfo) {
-      throw new Error(`gantry exited early (${JSON.stringify(exitInfo)}):\n${g.log()}`);
+      const log = g.log();
+      if (!opts.dir && !process.env.GANTRY_KEEP_TMP) fs.rmSync(g.dir, { recursive: true, force: true });
+      throw new Error(`gantry exited early (${JSON.stringify(exitInfo)}):\n${log}`);
     }
     const r = await httpGet(g.httpPort, '/readyz');
     if (r.status === 200) return g;
