@@ -11,7 +11,13 @@
  * message in flight (1 in sync mode: a blocking producer; 64 in async mode:
  * a pipelining producer).  MB/s counts message bodies only.
  *
- * Usage: gt_bench_store <dir> [seconds per measurement, default 3] */
+ * Then the pop path (st_bench_pop.c): parked long polls (park rate, wake
+ * latency and cancel rate at 10 / 10k / 100k parked) and FIFO vs normal
+ * drain on the same backlog.
+ *
+ * Usage: gt_bench_store <dir> [seconds per measurement, default 3]
+ *                      [sections: comma list of append,popack,timers,park,
+ *                       fifo; default all] */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +30,11 @@
 #include "gt_log.h"
 #include "st.h"
 
-static double now_s(void)
+double bench_now_s(void);
+st_store_t *bench_open_store(const char *dir, st_flush_t flush);
+void bench_park(const char *dir);          /* st_bench_pop.c */
+void bench_fifo(const char *dir, double secs);
+double bench_now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -44,9 +54,9 @@ static double disk_buffered_mbs(const char *dir)
     if (fd < 0)
         return 0;
     memset(chunk, 'd', sizeof(chunk));
-    double t0 = now_s(), t;
+    double t0 = bench_now_s(), t;
     size_t bytes = 0;
-    while ((t = now_s()) - t0 < seconds && bytes < (size_t)8 << 30) {
+    while ((t = bench_now_s()) - t0 < seconds && bytes < (size_t)8 << 30) {
         if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
             break;
         bytes += sizeof(chunk);
@@ -64,9 +74,9 @@ static double disk_sync_appends(const char *dir)
     if (fd < 0)
         return 0;
     memset(blk, 's', sizeof(blk));
-    double t0 = now_s(), t;
+    double t0 = bench_now_s(), t;
     long n = 0;
-    while ((t = now_s()) - t0 < seconds) {
+    while ((t = bench_now_s()) - t0 < seconds) {
         if (write(fd, blk, sizeof(blk)) != (ssize_t)sizeof(blk) ||
             fdatasync(fd) != 0)
             break;
@@ -103,7 +113,7 @@ static void wait_all(wait1_t *w)
     pthread_mutex_unlock(&w->m);
 }
 
-static st_store_t *open_store(const char *dir, st_flush_t flush)
+st_store_t *bench_open_store(const char *dir, st_flush_t flush)
 {
     st_config_t c;
     st_store_t *st = NULL;
@@ -161,7 +171,7 @@ static void *appender_main(void *p)
     m.body = body;
     m.body_len = sizeof(body);
     m.queue_id = ST_QUEUE_ANY;
-    while (now_s() < a->deadline) {
+    while (bench_now_s() < a->deadline) {
         pthread_mutex_lock(&a->m);
         while (a->inflight >= a->window) {
             a->waiting = true;
@@ -186,7 +196,7 @@ static double run_appenders(st_store_t *st, int n, int window, long *total)
 {
     appender_t *a = calloc((size_t)n, sizeof(*a));
     pthread_t *th = calloc((size_t)n, sizeof(*th));
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int i = 0; i < n; i++) {
         a[i] = (appender_t){.st = st, .window = window,
                             .deadline = t0 + seconds};
@@ -200,7 +210,7 @@ static double run_appenders(st_store_t *st, int n, int window, long *total)
         done += a[i].done;
         failed += a[i].failed;
     }
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     if (failed)
         fprintf(stderr, "%ld appends failed\n", failed);
     free(a);
@@ -235,8 +245,8 @@ static double run_pop_ack(st_store_t *st, long available)
     st_pop_req_t r = {.group = "bench-g", .topic = "bench",
                       .queue_id = ST_QUEUE_ANY, .max = 32,
                       .invisible_ms = 60000};
-    double t0 = now_s();
-    while (now_s() - t0 < seconds && p.acked < available) {
+    double t0 = bench_now_s();
+    while (bench_now_s() - t0 < seconds && p.acked < available) {
         p.w.pending = 1;
         st_pop(st, &r, pop_cb, &p);
         wait_all(&p.w);
@@ -248,7 +258,7 @@ static double run_pop_ack(st_store_t *st, long available)
         wait_all(&p.w);
         p.acked += p.got;
     }
-    return (double)p.acked / (now_s() - t0);
+    return (double)p.acked / (bench_now_s() - t0);
 }
 
 /* ---- timers ------------------------------------------------------------------------ */
@@ -308,16 +318,16 @@ static double run_timers(st_store_t *st, long due_n, long pending,
     }
     wait_all(&w);
     clock_gettime(CLOCK_REALTIME, &ts); /* `due` on the monotonic clock */
-    double t_due = now_s() + (double)(due - ((int64_t)ts.tv_sec * 1000 +
+    double t_due = bench_now_s() + (double)(due - ((int64_t)ts.tv_sec * 1000 +
                                       ts.tv_nsec / 1000000)) / 1000.0;
-    if (t_due < now_s()) {
+    if (t_due < bench_now_s()) {
         fprintf(stderr, "timers: sending took longer than the lead time\n");
         return 0;
     }
     uint64_t base = topic_messages(st, "bench");
     *first_ms = -1;
     double t;
-    while ((t = now_s()) - t_due < 120) {
+    while ((t = bench_now_s()) - t_due < 120) {
         uint64_t got = topic_messages(st, "bench") - base;
         if (got > 0 && *first_ms < 0)
             *first_ms = (t - t_due) * 1000;
@@ -332,68 +342,78 @@ static double run_timers(st_store_t *st, long due_n, long pending,
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s <dir> [seconds]\n", argv[0]);
+        fprintf(stderr, "usage: %s <dir> [seconds] [sections]\n", argv[0]);
         return 2;
     }
     if (argc > 2)
         seconds = atof(argv[2]);
+    const char *only = argc > 3 ? argv[3] : "all";
+#define WANT(x) (strcmp(only, "all") == 0 || strstr(only, x) != NULL)
     gt_log_set_level(getenv("BENCH_VERBOSE") ? GT_LOG_LEVEL_INFO : GT_LOG_LEVEL_WARN);
     memset(body, 'b', sizeof(body));
     const char *dir = argv[1];
     mkdir(dir, 0755);
-    double disk_mbs = disk_buffered_mbs(dir);
-    double disk_sync = disk_sync_appends(dir);
-    printf("disk (%s):\n", dir);
-    printf("  sequential buffered 1 MiB writes : %10.1f MB/s\n", disk_mbs);
-    printf("  fdatasync'd 4 KiB appends        : %10.0f /s\n\n", disk_sync);
-    printf("store appends, 1 KiB messages (MB/s counts bodies):\n");
-    printf("  %-5s %9s %6s %12s %9s %14s %14s\n", "mode", "appenders",
-           "window", "appends/s", "MB/s", "x disk fsync/s", "of disk MB/s");
-    long last_total = 0;
-    st_store_t *last = NULL;
     char sub[4096];
-    for (int mode = 0; mode < 2; mode++) {
-        int counts[] = {1, 4, 16};
-        for (int i = 0; i < 3; i++) {
-            snprintf(sub, sizeof(sub), "%s/store-%d-%d", dir, mode, counts[i]);
-            st_store_t *st = open_store(sub, mode ? ST_FLUSH_ASYNC
-                                                  : ST_FLUSH_SYNC);
-            long total;
-            int window = mode ? 64 : 1;
-            double rate = run_appenders(st, counts[i], window, &total);
-            double mbs = rate * sizeof(body) / 1e6;
-            printf("  %-5s %9d %6d %12.0f %9.1f %13.2fx %13.1f%%\n",
-                   mode ? "async" : "sync", counts[i], window, rate, mbs,
-                   rate / disk_sync, 100.0 * mbs / disk_mbs);
-            fflush(stdout);
-            if (mode == 1 && i == 2) { /* keep the last one for pop+ack */
-                last = st;
-                last_total = total;
-            } else {
-                st_close(st);
+    if (WANT("append") || WANT("popack")) {
+        double disk_mbs = disk_buffered_mbs(dir);
+        double disk_sync = disk_sync_appends(dir);
+        printf("disk (%s):\n", dir);
+        printf("  sequential buffered 1 MiB writes : %10.1f MB/s\n", disk_mbs);
+        printf("  fdatasync'd 4 KiB appends        : %10.0f /s\n\n", disk_sync);
+        printf("store appends, 1 KiB messages (MB/s counts bodies):\n");
+        printf("  %-5s %9s %6s %12s %9s %14s %14s\n", "mode", "appenders",
+               "window", "appends/s", "MB/s", "x disk fsync/s", "of disk MB/s");
+        long last_total = 0;
+        st_store_t *last = NULL;
+        for (int mode = 0; mode < 2; mode++) {
+            int counts[] = {1, 4, 16};
+            for (int i = 0; i < 3; i++) {
+                snprintf(sub, sizeof(sub), "%s/store-%d-%d", dir, mode, counts[i]);
+                st_store_t *st = bench_open_store(sub, mode ? ST_FLUSH_ASYNC
+                                                      : ST_FLUSH_SYNC);
+                long total;
+                int window = mode ? 64 : 1;
+                double rate = run_appenders(st, counts[i], window, &total);
+                double mbs = rate * sizeof(body) / 1e6;
+                printf("  %-5s %9d %6d %12.0f %9.1f %13.2fx %13.1f%%\n",
+                       mode ? "async" : "sync", counts[i], window, rate, mbs,
+                       rate / disk_sync, 100.0 * mbs / disk_mbs);
+                fflush(stdout);
+                if (mode == 1 && i == 2) { /* keep the last one for pop+ack */
+                    last = st;
+                    last_total = total;
+                } else {
+                    st_close(st);
+                }
             }
         }
+        double pa = run_pop_ack(last, last_total);
+        printf("\npop+ack (1 consumer, batches of 32, async store): %.0f "
+               "messages/s (%.2fx disk fsync/s)\n", pa, pa / disk_sync);
+        st_close(last);
     }
-    double pa = run_pop_ack(last, last_total);
-    printf("\npop+ack (1 consumer, batches of 32, async store): %.0f "
-           "messages/s (%.2fx disk fsync/s)\n", pa, pa / disk_sync);
-    st_close(last);
-    printf("\ndelay timers: 100k due at one instant, 100k more pending an "
-           "hour ahead (100-byte bodies):\n");
-    for (int run = 0; run < 4; run++) {
-        int mode = run & 1;
-        bool inter = run >= 2;
-        double first = -1;
-        snprintf(sub, sizeof(sub), "%s/store-timers-%d", dir, run);
-        st_store_t *st = open_store(sub, mode ? ST_FLUSH_ASYNC
-                                              : ST_FLUSH_SYNC);
-        double rate = run_timers(st, 100000, 100000, inter, mode ? 3.0 : 8.0,
-                                 &first);
-        printf("  %-5s %-11s timers fired/s %10.0f   (first visible %.0f ms "
-               "after its time)\n", mode ? "async" : "sync",
-               inter ? "interleaved" : "in a run", rate, first);
-        fflush(stdout);
-        st_close(st);
+    if (WANT("timers")) {
+        printf("\ndelay timers: 100k due at one instant, 100k more pending an "
+               "hour ahead (100-byte bodies):\n");
+        for (int run = 0; run < 4; run++) {
+            int mode = run & 1;
+            bool inter = run >= 2;
+            double first = -1;
+            snprintf(sub, sizeof(sub), "%s/store-timers-%d", dir, run);
+            st_store_t *st = bench_open_store(sub, mode ? ST_FLUSH_ASYNC
+                                                  : ST_FLUSH_SYNC);
+            double rate = run_timers(st, 100000, 100000, inter, mode ? 3.0 : 8.0,
+                                     &first);
+            printf("  %-5s %-11s timers fired/s %10.0f   (first visible %.0f ms "
+                   "after its time)\n", mode ? "async" : "sync",
+                   inter ? "interleaved" : "in a run", rate, first);
+            fflush(stdout);
+            st_close(st);
+        }
     }
+    if (WANT("park"))
+        bench_park(dir);
+    if (WANT("fifo"))
+        bench_fifo(dir, seconds * 10);
     return 0;
 }
