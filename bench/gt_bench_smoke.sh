@@ -11,10 +11,13 @@ log=$(mktemp)
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$log"' EXIT
 port=
-for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+# Up to 30 s: a slow or loaded machine, or a sanitizer build.
+i=0
+while [ "$i" -lt 120 ] && kill -0 "$pid" 2>/dev/null; do
   port=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$log")
   [ -n "$port" ] && break
   sleep 0.25
+  i=$((i + 1))
 done
 [ -n "$port" ] || { echo "gt_bench_empty did not start"; cat "$log"; exit 1; }
 for args in "--mode send --batch 1" "--mode send --batch 8" "--mode recv"; do
