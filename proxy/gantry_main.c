@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "cfg.h"
@@ -275,6 +276,45 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, st_store_t **out)
     return GT_OK;
 }
 
+/* /metrics lines of the gRPC runtime (HTTP thread). */
+static void rpc_metrics(void *arg, FILE *out)
+{
+    px_rpc_stats_t st;
+
+    px_rpc_server_stats(arg, &st);
+    fprintf(out,
+            "# HELP gantry_grpc_calls_total gRPC calls dispatched to a method.\n"
+            "# TYPE gantry_grpc_calls_total counter\n"
+            "gantry_grpc_calls_total %llu\n"
+            "# HELP gantry_grpc_overload_rejected_total Calls refused with "
+            "TOO_MANY_REQUESTS by admission control.\n"
+            "# TYPE gantry_grpc_overload_rejected_total counter\n"
+            "gantry_grpc_overload_rejected_total %llu\n"
+            "# HELP gantry_grpc_inflight_request_bytes Request bytes in flight.\n"
+            "# TYPE gantry_grpc_inflight_request_bytes gauge\n"
+            "gantry_grpc_inflight_request_bytes %lld\n"
+            "# HELP gantry_grpc_inflight_request_bytes_peak Highest request "
+            "bytes in flight since start.\n"
+            "# TYPE gantry_grpc_inflight_request_bytes_peak gauge\n"
+            "gantry_grpc_inflight_request_bytes_peak %lld\n",
+            (unsigned long long)st.calls,
+            (unsigned long long)st.rejected_overload,
+            (long long)st.inflight_bytes, (long long)st.inflight_peak_bytes);
+}
+
+/* Many probe, client and store files: use the whole allowance. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            GT_LOG(WARN, "main", "cannot raise the open-file limit: %s",
+                   strerror(errno));
+    }
+}
+
 static int serve(const cfg_t *cfg, bool repair)
 {
     st_store_t *store = NULL;
@@ -301,6 +341,7 @@ static int serve(const cfg_t *cfg, bool repair)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
 
     GT_LOG(INFO, "main",
            "gantry %s starting: grpc=%s http=%s data_dir=%s store=%s flush=%s "
@@ -338,6 +379,7 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
     }
+    px_http_set_metrics(http, rpc_metrics, rpc);
     px_http_set_ready(http, true);
     GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s",
            cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
@@ -348,6 +390,7 @@ static int serve(const cfg_t *cfg, bool repair)
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
+    px_http_set_metrics(http, NULL, NULL);
     /* Order: stop the calls, then close the store (its last callbacks may
      * still release call references), then free the gRPC server. */
     px_svc_drain(svc);
@@ -370,6 +413,8 @@ static int serve(const cfg_t *cfg, bool repair)
     status = 0;
     GT_LOG(INFO, "main", "stopped");
 out:
+    if (http != NULL)
+        px_http_set_metrics(http, NULL, NULL);
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);
     px_svc_stop(svc);

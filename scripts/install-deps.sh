@@ -10,6 +10,7 @@ pkgs=(
   libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler libprotobuf-dev   # protoc + well-known .proto files
   libssl-dev libyaml-dev libcunit1-dev
+  libmicrohttpd-dev            # operator HTTP endpoint (health, metrics)
 )
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

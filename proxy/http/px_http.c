@@ -1,8 +1,13 @@
-/* The operator HTTP endpoint: a poll loop on one thread.  See px_http.h. */
+/* The operator HTTP endpoint on libmicrohttpd.  See px_http.h.
+ *
+ * We bind the socket ourselves (clear errors for a busy port, the same
+ * HOST:PORT parser as the gRPC side) and hand it to the daemon.  Every
+ * answer is a small copied buffer built in the access handler: nothing
+ * outlives the request. */
 #include <errno.h>
 #include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,126 +16,117 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <microhttpd.h>
+
 #include "gt_addr.h"
 #include "gt_log.h"
 #include "px_http.h"
 
-#define PX_HTTP_REQ_MAX 8192
-#define PX_HTTP_READ_MS 2000
+/* Memory per connection, which bounds a request head (MHD's default is
+ * 32 KiB). */
+#define PX_HTTP_CONN_MEMORY (16 * 1024)
+#define PX_HTTP_THREADS 2
 
-/* `ready` is written by the main thread and read by the HTTP thread; the
- * rest belongs to the HTTP thread once started. */
+/* `ready` is written by the main thread and read by the HTTP threads; the
+ * metrics hook is under `mu`; the rest is set before the daemon starts. */
 struct px_http {
+    struct MHD_Daemon *d;
     int lfd;
-    int stop_pipe[2];
-    pthread_t thread;
-    atomic_bool ready;
     time_t started;
+    atomic_bool ready;
+    pthread_mutex_t mu;
+    void (*metrics)(void *arg, FILE *out);
+    void *metrics_arg;
 };
 
-static void px_http_respond(int fd, int code, const char *reason,
-                            const char *ctype, const char *body, bool head)
+static enum MHD_Result px_http_send(struct MHD_Connection *conn,
+                                    unsigned code, const char *ctype,
+                                    const char *body, size_t len)
 {
-    char hdr[256];
-    size_t blen = strlen(body);
-    int n = snprintf(hdr, sizeof(hdr),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                     code, reason, ctype, blen);
-    if (send(fd, hdr, (size_t)n, MSG_NOSIGNAL) < 0)
-        return;
-    if (!head && blen > 0)
-        (void)send(fd, body, blen, MSG_NOSIGNAL);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result rc;
+
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    rc = MHD_queue_response(conn, code, r);
+    MHD_destroy_response(r);
+    return rc;
 }
 
-/* Reads until the end of the request head, the size limit or the timeout.
- * Returns the bytes read, or -1. */
-static ssize_t px_http_read_head(int fd, char *buf, size_t cap)
+static enum MHD_Result px_http_text(struct MHD_Connection *conn,
+                                    unsigned code, const char *body)
 {
-    size_t n = 0;
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-
-    while (n + 1 < cap) {
-        ssize_t r;
-        if (poll(&p, 1, PX_HTTP_READ_MS) <= 0)
-            return -1;
-        r = recv(fd, buf + n, cap - 1 - n, 0);
-        if (r <= 0)
-            return -1;
-        n += (size_t)r;
-        buf[n] = '\0';
-        if (strstr(buf, "\r\n\r\n") != NULL || strstr(buf, "\n\n") != NULL)
-            return (ssize_t)n;
-    }
-    return (ssize_t)n;
+    return px_http_send(conn, code, "text/plain", body, strlen(body));
 }
 
-static void px_http_serve(px_http_t *h, int fd)
+static enum MHD_Result px_http_metrics(px_http_t *h,
+                                       struct MHD_Connection *conn)
 {
-    char buf[PX_HTTP_REQ_MAX];
-    char method[16], path[1024], body[512];
-    ssize_t n = px_http_read_head(fd, buf, sizeof(buf));
-    bool head;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&buf, &len);
+    enum MHD_Result rc;
 
-    if (n <= 0)
-        return;
-    if (sscanf(buf, "%15s %1023s HTTP/1.%*c", method, path) != 2) {
-        px_http_respond(fd, 400, "Bad Request", "text/plain", "bad request\n",
-                        false);
-        return;
+    if (out == NULL)
+        return px_http_text(conn, 500, "out of memory\n");
+    fprintf(out,
+            "# HELP gantry_up 1 while the process serves.\n"
+            "# TYPE gantry_up gauge\ngantry_up 1\n"
+            "# HELP gantry_start_time_seconds Start time, unix seconds.\n"
+            "# TYPE gantry_start_time_seconds gauge\n"
+            "gantry_start_time_seconds %lld\n",
+            (long long)h->started);
+    pthread_mutex_lock(&h->mu);
+    if (h->metrics != NULL)
+        h->metrics(h->metrics_arg, out);
+    pthread_mutex_unlock(&h->mu);
+    if (fclose(out) != 0) {
+        free(buf);
+        return px_http_text(conn, 500, "out of memory\n");
     }
-    head = strcmp(method, "HEAD") == 0;
-    if (!head && strcmp(method, "GET") != 0) {
-        px_http_respond(fd, 405, "Method Not Allowed", "text/plain",
-                        "method not allowed\n", false);
-        return;
-    }
-    if (strcmp(path, "/healthz") == 0) {
-        px_http_respond(fd, 200, "OK", "text/plain", "ok\n", head);
-    } else if (strcmp(path, "/readyz") == 0) {
-        if (atomic_load(&h->ready))
-            px_http_respond(fd, 200, "OK", "text/plain", "ready\n", head);
-        else
-            px_http_respond(fd, 503, "Service Unavailable", "text/plain",
-                            "starting\n", head);
-    } else if (strcmp(path, "/metrics") == 0) {
-        snprintf(body, sizeof(body),
-                 "# HELP gantry_up 1 while the process serves.\n"
-                 "# TYPE gantry_up gauge\ngantry_up 1\n"
-                 "# HELP gantry_start_time_seconds Start time, unix seconds.\n"
-                 "# TYPE gantry_start_time_seconds gauge\n"
-                 "gantry_start_time_seconds %lld\n",
-                 (long long)h->started);
-        px_http_respond(fd, 200, "OK", "text/plain; version=0.0.4", body, head);
-    } else {
-        px_http_respond(fd, 404, "Not Found", "text/plain", "not found\n", head);
-    }
+    rc = px_http_send(conn, 200, "text/plain; version=0.0.4", buf, len);
+    free(buf);
+    return rc;
 }
 
-static void *px_http_main(void *arg)
+static enum MHD_Result px_http_handle(void *cls, struct MHD_Connection *conn,
+                                      const char *url, const char *method,
+                                      const char *version,
+                                      const char *upload_data,
+                                      size_t *upload_data_size, void **state)
 {
-    px_http_t *h = arg;
-    struct pollfd p[2] = {{.fd = h->lfd, .events = POLLIN},
-                          {.fd = h->stop_pipe[0], .events = POLLIN}};
+    px_http_t *h = cls;
 
-    for (;;) {
-        int fd;
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        if (p[1].revents)
-            break;
-        if (!(p[0].revents & POLLIN))
-            continue;
-        fd = accept(h->lfd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        px_http_serve(h, fd);
-        close(fd);
-    }
-    return NULL;
+    (void)version;
+    (void)upload_data;
+    (void)upload_data_size;
+    (void)state;
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+        strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+        return px_http_text(conn, 405, "method not allowed\n");
+    if (strcmp(url, "/healthz") == 0)
+        return px_http_text(conn, 200, "ok\n");
+    if (strcmp(url, "/readyz") == 0)
+        return atomic_load(&h->ready) ? px_http_text(conn, 200, "ready\n")
+                                      : px_http_text(conn, 503, "starting\n");
+    if (strcmp(url, "/metrics") == 0)
+        return px_http_metrics(h, conn);
+    return px_http_text(conn, 404, "not found\n");
+}
+
+static void px_http_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[256];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    GT_LOG(DEBUG, "http", "%s", msg);
 }
 
 static int px_http_bind(const char *addr, char *err, size_t errlen)
@@ -154,11 +150,11 @@ static int px_http_bind(const char *addr, char *err, size_t errlen)
         snprintf(err, errlen, "cannot resolve HTTP listen address '%s'", addr);
         return -1;
     }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd >= 0) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
-            listen(fd, 64) != 0) {
+            listen(fd, 1024) != 0) {
             snprintf(err, errlen, "cannot listen on %s (HTTP): %s%s", addr,
                      strerror(errno),
                      errno == EADDRINUSE
@@ -186,19 +182,23 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
         free(h);
         return GT_EBUSY;
     }
-    if (pipe(h->stop_pipe) != 0) {
-        snprintf(err, errlen, "pipe: %s", strerror(errno));
-        close(h->lfd);
-        free(h);
-        return GT_EIO;
-    }
     h->started = time(NULL);
     atomic_init(&h->ready, false);
-    if (pthread_create(&h->thread, NULL, px_http_main, h) != 0) {
-        snprintf(err, errlen, "cannot start the HTTP thread");
+    pthread_mutex_init(&h->mu, NULL);
+    h->d = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0,
+        NULL, NULL, px_http_handle, h,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->lfd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)PX_HTTP_THREADS,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)PX_HTTP_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)PX_HTTP_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PX_HTTP_CONN_MEMORY,
+        MHD_OPTION_EXTERNAL_LOGGER, px_http_log, NULL,
+        MHD_OPTION_END);
+    if (h->d == NULL) {
+        snprintf(err, errlen, "cannot start the HTTP server on %s", addr);
         close(h->lfd);
-        close(h->stop_pipe[0]);
-        close(h->stop_pipe[1]);
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return GT_EIO;
     }
@@ -211,15 +211,24 @@ void px_http_set_ready(px_http_t *h, bool ready)
     atomic_store(&h->ready, ready);
 }
 
+void px_http_set_metrics(px_http_t *h, void (*fn)(void *arg, FILE *out),
+                         void *arg)
+{
+    pthread_mutex_lock(&h->mu);
+    h->metrics = fn;
+    h->metrics_arg = arg;
+    pthread_mutex_unlock(&h->mu);
+}
+
 void px_http_stop(px_http_t *h)
 {
     if (h == NULL)
         return;
-    if (write(h->stop_pipe[1], "x", 1) < 0)
-        GT_LOG(WARN, "http", "cannot wake the HTTP thread");
-    pthread_join(h->thread, NULL);
-    close(h->lfd);
-    close(h->stop_pipe[0]);
-    close(h->stop_pipe[1]);
+    /* Quiescing hands the listen socket back, so it is closed once. */
+    MHD_socket fd = MHD_quiesce_daemon(h->d);
+    MHD_stop_daemon(h->d);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    pthread_mutex_destroy(&h->mu);
     free(h);
 }

@@ -1,28 +1,42 @@
-/* px_http: the operator HTTP endpoint (health and readiness for now).
+/* px_http: the operator HTTP endpoint, on libmicrohttpd.
  *
  * GET /healthz  -> 200 "ok" while the process runs.
  * GET /readyz   -> 200 "ready" once px_http_set_ready(true), else 503.
- * GET /metrics  -> Prometheus text (process up, gRPC methods registered).
- * Anything else -> 404; methods other than GET/HEAD -> 405; a request that
- * does not parse or does not arrive within 2 s -> 400 / closed.
+ * GET /metrics  -> Prometheus text (process up, start time, and what the
+ *                  metrics hook adds).
+ * Anything else -> 404; methods other than GET/HEAD -> 405.
  *
- * One thread accepts and answers connections one at a time: these are
- * probes, not traffic. */
+ * libmicrohttpd serves every connection from an epoll loop on a small
+ * thread pool, so a slow or idle client holds one connection slot and
+ * nothing else: probes keep being answered.  Connections are capped
+ * (PX_HTTP_MAX_CONNECTIONS) and one idle for PX_HTTP_IDLE_TIMEOUT_S is
+ * closed; a request head larger than the per-connection memory is
+ * refused. */
 #ifndef PX_HTTP_H
 #define PX_HTTP_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "gt_err.h"
 
 typedef struct px_http px_http_t;
 
-/* Binds `listen` ("host:port", borrowed) and starts the thread. */
+#define PX_HTTP_MAX_CONNECTIONS 4096
+#define PX_HTTP_IDLE_TIMEOUT_S 10
+
+/* Binds `addr` ("host:port", borrowed) and starts serving.  On failure
+ * writes a reason to `err`. */
 gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
                        size_t errlen);
 void px_http_set_ready(px_http_t *h, bool ready);
-/* Stops the thread, closes the socket, frees `h`. NULL-safe. */
+/* Adds fn(arg, out) to /metrics: it writes Prometheus text lines to `out`.
+ * Called on an HTTP thread; set once, before the hook's data can go away
+ * call px_http_set_metrics(h, NULL, NULL).  `arg` is borrowed. */
+void px_http_set_metrics(px_http_t *h, void (*fn)(void *arg, FILE *out),
+                         void *arg);
+/* Stops serving, closes the socket, frees `h`. NULL-safe. */
 void px_http_stop(px_http_t *h);
 
 #endif
