@@ -65,6 +65,7 @@ static void px_admin_log_level(px_call_t *call, ProtobufCMessage *msg)
 #define PX_STUB_UNARY(method, pb)                                              \
     {.path = PX_MS_PREFIX method, .kind = PX_RPC_UNARY,                        \
      .on_request = px_stub_on_request, .on_reject = px_reject,                 \
+     .on_screen = px_screen_request,                                           \
      .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
 #define PX_IMPL(method, k, fn, intr, pb)                                       \
     {.path = PX_MS_PREFIX method, .kind = k, .on_request = fn,                 \
@@ -79,6 +80,7 @@ static const px_method_t px_messaging_methods[] = {
     PX_IMPL("Heartbeat", PX_RPC_UNARY, px_route_heartbeat, NULL, heartbeat),
     {.path = PX_MS_PREFIX "SendMessage", .kind = PX_RPC_UNARY,
      .on_request = px_send_message, .on_reject = px_reject_client,
+     .on_screen = px_screen_request,
      .req_desc = PX_DESC(send_message_request),
      .resp_desc = PX_DESC(send_message_response),
      .reserve_bytes = PX_SEND_RESERVE},

@@ -7,6 +7,7 @@
 #include <CUnit/Basic.h>
 
 #include "gt_text.h"
+#include "px_service.h"
 #include "px_svc_int.h"
 
 #define U8(s) ((const uint8_t *)(s)), (sizeof(s) - 1)
@@ -189,6 +190,26 @@ static void test_time(void)
     CU_ASSERT_FALSE(px_timestamp_valid(&t));
 }
 
+/* Every MessagingService method screens its raw request (a table entry
+ * written without it would let invalid strings through). */
+static void test_table_screens(void)
+{
+    px_method_table_t t;
+    size_t n = 0;
+
+    px_method_table_init(&t);
+    CU_ASSERT_EQUAL_FATAL(px_service_register(&t), GT_OK);
+    for (size_t i = 0; i < t.count; i++) {
+        if (strncmp(t.methods[i]->path, "/apache.rocketmq.v2.MessagingService/", 37) != 0)
+            continue;
+        n++;
+        if (t.methods[i]->on_screen != px_screen_request)
+            CU_FAIL(t.methods[i]->path);
+    }
+    CU_ASSERT_EQUAL(n, px_service_messaging_count());
+    px_method_table_free(&t);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -201,6 +222,7 @@ int main(void)
     CU_add_test(s, "other requests, truncated bytes", test_wire_other);
     CU_add_test(s, "system names", test_system_names);
     CU_add_test(s, "time values saturate", test_time);
+    CU_add_test(s, "every MessagingService method screens", test_table_screens);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = CU_get_number_of_failures() != 0 || CU_get_error() != 0;
