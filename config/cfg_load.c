@@ -260,6 +260,48 @@ static gt_err_t ld_syntax_error(cfg_ld_t *ld, const yaml_parser_t *p,
     return GT_EINVAL;
 }
 
+/* Limits on hostile or broken input.  libyaml's cost grows with the square
+ * of the nesting depth (a 40,000-level, 80 KB file took seconds), and the
+ * schema needs four levels; the whole file is read into memory. */
+#define CFG_MAX_DEPTH 32
+#define CFG_MAX_FILE_BYTES (8 * 1024 * 1024)
+
+/* Walks the event stream once, refusing nesting deeper than CFG_MAX_DEPTH
+ * as soon as it appears (before the quadratic part can grow).  Syntax
+ * errors are left to the loader, which reports them. */
+static gt_err_t ld_check_depth(cfg_ld_t *ld, const char *yaml, size_t len)
+{
+    yaml_parser_t p;
+    yaml_event_t ev;
+    gt_err_t rc = GT_OK;
+    int depth = 0;
+    bool done = false;
+
+    if (!yaml_parser_initialize(&p)) {
+        snprintf(ld->err, ld->errlen, "%s: out of memory", ld->name);
+        return GT_ENOMEM;
+    }
+    yaml_parser_set_input_string(&p, (const unsigned char *)yaml, len);
+    while (!done && rc == GT_OK && yaml_parser_parse(&p, &ev)) {
+        if (ev.type == YAML_SEQUENCE_START_EVENT ||
+            ev.type == YAML_MAPPING_START_EVENT) {
+            if (++depth > CFG_MAX_DEPTH) {
+                snprintf(ld->err, ld->errlen, "%s:%lu: nesting deeper than %d "
+                         "levels", ld->name,
+                         (unsigned long)ev.start_mark.line + 1, CFG_MAX_DEPTH);
+                rc = GT_EINVAL;
+            }
+        } else if (ev.type == YAML_SEQUENCE_END_EVENT ||
+                   ev.type == YAML_MAPPING_END_EVENT) {
+            depth--;
+        }
+        done = ev.type == YAML_STREAM_END_EVENT;
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    return rc;
+}
+
 /* Parses the single document of the stream into *doc.  Returns GT_OK with
  * *have_doc set, or an error (message written). */
 static gt_err_t ld_parse(cfg_ld_t *ld, yaml_parser_t *p, yaml_document_t *doc,
@@ -269,6 +311,13 @@ static gt_err_t ld_parse(cfg_ld_t *ld, yaml_parser_t *p, yaml_document_t *doc,
     yaml_node_t *root;
     gt_err_t rc = GT_OK;
 
+    if (len > CFG_MAX_FILE_BYTES) {
+        snprintf(ld->err, ld->errlen, "%s:1: the config is larger than %d "
+                 "bytes", ld->name, CFG_MAX_FILE_BYTES);
+        return GT_EINVAL;
+    }
+    if ((rc = ld_check_depth(ld, yaml, len)) != GT_OK)
+        return rc;
     yaml_parser_set_input_string(p, (const unsigned char *)yaml, len);
     if (!yaml_parser_load(p, doc))
         return ld_syntax_error(ld, p, yaml, len);
@@ -346,6 +395,12 @@ gt_err_t cfg_load_file(cfg_t *cfg, const char *path, char *err, size_t errlen)
         return GT_EIO;
     }
     do {
+        if (len > CFG_MAX_FILE_BYTES) {
+            snprintf(err, errlen, "%s:1: the config is larger than %d bytes",
+                     path, CFG_MAX_FILE_BYTES);
+            rc = GT_EINVAL;
+            goto out;
+        }
         if (len == cap) {
             char *nb = realloc(buf, cap = cap ? cap * 2 : 16384);
             if (nb == NULL) {

@@ -143,6 +143,9 @@ static const char doc_intro[] =
     "- `HOST:PORT` takes a host name, an IPv4 address or a bracketed IPv6\n"
     "  address (`[::]:8081`), and a port 1..65535.\n"
     "- Command-line flags override values from the file.\n"
+    "- A file larger than 8 MiB, or nested deeper than 32 levels (the\n"
+    "  schema needs four), is refused before it is loaded\n"
+    "  (`gantry.yaml:1: nesting deeper than 32 levels`).\n"
     "\n";
 
 void cfg_write_doc(FILE *out)

@@ -578,6 +578,62 @@ static void test_load_file(void)
     cfg_free(&c);
 }
 
+/* 40,000 nested flow sequences (80 KB) took 7-10 s inside libyaml
+ * (quadratic); block nesting likewise.  Refused early, naming the line. */
+static void test_deep_nesting(void)
+{
+    enum { DEEP = 40000 };
+    char *y = malloc(2 * DEEP + 64);
+    char *b;
+    size_t n = 0;
+
+    CU_ASSERT_FATAL(y != NULL);
+    n += (size_t)sprintf(y, "server:\n  threads: 1\nx: ");
+    memset(y + n, '[', DEEP);
+    memset(y + n + DEEP, ']', DEEP);
+    y[n + 2 * DEEP] = '\0';
+    expect_fail(y, "t.yaml:3: nesting deeper than 32 levels");
+    /* Mappings in flow style. */
+    n = (size_t)sprintf(y, "a: ");
+    for (int i = 0; i < 100; i++)
+        n += (size_t)sprintf(y + n, "{b: ");
+    strcpy(y + n, "1");
+    expect_fail(y, "t.yaml:1: nesting deeper than 32 levels");
+    free(y);
+    /* Block style: one more level per line. */
+    b = malloc(40 * 41 + 64);
+    CU_ASSERT_FATAL(b != NULL);
+    n = 0;
+    for (int i = 0; i < 40; i++)
+        n += (size_t)sprintf(b + n, "%*sk%d:\n", i, "", i);
+    expect_fail(b, "t.yaml:33: nesting deeper than 32 levels");
+    free(b);
+    /* The real schema is far shallower: a normal file loads. */
+    expect_ok("topics:\n  - {name: T, queues: 2}\n");
+}
+
+/* A file above the size cap is refused before it is parsed. */
+static void test_file_too_large(void)
+{
+    char path[] = "/tmp/test_cfg_XXXXXX";
+    int fd = mkstemp(path);
+    cfg_t c;
+    FILE *f;
+
+    CU_ASSERT_FATAL(fd >= 0);
+    f = fdopen(fd, "w");
+    fputs("server:\n  threads: 2\n", f);
+    for (int i = 0; i < 9 * 1024; i++)
+        fprintf(f, "# %01020d\n", i); /* 1 KiB per line, 9 MiB */
+    fclose(f);
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(cfg_load_file(&c, path, err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "larger than 8388608 bytes"));
+    CU_ASSERT_EQUAL(strncmp(err, path, strlen(path)), 0);
+    unlink(path);
+    cfg_free(&c);
+}
+
 static void test_shipped_gantry_yaml(void)
 {
     cfg_t c;
@@ -659,6 +715,8 @@ int main(void)
         {"print/reload round trip", test_round_trip},
         {"failed load keeps cfg", test_failed_load_keeps_cfg},
         {"cfg_load_file", test_load_file},
+        {"deep nesting refused", test_deep_nesting},
+        {"file size cap", test_file_too_large},
         {"config/gantry.yaml loads", test_shipped_gantry_yaml},
         {"tables and generated doc", test_tables_and_doc},
     };
