@@ -1,6 +1,6 @@
 /* Pure codecs of the local store: CRC32C, the commitlog record (format
- * version 1, layout in st_int.h), receipt handles, hashes and tag
- * expressions.  No I/O, no globals except constant tables, no logging:
+ * version 1, layout in st_int.h), receipt handles and hashes (tag
+ * expressions are common/gt_tagexpr.c).  No I/O, no globals except constant tables, no logging:
  * decoders check every bound and return GT_AGAIN / GT_ECORRUPT. */
 #include <stdlib.h>
 #include <string.h>
@@ -76,13 +76,6 @@ uint32_t st_crc32c(uint32_t crc, const void *buf, size_t len)
 }
 
 /* ---- hashes -------------------------------------------------------------- */
-uint32_t st_hash32(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; s && *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
 
 uint64_t st_hash64(char kind, const char *s)
 {
@@ -334,71 +327,3 @@ gt_err_t st_handle_decode(const char *s, st_handle_t *h)
     return GT_OK;
 }
 
-/* ---- tag expressions ------------------------------------------------------------ */
-void st_tagexpr_free(st_tagexpr_t *t)
-{
-    for (uint32_t i = 0; i < t->n; i++)
-        free(t->tags[i]);
-    t->n = 0;
-}
-
-gt_err_t st_tagexpr_parse(const char *expr, st_tagexpr_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    while (expr && (*expr == ' ' || *expr == '\t'))
-        expr++;
-    if (!expr || !*expr || strcmp(expr, "*") == 0) {
-        out->all = true;
-        return GT_OK;
-    }
-    const char *p = expr;
-    while (*p) {
-        const char *sep = strstr(p, "||");
-        const char *e = sep ? sep : p + strlen(p);
-        const char *b = p;
-        while (b < e && (*b == ' ' || *b == '\t'))
-            b++;
-        const char *t = e;
-        while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if (t > b) {
-            if (out->n == ST_TAGS_MAX) {
-                st_tagexpr_free(out);
-                return GT_EINVAL;
-            }
-            char *tag = strndup(b, (size_t)(t - b));
-            if (!tag) {
-                st_tagexpr_free(out);
-                return GT_ENOMEM;
-            }
-            if (strcmp(tag, "*") == 0)
-                out->all = true;
-            out->hash[out->n] = st_hash32(tag);
-            out->tags[out->n++] = tag;
-        }
-        p = sep ? sep + 2 : e;
-    }
-    if (out->n == 0)
-        out->all = true;
-    return GT_OK;
-}
-
-bool st_tagexpr_match_hash(const st_tagexpr_t *t, uint32_t hash)
-{
-    if (t->all)
-        return true;
-    for (uint32_t i = 0; i < t->n; i++)
-        if (t->hash[i] == hash)
-            return true;
-    return false;
-}
-
-bool st_tagexpr_match(const st_tagexpr_t *t, const char *tag)
-{
-    if (t->all)
-        return true;
-    for (uint32_t i = 0; i < t->n; i++)
-        if (strcmp(t->tags[i], tag ? tag : "") == 0)
-            return true;
-    return false;
-}

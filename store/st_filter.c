@@ -14,7 +14,7 @@ gt_err_t st_filter_compile(st_filter_kind_t kind, const char *expr,
         return GT_ENOMEM;
     gt_err_t rc;
     if (kind == ST_FILTER_TAG) {
-        rc = st_tagexpr_parse(expr, &f->tx);
+        rc = gt_tagexpr_parse(expr, &f->tx);
     } else if (kind == ST_FILTER_SQL92) {
         f->tx.all = true;
         rc = gt_sql_compile(f->text, strlen(f->text), &f->sql, NULL, 0);
@@ -28,7 +28,7 @@ gt_err_t st_filter_compile(st_filter_kind_t kind, const char *expr,
 
 void st_filter_free(st_filter_t *f)
 {
-    st_tagexpr_free(&f->tx);
+    gt_tagexpr_free(&f->tx);
     gt_sql_free(f->sql);
     free(f->text);
     f->sql = NULL;
@@ -37,7 +37,7 @@ void st_filter_free(st_filter_t *f)
 
 bool st_filter_match_hash(const st_filter_t *f, uint32_t tag_hash)
 {
-    return st_tagexpr_match_hash(&f->tx, tag_hash);
+    return gt_tagexpr_match_hash(&f->tx, tag_hash);
 }
 
 /* User properties by exact key; `TAGS` is the message tag.  An empty tag is
@@ -58,7 +58,7 @@ static const char *msg_lookup(void *ctx, const char *name, size_t len)
 
 bool st_filter_match(const st_filter_t *f, const st_message_t *m)
 {
-    if (!st_tagexpr_match(&f->tx, m->tag))
+    if (!gt_tagexpr_match(&f->tx, m->tag))
         return false;
     return !f->sql || gt_sql_eval(f->sql, msg_lookup, (void *)m);
 }

@@ -454,7 +454,7 @@ static gt_err_t held_queue(st_topic_rt_t *t, const st_message_t *m,
     if (m->queue_id >= 0)
         *q = m->queue_id;
     else if (m->msg_group && m->msg_group[0])
-        *q = (int32_t)(st_hash32(m->msg_group) % qc);
+        *q = (int32_t)(gt_hash32(m->msg_group) % qc);
     else
         *q = (int32_t)(rr % qc);
     return GT_OK;

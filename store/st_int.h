@@ -36,11 +36,11 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "gt_tagexpr.h"
 #include "st.h"
 
 /* ---- CRC, hashes ------------------------------------------------------- */
 uint32_t st_crc32c(uint32_t crc, const void *buf, size_t len);
-uint32_t st_hash32(const char *s);            /* FNV-1a, tags */
 uint64_t st_hash64(char kind, const char *s); /* index: 'I' id, 'K' key */
 
 /* ---- commitlog record codec (format version 1) --------------------------
@@ -102,19 +102,8 @@ typedef struct st_handle {
 void st_handle_encode(const st_handle_t *h, char out[ST_HANDLE_MAX]);
 gt_err_t st_handle_decode(const char *s, st_handle_t *h);
 
-/* ---- tag expressions ---------------------------------------------------- */
-#define ST_TAGS_MAX 32
-typedef struct st_tagexpr {
-    bool all;
-    uint32_t n;
-    uint32_t hash[ST_TAGS_MAX];
-    char *tags[ST_TAGS_MAX]; /* owned */
-} st_tagexpr_t;
-
-gt_err_t st_tagexpr_parse(const char *expr, st_tagexpr_t *out);
-void st_tagexpr_free(st_tagexpr_t *t);
-bool st_tagexpr_match_hash(const st_tagexpr_t *t, uint32_t hash);
-bool st_tagexpr_match(const st_tagexpr_t *t, const char *tag);
+/* Tag expressions and the FNV-1a hash of tags and message groups are
+ * common/gt_tagexpr.h (gt_tagexpr_t, gt_hash32). */
 
 /* ---- file layer ---------------------------------------------------------
  * Every commitlog / state / checkpoint I/O goes through this table so tests
@@ -157,7 +146,7 @@ typedef struct st_cq_entry {
 /* Hash of a FIFO message group; 0 means "no group". */
 static inline uint32_t st_group_hash(const char *msg_group)
 {
-    return msg_group && *msg_group ? st_hash32(msg_group) | 1u : 0;
+    return msg_group && *msg_group ? gt_hash32(msg_group) | 1u : 0;
 }
 
 typedef struct st_cq {

@@ -326,7 +326,7 @@ static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
     }
     /* the timer topic's consume queue is keyed by delivery time */
     bool timer = strcmp(m->topic, ST_SYS_TIMER) == 0;
-    st_cq_entry_t e = {.pos = pos, .size = len, .tag_hash = st_hash32(m->tag),
+    st_cq_entry_t e = {.pos = pos, .size = len, .tag_hash = gt_hash32(m->tag),
                        .store_ts = timer ? m->delivery_ts_ms : m->store_ts_ms,
                        .group_hash = st_group_hash(m->msg_group)};
     if (st_cq_push(q, &e) != GT_OK)

@@ -12,7 +12,7 @@
  * select the same messages. */
 typedef struct st_filter {
     st_filter_kind_t kind;
-    st_tagexpr_t tx;
+    gt_tagexpr_t tx;
     gt_sql_t *sql;
     char *text;   /* owned; "" when none */
 } st_filter_t;

@@ -79,7 +79,7 @@ static gt_err_t choose_queues(st_topic_rt_t *t, const st_message_t *msgs,
                 return GT_EINVAL;
             items[i].queue_id = (uint32_t)m->queue_id;
         } else if (m->msg_group && m->msg_group[0]) {
-            items[i].queue_id = st_hash32(m->msg_group) % qc;
+            items[i].queue_id = gt_hash32(m->msg_group) % qc;
         } else {
             items[i].queue_id = rr;
         }
@@ -148,7 +148,7 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
         if (rc != GT_OK)
             return rc;
         w->roff[i] = (uint32_t)off;
-        w->tag_hash[i] = st_hash32(m.tag);
+        w->tag_hash[i] = gt_hash32(m.tag);
         w->group_hash[i] = st_group_hash(m.msg_group);
         w->due[i] = m.delivery_ts_ms;
         w->ix_start[i] = (uint32_t)k;

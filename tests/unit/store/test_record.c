@@ -161,27 +161,6 @@ static void test_handle(void)
     }
 }
 
-static void test_tagexpr(void)
-{
-    st_tagexpr_t t;
-    CU_ASSERT_EQUAL(st_tagexpr_parse(NULL, &t), GT_OK);
-    CU_ASSERT_TRUE(t.all);
-    st_tagexpr_free(&t);
-    CU_ASSERT_EQUAL(st_tagexpr_parse(" * ", &t), GT_OK);
-    CU_ASSERT_TRUE(t.all);
-    st_tagexpr_free(&t);
-    CU_ASSERT_EQUAL(st_tagexpr_parse("a || b||c ", &t), GT_OK);
-    CU_ASSERT_FALSE(t.all);
-    CU_ASSERT_EQUAL(t.n, 3);
-    CU_ASSERT_TRUE(st_tagexpr_match(&t, "b"));
-    CU_ASSERT_TRUE(st_tagexpr_match(&t, "c"));
-    CU_ASSERT_FALSE(st_tagexpr_match(&t, "d"));
-    CU_ASSERT_FALSE(st_tagexpr_match(&t, ""));
-    CU_ASSERT_TRUE(st_tagexpr_match_hash(&t, st_hash32("a")));
-    CU_ASSERT_FALSE(st_tagexpr_match_hash(&t, st_hash32("ab")));
-    st_tagexpr_free(&t);
-}
-
 /* ---- golden files ------------------------------------------------------------ */
 static uint8_t *golden(const char *name, size_t *n)
 {
@@ -313,7 +292,6 @@ static const CU_TestInfo tests[] = {
     {"limits", test_limits},
     {"crc32c", test_crc},
     {"handle", test_handle},
-    {"tagexpr", test_tagexpr},
     {"golden_decode", test_golden_decode},
     {"golden_open", test_golden_open},
     CU_TEST_INFO_NULL,
