@@ -71,6 +71,8 @@ static void gb_usage(FILE *out)
         "                       robin over N groups; recv: count groups seen\n"
         "  --delay-ms D         send: DELAY messages due now + D ms\n"
         "  --deliver-at-ms T    send: DELAY messages all due at epoch ms T\n"
+        "  --topics N           send: spread requests round robin over topics\n"
+        "                       <topic>0 .. <topic>N-1 (declared by the caller)\n"
         "  --tx                 send: TRANSACTION messages, each committed\n"
         "                       with EndTransaction; ok = send+commit pairs\n"
         "  --count N            stop after N messages stored (send), pairs\n"
@@ -87,6 +89,7 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
         {"threads", 1, NULL, 'T'},  {"queues", 1, NULL, 'q'},
         {"long-poll-ms", 1, NULL, 'l'}, {"count", 1, NULL, 'n'},
         {"topic", 1, NULL, 'o'},    {"group", 1, NULL, 'g'},
+        {"topics", 1, NULL, 'N'},
         {"fifo-groups", 1, NULL, 'F'}, {"delay-ms", 1, NULL, 'D'},
         {"deliver-at-ms", 1, NULL, 'A'}, {"tx", 0, NULL, 'X'},
         {"help", 0, NULL, 'h'},     {NULL, 0, NULL, 0}};
@@ -121,6 +124,7 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
         case 'o': o->topic = optarg; break;
         case 'g': o->group = optarg; break;
         case 'F': o->fifo_groups = atoi(optarg); break;
+        case 'N': o->topics = atoi(optarg); break;
         case 'D': o->delay_ms = strtoll(optarg, NULL, 10); break;
         case 'A': o->deliver_at_ms = strtoll(optarg, NULL, 10); break;
         case 'X': o->tx = true; break;
@@ -133,7 +137,7 @@ static int gb_parse_args(int argc, char **argv, gb_opts_t *o)
     if (optind != argc || o->target == NULL || o->conns < 1 ||
         o->inflight < 1 || o->batch < 1 || o->size < 8 || o->threads < 1 ||
         o->duration_s <= 0 || o->warmup_s < 0 || o->long_poll_ms < 0 ||
-        o->count < 0 || o->fifo_groups < 0 ||
+        o->count < 0 || o->fifo_groups < 0 || o->topics < 0 ||
         o->fifo_groups > GB_MAX_GROUPS || o->deliver_at_ms < 0)
         return 2;
     /* One message type per run: the topic accepts one. */

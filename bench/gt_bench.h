@@ -46,6 +46,8 @@ typedef struct gb_opts {
     int64_t delay_ms;    /* send: delivery_timestamp = now + D; -1 off */
     int64_t deliver_at_ms; /* send: delivery_timestamp = this epoch ms for
                             * every message; 0 off */
+    int topics;          /* send: topic <topic><k>, k round robin over N
+                          * per request; 0 off (one topic) */
     bool tx;             /* send: type TRANSACTION, then EndTransaction
                           * COMMIT per message; ok counts committed pairs */
 } gb_opts_t;
@@ -124,6 +126,7 @@ typedef struct gb_run {
     _Atomic int64_t issued;     /* messages in started send requests */
     _Atomic int64_t total_ok;   /* OK messages in every phase */
     _Atomic uint64_t group_seq; /* --fifo-groups: next message group */
+    _Atomic uint64_t topic_seq; /* --topics: next topic */
     char host[128];             /* born_host */
     uint64_t id_nonce;          /* high half of message ids */
     uint8_t *body_template;     /* opts->size bytes of filler */

@@ -58,6 +58,7 @@ typedef struct gb_sendbuf {
     Google__Protobuf__Timestamp *born;
     char (*ids)[40];
     char (*groups)[16];               /* --fifo-groups: "g<k>" */
+    char topic_name[300];             /* --topics: "<topic><k>" */
     Google__Protobuf__Timestamp *due; /* delay: delivery_timestamp */
     uint8_t *bodies;
 } gb_sendbuf_t;
@@ -394,6 +395,15 @@ static void gb_send_start(gb_slot_t *s)
             sb->due[i].nanos = (int32_t)(due_ms % 1000) * 1000000;
         }
         gt_le64_put(m->body.data, now);
+    }
+    if (o->topics > 0) { /* one topic per request, round robin */
+        uint64_t k = atomic_fetch_add_explicit(&run->topic_seq, 1,
+                                               memory_order_relaxed) %
+                     (uint64_t)o->topics;
+
+        snprintf(sb->topic_name, sizeof(sb->topic_name), "%s%u", o->topic,
+                 (unsigned)k);
+        sb->topic.name = sb->topic_name;
     }
     s->queue = (s->queue + 1) % (o->queues > 0 ? o->queues : 1);
     s->out = gb_pack(&sb->req.base);

@@ -15,14 +15,20 @@
  * latency and cancel rate at 10 / 10k / 100k parked) and FIFO vs normal
  * drain on the same backlog.
  *
+ * Then (section "topics") async appends spread over 1 .. 100,000 declared
+ * topics (BENCH_TOPICS, BENCH_REPEAT), as a ratio to one topic, with the
+ * store's heap bytes per idle queue.
+ *
  * Usage: gt_bench_store <dir> [seconds per measurement, default 3]
  *                      [sections: comma list of append,popack,timers,park,
- *                       fifo; default all] */
+ *                       fifo,topics; default all] */
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,6 +142,8 @@ st_store_t *bench_open_store(const char *dir, st_flush_t flush)
 /* ---- appenders ----------------------------------------------------------------- */
 typedef struct appender {
     st_store_t *st;
+    char (*topics)[24];  /* NULL: "bench"; else spread round robin */
+    size_t ntopics, next;
     int window;
     double deadline;
     pthread_mutex_t m;
@@ -180,7 +188,12 @@ static void *appender_main(void *p)
         }
         a->inflight++;
         pthread_mutex_unlock(&a->m);
-        st_append(a->st, "bench", &m, 1, append_cb, a);
+        const char *topic = "bench";
+        if (a->topics) {
+            topic = a->topics[a->next];
+            a->next = (a->next + 1) % a->ntopics;
+        }
+        st_append(a->st, topic, &m, 1, append_cb, a);
     }
     pthread_mutex_lock(&a->m);
     while (a->inflight > 0) {
@@ -192,6 +205,9 @@ static void *appender_main(void *p)
     return NULL;
 }
 
+static char (*spread_topics)[24]; /* run_appenders: topics to spread over */
+static size_t spread_n;
+
 static double run_appenders(st_store_t *st, int n, int window, long *total)
 {
     appender_t *a = calloc((size_t)n, sizeof(*a));
@@ -199,7 +215,10 @@ static double run_appenders(st_store_t *st, int n, int window, long *total)
     double t0 = bench_now_s();
     for (int i = 0; i < n; i++) {
         a[i] = (appender_t){.st = st, .window = window,
-                            .deadline = t0 + seconds};
+                            .deadline = t0 + seconds,
+                            .topics = spread_topics, .ntopics = spread_n,
+                            .next = spread_n ? spread_n * (size_t)i / (size_t)n
+                                             : 0};
         pthread_mutex_init(&a[i].m, NULL);
         pthread_cond_init(&a[i].c, NULL);
         pthread_create(&th[i], NULL, appender_main, &a[i]);
@@ -339,6 +358,116 @@ static double run_timers(st_store_t *st, long due_n, long pending,
     return (double)due_n / (t - t_due);
 }
 
+/* ---- many topics ------------------------------------------------------------------ */
+static double heap_bytes(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return (double)(mi.uordblks + mi.hblkhd);
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+typedef struct topics_fig {
+    double rate, cpu_us, idle_b, used_b;
+} topics_fig_t;
+
+/* One run on a fresh store: declares n topics x 8 queues, then appends
+ * spread round robin over them. */
+static topics_fig_t topics_run(const char *dir, size_t n)
+{
+    char sub[4096], cmd[4200];
+    topics_fig_t f = {0};
+    snprintf(sub, sizeof(sub), "%s/store-topics-%zu", dir, n);
+    st_store_t *st = bench_open_store(sub, ST_FLUSH_ASYNC);
+    spread_topics = calloc(n, sizeof(*spread_topics));
+    spread_n = n;
+    double h0 = heap_bytes();
+    wait1_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    for (size_t i = 0; i < n; i++) {
+        st_topic_t t = {.type = ST_TOPIC_NORMAL, .queue_count = 8,
+                        .perm = ST_PERM_READ | ST_PERM_WRITE};
+        snprintf(spread_topics[i], sizeof(spread_topics[i]), "t%zu", i);
+        snprintf(t.name, sizeof(t.name), "%s", spread_topics[i]);
+        w.pending = 1;
+        st_topic_put(st, &t, done_cb, &w);
+        wait_all(&w);
+    }
+    /* the bench's own name table is not the store's */
+    double h1 = heap_bytes() - (double)(n * sizeof(*spread_topics));
+    double c0 = cpu_s();
+    long total;
+    f.rate = run_appenders(st, 4, 64, &total);
+    f.cpu_us = total ? (cpu_s() - c0) * 1e6 / (double)total : 0;
+    double queues = (double)n * 8;
+    f.idle_b = (h1 - h0) / queues;
+    st_close(st);
+    free(spread_topics);
+    spread_topics = NULL;
+    spread_n = 0;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sub);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", sub);
+    return f;
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Async 1 KiB appends from 4 appenders (window 64) spread round robin over
+ * N declared topics of 8 queues, for each N in BENCH_TOPICS (default
+ * 1,1000,10000,100000), each on a fresh store, BENCH_REPEAT rounds
+ * (default 1; the counts alternate within a round, medians are shown);
+ * rates as a ratio to the first N.  Also heap bytes per idle queue: the
+ * store's heap growth from declaring the topics, over their queues (the
+ * topic object's share included). */
+static void run_topics(const char *dir)
+{
+    const char *list = getenv("BENCH_TOPICS");
+    int rounds = getenv("BENCH_REPEAT") ? atoi(getenv("BENCH_REPEAT")) : 1;
+    char buf[256];
+    size_t counts[16], nc = 0;
+    snprintf(buf, sizeof(buf), "%s", list ? list : "1,1000,10000,100000");
+    for (char *tok = strtok(buf, ","); tok && nc < 16; tok = strtok(NULL, ","))
+        if (atol(tok) > 0)
+            counts[nc++] = (size_t)atol(tok);
+    if (rounds < 1 || rounds > 15)
+        rounds = 1;
+    static topics_fig_t fig[15][16];
+    for (int r = 0; r < rounds; r++)
+        for (size_t c = 0; c < nc; c++)
+            fig[r][c] = topics_run(dir, counts[c]);
+    printf("many topics: async 1 KiB appends, 4 appenders x window 64, "
+           "round robin over N topics x 8 queues (median of %d):\n", rounds);
+    printf("  %8s %12s %8s %12s %18s\n", "topics", "appends/s", "ratio",
+           "CPU us/msg", "heap B/idle queue");
+    double base = 0;
+    for (size_t c = 0; c < nc; c++) {
+        double v[4][15];
+        for (int r = 0; r < rounds; r++) {
+            v[0][r] = fig[r][c].rate;
+            v[1][r] = fig[r][c].cpu_us;
+            v[2][r] = fig[r][c].idle_b;
+        }
+        for (int k = 0; k < 3; k++)
+            qsort(v[k], (size_t)rounds, sizeof(double), cmp_dbl);
+        double rate = v[0][rounds / 2];
+        if (c == 0)
+            base = rate;
+        printf("  %8zu %12.0f %7.2fx %12.2f %18.0f\n", counts[c], rate,
+               rate / base, v[1][rounds / 2], v[2][rounds / 2]);
+    }
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -415,5 +544,7 @@ int main(int argc, char **argv)
         bench_park(dir);
     if (WANT("fifo"))
         bench_fifo(dir, seconds * 10);
+    if (WANT("topics"))
+        run_topics(dir);
     return 0;
 }

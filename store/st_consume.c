@@ -451,10 +451,7 @@ static gt_err_t pop_try(pop_ctx_t *c)
         first = (uint32_t)c->req->queue_id;
         nq = 1;
     } else if (st_cs_find(c->st, c->g, t, 0, true)) {
-        st_gtopic_t *gt = c->g->topics;
-        while (gt->topic != t)
-            gt = gt->next;
-        first = gt->rr++ % qc;
+        first = st_gtopic_find(c->g, t, false)->rr++ % qc;
     }
     for (uint32_t i = 0; i < nq && rc == GT_OK; i++) {
         uint32_t q = (first + i) % qc;

@@ -195,6 +195,15 @@ typedef struct st_cs {
     int64_t min_deadline;  /* lower bound of in-flight deadlines */
 } st_cs_t;
 
+/* Open-addressing hash map of object pointers by a 64-bit hash (linear
+ * probing, power-of-two capacity, at most half full; no removal: the
+ * objects it maps -- topics, groups, a group's topics -- live until close).
+ * Callers compare candidates with the real key.  Guarded by st->lock. */
+typedef struct st_map {
+    struct st_mslot { uint64_t h; void *p; } *s; /* p NULL = empty */
+    size_t cap, n;
+} st_map_t;
+
 typedef struct st_gtopic {
     struct st_gtopic *next;
     st_topic_rt_t *topic;
@@ -207,6 +216,7 @@ typedef struct st_group_rt {
     st_group_t meta;
     bool deleted;
     st_gtopic_t *topics;
+    st_map_t tmap;         /* topic pointer -> its st_gtopic_t */
 } st_group_rt_t;
 
 /* Index: hash -> commitlog positions; candidates are verified on read. */
@@ -285,6 +295,7 @@ typedef struct st_local {
     size_t ntopics, topics_cap;
     st_group_rt_t **groups;
     size_t ngroups, groups_cap;
+    st_map_t topic_map, group_map;  /* by name, deleted ones included */
     st_index_t index;
     struct st_parks *parks;         /* st_park.c: parked pops/pulls */
     bool expiry_due;
@@ -410,6 +421,10 @@ st_group_rt_t *st_group_find(st_local_t *st, const char *name);
 st_group_rt_t *st_group_vivify(st_local_t *st, const char *name);
 st_cs_t *st_cs_find(st_local_t *st, st_group_rt_t *g, st_topic_rt_t *t,
                     uint32_t q, bool create);
+/* The group's state for topic t, created on demand; NULL: none / no memory. */
+st_gtopic_t *st_gtopic_find(st_group_rt_t *g, st_topic_rt_t *t, bool create);
+/* Frees every topic, group and their tables (close). */
+void st_tables_free(st_local_t *st);
 gt_err_t st_cq_push(st_cq_t *q, const st_cq_entry_t *e);
 const st_cq_entry_t *st_cq_get(const st_cq_t *q, uint64_t off);
 gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos);

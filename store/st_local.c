@@ -352,27 +352,7 @@ static void *svc_main(void *arg)
 /* ---- open / close --------------------------------------------------------------- */
 static void local_free(st_local_t *st)
 {
-    for (size_t i = 0; i < st->ntopics; i++) {
-        for (uint32_t q = 0; q < st->topics[i]->nq; q++)
-            free(st->topics[i]->cq[q].e);
-        free(st->topics[i]->cq);
-        free(st->topics[i]);
-    }
-    for (size_t i = 0; i < st->ngroups; i++) {
-        st_gtopic_t *gt = st->groups[i]->topics;
-        while (gt) {
-            st_gtopic_t *next = gt->next;
-            for (uint32_t q = 0; q < gt->ncs; q++)
-                free(gt->cs[q].w);
-            free(gt->cs);
-            free(gt);
-            gt = next;
-        }
-        free(st->groups[i]);
-    }
-    free(st->topics);
-    free(st->groups);
-    st_index_free(&st->index);
+    st_tables_free(st);
     st_hold_close(st);
     if (st->lock_fd >= 0)
         close(st->lock_fd);

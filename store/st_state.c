@@ -702,6 +702,13 @@ void st_topic_get_local(st_store_t *s, const char *name, st_topic_cb cb,
     size_t n = 0;
     gt_err_t rc = GT_OK;
     pthread_mutex_lock(&st->lock);
+    if (name) { /* one topic: a hash lookup, no list */
+        st_topic_rt_t *t = st_topic_find(st, name);
+        st_topic_t one = t ? t->meta : (st_topic_t){.queue_count = 0};
+        pthread_mutex_unlock(&st->lock);
+        cb(arg, t ? GT_OK : GT_ENOTFOUND, t ? &one : NULL, t ? 1 : 0);
+        return;
+    }
     if (st->ntopics && !(arr = malloc(st->ntopics * sizeof(*arr))))
         rc = GT_ENOMEM;
     for (size_t i = 0; rc == GT_OK && i < st->ntopics; i++) {
@@ -761,6 +768,13 @@ void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
     size_t n = 0;
     gt_err_t rc = GT_OK;
     pthread_mutex_lock(&st->lock);
+    if (name) { /* one group: a hash lookup, no list */
+        st_group_rt_t *g = st_group_find(st, name);
+        st_group_t one = g ? g->meta : (st_group_t){.fifo = false};
+        pthread_mutex_unlock(&st->lock);
+        cb(arg, g ? GT_OK : GT_ENOTFOUND, g ? &one : NULL, g ? 1 : 0);
+        return;
+    }
     if (st->ngroups && !(arr = malloc(st->ngroups * sizeof(*arr))))
         rc = GT_ENOMEM;
     for (size_t i = 0; rc == GT_OK && i < st->ngroups; i++) {
