@@ -308,6 +308,10 @@ typedef struct st_local {
     uint64_t state_end;
     uint64_t state_compacted;       /* size after the last compaction */
     struct dbuf *state_tail;        /* records logged while compacting */
+    bool state_held;                /* disk full: records not written since;
+                                     * memory is ahead of state.log until a
+                                     * compaction succeeds (retried) */
+    int64_t state_retry_ms;         /* next compaction attempt when held */
     bool state_force_compact;
     _Atomic bool state_dirty;
     uint64_t next_gen;
@@ -475,6 +479,7 @@ typedef struct st_srec {
     const st_group_t *g;
 } st_srec_t;
 
+#define ST_HELD_RETRY_MS 1000  /* held state: compaction retry interval */
 gt_err_t st_state_open(st_local_t *st);   /* replay + compact; lock held */
 void st_state_close(st_local_t *st);
 gt_err_t st_state_log(st_local_t *st, const st_srec_t *r); /* lock held */

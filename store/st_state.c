@@ -170,23 +170,41 @@ static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
 typedef struct dbuf dbuf_t;
 static void db_put(dbuf_t *d, const void *p, size_t n);
 
-gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
+/* Writes one record.  may_hold: on a full disk the change may stay in
+ * memory only (the store enters "held" mode: no record is written until a
+ * compaction -- a complete image of memory -- succeeds; the service thread
+ * retries it, see st_state_maybe_compact); otherwise a write error is
+ * returned and the caller must not apply the change. */
+static gt_err_t state_log(st_local_t *st, const st_srec_t *r, bool may_hold)
 {
     sbuf_t s;
     srec_encode(r, &s);
-    gt_err_t rc = st_file_pwrite_full(st, st->state_fd, s.b, s.n,
-                                      st->state_end);
-    if (rc != GT_OK) {
-        GT_LOG(ERROR, "store", "state log write failed: %s", gt_err_str(rc));
-        (void)st->fops->ftruncate(st->fctx, st->state_fd,
-                                  (off_t)st->state_end);
-        return rc;
+    if (st->state_held && !may_hold)
+        return GT_ENOSPC;
+    if (!st->state_held) {
+        gt_err_t rc = st_file_pwrite_full(st, st->state_fd, s.b, s.n,
+                                          st->state_end);
+        if (rc != GT_OK) {
+            (void)st->fops->ftruncate(st->fctx, st->state_fd,
+                                      (off_t)st->state_end);
+            if (rc != GT_ENOSPC || !may_hold) {
+                GT_LOG(ERROR, "store", "state log write failed: %s",
+                       gt_err_str(rc));
+                return rc;
+            }
+            GT_LOG(WARN, "store", "state log: disk full; consumption state "
+                   "is kept in memory until space returns (a crash before "
+                   "then redelivers what was acked meanwhile)");
+            st->state_held = true;
+            st->state_retry_ms = st_mono_ms() + ST_HELD_RETRY_MS;
+        } else {
+            st->state_end += s.n;
+            atomic_store(&st->state_dirty, true);
+        }
     }
-    st->state_end += s.n;
-    atomic_store(&st->state_dirty, true);
     if (st->state_tail)
         db_put(st->state_tail, s.b, s.n);
-    else {
+    else if (!st->state_held) {
         uint64_t thr = 2 * st->state_compacted;
         if (thr < st->cfg.state_compact_bytes)
             thr = st->cfg.state_compact_bytes;
@@ -196,8 +214,17 @@ gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
     return GT_OK;
 }
 
+gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
+{
+    return state_log(st, r, true);
+}
+
 void st_state_sync(st_local_t *st)
 {
+    pthread_mutex_lock(&st->lock);
+    if (st->state_held) /* the service thread retries the compaction */
+        pthread_cond_signal(&st->svc_cond);
+    pthread_mutex_unlock(&st->lock);
     if (!atomic_exchange(&st->state_dirty, false))
         return;
     /* compaction may swap the fd: sync a duplicate, outside the lock */
@@ -311,9 +338,10 @@ static gt_err_t replay_one(st_local_t *st, const st_srec_t *in)
     }
 }
 
-/* Replays buf; *clean tells whether every byte was a good record. */
+/* Replays buf; *valid is the length of its good prefix (all of it when
+ * every byte was a good record). */
 static gt_err_t replay(st_local_t *st, const uint8_t *buf, size_t len,
-                       bool *clean)
+                       size_t *valid)
 {
     size_t off = 8;
     while (off < len) {
@@ -329,7 +357,7 @@ static gt_err_t replay(st_local_t *st, const uint8_t *buf, size_t len,
         }
         off += used;
     }
-    *clean = off == len;
+    *valid = off;
     return GT_OK;
 }
 
@@ -490,6 +518,13 @@ void st_state_maybe_compact(st_local_t *st)
     uint64_t min = st->cfg.state_compact_bytes;
     bool force = st->state_force_compact;
     st->state_force_compact = false;
+    if (st->state_held) { /* disk full: retry writing the image now and then */
+        int64_t now = st_mono_ms();
+        if (now < st->state_retry_ms && !force)
+            return;
+        force = true;
+        st->state_retry_ms = now + ST_HELD_RETRY_MS;
+    }
     if (st->state_tail || st->state_fd < 0 ||
         (!force && (st->state_end < min ||
                     st->state_end < 2 * st->state_compacted)))
@@ -519,12 +554,19 @@ void st_state_maybe_compact(st_local_t *st)
         st->state_fd = fd;
         st->state_end = st->state_compacted = snap.n + tail->n;
         atomic_store(&st->state_dirty, true);
-        st->fops->close(st->fctx, old);
+        if (old >= 0)
+            st->fops->close(st->fctx, old);
+        if (st->state_held)
+            GT_LOG(WARN, "store", "state log written again: consumption "
+                   "state held in memory while the disk was full is saved");
+        st->state_held = false; /* the image holds everything in memory */
         GT_LOG(INFO, "store", "state log compacted to %zu bytes",
                snap.n + tail->n);
         fd = -1;
     } else {
-        GT_LOG(WARN, "store", "state log compaction failed; keeping the log");
+        if (!st->state_held)
+            GT_LOG(WARN, "store", "state log compaction failed; keeping "
+                   "the log");
         unlink(tmp);
     }
     if (fd >= 0)
@@ -543,8 +585,8 @@ gt_err_t st_state_open(st_local_t *st)
     char *path = NULL, *tmp = NULL;
     uint8_t *buf = NULL;
     gt_err_t rc = GT_ENOMEM;
-    struct stat sb;
-    bool clean = false;
+    struct stat sb = {0};
+    size_t valid = 0;
     int fd = -1;
     if (asprintf(&path, "%s/state.log", st->dir) < 0 ||
         asprintf(&tmp, "%s/state.log.tmp", st->dir) < 0)
@@ -562,20 +604,27 @@ gt_err_t st_state_open(st_local_t *st)
             rc = GT_ECORRUPT;
             goto out;
         }
-        if ((rc = replay(st, buf, (size_t)sb.st_size, &clean)) != GT_OK)
+        if ((rc = replay(st, buf, (size_t)sb.st_size, &valid)) != GT_OK)
             goto out;
     }
     replay_finish(st);
     /* A clean, small log is kept and appended to; otherwise compact now
      * (which also drops a torn tail). */
-    if (!clean || (uint64_t)sb.st_size >= st->cfg.state_compact_bytes) {
-        if ((rc = snapshot(st, tmp)) != GT_OK)
-            goto out;
-        if (rename(tmp, path) < 0) {
+    if (!buf || valid != (size_t)sb.st_size ||
+        (uint64_t)sb.st_size >= st->cfg.state_compact_bytes) {
+        if ((rc = snapshot(st, tmp)) == GT_OK && rename(tmp, path) < 0)
             rc = GT_EIO;
-            goto out;
+        if (rc == GT_OK)
+            rc = st_file_sync_dir(st, st->dir);
+        if (rc == GT_ENOSPC && valid >= 8) {
+            /* A full disk must not keep the store from starting: keep the
+             * log, cut a torn tail (which frees space), go on. */
+            unlink(tmp);
+            GT_LOG(WARN, "store", "state log compaction at start failed: "
+                   "disk full; keeping %s", path);
+            rc = truncate(path, (off_t)valid) < 0 ? GT_EIO : GT_OK;
         }
-        if ((rc = st_file_sync_dir(st, st->dir)) != GT_OK)
+        if (rc != GT_OK)
             goto out;
     }
     st->state_fd = st->fops->open(st->fctx, path, O_RDWR, 0);
@@ -592,6 +641,13 @@ gt_err_t st_state_open(st_local_t *st)
     st->next_gen = (st->next_gen | 0xffffffffull) + 1;
     st_srec_t g = {.type = ST_SR_GEN, .gen = st->next_gen};
     rc = st_state_log(st, &g);
+    if (rc == GT_OK && st->state_held) {
+        /* Not logged (disk full): should this run crash before the record
+         * is written, the next one would start from the same block.  Jump
+         * far ahead instead (by a varying amount, so consecutive runs on a
+         * full disk differ too); the held image records it later. */
+        st->next_gen += ((uint64_t)(st_now_ms() & 0xffff) + 16) << 32;
+    }
 out:
     if (fd >= 0)
         st->fops->close(st->fctx, fd);
@@ -603,6 +659,16 @@ out:
 
 void st_state_close(st_local_t *st)
 {
+    pthread_mutex_lock(&st->lock);
+    if (st->state_held) { /* a last try to save what is held */
+        st->state_force_compact = true;
+        st_state_maybe_compact(st);
+        if (st->state_held)
+            GT_LOG(ERROR, "store", "closing with consumption state not "
+                   "written (disk full): messages acked since will be "
+                   "delivered again");
+    }
+    pthread_mutex_unlock(&st->lock);
     st_state_sync(st);
     if (st->state_fd >= 0)
         st->fops->close(st->fctx, st->state_fd);
@@ -668,7 +734,11 @@ void st_topic_put_local(st_store_t *s, const st_topic_t *t, st_done_cb cb,
     if (rc == GT_OK) {
         pthread_mutex_lock(&st->lock);
         st_srec_t r = {.type = ST_SR_TOPIC_PUT, .t = t};
-        rc = st_state_log(st, &r);
+        st_topic_rt_t *old = st_topic_find(st, t->name);
+        /* re-declaring a topic unchanged (every start) logs nothing */
+        if (!old || old->meta.type != t->type || old->meta.perm != t->perm ||
+            old->meta.queue_count < t->queue_count)
+            rc = state_log(st, &r, false);
         if (rc == GT_OK)
             rc = st_topic_put_locked(st, t);
         pthread_mutex_unlock(&st->lock);
@@ -686,7 +756,7 @@ void st_topic_delete_local(st_store_t *s, const char *name, st_done_cb cb,
                                                      : NULL;
     if (t) {
         st_srec_t r = {.type = ST_SR_TOPIC_DEL, .group = name};
-        rc = st_state_log(st, &r);
+        rc = state_log(st, &r, false);
         if (rc == GT_OK)
             t->deleted = true;
     }
@@ -733,7 +803,15 @@ void st_group_put_local(st_store_t *s, const st_group_t *g, st_done_cb cb,
         pthread_mutex_lock(&st->lock);
         st_group_rt_t *rt = st_group_vivify(st, g->name);
         st_srec_t r = {.type = ST_SR_GROUP_PUT, .g = g};
-        rc = rt ? st_state_log(st, &r) : GT_ENOMEM;
+        const st_group_t *o = rt ? &rt->meta : NULL;
+        bool same = o && !rt->deleted &&
+                    o->max_delivery_attempts == g->max_delivery_attempts &&
+                    o->fifo == g->fifo && o->consume_from == g->consume_from &&
+                    o->retry.initial_ms == g->retry.initial_ms &&
+                    o->retry.max_ms == g->retry.max_ms &&
+                    o->retry.multiplier == g->retry.multiplier;
+        /* re-declaring a group unchanged (every start) logs nothing */
+        rc = !rt ? GT_ENOMEM : same ? GT_OK : state_log(st, &r, false);
         if (rc == GT_OK) {
             rt->meta = *g;
             rt->deleted = false;
@@ -752,7 +830,7 @@ void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
     st_group_rt_t *g = name ? st_group_find(st, name) : NULL;
     if (g && !g->deleted) {
         st_srec_t r = {.type = ST_SR_GROUP_DEL, .group = name};
-        rc = st_state_log(st, &r);
+        rc = state_log(st, &r, false);
         if (rc == GT_OK)
             g->deleted = true;
     }
