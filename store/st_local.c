@@ -343,7 +343,9 @@ static void *svc_main(void *arg)
         uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)wait * 1000000ull;
         ts.tv_sec += (time_t)(ns / 1000000000ull);
         ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&st->svc_cond, &st->lock, &ts);
+        /* steps above drop the lock: a close may have signalled meanwhile */
+        if (!st->svc_stop)
+            pthread_cond_timedwait(&st->svc_cond, &st->lock, &ts);
     }
     pthread_mutex_unlock(&st->lock);
     return NULL;
