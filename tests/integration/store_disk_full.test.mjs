@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startGantry, stopGantry, sleep } from './harness.mjs';
+import { startGantry, stopGantry, waitFor, scaled } from './harness.mjs';
 import { pb, Raw, yamlOf, wireMessage, sendRequest, receiveRequest, splitReceive,
   ackRequest } from './sdk_util.mjs';
 
@@ -60,7 +60,7 @@ async function send(raw, body) {
 async function receive(raw, longPollMs = 2000, group = G) {
   const r = await raw.serverStream('ReceiveMessage',
     receiveRequest({ group, topic: T, batch: 32, longPollMs }), pb.ReceiveMessageResponse,
-    { timeoutMs: longPollMs + 10000 });
+    { timeoutMs: longPollMs + scaled(10000) });
   assert.ifError(r.err);
   return splitReceive(r.resps);
 }
@@ -122,19 +122,14 @@ test('full disk: reads and acks keep working, start-up works, acks are saved whe
 
       // space returns: sends work again, the held acks are written
       fs.rmSync(filler);
-      let ok = false;
-      for (let i = 0; i < 200 && !ok; i++) {
-        ok = await send(raw, Buffer.from('after')) === 20000;
-        if (!ok) await sleep(50);
-      }
-      assert.ok(ok, 'sends work once space returns');
+      await waitFor(async () => await send(raw, Buffer.from('after')) === 20000, 10000,
+        'sends work once space returns', 50);
       got = await receive(raw);
       assert.equal(got.messages.length, 1);
       assert.equal(await ackAll(raw, got.messages), 20000);
       // wait until the held state is on disk: a SIGKILL then loses nothing
-      const saved = () => g.log().slice(logFrom).includes('state log written again');
-      for (let i = 0; i < 600 && !saved(); i++) await sleep(50);
-      assert.ok(saved(), 'the held state was written once space returned');
+      await waitFor(() => g.log().slice(logFrom).includes('state log written again'), 30000,
+        'the held state written once space returned', 50);
       raw.close();
       await stopGantry(g, 'SIGKILL', { keepDir: true });
       g = await startGantry({ dir, grpcPort: g.grpcPort, httpPort: g.httpPort, yaml, flush: 'async' });
