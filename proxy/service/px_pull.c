@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "gt_log.h"
-#include "gt_sql.h"
 #include "gt_text.h"
 #include "px_svc_int.h"
 
@@ -155,25 +154,20 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     uint32_t queue;
     st_topic_t t;
     char why[200];
+    px_code_t code;
+    bool sql;
 
     if (!px_require_client(call, rd))
         return;
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
         return;
-    if (req->filter_expression != NULL &&
-        req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
-        const char *e = req->filter_expression->expression;
-        char err[160];
-        gt_sql_t *sql = NULL;
-        if (gt_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, &sql, err,
-                           sizeof(err)) != GT_OK) {
-            snprintf(why, sizeof(why), "SQL92 filter: %.150s", err);
-            px_pull_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
-            return;
-        }
-        gt_sql_free(sql); /* checked here; the store compiles its own */
-        pr.filter_kind = ST_FILTER_SQL92;
+    if ((code = px_check_filter(req->filter_expression, &sql, why, sizeof(why))) !=
+        PX_CODE(OK)) {
+        px_pull_status(call, code, why);
+        return;
     }
+    if (sql)
+        pr.filter_kind = ST_FILTER_SQL92;
     px_sync_init(&w1);
     px_sync_init(&w2);
     st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_BEGIN, 0,

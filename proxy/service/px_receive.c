@@ -18,8 +18,6 @@
 #include <openssl/evp.h>
 
 #include "gt_log.h"
-#include "gt_sql.h"
-#include "gt_tagexpr.h"
 #include "gt_text.h"
 #include "px_svc_int.h"
 
@@ -303,25 +301,9 @@ static bool px_recv_check(px_call_t *call,
     if (!px_group_or_reply(call, PX_DESC(receive_message_response), req->group->name, &g) ||
         !px_topic_or_reply(call, PX_DESC(receive_message_response), tr->name, false, t))
         return false;
-    if (req->filter_expression != NULL &&
-        req->filter_expression->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL) {
-        const char *e = req->filter_expression->expression;
-        char err[160];
-        gt_sql_t *f = NULL;
-        if (gt_sql_compile(e != NULL ? e : "", e != NULL ? strlen(e) : 0, &f, err,
-                           sizeof(err)) != GT_OK) {
-            snprintf(why, sizeof(why), "SQL92 filter: %.150s", err);
-            px_recv_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
-            return false;
-        }
-        gt_sql_free(f); /* checked here; the store compiles its own */
-        *sql = true;
-    } else if (req->filter_expression != NULL &&
-               req->filter_expression->expression != NULL &&
-        gt_tagexpr_check(req->filter_expression->expression) != GT_OK) {
-        snprintf(why, sizeof(why), "tag expression \"%.120s\" is not valid",
-                 req->filter_expression->expression);
-        px_recv_status(call, PX_CODE(ILLEGAL_FILTER_EXPRESSION), why);
+    if ((code = px_check_filter(req->filter_expression, sql, why, sizeof(why))) !=
+        PX_CODE(OK)) {
+        px_recv_status(call, code, why);
         return false;
     }
     if (req->invisible_duration_present_case && req->invisible_duration != NULL) {

@@ -185,6 +185,12 @@ px_code_t px_check_group(const Apache__Rocketmq__V2__Resource *r, char *why,
 bool px_name_is_derived(const char *name);
 /* A store system name (%SYS%…), also behind a %DLQ% / %RETRY% prefix. */
 bool px_name_is_system(const char *name);
+/* Checks a filter (borrowed; NULL: none): a SQL92 expression must compile,
+ * a tag expression follow gt_tagexpr_check().  OK or
+ * ILLEGAL_FILTER_EXPRESSION with a reason in `why`; *sql tells whether it
+ * is SQL92. */
+px_code_t px_check_filter(const Apache__Rocketmq__V2__FilterExpression *f, bool *sql,
+                          char *why, size_t whylen);
 /* True when `t` (borrowed) is inside google.protobuf.Timestamp's range
  * (years 1..9999, nanos 0..999999999). */
 bool px_timestamp_valid(const Google__Protobuf__Timestamp *t);

@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gt_sql.h"
+#include "gt_tagexpr.h"
 #include "gt_text.h"
 #include "px_svc_int.h"
 
@@ -238,4 +240,25 @@ const char *px_authority_text(px_call_t *call)
     const char *auth = px_call_authority(call);
 
     return gt_utf8_valid((const uint8_t *)auth, strlen(auth)) ? auth : "";
+}
+
+px_code_t px_check_filter(const Apache__Rocketmq__V2__FilterExpression *f, bool *sql,
+                          char *why, size_t whylen)
+{
+    const char *e = f != NULL && f->expression != NULL ? f->expression : "";
+    char err[160];
+    gt_sql_t *tree = NULL;
+
+    *sql = f != NULL && f->type == APACHE__ROCKETMQ__V2__FILTER_TYPE__SQL;
+    if (*sql) {
+        if (gt_sql_compile(e, strlen(e), &tree, err, sizeof(err)) != GT_OK) {
+            snprintf(why, whylen, "SQL92 filter: %.150s", err);
+            return PX_CODE(ILLEGAL_FILTER_EXPRESSION);
+        }
+        gt_sql_free(tree); /* checked here; the store compiles its own */
+    } else if (gt_tagexpr_check(e) != GT_OK) {
+        snprintf(why, whylen, "tag expression \"%.120s\" is not valid", e);
+        return PX_CODE(ILLEGAL_FILTER_EXPRESSION);
+    }
+    return PX_CODE(OK);
 }

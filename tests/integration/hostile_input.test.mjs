@@ -410,3 +410,21 @@ test('a long resource namespace of multi-byte characters is not cut inside a cha
   while (msg[j] === 0xc3 && msg[j + 1] === 0xa9) j += 2;
   assert.notEqual(msg[j], 0xc3, `a cut character at byte ${j} of the message`);
 });
+
+// ---- filter expressions ----------------------------------------------------
+
+test('PullMessage refuses the tag expressions ReceiveMessage refuses: ILLEGAL_FILTER_EXPRESSION', async () => {
+  for (const expr of ['a||', 'a|| ||b', 'a\u0001b']) {
+    for (const method of ['PullMessage', 'ReceiveMessage']) {
+      const filter = new defPb.FilterExpression().setType(defPb.FilterType.TAG).setExpression(expr);
+      const req = method === 'PullMessage'
+        ? new pb.PullMessageRequest().setGroup(resource(G)).setMessageQueue(mq(T)).setOffset(0)
+          .setBatchSize(32).setFilterExpression(filter)
+        : receiveRequest({ group: G, topic: T, longPollMs: 0 }).setFilterExpression(filter);
+      const Resp = method === 'PullMessage' ? pb.PullMessageResponse : pb.ReceiveMessageResponse;
+      const r = await raw.serverStream(method, req, Resp);
+      assert.equal(r.err, null);
+      expectStatus(r.resps[0]?.getStatus(), Code.ILLEGAL_FILTER_EXPRESSION, `${method} ${JSON.stringify(expr)}`);
+    }
+  }
+});
