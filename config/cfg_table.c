@@ -11,6 +11,7 @@
  * and %DLQ% topics it derives from group names). */
 #include "cfg_int.h"
 #include "gt_addr.h"
+#include "st.h" /* the store's reserved names */
 
 #include <stdio.h>
 #include <string.h>
@@ -54,9 +55,11 @@ const char *const cfg_reserved_topics[] = {
 };
 
 /* %RETRY%<group> and %DLQ%<group> are created by the proxy for each group;
- * %LMQ% marks RocketMQ's light message queues. */
+ * %LMQ% marks RocketMQ's light message queues; %SYS% names are the store's
+ * own (st.h). */
 const char *const cfg_reserved_topic_prefixes[] = {
-    "rmq_sys_", "RMQ_SYS_", "%RETRY%", "%DLQ%", "%LMQ%", NULL,
+    "rmq_sys_", "RMQ_SYS_", ST_RETRY_PREFIX, ST_DLQ_PREFIX, "%LMQ%",
+    ST_SYS_PREFIX, NULL,
 };
 
 const char *const cfg_reserved_groups[] = {
@@ -76,7 +79,8 @@ const char *const cfg_reserved_groups[] = {
     NULL,
 };
 
-const char *const cfg_reserved_group_prefixes[] = {"CID_RMQ_SYS_", NULL};
+const char *const cfg_reserved_group_prefixes[] = {"CID_RMQ_SYS_", ST_SYS_PREFIX,
+                                                    NULL};
 
 static bool cfg_name_char(char c)
 {

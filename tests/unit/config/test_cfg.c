@@ -390,6 +390,8 @@ static void test_bad_topic_name(void)
     expect_fail("topics: [{name: RMQ_SYS_X}]\n", "(prefix RMQ_SYS_)");
     expect_fail("topics: [{name: \"%RETRY%G1\"}]\n", "(prefix %RETRY%)");
     expect_fail("topics: [{name: \"%DLQ%G1\"}]\n", "(prefix %DLQ%)");
+    expect_fail("topics: [{name: \"%SYS%HALF\"}]\n", "(prefix %SYS%)");
+    expect_fail("groups: [{name: \"%SYS%HOLD\"}]\n", "(prefix %SYS%)");
     CU_ASSERT_EQUAL(cfg_topic_name_check("OK_name-1", NULL, 0), GT_OK);
     CU_ASSERT_EQUAL(cfg_topic_name_check("BenchmarkTest", NULL, 0), GT_EINVAL);
 }
