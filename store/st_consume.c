@@ -33,6 +33,9 @@
 #include "st_pop.h"
 
 #define ST_MSG_F_DLQ 0x1u
+/* New offsets one FIFO pop looks at per queue when their groups are busy:
+ * later pops go on from there. */
+#define FIFO_SCAN 1024
 
 /* Records read before taking the lock (see prefetch_plan()). */
 #define PF_MAX (2 * ST_POP_MAX)
@@ -147,11 +150,12 @@ static void dlq_done(void *arg, gt_err_t err, const st_append_item_t *items,
                        .topic = d->topic, .queue = d->queue, .a = d->off};
         if (err == GT_OK && st_state_log(st, &r) == GT_OK) {
             e->state = ST_E_ACKED;
-            st_cs_advance(cs);
+            st_fifo_acked(t, d->queue, cs, d->off); /* unblocks its group */
         } else { /* try again at the next expiry scan */
             e->state = ST_E_INFLIGHT;
             e->deadline = st_now_ms() + 1000;
             note_deadline(st, cs, e->deadline);
+            st_fifo_moved(cs, d->off);
         }
     }
     pthread_mutex_unlock(&st->lock);
@@ -210,6 +214,7 @@ static void dlq_move(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
         free(d);
         e->deadline = c->now + 1000;
         note_deadline(st, cs, e->deadline);
+        st_fifo_moved(cs, off);
     }
     free(buf);
 }
@@ -251,8 +256,10 @@ static gt_err_t skip_unreadable(pop_ctx_t *c, uint32_t q, st_cs_t *cs,
     st_srec_t r = {.type = ST_SR_ACK, .group = c->g->meta.name,
                    .topic = c->t->meta.name, .queue = q, .a = off};
     gt_err_t rc = st_state_log(c->st, &r);
-    if (rc == GT_OK)
+    if (rc == GT_OK) {
         st_cs_at(cs, off)->state = ST_E_ACKED;
+        st_fifo_acked(c->t, q, cs, off);
+    }
     return rc;
 }
 
@@ -301,9 +308,83 @@ static gt_err_t gset_add(gset_t *s, uint32_t h)
  * ones (delayed until their time, or FIFO-blocked).  Scans in offset order;
  * for a FIFO group, a message whose group has an earlier unacked message is
  * held back (group granularity: other groups go on). */
+/* FIFO: the due heads of the window's message groups, from its index
+ * (st_fifo.c): expired or due ones first, then held ones, so the cost does
+ * not grow with the window. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Hands out (or dead-letters) head entry o of a FIFO window. */
+static gt_err_t fifo_take(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t o)
+{
+    st_went_t *e = st_cs_at(cs, o);
+    const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
+    uint8_t *buf;
+    st_message_t m;
+    if ((e->state != ST_E_INFLIGHT && e->state != ST_E_NONE) ||
+        e->deadline > c->now)
+        return GT_OK; /* taken already (a duplicate heap entry) */
+    if (e->state == ST_E_INFLIGHT &&
+        e->attempt >= c->g->meta.max_delivery_attempts) {
+        dlq_move(c, q, cs, o, ce);
+        return GT_OK;
+    }
+    gt_err_t rc = ctx_read(c, ce, &buf, &m);
+    if (rc == GT_ECORRUPT)
+        return skip_unreadable(c, q, cs, o);
+    if (rc == GT_OK && e->state == ST_E_NONE && m.delivery_ts_ms > c->now) {
+        e->deadline = m.delivery_ts_ms; /* held after a restart */
+        note_deadline(c->st, cs, e->deadline);
+        free(buf);
+    } else if (rc == GT_OK &&
+               (rc = deliver(c, q, cs, o, e->attempt + 1, buf, &m))) {
+        free(buf);
+    }
+    st_fifo_moved(cs, o); /* delivered, or back in its heap */
+    return rc;
+}
+
+/* FIFO: the due heads of the window's message groups, from its index
+ * (st_fifo.c), so the cost does not grow with the window: expired (or
+ * due) ones first, in offset order, then held ones. */
+static gt_err_t pop_window_fifo(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
+{
+    enum { CAND = 4 * ST_POP_MAX };
+    st_fifo_t *f;
+    uint64_t o, cand[CAND];
+    size_t nc = 0;
+    gt_err_t rc = st_fifo_sync(c->t, q, cs, &f);
+    while (rc == GT_OK && nc < CAND && c->out->n + nc < c->req->max &&
+           st_fifo_next(f, c->t, q, cs, c->now, true, &o))
+        cand[nc++] = o;
+    qsort(cand, nc, sizeof(cand[0]), cmp_u64);
+    for (size_t i = 0; i < nc; i++) {
+        if (rc != GT_OK)
+            st_fifo_moved(cs, cand[i]); /* not taken: back in its heap */
+        else if (i == 0 || cand[i] != cand[i - 1])
+            rc = fifo_take(c, q, cs, cand[i]);
+    }
+    while (rc == GT_OK && c->out->n < c->req->max &&
+           st_fifo_next(f, c->t, q, cs, c->now, false, &o))
+        rc = fifo_take(c, q, cs, o);
+    if (rc == GT_OK) {
+        cs->min_deadline = st_fifo_min_deadline(f, c->t, q, cs);
+        if (cs->min_deadline < c->st->next_expiry)
+            c->st->next_expiry = cs->min_deadline;
+    }
+    return rc;
+}
+
 static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
 {
     bool fifo = c->g->meta.fifo;
+    if (fifo)
+        return pop_window_fifo(c, q, cs);
+    if (cs->fifo) /* was FIFO: the index no longer follows the window */
+        cs->fifo_stale = true;
     int64_t newmin = INT64_MAX;
     gset_t blocked = {0};
     gt_err_t rc = GT_OK;
@@ -351,19 +432,6 @@ static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
     return rc;
 }
 
-/* FIFO: the groups with a message in [commit, pop) not yet acked. */
-static gt_err_t fifo_blocked(pop_ctx_t *c, uint32_t q, st_cs_t *cs,
-                             gset_t *blocked)
-{
-    for (uint64_t o = cs->commit; o < cs->pop; o++) {
-        const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
-        if (ce && st_cs_at(cs, o)->state != ST_E_ACKED &&
-            gset_add(blocked, ce->group_hash) != GT_OK)
-            return GT_ENOMEM;
-    }
-    return GT_OK;
-}
-
 static gt_err_t log_skip(pop_ctx_t *c, uint32_t q, uint64_t from, uint64_t to)
 {
     if (from == to)
@@ -379,15 +447,21 @@ static gt_err_t log_skip(pop_ctx_t *c, uint32_t q, uint64_t from, uint64_t to)
 static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
 {
     st_cq_t *cq = &c->t->cq[q];
-    uint64_t skip_from = cs->pop;
-    gset_t blocked = {0};
-    gt_err_t rc = c->g->meta.fifo ? fifo_blocked(c, q, cs, &blocked) : GT_OK;
-    while (rc == GT_OK && c->out->n < c->req->max && cs->pop < st_cq_end(cq)) {
+    uint64_t skip_from = cs->pop, scanned = 0;
+    st_fifo_t *f = NULL;
+    gt_err_t rc = c->g->meta.fifo ? st_fifo_sync(c->t, q, cs, &f) : GT_OK;
+    while (rc == GT_OK && c->out->n < c->req->max && cs->pop < st_cq_end(cq) &&
+           (!f || scanned++ < FIFO_SCAN)) {
         const st_cq_entry_t *ce = st_cq_get(cq, cs->pop);
         uint8_t *buf = NULL;
         st_message_t m;
         bool take = st_filter_match_hash(c->f, ce->tag_hash);
-        if (take) {
+        uint32_t gh = c->g->meta.fifo ? ce->group_hash : 0;
+        /* FIFO, everything wanted, its group busy: held unread (it is read
+         * when it becomes its group's head) */
+        bool lazy = take && f && gh && c->f->tx.all && !c->f->sql &&
+                    st_fifo_busy(f, gh);
+        if (take && !lazy) {
             rc = ctx_read(c, ce, &buf, &m);
             if (rc == GT_ECORRUPT) { /* reported; skipped like a filtered one */
                 GT_LOG(ERROR, "store", "message %s/%u/%" PRIu64 " is "
@@ -410,18 +484,20 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             free(buf);
             continue;
         }
-        uint32_t gh = c->g->meta.fifo ? ce->group_hash : 0;
         rc = log_skip(c, q, skip_from, off);
         skip_from = off + 1;
-        if (rc == GT_OK && (m.delivery_ts_ms > c->now || gset_has(&blocked, gh))) {
+        if (rc == GT_OK && (lazy || m.delivery_ts_ms > c->now ||
+                            (f && st_fifo_busy(f, gh)))) {
             st_went_t *e = st_cs_at(cs, off); /* held back */
-            e->deadline = m.delivery_ts_ms > c->now ? m.delivery_ts_ms : 0;
+            e->deadline = !lazy && m.delivery_ts_ms > c->now ? m.delivery_ts_ms
+                                                             : 0;
             if (e->deadline)
                 note_deadline(c->st, cs, e->deadline);
-            else if (cs->min_deadline > 0)
+            else if (cs->min_deadline > 0 && !f)
                 cs->min_deadline = 0;
             free(buf);
-            rc = gset_add(&blocked, gh);
+            if (f)
+                rc = st_fifo_add(f, cs, gh, off);
             continue;
         }
         if (rc == GT_OK)
@@ -431,12 +507,13 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             cs->pop = off;
             break;
         }
-        rc = gset_add(&blocked, gh);
+        if (f)
+            rc = st_fifo_add(f, cs, gh, off);
     }
     if (rc == GT_OK)
         rc = log_skip(c, q, skip_from, cs->pop);
     st_cs_advance(cs);
-    free(blocked.k);
+    st_fifo_seen(cs);
     return rc;
 }
 
@@ -510,8 +587,9 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
 {
     st_topic_rt_t *t = st_topic_find(st, req->topic);
     st_group_rt_t *g = st_group_find(st, req->group);
-    if (!t || !g || t->meta.queue_count == 0)
-        return;
+    if (!t || !g || t->meta.queue_count == 0 || g->meta.fifo)
+        return; /* FIFO: few of the window's entries are heads; guessing
+                   which would cost more reads than it saves */
     uint32_t qc = t->meta.queue_count, first = 0, nq = qc;
     if (req->queue_id >= 0) {
         if ((uint32_t)req->queue_id >= qc)
@@ -621,6 +699,11 @@ done:
 
 /* ---- expiry ---- */
 /* Recomputes st->next_expiry over queues whose lower bound has passed. */
+static bool st_groups_fifo(const st_group_rt_t *g)
+{
+    return g->meta.fifo;
+}
+
 void st_expiry_recompute(st_local_t *st, int64_t now)
 {
     int64_t next = INT64_MAX;
@@ -628,7 +711,11 @@ void st_expiry_recompute(st_local_t *st, int64_t now)
         for (st_gtopic_t *gt = st->groups[i]->topics; gt; gt = gt->next)
             for (uint32_t q = 0; q < gt->ncs; q++) {
                 st_cs_t *cs = &gt->cs[q];
-                if (cs->min_deadline <= now) {
+                if (cs->min_deadline <= now && st_fifo_in_step(cs) &&
+                    st_groups_fifo(st->groups[i])) {
+                    cs->min_deadline = st_fifo_min_deadline(cs->fifo,
+                                                            gt->topic, q, cs);
+                } else if (cs->min_deadline <= now) {
                     int64_t m = INT64_MAX;
                     for (uint64_t o = cs->commit; o < cs->pop; o++) {
                         st_went_t *e = st_cs_at(cs, o);
@@ -677,7 +764,7 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
                        .queue = h.queue, .a = h.offset};
         if ((rc = st_state_log(st, &r)) == GT_OK) {
             st_cs_at(cs, h.offset)->state = ST_E_ACKED;
-            st_cs_advance(cs);
+            st_fifo_acked(st_topic_find(st, topic), h.queue, cs, h.offset);
             st_group_rt_t *g = st_group_find(st, group);
             if (g && g->meta.fifo && st_parks_any(st)) /* may unblock */
                 st_publish_wake(st, st_topic_find(st, topic));
@@ -711,6 +798,7 @@ void st_change_local(st_store_t *s, const char *group, const char *topic,
             e->gen = st->next_gen++;
             e->deadline = r.deadline;
             note_deadline(st, cs, e->deadline);
+            st_fifo_moved(cs, h.offset);
             h.gen = e->gen;
             st_handle_encode(&h, nh);
         }
@@ -764,6 +852,7 @@ void st_offset_update_local(st_store_t *s, const char *group,
                        .group = group, .topic = topic, .queue = queue,
                        .a = offset, .b = offset};
         if ((rc = st_state_log(st, &r)) == GT_OK) {
+            cs->fifo_stale = true; /* the window restarts */
             if (!cs->init)
                 st_cs_reset(cs, offset);
             else

@@ -193,6 +193,8 @@ typedef struct st_cs {
     st_went_t *w;          /* ring: offset o at w[(wh + o - commit) % wcap] */
     size_t wh, wcap;
     int64_t min_deadline;  /* lower bound of in-flight deadlines */
+    struct st_fifo *fifo;  /* FIFO groups: index of the window (st_fifo.c) */
+    bool fifo_stale;
 } st_cs_t;
 
 /* Open-addressing hash map of object pointers by a 64-bit hash (linear

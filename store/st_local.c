@@ -354,6 +354,10 @@ static void *svc_main(void *arg)
 /* ---- open / close --------------------------------------------------------------- */
 static void local_free(st_local_t *st)
 {
+    for (size_t i = 0; i < st->ngroups; i++) /* FIFO indexes (st_fifo.c) */
+        for (st_gtopic_t *gt = st->groups[i]->topics; gt; gt = gt->next)
+            for (uint32_t q = 0; q < gt->ncs; q++)
+                st_fifo_free(gt->cs[q].fifo);
     st_tables_free(st);
     st_hold_close(st);
     if (st->lock_fd >= 0)

@@ -59,6 +59,34 @@ bool st_parks_wake(st_local_t *st, st_topic_rt_t *t);
 void st_pull_local(st_store_t *s, const st_pull_req_t *req, st_msgs_cb cb,
                    void *arg);
 
+/* st_fifo.c, lock held: the FIFO index of one window (see there). */
+typedef struct st_fifo st_fifo_t;
+void st_fifo_free(st_fifo_t *f);
+/* The window's index, built or rebuilt when it is missing or behind. */
+gt_err_t st_fifo_sync(st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
+                      st_fifo_t **out);
+/* Records the window as in step with the index (after a pop). */
+void st_fifo_seen(st_cs_t *cs);
+/* True when the window has an index that follows it. */
+bool st_fifo_in_step(const st_cs_t *cs);
+/* True when message group gh has an unacked entry. */
+bool st_fifo_busy(st_fifo_t *f, uint32_t gh);
+/* A new window entry off of group gh (0: none), in its state already. */
+gt_err_t st_fifo_add(st_fifo_t *f, st_cs_t *cs, uint32_t gh, uint64_t off);
+/* The state or deadline of head entry off changed. */
+void st_fifo_moved(st_cs_t *cs, uint64_t off);
+/* Takes the next head to hand out: timed: one whose deadline passed
+ * (expired in flight, or delayed until now), earliest first; else a held
+ * one, lowest offset first.  false: none. */
+bool st_fifo_next(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
+                  int64_t now, bool timed, uint64_t *off);
+/* Earliest deadline of an in-flight or delayed head (INT64_MAX: none). */
+int64_t st_fifo_min_deadline(st_fifo_t *f, st_topic_rt_t *t, uint32_t q,
+                             st_cs_t *cs);
+/* Entry off was acked: the next of its group becomes head; advances the
+ * committed offset (st_cs_advance).  Safe without an index. */
+void st_fifo_acked(st_topic_rt_t *t, uint32_t q, st_cs_t *cs, uint64_t off);
+
 /* For tests: how many pops and pulls are parked. */
 size_t st_local_parked(st_store_t *s);
 
