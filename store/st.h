@@ -264,6 +264,39 @@ typedef struct st_stats {
 
 typedef void (*st_stats_cb)(void *arg, gt_err_t err, const st_stats_t *s);
 
+/* ---- metadata change notifications -------------------------------------
+ * Front ends keep their own copy of the topics and groups (they need them
+ * for every request and must not wait on the store for them).  The store
+ * keeps that copy current: st_meta_watch() delivers every topic and group
+ * once, then each change as it is made -- including the store's own
+ * (a %DLQ% topic created for a move, a group created by its first pop) and,
+ * for a shared remote store, those made through other front ends. */
+typedef enum st_meta_kind {
+    ST_META_TOPIC = 0,
+    ST_META_GROUP,
+} st_meta_kind_t;
+
+typedef struct st_meta_event {
+    st_meta_kind_t kind;
+    bool deleted;     /* the topic/group is gone; only its name is set */
+    /* Store-wide and increasing with every change: a copy applies an
+     * event only when it is newer than what it holds for that name, so
+     * events may arrive in any order (executors run them on several
+     * threads; a network may reorder). */
+    uint64_t version;
+    union {
+        st_topic_t topic; /* kind ST_META_TOPIC */
+        st_group_t group; /* kind ST_META_GROUP */
+    } u;
+} st_meta_event_t;
+
+/* `snapshot` marks the first call after st_meta_watch(): every topic and
+ * group that exists (n may be 0).  Later calls carry changes.  The events
+ * are borrowed for the duration of the call.  Runs with store locks held
+ * in the local engine: copy and return, never call the store. */
+typedef void (*st_meta_cb)(void *arg, const st_meta_event_t *evs, size_t n,
+                           bool snapshot);
+
 /* ---- the operations table ---------------------------------------------- */
 typedef struct st_store st_store_t;
 
@@ -316,6 +349,7 @@ typedef struct st_ops {
                        uint32_t max_checks, st_done_cb cb, void *arg);
     void (*recall)(st_store_t *st, const char *topic, const char *msg_id,
                    st_done_cb cb, void *arg);
+    void (*meta_watch)(st_store_t *st, st_meta_cb cb, void *arg);
 } st_ops_t;
 
 /* Every implementation's store object starts with this. */
@@ -358,6 +392,36 @@ void st_config_init(st_config_t *cfg);
  * cfg->repair to truncate there instead.  GT_EBUSY: another process holds
  * the directory. */
 gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out);
+
+/* ---- executors and decorators ------------------------------------------
+ * One rule for callback threads: the front end hands the store an
+ * executor, and every result (and metadata notification) reaches the
+ * front end there, as data the callback owns for its duration; store
+ * threads never run front-end code.  st_exec_open() wraps any store (the
+ * local engine, later a remote client) so that this holds whatever thread
+ * the wrapped store completes on, and inline answers become posted ones. */
+typedef void (*st_task_fn)(void *arg);
+
+typedef struct st_exec {
+    /* Runs fn(arg) soon on one of the front end's threads, never inline.
+     * GT_OK, or an error when it cannot (then fn will not run).  Must be
+     * safe from any thread, with store locks held. */
+    gt_err_t (*post)(void *ctx, st_task_fn fn, void *arg);
+    void *ctx;
+} st_exec_t;
+
+/* Wraps `inner` (takes ownership: st_close() closes it) so that every
+ * callback runs on `ex` (borrowed; must accept posts until st_close()
+ * returns) with a private deep copy of its result.  A callback never runs
+ * before the operation's call returns.  On GT_OK *out is owned. */
+gt_err_t st_exec_open(st_store_t *inner, const st_exec_t *ex,
+                      st_store_t **out);
+
+/* Test only: wraps `inner` (takes ownership) so that every callback runs
+ * late -- a random 0..max_delay_us later, on the decorator's own thread
+ * -- as a network store's would.  seed makes the delays repeatable. */
+gt_err_t st_late_open(st_store_t *inner, uint32_t max_delay_us, unsigned seed,
+                      st_store_t **out);
 
 /* True for errors a client should retry later (I/O, disk full, busy,
  * shutting down, timeout); false for bad requests. */
@@ -535,6 +599,14 @@ static inline void st_stats(st_store_t *st, const char *topic,
                             const char *group, st_stats_cb cb, void *arg)
 {
     st->ops->stats(st, topic, group, cb, arg);
+}
+
+/* Registers the store's one metadata watcher (replacing any; cb NULL
+ * removes it): cb gets a snapshot at once, then every change until
+ * st_close() or removal.  Borrows arg. */
+static inline void st_meta_watch(st_store_t *st, st_meta_cb cb, void *arg)
+{
+    st->ops->meta_watch(st, cb, arg);
 }
 
 /* ---- transactions (half messages) ----------------------------------------

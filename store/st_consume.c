@@ -564,6 +564,7 @@ static gt_err_t group_for_pop(st_local_t *st, const char *name,
         if (rc != GT_OK)
             return rc;
         g->deleted = false;
+        st_meta_group_changed(st, g);
     }
     *out = g;
     return GT_OK;

@@ -172,6 +172,7 @@ typedef struct st_topic_rt {
     uint32_t rr;           /* queue round robin for ST_QUEUE_ANY */
     uint64_t version;      /* bumped on every publish: wakes parked pops */
     uint64_t tx_discarded; /* half messages discarded after max checks */
+    uint64_t meta_version; /* st_meta.c: version of the last change */
 } st_topic_rt_t;
 
 /* Window entry for offsets between committed and pop position.  NONE: not
@@ -219,6 +220,7 @@ typedef struct st_group_rt {
     bool deleted;
     st_gtopic_t *topics;
     st_map_t tmap;         /* topic pointer -> its st_gtopic_t */
+    uint64_t meta_version; /* st_meta.c: version of the last change */
 } st_group_rt_t;
 
 /* Index: hash -> commitlog positions; candidates are verified on read. */
@@ -331,6 +333,11 @@ typedef struct st_local {
     size_t rolls_out;               /* roll appends not completed yet */
     uint64_t roll_span;             /* roll timers when the window is longer */
     _Atomic uint64_t timers_fired;
+
+    /* metadata watcher (st_meta.c); guarded by lock */
+    st_meta_cb meta_cb;
+    void *meta_arg;
+    uint64_t meta_version;
 } st_local_t;
 
 /* ---- st_file.c helpers --------------------------------------------------- */
@@ -502,6 +509,11 @@ void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
                            void *arg);
 void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
                         void *arg);
+
+/* ---- st_meta.c: metadata notifications (lock held) ---- */
+void st_meta_topic_changed(st_local_t *st, st_topic_rt_t *t);
+void st_meta_group_changed(st_local_t *st, st_group_rt_t *g);
+void st_meta_watch_local(st_store_t *s, st_meta_cb cb, void *arg);
 
 /* For tests: write the table snapshot now. */
 gt_err_t st_local_snapshot(st_store_t *s);

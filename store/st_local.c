@@ -442,6 +442,7 @@ static const st_ops_t local_ops = {
     .tx_pending = st_tx_pending_local,
     .tx_checked = st_tx_checked_local,
     .recall = st_recall_local,
+    .meta_watch = st_meta_watch_local,
 };
 
 static gt_err_t cfg_check(const st_config_t *c)

@@ -723,6 +723,7 @@ gt_err_t st_topic_put_locked(st_local_t *st, const st_topic_t *t)
     rt->meta = *t;
     rt->meta.queue_count = qc;
     rt->deleted = false;
+    st_meta_topic_changed(st, rt);
     return GT_OK;
 }
 
@@ -757,8 +758,10 @@ void st_topic_delete_local(st_store_t *s, const char *name, st_done_cb cb,
     if (t) {
         st_srec_t r = {.type = ST_SR_TOPIC_DEL, .group = name};
         rc = state_log(st, &r, false);
-        if (rc == GT_OK)
+        if (rc == GT_OK) {
             t->deleted = true;
+            st_meta_topic_changed(st, t);
+        }
     }
     pthread_mutex_unlock(&st->lock);
     cb(arg, rc);
@@ -815,6 +818,7 @@ void st_group_put_local(st_store_t *s, const st_group_t *g, st_done_cb cb,
         if (rc == GT_OK) {
             rt->meta = *g;
             rt->deleted = false;
+            st_meta_group_changed(st, rt);
         }
         pthread_mutex_unlock(&st->lock);
     }
@@ -831,8 +835,10 @@ void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
     if (g && !g->deleted) {
         st_srec_t r = {.type = ST_SR_GROUP_DEL, .group = name};
         rc = state_log(st, &r, false);
-        if (rc == GT_OK)
+        if (rc == GT_OK) {
             g->deleted = true;
+            st_meta_group_changed(st, g);
+        }
     }
     pthread_mutex_unlock(&st->lock);
     cb(arg, rc);
