@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cfg.h"
 #include "gt_log.h"
@@ -213,8 +214,35 @@ static const st_topic_type_t topic_types[] = {
     [CFG_TOPIC_MIXED] = ST_TOPIC_MIXED,
 };
 
-/* Opens the embedded store and declares the config's topics and groups. */
-static gt_err_t open_store(const cfg_t *cfg, bool repair, st_store_t **out)
+/* Test only: GANTRY_TEST_LATE_STORE=<max µs> makes every store answer come
+ * late (a random 0..max µs, on another thread), as a remote store's would;
+ * the integration suite runs against it (st_late_open). */
+static gt_err_t wrap_late(st_store_t **st)
+{
+    const char *env = getenv("GANTRY_TEST_LATE_STORE");
+    char *end;
+    unsigned long us;
+    st_store_t *late;
+    gt_err_t rc;
+
+    if (env == NULL || env[0] == '\0')
+        return GT_OK;
+    us = strtoul(env, &end, 10);
+    if (*end != '\0' || us > 10000000) {
+        GT_LOG(ERROR, "main", "GANTRY_TEST_LATE_STORE must be a number of µs");
+        return GT_EINVAL;
+    }
+    if ((rc = st_late_open(*st, (uint32_t)us, (unsigned)getpid(), &late)) != GT_OK)
+        return rc;
+    GT_LOG(WARN, "main", "test mode: every store answer comes 0..%lu µs late", us);
+    *st = late;
+    return GT_OK;
+}
+
+/* Opens the embedded store, declares the config's topics and groups, and
+ * wraps it so that its answers run on `ex` (the service's executor). */
+static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
+                           st_store_t **out)
 {
     st_config_t sc;
     st_store_t *st = NULL;
@@ -268,12 +296,12 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, st_store_t **out)
         if ((rc = seed_wait(&w)) != GT_OK)
             GT_LOG(ERROR, "main", "cannot declare group %s: %s", g.name, gt_err_str(rc));
     }
-    if (rc != GT_OK) {
-        st_close(st);
-        return rc;
-    }
-    *out = st;
-    return GT_OK;
+    if (rc == GT_OK)
+        rc = wrap_late(&st);
+    if (rc == GT_OK && (rc = st_exec_open(st, ex, out)) == GT_OK)
+        return GT_OK;
+    st_close(st);
+    return rc;
 }
 
 /* /metrics lines of the gRPC runtime (HTTP thread). */
@@ -318,6 +346,7 @@ static void raise_fd_limit(void)
 static int serve(const cfg_t *cfg, bool repair)
 {
     st_store_t *store = NULL;
+    px_exec_t *exec = NULL;
     px_svc_t *svc = NULL;
     px_method_table_t methods;
     px_rpc_server_t *rpc = NULL;
@@ -355,7 +384,12 @@ static int serve(const cfg_t *cfg, bool repair)
         return 1;
     }
     px_method_table_init(&methods);
-    if (open_store(cfg, repair, &store) != GT_OK)
+    /* Store answers run on the executor's threads, never on the store's. */
+    if ((exec = px_exec_new(cfg->server.threads)) == NULL) {
+        GT_LOG(ERROR, "main", "cannot start the executor threads");
+        goto out;
+    }
+    if (open_store(cfg, repair, px_exec_store(exec), &store) != GT_OK)
         goto out;
     if ((svc = px_svc_new(store, cfg)) == NULL) {
         GT_LOG(ERROR, "main", "out of memory");
@@ -421,6 +455,7 @@ out:
     st_close(store);
     if (rpc != NULL)
         px_rpc_server_destroy(rpc);
+    px_exec_free(exec); /* after the store: its last answers run there */
     px_svc_free(svc);
     px_http_stop(http);
     px_method_table_free(&methods);

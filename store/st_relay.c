@@ -510,13 +510,30 @@ static void r_change_invisible(st_store_t *s, const char *group,
     relay_end(RL(s));
 }
 
-static void r_pull(st_store_t *s, const char *topic, uint32_t queue,
-                   uint64_t offset, uint32_t max, st_msgs_cb cb, void *arg)
+static void r_pop_cancel(st_store_t *s, uint64_t cancel_key)
+{
+    st_relay_t *rl = RL(s);
+    bool fwd;
+
+    /* No answer of its own: the cancelled pop answers through its record. */
+    pthread_mutex_lock(&rl->mu);
+    fwd = !rl->closing;
+    if (fwd)
+        rl->active++;
+    pthread_mutex_unlock(&rl->mu);
+    if (!fwd)
+        return; /* closing answers every parked pop anyway */
+    st_pop_cancel(rl->inner, cancel_key);
+    relay_end(rl);
+}
+
+static void r_pull(st_store_t *s, const st_pull_req_t *req, st_msgs_cb cb,
+                   void *arg)
 {
     st_res_t *r = relay_begin(RL(s), R_MSGS, (st_res_cb_t){.msgs = cb}, arg);
     if (r == NULL)
         return;
-    st_pull(RL(s)->inner, topic, queue, offset, max, cap_msgs, r);
+    st_pull(RL(s)->inner, req, cap_msgs, r);
     relay_end(RL(s));
 }
 
@@ -644,6 +661,7 @@ static const st_ops_t relay_ops = {
     .group_get = r_group_get,
     .append = r_append,
     .pop = r_pop,
+    .pop_cancel = r_pop_cancel,
     .ack = r_ack,
     .change_invisible = r_change_invisible,
     .pull = r_pull,

@@ -39,7 +39,7 @@ static bool px_ack_target(px_call_t *call, const ProtobufCMessageDescriptor *rd,
         return false;
     }
     return px_group_or_reply(call, rd, group->name, &g) &&
-           px_topic_or_reply(call, rd, topic->name, false, &t);
+           px_topic_or_reply(call, rd, topic->name, &t);
 }
 
 /* ---- AckMessage ---- */
@@ -160,7 +160,7 @@ void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
     }
     ctx->call = call;
     ctx->req = req;
-    px_call_keep_request(call);
+    px_keep_request(call);
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
     pthread_mutex_init(&ctx->mu, NULL);
     ctx->pending = n;
@@ -244,7 +244,7 @@ void px_change_invisible(px_call_t *call, ProtobufCMessage *msg)
     }
     ctx->call = call;
     ctx->req = req;
-    px_call_keep_request(call);
+    px_keep_request(call);
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
     px_call_ref(call);
     /* 0 (a push consumer's immediate nack) means visible right away; the
@@ -261,6 +261,7 @@ typedef struct px_fwd_ctx {
     Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req;
     char dlq[ST_NAME_MAX + 1];
     char cur[ST_HANDLE_MAX];
+    st_topic_t dlq_topic; /* when it has to be created first */
 } px_fwd_ctx_t;
 
 static void px_fwd_finish(px_fwd_ctx_t *ctx, px_code_t code, const char *why)
@@ -299,18 +300,11 @@ static void px_fwd_appended(void *arg, gt_err_t err, const st_append_item_t *ite
            ctx->cur, px_fwd_acked, ctx);
 }
 
-static void px_noop_done(void *arg, gt_err_t err)
-{
-    (void)arg;
-    (void)err;
-}
-
 static void px_fwd_found(void *arg, gt_err_t err, const st_message_t *msgs,
                          size_t n, uint64_t next)
 {
     px_fwd_ctx_t *ctx = arg;
     st_message_t m;
-    st_topic_t t;
     (void)next;
 
     if (err != GT_OK || n == 0) {
@@ -325,17 +319,25 @@ static void px_fwd_found(void *arg, gt_err_t err, const st_message_t *msgs,
     }
     m.queue_id = ST_QUEUE_ANY;
     m.delivery_ts_ms = 0;
-    memset(&t, 0, sizeof(t));
-    snprintf(t.name, sizeof(t.name), "%s", ctx->dlq);
-    /* The store creates %DLQ% topics on demand for its own moves; make
-     * sure this one exists (an update of an existing one is harmless). */
-    if (px_topic_find(px_svc(ctx->call), ctx->dlq, &t) != GT_OK) {
-        t.type = ST_TOPIC_NORMAL;
-        t.queue_count = 1;
-        t.perm = ST_PERM_READ | ST_PERM_WRITE;
-        st_topic_put(px_svc(ctx->call)->store, &t, px_noop_done, NULL);
-    }
     st_append(px_svc(ctx->call)->store, ctx->dlq, &m, 1, px_fwd_appended, ctx);
+}
+
+static void px_fwd_lookup(px_fwd_ctx_t *ctx)
+{
+    st_lookup_id(px_svc(ctx->call)->store, ctx->req->topic->name,
+                 ctx->req->message_id, px_fwd_found, ctx);
+}
+
+static void px_fwd_dlq_ready(void *arg, gt_err_t err)
+{
+    px_fwd_ctx_t *ctx = arg;
+
+    if (err != GT_OK) {
+        px_fwd_finish(ctx, px_code_from_err(err), gt_err_str(err));
+        return;
+    }
+    px_meta_learn_topic(px_svc(ctx->call), &ctx->dlq_topic);
+    px_fwd_lookup(ctx);
 }
 
 void px_forward_dlq(px_call_t *call, ProtobufCMessage *msg)
@@ -362,9 +364,20 @@ void px_forward_dlq(px_call_t *call, ProtobufCMessage *msg)
     }
     ctx->call = call;
     ctx->req = req;
-    px_call_keep_request(call);
+    px_keep_request(call);
     px_client_current(px_svc(call), px_client_id(call), req->receipt_handle, ctx->cur);
     px_call_ref(call);
-    st_lookup_id(px_svc(call)->store, req->topic->name, req->message_id,
-                 px_fwd_found, ctx);
+    /* Chain: [create the DLQ topic,] look the message up, append its copy
+     * to the DLQ, ack the original.  The store creates %DLQ% topics on
+     * demand for its own moves, not for this one. */
+    if (px_topic_find(px_svc(call), ctx->dlq, &ctx->dlq_topic) == GT_OK) {
+        px_fwd_lookup(ctx);
+        return;
+    }
+    memset(&ctx->dlq_topic, 0, sizeof(ctx->dlq_topic));
+    snprintf(ctx->dlq_topic.name, sizeof(ctx->dlq_topic.name), "%s", ctx->dlq);
+    ctx->dlq_topic.type = ST_TOPIC_NORMAL;
+    ctx->dlq_topic.queue_count = 1;
+    ctx->dlq_topic.perm = ST_PERM_READ | ST_PERM_WRITE;
+    st_topic_put(px_svc(call)->store, &ctx->dlq_topic, px_fwd_dlq_ready, ctx);
 }

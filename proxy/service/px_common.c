@@ -2,9 +2,11 @@
  * the one place store errors become RocketMQ codes. */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "gt_log.h"
 #include "px_svc_int.h"
 
 void px_status_set(Apache__Rocketmq__V2__Status *st, px_code_t code,
@@ -104,89 +106,6 @@ int64_t px_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void px_sync_init(px_sync_t *s)
-{
-    memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-}
-
-gt_err_t px_sync_wait(px_sync_t *s)
-{
-    pthread_mutex_lock(&s->mu);
-    while (!s->done)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    return s->err;
-}
-
-static void px_sync_signal(px_sync_t *s, gt_err_t err)
-{
-    pthread_mutex_lock(&s->mu);
-    s->err = err;
-    s->done = true;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-void px_sync_done_cb(void *arg, gt_err_t err)
-{
-    px_sync_signal(arg, err);
-}
-
-void px_sync_off_cb(void *arg, gt_err_t err, uint64_t off)
-{
-    px_sync_t *s = arg;
-    s->u.off = off;
-    px_sync_signal(s, err);
-}
-
-static void px_topic_found(void *arg, gt_err_t err, const st_topic_t *t,
-                           size_t n)
-{
-    px_sync_t *s = arg;
-    if (err == GT_OK && n == 1)
-        s->u.topic = t[0];
-    px_sync_signal(s, err == GT_OK && n != 1 ? GT_ENOTFOUND : err);
-}
-
-static void px_group_found(void *arg, gt_err_t err, const st_group_t *g,
-                           size_t n)
-{
-    px_sync_t *s = arg;
-    if (err == GT_OK && n == 1)
-        s->u.group = g[0];
-    px_sync_signal(s, err == GT_OK && n != 1 ? GT_ENOTFOUND : err);
-}
-
-gt_err_t px_topic_find(px_svc_t *svc, const char *name, st_topic_t *out)
-{
-    px_sync_t s;
-    gt_err_t rc;
-
-    px_sync_init(&s);
-    st_topic_get(svc->store, name, px_topic_found, &s);
-    rc = px_sync_wait(&s);
-    if (rc == GT_OK)
-        *out = s.u.topic;
-    return rc;
-}
-
-gt_err_t px_group_find(px_svc_t *svc, const char *name, st_group_t *out)
-{
-    px_sync_t s;
-    gt_err_t rc;
-
-    px_sync_init(&s);
-    st_group_get(svc->store, name, px_group_found, &s);
-    rc = px_sync_wait(&s);
-    if (rc == GT_OK)
-        *out = s.u.group;
-    return rc;
-}
-
 void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
                      px_code_t code, const char *msg)
 {
@@ -213,54 +132,111 @@ void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
     px_call_finish(call, GRPC_STATUS_OK, NULL);
 }
 
-gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out)
+/* ---- topic auto-creation ----
+ * The handler's second run happens on the executor thread that got the
+ * store's answer; this thread-local marks it, so the second run neither
+ * creates again nor forgets why the creation failed, and records whether
+ * the handler kept the request (px_keep_request). */
+static _Thread_local struct {
+    bool active;
+    bool kept;
+    gt_err_t err;
+} px_redo;
+
+typedef struct px_create_ctx {
+    px_call_t *call;
+    ProtobufCMessage *req; /* kept for the second run */
+    st_topic_t t;
+} px_create_ctx_t;
+
+void px_keep_request(px_call_t *call)
 {
-    gt_err_t rc = px_topic_find(svc, name, out);
-    px_sync_t s;
+    if (px_redo.active)
+        px_redo.kept = true;
+    else
+        px_call_keep_request(call);
+}
+
+static void px_topic_created(void *arg, gt_err_t err)
+{
+    px_create_ctx_t *ctx = arg;
+    px_call_t *call = ctx->call;
+
+    if (err == GT_OK)
+        px_meta_learn_topic(px_svc(call), &ctx->t);
+    else
+        GT_LOG(WARN, "svc", "cannot create topic %s: %s", ctx->t.name,
+               gt_err_str(err));
+    px_redo.active = true;
+    px_redo.kept = false;
+    px_redo.err = err;
+    px_call_method_entry(call)->on_request(call, ctx->req);
+    if (!px_redo.kept)
+        protobuf_c_message_free_unpacked(ctx->req, NULL);
+    px_redo.active = false;
+    px_redo.err = GT_OK;
+    px_call_unref(call);
+    free(ctx);
+}
+
+bool px_topic_autocreate(px_call_t *call, const char *name,
+                         ProtobufCMessage *req)
+{
+    px_svc_t *svc = px_svc(call);
+    px_create_ctx_t *ctx;
     st_topic_t t;
 
-    if (rc != GT_ENOTFOUND || !svc->cfg->server.auto_create_topics ||
-        px_name_is_derived(name))
-        return rc;
-    memset(&t, 0, sizeof(t));
-    snprintf(t.name, sizeof(t.name), "%s", name);
-    t.type = ST_TOPIC_NORMAL;
-    t.queue_count = 8;
-    t.perm = ST_PERM_READ | ST_PERM_WRITE;
-    px_sync_init(&s);
-    st_topic_put(svc->store, &t, px_sync_done_cb, &s);
-    rc = px_sync_wait(&s);
-    if (rc != GT_OK)
-        return rc;
-    return px_topic_find(svc, name, out);
+    if (px_redo.active || !svc->cfg->server.auto_create_topics ||
+        px_name_is_derived(name) || px_topic_find(svc, name, &t) == GT_OK)
+        return false;
+    if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+        return false;
+    snprintf(ctx->t.name, sizeof(ctx->t.name), "%s", name);
+    ctx->t.type = ST_TOPIC_NORMAL;
+    ctx->t.queue_count = 8;
+    ctx->t.perm = ST_PERM_READ | ST_PERM_WRITE;
+    ctx->call = call;
+    ctx->req = req;
+    px_call_keep_request(call);
+    px_call_ref(call);
+    st_topic_put(svc->store, &ctx->t, px_topic_created, ctx);
+    return true;
+}
+
+gt_err_t px_topic_autocreate_err(void)
+{
+    return px_redo.active ? px_redo.err : GT_OK;
 }
 
 bool px_topic_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
-                       const char *name, bool resolve, st_topic_t *t)
+                       const char *name, st_topic_t *t)
 {
-    gt_err_t rc = resolve ? px_topic_resolve(px_svc(call), name, t)
-                          : px_topic_find(px_svc(call), name, t);
+    gt_err_t rc = px_topic_find(px_svc(call), name, t);
     char why[200];
 
     if (rc == GT_OK)
         return true;
+    if (px_topic_autocreate_err() != GT_OK) {
+        rc = px_topic_autocreate_err();
+        snprintf(why, sizeof(why), "cannot create topic \"%.160s\": %s", name,
+                 gt_err_str(rc));
+        px_reply_status(call, rd, px_code_from_err(rc), why);
+        return false;
+    }
     snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", name);
-    px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
-                                                 : px_code_from_err(rc), why);
+    px_reply_status(call, rd, PX_CODE(TOPIC_NOT_FOUND), why);
     return false;
 }
 
 bool px_group_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
                        const char *name, st_group_t *g)
 {
-    gt_err_t rc = px_group_find(px_svc(call), name, g);
     char why[200];
 
-    if (rc == GT_OK)
+    if (px_group_find(px_svc(call), name, g) == GT_OK)
         return true;
     snprintf(why, sizeof(why), "consumer group \"%.160s\" does not exist", name);
-    px_reply_status(call, rd, rc == GT_ENOTFOUND ? PX_CODE(CONSUMER_GROUP_NOT_FOUND)
-                                                 : px_code_from_err(rc), why);
+    px_reply_status(call, rd, PX_CODE(CONSUMER_GROUP_NOT_FOUND), why);
     return false;
 }
 

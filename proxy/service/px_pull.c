@@ -45,7 +45,7 @@ static bool px_queue_target(px_call_t *call, const ProtobufCMessageDescriptor *r
         return false;
     }
     if ((group != NULL && !px_group_or_reply(call, rd, group->name, &g)) ||
-        !px_topic_or_reply(call, rd, mq->topic->name, false, t))
+        !px_topic_or_reply(call, rd, mq->topic->name, t))
         return false;
     if (mq->id < 0 || (uint32_t)mq->id >= t->queue_count) {
         snprintf(why, sizeof(why), "queue %d does not exist (topic has %u)", mq->id,
@@ -55,16 +55,6 @@ static bool px_queue_target(px_call_t *call, const ProtobufCMessageDescriptor *r
     }
     *queue = (uint32_t)mq->id;
     return true;
-}
-
-/* Runs one offset operation to completion; returns its error, *off the
- * offset it reported. */
-static gt_err_t px_off_wait(px_sync_t *w, uint64_t *off)
-{
-    gt_err_t rc = px_sync_wait(w);
-    if (off != NULL)
-        *off = w->u.off;
-    return rc;
 }
 
 /* ---- PullMessage ---- */
@@ -84,7 +74,43 @@ typedef struct px_pull_ctx {
     char topic[ST_NAME_MAX + 1];
     char ns[128];
     char store_host[128];
+    st_pull_req_t pr;     /* topic and filter_expr point into this ctx */
+    char *filter_expr;    /* owned copy */
+    uint64_t lo;          /* the queue's first offset, once known */
 } px_pull_ctx_t;
+
+static void px_pull_ctx_free(px_pull_ctx_t *ctx)
+{
+    free(ctx->filter_expr);
+    free(ctx);
+}
+
+/* Detaches ctx from its call: the call (still referenced) or NULL when the
+ * interrupt side took it. */
+static px_call_t *px_pull_detach(px_pull_ctx_t *ctx)
+{
+    px_call_t *call;
+
+    pthread_mutex_lock(&ctx->svc->recv_mu);
+    call = ctx->call;
+    if (call != NULL) {
+        px_call_set_user(call, NULL);
+        ctx->call = NULL;
+    }
+    pthread_mutex_unlock(&ctx->svc->recv_mu);
+    return call;
+}
+
+/* True while the call is still attached (read under recv_mu). */
+static bool px_pull_attached(px_pull_ctx_t *ctx)
+{
+    bool on;
+
+    pthread_mutex_lock(&ctx->svc->recv_mu);
+    on = ctx->call != NULL;
+    pthread_mutex_unlock(&ctx->svc->recv_mu);
+    return on;
+}
 
 static void px_pull_status(px_call_t *call, px_code_t code, const char *why)
 {
@@ -99,17 +125,10 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
         APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__INIT;
     Apache__Rocketmq__V2__Status st;
     px_msg_view_t *v = NULL;
-    px_call_t *call;
+    px_call_t *call = px_pull_detach(ctx);
 
-    pthread_mutex_lock(&ctx->svc->recv_mu);
-    call = ctx->call;
-    if (call != NULL) {
-        px_call_set_user(call, NULL);
-        ctx->call = NULL;
-    }
-    pthread_mutex_unlock(&ctx->svc->recv_mu);
     if (call == NULL) { /* the interrupt side took the call */
-        free(ctx);
+        px_pull_ctx_free(ctx);
         return;
     }
     ctx->call = call;
@@ -139,7 +158,47 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
 out:
     free(v);
     px_call_unref(ctx->call);
-    free(ctx);
+    px_pull_ctx_free(ctx);
+}
+
+/* The pull's offset check, a chain of two store answers before the pull:
+ * the queue's first offset, then its end; an offset outside is
+ * ILLEGAL_OFFSET.  The call may be interrupted at any step. */
+static void px_pull_hi(void *arg, gt_err_t err, uint64_t hi)
+{
+    px_pull_ctx_t *ctx = arg;
+    px_call_t *call;
+    char why[200];
+
+    if (!px_pull_attached(ctx)) { /* interrupted: nothing more to ask */
+        px_pull_ctx_free(ctx);
+        return;
+    }
+    if (err == GT_OK && ctx->pr.offset >= ctx->lo && ctx->pr.offset <= hi) {
+        st_pull(ctx->svc->store, &ctx->pr, px_pull_done, ctx);
+        return;
+    }
+    if ((call = px_pull_detach(ctx)) != NULL) {
+        snprintf(why, sizeof(why), "offset %llu is outside [%llu, %llu]",
+                 (unsigned long long)ctx->pr.offset, (unsigned long long)ctx->lo,
+                 (unsigned long long)(err == GT_OK ? hi : 0));
+        px_pull_status(call, PX_CODE(ILLEGAL_OFFSET), why);
+        px_call_unref(call);
+    }
+    px_pull_ctx_free(ctx);
+}
+
+static void px_pull_lo(void *arg, gt_err_t err, uint64_t lo)
+{
+    px_pull_ctx_t *ctx = arg;
+
+    if (!px_pull_attached(ctx)) { /* interrupted: nothing more to ask */
+        px_pull_ctx_free(ctx);
+        return;
+    }
+    ctx->lo = err == GT_OK ? lo : UINT64_MAX;
+    st_offset_query(ctx->svc->store, ctx->topic, ctx->pr.queue, ST_OFFSET_END, 0,
+                    px_pull_hi, ctx);
 }
 
 void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
@@ -147,10 +206,8 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     const ProtobufCMessageDescriptor *rd = PX_DESC(pull_message_response);
     Apache__Rocketmq__V2__PullMessageRequest *req =
         (Apache__Rocketmq__V2__PullMessageRequest *)msg;
-    px_sync_t w1, w2;
     px_pull_ctx_t *ctx;
-    st_pull_req_t pr = {0};
-    uint64_t lo = 0, hi = 0;
+    st_filter_kind_t kind = ST_FILTER_TAG;
     uint32_t queue;
     st_topic_t t;
     char why[200];
@@ -167,18 +224,9 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
         return;
     }
     if (sql)
-        pr.filter_kind = ST_FILTER_SQL92;
-    px_sync_init(&w1);
-    px_sync_init(&w2);
-    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_BEGIN, 0,
-                    px_sync_off_cb, &w1);
-    st_offset_query(px_svc(call)->store, t.name, queue, ST_OFFSET_END, 0,
-                    px_sync_off_cb, &w2);
-    gt_err_t rc1 = px_off_wait(&w1, &lo), rc2 = px_off_wait(&w2, &hi);
-    if (rc1 != GT_OK || rc2 != GT_OK ||
-        req->offset < 0 || (uint64_t)req->offset < lo || (uint64_t)req->offset > hi) {
-        snprintf(why, sizeof(why), "offset %lld is outside [%llu, %llu]",
-                 (long long)req->offset, (unsigned long long)lo, (unsigned long long)hi);
+        kind = ST_FILTER_SQL92;
+    if (req->offset < 0) {
+        snprintf(why, sizeof(why), "offset %lld is negative", (long long)req->offset);
         px_pull_status(call, PX_CODE(ILLEGAL_OFFSET), why);
         return;
     }
@@ -192,27 +240,35 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
     gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
     gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), px_authority_text(call));
-    pr.topic = t.name;
-    pr.queue = queue;
-    pr.offset = (uint64_t)req->offset;
-    pr.max = req->batch_size > 0 && req->batch_size < ST_POP_MAX ? (uint32_t)req->batch_size
-                                                                  : ST_POP_MAX;
-    if (req->filter_expression != NULL)
-        pr.filter_expr = req->filter_expression->expression;
+    ctx->pr.topic = ctx->topic;
+    ctx->pr.queue = queue;
+    ctx->pr.offset = (uint64_t)req->offset;
+    ctx->pr.max = req->batch_size > 0 && req->batch_size < ST_POP_MAX
+                      ? (uint32_t)req->batch_size : ST_POP_MAX;
+    ctx->pr.filter_kind = kind;
+    if (req->filter_expression != NULL && req->filter_expression->expression != NULL &&
+        (ctx->filter_expr = strdup(req->filter_expression->expression)) == NULL) {
+        px_pull_ctx_free(ctx);
+        px_pull_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        return;
+    }
+    ctx->pr.filter_expr = ctx->filter_expr;
     if (req->long_polling_timeout != NULL) {
         int64_t lp = px_duration_ms(req->long_polling_timeout);
         int64_t left = px_call_deadline_left_ms(call) - PX_PULL_MARGIN_MS;
         lp = lp > left ? left : lp;
         lp = lp > ST_POLL_MAX_MS ? ST_POLL_MAX_MS : lp;
-        pr.poll_timeout_ms = lp > 0 ? lp : 0;
+        ctx->pr.poll_timeout_ms = lp > 0 ? lp : 0;
     }
-    pr.cancel_key = ctx->cancel_key;
+    ctx->pr.cancel_key = ctx->cancel_key;
     px_call_ref(call);
     /* px_pull_interrupt reads it under recv_mu, maybe on another worker */
     pthread_mutex_lock(&ctx->svc->recv_mu);
     px_call_set_user(call, ctx);
     pthread_mutex_unlock(&ctx->svc->recv_mu);
-    st_pull(px_svc(call)->store, &pr, px_pull_done, ctx);
+    /* The range check first (px_pull_lo, px_pull_hi), then the pull. */
+    st_offset_query(ctx->svc->store, t.name, queue, ST_OFFSET_BEGIN, 0,
+                    px_pull_lo, ctx);
 }
 
 void px_pull_interrupt(px_call_t *call, px_interrupt_t why)
@@ -242,18 +298,60 @@ void px_pull_interrupt(px_call_t *call, px_interrupt_t why)
     px_call_unref(call);
 }
 
-/* ---- offsets ---- */
+/* ---- offsets ----
+ * Each offset RPC is one store operation whose answer (on the executor)
+ * builds the reply: the handler returns as soon as it is asked. */
+
+typedef struct px_off_ctx {
+    px_call_t *call;
+    int64_t offset; /* UpdateOffset's, for the message */
+} px_off_ctx_t;
+
+/* A context holding a call reference; NULL (and answered) when out of
+ * memory. */
+static px_off_ctx_t *px_off_ctx_new(px_call_t *call,
+                                    const ProtobufCMessageDescriptor *rd)
+{
+    px_off_ctx_t *ctx = calloc(1, sizeof(*ctx));
+
+    if (ctx == NULL) {
+        px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+        return NULL;
+    }
+    ctx->call = call;
+    px_call_ref(call);
+    return ctx;
+}
+
+static void px_off_ctx_free(px_off_ctx_t *ctx)
+{
+    px_call_unref(ctx->call);
+    free(ctx);
+}
+
+static void px_offset_updated(void *arg, gt_err_t rc)
+{
+    px_off_ctx_t *ctx = arg;
+    char why[160];
+
+    snprintf(why, sizeof(why), "offset %lld: %s", (long long)ctx->offset,
+             gt_err_str(rc));
+    px_reply_status(ctx->call, PX_DESC(update_offset_response),
+                    rc == GT_OK ? PX_CODE(OK)
+                    : rc == GT_ERANGE ? PX_CODE(ILLEGAL_OFFSET)
+                                      : px_code_from_err(rc),
+                    rc == GT_OK ? "OK" : why);
+    px_off_ctx_free(ctx);
+}
 
 void px_offset_update(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(update_offset_response);
     Apache__Rocketmq__V2__UpdateOffsetRequest *req =
         (Apache__Rocketmq__V2__UpdateOffsetRequest *)msg;
-    px_sync_t w;
+    px_off_ctx_t *ctx;
     uint32_t queue;
     st_topic_t t;
-    gt_err_t rc;
-    char why[160];
 
     if (!px_require_client(call, rd))
         return;
@@ -263,15 +361,11 @@ void px_offset_update(px_call_t *call, ProtobufCMessage *msg)
         px_reply_status(call, rd, PX_CODE(ILLEGAL_OFFSET), "offset must not be negative");
         return;
     }
-    px_sync_init(&w);
+    if ((ctx = px_off_ctx_new(call, rd)) == NULL)
+        return;
+    ctx->offset = req->offset;
     st_offset_update(px_svc(call)->store, req->group->name, t.name, queue,
-                     (uint64_t)req->offset, px_sync_done_cb, &w);
-    rc = px_off_wait(&w, NULL);
-    snprintf(why, sizeof(why), "offset %lld: %s", (long long)req->offset, gt_err_str(rc));
-    px_reply_status(call, rd, rc == GT_OK ? PX_CODE(OK)
-                              : rc == GT_ERANGE ? PX_CODE(ILLEGAL_OFFSET)
-                                                : px_code_from_err(rc),
-                    rc == GT_OK ? "OK" : why);
+                     (uint64_t)req->offset, px_offset_updated, ctx);
 }
 
 static void px_reply_offset(px_call_t *call, const ProtobufCMessageDescriptor *rd,
@@ -296,30 +390,46 @@ static void px_reply_offset(px_call_t *call, const ProtobufCMessageDescriptor *r
     }
 }
 
+static void px_offset_got(void *arg, gt_err_t rc, uint64_t off)
+{
+    px_off_ctx_t *ctx = arg;
+    const ProtobufCMessageDescriptor *rd = PX_DESC(get_offset_response);
+
+    if (rc == GT_ENOTFOUND)
+        px_reply_offset(ctx->call, rd, PX_CODE(OFFSET_NOT_FOUND),
+                        "the group has no committed offset on this queue", 0);
+    else
+        px_reply_offset(ctx->call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
+                        rc == GT_OK ? "OK" : gt_err_str(rc), off);
+    px_off_ctx_free(ctx);
+}
+
+static void px_offset_queried(void *arg, gt_err_t rc, uint64_t off)
+{
+    px_off_ctx_t *ctx = arg;
+
+    px_reply_offset(ctx->call, PX_DESC(query_offset_response),
+                    rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
+                    rc == GT_OK ? "OK" : gt_err_str(rc), off);
+    px_off_ctx_free(ctx);
+}
+
 void px_offset_get(px_call_t *call, ProtobufCMessage *msg)
 {
     const ProtobufCMessageDescriptor *rd = PX_DESC(get_offset_response);
     Apache__Rocketmq__V2__GetOffsetRequest *req =
         (Apache__Rocketmq__V2__GetOffsetRequest *)msg;
-    px_sync_t w;
-    uint64_t off = 0;
+    px_off_ctx_t *ctx;
     uint32_t queue;
     st_topic_t t;
-    gt_err_t rc;
 
     if (!px_require_client(call, rd))
         return;
     if (!px_queue_target(call, rd, req->group, req->message_queue, &t, &queue))
         return;
-    px_sync_init(&w);
-    st_offset_get(px_svc(call)->store, req->group->name, t.name, queue, px_sync_off_cb, &w);
-    rc = px_off_wait(&w, &off);
-    if (rc == GT_ENOTFOUND)
-        px_reply_offset(call, rd, PX_CODE(OFFSET_NOT_FOUND),
-                        "the group has no committed offset on this queue", 0);
-    else
-        px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
-                        rc == GT_OK ? "OK" : gt_err_str(rc), off);
+    if ((ctx = px_off_ctx_new(call, rd)) != NULL)
+        st_offset_get(px_svc(call)->store, req->group->name, t.name, queue,
+                      px_offset_got, ctx);
 }
 
 void px_offset_query(px_call_t *call, ProtobufCMessage *msg)
@@ -327,13 +437,11 @@ void px_offset_query(px_call_t *call, ProtobufCMessage *msg)
     const ProtobufCMessageDescriptor *rd = PX_DESC(query_offset_response);
     Apache__Rocketmq__V2__QueryOffsetRequest *req =
         (Apache__Rocketmq__V2__QueryOffsetRequest *)msg;
-    px_sync_t w;
+    px_off_ctx_t *ctx;
     st_offset_kind_t kind;
-    uint64_t off = 0;
     int64_t ts = 0;
     uint32_t queue;
     st_topic_t t;
-    gt_err_t rc;
 
     if (!px_require_client(call, rd))
         return;
@@ -359,9 +467,7 @@ void px_offset_query(px_call_t *call, ProtobufCMessage *msg)
         px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "unknown query offset policy");
         return;
     }
-    px_sync_init(&w);
-    st_offset_query(px_svc(call)->store, t.name, queue, kind, ts, px_sync_off_cb, &w);
-    rc = px_off_wait(&w, &off);
-    px_reply_offset(call, rd, rc == GT_OK ? PX_CODE(OK) : px_code_from_err(rc),
-                    rc == GT_OK ? "OK" : gt_err_str(rc), off);
+    if ((ctx = px_off_ctx_new(call, rd)) != NULL)
+        st_offset_query(px_svc(call)->store, t.name, queue, kind, ts,
+                        px_offset_queried, ctx);
 }

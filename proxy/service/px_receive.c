@@ -299,7 +299,7 @@ static bool px_recv_check(px_call_t *call,
         return false;
     }
     if (!px_group_or_reply(call, PX_DESC(receive_message_response), req->group->name, &g) ||
-        !px_topic_or_reply(call, PX_DESC(receive_message_response), tr->name, false, t))
+        !px_topic_or_reply(call, PX_DESC(receive_message_response), tr->name, t))
         return false;
     if ((code = px_check_filter(req->filter_expression, sql, why, sizeof(why))) !=
         PX_CODE(OK)) {

@@ -124,7 +124,8 @@ void px_route_query(px_call_t *call, ProtobufCMessage *msg)
         px_reply_status(call, rd, code, why);
         goto out;
     }
-    if (!px_topic_or_reply(call, rd, req->topic->name, true, &t))
+    if (px_topic_autocreate(call, req->topic->name, msg) ||
+        !px_topic_or_reply(call, rd, req->topic->name, &t))
         goto out;
     px_endpoint_build(call, req->endpoints, &ep);
     broker.name = "gantry";
@@ -207,7 +208,8 @@ void px_route_assignment(px_call_t *call, ProtobufCMessage *msg)
         px_reply_status(call, rd, code, why);
         goto out;
     }
-    if (!px_topic_or_reply(call, rd, req->topic->name, true, &t) ||
+    if (px_topic_autocreate(call, req->topic->name, msg) ||
+        !px_topic_or_reply(call, rd, req->topic->name, &t) ||
         !px_group_or_reply(call, rd, req->group->name, &g))
         goto out;
     if (!(t.perm & ST_PERM_READ)) {

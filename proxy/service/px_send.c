@@ -413,10 +413,15 @@ void px_send_message(px_call_t *call, ProtobufCMessage *msg)
         px_send_reply(call, req, NULL, code, why, NULL);
         goto out;
     }
-    if ((rc = px_topic_resolve(px_svc(call), tname, &t)) != GT_OK) {
-        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist", tname);
-        px_send_reply(call, req, NULL, rc == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
-                                                          : px_code_from_err(rc),
+    if (px_topic_autocreate(call, tname, msg))
+        goto out; /* runs again once the topic exists */
+    if (px_topic_find(px_svc(call), tname, &t) != GT_OK) {
+        rc = px_topic_autocreate_err();
+        snprintf(why, sizeof(why), "topic \"%.160s\" does not exist%s%s", tname,
+                 rc != GT_OK ? ": cannot create it: " : "",
+                 rc != GT_OK ? gt_err_str(rc) : "");
+        px_send_reply(call, req, NULL, rc == GT_OK ? PX_CODE(TOPIC_NOT_FOUND)
+                                                   : px_code_from_err(rc),
                       why, NULL);
         goto out;
     }
@@ -462,7 +467,7 @@ void px_send_message(px_call_t *call, ProtobufCMessage *msg)
         px_send_fill(&sms[i], req->messages[i], &t, txchecks[i]);
     ctx->call = call;
     ctx->req = req;
-    px_call_keep_request(call);
+    px_keep_request(call);
     px_call_ref(call);
     st_append(px_svc(call)->store, t.name, sms, req->n_messages, px_send_done, ctx);
     ctx = NULL;

@@ -156,6 +156,7 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
     pthread_mutex_init(&svc->recv_mu, NULL);
     pthread_cond_init(&svc->renew_cv, NULL);
     atomic_init(&svc->draining, false);
+    px_meta_init(&svc->meta);
     return svc;
 }
 
@@ -183,11 +184,16 @@ void px_svc_free(px_svc_t *svc)
     pthread_mutex_destroy(&svc->clients_mu);
     pthread_mutex_destroy(&svc->recv_mu);
     pthread_cond_destroy(&svc->renew_cv);
+    px_meta_free(&svc->meta);
     free(svc);
 }
 
 gt_err_t px_svc_start(px_svc_t *svc)
 {
+    /* Start-up: the handlers need the store's topics and groups before
+     * the first call comes in. */
+    st_meta_watch(svc->store, px_meta_on_events, svc);
+    px_meta_wait_primed(&svc->meta);
     return px_clients_start(svc);
 }
 

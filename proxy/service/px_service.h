@@ -15,12 +15,25 @@
 
 typedef struct px_svc px_svc_t;
 
+/* The executor store answers run on (px_exec.c): `threads` threads (<= 0:
+ * one per core) running posted tasks.  Returns NULL when out of memory. */
+typedef struct px_exec px_exec_t;
+px_exec_t *px_exec_new(int threads);
+/* The executor as the store wants it (st_exec_open()); borrowed, valid
+ * until px_exec_free(). */
+const st_exec_t *px_exec_store(px_exec_t *x);
+/* Runs what is still queued, stops the threads and frees.  Call after the
+ * store that posts to it was closed.  NULL-safe. */
+void px_exec_free(px_exec_t *x);
+
 /* Creates the service context.  Borrows `store` and `cfg`, which must
  * outlive it.  Pass the result as px_rpc_options_t.app.  Returns NULL on
  * allocation failure. */
 px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg);
 /* Starts the service's background work (auto-renewal of push consumers'
- * deliveries).  Call before serving. */
+ * deliveries) and its copy of the store's topics and groups: waits for the
+ * store's metadata snapshot (start-up), which needs the store opened
+ * through st_exec_open().  Call before serving. */
 gt_err_t px_svc_start(px_svc_t *svc);
 /* The server is about to stop: from now on, streams that end are not
  * clients going away (their messages are not given back). */

@@ -76,12 +76,39 @@ typedef struct px_client {
     int64_t settings_resend_at_ms;
 } px_client_t;
 
+/* The copy of the store's topics and groups (px_meta.c): entries under
+ * `lock`; `primed` (under prime_mu) once the store's snapshot is in. */
+typedef struct px_meta_ent px_meta_ent_t;
+typedef struct px_meta_tab {
+    px_meta_ent_t **b;
+    size_t nb, n;
+} px_meta_tab_t;
+typedef struct px_meta {
+    pthread_rwlock_t lock;
+    px_meta_tab_t topics, groups;
+    pthread_mutex_t prime_mu;
+    pthread_cond_t prime_cv;
+    bool primed;
+} px_meta_t;
+
+void px_meta_init(px_meta_t *m);
+void px_meta_free(px_meta_t *m);
+/* The store's metadata watcher (st_meta_cb); arg is the px_svc_t. */
+void px_meta_on_events(void *arg, const st_meta_event_t *evs, size_t n,
+                       bool snapshot);
+/* Blocks until the snapshot is in (start-up only). */
+void px_meta_wait_primed(px_meta_t *m);
+/* Records a topic the service just created (its own answer from the
+ * store), in case the store's notification is still on its way. */
+void px_meta_learn_topic(px_svc_t *svc, const st_topic_t *t);
+
 /* The service context: created in main, read by every handler.  `store`
  * and `cfg` are set before the server starts and never change; the client
  * list is under clients_mu. */
 struct px_svc {
     st_store_t *store;
     const cfg_t *cfg;
+    px_meta_t meta;
     pthread_mutex_t clients_mu;
     px_client_t *clients;
     /* Links a ReceiveMessage call and its parked pop; whichever of the pop
@@ -123,41 +150,30 @@ void px_timestamp_set(Google__Protobuf__Timestamp *t, int64_t ms);
 int64_t px_timestamp_ms(const Google__Protobuf__Timestamp *t);
 int64_t px_now_ms(void);
 
-/* Waits for one store operation.  The local store answers metadata and
- * offset operations inline, so this does not block in practice; a remote
- * store will need these paths made asynchronous. */
-typedef struct px_sync {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    gt_err_t err;
-    union {
-        st_topic_t topic;
-        st_group_t group;
-        uint64_t off;
-    } u;
-} px_sync_t;
-
-void px_sync_init(px_sync_t *s);
-/* Waits, tears the waiter down, returns the operation's error. */
-gt_err_t px_sync_wait(px_sync_t *s);
-/* Store callbacks that complete a px_sync_t (arg). */
-void px_sync_done_cb(void *arg, gt_err_t err);
-void px_sync_off_cb(void *arg, gt_err_t err, uint64_t off);
-/* Synchronous topic / group lookups for request validation (the local
- * store answers these inline). GT_OK and *out filled, or GT_ENOTFOUND. */
+/* The service's copy of the store's topics and groups (px_meta.c). */
 gt_err_t px_topic_find(px_svc_t *svc, const char *name, st_topic_t *out);
 gt_err_t px_group_find(px_svc_t *svc, const char *name, st_group_t *out);
-/* px_topic_find, creating a NORMAL topic of 8 queues first when it is
- * unknown and server.auto_create_topics is on. */
-gt_err_t px_topic_resolve(px_svc_t *svc, const char *name, st_topic_t *out);
-/* Look up a topic (with `resolve`, auto-created when configured) or a
- * group; when it does not exist, answer `rd` with TOPIC_NOT_FOUND /
- * CONSUMER_GROUP_NOT_FOUND (or the store error's code) and return false. */
+/* Look up a topic or a group in the copy; when it does not exist, answer
+ * `rd` with TOPIC_NOT_FOUND / CONSUMER_GROUP_NOT_FOUND and return false. */
 bool px_topic_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
-                       const char *name, bool resolve, st_topic_t *t);
+                       const char *name, st_topic_t *t);
 bool px_group_or_reply(px_call_t *call, const ProtobufCMessageDescriptor *rd,
                        const char *name, st_group_t *g);
+/* For handlers of RPCs that create unknown topics when
+ * server.auto_create_topics is on (QueryRoute, QueryAssignment,
+ * SendMessage): true when `name` is unknown and auto-creation applies; the
+ * topic is then being created, `req` is kept, and the call's handler runs
+ * again on it once the store answered -- the caller returns at once
+ * without answering.  False when the topic exists, auto-creation is off or
+ * does not apply (derived names), or this is already the second run. */
+bool px_topic_autocreate(px_call_t *call, const char *name,
+                         ProtobufCMessage *req);
+/* Handlers keep their request with this instead of px_call_keep_request():
+ * it also works in the second run of px_topic_autocreate. */
+void px_keep_request(px_call_t *call);
+/* The store error of a failed auto-creation, during the handler's second
+ * run (GT_OK otherwise): answer it rather than TOPIC_NOT_FOUND. */
+gt_err_t px_topic_autocreate_err(void);
 /* Answers CLIENT_ID_REQUIRED (in `resp`) and returns false when the call
  * has no x-mq-client-id. */
 bool px_require_client(px_call_t *call, const ProtobufCMessageDescriptor *resp);

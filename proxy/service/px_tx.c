@@ -118,7 +118,7 @@ void px_end_transaction(px_call_t *call, ProtobufCMessage *msg)
                         "resolution must be COMMIT or ROLLBACK");
         return;
     }
-    if (!px_topic_or_reply(call, rd, req->topic->name, false, &t))
+    if (!px_topic_or_reply(call, rd, req->topic->name, &t))
         return;
     if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
