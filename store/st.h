@@ -10,7 +10,10 @@
  * Asynchrony.  Every operation completes through a callback, so no caller
  * thread blocks on fsync, a long poll or a network round trip.  A callback
  * runs exactly once, either on the calling thread before the call returns
- * (when the answer is immediate) or on a store thread.  Callbacks must be
+ * (when the answer is immediate) or on a store thread -- unless the store
+ * is opened through st_exec_open(), which front ends do: then every
+ * callback runs on the front end's executor, possibly before the call
+ * returns, never inside it on the calling thread.  Callbacks must be
  * short and must not block; they may call back into the store (but not
  * st_close(), and not wait for another store callback).  Result
  * structures passed to a callback are *borrowed*: they are valid only until

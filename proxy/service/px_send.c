@@ -252,8 +252,6 @@ static void px_send_fill(st_message_t *sm, const px_msg_t *m,
 typedef struct px_send_ctx {
     px_call_t *call;
     Apache__Rocketmq__V2__SendMessageRequest *req;
-    gt_err_t err;
-    st_append_item_t *items; /* copied from the store's answer */
 } px_send_ctx_t;
 
 /* Replies with one entry per message.  codes/whys per message, or a single
@@ -315,40 +313,25 @@ static void px_send_reply(px_call_t *call,
     free(recall);
 }
 
-/* Runs on a gRPC worker (px_call_defer): builds and sends the reply. */
-static void px_send_finish(px_call_t *call, void *arg)
-{
-    px_send_ctx_t *ctx = arg;
-    char why[128];
-
-    if (ctx->err == GT_OK && ctx->items != NULL) {
-        px_send_reply(call, ctx->req, NULL, PX_CODE(OK), "OK", ctx->items);
-    } else {
-        gt_err_t err = ctx->err == GT_OK ? GT_ENOMEM : ctx->err;
-        snprintf(why, sizeof(why), "store: %s%s", gt_err_str(err),
-                 st_err_retriable(err) ? " (retry later)" : "");
-        px_send_reply(call, ctx->req, NULL, px_code_from_err(err), why, NULL);
-    }
-    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
-    free(ctx->items);
-    free(ctx);
-    px_call_unref(call);
-}
-
-/* The store's answer, on whatever thread completed the append (for sync
- * flush, the store's syncer): copy what is borrowed and hand the reply to
- * a gRPC worker so the store thread goes back to writing. */
+/* The store's answer, on the service's executor (st_exec_open): the items
+ * are this callback's own, so the reply is built and sent right here. */
 static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
                          size_t n)
 {
     px_send_ctx_t *ctx = arg;
+    char why[128];
 
-    ctx->err = err;
-    if (err == GT_OK && n == ctx->req->n_messages &&
-        (ctx->items = malloc(n * sizeof(*items))) != NULL)
-        memcpy(ctx->items, items, n * sizeof(*items));
-    if (px_call_defer(ctx->call, px_send_finish, ctx) != GT_OK)
-        px_send_finish(ctx->call, ctx);
+    if (err == GT_OK && n == ctx->req->n_messages) {
+        px_send_reply(ctx->call, ctx->req, NULL, PX_CODE(OK), "OK", items);
+    } else {
+        err = err == GT_OK ? GT_EIO : err;
+        snprintf(why, sizeof(why), "store: %s%s", gt_err_str(err),
+                 st_err_retriable(err) ? " (retry later)" : "");
+        px_send_reply(ctx->call, ctx->req, NULL, px_code_from_err(err), why, NULL);
+    }
+    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    px_call_unref(ctx->call);
+    free(ctx);
 }
 
 /* Total body bytes of a batch. */
