@@ -46,6 +46,7 @@ struct st_wop {
     int64_t *due;          /* delivery time of record i */
     uint32_t *ix_start;    /* index hashes of record i: ix[ix_start[i]..[i+1]) */
     uint64_t *ix;
+    size_t nix;            /* room in ix */
     st_append_item_t *items;
     st_append_cb cb;
     void *arg;
@@ -56,14 +57,38 @@ static void wop_free(st_wop_t *w)
     if (!w)
         return;
     free(w->buf);
-    free(w->roff);
-    free(w->tag_hash);
-    free(w->group_hash);
-    free(w->due);
-    free(w->ix_start);
-    free(w->ix);
-    free(w->items);
-    free(w);
+    free(w); /* the arrays live in the same block */
+}
+
+static size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+/* One zeroed block for the op and its per-record arrays (was eight
+ * allocations per append): n records with nix index hashes in all. */
+static st_wop_t *wop_new(size_t n, size_t nix)
+{
+    size_t o_items = align8(sizeof(st_wop_t));
+    size_t o_due = align8(o_items + n * sizeof(st_append_item_t));
+    size_t o_ix = o_due + n * sizeof(int64_t);
+    size_t o_roff = o_ix + nix * sizeof(uint64_t);
+    size_t o_tag = o_roff + n * sizeof(uint32_t);
+    size_t o_group = o_tag + n * sizeof(uint32_t);
+    size_t o_ixs = o_group + n * sizeof(uint32_t);
+    uint8_t *b = calloc(1, o_ixs + (n + 1) * sizeof(uint32_t));
+    if (!b)
+        return NULL;
+    st_wop_t *w = (st_wop_t *)b;
+    w->n = n;
+    w->items = (st_append_item_t *)(b + o_items);
+    w->due = (int64_t *)(b + o_due);
+    w->ix = (uint64_t *)(b + o_ix);
+    w->roff = (uint32_t *)(b + o_roff);
+    w->tag_hash = (uint32_t *)(b + o_tag);
+    w->group_hash = (uint32_t *)(b + o_group);
+    w->ix_start = (uint32_t *)(b + o_ixs);
+    return w;
 }
 
 /* Chooses queues for the batch; lock held. */
@@ -126,15 +151,9 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
             return GT_EINVAL;
         nix += 1 + m.nkeys;
     }
-    w->buf = malloc(total);
-    w->roff = malloc(w->n * sizeof(*w->roff));
-    w->tag_hash = malloc(w->n * sizeof(*w->tag_hash));
-    w->group_hash = malloc(w->n * sizeof(*w->group_hash));
-    w->due = malloc(w->n * sizeof(*w->due));
-    w->ix_start = malloc((w->n + 1) * sizeof(*w->ix_start));
-    w->ix = malloc(nix * sizeof(*w->ix));
-    if (!w->buf || !w->roff || !w->tag_hash || !w->group_hash || !w->due ||
-        !w->ix_start || !w->ix)
+    if (nix > w->nix) /* counted at submission; cannot grow */
+        return GT_EINVAL;
+    if (!(w->buf = malloc(total)))
         return GT_ENOMEM;
     size_t off = 0, k = 0;
     for (size_t i = 0; i < w->n; i++) {
@@ -172,12 +191,19 @@ gt_err_t st_append_submit(st_local_t *st, const char *topic,
         rc = GT_EINVAL;
         goto out;
     }
-    if (!(w = calloc(1, sizeof(*w))) ||
-        !(w->items = calloc(n, sizeof(*w->items)))) {
+    size_t nix = n;
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].nkeys > ST_MAX_KEYS) { /* before sizing anything by it */
+            rc = GT_EINVAL;
+            goto out;
+        }
+        nix += msgs[i].nkeys;
+    }
+    if (!(w = wop_new(n, nix))) {
         rc = GT_ENOMEM;
         goto out;
     }
-    w->n = n;
+    w->nix = nix;
     w->cb = cb;
     w->arg = arg;
     if (!internal)
