@@ -190,9 +190,11 @@ static const cfg_desc_t cfg_server_keys[] = {
      CFG_FIELD(cfg_t, server.max_inflight_bytes), "134217728", 1 << 20,
      64 * GIB, NULL, NULL, NULL,
      "Admission control: request bytes in flight (received or being "
-     "received, not yet answered) in the whole server. A request that "
-     "would pass it is answered TOO_MANY_REQUESTS (42900) without being "
-     "read, unless nothing else is in flight (default 128 MiB)."},
+     "received, not yet answered; counted twice, for the copies a request "
+     "needs) in the whole server. A request that would pass it is answered "
+     "TOO_MANY_REQUESTS (42900), if possible without being read, unless "
+     "nothing else is in flight. The gRPC layer's own buffers get a quota "
+     "of this + 64 MiB (default 128 MiB)."},
     {"max_conn_inflight_bytes", CFG_T_INT,
      CFG_FIELD(cfg_t, server.max_conn_inflight_bytes), "67108864", 1 << 20,
      64 * GIB, NULL, NULL, NULL,

@@ -35,6 +35,12 @@
 #include "gt_tsan.h"
 #include "px_rpc_int.h"
 
+/* Request bytes are counted this many times (see px_call_admit_message). */
+#define PX_RPC_COPIES 2
+
+/* The core's memory quota: the admission bound plus this. */
+#define PX_RPC_QUOTA_SLACK (64LL * 1024 * 1024)
+
 /* Requests kept posted so bursts of new calls do not wait for a worker. */
 #define PX_RPC_PENDING_REQUESTS 32
 
@@ -140,6 +146,7 @@ struct px_rpc_server {
      * worker a little later, once the transport has freed its buffers
      * too. */
     _Atomic int64_t trim_due_ms;
+    atomic_bool active_since_trim; /* a call arrived since the last trim */
 };
 
 /* ---------------------------------------------------------------- calls */
@@ -605,8 +612,14 @@ static bool px_call_admit_message(px_call_t *c, int64_t len)
 {
     bool bidi = c->method->kind == PX_RPC_BIDI_STREAM;
 
-    if (!bidi)
+    if (!bidi) {
         px_call_note_size(c, len);
+        /* Two copies live while a request is served: the raw bytes and
+         * the decoded message while decoding, then the decoded message
+         * and what the handler derives from it (e.g. the store's encoded
+         * records until they are written). */
+        len *= PX_RPC_COPIES;
+    }
     if (!px_admit_adjust(&c->srv->admit, c->conn, bidi ? 0 : c->charged, len,
                          bidi)) {
         GT_LOG(DEBUG, "rpc", "%s from %s: %lld request bytes refused (overload)",
@@ -714,6 +727,8 @@ static void px_server_request(px_rpc_server_t *srv);
  * it. */
 static bool px_call_admit(px_call_t *c)
 {
+    atomic_store_explicit(&c->srv->active_since_trim, true,
+                          memory_order_relaxed);
     const px_method_t *m = c->method;
     px_rpc_server_t *srv = c->srv;
     bool bidi = m->kind == PX_RPC_BIDI_STREAM;
@@ -845,8 +860,14 @@ static void *px_worker_main(void *arg)
                                            memory_order_relaxed);
         px_tag_t *t;
 
+        /* A quiet second after activity also trims: memory the core freed
+         * for calls the runtime never counted (e.g. messages over the
+         * receive limit, refused by the core once read). */
         if (due != 0 && px_mono_ms() >= due &&
             atomic_compare_exchange_strong(&srv->trim_due_ms, &due, 0))
+            malloc_trim(0);
+        else if (ev.type == GRPC_QUEUE_TIMEOUT &&
+                 atomic_exchange(&srv->active_since_trim, false))
             malloc_trim(0);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
@@ -934,7 +955,8 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     px_rpc_server_t *srv = NULL;
     grpc_server_credentials *creds = NULL;
     gt_err_t rc;
-    grpc_arg args[9];
+    grpc_arg args[10];
+    grpc_resource_quota *quota = NULL;
     grpc_channel_args chargs;
 
     rc = px_listen_probe(opts->listen, err, errlen);
@@ -987,9 +1009,26 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
                          {.integer = opts->max_header_bytes > 0
                                          ? opts->max_header_bytes
                                          : 64 * 1024}};
-    chargs.num_args = sizeof(args) / sizeof(args[0]);
+    chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
+    /* The core's own buffers get a quota too, as a backstop for what
+     * admission cannot see: messages are counted once read, and one
+     * whose receive is posted is read whole (the receive limit is checked
+     * after that).  Under pressure the core cancels streams (status
+     * RESOURCE_EXHAUSTED) instead of growing without bound. */
+    if (opts->max_inflight_bytes > 0) {
+        quota = grpc_resource_quota_create("gantry-rpc");
+        grpc_resource_quota_resize(
+            quota, (size_t)opts->max_inflight_bytes + PX_RPC_QUOTA_SLACK);
+        args[9].type = GRPC_ARG_POINTER;
+        args[9].key = GRPC_ARG_RESOURCE_QUOTA;
+        args[9].value.pointer.p = quota;
+        args[9].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+        chargs.num_args++;
+    }
     chargs.args = args;
     srv->server = grpc_server_create(&chargs, NULL);
+    if (quota != NULL)
+        grpc_resource_quota_unref(quota); /* the server holds its own ref */
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     creds = grpc_insecure_server_credentials_create();
