@@ -449,7 +449,7 @@ void st_pop_cancel_local(st_store_t *s, uint64_t key)
     done_t *d = calloc(1, sizeof(*d));
     pthread_mutex_lock(&st->lock);
     st_park_t *p = NULL;
-    if (key && d && parks_get(st, &P) == GT_OK) {
+    if (key && d && !st->closing && parks_get(st, &P) == GT_OK) {
         for (hnode_t *e = hm_first(&P->keys, mix(key, 3)); e && !p;
              e = hm_next(e))
             if (CONTAINER(e, st_park_t, kn)->key == key)
