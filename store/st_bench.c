@@ -17,11 +17,13 @@
  *
  * Then (section "topics") async appends spread over 1 .. 100,000 declared
  * topics (BENCH_TOPICS, BENCH_REPEAT), as a ratio to one topic, with the
- * store's heap bytes per idle queue.
+ * store's heap bytes per idle queue.  Section "mem" (only when named):
+ * RSS and reopen time with 100k and 10M stored 1 KiB messages.
  *
  * Usage: gt_bench_store <dir> [seconds per measurement, default 3]
  *                      [sections: comma list of append,popack,timers,park,
- *                       fifo,topics; default all] */
+ *                       fifo,topics,mem; default all, except mem, which
+ *                       writes ~10 GB: BENCH_MEM_COUNTS] */
 #include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -468,6 +470,82 @@ static void run_topics(const char *dir)
     fflush(stdout);
 }
 
+/* ---- memory per stored message ----------------------------------------------- */
+static double rss_mib(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (double)kb / 1024.0;
+}
+
+/* Stores n 1 KiB messages (async, batches of 32, ids generated: one index
+ * entry each) in a fresh store, then closes it, reopens it and reports RSS
+ * and the open time, for each n in BENCH_MEM_COUNTS (default
+ * 100000,10000000; the data, ~1 KiB per message, is deleted after each). */
+static void run_mem(const char *dir)
+{
+    enum { B = 32 };
+    const char *list = getenv("BENCH_MEM_COUNTS");
+    char buf[256], sub[4096], cmd[4200];
+    double first_rss = 0;
+    static st_message_t m[B];
+    snprintf(buf, sizeof(buf), "%s", list ? list : "100000,10000000");
+    printf("memory per stored message: async 1 KiB appends (batches of %d), "
+           "then close and reopen:\n", B);
+    printf("  %10s %12s %12s %10s %14s %10s\n", "messages", "RSS MiB",
+           "RSS reopen", "open s", "B/msg reopen", "x first");
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        long n = atol(tok);
+        if (n <= 0)
+            continue;
+        snprintf(sub, sizeof(sub), "%s/store-mem-%ld", dir, n);
+        double base = rss_mib();
+        st_store_t *st = bench_open_store(sub, ST_FLUSH_ASYNC);
+        wait1_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+        for (long i = 0; i < n;) {
+            int k = 0;
+            for (; k < B && i < n; k++, i++) {
+                memset(&m[k], 0, sizeof(m[k]));
+                m[k].tag = "bench";
+                m[k].body = body;
+                m[k].body_len = sizeof(body);
+                m[k].queue_id = ST_QUEUE_ANY;
+            }
+            pthread_mutex_lock(&w.m);
+            w.pending++;
+            pthread_mutex_unlock(&w.m);
+            st_append(st, "bench", m, (size_t)k, append_n_cb, &w);
+            if ((i / B) % 64 == 0)
+                wait_all(&w);
+        }
+        wait_all(&w);
+        malloc_trim(0);
+        double rss = rss_mib() - base;
+        st_close(st);
+        malloc_trim(0);
+        double base2 = rss_mib(), t0 = bench_now_s();
+        st = bench_open_store(sub, ST_FLUSH_ASYNC);
+        double open_s = bench_now_s() - t0;
+        malloc_trim(0);
+        double rss2 = rss_mib() - base2;
+        if (first_rss == 0)
+            first_rss = rss2;
+        printf("  %10ld %12.1f %12.1f %10.2f %14.1f %9.2fx\n", n, rss, rss2,
+               open_s, rss2 * 1048576.0 / (double)n, rss2 / first_rss);
+        fflush(stdout);
+        st_close(st);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sub);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", sub);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -546,5 +624,7 @@ int main(int argc, char **argv)
         bench_fifo(dir, seconds * 10);
     if (WANT("topics"))
         run_topics(dir);
+    if (strstr(only, "mem")) /* only when asked: it writes ~10 GB */
+        run_mem(dir);
     return 0;
 }
