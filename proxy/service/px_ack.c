@@ -142,8 +142,10 @@ void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
     if (!px_ack_target(call, rd, req->group, req->topic))
         return;
     n = req->n_entries;
-    if (n == 0) {
-        px_reply_status(call, rd, PX_CODE(BAD_REQUEST), "no entry to acknowledge");
+    if (n == 0 || n > PX_MAX_ACK_ENTRIES) {
+        px_reply_status(call, rd, PX_CODE(BAD_REQUEST),
+                        n ? "too many entries (at most " PX_STR(PX_MAX_ACK_ENTRIES) ")"
+                          : "no entry to acknowledge");
         return;
     }
     ctx = calloc(1, sizeof(*ctx));

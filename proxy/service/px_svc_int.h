@@ -31,6 +31,11 @@ typedef Apache__Rocketmq__V2__Code px_code_t;
 #define PX_MAX_INVISIBLE_MS      (12 * 3600 * 1000LL)
 #define PX_DEFAULT_LONG_POLL_MS  (20 * 1000LL)
 #define PX_RECEIVE_BATCH         32
+/* Entries of one AckMessage: each costs the server a store call and ~100
+ * bytes, far more than its own bytes on the wire. */
+#define PX_MAX_ACK_ENTRIES       1024
+#define PX_STR_(x) #x
+#define PX_STR(x) PX_STR_(x)
 /* Client id buffers (x-mq-client-id), NUL included. */
 #define PX_CLIENT_ID_MAX         128
 /* Invisible time of auto-renew (push consumer) deliveries, renewed while

@@ -428,3 +428,13 @@ test('PullMessage refuses the tag expressions ReceiveMessage refuses: ILLEGAL_FI
     }
   }
 });
+
+// ---- amplification -------------------------------------------------------
+
+test('AckMessage with more than 1024 entries is refused (each entry costs the server far more than its bytes)', async () => {
+  const entries = (n) => Array.from({ length: n }, (_, i) => ({ id: `m${i}`, handle: `h${i}` }));
+  let st = await unaryStatus('AckMessage', ackRequest(G, T, entries(1025)), pb.AckMessageResponse);
+  expectStatus(st, Code.BAD_REQUEST, '1025 entries');
+  st = await unaryStatus('AckMessage', ackRequest(G, T, entries(1024)), pb.AckMessageResponse);
+  expectStatus(st, Code.INVALID_RECEIPT_HANDLE, '1024 unknown handles');
+});
