@@ -58,6 +58,25 @@ static void px_admit_charge_locked(px_admit_t *a, px_conn_t *c, int64_t d)
         a->burst_peak = a->bytes;
 }
 
+/* Frees the entries of connections without calls. */
+static void px_admit_sweep_locked(px_admit_t *a)
+{
+    for (size_t i = 0; i < PX_ADMIT_BUCKETS; i++) {
+        px_conn_t **pp = &a->buckets[i];
+        while (*pp != NULL) {
+            px_conn_t *c = *pp;
+            if (c->calls == 0) {
+                *pp = c->next;
+                free(c);
+                a->n_conns--;
+                a->n_idle--;
+            } else {
+                pp = &c->next;
+            }
+        }
+    }
+}
+
 bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
                     bool force, px_conn_t **conn)
 {
@@ -74,6 +93,8 @@ bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
         a->rejected++;
         goto out;
     }
+    if (c == NULL && a->n_idle >= PX_ADMIT_MAX_IDLE)
+        px_admit_sweep_locked(a);
     if (c == NULL) {
         size_t n = strlen(peer) + 1;
         if ((c = calloc(1, sizeof(*c) + n)) == NULL)
@@ -81,6 +102,9 @@ bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
         memcpy(c->peer, peer, n);
         c->next = a->buckets[b];
         a->buckets[b] = c;
+        a->n_conns++;
+    } else if (c->calls == 0) {
+        a->n_idle--;
     }
     c->calls++;
     a->calls++;
@@ -116,13 +140,8 @@ bool px_admit_leave(px_admit_t *a, px_conn_t *conn, int64_t bytes)
 
     pthread_mutex_lock(&a->mu);
     px_admit_charge_locked(a, conn, -bytes);
-    if (--conn->calls == 0) {
-        px_conn_t **pp = &a->buckets[px_admit_hash(conn->peer)];
-        while (*pp != conn)
-            pp = &(*pp)->next;
-        *pp = conn->next;
-        free(conn);
-    }
+    if (--conn->calls == 0)
+        a->n_idle++;
     /* A burst drained: hand its memory back (glibc keeps freed heap and
      * arena memory otherwise). */
     if (a->burst_peak >= PX_ADMIT_TRIM_BYTES &&

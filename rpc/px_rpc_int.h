@@ -14,6 +14,9 @@
 #include "px_rpc.h"
 
 #define PX_ADMIT_BUCKETS 1024
+/* Entries of connections without calls are kept (a connection's next call
+ * then allocates nothing) until there are this many, then swept. */
+#define PX_ADMIT_MAX_IDLE 4096
 
 /* One client connection with calls in flight.  Guarded by px_admit_t.mu. */
 typedef struct px_conn {
@@ -30,6 +33,7 @@ typedef struct px_admit {
     int64_t bytes, peak;
     int64_t burst_peak;    /* highest since the last trim */
     uint64_t rejected, calls;
+    size_t n_conns, n_idle; /* entries; of them without calls */
     px_conn_t *buckets[PX_ADMIT_BUCKETS];
 } px_admit_t;
 

@@ -649,7 +649,14 @@ static void px_call_on_recv(px_call_t *c, bool ok)
             px_call_unref(c);
             return;
         }
-        if (grpc_byte_buffer_reader_init(&rd, bb)) {
+        if (bb->type == GRPC_BB_RAW &&
+            bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+            bb->data.raw.slice_buffer.count == 1) {
+            /* Already contiguous (most small requests): no copy. */
+            s = grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
+            grpc_byte_buffer_destroy(bb);
+            px_call_deliver(c, &s);
+        } else if (grpc_byte_buffer_reader_init(&rd, bb)) {
             s = grpc_byte_buffer_reader_readall(&rd);
             grpc_byte_buffer_reader_destroy(&rd);
             /* One copy of the request at a time: drop the core's. */
