@@ -118,8 +118,21 @@ gt_err_t st_file_sync_dir(st_local_t *st, const char *dir)
     return r < 0 ? st_errno_to_err(r) : GT_OK;
 }
 
+/* The test clock (st_test_clock), when set. */
+static _Atomic(st_clock_fn) test_clock;
+static void *_Atomic test_clock_ctx;
+
+void st_test_clock(st_clock_fn fn, void *ctx)
+{
+    atomic_store(&test_clock_ctx, ctx);
+    atomic_store(&test_clock, fn);
+}
+
 int64_t st_now_ms(void)
 {
+    st_clock_fn fn = atomic_load(&test_clock);
+    if (fn)
+        return fn(atomic_load(&test_clock_ctx));
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;

@@ -348,6 +348,13 @@ gt_err_t st_file_pwrite_full(st_local_t *st, int fd, const void *buf,
 gt_err_t st_file_sync_dir(st_local_t *st, const char *dir);
 int64_t st_now_ms(void);
 int64_t st_mono_ms(void);
+/* Tests: replaces the wall clock (st_now_ms) of every store in the
+ * process, next to the file layer's fault injection (NULL: the real
+ * clock again); st_local_clock_kick() makes a store's service thread look
+ * at it after it moved (st_park.c). */
+typedef int64_t (*st_clock_fn)(void *ctx);
+void st_test_clock(st_clock_fn fn, void *ctx);
+void st_local_clock_kick(st_store_t *s);
 
 /* ---- st_log.c ------------------------------------------------------------ */
 #define ST_SEG_HDR 64u

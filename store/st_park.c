@@ -433,6 +433,15 @@ bool st_parks_wake(st_local_t *st, st_topic_rt_t *t)
     return true;
 }
 
+void st_local_clock_kick(st_store_t *s)
+{
+    st_local_t *st = (st_local_t *)s;
+    pthread_mutex_lock(&st->lock);
+    st->next_expiry = INT64_MIN; /* recompute expiries at the new time */
+    pthread_cond_signal(&st->svc_cond);
+    pthread_mutex_unlock(&st->lock);
+}
+
 size_t st_local_parked(st_store_t *s)
 {
     st_local_t *st = (st_local_t *)s;
