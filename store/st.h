@@ -222,8 +222,11 @@ typedef struct st_pop_req {
     uint32_t max;             /* 1..ST_POP_MAX */
     int64_t invisible_ms;     /* 1..ST_INVISIBLE_MAX_MS */
     int64_t poll_timeout_ms;  /* 0: answer immediately; <= ST_POLL_MAX_MS */
-    /* Optional (0: none): names the pop for st_pop_cancel().  Unique among
-     * the caller's pops that may be parked at once. */
+    /* Optional (0: none): names the pop for st_pop_cancel().  Keys share
+     * one space per store (pops and pulls): unique among all requests that
+     * may be parked at once, so front ends sharing a store split it (the
+     * gRPC service: ReceiveMessage counts up from 1, PullMessage sets the
+     * top bit). */
     uint64_t cancel_key;
 } st_pop_req_t;
 
