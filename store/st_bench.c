@@ -471,17 +471,34 @@ static void run_topics(const char *dir)
 }
 
 /* ---- memory per stored message ----------------------------------------------- */
-static double rss_mib(void)
+static double status_mib(const char *key) /* "VmRSS:" etc. */
 {
     char line[256];
     long kb = 0;
     FILE *f = fopen("/proc/self/status", "r");
     while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+        if (strncmp(line, key, strlen(key)) == 0) {
+            kb = strtol(line + strlen(key), NULL, 10);
             break;
+        }
     if (f)
         fclose(f);
     return (double)kb / 1024.0;
+}
+
+static double rss_mib(void)
+{
+    return status_mib("VmRSS:");
+}
+
+/* Resets the peak RSS (VmHWM) to the current RSS; false if not possible. */
+static bool hwm_reset(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    bool ok = f && fputs("5", f) >= 0;
+    if (f)
+        ok = fclose(f) == 0 && ok;
+    return ok;
 }
 
 /* Stores n 1 KiB messages (async, batches of 32, ids generated: one index
@@ -498,8 +515,8 @@ static void run_mem(const char *dir)
     snprintf(buf, sizeof(buf), "%s", list ? list : "100000,10000000");
     printf("memory per stored message: async 1 KiB appends (batches of %d), "
            "then close and reopen:\n", B);
-    printf("  %10s %12s %12s %10s %14s %10s\n", "messages", "RSS MiB",
-           "RSS reopen", "open s", "B/msg reopen", "x first");
+    printf("  %10s %12s %12s %10s %14s %10s %12s\n", "messages", "RSS MiB",
+           "RSS reopen", "open s", "B/msg reopen", "x first", "close peak");
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         long n = atol(tok);
         if (n <= 0)
@@ -527,7 +544,11 @@ static void run_mem(const char *dir)
         wait_all(&w);
         malloc_trim(0);
         double rss = rss_mib() - base;
+        /* the close writes the table snapshot: its peak over the RSS before */
+        bool hwm = hwm_reset();
+        double before = rss_mib();
         st_close(st);
+        double spike = hwm ? status_mib("VmHWM:") / before : 0;
         malloc_trim(0);
         double base2 = rss_mib(), t0 = bench_now_s();
         st = bench_open_store(sub, ST_FLUSH_ASYNC);
@@ -536,8 +557,9 @@ static void run_mem(const char *dir)
         double rss2 = rss_mib() - base2;
         if (first_rss == 0)
             first_rss = rss2;
-        printf("  %10ld %12.1f %12.1f %10.2f %14.1f %9.2fx\n", n, rss, rss2,
-               open_s, rss2 * 1048576.0 / (double)n, rss2 / first_rss);
+        printf("  %10ld %12.1f %12.1f %10.2f %14.1f %9.2fx %11.2fx\n", n, rss,
+               rss2, open_s, rss2 * 1048576.0 / (double)n, rss2 / first_rss,
+               spike);
         fflush(stdout);
         st_close(st);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sub);

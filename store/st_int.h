@@ -307,6 +307,7 @@ typedef struct st_local {
     int64_t next_retention;
     int64_t next_snapshot;
     uint64_t snap_pos;              /* published_pos at the last snapshot */
+    bool snap_busy;                 /* a table snapshot is being written */
     uint64_t min_pos;               /* first retained commitlog position */
     int state_fd;
     uint64_t state_end;
