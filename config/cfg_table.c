@@ -242,8 +242,8 @@ static const cfg_desc_t cfg_message_keys[] = {
      "33554432", 4 << 20, 1 << 30, NULL, NULL, NULL,
      "Largest total body size of one SendMessage batch; a larger batch is "
      "refused with MESSAGE_BODY_TOO_LARGE. A request message more than "
-     "16 MiB above it is refused by the gRPC layer before it is read "
-     "(status RESOURCE_EXHAUSTED). Default 32 MiB."},
+     "16 MiB above it is refused by the gRPC layer, without reaching the "
+     "service (status RESOURCE_EXHAUSTED). Default 32 MiB."},
     {"tx_check_after_ms", CFG_T_INT, CFG_FIELD(cfg_t, message.tx_check_after_ms),
      "6000", 100, 3600000, NULL, NULL, NULL,
      "A transactional half message unresolved this long (or for its own "

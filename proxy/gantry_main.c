@@ -25,8 +25,8 @@
 #include "st.h"
 
 /* The gRPC layer refuses a request message this far above
- * message.max_batch_bytes before reading it: room for the properties and
- * framing of a full batch (1024 messages x 16 KiB). */
+ * message.max_batch_bytes (it never reaches the service): room for the
+ * properties and framing of a full batch (1024 messages x 16 KiB). */
 #define GANTRY_BATCH_OVERHEAD_BYTES (16LL * 1024 * 1024 + 64 * 1024)
 
 static void usage(FILE *out)

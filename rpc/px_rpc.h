@@ -128,8 +128,9 @@ typedef struct px_rpc_options {
     int shutdown_timeout_ms;    /* bound for in-flight calls at shutdown */
     int64_t max_receive_bytes;  /* largest accepted request message: the
                                    core refuses a larger one (gRPC status
-                                   RESOURCE_EXHAUSTED) from its length
-                                   prefix, before buffering it */
+                                   RESOURCE_EXHAUSTED); grpc 1.51 checks it
+                                   once the message is read, so the memory
+                                   quota below is what bounds the reading */
     /* Admission control.  A call's request bytes are "in flight" from its
      * arrival (its method's reserve_bytes) until the call is over (its
      * real size), for the whole server and for its connection.  A call

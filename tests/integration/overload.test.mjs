@@ -3,7 +3,8 @@
 // answered TOO_MANY_REQUESTS (42900) in-band, the server's memory stays
 // within the bound + 128 MiB, and it keeps serving.  Also the batch-size
 // limit (message.max_batch_bytes), in-band, and the gRPC layer's refusal
-// of a request far above it before reading it.
+// of a request far above it (RESOURCE_EXHAUSTED; it never reaches the
+// service).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry } from './harness.mjs';
@@ -90,7 +91,7 @@ test('one connection past its own bound is refused while another connection is s
   }
 });
 
-test('a batch over message.max_batch_bytes: MESSAGE_BODY_TOO_LARGE in-band; far over it: refused unread', async () => {
+test('a batch over message.max_batch_bytes: MESSAGE_BODY_TOO_LARGE in-band; far over it: RESOURCE_EXHAUSTED from the gRPC layer', async () => {
   const raw = new Raw(g.endpoint);
   try {
     const m = () => wireMessage({ topic: 'TopicTest', body: Buffer.alloc(3 * MiB, 0x63) });
