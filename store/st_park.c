@@ -467,9 +467,10 @@ void st_pop_cancel_local(st_store_t *s, uint64_t key)
             index_del(P, p);
             d->p = p;
             d->next = P->cancelled;
+            if (!P->cancelled) /* the service thread takes them all */
+                pthread_cond_signal(&st->svc_cond);
             P->cancelled = d;
             d = NULL;
-            pthread_cond_signal(&st->svc_cond);
         } else {
             P->tombs[P->tomb_next++ % TOMBS] = key;
         }

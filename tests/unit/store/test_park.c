@@ -336,7 +336,39 @@ static void test_fcfs(void)
     teardown();
 }
 
+/* Many parked pops cancelled at once: none of them takes a message sent
+ * afterwards; a live pop gets every one. */
+static void test_cancel_many(void)
+{
+    enum { N = 2000 };
+    static ans_t a[N];
+    tu_msg_t m[8];
+    size_t n;
+    setup();
+    CU_ASSERT_EQUAL(tu_topic(st, "T", 8), GT_OK);
+    for (int i = 0; i < N; i++) {
+        ans_init(&a[i]);
+        st_pop_req_t r = preq((uint64_t)i + 1000);
+        r.max = 1;
+        st_pop(st, &r, pop_cb, &a[i]);
+    }
+    wait_parked(N);
+    for (int i = 0; i < N; i++)
+        st_pop_cancel(st, (uint64_t)i + 1000);
+    wait_parked(0);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(tu_send(st, "T", "t", NULL, "m", -1, NULL), GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 8, 60000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 5);
+    for (int i = 0; i < N; i++) {
+        ans_wait(&a[i]);
+        CU_ASSERT_EQUAL(a[i].n, 0);
+    }
+    teardown();
+}
+
 static const CU_TestInfo tests[] = {
+    {"cancel_many", test_cancel_many},
     {"pull_long_poll", test_pull_long_poll},
     {"classes", test_classes},
     {"fcfs", test_fcfs},
