@@ -331,6 +331,8 @@ typedef struct st_ops {
     void (*change_invisible)(st_store_t *st, const char *group,
                              const char *topic, const char *handle,
                              int64_t invisible_ms, st_handle_cb cb, void *arg);
+    void (*release)(st_store_t *st, const char *group, const char *topic,
+                    const char *handle, st_done_cb cb, void *arg);
     void (*pull)(st_store_t *st, const st_pull_req_t *req, st_msgs_cb cb,
                  void *arg);
     void (*offset_get)(st_store_t *st, const char *group, const char *topic,
@@ -541,6 +543,19 @@ static inline void st_change_invisible(st_store_t *st, const char *group,
                                        void *arg)
 {
     st->ops->change_invisible(st, group, topic, handle, invisible_ms, cb, arg);
+}
+
+/* Gives a delivery back as if it had not happened: the message is visible
+ * again at once and its delivery attempt no longer counts (the next pop
+ * delivers it with the same attempt number again).  For a delivery that
+ * never reached its consumer (the call was cancelled before the message
+ * was written).  The handle stops working.  Logged like an ack, so a
+ * restart agrees.  Errors as for st_ack(). */
+static inline void st_release(st_store_t *st, const char *group,
+                              const char *topic, const char *handle,
+                              st_done_cb cb, void *arg)
+{
+    st->ops->release(st, group, topic, handle, cb, arg);
 }
 
 /* Reads up to req->max messages of (topic, queue) from req->offset that

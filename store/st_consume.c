@@ -808,6 +808,36 @@ void st_change_local(st_store_t *s, const char *group, const char *topic,
     cb(arg, rc, rc == GT_OK ? nh : NULL);
 }
 
+/* Undoes a delivery: the entry is due now with the attempt before it, and
+ * gets a new generation so the handle stops working.  Logged as a pop
+ * record with those values (replay and compaction need nothing new). */
+void st_release_local(st_store_t *s, const char *group, const char *topic,
+                      const char *handle, st_done_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_cs_t *cs;
+    st_handle_t h;
+    int64_t now = st_now_ms();
+    pthread_mutex_lock(&st->lock);
+    gt_err_t rc = handle_find(st, group, topic, handle, now, &cs, &h);
+    if (rc == GT_OK) {
+        st_went_t *e = st_cs_at(cs, h.offset);
+        st_srec_t r = {.type = ST_SR_POP, .group = group, .topic = topic,
+                       .queue = h.queue, .a = h.offset,
+                       .attempt = e->attempt > 0 ? e->attempt - 1 : 0,
+                       .deadline = now, .gen = st->next_gen};
+        if ((rc = st_state_log(st, &r)) == GT_OK) {
+            e->gen = st->next_gen++;
+            e->attempt = r.attempt;
+            e->deadline = now;
+            note_deadline(st, cs, now);
+            st_fifo_moved(cs, h.offset);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc);
+}
+
 /* ---- committed offsets ------------------------------------------------------------- */
 void st_offset_get_local(st_store_t *s, const char *group, const char *topic,
                          uint32_t queue, st_offset_cb cb, void *arg)

@@ -470,6 +470,8 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
 void st_change_local(st_store_t *s, const char *group, const char *topic,
                      const char *handle, int64_t invisible_ms,
                      st_handle_cb cb, void *arg);
+void st_release_local(st_store_t *s, const char *group, const char *topic,
+                      const char *handle, st_done_cb cb, void *arg);
 void st_offset_get_local(st_store_t *s, const char *group, const char *topic,
                          uint32_t queue, st_offset_cb cb, void *arg);
 void st_offset_update_local(st_store_t *s, const char *group,

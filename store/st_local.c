@@ -431,6 +431,7 @@ static const st_ops_t local_ops = {
     .pop_cancel = st_pop_cancel_local,
     .ack = st_ack_local,
     .change_invisible = st_change_local,
+    .release = st_release_local,
     .pull = st_pull_local,
     .offset_get = st_offset_get_local,
     .offset_update = st_offset_update_local,

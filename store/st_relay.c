@@ -510,6 +510,16 @@ static void r_change_invisible(st_store_t *s, const char *group,
     relay_end(RL(s));
 }
 
+static void r_release(st_store_t *s, const char *group, const char *topic,
+                      const char *handle, st_done_cb cb, void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_DONE, (st_res_cb_t){.done = cb}, arg);
+    if (r == NULL)
+        return;
+    st_release(RL(s)->inner, group, topic, handle, cap_done, r);
+    relay_end(RL(s));
+}
+
 static void r_pop_cancel(st_store_t *s, uint64_t cancel_key)
 {
     st_relay_t *rl = RL(s);
@@ -664,6 +674,7 @@ static const st_ops_t relay_ops = {
     .pop_cancel = r_pop_cancel,
     .ack = r_ack,
     .change_invisible = r_change_invisible,
+    .release = r_release,
     .pull = r_pull,
     .offset_get = r_offset_get,
     .offset_update = r_offset_update,

@@ -315,6 +315,15 @@ gt_err_t tu_ack(st_store_t *st, const char *group, const char *topic,
     return w_wait(&w);
 }
 
+gt_err_t tu_release(st_store_t *st, const char *group, const char *topic,
+                    const char *handle)
+{
+    waiter_t w;
+    w_init(&w);
+    st_release(st, group, topic, handle, done_cb, &w);
+    return w_wait(&w);
+}
+
 static void handle_cb(void *arg, gt_err_t err, const char *h)
 {
     waiter_t *w = arg;

@@ -54,6 +54,8 @@ gt_err_t tu_pop_simple(st_store_t *st, const char *group, const char *topic,
                        tu_msg_t *out, size_t *n);
 gt_err_t tu_ack(st_store_t *st, const char *group, const char *topic,
                 const char *handle);
+gt_err_t tu_release(st_store_t *st, const char *group, const char *topic,
+                    const char *handle);
 gt_err_t tu_change(st_store_t *st, const char *group, const char *topic,
                    const char *handle, int64_t ms, char *newh);
 gt_err_t tu_pull(st_store_t *st, const char *topic, uint32_t q, uint64_t off,
