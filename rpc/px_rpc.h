@@ -212,6 +212,17 @@ gt_err_t px_call_send_pb(px_call_t *call, const ProtobufCMessage *msg);
  * finish counts; later ones return GT_ESHUTDOWN. `msg` may be NULL. */
 gt_err_t px_call_finish(px_call_t *call, grpc_status_code code,
                         const char *msg);
+/* Calls fn(arg, delivered) once, when the call is over (closed, no send in
+ * flight): delivered is true when the batch carrying the final status
+ * completed and the client had not cancelled, so every message queued
+ * before it was handed to the transport; false when the call was
+ * cancelled or broke first (queued messages were dropped: the client never
+ * saw them).  Runs on a gRPC worker thread, or at once here when the call
+ * is already over.  One watcher per call (a later one replaces it); set it
+ * after the final px_call_finish(), holding a call reference.  `arg` is
+ * owned by fn. */
+void px_call_on_over(px_call_t *call, void (*fn)(void *arg, bool delivered),
+                     void *arg);
 /* From inside on_request: the handler keeps the decoded request (it frees
  * it later with protobuf_c_message_free_unpacked(req, NULL)). */
 void px_call_keep_request(px_call_t *call);

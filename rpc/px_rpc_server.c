@@ -116,6 +116,9 @@ struct px_call {
     bool finished;  /* status sent, or the call can no longer send */
     bool closed;    /* CLOSE batch completed */
     bool cancelled;
+    bool status_ok; /* a send batch carrying the status completed ok */
+    void (*over_fn)(void *arg, bool delivered); /* px_call_on_over() */
+    void *over_arg;
     void *user;
     struct px_call *live_prev, *live_next; /* guarded by srv->mu */
 };
@@ -163,8 +166,24 @@ static int64_t px_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Takes the px_call_on_over() watcher once the call is over (closed, no
+ * send in flight).  Called with c->mu held; the caller runs it unlocked. */
+static bool px_call_over_take_locked(px_call_t *c, void (**fn)(void *, bool),
+                                     void **arg, bool *delivered)
+{
+    if (c->over_fn == NULL || !c->closed || c->send_in_flight)
+        return false;
+    *fn = c->over_fn;
+    *arg = c->over_arg;
+    *delivered = c->status_ok && !c->cancelled;
+    c->over_fn = NULL;
+    return true;
+}
+
 static void px_call_free(px_call_t *c)
 {
+    if (c->over_fn != NULL) /* never closed: nothing was confirmed */
+        c->over_fn(c->over_arg, false);
     if (c->method != NULL && c->method->on_done != NULL)
         c->method->on_done(c);
     if (c->conn != NULL && px_admit_leave(&c->srv->admit, c->conn, c->charged))
@@ -315,6 +334,9 @@ static void px_call_pump_locked(px_call_t *c)
 static void px_call_on_send(px_call_t *c, bool ok)
 {
     px_send_item_t *items;
+    void (*over_fn)(void *, bool) = NULL;
+    void *over_arg = NULL;
+    bool over, delivered = false;
 
     pthread_mutex_lock(&c->mu);
     items = c->inflight;
@@ -323,13 +345,17 @@ static void px_call_on_send(px_call_t *c, bool ok)
     for (px_send_item_t *it = items; it != NULL; it = it->next) {
         if (it->is_status) {
             c->finished = true;
+            c->status_ok = ok;
             grpc_slice_unref(c->status_slice);
         }
     }
     if (!ok)
         c->finished = true; /* the call broke; further sends are pointless */
     px_call_pump_locked(c);
+    over = px_call_over_take_locked(c, &over_fn, &over_arg, &delivered);
     pthread_mutex_unlock(&c->mu);
+    if (over)
+        over_fn(over_arg, delivered);
     while (items != NULL) {
         px_send_item_t *next = items->next;
         grpc_byte_buffer_destroy(items->msg);
@@ -404,6 +430,22 @@ gt_err_t px_call_finish(px_call_t *c, grpc_status_code code, const char *msg)
         return GT_ENOMEM;
     }
     return px_call_enqueue(c, it);
+}
+
+void px_call_on_over(px_call_t *c, void (*fn)(void *arg, bool delivered),
+                     void *arg)
+{
+    void (*over_fn)(void *, bool) = NULL;
+    void *over_arg = NULL;
+    bool over, delivered = false;
+
+    pthread_mutex_lock(&c->mu);
+    c->over_fn = fn;
+    c->over_arg = arg;
+    over = px_call_over_take_locked(c, &over_fn, &over_arg, &delivered);
+    pthread_mutex_unlock(&c->mu);
+    if (over)
+        over_fn(over_arg, delivered);
 }
 
 gt_err_t px_call_reply_pb(px_call_t *c, const ProtobufCMessage *msg)
@@ -704,6 +746,9 @@ static void px_server_live_remove(px_rpc_server_t *srv, px_call_t *c)
 static void px_call_on_close(px_call_t *c)
 {
     bool cancelled;
+    void (*over_fn)(void *, bool) = NULL;
+    void *over_arg = NULL;
+    bool over, delivered = false;
 
     pthread_mutex_lock(&c->mu);
     c->closed = true;
@@ -714,7 +759,10 @@ static void px_call_on_close(px_call_t *c)
         if (!c->send_in_flight)
             px_drop_queue_locked(c);
     }
+    over = px_call_over_take_locked(c, &over_fn, &over_arg, &delivered);
     pthread_mutex_unlock(&c->mu);
+    if (over)
+        over_fn(over_arg, delivered);
     px_server_live_remove(c->srv, c);
     if (c->method != NULL && c->method->on_interrupt != NULL) {
         if (cancelled)

@@ -9,8 +9,13 @@
  * The pop parks in the store until a message arrives or the long poll ends
  * (clamped into the call's deadline).  If the call is gone by the time the
  * store answers (client cancelled, server stopping), the popped messages
- * are made visible again at once instead of waiting out their invisible
- * time. */
+ * are given back at once (st_release: visible again, the delivery attempt
+ * not counted) instead of waiting out their invisible time.  The same
+ * happens when the call ends before its answer went out: a client may
+ * cancel a long poll (grpc-js reports it ended at once) while the server
+ * has not read the cancellation yet, so messages queued for the dead call
+ * are given back when the call reports them undelivered
+ * (px_call_on_over). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,13 +75,6 @@ void px_md5_hex(const void *data, size_t len, char out[33])
         out[2 * i + 1] = hex[md[i] & 15];
     }
     out[32] = '\0';
-}
-
-static void px_release_cb(void *arg, gt_err_t err, const char *handle)
-{
-    (void)arg;
-    (void)err;
-    (void)handle;
 }
 
 void px_msg_view_build(px_msg_view_t *v, const st_message_t *m,
@@ -185,6 +183,68 @@ void px_msg_view_build(px_msg_view_t *v, const st_message_t *m,
     v->msg.body.len = m->body_len;
 }
 
+/* Messages queued on a call that is not over yet: given back if the call
+ * reports them undelivered. */
+typedef struct px_recv_sent {
+    px_svc_t *svc;
+    char client_id[128];
+    char group[ST_NAME_MAX + 1];
+    char topic[ST_NAME_MAX + 1];
+    size_t n;
+    char handles[][ST_HANDLE_MAX];
+} px_recv_sent_t;
+
+static void px_recv_back_done(void *arg, gt_err_t err)
+{
+    (void)arg;
+    (void)err; /* acked, renewed or given back meanwhile: nothing to do */
+}
+
+/* Gives back deliveries that never reached a consumer (never held). */
+static void px_recv_give_back(px_svc_t *svc, const char *group,
+                              const char *topic, const st_popped_t *msgs,
+                              size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st_release(svc->store, group, topic, msgs[i].handle,
+                   px_recv_back_done, NULL);
+}
+
+static void px_recv_over(void *arg, bool delivered)
+{
+    px_recv_sent_t *s = arg;
+    char cur[ST_HANDLE_MAX];
+
+    for (size_t i = 0; !delivered && i < s->n; i++) {
+        px_client_current(s->svc, s->client_id, s->handles[i], cur);
+        px_client_release(s->svc, s->client_id, s->handles[i]);
+        st_release(s->svc->store, s->group, s->topic, cur, px_recv_back_done,
+                   NULL);
+    }
+    if (!delivered)
+        GT_LOG(DEBUG, "svc", "receive for %s ended before its answer was "
+               "sent: gave back %zu messages", s->client_id, s->n);
+    free(s);
+}
+
+/* Watches the call until it is over, for the n messages queued on it. */
+static void px_recv_watch(px_recv_ctx_t *ctx, const st_popped_t *msgs,
+                          size_t n)
+{
+    px_recv_sent_t *s;
+
+    if (n == 0 || (s = malloc(sizeof(*s) + n * ST_HANDLE_MAX)) == NULL)
+        return; /* out of memory: they count as delivered */
+    s->svc = ctx->svc;
+    memcpy(s->client_id, ctx->client_id, sizeof(s->client_id));
+    memcpy(s->group, ctx->group, sizeof(s->group));
+    memcpy(s->topic, ctx->topic, sizeof(s->topic));
+    s->n = n;
+    for (size_t i = 0; i < n; i++)
+        snprintf(s->handles[i], ST_HANDLE_MAX, "%s", msgs[i].handle);
+    px_call_on_over(ctx->call, px_recv_over, s);
+}
+
 /* Builds and queues the response for one popped message.  Returns the
  * send result (GT_ESHUTDOWN once the call is over). */
 static gt_err_t px_recv_send_one(px_recv_ctx_t *ctx, const st_popped_t *p)
@@ -236,9 +296,8 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
     ctx->call = px_recv_detach(ctx);
     if (ctx->call == NULL) {
         /* Nobody to deliver to: give the messages back now. */
-        for (size_t i = 0; err == GT_OK && i < n; i++)
-            st_change_invisible(svc->store, ctx->group, ctx->topic,
-                                msgs[i].handle, 1, px_release_cb, NULL);
+        if (err == GT_OK)
+            px_recv_give_back(svc, ctx->group, ctx->topic, msgs, n);
         px_recv_ctx_free(ctx);
         return;
     }
@@ -271,12 +330,13 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
             px_call_finish(ctx->call, GRPC_STATUS_OK, NULL);
         } else {
             /* The call is gone: give back what was not delivered. */
-            for (size_t i = sent; i < n; i++)
-                st_change_invisible(svc->store, ctx->group, ctx->topic,
-                                    msgs[i].handle, 1, px_release_cb, NULL);
+            px_recv_give_back(svc, ctx->group, ctx->topic, msgs + sent,
+                              n - sent);
             GT_LOG(DEBUG, "svc", "receive for %s gone: released %zu messages",
                    ctx->client_id, n - sent);
         }
+        /* Queued is not delivered: the call may still end first. */
+        px_recv_watch(ctx, msgs, sent);
     }
     px_call_unref(ctx->call);
     px_recv_ctx_free(ctx);
