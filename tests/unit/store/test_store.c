@@ -123,7 +123,10 @@ static void test_expiry_redelivery(void)
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 4, 200, b, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0); /* never to two consumers in one window */
-    tu_sleep_ms(300);
+    tu_clock_advance(st, 199);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 4, 200, b, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0); /* still its window */
+    tu_clock_advance(st, 1);
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 4, 5000, b, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_EQUAL(b[0].attempt, 2);
@@ -149,7 +152,7 @@ static void test_change_invisible(void)
     CU_ASSERT(strcmp(nh, a[0].handle) != 0);
     CU_ASSERT_EQUAL(tu_change(st, "G", "T", a[0].handle, 2000, nh2),
                     GT_EINVAL);
-    tu_sleep_ms(300);
+    tu_clock_advance(st, 300);
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 200, b, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0); /* the extension holds */
     CU_ASSERT_EQUAL(tu_ack(st, "G", "T", a[0].handle), GT_EINVAL);
@@ -177,7 +180,7 @@ static void test_stale_handles(void)
     CU_ASSERT_EQUAL(tu_ack(st, "G", "T", bad), GT_EINVAL);
     CU_ASSERT_EQUAL(tu_ack(st, "G", "nope", a[0].handle), GT_ENOTFOUND);
     CU_ASSERT_EQUAL(tu_ack(st, "H", "T", a[0].handle), GT_ENOTFOUND);
-    tu_sleep_ms(150); /* expired */
+    tu_clock_advance(st, 100); /* expired */
     CU_ASSERT_EQUAL(tu_ack(st, "G", "T", a[0].handle), GT_EINVAL);
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 10000, a, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 1);
@@ -218,11 +221,11 @@ static void test_dlq(void)
         CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 100, a, &n), GT_OK);
         CU_ASSERT_EQUAL_FATAL(n, 1);
         CU_ASSERT_EQUAL(a[0].attempt, attempt);
-        tu_sleep_ms(150);
+        tu_clock_advance(st, 100);
     }
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 100, a, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0); /* moved, not redelivered */
-    for (int i = 0; i < 100; i++) { /* the DLQ append completes async */
+    for (;;) { /* the DLQ append completes async */
         if (tu_offset_get(st, "G", "T", 0, &off) == GT_OK && off == 1)
             break;
         tu_sleep_ms(10);
@@ -301,9 +304,9 @@ static void test_offsets(void)
     CU_ASSERT_EQUAL(tu_topic(st, "T", 1), GT_OK);
     for (int i = 0; i < 3; i++)
         CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "old", 0, NULL), GT_OK);
-    tu_sleep_ms(20);
-    int64_t mid = st_now_ms();
-    tu_sleep_ms(5);
+    tu_clock_advance(st, 20);
+    int64_t mid = tu_clock_now();
+    tu_clock_advance(st, 5);
     for (int i = 0; i < 2; i++)
         CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "new", 0, NULL), GT_OK);
     CU_ASSERT_EQUAL(tu_offset_query(st, "T", 0, ST_OFFSET_BEGIN, 0, &off),
@@ -383,7 +386,7 @@ static void lp_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
     if (n)
         snprintf(l->body, sizeof(l->body), "%.*s", (int)msgs[0].msg.body_len,
                  (const char *)msgs[0].msg.body);
-    l->at = st_mono_ms();
+    l->at = tu_clock_now();
     l->done = true;
     pthread_cond_signal(&l->c);
     pthread_mutex_unlock(&l->m);
@@ -405,9 +408,9 @@ static void test_long_poll(void)
     st_pop_req_t r = {.group = "G", .topic = "T", .queue_id = ST_QUEUE_ANY,
                       .max = 4, .invisible_ms = 10000,
                       .poll_timeout_ms = 5000};
-    int64_t t0 = st_mono_ms();
+    int64_t t0 = tu_clock_now();
     st_pop(st, &r, lp_cb, &l);
-    tu_sleep_ms(100);
+    tu_wait_parked(st, 1);
     CU_ASSERT_FALSE(l.done); /* parked */
     CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "wake", -1, NULL), GT_OK);
     lp_wait(&l);
@@ -418,8 +421,12 @@ static void test_long_poll(void)
     /* timeout with nothing: empty answer after the poll time */
     lp_t e = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
     r.poll_timeout_ms = 200;
-    t0 = st_mono_ms();
+    t0 = tu_clock_now();
     st_pop(st, &r, lp_cb, &e);
+    tu_wait_parked(st, 1);
+    tu_clock_advance(st, 199);
+    CU_ASSERT_FALSE(e.done);
+    tu_clock_advance(st, 1);
     lp_wait(&e);
     CU_ASSERT_EQUAL(e.err, GT_OK);
     CU_ASSERT_EQUAL(e.n, 0);
@@ -433,8 +440,11 @@ static void test_long_poll(void)
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 300, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 1);
     r.poll_timeout_ms = 5000;
-    t0 = st_mono_ms();
+    t0 = tu_clock_now();
     st_pop(st, &r, lp_cb, &x);
+    tu_wait_parked(st, 1);
+    CU_ASSERT_FALSE(x.done);
+    tu_clock_advance(st, 300);
     lp_wait(&x);
     CU_ASSERT_EQUAL(x.n, 1);
     CU_ASSERT_STRING_EQUAL(x.body, "again");
@@ -461,20 +471,20 @@ static void test_parked_many(void)
         l[i] = (lp_t){.m = PTHREAD_MUTEX_INITIALIZER,
                       .c = PTHREAD_COND_INITIALIZER};
         st_pop(st, &r, lp_cb, &l[i]);
-        tu_sleep_ms(5);
+        tu_wait_parked(st, (size_t)i + 1); /* parked in this order */
     }
     CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "one", -1, NULL), GT_OK);
     lp_wait(&l[0]);
     CU_ASSERT_EQUAL(l[0].n, 1);
     CU_ASSERT_STRING_EQUAL(l[0].body, "one");
-    tu_sleep_ms(50);
+    tu_wait_parked(st, 2);
     CU_ASSERT_FALSE(l[1].done);
     CU_ASSERT_FALSE(l[2].done);
     CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "two", -1, NULL), GT_OK);
     lp_wait(&l[1]);
     CU_ASSERT_EQUAL(l[1].n, 1);
     CU_ASSERT_STRING_EQUAL(l[1].body, "two");
-    tu_sleep_ms(50);
+    tu_wait_parked(st, 1);
     CU_ASSERT_FALSE(l[2].done);
     teardown();
     CU_ASSERT_TRUE(l[2].done);
@@ -521,7 +531,7 @@ static void test_fifo(void)
     CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 300, h, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_STRING_EQUAL(h[0].body, "A2");
-    tu_sleep_ms(350); /* A2 and B1 expire: redelivered in order, A3 waits */
+    tu_clock_advance(st, 300); /* A2, B1 expire: redelivered in order, A3 waits */
     CU_ASSERT_EQUAL(tu_pop_simple(st, "FG", "F", "*", 8, 60000, h, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 2);
     CU_ASSERT_STRING_EQUAL(h[0].body, "A2");
@@ -551,8 +561,8 @@ static void test_delay(void)
     lp_t l = {.m = PTHREAD_MUTEX_INITIALIZER, .c = PTHREAD_COND_INITIALIZER};
     setup(ST_FLUSH_SYNC);
     CU_ASSERT_EQUAL(tu_topic(st, "D", 1), GT_OK);
-    int64_t t0 = st_mono_ms();
-    CU_ASSERT_EQUAL(send_ex("D", "later", NULL, st_now_ms() + 300), GT_OK);
+    int64_t t0 = tu_clock_now();
+    CU_ASSERT_EQUAL(send_ex("D", "later", NULL, t0 + 300), GT_OK);
     CU_ASSERT_EQUAL(send_ex("D", "now", NULL, 0), GT_OK);
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
     CU_ASSERT_EQUAL_FATAL(n, 1);
@@ -561,6 +571,10 @@ static void test_delay(void)
                       .max = 4, .invisible_ms = 60000,
                       .poll_timeout_ms = 5000};
     st_pop(st, &r, lp_cb, &l); /* parked until the delivery time */
+    tu_wait_parked(st, 1);
+    tu_clock_advance(st, 299);
+    CU_ASSERT_FALSE(l.done);
+    tu_clock_advance(st, 1);
     lp_wait(&l);
     CU_ASSERT_EQUAL(l.n, 1);
     CU_ASSERT_STRING_EQUAL(l.body, "later");
@@ -574,8 +588,14 @@ static void test_delay(void)
     st = tu_open(dir, ST_FLUSH_SYNC);
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0);
-    tu_sleep_ms(450);
-    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n), GT_OK);
+    tu_clock_advance(st, 400);
+    for (;;) { /* the service thread moves it to its queue */
+        CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "D", "*", 4, 60000, m, &n),
+                        GT_OK);
+        if (n > 0)
+            break;
+        tu_sleep_ms(1);
+    }
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_STRING_EQUAL(m[0].body, "after-restart");
     teardown();
@@ -699,6 +719,26 @@ static void test_retention(void)
     teardown();
 }
 
+/* The size of the state log once the service thread is not compacting it
+ * and it is under want bytes (waits a while for that, then answers the
+ * size anyway). */
+static long state_size_idle(const char *path, long want)
+{
+    st_local_t *sl = (st_local_t *)st;
+    long size = 0;
+    for (int i = 0; i < 30000; i++) {
+        pthread_mutex_lock(&sl->lock);
+        bool busy = sl->state_tail != NULL;
+        pthread_mutex_unlock(&sl->lock);
+        size = tu_file_size(path);
+        if (!busy && size > 0 && size < want)
+            break;
+        tu_clock_advance(st, 0); /* wakes the service thread */
+        tu_sleep_ms(1);
+    }
+    return size;
+}
+
 static void test_state_compaction(void)
 {
     st_config_t c;
@@ -728,12 +768,12 @@ static void test_state_compaction(void)
         total += n;
     } while (n > 0);
     CU_ASSERT_EQUAL(total, 600);
-    tu_sleep_ms(100); /* the service thread compacted on the way */
     snprintf(path, sizeof(path), "%s/state.log", dir);
-    long size = tu_file_size(path); /* ~80 KiB were logged */
+    /* ~80 KiB were logged; the service thread compacted on the way */
+    long size = state_size_idle(path, 70 * 1024);
     CU_ASSERT(size > 0 && size < 70 * 1024);
-    st_local_state_compact(st);
-    long after = tu_file_size(path);
+    st_local_state_compact(st); /* a no-op if the service thread is at it */
+    long after = state_size_idle(path, 40 * 1024);
     CU_ASSERT(after > 0 && after < 40 * 1024);
     st_close(st);
     CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
@@ -998,5 +1038,8 @@ static const CU_TestInfo tests[] = {
 
 int main(void)
 {
-    return tu_run("store", tests);
+    tu_clock_start(); /* time moves only by tu_clock_advance() */
+    int rc = tu_run("store", tests);
+    tu_clock_stop();
+    return rc;
 }

@@ -2,10 +2,12 @@
  * store's callback API (each waits on a condition variable for its
  * callback, which may run on a store thread). */
 #include "tu.h"
+#include "st_pop.h"
 
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +148,46 @@ void tu_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* ---- test clock ------------------------------------------------------------ */
+static _Atomic int64_t clock_now;
+
+static int64_t clock_fake(void *ctx)
+{
+    (void)ctx;
+    return atomic_load(&clock_now);
+}
+
+void tu_clock_start(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    atomic_store(&clock_now, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    st_test_clock(clock_fake, NULL);
+}
+
+void tu_clock_stop(void)
+{
+    st_test_clock(NULL, NULL);
+}
+
+void tu_clock_advance(st_store_t *st, int64_t ms)
+{
+    atomic_fetch_add(&clock_now, ms);
+    if (st)
+        st_local_clock_kick(st);
+}
+
+int64_t tu_clock_now(void)
+{
+    return st_now_ms();
+}
+
+void tu_wait_parked(st_store_t *st, size_t n)
+{
+    while (st_local_parked(st) != n)
+        tu_sleep_ms(1);
 }
 
 /* ---- store ----------------------------------------------------------------- */

@@ -72,6 +72,19 @@ gt_err_t tu_stats(st_store_t *st, const char *topic, const char *group,
                   st_stats_t *out);
 void tu_sleep_ms(int ms);
 
+/* The store's test clock (st_test_clock) for deterministic time: after
+ * tu_clock_start() the stores' wall clock (st_now_ms) stands still at the
+ * real time of the call and moves only by tu_clock_advance(), which also
+ * wakes st's service thread (st may be NULL) so that parked pops, timers
+ * and transaction checks due by then are handled.  tu_clock_stop(): the
+ * real clock again. */
+void tu_clock_start(void);
+void tu_clock_stop(void);
+void tu_clock_advance(st_store_t *st, int64_t ms);
+int64_t tu_clock_now(void);
+/* Waits until exactly n pops/pulls are parked in st. */
+void tu_wait_parked(st_store_t *st, size_t n);
+
 /* A message (tag "h", key = body, property color=red) that is delayed to
  * delivery_ts (0: none) and/or a half message; txcheck: ST_PROP_TXCHECK. */
 gt_err_t tu_send_held(st_store_t *st, const char *topic, const char *body,
