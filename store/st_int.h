@@ -304,6 +304,7 @@ typedef struct st_local {
     struct st_parks *parks;         /* st_park.c: parked pops/pulls */
     bool expiry_due;
     int64_t next_expiry;
+    uint64_t svc_kicks, svc_kicks_done; /* st_local_clock_kick/_settle */
     int64_t next_retention;
     int64_t next_snapshot;
     uint64_t snap_pos;              /* published_pos at the last snapshot */
@@ -356,6 +357,9 @@ int64_t st_mono_ms(void);
 typedef int64_t (*st_clock_fn)(void *ctx);
 void st_test_clock(st_clock_fn fn, void *ctx);
 void st_local_clock_kick(st_store_t *s);
+/* Kicks and waits until the service thread has finished a pass begun
+ * after the kick (timers, checks, expiries due by the clock handled). */
+void st_local_clock_settle(st_store_t *s);
 
 /* ---- st_log.c ------------------------------------------------------------ */
 #define ST_SEG_HDR 64u

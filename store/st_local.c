@@ -307,6 +307,7 @@ static void *svc_main(void *arg)
     st_local_t *st = arg;
     pthread_mutex_lock(&st->lock);
     while (!st->svc_stop) {
+        uint64_t kicks = st->svc_kicks; /* tests: st_local_clock_settle */
         int64_t now = st_now_ms();
         if (now >= st->next_retention) {
             retention_locked(st, now);
@@ -343,6 +344,9 @@ static void *svc_main(void *arg)
         uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)wait * 1000000ull;
         ts.tv_sec += (time_t)(ns / 1000000000ull);
         ts.tv_nsec = (long)(ns % 1000000000ull);
+        st->svc_kicks_done = kicks;
+        if (st->svc_kicks != kicks) /* a kick came while the lock was dropped */
+            continue;
         /* steps above drop the lock: a close may have signalled meanwhile */
         if (!st->svc_stop)
             pthread_cond_timedwait(&st->svc_cond, &st->lock, &ts);

@@ -13,6 +13,7 @@
  * All of it is guarded by st->lock; callbacks run after it is released,
  * on the service thread. */
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "st_pop.h"
@@ -438,7 +439,23 @@ void st_local_clock_kick(st_store_t *s)
     st_local_t *st = (st_local_t *)s;
     pthread_mutex_lock(&st->lock);
     st->next_expiry = INT64_MIN; /* recompute expiries at the new time */
+    st->svc_kicks++;
     pthread_cond_signal(&st->svc_cond);
+    pthread_mutex_unlock(&st->lock);
+}
+
+void st_local_clock_settle(st_store_t *s)
+{
+    st_local_t *st = (st_local_t *)s;
+    st_local_clock_kick(s);
+    pthread_mutex_lock(&st->lock);
+    uint64_t k = st->svc_kicks;
+    while (st->svc_kicks_done < k && !st->svc_stop) {
+        pthread_mutex_unlock(&st->lock);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        pthread_mutex_lock(&st->lock);
+    }
     pthread_mutex_unlock(&st->lock);
 }
 

@@ -176,7 +176,7 @@ void tu_clock_advance(st_store_t *st, int64_t ms)
 {
     atomic_fetch_add(&clock_now, ms);
     if (st)
-        st_local_clock_kick(st);
+        st_local_clock_settle(st);
 }
 
 int64_t tu_clock_now(void)

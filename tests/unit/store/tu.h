@@ -75,9 +75,10 @@ void tu_sleep_ms(int ms);
 /* The store's test clock (st_test_clock) for deterministic time: after
  * tu_clock_start() the stores' wall clock (st_now_ms) stands still at the
  * real time of the call and moves only by tu_clock_advance(), which also
- * wakes st's service thread (st may be NULL) so that parked pops, timers
- * and transaction checks due by then are handled.  tu_clock_stop(): the
- * real clock again. */
+ * wakes st's service thread (st may be NULL) and waits for it to finish a
+ * pass at the new time: parked pops, timers and transaction checks due by
+ * then have been handled (what they append may still be on its way).
+ * tu_clock_stop(): the real clock again. */
 void tu_clock_start(void);
 void tu_clock_stop(void);
 void tu_clock_advance(st_store_t *st, int64_t ms);
