@@ -23,7 +23,7 @@ static int64_t fake_clock(void *ctx)
 static void advance(int64_t ms)
 {
     atomic_fetch_add(&fake_now, ms);
-    st_local_clock_kick(st);
+    st_local_clock_settle(st); /* the service thread looked at the new time */
 }
 
 static void setup(void)

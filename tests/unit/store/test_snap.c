@@ -92,7 +92,7 @@ static void test_snapshot_during_appends(void)
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 4), GT_OK);
     for (int i = 0; i < N; i += 64)
         CU_ASSERT_EQUAL_FATAL(send_batch(st, i, 64, "early"), GT_OK);
-    tu_sleep_ms(50); /* async: the flusher syncs what a snapshot may cover */
+    tu_wait_synced(st); /* async: a snapshot covers what was synced */
     sender_t s = {.st = st, .from = N, .n = N};
     pthread_t th;
     CU_ASSERT_EQUAL_FATAL(pthread_create(&th, NULL, sender_main, &s), 0);

@@ -669,7 +669,7 @@ static void test_retention(void)
     }
     size_t ix_before = ((st_local_t *)st)->index.n;
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 60000, m, &n), GT_OK);
-    tu_sleep_ms(50); /* async: let the flusher sync what the snapshot covers */
+    tu_wait_synced(st); /* async: the snapshot covers what was synced */
     CU_ASSERT_EQUAL(st_local_snapshot(st), GT_OK);
     char snap[1024], old[1024];
     snprintf(snap, sizeof(snap), "%s/tables.snap", dir);

@@ -184,6 +184,19 @@ int64_t tu_clock_now(void)
     return st_now_ms();
 }
 
+void tu_wait_synced(st_store_t *st)
+{
+    st_local_t *l = (st_local_t *)st;
+    for (;;) {
+        pthread_mutex_lock(&l->lock);
+        bool done = atomic_load(&l->synced_pos) >= l->published_pos;
+        pthread_mutex_unlock(&l->lock);
+        if (done)
+            return;
+        tu_sleep_ms(1);
+    }
+}
+
 void tu_wait_parked(st_store_t *st, size_t n)
 {
     while (st_local_parked(st) != n)

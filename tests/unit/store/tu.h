@@ -83,6 +83,9 @@ void tu_clock_start(void);
 void tu_clock_stop(void);
 void tu_clock_advance(st_store_t *st, int64_t ms);
 int64_t tu_clock_now(void);
+/* Waits until the flusher has synced everything published (async mode):
+ * a table snapshot then covers it all. */
+void tu_wait_synced(st_store_t *st);
 /* Waits until exactly n pops/pulls are parked in st. */
 void tu_wait_parked(st_store_t *st, size_t n);
 
