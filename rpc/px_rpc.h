@@ -139,7 +139,10 @@ typedef struct px_rpc_options {
      * there.  <= 0: no bound. */
     int64_t max_inflight_bytes;
     int64_t max_conn_inflight_bytes;
-    int max_header_bytes;       /* request metadata limit; <= 0: 64 KiB */
+    int max_header_bytes;       /* request metadata limit per call (a larger
+                                 * call alone gets RESOURCE_EXHAUSTED; past
+                                 * 1 MiB the transport drops the
+                                 * connection); <= 0: 64 KiB */
     void *app;                  /* application context, see px_call_app() */
 } px_rpc_options_t;
 

@@ -43,6 +43,12 @@
  * 128 MiB bound, 0 kept them to 295 MiB). */
 #define PX_RPC_QUOTA_SLACK 0
 
+/* Request metadata: the limit a call is held to (px_opts max_header_bytes
+ * when set), and the transport's own, past which grpc 1.51 drops the whole
+ * connection (a header list is parsed before any call exists to refuse). */
+#define PX_RPC_HEADER_BYTES (64 * 1024)
+#define PX_RPC_HEADER_HARD_BYTES (1024 * 1024)
+
 /* Requests kept posted so bursts of new calls do not wait for a worker. */
 #define PX_RPC_PENDING_REQUESTS 32
 
@@ -574,6 +580,23 @@ static gt_err_t px_call_capture(px_call_t *c)
     return GT_OK;
 }
 
+/* Request metadata as HTTP/2 counts a header list (RFC 7540 6.5.2: name
+ * + value + 32 per field), the pseudo-headers (:path, :authority) too. */
+static size_t px_call_metadata_bytes(const px_call_t *c)
+{
+    size_t n = strlen(c->path) + 5 + 32 + strlen(c->authority) + 10 + 32;
+    for (size_t i = 0; i < c->md_in.count; i++)
+        n += GRPC_SLICE_LENGTH(c->md_in.metadata[i].key) +
+             GRPC_SLICE_LENGTH(c->md_in.metadata[i].value) + 32;
+    return n;
+}
+
+static size_t px_server_header_limit(const px_rpc_server_t *srv)
+{
+    return srv->opts.max_header_bytes > 0 ? (size_t)srv->opts.max_header_bytes
+                                          : PX_RPC_HEADER_BYTES;
+}
+
 static bool px_call_start_recv(px_call_t *c)
 {
     grpc_op op;
@@ -831,6 +854,7 @@ static void px_call_on_request(px_call_t *c, bool ok)
 {
     px_rpc_server_t *srv = c->srv;
     grpc_op op;
+    size_t md_bytes;
 
     if (!ok) { /* server shutting down: the request was withdrawn */
         px_call_unref(c);
@@ -865,7 +889,16 @@ static void px_call_on_request(px_call_t *c, bool ok)
         px_call_unref(c); /* the request ref */
         return;
     }
-    if (c->method == NULL) {
+    md_bytes = px_call_metadata_bytes(c);
+    if (md_bytes > px_server_header_limit(srv)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "request metadata of %zu bytes exceeds the limit of %zu "
+                 "bytes", md_bytes, px_server_header_limit(srv));
+        GT_LOG(DEBUG, "rpc", "%s (%s from %s)", msg, c->path,
+               px_call_peer(c));
+        px_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+    } else if (c->method == NULL) {
         char msg[300];
         snprintf(msg, sizeof(msg), "unknown method %.250s", c->path);
         GT_LOG(DEBUG, "rpc", "%s from %s", msg, px_call_peer(c));
@@ -1060,12 +1093,13 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
                          {.integer = 0}};
     args[7] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
                          {.integer = 64 * 1024}};
-    /* Request metadata: the core's default (8 KiB) fails the whole
-     * connection, every call on it, when one call passes it. */
+    /* Request metadata: when one call passes the core's limit (default
+     * 8 KiB), grpc 1.51's HPACK parser fails the whole connection, every
+     * call in flight on it.  So the core gets a much larger limit
+     * (PX_RPC_HEADER_HARD_BYTES) and the real one (max_header_bytes) is
+     * checked per call in px_server_on_call: that call alone is refused. */
     args[8] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE,
-                         {.integer = opts->max_header_bytes > 0
-                                         ? opts->max_header_bytes
-                                         : 64 * 1024}};
+                         {.integer = PX_RPC_HEADER_HARD_BYTES}};
     chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
     /* The core's own buffers get a quota too, as a backstop for what
      * admission cannot see: messages are counted once read, and one
