@@ -329,7 +329,9 @@ static const px_method_t gbe_methods[] = {
     {.path = GBE_PREFIX "Telemetry", .kind = PX_RPC_BIDI_STREAM,
      .on_message = gbe_telemetry, .on_half_close = gbe_telemetry_half_close,
      .on_interrupt = gbe_telemetry_interrupt},
-    {.path = GBE_PREFIX "SendMessage", .on_message = gbe_send},
+    /* Reserved at arrival as gantry's SendMessage does (a 4 MiB body). */
+    {.path = GBE_PREFIX "SendMessage", .on_message = gbe_send,
+     .reserve_bytes = 4 * 1024 * 1024 + 64 * 1024},
     {.path = GBE_PREFIX "ReceiveMessage", .kind = PX_RPC_SERVER_STREAM,
      .on_message = gbe_receive},
     {.path = GBE_PREFIX "AckMessage", .on_message = gbe_ack},
@@ -342,8 +344,10 @@ static void gbe_usage(FILE *out)
 {
     fprintf(out, "usage: gt_bench_empty [--listen HOST:PORT] [--threads N] "
                  "[--body-size BYTES]\n"
+                 "                      [--max-inflight-bytes N "
+                 "[--max-conn-inflight-bytes N]]\n"
                  "  defaults: --listen 127.0.0.1:0 (prints the port), "
-                 "--threads 2, --body-size 1024\n");
+                 "--threads 2, --body-size 1024, no admission bound\n");
 }
 
 int main(int argc, char **argv)
@@ -351,6 +355,8 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         {"listen", 1, NULL, 'l'}, {"threads", 1, NULL, 't'},
         {"body-size", 1, NULL, 'b'}, {"help", 0, NULL, 'h'},
+        {"max-inflight-bytes", 1, NULL, 'm'},
+        {"max-conn-inflight-bytes", 1, NULL, 'c'},
         {NULL, 0, NULL, 0}};
     px_rpc_options_t opts = {.listen = "127.0.0.1:0", .threads = 2,
                              .shutdown_timeout_ms = 1000,
@@ -367,6 +373,8 @@ int main(int argc, char **argv)
         case 'l': opts.listen = optarg; break;
         case 't': opts.threads = atoi(optarg); break;
         case 'b': app.body_size = atoi(optarg); break;
+        case 'm': opts.max_inflight_bytes = atoll(optarg); break;
+        case 'c': opts.max_conn_inflight_bytes = atoll(optarg); break;
         case 'h': gbe_usage(stdout); return 0;
         default: gbe_usage(stderr); return 2;
         }

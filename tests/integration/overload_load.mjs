@@ -38,12 +38,15 @@ function makeRequests(topic, count, batch, minBody, maxBody) {
 }
 
 // A control client: small send + receive + ack round trips until o.durationMs
-// has passed.  Resolves {sendP99, recvP99, n}.
+// has passed.  A send not answered OK (refused) is timed, counted in
+// `refused` and followed by another send instead of a receive.  Resolves
+// {sendP50, sendP99, recvP50, recvP99, n, refused}.
 async function control(o) {
   const stopAt = Date.now() + o.durationMs;
   const raw = new Raw(o.endpoint);
   const send = [];
   const recv = [];
+  let refused = 0;
   const cg = o.controlGroup;
   const ct = o.controlTopic;
   const { call } = await raw.telemetry(consumerSettings(cg, ct));
@@ -53,7 +56,10 @@ async function control(o) {
       const s = await raw.unary('SendMessage', sendRequest([wireMessage({ topic: ct, body: Buffer.from('ping') })]),
         pb.SendMessageResponse, { timeoutMs: 30000 });
       send.push(Date.now() - t0);
-      if (s.err || s.resp.getStatus().getCode() !== Code.OK) continue;
+      if (s.err || s.resp.getStatus().getCode() !== Code.OK) {
+        refused++;
+        continue;
+      }
       t0 = Date.now();
       const r = await raw.serverStream('ReceiveMessage',
         receiveRequest({ group: cg, topic: ct, batch: 32, longPollMs: 5000 }), pb.ReceiveMessageResponse,
@@ -74,7 +80,10 @@ async function control(o) {
   }
   send.sort((a, b) => a - b);
   recv.sort((a, b) => a - b);
-  return { sendP99: pct(send, 0.99), recvP99: pct(recv, 0.99), n: send.length };
+  return {
+    sendP50: pct(send, 0.5), sendP99: pct(send, 0.99), recvP50: pct(recv, 0.5),
+    recvP99: pct(recv, 0.99), n: send.length, refused,
+  };
 }
 
 // Senders of one thread: o.senders raw connections sending pre-serialized
@@ -125,7 +134,7 @@ function inWorker(data) {
 // Senders run on o.threads worker threads (default 4) and the control
 // client on another, so that one event loop does not hold up the rest.
 // Resolves {ok, refused, other, otherCodes, sendP50, peakRss, peakHwm,
-// control: {sendP99, recvP99, n} | null}.
+// control: {sendP50, sendP99, recvP50, recvP99, n, refused} | null}.
 export async function runOverload(o) {
   let peakRss = 0;
   const sampler = setInterval(() => {
