@@ -515,8 +515,9 @@ static void run_mem(const char *dir)
     snprintf(buf, sizeof(buf), "%s", list ? list : "100000,10000000");
     printf("memory per stored message: async 1 KiB appends (batches of %d), "
            "then close and reopen:\n", B);
-    printf("  %10s %12s %12s %10s %14s %10s %12s\n", "messages", "RSS MiB",
-           "RSS reopen", "open s", "B/msg reopen", "x first", "close peak");
+    printf("  %10s %12s %12s %10s %14s %10s %12s %12s %12s\n", "messages",
+           "RSS MiB", "RSS reopen", "open s", "B/msg reopen", "x first",
+           "close peak", "total RSS", "total reopen");
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         long n = atol(tok);
         if (n <= 0)
@@ -543,7 +544,7 @@ static void run_mem(const char *dir)
         }
         wait_all(&w);
         malloc_trim(0);
-        double rss = rss_mib() - base;
+        double total = rss_mib(), rss = total - base;
         /* the close writes the table snapshot: its peak over the RSS before */
         bool hwm = hwm_reset();
         double before = rss_mib();
@@ -554,12 +555,12 @@ static void run_mem(const char *dir)
         st = bench_open_store(sub, ST_FLUSH_ASYNC);
         double open_s = bench_now_s() - t0;
         malloc_trim(0);
-        double rss2 = rss_mib() - base2;
+        double total2 = rss_mib(), rss2 = total2 - base2;
         if (first_rss == 0)
             first_rss = rss2;
-        printf("  %10ld %12.1f %12.1f %10.2f %14.1f %9.2fx %11.2fx\n", n, rss,
-               rss2, open_s, rss2 * 1048576.0 / (double)n, rss2 / first_rss,
-               spike);
+        printf("  %10ld %12.1f %12.1f %10.2f %14.1f %9.2fx %11.2fx %12.1f "
+               "%12.1f\n", n, rss, rss2, open_s, rss2 * 1048576.0 / (double)n,
+               rss2 / first_rss, spike, total, total2);
         fflush(stdout);
         st_close(st);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sub);

@@ -321,7 +321,8 @@ static int cmp_u64(const void *a, const void *b)
 static gt_err_t fifo_take(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t o)
 {
     st_went_t *e = st_cs_at(cs, o);
-    const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
+    st_cq_entry_t ceb;
+    const st_cq_entry_t *ce = st_cq_get(c->t, q, o, &ceb);
     uint8_t *buf;
     st_message_t m;
     if ((e->state != ST_E_INFLIGHT && e->state != ST_E_NONE) ||
@@ -392,7 +393,8 @@ static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         return GT_OK;
     for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
         st_went_t *e = st_cs_at(cs, o);
-        const st_cq_entry_t *ce = st_cq_get(&c->t->cq[q], o);
+        st_cq_entry_t ceb;
+        const st_cq_entry_t *ce = st_cq_get(c->t, q, o, &ceb);
         if (e->state == ST_E_ACKED || !ce)
             continue;
         uint32_t gh = fifo ? ce->group_hash : 0;
@@ -452,10 +454,14 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
     gt_err_t rc = c->g->meta.fifo ? st_fifo_sync(c->t, q, cs, &f) : GT_OK;
     while (rc == GT_OK && c->out->n < c->req->max && cs->pop < st_cq_end(cq) &&
            (!f || scanned++ < FIFO_SCAN)) {
-        const st_cq_entry_t *ce = st_cq_get(cq, cs->pop);
+        st_cq_entry_t ceb = {0};
+        const st_cq_entry_t *ce = st_cq_get(c->t, q, cs->pop, &ceb);
         uint8_t *buf = NULL;
         st_message_t m;
-        bool take = st_filter_match_hash(c->f, ce->tag_hash);
+        /* an unreadable consume queue entry (logged) is skipped like a
+         * corrupt record */
+        bool take = ce && st_filter_match_hash(c->f, ce->tag_hash);
+        ce = ce ? ce : &ceb;
         uint32_t gh = c->g->meta.fifo ? ce->group_hash : 0;
         /* FIFO, everything wanted, its group busy: held unread (it is read
          * when it becomes its group's head) */
@@ -606,7 +612,8 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
         st_cq_t *cq = &t->cq[q];
         for (uint64_t o = cs->commit; o < cs->pop && pf->n < PF_MAX; o++) {
             st_went_t *e = st_cs_at(cs, o);
-            const st_cq_entry_t *ce = st_cq_get(cq, o);
+            st_cq_entry_t ceb;
+            const st_cq_entry_t *ce = st_cq_get(t, q, o, &ceb);
             if (ce && (e->state == ST_E_INFLIGHT || e->state == ST_E_NONE) &&
                 e->deadline <= now) {
                 pf->pos[pf->n] = ce->pos;
@@ -615,7 +622,8 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
         }
         for (uint64_t o = cs->pop, k = 0;
              o < st_cq_end(cq) && pf->n < PF_MAX && k < req->max; o++) {
-            const st_cq_entry_t *ce = st_cq_get(cq, o);
+            st_cq_entry_t ceb;
+            const st_cq_entry_t *ce = st_cq_get(t, q, o, &ceb);
             if (ce && st_filter_match_hash(f, ce->tag_hash)) {
                 pf->pos[pf->n] = ce->pos;
                 pf->size[pf->n++] = ce->size;

@@ -219,7 +219,8 @@ static gt_err_t build(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs)
     f->gn = f->tn = f->rn = 0;
     gt_err_t rc = GT_OK;
     for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
-        const st_cq_entry_t *ce = st_cq_get(&t->cq[q], o);
+        st_cq_entry_t ceb;
+        const st_cq_entry_t *ce = st_cq_get(t, q, o, &ceb);
         st_went_t *e = st_cs_at(cs, o);
         if (!ce || e->state == ST_E_ACKED)
             continue;
@@ -304,7 +305,8 @@ static bool is_head(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
 {
     if (off < cs->commit || off >= cs->pop)
         return false;
-    const st_cq_entry_t *ce = st_cq_get(&t->cq[q], off);
+    st_cq_entry_t ceb;
+    const st_cq_entry_t *ce = st_cq_get(t, q, off, &ceb);
     if (!ce)
         return false;
     fgroup_t *g = ce->group_hash ? group_get(f, ce->group_hash, false) : NULL;
@@ -361,7 +363,8 @@ void st_fifo_acked(st_topic_rt_t *t, uint32_t q, st_cs_t *cs, uint64_t off)
         st_cs_advance(cs);
         return;
     }
-    const st_cq_entry_t *ce = st_cq_get(&t->cq[q], off);
+    st_cq_entry_t ceb;
+    const st_cq_entry_t *ce = st_cq_get(t, q, off, &ceb);
     fgroup_t *g = ce && ce->group_hash ? group_get(f, ce->group_hash, false)
                                        : NULL;
     if (g && g->n && group_head(g) == off) {

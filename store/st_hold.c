@@ -202,10 +202,11 @@ static gt_err_t timer_catch_up(st_local_t *st, st_cs_t **out)
     st_cq_t *cq = &t->cq[0];
     while (cs->pop < st_cq_end(cq)) {
         uint64_t o = cs->pop;
-        const st_cq_entry_t *ce = st_cq_get(cq, o);
+        st_cq_entry_t ceb;
+        const st_cq_entry_t *ce = st_cq_get(t, 0, o, &ceb);
         if (st_cs_extend(cs, o + 1, ST_E_NONE) != GT_OK)
             return GT_ENOMEM;
-        if (heap_push(st, ce->store_ts, o) != GT_OK) {
+        if (ce && heap_push(st, ce->store_ts, o) != GT_OK) {
             cs->pop = o;
             return GT_ENOMEM;
         }
@@ -264,9 +265,9 @@ gt_err_t st_hold_open(st_local_t *st)
     if (rc == GT_OK && sys_open(st, ST_SYS_TIMER) &&
         (cs = hold_cs(st, st->sys_timer))) {
         normalize(cs);
-        st_cq_t *cq = &st->sys_timer->cq[0];
         for (uint64_t o = cs->commit; o < cs->pop && rc == GT_OK; o++) {
-            const st_cq_entry_t *ce = st_cq_get(cq, o);
+            st_cq_entry_t ceb;
+            const st_cq_entry_t *ce = st_cq_get(st->sys_timer, 0, o, &ceb);
             if (ce && st_cs_at(cs, o)->state == ST_E_NONE)
                 rc = heap_push(st, ce->store_ts, o);
         }
@@ -301,9 +302,10 @@ uint64_t st_hold_keep_pos(st_local_t *st)
         st_cq_t *cq = &ts[i]->cq[0];
         st_cs_t *cs = st_cs_find(st, g, ts[i], 0, false);
         /* the commit offset is the first unresolved one */
+        st_cq_entry_t ceb;
         const st_cq_entry_t *ce =
-            st_cq_get(cq, cs && cs->init && cs->commit > cq->min_off
-                              ? cs->commit : cq->min_off);
+            st_cq_get(ts[i], 0, cs && cs->init && cs->commit > cq->min_off
+                                    ? cs->commit : cq->min_off, &ceb);
         if (ce && ce->pos < keep)
             keep = ce->pos;
     }
@@ -784,7 +786,8 @@ static void roll_done(void *arg, gt_err_t err, const st_append_item_t *items,
             uint64_t o = r->off[i];
             st_went_t *e = o >= cs->commit && o < cs->pop ? st_cs_at(cs, o)
                                                           : NULL;
-            const st_cq_entry_t *ce = st_cq_get(&st->sys_timer->cq[0], o);
+            st_cq_entry_t ceb;
+            const st_cq_entry_t *ce = st_cq_get(st->sys_timer, 0, o, &ceb);
             bool ok = err == GT_OK && i < n;
             if (take_recalls(st, o, &recalled)) { /* both go */
                 res[k++] = o;
@@ -861,7 +864,6 @@ static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
     /* one pass at a time: a copy not yet settled must not be rolled */
     if (st->rolls_out || span < st->roll_span || span < 4 * live)
         return false;
-    st_cq_t *cq = &st->sys_timer->cq[0];
     uint64_t offs[ROLL_MAX];
     st_cq_entry_t ces[ROLL_MAX];
     bool fail[ROLL_MAX];
@@ -869,7 +871,8 @@ static bool roll_pass(st_local_t *st, st_cs_t *cs, int64_t now)
     for (uint64_t o = cs->commit, s = 0;
          o < cs->pop && n < ROLL_MAX && s < ROLL_SCAN; o++, s++) {
         st_went_t *e = st_cs_at(cs, o);
-        const st_cq_entry_t *ce = st_cq_get(cq, o);
+        st_cq_entry_t ceb;
+        const st_cq_entry_t *ce = st_cq_get(st->sys_timer, 0, o, &ceb);
         if (e->state != ST_E_NONE || !ce || ce->store_ts <= now + 1000)
             continue; /* resolved, firing, or about to fire: leave it */
         e->state = ST_E_ROLL;
@@ -912,14 +915,14 @@ int64_t st_hold_service(st_local_t *st, int64_t now)
         return 1000;
     if (st->theap_stale > 1024 && st->theap_stale > st->theap_n / 2)
         heap_compact(st, cs);
-    st_cq_t *cq = &st->sys_timer->cq[0];
     uint64_t offs[FIRE_MAX];
     st_cq_entry_t *ces = malloc(FIRE_MAX * sizeof(*ces));
     size_t n = 0;
     while (ces && st->theap_n && st->theap[0].due <= now && n < FIRE_MAX) {
         struct st_tent e = st->theap[0];
         heap_pop(st);
-        const st_cq_entry_t *ce = st_cq_get(cq, e.off);
+        st_cq_entry_t ceb;
+        const st_cq_entry_t *ce = st_cq_get(st->sys_timer, 0, e.off, &ceb);
         if (!ce || e.off < cs->commit || e.off >= cs->pop ||
             st_cs_at(cs, e.off)->state != ST_E_NONE)
             continue; /* recalled, or a stale retry entry */
@@ -1124,10 +1127,10 @@ void st_tx_pending_local(st_store_t *s, int64_t unresolved_for_ms,
     pthread_mutex_lock(&st->lock);
     int64_t now = st_now_ms();
     if (st->sys_half && half_catch_up(st, &cs) == GT_OK) {
-        st_cq_t *cq = &st->sys_half->cq[0];
         for (uint64_t o = cs->commit; o < cs->pop && n < max; o++) {
             st_went_t *e = st_cs_at(cs, o);
-            const st_cq_entry_t *ce = st_cq_get(cq, o);
+            st_cq_entry_t ceb;
+            const st_cq_entry_t *ce = st_cq_get(st->sys_half, 0, o, &ceb);
             uint8_t *b = NULL;
             st_message_t m;
             if (e->state != ST_E_NONE || !ce)

@@ -10,6 +10,7 @@
  *                flusher thread
  *   st_state.c   the state log (metadata + consumption state), replay,
  *                compaction, metadata operations
+ *   st_cq.c      consume queue files: tails, chunk files, page cache
  *   st_consume.c consume queues, pop / ack / change invisible / DLQ, parked
  *                pops, committed offsets
  *   st_local.c   open / close, the ops table, pull, lookup, stats, retention,
@@ -133,8 +134,9 @@ typedef struct st_seg {
     uint64_t zeroed;         /* writer: file length incl. zero fill */
 } st_seg_t;
 
-/* Consume queue entry: fixed size, kept in memory, rebuilt from the
- * commitlog at start-up. */
+/* Consume queue entry (decoded).  On disk (st_cq.c) an entry is 32 bytes:
+ * u64 position, u32 size, u32 tag hash, i64 store time, u32 message-group
+ * hash, u32 CRC32C of its queue offset (u64) and the 28 bytes before. */
 typedef struct st_cq_entry {
     uint64_t pos;
     uint32_t size;
@@ -149,23 +151,35 @@ static inline uint32_t st_group_hash(const char *msg_group)
     return msg_group && *msg_group ? gt_hash32(msg_group) | 1u : 0;
 }
 
+/* A consume queue (st_cq.c): entries [min_off, flushed) are in the chunk
+ * files <dir>/cq/<topic>/<queue>/<first offset, 20 digits> (ST_CQ_CHUNK
+ * entries each; read through the store's page cache), entries
+ * [flushed, end) in the tail buffer (allocated on the first push, flushed
+ * when it holds ST_CQ_TAIL entries).  An idle queue costs this header. */
 typedef struct st_cq {
-    st_cq_entry_t *e;
-    size_t head, len, cap; /* entries e[head..len) */
-    uint64_t min_off;      /* offset of e[head] */
+    uint64_t min_off;      /* first retained offset */
+    uint64_t end;          /* next offset pushed */
+    uint64_t flushed;      /* entries below are written to chunk files */
+    uint64_t synced;       /* entries below are fdatasynced (snapshots) */
+    uint64_t files_from;   /* chunk files below this offset are unlinked */
     uint64_t assigned;     /* next offset the writer assigns (>= end) */
     uint64_t bytes;
+    st_cq_entry_t *tail;   /* tail[i] is offset flushed + i */
+    uint32_t tail_cap;
+    bool fresh;            /* a file or directory was created: the snapshot
+                            * syncs the directories too */
 } st_cq_t;
 
 static inline uint64_t st_cq_end(const st_cq_t *q)
 {
-    return q->min_off + (q->len - q->head);
+    return q->end;
 }
 
 /* A topic at run time.  Guarded by st->lock.  Never freed before close
  * (a deleted topic keeps its object; re-creating revives it). */
 typedef struct st_topic_rt {
     st_topic_t meta;
+    struct st_local *st;   /* its store (consume queue files and cache) */
     bool deleted;
     uint32_t nq;           /* consume queues allocated (>= meta.queue_count) */
     st_cq_t *cq;
@@ -301,6 +315,10 @@ typedef struct st_local {
     size_t ngroups, groups_cap;
     st_map_t topic_map, group_map;  /* by name, deleted ones included */
     st_index_t index;
+    char *cq_dir;                   /* <dir>/cq */
+    struct st_cqcache *cqc;         /* st_cq.c: cache of cq file pages */
+    bool cq_unlink_due;             /* retention left chunk files to unlink
+                                     * after the next table snapshot */
     struct st_parks *parks;         /* st_park.c: parked pops/pulls */
     bool expiry_due;
     int64_t next_expiry;
@@ -450,8 +468,44 @@ st_cs_t *st_cs_find(st_local_t *st, st_group_rt_t *g, st_topic_rt_t *t,
 st_gtopic_t *st_gtopic_find(st_group_rt_t *g, st_topic_rt_t *t, bool create);
 /* Frees every topic, group and their tables (close). */
 void st_tables_free(st_local_t *st);
-gt_err_t st_cq_push(st_cq_t *q, const st_cq_entry_t *e);
-const st_cq_entry_t *st_cq_get(const st_cq_t *q, uint64_t off);
+
+/* ---- st_cq.c: consume queues in files (lock held) ---------------------- */
+#define ST_CQ_ENTRY 32u         /* bytes per entry in a chunk file */
+#define ST_CQ_PAGE 4096u        /* cache page: 128 entries */
+#define ST_CQ_CACHE_PAGES 1024u /* per store: 4 MiB */
+extern uint32_t st_cq_chunk;    /* entries per chunk file (65536; tests
+                                 * lower it before opening a store) */
+extern uint32_t st_cq_tail;     /* tail entries that trigger a flush (1024) */
+/* Appends the entry for offset st_cq_end(q); flushes a full tail. */
+gt_err_t st_cq_push(st_topic_rt_t *t, uint32_t q, const st_cq_entry_t *e);
+/* Copies the entry at off into *out and returns out; NULL when off is
+ * outside [min_off, end) or its file entry is unreadable or fails its CRC
+ * (logged).  Pointers into the cache would not be stable, hence the copy. */
+const st_cq_entry_t *st_cq_get(st_topic_rt_t *t, uint32_t q, uint64_t off,
+                               st_cq_entry_t *out);
+/* Empty queue: its entries start at off (recovery after retention). */
+void st_cq_start(st_cq_t *q, uint64_t off);
+/* Drops entries whose position is below min_pos (retention); their chunk
+ * files are unlinked after the next table snapshot (st_cq_unlink). */
+void st_cq_prune(st_topic_rt_t *t, uint32_t q, uint64_t min_pos);
+/* Before a table snapshot: flushes tails of at least a page and
+ * fdatasyncs what was flushed since (files, then new directories).  The
+ * lock is dropped around the syncs when unlock. */
+gt_err_t st_cq_sync(st_local_t *st, bool unlock);
+/* After a table snapshot: unlinks chunk files below each queue's first
+ * offset (the snapshot no longer refers to them). */
+void st_cq_unlink(st_local_t *st);
+/* Snapshot load: the chunk files hold [q->min_off, upto) of queue q
+ * (present, long enough, first and last entries pass their CRC). */
+gt_err_t st_cq_check(st_topic_rt_t *t, uint32_t q, uint64_t upto);
+/* Full scan: removes every chunk file, empties the cache. */
+gt_err_t st_cq_wipe(st_local_t *st);
+/* Frees a queue's tail; frees the cache (close). */
+void st_cq_free(st_cq_t *q);
+void st_cq_cache_free(st_local_t *st);
+/* For tests: page cache hits and misses since open. */
+void st_cq_cache_stats(st_store_t *s, uint64_t *hits, uint64_t *misses);
+
 gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos);
 void st_index_free(st_index_t *ix);
 /* Drops entries below min_pos (after retention).  O(entries). */

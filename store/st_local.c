@@ -134,20 +134,25 @@ static void offset_query_local(st_store_t *s, const char *topic,
         rc = GT_EINVAL;
     else if (queue < t->nq) {
         st_cq_t *q = &t->cq[queue];
-        size_t lo = q->head, hi = q->len;
+        uint64_t lo = q->min_off, hi = st_cq_end(q);
         if (kind == ST_OFFSET_BEGIN)
             off = q->min_off;
         else if (kind == ST_OFFSET_END)
             off = st_cq_end(q);
         else {
             while (lo < hi) { /* first entry with store_ts >= ts_ms */
-                size_t mid = lo + (hi - lo) / 2;
-                if (q->e[mid].store_ts < ts_ms)
+                uint64_t mid = lo + (hi - lo) / 2;
+                st_cq_entry_t e;
+                if (!st_cq_get(t, queue, mid, &e)) {
+                    rc = GT_EIO; /* logged */
+                    break;
+                }
+                if (e.store_ts < ts_ms)
                     lo = mid + 1;
                 else
                     hi = mid;
             }
-            off = q->min_off + (lo - q->head);
+            off = lo;
         }
     }
     pthread_mutex_unlock(&st->lock);
@@ -253,7 +258,7 @@ static void stats_local(st_store_t *s, const char *topic, const char *group,
         qs[q] = (st_queue_stats_t){.min_offset = cq->min_off,
                                    .max_offset = st_cq_end(cq),
                                    .bytes = cq->bytes};
-        out.messages += cq->len - cq->head;
+        out.messages += st_cq_end(cq) - cq->min_off;
         out.bytes += cq->bytes;
     }
     if (rc == GT_OK) {
@@ -280,14 +285,8 @@ static void retention_locked(st_local_t *st, int64_t now)
     st->min_pos = min;
     for (size_t i = 0; i < st->ntopics; i++) {
         st_topic_rt_t *t = st->topics[i];
-        for (uint32_t q = 0; q < t->nq; q++) {
-            st_cq_t *cq = &t->cq[q];
-            while (cq->head < cq->len && cq->e[cq->head].pos < min) {
-                cq->bytes -= cq->e[cq->head].size;
-                cq->head++;
-                cq->min_off++;
-            }
-        }
+        for (uint32_t q = 0; q < t->nq; q++)
+            st_cq_prune(t, q, min);
     }
     st_index_prune(&st->index, min);
     /* consumption state follows lazily: st_cs_clamp() on next use */
@@ -320,8 +319,9 @@ static void *svc_main(void *arg)
              * so the cost stays proportional to what a start would scan. */
             uint64_t grown = st->published_pos - st->snap_pos;
             uint64_t kept = st->published_pos - st->min_pos;
-            if (grown && (grown * 8 >= kept || grown >= (1ull << 30)) &&
-                st_snap_write(st, true) == GT_OK)
+            /* retention left consume queue files: they go after one */
+            if (((grown && (grown * 8 >= kept || grown >= (1ull << 30))) ||
+                 st->cq_unlink_due) && st_snap_write(st, true) == GT_OK)
                 st->snap_pos = st->published_pos;
             st->next_snapshot = now + st->cfg.snapshot_interval_ms;
         }
@@ -379,6 +379,7 @@ static void local_free(st_local_t *st)
     pthread_cond_destroy(&st->svc_cond);
     free(st->dir);
     free(st->cl_dir);
+    free(st->cq_dir);
     free(st);
 }
 
@@ -499,7 +500,8 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     pthread_cond_init(&st->svc_cond, NULL);
     st->dir = strdup(cfg->dir);
     st->cfg.dir = st->dir;
-    if (!st->dir || asprintf(&st->cl_dir, "%s/commitlog", cfg->dir) < 0)
+    if (!st->dir || asprintf(&st->cl_dir, "%s/commitlog", cfg->dir) < 0 ||
+        asprintf(&st->cq_dir, "%s/cq", cfg->dir) < 0)
         return GT_ENOMEM;
     if (mkdir(st->dir, 0755) < 0 && errno != EEXIST) {
         GT_LOG(ERROR, "store", "cannot create %s: %s", st->dir,

@@ -318,8 +318,8 @@ static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
     if (st_topic_grow(t, (uint32_t)m->queue_id + 1) != GT_OK)
         return GT_ENOMEM;
     st_cq_t *q = &t->cq[m->queue_id];
-    if (q->len == q->head && q->min_off == 0)
-        q->min_off = m->queue_offset;
+    if (q->end == q->min_off && q->min_off == 0)
+        st_cq_start(q, m->queue_offset);
     if (m->queue_offset != st_cq_end(q)) {
         *why = "queue offset out of sequence";
         return GT_ECORRUPT;
@@ -329,8 +329,9 @@ static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
     st_cq_entry_t e = {.pos = pos, .size = len, .tag_hash = gt_hash32(m->tag),
                        .store_ts = timer ? m->delivery_ts_ms : m->store_ts_ms,
                        .group_hash = st_group_hash(m->msg_group)};
-    if (st_cq_push(q, &e) != GT_OK)
+    if (st_cq_push(t, (uint32_t)m->queue_id, &e) != GT_OK)
         return GT_ENOMEM;
+    q = &t->cq[m->queue_id];
     q->assigned = st_cq_end(q);
     q->bytes += len;
     if (m->msg_id[0] && st_index_add(&st->index, st_hash64('I', m->msg_id), pos))
@@ -577,10 +578,8 @@ static gt_err_t recover_segments(st_local_t *st, uint64_t *bases, size_t n,
 static void tables_reset(st_local_t *st)
 {
     for (size_t i = 0; i < st->ntopics; i++)
-        for (uint32_t q = 0; q < st->topics[i]->nq; q++) {
-            free(st->topics[i]->cq[q].e);
-            memset(&st->topics[i]->cq[q], 0, sizeof(st_cq_t));
-        }
+        for (uint32_t q = 0; q < st->topics[i]->nq; q++)
+            st_cq_free(&st->topics[i]->cq[q]);
     st_index_free(&st->index);
 }
 
@@ -590,7 +589,8 @@ gt_err_t st_log_open(st_local_t *st)
     size_t n = 0;
     char *ck = NULL;
     gt_err_t rc;
-    if (mkdir(st->cl_dir, 0755) < 0 && errno != EEXIST)
+    if ((mkdir(st->cl_dir, 0755) < 0 && errno != EEXIST) ||
+        (mkdir(st->cq_dir, 0755) < 0 && errno != EEXIST))
         return GT_EIO;
     if (asprintf(&ck, "%s/checkpoint", st->dir) < 0)
         return GT_ENOMEM;
@@ -611,6 +611,8 @@ gt_err_t st_log_open(st_local_t *st)
             GT_LOG(INFO, "store", "loaded the table snapshot; scanning the "
                    "commitlog after it");
     }
+    if (rc == GT_OK && !ss) /* full scan: the consume queue files too */
+        rc = st_cq_wipe(st);
     if (rc == GT_OK)
         rc = recover_segments(st, bases, n, synced, ss);
     free(ss);

@@ -524,7 +524,12 @@ static gt_err_t pull_collect(st_local_t *st, st_topic_rt_t *t,
         return GT_ERANGE;
     for (uint32_t seen = 0; rc == GT_OK && d->n < max && seen < PULL_SCAN &&
                             d->next_off < st_cq_end(q); seen++) {
-        const st_cq_entry_t *e = st_cq_get(q, d->next_off);
+        st_cq_entry_t eb;
+        const st_cq_entry_t *e = st_cq_get(t, r->queue, d->next_off, &eb);
+        if (!e) { /* unreadable consume queue entry (logged) */
+            rc = GT_EIO;
+            break;
+        }
         if (st_filter_match_hash(f, e->tag_hash)) {
             rc = st_log_read(st, e->pos, e->size, &d->bufs[d->n], &d->m[d->n]);
             if (rc != GT_OK)

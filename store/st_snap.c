@@ -1,19 +1,24 @@
-/* The table snapshot: consume queues, index and segment list of the durable
- * prefix of the commitlog, so a start loads them instead of scanning the
- * whole log.  Written at a clean close and every SNAP_INTERVAL_MS by the
- * service thread.
+/* The table snapshot: consume queue metadata, index and segment list of
+ * the durable prefix of the commitlog, so a start loads them instead of
+ * scanning the whole log.  Written at a clean close and every
+ * SNAP_INTERVAL_MS by the service thread.
  *
- * <dir>/tables.snap (format version 1, little-endian):
- *   u32 magic "GTTB", u32 version, u64 segment size, u64 end position (the
- *     snapshot covers records below it: published and synced),
+ * <dir>/tables.snap (format version 2, little-endian):
+ *   u32 magic "GTTB", u32 version, u64 segment size, u32 entries per
+ *     consume queue file, u64 end position (the snapshot covers records
+ *     below it: published and synced),
  *   u32 segment count, per segment: u64 base, u64 end (file offset after its
  *     last record below the end position), i64 store time of that record,
  *   u32 topic count, per topic: u16 name length + name, u32 queue count,
- *     per queue: u64 first offset, u64 bytes, u64 entry count, then per
- *     entry u64 position, u32 size, u32 tag hash, i64 store time,
+ *     per queue: u64 first offset, u64 file offset F (entries [first, F)
+ *     are in the consume queue files, fdatasynced before this was
+ *     written), u64 end offset E (at the end position), u64 bytes, then
+ *     E - F entries: u64 position, u32 size, u32 tag hash, i64 store time,
  *     u32 message-group hash,
  *   u64 index entry count, per entry u64 hash, u64 position,
  *   u32 CRC32C of everything before it.
+ * Its size depends on the number of queues (and their unflushed tails,
+ * under a page each after st_cq_sync), not on the stored count.
  *
  * A start uses it if the segment files on disk are the listed ones (minus
  * any that retention removed from the front, plus any created later), each
@@ -21,7 +26,12 @@
  * long.  It then scans the last listed segment from the recorded end and
  * later segments in full, so everything after the snapshot is verified and
  * indexed as usual; entries of removed segments are pruned.  Anything else
- * (no file, bad CRC, mismatch, a repair start) falls back to the full scan.
+ * (no file, bad CRC, another version, mismatch, a consume queue file
+ * missing, short or failing its CRC at the first or last entry it should
+ * hold, a repair start) falls back to the full scan, which rebuilds the
+ * consume queue files too; the scan after a loaded snapshot pushes entries
+ * from each queue's end offset E on, overwriting what the files hold
+ * beyond F.
  * The snapshot never covers data that was not synced, so recovery never
  * cuts below it except in repair mode, which ignores it. */
 #include <errno.h>
@@ -38,6 +48,7 @@
 #include "st_int.h"
 
 #define SNAP_MAGIC 0x42545447u /* "GTTB" */
+#define SNAP_VERSION 2u
 #define ENTRY_BYTES 28
 
 typedef struct obuf {
@@ -110,38 +121,36 @@ static void sw_put(swriter_t *w, uint64_t v, int bytes)
         sw_flush(w);
 }
 
-/* Entries of queue q of t below end: count and bytes (lock held). */
-static size_t cq_count_below(const st_cq_t *cq, uint64_t end, uint64_t *bytes)
-{
-    size_t k = cq->head; /* positions grow with offsets */
-    *bytes = 0;
-    while (k < cq->len && cq->e[k].pos < end)
-        *bytes += cq->e[k++].size;
-    return k - cq->head;
-}
-
+/* Per queue: first offset, file offset F, end offset E at the end
+ * position, bytes below it, the entries [F, E).  Entries are found again
+ * by offset after each chunk (the lock may have been dropped). */
 static void snap_queue(swriter_t *w, st_topic_rt_t *t, uint32_t q,
                        uint64_t end)
 {
-    uint64_t bytes, first = t->cq[q].min_off;
-    size_t cnt = cq_count_below(&t->cq[q], end, &bytes);
+    st_cq_t *cq = &t->cq[q];
+    uint64_t first = cq->min_off, e_off = st_cq_end(cq), bytes = cq->bytes;
+    st_cq_entry_t e;
+    while (e_off > first && st_cq_get(t, q, e_off - 1, &e) && e.pos >= end) {
+        bytes -= e.size; /* published, not yet synced: positions grow */
+        e_off--;
+    }
+    uint64_t f_off = cq->synced < first ? first : cq->synced;
+    if (f_off > e_off)
+        f_off = e_off;
     sw_put(w, first, 8);
+    sw_put(w, f_off, 8);
+    sw_put(w, e_off, 8);
     sw_put(w, bytes, 8);
-    sw_put(w, cnt, 8);
-    for (uint64_t o = first; o < first + cnt && w->rc == GT_OK; o++) {
-        const st_cq_entry_t *e = st_cq_get(&t->cq[q], o); /* re-found: the
-                                                             array may move */
-        if (!e) {
+    for (uint64_t o = f_off; o < e_off && w->rc == GT_OK; o++) {
+        if (!st_cq_get(t, q, o, &e)) {
             w->rc = GT_AGAIN;
             break;
         }
-        uint64_t pos = e->pos, ts = (uint64_t)e->store_ts;
-        uint32_t size = e->size, tag = e->tag_hash, grp = e->group_hash;
-        sw_put(w, pos, 8);
-        sw_put(w, size, 4);
-        sw_put(w, tag, 4);
-        sw_put(w, ts, 8);
-        sw_put(w, grp, 4);
+        sw_put(w, e.pos, 8);
+        sw_put(w, e.size, 4);
+        sw_put(w, e.tag_hash, 4);
+        sw_put(w, (uint64_t)e.store_ts, 8);
+        sw_put(w, e.group_hash, 4);
     }
 }
 
@@ -186,8 +195,9 @@ static bool snap_header(st_local_t *st, obuf_t *o, uint64_t *end_out)
     if (st->published_pos < end)
         end = st->published_pos;
     ob_put(o, SNAP_MAGIC, 4);
-    ob_put(o, ST_FORMAT_VERSION, 4);
+    ob_put(o, SNAP_VERSION, 4);
     ob_put(o, st->seg_size, 8);
+    ob_put(o, st_cq_chunk, 4);
     ob_put(o, end, 8);
     pthread_mutex_lock(&st->seg_lock);
     size_t n = 0;
@@ -218,11 +228,21 @@ gt_err_t st_snap_write(st_local_t *st, bool unlock)
     uint64_t end;
     snprintf(path, sizeof(path), "%s/tables.snap", st->dir);
     snprintf(tmp, sizeof(tmp), "%s/tables.snap.tmp", st->dir);
-    if (st->snap_busy || !snap_header(st, &w.o, &end)) {
+    if (st->snap_busy) {
         free(w.o.b);
         return GT_AGAIN;
     }
     st->snap_busy = true; /* one writer of tables.snap.tmp at a time */
+    /* consume queue files durable first: the snapshot refers to them */
+    gt_err_t crc = st_cq_sync(st, unlock);
+    if (crc != GT_OK || !snap_header(st, &w.o, &end)) {
+        if (crc != GT_OK)
+            GT_LOG(WARN, "store", "table snapshot not written: consume "
+                   "queue files not synced (%s)", gt_err_str(crc));
+        st->snap_busy = false;
+        free(w.o.b);
+        return crc != GT_OK ? crc : GT_AGAIN;
+    }
     w.fd = st->fops->open(st->fctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
     w.rc = w.fd < 0 ? st_errno_to_err(w.fd) : GT_OK;
     if (w.rc == GT_OK)
@@ -256,6 +276,8 @@ gt_err_t st_snap_write(st_local_t *st, bool unlock)
             GT_LOG(WARN, "store", "table snapshot not written (%s)",
                    gt_err_str(w.rc));
         unlink(tmp);
+    } else if (st->cq_unlink_due) {
+        st_cq_unlink(st); /* files below the first offsets it recorded */
     }
     st->snap_busy = false;
     free(w.o.b);
@@ -342,20 +364,27 @@ static gt_err_t load_tables(st_local_t *st, ibuf_t *in)
             return in->bad || nq > 1024 ? GT_ECORRUPT : GT_ENOMEM;
         for (uint32_t q = 0; q < nq && !in->bad; q++) {
             st_cq_t *cq = &t->cq[q];
-            cq->min_off = ib_get(in, 8);
-            cq->bytes = ib_get(in, 8);
-            uint64_t cnt = ib_get(in, 8);
-            if ((uint64_t)(in->end - in->p) / ENTRY_BYTES < cnt)
+            uint64_t first = ib_get(in, 8), f_off = ib_get(in, 8);
+            uint64_t e_off = ib_get(in, 8), bytes = ib_get(in, 8);
+            if (in->bad || first > f_off || f_off > e_off ||
+                (uint64_t)(in->end - in->p) / ENTRY_BYTES < e_off - f_off)
                 return GT_ECORRUPT;
-            for (uint64_t k = 0; k < cnt; k++) {
+            st_cq_start(cq, first);
+            cq->end = cq->flushed = cq->synced = cq->assigned = f_off;
+            cq->bytes = bytes;
+            gt_err_t rc = st_cq_check(t, q, f_off);
+            if (rc != GT_OK)
+                return rc;
+            for (uint64_t k = f_off; k < e_off; k++) {
                 st_cq_entry_t e = {.pos = ib_get(in, 8),
                                    .size = (uint32_t)ib_get(in, 4),
                                    .tag_hash = (uint32_t)ib_get(in, 4),
                                    .store_ts = (int64_t)ib_get(in, 8),
                                    .group_hash = (uint32_t)ib_get(in, 4)};
-                if (st_cq_push(cq, &e) != GT_OK)
+                if (st_cq_push(t, q, &e) != GT_OK)
                     return GT_ENOMEM;
             }
+            cq = &t->cq[q];
             cq->assigned = st_cq_end(cq);
         }
     }
@@ -393,8 +422,8 @@ gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
     size_t len = (size_t)sb.st_size - 4;
     ibuf_t in = {buf, buf + len, false}, crc = {buf + len, buf + len + 4, false};
     if (st_crc32c(0, buf, len) != (uint32_t)ib_get(&crc, 4) ||
-        ib_get(&in, 4) != SNAP_MAGIC || ib_get(&in, 4) != ST_FORMAT_VERSION ||
-        ib_get(&in, 8) != st->seg_size)
+        ib_get(&in, 4) != SNAP_MAGIC || ib_get(&in, 4) != SNAP_VERSION ||
+        ib_get(&in, 8) != st->seg_size || ib_get(&in, 4) != st_cq_chunk)
         goto out;
     (void)ib_get(&in, 8); /* end position: implied by the segment ends */
     if (segs_match(st, &in, bases, n, segs) < 0)
@@ -403,14 +432,8 @@ gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
     if (rc == GT_OK) { /* drop what retention removed since */
         uint64_t min = bases[0] + ST_SEG_HDR;
         for (size_t i = 0; i < st->ntopics; i++)
-            for (uint32_t q = 0; q < st->topics[i]->nq; q++) {
-                st_cq_t *cq = &st->topics[i]->cq[q];
-                while (cq->head < cq->len && cq->e[cq->head].pos < min) {
-                    cq->bytes -= cq->e[cq->head].size;
-                    cq->head++;
-                    cq->min_off++;
-                }
-            }
+            for (uint32_t q = 0; q < st->topics[i]->nq; q++)
+                st_cq_prune(st->topics[i], q, min);
         st_index_prune(&st->index, min);
     } else if (rc == GT_ECORRUPT) {
         GT_LOG(ERROR, "store", "%s: inconsistent table snapshot", path);

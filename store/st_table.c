@@ -2,8 +2,9 @@
  * groups with their per-queue consumption state (the window of offsets
  * between the committed offset and the pop position), and the hash index
  * (message id / key -> commitlog positions).  Everything here is guarded by
- * st->lock; callers hold it.  Consume queues and the index are rebuilt from
- * the commitlog at start-up, consumption state from the state log. */
+ * st->lock; callers hold it.  Consume queues (their files and cache are
+ * st_cq.c) and the index are rebuilt from the commitlog at start-up or
+ * loaded from the table snapshot, consumption state from the state log. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,7 @@ st_topic_rt_t *st_topic_vivify(st_local_t *st, const char *name)
     if (!(t = calloc(1, sizeof(*t))))
         return NULL;
     strcpy(t->meta.name, name);
+    t->st = st;
     t->meta.perm = ST_PERM_READ | ST_PERM_WRITE;
     t->deleted = true;
     if (map_put(&st->topic_map, name_hash(name), t) != GT_OK) {
@@ -226,7 +228,7 @@ void st_tables_free(st_local_t *st)
 {
     for (size_t i = 0; i < st->ntopics; i++) {
         for (uint32_t q = 0; q < st->topics[i]->nq; q++)
-            free(st->topics[i]->cq[q].e);
+            st_cq_free(&st->topics[i]->cq[q]);
         free(st->topics[i]->cq);
         free(st->topics[i]);
     }
@@ -251,35 +253,7 @@ void st_tables_free(st_local_t *st)
     st->groups = NULL;
     st->ntopics = st->ngroups = st->topics_cap = st->groups_cap = 0;
     st_index_free(&st->index);
-}
-
-/* ---- consume queues -------------------------------------------------------- */
-gt_err_t st_cq_push(st_cq_t *q, const st_cq_entry_t *e)
-{
-    if (q->len == q->cap) {
-        if (q->head > q->cap / 2) { /* reclaim what retention dropped */
-            memmove(q->e, q->e + q->head, (q->len - q->head) * sizeof(*q->e));
-            q->len -= q->head;
-            q->head = 0;
-        } else {
-            /* small first block: a queue with one message costs bytes */
-            size_t cap = q->cap ? q->cap * 2 : 2;
-            st_cq_entry_t *n = realloc(q->e, cap * sizeof(*n));
-            if (!n)
-                return GT_ENOMEM;
-            q->e = n;
-            q->cap = cap;
-        }
-    }
-    q->e[q->len++] = *e;
-    return GT_OK;
-}
-
-const st_cq_entry_t *st_cq_get(const st_cq_t *q, uint64_t off)
-{
-    if (off < q->min_off || off >= st_cq_end(q))
-        return NULL;
-    return &q->e[q->head + (off - q->min_off)];
+    st_cq_cache_free(st);
 }
 
 /* ---- index ----------------------------------------------------------------- */

@@ -289,7 +289,6 @@ static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
     for (st_wop_t *w = run; w; w = w->next) {
         for (size_t i = 0; i < w->n; i++) {
             st_append_item_t *it = &w->items[i];
-            st_cq_t *q = &w->topic->cq[it->queue_id];
             uint32_t sz = (uint32_t)((i + 1 < w->n ? w->roff[i + 1] : w->len) -
                                      w->roff[i]);
             /* the timer topic's consume queue is keyed by delivery time */
@@ -297,9 +296,9 @@ static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
             st_cq_entry_t e = {.pos = it->position, .size = sz,
                                .tag_hash = w->tag_hash[i], .store_ts = ts,
                                .group_hash = w->group_hash[i]};
-            if (st_cq_push(q, &e) != GT_OK)
+            if (st_cq_push(w->topic, (uint32_t)it->queue_id, &e) != GT_OK)
                 GT_LOG(ERROR, "store", "out of memory publishing a message");
-            q->bytes += sz;
+            w->topic->cq[it->queue_id].bytes += sz;
             for (uint32_t k = w->ix_start[i]; k < w->ix_start[i + 1]; k++)
                 (void)st_index_add(&st->index, w->ix[k], it->position);
             if (it->position + sz > st->published_pos)
