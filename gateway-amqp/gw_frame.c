@@ -213,14 +213,13 @@ void gw_parser_set_frame_max(gw_parser_t *p, uint32_t frame_max)
 /* How many bytes the parser wants in all (from off) to make progress. */
 static size_t parser_want(const gw_parser_t *p)
 {
-    const uint8_t *q = p->buf + p->off;
     size_t have = p->len - p->off;
 
     if (p->expect_header)
         return GW_HEADER_LEN;
     if (have < 7)
         return 7;
-    uint32_t size = gw_get_u32(q + 3);
+    uint32_t size = gw_get_u32(p->buf + p->off + 3);
     size_t need = (size_t)size + GW_FRAME_OVERHEAD;
     /* An oversized header is refused by gw_parser_next as soon as the 7
      * header bytes are in; do not ask for its payload. */
@@ -280,6 +279,8 @@ gt_err_t gw_parser_next(gw_parser_t *p, gw_frame_t *out, gw_fault_t *fault)
         return GT_EINVAL;
     }
     have = p->len - p->off;
+    if (p->buf == NULL)
+        return GT_AGAIN; /* nothing fed yet (and no pointer to offset) */
     if (p->expect_header) {
         gw_header_rc_t h = gw_header_check(p->buf + p->off, have);
         if (h == GW_HEADER_AGAIN)

@@ -1162,6 +1162,15 @@ static void test_parser_errors(void)
     gw_frame_t fr;
     gw_fault_t f;
 
+    /* Asking before anything was fed (no buffer yet): need more.  Found
+     * by fuzz_amqp: the parser did arithmetic on its NULL buffer. */
+    gw_parser_init(&p, 4096, false);
+    CU_ASSERT_EQUAL(gw_parser_next(&p, &fr, &f), GT_AGAIN);
+    gw_parser_free(&p);
+    gw_parser_init(&p, 4096, true);
+    CU_ASSERT_EQUAL(gw_parser_next(&p, &fr, &f), GT_AGAIN);
+    gw_parser_free(&p);
+
     /* Bad header: refused at the first wrong byte. */
     gw_parser_init(&p, 4096, true);
     CU_ASSERT_EQUAL(gw_parser_feed(&p, (const uint8_t *)"HTTP/1.1", 8), 8);
