@@ -193,7 +193,9 @@ static const cfg_desc_t cfg_server_keys[] = {
      "received, not yet answered; counted twice, for the copies a request "
      "needs) in the whole server. A request that would pass it is answered "
      "TOO_MANY_REQUESTS (42900), if possible without being read, unless "
-     "nothing else is in flight. The gRPC layer's own buffers get a memory "
+     "nothing else is in flight. Small requests (up to 64 KiB) may go a "
+     "sixteenth past it, so that clients of small requests are served while "
+     "large ones fill it. The gRPC layer's own buffers get a memory "
      "quota of the same size: past it the layer cancels streams with "
      "RESOURCE_EXHAUSTED (default 128 MiB)."},
     {"max_conn_inflight_bytes", CFG_T_INT,

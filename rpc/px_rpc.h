@@ -94,6 +94,9 @@ typedef struct px_method {
      * call's arrival until its request message is in (then its real size
      * is charged).  Set it to the largest request the method normally
      * takes (e.g. one full-size message); 0 means PX_RPC_RESERVE_DEFAULT.
+     * A method with reserve_bytes set reserves, on a connection that sent
+     * it requests before, what their recent sizes take instead (up to
+     * twice max_receive_bytes; see px_call_admit).
      * Bidi methods reserve nothing at arrival: each message is charged
      * when it is in and released when the handler returns. */
     int64_t reserve_bytes;
@@ -132,11 +135,12 @@ typedef struct px_rpc_options {
                                    once the message is read, so the memory
                                    quota below is what bounds the reading */
     /* Admission control.  A call's request bytes are "in flight" from its
-     * arrival (its method's reserve_bytes) until the call is over (its
-     * real size), for the whole server and for its connection.  A call
-     * that would pass either bound is refused (on_reject(OVERLOAD))
+     * arrival (a reservation: see reserve_bytes) until the call is over
+     * (its real size), for the whole server and for its connection.  A
+     * call that would pass either bound is refused (on_reject(OVERLOAD))
      * without its message being read, unless nothing else is in flight
-     * there.  <= 0: no bound. */
+     * there; small calls may pass the server bound by a sixteenth
+     * (px_rpc_int.h).  <= 0: no bound. */
     int64_t max_inflight_bytes;
     int64_t max_conn_inflight_bytes;
     int max_header_bytes;       /* request metadata limit per call (a larger

@@ -4,9 +4,14 @@
  * The rule: a call is admitted when its bytes fit under both bounds, or
  * when nothing else is in flight on the bound it would pass (so one
  * request larger than a bound is still served when the server or its
- * connection is otherwise idle, instead of never).  The runtime charges a
- * method's reserve_bytes at arrival, before the message is read, and the
- * real size once it is in. */
+ * connection is otherwise idle, instead of never).  Small calls (a
+ * reservation of at most PX_ADMIT_SMALL_BYTES) may go past the server
+ * bound by a sixteenth of it: a client of small requests is not refused
+ * for the sake of large ones that fill the bound, while the memory the
+ * bound protects grows by that sixteenth at most.  The runtime charges a
+ * reservation at arrival, before the message is read (sized from what
+ * the connection sent before, see px_admit_conn_size), and the real size
+ * once it is in. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,18 +82,29 @@ static void px_admit_sweep_locked(px_admit_t *a)
     }
 }
 
+static px_conn_t *px_admit_find_locked(px_admit_t *a, const char *peer)
+{
+    px_conn_t *c = a->buckets[px_admit_hash(peer)];
+
+    while (c != NULL && strcmp(c->peer, peer) != 0)
+        c = c->next;
+    return c;
+}
+
 bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
                     bool force, px_conn_t **conn)
 {
     size_t b = px_admit_hash(peer);
+    int64_t max = a->max;
     px_conn_t *c;
     bool ok = false;
 
+    if (max > 0 && bytes <= PX_ADMIT_SMALL_BYTES)
+        max += a->max / PX_ADMIT_SMALL_SHARE;
     *conn = NULL;
     pthread_mutex_lock(&a->mu);
-    for (c = a->buckets[b]; c != NULL && strcmp(c->peer, peer) != 0; c = c->next)
-        ;
-    if (!force && (px_admit_over(a->bytes, bytes, a->max) ||
+    c = px_admit_find_locked(a, peer);
+    if (!force && (px_admit_over(a->bytes, bytes, max) ||
                    (c != NULL && px_admit_over(c->bytes, bytes, a->conn_max)))) {
         a->rejected++;
         goto out;
@@ -120,10 +136,13 @@ bool px_admit_adjust(px_admit_t *a, px_conn_t *conn, int64_t from, int64_t to,
                      bool force)
 {
     int64_t d = to - from;
+    int64_t max = a->max;
     bool ok = true;
 
+    if (max > 0 && to <= PX_ADMIT_SMALL_BYTES)
+        max += a->max / PX_ADMIT_SMALL_SHARE;
     pthread_mutex_lock(&a->mu);
-    if (d > 0 && !force && (px_admit_over(a->bytes - from, to, a->max) ||
+    if (d > 0 && !force && (px_admit_over(a->bytes - from, to, max) ||
                   px_admit_over(conn->bytes - from, to, a->conn_max))) {
         a->rejected++;
         ok = false;
@@ -151,6 +170,34 @@ bool px_admit_leave(px_admit_t *a, px_conn_t *conn, int64_t bytes)
     }
     pthread_mutex_unlock(&a->mu);
     return trim;
+}
+
+int64_t px_admit_conn_size(px_admit_t *a, const char *peer, size_t m)
+{
+    int64_t n = 0;
+    px_conn_t *c;
+
+    if (m >= PX_ADMIT_METHODS)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    if ((c = px_admit_find_locked(a, peer)) != NULL)
+        n = c->size_avg[m];
+    pthread_mutex_unlock(&a->mu);
+    return n;
+}
+
+void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len)
+{
+    if (m >= PX_ADMIT_METHODS)
+        return;
+    if (len < 1)
+        len = 1;
+    pthread_mutex_lock(&a->mu);
+    if (conn->size_avg[m] == 0)
+        conn->size_avg[m] = len;
+    else
+        conn->size_avg[m] += (len - conn->size_avg[m]) / 4;
+    pthread_mutex_unlock(&a->mu);
 }
 
 void px_admit_stats(px_admit_t *a, px_rpc_stats_t *out)

@@ -18,11 +18,25 @@
  * then allocates nothing) until there are this many, then swept. */
 #define PX_ADMIT_MAX_IDLE 4096
 
+/* Request sizes are remembered per connection for the methods whose
+ * index in the method table is below this. */
+#define PX_ADMIT_METHODS 32
+
+/* Requests reserving at most this much at arrival are small: they may use
+ * the headroom above the server bound (max / PX_ADMIT_SMALL_SHARE), so a
+ * client of small requests is still served while large ones fill the
+ * bound. */
+#define PX_ADMIT_SMALL_BYTES (64 * 1024)
+#define PX_ADMIT_SMALL_SHARE 16
+
 /* One client connection with calls in flight.  Guarded by px_admit_t.mu. */
 typedef struct px_conn {
     struct px_conn *next;
     int64_t bytes; /* charged by its calls */
     int calls;     /* calls holding it */
+    /* Moving average of its request sizes per method index, 0 until the
+     * first request of that method was read. */
+    int64_t size_avg[PX_ADMIT_METHODS];
     char peer[];
 } px_conn_t;
 
@@ -45,7 +59,8 @@ void px_admit_destroy(px_admit_t *a);
  * px_admit_leave) and true is returned.  Refused (either bound would be
  * passed while something else is in flight there, and not `force`):
  * false, nothing held, counted as rejected.  Also false, not counted,
- * when out of memory. */
+ * when out of memory.  A small call (bytes <= PX_ADMIT_SMALL_BYTES) is
+ * held to the server bound plus its headroom for small calls. */
 bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
                     bool force, px_conn_t **conn);
 /* Changes an admitted call's charge from `from` to `to`.  Growing it past
@@ -60,6 +75,12 @@ bool px_admit_adjust(px_admit_t *a, px_conn_t *conn, int64_t from, int64_t to,
  * per burst: the next needs another rise of that size). */
 bool px_admit_leave(px_admit_t *a, px_conn_t *conn, int64_t bytes);
 void px_admit_stats(px_admit_t *a, px_rpc_stats_t *out);
+/* The recent average size of the requests of method index `m` read on
+ * connection `peer`; 0 when there is none to go by. */
+int64_t px_admit_conn_size(px_admit_t *a, const char *peer, size_t m);
+/* Folds a request of `len` bytes of method index `m` into its
+ * connection's average (weight 1/4; the first sets it). */
+void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len);
 
 /* A drained burst this large is worth a malloc_trim(). */
 #define PX_ADMIT_TRIM_BYTES (16LL * 1024 * 1024)

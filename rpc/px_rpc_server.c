@@ -681,6 +681,7 @@ static bool px_call_admit_message(px_call_t *c, int64_t len)
 
     if (!bidi) {
         px_call_note_size(c, len);
+        px_admit_note_size(&c->srv->admit, c->conn, c->midx, len);
         /* Two copies live while a request is served: the raw bytes and
          * the decoded message while decoding, then the decoded message
          * and what the handler derives from it (e.g. the store's encoded
@@ -797,14 +798,19 @@ static void px_call_on_close(px_call_t *c)
 
 static void px_server_request(px_rpc_server_t *srv);
 
-/* Admission at arrival, before the message is read: reserves twice the
- * method's recent average request size (at least 1 KiB, at most its
- * reserve_bytes), so that many small requests are not refused for the
- * sake of large ones that are not coming and a run of large ones is
- * limited before the core buffers them.  Bidi streams reserve nothing and
- * are always admitted.  A refused call is answered without its message
- * being read: the core never opens the stream's flow-control window for
- * it. */
+/* Admission at arrival, before the message is read.  A method that takes
+ * large requests (reserve_bytes set) reserves what this connection's
+ * recent requests of it took (PX_RPC_COPIES times their average size, at
+ * most that of the largest message the core accepts): a connection of
+ * small requests reserves little and is served beside large ones (the
+ * bound keeps headroom for small calls, px_rpc_admit.c), and a run of
+ * batches is limited before the core buffers them -- their whole charge
+ * is known, so none is read only to be refused.  A connection's first
+ * request reserves twice the method's recent average over all
+ * connections, at most its reserve_bytes; other methods reserve 1 KiB.
+ * Bidi streams reserve nothing and are always admitted.  A refused call
+ * is answered without its message being read: the core never opens the
+ * stream's flow-control window for it. */
 static bool px_call_admit(px_call_t *c)
 {
     atomic_store_explicit(&c->srv->active_since_trim, true,
@@ -814,13 +820,23 @@ static bool px_call_admit(px_call_t *c)
     bool bidi = m->kind == PX_RPC_BIDI_STREAM;
     int64_t cap = m->reserve_bytes > 0 ? m->reserve_bytes
                                        : PX_RPC_RESERVE_DEFAULT;
-    int64_t want = 0;
+    int64_t want = 0, seen = 0;
 
     for (c->midx = 0; c->midx < srv->methods->count &&
                       srv->methods->methods[c->midx] != m;
          c->midx++)
         ;
-    if (!bidi) {
+    if (!bidi && m->reserve_bytes > 0)
+        seen = px_admit_conn_size(&srv->admit, px_call_peer(c), c->midx);
+    if (seen > 0) {
+        int64_t most = srv->opts.max_receive_bytes > cap
+                           ? srv->opts.max_receive_bytes
+                           : cap;
+        want = seen > most ? most : seen;
+        want *= PX_RPC_COPIES;
+        if (want < PX_RPC_RESERVE_DEFAULT)
+            want = PX_RPC_RESERVE_DEFAULT;
+    } else if (!bidi) {
         want = 2 * atomic_load_explicit(&srv->req_avg[c->midx],
                                         memory_order_relaxed);
         want = want < PX_RPC_RESERVE_DEFAULT ? PX_RPC_RESERVE_DEFAULT

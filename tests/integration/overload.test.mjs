@@ -5,9 +5,10 @@
 // limit (message.max_batch_bytes), in-band, and the gRPC layer's refusal
 // of a request far above it (RESOURCE_EXHAUSTED; it never reaches the
 // service).
+import http2 from 'node:http2';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGantry, stopGantry } from './harness.mjs';
+import { startGantry, stopGantry, httpGet } from './harness.mjs';
 import {
   Code, codeName, pb, grpc, Raw, wireMessage, sendRequest, healthy, waitFor, sleep,
 } from './sdk_util.mjs';
@@ -88,6 +89,72 @@ test('one connection past its own bound is refused while another connection is s
     busy.close();
     other.close();
     await stopGantry(g2);
+  }
+});
+
+// Opens a SendMessage call on its own connection and sends the start of a
+// 4 MiB message, never the rest: admitted, the call holds its reservation
+// until the connection is closed.  Returns the http2 session.
+function stalledSend(endpoint) {
+  const session = http2.connect(`http://${endpoint}`);
+  session.on('error', () => {});
+  const st = session.request({
+    ':method': 'POST', ':path': '/apache.rocketmq.v2.MessagingService/SendMessage',
+    'content-type': 'application/grpc', te: 'trailers', 'x-mq-client-id': 'stalled',
+  });
+  st.on('error', () => {});
+  st.on('data', () => {});
+  const head = Buffer.alloc(5 + 16 * 1024);
+  head.writeUInt32BE(4 * MiB, 1);
+  st.write(head);
+  return session;
+}
+
+async function inflightBytes(gs) {
+  const m = await httpGet(gs.httpPort, '/metrics');
+  return Number(m.body.match(/^gantry_grpc_inflight_request_bytes (\d+)$/m)[1]);
+}
+
+test('a connection of small sends is served while large sends fill the bound', async () => {
+  // A fresh connection's SendMessage reserves one full-size message at
+  // arrival (4 MiB + 64 KiB, px_service.c) once the method's recent
+  // requests were that large: three such calls fill this bound exactly.
+  const reserve = 4 * MiB + 64 * 1024;
+  const g3 = await startGantry({
+    logLevel: 'info', serverYaml: `  max_inflight_bytes: ${3 * reserve}`,
+  });
+  const ctl = new Raw(g3.endpoint);
+  const warm = new Raw(g3.endpoint);
+  const big = new Raw(g3.endpoint);
+  const stalled = [];
+  try {
+    // The control connection's requests are known to be small.
+    assert.ok(await smallSendOk(ctl));
+    const req = sendRequest([wireMessage({ topic: 'TopicTest', body: Buffer.alloc(4 * MiB, 0x64) })]);
+    for (let i = 0; i < 4; i++) {
+      const r = await warm.unary('SendMessage', req, pb.SendMessageResponse);
+      assert.equal(r.err, null, r.err?.message);
+      assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK));
+    }
+    await waitFor(async () => (await inflightBytes(g3)) === 0, 10000, 'the warm-up sends over');
+    for (let i = 0; i < 3; i++) stalled.push(stalledSend(g3.endpoint));
+    await waitFor(async () => (await inflightBytes(g3)) === 3 * reserve, 10000,
+      'three stalled sends holding the bound');
+    // Full for large requests...
+    let r = await big.unary('SendMessage', req, pb.SendMessageResponse);
+    assert.equal(r.err, null, r.err?.message);
+    assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.TOO_MANY_REQUESTS));
+    // ...not for the small ones of a connection that sends small ones.
+    r = await ctl.unary('SendMessage', sendRequest([wireMessage({ topic: 'TopicTest' })]),
+      pb.SendMessageResponse);
+    assert.equal(r.err, null, r.err?.message);
+    assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK));
+  } finally {
+    for (const s of stalled) s.destroy();
+    ctl.close();
+    warm.close();
+    big.close();
+    await stopGantry(g3);
   }
 });
 

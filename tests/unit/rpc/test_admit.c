@@ -83,6 +83,64 @@ static void test_adjust(void)
     px_admit_destroy(&a);
 }
 
+/* Small calls keep a sixteenth of the bound above it: served while
+ * large ones fill the bound, up to that headroom. */
+static void test_small_headroom(void)
+{
+    enum { N = 16 };
+    px_admit_t a;
+    px_conn_t *big, *x, *small[N];
+    px_rpc_stats_t st;
+
+    px_admit_init(&a, 16 * MiB, 0);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "big", 16 * MiB, false, &big));
+    /* Full for anything larger than small... */
+    CU_ASSERT_FALSE(px_admit_enter(&a, "other", PX_ADMIT_SMALL_BYTES + 1, false, &x));
+    /* ...not for small calls, up to 1 MiB (16 MiB / 16) of them. */
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_TRUE(px_admit_enter(&a, "ctl", PX_ADMIT_SMALL_BYTES, false, &small[i]));
+    CU_ASSERT_FALSE(px_admit_enter(&a, "ctl", 1024, false, &x));
+    /* A small call may shrink, and grow within the small size. */
+    CU_ASSERT_TRUE(px_admit_adjust(&a, small[0], PX_ADMIT_SMALL_BYTES, 1000, false));
+    CU_ASSERT_TRUE(px_admit_adjust(&a, small[0], 1000, 2000, false));
+    CU_ASSERT_FALSE(px_admit_adjust(&a, small[1], PX_ADMIT_SMALL_BYTES,
+                                    PX_ADMIT_SMALL_BYTES + 1, false));
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 16 * MiB + (N - 1) * PX_ADMIT_SMALL_BYTES + 2000);
+    px_admit_leave(&a, small[0], 2000);
+    for (int i = 1; i < N; i++)
+        px_admit_leave(&a, small[i], PX_ADMIT_SMALL_BYTES);
+    px_admit_leave(&a, big, 16 * MiB);
+    px_admit_destroy(&a);
+}
+
+/* Request sizes are remembered per connection and method index. */
+static void test_conn_size(void)
+{
+    px_admit_t a;
+    px_conn_t *c, *d;
+
+    px_admit_init(&a, 0, 0);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 0); /* unknown */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &c));
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 0); /* nothing read */
+    px_admit_note_size(&a, c, 2, 1000); /* the first sets it */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 1000);
+    px_admit_note_size(&a, c, 2, 5000); /* then weight 1/4 */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 2000);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 3), 0); /* another method */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "q", 2), 0); /* another peer */
+    px_admit_note_size(&a, c, PX_ADMIT_METHODS, 7); /* not kept */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", PX_ADMIT_METHODS), 0);
+    px_admit_leave(&a, c, 1024);
+    /* Kept while the connection is idle: its next call finds it. */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 2000);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &d));
+    CU_ASSERT_PTR_EQUAL(c, d);
+    px_admit_leave(&a, d, 1024);
+    px_admit_destroy(&a);
+}
+
 /* The trim signal: once per drained burst of at least 16 MiB. */
 static void test_trim(void)
 {
@@ -147,6 +205,8 @@ int main(void)
     CU_add_test(s, "global and connection bounds", test_bounds);
     CU_add_test(s, "alone over the bound", test_alone);
     CU_add_test(s, "adjust to the real size", test_adjust);
+    CU_add_test(s, "headroom for small calls", test_small_headroom);
+    CU_add_test(s, "request sizes per connection", test_conn_size);
     CU_add_test(s, "trim once per drained burst", test_trim);
     CU_add_test(s, "many connections", test_many_conns);
     CU_basic_set_mode(CU_BRM_VERBOSE);
