@@ -656,6 +656,11 @@ gt_err_t gw_method_encode(const gw_method_t *m, uint8_t *buf, size_t cap, size_t
 /* The same wrapped in a method frame on channel ch (size + 8 bytes). */
 gt_err_t gw_method_frame(uint16_t ch, const gw_method_t *m, uint8_t *buf, size_t cap, size_t *len);
 
+/* The connection.close (or, with channel, channel.close) that answers
+ * *f: reply code, text and the failing method's ids.  out borrows f's
+ * text.  (A bad protocol header has no close: see gw_fault_t.) */
+void gw_fault_close(const gw_fault_t *f, bool channel, gw_method_t *out);
+
 /* ---- content -------------------------------------------------------- */
 
 /* Property flags of class basic, in the flags word. */

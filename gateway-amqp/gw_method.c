@@ -549,3 +549,13 @@ gt_err_t gw_method_frame(uint16_t ch, const gw_method_t *m, uint8_t *buf, size_t
     *len = plen + GW_FRAME_OVERHEAD;
     return GT_OK;
 }
+
+void gw_fault_close(const gw_fault_t *f, bool channel, gw_method_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = channel ? GW_CHANNEL_CLOSE : GW_CONNECTION_CLOSE;
+    out->u.close.reply_code = f->code;
+    out->u.close.reply_text = (gw_str_t){f->text, strnlen(f->text, GW_REPLY_TEXT_MAX)};
+    out->u.close.class_id = f->class_id;
+    out->u.close.method_id = f->method_id;
+}

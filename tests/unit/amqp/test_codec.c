@@ -364,6 +364,25 @@ static void test_fault_text(void)
     gw_fault_set(&f, GW_PRECONDITION_FAILED, 0, 0, "x");
     CU_ASSERT_STRING_EQUAL(f.text, "PRECONDITION_FAILED - x");
     CU_ASSERT_STRING_EQUAL(gw_reply_name(505), "UNEXPECTED_FRAME");
+
+    /* The close that answers a fault, on the wire. */
+    gw_fault_set(&f, GW_FRAME_ERROR, 60, 40, "cannot decode <<>>");
+    gw_method_t m;
+    uint8_t buf[300];
+    size_t len;
+    gw_fault_close(&f, false, &m);
+    CU_ASSERT_EQUAL_FATAL(gw_method_frame(0, &m, buf, sizeof buf, &len), GT_OK);
+    const uint8_t want[] = {1, 0, 0, 0, 0, 0, 43, 0, 10, 0, 50, 0x01, 0xF5, 32};
+    CU_ASSERT_EQUAL(memcmp(buf, want, sizeof want), 0);
+    CU_ASSERT_EQUAL(memcmp(buf + 14, "FRAME_ERROR - cannot decode <<>>", 32), 0);
+    CU_ASSERT_EQUAL(memcmp(buf + 14 + 32, "\x00\x3c\x00\x28\xce", 5), 0);
+    CU_ASSERT_EQUAL(len, 43 + 8);
+    gw_fault_close(&f, true, &m);
+    CU_ASSERT_EQUAL(m.id, GW_CHANNEL_CLOSE);
+    gw_fault_set(&f, GW_NOT_FOUND, 0, 0, "%s", longname); /* 255 bytes: still a shortstr */
+    gw_fault_close(&f, false, &m);
+    CU_ASSERT_EQUAL(m.u.close.reply_text.len, 255);
+    CU_ASSERT_EQUAL(gw_method_frame(0, &m, buf, sizeof buf, &len), GT_OK);
     CU_ASSERT_STRING_EQUAL(gw_reply_name(999), "UNKNOWN");
 }
 
