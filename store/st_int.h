@@ -282,6 +282,7 @@ typedef struct st_local {
     pthread_cond_t sq_idle;         /* writer waits for an empty pipeline */
     struct st_run *sq_head, *sq_tail;
     size_t sq_appends;              /* appends in the runs queued */
+    uint64_t sq_ahead;              /* bytes handed over, not yet synced */
     size_t sq_want;                 /* syncer sleeps until this many */
     bool sq_busy, sq_stop, sq_waiting;
     bool sq_failed;                 /* a sync failed: writer must reset */

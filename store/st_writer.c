@@ -14,6 +14,12 @@
  * back to the first of them before writing again.  Failed appends get a
  * retriable error; nothing unsynced is acknowledged.
  *
+ * In sync mode the writer keeps at most ST_WRITE_AHEAD bytes written
+ * ahead of the syncs (a larger single append is written alone), and takes
+ * small appends (up to ST_SMALL_APPEND bytes) ahead of larger ones still
+ * queued: a small append then waits for the sync in progress and its own,
+ * not for every large batch queued before it.
+ *
  * In async mode the callbacks run after the write; the flusher thread
  * fdatasyncs every flush_interval_ms and records the checkpoint.  The
  * flusher also syncs the state log in both modes. */
@@ -30,6 +36,13 @@
 #include "st_int.h"
 
 #define WOP_MAX_MSGS 1024
+
+/* Sync mode: bytes written but not yet synced the writer lets pile up
+ * before it waits for the syncer (with sync flush at ~140 MB/s, 64 MiB of
+ * queued batches ahead held a small send ~450 ms), and the size of an
+ * append that is taken ahead of larger ones. */
+#define ST_WRITE_AHEAD (8u << 20)
+#define ST_SMALL_APPEND (64u << 10)
 
 /* One st_append() call: built by the caller's thread, then owned by the
  * write queue (wq_lock), the writer, and in sync mode the syncer, which
@@ -405,6 +418,7 @@ static void run_hand_over(st_local_t *st, st_seg_t *seg, st_wop_t *ops,
     else
         st->sq_head = r;
     st->sq_tail = r;
+    st->sq_ahead += end - start;
     for (st_wop_t *w = ops; w; w = w->next)
         st->sq_appends++;
     if (st->sq_waiting && st->sq_appends >= st->sq_want)
@@ -525,9 +539,66 @@ static void batch_process(st_local_t *st, st_wop_t *list)
     st_seg_unref(st, seg);
 }
 
+/* Sync mode: takes the small appends off the write queue, in order.
+ * wq_lock held. */
+static st_wop_t *take_small(st_local_t *st)
+{
+    st_wop_t *out = NULL, **ot = &out, **pp = &st->wq_head, *last = NULL;
+    while (*pp) {
+        st_wop_t *w = *pp;
+        if (w->len <= ST_SMALL_APPEND) {
+            *pp = w->next;
+            w->next = NULL;
+            *ot = w;
+            ot = &w->next;
+        } else {
+            last = w;
+            pp = &w->next;
+        }
+    }
+    st->wq_tail = last;
+    return out;
+}
+
+/* Sync mode: takes appends in order while they keep the bytes written
+ * ahead of the syncs (`ahead` now) within ST_WRITE_AHEAD; at least one
+ * when nothing is ahead.  wq_lock held. */
+static st_wop_t *take_within(st_local_t *st, uint64_t ahead)
+{
+    st_wop_t *out = NULL, **ot = &out;
+    while (st->wq_head) {
+        st_wop_t *w = st->wq_head;
+        if (ahead + w->len > ST_WRITE_AHEAD && (ahead > 0 || out))
+            break;
+        st->wq_head = w->next;
+        w->next = NULL;
+        *ot = w;
+        ot = &w->next;
+        ahead += w->len;
+    }
+    if (!st->wq_head)
+        st->wq_tail = NULL;
+    return out;
+}
+
+/* Sync mode: waits until an append of `len` bytes fits within
+ * ST_WRITE_AHEAD of the syncs (or nothing is ahead, or a sync failed:
+ * the writer settles that first).  Returns the bytes ahead. */
+static uint64_t wait_ahead(st_local_t *st, size_t len)
+{
+    pthread_mutex_lock(&st->sq_lock);
+    while (st->sq_ahead > 0 && st->sq_ahead + len > ST_WRITE_AHEAD &&
+           !st->sq_failed && (st->sq_busy || st->sq_head))
+        pthread_cond_wait(&st->sq_idle, &st->sq_lock);
+    uint64_t ahead = st->sq_ahead;
+    pthread_mutex_unlock(&st->sq_lock);
+    return ahead;
+}
+
 static void *writer_main(void *arg)
 {
     st_local_t *st = arg;
+    bool sync = st->cfg.flush == ST_FLUSH_SYNC;
     for (;;) {
         pthread_mutex_lock(&st->wq_lock);
         while (!st->wq_head && !st->wq_stop) {
@@ -535,8 +606,21 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&st->wq_cond, &st->wq_lock);
             st->wq_waiting = false;
         }
-        st_wop_t *list = st->wq_head;
-        st->wq_head = st->wq_tail = NULL;
+        st_wop_t *list;
+        if (!sync) {
+            list = st->wq_head;
+            st->wq_head = st->wq_tail = NULL;
+        } else if (!(list = take_small(st)) && st->wq_head) {
+            size_t len = st->wq_head->len;
+            pthread_mutex_unlock(&st->wq_lock);
+            uint64_t ahead = wait_ahead(st, len);
+            pthread_mutex_lock(&st->wq_lock);
+            /* Waited as long as it helps: write at least one now. */
+            if (ahead + len > ST_WRITE_AHEAD)
+                ahead = 0;
+            if (!(list = take_small(st)))
+                list = take_within(st, ahead);
+        }
         bool stop = st->wq_stop;
         pthread_mutex_unlock(&st->wq_lock);
         if (list)
@@ -599,6 +683,9 @@ static void *syncer_main(void *arg)
         st->sq_busy = true;
         pthread_mutex_unlock(&st->sq_lock);
         int r = st->fops->fdatasync(st->fctx, list->seg->fd);
+        uint64_t bytes = 0;
+        for (st_run_t *x = list; x; x = x->next)
+            bytes += x->end_off - x->start_off;
         if (r == 0) {
             uint64_t end = last_run->seg->base + last_run->end_off;
             atomic_store(&st->synced_pos, end);
@@ -611,6 +698,7 @@ static void *syncer_main(void *arg)
             }
             runs_complete(st, list, GT_OK);
             pthread_mutex_lock(&st->sq_lock);
+            st->sq_ahead -= bytes;
         } else {
             gt_err_t err = st_errno_to_err(r);
             GT_LOG(ERROR, "store", "fdatasync %s failed: %s; failing the "
@@ -622,6 +710,7 @@ static void *syncer_main(void *arg)
             st_run_t *more = st->sq_head;
             st->sq_head = st->sq_tail = NULL;
             st->sq_appends = 0;
+            st->sq_ahead = 0; /* every run handed over is failed here */
             pthread_mutex_unlock(&st->sq_lock);
             runs_complete(st, list, err);
             runs_complete(st, more, err);

@@ -1,0 +1,190 @@
+/* The writer in sync mode: a small append goes ahead of large ones that
+ * wait for room in the write-ahead (ST_WRITE_AHEAD bytes written but not
+ * synced), instead of waiting for their syncs.  The commitlog's syncs are
+ * held by a gate in the file layer, so what is written while a sync is in
+ * progress is decided by the test, not by the disk's speed. */
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tu.h"
+
+#define MiB (1024u * 1024u)
+
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed;
+    int entered; /* commitlog syncs begun while armed */
+    int allowed; /* of them, how many may go on */
+} gate_t;
+
+static gate_t gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                      false, 0, 0};
+
+static bool is_commitlog(int fd)
+{
+    char link[64], path[PATH_MAX];
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n <= 0)
+        return false;
+    path[n] = '\0';
+    return strstr(path, "/commitlog/") != NULL;
+}
+
+static int g_open(void *ctx, const char *path, int flags, int mode)
+{
+    return st_posix_file_ops.open(ctx, path, flags, mode);
+}
+static ssize_t g_pwritev(void *ctx, int fd, const struct iovec *iov, int cnt,
+                         off_t off)
+{
+    return st_posix_file_ops.pwritev(ctx, fd, iov, cnt, off);
+}
+static ssize_t g_pread(void *ctx, int fd, void *buf, size_t n, off_t off)
+{
+    return st_posix_file_ops.pread(ctx, fd, buf, n, off);
+}
+static int g_fdatasync(void *ctx, int fd)
+{
+    (void)ctx;
+    if (is_commitlog(fd)) {
+        pthread_mutex_lock(&gate.mu);
+        if (gate.armed) {
+            int me = gate.entered++;
+            pthread_cond_broadcast(&gate.cv);
+            while (gate.armed && me >= gate.allowed)
+                pthread_cond_wait(&gate.cv, &gate.mu);
+        }
+        pthread_mutex_unlock(&gate.mu);
+    }
+    return st_posix_file_ops.fdatasync(NULL, fd);
+}
+static int g_ftruncate(void *ctx, int fd, off_t len)
+{
+    return st_posix_file_ops.ftruncate(ctx, fd, len);
+}
+static int g_close(void *ctx, int fd)
+{
+    return st_posix_file_ops.close(ctx, fd);
+}
+
+static const st_file_ops_t gate_ops = {g_open, g_pwritev, g_pread,
+                                       g_fdatasync, g_ftruncate, g_close};
+
+/* One asynchronous append: its outcome and its place among completions. */
+typedef struct sent {
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    int *order;
+    int done; /* 0 while pending, else 1 + its completion rank */
+    gt_err_t err;
+    uint64_t position;
+} sent_t;
+
+static void sent_cb(void *arg, gt_err_t err, const st_append_item_t *items,
+                    size_t n)
+{
+    sent_t *s = arg;
+    pthread_mutex_lock(s->mu);
+    s->err = err;
+    s->position = err == GT_OK && n > 0 ? items[0].position : 0;
+    s->done = ++*s->order;
+    pthread_cond_broadcast(s->cv);
+    pthread_mutex_unlock(s->mu);
+}
+
+static void send_body(st_store_t *st, size_t len, sent_t *s)
+{
+    st_message_t m;
+    char *body = malloc(len);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    memset(body, 'b', len);
+    memset(&m, 0, sizeof(m));
+    m.tag = "t";
+    m.body = body;
+    m.body_len = (uint32_t)len;
+    m.queue_id = 0;
+    m.born_ts_ms = 1700000000000;
+    m.born_host = "127.0.0.1:1234";
+    st_append(st, "T", &m, 1, sent_cb, s); /* encoded before it returns */
+    free(body);
+}
+
+static void gate_wait_entered(int n)
+{
+    pthread_mutex_lock(&gate.mu);
+    while (gate.entered < n)
+        pthread_cond_wait(&gate.cv, &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static void test_small_ahead_of_large(void)
+{
+    char *dir = tu_tmpdir("writer");
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    int order = 0;
+    sent_t a = {&mu, &cv, &order, 0, GT_OK, 0};
+    sent_t b = a, s = a;
+    st_config_t c;
+    st_store_t *st = NULL;
+
+    tu_config(&c, dir, ST_FLUSH_SYNC);
+    c.segment_size = 64 * MiB;
+    c.max_message_bytes = 8 * MiB;
+    c.file_ops = &gate_ops;
+    c.file_ctx = &gate;
+    CU_ASSERT_EQUAL_FATAL(tu_open_cfg(&c, &st), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+
+    pthread_mutex_lock(&gate.mu);
+    gate.armed = true;
+    gate.entered = gate.allowed = 0;
+    pthread_mutex_unlock(&gate.mu);
+    /* A is written and its sync held: 5 MiB are ahead of the syncs. */
+    send_body(st, 5 * MiB, &a);
+    gate_wait_entered(1);
+    /* B would pass the write-ahead: it waits for A's sync.  S, small,
+     * comes after B. */
+    send_body(st, 5 * MiB, &b);
+    send_body(st, 100, &s);
+    /* Let every sync go. */
+    pthread_mutex_lock(&gate.mu);
+    gate.armed = false;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+
+    pthread_mutex_lock(&mu);
+    while (!a.done || !b.done || !s.done)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    CU_ASSERT_EQUAL(a.err, GT_OK);
+    CU_ASSERT_EQUAL(b.err, GT_OK);
+    CU_ASSERT_EQUAL(s.err, GT_OK);
+    /* S was written before B (and after A), and completed before it. */
+    CU_ASSERT(a.position < s.position);
+    CU_ASSERT(s.position < b.position);
+    CU_ASSERT(s.done < b.done);
+    CU_ASSERT_EQUAL(a.done, 1);
+
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    static const CU_TestInfo tests[] = {
+        {"small_ahead_of_large", test_small_ahead_of_large},
+        CU_TEST_INFO_NULL,
+    };
+    return tu_run("writer", tests);
+}
