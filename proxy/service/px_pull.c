@@ -112,6 +112,14 @@ static bool px_pull_attached(px_pull_ctx_t *ctx)
     return on;
 }
 
+/* The call went away while the store had the pull: nothing to answer. */
+static void px_pull_gone(px_pull_ctx_t *ctx)
+{
+    GT_LOG(DEBUG, "svc", "pull on %s: the store answered after the call went "
+           "away", ctx->topic);
+    px_pull_ctx_free(ctx);
+}
+
 static void px_pull_status(px_call_t *call, px_code_t code, const char *why)
 {
     px_reply_status(call, PX_DESC(pull_message_response), code, why);
@@ -128,7 +136,7 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
     px_call_t *call = px_pull_detach(ctx);
 
     if (call == NULL) { /* the interrupt side took the call */
-        px_pull_ctx_free(ctx);
+        px_pull_gone(ctx);
         return;
     }
     ctx->call = call;
@@ -171,7 +179,7 @@ static void px_pull_hi(void *arg, gt_err_t err, uint64_t hi)
     char why[200];
 
     if (!px_pull_attached(ctx)) { /* interrupted: nothing more to ask */
-        px_pull_ctx_free(ctx);
+        px_pull_gone(ctx);
         return;
     }
     if (err == GT_OK && ctx->pr.offset >= ctx->lo && ctx->pr.offset <= hi) {
@@ -193,7 +201,7 @@ static void px_pull_lo(void *arg, gt_err_t err, uint64_t lo)
     px_pull_ctx_t *ctx = arg;
 
     if (!px_pull_attached(ctx)) { /* interrupted: nothing more to ask */
-        px_pull_ctx_free(ctx);
+        px_pull_gone(ctx);
         return;
     }
     ctx->lo = err == GT_OK ? lo : UINT64_MAX;
@@ -262,6 +270,7 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     }
     ctx->pr.cancel_key = ctx->cancel_key;
     px_call_ref(call);
+    px_test_late_attach(ctx->svc, call, "pull");
     /* px_pull_interrupt reads it under recv_mu, maybe on another worker */
     pthread_mutex_lock(&ctx->svc->recv_mu);
     px_call_set_user(call, ctx);
@@ -269,6 +278,10 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     /* The range check first (px_pull_lo, px_pull_hi), then the pull. */
     st_offset_query(ctx->svc->store, t.name, queue, ST_OFFSET_BEGIN, 0,
                     px_pull_lo, ctx);
+    /* A cancel that came before the attachment found nothing to cancel:
+     * do it now, or the pull would park for its whole long poll. */
+    if (px_call_is_cancelled(call))
+        px_pull_interrupt(call, PX_INTERRUPT_CANCELLED);
 }
 
 void px_pull_interrupt(px_call_t *call, px_interrupt_t why)
@@ -289,6 +302,7 @@ void px_pull_interrupt(px_call_t *call, px_interrupt_t why)
         px_call_set_user(call, NULL);
         key = ctx->cancel_key;
     }
+    px_test_interrupted(svc, call);
     pthread_mutex_unlock(&svc->recv_mu);
     if (key == 0)
         return;

@@ -295,6 +295,8 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
 
     ctx->call = px_recv_detach(ctx);
     if (ctx->call == NULL) {
+        GT_LOG(DEBUG, "svc", "receive for %s: the store answered after the "
+               "call went away", ctx->client_id);
         /* Nobody to deliver to: give the messages back now. */
         if (err == GT_OK)
             px_recv_give_back(svc, ctx->group, ctx->topic, msgs, n);
@@ -449,12 +451,19 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     ctx->cancel_key = atomic_fetch_add(&px_recv_keys, 1) + 1;
     pr.cancel_key = ctx->cancel_key;
     px_call_ref(call);
+    px_test_late_attach(ctx->svc, call, "receive");
     /* px_receive_interrupt reads it under recv_mu, maybe on another worker
      * right now. */
     pthread_mutex_lock(&ctx->svc->recv_mu);
     px_call_set_user(call, ctx);
     pthread_mutex_unlock(&ctx->svc->recv_mu);
     st_pop(px_svc(call)->store, &pr, px_recv_done, ctx);
+    /* A cancel that came before the attachment found nothing to cancel:
+     * do it now, or the pop stays parked for its whole long poll.  (The
+     * store remembers a cancel that comes before its pop; if the pop has
+     * already answered, ctx is detached and this does nothing.) */
+    if (px_call_is_cancelled(call))
+        px_receive_interrupt(call, PX_INTERRUPT_CANCELLED);
 }
 
 void px_receive_interrupt(px_call_t *call, px_interrupt_t why)
@@ -480,6 +489,7 @@ void px_receive_interrupt(px_call_t *call, px_interrupt_t why)
         key = ctx->cancel_key; /* ctx is freed by px_recv_done */
         detached = true;
     }
+    px_test_interrupted(svc, call);
     pthread_mutex_unlock(&svc->recv_mu);
     if (!detached)
         return;

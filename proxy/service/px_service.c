@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "apache/rocketmq/v2/admin.pb-c.h"
 #include "apache/rocketmq/v2/service.pb-c.h"
@@ -147,6 +148,7 @@ gt_err_t px_service_register(px_method_table_t *t)
 px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
 {
     px_svc_t *svc = calloc(1, sizeof(*svc));
+    const char *env;
 
     if (svc == NULL)
         return NULL;
@@ -157,7 +159,49 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
     pthread_cond_init(&svc->renew_cv, NULL);
     atomic_init(&svc->draining, false);
     px_meta_init(&svc->meta);
+    pthread_cond_init(&svc->test_cv, NULL);
+    env = getenv("GANTRY_TEST_LATE_ATTACH");
+    svc->test_late_attach = env != NULL && strcmp(env, "1") == 0;
+    if (svc->test_late_attach)
+        GT_LOG(WARN, "svc", "test mode: receives and pulls attach to their "
+               "calls only after the calls' interrupts");
     return svc;
+}
+
+void px_test_interrupted(px_svc_t *svc, const px_call_t *call)
+{
+    if (!svc->test_late_attach)
+        return;
+    svc->test_seen[svc->test_nseen++ % 8] = call;
+    pthread_cond_broadcast(&svc->test_cv);
+}
+
+static bool px_test_seen(const px_svc_t *svc, const px_call_t *call)
+{
+    for (unsigned i = 0; i < 8; i++)
+        if (svc->test_seen[i] == call)
+            return true;
+    return false;
+}
+
+void px_test_late_attach(px_svc_t *svc, px_call_t *call, const char *rpc)
+{
+    struct timespec until;
+    bool seen;
+
+    if (!svc->test_late_attach)
+        return;
+    GT_LOG(WARN, "svc", "test hook: %s waits for its call's interrupt", rpc);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&svc->recv_mu);
+    while (!(seen = px_test_seen(svc, call)) &&
+           pthread_cond_timedwait(&svc->test_cv, &svc->recv_mu, &until) == 0)
+        ;
+    seen = seen || px_test_seen(svc, call);
+    pthread_mutex_unlock(&svc->recv_mu);
+    GT_LOG(WARN, "svc", "test hook: %s attaches %s its call's interrupt", rpc,
+           seen ? "after" : "(10 s passed) without");
 }
 
 void px_svc_free(px_svc_t *svc)
@@ -184,6 +228,7 @@ void px_svc_free(px_svc_t *svc)
     pthread_mutex_destroy(&svc->clients_mu);
     pthread_mutex_destroy(&svc->recv_mu);
     pthread_cond_destroy(&svc->renew_cv);
+    pthread_cond_destroy(&svc->test_cv);
     px_meta_free(&svc->meta);
     free(svc);
 }

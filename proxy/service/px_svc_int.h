@@ -129,6 +129,12 @@ struct px_svc {
      * their clients went away (they will reconnect to the next run), so
      * their messages are not given back. */
     atomic_bool draining;
+    /* Test only (GANTRY_TEST_LATE_ATTACH=1, px_test_late_attach): calls
+     * whose cancel/shutdown interrupt came; under recv_mu. */
+    bool test_late_attach;
+    pthread_cond_t test_cv;
+    const px_call_t *test_seen[8];
+    unsigned test_nseen;
 };
 typedef struct px_svc px_svc_t;
 
@@ -136,6 +142,18 @@ static inline px_svc_t *px_svc(px_call_t *call)
 {
     return (px_svc_t *)px_call_app(call);
 }
+
+/* ---- test hooks (px_service.c) ---- */
+
+/* Test only, off unless the environment has GANTRY_TEST_LATE_ATTACH=1:
+ * ReceiveMessage and PullMessage call it before attaching their store
+ * request to the call; it waits (10 s at most) until the call's
+ * cancel/shutdown interrupt has come and gone, so that the interrupt
+ * finds nothing to cancel -- the window their re-check after attaching
+ * closes, opened wide for a deterministic test. */
+void px_test_late_attach(px_svc_t *svc, px_call_t *call, const char *rpc);
+/* Notes that `call`'s interrupt came (hold recv_mu). */
+void px_test_interrupted(px_svc_t *svc, const px_call_t *call);
 
 /* ---- common (px_common.c) ---- */
 
