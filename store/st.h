@@ -386,6 +386,9 @@ typedef struct st_config {
                                      default 64 MiB */
     uint32_t snapshot_interval_ms; /* save consume queues + index for a
                                       fast start; default 300000 */
+    uint32_t index_mem_entries;    /* id / key index entries kept in memory
+                                      before they go to a run file;
+                                      default 65536 (tests: small) */
     const struct st_file_ops *file_ops; /* NULL = POSIX; tests only */
     void *file_ctx;
 } st_config_t;

@@ -353,20 +353,20 @@ static gt_err_t held_find(st_local_t *st, st_topic_rt_t *sys, st_cs_t *cs,
                           const char *topic, const char *msg_id,
                           uint64_t *off, uint8_t **buf, st_message_t *m)
 {
-    uint64_t h = st_hash64('I', msg_id);
-    uint32_t i = st->index.nbuckets ? st->index.buckets[h % st->index.nbuckets]
-                                    : 0;
+    st_index_iter_t *it = malloc(sizeof(*it));
+    uint64_t pos;
     gt_err_t rc = GT_ENOTFOUND;
     int best = 0; /* rank of the state found: BUSY 1, NONE 2, ROLL 3 */
     *buf = NULL;
-    for (; i && best < 3; i = st->index.e[i - 1].next) {
-        const struct st_ient *e = &st->index.e[i - 1];
+    if (!it)
+        return GT_ENOMEM;
+    st_index_iter_start(it, &st->index, st_hash64('I', msg_id));
+    while (best < 3 && st_index_iter_next(it, &pos)) {
         uint8_t *b;
         st_message_t x;
         const char *rt;
         int32_t rq;
-        if (e->h != h || e->pos < st->min_pos ||
-            st_read_unsized(st, e->pos, &b, &x) != GT_OK)
+        if (pos < st->min_pos || st_read_unsized(st, pos, &b, &x) != GT_OK)
             continue;
         unwrap(&x, &rt, &rq);
         uint64_t o = x.queue_offset;
@@ -390,6 +390,7 @@ static gt_err_t held_find(st_local_t *st, st_topic_rt_t *sys, st_cs_t *cs,
         *off = o;
         rc = GT_OK;
     }
+    free(it);
     return rc;
 }
 
@@ -1007,20 +1008,20 @@ void st_recall_local(st_store_t *s, const char *topic, const char *msg_id,
         rc = GT_EINVAL; /* its time has come: being delivered */
     }
     if (rc == GT_ENOTFOUND) { /* delivered already, or never delayed? */
-        uint64_t h = st_hash64('I', msg_id);
-        uint32_t i = st->index.nbuckets
-                         ? st->index.buckets[h % st->index.nbuckets] : 0;
-        for (; i && rc == GT_ENOTFOUND; i = st->index.e[i - 1].next) {
-            const struct st_ient *e = &st->index.e[i - 1];
+        st_index_iter_t *it = malloc(sizeof(*it));
+        uint64_t pos;
+        if (it)
+            st_index_iter_start(it, &st->index, st_hash64('I', msg_id));
+        while (it && rc == GT_ENOTFOUND && st_index_iter_next(it, &pos)) {
             uint8_t *b;
             st_message_t x;
-            if (e->h != h || e->pos < st->min_pos ||
-                st_read_unsized(st, e->pos, &b, &x) != GT_OK)
+            if (pos < st->min_pos || st_read_unsized(st, pos, &b, &x) != GT_OK)
                 continue;
             if (strcmp(x.msg_id, msg_id) == 0 && strcmp(x.topic, topic) == 0)
                 rc = GT_EINVAL;
             free(b);
         }
+        free(it);
     }
     pthread_mutex_unlock(&st->lock);
     free(buf);

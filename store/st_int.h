@@ -17,6 +17,8 @@
  *                the service thread
  *   st_hold.c    held messages: half messages (transactions), delay timers
  *                (a heap over a system topic), recall; append routing
+ *   st_index.c   the id / key index: bounded in memory, sorted run files,
+ *                merges on its own thread
  *
  * Threads and locks (lock order: lock -> seg_lock / wq_lock / sq_lock /
  * ck_lock; no lock is held across a write, a sync or a callback):
@@ -27,7 +29,9 @@
  *   syncer    (sync mode) fdatasyncs, publishes, runs append callbacks
  *   flusher   fdatasyncs the commitlog (async mode) and the state log
  *   service   answers parked pops on arrival / expiry / timeout, retention,
- *             fires due delay timers */
+ *             fires due delay timers
+ *   index     writes full index tables as run files and merges runs
+ *             (lock, dropped around its I/O) */
 #ifndef ST_INT_H
 #define ST_INT_H
 
@@ -237,13 +241,70 @@ typedef struct st_group_rt {
     uint64_t meta_version; /* st_meta.c: version of the last change */
 } st_group_rt_t;
 
-/* Index: hash -> commitlog positions; candidates are verified on read. */
-typedef struct st_index {
+/* Index (st_index.c): hash -> commitlog positions; candidates are verified
+ * on read.  A bounded in-memory part (hash chains, newest first) and
+ * immutable sorted run files.  Guarded by st->lock (see st_index.c). */
+typedef struct st_ixmem {
     uint32_t *buckets;     /* head entry + 1, 0 = empty */
-    size_t nbuckets;
+    size_t nbuckets;       /* a power of two */
     struct st_ient { uint64_t h, pos; uint32_t next; } *e;
     size_t n, cap;
+} st_ixmem_t;
+
+typedef struct st_irun st_irun_t;
+
+typedef struct st_index {
+    struct st_local *st;
+    char *dir;             /* <dir>/index */
+    size_t mem_cap;        /* entries per in-memory table */
+    st_ixmem_t mem;        /* the active table */
+    st_ixmem_t **frozen;   /* full tables awaiting their run, oldest first */
+    size_t nfrozen;
+    st_irun_t **runs;      /* live runs, by min position (oldest first) */
+    size_t nruns, runs_cap;
+    st_irun_t **dead;      /* merged away; unlinked after the next snapshot */
+    size_t ndead, dead_cap;
+    uint64_t removals;     /* numbers dead runs */
+    uint64_t next_seq;
+    uint64_t min_pos;      /* retained minimum (merges drop what is below) */
+    bool damaged;          /* a run failed a CRC: no snapshot until restart */
+    uint64_t flushes, merges;
+    /* the index thread: flushes frozen tables, merges runs */
+    pthread_t th;
+    pthread_cond_t cond;   /* with st->lock */
+    bool running, stop;
+    int64_t retry_at;      /* after a failure (st_mono_ms) */
 } st_index_t;
+
+/* Lookup iterator: a stack struct, positions newest first (lock held
+ * throughout; nothing to release).  Positions may repeat. */
+typedef struct st_index_iter {
+    st_index_t *ix;
+    uint64_t h;
+    int stage;             /* 0 active table, 1 frozen, 2 runs */
+    size_t k;
+    uint32_t chain;
+    st_irun_t *run;        /* run being walked */
+    uint32_t block;
+    size_t bn, bi;         /* pairs in blk, next one back is bi - 1 */
+    uint8_t blk[4096];
+} st_index_iter_t;
+
+/* What a table snapshot saves of the index (st_index_snap_capture). */
+typedef struct st_index_snap {
+    uint64_t *runs;        /* (seq, max position) pairs */
+    size_t nruns;
+    uint64_t *pairs;       /* (hash, position) in-memory entries, oldest first */
+    size_t n, cap;
+    uint64_t mark;         /* dead runs up to this number may go after it */
+} st_index_snap_t;
+
+typedef struct st_index_info {
+    size_t mem_entries, mem_bytes; /* tables + fences + run objects */
+    size_t runs;
+    uint64_t run_entries, flushes, merges;
+    bool idle;             /* nothing to flush or merge */
+} st_index_info_t;
 
 typedef struct st_wop st_wop_t;
 typedef struct st_park st_park_t;
@@ -506,12 +567,42 @@ void st_cq_free(st_cq_t *q);
 void st_cq_cache_free(st_local_t *st);
 /* For tests: page cache hits and misses since open. */
 void st_cq_cache_stats(st_store_t *s, uint64_t *hits, uint64_t *misses);
-
-gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos);
-void st_index_free(st_index_t *ix);
-/* Drops entries below min_pos (after retention).  O(entries). */
-void st_index_prune(st_index_t *ix, uint64_t min_pos);
 void st_publish_wake(st_local_t *st, st_topic_rt_t *t);
+
+/* ---- st_index.c: the id / key index (lock held unless said) ------------ */
+/* Sets up an empty index over <st->dir>/index (created); mem_cap entries
+ * per in-memory table (0: the default). */
+gt_err_t st_index_init(st_index_t *ix, struct st_local *st, size_t mem_cap);
+gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos);
+/* Closes everything (stops the thread; lock not held); files stay. */
+void st_index_free(st_index_t *ix);
+/* Drops runs wholly below min_pos and the active table's entries below it
+ * (after retention). */
+void st_index_prune(st_index_t *ix, uint64_t min_pos);
+/* Full-scan fallback: forgets every entry and deletes every run file. */
+void st_index_reset(st_index_t *ix);
+/* Snapshot load: opens the listed runs (a missing one is fine if wholly
+ * below min_pos) and deletes the other files.  GT_ECORRUPT: a listed run is
+ * missing or damaged. */
+gt_err_t st_index_load(st_index_t *ix, const uint64_t *seqs,
+                       const uint64_t *max_pos, size_t n, uint64_t min_pos);
+/* Starts / stops the index thread (lock not held). */
+gt_err_t st_index_start(st_index_t *ix);
+void st_index_stop(st_index_t *ix);
+void st_index_iter_start(st_index_iter_t *it, st_index_t *ix, uint64_t h);
+bool st_index_iter_next(st_index_iter_t *it, uint64_t *pos);
+/* The snapshot's index section: live runs and in-memory entries below end
+ * (s owned: st_index_snap_release).  GT_ECORRUPT: a run was found damaged
+ * (no snapshot then: the next start must scan). */
+gt_err_t st_index_snap_capture(st_index_t *ix, uint64_t end,
+                               st_index_snap_t *s);
+void st_index_snap_release(st_index_snap_t *s);
+/* A snapshot captured with mark is durable: unlinks runs merged away
+ * before it. */
+void st_index_snap_done(st_index_t *ix, uint64_t mark);
+void st_index_info(const st_index_t *ix, st_index_info_t *out);
+/* For tests and the bench: the index figures of a local store. */
+void st_local_index_info(st_store_t *s, st_index_info_t *out);
 
 /* window primitives, shared by run time and replay */
 st_went_t *st_cs_at(st_cs_t *cs, uint64_t off);

@@ -167,16 +167,20 @@ static void lookup(st_local_t *st, char kind, const char *topic,
         max = ST_POP_MAX;
     gt_err_t rc = s ? mo_init(&o, max) : GT_EINVAL;
     pthread_mutex_lock(&st->lock);
-    uint64_t h = st_hash64(kind, s);
-    uint32_t i = rc == GT_OK && st->index.nbuckets
-                     ? st->index.buckets[h % st->index.nbuckets] : 0;
-    for (; i && o.n < max; i = st->index.e[i - 1].next) {
-        const struct st_ient *e = &st->index.e[i - 1];
+    st_index_iter_t *it = rc == GT_OK ? malloc(sizeof(*it)) : NULL;
+    uint64_t pos;
+    if (rc == GT_OK && !it)
+        rc = GT_ENOMEM;
+    if (it)
+        st_index_iter_start(it, &st->index, st_hash64(kind, s));
+    while (it && o.n < max && st_index_iter_next(it, &pos)) {
         uint8_t *buf;
         st_message_t *m = &o.m[o.n];
-        bool hit = false;
-        if (e->h != h || e->pos < st->min_pos ||
-            st_read_unsized(st, e->pos, &buf, m) != GT_OK)
+        bool hit = false, seen = false;
+        for (size_t k = 0; k < o.n && !seen; k++) /* a run and the re-scanned */
+            seen = o.m[k].position == pos;     /* tail may both hold it */
+        if (seen || pos < st->min_pos ||
+            st_read_unsized(st, pos, &buf, m) != GT_OK)
             continue;
         if (kind == 'I')
             hit = strcmp(m->msg_id, s) == 0;
@@ -192,6 +196,7 @@ static void lookup(st_local_t *st, char kind, const char *topic,
             free(buf);
     }
     pthread_mutex_unlock(&st->lock);
+    free(it);
     cb(arg, rc, rc == GT_OK ? o.m : NULL, rc == GT_OK ? o.n : 0, 0);
     mo_free(&o);
 }
@@ -290,6 +295,14 @@ static void retention_locked(st_local_t *st, int64_t now)
     }
     st_index_prune(&st->index, min);
     /* consumption state follows lazily: st_cs_clamp() on next use */
+}
+
+void st_local_index_info(st_store_t *s, st_index_info_t *out)
+{
+    st_local_t *st = (st_local_t *)s;
+    pthread_mutex_lock(&st->lock);
+    st_index_info(&st->index, out);
+    pthread_mutex_unlock(&st->lock);
 }
 
 void st_local_retention_run(st_store_t *s, int64_t now_ms)
@@ -404,6 +417,7 @@ static void local_close(st_store_t *s)
         GT_LOG(INFO, "store", "closing %s: %" PRIu64 " appends in %" PRIu64
                " commitlog syncs", st->dir, atomic_load(&st->n_synced_appends),
                atomic_load(&st->n_syncs)); /* drains appends; flusher's last round syncs */
+    st_index_stop(&st->index);
     st_seg_t *cur = st_log_current(st);
     bool clean = cur && st->fops->fdatasync(st->fctx, cur->fd) == 0;
     if (clean)
@@ -508,6 +522,9 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
                strerror(errno));
         return GT_EIO;
     }
+    gt_err_t rc = st_index_init(&st->index, st, cfg->index_mem_entries);
+    if (rc != GT_OK)
+        return rc;
     char p[4096];
     snprintf(p, sizeof(p), "%s/LOCK", st->dir);
     st->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -551,6 +568,10 @@ gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out)
         close(fd);
     if ((rc = st_writer_start(st)) != GT_OK)
         goto fail;
+    if ((rc = st_index_start(&st->index)) != GT_OK) {
+        st_writer_stop(st);
+        goto fail;
+    }
     if (pthread_create(&st->svc, NULL, svc_main, st) != 0) {
         st_writer_stop(st);
         rc = GT_ENOMEM;

@@ -580,7 +580,7 @@ static void tables_reset(st_local_t *st)
     for (size_t i = 0; i < st->ntopics; i++)
         for (uint32_t q = 0; q < st->topics[i]->nq; q++)
             st_cq_free(&st->topics[i]->cq[q]);
-    st_index_free(&st->index);
+    st_index_reset(&st->index);
 }
 
 gt_err_t st_log_open(st_local_t *st)
@@ -611,8 +611,11 @@ gt_err_t st_log_open(st_local_t *st)
             GT_LOG(INFO, "store", "loaded the table snapshot; scanning the "
                    "commitlog after it");
     }
-    if (rc == GT_OK && !ss) /* full scan: the consume queue files too */
+    if (rc == GT_OK && !ss) { /* full scan: consume queue files and index
+                                 runs are rebuilt too */
+        st_index_reset(&st->index);
         rc = st_cq_wipe(st);
+    }
     if (rc == GT_OK)
         rc = recover_segments(st, bases, n, synced, ss);
     free(ss);

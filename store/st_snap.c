@@ -15,7 +15,9 @@
  *     written), u64 end offset E (at the end position), u64 bytes, then
  *     E - F entries: u64 position, u32 size, u32 tag hash, i64 store time,
  *     u32 message-group hash,
- *   u64 index entry count, per entry u64 hash, u64 position,
+ *   the index (st_index.c): u32 run count, per run u64 sequence number,
+ *     u64 max position; u64 in-memory entry count, per entry u64 hash,
+ *     u64 position (bounded: at most a few in-memory tables),
  *   u32 CRC32C of everything before it.
  * Its size depends on the number of queues (and their unflushed tails,
  * under a page each after st_cq_sync), not on the stored count.
@@ -25,13 +27,15 @@
  * listed non-last one exactly as long as recorded and the last at least as
  * long.  It then scans the last listed segment from the recorded end and
  * later segments in full, so everything after the snapshot is verified and
- * indexed as usual; entries of removed segments are pruned.  Anything else
- * (no file, bad CRC, another version, mismatch, a consume queue file
- * missing, short or failing its CRC at the first or last entry it should
- * hold, a repair start) falls back to the full scan, which rebuilds the
- * consume queue files too; the scan after a loaded snapshot pushes entries
- * from each queue's end offset E on, overwriting what the files hold
- * beyond F.
+ * indexed as usual; entries of removed segments are pruned.  The listed
+ * index runs are opened (header and fence table checked) and every other
+ * run file is deleted.  Anything else (no file, bad CRC, another version,
+ * mismatch, a consume queue file missing, short or failing its CRC at the
+ * first or last entry it should hold, a missing or damaged index run, a
+ * repair start) falls back to the full scan, which rebuilds the consume
+ * queue files and the index runs too; the scan after a loaded snapshot
+ * pushes entries from each queue's end offset E on, overwriting what the
+ * files hold beyond F.
  * The snapshot never covers data that was not synced, so recovery never
  * cuts below it except in repair mode, which ignores it. */
 #include <errno.h>
@@ -95,6 +99,7 @@ typedef struct swriter {
     uint32_t crc;
     gt_err_t rc;
     obuf_t o;
+    const st_index_snap_t *ix; /* the index section, captured at the start */
 } swriter_t;
 
 /* Writes what is buffered (lock held on entry and exit). */
@@ -170,20 +175,16 @@ static void snap_tables(swriter_t *w, uint64_t end)
         for (uint32_t q = 0; q < nq && w->rc == GT_OK; q++)
             snap_queue(w, t, q, end);
     }
-    size_t n = st->index.n, ni = 0;
-    for (size_t i = 0; i < n; i++)
-        ni += st->index.e[i].pos < end;
-    sw_put(w, ni, 8);
-    for (size_t i = 0; i < n && w->rc == GT_OK; i++) {
-        if (st->index.n < n) { /* pruned meanwhile */
-            w->rc = GT_AGAIN;
-            break;
-        }
-        uint64_t h = st->index.e[i].h, pos = st->index.e[i].pos;
-        if (pos >= end)
-            continue;
-        sw_put(w, h, 8);
-        sw_put(w, pos, 8);
+    const st_index_snap_t *ix = w->ix;
+    sw_put(w, ix->nruns, 4);
+    for (size_t i = 0; i < ix->nruns; i++) {
+        sw_put(w, ix->runs[2 * i], 8);
+        sw_put(w, ix->runs[2 * i + 1], 8);
+    }
+    sw_put(w, ix->n, 8);
+    for (size_t i = 0; i < ix->n && w->rc == GT_OK; i++) {
+        sw_put(w, ix->pairs[2 * i], 8);
+        sw_put(w, ix->pairs[2 * i + 1], 8);
     }
 }
 
@@ -228,6 +229,8 @@ gt_err_t st_snap_write(st_local_t *st, bool unlock)
     uint64_t end;
     snprintf(path, sizeof(path), "%s/tables.snap", st->dir);
     snprintf(tmp, sizeof(tmp), "%s/tables.snap.tmp", st->dir);
+    st_index_snap_t ix;
+    memset(&ix, 0, sizeof(ix));
     if (st->snap_busy) {
         free(w.o.b);
         return GT_AGAIN;
@@ -243,6 +246,14 @@ gt_err_t st_snap_write(st_local_t *st, bool unlock)
         free(w.o.b);
         return crc != GT_OK ? crc : GT_AGAIN;
     }
+    /* the index section as of now (bounded), so the lock may drop */
+    gt_err_t irc = st_index_snap_capture(&st->index, end, &ix);
+    if (irc != GT_OK) {
+        st->snap_busy = false;
+        free(w.o.b);
+        return irc;
+    }
+    w.ix = &ix;
     w.fd = st->fops->open(st->fctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
     w.rc = w.fd < 0 ? st_errno_to_err(w.fd) : GT_OK;
     if (w.rc == GT_OK)
@@ -276,10 +287,13 @@ gt_err_t st_snap_write(st_local_t *st, bool unlock)
             GT_LOG(WARN, "store", "table snapshot not written (%s)",
                    gt_err_str(w.rc));
         unlink(tmp);
-    } else if (st->cq_unlink_due) {
-        st_cq_unlink(st); /* files below the first offsets it recorded */
+    } else {
+        if (st->cq_unlink_due)
+            st_cq_unlink(st); /* files below the first offsets it recorded */
+        st_index_snap_done(&st->index, ix.mark); /* merged-away runs go */
     }
     st->snap_busy = false;
+    st_index_snap_release(&ix);
     free(w.o.b);
     return w.rc;
 }
@@ -347,7 +361,7 @@ static long segs_match(st_local_t *st, ibuf_t *in, const uint64_t *bases,
 }
 
 /* Fills consume queues and the index (lock held). */
-static gt_err_t load_tables(st_local_t *st, ibuf_t *in)
+static gt_err_t load_tables(st_local_t *st, ibuf_t *in, uint64_t min_pos)
 {
     uint32_t nt = (uint32_t)ib_get(in, 4);
     for (uint32_t i = 0; i < nt && !in->bad; i++) {
@@ -388,12 +402,26 @@ static gt_err_t load_tables(st_local_t *st, ibuf_t *in)
             cq->assigned = st_cq_end(cq);
         }
     }
+    uint32_t nr = (uint32_t)ib_get(in, 4);
+    if (in->bad || (uint64_t)(in->end - in->p) / 16 < nr)
+        return GT_ECORRUPT;
+    uint64_t *runs = malloc(((size_t)nr + 1) * 2 * sizeof(*runs));
+    if (!runs)
+        return GT_ENOMEM;
+    for (uint32_t k = 0; k < nr; k++) {
+        runs[k] = ib_get(in, 8);
+        runs[nr + k] = ib_get(in, 8);
+    }
+    gt_err_t rc = st_index_load(&st->index, runs, runs + nr, nr, min_pos);
+    free(runs);
+    if (rc != GT_OK)
+        return rc;
     uint64_t ni = ib_get(in, 8);
     if (in->bad || (uint64_t)(in->end - in->p) / 16 < ni)
         return GT_ECORRUPT;
     for (uint64_t k = 0; k < ni; k++) {
         uint64_t h = ib_get(in, 8), pos = ib_get(in, 8);
-        if (st_index_add(&st->index, h, pos) != GT_OK)
+        if (pos >= min_pos && st_index_add(&st->index, h, pos) != GT_OK)
             return GT_ENOMEM;
     }
     return in->p == in->end ? GT_OK : GT_ECORRUPT;
@@ -428,9 +456,9 @@ gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
     (void)ib_get(&in, 8); /* end position: implied by the segment ends */
     if (segs_match(st, &in, bases, n, segs) < 0)
         goto out;
-    rc = load_tables(st, &in);
+    uint64_t min = bases[0] + ST_SEG_HDR;
+    rc = load_tables(st, &in, min);
     if (rc == GT_OK) { /* drop what retention removed since */
-        uint64_t min = bases[0] + ST_SEG_HDR;
         for (size_t i = 0; i < st->ntopics; i++)
             for (uint32_t q = 0; q < st->topics[i]->nq; q++)
                 st_cq_prune(st->topics[i], q, min);

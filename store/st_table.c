@@ -1,10 +1,10 @@
 /* In-memory tables of the local engine: topics with their consume queues,
  * groups with their per-queue consumption state (the window of offsets
- * between the committed offset and the pop position), and the hash index
- * (message id / key -> commitlog positions).  Everything here is guarded by
- * st->lock; callers hold it.  Consume queues (their files and cache are
- * st_cq.c) and the index are rebuilt from the commitlog at start-up or
- * loaded from the table snapshot, consumption state from the state log. */
+ * between the committed offset and the pop position).  Everything here is
+ * guarded by st->lock; callers hold it.  Consume queues (their files and
+ * cache are st_cq.c) are rebuilt from the commitlog at start-up or loaded
+ * from the table snapshot, consumption state from the state log.  The id /
+ * key index is st_index.c. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,68 +254,6 @@ void st_tables_free(st_local_t *st)
     st->ntopics = st->ngroups = st->topics_cap = st->groups_cap = 0;
     st_index_free(&st->index);
     st_cq_cache_free(st);
-}
-
-/* ---- index ----------------------------------------------------------------- */
-static gt_err_t index_rehash(st_index_t *ix)
-{
-    size_t nb = ix->nbuckets ? ix->nbuckets * 2 : 1024;
-    uint32_t *b = calloc(nb, sizeof(*b));
-    if (!b)
-        return GT_ENOMEM;
-    for (size_t i = 0; i < ix->n; i++) { /* oldest first: chains stay newest-first */
-        size_t k = ix->e[i].h % nb;
-        ix->e[i].next = b[k];
-        b[k] = (uint32_t)(i + 1);
-    }
-    free(ix->buckets);
-    ix->buckets = b;
-    ix->nbuckets = nb;
-    return GT_OK;
-}
-
-gt_err_t st_index_add(st_index_t *ix, uint64_t h, uint64_t pos)
-{
-    if (ix->n >= UINT32_MAX - 1)
-        return GT_ENOMEM;
-    if (ix->n == ix->cap) {
-        size_t cap = ix->cap ? ix->cap * 2 : 1024;
-        struct st_ient *n = realloc(ix->e, cap * sizeof(*n));
-        if (!n)
-            return GT_ENOMEM;
-        ix->e = n;
-        ix->cap = cap;
-    }
-    if (ix->n >= ix->nbuckets * 2 && index_rehash(ix) != GT_OK)
-        return GT_ENOMEM;
-    size_t k = h % ix->nbuckets;
-    ix->e[ix->n] = (struct st_ient){.h = h, .pos = pos, .next = ix->buckets[k]};
-    ix->buckets[k] = (uint32_t)(++ix->n);
-    return GT_OK;
-}
-
-void st_index_prune(st_index_t *ix, uint64_t min_pos)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < ix->n; i++)
-        if (ix->e[i].pos >= min_pos)
-            ix->e[k++] = ix->e[i];
-    ix->n = k;
-    if (!ix->nbuckets)
-        return;
-    memset(ix->buckets, 0, ix->nbuckets * sizeof(*ix->buckets));
-    for (size_t i = 0; i < ix->n; i++) { /* oldest first, as in rehash */
-        size_t b = ix->e[i].h % ix->nbuckets;
-        ix->e[i].next = ix->buckets[b];
-        ix->buckets[b] = (uint32_t)(i + 1);
-    }
-}
-
-void st_index_free(st_index_t *ix)
-{
-    free(ix->buckets);
-    free(ix->e);
-    memset(ix, 0, sizeof(*ix));
 }
 
 /* ---- consumption windows ------------------------------------------------------ */

@@ -667,7 +667,9 @@ static void test_retention(void)
         snprintf(key, sizeof(key), "k%d", i);
         CU_ASSERT_EQUAL(tu_send(st, "T", "a", key, body, 0, NULL), GT_OK);
     }
-    size_t ix_before = ((st_local_t *)st)->index.n;
+    st_index_info_t ixi;
+    st_local_index_info(st, &ixi);
+    size_t ix_before = ixi.mem_entries;
     CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 60000, m, &n), GT_OK);
     tu_wait_synced(st); /* async: the snapshot covers what was synced */
     CU_ASSERT_EQUAL(st_local_snapshot(st), GT_OK);
@@ -690,7 +692,8 @@ static void test_retention(void)
     CU_ASSERT_EQUAL(tu_offset_get(st, "G", "T", 0, &off), GT_OK);
     CU_ASSERT_EQUAL(off, min); /* consumers move to the new minimum */
     /* the index follows: old keys are gone, recent ones found */
-    CU_ASSERT(((st_local_t *)st)->index.n < ix_before);
+    st_local_index_info(st, &ixi);
+    CU_ASSERT(ixi.mem_entries < ix_before);
     CU_ASSERT_EQUAL(tu_lookup(st, true, NULL, "k0", m, &n), GT_OK);
     CU_ASSERT_EQUAL(n, 0);
     CU_ASSERT_EQUAL(tu_lookup(st, true, NULL, "k99", m, &n), GT_OK);
