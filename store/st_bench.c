@@ -37,6 +37,7 @@
 
 #include "gt_log.h"
 #include "st.h"
+#include "st_int.h" /* st_local_index_info */
 
 double bench_now_s(void);
 st_store_t *bench_open_store(const char *dir, st_flush_t flush);
@@ -501,10 +502,36 @@ static bool hwm_reset(void)
     return ok;
 }
 
-/* Stores n 1 KiB messages (async, batches of 32, ids generated: one index
+static void lookup_cb(void *arg, gt_err_t err, const st_message_t *msgs,
+                      size_t n, uint64_t next)
+{
+    (void)msgs;
+    (void)next;
+    long *hits = arg;
+    *hits += err == GT_OK && n == 1;
+}
+
+/* Looks up k ids of the n stored (spread evenly, from a random start);
+ * returns lookups/s and counts hits. */
+static double lookups(st_store_t *st, long n, long k, long *hits)
+{
+    char id[32];
+    long step = n / k > 0 ? n / k : 1, at = rand() % step;
+    double t0 = bench_now_s();
+    for (long i = 0; i < k; i++, at = (at + step) % n) {
+        snprintf(id, sizeof(id), "bench-%ld", at);
+        st_lookup_id(st, "bench", id, lookup_cb, hits); /* local: inline */
+    }
+    return (double)k / (bench_now_s() - t0);
+}
+
+/* Stores n 1 KiB messages (async, batches of 32, ids "bench-<i>": one index
  * entry each) in a fresh store, then closes it, reopens it and reports RSS
  * and the open time, for each n in BENCH_MEM_COUNTS (default
- * 100000,10000000; the data, ~1 KiB per message, is deleted after each). */
+ * 100000,10000000; the data, ~1 KiB per message, is deleted after each).
+ * Then the index: its memory (in-memory tables, fences) and run count after
+ * the reopen, and 10,000 lookups by id (one at a time, page cache warm or
+ * not as the run left it). */
 static void run_mem(const char *dir)
 {
     enum { B = 32 };
@@ -512,6 +539,9 @@ static void run_mem(const char *dir)
     char buf[256], sub[4096], cmd[4200];
     double first_rss = 0;
     static st_message_t m[B];
+    static char ids[B][32];
+    struct ixrow { long n; st_index_info_t ii; double lk; long hits; } ixr[16];
+    int nix = 0;
     snprintf(buf, sizeof(buf), "%s", list ? list : "100000,10000000");
     printf("memory per stored message: async 1 KiB appends (batches of %d), "
            "then close and reopen:\n", B);
@@ -531,6 +561,8 @@ static void run_mem(const char *dir)
             for (; k < B && i < n; k++, i++) {
                 memset(&m[k], 0, sizeof(m[k]));
                 m[k].tag = "bench";
+                snprintf(ids[k], sizeof(ids[k]), "bench-%ld", i);
+                m[k].msg_id = ids[k];
                 m[k].body = body;
                 m[k].body_len = sizeof(body);
                 m[k].queue_id = ST_QUEUE_ANY;
@@ -562,11 +594,26 @@ static void run_mem(const char *dir)
                "%12.1f\n", n, rss, rss2, open_s, rss2 * 1048576.0 / (double)n,
                rss2 / first_rss, spike, total, total2);
         fflush(stdout);
+        if (nix < 16) {
+            struct ixrow *x = &ixr[nix++];
+            x->n = n;
+            x->hits = 0;
+            st_local_index_info(st, &x->ii);
+            x->lk = lookups(st, n, 10000, &x->hits);
+        }
         st_close(st);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sub);
         if (system(cmd) != 0)
             fprintf(stderr, "could not remove %s\n", sub);
     }
+    printf("  id / key index after the reopen (in-memory part: tables, "
+           "fences), 10,000 lookups by id:\n");
+    printf("  %10s %12s %10s %8s %12s %10s\n", "messages", "index KiB",
+           "in memory", "runs", "lookups/s", "found");
+    for (int i = 0; i < nix; i++)
+        printf("  %10ld %12.0f %10zu %8zu %12.0f %10ld\n", ixr[i].n,
+               ixr[i].ii.mem_bytes / 1024.0, ixr[i].ii.mem_entries,
+               ixr[i].ii.runs, ixr[i].lk, ixr[i].hits);
 }
 
 int main(int argc, char **argv)

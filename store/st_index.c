@@ -31,10 +31,10 @@
  * a flush makes a level-0 run; when MERGE_FANOUT runs share a level the
  * index thread merges them (a k-way merge of their sorted pairs into a new
  * file, dropping entries below the retained minimum and duplicates) into
- * one of the next level.  Runs are ordered oldest first and levels never
- * increase towards the newest, so at most MERGE_FANOUT - 1 runs per level
- * remain: a lookup reads at most that many blocks per factor of
- * MERGE_FANOUT in stored entries over mem_cap.
+ * one of the next level (the oldest MERGE_FANOUT of the lowest such level).
+ * At rest at most MERGE_FANOUT - 1 runs per level remain: a lookup reads at
+ * most that many 4 KiB blocks per factor of MERGE_FANOUT in stored entries
+ * over mem_cap (10M entries over 64k: levels 0-3, at most 12 blocks).
  *
  * Retention drops runs whose max position is below the first retained
  * position (file unlinked at once); entries of partly retained runs and of
@@ -488,22 +488,26 @@ static gt_err_t flush_one(st_index_t *ix, bool unlock)
     return GT_OK;
 }
 
-/* The lowest level with MERGE_FANOUT live runs, their first index in
- * *first (they are adjacent); -1 if none. */
-static long merge_pick(const st_index_t *ix, size_t *first)
+/* Picks the lowest level with MERGE_FANOUT live runs and puts its oldest
+ * MERGE_FANOUT runs in in[]; -1 if there is none.  (They are adjacent in
+ * the list but for runs made from a re-scanned tail after a start from the
+ * snapshot; counting per level whatever the order keeps the bound.) */
+static long merge_pick(const st_index_t *ix, st_irun_t **in)
 {
     long best = -1;
-    for (size_t i = 0; i < ix->nruns;) {
-        size_t j = i;
-        while (j < ix->nruns && ix->runs[j]->level == ix->runs[i]->level &&
-               !ix->runs[j]->bad)
-            j++;
-        if (j - i >= MERGE_FANOUT &&
-            (best < 0 || ix->runs[i]->level < (uint32_t)best)) {
-            best = ix->runs[i]->level;
-            *first = i;
-        }
-        i = j > i ? j : i + 1;
+    for (size_t i = 0; i < ix->nruns; i++) {
+        uint32_t lv = ix->runs[i]->level, n = 0;
+        if (ix->runs[i]->bad || (best >= 0 && lv >= (uint32_t)best))
+            continue;
+        for (size_t j = i; j < ix->nruns; j++)
+            n += ix->runs[j]->level == lv && !ix->runs[j]->bad;
+        if (n < MERGE_FANOUT)
+            continue;
+        best = lv;
+        n = 0;
+        for (size_t j = i; j < ix->nruns && n < MERGE_FANOUT; j++)
+            if (ix->runs[j]->level == lv && !ix->runs[j]->bad)
+                in[n++] = ix->runs[j];
     }
     return best;
 }
@@ -512,16 +516,14 @@ static long merge_pick(const st_index_t *ix, size_t *first)
  * dropped around the I/O when `unlock`. */
 static gt_err_t merge_one(st_index_t *ix, bool unlock)
 {
-    size_t first = 0;
-    long level = merge_pick(ix, &first);
+    st_irun_t *in[MERGE_FANOUT];
+    long level = merge_pick(ix, in);
     if (level < 0)
         return GT_ENOTFOUND;
-    st_irun_t *in[MERGE_FANOUT];
     runr_t rd[MERGE_FANOUT];
     st_irun_t *out = NULL;
     uint64_t seq = ix->next_seq++, min = ix->min_pos;
     for (size_t i = 0; i < MERGE_FANOUT; i++) {
-        in[i] = ix->runs[first + i];
         atomic_fetch_add(&in[i]->refs, 1);
         in[i]->merging = true;
     }
@@ -1073,6 +1075,6 @@ void st_index_info(const st_index_t *ix, st_index_info_t *out)
     out->mem_bytes += ix->runs_cap * sizeof(void *);
     out->flushes = ix->flushes;
     out->merges = ix->merges;
-    size_t first;
-    out->idle = ix->nfrozen == 0 && merge_pick(ix, &first) < 0;
+    st_irun_t *in[MERGE_FANOUT];
+    out->idle = ix->nfrozen == 0 && merge_pick(ix, in) < 0;
 }
