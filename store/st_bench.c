@@ -511,15 +511,17 @@ static void lookup_cb(void *arg, gt_err_t err, const st_message_t *msgs,
     *hits += err == GT_OK && n == 1;
 }
 
-/* Looks up k ids of the n stored (spread evenly, from a random start);
- * returns lookups/s and counts hits. */
-static double lookups(st_store_t *st, long n, long k, long *hits)
+/* Looks up k ids of the n stored (spread evenly, from a random start), or
+ * k absent ones (index cost alone: no record to read); returns lookups/s
+ * and counts hits. */
+static double lookups(st_store_t *st, long n, long k, bool absent,
+                      long *hits)
 {
     char id[32];
     long step = n / k > 0 ? n / k : 1, at = rand() % step;
     double t0 = bench_now_s();
     for (long i = 0; i < k; i++, at = (at + step) % n) {
-        snprintf(id, sizeof(id), "bench-%ld", at);
+        snprintf(id, sizeof(id), "%s-%ld", absent ? "absent" : "bench", at);
         st_lookup_id(st, "bench", id, lookup_cb, hits); /* local: inline */
     }
     return (double)k / (bench_now_s() - t0);
@@ -540,7 +542,11 @@ static void run_mem(const char *dir)
     double first_rss = 0;
     static st_message_t m[B];
     static char ids[B][32];
-    struct ixrow { long n; st_index_info_t ii; double lk; long hits; } ixr[16];
+    struct ixrow {
+        long n, hits, false_hits;
+        st_index_info_t ii;
+        double lk, lk_absent;
+    } ixr[16];
     int nix = 0;
     snprintf(buf, sizeof(buf), "%s", list ? list : "100000,10000000");
     printf("memory per stored message: async 1 KiB appends (batches of %d), "
@@ -597,9 +603,10 @@ static void run_mem(const char *dir)
         if (nix < 16) {
             struct ixrow *x = &ixr[nix++];
             x->n = n;
-            x->hits = 0;
+            x->hits = x->false_hits = 0;
             st_local_index_info(st, &x->ii);
-            x->lk = lookups(st, n, 10000, &x->hits);
+            x->lk = lookups(st, n, 10000, false, &x->hits);
+            x->lk_absent = lookups(st, n, 10000, true, &x->false_hits);
         }
         st_close(st);
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sub);
@@ -607,13 +614,13 @@ static void run_mem(const char *dir)
             fprintf(stderr, "could not remove %s\n", sub);
     }
     printf("  id / key index after the reopen (in-memory part: tables, "
-           "fences), 10,000 lookups by id:\n");
-    printf("  %10s %12s %10s %8s %12s %10s\n", "messages", "index KiB",
-           "in memory", "runs", "lookups/s", "found");
+           "fences), 10,000 lookups by id, stored and absent (one at a time):\n");
+    printf("  %10s %12s %10s %8s %12s %10s %14s\n", "messages", "index KiB",
+           "in memory", "runs", "lookups/s", "found", "absent ids/s");
     for (int i = 0; i < nix; i++)
-        printf("  %10ld %12.0f %10zu %8zu %12.0f %10ld\n", ixr[i].n,
+        printf("  %10ld %12.0f %10zu %8zu %12.0f %10ld %14.0f\n", ixr[i].n,
                ixr[i].ii.mem_bytes / 1024.0, ixr[i].ii.mem_entries,
-               ixr[i].ii.runs, ixr[i].lk, ixr[i].hits);
+               ixr[i].ii.runs, ixr[i].lk, ixr[i].hits, ixr[i].lk_absent);
 }
 
 int main(int argc, char **argv)

@@ -554,6 +554,8 @@ static gt_err_t merge_one(st_index_t *ix, bool unlock)
         }
         if (best < 0 || rc != GT_OK)
             break;
+        if (w.count % (16 * BLOCK_PAIRS) == 0 && atomic_load(&ix->stop))
+            rc = GT_ESHUTDOWN; /* closing: the inputs stay as they are */
         rd[best].at++;
         if (bp >= min)
             rw_add(&w, bh, bp);
@@ -611,7 +613,7 @@ static void *ix_main(void *arg)
         }
         if (rc == GT_OK)
             continue;
-        if (rc != GT_ENOTFOUND) {
+        if (rc != GT_ENOTFOUND && !atomic_load(&ix->stop)) {
             GT_LOG(WARN, "store", "index run file not written (%s); retrying",
                    gt_err_str(rc));
             ix->retry_at = st_mono_ms() + RETRY_MS;
@@ -702,7 +704,7 @@ gt_err_t st_index_start(st_index_t *ix)
 {
     if (ix->running)
         return GT_OK;
-    ix->stop = false;
+    atomic_store(&ix->stop, false);
     if (pthread_create(&ix->th, NULL, ix_main, ix) != 0)
         return GT_ENOMEM;
     ix->running = true;
@@ -714,7 +716,7 @@ void st_index_stop(st_index_t *ix)
     if (!ix->running)
         return;
     pthread_mutex_lock(&ix->st->lock);
-    ix->stop = true;
+    atomic_store(&ix->stop, true);
     pthread_cond_signal(&ix->cond);
     pthread_mutex_unlock(&ix->st->lock);
     pthread_join(ix->th, NULL);

@@ -272,7 +272,8 @@ typedef struct st_index {
     /* the index thread: flushes frozen tables, merges runs */
     pthread_t th;
     pthread_cond_t cond;   /* with st->lock */
-    bool running, stop;
+    bool running;
+    _Atomic bool stop;     /* also read by a merge in progress (unlocked) */
     int64_t retry_at;      /* after a failure (st_mono_ms) */
 } st_index_t;
 
