@@ -5,8 +5,9 @@
  *   bit patterns that exercise packing;
  * - interop: frames, content headers and a table written by amqplib
  *   0.10.9's own encoder (tests/data/amqp/amqplib_fixtures.txt, made by
- *   gen_amqplib_fixtures.js) decode to the values amqplib was given, and
- *   our encoder writes the same bytes for them;
+ *   gen_amqplib_fixtures.js) and by pika 1.2.0's (pika_fixtures.txt, made
+ *   by gen_pika_fixtures.py) decode to the values the client was given,
+ *   and our encoder writes the same bytes for them;
  * - field tables with every type letter re-encode byte-exact; lookups,
  *   limits and malformed tables;
  * - every class of malformed frame, method and content sequence gets
@@ -21,8 +22,8 @@
 
 #include "gw_codec.h"
 
-#ifndef FIXTURE_FILE
-#error FIXTURE_FILE must name tests/data/amqp/amqplib_fixtures.txt
+#ifndef FIXTURE_DIR
+#error FIXTURE_DIR must name tests/data/amqp
 #endif
 
 /* ---- helpers -------------------------------------------------------- */
@@ -449,9 +450,10 @@ static gt_err_t build_every(uint8_t *buf, size_t cap, gw_table_t *t)
     return gw_tbuild_finish(&b, t);
 }
 
-static void test_amqplib_fixtures(void)
+/* Checks one fixture file; the counts of lines of each kind it must hold. */
+static void run_fixtures(const char *path, size_t want_methods, size_t want_tables)
 {
-    FILE *fp = fopen(FIXTURE_FILE, "r");
+    FILE *fp = fopen(path, "r");
     char line[8192];
     uint8_t bin[4096], out[4096];
     size_t n_method = 0, n_props = 0, n_table = 0;
@@ -476,13 +478,13 @@ static void test_amqplib_fixtures(void)
             CU_ASSERT_EQUAL(gw_method_decode(fr.payload, fr.size, &got, &f), GT_OK);
             fill_rule(&want, mi);
             if (method_cmp(&got, &want) != 0) {
-                fprintf(stderr, "\n  amqplib %s differs\n", mi->name);
-                CU_FAIL("amqplib decode");
+                fprintf(stderr, "\n  %s: %s differs\n", path, mi->name);
+                CU_FAIL("fixture decode");
             }
             CU_ASSERT_EQUAL(gw_method_frame(3, &want, out, sizeof out, &len), GT_OK);
             if (len != n || memcmp(out, bin, n) != 0) {
-                fprintf(stderr, "\n  our %s differs from amqplib's\n", mi->name);
-                CU_FAIL("amqplib encode");
+                fprintf(stderr, "\n  %s: our %s differs\n", path, mi->name);
+                CU_FAIL("fixture encode");
             }
             n_method++;
         } else if (sscanf(line, "%15s %31s %7999s", kind, name, hex) == 3 &&
@@ -533,9 +535,20 @@ static void test_amqplib_fixtures(void)
         }
     }
     fclose(fp);
-    CU_ASSERT_EQUAL(n_method, 66);
+    CU_ASSERT_EQUAL(n_method, want_methods);
     CU_ASSERT_EQUAL(n_props, 3);
-    CU_ASSERT_EQUAL(n_table, 1);
+    CU_ASSERT_EQUAL(n_table, want_tables);
+}
+
+static void test_amqplib_fixtures(void)
+{
+    run_fixtures(FIXTURE_DIR "/amqplib_fixtures.txt", 66, 1);
+}
+
+/* pika 1.2.0 has every method but connection.update-secret/-ok. */
+static void test_pika_fixtures(void)
+{
+    run_fixtures(FIXTURE_DIR "/pika_fixtures.txt", 64, 0);
 }
 
 /* ---- tables --------------------------------------------------------- */
@@ -1269,6 +1282,7 @@ int main(void)
         !CU_add_test(s, "method decode errors", test_method_errors) ||
         !CU_add_test(s, "reply texts", test_fault_text) ||
         !CU_add_test(s, "amqplib fixtures", test_amqplib_fixtures) ||
+        !CU_add_test(s, "pika fixtures", test_pika_fixtures) ||
         !CU_add_test(s, "table: every type byte-exact", test_table_every_type) ||
         !CU_add_test(s, "table: malformed", test_table_malformed) ||
         !CU_add_test(s, "table: depth limit", test_table_depth) ||
