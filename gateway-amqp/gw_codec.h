@@ -229,7 +229,8 @@ void gw_tbuild_string(gw_tbuild_t *b, const char *key, const char *s);
 void gw_tbuild_bytes(gw_tbuild_t *b, const char *key, const void *p, size_t len); /* 'x' */
 /* Any decoded value, byte-exact (nested tables and arrays copied raw). */
 void gw_tbuild_value(gw_tbuild_t *b, const char *key, const gw_value_t *v);
-/* Same with a key that is not NUL-terminated (for copying entries). */
+/* Same with a key that is not NUL-terminated (for copying entries);
+ * key.ptr NULL means no key (array elements). */
 void gw_tbuild_value_k(gw_tbuild_t *b, gw_str_t key, const gw_value_t *v);
 void gw_tbuild_table_begin(gw_tbuild_t *b, const char *key);
 void gw_tbuild_array_begin(gw_tbuild_t *b, const char *key);

@@ -129,7 +129,8 @@ gt_err_t gw_frame_decode(const uint8_t *buf, size_t len, uint32_t frame_max, gw_
         return GT_EINVAL;
     }
     if (frame_max != 0 && size > frame_max) {
-        snprintf(why, sizeof why, "{frame_too_large,%u,%u}", size, frame_max - GW_FRAME_OVERHEAD);
+        snprintf(why, sizeof why, "{frame_too_large,%u,%u}", size,
+                 frame_max > GW_FRAME_OVERHEAD ? frame_max - GW_FRAME_OVERHEAD : 0);
         frame_fault(fault, type, NULL, 0, why);
         return GT_EINVAL;
     }

@@ -416,8 +416,6 @@ void gw_tbuild_value_k(gw_tbuild_t *b, gw_str_t key, const gw_value_t *v)
     size_t n;
     uint8_t *q;
 
-    if (k == NULL && !b->is_array[b->depth])
-        k = ""; /* an empty key is a key */
     switch (v->type) {
     case 't':
     case 'b':

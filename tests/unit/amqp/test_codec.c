@@ -764,6 +764,16 @@ static void test_tbuild_errors(void)
     gw_tbuild_value(&b, "t", &v);
     CU_ASSERT_EQUAL(gw_tbuild_finish(&b, &t), GT_EINVAL);
 
+    /* A value without a key outside an array; an empty key is fine. */
+    gw_value_t iv = {.type = 'I'};
+    gw_tbuild_init(&b, buf, sizeof buf);
+    gw_tbuild_value(&b, NULL, &iv);
+    CU_ASSERT_EQUAL(gw_tbuild_finish(&b, &t), GT_EINVAL);
+    gw_tbuild_init(&b, buf, sizeof buf);
+    gw_tbuild_value(&b, "", &iv);
+    CU_ASSERT_EQUAL(gw_tbuild_finish(&b, &t), GT_OK);
+    CU_ASSERT_EQUAL(t.len, 1 + 1 + 4);
+
     /* Empty builder: the empty table. */
     gw_tbuild_init(&b, buf, sizeof buf);
     CU_ASSERT_EQUAL(gw_tbuild_finish(&b, &t), GT_OK);
