@@ -142,7 +142,44 @@ static void check_method(const gw_frame_t *fr)
     free(buf2);
 }
 
-static void check_header(const gw_frame_t *fr)
+/* Sends raw_props and body as content (split at frame_max) after a
+ * publish, and reads it back through a fresh assembler. */
+static void check_content(gw_bytes_t raw_props, const uint8_t *body, size_t blen,
+                          uint32_t frame_max)
+{
+    static const uint8_t pub[] = {1, 0, 1, 0, 0, 0, 9, 0, 60, 0, 40, 0, 0, 0, 0, 0, 0xCE};
+    size_t n = gw_content_size(NULL, raw_props, blen, frame_max), len = 0, at = 0, got = 0;
+    uint8_t *buf = malloc(n > 0 ? n : 1);
+    gw_asm_t a = {0};
+    gw_asm_out_t o;
+    gw_frame_t fr;
+    gw_fault_t f;
+    size_t used;
+
+    fuzz_check(n > 0 && buf != NULL, "content size");
+    fuzz_check(gw_content_encode(1, NULL, raw_props, body, blen, frame_max, buf, n, &len) == GT_OK &&
+                   len == n,
+               "content encode");
+    fuzz_check(gw_frame_decode(pub, sizeof pub, 0, &fr, &used, &f) == GT_OK, "publish frame");
+    fuzz_check(gw_asm_frame(&a, &fr, &o, &f) == GT_OK && o.event == GW_EV_CONTENT, "publish");
+    do {
+        fuzz_check(gw_frame_decode(buf + at, len - at, 0, &fr, &used, &f) == GT_OK, "content frame");
+        fuzz_check(frame_max == 0 || fr.type != GW_FRAME_BODY || fr.size <= frame_max - 8,
+                   "body frame within frame_max");
+        fuzz_check(gw_asm_frame(&a, &fr, &o, &f) == GT_OK, "content assembles");
+        if (o.event == GW_EV_BODY) {
+            fuzz_check(memcmp(o.body.ptr, body + got, o.body.len) == 0, "body bytes");
+            got += o.body.len;
+        } else {
+            fuzz_check(o.event == GW_EV_HEADER && o.header.body_size == blen, "header");
+        }
+        at += used;
+    } while (!o.done);
+    fuzz_check(at == len && got == blen, "whole content");
+    free(buf);
+}
+
+static void check_header(const gw_frame_t *fr, uint32_t frame_max)
 {
     gw_content_header_t h;
     gw_fault_t f;
@@ -161,6 +198,8 @@ static void check_header(const gw_frame_t *fr)
         fuzz_check(len == h.raw_props.len && memcmp(buf, h.raw_props.ptr, len) == 0,
                    "props byte-exact");
     free(buf);
+    /* The frame's own bytes as a body, cut into frames of frame_max. */
+    check_content(h.raw_props, fr->payload, fr->size, frame_max != 0 ? frame_max : 9);
 }
 
 typedef struct {
@@ -231,7 +270,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fr.type == GW_FRAME_METHOD)
             check_method(&fr);
         else if (fr.type == GW_FRAME_HEADER)
-            check_header(&fr);
+            check_header(&fr, frame_max);
         if (fr.type != GW_FRAME_HEARTBEAT && !asm_dead[fr.channel & 3]) {
             gw_asm_out_t o;
             gw_fault_t fa;
