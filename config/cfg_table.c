@@ -89,6 +89,10 @@ static bool cfg_name_char(char c)
            c == '-';
 }
 
+/* The name quoted for an error message (formatted only on the error
+ * paths: names are checked on every request). */
+#define CFG_Q(q, name, len) cfg_msg_quote(q, sizeof(q), name, len)
+
 static gt_err_t cfg_name_check(const char *name, const char *what,
                                size_t max, const char *const *reserved,
                                const char *const *prefixes, char *why,
@@ -102,33 +106,33 @@ static gt_err_t cfg_name_check(const char *name, const char *what,
         why = dummy;
         whylen = sizeof(dummy);
     }
-    cfg_msg_quote(q, sizeof(q), name, len);
     if (len == 0) {
         snprintf(why, whylen, "%s name must not be empty", what);
         return GT_EINVAL;
     }
     if (len > max) {
         snprintf(why, whylen, "%s is not a valid %s name (%zu characters, at "
-                 "most %zu)", q, what, len, max);
+                 "most %zu)", CFG_Q(q, name, len), what, len, max);
         return GT_EINVAL;
     }
     for (i = 0; i < len; i++) {
         if (!cfg_name_char(name[i])) {
             snprintf(why, whylen, "%s is not a valid %s name (allowed: "
-                     "^[%%|a-zA-Z0-9_-]+$)", q, what);
+                     "^[%%|a-zA-Z0-9_-]+$)", CFG_Q(q, name, len), what);
             return GT_EINVAL;
         }
     }
     for (i = 0; reserved[i] != NULL; i++) {
         if (strcmp(name, reserved[i]) == 0) {
-            snprintf(why, whylen, "%s is a reserved system %s name", q, what);
+            snprintf(why, whylen, "%s is a reserved system %s name",
+                     CFG_Q(q, name, len), what);
             return GT_EINVAL;
         }
     }
     for (i = 0; prefixes[i] != NULL; i++) {
         if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0) {
             snprintf(why, whylen, "%s is a reserved system %s name (prefix "
-                     "%s)", q, what, prefixes[i]);
+                     "%s)", CFG_Q(q, name, len), what, prefixes[i]);
             return GT_EINVAL;
         }
     }

@@ -95,10 +95,11 @@ static size_t str_size(const char *s, bool *ok)
     return 2 + n + 1;
 }
 
-static size_t var_size(const char *topic, const st_message_t *m, bool *ok)
+static size_t var_size(const char *topic, const st_message_t *m,
+                       const char *msg_id, bool *ok)
 {
     size_t v = str_size(topic, ok) + str_size(m->tag, ok) +
-               str_size(m->msg_id, ok) + str_size(m->born_host, ok) +
+               str_size(msg_id, ok) + str_size(m->born_host, ok) +
                str_size(m->msg_group, ok) + 2 + 2;
     if (m->nkeys > ST_MAX_KEYS || m->nprops > ST_MAX_PROPS) {
         *ok = false;
@@ -111,14 +112,20 @@ static size_t var_size(const char *topic, const st_message_t *m, bool *ok)
     return v;
 }
 
-size_t st_record_size(const char *topic, const st_message_t *msg)
+size_t st_record_size_as(const char *topic, const st_message_t *msg,
+                         const char *msg_id)
 {
     bool ok = true;
-    size_t v = var_size(topic, msg, &ok);
+    size_t v = var_size(topic, msg, msg_id, &ok);
     size_t total = ST_REC_HDR + v + msg->body_len;
     if (!ok || total > ST_REC_MAX_HARD || (msg->body_len && !msg->body))
         return 0;
     return total;
+}
+
+size_t st_record_size(const char *topic, const st_message_t *msg)
+{
+    return st_record_size_as(topic, msg, msg->msg_id);
 }
 
 static uint8_t *put_str(uint8_t *p, const char *s)
@@ -131,10 +138,11 @@ static uint8_t *put_str(uint8_t *p, const char *s)
     return p + 2 + n + 1;
 }
 
-gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
-                          const st_message_t *m, size_t *used)
+gt_err_t st_record_encode_as(uint8_t *buf, size_t cap, const char *topic,
+                             const st_message_t *m, const char *msg_id,
+                             uint16_t flags, size_t *used)
 {
-    size_t total = st_record_size(topic, m);
+    size_t total = st_record_size_as(topic, m, msg_id);
     if (total == 0)
         return GT_EINVAL;
     if (cap < total)
@@ -142,7 +150,7 @@ gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
     memset(buf, 0, ST_REC_HDR);
     gt_le32_put(buf, ST_REC_MAGIC);
     gt_le32_put(buf + 4, (uint32_t)total);
-    gt_le16_put(buf + 12, (uint16_t)m->flags);
+    gt_le16_put(buf + 12, flags);
     gt_le16_put(buf + 14, ST_REC_HDR);
     gt_le64_put(buf + 44, (uint64_t)m->born_ts_ms);
     gt_le64_put(buf + 52, (uint64_t)m->delivery_ts_ms);
@@ -150,7 +158,7 @@ gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
     uint8_t *p = buf + ST_REC_HDR;
     p = put_str(p, topic);
     p = put_str(p, m->tag);
-    p = put_str(p, m->msg_id);
+    p = put_str(p, msg_id);
     p = put_str(p, m->born_host);
     p = put_str(p, m->msg_group);
     gt_le16_put(p, (uint16_t)m->nkeys);
@@ -166,9 +174,18 @@ gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
     gt_le32_put(buf + 68, (uint32_t)(p - buf - ST_REC_HDR));
     if (m->body_len)
         memcpy(p, m->body, m->body_len);
-    st_record_seal(buf, 0, 0, 0, 0);
     *used = total;
     return GT_OK;
+}
+
+gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
+                          const st_message_t *m, size_t *used)
+{
+    gt_err_t rc = st_record_encode_as(buf, cap, topic, m, m->msg_id,
+                                      (uint16_t)m->flags, used);
+    if (rc == GT_OK)
+        st_record_seal(buf, 0, 0, 0, 0);
+    return rc;
 }
 
 void st_record_seal(uint8_t *rec, uint32_t queue, uint64_t qoff, uint64_t pos,

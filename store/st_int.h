@@ -79,6 +79,15 @@ size_t st_record_size(const char *topic, const st_message_t *msg);
 gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
                           const st_message_t *msg, size_t *used);
 
+/* The writer's forms: the message id and flags given apart from the
+ * message (no copy of it), and no CRC -- the record is sealed once its
+ * place is known (st_record_seal). */
+size_t st_record_size_as(const char *topic, const st_message_t *msg,
+                         const char *msg_id);
+gt_err_t st_record_encode_as(uint8_t *buf, size_t cap, const char *topic,
+                             const st_message_t *msg, const char *msg_id,
+                             uint16_t flags, size_t *used);
+
 /* Writes the writer-assigned fields into an encoded record and its CRC. */
 void st_record_seal(uint8_t *rec, uint32_t queue, uint64_t qoff, uint64_t pos,
                     int64_t store_ts);

@@ -142,27 +142,30 @@ static void gen_id(st_local_t *st, char *id)
     *p = 0;
 }
 
+/* Encodes the batch into one buffer.  The messages are read in place (an
+ * st_message_t is 2.6 KB: no copies of them); the records are sealed by the
+ * writer, once their positions are known. */
 static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
                            const st_message_t *msgs, bool internal)
 {
     size_t nix = 0, total = 0;
     for (size_t i = 0; i < w->n; i++) {
-        st_message_t m = msgs[i];
+        const st_message_t *m = &msgs[i];
         char *id = w->items[i].msg_id;
-        if (!m.msg_id || !m.msg_id[0])
+        size_t idlen;
+        if (!m->msg_id || !m->msg_id[0])
             gen_id(st, id);
-        else if (strlen(m.msg_id) < ST_MSG_ID_MAX)
-            memcpy(id, m.msg_id, strlen(m.msg_id) + 1);
+        else if ((idlen = strlen(m->msg_id)) < ST_MSG_ID_MAX)
+            memcpy(id, m->msg_id, idlen + 1);
         else
             return GT_EINVAL;
-        m.msg_id = id;
-        size_t sz = st_record_size(topic, &m);
+        size_t sz = st_record_size_as(topic, m, id);
         if (sz == 0 || sz > st->cfg.max_message_bytes)
             return GT_EINVAL;
         total += sz;
         if (total > st->seg_size - ST_SEG_HDR)
             return GT_EINVAL;
-        nix += 1 + m.nkeys;
+        nix += 1 + m->nkeys;
     }
     if (nix > w->nix) /* counted at submission; cannot grow */
         return GT_EINVAL;
@@ -170,23 +173,23 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
         return GT_ENOMEM;
     size_t off = 0, k = 0;
     for (size_t i = 0; i < w->n; i++) {
-        st_message_t m = msgs[i];
-        m.msg_id = w->items[i].msg_id;
-        if (!internal) /* flags are the store's; DLQ copies set them */
-            m.flags = 0;
+        const st_message_t *m = &msgs[i];
+        const char *id = w->items[i].msg_id;
+        /* flags are the store's; DLQ copies set them */
+        uint16_t flags = internal ? (uint16_t)m->flags : 0;
         size_t used = 0;
-        gt_err_t rc = st_record_encode(w->buf + off, total - off, topic, &m,
-                                       &used);
+        gt_err_t rc = st_record_encode_as(w->buf + off, total - off, topic, m,
+                                          id, flags, &used);
         if (rc != GT_OK)
             return rc;
         w->roff[i] = (uint32_t)off;
-        w->tag_hash[i] = gt_hash32(m.tag);
-        w->group_hash[i] = st_group_hash(m.msg_group);
-        w->due[i] = m.delivery_ts_ms;
+        w->tag_hash[i] = gt_hash32(m->tag);
+        w->group_hash[i] = st_group_hash(m->msg_group);
+        w->due[i] = m->delivery_ts_ms;
         w->ix_start[i] = (uint32_t)k;
-        w->ix[k++] = st_hash64('I', m.msg_id);
-        for (uint32_t j = 0; j < m.nkeys; j++)
-            w->ix[k++] = st_hash64('K', m.keys[j]);
+        w->ix[k++] = st_hash64('I', id);
+        for (uint32_t j = 0; j < m->nkeys; j++)
+            w->ix[k++] = st_hash64('K', m->keys[j]);
         off += used;
     }
     w->ix_start[w->n] = (uint32_t)k;
