@@ -73,9 +73,9 @@ typedef struct px_method {
      * request message as `req_desc` and passes it on; a message that does
      * not decode goes to on_reject(PX_REJECT_MALFORMED) instead.  `req` is
      * freed when on_request returns unless the handler called
-     * px_call_keep_request() (then it frees it with
-     * protobuf_c_message_free_unpacked(req, NULL)).  Same arrival rules as
-     * on_message. */
+     * px_call_keep_request() (then it frees it with px_request_free(req);
+     * the request lives in one arena, see px_request_unpack).  Same
+     * arrival rules as on_message. */
     const ProtobufCMessageDescriptor *req_desc;
     const ProtobufCMessageDescriptor *resp_desc; /* for on_reject; may be NULL */
     void (*on_request)(px_call_t *call, ProtobufCMessage *req);
@@ -231,7 +231,7 @@ gt_err_t px_call_finish(px_call_t *call, grpc_status_code code,
 void px_call_on_over(px_call_t *call, void (*fn)(void *arg, bool delivered),
                      void *arg);
 /* From inside on_request: the handler keeps the decoded request (it frees
- * it later with protobuf_c_message_free_unpacked(req, NULL)). */
+ * it later with px_request_free(req)). */
 void px_call_keep_request(px_call_t *call);
 /* Unary convenience: send `msg` then finish OK. */
 gt_err_t px_call_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
@@ -244,6 +244,15 @@ gt_err_t px_call_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
  * (fn not run) when out of memory. */
 gt_err_t px_call_defer(px_call_t *call, void (*fn)(px_call_t *call, void *arg),
                        void *arg);
+
+/* Unpacks a request into one arena (px_rpc_arena.c): no malloc per field,
+ * freed at once with px_request_free(msg) -- never with
+ * protobuf_c_message_free_unpacked.  NULL for bytes that are not a valid
+ * `desc` message (or out of memory).  The runtime decodes on_request's
+ * requests with it. */
+ProtobufCMessage *px_request_unpack(const ProtobufCMessageDescriptor *desc,
+                                    const uint8_t *data, size_t len);
+void px_request_free(ProtobufCMessage *req);
 
 /* Unpacks a request; NULL for bytes that are not a valid `desc` message.
  * Free with protobuf_c_message_free_unpacked(msg, NULL). */

@@ -656,8 +656,8 @@ static void px_call_deliver(px_call_t *c, grpc_slice *s)
         grpc_slice_unref(*s);
         return;
     }
-    req = protobuf_c_message_unpack(m->req_desc, NULL, GRPC_SLICE_LENGTH(*s),
-                                    GRPC_SLICE_START_PTR(*s));
+    req = px_request_unpack(m->req_desc, GRPC_SLICE_START_PTR(*s),
+                            GRPC_SLICE_LENGTH(*s));
     grpc_slice_unref(*s);
     if (req == NULL) {
         px_call_reject(c, PX_REJECT_MALFORMED);
@@ -666,7 +666,7 @@ static void px_call_deliver(px_call_t *c, grpc_slice *s)
     c->req_kept = false;
     m->on_request(c, req);
     if (!c->req_kept)
-        protobuf_c_message_free_unpacked(req, NULL);
+        px_request_free(req);
 }
 
 /* Charges a message of `len` bytes that just arrived: unary and

@@ -121,7 +121,7 @@ static void px_ack_one_done(void *arg, gt_err_t err)
         return;
     px_ack_reply(ctx);
     px_call_unref(ctx->call);
-    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    px_request_free(&ctx->req->base);
     pthread_mutex_destroy(&ctx->mu);
     free(ctx->errs);
     free(ctx->ones);
@@ -210,7 +210,7 @@ static void px_chg_done(void *arg, gt_err_t err, const char *handle)
     }
     px_call_reply_pb(ctx->call, &resp.base);
     px_call_unref(ctx->call);
-    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    px_request_free(&ctx->req->base);
     free(ctx);
 }
 
@@ -271,7 +271,7 @@ static void px_fwd_finish(px_fwd_ctx_t *ctx, px_code_t code, const char *why)
     px_reply_status(ctx->call, PX_DESC(forward_message_to_dead_letter_queue_response),
                     code, why);
     px_call_unref(ctx->call);
-    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    px_request_free(&ctx->req->base);
     free(ctx);
 }
 

@@ -172,7 +172,7 @@ static void px_topic_created(void *arg, gt_err_t err)
     px_redo.err = err;
     px_call_method_entry(call)->on_request(call, ctx->req);
     if (!px_redo.kept)
-        protobuf_c_message_free_unpacked(ctx->req, NULL);
+        px_request_free(ctx->req);
     px_redo.active = false;
     px_redo.err = GT_OK;
     px_call_unref(call);

@@ -340,7 +340,7 @@ static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
                  st_err_retriable(err) ? " (retry later)" : "");
         px_send_reply(ctx->call, ctx->req, NULL, px_code_from_err(err), why, NULL);
     }
-    protobuf_c_message_free_unpacked(&ctx->req->base, NULL);
+    px_request_free(&ctx->req->base);
     px_call_unref(ctx->call);
     free(ctx);
 }
