@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "gt_log.h"
+#include "gt_tagexpr.h"
 #include "px_svc_int.h"
 
 /* Finds or creates a client.  Called with clients_mu held. */
@@ -27,6 +28,111 @@ px_client_t *px_client_get_locked(px_svc_t *svc, const char *id,
     return c;
 }
 
+/* snprintf(dst, size, "%s", src) without the formatter (per message). */
+static void px_copy(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* ---- held handles: a list (renewals walk it) and an index by handle --- */
+
+static size_t px_held_slot(const px_client_t *c, const char *handle)
+{
+    return gt_hash32(handle) & (c->nb - 1);
+}
+
+/* Doubles the index (or starts it); on failure the chains just grow. */
+static void px_held_grow_locked(px_client_t *c)
+{
+    size_t nb = c->nb ? 2 * c->nb : 64;
+    px_held_t **hb = calloc(nb, sizeof(*hb));
+
+    if (hb == NULL)
+        return;
+    for (size_t i = 0; i < c->nb; i++) {
+        px_held_t *h = c->hb[i];
+        while (h != NULL) {
+            px_held_t *next = h->hnext;
+            size_t k = gt_hash32(h->handle) & (nb - 1);
+            h->hnext = hb[k];
+            hb[k] = h;
+            h = next;
+        }
+    }
+    free(c->hb);
+    c->hb = hb;
+    c->nb = nb;
+}
+
+static void px_held_add_locked(px_client_t *c, px_held_t *h)
+{
+    size_t k;
+
+    if (c->n_held >= c->nb)
+        px_held_grow_locked(c);
+    h->prev = NULL;
+    h->next = c->held;
+    if (c->held != NULL)
+        c->held->prev = h;
+    c->held = h;
+    c->n_held++;
+    if (c->nb == 0) { /* no index (out of memory): list only */
+        h->hnext = NULL;
+        return;
+    }
+    k = px_held_slot(c, h->handle);
+    h->hnext = c->hb[k];
+    c->hb[k] = h;
+}
+
+px_held_t *px_held_find_locked(px_client_t *c, const char *handle)
+{
+    if (c->nb == 0) {
+        for (px_held_t *h = c->held; h != NULL; h = h->next)
+            if (strcmp(h->handle, handle) == 0)
+                return h;
+        return NULL;
+    }
+    for (px_held_t *h = c->hb[px_held_slot(c, handle)]; h != NULL; h = h->hnext)
+        if (strcmp(h->handle, handle) == 0)
+            return h;
+    return NULL;
+}
+
+void px_held_remove_locked(px_client_t *c, px_held_t *h)
+{
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        c->held = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    if (c->nb > 0) {
+        px_held_t **pp = &c->hb[px_held_slot(c, h->handle)];
+        while (*pp != NULL && *pp != h)
+            pp = &(*pp)->hnext;
+        if (*pp != NULL)
+            *pp = h->hnext;
+    }
+    c->n_held--;
+}
+
+void px_held_free_all(px_client_t *c)
+{
+    while (c->held != NULL) {
+        px_held_t *h = c->held;
+        c->held = h->next;
+        free(h);
+    }
+    c->n_held = 0;
+    free(c->hb);
+    c->hb = NULL;
+    c->nb = 0;
+}
+
 void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
                     const char *topic, const char *handle, bool auto_renew,
                     int64_t invisible_ms)
@@ -34,50 +140,37 @@ void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
     px_client_t *c;
     px_held_t *h;
 
-    if (client_id == NULL || (h = calloc(1, sizeof(*h))) == NULL)
+    if (client_id == NULL || (h = malloc(sizeof(*h))) == NULL)
         return;
-    snprintf(h->group, sizeof(h->group), "%s", group);
-    snprintf(h->topic, sizeof(h->topic), "%s", topic);
-    snprintf(h->handle, sizeof(h->handle), "%s", handle);
-    snprintf(h->cur, sizeof(h->cur), "%s", handle);
+    px_copy(h->group, sizeof(h->group), group);
+    px_copy(h->topic, sizeof(h->topic), topic);
+    px_copy(h->handle, sizeof(h->handle), handle);
+    px_copy(h->cur, sizeof(h->cur), handle);
     h->auto_renew = auto_renew;
+    h->renewing = false;
     h->renew_at_ms = px_now_ms() + invisible_ms - PX_RENEW_AHEAD_MS;
     pthread_mutex_lock(&svc->clients_mu);
     c = px_client_get_locked(svc, client_id, true);
     if (c != NULL) {
-        h->next = c->held;
-        c->held = h;
-        c->n_held++;
+        px_held_add_locked(c, h);
         h = NULL;
     }
     pthread_mutex_unlock(&svc->clients_mu);
     free(h);
 }
 
-/* Finds a held entry by the client's handle.  Called with clients_mu. */
-px_held_t **px_held_find_locked(px_client_t *c, const char *handle)
-{
-    for (px_held_t **pp = &c->held; *pp != NULL; pp = &(*pp)->next)
-        if (strcmp((*pp)->handle, handle) == 0)
-            return pp;
-    return NULL;
-}
-
 void px_client_release(px_svc_t *svc, const char *client_id,
                        const char *handle)
 {
     px_client_t *c;
-    px_held_t *found = NULL, **pp;
+    px_held_t *found = NULL;
 
     if (client_id == NULL || handle == NULL)
         return;
     pthread_mutex_lock(&svc->clients_mu);
     c = px_client_get_locked(svc, client_id, false);
-    if (c != NULL && (pp = px_held_find_locked(c, handle)) != NULL) {
-        found = *pp;
-        *pp = found->next;
-        c->n_held--;
-    }
+    if (c != NULL && (found = px_held_find_locked(c, handle)) != NULL)
+        px_held_remove_locked(c, found);
     pthread_mutex_unlock(&svc->clients_mu);
     free(found);
 }
@@ -86,15 +179,15 @@ void px_client_current(px_svc_t *svc, const char *client_id,
                        const char *handle, char *out)
 {
     px_client_t *c;
-    px_held_t **pp;
+    px_held_t *h;
 
-    snprintf(out, ST_HANDLE_MAX, "%s", handle != NULL ? handle : "");
+    px_copy(out, ST_HANDLE_MAX, handle != NULL ? handle : "");
     if (client_id == NULL || handle == NULL)
         return;
     pthread_mutex_lock(&svc->clients_mu);
     c = px_client_get_locked(svc, client_id, false);
-    if (c != NULL && (pp = px_held_find_locked(c, handle)) != NULL)
-        snprintf(out, ST_HANDLE_MAX, "%s", (*pp)->cur);
+    if (c != NULL && (h = px_held_find_locked(c, handle)) != NULL)
+        px_copy(out, ST_HANDLE_MAX, h->cur);
     pthread_mutex_unlock(&svc->clients_mu);
 }
 
@@ -135,15 +228,10 @@ void px_client_forget(px_svc_t *svc, const char *client_id)
         return;
     /* Give the messages back: visible again almost at once.  Handles that
      * were acked or expired meanwhile are simply refused by the store. */
-    held = c->held;
-    while (held != NULL) {
-        px_held_t *next = held->next;
+    for (held = c->held; held != NULL; held = held->next, n++)
         st_change_invisible(svc->store, held->group, held->topic, held->cur,
                             1, px_release_done, NULL);
-        free(held);
-        held = next;
-        n++;
-    }
+    px_held_free_all(c);
     if (c->telemetry != NULL)
         px_call_unref(c->telemetry);
     px_client_topics_free(c);

@@ -212,11 +212,7 @@ void px_svc_free(px_svc_t *svc)
     while (svc->clients != NULL) {
         px_client_t *c = svc->clients;
         svc->clients = c->next;
-        while (c->held != NULL) {
-            px_held_t *h = c->held;
-            c->held = h->next;
-            free(h);
-        }
+        px_held_free_all(c);
         if (c->telemetry != NULL)
             px_call_unref(c->telemetry);
         for (size_t i = 0; i < c->n_topics; i++)

@@ -53,7 +53,8 @@ typedef Apache__Rocketmq__V2__MessageType px_msg_type_t;
  * auto-renew (push consumer) delivery: the client keeps using `handle` and
  * the registry translates. */
 typedef struct px_held {
-    struct px_held *next;
+    struct px_held *next, *prev; /* the client's list, newest first */
+    struct px_held *hnext;       /* the client's index by handle */
     char group[ST_NAME_MAX + 1];
     char topic[ST_NAME_MAX + 1];
     char handle[ST_HANDLE_MAX];
@@ -72,6 +73,11 @@ typedef struct px_client {
     int client_type;             /* Apache__Rocketmq__V2__ClientType */
     px_held_t *held;             /* handles delivered to this client */
     size_t n_held;
+    /* `held` indexed by handle (chains of hnext; nb a power of 2 or 0): a
+     * consumer holds as many messages as it has in flight, and every ack
+     * looks its handle up. */
+    px_held_t **hb;
+    size_t nb;
     char **topics;               /* a producer's publishing topics */
     size_t n_topics;
     /* The last settings reply, repeated a few times (see px_telemetry.c). */
@@ -267,7 +273,13 @@ const char *px_authority_text(px_call_t *call);
 px_client_t *px_client_get_locked(px_svc_t *svc, const char *id, bool create);
 /* The held entry for the client's `handle`, or NULL.  Called with
  * clients_mu. */
-px_held_t **px_held_find_locked(px_client_t *c, const char *handle);
+px_held_t *px_held_find_locked(px_client_t *c, const char *handle);
+/* Takes a held entry out of the client's list and index (the caller frees
+ * it).  Called with clients_mu. */
+void px_held_remove_locked(px_client_t *c, px_held_t *h);
+/* Frees every held entry of a client and its index (the client is out of
+ * the registry, or the registry is going). */
+void px_held_free_all(px_client_t *c);
 /* Frees a client's publishing topics.  Called with clients_mu. */
 void px_client_topics_free(px_client_t *c);
 

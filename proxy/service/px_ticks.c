@@ -23,20 +23,18 @@ static void px_renewed(void *arg, gt_err_t err, const char *nh)
     px_renew_t *r = arg;
     px_svc_t *svc = r->svc;
     px_client_t *c;
-    px_held_t **pp;
+    px_held_t *h;
 
     pthread_mutex_lock(&svc->clients_mu);
     c = px_client_get_locked(svc, r->client_id, false);
-    if (c != NULL && (pp = px_held_find_locked(c, r->handle)) != NULL) {
-        px_held_t *h = *pp;
+    if (c != NULL && (h = px_held_find_locked(c, r->handle)) != NULL) {
         h->renewing = false;
         if (err == GT_OK && nh != NULL) {
             snprintf(h->cur, sizeof(h->cur), "%s", nh);
             h->renew_at_ms = px_now_ms() + PX_AUTO_RENEW_MS - PX_RENEW_AHEAD_MS;
         } else if (err == GT_EINVAL) {
             /* Acked, expired or superseded meanwhile: nothing to keep. */
-            *pp = h->next;
-            c->n_held--;
+            px_held_remove_locked(c, h);
             free(h);
         }
     }
