@@ -7,8 +7,10 @@
  * Memory: the active table (hash chains, newest first) takes entries until
  * it holds mem_cap of them; it is then frozen (still searched) and the
  * index thread sorts it into a run file and swaps the run in.  Memory is
- * thus about two tables (24 B per entry, plus 4 B per bucket) whatever the
- * stored count, plus 12 B per 4 KiB block of run files (the fences).
+ * thus about two tables (24 B per entry, plus 4 B per bucket; mapped and
+ * unmapped directly so a flushed table's pages go back to the system)
+ * whatever the stored count, plus 12 B per MiB of run files (one fence
+ * per group of 256 blocks).
  *
  * A run file, <dir>/index/<20-digit seq>.run (little-endian):
  *   0    u32 magic "GTIX", u32 version (1), u64 seq, u64 count,
@@ -19,22 +21,25 @@
  *   then the fence table: per block u64 first hash, u32 CRC32C of the block.
  * It is written as <seq>.run.tmp, fdatasynced, renamed and the directory
  * synced before anything refers to it; it never changes afterwards.
- * Opening a run reads its header and fence table (0.3% of the file) and
- * checks their CRCs; a block's CRC is checked whenever the block is read
+ * Opening a run reads its header and fence table (0.3% of the file),
+ * checks their CRCs and keeps per group of 256 blocks the first hash and
+ * the CRC of its 3 KiB of fence entries; a block's CRC is checked whenever the block is read
  * (lookup, merge).  A bad block is reported (ERROR), the run is skipped by
  * lookups from then on and the table snapshot is withdrawn, so the next
  * start rebuilds the index by the full scan.
  *
  * Lookup: the active table, the frozen ones, then the runs newest first;
- * in a run a binary search of the in-memory fences names the one block to
- * read (pread), whose pairs are searched.  Runs are kept few by merging:
+ * in a run a binary search of the in-memory group fences names the group
+ * whose fence entries are read (pread, CRC checked), a binary search of
+ * those names the one block to read (pread, CRC), whose pairs are
+ * searched: two reads per run, both usually from the page cache.  Runs are kept few by merging:
  * a flush makes a level-0 run; when MERGE_FANOUT runs share a level the
  * index thread merges them (a k-way merge of their sorted pairs into a new
  * file, dropping entries below the retained minimum and duplicates) into
  * one of the next level (the oldest MERGE_FANOUT of the lowest such level).
  * At rest at most MERGE_FANOUT - 1 runs per level remain: a lookup reads at
- * most that many 4 KiB blocks per factor of MERGE_FANOUT in stored entries
- * over mem_cap (10M entries over 64k: levels 0-3, at most 12 blocks).
+ * most that many blocks per factor of MERGE_FANOUT in stored entries over
+ * mem_cap (10M entries over 64k: levels 0-3, at most 12 runs).
  *
  * Retention drops runs whose max position is below the first retained
  * position (file unlinked at once); entries of partly retained runs and of
@@ -63,6 +68,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,6 +86,7 @@
 #define MERGE_FANOUT 4u
 #define RETRY_MS     1000
 #define DEFAULT_MEM  65536u
+#define FENCE_GROUP  256u        /* blocks per fence group (3 KiB of fences) */
 
 struct st_irun {
     uint64_t seq, count, min_pos, max_pos;
@@ -89,8 +96,9 @@ struct st_irun {
     bool bad;             /* a block failed its CRC: skipped */
     bool merging;         /* input of the merge in progress */
     uint64_t dead_mark;   /* on the dead list: removal number */
-    uint64_t *fence_h;    /* first hash of each block */
-    uint32_t *fence_crc;  /* CRC32C of each block */
+    uint32_t ng;          /* fence groups (FENCE_GROUP blocks each) */
+    uint64_t *grp_h;      /* first hash of each group's first block */
+    uint32_t *grp_crc;    /* CRC32C of each group's fence entries */
 };
 
 /* ---- paths, refs ----------------------------------------------------------- */
@@ -106,8 +114,8 @@ static void run_unref(st_index_t *ix, st_irun_t *r)
         return;
     if (r->fd >= 0)
         ix->st->fops->close(ix->st->fctx, r->fd);
-    free(r->fence_h);
-    free(r->fence_crc);
+    free(r->grp_h);
+    free(r->grp_crc);
     free(r);
 }
 
@@ -119,23 +127,42 @@ static void run_unlink(st_index_t *ix, const st_irun_t *r)
 }
 
 /* ---- in-memory tables -------------------------------------------------------- */
+/* The tables and the flush's sort buffer are mapped and unmapped directly:
+ * their pages are touched only as they fill, and go back to the system when
+ * freed (through malloc they could stay in a heap as the allocator's mmap
+ * threshold adapts, so RSS would keep the peak of a flush). */
+static void *big_alloc(size_t n)
+{
+    void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void big_free(void *p, size_t n)
+{
+    if (p)
+        munmap(p, n ? n : 1);
+}
+
 static void mem_free(st_ixmem_t *m)
 {
     if (!m)
         return;
-    free(m->buckets);
-    free(m->e);
+    big_free(m->buckets, m->nbuckets * sizeof(*m->buckets));
+    big_free(m->e, m->cap * sizeof(*m->e));
     memset(m, 0, sizeof(*m));
 }
 
-/* Full-size arrays at once (calloc'd pages are touched only when used). */
+/* Full-size arrays at once (zero pages until used). */
 static gt_err_t mem_alloc(st_ixmem_t *m, size_t cap)
 {
     size_t nb = 1;
     while (nb < cap)
         nb <<= 1;
-    m->buckets = calloc(nb, sizeof(*m->buckets));
-    m->e = malloc(cap * sizeof(*m->e));
+    m->nbuckets = nb;
+    m->cap = cap;
+    m->buckets = big_alloc(nb * sizeof(*m->buckets));
+    m->e = big_alloc(cap * sizeof(*m->e));
     if (!m->buckets || !m->e) {
         mem_free(m);
         return GT_ENOMEM;
@@ -164,6 +191,50 @@ static int cmp_pair(const void *a, const void *b)
     if (x[0] != y[0])
         return x[0] < y[0] ? -1 : 1;
     return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+/* ---- fences -------------------------------------------------------------------- */
+/* Only one fence per FENCE_GROUP blocks stays in memory (the group's first
+ * hash and the CRC of its 3 KiB of fence entries, 12 bytes per 1 MiB of
+ * run); a lookup reads the group's fence entries, then the one block. */
+static uint32_t fence_groups(uint32_t nb)
+{
+    return (nb + FENCE_GROUP - 1) / FENCE_GROUP;
+}
+
+static uint32_t group_blocks(const st_irun_t *r, uint32_t g)
+{
+    uint32_t left = r->nb - g * FENCE_GROUP;
+    return left < FENCE_GROUP ? left : FENCE_GROUP;
+}
+
+/* Fills r's groups from the serialised fence table ft (nb entries). */
+static gt_err_t groups_build(st_irun_t *r, const uint8_t *ft)
+{
+    r->ng = fence_groups(r->nb);
+    r->grp_h = malloc((size_t)r->ng * 8 + 8);
+    r->grp_crc = malloc((size_t)r->ng * 4 + 4);
+    if (!r->grp_h || !r->grp_crc)
+        return GT_ENOMEM;
+    for (uint32_t g = 0; g < r->ng; g++) {
+        const uint8_t *p = ft + (size_t)g * FENCE_GROUP * 12;
+        r->grp_h[g] = gt_le64_get(p);
+        r->grp_crc[g] = st_crc32c(0, p, (size_t)group_blocks(r, g) * 12);
+    }
+    return GT_OK;
+}
+
+/* Reads group g's fence entries into buf (FENCE_GROUP * 12 bytes). */
+static gt_err_t fence_read(st_index_t *ix, st_irun_t *r, uint32_t g,
+                           uint8_t *buf)
+{
+    size_t n = (size_t)group_blocks(r, g) * 12;
+    gt_err_t rc = st_file_pread_full(ix->st, r->fd, buf, n,
+                                     RUN_HDR + r->count * 16 +
+                                         (uint64_t)g * FENCE_GROUP * 12);
+    if (rc == GT_OK && st_crc32c(0, buf, n) != r->grp_crc[g])
+        rc = GT_ECORRUPT;
+    return rc;
 }
 
 /* ---- run writer -------------------------------------------------------------- */
@@ -287,7 +358,6 @@ static gt_err_t rw_finish(runw_t *w, st_irun_t **out)
         gt_le32_put(hd + 56, st_crc32c(0, hd, 56));
         w->rc = st_file_pwrite_full(st, w->fd, hd, sizeof(hd), 0);
     }
-    free(ft);
     if (w->rc == GT_OK && st->fops->fdatasync(st->fctx, w->fd) < 0)
         w->rc = GT_EIO;
     run_path(w->ix, w->seq, true, tmp, sizeof(tmp));
@@ -302,19 +372,21 @@ static gt_err_t rw_finish(runw_t *w, st_irun_t **out)
         *r = (st_irun_t){.seq = w->seq, .count = w->count,
                          .min_pos = w->count ? w->min_pos : 0,
                          .max_pos = w->max_pos, .level = w->level,
-                         .nb = (uint32_t)w->nb, .fd = w->fd,
-                         .fence_h = w->fh, .fence_crc = w->fc};
+                         .nb = (uint32_t)w->nb, .fd = w->fd};
         atomic_init(&r->refs, 1);
-        w->fh = NULL;
-        w->fc = NULL;
         w->fd = -1;
-        *out = r;
-    } else {
+        if ((w->rc = groups_build(r, ft)) != GT_OK)
+            run_unref(w->ix, r); /* closes the file */
+        else
+            *out = r;
+    }
+    if (w->rc != GT_OK) {
         if (w->fd >= 0)
             st->fops->close(st->fctx, w->fd);
         unlink(tmp);
         unlink(path);
     }
+    free(ft);
     free(w->buf);
     free(w->fh);
     free(w->fc);
@@ -328,6 +400,8 @@ typedef struct runr {
     uint8_t *buf;
     size_t have, at;     /* pairs buffered, next one */
     uint32_t next_block;
+    uint32_t fgroup;     /* group in fbuf, UINT32_MAX none */
+    uint8_t *fbuf;
     gt_err_t rc;
 } runr_t;
 
@@ -366,7 +440,15 @@ static bool rr_fill(runr_t *rd)
                                 RUN_HDR + (uint64_t)b0 * BLOCK_BYTES);
     for (uint32_t b = b0; rd->rc == GT_OK && b < b0 + nbk; b++) {
         const uint8_t *p = rd->buf + (size_t)(b - b0) * BLOCK_BYTES;
-        if (st_crc32c(0, p, block_pairs(rd->r, b) * 16) != rd->r->fence_crc[b])
+        uint32_t g = b / FENCE_GROUP;
+        if (g != rd->fgroup) {
+            rd->rc = fence_read(rd->ix, rd->r, g, rd->fbuf);
+            rd->fgroup = g;
+            if (rd->rc != GT_OK)
+                break;
+        }
+        uint32_t crc = gt_le32_get(rd->fbuf + (size_t)(b % FENCE_GROUP) * 12 + 8);
+        if (st_crc32c(0, p, block_pairs(rd->r, b) * 16) != crc)
             rd->rc = GT_ECORRUPT;
     }
     rd->next_block = b0 + nbk;
@@ -460,7 +542,7 @@ static gt_err_t flush_one(st_index_t *ix, bool unlock)
     st_irun_t *r = NULL;
     unlock_if(ix, unlock);
     gt_err_t rc = GT_ENOMEM;
-    if ((pairs = malloc(m->n * 16 + 16))) {
+    if ((pairs = big_alloc(m->n * 16))) {
         for (size_t i = 0; i < m->n; i++) {
             pairs[2 * i] = m->e[i].h;
             pairs[2 * i + 1] = m->e[i].pos;
@@ -471,7 +553,7 @@ static gt_err_t flush_one(st_index_t *ix, bool unlock)
             rw_add(&w, pairs[2 * i], pairs[2 * i + 1]);
         rc = rw_finish(&w, &r);
     }
-    free(pairs);
+    big_free(pairs, m->n * 16);
     lock_if(ix, unlock);
     if (rc == GT_OK && (rc = runs_insert(ix, r)) != GT_OK) {
         run_unlink(ix, r);
@@ -532,8 +614,9 @@ static gt_err_t merge_one(st_index_t *ix, bool unlock)
     gt_err_t rc = rw_open(&w, ix, seq, (uint32_t)level + 1);
     memset(rd, 0, sizeof(rd));
     for (size_t i = 0; i < MERGE_FANOUT; i++) {
-        rd[i] = (runr_t){.ix = ix, .r = in[i]};
-        if (!(rd[i].buf = malloc(IO_BLOCKS * BLOCK_BYTES)))
+        rd[i] = (runr_t){.ix = ix, .r = in[i], .fgroup = UINT32_MAX};
+        if (!(rd[i].buf = malloc(IO_BLOCKS * BLOCK_BYTES)) ||
+            !(rd[i].fbuf = malloc(FENCE_GROUP * 12)))
             rc = GT_ENOMEM;
     }
     while (rc == GT_OK && w.rc == GT_OK) {
@@ -569,8 +652,10 @@ static gt_err_t merge_one(st_index_t *ix, bool unlock)
                 unlock_if(ix, unlock);
             }
     }
-    for (size_t i = 0; i < MERGE_FANOUT; i++)
+    for (size_t i = 0; i < MERGE_FANOUT; i++) {
         free(rd[i].buf);
+        free(rd[i].fbuf);
+    }
     rc = rw_finish(&w, &out);
     lock_if(ix, unlock);
     for (size_t i = 0; i < MERGE_FANOUT; i++)
@@ -829,20 +914,15 @@ static gt_err_t run_open(st_index_t *ix, uint64_t seq, st_irun_t **out)
             (uint64_t)sb.st_size != RUN_HDR + r->count * 16 + (uint64_t)r->nb * 12)
             rc = GT_ECORRUPT;
     }
-    if (rc == GT_OK &&
-        (!(ft = malloc((size_t)r->nb * 12 + 1)) ||
-         !(r->fence_h = malloc((size_t)r->nb * 8 + 8)) ||
-         !(r->fence_crc = malloc((size_t)r->nb * 4 + 4))))
+    if (rc == GT_OK && !(ft = malloc((size_t)r->nb * 12 + 1)))
         rc = GT_ENOMEM;
     if (rc == GT_OK)
         rc = st_file_pread_full(st, r->fd, ft, (size_t)r->nb * 12,
                                 RUN_HDR + r->count * 16);
     if (rc == GT_OK && st_crc32c(0, ft, (size_t)r->nb * 12) != gt_le32_get(hd + 48))
         rc = GT_ECORRUPT;
-    for (uint32_t b = 0; rc == GT_OK && b < r->nb; b++) {
-        r->fence_h[b] = gt_le64_get(ft + (size_t)b * 12);
-        r->fence_crc[b] = gt_le32_get(ft + (size_t)b * 12 + 8);
-    }
+    if (rc == GT_OK)
+        rc = groups_build(r, ft);
     free(ft);
     if (rc != GT_OK) {
         if (rc == GT_ECORRUPT)
@@ -951,14 +1031,27 @@ void st_index_snap_done(st_index_t *ix, uint64_t mark)
 }
 
 /* ---- lookup ------------------------------------------------------------------------- */
-/* Reads block b of r into it->blk; false (run skipped) on error. */
+/* Reads block b of r into it->blk (its group's fence entries first, if
+ * not at hand); false (run skipped) on error. */
 static bool iter_load(st_index_iter_t *it, st_irun_t *r, uint32_t b)
 {
+    uint32_t g = b / FENCE_GROUP;
+    if (it->frun != r || it->fgroup != g) {
+        it->frun = NULL;
+        gt_err_t rc = fence_read(it->ix, r, g, it->fbuf);
+        if (rc == GT_ECORRUPT)
+            run_damaged(it->ix, r, b);
+        if (rc != GT_OK)
+            return false;
+        it->frun = r;
+        it->fgroup = g;
+    }
     size_t np = block_pairs(r, b);
     if (st_file_pread_full(it->ix->st, r->fd, it->blk, np * 16,
                            RUN_HDR + (uint64_t)b * BLOCK_BYTES) != GT_OK)
         return false;
-    if (st_crc32c(0, it->blk, np * 16) != r->fence_crc[b]) {
+    if (st_crc32c(0, it->blk, np * 16) !=
+        gt_le32_get(it->fbuf + (size_t)(b % FENCE_GROUP) * 12 + 8)) {
         run_damaged(it->ix, r, b);
         return false;
     }
@@ -972,17 +1065,37 @@ static bool iter_load(st_index_iter_t *it, st_irun_t *r, uint32_t b)
 static bool iter_seek_run(st_index_iter_t *it, st_irun_t *r)
 {
     uint64_t h = it->h;
-    if (r->bad || r->nb == 0 || r->fence_h[0] > h)
+    if (r->bad || r->nb == 0 || r->grp_h[0] > h)
         return false;
-    uint32_t lo = 0, hi = r->nb; /* last block with first hash <= h */
+    uint32_t lo = 0, hi = r->ng; /* last group whose first hash <= h */
     while (hi - lo > 1) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (r->fence_h[mid] <= h)
+        if (r->grp_h[mid] <= h)
             lo = mid;
         else
             hi = mid;
     }
-    if (!iter_load(it, r, lo))
+    uint32_t g = lo;
+    if (it->frun != r || it->fgroup != g) {
+        it->frun = NULL;
+        gt_err_t rc = fence_read(it->ix, r, g, it->fbuf);
+        if (rc == GT_ECORRUPT)
+            run_damaged(it->ix, r, g * FENCE_GROUP);
+        if (rc != GT_OK)
+            return false;
+        it->frun = r;
+        it->fgroup = g;
+    }
+    lo = 0; /* last block of the group whose first hash <= h */
+    hi = group_blocks(r, g);
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (gt_le64_get(it->fbuf + (size_t)mid * 12) <= h)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if (!iter_load(it, r, g * FENCE_GROUP + lo))
         return false;
     size_t a = 0, z = it->bn; /* first pair with hash > h */
     while (a < z) {
@@ -1004,6 +1117,7 @@ void st_index_iter_start(st_index_iter_t *it, st_index_t *ix, uint64_t h)
     it->k = 0;
     it->chain = mem_head(&ix->mem, h);
     it->run = NULL;
+    it->frun = NULL;
 }
 
 bool st_index_iter_next(st_index_iter_t *it, uint64_t *pos)
@@ -1035,8 +1149,8 @@ bool st_index_iter_next(st_index_iter_t *it, uint64_t *pos)
             it->run = NULL;
         }
         if (it->run) { /* walking back over pairs with hash h */
-            if (it->bi == 0 && it->block > 0 &&
-                it->run->fence_h[it->block] == it->h &&
+            if (it->bi == 0 && it->block > 0 && it->bn > 0 &&
+                gt_le64_get(it->blk) == it->h && /* may go on before */
                 iter_load(it, it->run, it->block - 1))
                 it->bi = it->bn;
             if (it->bi > 0 &&
@@ -1072,7 +1186,7 @@ void st_index_info(const st_index_t *ix, st_index_info_t *out)
     out->runs = ix->nruns;
     for (size_t i = 0; i < ix->nruns; i++) {
         out->run_entries += ix->runs[i]->count;
-        out->mem_bytes += (size_t)ix->runs[i]->nb * 12 + sizeof(st_irun_t);
+        out->mem_bytes += (size_t)ix->runs[i]->ng * 12 + sizeof(st_irun_t);
     }
     out->mem_bytes += ix->runs_cap * sizeof(void *);
     out->flushes = ix->flushes;

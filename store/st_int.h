@@ -297,7 +297,10 @@ typedef struct st_index_iter {
     st_irun_t *run;        /* run being walked */
     uint32_t block;
     size_t bn, bi;         /* pairs in blk, next one back is bi - 1 */
+    st_irun_t *frun;       /* fence entries in fbuf: run, group */
+    uint32_t fgroup;
     uint8_t blk[4096];
+    uint8_t fbuf[256 * 12];
 } st_index_iter_t;
 
 /* What a table snapshot saves of the index (st_index_snap_capture). */
