@@ -180,10 +180,39 @@ int64_t px_admit_conn_size(px_admit_t *a, const char *peer, size_t m)
     if (m >= PX_ADMIT_METHODS)
         return 0;
     pthread_mutex_lock(&a->mu);
-    if ((c = px_admit_find_locked(a, peer)) != NULL)
+    if ((c = px_admit_find_locked(a, peer)) != NULL) {
         n = c->size_avg[m];
+        if (n == -1)
+            c->size_avg[m] = -2; /* one probe at a time */
+        else if (n < 0)
+            n = 0;
+    }
     pthread_mutex_unlock(&a->mu);
     return n;
+}
+
+void px_admit_note_refused(px_admit_t *a, const char *peer, size_t m)
+{
+    px_conn_t *c;
+
+    if (m >= PX_ADMIT_METHODS)
+        return;
+    pthread_mutex_lock(&a->mu);
+    if ((c = px_admit_find_locked(a, peer)) == NULL) {
+        size_t n = strlen(peer) + 1, b = px_admit_hash(peer);
+        if (a->n_idle >= PX_ADMIT_MAX_IDLE)
+            px_admit_sweep_locked(a);
+        if ((c = calloc(1, sizeof(*c) + n)) != NULL) {
+            memcpy(c->peer, peer, n);
+            c->next = a->buckets[b];
+            a->buckets[b] = c;
+            a->n_conns++;
+            a->n_idle++;
+        }
+    }
+    if (c != NULL && c->size_avg[m] == 0)
+        c->size_avg[m] = -1;
+    pthread_mutex_unlock(&a->mu);
 }
 
 void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len)
@@ -193,7 +222,7 @@ void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len)
     if (len < 1)
         len = 1;
     pthread_mutex_lock(&a->mu);
-    if (conn->size_avg[m] == 0)
+    if (conn->size_avg[m] <= 0)
         conn->size_avg[m] = len;
     else
         conn->size_avg[m] += (len - conn->size_avg[m]) / 4;

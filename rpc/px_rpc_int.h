@@ -35,7 +35,9 @@ typedef struct px_conn {
     int64_t bytes; /* charged by its calls */
     int calls;     /* calls holding it */
     /* Moving average of its request sizes per method index, 0 until the
-     * first request of that method was read. */
+     * first request of that method was read; -1 when a call of unknown
+     * size was refused at arrival (the next one probes, see
+     * px_admit_conn_size), -2 while that probe is under way. */
     int64_t size_avg[PX_ADMIT_METHODS];
     char peer[];
 } px_conn_t;
@@ -76,8 +78,15 @@ bool px_admit_adjust(px_admit_t *a, px_conn_t *conn, int64_t from, int64_t to,
 bool px_admit_leave(px_admit_t *a, px_conn_t *conn, int64_t bytes);
 void px_admit_stats(px_admit_t *a, px_rpc_stats_t *out);
 /* The recent average size of the requests of method index `m` read on
- * connection `peer`; 0 when there is none to go by. */
+ * connection `peer`; 0 when there is none to go by; -1 once after
+ * px_admit_note_refused() (then 0 until a size is noted): the caller
+ * should then reserve little, so that this request is read and its size
+ * learnt (else a connection whose size is unknown could be refused for
+ * as long as the bound stays full, never learning it). */
 int64_t px_admit_conn_size(px_admit_t *a, const char *peer, size_t m);
+/* A call of method index `m` from `peer`, of unknown size, was refused
+ * at arrival: marks the connection (creating its entry) for a probe. */
+void px_admit_note_refused(px_admit_t *a, const char *peer, size_t m);
 /* Folds a request of `len` bytes of method index `m` into its
  * connection's average (weight 1/4; the first sets it). */
 void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len);

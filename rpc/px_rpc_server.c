@@ -807,7 +807,10 @@ static void px_server_request(px_rpc_server_t *srv);
  * batches is limited before the core buffers them -- their whole charge
  * is known, so none is read only to be refused.  A connection's first
  * request reserves twice the method's recent average over all
- * connections, at most its reserve_bytes; other methods reserve 1 KiB.
+ * connections, at most its reserve_bytes -- and if that is refused, its
+ * next one reserves 1 KiB, so that its size is learnt even while the
+ * bound stays full (one message read per such connection, at most);
+ * other methods reserve 1 KiB.
  * Bidi streams reserve nothing and are always admitted.  A refused call
  * is answered without its message being read: the core never opens the
  * stream's flow-control window for it. */
@@ -828,7 +831,11 @@ static bool px_call_admit(px_call_t *c)
         ;
     if (!bidi && m->reserve_bytes > 0)
         seen = px_admit_conn_size(&srv->admit, px_call_peer(c), c->midx);
-    if (seen > 0) {
+    if (seen < 0) {
+        /* Refused before without a size to go by: probe with a small
+         * reservation, and learn the size. */
+        want = PX_RPC_RESERVE_DEFAULT;
+    } else if (seen > 0) {
         int64_t most = srv->opts.max_receive_bytes > cap
                            ? srv->opts.max_receive_bytes
                            : cap;
@@ -845,6 +852,8 @@ static bool px_call_admit(px_call_t *c)
     }
     if (!px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn)) {
         px_rpc_stats_t st;
+        if (seen == 0 && m->reserve_bytes > 0)
+            px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
         px_admit_stats(&srv->admit, &st);
         GT_LOG(DEBUG, "rpc", "%s from %s refused at arrival (overload): "
                "wants %lld, %lld in flight", c->path, px_call_peer(c),

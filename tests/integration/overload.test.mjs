@@ -126,6 +126,7 @@ test('a connection of small sends is served while large sends fill the bound', a
   const ctl = new Raw(g3.endpoint);
   const warm = new Raw(g3.endpoint);
   const big = new Raw(g3.endpoint);
+  const fresh = new Raw(g3.endpoint);
   const stalled = [];
   try {
     // The control connection's requests are known to be small.
@@ -145,15 +146,26 @@ test('a connection of small sends is served while large sends fill the bound', a
     assert.equal(r.err, null, r.err?.message);
     assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.TOO_MANY_REQUESTS));
     // ...not for the small ones of a connection that sends small ones.
-    r = await ctl.unary('SendMessage', sendRequest([wireMessage({ topic: 'TopicTest' })]),
-      pb.SendMessageResponse);
+    const small = sendRequest([wireMessage({ topic: 'TopicTest' })]);
+    r = await ctl.unary('SendMessage', small, pb.SendMessageResponse);
     assert.equal(r.err, null, r.err?.message);
     assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK));
+    // A new connection's first send is sized by the method's recent ones
+    // and refused; its next one is read, and its size learnt.
+    r = await fresh.unary('SendMessage', small, pb.SendMessageResponse);
+    assert.equal(r.err, null, r.err?.message);
+    assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.TOO_MANY_REQUESTS));
+    for (let i = 0; i < 3; i++) {
+      r = await fresh.unary('SendMessage', small, pb.SendMessageResponse);
+      assert.equal(r.err, null, r.err?.message);
+      assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK), `send ${i + 2}`);
+    }
   } finally {
     for (const s of stalled) s.destroy();
     ctl.close();
     warm.close();
     big.close();
+    fresh.close();
     await stopGantry(g3);
   }
 });

@@ -141,6 +141,34 @@ static void test_conn_size(void)
     px_admit_destroy(&a);
 }
 
+/* A connection refused without a known size probes once: its next call
+ * is told to reserve little, so that its size is learnt. */
+static void test_probe(void)
+{
+    px_admit_t a;
+    px_conn_t *c;
+
+    px_admit_init(&a, 0, 0);
+    px_admit_note_refused(&a, "p", 1); /* creates the entry */
+    CU_ASSERT_EQUAL(a.n_conns, 1);
+    CU_ASSERT_EQUAL(a.n_idle, 1);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), -1);
+    /* One probe at a time: the next ones go by the usual guess. */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 0);
+    px_admit_note_refused(&a, "p", 1);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 0);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 0); /* other method */
+    /* The probe's size is noted: known from then on. */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &c));
+    CU_ASSERT_EQUAL(a.n_idle, 0);
+    px_admit_note_size(&a, c, 1, 300);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 300);
+    px_admit_note_refused(&a, "p", 1); /* a known size is kept */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 300);
+    px_admit_leave(&a, c, 1024);
+    px_admit_destroy(&a);
+}
+
 /* The trim signal: once per drained burst of at least 16 MiB. */
 static void test_trim(void)
 {
@@ -207,6 +235,7 @@ int main(void)
     CU_add_test(s, "adjust to the real size", test_adjust);
     CU_add_test(s, "headroom for small calls", test_small_headroom);
     CU_add_test(s, "request sizes per connection", test_conn_size);
+    CU_add_test(s, "a refused connection of unknown size probes", test_probe);
     CU_add_test(s, "trim once per drained burst", test_trim);
     CU_add_test(s, "many connections", test_many_conns);
     CU_basic_set_mode(CU_BRM_VERBOSE);
