@@ -875,6 +875,7 @@ void st_index_reset(st_index_t *ix)
     if (top >= ix->next_seq)
         ix->next_seq = top + 1;
     ix->damaged = false;
+    ix->loaded = false;
 }
 
 /* Opens a listed run file: header and fence table checked. */
@@ -958,6 +959,7 @@ gt_err_t st_index_load(st_index_t *ix, const uint64_t *seqs,
     uint64_t top = sweep_dir(ix, seqs, n);
     if (top >= ix->next_seq)
         ix->next_seq = top + 1;
+    ix->loaded = true;
     return GT_OK;
 }
 
@@ -1184,6 +1186,8 @@ void st_index_info(const st_index_t *ix, st_index_info_t *out)
                           ix->frozen[i]->nbuckets * sizeof(uint32_t);
     }
     out->runs = ix->nruns;
+    out->dead_runs = ix->ndead;
+    out->loaded = ix->loaded;
     for (size_t i = 0; i < ix->nruns; i++) {
         out->run_entries += ix->runs[i]->count;
         out->mem_bytes += (size_t)ix->runs[i]->ng * 12 + sizeof(st_irun_t);

@@ -277,6 +277,7 @@ typedef struct st_index {
     uint64_t next_seq;
     uint64_t min_pos;      /* retained minimum (merges drop what is below) */
     bool damaged;          /* a run failed a CRC: no snapshot until restart */
+    bool loaded;           /* runs came from the table snapshot (tests) */
     uint64_t flushes, merges;
     /* the index thread: flushes frozen tables, merges runs */
     pthread_t th;
@@ -314,9 +315,10 @@ typedef struct st_index_snap {
 
 typedef struct st_index_info {
     size_t mem_entries, mem_bytes; /* tables + fences + run objects */
-    size_t runs;
+    size_t runs, dead_runs; /* dead: merged away, file kept for now */
     uint64_t run_entries, flushes, merges;
     bool idle;             /* nothing to flush or merge */
+    bool loaded;           /* the start loaded the runs of tables.snap */
 } st_index_info_t;
 
 typedef struct st_wop st_wop_t;

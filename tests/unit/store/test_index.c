@@ -3,12 +3,14 @@
  * snapshot, and from the full scan); merges keep every entry; retention
  * drops runs; a damaged run file is detected (header: the start falls back
  * to the full scan; a block: the lookup reports it and the next start
- * rebuilds); 1,000 ids are found after 1M appends.  Small in-memory tables
+ * rebuilds); a start after a crash that followed merges still uses the
+ * snapshot; 1,000 ids are found after 1M appends.  Small in-memory tables
  * (index_mem_entries) make runs and merges happen with few messages. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "tu.h"
@@ -158,6 +160,7 @@ static void test_memory_runs_reopen(void)
     st = open_ix(dir, 64, 0);
     st_index_info_t j;
     st_local_index_info(st, &j);
+    CU_ASSERT(j.loaded);
     CU_ASSERT_EQUAL(j.runs, i.runs);
     CU_ASSERT_EQUAL(j.run_entries + j.mem_entries, NM);
     CU_ASSERT_EQUAL(found_ids(st, ids, NM, 1), NM);
@@ -168,6 +171,7 @@ static void test_memory_runs_reopen(void)
     unlink(p);
     st = open_ix(dir, 64, 0);
     i = settle(st);
+    CU_ASSERT(!i.loaded);
     CU_ASSERT_EQUAL(i.run_entries + i.mem_entries, NM);
     CU_ASSERT_EQUAL(found_ids(st, ids, NM, 1), NM);
     st_close(st);
@@ -270,6 +274,53 @@ static void test_corrupt_run_block(void)
     free(dir);
 }
 
+/* A start after a crash that follows merges: the last snapshot names runs
+ * merged away since, whose files must still be there (they go only after
+ * the next snapshot), and the runs made after it are dropped and rebuilt
+ * from the scan.  The child stops with _exit (no close, no snapshot). */
+static void test_crash_after_merge(void)
+{
+    char *dir = tu_tmpdir("ixcrash");
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        st_store_t *st = open_ix(dir, 64, 0);
+        if (tu_topic(st, "T", 1) != GT_OK)
+            _exit(2);
+        send_many(st, 0, 1000, 100000, NULL); /* keys k0..k999 */
+        settle(st);
+        tu_wait_synced(st);
+        if (st_local_snapshot(st) != GT_OK)
+            _exit(3);
+        send_many(st, 1000, 1000, 100000, NULL);
+        st_index_info_t i = settle(st);
+        tu_wait_synced(st);
+        _exit(i.dead_runs > 0 ? 0 : 4); /* merged since the snapshot */
+    }
+    int status = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT_FATAL(WIFEXITED(status));
+    CU_ASSERT_EQUAL_FATAL(WEXITSTATUS(status), 0);
+    st_store_t *st = open_ix(dir, 64, 0);
+    st_index_info_t i;
+    st_local_index_info(st, &i);
+    CU_ASSERT(i.loaded); /* the listed runs were all there */
+    int found = 0;
+    for (int x = 0; x < 2000; x++) {
+        char key[16];
+        tu_msg_t m[ST_POP_MAX];
+        size_t k;
+        snprintf(key, sizeof(key), "k%d", x);
+        found += tu_lookup(st, true, "T", key, m, &k) == GT_OK && k == 1;
+    }
+    CU_ASSERT_EQUAL(found, 2000);
+    i = settle(st);
+    CU_ASSERT_EQUAL(i.run_entries + i.mem_entries, 4000); /* id + key each */
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* 1M appends with the default-sized tables' little sibling (8192 entries:
  * 122 flushes, runs up to level 3); 1,000 ids spread over them are found,
  * before and after a reopen. */
@@ -301,6 +352,7 @@ int main(void)
         {"retention_drops_runs", test_retention_drops_runs},
         {"corrupt_run_header", test_corrupt_run_header},
         {"corrupt_run_block", test_corrupt_run_block},
+        {"crash_after_merge", test_crash_after_merge},
         {"million", test_million},
         CU_TEST_INFO_NULL,
     };
