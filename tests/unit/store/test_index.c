@@ -4,9 +4,12 @@
  * drops runs; a damaged run file is detected (header: the start falls back
  * to the full scan; a block: the lookup reports it and the next start
  * rebuilds); a start after a crash that followed merges still uses the
- * snapshot; 1,000 ids are found after 1M appends.  Small in-memory tables
+ * snapshot; run files refused by the disk are retried (entries searched in
+ * memory meanwhile); 1,000 ids are found after 1M appends.  Small in-memory tables
  * (index_mem_entries) make runs and merges happen with few messages. */
 #include <dirent.h>
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -321,6 +324,56 @@ static void test_crash_after_merge(void)
     free(dir);
 }
 
+/* Run files that cannot be written (ENOSPC at their creation): the full
+ * tables stay in memory and are searched, the index thread retries, and
+ * once the disk takes them again they become runs. */
+static atomic_bool ix_fail;
+static atomic_int ix_refused;
+
+static int f_open(void *ctx, const char *path, int flags, int mode)
+{
+    if (atomic_load(&ix_fail) && strstr(path, ".run.tmp")) {
+        atomic_fetch_add(&ix_refused, 1);
+        return -ENOSPC;
+    }
+    return st_posix_file_ops.open(ctx, path, flags, mode);
+}
+
+static void test_run_write_fails(void)
+{
+    st_file_ops_t ops = st_posix_file_ops;
+    ops.open = f_open;
+    char *dir = tu_tmpdir("ixfull");
+    static char ids[NM][ST_MSG_ID_MAX];
+    st_config_t c;
+    st_store_t *st = NULL;
+    tu_config(&c, dir, ST_FLUSH_ASYNC);
+    c.index_mem_entries = 64;
+    c.file_ops = &ops;
+    CU_ASSERT_FATAL(tu_open_cfg(&c, &st) == GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    atomic_store(&ix_fail, true);
+    send_many(st, 0, 500, 0, ids);
+    while (atomic_load(&ix_refused) == 0)
+        tu_sleep_ms(2);
+    st_index_info_t i;
+    st_local_index_info(st, &i);
+    CU_ASSERT_EQUAL(i.runs, 0);
+    CU_ASSERT_EQUAL(i.mem_entries, 500); /* frozen tables, still searched */
+    CU_ASSERT_EQUAL(found_ids(st, ids, 500, 1), 500);
+    atomic_store(&ix_fail, false);
+    i = settle(st); /* the retry (a second later) writes them */
+    CU_ASSERT(i.runs >= 1);
+    CU_ASSERT_EQUAL(i.run_entries + i.mem_entries, 500);
+    CU_ASSERT_EQUAL(found_ids(st, ids, 500, 1), 500);
+    st_close(st);
+    CU_ASSERT_FATAL(tu_open_cfg(&c, &st) == GT_OK);
+    CU_ASSERT_EQUAL(found_ids(st, ids, 500, 1), 500);
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* 1M appends with the default-sized tables' little sibling (8192 entries:
  * 122 flushes, runs up to level 3); 1,000 ids spread over them are found,
  * before and after a reopen. */
@@ -353,6 +406,7 @@ int main(void)
         {"corrupt_run_header", test_corrupt_run_header},
         {"corrupt_run_block", test_corrupt_run_block},
         {"crash_after_merge", test_crash_after_merge},
+        {"run_write_fails", test_run_write_fails},
         {"million", test_million},
         CU_TEST_INFO_NULL,
     };
