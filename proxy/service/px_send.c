@@ -279,10 +279,20 @@ static void px_send_reply(px_call_t *call,
     Apache__Rocketmq__V2__SendResultEntry *ents = calloc(n ? n : 1, sizeof(*ents));
     Apache__Rocketmq__V2__SendResultEntry **ep = calloc(n ? n : 1, sizeof(*ep));
     Apache__Rocketmq__V2__Status *sts = calloc(n ? n : 1, sizeof(*sts));
-    char (*recall)[ST_NAME_MAX + ST_MSG_ID_MAX + 8] = calloc(n ? n : 1, sizeof(*recall));
+    char (*recall)[ST_NAME_MAX + ST_MSG_ID_MAX + 8] = NULL;
     px_code_t topc = n > 0 && codes != NULL ? codes[0] : all;
+    bool delayed = false;
 
-    if (ents == NULL || ep == NULL || sts == NULL || recall == NULL) {
+    /* Recall handles (320 bytes each) only for a batch with delayed
+     * messages. */
+    for (size_t i = 0; items != NULL && i < n && !delayed; i++) {
+        const px_sys_t *sp = req->messages[i]->system_properties;
+        delayed = sp != NULL && sp->delivery_timestamp_present_case &&
+                  sp->delivery_timestamp != NULL;
+    }
+    if (delayed)
+        recall = malloc(n * sizeof(*recall));
+    if (ents == NULL || ep == NULL || sts == NULL || (delayed && recall == NULL)) {
         free(ents);
         free(ep);
         free(sts);

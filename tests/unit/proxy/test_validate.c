@@ -38,6 +38,34 @@ static void test_utf8(void)
     CU_ASSERT_STRING_EQUAL(out, "");
 }
 
+/* Long strings (the ASCII runs are checked eight bytes at a time): a bad
+ * or multi-byte sequence at every position of 40 ASCII bytes, also cut at
+ * every length, is judged as byte by byte. */
+static void test_utf8_long(void)
+{
+    static const struct {
+        const char *seq;
+        size_t len;
+        bool ok;
+    } seqs[] = {{"\xc3\xa9", 2, true},         {"\xf0\x9f\x98\x80", 4, true},
+                {"\xff", 1, false},             {"\x80", 1, false},
+                {"\xed\xa0\x80", 3, false},     {"\xc3" "a", 2, false}};
+    uint8_t buf[48];
+
+    memset(buf, 'a', sizeof(buf));
+    CU_ASSERT_TRUE(gt_utf8_valid(buf, sizeof(buf)));
+    for (size_t k = 0; k < sizeof(seqs) / sizeof(seqs[0]); k++) {
+        for (size_t at = 0; at + seqs[k].len <= 40; at++) {
+            memset(buf, 'a', sizeof(buf));
+            memcpy(buf + at, seqs[k].seq, seqs[k].len);
+            CU_ASSERT_EQUAL(gt_utf8_valid(buf, 40), seqs[k].ok);
+            /* cut inside the sequence: never valid */
+            if (seqs[k].len > 1 && seqs[k].ok)
+                CU_ASSERT_FALSE(gt_utf8_valid(buf, at + 1));
+        }
+    }
+}
+
 /* A SendMessageRequest whose string fields carry markers, packed; `mark`
  * names the field whose marker byte 'X' gets replaced by `with`. */
 static px_code_t send_with(const char *mark, uint8_t with)
@@ -218,6 +246,7 @@ int main(void)
         return 1;
     s = CU_add_suite("px_validate", NULL, NULL);
     CU_add_test(s, "strict UTF-8", test_utf8);
+    CU_add_test(s, "strict UTF-8, long strings", test_utf8_long);
     CU_add_test(s, "SendMessage strings and their codes", test_wire_send);
     CU_add_test(s, "other requests, truncated bytes", test_wire_other);
     CU_add_test(s, "system names", test_system_names);
