@@ -288,7 +288,9 @@ static const cfg_desc_t cfg_group_keys[] = {
      "topic `%DLQ%<name>`."},
     {"fifo", CFG_T_BOOL, CFG_FIELD(cfg_group_t, fifo), "false", 0, 0, NULL,
      NULL, NULL,
-     "Deliver messages of one message group in order, one at a time."},
+     "Deliver messages of one message group in order: a receive gets "
+     "consecutive messages of a group, and the group's next ones only after "
+     "those are acked (or expired: then again from the first unacked)."},
     {"consume_from", CFG_T_ENUM, CFG_FIELD(cfg_group_t, consume_from_last),
      "first", 0, 0, cfg_consume_from, NULL, NULL,
      "Where a new group starts: the oldest retained message (`first`) or "

@@ -46,6 +46,13 @@ typedef struct prefetch {
     uint8_t *buf[PF_MAX]; /* owned until taken by ctx_read() */
 } prefetch_t;
 
+/* A message group handed out by this pop up to its last entry: its next
+ * new messages join the same batch (pop_new), until one is held back. */
+typedef struct fifo_open {
+    uint32_t q, gh;
+    bool closed;
+} fifo_open_t;
+
 typedef struct pop_ctx {
     st_local_t *st;
     st_group_rt_t *g;
@@ -55,6 +62,8 @@ typedef struct pop_ctx {
     int64_t now;
     st_pop_out_t *out;
     prefetch_t *pf;       /* may be NULL */
+    fifo_open_t open[ST_POP_MAX]; /* each gave the pop a message */
+    size_t nopen;
 } pop_ctx_t;
 
 void st_pop_out_free(st_pop_out_t *o)
@@ -317,40 +326,107 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Hands out (or dead-letters) head entry o of a FIFO window. */
-static gt_err_t fifo_take(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t o)
+/* The open entry of (q, gh), or NULL. */
+static fifo_open_t *fifo_open_find(pop_ctx_t *c, uint32_t q, uint32_t gh)
 {
+    for (size_t i = 0; gh && i < c->nopen; i++)
+        if (c->open[i].q == q && c->open[i].gh == gh)
+            return &c->open[i];
+    return NULL;
+}
+
+static void fifo_open_add(pop_ctx_t *c, uint32_t q, uint32_t gh)
+{
+    if (gh && !fifo_open_find(c, q, gh) && c->nopen < ST_POP_MAX)
+        c->open[c->nopen++] = (fifo_open_t){.q = q, .gh = gh};
+}
+
+/* True when member entry w may go out with its group's head now. */
+static bool fifo_member_due(const pop_ctx_t *c, const st_went_t *w)
+{
+    if (w->state == ST_E_INFLIGHT)
+        return w->deadline <= c->now &&
+               w->attempt < c->g->meta.max_delivery_attempts;
+    return w->state == ST_E_NONE && w->deadline <= c->now;
+}
+
+/* Hands out head entry o of a FIFO window with the consecutive entries of
+ * its message group after it, as many as the pop has room for, all in
+ * flight with one deadline (RocketMQ's orderly pop hands out a batch; the
+ * SDKs consume a batch's messages of one group in order).  The group must
+ * be free: while an entry behind the head is still in flight (its
+ * invisible time was changed), the group is looked at again at its
+ * deadline.  An expired head past the group's maximum attempts goes to the
+ * DLQ alone; a member past it stops the batch (it goes when it is head). */
+static gt_err_t fifo_take(pop_ctx_t *c, uint32_t q, st_cs_t *cs,
+                          st_fifo_t *f, uint64_t o)
+{
+    enum { SPAN = 2 * ST_POP_MAX };
     st_went_t *e = st_cs_at(cs, o);
-    st_cq_entry_t ceb;
+    st_cq_entry_t ceb, meb;
     const st_cq_entry_t *ce = st_cq_get(c->t, q, o, &ceb);
-    uint8_t *buf;
-    st_message_t m;
+    uint32_t gh = ce ? ce->group_hash : 0;
+    uint64_t mem[SPAN];
+    int64_t busy = 0;
+    bool more;
+    size_t n, i;
+    gt_err_t rc = GT_OK;
     if ((e->state != ST_E_INFLIGHT && e->state != ST_E_NONE) ||
         e->deadline > c->now)
         return GT_OK; /* taken already (a duplicate heap entry) */
+    n = st_fifo_members(f, c->t, q, cs, o, mem, SPAN, &more);
+    if (n == 0)
+        return GT_OK; /* not the head of its group (a stale entry) */
+    for (i = 1; i < n; i++) {
+        const st_went_t *w = st_cs_at(cs, mem[i]);
+        if (w->state == ST_E_NONE)
+            break; /* never handed out: nothing after it is in flight */
+        if (w->state == ST_E_INFLIGHT && w->deadline > c->now &&
+            w->deadline > busy)
+            busy = w->deadline;
+    }
+    if (busy) { /* not free yet */
+        note_deadline(c->st, cs, busy);
+        st_fifo_recheck(cs, o, busy);
+        return GT_OK;
+    }
     if (e->state == ST_E_INFLIGHT &&
         e->attempt >= c->g->meta.max_delivery_attempts) {
         dlq_move(c, q, cs, o, ce);
         return GT_OK;
     }
-    gt_err_t rc = ctx_read(c, ce, &buf, &m);
-    if (rc == GT_ECORRUPT)
-        return skip_unreadable(c, q, cs, o);
-    if (rc == GT_OK && e->state == ST_E_NONE && m.delivery_ts_ms > c->now) {
-        e->deadline = m.delivery_ts_ms; /* held after a restart */
-        note_deadline(c->st, cs, e->deadline);
-        free(buf);
-    } else if (rc == GT_OK &&
-               (rc = deliver(c, q, cs, o, e->attempt + 1, buf, &m))) {
-        free(buf);
+    for (i = 0; i < n && rc == GT_OK && c->out->n < c->req->max; i++) {
+        st_went_t *w = st_cs_at(cs, mem[i]);
+        uint8_t *buf;
+        st_message_t m;
+        if (i > 0 && !fifo_member_due(c, w))
+            break;
+        rc = ctx_read(c, st_cq_get(c->t, q, mem[i], &meb), &buf, &m);
+        if (rc == GT_ECORRUPT) { /* acked; the group goes on next time */
+            rc = skip_unreadable(c, q, cs, mem[i]);
+            break;
+        }
+        if (rc == GT_OK && w->state == ST_E_NONE && m.delivery_ts_ms > c->now) {
+            w->deadline = m.delivery_ts_ms; /* held after a restart */
+            note_deadline(c->st, cs, w->deadline);
+            free(buf);
+            break;
+        }
+        if (rc == GT_OK &&
+            (rc = deliver(c, q, cs, mem[i], w->attempt + 1, buf, &m))) {
+            free(buf);
+        }
     }
     st_fifo_moved(cs, o); /* delivered, or back in its heap */
+    if (rc == GT_OK && i == n && !more)
+        fifo_open_add(c, q, gh); /* its new messages may join */
     return rc;
 }
 
 /* FIFO: the due heads of the window's message groups, from its index
  * (st_fifo.c), so the cost does not grow with the window: expired (or
- * due) ones first, in offset order, then held ones. */
+ * due) ones first, in offset order, then held ones; each with the
+ * messages of its group after it (fifo_take). */
 static gt_err_t pop_window_fifo(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
 {
     enum { CAND = 4 * ST_POP_MAX };
@@ -363,14 +439,14 @@ static gt_err_t pop_window_fifo(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         cand[nc++] = o;
     qsort(cand, nc, sizeof(cand[0]), cmp_u64);
     for (size_t i = 0; i < nc; i++) {
-        if (rc != GT_OK)
+        if (rc != GT_OK || c->out->n >= c->req->max)
             st_fifo_moved(cs, cand[i]); /* not taken: back in its heap */
         else if (i == 0 || cand[i] != cand[i - 1])
-            rc = fifo_take(c, q, cs, cand[i]);
+            rc = fifo_take(c, q, cs, f, cand[i]);
     }
     while (rc == GT_OK && c->out->n < c->req->max &&
            st_fifo_next(f, c->t, q, cs, c->now, false, &o))
-        rc = fifo_take(c, q, cs, o);
+        rc = fifo_take(c, q, cs, f, o);
     if (rc == GT_OK) {
         cs->min_deadline = st_fifo_min_deadline(f, c->t, q, cs);
         if (cs->min_deadline < c->st->next_expiry)
@@ -463,10 +539,15 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         bool take = ce && st_filter_match_hash(c->f, ce->tag_hash);
         ce = ce ? ce : &ceb;
         uint32_t gh = c->g->meta.fifo ? ce->group_hash : 0;
+        /* FIFO: a group this pop hands out to its last entry takes its new
+         * messages too; others with an unacked entry hold them back */
+        fifo_open_t *open = f ? fifo_open_find(c, q, gh) : NULL;
+        if (open && open->closed)
+            open = NULL;
+        bool busy = f && gh && !open && st_fifo_busy(f, gh);
         /* FIFO, everything wanted, its group busy: held unread (it is read
-         * when it becomes its group's head) */
-        bool lazy = take && f && gh && c->f->tx.all && !c->f->sql &&
-                    st_fifo_busy(f, gh);
+         * when it goes out with its group's head) */
+        bool lazy = take && busy && c->f->tx.all && !c->f->sql;
         if (take && !lazy) {
             rc = ctx_read(c, ce, &buf, &m);
             if (rc == GT_ECORRUPT) { /* reported; skipped like a filtered one */
@@ -492,9 +573,10 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
         }
         rc = log_skip(c, q, skip_from, off);
         skip_from = off + 1;
-        if (rc == GT_OK && (lazy || m.delivery_ts_ms > c->now ||
-                            (f && st_fifo_busy(f, gh)))) {
+        if (rc == GT_OK && (lazy || m.delivery_ts_ms > c->now || busy)) {
             st_went_t *e = st_cs_at(cs, off); /* held back */
+            if (open) /* the rest of its group waits behind it */
+                open->closed = true;
             e->deadline = !lazy && m.delivery_ts_ms > c->now ? m.delivery_ts_ms
                                                              : 0;
             if (e->deadline)
@@ -513,8 +595,8 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             cs->pop = off;
             break;
         }
-        if (f)
-            rc = st_fifo_add(f, cs, gh, off);
+        if (f && (rc = st_fifo_add(f, cs, gh, off)) == GT_OK && !open)
+            fifo_open_add(c, q, gh);
     }
     if (rc == GT_OK)
         rc = log_skip(c, q, skip_from, cs->pop);

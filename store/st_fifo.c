@@ -1,15 +1,21 @@
 /* The FIFO index of one (group, topic, queue) window, so that a FIFO pop
  * costs O(log n) instead of a scan of the whole unacknowledged window.
  *
- * Only the first unacknowledged entry of a message group (its *head*) can
- * be handed out; the rest wait behind it.  Per message group the index
- * keeps the unacknowledged offsets in order (a deque); the heads wait in
- * one of two heaps: `ready` (held, deliverable now: by offset) or `timed`
- * (in flight or delayed: by deadline, an expired one is redelivered).
- * Entries without a message group are each their own group.  Heap entries
- * go stale when their entry changes (acked, re-delivered, deadline moved):
- * st_fifo_next() checks each against the window before using it, and the
- * heaps are rebuilt when stale entries pile up.
+ * A message group is handed out from its *head* (its first unacknowledged
+ * entry), together with the consecutive entries after it that the pop has
+ * room for (st_fifo_members): all in flight with one deadline.  The group
+ * is free again only when none of its entries is in flight; redelivery
+ * restarts from the head.  Per message group the index keeps the
+ * unacknowledged offsets in order (a deque; an entry acked out of order
+ * stays in it until it reaches the front).  The heads wait in one of two
+ * heaps: `ready` (held, deliverable now: by offset) or `timed` (by time: an
+ * in-flight or delayed head's deadline, or when a blocked group is to be
+ * looked at again).  A timed entry names any entry of its group and stands
+ * for the group's head.  Entries without a message group are each their
+ * own group.  Heap entries go stale when their entry changes (acked,
+ * re-delivered, deadline moved): st_fifo_next() checks each against the
+ * window before using it, and the heaps are rebuilt when stale entries
+ * pile up.
  *
  * The index is built from the window on first use and whenever the window
  * moved behind its back (commit or pop position not as last seen: offset
@@ -315,19 +321,48 @@ static bool is_head(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
     return st_cs_at(cs, off)->state != ST_E_ACKED;
 }
 
+/* The head of off's message group (off itself without a group), into *h;
+ * false when there is none (acked, outside the window). */
+static bool head_of(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
+                    uint64_t off, uint64_t *h)
+{
+    if (off < cs->commit || off >= cs->pop)
+        return false;
+    st_cq_entry_t ceb;
+    const st_cq_entry_t *ce = st_cq_get(t, q, off, &ceb);
+    if (!ce)
+        return false;
+    if (ce->group_hash) {
+        fgroup_t *g = group_get(f, ce->group_hash, false);
+        if (!g || !g->n)
+            return false;
+        off = group_head(g);
+    }
+    *h = off;
+    return st_cs_at(cs, off)->state != ST_E_ACKED;
+}
+
+/* Timed entry e stands for its group's head; that head if it is in flight
+ * or delayed and due by `by`. */
+static st_went_t *timed_head(st_fifo_t *f, st_topic_rt_t *t, uint32_t q,
+                             st_cs_t *cs, const tent_t *e, int64_t by,
+                             uint64_t *h)
+{
+    st_went_t *w = head_of(f, t, q, cs, e->off, h) ? st_cs_at(cs, *h) : NULL;
+    if (w && (w->state == ST_E_INFLIGHT || w->state == ST_E_NONE) &&
+        w->deadline <= by)
+        return w;
+    return NULL;
+}
+
 bool st_fifo_next(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
                   int64_t now, bool timed, uint64_t *off)
 {
     while (timed && f->tn && f->timed[0].deadline <= now) {
         tent_t e = f->timed[0];
         timed_pop(f);
-        st_went_t *w = is_head(f, t, q, cs, e.off) ? st_cs_at(cs, e.off)
-                                                   : NULL;
-        if (w && (w->state == ST_E_INFLIGHT || w->state == ST_E_NONE) &&
-            w->deadline == e.deadline) {
-            *off = e.off;
+        if (timed_head(f, t, q, cs, &e, now, off))
             return true;
-        }
     }
     while (!timed && f->rn) {
         uint64_t o = f->ready[0];
@@ -341,15 +376,46 @@ bool st_fifo_next(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
     return false;
 }
 
+size_t st_fifo_members(st_fifo_t *f, st_topic_rt_t *t, uint32_t q,
+                       st_cs_t *cs, uint64_t head, uint64_t *out, size_t max,
+                       bool *more)
+{
+    st_cq_entry_t ceb;
+    const st_cq_entry_t *ce = st_cq_get(t, q, head, &ceb);
+    fgroup_t *g = ce && ce->group_hash ? group_get(f, ce->group_hash, false)
+                                       : NULL;
+    size_t n = 0, i = 0;
+    *more = false;
+    if (!ce || max == 0)
+        return 0;
+    if (!ce->group_hash) {
+        out[0] = head;
+        return 1;
+    }
+    if (!g || !g->n || group_head(g) != head)
+        return 0;
+    for (; i < g->n && n < max; i++) {
+        uint64_t o = g->q[(g->h + i) % g->cap];
+        if (st_cs_at(cs, o)->state != ST_E_ACKED)
+            out[n++] = o;
+    }
+    *more = i < g->n;
+    return n;
+}
+
+void st_fifo_recheck(st_cs_t *cs, uint64_t off, int64_t at)
+{
+    if (cs->fifo && timed_push(cs->fifo, at, off) != GT_OK)
+        cs->fifo_stale = true;
+}
+
 int64_t st_fifo_min_deadline(st_fifo_t *f, st_topic_rt_t *t, uint32_t q,
                              st_cs_t *cs)
 {
+    uint64_t h;
     while (f->tn) {
         tent_t e = f->timed[0];
-        st_went_t *w = is_head(f, t, q, cs, e.off) ? st_cs_at(cs, e.off)
-                                                   : NULL;
-        if (w && (w->state == ST_E_INFLIGHT || w->state == ST_E_NONE) &&
-            w->deadline == e.deadline)
+        if (timed_head(f, t, q, cs, &e, e.deadline, &h))
             return e.deadline;
         timed_pop(f);
     }
@@ -368,9 +434,18 @@ void st_fifo_acked(st_topic_rt_t *t, uint32_t q, st_cs_t *cs, uint64_t off)
     fgroup_t *g = ce && ce->group_hash ? group_get(f, ce->group_hash, false)
                                        : NULL;
     if (g && g->n && group_head(g) == off) {
-        g->h = (g->h + 1) % g->cap;
-        g->n--;
+        /* the next unacked one becomes head (those acked out of order
+         * before it leave the deque now) */
+        do {
+            g->h = (g->h + 1) % g->cap;
+            g->n--;
+        } while (g->n && st_cs_at(cs, group_head(g))->state == ST_E_ACKED);
         if (g->n && head_note(f, cs, group_head(g)) != GT_OK)
+            cs->fifo_stale = true;
+    } else if (g && g->n && group_head(g) < off) {
+        /* acked out of order: stays in the deque until it is at its front;
+         * the head is looked at again (its group may be free now) */
+        if (head_note(f, cs, group_head(g)) != GT_OK)
             cs->fifo_stale = true;
     } else if (ce && ce->group_hash) {
         cs->fifo_stale = true; /* not what the index expected: rebuild */

@@ -73,14 +73,26 @@ bool st_fifo_in_step(const st_cs_t *cs);
 bool st_fifo_busy(st_fifo_t *f, uint32_t gh);
 /* A new window entry off of group gh (0: none), in its state already. */
 gt_err_t st_fifo_add(st_fifo_t *f, st_cs_t *cs, uint32_t gh, uint64_t off);
-/* The state or deadline of head entry off changed. */
+/* The state or deadline of entry off changed (a head, or one in flight
+ * behind its head: its group is looked at again at its deadline). */
 void st_fifo_moved(st_cs_t *cs, uint64_t off);
+/* Off's message group is to be looked at again at `at` (it is blocked
+ * until then by an entry in flight). */
+void st_fifo_recheck(st_cs_t *cs, uint64_t off, int64_t at);
 /* Takes the next head to hand out: timed: one whose deadline passed
  * (expired in flight, or delayed until now), earliest first; else a held
- * one, lowest offset first.  false: none. */
+ * one, lowest offset first.  false: none.  The head's group may still be
+ * busy (an entry behind it in flight): the caller checks its members. */
 bool st_fifo_next(st_fifo_t *f, st_topic_rt_t *t, uint32_t q, st_cs_t *cs,
                   int64_t now, bool timed, uint64_t *off);
-/* Earliest deadline of an in-flight or delayed head (INT64_MAX: none). */
+/* The unacked entries of head's message group from head on, oldest first:
+ * up to max of them into out; *more when the group has further ones.  0
+ * when head is not its group's head.  A message without a group is alone. */
+size_t st_fifo_members(st_fifo_t *f, st_topic_rt_t *t, uint32_t q,
+                       st_cs_t *cs, uint64_t head, uint64_t *out, size_t max,
+                       bool *more);
+/* Earliest time a head is due: an in-flight or delayed head's deadline, or
+ * a blocked group's next look (INT64_MAX: none). */
 int64_t st_fifo_min_deadline(st_fifo_t *f, st_topic_rt_t *t, uint32_t q,
                              st_cs_t *cs);
 /* Entry off was acked: the next of its group becomes head; advances the

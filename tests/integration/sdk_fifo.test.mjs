@@ -1,7 +1,9 @@
 // FIFO topics and FIFO consumer groups with the official Node.js SDK:
 // per message group ordering across several SimpleConsumers of one group
-// with injected failures (a message left unacked comes back first, with
-// delivery attempt + 1, and blocks only its own message group), dead
+// with injected failures (a receive gets consecutive messages of a group
+// in order; a message left unacked comes back first, with delivery
+// attempt + 1, with the rest of its group after it, and blocks only its
+// own message group), dead
 // letters unblocking a group (SimpleConsumer expiry and PushConsumer
 // ForwardMessageToDeadLetterQueue), a non-FIFO group reading a FIFO topic
 // concurrently, ILLEGAL_MESSAGE_GROUP for bad groups, and FIFO progress
@@ -79,20 +81,20 @@ async function sendGroups(producer, topic, groups, n, tag = 'fifo') {
 const label = (m) => `${m.properties.get('mg')}${m.properties.get('seq')}#${m.deliveryAttempt}`;
 const seqOf = (m) => Number(m.properties.get('seq'));
 
-// Receives on `consumer` until `pred(all)` is true or scaled(ms) elapse; returns
-// the messages seen (not acked).
-async function receiveUntil(consumer, ms, invisible, pred, onBatch) {
+// Receives on `consumer` (batches of `max`) until `pred(all)` is true or
+// scaled(ms) elapse; returns the messages seen (not acked).
+async function receiveUntil(consumer, ms, invisible, pred, onBatch, max = 32) {
   const all = [];
   const deadline = Date.now() + scaled(ms);
   while (Date.now() < deadline && !pred(all)) {
-    const batch = await consumer.receive(32, invisible);
+    const batch = await consumer.receive(max, invisible);
     all.push(...batch);
     if (onBatch) await onBatch(batch);
   }
   return all;
 }
 
-test('FIFO group, 3 SimpleConsumers, injected failures (nack): per message group order, one in flight per group, failed message first again with attempt+1', async () => {
+test('FIFO group, 3 SimpleConsumers, injected failures (nack): per message group order, no later message of a group to anyone while one is in flight, failed message first again with attempt+1', async () => {
   const MGS = ['ga', 'gb', 'gc', 'gd', 'ge', 'gf'];
   const N = 8;
   const INVISIBLE = 10000; // the SDK's receive minimum
@@ -126,13 +128,16 @@ test('FIFO group, 3 SimpleConsumers, injected failures (nack): per message group
           continue;
         }
         const t = Date.now();
-        // Check the whole batch before acking any of it.
+        // Check the whole batch before acking any of it: a message comes
+        // after its predecessor was acked or right behind it in the batch.
+        const inBatch = new Set();
         for (const m of batch) {
           const mg = m.properties.get('mg'); const seq = seqOf(m); const key = `${mg}:${seq}`;
           events.push({ t, c: ci, mg, seq, attempt: m.deliveryAttempt, kind: 'recv' });
-          if (seq > 0 && !ackStarted.get(mg).has(seq - 1)) {
+          if (seq > 0 && !ackStarted.get(mg).has(seq - 1) && !inBatch.has(`${mg}:${seq - 1}`)) {
             violations.push(`${label(m)} handed out before ${mg}${seq - 1} was acked`);
           }
+          inBatch.add(key);
           if (ackDone.get(mg).has(seq)) violations.push(`${label(m)} delivered again after its ack succeeded`);
           const prev = lastDelivery.get(key);
           if (prev !== undefined && m.deliveryAttempt !== prev + 1) {
@@ -141,11 +146,17 @@ test('FIFO group, 3 SimpleConsumers, injected failures (nack): per message group
           if (prev === undefined && m.deliveryAttempt !== 1) violations.push(`${key} first delivery has attempt ${m.deliveryAttempt}`);
           lastDelivery.set(key, m.deliveryAttempt);
         }
+        // A failed message: it and the rest of its group in this batch are
+        // given back (nack), in order, and come back together.
+        const failedGroups = new Set();
         for (const m of batch) {
           const mg = m.properties.get('mg'); const seq = seqOf(m); const key = `${mg}:${seq}`;
-          if (FAIL.has(key) && !failedOnce.has(key)) {
-            failedOnce.add(key);
-            events.push({ t: Date.now(), c: ci, mg, seq, kind: 'fail' });
+          if (failedGroups.has(mg) || (FAIL.has(key) && !failedOnce.has(key))) {
+            if (!failedGroups.has(mg)) {
+              failedOnce.add(key);
+              failedGroups.add(mg);
+              events.push({ t: Date.now(), c: ci, mg, seq, kind: 'fail' });
+            }
             try {
               await c.changeInvisibleDuration(m, RETRY_MS);
             } catch (e) {
@@ -196,23 +207,31 @@ test('FIFO group, 3 SimpleConsumers, injected failures (nack): per message group
   }
 });
 
-test('one queue, two consumers: an unacked message (invisible time expires) blocks only its own message group and comes back first with attempt 2', async () => {
+test('one queue, two consumers: a batch holds consecutive messages of each group; an unacked one (invisible time expires) blocks only its own message group and comes back first with attempt 2, the rest of its group behind it', async () => {
   let producer; let c1; let c2;
   const INVISIBLE = 10000; // the SDK's receive minimum
   try {
     producer = await startProducer(g, [T_ONEQ]);
     c1 = await startSimpleConsumer(g, G_ONEQ, T_ONEQ);
     c2 = await startSimpleConsumer(g, G_ONEQ, T_ONEQ);
-    for (const mg of ['A', 'B']) await sendGroups(producer, T_ONEQ, [mg], 4);
+    for (const mg of ['A', 'B']) await sendGroups(producer, T_ONEQ, [mg], 2);
 
-    // Only the heads of the two groups are handed out.
-    const first = await receiveUntil(c1, 10000, INVISIBLE, (all) => all.length >= 2);
+    // One receive: consecutive messages of each group, in order.
+    const first = await receiveUntil(c1, 10000, INVISIBLE, (all) => all.length >= 4);
     const tFail = Date.now();
-    assert.deepEqual(first.map(label).sort(), ['A0#1', 'B0#1'], 'first deliveries (heads of A and B only)');
-    const a0 = first.find((m) => m.properties.get('mg') === 'A');
-    await c1.ack(first.find((m) => m.properties.get('mg') === 'B')); // A0 is not acked
+    const ofGroup = (list, mg) => list.filter((m) => m.properties.get('mg') === mg).map(label);
+    assert.deepEqual(ofGroup(first, 'A'), ['A0#1', 'A1#1'], `first deliveries: ${first.map(label)}`);
+    assert.deepEqual(ofGroup(first, 'B'), ['B0#1', 'B1#1'], `first deliveries: ${first.map(label)}`);
+    for (const m of first) if (m.properties.get('mg') === 'B') await c1.ack(m); // A0, A1 are not acked
 
-    // B goes on while A0 is invisible; A1 must not come before A0 again.
+    // B goes on while A0 and A1 are invisible; no later A before A0 again.
+    const more = new Map([['A', 2], ['B', 2]]);
+    const send = async (mg) => {
+      const seq = more.get(mg); more.set(mg, seq + 1);
+      await producer.send({ topic: T_ONEQ, tag: 'fifo', messageGroup: mg, body: Buffer.from(`${mg}:${seq}`),
+        properties: new Map([['mg', mg], ['seq', String(seq)]]) });
+    };
+    for (const mg of ['A', 'B', 'A', 'B']) await send(mg);
     const seen = [];
     const timeline = [];
     await receiveUntil(c2, INVISIBLE + 10000, 20000, () => seen.some((m) => m.properties.get('mg') === 'A'),
@@ -222,23 +241,25 @@ test('one queue, two consumers: an unacked message (invisible time expires) bloc
           if (m.properties.get('mg') === 'B') await c2.ack(m);
         }
       });
-    const aSeen = seen.filter((m) => m.properties.get('mg') === 'A');
-    const bSeen = seen.filter((m) => m.properties.get('mg') === 'B');
-    assert.deepEqual(bSeen.map(label), ['B1#1', 'B2#1', 'B3#1'], `B while A0 was unacked: ${timeline.join(' ')}`);
-    assert.deepEqual(aSeen.map(label), ['A0#2'], `first A delivery after the failure: ${timeline.join(' ')}`);
-    assert.equal(aSeen[0].messageId, a0.messageId);
+    assert.deepEqual(ofGroup(seen, 'B'), ['B2#1', 'B3#1'], `B while A0 was unacked: ${timeline.join(' ')}`);
+    assert.deepEqual(ofGroup(seen, 'A'), ['A0#2', 'A1#2', 'A2#1', 'A3#1'], `A after the expiry: ${timeline.join(' ')}`);
+    const a0 = first.find((m) => label(m) === 'A0#1');
+    assert.equal(seen.find((m) => label(m) === 'A0#2').messageId, a0.messageId);
     const aAt = Number(timeline.find((x) => x.startsWith('A0#2')).split('@')[1].replace('ms', ''));
     assert.ok(aAt >= INVISIBLE - 1000, `A0 came back ${aAt} ms after it was received with a ${INVISIBLE} ms invisible time`);
     const bLastAt = Number(timeline.find((x) => x.startsWith('B3#1')).split('@')[1].replace('ms', ''));
     assert.ok(bLastAt < aAt, `B3 (${bLastAt} ms) should not wait for A0's redelivery (${aAt} ms)`);
 
-    // After A0 is acked, A1..A3 follow in order, one at a time.
-    await c2.ack(aSeen[0]);
-    const rest = [];
-    await receiveUntil(c1, 15000, 20000, () => rest.length >= 3, async (batch) => {
-      for (const m of batch) { rest.push(m); await c1.ack(m); }
-    });
-    assert.deepEqual(rest.map(label), ['A1#1', 'A2#1', 'A3#1'], 'rest of A after A0 was acked');
+    // A0 acked, A1 not yet: the next A waits for A1.
+    const aBatch = seen.filter((m) => m.properties.get('mg') === 'A');
+    await c2.ack(aBatch[0]);
+    await send('A');
+    const none = await c1.receive(32, 20000);
+    assert.deepEqual(none.map(label), [], 'A4 handed out while A1..A3 were unacked');
+    for (const m of aBatch.slice(1)) await c2.ack(m);
+    const rest = await receiveUntil(c1, 15000, 20000, (all) => all.length >= 1);
+    assert.deepEqual(rest.map(label), ['A4#1'], 'A after A0..A3 were acked');
+    await c1.ack(rest[0]);
     // Nothing more.
     const extra = await c2.receive(32, 20000);
     assert.deepEqual(extra.map(label), [], 'deliveries after everything was acked');
@@ -257,14 +278,16 @@ test('a FIFO message dead-lettered after max_delivery_attempts (SimpleConsumer n
     const poisonId = [...ids].find(([, v]) => v.seq === 0)[0];
     const seen = [];
     // D0 always fails (nack: visible again after 1 s): delivered twice
-    // (max 2), then D1 and D2 (acked).
+    // (max 2), then D1 and D2 (acked).  Received one at a time: a batch
+    // would hold D1 and D2 behind D0, and each redelivery of the batch
+    // would count as an attempt of theirs too.
     await receiveUntil(c, 20000, INVISIBLE, () => seen.filter((m) => seqOf(m) === 2).length > 0, async (batch) => {
       for (const m of batch) {
         seen.push(m);
         if (seqOf(m) > 0) await c.ack(m);
         else await c.changeInvisibleDuration(m, 1000);
       }
-    });
+    }, 1);
     assert.deepEqual(seen.map(label), ['D0#1', 'D0#2', 'D1#1', 'D2#1'],
       'deliveries with max_delivery_attempts 2 and D0 never acked');
     await sleep(1000); // a wrong redelivery (1 s after the nack) would come now
@@ -411,7 +434,9 @@ test('FIFO progress survives a SIGKILL: acked messages are not redelivered, the 
           if (['R0#1', 'R1#1', 'S0#1'].includes(label(m))) await c.ack(m);
         }
       });
-    assert.deepEqual(before.map(label).sort(), ['R0#1', 'R1#1', 'R2#1', 'S0#1', 'S1#1'], 'deliveries before the kill');
+    // One batch: all of both groups (consecutive messages of each group).
+    assert.deepEqual(before.map(label).sort(), ['R0#1', 'R1#1', 'R2#1', 'R3#1', 'S0#1', 'S1#1', 'S2#1', 'S3#1'],
+      'deliveries before the kill');
     const acked = new Set(before.filter((m) => ['R0#1', 'R1#1', 'S0#1'].includes(label(m))).map((m) => m.messageId));
     await shutdownQuietly(producer, c);
     producer = undefined; c = undefined;
@@ -424,8 +449,12 @@ test('FIFO progress survives a SIGKILL: acked messages are not redelivered, the 
     const violations = [];
     const acks = new Set();
     await receiveUntil(c, 30000, 20000, () => acks.size >= 5, async (batch) => {
-      const mgs = batch.map((m) => m.properties.get('mg'));
-      if (new Set(mgs).size !== mgs.length) violations.push(`one batch with two messages of a group: ${batch.map(label)}`);
+      const last = new Map();
+      for (const m of batch) {
+        const mg = m.properties.get('mg');
+        if (last.has(mg) && seqOf(m) !== last.get(mg) + 1) violations.push(`a batch not in order within a group: ${batch.map(label)}`);
+        last.set(mg, seqOf(m));
+      }
       for (const m of batch) {
         after.push(m);
         if (acked.has(m.messageId)) violations.push(`${label(m)} was acked before the kill`);
