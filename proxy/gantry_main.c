@@ -479,8 +479,8 @@ int main(int argc, char **argv)
      * arena keeps its own high-water mark of them resident (glibc's
      * default is 8 arenas per core).  With 32 MiB batches at a 128 MiB
      * bound the arenas held 175 MiB beside the admitted bytes (peak RSS
-     * 250-270 MiB); with two arenas it peaked at 183-198 MiB
-     * (bench-overload C). */
+     * 250-270 MiB); with two arenas none was left in thread arenas and
+     * the peak was 183-256 MiB over several runs (bench-overload C). */
     mallopt(M_ARENA_MAX, 2);
     memset(&args, 0, sizeof(args));
     rc = parse_args(argc, argv, &args);
