@@ -389,6 +389,11 @@ typedef struct st_config {
     uint32_t index_mem_entries;    /* id / key index entries kept in memory
                                       before they go to a run file;
                                       default 65536 (tests: small) */
+    uint32_t cq_file_entries;    /* consume queue entries per file, a
+                                    multiple of 128; default 65536 */
+    uint32_t cq_tail_entries;    /* consume queue entries kept in memory
+                                    before they are written to their file;
+                                    default 1024 */
     const struct st_file_ops *file_ops; /* NULL = POSIX; tests only */
     void *file_ctx;
 } st_config_t;

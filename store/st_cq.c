@@ -2,8 +2,11 @@
  * entries in chunk files, so memory does not grow with the stored count.
  *
  * Layout: <dir>/cq/<topic>/<queue>/<first offset, 20 digits>, each file
- * holding st_cq_chunk (65536) entries of ST_CQ_ENTRY (32) bytes for the
- * offsets [first, first + st_cq_chunk): u64 commitlog position, u32 size,
+ * a 32-byte header (u32 magic "GTCQ", u32 version 1, u64 first offset,
+ * u32 entries per file, u32 entry size 32, u32 reserved, u32 CRC32C of
+ * the 28 bytes before) and then st->cq_chunk (cfg.cq_file_entries, 65536)
+ * entries of ST_CQ_ENTRY (32) bytes for the offsets
+ * [first, first + cq_chunk): u64 commitlog position, u32 size,
  * u32 tag hash, i64 store time (delivery time for %SYS%TIMER), u32
  * message-group hash, u32 CRC32C of the entry's queue offset (u64 LE) and
  * the 28 bytes before (a zeroed, truncated or misplaced entry never
@@ -12,9 +15,9 @@
  *
  * Writes: a queue's newest entries [flushed, end) are in its tail buffer,
  * allocated on the first push (an idle queue costs its header only) and
- * grown by doubling; when it holds st_cq_tail (1024) entries they are
- * pwritten to their chunk file(s) in one go.  No fsync there: the files
- * are derived data.  A table snapshot (st_snap.c) first flushes tails of
+ * grown by doubling; when it holds st->cq_tail (cfg.cq_tail_entries,
+ * 1024) entries they are pwritten to their chunk file(s) in one go.  No
+ * fsync there: the files are derived data.  A table snapshot (st_snap.c) first flushes tails of
  * a page or more and fdatasyncs what was written since the previous one
  * (st_cq_sync), then records per queue its first offset, the offset below
  * which the files are durable, and the remaining entries themselves.
@@ -45,9 +48,8 @@
 #include "gt_log.h"
 #include "st_int.h"
 
-uint32_t st_cq_chunk = 65536;
-uint32_t st_cq_tail = 1024;
-
+#define CQ_MAGIC 0x51435447u /* "GTCQ" */
+#define CQ_VERSION 1u
 #define PER_PAGE (ST_CQ_PAGE / ST_CQ_ENTRY)
 #define IO_ENTRIES 256 /* entries per pwrite / bulk pread buffer (8 KiB) */
 
@@ -99,10 +101,37 @@ static bool ent_decode(const uint8_t *b, uint64_t off, st_cq_entry_t *e)
     return true;
 }
 
-/* ---- paths ------------------------------------------------------------------ */
-static uint64_t chunk_of(uint64_t off)
+/* File header, one entry slot: u32 magic "GTCQ", u32 version, u64 first
+ * offset, u32 entries per file, u32 entry size, u32 reserved (0), u32
+ * CRC32C of the 28 bytes before it. */
+static void hdr_encode(uint8_t *b, uint64_t first, uint32_t per_file)
 {
-    return off - off % st_cq_chunk;
+    memset(b, 0, ST_CQ_ENTRY);
+    gt_le_put(b, CQ_MAGIC, 4);
+    gt_le_put(b + 4, CQ_VERSION, 4);
+    gt_le_put(b + 8, first, 8);
+    gt_le_put(b + 16, per_file, 4);
+    gt_le_put(b + 20, ST_CQ_ENTRY, 4);
+    gt_le_put(b + 28, st_crc32c(0, b, 28), 4);
+}
+
+static bool hdr_ok(const uint8_t *b, uint64_t first, uint32_t per_file)
+{
+    uint8_t want[ST_CQ_ENTRY];
+    hdr_encode(want, first, per_file);
+    return memcmp(b, want, ST_CQ_ENTRY) == 0;
+}
+
+/* ---- paths ------------------------------------------------------------------ */
+static uint64_t chunk_of(const st_local_t *st, uint64_t off)
+{
+    return off - off % st->cq_chunk;
+}
+
+/* Byte offset of entry off in the file of chunk c (after the header). */
+static uint64_t file_off(uint64_t c, uint64_t off)
+{
+    return (off - c + 1) * ST_CQ_ENTRY;
 }
 
 /* <cq>/<topic>/<q>[/<chunk>]; chunk UINT64_MAX: the queue directory;
@@ -275,11 +304,11 @@ static const uint8_t *cache_entry(st_topic_rt_t *t, uint32_t q, uint64_t off)
     }
     lru_front(c, i);
     cpage_t *p = &c->p[i - 1];
-    uint64_t first = pno * PER_PAGE, chunk = chunk_of(first);
+    uint64_t first = pno * PER_PAGE, chunk = chunk_of(t->st, first);
     int fd = open_chunk(t, q, chunk, O_RDONLY);
     size_t got = 0;
     bool ok = fd >= 0 && pread_full(fd, p->b, ST_CQ_PAGE,
-                                    (first - chunk) * ST_CQ_ENTRY, &got);
+                                    file_off(chunk, first), &got);
     if (fd >= 0)
         close(fd);
     p->n = ok ? (uint32_t)(got / ST_CQ_ENTRY) : 0;
@@ -340,7 +369,8 @@ static gt_err_t cq_flush(st_topic_rt_t *t, uint32_t qi)
     uint64_t o = q->flushed;
     gt_err_t rc = GT_OK;
     while (o < q->end && rc == GT_OK) {
-        uint64_t chunk = chunk_of(o), stop = chunk + st_cq_chunk;
+        uint64_t chunk = chunk_of(t->st, o), stop = chunk + t->st->cq_chunk;
+        struct stat sb;
         if (stop > q->end)
             stop = q->end;
         int fd = open_chunk(t, qi, chunk, O_WRONLY | O_CREAT);
@@ -348,13 +378,17 @@ static gt_err_t cq_flush(st_topic_rt_t *t, uint32_t qi)
             rc = st_errno_to_err(-errno);
             break;
         }
-        while (o < stop) {
+        if (fstat(fd, &sb) == 0 && sb.st_size < (off_t)ST_CQ_ENTRY) {
+            hdr_encode(buf, chunk, t->st->cq_chunk); /* a new file */
+            if (!pwrite_full(fd, buf, ST_CQ_ENTRY, 0))
+                rc = errno == ENOSPC ? GT_ENOSPC : GT_EIO;
+        }
+        while (o < stop && rc == GT_OK) {
             size_t k = stop - o < IO_ENTRIES ? (size_t)(stop - o) : IO_ENTRIES;
             for (size_t i = 0; i < k; i++)
                 ent_encode(buf + i * ST_CQ_ENTRY, o + i,
                            &q->tail[o + i - q->flushed]);
-            if (!pwrite_full(fd, buf, k * ST_CQ_ENTRY,
-                             (o - chunk) * ST_CQ_ENTRY)) {
+            if (!pwrite_full(fd, buf, k * ST_CQ_ENTRY, file_off(chunk, o))) {
                 rc = errno == ENOSPC ? GT_ENOSPC : GT_EIO;
                 break;
             }
@@ -375,13 +409,12 @@ gt_err_t st_cq_push(st_topic_rt_t *t, uint32_t qi, const st_cq_entry_t *e)
 {
     st_cq_t *q = &t->cq[qi];
     size_t len = (size_t)(q->end - q->flushed);
-    gt_err_t rc = len >= st_cq_tail ? cq_flush(t, qi) : GT_OK;
-    if (rc != GT_OK) {
-        static _Atomic int warned;
-        if (!atomic_exchange(&warned, 1))
-            GT_LOG(WARN, "store", "consume queue %s/%u: cannot write its "
-                   "file (%s); entries stay in memory until it works",
-                   t->meta.name, qi, gt_err_str(rc));
+    gt_err_t rc = len >= t->st->cq_tail ? cq_flush(t, qi) : GT_OK;
+    if (rc != GT_OK && !t->st->cq_warned) {
+        t->st->cq_warned = true;
+        GT_LOG(WARN, "store", "consume queue %s/%u: cannot write its file "
+               "(%s); entries stay in memory until it works", t->meta.name,
+               qi, gt_err_str(rc));
     }
     len = (size_t)(q->end - q->flushed);
     if (len == q->tail_cap) {
@@ -398,10 +431,11 @@ gt_err_t st_cq_push(st_topic_rt_t *t, uint32_t qi, const st_cq_entry_t *e)
     return GT_OK;
 }
 
-void st_cq_start(st_cq_t *q, uint64_t off)
+void st_cq_start(st_topic_rt_t *t, uint32_t qi, uint64_t off)
 {
+    st_cq_t *q = &t->cq[qi];
     q->min_off = q->end = q->flushed = q->synced = q->assigned = off;
-    q->files_from = chunk_of(off);
+    q->files_from = chunk_of(t->st, off);
 }
 
 /* ---- reads ------------------------------------------------------------------- */
@@ -418,8 +452,12 @@ const st_cq_entry_t *st_cq_get(st_topic_rt_t *t, uint32_t qi, uint64_t off,
     const uint8_t *b = cache_entry(t, qi, off);
     if (b && ent_decode(b, off, out))
         return out;
-    GT_LOG(ERROR, "store", "consume queue %s/%u: entry %" PRIu64 " is %s",
-           t->meta.name, qi, off, b ? "corrupt (CRC)" : "unreadable");
+    int64_t now = st_mono_ms();
+    if (now - t->st->cq_logged_ms >= 1000) { /* one line a second at most */
+        t->st->cq_logged_ms = now;
+        GT_LOG(ERROR, "store", "consume queue %s/%u: entry %" PRIu64 " is %s",
+               t->meta.name, qi, off, b ? "corrupt (CRC)" : "unreadable");
+    }
     return NULL;
 }
 
@@ -431,7 +469,7 @@ void st_cq_prune(st_topic_rt_t *t, uint32_t qi, uint64_t min_pos)
     uint64_t o = q->min_off;
     bool done = false;
     while (o < q->flushed && !done) { /* from the files, past the cache */
-        uint64_t chunk = chunk_of(o), lim = chunk + st_cq_chunk;
+        uint64_t chunk = chunk_of(t->st, o), lim = chunk + t->st->cq_chunk;
         if (lim > q->flushed)
             lim = q->flushed;
         int fd = open_chunk(t, qi, chunk, O_RDONLY);
@@ -439,8 +477,8 @@ void st_cq_prune(st_topic_rt_t *t, uint32_t qi, uint64_t min_pos)
         while (!done && o < lim) {
             size_t k = lim - o < IO_ENTRIES ? (size_t)(lim - o) : IO_ENTRIES;
             size_t got = 0, m;
-            if (!pread_full(fd, buf, k * ST_CQ_ENTRY,
-                            (o - chunk) * ST_CQ_ENTRY, &got))
+            if (!pread_full(fd, buf, k * ST_CQ_ENTRY, file_off(chunk, o),
+                            &got))
                 got = 0;
             m = got / ST_CQ_ENTRY;
             done = m < k;
@@ -475,7 +513,7 @@ void st_cq_prune(st_topic_rt_t *t, uint32_t qi, uint64_t min_pos)
         }
     }
     q->min_off = o;
-    if (chunk_of(o) > q->files_from)
+    if (chunk_of(t->st, o) > q->files_from)
         t->st->cq_unlink_due = true;
 }
 
@@ -487,8 +525,8 @@ void st_cq_unlink(st_local_t *st)
         st_topic_rt_t *t = st->topics[i];
         for (uint32_t q = 0; q < t->nq; q++) {
             st_cq_t *cq = &t->cq[q];
-            uint64_t lim = chunk_of(cq->min_off);
-            for (; cq->files_from < lim; cq->files_from += st_cq_chunk) {
+            uint64_t lim = chunk_of(st, cq->min_off);
+            for (; cq->files_from < lim; cq->files_from += st->cq_chunk) {
                 cq_path(t, q, cq->files_from, p, sizeof(p));
                 if (unlink(p) == 0)
                     GT_LOG(DEBUG, "store", "retention: deleting %s", p);
@@ -551,8 +589,9 @@ gt_err_t st_cq_sync(st_local_t *st, bool unlock)
      * more than SYNC_MANY: one syncfs() instead */
     size_t need = 0;
     for (size_t k = 0; k < n; k++)
-        need += (size_t)((v[k].to + st_cq_chunk - 1 - chunk_of(v[k].from)) /
-                         st_cq_chunk) + (v[k].fresh ? 3 : 0);
+        need += (size_t)((v[k].to + st->cq_chunk - 1 -
+                          chunk_of(st, v[k].from)) / st->cq_chunk) +
+                (v[k].fresh ? 3 : 0);
     char (*paths)[4096] = NULL;
     size_t np = 0, nfiles = 0;
     bool many = need > SYNC_MANY;
@@ -560,7 +599,8 @@ gt_err_t st_cq_sync(st_local_t *st, bool unlock)
         !(paths = malloc(need * sizeof(*paths))))
         rc = GT_ENOMEM;
     for (size_t k = 0; k < n && paths; k++)
-        for (uint64_t c = chunk_of(v[k].from); c < v[k].to; c += st_cq_chunk)
+        for (uint64_t c = chunk_of(st, v[k].from); c < v[k].to;
+             c += st->cq_chunk)
             cq_path(v[k].t, v[k].q, c, paths[np++], sizeof(*paths));
     nfiles = np;
     for (size_t k = 0; k < n && paths; k++) { /* then directories */
@@ -602,17 +642,27 @@ gt_err_t st_cq_sync(st_local_t *st, bool unlock)
 gt_err_t st_cq_check(st_topic_rt_t *t, uint32_t qi, uint64_t upto)
 {
     st_cq_t *q = &t->cq[qi];
-    char p[4096];
-    struct stat sb;
+    st_local_t *st = t->st;
     if (upto <= q->min_off)
         return GT_OK; /* nothing in the files (retention may have passed
                        * entries never flushed) */
-    for (uint64_t c = chunk_of(q->min_off); c < upto; c += st_cq_chunk) {
-        uint64_t need = (upto - c < st_cq_chunk ? upto - c : st_cq_chunk);
-        cq_path(t, qi, c, p, sizeof(p));
-        if (stat(p, &sb) != 0 || (uint64_t)sb.st_size < need * ST_CQ_ENTRY) {
-            GT_LOG(ERROR, "store", "%s: consume queue file missing or short "
-                   "(%s)", p, "the table snapshot needs it");
+    for (uint64_t c = chunk_of(st, q->min_off); c < upto; c += st->cq_chunk) {
+        uint64_t last = upto - c < st->cq_chunk ? upto - 1 : c + st->cq_chunk - 1;
+        uint8_t h[ST_CQ_ENTRY];
+        struct stat sb;
+        size_t got = 0;
+        int fd = open_chunk(t, qi, c, O_RDONLY);
+        bool ok = fd >= 0 && fstat(fd, &sb) == 0 &&
+                  (uint64_t)sb.st_size >= file_off(c, last) + ST_CQ_ENTRY &&
+                  pread_full(fd, h, sizeof(h), 0, &got) && got == sizeof(h) &&
+                  hdr_ok(h, c, st->cq_chunk);
+        if (fd >= 0)
+            close(fd);
+        if (!ok) {
+            char p[4096];
+            cq_path(t, qi, c, p, sizeof(p));
+            GT_LOG(ERROR, "store", "%s: consume queue file missing, short or "
+                   "with a bad header (the table snapshot needs it)", p);
             return GT_ECORRUPT;
         }
     }

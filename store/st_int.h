@@ -393,9 +393,12 @@ typedef struct st_local {
     st_map_t topic_map, group_map;  /* by name, deleted ones included */
     st_index_t index;
     char *cq_dir;                   /* <dir>/cq */
+    uint32_t cq_chunk, cq_tail;     /* entries per file; tail to flush */
     struct st_cqcache *cqc;         /* st_cq.c: cache of cq file pages */
     bool cq_unlink_due;             /* retention left chunk files to unlink
                                      * after the next table snapshot */
+    bool cq_warned;                 /* a flush failed (logged once) */
+    int64_t cq_logged_ms;           /* last unreadable-entry log line */
     struct st_parks *parks;         /* st_park.c: parked pops/pulls */
     bool expiry_due;
     int64_t next_expiry;
@@ -547,12 +550,10 @@ st_gtopic_t *st_gtopic_find(st_group_rt_t *g, st_topic_rt_t *t, bool create);
 void st_tables_free(st_local_t *st);
 
 /* ---- st_cq.c: consume queues in files (lock held) ---------------------- */
-#define ST_CQ_ENTRY 32u         /* bytes per entry in a chunk file */
+#define ST_CQ_ENTRY 32u         /* bytes per entry (and file header) */
 #define ST_CQ_PAGE 4096u        /* cache page: 128 entries */
 #define ST_CQ_CACHE_PAGES 1024u /* per store: 4 MiB */
-extern uint32_t st_cq_chunk;    /* entries per chunk file (65536; tests
-                                 * lower it before opening a store) */
-extern uint32_t st_cq_tail;     /* tail entries that trigger a flush (1024) */
+/* (entries per file and the tail to flush: st->cq_chunk, st->cq_tail) */
 /* Appends the entry for offset st_cq_end(q); flushes a full tail. */
 gt_err_t st_cq_push(st_topic_rt_t *t, uint32_t q, const st_cq_entry_t *e);
 /* Copies the entry at off into *out and returns out; NULL when off is
@@ -561,7 +562,7 @@ gt_err_t st_cq_push(st_topic_rt_t *t, uint32_t q, const st_cq_entry_t *e);
 const st_cq_entry_t *st_cq_get(st_topic_rt_t *t, uint32_t q, uint64_t off,
                                st_cq_entry_t *out);
 /* Empty queue: its entries start at off (recovery after retention). */
-void st_cq_start(st_cq_t *q, uint64_t off);
+void st_cq_start(st_topic_rt_t *t, uint32_t q, uint64_t off);
 /* Drops entries whose position is below min_pos (retention); their chunk
  * files are unlinked after the next table snapshot (st_cq_unlink). */
 void st_cq_prune(st_topic_rt_t *t, uint32_t q, uint64_t min_pos);

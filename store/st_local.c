@@ -26,6 +26,8 @@ void st_config_init(st_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->segment_size = 1ull << 30;
+    cfg->cq_file_entries = 65536;
+    cfg->cq_tail_entries = 1024;
     cfg->flush = ST_FLUSH_SYNC;
     cfg->flush_interval_ms = 500;
     cfg->retention_hours = 72;
@@ -472,6 +474,11 @@ static gt_err_t cfg_check(const st_config_t *c)
         why = "dir must be a path (at most 3000 bytes)";
     else if (c->segment_size < 4096)
         why = "segment_size must be at least 4096";
+    else if (c->cq_file_entries && (c->cq_file_entries % 128 ||
+                                    c->cq_file_entries > (1u << 24)))
+        why = "cq_file_entries must be a multiple of 128, at most 2^24";
+    else if (c->cq_tail_entries > (1u << 20))
+        why = "cq_tail_entries must be at most 2^20";
     else if (c->flush_interval_ms == 0)
         why = "flush_interval_ms must be positive";
     else if (c->max_message_bytes < 256 ||
@@ -492,6 +499,8 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     st->fctx = cfg->file_ctx;
     st->lock_fd = st->ck_fd = st->state_fd = -1;
     st->seg_size = cfg->segment_size;
+    st->cq_chunk = cfg->cq_file_entries ? cfg->cq_file_entries : 65536;
+    st->cq_tail = cfg->cq_tail_entries ? cfg->cq_tail_entries : 1024;
     if (!st->cfg.state_compact_bytes)
         st->cfg.state_compact_bytes = 64u << 20;
     if (!st->cfg.snapshot_interval_ms)

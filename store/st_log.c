@@ -319,7 +319,7 @@ static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
         return GT_ENOMEM;
     st_cq_t *q = &t->cq[m->queue_id];
     if (q->end == q->min_off && q->min_off == 0)
-        st_cq_start(q, m->queue_offset);
+        st_cq_start(t, (uint32_t)m->queue_id, m->queue_offset);
     if (m->queue_offset != st_cq_end(q)) {
         *why = "queue offset out of sequence";
         return GT_ECORRUPT;

@@ -198,7 +198,7 @@ static bool snap_header(st_local_t *st, obuf_t *o, uint64_t *end_out)
     ob_put(o, SNAP_MAGIC, 4);
     ob_put(o, SNAP_VERSION, 4);
     ob_put(o, st->seg_size, 8);
-    ob_put(o, st_cq_chunk, 4);
+    ob_put(o, st->cq_chunk, 4);
     ob_put(o, end, 8);
     pthread_mutex_lock(&st->seg_lock);
     size_t n = 0;
@@ -330,9 +330,10 @@ static uint64_t ib_get(ibuf_t *i, int bytes)
  * files are the listed segments from some index k on (retention removed
  * those before), then possibly newer ones.  Fills segs[] (one per file,
  * end = where to start scanning; 0 = scan from the header) and returns the
- * number of files the snapshot covers, or -1 on mismatch. */
+ * number of files the snapshot covers, or -1 on mismatch; *dropped: some
+ * listed ones are gone. */
 static long segs_match(st_local_t *st, ibuf_t *in, const uint64_t *bases,
-                       size_t n, st_snap_seg_t *segs)
+                       size_t n, st_snap_seg_t *segs, bool *dropped)
 {
     uint32_t ns = (uint32_t)ib_get(in, 4);
     long covered = 0;
@@ -340,8 +341,10 @@ static long segs_match(st_local_t *st, ibuf_t *in, const uint64_t *bases,
     for (uint32_t i = 0; i < ns && !in->bad; i++) {
         uint64_t base = ib_get(in, 8), end = ib_get(in, 8);
         int64_t ts = (int64_t)ib_get(in, 8);
-        if (j == 0 && (n == 0 || base < bases[0]))
+        if (j == 0 && (n == 0 || base < bases[0])) {
+            *dropped = true;
             continue; /* deleted by retention */
+        }
         char path[4096];
         struct stat sb;
         snprintf(path, sizeof(path), "%s/%020" PRIu64, st->cl_dir, base);
@@ -383,7 +386,7 @@ static gt_err_t load_tables(st_local_t *st, ibuf_t *in, uint64_t min_pos)
             if (in->bad || first > f_off || f_off > e_off ||
                 (uint64_t)(in->end - in->p) / ENTRY_BYTES < e_off - f_off)
                 return GT_ECORRUPT;
-            st_cq_start(cq, first);
+            st_cq_start(t, q, first);
             cq->end = cq->flushed = cq->synced = cq->assigned = f_off;
             cq->bytes = bytes;
             gt_err_t rc = st_cq_check(t, q, f_off);
@@ -451,15 +454,16 @@ gt_err_t st_snap_load(st_local_t *st, const uint64_t *bases, size_t n,
     ibuf_t in = {buf, buf + len, false}, crc = {buf + len, buf + len + 4, false};
     if (st_crc32c(0, buf, len) != (uint32_t)ib_get(&crc, 4) ||
         ib_get(&in, 4) != SNAP_MAGIC || ib_get(&in, 4) != SNAP_VERSION ||
-        ib_get(&in, 8) != st->seg_size || ib_get(&in, 4) != st_cq_chunk)
+        ib_get(&in, 8) != st->seg_size || ib_get(&in, 4) != st->cq_chunk)
         goto out;
     (void)ib_get(&in, 8); /* end position: implied by the segment ends */
-    if (segs_match(st, &in, bases, n, segs) < 0)
+    bool dropped = false;
+    if (segs_match(st, &in, bases, n, segs, &dropped) < 0)
         goto out;
     uint64_t min = bases[0] + ST_SEG_HDR;
     rc = load_tables(st, &in, min);
     if (rc == GT_OK) { /* drop what retention removed since */
-        for (size_t i = 0; i < st->ntopics; i++)
+        for (size_t i = 0; dropped && i < st->ntopics; i++) /* reads files */
             for (uint32_t q = 0; q < st->topics[i]->nq; q++)
                 st_cq_prune(st->topics[i], q, min);
         st_index_prune(&st->index, min);

@@ -13,27 +13,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gt_le.h"
 #include "tu.h"
 
 #define CHUNK 256
 #define TAIL 16
+/* byte offset of entry o in the file starting at offset c (32-byte header) */
+#define EOFF(o, c) (((o) - (c) + 1) * 32)
 
-static uint32_t saved_chunk, saved_tail;
-
-static int suite_init(void)
+static st_store_t *cq_open(const char *dir, st_flush_t flush)
 {
-    saved_chunk = st_cq_chunk;
-    saved_tail = st_cq_tail;
-    st_cq_chunk = CHUNK;
-    st_cq_tail = TAIL;
-    return 0;
-}
-
-static int suite_clean(void)
-{
-    st_cq_chunk = saved_chunk;
-    st_cq_tail = saved_tail;
-    return 0;
+    st_config_t c;
+    st_store_t *st = NULL;
+    tu_config(&c, dir, flush);
+    c.cq_file_entries = CHUNK;
+    c.cq_tail_entries = TAIL;
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    return st;
 }
 
 /* n messages to queue q of T, bodies "m<i>" from `from`, key "k<i>". */
@@ -93,7 +89,7 @@ static bool exists(const char *p)
 static void test_files_survive_reopen(void)
 {
     char *dir = tu_tmpdir("cqreopen"), p[1200];
-    st_store_t *st = tu_open(dir, ST_FLUSH_SYNC);
+    st_store_t *st = cq_open(dir, ST_FLUSH_SYNC);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 2), GT_OK);
     send_range(st, 0, 0, 1000);
     send_range(st, 1, 0, 5); /* stays in its tail */
@@ -104,12 +100,35 @@ static void test_files_survive_reopen(void)
     chunk_path(p, sizeof(p), dir, 1, 0);
     CU_ASSERT(!exists(p));
     check_range(st, 0, 0, 1000);
+    /* the format: header, then entry 257 at its slot with its position */
+    chunk_path(p, sizeof(p), dir, 0, CHUNK);
+    size_t len;
+    uint8_t *b = tu_read_file(p, &len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_EQUAL(len, EOFF(2 * CHUNK, CHUNK));
+    CU_ASSERT_EQUAL(memcmp(b, "GTCQ", 4), 0);
+    CU_ASSERT_EQUAL(gt_le_get(b + 4, 4), 1);        /* version */
+    CU_ASSERT_EQUAL(gt_le_get(b + 8, 8), CHUNK);    /* first offset */
+    CU_ASSERT_EQUAL(gt_le_get(b + 16, 4), CHUNK);   /* entries per file */
+    CU_ASSERT_EQUAL(gt_le_get(b + 20, 4), 32);      /* entry size */
+    CU_ASSERT_EQUAL(gt_le_get(b + 28, 4), st_crc32c(0, b, 28));
+    tu_msg_t m[1];
+    size_t n;
+    uint64_t next;
+    CU_ASSERT_EQUAL(tu_pull(st, "T", 0, CHUNK + 1, 1, m, &n, &next), GT_OK);
+    const uint8_t *e = b + EOFF(CHUNK + 1, CHUNK);
+    CU_ASSERT_EQUAL(gt_le_get(e, 8), m[0].position);
+    CU_ASSERT_EQUAL(gt_le_get(e + 12, 4), gt_hash32("t")); /* tag hash */
+    uint8_t o[8];
+    gt_le_put(o, CHUNK + 1, 8);
+    CU_ASSERT_EQUAL(gt_le_get(e + 28, 4), st_crc32c(st_crc32c(0, o, 8), e, 28));
+    free(b);
     st_close(st);
     /* the snapshot holds metadata and short tails, not the entries */
     snprintf(p, sizeof(p), "%s/tables.snap", dir);
     CU_ASSERT(tu_file_size(p) > 0 &&
               tu_file_size(p) < 2010 * 16 + 2048); /* index + metadata */
-    st = tu_open(dir, ST_FLUSH_SYNC);
+    st = cq_open(dir, ST_FLUSH_SYNC);
     st_stats_t s;
     CU_ASSERT_EQUAL(tu_stats(st, "T", NULL, &s), GT_OK);
     CU_ASSERT_EQUAL(s.messages, 1005);
@@ -130,7 +149,7 @@ static void test_files_survive_reopen(void)
 static void test_read_below_tail_uses_cache(void)
 {
     char *dir = tu_tmpdir("cqcache");
-    st_store_t *st = tu_open(dir, ST_FLUSH_ASYNC);
+    st_store_t *st = cq_open(dir, ST_FLUSH_ASYNC);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
     send_range(st, 0, 0, 2000);
     uint64_t h0, m0, h1, m1, h2, m2;
@@ -168,7 +187,7 @@ static void test_retention_unlinks_files(void)
 {
     char *dir = tu_tmpdir("cqretain"), p[1200];
     char body[600];
-    st_store_t *st = tu_open(dir, ST_FLUSH_ASYNC);
+    st_store_t *st = cq_open(dir, ST_FLUSH_ASYNC);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
     memset(body, 'x', sizeof(body) - 1);
     body[sizeof(body) - 1] = 0;
@@ -203,7 +222,7 @@ static void test_retention_unlinks_files(void)
     CU_ASSERT_EQUAL(n, 4);
     CU_ASSERT_EQUAL(m[0].offset, min);
     st_close(st);
-    st = tu_open(dir, ST_FLUSH_ASYNC); /* from the snapshot */
+    st = cq_open(dir, ST_FLUSH_ASYNC); /* from the snapshot */
     uint64_t min2;
     CU_ASSERT_EQUAL(tu_offset_query(st, "T", 0, ST_OFFSET_BEGIN, 0, &min2),
                     GT_OK);
@@ -217,12 +236,13 @@ static void test_retention_unlinks_files(void)
     free(dir);
 }
 
-/* kind 0: the file is deleted; 1: truncated.  A valid snapshot refers to
- * it: the start must notice and rebuild from the commitlog. */
+/* kind 0: the file is deleted; 1: truncated; 2: its header is damaged.
+ * A valid snapshot refers to it: the start must notice and rebuild from
+ * the commitlog. */
 static void damaged_file(int kind)
 {
     char *dir = tu_tmpdir("cqdamage"), p[1200];
-    st_store_t *st = tu_open(dir, ST_FLUSH_SYNC);
+    st_store_t *st = cq_open(dir, ST_FLUSH_SYNC);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
     send_range(st, 0, 0, 1000);
     st_close(st);
@@ -233,15 +253,17 @@ static void damaged_file(int kind)
         size_t len;
         uint8_t *b = tu_read_file(p, &len);
         CU_ASSERT_PTR_NOT_NULL_FATAL(b);
-        tu_write_file(p, b, 100);
+        if (kind == 2)
+            b[9] ^= 1; /* first offset */
+        tu_write_file(p, b, kind == 1 ? 100 : len);
         free(b);
     }
     char keep[1200];
     snprintf(keep, sizeof(keep), "%s/cq/keep", dir);
     tu_write_file(keep, "k", 1);
-    st = tu_open(dir, ST_FLUSH_SYNC);
+    st = cq_open(dir, ST_FLUSH_SYNC);
     CU_ASSERT(!exists(keep)); /* full scan: the directory was rebuilt */
-    CU_ASSERT_EQUAL(tu_file_size(p), CHUNK * 32);
+    CU_ASSERT_EQUAL(tu_file_size(p), EOFF(2 * CHUNK, CHUNK));
     check_range(st, 0, 0, 1000);
     st_close(st);
     tu_rmrf(dir);
@@ -258,12 +280,17 @@ static void test_truncated_file_full_scan(void)
     damaged_file(1);
 }
 
+static void test_bad_header_full_scan(void)
+{
+    damaged_file(2);
+}
+
 /* A damaged entry inside a file the snapshot vouches for fails its CRC
  * when read: the pull fails instead of reading another record. */
 static void test_damaged_entry_refused(void)
 {
     char *dir = tu_tmpdir("cqcrc"), p[1200];
-    st_store_t *st = tu_open(dir, ST_FLUSH_SYNC);
+    st_store_t *st = cq_open(dir, ST_FLUSH_SYNC);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
     send_range(st, 0, 0, 1000);
     st_close(st);
@@ -272,10 +299,10 @@ static void test_damaged_entry_refused(void)
     uint8_t *b = tu_read_file(p, &len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     /* entry 300: point its position at the record of entry 299 */
-    memcpy(b + (300 - CHUNK) * 32, b + (299 - CHUNK) * 32, 8);
+    memcpy(b + EOFF(300, CHUNK), b + EOFF(299, CHUNK), 8);
     tu_write_file(p, b, len);
     free(b);
-    st = tu_open(dir, ST_FLUSH_SYNC);
+    st = cq_open(dir, ST_FLUSH_SYNC);
     tu_msg_t m[4];
     size_t n;
     uint64_t next;
@@ -298,7 +325,7 @@ static void test_crash_after_snapshot(void)
 {
     char *dir = tu_tmpdir("cqcrash"), *img = tu_tmpdir("cqcrashimg");
     char cmd[2600], p[1200];
-    st_store_t *st = tu_open(dir, ST_FLUSH_ASYNC);
+    st_store_t *st = cq_open(dir, ST_FLUSH_ASYNC);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
     send_range(st, 0, 0, 500);
     tu_wait_synced(st);
@@ -312,14 +339,14 @@ static void test_crash_after_snapshot(void)
     size_t len;
     uint8_t *b = tu_read_file(p, &len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
-    CU_ASSERT(len >= 200 * 32);
-    memset(b + 32, 0xAB, 150 * 32);
+    CU_ASSERT(len >= EOFF(2 * CHUNK + 200, 2 * CHUNK));
+    memset(b + EOFF(2 * CHUNK + 1, 2 * CHUNK), 0xAB, 150 * 32);
     tu_write_file(p, b, len);
     free(b);
     char keep[1200];
     snprintf(keep, sizeof(keep), "%s/cq/keep", img);
     tu_write_file(keep, "k", 1); /* a full scan would remove it */
-    st = tu_open(img, ST_FLUSH_ASYNC);
+    st = cq_open(img, ST_FLUSH_ASYNC);
     CU_ASSERT(exists(keep)); /* the snapshot was used */
     st_stats_t s;
     CU_ASSERT_EQUAL(tu_stats(st, "T", NULL, &s), GT_OK);
@@ -328,7 +355,7 @@ static void test_crash_after_snapshot(void)
     send_range(st, 0, 1100, 50);
     check_range(st, 0, 1090, 1150);
     st_close(st);
-    st = tu_open(img, ST_FLUSH_ASYNC); /* and once more, cleanly */
+    st = cq_open(img, ST_FLUSH_ASYNC); /* and once more, cleanly */
     check_range(st, 0, 0, 1150);
     st_close(st);
     tu_rmrf(dir);
@@ -343,6 +370,7 @@ static const CU_TestInfo tests[] = {
     {"retention_unlinks_files", test_retention_unlinks_files},
     {"missing_file_full_scan", test_missing_file_full_scan},
     {"truncated_file_full_scan", test_truncated_file_full_scan},
+    {"bad_header_full_scan", test_bad_header_full_scan},
     {"damaged_entry_refused", test_damaged_entry_refused},
     {"crash_after_snapshot", test_crash_after_snapshot},
     CU_TEST_INFO_NULL,
@@ -350,8 +378,5 @@ static const CU_TestInfo tests[] = {
 
 int main(void)
 {
-    suite_init();
-    int rc = tu_run("cq", tests);
-    suite_clean();
-    return rc;
+    return tu_run("cq", tests);
 }
