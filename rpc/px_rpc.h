@@ -202,6 +202,10 @@ const char *px_call_metadata(const px_call_t *call, const char *key);
  * passed). */
 int64_t px_call_deadline_left_ms(const px_call_t *call);
 bool px_call_is_cancelled(const px_call_t *call);
+/* The server is stopping (px_rpc_server_shutdown has begun): set before the
+ * PX_INTERRUPT_SHUTDOWN notices go out, so a handler that attaches a long
+ * wait after its notice came (and found nothing) sees it on a re-check. */
+bool px_call_server_stopping(const px_call_t *call);
 
 /* Per-call handler state; the runtime never touches it. */
 void px_call_set_user(px_call_t *call, void *user);

@@ -543,6 +543,15 @@ bool px_call_is_cancelled(const px_call_t *c)
     return v;
 }
 
+bool px_call_server_stopping(const px_call_t *c)
+{
+    bool v;
+    pthread_mutex_lock(&c->srv->mu);
+    v = c->srv->stopping;
+    pthread_mutex_unlock(&c->srv->mu);
+    return v;
+}
+
 void px_call_set_user(px_call_t *c, void *user) { c->user = user; }
 void *px_call_user(const px_call_t *c) { return c->user; }
 

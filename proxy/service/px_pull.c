@@ -221,6 +221,7 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     char why[200];
     px_code_t code;
     bool sql;
+    px_interrupt_t missed;
 
     if (!px_require_client(call, rd))
         return;
@@ -278,10 +279,12 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     /* The range check first (px_pull_lo, px_pull_hi), then the pull. */
     st_offset_query(ctx->svc->store, t.name, queue, ST_OFFSET_BEGIN, 0,
                     px_pull_lo, ctx);
-    /* A cancel that came before the attachment found nothing to cancel:
-     * do it now, or the pull would park for its whole long poll. */
-    if (px_call_is_cancelled(call))
-        px_pull_interrupt(call, PX_INTERRUPT_CANCELLED);
+    /* A cancel or shutdown notice that came before the attachment found
+     * nothing to end: do it now, or the pull would park for its whole long
+     * poll (a stop would wait for it until its shutdown bound). */
+    missed = px_call_missed_interrupt(call);
+    if (missed != 0)
+        px_pull_interrupt(call, missed);
 }
 
 void px_pull_interrupt(px_call_t *call, px_interrupt_t why)

@@ -408,6 +408,7 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     st_topic_t t;
     int64_t lp, left;
     const char *auth;
+    px_interrupt_t missed;
 
     if (px_client_id(call) == NULL) {
         px_recv_status(call, PX_CODE(CLIENT_ID_REQUIRED),
@@ -470,12 +471,14 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     px_call_set_user(call, ctx);
     pthread_mutex_unlock(&ctx->svc->recv_mu);
     st_pop(px_svc(call)->store, &pr, px_recv_done, ctx);
-    /* A cancel that came before the attachment found nothing to cancel:
-     * do it now, or the pop stays parked for its whole long poll.  (The
+    /* A cancel or shutdown notice that came before the attachment found
+     * nothing to end: do it now, or the pop stays parked for its whole
+     * long poll (a stop would wait for it until its shutdown bound).  (The
      * store remembers a cancel that comes before its pop; if the pop has
      * already answered, ctx is detached and this does nothing.) */
-    if (px_call_is_cancelled(call))
-        px_receive_interrupt(call, PX_INTERRUPT_CANCELLED);
+    missed = px_call_missed_interrupt(call);
+    if (missed != 0)
+        px_receive_interrupt(call, missed);
 }
 
 void px_receive_interrupt(px_call_t *call, px_interrupt_t why)

@@ -161,6 +161,18 @@ void px_test_late_attach(px_svc_t *svc, px_call_t *call, const char *rpc);
 /* Notes that `call`'s interrupt came (hold recv_mu). */
 void px_test_interrupted(px_svc_t *svc, const px_call_t *call);
 
+/* The interrupt a call may have had before its handler attached a long
+ * wait to it (found nothing to end then): CANCELLED, SHUTDOWN, or 0 if
+ * none.  ReceiveMessage and PullMessage re-check with it after attaching. */
+static inline px_interrupt_t px_call_missed_interrupt(const px_call_t *call)
+{
+    if (px_call_is_cancelled(call))
+        return PX_INTERRUPT_CANCELLED;
+    if (px_call_server_stopping(call))
+        return PX_INTERRUPT_SHUTDOWN;
+    return 0;
+}
+
 /* ---- common (px_common.c) ---- */
 
 /* Initializes `st` and points it at `msg` (borrowed). */

@@ -6,8 +6,13 @@
 // (px_test_late_attach), so the window is always hit: the store must end
 // the request at once (the service logs that the store answered after the
 // call went away), not after its 60 s long poll.
+// The same for a server stop: a SIGTERM whose shutdown notice came before
+// the handler attached must still end the receive at once ("server
+// shutting down"), and gantry must stop gracefully -- not wait out its
+// shutdown bound (set to 60 s here) and cancel the call then.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { require, startGantry, stopGantry, scaled, waitFor } from './harness.mjs';
 import { clientMetadata } from './grpc_util.mjs';
 
@@ -115,4 +120,53 @@ test('a receive or pull cancelled before it attached its store request ends at o
     client.close();
     await stopGantry(g);
   }
+});
+
+// SIGTERM while `rpc`'s handler is held before attaching: the call must end
+// with the shutdown status and gantry stop gracefully.
+async function stopBeforeAttach(method, req, rpc, gone) {
+  process.env.GANTRY_TEST_LATE_ATTACH = '1';
+  const g = await startGantry({ yaml: YAML, serverYaml: '  threads: 4', shutdownTimeoutMs: 60000 });
+  delete process.env.GANTRY_TEST_LATE_ATTACH;
+  const client = new grpc.Client(g.endpoint, grpc.credentials.createInsecure(),
+    { 'grpc.use_local_subchannel_pool': 1 });
+  let stopped = null;
+  try {
+    const call = client.makeServerStreamRequest(SVC + method, ident, ident,
+      Buffer.from(req.serializeBinary()), clientMetadata(),
+      { deadline: Date.now() + scaled(90000) });
+    const ended = new Promise((resolve) => {
+      call.on('data', () => {});
+      call.on('error', resolve);
+      call.on('end', () => resolve(null));
+    });
+    // The handler is inside the hook, not attached yet: stop the server.
+    await waitFor(() => g.log().includes(`test hook: ${rpc} waits for its call's interrupt`),
+      10000, `${rpc} handler in the hook`);
+    // stopGantry sends SIGTERM and SIGKILLs after 10 s (scaled): within the
+    // 60 s shutdown bound, so only a graceful stop passes.
+    stopped = stopGantry(g, 'SIGTERM', { keepDir: true });
+    const err = await ended;
+    assert.equal(err?.code, grpc.status.UNAVAILABLE, `${rpc} ended with ${err?.code}: ${err?.details}`);
+    assert.match(err.details, /server shutting down/);
+    const info = await stopped;
+    stopped = null;
+    assert.equal(info.signal, null, `gantry had to be killed (the stop waited for the parked ${rpc})`);
+    assert.equal(info.code, 0);
+    assert.ok(info.log.includes(`test hook: ${rpc} attaches after its call's interrupt`));
+    assert.doesNotMatch(info.log, /calls still running after/);
+    assert.ok(info.log.includes(gone), `the store ended the ${rpc}`);
+  } finally {
+    client.close();
+    if (stopped !== null) await stopped.catch(() => {});
+    else if (g.proc.exitCode === null && g.proc.signalCode === null) await stopGantry(g, 'SIGKILL', { keepDir: true });
+    fs.rmSync(g.dir, { recursive: true, force: true });
+  }
+}
+
+test('a receive or pull held before attaching when the server stops ends at once', async () => {
+  await stopBeforeAttach('ReceiveMessage', receiveReq(scaled(60000)), 'receive',
+    'the store answered after the call went away');
+  await stopBeforeAttach('PullMessage', pullReq(scaled(60000)), 'pull',
+    'pull on RaceTopic: the store answered after the call went away');
 });
