@@ -67,6 +67,7 @@ typedef struct cfg {
         int flush_interval_ms;
         int64_t segment_size;
         int retention_hours;
+        int index_mem_entries;   /* message id / key index, in memory */
     } store;
     struct {
         int max_delay_ms;         /* delay messages: farthest ahead */

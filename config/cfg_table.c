@@ -236,6 +236,12 @@ static const cfg_desc_t cfg_store_keys[] = {
      "72", 1, 87600, NULL, NULL, NULL,
      "Commit-log segments older than this are deleted once no state "
      "refers to them."},
+    {"index_mem_entries", CFG_T_INT,
+     CFG_FIELD(cfg_t, store.index_mem_entries), "65536", 16, 1 << 24, NULL,
+     NULL, NULL,
+     "Entries of the message id / key index kept in memory (24 bytes each "
+     "plus 4 per bucket) before they are sorted into a run file on disk; "
+     "up to about twice this many are in memory at once."},
 };
 
 static const cfg_desc_t cfg_message_keys[] = {

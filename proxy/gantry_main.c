@@ -261,6 +261,7 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
     sc.flush = strcmp(cfg->store.flush, "async") == 0 ? ST_FLUSH_ASYNC : ST_FLUSH_SYNC;
     sc.flush_interval_ms = (uint32_t)cfg->store.flush_interval_ms;
     sc.retention_hours = (uint32_t)cfg->store.retention_hours;
+    sc.index_mem_entries = (uint32_t)cfg->store.index_mem_entries;
     /* A 4 MiB body (the RocketMQ limit) plus up to 16 KiB of properties
      * and the record header must fit. */
     sc.max_message_bytes = 4 * 1024 * 1024 + 64 * 1024;

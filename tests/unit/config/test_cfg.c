@@ -114,6 +114,7 @@ static void check_defaults(const cfg_t *c)
     CU_ASSERT_EQUAL(c->store.flush_interval_ms, 200);
     CU_ASSERT_EQUAL(c->store.segment_size, 1073741824LL);
     CU_ASSERT_EQUAL(c->store.retention_hours, 72);
+    CU_ASSERT_EQUAL(c->store.index_mem_entries, 65536);
     CU_ASSERT_EQUAL(c->n_topics, 0);
     CU_ASSERT_PTR_NULL(c->topics);
     CU_ASSERT_EQUAL(c->n_groups, 0);
@@ -315,6 +316,30 @@ static void test_out_of_range(void)
     expect_ok("server: {threads: 256, shutdown_timeout_ms: 60000}\n"
               "store: {segment_size: 4096, retention_hours: 87600}\n"
               "topics: [{name: T, queues: 1024}]\n");
+}
+
+/* store.index_mem_entries: a valid value reaches cfg_t; out of its range
+ * (the store's own bounds, 16..2^24) it is refused with its key path. */
+static void test_index_mem_entries(void)
+{
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(load(&c, "store:\n  index_mem_entries: 1024\n"), GT_OK);
+    CU_ASSERT_EQUAL(c.store.index_mem_entries, 1024);
+    CU_ASSERT_EQUAL(load(&c, "store: {index_mem_entries: 16777216}\n"), GT_OK);
+    CU_ASSERT_EQUAL(c.store.index_mem_entries, 16777216);
+    CU_ASSERT_EQUAL(load(&c, "store: {index_mem_entries: 16}\n"), GT_OK);
+    CU_ASSERT_EQUAL(c.store.index_mem_entries, 16);
+    cfg_free(&c);
+    expect_fail("store:\n  index_mem_entries: 15\n",
+                "t.yaml:2: store.index_mem_entries: 15 is out of range "
+                "(16..16777216)");
+    expect_fail("store: {index_mem_entries: 16777217}\n",
+                "store.index_mem_entries: 16777217 is out of range "
+                "(16..16777216)");
+    expect_fail("store: {index_mem_entries: -1}\n",
+                "store.index_mem_entries: -1 is out of range");
 }
 
 static void test_bad_enum(void)
@@ -708,6 +733,7 @@ int main(void)
         {"duplicate key", test_duplicate_key},
         {"wrong type", test_wrong_type},
         {"out of range", test_out_of_range},
+        {"store.index_mem_entries", test_index_mem_entries},
         {"bad enum", test_bad_enum},
         {"bad listen address", test_bad_listen},
         {"bad topic name", test_bad_topic_name},
