@@ -39,6 +39,14 @@ static gt_err_t cfg_check_listen(const char *v, char *why, size_t whylen)
     return GT_EINVAL;
 }
 
+/* An optional listener: "" or "off" disables it. */
+static gt_err_t cfg_check_listen_opt(const char *v, char *why, size_t whylen)
+{
+    if (v[0] == '\0' || strcmp(v, "off") == 0)
+        return GT_OK;
+    return cfg_check_listen(v, why, whylen);
+}
+
 /* ---- topic and group names ------------------------------------------- */
 
 const char *const cfg_reserved_topics[] = {
@@ -175,8 +183,8 @@ static const cfg_desc_t cfg_server_keys[] = {
      "0.0.0.0:5557", 0, 0, NULL, cfg_check_listen, "HOST:PORT",
      "Address of the HTTP endpoint (health, readiness, metrics, admin API)."},
     {"amqp_listen", CFG_T_STR, CFG_FIELD(cfg_t, server.amqp_listen),
-     "0.0.0.0:5672", 0, 0, NULL, cfg_check_listen, "HOST:PORT",
-     "Address of the AMQP 0-9-1 gateway."},
+     "0.0.0.0:5672", 0, 0, NULL, cfg_check_listen_opt, "HOST:PORT",
+     "Address of the AMQP 0-9-1 gateway; \"\" or \"off\" disables it."},
     {"threads", CFG_T_INT, CFG_FIELD(cfg_t, server.threads), "0", 0, 256,
      NULL, NULL, NULL,
      "Completion-queue worker threads; 0 means one per CPU core."},

@@ -19,6 +19,7 @@
 
 #include "cfg.h"
 #include "gt_log.h"
+#include "gw_server.h"
 #include "px_http.h"
 #include "px_rpc.h"
 #include "px_service.h"
@@ -37,7 +38,7 @@ static void usage(FILE *out)
             "  --data-dir DIR         store.data_dir\n"
             "  --grpc-listen H:P      server.grpc_listen (default 0.0.0.0:8081)\n"
             "  --http-listen H:P      server.http_listen (default 0.0.0.0:5557)\n"
-            "  --amqp-listen H:P      server.amqp_listen (default 0.0.0.0:5672)\n"
+            "  --amqp-listen H:P      server.amqp_listen (default 0.0.0.0:5672; off: none)\n"
             "  --log-level LEVEL      trace|debug|info|warn|error|off\n"
             "  --repair-store         at start, truncate the commitlog at damage below\n"
             "                         the last synced position instead of refusing to\n"
@@ -352,6 +353,10 @@ static int serve(const cfg_t *cfg, bool repair)
     px_method_table_t methods;
     px_rpc_server_t *rpc = NULL;
     px_http_t *http = NULL;
+    gw_server_t *amqp = NULL;
+    const char *amqp_listen = cfg->server.amqp_listen;
+    bool amqp_on = amqp_listen != NULL && amqp_listen[0] != '\0' &&
+                   strcmp(amqp_listen, "off") != 0;
     char err[512];
     sigset_t sigs;
     int sig = 0, status = 1;
@@ -414,11 +419,18 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
     }
+    if (amqp_on) {
+        gw_server_opts_t ao = {.listen = amqp_listen};
+        if (gw_server_start(&ao, &amqp, err, sizeof(err)) != GT_OK) {
+            GT_LOG(ERROR, "main", "%s", err);
+            goto out;
+        }
+    }
     px_http_set_metrics(http, rpc_metrics, rpc);
     px_http_set_ready(http, true);
-    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s",
+    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s, AMQP %s",
            cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
-           cfg->server.http_listen);
+           cfg->server.http_listen, amqp_on ? amqp_listen : "off");
 
     while (sigwait(&sigs, &sig) != 0)
         ;
@@ -426,6 +438,8 @@ static int serve(const cfg_t *cfg, bool repair)
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
     px_http_set_metrics(http, NULL, NULL);
+    gw_server_stop(amqp); /* closes its connections; no store use yet */
+    amqp = NULL;
     /* Order: stop the calls, then close the store (its last callbacks may
      * still release call references), then free the gRPC server. */
     px_svc_drain(svc);
@@ -448,6 +462,7 @@ static int serve(const cfg_t *cfg, bool repair)
     status = 0;
     GT_LOG(INFO, "main", "stopped");
 out:
+    gw_server_stop(amqp);
     if (http != NULL)
         px_http_set_metrics(http, NULL, NULL);
     if (rpc != NULL)

@@ -11,6 +11,7 @@ pkgs=(
   protobuf-compiler libprotobuf-dev   # protoc + well-known .proto files
   libssl-dev libyaml-dev libcunit1-dev
   libmicrohttpd-dev            # operator HTTP endpoint (health, metrics)
+  libevent-dev                 # AMQP gateway: event loop, bufferevents, timers (AMQPS later)
 )
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

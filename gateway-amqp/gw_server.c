@@ -1,0 +1,865 @@
+/* The AMQP 0-9-1 gateway's connection layer on libevent 2.1 (see
+ * gw_server.h).  One event_base in one thread holds the listener and
+ * every connection; gw_server_stop wakes it through an event made
+ * active from the caller's thread (libevent's pthread locking is on).
+ *
+ * A connection reads into its gw_parser_t (bounded by frame_max) and
+ * answers through its bufferevent's output buffer.  Output only grows in
+ * answer to input (plus one heartbeat per interval), so when the output
+ * holds more than out_limit bytes the connection stops reading until the
+ * peer has taken half of it: a peer that stops reading costs a bounded
+ * amount of memory.
+ *
+ * Errors are RabbitMQ's: a bad protocol header gets the supported header
+ * and a close; a framing error gets connection.close (501) and the socket
+ * is closed once the close is written (the stream can no longer be
+ * parsed); a method-level error gets connection.close and the server
+ * waits (CLOSE_WAIT_MS) for close-ok. */
+#include "gw_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "gt_addr.h"
+#include "gt_log.h"
+#include "gw_codec.h"
+
+#ifndef GANTRY_VERSION
+#define GANTRY_VERSION "dev"
+#endif
+
+#define GW_CHANNEL_MAX 2047u
+#define GW_FRAME_MAX 131072u
+#define GW_CLOSE_WAIT_MS 3000u
+#define GW_DEFAULT_OUT_LIMIT ((size_t)4 << 20)
+
+typedef enum conn_state {
+    CS_HEADER,     /* waiting for the protocol header */
+    CS_START_OK,   /* start sent */
+    CS_TUNE_OK,    /* tune sent */
+    CS_OPEN,       /* tune-ok received, waiting for connection.open */
+    CS_RUNNING,    /* open */
+    CS_CLOSING,    /* we sent connection.close; waiting for close-ok */
+    CS_DEAD,       /* flushing the output, then freed */
+} conn_state_t;
+
+enum { CH_CLOSED = 0, CH_OPEN, CH_CLOSING };
+
+typedef struct gw_conn gw_conn_t;
+
+struct gw_server {
+    struct event_base *base;
+    struct evconnlistener *lis;
+    struct event *stop_ev;
+    pthread_t thread;
+    bool thread_started;
+    int port;
+    uint16_t heartbeat_s;
+    uint32_t handshake_ms;
+    size_t out_limit;
+    char cluster_name[128];
+    gw_conn_t *conns;
+};
+
+struct gw_conn {
+    gw_server_t *srv;
+    gw_conn_t *prev, *next;
+    struct bufferevent *bev;
+    struct event *deadline; /* handshake, close-ok or flush deadline */
+    struct event *hb;       /* heartbeat tick */
+    gw_parser_t parser;
+    conn_state_t state;
+    bool loopback, auth_failure_close, paused;
+    uint16_t channel_max, heartbeat;
+    uint32_t frame_max;
+    int64_t last_in_ms, last_out_ms;
+    char peer[64], user[64];
+    uint8_t chan[GW_CHANNEL_MAX + 1];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_tv(uint32_t ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+/* ---- connection lifetime --------------------------------------------- */
+
+static void conn_free(gw_conn_t *c)
+{
+    gw_server_t *s = c->srv;
+
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    if (c->deadline != NULL)
+        event_free(c->deadline);
+    if (c->hb != NULL)
+        event_free(c->hb);
+    bufferevent_free(c->bev);
+    gw_parser_free(&c->parser);
+    free(c);
+}
+
+static size_t out_len(const gw_conn_t *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+static void set_deadline(gw_conn_t *c, uint32_t ms)
+{
+    struct timeval tv = ms_tv(ms);
+
+    event_add(c->deadline, &tv);
+}
+
+/* Stops reading and frees the connection once its output is written (or
+ * after CLOSE_WAIT_MS when the peer does not read). */
+static void conn_finish(gw_conn_t *c)
+{
+    c->state = CS_DEAD;
+    bufferevent_disable(c->bev, EV_READ);
+    if (c->hb != NULL)
+        event_del(c->hb);
+    set_deadline(c, GW_CLOSE_WAIT_MS);
+}
+
+/* Frees c when it is finished and its output is gone.  true when freed. */
+static bool conn_reap(gw_conn_t *c)
+{
+    if (c->state == CS_DEAD && out_len(c) == 0) {
+        conn_free(c);
+        return true;
+    }
+    return false;
+}
+
+/* ---- output ---------------------------------------------------------- */
+
+static void send_bytes(gw_conn_t *c, const void *p, size_t n)
+{
+    evbuffer_add(bufferevent_get_output(c->bev), p, n);
+    c->last_out_ms = now_ms();
+}
+
+static void send_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
+{
+    uint8_t stack[1024], *buf = stack;
+    size_t need = gw_method_size(m) + GW_FRAME_OVERHEAD, len = 0;
+
+    if (need > sizeof(stack) && (buf = malloc(need)) == NULL) {
+        conn_finish(c);
+        return;
+    }
+    if (gw_method_frame(ch, m, buf, need, &len) == GT_OK)
+        send_bytes(c, buf, len);
+    else
+        GT_LOG(ERROR, "amqp", "%s: cannot encode method %08x", c->peer, (unsigned)m->id);
+    if (buf != stack)
+        free(buf);
+}
+
+/* Sends connection.close for f and waits for close-ok (framing errors:
+ * closes once written, since nothing more can be parsed). */
+static void conn_fail(gw_conn_t *c, const gw_fault_t *f, bool framing)
+{
+    gw_method_t m;
+
+    GT_LOG(INFO, "amqp", "%s: closing the connection: %s", c->peer, f->text);
+    gw_fault_close(f, false, &m);
+    send_method(c, 0, &m);
+    if (framing) {
+        conn_finish(c);
+        return;
+    }
+    c->state = CS_CLOSING;
+    if (c->hb != NULL)
+        event_del(c->hb);
+    set_deadline(c, GW_CLOSE_WAIT_MS);
+}
+
+static void conn_error(gw_conn_t *c, uint16_t code, uint32_t mid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void conn_error(gw_conn_t *c, uint16_t code, uint32_t mid, const char *fmt, ...)
+{
+    gw_fault_t f;
+    char text[GW_REPLY_TEXT_MAX + 1];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    gw_fault_set(&f, code, (uint16_t)(mid >> 16), (uint16_t)(mid & 0xffff), "%s", text);
+    conn_fail(c, &f, false);
+}
+
+/* ---- handshake ------------------------------------------------------- */
+
+static void send_start(gw_conn_t *c)
+{
+    uint8_t tbuf[1024];
+    gw_tbuild_t b;
+    gw_table_t props;
+    gw_method_t m = {.id = GW_CONNECTION_START};
+    static const char *const caps[] = {
+        "publisher_confirms",     "exchange_exchange_bindings", "basic.nack",
+        "consumer_cancel_notify", "connection.blocked",         "authentication_failure_close",
+        "per_consumer_qos",       "direct_reply_to",
+    };
+
+    gw_tbuild_init(&b, tbuf, sizeof(tbuf));
+    gw_tbuild_table_begin(&b, "capabilities");
+    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
+        gw_tbuild_bool(&b, caps[i], true);
+    gw_tbuild_end(&b);
+    gw_tbuild_string(&b, "cluster_name", c->srv->cluster_name);
+    gw_tbuild_string(&b, "copyright", "Gantry contributors");
+    gw_tbuild_string(&b, "information", "Gantry AMQP 0-9-1 gateway");
+    gw_tbuild_string(&b, "platform", "C11 / libevent " LIBEVENT_VERSION);
+    gw_tbuild_string(&b, "product", "Gantry");
+    gw_tbuild_string(&b, "version", GANTRY_VERSION);
+    if (gw_tbuild_finish(&b, &props) != GT_OK) {
+        conn_finish(c);
+        return;
+    }
+    m.u.connection_start.version_major = 0;
+    m.u.connection_start.version_minor = 9;
+    m.u.connection_start.server_properties = props;
+    m.u.connection_start.mechanisms = (gw_bytes_t){(const uint8_t *)"PLAIN AMQPLAIN", 14};
+    m.u.connection_start.locales = (gw_bytes_t){(const uint8_t *)"en_US", 5};
+    send_method(c, 0, &m);
+    c->state = CS_START_OK;
+}
+
+/* Splits the SASL response into user and password (borrowed). */
+static bool sasl_credentials(const gw_connection_start_ok_t *so, gw_str_t *user, gw_str_t *pass)
+{
+    const uint8_t *p = so->response.ptr;
+    size_t n = so->response.len;
+
+    if (gw_str_eq(so->mechanism, "PLAIN")) {
+        /* [authzid] NUL authcid NUL passwd */
+        const uint8_t *z1 = memchr(p, 0, n), *z2;
+        if (z1 == NULL)
+            return false;
+        z2 = memchr(z1 + 1, 0, n - (size_t)(z1 + 1 - p));
+        if (z2 == NULL)
+            return false;
+        *user = (gw_str_t){(const char *)z1 + 1, (size_t)(z2 - z1 - 1)};
+        *pass = (gw_str_t){(const char *)z2 + 1, n - (size_t)(z2 + 1 - p)};
+        return true;
+    }
+    if (gw_str_eq(so->mechanism, "AMQPLAIN")) {
+        gw_table_t t = {p, n};
+        gw_value_t lv, pv;
+        if (gw_table_validate(p, n) != GT_OK || !gw_table_get(t, "LOGIN", &lv) ||
+            !gw_table_get(t, "PASSWORD", &pv) || lv.type != 'S' || pv.type != 'S')
+            return false;
+        *user = (gw_str_t){(const char *)lv.v.bytes.ptr, lv.v.bytes.len};
+        *pass = (gw_str_t){(const char *)pv.v.bytes.ptr, pv.v.bytes.len};
+        return true;
+    }
+    return false;
+}
+
+static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
+{
+    const gw_connection_start_ok_t *so = &m->u.connection_start_ok;
+    gw_value_t caps, afc;
+    gw_str_t user = {0}, pass = {0};
+    gw_method_t tune = {.id = GW_CONNECTION_TUNE};
+    bool ok;
+
+    if (gw_table_get(so->client_properties, "capabilities", &caps) && caps.type == 'F' &&
+        gw_table_get(caps.v.table, "authentication_failure_close", &afc) && afc.type == 't')
+        c->auth_failure_close = afc.v.i != 0;
+    if (!gw_str_eq(so->mechanism, "PLAIN") && !gw_str_eq(so->mechanism, "AMQPLAIN")) {
+        conn_error(c, GW_COMMAND_INVALID, m->id, "unknown authentication mechanism '%.*s'",
+                   (int)(so->mechanism.len > 64 ? 64 : so->mechanism.len), so->mechanism.ptr);
+        return;
+    }
+    ok = sasl_credentials(so, &user, &pass);
+    /* The only user for now: guest/guest, from loopback (RabbitMQ's
+     * loopback_users default). */
+    ok = ok && gw_str_eq(user, "guest") && gw_str_eq(pass, "guest") && c->loopback;
+    snprintf(c->user, sizeof(c->user), "%.*s", (int)(user.len > 63 ? 63 : user.len),
+             user.ptr != NULL ? user.ptr : "");
+    if (!ok) {
+        GT_LOG(INFO, "amqp", "%s: login refused for user '%s' (%.*s)%s", c->peer, c->user,
+               (int)so->mechanism.len, so->mechanism.ptr,
+               gw_str_eq(user, "guest") && !c->loopback ? ": guest may only connect via loopback"
+                                                        : "");
+        if (c->auth_failure_close) {
+            conn_error(c, GW_ACCESS_REFUSED, m->id,
+                       "Login was refused using authentication mechanism %.*s. For details "
+                       "see the broker logfile.",
+                       (int)so->mechanism.len, so->mechanism.ptr);
+        } else {
+            conn_finish(c);
+        }
+        return;
+    }
+    tune.u.connection_tune.channel_max = GW_CHANNEL_MAX;
+    tune.u.connection_tune.frame_max = GW_FRAME_MAX;
+    tune.u.connection_tune.heartbeat = c->srv->heartbeat_s;
+    send_method(c, 0, &tune);
+    c->state = CS_TUNE_OK;
+}
+
+/* RabbitMQ's rule for a negotiated value: 0 means "no limit", which is
+ * over any server limit; a non-zero value must lie in [min, max]. */
+static bool tune_value_ok(gw_conn_t *c, const char *name, uint32_t v, uint32_t min, uint32_t max)
+{
+    if (v != 0 && v < min) {
+        conn_error(c, GW_NOT_ALLOWED, GW_CONNECTION_TUNE,
+                   "negotiated %s = %u is lower than the minimum allowed value (%u)", name, v,
+                   min);
+        return false;
+    }
+    if (v == 0 || v > max) {
+        conn_error(c, GW_NOT_ALLOWED, GW_CONNECTION_TUNE,
+                   "negotiated %s = %u is higher than the maximum allowed value (%u)", name, v,
+                   max);
+        return false;
+    }
+    return true;
+}
+
+static void on_tune_ok(gw_conn_t *c, const gw_method_t *m)
+{
+    const gw_connection_tune_t *t = &m->u.connection_tune;
+
+    if (!tune_value_ok(c, "channel_max", t->channel_max, 0, GW_CHANNEL_MAX) ||
+        !tune_value_ok(c, "frame_max", t->frame_max, GW_FRAME_MIN_SIZE, GW_FRAME_MAX))
+        return;
+    c->channel_max = t->channel_max;
+    c->frame_max = t->frame_max;
+    c->heartbeat = t->heartbeat;
+    gw_parser_set_frame_max(&c->parser, c->frame_max);
+    c->state = CS_OPEN;
+}
+
+static void hb_cb(evutil_socket_t fd, short what, void *arg);
+
+static void on_open(gw_conn_t *c, const gw_method_t *m)
+{
+    gw_method_t ok = {.id = GW_CONNECTION_OPEN_OK};
+    gw_str_t vh = m->u.connection_open.virtual_host;
+
+    if (!gw_str_eq(vh, "/")) {
+        conn_error(c, GW_NOT_ALLOWED, m->id, "vhost %.*s not found", (int)vh.len, vh.ptr);
+        return;
+    }
+    send_method(c, 0, &ok);
+    c->state = CS_RUNNING;
+    event_del(c->deadline);
+    if (c->heartbeat > 0) {
+        /* Ticks at half the interval: a heartbeat goes out when nothing
+         * was sent for about an interval, and a peer silent for two
+         * intervals is dropped (as RabbitMQ does, without a close). */
+        struct timeval tv = ms_tv((uint32_t)c->heartbeat * 500u);
+        c->hb = event_new(c->srv->base, -1, EV_PERSIST, hb_cb, c);
+        if (c->hb != NULL)
+            event_add(c->hb, &tv);
+    }
+    GT_LOG(DEBUG, "amqp", "%s: open (user %s, channel_max %u, frame_max %u, heartbeat %u)",
+           c->peer, c->user, c->channel_max, c->frame_max, c->heartbeat);
+}
+
+/* ---- running --------------------------------------------------------- */
+
+static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
+{
+    const gw_method_info_t *mi = gw_method_info(m->id);
+    uint16_t cls = (uint16_t)(m->id >> 16);
+
+    if (c->chan[ch] == CH_CLOSING) {
+        /* After our channel.close only close and close-ok count. */
+        if (m->id == GW_CHANNEL_CLOSE_OK) {
+            c->chan[ch] = CH_CLOSED;
+        } else if (m->id == GW_CHANNEL_CLOSE) {
+            gw_method_t r = {.id = GW_CHANNEL_CLOSE_OK};
+            send_method(c, ch, &r);
+        }
+        return;
+    }
+    if (c->chan[ch] == CH_CLOSED) {
+        gw_method_t r = {.id = GW_CHANNEL_OPEN_OK};
+        if (m->id != GW_CHANNEL_OPEN) {
+            conn_error(c, GW_CHANNEL_ERROR, m->id, "expected 'channel.open'");
+            return;
+        }
+        c->chan[ch] = CH_OPEN;
+        send_method(c, ch, &r);
+        return;
+    }
+    if (mi == NULL || !(mi->from & GW_FROM_CLIENT) || cls == GW_CLASS_CONNECTION) {
+        conn_error(c, GW_COMMAND_INVALID, m->id, "%s is not allowed on channel %u",
+                   mi != NULL ? mi->name : "method", ch);
+        return;
+    }
+    switch (m->id) {
+    case GW_CHANNEL_OPEN:
+        conn_error(c, GW_CHANNEL_ERROR, m->id, "second 'channel.open' seen");
+        return;
+    case GW_CHANNEL_CLOSE: {
+        gw_method_t r = {.id = GW_CHANNEL_CLOSE_OK};
+        c->chan[ch] = CH_CLOSED;
+        send_method(c, ch, &r);
+        return;
+    }
+    case GW_CHANNEL_CLOSE_OK:
+        return; /* we never sent channel.close on this channel: ignored */
+    case GW_CHANNEL_FLOW: {
+        gw_method_t r = {.id = GW_CHANNEL_FLOW_OK};
+        if (!m->u.channel_flow.active) {
+            /* RabbitMQ dropped consumer-side flow control (3.3). */
+            conn_error(c, GW_NOT_IMPLEMENTED, m->id, "active=false");
+            return;
+        }
+        r.u.channel_flow.active = true;
+        send_method(c, ch, &r);
+        return;
+    }
+    case GW_CHANNEL_FLOW_OK:
+        return;
+    case GW_ACCESS_REQUEST: {
+        gw_method_t r = {.id = GW_ACCESS_REQUEST_OK};
+        r.u.access_request_ok.ticket = 1;
+        send_method(c, ch, &r);
+        return;
+    }
+    default:
+        conn_error(c, GW_NOT_IMPLEMENTED, m->id,
+                   "%s is not implemented by this gateway yet (no exchanges, queues or "
+                   "messages)",
+                   mi->name);
+        return;
+    }
+}
+
+static void on_connection_method(gw_conn_t *c, const gw_method_t *m)
+{
+    switch (m->id) {
+    case GW_CONNECTION_CLOSE: {
+        gw_method_t r = {.id = GW_CONNECTION_CLOSE_OK};
+        send_method(c, 0, &r);
+        conn_finish(c);
+        return;
+    }
+    case GW_CONNECTION_CLOSE_OK:
+        if (c->state == CS_CLOSING)
+            conn_finish(c);
+        return;
+    default:
+        break;
+    }
+    if (c->state == CS_CLOSING)
+        return; /* only close / close-ok matter now */
+    switch (c->state) {
+    case CS_START_OK:
+        if (m->id == GW_CONNECTION_START_OK) {
+            on_start_ok(c, m);
+            return;
+        }
+        break;
+    case CS_TUNE_OK:
+        if (m->id == GW_CONNECTION_TUNE_OK) {
+            on_tune_ok(c, m);
+            return;
+        }
+        break;
+    case CS_OPEN:
+        if (m->id == GW_CONNECTION_OPEN) {
+            on_open(c, m);
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    {
+        const gw_method_info_t *mi = gw_method_info(m->id);
+        conn_error(c, GW_COMMAND_INVALID, m->id, "unexpected %s in connection state %d",
+                   mi != NULL ? mi->name : "method", (int)c->state);
+    }
+}
+
+static void on_frame(gw_conn_t *c, const gw_frame_t *fr)
+{
+    gw_method_t m;
+    gw_fault_t f;
+
+    if (fr->type == 0) { /* the protocol header */
+        send_start(c);
+        return;
+    }
+    if (fr->type == GW_FRAME_HEARTBEAT)
+        return;
+    if (c->state == CS_CLOSING && fr->type != GW_FRAME_METHOD)
+        return;
+    if (fr->channel == 0 || c->state != CS_RUNNING) {
+        if (fr->type != GW_FRAME_METHOD) {
+            if (c->state == CS_CLOSING)
+                return;
+            conn_error(c, GW_UNEXPECTED_FRAME, 0,
+                       "expected method frame, got non method frame instead");
+            return;
+        }
+        if (gw_method_decode(fr->payload, fr->size, &m, &f) != GT_OK) {
+            conn_fail(c, &f, false);
+            return;
+        }
+        if (c->state == CS_CLOSING && m.id != GW_CONNECTION_CLOSE &&
+            m.id != GW_CONNECTION_CLOSE_OK)
+            return;
+        if ((m.id >> 16) != GW_CLASS_CONNECTION || fr->channel != 0) {
+            conn_error(c, c->state == CS_RUNNING ? GW_COMMAND_INVALID : GW_UNEXPECTED_FRAME,
+                       m.id, "%s not allowed on channel %u in this state",
+                       gw_method_info(m.id)->name, fr->channel);
+            return;
+        }
+        on_connection_method(c, &m);
+        return;
+    }
+    if (fr->channel > c->channel_max) {
+        conn_error(c, GW_CHANNEL_ERROR, 0, "channel %u over the negotiated channel_max %u",
+                   fr->channel, c->channel_max);
+        return;
+    }
+    if (fr->type != GW_FRAME_METHOD) {
+        if (c->chan[fr->channel] == CH_CLOSING)
+            return;
+        if (c->chan[fr->channel] == CH_CLOSED)
+            conn_error(c, GW_CHANNEL_ERROR, 0, "expected 'channel.open'");
+        else
+            conn_error(c, GW_UNEXPECTED_FRAME, 0,
+                       "expected method frame, got non method frame instead");
+        return;
+    }
+    if (gw_method_decode(fr->payload, fr->size, &m, &f) != GT_OK) {
+        conn_fail(c, &f, false);
+        return;
+    }
+    on_channel_method(c, fr->channel, &m);
+}
+
+/* ---- libevent callbacks ---------------------------------------------- */
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    gw_conn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    c->last_in_ms = now_ms();
+    while (c->state != CS_DEAD) {
+        struct evbuffer_iovec v;
+        gw_frame_t fr;
+        gw_fault_t f;
+        gt_err_t rc;
+        size_t took = 0;
+
+        if (out_len(c) > c->srv->out_limit) {
+            /* The peer is not reading: stop reading it until it does. */
+            bufferevent_disable(bev, EV_READ);
+            c->paused = true;
+            break;
+        }
+        if (evbuffer_peek(in, -1, NULL, &v, 1) > 0 && v.iov_len > 0) {
+            took = gw_parser_feed(&c->parser, v.iov_base, v.iov_len);
+            evbuffer_drain(in, took);
+        }
+        while (c->state != CS_DEAD && (rc = gw_parser_next(&c->parser, &fr, &f)) == GT_OK)
+            on_frame(c, &fr);
+        if (c->state == CS_DEAD)
+            break;
+        if (rc == GT_EINVAL) {
+            if (f.bad_header) {
+                GT_LOG(INFO, "amqp", "%s: bad protocol header", c->peer);
+                send_bytes(c, gw_protocol_header, GW_HEADER_LEN);
+                conn_finish(c);
+            } else {
+                conn_fail(c, &f, true);
+            }
+            break;
+        }
+        if (rc == GT_ENOMEM) {
+            conn_finish(c);
+            break;
+        }
+        if (took == 0 && evbuffer_get_length(in) == 0)
+            break;
+        if (took == 0)
+            break; /* cannot happen: the parser takes what it can hold */
+    }
+    conn_reap(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    gw_conn_t *c = arg;
+
+    if (conn_reap(c))
+        return;
+    if (c->paused && out_len(c) <= c->srv->out_limit / 2) {
+        c->paused = false;
+        bufferevent_enable(bev, EV_READ);
+        read_cb(bev, c); /* what is buffered already */
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    gw_conn_t *c = arg;
+
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        GT_LOG(DEBUG, "amqp", "%s: connection closed by the peer%s", c->peer,
+               (what & BEV_EVENT_ERROR) ? " (error)" : "");
+        conn_free(c);
+    }
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_conn_t *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->state < CS_RUNNING)
+        GT_LOG(INFO, "amqp", "%s: handshake timeout", c->peer);
+    conn_free(c);
+}
+
+static void hb_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_conn_t *c = arg;
+    int64_t now = now_ms(), iv = (int64_t)c->heartbeat * 1000;
+
+    (void)fd;
+    (void)what;
+    if (now - c->last_in_ms >= 2 * iv) {
+        GT_LOG(INFO, "amqp", "%s: missed heartbeats from the client, timeout: %us", c->peer,
+               c->heartbeat);
+        conn_free(c);
+        return;
+    }
+    if (now - c->last_out_ms >= iv - iv / 4 && out_len(c) < c->srv->out_limit)
+        send_bytes(c, gw_heartbeat_frame, sizeof(gw_heartbeat_frame));
+}
+
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_LOOPBACK(&a->sin6_addr))
+            return true;
+        return IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) && a->sin6_addr.s6_addr[12] == 127;
+    }
+    return false;
+}
+
+static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    gw_server_t *s = arg;
+    gw_conn_t *c = calloc(1, sizeof(*c));
+    char host[INET6_ADDRSTRLEN] = "?";
+
+    (void)lis;
+    (void)salen;
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->srv = s;
+    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->deadline = evtimer_new(s->base, deadline_cb, c);
+    if (c->bev == NULL || c->deadline == NULL) {
+        if (c->bev != NULL)
+            bufferevent_free(c->bev);
+        else
+            evutil_closesocket(fd);
+        if (c->deadline != NULL)
+            event_free(c->deadline);
+        free(c);
+        return;
+    }
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof(host));
+    snprintf(c->peer, sizeof(c->peer), "%s:%u", host,
+             sa->sa_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)sa)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)sa)->sin_port));
+    c->loopback = is_loopback(sa);
+    c->state = CS_HEADER;
+    c->last_in_ms = c->last_out_ms = now_ms();
+    gw_parser_init(&c->parser, GW_FRAME_MIN_SIZE, true);
+    c->next = s->conns;
+    if (s->conns != NULL)
+        s->conns->prev = c;
+    s->conns = c;
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, s->out_limit / 2, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    set_deadline(c, s->handshake_ms);
+    GT_LOG(DEBUG, "amqp", "%s: accepted", c->peer);
+}
+
+/* ---- server ---------------------------------------------------------- */
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_server_t *s = arg;
+
+    (void)fd;
+    (void)what;
+    while (s->conns != NULL)
+        conn_free(s->conns);
+    if (s->lis != NULL) {
+        evconnlistener_free(s->lis);
+        s->lis = NULL;
+    }
+    event_base_loopbreak(s->base);
+}
+
+static void *loop_main(void *arg)
+{
+    gw_server_t *s = arg;
+
+    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+static int threads_rc = -1;
+
+static void threads_init(void)
+{
+    threads_rc = evthread_use_pthreads();
+}
+
+gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err,
+                         size_t errlen)
+{
+    gw_server_t *s;
+    gt_hostport_t hp;
+    const char *why;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    char port[8];
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int e;
+
+    *out = NULL;
+    if (gt_hostport_parse(o->listen, 0, &hp, &why) != GT_OK) {
+        snprintf(err, errlen, "AMQP: bad listen address '%s' (%s)", o->listen, why);
+        return GT_EINVAL;
+    }
+    pthread_once(&threads_once, threads_init);
+    if (threads_rc != 0) {
+        snprintf(err, errlen, "AMQP: cannot enable libevent's thread support");
+        return GT_EIO;
+    }
+    if ((s = calloc(1, sizeof(*s))) == NULL) {
+        snprintf(err, errlen, "AMQP: out of memory");
+        return GT_ENOMEM;
+    }
+    s->heartbeat_s = o->heartbeat_s != 0 ? o->heartbeat_s : 60;
+    s->handshake_ms = o->handshake_ms != 0 ? o->handshake_ms : 10000;
+    s->out_limit = o->out_limit != 0 ? o->out_limit : GW_DEFAULT_OUT_LIMIT;
+    snprintf(s->cluster_name, sizeof(s->cluster_name), "%s",
+             o->cluster_name != NULL ? o->cluster_name : "gantry");
+    if ((s->base = event_base_new()) == NULL ||
+        (s->stop_ev = event_new(s->base, -1, 0, stop_cb, s)) == NULL) {
+        snprintf(err, errlen, "AMQP: cannot create the event loop");
+        goto fail;
+    }
+    snprintf(port, sizeof(port), "%u", hp.port);
+    if ((e = getaddrinfo(hp.host, port, &hints, &ai)) != 0) {
+        snprintf(err, errlen, "AMQP: cannot listen on %s: %s", o->listen, gai_strerror(e));
+        goto fail;
+    }
+    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC,
+                                     128, ai->ai_addr, (int)ai->ai_addrlen);
+    if (s->lis == NULL) {
+        int en = errno;
+        snprintf(err, errlen, "AMQP: cannot listen on %s: %s", o->listen, strerror(en));
+        freeaddrinfo(ai);
+        gw_server_stop(s);
+        return en == EADDRINUSE ? GT_EBUSY : GT_EIO;
+    }
+    freeaddrinfo(ai);
+    if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) == 0)
+        s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+    if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
+        snprintf(err, errlen, "AMQP: cannot start the event-loop thread");
+        goto fail;
+    }
+    s->thread_started = true;
+    *out = s;
+    return GT_OK;
+fail:
+    gw_server_stop(s);
+    return GT_EIO;
+}
+
+int gw_server_port(const gw_server_t *s)
+{
+    return s->port;
+}
+
+void gw_server_stop(gw_server_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->thread_started) {
+        event_active(s->stop_ev, 0, 0);
+        pthread_join(s->thread, NULL);
+    } else {
+        while (s->conns != NULL)
+            conn_free(s->conns);
+        if (s->lis != NULL)
+            evconnlistener_free(s->lis);
+    }
+    if (s->stop_ev != NULL)
+        event_free(s->stop_ev);
+    if (s->base != NULL)
+        event_base_free(s->base);
+    free(s);
+}

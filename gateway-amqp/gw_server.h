@@ -1,0 +1,40 @@
+/* The AMQP 0-9-1 gateway's connection layer: a listener and its
+ * connections on one libevent event loop, in a thread of its own.
+ *
+ * What it does now (issue 9, first part): the protocol header check, the
+ * connection handshake (start / start-ok with PLAIN or AMQPLAIN / tune /
+ * tune-ok / open) as RabbitMQ 3.10 answers it, heartbeats both ways,
+ * channel.open / close / flow, connection.close both ways.  Every other
+ * class (exchange, queue, basic, confirm, tx) is refused with a
+ * connection.close 540 NOT_IMPLEMENTED: the model and the store mapping
+ * are not built yet.  Users: guest/guest, from loopback peers only. */
+#ifndef GW_SERVER_H
+#define GW_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gt_err.h"
+
+typedef struct gw_server gw_server_t;
+
+typedef struct gw_server_opts {
+    const char *listen;        /* HOST:PORT; port 0 picks a free one */
+    const char *cluster_name;  /* server-properties cluster_name */
+    uint16_t heartbeat_s;      /* proposed in tune; 0: 60 */
+    uint32_t handshake_ms;     /* header..open deadline; 0: 10000 */
+    size_t out_limit;          /* per-connection output bound; 0: 4 MiB */
+} gw_server_opts_t;
+
+/* Binds the listener and starts the event-loop thread.  GT_OK with
+ * *out; GT_EBUSY when the address is in use, GT_EINVAL for a bad
+ * address, GT_EIO otherwise, with a message in err. */
+gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err,
+                         size_t errlen);
+/* The bound port (useful with port 0). */
+int gw_server_port(const gw_server_t *s);
+/* Closes every connection and the listener, joins the thread, frees.
+ * NULL is a no-op. */
+void gw_server_stop(gw_server_t *s);
+
+#endif
