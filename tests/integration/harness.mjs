@@ -90,7 +90,9 @@ groups:
 // Writes the config and spawns gantry.  Returns a handle; does not wait.
 export async function spawnGantry(opts = {}) {
   // opts.dir reuses an earlier server's directory (data and ports are
-  // kept), for restart tests.
+  // kept), for restart tests.  Every server gets its own free AMQP port
+  // (opts.amqpListen: 'off' or another address instead), so no test binds
+  // the default 5672.
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
   const grpcPort = opts.grpcPort ?? await freePort();
   const httpPort = opts.httpPort ?? await freePort();
@@ -99,7 +101,7 @@ export async function spawnGantry(opts = {}) {
   const yaml = `server:
   grpc_listen: "127.0.0.1:${grpcPort}"
   http_listen: "127.0.0.1:${httpPort}"
-  amqp_listen: "127.0.0.1:${amqpPort}"
+  amqp_listen: "${opts.amqpListen ?? `127.0.0.1:${amqpPort}`}"
   shutdown_timeout_ms: ${opts.shutdownTimeoutMs ?? 3000}
 ${opts.serverYaml ?? ''}
 log:
