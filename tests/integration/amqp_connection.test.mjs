@@ -8,6 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import os from 'node:os';
 import { startGantry, stopGantry, scaled, require } from './harness.mjs';
 
 const amqp = require('amqplib');
@@ -145,6 +146,32 @@ test('amqplib with a wrong password is refused with 403 ACCESS_REFUSED', async (
     return true;
   });
   await assert.rejects(amqp.connect(url('someone', 'guest')), /403/);
+});
+
+test('amqplib with AMQPLAIN logs in; a wrong AMQPLAIN password gets 403', async () => {
+  const conn = await amqp.connect(url(), { credentials: amqp.credentials.amqplain('guest', 'guest') });
+  await conn.close();
+  await assert.rejects(
+    amqp.connect(url(), { credentials: amqp.credentials.amqplain('guest', 'bad') }), /403/);
+});
+
+// guest/guest is refused from a peer that is not loopback (RabbitMQ's
+// loopback_users default): a server on 0.0.0.0 reached through this host's
+// own non-loopback address.  Skipped when the host has none.
+const external = Object.values(os.networkInterfaces()).flat()
+  .find((a) => !a.internal && a.family === 'IPv4')?.address;
+test('guest is refused from a non-loopback peer', { skip: !external && 'no non-loopback IPv4 address' }, async () => {
+  const { freePort } = await import('./harness.mjs');
+  const port = await freePort();
+  const g2 = await startGantry({ logLevel: 'info', amqpListen: `0.0.0.0:${port}` });
+  try {
+    await assert.rejects(amqp.connect(`amqp://guest:guest@${external}:${port}`), /403/);
+    assert.match(g2.log(), /guest may only connect via loopback/);
+    const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${port}`);
+    await conn.close();
+  } finally {
+    await stopGantry(g2);
+  }
 });
 
 test('an unknown vhost gets 530 NOT_ALLOWED', async () => {
@@ -292,6 +319,31 @@ test('a peer that stops reading stops being read: output stays bounded', async (
   assert.equal(c.counted, want, 'one flow-ok per flow');
   assert.equal(c.closed, false);
   c.sock.destroy();
+});
+
+test('a refused login without authentication_failure_close: the socket is closed', async () => {
+  const c = rawConnect();
+  c.send(HEADER);
+  const start = await c.nextMethod();
+  assert.deepEqual([start.cls, start.mid], [10, 10]);
+  c.send(method(0, 10, 11, Buffer.concat([u32(0), shortstr('PLAIN'),
+    longstr(Buffer.from('\0guest\0wrong')), shortstr('en_US')])));
+  assert.equal(await c.nextMethod(), null, 'no frame, the socket closes');
+  assert.ok(c.closed);
+});
+
+test('SIGTERM with AMQP connections open: they are closed, gantry exits 0', async () => {
+  const g2 = await startGantry({ logLevel: 'info' });
+  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${g2.amqpPort}`);
+  conn.on('error', () => {});
+  await conn.createChannel();
+  const closed = new Promise((r) => conn.on('close', r));
+  const raw = net.connect(g2.amqpPort, '127.0.0.1'); // mid-handshake
+  raw.on('error', () => {});
+  await new Promise((r) => raw.on('connect', r));
+  const info = await stopGantry(g2);
+  assert.equal(info.code, 0, `gantry exit code ${info.code}`);
+  await closed;
 });
 
 test('amqp_listen: off starts no AMQP listener', async () => {
