@@ -9,6 +9,7 @@ const bound = Number(process.env.BENCH_BOUND_MIB ?? 128) * MiB;
 const secs = Number(process.env.BENCH_SECONDS ?? 15);
 const want = (process.env.BENCH_SCENARIOS ?? '0,A,B,C').split(',');
 const servers = (process.env.BENCH_SERVER ?? 'gantry').split(',');
+const client = process.env.BENCH_CLIENT ?? 'native';
 const scenarios = [
   { name: '0', what: 'no load (the control client alone)', senders: 0, batch: 1, minBody: 1, maxBody: 1 },
   { name: 'A', what: '200 senders x 1 msg of 1-4 MiB', senders: 200, batch: 1, minBody: MiB, maxBody: 4 * MiB },
@@ -58,7 +59,44 @@ async function startEmpty() {
   };
 }
 
+// The load and control client: gt_bench_overload (native, the default)
+// or overload_load.mjs (node).  Resolves what runOverload resolves, plus
+// cpu: the client's CPU seconds (the native one reports its own).
+function runNative(o) {
+  const args = ['--target', o.endpoint, '--pid', String(o.pid), '--senders', String(o.senders),
+    '--batch', String(o.batch), '--min-body', String(o.minBody), '--max-body', String(o.maxBody),
+    '--duration', String(o.durationMs / 1000), '--topic', o.topic,
+    '--control-topic', o.controlTopic, '--control-group', o.controlGroup];
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.env.BENCH_OVERLOAD_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.once('exit', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('gt_bench_overload: '));
+      if (code !== 0 || !line) {
+        reject(new Error(`gt_bench_overload exited ${code}: ${out}`));
+        return;
+      }
+      const kv = Object.fromEntries(line.slice(19).trim().split(' ').map((f) => f.split('=')));
+      const n = (k) => Number(kv[k]);
+      const otherCodes = kv.other_codes === 'none' ? {} : Object.fromEntries(
+        kv.other_codes.split(',').map((f) => [f.replace(/:\d+$/, ''), Number(f.replace(/^.*:/, ''))]));
+      resolve({
+        ok: n('ok'), refused: n('refused'), other: n('other'), otherCodes,
+        sendP50: n('send_p50_ms'), peakRss: n('peak_rss'), peakHwm: n('peak_hwm'), cpu: n('cpu_s'),
+        control: kv.ctl_n === undefined ? null : {
+          n: n('ctl_n'), refused: n('ctl_refused'),
+          sendP50: n('ctl_send_p50_ms'), sendP90: n('ctl_send_p90_ms'), sendP99: n('ctl_send_p99_ms'),
+          sendMax: n('ctl_send_max_ms'), recvP50: n('ctl_recv_p50_ms'), recvP90: n('ctl_recv_p90_ms'),
+          recvP99: n('ctl_recv_p99_ms'), recvMax: n('ctl_recv_max_ms'),
+        },
+      });
+    });
+  });
+}
+
 console.log(`bound (server.max_inflight_bytes): ${mib(bound)} MiB; target peak <= ${mib(bound + 128 * MiB)} MiB, control p99 <= 100 ms`);
+console.log(`client: ${client === 'node' ? 'node (overload_load.mjs)' : 'gt_bench_overload'}; load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 console.log(`machine: ${(await import('node:os')).cpus().length} CPUs; CPU figures are seconds of CPU over the scenario (server, this client, everything else on the machine)`);
 for (const server of servers) for (const s of scenarios) {
   const g = server === 'empty' ? await startEmpty() : await startGantry({
@@ -69,7 +107,8 @@ for (const server of servers) for (const s of scenarios) {
     await sleep(300);
     const idle0 = memOf(g.pid).rss;
     const c0 = { srv: cpuOf(g.pid), me: selfCpu(), all: machineCpu(), t: Date.now() };
-    const r = await runOverload({
+    const run = client === 'node' ? runOverload : runNative;
+    const r = await run({
       endpoint: g.endpoint, pid: g.pid, topic: 'Load', senders: s.senders, batch: s.batch,
       minBody: s.minBody, maxBody: s.maxBody, durationMs: secs * 1000,
       controlTopic: 'Control', controlGroup: 'ControlGroup',
@@ -79,14 +118,16 @@ for (const server of servers) for (const s of scenarios) {
     const idle1 = memOf(g.pid).rss;
     const peak = Math.max(r.peakRss, r.peakHwm);
     const pass = (ok) => (ok ? 'PASS' : 'MISS');
-    const cs = { srv: c1.srv - c0.srv, me: c1.me - c0.me, all: c1.all - c0.all, wall: (c1.t - c0.t) / 1000 };
-    console.log(`\n${s.name}: ${s.what}, ${secs} s, server ${server === 'empty' ? 'gt_bench_empty' : 'gantry'}`);
+    const me = (c1.me - c0.me) + (r.cpu ?? 0); // the driver, plus a native client
+    const cs = { srv: c1.srv - c0.srv, me, all: c1.all - c0.all, wall: (c1.t - c0.t) / 1000 };
+    console.log(`\n${s.name}: ${s.what}, ${secs} s, server ${server === 'empty' ? 'gt_bench_empty' : 'gantry'}; load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' ')}`);
     console.log(`  CPU over ${cs.wall.toFixed(1)} s: server ${cs.srv.toFixed(1)} s, client ${cs.me.toFixed(1)} s, others ${Math.max(0, cs.all - cs.srv - cs.me).toFixed(1)} s (of ${(cs.wall * (await import('node:os')).cpus().length).toFixed(1)})`);
     console.log(`  RSS before ${mib(idle0)} MiB, peak ${mib(peak)} MiB (sampled ${mib(r.peakRss)}, VmHWM ${mib(r.peakHwm)}), idle after ${mib(idle1)} MiB   [${pass(peak <= bound + 128 * MiB)}]`);
     console.log(`  sends ok ${r.ok}, refused 42900 ${r.refused}, other ${r.other} ${JSON.stringify(r.otherCodes)}; sender p50 ${r.sendP50} ms`);
     if (r.control) {
       const c = r.control;
       console.log(`  control: ${c.n} sends (${c.refused} not OK), send p50/p99 ${c.sendP50}/${c.sendP99} ms, receive p50/p99 ${c.recvP50}/${c.recvP99} ms   [${pass(Math.max(c.sendP99, c.recvP99) <= 100)}]`);
+      if (c.sendMax !== undefined) console.log(`    send p90/max ${c.sendP90}/${c.sendMax} ms, receive p90/max ${c.recvP90}/${c.recvMax} ms`);
     }
   } finally {
     if (server === 'empty') await g.stop();
