@@ -303,6 +303,49 @@ typedef struct st_meta_event {
 typedef void (*st_meta_cb)(void *arg, const st_meta_event_t *evs, size_t n,
                            bool snapshot);
 
+/* ---- durable metadata records --------------------------------------------
+ * A namespaced key/value space for the front ends' own durable metadata
+ * (the AMQP gateway's exchanges, queues, bindings, later users and vhosts),
+ * kept by the store with its topics and groups, so that a remote store
+ * shares them between front-end processes.  A namespace is a short name
+ * (1..ST_META_NS_MAX bytes of [A-Za-z0-9_.-]); a key is 1..ST_META_KEY_MAX
+ * arbitrary bytes (an AMQP vhost and a name, each up to 255 bytes of
+ * UTF-8, fit with room); a value is 0..ST_META_VALUE_MAX bytes.  Keys sort
+ * bytewise (memcmp, a shorter key before its extensions), per namespace. */
+#define ST_META_NS_MAX     64
+#define ST_META_KEY_MAX    1024
+#define ST_META_VALUE_MAX  (64u << 10)
+#define ST_META_LIST_MAX   1024        /* records per st_meta_list answer */
+#define ST_META_LIST_BYTES (4u << 20)  /* key + value bytes per answer (at
+                                          least one record is answered) */
+#define ST_META_TOTAL_MAX  (256u << 20) /* all records of a store: key +
+                                           value bytes (GT_ENOSPC beyond) */
+
+/* One record in an st_meta_list answer (borrowed, like every result). */
+typedef struct st_meta_rec {
+    const void *key;
+    uint32_t key_len;
+    const void *value;
+    uint32_t value_len;
+} st_meta_rec_t;
+
+/* A listing: plain data like st_pop_req_t. */
+typedef struct st_meta_list_req {
+    const char *ns;
+    const void *prefix;      /* only keys starting with it; NULL/0: all */
+    uint32_t prefix_len;
+    const void *after;       /* only keys after this one (the last key of
+                                the previous page); NULL/0: from the start */
+    uint32_t after_len;
+    uint32_t max;            /* 1..ST_META_LIST_MAX (clamped; 0: the max) */
+} st_meta_list_req_t;
+
+/* Records in key order.  more: the answer stopped at max or at
+ * ST_META_LIST_BYTES; ask again with after = the last key. */
+typedef void (*st_meta_list_cb)(void *arg, gt_err_t err,
+                                const st_meta_rec_t *recs, size_t n,
+                                bool more);
+
 /* ---- the operations table ---------------------------------------------- */
 typedef struct st_store st_store_t;
 
@@ -358,6 +401,13 @@ typedef struct st_ops {
     void (*recall)(st_store_t *st, const char *topic, const char *msg_id,
                    st_done_cb cb, void *arg);
     void (*meta_watch)(st_store_t *st, st_meta_cb cb, void *arg);
+    void (*meta_put)(st_store_t *st, const char *ns, const void *key,
+                     uint32_t key_len, const void *value, uint32_t value_len,
+                     st_done_cb cb, void *arg);
+    void (*meta_del)(st_store_t *st, const char *ns, const void *key,
+                     uint32_t key_len, st_done_cb cb, void *arg);
+    void (*meta_list)(st_store_t *st, const st_meta_list_req_t *req,
+                      st_meta_list_cb cb, void *arg);
 } st_ops_t;
 
 /* Every implementation's store object starts with this. */
@@ -636,6 +686,38 @@ static inline void st_stats(st_store_t *st, const char *topic,
 static inline void st_meta_watch(st_store_t *st, st_meta_cb cb, void *arg)
 {
     st->ops->meta_watch(st, cb, arg);
+}
+
+/* Creates or replaces the record (ns, key).  Borrows everything (copied
+ * before return).  cb runs once the record is as durable as the store's
+ * flush mode makes appends: with sync flush it is on disk (fdatasync) and
+ * survives a crash; with async flush it is written and synced within the
+ * flush interval.  GT_EINVAL: bad namespace, key or value size;
+ * GT_ENOSPC: disk full or ST_META_TOTAL_MAX reached; GT_EIO. */
+static inline void st_meta_put(st_store_t *st, const char *ns,
+                               const void *key, uint32_t key_len,
+                               const void *value, uint32_t value_len,
+                               st_done_cb cb, void *arg)
+{
+    st->ops->meta_put(st, ns, key, key_len, value, value_len, cb, arg);
+}
+
+/* Deletes the record (ns, key), as durably as st_meta_put().  Borrows.
+ * GT_ENOTFOUND: no such record; GT_EINVAL as for st_meta_put(). */
+static inline void st_meta_del(st_store_t *st, const char *ns,
+                               const void *key, uint32_t key_len,
+                               st_done_cb cb, void *arg)
+{
+    st->ops->meta_del(st, ns, key, key_len, cb, arg);
+}
+
+/* Lists the records of req->ns (see st_meta_list_req_t), in key order.
+ * Borrows req.  An unknown namespace is an empty one.  GT_EINVAL: bad
+ * namespace or lengths. */
+static inline void st_meta_list(st_store_t *st, const st_meta_list_req_t *req,
+                                st_meta_list_cb cb, void *arg)
+{
+    st->ops->meta_list(st, req, cb, arg);
 }
 
 /* ---- transactions (half messages) ----------------------------------------

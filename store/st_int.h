@@ -19,6 +19,8 @@
  *                (a heap over a system topic), recall; append routing
  *   st_index.c   the id / key index: bounded in memory, sorted run files,
  *                merges on its own thread
+ *   st_kv.c      durable metadata records (st_meta_put): a sorted table,
+ *                logged in the state log
  *
  * Threads and locks (lock order: lock -> seg_lock / wq_lock / sq_lock /
  * ck_lock; no lock is held across a write, a sync or a callback):
@@ -380,6 +382,7 @@ typedef struct st_local {
     pthread_mutex_t fl_lock;
     pthread_cond_t fl_cond;
     bool fl_stop;
+    bool fl_kick;                   /* sync the state log now (st_kv.c) */
 
     /* everything below: guarded by lock */
     pthread_mutex_t lock;
@@ -433,6 +436,17 @@ typedef struct st_local {
     size_t rolls_out;               /* roll appends not completed yet */
     uint64_t roll_span;             /* roll timers when the window is longer */
     _Atomic uint64_t timers_fired;
+
+    /* durable metadata records (st_kv.c); guarded by lock: the table
+     * sorted by composite key, its bytes, the count of records logged,
+     * the generation of the state log file (bumped when compaction swaps
+     * it), and the sync-mode puts waiting for a state log sync */
+    struct st_kv_ent **kv;
+    size_t nkv, kv_cap;
+    uint64_t kv_bytes;
+    uint64_t kv_seq;
+    uint64_t state_fd_gen;
+    struct st_kvw *kv_wait, **kv_wait_tail;
 
     /* metadata watcher (st_meta.c); guarded by lock */
     st_meta_cb meta_cb;
@@ -651,6 +665,7 @@ void st_parked_shutdown(st_local_t *st);
 enum {
     ST_SR_TOPIC_PUT = 1, ST_SR_TOPIC_DEL, ST_SR_GROUP_PUT, ST_SR_GROUP_DEL,
     ST_SR_CS_INIT, ST_SR_POP, ST_SR_ACK, ST_SR_SKIP, ST_SR_COMMIT, ST_SR_GEN,
+    ST_SR_META_PUT, ST_SR_META_DEL,
 };
 typedef struct st_srec {
     uint8_t type;
@@ -662,12 +677,17 @@ typedef struct st_srec {
     uint64_t gen;
     const st_topic_t *t;
     const st_group_t *g;
+    /* ST_SR_META_*: namespace NUL key, and the value */
+    const uint8_t *kv, *val;
+    uint32_t kv_len, val_len;
 } st_srec_t;
 
 #define ST_HELD_RETRY_MS 1000  /* held state: compaction retry interval */
 gt_err_t st_state_open(st_local_t *st);   /* replay + compact; lock held */
 void st_state_close(st_local_t *st);
 gt_err_t st_state_log(st_local_t *st, const st_srec_t *r); /* lock held */
+/* A metadata record (ST_SR_META_*); never held: a full disk fails it. */
+gt_err_t st_state_log_kv(st_local_t *st, const st_srec_t *r);
 void st_state_sync(st_local_t *st);            /* takes lock briefly */
 void st_state_maybe_compact(st_local_t *st);   /* lock held; drops it */
 gt_err_t st_topic_validate(const st_topic_t *t);
@@ -685,6 +705,29 @@ void st_group_delete_local(st_store_t *s, const char *name, st_done_cb cb,
                            void *arg);
 void st_group_get_local(st_store_t *s, const char *name, st_group_cb cb,
                         void *arg);
+
+/* ---- st_kv.c: durable metadata records (lock held unless said) ---- */
+typedef struct st_kv_ent st_kv_ent_t;
+/* Applies a put (or a delete) of the record with composite key kv
+ * (namespace NUL key) to the table; replay and run time. */
+gt_err_t st_kv_apply(st_local_t *st, const uint8_t *kv, uint32_t kv_len,
+                     const uint8_t *val, uint32_t val_len, bool del);
+/* Fills the kv / val fields of r from an entry (compaction). */
+void st_kv_rec(const st_kv_ent_t *e, st_srec_t *r);
+/* After a state log sync (lock not held): completes the puts waiting for
+ * records up to seq when the state log file is still generation gen;
+ * err GT_ESHUTDOWN fails every waiter (close). */
+void st_kv_synced(st_local_t *st, uint64_t seq, uint64_t gen, gt_err_t err);
+void st_kv_free(st_local_t *st);
+void st_meta_put_local(st_store_t *s, const char *ns, const void *key,
+                       uint32_t key_len, const void *value, uint32_t value_len,
+                       st_done_cb cb, void *arg);
+void st_meta_del_local(st_store_t *s, const char *ns, const void *key,
+                       uint32_t key_len, st_done_cb cb, void *arg);
+void st_meta_list_local(st_store_t *s, const st_meta_list_req_t *req,
+                        st_meta_list_cb cb, void *arg);
+/* Wakes the flusher for a state log sync now (sync mode puts). */
+void st_flusher_kick(st_local_t *st);
 
 /* ---- st_meta.c: metadata notifications (lock held) ---- */
 void st_meta_topic_changed(st_local_t *st, st_topic_rt_t *t);

@@ -378,6 +378,7 @@ static void local_free(st_local_t *st)
             for (uint32_t q = 0; q < gt->ncs; q++)
                 st_fifo_free(gt->cs[q].fifo);
     st_tables_free(st);
+    st_kv_free(st);
     st_hold_close(st);
     if (st->lock_fd >= 0)
         close(st->lock_fd);
@@ -465,6 +466,9 @@ static const st_ops_t local_ops = {
     .tx_checked = st_tx_checked_local,
     .recall = st_recall_local,
     .meta_watch = st_meta_watch_local,
+    .meta_put = st_meta_put_local,
+    .meta_del = st_meta_del_local,
+    .meta_list = st_meta_list_local,
 };
 
 static gt_err_t cfg_check(const st_config_t *c)

@@ -30,6 +30,7 @@ typedef enum st_res_kind {
     R_OFFSET,
     R_STATS,
     R_META,
+    R_META_LIST,
 } st_res_kind_t;
 
 typedef union st_res_cb {
@@ -42,6 +43,7 @@ typedef union st_res_cb {
     st_msgs_cb msgs;
     st_offset_cb offset;
     st_stats_cb stats;
+    st_meta_list_cb meta_list;
 } st_res_cb_t;
 
 /* The decorator.  `inner`, `cfg` and `ops` are set at open and read-only
@@ -71,7 +73,7 @@ struct st_res {
     gt_err_t err;
     size_t n;
     uint64_t u64;    /* offset, next offset */
-    bool snapshot;   /* R_META */
+    bool snapshot;   /* R_META; R_META_LIST: more */
     void *data;      /* owned copy of the result */
 };
 
@@ -258,6 +260,33 @@ static void cap_stats(void *arg, gt_err_t err, const st_stats_t *s)
     res_sched(r);
 }
 
+static void cap_meta_list(void *arg, gt_err_t err, const st_meta_rec_t *recs,
+                          size_t n, bool more)
+{
+    st_res_t *r = arg;
+    size_t z = n * sizeof(*recs);
+    char *out = NULL, *cur;
+
+    for (size_t i = 0; i < n; i++)
+        z += (size_t)recs[i].key_len + recs[i].value_len;
+    if (n > 0 && (out = malloc(z)) != NULL) {
+        st_meta_rec_t *c = (st_meta_rec_t *)out;
+        cur = out + n * sizeof(*recs);
+        for (size_t i = 0; i < n; i++) {
+            c[i] = recs[i];
+            memcpy(cur, recs[i].key, recs[i].key_len);
+            c[i].key = cur;
+            cur += recs[i].key_len;
+            if (recs[i].value_len > 0)
+                memcpy(cur, recs[i].value, recs[i].value_len);
+            c[i].value = cur;
+            cur += recs[i].value_len;
+        }
+    }
+    r->snapshot = more;
+    res_keep(r, err, out, n);
+}
+
 static void cap_meta(void *arg, const st_meta_event_t *evs, size_t n,
                      bool snapshot)
 {
@@ -299,6 +328,7 @@ static void res_fail(st_res_kind_t kind, st_res_cb_t cb, void *arg,
     case R_MSGS: cb.msgs(arg, err, NULL, 0, 0); break;
     case R_OFFSET: cb.offset(arg, err, 0); break;
     case R_STATS: cb.stats(arg, err, &no_stats); break;
+    case R_META_LIST: cb.meta_list(arg, err, NULL, 0, false); break;
     case R_META: break;
     }
 }
@@ -318,6 +348,9 @@ void st_res_deliver(st_res_t *r)
     case R_HANDLE: r->cb.handle(r->arg, r->err, r->data); break;
     case R_MSGS: r->cb.msgs(r->arg, r->err, r->data, r->n, r->u64); break;
     case R_OFFSET: r->cb.offset(r->arg, r->err, r->u64); break;
+    case R_META_LIST:
+        r->cb.meta_list(r->arg, r->err, r->data, r->n, r->snapshot);
+        break;
     case R_STATS:
         if (r->data != NULL) {
             r->cb.stats(r->arg, r->err, r->data);
@@ -660,6 +693,38 @@ static void r_meta_watch(st_store_t *s, st_meta_cb cb, void *arg)
     st_meta_watch(rl->inner, cb != NULL ? cap_meta : NULL, rl);
 }
 
+static void r_meta_put(st_store_t *s, const char *ns, const void *key,
+                       uint32_t key_len, const void *value, uint32_t value_len,
+                       st_done_cb cb, void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_DONE, (st_res_cb_t){.done = cb}, arg);
+    if (r == NULL)
+        return;
+    st_meta_put(RL(s)->inner, ns, key, key_len, value, value_len, cap_done, r);
+    relay_end(RL(s));
+}
+
+static void r_meta_del(st_store_t *s, const char *ns, const void *key,
+                       uint32_t key_len, st_done_cb cb, void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_DONE, (st_res_cb_t){.done = cb}, arg);
+    if (r == NULL)
+        return;
+    st_meta_del(RL(s)->inner, ns, key, key_len, cap_done, r);
+    relay_end(RL(s));
+}
+
+static void r_meta_list(st_store_t *s, const st_meta_list_req_t *req,
+                        st_meta_list_cb cb, void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_META_LIST,
+                              (st_res_cb_t){.meta_list = cb}, arg);
+    if (r == NULL)
+        return;
+    st_meta_list(RL(s)->inner, req, cap_meta_list, r);
+    relay_end(RL(s));
+}
+
 static const st_ops_t relay_ops = {
     .name = "relay",
     .close = r_close,
@@ -687,6 +752,9 @@ static const st_ops_t relay_ops = {
     .tx_checked = r_tx_checked,
     .recall = r_recall,
     .meta_watch = r_meta_watch,
+    .meta_put = r_meta_put,
+    .meta_del = r_meta_del,
+    .meta_list = r_meta_list,
 };
 
 gt_err_t st_relay_open(st_store_t *inner, const st_relay_cfg_t *cfg,

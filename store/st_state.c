@@ -8,6 +8,9 @@
  *   s1, s2, u32 queue, u64 a, u64 b, u32 attempt, i64 deadline, u64 gen,
  *   u32 u1, u32 u2, u32 u3.
  * A group record carries its retry policy in a, b and attempt.
+ * Metadata records (ST_SR_META_PUT / _DEL, st_meta_put) have their own
+ * layout after the type: u16 length + namespace, NUL, key; u32 length +
+ * value (none for a delete); up to ~66 KiB.
  * Records are written with pwrite under the store lock before the operation
  * they describe completes, so a SIGKILL loses nothing; the flusher
  * fdatasyncs the file every flush_interval_ms, so a power loss can lose the
@@ -34,6 +37,10 @@
 
 #define SL_MAGIC 0x4C535447u /* "GTSL" */
 #define SL_MAX_REC 4096
+/* Metadata records (st_meta_put): u8 type, u16 L1, namespace NUL key (L1
+ * bytes), u32 L2, value (L2 bytes) after the length and CRC. */
+#define SL_MAX_KV (9 + 2 + ST_META_NS_MAX + 1 + ST_META_KEY_MAX + 4 + \
+                   ST_META_VALUE_MAX)
 
 typedef struct sbuf {
     uint8_t b[SL_MAX_REC];
@@ -89,6 +96,25 @@ static void srec_encode(const st_srec_t *r, sbuf_t *s)
     s->n = len;
 }
 
+/* Encodes a metadata record into an owned buffer (*len bytes). */
+static uint8_t *kv_encode(const st_srec_t *r, size_t *len)
+{
+    size_t n = 8 + 1 + 2 + r->kv_len + 4 + r->val_len;
+    uint8_t *b = malloc(n);
+    if (!b)
+        return NULL;
+    b[8] = r->type;
+    gt_le_put(b + 9, r->kv_len, 2);
+    memcpy(b + 11, r->kv, r->kv_len);
+    gt_le_put(b + 11 + r->kv_len, r->val_len, 4);
+    if (r->val_len)
+        memcpy(b + 15 + r->kv_len, r->val, r->val_len);
+    gt_le_put(b, n, 4);
+    gt_le_put(b + 4, st_crc32c(0, b + 8, n - 8), 4);
+    *len = n;
+    return b;
+}
+
 /* Decoded record with its own string storage. */
 typedef struct srec_dec {
     st_srec_t r;
@@ -125,7 +151,8 @@ static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
     if (len < 8)
         return GT_AGAIN;
     uint32_t l = (uint32_t)rd(&p, 4), crc = (uint32_t)rd(&p, 4);
-    if (l < 9 || l > SL_MAX_REC)
+    bool kv = len > 8 && (buf[8] == ST_SR_META_PUT || buf[8] == ST_SR_META_DEL);
+    if (l < 9 || l > (kv ? SL_MAX_KV : SL_MAX_REC))
         return GT_ECORRUPT;
     if (len < l)
         return GT_AGAIN;
@@ -134,6 +161,21 @@ static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
     const uint8_t *end = buf + l;
     memset(d, 0, sizeof(*d));
     d->r.type = (uint8_t)rd(&p, 1);
+    if (kv) { /* points into buf, which outlives the replay of the record */
+        if (end - p < 2)
+            return GT_ECORRUPT;
+        d->r.kv_len = (uint32_t)rd(&p, 2);
+        d->r.kv = p;
+        if ((size_t)(end - p) < (size_t)d->r.kv_len + 4)
+            return GT_ECORRUPT;
+        p += d->r.kv_len;
+        d->r.val_len = (uint32_t)rd(&p, 4);
+        d->r.val = p;
+        if ((size_t)(end - p) != d->r.val_len)
+            return GT_ECORRUPT;
+        *used = l;
+        return GT_OK;
+    }
     if (rd_str(&p, end, d->s1) != GT_OK || rd_str(&p, end, d->s2) != GT_OK ||
         end - p != 4 + 8 + 8 + 4 + 8 + 8 + 12)
         return GT_ECORRUPT;
@@ -175,14 +217,34 @@ static void db_put(dbuf_t *d, const void *p, size_t n);
  * compaction -- a complete image of memory -- succeeds; the service thread
  * retries it, see st_state_maybe_compact); otherwise a write error is
  * returned and the caller must not apply the change. */
+static gt_err_t state_write(st_local_t *st, const uint8_t *b, size_t n,
+                             bool may_hold);
+
 static gt_err_t state_log(st_local_t *st, const st_srec_t *r, bool may_hold)
 {
     sbuf_t s;
     srec_encode(r, &s);
+    return state_write(st, s.b, s.n, may_hold);
+}
+
+gt_err_t st_state_log_kv(st_local_t *st, const st_srec_t *r)
+{
+    size_t n;
+    uint8_t *b = kv_encode(r, &n);
+    if (!b)
+        return GT_ENOMEM;
+    gt_err_t rc = state_write(st, b, n, false);
+    free(b);
+    return rc;
+}
+
+static gt_err_t state_write(st_local_t *st, const uint8_t *b, size_t n,
+                            bool may_hold)
+{
     if (st->state_held && !may_hold)
         return GT_ENOSPC;
     if (!st->state_held) {
-        gt_err_t rc = st_file_pwrite_full(st, st->state_fd, s.b, s.n,
+        gt_err_t rc = st_file_pwrite_full(st, st->state_fd, b, n,
                                           st->state_end);
         if (rc != GT_OK) {
             (void)st->fops->ftruncate(st->fctx, st->state_fd,
@@ -198,17 +260,17 @@ static gt_err_t state_log(st_local_t *st, const st_srec_t *r, bool may_hold)
             st->state_held = true;
             st->state_retry_ms = st_mono_ms() + ST_HELD_RETRY_MS;
         } else {
-            st->state_end += s.n;
+            st->state_end += n;
             atomic_store(&st->state_dirty, true);
         }
     }
     if (st->state_tail)
-        db_put(st->state_tail, s.b, s.n);
+        db_put(st->state_tail, b, n);
     else if (!st->state_held) {
         uint64_t thr = 2 * st->state_compacted;
         if (thr < st->cfg.state_compact_bytes)
             thr = st->cfg.state_compact_bytes;
-        if (st->state_end >= thr && st->state_end - s.n < thr)
+        if (st->state_end >= thr && st->state_end - n < thr)
             pthread_cond_signal(&st->svc_cond); /* time to compact */
     }
     return GT_OK;
@@ -227,9 +289,13 @@ void st_state_sync(st_local_t *st)
     pthread_mutex_unlock(&st->lock);
     if (!atomic_exchange(&st->state_dirty, false))
         return;
-    /* compaction may swap the fd: sync a duplicate, outside the lock */
+    /* compaction may swap the fd: sync a duplicate, outside the lock.
+     * Metadata records logged up to kv_seq are in the file synced -- if
+     * it is still the state log afterwards (a compaction swapping it
+     * meanwhile sets state_dirty: the next round syncs the new one). */
     pthread_mutex_lock(&st->lock);
     int fd = st->state_fd >= 0 ? dup(st->state_fd) : -1;
+    uint64_t seq = st->kv_seq, gen = st->state_fd_gen;
     pthread_mutex_unlock(&st->lock);
     if (fd < 0)
         return;
@@ -239,6 +305,7 @@ void st_state_sync(st_local_t *st)
         GT_LOG(ERROR, "store", "state log fdatasync failed: %s", strerror(-r));
         atomic_store(&st->state_dirty, true);
     }
+    st_kv_synced(st, seq, gen, r < 0 ? st_errno_to_err(r) : GT_OK);
 }
 
 /* ---- replay -------------------------------------------------------------- */
@@ -333,6 +400,10 @@ static gt_err_t replay_one(st_local_t *st, const st_srec_t *in)
         if (r->gen > st->next_gen)
             st->next_gen = r->gen;
         return GT_OK;
+    case ST_SR_META_PUT:
+        return st_kv_apply(st, r->kv, r->kv_len, r->val, r->val_len, false);
+    case ST_SR_META_DEL:
+        return st_kv_apply(st, r->kv, r->kv_len, NULL, 0, true);
     default:
         return GT_ECORRUPT;
     }
@@ -481,6 +552,17 @@ static gt_err_t snapshot_build(st_local_t *st, dbuf_t *d)
         for (st_gtopic_t *gt = g->topics; gt; gt = gt->next)
             snap_cs(d, g, gt);
     }
+    for (size_t i = 0; i < st->nkv && !d->failed; i++) {
+        st_srec_t kv = {.type = ST_SR_META_PUT};
+        st_kv_rec(st->kv[i], &kv);
+        size_t n;
+        uint8_t *b = kv_encode(&kv, &n);
+        if (!b)
+            d->failed = true;
+        else
+            db_put(d, b, n);
+        free(b);
+    }
     return d->failed ? GT_ENOMEM : GT_OK;
 }
 
@@ -552,6 +634,7 @@ void st_state_maybe_compact(st_local_t *st)
         rename(tmp, path) == 0) {
         int old = st->state_fd;
         st->state_fd = fd;
+        st->state_fd_gen++;
         st->state_end = st->state_compacted = snap.n + tail->n;
         atomic_store(&st->state_dirty, true);
         if (old >= 0)
@@ -670,6 +753,7 @@ void st_state_close(st_local_t *st)
     }
     pthread_mutex_unlock(&st->lock);
     st_state_sync(st);
+    st_kv_synced(st, 0, 0, GT_ESHUTDOWN); /* none should be left */
     if (st->state_fd >= 0)
         st->fops->close(st->fctx, st->state_fd);
     st->state_fd = -1;

@@ -22,7 +22,8 @@
  *
  * In async mode the callbacks run after the write; the flusher thread
  * fdatasyncs every flush_interval_ms and records the checkpoint.  The
- * flusher also syncs the state log in both modes. */
+ * flusher also syncs the state log in both modes (at once when kicked: a
+ * sync-mode metadata put waits for it, st_kv.c). */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -765,7 +766,9 @@ static void *flusher_main(void *arg)
                       (uint64_t)st->cfg.flush_interval_ms * 1000000ull;
         ts.tv_sec += (time_t)(ns / 1000000000ull);
         ts.tv_nsec = (long)(ns % 1000000000ull);
-        pthread_cond_timedwait(&st->fl_cond, &st->fl_lock, &ts);
+        if (!st->fl_kick)
+            pthread_cond_timedwait(&st->fl_cond, &st->fl_lock, &ts);
+        st->fl_kick = false;
         pthread_mutex_unlock(&st->fl_lock);
         flush_once(st);
         pthread_mutex_lock(&st->fl_lock);
@@ -773,6 +776,14 @@ static void *flusher_main(void *arg)
     pthread_mutex_unlock(&st->fl_lock);
     flush_once(st);
     return NULL;
+}
+
+void st_flusher_kick(st_local_t *st)
+{
+    pthread_mutex_lock(&st->fl_lock);
+    st->fl_kick = true;
+    pthread_cond_signal(&st->fl_cond);
+    pthread_mutex_unlock(&st->fl_lock);
 }
 
 static void st_writer_stop_syncer(st_local_t *st)

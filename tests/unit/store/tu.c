@@ -27,6 +27,8 @@ typedef struct waiter {
     char handle[ST_HANDLE_MAX];
     st_stats_t stats;
     st_group_t *group;
+    tu_kv_t *kv;
+    bool more;
 } waiter_t;
 
 static void w_init(waiter_t *w)
@@ -579,4 +581,72 @@ gt_err_t tu_recall(st_store_t *st, const char *topic, const char *id)
     w_init(&w);
     st_recall(st, topic, id, done_cb, &w);
     return w_wait(&w);
+}
+
+/* ---- durable metadata records ---- */
+gt_err_t tu_meta_put(st_store_t *st, const char *ns, const void *key,
+                     uint32_t key_len, const void *value, uint32_t value_len)
+{
+    waiter_t w;
+    w_init(&w);
+    st_meta_put(st, ns, key, key_len, value, value_len, done_cb, &w);
+    return w_wait(&w);
+}
+
+gt_err_t tu_meta_del(st_store_t *st, const char *ns, const void *key,
+                     uint32_t key_len)
+{
+    waiter_t w;
+    w_init(&w);
+    st_meta_del(st, ns, key, key_len, done_cb, &w);
+    return w_wait(&w);
+}
+
+static void *dup_bytes(const void *p, uint32_t n)
+{
+    uint8_t *d = malloc(n + 1u);
+    CU_ASSERT_FATAL(d != NULL);
+    if (n)
+        memcpy(d, p, n);
+    d[n] = 0;
+    return d;
+}
+
+static void meta_list_cb(void *arg, gt_err_t err, const st_meta_rec_t *recs,
+                         size_t n, bool more)
+{
+    waiter_t *w = arg;
+    w->n = n;
+    w->more = more;
+    w->kv = n ? calloc(n, sizeof(*w->kv)) : NULL;
+    for (size_t i = 0; i < n && w->kv; i++) {
+        w->kv[i].key = dup_bytes(recs[i].key, recs[i].key_len);
+        w->kv[i].key_len = recs[i].key_len;
+        w->kv[i].value = dup_bytes(recs[i].value, recs[i].value_len);
+        w->kv[i].value_len = recs[i].value_len;
+    }
+    w_done(w, err);
+}
+
+gt_err_t tu_meta_list(st_store_t *st, const st_meta_list_req_t *req,
+                      tu_kv_t **out, size_t *n, bool *more)
+{
+    waiter_t w;
+    w_init(&w);
+    st_meta_list(st, req, meta_list_cb, &w);
+    gt_err_t rc = w_wait(&w);
+    *out = w.kv;
+    *n = w.n;
+    if (more)
+        *more = w.more;
+    return rc;
+}
+
+void tu_kv_free(tu_kv_t *kv, size_t n)
+{
+    for (size_t i = 0; kv && i < n; i++) {
+        free(kv[i].key);
+        free(kv[i].value);
+    }
+    free(kv);
 }

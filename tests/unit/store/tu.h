@@ -102,6 +102,22 @@ gt_err_t tu_tx_pending(st_store_t *st, int64_t ms, uint32_t max,
                        tu_msg_t *out, size_t *n);
 gt_err_t tu_recall(st_store_t *st, const char *topic, const char *id);
 
+/* Durable metadata records (st_meta_*).  tu_meta_list copies the answer
+ * into owned records (free with tu_kv_free). */
+typedef struct tu_kv {
+    uint8_t *key;
+    uint32_t key_len;
+    uint8_t *value;
+    uint32_t value_len;
+} tu_kv_t;
+gt_err_t tu_meta_put(st_store_t *st, const char *ns, const void *key,
+                     uint32_t key_len, const void *value, uint32_t value_len);
+gt_err_t tu_meta_del(st_store_t *st, const char *ns, const void *key,
+                     uint32_t key_len);
+gt_err_t tu_meta_list(st_store_t *st, const st_meta_list_req_t *req,
+                      tu_kv_t **out, size_t *n, bool *more);
+void tu_kv_free(tu_kv_t *kv, size_t n);
+
 /* Runs the suite's tests; returns non-zero on any failure. */
 int tu_run(const char *suite, const CU_TestInfo *tests);
 
