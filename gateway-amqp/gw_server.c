@@ -38,6 +38,7 @@
 #include "gt_addr.h"
 #include "gt_log.h"
 #include "gw_codec.h"
+#include "gw_int.h"
 
 #ifndef GANTRY_VERSION
 #define GANTRY_VERSION "dev"
@@ -74,6 +75,7 @@ struct gw_server {
     size_t out_limit;
     char cluster_name[128];
     gw_conn_t *conns;
+    gw_broker_t *broker; /* NULL without a store: no messaging (540) */
 };
 
 struct gw_conn {
@@ -84,7 +86,10 @@ struct gw_conn {
     struct event *hb;       /* heartbeat tick */
     gw_parser_t parser;
     conn_state_t state;
-    bool loopback, auth_failure_close, paused;
+    bool loopback, auth_failure_close, cancel_notify, paused, in_read;
+    int stall;              /* >0: frames wait (gw_conn_stall) */
+    struct event *resume;   /* takes frames again after the last unstall */
+    gw_bconn_t *bc;         /* the broker's state, once open */
     uint16_t channel_max, heartbeat;
     uint32_t frame_max;
     int64_t last_in_ms, last_out_ms;
@@ -118,6 +123,10 @@ static void conn_free(gw_conn_t *c)
         s->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
+    gw_broker_conn_close(c->bc);
+    c->bc = NULL;
+    if (c->resume != NULL)
+        event_free(c->resume);
     if (c->deadline != NULL)
         event_free(c->deadline);
     if (c->hb != NULL)
@@ -185,6 +194,87 @@ static void send_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
         free(buf);
 }
 
+void gw_conn_send_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
+{
+    if (c->state == CS_RUNNING)
+        send_method(c, ch, m);
+}
+
+void gw_conn_send_content(gw_conn_t *c, uint16_t ch, const gw_method_t *m, gw_bytes_t raw_props,
+                          const void *body, size_t body_len)
+{
+    size_t msize = gw_method_size(m) + GW_FRAME_OVERHEAD, len = 0, clen = 0;
+    size_t need = msize + gw_content_size(NULL, raw_props, body_len, c->frame_max);
+    uint8_t *buf;
+
+    if (c->state != CS_RUNNING)
+        return;
+    if ((buf = malloc(need)) == NULL) {
+        GT_LOG(ERROR, "amqp", "%s: out of memory for a %zu-byte delivery", c->peer, need);
+        return;
+    }
+    if (gw_method_frame(ch, m, buf, need, &len) == GT_OK &&
+        gw_content_encode(ch, NULL, raw_props, body, body_len, c->frame_max, buf + len,
+                          need - len, &clen) == GT_OK)
+        send_bytes(c, buf, len + clen);
+    else
+        GT_LOG(ERROR, "amqp", "%s: cannot encode %08x with content", c->peer, (unsigned)m->id);
+    free(buf);
+}
+
+size_t gw_conn_out_len(const gw_conn_t *c)
+{
+    return out_len(c);
+}
+
+size_t gw_conn_out_limit(const gw_conn_t *c)
+{
+    return c->srv->out_limit;
+}
+
+uint32_t gw_conn_frame_max(const gw_conn_t *c)
+{
+    return c->frame_max;
+}
+
+bool gw_conn_cancel_notify(const gw_conn_t *c)
+{
+    return c->cancel_notify;
+}
+
+bool gw_conn_running(const gw_conn_t *c)
+{
+    return c->state == CS_RUNNING;
+}
+
+const char *gw_conn_peer(const gw_conn_t *c)
+{
+    return c->peer;
+}
+
+/* Reading is on unless the peer does not read or frames are stalled. */
+static void conn_set_reading(gw_conn_t *c)
+{
+    if (c->state == CS_DEAD)
+        return;
+    if (c->paused || c->stall > 0)
+        bufferevent_disable(c->bev, EV_READ);
+    else
+        bufferevent_enable(c->bev, EV_READ);
+}
+
+void gw_conn_stall(gw_conn_t *c)
+{
+    if (c->stall++ == 0)
+        conn_set_reading(c);
+}
+
+void gw_conn_unstall(gw_conn_t *c)
+{
+    if (c->stall > 0 && --c->stall == 0 && c->resume != NULL)
+        event_active(c->resume, 0, 0);
+}
+
 /* Sends connection.close for f and waits for close-ok (framing errors:
  * closes once written, since nothing more can be parsed). */
 static void conn_fail(gw_conn_t *c, const gw_fault_t *f, bool framing)
@@ -204,20 +294,49 @@ static void conn_fail(gw_conn_t *c, const gw_fault_t *f, bool framing)
     set_deadline(c, GW_CLOSE_WAIT_MS);
 }
 
-static void conn_error(gw_conn_t *c, uint16_t code, uint32_t mid, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void conn_error(gw_conn_t *c, uint16_t code, uint32_t mid, const char *fmt, ...)
+static void conn_verror(gw_conn_t *c, uint16_t code, uint32_t mid, const char *fmt, va_list ap)
 {
     gw_fault_t f;
     char text[GW_REPLY_TEXT_MAX + 1];
+
+    if (c->state == CS_CLOSING || c->state == CS_DEAD)
+        return;
+    vsnprintf(text, sizeof(text), fmt, ap);
+    gw_fault_set(&f, code, (uint16_t)(mid >> 16), (uint16_t)(mid & 0xffff), "%s", text);
+    conn_fail(c, &f, false);
+}
+
+void gw_conn_error(gw_conn_t *c, uint16_t code, uint32_t mid, const char *fmt, ...)
+{
     va_list ap;
 
+    va_start(ap, fmt);
+    conn_verror(c, code, mid, fmt, ap);
+    va_end(ap);
+}
+
+#define conn_error gw_conn_error
+
+void gw_conn_channel_error(gw_conn_t *c, uint16_t ch, uint16_t code, uint32_t mid,
+                           const char *fmt, ...)
+{
+    gw_fault_t f;
+    gw_method_t m;
+    char text[GW_REPLY_TEXT_MAX + 1];
+    va_list ap;
+
+    if (c->state != CS_RUNNING || c->chan[ch] != CH_OPEN)
+        return;
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     gw_fault_set(&f, code, (uint16_t)(mid >> 16), (uint16_t)(mid & 0xffff), "%s", text);
-    conn_fail(c, &f, false);
+    GT_LOG(DEBUG, "amqp", "%s: closing channel %u: %s", c->peer, ch, f.text);
+    gw_fault_close(&f, true, &m);
+    send_method(c, ch, &m);
+    c->chan[ch] = CH_CLOSING;
+    if (c->bc != NULL)
+        gw_broker_chan_close(c->bc, ch);
 }
 
 /* ---- handshake ------------------------------------------------------- */
@@ -300,6 +419,9 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
     if (gw_table_get(so->client_properties, "capabilities", &caps) && caps.type == 'F' &&
         gw_table_get(caps.v.table, "authentication_failure_close", &afc) && afc.type == 't')
         c->auth_failure_close = afc.v.i != 0;
+    if (caps.type == 'F' && gw_table_get(caps.v.table, "consumer_cancel_notify", &afc) &&
+        afc.type == 't')
+        c->cancel_notify = afc.v.i != 0;
     if (!gw_str_eq(so->mechanism, "PLAIN") && !gw_str_eq(so->mechanism, "AMQPLAIN")) {
         conn_error(c, GW_COMMAND_INVALID, m->id, "unknown authentication mechanism '%.*s'",
                    (int)(so->mechanism.len > 64 ? 64 : so->mechanism.len), so->mechanism.ptr);
@@ -377,6 +499,10 @@ static void on_open(gw_conn_t *c, const gw_method_t *m)
         conn_error(c, GW_NOT_ALLOWED, m->id, "vhost %.*s not found", (int)vh.len, vh.ptr);
         return;
     }
+    if (c->srv->broker != NULL && (c->bc = gw_broker_conn_open(c->srv->broker, c)) == NULL) {
+        conn_error(c, GW_INTERNAL_ERROR, m->id, "out of memory");
+        return;
+    }
     send_method(c, 0, &ok);
     c->state = CS_RUNNING;
     event_del(c->deadline);
@@ -416,6 +542,10 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
             conn_error(c, GW_CHANNEL_ERROR, m->id, "expected 'channel.open'");
             return;
         }
+        if (c->bc != NULL && !gw_broker_chan_open(c->bc, ch)) {
+            conn_error(c, GW_INTERNAL_ERROR, m->id, "cannot open channel %u", ch);
+            return;
+        }
         c->chan[ch] = CH_OPEN;
         send_method(c, ch, &r);
         return;
@@ -432,6 +562,8 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
     case GW_CHANNEL_CLOSE: {
         gw_method_t r = {.id = GW_CHANNEL_CLOSE_OK};
         c->chan[ch] = CH_CLOSED;
+        if (c->bc != NULL)
+            gw_broker_chan_close(c->bc, ch);
         send_method(c, ch, &r);
         return;
     }
@@ -554,6 +686,30 @@ static void on_frame(gw_conn_t *c, const gw_frame_t *fr)
                    fr->channel, c->channel_max);
         return;
     }
+    if (c->bc != NULL && c->chan[fr->channel] == CH_OPEN) {
+        /* Classes exchange..tx go to the broker, through the channel's
+         * assembler (publish: method, header, bodies). */
+        gw_asm_out_t ev;
+        gw_asm_t *a = gw_broker_asm(c->bc, fr->channel);
+        uint16_t cls;
+
+        if (a == NULL) {
+            conn_error(c, GW_INTERNAL_ERROR, 0, "channel %u has no state", fr->channel);
+            return;
+        }
+        if (gw_asm_frame(a, fr, &ev, &f) != GT_OK) {
+            conn_fail(c, &f, false);
+            return;
+        }
+        cls = (uint16_t)(ev.method.id >> 16);
+        if (ev.event == GW_EV_METHOD &&
+            (cls == GW_CLASS_CHANNEL || cls == GW_CLASS_ACCESS || cls == GW_CLASS_CONNECTION)) {
+            on_channel_method(c, fr->channel, &ev.method);
+            return;
+        }
+        gw_broker_event(c->bc, fr->channel, &ev, fr);
+        return;
+    }
     if (fr->type != GW_FRAME_METHOD) {
         if (c->chan[fr->channel] == CH_CLOSING)
             return;
@@ -578,12 +734,15 @@ static void read_cb(struct bufferevent *bev, void *arg)
     gw_conn_t *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
+    if (c->in_read)
+        return; /* a store answer inside a frame: the outer loop goes on */
+    c->in_read = true;
     c->last_in_ms = now_ms();
-    while (c->state != CS_DEAD) {
+    while (c->state != CS_DEAD && c->stall == 0) {
         struct evbuffer_iovec v;
         gw_frame_t fr;
         gw_fault_t f;
-        gt_err_t rc;
+        gt_err_t rc = GT_OK;
         size_t took = 0;
 
         if (out_len(c) > c->srv->out_limit) {
@@ -596,9 +755,10 @@ static void read_cb(struct bufferevent *bev, void *arg)
             took = gw_parser_feed(&c->parser, v.iov_base, v.iov_len);
             evbuffer_drain(in, took);
         }
-        while (c->state != CS_DEAD && (rc = gw_parser_next(&c->parser, &fr, &f)) == GT_OK)
+        while (c->state != CS_DEAD && c->stall == 0 &&
+               (rc = gw_parser_next(&c->parser, &fr, &f)) == GT_OK)
             on_frame(c, &fr);
-        if (c->state == CS_DEAD)
+        if (c->state == CS_DEAD || c->stall > 0)
             break;
         if (rc == GT_EINVAL) {
             if (f.bad_header) {
@@ -619,7 +779,22 @@ static void read_cb(struct bufferevent *bev, void *arg)
         if (took == 0)
             break; /* cannot happen: the parser takes what it can hold */
     }
+    c->in_read = false;
+    if (c->state != CS_DEAD)
+        conn_set_reading(c);
     conn_reap(c);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_conn_t *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->state == CS_DEAD || c->stall > 0)
+        return;
+    conn_set_reading(c);
+    read_cb(c->bev, c);
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)
@@ -630,9 +805,13 @@ static void write_cb(struct bufferevent *bev, void *arg)
         return;
     if (c->paused && out_len(c) <= c->srv->out_limit / 2) {
         c->paused = false;
-        bufferevent_enable(bev, EV_READ);
+        conn_set_reading(c);
         read_cb(bev, c); /* what is buffered already */
+        if (conn_reap(c))
+            return;
     }
+    if (c->bc != NULL && c->state == CS_RUNNING && out_len(c) <= c->srv->out_limit / 2)
+        gw_broker_writable(c->bc);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -706,13 +885,16 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     c->srv = s;
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->deadline = evtimer_new(s->base, deadline_cb, c);
-    if (c->bev == NULL || c->deadline == NULL) {
+    c->resume = event_new(s->base, -1, 0, resume_cb, c);
+    if (c->bev == NULL || c->deadline == NULL || c->resume == NULL) {
         if (c->bev != NULL)
             bufferevent_free(c->bev);
         else
             evutil_closesocket(fd);
         if (c->deadline != NULL)
             event_free(c->deadline);
+        if (c->resume != NULL)
+            event_free(c->resume);
         free(c);
         return;
     }
@@ -746,6 +928,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    gw_broker_stop(s->broker);
     while (s->conns != NULL)
         conn_free(s->conns);
     if (s->lis != NULL) {
@@ -807,6 +990,10 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         snprintf(err, errlen, "AMQP: cannot create the event loop");
         goto fail;
     }
+    if (o->store != NULL && (s->broker = gw_broker_new(s->base, o->store)) == NULL) {
+        snprintf(err, errlen, "AMQP: out of memory");
+        goto fail;
+    }
     snprintf(port, sizeof(port), "%u", hp.port);
     if ((e = getaddrinfo(hp.host, port, &hints, &ai)) != 0) {
         snprintf(err, errlen, "AMQP: cannot listen on %s: %s", o->listen, gai_strerror(e));
@@ -857,6 +1044,7 @@ void gw_server_stop(gw_server_t *s)
         if (s->lis != NULL)
             evconnlistener_free(s->lis);
     }
+    gw_broker_free(s->broker); /* waits for its store requests */
     if (s->stop_ev != NULL)
         event_free(s->stop_ev);
     if (s->base != NULL)

@@ -4,10 +4,10 @@
  * What it does now (issue 9, first part): the protocol header check, the
  * connection handshake (start / start-ok with PLAIN or AMQPLAIN / tune /
  * tune-ok / open) as RabbitMQ 3.10 answers it, heartbeats both ways,
- * channel.open / close / flow, connection.close both ways.  Every other
- * class (exchange, queue, basic, confirm, tx) is refused with a
- * connection.close 540 NOT_IMPLEMENTED: the model and the store mapping
- * are not built yet.  Users: guest/guest, from loopback peers only. */
+ * channel.open / close / flow, connection.close both ways.  With a store
+ * (opts.store), classes queue, basic and confirm go to the broker
+ * (gw_broker.c); without one they are refused with 540 NOT_IMPLEMENTED.
+ * Users: guest/guest, from loopback peers only. */
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
 
@@ -24,6 +24,8 @@ typedef struct gw_server_opts {
     uint16_t heartbeat_s;      /* proposed in tune; 0: 60 */
     uint32_t handshake_ms;     /* header..open deadline; 0: 10000 */
     size_t out_limit;          /* per-connection output bound; 0: 4 MiB */
+    struct st_store *store;    /* borrowed, outlives the server; NULL: no
+                                  messaging (queue, basic... answer 540) */
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with

@@ -420,7 +420,7 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     if (amqp_on) {
-        gw_server_opts_t ao = {.listen = amqp_listen};
+        gw_server_opts_t ao = {.listen = amqp_listen, .store = store};
         if (gw_server_start(&ao, &amqp, err, sizeof(err)) != GT_OK) {
             GT_LOG(ERROR, "main", "%s", err);
             goto out;
@@ -438,7 +438,7 @@ static int serve(const cfg_t *cfg, bool repair)
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
     px_http_set_metrics(http, NULL, NULL);
-    gw_server_stop(amqp); /* closes its connections; no store use yet */
+    gw_server_stop(amqp); /* closes its connections, waits for its store requests */
     amqp = NULL;
     /* Order: stop the calls, then close the store (its last callbacks may
      * still release call references), then free the gRPC server. */
