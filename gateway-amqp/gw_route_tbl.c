@@ -322,13 +322,34 @@ bool gw_route_headers_match(gw_table_t args, gw_table_t headers)
     return m;
 }
 
-/* Erlang's ~p of a binary, near enough: <<"text">> when printable ASCII,
- * else the byte values. */
+/* Erlang's ~p of a binary (what RabbitMQ's reply texts show): <<"...">>
+ * when every byte is a printable latin-1 character (32..126, 160..255, or
+ * one of \b \t \n \v \f \r \e, written escaped like " and \), else
+ * the byte values <<1,2,3>>.  UTF-8 text is printable latin-1 byte by
+ * byte, so it comes back as sent.  (~p would also break a value longer
+ * than a line; reply texts are cut at 255 bytes anyway.) */
+static const char *latin1_escape(uint8_t c)
+{
+    switch (c) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\b': return "\\b";
+    case '\t': return "\\t";
+    case '\n': return "\\n";
+    case '\v': return "\\v";
+    case '\f': return "\\f";
+    case '\r': return "\\r";
+    case 27: return "\\e";
+    default: return NULL;
+    }
+}
+
 static void fmt_binary(char *buf, size_t cap, const uint8_t *p, size_t n)
 {
     bool printable = true;
     for (size_t i = 0; i < n; i++)
-        if (p[i] < 32 || p[i] > 126)
+        if (!((p[i] >= 32 && p[i] <= 126) || p[i] >= 160 ||
+              (latin1_escape(p[i]) != NULL)))
             printable = false;
     size_t o = 0;
 #define PUT(...)                                                                   \
@@ -340,8 +361,13 @@ static void fmt_binary(char *buf, size_t cap, const uint8_t *p, size_t n)
     PUT("<<");
     if (n > 0 && printable) {
         PUT("\"");
-        for (size_t i = 0; i < n; i++)
-            PUT(p[i] == '"' || p[i] == '\\' ? "\\%c" : "%c", p[i]);
+        for (size_t i = 0; i < n; i++) {
+            const char *e = latin1_escape(p[i]);
+            if (e != NULL)
+                PUT("%s", e);
+            else
+                PUT("%c", p[i]);
+        }
         PUT("\"");
     } else {
         for (size_t i = 0; i < n; i++)
@@ -349,6 +375,22 @@ static void fmt_binary(char *buf, size_t cap, const uint8_t *p, size_t n)
     }
     PUT(">>");
 #undef PUT
+}
+
+/* Erlang's ~p of a float, near enough: the shortest digits that read
+ * back the same, always with a fraction ("2.0", "1.5", "0.1"). */
+static void fmt_float(char *buf, size_t cap, double d)
+{
+    char tmp[64];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d)
+            break;
+    }
+    if (strpbrk(tmp, ".en") == NULL) /* no point, exponent, inf or nan */
+        snprintf(buf, cap, "%s.0", tmp);
+    else
+        snprintf(buf, cap, "%s", tmp);
 }
 
 static const char *type_name(char t)
@@ -386,7 +428,7 @@ static void fmt_value(char *buf, size_t cap, const gw_value_t *v)
         snprintf(buf, cap, "%llu", (unsigned long long)v->v.u);
         break;
     case VC_FLOAT:
-        snprintf(buf, cap, "%.17g", fval(v));
+        fmt_float(buf, cap, fval(v));
         break;
     case VC_BIN:
         fmt_binary(buf, cap, v->v.bytes.ptr, v->v.bytes.len);

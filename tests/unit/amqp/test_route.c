@@ -21,6 +21,10 @@
 
 #include "gw_route.h"
 
+#ifndef FIXTURE_DIR
+#error FIXTURE_DIR must name tests/data/amqp
+#endif
+
 /* ---- helpers -------------------------------------------------------- */
 
 static gw_table_t NOARGS = {NULL, 0};
@@ -822,6 +826,131 @@ static void test_many_bindings(void)
     CU_ASSERT_EQUAL(gw_route_binding_count(R), 0);
 }
 
+/* ---- RabbitMQ 3.10's own answers ------------------------------------ */
+
+static size_t unhex(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = 0;
+    if (strcmp(s, "-") == 0)
+        return 0;
+    while (s[0] && s[1] && n < cap) {
+        unsigned v;
+        if (sscanf(s, "%2x", &v) != 1)
+            break;
+        out[n++] = (uint8_t)v;
+        s += 2;
+    }
+    return n;
+}
+
+static gw_str_t next_hex(char **save, uint8_t *buf, size_t cap)
+{
+    gw_str_t k = {(const char *)buf, unhex(strtok_r(NULL, " ", save), buf, cap)};
+    return k;
+}
+
+static gw_table_t next_table(char **save, uint8_t *buf, size_t cap)
+{
+    gw_table_t t = {buf, unhex(strtok_r(NULL, " ", save), buf, cap)};
+    if (t.len == 0)
+        t.ptr = NULL;
+    return t;
+}
+
+/* Replays tests/data/amqp/route_fixtures.txt (gen_route_fixtures.mjs run
+ * against RabbitMQ 3.10.8): every exchange (with its alternate), bind,
+ * unbind, exchange-to-exchange bind, refused bind (with its reply text)
+ * and publish, and the queues RabbitMQ delivered to. */
+static void test_rabbitmq_fixtures(void)
+{
+    FILE *f = fopen(FIXTURE_DIR "/route_fixtures.txt", "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    static char line[70000];
+    static uint8_t key[512], tab[32768];
+    size_t publishes = 0, binds = 0, fails = 0, xbinds = 0, lineno = 0;
+
+    while (fgets(line, sizeof line, f) != NULL) {
+        lineno++;
+        line[strcspn(line, "\n")] = '\0';
+        char *save = NULL, *op = strtok_r(line, " ", &save);
+        if (op == NULL || op[0] == '#')
+            continue;
+        if (strcmp(op, "scenario") == 0) {
+            setup();
+            continue;
+        }
+        gw_str_t x = gw_str(strtok_r(NULL, " ", &save));
+        if (strcmp(op, "exchange") == 0) {
+            gw_xtype_t t;
+            CU_ASSERT_EQUAL_FATAL(gw_xtype_parse(gw_str(strtok_r(NULL, " ", &save)), &t), GT_OK);
+            CU_ASSERT_EQUAL(gw_route_exchange_add(R, x, t, 0), GT_OK);
+            gw_str_t ae = gw_str(strtok_r(NULL, " ", &save));
+            if (!gw_str_eq(ae, "-"))
+                CU_ASSERT_EQUAL(gw_route_exchange_set_alternate(R, x, &ae), GT_OK);
+            continue;
+        }
+        if (strcmp(op, "publish") == 0) {
+            gw_str_t k = next_hex(&save, key, sizeof key);
+            gw_table_t h = next_table(&save, tab, sizeof tab);
+            strtok_r(NULL, " ", &save); /* -> */
+            char *want = strtok_r(NULL, " ", &save);
+            gw_route_out_t out;
+            CU_ASSERT_EQUAL_FATAL(gw_route(R, x, &k, 1, h, &out), GT_OK);
+            bool got[64] = {false}, exp[64] = {false};
+            for (size_t i = 0; i < out.n; i++)
+                got[atoi(out.queues[i].ptr + 1) & 63] = true;
+            for (char *s2 = NULL, *q = strtok_r(want, ",", &s2); q != NULL && strcmp(q, "-") != 0;
+                 q = strtok_r(NULL, ",", &s2))
+                exp[atoi(q) & 63] = true;
+            bool same = memcmp(got, exp, sizeof got) == 0;
+            if (!same) {
+                fprintf(stderr, "\nfixture line %zu: routed to", lineno);
+                for (size_t i = 0; i < out.n; i++)
+                    fprintf(stderr, " %.*s", (int)out.queues[i].len, out.queues[i].ptr);
+                fprintf(stderr, "\n");
+            }
+            CU_ASSERT(same);
+            publishes++;
+            continue;
+        }
+        if (strcmp(op, "xbind") == 0) {
+            gw_str_t dst = gw_str(strtok_r(NULL, " ", &save));
+            gw_str_t k = next_hex(&save, key, sizeof key);
+            gw_table_t a = next_table(&save, tab, sizeof tab);
+            CU_ASSERT_EQUAL(gw_route_bind(R, x, GW_DEST_EXCHANGE, dst, k, a, NULL), GT_OK);
+            xbinds++;
+            continue;
+        }
+        char qn[16];
+        snprintf(qn, sizeof qn, "q%s", strtok_r(NULL, " ", &save));
+        gw_str_t k = next_hex(&save, key, sizeof key);
+        gw_table_t a = next_table(&save, tab, sizeof tab);
+        if (strcmp(op, "bind") == 0) {
+            CU_ASSERT_EQUAL(gw_route_bind(R, x, GW_DEST_QUEUE, gw_str(qn), k, a, NULL), GT_OK);
+            binds++;
+        } else if (strcmp(op, "unbind") == 0) {
+            CU_ASSERT_EQUAL(gw_route_unbind(R, x, GW_DEST_QUEUE, gw_str(qn), k, a, NULL), GT_OK);
+        } else if (strcmp(op, "bindfail") == 0) {
+            char text[256];
+            CU_ASSERT_STRING_EQUAL(strtok_r(NULL, " ", &save), "406");
+            const char *want = save + strlen("PRECONDITION_FAILED - ");
+            CU_ASSERT_EQUAL(gw_route_bind(R, x, GW_DEST_QUEUE, gw_str(qn), k, a, NULL), GT_EINVAL);
+            CU_ASSERT_EQUAL(gw_route_headers_check(a, text, sizeof text), GT_EINVAL);
+            if (strcmp(text, want) != 0)
+                fprintf(stderr, "\nfixture line %zu: text %s\n", lineno, text);
+            CU_ASSERT_STRING_EQUAL(text, want);
+            fails++;
+        } else {
+            CU_FAIL("unknown fixture line");
+        }
+    }
+    fclose(f);
+    CU_ASSERT(publishes >= 100);
+    CU_ASSERT(binds >= 60);
+    CU_ASSERT(xbinds >= 8);
+    CU_ASSERT(fails >= 10);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -841,6 +970,7 @@ int main(void)
         !CU_add_test(s, "binding identity", test_identity) ||
         !CU_add_test(s, "removal and listing", test_removal) ||
         !CU_add_test(s, "exchange listing", test_each) ||
+        !CU_add_test(s, "RabbitMQ 3.10 fixtures", test_rabbitmq_fixtures) ||
         !CU_add_test(s, "100k bindings", test_many_bindings)) {
         CU_cleanup_registry();
         return 2;
