@@ -32,6 +32,7 @@
 
 #include "gt_log.h"
 #include "gw_int.h"
+#include "gw_route.h"
 
 #define GW_QMAP 1024u                      /* queue hash buckets */
 #define GW_POP_BATCH 32u                   /* messages per consumer pop */
@@ -42,6 +43,11 @@
 #define GW_REC_MAGIC 0xA1u                 /* stored message record */
 #define GW_MAX_BODY ((uint64_t)128 << 20)  /* RabbitMQ's max_message_size */
 #define GW_CHAN_SLOTS 2048u
+
+/* Exchange flags kept in the router. */
+#define GW_XF_DURABLE 1u
+#define GW_XF_AUTO_DELETE 2u
+#define GW_XF_INTERNAL 4u
 
 typedef struct gw_op gw_op_t;
 typedef struct gw_queue gw_queue_t;
@@ -70,8 +76,10 @@ struct gw_broker {
     long ops;
     struct event *post_ev, *tick;
     bool stopping;
+    gw_chan_t *dirty; /* channels with confirms to send after this batch */
     gw_queue_t *qmap[GW_QMAP];
     gw_bconn_t *conns;
+    gw_router_t *router; /* exchanges and bindings of vhost "/" */
 };
 
 /* A queue (vhost "/"): the map holds one reference while it exists. */
@@ -132,9 +140,10 @@ struct gw_chan {
     uint8_t exlen, rklen;
     char ex[256], rk[256];
     uint8_t *pbuf;
-    size_t plen, pcap, body_off, props_off, props_len;
+    size_t plen, pcap, body_off, props_off, props_len, hdr_off, hdr_len;
     /* confirms */
-    bool confirm, tx;
+    bool confirm, tx, dirty;
+    gw_chan_t *dirty_next; /* in b->dirty (holds a ref) */
     uint64_t next_seq;
     gw_pub_t *pubs, *pubs_tail;
     /* deliveries */
@@ -266,6 +275,22 @@ static void ops_run(gw_broker_t *b, gw_op_t *list)
     }
 }
 
+static void confirms_flush(gw_chan_t *ch);
+
+/* Confirms go out once per batch of store answers, so that appends
+ * answered together are acked with one multiple ack. */
+static void dirty_flush(gw_broker_t *b)
+{
+    while (b->dirty != NULL) {
+        gw_chan_t *ch = b->dirty;
+        b->dirty = ch->dirty_next;
+        ch->dirty = false;
+        if (!ch->closed)
+            confirms_flush(ch);
+        ch_unref(ch);
+    }
+}
+
 static void post_cb(evutil_socket_t fd, short what, void *arg)
 {
     gw_broker_t *b = arg;
@@ -278,6 +303,7 @@ static void post_cb(evutil_socket_t fd, short what, void *arg)
     b->head = b->tail = NULL;
     pthread_mutex_unlock(&b->mu);
     ops_run(b, list);
+    dirty_flush(b);
 }
 
 /* An op whose answer only needs freeing (acks, deletes...). */
@@ -462,6 +488,7 @@ static void queue_drop(gw_queue_t *q)
     event_del(q->kick_ev);
     while (q->consumers != NULL)
         consumer_remove(q->consumers, true);
+    gw_route_unbind_queue(b->router, (gw_str_t){q->name, q->nlen}, NULL, NULL);
     if (q->ready) {
         if ((op = op_new(b, sizeof(*op), op_free_fn)) != NULL)
             st_group_delete(b->store, q->id, op_done_cb, op);
@@ -1427,8 +1454,12 @@ static void append_fn(gw_op_t *op)
         o->pub->remaining--;
         if (op->err != GT_OK)
             o->pub->failed = true;
-        if (!ch->closed)
-            confirms_flush(ch);
+        if (!ch->closed && !ch->dirty) {
+            ch->dirty = true;
+            ch_ref(ch);
+            ch->dirty_next = op->b->dirty;
+            op->b->dirty = ch;
+        }
     }
     if (op->err == GT_OK && !o->q->gone)
         queue_kick(o->q);
@@ -1474,50 +1505,16 @@ static void bc_appends_done(gw_bconn_t *bc)
     }
 }
 
-static void publish_done(gw_chan_t *ch)
+/* Appends the assembled message to queue q (one store append). */
+static void append_to(gw_chan_t *ch, gw_queue_t *q, gw_pub_t *pub)
 {
     gw_broker_t *b = ch->bc->b;
-    gw_str_t ex = {ch->ex, ch->exlen}, rk = {ch->rk, ch->rklen};
-    gw_queue_t *q = NULL;
-    gw_pub_t *pub = NULL;
     st_message_t msg;
     append_op_t *o;
 
-    ch->pub_on = false;
-    if (ex.len == 0)
-        q = queue_find(b, rk);
-    if (q != NULL && (q->gone || !q->ready))
-        q = NULL;
-    if (ch->confirm) {
-        if ((pub = calloc(1, sizeof(*pub))) == NULL) {
-            CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
-            return;
-        }
-        pub->seq = ++ch->next_seq;
-        if (ch->pubs_tail != NULL)
-            ch->pubs_tail->next = pub;
-        else
-            ch->pubs = pub;
-        ch->pubs_tail = pub;
-    }
-    if (q == NULL) {
-        if (ch->mandatory) {
-            gw_method_t m = {.id = GW_BASIC_RETURN};
-            m.u.basic_return.reply_code = GW_NO_ROUTE;
-            m.u.basic_return.reply_text = gw_str("NO_ROUTE");
-            m.u.basic_return.exchange = ex;
-            m.u.basic_return.routing_key = rk;
-            gw_conn_send_content(ch->bc->c, ch->id, &m,
-                                 (gw_bytes_t){ch->pbuf + ch->props_off, ch->props_len},
-                                 ch->pbuf + ch->body_off, ch->plen - ch->body_off);
-        }
-        confirms_flush(ch);
-        return;
-    }
     if ((o = op_new(b, sizeof(*o), append_fn)) == NULL) {
         if (pub != NULL)
             pub->failed = true;
-        confirms_flush(ch);
         return;
     }
     ch_ref(ch);
@@ -1537,6 +1534,64 @@ static void publish_done(gw_chan_t *ch)
     msg.queue_id = 0;
     msg.born_ts_ms = (int64_t)time(NULL) * 1000;
     st_append(b->store, q->id, &msg, 1, append_cb, o);
+}
+
+/* Routes the assembled message at publish time and appends it to every
+ * queue reached; mandatory and unroutable: basic.return 312 first. */
+static void publish_done(gw_chan_t *ch)
+{
+    gw_broker_t *b = ch->bc->b;
+    gw_str_t ex = {ch->ex, ch->exlen}, rk = {ch->rk, ch->rklen};
+    gw_pub_t *pub = NULL;
+    size_t routed = 0;
+
+    ch->pub_on = false;
+    if (ch->confirm) {
+        if ((pub = calloc(1, sizeof(*pub))) == NULL) {
+            CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+            return;
+        }
+        pub->seq = ++ch->next_seq;
+        if (ch->pubs_tail != NULL)
+            ch->pubs_tail->next = pub;
+        else
+            ch->pubs = pub;
+        ch->pubs_tail = pub;
+    }
+    if (ex.len == 0) {
+        gw_queue_t *q = queue_find(b, rk);
+        if (q != NULL && !q->gone && q->ready) {
+            append_to(ch, q, pub);
+            routed = 1;
+        }
+    } else {
+        gw_route_out_t out = {0};
+        gw_table_t hdrs = {ch->hdr_len > 0 ? ch->pbuf + ch->hdr_off : NULL, ch->hdr_len};
+        gt_err_t rc = gw_route(b->router, ex, &rk, 1, hdrs, &out);
+        if (rc != GT_OK && rc != GT_ENOTFOUND && pub != NULL)
+            pub->failed = true;
+        /* The result is borrowed until the next route: append_to does
+         * not route, so it stays valid through the loop. */
+        for (size_t i = 0; rc == GT_OK && i < out.n; i++) {
+            gw_queue_t *q = queue_find(b, out.queues[i]);
+            if (q != NULL && !q->gone && q->ready) {
+                append_to(ch, q, pub);
+                routed++;
+            }
+        }
+    }
+    if (routed == 0 && ch->mandatory) {
+        gw_method_t m = {.id = GW_BASIC_RETURN};
+        m.u.basic_return.reply_code = GW_NO_ROUTE;
+        m.u.basic_return.reply_text = gw_str("NO_ROUTE");
+        m.u.basic_return.exchange = ex;
+        m.u.basic_return.routing_key = rk;
+        gw_conn_send_content(ch->bc->c, ch->id, &m,
+                             (gw_bytes_t){ch->pbuf + ch->props_off, ch->props_len},
+                             ch->pbuf + ch->body_off, ch->plen - ch->body_off);
+    }
+    if (pub != NULL && pub->remaining == 0)
+        confirms_flush(ch);
 }
 
 static bool pbuf_reserve(gw_chan_t *ch, size_t more)
@@ -1564,10 +1619,18 @@ static void on_publish_method(gw_chan_t *ch, const gw_method_t *m)
         return;
     }
     if (p->exchange.len > 0) {
-        /* Exchanges other than the default one come with the router. */
-        CH_ERR(ch, GW_NOT_FOUND, m->id, "no exchange '%.*s' in vhost '/'", (int)p->exchange.len,
-               p->exchange.ptr);
-        return;
+        uint32_t flags = 0;
+        if (!gw_route_exchange_get(ch->bc->b->router, p->exchange, NULL, &flags)) {
+            CH_ERR(ch, GW_NOT_FOUND, m->id, "no exchange '%.*s' in vhost '/'",
+                   (int)p->exchange.len, p->exchange.ptr);
+            return;
+        }
+        if (flags & GW_XF_INTERNAL) {
+            CH_ERR(ch, GW_ACCESS_REFUSED, m->id,
+                   "cannot publish to internal exchange '%.*s' in vhost '/'",
+                   (int)p->exchange.len, p->exchange.ptr);
+            return;
+        }
     }
     ch->pub_on = true;
     ch->mandatory = p->mandatory;
@@ -1602,6 +1665,13 @@ static void on_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
     *w++ = (uint8_t)h->raw_props.len;
     ch->props_off = (size_t)(w - ch->pbuf);
     ch->props_len = h->raw_props.len;
+    ch->hdr_off = ch->hdr_len = 0;
+    if ((h->props.flags & GW_P_HEADERS) && h->props.headers.ptr != NULL &&
+        h->props.headers.ptr >= h->raw_props.ptr &&
+        h->props.headers.ptr + h->props.headers.len <= h->raw_props.ptr + h->raw_props.len) {
+        ch->hdr_off = ch->props_off + (size_t)(h->props.headers.ptr - h->raw_props.ptr);
+        ch->hdr_len = h->props.headers.len;
+    }
     memcpy(w, h->raw_props.ptr, h->raw_props.len);
     w += h->raw_props.len;
     ch->plen = ch->body_off = (size_t)(w - ch->pbuf);
@@ -1630,6 +1700,248 @@ static void on_confirm_select(gw_chan_t *ch, const gw_method_t *m)
         reply(ch, &r);
 }
 
+/* ---- exchanges and bindings (the router, gw_route.h) -------------------- */
+
+static bool is_amq(gw_str_t n)
+{
+    return n.len >= 4 && memcmp(n.ptr, "amq.", 4) == 0;
+}
+
+static void default_refused(gw_chan_t *ch, uint32_t mid)
+{
+    CH_ERR(ch, GW_ACCESS_REFUSED, mid, "operation not permitted on the default exchange");
+}
+
+static bool exchange_known(gw_chan_t *ch, uint32_t mid, gw_str_t name)
+{
+    if (gw_route_exchange_get(ch->bc->b->router, name, NULL, NULL))
+        return true;
+    CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '/'", (int)name.len, name.ptr);
+    return false;
+}
+
+static void on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_exchange_declare_t *d = &m->u.exchange_declare;
+    gw_router_t *r = ch->bc->b->router;
+    gw_method_t ok = {.id = GW_EXCHANGE_DECLARE_OK};
+    gw_xtype_t type, cur;
+    uint32_t flags = (d->durable ? GW_XF_DURABLE : 0) | (d->auto_delete ? GW_XF_AUTO_DELETE : 0) |
+                     (d->internal ? GW_XF_INTERNAL : 0),
+             curf;
+
+    if (d->passive) {
+        if (d->exchange.len == 0) {
+            default_refused(ch, m->id);
+            return;
+        }
+        if (!exchange_known(ch, m->id, d->exchange))
+            return;
+        if (!d->nowait)
+            reply(ch, &ok);
+        return;
+    }
+    if (gw_xtype_parse(d->type, &type) != GT_OK) {
+        gw_conn_error(ch->bc->c, GW_COMMAND_INVALID, m->id, "unknown exchange type '%.*s'",
+                      (int)d->type.len, d->type.ptr);
+        return;
+    }
+    if (d->exchange.len == 0) {
+        default_refused(ch, m->id);
+        return;
+    }
+    if (gw_route_exchange_get(r, d->exchange, &cur, &curf)) {
+        static const struct {
+            uint32_t bit;
+            const char *name;
+        } fl[] = {{GW_XF_DURABLE, "durable"},
+                  {GW_XF_AUTO_DELETE, "auto_delete"},
+                  {GW_XF_INTERNAL, "internal"}};
+        if (cur != type) {
+            CH_ERR(ch, GW_PRECONDITION_FAILED, m->id,
+                   "inequivalent arg 'type' for exchange '%.*s' in vhost '/': received '%s' but "
+                   "current is '%s'",
+                   (int)d->exchange.len, d->exchange.ptr, gw_xtype_name(type),
+                   gw_xtype_name(cur));
+            return;
+        }
+        for (size_t i = 0; i < sizeof(fl) / sizeof(fl[0]); i++) {
+            if ((curf & fl[i].bit) != (flags & fl[i].bit)) {
+                CH_ERR(ch, GW_PRECONDITION_FAILED, m->id,
+                       "inequivalent arg '%s' for exchange '%.*s' in vhost '/': received '%s' "
+                       "but current is '%s'",
+                       fl[i].name, (int)d->exchange.len, d->exchange.ptr,
+                       yn(flags & fl[i].bit), yn(curf & fl[i].bit));
+                return;
+            }
+        }
+    } else {
+        if (is_amq(d->exchange)) {
+            CH_ERR(ch, GW_ACCESS_REFUSED, m->id,
+                   "exchange name '%.*s' contains reserved prefix 'amq.*'", (int)d->exchange.len,
+                   d->exchange.ptr);
+            return;
+        }
+        if (gw_route_exchange_add(r, d->exchange, type, flags) != GT_OK) {
+            CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "cannot declare exchange '%.*s'",
+                   (int)d->exchange.len, d->exchange.ptr);
+            return;
+        }
+        {
+            gw_value_t ae;
+            if (gw_table_get(d->arguments, "alternate-exchange", &ae) && ae.type == 'S') {
+                gw_str_t an = {(const char *)ae.v.bytes.ptr, ae.v.bytes.len};
+                gw_route_exchange_set_alternate(r, d->exchange, &an);
+            }
+        }
+    }
+    if (!d->nowait)
+        reply(ch, &ok);
+}
+
+/* Auto-delete: an exchange that lost its last binding as a source goes. */
+typedef struct {
+    gw_str_t src[16];
+    char buf[16][256];
+    size_t n;
+} lost_t;
+
+static void note_lost(void *ctx, const gw_binding_t *bd)
+{
+    lost_t *l = ctx;
+
+    for (size_t i = 0; i < l->n; i++)
+        if (l->src[i].len == bd->source.len && memcmp(l->src[i].ptr, bd->source.ptr, bd->source.len) == 0)
+            return;
+    if (l->n < 16) {
+        memcpy(l->buf[l->n], bd->source.ptr, bd->source.len);
+        l->src[l->n] = (gw_str_t){l->buf[l->n], bd->source.len};
+        l->n++;
+    }
+}
+
+static void auto_delete_sources(gw_router_t *r, lost_t *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        uint32_t f;
+        if (gw_route_exchange_get(r, l->src[i], NULL, &f) && (f & GW_XF_AUTO_DELETE) &&
+            gw_route_count_source(r, l->src[i]) == 0)
+            gw_route_exchange_remove(r, l->src[i], NULL, NULL);
+    }
+}
+
+static void on_exchange_delete(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_exchange_delete_t *d = &m->u.exchange_delete;
+    gw_router_t *r = ch->bc->b->router;
+    gw_method_t ok = {.id = GW_EXCHANGE_DELETE_OK};
+    lost_t *l;
+
+    if (d->exchange.len == 0) {
+        default_refused(ch, m->id);
+        return;
+    }
+    if (gw_route_exchange_get(r, d->exchange, NULL, NULL)) {
+        if (d->if_unused && gw_route_count_source(r, d->exchange) > 0) {
+            CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "exchange '%.*s' in vhost '/' in use",
+                   (int)d->exchange.len, d->exchange.ptr);
+            return;
+        }
+        if ((l = calloc(1, sizeof(*l))) != NULL) {
+            gw_route_exchange_remove(r, d->exchange, note_lost, l);
+            auto_delete_sources(r, l);
+            free(l);
+        } else {
+            gw_route_exchange_remove(r, d->exchange, NULL, NULL);
+        }
+    }
+    if (!d->nowait)
+        reply(ch, &ok);
+}
+
+static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_t kind,
+                        gw_str_t dest, gw_str_t key, gw_table_t args, bool bind, bool nowait,
+                        gw_method_id_t okid)
+{
+    gw_router_t *r = ch->bc->b->router;
+    gw_method_t ok = {.id = okid};
+    gt_err_t rc;
+
+    if (src.len == 0 || (kind == GW_DEST_EXCHANGE && dest.len == 0)) {
+        default_refused(ch, mid);
+        return;
+    }
+    if (bind) {
+        gw_xtype_t t;
+        if (kind == GW_DEST_EXCHANGE && !exchange_known(ch, mid, dest))
+            return;
+        if (!exchange_known(ch, mid, src))
+            return;
+        if (gw_route_exchange_get(r, src, &t, NULL) && t == GW_XTYPE_HEADERS) {
+            char text[256];
+            if (gw_route_headers_check(args, text, sizeof(text)) != GT_OK) {
+                CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "%s", text);
+                return;
+            }
+        }
+        rc = gw_route_bind(r, src, kind, dest, key, args, NULL);
+    } else {
+        lost_t *l = calloc(1, sizeof(*l));
+        bool removed = false;
+        rc = gw_route_unbind(r, src, kind, dest, key, args, &removed);
+        if (l != NULL) {
+            if (rc == GT_OK && removed) {
+                gw_binding_t bd = {.source = src};
+                note_lost(l, &bd);
+                auto_delete_sources(r, l);
+            }
+            free(l);
+        }
+    }
+    if (rc == GT_ENOTFOUND) {
+        CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '/'", (int)src.len, src.ptr);
+        return;
+    }
+    if (rc != GT_OK) {
+        CH_ERR(ch, rc == GT_EINVAL ? GW_PRECONDITION_FAILED : GW_INTERNAL_ERROR, mid,
+               "cannot %s: %s", bind ? "bind" : "unbind", gt_err_str(rc));
+        return;
+    }
+    if (!nowait)
+        reply(ch, &ok);
+}
+
+static void on_queue_bind(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_queue_bind_t *qb = &m->u.queue_bind;
+    bool bind = m->id == GW_QUEUE_BIND;
+    gw_str_t name, key = qb->routing_key;
+
+    if (!resolve_name(ch, m->id, qb->queue, &name))
+        return;
+    if (qb->queue.len == 0 && key.len == 0)
+        key = name; /* RabbitMQ's shortcut: the queue's name as key */
+    if (qb->exchange.len == 0) {
+        default_refused(ch, m->id);
+        return;
+    }
+    if (bind || queue_find(ch->bc->b, name) != NULL) {
+        if (queue_for(ch, m->id, name) == NULL)
+            return;
+    }
+    bind_common(ch, m->id, qb->exchange, GW_DEST_QUEUE, name, key, qb->arguments, bind,
+                bind ? qb->nowait : false, bind ? GW_QUEUE_BIND_OK : GW_QUEUE_UNBIND_OK);
+}
+
+static void on_exchange_bind(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_exchange_bind_t *eb = &m->u.exchange_bind;
+    bool bind = m->id == GW_EXCHANGE_BIND;
+
+    bind_common(ch, m->id, eb->source, GW_DEST_EXCHANGE, eb->destination, eb->routing_key,
+                eb->arguments, bind, eb->nowait, bind ? GW_EXCHANGE_BIND_OK : GW_EXCHANGE_UNBIND_OK);
+}
+
 /* ---- dispatch ---------------------------------------------------------- */
 
 typedef struct {
@@ -1639,6 +1951,12 @@ typedef struct {
 } handler_t;
 
 static const handler_t handlers[] = {
+    {GW_EXCHANGE_DECLARE, on_exchange_declare, false},
+    {GW_EXCHANGE_DELETE, on_exchange_delete, false},
+    {GW_EXCHANGE_BIND, on_exchange_bind, false},
+    {GW_EXCHANGE_UNBIND, on_exchange_bind, false},
+    {GW_QUEUE_BIND, on_queue_bind, false},
+    {GW_QUEUE_UNBIND, on_queue_bind, false},
     {GW_QUEUE_DECLARE, on_queue_declare, true},
     {GW_QUEUE_DELETE, on_queue_delete, true},
     {GW_QUEUE_PURGE, on_queue_purge, true},
@@ -1862,9 +2180,27 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store)
     pthread_cond_init(&b->cv, NULL);
     b->post_ev = event_new(base, -1, 0, post_cb, b);
     b->tick = event_new(base, -1, EV_PERSIST, tick_cb, b);
-    if (b->post_ev == NULL || b->tick == NULL) {
+    b->router = gw_router_new();
+    if (b->post_ev == NULL || b->tick == NULL || b->router == NULL) {
         gw_broker_free(b);
         return NULL;
+    }
+    {
+        /* RabbitMQ's predeclared exchanges (durable). */
+        static const struct {
+            const char *name;
+            gw_xtype_t type;
+            uint32_t flags;
+        } pre[] = {
+            {"amq.direct", GW_XTYPE_DIRECT, GW_XF_DURABLE},
+            {"amq.fanout", GW_XTYPE_FANOUT, GW_XF_DURABLE},
+            {"amq.topic", GW_XTYPE_TOPIC, GW_XF_DURABLE},
+            {"amq.headers", GW_XTYPE_HEADERS, GW_XF_DURABLE},
+            {"amq.match", GW_XTYPE_HEADERS, GW_XF_DURABLE},
+            {"amq.rabbitmq.trace", GW_XTYPE_TOPIC, GW_XF_DURABLE | GW_XF_INTERNAL},
+        };
+        for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
+            gw_route_exchange_add(b->router, gw_str(pre[i].name), pre[i].type, pre[i].flags);
     }
     event_add(b->tick, &tv);
     return b;
@@ -1894,6 +2230,7 @@ void gw_broker_free(gw_broker_t *b)
         }
         pthread_mutex_unlock(&b->mu);
         ops_run(b, list);
+        dirty_flush(b);
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu);
@@ -1905,6 +2242,7 @@ void gw_broker_free(gw_broker_t *b)
             q_unref(q);
         }
     }
+    gw_router_free(b->router);
     if (b->post_ev != NULL)
         event_free(b->post_ev);
     if (b->tick != NULL)

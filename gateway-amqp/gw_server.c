@@ -634,6 +634,15 @@ static void on_connection_method(gw_conn_t *c, const gw_method_t *m)
             return;
         }
         break;
+    case CS_RUNNING:
+        if (m->id == GW_CONNECTION_UPDATE_SECRET) {
+            /* Accepted as RabbitMQ's internal backend does: the secret is
+             * not checked again (users with expiring secrets come later). */
+            gw_method_t r = {.id = GW_CONNECTION_UPDATE_SECRET_OK};
+            send_method(c, 0, &r);
+            return;
+        }
+        break;
     default:
         break;
     }

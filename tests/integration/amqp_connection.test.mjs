@@ -200,6 +200,12 @@ test('basic.qos with prefetch-size != 0 closes the connection with 540 NOT_IMPLE
   c.sock.destroy();
 });
 
+test('connection.update-secret is answered with update-secret-ok', async () => {
+  const conn = await amqp.connect(url());
+  await conn.updateSecret(Buffer.from('new secret'), 'rotation');
+  await conn.close();
+});
+
 // ---- raw sockets ----------------------------------------------------------
 
 test('a bad protocol header gets AMQP 0-9-1 header and a close', async () => {
