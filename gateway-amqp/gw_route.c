@@ -1029,6 +1029,8 @@ static bool tset_close(tnode_t ***set, size_t *cap, size_t *n, uint64_t mark)
     return true;
 }
 
+/* key may be longer than 255 bytes (a CC entry): one step per word all
+ * the same, so the work stays linear in the key. */
 static bool route_topic(rstate_t *s, rexch_t *x, gw_str_t key, size_t *matched)
 {
     gw_router_t *r = s->r;
@@ -1118,6 +1120,37 @@ static bool route_one(rstate_t *s, rexch_t *x, const gw_str_t *keys, size_t nkey
     return true;
 }
 
+gt_err_t gw_route_header_keys(gw_table_t headers, gw_str_t *keys, size_t cap, size_t *n,
+                              char *text, size_t textcap)
+{
+    static const char *const names[] = {"CC", "BCC"};
+    size_t count = 0;
+
+    for (size_t i = 0; i < 2; i++) {
+        gw_value_t v;
+        if (!gw_table_get(headers, names[i], &v))
+            continue;
+        if (v.type != 'A') {
+            if (text != NULL && textcap > 0)
+                snprintf(text, textcap, "invalid message: {unacceptable_type_in_header,\"%s\",%s}",
+                         names[i], gw_route_type_atom(v.type));
+            return GT_EINVAL;
+        }
+        gw_table_iter_t it;
+        gw_value_t e;
+        gw_table_iter_init(&it, v.v.table);
+        while (gw_array_iter_next(&it, &e)) {
+            if (e.type != 'S') /* only longstr elements route */
+                continue;
+            if (count < cap)
+                keys[count] = str_of((const char *)e.v.bytes.ptr, e.v.bytes.len);
+            count++;
+        }
+    }
+    *n = count;
+    return GT_OK;
+}
+
 static int qname_cmp(const void *a, const void *b)
 {
     return gw_strcmp(*(const gw_str_t *)a, *(const gw_str_t *)b);
@@ -1130,9 +1163,6 @@ gt_err_t gw_route(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_
 
     out->queues = NULL;
     out->n = 0;
-    for (size_t k = 0; k < nkeys; k++)
-        if (keys[k].len > GW_ROUTE_KEY_MAX)
-            return GT_EINVAL;
     rexch_t *x = exchange.len <= GW_ROUTE_NAME_MAX ? xfind(r, exchange) : NULL;
     if (x == NULL)
         return GT_ENOTFOUND;

@@ -38,8 +38,8 @@
  *   - headers: x-match all (the default, also for an unknown value), any,
  *     all-with-x, any-with-x; see gw_route_headers_match.
  * Several routing keys (the publish's plus RabbitMQ's CC and BCC headers,
- * which the caller extracts) route as one message: a queue reached by
- * several keys gets it once.
+ * gw_route_header_keys) route as one message: a queue reached by several
+ * keys gets it once.
  *
  * The default exchange ("") is the caller's business: RabbitMQ routes it to
  * the queue named by each routing key, without bindings, and no binding
@@ -195,18 +195,35 @@ typedef struct gw_route_out {
 /* Routes a message published to `exchange` with routing keys keys[0..nkeys)
  * (the publish's key, then CC and BCC entries if the caller has them) and
  * headers (the message's validated headers table, {NULL, 0} for none;
- * only headers exchanges read it).  GT_ENOTFOUND when the exchange does
- * not exist (for "" see above), GT_EINVAL when a key is over 255 bytes,
- * GT_ENOMEM (out of scratch space; nothing was routed).  An empty result
- * is GT_OK with n = 0 (mandatory -> basic.return, the caller's). */
+ * only headers exchanges read it).  Keys may be longer than 255 bytes (CC
+ * entries are longstrs): such a key never equals a direct binding's and
+ * matches topic bindings word by word like any other.  GT_ENOTFOUND when
+ * the exchange does not exist (for "" see above), GT_ENOMEM (out of
+ * scratch space; nothing was routed).  An empty result is GT_OK with
+ * n = 0 (mandatory -> basic.return, the caller's). */
 gt_err_t gw_route(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_t nkeys,
                   gw_table_t headers, gw_route_out_t *out);
+
+/* RabbitMQ's sender-selected distribution (rabbit_basic:header_routes):
+ * the extra routing keys of a message are the longstr elements of its
+ * "CC" header array, then of its "BCC" one (the first entry of each name;
+ * other element types are skipped).  Fills keys[0..min(*n, cap)) borrowing
+ * from headers and sets *n to how many there are (call again with more
+ * room when *n > cap).  GT_EINVAL when CC or BCC is there but not an
+ * array: RabbitMQ refuses the publish with 406 PRECONDITION_FAILED and
+ * text (cap textcap, may be NULL) `invalid message:
+ * {unacceptable_type_in_header,"CC",longstr}`.  The caller routes the
+ * publish's own key first, then these, and stores the message without
+ * its BCC header (RabbitMQ strips the first BCC entry). */
+gt_err_t gw_route_header_keys(gw_table_t headers, gw_str_t *keys, size_t cap, size_t *n,
+                              char *text, size_t textcap);
 
 /* ---- matching primitives (exposed for the model and tests) ---------- */
 
 /* Whether binding key `pattern` matches routing key `key` with topic
- * semantics (the same answer the trie gives; a reference, linear in the
- * words, used for checks, not for routing). */
+ * semantics: the same answer the trie gives, by plain wildcard matching
+ * over words (time: words x words; for checks, not for routing).  Both at
+ * most 255 bytes (false otherwise). */
 bool gw_route_topic_match(gw_str_t pattern, gw_str_t key);
 
 /* Whether a headers binding with (validated) arguments `args` matches a

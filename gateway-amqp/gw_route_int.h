@@ -65,4 +65,8 @@ int gw_xmatch_of(gw_table_t args);
 /* RabbitMQ's headers_match over sorted entries: binding p, message d. */
 bool gw_hmatch(const gw_hent_t *p, size_t np, int kind, const gw_hent_t *d, size_t nd);
 
+/* RabbitMQ's name for a type letter ("longstr", "signedint", ...), as
+ * its error texts print it. */
+const char *gw_route_type_atom(char t);
+
 #endif

@@ -393,7 +393,7 @@ static void fmt_float(char *buf, size_t cap, double d)
         snprintf(buf, cap, "%s", tmp);
 }
 
-static const char *type_name(char t)
+const char *gw_route_type_atom(char t)
 {
     switch (t) {
     case 'S': return "longstr";
@@ -471,7 +471,7 @@ gt_err_t gw_route_headers_check(gw_table_t args, char *text, size_t cap)
     if (text != NULL && cap > 0) {
         fmt_value(val, sizeof val, &v);
         snprintf(text, cap, "Invalid x-match field type %s (value %s); expected longstr",
-                 type_name(v.type), val);
+                 gw_route_type_atom(v.type), val);
     }
     return GT_EINVAL;
 }
