@@ -179,6 +179,14 @@ typedef struct st_append_item {
     int64_t store_ts_ms;
 } st_append_item_t;
 
+/* One destination of st_append_multi(): plain data. */
+typedef struct st_dest {
+    const char *topic;
+    int32_t queue_id;         /* a queue, or ST_QUEUE_ANY: the store chooses
+                                 as st_append() does */
+} st_dest_t;
+#define ST_DEST_MAX 1024      /* destinations per st_append_multi() */
+
 /* On GT_OK every message was appended; on error none was acknowledged. */
 typedef void (*st_append_cb)(void *arg, gt_err_t err,
                              const st_append_item_t *items, size_t n);
@@ -401,6 +409,9 @@ typedef struct st_ops {
     void (*recall)(st_store_t *st, const char *topic, const char *msg_id,
                    st_done_cb cb, void *arg);
     void (*meta_watch)(st_store_t *st, st_meta_cb cb, void *arg);
+    void (*append_multi)(st_store_t *st, const st_message_t *msg,
+                         const st_dest_t *dests, size_t n, st_append_cb cb,
+                         void *arg);
     void (*meta_put)(st_store_t *st, const char *ns, const void *key,
                      uint32_t key_len, const void *value, uint32_t value_len,
                      st_done_cb cb, void *arg);
@@ -562,6 +573,26 @@ static inline void st_append(st_store_t *st, const char *topic,
                              st_append_cb cb, void *arg)
 {
     st->ops->append(st, topic, msgs, n, cb, arg);
+}
+
+/* Appends one message to n (1..ST_DEST_MAX) consume queues at once: ONE
+ * commitlog record (the body is stored once) and an entry in each
+ * destination's queue, each consumed on its own (pop, ack, pull, offsets,
+ * stats per destination topic, as if appended there alone).  Borrows msg
+ * and dests.  cb gets n items, item i for dests[i] (its queue and queue
+ * offset; the message id, position and store time are the same in all),
+ * after the configured durability is met; on error none was appended.
+ * Popped / pulled from a destination the message shows that destination's
+ * topic, queue and offset; id lookups find it once, under the first
+ * destination's topic.  Errors: GT_ENOTFOUND (a topic), GT_EINVAL (n, a
+ * bad queue, a topic named twice, a %SYS% topic, a delayed or half
+ * message -- not supported here -- or sizes as for st_append()), then as
+ * st_append(). */
+static inline void st_append_multi(st_store_t *st, const st_message_t *msg,
+                                   const st_dest_t *dests, size_t n,
+                                   st_append_cb cb, void *arg)
+{
+    st->ops->append_multi(st, msg, dests, n, cb, arg);
 }
 
 /* Pops up to req->max messages for req->group, parking up to

@@ -188,6 +188,80 @@ gt_err_t st_record_encode(uint8_t *buf, size_t cap, const char *topic,
     return rc;
 }
 
+size_t st_dests_size(const char *const *topics, size_t n)
+{
+    size_t z = 4;
+    for (size_t i = 0; i < n; i++)
+        z += 12 + 2 + strlen(topics[i]);
+    return z;
+}
+
+void st_record_add_dests(uint8_t *buf, const char *const *topics,
+                         const uint32_t *queues, size_t n)
+{
+    uint32_t len = gt_le32_get(buf + 4);
+    size_t d = st_dests_size(topics, n);
+    uint8_t *p = buf + len, *names = p + 4 + 12 * n;
+    gt_le32_put(p, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(topics[i]);
+        gt_le32_put(p + 4 + 12 * i, queues[i]);
+        gt_le64_put(p + 8 + 12 * i, 0);
+        gt_le16_put(names, (uint16_t)tl);
+        memcpy(names + 2, topics[i], tl);
+        names += 2 + tl;
+    }
+    gt_le32_put(buf + 4, (uint32_t)(len + d));
+    gt_le32_put(buf + 60, (uint32_t)d);
+}
+
+void st_record_set_dest(uint8_t *rec, size_t i, uint64_t qoff)
+{
+    uint32_t len = gt_le32_get(rec + 4), d = gt_le32_get(rec + 60);
+    gt_le64_put(rec + len - d + 8 + 12 * i, qoff);
+}
+
+void st_record_dests(const uint8_t *rec, st_rdests_t *d)
+{
+    uint32_t len = gt_le32_get(rec + 4), dl = gt_le32_get(rec + 60);
+    d->p = rec + len - dl;
+    d->count = dl ? gt_le32_get(d->p) : 0;
+    d->name_at = 4 + 12 * (size_t)d->count;
+}
+
+void st_rdest_next(st_rdests_t *d, size_t i, char *name, uint32_t *queue,
+                   uint64_t *qoff)
+{
+    uint16_t n = gt_le16_get(d->p + d->name_at);
+    memcpy(name, d->p + d->name_at + 2, n);
+    name[n] = 0;
+    d->name_at += 2 + (size_t)n;
+    *queue = gt_le32_get(d->p + 4 + 12 * i);
+    *qoff = gt_le64_get(d->p + 8 + 12 * i);
+}
+
+/* A destination section (checked by st_record_decode): N >= 1 entries,
+ * names of 1..ST_NAME_MAX bytes without NUL, exactly D bytes. */
+static bool dests_ok(const uint8_t *p, uint32_t dl)
+{
+    if (dl < 4)
+        return false;
+    uint32_t n = gt_le32_get(p);
+    if (n < 1 || n > 1024 || (uint64_t)4 + 15ull * n > dl)
+        return false;
+    size_t at = 4 + 12 * (size_t)n;
+    for (uint32_t i = 0; i < n; i++) {
+        if (dl - at < 2)
+            return false;
+        uint16_t tl = gt_le16_get(p + at);
+        if (tl < 1 || tl > ST_NAME_MAX || dl - at - 2 < tl ||
+            memchr(p + at + 2, 0, tl))
+            return false;
+        at += 2 + (size_t)tl;
+    }
+    return at == dl;
+}
+
 void st_record_seal(uint8_t *rec, uint32_t queue, uint64_t qoff, uint64_t pos,
                     int64_t store_ts)
 {
@@ -278,7 +352,9 @@ gt_err_t st_record_decode(const uint8_t *buf, size_t len, size_t max_len,
     if (gt_le16_get(buf + 14) != ST_REC_HDR)
         return GT_ECORRUPT;
     uint32_t body_len = gt_le32_get(buf + 64), var_len = gt_le32_get(buf + 68);
-    if ((uint64_t)ST_REC_HDR + var_len + body_len != l)
+    uint32_t dl = gt_le32_get(buf + 60);
+    if ((uint64_t)ST_REC_HDR + var_len + body_len + dl != l ||
+        (dl && !dests_ok(buf + l - dl, dl)))
         return GT_ECORRUPT;
     memset(out, 0, sizeof(*out));
     out->flags = gt_le16_get(buf + 12);

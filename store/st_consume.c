@@ -125,6 +125,11 @@ static gt_err_t deliver(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
     note_deadline(st, cs, deadline);
     st_popped_t *p = &c->out->msgs[c->out->n];
     p->msg = *m;
+    /* the queue it was popped from (a record stored once for several
+     * queues names the first in its header) */
+    p->msg.topic = c->t->meta.name;
+    p->msg.queue_id = (int32_t)q;
+    p->msg.queue_offset = off;
     p->attempt = attempt;
     p->invisible_until_ms = deadline;
     st_handle_encode(&(st_handle_t){.queue = q, .offset = off, .gen = e->gen},

@@ -55,7 +55,7 @@ uint64_t st_hash64(char kind, const char *s); /* index: 'I' id, 'K' key */
  *   0  u32 magic ST_REC_MAGIC        36 i64 store timestamp (ms)
  *   4  u32 total length L            44 i64 born timestamp (ms)
  *   8  u32 CRC32C of bytes [12, L)   52 i64 delivery timestamp (ms, 0 none)
- *  12  u16 flags                     60 u32 reserved (0)
+ *  12  u16 flags                     60 u32 destinations length D
  *  14  u16 header length (72)        64 u32 body length
  *  16  u32 queue id                  68 u32 variable section length V
  *  20  u64 queue offset
@@ -64,7 +64,12 @@ uint64_t st_hash64(char kind, const char *s); /* index: 'I' id, 'K' key */
  *      count + keys; u16 property count + (key, value) pairs.  A string is
  *      u16 length, the bytes, and a NUL (so decoded views are C strings).
  *  72+V body
- * L = 72 + V + body length. */
+ *  72+V+B destinations (D bytes; D == 0 for a record in one queue): a
+ *      record stored once for several consume queues (st_append_multi)
+ *      lists them all, the first being the header's topic / queue /
+ *      offset: u32 count N, N x (u32 queue, u64 queue offset), N x (u16
+ *      length + topic name bytes).
+ * L = 72 + V + body length + D.  Writers before D existed wrote 0 there. */
 #define ST_REC_MAGIC     0x31525447u /* "GTR1" */
 #define ST_REC_HDR       72u
 #define ST_REC_MAX_HARD  (64u << 20) /* decode bound, whatever the config */
@@ -89,6 +94,28 @@ size_t st_record_size_as(const char *topic, const st_message_t *msg,
 gt_err_t st_record_encode_as(uint8_t *buf, size_t cap, const char *topic,
                              const st_message_t *msg, const char *msg_id,
                              uint16_t flags, size_t *used);
+
+/* Destinations of a multi-queue record. */
+size_t st_dests_size(const char *const *topics, size_t n);
+/* Appends the destination section to a record encoded at buf (its length
+ * grows by st_dests_size(); cap must hold it); queue offsets 0 until
+ * st_record_set_dest(). */
+void st_record_add_dests(uint8_t *buf, const char *const *topics,
+                         const uint32_t *queues, size_t n);
+/* Sets destination i's queue offset (before st_record_seal). */
+void st_record_set_dest(uint8_t *rec, size_t i, uint64_t qoff);
+/* The destination section of a decoded record (D bytes at rec + L - D);
+ * count 0 for a record in one queue. */
+typedef struct st_rdests {
+    const uint8_t *p;    /* the section */
+    uint32_t count;
+    size_t name_at;      /* iteration: next name's offset in p */
+} st_rdests_t;
+void st_record_dests(const uint8_t *rec, st_rdests_t *d);
+/* Destination i (in order; call for i = 0, 1, ...): topic name copied
+ * into name (ST_NAME_MAX + 1 bytes). */
+void st_rdest_next(st_rdests_t *d, size_t i, char *name, uint32_t *queue,
+                   uint64_t *qoff);
 
 /* Writes the writer-assigned fields into an encoded record and its CRC. */
 void st_record_seal(uint8_t *rec, uint32_t queue, uint64_t qoff, uint64_t pos,
@@ -549,6 +576,9 @@ void st_writer_stop(st_local_t *st);
 gt_err_t st_append_submit(st_local_t *st, const char *topic,
                           const st_message_t *msgs, size_t n,
                           st_append_cb cb, void *arg, bool internal);
+void st_append_multi_local(st_store_t *s, const st_message_t *msg,
+                           const st_dest_t *dests, size_t nd,
+                           st_append_cb cb, void *arg);
 
 /* ---- st_consume.c / st_local.c (called with lock held) ---------------- */
 st_topic_rt_t *st_topic_find(st_local_t *st, const char *name);

@@ -449,6 +449,7 @@ static const st_ops_t local_ops = {
     .group_delete = st_group_delete_local,
     .group_get = st_group_get_local,
     .append = st_append_local,
+    .append_multi = st_append_multi_local,
     .pop = st_pop_local,
     .pop_cancel = st_pop_cancel_local,
     .ack = st_ack_local,

@@ -304,36 +304,62 @@ static gt_err_t list_segments(st_local_t *st, uint64_t **out, size_t *n)
     return GT_OK;
 }
 
-/* Rebuilds consume queue and index entries from one record. */
-static gt_err_t apply_record(st_local_t *st, const st_message_t *m,
-                             uint64_t pos, uint32_t len, const char **why)
+/* Rebuilds the consume queue entry of (topic, queue, qoff) for the record
+ * m at pos. */
+static gt_err_t apply_entry(st_local_t *st, const st_message_t *m,
+                            const char *topic, int64_t queue, uint64_t qoff,
+                            uint64_t pos, uint32_t len, const char **why)
 {
-    st_topic_rt_t *t = st_topic_vivify(st, m->topic);
+    st_topic_rt_t *t = st_topic_vivify(st, topic);
     if (!t)
         return GT_ENOMEM;
-    if (m->queue_id < 0 || m->queue_id >= 1024) {
+    if (queue < 0 || queue >= 1024) {
         *why = "queue id out of range";
         return GT_ECORRUPT;
     }
-    if (st_topic_grow(t, (uint32_t)m->queue_id + 1) != GT_OK)
+    if (st_topic_grow(t, (uint32_t)queue + 1) != GT_OK)
         return GT_ENOMEM;
-    st_cq_t *q = &t->cq[m->queue_id];
+    st_cq_t *q = &t->cq[queue];
     if (q->end == q->min_off && q->min_off == 0)
-        st_cq_start(t, (uint32_t)m->queue_id, m->queue_offset);
-    if (m->queue_offset != st_cq_end(q)) {
+        st_cq_start(t, (uint32_t)queue, qoff);
+    if (qoff != st_cq_end(q)) {
         *why = "queue offset out of sequence";
         return GT_ECORRUPT;
     }
     /* the timer topic's consume queue is keyed by delivery time */
-    bool timer = strcmp(m->topic, ST_SYS_TIMER) == 0;
+    bool timer = strcmp(topic, ST_SYS_TIMER) == 0;
     st_cq_entry_t e = {.pos = pos, .size = len, .tag_hash = gt_hash32(m->tag),
                        .store_ts = timer ? m->delivery_ts_ms : m->store_ts_ms,
                        .group_hash = st_group_hash(m->msg_group)};
-    if (st_cq_push(t, (uint32_t)m->queue_id, &e) != GT_OK)
+    if (st_cq_push(t, (uint32_t)queue, &e) != GT_OK)
         return GT_ENOMEM;
-    q = &t->cq[m->queue_id];
+    q = &t->cq[queue];
     q->assigned = st_cq_end(q);
     q->bytes += len;
+    return GT_OK;
+}
+
+/* Rebuilds consume queue and index entries from one record (rec: its
+ * bytes): one entry, or one per destination of a multi-queue record. */
+static gt_err_t apply_record(st_local_t *st, const uint8_t *rec,
+                             const st_message_t *m, uint64_t pos, uint32_t len,
+                             const char **why)
+{
+    st_rdests_t d;
+    gt_err_t rc = GT_OK;
+    st_record_dests(rec, &d);
+    if (d.count == 0)
+        rc = apply_entry(st, m, m->topic, m->queue_id, m->queue_offset, pos,
+                         len, why);
+    for (uint32_t i = 0; i < d.count && rc == GT_OK; i++) {
+        char name[ST_NAME_MAX + 1];
+        uint32_t queue;
+        uint64_t qoff;
+        st_rdest_next(&d, i, name, &queue, &qoff);
+        rc = apply_entry(st, m, name, queue, qoff, pos, len, why);
+    }
+    if (rc != GT_OK)
+        return rc;
     if (m->msg_id[0] && st_index_add(&st->index, st_hash64('I', m->msg_id), pos))
         return GT_ENOMEM;
     for (uint32_t i = 0; i < m->nkeys; i++)
@@ -425,7 +451,7 @@ static gt_err_t scan_seg(st_local_t *st, st_seg_t *seg, uint64_t fsize,
             rc = GT_ECORRUPT;
             break;
         }
-        rc = apply_record(st, &m, seg->base + off, (uint32_t)used, why);
+        rc = apply_record(st, p, &m, seg->base + off, (uint32_t)used, why);
         if (rc != GT_OK)
             break;
         atomic_store(&seg->last_ts, m.store_ts_ms);

@@ -534,6 +534,10 @@ static gt_err_t pull_collect(st_local_t *st, st_topic_rt_t *t,
             rc = st_log_read(st, e->pos, e->size, &d->bufs[d->n], &d->m[d->n]);
             if (rc != GT_OK)
                 break;
+            /* the queue read (a multi-queue record names its first) */
+            d->m[d->n].topic = t->meta.name;
+            d->m[d->n].queue_id = (int32_t)r->queue;
+            d->m[d->n].queue_offset = d->next_off;
             if (st_filter_match(f, &d->m[d->n]))
                 d->n++;
             else

@@ -512,6 +512,17 @@ static void r_append(st_store_t *s, const char *topic, const st_message_t *msgs,
     relay_end(RL(s));
 }
 
+static void r_append_multi(st_store_t *s, const st_message_t *msg,
+                           const st_dest_t *dests, size_t n, st_append_cb cb,
+                           void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_APPEND, (st_res_cb_t){.append = cb}, arg);
+    if (r == NULL)
+        return;
+    st_append_multi(RL(s)->inner, msg, dests, n, cap_append, r);
+    relay_end(RL(s));
+}
+
 static void r_pop(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
                   void *arg)
 {
@@ -735,6 +746,7 @@ static const st_ops_t relay_ops = {
     .group_delete = r_group_delete,
     .group_get = r_group_get,
     .append = r_append,
+    .append_multi = r_append_multi,
     .pop = r_pop,
     .pop_cancel = r_pop_cancel,
     .ack = r_ack,

@@ -64,6 +64,10 @@ struct st_wop {
     st_append_item_t *items;
     st_append_cb cb;
     void *arg;
+    /* st_append_multi: one record (n == 1) in nd consume queues, item d
+     * and topic dt[d] for destination d (dt[0] == topic); nd 0 otherwise */
+    size_t nd;
+    st_topic_rt_t **dt;
 };
 
 static void wop_free(st_wop_t *w)
@@ -71,6 +75,7 @@ static void wop_free(st_wop_t *w)
     if (!w)
         return;
     free(w->buf);
+    free(w->dt);
     free(w); /* the arrays live in the same block */
 }
 
@@ -198,6 +203,8 @@ static gt_err_t wop_encode(st_local_t *st, st_wop_t *w, const char *topic,
     return GT_OK;
 }
 
+static gt_err_t wq_push(st_local_t *st, st_wop_t *w);
+
 gt_err_t st_append_submit(st_local_t *st, const char *topic,
                           const st_message_t *msgs, size_t n, st_append_cb cb,
                           void *arg, bool internal)
@@ -239,6 +246,20 @@ gt_err_t st_append_submit(st_local_t *st, const char *topic,
         rc = wop_encode(st, w, topic, msgs, internal);
     if (rc != GT_OK)
         goto out;
+    if ((rc = wq_push(st, w)) == GT_OK)
+        return GT_OK;
+out:
+    wop_free(w);
+    if (internal)
+        return rc;
+    cb(arg, rc, NULL, 0);
+    return GT_OK;
+}
+
+/* Queues an encoded op for the writer.  GT_ESHUTDOWN when it stopped. */
+static gt_err_t wq_push(st_local_t *st, st_wop_t *w)
+{
+    gt_err_t rc = GT_OK;
     pthread_mutex_lock(&st->wq_lock);
     if (st->wq_stop) {
         rc = GT_ESHUTDOWN;
@@ -252,14 +273,115 @@ gt_err_t st_append_submit(st_local_t *st, const char *topic,
             pthread_cond_signal(&st->wq_cond);
     }
     pthread_mutex_unlock(&st->wq_lock);
+    return rc;
+}
+
+/* st_append_multi: one record, nd destinations (see st.h). */
+void st_append_multi_local(st_store_t *s, const st_message_t *msg,
+                           const st_dest_t *dests, size_t nd,
+                           st_append_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t rc = GT_OK;
+    st_wop_t *w = NULL;
+    const char **names = NULL;
+    uint32_t *queues = NULL;
+    if (!msg || !dests || nd == 0 || nd > ST_DEST_MAX ||
+        msg->nkeys > ST_MAX_KEYS || msg->tx_half ||
+        msg->delivery_ts_ms > st_now_ms()) {
+        rc = GT_EINVAL;
+        goto out;
+    }
+    size_t nix = 1 + msg->nkeys;
+    names = calloc(nd, sizeof(*names));
+    queues = calloc(nd, sizeof(*queues));
+    if (!names || !queues || !(w = wop_new(nd, nix)) ||
+        !(w->dt = calloc(nd, sizeof(*w->dt)))) {
+        rc = GT_ENOMEM;
+        goto out;
+    }
+    w->n = 1;
+    w->nd = nd;
+    w->nix = nix;
+    w->cb = cb;
+    w->arg = arg;
+    pthread_mutex_lock(&st->lock);
+    if (st->closing)
+        rc = GT_ESHUTDOWN;
+    for (size_t d = 0; rc == GT_OK && d < nd; d++) {
+        const char *tn = dests[d].topic;
+        st_topic_rt_t *t = tn && !st_is_sys_name(tn) ? st_topic_find(st, tn)
+                                                     : NULL;
+        if (!tn || st_is_sys_name(tn)) {
+            rc = GT_EINVAL;
+            break;
+        }
+        if (!t || t->deleted) {
+            rc = GT_ENOTFOUND;
+            break;
+        }
+        for (size_t k = 0; k < d; k++) /* 1024^2 / 2 compares at most */
+            if (w->dt[k] == t)
+                rc = GT_EINVAL;
+        uint32_t qc = t->meta.queue_count;
+        int32_t want = dests[d].queue_id;
+        if (want >= 0 && (uint32_t)want >= qc)
+            rc = GT_EINVAL;
+        w->dt[d] = t;
+        names[d] = t->meta.name;
+        queues[d] = want >= 0 ? (uint32_t)want
+                    : msg->msg_group && msg->msg_group[0]
+                        ? gt_hash32(msg->msg_group) % qc
+                        : t->rr++ % qc;
+        w->items[d].queue_id = queues[d];
+    }
+    w->topic = w->dt[0];
+    pthread_mutex_unlock(&st->lock);
+    if (rc != GT_OK)
+        goto out;
+    /* the record: the message in the first destination's topic (names are
+     * the topics' own: never freed nor renamed), then the destinations */
+    char *id = w->items[0].msg_id;
+    size_t idlen;
+    if (!msg->msg_id || !msg->msg_id[0])
+        gen_id(st, id);
+    else if ((idlen = strlen(msg->msg_id)) < ST_MSG_ID_MAX)
+        memcpy(id, msg->msg_id, idlen + 1);
+    else
+        rc = GT_EINVAL;
+    size_t base = rc == GT_OK ? st_record_size_as(names[0], msg, id) : 0;
+    size_t total = base + st_dests_size(names, nd);
+    if (base == 0 || base > st->cfg.max_message_bytes ||
+        total > ST_REC_MAX_HARD || total > st->seg_size - ST_SEG_HDR)
+        rc = GT_EINVAL;
+    else if (!(w->buf = malloc(total)))
+        rc = GT_ENOMEM;
+    size_t used = 0;
     if (rc == GT_OK)
-        return GT_OK;
+        rc = st_record_encode_as(w->buf, total, names[0], msg, id, 0, &used);
+    if (rc != GT_OK)
+        goto out;
+    st_record_add_dests(w->buf, names, queues, nd);
+    w->len = total;
+    w->roff[0] = 0;
+    w->tag_hash[0] = gt_hash32(msg->tag);
+    w->group_hash[0] = st_group_hash(msg->msg_group);
+    w->due[0] = msg->delivery_ts_ms;
+    w->ix_start[0] = 0;
+    w->ix[0] = st_hash64('I', id);
+    for (uint32_t j = 0; j < msg->nkeys; j++)
+        w->ix[1 + j] = st_hash64('K', msg->keys[j]);
+    w->ix_start[1] = (uint32_t)nix;
+    for (size_t d = 1; d < nd; d++)
+        memcpy(w->items[d].msg_id, id, ST_MSG_ID_MAX);
+    rc = wq_push(st, w);
 out:
+    free(names);
+    free(queues);
+    if (rc == GT_OK)
+        return;
     wop_free(w);
-    if (internal)
-        return rc;
     cb(arg, rc, NULL, 0);
-    return GT_OK;
 }
 
 /* ---- writer thread ------------------------------------------------------ */
@@ -291,7 +413,7 @@ static void run_complete(st_wop_t *run, gt_err_t rc)
     while (run) {
         st_wop_t *next = run->next;
         if (rc == GT_OK)
-            run->cb(run->arg, GT_OK, run->items, run->n);
+            run->cb(run->arg, GT_OK, run->items, run->nd ? run->nd : run->n);
         else
             run->cb(run->arg, rc, NULL, 0);
         wop_free(run);
@@ -299,11 +421,36 @@ static void run_complete(st_wop_t *run, gt_err_t rc)
     }
 }
 
+/* Publishes a multi-queue record: an entry in each destination, one
+ * index entry; lock held. */
+static void publish_multi(st_local_t *st, st_wop_t *w, int64_t now)
+{
+    uint64_t pos = w->items[0].position;
+    uint32_t sz = (uint32_t)w->len;
+    for (size_t d = 0; d < w->nd; d++) {
+        st_cq_entry_t e = {.pos = pos, .size = sz, .tag_hash = w->tag_hash[0],
+                           .store_ts = now, .group_hash = w->group_hash[0]};
+        uint32_t q = w->items[d].queue_id;
+        if (st_cq_push(w->dt[d], q, &e) != GT_OK)
+            GT_LOG(ERROR, "store", "out of memory publishing a message");
+        w->dt[d]->cq[q].bytes += sz;
+        st_publish_wake(st, w->dt[d]);
+    }
+    for (uint32_t k = w->ix_start[0]; k < w->ix_start[1]; k++)
+        (void)st_index_add(&st->index, w->ix[k], pos);
+    if (pos + sz > st->published_pos)
+        st->published_pos = pos + sz;
+}
+
 /* Publishes a durable run to consume queues and the index; lock taken. */
 static void run_publish(st_local_t *st, st_wop_t *run, int64_t now)
 {
     pthread_mutex_lock(&st->lock);
     for (st_wop_t *w = run; w; w = w->next) {
+        if (w->nd) {
+            publish_multi(st, w, now);
+            continue;
+        }
         for (size_t i = 0; i < w->n; i++) {
             st_append_item_t *it = &w->items[i];
             uint32_t sz = (uint32_t)((i + 1 < w->n ? w->roff[i + 1] : w->len) -
@@ -331,8 +478,9 @@ static void run_rewind(st_local_t *st, st_wop_t *run)
 {
     pthread_mutex_lock(&st->lock);
     for (st_wop_t *w = run; w; w = w->next)
-        for (size_t i = 0; i < w->n; i++) {
-            st_cq_t *q = &w->topic->cq[w->items[i].queue_id];
+        for (size_t i = 0; i < (w->nd ? w->nd : w->n); i++) {
+            st_topic_rt_t *t = w->nd ? w->dt[i] : w->topic;
+            st_cq_t *q = &t->cq[w->items[i].queue_id];
             if (w->items[i].queue_offset < q->assigned)
                 q->assigned = w->items[i].queue_offset;
         }
@@ -461,15 +609,21 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
     }
     pthread_mutex_lock(&st->lock);
     for (st_wop_t *w = run; w; w = w->next)
-        for (size_t i = 0; i < w->n; i++)
+        for (size_t i = 0; i < (w->nd ? w->nd : w->n); i++)
             w->items[i].queue_offset =
-                w->topic->cq[w->items[i].queue_id].assigned++;
+                (w->nd ? w->dt[i] : w->topic)->cq[w->items[i].queue_id]
+                    .assigned++;
     pthread_mutex_unlock(&st->lock);
     for (st_wop_t *w = run; w && rc == GT_OK; w = w->next) {
         for (size_t i = 0; i < w->n; i++) {
             st_append_item_t *it = &w->items[i];
             it->position = seg->base + off + w->roff[i];
             it->store_ts_ms = now;
+            for (size_t d = 0; d < w->nd; d++) { /* multi: n == 1 */
+                st_record_set_dest(w->buf, d, w->items[d].queue_offset);
+                w->items[d].position = it->position;
+                w->items[d].store_ts_ms = now;
+            }
             st_record_seal(w->buf + w->roff[i], it->queue_id, it->queue_offset,
                            it->position, now);
         }

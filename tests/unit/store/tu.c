@@ -650,3 +650,14 @@ void tu_kv_free(tu_kv_t *kv, size_t n)
     }
     free(kv);
 }
+
+gt_err_t tu_send_multi(st_store_t *st, const st_message_t *m,
+                       const st_dest_t *dests, size_t n,
+                       st_append_item_t *items)
+{
+    waiter_t w;
+    w_init(&w);
+    w.items = items;
+    st_append_multi(st, m, dests, n, append_cb, &w);
+    return w_wait(&w);
+}

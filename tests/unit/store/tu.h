@@ -102,6 +102,11 @@ gt_err_t tu_tx_pending(st_store_t *st, int64_t ms, uint32_t max,
                        tu_msg_t *out, size_t *n);
 gt_err_t tu_recall(st_store_t *st, const char *topic, const char *id);
 
+/* st_append_multi; items (n of them) may be NULL. */
+gt_err_t tu_send_multi(st_store_t *st, const st_message_t *m,
+                       const st_dest_t *dests, size_t n,
+                       st_append_item_t *items);
+
 /* Durable metadata records (st_meta_*).  tu_meta_list copies the answer
  * into owned records (free with tu_kv_free). */
 typedef struct tu_kv {
