@@ -80,6 +80,9 @@ struct gw_broker {
     gw_queue_t *qmap[GW_QMAP];
     gw_bconn_t *conns;
     gw_router_t *router; /* exchanges and bindings of vhost "/" */
+    bool loaded;         /* the durable metadata is read back */
+    void (*ready_fn)(void *arg);
+    void *ready_arg;
 };
 
 /* A queue (vhost "/"): the map holds one reference while it exists. */
@@ -230,6 +233,15 @@ static bool ch_live(const gw_chan_t *ch)
     return !ch->closed && ch->bc->c != NULL && gw_conn_running(ch->bc->c);
 }
 
+#define CH_ERR(ch, code, mid, ...)                                                             \
+    gw_conn_channel_error((ch)->bc->c, (ch)->id, (code), (mid), __VA_ARGS__)
+
+static void reply(gw_chan_t *ch, const gw_method_t *m)
+{
+    if (ch_live(ch))
+        gw_conn_send_method(ch->bc->c, ch->id, m);
+}
+
 /* ---- store requests ---------------------------------------------------- */
 
 static void *op_new(gw_broker_t *b, size_t size, gw_op_fn fn)
@@ -373,6 +385,156 @@ static void fire_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle)
     st_change_invisible(b->store, q->id, q->id, handle, 1, requeue_cb, r);
 }
 
+/* ---- durable metadata (st_meta_*) -------------------------------------- *
+ * Durable queues, exchanges and bindings are records in the store's
+ * metadata space, so that they survive a restart (and, with a remote store,
+ * are shared).  Namespaces and layouts:
+ *   amqp.queue     key: vhost (u8 len + bytes) + name;
+ *                  value: 1, flags (1 durable, 2 auto-delete), store id (u8 len
+ *                  + bytes), arguments table (u32 len + bytes)
+ *   amqp.exchange  key: vhost + name; value: 1, type, flags, alternate
+ *                  exchange (u8 len + bytes)
+ *   amqp.binding   key: vhost + source (u8 + bytes) + kind (0 queue, 1
+ *                  exchange) + destination (u8 + bytes) + routing key (u8 +
+ *                  bytes) + FNV-1a 64 of the arguments as sent;
+ *                  value: the arguments table
+ * A binding is durable when its source and destination are. */
+#define GW_NS_QUEUE "amqp.queue"
+#define GW_NS_EXCHANGE "amqp.exchange"
+#define GW_NS_BINDING "amqp.binding"
+#define GW_META_KEY 1024u
+
+static size_t put_s8(uint8_t *p, gw_str_t s)
+{
+    p[0] = (uint8_t)s.len;
+    memcpy(p + 1, s.ptr, s.len);
+    return 1 + s.len;
+}
+
+static size_t name_key(uint8_t *k, gw_str_t name)
+{
+    size_t n = put_s8(k, gw_str("/"));
+
+    memcpy(k + n, name.ptr, name.len);
+    return n + name.len;
+}
+
+static size_t binding_key(uint8_t *k, gw_str_t src, gw_dest_kind_t kind, gw_str_t dest,
+                          gw_str_t key, gw_table_t args)
+{
+    uint64_t h = 1469598103934665603ull;
+    size_t n = put_s8(k, gw_str("/"));
+
+    n += put_s8(k + n, src);
+    k[n++] = kind == GW_DEST_EXCHANGE ? 1 : 0;
+    n += put_s8(k + n, dest);
+    n += put_s8(k + n, key);
+    for (size_t i = 0; i < args.len; i++)
+        h = (h ^ args.ptr[i]) * 1099511628211ull;
+    for (int i = 7; i >= 0; i--)
+        k[n++] = (uint8_t)(h >> (i * 8));
+    return n;
+}
+
+/* A metadata write whose answer frees it, or replies (okid) on its
+ * channel once durable, the connection stalled until then. */
+typedef struct {
+    gw_op_t op;
+    gw_chan_t *ch; /* ref, or NULL: nobody waits */
+    gw_method_id_t okid;
+    uint32_t mid;
+    bool nowait;
+} mop_t;
+
+static void mop_fn(gw_op_t *op)
+{
+    mop_t *o = (mop_t *)op;
+
+    if (op->err != GT_OK && op->err != GT_ENOTFOUND)
+        GT_LOG(WARN, "amqp", "metadata write failed: %s", gt_err_str(op->err));
+    if (o->ch != NULL) {
+        if (op->err != GT_OK && ch_live(o->ch)) {
+            CH_ERR(o->ch, GW_INTERNAL_ERROR, o->mid, "cannot store the declaration: %s",
+                   gt_err_str(op->err));
+        } else if (!o->nowait) {
+            gw_method_t r = {.id = o->okid};
+            reply(o->ch, &r);
+        }
+        if (o->ch->bc->c != NULL)
+            gw_conn_unstall(o->ch->bc->c);
+        ch_unref(o->ch);
+    }
+    free(o);
+}
+
+/* ch NULL: fire and forget; else reply okid when durable. */
+static mop_t *mop_new(gw_broker_t *b, gw_chan_t *ch, uint32_t mid, gw_method_id_t okid,
+                      bool nowait)
+{
+    mop_t *o = op_new(b, sizeof(*o), mop_fn);
+
+    if (o == NULL)
+        return NULL;
+    if (ch != NULL) {
+        ch_ref(ch);
+        o->ch = ch;
+        gw_conn_stall(ch->bc->c);
+    }
+    o->okid = okid;
+    o->mid = mid;
+    o->nowait = nowait;
+    return o;
+}
+
+/* Writes (value != NULL) or deletes a record; with ch, replies okid on
+ * it when done.  false: out of memory (nothing was sent). */
+static bool meta_write(gw_broker_t *b, gw_chan_t *ch, uint32_t mid, gw_method_id_t okid,
+                       bool nowait, const char *ns, const uint8_t *key, size_t klen,
+                       const uint8_t *value, size_t vlen, bool del)
+{
+    mop_t *o = mop_new(b, ch, mid, okid, nowait);
+
+    if (o == NULL)
+        return false;
+    if (del)
+        st_meta_del(b->store, ns, key, (uint32_t)klen, op_done_cb, o);
+    else
+        st_meta_put(b->store, ns, key, (uint32_t)klen, value, (uint32_t)vlen, op_done_cb, o);
+    return true;
+}
+
+static void binding_forget(void *ctx, const gw_binding_t *bd)
+{
+    gw_broker_t *b = ctx;
+    uint8_t k[GW_META_KEY + 64];
+    size_t n;
+
+    if (bd->source.len + bd->dest.len + bd->key.len + 16 > GW_META_KEY)
+        return;
+    n = binding_key(k, bd->source, bd->dest_kind, bd->dest, bd->key, bd->args);
+    meta_write(b, NULL, 0, 0, true, GW_NS_BINDING, k, n, NULL, 0, true);
+}
+
+static bool exchange_durable(gw_broker_t *b, gw_str_t name)
+{
+    uint32_t f = 0;
+
+    return gw_route_exchange_get(b->router, name, NULL, &f) && (f & GW_XF_DURABLE);
+}
+
+/* The queue's record: key and value into k (GW_META_KEY) and v (64). */
+static void queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, uint8_t *v, size_t *vl)
+{
+    size_t n = 0;
+
+    *kl = name_key(k, (gw_str_t){q->name, q->nlen});
+    v[n++] = 1;
+    v[n++] = (uint8_t)((q->durable ? 1 : 0) | (q->auto_delete ? 2 : 0));
+    n += put_s8(v + n, gw_str(q->id));
+    memset(v + n, 0, 4); /* arguments: none kept yet */
+    *vl = n + 4;
+}
+
 /* ---- queues ------------------------------------------------------------ */
 
 static uint32_t name_hash(const char *p, size_t n)
@@ -442,7 +604,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     queue_kick(arg);
 }
 
-static gw_queue_t *queue_add(gw_broker_t *b, gw_str_t name)
+static gw_queue_t *queue_add(gw_broker_t *b, gw_str_t name, const char *id)
 {
     gw_queue_t *q = calloc(1, sizeof(*q));
     uint8_t r[8];
@@ -460,8 +622,11 @@ static gw_queue_t *queue_add(gw_broker_t *b, gw_str_t name)
     q->nlen = (uint8_t)name.len;
     memcpy(q->name, name.ptr, name.len);
     random_bytes(r, sizeof(r));
-    snprintf(q->id, sizeof(q->id), "AMQP-q-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
-             r[3], r[4], r[5], r[6], r[7]);
+    if (id != NULL)
+        snprintf(q->id, sizeof(q->id), "%s", id);
+    else
+        snprintf(q->id, sizeof(q->id), "AMQP-q-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
+                 r[2], r[3], r[4], r[5], r[6], r[7]);
     h = name_hash(name.ptr, name.len) % GW_QMAP;
     q->hnext = b->qmap[h];
     b->qmap[h] = q;
@@ -488,7 +653,12 @@ static void queue_drop(gw_queue_t *q)
     event_del(q->kick_ev);
     while (q->consumers != NULL)
         consumer_remove(q->consumers, true);
-    gw_route_unbind_queue(b->router, (gw_str_t){q->name, q->nlen}, NULL, NULL);
+    gw_route_unbind_queue(b->router, (gw_str_t){q->name, q->nlen}, binding_forget, b);
+    if (q->durable && !q->exclusive && !b->stopping) {
+        uint8_t k[GW_META_KEY];
+        size_t kl = name_key(k, (gw_str_t){q->name, q->nlen});
+        meta_write(b, NULL, 0, 0, true, GW_NS_QUEUE, k, kl, NULL, 0, true);
+    }
     if (q->ready) {
         if ((op = op_new(b, sizeof(*op), op_free_fn)) != NULL)
             st_group_delete(b->store, q->id, op_done_cb, op);
@@ -499,16 +669,232 @@ static void queue_drop(gw_queue_t *q)
     q_unref(q);
 }
 
+/* ---- reading the durable metadata back at start ------------------------ */
+
+typedef struct {
+    uint8_t *key, *value;
+    uint32_t klen, vlen;
+} lrec_t;
+
+typedef struct {
+    gw_op_t op;
+    int phase; /* 0 exchanges, 1 queues, 2 bindings */
+    bool more;
+    size_t n;
+    uint8_t after[GW_META_KEY];
+    uint32_t after_len;
+    lrec_t *recs;
+} load_op_t;
+
+static const char *const load_ns[3] = {GW_NS_EXCHANGE, GW_NS_QUEUE, GW_NS_BINDING};
+
+static void load_fn(gw_op_t *op);
+
+static void load_cb(void *arg, gt_err_t err, const st_meta_rec_t *recs, size_t n, bool more)
+{
+    load_op_t *o = arg;
+
+    o->op.err = err;
+    o->more = more;
+    o->n = 0;
+    if (err == GT_OK && n > 0 && (o->recs = calloc(n, sizeof(*o->recs))) != NULL) {
+        for (size_t i = 0; i < n; i++) {
+            lrec_t *r = &o->recs[i];
+            r->key = malloc(recs[i].key_len + 1);
+            r->value = malloc(recs[i].value_len + 1);
+            if (r->key == NULL || r->value == NULL) {
+                free(r->key);
+                free(r->value);
+                o->op.err = GT_ENOMEM;
+                break;
+            }
+            memcpy(r->key, recs[i].key, recs[i].key_len);
+            memcpy(r->value, recs[i].value, recs[i].value_len);
+            r->klen = recs[i].key_len;
+            r->vlen = recs[i].value_len;
+            o->n = i + 1;
+        }
+        if (o->n > 0 && recs[o->n - 1].key_len <= sizeof(o->after)) {
+            memcpy(o->after, recs[o->n - 1].key, recs[o->n - 1].key_len);
+            o->after_len = recs[o->n - 1].key_len;
+        }
+    } else if (err == GT_OK && n > 0) {
+        o->op.err = GT_ENOMEM;
+    }
+    op_post(&o->op);
+}
+
+static void load_next(gw_broker_t *b, load_op_t *o)
+{
+    st_meta_list_req_t req;
+
+    pthread_mutex_lock(&b->mu);
+    b->ops++;
+    pthread_mutex_unlock(&b->mu);
+    memset(&req, 0, sizeof(req));
+    req.ns = load_ns[o->phase];
+    req.after = o->after_len > 0 ? o->after : NULL;
+    req.after_len = o->after_len;
+    st_meta_list(b->store, &req, load_cb, o);
+}
+
+/* Reads a u8-length string at *at of p[0..n). */
+static bool get_s8(const uint8_t *p, size_t n, size_t *at, gw_str_t *out)
+{
+    if (*at >= n || *at + 1 + p[*at] > n)
+        return false;
+    *out = (gw_str_t){(const char *)p + *at + 1, p[*at]};
+    *at += 1 + (size_t)p[*at];
+    return true;
+}
+
+static void forget_rec(gw_broker_t *b, const char *ns, const lrec_t *r)
+{
+    meta_write(b, NULL, 0, 0, true, ns, r->key, r->klen, NULL, 0, true);
+}
+
+static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
+{
+    size_t at = 0;
+    gw_str_t vh, name;
+
+    if (!get_s8(r->key, r->klen, &at, &vh) || !gw_str_eq(vh, "/"))
+        return; /* other vhosts come with configured vhosts */
+    if (phase == 0) {
+        size_t v = 3;
+        gw_str_t ae;
+        name = (gw_str_t){(const char *)r->key + at, r->klen - at};
+        if (r->vlen < 4 || r->value[0] != 1 || r->value[1] > GW_XTYPE_HEADERS ||
+            !get_s8(r->value, r->vlen, &v, &ae))
+            return;
+        if (gw_route_exchange_add(b->router, name, (gw_xtype_t)r->value[1], r->value[2]) ==
+                GT_OK &&
+            ae.len > 0)
+            gw_route_exchange_set_alternate(b->router, name, &ae);
+    } else if (phase == 1) {
+        size_t v = 2;
+        gw_str_t id;
+        char idbuf[40];
+        gw_queue_t *q;
+        name = (gw_str_t){(const char *)r->key + at, r->klen - at};
+        if (r->vlen < 3 || r->value[0] != 1 || !get_s8(r->value, r->vlen, &v, &id) ||
+            id.len >= sizeof(idbuf) || queue_find(b, name) != NULL)
+            return;
+        memcpy(idbuf, id.ptr, id.len);
+        idbuf[id.len] = '\0';
+        if ((q = queue_add(b, name, idbuf)) == NULL)
+            return;
+        q->durable = true;
+        q->auto_delete = (r->value[1] & 2) != 0;
+        q->ready = true;
+    } else {
+        gw_str_t src, dest, key;
+        uint8_t kind;
+        gw_table_t args = {r->vlen > 0 ? r->value : NULL, r->vlen};
+        if (!get_s8(r->key, r->klen, &at, &src) || at >= r->klen)
+            return;
+        kind = r->key[at++];
+        if (!get_s8(r->key, r->klen, &at, &dest) || !get_s8(r->key, r->klen, &at, &key))
+            return;
+        if ((kind == 0 && queue_find(b, dest) == NULL) ||
+            gw_route_bind(b->router, src, kind == 1 ? GW_DEST_EXCHANGE : GW_DEST_QUEUE, dest,
+                          key, args, NULL) != GT_OK)
+            forget_rec(b, GW_NS_BINDING, r); /* an end is gone */
+    }
+}
+
+/* After the metadata: store topics of queues that are no longer declared
+ * (transient queues of an earlier run, deletes that missed a crash) go. */
+typedef struct {
+    gw_op_t op;
+    size_t n;
+    char (*names)[ST_NAME_MAX + 1];
+} sweep_op_t;
+
+static void sweep_fn(gw_op_t *op)
+{
+    sweep_op_t *o = (sweep_op_t *)op;
+    gw_broker_t *b = op->b;
+    size_t gone = 0;
+
+    for (size_t i = 0; i < o->n && op->err == GT_OK && !b->stopping; i++) {
+        bool used = false;
+        gw_op_t *d;
+        for (uint32_t h = 0; h < GW_QMAP && !used; h++)
+            for (gw_queue_t *q = b->qmap[h]; q != NULL && !used; q = q->hnext)
+                used = strcmp(q->id, o->names[i]) == 0;
+        if (used)
+            continue;
+        if ((d = op_new(b, sizeof(*d), op_free_fn)) != NULL)
+            st_group_delete(b->store, o->names[i], op_done_cb, d);
+        if ((d = op_new(b, sizeof(*d), op_free_fn)) != NULL)
+            st_topic_delete(b->store, o->names[i], op_done_cb, d);
+        gone++;
+    }
+    if (gone > 0)
+        GT_LOG(INFO, "amqp", "deleted the store topics of %zu queues no longer declared", gone);
+    free(o->names);
+    free(o);
+}
+
+static void sweep_cb(void *arg, gt_err_t err, const st_topic_t *topics, size_t n)
+{
+    sweep_op_t *o = arg;
+
+    o->op.err = err;
+    if (err == GT_OK && n > 0 && (o->names = calloc(n, sizeof(*o->names))) != NULL) {
+        for (size_t i = 0; i < n; i++)
+            if (strncmp(topics[i].name, "AMQP-q-", 7) == 0)
+                memcpy(o->names[o->n++], topics[i].name, sizeof(o->names[0]));
+    }
+    op_post(&o->op);
+}
+
+static void load_fn(gw_op_t *op)
+{
+    load_op_t *o = (load_op_t *)op;
+    gw_broker_t *b = op->b;
+
+    for (size_t i = 0; i < o->n; i++) {
+        if (op->err == GT_OK && !b->stopping)
+            load_one(b, o->phase, &o->recs[i]);
+        free(o->recs[i].key);
+        free(o->recs[i].value);
+    }
+    free(o->recs);
+    o->recs = NULL;
+    if (op->err != GT_OK)
+        GT_LOG(ERROR, "amqp", "cannot read the durable AMQP metadata (%s): %s",
+               load_ns[o->phase], gt_err_str(op->err));
+    if (op->err == GT_OK && !b->stopping && (o->more || o->phase < 2)) {
+        if (!o->more) {
+            o->phase++;
+            o->after_len = 0;
+        }
+        load_next(b, o);
+        return;
+    }
+    {
+        size_t nq = 0;
+        for (uint32_t h = 0; h < GW_QMAP; h++)
+            for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext)
+                nq++;
+        GT_LOG(INFO, "amqp", "durable metadata read: %zu exchanges, %zu queues, %zu bindings",
+               gw_route_exchange_count(b->router), nq, gw_route_binding_count(b->router));
+    }
+    free(o);
+    if (!b->stopping) {
+        sweep_op_t *w = op_new(b, sizeof(*w), sweep_fn);
+        if (w != NULL)
+            st_topic_get(b->store, NULL, sweep_cb, w);
+    }
+    b->loaded = true;
+    if (b->ready_fn != NULL && !b->stopping)
+        b->ready_fn(b->ready_arg);
+}
+
 /* ---- channel errors ---------------------------------------------------- */
 
-#define CH_ERR(ch, code, mid, ...)                                                             \
-    gw_conn_channel_error((ch)->bc->c, (ch)->id, (code), (mid), __VA_ARGS__)
-
-static void reply(gw_chan_t *ch, const gw_method_t *m)
-{
-    if (ch_live(ch))
-        gw_conn_send_method(ch->bc->c, ch->id, m);
-}
 
 /* The queue a method names: "" means the channel's last declared one. */
 static bool resolve_name(gw_chan_t *ch, uint32_t mid, gw_str_t in, gw_str_t *out)
@@ -644,6 +1030,17 @@ static void create_fn(gw_op_t *op)
         st_group_put(b->store, &g, qop_done_cb, o);
         return;
     }
+    if (op->err == GT_OK && o->step == 1 && !o->q->gone && o->q->durable && !o->q->exclusive) {
+        uint8_t k[GW_META_KEY], v[64];
+        size_t kl, vl;
+        queue_record(o->q, k, &kl, v, &vl);
+        o->step = 2;
+        pthread_mutex_lock(&b->mu);
+        b->ops++;
+        pthread_mutex_unlock(&b->mu);
+        st_meta_put(b->store, GW_NS_QUEUE, k, (uint32_t)kl, v, (uint32_t)vl, qop_done_cb, o);
+        return;
+    }
     if (op->err != GT_OK) {
         GT_LOG(WARN, "amqp", "cannot create the store topic/group %s for queue '%.*s': %s",
                o->q->id, (int)o->q->nlen, o->q->name, gt_err_str(op->err));
@@ -712,7 +1109,7 @@ static void on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                 return;
             }
         } else {
-            if ((q = queue_add(b, name)) == NULL) {
+            if ((q = queue_add(b, name, NULL)) == NULL) {
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
                 return;
             }
@@ -1146,7 +1543,8 @@ static void consumer_remove(gw_consumer_t *cs, bool notify)
         m.u.basic_cancel.nowait = true;
         gw_conn_send_method(ch->bc->c, ch->id, &m);
     }
-    if (q->auto_delete && q->had_consumer && q->nconsumers == 0 && !q->gone)
+    if (q->auto_delete && q->had_consumer && q->nconsumers == 0 && !q->gone &&
+        !q->b->stopping)
         queue_drop(q);
     cs_unref(cs);
 }
@@ -1789,9 +2187,22 @@ static void on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
         }
         {
             gw_value_t ae;
-            if (gw_table_get(d->arguments, "alternate-exchange", &ae) && ae.type == 'S') {
-                gw_str_t an = {(const char *)ae.v.bytes.ptr, ae.v.bytes.len};
+            gw_str_t an = {"", 0};
+            if (gw_table_get(d->arguments, "alternate-exchange", &ae) && ae.type == 'S' &&
+                ae.v.bytes.len <= 255) {
+                an = (gw_str_t){(const char *)ae.v.bytes.ptr, ae.v.bytes.len};
                 gw_route_exchange_set_alternate(r, d->exchange, &an);
+            }
+            if (d->durable) {
+                uint8_t k[GW_META_KEY], v[300];
+                size_t kl = name_key(k, d->exchange), vl = 0;
+                v[vl++] = 1;
+                v[vl++] = (uint8_t)type;
+                v[vl++] = (uint8_t)flags;
+                vl += put_s8(v + vl, an);
+                if (meta_write(ch->bc->b, ch, m->id, GW_EXCHANGE_DECLARE_OK, d->nowait,
+                               GW_NS_EXCHANGE, k, kl, v, vl, false))
+                    return;
             }
         }
     }
@@ -1801,6 +2212,7 @@ static void on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
 
 /* Auto-delete: an exchange that lost its last binding as a source goes. */
 typedef struct {
+    gw_broker_t *b;
     gw_str_t src[16];
     char buf[16][256];
     size_t n;
@@ -1809,6 +2221,8 @@ typedef struct {
 static void note_lost(void *ctx, const gw_binding_t *bd)
 {
     lost_t *l = ctx;
+
+    binding_forget(l->b, bd);
 
     for (size_t i = 0; i < l->n; i++)
         if (l->src[i].len == bd->source.len && memcmp(l->src[i].ptr, bd->source.ptr, bd->source.len) == 0)
@@ -1820,13 +2234,27 @@ static void note_lost(void *ctx, const gw_binding_t *bd)
     }
 }
 
+/* Removes an exchange with its bindings and their records. */
+static void exchange_drop(gw_broker_t *b, gw_str_t name, uint32_t flags, lost_t *l)
+{
+    if (flags & GW_XF_DURABLE) {
+        uint8_t k[GW_META_KEY];
+        size_t kl = name_key(k, name);
+        meta_write(b, NULL, 0, 0, true, GW_NS_EXCHANGE, k, kl, NULL, 0, true);
+    }
+    if (l != NULL)
+        gw_route_exchange_remove(b->router, name, note_lost, l);
+    else
+        gw_route_exchange_remove(b->router, name, binding_forget, b);
+}
+
 static void auto_delete_sources(gw_router_t *r, lost_t *l)
 {
     for (size_t i = 0; i < l->n; i++) {
         uint32_t f;
         if (gw_route_exchange_get(r, l->src[i], NULL, &f) && (f & GW_XF_AUTO_DELETE) &&
             gw_route_count_source(r, l->src[i]) == 0)
-            gw_route_exchange_remove(r, l->src[i], NULL, NULL);
+            exchange_drop(l->b, l->src[i], f, NULL);
     }
 }
 
@@ -1847,12 +2275,15 @@ static void on_exchange_delete(gw_chan_t *ch, const gw_method_t *m)
                    (int)d->exchange.len, d->exchange.ptr);
             return;
         }
+        uint32_t f = 0;
+        gw_route_exchange_get(r, d->exchange, NULL, &f);
         if ((l = calloc(1, sizeof(*l))) != NULL) {
-            gw_route_exchange_remove(r, d->exchange, note_lost, l);
+            l->b = ch->bc->b;
+            exchange_drop(ch->bc->b, d->exchange, f, l);
             auto_delete_sources(r, l);
             free(l);
         } else {
-            gw_route_exchange_remove(r, d->exchange, NULL, NULL);
+            exchange_drop(ch->bc->b, d->exchange, f, NULL);
         }
     }
     if (!d->nowait)
@@ -1885,13 +2316,26 @@ static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_
             }
         }
         rc = gw_route_bind(r, src, kind, dest, key, args, NULL);
+        if (rc == GT_OK && exchange_durable(ch->bc->b, src) &&
+            (kind == GW_DEST_EXCHANGE ? exchange_durable(ch->bc->b, dest)
+                                      : queue_find(ch->bc->b, dest) != NULL &&
+                                            queue_find(ch->bc->b, dest)->durable) &&
+            src.len + dest.len + key.len + 16 <= GW_META_KEY) {
+            uint8_t k[GW_META_KEY + 64];
+            size_t kl = binding_key(k, src, kind, dest, key, args);
+            if (meta_write(ch->bc->b, ch, mid, okid, nowait, GW_NS_BINDING, k, kl,
+                           args.ptr != NULL ? args.ptr : (const uint8_t *)"", args.len, false))
+                return;
+        }
     } else {
         lost_t *l = calloc(1, sizeof(*l));
         bool removed = false;
         rc = gw_route_unbind(r, src, kind, dest, key, args, &removed);
         if (l != NULL) {
+            l->b = ch->bc->b;
             if (rc == GT_OK && removed) {
-                gw_binding_t bd = {.source = src};
+                gw_binding_t bd = {.source = src, .dest_kind = kind, .dest = dest, .key = key,
+                                   .args = args};
                 note_lost(l, &bd);
                 auto_delete_sources(r, l);
             }
@@ -2167,7 +2611,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
                 queue_kick(q);
 }
 
-gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store)
+gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
+                           void (*ready_fn)(void *arg), void *ready_arg)
 {
     gw_broker_t *b = calloc(1, sizeof(*b));
     struct timeval tv = {GW_TICK_MS / 1000, (GW_TICK_MS % 1000) * 1000};
@@ -2201,6 +2646,18 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store)
         };
         for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
             gw_route_exchange_add(b->router, gw_str(pre[i].name), pre[i].type, pre[i].flags);
+    }
+    b->ready_fn = ready_fn;
+    b->ready_arg = ready_arg;
+    {
+        load_op_t *o = calloc(1, sizeof(*o));
+        if (o == NULL) {
+            gw_broker_free(b);
+            return NULL;
+        }
+        o->op.b = b;
+        o->op.fn = load_fn;
+        load_next(b, o);
     }
     event_add(b->tick, &tv);
     return b;

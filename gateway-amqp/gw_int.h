@@ -50,8 +50,12 @@ const char *gw_conn_peer(const gw_conn_t *c);
 
 /* ---- the broker, for the connection layer ----------------------------- */
 
-/* Borrows base and store (both outlive the broker).  NULL on failure. */
-gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store);
+/* Borrows base and store (both outlive the broker).  Reads the durable
+ * metadata back (exchanges, queues, bindings), then calls ready_fn on the
+ * loop thread (the server accepts connections from then on).  NULL on
+ * failure. */
+gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
+                           void (*ready_fn)(void *arg), void *ready_arg);
 /* Called on the loop thread when the server stops: no new store work. */
 void gw_broker_stop(gw_broker_t *b);
 /* After the loop thread is joined: waits for the store operations still

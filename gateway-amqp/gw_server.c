@@ -76,6 +76,7 @@ struct gw_server {
     char cluster_name[128];
     gw_conn_t *conns;
     gw_broker_t *broker; /* NULL without a store: no messaging (540) */
+    bool ready;          /* the broker's metadata is loaded */
 };
 
 struct gw_conn {
@@ -955,6 +956,16 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+/* The broker has read its durable metadata: connections are welcome. */
+static void broker_ready(void *arg)
+{
+    gw_server_t *s = arg;
+
+    s->ready = true;
+    if (s->lis != NULL)
+        evconnlistener_enable(s->lis);
+}
+
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
 static int threads_rc = -1;
 
@@ -999,7 +1010,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         snprintf(err, errlen, "AMQP: cannot create the event loop");
         goto fail;
     }
-    if (o->store != NULL && (s->broker = gw_broker_new(s->base, o->store)) == NULL) {
+    if (o->store != NULL &&
+        (s->broker = gw_broker_new(s->base, o->store, broker_ready, s)) == NULL) {
         snprintf(err, errlen, "AMQP: out of memory");
         goto fail;
     }
@@ -1020,6 +1032,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         return en == EADDRINUSE ? GT_EBUSY : GT_EIO;
     }
     freeaddrinfo(ai);
+    if (s->broker != NULL && !s->ready)
+        evconnlistener_disable(s->lis); /* until the metadata is read back */
     if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) == 0)
         s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);

@@ -1,0 +1,90 @@
+// Durable AMQP metadata (issue 9): durable queues, exchanges and bindings
+// are records in the store (st_meta_*) and come back after a SIGKILL of
+// gantry in sync-flush mode, with their confirmed persistent messages;
+// transient and exclusive queues (their store topics are swept at start),
+// transient exchanges and the bindings of either do not.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGantry, stopGantry, waitFor, require } from './harness.mjs';
+
+const amqp = require('amqplib');
+
+async function open(g) {
+  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${g.amqpPort}/`);
+  conn.on('error', () => {});
+  return conn;
+}
+
+async function missing(conn, fn) {
+  const ch = await conn.createChannel();
+  ch.on('error', () => {});
+  await assert.rejects(fn(ch), (e) => e.code === 404);
+}
+
+test('durable queues, exchanges and bindings survive a SIGKILL; transient ones do not', async () => {
+  let g = await startGantry({ logLevel: 'info', flush: 'sync' });
+  let conn = await open(g);
+  let ch = await conn.createConfirmChannel();
+  await ch.assertExchange('d.x', 'topic', { durable: true });
+  await ch.assertExchange('t.x', 'fanout', { durable: false });
+  await ch.assertQueue('d.q', { durable: true });
+  await ch.assertQueue('t.q', { durable: false });
+  await ch.assertQueue('d.xq', { durable: true, exclusive: true });
+  await ch.bindQueue('d.q', 'd.x', 'a.#');
+  await ch.bindQueue('d.q', 'amq.direct', 'dk');
+  await ch.bindQueue('d.q', 't.x', '');
+  await ch.bindQueue('t.q', 'd.x', '#');
+  const sends = [];
+  for (let i = 0; i < 100; i++) {
+    sends.push(new Promise((res, rej) => ch.publish('d.x', 'a.b', Buffer.from(`m${i}`),
+      { persistent: true, headers: { i } }, (e) => (e ? rej(e) : res()))));
+  }
+  await Promise.all(sends); // every one confirmed: durable in sync mode
+  await stopGantry(g, 'SIGKILL', { keepDir: true });
+
+  g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
+    httpPort: g.httpPort, amqpPort: g.amqpPort });
+  try {
+    conn = await open(g);
+    ch = await conn.createChannel();
+    assert.equal((await ch.checkQueue('d.q')).messageCount, 100);
+    await ch.checkExchange('d.x');
+    await missing(conn, (c) => c.checkQueue('t.q'));
+    await missing(conn, (c) => c.checkQueue('d.xq'));
+    await missing(conn, (c) => c.checkExchange('t.x'));
+    // The store topics of the transient and exclusive queues are swept.
+    await waitFor(() => /deleted the store topics of 2 queues no longer declared/.test(g.log()),
+      5000, 'the sweep');
+    // The messages, in order, with their headers.
+    for (let i = 0; i < 100; i++) {
+      const m = await ch.get('d.q', { noAck: true });
+      assert.ok(m, `message ${i}`);
+      assert.equal(m.content.toString(), `m${i}`);
+      assert.equal(m.properties.headers.i, i);
+      assert.equal(m.properties.deliveryMode, 2);
+    }
+    // The durable bindings route; the one to a transient queue is gone.
+    ch.publish('d.x', 'a.c', Buffer.from('topic'));
+    ch.publish('amq.direct', 'dk', Buffer.from('direct'));
+    await waitFor(async () => (await ch.checkQueue('d.q')).messageCount === 2, 5000, 'routed');
+    await ch.purgeQueue('d.q');
+    await ch.deleteQueue('d.q');
+    await ch.deleteExchange('d.x');
+    await conn.close();
+  } finally {
+    const info = await stopGantry(g, 'SIGTERM', { keepDir: true });
+    assert.equal(info.code, 0);
+  }
+  // Deleted ones stay deleted.
+  g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
+    httpPort: g.httpPort, amqpPort: g.amqpPort });
+  try {
+    conn = await open(g);
+    await missing(conn, (c) => c.checkQueue('d.q'));
+    await missing(conn, (c) => c.checkExchange('d.x'));
+    await conn.close();
+  } finally {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0);
+  }
+});
