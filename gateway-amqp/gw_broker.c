@@ -55,6 +55,8 @@ typedef struct gw_chan gw_chan_t;
 typedef struct gw_consumer gw_consumer_t;
 typedef struct gw_unacked gw_unacked_t;
 typedef struct gw_pub gw_pub_t;
+typedef struct gw_txmsg gw_txmsg_t;
+typedef struct gw_txack gw_txack_t;
 
 typedef void (*gw_op_fn)(gw_op_t *op);
 
@@ -109,6 +111,7 @@ struct gw_bconn {
     gw_conn_t *c; /* NULL once the connection is gone */
     gw_bconn_t *prev, *next;
     uint32_t appends;    /* in flight */
+    uint32_t commit_waits; /* channels waiting for appends to answer tx.commit */
     bool append_stall;   /* stalled for GW_APPENDS_MAX */
     uint8_t *held;       /* a method frame waiting for the appends */
     size_t held_len;
@@ -122,6 +125,24 @@ struct gw_pub {
     uint64_t seq;
     uint32_t remaining; /* appends not answered */
     bool failed;
+};
+
+/* A publish inside a transaction, routed and appended at tx.commit. */
+struct gw_txmsg {
+    gw_txmsg_t *next;
+    bool mandatory;
+    uint8_t exlen, rklen;
+    char ex[256], rk[256];
+    uint8_t *pbuf;
+    size_t plen, body_off, props_off, props_len, hdr_off, hdr_len;
+};
+
+/* An ack / nack / reject inside a transaction, applied at tx.commit. */
+struct gw_txack {
+    gw_txack_t *next;
+    uint64_t tag;
+    bool multiple;
+    int how; /* settle_t */
 };
 
 struct gw_unacked {
@@ -145,7 +166,9 @@ struct gw_chan {
     uint8_t *pbuf;
     size_t plen, pcap, body_off, props_off, props_len, hdr_off, hdr_len;
     /* confirms */
-    bool confirm, tx, dirty;
+    bool confirm, tx, dirty, commit_wait;
+    gw_txmsg_t *txq, *txq_tail;
+    gw_txack_t *txa, *txa_tail;
     gw_chan_t *dirty_next; /* in b->dirty (holds a ref) */
     uint64_t next_seq;
     gw_pub_t *pubs, *pubs_tail;
@@ -209,6 +232,17 @@ static void ch_unref(gw_chan_t *ch)
             gw_pub_t *p = ch->pubs;
             ch->pubs = p->next;
             free(p);
+        }
+        while (ch->txq != NULL) {
+            gw_txmsg_t *t = ch->txq;
+            ch->txq = t->next;
+            free(t->pbuf);
+            free(t);
+        }
+        while (ch->txa != NULL) {
+            gw_txack_t *t = ch->txa;
+            ch->txa = t->next;
+            free(t);
         }
         free(ch->pbuf);
         bc_unref(ch->bc);
@@ -1734,7 +1768,7 @@ static void settle_one(gw_chan_t *ch, gw_unacked_t *u, settle_t how)
 
 /* ack / nack / reject of tag (multiple: every tag up to it; tag 0 with
  * multiple: all). */
-static void settle(gw_chan_t *ch, uint32_t mid, uint64_t tag, bool multiple, settle_t how)
+static void settle_now(gw_chan_t *ch, uint32_t mid, uint64_t tag, bool multiple, settle_t how)
 {
     gw_unacked_t *u, *next;
 
@@ -1761,6 +1795,40 @@ static void settle(gw_chan_t *ch, uint32_t mid, uint64_t tag, bool multiple, set
     settle_one(ch, u, how);
     if (ch->prefetch_global > 0)
         chan_pump(ch);
+}
+
+static void settle(gw_chan_t *ch, uint32_t mid, uint64_t tag, bool multiple, settle_t how)
+{
+    gw_unacked_t *u;
+    gw_txack_t *t;
+
+    if (!ch->tx) {
+        settle_now(ch, mid, tag, multiple, how);
+        return;
+    }
+    /* In a transaction: checked now, applied at commit. */
+    if (multiple)
+        u = tag == 0 || (ch->ua != NULL && ch->ua->tag <= tag) ? ch->ua : NULL;
+    else
+        for (u = ch->ua; u != NULL && u->tag != tag; u = u->next)
+            ;
+    if (u == NULL && !(multiple && tag == 0)) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "unknown delivery tag %llu",
+               (unsigned long long)tag);
+        return;
+    }
+    if ((t = calloc(1, sizeof(*t))) == NULL) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, mid, "out of memory");
+        return;
+    }
+    t->tag = tag;
+    t->multiple = multiple;
+    t->how = (int)how;
+    if (ch->txa_tail != NULL)
+        ch->txa_tail->next = t;
+    else
+        ch->txa = t;
+    ch->txa_tail = t;
 }
 
 static void on_basic_ack(gw_chan_t *ch, const gw_method_t *m)
@@ -1886,6 +1954,18 @@ static void bc_appends_done(gw_bconn_t *bc)
         bc->append_stall = false;
         gw_conn_unstall(bc->c);
     }
+    if (bc->appends == 0 && bc->commit_waits > 0) {
+        for (uint32_t i = 0; i < GW_CHAN_SLOTS && bc->commit_waits > 0; i++) {
+            gw_chan_t *ch = bc->ch[i];
+            if (ch != NULL && ch->commit_wait) {
+                gw_method_t r = {.id = GW_TX_COMMIT_OK};
+                ch->commit_wait = false;
+                bc->commit_waits--;
+                reply(ch, &r);
+                gw_conn_unstall(bc->c);
+            }
+        }
+    }
     if (bc->appends == 0 && bc->held != NULL) {
         /* Replay the method that waited for the publishes before it. */
         uint8_t *held = bc->held;
@@ -1936,14 +2016,50 @@ static void append_to(gw_chan_t *ch, gw_queue_t *q, gw_pub_t *pub)
 
 /* Routes the assembled message at publish time and appends it to every
  * queue reached; mandatory and unroutable: basic.return 312 first. */
+static void publish_route(gw_chan_t *ch);
+
 static void publish_done(gw_chan_t *ch)
+{
+    gw_txmsg_t *t;
+
+    ch->pub_on = false;
+    if (!ch->tx) {
+        publish_route(ch);
+        return;
+    }
+    /* In a transaction: kept (the buffer moves) until tx.commit. */
+    if ((t = calloc(1, sizeof(*t))) == NULL) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+        return;
+    }
+    t->mandatory = ch->mandatory;
+    t->exlen = ch->exlen;
+    t->rklen = ch->rklen;
+    memcpy(t->ex, ch->ex, ch->exlen);
+    memcpy(t->rk, ch->rk, ch->rklen);
+    t->pbuf = ch->pbuf;
+    t->plen = ch->plen;
+    t->body_off = ch->body_off;
+    t->props_off = ch->props_off;
+    t->props_len = ch->props_len;
+    t->hdr_off = ch->hdr_off;
+    t->hdr_len = ch->hdr_len;
+    ch->pbuf = NULL;
+    ch->pcap = ch->plen = 0;
+    if (ch->txq_tail != NULL)
+        ch->txq_tail->next = t;
+    else
+        ch->txq = t;
+    ch->txq_tail = t;
+}
+
+static void publish_route(gw_chan_t *ch)
 {
     gw_broker_t *b = ch->bc->b;
     gw_str_t ex = {ch->ex, ch->exlen}, rk = {ch->rk, ch->rklen};
     gw_pub_t *pub = NULL;
     size_t routed = 0;
 
-    ch->pub_on = false;
     if (ch->confirm) {
         if ((pub = calloc(1, sizeof(*pub))) == NULL) {
             CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
@@ -2083,6 +2199,115 @@ static void on_publish_body(gw_chan_t *ch, gw_bytes_t body)
     }
     memcpy(ch->pbuf + ch->plen, body.ptr, body.len);
     ch->plen += body.len;
+}
+
+static void tx_discard(gw_chan_t *ch)
+{
+    while (ch->txq != NULL) {
+        gw_txmsg_t *t = ch->txq;
+        ch->txq = t->next;
+        free(t->pbuf);
+        free(t);
+    }
+    ch->txq_tail = NULL;
+    while (ch->txa != NULL) {
+        gw_txack_t *t = ch->txa;
+        ch->txa = t->next;
+        free(t);
+    }
+    ch->txa_tail = NULL;
+}
+
+static bool tx_check(gw_chan_t *ch, uint32_t mid)
+{
+    if (ch->tx)
+        return true;
+    CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "channel is not transactional");
+    return false;
+}
+
+static void on_tx_select(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_method_t r = {.id = GW_TX_SELECT_OK};
+
+    if (ch->confirm) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "cannot switch from confirm to tx mode");
+        return;
+    }
+    ch->tx = true;
+    reply(ch, &r);
+}
+
+/* Publishes are routed and appended, acks applied; commit-ok once the
+ * connection's appends have answered (bc_appends_done). */
+static void on_tx_commit(gw_chan_t *ch, const gw_method_t *m)
+{
+    uint8_t *own = ch->pbuf;
+    size_t own_cap = ch->pcap;
+    gw_bconn_t *bc = ch->bc;
+
+    if (!tx_check(ch, m->id))
+        return;
+    while (ch->txq != NULL && bc->ch[ch->id] == ch) {
+        gw_txmsg_t *t = ch->txq;
+        ch->txq = t->next;
+        if (ch->txq == NULL)
+            ch->txq_tail = NULL;
+        ch->mandatory = t->mandatory;
+        ch->exlen = t->exlen;
+        ch->rklen = t->rklen;
+        memcpy(ch->ex, t->ex, t->exlen);
+        memcpy(ch->rk, t->rk, t->rklen);
+        ch->pbuf = t->pbuf;
+        ch->plen = t->plen;
+        ch->body_off = t->body_off;
+        ch->props_off = t->props_off;
+        ch->props_len = t->props_len;
+        ch->hdr_off = t->hdr_off;
+        ch->hdr_len = t->hdr_len;
+        publish_route(ch);
+        free(t->pbuf);
+        free(t);
+    }
+    ch->pbuf = own;
+    ch->pcap = own_cap;
+    ch->plen = 0;
+    while (ch->txa != NULL && bc->ch[ch->id] == ch) {
+        gw_txack_t *t = ch->txa;
+        ch->txa = t->next;
+        if (ch->txa == NULL)
+            ch->txa_tail = NULL;
+        /* Tags settled since (twice in the transaction) are skipped. */
+        for (gw_unacked_t *u = ch->ua, *next; u != NULL; u = next) {
+            next = u->next;
+            if (t->multiple ? (t->tag == 0 || u->tag <= t->tag) : u->tag == t->tag)
+                settle_one(ch, u, (settle_t)t->how);
+            else if (t->multiple || u->tag > t->tag)
+                break;
+        }
+        free(t);
+    }
+    if (bc->ch[ch->id] != ch)
+        return;
+    chan_pump(ch);
+    if (bc->appends == 0) {
+        gw_method_t r = {.id = GW_TX_COMMIT_OK};
+        reply(ch, &r);
+        return;
+    }
+    ch->commit_wait = true;
+    bc->commit_waits++;
+    gw_conn_stall(bc->c);
+}
+
+static void on_tx_rollback(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_method_t r = {.id = GW_TX_ROLLBACK_OK};
+
+    if (!tx_check(ch, m->id))
+        return;
+    tx_discard(ch);
+    reply(ch, &r);
 }
 
 static void on_confirm_select(gw_chan_t *ch, const gw_method_t *m)
@@ -2414,6 +2639,9 @@ static const handler_t handlers[] = {
     {GW_BASIC_RECOVER, on_basic_recover, false},
     {GW_BASIC_RECOVER_ASYNC, on_basic_recover, false},
     {GW_CONFIRM_SELECT, on_confirm_select, false},
+    {GW_TX_SELECT, on_tx_select, false},
+    {GW_TX_COMMIT, on_tx_commit, false},
+    {GW_TX_ROLLBACK, on_tx_rollback, false},
 };
 
 static void chan_dispatch(gw_chan_t *ch, const gw_method_t *m, const gw_frame_t *fr)
@@ -2535,6 +2763,12 @@ void gw_broker_chan_close(gw_bconn_t *bc, uint16_t id)
         if (!u->q->gone)
             fire_requeue(bc->b, u->q, u->handle);
         ua_free(u);
+    }
+    if (ch->commit_wait) {
+        ch->commit_wait = false;
+        bc->commit_waits--;
+        if (bc->c != NULL)
+            gw_conn_unstall(bc->c);
     }
     if (bc->held != NULL && bc->held_ch == id) {
         free(bc->held);

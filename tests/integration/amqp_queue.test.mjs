@@ -224,3 +224,36 @@ test('publisher confirms: every publish acked after the append; unroutable manda
   assert.equal(ret.content.toString(), 'r');
   await conn.close();
 });
+
+test('tx: publishes and acks take effect at commit, rollback discards; 406 outside a transaction', async () => {
+  const defs = require('amqplib/lib/defs');
+  const conn = await open();
+  const ch = await conn.createChannel();
+  const { queue } = await ch.assertQueue('', { exclusive: true });
+  ch.sendToQueue(queue, Buffer.from('pre'));
+  let m;
+  await waitFor(async () => (m = await ch.get(queue)), 5000, 'pre');
+  await ch.rpc(defs.TxSelect, {}, defs.TxSelectOk);
+  ch.sendToQueue(queue, Buffer.from('t1'));
+  ch.ack(m);
+  assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'nothing before the commit');
+  await ch.rpc(defs.TxRollback, {}, defs.TxRollbackOk);
+  await ch.rpc(defs.TxCommit, {}, defs.TxCommitOk);
+  assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'rolled back');
+  ch.sendToQueue(queue, Buffer.from('t2'));
+  ch.sendToQueue(queue, Buffer.from('t3'));
+  ch.ack(m); // still unacked after the rollback
+  await ch.rpc(defs.TxCommit, {}, defs.TxCommitOk);
+  assert.equal((await ch.checkQueue(queue)).messageCount, 2, 'committed');
+  assert.deepEqual([(await ch.get(queue, { noAck: true })).content.toString(),
+    (await ch.get(queue, { noAck: true })).content.toString()], ['t2', 't3']);
+  assert.equal(await ch.get(queue), false, "'pre' was acked by the commit");
+  // confirm.select on a tx channel, tx.commit on a plain one: 406.
+  await channelError(conn, async (c) => {
+    await c.rpc(defs.TxSelect, {}, defs.TxSelectOk);
+    await c.rpc(defs.ConfirmSelect, { nowait: false }, defs.ConfirmSelectOk);
+  }, 406, 'PRECONDITION_FAILED - cannot switch from tx to confirm mode');
+  await channelError(conn, (c) => c.rpc(defs.TxCommit, {}, defs.TxCommitOk), 406,
+    'PRECONDITION_FAILED - channel is not transactional');
+  await conn.close();
+});
