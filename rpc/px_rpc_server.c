@@ -106,7 +106,8 @@ struct px_call {
     bool req_kept;              /* set by on_request (its thread only) */
     /* Admission: the connection entry and the bytes this call holds in
      * it; written by the thread that runs the call's receive steps (one
-     * at a time), read when the call is freed. */
+     * at a time), read when the call is freed -- and, once `msg_in` is
+     * set, zeroed under `mu` when the status is sent. */
     px_conn_t *conn;
     int64_t charged;
     size_t midx; /* index of `method` in the table */
@@ -115,6 +116,7 @@ struct px_call {
     int refs;
     px_send_item_t *q_head, *q_tail;
     px_send_item_t *inflight;     /* items of the send batch in flight */
+    bool msg_in; /* the request message was charged (unary, server-stream) */
     grpc_slice status_slice;      /* details of an in-flight status */
     bool send_in_flight;
     bool initial_md_sent;
@@ -139,6 +141,11 @@ struct px_rpc_server {
     int port;
     pthread_t *workers;
     int n_workers;
+    /* Test only (GANTRY_TEST_CALL_END_DELAY_MS, 0 otherwise): a send batch
+     * that carried a call's status is processed this much later, which
+     * widens the window between the client seeing the answer and the
+     * call being freed. */
+    int test_end_delay_ms;
     px_tag_t t_shutdown;
 
     pthread_mutex_t mu;
@@ -312,6 +319,20 @@ static void px_call_pump_locked(px_call_t *c)
             n++;
         }
     }
+    /* The status goes out: the request's bytes are no longer held, so
+     * release their charge now, before the client can see the answer.
+     * Released only when the call ends (px_call_free), a client sending
+     * large messages one after another on a connection found its previous
+     * request still charged and was refused TOO_MANY_REQUESTS. */
+    if (c->msg_in && c->charged > 0) {
+        for (px_send_item_t *it = first; it != NULL; it = it->next) {
+            if (it->is_status) {
+                px_admit_adjust(&c->srv->admit, c->conn, c->charged, 0, true);
+                c->charged = 0;
+                break;
+            }
+        }
+    }
     c->inflight = first;
     c->send_in_flight = true;
     c->refs++;
@@ -344,6 +365,19 @@ static void px_call_on_send(px_call_t *c, bool ok)
     void *over_arg = NULL;
     bool over, delivered = false;
 
+    if (c->srv->test_end_delay_ms > 0) {
+        bool status = false;
+        pthread_mutex_lock(&c->mu);
+        for (px_send_item_t *it = c->inflight; it != NULL; it = it->next)
+            status = status || it->is_status;
+        pthread_mutex_unlock(&c->mu);
+        if (status) {
+            struct timespec ts = {c->srv->test_end_delay_ms / 1000,
+                                  (c->srv->test_end_delay_ms % 1000) *
+                                      1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
     pthread_mutex_lock(&c->mu);
     items = c->inflight;
     c->inflight = NULL;
@@ -704,8 +738,14 @@ static bool px_call_admit_message(px_call_t *c, int64_t len)
         px_call_reject(c, PX_REJECT_OVERLOAD);
         return false;
     }
-    if (!bidi)
+    if (!bidi) {
         c->charged = len;
+        /* From here on the status's send may release the charge (the
+         * lock orders this write before that read). */
+        pthread_mutex_lock(&c->mu);
+        c->msg_in = true;
+        pthread_mutex_unlock(&c->mu);
+    }
     return true;
 }
 
@@ -1094,6 +1134,14 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
         return GT_ENOMEM;
     }
     srv->opts = *opts;
+    {
+        const char *env = getenv("GANTRY_TEST_CALL_END_DELAY_MS");
+        if (env != NULL && atoi(env) > 0 && atoi(env) <= 10000) {
+            srv->test_end_delay_ms = atoi(env);
+            GT_LOG(WARN, "rpc", "test hook GANTRY_TEST_CALL_END_DELAY_MS=%d "
+                   "is set", srv->test_end_delay_ms);
+        }
+    }
     srv->methods = methods;
     px_admit_init(&srv->admit, opts->max_inflight_bytes,
                   opts->max_conn_inflight_bytes);

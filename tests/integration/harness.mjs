@@ -117,6 +117,7 @@ ${opts.yaml ?? DEFAULT_YAML}`;
     stdio: ['ignore', logFd, logFd],
     env: {
       ...process.env,
+      ...(opts.env ?? {}),
       ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1',
       TSAN_OPTIONS: process.env.TSAN_OPTIONS ?? `suppressions=${TSAN_SUPP}:ignore_noninstrumented_modules=1:second_deadlock_stack=1`,
     },

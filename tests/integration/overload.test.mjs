@@ -170,6 +170,31 @@ test('a connection of small sends is served while large sends fill the bound', a
   }
 });
 
+test('large sends one after another on a connection: each answer frees its bytes before the client sees it', async () => {
+  // A 4 MiB send is charged twice its size (8 MiB + a little); the bound
+  // holds one such send, not two.  The test hook makes the server handle
+  // the end of each call 300 ms after its status went out, so the client
+  // always sends the next request before the call is freed.  Until the
+  // charge was released with the status (px_rpc_server.c), every send
+  // after the first was refused TOO_MANY_REQUESTS here.
+  const g4 = await startGantry({
+    logLevel: 'info', serverYaml: `  max_inflight_bytes: ${12 * MiB}`,
+    env: { GANTRY_TEST_CALL_END_DELAY_MS: '300' },
+  });
+  const raw = new Raw(g4.endpoint);
+  try {
+    const req = sendRequest([wireMessage({ topic: 'TopicTest', body: Buffer.alloc(4 * MiB, 0x65) })]);
+    for (let i = 0; i < 5; i++) {
+      const r = await raw.unary('SendMessage', req, pb.SendMessageResponse);
+      assert.equal(r.err, null, r.err?.message);
+      assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK), `send ${i + 1}`);
+    }
+  } finally {
+    raw.close();
+    await stopGantry(g4);
+  }
+});
+
 test('a batch over message.max_batch_bytes: MESSAGE_BODY_TOO_LARGE in-band; far over it: RESOURCE_EXHAUSTED from the gRPC layer', async () => {
   const raw = new Raw(g.endpoint);
   try {
