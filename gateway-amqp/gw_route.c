@@ -16,8 +16,9 @@
  * nodes reachable after each word (marked with a step counter, so each
  * node is in a set once), a '#' node staying in the set on any word and
  * its '#' child joining the set without a word (the closure).  This is
- * the trie walk RabbitMQ does, without its backtracking: at most 256 steps
- * (a 255-byte key), each linear in the set, and no recursion.
+ * the trie walk RabbitMQ does, without its backtracking: one step per word
+ * (256 for a 255-byte key; CC keys may be longer), each linear in the set,
+ * and no recursion.
  *
  * Queues exist here only while something is bound to them (a record with
  * their bindings and a route mark).  A route marks every exchange and

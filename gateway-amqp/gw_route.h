@@ -34,7 +34,7 @@
  *   - topic: keys split on '.' into words ("" is zero words, "a..b" has an
  *     empty middle word), '*' is exactly one word, '#' zero or more;
  *     bindings sit in a trie walked as a set of states, one step per word
- *     (no backtracking, no recursion; at most 256 words of a 255-byte key);
+ *     (no backtracking, no recursion);
  *   - headers: x-match all (the default, also for an unknown value), any,
  *     all-with-x, any-with-x; see gw_route_headers_match.
  * Several routing keys (the publish's plus RabbitMQ's CC and BCC headers,
@@ -62,7 +62,7 @@
 #include "gw_codec.h"
 
 #define GW_ROUTE_NAME_MAX 255u /* exchange and queue names: shortstr */
-#define GW_ROUTE_KEY_MAX 255u  /* routing and binding keys: shortstr */
+#define GW_ROUTE_KEY_MAX 255u  /* binding keys and the publish's key: shortstr */
 
 typedef struct gw_router gw_router_t;
 
