@@ -1,5 +1,5 @@
 /* cfg_t lifetime (init with defaults, free), single-key overrides
- * (cfg_set, used for command-line flags) and the quoting helpers shared by
+ * (cfg_set, used for command-line flags; aliases resolved) and the quoting helpers shared by
  * messages and the printer. */
 #include "cfg_int.h"
 
@@ -34,11 +34,7 @@ void cfg_free(cfg_t *cfg)
             cfg_fields_free(sec->keys, sec->n_keys, cfg);
             continue;
         }
-        char **arr = (char **)((char *)cfg + sec->list_off);
-        size_t n = *(size_t *)((char *)cfg + sec->count_off);
-        for (size_t j = 0; j < n; j++)
-            cfg_fields_free(sec->keys, sec->n_keys, *arr + j * sec->elem_size);
-        free(*arr);
+        cfg_list_free(sec, cfg);
     }
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -65,8 +61,15 @@ gt_err_t cfg_set(cfg_t *cfg, const char *path, const char *value, char *err,
     }
     if (sec != NULL)
         d = cfg_key_find(sec, dot + 1, strlen(dot + 1));
+    if (d == NULL)
+        d = cfg_alias_find(path, strlen(path), NULL);
     if (d == NULL) {
         snprintf(err, errlen, "%s: unknown key", path);
+        return GT_EINVAL;
+    }
+    if (d->type == CFG_T_STRLIST || d->type == CFG_T_LIST) {
+        snprintf(err, errlen, "%s: a list, can only be declared in the "
+                 "config file", path);
         return GT_EINVAL;
     }
     rc = cfg_field_parse(d, cfg, value, strlen(value), false, why,

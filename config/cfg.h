@@ -45,12 +45,63 @@ typedef struct cfg_group {
     bool consume_from_last; /* YAML: consume_from: first | last */
 } cfg_group_t;
 
+/* A YAML list of strings. */
+typedef struct cfg_strlist {
+    char **v;
+    size_t n;
+} cfg_strlist_t;
+
+typedef enum cfg_amqp_hashing {
+    CFG_HASH_SHA256, /* rabbit_password_hashing_sha256 */
+    CFG_HASH_SHA512, /* rabbit_password_hashing_sha512 */
+} cfg_amqp_hashing_t;
+
+/* An AMQP user.  Exactly one of password_hash (RabbitMQ's format: base64
+ * of a 4-byte salt followed by H(salt || UTF-8 password)) and password
+ * (plain text, for development) is set; the other is NULL. */
+typedef struct cfg_amqp_user {
+    char *name;
+    char *password_hash;
+    char *password;
+    cfg_amqp_hashing_t hashing;
+    cfg_strlist_t tags;
+} cfg_amqp_user_t;
+
+/* A user's permissions in one vhost: RabbitMQ's configure / write / read
+ * regular expressions (POSIX extended here; "" matches no name). */
+typedef struct cfg_amqp_perm {
+    char *user, *vhost;
+    char *configure, *write, *read;
+} cfg_amqp_perm_t;
+
+/* The amqp section.  With no users, the gateway has RabbitMQ's default
+ * user guest/guest (and, with no permissions either, full permissions on
+ * vhost "/"). */
+typedef struct cfg_amqp {
+    char *listen;            /* HOST:PORT, or "" / "off" */
+    int frame_max;           /* proposed in connection.tune */
+    int heartbeat;           /* seconds; 0 disables */
+    int channel_max;
+    int consumer_timeout_ms; /* 0 disables */
+    int64_t max_message_size;
+    struct {
+        cfg_amqp_user_t *v;
+        size_t n;
+    } users;
+    cfg_strlist_t vhosts;
+    struct {
+        cfg_amqp_perm_t *v;
+        size_t n;
+    } permissions;
+    cfg_strlist_t loopback_users;
+} cfg_amqp_t;
+
 /* All strings and arrays are owned by the cfg_t and released by cfg_free().
  * String-valued enums (log.level, store.mode, store.flush) always hold one
  * of their documented values in lower case. */
 typedef struct cfg {
     struct {
-        char *grpc_listen, *http_listen, *amqp_listen; /* HOST:PORT */
+        char *grpc_listen, *http_listen; /* HOST:PORT */
         int threads;             /* 0 = number of cores */
         int shutdown_timeout_ms;
         bool auto_create_topics;
@@ -76,6 +127,7 @@ typedef struct cfg {
         int tx_check_interval_ms; /* orphan check period */
         int tx_max_checks;        /* then discarded */
     } message;
+    cfg_amqp_t amqp;
     cfg_topic_t *topics;
     size_t n_topics;
     cfg_group_t *groups;
@@ -104,8 +156,9 @@ gt_err_t cfg_load_string(cfg_t *cfg, const char *name, const char *yaml,
 
 /* Sets one key, e.g. ("server.grpc_listen", "127.0.0.1:9000"), validated
  * through the same table as the file (value is read like a plain YAML
- * scalar).  Only keys of the mapping sections (server, log, store) can be
- * set.  On failure *cfg is untouched and err gets "key.path: message".
+ * scalar).  Only scalar keys of the mapping sections (server, log, store,
+ * message, amqp) can be set; an alias (server.amqp_listen) sets the key it
+ * stands for.  On failure *cfg is untouched and err gets "key.path: message".
  * Returns GT_OK, GT_EINVAL or GT_ENOMEM.  path and value are borrowed. */
 gt_err_t cfg_set(cfg_t *cfg, const char *path, const char *value, char *err,
                  size_t errlen);

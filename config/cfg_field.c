@@ -197,6 +197,10 @@ gt_err_t cfg_field_parse(const cfg_desc_t *d, void *base, const char *text,
     case CFG_T_CHOICE:
     case CFG_T_ENUM:
         return cfg_parse_choice(d, field, text, len, why, whylen);
+    case CFG_T_STRLIST:
+    case CFG_T_LIST:
+        snprintf(why, whylen, "expected a list, got a scalar");
+        return GT_EINVAL;
     }
     snprintf(why, whylen, "unknown field type");
     return GT_EINVAL;
@@ -210,8 +214,15 @@ gt_err_t cfg_fields_default(const cfg_desc_t *keys, size_t n, void *base)
         const cfg_desc_t *d = &keys[i];
         gt_err_t rc;
 
-        if (d->def == NULL)
+        if (d->def == NULL || d->def == CFG_OPTIONAL || d->type == CFG_T_LIST)
             continue;
+        if (d->type == CFG_T_STRLIST) {
+            cfg_strlist_t *l = (cfg_strlist_t *)((char *)base + d->off);
+            if (d->def[0] != '\0' &&
+                cfg_strlist_add(l, d->def, strlen(d->def)) != GT_OK)
+                return GT_ENOMEM;
+            continue;
+        }
         rc = cfg_field_parse(d, base, d->def, strlen(d->def), false, why,
                              sizeof(why));
         if (rc != GT_OK)
@@ -220,15 +231,80 @@ gt_err_t cfg_fields_default(const cfg_desc_t *keys, size_t n, void *base)
     return GT_OK;
 }
 
+const char cfg_optional[] = "";
+
+gt_err_t cfg_strlist_add(cfg_strlist_t *l, const char *s, size_t len)
+{
+    char **nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
+    char *c;
+
+    if (nv == NULL)
+        return GT_ENOMEM;
+    l->v = nv;
+    if ((c = strndup(s, len)) == NULL)
+        return GT_ENOMEM;
+    l->v[l->n++] = c;
+    return GT_OK;
+}
+
+void cfg_strlist_free(cfg_strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+void cfg_list_free(const cfg_section_t *sec, void *base)
+{
+    char **arr = (char **)((char *)base + sec->list_off);
+    size_t *n = (size_t *)((char *)base + sec->count_off);
+
+    for (size_t j = 0; j < *n; j++)
+        cfg_fields_free(sec->keys, sec->n_keys, *arr + j * sec->elem_size);
+    free(*arr);
+    *arr = NULL;
+    *n = 0;
+}
+
 void cfg_fields_free(const cfg_desc_t *keys, size_t n, void *base)
 {
     for (size_t i = 0; i < n; i++) {
+        void *field = (char *)base + keys[i].off;
+
         if (keys[i].type == CFG_T_STR || keys[i].type == CFG_T_CHOICE) {
-            char **field = (char **)((char *)base + keys[i].off);
-            free(*field);
-            *field = NULL;
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (keys[i].type == CFG_T_STRLIST) {
+            cfg_strlist_free(field);
+        } else if (keys[i].type == CFG_T_LIST) {
+            cfg_list_free(keys[i].sub, field);
         }
     }
+}
+
+/* A list section's elements as a YAML flow sequence of flow mappings. */
+static void cfg_list_print(const cfg_section_t *sec, const void *base, FILE *out)
+{
+    const char *arr = *(char *const *)((const char *)base + sec->list_off);
+    size_t n = *(const size_t *)((const char *)base + sec->count_off);
+
+    fputc('[', out);
+    for (size_t j = 0; j < n; j++) {
+        fputs(j ? ", {" : "{", out);
+        for (size_t k = 0; k < sec->n_keys; k++) {
+            const cfg_desc_t *d = &sec->keys[k];
+            const void *f = arr + j * sec->elem_size + d->off;
+
+            if (d->type == CFG_T_STR && *(char *const *)f == NULL)
+                continue; /* an optional key that was not given */
+            fprintf(out, "%s%s: ", k ? ", " : "", d->key);
+            cfg_field_print(d, arr + j * sec->elem_size, out);
+        }
+        fputc('}', out);
+    }
+    fputc(']', out);
 }
 
 void cfg_field_print(const cfg_desc_t *d, const void *base, FILE *out)
@@ -257,5 +333,19 @@ void cfg_field_print(const cfg_desc_t *d, const void *base, FILE *out)
         fputs(d->choices[idx], out);
         break;
     }
+    case CFG_T_STRLIST: {
+        const cfg_strlist_t *l = field;
+        fputc('[', out);
+        for (size_t i = 0; i < l->n; i++) {
+            if (i)
+                fputs(", ", out);
+            cfg_yaml_quote(out, l->v[i]);
+        }
+        fputc(']', out);
+        break;
+    }
+    case CFG_T_LIST:
+        cfg_list_print(d->sub, field, out);
+        break;
     }
 }

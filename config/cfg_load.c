@@ -5,8 +5,9 @@
  * The libyaml document API gives every node its start mark, so each error
  * names the file, the line and the key path ("topics[1].queues").  Block
  * and flow style produce the same nodes.  The schema is fixed depth
- * (root -> section -> key, or root -> list -> entry -> key), so aliases
- * cannot make the walk recurse. */
+ * (root -> section -> key, root -> list -> entry -> key, at most root ->
+ * amqp -> users -> entry -> tags -> item), so YAML aliases cannot make the
+ * walk recurse. */
 #include "cfg_int.h"
 
 #include <errno.h>
@@ -15,11 +16,20 @@
 #include <string.h>
 #include <yaml.h>
 
+/* A key that an alias also sets, as set so far (to refuse both). */
+typedef struct cfg_ld_set {
+    const cfg_desc_t *d;
+    const char *as;     /* the path it was set by */
+    unsigned long line;
+} cfg_ld_set_t;
+
 typedef struct cfg_ld {
     const char *name; /* file name for messages */
     yaml_document_t *doc;
     char *err;
     size_t errlen;
+    cfg_ld_set_t set[8];
+    size_t n_set;
 } cfg_ld_t;
 
 static gt_err_t ld_fail(cfg_ld_t *ld, gt_err_t rc, const yaml_node_t *n,
@@ -89,9 +99,80 @@ static void ld_path(char *buf, size_t bufsz, const char *prefix,
         snprintf(buf, bufsz, "%s", q + 1);
 }
 
+static gt_err_t ld_list(cfg_ld_t *ld, const cfg_section_t *sec,
+                        const yaml_node_t *seq, void *base, const char *prefix);
+
+/* Records that d was set at node n, by the alias path as or (as NULL)
+ * under its own name, when an alias stands for d; refuses a second
+ * setting. */
+static gt_err_t ld_note_alias(cfg_ld_t *ld, const cfg_desc_t *d, const char *as,
+                              const yaml_node_t *n)
+{
+    const char *path = as;
+
+    for (size_t i = 0; path == NULL && cfg_aliases[i].path != NULL; i++)
+        if (cfg_path_find(cfg_aliases[i].key_path, strlen(cfg_aliases[i].key_path)) == d)
+            path = cfg_aliases[i].key_path;
+    if (path == NULL)
+        return GT_OK;
+    for (size_t i = 0; i < ld->n_set; i++)
+        if (ld->set[i].d == d)
+            return ld_fail(ld, GT_EINVAL, n, path, "also set as %s at line %lu; "
+                           "set it once", ld->set[i].as, ld->set[i].line);
+    if (ld->n_set < sizeof(ld->set) / sizeof(ld->set[0])) {
+        cfg_ld_set_t *e = &ld->set[ld->n_set++];
+        e->d = d;
+        e->as = path; /* a stable string: an alias or a key table entry */
+        e->line = (unsigned long)n->start_mark.line + 1;
+    }
+    return GT_OK;
+}
+
+/* A list of strings into a cfg_strlist_t field (replacing the default). */
+static gt_err_t ld_strlist(cfg_ld_t *ld, const cfg_desc_t *d, const yaml_node_t *seq,
+                           void *base, const char *path)
+{
+    cfg_strlist_t *l = (cfg_strlist_t *)((char *)base + d->off), tmp = {0};
+    char ipath[300], why[256], q[96];
+
+    for (yaml_node_item_t *it = seq->data.sequence.items.start;
+         it < seq->data.sequence.items.top; it++) {
+        const yaml_node_t *v = ld_node(ld, *it);
+        const char *text = (const char *)v->data.scalar.value;
+        size_t len = v->data.scalar.length;
+        gt_err_t rc = GT_OK;
+
+        snprintf(ipath, sizeof(ipath), "%s[%zu]", path,
+                 (size_t)(it - seq->data.sequence.items.start));
+        if (v->type != YAML_SCALAR_NODE)
+            rc = ld_fail(ld, GT_EINVAL, v, ipath, "expected a string, got %s",
+                         ld_kind(v));
+        else if (ld_is_null(v))
+            rc = ld_fail(ld, GT_EINVAL, v, ipath, "has no value");
+        else if (memchr(text, '\0', len) != NULL)
+            rc = ld_fail(ld, GT_EINVAL, v, ipath, "contains a NUL character");
+        else if (cfg_strlist_add(&tmp, text, len) != GT_OK)
+            rc = ld_fail(ld, GT_ENOMEM, v, ipath, "out of memory");
+        else if (d->check != NULL && d->check(tmp.v[tmp.n - 1], why, sizeof(why)) != GT_OK)
+            rc = ld_fail(ld, GT_EINVAL, v, ipath, "%s", why);
+        for (size_t j = 0; rc == GT_OK && j + 1 < tmp.n; j++)
+            if (strcmp(tmp.v[j], tmp.v[tmp.n - 1]) == 0)
+                rc = ld_fail(ld, GT_EINVAL, v, ipath, "duplicate value %s",
+                             cfg_msg_quote(q, sizeof(q), text, len));
+        if (rc != GT_OK) {
+            cfg_strlist_free(&tmp);
+            return rc;
+        }
+    }
+    cfg_strlist_free(l);
+    *l = tmp;
+    return GT_OK;
+}
+
 /* Fills the fields of keys[] in base from a mapping node.  Unknown,
- * duplicate and non-scalar keys or values are errors; so are missing
- * required keys. */
+ * duplicate and non-scalar keys or values (lists where the key is a list)
+ * are errors; so are missing required keys.  At the top level (base is
+ * the cfg_t) an alias sets the key it stands for. */
 static gt_err_t ld_map(cfg_ld_t *ld, const cfg_desc_t *keys, size_t n_keys,
                        const yaml_node_t *map, void *base, const char *prefix)
 {
@@ -103,6 +184,7 @@ static gt_err_t ld_map(cfg_ld_t *ld, const cfg_desc_t *keys, size_t n_keys,
         const yaml_node_t *k = ld_node(ld, p->key);
         const yaml_node_t *v = ld_node(ld, p->value);
         const cfg_desc_t *d = NULL;
+        const char *as = NULL;
         gt_err_t rc;
 
         if (k->type != YAML_SCALAR_NODE)
@@ -114,11 +196,33 @@ static gt_err_t ld_map(cfg_ld_t *ld, const cfg_desc_t *keys, size_t n_keys,
                 memcmp(keys[i].key, k->data.scalar.value,
                        k->data.scalar.length) == 0)
                 d = &keys[i];
+        if (d == NULL) {
+            d = cfg_alias_find(path, strlen(path), NULL);
+            for (size_t i = 0; d != NULL && cfg_aliases[i].path != NULL; i++)
+                if (strcmp(cfg_aliases[i].path, path) == 0)
+                    as = cfg_aliases[i].path;
+        }
         if (d == NULL)
             return ld_fail(ld, GT_EINVAL, k, path, "unknown key");
-        if (seen & (1u << (d - keys)))
-            return ld_fail(ld, GT_EINVAL, k, path, "duplicate key");
-        seen |= 1u << (d - keys);
+        if (as == NULL) {
+            if (seen & (1u << (d - keys)))
+                return ld_fail(ld, GT_EINVAL, k, path, "duplicate key");
+            seen |= 1u << (d - keys);
+        }
+        if ((rc = ld_note_alias(ld, d, as, k)) != GT_OK)
+            return rc;
+        if (d->type == CFG_T_STRLIST || d->type == CFG_T_LIST) {
+            if (v->type != YAML_SEQUENCE_NODE)
+                return ld_fail(ld, GT_EINVAL, v, path, "expected a list, got %s",
+                               ld_kind(v));
+            if (d->type == CFG_T_STRLIST)
+                rc = ld_strlist(ld, d, v, base, path);
+            else
+                rc = ld_list(ld, d->sub, v, (char *)base + d->off, path);
+            if (rc != GT_OK)
+                return rc;
+            continue;
+        }
         if (v->type != YAML_SCALAR_NODE)
             return ld_fail(ld, GT_EINVAL, v, path, "expected a scalar value, "
                            "got %s", ld_kind(v));
@@ -138,33 +242,35 @@ static gt_err_t ld_map(cfg_ld_t *ld, const cfg_desc_t *keys, size_t n_keys,
     return GT_OK;
 }
 
-/* Reads a list section (topics, groups) into a freshly allocated array of
- * cfg; *count grows only when an entry is complete and valid, so cfg_free()
- * sees a consistent list after any failure. */
+/* Reads a list section (topics, groups, amqp.users...) into a freshly
+ * allocated array at base (list_off, count_off); *count grows only when an
+ * entry is complete and valid, so cfg_free() sees a consistent list after
+ * any failure.  prefix names the list in messages. */
 static gt_err_t ld_list(cfg_ld_t *ld, const cfg_section_t *sec,
-                        const yaml_node_t *seq, cfg_t *cfg)
+                        const yaml_node_t *seq, void *base, const char *prefix)
 {
-    char **arr = (char **)((char *)cfg + sec->list_off);
-    size_t *count = (size_t *)((char *)cfg + sec->count_off);
+    char **arr = (char **)((char *)base + sec->list_off);
+    size_t *count = (size_t *)((char *)base + sec->count_off);
     yaml_node_item_t *items = seq->data.sequence.items.start;
     size_t n = (size_t)(seq->data.sequence.items.top - items);
-    char path[64];
+    char path[256];
     gt_err_t rc;
 
     if (n == 0)
         return GT_OK;
     *arr = calloc(n, sec->elem_size);
     if (*arr == NULL)
-        return ld_fail(ld, GT_ENOMEM, seq, sec->name, "out of memory");
+        return ld_fail(ld, GT_ENOMEM, seq, prefix, "out of memory");
     for (size_t i = 0; i < n; i++) {
         const yaml_node_t *item = ld_node(ld, items[i]);
         char *elem = *arr + i * sec->elem_size;
         const char *name;
 
-        snprintf(path, sizeof(path), "%s[%zu]", sec->name, i);
+        snprintf(path, sizeof(path), "%s[%zu]", prefix, i);
         if (item->type != YAML_MAPPING_NODE)
             return ld_fail(ld, GT_EINVAL, item, path, "expected a mapping "
-                           "(e.g. {name: X}), got %s", ld_kind(item));
+                           "(e.g. {%s: X}), got %s", sec->keys[0].key,
+                           ld_kind(item));
         rc = cfg_fields_default(sec->keys, sec->n_keys, elem);
         if (rc == GT_OK)
             rc = ld_map(ld, sec->keys, sec->n_keys, item, elem, path);
@@ -175,6 +281,8 @@ static gt_err_t ld_list(cfg_ld_t *ld, const cfg_section_t *sec,
             return rc;
         }
         (*count)++;
+        if (sec->elem_what == NULL)
+            continue;
         name = *(char **)(elem + sec->keys[0].off);
         for (size_t j = 0; j < i; j++) {
             const char *other = *(char **)(*arr + j * sec->elem_size +
@@ -186,6 +294,86 @@ static gt_err_t ld_list(cfg_ld_t *ld, const cfg_section_t *sec,
                                (unsigned long)ld_node(ld, items[j])
                                        ->start_mark.line + 1);
         }
+    }
+    return GT_OK;
+}
+
+/* The value of key in a mapping node, or NULL. */
+static const yaml_node_t *ld_get(cfg_ld_t *ld, const yaml_node_t *map,
+                                 const char *key)
+{
+    if (map == NULL || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start;
+         p < map->data.mapping.pairs.top; p++) {
+        const yaml_node_t *k = ld_node(ld, p->key);
+        if (k->type == YAML_SCALAR_NODE && strlen(key) == k->data.scalar.length &&
+            memcmp(key, k->data.scalar.value, k->data.scalar.length) == 0)
+            return ld_node(ld, p->value);
+    }
+    return NULL;
+}
+
+/* The node of item i of the list at key in map (for the line), or map. */
+static const yaml_node_t *ld_item(cfg_ld_t *ld, const yaml_node_t *map,
+                                  const char *key, size_t i)
+{
+    const yaml_node_t *seq = ld_get(ld, map, key);
+
+    if (seq == NULL || seq->type != YAML_SEQUENCE_NODE ||
+        i >= (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start))
+        return map;
+    return ld_node(ld, seq->data.sequence.items.start[i]);
+}
+
+/* The amqp section's checks across entries: each user has one password
+ * form matching its hashing algorithm; each permission names a known user
+ * (guest when there are no users) and vhost, once per pair. */
+static gt_err_t ld_amqp_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
+{
+    const yaml_node_t *amqp = ld_get(ld, root, "amqp");
+    const cfg_amqp_t *a = &cfg->amqp;
+    char path[64];
+
+    for (size_t i = 0; i < a->users.n; i++) {
+        const cfg_amqp_user_t *u = &a->users.v[i];
+        const yaml_node_t *n = ld_item(ld, amqp, "users", i);
+        uint8_t buf[128];
+
+        snprintf(path, sizeof(path), "amqp.users[%zu]", i);
+        if ((u->password_hash == NULL) == (u->password == NULL))
+            return ld_fail(ld, GT_EINVAL, n, path, "give either password_hash "
+                           "or password");
+        if (u->password_hash != NULL &&
+            cfg_b64_decode(u->password_hash, buf, sizeof(buf)) !=
+                (u->hashing == CFG_HASH_SHA256 ? 4 + 32 : 4 + 64))
+            return ld_fail(ld, GT_EINVAL, n, path, "password_hash does not "
+                           "have the length of a %s hash",
+                           u->hashing == CFG_HASH_SHA256 ? "SHA-256" : "SHA-512");
+    }
+    for (size_t i = 0; i < a->permissions.n; i++) {
+        const cfg_amqp_perm_t *p = &a->permissions.v[i];
+        const yaml_node_t *n = ld_item(ld, amqp, "permissions", i);
+        bool user = a->users.n == 0 && strcmp(p->user, "guest") == 0;
+        bool vhost = false;
+
+        snprintf(path, sizeof(path), "amqp.permissions[%zu]", i);
+        for (size_t j = 0; j < a->users.n; j++)
+            user |= strcmp(a->users.v[j].name, p->user) == 0;
+        for (size_t j = 0; j < a->vhosts.n; j++)
+            vhost |= strcmp(a->vhosts.v[j], p->vhost) == 0;
+        if (!user)
+            return ld_fail(ld, GT_EINVAL, n, path, "no user \"%s\" in "
+                           "amqp.users", p->user);
+        if (!vhost)
+            return ld_fail(ld, GT_EINVAL, n, path, "no vhost \"%s\" in "
+                           "amqp.vhosts", p->vhost);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(a->permissions.v[j].user, p->user) == 0 &&
+                strcmp(a->permissions.v[j].vhost, p->vhost) == 0)
+                return ld_fail(ld, GT_EINVAL, n, path, "user \"%s\" already "
+                               "has permissions on vhost \"%s\" (amqp."
+                               "permissions[%zu])", p->user, p->vhost, j);
     }
     return GT_OK;
 }
@@ -226,12 +414,12 @@ static gt_err_t ld_root(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
         if (!sec->is_list && v->type != YAML_MAPPING_NODE)
             return ld_fail(ld, GT_EINVAL, v, path, "expected a mapping, got "
                            "%s", ld_kind(v));
-        rc = sec->is_list ? ld_list(ld, sec, v, cfg)
+        rc = sec->is_list ? ld_list(ld, sec, v, cfg, sec->name)
                           : ld_map(ld, sec->keys, sec->n_keys, v, cfg, path);
         if (rc != GT_OK)
             return rc;
     }
-    return GT_OK;
+    return ld_amqp_refs(ld, root, cfg);
 }
 
 /* Formats libyaml's parse error.  Reader errors (bad encoding) carry only a
@@ -262,7 +450,7 @@ static gt_err_t ld_syntax_error(cfg_ld_t *ld, const yaml_parser_t *p,
 
 /* Limits on hostile or broken input.  libyaml's cost grows with the square
  * of the nesting depth (a 40,000-level, 80 KB file took seconds), and the
- * schema needs four levels; the whole file is read into memory. */
+ * schema needs five levels; the whole file is read into memory. */
 #define CFG_MAX_DEPTH 32
 #define CFG_MAX_FILE_BYTES (8 * 1024 * 1024)
 
@@ -338,7 +526,7 @@ gt_err_t cfg_load_string(cfg_t *cfg, const char *name, const char *yaml,
                          size_t len, char *err, size_t errlen)
 {
     char dummy[1];
-    cfg_ld_t ld = {name, NULL, err, errlen};
+    cfg_ld_t ld = {.name = name, .err = err, .errlen = errlen};
     yaml_parser_t parser;
     yaml_document_t doc;
     yaml_node_t *root;

@@ -49,6 +49,9 @@ static const char *doc_type(const cfg_desc_t *d)
     case CFG_T_CHOICE:
     case CFG_T_ENUM:
         return "enum";
+    case CFG_T_STRLIST:
+    case CFG_T_LIST:
+        return "list";
     }
     return "?";
 }
@@ -68,6 +71,8 @@ static void doc_allowed(const cfg_desc_t *d, FILE *out)
             fprintf(out, "%s`%s`", i ? ", " : "", d->choices[i]);
         break;
     case CFG_T_STR:
+    case CFG_T_STRLIST:
+    case CFG_T_LIST:
         break;
     }
 }
@@ -76,27 +81,48 @@ static void doc_default(const cfg_desc_t *d, FILE *out)
 {
     if (d->def == NULL)
         fputs("*required*", out);
+    else if (d->def == CFG_OPTIONAL)
+        fputs("none", out);
+    else if (d->type == CFG_T_LIST || (d->type == CFG_T_STRLIST && d->def[0] == '\0'))
+        fputs("`[]`", out);
+    else if (d->type == CFG_T_STRLIST)
+        fprintf(out, "`[\"%s\"]`", d->def);
     else if (d->type == CFG_T_STR)
         fprintf(out, "`\"%s\"`", d->def);
     else
         fprintf(out, "`%s`", d->def);
 }
 
-static void doc_section(const cfg_section_t *sec, FILE *out)
+/* The table rows of a section's keys, each named prefix + key; a list of
+ * mappings gets its entries' keys as prefix.key[].sub rows. */
+static void doc_rows(const cfg_section_t *sec, const char *prefix, FILE *out)
 {
-    fprintf(out, "## `%s`\n\n%s\n\n", sec->name, sec->doc);
-    fputs("| Key | Type | Default | Allowed | Description |\n"
-          "|-----|------|---------|---------|-------------|\n", out);
+    char sub[128];
+
     for (size_t k = 0; k < sec->n_keys; k++) {
         const cfg_desc_t *d = &sec->keys[k];
 
-        fprintf(out, "| `%s%s%s` | %s | ", sec->name,
-                sec->is_list ? "[]." : ".", d->key, doc_type(d));
+        fprintf(out, "| `%s%s` | %s | ", prefix, d->key, doc_type(d));
         doc_default(d, out);
         fputs(" | ", out);
         doc_allowed(d, out);
         fprintf(out, " | %s |\n", d->doc);
+        if (d->type == CFG_T_LIST) {
+            snprintf(sub, sizeof(sub), "%s%s[].", prefix, d->key);
+            doc_rows(d->sub, sub, out);
+        }
     }
+}
+
+static void doc_section(const cfg_section_t *sec, FILE *out)
+{
+    char prefix[64];
+
+    fprintf(out, "## `%s`\n\n%s\n\n", sec->name, sec->doc);
+    fputs("| Key | Type | Default | Allowed | Description |\n"
+          "|-----|------|---------|---------|-------------|\n", out);
+    snprintf(prefix, sizeof(prefix), "%s%s", sec->name, sec->is_list ? "[]." : ".");
+    doc_rows(sec, prefix, out);
     fputc('\n', out);
 }
 
@@ -126,8 +152,9 @@ static const char doc_intro[] =
     "  - {name: GroupTest, max_delivery_attempts: 16}\n"
     "```\n"
     "\n"
-    "- Every key is optional and takes its default when missing; only `name`\n"
-    "  is required in `topics` and `groups` entries.\n"
+    "- Every key is optional and takes its default when missing; only the\n"
+    "  keys marked *required* must be given in list entries (`topics`,\n"
+    "  `groups`, `amqp.users`, `amqp.permissions`).\n"
     "- Unknown or repeated keys, values of the wrong type, numbers out of\n"
     "  range, unknown enum values, malformed addresses and bad names refuse\n"
     "  the whole file. The message names the file, the line and the key:\n"
@@ -144,7 +171,7 @@ static const char doc_intro[] =
     "  address (`[::]:8081`), and a port 1..65535.\n"
     "- Command-line flags override values from the file.\n"
     "- A file larger than 8 MiB, or nested deeper than 32 levels (the\n"
-    "  schema needs four), is refused before it is loaded\n"
+    "  schema needs five), is refused before it is loaded\n"
     "  (`gantry.yaml:1: nesting deeper than 32 levels`).\n"
     "\n";
 
@@ -153,6 +180,13 @@ void cfg_write_doc(FILE *out)
     fputs(doc_intro, out);
     for (size_t i = 0; i < cfg_n_sections; i++)
         doc_section(&cfg_sections[i], out);
+    fputs("## Older key names\n\n"
+          "These names of earlier versions still work in the file; setting one "
+          "and the key it stands for in the same file is an error.\n\n", out);
+    for (size_t i = 0; cfg_aliases[i].path != NULL; i++)
+        fprintf(out, "- `%s`: `%s`\n", cfg_aliases[i].path,
+                cfg_aliases[i].key_path);
+    fputc('\n', out);
     fprintf(out,
             "## Names\n"
             "\n"

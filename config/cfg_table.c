@@ -13,6 +13,12 @@
 #include "gt_addr.h"
 #include "st.h" /* the store's reserved names */
 
+/* The older entries are positional and leave out the trailing members
+ * (sub), which are zero for them. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+#include <openssl/evp.h>
+#include <regex.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +51,79 @@ static gt_err_t cfg_check_listen_opt(const char *v, char *why, size_t whylen)
     if (v[0] == '\0' || strcmp(v, "off") == 0)
         return GT_OK;
     return cfg_check_listen(v, why, whylen);
+}
+
+/* ---- amqp values ------------------------------------------------------ */
+
+/* A vhost name: an AMQP shortstr (1..255 bytes). */
+static gt_err_t cfg_check_vhost(const char *v, char *why, size_t whylen)
+{
+    char q[96];
+
+    if (v[0] == '\0') {
+        snprintf(why, whylen, "a vhost name must not be empty");
+        return GT_EINVAL;
+    }
+    if (strlen(v) > 255) {
+        snprintf(why, whylen, "%s is not a valid vhost name (%zu bytes, at "
+                 "most 255)", cfg_msg_quote(q, sizeof(q), v, strlen(v)),
+                 strlen(v));
+        return GT_EINVAL;
+    }
+    return GT_OK;
+}
+
+/* A permission: a POSIX extended regular expression ("" is allowed and
+ * matches no name, as in RabbitMQ). */
+static gt_err_t cfg_check_regex(const char *v, char *why, size_t whylen)
+{
+    char q[96], what[128];
+    regex_t re;
+    int rc;
+
+    if ((rc = regcomp(&re, v[0] != '\0' ? v : "^$", REG_EXTENDED | REG_NOSUB)) == 0) {
+        regfree(&re);
+        return GT_OK;
+    }
+    regerror(rc, &re, what, sizeof(what));
+    snprintf(why, whylen, "%s is not a valid POSIX extended regular "
+             "expression (%s)", cfg_msg_quote(q, sizeof(q), v, strlen(v)), what);
+    return GT_EINVAL;
+}
+
+int cfg_b64_decode(const char *s, uint8_t *out, size_t cap)
+{
+    size_t len = strlen(s), pad = 0;
+    int n;
+
+    if (len == 0 || len % 4 != 0 || len / 4 * 3 > cap)
+        return -1;
+    while (pad < 2 && s[len - 1 - pad] == '=')
+        pad++;
+    for (size_t i = 0; i < len - pad; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+              (c >= '0' && c <= '9') || c == '+' || c == '/'))
+            return -1;
+    }
+    n = EVP_DecodeBlock(out, (const unsigned char *)s, (int)len);
+    return n < 0 ? -1 : n - (int)pad;
+}
+
+/* RabbitMQ's password hash: base64 of salt[4] || SHA-256 (32 bytes) or
+ * SHA-512 (64 bytes); which one must match hashing_algorithm (checked by
+ * the loader once both are known). */
+static gt_err_t cfg_check_password_hash(const char *v, char *why, size_t whylen)
+{
+    uint8_t buf[128];
+    int n = cfg_b64_decode(v, buf, sizeof(buf));
+
+    if (n == 4 + 32 || n == 4 + 64)
+        return GT_OK;
+    snprintf(why, whylen, "is not a RabbitMQ password hash (base64 of a "
+             "4-byte salt and a SHA-256 or SHA-512 digest: 48 or 92 "
+             "characters; `gantry --hash-password` makes one)");
+    return GT_EINVAL;
 }
 
 /* ---- topic and group names ------------------------------------------- */
@@ -182,9 +261,6 @@ static const cfg_desc_t cfg_server_keys[] = {
     {"http_listen", CFG_T_STR, CFG_FIELD(cfg_t, server.http_listen),
      "0.0.0.0:5557", 0, 0, NULL, cfg_check_listen, "HOST:PORT",
      "Address of the HTTP endpoint (health, readiness, metrics, admin API)."},
-    {"amqp_listen", CFG_T_STR, CFG_FIELD(cfg_t, server.amqp_listen),
-     "0.0.0.0:5672", 0, 0, NULL, cfg_check_listen_opt, "HOST:PORT",
-     "Address of the AMQP 0-9-1 gateway; \"\" or \"off\" disables it."},
     {"threads", CFG_T_INT, CFG_FIELD(cfg_t, server.threads), "0", 0, 256,
      NULL, NULL, NULL,
      "Completion-queue worker threads; 0 means one per CPU core."},
@@ -312,6 +388,123 @@ static const cfg_desc_t cfg_group_keys[] = {
 };
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
+#define MIB ((int64_t)1 << 20)
+
+static const char *const cfg_hashings[] = {
+    "rabbit_password_hashing_sha256", "rabbit_password_hashing_sha512", NULL};
+
+static const cfg_desc_t cfg_amqp_user_keys[] = {
+    {.key = "name", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_user_t, name),
+     .check = cfg_check_nonempty, .what = "string",
+     .doc = "User name; unique."},
+    {.key = "password_hash", .type = CFG_T_STR,
+     CFG_FIELD(cfg_amqp_user_t, password_hash), .def = CFG_OPTIONAL,
+     .check = cfg_check_password_hash, .what = "base64",
+     .doc = "The password in RabbitMQ's format (as its definitions "
+            "exports give it): base64 of a "
+            "4-byte salt followed by SHA-256(salt + UTF-8 password). "
+            "`gantry --hash-password` makes one. Give this or `password`."},
+    {.key = "password", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_user_t, password),
+     .def = CFG_OPTIONAL, .what = "string",
+     .doc = "The password in plain text, for development: Gantry logs a "
+            "warning at start. Give this or `password_hash`. An empty "
+            "password never logs in (as RabbitMQ)."},
+    {.key = "hashing_algorithm", .type = CFG_T_ENUM,
+     CFG_FIELD(cfg_amqp_user_t, hashing),
+     .def = "rabbit_password_hashing_sha256", .choices = cfg_hashings,
+     .doc = "The digest of `password_hash`, named as in RabbitMQ's "
+            "definitions."},
+    {.key = "tags", .type = CFG_T_STRLIST, CFG_FIELD(cfg_amqp_user_t, tags),
+     .def = "", .check = cfg_check_nonempty, .what = "list of strings",
+     .doc = "RabbitMQ's user tags (`administrator`, `management`...); "
+            "kept, not used by the gateway yet."},
+};
+
+static const cfg_section_t cfg_amqp_users = {
+    "users", cfg_amqp_user_keys, N(cfg_amqp_user_keys), true, 0,
+    sizeof(cfg_amqp_user_t *), sizeof(cfg_amqp_user_t), "user", NULL};
+
+static const cfg_desc_t cfg_amqp_perm_keys[] = {
+    {.key = "user", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_perm_t, user),
+     .check = cfg_check_nonempty, .what = "string",
+     .doc = "A user of `amqp.users` (or `guest` when there are none)."},
+    {.key = "vhost", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_perm_t, vhost),
+     .check = cfg_check_vhost, .what = "string",
+     .doc = "A vhost of `amqp.vhosts`. One entry per user and vhost."},
+    {.key = "configure", .type = CFG_T_STR,
+     CFG_FIELD(cfg_amqp_perm_t, configure), .check = cfg_check_regex,
+     .what = "regex",
+     .doc = "Names of the exchanges and queues the user may declare and "
+            "delete: a POSIX extended regular expression matched anywhere "
+            "in the name, as RabbitMQ matches its own (`^` / `$` anchor "
+            "it); `.*` is everything, `\"\"` nothing."},
+    {.key = "write", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_perm_t, write),
+     .check = cfg_check_regex, .what = "regex",
+     .doc = "Exchanges the user may publish to and queues it may bind "
+            "(RabbitMQ's write permission); the default exchange is "
+            "`amq.default`."},
+    {.key = "read", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_perm_t, read),
+     .check = cfg_check_regex, .what = "regex",
+     .doc = "Queues the user may consume from, get from and purge, and "
+            "exchanges it may bind from (RabbitMQ's read permission)."},
+};
+
+static const cfg_section_t cfg_amqp_perms = {
+    "permissions", cfg_amqp_perm_keys, N(cfg_amqp_perm_keys), true, 0,
+    sizeof(cfg_amqp_perm_t *), sizeof(cfg_amqp_perm_t), NULL, NULL};
+
+static const cfg_desc_t cfg_amqp_keys[] = {
+    {.key = "listen", .type = CFG_T_STR, CFG_FIELD(cfg_t, amqp.listen),
+     .def = "0.0.0.0:5672", .check = cfg_check_listen_opt, .what = "HOST:PORT",
+     .doc = "Address of the AMQP 0-9-1 gateway; \"\" or \"off\" disables "
+            "it. Also `--amqp-listen`; `server.amqp_listen` is an older "
+            "name for it."},
+    {.key = "frame_max", .type = CFG_T_INT, CFG_FIELD(cfg_t, amqp.frame_max),
+     .def = "131072", .min = 4096, .max = 16 * MIB,
+     .doc = "Largest frame the gateway proposes in connection.tune (bytes, "
+            "RabbitMQ's default; 4096 is the protocol's floor). A client may "
+            "ask for less, never for more."},
+    {.key = "heartbeat", .type = CFG_T_INT, CFG_FIELD(cfg_t, amqp.heartbeat),
+     .def = "60", .min = 0, .max = 65535,
+     .doc = "Heartbeat interval proposed in connection.tune (seconds; the "
+            "client's answer is used, 0 disables). A peer silent for two "
+            "intervals is closed."},
+    {.key = "channel_max", .type = CFG_T_INT, CFG_FIELD(cfg_t, amqp.channel_max),
+     .def = "2047", .min = 1, .max = 2047,
+     .doc = "Most channels per connection, proposed in connection.tune (at "
+            "most 2047 for now: the broker's channel table)."},
+    {.key = "consumer_timeout_ms", .type = CFG_T_INT,
+     CFG_FIELD(cfg_t, amqp.consumer_timeout_ms), .def = "1800000", .min = 0,
+     .max = 2147483647,
+     .doc = "A delivery unacknowledged this long closes its channel with 406 "
+            "PRECONDITION_FAILED (RabbitMQ's consumer_timeout, 30 min); 0 "
+            "disables it."},
+    {.key = "max_message_size", .type = CFG_T_INT,
+     CFG_FIELD(cfg_t, amqp.max_message_size), .def = "134217728", .min = 1,
+     .max = 512 * MIB,
+     .doc = "Largest message body a publisher may send; a larger one closes "
+            "the channel with 406 PRECONDITION_FAILED (RabbitMQ's "
+            "max_message_size: default 128 MiB, at most 512 MiB)."},
+    {.key = "users", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.users), .def = "",
+     .sub = &cfg_amqp_users, .what = "list of users",
+     .doc = "Users that may log in (PLAIN or AMQPLAIN). With none, there is "
+            "RabbitMQ's default user `guest`, password `guest`."},
+    {.key = "vhosts", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, amqp.vhosts),
+     .def = "/", .check = cfg_check_vhost, .what = "list of strings",
+     .doc = "The virtual hosts; connection.open of another one is refused "
+            "with 530 NOT_ALLOWED."},
+    {.key = "permissions", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.permissions),
+     .def = "", .sub = &cfg_amqp_perms, .what = "list of permissions",
+     .doc = "Who may do what in which vhost (RabbitMQ's configure / write / "
+            "read regular expressions). A user may open only the vhosts it "
+            "has an entry for. With neither users nor permissions, `guest` "
+            "has `.*` for all three on `/`."},
+    {.key = "loopback_users", .type = CFG_T_STRLIST,
+     CFG_FIELD(cfg_t, amqp.loopback_users), .def = "guest",
+     .check = cfg_check_nonempty, .what = "list of strings",
+     .doc = "Users that may log in only from a loopback address (RabbitMQ's "
+            "loopback_users); `[]` lets `guest` in from anywhere."},
+};
 
 const cfg_section_t cfg_sections[] = {
     {"server", cfg_server_keys, N(cfg_server_keys), false, 0, 0, 0, NULL,
@@ -322,6 +515,16 @@ const cfg_section_t cfg_sections[] = {
      "Message storage."},
     {"message", cfg_message_keys, N(cfg_message_keys), false, 0, 0, 0, NULL,
      "Delayed and transactional message rules."},
+    {"amqp", cfg_amqp_keys, N(cfg_amqp_keys), false, 0, 0, 0, NULL,
+     "The AMQP 0-9-1 gateway (RabbitMQ clients): its listener, the values "
+     "it proposes in connection.tune, limits, and its users, vhosts and "
+     "permissions, as in RabbitMQ:\n\n"
+     "```yaml\namqp:\n  listen: \"0.0.0.0:5672\"\n  users:\n"
+     "    - {name: app, password_hash: \"5xrOF/x4HRWv1amhyNn/BMcmu2X5eGM3OaoM"
+     "21yeHowtbz37\"}   # secret\n"
+     "  vhosts: [\"/\", prod]\n  permissions:\n"
+     "    - {user: app, vhost: prod, configure: \"^app\\\\.\", write: \".*\","
+     " read: \".*\"}\n  loopback_users: []\n```"},
     {"topics", cfg_topic_keys, N(cfg_topic_keys), true,
      offsetof(cfg_t, topics), offsetof(cfg_t, n_topics), sizeof(cfg_topic_t),
      "topic",
@@ -337,6 +540,39 @@ const cfg_section_t cfg_sections[] = {
 };
 
 const size_t cfg_n_sections = N(cfg_sections);
+
+const cfg_alias_t cfg_aliases[] = {
+    {"server.amqp_listen", "amqp.listen"},
+    {NULL, NULL},
+};
+
+const cfg_desc_t *cfg_path_find(const char *path, size_t len)
+{
+    const char *dot = memchr(path, '.', len);
+    const cfg_section_t *sec;
+
+    if (dot == NULL)
+        return NULL;
+    sec = cfg_section_find(path, (size_t)(dot - path));
+    if (sec == NULL || sec->is_list)
+        return NULL;
+    return cfg_key_find(sec, dot + 1, len - (size_t)(dot + 1 - path));
+}
+
+const cfg_desc_t *cfg_alias_find(const char *path, size_t len,
+                                 const char **key_path)
+{
+    for (size_t i = 0; cfg_aliases[i].path != NULL; i++) {
+        if (strlen(cfg_aliases[i].path) == len &&
+            memcmp(cfg_aliases[i].path, path, len) == 0) {
+            if (key_path != NULL)
+                *key_path = cfg_aliases[i].key_path;
+            return cfg_path_find(cfg_aliases[i].key_path,
+                                 strlen(cfg_aliases[i].key_path));
+        }
+    }
+    return NULL;
+}
 
 const cfg_section_t *cfg_section_find(const char *name, size_t len)
 {

@@ -37,6 +37,7 @@
 
 #include "gt_addr.h"
 #include "gt_log.h"
+#include "gw_auth.h"
 #include "gw_codec.h"
 #include "gw_int.h"
 
@@ -44,8 +45,6 @@
 #define GANTRY_VERSION "dev"
 #endif
 
-#define GW_CHANNEL_MAX 2047u
-#define GW_FRAME_MAX 131072u
 #define GW_CLOSE_WAIT_MS 3000u
 #define GW_DEFAULT_OUT_LIMIT ((size_t)4 << 20)
 
@@ -70,7 +69,12 @@ struct gw_server {
     pthread_t thread;
     bool thread_started;
     int port;
-    uint16_t heartbeat_s;
+    /* From the config's amqp section (cfg_amqp_t): */
+    uint16_t heartbeat_s, channel_max; /* proposed in tune */
+    uint32_t frame_max;                /* proposed in tune */
+    uint32_t consumer_timeout_ms;      /* 0: none */
+    uint64_t max_message_size;
+    gw_auth_t *auth;
     uint32_t handshake_ms;
     size_t out_limit;
     char cluster_name[128];
@@ -95,7 +99,9 @@ struct gw_conn {
     uint32_t frame_max;
     int64_t last_in_ms, last_out_ms;
     char peer[64], user[64];
-    uint8_t chan[GW_CHANNEL_MAX + 1];
+    const gw_user_t *auth_user; /* after start-ok */
+    const gw_grant_t *grant;    /* after open: permissions in the vhost */
+    uint8_t *chan;              /* srv->channel_max + 1 entries */
 };
 
 static int64_t now_ms(void)
@@ -134,6 +140,7 @@ static void conn_free(gw_conn_t *c)
         event_free(c->hb);
     bufferevent_free(c->bev);
     gw_parser_free(&c->parser);
+    free(c->chan);
     free(c);
 }
 
@@ -415,6 +422,7 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
     gw_value_t caps, afc;
     gw_str_t user = {0}, pass = {0};
     gw_method_t tune = {.id = GW_CONNECTION_TUNE};
+    char why[256];
     bool ok;
 
     if (gw_table_get(so->client_properties, "capabilities", &caps) && caps.type == 'F' &&
@@ -429,16 +437,13 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
         return;
     }
     ok = sasl_credentials(so, &user, &pass);
-    /* The only user for now: guest/guest, from loopback (RabbitMQ's
-     * loopback_users default). */
-    ok = ok && gw_str_eq(user, "guest") && gw_str_eq(pass, "guest") && c->loopback;
     snprintf(c->user, sizeof(c->user), "%.*s", (int)(user.len > 63 ? 63 : user.len),
              user.ptr != NULL ? user.ptr : "");
-    if (!ok) {
-        GT_LOG(INFO, "amqp", "%s: login refused for user '%s' (%.*s)%s", c->peer, c->user,
-               (int)so->mechanism.len, so->mechanism.ptr,
-               gw_str_eq(user, "guest") && !c->loopback ? ": guest may only connect via loopback"
-                                                        : "");
+    c->auth_user = ok ? gw_auth_login(c->srv->auth, user, pass, c->loopback, why, sizeof(why))
+                      : NULL;
+    if (c->auth_user == NULL) {
+        GT_LOG(INFO, "amqp", "%s: %.*s login refused: %s", c->peer, (int)so->mechanism.len,
+               so->mechanism.ptr, ok ? why : "malformed response");
         if (c->auth_failure_close) {
             conn_error(c, GW_ACCESS_REFUSED, m->id,
                        "Login was refused using authentication mechanism %.*s. For details "
@@ -449,8 +454,8 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
         }
         return;
     }
-    tune.u.connection_tune.channel_max = GW_CHANNEL_MAX;
-    tune.u.connection_tune.frame_max = GW_FRAME_MAX;
+    tune.u.connection_tune.channel_max = c->srv->channel_max;
+    tune.u.connection_tune.frame_max = c->srv->frame_max;
     tune.u.connection_tune.heartbeat = c->srv->heartbeat_s;
     send_method(c, 0, &tune);
     c->state = CS_TUNE_OK;
@@ -479,8 +484,8 @@ static void on_tune_ok(gw_conn_t *c, const gw_method_t *m)
 {
     const gw_connection_tune_t *t = &m->u.connection_tune;
 
-    if (!tune_value_ok(c, "channel_max", t->channel_max, 0, GW_CHANNEL_MAX) ||
-        !tune_value_ok(c, "frame_max", t->frame_max, GW_FRAME_MIN_SIZE, GW_FRAME_MAX))
+    if (!tune_value_ok(c, "channel_max", t->channel_max, 0, c->srv->channel_max) ||
+        !tune_value_ok(c, "frame_max", t->frame_max, GW_FRAME_MIN_SIZE, c->srv->frame_max))
         return;
     c->channel_max = t->channel_max;
     c->frame_max = t->frame_max;
@@ -494,10 +499,12 @@ static void hb_cb(evutil_socket_t fd, short what, void *arg);
 static void on_open(gw_conn_t *c, const gw_method_t *m)
 {
     gw_method_t ok = {.id = GW_CONNECTION_OPEN_OK};
-    gw_str_t vh = m->u.connection_open.virtual_host;
+    char why[GW_REPLY_TEXT_MAX + 1];
 
-    if (!gw_str_eq(vh, "/")) {
-        conn_error(c, GW_NOT_ALLOWED, m->id, "vhost %.*s not found", (int)vh.len, vh.ptr);
+    c->grant = gw_auth_open(c->srv->auth, c->auth_user, m->u.connection_open.virtual_host, why,
+                            sizeof(why));
+    if (c->grant == NULL) {
+        conn_error(c, GW_NOT_ALLOWED, m->id, "%s", why);
         return;
     }
     if (c->srv->broker != NULL && (c->bc = gw_broker_conn_open(c->srv->broker, c)) == NULL) {
@@ -516,8 +523,9 @@ static void on_open(gw_conn_t *c, const gw_method_t *m)
         if (c->hb != NULL)
             event_add(c->hb, &tv);
     }
-    GT_LOG(DEBUG, "amqp", "%s: open (user %s, channel_max %u, frame_max %u, heartbeat %u)",
-           c->peer, c->user, c->channel_max, c->frame_max, c->heartbeat);
+    GT_LOG(DEBUG, "amqp", "%s: open (user %s, vhost %s, channel_max %u, frame_max %u, "
+           "heartbeat %u)", c->peer, c->user, gw_grant_vhost(c->grant), c->channel_max,
+           c->frame_max, c->heartbeat);
 }
 
 /* ---- running --------------------------------------------------------- */
@@ -896,7 +904,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->deadline = evtimer_new(s->base, deadline_cb, c);
     c->resume = event_new(s->base, -1, 0, resume_cb, c);
-    if (c->bev == NULL || c->deadline == NULL || c->resume == NULL) {
+    c->chan = calloc((size_t)s->channel_max + 1, 1);
+    if (c->bev == NULL || c->deadline == NULL || c->resume == NULL || c->chan == NULL) {
         if (c->bev != NULL)
             bufferevent_free(c->bev);
         else
@@ -905,6 +914,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
             event_free(c->deadline);
         if (c->resume != NULL)
             event_free(c->resume);
+        free(c->chan);
         free(c);
         return;
     }
@@ -984,6 +994,9 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     char port[8];
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
+    const cfg_amqp_t *amqp;
+    cfg_t defaults;
+    gt_err_t rc;
     int e;
 
     *out = NULL;
@@ -1000,7 +1013,25 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         snprintf(err, errlen, "AMQP: out of memory");
         return GT_ENOMEM;
     }
-    s->heartbeat_s = o->heartbeat_s != 0 ? o->heartbeat_s : 60;
+    if (o->amqp != NULL) {
+        amqp = o->amqp;
+    } else {
+        /* The config's defaults. */
+        cfg_init(&defaults);
+        amqp = &defaults.amqp;
+    }
+    s->heartbeat_s = (uint16_t)amqp->heartbeat;
+    s->channel_max = (uint16_t)amqp->channel_max;
+    s->frame_max = (uint32_t)amqp->frame_max;
+    s->consumer_timeout_ms = (uint32_t)amqp->consumer_timeout_ms;
+    s->max_message_size = (uint64_t)amqp->max_message_size;
+    rc = gw_auth_new(amqp, &s->auth, err, errlen);
+    if (amqp == &defaults.amqp)
+        cfg_free(&defaults);
+    if (rc != GT_OK) {
+        gw_server_stop(s);
+        return rc;
+    }
     s->handshake_ms = o->handshake_ms != 0 ? o->handshake_ms : 10000;
     s->out_limit = o->out_limit != 0 ? o->out_limit : GW_DEFAULT_OUT_LIMIT;
     snprintf(s->cluster_name, sizeof(s->cluster_name), "%s",
@@ -1072,5 +1103,6 @@ void gw_server_stop(gw_server_t *s)
         event_free(s->stop_ev);
     if (s->base != NULL)
         event_base_free(s->base);
+    gw_auth_free(s->auth);
     free(s);
 }

@@ -7,13 +7,16 @@
  * channel.open / close / flow, connection.close both ways.  With a store
  * (opts.store), classes queue, basic and confirm go to the broker
  * (gw_broker.c); without one they are refused with 540 NOT_IMPLEMENTED.
- * Users: guest/guest, from loopback peers only. */
+ * Users, vhosts and permissions: the config's amqp section through
+ * gw_auth.h (by default guest/guest, from loopback peers only, with full
+ * permissions on vhost "/"). */
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cfg.h"
 #include "gt_err.h"
 
 typedef struct gw_server gw_server_t;
@@ -21,7 +24,8 @@ typedef struct gw_server gw_server_t;
 typedef struct gw_server_opts {
     const char *listen;        /* HOST:PORT; port 0 picks a free one */
     const char *cluster_name;  /* server-properties cluster_name */
-    uint16_t heartbeat_s;      /* proposed in tune; 0: 60 */
+    const cfg_amqp_t *amqp;    /* tune values, limits, users, vhosts and
+                                  permissions (copied; NULL: the defaults) */
     uint32_t handshake_ms;     /* header..open deadline; 0: 10000 */
     size_t out_limit;          /* per-connection output bound; 0: 4 MiB */
     struct st_store *store;    /* borrowed, outlives the server; NULL: no
@@ -30,7 +34,8 @@ typedef struct gw_server_opts {
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with
  * *out; GT_EBUSY when the address is in use, GT_EINVAL for a bad
- * address, GT_EIO otherwise, with a message in err. */
+ * address (o->listen, not o->amqp->listen, is used), GT_EIO otherwise,
+ * with a message in err. */
 gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err,
                          size_t errlen);
 /* The bound port (useful with port 0). */

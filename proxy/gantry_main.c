@@ -19,6 +19,7 @@
 
 #include "cfg.h"
 #include "gt_log.h"
+#include "gw_auth.h"
 #include "gw_server.h"
 #include "px_http.h"
 #include "px_rpc.h"
@@ -38,7 +39,7 @@ static void usage(FILE *out)
             "  --data-dir DIR         store.data_dir\n"
             "  --grpc-listen H:P      server.grpc_listen (default 0.0.0.0:8081)\n"
             "  --http-listen H:P      server.http_listen (default 0.0.0.0:5557)\n"
-            "  --amqp-listen H:P      server.amqp_listen (default 0.0.0.0:5672; off: none)\n"
+            "  --amqp-listen H:P      amqp.listen (default 0.0.0.0:5672; off: none)\n"
             "  --log-level LEVEL      trace|debug|info|warn|error|off\n"
             "  --repair-store         at start, truncate the commitlog at damage below\n"
             "                         the last synced position instead of refusing to\n"
@@ -46,12 +47,15 @@ static void usage(FILE *out)
             "  --check-config FILE    validate FILE and exit 0 (valid) or 1\n"
             "  --print-config         print the effective config and exit\n"
             "  --config-doc           print the config reference (Markdown)\n"
+            "  --hash-password        read a password (one line) from stdin and print\n"
+            "                         its hash for amqp.users[].password_hash\n"
             "  --version              print the version\n");
 }
 
 enum {
     OPT_CONFIG = 256, OPT_DATA_DIR, OPT_GRPC, OPT_HTTP, OPT_AMQP, OPT_LOG,
-    OPT_CHECK, OPT_PRINT, OPT_DOC, OPT_VERSION, OPT_HELP, OPT_REPAIR
+    OPT_CHECK, OPT_PRINT, OPT_DOC, OPT_VERSION, OPT_HELP, OPT_REPAIR,
+    OPT_HASH
 };
 
 static const struct option gantry_opts[] = {
@@ -67,6 +71,7 @@ static const struct option gantry_opts[] = {
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
     {"repair-store", no_argument, NULL, OPT_REPAIR},
+    {"hash-password", no_argument, NULL, OPT_HASH},
     {NULL, 0, NULL, 0},
 };
 
@@ -81,6 +86,32 @@ typedef struct gantry_args {
     int n_set;
 } gantry_args_t;
 
+/* --hash-password: the first line of stdin (without its line end) hashed
+ * as RabbitMQ does.  Returns the exit status. */
+static int hash_password(void)
+{
+    char line[4096], out[64];
+    size_t n;
+
+    if (fgets(line, sizeof(line), stdin) == NULL) {
+        fprintf(stderr, "gantry: --hash-password: no password on stdin\n");
+        return 1;
+    }
+    n = strcspn(line, "\r\n");
+    line[n] = '\0';
+    if (n == 0) {
+        fprintf(stderr, "gantry: --hash-password: the password is empty (an empty "
+                "password never logs in)\n");
+        return 1;
+    }
+    if (gw_auth_hash_password(line, out, sizeof(out)) != GT_OK) {
+        fprintf(stderr, "gantry: --hash-password: cannot get random bytes\n");
+        return 1;
+    }
+    printf("%s\n", out);
+    return 0;
+}
+
 /* Returns -1 to continue, else the exit status. */
 static int parse_args(int argc, char **argv, gantry_args_t *a)
 {
@@ -88,7 +119,7 @@ static int parse_args(int argc, char **argv, gantry_args_t *a)
         [OPT_DATA_DIR - OPT_DATA_DIR] = "store.data_dir",
         [OPT_GRPC - OPT_DATA_DIR] = "server.grpc_listen",
         [OPT_HTTP - OPT_DATA_DIR] = "server.http_listen",
-        [OPT_AMQP - OPT_DATA_DIR] = "server.amqp_listen",
+        [OPT_AMQP - OPT_DATA_DIR] = "amqp.listen",
         [OPT_LOG - OPT_DATA_DIR] = "log.level",
     };
     int c;
@@ -120,6 +151,8 @@ static int parse_args(int argc, char **argv, gantry_args_t *a)
         case OPT_DOC:
             cfg_write_doc(stdout);
             return 0;
+        case OPT_HASH:
+            return hash_password();
         case OPT_VERSION:
             printf("gantry %s\n", GANTRY_VERSION);
             return 0;
@@ -354,7 +387,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_rpc_server_t *rpc = NULL;
     px_http_t *http = NULL;
     gw_server_t *amqp = NULL;
-    const char *amqp_listen = cfg->server.amqp_listen;
+    const char *amqp_listen = cfg->amqp.listen;
     bool amqp_on = amqp_listen != NULL && amqp_listen[0] != '\0' &&
                    strcmp(amqp_listen, "off") != 0;
     char err[512];
@@ -420,7 +453,7 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     if (amqp_on) {
-        gw_server_opts_t ao = {.listen = amqp_listen, .store = store};
+        gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store};
         if (gw_server_start(&ao, &amqp, err, sizeof(err)) != GT_OK) {
             GT_LOG(ERROR, "main", "%s", err);
             goto out;

@@ -92,18 +92,21 @@ export async function spawnGantry(opts = {}) {
   // opts.dir reuses an earlier server's directory (data and ports are
   // kept), for restart tests.  Every server gets its own free AMQP port
   // (opts.amqpListen: 'off' or another address instead), so no test binds
-  // the default 5672.
+  // the default 5672; opts.amqpYaml adds users, vhosts, permissions...
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
   const grpcPort = opts.grpcPort ?? await freePort();
   const httpPort = opts.httpPort ?? await freePort();
   const amqpPort = opts.amqpPort ?? await freePort();
   const cfgPath = path.join(dir, 'gantry.yaml');
+  // opts.amqpYaml: more keys of the amqp section, indented two spaces.
   const yaml = `server:
   grpc_listen: "127.0.0.1:${grpcPort}"
   http_listen: "127.0.0.1:${httpPort}"
-  amqp_listen: "${opts.amqpListen ?? `127.0.0.1:${amqpPort}`}"
   shutdown_timeout_ms: ${opts.shutdownTimeoutMs ?? 3000}
 ${opts.serverYaml ?? ''}
+amqp:
+  listen: "${opts.amqpListen ?? `127.0.0.1:${amqpPort}`}"
+${opts.amqpYaml ?? ''}
 log:
   level: ${opts.logLevel ?? 'debug'}
 store:

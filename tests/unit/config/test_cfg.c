@@ -103,7 +103,18 @@ static void check_defaults(const cfg_t *c)
 {
     CU_ASSERT_STRING_EQUAL(c->server.grpc_listen, "0.0.0.0:8081");
     CU_ASSERT_STRING_EQUAL(c->server.http_listen, "0.0.0.0:5557");
-    CU_ASSERT_STRING_EQUAL(c->server.amqp_listen, "0.0.0.0:5672");
+    CU_ASSERT_STRING_EQUAL(c->amqp.listen, "0.0.0.0:5672");
+    CU_ASSERT_EQUAL(c->amqp.frame_max, 131072);
+    CU_ASSERT_EQUAL(c->amqp.heartbeat, 60);
+    CU_ASSERT_EQUAL(c->amqp.channel_max, 2047);
+    CU_ASSERT_EQUAL(c->amqp.consumer_timeout_ms, 1800000);
+    CU_ASSERT_EQUAL(c->amqp.max_message_size, 134217728);
+    CU_ASSERT_EQUAL(c->amqp.users.n, 0);
+    CU_ASSERT_EQUAL(c->amqp.permissions.n, 0);
+    CU_ASSERT_EQUAL_FATAL(c->amqp.vhosts.n, 1);
+    CU_ASSERT_STRING_EQUAL(c->amqp.vhosts.v[0], "/");
+    CU_ASSERT_EQUAL_FATAL(c->amqp.loopback_users.n, 1);
+    CU_ASSERT_STRING_EQUAL(c->amqp.loopback_users.v[0], "guest");
     CU_ASSERT_EQUAL(c->server.threads, 0);
     CU_ASSERT_EQUAL(c->server.shutdown_timeout_ms, 4000);
     CU_ASSERT_FALSE(c->server.auto_create_topics);
@@ -148,7 +159,7 @@ static void test_block_style(void)
     CU_ASSERT_EQUAL_FATAL(load(&c, full_yaml), GT_OK);
     CU_ASSERT_STRING_EQUAL(c.server.grpc_listen, "127.0.0.1:9081");
     CU_ASSERT_STRING_EQUAL(c.server.http_listen, "localhost:9557");
-    CU_ASSERT_STRING_EQUAL(c.server.amqp_listen, "[::1]:9672");
+    CU_ASSERT_STRING_EQUAL(c.amqp.listen, "[::1]:9672"); /* the older name */
     CU_ASSERT_EQUAL(c.server.threads, 4);
     CU_ASSERT_EQUAL(c.server.shutdown_timeout_ms, 2500);
     CU_ASSERT_TRUE(c.server.auto_create_topics);
@@ -458,6 +469,177 @@ static void test_duplicates_and_missing_name(void)
     expect_fail("groups:\n  - name:\n", "groups[0].name: has no value");
 }
 
+
+/* ---- amqp ------------------------------------------------------------- */
+
+/* RabbitMQ 3.10.8's own hash of "guest" (rabbitmqctl export_definitions). */
+#define RMQ_GUEST_HASH "JmaHioqUginIjVKjKm/ofePbHGzslRU4pmu0M81pI1k0TH2z"
+
+static const char amqp_yaml[] =
+    "amqp:\n"
+    "  listen: \"127.0.0.1:5673\"\n"
+    "  frame_max: 4096\n"
+    "  heartbeat: 0\n"
+    "  channel_max: 2047\n"
+    "  consumer_timeout_ms: 0\n"
+    "  max_message_size: 536870912\n"
+    "  users:\n"
+    "    - name: app\n"
+    "      password_hash: \"" RMQ_GUEST_HASH "\"\n"
+    "      tags: [administrator, management]\n"
+    "    - {name: dev, password: \"p@ss w\\u00f6rd\"}\n"
+    "    - {name: big, password_hash: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\", hashing_algorithm: rabbit_password_hashing_sha512}\n"
+    "  vhosts: [\"/\", prod, \"a b/c\"]\n"
+    "  permissions:\n"
+    "    - {user: app, vhost: prod, configure: \"^app\\\\.\", write: \".*\", read: \"\"}\n"
+    "    - {user: dev, vhost: \"/\", configure: \".*\", write: \".*\", read: \".*\"}\n"
+    "  loopback_users: []\n";
+
+static void test_amqp(void)
+{
+    cfg_t c, d;
+    char *pa, *pb;
+
+    cfg_init(&c);
+    cfg_init(&d);
+    if (load(&c, amqp_yaml) != GT_OK)
+        fprintf(stderr, "\n%s\n", err);
+    CU_ASSERT_STRING_EQUAL(c.amqp.listen, "127.0.0.1:5673");
+    CU_ASSERT_EQUAL(c.amqp.frame_max, 4096);
+    CU_ASSERT_EQUAL(c.amqp.heartbeat, 0);
+    CU_ASSERT_EQUAL(c.amqp.channel_max, 2047);
+    CU_ASSERT_EQUAL(c.amqp.consumer_timeout_ms, 0);
+    CU_ASSERT_EQUAL(c.amqp.max_message_size, 536870912);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.users.n, 3);
+    CU_ASSERT_STRING_EQUAL(c.amqp.users.v[0].name, "app");
+    CU_ASSERT_STRING_EQUAL(c.amqp.users.v[0].password_hash, RMQ_GUEST_HASH);
+    CU_ASSERT_PTR_NULL(c.amqp.users.v[0].password);
+    CU_ASSERT_EQUAL(c.amqp.users.v[0].hashing, CFG_HASH_SHA256);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.users.v[0].tags.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.amqp.users.v[0].tags.v[1], "management");
+    CU_ASSERT_STRING_EQUAL(c.amqp.users.v[1].password, "p@ss w\xc3\xb6rd");
+    CU_ASSERT_PTR_NULL(c.amqp.users.v[1].password_hash);
+    CU_ASSERT_EQUAL(c.amqp.users.v[1].tags.n, 0);
+    CU_ASSERT_EQUAL(c.amqp.users.v[2].hashing, CFG_HASH_SHA512);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.vhosts.n, 3);
+    CU_ASSERT_STRING_EQUAL(c.amqp.vhosts.v[2], "a b/c");
+    CU_ASSERT_EQUAL_FATAL(c.amqp.permissions.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.amqp.permissions.v[0].configure, "^app\\.");
+    CU_ASSERT_STRING_EQUAL(c.amqp.permissions.v[0].read, "");
+    CU_ASSERT_STRING_EQUAL(c.amqp.permissions.v[1].vhost, "/");
+    CU_ASSERT_EQUAL(c.amqp.loopback_users.n, 0);
+    /* Printed and loaded back: the same config. */
+    pa = print_str(&c);
+    if (load(&d, pa) != GT_OK)
+        fprintf(stderr, "\n%s\n%s\n", pa, err);
+    pb = print_str(&d);
+    CU_ASSERT_STRING_EQUAL(pa, pb);
+    CU_ASSERT_EQUAL(d.amqp.users.n, 3);
+    CU_ASSERT_STRING_EQUAL(d.amqp.users.v[1].password, "p@ss w\xc3\xb6rd");
+    free(pa);
+    free(pb);
+    /* Overrides: scalar keys (and the older name) only. */
+    CU_ASSERT_EQUAL(cfg_set(&c, "amqp.listen", "off", err, sizeof(err)), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.amqp.listen, "off");
+    CU_ASSERT_EQUAL(cfg_set(&c, "server.amqp_listen", "[::1]:1", err, sizeof(err)), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.amqp.listen, "[::1]:1");
+    CU_ASSERT_EQUAL(cfg_set(&c, "amqp.heartbeat", "5", err, sizeof(err)), GT_OK);
+    CU_ASSERT_EQUAL(c.amqp.heartbeat, 5);
+    CU_ASSERT_EQUAL(cfg_set(&c, "amqp.vhosts", "x", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "amqp.vhosts: a list, can only be declared in the config file");
+    CU_ASSERT_EQUAL(cfg_set(&c, "amqp.frame_max", "4095", err, sizeof(err)), GT_EINVAL);
+    CU_ASSERT_STRING_EQUAL(err, "amqp.frame_max: 4095 is out of range (4096..16777216)");
+    cfg_free(&c);
+    cfg_free(&d);
+
+    /* Without users: guest may be given permissions. */
+    expect_ok("amqp: {vhosts: [a], permissions: [{user: guest, vhost: a, configure: x, "
+              "write: x, read: x}]}\n");
+    expect_ok("amqp: {users: [], vhosts: [], loopback_users: [guest, app]}\n");
+}
+
+static void test_amqp_invalid(void)
+{
+    static const struct {
+        const char *yaml, *want;
+    } bad[] = {
+        {"amqp: {frame_max: 4095}", "t.yaml:1: amqp.frame_max: 4095 is out of range "
+                                    "(4096..16777216)"},
+        {"amqp: {frame_max: 16777217}", "amqp.frame_max: 16777217 is out of range"},
+        {"amqp: {heartbeat: -1}", "amqp.heartbeat: -1 is out of range (0..65535)"},
+        {"amqp: {heartbeat: 65536}", "amqp.heartbeat: 65536 is out of range"},
+        {"amqp: {channel_max: 0}", "amqp.channel_max: 0 is out of range (1..2047)"},
+        {"amqp: {channel_max: 2048}", "amqp.channel_max: 2048 is out of range (1..2047)"},
+        {"amqp: {consumer_timeout_ms: -5}", "amqp.consumer_timeout_ms: -5 is out of range"},
+        {"amqp: {max_message_size: 0}", "amqp.max_message_size: 0 is out of range "
+                                        "(1..536870912)"},
+        {"amqp: {max_message_size: 536870913}", "amqp.max_message_size: 536870913 is out"},
+        {"amqp: {listen: nope}", "amqp.listen: \"nope\" is not a valid HOST:PORT"},
+        {"amqp: {lisen: x}", "amqp.lisen: unknown key"},
+        {"amqp: {users: x}", "amqp.users: expected a list, got a scalar"},
+        {"amqp: {users: [x]}", "amqp.users[0]: expected a mapping (e.g. {name: X}), got a "
+                               "scalar"},
+        {"amqp: {users: [{password: x}]}", "amqp.users[0].name: required key is missing"},
+        {"amqp: {users: [{name: a}]}", "t.yaml:1: amqp.users[0]: give either password_hash "
+                                       "or password"},
+        {"amqp:\n  users:\n    - {name: a, password: x}\n    - {name: b, password: y, "
+         "password_hash: \"" RMQ_GUEST_HASH "\"}\n",
+         "t.yaml:4: amqp.users[1]: give either password_hash or password"},
+        {"amqp: {users: [{name: a, password_hash: abc}]}",
+         "amqp.users[0].password_hash: is not a RabbitMQ password hash"},
+        {"amqp: {users: [{name: a, password_hash: \"" RMQ_GUEST_HASH "x\"}]}",
+         "amqp.users[0].password_hash: is not a RabbitMQ password hash"},
+        {"amqp: {users: [{name: a, password_hash: \"" RMQ_GUEST_HASH "\", "
+         "hashing_algorithm: rabbit_password_hashing_sha512}]}",
+         "amqp.users[0]: password_hash does not have the length of a SHA-512 hash"},
+        {"amqp: {users: [{name: a, password: x, hashing_algorithm: md5}]}",
+         "amqp.users[0].hashing_algorithm: \"md5\" is not one of"},
+        {"amqp: {users: [{name: a, password: x, passwd: y}]}",
+         "amqp.users[0].passwd: unknown key"},
+        {"amqp: {users: [{name: a, password: x}, {name: a, password: y}]}",
+         "amqp.users[1]: duplicate user name \"a\""},
+        {"amqp: {users: [{name: \"\", password: x}]}",
+         "amqp.users[0].name: must not be empty"},
+        {"amqp: {users: [{name: a, password: x, tags: [[t]]}]}",
+         "amqp.users[0].tags[0]: expected a string, got a list"},
+        {"amqp: {users: [{name: a, password: x, tags: t}]}",
+         "amqp.users[0].tags: expected a list, got a scalar"},
+        {"amqp: {vhosts: [\"/\", \"/\"]}", "amqp.vhosts[1]: duplicate value \"/\""},
+        {"amqp: {vhosts: [\"\"]}", "amqp.vhosts[0]: a vhost name must not be empty"},
+        {"amqp: {vhosts: [~]}", "amqp.vhosts[0]: has no value"},
+        {"amqp: {vhosts: \"/\"}", "amqp.vhosts: expected a list, got a scalar"},
+        {"amqp: {loopback_users: [{a: b}]}",
+         "amqp.loopback_users[0]: expected a string, got a mapping"},
+        {"amqp: {permissions: [{user: bob, vhost: /, configure: x, write: x, read: x}]}",
+         "amqp.permissions[0]: no user \"bob\" in amqp.users"},
+        {"amqp: {users: [{name: bob, password: x}], permissions: [{user: guest, vhost: /, "
+         "configure: x, write: x, read: x}]}",
+         "amqp.permissions[0]: no user \"guest\" in amqp.users"},
+        {"amqp: {permissions: [{user: guest, vhost: v, configure: x, write: x, read: x}]}",
+         "amqp.permissions[0]: no vhost \"v\" in amqp.vhosts"},
+        {"amqp:\n  permissions:\n"
+         "    - {user: guest, vhost: /, configure: x, write: x, read: x}\n"
+         "    - {user: guest, vhost: /, configure: y, write: y, read: y}\n",
+         "t.yaml:4: amqp.permissions[1]: user \"guest\" already has permissions on vhost "
+         "\"/\" (amqp.permissions[0])"},
+        {"amqp: {permissions: [{user: guest, vhost: /, configure: x, write: x}]}",
+         "amqp.permissions[0].read: required key is missing"},
+        {"amqp: {permissions: [{user: guest, vhost: /, configure: x, write: x, read: \"(\"}]}",
+         "amqp.permissions[0].read: \"(\" is not a valid POSIX extended regular expression"},
+        {"amqp: {permissions: [{user: guest, vhost: /, configure: \"a{2,1}\", write: x, "
+         "read: x}]}",
+         "amqp.permissions[0].configure: \"a{2,1}\" is not a valid POSIX extended"},
+        {"server: {amqp_listen: \"127.0.0.1:1\"}\namqp: {listen: \"127.0.0.1:2\"}\n",
+         "t.yaml:2: amqp.listen: also set as server.amqp_listen at line 1; set it once"},
+        {"amqp: {listen: \"127.0.0.1:2\"}\nserver: {amqp_listen: \"127.0.0.1:1\"}\n",
+         "t.yaml:2: server.amqp_listen: also set as amqp.listen at line 1; set it once"},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_fail_at(bad[i].yaml, bad[i].want, (int)i);
+}
+
 /* ---- API behaviour ---------------------------------------------------- */
 
 static void test_cfg_set(void)
@@ -670,7 +852,7 @@ static void test_shipped_gantry_yaml(void)
                                         err, sizeof(err)), GT_OK);
     CU_ASSERT_STRING_EQUAL(c.server.grpc_listen, "0.0.0.0:8081");
     CU_ASSERT_STRING_EQUAL(c.server.http_listen, "0.0.0.0:5557");
-    CU_ASSERT_STRING_EQUAL(c.server.amqp_listen, "0.0.0.0:5672");
+    CU_ASSERT_STRING_EQUAL(c.amqp.listen, "0.0.0.0:5672");
     CU_ASSERT_STRING_EQUAL(c.store.mode, "local");
     CU_ASSERT_STRING_EQUAL(c.store.flush, "sync");
     CU_ASSERT_STRING_EQUAL(c.store.data_dir, "data");
@@ -736,6 +918,8 @@ int main(void)
         {"store.index_mem_entries", test_index_mem_entries},
         {"bad enum", test_bad_enum},
         {"bad listen address", test_bad_listen},
+        {"amqp section", test_amqp},
+        {"amqp section: invalid values named", test_amqp_invalid},
         {"bad topic name", test_bad_topic_name},
         {"bad group name", test_bad_group_name},
         {"duplicate names, missing name", test_duplicates_and_missing_name},
