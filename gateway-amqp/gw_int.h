@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gw_auth.h"
 #include "gw_codec.h"
 #include "st.h"
 
@@ -47,6 +48,13 @@ bool gw_conn_cancel_notify(const gw_conn_t *c);
 /* Open and not closing: replies and deliveries may go out. */
 bool gw_conn_running(const gw_conn_t *c);
 const char *gw_conn_peer(const gw_conn_t *c);
+/* The connection's permissions in its vhost (after connection.open), for
+ * gw_auth_check / gw_auth_check_fault; its vhost is gw_grant_vhost(). */
+const gw_grant_t *gw_conn_grant(const gw_conn_t *c);
+/* The config's amqp.max_message_size and amqp.consumer_timeout_ms (0: no
+ * timeout), for the broker to enforce. */
+uint64_t gw_conn_max_message_size(const gw_conn_t *c);
+uint32_t gw_conn_consumer_timeout_ms(const gw_conn_t *c);
 
 /* ---- the broker, for the connection layer ----------------------------- */
 

@@ -245,6 +245,21 @@ uint32_t gw_conn_frame_max(const gw_conn_t *c)
     return c->frame_max;
 }
 
+const gw_grant_t *gw_conn_grant(const gw_conn_t *c)
+{
+    return c->grant;
+}
+
+uint64_t gw_conn_max_message_size(const gw_conn_t *c)
+{
+    return c->srv->max_message_size;
+}
+
+uint32_t gw_conn_consumer_timeout_ms(const gw_conn_t *c)
+{
+    return c->srv->consumer_timeout_ms;
+}
+
 bool gw_conn_cancel_notify(const gw_conn_t *c)
 {
     return c->cancel_notify;
