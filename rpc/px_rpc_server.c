@@ -165,12 +165,19 @@ struct px_rpc_server {
      * too. */
     _Atomic int64_t trim_due_ms;
     atomic_bool active_since_trim; /* a call arrived since the last trim */
+    /* Request bytes whose transport buffers were freed since the last
+     * trim of them (px_call_raw_freed). */
+    _Atomic int64_t raw_freed;
 };
 
 /* ---------------------------------------------------------------- calls */
 
 /* Delay between a drained burst and the trim. */
 #define PX_RPC_TRIM_DELAY_MS 1000
+
+/* Transport buffers of this many request bytes freed: trim at once (see
+ * px_call_raw_freed). */
+#define PX_RPC_RAW_TRIM_BYTES (16LL * 1024 * 1024)
 
 static int64_t px_mono_ms(void)
 {
@@ -749,6 +756,28 @@ static bool px_call_admit_message(px_call_t *c, int64_t len)
     return true;
 }
 
+/* The transport's buffers of a request message of `len` bytes were just
+ * freed.  grpc reads a message into 64 KiB slices (malloc'd below the mmap
+ * threshold, so from the heap and the thread arenas); freed, glibc keeps
+ * those pages resident for reuse, and only a drained burst used to trim
+ * them.  Under sustained large requests the heaps then held the high-water
+ * mark of everything the transport ever buffered at once -- up to its
+ * quota, 141 MiB in bench-overload C at a 128 MiB bound -- on top of the
+ * admitted copies (peak RSS 183-327 MiB).  So every PX_RPC_RAW_TRIM_BYTES
+ * of freed request bytes give the free pages back (malloc_trim releases
+ * whole free pages inside the heaps, not just their tops): the heaps then
+ * hold what the transport holds now, which admission counts. */
+static void px_call_raw_freed(px_rpc_server_t *srv, int64_t len)
+{
+    if (len < PX_ADMIT_SMALL_BYTES)
+        return;
+    if (atomic_fetch_add_explicit(&srv->raw_freed, len, memory_order_relaxed) +
+            len < PX_RPC_RAW_TRIM_BYTES)
+        return;
+    atomic_store_explicit(&srv->raw_freed, 0, memory_order_relaxed);
+    malloc_trim(0);
+}
+
 static void px_call_on_recv(px_call_t *c, bool ok)
 {
     grpc_byte_buffer *bb = c->recv_buf;
@@ -763,6 +792,7 @@ static void px_call_on_recv(px_call_t *c, bool ok)
 
         if (!px_call_admit_message(c, len)) {
             grpc_byte_buffer_destroy(bb);
+            px_call_raw_freed(c->srv, len);
             px_call_unref(c);
             return;
         }
@@ -778,6 +808,7 @@ static void px_call_on_recv(px_call_t *c, bool ok)
             grpc_byte_buffer_reader_destroy(&rd);
             /* One copy of the request at a time: drop the core's. */
             grpc_byte_buffer_destroy(bb);
+            px_call_raw_freed(c->srv, len);
             px_call_deliver(c, &s);
         } else {
             grpc_byte_buffer_destroy(bb);
