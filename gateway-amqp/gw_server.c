@@ -977,6 +977,7 @@ static void *loop_main(void *arg)
 {
     gw_server_t *s = arg;
 
+    pthread_setname_np(pthread_self(), "gw-amqp");
     event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }

@@ -435,6 +435,8 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     ro.app = svc;
+    ro.after_event = px_exec_after_event;
+    ro.after_event_ctx = exec;
     if (px_svc_start(svc) != GT_OK) {
         GT_LOG(ERROR, "main", "cannot start the service threads");
         goto out;

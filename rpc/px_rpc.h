@@ -148,6 +148,10 @@ typedef struct px_rpc_options {
                                  * 1 MiB the transport drops the
                                  * connection); <= 0: 64 KiB */
     void *app;                  /* application context, see px_call_app() */
+    /* Run by each worker thread after each event it handled, holding no
+     * lock (e.g. work the handlers queued on that thread).  May be NULL. */
+    void (*after_event)(void *ctx);
+    void *after_event_ctx;
 } px_rpc_options_t;
 
 /* Counters of a running server (for metrics); a consistent snapshot. */

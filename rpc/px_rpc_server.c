@@ -1045,6 +1045,7 @@ static void *px_worker_main(void *arg)
 {
     px_rpc_server_t *srv = arg;
 
+    pthread_setname_np(pthread_self(), "px-grpc");
     for (;;) {
         /* Wake at least once a second for a due trim. */
         grpc_event ev = grpc_completion_queue_next(
@@ -1093,6 +1094,8 @@ static void *px_worker_main(void *arg)
             pthread_mutex_unlock(&srv->mu);
             break;
         }
+        if (srv->opts.after_event != NULL)
+            srv->opts.after_event(srv->opts.after_event_ctx);
     }
     return NULL;
 }

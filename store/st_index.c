@@ -686,6 +686,7 @@ static void work_inline(st_index_t *ix)
 static void *ix_main(void *arg)
 {
     st_index_t *ix = arg;
+    pthread_setname_np(pthread_self(), "st-index");
     pthread_mutex_lock(&ix->st->lock);
     while (!ix->stop) {
         gt_err_t rc = GT_ENOTFOUND;

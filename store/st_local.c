@@ -319,6 +319,7 @@ void st_local_retention_run(st_store_t *s, int64_t now_ms)
 static void *svc_main(void *arg)
 {
     st_local_t *st = arg;
+    pthread_setname_np(pthread_self(), "st-service");
     pthread_mutex_lock(&st->lock);
     while (!st->svc_stop) {
         uint64_t kicks = st->svc_kicks; /* tests: st_local_clock_settle */

@@ -756,6 +756,7 @@ static uint64_t wait_ahead(st_local_t *st, size_t len)
 static void *writer_main(void *arg)
 {
     st_local_t *st = arg;
+    pthread_setname_np(pthread_self(), "st-writer");
     bool sync = st->cfg.flush == ST_FLUSH_SYNC;
     for (;;) {
         pthread_mutex_lock(&st->wq_lock);
@@ -822,6 +823,7 @@ static void gather(st_local_t *st, size_t last)
 static void *syncer_main(void *arg)
 {
     st_local_t *st = arg;
+    pthread_setname_np(pthread_self(), "st-syncer");
     size_t last = 1;
     pthread_mutex_lock(&st->sq_lock);
     for (;;) {
@@ -912,6 +914,7 @@ static void flush_once(st_local_t *st)
 static void *flusher_main(void *arg)
 {
     st_local_t *st = arg;
+    pthread_setname_np(pthread_self(), "st-flusher");
     pthread_mutex_lock(&st->fl_lock);
     while (!st->fl_stop) {
         struct timespec ts;

@@ -8,7 +8,16 @@
  * because it must run before the gRPC server accepts calls (the metadata
  * snapshot at start-up) and after it stopped them (the store's last
  * answers while it closes), and because work without a call (renewals,
- * transaction checks, metadata) has no call to defer on. */
+ * transaction checks, metadata) has no call to defer on.
+ *
+ * Posts from the executor's own threads and from gRPC workers (which call
+ * px_exec_after_event() after each event) do not wake another thread: they
+ * queue on the posting thread and run there as soon as its current task or
+ * event is over -- never inside the store call that posted them.  An
+ * answer the store gives on the caller's thread (a pop that found
+ * messages, an ack) is then handled without a hand-off, as is a send
+ * whose append a gRPC worker wrote itself.  Posts from other threads (the
+ * store's syncer, renewals) go to the shared queue. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -33,6 +42,26 @@ struct px_exec {
     st_exec_t st;
 };
 
+/* The calling thread's own queue: enabled (px_local_exec set) on the
+ * executor's threads and on gRPC workers, run when their current task or
+ * event is over.  Thread-local, so no lock. */
+static _Thread_local px_exec_t *px_local_exec;
+static _Thread_local px_task_t *px_local_head, *px_local_tail;
+
+/* Runs the calling thread's own queue, including what its tasks post. */
+static void px_exec_run_local(void)
+{
+    px_task_t *t;
+
+    while ((t = px_local_head) != NULL) {
+        px_local_head = t->next;
+        if (px_local_head == NULL)
+            px_local_tail = NULL;
+        t->fn(t->arg);
+        free(t);
+    }
+}
+
 static gt_err_t px_exec_post(void *ctx, st_task_fn fn, void *arg)
 {
     px_exec_t *x = ctx;
@@ -43,6 +72,14 @@ static gt_err_t px_exec_post(void *ctx, st_task_fn fn, void *arg)
     t->next = NULL;
     t->fn = fn;
     t->arg = arg;
+    if (px_local_exec == x) {
+        if (px_local_tail != NULL)
+            px_local_tail->next = t;
+        else
+            px_local_head = t;
+        px_local_tail = t;
+        return GT_OK;
+    }
     pthread_mutex_lock(&x->mu);
     if (x->tail != NULL)
         x->tail->next = t;
@@ -59,6 +96,8 @@ static void *px_exec_main(void *arg)
     px_exec_t *x = arg;
     px_task_t *t;
 
+    pthread_setname_np(pthread_self(), "px-exec");
+    px_local_exec = x;
     pthread_mutex_lock(&x->mu);
     for (;;) {
         while (x->head == NULL && !x->stop)
@@ -71,6 +110,7 @@ static void *px_exec_main(void *arg)
         pthread_mutex_unlock(&x->mu);
         t->fn(t->arg);
         free(t);
+        px_exec_run_local();
         pthread_mutex_lock(&x->mu);
     }
     pthread_mutex_unlock(&x->mu);
@@ -100,6 +140,12 @@ px_exec_t *px_exec_new(int threads)
         }
     }
     return x;
+}
+
+void px_exec_after_event(void *ctx)
+{
+    px_local_exec = ctx;
+    px_exec_run_local();
 }
 
 const st_exec_t *px_exec_store(px_exec_t *x)

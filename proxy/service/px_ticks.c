@@ -97,6 +97,7 @@ static void *px_renewer_main(void *arg)
     px_svc_t *svc = arg;
     struct timespec ts;
 
+    pthread_setname_np(pthread_self(), "px-renewer");
     for (;;) {
         pthread_mutex_lock(&svc->clients_mu);
         if (!svc->stopping) {
