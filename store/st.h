@@ -210,6 +210,7 @@ typedef void (*st_msgs_cb)(void *arg, gt_err_t err, const st_message_t *msgs,
                            size_t n, uint64_t next_offset);
 
 typedef void (*st_offset_cb)(void *arg, gt_err_t err, uint64_t offset);
+typedef void (*st_count_cb)(void *arg, gt_err_t err, uint64_t n);
 
 /* How a pop's filter expression is to be read.  The expression travels as
  * text and is compiled by the store, where it is evaluated. */
@@ -412,6 +413,8 @@ typedef struct st_ops {
     void (*append_multi)(st_store_t *st, const st_message_t *msg,
                          const st_dest_t *dests, size_t n, st_append_cb cb,
                          void *arg);
+    void (*purge)(st_store_t *st, const char *group, const char *topic,
+                  st_count_cb cb, void *arg);
     void (*meta_put)(st_store_t *st, const char *ns, const void *key,
                      uint32_t key_len, const void *value, uint32_t value_len,
                      st_done_cb cb, void *arg);
@@ -624,8 +627,12 @@ static inline void st_ack(st_store_t *st, const char *group, const char *topic,
     st->ops->ack(st, group, topic, handle, cb, arg);
 }
 
-/* Makes a delivery invisible for invisible_ms from now; cb receives a new
- * handle and the old one stops working.  Errors as for st_ack(). */
+/* Makes a delivery invisible for invisible_ms (0..ST_INVISIBLE_MAX_MS)
+ * from now; cb receives a new handle and the old one stops working.
+ * invisible_ms 0 gives it back at once as a failed delivery (a nack with
+ * requeue): the next pop of the group delivers it, ahead of newer
+ * messages never delivered, with its attempt raised by one (past the
+ * group's max attempts it goes to %DLQ%).  Errors as for st_ack(). */
 static inline void st_change_invisible(st_store_t *st, const char *group,
                                        const char *topic, const char *handle,
                                        int64_t invisible_ms, st_handle_cb cb,
@@ -645,6 +652,17 @@ static inline void st_release(st_store_t *st, const char *group,
                               st_done_cb cb, void *arg)
 {
     st->ops->release(st, group, topic, handle, cb, arg);
+}
+
+/* Drops every message of topic that is ready for group (as st_stats()
+ * counts `ready`: never delivered, or given back or expired and not
+ * delivered again) -- not those in flight, which stay ackable and come
+ * back if not acked -- as if acked.  cb gets how many.  Borrows strings.
+ * GT_ENOTFOUND: unknown topic or group; GT_EINVAL: a %SYS% name. */
+static inline void st_purge(st_store_t *st, const char *group,
+                            const char *topic, st_count_cb cb, void *arg)
+{
+    st->ops->purge(st, group, topic, cb, arg);
 }
 
 /* Reads up to req->max messages of (topic, queue) from req->offset that

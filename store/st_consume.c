@@ -872,6 +872,76 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
     cb(arg, rc);
 }
 
+/* Purges one queue of (g, t): acks its ready window entries (due held
+ * ones, expired deliveries), then every offset not delivered yet.  Adds
+ * what it dropped to *n.  Lock held. */
+static gt_err_t purge_queue(st_local_t *st, st_group_rt_t *g, st_topic_rt_t *t,
+                            uint32_t q, int64_t now, uint64_t *n)
+{
+    pop_ctx_t c = {.st = st, .g = g, .t = t};
+    st_cs_t *cs;
+    gt_err_t rc = cs_prepare(&c, q, &cs);
+    for (uint64_t o = cs ? cs->commit : 0; rc == GT_OK && o < cs->pop; o++) {
+        st_went_t *e = st_cs_at(cs, o);
+        if ((e->state != ST_E_NONE && e->state != ST_E_INFLIGHT) ||
+            e->deadline > now)
+            continue;
+        st_srec_t r = {.type = ST_SR_ACK, .group = g->meta.name,
+                       .topic = t->meta.name, .queue = q, .a = o};
+        if ((rc = st_state_log(st, &r)) == GT_OK) {
+            e->state = ST_E_ACKED;
+            (*n)++;
+        }
+    }
+    if (rc != GT_OK)
+        return rc;
+    st_cs_advance(cs);
+    uint64_t end = st_cq_end(&t->cq[q]);
+    if (cs->pop < end) {
+        /* an empty window moves as a whole (no entries for the backlog);
+         * behind deliveries in flight the backlog joins the window acked */
+        bool empty = cs->commit == cs->pop;
+        st_srec_t r = {.type = empty ? ST_SR_COMMIT : ST_SR_SKIP,
+                       .group = g->meta.name, .topic = t->meta.name,
+                       .queue = q, .a = empty ? end : cs->pop, .b = end};
+        uint64_t from = cs->pop;
+        if (!empty && (rc = st_cs_extend(cs, end, ST_E_ACKED)) != GT_OK)
+            return rc;
+        if ((rc = st_state_log(st, &r)) != GT_OK) {
+            if (!empty) /* not logged: not purged (held entries again) */
+                for (uint64_t o = from; o < end; o++)
+                    st_cs_at(cs, o)->state = ST_E_NONE;
+            return rc;
+        }
+        if (empty)
+            st_cs_move_commit(cs, end);
+        *n += end - from;
+    }
+    if (cs->fifo) /* the FIFO index no longer follows the window */
+        cs->fifo_stale = true;
+    return GT_OK;
+}
+
+void st_purge_local(st_store_t *s, const char *group, const char *topic,
+                    st_count_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    uint64_t n = 0;
+    gt_err_t rc = GT_OK;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = topic ? st_topic_find(st, topic) : NULL;
+    st_group_rt_t *g = group ? st_group_find(st, group) : NULL;
+    if (st_is_sys_name(topic) || st_is_sys_name(group))
+        rc = GT_EINVAL; /* the store's own */
+    else if (!t || !g || t->deleted || g->deleted)
+        rc = GT_ENOTFOUND;
+    int64_t now = st_now_ms();
+    for (uint32_t q = 0; rc == GT_OK && q < t->meta.queue_count; q++)
+        rc = purge_queue(st, g, t, q, now, &n);
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, n);
+}
+
 void st_change_local(st_store_t *s, const char *group, const char *topic,
                      const char *handle, int64_t invisible_ms,
                      st_handle_cb cb, void *arg)
@@ -881,7 +951,7 @@ void st_change_local(st_store_t *s, const char *group, const char *topic,
     st_cs_t *cs;
     st_handle_t h;
     int64_t now = st_now_ms();
-    if (invisible_ms <= 0 || invisible_ms > ST_INVISIBLE_MAX_MS) {
+    if (invisible_ms < 0 || invisible_ms > ST_INVISIBLE_MAX_MS) {
         cb(arg, GT_EINVAL, NULL);
         return;
     }

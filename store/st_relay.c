@@ -704,6 +704,16 @@ static void r_meta_watch(st_store_t *s, st_meta_cb cb, void *arg)
     st_meta_watch(rl->inner, cb != NULL ? cap_meta : NULL, rl);
 }
 
+static void r_purge(st_store_t *s, const char *group, const char *topic,
+                    st_count_cb cb, void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_OFFSET, (st_res_cb_t){.offset = cb}, arg);
+    if (r == NULL)
+        return;
+    st_purge(RL(s)->inner, group, topic, cap_offset, r);
+    relay_end(RL(s));
+}
+
 static void r_meta_put(st_store_t *s, const char *ns, const void *key,
                        uint32_t key_len, const void *value, uint32_t value_len,
                        st_done_cb cb, void *arg)
@@ -764,6 +774,7 @@ static const st_ops_t relay_ops = {
     .tx_checked = r_tx_checked,
     .recall = r_recall,
     .meta_watch = r_meta_watch,
+    .purge = r_purge,
     .meta_put = r_meta_put,
     .meta_del = r_meta_del,
     .meta_list = r_meta_list,
