@@ -101,7 +101,8 @@ console.log(`machine: ${(await import('node:os')).cpus().length} CPUs; CPU figur
 for (const server of servers) for (const s of scenarios) {
   const g = server === 'empty' ? await startEmpty() : await startGantry({
     yaml, logLevel: 'info', flush: process.env.BENCH_FLUSH ?? 'sync',
-    serverYaml: `  max_inflight_bytes: ${bound}`,
+    serverYaml: `  max_inflight_bytes: ${bound}` +
+      (process.env.BENCH_THREADS ? `\n  threads: ${Number(process.env.BENCH_THREADS)}` : ''),
   });
   try {
     await sleep(300);
