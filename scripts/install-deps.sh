@@ -12,6 +12,7 @@ pkgs=(
   libssl-dev libyaml-dev libcunit1-dev
   libmicrohttpd-dev            # operator HTTP endpoint (health, metrics)
   libevent-dev                 # AMQP gateway: event loop, bufferevents, timers (AMQPS later)
+  librabbitmq-dev              # bench/gt_bench_amqp (scripts/bench-amqp): the AMQP load client, rabbitmq-c
 )
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
