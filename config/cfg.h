@@ -94,6 +94,7 @@ typedef struct cfg_amqp {
         size_t n;
     } permissions;
     cfg_strlist_t loopback_users;
+    char *server_product; /* connection.start's server-properties product */
 } cfg_amqp_t;
 
 /* All strings and arrays are owned by the cfg_t and released by cfg_free().

@@ -55,6 +55,24 @@ static gt_err_t cfg_check_listen_opt(const char *v, char *why, size_t whylen)
 
 /* ---- amqp values ------------------------------------------------------ */
 
+/* amqp.server_product: 1..63 printable ASCII characters. */
+static gt_err_t cfg_check_product(const char *v, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 63) {
+        snprintf(why, whylen, "must be 1 to 63 characters, not %zu", n);
+        return GT_EINVAL;
+    }
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p < 0x20 || *p > 0x7e) {
+            snprintf(why, whylen, "must be printable ASCII");
+            return GT_EINVAL;
+        }
+    }
+    return GT_OK;
+}
+
 /* A vhost name: an AMQP shortstr (1..255 bytes). */
 static gt_err_t cfg_check_vhost(const char *v, char *why, size_t whylen)
 {
@@ -464,6 +482,15 @@ static const cfg_desc_t cfg_amqp_keys[] = {
      .doc = "Largest frame the gateway proposes in connection.tune (bytes, "
             "RabbitMQ's default; 4096 is the protocol's floor). A client may "
             "ask for less, never for more."},
+    {.key = "server_product", .type = CFG_T_STR,
+     CFG_FIELD(cfg_t, amqp.server_product), .def = "RabbitMQ",
+     .check = cfg_check_product, .what = "string",
+     .doc = "The `product` Gantry gives in connection.start's "
+            "server-properties. RabbitMQ's name by default, with `version` "
+            "3.10.8 (the dialect spoken): clients and their test suites "
+            "check it; Gantry's own name and version are in `information` "
+            "and `gantry_version`. Any other value is sent with Gantry's "
+            "version."},
     {.key = "heartbeat", .type = CFG_T_INT, CFG_FIELD(cfg_t, amqp.heartbeat),
      .def = "60", .min = 0, .max = 65535,
      .doc = "Heartbeat interval proposed in connection.tune (seconds; the "

@@ -41,6 +41,9 @@
 #include "gw_codec.h"
 #include "gw_int.h"
 
+/* The RabbitMQ release whose AMQP dialect the gateway follows. */
+#define GW_RABBITMQ_DIALECT "3.10.8"
+
 #ifndef GANTRY_VERSION
 #define GANTRY_VERSION "dev"
 #endif
@@ -78,6 +81,7 @@ struct gw_server {
     uint32_t handshake_ms;
     size_t out_limit;
     char cluster_name[128];
+    char product[64]; /* server-properties product (amqp.server_product) */
     gw_conn_t *conns;
     gw_broker_t *broker; /* NULL without a store: no messaging (540) */
     bool ready;          /* the broker's metadata is loaded */
@@ -383,10 +387,20 @@ static void send_start(gw_conn_t *c)
     gw_tbuild_end(&b);
     gw_tbuild_string(&b, "cluster_name", c->srv->cluster_name);
     gw_tbuild_string(&b, "copyright", "Gantry contributors");
-    gw_tbuild_string(&b, "information", "Gantry AMQP 0-9-1 gateway");
+    gw_tbuild_string(&b, "gantry_version", GANTRY_VERSION);
+    gw_tbuild_string(&b, "information",
+                     "Gantry " GANTRY_VERSION ": an AMQP 0-9-1 gateway "
+                     "speaking RabbitMQ 3.10's dialect");
     gw_tbuild_string(&b, "platform", "C11 / libevent " LIBEVENT_VERSION);
-    gw_tbuild_string(&b, "product", "Gantry");
-    gw_tbuild_string(&b, "version", GANTRY_VERSION);
+    /* Clients and their suites check product == "RabbitMQ" (amqplib's
+     * connect.js does; so do libraries that turn RabbitMQ's extensions
+     * on by it): by default Gantry answers as the server whose dialect
+     * it speaks, with RabbitMQ's version of that dialect; its own name
+     * and version are in information / gantry_version. */
+    gw_tbuild_string(&b, "product", c->srv->product);
+    gw_tbuild_string(&b, "version", strcmp(c->srv->product, "RabbitMQ") == 0
+                                        ? GW_RABBITMQ_DIALECT
+                                        : GANTRY_VERSION);
     if (gw_tbuild_finish(&b, &props) != GT_OK) {
         conn_finish(c);
         return;
@@ -1041,6 +1055,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     s->frame_max = (uint32_t)amqp->frame_max;
     s->consumer_timeout_ms = (uint32_t)amqp->consumer_timeout_ms;
     s->max_message_size = (uint64_t)amqp->max_message_size;
+    snprintf(s->product, sizeof(s->product), "%s",
+             amqp->server_product != NULL ? amqp->server_product : "RabbitMQ");
     rc = gw_auth_new(amqp, &s->auth, err, errlen);
     if (amqp == &defaults.amqp)
         cfg_free(&defaults);

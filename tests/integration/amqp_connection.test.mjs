@@ -121,8 +121,11 @@ async function rawHandshake(c, { heartbeat = 0, frameMax = 131072, channelMax = 
 test('amqplib connects, opens and closes channels, closes the connection', async () => {
   const conn = await amqp.connect(url());
   const sp = conn.connection.serverProperties;
-  assert.equal(sp.product, 'Gantry');
-  assert.equal(typeof sp.version, 'string');
+  // RabbitMQ's name and dialect version by default (amqp.server_product).
+  assert.equal(sp.product, 'RabbitMQ');
+  assert.equal(sp.version, '3.10.8');
+  assert.match(sp.information, /^Gantry /);
+  assert.equal(typeof sp.gantry_version, 'string');
   assert.equal(typeof sp.platform, 'string');
   assert.equal(typeof sp.cluster_name, 'string');
   for (const cap of ['publisher_confirms', 'exchange_exchange_bindings', 'basic.nack',
@@ -365,6 +368,19 @@ test('amqp.listen: off starts no AMQP listener', async () => {
     });
     assert.equal(err?.code, 'ECONNREFUSED');
     assert.match(g2.log(), /AMQP off/);
+  } finally {
+    await stopGantry(g2);
+  }
+});
+
+test('amqp.server_product: another product name is sent with Gantry\'s own version', async () => {
+  const g2 = await startGantry({ logLevel: 'info', amqpYaml: '  server_product: "Gantry"' });
+  try {
+    const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${g2.amqpPort}`);
+    const sp = conn.connection.serverProperties;
+    assert.equal(sp.product, 'Gantry');
+    assert.equal(sp.version, sp.gantry_version);
+    await conn.close();
   } finally {
     await stopGantry(g2);
   }
