@@ -192,6 +192,7 @@ struct gw_consumer {
     uint8_t tlen;
     char tag[256];
     bool no_ack, exclusive, rekick;
+    bool starved; /* found no credit on a channel with a global prefetch */
     uint16_t prefetch;
     uint32_t unacked, popping; /* popping: messages asked by the pop in flight */
 };
@@ -1497,6 +1498,17 @@ static void consume_fn(gw_op_t *op)
         cs->rekick = false;
         cs_pump(cs);
     }
+    /* Channel credit this pop held and did not use goes to the channel's
+     * consumers that found none meanwhile (each pumped once: a consumer
+     * only becomes starved again by a pump that finds no credit). */
+    if (o->n < o->asked && ch->prefetch_global > 0 && ch_live(ch)) {
+        for (gw_consumer_t *o2 = ch->consumers; o2 != NULL; o2 = o2->cnext) {
+            if (o2->starved && o2 != cs) {
+                o2->starved = false;
+                cs_pump(o2);
+            }
+        }
+    }
     cs_unref(cs);
     q_unref(o->q);
     free(o);
@@ -1514,8 +1526,11 @@ static void cs_pump(gw_consumer_t *cs)
         cs->rekick = true;
         return;
     }
-    if ((n = cs_credit(cs)) == 0)
+    if ((n = cs_credit(cs)) == 0) {
+        cs->starved = cs->ch->prefetch_global > 0;
         return;
+    }
+    cs->starved = false;
     if ((o = op_new(b, sizeof(*o), consume_fn)) == NULL)
         return;
     cs_ref(cs);
