@@ -135,7 +135,8 @@ test('a consumer of a busy queue that stops reading disturbs neither the queue\'
 test('an oversized frame gets 501 FRAME_ERROR and a close, without its payload being read', async () => {
   const from = by.count;
   // Over the negotiated 131072 (RabbitMQ allows payloads up to frame_max,
-  // its text names frame_max - 8); only the frame header is sent.
+  // its text names frame_max - 8); only the frame header is sent.  The
+  // texts are RabbitMQ 3.10's for the same bytes.
   for (const [frameMax, size] of [[131072, 131073], [4096, 4097], [131072, 0xffffffff]]) {
     const c = rawConnect(g.amqpPort);
     const ok = await rawHandshake(c, { frameMax });
@@ -165,13 +166,14 @@ test('an oversized frame gets 501 FRAME_ERROR and a close, without its payload b
   await bystanderProgress(from);
 });
 
+// As RabbitMQ 3.10 answers each of these (checked against it).  Not here:
+// an AMQP 0-8 header, which RabbitMQ answers with a 0-8 connection.start.
 test('garbage before the protocol header gets the 0-9-1 header back and a close', async () => {
   const from = by.count;
   const cases = [
     ['random bytes, then a valid header',
       Buffer.concat([crypto.randomBytes(64), HEADER])],
     ['a TLS ClientHello', Buffer.from('16030100a5010000a103030000', 'hex')],
-    ['an AMQP 0-8 header', Buffer.from('AMQP\x01\x01\x08\x00', 'latin1')],
     ['an AMQP 1.0 header', Buffer.from('AMQP\x00\x01\x00\x00', 'latin1')],
     ['a method frame instead of the header', frame(1, 0, Buffer.alloc(12))],
     ['1 MiB of garbage', crypto.randomBytes(1 << 20)],
