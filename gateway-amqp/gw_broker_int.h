@@ -1,0 +1,281 @@
+/* The AMQP broker's internals, shared by gw_broker.c (references, store
+ * requests, channels, dispatch), gw_queue.c, gw_consume.c, gw_publish.c,
+ * gw_exchange.c and gw_meta.c.  Everything here is owned by the gateway's
+ * event-loop thread (see gw_broker.c), except gw_broker_t.mu's fields. */
+#ifndef GW_BROKER_INT_H
+#define GW_BROKER_INT_H
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gw_int.h"
+#include "gw_route.h"
+
+#define GW_QMAP 1024u                      /* queue hash buckets */
+#define GW_POP_BATCH 32u                   /* messages per consumer pop */
+#define GW_INVISIBLE_MS (30LL * 60 * 1000) /* RabbitMQ's consumer_timeout */
+#define GW_REQUEUE_KICK_MS 3u              /* a requeued message is visible */
+#define GW_APPENDS_MAX 1024u               /* per connection in flight */
+#define GW_TICK_MS 1000u                   /* idle consumers look again */
+#define GW_REC_MAGIC 0xA1u                 /* stored message record */
+#define GW_MAX_BODY ((uint64_t)128 << 20)  /* RabbitMQ's max_message_size */
+#define GW_CHAN_SLOTS 2048u
+
+/* Exchange flags kept in the router. */
+#define GW_XF_DURABLE 1u
+#define GW_XF_AUTO_DELETE 2u
+#define GW_XF_INTERNAL 4u
+
+typedef struct gw_op gw_op_t;
+typedef struct gw_queue gw_queue_t;
+typedef struct gw_chan gw_chan_t;
+typedef struct gw_consumer gw_consumer_t;
+typedef struct gw_unacked gw_unacked_t;
+typedef struct gw_pub gw_pub_t;
+typedef struct gw_txmsg gw_txmsg_t;
+typedef struct gw_txack gw_txack_t;
+
+typedef void (*gw_op_fn)(gw_op_t *op);
+
+/* One store request in flight (owned by the op until fn frees it). */
+struct gw_op {
+    gw_op_t *next;
+    gw_broker_t *b;
+    gw_op_fn fn;
+    gt_err_t err;
+};
+
+struct gw_broker {
+    struct event_base *base;
+    st_store_t *store;
+    /* mu guards the posted list and ops; the rest is the loop's. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    gw_op_t *head, *tail;
+    long ops;
+    struct event *post_ev, *tick;
+    bool stopping;
+    gw_chan_t *dirty; /* channels with confirms to send after this batch */
+    gw_queue_t *qmap[GW_QMAP];
+    gw_bconn_t *conns;
+    gw_router_t *router; /* exchanges and bindings of vhost "/" */
+    bool loaded;         /* the durable metadata is read back */
+    void (*ready_fn)(void *arg);
+    void *ready_arg;
+};
+
+/* A queue (vhost "/"): the map holds one reference while it exists. */
+struct gw_queue {
+    int refs;
+    bool gone;   /* deleted: out of the map */
+    bool ready;  /* its store topic and group exist */
+    gw_broker_t *b;
+    gw_queue_t *hnext;
+    uint8_t nlen;
+    char name[256];
+    char id[40]; /* store topic and group name */
+    bool durable, exclusive, auto_delete;
+    gw_bconn_t *owner; /* exclusive queues: the declaring connection */
+    gw_consumer_t *consumers;
+    uint32_t nconsumers;
+    bool had_consumer, excl_consumer;
+    struct event *kick_ev;
+};
+
+struct gw_bconn {
+    int refs;
+    gw_broker_t *b;
+    gw_conn_t *c; /* NULL once the connection is gone */
+    gw_bconn_t *prev, *next;
+    uint32_t appends;    /* in flight */
+    uint32_t commit_waits; /* channels waiting for appends to answer tx.commit */
+    bool append_stall;   /* stalled for GW_APPENDS_MAX */
+    uint8_t *held;       /* a method frame waiting for the appends */
+    size_t held_len;
+    uint16_t held_ch;
+    gw_chan_t *ch[GW_CHAN_SLOTS];
+};
+
+/* A publish awaiting its confirm (confirm mode). */
+struct gw_pub {
+    gw_pub_t *next;
+    uint64_t seq;
+    uint32_t remaining; /* appends not answered */
+    bool failed;
+};
+
+/* A publish inside a transaction, routed and appended at tx.commit. */
+struct gw_txmsg {
+    gw_txmsg_t *next;
+    bool mandatory;
+    uint8_t exlen, rklen;
+    char ex[256], rk[256];
+    uint8_t *pbuf;
+    size_t plen, body_off, props_off, props_len, hdr_off, hdr_len;
+};
+
+/* An ack / nack / reject inside a transaction, applied at tx.commit. */
+struct gw_txack {
+    gw_txack_t *next;
+    uint64_t tag;
+    bool multiple;
+    int how; /* gw_settle_t */
+};
+
+struct gw_unacked {
+    gw_unacked_t *prev, *next;
+    uint64_t tag;
+    gw_queue_t *q;      /* ref */
+    gw_consumer_t *cs;  /* ref; NULL for basic.get */
+    char handle[ST_HANDLE_MAX];
+};
+
+struct gw_chan {
+    int refs;
+    bool closed;
+    gw_bconn_t *bc; /* ref */
+    uint16_t id;
+    gw_asm_t asm_;
+    /* the publish being assembled */
+    bool pub_on, mandatory;
+    uint8_t exlen, rklen;
+    char ex[256], rk[256];
+    uint8_t *pbuf;
+    size_t plen, pcap, body_off, props_off, props_len, hdr_off, hdr_len;
+    /* confirms */
+    bool confirm, tx, dirty, commit_wait;
+    gw_txmsg_t *txq, *txq_tail;
+    gw_txack_t *txa, *txa_tail;
+    gw_chan_t *dirty_next; /* in b->dirty (holds a ref) */
+    uint64_t next_seq;
+    gw_pub_t *pubs, *pubs_tail;
+    /* deliveries */
+    uint64_t next_tag;
+    gw_unacked_t *ua, *ua_tail;
+    uint32_t unacked, pending; /* pending: messages asked by pops in flight */
+    uint16_t prefetch, prefetch_global;
+    gw_consumer_t *consumers;
+    bool has_last;
+    uint8_t last_len;
+    char last_q[256];
+};
+
+struct gw_consumer {
+    int refs;
+    bool gone;
+    gw_chan_t *ch;  /* ref */
+    gw_queue_t *q;  /* ref */
+    gw_consumer_t *qprev, *qnext, *cnext;
+    uint8_t tlen;
+    char tag[256];
+    bool no_ack, exclusive, rekick;
+    bool starved; /* found no credit on a channel with a global prefetch */
+    uint16_t prefetch;
+    uint32_t unacked, popping; /* popping: messages asked by the pop in flight */
+};
+
+#define GW_NS_QUEUE "amqp.queue"
+#define GW_NS_EXCHANGE "amqp.exchange"
+#define GW_NS_BINDING "amqp.binding"
+#define GW_META_KEY 1024u
+
+#define CH_ERR(ch, code, mid, ...)                                                             \
+    gw_conn_channel_error((ch)->bc->c, (ch)->id, (code), (mid), __VA_ARGS__)
+
+/* How a delivery is settled. */
+typedef enum { GW_SETTLE_ACK, GW_SETTLE_REQUEUE, GW_SETTLE_DROP } gw_settle_t;
+
+/* ---- gw_broker.c: references, store requests, channel helpers */
+
+void gw_queue_ref(gw_queue_t *q);
+void gw_queue_unref(gw_queue_t *q);
+void gw_bconn_ref(gw_bconn_t *bc);
+void gw_bconn_unref(gw_bconn_t *bc);
+void gw_chan_ref(gw_chan_t *ch);
+void gw_chan_unref(gw_chan_t *ch);
+void gw_consumer_ref(gw_consumer_t *cs);
+void gw_consumer_unref(gw_consumer_t *cs);
+bool gw_chan_live(const gw_chan_t *ch);
+void gw_chan_reply(gw_chan_t *ch, const gw_method_t *m);
+void *gw_op_new(gw_broker_t *b, size_t size, gw_op_fn fn);
+void gw_op_post(gw_op_t *op);
+void gw_op_free_fn(gw_op_t *op);
+void gw_op_done_cb(void *arg, gt_err_t err);
+void gw_msg_ack(gw_broker_t *b, const gw_queue_t *q, const char *handle);
+void gw_msg_release(gw_broker_t *b, const gw_queue_t *q, const char *handle);
+void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle);
+bool gw_chan_queue_name(gw_chan_t *ch, uint32_t mid, gw_str_t in, gw_str_t *out);
+void gw_chan_set_last(gw_chan_t *ch, gw_str_t name);
+gw_queue_t *gw_queue_for(gw_chan_t *ch, uint32_t mid, gw_str_t name);
+void gw_chan_dispatch(gw_chan_t *ch, const gw_method_t *m, const gw_frame_t *fr);
+
+/* ---- gw_meta.c: durable metadata */
+
+size_t gw_meta_put_s8(uint8_t *p, gw_str_t s);
+size_t gw_meta_name_key(uint8_t *k, gw_str_t name);
+size_t gw_meta_binding_key(uint8_t *k, gw_str_t src, gw_dest_kind_t kind, gw_str_t dest,
+                           gw_str_t key, gw_table_t args);
+/* Writes (or with del, deletes) a record; with ch, replies okid on it
+ * once durable (the connection stalls until then).  false: no memory. */
+bool gw_meta_write(gw_broker_t *b, gw_chan_t *ch, uint32_t mid, gw_method_id_t okid,
+                   bool nowait, const char *ns, const uint8_t *key, size_t klen,
+                   const uint8_t *value, size_t vlen, bool del);
+void gw_meta_binding_forget(void *ctx, const gw_binding_t *bd);
+bool gw_exchange_durable(gw_broker_t *b, gw_str_t name);
+void gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, uint8_t *v, size_t *vl);
+/* Reads the durable metadata back; the broker is ready after it. */
+bool gw_meta_load_start(gw_broker_t *b);
+
+/* ---- gw_queue.c: queues */
+
+gw_queue_t *gw_queue_find(gw_broker_t *b, gw_str_t name);
+void gw_random_bytes(void *p, size_t n);
+size_t gw_gen_name(const char *prefix, char *out, size_t cap);
+gw_queue_t *gw_queue_add(gw_broker_t *b, gw_str_t name, const char *id);
+void gw_queue_drop(gw_queue_t *q);
+const char *gw_yn(bool v);
+void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_queue_delete(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_queue_purge(gw_chan_t *ch, const gw_method_t *m);
+
+/* ---- gw_consume.c: deliveries and acks */
+
+void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u);
+void gw_ua_free(gw_unacked_t *u);
+void gw_consumer_pump(gw_consumer_t *cs);
+void gw_queue_kick(gw_queue_t *q);
+void gw_chan_pump(gw_chan_t *ch);
+void gw_consumer_remove(gw_consumer_t *cs, bool notify);
+void gw_on_basic_qos(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_basic_cancel(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m);
+void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how);
+void gw_on_basic_ack(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_basic_nack(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_basic_reject(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_basic_recover(gw_chan_t *ch, const gw_method_t *m);
+
+/* ---- gw_publish.c: publishing, confirms, tx */
+
+void gw_confirms_flush(gw_chan_t *ch);
+void gw_bconn_appends_done(gw_bconn_t *bc);
+void gw_publish_done(gw_chan_t *ch);
+void gw_publish_method(gw_chan_t *ch, const gw_method_t *m);
+void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h);
+void gw_publish_body(gw_chan_t *ch, gw_bytes_t body);
+void gw_on_tx_select(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_tx_commit(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_tx_rollback(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_confirm_select(gw_chan_t *ch, const gw_method_t *m);
+
+/* ---- gw_exchange.c: exchanges and bindings */
+
+void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_exchange_delete(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_queue_bind(gw_chan_t *ch, const gw_method_t *m);
+void gw_on_exchange_bind(gw_chan_t *ch, const gw_method_t *m);
+
+#endif

@@ -1,0 +1,607 @@
+/* The AMQP broker's deliveries: basic.consume / cancel / qos / get, the
+ * store pops behind them, and ack / nack / reject / recover. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gt_log.h"
+#include "gw_broker_int.h"
+
+/* ---- the stored record ------------------------------------------------- *
+ * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
+ * (u8 + bytes), the content header's property list as received (u32
+ * length + bytes), then the body. */
+
+typedef struct {
+    gw_str_t ex, rk;
+    gw_bytes_t props;
+    const uint8_t *body;
+    size_t body_len;
+} gw_rec_t;
+
+static bool rec_decode(const uint8_t *p, size_t n, gw_rec_t *r)
+{
+    size_t at = 1;
+    uint32_t pl;
+
+    if (n < 7 || p[0] != GW_REC_MAGIC)
+        return false;
+    r->ex = (gw_str_t){(const char *)p + at + 1, p[at]};
+    at += 1 + (size_t)p[at];
+    if (at + 1 > n)
+        return false;
+    r->rk = (gw_str_t){(const char *)p + at + 1, p[at]};
+    at += 1 + (size_t)p[at];
+    if (at + 4 > n)
+        return false;
+    pl = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 | p[at + 3];
+    at += 4;
+    if (pl > n - at)
+        return false;
+    r->props = (gw_bytes_t){p + at, pl};
+    at += pl;
+    r->body = p + at;
+    r->body_len = n - at;
+    return true;
+}
+
+/* ---- deliveries -------------------------------------------------------- */
+
+typedef struct {
+    char handle[ST_HANDLE_MAX];
+    uint32_t attempt;
+    uint8_t *body;
+    size_t len;
+} popped_t;
+
+typedef struct {
+    gw_op_t op;
+    gw_consumer_t *cs; /* ref; NULL for basic.get */
+    gw_chan_t *ch;     /* ref (basic.get) */
+    gw_queue_t *q;     /* ref */
+    uint32_t asked;
+    bool no_ack;
+    size_t n;
+    popped_t msgs[];
+} pop_op_t;
+
+static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs, const char *h)
+{
+    gw_unacked_t *u = calloc(1, sizeof(*u));
+
+    if (u == NULL) { /* cannot track it: give it back */
+        gw_msg_requeue(ch->bc->b, q, h);
+        return;
+    }
+    u->tag = tag;
+    gw_queue_ref(q);
+    u->q = q;
+    if (cs != NULL) {
+        gw_consumer_ref(cs);
+        cs->unacked++;
+    }
+    u->cs = cs;
+    snprintf(u->handle, sizeof(u->handle), "%s", h);
+    u->prev = ch->ua_tail;
+    if (ch->ua_tail != NULL)
+        ch->ua_tail->next = u;
+    else
+        ch->ua = u;
+    ch->ua_tail = u;
+    ch->unacked++;
+}
+
+void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u)
+{
+    if (u->prev != NULL)
+        u->prev->next = u->next;
+    else
+        ch->ua = u->next;
+    if (u->next != NULL)
+        u->next->prev = u->prev;
+    else
+        ch->ua_tail = u->prev;
+    ch->unacked--;
+    if (u->cs != NULL)
+        u->cs->unacked--;
+}
+
+void gw_ua_free(gw_unacked_t *u)
+{
+    gw_consumer_unref(u->cs);
+    gw_queue_unref(u->q);
+    free(u);
+}
+
+static void send_delivery(gw_chan_t *ch, gw_method_t *m, gw_queue_t *q, const popped_t *p,
+                          gw_str_t *ex_out, gw_str_t *rk_out)
+{
+    gw_rec_t r;
+
+    if (!rec_decode(p->body, p->len, &r)) {
+        /* Not written by this gateway (e.g. a RocketMQ client sent it):
+         * the body as is, no properties, as if from the default exchange. */
+        static const uint8_t noprops[2] = {0, 0};
+        r.ex = (gw_str_t){"", 0};
+        r.rk = (gw_str_t){q->name, q->nlen};
+        r.props = (gw_bytes_t){noprops, 2};
+        r.body = p->body;
+        r.body_len = p->len;
+    }
+    *ex_out = r.ex;
+    *rk_out = r.rk;
+    gw_conn_send_content(ch->bc->c, ch->id, m, r.props, r.body, r.body_len);
+}
+
+static uint32_t cs_credit(const gw_consumer_t *cs)
+{
+    const gw_chan_t *ch = cs->ch;
+    uint32_t n = GW_POP_BATCH;
+    gw_conn_t *c = ch->bc->c;
+
+    if (cs->gone || !gw_chan_live(ch) || cs->q->gone || !cs->q->ready || ch->bc->b->stopping)
+        return 0;
+    if (gw_conn_out_len(c) > gw_conn_out_limit(c) / 2)
+        return 0;
+    if (cs->no_ack)
+        return n;
+    if (cs->prefetch > 0) {
+        uint32_t used = cs->unacked + cs->popping;
+        n = used >= cs->prefetch ? 0 : (cs->prefetch - used < n ? cs->prefetch - used : n);
+    }
+    if (ch->prefetch_global > 0) {
+        uint32_t used = ch->unacked + ch->pending;
+        uint32_t g = used >= ch->prefetch_global ? 0 : ch->prefetch_global - used;
+        n = g < n ? g : n;
+    }
+    return n;
+}
+
+static void pop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
+{
+    pop_op_t *o = arg, *big;
+
+    o->op.err = err;
+    if (err == GT_OK && n > 0) {
+        /* Grow to hold the messages (the op is not shared yet). */
+        big = realloc(o, sizeof(*o) + n * sizeof(popped_t));
+        if (big == NULL) {
+            o->op.err = GT_ENOMEM;
+            gw_op_post(&o->op);
+            return;
+        }
+        o = big;
+        for (size_t i = 0; i < n; i++) {
+            popped_t *p = &o->msgs[i];
+            memset(p, 0, sizeof(*p));
+            snprintf(p->handle, sizeof(p->handle), "%s", msgs[i].handle);
+            p->attempt = msgs[i].attempt;
+            p->len = msgs[i].msg.body_len;
+            p->body = malloc(p->len > 0 ? p->len : 1);
+            if (p->body == NULL) {
+                p->len = 0;
+                p->attempt = 0; /* marks a copy that failed: released */
+            } else if (p->len > 0) {
+                memcpy(p->body, msgs[i].msg.body, p->len);
+            }
+            o->n = i + 1;
+        }
+    }
+    gw_op_post(&o->op);
+}
+
+
+static void consume_fn(gw_op_t *op)
+{
+    pop_op_t *o = (pop_op_t *)op;
+    gw_consumer_t *cs = o->cs;
+    gw_chan_t *ch = cs->ch;
+    gw_broker_t *b = op->b;
+
+    cs->popping = 0;
+    ch->pending -= o->asked < ch->pending ? o->asked : ch->pending;
+    if (op->err != GT_OK && op->err != GT_ENOTFOUND)
+        GT_LOG(WARN, "amqp", "pop from %s failed: %s", cs->q->id, gt_err_str(op->err));
+    for (size_t i = 0; i < o->n; i++) {
+        popped_t *p = &o->msgs[i];
+        if (cs->gone || !gw_chan_live(ch) || p->attempt == 0 || b->stopping) {
+            gw_msg_release(b, cs->q, p->handle);
+        } else {
+            gw_method_t m = {.id = GW_BASIC_DELIVER};
+            gw_basic_deliver_t *d = &m.u.basic_deliver;
+            d->consumer_tag = (gw_str_t){cs->tag, cs->tlen};
+            d->delivery_tag = ++ch->next_tag;
+            d->redelivered = p->attempt > 1;
+            send_delivery(ch, &m, cs->q, p, &d->exchange, &d->routing_key);
+            if (cs->no_ack)
+                gw_msg_ack(b, cs->q, p->handle);
+            else
+                ua_add(ch, d->delivery_tag, cs->q, cs, p->handle);
+        }
+        free(p->body);
+    }
+    if (!cs->gone && op->err == GT_OK && (o->n == o->asked || cs->rekick)) {
+        cs->rekick = false;
+        gw_consumer_pump(cs);
+    }
+    /* Channel credit this pop held and did not use goes to the channel's
+     * consumers that found none meanwhile (each pumped once: a consumer
+     * only becomes starved again by a pump that finds no credit). */
+    if (o->n < o->asked && ch->prefetch_global > 0 && gw_chan_live(ch)) {
+        for (gw_consumer_t *o2 = ch->consumers; o2 != NULL; o2 = o2->cnext) {
+            if (o2->starved && o2 != cs) {
+                o2->starved = false;
+                gw_consumer_pump(o2);
+            }
+        }
+    }
+    gw_consumer_unref(cs);
+    gw_queue_unref(o->q);
+    free(o);
+}
+
+/* Asks the store for as many messages as the consumer may take now. */
+void gw_consumer_pump(gw_consumer_t *cs)
+{
+    gw_broker_t *b = cs->ch->bc->b;
+    uint32_t n;
+    pop_op_t *o;
+    st_pop_req_t req;
+
+    if (cs->popping > 0) {
+        cs->rekick = true;
+        return;
+    }
+    if ((n = cs_credit(cs)) == 0) {
+        cs->starved = cs->ch->prefetch_global > 0;
+        return;
+    }
+    cs->starved = false;
+    if ((o = gw_op_new(b, sizeof(*o), consume_fn)) == NULL)
+        return;
+    gw_consumer_ref(cs);
+    gw_queue_ref(cs->q);
+    o->cs = cs;
+    o->q = cs->q;
+    o->asked = n;
+    cs->popping = n;
+    cs->rekick = false;
+    cs->ch->pending += n;
+    memset(&req, 0, sizeof(req));
+    req.group = cs->q->id;
+    req.topic = cs->q->id;
+    req.queue_id = ST_QUEUE_ANY;
+    req.max = n;
+    req.invisible_ms = GW_INVISIBLE_MS;
+    req.poll_timeout_ms = 0;
+    st_pop(b->store, &req, pop_cb, o);
+}
+
+void gw_queue_kick(gw_queue_t *q)
+{
+    for (gw_consumer_t *cs = q->consumers; cs != NULL; cs = cs->qnext)
+        gw_consumer_pump(cs);
+}
+
+void gw_chan_pump(gw_chan_t *ch)
+{
+    for (gw_consumer_t *cs = ch->consumers; cs != NULL; cs = cs->cnext)
+        gw_consumer_pump(cs);
+}
+
+/* Takes cs out of its queue and channel; notify: send basic.cancel. */
+void gw_consumer_remove(gw_consumer_t *cs, bool notify)
+{
+    gw_queue_t *q = cs->q;
+    gw_chan_t *ch = cs->ch;
+    gw_consumer_t **pp;
+
+    if (cs->gone)
+        return;
+    cs->gone = true;
+    if (cs->qprev != NULL)
+        cs->qprev->qnext = cs->qnext;
+    else
+        q->consumers = cs->qnext;
+    if (cs->qnext != NULL)
+        cs->qnext->qprev = cs->qprev;
+    q->nconsumers--;
+    if (cs->exclusive)
+        q->excl_consumer = false;
+    for (pp = &ch->consumers; *pp != NULL && *pp != cs; pp = &(*pp)->cnext)
+        ;
+    if (*pp == cs)
+        *pp = cs->cnext;
+    if (notify && gw_chan_live(ch) && gw_conn_cancel_notify(ch->bc->c)) {
+        gw_method_t m = {.id = GW_BASIC_CANCEL};
+        m.u.basic_cancel.consumer_tag = (gw_str_t){cs->tag, cs->tlen};
+        m.u.basic_cancel.nowait = true;
+        gw_conn_send_method(ch->bc->c, ch->id, &m);
+    }
+    if (q->auto_delete && q->had_consumer && q->nconsumers == 0 && !q->gone &&
+        !q->b->stopping)
+        gw_queue_drop(q);
+    gw_consumer_unref(cs);
+}
+
+void gw_on_basic_qos(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_basic_qos_t *qo = &m->u.basic_qos;
+    gw_method_t r = {.id = GW_BASIC_QOS_OK};
+
+    if (qo->prefetch_size != 0) {
+        gw_conn_error(ch->bc->c, GW_NOT_IMPLEMENTED, m->id, "prefetch_size!=0 (%u)",
+                      qo->prefetch_size);
+        return;
+    }
+    if (qo->global)
+        ch->prefetch_global = qo->prefetch_count;
+    else
+        ch->prefetch = qo->prefetch_count;
+    gw_chan_reply(ch, &r);
+    gw_chan_pump(ch);
+}
+
+void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_basic_consume_t *bcm = &m->u.basic_consume;
+    gw_str_t name, tag = bcm->consumer_tag;
+    char gen[64];
+    gw_queue_t *q;
+    gw_consumer_t *cs;
+
+    if (!gw_chan_queue_name(ch, m->id, bcm->queue, &name) || (q = gw_queue_for(ch, m->id, name)) == NULL)
+        return;
+    if (tag.len == 0) {
+        size_t n = gw_gen_name("amq.ctag-", gen, sizeof(gen));
+        tag = (gw_str_t){gen, n};
+    }
+    for (cs = ch->consumers; cs != NULL; cs = cs->cnext) {
+        if (cs->tlen == tag.len && memcmp(cs->tag, tag.ptr, tag.len) == 0) {
+            gw_conn_error(ch->bc->c, GW_NOT_ALLOWED, m->id,
+                          "attempt to reuse consumer tag '%.*s'", (int)tag.len, tag.ptr);
+            return;
+        }
+    }
+    if (q->excl_consumer || (bcm->exclusive && q->nconsumers > 0)) {
+        CH_ERR(ch, GW_ACCESS_REFUSED, m->id, "queue '%.*s' in vhost '/' in exclusive use",
+               (int)name.len, name.ptr);
+        return;
+    }
+    if ((cs = calloc(1, sizeof(*cs))) == NULL) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
+        return;
+    }
+    cs->refs = 1; /* the channel's and queue's lists */
+    gw_chan_ref(ch);
+    cs->ch = ch;
+    gw_queue_ref(q);
+    cs->q = q;
+    cs->tlen = (uint8_t)tag.len;
+    memcpy(cs->tag, tag.ptr, tag.len);
+    cs->no_ack = bcm->no_ack;
+    cs->exclusive = bcm->exclusive;
+    cs->prefetch = ch->prefetch;
+    cs->qnext = q->consumers;
+    if (q->consumers != NULL)
+        q->consumers->qprev = cs;
+    q->consumers = cs;
+    q->nconsumers++;
+    q->had_consumer = true;
+    if (bcm->exclusive)
+        q->excl_consumer = true;
+    cs->cnext = ch->consumers;
+    ch->consumers = cs;
+    if (!bcm->nowait) {
+        gw_method_t r = {.id = GW_BASIC_CONSUME_OK};
+        r.u.consumer_tag.consumer_tag = tag;
+        gw_chan_reply(ch, &r);
+    }
+    gw_consumer_pump(cs);
+}
+
+void gw_on_basic_cancel(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_str_t tag = m->u.basic_cancel.consumer_tag;
+    gw_method_t r = {.id = GW_BASIC_CANCEL_OK};
+
+    for (gw_consumer_t *cs = ch->consumers; cs != NULL; cs = cs->cnext) {
+        if (cs->tlen == tag.len && memcmp(cs->tag, tag.ptr, tag.len) == 0) {
+            gw_consumer_remove(cs, false);
+            break;
+        }
+    }
+    if (!m->u.basic_cancel.nowait) {
+        r.u.consumer_tag.consumer_tag = tag;
+        gw_chan_reply(ch, &r);
+    }
+}
+
+static void get_fn(gw_op_t *op)
+{
+    pop_op_t *o = (pop_op_t *)op;
+    gw_chan_t *ch = o->ch;
+    gw_broker_t *b = op->b;
+
+    if (o->n == 0 && gw_chan_live(ch)) {
+        gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
+        if (op->err != GT_OK && op->err != GT_ENOTFOUND)
+            GT_LOG(WARN, "amqp", "get from %s failed: %s", o->q->id, gt_err_str(op->err));
+        gw_chan_reply(ch, &r);
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        popped_t *p = &o->msgs[i];
+        if (!gw_chan_live(ch) || p->attempt == 0) {
+            gw_msg_release(b, o->q, p->handle);
+            if (gw_chan_live(ch)) {
+                gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
+                gw_chan_reply(ch, &r);
+            }
+        } else {
+            gw_method_t m = {.id = GW_BASIC_GET_OK};
+            gw_basic_get_ok_t *g = &m.u.basic_get_ok;
+            g->delivery_tag = ++ch->next_tag;
+            g->redelivered = p->attempt > 1;
+            g->message_count = 0;
+            send_delivery(ch, &m, o->q, p, &g->exchange, &g->routing_key);
+            if (o->no_ack)
+                gw_msg_ack(b, o->q, p->handle);
+            else
+                ua_add(ch, g->delivery_tag, o->q, NULL, p->handle);
+        }
+        free(p->body);
+    }
+    if (ch->bc->c != NULL)
+        gw_conn_unstall(ch->bc->c);
+    gw_chan_unref(ch);
+    gw_queue_unref(o->q);
+    free(o);
+}
+
+void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_str_t name;
+    gw_queue_t *q;
+    pop_op_t *o;
+    st_pop_req_t req;
+
+    if (!gw_chan_queue_name(ch, m->id, m->u.basic_get.queue, &name) ||
+        (q = gw_queue_for(ch, m->id, name)) == NULL)
+        return;
+    if (!q->ready || (o = gw_op_new(ch->bc->b, sizeof(*o), get_fn)) == NULL) {
+        gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
+        gw_chan_reply(ch, &r);
+        return;
+    }
+    gw_chan_ref(ch);
+    gw_queue_ref(q);
+    o->ch = ch;
+    o->q = q;
+    o->asked = 1;
+    o->no_ack = m->u.basic_get.no_ack;
+    gw_conn_stall(ch->bc->c);
+    memset(&req, 0, sizeof(req));
+    req.group = q->id;
+    req.topic = q->id;
+    req.queue_id = ST_QUEUE_ANY;
+    req.max = 1;
+    req.invisible_ms = GW_INVISIBLE_MS;
+    st_pop(ch->bc->b->store, &req, pop_cb, o);
+}
+
+/* ---- acks -------------------------------------------------------------- */
+
+void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
+{
+    gw_consumer_t *cs = u->cs;
+
+    gw_ua_unlink(ch, u);
+    if (how == GW_SETTLE_REQUEUE)
+        gw_msg_requeue(ch->bc->b, u->q, u->handle);
+    else
+        gw_msg_ack(ch->bc->b, u->q, u->handle); /* a drop: dead-lettering is issue 10 */
+    if (cs != NULL && !cs->gone)
+        gw_consumer_pump(cs);
+    gw_ua_free(u);
+}
+
+/* ack / nack / reject of tag (multiple: every tag up to it; tag 0 with
+ * multiple: all). */
+static void settle_now(gw_chan_t *ch, uint32_t mid, uint64_t tag, bool multiple, gw_settle_t how)
+{
+    gw_unacked_t *u, *next;
+
+    if (multiple) {
+        if (tag != 0 && (ch->ua == NULL || ch->ua->tag > tag)) {
+            CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "unknown delivery tag %llu",
+                   (unsigned long long)tag);
+            return;
+        }
+        for (u = ch->ua; u != NULL && (tag == 0 || u->tag <= tag); u = next) {
+            next = u->next;
+            gw_settle_one(ch, u, how);
+        }
+        gw_chan_pump(ch);
+        return;
+    }
+    for (u = ch->ua; u != NULL && u->tag != tag; u = u->next)
+        ;
+    if (u == NULL) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "unknown delivery tag %llu",
+               (unsigned long long)tag);
+        return;
+    }
+    gw_settle_one(ch, u, how);
+    if (ch->prefetch_global > 0)
+        gw_chan_pump(ch);
+}
+
+static void settle(gw_chan_t *ch, uint32_t mid, uint64_t tag, bool multiple, gw_settle_t how)
+{
+    gw_unacked_t *u;
+    gw_txack_t *t;
+
+    if (!ch->tx) {
+        settle_now(ch, mid, tag, multiple, how);
+        return;
+    }
+    /* In a transaction: checked now, applied at commit. */
+    if (multiple)
+        u = tag == 0 || (ch->ua != NULL && ch->ua->tag <= tag) ? ch->ua : NULL;
+    else
+        for (u = ch->ua; u != NULL && u->tag != tag; u = u->next)
+            ;
+    if (u == NULL && !(multiple && tag == 0)) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "unknown delivery tag %llu",
+               (unsigned long long)tag);
+        return;
+    }
+    if ((t = calloc(1, sizeof(*t))) == NULL) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, mid, "out of memory");
+        return;
+    }
+    t->tag = tag;
+    t->multiple = multiple;
+    t->how = (int)how;
+    if (ch->txa_tail != NULL)
+        ch->txa_tail->next = t;
+    else
+        ch->txa = t;
+    ch->txa_tail = t;
+}
+
+void gw_on_basic_ack(gw_chan_t *ch, const gw_method_t *m)
+{
+    settle(ch, m->id, m->u.basic_ack.delivery_tag, m->u.basic_ack.multiple, GW_SETTLE_ACK);
+}
+
+void gw_on_basic_nack(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_basic_nack_t *n = &m->u.basic_nack;
+
+    settle(ch, m->id, n->delivery_tag, n->multiple, n->requeue ? GW_SETTLE_REQUEUE : GW_SETTLE_DROP);
+}
+
+void gw_on_basic_reject(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_basic_reject_t *r = &m->u.basic_reject;
+
+    settle(ch, m->id, r->delivery_tag, false, r->requeue ? GW_SETTLE_REQUEUE : GW_SETTLE_DROP);
+}
+
+void gw_on_basic_recover(gw_chan_t *ch, const gw_method_t *m)
+{
+    if (!m->u.basic_recover.requeue) {
+        gw_conn_error(ch->bc->c, GW_NOT_IMPLEMENTED, m->id, "requeue=false");
+        return;
+    }
+    while (ch->ua != NULL)
+        gw_settle_one(ch, ch->ua, GW_SETTLE_REQUEUE);
+    if (m->id == GW_BASIC_RECOVER) {
+        gw_method_t r = {.id = GW_BASIC_RECOVER_OK};
+        gw_chan_reply(ch, &r);
+    }
+}
+

@@ -1,0 +1,470 @@
+/* The AMQP broker's publishing: basic.publish assembled, routed at
+ * publish time and appended, publisher confirms, transactions. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gt_log.h"
+#include "gw_broker_int.h"
+
+/* ---- publishing -------------------------------------------------------- */
+
+typedef struct {
+    gw_op_t op;
+    gw_chan_t *ch;  /* ref */
+    gw_queue_t *q;  /* ref */
+    gw_pub_t *pub;  /* in ch->pubs (kept while ch is referenced), or NULL */
+} append_op_t;
+
+/* Sends the confirms that are due, in order: runs of acks coalesce into
+ * one with multiple set. */
+void gw_confirms_flush(gw_chan_t *ch)
+{
+    while (ch->pubs != NULL && ch->pubs->remaining == 0) {
+        gw_pub_t *p = ch->pubs, *last = p;
+        bool failed = p->failed;
+        size_t run = 0;
+        gw_method_t m;
+
+        while (last->next != NULL && last->next->remaining == 0 && last->next->failed == failed)
+            last = last->next, run++;
+        memset(&m, 0, sizeof(m));
+        if (failed) {
+            m.id = GW_BASIC_NACK;
+            m.u.basic_nack.delivery_tag = last->seq;
+            m.u.basic_nack.multiple = run > 0;
+        } else {
+            m.id = GW_BASIC_ACK;
+            m.u.basic_ack.delivery_tag = last->seq;
+            m.u.basic_ack.multiple = run > 0;
+        }
+        gw_chan_reply(ch, &m);
+        ch->pubs = last->next;
+        if (ch->pubs == NULL)
+            ch->pubs_tail = NULL;
+        last->next = NULL;
+        while (p != NULL) {
+            gw_pub_t *n = p->next;
+            free(p);
+            p = n;
+        }
+    }
+}
+
+static void append_fn(gw_op_t *op)
+{
+    append_op_t *o = (append_op_t *)op;
+    gw_chan_t *ch = o->ch;
+
+    if (op->err != GT_OK)
+        GT_LOG(WARN, "amqp", "append to queue '%.*s' (%s) failed: %s", (int)o->q->nlen,
+               o->q->name, o->q->id, gt_err_str(op->err));
+    if (o->pub != NULL) {
+        o->pub->remaining--;
+        if (op->err != GT_OK)
+            o->pub->failed = true;
+        if (!ch->closed && !ch->dirty) {
+            ch->dirty = true;
+            gw_chan_ref(ch);
+            ch->dirty_next = op->b->dirty;
+            op->b->dirty = ch;
+        }
+    }
+    if (op->err == GT_OK && !o->q->gone)
+        gw_queue_kick(o->q);
+    gw_bconn_appends_done(ch->bc);
+    gw_chan_unref(ch);
+    gw_queue_unref(o->q);
+    free(o);
+}
+
+static void append_cb(void *arg, gt_err_t err, const st_append_item_t *items, size_t n)
+{
+    append_op_t *o = arg;
+
+    (void)items;
+    (void)n;
+    o->op.err = err;
+    gw_op_post(&o->op);
+}
+
+void gw_bconn_appends_done(gw_bconn_t *bc)
+{
+    bc->appends--;
+    if (bc->c == NULL)
+        return;
+    if (bc->append_stall && bc->appends <= GW_APPENDS_MAX / 2) {
+        bc->append_stall = false;
+        gw_conn_unstall(bc->c);
+    }
+    if (bc->appends == 0 && bc->commit_waits > 0) {
+        for (uint32_t i = 0; i < GW_CHAN_SLOTS && bc->commit_waits > 0; i++) {
+            gw_chan_t *ch = bc->ch[i];
+            if (ch != NULL && ch->commit_wait) {
+                gw_method_t r = {.id = GW_TX_COMMIT_OK};
+                ch->commit_wait = false;
+                bc->commit_waits--;
+                gw_chan_reply(ch, &r);
+                gw_conn_unstall(bc->c);
+            }
+        }
+    }
+    if (bc->appends == 0 && bc->held != NULL) {
+        /* Replay the method that waited for the publishes before it. */
+        uint8_t *held = bc->held;
+        size_t len = bc->held_len;
+        uint16_t id = bc->held_ch;
+        gw_method_t m;
+        gw_fault_t f;
+
+        bc->held = NULL;
+        if (bc->ch[id] != NULL && gw_method_decode(held, len, &m, &f) == GT_OK)
+            gw_chan_dispatch(bc->ch[id], &m, NULL);
+        free(held);
+        if (bc->c != NULL)
+            gw_conn_unstall(bc->c);
+    }
+}
+
+/* Appends the assembled message to queue q (one store append). */
+static void append_to(gw_chan_t *ch, gw_queue_t *q, gw_pub_t *pub)
+{
+    gw_broker_t *b = ch->bc->b;
+    st_message_t msg;
+    append_op_t *o;
+
+    if ((o = gw_op_new(b, sizeof(*o), append_fn)) == NULL) {
+        if (pub != NULL)
+            pub->failed = true;
+        return;
+    }
+    gw_chan_ref(ch);
+    gw_queue_ref(q);
+    o->ch = ch;
+    o->q = q;
+    o->pub = pub;
+    if (pub != NULL)
+        pub->remaining++;
+    if (++ch->bc->appends >= GW_APPENDS_MAX && !ch->bc->append_stall) {
+        ch->bc->append_stall = true;
+        gw_conn_stall(ch->bc->c);
+    }
+    memset(&msg, 0, sizeof(msg));
+    msg.body = ch->pbuf;
+    msg.body_len = (uint32_t)ch->plen;
+    msg.queue_id = 0;
+    msg.born_ts_ms = (int64_t)time(NULL) * 1000;
+    st_append(b->store, q->id, &msg, 1, append_cb, o);
+}
+
+/* Routes the assembled message at publish time and appends it to every
+ * queue reached; mandatory and unroutable: basic.return 312 first. */
+static void publish_route(gw_chan_t *ch);
+
+void gw_publish_done(gw_chan_t *ch)
+{
+    gw_txmsg_t *t;
+
+    ch->pub_on = false;
+    if (!ch->tx) {
+        publish_route(ch);
+        return;
+    }
+    /* In a transaction: kept (the buffer moves) until tx.commit. */
+    if ((t = calloc(1, sizeof(*t))) == NULL) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+        return;
+    }
+    t->mandatory = ch->mandatory;
+    t->exlen = ch->exlen;
+    t->rklen = ch->rklen;
+    memcpy(t->ex, ch->ex, ch->exlen);
+    memcpy(t->rk, ch->rk, ch->rklen);
+    t->pbuf = ch->pbuf;
+    t->plen = ch->plen;
+    t->body_off = ch->body_off;
+    t->props_off = ch->props_off;
+    t->props_len = ch->props_len;
+    t->hdr_off = ch->hdr_off;
+    t->hdr_len = ch->hdr_len;
+    ch->pbuf = NULL;
+    ch->pcap = ch->plen = 0;
+    if (ch->txq_tail != NULL)
+        ch->txq_tail->next = t;
+    else
+        ch->txq = t;
+    ch->txq_tail = t;
+}
+
+static void publish_route(gw_chan_t *ch)
+{
+    gw_broker_t *b = ch->bc->b;
+    gw_str_t ex = {ch->ex, ch->exlen}, rk = {ch->rk, ch->rklen};
+    gw_pub_t *pub = NULL;
+    size_t routed = 0;
+
+    if (ch->confirm) {
+        if ((pub = calloc(1, sizeof(*pub))) == NULL) {
+            CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+            return;
+        }
+        pub->seq = ++ch->next_seq;
+        if (ch->pubs_tail != NULL)
+            ch->pubs_tail->next = pub;
+        else
+            ch->pubs = pub;
+        ch->pubs_tail = pub;
+    }
+    if (ex.len == 0) {
+        gw_queue_t *q = gw_queue_find(b, rk);
+        if (q != NULL && !q->gone && q->ready) {
+            append_to(ch, q, pub);
+            routed = 1;
+        }
+    } else {
+        gw_route_out_t out = {0};
+        gw_table_t hdrs = {ch->hdr_len > 0 ? ch->pbuf + ch->hdr_off : NULL, ch->hdr_len};
+        gt_err_t rc = gw_route(b->router, ex, &rk, 1, hdrs, &out);
+        if (rc != GT_OK && rc != GT_ENOTFOUND && pub != NULL)
+            pub->failed = true;
+        /* The result is borrowed until the next route: append_to does
+         * not route, so it stays valid through the loop. */
+        for (size_t i = 0; rc == GT_OK && i < out.n; i++) {
+            gw_queue_t *q = gw_queue_find(b, out.queues[i]);
+            if (q != NULL && !q->gone && q->ready) {
+                append_to(ch, q, pub);
+                routed++;
+            }
+        }
+    }
+    if (routed == 0 && ch->mandatory) {
+        gw_method_t m = {.id = GW_BASIC_RETURN};
+        m.u.basic_return.reply_code = GW_NO_ROUTE;
+        m.u.basic_return.reply_text = gw_str("NO_ROUTE");
+        m.u.basic_return.exchange = ex;
+        m.u.basic_return.routing_key = rk;
+        gw_conn_send_content(ch->bc->c, ch->id, &m,
+                             (gw_bytes_t){ch->pbuf + ch->props_off, ch->props_len},
+                             ch->pbuf + ch->body_off, ch->plen - ch->body_off);
+    }
+    if (pub != NULL && pub->remaining == 0)
+        gw_confirms_flush(ch);
+}
+
+static bool pbuf_reserve(gw_chan_t *ch, size_t more)
+{
+    size_t need = ch->plen + more;
+    uint8_t *p;
+
+    if (need <= ch->pcap)
+        return true;
+    if (need < ch->pcap * 2)
+        need = ch->pcap * 2;
+    if ((p = realloc(ch->pbuf, need)) == NULL)
+        return false;
+    ch->pbuf = p;
+    ch->pcap = need;
+    return true;
+}
+
+void gw_publish_method(gw_chan_t *ch, const gw_method_t *m)
+{
+    const gw_basic_publish_t *p = &m->u.basic_publish;
+
+    if (p->immediate) {
+        gw_conn_error(ch->bc->c, GW_NOT_IMPLEMENTED, m->id, "immediate=true");
+        return;
+    }
+    if (p->exchange.len > 0) {
+        uint32_t flags = 0;
+        if (!gw_route_exchange_get(ch->bc->b->router, p->exchange, NULL, &flags)) {
+            CH_ERR(ch, GW_NOT_FOUND, m->id, "no exchange '%.*s' in vhost '/'",
+                   (int)p->exchange.len, p->exchange.ptr);
+            return;
+        }
+        if (flags & GW_XF_INTERNAL) {
+            CH_ERR(ch, GW_ACCESS_REFUSED, m->id,
+                   "cannot publish to internal exchange '%.*s' in vhost '/'",
+                   (int)p->exchange.len, p->exchange.ptr);
+            return;
+        }
+    }
+    ch->pub_on = true;
+    ch->mandatory = p->mandatory;
+    ch->exlen = (uint8_t)p->exchange.len;
+    memcpy(ch->ex, p->exchange.ptr, p->exchange.len);
+    ch->rklen = (uint8_t)p->routing_key.len;
+    memcpy(ch->rk, p->routing_key.ptr, p->routing_key.len);
+}
+
+void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
+{
+    size_t pre = 1 + 1 + ch->exlen + 1 + ch->rklen + 4;
+    size_t first = h->body_size < 65536 ? (size_t)h->body_size : 65536;
+    uint8_t *w;
+
+    ch->plen = 0;
+    if (!pbuf_reserve(ch, pre + h->raw_props.len + first)) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+        return;
+    }
+    w = ch->pbuf;
+    *w++ = GW_REC_MAGIC;
+    *w++ = ch->exlen;
+    memcpy(w, ch->ex, ch->exlen);
+    w += ch->exlen;
+    *w++ = ch->rklen;
+    memcpy(w, ch->rk, ch->rklen);
+    w += ch->rklen;
+    *w++ = (uint8_t)(h->raw_props.len >> 24);
+    *w++ = (uint8_t)(h->raw_props.len >> 16);
+    *w++ = (uint8_t)(h->raw_props.len >> 8);
+    *w++ = (uint8_t)h->raw_props.len;
+    ch->props_off = (size_t)(w - ch->pbuf);
+    ch->props_len = h->raw_props.len;
+    ch->hdr_off = ch->hdr_len = 0;
+    if ((h->props.flags & GW_P_HEADERS) && h->props.headers.ptr != NULL &&
+        h->props.headers.ptr >= h->raw_props.ptr &&
+        h->props.headers.ptr + h->props.headers.len <= h->raw_props.ptr + h->raw_props.len) {
+        ch->hdr_off = ch->props_off + (size_t)(h->props.headers.ptr - h->raw_props.ptr);
+        ch->hdr_len = h->props.headers.len;
+    }
+    memcpy(w, h->raw_props.ptr, h->raw_props.len);
+    w += h->raw_props.len;
+    ch->plen = ch->body_off = (size_t)(w - ch->pbuf);
+}
+
+void gw_publish_body(gw_chan_t *ch, gw_bytes_t body)
+{
+    if (!pbuf_reserve(ch, body.len)) {
+        CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+        return;
+    }
+    memcpy(ch->pbuf + ch->plen, body.ptr, body.len);
+    ch->plen += body.len;
+}
+
+static void tx_discard(gw_chan_t *ch)
+{
+    while (ch->txq != NULL) {
+        gw_txmsg_t *t = ch->txq;
+        ch->txq = t->next;
+        free(t->pbuf);
+        free(t);
+    }
+    ch->txq_tail = NULL;
+    while (ch->txa != NULL) {
+        gw_txack_t *t = ch->txa;
+        ch->txa = t->next;
+        free(t);
+    }
+    ch->txa_tail = NULL;
+}
+
+static bool tx_check(gw_chan_t *ch, uint32_t mid)
+{
+    if (ch->tx)
+        return true;
+    CH_ERR(ch, GW_PRECONDITION_FAILED, mid, "channel is not transactional");
+    return false;
+}
+
+void gw_on_tx_select(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_method_t r = {.id = GW_TX_SELECT_OK};
+
+    if (ch->confirm) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "cannot switch from confirm to tx mode");
+        return;
+    }
+    ch->tx = true;
+    gw_chan_reply(ch, &r);
+}
+
+/* Publishes are routed and appended, acks applied; commit-ok once the
+ * connection's appends have answered (gw_bconn_appends_done). */
+void gw_on_tx_commit(gw_chan_t *ch, const gw_method_t *m)
+{
+    uint8_t *own = ch->pbuf;
+    size_t own_cap = ch->pcap;
+    gw_bconn_t *bc = ch->bc;
+
+    if (!tx_check(ch, m->id))
+        return;
+    while (ch->txq != NULL && bc->ch[ch->id] == ch) {
+        gw_txmsg_t *t = ch->txq;
+        ch->txq = t->next;
+        if (ch->txq == NULL)
+            ch->txq_tail = NULL;
+        ch->mandatory = t->mandatory;
+        ch->exlen = t->exlen;
+        ch->rklen = t->rklen;
+        memcpy(ch->ex, t->ex, t->exlen);
+        memcpy(ch->rk, t->rk, t->rklen);
+        ch->pbuf = t->pbuf;
+        ch->plen = t->plen;
+        ch->body_off = t->body_off;
+        ch->props_off = t->props_off;
+        ch->props_len = t->props_len;
+        ch->hdr_off = t->hdr_off;
+        ch->hdr_len = t->hdr_len;
+        publish_route(ch);
+        free(t->pbuf);
+        free(t);
+    }
+    ch->pbuf = own;
+    ch->pcap = own_cap;
+    ch->plen = 0;
+    while (ch->txa != NULL && bc->ch[ch->id] == ch) {
+        gw_txack_t *t = ch->txa;
+        ch->txa = t->next;
+        if (ch->txa == NULL)
+            ch->txa_tail = NULL;
+        /* Tags settled since (twice in the transaction) are skipped. */
+        for (gw_unacked_t *u = ch->ua, *next; u != NULL; u = next) {
+            next = u->next;
+            if (t->multiple ? (t->tag == 0 || u->tag <= t->tag) : u->tag == t->tag)
+                gw_settle_one(ch, u, (gw_settle_t)t->how);
+            else if (t->multiple || u->tag > t->tag)
+                break;
+        }
+        free(t);
+    }
+    if (bc->ch[ch->id] != ch)
+        return;
+    gw_chan_pump(ch);
+    if (bc->appends == 0) {
+        gw_method_t r = {.id = GW_TX_COMMIT_OK};
+        gw_chan_reply(ch, &r);
+        return;
+    }
+    ch->commit_wait = true;
+    bc->commit_waits++;
+    gw_conn_stall(bc->c);
+}
+
+void gw_on_tx_rollback(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_method_t r = {.id = GW_TX_ROLLBACK_OK};
+
+    if (!tx_check(ch, m->id))
+        return;
+    tx_discard(ch);
+    gw_chan_reply(ch, &r);
+}
+
+void gw_on_confirm_select(gw_chan_t *ch, const gw_method_t *m)
+{
+    gw_method_t r = {.id = GW_CONFIRM_SELECT_OK};
+
+    if (ch->tx) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "cannot switch from tx to confirm mode");
+        return;
+    }
+    ch->confirm = true;
+    if (!m->u.confirm_select.nowait)
+        gw_chan_reply(ch, &r);
+}
+
