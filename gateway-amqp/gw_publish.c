@@ -11,11 +11,14 @@
 
 /* ---- publishing -------------------------------------------------------- */
 
+/* One append: one store record for every queue the message reached
+ * (st_append_multi when there are several: the body is stored once). */
 typedef struct {
     gw_op_t op;
     gw_chan_t *ch;  /* ref */
-    gw_queue_t *q;  /* ref */
     gw_pub_t *pub;  /* in ch->pubs (kept while ch is referenced), or NULL */
+    size_t nq;
+    gw_queue_t *qs[]; /* refs */
 } append_op_t;
 
 /* Sends the confirms that are due, in order: runs of acks coalesce into
@@ -59,8 +62,9 @@ static void append_fn(gw_op_t *op)
     gw_chan_t *ch = o->ch;
 
     if (op->err != GT_OK)
-        GT_LOG(WARN, "amqp", "append to queue '%.*s' (%s) failed: %s", (int)o->q->nlen,
-               o->q->name, o->q->id, gt_err_str(op->err));
+        GT_LOG(WARN, "amqp", "append to queue '%.*s' (%s)%s failed: %s", (int)o->qs[0]->nlen,
+               o->qs[0]->name, o->qs[0]->id, o->nq > 1 ? " and others" : "",
+               gt_err_str(op->err));
     if (o->pub != NULL) {
         o->pub->remaining--;
         if (op->err != GT_OK)
@@ -72,11 +76,13 @@ static void append_fn(gw_op_t *op)
             op->b->dirty = ch;
         }
     }
-    if (op->err == GT_OK && !o->q->gone)
-        gw_queue_kick(o->q);
+    for (size_t i = 0; i < o->nq; i++) {
+        if (op->err == GT_OK && !o->qs[i]->gone)
+            gw_queue_kick(o->qs[i]);
+        gw_queue_unref(o->qs[i]);
+    }
     gw_bconn_appends_done(ch->bc);
     gw_chan_unref(ch);
-    gw_queue_unref(o->q);
     free(o);
 }
 
@@ -128,23 +134,36 @@ void gw_bconn_appends_done(gw_bconn_t *bc)
     }
 }
 
-/* Appends the assembled message to queue q (one store append). */
-static void append_to(gw_chan_t *ch, gw_queue_t *q, gw_pub_t *pub)
+/* Appends the assembled message to the n queues reached (one record). */
+static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub)
 {
     gw_broker_t *b = ch->bc->b;
     st_message_t msg;
+    st_dest_t *dests = NULL;
     append_op_t *o;
 
-    if ((o = gw_op_new(b, sizeof(*o), append_fn)) == NULL) {
+    if ((o = gw_op_new(b, sizeof(*o) + n * sizeof(o->qs[0]), append_fn)) == NULL ||
+        (n > 1 && (dests = calloc(n, sizeof(*dests))) == NULL)) {
         if (pub != NULL)
             pub->failed = true;
+        if (o != NULL) { /* never sent */
+            free(o);
+            pthread_mutex_lock(&b->mu);
+            b->ops--;
+            pthread_mutex_unlock(&b->mu);
+        }
         return;
     }
     gw_chan_ref(ch);
-    gw_queue_ref(q);
     o->ch = ch;
-    o->q = q;
     o->pub = pub;
+    o->nq = n;
+    for (size_t i = 0; i < n; i++) {
+        gw_queue_ref(qs[i]);
+        o->qs[i] = qs[i];
+        if (dests != NULL)
+            dests[i] = (st_dest_t){.topic = qs[i]->id, .queue_id = 0};
+    }
     if (pub != NULL)
         pub->remaining++;
     if (++ch->bc->appends >= GW_APPENDS_MAX && !ch->bc->append_stall) {
@@ -156,7 +175,12 @@ static void append_to(gw_chan_t *ch, gw_queue_t *q, gw_pub_t *pub)
     msg.body_len = (uint32_t)ch->plen;
     msg.queue_id = 0;
     msg.born_ts_ms = (int64_t)time(NULL) * 1000;
-    st_append(b->store, q->id, &msg, 1, append_cb, o);
+    if (dests == NULL) {
+        st_append(b->store, qs[0]->id, &msg, 1, append_cb, o);
+    } else {
+        st_append_multi(b->store, &msg, dests, n, append_cb, o);
+        free(dests);
+    }
 }
 
 /* Routes the assembled message at publish time and appends it to every
@@ -220,7 +244,7 @@ static void publish_route(gw_chan_t *ch)
     if (ex.len == 0) {
         gw_queue_t *q = gw_queue_find(b, rk);
         if (q != NULL && !q->gone && q->ready) {
-            append_to(ch, q, pub);
+            append_to(ch, &q, 1, pub);
             routed = 1;
         }
     } else {
@@ -229,15 +253,18 @@ static void publish_route(gw_chan_t *ch)
         gt_err_t rc = gw_route(b->router, ex, &rk, 1, hdrs, &out);
         if (rc != GT_OK && rc != GT_ENOTFOUND && pub != NULL)
             pub->failed = true;
-        /* The result is borrowed until the next route: append_to does
-         * not route, so it stays valid through the loop. */
-        for (size_t i = 0; rc == GT_OK && i < out.n; i++) {
+        gw_queue_t **qs = rc == GT_OK && out.n > 0 ? calloc(out.n, sizeof(*qs)) : NULL;
+        if (rc == GT_OK && out.n > 0 && qs == NULL && pub != NULL)
+            pub->failed = true;
+        for (size_t i = 0; qs != NULL && i < out.n; i++) {
             gw_queue_t *q = gw_queue_find(b, out.queues[i]);
-            if (q != NULL && !q->gone && q->ready) {
-                append_to(ch, q, pub);
-                routed++;
-            }
+            if (q != NULL && !q->gone && q->ready)
+                qs[routed++] = q;
         }
+        /* Up to ST_DEST_MAX queues per record. */
+        for (size_t at = 0; at < routed; at += ST_DEST_MAX)
+            append_to(ch, qs + at, routed - at < ST_DEST_MAX ? routed - at : ST_DEST_MAX, pub);
+        free(qs);
     }
     if (routed == 0 && ch->mandatory) {
         gw_method_t m = {.id = GW_BASIC_RETURN};
