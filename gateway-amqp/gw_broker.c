@@ -424,6 +424,8 @@ bool gw_broker_chan_open(gw_bconn_t *bc, uint16_t id)
     ch->bc = bc;
     ch->asm_.max_body = GW_MAX_BODY;
     bc->ch[id] = ch;
+    if (id > bc->max_ch)
+        bc->max_ch = id;
     return true;
 }
 
@@ -442,6 +444,11 @@ void gw_broker_chan_close(gw_bconn_t *bc, uint16_t id)
     while (ch->ua != NULL) {
         gw_unacked_t *u = ch->ua;
         gw_ua_unlink(ch, u);
+        if (u->renewing) { /* requeued when the renewal answers */
+            u->detached = true;
+            u->how = GW_SETTLE_REQUEUE;
+            continue;
+        }
         if (!u->q->gone)
             gw_msg_requeue(bc->b, u->q, u->handle);
         gw_ua_free(u);
@@ -519,12 +526,18 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     gw_broker_t *b = arg;
 
+    int64_t now = gw_now_ms();
+
     (void)fd;
     (void)what;
     for (uint32_t h = 0; h < GW_QMAP; h++)
         for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext)
             if (q->consumers != NULL)
                 gw_queue_kick(q);
+    for (gw_bconn_t *bc = b->conns; bc != NULL; bc = bc->next)
+        for (uint32_t i = 0; i <= bc->max_ch; i++)
+            if (bc->ch[i] != NULL && bc->ch[i]->ua != NULL)
+                gw_chan_renew(bc->ch[i], now);
 }
 
 gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
@@ -565,6 +578,17 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
     }
     b->ready_fn = ready_fn;
     b->ready_arg = ready_arg;
+    b->invisible_ms = GW_INVISIBLE_MS;
+    {
+        const char *e = getenv("GANTRY_TEST_AMQP_INVISIBLE_MS");
+        long long v = e != NULL ? atoll(e) : 0;
+        if (v >= 200 && v <= GW_INVISIBLE_MS)
+            b->invisible_ms = v;
+    }
+    if (b->invisible_ms / 4 < GW_TICK_MS) { /* renewals in time */
+        tv.tv_sec = 0;
+        tv.tv_usec = (suseconds_t)(b->invisible_ms / 4 * 1000);
+    }
     if (!gw_meta_load_start(b)) {
         gw_broker_free(b);
         return NULL;

@@ -15,7 +15,9 @@
 
 #define GW_QMAP 1024u                      /* queue hash buckets */
 #define GW_POP_BATCH 32u                   /* messages per consumer pop */
-#define GW_INVISIBLE_MS (30LL * 60 * 1000) /* RabbitMQ's consumer_timeout */
+#define GW_INVISIBLE_MS 60000LL            /* a delivery's invisibility, renewed
+                                              while unacked (tests: env
+                                              GANTRY_TEST_AMQP_INVISIBLE_MS) */
 #define GW_REQUEUE_KICK_MS 3u              /* a requeued message is visible */
 #define GW_APPENDS_MAX 1024u               /* per connection in flight */
 #define GW_TICK_MS 1000u                   /* idle consumers look again */
@@ -61,6 +63,7 @@ struct gw_broker {
     gw_queue_t *qmap[GW_QMAP];
     gw_bconn_t *conns;
     gw_router_t *router; /* exchanges and bindings of vhost "/" */
+    int64_t invisible_ms; /* pops' invisibility, renewed at half */
     bool loaded;         /* the durable metadata is read back */
     void (*ready_fn)(void *arg);
     void *ready_arg;
@@ -91,6 +94,7 @@ struct gw_bconn {
     gw_bconn_t *prev, *next;
     uint32_t appends;    /* in flight */
     uint32_t commit_waits; /* channels waiting for appends to answer tx.commit */
+    uint16_t max_ch;       /* highest channel id opened */
     bool append_stall;   /* stalled for GW_APPENDS_MAX */
     uint8_t *held;       /* a method frame waiting for the appends */
     size_t held_len;
@@ -130,6 +134,12 @@ struct gw_unacked {
     gw_queue_t *q;      /* ref */
     gw_consumer_t *cs;  /* ref; NULL for basic.get */
     char handle[ST_HANDLE_MAX];
+    int64_t renew_at;   /* monotonic ms: extend the invisibility then */
+    bool renewing;      /* a change_invisible is in flight (it owns the
+                           handle: a settle waits for its answer) */
+    bool detached;      /* settled while renewing: out of the channel's
+                           list, `how` runs when the renewal answers */
+    int how;            /* gw_settle_t */
 };
 
 struct gw_chan {
@@ -253,6 +263,10 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_cancel(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m);
 void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how);
+/* Extends the invisibility of the channel's unacked deliveries due for it
+ * (so that only a crash lets them reappear, after at most invisible_ms). */
+void gw_chan_renew(gw_chan_t *ch, int64_t now_ms);
+int64_t gw_now_ms(void);
 void gw_on_basic_ack(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_nack(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_reject(gw_chan_t *ch, const gw_method_t *m);

@@ -84,6 +84,7 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
     }
     u->cs = cs;
     snprintf(u->handle, sizeof(u->handle), "%s", h);
+    u->renew_at = gw_now_ms() + ch->bc->b->invisible_ms / 2;
     u->prev = ch->ua_tail;
     if (ch->ua_tail != NULL)
         ch->ua_tail->next = u;
@@ -274,7 +275,7 @@ void gw_consumer_pump(gw_consumer_t *cs)
     req.topic = cs->q->id;
     req.queue_id = ST_QUEUE_ANY;
     req.max = n;
-    req.invisible_ms = GW_INVISIBLE_MS;
+    req.invisible_ms = b->invisible_ms;
     req.poll_timeout_ms = 0;
     st_pop(b->store, &req, pop_cb, o);
 }
@@ -487,7 +488,7 @@ void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
     req.topic = q->id;
     req.queue_id = ST_QUEUE_ANY;
     req.max = 1;
-    req.invisible_ms = GW_INVISIBLE_MS;
+    req.invisible_ms = ch->bc->b->invisible_ms;
     st_pop(ch->bc->b->store, &req, pop_cb, o);
 }
 
@@ -498,13 +499,86 @@ void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
     gw_consumer_t *cs = u->cs;
 
     gw_ua_unlink(ch, u);
-    if (how == GW_SETTLE_REQUEUE)
-        gw_msg_requeue(ch->bc->b, u->q, u->handle);
-    else
-        gw_msg_ack(ch->bc->b, u->q, u->handle); /* a drop: dead-lettering is issue 10 */
+    if (u->renewing) {
+        /* The renewal's answer brings the handle that works. */
+        u->detached = true;
+        u->how = (int)how;
+    } else {
+        if (how == GW_SETTLE_REQUEUE)
+            gw_msg_requeue(ch->bc->b, u->q, u->handle);
+        else
+            gw_msg_ack(ch->bc->b, u->q, u->handle); /* a drop: dead-lettering is issue 10 */
+        gw_ua_free(u);
+    }
     if (cs != NULL && !cs->gone)
         gw_consumer_pump(cs);
-    gw_ua_free(u);
+}
+
+int64_t gw_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct {
+    gw_op_t op;
+    gw_chan_t *ch;    /* ref */
+    gw_unacked_t *u;  /* renewing */
+    char handle[ST_HANDLE_MAX];
+} renew_op_t;
+
+static void renew_fn(gw_op_t *op)
+{
+    renew_op_t *o = (renew_op_t *)op;
+    gw_unacked_t *u = o->u;
+
+    u->renewing = false;
+    if (op->err == GT_OK)
+        memcpy(u->handle, o->handle, sizeof(u->handle));
+    if (u->detached) {
+        if (!u->q->gone) {
+            if (u->how == GW_SETTLE_REQUEUE)
+                gw_msg_requeue(op->b, u->q, u->handle);
+            else
+                gw_msg_ack(op->b, u->q, u->handle);
+        }
+        gw_ua_free(u);
+    } else {
+        u->renew_at = gw_now_ms() + op->b->invisible_ms / 2;
+    }
+    gw_chan_unref(o->ch);
+    free(o);
+}
+
+static void renew_cb(void *arg, gt_err_t err, const char *handle)
+{
+    renew_op_t *o = arg;
+
+    o->op.err = err;
+    if (err == GT_OK)
+        snprintf(o->handle, sizeof(o->handle), "%s", handle);
+    gw_op_post(&o->op);
+}
+
+void gw_chan_renew(gw_chan_t *ch, int64_t now)
+{
+    gw_broker_t *b = ch->bc->b;
+
+    for (gw_unacked_t *u = ch->ua; u != NULL; u = u->next) {
+        renew_op_t *o;
+        if (u->renewing || u->renew_at > now || u->q->gone)
+            continue;
+        if ((o = gw_op_new(b, sizeof(*o), renew_fn)) == NULL)
+            return;
+        gw_chan_ref(ch);
+        o->ch = ch;
+        o->u = u;
+        u->renewing = true;
+        st_change_invisible(b->store, u->q->id, u->q->id, u->handle, b->invisible_ms, renew_cb,
+                            o);
+    }
 }
 
 /* ack / nack / reject of tag (multiple: every tag up to it; tag 0 with

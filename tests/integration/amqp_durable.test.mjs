@@ -5,7 +5,7 @@
 // transient exchanges and the bindings of either do not.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGantry, stopGantry, waitFor, require } from './harness.mjs';
+import { startGantry, stopGantry, waitFor, scaled, require } from './harness.mjs';
 
 const amqp = require('amqplib');
 
@@ -82,6 +82,64 @@ test('durable queues, exchanges and bindings survive a SIGKILL; transient ones d
     conn = await open(g);
     await missing(conn, (c) => c.checkQueue('d.q'));
     await missing(conn, (c) => c.checkExchange('d.x'));
+    await conn.close();
+  } finally {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0);
+  }
+});
+
+test('unacked deliveries stay with their consumer (invisibility renewed) and come back redelivered after a SIGKILL', async () => {
+  // A short invisibility (renewed at half) so that the test runs in seconds;
+  // the default is 60 s.
+  const inv = scaled(1500);
+  process.env.GANTRY_TEST_AMQP_INVISIBLE_MS = String(inv);
+  let g;
+  try {
+    g = await startGantry({ logLevel: 'info', flush: 'sync' });
+  } finally {
+    delete process.env.GANTRY_TEST_AMQP_INVISIBLE_MS;
+  }
+  let conn = await open(g);
+  const other = await open(g);
+  let ch = await conn.createConfirmChannel();
+  ch.on('error', () => {}); // the SIGKILL ends these connections
+  await ch.assertQueue('r.q', { durable: true });
+  for (let i = 0; i < 3; i++) {
+    await new Promise((res, rej) => ch.sendToQueue('r.q', Buffer.from(`u${i}`), { persistent: true },
+      (e) => (e ? rej(e) : res())));
+  }
+  const held = [];
+  await ch.prefetch(3);
+  await ch.consume('r.q', (m) => held.push(m));
+  await waitFor(() => held.length === 3, 5000, '3 deliveries');
+  ch.ack(held[0]);
+  // Another consumer gets nothing while they are held for three
+  // invisibility periods (a negative check: it needs the time to pass).
+  const stolen = [];
+  const och = await other.createChannel();
+  och.on('error', () => {});
+  await och.consume('r.q', (m) => stolen.push(m));
+  await new Promise((r) => setTimeout(r, 3 * inv));
+  assert.deepEqual(stolen.map((m) => m.content.toString()), [], 'held deliveries stay invisible');
+  await stopGantry(g, 'SIGKILL', { keepDir: true });
+
+  process.env.GANTRY_TEST_AMQP_INVISIBLE_MS = String(inv);
+  try {
+    g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
+      httpPort: g.httpPort, amqpPort: g.amqpPort });
+  } finally {
+    delete process.env.GANTRY_TEST_AMQP_INVISIBLE_MS;
+  }
+  try {
+    conn = await open(g);
+    ch = await conn.createChannel();
+    const got = [];
+    await ch.consume('r.q', (m) => { if (m) { got.push(m); ch.ack(m); } });
+    await waitFor(() => got.length === 2, 10000, 'the unacked two after the restart');
+    assert.deepEqual(got.map((m) => m.content.toString()).sort(), ['u1', 'u2']);
+    assert.ok(got.every((m) => m.fields.redelivered), 'redelivered=true');
+    await ch.deleteQueue('r.q');
     await conn.close();
   } finally {
     const info = await stopGantry(g);
