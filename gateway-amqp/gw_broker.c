@@ -534,13 +534,28 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext)
             if (q->consumers != NULL)
                 gw_queue_kick(q);
-    for (gw_bconn_t *bc = b->conns; bc != NULL; bc = bc->next)
-        for (uint32_t i = 0; i <= bc->max_ch; i++)
-            if (bc->ch[i] != NULL && bc->ch[i]->ua != NULL)
-                gw_chan_renew(bc->ch[i], now);
+    for (gw_bconn_t *bc = b->conns; bc != NULL; bc = bc->next) {
+        for (uint32_t i = 0; i <= bc->max_ch; i++) {
+            gw_chan_t *ch = bc->ch[i];
+            if (ch == NULL || ch->ua == NULL)
+                continue;
+            if (now - ch->ua->sent_at > b->consumer_timeout_ms) {
+                /* The oldest delivery waited too long (RabbitMQ's
+                 * consumer_timeout): the channel closes, its unacked
+                 * go back. */
+                CH_ERR(ch, GW_PRECONDITION_FAILED, 0,
+                       "delivery acknowledgement on channel %u timed out. Timeout value used: "
+                       "%lld ms. This timeout value can be configured, see consumers doc guide "
+                       "to learn more",
+                       ch->id, (long long)b->consumer_timeout_ms);
+                continue;
+            }
+            gw_chan_renew(ch, now);
+        }
+    }
 }
 
-gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
+gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t max_message,
                            void (*ready_fn)(void *arg), void *ready_arg)
 {
     gw_broker_t *b = calloc(1, sizeof(*b));
@@ -550,6 +565,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
         return NULL;
     b->base = base;
     b->store = store;
+    b->max_message = max_message != 0 ? max_message : GW_MAX_MESSAGE;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     b->post_ev = event_new(base, -1, 0, post_cb, b);
@@ -579,11 +595,17 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
     b->ready_fn = ready_fn;
     b->ready_arg = ready_arg;
     b->invisible_ms = GW_INVISIBLE_MS;
+    b->consumer_timeout_ms = GW_CONSUMER_TIMEOUT_MS;
     {
+        /* Tests shorten these. */
         const char *e = getenv("GANTRY_TEST_AMQP_INVISIBLE_MS");
         long long v = e != NULL ? atoll(e) : 0;
         if (v >= 200 && v <= GW_INVISIBLE_MS)
             b->invisible_ms = v;
+        e = getenv("GANTRY_TEST_AMQP_CONSUMER_TIMEOUT_MS");
+        v = e != NULL ? atoll(e) : 0;
+        if (v >= 100 && v <= GW_CONSUMER_TIMEOUT_MS)
+            b->consumer_timeout_ms = v;
     }
     if (b->invisible_ms / 4 < GW_TICK_MS) { /* renewals in time */
         tv.tv_sec = 0;

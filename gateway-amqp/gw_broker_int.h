@@ -23,6 +23,8 @@
 #define GW_TICK_MS 1000u                   /* idle consumers look again */
 #define GW_REC_MAGIC 0xA1u                 /* stored message record */
 #define GW_MAX_BODY ((uint64_t)128 << 20)  /* RabbitMQ's max_message_size */
+#define GW_MAX_MESSAGE ((uint64_t)4 << 20) /* default: the store's body limit */
+#define GW_CONSUMER_TIMEOUT_MS (30LL * 60 * 1000) /* RabbitMQ's consumer_timeout */
 #define GW_CHAN_SLOTS 2048u
 
 /* Exchange flags kept in the router. */
@@ -64,6 +66,8 @@ struct gw_broker {
     gw_bconn_t *conns;
     gw_router_t *router; /* exchanges and bindings of vhost "/" */
     int64_t invisible_ms; /* pops' invisibility, renewed at half */
+    uint64_t max_message; /* body bytes per publish (406 beyond) */
+    int64_t consumer_timeout_ms; /* unacked longer: the channel closes, 406 */
     bool loaded;         /* the durable metadata is read back */
     void (*ready_fn)(void *arg);
     void *ready_arg;
@@ -135,6 +139,7 @@ struct gw_unacked {
     gw_consumer_t *cs;  /* ref; NULL for basic.get */
     char handle[ST_HANDLE_MAX];
     int64_t renew_at;   /* monotonic ms: extend the invisibility then */
+    int64_t sent_at;    /* monotonic ms: delivered (consumer_timeout) */
     bool renewing;      /* a change_invisible is in flight (it owns the
                            handle: a settle waits for its answer) */
     bool detached;      /* settled while renewing: out of the channel's

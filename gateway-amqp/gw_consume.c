@@ -84,7 +84,8 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
     }
     u->cs = cs;
     snprintf(u->handle, sizeof(u->handle), "%s", h);
-    u->renew_at = gw_now_ms() + ch->bc->b->invisible_ms / 2;
+    u->sent_at = gw_now_ms();
+    u->renew_at = u->sent_at + ch->bc->b->invisible_ms / 2;
     u->prev = ch->ua_tail;
     if (ch->ua_tail != NULL)
         ch->ua_tail->next = u;

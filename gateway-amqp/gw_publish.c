@@ -333,6 +333,13 @@ void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
     uint8_t *w;
 
     ch->plen = 0;
+    if (h->body_size > ch->bc->b->max_message) {
+        ch->pub_on = false;
+        CH_ERR(ch, GW_PRECONDITION_FAILED, GW_BASIC_PUBLISH,
+               "message size %llu is larger than configured max size %llu",
+               (unsigned long long)h->body_size, (unsigned long long)ch->bc->b->max_message);
+        return;
+    }
     if (!pbuf_reserve(ch, pre + h->raw_props.len + first)) {
         CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
         return;

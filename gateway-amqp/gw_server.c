@@ -1074,7 +1074,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         goto fail;
     }
     if (o->store != NULL &&
-        (s->broker = gw_broker_new(s->base, o->store, broker_ready, s)) == NULL) {
+        (s->broker = gw_broker_new(s->base, o->store, o->max_message, broker_ready, s)) ==
+            NULL) {
         snprintf(err, errlen, "AMQP: out of memory");
         goto fail;
     }

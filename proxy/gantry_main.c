@@ -455,7 +455,10 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     if (amqp_on) {
-        gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store};
+        /* Bodies up to 4 MiB: what the store takes (max_message_bytes
+         * above, with room for the properties). */
+        gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store,
+                               .max_message = 4 * 1024 * 1024};
         if (gw_server_start(&ao, &amqp, err, sizeof(err)) != GT_OK) {
             GT_LOG(ERROR, "main", "%s", err);
             goto out;

@@ -1,8 +1,10 @@
-// Durable AMQP metadata (issue 9): durable queues, exchanges and bindings
-// are records in the store (st_meta_*) and come back after a SIGKILL of
-// gantry in sync-flush mode, with their confirmed persistent messages;
-// transient and exclusive queues (their store topics are swept at start),
-// transient exchanges and the bindings of either do not.
+// Durable AMQP metadata and delivery lifetimes (issue 9): durable queues,
+// exchanges and bindings are records in the store (st_meta_*) and come back
+// after a SIGKILL of gantry in sync-flush mode, with their confirmed
+// persistent messages; transient and exclusive queues (their store topics
+// are swept at start), transient exchanges and the bindings of either do
+// not.  Unacked deliveries keep their invisibility renewed and come back
+// redelivered after a crash; consumer_timeout closes a channel with 406.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry, waitFor, scaled, require } from './harness.mjs';
@@ -140,6 +142,41 @@ test('unacked deliveries stay with their consumer (invisibility renewed) and com
     assert.deepEqual(got.map((m) => m.content.toString()).sort(), ['u1', 'u2']);
     assert.ok(got.every((m) => m.fields.redelivered), 'redelivered=true');
     await ch.deleteQueue('r.q');
+    await conn.close();
+  } finally {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0);
+  }
+});
+
+test('consumer_timeout: a delivery unacked for longer closes its channel with 406; the message goes back', async () => {
+  const timeout = scaled(1000);
+  process.env.GANTRY_TEST_AMQP_CONSUMER_TIMEOUT_MS = String(timeout);
+  let g;
+  try {
+    g = await startGantry({ logLevel: 'info' });
+  } finally {
+    delete process.env.GANTRY_TEST_AMQP_CONSUMER_TIMEOUT_MS;
+  }
+  try {
+    const conn = await open(g);
+    const ch = await conn.createChannel();
+    let err = null;
+    ch.on('error', (e) => { err = e; });
+    await ch.assertQueue('ct.q', { durable: false });
+    ch.sendToQueue('ct.q', Buffer.from('slow'));
+    const held = [];
+    await ch.consume('ct.q', (m) => { if (m) held.push(m); });
+    await waitFor(() => err !== null, 10000, 'the channel closed by consumer_timeout');
+    assert.equal(held.length, 1);
+    assert.equal(err.code, 406);
+    assert.match(err.message, new RegExp(`PRECONDITION_FAILED - delivery acknowledgement on channel ${ch.ch} timed out. Timeout value used: ${timeout} ms`));
+    const ch2 = await conn.createChannel();
+    let m;
+    await waitFor(async () => (m = await ch2.get('ct.q', { noAck: true })), 5000, 'given back');
+    assert.equal(m.content.toString(), 'slow');
+    assert.equal(m.fields.redelivered, true);
+    await ch2.deleteQueue('ct.q');
     await conn.close();
   } finally {
     const info = await stopGantry(g);

@@ -257,3 +257,19 @@ test('tx: publishes and acks take effect at commit, rollback discards; 406 outsi
     'PRECONDITION_FAILED - channel is not transactional');
   await conn.close();
 });
+
+test('a body over the message size limit (4 MiB, the store\'s) is 406; 4 MiB exactly is stored', async () => {
+  const conn = await open();
+  const ch = await conn.createConfirmChannel();
+  const { queue } = await ch.assertQueue('', { exclusive: true });
+  const max = 4 * 1024 * 1024;
+  await new Promise((res, rej) => ch.sendToQueue(queue, Buffer.alloc(max, 1), {},
+    (e) => (e ? rej(e) : res())));
+  const m = await ch.get(queue, { noAck: true });
+  assert.equal(m.content.length, max);
+  await channelError(conn, async (c) => {
+    c.sendToQueue(queue, Buffer.alloc(max + 1, 2));
+    await c.checkQueue(queue);
+  }, 406, `PRECONDITION_FAILED - message size ${max + 1} is larger than configured max size ${max}`);
+  await conn.close();
+});
