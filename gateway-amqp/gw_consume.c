@@ -63,6 +63,8 @@ typedef struct {
     gw_queue_t *q;     /* ref */
     uint32_t asked;
     bool no_ack;
+    bool counted;       /* basic.get: the remaining count was asked */
+    uint64_t remaining; /* basic.get: ready messages after this one */
     size_t n;
     popped_t msgs[];
 } pop_op_t;
@@ -421,12 +423,29 @@ void gw_on_basic_cancel(gw_chan_t *ch, const gw_method_t *m)
     }
 }
 
+static void get_count_cb(void *arg, gt_err_t err, const st_stats_t *s)
+{
+    pop_op_t *o = arg;
+
+    o->remaining = err == GT_OK ? s->ready : 0;
+    gw_op_post(&o->op);
+}
+
 static void get_fn(gw_op_t *op)
 {
     pop_op_t *o = (pop_op_t *)op;
     gw_chan_t *ch = o->ch;
     gw_broker_t *b = op->b;
 
+    if (o->n > 0 && !o->counted && gw_chan_live(ch)) {
+        /* get-ok carries the count of messages left: one more look. */
+        o->counted = true;
+        pthread_mutex_lock(&b->mu);
+        b->ops++;
+        pthread_mutex_unlock(&b->mu);
+        st_stats(b->store, o->q->id, o->q->id, get_count_cb, o);
+        return;
+    }
     if (o->n == 0 && gw_chan_live(ch)) {
         gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
         if (op->err != GT_OK && op->err != GT_ENOTFOUND)
@@ -446,7 +465,7 @@ static void get_fn(gw_op_t *op)
             gw_basic_get_ok_t *g = &m.u.basic_get_ok;
             g->delivery_tag = ++ch->next_tag;
             g->redelivered = p->attempt > 1;
-            g->message_count = 0;
+            g->message_count = o->remaining > UINT32_MAX ? UINT32_MAX : (uint32_t)o->remaining;
             send_delivery(ch, &m, o->q, p, &g->exchange, &g->routing_key);
             if (o->no_ack)
                 gw_msg_ack(b, o->q, p->handle);

@@ -55,6 +55,7 @@ test('declare, publish to the default exchange, get; counts in declare-ok', asyn
     assert.equal(m.fields.exchange, '');
     assert.equal(m.fields.routingKey, q);
     assert.equal(m.fields.redelivered, false);
+    assert.equal(m.fields.messageCount, 2 - i, 'get-ok: messages left');
     got.push(m.content.toString());
     ch.ack(m);
   }
