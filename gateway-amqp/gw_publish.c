@@ -222,17 +222,106 @@ void gw_publish_done(gw_chan_t *ch)
     ch->txq_tail = t;
 }
 
+/* RabbitMQ removes a message's (first) BCC header before storing it:
+ * rebuilds the record with the property list re-encoded without it.
+ * Keeps the record as it is when anything fails. */
+static void strip_bcc(gw_chan_t *ch)
+{
+    size_t body_len = ch->plen - ch->body_off, rl = ch->props_len;
+    uint8_t *payload = NULL, *tbuf = NULL, *rec = NULL;
+    gw_content_header_t h;
+    gw_fault_t f;
+    gw_tbuild_t tb;
+    gw_table_iter_t it;
+    gw_str_t key;
+    gw_value_t val;
+    gw_table_t nh;
+    size_t psize, plen = 0;
+    bool dropped = false;
+
+    if ((payload = malloc(12 + rl)) == NULL)
+        goto out;
+    memset(payload, 0, 12);
+    payload[1] = 60;
+    for (int k = 0; k < 8; k++)
+        payload[4 + k] = (uint8_t)((uint64_t)body_len >> (56 - 8 * k));
+    memcpy(payload + 12, ch->pbuf + ch->props_off, rl);
+    if (gw_header_decode(payload, 12 + rl, &h, &f) != GT_OK || !(h.props.flags & GW_P_HEADERS))
+        goto out;
+    if ((tbuf = malloc(h.props.headers.len + 1)) == NULL)
+        goto out;
+    gw_tbuild_init(&tb, tbuf, h.props.headers.len + 1);
+    gw_table_iter_init(&it, h.props.headers);
+    while (gw_table_iter_next(&it, &key, &val)) {
+        if (!dropped && gw_str_eq(key, "BCC")) {
+            dropped = true;
+            continue;
+        }
+        gw_tbuild_value_k(&tb, key, &val);
+    }
+    if (gw_tbuild_finish(&tb, &nh) != GT_OK)
+        goto out;
+    h.props.headers = nh;
+    if ((psize = gw_props_size(&h.props)) == 0 ||
+        (rec = malloc(ch->props_off + psize + body_len)) == NULL)
+        goto out;
+    memcpy(rec, ch->pbuf, ch->props_off);
+    rec[ch->props_off - 4] = (uint8_t)(psize >> 24);
+    rec[ch->props_off - 3] = (uint8_t)(psize >> 16);
+    rec[ch->props_off - 2] = (uint8_t)(psize >> 8);
+    rec[ch->props_off - 1] = (uint8_t)psize;
+    if (gw_props_encode(&h.props, rec + ch->props_off, psize, &plen) != GT_OK || plen != psize)
+        goto out;
+    memcpy(rec + ch->props_off + psize, ch->pbuf + ch->body_off, body_len);
+    free(ch->pbuf);
+    ch->pbuf = rec;
+    rec = NULL;
+    ch->props_len = psize;
+    ch->body_off = ch->props_off + psize;
+    ch->plen = ch->pcap = ch->body_off + body_len;
+    ch->hdr_off = ch->hdr_len = 0;
+out:
+    free(rec);
+    free(tbuf);
+    free(payload);
+}
+
+/* Routes the assembled message (the publish's key, then its CC and BCC
+ * header keys, as RabbitMQ) and appends it once to the queues reached. */
 static void publish_route(gw_chan_t *ch)
 {
     gw_broker_t *b = ch->bc->b;
     gw_str_t ex = {ch->ex, ch->exlen}, rk = {ch->rk, ch->rklen};
+    gw_table_t hdrs = {ch->hdr_len > 0 ? ch->pbuf + ch->hdr_off : NULL, ch->hdr_len};
+    gw_str_t kstack[16], *keys = kstack;
+    gw_queue_t *qstack[16], **qs = qstack;
+    size_t nkeys = 1, nextra = 0, routed = 0, qcap = 16;
     gw_pub_t *pub = NULL;
-    size_t routed = 0;
+    bool bcc = false;
+    gw_value_t v;
 
+    keys[0] = rk;
+    if (hdrs.len > 0) {
+        char text[256];
+        if (gw_route_header_keys(hdrs, keys + 1, 15, &nextra, text, sizeof(text)) != GT_OK) {
+            CH_ERR(ch, GW_PRECONDITION_FAILED, GW_BASIC_PUBLISH, "%s", text);
+            return;
+        }
+        if (nextra > 15) {
+            if ((keys = malloc((nextra + 1) * sizeof(*keys))) == NULL) {
+                CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
+                return;
+            }
+            keys[0] = rk;
+            gw_route_header_keys(hdrs, keys + 1, nextra, &nextra, NULL, 0);
+        }
+        nkeys += nextra;
+        bcc = gw_table_get(hdrs, "BCC", &v);
+    }
     if (ch->confirm) {
         if ((pub = calloc(1, sizeof(*pub))) == NULL) {
             CH_ERR(ch, GW_INTERNAL_ERROR, GW_BASIC_PUBLISH, "out of memory");
-            return;
+            goto out;
         }
         pub->seq = ++ch->next_seq;
         if (ch->pubs_tail != NULL)
@@ -242,30 +331,43 @@ static void publish_route(gw_chan_t *ch)
         ch->pubs_tail = pub;
     }
     if (ex.len == 0) {
-        gw_queue_t *q = gw_queue_find(b, rk);
-        if (q != NULL && !q->gone && q->ready) {
-            append_to(ch, &q, 1, pub);
-            routed = 1;
+        /* The default exchange: each key names a queue. */
+        if (nkeys > qcap && (qs = calloc(nkeys, sizeof(*qs))) == NULL) {
+            qs = qstack;
+            if (pub != NULL)
+                pub->failed = true;
+            nkeys = 0;
+        }
+        for (size_t i = 0; i < nkeys; i++) {
+            gw_queue_t *q = gw_queue_find(b, keys[i]);
+            bool seen = false;
+            for (size_t k = 0; k < routed && !seen; k++)
+                seen = qs[k] == q;
+            if (q != NULL && !q->gone && q->ready && !seen)
+                qs[routed++] = q;
         }
     } else {
         gw_route_out_t out = {0};
-        gw_table_t hdrs = {ch->hdr_len > 0 ? ch->pbuf + ch->hdr_off : NULL, ch->hdr_len};
-        gt_err_t rc = gw_route(b->router, ex, &rk, 1, hdrs, &out);
+        gt_err_t rc = gw_route(b->router, ex, keys, nkeys, hdrs, &out);
         if (rc != GT_OK && rc != GT_ENOTFOUND && pub != NULL)
             pub->failed = true;
-        gw_queue_t **qs = rc == GT_OK && out.n > 0 ? calloc(out.n, sizeof(*qs)) : NULL;
-        if (rc == GT_OK && out.n > 0 && qs == NULL && pub != NULL)
-            pub->failed = true;
-        for (size_t i = 0; qs != NULL && i < out.n; i++) {
+        if (rc == GT_OK && out.n > qcap && (qs = calloc(out.n, sizeof(*qs))) == NULL) {
+            qs = qstack;
+            out.n = 0;
+            if (pub != NULL)
+                pub->failed = true;
+        }
+        for (size_t i = 0; rc == GT_OK && i < out.n; i++) {
             gw_queue_t *q = gw_queue_find(b, out.queues[i]);
             if (q != NULL && !q->gone && q->ready)
                 qs[routed++] = q;
         }
-        /* Up to ST_DEST_MAX queues per record. */
-        for (size_t at = 0; at < routed; at += ST_DEST_MAX)
-            append_to(ch, qs + at, routed - at < ST_DEST_MAX ? routed - at : ST_DEST_MAX, pub);
-        free(qs);
     }
+    if (routed > 0 && bcc)
+        strip_bcc(ch); /* keys and hdrs pointed into the old record */
+    /* Up to ST_DEST_MAX queues per record. */
+    for (size_t at = 0; at < routed; at += ST_DEST_MAX)
+        append_to(ch, qs + at, routed - at < ST_DEST_MAX ? routed - at : ST_DEST_MAX, pub);
     if (routed == 0 && ch->mandatory) {
         gw_method_t m = {.id = GW_BASIC_RETURN};
         m.u.basic_return.reply_code = GW_NO_ROUTE;
@@ -278,6 +380,11 @@ static void publish_route(gw_chan_t *ch)
     }
     if (pub != NULL && pub->remaining == 0)
         gw_confirms_flush(ch);
+out:
+    if (qs != qstack)
+        free(qs);
+    if (keys != kstack)
+        free(keys);
 }
 
 static bool pbuf_reserve(gw_chan_t *ch, size_t more)
@@ -445,7 +552,8 @@ void gw_on_tx_commit(gw_chan_t *ch, const gw_method_t *m)
         ch->hdr_off = t->hdr_off;
         ch->hdr_len = t->hdr_len;
         publish_route(ch);
-        free(t->pbuf);
+        free(ch->pbuf); /* t's record, or what publish_route made of it */
+        ch->pbuf = NULL;
         free(t);
     }
     ch->pbuf = own;

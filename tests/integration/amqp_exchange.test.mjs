@@ -220,3 +220,31 @@ test('auto-delete exchange goes with its last binding; deleting a queue removes 
   await ch.deleteQueue('bq');
   await conn.close();
 });
+
+test('CC and BCC headers route to more keys; BCC is removed from the stored message', async () => {
+  const conn = await open();
+  const ch = await conn.createChannel();
+  const [a, b, c] = await queues(ch, 3);
+  await ch.bindQueue(b, 'amq.direct', 'kb');
+  await ch.bindQueue(c, 'amq.direct', 'kc');
+  // Default exchange: each key names a queue; a queue reached twice gets it once.
+  ch.sendToQueue(a, Buffer.from('cc'), { headers: { CC: [b, a], x: 1 } });
+  ch.publish('amq.direct', 'nothing', Buffer.from('bcc'), { headers: { CC: ['kb'], BCC: ['kc'], y: 'z' } });
+  const ma = await ch.get(a, { noAck: true });
+  assert.equal(ma.content.toString(), 'cc');
+  assert.deepEqual(ma.properties.headers, { CC: [b, a], x: 1 });
+  assert.equal(await ch.get(a), false, 'once');
+  const mb1 = await ch.get(b, { noAck: true });
+  const mb2 = await ch.get(b, { noAck: true });
+  assert.deepEqual([mb1.content.toString(), mb2.content.toString()], ['cc', 'bcc']);
+  assert.deepEqual(mb2.properties.headers, { CC: ['kb'], y: 'z' }, 'BCC stripped');
+  const mc = await ch.get(c, { noAck: true });
+  assert.equal(mc.content.toString(), 'bcc');
+  assert.equal(mc.properties.headers.BCC, undefined);
+  // CC that is not an array: 406 as RabbitMQ.
+  await channelError(conn, async (x) => {
+    x.publish('amq.direct', 'k', Buffer.from('bad'), { headers: { CC: 'notalist' } });
+    await x.checkQueue(a);
+  }, 406, 'PRECONDITION_FAILED - invalid message: {unacceptable_type_in_header,"CC",longstr}');
+  await conn.close();
+});

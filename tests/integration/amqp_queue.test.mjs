@@ -242,7 +242,7 @@ test('tx: publishes and acks take effect at commit, rollback discards; 406 outsi
   await ch.rpc(defs.TxCommit, {}, defs.TxCommitOk);
   assert.equal((await ch.checkQueue(queue)).messageCount, 0, 'rolled back');
   ch.sendToQueue(queue, Buffer.from('t2'));
-  ch.sendToQueue(queue, Buffer.from('t3'));
+  ch.sendToQueue(queue, Buffer.from('t3'), { headers: { BCC: [queue] } }); // stripped at commit
   ch.ack(m); // still unacked after the rollback
   await ch.rpc(defs.TxCommit, {}, defs.TxCommitOk);
   assert.equal((await ch.checkQueue(queue)).messageCount, 2, 'committed');
