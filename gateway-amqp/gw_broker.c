@@ -596,12 +596,17 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t 
     b->ready_arg = ready_arg;
     b->invisible_ms = GW_INVISIBLE_MS;
     b->consumer_timeout_ms = GW_CONSUMER_TIMEOUT_MS;
+    b->block_bytes = GW_BLOCK_BYTES;
     {
         /* Tests shorten these. */
         const char *e = getenv("GANTRY_TEST_AMQP_INVISIBLE_MS");
         long long v = e != NULL ? atoll(e) : 0;
         if (v >= 200 && v <= GW_INVISIBLE_MS)
             b->invisible_ms = v;
+        e = getenv("GANTRY_TEST_AMQP_BLOCK_BYTES");
+        v = e != NULL ? atoll(e) : 0;
+        if (v >= 1 && (uint64_t)v <= GW_BLOCK_BYTES)
+            b->block_bytes = (uint64_t)v;
         e = getenv("GANTRY_TEST_AMQP_CONSUMER_TIMEOUT_MS");
         v = e != NULL ? atoll(e) : 0;
         if (v >= 100 && v <= GW_CONSUMER_TIMEOUT_MS)

@@ -25,6 +25,7 @@
 #define GW_MAX_BODY ((uint64_t)128 << 20)  /* RabbitMQ's max_message_size */
 #define GW_MAX_MESSAGE ((uint64_t)4 << 20) /* default: the store's body limit */
 #define GW_CONSUMER_TIMEOUT_MS (30LL * 60 * 1000) /* RabbitMQ's consumer_timeout */
+#define GW_BLOCK_BYTES ((uint64_t)64 << 20) /* appends in flight: block */
 #define GW_CHAN_SLOTS 2048u
 
 /* Exchange flags kept in the router. */
@@ -67,6 +68,9 @@ struct gw_broker {
     gw_router_t *router; /* exchanges and bindings of vhost "/" */
     int64_t invisible_ms; /* pops' invisibility, renewed at half */
     uint64_t max_message; /* body bytes per publish (406 beyond) */
+    uint64_t inflight_bytes; /* records of appends not answered yet */
+    uint64_t block_bytes;    /* over it: publishers are blocked */
+    bool blocked;
     int64_t consumer_timeout_ms; /* unacked longer: the channel closes, 406 */
     bool loaded;         /* the durable metadata is read back */
     void (*ready_fn)(void *arg);
@@ -100,6 +104,8 @@ struct gw_bconn {
     uint32_t commit_waits; /* channels waiting for appends to answer tx.commit */
     uint16_t max_ch;       /* highest channel id opened */
     bool append_stall;   /* stalled for GW_APPENDS_MAX */
+    bool publisher;      /* has published: blocked with the others */
+    bool block_stall;    /* stalled by connection.blocked */
     uint8_t *held;       /* a method frame waiting for the appends */
     size_t held_len;
     uint16_t held_ch;

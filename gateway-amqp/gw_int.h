@@ -45,6 +45,8 @@ size_t gw_conn_out_len(const gw_conn_t *c);
 size_t gw_conn_out_limit(const gw_conn_t *c);
 uint32_t gw_conn_frame_max(const gw_conn_t *c);
 bool gw_conn_cancel_notify(const gw_conn_t *c);
+/* The client takes connection.blocked / unblocked. */
+bool gw_conn_blocked_notify(const gw_conn_t *c);
 /* Open and not closing: replies and deliveries may go out. */
 bool gw_conn_running(const gw_conn_t *c);
 const char *gw_conn_peer(const gw_conn_t *c);

@@ -95,7 +95,7 @@ struct gw_conn {
     struct event *hb;       /* heartbeat tick */
     gw_parser_t parser;
     conn_state_t state;
-    bool loopback, auth_failure_close, cancel_notify, paused, in_read;
+    bool loopback, auth_failure_close, cancel_notify, blocked_notify, paused, in_read;
     int stall;              /* >0: frames wait (gw_conn_stall) */
     struct event *resume;   /* takes frames again after the last unstall */
     gw_bconn_t *bc;         /* the broker's state, once open */
@@ -267,6 +267,11 @@ uint32_t gw_conn_consumer_timeout_ms(const gw_conn_t *c)
 bool gw_conn_cancel_notify(const gw_conn_t *c)
 {
     return c->cancel_notify;
+}
+
+bool gw_conn_blocked_notify(const gw_conn_t *c)
+{
+    return c->blocked_notify;
 }
 
 bool gw_conn_running(const gw_conn_t *c)
@@ -460,6 +465,9 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
     if (caps.type == 'F' && gw_table_get(caps.v.table, "consumer_cancel_notify", &afc) &&
         afc.type == 't')
         c->cancel_notify = afc.v.i != 0;
+    if (caps.type == 'F' && gw_table_get(caps.v.table, "connection.blocked", &afc) &&
+        afc.type == 't')
+        c->blocked_notify = afc.v.i != 0;
     if (!gw_str_eq(so->mechanism, "PLAIN") && !gw_str_eq(so->mechanism, "AMQPLAIN")) {
         conn_error(c, GW_COMMAND_INVALID, m->id, "unknown authentication mechanism '%.*s'",
                    (int)(so->mechanism.len > 64 ? 64 : so->mechanism.len), so->mechanism.ptr);

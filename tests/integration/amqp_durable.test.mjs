@@ -4,7 +4,8 @@
 // persistent messages; transient and exclusive queues (their store topics
 // are swept at start), transient exchanges and the bindings of either do
 // not.  Unacked deliveries keep their invisibility renewed and come back
-// redelivered after a crash; consumer_timeout closes a channel with 406.
+// redelivered after a crash; consumer_timeout closes a channel with 406;
+// publishers get connection.blocked while too many appends are in flight.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry, waitFor, scaled, require } from './harness.mjs';
@@ -178,6 +179,47 @@ test('consumer_timeout: a delivery unacked for longer closes its channel with 40
     assert.equal(m.fields.redelivered, true);
     await ch2.deleteQueue('ct.q');
     await conn.close();
+  } finally {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0);
+  }
+});
+
+test('flow control: over the in-flight mark publishers get connection.blocked, then unblocked; consumers are not blocked', async () => {
+  process.env.GANTRY_TEST_AMQP_BLOCK_BYTES = '1'; // every append blocks until answered
+  let g;
+  try {
+    g = await startGantry({ logLevel: 'info', flush: 'sync' });
+  } finally {
+    delete process.env.GANTRY_TEST_AMQP_BLOCK_BYTES;
+  }
+  try {
+    const pubc = await open(g);
+    const subc = await open(g);
+    const events = [];
+    pubc.on('blocked', (reason) => events.push(`blocked:${reason}`));
+    pubc.on('unblocked', () => events.push('unblocked'));
+    const subEvents = [];
+    subc.on('blocked', () => subEvents.push('blocked'));
+    const sub = await subc.createChannel();
+    await sub.assertQueue('fc.q', { durable: false });
+    const got = [];
+    await sub.consume('fc.q', (m) => { if (m) { got.push(m); sub.ack(m); } });
+    const ch = await pubc.createConfirmChannel();
+    const sends = [];
+    for (let i = 0; i < 20; i++) {
+      sends.push(new Promise((res, rej) => ch.sendToQueue('fc.q', Buffer.from(`f${i}`), {},
+        (e) => (e ? rej(e) : res()))));
+    }
+    await Promise.all(sends);
+    await waitFor(() => got.length === 20, 10000, 'all delivered');
+    await waitFor(() => events.at(-1) === 'unblocked', 5000, 'unblocked at the end');
+    assert.ok(events.includes('blocked:low on memory'), events.join());
+    assert.deepEqual(subEvents, [], 'a connection that never published is not blocked');
+    assert.deepEqual(got.map((m) => m.content.toString()), Array.from({ length: 20 }, (_, i) => `f${i}`));
+    await sub.deleteQueue('fc.q');
+    await pubc.close();
+    await subc.close();
   } finally {
     const info = await stopGantry(g);
     assert.equal(info.code, 0);
