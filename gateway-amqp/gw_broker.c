@@ -105,6 +105,18 @@ void gw_chan_reply(gw_chan_t *ch, const gw_method_t *m)
         gw_conn_send_method(ch->bc->c, ch->id, m);
 }
 
+bool gw_chan_allowed(gw_chan_t *ch, uint32_t mid, unsigned perm, gw_res_kind_t kind,
+                     gw_str_t name)
+{
+    char err[GW_REPLY_TEXT_MAX + 1];
+
+    if (gw_auth_check(gw_conn_grant(ch->bc->c), perm, kind, name.ptr, name.len, err,
+                      sizeof(err)))
+        return true;
+    CH_ERR(ch, GW_ACCESS_REFUSED, mid, "%s", err);
+    return false;
+}
+
 /* ---- store requests ---------------------------------------------------- */
 
 void *gw_op_new(gw_broker_t *b, size_t size, gw_op_fn fn)
@@ -207,8 +219,8 @@ void gw_msg_release(gw_broker_t *b, const gw_queue_t *q, const char *handle)
         st_release(b->store, q->id, q->id, handle, gw_op_done_cb, op);
 }
 
-/* Requeue: visible again almost at once, counted as an attempt (so the
- * next delivery says redelivered); the queue looks again shortly. */
+/* Requeue (change_invisible 0): due at once as a failed attempt, ahead of
+ * newer messages (RabbitMQ's order); the next delivery says redelivered. */
 typedef struct {
     gw_op_t op;
     gw_queue_t *q;
@@ -220,7 +232,7 @@ static void requeue_fn(gw_op_t *op)
     gw_queue_t *q = r->q;
 
     if (!q->gone && !q->b->stopping && q->kick_ev != NULL) {
-        struct timeval tv = {0, GW_REQUEUE_KICK_MS * 1000};
+        struct timeval tv = {0, 0}; /* due at once: look from the loop */
         event_add(q->kick_ev, &tv);
     }
     gw_queue_unref(q);
@@ -244,7 +256,7 @@ void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle)
         return;
     gw_queue_ref(q);
     r->q = q;
-    st_change_invisible(b->store, q->id, q->id, handle, 1, requeue_cb, r);
+    st_change_invisible(b->store, q->id, q->id, handle, 0, requeue_cb, r);
 }
 
 /* ---- channel errors ---------------------------------------------------- */
@@ -539,7 +551,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
             gw_chan_t *ch = bc->ch[i];
             if (ch == NULL || ch->ua == NULL)
                 continue;
-            if (now - ch->ua->sent_at > b->consumer_timeout_ms) {
+            if (b->consumer_timeout_ms > 0 && now - ch->ua->sent_at > b->consumer_timeout_ms) {
                 /* The oldest delivery waited too long (RabbitMQ's
                  * consumer_timeout): the channel closes, its unacked
                  * go back. */
@@ -555,8 +567,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t max_message,
-                           void (*ready_fn)(void *arg), void *ready_arg)
+gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
+                           const gw_broker_opts_t *bo, void (*ready_fn)(void *arg),
+                           void *ready_arg)
 {
     gw_broker_t *b = calloc(1, sizeof(*b));
     struct timeval tv = {GW_TICK_MS / 1000, (GW_TICK_MS % 1000) * 1000};
@@ -565,7 +578,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t 
         return NULL;
     b->base = base;
     b->store = store;
-    b->max_message = max_message != 0 ? max_message : GW_MAX_MESSAGE;
+    b->max_message = bo->max_message != 0 ? bo->max_message : GW_MAX_MESSAGE;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     b->post_ev = event_new(base, -1, 0, post_cb, b);
@@ -595,7 +608,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t 
     b->ready_fn = ready_fn;
     b->ready_arg = ready_arg;
     b->invisible_ms = GW_INVISIBLE_MS;
-    b->consumer_timeout_ms = GW_CONSUMER_TIMEOUT_MS;
+    b->consumer_timeout_ms = bo->consumer_timeout_ms;
     b->block_bytes = GW_BLOCK_BYTES;
     {
         /* Tests shorten these. */
@@ -609,7 +622,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t 
             b->block_bytes = (uint64_t)v;
         e = getenv("GANTRY_TEST_AMQP_CONSUMER_TIMEOUT_MS");
         v = e != NULL ? atoll(e) : 0;
-        if (v >= 100 && v <= GW_CONSUMER_TIMEOUT_MS)
+        if (v >= 100 && v <= INT32_MAX)
             b->consumer_timeout_ms = v;
     }
     if (b->invisible_ms / 4 < GW_TICK_MS) { /* renewals in time */

@@ -18,13 +18,11 @@
 #define GW_INVISIBLE_MS 60000LL            /* a delivery's invisibility, renewed
                                               while unacked (tests: env
                                               GANTRY_TEST_AMQP_INVISIBLE_MS) */
-#define GW_REQUEUE_KICK_MS 3u              /* a requeued message is visible */
 #define GW_APPENDS_MAX 1024u               /* per connection in flight */
 #define GW_TICK_MS 1000u                   /* idle consumers look again */
 #define GW_REC_MAGIC 0xA1u                 /* stored message record */
 #define GW_MAX_BODY ((uint64_t)128 << 20)  /* RabbitMQ's max_message_size */
 #define GW_MAX_MESSAGE ((uint64_t)4 << 20) /* default: the store's body limit */
-#define GW_CONSUMER_TIMEOUT_MS (30LL * 60 * 1000) /* RabbitMQ's consumer_timeout */
 #define GW_BLOCK_BYTES ((uint64_t)64 << 20) /* appends in flight: block */
 #define GW_CHAN_SLOTS 2048u
 
@@ -231,6 +229,10 @@ bool gw_chan_queue_name(gw_chan_t *ch, uint32_t mid, gw_str_t in, gw_str_t *out)
 void gw_chan_set_last(gw_chan_t *ch, gw_str_t name);
 gw_queue_t *gw_queue_for(gw_chan_t *ch, uint32_t mid, gw_str_t name);
 void gw_chan_dispatch(gw_chan_t *ch, const gw_method_t *m, const gw_frame_t *fr);
+/* The connection's permission perm (GW_PERM_*) on a queue or exchange;
+ * false after closing the channel with RabbitMQ's 403. */
+bool gw_chan_allowed(gw_chan_t *ch, uint32_t mid, unsigned perm, gw_res_kind_t kind,
+                     gw_str_t name);
 
 /* ---- gw_meta.c: durable metadata */
 

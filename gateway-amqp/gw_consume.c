@@ -356,7 +356,9 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
     gw_queue_t *q;
     gw_consumer_t *cs;
 
-    if (!gw_chan_queue_name(ch, m->id, bcm->queue, &name) || (q = gw_queue_for(ch, m->id, name)) == NULL)
+    if (!gw_chan_queue_name(ch, m->id, bcm->queue, &name) ||
+        !gw_chan_allowed(ch, m->id, GW_PERM_READ, GW_RES_QUEUE, name) ||
+        (q = gw_queue_for(ch, m->id, name)) == NULL)
         return;
     if (tag.len == 0) {
         size_t n = gw_gen_name("amq.ctag-", gen, sizeof(gen));
@@ -489,6 +491,7 @@ void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
     st_pop_req_t req;
 
     if (!gw_chan_queue_name(ch, m->id, m->u.basic_get.queue, &name) ||
+        !gw_chan_allowed(ch, m->id, GW_PERM_READ, GW_RES_QUEUE, name) ||
         (q = gw_queue_for(ch, m->id, name)) == NULL)
         return;
     if (!q->ready || (o = gw_op_new(ch->bc->b, sizeof(*o), get_fn)) == NULL) {

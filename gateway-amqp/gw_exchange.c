@@ -50,6 +50,9 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
             gw_chan_reply(ch, &ok);
         return;
     }
+    if (d->exchange.len > 0 &&
+        !gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_EXCHANGE, d->exchange))
+        return;
     if (gw_xtype_parse(d->type, &type) != GT_OK) {
         gw_conn_error(ch->bc->c, GW_COMMAND_INVALID, m->id, "unknown exchange type '%.*s'",
                       (int)d->type.len, d->type.ptr);
@@ -180,6 +183,8 @@ void gw_on_exchange_delete(gw_chan_t *ch, const gw_method_t *m)
         default_refused(ch, m->id);
         return;
     }
+    if (!gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_EXCHANGE, d->exchange))
+        return;
     if (gw_route_exchange_get(r, d->exchange, NULL, NULL)) {
         if (d->if_unused && gw_route_count_source(r, d->exchange) > 0) {
             CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "exchange '%.*s' in vhost '/' in use",
@@ -213,6 +218,11 @@ static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_
         default_refused(ch, mid);
         return;
     }
+    /* RabbitMQ: write on the destination, read on the source. */
+    if (!gw_chan_allowed(ch, mid, GW_PERM_WRITE,
+                         kind == GW_DEST_QUEUE ? GW_RES_QUEUE : GW_RES_EXCHANGE, dest) ||
+        !gw_chan_allowed(ch, mid, GW_PERM_READ, GW_RES_EXCHANGE, src))
+        return;
     if (bind) {
         gw_xtype_t t;
         if (kind == GW_DEST_EXCHANGE && !exchange_known(ch, mid, dest))

@@ -64,8 +64,14 @@ uint32_t gw_conn_consumer_timeout_ms(const gw_conn_t *c);
  * metadata back (exchanges, queues, bindings), then calls ready_fn on the
  * loop thread (the server accepts connections from then on).  NULL on
  * failure. */
-gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store, uint64_t max_message,
-                           void (*ready_fn)(void *arg), void *ready_arg);
+typedef struct gw_broker_opts {
+    uint64_t max_message;        /* body bytes per publish; 0: 4 MiB */
+    int64_t consumer_timeout_ms; /* 0: none */
+} gw_broker_opts_t;
+
+gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
+                           const gw_broker_opts_t *bo, void (*ready_fn)(void *arg),
+                           void *ready_arg);
 /* Called on the loop thread when the server stops: no new store work. */
 void gw_broker_stop(gw_broker_t *b);
 /* After the loop thread is joined: waits for the store operations still

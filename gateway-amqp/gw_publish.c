@@ -460,6 +460,8 @@ void gw_publish_method(gw_chan_t *ch, const gw_method_t *m)
         gw_conn_error(ch->bc->c, GW_NOT_IMPLEMENTED, m->id, "immediate=true");
         return;
     }
+    if (!gw_chan_allowed(ch, m->id, GW_PERM_WRITE, GW_RES_EXCHANGE, p->exchange))
+        return;
     if (p->exchange.len > 0) {
         uint32_t flags = 0;
         if (!gw_route_exchange_get(ch->bc->b->router, p->exchange, NULL, &flags)) {

@@ -152,7 +152,7 @@ typedef struct {
     uint32_t mid;
     int step;
     bool nowait, if_empty;
-    uint64_t ready, max_offset;
+    uint64_t ready;
 } qop_t;
 
 static qop_t *qop_new(gw_chan_t *ch, gw_queue_t *q, uint32_t mid, bool nowait, gw_op_fn fn)
@@ -196,8 +196,16 @@ static void qop_stats_cb(void *arg, gt_err_t err, const st_stats_t *s)
     o->op.err = err;
     if (err == GT_OK) {
         o->ready = s->ready;
-        o->max_offset = s->nqueues > 0 ? s->queues[0].max_offset : 0;
     }
+    gw_op_post(&o->op);
+}
+
+static void qop_count_cb(void *arg, gt_err_t err, uint64_t n)
+{
+    qop_t *o = arg;
+
+    o->op.err = err;
+    o->ready = err == GT_OK ? n : 0;
     gw_op_post(&o->op);
 }
 
@@ -292,6 +300,8 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                    "queue name '%.*s' contains reserved prefix 'amq.*'", (int)name.len, name.ptr);
             return;
         }
+        if (!gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_QUEUE, name))
+            return;
         q = gw_queue_find(b, name);
         if (q != NULL) {
             if ((q->exclusive && q->owner != ch->bc) || q->exclusive != d->exclusive) {
@@ -379,7 +389,8 @@ void gw_on_queue_delete(gw_chan_t *ch, const gw_method_t *m)
     gw_queue_t *q;
     qop_t *o;
 
-    if (!gw_chan_queue_name(ch, m->id, d->queue, &name))
+    if (!gw_chan_queue_name(ch, m->id, d->queue, &name) ||
+        !gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_QUEUE, name))
         return;
     q = gw_queue_find(ch->bc->b, name);
     if (q == NULL) {
@@ -406,21 +417,13 @@ void gw_on_queue_delete(gw_chan_t *ch, const gw_method_t *m)
     st_stats(ch->bc->b->store, q->id, q->id, qop_stats_cb, o);
 }
 
-/* Purge: the group's committed offset moves to the end of the queue
- * (deliveries in flight below it are forgotten). */
+/* Purge (st_purge): the messages that could be delivered now go;
+ * deliveries in flight stay ackable, as in RabbitMQ. */
 static void purge_fn(gw_op_t *op)
 {
     qop_t *o = (qop_t *)op;
     gw_method_t r = {.id = GW_QUEUE_PURGE_OK};
 
-    if (o->step == 0 && op->err == GT_OK && !o->q->gone && o->ready > 0) {
-        o->step = 1;
-        pthread_mutex_lock(&op->b->mu);
-        op->b->ops++;
-        pthread_mutex_unlock(&op->b->mu);
-        st_offset_update(op->b->store, o->q->id, o->q->id, 0, o->max_offset, qop_done_cb, o);
-        return;
-    }
     if (op->err != GT_OK && gw_chan_live(o->ch)) {
         CH_ERR(o->ch, GW_INTERNAL_ERROR, o->mid, "cannot purge queue '%.*s': %s",
                (int)o->q->nlen, o->q->name, gt_err_str(op->err));
@@ -438,6 +441,7 @@ void gw_on_queue_purge(gw_chan_t *ch, const gw_method_t *m)
     qop_t *o;
 
     if (!gw_chan_queue_name(ch, m->id, m->u.queue_purge.queue, &name) ||
+        !gw_chan_allowed(ch, m->id, GW_PERM_READ, GW_RES_QUEUE, name) ||
         (q = gw_queue_for(ch, m->id, name)) == NULL)
         return;
     if (!q->ready || (o = qop_new(ch, q, m->id, m->u.queue_purge.nowait, purge_fn)) == NULL) {
@@ -446,6 +450,6 @@ void gw_on_queue_purge(gw_chan_t *ch, const gw_method_t *m)
             gw_chan_reply(ch, &r);
         return;
     }
-    st_stats(ch->bc->b->store, q->id, q->id, qop_stats_cb, o);
+    st_purge(ch->bc->b->store, q->id, q->id, qop_count_cb, o);
 }
 

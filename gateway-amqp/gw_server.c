@@ -1081,9 +1081,17 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         snprintf(err, errlen, "AMQP: cannot create the event loop");
         goto fail;
     }
-    if (o->store != NULL &&
-        (s->broker = gw_broker_new(s->base, o->store, o->max_message, broker_ready, s)) ==
-            NULL) {
+    if (o->store != NULL) {
+        /* The smaller of amqp.max_message_size and what the store takes. */
+        gw_broker_opts_t bo = {
+            .max_message = o->max_message != 0 && o->max_message < s->max_message_size
+                               ? o->max_message
+                               : s->max_message_size,
+            .consumer_timeout_ms = s->consumer_timeout_ms,
+        };
+        s->broker = gw_broker_new(s->base, o->store, &bo, broker_ready, s);
+    }
+    if (o->store != NULL && s->broker == NULL) {
         snprintf(err, errlen, "AMQP: out of memory");
         goto fail;
     }

@@ -30,8 +30,9 @@ typedef struct gw_server_opts {
     size_t out_limit;          /* per-connection output bound; 0: 4 MiB */
     struct st_store *store;    /* borrowed, outlives the server; NULL: no
                                   messaging (queue, basic... answer 540) */
-    uint64_t max_message;      /* body bytes per message (406 beyond); 0:
-                                  4 MiB, what the store takes */
+    uint64_t max_message;      /* what the store takes per body: the limit
+                                  is the smaller of it and
+                                  amqp.max_message_size; 0: the latter */
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with

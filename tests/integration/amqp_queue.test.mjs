@@ -143,14 +143,18 @@ test('nack/reject requeue redelivers with redelivered=true; without requeue drop
   const ch = await conn.createChannel();
   const { queue } = await ch.assertQueue('', { exclusive: true });
   ch.sendToQueue(queue, Buffer.from('a'));
+  ch.sendToQueue(queue, Buffer.from('b'));
   let m;
   await waitFor(async () => (m = await ch.get(queue)), 5000, 'a');
   assert.equal(m.fields.redelivered, false);
   ch.nack(m, false, true);
-  await waitFor(async () => (m = await ch.get(queue)), 5000, 'a again');
+  // The requeued message comes back first, ahead of the newer 'b'.
+  m = await ch.get(queue);
   assert.equal(m.content.toString(), 'a');
   assert.equal(m.fields.redelivered, true);
   ch.reject(m, false); // dropped
+  m = await ch.get(queue, { noAck: true });
+  assert.equal(m.content.toString(), 'b');
   assert.equal(await ch.get(queue), false);
   await conn.close();
 });
@@ -187,8 +191,11 @@ test('queue.purge and queue.delete (if-unused, if-empty) with counts', async () 
   const conn = await open();
   const ch = await conn.createChannel();
   await ch.assertQueue('pq');
-  for (let i = 0; i < 4; i++) ch.sendToQueue('pq', Buffer.from('p'));
+  for (let i = 0; i < 5; i++) ch.sendToQueue('pq', Buffer.from('p'));
+  const held = await ch.get('pq'); // in flight: purge leaves it, as RabbitMQ
   assert.equal((await ch.purgeQueue('pq')).messageCount, 4);
+  assert.equal((await ch.checkQueue('pq')).messageCount, 0);
+  ch.ack(held); // still ackable
   assert.equal((await ch.checkQueue('pq')).messageCount, 0);
   ch.sendToQueue('pq', Buffer.from('p'));
   await channelError(conn, (c) => c.deleteQueue('pq', { ifEmpty: true }), 406,
