@@ -146,8 +146,10 @@ void gw_op_post(gw_op_t *op)
         b->head = op;
     b->tail = op;
     pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mu);
+    /* Under mu: once it is released the broker may be freed (the last
+     * op of gw_broker_free), so nothing here touches b after it. */
     event_active(b->post_ev, 0, 0);
+    pthread_mutex_unlock(&b->mu);
 }
 
 static void ops_run(gw_broker_t *b, gw_op_t *list)
@@ -664,7 +666,7 @@ void gw_broker_free(gw_broker_t *b)
         dirty_flush(b);
         pthread_mutex_lock(&b->mu);
     }
-    pthread_mutex_unlock(&b->mu);
+    pthread_mutex_unlock(&b->mu); /* the last poster has left it */
     for (uint32_t h = 0; h < GW_QMAP; h++) {
         while (b->qmap[h] != NULL) {
             gw_queue_t *q = b->qmap[h];
