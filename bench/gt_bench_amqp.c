@@ -340,16 +340,22 @@ static void *consumer(void *arg)
     amqp_basic_consume(c, 1, amqp_cstring_bytes(q), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
     if (!reply_ok(amqp_get_rpc_reply(c), "basic.consume", w->idx))
         goto fail;
+    int idle = 0; /* ms without a delivery */
     for (;;) {
         if (o->count > 0 && atomic_load(&g_total) >= o->count)
             break;
         amqp_envelope_t env;
-        struct timeval tv = {o->idle_ms / 1000, (o->idle_ms % 1000) * 1000};
+        struct timeval tv = {0, 100000}; /* look at g_total every 100 ms */
         amqp_maybe_release_buffers(c);
         amqp_rpc_reply_t r = amqp_consume_message(c, &env, &tv, 0);
         if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-            r.library_error == AMQP_STATUS_TIMEOUT)
-            break; /* queue silent: drained */
+            r.library_error == AMQP_STATUS_TIMEOUT) {
+            idle += 100;
+            if (idle >= o->idle_ms)
+                break; /* queue silent: drained */
+            continue;
+        }
+        idle = 0;
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             reply_ok(r, "consume", w->idx);
             goto fail;
