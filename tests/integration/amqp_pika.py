@@ -24,10 +24,10 @@ def scaled(seconds):
 
 
 def connect(**kw):
+    kw.setdefault('blocked_connection_timeout', None)
     params = pika.ConnectionParameters(
         host='127.0.0.1', port=PORT,
-        credentials=pika.PlainCredentials('guest', 'guest'),
-        blocked_connection_timeout=None, **kw)
+        credentials=pika.PlainCredentials('guest', 'guest'), **kw)
     return pika.BlockingConnection(params)
 
 
@@ -296,6 +296,46 @@ def scenario_heartbeats():
     assert m[0][2] == b'after idle'
     ch.queue_delete('pika.hb')
     conn.close()
+
+
+def scenario_blocked():
+    """Against a gantry whose flow-control mark is 1 byte (every append in
+    flight blocks its publishers): a confirming publisher gets
+    connection.blocked 'low on memory' and then connection.unblocked (pika
+    drops a connection blocked longer than blocked_connection_timeout),
+    every publish is confirmed, and a consumer connection that never
+    published is never blocked and gets the messages in order."""
+    events = []
+    pub = connect(blocked_connection_timeout=scaled(30))
+    pub.add_on_connection_blocked_callback(
+        lambda c, m: events.append(('blocked', m.method.reason)))
+    pub.add_on_connection_unblocked_callback(lambda c, m: events.append(('unblocked',)))
+    sub = connect()
+    sub_events = []
+    sub.add_on_connection_blocked_callback(lambda c, m: sub_events.append('blocked'))
+    sch = sub.channel()
+    fresh_queue(sch, 'pika.blocked')
+    got = []
+
+    def on_message(chan, method, props, body):
+        got.append(body)
+        chan.basic_ack(method.delivery_tag)
+
+    sch.basic_consume('pika.blocked', on_message)
+    ch = pub.channel()
+    ch.confirm_delivery()
+    n = 20
+    for i in range(n):
+        ch.basic_publish('', 'pika.blocked', b'f%d' % i)  # returns once confirmed
+    pump(pub, lambda: events and events[-1] == ('unblocked',), 10, 'unblocked at the end')
+    assert ('blocked', 'low on memory') in events, events
+    pump(sub, lambda: len(got) >= n, 10, 'the consumer gets all %d' % n)
+    assert got == [b'f%d' % i for i in range(n)], got
+    assert sub_events == [], 'a connection that never published was blocked'
+    assert pub.is_open
+    sch.queue_delete('pika.blocked')
+    pub.close()
+    sub.close()
 
 
 SCENARIOS = {name[len('scenario_'):]: fn for name, fn in globals().items()
