@@ -208,6 +208,28 @@ def scenario_nack_requeue():
     pump(conn, get, 10, 'the requeued message from basic_get')
     assert m[0][2] == b'g' and m[0][0].redelivered is True, m[0]
     ch.basic_ack(m[0][0].delivery_tag)
+
+    # A requeued message goes back ahead of newer ones, as RabbitMQ puts
+    # it back at its place: with prefetch 1 the next delivery is m0 again.
+    for i in range(3):
+        ch.basic_publish('', 'pika.nack', b'm%d' % i)
+    pump(conn, lambda: ch.queue_declare('pika.nack', passive=True).method.message_count == 3,
+         10, 'published')
+    ch.basic_qos(prefetch_count=1)
+    got.clear()
+    tag = ch.basic_consume('pika.nack', lambda c, m, p, b: got.append((m, b)))
+    pump(conn, lambda: len(got) == 1, 10, 'the first delivery')
+    m_, b_ = got.pop()
+    assert (b_, m_.redelivered) == (b'm0', False), (b_, m_)
+    ch.basic_nack(m_.delivery_tag, requeue=True)
+    order = []
+    for _ in range(3):
+        pump(conn, lambda: len(got) == 1, 10, 'the next delivery')
+        m_, b_ = got.pop()
+        order.append((b_, m_.redelivered))
+        ch.basic_ack(m_.delivery_tag)
+    assert order == [(b'm0', True), (b'm1', False), (b'm2', False)], order
+    ch.basic_cancel(tag)
     ch.queue_delete('pika.nack')
     conn.close()
 
