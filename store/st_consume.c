@@ -720,17 +720,43 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
     }
 }
 
-/* Reads the planned records (no lock held). */
+/* Bytes one read of adjacent records takes at most. */
+#define PF_RUN_BYTES (256u << 10)
+
+/* Reads the planned records (no lock held).  Records adjacent in the
+ * commitlog (a queue's messages appended by one batch are) are read with
+ * one pread and split: one system call per run instead of per message.
+ * A record whose read fails keeps no buffer (ctx_read() reads it again
+ * and reports the error). */
 static void prefetch_read(st_local_t *st, prefetch_t *pf)
 {
-    for (size_t i = 0; i < pf->n; i++) {
+    for (size_t i = 0, j; i < pf->n; i = j) {
         st_seg_t *seg = st_log_seg_at(st, pf->pos[i]);
-        if (!seg || !(pf->buf[i] = malloc(pf->size[i])) ||
-            st_file_pread_full(st, seg->fd, pf->buf[i], pf->size[i],
-                               pf->pos[i] - seg->base) != GT_OK) {
-            free(pf->buf[i]);
-            pf->buf[i] = NULL;
+        uint64_t len = pf->size[i];
+        uint8_t *run = NULL;
+
+        for (j = i + 1; seg && j < pf->n &&
+                        pf->pos[j] == pf->pos[j - 1] + pf->size[j - 1] &&
+                        pf->pos[j] + pf->size[j] <= seg->base + st->seg_size &&
+                        len + pf->size[j] <= PF_RUN_BYTES;
+             j++)
+            len += pf->size[j];
+        if (j - i == 1) {
+            if (!seg || !(pf->buf[i] = malloc(pf->size[i])) ||
+                st_file_pread_full(st, seg->fd, pf->buf[i], pf->size[i],
+                                   pf->pos[i] - seg->base) != GT_OK) {
+                free(pf->buf[i]);
+                pf->buf[i] = NULL;
+            }
+        } else if ((run = malloc(len)) &&
+                   st_file_pread_full(st, seg->fd, run, len,
+                                      pf->pos[i] - seg->base) == GT_OK) {
+            for (size_t k = i; k < j; k++)
+                if ((pf->buf[k] = malloc(pf->size[k])))
+                    memcpy(pf->buf[k], run + (pf->pos[k] - pf->pos[i]),
+                           pf->size[k]);
         }
+        free(run);
         st_seg_unref(st, seg);
     }
 }
