@@ -33,6 +33,7 @@ typedef struct gb_opts {
     int batch;           /* send: messages per request; recv: batch_size */
     int size;            /* body bytes (send) */
     int threads;         /* worker threads (completion queues) */
+    bool no_deadline_timers; /* channels without deadline timers */
     int queues;          /* send: queue ids to rotate through */
     double duration_s;   /* measured window */
     double warmup_s;     /* discarded window before it */

@@ -52,6 +52,18 @@
 /* Requests kept posted so bursts of new calls do not wait for a worker. */
 #define PX_RPC_PENDING_REQUESTS 32
 
+/* Completion queues (one worker thread each) when server.threads is 0: at
+ * least this many, more on machines with more cores.  The core's cost per
+ * completion grows with the batches still outstanding on its queue: the
+ * Debian build of grpc 1.51 has its debug checks on (no NDEBUG) and looks
+ * every completed tag up in a plain array of the queue's outstanding tags.
+ * A parked long poll keeps a batch outstanding (RECV_CLOSE_ON_SERVER) for
+ * its whole wait, so with 100,000 parked polls on one queue every
+ * completion -- a send's, an ack's, a wake's -- scanned 100,000 pointers
+ * under the queue's lock.  Calls are spread over the queues round robin, so
+ * each holds 1/N of them. */
+#define PX_RPC_MIN_QUEUES 8
+
 typedef enum px_tag_kind {
     PX_TAG_REQUEST = 1, /* a new call arrived */
     PX_TAG_RECV,        /* a request message (or half-close) arrived */
@@ -135,7 +147,8 @@ struct px_call {
  * flag; everything else is set before the workers start. */
 struct px_rpc_server {
     grpc_server *server;
-    grpc_completion_queue *cq;
+    grpc_completion_queue **cqs; /* n_workers queues, one per worker */
+    _Atomic unsigned next_cq;    /* where the next call request goes */
     const px_method_table_t *methods;
     px_rpc_options_t opts;
     int port;
@@ -1022,6 +1035,7 @@ static void px_call_on_request(px_call_t *c, bool ok)
 static void px_server_request(px_rpc_server_t *srv)
 {
     px_call_t *c;
+    grpc_completion_queue *cq;
     bool stopping;
 
     pthread_mutex_lock(&srv->mu);
@@ -1034,22 +1048,33 @@ static void px_server_request(px_rpc_server_t *srv)
         GT_LOG(ERROR, "rpc", "out of memory accepting a call");
         return;
     }
+    /* The call's batches all complete on the queue it is requested on. */
+    cq = srv->cqs[atomic_fetch_add_explicit(&srv->next_cq, 1,
+                                            memory_order_relaxed) %
+                  (unsigned)srv->n_workers];
     GT_TSAN_RELEASE(&c->t_request);
     if (grpc_server_request_call(srv->server, &c->call, &c->details,
-                                 &c->md_in, srv->cq, srv->cq,
+                                 &c->md_in, cq, cq,
                                  &c->t_request) != GRPC_CALL_OK)
         px_call_unref(c);
 }
 
+typedef struct px_worker_arg {
+    px_rpc_server_t *srv;
+    grpc_completion_queue *cq;
+} px_worker_arg_t;
+
 static void *px_worker_main(void *arg)
 {
-    px_rpc_server_t *srv = arg;
+    px_rpc_server_t *srv = ((px_worker_arg_t *)arg)->srv;
+    grpc_completion_queue *cq = ((px_worker_arg_t *)arg)->cq;
 
+    free(arg);
     pthread_setname_np(pthread_self(), "px-grpc");
     for (;;) {
         /* Wake at least once a second for a due trim. */
         grpc_event ev = grpc_completion_queue_next(
-            srv->cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+            cq, gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                   gpr_time_from_millis(1000, GPR_TIMESPAN)),
             NULL);
         int64_t due = atomic_load_explicit(&srv->trim_due_ms,
@@ -1098,6 +1123,18 @@ static void *px_worker_main(void *arg)
             srv->opts.after_event(srv->opts.after_event_ctx);
     }
     return NULL;
+}
+
+/* Frees what px_rpc_server_start allocated (the core's parts are gone). */
+static void px_server_free(px_rpc_server_t *srv)
+{
+    free(srv->workers);
+    free(srv->cqs);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    px_admit_destroy(&srv->admit);
+    free(srv->req_avg);
+    free(srv);
 }
 
 /* Binds the address once ourselves to turn "address in use" into a clear
@@ -1153,7 +1190,7 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     px_rpc_server_t *srv = NULL;
     grpc_server_credentials *creds = NULL;
     gt_err_t rc;
-    grpc_arg args[10];
+    grpc_arg args[11];
     grpc_resource_quota *quota = NULL;
     grpc_channel_args chargs;
 
@@ -1216,6 +1253,15 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
      * checked per call in px_server_on_call: that call alone is refused. */
     args[8] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE,
                          {.integer = PX_RPC_HEADER_HARD_BYTES}};
+    /* No deadline timer per call: a client whose deadline passes cancels
+     * the call itself (RST_STREAM, seen as a cancellation), and handlers
+     * that wait bound their wait by the deadline (px_call_deadline_left_ms).
+     * The core's timers cost more per timer the more there are (the Debian
+     * build keeps every pending timer in a 1009-bucket debug hash and walks
+     * its bucket on each add and cancel), and each parked long poll held
+     * one for its whole wait. */
+    args[9] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_DEADLINE_CHECKS,
+                         {.integer = 0}};
     chargs.num_args = sizeof(args) / sizeof(args[0]) - 1;
     /* The core's own buffers get a quota too, as a backstop for what
      * admission cannot see: messages are counted once read, and one
@@ -1226,48 +1272,64 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
         quota = grpc_resource_quota_create("gantry-rpc");
         grpc_resource_quota_resize(
             quota, (size_t)opts->max_inflight_bytes + PX_RPC_QUOTA_SLACK);
-        args[9].type = GRPC_ARG_POINTER;
-        args[9].key = GRPC_ARG_RESOURCE_QUOTA;
-        args[9].value.pointer.p = quota;
-        args[9].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+        args[10].type = GRPC_ARG_POINTER;
+        args[10].key = GRPC_ARG_RESOURCE_QUOTA;
+        args[10].value.pointer.p = quota;
+        args[10].value.pointer.vtable = grpc_resource_quota_arg_vtable();
         chargs.num_args++;
     }
     chargs.args = args;
     srv->server = grpc_server_create(&chargs, NULL);
     if (quota != NULL)
         grpc_resource_quota_unref(quota); /* the server holds its own ref */
-    srv->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    srv->n_workers = opts->threads;
+    if (srv->n_workers <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        srv->n_workers = cores > PX_RPC_MIN_QUEUES ? (int)cores
+                                                   : PX_RPC_MIN_QUEUES;
+    }
+    srv->cqs = calloc((size_t)srv->n_workers, sizeof(*srv->cqs));
+    srv->workers = calloc((size_t)srv->n_workers, sizeof(pthread_t));
+    if (srv->cqs == NULL || srv->workers == NULL) {
+        grpc_server_destroy(srv->server);
+        grpc_shutdown();
+        px_server_free(srv);
+        return GT_ENOMEM;
+    }
+    for (int i = 0; i < srv->n_workers; i++) {
+        srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
+    }
     creds = grpc_insecure_server_credentials_create();
     srv->port = grpc_server_add_http2_port(srv->server, opts->listen, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
         snprintf(err, errlen, "cannot listen on %s (gRPC)", opts->listen);
         grpc_server_destroy(srv->server);
-        grpc_completion_queue_shutdown(srv->cq);
-        while (grpc_completion_queue_next(srv->cq,
-                                          gpr_inf_future(GPR_CLOCK_REALTIME),
-                                          NULL)
-                   .type != GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(srv->cq);
+        for (int i = 0; i < srv->n_workers; i++) {
+            grpc_completion_queue_shutdown(srv->cqs[i]);
+            while (grpc_completion_queue_next(
+                       srv->cqs[i], gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                       .type != GRPC_QUEUE_SHUTDOWN)
+                ;
+            grpc_completion_queue_destroy(srv->cqs[i]);
+        }
         grpc_shutdown();
-        pthread_mutex_destroy(&srv->mu);
-        pthread_cond_destroy(&srv->cv);
-        px_admit_destroy(&srv->admit);
-        free(srv->req_avg);
-        free(srv);
+        px_server_free(srv);
         return GT_EBUSY;
     }
     grpc_server_start(srv->server);
 
-    srv->n_workers = opts->threads > 0 ? opts->threads
-                                       : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (srv->n_workers <= 0)
-        srv->n_workers = 2;
-    srv->workers = calloc((size_t)srv->n_workers, sizeof(pthread_t));
-    for (int i = 0; i < srv->n_workers; i++)
-        pthread_create(&srv->workers[i], NULL, px_worker_main, srv);
+    for (int i = 0; i < srv->n_workers; i++) {
+        px_worker_arg_t *wa = malloc(sizeof(*wa));
+        if (wa == NULL) {
+            GT_LOG(ERROR, "rpc", "out of memory starting the workers");
+            abort();
+        }
+        wa->srv = srv;
+        wa->cq = srv->cqs[i];
+        pthread_create(&srv->workers[i], NULL, px_worker_main, wa);
+    }
     for (int i = 0; i < PX_RPC_PENDING_REQUESTS; i++)
         px_server_request(srv);
     *out = srv;
@@ -1331,7 +1393,8 @@ gt_err_t px_rpc_server_shutdown(px_rpc_server_t *srv)
     pthread_mutex_lock(&srv->mu);
     srv->stopping = true;
     pthread_mutex_unlock(&srv->mu);
-    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
+    grpc_server_shutdown_and_notify(srv->server, srv->cqs[0],
+                                    &srv->t_shutdown);
     px_server_interrupt_all(srv);
     if (!px_server_wait_shutdown(srv, srv->opts.shutdown_timeout_ms)) {
         GT_LOG(WARN, "rpc", "calls still running after %d ms: cancelling them",
@@ -1346,17 +1409,14 @@ gt_err_t px_rpc_server_shutdown(px_rpc_server_t *srv)
 void px_rpc_server_destroy(px_rpc_server_t *srv)
 {
     grpc_server_destroy(srv->server);
-    grpc_completion_queue_shutdown(srv->cq);
+    for (int i = 0; i < srv->n_workers; i++)
+        grpc_completion_queue_shutdown(srv->cqs[i]);
     for (int i = 0; i < srv->n_workers; i++)
         pthread_join(srv->workers[i], NULL);
-    grpc_completion_queue_destroy(srv->cq);
+    for (int i = 0; i < srv->n_workers; i++)
+        grpc_completion_queue_destroy(srv->cqs[i]);
     grpc_shutdown();
-    free(srv->workers);
-    pthread_mutex_destroy(&srv->mu);
-    pthread_cond_destroy(&srv->cv);
-    px_admit_destroy(&srv->admit);
-    free(srv->req_avg);
-    free(srv);
+    px_server_free(srv);
 }
 
 gt_err_t px_rpc_server_stop(px_rpc_server_t *srv)
