@@ -6,8 +6,8 @@
  * and px_call_finish(), which queue behind at most one send in flight per
  * call (the C core allows one send and one receive batch at a time).
  *
- * Threads: N worker threads, each polling its own completion queue; calls
- * are spread over the queues round robin.  Handler callbacks
+ * Threads: N worker threads, two polling each of N/2 completion queues;
+ * calls are spread over the queues round robin.  Handler callbacks
  * for one call never run concurrently with each other except
  * on_interrupt, which may arrive while on_message runs on another thread;
  * handlers guard their own per-call state.  Calls to methods that are not
@@ -128,9 +128,9 @@ const px_method_t *px_method_table_find(const px_method_table_t *t,
 
 typedef struct px_rpc_options {
     const char *listen;         /* "host:port"; borrowed */
-    int threads;                /* worker threads (one completion queue
-                                   each); <= 0 means one per core, at
-                                   least 8 */
+    int threads;                /* worker threads (two per completion
+                                   queue); <= 0 means two per core, at
+                                   least 16 */
     int shutdown_timeout_ms;    /* bound for in-flight calls at shutdown */
     int64_t max_receive_bytes;  /* largest accepted request message: the
                                    core refuses a larger one (gRPC status

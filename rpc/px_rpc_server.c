@@ -52,8 +52,10 @@
 /* Requests kept posted so bursts of new calls do not wait for a worker. */
 #define PX_RPC_PENDING_REQUESTS 32
 
-/* Completion queues (one worker thread each) when server.threads is 0: at
- * least this many, more on machines with more cores.  The core's cost per
+/* Completion queues when server.threads is 0: one per core, at least this
+ * many; two workers poll each (n_workers / 2 queues in general), so a
+ * worker held by one event (a trim, a slow handler) does not hold up the
+ * other calls of its queue.  The core's cost per
  * completion grows with the batches still outstanding on its queue: the
  * Debian build of grpc 1.51 has its debug checks on (no NDEBUG) and looks
  * every completed tag up in a plain array of the queue's outstanding tags.
@@ -147,7 +149,8 @@ struct px_call {
  * flag; everything else is set before the workers start. */
 struct px_rpc_server {
     grpc_server *server;
-    grpc_completion_queue **cqs; /* n_workers queues, one per worker */
+    grpc_completion_queue **cqs; /* n_cqs queues; worker i polls i % n_cqs */
+    int n_cqs;
     _Atomic unsigned next_cq;    /* where the next call request goes */
     const px_method_table_t *methods;
     px_rpc_options_t opts;
@@ -1051,7 +1054,7 @@ static void px_server_request(px_rpc_server_t *srv)
     /* The call's batches all complete on the queue it is requested on. */
     cq = srv->cqs[atomic_fetch_add_explicit(&srv->next_cq, 1,
                                             memory_order_relaxed) %
-                  (unsigned)srv->n_workers];
+                  (unsigned)srv->n_cqs];
     GT_TSAN_RELEASE(&c->t_request);
     if (grpc_server_request_call(srv->server, &c->call, &c->details,
                                  &c->md_in, cq, cq,
@@ -1285,10 +1288,11 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     srv->n_workers = opts->threads;
     if (srv->n_workers <= 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        srv->n_workers = cores > PX_RPC_MIN_QUEUES ? (int)cores
-                                                   : PX_RPC_MIN_QUEUES;
+        srv->n_workers = 2 * (cores > PX_RPC_MIN_QUEUES ? (int)cores
+                                                        : PX_RPC_MIN_QUEUES);
     }
-    srv->cqs = calloc((size_t)srv->n_workers, sizeof(*srv->cqs));
+    srv->n_cqs = srv->n_workers >= 2 ? srv->n_workers / 2 : 1;
+    srv->cqs = calloc((size_t)srv->n_cqs, sizeof(*srv->cqs));
     srv->workers = calloc((size_t)srv->n_workers, sizeof(pthread_t));
     if (srv->cqs == NULL || srv->workers == NULL) {
         grpc_server_destroy(srv->server);
@@ -1296,7 +1300,7 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
         px_server_free(srv);
         return GT_ENOMEM;
     }
-    for (int i = 0; i < srv->n_workers; i++) {
+    for (int i = 0; i < srv->n_cqs; i++) {
         srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
     }
@@ -1306,7 +1310,7 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     if (srv->port == 0) {
         snprintf(err, errlen, "cannot listen on %s (gRPC)", opts->listen);
         grpc_server_destroy(srv->server);
-        for (int i = 0; i < srv->n_workers; i++) {
+        for (int i = 0; i < srv->n_cqs; i++) {
             grpc_completion_queue_shutdown(srv->cqs[i]);
             while (grpc_completion_queue_next(
                        srv->cqs[i], gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
@@ -1327,7 +1331,7 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
             abort();
         }
         wa->srv = srv;
-        wa->cq = srv->cqs[i];
+        wa->cq = srv->cqs[i % srv->n_cqs];
         pthread_create(&srv->workers[i], NULL, px_worker_main, wa);
     }
     for (int i = 0; i < PX_RPC_PENDING_REQUESTS; i++)
@@ -1409,11 +1413,11 @@ gt_err_t px_rpc_server_shutdown(px_rpc_server_t *srv)
 void px_rpc_server_destroy(px_rpc_server_t *srv)
 {
     grpc_server_destroy(srv->server);
-    for (int i = 0; i < srv->n_workers; i++)
+    for (int i = 0; i < srv->n_cqs; i++)
         grpc_completion_queue_shutdown(srv->cqs[i]);
     for (int i = 0; i < srv->n_workers; i++)
         pthread_join(srv->workers[i], NULL);
-    for (int i = 0; i < srv->n_workers; i++)
+    for (int i = 0; i < srv->n_cqs; i++)
         grpc_completion_queue_destroy(srv->cqs[i]);
     grpc_shutdown();
     px_server_free(srv);
