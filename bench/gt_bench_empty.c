@@ -8,7 +8,15 @@
  * CLOCK_REALTIME ns, MD5 digest, receipt handle, delivery attempt 1) and
  * the delivery timestamp; AckMessage answers OK per entry; EndTransaction
  * answers OK (SendMessage gives TRANSACTION messages transaction_id = the
- * message id, as gantry does).  Whatever rate gt_bench reaches against it
+ * message id, as gantry does).
+ *
+ * With --park, ReceiveMessage calls park instead (first come first served,
+ * until a message, a cancellation or the stop) and each message a
+ * SendMessage carries wakes the oldest parked one with that message's body
+ * (so its first 8 bytes keep the sender's timestamp); with none parked the
+ * message is dropped.  That is the parked-poll ceiling of scripts/bench's
+ * park scenario: the runtime's and the core's cost of N open calls
+ * without a store.  Whatever rate gt_bench reaches against it
  * is the ceiling of client + runtime + network that scripts/bench divides
  * Gantry's figures by.
  *
@@ -36,10 +44,21 @@
 
 typedef Apache__Rocketmq__V2__Status gbe_status_t;
 
+/* A parked ReceiveMessage (--park): on the app's list, holding a call
+ * reference, until a message or an interrupt takes it off. */
+typedef struct gbe_parked {
+    struct gbe_parked *prev, *next;
+    px_call_t *call;
+    char topic[128];
+} gbe_parked_t;
+
 typedef struct gbe_app {
     _Atomic uint64_t offset; /* queue offsets and message ids */
     int body_size;
     uint64_t nonce;          /* high half of message ids */
+    bool park;
+    pthread_mutex_t park_mu; /* guards the list and the calls' user */
+    gbe_parked_t *head, *tail;
 } gbe_app_t;
 
 static gbe_status_t gbe_ok = {PROTOBUF_C_MESSAGE_INIT(
@@ -97,6 +116,99 @@ static void gbe_telemetry_interrupt(px_call_t *call, px_interrupt_t why)
         px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
 }
 
+/* ----------------------------------------------------------------- park */
+
+static void gbe_recv_one(px_call_t *call, gbe_app_t *app, const char *topic,
+                         uint8_t *body, size_t len);
+
+static void gbe_unlink_locked(gbe_app_t *app, gbe_parked_t *p)
+{
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        app->head = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    else
+        app->tail = p->prev;
+    px_call_set_user(p->call, NULL);
+}
+
+static void gbe_park(px_call_t *call, gbe_app_t *app, const char *topic)
+{
+    gbe_parked_t *p = calloc(1, sizeof(*p));
+
+    if (p == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    p->call = call;
+    snprintf(p->topic, sizeof(p->topic), "%s", topic);
+    px_call_ref(call);
+    pthread_mutex_lock(&app->park_mu);
+    p->prev = app->tail;
+    if (app->tail != NULL)
+        app->tail->next = p;
+    else
+        app->head = p;
+    app->tail = p;
+    px_call_set_user(call, p);
+    pthread_mutex_unlock(&app->park_mu);
+}
+
+/* Wakes the oldest parked receive with one sent message. */
+static void gbe_wake(gbe_app_t *app, const Apache__Rocketmq__V2__Message *m)
+{
+    Apache__Rocketmq__V2__ReceiveMessageResponse r =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
+    Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+    gbe_parked_t *p;
+    uint64_t now;
+
+    if (m->body.len == 0)
+        return;
+    pthread_mutex_lock(&app->park_mu);
+    if ((p = app->head) != NULL)
+        gbe_unlink_locked(app, p);
+    pthread_mutex_unlock(&app->park_mu);
+    if (p == NULL)
+        return; /* nobody parked: dropped */
+    r.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_STATUS;
+    r.status = &gbe_ok;
+    px_call_send_pb(p->call, &r.base);
+    gbe_recv_one(p->call, app, p->topic, m->body.data, m->body.len);
+    now = gbe_now_real_ns();
+    ts.seconds = (int64_t)(now / 1000000000ULL);
+    ts.nanos = (int32_t)(now % 1000000000ULL);
+    r.content_case =
+        APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_DELIVERY_TIMESTAMP;
+    r.delivery_timestamp = &ts;
+    px_call_send_pb(p->call, &r.base);
+    px_call_finish(p->call, GRPC_STATUS_OK, NULL);
+    px_call_unref(p->call);
+    free(p);
+}
+
+/* A parked receive cancelled, or the server stopping: off the list. */
+static void gbe_receive_interrupt(px_call_t *call, px_interrupt_t why)
+{
+    gbe_app_t *app = px_call_app(call);
+    gbe_parked_t *p;
+
+    if (why == PX_INTERRUPT_CLOSED || !app->park)
+        return;
+    pthread_mutex_lock(&app->park_mu);
+    if ((p = px_call_user(call)) != NULL)
+        gbe_unlink_locked(app, p);
+    pthread_mutex_unlock(&app->park_mu);
+    if (p == NULL)
+        return;
+    if (why == PX_INTERRUPT_SHUTDOWN)
+        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    px_call_unref(call);
+    free(p);
+}
+
 /* ----------------------------------------------------------------- send */
 
 static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
@@ -137,6 +249,8 @@ static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
     resp.n_entries = req->n_messages;
     resp.entries = entp;
     px_call_reply_pb(call, &resp.base);
+    for (size_t i = 0; app->park && i < req->n_messages; i++)
+        gbe_wake(app, req->messages[i]);
 out:
     free(ents);
     free(entp);
@@ -161,9 +275,10 @@ static void gbe_md5_hex(const uint8_t *body, size_t len, char out[33])
     out[2 * n] = '\0';
 }
 
-/* One synthetic message with the current time in its body. */
+/* One message: synthetic with the current time in its body, or (len > 0)
+ * a sent body as it is. */
 static void gbe_recv_one(px_call_t *call, gbe_app_t *app, const char *topic,
-                         uint8_t *body)
+                         uint8_t *body, size_t len)
 {
     Apache__Rocketmq__V2__ReceiveMessageResponse r =
         APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__INIT;
@@ -177,8 +292,11 @@ static void gbe_recv_one(px_call_t *call, gbe_app_t *app, const char *topic,
     uint64_t seq = atomic_fetch_add(&app->offset, 1);
     char id[40], handle[64], md5[33];
 
-    gt_le64_put(body, now);
-    gbe_md5_hex(body, (size_t)app->body_size, md5);
+    if (len == 0) {
+        len = (size_t)app->body_size;
+        gt_le64_put(body, now);
+    }
+    gbe_md5_hex(body, len, md5);
     snprintf(id, sizeof(id), "%016" PRIX64 "%016" PRIX64, app->nonce, seq);
     snprintf(handle, sizeof(handle), "gbe-%" PRIx64 "-%" PRIu64, app->nonce,
              seq);
@@ -209,7 +327,7 @@ static void gbe_recv_one(px_call_t *call, gbe_app_t *app, const char *topic,
     m.topic = &res;
     m.system_properties = &p;
     m.body.data = body;
-    m.body.len = (size_t)app->body_size;
+    m.body.len = len;
     r.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_MESSAGE;
     r.message = &m;
     px_call_send_pb(call, &r.base);
@@ -240,6 +358,10 @@ static void gbe_receive(px_call_t *call, const uint8_t *data, size_t len)
         req->message_queue->topic->name != NULL &&
         req->message_queue->topic->name[0] != '\0')
         topic = req->message_queue->topic->name;
+    if (app->park) {
+        gbe_park(call, app, topic);
+        goto out;
+    }
     body = malloc((size_t)app->body_size);
     if (body == NULL) {
         px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
@@ -251,7 +373,7 @@ static void gbe_receive(px_call_t *call, const uint8_t *data, size_t len)
     r.status = &gbe_ok;
     px_call_send_pb(call, &r.base);
     for (int i = 0; i < n; i++)
-        gbe_recv_one(call, app, topic, body);
+        gbe_recv_one(call, app, topic, body, 0);
     now = gbe_now_real_ns();
     ts.seconds = (int64_t)(now / 1000000000ULL);
     ts.nanos = (int32_t)(now % 1000000000ULL);
@@ -333,7 +455,7 @@ static const px_method_t gbe_methods[] = {
     {.path = GBE_PREFIX "SendMessage", .on_message = gbe_send,
      .reserve_bytes = 4 * 1024 * 1024 + 64 * 1024},
     {.path = GBE_PREFIX "ReceiveMessage", .kind = PX_RPC_SERVER_STREAM,
-     .on_message = gbe_receive},
+     .on_message = gbe_receive, .on_interrupt = gbe_receive_interrupt},
     {.path = GBE_PREFIX "AckMessage", .on_message = gbe_ack},
     {.path = GBE_PREFIX "EndTransaction", .on_message = gbe_end_transaction},
 };
@@ -343,11 +465,13 @@ static const px_method_t gbe_methods[] = {
 static void gbe_usage(FILE *out)
 {
     fprintf(out, "usage: gt_bench_empty [--listen HOST:PORT] [--threads N] "
-                 "[--body-size BYTES]\n"
+                 "[--body-size BYTES] [--park]\n"
                  "                      [--max-inflight-bytes N "
                  "[--max-conn-inflight-bytes N]]\n"
                  "  defaults: --listen 127.0.0.1:0 (prints the port), "
-                 "--threads 2, --body-size 1024, no admission bound\n");
+                 "--threads 2 (0: the runtime's default), --body-size 1024, "
+                 "no admission bound\n"
+                 "  --park: receives park until a sent message wakes one\n");
 }
 
 int main(int argc, char **argv)
@@ -357,6 +481,7 @@ int main(int argc, char **argv)
         {"body-size", 1, NULL, 'b'}, {"help", 0, NULL, 'h'},
         {"max-inflight-bytes", 1, NULL, 'm'},
         {"max-conn-inflight-bytes", 1, NULL, 'c'},
+        {"park", 0, NULL, 'p'},
         {NULL, 0, NULL, 0}};
     px_rpc_options_t opts = {.listen = "127.0.0.1:0", .threads = 2,
                              .shutdown_timeout_ms = 1000,
@@ -375,6 +500,7 @@ int main(int argc, char **argv)
         case 'b': app.body_size = atoi(optarg); break;
         case 'm': opts.max_inflight_bytes = atoll(optarg); break;
         case 'c': opts.max_conn_inflight_bytes = atoll(optarg); break;
+        case 'p': app.park = true; break;
         case 'h': gbe_usage(stdout); return 0;
         default: gbe_usage(stderr); return 2;
         }
@@ -384,6 +510,7 @@ int main(int argc, char **argv)
         return 2;
     }
     app.nonce = gbe_now_real_ns();
+    pthread_mutex_init(&app.park_mu, NULL);
     opts.app = &app;
     /* Signals are taken with sigwait; block them before any thread starts. */
     sigemptyset(&sigs);
