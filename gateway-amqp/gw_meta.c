@@ -175,6 +175,46 @@ typedef struct {
 
 static const char *const load_ns[3] = {GW_NS_EXCHANGE, GW_NS_QUEUE, GW_NS_BINDING};
 
+/* At start, after the metadata: st_requeue of each queue, then ready. */
+typedef struct {
+    gw_op_t op;
+    uint64_t n;
+    char id[40];
+} requeue_op_t;
+
+static void requeue_done(gw_broker_t *b)
+{
+    if (--b->requeues > 0)
+        return;
+    b->loaded = true;
+    if (b->ready_fn != NULL && !b->stopping)
+        b->ready_fn(b->ready_arg);
+}
+
+static void requeue_fn(gw_op_t *op)
+{
+    requeue_op_t *r = (requeue_op_t *)op;
+    gw_broker_t *b = op->b;
+
+    if (op->err != GT_OK && op->err != GT_ENOTFOUND)
+        GT_LOG(WARN, "amqp", "cannot requeue the unacked messages of %s: %s", r->id,
+               gt_err_str(op->err));
+    else if (r->n > 0)
+        GT_LOG(INFO, "amqp", "%s: %llu unacked messages of an earlier run requeued", r->id,
+               (unsigned long long)r->n);
+    free(r);
+    requeue_done(b);
+}
+
+static void requeue_cb(void *arg, gt_err_t err, uint64_t n)
+{
+    requeue_op_t *r = arg;
+
+    r->op.err = err;
+    r->n = n;
+    gw_op_post(&r->op);
+}
+
 static void load_fn(gw_op_t *op);
 
 static void load_cb(void *arg, gt_err_t err, const st_meta_rec_t *recs, size_t n, bool more)
@@ -375,9 +415,19 @@ static void load_fn(gw_op_t *op)
         if (w != NULL)
             st_topic_get(b->store, NULL, sweep_cb, w);
     }
-    b->loaded = true;
-    if (b->ready_fn != NULL && !b->stopping)
-        b->ready_fn(b->ready_arg);
+    /* deliveries of an earlier run have no consumer any more: they come
+     * back at once (redelivered) before the listener accepts */
+    b->requeues = 1;
+    for (uint32_t h = 0; h < GW_QMAP && !b->stopping; h++)
+        for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext) {
+            requeue_op_t *r = gw_op_new(b, sizeof(*r), requeue_fn);
+            if (r == NULL)
+                continue;
+            memcpy(r->id, q->id, sizeof(r->id));
+            b->requeues++;
+            st_requeue(b->store, q->id, q->id, requeue_cb, r);
+        }
+    requeue_done(b);
 }
 
 

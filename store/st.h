@@ -415,6 +415,8 @@ typedef struct st_ops {
                          void *arg);
     void (*purge)(st_store_t *st, const char *group, const char *topic,
                   st_count_cb cb, void *arg);
+    void (*requeue)(st_store_t *st, const char *group, const char *topic,
+                    st_count_cb cb, void *arg);
     void (*meta_put)(st_store_t *st, const char *ns, const void *key,
                      uint32_t key_len, const void *value, uint32_t value_len,
                      st_done_cb cb, void *arg);
@@ -663,6 +665,18 @@ static inline void st_purge(st_store_t *st, const char *group,
                             const char *topic, st_count_cb cb, void *arg)
 {
     st->ops->purge(st, group, topic, cb, arg);
+}
+
+/* Gives back every delivery of topic to group that is in flight, as
+ * st_change_invisible(0) does for one: each is due at once and its next
+ * delivery comes with the attempt raised by one; their handles stop
+ * working.  For a front end taking over after a restart whose consumers
+ * are gone (AMQP requeues unacked messages when their channel ends).  cb
+ * gets how many.  Borrows strings.  Errors as for st_purge(). */
+static inline void st_requeue(st_store_t *st, const char *group,
+                              const char *topic, st_count_cb cb, void *arg)
+{
+    st->ops->requeue(st, group, topic, cb, arg);
 }
 
 /* Reads up to req->max messages of (topic, queue) from req->offset that

@@ -968,6 +968,47 @@ void st_purge_local(st_store_t *s, const char *group, const char *topic,
     cb(arg, rc, n);
 }
 
+/* Each delivery in flight of (g, t) is due now, attempt kept (the next pop
+ * raises it), with a new generation: logged as a pop record, as
+ * st_change_local() does for one. */
+void st_requeue_local(st_store_t *s, const char *group, const char *topic,
+                      st_count_cb cb, void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    uint64_t n = 0;
+    gt_err_t rc = GT_OK;
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = topic ? st_topic_find(st, topic) : NULL;
+    st_group_rt_t *g = group ? st_group_find(st, group) : NULL;
+    if (st_is_sys_name(topic) || st_is_sys_name(group))
+        rc = GT_EINVAL; /* the store's own */
+    else if (!t || !g || t->deleted || g->deleted)
+        rc = GT_ENOTFOUND;
+    int64_t now = st_now_ms();
+    for (uint32_t q = 0; rc == GT_OK && q < t->meta.queue_count; q++) {
+        st_cs_t *cs = st_cs_find(st, g, t, q, false);
+        if (!cs || !cs->init)
+            continue;
+        for (uint64_t o = cs->commit; rc == GT_OK && o < cs->pop; o++) {
+            st_went_t *e = st_cs_at(cs, o);
+            if (e->state != ST_E_INFLIGHT || e->deadline <= now)
+                continue;
+            st_srec_t r = {.type = ST_SR_POP, .group = group, .topic = topic,
+                           .queue = q, .a = o, .attempt = e->attempt,
+                           .deadline = now, .gen = st->next_gen};
+            if ((rc = st_state_log(st, &r)) == GT_OK) {
+                e->gen = st->next_gen++;
+                e->deadline = now;
+                note_deadline(st, cs, now);
+                st_fifo_moved(cs, o);
+                n++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    cb(arg, rc, n);
+}
+
 void st_change_local(st_store_t *s, const char *group, const char *topic,
                      const char *handle, int64_t invisible_ms,
                      st_handle_cb cb, void *arg)

@@ -679,6 +679,8 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
                   const char *handle, st_done_cb cb, void *arg);
 void st_purge_local(st_store_t *s, const char *group, const char *topic,
                     st_count_cb cb, void *arg);
+void st_requeue_local(st_store_t *s, const char *group, const char *topic,
+                      st_count_cb cb, void *arg);
 void st_change_local(st_store_t *s, const char *group, const char *topic,
                      const char *handle, int64_t invisible_ms,
                      st_handle_cb cb, void *arg);

@@ -469,6 +469,7 @@ static const st_ops_t local_ops = {
     .recall = st_recall_local,
     .meta_watch = st_meta_watch_local,
     .purge = st_purge_local,
+    .requeue = st_requeue_local,
     .meta_put = st_meta_put_local,
     .meta_del = st_meta_del_local,
     .meta_list = st_meta_list_local,

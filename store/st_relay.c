@@ -714,6 +714,16 @@ static void r_purge(st_store_t *s, const char *group, const char *topic,
     relay_end(RL(s));
 }
 
+static void r_requeue(st_store_t *s, const char *group, const char *topic,
+                      st_count_cb cb, void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_OFFSET, (st_res_cb_t){.offset = cb}, arg);
+    if (r == NULL)
+        return;
+    st_requeue(RL(s)->inner, group, topic, cap_offset, r);
+    relay_end(RL(s));
+}
+
 static void r_meta_put(st_store_t *s, const char *ns, const void *key,
                        uint32_t key_len, const void *value, uint32_t value_len,
                        st_done_cb cb, void *arg)
@@ -775,6 +785,7 @@ static const st_ops_t relay_ops = {
     .recall = r_recall,
     .meta_watch = r_meta_watch,
     .purge = r_purge,
+    .requeue = r_requeue,
     .meta_put = r_meta_put,
     .meta_del = r_meta_del,
     .meta_list = r_meta_list,

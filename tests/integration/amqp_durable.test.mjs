@@ -4,7 +4,8 @@
 // persistent messages; transient and exclusive queues (their store topics
 // are swept at start), transient exchanges and the bindings of either do
 // not.  Unacked deliveries keep their invisibility renewed and come back
-// redelivered after a crash; consumer_timeout closes a channel with 406;
+// redelivered after a crash, at once (given back before the listener
+// accepts); consumer_timeout closes a channel with 406;
 // publishers get connection.blocked while too many appends are in flight.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -143,6 +144,40 @@ test('unacked deliveries stay with their consumer (invisibility renewed) and com
     assert.deepEqual(got.map((m) => m.content.toString()).sort(), ['u1', 'u2']);
     assert.ok(got.every((m) => m.fields.redelivered), 'redelivered=true');
     await ch.deleteQueue('r.q');
+    await conn.close();
+  } finally {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0);
+  }
+});
+
+test('after a restart the unacked deliveries are back at once (the first basic.get), not after the 60 s invisibility', async () => {
+  let g = await startGantry({ logLevel: 'info', flush: 'sync' }); // the default invisibility
+  let conn = await open(g);
+  let ch = await conn.createConfirmChannel();
+  ch.on('error', () => {}); // the SIGKILL ends it
+  await ch.assertQueue('rq.q', { durable: true });
+  for (let i = 0; i < 2; i++) {
+    await new Promise((res, rej) => ch.sendToQueue('rq.q', Buffer.from(`w${i}`), { persistent: true },
+      (e) => (e ? rej(e) : res())));
+  }
+  const held = [];
+  await ch.consume('rq.q', (m) => held.push(m));
+  await waitFor(() => held.length === 2, 5000, '2 deliveries');
+  await stopGantry(g, 'SIGKILL', { keepDir: true });
+
+  g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
+    httpPort: g.httpPort, amqpPort: g.amqpPort });
+  try {
+    conn = await open(g);
+    ch = await conn.createChannel();
+    // No waiting: the listener accepts only after they were given back.
+    const got = [await ch.get('rq.q', { noAck: true }), await ch.get('rq.q', { noAck: true })];
+    assert.ok(got.every((m) => m), 'both there on the first gets');
+    assert.deepEqual(got.map((m) => m.content.toString()), ['w0', 'w1']);
+    assert.ok(got.every((m) => m.fields.redelivered), 'redelivered=true');
+    assert.match(g.log(), /2 unacked messages of an earlier run requeued/);
+    await ch.deleteQueue('rq.q');
     await conn.close();
   } finally {
     const info = await stopGantry(g);

@@ -3,7 +3,8 @@
  * of newer messages, with its attempt raised (the gateway says
  * redelivered); st_release gives deliveries back at once, ahead of newer
  * ones, without counting; st_purge drops what is ready (not what is in
- * flight) and says how many, durably; st_stats' ready / inflight are the
+ * flight) and says how many, durably; st_requeue gives back everything in
+ * flight (a restart's unacked deliveries); st_stats' ready / inflight are the
  * counts queue.declare-ok reports.  The test clock stands still
  * throughout: nothing becomes visible by time passing. */
 #include <pthread.h>
@@ -34,13 +35,16 @@ static void count_cb(void *arg, gt_err_t err, uint64_t n)
     pthread_mutex_unlock(&w->m);
 }
 
-static gt_err_t purge(st_store_t *st, const char *g, const char *t,
-                      uint64_t *n)
+static gt_err_t counted(bool all, st_store_t *st, const char *g,
+                        const char *t, uint64_t *n)
 {
     cw_t w = {.done = false};
     pthread_mutex_init(&w.m, NULL);
     pthread_cond_init(&w.c, NULL);
-    st_purge(st, g, t, count_cb, &w);
+    if (all)
+        st_requeue(st, g, t, count_cb, &w);
+    else
+        st_purge(st, g, t, count_cb, &w);
     pthread_mutex_lock(&w.m);
     while (!w.done)
         pthread_cond_wait(&w.c, &w.m);
@@ -49,6 +53,12 @@ static gt_err_t purge(st_store_t *st, const char *g, const char *t,
     pthread_cond_destroy(&w.c);
     *n = w.n;
     return w.err;
+}
+
+static gt_err_t purge(st_store_t *st, const char *g, const char *t,
+                      uint64_t *n)
+{
+    return counted(false, st, g, t, n);
 }
 
 static void send_range(st_store_t *st, const char *topic, int from, int to)
@@ -293,6 +303,63 @@ static void test_purge(void)
     free(dir);
 }
 
+/* st_requeue: every delivery in flight is given back at once, attempt
+ * raised, old handles dead; durable; ready and acked ones untouched. */
+static void test_requeue_all(void)
+{
+    char *dir = tu_tmpdir("requeue_all");
+    tu_clock_start();
+    st_store_t *st = tu_open(dir, ST_FLUSH_SYNC), *late = NULL;
+    uint64_t n64;
+    tu_msg_t out[8];
+    size_t n;
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 2), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_group(st, "G", 16, ST_CONSUME_FROM_FIRST), GT_OK);
+    for (int i = 0; i < 6; i++) { /* 3 per queue */
+        char body[16];
+        snprintf(body, sizeof(body), "m%d", i);
+        CU_ASSERT_EQUAL_FATAL(tu_send(st, "T", "t", NULL, body, i % 2, NULL),
+                              GT_OK);
+    }
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", NULL, 4, LONG_MS, out, &n),
+                    GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    CU_ASSERT_EQUAL(tu_ack(st, "G", "T", out[0].handle), GT_OK);
+    ready_inflight(st, "T", "G", 2, 3);
+    CU_ASSERT_EQUAL(counted(true, st, "G", "T", &n64), GT_OK);
+    CU_ASSERT_EQUAL(n64, 3);
+    ready_inflight(st, "T", "G", 5, 0);
+    for (size_t i = 1; i < 4; i++)
+        CU_ASSERT_EQUAL(tu_ack(st, "G", "T", out[i].handle), GT_EINVAL);
+    /* durable: a restart agrees, and nothing is in flight to requeue */
+    st_close(st);
+    st = tu_open(dir, ST_FLUSH_SYNC);
+    ready_inflight(st, "T", "G", 5, 0);
+    CU_ASSERT_EQUAL(counted(true, st, "G", "T", &n64), GT_OK);
+    CU_ASSERT_EQUAL(n64, 0);
+    tu_msg_t again[8];
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", NULL, 8, LONG_MS, again, &n),
+                    GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        bool was = false;
+        for (size_t j = 1; j < 4; j++)
+            was = was || strcmp(again[i].body, out[j].body) == 0;
+        CU_ASSERT_EQUAL(again[i].attempt, was ? 2u : 1u);
+    }
+    /* through the late decorator (a remote store's timing) */
+    CU_ASSERT_EQUAL_FATAL(st_late_open(st, 2000, 9, &late), GT_OK);
+    CU_ASSERT_EQUAL(counted(true, late, "G", "T", &n64), GT_OK);
+    CU_ASSERT_EQUAL(n64, 5);
+    CU_ASSERT_EQUAL(counted(true, late, "nope", "T", &n64), GT_ENOTFOUND);
+    CU_ASSERT_EQUAL(counted(true, late, ST_SYS_GROUP, ST_SYS_TIMER, &n64),
+                    GT_EINVAL);
+    st_close(late);
+    tu_clock_stop();
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* Purge through the late decorator (a remote store's timing). */
 static void test_purge_late(void)
 {
@@ -319,6 +386,8 @@ int main(void)
         {"release: at once, ahead, attempt kept", test_release_order},
         {"purge: ready only, counted, durable", test_purge},
         {"purge through the late decorator", test_purge_late},
+        {"requeue all in flight: at once, attempt + 1, durable",
+         test_requeue_all},
         CU_TEST_INFO_NULL,
     };
     return tu_run("store_requeue", tests);
