@@ -197,6 +197,13 @@ static void post_cb(evutil_socket_t fd, short what, void *arg)
 /* An op whose answer only needs freeing (acks, deletes...). */
 void gw_op_free_fn(gw_op_t *op) { free(op); }
 
+const char *gw_chan_vhost(const gw_chan_t *ch)
+{
+    const gw_grant_t *g = ch->bc->c != NULL ? gw_conn_grant(ch->bc->c) : NULL;
+
+    return g != NULL ? gw_grant_vhost(g) : "/";
+}
+
 void gw_op_done_cb(void *arg, gt_err_t err)
 {
     gw_op_t *op = arg;
@@ -293,15 +300,16 @@ gw_queue_t *gw_queue_for(gw_chan_t *ch, uint32_t mid, gw_str_t name)
     gw_queue_t *q = gw_queue_find(ch->bc->b, name);
 
     if (q == NULL) {
-        CH_ERR(ch, GW_NOT_FOUND, mid, "no queue '%.*s' in vhost '/'", (int)name.len, name.ptr);
+        CH_ERR(ch, GW_NOT_FOUND, mid, "no queue '%.*s' in vhost '%s'", (int)name.len, name.ptr,
+               GW_VHOST(ch));
         return NULL;
     }
     if (q->exclusive && q->owner != ch->bc) {
         CH_ERR(ch, GW_RESOURCE_LOCKED, mid,
-               "cannot obtain exclusive access to locked queue '%.*s' in vhost '/'. It could be "
+               "cannot obtain exclusive access to locked queue '%.*s' in vhost '%s'. It could be "
                "originally declared on another connection or the exclusive property value does "
                "not match that of the original declaration.",
-               (int)name.len, name.ptr);
+               (int)name.len, name.ptr, GW_VHOST(ch));
         return NULL;
     }
     return q;

@@ -204,6 +204,10 @@ struct gw_consumer {
 #define CH_ERR(ch, code, mid, ...)                                                             \
     gw_conn_channel_error((ch)->bc->c, (ch)->id, (code), (mid), __VA_ARGS__)
 
+/* The vhost a channel's connection opened, for error texts. */
+const char *gw_chan_vhost(const gw_chan_t *ch);
+#define GW_VHOST(ch) gw_chan_vhost(ch)
+
 /* How a delivery is settled. */
 typedef enum { GW_SETTLE_ACK, GW_SETTLE_REQUEUE, GW_SETTLE_DROP } gw_settle_t;
 

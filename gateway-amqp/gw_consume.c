@@ -372,8 +372,8 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
         }
     }
     if (q->excl_consumer || (bcm->exclusive && q->nconsumers > 0)) {
-        CH_ERR(ch, GW_ACCESS_REFUSED, m->id, "queue '%.*s' in vhost '/' in exclusive use",
-               (int)name.len, name.ptr);
+        CH_ERR(ch, GW_ACCESS_REFUSED, m->id, "queue '%.*s' in vhost '%s' in exclusive use",
+               (int)name.len, name.ptr, GW_VHOST(ch));
         return;
     }
     if ((cs = calloc(1, sizeof(*cs))) == NULL) {

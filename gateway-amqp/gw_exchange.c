@@ -25,7 +25,8 @@ static bool exchange_known(gw_chan_t *ch, uint32_t mid, gw_str_t name)
 {
     if (gw_route_exchange_get(ch->bc->b->router, name, NULL, NULL))
         return true;
-    CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '/'", (int)name.len, name.ptr);
+    CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '%s'", (int)name.len, name.ptr,
+           GW_VHOST(ch));
     return false;
 }
 
@@ -71,18 +72,18 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
                   {GW_XF_INTERNAL, "internal"}};
         if (cur != type) {
             CH_ERR(ch, GW_PRECONDITION_FAILED, m->id,
-                   "inequivalent arg 'type' for exchange '%.*s' in vhost '/': received '%s' but "
+                   "inequivalent arg 'type' for exchange '%.*s' in vhost '%s': received '%s' but "
                    "current is '%s'",
-                   (int)d->exchange.len, d->exchange.ptr, gw_xtype_name(type),
+                   (int)d->exchange.len, d->exchange.ptr, GW_VHOST(ch), gw_xtype_name(type),
                    gw_xtype_name(cur));
             return;
         }
         for (size_t i = 0; i < sizeof(fl) / sizeof(fl[0]); i++) {
             if ((curf & fl[i].bit) != (flags & fl[i].bit)) {
                 CH_ERR(ch, GW_PRECONDITION_FAILED, m->id,
-                       "inequivalent arg '%s' for exchange '%.*s' in vhost '/': received '%s' "
+                       "inequivalent arg '%s' for exchange '%.*s' in vhost '%s': received '%s' "
                        "but current is '%s'",
-                       fl[i].name, (int)d->exchange.len, d->exchange.ptr,
+                       fl[i].name, (int)d->exchange.len, d->exchange.ptr, GW_VHOST(ch),
                        gw_yn(flags & fl[i].bit), gw_yn(curf & fl[i].bit));
                 return;
             }
@@ -187,8 +188,8 @@ void gw_on_exchange_delete(gw_chan_t *ch, const gw_method_t *m)
         return;
     if (gw_route_exchange_get(r, d->exchange, NULL, NULL)) {
         if (d->if_unused && gw_route_count_source(r, d->exchange) > 0) {
-            CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "exchange '%.*s' in vhost '/' in use",
-                   (int)d->exchange.len, d->exchange.ptr);
+            CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "exchange '%.*s' in vhost '%s' in use",
+                   (int)d->exchange.len, d->exchange.ptr, GW_VHOST(ch));
             return;
         }
         uint32_t f = 0;
@@ -264,7 +265,8 @@ static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_
         }
     }
     if (rc == GT_ENOTFOUND) {
-        CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '/'", (int)src.len, src.ptr);
+        CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '%s'", (int)src.len, src.ptr,
+               GW_VHOST(ch));
         return;
     }
     if (rc != GT_OK) {

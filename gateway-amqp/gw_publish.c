@@ -465,14 +465,14 @@ void gw_publish_method(gw_chan_t *ch, const gw_method_t *m)
     if (p->exchange.len > 0) {
         uint32_t flags = 0;
         if (!gw_route_exchange_get(ch->bc->b->router, p->exchange, NULL, &flags)) {
-            CH_ERR(ch, GW_NOT_FOUND, m->id, "no exchange '%.*s' in vhost '/'",
-                   (int)p->exchange.len, p->exchange.ptr);
+            CH_ERR(ch, GW_NOT_FOUND, m->id, "no exchange '%.*s' in vhost '%s'",
+                   (int)p->exchange.len, p->exchange.ptr, GW_VHOST(ch));
             return;
         }
         if (flags & GW_XF_INTERNAL) {
             CH_ERR(ch, GW_ACCESS_REFUSED, m->id,
-                   "cannot publish to internal exchange '%.*s' in vhost '/'",
-                   (int)p->exchange.len, p->exchange.ptr);
+                   "cannot publish to internal exchange '%.*s' in vhost '%s'",
+                   (int)p->exchange.len, p->exchange.ptr, GW_VHOST(ch));
             return;
         }
     }

@@ -306,18 +306,18 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
         if (q != NULL) {
             if ((q->exclusive && q->owner != ch->bc) || q->exclusive != d->exclusive) {
                 CH_ERR(ch, GW_RESOURCE_LOCKED, m->id,
-                       "cannot obtain exclusive access to locked queue '%.*s' in vhost '/'. It "
+                       "cannot obtain exclusive access to locked queue '%.*s' in vhost '%s'. It "
                        "could be originally declared on another connection or the exclusive "
                        "property value does not match that of the original declaration.",
-                       (int)name.len, name.ptr);
+                       (int)name.len, name.ptr, GW_VHOST(ch));
                 return;
             }
             if (q->durable != d->durable || q->auto_delete != d->auto_delete) {
                 bool dur = q->durable != d->durable;
                 CH_ERR(ch, GW_PRECONDITION_FAILED, m->id,
-                       "inequivalent arg '%s' for queue '%.*s' in vhost '/': received '%s' but "
+                       "inequivalent arg '%s' for queue '%.*s' in vhost '%s': received '%s' but "
                        "current is '%s'",
-                       dur ? "durable" : "auto_delete", (int)name.len, name.ptr,
+                       dur ? "durable" : "auto_delete", (int)name.len, name.ptr, GW_VHOST(ch),
                        gw_yn(dur ? d->durable : d->auto_delete),
                        gw_yn(dur ? q->durable : q->auto_delete));
                 return;
@@ -371,8 +371,8 @@ static void delete_fn(gw_op_t *op)
             gw_chan_reply(o->ch, &r);
     } else if (o->if_empty && n > 0) {
         if (gw_chan_live(o->ch))
-            CH_ERR(o->ch, GW_PRECONDITION_FAILED, o->mid, "queue '%.*s' in vhost '/' not empty",
-                   (int)o->q->nlen, o->q->name);
+            CH_ERR(o->ch, GW_PRECONDITION_FAILED, o->mid, "queue '%.*s' in vhost '%s' not empty",
+                   (int)o->q->nlen, o->q->name, GW_VHOST(o->ch));
     } else {
         gw_queue_drop(o->q);
         r.u.message_count.message_count = clamp32(n);
@@ -402,8 +402,8 @@ void gw_on_queue_delete(gw_chan_t *ch, const gw_method_t *m)
     if ((q = gw_queue_for(ch, m->id, name)) == NULL)
         return;
     if (d->if_unused && q->nconsumers > 0) {
-        CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "queue '%.*s' in vhost '/' in use",
-               (int)name.len, name.ptr);
+        CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "queue '%.*s' in vhost '%s' in use",
+               (int)name.len, name.ptr, GW_VHOST(ch));
         return;
     }
     if (!q->ready || (o = qop_new(ch, q, m->id, d->nowait, delete_fn)) == NULL) {

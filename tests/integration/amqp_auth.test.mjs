@@ -124,6 +124,20 @@ test('a user with a RabbitMQ password hash logs in and opens its vhost', async (
   await c2.close();
 });
 
+test('channel errors name the connection\'s vhost (404 no queue / no exchange)', async () => {
+  const conn = await amqp.connect(url('app', 'guest', 'prod'));
+  conn.on('error', () => {});
+  for (const [fn, text] of [
+    [(c) => c.checkQueue('nq'), "NOT_FOUND - no queue 'nq' in vhost 'prod'"],
+    [(c) => c.checkExchange('nx'), "NOT_FOUND - no exchange 'nx' in vhost 'prod'"],
+  ]) {
+    const ch = await conn.createChannel();
+    ch.on('error', () => {});
+    await assert.rejects(fn(ch), (e) => e.code === 404 && e.message.includes(text));
+  }
+  await conn.close();
+});
+
 test('a user with a plain (development) password logs in; its warning is logged', async () => {
   const conn = await amqp.connect(url('dev', 'dev pw', '/'));
   await conn.close();
