@@ -281,8 +281,8 @@ static const cfg_desc_t cfg_server_keys[] = {
      "Address of the HTTP endpoint (health, readiness, metrics, admin API)."},
     {"threads", CFG_T_INT, CFG_FIELD(cfg_t, server.threads), "0", 0, 256,
      NULL, NULL, NULL,
-     "gRPC worker threads, two polling each completion queue; 0 means two "
-     "per CPU core, at least 16 (also the executor's threads: 0 means one "
+     "gRPC worker threads, two polling each completion queue; 0 means one "
+     "per CPU core, at least 2 (also the executor's threads: 0 means one "
      "per core)."},
     {"shutdown_timeout_ms", CFG_T_INT,
      CFG_FIELD(cfg_t, server.shutdown_timeout_ms), "4000", 100, 60000, NULL,

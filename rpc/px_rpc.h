@@ -129,8 +129,8 @@ const px_method_t *px_method_table_find(const px_method_table_t *t,
 typedef struct px_rpc_options {
     const char *listen;         /* "host:port"; borrowed */
     int threads;                /* worker threads (two per completion
-                                   queue); <= 0 means two per core, at
-                                   least 16 */
+                                   queue); <= 0 means one per core, at
+                                   least 2 */
     int shutdown_timeout_ms;    /* bound for in-flight calls at shutdown */
     int64_t max_receive_bytes;  /* largest accepted request message: the
                                    core refuses a larger one (gRPC status
