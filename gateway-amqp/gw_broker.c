@@ -197,12 +197,7 @@ static void post_cb(evutil_socket_t fd, short what, void *arg)
 /* An op whose answer only needs freeing (acks, deletes...). */
 void gw_op_free_fn(gw_op_t *op) { free(op); }
 
-const char *gw_chan_vhost(const gw_chan_t *ch)
-{
-    const gw_grant_t *g = ch->bc->c != NULL ? gw_conn_grant(ch->bc->c) : NULL;
-
-    return g != NULL ? gw_grant_vhost(g) : "/";
-}
+const char *gw_chan_vhost(const gw_chan_t *ch) { return ch->bc->vh->name; }
 
 void gw_op_done_cb(void *arg, gt_err_t err)
 {
@@ -297,7 +292,7 @@ void gw_chan_set_last(gw_chan_t *ch, gw_str_t name)
  * another connection. */
 gw_queue_t *gw_queue_for(gw_chan_t *ch, uint32_t mid, gw_str_t name)
 {
-    gw_queue_t *q = gw_queue_find(ch->bc->b, name);
+    gw_queue_t *q = gw_queue_find(ch->bc->vh, name);
 
     if (q == NULL) {
         CH_ERR(ch, GW_NOT_FOUND, mid, "no queue '%.*s' in vhost '%s'", (int)name.len, name.ptr,
@@ -492,12 +487,15 @@ void gw_broker_chan_close(gw_bconn_t *bc, uint16_t id)
 
 gw_bconn_t *gw_broker_conn_open(gw_broker_t *b, gw_conn_t *c)
 {
-    gw_bconn_t *bc = calloc(1, sizeof(*bc));
+    const gw_grant_t *g = gw_conn_grant(c);
+    gw_vhost_t *vh = gw_vhost_get(b, gw_str(g != NULL ? gw_grant_vhost(g) : "/"), true);
+    gw_bconn_t *bc = vh != NULL ? calloc(1, sizeof(*bc)) : NULL;
 
     if (bc == NULL)
         return NULL;
     bc->refs = 1;
     bc->b = b;
+    bc->vh = vh;
     bc->c = c;
     bc->next = b->conns;
     if (b->conns != NULL)
@@ -519,7 +517,7 @@ void gw_broker_conn_close(gw_bconn_t *bc)
             gw_broker_chan_close(bc, (uint16_t)i);
     /* Its exclusive queues go with it. */
     for (uint32_t h = 0; h < GW_QMAP; h++) {
-        gw_queue_t *q = b->qmap[h], *next;
+        gw_queue_t *q = bc->vh->qmap[h], *next;
         for (; q != NULL; q = next) {
             next = q->hnext;
             if (q->exclusive && q->owner == bc)
@@ -552,10 +550,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    for (uint32_t h = 0; h < GW_QMAP; h++)
-        for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext)
-            if (q->consumers != NULL)
-                gw_queue_kick(q);
+    for (gw_vhost_t *vh = b->vhosts; vh != NULL; vh = vh->next)
+        for (uint32_t h = 0; h < GW_QMAP; h++)
+            for (gw_queue_t *q = vh->qmap[h]; q != NULL; q = q->hnext)
+                if (q->consumers != NULL)
+                    gw_queue_kick(q);
     for (gw_bconn_t *bc = b->conns; bc != NULL; bc = bc->next) {
         for (uint32_t i = 0; i <= bc->max_ch; i++) {
             gw_chan_t *ch = bc->ch[i];
@@ -593,27 +592,9 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
     pthread_cond_init(&b->cv, NULL);
     b->post_ev = event_new(base, -1, 0, post_cb, b);
     b->tick = event_new(base, -1, EV_PERSIST, tick_cb, b);
-    b->router = gw_router_new();
-    if (b->post_ev == NULL || b->tick == NULL || b->router == NULL) {
+    if (b->post_ev == NULL || b->tick == NULL || gw_vhost_get(b, gw_str("/"), true) == NULL) {
         gw_broker_free(b);
         return NULL;
-    }
-    {
-        /* RabbitMQ's predeclared exchanges (durable). */
-        static const struct {
-            const char *name;
-            gw_xtype_t type;
-            uint32_t flags;
-        } pre[] = {
-            {"amq.direct", GW_XTYPE_DIRECT, GW_XF_DURABLE},
-            {"amq.fanout", GW_XTYPE_FANOUT, GW_XF_DURABLE},
-            {"amq.topic", GW_XTYPE_TOPIC, GW_XF_DURABLE},
-            {"amq.headers", GW_XTYPE_HEADERS, GW_XF_DURABLE},
-            {"amq.match", GW_XTYPE_HEADERS, GW_XF_DURABLE},
-            {"amq.rabbitmq.trace", GW_XTYPE_TOPIC, GW_XF_DURABLE | GW_XF_INTERNAL},
-        };
-        for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++)
-            gw_route_exchange_add(b->router, gw_str(pre[i].name), pre[i].type, pre[i].flags);
     }
     b->ready_fn = ready_fn;
     b->ready_arg = ready_arg;
@@ -675,15 +656,7 @@ void gw_broker_free(gw_broker_t *b)
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu); /* the last poster has left it */
-    for (uint32_t h = 0; h < GW_QMAP; h++) {
-        while (b->qmap[h] != NULL) {
-            gw_queue_t *q = b->qmap[h];
-            b->qmap[h] = q->hnext;
-            q->gone = true;
-            gw_queue_unref(q);
-        }
-    }
-    gw_router_free(b->router);
+    gw_vhosts_free(b);
     if (b->post_ev != NULL)
         event_free(b->post_ev);
     if (b->tick != NULL)

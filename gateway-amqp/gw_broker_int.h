@@ -32,6 +32,7 @@
 #define GW_XF_INTERNAL 4u
 
 typedef struct gw_op gw_op_t;
+typedef struct gw_vhost gw_vhost_t;
 typedef struct gw_queue gw_queue_t;
 typedef struct gw_chan gw_chan_t;
 typedef struct gw_consumer gw_consumer_t;
@@ -61,9 +62,8 @@ struct gw_broker {
     struct event *post_ev, *tick;
     bool stopping;
     gw_chan_t *dirty; /* channels with confirms to send after this batch */
-    gw_queue_t *qmap[GW_QMAP];
+    gw_vhost_t *vhosts; /* gw_vhost.c: one namespace per vhost */
     gw_bconn_t *conns;
-    gw_router_t *router; /* exchanges and bindings of vhost "/" */
     int64_t invisible_ms; /* pops' invisibility, renewed at half */
     uint64_t max_message; /* body bytes per publish (406 beyond) */
     uint64_t inflight_bytes; /* records of appends not answered yet */
@@ -76,12 +76,27 @@ struct gw_broker {
     void *ready_arg;
 };
 
-/* A queue (vhost "/"): the map holds one reference while it exists. */
+/* A vhost: a namespace of its own, as in RabbitMQ (its exchanges, with
+ * its own default and amq.* ones, bindings and queues; exclusive owners
+ * and server-named queues are per vhost through the queue map).  Created
+ * for each vhost a connection opens or the durable metadata names; lives
+ * as long as the broker (gw_vhost.c). */
+struct gw_vhost {
+    gw_vhost_t *next;
+    gw_broker_t *b;
+    uint8_t nlen;
+    char name[256]; /* NUL-terminated */
+    gw_router_t *router;
+    gw_queue_t *qmap[GW_QMAP];
+};
+
+/* A queue of vhost vh: the map holds one reference while it exists. */
 struct gw_queue {
     int refs;
     bool gone;   /* deleted: out of the map */
     bool ready;  /* its store topic and group exist */
     gw_broker_t *b;
+    gw_vhost_t *vh;
     gw_queue_t *hnext;
     uint8_t nlen;
     char name[256];
@@ -97,6 +112,7 @@ struct gw_queue {
 struct gw_bconn {
     int refs;
     gw_broker_t *b;
+    gw_vhost_t *vh; /* the vhost connection.open named */
     gw_conn_t *c; /* NULL once the connection is gone */
     gw_bconn_t *prev, *next;
     uint32_t appends;    /* in flight */
@@ -242,26 +258,38 @@ bool gw_chan_allowed(gw_chan_t *ch, uint32_t mid, unsigned perm, gw_res_kind_t k
 /* ---- gw_meta.c: durable metadata */
 
 size_t gw_meta_put_s8(uint8_t *p, gw_str_t s);
-size_t gw_meta_name_key(uint8_t *k, gw_str_t name);
-size_t gw_meta_binding_key(uint8_t *k, gw_str_t src, gw_dest_kind_t kind, gw_str_t dest,
-                           gw_str_t key, gw_table_t args);
+/* Record keys begin with the vhost's name (u8 length + bytes). */
+size_t gw_meta_name_key(uint8_t *k, const gw_vhost_t *vh, gw_str_t name);
+/* Whether a binding's key fits GW_META_KEY (else it is not kept). */
+bool gw_meta_binding_fits(const gw_vhost_t *vh, gw_str_t src, gw_str_t dest, gw_str_t key);
+size_t gw_meta_binding_key(uint8_t *k, const gw_vhost_t *vh, gw_str_t src, gw_dest_kind_t kind,
+                           gw_str_t dest, gw_str_t key, gw_table_t args);
 /* Writes (or with del, deletes) a record; with ch, replies okid on it
  * once durable (the connection stalls until then).  false: no memory. */
 bool gw_meta_write(gw_broker_t *b, gw_chan_t *ch, uint32_t mid, gw_method_id_t okid,
                    bool nowait, const char *ns, const uint8_t *key, size_t klen,
                    const uint8_t *value, size_t vlen, bool del);
+/* ctx: the gw_vhost_t of the binding. */
 void gw_meta_binding_forget(void *ctx, const gw_binding_t *bd);
-bool gw_exchange_durable(gw_broker_t *b, gw_str_t name);
+bool gw_exchange_durable(gw_vhost_t *vh, gw_str_t name);
 void gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, uint8_t *v, size_t *vl);
 /* Reads the durable metadata back; the broker is ready after it. */
 bool gw_meta_load_start(gw_broker_t *b);
 
+/* ---- gw_vhost.c: vhosts */
+
+/* The vhost called name, created (with RabbitMQ's predeclared exchanges)
+ * when missing and create is set; NULL when missing or out of memory. */
+gw_vhost_t *gw_vhost_get(gw_broker_t *b, gw_str_t name, bool create);
+/* Frees every vhost (their queues are marked gone and unreferenced). */
+void gw_vhosts_free(gw_broker_t *b);
+
 /* ---- gw_queue.c: queues */
 
-gw_queue_t *gw_queue_find(gw_broker_t *b, gw_str_t name);
+gw_queue_t *gw_queue_find(gw_vhost_t *vh, gw_str_t name);
 void gw_random_bytes(void *p, size_t n);
 size_t gw_gen_name(const char *prefix, char *out, size_t cap);
-gw_queue_t *gw_queue_add(gw_broker_t *b, gw_str_t name, const char *id);
+gw_queue_t *gw_queue_add(gw_vhost_t *vh, gw_str_t name, const char *id);
 void gw_queue_drop(gw_queue_t *q);
 const char *gw_yn(bool v);
 void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m);

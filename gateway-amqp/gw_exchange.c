@@ -23,7 +23,7 @@ static void default_refused(gw_chan_t *ch, uint32_t mid)
 
 static bool exchange_known(gw_chan_t *ch, uint32_t mid, gw_str_t name)
 {
-    if (gw_route_exchange_get(ch->bc->b->router, name, NULL, NULL))
+    if (gw_route_exchange_get(ch->bc->vh->router, name, NULL, NULL))
         return true;
     CH_ERR(ch, GW_NOT_FOUND, mid, "no exchange '%.*s' in vhost '%s'", (int)name.len, name.ptr,
            GW_VHOST(ch));
@@ -33,7 +33,7 @@ static bool exchange_known(gw_chan_t *ch, uint32_t mid, gw_str_t name)
 void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
 {
     const gw_exchange_declare_t *d = &m->u.exchange_declare;
-    gw_router_t *r = ch->bc->b->router;
+    gw_router_t *r = ch->bc->vh->router;
     gw_method_t ok = {.id = GW_EXCHANGE_DECLARE_OK};
     gw_xtype_t type, cur;
     uint32_t flags = (d->durable ? GW_XF_DURABLE : 0) | (d->auto_delete ? GW_XF_AUTO_DELETE : 0) |
@@ -110,7 +110,7 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
             }
             if (d->durable) {
                 uint8_t k[GW_META_KEY], v[300];
-                size_t kl = gw_meta_name_key(k, d->exchange), vl = 0;
+                size_t kl = gw_meta_name_key(k, ch->bc->vh, d->exchange), vl = 0;
                 v[vl++] = 1;
                 v[vl++] = (uint8_t)type;
                 v[vl++] = (uint8_t)flags;
@@ -127,7 +127,7 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
 
 /* Auto-delete: an exchange that lost its last binding as a source goes. */
 typedef struct {
-    gw_broker_t *b;
+    gw_vhost_t *vh;
     gw_str_t src[16];
     char buf[16][256];
     size_t n;
@@ -137,7 +137,7 @@ static void note_lost(void *ctx, const gw_binding_t *bd)
 {
     lost_t *l = ctx;
 
-    gw_meta_binding_forget(l->b, bd);
+    gw_meta_binding_forget(l->vh, bd);
 
     for (size_t i = 0; i < l->n; i++)
         if (l->src[i].len == bd->source.len && memcmp(l->src[i].ptr, bd->source.ptr, bd->source.len) == 0)
@@ -150,17 +150,17 @@ static void note_lost(void *ctx, const gw_binding_t *bd)
 }
 
 /* Removes an exchange with its bindings and their records. */
-static void exchange_drop(gw_broker_t *b, gw_str_t name, uint32_t flags, lost_t *l)
+static void exchange_drop(gw_vhost_t *vh, gw_str_t name, uint32_t flags, lost_t *l)
 {
     if (flags & GW_XF_DURABLE) {
         uint8_t k[GW_META_KEY];
-        size_t kl = gw_meta_name_key(k, name);
-        gw_meta_write(b, NULL, 0, 0, true, GW_NS_EXCHANGE, k, kl, NULL, 0, true);
+        size_t kl = gw_meta_name_key(k, vh, name);
+        gw_meta_write(vh->b, NULL, 0, 0, true, GW_NS_EXCHANGE, k, kl, NULL, 0, true);
     }
     if (l != NULL)
-        gw_route_exchange_remove(b->router, name, note_lost, l);
+        gw_route_exchange_remove(vh->router, name, note_lost, l);
     else
-        gw_route_exchange_remove(b->router, name, gw_meta_binding_forget, b);
+        gw_route_exchange_remove(vh->router, name, gw_meta_binding_forget, vh);
 }
 
 static void auto_delete_sources(gw_router_t *r, lost_t *l)
@@ -169,14 +169,14 @@ static void auto_delete_sources(gw_router_t *r, lost_t *l)
         uint32_t f;
         if (gw_route_exchange_get(r, l->src[i], NULL, &f) && (f & GW_XF_AUTO_DELETE) &&
             gw_route_count_source(r, l->src[i]) == 0)
-            exchange_drop(l->b, l->src[i], f, NULL);
+            exchange_drop(l->vh, l->src[i], f, NULL);
     }
 }
 
 void gw_on_exchange_delete(gw_chan_t *ch, const gw_method_t *m)
 {
     const gw_exchange_delete_t *d = &m->u.exchange_delete;
-    gw_router_t *r = ch->bc->b->router;
+    gw_router_t *r = ch->bc->vh->router;
     gw_method_t ok = {.id = GW_EXCHANGE_DELETE_OK};
     lost_t *l;
 
@@ -195,12 +195,12 @@ void gw_on_exchange_delete(gw_chan_t *ch, const gw_method_t *m)
         uint32_t f = 0;
         gw_route_exchange_get(r, d->exchange, NULL, &f);
         if ((l = calloc(1, sizeof(*l))) != NULL) {
-            l->b = ch->bc->b;
-            exchange_drop(ch->bc->b, d->exchange, f, l);
+            l->vh = ch->bc->vh;
+            exchange_drop(ch->bc->vh, d->exchange, f, l);
             auto_delete_sources(r, l);
             free(l);
         } else {
-            exchange_drop(ch->bc->b, d->exchange, f, NULL);
+            exchange_drop(ch->bc->vh, d->exchange, f, NULL);
         }
     }
     if (!d->nowait)
@@ -211,7 +211,7 @@ static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_
                         gw_str_t dest, gw_str_t key, gw_table_t args, bool bind, bool nowait,
                         gw_method_id_t okid)
 {
-    gw_router_t *r = ch->bc->b->router;
+    gw_router_t *r = ch->bc->vh->router;
     gw_method_t ok = {.id = okid};
     gt_err_t rc;
 
@@ -237,14 +237,15 @@ static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_
                 return;
             }
         }
+        gw_vhost_t *vh = ch->bc->vh;
         rc = gw_route_bind(r, src, kind, dest, key, args, NULL);
-        if (rc == GT_OK && gw_exchange_durable(ch->bc->b, src) &&
-            (kind == GW_DEST_EXCHANGE ? gw_exchange_durable(ch->bc->b, dest)
-                                      : gw_queue_find(ch->bc->b, dest) != NULL &&
-                                            gw_queue_find(ch->bc->b, dest)->durable) &&
-            src.len + dest.len + key.len + 16 <= GW_META_KEY) {
+        if (rc == GT_OK && gw_exchange_durable(vh, src) &&
+            (kind == GW_DEST_EXCHANGE ? gw_exchange_durable(vh, dest)
+                                      : gw_queue_find(vh, dest) != NULL &&
+                                            gw_queue_find(vh, dest)->durable) &&
+            gw_meta_binding_fits(vh, src, dest, key)) {
             uint8_t k[GW_META_KEY + 64];
-            size_t kl = gw_meta_binding_key(k, src, kind, dest, key, args);
+            size_t kl = gw_meta_binding_key(k, vh, src, kind, dest, key, args);
             if (gw_meta_write(ch->bc->b, ch, mid, okid, nowait, GW_NS_BINDING, k, kl,
                            args.ptr != NULL ? args.ptr : (const uint8_t *)"", args.len, false))
                 return;
@@ -254,7 +255,7 @@ static void bind_common(gw_chan_t *ch, uint32_t mid, gw_str_t src, gw_dest_kind_
         bool removed = false;
         rc = gw_route_unbind(r, src, kind, dest, key, args, &removed);
         if (l != NULL) {
-            l->b = ch->bc->b;
+            l->vh = ch->bc->vh;
             if (rc == GT_OK && removed) {
                 gw_binding_t bd = {.source = src, .dest_kind = kind, .dest = dest, .key = key,
                                    .args = args};
@@ -292,7 +293,7 @@ void gw_on_queue_bind(gw_chan_t *ch, const gw_method_t *m)
         default_refused(ch, m->id);
         return;
     }
-    if (bind || gw_queue_find(ch->bc->b, name) != NULL) {
+    if (bind || gw_queue_find(ch->bc->vh, name) != NULL) {
         if (gw_queue_for(ch, m->id, name) == NULL)
             return;
     }

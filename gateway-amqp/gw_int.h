@@ -78,6 +78,8 @@ void gw_broker_stop(gw_broker_t *b);
  * running, then frees.  NULL-safe. */
 void gw_broker_free(gw_broker_t *b);
 
+/* After connection.open: the connection works in the vhost of its grant
+ * (gw_conn_grant), looked up here once.  NULL: out of memory. */
 gw_bconn_t *gw_broker_conn_open(gw_broker_t *b, gw_conn_t *c);
 /* The connection is gone (c must not be used any more): its channels
  * close, unacked deliveries go back, its exclusive queues are deleted. */

@@ -23,7 +23,9 @@
  *                  exchange) + destination (u8 + bytes) + routing key (u8 +
  *                  bytes) + FNV-1a 64 of the arguments as sent;
  *                  value: the arguments table
- * A binding is durable when its source and destination are. */
+ * A binding is durable when its source and destination are.  The vhost in
+ * each key is the vhost the object lives in; at start every record goes
+ * back into its own vhost (gw_vhost_get), the vhost created if needed. */
 
 size_t gw_meta_put_s8(uint8_t *p, gw_str_t s)
 {
@@ -32,19 +34,26 @@ size_t gw_meta_put_s8(uint8_t *p, gw_str_t s)
     return 1 + s.len;
 }
 
-size_t gw_meta_name_key(uint8_t *k, gw_str_t name)
+static gw_str_t vh_str(const gw_vhost_t *vh) { return (gw_str_t){vh->name, vh->nlen}; }
+
+size_t gw_meta_name_key(uint8_t *k, const gw_vhost_t *vh, gw_str_t name)
 {
-    size_t n = gw_meta_put_s8(k, gw_str("/"));
+    size_t n = gw_meta_put_s8(k, vh_str(vh));
 
     memcpy(k + n, name.ptr, name.len);
     return n + name.len;
 }
 
-size_t gw_meta_binding_key(uint8_t *k, gw_str_t src, gw_dest_kind_t kind, gw_str_t dest,
-                          gw_str_t key, gw_table_t args)
+bool gw_meta_binding_fits(const gw_vhost_t *vh, gw_str_t src, gw_str_t dest, gw_str_t key)
+{
+    return (size_t)vh->nlen + src.len + dest.len + key.len + 16 <= GW_META_KEY;
+}
+
+size_t gw_meta_binding_key(uint8_t *k, const gw_vhost_t *vh, gw_str_t src, gw_dest_kind_t kind,
+                           gw_str_t dest, gw_str_t key, gw_table_t args)
 {
     uint64_t h = 1469598103934665603ull;
-    size_t n = gw_meta_put_s8(k, gw_str("/"));
+    size_t n = gw_meta_put_s8(k, vh_str(vh));
 
     n += gw_meta_put_s8(k + n, src);
     k[n++] = kind == GW_DEST_EXCHANGE ? 1 : 0;
@@ -126,21 +135,21 @@ bool gw_meta_write(gw_broker_t *b, gw_chan_t *ch, uint32_t mid, gw_method_id_t o
 
 void gw_meta_binding_forget(void *ctx, const gw_binding_t *bd)
 {
-    gw_broker_t *b = ctx;
+    gw_vhost_t *vh = ctx;
     uint8_t k[GW_META_KEY + 64];
     size_t n;
 
-    if (bd->source.len + bd->dest.len + bd->key.len + 16 > GW_META_KEY)
+    if (!gw_meta_binding_fits(vh, bd->source, bd->dest, bd->key))
         return;
-    n = gw_meta_binding_key(k, bd->source, bd->dest_kind, bd->dest, bd->key, bd->args);
-    gw_meta_write(b, NULL, 0, 0, true, GW_NS_BINDING, k, n, NULL, 0, true);
+    n = gw_meta_binding_key(k, vh, bd->source, bd->dest_kind, bd->dest, bd->key, bd->args);
+    gw_meta_write(vh->b, NULL, 0, 0, true, GW_NS_BINDING, k, n, NULL, 0, true);
 }
 
-bool gw_exchange_durable(gw_broker_t *b, gw_str_t name)
+bool gw_exchange_durable(gw_vhost_t *vh, gw_str_t name)
 {
     uint32_t f = 0;
 
-    return gw_route_exchange_get(b->router, name, NULL, &f) && (f & GW_XF_DURABLE);
+    return gw_route_exchange_get(vh->router, name, NULL, &f) && (f & GW_XF_DURABLE);
 }
 
 /* The queue's record: key and value into k (GW_META_KEY) and v (64). */
@@ -148,7 +157,7 @@ void gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, uint8_t *
 {
     size_t n = 0;
 
-    *kl = gw_meta_name_key(k, (gw_str_t){q->name, q->nlen});
+    *kl = gw_meta_name_key(k, q->vh, (gw_str_t){q->name, q->nlen});
     v[n++] = 1;
     v[n++] = (uint8_t)((q->durable ? 1 : 0) | (q->auto_delete ? 2 : 0));
     n += gw_meta_put_s8(v + n, gw_str(q->id));
@@ -283,10 +292,17 @@ static void forget_rec(gw_broker_t *b, const char *ns, const lrec_t *r)
 static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
 {
     size_t at = 0;
-    gw_str_t vh, name;
+    gw_str_t vname, name;
+    gw_vhost_t *vh;
 
-    if (!get_s8(r->key, r->klen, &at, &vh) || !gw_str_eq(vh, "/"))
-        return; /* other vhosts come with configured vhosts */
+    if (!get_s8(r->key, r->klen, &at, &vname))
+        return;
+    /* Each record into its own vhost; one no longer configured is kept
+     * (unreachable until it is again), so are its queues' messages. */
+    if ((vh = gw_vhost_get(b, vname, true)) == NULL) {
+        GT_LOG(WARN, "amqp", "out of memory for vhost '%.*s'", (int)vname.len, vname.ptr);
+        return;
+    }
     if (phase == 0) {
         size_t v = 3;
         gw_str_t ae;
@@ -294,10 +310,10 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         if (r->vlen < 4 || r->value[0] != 1 || r->value[1] > GW_XTYPE_HEADERS ||
             !get_s8(r->value, r->vlen, &v, &ae))
             return;
-        if (gw_route_exchange_add(b->router, name, (gw_xtype_t)r->value[1], r->value[2]) ==
+        if (gw_route_exchange_add(vh->router, name, (gw_xtype_t)r->value[1], r->value[2]) ==
                 GT_OK &&
             ae.len > 0)
-            gw_route_exchange_set_alternate(b->router, name, &ae);
+            gw_route_exchange_set_alternate(vh->router, name, &ae);
     } else if (phase == 1) {
         size_t v = 2;
         gw_str_t id;
@@ -305,11 +321,11 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         gw_queue_t *q;
         name = (gw_str_t){(const char *)r->key + at, r->klen - at};
         if (r->vlen < 3 || r->value[0] != 1 || !get_s8(r->value, r->vlen, &v, &id) ||
-            id.len >= sizeof(idbuf) || gw_queue_find(b, name) != NULL)
+            id.len >= sizeof(idbuf) || gw_queue_find(vh, name) != NULL)
             return;
         memcpy(idbuf, id.ptr, id.len);
         idbuf[id.len] = '\0';
-        if ((q = gw_queue_add(b, name, idbuf)) == NULL)
+        if ((q = gw_queue_add(vh, name, idbuf)) == NULL)
             return;
         q->durable = true;
         q->auto_delete = (r->value[1] & 2) != 0;
@@ -323,8 +339,8 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         kind = r->key[at++];
         if (!get_s8(r->key, r->klen, &at, &dest) || !get_s8(r->key, r->klen, &at, &key))
             return;
-        if ((kind == 0 && gw_queue_find(b, dest) == NULL) ||
-            gw_route_bind(b->router, src, kind == 1 ? GW_DEST_EXCHANGE : GW_DEST_QUEUE, dest,
+        if ((kind == 0 && gw_queue_find(vh, dest) == NULL) ||
+            gw_route_bind(vh->router, src, kind == 1 ? GW_DEST_EXCHANGE : GW_DEST_QUEUE, dest,
                           key, args, NULL) != GT_OK)
             forget_rec(b, GW_NS_BINDING, r); /* an end is gone */
     }
@@ -347,9 +363,11 @@ static void sweep_fn(gw_op_t *op)
     for (size_t i = 0; i < o->n && op->err == GT_OK && !b->stopping; i++) {
         bool used = false;
         gw_op_t *d;
-        for (uint32_t h = 0; h < GW_QMAP && !used; h++)
-            for (gw_queue_t *q = b->qmap[h]; q != NULL && !used; q = q->hnext)
-                used = strcmp(q->id, o->names[i]) == 0;
+        /* any vhost's queue (the loaded ones of every vhost) */
+        for (gw_vhost_t *vh = b->vhosts; vh != NULL && !used; vh = vh->next)
+            for (uint32_t h = 0; h < GW_QMAP && !used; h++)
+                for (gw_queue_t *q = vh->qmap[h]; q != NULL && !used; q = q->hnext)
+                    used = strcmp(q->id, o->names[i]) == 0;
         if (used)
             continue;
         if ((d = gw_op_new(b, sizeof(*d), gw_op_free_fn)) != NULL)
@@ -401,13 +419,15 @@ static void load_fn(gw_op_t *op)
         load_next(b, o);
         return;
     }
-    {
+    for (gw_vhost_t *vh = b->vhosts; vh != NULL; vh = vh->next) {
         size_t nq = 0;
         for (uint32_t h = 0; h < GW_QMAP; h++)
-            for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext)
+            for (gw_queue_t *q = vh->qmap[h]; q != NULL; q = q->hnext)
                 nq++;
-        GT_LOG(INFO, "amqp", "durable metadata read: %zu exchanges, %zu queues, %zu bindings",
-               gw_route_exchange_count(b->router), nq, gw_route_binding_count(b->router));
+        GT_LOG(INFO, "amqp",
+               "durable metadata read: vhost '%s': %zu exchanges, %zu queues, %zu bindings",
+               vh->name, gw_route_exchange_count(vh->router), nq,
+               gw_route_binding_count(vh->router));
     }
     free(o);
     if (!b->stopping) {
@@ -418,15 +438,16 @@ static void load_fn(gw_op_t *op)
     /* deliveries of an earlier run have no consumer any more: they come
      * back at once (redelivered) before the listener accepts */
     b->requeues = 1;
-    for (uint32_t h = 0; h < GW_QMAP && !b->stopping; h++)
-        for (gw_queue_t *q = b->qmap[h]; q != NULL; q = q->hnext) {
-            requeue_op_t *r = gw_op_new(b, sizeof(*r), requeue_fn);
-            if (r == NULL)
-                continue;
-            memcpy(r->id, q->id, sizeof(r->id));
-            b->requeues++;
-            st_requeue(b->store, q->id, q->id, requeue_cb, r);
-        }
+    for (gw_vhost_t *vh = b->vhosts; vh != NULL; vh = vh->next)
+        for (uint32_t h = 0; h < GW_QMAP && !b->stopping; h++)
+            for (gw_queue_t *q = vh->qmap[h]; q != NULL; q = q->hnext) {
+                requeue_op_t *r = gw_op_new(b, sizeof(*r), requeue_fn);
+                if (r == NULL)
+                    continue;
+                memcpy(r->id, q->id, sizeof(r->id));
+                b->requeues++;
+                st_requeue(b->store, q->id, q->id, requeue_cb, r);
+            }
     requeue_done(b);
 }
 

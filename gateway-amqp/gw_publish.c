@@ -339,7 +339,7 @@ out:
  * header keys, as RabbitMQ) and appends it once to the queues reached. */
 static void publish_route(gw_chan_t *ch)
 {
-    gw_broker_t *b = ch->bc->b;
+    gw_vhost_t *vh = ch->bc->vh;
     gw_str_t ex = {ch->ex, ch->exlen}, rk = {ch->rk, ch->rklen};
     gw_table_t hdrs = {ch->hdr_len > 0 ? ch->pbuf + ch->hdr_off : NULL, ch->hdr_len};
     gw_str_t kstack[16], *keys = kstack;
@@ -388,7 +388,7 @@ static void publish_route(gw_chan_t *ch)
             nkeys = 0;
         }
         for (size_t i = 0; i < nkeys; i++) {
-            gw_queue_t *q = gw_queue_find(b, keys[i]);
+            gw_queue_t *q = gw_queue_find(vh, keys[i]);
             bool seen = false;
             for (size_t k = 0; k < routed && !seen; k++)
                 seen = qs[k] == q;
@@ -397,7 +397,7 @@ static void publish_route(gw_chan_t *ch)
         }
     } else {
         gw_route_out_t out = {0};
-        gt_err_t rc = gw_route(b->router, ex, keys, nkeys, hdrs, &out);
+        gt_err_t rc = gw_route(vh->router, ex, keys, nkeys, hdrs, &out);
         if (rc != GT_OK && rc != GT_ENOTFOUND && pub != NULL)
             pub->failed = true;
         if (rc == GT_OK && out.n > qcap && (qs = calloc(out.n, sizeof(*qs))) == NULL) {
@@ -407,7 +407,7 @@ static void publish_route(gw_chan_t *ch)
                 pub->failed = true;
         }
         for (size_t i = 0; rc == GT_OK && i < out.n; i++) {
-            gw_queue_t *q = gw_queue_find(b, out.queues[i]);
+            gw_queue_t *q = gw_queue_find(vh, out.queues[i]);
             if (q != NULL && !q->gone && q->ready)
                 qs[routed++] = q;
         }
@@ -464,7 +464,7 @@ void gw_publish_method(gw_chan_t *ch, const gw_method_t *m)
         return;
     if (p->exchange.len > 0) {
         uint32_t flags = 0;
-        if (!gw_route_exchange_get(ch->bc->b->router, p->exchange, NULL, &flags)) {
+        if (!gw_route_exchange_get(ch->bc->vh->router, p->exchange, NULL, &flags)) {
             CH_ERR(ch, GW_NOT_FOUND, m->id, "no exchange '%.*s' in vhost '%s'",
                    (int)p->exchange.len, p->exchange.ptr, GW_VHOST(ch));
             return;

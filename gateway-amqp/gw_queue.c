@@ -1,5 +1,8 @@
-/* The AMQP broker's queues: the name map, queue.declare / delete / purge.
- * A queue is a store topic (one queue) plus a group named by its id. */
+/* The AMQP broker's queues: the name map (one per vhost), queue.declare /
+ * delete / purge.  A queue is a store topic (one queue) plus a group named
+ * by its id, AMQP-q- and 16 random hex digits: ids never derive from the
+ * vhost or name, so that queues of the same name in two vhosts have ids of
+ * their own, and an id once given is kept in the queue's durable record. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +24,9 @@ static uint32_t name_hash(const char *p, size_t n)
     return h;
 }
 
-gw_queue_t *gw_queue_find(gw_broker_t *b, gw_str_t name)
+gw_queue_t *gw_queue_find(gw_vhost_t *vh, gw_str_t name)
 {
-    gw_queue_t *q = b->qmap[name_hash(name.ptr, name.len) % GW_QMAP];
+    gw_queue_t *q = vh->qmap[name_hash(name.ptr, name.len) % GW_QMAP];
 
     for (; q != NULL; q = q->hnext)
         if (q->nlen == name.len && memcmp(q->name, name.ptr, name.len) == 0)
@@ -79,8 +82,9 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     gw_queue_kick(arg);
 }
 
-gw_queue_t *gw_queue_add(gw_broker_t *b, gw_str_t name, const char *id)
+gw_queue_t *gw_queue_add(gw_vhost_t *vh, gw_str_t name, const char *id)
 {
+    gw_broker_t *b = vh->b;
     gw_queue_t *q = calloc(1, sizeof(*q));
     uint8_t r[8];
     uint32_t h;
@@ -94,6 +98,7 @@ gw_queue_t *gw_queue_add(gw_broker_t *b, gw_str_t name, const char *id)
     }
     q->refs = 1;
     q->b = b;
+    q->vh = vh;
     q->nlen = (uint8_t)name.len;
     memcpy(q->name, name.ptr, name.len);
     gw_random_bytes(r, sizeof(r));
@@ -103,8 +108,8 @@ gw_queue_t *gw_queue_add(gw_broker_t *b, gw_str_t name, const char *id)
         snprintf(q->id, sizeof(q->id), "AMQP-q-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
                  r[2], r[3], r[4], r[5], r[6], r[7]);
     h = name_hash(name.ptr, name.len) % GW_QMAP;
-    q->hnext = b->qmap[h];
-    b->qmap[h] = q;
+    q->hnext = vh->qmap[h];
+    vh->qmap[h] = q;
     return q;
 }
 
@@ -114,7 +119,7 @@ gw_queue_t *gw_queue_add(gw_broker_t *b, gw_str_t name, const char *id)
 void gw_queue_drop(gw_queue_t *q)
 {
     gw_broker_t *b = q->b;
-    gw_queue_t **pp = &b->qmap[name_hash(q->name, q->nlen) % GW_QMAP];
+    gw_queue_t **pp = &q->vh->qmap[name_hash(q->name, q->nlen) % GW_QMAP];
     gw_op_t *op;
 
     if (q->gone)
@@ -127,10 +132,11 @@ void gw_queue_drop(gw_queue_t *q)
     event_del(q->kick_ev);
     while (q->consumers != NULL)
         gw_consumer_remove(q->consumers, true);
-    gw_route_unbind_queue(b->router, (gw_str_t){q->name, q->nlen}, gw_meta_binding_forget, b);
+    gw_route_unbind_queue(q->vh->router, (gw_str_t){q->name, q->nlen}, gw_meta_binding_forget,
+                          q->vh);
     if (q->durable && !q->exclusive && !b->stopping) {
         uint8_t k[GW_META_KEY];
-        size_t kl = gw_meta_name_key(k, (gw_str_t){q->name, q->nlen});
+        size_t kl = gw_meta_name_key(k, q->vh, (gw_str_t){q->name, q->nlen});
         gw_meta_write(b, NULL, 0, 0, true, GW_NS_QUEUE, k, kl, NULL, 0, true);
     }
     if (q->ready) {
@@ -302,7 +308,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
         }
         if (!gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_QUEUE, name))
             return;
-        q = gw_queue_find(b, name);
+        q = gw_queue_find(ch->bc->vh, name);
         if (q != NULL) {
             if ((q->exclusive && q->owner != ch->bc) || q->exclusive != d->exclusive) {
                 CH_ERR(ch, GW_RESOURCE_LOCKED, m->id,
@@ -323,7 +329,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                 return;
             }
         } else {
-            if ((q = gw_queue_add(b, name, NULL)) == NULL) {
+            if ((q = gw_queue_add(ch->bc->vh, name, NULL)) == NULL) {
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
                 return;
             }
@@ -392,7 +398,7 @@ void gw_on_queue_delete(gw_chan_t *ch, const gw_method_t *m)
     if (!gw_chan_queue_name(ch, m->id, d->queue, &name) ||
         !gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_QUEUE, name))
         return;
-    q = gw_queue_find(ch->bc->b, name);
+    q = gw_queue_find(ch->bc->vh, name);
     if (q == NULL) {
         gw_method_t r = {.id = GW_QUEUE_DELETE_OK};
         if (!d->nowait)
