@@ -31,6 +31,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_delay.h"
 
 /* ---- references -------------------------------------------------------- */
 
@@ -634,6 +635,7 @@ void gw_broker_stop(gw_broker_t *b)
         return;
     b->stopping = true;
     event_del(b->tick);
+    gw_delay_stop(b);
 }
 
 void gw_broker_free(gw_broker_t *b)
@@ -641,6 +643,7 @@ void gw_broker_free(gw_broker_t *b)
     if (b == NULL)
         return;
     b->stopping = true;
+    gw_delay_stop(b);
     /* The loop has stopped: run the store's last answers here. */
     pthread_mutex_lock(&b->mu);
     while (b->ops > 0) {
@@ -656,6 +659,7 @@ void gw_broker_free(gw_broker_t *b)
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu); /* the last poster has left it */
+    gw_delay_free(b);
     gw_vhosts_free(b);
     if (b->post_ev != NULL)
         event_free(b->post_ev);

@@ -30,6 +30,7 @@
 #define GW_XF_DURABLE 1u
 #define GW_XF_AUTO_DELETE 2u
 #define GW_XF_INTERNAL 4u
+#define GW_XF_DELAYED 8u /* x-delayed-message (gw_delay.c) */
 
 typedef struct gw_op gw_op_t;
 typedef struct gw_vhost gw_vhost_t;
@@ -40,6 +41,7 @@ typedef struct gw_unacked gw_unacked_t;
 typedef struct gw_pub gw_pub_t;
 typedef struct gw_txmsg gw_txmsg_t;
 typedef struct gw_txack gw_txack_t;
+typedef struct gw_delay gw_delay_t; /* gw_delay.c */
 
 typedef void (*gw_op_fn)(gw_op_t *op);
 
@@ -74,6 +76,7 @@ struct gw_broker {
     uint32_t requeues;   /* at start: queues whose deliveries are given back */
     void (*ready_fn)(void *arg);
     void *ready_arg;
+    gw_delay_t *delay; /* the x-delayed-message timers (gw_delay.c) */
 };
 
 /* A vhost: a namespace of its own, as in RabbitMQ (its exchanges, with
@@ -323,6 +326,10 @@ void gw_on_basic_recover(gw_chan_t *ch, const gw_method_t *m);
 void gw_confirms_flush(gw_chan_t *ch);
 void gw_bconn_appends_done(gw_bconn_t *bc);
 void gw_publish_done(gw_chan_t *ch);
+/* Appends the channel's assembled record to topic as a store timer due
+ * at due_ms (wall clock), with property "vhost"; pub as for a publish. */
+void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *topic,
+                      const char *vhost);
 void gw_publish_method(gw_chan_t *ch, const gw_method_t *m);
 void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h);
 void gw_publish_body(gw_chan_t *ch, gw_bytes_t body);

@@ -8,6 +8,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_delay.h"
 
 /* ---- exchanges and bindings (the router, gw_route.h) -------------------- */
 
@@ -54,7 +55,10 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
     if (d->exchange.len > 0 &&
         !gw_chan_allowed(ch, m->id, GW_PERM_CONFIGURE, GW_RES_EXCHANGE, d->exchange))
         return;
-    if (gw_xtype_parse(d->type, &type) != GT_OK) {
+    if (gw_str_eq(d->type, "x-delayed-message")) {
+        type = GW_XTYPE_DIRECT; /* x-delayed-type, checked on creation */
+        flags |= GW_XF_DELAYED;
+    } else if (gw_xtype_parse(d->type, &type) != GT_OK) {
         gw_conn_error(ch->bc->c, GW_COMMAND_INVALID, m->id, "unknown exchange type '%.*s'",
                       (int)d->type.len, d->type.ptr);
         return;
@@ -70,12 +74,15 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
         } fl[] = {{GW_XF_DURABLE, "durable"},
                   {GW_XF_AUTO_DELETE, "auto_delete"},
                   {GW_XF_INTERNAL, "internal"}};
-        if (cur != type) {
+        /* A delayed exchange's type is x-delayed-message whatever its
+         * x-delayed-type (which a redeclare does not compare, as RabbitMQ). */
+        const char *tn = (flags & GW_XF_DELAYED) ? "x-delayed-message" : gw_xtype_name(type),
+                   *cn = (curf & GW_XF_DELAYED) ? "x-delayed-message" : gw_xtype_name(cur);
+        if (strcmp(tn, cn) != 0) {
             CH_ERR(ch, GW_PRECONDITION_FAILED, m->id,
                    "inequivalent arg 'type' for exchange '%.*s' in vhost '%s': received '%s' but "
                    "current is '%s'",
-                   (int)d->exchange.len, d->exchange.ptr, GW_VHOST(ch), gw_xtype_name(type),
-                   gw_xtype_name(cur));
+                   (int)d->exchange.len, d->exchange.ptr, GW_VHOST(ch), tn, cn);
             return;
         }
         for (size_t i = 0; i < sizeof(fl) / sizeof(fl[0]); i++) {
@@ -95,6 +102,8 @@ void gw_on_exchange_declare(gw_chan_t *ch, const gw_method_t *m)
                    d->exchange.ptr);
             return;
         }
+        if ((flags & GW_XF_DELAYED) && !gw_delay_declare(ch, m->id, d->arguments, &type))
+            return;
         if (gw_route_exchange_add(r, d->exchange, type, flags) != GT_OK) {
             CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "cannot declare exchange '%.*s'",
                    (int)d->exchange.len, d->exchange.ptr);

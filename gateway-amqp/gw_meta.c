@@ -9,6 +9,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_delay.h"
 
 /* ---- durable metadata (st_meta_*) -------------------------------------- *
  * Durable queues, exchanges and bindings are records in the store's
@@ -438,6 +439,10 @@ static void load_fn(gw_op_t *op)
     /* deliveries of an earlier run have no consumer any more: they come
      * back at once (redelivered) before the listener accepts */
     b->requeues = 1;
+    if (!b->stopping) { /* the delayed messages' timers topic (gw_delay.c) */
+        b->requeues++;
+        gw_delay_start(b, requeue_done);
+    }
     for (gw_vhost_t *vh = b->vhosts; vh != NULL; vh = vh->next)
         for (uint32_t h = 0; h < GW_QMAP && !b->stopping; h++)
             for (gw_queue_t *q = vh->qmap[h]; q != NULL; q = q->hnext) {

@@ -8,6 +8,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_delay.h"
 
 /* ---- publishing -------------------------------------------------------- */
 
@@ -102,7 +103,9 @@ static void append_fn(gw_op_t *op)
     append_op_t *o = (append_op_t *)op;
     gw_chan_t *ch = o->ch;
 
-    if (op->err != GT_OK)
+    if (op->err != GT_OK && o->nq == 0)
+        GT_LOG(WARN, "amqp", "append of a delayed message failed: %s", gt_err_str(op->err));
+    else if (op->err != GT_OK)
         GT_LOG(WARN, "amqp", "append to queue '%.*s' (%s)%s failed: %s", (int)o->qs[0]->nlen,
                o->qs[0]->name, o->qs[0]->id, o->nq > 1 ? " and others" : "",
                gt_err_str(op->err));
@@ -177,8 +180,31 @@ void gw_bconn_appends_done(gw_bconn_t *bc)
     }
 }
 
-/* Appends the assembled message to the n queues reached (one record). */
+/* Appends the assembled message to the n queues reached (one record),
+ * or with n == 0 to timer->topic as a timer due at timer->due_ms. */
+typedef struct {
+    const char *topic, *vhost;
+    int64_t due_ms;
+} timer_dest_t;
+
+static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
+                       const timer_dest_t *timer);
+
 static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub)
+{
+    append_any(ch, qs, n, pub, NULL);
+}
+
+void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *topic,
+                      const char *vhost)
+{
+    timer_dest_t t = {topic, vhost, due_ms};
+
+    append_any(ch, NULL, 0, pub, &t);
+}
+
+static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
+                       const timer_dest_t *timer)
 {
     gw_broker_t *b = ch->bc->b;
     st_message_t msg;
@@ -224,7 +250,12 @@ static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub)
     msg.body_len = (uint32_t)ch->plen;
     msg.queue_id = 0;
     msg.born_ts_ms = (int64_t)time(NULL) * 1000;
-    if (dests == NULL) {
+    if (timer != NULL) {
+        msg.delivery_ts_ms = timer->due_ms;
+        msg.props[0] = (st_prop_t){"vhost", timer->vhost};
+        msg.nprops = 1;
+        st_append(b->store, timer->topic, &msg, 1, append_cb, o);
+    } else if (dests == NULL) {
         st_append(b->store, qs[0]->id, &msg, 1, append_cb, o);
     } else {
         st_append_multi(b->store, &msg, dests, n, append_cb, o);
@@ -379,6 +410,18 @@ static void publish_route(gw_chan_t *ch)
             ch->pubs = pub;
         ch->pubs_tail = pub;
     }
+    if (ex.len > 0 && hdrs.len > 0) {
+        /* An x-delayed-message exchange with a due x-delay: stored once
+         * as a timer, routed when it fires (gw_delay.c); like the plugin,
+         * it routes nowhere now (mandatory: basic.return). */
+        uint32_t xf = 0;
+        int64_t delay;
+        if (gw_route_exchange_get(vh->router, ex, NULL, &xf) && (xf & GW_XF_DELAYED) &&
+            (delay = gw_delay_of(hdrs)) > 0) {
+            gw_delay_publish(ch, delay, pub);
+            goto routed;
+        }
+    }
     if (ex.len == 0) {
         /* The default exchange: each key names a queue. */
         if (nkeys > qcap && (qs = calloc(nkeys, sizeof(*qs))) == NULL) {
@@ -417,6 +460,7 @@ static void publish_route(gw_chan_t *ch)
     /* Up to ST_DEST_MAX queues per record. */
     for (size_t at = 0; at < routed; at += ST_DEST_MAX)
         append_to(ch, qs + at, routed - at < ST_DEST_MAX ? routed - at : ST_DEST_MAX, pub);
+routed:
     if (routed == 0 && ch->mandatory) {
         gw_method_t m = {.id = GW_BASIC_RETURN};
         m.u.basic_return.reply_code = GW_NO_ROUTE;
