@@ -32,6 +32,7 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
+#include "gw_reply.h"
 
 /* ---- references -------------------------------------------------------- */
 
@@ -458,6 +459,7 @@ void gw_broker_chan_close(gw_bconn_t *bc, uint16_t id)
     ch->pub_on = false;
     while (ch->consumers != NULL)
         gw_consumer_remove(ch->consumers, false);
+    gw_reply_chan_closed(ch);
     /* Unacked deliveries go back at once, marked redelivered. */
     while (ch->ua != NULL) {
         gw_unacked_t *u = ch->ua;
@@ -660,6 +662,7 @@ void gw_broker_free(gw_broker_t *b)
     }
     pthread_mutex_unlock(&b->mu); /* the last poster has left it */
     gw_delay_free(b);
+    gw_reply_free(b);
     gw_vhosts_free(b);
     if (b->post_ev != NULL)
         event_free(b->post_ev);

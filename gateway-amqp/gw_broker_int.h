@@ -77,6 +77,7 @@ struct gw_broker {
     void (*ready_fn)(void *arg);
     void *ready_arg;
     gw_delay_t *delay; /* the x-delayed-message timers (gw_delay.c) */
+    struct gw_reply_tab *replies; /* direct reply-to consumers (gw_reply.c) */
 };
 
 /* A vhost: a namespace of its own, as in RabbitMQ (its exchanges, with
@@ -199,6 +200,8 @@ struct gw_chan {
     bool has_last;
     uint8_t last_len;
     char last_q[256];
+    struct gw_reply *reply; /* its amq.rabbitmq.reply-to consumer (gw_reply.c) */
+    bool fast_reply;        /* the publish asks reply_to amq.rabbitmq.reply-to */
 };
 
 struct gw_consumer {

@@ -8,6 +8,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_reply.h"
 
 /* ---- the stored record ------------------------------------------------- *
  * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
@@ -356,6 +357,10 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
     gw_queue_t *q;
     gw_consumer_t *cs;
 
+    if (gw_str_eq(bcm->queue, GW_REPLY_QUEUE)) {
+        gw_reply_consume(ch, m);
+        return;
+    }
     if (!gw_chan_queue_name(ch, m->id, bcm->queue, &name) ||
         !gw_chan_allowed(ch, m->id, GW_PERM_READ, GW_RES_QUEUE, name) ||
         (q = gw_queue_for(ch, m->id, name)) == NULL)
@@ -364,12 +369,13 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
         size_t n = gw_gen_name("amq.ctag-", gen, sizeof(gen));
         tag = (gw_str_t){gen, n};
     }
-    for (cs = ch->consumers; cs != NULL; cs = cs->cnext) {
-        if (cs->tlen == tag.len && memcmp(cs->tag, tag.ptr, tag.len) == 0) {
-            gw_conn_error(ch->bc->c, GW_NOT_ALLOWED, m->id,
-                          "attempt to reuse consumer tag '%.*s'", (int)tag.len, tag.ptr);
-            return;
-        }
+    for (cs = ch->consumers; cs != NULL; cs = cs->cnext)
+        if (cs->tlen == tag.len && memcmp(cs->tag, tag.ptr, tag.len) == 0)
+            break;
+    if (cs != NULL) { /* (the reply consumer's tag is another space, as RabbitMQ) */
+        gw_conn_error(ch->bc->c, GW_NOT_ALLOWED, m->id, "attempt to reuse consumer tag '%.*s'",
+                      (int)tag.len, tag.ptr);
+        return;
     }
     if (q->excl_consumer || (bcm->exclusive && q->nconsumers > 0)) {
         CH_ERR(ch, GW_ACCESS_REFUSED, m->id, "queue '%.*s' in vhost '%s' in exclusive use",
@@ -413,6 +419,8 @@ void gw_on_basic_cancel(gw_chan_t *ch, const gw_method_t *m)
     gw_str_t tag = m->u.basic_cancel.consumer_tag;
     gw_method_t r = {.id = GW_BASIC_CANCEL_OK};
 
+    if (gw_reply_cancel(ch, m))
+        return;
     for (gw_consumer_t *cs = ch->consumers; cs != NULL; cs = cs->cnext) {
         if (cs->tlen == tag.len && memcmp(cs->tag, tag.ptr, tag.len) == 0) {
             gw_consumer_remove(cs, false);

@@ -149,6 +149,38 @@ out:
     return ok;
 }
 
+bool gw_rec_set_reply_to(const uint8_t *rec, size_t len, gw_str_t reply_to, uint8_t **out,
+                         size_t *out_len, size_t *hdr_off, size_t *hdr_len)
+{
+    uint8_t *payload = NULL;
+    rec_view_t v;
+    gw_props_t props;
+    bool ok;
+
+    *out = NULL;
+    if (!rec_view(rec, len, &v) || !rec_props(rec, &v, len - v.body_off, &payload, &props))
+        return false;
+    props.flags |= GW_P_REPLY_TO;
+    props.reply_to = reply_to;
+    ok = rec_with_props(rec, len, &v, &props, out, out_len);
+    if (ok && hdr_off != NULL && hdr_len != NULL) {
+        /* flags, then content-type and content-encoding (shortstrs), then
+         * the headers table (u32 length + entries) */
+        size_t at = v.props_off + 2;
+        *hdr_off = *hdr_len = 0;
+        if (props.flags & GW_P_CONTENT_TYPE)
+            at += 1 + props.content_type.len;
+        if (props.flags & GW_P_CONTENT_ENCODING)
+            at += 1 + props.content_encoding.len;
+        if ((props.flags & GW_P_HEADERS) && props.headers.len > 0) {
+            *hdr_off = at + 4;
+            *hdr_len = props.headers.len;
+        }
+    }
+    free(payload);
+    return ok;
+}
+
 /* ---- declare and publish ---------------------------------------------- */
 
 bool gw_delay_declare(gw_chan_t *ch, uint32_t mid, gw_table_t args, gw_xtype_t *type)

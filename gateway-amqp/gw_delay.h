@@ -58,4 +58,10 @@ void gw_delay_free(gw_broker_t *b);
 bool gw_rec_rewrite(const uint8_t *rec, size_t len, bool drop_bcc, bool set_delay, int64_t delay,
                     uint8_t **out, size_t *out_len);
 
+/* The same record with the reply_to property set to reply_to; *hdr_off /
+ * *hdr_len (may be NULL) get the headers table's place in it (0 when
+ * none).  Owned result in *out, or false. */
+bool gw_rec_set_reply_to(const uint8_t *rec, size_t len, gw_str_t reply_to, uint8_t **out,
+                         size_t *out_len, size_t *hdr_off, size_t *hdr_len);
+
 #endif

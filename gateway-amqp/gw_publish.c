@@ -9,6 +9,7 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
+#include "gw_reply.h"
 
 /* ---- publishing -------------------------------------------------------- */
 
@@ -272,6 +273,11 @@ void gw_publish_done(gw_chan_t *ch)
     gw_txmsg_t *t;
 
     ch->pub_on = false;
+    if (ch->fast_reply) { /* reply_to amq.rabbitmq.reply-to: names ch's consumer */
+        ch->fast_reply = false;
+        if (!gw_reply_rewrite(ch))
+            return;
+    }
     if (!ch->tx) {
         publish_route(ch);
         return;
@@ -431,8 +437,13 @@ static void publish_route(gw_chan_t *ch)
             nkeys = 0;
         }
         for (size_t i = 0; i < nkeys; i++) {
-            gw_queue_t *q = gw_queue_find(vh, keys[i]);
+            gw_queue_t *q;
             bool seen = false;
+            if (keys[i].len > 22 && gw_reply_is_name(keys[i])) {
+                gw_reply_deliver(ch, keys[i]); /* direct reply-to: not a queue */
+                continue;
+            }
+            q = gw_queue_find(vh, keys[i]);
             for (size_t k = 0; k < routed && !seen; k++)
                 seen = qs[k] == q;
             if (q != NULL && !q->gone && q->ready && !seen)
@@ -561,6 +572,7 @@ void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
     ch->props_off = (size_t)(w - ch->pbuf);
     ch->props_len = h->raw_props.len;
     ch->hdr_off = ch->hdr_len = 0;
+    ch->fast_reply = (h->props.flags & GW_P_REPLY_TO) && gw_str_eq(h->props.reply_to, GW_REPLY_QUEUE);
     if ((h->props.flags & GW_P_HEADERS) && h->props.headers.ptr != NULL &&
         h->props.headers.ptr >= h->raw_props.ptr &&
         h->props.headers.ptr + h->props.headers.len <= h->raw_props.ptr + h->raw_props.len) {

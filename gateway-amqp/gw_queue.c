@@ -12,6 +12,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_reply.h"
 
 /* ---- queues ------------------------------------------------------------ */
 
@@ -294,6 +295,8 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
     gw_queue_t *q;
     qop_t *o;
 
+    if (gw_reply_declare(ch, m))
+        return;
     if (d->passive) {
         if (!gw_chan_queue_name(ch, m->id, d->queue, &name) || (q = gw_queue_for(ch, m->id, name)) == NULL)
             return;
