@@ -572,7 +572,8 @@ void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
     ch->props_off = (size_t)(w - ch->pbuf);
     ch->props_len = h->raw_props.len;
     ch->hdr_off = ch->hdr_len = 0;
-    ch->fast_reply = (h->props.flags & GW_P_REPLY_TO) && gw_str_eq(h->props.reply_to, GW_REPLY_QUEUE);
+    ch->fast_reply =
+        (h->props.flags & GW_P_REPLY_TO) && gw_str_eq(h->props.reply_to, GW_REPLY_QUEUE);
     if ((h->props.flags & GW_P_HEADERS) && h->props.headers.ptr != NULL &&
         h->props.headers.ptr >= h->raw_props.ptr &&
         h->props.headers.ptr + h->props.headers.len <= h->raw_props.ptr + h->raw_props.len) {

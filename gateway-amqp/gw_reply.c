@@ -157,7 +157,8 @@ bool gw_reply_declare(gw_chan_t *ch, const gw_method_t *m)
      * of a live reply name, with 0 messages and 1 consumer. */
     if (!gw_str_eq(d->queue, GW_REPLY_QUEUE) && !(d->passive && gw_reply_is_name(d->queue)))
         return false;
-    if (!gw_str_eq(d->queue, GW_REPLY_QUEUE) && reply_find(ch->bc->b, ch->bc->vh, d->queue) == NULL) {
+    if (!gw_str_eq(d->queue, GW_REPLY_QUEUE) &&
+        reply_find(ch->bc->b, ch->bc->vh, d->queue) == NULL) {
         CH_ERR(ch, GW_NOT_FOUND, m->id, "no queue '%.*s' in vhost '%s'", (int)d->queue.len,
                d->queue.ptr, GW_VHOST(ch));
         return true;
