@@ -1,6 +1,6 @@
 /* The AMQP broker's internals, shared by gw_broker.c (references, store
- * requests, channels, dispatch), gw_queue.c, gw_consume.c, gw_publish.c,
- * gw_exchange.c and gw_meta.c.  Everything here is owned by the gateway's
+ * requests, channels, dispatch), gw_vhost.c, gw_queue.c, gw_consume.c,
+ * gw_publish.c, gw_exchange.c and gw_meta.c.  Everything here is owned by the gateway's
  * event-loop thread (see gw_broker.c), except gw_broker_t.mu's fields. */
 #ifndef GW_BROKER_INT_H
 #define GW_BROKER_INT_H
