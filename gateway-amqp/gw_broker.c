@@ -237,6 +237,7 @@ static void requeue_fn(gw_op_t *op)
     requeue_op_t *r = (requeue_op_t *)op;
     gw_queue_t *q = r->q;
 
+    q->requeuing--;
     if (!q->gone && !q->b->stopping && q->kick_ev != NULL) {
         struct timeval tv = {0, 0}; /* due at once: look from the loop */
         event_add(q->kick_ev, &tv);
@@ -262,6 +263,7 @@ void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle)
         return;
     gw_queue_ref(q);
     r->q = q;
+    q->requeuing++;
     st_change_invisible(b->store, q->id, q->id, handle, 0, requeue_cb, r);
 }
 

@@ -111,6 +111,9 @@ struct gw_queue {
     uint32_t nconsumers;
     bool had_consumer, excl_consumer;
     struct event *kick_ev;
+    uint32_t requeuing; /* requeues (change_invisible 0) not answered yet */
+    bool sac;           /* x-single-active-consumer (gw_sac.c) */
+    gw_consumer_t *sac_active, *sac_drain; /* not references: see gw_sac.h */
 };
 
 struct gw_bconn {

@@ -9,6 +9,7 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_reply.h"
+#include "gw_sac.h"
 
 /* ---- the stored record ------------------------------------------------- *
  * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
@@ -109,8 +110,8 @@ void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u)
     else
         ch->ua_tail = u->prev;
     ch->unacked--;
-    if (u->cs != NULL)
-        u->cs->unacked--;
+    if (u->cs != NULL && --u->cs->unacked == 0 && u->cs->gone)
+        gw_sac_drained(u->cs);
 }
 
 void gw_ua_free(gw_unacked_t *u)
@@ -146,7 +147,8 @@ static uint32_t cs_credit(const gw_consumer_t *cs)
     uint32_t n = GW_POP_BATCH;
     gw_conn_t *c = ch->bc->c;
 
-    if (cs->gone || !gw_chan_live(ch) || cs->q->gone || !cs->q->ready || ch->bc->b->stopping)
+    if (cs->gone || !gw_chan_live(ch) || cs->q->gone || !cs->q->ready || ch->bc->b->stopping ||
+        !gw_sac_may_deliver(cs))
         return 0;
     if (gw_conn_out_len(c) > gw_conn_out_limit(c) / 2)
         return 0;
@@ -227,6 +229,8 @@ static void consume_fn(gw_op_t *op)
         }
         free(p->body);
     }
+    if (cs->gone && cs->unacked == 0)
+        gw_sac_drained(cs); /* its last pop is in: the next may take over */
     if (!cs->gone && op->err == GT_OK && (o->n == o->asked || cs->rekick)) {
         cs->rekick = false;
         gw_consumer_pump(cs);
@@ -315,6 +319,7 @@ void gw_consumer_remove(gw_consumer_t *cs, bool notify)
     q->nconsumers--;
     if (cs->exclusive)
         q->excl_consumer = false;
+    gw_sac_removed(cs);
     for (pp = &ch->consumers; *pp != NULL && *pp != cs; pp = &(*pp)->cnext)
         ;
     if (*pp == cs)
@@ -377,7 +382,7 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
                       (int)tag.len, tag.ptr);
         return;
     }
-    if (q->excl_consumer || (bcm->exclusive && q->nconsumers > 0)) {
+    if (q->excl_consumer || (bcm->exclusive && (q->nconsumers > 0 || q->sac))) {
         CH_ERR(ch, GW_ACCESS_REFUSED, m->id, "queue '%.*s' in vhost '%s' in exclusive use",
                (int)name.len, name.ptr, GW_VHOST(ch));
         return;
@@ -402,6 +407,7 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
     q->consumers = cs;
     q->nconsumers++;
     q->had_consumer = true;
+    gw_sac_added(cs);
     if (bcm->exclusive)
         q->excl_consumer = true;
     cs->cnext = ch->consumers;

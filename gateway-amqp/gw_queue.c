@@ -13,6 +13,7 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_reply.h"
+#include "gw_sac.h"
 
 /* ---- queues ------------------------------------------------------------ */
 
@@ -340,6 +341,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
             q->exclusive = d->exclusive;
             q->auto_delete = d->auto_delete;
             q->owner = d->exclusive ? ch->bc : NULL;
+            q->sac = gw_sac_arg(d->arguments); /* TODO(qargs): persisted with the queue */
             gw_chan_set_last(ch, name);
             if ((o = qop_new(ch, q, m->id, d->nowait, create_fn)) == NULL) {
                 gw_queue_drop(q);
