@@ -73,6 +73,8 @@ struct gw_broker {
     bool blocked;
     int64_t consumer_timeout_ms; /* unacked longer: the channel closes, 406 */
     bool loaded;         /* the durable metadata is read back */
+    bool meta_partial;   /* a metadata record was not read or not placed: the
+                            start-up sweep of store topics is skipped */
     uint32_t requeues;   /* at start: queues whose deliveries are given back */
     void (*ready_fn)(void *arg);
     void *ready_arg;

@@ -272,6 +272,14 @@ static void load_next(gw_broker_t *b, load_op_t *o)
     req.ns = load_ns[o->phase];
     req.after = o->after_len > 0 ? o->after : NULL;
     req.after_len = o->after_len;
+    {
+        /* Tests: this namespace's read fails. */
+        const char *e = getenv("GANTRY_TEST_AMQP_META_FAIL");
+        if (e != NULL && strcmp(e, req.ns) == 0) {
+            load_cb(o, GT_EIO, NULL, 0, false);
+            return;
+        }
+    }
     st_meta_list(b->store, &req, load_cb, o);
 }
 
@@ -302,6 +310,7 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
      * (unreachable until it is again), so are its queues' messages. */
     if ((vh = gw_vhost_get(b, vname, true)) == NULL) {
         GT_LOG(WARN, "amqp", "out of memory for vhost '%.*s'", (int)vname.len, vname.ptr);
+        b->meta_partial = true;
         return;
     }
     if (phase == 0) {
@@ -326,8 +335,10 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
             return;
         memcpy(idbuf, id.ptr, id.len);
         idbuf[id.len] = '\0';
-        if ((q = gw_queue_add(vh, name, idbuf)) == NULL)
+        if ((q = gw_queue_add(vh, name, idbuf)) == NULL) {
+            b->meta_partial = true;
             return;
+        }
         q->durable = true;
         q->auto_delete = (r->value[1] & 2) != 0;
         q->ready = true;
@@ -409,9 +420,11 @@ static void load_fn(gw_op_t *op)
     }
     free(o->recs);
     o->recs = NULL;
-    if (op->err != GT_OK)
+    if (op->err != GT_OK) {
         GT_LOG(ERROR, "amqp", "cannot read the durable AMQP metadata (%s): %s",
                load_ns[o->phase], gt_err_str(op->err));
+        b->meta_partial = true;
+    }
     if (op->err == GT_OK && !b->stopping && (o->more || o->phase < 2)) {
         if (!o->more) {
             o->phase++;
@@ -431,7 +444,11 @@ static void load_fn(gw_op_t *op)
                gw_route_binding_count(vh->router));
     }
     free(o);
-    if (!b->stopping) {
+    if (b->meta_partial) {
+        /* Queues not read back are not known to be gone: keep their data. */
+        GT_LOG(WARN, "amqp", "the durable metadata was not all read: the store topics of "
+               "undeclared queues are kept");
+    } else if (!b->stopping) {
         sweep_op_t *w = gw_op_new(b, sizeof(*w), sweep_fn);
         if (w != NULL)
             st_topic_get(b->store, NULL, sweep_cb, w);
