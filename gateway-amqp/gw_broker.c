@@ -43,6 +43,7 @@ void gw_queue_unref(gw_queue_t *q)
     if (q != NULL && --q->refs == 0) {
         if (q->kick_ev != NULL)
             event_free(q->kick_ev);
+        gw_ttl_free(q);
         free(q);
     }
 }
@@ -241,6 +242,7 @@ static void requeue_fn(gw_op_t *op)
     if (!q->gone && !q->b->stopping && q->kick_ev != NULL) {
         struct timeval tv = {0, 0}; /* due at once: look from the loop */
         event_add(q->kick_ev, &tv);
+        gw_ttl_requeued(q); /* it keeps its expiry: look at the head */
     }
     gw_queue_unref(q);
     free(r);

@@ -12,6 +12,7 @@
 
 #include "gw_int.h"
 #include "gw_route.h"
+#include "gw_ttl.h"
 
 #define GW_QMAP 1024u                      /* queue hash buckets */
 #define GW_POP_BATCH 32u                   /* messages per consumer pop */
@@ -116,6 +117,7 @@ struct gw_queue {
     uint32_t requeuing; /* requeues (change_invisible 0) not answered yet */
     bool sac;           /* x-single-active-consumer (gw_sac.c) */
     gw_consumer_t *sac_active, *sac_drain; /* not references: see gw_sac.h */
+    gw_qttl_t ttl; /* gw_ttl.c */
 };
 
 struct gw_bconn {
@@ -313,6 +315,8 @@ void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u);
 void gw_ua_free(gw_unacked_t *u);
 void gw_consumer_pump(gw_consumer_t *cs);
 void gw_queue_kick(gw_queue_t *q);
+/* Whether a consumer of q could take a message now. */
+bool gw_queue_has_credit(const gw_queue_t *q);
 void gw_chan_pump(gw_chan_t *ch);
 void gw_consumer_remove(gw_consumer_t *cs, bool notify);
 void gw_on_basic_qos(gw_chan_t *ch, const gw_method_t *m);
@@ -328,6 +332,43 @@ void gw_on_basic_ack(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_nack(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_reject(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_recover(gw_chan_t *ch, const gw_method_t *m);
+
+/* ---- gw_ttl.c: x-message-ttl, expiration, x-expires (see gw_ttl.h) */
+
+int64_t gw_wall_ms(void);
+/* x-message-ttl (-1: none) and x-expires (0: none) of a declare's
+ * arguments; false after closing the channel with RabbitMQ's 406. */
+bool gw_ttl_args(gw_chan_t *ch, uint32_t mid, gw_str_t qname, gw_table_t args, int64_t *msg_ttl,
+                 int64_t *expires);
+/* Sets q's TTLs and makes its timers; false: no memory. */
+bool gw_ttl_init(gw_queue_t *q, int64_t msg_ttl, int64_t expires);
+void gw_ttl_loaded(gw_queue_t *q); /* a durable queue read back at start */
+void gw_ttl_stop(gw_queue_t *q);   /* deleted: timers off */
+void gw_ttl_free(gw_queue_t *q);   /* the last reference went */
+/* The assembled publish's expiration is valid, else 406 (false). */
+bool gw_ttl_publish_check(gw_chan_t *ch);
+/* A stored record's expiration in ms; -1: none (or not a record). */
+int64_t gw_ttl_rec_expiration(const uint8_t *rec, size_t len);
+/* Whether a message with expiration exp (-1: none) may be appended to q:
+ * false when its TTL is 0 and no consumer of q can take it now (it is
+ * expired on the spot).  Borrows rec. */
+bool gw_ttl_route_keep(gw_queue_t *q, int64_t exp, const uint8_t *rec, size_t len);
+void gw_ttl_appended(gw_queue_t *q, int64_t exp); /* the append answered */
+void gw_ttl_requeued(gw_queue_t *q);              /* a delivery came back */
+/* Whether a popped record (stored at store_ts, wall ms) is expired at now
+ * for a consumer (consumer) or for basic.get / the head timer. */
+bool gw_ttl_expired(const gw_queue_t *q, int64_t store_ts, const uint8_t *rec, size_t len,
+                    bool consumer, int64_t now);
+/* Removes a popped expired message (dead-lettered or dropped). */
+void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len);
+/* Removes the expired messages at q's head, then calls fn(arg) (fn may be
+ * NULL); at once when q cannot hold expiring messages. */
+void gw_ttl_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg);
+bool gw_ttl_busy(const gw_queue_t *q); /* a sweep holds the head */
+void gw_ttl_after_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg);
+/* q was used (declare, basic.get, consumers come or go): x-expires'
+ * timer starts anew, or stops while q has consumers. */
+void gw_ttl_touch(gw_queue_t *q);
 
 /* ---- gw_publish.c: publishing, confirms, tx */
 

@@ -54,6 +54,7 @@ static bool rec_decode(const uint8_t *p, size_t n, gw_rec_t *r)
 typedef struct {
     char handle[ST_HANDLE_MAX];
     uint32_t attempt;
+    int64_t store_ts; /* wall ms: its TTL counts from here */
     uint8_t *body;
     size_t len;
 } popped_t;
@@ -166,6 +167,14 @@ static uint32_t cs_credit(const gw_consumer_t *cs)
     return n;
 }
 
+bool gw_queue_has_credit(const gw_queue_t *q)
+{
+    for (const gw_consumer_t *cs = q->consumers; cs != NULL; cs = cs->qnext)
+        if (cs_credit(cs) > 0)
+            return true;
+    return false;
+}
+
 static void pop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
 {
     pop_op_t *o = arg, *big;
@@ -185,6 +194,7 @@ static void pop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
             memset(p, 0, sizeof(*p));
             snprintf(p->handle, sizeof(p->handle), "%s", msgs[i].handle);
             p->attempt = msgs[i].attempt;
+            p->store_ts = msgs[i].msg.store_ts_ms;
             p->len = msgs[i].msg.body_len;
             p->body = malloc(p->len > 0 ? p->len : 1);
             if (p->body == NULL) {
@@ -206,6 +216,7 @@ static void consume_fn(gw_op_t *op)
     gw_consumer_t *cs = o->cs;
     gw_chan_t *ch = cs->ch;
     gw_broker_t *b = op->b;
+    int64_t now = gw_wall_ms();
 
     cs->popping = 0;
     ch->pending -= o->asked < ch->pending ? o->asked : ch->pending;
@@ -215,6 +226,8 @@ static void consume_fn(gw_op_t *op)
         popped_t *p = &o->msgs[i];
         if (cs->gone || !gw_chan_live(ch) || p->attempt == 0 || b->stopping) {
             gw_msg_release(b, cs->q, p->handle);
+        } else if (gw_ttl_expired(cs->q, p->store_ts, p->body, p->len, true, now)) {
+            gw_ttl_expire_popped(cs->q, p->handle, p->body, p->len);
         } else {
             gw_method_t m = {.id = GW_BASIC_DELIVER};
             gw_basic_deliver_t *d = &m.u.basic_deliver;
@@ -263,6 +276,8 @@ void gw_consumer_pump(gw_consumer_t *cs)
         cs->rekick = true;
         return;
     }
+    if (gw_ttl_busy(cs->q))
+        return; /* the sweep's end pumps the queue's consumers */
     if ((n = cs_credit(cs)) == 0) {
         cs->starved = cs->ch->prefetch_global > 0;
         return;
@@ -333,6 +348,8 @@ void gw_consumer_remove(gw_consumer_t *cs, bool notify)
     if (q->auto_delete && q->had_consumer && q->nconsumers == 0 && !q->gone &&
         !q->b->stopping)
         gw_queue_drop(q);
+    else
+        gw_ttl_touch(q);
     gw_consumer_unref(cs);
 }
 
@@ -412,6 +429,7 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
         q->excl_consumer = true;
     cs->cnext = ch->consumers;
     ch->consumers = cs;
+    gw_ttl_touch(q);
     if (!bcm->nowait) {
         gw_method_t r = {.id = GW_BASIC_CONSUME_OK};
         r.u.consumer_tag.consumer_tag = tag;
@@ -447,19 +465,57 @@ static void get_count_cb(void *arg, gt_err_t err, const st_stats_t *s)
     gw_op_post(&o->op);
 }
 
+/* basic.get's pop (again after an expired message), once no sweep holds
+ * the queue's head. */
+static void get_pop(void *arg)
+{
+    pop_op_t *o = arg;
+    gw_broker_t *b = o->op.b;
+    st_pop_req_t req;
+
+    memset(&req, 0, sizeof(req));
+    req.group = o->q->id;
+    req.topic = o->q->id;
+    req.queue_id = ST_QUEUE_ANY;
+    req.max = 1;
+    req.invisible_ms = b->invisible_ms;
+    st_pop(b->store, &req, pop_cb, o);
+}
+
+/* get-ok carries the count of messages left, after the expired ones at
+ * the head behind this one are gone (RabbitMQ's fetch). */
+static void get_count(void *arg)
+{
+    pop_op_t *o = arg;
+
+    st_stats(o->op.b->store, o->q->id, o->q->id, get_count_cb, o);
+}
+
 static void get_fn(gw_op_t *op)
 {
     pop_op_t *o = (pop_op_t *)op;
     gw_chan_t *ch = o->ch;
     gw_broker_t *b = op->b;
 
+    if (o->n > 0 && !o->counted && gw_chan_live(ch) && o->msgs[0].attempt != 0 &&
+        gw_ttl_expired(o->q, o->msgs[0].store_ts, o->msgs[0].body, o->msgs[0].len, false,
+                       gw_wall_ms())) {
+        /* Expired: never delivered; take the next one. */
+        gw_ttl_expire_popped(o->q, o->msgs[0].handle, o->msgs[0].body, o->msgs[0].len);
+        free(o->msgs[0].body);
+        o->n = 0;
+        pthread_mutex_lock(&b->mu);
+        b->ops++;
+        pthread_mutex_unlock(&b->mu);
+        gw_ttl_after_sweep(o->q, get_pop, o);
+        return;
+    }
     if (o->n > 0 && !o->counted && gw_chan_live(ch)) {
-        /* get-ok carries the count of messages left: one more look. */
         o->counted = true;
         pthread_mutex_lock(&b->mu);
         b->ops++;
         pthread_mutex_unlock(&b->mu);
-        st_stats(b->store, o->q->id, o->q->id, get_count_cb, o);
+        gw_ttl_sweep(o->q, get_count, o);
         return;
     }
     if (o->n == 0 && gw_chan_live(ch)) {
@@ -502,12 +558,12 @@ void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
     gw_str_t name;
     gw_queue_t *q;
     pop_op_t *o;
-    st_pop_req_t req;
 
     if (!gw_chan_queue_name(ch, m->id, m->u.basic_get.queue, &name) ||
         !gw_chan_allowed(ch, m->id, GW_PERM_READ, GW_RES_QUEUE, name) ||
         (q = gw_queue_for(ch, m->id, name)) == NULL)
         return;
+    gw_ttl_touch(q);
     if (!q->ready || (o = gw_op_new(ch->bc->b, sizeof(*o), get_fn)) == NULL) {
         gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
         gw_chan_reply(ch, &r);
@@ -520,13 +576,7 @@ void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
     o->asked = 1;
     o->no_ack = m->u.basic_get.no_ack;
     gw_conn_stall(ch->bc->c);
-    memset(&req, 0, sizeof(req));
-    req.group = q->id;
-    req.topic = q->id;
-    req.queue_id = ST_QUEUE_ANY;
-    req.max = 1;
-    req.invisible_ms = ch->bc->b->invisible_ms;
-    st_pop(ch->bc->b->store, &req, pop_cb, o);
+    gw_ttl_after_sweep(q, get_pop, o);
 }
 
 /* ---- acks -------------------------------------------------------------- */

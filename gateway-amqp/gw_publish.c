@@ -20,6 +20,7 @@ typedef struct {
     gw_chan_t *ch;  /* ref */
     gw_pub_t *pub;  /* in ch->pubs (kept while ch is referenced), or NULL */
     size_t bytes;   /* the record's, counted in b->inflight_bytes */
+    int64_t exp;    /* the message's expiration (ms), -1: none */
     size_t nq;
     gw_queue_t *qs[]; /* refs */
 } append_op_t;
@@ -122,8 +123,10 @@ static void append_fn(gw_op_t *op)
         }
     }
     for (size_t i = 0; i < o->nq; i++) {
-        if (op->err == GT_OK && !o->qs[i]->gone)
+        if (op->err == GT_OK && !o->qs[i]->gone) {
+            gw_ttl_appended(o->qs[i], o->exp);
             gw_queue_kick(o->qs[i]);
+        }
         gw_queue_unref(o->qs[i]);
     }
     op->b->inflight_bytes -= o->bytes;
@@ -182,18 +185,19 @@ void gw_bconn_appends_done(gw_bconn_t *bc)
 }
 
 /* Appends the assembled message to the n queues reached (one record),
- * or with n == 0 to timer->topic as a timer due at timer->due_ms. */
+ * or with n == 0 to timer->topic as a timer due at timer->due_ms; exp is
+ * the message's expiration (gw_ttl.c), -1: none. */
 typedef struct {
     const char *topic, *vhost;
     int64_t due_ms;
 } timer_dest_t;
 
 static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
-                       const timer_dest_t *timer);
+                       const timer_dest_t *timer, int64_t exp);
 
-static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub)
+static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub, int64_t exp)
 {
-    append_any(ch, qs, n, pub, NULL);
+    append_any(ch, qs, n, pub, NULL, exp);
 }
 
 void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *topic,
@@ -201,11 +205,11 @@ void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *
 {
     timer_dest_t t = {topic, vhost, due_ms};
 
-    append_any(ch, NULL, 0, pub, &t);
+    append_any(ch, NULL, 0, pub, &t, -1);
 }
 
 static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
-                       const timer_dest_t *timer)
+                       const timer_dest_t *timer, int64_t exp)
 {
     gw_broker_t *b = ch->bc->b;
     st_message_t msg;
@@ -227,6 +231,7 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
     gw_chan_ref(ch);
     o->ch = ch;
     o->pub = pub;
+    o->exp = exp;
     o->nq = n;
     for (size_t i = 0; i < n; i++) {
         gw_queue_ref(qs[i]);
@@ -273,6 +278,8 @@ void gw_publish_done(gw_chan_t *ch)
     gw_txmsg_t *t;
 
     ch->pub_on = false;
+    if (!gw_ttl_publish_check(ch))
+        return;
     if (ch->fast_reply) { /* reply_to amq.rabbitmq.reply-to: names ch's consumer */
         ch->fast_reply = false;
         if (!gw_reply_rewrite(ch))
@@ -381,7 +388,8 @@ static void publish_route(gw_chan_t *ch)
     gw_table_t hdrs = {ch->hdr_len > 0 ? ch->pbuf + ch->hdr_off : NULL, ch->hdr_len};
     gw_str_t kstack[16], *keys = kstack;
     gw_queue_t *qstack[16], **qs = qstack;
-    size_t nkeys = 1, nextra = 0, routed = 0, qcap = 16;
+    size_t nkeys = 1, nextra = 0, routed = 0, kept = 0, qcap = 16;
+    int64_t exp;
     gw_pub_t *pub = NULL;
     bool bcc = false;
     gw_value_t v;
@@ -468,9 +476,14 @@ static void publish_route(gw_chan_t *ch)
     }
     if (routed > 0 && bcc)
         strip_bcc(ch); /* keys and hdrs pointed into the old record */
+    /* TTL 0 and no consumer to take it now: expired on the spot. */
+    exp = gw_ttl_rec_expiration(ch->pbuf, ch->plen);
+    for (size_t i = 0; i < routed; i++)
+        if (gw_ttl_route_keep(qs[i], exp, ch->pbuf, ch->plen))
+            qs[kept++] = qs[i];
     /* Up to ST_DEST_MAX queues per record. */
-    for (size_t at = 0; at < routed; at += ST_DEST_MAX)
-        append_to(ch, qs + at, routed - at < ST_DEST_MAX ? routed - at : ST_DEST_MAX, pub);
+    for (size_t at = 0; at < kept; at += ST_DEST_MAX)
+        append_to(ch, qs + at, kept - at < ST_DEST_MAX ? kept - at : ST_DEST_MAX, pub, exp);
 routed:
     if (routed == 0 && ch->mandatory) {
         gw_method_t m = {.id = GW_BASIC_RETURN};

@@ -101,6 +101,12 @@ gw_queue_t *gw_queue_add(gw_vhost_t *vh, gw_str_t name, const char *id)
     q->refs = 1;
     q->b = b;
     q->vh = vh;
+    if (!gw_ttl_init(q, -1, 0)) {
+        event_free(q->kick_ev);
+        gw_ttl_free(q);
+        free(q);
+        return NULL;
+    }
     q->nlen = (uint8_t)name.len;
     memcpy(q->name, name.ptr, name.len);
     gw_random_bytes(r, sizeof(r));
@@ -132,6 +138,7 @@ void gw_queue_drop(gw_queue_t *q)
         *pp = q->hnext;
     q->gone = true;
     event_del(q->kick_ev);
+    gw_ttl_stop(q);
     while (q->consumers != NULL)
         gw_consumer_remove(q->consumers, true);
     gw_route_unbind_queue(q->vh->router, (gw_str_t){q->name, q->nlen}, gw_meta_binding_forget,
@@ -270,11 +277,25 @@ static void create_fn(gw_op_t *op)
         gw_queue_drop(o->q);
     } else if (!o->q->gone) {
         o->q->ready = true;
+        gw_ttl_touch(o->q);
         declare_ok(o->ch, o->q, 0, o->nowait);
         GT_LOG(DEBUG, "amqp", "queue '%.*s' declared as %s", (int)o->q->nlen, o->q->name,
                o->q->id);
     }
     qop_end(o);
+}
+
+/* The count after the expired head run is gone (RabbitMQ's stat). */
+static void count_swept(void *arg)
+{
+    qop_t *o = arg;
+
+    if (o->q->gone || !gw_chan_live(o->ch)) {
+        o->op.err = GT_ENOTFOUND;
+        gw_op_post(&o->op);
+        return;
+    }
+    st_stats(o->op.b->store, o->q->id, o->q->id, qop_stats_cb, o);
 }
 
 static void count_fn(gw_op_t *op)
@@ -333,7 +354,15 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                 return;
             }
         } else {
+            int64_t msg_ttl, expires;
+            if (!gw_ttl_args(ch, m->id, name, d->arguments, &msg_ttl, &expires))
+                return;
             if ((q = gw_queue_add(ch->bc->vh, name, NULL)) == NULL) {
+                CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
+                return;
+            }
+            if (!gw_ttl_init(q, msg_ttl, expires)) {
+                gw_queue_drop(q);
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
                 return;
             }
@@ -359,6 +388,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
         }
     }
     gw_chan_set_last(ch, (gw_str_t){q->name, q->nlen});
+    gw_ttl_touch(q);
     if (!q->ready) { /* still being created (by another connection) */
         declare_ok(ch, q, 0, d->nowait);
         return;
@@ -367,7 +397,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
         declare_ok(ch, q, 0, d->nowait);
         return;
     }
-    st_stats(b->store, q->id, q->id, qop_stats_cb, o);
+    gw_ttl_sweep(q, count_swept, o);
 }
 
 static void delete_fn(gw_op_t *op)

@@ -1,0 +1,559 @@
+/* The AMQP broker's TTLs: x-message-ttl, the `expiration` property and
+ * x-expires (see gw_ttl.h for the model).  Checked against RabbitMQ 3.10.8:
+ * - an expiration is parsed as Erlang's string:to_integer does (an optional
+ *   sign, then digits; nothing else may follow) and must not be negative;
+ *   otherwise the publish is 406 `invalid expiration '<value>': <reason>`;
+ * - the effective TTL is the smaller of the queue's and the message's;
+ * - TTL 0: the message expires unless a consumer can take it at once;
+ * - classic queues expire messages at the head: an expired message behind
+ *   an unexpired head stays counted until it reaches the head;
+ * - declare-ok counts after removing the expired head run; basic.get
+ *   takes the first unexpired message, then removes the expired head run
+ *   behind it before counting what is left;
+ * - an x-expires queue unused (no consumer, basic.get or declare) for its
+ *   time is deleted; a durable one's lease starts anew at a restart. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gt_log.h"
+#include "gw_broker_int.h"
+
+/* A TTL-0 message reached a queue whose consumer could take it: that
+ * consumer's pop may come this long after the store time. */
+#define GW_TTL_ZERO_GRACE_MS 1000
+#define GW_SWEEP_BATCH 16u
+
+struct gw_ttl_wait {
+    gw_ttl_wait_t *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
+int64_t gw_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- queue arguments (until gw_qargs validates them) ------------------ */
+
+static const char *type_name(char t)
+{
+    switch (t) {
+    case 'S': return "longstr";
+    case 'x': return "binary";
+    case 'd': return "double";
+    case 'f': return "float";
+    case 't': return "bool";
+    case 'F': return "table";
+    case 'A': return "array";
+    case 'T': return "timestamp";
+    case 'D': return "decimal";
+    case 'V': return "void";
+    default: return "unknown";
+    }
+}
+
+/* One integer argument: false after the 406. */
+static bool int_arg(gw_chan_t *ch, uint32_t mid, gw_str_t qname, gw_table_t args,
+                    const char *key, bool zero_ok, int64_t *out)
+{
+    gw_value_t v;
+    int64_t n;
+
+    if (!gw_table_get(args, key, &v))
+        return true;
+    switch (v.type) {
+    case 'b': case 's': case 'I': case 'l':
+        n = v.v.i;
+        break;
+    case 'B': case 'u': case 'i':
+        n = (int64_t)v.v.u;
+        break;
+    default:
+        CH_ERR(ch, GW_PRECONDITION_FAILED, mid,
+               "invalid arg '%s' for queue '%.*s' in vhost '%s': \"expected integer, got %s\"",
+               key, (int)qname.len, qname.ptr, GW_VHOST(ch), type_name(v.type));
+        return false;
+    }
+    if (n < 0 || (n == 0 && !zero_ok)) {
+        CH_ERR(ch, GW_PRECONDITION_FAILED, mid,
+               "invalid arg '%s' for queue '%.*s' in vhost '%s': {%s,%" PRId64 "}", key,
+               (int)qname.len, qname.ptr, GW_VHOST(ch), n < 0 ? "value_negative" : "value_zero",
+               n);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+bool gw_ttl_args(gw_chan_t *ch, uint32_t mid, gw_str_t qname, gw_table_t args, int64_t *msg_ttl,
+                 int64_t *expires)
+{
+    *msg_ttl = -1;
+    *expires = 0;
+    return int_arg(ch, mid, qname, args, "x-message-ttl", true, msg_ttl) &&
+           int_arg(ch, mid, qname, args, "x-expires", false, expires);
+}
+
+/* ---- a message's expiration ------------------------------------------- */
+
+/* Erlang's string:to_integer on s, then RabbitMQ's check: the ms, or -1
+ * with why (RabbitMQ's words) in why. */
+static int64_t parse_expiration(gw_str_t s, char *why, size_t cap)
+{
+    size_t i = 0, digits = 0;
+    bool neg = false;
+    int64_t n = 0;
+
+    if (i < s.len && (s.ptr[i] == '+' || s.ptr[i] == '-'))
+        neg = s.ptr[i++] == '-';
+    for (; i < s.len && s.ptr[i] >= '0' && s.ptr[i] <= '9'; i++, digits++)
+        n = n > (INT64_MAX - 9) / 10 ? INT64_MAX / 2 : n * 10 + (s.ptr[i] - '0');
+    if (digits == 0) {
+        snprintf(why, cap, "no_integer");
+        return -1;
+    }
+    if (i < s.len) {
+        snprintf(why, cap, "{leftover_string,\"%.*s\"}", (int)(s.len - i), s.ptr + i);
+        return -1;
+    }
+    if (neg && n > 0) {
+        snprintf(why, cap, "{value_negative,-%" PRId64 "}", n);
+        return -1;
+    }
+    return n;
+}
+
+static bool skip_s8(const uint8_t *p, size_t n, size_t *at)
+{
+    if (*at >= n || p[*at] > n - *at - 1)
+        return false;
+    *at += 1 + p[*at];
+    return true;
+}
+
+/* The expiration property of a property list (flags, then the fields
+ * before it); false when it has none. */
+static bool props_expiration(const uint8_t *p, size_t n, gw_str_t *out)
+{
+    uint16_t f;
+    size_t at = 2;
+
+    if (n < 2)
+        return false;
+    f = (uint16_t)(p[0] << 8 | p[1]);
+    if (!(f & GW_P_EXPIRATION))
+        return false;
+    if ((f & GW_P_CONTENT_TYPE) && !skip_s8(p, n, &at))
+        return false;
+    if ((f & GW_P_CONTENT_ENCODING) && !skip_s8(p, n, &at))
+        return false;
+    if (f & GW_P_HEADERS) {
+        uint32_t tl;
+        if (n - at < 4)
+            return false;
+        tl = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 |
+             p[at + 3];
+        if (tl > n - at - 4)
+            return false;
+        at += 4 + tl;
+    }
+    if (f & GW_P_DELIVERY_MODE)
+        at++;
+    if (f & GW_P_PRIORITY)
+        at++;
+    if ((f & GW_P_CORRELATION_ID) && !skip_s8(p, n, &at))
+        return false;
+    if ((f & GW_P_REPLY_TO) && !skip_s8(p, n, &at))
+        return false;
+    if (at >= n || p[at] > n - at - 1)
+        return false;
+    *out = (gw_str_t){(const char *)p + at + 1, p[at]};
+    return true;
+}
+
+/* The property list of a stored record (see gw_consume.c). */
+static bool rec_props(const uint8_t *r, size_t n, const uint8_t **p, size_t *pl)
+{
+    size_t at = 1;
+    uint32_t l;
+
+    if (n < 7 || r[0] != GW_REC_MAGIC)
+        return false;
+    at += 1 + (size_t)r[at];
+    if (at + 1 > n)
+        return false;
+    at += 1 + (size_t)r[at];
+    if (at + 4 > n)
+        return false;
+    l = (uint32_t)r[at] << 24 | (uint32_t)r[at + 1] << 16 | (uint32_t)r[at + 2] << 8 | r[at + 3];
+    at += 4;
+    if (l > n - at)
+        return false;
+    *p = r + at;
+    *pl = l;
+    return true;
+}
+
+int64_t gw_ttl_rec_expiration(const uint8_t *rec, size_t len)
+{
+    const uint8_t *p;
+    size_t pl;
+    gw_str_t s;
+    char why[8];
+
+    if (!rec_props(rec, len, &p, &pl) || !props_expiration(p, pl, &s))
+        return -1;
+    return parse_expiration(s, why, sizeof(why));
+}
+
+bool gw_ttl_publish_check(gw_chan_t *ch)
+{
+    gw_str_t s;
+    char why[300];
+
+    if (!props_expiration(ch->pbuf + ch->props_off, ch->props_len, &s) ||
+        parse_expiration(s, why, sizeof(why)) >= 0)
+        return true;
+    CH_ERR(ch, GW_PRECONDITION_FAILED, GW_BASIC_PUBLISH, "invalid expiration '%.*s': %s",
+           (int)s.len, s.ptr, why);
+    return false;
+}
+
+/* The effective TTL for q of a message with expiration exp: -1 none. */
+static int64_t eff_ttl(const gw_queue_t *q, int64_t exp)
+{
+    int64_t t = q->ttl.msg_ttl;
+
+    if (exp >= 0 && (t < 0 || exp < t))
+        t = exp;
+    return t;
+}
+
+/* ---- expiring ---------------------------------------------------------- */
+
+/* The one place where expired messages leave their queue (rec: the stored
+ * record, or a message not written by the gateway).  DLX: this becomes
+ * gw_dead_letter(q, rec, len, "expired") when qargs lands it; until then
+ * expired messages are dropped. */
+static void dead_letter_expired(gw_queue_t *q, const uint8_t *rec, size_t len)
+{
+    (void)rec;
+    (void)len;
+    GT_LOG(DEBUG, "amqp", "a message expired in queue '%.*s'", (int)q->nlen, q->name);
+}
+
+bool gw_ttl_expired(const gw_queue_t *q, int64_t store_ts, const uint8_t *rec, size_t len,
+                    bool consumer, int64_t now)
+{
+    int64_t t;
+
+    if ((t = eff_ttl(q, gw_ttl_rec_expiration(rec, len))) < 0)
+        return false;
+    if (t == 0)
+        return !consumer || now > store_ts + GW_TTL_ZERO_GRACE_MS;
+    return now >= store_ts + t;
+}
+
+void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len)
+{
+    dead_letter_expired(q, rec, len);
+    gw_msg_ack(q->b, q, handle);
+}
+
+bool gw_ttl_route_keep(gw_queue_t *q, int64_t exp, const uint8_t *rec, size_t len)
+{
+    if (eff_ttl(q, exp) != 0 || gw_queue_has_credit(q))
+        return true;
+    dead_letter_expired(q, rec, len);
+    return false;
+}
+
+/* ---- the head timer ---------------------------------------------------- */
+
+static void arm(gw_queue_t *q, int64_t at)
+{
+    int64_t d;
+    struct timeval tv;
+
+    if (q->gone || q->b->stopping || q->ttl.head_ev == NULL ||
+        (q->ttl.armed && q->ttl.head_at <= at))
+        return;
+    d = at - gw_wall_ms() + 1;
+    if (d < 0)
+        d = 0;
+    tv.tv_sec = (time_t)(d / 1000);
+    tv.tv_usec = (suseconds_t)(d % 1000) * 1000;
+    q->ttl.armed = true;
+    q->ttl.head_at = at;
+    evtimer_add(q->ttl.head_ev, &tv);
+}
+
+void gw_ttl_appended(gw_queue_t *q, int64_t exp)
+{
+    int64_t t = eff_ttl(q, exp);
+
+    if (t < 0)
+        return;
+    q->ttl.may_expire = true;
+    arm(q, gw_wall_ms() + (t == 0 ? GW_TTL_ZERO_GRACE_MS : t));
+}
+
+void gw_ttl_requeued(gw_queue_t *q)
+{
+    if (q->ttl.may_expire)
+        arm(q, gw_wall_ms());
+}
+
+static void head_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_queue_t *q = arg;
+
+    (void)fd;
+    (void)what;
+    q->ttl.armed = false;
+    gw_ttl_sweep(q, NULL, NULL);
+}
+
+/* ---- sweeps ------------------------------------------------------------ */
+
+typedef struct {
+    char handle[ST_HANDLE_MAX];
+    int64_t store_ts;
+    uint8_t *rec;
+    size_t len;
+} swept_t;
+
+typedef struct {
+    gw_op_t op;
+    gw_queue_t *q; /* ref */
+    size_t n;
+    swept_t msgs[];
+} sweep_op_t;
+
+static void sweep_pop(gw_queue_t *q);
+
+static void sweep_end(gw_queue_t *q)
+{
+    gw_ttl_wait_t *w = q->ttl.waiters;
+
+    q->ttl.sweeping = false;
+    q->ttl.waiters = NULL;
+    while (w != NULL) {
+        gw_ttl_wait_t *next = w->next;
+        w->fn(w->arg);
+        free(w);
+        w = next;
+    }
+    if (q->ttl.again && !q->gone) {
+        q->ttl.again = false;
+        gw_ttl_sweep(q, NULL, NULL);
+    }
+    if (!q->ttl.sweeping && !q->gone)
+        gw_queue_kick(q);
+}
+
+static void sweep_fn(gw_op_t *op)
+{
+    sweep_op_t *o = (sweep_op_t *)op;
+    gw_queue_t *q = o->q;
+    int64_t now = gw_wall_ms();
+    size_t i = 0;
+    bool more;
+
+    if (op->err != GT_OK && op->err != GT_ENOTFOUND)
+        GT_LOG(WARN, "amqp", "expiry sweep of %s failed: %s", q->id, gt_err_str(op->err));
+    /* The expired run at the head goes; the rest goes back in place. */
+    for (; i < o->n && !q->gone && o->msgs[i].rec != NULL &&
+           gw_ttl_expired(q, o->msgs[i].store_ts, o->msgs[i].rec, o->msgs[i].len, false, now);
+         i++)
+        gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].rec, o->msgs[i].len);
+    more = op->err == GT_OK && o->n == GW_SWEEP_BATCH && i == o->n && !q->gone;
+    if (i < o->n && !q->gone && o->msgs[i].rec != NULL) {
+        int64_t t = eff_ttl(q, gw_ttl_rec_expiration(o->msgs[i].rec, o->msgs[i].len));
+        if (t >= 0)
+            arm(q, o->msgs[i].store_ts + (t == 0 ? GW_TTL_ZERO_GRACE_MS : t));
+    }
+    if (o->n == 0 && op->err == GT_OK && q->ttl.msg_ttl < 0)
+        q->ttl.may_expire = false; /* empty: nothing with an expiry left */
+    for (size_t k = i; k < o->n; k++)
+        if (!q->gone)
+            gw_msg_release(op->b, q, o->msgs[k].handle);
+    for (size_t k = 0; k < o->n; k++)
+        free(o->msgs[k].rec);
+    if (more)
+        sweep_pop(q);
+    else
+        sweep_end(q);
+    gw_queue_unref(q);
+    free(o);
+}
+
+static void sweep_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
+{
+    sweep_op_t *o = arg, *big;
+
+    o->op.err = err;
+    if (err == GT_OK && n > 0) {
+        if ((big = realloc(o, sizeof(*o) + n * sizeof(swept_t))) == NULL) {
+            o->op.err = GT_ENOMEM; /* the popped ones come back after their invisibility */
+            gw_op_post(&o->op);
+            return;
+        }
+        o = big;
+        for (size_t i = 0; i < n; i++) {
+            swept_t *s = &o->msgs[i];
+            snprintf(s->handle, sizeof(s->handle), "%s", msgs[i].handle);
+            s->store_ts = msgs[i].msg.store_ts_ms;
+            s->len = msgs[i].msg.body_len;
+            if ((s->rec = malloc(s->len > 0 ? s->len : 1)) != NULL && s->len > 0)
+                memcpy(s->rec, msgs[i].msg.body, s->len);
+        }
+        o->n = n;
+    }
+    gw_op_post(&o->op);
+}
+
+static void sweep_pop(gw_queue_t *q)
+{
+    gw_broker_t *b = q->b;
+    sweep_op_t *o = gw_op_new(b, sizeof(*o), sweep_fn);
+    st_pop_req_t req;
+
+    if (o == NULL) {
+        sweep_end(q);
+        return;
+    }
+    gw_queue_ref(q);
+    o->q = q;
+    memset(&req, 0, sizeof(req));
+    req.group = q->id;
+    req.topic = q->id;
+    req.queue_id = ST_QUEUE_ANY;
+    req.max = GW_SWEEP_BATCH;
+    req.invisible_ms = b->invisible_ms;
+    st_pop(b->store, &req, sweep_cb, o);
+}
+
+static bool add_waiter(gw_queue_t *q, void (*fn)(void *), void *arg)
+{
+    gw_ttl_wait_t *w, **pp;
+
+    if (fn == NULL)
+        return true;
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return false;
+    w->fn = fn;
+    w->arg = arg;
+    for (pp = &q->ttl.waiters; *pp != NULL; pp = &(*pp)->next)
+        ;
+    *pp = w;
+    return true;
+}
+
+void gw_ttl_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg)
+{
+    if (q->ttl.sweeping) {
+        if (fn == NULL)
+            q->ttl.again = true;
+        else if (!add_waiter(q, fn, arg))
+            fn(arg);
+        return;
+    }
+    if (!q->ttl.may_expire || !q->ready || q->gone || q->b->stopping) {
+        if (fn != NULL)
+            fn(arg);
+        return;
+    }
+    if (!add_waiter(q, fn, arg)) {
+        fn(arg);
+        return;
+    }
+    q->ttl.sweeping = true;
+    sweep_pop(q);
+}
+
+bool gw_ttl_busy(const gw_queue_t *q) { return q->ttl.sweeping; }
+
+void gw_ttl_after_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg)
+{
+    if (!q->ttl.sweeping || !add_waiter(q, fn, arg))
+        fn(arg);
+}
+
+/* ---- x-expires --------------------------------------------------------- */
+
+static void exp_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_queue_t *q = arg;
+
+    (void)fd;
+    (void)what;
+    if (q->gone || q->nconsumers > 0 || q->b->stopping)
+        return;
+    GT_LOG(INFO, "amqp", "queue '%.*s' unused for %" PRId64 " ms (x-expires): deleted",
+           (int)q->nlen, q->name, q->ttl.expires);
+    gw_queue_drop(q);
+}
+
+void gw_ttl_touch(gw_queue_t *q)
+{
+    struct timeval tv;
+
+    if (q->ttl.expires <= 0 || q->ttl.exp_ev == NULL || q->gone)
+        return;
+    event_del(q->ttl.exp_ev);
+    if (q->nconsumers > 0)
+        return;
+    tv.tv_sec = (time_t)(q->ttl.expires / 1000);
+    tv.tv_usec = (suseconds_t)(q->ttl.expires % 1000) * 1000;
+    evtimer_add(q->ttl.exp_ev, &tv);
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+bool gw_ttl_init(gw_queue_t *q, int64_t msg_ttl, int64_t expires)
+{
+    q->ttl.msg_ttl = msg_ttl;
+    q->ttl.expires = expires;
+    q->ttl.may_expire = msg_ttl >= 0;
+    if (q->ttl.head_ev == NULL && (q->ttl.head_ev = evtimer_new(q->b->base, head_cb, q)) == NULL)
+        return false;
+    if (expires > 0 && q->ttl.exp_ev == NULL &&
+        (q->ttl.exp_ev = evtimer_new(q->b->base, exp_cb, q)) == NULL)
+        return false;
+    return true;
+}
+
+void gw_ttl_loaded(gw_queue_t *q)
+{
+    /* Messages of the last run may carry expirations: look at the head
+     * once; a durable queue's x-expires lease starts anew. */
+    q->ttl.may_expire = true;
+    arm(q, gw_wall_ms());
+    gw_ttl_touch(q);
+}
+
+void gw_ttl_stop(gw_queue_t *q)
+{
+    if (q->ttl.head_ev != NULL)
+        event_del(q->ttl.head_ev);
+    if (q->ttl.exp_ev != NULL)
+        event_del(q->ttl.exp_ev);
+    q->ttl.armed = false;
+}
+
+void gw_ttl_free(gw_queue_t *q)
+{
+    if (q->ttl.head_ev != NULL)
+        event_free(q->ttl.head_ev);
+    if (q->ttl.exp_ev != NULL)
+        event_free(q->ttl.exp_ev);
+    q->ttl.head_ev = q->ttl.exp_ev = NULL;
+}
