@@ -167,11 +167,22 @@ static uint32_t cs_credit(const gw_consumer_t *cs)
     return n;
 }
 
+/* A pop in flight (popping) does not use credit here: on a queue that
+ * has nothing ready it comes back empty, and the consumer pops again for
+ * the message that arrived meanwhile (rekick). */
 bool gw_queue_has_credit(const gw_queue_t *q)
 {
-    for (const gw_consumer_t *cs = q->consumers; cs != NULL; cs = cs->qnext)
-        if (cs_credit(cs) > 0)
+    for (const gw_consumer_t *cs = q->consumers; cs != NULL; cs = cs->qnext) {
+        const gw_chan_t *ch = cs->ch;
+        if (cs->gone || !gw_chan_live(ch) || q->b->stopping ||
+            gw_conn_out_len(ch->bc->c) > gw_conn_out_limit(ch->bc->c) / 2)
+            continue;
+        if (cs->no_ack)
             return true;
+        if ((cs->prefetch == 0 || cs->unacked < cs->prefetch) &&
+            (ch->prefetch_global == 0 || ch->unacked < ch->prefetch_global))
+            return true;
+    }
     return false;
 }
 
