@@ -174,7 +174,7 @@ bool gw_queue_has_credit(const gw_queue_t *q)
 {
     for (const gw_consumer_t *cs = q->consumers; cs != NULL; cs = cs->qnext) {
         const gw_chan_t *ch = cs->ch;
-        if (cs->gone || !gw_chan_live(ch) || q->b->stopping ||
+        if (cs->gone || !gw_chan_live(ch) || q->b->stopping || !gw_sac_may_deliver(cs) ||
             gw_conn_out_len(ch->bc->c) > gw_conn_out_limit(ch->bc->c) / 2)
             continue;
         if (cs->no_ack)
