@@ -44,6 +44,7 @@ void gw_queue_unref(gw_queue_t *q)
         if (q->kick_ev != NULL)
             event_free(q->kick_ev);
         gw_ttl_free(q);
+        gw_qargs_free(&q->args);
         free(q);
     }
 }

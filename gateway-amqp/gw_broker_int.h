@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "gw_int.h"
+#include "gw_qargs.h"
 #include "gw_route.h"
 #include "gw_ttl.h"
 
@@ -109,6 +110,7 @@ struct gw_queue {
     char name[256];
     char id[40]; /* store topic and group name */
     bool durable, exclusive, auto_delete;
+    gw_qargs_t args;   /* x-* arguments as declared (gw_qargs.h) */
     gw_bconn_t *owner; /* exclusive queues: the declaring connection */
     gw_consumer_t *consumers;
     uint32_t nconsumers;
@@ -285,7 +287,8 @@ bool gw_meta_write(gw_broker_t *b, gw_chan_t *ch, uint32_t mid, gw_method_id_t o
 /* ctx: the gw_vhost_t of the binding. */
 void gw_meta_binding_forget(void *ctx, const gw_binding_t *bd);
 bool gw_exchange_durable(gw_vhost_t *vh, gw_str_t name);
-void gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, uint8_t *v, size_t *vl);
+/* The durable queue record: key into k; the value malloc'd (NULL: no memory). */
+uint8_t *gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, size_t *vl);
 /* Reads the durable metadata back; the broker is ready after it. */
 bool gw_meta_load_start(gw_broker_t *b);
 

@@ -16,8 +16,10 @@
  * metadata space, so that they survive a restart (and, with a remote store,
  * are shared).  Namespaces and layouts:
  *   amqp.queue     key: vhost (u8 len + bytes) + name;
- *                  value: 1, flags (1 durable, 2 auto-delete), store id (u8 len
- *                  + bytes), arguments table (u32 len + bytes)
+ *                  value: version 1, flags (1 durable, 2 auto-delete), store id
+ *                  (u8 len + bytes), arguments table as declared (u32 len +
+ *                  bytes; records written before gw_qargs have an empty one,
+ *                  and whatever follows the table is for later versions)
  *   amqp.exchange  key: vhost + name; value: 1, type, flags, alternate
  *                  exchange (u8 len + bytes)
  *   amqp.binding   key: vhost + source (u8 + bytes) + kind (0 queue, 1
@@ -153,17 +155,28 @@ bool gw_exchange_durable(gw_vhost_t *vh, gw_str_t name)
     return gw_route_exchange_get(vh->router, name, NULL, &f) && (f & GW_XF_DURABLE);
 }
 
-/* The queue's record: key and value into k (GW_META_KEY) and v (64). */
-void gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, uint8_t *v, size_t *vl)
+/* The queue's record: key into k (GW_META_KEY); the value is returned
+ * (malloc'd, *vl bytes), or NULL when out of memory. */
+uint8_t *gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, size_t *vl)
 {
+    gw_table_t args = gw_qargs_table(&q->args);
+    uint8_t *v = malloc(2 + 1 + sizeof(q->id) + 4 + args.len);
     size_t n = 0;
 
     *kl = gw_meta_name_key(k, q->vh, (gw_str_t){q->name, q->nlen});
+    if (v == NULL)
+        return NULL;
     v[n++] = 1;
     v[n++] = (uint8_t)((q->durable ? 1 : 0) | (q->auto_delete ? 2 : 0));
     n += gw_meta_put_s8(v + n, gw_str(q->id));
-    memset(v + n, 0, 4); /* arguments: none kept yet */
-    *vl = n + 4;
+    v[n++] = (uint8_t)(args.len >> 24);
+    v[n++] = (uint8_t)(args.len >> 16);
+    v[n++] = (uint8_t)(args.len >> 8);
+    v[n++] = (uint8_t)args.len;
+    if (args.len > 0)
+        memcpy(v + n, args.ptr, args.len);
+    *vl = n + args.len;
+    return v;
 }
 
 /* ---- reading the durable metadata back at start ------------------------ */
@@ -329,16 +342,29 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         gw_str_t id;
         char idbuf[40];
         gw_queue_t *q;
+        gw_qargs_t qa;
         name = (gw_str_t){(const char *)r->key + at, r->klen - at};
         if (r->vlen < 3 || r->value[0] != 1 || !get_s8(r->value, r->vlen, &v, &id) ||
             id.len >= sizeof(idbuf) || gw_queue_find(vh, name) != NULL)
             return;
         memcpy(idbuf, id.ptr, id.len);
         idbuf[id.len] = '\0';
+        memset(&qa, 0, sizeof(qa));
+        if (v + 4 <= r->vlen) { /* the arguments (empty in older records) */
+            uint32_t al = (uint32_t)r->value[v] << 24 | (uint32_t)r->value[v + 1] << 16 |
+                          (uint32_t)r->value[v + 2] << 8 | r->value[v + 3];
+            if (al > r->vlen - v - 4 || !gw_qargs_load(r->value + v + 4, al, &qa)) {
+                GT_LOG(WARN, "amqp", "queue '%.*s': unreadable arguments in its record",
+                       (int)name.len, name.ptr);
+                memset(&qa, 0, sizeof(qa));
+            }
+        }
         if ((q = gw_queue_add(vh, name, idbuf)) == NULL) {
+            gw_qargs_free(&qa);
             b->meta_partial = true;
             return;
         }
+        q->args = qa;
         q->durable = true;
         q->auto_delete = (r->value[1] & 2) != 0;
         q->ready = true;

@@ -258,15 +258,18 @@ static void create_fn(gw_op_t *op)
         return;
     }
     if (op->err == GT_OK && o->step == 1 && !o->q->gone && o->q->durable && !o->q->exclusive) {
-        uint8_t k[GW_META_KEY], v[64];
+        uint8_t k[GW_META_KEY], *v;
         size_t kl, vl;
-        gw_meta_queue_record(o->q, k, &kl, v, &vl);
-        o->step = 2;
-        pthread_mutex_lock(&b->mu);
-        b->ops++;
-        pthread_mutex_unlock(&b->mu);
-        st_meta_put(b->store, GW_NS_QUEUE, k, (uint32_t)kl, v, (uint32_t)vl, qop_done_cb, o);
-        return;
+        if ((v = gw_meta_queue_record(o->q, k, &kl, &vl)) != NULL) {
+            o->step = 2;
+            pthread_mutex_lock(&b->mu);
+            b->ops++;
+            pthread_mutex_unlock(&b->mu);
+            st_meta_put(b->store, GW_NS_QUEUE, k, (uint32_t)kl, v, (uint32_t)vl, qop_done_cb, o);
+            free(v);
+            return;
+        }
+        op->err = GT_ENOMEM;
     }
     if (op->err != GT_OK) {
         GT_LOG(WARN, "amqp", "cannot create the store topic/group %s for queue '%.*s': %s",
@@ -313,7 +316,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
     const gw_queue_declare_t *d = &m->u.queue_declare;
     gw_broker_t *b = ch->bc->b;
     gw_str_t name = d->queue;
-    char gen[64];
+    char gen[64], err[GW_REPLY_TEXT_MAX + 1];
     gw_queue_t *q;
     qop_t *o;
 
@@ -353,14 +356,37 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                        gw_yn(dur ? q->durable : q->auto_delete));
                 return;
             }
-        } else {
-            int64_t msg_ttl, expires;
-            if (!gw_ttl_args(ch, m->id, name, d->arguments, &msg_ttl, &expires))
+            if (!gw_qargs_equivalent(&q->args, d->arguments, name, GW_VHOST(ch), err,
+                                     sizeof(err))) {
+                CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "%s", err);
                 return;
+            }
+        } else {
+            gw_qargs_t qa;
+            if (!gw_qargs_parse(d->arguments, name, GW_VHOST(ch), d->durable, d->exclusive,
+                                d->auto_delete, &qa, err, sizeof(err))) {
+                CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "%s", err);
+                return;
+            }
+            /* RabbitMQ: a DLX needs read on the queue and write on the exchange */
+            if (qa.has_dlx &&
+                (!gw_chan_allowed(ch, m->id, GW_PERM_READ, GW_RES_QUEUE, name) ||
+                 !gw_chan_allowed(ch, m->id, GW_PERM_WRITE, GW_RES_EXCHANGE,
+                                  (gw_str_t){qa.dlx, qa.dlx_len}))) {
+                gw_qargs_free(&qa);
+                return;
+            }
+            int64_t msg_ttl, expires;
+            if (!gw_ttl_args(ch, m->id, name, d->arguments, &msg_ttl, &expires)) {
+                gw_qargs_free(&qa);
+                return;
+            }
             if ((q = gw_queue_add(ch->bc->vh, name, NULL)) == NULL) {
+                gw_qargs_free(&qa);
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
                 return;
             }
+            q->args = qa;
             if (!gw_ttl_init(q, msg_ttl, expires)) {
                 gw_queue_drop(q);
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
