@@ -84,6 +84,8 @@ typedef struct cfg_amqp {
     int channel_max;
     int consumer_timeout_ms; /* 0 disables */
     int64_t max_message_size;
+    int64_t flow_control_bytes;   /* appends in flight: publishers blocked */
+    char *memory_high_watermark;  /* "0.4" (of RAM) or "2GiB"; see below */
     struct {
         cfg_amqp_user_t *v;
         size_t n;
@@ -176,6 +178,13 @@ void cfg_write_doc(FILE *out);
  * checks): charset ^[%|a-zA-Z0-9_-]+$, at most 127 (topic) or 120 (group)
  * characters, reserved system names refused.  Return GT_OK, or GT_EINVAL
  * with a reason (no key path) in why (may be NULL). */
+/* amqp.memory_high_watermark: a fraction of the memory limit with a
+ * decimal point ("0.4", 0 to 1: *rel set, *abs 0) or a byte count with an
+ * optional unit k/kB (1000), KiB (1024), MB, MiB, GB, GiB ("2GB": *abs set,
+ * *rel -1), as RabbitMQ's vm_memory_high_watermark .relative / .absolute. */
+gt_err_t cfg_watermark_parse(const char *v, double *rel, uint64_t *abs, char *why,
+                             size_t whylen);
+
 gt_err_t cfg_topic_name_check(const char *name, char *why, size_t whylen);
 gt_err_t cfg_group_name_check(const char *name, char *why, size_t whylen);
 

@@ -9,6 +9,9 @@
  * ^[%|a-zA-Z0-9_-]+$, 127 characters, the system topic set and the rmq_sys_
  * prefix) and MixAll (built-in groups, the CID_RMQ_SYS_ prefix, the %RETRY%
  * and %DLQ% topics it derives from group names). */
+#include <errno.h>
+#include <stdlib.h>
+
 #include "cfg_int.h"
 #include "gt_addr.h"
 #include "st.h" /* the store's reserved names */
@@ -56,6 +59,57 @@ static gt_err_t cfg_check_listen_opt(const char *v, char *why, size_t whylen)
 /* ---- amqp values ------------------------------------------------------ */
 
 /* amqp.server_product: 1..63 printable ASCII characters. */
+/* See cfg.h. */
+gt_err_t cfg_watermark_parse(const char *v, double *rel, uint64_t *abs, char *why,
+                             size_t whylen)
+{
+    char *end = NULL;
+
+    *rel = -1;
+    *abs = 0;
+    if (v == NULL || v[0] < '0' || v[0] > '9') {
+        snprintf(why, whylen, "must be a fraction such as 0.4 or a size such as 2GiB");
+        return GT_EINVAL;
+    }
+    if (strchr(v, '.') != NULL) {
+        double d = strtod(v, &end);
+        if (*end != '\0' || !(d >= 0.0 && d <= 1.0)) {
+            snprintf(why, whylen, "a fraction of the memory limit must be within 0 .. 1");
+            return GT_EINVAL;
+        }
+        *rel = d;
+        return GT_OK;
+    }
+    static const struct {
+        const char *unit;
+        uint64_t mul;
+    } units[] = {{"", 1}, {"k", 1000}, {"kB", 1000}, {"KB", 1000}, {"KiB", 1024},
+                 {"M", 1000000}, {"MB", 1000000}, {"MiB", 1048576},
+                 {"G", 1000000000}, {"GB", 1000000000}, {"GiB", 1073741824}};
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    for (size_t i = 0; errno == 0 && i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].unit) != 0)
+            continue;
+        if (n == 0 || n > UINT64_MAX / units[i].mul / 2) {
+            snprintf(why, whylen, "a size must be above 0 and below 2^62 bytes");
+            return GT_EINVAL;
+        }
+        *abs = (uint64_t)n * units[i].mul;
+        return GT_OK;
+    }
+    snprintf(why, whylen, "must be a fraction such as 0.4 or a size such as 2GiB "
+                          "(units k, kB, KiB, M, MB, MiB, G, GB, GiB)");
+    return GT_EINVAL;
+}
+
+static gt_err_t cfg_check_watermark(const char *v, char *why, size_t whylen)
+{
+    double rel;
+    uint64_t abs;
+    return cfg_watermark_parse(v, &rel, &abs, why, whylen);
+}
+
 static gt_err_t cfg_check_product(const char *v, char *why, size_t whylen)
 {
     size_t n = strlen(v);
@@ -514,6 +568,21 @@ static const cfg_desc_t cfg_amqp_keys[] = {
      .doc = "Largest message body a publisher may send; a larger one closes "
             "the channel with 406 PRECONDITION_FAILED (RabbitMQ's "
             "max_message_size: default 128 MiB, at most 512 MiB)."},
+    {.key = "flow_control_bytes", .type = CFG_T_INT,
+     CFG_FIELD(cfg_t, amqp.flow_control_bytes), .def = "67108864", .min = 65536,
+     .max = (int64_t)1 << 40,
+     .doc = "Bytes of published messages the store has not answered yet above "
+            "which publishing connections get connection.blocked and are not "
+            "read; under half of it they get connection.unblocked."},
+    {.key = "memory_high_watermark", .type = CFG_T_STR,
+     CFG_FIELD(cfg_t, amqp.memory_high_watermark), .def = "0.4",
+     .check = cfg_check_watermark, .what = "fraction or size",
+     .doc = "Resident memory of the process above which publishing "
+            "connections get connection.blocked (\"low on memory\") until it "
+            "is back under (RabbitMQ's vm_memory_high_watermark): a fraction "
+            "of the machine's memory or the cgroup's limit if lower, with a "
+            "decimal point (`0.4`, RabbitMQ's default; `0.0` blocks every "
+            "publisher), or a size with an optional unit (`2GiB`, `1500MB`)."},
     {.key = "users", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.users), .def = "",
      .sub = &cfg_amqp_users, .what = "list of users",
      .doc = "Users that may log in (PLAIN or AMQPLAIN). With none, there is "

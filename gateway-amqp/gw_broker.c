@@ -582,6 +582,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
             gw_chan_renew(ch, now);
         }
     }
+    gw_flow_check(b, 0); /* memory may have gone back under its mark */
 }
 
 gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
@@ -608,7 +609,8 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
     b->ready_arg = ready_arg;
     b->invisible_ms = GW_INVISIBLE_MS;
     b->consumer_timeout_ms = bo->consumer_timeout_ms;
-    b->block_bytes = GW_BLOCK_BYTES;
+    b->block_bytes = bo->block_bytes != 0 ? bo->block_bytes : GW_BLOCK_BYTES;
+    b->mem_mark = bo->mem_mark != 0 ? bo->mem_mark : UINT64_MAX;
     {
         /* Tests shorten these. */
         const char *e = getenv("GANTRY_TEST_AMQP_INVISIBLE_MS");
@@ -617,7 +619,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
             b->invisible_ms = v;
         e = getenv("GANTRY_TEST_AMQP_BLOCK_BYTES");
         v = e != NULL ? atoll(e) : 0;
-        if (v >= 1 && (uint64_t)v <= GW_BLOCK_BYTES)
+        if (v >= 1 && (uint64_t)v <= b->block_bytes)
             b->block_bytes = (uint64_t)v;
         e = getenv("GANTRY_TEST_AMQP_CONSUMER_TIMEOUT_MS");
         v = e != NULL ? atoll(e) : 0;

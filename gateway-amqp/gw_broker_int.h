@@ -17,14 +17,20 @@
 
 #define GW_QMAP 1024u                      /* queue hash buckets */
 #define GW_POP_BATCH 32u                   /* messages per consumer pop */
+#define GW_POP_BYTES ((uint64_t)16 << 20)  /* ... and body bytes (big messages
+                                              come a few at a time) */
 #define GW_INVISIBLE_MS 60000LL            /* a delivery's invisibility, renewed
                                               while unacked (tests: env
                                               GANTRY_TEST_AMQP_INVISIBLE_MS) */
 #define GW_APPENDS_MAX 1024u               /* per connection in flight */
 #define GW_TICK_MS 1000u                   /* idle consumers look again */
 #define GW_REC_MAGIC 0xA1u                 /* stored message record */
-#define GW_MAX_BODY ((uint64_t)128 << 20)  /* RabbitMQ's max_message_size */
+#define GW_MAX_BODY ((uint64_t)512 << 20)  /* the assembler's bound: RabbitMQ's
+                                              largest max_message_size (the
+                                              configured one answers 406) */
 #define GW_MAX_MESSAGE ((uint64_t)4 << 20) /* default: the store's body limit */
+#define GW_PBUF_KEEP ((size_t)1 << 20) /* a channel's publish buffer kept
+                                          for the next message, at most */
 #define GW_BLOCK_BYTES ((uint64_t)64 << 20) /* appends in flight: block */
 #define GW_CHAN_SLOTS 2048u
 
@@ -72,6 +78,10 @@ struct gw_broker {
     uint64_t max_message; /* body bytes per publish (406 beyond) */
     uint64_t inflight_bytes; /* records of appends not answered yet */
     uint64_t block_bytes;    /* over it: publishers are blocked */
+    uint64_t mem_mark;       /* resident bytes; over it: blocked (MAX: none) */
+    int64_t mem_at;          /* when resident memory was last read */
+    int64_t trim_at;         /* when memory was last given back (malloc_trim) */
+    bool mem_high;           /* it was over mem_mark */
     bool blocked;
     int64_t consumer_timeout_ms; /* unacked longer: the channel closes, 406 */
     bool loaded;         /* the durable metadata is read back */
@@ -331,6 +341,14 @@ void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how);
  * (so that only a crash lets them reappear, after at most invisible_ms). */
 void gw_chan_renew(gw_chan_t *ch, int64_t now_ms);
 int64_t gw_now_ms(void);
+
+/* gw_flow.c: flow control (connection.blocked / unblocked). */
+/* After inflight_bytes changed by an append of `appended` bytes (0: an
+ * answer, or the tick): blocks or unblocks the publishers. */
+void gw_flow_check(gw_broker_t *b, uint64_t appended);
+/* A connection that publishes for the first time while blocked. */
+void gw_flow_block_new(gw_bconn_t *bc);
+
 void gw_on_basic_ack(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_nack(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_reject(gw_chan_t *ch, const gw_method_t *m);

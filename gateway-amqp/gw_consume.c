@@ -309,6 +309,7 @@ void gw_consumer_pump(gw_consumer_t *cs)
     req.topic = cs->q->id;
     req.queue_id = ST_QUEUE_ANY;
     req.max = n;
+    req.max_bytes = GW_POP_BYTES;
     req.invisible_ms = b->invisible_ms;
     req.poll_timeout_ms = 0;
     st_pop(b->store, &req, pop_cb, o);

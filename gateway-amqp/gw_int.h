@@ -67,7 +67,13 @@ uint32_t gw_conn_consumer_timeout_ms(const gw_conn_t *c);
 typedef struct gw_broker_opts {
     uint64_t max_message;        /* body bytes per publish; 0: 4 MiB */
     int64_t consumer_timeout_ms; /* 0: none */
+    uint64_t block_bytes;        /* appends in flight: blocked; 0: 64 MiB */
+    uint64_t mem_mark;           /* resident bytes: blocked; 0: none */
 } gw_broker_opts_t;
+
+/* gw_flow.c */
+uint64_t gw_flow_rss(void);          /* this process's resident bytes */
+uint64_t gw_flow_total_memory(void); /* RAM, or the cgroup's limit if lower */
 
 gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
                            const gw_broker_opts_t *bo, void (*ready_fn)(void *arg),

@@ -60,46 +60,6 @@ void gw_confirms_flush(gw_chan_t *ch)
     }
 }
 
-/* Flow control: while the store has more than block_bytes of appends
- * to answer, publishing connections get connection.blocked (when they
- * take it) and are not read; under half of it, connection.unblocked. */
-static void block_one(gw_bconn_t *bc)
-{
-    gw_method_t m = {.id = GW_CONNECTION_BLOCKED};
-
-    if (bc->block_stall || bc->c == NULL)
-        return;
-    bc->block_stall = true;
-    m.u.connection_blocked.reason = gw_str("low on memory");
-    if (gw_conn_blocked_notify(bc->c))
-        gw_conn_send_method(bc->c, 0, &m);
-    gw_conn_stall(bc->c);
-}
-
-static void flow_check(gw_broker_t *b)
-{
-    if (!b->blocked && b->inflight_bytes > b->block_bytes) {
-        b->blocked = true;
-        GT_LOG(INFO, "amqp", "%llu bytes of appends in flight: publishers blocked",
-               (unsigned long long)b->inflight_bytes);
-        for (gw_bconn_t *bc = b->conns; bc != NULL; bc = bc->next)
-            if (bc->publisher)
-                block_one(bc);
-    } else if (b->blocked && b->inflight_bytes <= b->block_bytes / 2) {
-        b->blocked = false;
-        GT_LOG(INFO, "amqp", "publishers unblocked");
-        for (gw_bconn_t *bc = b->conns; bc != NULL; bc = bc->next) {
-            gw_method_t m = {.id = GW_CONNECTION_UNBLOCKED};
-            if (!bc->block_stall || bc->c == NULL)
-                continue;
-            bc->block_stall = false;
-            if (gw_conn_blocked_notify(bc->c))
-                gw_conn_send_method(bc->c, 0, &m);
-            gw_conn_unstall(bc->c);
-        }
-    }
-}
-
 static void append_fn(gw_op_t *op)
 {
     append_op_t *o = (append_op_t *)op;
@@ -130,7 +90,7 @@ static void append_fn(gw_op_t *op)
         gw_queue_unref(o->qs[i]);
     }
     op->b->inflight_bytes -= o->bytes;
-    flow_check(op->b);
+    gw_flow_check(op->b, 0);
     gw_bconn_appends_done(ch->bc);
     gw_chan_unref(ch);
     free(o);
@@ -248,9 +208,8 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
     o->bytes = ch->plen;
     b->inflight_bytes += o->bytes;
     ch->bc->publisher = true;
-    flow_check(b);
-    if (b->blocked)
-        block_one(ch->bc); /* a new publisher while blocked */
+    gw_flow_check(b, o->bytes);
+    gw_flow_block_new(ch->bc); /* a new publisher while blocked */
     memset(&msg, 0, sizeof(msg));
     msg.body = ch->pbuf;
     msg.body_len = (uint32_t)ch->plen;
@@ -287,6 +246,11 @@ void gw_publish_done(gw_chan_t *ch)
     }
     if (!ch->tx) {
         publish_route(ch);
+        if (ch->pcap > GW_PBUF_KEEP) { /* the store copied it: not kept */
+            free(ch->pbuf);
+            ch->pbuf = NULL;
+            ch->pcap = ch->plen = 0;
+        }
         return;
     }
     /* In a transaction: kept (the buffer moves) until tx.commit. */

@@ -77,6 +77,7 @@ struct gw_server {
     uint32_t frame_max;                /* proposed in tune */
     uint32_t consumer_timeout_ms;      /* 0: none */
     uint64_t max_message_size;
+    uint64_t block_bytes, mem_mark; /* flow control (gw_flow.c) */
     gw_auth_t *auth;
     uint32_t handshake_ms;
     size_t out_limit;
@@ -1063,6 +1064,20 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     s->frame_max = (uint32_t)amqp->frame_max;
     s->consumer_timeout_ms = (uint32_t)amqp->consumer_timeout_ms;
     s->max_message_size = (uint64_t)amqp->max_message_size;
+    s->block_bytes = (uint64_t)amqp->flow_control_bytes;
+    {
+        double rel;
+        uint64_t abs;
+        char wwhy[160];
+        if (amqp->memory_high_watermark != NULL &&
+            cfg_watermark_parse(amqp->memory_high_watermark, &rel, &abs, wwhy, sizeof(wwhy)) ==
+                GT_OK) {
+            /* 0.0 blocks every publisher: a mark of one byte */
+            s->mem_mark = rel >= 0 ? (uint64_t)(rel * (double)gw_flow_total_memory()) : abs;
+            if (s->mem_mark == 0)
+                s->mem_mark = 1;
+        }
+    }
     snprintf(s->product, sizeof(s->product), "%s",
              amqp->server_product != NULL ? amqp->server_product : "RabbitMQ");
     rc = gw_auth_new(amqp, &s->auth, err, errlen);
@@ -1088,6 +1103,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
                                ? o->max_message
                                : s->max_message_size,
             .consumer_timeout_ms = s->consumer_timeout_ms,
+            .block_bytes = s->block_bytes,
+            .mem_mark = s->mem_mark,
         };
         s->broker = gw_broker_new(s->base, o->store, &bo, broker_ready, s);
     }

@@ -273,6 +273,31 @@ static gt_err_t wrap_late(st_store_t **st)
     return GT_OK;
 }
 
+/* Room in a store record beside an AMQP body: the content header's
+ * property list (one frame at most), exchange, routing key, record header. */
+static uint64_t amqp_record_room(const cfg_t *cfg)
+{
+    return (uint64_t)cfg->amqp.frame_max + 4096;
+}
+
+/* The store's record limit: a 4 MiB body (the RocketMQ limit, checked by
+ * the gRPC service itself) with up to 64 KiB of properties, or an AMQP body
+ * of amqp.max_message_size with its properties, whichever is larger; no
+ * more than a record may be (576 MiB) nor than a segment holds. */
+static uint32_t store_record_limit(const cfg_t *cfg)
+{
+    uint64_t lim = 4 * 1024 * 1024 + 64 * 1024;
+    uint64_t amqp = (uint64_t)cfg->amqp.max_message_size + amqp_record_room(cfg);
+    uint64_t seg = (uint64_t)cfg->store.segment_size;
+    if (amqp > lim)
+        lim = amqp;
+    if (lim > (576u << 20))
+        lim = 576u << 20;
+    if (seg > 8192 && lim > seg - 4096)
+        lim = seg - 4096;
+    return (uint32_t)lim;
+}
+
 /* Opens the embedded store, declares the config's topics and groups, and
  * wraps it so that its answers run on `ex` (the service's executor). */
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
@@ -296,9 +321,7 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
     sc.flush_interval_ms = (uint32_t)cfg->store.flush_interval_ms;
     sc.retention_hours = (uint32_t)cfg->store.retention_hours;
     sc.index_mem_entries = (uint32_t)cfg->store.index_mem_entries;
-    /* A 4 MiB body (the RocketMQ limit) plus up to 16 KiB of properties
-     * and the record header must fit. */
-    sc.max_message_bytes = 4 * 1024 * 1024 + 64 * 1024;
+    sc.max_message_bytes = store_record_limit(cfg);
     sc.repair = repair;
     rc = st_local_open(&sc, &st);
     if (rc != GT_OK) {
@@ -455,10 +478,16 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     if (amqp_on) {
-        /* Bodies up to 4 MiB: what the store takes (max_message_bytes
-         * above, with room for the properties). */
+        /* Bodies up to amqp.max_message_size, unless a small segment_size
+         * keeps the store's records smaller (store_record_limit()). */
+        uint64_t rec = store_record_limit(cfg), room = amqp_record_room(cfg);
         gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store,
-                               .max_message = 4 * 1024 * 1024};
+                               .max_message = rec > room ? rec - room : 1};
+        if (ao.max_message < (uint64_t)cfg->amqp.max_message_size)
+            GT_LOG(WARN, "main",
+                   "AMQP bodies are limited to %llu bytes (amqp.max_message_size %lld): "
+                   "store.segment_size is too small for more",
+                   (unsigned long long)ao.max_message, (long long)cfg->amqp.max_message_size);
         if (gw_server_start(&ao, &amqp, err, sizeof(err)) != GT_OK) {
             GT_LOG(ERROR, "main", "%s", err);
             goto out;

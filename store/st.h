@@ -229,6 +229,9 @@ typedef struct st_pop_req {
     st_filter_kind_t filter_kind;
     const char *filter_expr;  /* per filter_kind; NULL: everything */
     uint32_t max;             /* 1..ST_POP_MAX */
+    /* Optional (0: none): the pop hands out no further message once the
+     * bodies handed out reach this many bytes (it always takes one). */
+    uint64_t max_bytes;
     int64_t invisible_ms;     /* 1..ST_INVISIBLE_MAX_MS */
     int64_t poll_timeout_ms;  /* 0: answer immediately; <= ST_POLL_MAX_MS */
     /* Optional (0: none): names the pop for st_pop_cancel().  Keys share

@@ -64,6 +64,8 @@ typedef struct pop_ctx {
     prefetch_t *pf;       /* may be NULL */
     fifo_open_t open[ST_POP_MAX]; /* each gave the pop a message */
     size_t nopen;
+    uint32_t max;   /* messages: req->max, lowered when max_bytes is met */
+    uint64_t bytes; /* body bytes handed out */
 } pop_ctx_t;
 
 void st_pop_out_free(st_pop_out_t *o)
@@ -135,6 +137,9 @@ static gt_err_t deliver(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
     st_handle_encode(&(st_handle_t){.queue = q, .offset = off, .gen = e->gen},
                      p->handle);
     c->out->bufs[c->out->n++] = buf;
+    c->bytes += m->body_len;
+    if (c->req->max_bytes != 0 && c->bytes >= c->req->max_bytes)
+        c->max = (uint32_t)c->out->n; /* enough: the loops stop here */
     return GT_OK;
 }
 
@@ -400,7 +405,7 @@ static gt_err_t fifo_take(pop_ctx_t *c, uint32_t q, st_cs_t *cs,
         dlq_move(c, q, cs, o, ce);
         return GT_OK;
     }
-    for (i = 0; i < n && rc == GT_OK && c->out->n < c->req->max; i++) {
+    for (i = 0; i < n && rc == GT_OK && c->out->n < c->max; i++) {
         st_went_t *w = st_cs_at(cs, mem[i]);
         uint8_t *buf;
         st_message_t m;
@@ -439,17 +444,17 @@ static gt_err_t pop_window_fifo(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
     uint64_t o, cand[CAND];
     size_t nc = 0;
     gt_err_t rc = st_fifo_sync(c->t, q, cs, &f);
-    while (rc == GT_OK && nc < CAND && c->out->n + nc < c->req->max &&
+    while (rc == GT_OK && nc < CAND && c->out->n + nc < c->max &&
            st_fifo_next(f, c->t, q, cs, c->now, true, &o))
         cand[nc++] = o;
     qsort(cand, nc, sizeof(cand[0]), cmp_u64);
     for (size_t i = 0; i < nc; i++) {
-        if (rc != GT_OK || c->out->n >= c->req->max)
+        if (rc != GT_OK || c->out->n >= c->max)
             st_fifo_moved(cs, cand[i]); /* not taken: back in its heap */
         else if (i == 0 || cand[i] != cand[i - 1])
             rc = fifo_take(c, q, cs, f, cand[i]);
     }
-    while (rc == GT_OK && c->out->n < c->req->max &&
+    while (rc == GT_OK && c->out->n < c->max &&
            st_fifo_next(f, c->t, q, cs, c->now, false, &o))
         rc = fifo_take(c, q, cs, f, o);
     if (rc == GT_OK) {
@@ -480,7 +485,7 @@ static gt_err_t pop_window(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
             continue;
         uint32_t gh = fifo ? ce->group_hash : 0;
         bool due = (e->state == ST_E_INFLIGHT || e->state == ST_E_NONE) &&
-                   e->deadline <= c->now && c->out->n < c->req->max &&
+                   e->deadline <= c->now && c->out->n < c->max &&
                    !gset_has(&blocked, gh);
         if (due && e->state == ST_E_INFLIGHT &&
             e->attempt >= c->g->meta.max_delivery_attempts) {
@@ -533,7 +538,7 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
     uint64_t skip_from = cs->pop, scanned = 0;
     st_fifo_t *f = NULL;
     gt_err_t rc = c->g->meta.fifo ? st_fifo_sync(c->t, q, cs, &f) : GT_OK;
-    while (rc == GT_OK && c->out->n < c->req->max && cs->pop < st_cq_end(cq) &&
+    while (rc == GT_OK && c->out->n < c->max && cs->pop < st_cq_end(cq) &&
            (!f || scanned++ < FIFO_SCAN)) {
         st_cq_entry_t ceb = {0};
         const st_cq_entry_t *ce = st_cq_get(c->t, q, cs->pop, &ceb);
@@ -628,7 +633,7 @@ static gt_err_t pop_try(pop_ctx_t *c)
         if ((rc = cs_prepare(c, q, &cs)) == GT_OK)
             rc = pop_window(c, q, cs);
     }
-    for (uint32_t i = 0; i < nq && rc == GT_OK && c->out->n < c->req->max; i++) {
+    for (uint32_t i = 0; i < nq && rc == GT_OK && c->out->n < c->max; i++) {
         uint32_t q = (first + i) % qc;
         if ((rc = cs_prepare(c, q, &cs)) == GT_OK)
             rc = pop_new(c, q, cs);
@@ -668,6 +673,7 @@ gt_err_t st_pop_attempt(st_local_t *st, st_topic_rt_t *t,
                         int64_t now, st_pop_out_t *out)
 {
     pop_ctx_t c = {.st = st, .t = t, .req = req, .f = f, .now = now,
+                   .max = req->max,
                    .out = out};
     gt_err_t rc = group_for_pop(st, req->group, &c.g);
     return rc == GT_OK ? pop_try(&c) : rc;
@@ -685,6 +691,7 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
         return; /* FIFO: few of the window's entries are heads; guessing
                    which would cost more reads than it saves */
     uint32_t qc = t->meta.queue_count, first = 0, nq = qc;
+    uint64_t bytes = 0; /* planned (record sizes, over the bodies') */
     if (req->queue_id >= 0) {
         if ((uint32_t)req->queue_id >= qc)
             return;
@@ -703,8 +710,11 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
             const st_cq_entry_t *ce = st_cq_get(t, q, o, &ceb);
             if (ce && (e->state == ST_E_INFLIGHT || e->state == ST_E_NONE) &&
                 e->deadline <= now) {
+                if (req->max_bytes != 0 && bytes >= req->max_bytes)
+                    return;
                 pf->pos[pf->n] = ce->pos;
                 pf->size[pf->n++] = ce->size;
+                bytes += ce->size;
             }
         }
         for (uint64_t o = cs->pop, k = 0;
@@ -712,8 +722,11 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
             st_cq_entry_t ceb;
             const st_cq_entry_t *ce = st_cq_get(t, q, o, &ceb);
             if (ce && st_filter_match_hash(f, ce->tag_hash)) {
+                if (req->max_bytes != 0 && bytes >= req->max_bytes)
+                    return;
                 pf->pos[pf->n] = ce->pos;
                 pf->size[pf->n++] = ce->size;
+                bytes += ce->size;
                 k++;
             }
         }
@@ -792,7 +805,7 @@ void st_pop_local(st_store_t *s, const st_pop_req_t *req, st_pop_cb cb,
     }
     pthread_mutex_lock(&st->lock);
     pop_ctx_t c = {.st = st, .req = req, .f = &f, .now = now, .out = out,
-                   .pf = pf};
+                   .pf = pf, .max = req->max};
     if (st->closing)
         rc = GT_ESHUTDOWN;
     else if (!(c.t = st_topic_find(st, req->topic)))

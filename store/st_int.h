@@ -72,7 +72,8 @@ uint64_t st_hash64(char kind, const char *s); /* index: 'I' id, 'K' key */
  * L = 72 + V + body length + D.  Writers before D existed wrote 0 there. */
 #define ST_REC_MAGIC     0x31525447u /* "GTR1" */
 #define ST_REC_HDR       72u
-#define ST_REC_MAX_HARD  (64u << 20) /* decode bound, whatever the config */
+#define ST_REC_MAX_HARD  (576u << 20) /* decode bound, whatever the config:
+                                        a 512 MiB AMQP body and its header */
 #define ST_REC_OFF_QUEUE 16
 #define ST_REC_OFF_QOFF  20
 #define ST_REC_OFF_POS   28

@@ -491,7 +491,7 @@ static gt_err_t cfg_check(const st_config_t *c)
         why = "flush_interval_ms must be positive";
     else if (c->max_message_bytes < 256 ||
              c->max_message_bytes > ST_REC_MAX_HARD)
-        why = "max_message_bytes must be within [256, 64 MiB]";
+        why = "max_message_bytes must be within [256, 576 MiB]";
     else if (c->max_message_bytes > c->segment_size - ST_SEG_HDR)
         why = "max_message_bytes must fit in a segment (raise segment_size)";
     if (why)

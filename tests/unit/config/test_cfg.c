@@ -109,6 +109,8 @@ static void check_defaults(const cfg_t *c)
     CU_ASSERT_EQUAL(c->amqp.channel_max, 2047);
     CU_ASSERT_EQUAL(c->amqp.consumer_timeout_ms, 1800000);
     CU_ASSERT_EQUAL(c->amqp.max_message_size, 134217728);
+    CU_ASSERT_EQUAL(c->amqp.flow_control_bytes, 67108864);
+    CU_ASSERT_STRING_EQUAL(c->amqp.memory_high_watermark, "0.4");
     CU_ASSERT_EQUAL(c->amqp.users.n, 0);
     CU_ASSERT_EQUAL(c->amqp.permissions.n, 0);
     CU_ASSERT_EQUAL_FATAL(c->amqp.vhosts.n, 1);
@@ -495,6 +497,50 @@ static const char amqp_yaml[] =
     "    - {user: app, vhost: prod, configure: \"^app\\\\.\", write: \".*\", read: \"\"}\n"
     "    - {user: dev, vhost: \"/\", configure: \".*\", write: \".*\", read: \".*\"}\n"
     "  loopback_users: []\n";
+
+/* amqp.memory_high_watermark: RabbitMQ's relative and absolute forms. */
+static void test_watermark(void)
+{
+    static const struct {
+        const char *v;
+        bool ok;
+        double rel;
+        uint64_t abs;
+    } cases[] = {
+        {"0.4", true, 0.4, 0},          {"0.0", true, 0.0, 0},
+        {"1.0", true, 1.0, 0},          {".5", false, 0, 0},
+        {"1.5", false, 0, 0},           {"0.4x", false, 0, 0},
+        {"2GiB", true, -1, 2147483648ull}, {"1500MB", true, -1, 1500000000ull},
+        {"1048576", true, -1, 1048576}, {"64KiB", true, -1, 65536},
+        {"3k", true, -1, 3000},         {"0", false, 0, 0},
+        {"2TB", false, 0, 0},           {"", false, 0, 0},
+        {"-1", false, 0, 0},            {"99999999999999999999", false, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        double rel = 9;
+        uint64_t abs = 9;
+        char why[200] = "";
+        gt_err_t rc = cfg_watermark_parse(cases[i].v, &rel, &abs, why, sizeof(why));
+        CU_ASSERT_EQUAL(rc == GT_OK, cases[i].ok);
+        if (rc == GT_OK) {
+            CU_ASSERT_DOUBLE_EQUAL(rel, cases[i].rel, 1e-9);
+            CU_ASSERT_EQUAL(abs, cases[i].abs);
+        } else {
+            CU_ASSERT(why[0] != '\0');
+        }
+    }
+    cfg_t c;
+    cfg_init(&c);
+    CU_ASSERT_NOT_EQUAL(load(&c, "amqp:\n  memory_high_watermark: \"1.5\"\n"), GT_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "memory_high_watermark"));
+    cfg_free(&c);
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(load(&c, "amqp:\n  memory_high_watermark: 0.25\n"
+                             "  flow_control_bytes: 65536\n"), GT_OK);
+    CU_ASSERT_STRING_EQUAL(c.amqp.memory_high_watermark, "0.25");
+    CU_ASSERT_EQUAL(c.amqp.flow_control_bytes, 65536);
+    cfg_free(&c);
+}
 
 static void test_amqp(void)
 {
@@ -927,6 +973,7 @@ int main(void)
         {"print/reload round trip", test_round_trip},
         {"failed load keeps cfg", test_failed_load_keeps_cfg},
         {"cfg_load_file", test_load_file},
+        {"amqp.memory_high_watermark forms", test_watermark},
         {"deep nesting refused", test_deep_nesting},
         {"file size cap", test_file_too_large},
         {"config/gantry.yaml loads", test_shipped_gantry_yaml},

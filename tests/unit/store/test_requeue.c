@@ -198,6 +198,43 @@ static void test_requeue_parked(void)
     free(dir);
 }
 
+/* max_bytes: a pop stops once its bodies reach the bound, always takes one,
+ * and the rest stays ready in order (the AMQP gateway bounds pops of big
+ * messages this way); redeliveries count too. */
+static void test_pop_max_bytes(void)
+{
+    char *dir = tu_tmpdir("pop_max_bytes");
+    tu_clock_start();
+    st_store_t *st = tu_open(dir, ST_FLUSH_SYNC);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    send_range(st, "T", 0, 8); /* bodies "m0".."m7": 2 bytes each */
+    tu_msg_t out[8];
+    size_t n;
+    st_pop_req_t req = {.group = "G", .topic = "T", .queue_id = ST_QUEUE_ANY,
+                        .max = 8, .max_bytes = 5, .invisible_ms = LONG_MS};
+    CU_ASSERT_EQUAL(tu_pop(st, &req, out, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 3); /* 2 + 2 < 5, 6 >= 5 */
+    CU_ASSERT_STRING_EQUAL(out[0].body, "m0");
+    CU_ASSERT_STRING_EQUAL(out[2].body, "m2");
+    req.max_bytes = 1; /* under one body: one message */
+    CU_ASSERT_EQUAL(tu_pop(st, &req, out, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_STRING_EQUAL(out[0].body, "m3");
+    CU_ASSERT_EQUAL(tu_change(st, "G", "T", out[0].handle, 0, NULL), GT_OK);
+    req.max_bytes = 4; /* the requeued one first, then one new */
+    CU_ASSERT_EQUAL(tu_pop(st, &req, out, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 2);
+    CU_ASSERT_STRING_EQUAL(out[0].body, "m3");
+    CU_ASSERT_STRING_EQUAL(out[1].body, "m4");
+    req.max_bytes = 0; /* no bound: the rest */
+    CU_ASSERT_EQUAL(tu_pop(st, &req, out, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    st_close(st);
+    tu_clock_stop();
+    tu_rmrf(dir);
+    free(dir);
+}
+
 /* st_release: at once, ahead of newer messages, attempt not counted. */
 static void test_release_order(void)
 {
@@ -384,6 +421,7 @@ int main(void)
          test_requeue},
         {"requeue wakes a parked pop", test_requeue_parked},
         {"release: at once, ahead, attempt kept", test_release_order},
+        {"pop max_bytes: stops at the bound, takes one", test_pop_max_bytes},
         {"purge: ready only, counted, durable", test_purge},
         {"purge through the late decorator", test_purge_late},
         {"requeue all in flight: at once, attempt + 1, durable",
