@@ -475,7 +475,7 @@ void gw_broker_chan_close(gw_bconn_t *bc, uint16_t id)
             continue;
         }
         if (!u->q->gone)
-            gw_msg_requeue(bc->b, u->q, u->handle);
+            gw_ua_settle_store(bc->b, u, GW_SETTLE_REQUEUE);
         gw_ua_free(u);
     }
     if (ch->commit_wait) {

@@ -189,6 +189,9 @@ struct gw_unacked {
     bool detached;      /* settled while renewing: out of the channel's
                            list, `how` runs when the renewal answers */
     int how;            /* gw_settle_t */
+    uint32_t attempt;   /* the store's delivery attempt (1: first) */
+    uint8_t *rec;       /* the record, kept when the queue has a DLX */
+    size_t rec_len;
 };
 
 struct gw_chan {
@@ -337,6 +340,9 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_cancel(gw_chan_t *ch, const gw_method_t *m);
 void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m);
 void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how);
+/* The store side of settling u (ack, requeue, or dead-letter: a drop of a
+ * queue with a DLX, a requeue past x-delivery-limit). */
+void gw_ua_settle_store(gw_broker_t *b, gw_unacked_t *u, gw_settle_t how);
 /* Extends the invisibility of the channel's unacked deliveries due for it
  * (so that only a crash lets them reappear, after at most invisible_ms). */
 void gw_chan_renew(gw_chan_t *ch, int64_t now_ms);

@@ -10,6 +10,7 @@
 #include "gw_broker_int.h"
 #include "gw_reply.h"
 #include "gw_sac.h"
+#include "gw_dlx.h"
 
 /* ---- the stored record ------------------------------------------------- *
  * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
@@ -72,13 +73,22 @@ typedef struct {
     popped_t msgs[];
 } pop_op_t;
 
-static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs, const char *h)
+/* Tracks a delivery until it is settled; keeps its record (taken from
+ * p) when the queue has a DLX, for dead-lettering. */
+static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs, popped_t *p)
 {
     gw_unacked_t *u = calloc(1, sizeof(*u));
+    const char *h = p->handle;
 
     if (u == NULL) { /* cannot track it: give it back */
         gw_msg_requeue(ch->bc->b, q, h);
         return;
+    }
+    u->attempt = p->attempt;
+    if (q->args.has_dlx) {
+        u->rec = p->body;
+        u->rec_len = p->len;
+        p->body = NULL;
     }
     u->tag = tag;
     gw_queue_ref(q);
@@ -117,6 +127,7 @@ void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u)
 
 void gw_ua_free(gw_unacked_t *u)
 {
+    free(u->rec);
     gw_consumer_unref(u->cs);
     gw_queue_unref(u->q);
     free(u);
@@ -139,6 +150,15 @@ static void send_delivery(gw_chan_t *ch, gw_method_t *m, gw_queue_t *q, const po
     }
     *ex_out = r.ex;
     *rk_out = r.rk;
+    if (q->args.type == GW_QTYPE_QUORUM && p->attempt > 0) {
+        size_t pl = 0;
+        uint8_t *qp = gw_dl_count_props(r.props, p->attempt - 1, &pl);
+        if (qp != NULL) {
+            gw_conn_send_content(ch->bc->c, ch->id, m, (gw_bytes_t){qp, pl}, r.body, r.body_len);
+            free(qp);
+            return;
+        }
+    }
     gw_conn_send_content(ch->bc->c, ch->id, m, r.props, r.body, r.body_len);
 }
 
@@ -228,6 +248,7 @@ static void consume_fn(gw_op_t *op)
     gw_chan_t *ch = cs->ch;
     gw_broker_t *b = op->b;
     int64_t now = gw_wall_ms();
+    bool rekick = false;
 
     cs->popping = 0;
     ch->pending -= o->asked < ch->pending ? o->asked : ch->pending;
@@ -239,6 +260,10 @@ static void consume_fn(gw_op_t *op)
             gw_msg_release(b, cs->q, p->handle);
         } else if (gw_ttl_expired(cs->q, p->store_ts, p->body, p->len, true, now)) {
             gw_ttl_expire_popped(cs->q, p->handle, p->body, p->len);
+        } else if (p->attempt > 1 && gw_dl_over_limit(cs->q, p->attempt - 1)) {
+            /* returned past x-delivery-limit by a path that did not look */
+            gw_dead_letter_ack(cs->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
+            rekick = true;
         } else {
             gw_method_t m = {.id = GW_BASIC_DELIVER};
             gw_basic_deliver_t *d = &m.u.basic_deliver;
@@ -249,13 +274,13 @@ static void consume_fn(gw_op_t *op)
             if (cs->no_ack)
                 gw_msg_ack(b, cs->q, p->handle);
             else
-                ua_add(ch, d->delivery_tag, cs->q, cs, p->handle);
+                ua_add(ch, d->delivery_tag, cs->q, cs, p);
         }
         free(p->body);
     }
     if (cs->gone && cs->unacked == 0)
         gw_sac_drained(cs); /* its last pop is in: the next may take over */
-    if (!cs->gone && op->err == GT_OK && (o->n == o->asked || cs->rekick)) {
+    if (!cs->gone && op->err == GT_OK && (o->n == o->asked || cs->rekick || rekick)) {
         cs->rekick = false;
         gw_consumer_pump(cs);
     }
@@ -538,8 +563,12 @@ static void get_fn(gw_op_t *op)
     }
     for (size_t i = 0; i < o->n; i++) {
         popped_t *p = &o->msgs[i];
-        if (!gw_chan_live(ch) || p->attempt == 0) {
-            gw_msg_release(b, o->q, p->handle);
+        if (!gw_chan_live(ch) || p->attempt == 0 ||
+            (p->attempt > 1 && gw_dl_over_limit(o->q, p->attempt - 1))) {
+            if (!gw_chan_live(ch) || p->attempt == 0)
+                gw_msg_release(b, o->q, p->handle);
+            else /* returned past x-delivery-limit by a path that did not look */
+                gw_dead_letter_ack(o->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
             if (gw_chan_live(ch)) {
                 gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
                 gw_chan_reply(ch, &r);
@@ -554,7 +583,7 @@ static void get_fn(gw_op_t *op)
             if (o->no_ack)
                 gw_msg_ack(b, o->q, p->handle);
             else
-                ua_add(ch, g->delivery_tag, o->q, NULL, p->handle);
+                ua_add(ch, g->delivery_tag, o->q, NULL, p);
         }
         free(p->body);
     }
@@ -593,6 +622,22 @@ void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
 
 /* ---- acks -------------------------------------------------------------- */
 
+void gw_ua_settle_store(gw_broker_t *b, gw_unacked_t *u, gw_settle_t how)
+{
+    gw_dl_reason_t why = GW_DL_REJECTED;
+
+    if (how == GW_SETTLE_REQUEUE && gw_dl_over_limit(u->q, u->attempt)) {
+        how = GW_SETTLE_DROP; /* quorum: this return goes past x-delivery-limit */
+        why = GW_DL_DELIVERY_LIMIT;
+    }
+    if (how == GW_SETTLE_REQUEUE)
+        gw_msg_requeue(b, u->q, u->handle);
+    else if (how == GW_SETTLE_DROP && u->rec != NULL && u->q->args.has_dlx)
+        gw_dead_letter_ack(u->q, u->rec, u->rec_len, why, u->handle);
+    else
+        gw_msg_ack(b, u->q, u->handle); /* acked, or dropped without a DLX */
+}
+
 void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
 {
     gw_consumer_t *cs = u->cs;
@@ -603,10 +648,7 @@ void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
         u->detached = true;
         u->how = (int)how;
     } else {
-        if (how == GW_SETTLE_REQUEUE)
-            gw_msg_requeue(ch->bc->b, u->q, u->handle);
-        else
-            gw_msg_ack(ch->bc->b, u->q, u->handle); /* a drop: dead-lettering is issue 10 */
+        gw_ua_settle_store(ch->bc->b, u, how);
         gw_ua_free(u);
     }
     if (cs != NULL && !cs->gone)
@@ -637,12 +679,8 @@ static void renew_fn(gw_op_t *op)
     if (op->err == GT_OK)
         memcpy(u->handle, o->handle, sizeof(u->handle));
     if (u->detached) {
-        if (!u->q->gone) {
-            if (u->how == GW_SETTLE_REQUEUE)
-                gw_msg_requeue(op->b, u->q, u->handle);
-            else
-                gw_msg_ack(op->b, u->q, u->handle);
-        }
+        if (!u->q->gone)
+            gw_ua_settle_store(op->b, u, (gw_settle_t)u->how);
         gw_ua_free(u);
     } else {
         u->renew_at = gw_now_ms() + op->b->invisible_ms / 2;
