@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import os from 'node:os';
 import { startGantry, stopGantry, scaled, require } from './harness.mjs';
+import * as rawPeer from './amqp_raw.mjs';
+import { HEADER, u16, u32, shortstr, longstr, frame, method, parseClose } from './amqp_raw.mjs';
 
 const amqp = require('amqplib');
 
@@ -23,98 +25,18 @@ after(async () => {
 const url = (user = 'guest', pass = 'guest', vhost = '') =>
   `amqp://${user}:${pass}@127.0.0.1:${g.amqpPort}/${vhost}`;
 
-// ---- a minimal client-side frame writer/reader for raw tests ----------
+// ---- raw peers (tests/integration/amqp_raw.mjs) on this file's server ----
 
-const HEADER = Buffer.from('AMQP\x00\x00\x09\x01', 'latin1');
-const u16 = (v) => { const b = Buffer.alloc(2); b.writeUInt16BE(v); return b; };
-const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32BE(v); return b; };
-const shortstr = (s) => Buffer.concat([Buffer.from([Buffer.byteLength(s)]), Buffer.from(s)]);
-const longstr = (b) => Buffer.concat([u32(b.length), b]);
-function frame(type, ch, payload) {
-  return Buffer.concat([Buffer.from([type]), u16(ch), u32(payload.length), payload, Buffer.from([0xce])]);
-}
-const method = (ch, cls, mid, args = Buffer.alloc(0)) =>
-  frame(1, ch, Buffer.concat([u16(cls), u16(mid), args]));
-
-// A socket whose frames can be awaited one by one.
-function rawConnect() {
-  const sock = net.connect(g.amqpPort, '127.0.0.1');
-  let buf = Buffer.alloc(0);
-  let waiters = [];
-  let closed = false;
-  const wake = () => { const w = waiters; waiters = []; w.forEach((f) => f()); };
-  sock.on('data', (d) => {
-    if (c.counting) c.counted += d.length; else buf = Buffer.concat([buf, d]);
-    wake();
-  });
-  sock.on('close', () => { closed = true; wake(); });
-  sock.on('error', () => {});
-  const c = {
-    sock,
-    get closed() { return closed; },
-    bytes() { return buf; },
-    // Resolves when cond() is true, or rejects after ms (scaled).
-    until(cond, ms, what) {
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`timeout: ${what}`)), scaled(ms));
-        const check = () => {
-          const v = cond();
-          if (v) { clearTimeout(t); resolve(v); } else waiters.push(check);
-        };
-        check();
-      });
-    },
-    // The next frame {type, ch, payload, cls, mid}; null once closed.
-    async next(ms = 5000) {
-      await c.until(() => closed || (buf.length >= 7 && buf.length >= 8 + buf.readUInt32BE(3)),
-        ms, 'a frame');
-      if (buf.length < 7 || buf.length < 8 + buf.readUInt32BE(3)) return null;
-      const size = buf.readUInt32BE(3);
-      const f = { type: buf[0], ch: buf.readUInt16BE(1), payload: buf.subarray(7, 7 + size) };
-      assert.equal(buf[7 + size], 0xce);
-      buf = buf.subarray(8 + size);
-      if (f.type === 1) { f.cls = f.payload.readUInt16BE(0); f.mid = f.payload.readUInt16BE(2); }
-      return f;
-    },
-    // The next method frame (heartbeats skipped).
-    async nextMethod(ms) {
-      for (;;) {
-        const f = await c.next(ms);
-        if (f === null || f.type === 1) return f;
-      }
-    },
-    send(b) { sock.write(b); },
-  };
-  return c;
-}
-
-function parseClose(f) {
-  assert.ok(f, 'a connection.close before the socket closed');
-  assert.deepEqual([f.cls, f.mid], [10, 50], 'connection.close');
-  const p = f.payload;
-  const code = p.readUInt16BE(4);
-  const tl = p[6];
-  return { code, text: p.subarray(7, 7 + tl).toString(), cls: p.readUInt16BE(7 + tl),
-    mid: p.readUInt16BE(9 + tl) };
-}
-
-// Header, start, start-ok (PLAIN guest/guest), tune, tune-ok, open.
-async function rawHandshake(c, { heartbeat = 0, frameMax = 131072, channelMax = 2047,
-  vhost = '/' } = {}) {
-  c.send(HEADER);
-  const start = await c.nextMethod();
-  assert.deepEqual([start.cls, start.mid], [10, 10]);
-  c.send(method(0, 10, 11, Buffer.concat([u32(0), shortstr('PLAIN'),
-    longstr(Buffer.from('\0guest\0guest')), shortstr('en_US')])));
-  const tune = await c.nextMethod();
-  assert.deepEqual([tune.cls, tune.mid], [10, 30]);
-  assert.equal(tune.payload.readUInt16BE(4), 2047, 'channel_max');
-  assert.equal(tune.payload.readUInt32BE(6), 131072, 'frame_max');
-  assert.equal(tune.payload.readUInt16BE(10), 60, 'heartbeat');
-  c.send(method(0, 10, 31, Buffer.concat([u16(channelMax), u32(frameMax), u16(heartbeat)])));
-  c.send(method(0, 10, 40, Buffer.concat([shortstr(vhost), shortstr(''), Buffer.from([0])])));
-  return c.nextMethod();
-}
+const rawConnect = () => rawPeer.rawConnect(g.amqpPort);
+// The handshake, checking connection.tune's defaults on the way.
+const rawHandshake = (c, opts = {}) => rawPeer.rawHandshake(c, {
+  ...opts,
+  onTune: (tune) => {
+    assert.equal(tune.payload.readUInt16BE(4), 2047, 'channel_max');
+    assert.equal(tune.payload.readUInt32BE(6), 131072, 'frame_max');
+    assert.equal(tune.payload.readUInt16BE(10), 60, 'heartbeat');
+  },
+});
 
 // ---- amqplib ------------------------------------------------------------
 

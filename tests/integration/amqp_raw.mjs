@@ -26,6 +26,8 @@ export function rawConnect(port) {
   let closed = false;
   const wake = () => { const w = waiters; waiters = []; w.forEach((f) => f()); };
   sock.on('data', (d) => {
+    // c.counting set: the bytes are counted (c.counted), not kept.
+    if (c.counting) { c.counted += d.length; wake(); return; }
     buf = buf.length ? Buffer.concat([buf, d]) : d;
     // c.onFrame set: frames are handed over as they complete (only a
     // partial frame is kept, so large volumes cost no copying).
@@ -44,6 +46,8 @@ export function rawConnect(port) {
   const c = {
     sock,
     onFrame: null,
+    counting: false,
+    counted: 0,
     get closed() { return closed; },
     bytes() { return buf; },
     // Resolves when cond() holds; rejects after ms (scaled).
@@ -91,9 +95,11 @@ export function parseClose(f) {
     cls: p.readUInt16BE(7 + tl), mid: p.readUInt16BE(9 + tl) };
 }
 
-// Header, start, start-ok (PLAIN guest/guest), tune, tune-ok, open;
-// resolves with the frame answering connection.open.
-export async function rawHandshake(c, { heartbeat = 0, frameMax = 131072, channelMax = 2047 } = {}) {
+// Header, start, start-ok (PLAIN guest/guest), tune, tune-ok, open of
+// vhost; resolves with the frame answering connection.open.  onTune(frame)
+// may check connection.tune.
+export async function rawHandshake(c, { heartbeat = 0, frameMax = 131072, channelMax = 2047,
+  vhost = '/', onTune = null } = {}) {
   c.send(HEADER);
   const start = await c.nextMethod();
   assert.deepEqual([start.cls, start.mid], [10, 10], 'connection.start');
@@ -101,8 +107,9 @@ export async function rawHandshake(c, { heartbeat = 0, frameMax = 131072, channe
     longstr(Buffer.from('\0guest\0guest')), shortstr('en_US')])));
   const tune = await c.nextMethod();
   assert.deepEqual([tune.cls, tune.mid], [10, 30], 'connection.tune');
+  if (onTune) onTune(tune);
   c.send(method(0, 10, 31, Buffer.concat([u16(channelMax), u32(frameMax), u16(heartbeat)])));
-  c.send(method(0, 10, 40, Buffer.concat([shortstr('/'), shortstr(''), Buffer.from([0])])));
+  c.send(method(0, 10, 40, Buffer.concat([shortstr(vhost), shortstr(''), Buffer.from([0])])));
   return c.nextMethod();
 }
 
