@@ -2,8 +2,8 @@
  * store (see docs/amqp.md, "Storage mapping").
  *
  * Threads.  Everything in gw_broker*.c, gw_vhost.c, gw_queue.c, gw_consume.c,
- * gw_publish.c, gw_exchange.c and gw_meta.c runs on the gateway's event-loop
- * thread.  The store answers on the proxy's executor threads; each store
+ * gw_publish.c, gw_exchange.c, gw_meta.c, gw_delay.c, gw_reply.c and
+ * gw_sac.c runs on the gateway's event-loop thread.  The store answers on the proxy's executor threads; each store
  * request is a gw_op_t whose store callback copies what it needs into the op
  * and posts it (gw_op_post: a mutex-guarded list plus event_active on
  * post_ev); the loop then runs op->fn.  b->ops counts the requests not run
