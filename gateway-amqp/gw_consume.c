@@ -642,6 +642,8 @@ void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
 {
     gw_consumer_t *cs = u->cs;
 
+    if (cs != NULL) /* u may hold its last reference (a cancelled consumer) */
+        gw_consumer_ref(cs);
     gw_ua_unlink(ch, u);
     if (u->renewing) {
         /* The renewal's answer brings the handle that works. */
@@ -653,6 +655,7 @@ void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
     }
     if (cs != NULL && !cs->gone)
         gw_consumer_pump(cs);
+    gw_consumer_unref(cs);
 }
 
 int64_t gw_now_ms(void)
