@@ -127,8 +127,8 @@ struct gw_queue {
     bool had_consumer, excl_consumer;
     struct event *kick_ev;
     uint32_t requeuing; /* requeues (change_invisible 0) not answered yet */
-    bool sac;           /* x-single-active-consumer (gw_sac.c) */
-    gw_consumer_t *sac_active, *sac_drain; /* not references: see gw_sac.h */
+    gw_consumer_t *sac_active, *sac_drain; /* x-single-active-consumer (gw_sac.c):
+                                              not references, see gw_sac.h */
     gw_qttl_t ttl; /* gw_ttl.c */
 };
 

@@ -436,7 +436,8 @@ void gw_on_basic_consume(gw_chan_t *ch, const gw_method_t *m)
                       (int)tag.len, tag.ptr);
         return;
     }
-    if (q->excl_consumer || (bcm->exclusive && (q->nconsumers > 0 || q->sac))) {
+    if (q->excl_consumer ||
+        (bcm->exclusive && (q->nconsumers > 0 || q->args.single_active_consumer))) {
         CH_ERR(ch, GW_ACCESS_REFUSED, m->id, "queue '%.*s' in vhost '%s' in exclusive use",
                (int)name.len, name.ptr, GW_VHOST(ch));
         return;

@@ -13,7 +13,6 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_reply.h"
-#include "gw_sac.h"
 
 /* ---- queues ------------------------------------------------------------ */
 
@@ -396,7 +395,6 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
             q->exclusive = d->exclusive;
             q->auto_delete = d->auto_delete;
             q->owner = d->exclusive ? ch->bc : NULL;
-            q->sac = gw_sac_arg(d->arguments); /* TODO(qargs): persisted with the queue */
             gw_chan_set_last(ch, name);
             if ((o = qop_new(ch, q, m->id, d->nowait, create_fn)) == NULL) {
                 gw_queue_drop(q);

@@ -4,13 +4,6 @@
 
 #include "gw_sac.h"
 
-bool gw_sac_arg(gw_table_t args)
-{
-    gw_value_t v;
-
-    return gw_table_get(args, "x-single-active-consumer", &v) && v.type == 't' && v.v.i != 0;
-}
-
 /* Deliveries resume from the loop: a channel closing requeues all its
  * unacked deliveries (q->requeuing) before anyone pops. */
 static void kick_later(gw_queue_t *q)
@@ -37,7 +30,7 @@ void gw_sac_added(gw_consumer_t *cs)
 {
     gw_queue_t *q = cs->q;
 
-    if (q->sac && q->sac_active == NULL && q->sac_drain == NULL)
+    if (q->args.single_active_consumer && q->sac_active == NULL && q->sac_drain == NULL)
         q->sac_active = cs;
 }
 
@@ -45,7 +38,7 @@ void gw_sac_removed(gw_consumer_t *cs)
 {
     gw_queue_t *q = cs->q;
 
-    if (!q->sac || q->sac_active != cs)
+    if (!q->args.single_active_consumer || q->sac_active != cs)
         return;
     q->sac_active = NULL;
     if (cs->unacked > 0 || cs->popping > 0) {

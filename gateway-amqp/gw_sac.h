@@ -14,7 +14,7 @@
  * deliveries, even once they are acked, until the channel closes; Gantry
  * hands over when they are acked, as quorum queues do.)  An exclusive
  * basic.consume on such a queue is 403 "in exclusive use", consumers or
- * not.
+ * not.  The argument is gw_qargs' (validated, kept in the durable record).
  *
  * Loop thread only (gw_broker.c). */
 #ifndef GW_SAC_H
@@ -23,9 +23,6 @@
 #include <stdbool.h>
 
 #include "gw_broker_int.h"
-
-/* The queue argument as declared: true for a boolean true. */
-bool gw_sac_arg(gw_table_t args);
 
 /* cs was added to its queue's consumers: active when none is. */
 void gw_sac_added(gw_consumer_t *cs);
@@ -36,7 +33,8 @@ void gw_sac_drained(gw_consumer_t *cs);
 /* Whether cs may be given messages now. */
 static inline bool gw_sac_may_deliver(const gw_consumer_t *cs)
 {
-    return !cs->q->sac || (cs == cs->q->sac_active && cs->q->requeuing == 0);
+    return !cs->q->args.single_active_consumer ||
+           (cs == cs->q->sac_active && cs->q->requeuing == 0);
 }
 
 #endif

@@ -140,3 +140,34 @@ test('handover when the active consumer\'s channel or connection closes: unacked
     await stopGantry(g);
   }
 });
+
+test('a durable single-active-consumer queue keeps the argument across a restart', async () => {
+  let g = await startGantry({ logLevel: 'info', flush: 'sync' });
+  let conn = await connect(g);
+  const pub = await conn.createConfirmChannel();
+  await pub.assertQueue('dsq', { durable: true, ...SAC });
+  await fill(pub, 'dsq', 6);
+  // A non-boolean value is refused (gw_qargs, RabbitMQ's text).
+  const bad = await conn.createChannel();
+  bad.on('error', () => {});
+  await assert.rejects(bad.assertQueue('badsq', { arguments: { 'x-single-active-consumer': 'yes' } }),
+    (e) => e.code === 406 && /invalid arg 'x-single-active-consumer' for queue 'badsq' in vhost '\/': \{unacceptable_type,longstr\}/.test(e.message));
+  await stopGantry(g, 'SIGKILL', { keepDir: true });
+  g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
+    httpPort: g.httpPort, amqpPort: g.amqpPort });
+  try {
+    conn = await connect(g);
+    const a = await consumer(conn, 'dsq', 'A');
+    const b = await consumer(conn, 'dsq', 'B');
+    await waitFor(() => a.got.length === 2, 5000, 'A gets its prefetch');
+    a.ch.ack(a.msgs[1], true);
+    await waitFor(() => a.got.length === 4, 5000, 'A goes on');
+    assert.deepEqual(b.got, []);
+    await a.ch.close();
+    await waitFor(() => b.got.length === 2, 5000, 'B takes over');
+    assert.deepEqual(b.got, ['m2r', 'm3r']);
+    await conn.close();
+  } finally {
+    await stopGantry(g);
+  }
+});
