@@ -363,12 +363,11 @@ void gw_on_basic_recover(gw_chan_t *ch, const gw_method_t *m);
 /* ---- gw_ttl.c: x-message-ttl, expiration, x-expires (see gw_ttl.h) */
 
 int64_t gw_wall_ms(void);
-/* x-message-ttl (-1: none) and x-expires (0: none) of a declare's
- * arguments; false after closing the channel with RabbitMQ's 406. */
-bool gw_ttl_args(gw_chan_t *ch, uint32_t mid, gw_str_t qname, gw_table_t args, int64_t *msg_ttl,
-                 int64_t *expires);
-/* Sets q's TTLs and makes its timers; false: no memory. */
+/* Sets q's TTLs (x-message-ttl -1: none, x-expires 0: none) and makes
+ * its timers; false: no memory.  gw_ttl_from_args: from q->args (gw_qargs
+ * validated them). */
 bool gw_ttl_init(gw_queue_t *q, int64_t msg_ttl, int64_t expires);
+bool gw_ttl_from_args(gw_queue_t *q);
 void gw_ttl_loaded(gw_queue_t *q); /* a durable queue read back at start */
 void gw_ttl_stop(gw_queue_t *q);   /* deleted: timers off */
 void gw_ttl_free(gw_queue_t *q);   /* the last reference went */

@@ -368,7 +368,8 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         q->durable = true;
         q->auto_delete = (r->value[1] & 2) != 0;
         q->ready = true;
-        gw_ttl_loaded(q);
+        if (gw_ttl_from_args(q))
+            gw_ttl_loaded(q);
     } else {
         gw_str_t src, dest, key;
         uint8_t kind;

@@ -375,18 +375,13 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                 gw_qargs_free(&qa);
                 return;
             }
-            int64_t msg_ttl, expires;
-            if (!gw_ttl_args(ch, m->id, name, d->arguments, &msg_ttl, &expires)) {
-                gw_qargs_free(&qa);
-                return;
-            }
             if ((q = gw_queue_add(ch->bc->vh, name, NULL)) == NULL) {
                 gw_qargs_free(&qa);
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
                 return;
             }
             q->args = qa;
-            if (!gw_ttl_init(q, msg_ttl, expires)) {
+            if (!gw_ttl_from_args(q)) {
                 gw_queue_drop(q);
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
                 return;

@@ -1,8 +1,9 @@
 /* The AMQP broker's TTLs: x-message-ttl, the `expiration` property and
  * x-expires (see gw_ttl.h for the model).  Checked against RabbitMQ 3.10.8:
  * - an expiration is parsed as Erlang's string:to_integer does (an optional
- *   sign, then digits; nothing else may follow) and must not be negative;
- *   otherwise the publish is 406 `invalid expiration '<value>': <reason>`;
+ *   sign, then digits; nothing else may follow), must not be negative and is
+ *   at most 10 years; otherwise the publish is 406 `invalid expiration
+ *   '<value>': <reason>` (the reason as Erlang's ~p prints it);
  * - the effective TTL is the smaller of the queue's and the message's;
  * - TTL 0: the message expires unless a consumer can take it at once;
  * - classic queues expire messages at the head: an expired message behind
@@ -40,91 +41,96 @@ int64_t gw_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- queue arguments (until gw_qargs validates them) ------------------ */
-
-static const char *type_name(char t)
-{
-    switch (t) {
-    case 'S': return "longstr";
-    case 'x': return "binary";
-    case 'd': return "double";
-    case 'f': return "float";
-    case 't': return "bool";
-    case 'F': return "table";
-    case 'A': return "array";
-    case 'T': return "timestamp";
-    case 'D': return "decimal";
-    case 'V': return "void";
-    default: return "unknown";
-    }
-}
-
-/* One integer argument: false after the 406. */
-static bool int_arg(gw_chan_t *ch, uint32_t mid, gw_str_t qname, gw_table_t args,
-                    const char *key, bool zero_ok, int64_t *out)
-{
-    gw_value_t v;
-    int64_t n;
-
-    if (!gw_table_get(args, key, &v))
-        return true;
-    switch (v.type) {
-    case 'b': case 's': case 'I': case 'l':
-        n = v.v.i;
-        break;
-    case 'B': case 'u': case 'i':
-        n = (int64_t)v.v.u;
-        break;
-    default:
-        CH_ERR(ch, GW_PRECONDITION_FAILED, mid,
-               "invalid arg '%s' for queue '%.*s' in vhost '%s': \"expected integer, got %s\"",
-               key, (int)qname.len, qname.ptr, GW_VHOST(ch), type_name(v.type));
-        return false;
-    }
-    if (n < 0 || (n == 0 && !zero_ok)) {
-        CH_ERR(ch, GW_PRECONDITION_FAILED, mid,
-               "invalid arg '%s' for queue '%.*s' in vhost '%s': {%s,%" PRId64 "}", key,
-               (int)qname.len, qname.ptr, GW_VHOST(ch), n < 0 ? "value_negative" : "value_zero",
-               n);
-        return false;
-    }
-    *out = n;
-    return true;
-}
-
-bool gw_ttl_args(gw_chan_t *ch, uint32_t mid, gw_str_t qname, gw_table_t args, int64_t *msg_ttl,
-                 int64_t *expires)
-{
-    *msg_ttl = -1;
-    *expires = 0;
-    return int_arg(ch, mid, qname, args, "x-message-ttl", true, msg_ttl) &&
-           int_arg(ch, mid, qname, args, "x-expires", false, expires);
-}
-
 /* ---- a message's expiration ------------------------------------------- */
+
+/* RabbitMQ's ceiling for an expiration (ms): 10 years. */
+#define GW_TTL_MAX_MS 315360000000LL
+
+/* Erlang's ~p of a string: printable ASCII in quotes (with its escapes),
+ * anything else as a list of integers. */
+static size_t erl_string(char *o, size_t cap, const char *p, size_t n)
+{
+    size_t k = 0;
+    bool printable = true;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (!((c >= 32 && c < 127) || strchr("\t\n\r\v\b\f\x1b", c) != NULL) || c == 0)
+            printable = false;
+    }
+#define PUT(...) (k += (size_t)snprintf(o + (k < cap ? k : cap), k < cap ? cap - k : 0, __VA_ARGS__))
+    if (!printable) {
+        PUT("[");
+        for (size_t i = 0; i < n; i++)
+            PUT("%s%u", i > 0 ? "," : "", (unsigned char)p[i]);
+        PUT("]");
+        return k;
+    }
+    PUT("\"");
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        const char *e = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\t' ? "\\t" :
+                        c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\v' ? "\\v" :
+                        c == '\b' ? "\\b" : c == '\f' ? "\\f" : c == 0x1b ? "\\e" : NULL;
+        if (e != NULL)
+            PUT("%s", e);
+        else
+            PUT("%c", c);
+    }
+    PUT("\"");
+#undef PUT
+    return k;
+}
+
+/* why = RabbitMQ's error term {tag,value} as Erlang's ~p prints it after
+ * "invalid expiration '<s>': " (col characters): past column 78 the
+ * value goes on the next line, under the tuple's first element. */
+static void erl_tuple(char *why, size_t cap, size_t col, const char *tag, const char *val)
+{
+    size_t len = 1 + strlen(tag) + 1 + strlen(val) + 1;
+    int n;
+
+    if (col + len > 78)
+        n = snprintf(why, cap, "{%s,\n%*s%s}", tag, (int)(col + 1), "", val);
+    else
+        n = snprintf(why, cap, "{%s,%s}", tag, val);
+    if (n < 0 || (size_t)n >= cap) /* cut: reply texts stop at 255 bytes anyway */
+        why[cap - 1] = '\0';
+}
 
 /* Erlang's string:to_integer on s, then RabbitMQ's check: the ms, or -1
  * with why (RabbitMQ's words) in why. */
 static int64_t parse_expiration(gw_str_t s, char *why, size_t cap)
 {
-    size_t i = 0, digits = 0;
+    size_t i = 0, ds, col = strlen("invalid expiration '") + s.len + 3;
     bool neg = false;
     int64_t n = 0;
+    char val[300];
 
     if (i < s.len && (s.ptr[i] == '+' || s.ptr[i] == '-'))
         neg = s.ptr[i++] == '-';
-    for (; i < s.len && s.ptr[i] >= '0' && s.ptr[i] <= '9'; i++, digits++)
-        n = n > (INT64_MAX - 9) / 10 ? INT64_MAX / 2 : n * 10 + (s.ptr[i] - '0');
-    if (digits == 0) {
+    ds = i;
+    for (; i < s.len && s.ptr[i] >= '0' && s.ptr[i] <= '9'; i++)
+        n = n > GW_TTL_MAX_MS ? n : n * 10 + (s.ptr[i] - '0');
+    if (i == ds) {
         snprintf(why, cap, "no_integer");
         return -1;
     }
     if (i < s.len) {
-        snprintf(why, cap, "{leftover_string,\"%.*s\"}", (int)(s.len - i), s.ptr + i);
+        erl_string(val, sizeof(val), s.ptr + i, s.len - i);
+        erl_tuple(why, cap, col, "leftover_string", val);
         return -1;
     }
+    while (ds + 1 < i && s.ptr[ds] == '0') /* the integer, as Erlang prints it */
+        ds++;
     if (neg && n > 0) {
-        snprintf(why, cap, "{value_negative,-%" PRId64 "}", n);
+        snprintf(val, sizeof(val), "-%.*s", (int)(i - ds), s.ptr + ds);
+        erl_tuple(why, cap, col, "value_negative", val);
+        return -1;
+    }
+    if (n > GW_TTL_MAX_MS) {
+        snprintf(val, sizeof(val), "%.*s", (int)(i - ds), s.ptr + ds);
+        erl_tuple(why, cap, col, "value_too_large", val);
         return -1;
     }
     return n;
@@ -517,6 +523,12 @@ void gw_ttl_touch(gw_queue_t *q)
 }
 
 /* ---- life cycle -------------------------------------------------------- */
+
+bool gw_ttl_from_args(gw_queue_t *q)
+{
+    return gw_ttl_init(q, q->args.has_message_ttl ? q->args.message_ttl : -1,
+                       q->args.has_expires ? q->args.expires : 0);
+}
 
 bool gw_ttl_init(gw_queue_t *q, int64_t msg_ttl, int64_t expires)
 {

@@ -190,6 +190,15 @@ test('an invalid expiration is 406 with RabbitMQ text; valid odd forms are taken
       ['-1', "invalid expiration '-1': {value_negative,-1}"],
       ['1.5', "invalid expiration '1.5': {leftover_string,\".5\"}"],
       ['5 ', "invalid expiration '5 ': {leftover_string,\" \"}"],
+      ['5\t', "invalid expiration '5\t': {leftover_string,\"\\t\"}"],
+      ['315360000001', "invalid expiration '315360000001': {value_too_large,315360000001}"],
+      ['-007', "invalid expiration '-007': {value_negative,-7}"],
+      // Erlang's ~p goes to the next line past column 78 (RabbitMQ 3.10.8's answers).
+      ['-999999999999999999', "invalid expiration '-999999999999999999': {value_negative,-999999999999999999}"],
+      ['-9999999999999999999', "invalid expiration '-9999999999999999999': {value_negative,\n" +
+        `${' '.repeat(44)}-9999999999999999999}`],
+      ['1' + 'x'.repeat(25), `invalid expiration '1${'x'.repeat(25)}': {leftover_string,\n` +
+        `${' '.repeat(50)}"${'x'.repeat(25)}"}`],
     ];
     for (const [exp, text] of cases) {
       const ch = await conn.createChannel();
@@ -208,7 +217,7 @@ test('an invalid expiration is 406 with RabbitMQ text; valid odd forms are taken
     const ch = await conn.createConfirmChannel();
     await ch.purgeQueue(q);
     await publish(ch, q, ['a', 'b', 'c', 'd'],
-      (b) => ({ expiration: { a: '+5000', b: '007000', c: '-0', d: '99999999999' }[b] }));
+      (b) => ({ expiration: { a: '+5000', b: '007000', c: '-0', d: '315360000000' }[b] }));
     const got = await ch.get(q, { noAck: true });
     assert.equal(got.content.toString(), 'a');
     assert.equal(got.properties.expiration, '+5000', 'the property is delivered as sent');
@@ -354,6 +363,50 @@ test('the head timer expires messages while the only consumer is at its prefetch
     assert.equal(got.length, 3);
   } finally {
     await conn.close();
+    const info = await stopGantry(g, 'SIGTERM');
+    assert.equal(info.code, 0);
+  }
+});
+
+test('TTLs count from publish time across a SIGKILL; a durable x-expires lease starts anew', { skip: !!REMOTE }, async () => {
+  let g = await startGantry({ logLevel: 'info', flush: 'sync' });
+  const TTL = 1000;
+  const EXP = 1500;
+  const qt = uniq('dur.ttl.q');
+  const qe = uniq('dur.exp.q');
+  const qx = uniq('dur.expires.q');
+  let p;
+  try {
+    let conn = await open(`amqp://guest:guest@127.0.0.1:${g.amqpPort}/`);
+    let ch = await conn.createConfirmChannel();
+    await ch.assertQueue(qt, { durable: true, arguments: { 'x-message-ttl': TTL } });
+    await ch.assertQueue(qe, { durable: true });
+    await ch.assertQueue(qx, { durable: true, arguments: { 'x-expires': EXP } });
+    p = await publish(ch, qt, ['t1', 't2'], { persistent: true });
+    await publish(ch, qe, ['e1', 'e2'], { persistent: true, expiration: String(TTL) });
+    await publish(ch, qe, ['keep'], { persistent: true });
+    await stopGantry(g, 'SIGKILL', { keepDir: true });
+    // The TTLs run out while gantry is down.
+    await until(p, TTL + 200);
+    const restarted = Date.now();
+    g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
+      httpPort: g.httpPort, amqpPort: g.amqpPort });
+    conn = await open(`amqp://guest:guest@127.0.0.1:${g.amqpPort}/`);
+    // The lease of the x-expires queue started again at the restart: a
+    // mandatory publish (not a use) finds it if we are within EXP of it.
+    const there = await exists(conn, qx);
+    if (Date.now() - restarted < EXP) assert.ok(there, 'the lease starts anew at a restart');
+    ch = await conn.createChannel();
+    assert.equal((await ch.checkQueue(qt)).messageCount, 0, 'x-message-ttl counted from publish');
+    assert.equal(await ch.get(qt), false);
+    const m = await ch.get(qe, { noAck: true });
+    assert.equal(m.content.toString(), 'keep', 'expirations counted from publish');
+    await waitFor(async () => !(await exists(conn, qx)), 10000, 'the x-expires queue deleted');
+    assert.ok(Date.now() - restarted >= EXP, 'not before its lease since the restart');
+    await ch.deleteQueue(qt);
+    await ch.deleteQueue(qe);
+    await conn.close();
+  } finally {
     const info = await stopGantry(g, 'SIGTERM');
     assert.equal(info.code, 0);
   }
