@@ -350,8 +350,10 @@ static void dl_fn(gw_op_t *op)
         GT_LOG(WARN, "amqp", "dead-letter append to '%.*s' failed: %s", (int)o->qs[0]->nlen,
                o->qs[0]->name, gt_err_str(op->err));
     for (size_t i = 0; i < o->nq; i++) {
-        if (op->err == GT_OK && !o->qs[i]->gone)
+        if (op->err == GT_OK && !o->qs[i]->gone) {
+            gw_ttl_appended(o->qs[i], -1); /* its x-message-ttl (expiration went) */
             gw_queue_kick(o->qs[i]);
+        }
         gw_queue_unref(o->qs[i]);
     }
     o->done(o->arg, op->err == GT_OK);

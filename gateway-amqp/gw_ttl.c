@@ -21,6 +21,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_dlx.h"
 
 /* A TTL-0 message reached a queue whose consumer could take it: that
  * consumer's pop may come this long after the store time. */
@@ -244,15 +245,15 @@ static int64_t eff_ttl(const gw_queue_t *q, int64_t exp)
 
 /* ---- expiring ---------------------------------------------------------- */
 
-/* The one place where expired messages leave their queue (rec: the stored
- * record, or a message not written by the gateway).  DLX: this becomes
- * gw_dead_letter(q, rec, len, "expired") when qargs lands it; until then
- * expired messages are dropped. */
-static void dead_letter_expired(gw_queue_t *q, const uint8_t *rec, size_t len)
+static void expired_log(const gw_queue_t *q)
 {
-    (void)rec;
-    (void)len;
     GT_LOG(DEBUG, "amqp", "a message expired in queue '%.*s'", (int)q->nlen, q->name);
+}
+
+static void dl_done(void *arg, bool ok)
+{
+    (void)arg;
+    (void)ok; /* never stored: nothing to ack or give back */
 }
 
 bool gw_ttl_expired(const gw_queue_t *q, int64_t store_ts, const uint8_t *rec, size_t len,
@@ -267,17 +268,20 @@ bool gw_ttl_expired(const gw_queue_t *q, int64_t store_ts, const uint8_t *rec, s
     return now >= store_ts + t;
 }
 
+/* Dead-lettered with reason `expired` (dropped without a DLX); the
+ * delivery is acked once the dead-letter append is answered. */
 void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len)
 {
-    dead_letter_expired(q, rec, len);
-    gw_msg_ack(q->b, q, handle);
+    expired_log(q);
+    gw_dead_letter_ack(q, rec, len, GW_DL_EXPIRED, handle);
 }
 
 bool gw_ttl_route_keep(gw_queue_t *q, int64_t exp, const uint8_t *rec, size_t len)
 {
     if (eff_ttl(q, exp) != 0 || gw_queue_has_credit(q))
         return true;
-    dead_letter_expired(q, rec, len);
+    expired_log(q);
+    gw_dead_letter(q, rec, len, GW_DL_EXPIRED, dl_done, NULL);
     return false;
 }
 

@@ -411,3 +411,65 @@ test('TTLs count from publish time across a SIGKILL; a durable x-expires lease s
     assert.equal(info.code, 0);
   }
 });
+
+test('expired messages are dead-lettered with reason expired (head timer, get, TTL 0, a TTL+DLX delay loop)', async (t) => {
+  const s = await server(t);
+  const conn = await open(s.url);
+  try {
+    const ch = await conn.createConfirmChannel();
+    const src = uniq('dl.src');
+    const dlq = uniq('dl.dlq');
+    await ch.assertQueue(dlq, { durable: false });
+    await ch.assertQueue(src, { durable: false, arguments: { 'x-message-ttl': 100,
+      'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': dlq } });
+    // Nobody looks at src: its head timer dead-letters both.
+    await publish(ch, src, ['d1', 'd2'], (b) => (b === 'd1'
+      ? { expiration: '50', headers: { h: 1 } } : {}));
+    await waitFor(async () => (await ch.checkQueue(dlq)).messageCount === 2, 5000, 'both dead');
+    const m1 = await ch.get(dlq, { noAck: true });
+    assert.equal(m1.content.toString(), 'd1');
+    assert.equal(m1.properties.expiration, undefined, 'expiration removed');
+    const h = m1.properties.headers;
+    assert.deepEqual(Object.keys(h), ['h', 'x-death', 'x-first-death-exchange',
+      'x-first-death-queue', 'x-first-death-reason']);
+    const { time, ...death } = h['x-death'][0];
+    assert.ok(time, 'x-death time');
+    assert.equal(JSON.stringify(death), JSON.stringify({ count: 1, reason: 'expired', queue: src,
+      exchange: '', 'routing-keys': [src], 'original-expiration': '50' }));
+    assert.equal(h['x-first-death-reason'], 'expired');
+    assert.equal(h['x-first-death-queue'], src);
+    const m2 = await ch.get(dlq, { noAck: true });
+    assert.equal(m2.content.toString(), 'd2');
+    assert.equal(h['x-first-death-exchange'], '');
+    assert.equal(m2.properties.headers['x-death'][0]['original-expiration'], undefined);
+    // TTL 0 with no consumer: dead-lettered on the spot.
+    const zero = uniq('dl.zero');
+    await ch.assertQueue(zero, { durable: false, arguments: { 'x-message-ttl': 0,
+      'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': dlq } });
+    await publish(ch, zero, ['z']);
+    await waitFor(async () => (await ch.checkQueue(dlq)).messageCount === 1, 5000, 'z dead');
+    const z = await ch.get(dlq, { noAck: true });
+    assert.equal(z.content.toString(), 'z');
+    assert.equal(z.properties.headers['x-first-death-reason'], 'expired');
+    // The usual delay loop: rejected into a TTL queue whose DLX leads back.
+    const work = uniq('dl.work');
+    const wait = uniq('dl.wait');
+    await ch.assertQueue(work, { durable: false, arguments: {
+      'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': wait } });
+    await ch.assertQueue(wait, { durable: false, arguments: { 'x-message-ttl': 100,
+      'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': work } });
+    const cch = await conn.createChannel();
+    const seen = [];
+    await cch.consume(work, (m) => {
+      seen.push(m);
+      if (seen.length === 1) cch.reject(m, false); else cch.ack(m);
+    });
+    await publish(ch, work, ['loop']);
+    await waitFor(() => seen.length === 2, 5000, 'back from the wait queue');
+    const reasons = seen[1].properties.headers['x-death'].map((d) => `${d.queue === wait ? 'wait' : 'work'}:${d.reason}`);
+    assert.deepEqual(reasons, ['wait:expired', 'work:rejected']);
+  } finally {
+    await conn.close();
+    await s.stop();
+  }
+});
