@@ -312,7 +312,10 @@ void gw_ttl_appended(gw_queue_t *q, int64_t exp)
     if (t < 0)
         return;
     q->ttl.may_expire = true;
-    arm(q, gw_wall_ms() + (t == 0 ? GW_TTL_ZERO_GRACE_MS : t));
+    if (t == 0 && !gw_queue_has_credit(q))
+        arm(q, gw_wall_ms()); /* e.g. dead-lettered into a TTL-0 queue: expired at once */
+    else
+        arm(q, gw_wall_ms() + (t == 0 ? GW_TTL_ZERO_GRACE_MS : t));
 }
 
 void gw_ttl_requeued(gw_queue_t *q)
