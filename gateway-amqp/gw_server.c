@@ -2,6 +2,10 @@
  * gw_server.h).  One event_base in one thread holds the listener and
  * every connection; gw_server_stop wakes it through an event made
  * active from the caller's thread (libevent's pthread locking is on).
+ * The loop runs one round of events at a time and then the front end's
+ * after_event hook (gw_server_opts_t), which runs the store answers this
+ * thread's own store calls queued (an ack, a pop that found messages)
+ * here instead of waking an executor thread for each.
  *
  * A connection reads into its gw_parser_t (bounded by frame_max) and
  * answers through its bufferevent's output buffer.  Output only grows in
@@ -86,6 +90,9 @@ struct gw_server {
     gw_conn_t *conns;
     gw_broker_t *broker; /* NULL without a store: no messaging (540) */
     bool ready;          /* the broker's metadata is loaded */
+    bool stopped;        /* stop_cb ran: the loop ends */
+    void (*after_event)(void *ctx);
+    void *after_event_ctx;
 };
 
 struct gw_conn {
@@ -993,6 +1000,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
         evconnlistener_free(s->lis);
         s->lis = NULL;
     }
+    s->stopped = true;
     event_base_loopbreak(s->base);
 }
 
@@ -1001,7 +1009,18 @@ static void *loop_main(void *arg)
     gw_server_t *s = arg;
 
     pthread_setname_np(pthread_self(), "gw-amqp");
-    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    if (s->after_event == NULL) {
+        event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+        return NULL;
+    }
+    /* One round of active events at a time, then the hook (stop_cb sets
+     * stopped from inside a round, so no stop is missed between rounds). */
+    while (!s->stopped) {
+        if (event_base_loop(s->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+            break;
+        s->after_event(s->after_event_ctx);
+    }
+    s->after_event(s->after_event_ctx);
     return NULL;
 }
 
@@ -1088,6 +1107,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         return rc;
     }
     s->handshake_ms = o->handshake_ms != 0 ? o->handshake_ms : 10000;
+    s->after_event = o->after_event;
+    s->after_event_ctx = o->after_event_ctx;
     s->out_limit = o->out_limit != 0 ? o->out_limit : GW_DEFAULT_OUT_LIMIT;
     snprintf(s->cluster_name, sizeof(s->cluster_name), "%s",
              o->cluster_name != NULL ? o->cluster_name : "gantry");

@@ -33,6 +33,11 @@ typedef struct gw_server_opts {
     uint64_t max_message;      /* what the store takes per body: the limit
                                   is the smaller of it and
                                   amqp.max_message_size; 0: the latter */
+    /* Run by the loop thread after each round of events, holding no lock:
+     * the store's executor runs there the answers to that thread's own
+     * store calls (px_exec_after_event).  May be NULL. */
+    void (*after_event)(void *ctx);
+    void *after_event_ctx;
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with

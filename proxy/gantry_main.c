@@ -482,7 +482,8 @@ static int serve(const cfg_t *cfg, bool repair)
          * keeps the store's records smaller (store_record_limit()). */
         uint64_t rec = store_record_limit(cfg), room = amqp_record_room(cfg);
         gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store,
-                               .max_message = rec > room ? rec - room : 1};
+                               .max_message = rec > room ? rec - room : 1,
+                               .after_event = px_exec_after_event, .after_event_ctx = exec};
         if (ao.max_message < (uint64_t)cfg->amqp.max_message_size)
             GT_LOG(WARN, "main",
                    "AMQP bodies are limited to %llu bytes (amqp.max_message_size %lld): "

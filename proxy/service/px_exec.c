@@ -10,8 +10,9 @@
  * answers while it closes), and because work without a call (renewals,
  * transaction checks, metadata) has no call to defer on.
  *
- * Posts from the executor's own threads and from gRPC workers (which call
- * px_exec_after_event() after each event) do not wake another thread: they
+ * Posts from the executor's own threads, from gRPC workers and from the
+ * AMQP gateway's loop thread (which call px_exec_after_event() after each
+ * event, resp. round of events) do not wake another thread: they
  * queue on the posting thread and run there as soon as its current task or
  * event is over -- never inside the store call that posted them.  An
  * answer the store gives on the caller's thread (a pop that found

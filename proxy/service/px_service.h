@@ -22,9 +22,10 @@ px_exec_t *px_exec_new(int threads);
 /* The executor as the store wants it (st_exec_open()); borrowed, valid
  * until px_exec_free(). */
 const st_exec_t *px_exec_store(px_exec_t *x);
-/* For px_rpc_options_t.after_event (ctx: the executor): from then on,
- * answers posted on the calling gRPC worker run on it, after the event
- * that posted them (here), instead of waking an executor thread. */
+/* For px_rpc_options_t.after_event and gw_server_opts_t.after_event (ctx:
+ * the executor): from then on, answers posted on the calling thread (a
+ * gRPC worker, the AMQP loop) run on it, after the event that posted them
+ * (here), instead of waking an executor thread. */
 void px_exec_after_event(void *ctx);
 /* Runs what is still queued, stops the threads and frees.  Call after the
  * store that posts to it was closed.  NULL-safe. */
