@@ -26,7 +26,7 @@
 /* A TTL-0 message reached a queue whose consumer could take it: that
  * consumer's pop may come this long after the store time. */
 #define GW_TTL_ZERO_GRACE_MS 1000
-#define GW_SWEEP_BATCH 16u
+#define GW_SWEEP_BATCH 16u /* after a first pop of the head alone */
 
 struct gw_ttl_wait {
     gw_ttl_wait_t *next;
@@ -346,11 +346,12 @@ typedef struct {
 typedef struct {
     gw_op_t op;
     gw_queue_t *q; /* ref */
+    uint32_t asked;
     size_t n;
     swept_t msgs[];
 } sweep_op_t;
 
-static void sweep_pop(gw_queue_t *q);
+static void sweep_pop(gw_queue_t *q, uint32_t max);
 
 static void sweep_end(gw_queue_t *q)
 {
@@ -387,7 +388,7 @@ static void sweep_fn(gw_op_t *op)
            gw_ttl_expired(q, o->msgs[i].store_ts, o->msgs[i].rec, o->msgs[i].len, false, now);
          i++)
         gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].rec, o->msgs[i].len);
-    more = op->err == GT_OK && o->n == GW_SWEEP_BATCH && i == o->n && !q->gone;
+    more = op->err == GT_OK && o->n == o->asked && i == o->n && !q->gone;
     if (i < o->n && !q->gone && o->msgs[i].rec != NULL) {
         int64_t t = eff_ttl(q, gw_ttl_rec_expiration(o->msgs[i].rec, o->msgs[i].len));
         if (t >= 0)
@@ -401,7 +402,7 @@ static void sweep_fn(gw_op_t *op)
     for (size_t k = 0; k < o->n; k++)
         free(o->msgs[k].rec);
     if (more)
-        sweep_pop(q);
+        sweep_pop(q, GW_SWEEP_BATCH);
     else
         sweep_end(q);
     gw_queue_unref(q);
@@ -433,7 +434,9 @@ static void sweep_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
     gw_op_post(&o->op);
 }
 
-static void sweep_pop(gw_queue_t *q)
+/* The head alone first (usually not expired: one message popped and
+ * given back); batches while everything popped was expired. */
+static void sweep_pop(gw_queue_t *q, uint32_t max)
 {
     gw_broker_t *b = q->b;
     sweep_op_t *o = gw_op_new(b, sizeof(*o), sweep_fn);
@@ -445,11 +448,12 @@ static void sweep_pop(gw_queue_t *q)
     }
     gw_queue_ref(q);
     o->q = q;
+    o->asked = max;
     memset(&req, 0, sizeof(req));
     req.group = q->id;
     req.topic = q->id;
     req.queue_id = ST_QUEUE_ANY;
-    req.max = GW_SWEEP_BATCH;
+    req.max = max;
     req.invisible_ms = b->invisible_ms;
     st_pop(b->store, &req, sweep_cb, o);
 }
@@ -489,7 +493,7 @@ void gw_ttl_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg)
         return;
     }
     q->ttl.sweeping = true;
-    sweep_pop(q);
+    sweep_pop(q, 1);
 }
 
 bool gw_ttl_busy(const gw_queue_t *q) { return q->ttl.sweeping; }
