@@ -457,7 +457,11 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
         nroute = d.nkeys;
     }
     if (dlx.len == 0) {
-        for (size_t i = 0; i < nroute && routed < 16; i++) {
+        if (nroute > 16 && (qs = calloc(nroute, sizeof(*qs))) == NULL) {
+            qs = qstack;
+            goto fail;
+        }
+        for (size_t i = 0; i < nroute; i++) {
             gw_queue_t *t = gw_queue_find(q->vh, route_keys[i]);
             bool seen = false;
             for (size_t k = 0; k < routed && !seen; k++)

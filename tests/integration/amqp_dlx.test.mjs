@@ -83,3 +83,25 @@ test('dead-lettered messages survive a SIGKILL; a source whose ack was lost is d
     await stopGantry(g);
   }
 });
+
+test('through the default exchange, a dead-lettered message reaches every queue its CC names', async () => {
+  const g = await startGantry({ logLevel: 'info' });
+  try {
+    const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${g.amqpPort}/`);
+    conn.on('error', () => {});
+    const ch = await conn.createChannel();
+    const names = Array.from({ length: 20 }, (_, i) => `cc.q${i}`);
+    for (const n of names) await ch.assertQueue(n, { durable: false });
+    await ch.assertQueue('cc.src', { durable: false, arguments: { 'x-dead-letter-exchange': '' } });
+    ch.sendToQueue('cc.src', Buffer.from('x'), { headers: { CC: names } });
+    const m = await waitFor(() => ch.get('cc.src'), 5000, 'the message');
+    ch.reject(m, false);
+    // one copy from the publish (CC routes it too), one dead-lettered
+    for (const n of names) {
+      await waitFor(async () => (await ch.checkQueue(n)).messageCount === 2, 5000, `in ${n}`);
+    }
+    await conn.close();
+  } finally {
+    await stopGantry(g);
+  }
+});
