@@ -141,6 +141,18 @@ export const scenarios = {
     await settle('cycle');
     return [first, await count(ch, `${p}c1`), await count(ch, `${p}c2`)];
   },
+  // a return by a closed channel counts too (x-delivery-limit 0)
+  async closed_channel(ch, p, t0, settle, conn) {
+    await ch.assertQueue(`${p}qq`, { durable: true, arguments: { 'x-queue-type': 'quorum',
+      'x-delivery-limit': 0, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${p}dl` } });
+    await ch.assertQueue(`${p}dl`, { durable: false });
+    ch.sendToQueue(`${p}qq`, Buffer.from('m9'));
+    const c2 = await conn.createChannel();
+    const m = await getOne(c2, `${p}qq`);
+    const first = seen(m, t0);
+    await c2.close(); // unacked: returned
+    return [first, seen(await getOne(ch, `${p}dl`), t0), await count(ch, `${p}qq`)];
+  },
   // no DLX, or a DLX that does not exist: the message is dropped
   async no_dlx(ch, p, t0, settle) {
     await ch.assertQueue(`${p}plain`, { durable: false });
@@ -168,7 +180,7 @@ export async function runScenarios(url, settle = () => sleep(1000)) {
     const p = `dlx.${name}.`;
     for (const q of QUEUES) await ch.deleteQueue(`${p}${q}`); // an earlier run's
     const t0 = Math.floor(Date.now() / 1000);
-    out[name] = await fn(ch, p, t0, settle);
+    out[name] = await fn(ch, p, t0, settle, conn);
     await ch.close();
   }
   await conn.close();
