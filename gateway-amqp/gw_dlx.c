@@ -6,6 +6,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_delay.h"
 #include "gw_dlx.h"
 
 const char *gw_dl_reason_name(gw_dl_reason_t r)
@@ -346,7 +347,10 @@ static void dl_fn(gw_op_t *op)
 {
     dlop_t *o = (dlop_t *)op;
 
-    if (op->err != GT_OK)
+    if (op->err != GT_OK && o->nq == 0)
+        GT_LOG(WARN, "amqp", "dead-letter append to the delayed messages failed: %s",
+               gt_err_str(op->err));
+    else if (op->err != GT_OK)
         GT_LOG(WARN, "amqp", "dead-letter append to '%.*s' failed: %s", (int)o->qs[0]->nlen,
                o->qs[0]->name, gt_err_str(op->err));
     for (size_t i = 0; i < o->nq; i++) {
@@ -389,7 +393,8 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     st_message_t msg;
     st_dest_t *dests = NULL;
     dlop_t *o;
-    int64_t now = (int64_t)time(NULL);
+    int64_t now = (int64_t)time(NULL), delay = 0;
+    uint32_t xflags = 0;
 
     if (!q->args.has_dlx || q->gone || b->stopping) {
         done(arg, true); /* no DLX (or no queue any more): dropped */
@@ -469,6 +474,11 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
             if (t != NULL && !t->gone && t->ready && !seen)
                 qs[routed++] = t;
         }
+    } else if (gw_route_exchange_get(q->vh->router, dlx, NULL, &xflags) &&
+               (xflags & GW_XF_DELAYED) && (delay = gw_delay_of(nh)) > 0) {
+        /* an x-delayed-message DLX and a due x-delay: a timer, routed when
+         * it fires (gw_delay.c), as the plugin delays dead-lettered
+         * messages too */
     } else {
         gw_route_out_t out = {0};
         if (gw_route(q->vh->router, dlx, route_keys, nroute, nh, &out) == GT_OK) {
@@ -499,7 +509,7 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     }
     if (routed > ST_DEST_MAX)
         routed = ST_DEST_MAX;
-    if (routed == 0) {
+    if (routed == 0 && delay == 0) {
         GT_LOG(DEBUG, "amqp", "queue '%.*s': a %s message reached no queue through '%.*s': "
                               "dropped", (int)q->nlen, q->name, gw_dl_reason_name(reason),
                (int)dlx.len, dlx.ptr);
@@ -555,10 +565,18 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     msg.body_len = (uint32_t)at;
     msg.queue_id = 0;
     msg.born_ts_ms = now * 1000;
-    if (dests == NULL)
+    if (routed == 0) { /* the delayed DLX's timer */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        msg.delivery_ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + delay;
+        msg.props[0] = (st_prop_t){"vhost", q->vh->name};
+        msg.nprops = 1;
+        st_append(b->store, GW_DELAY_TOPIC, &msg, 1, dl_cb, o);
+    } else if (dests == NULL) {
         st_append(b->store, qs[0]->id, &msg, 1, dl_cb, o);
-    else
+    } else {
         st_append_multi(b->store, &msg, dests, routed, dl_cb, o);
+    }
     free(dests);
     free(nrec);
     free(payload);

@@ -187,3 +187,37 @@ test('pending delayed messages survive a SIGKILL and come at their time', async 
     await stopGantry(g);
   }
 });
+
+test('dead-lettering into an x-delayed-message exchange delays the message', async () => {
+  const g = await startGantry({ logLevel: 'info' });
+  try {
+    const conn = await open(g);
+    const ch = await conn.createConfirmChannel();
+    await ch.assertExchange('retry.dx', 'x-delayed-message',
+      { arguments: { 'x-delayed-type': 'direct' } });
+    await ch.assertQueue('work', { arguments: { 'x-dead-letter-exchange': 'retry.dx',
+      'x-dead-letter-routing-key': 'later' } });
+    await ch.assertQueue('later');
+    await ch.bindQueue('later', 'retry.dx', 'later');
+    // x-delay on a message published to the default exchange: not delayed
+    // there; dead-lettered through the delayed exchange, it is (as with the
+    // plugin, which delays whatever its exchange routes).
+    const delay = 500;
+    await confirmPublish(ch, '', 'work', 'job', { headers: { 'x-delay': delay } });
+    const m = await waitFor(async () => ch.get('work'), 5000, 'the job');
+    const t0 = Date.now();
+    ch.nack(m, false, false);
+    const d = await waitFor(async () => ch.get('later', { noAck: true }), 10000 + delay,
+      'the dead-lettered job after its delay');
+    assert.ok(Date.now() - t0 >= delay, `after ${Date.now() - t0} ms`);
+    assert.equal(d.content.toString(), 'job');
+    assert.equal(d.properties.headers['x-delay'], -delay);
+    assert.equal(d.properties.headers['x-death'][0].reason, 'rejected');
+    assert.equal(d.properties.headers['x-death'][0].queue, 'work');
+    assert.equal(d.fields.exchange, 'retry.dx');
+    assert.equal(d.fields.routingKey, 'later');
+    await conn.close();
+  } finally {
+    await stopGantry(g);
+  }
+});
