@@ -74,6 +74,13 @@ typedef struct cfg_amqp_perm {
     char *configure, *write, *read;
 } cfg_amqp_perm_t;
 
+/* A bridge between an AMQP exchange and a RocketMQ topic (docs/amqp.md,
+ * "Both protocols on one data set"): routing_key is "tag" or
+ * "property:NAME"; exchange_type is direct | fanout | topic | headers. */
+typedef struct cfg_amqp_bridge {
+    char *vhost, *exchange, *exchange_type, *topic, *routing_key;
+} cfg_amqp_bridge_t;
+
 /* The amqp section.  With no users, the gateway has RabbitMQ's default
  * user guest/guest (and, with no permissions either, full permissions on
  * vhost "/"). */
@@ -96,6 +103,10 @@ typedef struct cfg_amqp {
         size_t n;
     } permissions;
     cfg_strlist_t loopback_users;
+    struct {
+        cfg_amqp_bridge_t *v;
+        size_t n;
+    } bridges;
     char *server_product; /* connection.start's server-properties product */
 } cfg_amqp_t;
 

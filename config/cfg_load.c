@@ -375,6 +375,27 @@ static gt_err_t ld_amqp_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
                                "has permissions on vhost \"%s\" (amqp."
                                "permissions[%zu])", p->user, p->vhost, j);
     }
+    for (size_t i = 0; i < a->bridges.n; i++) {
+        const cfg_amqp_bridge_t *br = &a->bridges.v[i];
+        const yaml_node_t *n = ld_item(ld, amqp, "bridges", i);
+        bool vhost = false;
+
+        snprintf(path, sizeof(path), "amqp.bridges[%zu]", i);
+        for (size_t j = 0; j < a->vhosts.n; j++)
+            vhost |= strcmp(a->vhosts.v[j], br->vhost) == 0;
+        if (!vhost)
+            return ld_fail(ld, GT_EINVAL, n, path, "no vhost \"%s\" in "
+                           "amqp.vhosts", br->vhost);
+        for (size_t j = 0; j < i; j++) {
+            const cfg_amqp_bridge_t *o = &a->bridges.v[j];
+            if (strcmp(o->topic, br->topic) == 0 ||
+                (strcmp(o->vhost, br->vhost) == 0 &&
+                 strcmp(o->exchange, br->exchange) == 0))
+                return ld_fail(ld, GT_EINVAL, n, path, "exchange \"%s\" or "
+                               "topic \"%s\" is already bridged (amqp."
+                               "bridges[%zu])", br->exchange, br->topic, j);
+        }
+    }
     return GT_OK;
 }
 

@@ -527,6 +527,53 @@ static const cfg_section_t cfg_amqp_perms = {
     "permissions", cfg_amqp_perm_keys, N(cfg_amqp_perm_keys), true, 0,
     sizeof(cfg_amqp_perm_t *), sizeof(cfg_amqp_perm_t), NULL, NULL};
 
+static gt_err_t cfg_check_bridge_key(const char *v, char *why, size_t whylen)
+{
+    if (strcmp(v, "tag") == 0 ||
+        (strncmp(v, "property:", 9) == 0 && v[9] != '\0' && strlen(v + 9) <= 255))
+        return GT_OK;
+    snprintf(why, whylen, "must be \"tag\" or \"property:NAME\"");
+    return GT_EINVAL;
+}
+
+static gt_err_t cfg_check_bridge_exchange(const char *v, char *why, size_t whylen)
+{
+    if (v[0] == '\0' || strlen(v) > 255 || strncmp(v, "amq.", 4) == 0) {
+        snprintf(why, whylen, "must be 1 to 255 bytes and not start with \"amq.\"");
+        return GT_EINVAL;
+    }
+    return GT_OK;
+}
+
+static const char *const cfg_bridge_xtypes[] = {"direct", "fanout", "topic", "headers", NULL};
+
+static const cfg_desc_t cfg_amqp_bridge_keys[] = {
+    {.key = "vhost", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_bridge_t, vhost), .def = "/",
+     .check = cfg_check_vhost, .what = "string",
+     .doc = "The exchange's vhost (one of `amqp.vhosts`)."},
+    {.key = "exchange", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_bridge_t, exchange),
+     .check = cfg_check_bridge_exchange, .what = "string",
+     .doc = "The AMQP exchange; declared (durable) at start when it does not "
+            "exist. One bridge per exchange and per topic."},
+    {.key = "exchange_type", .type = CFG_T_CHOICE,
+     CFG_FIELD(cfg_amqp_bridge_t, exchange_type), .def = "direct",
+     .choices = cfg_bridge_xtypes,
+     .doc = "The type the exchange is declared with when it does not exist."},
+    {.key = "topic", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_bridge_t, topic),
+     .check = cfg_topic_name_check, .what = "topic name",
+     .doc = "The RocketMQ topic; created at start (NORMAL, 8 queues) when it "
+            "does not exist and `server.auto_create_topics` is on."},
+    {.key = "routing_key", .type = CFG_T_STR,
+     CFG_FIELD(cfg_amqp_bridge_t, routing_key), .def = "tag",
+     .check = cfg_check_bridge_key, .what = "tag or property:NAME",
+     .doc = "What a RocketMQ message's AMQP routing key is, and where an AMQP "
+            "publish's routing key goes: the tag, or the user property NAME."},
+};
+
+static const cfg_section_t cfg_amqp_bridges = {
+    "bridges", cfg_amqp_bridge_keys, N(cfg_amqp_bridge_keys), true, 0,
+    sizeof(cfg_amqp_bridge_t *), sizeof(cfg_amqp_bridge_t), NULL, NULL};
+
 static const cfg_desc_t cfg_amqp_keys[] = {
     {.key = "listen", .type = CFG_T_STR, CFG_FIELD(cfg_t, amqp.listen),
      .def = "0.0.0.0:5672", .check = cfg_check_listen_opt, .what = "HOST:PORT",
@@ -602,6 +649,13 @@ static const cfg_desc_t cfg_amqp_keys[] = {
      .check = cfg_check_nonempty, .what = "list of strings",
      .doc = "Users that may log in only from a loopback address (RabbitMQ's "
             "loopback_users); `[]` lets `guest` in from anywhere."},
+    {.key = "bridges", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.bridges), .def = "",
+     .sub = &cfg_amqp_bridges, .what = "list of bridges",
+     .doc = "AMQP exchanges bound to RocketMQ topics (both protocols on one "
+            "data set, docs/amqp.md): RocketMQ messages sent to the topic "
+            "reach the queues bound to the exchange, AMQP publishes to the "
+            "exchange reach the topic's consumer groups. Kept as metadata "
+            "records (`amqp.bridge`) at start."},
 };
 
 const cfg_section_t cfg_sections[] = {

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "gt_log.h"
+#include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
 #include "gw_reply.h"
@@ -601,7 +602,9 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
     pthread_cond_init(&b->cv, NULL);
     b->post_ev = event_new(base, -1, 0, post_cb, b);
     b->tick = event_new(base, -1, EV_PERSIST, tick_cb, b);
-    if (b->post_ev == NULL || b->tick == NULL || gw_vhost_get(b, gw_str("/"), true) == NULL) {
+    b->bridges = gw_bridges_new(bo->bridges, bo->nbridges, bo->auto_create_topics);
+    if (b->post_ev == NULL || b->tick == NULL || b->bridges == NULL ||
+        gw_vhost_get(b, gw_str("/"), true) == NULL) {
         gw_broker_free(b);
         return NULL;
     }
@@ -642,7 +645,7 @@ void gw_broker_stop(gw_broker_t *b)
 {
     if (b == NULL)
         return;
-    b->stopping = true;
+    gw_bridge_stop(b); /* sets stopping: waiting SendMessages are answered */
     event_del(b->tick);
     gw_delay_stop(b);
 }
@@ -671,6 +674,8 @@ void gw_broker_free(gw_broker_t *b)
     gw_delay_free(b);
     gw_reply_free(b);
     gw_vhosts_free(b);
+    gw_bridge_stop(b); /* (the broker may not have started its loop) */
+    gw_bridges_free(b->bridges);
     if (b->post_ev != NULL)
         event_free(b->post_ev);
     if (b->tick != NULL)

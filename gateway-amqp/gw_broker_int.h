@@ -74,6 +74,7 @@ struct gw_broker {
     gw_chan_t *dirty; /* channels with confirms to send after this batch */
     gw_vhost_t *vhosts; /* gw_vhost.c: one namespace per vhost */
     gw_bconn_t *conns;
+    struct gw_bridges *bridges; /* exchange <-> topic bridges (gw_bridge.c) */
     int64_t invisible_ms; /* pops' invisibility, renewed at half */
     uint64_t max_message; /* body bytes per publish (406 beyond) */
     uint64_t inflight_bytes; /* records of appends not answered yet */
@@ -304,6 +305,8 @@ bool gw_exchange_durable(gw_vhost_t *vh, gw_str_t name);
 uint8_t *gw_meta_queue_record(const gw_queue_t *q, uint8_t *k, size_t *kl, size_t *vl);
 /* Reads the durable metadata back; the broker is ready after it. */
 bool gw_meta_load_start(gw_broker_t *b);
+/* One of the start's steps (b->requeues) is done: ready after the last. */
+void gw_meta_ready_step(gw_broker_t *b);
 
 /* ---- gw_vhost.c: vhosts */
 

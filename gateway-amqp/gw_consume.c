@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "gt_log.h"
+#include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_reply.h"
 #include "gw_sac.h"
@@ -226,13 +227,11 @@ static void pop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
             snprintf(p->handle, sizeof(p->handle), "%s", msgs[i].handle);
             p->attempt = msgs[i].attempt;
             p->store_ts = msgs[i].msg.store_ts_ms;
-            p->len = msgs[i].msg.body_len;
-            p->body = malloc(p->len > 0 ? p->len : 1);
-            if (p->body == NULL) {
+            /* a bridged message: its record from its envelope (gw_bridge.h) */
+            if (!gw_bridge_copy_body(&msgs[i].msg, &p->body, &p->len)) {
+                p->body = NULL;
                 p->len = 0;
                 p->attempt = 0; /* marks a copy that failed: released */
-            } else if (p->len > 0) {
-                memcpy(p->body, msgs[i].msg.body, p->len);
             }
             o->n = i + 1;
         }

@@ -69,6 +69,9 @@ typedef struct gw_broker_opts {
     int64_t consumer_timeout_ms; /* 0: none */
     uint64_t block_bytes;        /* appends in flight: blocked; 0: 64 MiB */
     uint64_t mem_mark;           /* resident bytes: blocked; 0: none */
+    const cfg_amqp_bridge_t *bridges; /* amqp.bridges (copied) */
+    size_t nbridges;
+    bool auto_create_topics;     /* a bridge's missing topic is created */
 } gw_broker_opts_t;
 
 /* gw_flow.c */

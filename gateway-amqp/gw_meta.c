@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "gt_log.h"
+#include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
 
@@ -205,11 +206,12 @@ typedef struct {
     char id[40];
 } requeue_op_t;
 
-static void requeue_done(gw_broker_t *b)
+void gw_meta_ready_step(gw_broker_t *b)
 {
     if (--b->requeues > 0)
         return;
     b->loaded = true;
+    gw_bridge_ready(b);
     if (b->ready_fn != NULL && !b->stopping)
         b->ready_fn(b->ready_arg);
 }
@@ -226,7 +228,7 @@ static void requeue_fn(gw_op_t *op)
         GT_LOG(INFO, "amqp", "%s: %llu unacked messages of an earlier run requeued", r->id,
                (unsigned long long)r->n);
     free(r);
-    requeue_done(b);
+    gw_meta_ready_step(b);
 }
 
 static void requeue_cb(void *arg, gt_err_t err, uint64_t n)
@@ -486,7 +488,7 @@ static void load_fn(gw_op_t *op)
     b->requeues = 1;
     if (!b->stopping) { /* the delayed messages' timers topic (gw_delay.c) */
         b->requeues++;
-        gw_delay_start(b, requeue_done);
+        gw_delay_start(b, gw_meta_ready_step);
     }
     for (gw_vhost_t *vh = b->vhosts; vh != NULL; vh = vh->next)
         for (uint32_t h = 0; h < GW_QMAP && !b->stopping; h++)
@@ -498,7 +500,9 @@ static void load_fn(gw_op_t *op)
                 b->requeues++;
                 st_requeue(b->store, q->id, q->id, requeue_cb, r);
             }
-    requeue_done(b);
+    if (!b->stopping)
+        gw_bridge_start(b); /* exchanges, topics and records of the bridges */
+    gw_meta_ready_step(b);
 }
 
 

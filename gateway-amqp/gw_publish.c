@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "gt_log.h"
+#include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
 #include "gw_reply.h"
@@ -66,7 +67,8 @@ static void append_fn(gw_op_t *op)
     gw_chan_t *ch = o->ch;
 
     if (op->err != GT_OK && o->nq == 0)
-        GT_LOG(WARN, "amqp", "append of a delayed message failed: %s", gt_err_str(op->err));
+        GT_LOG(WARN, "amqp", "append of a delayed message or to a bridged topic failed: %s",
+               gt_err_str(op->err));
     else if (op->err != GT_OK)
         GT_LOG(WARN, "amqp", "append to queue '%.*s' (%s)%s failed: %s", (int)o->qs[0]->nlen,
                o->qs[0]->name, o->qs[0]->id, o->nq > 1 ? " and others" : "",
@@ -146,18 +148,20 @@ void gw_bconn_appends_done(gw_bconn_t *bc)
 
 /* Appends the assembled message to the n queues reached (one record),
  * or with n == 0 to timer->topic as a timer due at timer->due_ms; exp is
- * the message's expiration (gw_ttl.c), -1: none. */
+ * the message's expiration (gw_ttl.c), -1: none.  With br (a bridged
+ * exchange), to br's topic too, in RocketMQ's form (gw_bridge.h). */
 typedef struct {
     const char *topic, *vhost;
     int64_t due_ms;
 } timer_dest_t;
 
 static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
-                       const timer_dest_t *timer, int64_t exp);
+                       const timer_dest_t *timer, int64_t exp, const gw_bridge_t *br);
 
-static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub, int64_t exp)
+static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub, int64_t exp,
+                      const gw_bridge_t *br)
 {
-    append_any(ch, qs, n, pub, NULL, exp);
+    append_any(ch, qs, n, pub, NULL, exp, br);
 }
 
 void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *topic,
@@ -165,19 +169,24 @@ void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *
 {
     timer_dest_t t = {topic, vhost, due_ms};
 
-    append_any(ch, NULL, 0, pub, &t, -1);
+    append_any(ch, NULL, 0, pub, &t, -1, NULL);
 }
 
 static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
-                       const timer_dest_t *timer, int64_t exp)
+                       const timer_dest_t *timer, int64_t exp, const gw_bridge_t *br)
 {
     gw_broker_t *b = ch->bc->b;
+    size_t skip = br != NULL ? 1 : 0, nd = n + skip;
     st_message_t msg;
     st_dest_t *dests = NULL;
-    append_op_t *o;
+    append_op_t *o = NULL;
+    void *scratch = NULL;
 
-    if ((o = gw_op_new(b, sizeof(*o) + n * sizeof(o->qs[0]), append_fn)) == NULL ||
-        (n > 1 && (dests = calloc(n, sizeof(*dests))) == NULL)) {
+    memset(&msg, 0, sizeof(msg));
+    if ((br != NULL && !gw_bridge_publish_msg(ch, br, &msg, &scratch)) ||
+        (o = gw_op_new(b, sizeof(*o) + n * sizeof(o->qs[0]), append_fn)) == NULL ||
+        (nd > 1 && (dests = calloc(nd, sizeof(*dests))) == NULL)) {
+        gw_bridge_scratch_free(scratch);
         if (pub != NULL)
             pub->failed = true;
         if (o != NULL) { /* never sent */
@@ -197,8 +206,10 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
         gw_queue_ref(qs[i]);
         o->qs[i] = qs[i];
         if (dests != NULL)
-            dests[i] = (st_dest_t){.topic = qs[i]->id, .queue_id = 0};
+            dests[skip + i] = (st_dest_t){.topic = qs[i]->id, .queue_id = 0};
     }
+    if (br != NULL && dests != NULL)
+        dests[0] = (st_dest_t){.topic = br->topic, .queue_id = ST_QUEUE_ANY};
     if (pub != NULL)
         pub->remaining++;
     if (++ch->bc->appends >= GW_APPENDS_MAX && !ch->bc->append_stall) {
@@ -210,22 +221,24 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
     ch->bc->publisher = true;
     gw_flow_check(b, o->bytes);
     gw_flow_block_new(ch->bc); /* a new publisher while blocked */
-    memset(&msg, 0, sizeof(msg));
-    msg.body = ch->pbuf;
-    msg.body_len = (uint32_t)ch->plen;
-    msg.queue_id = 0;
-    msg.born_ts_ms = (int64_t)time(NULL) * 1000;
+    if (br == NULL) {
+        msg.body = ch->pbuf;
+        msg.body_len = (uint32_t)ch->plen;
+        msg.queue_id = 0;
+        msg.born_ts_ms = (int64_t)time(NULL) * 1000;
+    }
     if (timer != NULL) {
         msg.delivery_ts_ms = timer->due_ms;
         msg.props[0] = (st_prop_t){"vhost", timer->vhost};
         msg.nprops = 1;
         st_append(b->store, timer->topic, &msg, 1, append_cb, o);
     } else if (dests == NULL) {
-        st_append(b->store, qs[0]->id, &msg, 1, append_cb, o);
+        st_append(b->store, br != NULL ? br->topic : qs[0]->id, &msg, 1, append_cb, o);
     } else {
-        st_append_multi(b->store, &msg, dests, n, append_cb, o);
+        st_append_multi(b->store, &msg, dests, nd, append_cb, o);
         free(dests);
     }
+    gw_bridge_scratch_free(scratch);
 }
 
 /* Routes the assembled message at publish time and appends it to every
@@ -357,6 +370,9 @@ static void publish_route(gw_chan_t *ch)
     gw_pub_t *pub = NULL;
     bool bcc = false;
     gw_value_t v;
+    gw_bridge_t brbuf;
+    const gw_bridge_t *br =
+        ex.len > 0 && gw_bridge_by_exchange(ch->bc->b, vh->name, ex, &brbuf) ? &brbuf : NULL;
 
     keys[0] = rk;
     if (hdrs.len > 0) {
@@ -438,18 +454,28 @@ static void publish_route(gw_chan_t *ch)
                 qs[routed++] = q;
         }
     }
-    if (routed > 0 && bcc)
+    if ((routed > 0 || br != NULL) && bcc)
         strip_bcc(ch); /* keys and hdrs pointed into the old record */
     /* TTL 0 and no consumer to take it now: expired on the spot. */
     exp = gw_ttl_rec_expiration(ch->pbuf, ch->plen);
     for (size_t i = 0; i < routed; i++)
         if (gw_ttl_route_keep(qs[i], exp, ch->pbuf, ch->plen))
             qs[kept++] = qs[i];
-    /* Up to ST_DEST_MAX queues per record. */
-    for (size_t at = 0; at < kept; at += ST_DEST_MAX)
-        append_to(ch, qs + at, kept - at < ST_DEST_MAX ? kept - at : ST_DEST_MAX, pub, exp);
+    if (br != NULL) {
+        /* A bridged exchange: the topic and the queues, one record. */
+        size_t first = kept < ST_DEST_MAX - 1 ? kept : ST_DEST_MAX - 1;
+        append_to(ch, qs, first, pub, exp, br);
+        for (size_t at = first; at < kept; at += ST_DEST_MAX)
+            append_to(ch, qs + at, kept - at < ST_DEST_MAX ? kept - at : ST_DEST_MAX, pub, exp,
+                      NULL);
+    } else {
+        /* Up to ST_DEST_MAX queues per record. */
+        for (size_t at = 0; at < kept; at += ST_DEST_MAX)
+            append_to(ch, qs + at, kept - at < ST_DEST_MAX ? kept - at : ST_DEST_MAX, pub, exp,
+                      NULL);
+    }
 routed:
-    if (routed == 0 && ch->mandatory) {
+    if (routed == 0 && br == NULL && ch->mandatory) {
         gw_method_t m = {.id = GW_BASIC_RETURN};
         m.u.basic_return.reply_code = GW_NO_ROUTE;
         m.u.basic_return.reply_text = gw_str("NO_ROUTE");

@@ -19,6 +19,7 @@
  * is closed once the close is written (the stream can no longer be
  * parsed); a method-level error gets connection.close and the server
  * waits (CLOSE_WAIT_MS) for close-ok. */
+#include "gw_bridge.h"
 #include "gw_server.h"
 
 #include <arpa/inet.h>
@@ -1126,6 +1127,9 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
             .consumer_timeout_ms = s->consumer_timeout_ms,
             .block_bytes = s->block_bytes,
             .mem_mark = s->mem_mark,
+            .bridges = o->amqp != NULL ? o->amqp->bridges.v : NULL,
+            .nbridges = o->amqp != NULL ? o->amqp->bridges.n : 0,
+            .auto_create_topics = o->auto_create_topics,
         };
         s->broker = gw_broker_new(s->base, o->store, &bo, broker_ready, s);
     }
@@ -1165,6 +1169,15 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
 fail:
     gw_server_stop(s);
     return GT_EIO;
+}
+
+bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msgs, size_t n,
+                           st_append_cb cb, void *cb_arg)
+{
+    gw_server_t *s = arg;
+
+    return s != NULL && s->broker != NULL &&
+           gw_bridge_append_hook(s->broker, topic, msgs, n, cb, cb_arg);
 }
 
 int gw_server_port(const gw_server_t *s)

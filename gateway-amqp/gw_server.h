@@ -18,6 +18,7 @@
 
 #include "cfg.h"
 #include "gt_err.h"
+#include "st.h"
 
 typedef struct gw_server gw_server_t;
 
@@ -38,6 +39,8 @@ typedef struct gw_server_opts {
      * store calls (px_exec_after_event).  May be NULL. */
     void (*after_event)(void *ctx);
     void *after_event_ctx;
+    bool auto_create_topics;   /* a bridge's missing topic is created
+                                  (server.auto_create_topics) */
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with
@@ -48,6 +51,11 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
                          size_t errlen);
 /* The bound port (useful with port 0). */
 int gw_server_port(const gw_server_t *s);
+/* The proxy's SendMessage append hook (px_append_hook_fn, arg: the
+ * server): appends to a topic bridged to an exchange (amqp.bridges) also
+ * reach the exchange's queues.  Remove it before gw_server_stop. */
+bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msgs, size_t n,
+                           st_append_cb cb, void *cb_arg);
 /* Closes every connection and the listener, joins the thread, frees.
  * NULL is a no-op. */
 void gw_server_stop(gw_server_t *s);

@@ -483,7 +483,8 @@ static int serve(const cfg_t *cfg, bool repair)
         uint64_t rec = store_record_limit(cfg), room = amqp_record_room(cfg);
         gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store,
                                .max_message = rec > room ? rec - room : 1,
-                               .after_event = px_exec_after_event, .after_event_ctx = exec};
+                               .after_event = px_exec_after_event, .after_event_ctx = exec,
+                               .auto_create_topics = cfg->server.auto_create_topics};
         if (ao.max_message < (uint64_t)cfg->amqp.max_message_size)
             GT_LOG(WARN, "main",
                    "AMQP bodies are limited to %llu bytes (amqp.max_message_size %lld): "
@@ -493,6 +494,8 @@ static int serve(const cfg_t *cfg, bool repair)
             GT_LOG(ERROR, "main", "%s", err);
             goto out;
         }
+        /* SendMessage to a bridged topic also reaches the exchange's queues */
+        px_svc_set_append_hook(svc, gw_server_append_hook, amqp);
     }
     px_http_set_metrics(http, rpc_metrics, rpc);
     px_http_set_ready(http, true);
@@ -506,6 +509,7 @@ static int serve(const cfg_t *cfg, bool repair)
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
     px_http_set_metrics(http, NULL, NULL);
+    px_svc_set_append_hook(svc, NULL, NULL); /* no send enters the gateway any more */
     gw_server_stop(amqp); /* closes its connections, waits for its store requests */
     amqp = NULL;
     /* Order: stop the calls, then close the store (its last callbacks may
@@ -530,6 +534,8 @@ static int serve(const cfg_t *cfg, bool repair)
     status = 0;
     GT_LOG(INFO, "main", "stopped");
 out:
+    if (svc != NULL)
+        px_svc_set_append_hook(svc, NULL, NULL);
     gw_server_stop(amqp);
     if (http != NULL)
         px_http_set_metrics(http, NULL, NULL);

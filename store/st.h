@@ -79,6 +79,8 @@ static inline bool st_is_sys_name(const char *n)
 #define ST_PROP_TXCHECK    ST_PROP_SYS "txcheck" /* see st_tx_pending() */
 #define ST_PROP_HOLD_TOPIC ST_PROP_SYS "rt" /* store: real topic of a held message */
 #define ST_PROP_HOLD_QUEUE ST_PROP_SYS "rq" /* store: its queue there (decimal) */
+#define ST_PROP_AMQP       ST_PROP_SYS "amqp" /* AMQP gateway: a bridged message's
+                                               envelope (gateway-amqp/gw_bridge.h) */
 
 /* ---- metadata ---------------------------------------------------------- */
 typedef enum st_topic_type {

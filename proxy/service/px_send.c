@@ -473,7 +473,7 @@ void px_send_message(px_call_t *call, ProtobufCMessage *msg)
     ctx->req = req;
     px_keep_request(call);
     px_call_ref(call);
-    st_append(px_svc(call)->store, t.name, sms, req->n_messages, px_send_done, ctx);
+    px_svc_append(px_svc(call), t.name, sms, req->n_messages, px_send_done, ctx);
     ctx = NULL;
 out:
     free(codes);

@@ -154,6 +154,7 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
         return NULL;
     svc->store = store;
     svc->cfg = cfg;
+    pthread_rwlock_init(&svc->hook_mu, NULL);
     pthread_mutex_init(&svc->clients_mu, NULL);
     pthread_mutex_init(&svc->recv_mu, NULL);
     pthread_cond_init(&svc->renew_cv, NULL);
@@ -166,6 +167,27 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
         GT_LOG(WARN, "svc", "test mode: receives and pulls attach to their "
                "calls only after the calls' interrupts");
     return svc;
+}
+
+void px_svc_set_append_hook(px_svc_t *svc, px_append_hook_fn fn, void *arg)
+{
+    pthread_rwlock_wrlock(&svc->hook_mu);
+    svc->append_hook = fn;
+    svc->append_hook_arg = arg;
+    pthread_rwlock_unlock(&svc->hook_mu);
+}
+
+void px_svc_append(px_svc_t *svc, const char *topic, const st_message_t *msgs, size_t n,
+                   st_append_cb cb, void *cb_arg)
+{
+    bool taken = false;
+
+    pthread_rwlock_rdlock(&svc->hook_mu);
+    if (svc->append_hook != NULL)
+        taken = svc->append_hook(svc->append_hook_arg, topic, msgs, n, cb, cb_arg);
+    pthread_rwlock_unlock(&svc->hook_mu);
+    if (!taken)
+        st_append(svc->store, topic, msgs, n, cb, cb_arg);
 }
 
 void px_test_interrupted(px_svc_t *svc, const px_call_t *call)
@@ -221,6 +243,7 @@ void px_svc_free(px_svc_t *svc)
         free(c->settings_reply);
         free(c);
     }
+    pthread_rwlock_destroy(&svc->hook_mu);
     pthread_mutex_destroy(&svc->clients_mu);
     pthread_mutex_destroy(&svc->recv_mu);
     pthread_cond_destroy(&svc->renew_cv);

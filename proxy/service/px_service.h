@@ -49,6 +49,19 @@ void px_svc_stop(px_svc_t *svc);
 /* Frees the context (after the server stopped).  NULL-safe. */
 void px_svc_free(px_svc_t *svc);
 
+/* A hook for SendMessage's appends (the AMQP gateway's topic bridges,
+ * docs/amqp.md): called with st_append()'s arguments for every append of
+ * a SendMessage; true when it took the append (cb then runs exactly once,
+ * never inside the call), false to let the service append as usual.  It
+ * must not block.  fn NULL removes it; the call returns once no append
+ * is inside the old hook. */
+typedef bool (*px_append_hook_fn)(void *arg, const char *topic, const st_message_t *msgs,
+                                  size_t n, st_append_cb cb, void *cb_arg);
+void px_svc_set_append_hook(px_svc_t *svc, px_append_hook_fn fn, void *arg);
+/* st_append() through the hook, if any (px_send.c). */
+void px_svc_append(px_svc_t *svc, const char *topic, const st_message_t *msgs, size_t n,
+                   st_append_cb cb, void *cb_arg);
+
 /* Adds the MessagingService and Admin methods to `t`.  The entries are
  * static; the table borrows them. */
 gt_err_t px_service_register(px_method_table_t *t);

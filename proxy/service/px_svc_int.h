@@ -120,6 +120,11 @@ struct px_svc {
     st_store_t *store;
     const cfg_t *cfg;
     px_meta_t meta;
+    /* px_svc_set_append_hook: SendMessage's appends go through it (the
+     * AMQP gateway's topic bridges); read-locked around each call. */
+    pthread_rwlock_t hook_mu;
+    px_append_hook_fn append_hook;
+    void *append_hook_arg;
     pthread_mutex_t clients_mu;
     px_client_t *clients;
     /* Links a ReceiveMessage call and its parked pop; whichever of the pop

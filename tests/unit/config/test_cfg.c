@@ -605,6 +605,31 @@ static void test_amqp(void)
     expect_ok("amqp: {users: [], vhosts: [], loopback_users: [guest, app]}\n");
 }
 
+static void test_amqp_bridges(void)
+{
+    cfg_t c;
+    gt_err_t rc;
+
+    static const char y[] = "amqp:\n  vhosts: [\"/\", prod]\n  bridges:\n"
+                            "    - {exchange: orders, topic: Orders}\n"
+                            "    - {vhost: prod, exchange: ev, topic: Ev, exchange_type: topic,"
+                            " routing_key: \"property:rk\"}\n";
+
+    cfg_init(&c);
+    rc = cfg_load_string(&c, "t.yaml", y, strlen(y), err, sizeof(err));
+    CU_ASSERT_EQUAL_FATAL(rc, GT_OK);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.bridges.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[0].vhost, "/");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[0].exchange, "orders");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[0].exchange_type, "direct");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[0].topic, "Orders");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[0].routing_key, "tag");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[1].vhost, "prod");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[1].exchange_type, "topic");
+    CU_ASSERT_STRING_EQUAL(c.amqp.bridges.v[1].routing_key, "property:rk");
+    cfg_free(&c);
+}
+
 static void test_amqp_invalid(void)
 {
     static const struct {
@@ -680,6 +705,22 @@ static void test_amqp_invalid(void)
          "t.yaml:2: amqp.listen: also set as server.amqp_listen at line 1; set it once"},
         {"amqp: {listen: \"127.0.0.1:2\"}\nserver: {amqp_listen: \"127.0.0.1:1\"}\n",
          "t.yaml:2: server.amqp_listen: also set as amqp.listen at line 1; set it once"},
+        {"amqp: {bridges: [{exchange: x, topic: T, vhost: v}]}",
+         "amqp.bridges[0]: no vhost \"v\" in amqp.vhosts"},
+        {"amqp: {bridges: [{exchange: x, topic: T}, {exchange: y, topic: T}]}",
+         "amqp.bridges[1]: exchange \"y\" or topic \"T\" is already bridged (amqp.bridges[0])"},
+        {"amqp: {bridges: [{exchange: x, topic: T}, {exchange: x, topic: U}]}",
+         "amqp.bridges[1]: exchange \"x\" or topic \"U\" is already bridged"},
+        {"amqp: {bridges: [{exchange: x, topic: T, routing_key: key}]}",
+         "amqp.bridges[0].routing_key: must be \"tag\" or \"property:NAME\""},
+        {"amqp: {bridges: [{exchange: x, topic: T, routing_key: \"property:\"}]}",
+         "amqp.bridges[0].routing_key: must be \"tag\" or \"property:NAME\""},
+        {"amqp: {bridges: [{exchange: amq.direct, topic: T}]}",
+         "amqp.bridges[0].exchange: must be 1 to 255 bytes and not start with \"amq.\""},
+        {"amqp: {bridges: [{exchange: x, topic: \"a b\"}]}", "amqp.bridges[0].topic:"},
+        {"amqp: {bridges: [{exchange: x, topic: T, exchange_type: x-delayed}]}",
+         "amqp.bridges[0].exchange_type:"},
+        {"amqp: {bridges: [{topic: T}]}", "amqp.bridges[0].exchange: required key is missing"},
     };
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -966,6 +1007,7 @@ int main(void)
         {"bad listen address", test_bad_listen},
         {"amqp section", test_amqp},
         {"amqp section: invalid values named", test_amqp_invalid},
+        {"amqp.bridges: parsed with defaults", test_amqp_bridges},
         {"bad topic name", test_bad_topic_name},
         {"bad group name", test_bad_group_name},
         {"duplicate names, missing name", test_duplicates_and_missing_name},

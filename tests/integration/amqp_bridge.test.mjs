@@ -1,0 +1,322 @@
+// Both protocols on one data set (docs/amqp.md, "Bridges"): an AMQP exchange
+// bound to a RocketMQ topic through amqp.bridges.  The official Node.js SDK on
+// one side, amqplib on the other:
+//   - SDK producers' messages reach the AMQP queues bound to the exchange,
+//     routed by tag (or by a configured user property), with the message id
+//     as message-id, keys and user properties as headers, bodies byte-exact,
+//     in the topic queue's order (FIFO message groups keep theirs);
+//   - AMQP publishes to the exchange reach the topic's consumer groups: the
+//     routing key as the tag (or the property), headers as user properties,
+//     the AMQP properties as amqp.* user properties, bodies byte-exact; AMQP
+//     queues bound to the exchange get them with their properties unchanged;
+//   - after a SIGKILL (sync flush) nothing confirmed and unacknowledged is
+//     lost on either side.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { startGantry, stopGantry, require, waitFor, scaled } from './harness.mjs';
+import { startProducer, startSimpleConsumer, shutdownQuietly, receiveAll } from './sdk_util.mjs';
+
+const amqp = require('amqplib');
+
+const T_ORD = 'BridgeOrdersT';
+const T_EV = 'BridgeEventsT';
+const T_FIFO = 'BridgeFifoT';
+const T_AUTO = 'BridgeAutoT';
+const T_KILL = 'BridgeKillT';
+
+const AMQP_YAML = `  bridges:
+    - {exchange: orders, topic: ${T_ORD}}
+    - {exchange: events, topic: ${T_EV}, exchange_type: topic, routing_key: "property:rk"}
+    - {exchange: fifo.x, topic: ${T_FIFO}, exchange_type: fanout}
+    - {vhost: "/", exchange: auto.x, topic: ${T_AUTO}, exchange_type: fanout}
+    - {exchange: kill.x, topic: ${T_KILL}}
+`;
+const YAML = `topics:
+  - {name: ${T_ORD}, type: NORMAL, queues: 4}
+  - {name: ${T_EV}, type: NORMAL, queues: 2}
+  - {name: ${T_FIFO}, type: FIFO, queues: 2}
+  - {name: ${T_KILL}, type: NORMAL, queues: 2}
+groups:
+  - {name: BridgeOrdG, max_delivery_attempts: 16}
+  - {name: BridgeEvG, max_delivery_attempts: 16}
+  - {name: BridgeAutoG, max_delivery_attempts: 16}
+  - {name: BridgeKillG, max_delivery_attempts: 16}
+`;
+
+function opts(extra = {}) {
+  return {
+    logLevel: 'info', flush: 'sync', amqpYaml: AMQP_YAML, yaml: YAML,
+    serverYaml: '  auto_create_topics: true', ...extra,
+  };
+}
+
+let g;
+before(async () => { g = await startGantry(opts()); });
+after(async () => {
+  if (g) {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0, `gantry exit code ${info.code}`);
+  }
+});
+
+async function amqpOpen(gg) {
+  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${gg.amqpPort}/`);
+  const ch = await conn.createConfirmChannel();
+  return { conn, ch };
+}
+
+// Collects deliveries of `queue` (acked as they come unless noAck) until
+// `n` arrived; returns them in delivery order.
+// Deliveries past the n-th stay unacknowledged (the channel's to give back).
+async function consumeN(ch, queue, n, ms = 20000, ack = true) {
+  const got = [];
+  const { consumerTag } = await ch.consume(queue, (m) => {
+    got.push(m);
+    if (ack && got.length <= n) ch.ack(m);
+  });
+  await waitFor(() => got.length >= n, scaled(ms), `${n} deliveries from ${queue} (got ${got.length})`);
+  await ch.cancel(consumerTag);
+  return got;
+}
+
+function headerKeys(h) {
+  const k = h['rocketmq.keys'];
+  return Array.isArray(k) ? k.map((x) => (Buffer.isBuffer(x) ? x.toString() : x)) : k;
+}
+
+test('SDK producer -> AMQP queues: routed by tag, id as message-id, keys and properties as headers, bytes exact, in order', async () => {
+  const { conn, ch } = await amqpOpen(g);
+  try {
+    await ch.assertQueue('br.a', { durable: true });
+    await ch.assertQueue('br.b', { durable: true });
+    await ch.assertQueue('br.both', { durable: true });
+    await ch.bindQueue('br.a', 'orders', 'tagA');
+    await ch.bindQueue('br.b', 'orders', 'tagB');
+    await ch.bindQueue('br.both', 'orders', 'tagA');
+    await ch.bindQueue('br.both', 'orders', 'tagB');
+    const p = await startProducer(g, [T_ORD]);
+    const sent = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        const tag = i % 3 === 2 ? 'tagC' : (i % 3 === 0 ? 'tagA' : 'tagB');
+        const body = Buffer.concat([crypto.randomBytes(64 + i), Buffer.from([0, 255, 0x0a, i])]);
+        const keys = [`k-${i}`, `order-${i * 7}`];
+        const props = new Map([['shop', `s${i % 5}`], ['seq', String(i)], ['utf8', 'grüße ✓']]);
+        const r = await p.send({ topic: T_ORD, tag, keys, body, properties: props });
+        sent.push({ id: r.messageId, tag, body, keys, seq: i, at: Date.now() });
+      }
+    } finally {
+      await shutdownQuietly(p);
+    }
+    const wantA = sent.filter((s) => s.tag === 'tagA');
+    const wantB = sent.filter((s) => s.tag === 'tagB');
+    const gotA = await consumeN(ch, 'br.a', wantA.length);
+    const gotB = await consumeN(ch, 'br.b', wantB.length);
+    const gotBoth = await consumeN(ch, 'br.both', wantA.length + wantB.length);
+    const check = (got, want) => {
+      assert.deepEqual(got.map((m) => m.properties.messageId), want.map((s) => s.id));
+      for (let i = 0; i < want.length; i++) {
+        const m = got[i]; const s = want[i];
+        assert.equal(m.fields.exchange, 'orders');
+        assert.equal(m.fields.routingKey, s.tag);
+        assert.ok(m.content.equals(s.body), `body of ${s.id}`);
+        assert.deepEqual(headerKeys(m.properties.headers), s.keys);
+        assert.equal(m.properties.headers.shop, `s${s.seq % 5}`);
+        assert.equal(m.properties.headers.seq, String(s.seq));
+        assert.equal(m.properties.headers.utf8, 'grüße ✓');
+        assert.equal(m.properties.headers['rocketmq.tag'], s.tag);
+        assert.equal(m.properties.deliveryMode, 2);
+        assert.ok(Math.abs(m.properties.timestamp * 1000 - s.at) < 60000, 'timestamp: born time in s');
+      }
+    };
+    check(gotA, wantA);
+    check(gotB, wantB);
+    // br.both: each message once, in send order (the topic's order)
+    check(gotBoth, sent.filter((s) => s.tag !== 'tagC'));
+    // nothing else arrives (tagC is not bound)
+    const extra = await ch.get('br.a');
+    assert.equal(extra, false);
+  } finally {
+    await conn.close();
+  }
+});
+
+test('AMQP publisher -> SDK consumer group: routing key as tag, headers and properties as user properties, bytes exact; bound AMQP queues see the original properties', async () => {
+  // tagX||tagY: not the SDK messages of the test before
+  const c = await startSimpleConsumer(g, 'BridgeOrdG', new Map([[T_ORD, 'tagX||tagY']]));
+  const { conn, ch } = await amqpOpen(g);
+  try {
+    await ch.assertQueue('br.x', { durable: true });
+    await ch.bindQueue('br.x', 'orders', 'tagX');
+    const sent = [];
+    for (let i = 0; i < 30; i++) {
+      const body = Buffer.concat([crypto.randomBytes(100), Buffer.from([i, 0, 0xff])]);
+      const props = {
+        contentType: 'application/octet-stream', messageId: `amqp-id-${i}-${crypto.randomUUID()}`,
+        correlationId: `corr-${i}`, timestamp: 1700000000 + i, persistent: true,
+        headers: { h1: `v${i}`, n: 42 + i, flag: i % 2 === 0, 'rocketmq.keys': [`key-${i}`, 'shared'] },
+      };
+      const rk = i % 2 === 0 ? 'tagX' : 'tagY';
+      ch.publish('orders', rk, body, props);
+      sent.push({ body, props, rk, i });
+    }
+    await ch.waitForConfirms();
+    const got = await receiveAll(c, sent.length, 20000);
+    // a consumer group of the topic gets every one (tag = routing key)
+    const byMid = new Map(got.map((m) => [m.properties.get('amqp.message-id'), m]));
+    assert.equal(byMid.size, sent.length);
+    for (const s of sent) {
+      const m = byMid.get(s.props.messageId);
+      assert.ok(m, `message ${s.props.messageId}`);
+      assert.equal(m.tag, s.rk);
+      assert.ok(Buffer.from(m.body).equals(s.body), 'body byte-exact');
+      assert.equal(m.properties.get('h1'), `v${s.i}`);
+      assert.equal(m.properties.get('n'), String(42 + s.i));
+      assert.equal(m.properties.get('flag'), s.i % 2 === 0 ? 'true' : 'false');
+      assert.equal(m.properties.get('amqp.content-type'), 'application/octet-stream');
+      assert.equal(m.properties.get('amqp.correlation-id'), `corr-${s.i}`);
+      assert.equal(m.properties.get('amqp.timestamp'), String(1700000000 + s.i));
+      assert.equal(m.properties.get('amqp.delivery-mode'), '2');
+      assert.deepEqual(m.keys, [`key-${s.i}`, 'shared']);
+      assert.ok(![...m.properties.keys()].some((k) => k.charCodeAt(0) < 0x20), 'no system properties');
+    }
+    // the AMQP queue bound with tagX: the even ones, properties as published
+    const want = sent.filter((s) => s.rk === 'tagX');
+    const gx = await consumeN(ch, 'br.x', want.length);
+    for (let k = 0; k < want.length; k++) {
+      const m = gx[k]; const s = want[k];
+      assert.equal(m.fields.exchange, 'orders');
+      assert.equal(m.fields.routingKey, 'tagX');
+      assert.equal(m.properties.messageId, s.props.messageId);
+      assert.equal(m.properties.correlationId, s.props.correlationId);
+      assert.equal(m.properties.contentType, s.props.contentType);
+      assert.equal(m.properties.timestamp, s.props.timestamp);
+      assert.equal(m.properties.headers.h1, s.props.headers.h1);
+      assert.equal(m.properties.headers.n, s.props.headers.n);
+      assert.ok(m.content.equals(s.body));
+    }
+  } finally {
+    await conn.close();
+    await shutdownQuietly(c);
+  }
+});
+
+test('routing key from a configured user property (routing_key: property:rk) both ways, topic exchange', async () => {
+  const c = await startSimpleConsumer(g, 'BridgeEvG', T_EV);
+  const { conn, ch } = await amqpOpen(g);
+  const p = await startProducer(g, [T_EV]);
+  try {
+    await ch.assertQueue('br.ev', { durable: true });
+    await ch.bindQueue('br.ev', 'events', 'user.*');
+    const ids = [];
+    for (const rk of ['user.created', 'order.created', 'user.deleted']) {
+      const r = await p.send({ topic: T_EV, tag: 'ignored', body: Buffer.from(rk), properties: new Map([['rk', rk]]) });
+      ids.push({ id: r.messageId, rk });
+    }
+    const got = await consumeN(ch, 'br.ev', 2);
+    assert.deepEqual(got.map((m) => [m.properties.messageId, m.fields.routingKey]),
+      ids.filter((x) => x.rk.startsWith('user.')).map((x) => [x.id, x.rk]));
+    // the SDK's own messages come back to the group too; then an AMQP publish
+    await receiveAll(c, 3, 20000);
+    ch.publish('events', 'user.renamed', Buffer.from('amqp side'), { messageId: 'ev-1' });
+    await ch.waitForConfirms();
+    const back = await receiveAll(c, 1, 20000);
+    assert.equal(back.length, 1);
+    assert.equal(back[0].properties.get('rk'), 'user.renamed');
+    assert.ok(!back[0].tag, 'no tag: the routing key is the property');
+    assert.equal(Buffer.from(back[0].body).toString(), 'amqp side');
+  } finally {
+    await conn.close();
+    await shutdownQuietly(c, p);
+  }
+});
+
+test('FIFO message groups keep their order in the AMQP queue; a missing topic is created (auto_create_topics)', async () => {
+  const { conn, ch } = await amqpOpen(g);
+  const p = await startProducer(g, [T_FIFO]);
+  try {
+    await ch.assertQueue('br.fifo', { durable: true });
+    await ch.bindQueue('br.fifo', 'fifo.x', '');
+    const groups = ['g1', 'g2', 'g3'];
+    const N = 15;
+    await Promise.all(groups.map(async (mg) => {
+      for (let seq = 0; seq < N; seq++) {
+        await p.send({ topic: T_FIFO, tag: 'f', messageGroup: mg, body: Buffer.from(`${mg}:${seq}`) });
+      }
+    }));
+    const got = await consumeN(ch, 'br.fifo', groups.length * N);
+    const last = new Map();
+    for (const m of got) {
+      const [mg, seq] = m.content.toString().split(':');
+      assert.equal(m.properties.headers['rocketmq.message-group'], mg);
+      assert.equal(Number(seq), (last.get(mg) ?? -1) + 1, `group ${mg} in order`);
+      last.set(mg, Number(seq));
+    }
+  } finally {
+    await conn.close();
+    await shutdownQuietly(p);
+  }
+  // auto.x -> BridgeAutoT was not configured as a topic: created at start
+  const c = await startSimpleConsumer(g, 'BridgeAutoG', T_AUTO);
+  const a = await amqpOpen(g);
+  try {
+    a.ch.publish('auto.x', 'any', Buffer.from('auto'), { messageId: 'auto-1' });
+    await a.ch.waitForConfirms();
+    const got = await receiveAll(c, 1, 20000);
+    assert.equal(got[0].properties.get('amqp.message-id'), 'auto-1');
+  } finally {
+    await a.conn.close();
+    await shutdownQuietly(c);
+  }
+});
+
+test('SIGKILL in the middle: confirmed and unacknowledged messages survive on both sides, in order', async () => {
+  const { conn, ch } = await amqpOpen(g);
+  ch.on('error', () => {});
+  conn.on('error', () => {});
+  await ch.assertQueue('br.kill', { durable: true });
+  await ch.bindQueue('br.kill', 'kill.x', 'kill');
+  const p = await startProducer(g, [T_KILL]);
+  const sdkSent = [];
+  for (let i = 0; i < 50; i++) {
+    const r = await p.send({ topic: T_KILL, tag: 'kill', body: Buffer.from(`sdk-${i}`) });
+    sdkSent.push(r.messageId);
+  }
+  await shutdownQuietly(p);
+  const amqpSent = [];
+  for (let i = 0; i < 50; i++) {
+    ch.publish('kill.x', 'kill', Buffer.from(`amqp-${i}`), { messageId: `kill-${i}` });
+    amqpSent.push(`kill-${i}`);
+  }
+  await ch.waitForConfirms();
+  // the AMQP consumer acks the first 30 (of the 100 in br.kill)
+  const first = await consumeN(ch, 'br.kill', 30);
+  assert.deepEqual(first.slice(0, 30).map((m) => m.properties.messageId), sdkSent.slice(0, 30));
+  // the SDK group of the topic acks 20 of the AMQP side's
+  const c = await startSimpleConsumer(g, 'BridgeKillG', T_KILL);
+  const early = await receiveAll(c, 20, 20000);
+  await shutdownQuietly(c);
+  await stopGantry(g, 'SIGKILL', { keepDir: true });
+  g = await startGantry(opts({ dir: g.dir, grpcPort: g.grpcPort, httpPort: g.httpPort, amqpPort: g.amqpPort }));
+  const b = await amqpOpen(g);
+  try {
+    const rest = (await consumeN(b.ch, 'br.kill', 70)).slice(0, 70);
+    assert.deepEqual(rest.map((m) => m.properties.messageId), [...sdkSent.slice(30), ...amqpSent]);
+    assert.equal(await b.ch.get('br.kill'), false);
+    const c2 = await startSimpleConsumer(g, 'BridgeKillG', T_KILL);
+    try {
+      const seen = new Set(early.map((m) => m.messageId));
+      const total = sdkSent.length + amqpSent.length;
+      const later = await receiveAll(c2, total - seen.size, 30000);
+      for (const m of later) seen.add(m.messageId);
+      assert.equal(seen.size, total, 'every message of the topic, once acked or after the restart');
+      const mids = new Set(later.concat(early).map((m) => m.properties.get('amqp.message-id')).filter(Boolean));
+      for (const id of amqpSent) assert.ok(mids.has(id), `AMQP message ${id} reached the group`);
+    } finally {
+      await shutdownQuietly(c2);
+    }
+  } finally {
+    await b.conn.close();
+  }
+});
