@@ -473,10 +473,6 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
     }
-    if (px_rpc_server_start(&ro, &methods, &rpc, err, sizeof(err)) != GT_OK) {
-        GT_LOG(ERROR, "main", "%s", err);
-        goto out;
-    }
     if (amqp_on) {
         /* Bodies up to amqp.max_message_size, unless a small segment_size
          * keeps the store's records smaller (store_record_limit()). */
@@ -494,8 +490,13 @@ static int serve(const cfg_t *cfg, bool repair)
             GT_LOG(ERROR, "main", "%s", err);
             goto out;
         }
-        /* SendMessage to a bridged topic also reaches the exchange's queues */
+        /* SendMessage to a bridged topic also reaches the exchange's
+         * queues: from the first call on (the gateway starts first) */
         px_svc_set_append_hook(svc, gw_server_append_hook, amqp);
+    }
+    if (px_rpc_server_start(&ro, &methods, &rpc, err, sizeof(err)) != GT_OK) {
+        GT_LOG(ERROR, "main", "%s", err);
+        goto out;
     }
     px_http_set_metrics(http, rpc_metrics, rpc);
     px_http_set_ready(http, true);
@@ -509,11 +510,10 @@ static int serve(const cfg_t *cfg, bool repair)
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
     px_http_set_metrics(http, NULL, NULL);
-    px_svc_set_append_hook(svc, NULL, NULL); /* no send enters the gateway any more */
-    gw_server_stop(amqp); /* closes its connections, waits for its store requests */
-    amqp = NULL;
-    /* Order: stop the calls, then close the store (its last callbacks may
-     * still release call references), then free the gRPC server. */
+    /* Order: stop the calls, then the AMQP gateway (SendMessages to a
+     * bridged topic go through it until the last call), then close the
+     * store (its last callbacks may still release call references), then
+     * free the gRPC server. */
     px_svc_drain(svc);
     {
         px_rpc_stats_t rs;
@@ -526,6 +526,9 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
+    px_svc_set_append_hook(svc, NULL, NULL); /* no send enters the gateway any more */
+    gw_server_stop(amqp); /* closes its connections, waits for its store requests */
+    amqp = NULL;
     px_svc_stop(svc);
     st_close(store);
     store = NULL;

@@ -154,7 +154,15 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
         return NULL;
     svc->store = store;
     svc->cfg = cfg;
-    pthread_rwlock_init(&svc->hook_mu, NULL);
+    {
+        /* writers first: px_svc_set_append_hook must not starve behind a
+         * stream of sends */
+        pthread_rwlockattr_t ra;
+        pthread_rwlockattr_init(&ra);
+        pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+        pthread_rwlock_init(&svc->hook_mu, &ra);
+        pthread_rwlockattr_destroy(&ra);
+    }
     pthread_mutex_init(&svc->clients_mu, NULL);
     pthread_mutex_init(&svc->recv_mu, NULL);
     pthread_cond_init(&svc->renew_cv, NULL);
