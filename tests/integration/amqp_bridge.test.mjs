@@ -24,13 +24,19 @@ const T_EV = 'BridgeEventsT';
 const T_FIFO = 'BridgeFifoT';
 const T_AUTO = 'BridgeAutoT';
 const T_KILL = 'BridgeKillT';
+const T_PROD = 'BridgeProdT';
 
-const AMQP_YAML = `  bridges:
+const AMQP_YAML = `  vhosts: ["/", prod]
+  permissions:
+    - {user: guest, vhost: "/", configure: ".*", write: ".*", read: ".*"}
+    - {user: guest, vhost: prod, configure: ".*", write: ".*", read: ".*"}
+  bridges:
     - {exchange: orders, topic: ${T_ORD}}
     - {exchange: events, topic: ${T_EV}, exchange_type: topic, routing_key: "property:rk"}
     - {exchange: fifo.x, topic: ${T_FIFO}, exchange_type: fanout}
     - {vhost: "/", exchange: auto.x, topic: ${T_AUTO}, exchange_type: fanout}
     - {exchange: kill.x, topic: ${T_KILL}}
+    - {vhost: prod, exchange: orders, topic: ${T_PROD}}
 `;
 const YAML = `topics:
   - {name: ${T_ORD}, type: NORMAL, queues: 4}
@@ -60,8 +66,8 @@ after(async () => {
   }
 });
 
-async function amqpOpen(gg) {
-  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${gg.amqpPort}/`);
+async function amqpOpen(gg, vhost = '') {
+  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${gg.amqpPort}/${encodeURIComponent(vhost)}`);
   const ch = await conn.createConfirmChannel();
   return { conn, ch };
 }
@@ -268,6 +274,27 @@ test('FIFO message groups keep their order in the AMQP queue; a missing topic is
   } finally {
     await a.conn.close();
     await shutdownQuietly(c);
+  }
+});
+
+test('a bridge in another vhost: its own exchange of the same name and its own topic', async () => {
+  const root = await amqpOpen(g);
+  const prod = await amqpOpen(g, 'prod');
+  const p = await startProducer(g, [T_PROD]);
+  try {
+    await root.ch.assertQueue('br.vh', { durable: false });
+    await root.ch.bindQueue('br.vh', 'orders', 'v');
+    await prod.ch.assertQueue('br.vh', { durable: false });
+    await prod.ch.bindQueue('br.vh', 'orders', 'v');
+    const r = await p.send({ topic: T_PROD, tag: 'v', body: Buffer.from('to prod') });
+    const got = await consumeN(prod.ch, 'br.vh', 1);
+    assert.equal(got[0].properties.messageId, r.messageId);
+    assert.equal(got[0].content.toString(), 'to prod');
+    assert.equal(await root.ch.get('br.vh'), false, 'vhost "/" has its own orders exchange');
+  } finally {
+    await root.conn.close();
+    await prod.conn.close();
+    await shutdownQuietly(p);
   }
 });
 
