@@ -3,7 +3,8 @@
 // expiration, repeated deaths updating x-death in place, a queue
 // dead-lettering into itself, a quorum queue's x-delivery-limit and its
 // x-delivery-count header, a return by a closed channel past the limit,
-// a delivery_limit cycle dropped, no DLX / a missing DLX dropped) must deliver what RabbitMQ 3.10.8 delivered, field by
+// limits -1 and "5", a delivery_limit cycle dropped, no DLX / a missing DLX
+// dropped) must deliver what RabbitMQ 3.10.8 delivered, field by
 // field and with every header's type (tests/data/amqp/dlx_fixtures.json).
 // Then what the fixture cannot show: dead-lettered messages survive a
 // SIGKILL, and none is lost between the dead-letter append and the ack.

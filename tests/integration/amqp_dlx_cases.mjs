@@ -141,6 +141,27 @@ export const scenarios = {
     await settle('cycle');
     return [first, await count(ch, `${p}c1`), await count(ch, `${p}c2`)];
   },
+  // x-delivery-limit -1: the first return goes past it; "5" (not an
+  // integer) is no limit
+  async limit_values(ch, p, t0) {
+    const out = [];
+    await ch.assertQueue(`${p}dl`, { durable: false });
+    for (const [q, lim] of [['qq', -1], ['b', '5']]) {
+      await ch.assertQueue(`${p}${q}`, { durable: true, arguments: { 'x-queue-type': 'quorum',
+        'x-delivery-limit': lim, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${p}dl` } });
+      ch.sendToQueue(`${p}${q}`, Buffer.from(`m-${q}`));
+      let n = 0;
+      for (; n < 4; n++) {
+        const m = await getOne(ch, `${p}${q}`, 1000);
+        if (!m) break;
+        ch.nack(m, false, true);
+      }
+      out.push(n);
+    }
+    const d = await getOne(ch, `${p}dl`);
+    out.push(d && d.content.toString(), await count(ch, `${p}dl`));
+    return out;
+  },
   // a return by a closed channel counts too (x-delivery-limit 0)
   async closed_channel(ch, p, t0, settle, conn) {
     await ch.assertQueue(`${p}qq`, { durable: true, arguments: { 'x-queue-type': 'quorum',
