@@ -15,7 +15,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { startGantry, stopGantry, require, waitFor, scaled } from './harness.mjs';
-import { startProducer, startSimpleConsumer, shutdownQuietly, receiveAll } from './sdk_util.mjs';
+import {
+  sdk, quietLogger, startProducer, startSimpleConsumer, shutdownQuietly, shutdownPush, receiveAll,
+  withTimeout,
+} from './sdk_util.mjs';
 
 const amqp = require('amqplib');
 
@@ -25,6 +28,7 @@ const T_FIFO = 'BridgeFifoT';
 const T_AUTO = 'BridgeAutoT';
 const T_KILL = 'BridgeKillT';
 const T_PROD = 'BridgeProdT';
+const T_PUSH = 'BridgePushT';
 
 const AMQP_YAML = `  vhosts: ["/", prod]
   permissions:
@@ -37,17 +41,20 @@ const AMQP_YAML = `  vhosts: ["/", prod]
     - {vhost: "/", exchange: auto.x, topic: ${T_AUTO}, exchange_type: fanout}
     - {exchange: kill.x, topic: ${T_KILL}}
     - {vhost: prod, exchange: orders, topic: ${T_PROD}}
+    - {exchange: push.x, topic: ${T_PUSH}, exchange_type: fanout}
 `;
 const YAML = `topics:
   - {name: ${T_ORD}, type: NORMAL, queues: 4}
   - {name: ${T_EV}, type: NORMAL, queues: 2}
   - {name: ${T_FIFO}, type: FIFO, queues: 2}
   - {name: ${T_KILL}, type: NORMAL, queues: 2}
+  - {name: ${T_PUSH}, type: NORMAL, queues: 2}
 groups:
   - {name: BridgeOrdG, max_delivery_attempts: 16}
   - {name: BridgeEvG, max_delivery_attempts: 16}
   - {name: BridgeAutoG, max_delivery_attempts: 16}
   - {name: BridgeKillG, max_delivery_attempts: 16}
+  - {name: BridgePushG, max_delivery_attempts: 16}
 `;
 
 function opts(extra = {}) {
@@ -274,6 +281,59 @@ test('FIFO message groups keep their order in the AMQP queue; a missing topic is
   } finally {
     await a.conn.close();
     await shutdownQuietly(c);
+  }
+});
+
+test('AMQP publishes reach a PushConsumer; headers without a text form stay AMQP-only', async () => {
+  const { conn, ch } = await amqpOpen(g);
+  const got = new Map();
+  let consumer; let svc;
+  try {
+    await ch.assertQueue('br.push', { durable: false });
+    await ch.bindQueue('br.push', 'push.x', '');
+    consumer = new sdk.PushConsumer({
+      endpoints: g.endpoint, consumerGroup: 'BridgePushG', subscriptions: new Map([[T_PUSH, '*']]),
+      requestTimeout: scaled(5000), logger: quietLogger,
+      messageListener: { async consume(m) { got.set(m.properties.get('amqp.message-id') ?? 'none', m); return sdk.ConsumeResult.SUCCESS; } },
+    });
+    await withTimeout(consumer.startup(), scaled(30000), 'PushConsumer.startup');
+    const N = 20;
+    const odd = {
+      nested: { a: 1 }, list: [1, 'two'], nul: Buffer.from('a\0b'), '\x01ctl': 'x', plain: 'kept',
+      big: { '!': 'int64', value: 9007199254740991 }, f: 1.5,
+    };
+    for (let i = 0; i < N; i++) {
+      ch.publish('push.x', `rk.${i}`, Buffer.from(`push-${i}`), { messageId: `push-${i}`, headers: odd });
+    }
+    await ch.waitForConfirms();
+    await waitFor(() => got.size >= N, scaled(30000), `${N} messages pushed (got ${got.size})`);
+    for (let i = 0; i < N; i++) {
+      const m = got.get(`push-${i}`);
+      assert.ok(m, `push-${i}`);
+      assert.equal(m.tag, `rk.${i}`);
+      assert.equal(Buffer.from(m.body).toString(), `push-${i}`);
+      assert.equal(m.properties.get('plain'), 'kept');
+      assert.equal(m.properties.get('big'), '9007199254740991');
+      assert.equal(m.properties.get('f'), '1.5');
+      for (const k of ['nested', 'list', 'nul', '\x01ctl']) assert.equal(m.properties.get(k), undefined, k);
+    }
+    // the AMQP side gets every header as published
+    const q = await consumeN(ch, 'br.push', N);
+    assert.deepEqual(q[0].properties.headers.nested, { a: 1 });
+    assert.deepEqual(q[0].properties.headers.list, [1, 'two']);
+    assert.ok(Buffer.from(q[0].properties.headers.nul).equals(Buffer.from('a\0b')));
+    assert.equal(q[0].properties.headers['\x01ctl'], 'x');
+    await shutdownPush(consumer, async () => {
+      ch.publish('push.x', 'sentinel', Buffer.from('sentinel'));
+      await ch.waitForConfirms();
+    });
+    try { svc = consumer.getConsumeService(); } catch { /* not started */ }
+    consumer = null;
+  } finally {
+    await shutdownQuietly(consumer);
+    // SDK 1.0.8: the consume service's own file logger keeps node alive
+    svc?.logger?.close?.();
+    await conn.close();
   }
 });
 
