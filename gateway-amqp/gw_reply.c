@@ -11,6 +11,7 @@
 #define REPLY_PREFIX GW_REPLY_QUEUE "."
 #define REPLY_PREFIX_LEN (sizeof(REPLY_PREFIX) - 1)
 #define REPLY_NAME_MAX 96
+#define REPLY_OUT_FACTOR 4 /* output over 4x the connection's bound: replies dropped */
 
 /* A channel's reply consumer, in the broker's table by serial. */
 typedef struct gw_reply {
@@ -212,6 +213,13 @@ void gw_reply_deliver(gw_chan_t *ch, gw_str_t key)
 
     if (r == NULL || !gw_chan_live(to = r->ch))
         return; /* its channel is gone: dropped, as RabbitMQ */
+    if (gw_conn_out_len(to->bc->c) > REPLY_OUT_FACTOR * gw_conn_out_limit(to->bc->c)) {
+        /* the requester does not read: replies are not stored, so rather
+         * than buffering without end, this one is dropped */
+        GT_LOG(DEBUG, "amqp", "a reply to %.*s dropped: its connection is not reading",
+               (int)r->nlen, r->name);
+        return;
+    }
     /* As RabbitMQ 3.10: the channel's next delivery tag, not taken (no
      * ack will name it), and the publish's own routing key (key may be a
      * CC / BCC one). */

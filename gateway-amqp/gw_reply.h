@@ -13,7 +13,9 @@
  * drops the message.  As in RabbitMQ 3.10, the delivery carries the
  * channel's next delivery tag without taking it and the publish's routing
  * key, and such a key is not a queue, so a mandatory reply also gets
- * basic.return 312 NO_ROUTE.
+ * basic.return 312 NO_ROUTE.  A reply to a connection whose output
+ * holds over 4 times its bound (a requester that does not read) is
+ * dropped rather than buffered without end.
  *
  * Loop thread only (gw_broker.c). */
 #ifndef GW_REPLY_H

@@ -12,6 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry, waitFor, require } from './harness.mjs';
+import { rawConnect, rawHandshake, method, frame, shortstr, u16, u32, deliveries } from './amqp_raw.mjs';
 
 const amqp = require('amqplib');
 const RT = 'amq.rabbitmq.reply-to';
@@ -169,6 +170,67 @@ test('reply consumer errors as RabbitMQ', async () => {
     await assert.rejects(ch.consume(RT, () => {}, { noAck: true, consumerTag: 'taken' }));
     const e = await closed;
     assert.match(String(e?.message), /530|NOT_ALLOWED - attempt to reuse consumer tag 'taken'/);
+  } finally {
+    await s.stop();
+  }
+});
+
+test('replies to a requester that stops reading are dropped, not buffered without end', { skip: !!external }, async () => {
+  const s = await server();
+  try {
+    const url = new URL(s.url);
+    const resp = await connect(s);
+    const rch = await channel(resp, true);
+    const q = (await rch.assertQueue('', { exclusive: true })).queue;
+    let replyTo = null;
+    await rch.consume(q, (m) => { replyTo = m.properties.replyTo; }, { noAck: true });
+
+    // The requester: a raw peer (it can really stop reading).
+    const req = rawConnect(Number(url.port));
+    await rawHandshake(req);
+    req.send(method(1, 20, 10, shortstr('')));
+    await req.nextMethod(); // channel.open-ok
+    const got = [];
+    let consumeOk = false;
+    const onDelivery = deliveries(({ body }) => got.push(body.subarray(0, 8).toString()));
+    req.onFrame = (f) => {
+      if (f.type === 1 && f.cls === 60 && f.mid === 21) consumeOk = true;
+      else onDelivery(f);
+    };
+    req.send(method(1, 60, 20, Buffer.concat([u16(0), shortstr(RT), shortstr('rt'),
+      Buffer.from([2]) /* no-ack */, u32(0)])));
+    await req.until(() => consumeOk, 5000, 'consume-ok');
+    // basic.publish to the responder's queue with reply_to = the pseudo-queue
+    req.send(method(1, 60, 40, Buffer.concat([u16(0), shortstr(''), shortstr(q), Buffer.from([0])])));
+    req.send(frame(2, 1, Buffer.concat([u16(60), u16(0), Buffer.alloc(8), u16(1 << 9), shortstr(RT)])));
+    await waitFor(() => replyTo, 5000, 'the request');
+    req.sock.pause();
+
+    // 64 MiB of replies, far over the requester's 4 MiB output bound: all
+    // confirmed, the responder unharmed.
+    const SIZE = 16 * 1024;
+    const N = 4096;
+    for (let i = 0; i < N; i++) {
+      const body = Buffer.alloc(SIZE, 97);
+      body.write(String(i).padStart(8, '0'));
+      if (!rch.publish('', replyTo, body)) await new Promise((r) => rch.once('drain', r));
+    }
+    await rch.waitForConfirms();
+    // Reading again: what was kept arrives, then a last reply; the rest
+    // was dropped (at most about 16 MiB plus socket buffers were kept).
+    // (sent again until one arrives: the first ones may find the output
+    // still over its bound)
+    req.sock.resume();
+    await waitFor(async () => {
+      rch.publish('', replyTo, Buffer.from('last....'));
+      await new Promise((r) => setTimeout(r, 50));
+      return got.includes('last....');
+    }, 30000, 'a last reply');
+    const nums = got.filter((b) => b !== 'last....').map(Number);
+    assert.ok(nums.length > 0 && nums.length < N / 2, `${nums.length} of ${N} replies kept`);
+    assert.ok(nums.every((v, i) => i === 0 || v > nums[i - 1]), 'in order');
+    req.sock.destroy();
+    await resp.close();
   } finally {
     await s.stop();
   }
