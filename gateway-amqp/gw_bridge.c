@@ -675,7 +675,8 @@ static void xsend_fn(gw_op_t *op)
             xsend_one(s, i, GT_ENOMEM, NULL);
             continue;
         }
-        dests[0] = (st_dest_t){.topic = s->br.topic, .queue_id = ST_QUEUE_ANY};
+        /* the queue the client picked (checked by the proxy), as without a bridge */
+        dests[0] = (st_dest_t){.topic = s->br.topic, .queue_id = m->queue_id};
         for (size_t k = 0; k < out.n; k++) {
             gw_queue_t *q = gw_queue_find(vh, out.queues[k]);
             if (q == NULL || q->gone || !q->ready)

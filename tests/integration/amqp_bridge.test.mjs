@@ -251,13 +251,21 @@ test('FIFO message groups keep their order in the AMQP queue; a missing topic is
   try {
     await ch.assertQueue('br.fifo', { durable: true });
     await ch.bindQueue('br.fifo', 'fifo.x', '');
-    const groups = ['g1', 'g2', 'g3'];
-    const N = 15;
+    const groups = ['g1', 'g2', 'g3', 'g4', 'g5', 'g6'];
+    const N = 8;
+    const offsets = new Map(); // the queue the SDK picked -> the offsets the store answered
     await Promise.all(groups.map(async (mg) => {
       for (let seq = 0; seq < N; seq++) {
-        await p.send({ topic: T_FIFO, tag: 'f', messageGroup: mg, body: Buffer.from(`${mg}:${seq}`) });
+        const r = await p.send({ topic: T_FIFO, tag: 'f', messageGroup: mg, body: Buffer.from(`${mg}:${seq}`) });
+        const q = r.messageQueue.queueId;
+        offsets.set(q, [...(offsets.get(q) ?? []), Number(r.offset)]);
       }
     }));
+    // each message is in the queue the SDK picked for its group (as without a bridge):
+    // every queue's offsets are 0..n-1
+    for (const [q, offs] of offsets) {
+      assert.deepEqual([...offs].sort((a, b) => a - b), offs.map((_, i) => i), `queue ${q}: ${offs}`);
+    }
     const got = await consumeN(ch, 'br.fifo', groups.length * N);
     const last = new Map();
     for (const m of got) {
