@@ -488,7 +488,9 @@ static uint8_t *sdk_envelope(const gw_bridge_t *br, const st_message_t *m, size_
         p.flags |= GW_P_CONTENT_TYPE;
         p.content_type = short_of(s);
     }
-    if ((s = msg_prop(m, GW_XP "content-encoding")) != NULL) {
+    if ((s = msg_prop(m, GW_XP "content-encoding")) != NULL ||
+        ((s = msg_prop(m, ST_PROP_ENCODING)) != NULL && strcmp(s, "gzip") == 0)) {
+        /* a body the producer compressed stays compressed: say so */
         p.flags |= GW_P_CONTENT_ENCODING;
         p.content_encoding = short_of(s);
     }

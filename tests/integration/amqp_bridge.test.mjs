@@ -15,9 +15,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { startGantry, stopGantry, require, waitFor, scaled } from './harness.mjs';
+import zlib from 'node:zlib';
 import {
   sdk, quietLogger, startProducer, startSimpleConsumer, shutdownQuietly, shutdownPush, receiveAll,
-  withTimeout,
+  withTimeout, Raw, pb, defPb, wireMessage, sendRequest, Code,
 } from './sdk_util.mjs';
 
 const amqp = require('amqplib');
@@ -151,6 +152,27 @@ test('SDK producer -> AMQP queues: routed by tag, id as message-id, keys and pro
     const extra = await ch.get('br.a');
     assert.equal(extra, false);
   } finally {
+    await conn.close();
+  }
+});
+
+test('a body sent gzip-compressed reaches AMQP compressed, with content-encoding gzip', async () => {
+  const { conn, ch } = await amqpOpen(g);
+  const raw = new Raw(g.endpoint);
+  try {
+    await ch.assertQueue('br.gz', { durable: false });
+    await ch.bindQueue('br.gz', 'orders', 'tagZ');
+    const plain = Buffer.from('compressed on the wire '.repeat(50));
+    const m = wireMessage({ topic: T_ORD, tag: 'tagZ', body: zlib.gzipSync(plain) });
+    m.getSystemProperties().setBodyEncoding(defPb.Encoding.GZIP);
+    const r = await raw.unary('SendMessage', sendRequest([m]), pb.SendMessageResponse);
+    assert.equal(r.err, null);
+    assert.equal(r.resp.getStatus().getCode(), Code.OK);
+    const got = await consumeN(ch, 'br.gz', 1);
+    assert.equal(got[0].properties.contentEncoding, 'gzip');
+    assert.ok(zlib.gunzipSync(got[0].content).equals(plain));
+  } finally {
+    raw.client.close();
     await conn.close();
   }
 });
