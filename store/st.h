@@ -228,6 +228,11 @@ typedef struct st_pop_req {
     const char *group;
     const char *topic;
     int32_t queue_id;         /* ST_QUEUE_ANY: all queues of the topic */
+    /* With ST_QUEUE_ANY: false takes the queues in turn (round robin,
+     * redeliveries of all queues before new messages); true takes them as
+     * priority levels, highest queue id first, each drained (redeliveries,
+     * then new messages) before the next lower one (AMQP x-max-priority). */
+    bool high_first;
     st_filter_kind_t filter_kind;
     const char *filter_expr;  /* per filter_kind; NULL: everything */
     uint32_t max;             /* 1..ST_POP_MAX */

@@ -625,6 +625,14 @@ static gt_err_t pop_try(pop_ctx_t *c)
     if (c->req->queue_id >= 0) {
         first = (uint32_t)c->req->queue_id;
         nq = 1;
+    } else if (c->req->high_first) {
+        /* priority levels: the highest queue first, each drained before
+         * the next lower one */
+        for (uint32_t i = qc; i-- > 0 && rc == GT_OK && c->out->n < c->req->max;)
+            if ((rc = cs_prepare(c, i, &cs)) == GT_OK &&
+                (rc = pop_window(c, i, cs)) == GT_OK && c->out->n < c->req->max)
+                rc = pop_new(c, i, cs);
+        nq = 0;
     } else if (st_cs_find(c->st, c->g, t, 0, true)) {
         first = st_gtopic_find(c->g, t, false)->rr++ % qc;
     }
@@ -698,8 +706,10 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
         first = (uint32_t)req->queue_id;
         nq = 1;
     }
-    for (uint32_t i = 0; i < nq && pf->n < PF_MAX; i++) {
-        uint32_t q = (first + i) % qc;
+    for (uint32_t i = 0; i < nq && pf->n < PF_MAX &&
+                         !(req->high_first && pf->n >= req->max); i++) {
+        /* priority levels are read highest first, as pop_try() takes them */
+        uint32_t q = req->high_first && req->queue_id < 0 ? qc - 1 - i : (first + i) % qc;
         st_cs_t *cs = q < t->nq ? st_cs_find(st, g, t, q, false) : NULL;
         if (!cs || !cs->init)
             continue; /* first pop of this queue: read under the lock */

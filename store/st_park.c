@@ -236,6 +236,7 @@ static bool class_is(const pclass_t *c, const st_park_t *p,
         return false;
     if (p->kind == PK_POP)
         return h->req.pop.queue_id == p->req.pop.queue_id &&
+               h->req.pop.high_first == p->req.pop.high_first &&
                strcmp(h->group, p->group) == 0;
     return h->req.pull.queue == p->req.pull.queue &&
            h->req.pull.offset == p->req.pull.offset;
