@@ -34,6 +34,7 @@
 #include "gw_broker_int.h"
 #include "gw_delay.h"
 #include "gw_reply.h"
+#include "gw_maxlen.h"
 
 /* ---- references -------------------------------------------------------- */
 
@@ -46,6 +47,7 @@ void gw_queue_unref(gw_queue_t *q)
             event_free(q->kick_ev);
         gw_ttl_free(q);
         gw_qargs_free(&q->args);
+        gw_maxlen_free(q);
         free(q);
     }
 }
@@ -233,6 +235,7 @@ void gw_msg_release(gw_broker_t *b, const gw_queue_t *q, const char *handle)
 typedef struct {
     gw_op_t op;
     gw_queue_t *q;
+    uint64_t blen;
 } requeue_op_t;
 
 static void requeue_fn(gw_op_t *op)
@@ -241,6 +244,8 @@ static void requeue_fn(gw_op_t *op)
     gw_queue_t *q = r->q;
 
     q->requeuing--;
+    if (op->err == GT_OK)
+        gw_maxlen_back(q, r->blen);
     if (!q->gone && !q->b->stopping && q->kick_ev != NULL) {
         struct timeval tv = {0, 0}; /* due at once: look from the loop */
         event_add(q->kick_ev, &tv);
@@ -259,7 +264,7 @@ static void requeue_cb(void *arg, gt_err_t err, const char *handle)
     gw_op_post(&r->op);
 }
 
-void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle)
+void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle, uint64_t blen)
 {
     requeue_op_t *r = gw_op_new(b, sizeof(*r), requeue_fn);
 
@@ -268,6 +273,7 @@ void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle)
     gw_queue_ref(q);
     r->q = q;
     q->requeuing++;
+    r->blen = blen;
     st_change_invisible(b->store, q->id, q->id, handle, 0, requeue_cb, r);
 }
 

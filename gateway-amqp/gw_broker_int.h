@@ -50,6 +50,7 @@ typedef struct gw_pub gw_pub_t;
 typedef struct gw_txmsg gw_txmsg_t;
 typedef struct gw_txack gw_txack_t;
 typedef struct gw_delay gw_delay_t; /* gw_delay.c */
+typedef struct gw_qlimit gw_qlimit_t;
 
 typedef void (*gw_op_fn)(gw_op_t *op);
 
@@ -123,6 +124,7 @@ struct gw_queue {
     bool durable, exclusive, auto_delete;
     gw_qargs_t args;   /* x-* arguments as declared (gw_qargs.h) */
     gw_bconn_t *owner; /* exclusive queues: the declaring connection */
+    gw_qlimit_t *lim;  /* length limits and ready counts, or NULL (gw_maxlen.h) */
     gw_consumer_t *consumers;
     uint32_t nconsumers;
     bool had_consumer, excl_consumer;
@@ -163,6 +165,7 @@ struct gw_pub {
 struct gw_txmsg {
     gw_txmsg_t *next;
     bool mandatory;
+    uint8_t prio;
     uint8_t exlen, rklen;
     char ex[256], rk[256];
     uint8_t *pbuf;
@@ -183,6 +186,7 @@ struct gw_unacked {
     gw_queue_t *q;      /* ref */
     gw_consumer_t *cs;  /* ref; NULL for basic.get */
     char handle[ST_HANDLE_MAX];
+    uint64_t blen;      /* body bytes (length limits count them when requeued) */
     int64_t renew_at;   /* monotonic ms: extend the invisibility then */
     int64_t sent_at;    /* monotonic ms: delivered (consumer_timeout) */
     bool renewing;      /* a change_invisible is in flight (it owns the
@@ -203,6 +207,7 @@ struct gw_chan {
     gw_asm_t asm_;
     /* the publish being assembled */
     bool pub_on, mandatory;
+    uint8_t prio; /* the message's priority property (0 when absent) */
     uint8_t exlen, rklen;
     char ex[256], rk[256];
     uint8_t *pbuf;
@@ -274,7 +279,8 @@ void gw_op_free_fn(gw_op_t *op);
 void gw_op_done_cb(void *arg, gt_err_t err);
 void gw_msg_ack(gw_broker_t *b, const gw_queue_t *q, const char *handle);
 void gw_msg_release(gw_broker_t *b, const gw_queue_t *q, const char *handle);
-void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle);
+/* blen: the message's body bytes (gw_maxlen counts it ready again). */
+void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle, uint64_t blen);
 bool gw_chan_queue_name(gw_chan_t *ch, uint32_t mid, gw_str_t in, gw_str_t *out);
 void gw_chan_set_last(gw_chan_t *ch, gw_str_t name);
 gw_queue_t *gw_queue_for(gw_chan_t *ch, uint32_t mid, gw_str_t name);

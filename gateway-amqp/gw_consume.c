@@ -12,6 +12,7 @@
 #include "gw_reply.h"
 #include "gw_sac.h"
 #include "gw_dlx.h"
+#include "gw_maxlen.h"
 
 /* ---- the stored record ------------------------------------------------- *
  * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
@@ -80,9 +81,10 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
 {
     gw_unacked_t *u = calloc(1, sizeof(*u));
     const char *h = p->handle;
+    uint64_t blen = gw_maxlen_body_len(p->body, p->len);
 
     if (u == NULL) { /* cannot track it: give it back */
-        gw_msg_requeue(ch->bc->b, q, h);
+        gw_msg_requeue(ch->bc->b, q, h, blen);
         return;
     }
     u->attempt = p->attempt;
@@ -92,6 +94,7 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
         p->body = NULL;
     }
     u->tag = tag;
+    u->blen = blen;
     gw_queue_ref(q);
     u->q = q;
     if (cs != NULL) {
@@ -255,8 +258,11 @@ static void consume_fn(gw_op_t *op)
         GT_LOG(WARN, "amqp", "pop from %s failed: %s", cs->q->id, gt_err_str(op->err));
     for (size_t i = 0; i < o->n; i++) {
         popped_t *p = &o->msgs[i];
+        uint64_t blen = gw_maxlen_body_len(p->body, p->len);
+        gw_maxlen_taken(cs->q, blen);
         if (cs->gone || !gw_chan_live(ch) || p->attempt == 0 || b->stopping) {
             gw_msg_release(b, cs->q, p->handle);
+            gw_maxlen_back(cs->q, blen);
         } else if (gw_ttl_expired(cs->q, p->store_ts, p->body, p->len, true, now)) {
             gw_ttl_expire_popped(cs->q, p->handle, p->body, p->len);
         } else if (p->attempt > 1 && gw_dl_over_limit(cs->q, p->attempt - 1)) {
@@ -332,6 +338,7 @@ void gw_consumer_pump(gw_consumer_t *cs)
     req.group = cs->q->id;
     req.topic = cs->q->id;
     req.queue_id = ST_QUEUE_ANY;
+    req.high_first = cs->q->args.max_priority > 0;
     req.max = n;
     req.max_bytes = GW_POP_BYTES;
     req.invisible_ms = b->invisible_ms;
@@ -514,6 +521,7 @@ static void get_pop(void *arg)
     req.group = o->q->id;
     req.topic = o->q->id;
     req.queue_id = ST_QUEUE_ANY;
+    req.high_first = o->q->args.max_priority > 0;
     req.max = 1;
     req.invisible_ms = b->invisible_ms;
     st_pop(b->store, &req, pop_cb, o);
@@ -538,6 +546,7 @@ static void get_fn(gw_op_t *op)
         gw_ttl_expired(o->q, o->msgs[0].store_ts, o->msgs[0].body, o->msgs[0].len, false,
                        gw_wall_ms())) {
         /* Expired: never delivered; take the next one. */
+        gw_maxlen_taken(o->q, gw_maxlen_body_len(o->msgs[0].body, o->msgs[0].len));
         gw_ttl_expire_popped(o->q, o->msgs[0].handle, o->msgs[0].body, o->msgs[0].len);
         free(o->msgs[0].body);
         o->n = 0;
@@ -563,12 +572,16 @@ static void get_fn(gw_op_t *op)
     }
     for (size_t i = 0; i < o->n; i++) {
         popped_t *p = &o->msgs[i];
+        uint64_t blen = gw_maxlen_body_len(p->body, p->len);
+        gw_maxlen_taken(o->q, blen);
         if (!gw_chan_live(ch) || p->attempt == 0 ||
             (p->attempt > 1 && gw_dl_over_limit(o->q, p->attempt - 1))) {
-            if (!gw_chan_live(ch) || p->attempt == 0)
+            if (!gw_chan_live(ch) || p->attempt == 0) {
                 gw_msg_release(b, o->q, p->handle);
-            else /* returned past x-delivery-limit by a path that did not look */
+                gw_maxlen_back(o->q, blen);
+            } else { /* returned past x-delivery-limit by a path that did not look */
                 gw_dead_letter_ack(o->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
+            }
             if (gw_chan_live(ch)) {
                 gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
                 gw_chan_reply(ch, &r);
@@ -631,7 +644,7 @@ void gw_ua_settle_store(gw_broker_t *b, gw_unacked_t *u, gw_settle_t how)
         why = GW_DL_DELIVERY_LIMIT;
     }
     if (how == GW_SETTLE_REQUEUE)
-        gw_msg_requeue(b, u->q, u->handle);
+        gw_msg_requeue(b, u->q, u->handle, u->blen);
     else if (how == GW_SETTLE_DROP && u->rec != NULL && u->q->args.has_dlx)
         gw_dead_letter_ack(u->q, u->rec, u->rec_len, why, u->handle);
     else

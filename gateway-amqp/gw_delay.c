@@ -8,6 +8,9 @@
 
 #include "gt_log.h"
 #include "gw_delay.h"
+#include "gw_dlx.h"
+#include "gw_maxlen.h"
+#include "gw_prio.h"
 
 /* The fire loop's parked pop is named by this key for st_pop_cancel (the
  * gRPC service's keys count up from 1 and set the top bit for pulls). */
@@ -261,6 +264,7 @@ typedef struct {
 typedef struct {
     gw_op_t op;
     char handle[ST_HANDLE_MAX];
+    uint64_t blen; /* body bytes (length limits) */
     size_t nq;
     gw_queue_t *qs[]; /* refs */
 } fire_op_t;
@@ -286,6 +290,7 @@ static void fire_fn(gw_op_t *op)
     for (size_t i = 0; i < o->nq; i++) {
         if (op->err == GT_OK && !o->qs[i]->gone)
             gw_queue_kick(o->qs[i]);
+        gw_maxlen_appended(o->qs[i], o->blen, op->err == GT_OK);
         gw_queue_unref(o->qs[i]);
     }
     if (b->delay != NULL) {
@@ -308,6 +313,13 @@ static void fire_cb(void *arg, gt_err_t err, const st_append_item_t *items, size
 /* Routes one fired timer through its exchange's bindings as they are now
  * and appends it once to the queues reached; the timer is acked then
  * (at once when nothing is reached: the plugin drops it too). */
+/* A refused message dead-lettered: its timer is acked with the others. */
+static void dl_none(void *arg, bool ok)
+{
+    (void)arg;
+    (void)ok;
+}
+
 static void fire_one(gw_broker_t *b, const timer_rec_t *t)
 {
     gw_str_t kstack[16], *keys = kstack;
@@ -358,12 +370,18 @@ static void fire_one(gw_broker_t *b, const timer_rec_t *t)
     }
     if ((o = gw_op_new(b, sizeof(*o) + out.n * sizeof(o->qs[0]), fire_fn)) == NULL)
         goto out;
+    o->blen = t->len - v.body_off;
     for (size_t i = 0; i < out.n; i++) {
         gw_queue_t *q = gw_queue_find(vh, out.queues[i]);
-        if (q != NULL && !q->gone && q->ready) {
-            gw_queue_ref(q);
-            o->qs[routed++] = q;
+        if (q == NULL || q->gone || !q->ready)
+            continue;
+        if (!gw_maxlen_admit(q, o->blen)) { /* a full reject-publish queue refuses it */
+            if (q->args.overflow == GW_OVERFLOW_REJECT_PUBLISH_DLX)
+                gw_dead_letter(q, t->body, t->len, GW_DL_MAXLEN, dl_none, NULL);
+            continue;
         }
+        gw_queue_ref(q);
+        o->qs[routed++] = q;
     }
     o->nq = routed;
     if (routed == 0) {
@@ -384,10 +402,11 @@ static void fire_one(gw_broker_t *b, const timer_rec_t *t)
     b->delay->firing++;
     {
         st_message_t msg;
+        uint8_t prio = (props.flags & GW_P_PRIORITY) ? props.priority : 0;
         memset(&msg, 0, sizeof(msg));
         msg.body = rec != NULL ? rec : t->body;
         msg.body_len = (uint32_t)(rec != NULL ? rec_len : t->len);
-        msg.queue_id = 0;
+        msg.queue_id = gw_prio_level(o->qs[0], prio);
         msg.born_ts_ms = (int64_t)time(NULL) * 1000;
         if (routed == 1) {
             st_append(b->store, o->qs[0]->id, &msg, 1, fire_cb, o);
@@ -398,7 +417,8 @@ static void fire_one(gw_broker_t *b, const timer_rec_t *t)
                 gw_op_post(&o->op);
             } else {
                 for (size_t i = 0; i < routed; i++)
-                    dests[i] = (st_dest_t){.topic = o->qs[i]->id, .queue_id = 0};
+                    dests[i] = (st_dest_t){.topic = o->qs[i]->id,
+                                           .queue_id = gw_prio_level(o->qs[i], prio)};
                 st_append_multi(b->store, &msg, dests, routed, fire_cb, o);
                 free(dests);
             }

@@ -8,6 +8,8 @@
 #include "gw_broker_int.h"
 #include "gw_delay.h"
 #include "gw_dlx.h"
+#include "gw_maxlen.h"
+#include "gw_prio.h"
 
 const char *gw_dl_reason_name(gw_dl_reason_t r)
 {
@@ -339,6 +341,7 @@ typedef struct {
     gw_op_t op;
     gw_dl_done_fn done;
     void *arg;
+    uint64_t blen; /* body bytes (length limits) */
     size_t nq;
     gw_queue_t *qs[];
 } dlop_t;
@@ -358,6 +361,7 @@ static void dl_fn(gw_op_t *op)
             gw_ttl_appended(o->qs[i], -1); /* its x-message-ttl (expiration went) */
             gw_queue_kick(o->qs[i]);
         }
+        gw_maxlen_appended(o->qs[i], o->blen, op->err == GT_OK);
         gw_queue_unref(o->qs[i]);
     }
     o->done(o->arg, op->err == GT_OK);
@@ -395,6 +399,8 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     dlop_t *o;
     int64_t now = (int64_t)time(NULL), delay = 0;
     uint32_t xflags = 0;
+    bool admitted = false;
+    uint8_t prio;
 
     if (!q->args.has_dlx || q->gone || b->stopping) {
         done(arg, true); /* no DLX (or no queue any more): dropped */
@@ -509,6 +515,14 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     }
     if (routed > ST_DEST_MAX)
         routed = ST_DEST_MAX;
+    { /* length limits: a full reject-publish(-dlx) queue refuses it */
+        size_t keep = 0;
+        for (size_t i = 0; i < routed; i++)
+            if (gw_maxlen_admit(qs[i], d.r.body_len))
+                qs[keep++] = qs[i];
+        routed = keep;
+        admitted = true;
+    }
     if (routed == 0 && delay == 0) {
         GT_LOG(DEBUG, "amqp", "queue '%.*s': a %s message reached no queue through '%.*s': "
                               "dropped", (int)q->nlen, q->name, gw_dl_reason_name(reason),
@@ -544,6 +558,7 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     }
     if ((o = gw_op_new(b, sizeof(*o) + routed * sizeof(o->qs[0]), dl_fn)) == NULL)
         goto fail;
+    prio = (d.props.flags & GW_P_PRIORITY) ? d.props.priority : 0;
     if (routed > 1 && (dests = calloc(routed, sizeof(*dests))) == NULL) {
         free(o);
         pthread_mutex_lock(&b->mu);
@@ -553,17 +568,19 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     }
     o->done = done;
     o->arg = arg;
+    o->blen = d.r.body_len;
     o->nq = routed;
     for (size_t i = 0; i < routed; i++) {
         gw_queue_ref(qs[i]);
         o->qs[i] = qs[i];
         if (dests != NULL)
-            dests[i] = (st_dest_t){.topic = qs[i]->id, .queue_id = 0};
+            dests[i] = (st_dest_t){.topic = qs[i]->id,
+                                   .queue_id = gw_prio_level(qs[i], prio)};
     }
     memset(&msg, 0, sizeof(msg));
     msg.body = nrec;
     msg.body_len = (uint32_t)at;
-    msg.queue_id = 0;
+    msg.queue_id = routed > 0 ? gw_prio_level(qs[0], prio) : 0;
     msg.born_ts_ms = now * 1000;
     if (routed == 0) { /* the delayed DLX's timer */
         struct timespec ts;
@@ -588,6 +605,8 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
 fail:
     GT_LOG(WARN, "amqp", "queue '%.*s': cannot dead-letter a message (out of memory)",
            (int)q->nlen, q->name);
+    for (size_t i = 0; admitted && i < routed; i++) /* counted by gw_maxlen_admit */
+        gw_maxlen_appended(qs[i], d.r.body_len, false);
     free(nrec);
     free(payload);
     free(xg.buf);
@@ -602,6 +621,7 @@ fail:
 typedef struct {
     gw_queue_t *q; /* ref */
     char handle[ST_HANDLE_MAX];
+    uint64_t blen; /* body bytes (length limits count it if it comes back) */
 } dlack_t;
 
 static void dlack_done(void *arg, bool ok)
@@ -611,7 +631,7 @@ static void dlack_done(void *arg, bool ok)
     if (ok)
         gw_msg_ack(a->q->b, a->q, a->handle);
     else
-        gw_msg_requeue(a->q->b, a->q, a->handle);
+        gw_msg_requeue(a->q->b, a->q, a->handle, a->blen);
     gw_queue_unref(a->q);
     free(a);
 }
@@ -622,12 +642,13 @@ void gw_dead_letter_ack(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_rea
     dlack_t *a = calloc(1, sizeof(*a));
 
     if (a == NULL) {
-        gw_msg_requeue(q->b, q, handle); /* comes back; nothing lost */
+        gw_msg_requeue(q->b, q, handle, gw_maxlen_body_len(rec, len)); /* comes back */
         return;
     }
     gw_queue_ref(q);
     a->q = q;
     snprintf(a->handle, sizeof(a->handle), "%s", handle);
+    a->blen = gw_maxlen_body_len(rec, len);
     gw_dead_letter(q, rec, len, reason, dlack_done, a);
 }
 

@@ -11,6 +11,7 @@
 #include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
+#include "gw_maxlen.h"
 
 /* ---- durable metadata (st_meta_*) -------------------------------------- *
  * Durable queues, exchanges and bindings are records in the store's
@@ -203,6 +204,7 @@ static const char *const load_ns[3] = {GW_NS_EXCHANGE, GW_NS_QUEUE, GW_NS_BINDIN
 typedef struct {
     gw_op_t op;
     uint64_t n;
+    gw_queue_t *q; /* ref */
     char id[40];
 } requeue_op_t;
 
@@ -227,8 +229,11 @@ static void requeue_fn(gw_op_t *op)
     else if (r->n > 0)
         GT_LOG(INFO, "amqp", "%s: %llu unacked messages of an earlier run requeued", r->id,
                (unsigned long long)r->n);
+    /* then a limited queue's ready counts (gw_maxlen.h) */
+    if (!gw_maxlen_recount(r->q, gw_meta_ready_step))
+        gw_meta_ready_step(b);
+    gw_queue_unref(r->q);
     free(r);
-    gw_meta_ready_step(b);
 }
 
 static void requeue_cb(void *arg, gt_err_t err, uint64_t n)
@@ -372,6 +377,9 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         q->ready = true;
         if (gw_ttl_from_args(q))
             gw_ttl_loaded(q);
+        if (!gw_maxlen_init(q))
+            GT_LOG(WARN, "amqp", "queue '%.*s': no memory for its length limits", (int)name.len,
+                   name.ptr);
     } else {
         gw_str_t src, dest, key;
         uint8_t kind;
@@ -497,6 +505,8 @@ static void load_fn(gw_op_t *op)
                 if (r == NULL)
                     continue;
                 memcpy(r->id, q->id, sizeof(r->id));
+                gw_queue_ref(q);
+                r->q = q;
                 b->requeues++;
                 st_requeue(b->store, q->id, q->id, requeue_cb, r);
             }

@@ -10,7 +10,10 @@
 #include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
+#include "gw_dlx.h"
 #include "gw_reply.h"
+#include "gw_maxlen.h"
+#include "gw_prio.h"
 
 /* ---- publishing -------------------------------------------------------- */
 
@@ -22,6 +25,7 @@ typedef struct {
     gw_pub_t *pub;  /* in ch->pubs (kept while ch is referenced), or NULL */
     size_t bytes;   /* the record's, counted in b->inflight_bytes */
     int64_t exp;    /* the message's expiration (ms), -1: none */
+    uint64_t blen;  /* the body's (length limits) */
     size_t nq;
     gw_queue_t *qs[]; /* refs */
 } append_op_t;
@@ -89,6 +93,7 @@ static void append_fn(gw_op_t *op)
             gw_ttl_appended(o->qs[i], o->exp);
             gw_queue_kick(o->qs[i]);
         }
+        gw_maxlen_appended(o->qs[i], o->blen, op->err == GT_OK);
         gw_queue_unref(o->qs[i]);
     }
     op->b->inflight_bytes -= o->bytes;
@@ -189,6 +194,8 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
         gw_bridge_scratch_free(scratch);
         if (pub != NULL)
             pub->failed = true;
+        for (size_t i = 0; i < n; i++) /* counted by gw_maxlen_admit */
+            gw_maxlen_appended(qs[i], ch->plen - ch->body_off, false);
         if (o != NULL) { /* never sent */
             free(o);
             pthread_mutex_lock(&b->mu);
@@ -206,7 +213,8 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
         gw_queue_ref(qs[i]);
         o->qs[i] = qs[i];
         if (dests != NULL)
-            dests[skip + i] = (st_dest_t){.topic = qs[i]->id, .queue_id = 0};
+            dests[skip + i] = (st_dest_t){.topic = qs[i]->id,
+                                          .queue_id = gw_prio_level(qs[i], ch->prio)};
     }
     if (br != NULL && dests != NULL)
         dests[0] = (st_dest_t){.topic = br->topic, .queue_id = ST_QUEUE_ANY};
@@ -217,6 +225,7 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
         gw_conn_stall(ch->bc->c);
     }
     o->bytes = ch->plen;
+    o->blen = ch->plen - ch->body_off;
     b->inflight_bytes += o->bytes;
     ch->bc->publisher = true;
     gw_flow_check(b, o->bytes);
@@ -224,7 +233,7 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
     if (br == NULL) {
         msg.body = ch->pbuf;
         msg.body_len = (uint32_t)ch->plen;
-        msg.queue_id = 0;
+        msg.queue_id = n > 0 ? gw_prio_level(qs[0], ch->prio) : 0;
         msg.born_ts_ms = (int64_t)time(NULL) * 1000;
     }
     if (timer != NULL) {
@@ -272,6 +281,7 @@ void gw_publish_done(gw_chan_t *ch)
         return;
     }
     t->mandatory = ch->mandatory;
+    t->prio = ch->prio;
     t->exlen = ch->exlen;
     t->rklen = ch->rklen;
     memcpy(t->ex, ch->ex, ch->exlen);
@@ -354,6 +364,13 @@ out:
     free(rec);
     free(tbuf);
     free(payload);
+}
+
+/* A refused publish dead-lettered: no source message to settle. */
+static void dl_none(void *arg, bool ok)
+{
+    (void)arg;
+    (void)ok;
 }
 
 /* Routes the assembled message (the publish's key, then its CC and BCC
@@ -461,6 +478,21 @@ static void publish_route(gw_chan_t *ch)
     for (size_t i = 0; i < routed; i++)
         if (gw_ttl_route_keep(qs[i], exp, ch->pbuf, ch->plen))
             qs[kept++] = qs[i];
+    /* Length limits: a queue with reject-publish(-dlx) that is full takes
+     * no copy, and a confirming publisher gets basic.nack (as RabbitMQ:
+     * refused by any one queue); the others take theirs. */
+    size_t taken = 0;
+    for (size_t i = 0; i < kept; i++) {
+        if (gw_maxlen_admit(qs[i], ch->plen - ch->body_off)) {
+            qs[taken++] = qs[i];
+            continue;
+        }
+        if (pub != NULL)
+            pub->failed = true;
+        if (qs[i]->args.overflow == GW_OVERFLOW_REJECT_PUBLISH_DLX)
+            gw_dead_letter(qs[i], ch->pbuf, ch->plen, GW_DL_MAXLEN, dl_none, NULL);
+    }
+    kept = taken;
     if (br != NULL) {
         /* A bridged exchange: the topic and the queues, one record. */
         size_t first = kept < ST_DEST_MAX - 1 ? kept : ST_DEST_MAX - 1;
@@ -549,6 +581,7 @@ void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
     uint8_t *w;
 
     ch->plen = 0;
+    ch->prio = (h->props.flags & GW_P_PRIORITY) ? h->props.priority : 0;
     if (h->body_size > ch->bc->b->max_message) {
         ch->pub_on = false;
         CH_ERR(ch, GW_PRECONDITION_FAILED, GW_BASIC_PUBLISH,
@@ -651,6 +684,7 @@ void gw_on_tx_commit(gw_chan_t *ch, const gw_method_t *m)
         if (ch->txq == NULL)
             ch->txq_tail = NULL;
         ch->mandatory = t->mandatory;
+        ch->prio = t->prio;
         ch->exlen = t->exlen;
         ch->rklen = t->rklen;
         memcpy(ch->ex, t->ex, t->exlen);

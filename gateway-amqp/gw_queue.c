@@ -13,6 +13,8 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_reply.h"
+#include "gw_maxlen.h"
+#include "gw_prio.h"
 
 /* ---- queues ------------------------------------------------------------ */
 
@@ -389,6 +391,11 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
             q->durable = d->durable;
             q->exclusive = d->exclusive;
             q->auto_delete = d->auto_delete;
+            if (!gw_maxlen_init(q)) {
+                gw_queue_drop(q);
+                CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");
+                return;
+            }
             q->owner = d->exclusive ? ch->bc : NULL;
             gw_chan_set_last(ch, name);
             if ((o = qop_new(ch, q, m->id, d->nowait, create_fn)) == NULL) {
@@ -400,7 +407,7 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
             memset(&t, 0, sizeof(t));
             snprintf(t.name, sizeof(t.name), "%s", q->id);
             t.type = ST_TOPIC_NORMAL;
-            t.queue_count = 1;
+            t.queue_count = 1u + q->args.max_priority; /* a store queue per level */
             t.perm = ST_PERM_READ | ST_PERM_WRITE;
             st_topic_put(b->store, &t, qop_done_cb, o);
             return;
@@ -487,9 +494,13 @@ static void purge_fn(gw_op_t *op)
     if (op->err != GT_OK && gw_chan_live(o->ch)) {
         CH_ERR(o->ch, GW_INTERNAL_ERROR, o->mid, "cannot purge queue '%.*s': %s",
                (int)o->q->nlen, o->q->name, gt_err_str(op->err));
-    } else if (!o->nowait) {
-        r.u.message_count.message_count = clamp32(o->ready);
-        gw_chan_reply(o->ch, &r);
+    } else {
+        if (op->err == GT_OK)
+            gw_maxlen_purged(o->q, o->ready);
+        if (!o->nowait) {
+            r.u.message_count.message_count = clamp32(o->ready);
+            gw_chan_reply(o->ch, &r);
+        }
     }
     qop_end(o);
 }

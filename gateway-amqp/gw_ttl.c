@@ -22,6 +22,7 @@
 #include "gt_log.h"
 #include "gw_broker_int.h"
 #include "gw_dlx.h"
+#include "gw_maxlen.h"
 
 /* A TTL-0 message reached a queue whose consumer could take it: that
  * consumer's pop may come this long after the store time. */
@@ -386,8 +387,10 @@ static void sweep_fn(gw_op_t *op)
     /* The expired run at the head goes; the rest goes back in place. */
     for (; i < o->n && !q->gone && o->msgs[i].rec != NULL &&
            gw_ttl_expired(q, o->msgs[i].store_ts, o->msgs[i].rec, o->msgs[i].len, false, now);
-         i++)
+         i++) {
+        gw_maxlen_taken(q, gw_maxlen_body_len(o->msgs[i].rec, o->msgs[i].len));
         gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].rec, o->msgs[i].len);
+    }
     more = op->err == GT_OK && o->n == o->asked && i == o->n && !q->gone;
     if (i < o->n && !q->gone && o->msgs[i].rec != NULL) {
         int64_t t = eff_ttl(q, gw_ttl_rec_expiration(o->msgs[i].rec, o->msgs[i].len));
@@ -453,6 +456,7 @@ static void sweep_pop(gw_queue_t *q, uint32_t max)
     req.group = q->id;
     req.topic = q->id;
     req.queue_id = ST_QUEUE_ANY;
+    req.high_first = q->args.max_priority > 0;
     req.max = max;
     req.invisible_ms = b->invisible_ms;
     st_pop(b->store, &req, sweep_cb, o);
