@@ -241,3 +241,35 @@ test('dead-lettering: drop-head heads and reject-publish-dlx refusals with reaso
     await stopGantry(g);
   }
 });
+
+test('a purge empties the counts; concurrent publishers on a drop-head queue leave exactly max-length', async () => {
+  const g = await startGantry({ logLevel: 'info' });
+  try {
+    const conns = await Promise.all([0, 1, 2, 3].map(() => open(g)));
+    const chs = await Promise.all(conns.map((c) => c.createConfirmChannel()));
+    const ch = chs[0];
+    await ch.assertQueue('ml.p', { durable: false, arguments: { 'x-max-length': 2, 'x-max-length-bytes': 10, 'x-overflow': 'reject-publish' } });
+    assert.deepEqual([await pub(ch, 'ml.p', 'aaaa'), await pub(ch, 'ml.p', 'bbbb'), await pub(ch, 'ml.p', 'c')],
+      ['ack', 'ack', 'nack']);
+    assert.equal((await ch.purgeQueue('ml.p')).messageCount, 2);
+    assert.deepEqual([await pub(ch, 'ml.p', 'ddddd'), await pub(ch, 'ml.p', 'eeeee'), await pub(ch, 'ml.p', 'f')],
+      ['ack', 'ack', 'nack']);
+    assert.deepEqual(await getAll(ch, 'ml.p'), ['ddddd', 'eeeee']);
+
+    await ch.assertQueue('ml.cd', { durable: false, arguments: { 'x-max-length': 50 } });
+    const res = await Promise.all(chs.map((c, k) => Promise.all(
+      Array.from({ length: 60 }, (_, i) => pub(c, 'ml.cd', `c${k}-${i}`)))));
+    assert.equal(res.flat().filter((r) => r === 'ack').length, 240);
+    await waitFor(async () => (await ch.checkQueue('ml.cd')).messageCount === 50, 5000, 'fifty left');
+    const left = await getAll(ch, 'ml.cd');
+    assert.equal(left.length, 50);
+    // each publisher's survivors are its newest ones, in its order
+    for (let k = 0; k < 4; k++) {
+      const mine = left.filter((b) => b.startsWith(`c${k}-`)).map((b) => Number(b.split('-')[1]));
+      assert.deepEqual(mine, mine.length ? Array.from({ length: mine.length }, (_, i) => 60 - mine.length + i) : []);
+    }
+    await Promise.all(conns.map((c) => c.close()));
+  } finally {
+    await stopGantry(g);
+  }
+});
