@@ -510,14 +510,41 @@ void gw_ttl_after_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg)
 
 /* ---- x-expires --------------------------------------------------------- */
 
+/* The lease is timed on CLOCK_MONOTONIC read here, not by the timer alone:
+ * libevent's timers run on CLOCK_MONOTONIC_COARSE (a tick of a few ms)
+ * cached for a loop round, so exp_ev may fire a few ms before x-expires
+ * has passed; exp_cb then waits for the rest. */
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void exp_arm(gw_queue_t *q, int64_t us)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(us / 1000000);
+    tv.tv_usec = (suseconds_t)(us % 1000000);
+    evtimer_add(q->ttl.exp_ev, &tv);
+}
+
 static void exp_cb(evutil_socket_t fd, short what, void *arg)
 {
     gw_queue_t *q = arg;
+    int64_t left;
 
     (void)fd;
     (void)what;
     if (q->gone || q->nconsumers > 0 || q->b->stopping)
         return;
+    left = q->ttl.unused_us + q->ttl.expires * 1000 - mono_us();
+    if (left > 0) {
+        exp_arm(q, left);
+        return;
+    }
     GT_LOG(INFO, "amqp", "queue '%.*s' unused for %" PRId64 " ms (x-expires): deleted",
            (int)q->nlen, q->name, q->ttl.expires);
     gw_queue_drop(q);
@@ -525,16 +552,13 @@ static void exp_cb(evutil_socket_t fd, short what, void *arg)
 
 void gw_ttl_touch(gw_queue_t *q)
 {
-    struct timeval tv;
-
     if (q->ttl.expires <= 0 || q->ttl.exp_ev == NULL || q->gone)
         return;
     event_del(q->ttl.exp_ev);
     if (q->nconsumers > 0)
         return;
-    tv.tv_sec = (time_t)(q->ttl.expires / 1000);
-    tv.tv_usec = (suseconds_t)(q->ttl.expires % 1000) * 1000;
-    evtimer_add(q->ttl.exp_ev, &tv);
+    q->ttl.unused_us = mono_us();
+    exp_arm(q, q->ttl.expires * 1000);
 }
 
 /* ---- life cycle -------------------------------------------------------- */

@@ -31,6 +31,7 @@ typedef struct gw_qttl {
     int64_t head_at;       /* wall-clock ms */
     struct event *head_ev; /* the head timer */
     struct event *exp_ev;  /* x-expires */
+    int64_t unused_us;     /* unused since (CLOCK_MONOTONIC, us) */
     gw_ttl_wait_t *waiters;
 } gw_qttl_t;
 

@@ -305,6 +305,44 @@ test('x-expires deletes an unused queue, not one in use', async (t) => {
   }
 });
 
+// x-expires is a lower bound to the millisecond: a probe answered before
+// declare time + x-expires (the declare was sent after t0, so the server's
+// lease started later still) must find the queue.  Each queue is probed
+// back to back (a mandatory publish on one confirm channel: one round trip)
+// from just before its time until it is gone, so a deletion that comes a
+// few ms early (a timer armed from a coarse or cached clock) is seen.
+test('x-expires never deletes a queue before its time', async (t) => {
+  const s = await server(t);
+  const conn = await open(s.url);
+  try {
+    const ch = await conn.createChannel();
+    const probe = await conn.createConfirmChannel();
+    const gone = new Set();
+    probe.on('return', (m) => gone.add(m.fields.routingKey));
+    const EXP = 100;
+    for (let i = 0; i < 25; i++) {
+      const q = uniq('early.q');
+      const t0 = Date.now();
+      await ch.assertQueue(q, { durable: false, arguments: { 'x-expires': EXP } });
+      const left = t0 + EXP - 15 - Date.now();
+      if (left > 0) await sleep(left);
+      for (;;) {
+        await new Promise((res, rej) => probe.publish('', q, Buffer.from('probe'), { mandatory: true },
+          (e) => (e ? rej(e) : res())));
+        const at = Date.now();
+        if (gone.has(q)) {
+          assert.ok(at - t0 >= EXP, `queue ${i} gone ${at - t0} ms after its declare was sent (x-expires ${EXP})`);
+          break;
+        }
+        assert.ok(at - t0 < EXP + 10000, `queue ${i} still there after ${at - t0} ms`);
+      }
+    }
+  } finally {
+    await conn.close();
+    await s.stop();
+  }
+});
+
 test('a durable queue deleted by x-expires stays deleted after a restart', { skip: !!REMOTE }, async () => {
   let g = await startGantry({ logLevel: 'info' });
   try {
