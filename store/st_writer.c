@@ -17,8 +17,9 @@
  * In sync mode the writer keeps at most ST_WRITE_AHEAD bytes written
  * ahead of the syncs (a larger single append is written alone), and takes
  * small appends (up to ST_SMALL_APPEND bytes) ahead of larger ones still
- * queued: a small append then waits for the sync in progress and its own,
- * not for every large batch queued before it.
+ * queued to other topics: a small append then waits for the sync in
+ * progress and its own, not for every large batch queued before it.
+ * Appends to one topic keep their order.
  *
  * In async mode the callbacks run after the write; the flusher thread
  * fdatasyncs every flush_interval_ms and records the checkpoint.  The
@@ -697,19 +698,61 @@ static void batch_process(st_local_t *st, st_wop_t *list)
     st_seg_unref(st, seg);
 }
 
-/* Sync mode: takes the small appends off the write queue, in order.
- * wq_lock held. */
+/* Topics an append writes to: its topic, or each destination's. */
+static size_t wop_ntopics(const st_wop_t *w) { return w->nd ? w->nd : 1; }
+static st_topic_rt_t *wop_topic(const st_wop_t *w, size_t i)
+{
+    return w->nd ? w->dt[i] : w->topic;
+}
+
+#define HELD_TOPICS_MAX 64
+
+static bool wop_in_held(const st_wop_t *w, st_topic_rt_t *const *held, size_t n)
+{
+    for (size_t i = 0; i < wop_ntopics(w); i++)
+        for (size_t j = 0; j < n; j++)
+            if (held[j] == wop_topic(w, i))
+                return true;
+    return false;
+}
+
+/* Adds w's topics to held; false when there is no room. */
+static bool wop_hold(const st_wop_t *w, st_topic_rt_t **held, size_t *n)
+{
+    for (size_t i = 0; i < wop_ntopics(w); i++) {
+        st_topic_rt_t *t = wop_topic(w, i);
+        size_t j = 0;
+        while (j < *n && held[j] != t)
+            j++;
+        if (j < *n)
+            continue;
+        if (*n == HELD_TOPICS_MAX)
+            return false;
+        held[(*n)++] = t;
+    }
+    return true;
+}
+
+/* Sync mode: takes the small appends off the write queue, in order,
+ * except those to a topic that an append left in the queue before them
+ * writes to: one caller's appends to a queue keep their order (the AMQP
+ * gateway and the proxy do not wait for an append's answer before the
+ * next one).  wq_lock held. */
 static st_wop_t *take_small(st_local_t *st)
 {
     st_wop_t *out = NULL, **ot = &out, **pp = &st->wq_head, *last = NULL;
+    st_topic_rt_t *held[HELD_TOPICS_MAX];
+    size_t nheld = 0;
     while (*pp) {
         st_wop_t *w = *pp;
-        if (w->len <= ST_SMALL_APPEND) {
+        if (w->len <= ST_SMALL_APPEND && !wop_in_held(w, held, nheld)) {
             *pp = w->next;
             w->next = NULL;
             *ot = w;
             ot = &w->next;
         } else {
+            if (!wop_hold(w, held, &nheld))
+                return out; /* the rest stays as it is, wq_tail too */
             last = w;
             pp = &w->next;
         }

@@ -1,6 +1,7 @@
-/* The writer in sync mode: a small append goes ahead of large ones that
- * wait for room in the write-ahead (ST_WRITE_AHEAD bytes written but not
- * synced), instead of waiting for their syncs.  The commitlog's syncs are
+/* The writer in sync mode: a small append goes ahead of large ones to
+ * other topics that wait for room in the write-ahead (ST_WRITE_AHEAD bytes
+ * written but not synced), instead of waiting for their syncs; one to the
+ * same topic stays behind them (a caller's appends keep their order).  The commitlog's syncs are
  * held by a gate in the file layer, so what is written while a sync is in
  * progress is decided by the test, not by the disk's speed. */
 #include <limits.h>
@@ -100,7 +101,7 @@ static void sent_cb(void *arg, gt_err_t err, const st_append_item_t *items,
     pthread_mutex_unlock(s->mu);
 }
 
-static void send_body(st_store_t *st, size_t len, sent_t *s)
+static void send_body_to(st_store_t *st, const char *topic, size_t len, sent_t *s)
 {
     st_message_t m;
     char *body = malloc(len);
@@ -114,8 +115,13 @@ static void send_body(st_store_t *st, size_t len, sent_t *s)
     m.queue_id = 0;
     m.born_ts_ms = 1700000000000;
     m.born_host = "127.0.0.1:1234";
-    st_append(st, "T", &m, 1, sent_cb, s); /* encoded before it returns */
+    st_append(st, topic, &m, 1, sent_cb, s); /* encoded before it returns */
     free(body);
+}
+
+static void send_body(st_store_t *st, size_t len, sent_t *s)
+{
+    send_body_to(st, "T", len, s);
 }
 
 static void gate_wait_entered(int n)
@@ -133,7 +139,7 @@ static void test_small_ahead_of_large(void)
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int order = 0;
     sent_t a = {&mu, &cv, &order, 0, GT_OK, 0};
-    sent_t b = a, s = a;
+    sent_t b = a, s = a, t = a;
     st_config_t c;
     st_store_t *st = NULL;
 
@@ -144,6 +150,7 @@ static void test_small_ahead_of_large(void)
     c.file_ctx = &gate;
     CU_ASSERT_EQUAL_FATAL(tu_open_cfg(&c, &st), GT_OK);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "U", 1), GT_OK);
 
     pthread_mutex_lock(&gate.mu);
     gate.armed = true;
@@ -152,10 +159,11 @@ static void test_small_ahead_of_large(void)
     /* A is written and its sync held: 5 MiB are ahead of the syncs. */
     send_body(st, 5 * MiB, &a);
     gate_wait_entered(1);
-    /* B would pass the write-ahead: it waits for A's sync.  S, small,
-     * comes after B. */
+    /* B would pass the write-ahead: it waits for A's sync.  S (small, to
+     * another topic) and T (small, to B's topic) come after B. */
     send_body(st, 5 * MiB, &b);
-    send_body(st, 100, &s);
+    send_body(st, 100, &t);
+    send_body_to(st, "U", 100, &s);
     /* Let every sync go. */
     pthread_mutex_lock(&gate.mu);
     gate.armed = false;
@@ -163,17 +171,21 @@ static void test_small_ahead_of_large(void)
     pthread_mutex_unlock(&gate.mu);
 
     pthread_mutex_lock(&mu);
-    while (!a.done || !b.done || !s.done)
+    while (!a.done || !b.done || !s.done || !t.done)
         pthread_cond_wait(&cv, &mu);
     pthread_mutex_unlock(&mu);
     CU_ASSERT_EQUAL(a.err, GT_OK);
     CU_ASSERT_EQUAL(b.err, GT_OK);
     CU_ASSERT_EQUAL(s.err, GT_OK);
+    CU_ASSERT_EQUAL(t.err, GT_OK);
     /* S was written before B (and after A), and completed before it. */
     CU_ASSERT(a.position < s.position);
     CU_ASSERT(s.position < b.position);
     CU_ASSERT(s.done < b.done);
     CU_ASSERT_EQUAL(a.done, 1);
+    /* T, to B's topic, stayed behind B: one queue keeps its order. */
+    CU_ASSERT(b.position < t.position);
+    CU_ASSERT(b.done < t.done);
 
     st_close(st);
     tu_rmrf(dir);
