@@ -300,6 +300,9 @@ void gw_publish_done(gw_chan_t *ch)
     else
         ch->txq = t;
     ch->txq_tail = t;
+    /* Held in memory until tx.commit: the memory mark blocks it too. */
+    ch->bc->publisher = true;
+    gw_flow_block_new(ch->bc);
 }
 
 /* RabbitMQ removes a message's (first) BCC header before storing it:

@@ -95,6 +95,24 @@ test('amqp.memory_high_watermark 0.0 blocks every publisher (RabbitMQ\'s 0 water
   }
 });
 
+test('amqp.memory_high_watermark 0.0 blocks a publisher in a transaction too (its publishes wait in memory until tx.commit)', async () => {
+  const defs = require('amqplib/lib/defs');
+  const g = await startGantry({ logLevel: 'info', amqpYaml: '  memory_high_watermark: "0.0"' });
+  try {
+    const pubc = await open(g);
+    const events = watch(pubc);
+    const ch = await pubc.createChannel();
+    await ch.assertQueue('mwtx.q', { durable: false });
+    await ch.rpc(defs.TxSelect, {}, defs.TxSelectOk);
+    ch.sendToQueue('mwtx.q', Buffer.from('uncommitted'));
+    await waitFor(() => events.length > 0, 5000, 'connection.blocked for a transactional publish');
+    assert.deepEqual(events, ['blocked:low on memory']);
+    pubc.connection.stream.destroy(); // a blocked connection is not read: no close-ok
+  } finally {
+    await stopGantry(g);
+  }
+});
+
 test('amqp.memory_high_watermark as a size: a 96 MiB publish takes memory over it (blocked), then back under it (unblocked); the body arrives whole', async () => {
   // The mark is set over an idle server's resident memory, measured on a
   // first run with the same config.  Freed memory must go back to the
