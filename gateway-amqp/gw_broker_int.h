@@ -195,6 +195,7 @@ struct gw_unacked {
                            list, `how` runs when the renewal answers */
     int how;            /* gw_settle_t */
     uint32_t attempt;   /* the store's delivery attempt (1: first) */
+    bool out_exp;       /* counted in q->ttl.out_exp */
     uint8_t *rec;       /* the record, kept when the queue has a DLX */
     size_t rec_len;
 };

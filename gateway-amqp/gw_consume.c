@@ -88,6 +88,10 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
         return;
     }
     u->attempt = p->attempt;
+    if (q->ttl.msg_ttl < 0 && gw_ttl_rec_expiration(p->body, p->len) >= 0) {
+        u->out_exp = true; /* requeued, it may expire: see gw_ttl.c's sweep */
+        q->ttl.out_exp++;
+    }
     if (q->args.has_dlx) {
         u->rec = p->body;
         u->rec_len = p->len;
@@ -132,6 +136,8 @@ void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u)
 void gw_ua_free(gw_unacked_t *u)
 {
     free(u->rec);
+    if (u->out_exp)
+        u->q->ttl.out_exp--;
     gw_consumer_unref(u->cs);
     gw_queue_unref(u->q);
     free(u);

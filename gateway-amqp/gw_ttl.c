@@ -397,8 +397,9 @@ static void sweep_fn(gw_op_t *op)
         if (t >= 0)
             arm(q, o->msgs[i].store_ts + (t == 0 ? GW_TTL_ZERO_GRACE_MS : t));
     }
-    if (o->n == 0 && op->err == GT_OK && q->ttl.msg_ttl < 0)
-        q->ttl.may_expire = false; /* empty: nothing with an expiry left */
+    if (o->n == 0 && op->err == GT_OK && q->ttl.msg_ttl < 0 && q->ttl.out_exp == 0 &&
+        q->requeuing == 0)
+        q->ttl.may_expire = false; /* empty, nothing out to come back: no expiry left */
     for (size_t k = i; k < o->n; k++)
         if (!q->gone)
             gw_msg_release(op->b, q, o->msgs[k].handle);

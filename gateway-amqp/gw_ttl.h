@@ -25,6 +25,8 @@ typedef struct gw_qttl {
     int64_t msg_ttl;       /* x-message-ttl in ms, -1: none */
     int64_t expires;       /* x-expires in ms, 0: none */
     bool may_expire;       /* messages with an expiry may be in the queue */
+    uint32_t out_exp;      /* unacked deliveries with an expiration: they
+                              may come back (may_expire stays) */
     bool sweeping;         /* a sweep holds the head */
     bool again;            /* sweep once more when this one ends */
     bool armed;            /* head_ev is pending, for head_at */

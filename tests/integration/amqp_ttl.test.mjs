@@ -511,3 +511,34 @@ test('expired messages are dead-lettered with reason expired (head timer, get, T
     await s.stop();
   }
 });
+
+test('a message with an expiration that was unacked while its queue looked empty expires once requeued (dead-lettered, not counted)', async (t) => {
+  const s = await server(t);
+  const conn = await open(s.url);
+  try {
+    const ch = await conn.createConfirmChannel();
+    const src = uniq('rq.src');
+    const dlq = uniq('rq.dlq');
+    await ch.assertQueue(dlq, { durable: false });
+    await ch.assertQueue(src, { durable: false, arguments: {
+      'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': dlq } });
+    const cch = await conn.createChannel();
+    const got = [];
+    await cch.consume(src, (m) => got.push(m));
+    const p = await publish(ch, src, ['held'], { expiration: '1000' });
+    await waitFor(() => got.length === 1, 5000, 'delivered before it expires');
+    await until(p, 1000);
+    // Looked at while the only message is out (unacked): nothing ready.
+    assert.equal((await ch.checkQueue(src)).messageCount, 0);
+    await cch.close(); // requeued, already expired
+    await waitFor(async () => (await ch.checkQueue(dlq)).messageCount === 1, 5000,
+      'dead-lettered once back');
+    assert.equal((await ch.checkQueue(src)).messageCount, 0);
+    const m = await ch.get(dlq, { noAck: true });
+    assert.equal(m.content.toString(), 'held');
+    assert.equal(m.properties.headers['x-first-death-reason'], 'expired');
+  } finally {
+    await conn.close();
+    await s.stop();
+  }
+});
