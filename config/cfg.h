@@ -81,6 +81,25 @@ typedef struct cfg_amqp_bridge {
     char *vhost, *exchange, *exchange_type, *topic, *routing_key;
 } cfg_amqp_bridge_t;
 
+/* An operator policy for the AMQP queues it matches (amqp.queue_policies):
+ * the first entry whose vhost and queue (exact) or pattern (POSIX ERE,
+ * matched anywhere in the name) match applies. */
+typedef struct cfg_amqp_qpolicy {
+    char *vhost;
+    char *queue;   /* exact name, or NULL */
+    char *pattern; /* regex, or NULL; exactly one of queue / pattern */
+    bool paused;
+    int rate_limit; /* deliveries per second to the queue's consumers; 0: none */
+    int burst;      /* token bucket size; 0: rate_limit */
+    cfg_strlist_t retry_delays; /* durations ("500ms", "1s", "2m", "1h") */
+} cfg_amqp_qpolicy_t;
+
+/* A vhost's own limits (amqp.vhost_limits). */
+typedef struct cfg_amqp_vlimit {
+    char *vhost;
+    int64_t max_message_size; /* 0: amqp.max_message_size */
+} cfg_amqp_vlimit_t;
+
 /* The amqp section.  With no users, the gateway has RabbitMQ's default
  * user guest/guest (and, with no permissions either, full permissions on
  * vhost "/"). */
@@ -108,6 +127,14 @@ typedef struct cfg_amqp {
         size_t n;
     } bridges;
     char *server_product; /* connection.start's server-properties product */
+    struct {
+        cfg_amqp_qpolicy_t *v;
+        size_t n;
+    } queue_policies;
+    struct {
+        cfg_amqp_vlimit_t *v;
+        size_t n;
+    } vhost_limits;
 } cfg_amqp_t;
 
 /* All strings and arrays are owned by the cfg_t and released by cfg_free().
@@ -195,6 +222,9 @@ void cfg_write_doc(FILE *out);
  * *rel -1), as RabbitMQ's vm_memory_high_watermark .relative / .absolute. */
 gt_err_t cfg_watermark_parse(const char *v, double *rel, uint64_t *abs, char *why,
                              size_t whylen);
+/* A duration of the config ("250ms", "1s", "5m", "2h", "1d"): 1 ms to 30
+ * days, in milliseconds; GT_EINVAL with a reason in why (may be NULL). */
+gt_err_t cfg_duration_ms(const char *s, int64_t *ms, char *why, size_t whylen);
 
 gt_err_t cfg_topic_name_check(const char *name, char *why, size_t whylen);
 gt_err_t cfg_group_name_check(const char *name, char *why, size_t whylen);

@@ -396,6 +396,39 @@ static gt_err_t ld_amqp_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
                                "bridges[%zu])", br->exchange, br->topic, j);
         }
     }
+    for (size_t i = 0; i < a->queue_policies.n; i++) {
+        const cfg_amqp_qpolicy_t *p = &a->queue_policies.v[i];
+        const yaml_node_t *n = ld_item(ld, amqp, "queue_policies", i);
+        bool vhost = false;
+
+        snprintf(path, sizeof(path), "amqp.queue_policies[%zu]", i);
+        for (size_t j = 0; j < a->vhosts.n; j++)
+            vhost |= strcmp(a->vhosts.v[j], p->vhost) == 0;
+        if (!vhost)
+            return ld_fail(ld, GT_EINVAL, n, path, "no vhost \"%s\" in "
+                           "amqp.vhosts", p->vhost);
+        if ((p->queue == NULL) == (p->pattern == NULL))
+            return ld_fail(ld, GT_EINVAL, n, path, "give either queue or pattern");
+        if (p->retry_delays.n > 32)
+            return ld_fail(ld, GT_EINVAL, n, path, "retry_delays has %zu steps, "
+                           "at most 32", p->retry_delays.n);
+    }
+    for (size_t i = 0; i < a->vhost_limits.n; i++) {
+        const cfg_amqp_vlimit_t *l = &a->vhost_limits.v[i];
+        const yaml_node_t *n = ld_item(ld, amqp, "vhost_limits", i);
+        bool vhost = false;
+
+        snprintf(path, sizeof(path), "amqp.vhost_limits[%zu]", i);
+        for (size_t j = 0; j < a->vhosts.n; j++)
+            vhost |= strcmp(a->vhosts.v[j], l->vhost) == 0;
+        if (!vhost)
+            return ld_fail(ld, GT_EINVAL, n, path, "no vhost \"%s\" in "
+                           "amqp.vhosts", l->vhost);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(a->vhost_limits.v[j].vhost, l->vhost) == 0)
+                return ld_fail(ld, GT_EINVAL, n, path, "vhost \"%s\" already has "
+                               "limits (amqp.vhost_limits[%zu])", l->vhost, j);
+    }
     return GT_OK;
 }
 

@@ -163,6 +163,49 @@ static gt_err_t cfg_check_regex(const char *v, char *why, size_t whylen)
     return GT_EINVAL;
 }
 
+gt_err_t cfg_duration_ms(const char *s, int64_t *ms, char *why, size_t whylen)
+{
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    char q[96];
+    const char *p = s;
+    int64_t v = 0;
+
+    while (*p >= '0' && *p <= '9' && v <= ST_INVISIBLE_MAX_MS)
+        v = v * 10 + (*p++ - '0');
+    for (size_t i = 0; p != s && i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(p, units[i].unit) != 0)
+            continue;
+        if (v <= 0 || v > ST_INVISIBLE_MAX_MS / units[i].ms)
+            break;
+        *ms = v * units[i].ms;
+        return GT_OK;
+    }
+    if (why != NULL)
+        snprintf(why, whylen, "%s is not a duration from 1ms to 30d (a number "
+                 "and one of ms, s, m, h, d: \"500ms\", \"5s\", \"2m\")",
+                 cfg_msg_quote(q, sizeof(q), s, strlen(s)));
+    return GT_EINVAL;
+}
+
+static gt_err_t cfg_check_duration(const char *v, char *why, size_t whylen)
+{
+    int64_t ms;
+
+    return cfg_duration_ms(v, &ms, why, whylen);
+}
+
+/* A queue name: an AMQP shortstr (1..255 bytes). */
+static gt_err_t cfg_check_qname(const char *v, char *why, size_t whylen)
+{
+    if (v[0] != '\0' && strlen(v) <= 255)
+        return GT_OK;
+    snprintf(why, whylen, "a queue name has 1 to 255 bytes, not %zu", strlen(v));
+    return GT_EINVAL;
+}
+
 int cfg_b64_decode(const char *s, uint8_t *out, size_t cap)
 {
     size_t len = strlen(s), pad = 0;
@@ -577,6 +620,63 @@ static const cfg_section_t cfg_amqp_bridges = {
     "bridges", cfg_amqp_bridge_keys, N(cfg_amqp_bridge_keys), true, 0,
     sizeof(cfg_amqp_bridge_t *), sizeof(cfg_amqp_bridge_t), NULL, NULL};
 
+static const cfg_desc_t cfg_amqp_qpolicy_keys[] = {
+    {.key = "vhost", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_qpolicy_t, vhost), .def = "/",
+     .check = cfg_check_vhost, .what = "string",
+     .doc = "The vhost of the queues (one of `amqp.vhosts`)."},
+    {.key = "queue", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_qpolicy_t, queue),
+     .def = CFG_OPTIONAL, .check = cfg_check_qname, .what = "string",
+     .doc = "The queue's exact name. Give this or `pattern`."},
+    {.key = "pattern", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_qpolicy_t, pattern),
+     .def = CFG_OPTIONAL, .check = cfg_check_regex, .what = "regex",
+     .doc = "Queue names as a POSIX extended regular expression matched anywhere in the "
+            "name, as RabbitMQ's policy patterns (`^orders\\.` for a prefix). Give this "
+            "or `queue`."},
+    {.key = "paused", .type = CFG_T_BOOL, CFG_FIELD(cfg_amqp_qpolicy_t, paused),
+     .def = "false",
+     .doc = "Deliver nothing to the queue's consumers (basic.get finds it empty); "
+            "publishes are still taken and confirmed and the messages wait. "
+            "`POST /api/v1/amqp/queues/VHOST/QUEUE/pause` or `/resume` on the HTTP "
+            "endpoint overrides it at run time (kept across restarts)."},
+    {.key = "rate_limit", .type = CFG_T_INT, CFG_FIELD(cfg_amqp_qpolicy_t, rate_limit),
+     .def = "0", .min = 0, .max = 1000000,
+     .doc = "Deliveries per second to all the queue's consumers together (consumers on "
+            "any connection and channel, and basic.get), as a token bucket; 0: no "
+            "limit."},
+    {.key = "burst", .type = CFG_T_INT, CFG_FIELD(cfg_amqp_qpolicy_t, burst), .def = "0",
+     .min = 0, .max = 1000000,
+     .doc = "The bucket's size: deliveries that may go at once after an idle spell; 0: "
+            "`rate_limit` (one second's worth)."},
+    {.key = "retry_delays", .type = CFG_T_STRLIST,
+     CFG_FIELD(cfg_amqp_qpolicy_t, retry_delays), .def = "", .check = cfg_check_duration,
+     .what = "list of durations",
+     .doc = "Graded retry: a message nacked or rejected without requeue after its "
+            "delivery N comes back (redelivered) after the N-th delay; after the last "
+            "step it is dead-lettered (dropped without a dead-letter exchange), e.g. "
+            "`[1s, 5s, 30s, 2m]`. Durations: a number and `ms`, `s`, `m`, `h` or `d`, "
+            "up to 30 days; at most 32 steps."},
+};
+
+static const cfg_section_t cfg_amqp_qpolicies = {
+    "queue_policies", cfg_amqp_qpolicy_keys, N(cfg_amqp_qpolicy_keys), true, 0,
+    sizeof(cfg_amqp_qpolicy_t *), sizeof(cfg_amqp_qpolicy_t), NULL, NULL};
+
+static const cfg_desc_t cfg_amqp_vlimit_keys[] = {
+    {.key = "vhost", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_vlimit_t, vhost),
+     .check = cfg_check_vhost, .what = "string",
+     .doc = "A vhost of `amqp.vhosts`; one entry per vhost."},
+    {.key = "max_message_size", .type = CFG_T_INT,
+     CFG_FIELD(cfg_amqp_vlimit_t, max_message_size), .def = "0", .min = 0,
+     .max = 512 * MIB,
+     .doc = "Largest message body a publisher may send in this vhost (406 "
+            "PRECONDITION_FAILED beyond, as `amqp.max_message_size`, which still bounds "
+            "it); 0: `amqp.max_message_size`."},
+};
+
+static const cfg_section_t cfg_amqp_vlimits = {
+    "vhost_limits", cfg_amqp_vlimit_keys, N(cfg_amqp_vlimit_keys), true, 0,
+    sizeof(cfg_amqp_vlimit_t *), sizeof(cfg_amqp_vlimit_t), NULL, NULL};
+
 static const cfg_desc_t cfg_amqp_keys[] = {
     {.key = "listen", .type = CFG_T_STR, CFG_FIELD(cfg_t, amqp.listen),
      .def = "0.0.0.0:5672", .check = cfg_check_listen_opt, .what = "HOST:PORT",
@@ -659,6 +759,14 @@ static const cfg_desc_t cfg_amqp_keys[] = {
             "reach the queues bound to the exchange, AMQP publishes to the "
             "exchange reach the topic's consumer groups. Kept as metadata "
             "records (`amqp.bridge`) at start."},
+    {.key = "queue_policies", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.queue_policies),
+     .def = "", .sub = &cfg_amqp_qpolicies, .what = "list of queue policies",
+     .doc = "Migration operations on queues (Gantry's own, not RabbitMQ's): pause, a "
+            "delivery rate limit, graded retry delays. The first entry that matches a "
+            "queue applies to it (when the queue is declared or the gateway starts)."},
+    {.key = "vhost_limits", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.vhost_limits),
+     .def = "", .sub = &cfg_amqp_vlimits, .what = "list of vhost limits",
+     .doc = "Per-vhost limits."},
 };
 
 const cfg_section_t cfg_sections[] = {

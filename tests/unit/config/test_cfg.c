@@ -630,6 +630,58 @@ static void test_amqp_bridges(void)
     cfg_free(&c);
 }
 
+static void test_amqp_ops(void)
+{
+    static const char yaml[] =
+        "amqp:\n"
+        "  vhosts: [\"/\", prod]\n"
+        "  queue_policies:\n"
+        "    - {queue: orders, rate_limit: 100, burst: 20, retry_delays: [500ms, 1s, 2m, 1h, 1d]}\n"
+        "    - {vhost: prod, pattern: \"^app\\\\.\", paused: true}\n"
+        "  vhost_limits:\n"
+        "    - {vhost: prod, max_message_size: 1000}\n";
+    char *pa, *pb;
+    cfg_t c, d;
+    int64_t ms;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL_FATAL(cfg_load_string(&c, "t.yaml", yaml, strlen(yaml), err, sizeof(err)),
+                          GT_OK);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.queue_policies.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.amqp.queue_policies.v[0].vhost, "/");
+    CU_ASSERT_STRING_EQUAL(c.amqp.queue_policies.v[0].queue, "orders");
+    CU_ASSERT_PTR_NULL(c.amqp.queue_policies.v[0].pattern);
+    CU_ASSERT_EQUAL(c.amqp.queue_policies.v[0].rate_limit, 100);
+    CU_ASSERT_EQUAL(c.amqp.queue_policies.v[0].burst, 20);
+    CU_ASSERT_FALSE(c.amqp.queue_policies.v[0].paused);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.queue_policies.v[0].retry_delays.n, 5);
+    CU_ASSERT_STRING_EQUAL(c.amqp.queue_policies.v[1].pattern, "^app\\.");
+    CU_ASSERT_TRUE(c.amqp.queue_policies.v[1].paused);
+    CU_ASSERT_EQUAL_FATAL(c.amqp.vhost_limits.n, 1);
+    CU_ASSERT_EQUAL(c.amqp.vhost_limits.v[0].max_message_size, 1000);
+    /* Durations. */
+    CU_ASSERT_EQUAL(cfg_duration_ms("500ms", &ms, NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(ms, 500);
+    CU_ASSERT_EQUAL(cfg_duration_ms("2m", &ms, NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(ms, 120000);
+    CU_ASSERT_EQUAL(cfg_duration_ms("30d", &ms, NULL, 0), GT_OK);
+    CU_ASSERT_EQUAL(ms, 30LL * 86400000);
+    CU_ASSERT_EQUAL(cfg_duration_ms("1", &ms, NULL, 0), GT_EINVAL);
+    CU_ASSERT_EQUAL(cfg_duration_ms("s", &ms, NULL, 0), GT_EINVAL);
+    CU_ASSERT_EQUAL(cfg_duration_ms("-1s", &ms, NULL, 0), GT_EINVAL);
+    CU_ASSERT_EQUAL(cfg_duration_ms("99999999999999999999s", &ms, NULL, 0), GT_EINVAL);
+    /* Printed and loaded back: the same. */
+    pa = print_str(&c);
+    cfg_init(&d);
+    CU_ASSERT_EQUAL(cfg_load_string(&d, "p.yaml", pa, strlen(pa), err, sizeof(err)), GT_OK);
+    pb = print_str(&d);
+    CU_ASSERT_STRING_EQUAL(pa, pb);
+    free(pa);
+    free(pb);
+    cfg_free(&c);
+    cfg_free(&d);
+}
+
 static void test_amqp_invalid(void)
 {
     static const struct {
@@ -701,6 +753,28 @@ static void test_amqp_invalid(void)
         {"amqp: {permissions: [{user: guest, vhost: /, configure: \"a{2,1}\", write: x, "
          "read: x}]}",
          "amqp.permissions[0].configure: \"a{2,1}\" is not a valid POSIX extended"},
+        {"amqp: {queue_policies: [{queue: a, pattern: b}]}",
+         "amqp.queue_policies[0]: give either queue or pattern"},
+        {"amqp: {queue_policies: [{paused: true}]}",
+         "amqp.queue_policies[0]: give either queue or pattern"},
+        {"amqp: {queue_policies: [{queue: a, vhost: v}]}",
+         "amqp.queue_policies[0]: no vhost \"v\" in amqp.vhosts"},
+        {"amqp: {queue_policies: [{queue: a, rate_limit: -1}]}",
+         "amqp.queue_policies[0].rate_limit: -1 is out of range (0..1000000)"},
+        {"amqp: {queue_policies: [{queue: a, retry_delays: [1s, 5x]}]}",
+         "amqp.queue_policies[0].retry_delays[1]: \"5x\" is not a duration"},
+        {"amqp: {queue_policies: [{queue: a, retry_delays: [0s]}]}",
+         "amqp.queue_policies[0].retry_delays[0]: \"0s\" is not a duration"},
+        {"amqp: {queue_policies: [{queue: a, retry_delays: [31d]}]}",
+         "amqp.queue_policies[0].retry_delays[0]: \"31d\" is not a duration"},
+        {"amqp: {queue_policies: [{pattern: \"(\"}]}",
+         "amqp.queue_policies[0].pattern: \"(\" is not a valid POSIX extended"},
+        {"amqp: {vhost_limits: [{vhost: v, max_message_size: 5}]}",
+         "amqp.vhost_limits[0]: no vhost \"v\" in amqp.vhosts"},
+        {"amqp: {vhost_limits: [{vhost: /, max_message_size: 5}, {vhost: /}]}",
+         "amqp.vhost_limits[1]: vhost \"/\" already has limits (amqp.vhost_limits[0])"},
+        {"amqp: {vhost_limits: [{vhost: /, max_message_size: 536870913}]}",
+         "amqp.vhost_limits[0].max_message_size: 536870913 is out of range"},
         {"server: {amqp_listen: \"127.0.0.1:1\"}\namqp: {listen: \"127.0.0.1:2\"}\n",
          "t.yaml:2: amqp.listen: also set as server.amqp_listen at line 1; set it once"},
         {"amqp: {listen: \"127.0.0.1:2\"}\nserver: {amqp_listen: \"127.0.0.1:1\"}\n",
@@ -1008,6 +1082,7 @@ int main(void)
         {"amqp section", test_amqp},
         {"amqp section: invalid values named", test_amqp_invalid},
         {"amqp.bridges: parsed with defaults", test_amqp_bridges},
+        {"amqp section: queue policies and vhost limits", test_amqp_ops},
         {"bad topic name", test_bad_topic_name},
         {"bad group name", test_bad_group_name},
         {"duplicate names, missing name", test_duplicates_and_missing_name},
