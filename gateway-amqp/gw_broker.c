@@ -35,6 +35,7 @@
 #include "gw_delay.h"
 #include "gw_reply.h"
 #include "gw_maxlen.h"
+#include "gw_ops.h"
 
 /* ---- references -------------------------------------------------------- */
 
@@ -48,6 +49,7 @@ void gw_queue_unref(gw_queue_t *q)
         gw_ttl_free(q);
         gw_qargs_free(&q->args);
         gw_maxlen_free(q);
+        gw_ops_queue_free(q);
         free(q);
     }
 }
@@ -639,7 +641,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
         tv.tv_sec = 0;
         tv.tv_usec = (suseconds_t)(b->invisible_ms / 4 * 1000);
     }
-    if (!gw_meta_load_start(b)) {
+    if (!gw_ops_new(b, bo->amqp) || !gw_meta_load_start(b)) {
         gw_broker_free(b);
         return NULL;
     }
@@ -682,6 +684,7 @@ void gw_broker_free(gw_broker_t *b)
     gw_vhosts_free(b);
     gw_bridge_stop(b); /* (the broker may not have started its loop) */
     gw_bridges_free(b->bridges);
+    gw_ops_free(b); /* after the queues */
     if (b->post_ev != NULL)
         event_free(b->post_ev);
     if (b->tick != NULL)

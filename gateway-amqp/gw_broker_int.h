@@ -51,6 +51,7 @@ typedef struct gw_txmsg gw_txmsg_t;
 typedef struct gw_txack gw_txack_t;
 typedef struct gw_delay gw_delay_t; /* gw_delay.c */
 typedef struct gw_qlimit gw_qlimit_t;
+typedef struct gw_qops gw_qops_t; /* gw_ops.c */
 
 typedef void (*gw_op_fn)(gw_op_t *op);
 
@@ -94,6 +95,7 @@ struct gw_broker {
     void *ready_arg;
     gw_delay_t *delay; /* the x-delayed-message timers (gw_delay.c) */
     struct gw_reply_tab *replies; /* direct reply-to consumers (gw_reply.c) */
+    struct gw_opsreg *opsr; /* migration operations (gw_ops.c) */
 };
 
 /* A vhost: a namespace of its own, as in RabbitMQ (its exchanges, with
@@ -133,6 +135,7 @@ struct gw_queue {
     gw_consumer_t *sac_active, *sac_drain; /* x-single-active-consumer (gw_sac.c):
                                               not references, see gw_sac.h */
     gw_qttl_t ttl; /* gw_ttl.c */
+    gw_qops_t *ops; /* pause, rate limit, retry, counters (gw_ops.c) */
 };
 
 struct gw_bconn {

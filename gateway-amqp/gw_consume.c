@@ -13,6 +13,7 @@
 #include "gw_sac.h"
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
+#include "gw_ops.h"
 
 /* ---- the stored record ------------------------------------------------- *
  * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
@@ -194,7 +195,7 @@ static uint32_t cs_credit(const gw_consumer_t *cs)
         uint32_t g = used >= ch->prefetch_global ? 0 : ch->prefetch_global - used;
         n = g < n ? g : n;
     }
-    return n;
+    return gw_ops_credit(cs->q, n); /* paused, rate limit */
 }
 
 /* A pop in flight (popping) does not use credit here: on a queue that
@@ -262,18 +263,23 @@ static void consume_fn(gw_op_t *op)
     ch->pending -= o->asked < ch->pending ? o->asked : ch->pending;
     if (op->err != GT_OK && op->err != GT_ENOTFOUND)
         GT_LOG(WARN, "amqp", "pop from %s failed: %s", cs->q->id, gt_err_str(op->err));
+    gw_ops_refund(cs->q, o->asked - (uint32_t)o->n);
     for (size_t i = 0; i < o->n; i++) {
         popped_t *p = &o->msgs[i];
         uint64_t blen = gw_maxlen_body_len(p->body, p->len);
         gw_maxlen_taken(cs->q, blen);
-        if (cs->gone || !gw_chan_live(ch) || p->attempt == 0 || b->stopping) {
+        if (cs->gone || !gw_chan_live(ch) || p->attempt == 0 || b->stopping ||
+            gw_ops_paused(cs->q)) {
             gw_msg_release(b, cs->q, p->handle);
             gw_maxlen_back(cs->q, blen);
+            gw_ops_refund(cs->q, 1);
         } else if (gw_ttl_expired(cs->q, p->store_ts, p->body, p->len, true, now)) {
             gw_ttl_expire_popped(cs->q, p->handle, p->body, p->len);
+            gw_ops_refund(cs->q, 1);
         } else if (p->attempt > 1 && gw_dl_over_limit(cs->q, p->attempt - 1)) {
             /* returned past x-delivery-limit by a path that did not look */
             gw_dead_letter_ack(cs->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
+            gw_ops_refund(cs->q, 1);
             rekick = true;
         } else {
             gw_method_t m = {.id = GW_BASIC_DELIVER};
@@ -282,6 +288,7 @@ static void consume_fn(gw_op_t *op)
             d->delivery_tag = ++ch->next_tag;
             d->redelivered = p->attempt > 1;
             send_delivery(ch, &m, cs->q, p, &d->exchange, &d->routing_key);
+            gw_ops_delivered(cs->q, d->redelivered);
             if (cs->no_ack)
                 gw_msg_ack(b, cs->q, p->handle);
             else
@@ -570,6 +577,8 @@ static void get_fn(gw_op_t *op)
         gw_ttl_sweep(o->q, get_count, o);
         return;
     }
+    if (o->n == 0)
+        gw_ops_refund(o->q, 1);
     if (o->n == 0 && gw_chan_live(ch)) {
         gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
         if (op->err != GT_OK && op->err != GT_ENOTFOUND)
@@ -580,14 +589,15 @@ static void get_fn(gw_op_t *op)
         popped_t *p = &o->msgs[i];
         uint64_t blen = gw_maxlen_body_len(p->body, p->len);
         gw_maxlen_taken(o->q, blen);
-        if (!gw_chan_live(ch) || p->attempt == 0 ||
+        if (!gw_chan_live(ch) || p->attempt == 0 || gw_ops_paused(o->q) ||
             (p->attempt > 1 && gw_dl_over_limit(o->q, p->attempt - 1))) {
-            if (!gw_chan_live(ch) || p->attempt == 0) {
+            if (!gw_chan_live(ch) || p->attempt == 0 || gw_ops_paused(o->q)) {
                 gw_msg_release(b, o->q, p->handle);
                 gw_maxlen_back(o->q, blen);
             } else { /* returned past x-delivery-limit by a path that did not look */
                 gw_dead_letter_ack(o->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
             }
+            gw_ops_refund(o->q, 1);
             if (gw_chan_live(ch)) {
                 gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
                 gw_chan_reply(ch, &r);
@@ -599,6 +609,7 @@ static void get_fn(gw_op_t *op)
             g->redelivered = p->attempt > 1;
             g->message_count = o->remaining > UINT32_MAX ? UINT32_MAX : (uint32_t)o->remaining;
             send_delivery(ch, &m, o->q, p, &g->exchange, &g->routing_key);
+            gw_ops_delivered(o->q, g->redelivered);
             if (o->no_ack)
                 gw_msg_ack(b, o->q, p->handle);
             else
@@ -624,8 +635,14 @@ void gw_on_basic_get(gw_chan_t *ch, const gw_method_t *m)
         (q = gw_queue_for(ch, m->id, name)) == NULL)
         return;
     gw_ttl_touch(q);
-    if (!q->ready || (o = gw_op_new(ch->bc->b, sizeof(*o), get_fn)) == NULL) {
+    if (!q->ready || gw_ops_credit(q, 1) == 0) { /* paused, rate limit */
         gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
+        gw_chan_reply(ch, &r);
+        return;
+    }
+    if ((o = gw_op_new(ch->bc->b, sizeof(*o), get_fn)) == NULL) {
+        gw_method_t r = {.id = GW_BASIC_GET_EMPTY};
+        gw_ops_refund(q, 1);
         gw_chan_reply(ch, &r);
         return;
     }
@@ -648,6 +665,8 @@ void gw_ua_settle_store(gw_broker_t *b, gw_unacked_t *u, gw_settle_t how)
     if (how == GW_SETTLE_REQUEUE && gw_dl_over_limit(u->q, u->attempt)) {
         how = GW_SETTLE_DROP; /* quorum: this return goes past x-delivery-limit */
         why = GW_DL_DELIVERY_LIMIT;
+    } else if (gw_ops_settle(b, u->q, u->handle, u->attempt, u->blen, how)) {
+        return; /* an ack, or a delayed retry (gw_ops.c) */
     }
     if (how == GW_SETTLE_REQUEUE)
         gw_msg_requeue(b, u->q, u->handle, u->blen);

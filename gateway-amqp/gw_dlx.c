@@ -10,6 +10,7 @@
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
 #include "gw_prio.h"
+#include "gw_ops.h"
 
 const char *gw_dl_reason_name(gw_dl_reason_t r)
 {
@@ -357,6 +358,8 @@ static void dl_fn(gw_op_t *op)
         GT_LOG(WARN, "amqp", "dead-letter append to '%.*s' failed: %s", (int)o->qs[0]->nlen,
                o->qs[0]->name, gt_err_str(op->err));
     for (size_t i = 0; i < o->nq; i++) {
+        if (op->err == GT_OK)
+            gw_qstats_inc(o->qs[i], GW_QS_PUBLISHED, 1);
         if (op->err == GT_OK && !o->qs[i]->gone) {
             gw_ttl_appended(o->qs[i], -1); /* its x-message-ttl (expiration went) */
             gw_queue_kick(o->qs[i]);
@@ -582,6 +585,7 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     msg.body_len = (uint32_t)at;
     msg.queue_id = routed > 0 ? gw_prio_level(qs[0], prio) : 0;
     msg.born_ts_ms = now * 1000;
+    gw_qstats_inc(q, GW_QS_DEAD_LETTERED, 1);
     if (routed == 0) { /* the delayed DLX's timer */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

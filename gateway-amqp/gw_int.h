@@ -72,6 +72,7 @@ typedef struct gw_broker_opts {
     const cfg_amqp_bridge_t *bridges; /* amqp.bridges (copied) */
     size_t nbridges;
     bool auto_create_topics;     /* a bridge's missing topic is created */
+    const struct cfg_amqp *amqp; /* queue policies, vhost limits (NULL: none) */
 } gw_broker_opts_t;
 
 /* gw_flow.c */

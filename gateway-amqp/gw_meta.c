@@ -12,6 +12,7 @@
 #include "gw_broker_int.h"
 #include "gw_delay.h"
 #include "gw_maxlen.h"
+#include "gw_ops.h"
 
 /* ---- durable metadata (st_meta_*) -------------------------------------- *
  * Durable queues, exchanges and bindings are records in the store's
@@ -380,6 +381,10 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         if (!gw_maxlen_init(q))
             GT_LOG(WARN, "amqp", "queue '%.*s': no memory for its length limits", (int)name.len,
                    name.ptr);
+        {
+            char why[GW_REPLY_TEXT_MAX + 1]; /* x-delayed-retry-*, checked when declared */
+            gw_ops_queue_args(q, gw_qargs_table(&q->args), why, sizeof(why));
+        }
     } else {
         gw_str_t src, dest, key;
         uint8_t kind;

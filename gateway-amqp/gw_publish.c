@@ -14,6 +14,7 @@
 #include "gw_reply.h"
 #include "gw_maxlen.h"
 #include "gw_prio.h"
+#include "gw_ops.h"
 
 /* ---- publishing -------------------------------------------------------- */
 
@@ -89,6 +90,8 @@ static void append_fn(gw_op_t *op)
         }
     }
     for (size_t i = 0; i < o->nq; i++) {
+        if (op->err == GT_OK)
+            gw_qstats_inc(o->qs[i], GW_QS_PUBLISHED, 1);
         if (op->err == GT_OK && !o->qs[i]->gone) {
             gw_ttl_appended(o->qs[i], o->exp);
             gw_queue_kick(o->qs[i]);
@@ -581,15 +584,16 @@ void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h)
 {
     size_t pre = 1 + 1 + ch->exlen + 1 + ch->rklen + 4;
     size_t first = h->body_size < 65536 ? (size_t)h->body_size : 65536;
+    uint64_t max = gw_ops_max_message(ch); /* the vhost's limit */
     uint8_t *w;
 
     ch->plen = 0;
     ch->prio = (h->props.flags & GW_P_PRIORITY) ? h->props.priority : 0;
-    if (h->body_size > ch->bc->b->max_message) {
+    if (h->body_size > max) {
         ch->pub_on = false;
         CH_ERR(ch, GW_PRECONDITION_FAILED, GW_BASIC_PUBLISH,
                "message size %llu is larger than configured max size %llu",
-               (unsigned long long)h->body_size, (unsigned long long)ch->bc->b->max_message);
+               (unsigned long long)h->body_size, (unsigned long long)max);
         return;
     }
     if (!pbuf_reserve(ch, pre + h->raw_props.len + first)) {

@@ -12,6 +12,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_ops.h"
 #include "gw_reply.h"
 #include "gw_maxlen.h"
 #include "gw_prio.h"
@@ -116,6 +117,11 @@ gw_queue_t *gw_queue_add(gw_vhost_t *vh, gw_str_t name, const char *id)
     else
         snprintf(q->id, sizeof(q->id), "AMQP-q-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
                  r[2], r[3], r[4], r[5], r[6], r[7]);
+    if (!gw_ops_queue_add(q)) {
+        event_free(q->kick_ev);
+        free(q);
+        return NULL;
+    }
     h = name_hash(name.ptr, name.len) % GW_QMAP;
     q->hnext = vh->qmap[h];
     vh->qmap[h] = q;
@@ -140,6 +146,7 @@ void gw_queue_drop(gw_queue_t *q)
     q->gone = true;
     event_del(q->kick_ev);
     gw_ttl_stop(q);
+    gw_ops_queue_drop(q);
     while (q->consumers != NULL)
         gw_consumer_remove(q->consumers, true);
     gw_route_unbind_queue(q->vh->router, (gw_str_t){q->name, q->nlen}, gw_meta_binding_forget,
@@ -383,6 +390,11 @@ void gw_on_queue_declare(gw_chan_t *ch, const gw_method_t *m)
                 return;
             }
             q->args = qa;
+            if (!gw_ops_queue_args(q, d->arguments, err, sizeof(err))) {
+                gw_queue_drop(q); /* x-delayed-retry-* */
+                CH_ERR(ch, GW_PRECONDITION_FAILED, m->id, "%s", err);
+                return;
+            }
             if (!gw_ttl_from_args(q)) {
                 gw_queue_drop(q);
                 CH_ERR(ch, GW_INTERNAL_ERROR, m->id, "out of memory");

@@ -45,6 +45,7 @@
 #include "gw_auth.h"
 #include "gw_codec.h"
 #include "gw_int.h"
+#include "gw_ops.h"
 
 /* The RabbitMQ release whose AMQP dialect the gateway follows. */
 #define GW_RABBITMQ_DIALECT "3.10.8"
@@ -1130,6 +1131,7 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
             .bridges = o->amqp != NULL ? o->amqp->bridges.v : NULL,
             .nbridges = o->amqp != NULL ? o->amqp->bridges.n : 0,
             .auto_create_topics = o->auto_create_topics,
+            .amqp = o->amqp,
         };
         s->broker = gw_broker_new(s->base, o->store, &bo, broker_ready, s);
     }
@@ -1183,6 +1185,22 @@ bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msg
 int gw_server_port(const gw_server_t *s)
 {
     return s->port;
+}
+
+unsigned gw_server_admin(gw_server_t *s, const char *method, const char *url, char *text,
+                         size_t cap)
+{
+    if (s->broker == NULL) {
+        snprintf(text, cap, "the AMQP gateway has no store\n");
+        return 404;
+    }
+    return gw_ops_http(s->broker, method, url, text, cap);
+}
+
+void gw_server_metrics(gw_server_t *s, FILE *out)
+{
+    if (s->broker != NULL)
+        gw_ops_metrics(s->broker, out);
 }
 
 void gw_server_stop(gw_server_t *s)

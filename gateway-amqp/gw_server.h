@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cfg.h"
 #include "gt_err.h"
@@ -56,6 +57,14 @@ int gw_server_port(const gw_server_t *s);
  * reach the exchange's queues.  Remove it before gw_server_stop. */
 bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msgs, size_t n,
                            st_append_cb cb, void *cb_arg);
+/* The operator's HTTP requests under /api/v1/amqp/ (any thread; see
+ * docs/amqp.md, "Migration operations"): POST
+ * /api/v1/amqp/queues/VHOST/QUEUE/pause or /resume (percent-escaped
+ * segments).  Returns the HTTP status with a short text in text[cap]. */
+unsigned gw_server_admin(gw_server_t *s, const char *method, const char *url, char *text,
+                         size_t cap);
+/* Prometheus lines of the AMQP queues' counters (any thread). */
+void gw_server_metrics(gw_server_t *s, FILE *out);
 /* Closes every connection and the listener, joins the thread, frees.
  * NULL is a no-op. */
 void gw_server_stop(gw_server_t *s);

@@ -388,6 +388,28 @@ static void rpc_metrics(void *arg, FILE *out)
             (long long)st.inflight_bytes, (long long)st.inflight_peak_bytes);
 }
 
+/* /metrics: the gRPC runtime's lines, then the AMQP gateway's. */
+typedef struct {
+    px_rpc_server_t *rpc;
+    gw_server_t *amqp; /* NULL: AMQP off */
+} metrics_src_t;
+
+static void all_metrics(void *arg, FILE *out)
+{
+    metrics_src_t *m = arg;
+
+    rpc_metrics(m->rpc, out);
+    if (m->amqp != NULL)
+        gw_server_metrics(m->amqp, out);
+}
+
+/* /api/: the AMQP gateway's operations (HTTP thread). */
+static unsigned amqp_admin(void *arg, const char *method, const char *url, char *text,
+                           size_t cap)
+{
+    return gw_server_admin(arg, method, url, text, cap);
+}
+
 /* Many probe, client and store files: use the whole allowance. */
 static void raise_fd_limit(void)
 {
@@ -414,6 +436,7 @@ static int serve(const cfg_t *cfg, bool repair)
     bool amqp_on = amqp_listen != NULL && amqp_listen[0] != '\0' &&
                    strcmp(amqp_listen, "off") != 0;
     char err[512];
+    metrics_src_t msrc = {0};
     sigset_t sigs;
     int sig = 0, status = 1;
     px_rpc_options_t ro = {
@@ -498,7 +521,11 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
     }
-    px_http_set_metrics(http, rpc_metrics, rpc);
+    msrc.rpc = rpc;
+    msrc.amqp = amqp;
+    px_http_set_metrics(http, all_metrics, &msrc);
+    if (amqp != NULL)
+        px_http_set_admin(http, amqp_admin, amqp);
     px_http_set_ready(http, true);
     GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s, AMQP %s",
            cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
@@ -510,6 +537,7 @@ static int serve(const cfg_t *cfg, bool repair)
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
     px_http_set_metrics(http, NULL, NULL);
+    px_http_set_admin(http, NULL, NULL); /* before the gateway stops */
     /* Order: stop the calls, then the AMQP gateway (SendMessages to a
      * bridged topic go through it until the last call), then close the
      * store (its last callbacks may still release call references), then
@@ -539,9 +567,11 @@ static int serve(const cfg_t *cfg, bool repair)
 out:
     if (svc != NULL)
         px_svc_set_append_hook(svc, NULL, NULL);
-    gw_server_stop(amqp);
-    if (http != NULL)
+    if (http != NULL) {
         px_http_set_metrics(http, NULL, NULL);
+        px_http_set_admin(http, NULL, NULL);
+    }
+    gw_server_stop(amqp);
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);
     px_svc_stop(svc);

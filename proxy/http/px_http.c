@@ -37,6 +37,10 @@ struct px_http {
     pthread_mutex_t mu;
     void (*metrics)(void *arg, FILE *out);
     void *metrics_arg;
+    /* The admin hook is under amu (its calls may wait for the gateway). */
+    pthread_mutex_t amu;
+    px_http_admin_fn admin;
+    void *admin_arg;
 };
 
 static enum MHD_Result px_http_send(struct MHD_Connection *conn,
@@ -91,6 +95,32 @@ static enum MHD_Result px_http_metrics(px_http_t *h,
     return rc;
 }
 
+/* /api/...: the admin hook, once the request (and any body, which is
+ * read and ignored) is in. */
+static enum MHD_Result px_http_api(px_http_t *h, struct MHD_Connection *conn,
+                                   const char *url, const char *method,
+                                   size_t *upload_data_size, void **state)
+{
+    static int started;
+    char text[512];
+    unsigned code = 404;
+
+    if (*state == NULL) {
+        *state = &started;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    snprintf(text, sizeof(text), "not found\n");
+    pthread_mutex_lock(&h->amu);
+    if (h->admin != NULL)
+        code = h->admin(h->admin_arg, method, url, text, sizeof(text));
+    pthread_mutex_unlock(&h->amu);
+    return px_http_text(conn, code, text);
+}
+
 static enum MHD_Result px_http_handle(void *cls, struct MHD_Connection *conn,
                                       const char *url, const char *method,
                                       const char *version,
@@ -101,8 +131,8 @@ static enum MHD_Result px_http_handle(void *cls, struct MHD_Connection *conn,
 
     (void)version;
     (void)upload_data;
-    (void)upload_data_size;
-    (void)state;
+    if (strncmp(url, "/api/", 5) == 0)
+        return px_http_api(h, conn, url, method, upload_data_size, state);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
         strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return px_http_text(conn, 405, "method not allowed\n");
@@ -127,6 +157,15 @@ static void px_http_log(void *cls, const char *fmt, va_list ap)
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = '\0';
     GT_LOG(DEBUG, "http", "%s", msg);
+}
+
+/* The URL is handed over as sent (percent escapes kept), so that a path
+ * segment may hold an escaped '/' (the vhost "/" is %2F). */
+static size_t px_http_no_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(s);
 }
 
 static int px_http_bind(const char *addr, char *err, size_t errlen)
@@ -185,6 +224,7 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
     h->started = time(NULL);
     atomic_init(&h->ready, false);
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->amu, NULL);
     h->d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0,
         NULL, NULL, px_http_handle, h,
@@ -194,11 +234,13 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)PX_HTTP_IDLE_TIMEOUT_S,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PX_HTTP_CONN_MEMORY,
         MHD_OPTION_EXTERNAL_LOGGER, px_http_log, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, px_http_no_unescape, NULL,
         MHD_OPTION_END);
     if (h->d == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s", addr);
         close(h->lfd);
         pthread_mutex_destroy(&h->mu);
+        pthread_mutex_destroy(&h->amu);
         free(h);
         return GT_EIO;
     }
@@ -220,6 +262,14 @@ void px_http_set_metrics(px_http_t *h, void (*fn)(void *arg, FILE *out),
     pthread_mutex_unlock(&h->mu);
 }
 
+void px_http_set_admin(px_http_t *h, px_http_admin_fn fn, void *arg)
+{
+    pthread_mutex_lock(&h->amu);
+    h->admin = fn;
+    h->admin_arg = arg;
+    pthread_mutex_unlock(&h->amu);
+}
+
 void px_http_stop(px_http_t *h)
 {
     if (h == NULL)
@@ -230,5 +280,6 @@ void px_http_stop(px_http_t *h)
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->amu);
     free(h);
 }

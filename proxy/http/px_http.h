@@ -4,6 +4,9 @@
  * GET /readyz   -> 200 "ready" once px_http_set_ready(true), else 503.
  * GET /metrics  -> Prometheus text (process up, start time, and what the
  *                  metrics hook adds).
+ * /api/...      -> the admin hook (any method; a request body is read and
+ *                  ignored; the path is passed with its %-escapes), 404
+ *                  without one.
  * Anything else -> 404; methods other than GET/HEAD -> 405.
  *
  * libmicrohttpd serves every connection from an epoll loop on a small
@@ -36,6 +39,13 @@ void px_http_set_ready(px_http_t *h, bool ready);
  * call px_http_set_metrics(h, NULL, NULL).  `arg` is borrowed. */
 void px_http_set_metrics(px_http_t *h, void (*fn)(void *arg, FILE *out),
                          void *arg);
+/* Answers an /api/ request: returns the HTTP status and writes a short
+ * text answer (NUL-terminated) into text[cap].  Called on an HTTP thread;
+ * it may wait (for the AMQP gateway).  url is the path as sent. */
+typedef unsigned (*px_http_admin_fn)(void *arg, const char *method, const char *url,
+                                     char *text, size_t cap);
+/* Sets the admin hook; NULL removes it (waiting for calls in progress). */
+void px_http_set_admin(px_http_t *h, px_http_admin_fn fn, void *arg);
 /* Stops serving, closes the socket, frees `h`. NULL-safe. */
 void px_http_stop(px_http_t *h);
 
