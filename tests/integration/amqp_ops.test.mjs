@@ -63,7 +63,7 @@ async function counter(g, name, queue, vhost = '/') {
   return line === undefined ? undefined : Number(line.split(' ')[1]);
 }
 
-test('pause and resume: nothing delivered while paused, everything after, nothing lost', async () => {
+test('pause and resume: nothing delivered while paused, everything after, nothing lost', { timeout: scaled(90000) }, async () => {
   let g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     let conn = await open(g);
@@ -123,7 +123,7 @@ test('pause and resume: nothing delivered while paused, everything after, nothin
   }
 });
 
-test('rate limit: consumers on several connections and channels share one token bucket', async () => {
+test('rate limit: consumers on several connections and channels share one token bucket', { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   const conns = [];
   try {
@@ -172,7 +172,7 @@ test('rate limit: consumers on several connections and channels share one token 
   }
 });
 
-test('graded retry: nacked without requeue, redelivered after each step, then dropped', async () => {
+test('graded retry: nacked without requeue, redelivered after each step, then dropped', { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const conn = await open(g);
@@ -210,7 +210,7 @@ test('graded retry: nacked without requeue, redelivered after each step, then dr
   }
 });
 
-test('x-delayed-retry-type/-min/-max: requeued messages come back after min * n, at most max', async () => {
+test('x-delayed-retry-type/-min/-max: requeued messages come back after min * n, at most max', { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const conn = await open(g);
@@ -241,7 +241,7 @@ test('x-delayed-retry-type/-min/-max: requeued messages come back after min * n,
   }
 });
 
-test('a vhost limit on the body size: 406 beyond it, other vhosts keep the global limit', async () => {
+test('a vhost limit on the body size: 406 beyond it, other vhosts keep the global limit', { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const small = await open(g, 'small');
