@@ -11,6 +11,7 @@
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
 #include "gw_prio.h"
+#include "gw_ops.h"
 
 /* The fire loop's parked pop is named by this key for st_pop_cancel (the
  * gRPC service's keys count up from 1 and set the top bit for pulls). */
@@ -288,6 +289,8 @@ static void fire_fn(gw_op_t *op)
         GT_LOG(WARN, "amqp", "a delayed message's append failed (%s); it fires again in %d s",
                gt_err_str(op->err), DELAY_INVISIBLE_MS / 1000);
     for (size_t i = 0; i < o->nq; i++) {
+        if (op->err == GT_OK)
+            gw_qstats_inc(o->qs[i], GW_QS_PUBLISHED, 1);
         if (op->err == GT_OK && !o->qs[i]->gone)
             gw_queue_kick(o->qs[i]);
         gw_maxlen_appended(o->qs[i], o->blen, op->err == GT_OK);
