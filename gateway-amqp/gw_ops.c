@@ -84,7 +84,7 @@ const char *gw_queue_vhost(const gw_queue_t *q)
     return q->vh->name;
 }
 
-void gw_qstats_inc(gw_queue_t *q, gw_qstat_t which, uint64_t n)
+void gw_qstats_inc(const gw_queue_t *q, gw_qstat_t which, uint64_t n)
 {
     if (q != NULL && q->ops != NULL && which < GW_QS_COUNT)
         atomic_fetch_add_explicit(&q->ops->n[which], n, memory_order_relaxed);

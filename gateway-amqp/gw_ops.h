@@ -36,7 +36,7 @@ typedef enum {
 } gw_qstat_t;
 
 /* Adds n to one of q's counters (loop thread; q may be gone). */
-void gw_qstats_inc(gw_queue_t *q, gw_qstat_t which, uint64_t n);
+void gw_qstats_inc(const gw_queue_t *q, gw_qstat_t which, uint64_t n);
 
 /* The vhost a queue belongs to. */
 const char *gw_queue_vhost(const gw_queue_t *q);

@@ -23,6 +23,7 @@
 #include "gw_broker_int.h"
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
+#include "gw_ops.h"
 
 /* A TTL-0 message reached a queue whose consumer could take it: that
  * consumer's pop may come this long after the store time. */
@@ -248,6 +249,7 @@ static int64_t eff_ttl(const gw_queue_t *q, int64_t exp)
 
 static void expired_log(const gw_queue_t *q)
 {
+    gw_qstats_inc(q, GW_QS_EXPIRED, 1);
     GT_LOG(DEBUG, "amqp", "a message expired in queue '%.*s'", (int)q->nlen, q->name);
 }
 

@@ -267,3 +267,22 @@ test('a vhost limit on the body size: 406 beyond it, other vhosts keep the globa
     assert.equal(info.code, 0);
   }
 });
+
+test('counters: expired messages (x-message-ttl) are counted', { timeout: scaled(90000) }, async () => {
+  const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
+  try {
+    const conn = await open(g);
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue('ops.ttl', { arguments: { 'x-message-ttl': 50 } });
+    await publishAll(ch, 'ops.ttl', 3);
+    assert.equal(await counter(g, 'published_total', 'ops.ttl'), 3);
+    await waitFor(async () => (await counter(g, 'expired_total', 'ops.ttl')) === 3, 10000,
+      'three expired');
+    assert.equal(await ch.get('ops.ttl'), false);
+    assert.equal(await counter(g, 'delivered_total', 'ops.ttl'), 0);
+    await conn.close();
+  } finally {
+    const info = await stopGantry(g);
+    assert.equal(info.code, 0);
+  }
+});
