@@ -266,11 +266,10 @@ bool gw_ops_new(gw_broker_t *b, const cfg_amqp_t *amqp)
         return false;
     for (size_t i = 0; i < np; i++) {
         const cfg_amqp_qpolicy_t *c = &amqp->queue_policies.v[i];
-        pol_t *p = &r->pols[r->npols];
+        pol_t *p = &r->pols[r->npols++]; /* freed by gw_ops_free whatever fails */
         if ((p->vhost = strdup(c->vhost)) == NULL ||
             (c->queue != NULL && (p->queue = strdup(c->queue)) == NULL))
             return false;
-        r->npols++;
         if (c->queue == NULL) {
             if (regcomp(&p->re, c->pattern[0] != '\0' ? c->pattern : "^$",
                         REG_EXTENDED | REG_NOSUB) != 0)

@@ -172,12 +172,14 @@ test('rate limit: consumers on several connections and channels share one token 
   }
 });
 
-test('graded retry: nacked without requeue, redelivered after each step, then dropped', { timeout: scaled(90000) }, async () => {
+test('graded retry: nacked without requeue, redelivered after each step, then dead-lettered', { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const conn = await open(g);
     const ch = await conn.createConfirmChannel();
-    await ch.assertQueue('ops.retry1');
+    await ch.assertQueue('ops.dlq');
+    await ch.assertQueue('ops.retry1', { arguments: { 'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': 'ops.dlq' } });
     const seen = [];
     let nackAt = 0;
     await ch.consume('ops.retry1', (m) => {
@@ -195,14 +197,25 @@ test('graded retry: nacked without requeue, redelivered after each step, then dr
       assert.ok(seen[i].gap >= delays[i - 1], `retry ${i} after ${seen[i].gap} ms`);
     }
     assert.equal(seen[0].redelivered, false);
-    // After the last step it is gone (dead-lettered, or dropped without a
-    // dead-letter exchange).
-    await sleep(2500);
+    // After the last step it is dead-lettered (reason rejected, once: the
+    // retries were not deaths).
+    const dl = await waitFor(async () => ch.get('ops.dlq', { noAck: true }), 10000,
+      'the dead-lettered message');
+    assert.equal(dl.content.toString(), 'r0');
+    const death = dl.properties.headers['x-death'];
+    assert.equal(death.length, 1);
+    assert.equal(death[0].reason, 'rejected');
+    assert.equal(death[0].queue, 'ops.retry1');
+    assert.equal(Number(death[0].count), 1);
+    await sleep(1500); // a window for a fifth delivery that must not come
     assert.equal(seen.length, 4);
     assert.equal((await ch.checkQueue('ops.retry1')).messageCount, 0);
     assert.equal(await counter(g, 'delivered_total', 'ops.retry1'), 4);
     assert.equal(await counter(g, 'redelivered_total', 'ops.retry1'), 3);
     assert.equal(await counter(g, 'acked_total', 'ops.retry1'), 0);
+    assert.equal(await counter(g, 'dead_lettered_total', 'ops.retry1'), 1);
+    assert.equal(await counter(g, 'published_total', 'ops.dlq'), 1);
+    assert.equal(await counter(g, 'delivered_total', 'ops.dlq'), 1);
     await conn.close();
   } finally {
     const info = await stopGantry(g);
