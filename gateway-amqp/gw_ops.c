@@ -699,7 +699,9 @@ void gw_ops_metrics(gw_broker_t *b, FILE *out)
         return;
     pthread_mutex_lock(&r->mu);
     for (int k = 0; k < GW_QS_COUNT; k++) {
-        fprintf(out, "# HELP gantry_amqp_queue_%s_total %s\n# TYPE gantry_amqp_queue_%s_total counter\n",
+        fprintf(out,
+                "# HELP gantry_amqp_queue_%s_total %s\n"
+                "# TYPE gantry_amqp_queue_%s_total counter\n",
                 m[k].name, m[k].help, m[k].name);
         for (const gw_qops_t *o = r->list; o != NULL; o = o->next) {
             fprintf(out, "gantry_amqp_queue_%s_total{vhost=\"", m[k].name);

@@ -63,7 +63,8 @@ async function counter(g, name, queue, vhost = '/') {
   return line === undefined ? undefined : Number(line.split(' ')[1]);
 }
 
-test('pause and resume: nothing delivered while paused, everything after, nothing lost', { timeout: scaled(90000) }, async () => {
+test('pause and resume: nothing delivered while paused, everything after, nothing lost',
+  { timeout: scaled(90000) }, async () => {
   let g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     let conn = await open(g);
@@ -123,7 +124,8 @@ test('pause and resume: nothing delivered while paused, everything after, nothin
   }
 });
 
-test('rate limit: consumers on several connections and channels share one token bucket', { timeout: scaled(90000) }, async () => {
+test('rate limit: consumers on several connections and channels share one token bucket',
+  { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   const conns = [];
   try {
@@ -172,7 +174,8 @@ test('rate limit: consumers on several connections and channels share one token 
   }
 });
 
-test('graded retry: nacked without requeue, redelivered after each step, then dead-lettered', { timeout: scaled(90000) }, async () => {
+test('graded retry: nacked without requeue, redelivered after each step, then dead-lettered',
+  { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const conn = await open(g);
@@ -223,7 +226,8 @@ test('graded retry: nacked without requeue, redelivered after each step, then de
   }
 });
 
-test('x-delayed-retry-type/-min/-max: requeued messages come back after min * n, at most max', { timeout: scaled(90000) }, async () => {
+test('x-delayed-retry-type/-min/-max: requeued messages come back after min * n, at most max',
+  { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const conn = await open(g);
@@ -254,7 +258,8 @@ test('x-delayed-retry-type/-min/-max: requeued messages come back after min * n,
   }
 });
 
-test('a vhost limit on the body size: 406 beyond it, other vhosts keep the global limit', { timeout: scaled(90000) }, async () => {
+test('a vhost limit on the body size: 406 beyond it, other vhosts keep the global limit',
+  { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const small = await open(g, 'small');
@@ -281,7 +286,8 @@ test('a vhost limit on the body size: 406 beyond it, other vhosts keep the globa
   }
 });
 
-test('counters: expired messages (x-message-ttl) are counted', { timeout: scaled(90000) }, async () => {
+test('counters: expired messages (x-message-ttl) are counted',
+  { timeout: scaled(90000) }, async () => {
   const g = await startGantry({ logLevel: 'info', amqpYaml: OPS_YAML });
   try {
     const conn = await open(g);
