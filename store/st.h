@@ -212,6 +212,12 @@ typedef void (*st_msgs_cb)(void *arg, gt_err_t err, const st_message_t *msgs,
                            size_t n, uint64_t next_offset);
 
 typedef void (*st_offset_cb)(void *arg, gt_err_t err, uint64_t offset);
+
+/* st_ack_batch(): on GT_OK, errs[i] is the result of handles[i] (n of
+ * them, borrowed); otherwise errs is NULL, n is 0 and nothing was acked. */
+typedef void (*st_acks_cb)(void *arg, gt_err_t err, const gt_err_t *errs,
+                           size_t n);
+#define ST_ACK_MAX 1024       /* handles per st_ack_batch() */
 typedef void (*st_count_cb)(void *arg, gt_err_t err, uint64_t n);
 
 /* How a pop's filter expression is to be read.  The expression travels as
@@ -390,6 +396,9 @@ typedef struct st_ops {
     void (*pop_cancel)(st_store_t *st, uint64_t cancel_key);
     void (*ack)(st_store_t *st, const char *group, const char *topic,
                 const char *handle, st_done_cb cb, void *arg);
+    void (*ack_batch)(st_store_t *st, const char *group, const char *topic,
+                      const char *const *handles, size_t n, st_acks_cb cb,
+                      void *arg);
     void (*change_invisible)(st_store_t *st, const char *group,
                              const char *topic, const char *handle,
                              int64_t invisible_ms, st_handle_cb cb, void *arg);
@@ -637,6 +646,22 @@ static inline void st_ack(st_store_t *st, const char *group, const char *topic,
                           const char *handle, st_done_cb cb, void *arg)
 {
     st->ops->ack(st, group, topic, handle, cb, arg);
+}
+
+/* Acknowledges n (1..ST_ACK_MAX) deliveries of one group and topic at once,
+ * each as st_ack() would, in order (a handle named twice is acked by its
+ * first entry; the second gets GT_EINVAL): one pass under the store's
+ * lock, their records written to the state log together, one callback.
+ * Borrows strings (used before return).  cb gets GT_OK with one result
+ * per handle -- GT_OK, GT_EINVAL (invalid handle, as for st_ack()) or the
+ * state log's write error (then none of the valid ones was acked) -- or,
+ * for the request as a whole, GT_EINVAL (n out of range), GT_ENOTFOUND
+ * (unknown topic or group), GT_ENOMEM, GT_ESHUTDOWN. */
+static inline void st_ack_batch(st_store_t *st, const char *group,
+                                const char *topic, const char *const *handles,
+                                size_t n, st_acks_cb cb, void *arg)
+{
+    st->ops->ack_batch(st, group, topic, handles, n, cb, arg);
 }
 
 /* Makes a delivery invisible for invisible_ms (0..ST_INVISIBLE_MAX_MS)

@@ -921,6 +921,88 @@ void st_ack_local(st_store_t *s, const char *group, const char *topic,
     cb(arg, rc);
 }
 
+/* One pass under the lock: each valid handle is marked acked as it is
+ * checked (so a handle named twice fails its second time), then every mark
+ * is undone, the records are written together, and the acks are applied
+ * one by one as st_ack_local() applies one -- or, when the write failed,
+ * not at all. */
+typedef struct ack_slot {
+    st_cs_t *cs;
+    uint32_t q;
+    uint64_t off;
+    size_t i;
+} ack_slot_t;
+
+void st_ack_batch_local(st_store_t *s, const char *group, const char *topic,
+                        const char *const *handles, size_t n, st_acks_cb cb,
+                        void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+    gt_err_t *errs = NULL;
+    ack_slot_t *sl = NULL;
+    st_srec_t *recs = NULL;
+    size_t ns = 0;
+    gt_err_t rc = GT_OK;
+
+    if (n == 0 || n > ST_ACK_MAX || handles == NULL) {
+        cb(arg, GT_EINVAL, NULL, 0);
+        return;
+    }
+    errs = malloc(n * sizeof(*errs));
+    sl = malloc(n * sizeof(*sl));
+    recs = malloc(n * sizeof(*recs));
+    if (errs == NULL || sl == NULL || recs == NULL) {
+        free(errs);
+        free(sl);
+        free(recs);
+        cb(arg, GT_ENOMEM, NULL, 0);
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    st_topic_rt_t *t = st_topic_find(st, topic);
+    st_group_rt_t *g = st_group_find(st, group);
+    if (!t || !g)
+        rc = GT_ENOTFOUND;
+    int64_t now = st_now_ms();
+    for (size_t i = 0; rc == GT_OK && i < n; i++) {
+        st_cs_t *cs;
+        st_handle_t h;
+        errs[i] = handles[i] != NULL
+                      ? handle_find(st, group, topic, handles[i], now, &cs, &h)
+                      : GT_EINVAL;
+        if (errs[i] != GT_OK)
+            continue;
+        st_cs_at(cs, h.offset)->state = ST_E_ACKED;
+        sl[ns] = (ack_slot_t){cs, h.queue, h.offset, i};
+        recs[ns++] = (st_srec_t){.type = ST_SR_ACK, .group = group,
+                                 .topic = topic, .queue = h.queue,
+                                 .a = h.offset};
+    }
+    for (size_t k = 0; k < ns; k++) /* only marks until written */
+        st_cs_at(sl[k].cs, sl[k].off)->state = ST_E_INFLIGHT;
+    if (rc == GT_OK && ns > 0) {
+        gt_err_t wrc = st_state_log_n(st, recs, ns);
+        for (size_t k = 0; k < ns; k++) {
+            if (wrc != GT_OK) {
+                errs[sl[k].i] = wrc;
+                continue;
+            }
+            st_cs_at(sl[k].cs, sl[k].off)->state = ST_E_ACKED;
+            st_fifo_acked(t, sl[k].q, sl[k].cs, sl[k].off);
+        }
+        if (wrc == GT_OK && g->meta.fifo && st_parks_any(st)) /* may unblock */
+            st_publish_wake(st, t);
+    }
+    pthread_mutex_unlock(&st->lock);
+    free(sl);
+    free(recs);
+    if (rc != GT_OK)
+        cb(arg, rc, NULL, 0);
+    else
+        cb(arg, GT_OK, errs, n);
+    free(errs);
+}
+
 /* Purges one queue of (g, t): acks its ready window entries (due held
  * ones, expired deliveries), then every offset not delivered yet.  Adds
  * what it dropped to *n.  Lock held. */

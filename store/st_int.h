@@ -682,6 +682,9 @@ void st_purge_local(st_store_t *s, const char *group, const char *topic,
                     st_count_cb cb, void *arg);
 void st_requeue_local(st_store_t *s, const char *group, const char *topic,
                       st_count_cb cb, void *arg);
+void st_ack_batch_local(st_store_t *s, const char *group, const char *topic,
+                        const char *const *handles, size_t n, st_acks_cb cb,
+                        void *arg);
 void st_change_local(st_store_t *s, const char *group, const char *topic,
                      const char *handle, int64_t invisible_ms,
                      st_handle_cb cb, void *arg);
@@ -721,6 +724,9 @@ typedef struct st_srec {
 gt_err_t st_state_open(st_local_t *st);   /* replay + compact; lock held */
 void st_state_close(st_local_t *st);
 gt_err_t st_state_log(st_local_t *st, const st_srec_t *r); /* lock held */
+/* n records in one write (one buffer, one pwrite), held on a full disk as
+ * st_state_log() does; on error none was written.  Lock held. */
+gt_err_t st_state_log_n(st_local_t *st, const st_srec_t *r, size_t n);
 /* A metadata record (ST_SR_META_*); never held: a full disk fails it. */
 gt_err_t st_state_log_kv(st_local_t *st, const st_srec_t *r);
 void st_state_sync(st_local_t *st);            /* takes lock briefly */

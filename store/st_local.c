@@ -454,6 +454,7 @@ static const st_ops_t local_ops = {
     .pop = st_pop_local,
     .pop_cancel = st_pop_cancel_local,
     .ack = st_ack_local,
+    .ack_batch = st_ack_batch_local,
     .change_invisible = st_change_local,
     .release = st_release_local,
     .pull = st_pull_local,

@@ -31,6 +31,7 @@ typedef enum st_res_kind {
     R_STATS,
     R_META,
     R_META_LIST,
+    R_ACKS,
 } st_res_kind_t;
 
 typedef union st_res_cb {
@@ -44,6 +45,7 @@ typedef union st_res_cb {
     st_offset_cb offset;
     st_stats_cb stats;
     st_meta_list_cb meta_list;
+    st_acks_cb acks;
 } st_res_cb_t;
 
 /* The decorator.  `inner`, `cfg` and `ops` are set at open and read-only
@@ -260,6 +262,11 @@ static void cap_stats(void *arg, gt_err_t err, const st_stats_t *s)
     res_sched(r);
 }
 
+static void cap_acks(void *arg, gt_err_t err, const gt_err_t *errs, size_t n)
+{
+    res_keep(arg, err, mem_copy(errs, n * sizeof(*errs)), n);
+}
+
 static void cap_meta_list(void *arg, gt_err_t err, const st_meta_rec_t *recs,
                           size_t n, bool more)
 {
@@ -329,6 +336,7 @@ static void res_fail(st_res_kind_t kind, st_res_cb_t cb, void *arg,
     case R_OFFSET: cb.offset(arg, err, 0); break;
     case R_STATS: cb.stats(arg, err, &no_stats); break;
     case R_META_LIST: cb.meta_list(arg, err, NULL, 0, false); break;
+    case R_ACKS: cb.acks(arg, err, NULL, 0); break;
     case R_META: break;
     }
 }
@@ -348,6 +356,7 @@ void st_res_deliver(st_res_t *r)
     case R_HANDLE: r->cb.handle(r->arg, r->err, r->data); break;
     case R_MSGS: r->cb.msgs(r->arg, r->err, r->data, r->n, r->u64); break;
     case R_OFFSET: r->cb.offset(r->arg, r->err, r->u64); break;
+    case R_ACKS: r->cb.acks(r->arg, r->err, r->data, r->n); break;
     case R_META_LIST:
         r->cb.meta_list(r->arg, r->err, r->data, r->n, r->snapshot);
         break;
@@ -540,6 +549,17 @@ static void r_ack(st_store_t *s, const char *group, const char *topic,
     if (r == NULL)
         return;
     st_ack(RL(s)->inner, group, topic, handle, cap_done, r);
+    relay_end(RL(s));
+}
+
+static void r_ack_batch(st_store_t *s, const char *group, const char *topic,
+                        const char *const *handles, size_t n, st_acks_cb cb,
+                        void *arg)
+{
+    st_res_t *r = relay_begin(RL(s), R_ACKS, (st_res_cb_t){.acks = cb}, arg);
+    if (r == NULL)
+        return;
+    st_ack_batch(RL(s)->inner, group, topic, handles, n, cap_acks, r);
     relay_end(RL(s));
 }
 
@@ -770,6 +790,7 @@ static const st_ops_t relay_ops = {
     .pop = r_pop,
     .pop_cancel = r_pop_cancel,
     .ack = r_ack,
+    .ack_batch = r_ack_batch,
     .change_invisible = r_change_invisible,
     .release = r_release,
     .pull = r_pull,

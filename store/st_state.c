@@ -12,9 +12,10 @@
  * layout after the type: u16 length + namespace, NUL, key; u32 length +
  * value (none for a delete); up to ~66 KiB.
  * Records are written with pwrite under the store lock before the operation
- * they describe completes, so a SIGKILL loses nothing; the flusher
- * fdatasyncs the file every flush_interval_ms, so a power loss can lose the
- * last interval's pops and acks (those messages are delivered again).
+ * they describe completes (a batch of acks: its records in one pwrite), so
+ * a SIGKILL loses nothing; the flusher fdatasyncs the file every
+ * flush_interval_ms, so a power loss can lose the last interval's pops and
+ * acks (those messages are delivered again).
  *
  * Replay stops at the first bad record and ignores the rest (a torn tail).
  * After replay the file is compacted -- a fresh snapshot of the live state
@@ -279,6 +280,36 @@ static gt_err_t state_write(st_local_t *st, const uint8_t *b, size_t n,
 gt_err_t st_state_log(st_local_t *st, const st_srec_t *r)
 {
     return state_log(st, r, true);
+}
+
+gt_err_t st_state_log_n(st_local_t *st, const st_srec_t *r, size_t n)
+{
+    sbuf_t s;
+    uint8_t *b = NULL;
+    size_t len = 0, cap = 0;
+
+    if (n == 1)
+        return state_log(st, r, true);
+    for (size_t i = 0; i < n; i++) {
+        srec_encode(&r[i], &s);
+        if (len + s.n > cap) {
+            size_t nc = cap ? 2 * cap : n * s.n;
+            uint8_t *nb;
+            if (nc < len + s.n)
+                nc = len + s.n;
+            if ((nb = realloc(b, nc)) == NULL) {
+                free(b);
+                return GT_ENOMEM;
+            }
+            b = nb;
+            cap = nc;
+        }
+        memcpy(b + len, s.b, s.n);
+        len += s.n;
+    }
+    gt_err_t rc = len ? state_write(st, b, len, true) : GT_OK;
+    free(b);
+    return rc;
 }
 
 void st_state_sync(st_local_t *st)

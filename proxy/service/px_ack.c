@@ -2,10 +2,9 @@
  *
  * Acks are per entry: each receipt handle gets its own status (an expired,
  * superseded or unknown handle is INVALID_RECEIPT_HANDLE) and the top-level
- * status is their common code or MULTIPLE_RESULTS.  The store may answer
- * each ack asynchronously; a counter under the context's lock sends the
- * reply when the last one is in. */
-#include <pthread.h>
+ * status is their common code or MULTIPLE_RESULTS.  The entries go to the
+ * store as one st_ack_batch(), whose one answer (a result per entry)
+ * sends the reply. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,23 +43,19 @@ static bool px_ack_target(px_call_t *call, const ProtobufCMessageDescriptor *rd,
 
 /* ---- AckMessage ---- */
 
+_Static_assert(PX_MAX_ACK_ENTRIES <= ST_ACK_MAX,
+               "an AckMessage's entries fit one st_ack_batch()");
+
 typedef struct px_ack_ctx {
     px_call_t *call;
     Apache__Rocketmq__V2__AckMessageRequest *req;
     char client_id[128];
-    pthread_mutex_t mu;
-    size_t pending;
-    gt_err_t *errs;
-    struct px_ack_one *ones; /* one callback argument per entry */
+    const char **handles;       /* into cur, for st_ack_batch() */
     char (*cur)[ST_HANDLE_MAX]; /* the store's handle for each entry */
 } px_ack_ctx_t;
 
-typedef struct px_ack_one {
-    px_ack_ctx_t *ctx;
-    size_t i;
-} px_ack_one_t;
-
-static void px_ack_reply(px_ack_ctx_t *ctx)
+/* errs: one result per entry (borrowed). */
+static void px_ack_reply(px_ack_ctx_t *ctx, const gt_err_t *errs)
 {
     size_t n = ctx->req->n_entries;
     Apache__Rocketmq__V2__AckMessageResponse resp =
@@ -78,12 +73,12 @@ static void px_ack_reply(px_ack_ctx_t *ctx)
     }
     for (size_t i = 0; i < n; i++) {
         const Apache__Rocketmq__V2__AckMessageEntry *e = ctx->req->entries[i];
-        px_code_t c = px_handle_code(ctx->errs[i]);
+        px_code_t c = px_handle_code(errs[i]);
         apache__rocketmq__v2__ack_message_result_entry__init(&ents[i]);
         px_status_set(&sts[i], c, c == PX_CODE(OK) ? "OK"
                       : c == PX_CODE(INVALID_RECEIPT_HANDLE)
                           ? "invalid receipt handle (expired, superseded or unknown)"
-                          : gt_err_str(ctx->errs[i]));
+                          : gt_err_str(errs[i]));
         ents[i].status = &sts[i];
         ents[i].message_id = e->message_id;
         ents[i].receipt_handle = e->receipt_handle;
@@ -104,29 +99,41 @@ out:
     free(sts);
 }
 
-static void px_ack_one_done(void *arg, gt_err_t err)
+static void px_ack_free(px_ack_ctx_t *ctx)
 {
-    px_ack_one_t *one = arg;
-    px_ack_ctx_t *ctx = one->ctx;
-    size_t left;
-
-    if (err == GT_OK)
-        px_client_release(px_svc(ctx->call), ctx->client_id,
-                          ctx->req->entries[one->i]->receipt_handle);
-    pthread_mutex_lock(&ctx->mu);
-    ctx->errs[one->i] = err;
-    left = --ctx->pending;
-    pthread_mutex_unlock(&ctx->mu);
-    if (left > 0)
-        return;
-    px_ack_reply(ctx);
-    px_call_unref(ctx->call);
-    px_request_free(&ctx->req->base);
-    pthread_mutex_destroy(&ctx->mu);
-    free(ctx->errs);
-    free(ctx->ones);
+    free(ctx->handles);
     free(ctx->cur);
     free(ctx);
+}
+
+static void px_acks_done(void *arg, gt_err_t err, const gt_err_t *errs,
+                         size_t n)
+{
+    px_ack_ctx_t *ctx = arg;
+    size_t want = ctx->req->n_entries;
+    gt_err_t *all = NULL;
+
+    if (err != GT_OK || n != want) {
+        /* the request as a whole failed: every entry gets its error */
+        if ((all = malloc(want * sizeof(*all))) != NULL)
+            for (size_t i = 0; i < want; i++)
+                all[i] = err != GT_OK ? err : GT_EIO;
+        errs = all;
+    }
+    if (errs != NULL) {
+        for (size_t i = 0; i < want; i++)
+            if (errs[i] == GT_OK)
+                px_client_release(px_svc(ctx->call), ctx->client_id,
+                                  ctx->req->entries[i]->receipt_handle);
+        px_ack_reply(ctx, errs);
+    } else {
+        px_reply_status(ctx->call, PX_DESC(ack_message_response),
+                        PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+    }
+    free(all);
+    px_call_unref(ctx->call);
+    px_request_free(&ctx->req->base);
+    px_ack_free(ctx);
 }
 
 void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
@@ -149,14 +156,10 @@ void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
         return;
     }
     ctx = calloc(1, sizeof(*ctx));
-    if (ctx == NULL || (ctx->errs = calloc(n, sizeof(*ctx->errs))) == NULL ||
-        (ctx->ones = calloc(n, sizeof(*ctx->ones))) == NULL ||
+    if (ctx == NULL || (ctx->handles = calloc(n, sizeof(*ctx->handles))) == NULL ||
         (ctx->cur = calloc(n, sizeof(*ctx->cur))) == NULL) {
-        if (ctx != NULL) {
-            free(ctx->errs);
-            free(ctx->ones);
-        }
-        free(ctx);
+        if (ctx != NULL)
+            px_ack_free(ctx);
         px_reply_status(call, rd, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
         return;
     }
@@ -164,17 +167,14 @@ void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
     ctx->req = req;
     px_keep_request(call);
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
-    pthread_mutex_init(&ctx->mu, NULL);
-    ctx->pending = n;
     px_call_ref(call);
     for (size_t i = 0; i < n; i++) {
-        ctx->ones[i] = (px_ack_one_t){ctx, i};
         px_client_current(px_svc(call), ctx->client_id,
                           req->entries[i]->receipt_handle, ctx->cur[i]);
+        ctx->handles[i] = ctx->cur[i];
     }
-    for (size_t i = 0; i < n; i++)
-        st_ack(px_svc(call)->store, req->group->name, req->topic->name,
-               ctx->cur[i], px_ack_one_done, &ctx->ones[i]);
+    st_ack_batch(px_svc(call)->store, req->group->name, req->topic->name,
+                 ctx->handles, n, px_acks_done, ctx);
 }
 
 /* ---- ChangeInvisibleDuration ---- */

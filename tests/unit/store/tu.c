@@ -372,6 +372,34 @@ gt_err_t tu_ack(st_store_t *st, const char *group, const char *topic,
     return w_wait(&w);
 }
 
+typedef struct acks_w {
+    waiter_t w;
+    gt_err_t *errs;
+    size_t cap, n;
+} acks_w_t;
+
+static void acks_cb(void *arg, gt_err_t err, const gt_err_t *errs, size_t n)
+{
+    acks_w_t *a = arg;
+    a->n = n;
+    for (size_t i = 0; i < n && i < a->cap; i++)
+        a->errs[i] = errs[i];
+    w_done(&a->w, err);
+}
+
+gt_err_t tu_ack_batch(st_store_t *st, const char *group, const char *topic,
+                      const char *const *handles, size_t n, gt_err_t *errs,
+                      size_t *nres)
+{
+    acks_w_t a = {.errs = errs, .cap = n};
+    w_init(&a.w);
+    st_ack_batch(st, group, topic, handles, n, acks_cb, &a);
+    gt_err_t rc = w_wait(&a.w);
+    if (nres)
+        *nres = a.n;
+    return rc;
+}
+
 gt_err_t tu_release(st_store_t *st, const char *group, const char *topic,
                     const char *handle)
 {

@@ -54,6 +54,11 @@ gt_err_t tu_pop_simple(st_store_t *st, const char *group, const char *topic,
                        tu_msg_t *out, size_t *n);
 gt_err_t tu_ack(st_store_t *st, const char *group, const char *topic,
                 const char *handle);
+/* st_ack_batch: the overall result; errs (room for n) gets the per-handle
+ * results and *nres (may be NULL) how many came. */
+gt_err_t tu_ack_batch(st_store_t *st, const char *group, const char *topic,
+                      const char *const *handles, size_t n, gt_err_t *errs,
+                      size_t *nres);
 gt_err_t tu_release(st_store_t *st, const char *group, const char *topic,
                     const char *handle);
 gt_err_t tu_change(st_store_t *st, const char *group, const char *topic,
