@@ -211,12 +211,12 @@ static void test_full_reopen(void)
     CU_ASSERT_EQUAL_FATAL(pop_all(st, 60000, m, N), N);
     /* every other handle acked, the others malformed (a byte too many):
      * N results in one batch */
-    char (*bad)[ST_HANDLE_MAX] = calloc(N, ST_HANDLE_MAX);
+    char (*bad)[ST_HANDLE_MAX + 1] = calloc(N, ST_HANDLE_MAX + 1);
     for (size_t i = 0; i < N; i++) {
         if (i % 2 == 0) {
             h[i] = m[i].handle;
         } else {
-            snprintf(bad[i], ST_HANDLE_MAX, "%sZ", m[i].handle);
+            snprintf(bad[i], sizeof(bad[i]), "%sZ", m[i].handle);
             h[i] = bad[i];
         }
     }
