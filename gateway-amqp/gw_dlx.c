@@ -162,7 +162,8 @@ static void put_entry(gw_tbuild_t *b, const dl_t *d, const gw_value_t *match, in
             int64_t c;
             if (gw_str_eq(k, "count") && !counted) {
                 counted = true;
-                cnt.v.i = gw_value_int(&v, &c) ? c + 1 : 1;
+                /* a client may have set it: saturates, never wraps */
+                cnt.v.i = gw_value_int(&v, &c) ? (c < INT64_MAX ? c + 1 : c) : 1;
                 v = cnt;
             }
             e[n++] = (ent_t){k, v};

@@ -360,6 +360,37 @@ def scenario_blocked():
     sub.close()
 
 
+def scenario_xdeath_count_max():
+    """A client-set x-death entry whose count is the largest long: the
+    next death of that queue and reason keeps it there (it went negative)."""
+    conn = connect()
+    ch = conn.channel()
+    fresh_queue(ch, 'pika.xd.dlq')
+    fresh_queue(ch, 'pika.xd.src', arguments={'x-dead-letter-exchange': '',
+                                             'x-dead-letter-routing-key': 'pika.xd.dlq'})
+    big = 2 ** 63 - 1
+    death = {'count': big, 'reason': 'rejected', 'queue': 'pika.xd.src', 'exchange': '',
+             'routing-keys': ['pika.xd.src']}
+    ch.basic_publish('', 'pika.xd.src', b'x', pika.BasicProperties(headers={'x-death': [death]}))
+    m = [None]
+
+    def get(q):
+        def f():
+            m[0] = ch.basic_get(q)
+            return m[0][0] is not None
+        return f
+
+    pump(conn, get('pika.xd.src'), 10, 'the published message')
+    ch.basic_reject(m[0][0].delivery_tag, requeue=False)
+    pump(conn, get('pika.xd.dlq'), 10, 'the dead-lettered message')
+    ch.basic_ack(m[0][0].delivery_tag)
+    deaths = m[0][1].headers['x-death']
+    assert len(deaths) == 1 and deaths[0]['count'] == big, deaths
+    ch.queue_delete('pika.xd.src')
+    ch.queue_delete('pika.xd.dlq')
+    conn.close()
+
+
 SCENARIOS = {name[len('scenario_'):]: fn for name, fn in globals().items()
              if name.startswith('scenario_')}
 

@@ -46,7 +46,8 @@ function scenario(name, server = g, ms = 60000) {
   });
 }
 
-for (const name of ['confirms', 'qos', 'nack_requeue', 'exclusive', 'heartbeats']) {
+for (const name of ['confirms', 'qos', 'nack_requeue', 'exclusive', 'heartbeats',
+  'xdeath_count_max']) {
   test(`pika: ${name}`, { skip }, async () => {
     const out = await scenario(name);
     assert.match(out, new RegExp(`^ok ${name}$`, 'm'));
