@@ -29,7 +29,34 @@ const SANITIZER_MARKERS = [
   'ERROR: ThreadSanitizer', 'WARNING: ThreadSanitizer',
 ];
 
-export function freePort() {
+// Temporary directories go to os.tmpdir(): CTest's TMPDIR is a directory
+// of the build tree (tests/CMakeLists.txt), made here if it is gone.
+fs.mkdirSync(os.tmpdir(), { recursive: true });
+
+// Server ports.  freePort() cannot reserve a port, so it takes them below
+// the kernel's ephemeral range (ip_local_port_range), at random: there no
+// client connection's local port (any program's, another test run's) can
+// take one between the check here and the server's bind, or while a
+// restart test's server is down.  A port is handed out once per process.
+const EPHEMERAL_LOW = (() => {
+  try {
+    return Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    return 32768;
+  }
+})();
+const PORT_LOW = 10000;
+const portsGiven = new Set();
+
+function canListen(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+function ephemeralPort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
@@ -38,6 +65,16 @@ export function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+
+export async function freePort() {
+  for (let i = 0; EPHEMERAL_LOW - PORT_LOW >= 1000 && i < 100; i++) {
+    const port = PORT_LOW + Math.floor(Math.random() * (EPHEMERAL_LOW - PORT_LOW));
+    if (portsGiven.has(port) || !(await canListen(port))) continue;
+    portsGiven.add(port);
+    return port;
+  }
+  return ephemeralPort();
 }
 
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
@@ -139,9 +176,9 @@ ${opts.yaml ?? DEFAULT_YAML}`;
 
 // Spawns gantry and waits for /readyz (15 s, scaled).  Throws with the log if it
 // exits or never becomes ready.  freePort() cannot reserve a port: another
-// process (a second test run) may bind it before gantry does, so when the
-// ports were picked here and the server could not listen, it tries again
-// with new ones.
+// process (a second test run picking at random too) may bind it before
+// gantry does, so when the ports were picked here and the server could not
+// listen, it tries again with new ones.
 export async function startGantry(opts = {}) {
   const own = opts.grpcPort === undefined && opts.httpPort === undefined && opts.amqpPort === undefined;
   for (let attempt = 1; ; attempt++) {

@@ -87,6 +87,7 @@ char *tu_tmpdir(const char *name)
     char *p = NULL;
     if (!base || !*base)
         base = "/tmp";
+    (void)mkdir(base, 0755); /* CTest's TMPDIR (tests/CMakeLists.txt) */
     if (asprintf(&p, "%s/gt-st-%s-XXXXXX", base, name) < 0 || !mkdtemp(p)) {
         perror("mkdtemp");
         abort();
