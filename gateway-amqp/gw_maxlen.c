@@ -4,11 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "gt_log.h"
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
 
 #define DROP_MAX 32u              /* head messages per drop pop */
+#define DROP_RETRY_MS 50          /* a drop pop that found no head: again */
 #define SCAN_INVISIBLE_MS 600000LL /* start: the counting pass's pops */
 
 bool gw_maxlen_init(gw_queue_t *q)
@@ -118,8 +121,16 @@ static void drop_fn(gw_op_t *op)
     }
     if (q->lim != NULL) {
         q->lim->dropping = false;
-        if (o->n > 0)
+        if (o->n > 0) {
             enforce(q);
+        } else if (over(q->lim) && !q->gone && !b->stopping && q->kick_ev != NULL) {
+            /* Over the limit but no head was visible (held for a moment
+             * by a sweep, the start-up recount or a release in flight):
+             * look again shortly (kick_cb calls gw_maxlen_kick), instead
+             * of waiting for the next publish. */
+            struct timeval tv = {0, DROP_RETRY_MS * 1000};
+            event_add(q->kick_ev, &tv);
+        }
     }
     gw_queue_unref(q);
     free(o);
@@ -185,6 +196,11 @@ static void enforce(gw_queue_t *q)
     req.max = (uint32_t)n;
     req.invisible_ms = b->invisible_ms;
     st_pop(b->store, &req, drop_cb, o);
+}
+
+void gw_maxlen_kick(gw_queue_t *q)
+{
+    enforce(q);
 }
 
 void gw_maxlen_appended(gw_queue_t *q, uint64_t blen, bool ok)

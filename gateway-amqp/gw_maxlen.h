@@ -44,6 +44,8 @@ void gw_maxlen_free(gw_queue_t *q);
 bool gw_maxlen_admit(gw_queue_t *q, uint64_t blen);
 /* Its append answered (ok: stored); drop-head then drops what is over. */
 void gw_maxlen_appended(gw_queue_t *q, uint64_t blen, bool ok);
+/* The queue's timer fired: drop-head looks again (a pop found no head). */
+void gw_maxlen_kick(gw_queue_t *q);
 /* A pop took a ready message of blen body bytes (a delivery, a get). */
 void gw_maxlen_taken(gw_queue_t *q, uint64_t blen);
 /* A message is ready again (released or requeued). */

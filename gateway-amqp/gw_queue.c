@@ -12,6 +12,7 @@
 
 #include "gt_log.h"
 #include "gw_broker_int.h"
+#include "gw_maxlen.h"
 #include "gw_ops.h"
 #include "gw_reply.h"
 #include "gw_maxlen.h"
@@ -83,6 +84,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
+    gw_maxlen_kick(arg);
     gw_queue_kick(arg);
 }
 

@@ -161,8 +161,8 @@ test('concurrent publishers on a reject-publish queue: exactly max-length acked'
   }
 });
 
-test('the counts come back after a SIGKILL: drop-head by bytes, reject-publish by count', async () => {
-  let g = await startGantry({ logLevel: 'info', flush: 'sync' });
+async function countsComeBack(env) {
+  let g = await startGantry({ logLevel: 'info', flush: 'sync', env });
   let conn = await open(g);
   let ch = await conn.createConfirmChannel();
   await ch.assertQueue('ml.r1', { durable: true, arguments: { 'x-max-length-bytes': 100 } });
@@ -174,7 +174,7 @@ test('the counts come back after a SIGKILL: drop-head by bytes, reject-publish b
   await stopGantry(g, 'SIGKILL', { keepDir: true });
 
   g = await startGantry({ logLevel: 'info', flush: 'sync', dir: g.dir, grpcPort: g.grpcPort,
-    httpPort: g.httpPort, amqpPort: g.amqpPort });
+    httpPort: g.httpPort, amqpPort: g.amqpPort, env });
   try {
     conn = await open(g);
     ch = await conn.createConfirmChannel();
@@ -192,6 +192,19 @@ test('the counts come back after a SIGKILL: drop-head by bytes, reject-publish b
   } finally {
     await stopGantry(g);
   }
+}
+
+test('the counts come back after a SIGKILL: drop-head by bytes, reject-publish by count', async () => {
+  await countsComeBack({});
+});
+
+// Store answers late (as a remote store's): the start-up recount's releases
+// may still be in flight when the first publish wants to drop the head; the
+// drop pop then finds no visible head and must look again (it stopped, and
+// the queue stayed over its limit: failed 2 of 3 runs before the retry).
+test('the counts come back after a SIGKILL with late store answers: the drop-head looks again', async () => {
+  await countsComeBack({ GANTRY_TEST_LATE_STORE: '20000' });
+
 });
 
 test('dead-lettering: drop-head heads and reject-publish-dlx refusals with reason maxlen; reject-publish never', async () => {
