@@ -15,6 +15,7 @@ pkgs=(
   librabbitmq-dev              # bench/gt_bench_amqp (scripts/bench-amqp): the AMQP load client, rabbitmq-c
   python3-pika                 # integration tests: pika clients against the AMQP gateway (amqp_pika)
   amqp-tools                   # integration tests: rabbitmq-c's amqp-publish/-consume/-get (amqp_rabbitmq_c)
+  buildah umoci                # scripts/build-image (OCI image, no Docker daemon); tests/image unpacks it
 )
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
