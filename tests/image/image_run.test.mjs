@@ -1,16 +1,15 @@
 // The OCI image (scripts/build-image, $GANTRY_IMAGE) run from its own root
-// filesystem: the archive is unpacked with umoci, and the image's
-// entrypoint and arguments (from the image config) run under chroot, as
-// the image's user, in a private mount namespace that gets /dev and /proc
-// as a container runtime gives them.  Nothing from the host is on the
+// filesystem (rootfs.mjs: umoci unpack, chroot in a private mount
+// namespace with /dev and /proc): the image's entrypoint and arguments, as
+// the image's user, with the root read-only and /data and /tmp mounted
+// writable as the chart's pods have them.  Nothing from the host is on the
 // library path: gantry starting, answering /readyz, QueryRoute and an SDK
-// send/receive proves that every library it loads is in the image.
-// Also checks the image config (user, ports, volume, entrypoint) and that
-// the root holds nothing but the binaries, their libraries and a few /etc
+// send/receive proves that every library it loads is in the image.  Also
+// checks the image config (user, ports, volume, entrypoint) and that the
+// root holds nothing but the binaries, their libraries and a few /etc
 // files (no shell).  Needs root: skipped otherwise.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +18,7 @@ import {
   Raw, pb, resource, codeName, Code, startProducer, startSimpleConsumer, receiveAll,
   shutdownQuietly,
 } from '../integration/sdk_util.mjs';
+import { unpackImage, runInRoot, envOf } from './rootfs.mjs';
 
 const IMAGE = process.env.GANTRY_IMAGE;
 const isRoot = process.getuid?.() === 0;
@@ -29,25 +29,13 @@ let bundle;
 let imageConfig;
 let runtimeConfig;
 
-function readBlob(layout, digest) {
-  const [alg, hex] = digest.split(':');
-  return JSON.parse(fs.readFileSync(path.join(layout, 'blobs', alg, hex), 'utf8'));
-}
-
 before(() => {
   if (skip) return;
   assert.ok(IMAGE && fs.existsSync(IMAGE), `no image archive ${IMAGE} (scripts/build-image)`);
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-image-'));
-  const layout = path.join(dir, 'layout');
-  fs.mkdirSync(layout);
-  execFileSync('tar', ['-C', layout, '-xf', IMAGE]);
-  const index = JSON.parse(fs.readFileSync(path.join(layout, 'index.json'), 'utf8'));
-  assert.equal(index.manifests.length, 1);
-  const tag = index.manifests[0].annotations['org.opencontainers.image.ref.name'];
-  imageConfig = readBlob(layout, readBlob(layout, index.manifests[0].digest).config.digest);
-  bundle = path.join(dir, 'bundle');
-  execFileSync('umoci', ['unpack', '--image', `${layout}:${tag}`, bundle], { stdio: 'pipe' });
-  runtimeConfig = JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8'));
+  const u = unpackImage(IMAGE, dir);
+  bundle = path.dirname(u.rootfs);
+  ({ imageConfig, runtimeConfig } = u);
 });
 
 after(() => {
@@ -94,34 +82,24 @@ test('the root holds the binaries, their libraries and /etc basics only', { skip
 
 test('the entrypoint starts from the image root and serves gRPC and /readyz', { skip }, async () => {
   const rootfs = path.join(bundle, 'rootfs');
-  for (const d of ['dev', 'proc']) fs.mkdirSync(path.join(rootfs, d), { recursive: true });
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const amqpPort = await freePort();
   const { uid, gid } = runtimeConfig.process.user;
+  const data = path.join(dir, 'data-volume');
+  fs.mkdirSync(data);
+  fs.chownSync(data, uid, gid);
   // The image's own args; listen flags override the config file's.
-  const args = [...runtimeConfig.process.args,
+  const argv = [...runtimeConfig.process.args,
     '--grpc-listen', `127.0.0.1:${grpcPort}`, '--http-listen', `127.0.0.1:${httpPort}`,
     '--amqp-listen', `127.0.0.1:${amqpPort}`];
-  const quote = (s) => `'${s.replace(/'/g, "'\\''")}'`;
-  // One process all along (sh and chroot exec): its PID is gantry's.
-  const script = 'set -e; mount --rbind /dev "$1/dev"; mount -t proc proc "$1/proc"; ' +
-    `exec chroot --userspec=${uid}:${gid} "$1" ${args.map(quote).join(' ')}`;
-  const logPath = path.join(dir, 'gantry.log');
-  const logFd = fs.openSync(logPath, 'a');
-  const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', rootfs], {
-    stdio: ['ignore', logFd, logFd],
-    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...runtimeConfig.process.env.reduce((o, kv) => {
-      const i = kv.indexOf('=');
-      o[kv.slice(0, i)] = kv.slice(i + 1);
-      return o;
-    }, {}) },
+  const run = runInRoot({
+    rootfs, uid, gid, argv, env: envOf(runtimeConfig.process.env), logPath: path.join(dir, 'gantry.log'),
+    readOnlyRoot: true, binds: [{ host: data, target: '/data' }], tmpfs: ['/tmp'],
   });
-  fs.closeSync(logFd);
-  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const { proc, exited, log } = run;
   let exitInfo = null;
-  exited.then((e) => { exitInfo = e; });
-  const log = () => fs.readFileSync(logPath, 'utf8');
+  exited.then((x) => { exitInfo = x; });
   let producer;
   let consumer;
   let raw;
@@ -163,7 +141,6 @@ test('the entrypoint starts from the image root and serves gRPC and /readyz', { 
     assert.deepEqual(info, { code: 0, signal: null }, `gantry's exit:\n${log()}`);
   }
   // The store wrote into the volume, as the image user.
-  const data = path.join(rootfs, 'data');
   assert.ok(fs.readdirSync(data).length > 0, 'data in /data');
   assert.equal(fs.statSync(path.join(data, 'commitlog')).uid, uid);
 });
