@@ -80,6 +80,23 @@ test('the root holds the binaries, their libraries and /etc basics only', { skip
   }
 });
 
+test('every binary of the image loads from the image root (--help: no loader error)', { skip }, async () => {
+  const rootfs = path.join(bundle, 'rootfs');
+  const bins = fs.readdirSync(path.join(rootfs, 'usr/local/bin'));
+  assert.ok(bins.includes('gantry'));
+  const { uid, gid } = runtimeConfig.process.user;
+  for (const b of bins) {
+    const run = runInRoot({
+      rootfs, uid, gid, argv: [`/usr/local/bin/${b}`, '--help'], logPath: path.join(dir, `${b}.help.log`),
+      readOnlyRoot: true, tmpfs: ['/tmp'],
+    });
+    const info = await run.exited;
+    assert.doesNotMatch(run.log(), /error while loading shared libraries/, `${b}: ${run.log()}`);
+    // The loader's failure is exit 127; a binary's own usage error is not.
+    assert.ok(info.signal === null && info.code !== 127, `${b} --help: ${JSON.stringify(info)}\n${run.log()}`);
+  }
+});
+
 test('the entrypoint starts from the image root and serves gRPC and /readyz', { skip }, async () => {
   const rootfs = path.join(bundle, 'rootfs');
   const grpcPort = await freePort();
