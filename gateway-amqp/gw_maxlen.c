@@ -259,7 +259,7 @@ void gw_maxlen_purged(gw_queue_t *q, uint64_t n)
 typedef struct {
     gw_op_t op;
     gw_queue_t *q; /* ref */
-    void (*done)(gw_broker_t *b);
+    void (*done)(gw_queue_t *q);
     bool stats;      /* counting by st_stats */
     uint64_t ready;  /* st_stats' answer */
     uint32_t got;    /* the last pop's messages */
@@ -373,12 +373,12 @@ static void count_fn(gw_op_t *op)
                (int)q->nlen, q->name, (long long)q->lim->ready, (long long)q->lim->bytes,
                (long long)q->lim->max_len, (long long)q->lim->max_bytes);
     free(o->handles);
-    o->done(b);
+    o->done(q);
     gw_queue_unref(q);
     free(o);
 }
 
-bool gw_maxlen_recount(gw_queue_t *q, void (*done)(gw_broker_t *b))
+bool gw_maxlen_recount(gw_queue_t *q, void (*done)(gw_queue_t *q))
 {
     gw_broker_t *b = q->b;
     count_op_t *o;

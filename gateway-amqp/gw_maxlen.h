@@ -56,8 +56,9 @@ void gw_maxlen_purged(gw_queue_t *q, uint64_t n);
  * message: all of it). */
 uint64_t gw_maxlen_body_len(const uint8_t *rec, size_t len);
 
-/* At start: reads q's counts back; done(b) runs once they are in (at
- * once, returning false, when q has no limits). */
-bool gw_maxlen_recount(gw_queue_t *q, void (*done)(gw_broker_t *b));
+/* At start: reads q's counts back; done(q) runs once they are in (not
+ * at all, returning false, when q has no limits).  Nothing else may pop q
+ * meanwhile (a message popped then is not counted). */
+bool gw_maxlen_recount(gw_queue_t *q, void (*done)(gw_queue_t *q));
 
 #endif

@@ -219,10 +219,21 @@ void gw_meta_ready_step(gw_broker_t *b)
         b->ready_fn(b->ready_arg);
 }
 
+/* A queue read back at start has its unacked messages requeued and its
+ * counts read: only now is its head looked at for expired messages.  The
+ * look pops the head (invisible until given back), so done earlier it hid
+ * that message from the recount: one short, and the first publish after
+ * the restart did not drop the head. */
+static void queue_loaded(gw_queue_t *q)
+{
+    if (!q->gone && !q->b->stopping && q->ttl.head_ev != NULL)
+        gw_ttl_loaded(q);
+    gw_meta_ready_step(q->b);
+}
+
 static void requeue_fn(gw_op_t *op)
 {
     requeue_op_t *r = (requeue_op_t *)op;
-    gw_broker_t *b = op->b;
 
     if (op->err != GT_OK && op->err != GT_ENOTFOUND)
         GT_LOG(WARN, "amqp", "cannot requeue the unacked messages of %s: %s", r->id,
@@ -230,9 +241,9 @@ static void requeue_fn(gw_op_t *op)
     else if (r->n > 0)
         GT_LOG(INFO, "amqp", "%s: %llu unacked messages of an earlier run requeued", r->id,
                (unsigned long long)r->n);
-    /* then a limited queue's ready counts (gw_maxlen.h) */
-    if (!gw_maxlen_recount(r->q, gw_meta_ready_step))
-        gw_meta_ready_step(b);
+    /* then a limited queue's ready counts (gw_maxlen.h), then its head */
+    if (!gw_maxlen_recount(r->q, queue_loaded))
+        queue_loaded(r->q);
     gw_queue_unref(r->q);
     free(r);
 }
@@ -376,8 +387,9 @@ static void load_one(gw_broker_t *b, int phase, const lrec_t *r)
         q->durable = true;
         q->auto_delete = (r->value[1] & 2) != 0;
         q->ready = true;
-        if (gw_ttl_from_args(q))
-            gw_ttl_loaded(q);
+        if (!gw_ttl_from_args(q)) /* the head look follows (queue_loaded) */
+            GT_LOG(WARN, "amqp", "queue '%.*s': no memory for its TTL timers", (int)name.len,
+                   name.ptr);
         if (!gw_maxlen_init(q))
             GT_LOG(WARN, "amqp", "queue '%.*s': no memory for its length limits", (int)name.len,
                    name.ptr);
