@@ -143,7 +143,10 @@ typedef struct px_rpc_options {
      * call that would pass either bound is refused (on_reject(OVERLOAD))
      * without its message being read, unless nothing else is in flight
      * there; small calls may pass the server bound by a sixteenth
-     * (px_rpc_int.h).  <= 0: no bound. */
+     * (px_rpc_int.h).  A request whose size is not known yet (see
+     * reserve_bytes) counts at its worst case if that fits under the
+     * server bound, else is read on its guess one at a time
+     * (px_admit_enter_unknown).  <= 0: no bound. */
     int64_t max_inflight_bytes;
     int64_t max_conn_inflight_bytes;
     int max_header_bytes;       /* request metadata limit per call (a larger

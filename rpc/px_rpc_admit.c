@@ -11,7 +11,17 @@
  * bound protects grows by that sixteenth at most.  The runtime charges a
  * reservation at arrival, before the message is read (sized from what
  * the connection sent before, see px_admit_conn_size), and the real size
- * once it is in. */
+ * once it is in.
+ *
+ * A request whose size is not known yet (a connection's first of a
+ * method, or its probe after a refusal) may turn out as large as the
+ * largest message the core accepts, and the core reads it whole once its
+ * receive is posted: admitted on small guesses, eight connections'
+ * first 32 MiB batches were all read at once (bench-overload C, peak RSS
+ * up to 276 MiB at a 128 MiB bound).  So such a read is admitted only
+ * when its worst case fits under the server bound (held there until its
+ * message is in), or on its guess while no other such read is (one at a
+ * time): at most one read of unknown size is ever uncovered. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,8 +67,8 @@ static void px_admit_charge_locked(px_admit_t *a, px_conn_t *c, int64_t d)
 {
     a->bytes += d;
     c->bytes += d;
-    if (a->bytes > a->peak)
-        a->peak = a->bytes;
+    if (a->bytes + a->held > a->peak)
+        a->peak = a->bytes + a->held;
     if (a->bytes > a->burst_peak)
         a->burst_peak = a->bytes;
 }
@@ -91,30 +101,26 @@ static px_conn_t *px_admit_find_locked(px_admit_t *a, const char *peer)
     return c;
 }
 
-bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
-                    bool force, px_conn_t **conn)
+/* The server bound for a charge of `bytes` (small ones get headroom). */
+static int64_t px_admit_max(const px_admit_t *a, int64_t bytes)
+{
+    if (a->max > 0 && bytes <= PX_ADMIT_SMALL_BYTES)
+        return a->max + a->max / PX_ADMIT_SMALL_SHARE;
+    return a->max;
+}
+
+/* Charges an admitted call of `peer` (entry `c`, NULL if none yet). */
+static bool px_admit_add_locked(px_admit_t *a, const char *peer, px_conn_t *c,
+                                int64_t bytes, px_conn_t **conn)
 {
     size_t b = px_admit_hash(peer);
-    int64_t max = a->max;
-    px_conn_t *c;
-    bool ok = false;
 
-    if (max > 0 && bytes <= PX_ADMIT_SMALL_BYTES)
-        max += a->max / PX_ADMIT_SMALL_SHARE;
-    *conn = NULL;
-    pthread_mutex_lock(&a->mu);
-    c = px_admit_find_locked(a, peer);
-    if (!force && (px_admit_over(a->bytes, bytes, max) ||
-                   (c != NULL && px_admit_over(c->bytes, bytes, a->conn_max)))) {
-        a->rejected++;
-        goto out;
-    }
     if (c == NULL && a->n_idle >= PX_ADMIT_MAX_IDLE)
         px_admit_sweep_locked(a);
     if (c == NULL) {
         size_t n = strlen(peer) + 1;
         if ((c = calloc(1, sizeof(*c) + n)) == NULL)
-            goto out;
+            return false;
         memcpy(c->peer, peer, n);
         c->next = a->buckets[b];
         a->buckets[b] = c;
@@ -126,23 +132,96 @@ bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
     a->calls++;
     px_admit_charge_locked(a, c, bytes);
     *conn = c;
-    ok = true;
+    return true;
+}
+
+bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
+                    bool force, px_conn_t **conn)
+{
+    int64_t max = px_admit_max(a, bytes);
+    px_conn_t *c;
+    bool ok = false;
+
+    *conn = NULL;
+    pthread_mutex_lock(&a->mu);
+    c = px_admit_find_locked(a, peer);
+    if (!force && (px_admit_over(a->bytes + a->held, bytes, max) ||
+                   (c != NULL && px_admit_over(c->bytes, bytes, a->conn_max)))) {
+        a->rejected++;
+        goto out;
+    }
+    ok = px_admit_add_locked(a, peer, c, bytes, conn);
 out:
     pthread_mutex_unlock(&a->mu);
     return ok;
+}
+
+bool px_admit_enter_unknown(px_admit_t *a, const char *peer, int64_t guess,
+                            int64_t worst, px_conn_t **conn, int64_t *held,
+                            bool *guessed)
+{
+    int64_t used;
+    px_conn_t *c;
+    bool ok = false;
+
+    *held = 0;
+    *guessed = false;
+    if (a->max <= 0)
+        return px_admit_enter(a, peer, guess, false, conn);
+    if (worst < guess)
+        worst = guess;
+    *conn = NULL;
+    pthread_mutex_lock(&a->mu);
+    used = a->bytes + a->held;
+    c = px_admit_find_locked(a, peer);
+    if (c != NULL && px_admit_over(c->bytes, guess, a->conn_max))
+        goto refused;
+    if (used + worst <= a->max) {
+        if (!px_admit_add_locked(a, peer, c, guess, conn))
+            goto out;
+        *held = worst - guess;
+        a->held += *held;
+        if (a->bytes + a->held > a->peak)
+            a->peak = a->bytes + a->held;
+        ok = true;
+        goto out;
+    }
+    if (a->guessed < PX_ADMIT_GUESSED_MAX &&
+        !px_admit_over(used, guess, px_admit_max(a, guess))) {
+        if (!px_admit_add_locked(a, peer, c, guess, conn))
+            goto out;
+        a->guessed++;
+        *guessed = true;
+        ok = true;
+        goto out;
+    }
+refused:
+    a->rejected++;
+out:
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
+void px_admit_unknown_done(px_admit_t *a, int64_t held, bool guessed)
+{
+    if (held == 0 && !guessed)
+        return;
+    pthread_mutex_lock(&a->mu);
+    a->held -= held;
+    if (guessed)
+        a->guessed--;
+    pthread_mutex_unlock(&a->mu);
 }
 
 bool px_admit_adjust(px_admit_t *a, px_conn_t *conn, int64_t from, int64_t to,
                      bool force)
 {
     int64_t d = to - from;
-    int64_t max = a->max;
+    int64_t max = px_admit_max(a, to);
     bool ok = true;
 
-    if (max > 0 && to <= PX_ADMIT_SMALL_BYTES)
-        max += a->max / PX_ADMIT_SMALL_SHARE;
     pthread_mutex_lock(&a->mu);
-    if (d > 0 && !force && (px_admit_over(a->bytes - from, to, max) ||
+    if (d > 0 && !force && (px_admit_over(a->bytes + a->held - from, to, max) ||
                   px_admit_over(conn->bytes - from, to, a->conn_max))) {
         a->rejected++;
         ok = false;
@@ -210,8 +289,8 @@ void px_admit_note_refused(px_admit_t *a, const char *peer, size_t m)
             a->n_idle++;
         }
     }
-    if (c != NULL && c->size_avg[m] == 0)
-        c->size_avg[m] = -1;
+    if (c != NULL && (c->size_avg[m] == 0 || c->size_avg[m] == -2))
+        c->size_avg[m] = -1; /* (a refused probe probes again) */
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -232,7 +311,7 @@ void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len)
 void px_admit_stats(px_admit_t *a, px_rpc_stats_t *out)
 {
     pthread_mutex_lock(&a->mu);
-    out->inflight_bytes = a->bytes;
+    out->inflight_bytes = a->bytes + a->held;
     out->inflight_peak_bytes = a->peak;
     out->rejected_overload = a->rejected;
     out->calls = a->calls;

@@ -42,11 +42,21 @@ typedef struct px_conn {
     char peer[];
 } px_conn_t;
 
+/* Reads of unknown size (px_admit_enter_unknown) admitted on their small
+ * guess, i.e. not covered by the server bound, at most this many at once
+ * server-wide. */
+#define PX_ADMIT_GUESSED_MAX 1
+
 /* Guarded by `mu`; `max`/`conn_max` are set at init and read-only. */
 typedef struct px_admit {
     pthread_mutex_t mu;
     int64_t max, conn_max; /* <= 0: unbounded */
     int64_t bytes, peak;
+    /* Server-wide only: what reads of unknown size admitted at their
+     * worst case hold above their charge (worst - guess each), until
+     * their message is in; counted against `max` with `bytes`. */
+    int64_t held;
+    int guessed; /* reads of unknown size admitted on their guess */
     int64_t burst_peak;    /* highest since the last trim */
     uint64_t rejected, calls;
     size_t n_conns, n_idle; /* entries; of them without calls */
@@ -65,6 +75,22 @@ void px_admit_destroy(px_admit_t *a);
  * held to the server bound plus its headroom for small calls. */
 bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
                     bool force, px_conn_t **conn);
+/* A call from `peer` whose request size is not known yet (its
+ * connection's first of the method, or a probe) arrives: `guess` is what
+ * it probably takes, `worst` the most it may turn out to take.  Admitted
+ * (true, *conn set, `guess` charged as px_admit_enter does) when the
+ * connection bound takes `guess` (or the connection is idle) and either
+ * `worst` fits under the server bound -- then *held = worst - guess is
+ * held server-wide beside the charge -- or, failing that, `guess` fits
+ * and fewer than PX_ADMIT_GUESSED_MAX such reads admitted on their guess
+ * are in flight -- then *guessed is set and one of those slots taken.
+ * Release either with px_admit_unknown_done() once the message is in (or
+ * the call ends without it).  Refused otherwise (false, counted).
+ * Without a server bound it is px_admit_enter. */
+bool px_admit_enter_unknown(px_admit_t *a, const char *peer, int64_t guess,
+                            int64_t worst, px_conn_t **conn, int64_t *held,
+                            bool *guessed);
+void px_admit_unknown_done(px_admit_t *a, int64_t held, bool guessed);
 /* Changes an admitted call's charge from `from` to `to`.  Growing it past
  * a bound while something else is in flight there is refused unless
  * `force`: the charge stays `from`, the refusal is counted, false is
@@ -84,8 +110,9 @@ void px_admit_stats(px_admit_t *a, px_rpc_stats_t *out);
  * learnt (else a connection whose size is unknown could be refused for
  * as long as the bound stays full, never learning it). */
 int64_t px_admit_conn_size(px_admit_t *a, const char *peer, size_t m);
-/* A call of method index `m` from `peer`, of unknown size, was refused
- * at arrival: marks the connection (creating its entry) for a probe. */
+/* A call of method index `m` from `peer`, of unknown size (a probe
+ * too), was refused at arrival: marks the connection (creating its
+ * entry) for a probe. */
 void px_admit_note_refused(px_admit_t *a, const char *peer, size_t m);
 /* Folds a request of `len` bytes of method index `m` into its
  * connection's average (weight 1/4; the first sets it). */

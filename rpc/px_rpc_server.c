@@ -126,6 +126,12 @@ struct px_call {
      * set, zeroed under `mu` when the status is sent. */
     px_conn_t *conn;
     int64_t charged;
+    /* A request of unknown size until it is in: what admission holds
+     * for its worst case, or whether it took the one slot of reads
+     * admitted on a guess (px_admit_enter_unknown).  Same threads as
+     * `charged`; released by px_call_unknown_done. */
+    int64_t unknown_held;
+    bool unknown_guessed;
     size_t midx; /* index of `method` in the table */
 
     pthread_mutex_t mu;
@@ -218,12 +224,22 @@ static bool px_call_over_take_locked(px_call_t *c, void (**fn)(void *, bool),
     return true;
 }
 
+/* The request's size is known (its message is in), or the call ends:
+ * releases what admission held for a request of unknown size. */
+static void px_call_unknown_done(px_call_t *c)
+{
+    px_admit_unknown_done(&c->srv->admit, c->unknown_held, c->unknown_guessed);
+    c->unknown_held = 0;
+    c->unknown_guessed = false;
+}
+
 static void px_call_free(px_call_t *c)
 {
     if (c->over_fn != NULL) /* never closed: nothing was confirmed */
         c->over_fn(c->over_arg, false);
     if (c->method != NULL && c->method->on_done != NULL)
         c->method->on_done(c);
+    px_call_unknown_done(c);
     if (c->conn != NULL && px_admit_leave(&c->srv->admit, c->conn, c->charged))
         atomic_store(&c->srv->trim_due_ms, px_mono_ms() + PX_RPC_TRIM_DELAY_MS);
     while (c->q_head != NULL) {
@@ -803,6 +819,9 @@ static void px_call_on_recv(px_call_t *c, bool ok)
     bool bidi = m->kind == PX_RPC_BIDI_STREAM;
 
     c->recv_buf = NULL;
+    /* The read is over (a message, none, or failed): its size is no
+     * longer unknown. */
+    px_call_unknown_done(c);
     if (ok && bb != NULL) {
         grpc_byte_buffer_reader rd;
         int64_t len = (int64_t)grpc_byte_buffer_length(bb);
@@ -908,7 +927,11 @@ static void px_server_request(px_rpc_server_t *srv);
  * connections, at most its reserve_bytes -- and if that is refused, its
  * next one reserves 1 KiB, so that its size is learnt even while the
  * bound stays full (one message read per such connection, at most);
- * other methods reserve 1 KiB.
+ * other methods reserve 1 KiB.  Those two (a first request and a probe)
+ * are of unknown size: admitted only if their worst case (PX_RPC_COPIES
+ * times the largest message the core accepts) fits under the server
+ * bound, or else on their guess one at a time server-wide
+ * (px_admit_enter_unknown), until their message is in.
  * Bidi streams reserve nothing and are always admitted.  A refused call
  * is answered without its message being read: the core never opens the
  * stream's flow-control window for it. */
@@ -921,7 +944,11 @@ static bool px_call_admit(px_call_t *c)
     bool bidi = m->kind == PX_RPC_BIDI_STREAM;
     int64_t cap = m->reserve_bytes > 0 ? m->reserve_bytes
                                        : PX_RPC_RESERVE_DEFAULT;
+    int64_t most = srv->opts.max_receive_bytes > cap
+                       ? srv->opts.max_receive_bytes
+                       : cap;
     int64_t want = 0, seen = 0;
+    bool ok;
 
     for (c->midx = 0; c->midx < srv->methods->count &&
                       srv->methods->methods[c->midx] != m;
@@ -934,9 +961,6 @@ static bool px_call_admit(px_call_t *c)
          * reservation, and learn the size. */
         want = PX_RPC_RESERVE_DEFAULT;
     } else if (seen > 0) {
-        int64_t most = srv->opts.max_receive_bytes > cap
-                           ? srv->opts.max_receive_bytes
-                           : cap;
         want = seen > most ? most : seen;
         want *= PX_RPC_COPIES;
         if (want < PX_RPC_RESERVE_DEFAULT)
@@ -948,9 +972,15 @@ static bool px_call_admit(px_call_t *c)
                : want > cap                  ? cap
                                              : want;
     }
-    if (!px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn)) {
+    if (!bidi && m->reserve_bytes > 0 && seen <= 0)
+        ok = px_admit_enter_unknown(&srv->admit, px_call_peer(c), want,
+                                    most * PX_RPC_COPIES, &c->conn,
+                                    &c->unknown_held, &c->unknown_guessed);
+    else
+        ok = px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn);
+    if (!ok) {
         px_rpc_stats_t st;
-        if (seen == 0 && m->reserve_bytes > 0)
+        if (seen <= 0 && m->reserve_bytes > 0 && !bidi)
             px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
         px_admit_stats(&srv->admit, &st);
         GT_LOG(DEBUG, "rpc", "%s from %s refused at arrival (overload): "

@@ -92,22 +92,47 @@ test('one connection past its own bound is refused while another connection is s
   }
 });
 
-// Opens a SendMessage call on its own connection and sends the start of a
-// 4 MiB message, never the rest: admitted, the call holds its reservation
-// until the connection is closed.  Returns the http2 session.
-function stalledSend(endpoint) {
-  const session = http2.connect(`http://${endpoint}`);
-  session.on('error', () => {});
+// Starts a SendMessage call on `session` (raw HTTP/2).  With `body` (a
+// serialized request) it is sent whole; without, only the start of a
+// 4 MiB message is sent, never the rest: once admitted, the call holds
+// what admission gave it until the connection is closed.  `answer`
+// resolves with the status code of the response message when the stream
+// closes (null if there was none).
+function rawSend(session, body) {
   const st = session.request({
     ':method': 'POST', ':path': '/apache.rocketmq.v2.MessagingService/SendMessage',
     'content-type': 'application/grpc', te: 'trailers', 'x-mq-client-id': 'stalled',
   });
   st.on('error', () => {});
-  st.on('data', () => {});
-  const head = Buffer.alloc(5 + 16 * 1024);
-  head.writeUInt32BE(4 * MiB, 1);
-  st.write(head);
-  return session;
+  const chunks = [];
+  st.on('data', (d) => chunks.push(d));
+  const answer = new Promise((resolve) => st.on('close', () => {
+    const b = Buffer.concat(chunks);
+    if (b.length < 5) { resolve(null); return; }
+    const msg = b.subarray(5, 5 + b.readUInt32BE(1));
+    resolve(pb.SendMessageResponse.deserializeBinary(new Uint8Array(msg)).getStatus().getCode());
+  }));
+  if (body) {
+    const head = Buffer.alloc(5);
+    head.writeUInt32BE(body.length, 1);
+    st.end(Buffer.concat([head, body]));
+  } else {
+    const head = Buffer.alloc(5 + 16 * 1024);
+    head.writeUInt32BE(4 * MiB, 1);
+    st.write(head);
+  }
+  return answer;
+}
+
+// A stalled SendMessage (rawSend without a body) on its own connection;
+// with `warm` (a serialized request) that connection first sends it whole
+// (answered OK), so that the size of its requests is known.  Returns
+// {session, answer}.
+async function stalledSend(endpoint, warm) {
+  const session = http2.connect(`http://${endpoint}`);
+  session.on('error', () => {});
+  if (warm) assert.equal(codeName(await rawSend(session, warm)), codeName(Code.OK));
+  return { session, answer: rawSend(session, null) };
 }
 
 async function inflightBytes(gs) {
@@ -116,30 +141,23 @@ async function inflightBytes(gs) {
 }
 
 test('a connection of small sends is served while large sends fill the bound', async () => {
-  // A fresh connection's SendMessage reserves one full-size message at
-  // arrival (4 MiB + 64 KiB, px_service.c) once the method's recent
-  // requests were that large: three such calls fill this bound exactly.
-  const reserve = 4 * MiB + 64 * 1024;
+  // A connection that sent 4 MiB requests reserves twice their size at
+  // arrival: three stalled sends of such connections fill this bound
+  // exactly.
+  const req = sendRequest([wireMessage({ topic: 'TopicTest', body: Buffer.alloc(4 * MiB, 0x64) })]);
+  const reqBytes = Buffer.from(req.serializeBinary());
   const g3 = await startGantry({
-    logLevel: 'info', serverYaml: `  max_inflight_bytes: ${3 * reserve}`,
+    logLevel: 'info', serverYaml: `  max_inflight_bytes: ${3 * 2 * reqBytes.length}`,
   });
   const ctl = new Raw(g3.endpoint);
-  const warm = new Raw(g3.endpoint);
   const big = new Raw(g3.endpoint);
   const fresh = new Raw(g3.endpoint);
   const stalled = [];
   try {
     // The control connection's requests are known to be small.
     assert.ok(await smallSendOk(ctl));
-    const req = sendRequest([wireMessage({ topic: 'TopicTest', body: Buffer.alloc(4 * MiB, 0x64) })]);
-    for (let i = 0; i < 4; i++) {
-      const r = await warm.unary('SendMessage', req, pb.SendMessageResponse);
-      assert.equal(r.err, null, r.err?.message);
-      assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK));
-    }
-    await waitFor(async () => (await inflightBytes(g3)) === 0, 10000, 'the warm-up sends over');
-    for (let i = 0; i < 3; i++) stalled.push(stalledSend(g3.endpoint));
-    await waitFor(async () => (await inflightBytes(g3)) === 3 * reserve, 10000,
+    for (let i = 0; i < 3; i++) stalled.push(await stalledSend(g3.endpoint, reqBytes));
+    await waitFor(async () => (await inflightBytes(g3)) === 3 * 2 * reqBytes.length, 10000,
       'three stalled sends holding the bound');
     // Full for large requests...
     let r = await big.unary('SendMessage', req, pb.SendMessageResponse);
@@ -161,12 +179,52 @@ test('a connection of small sends is served while large sends fill the bound', a
       assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK), `send ${i + 2}`);
     }
   } finally {
-    for (const s of stalled) s.destroy();
+    for (const s of stalled) s.session.destroy();
     ctl.close();
-    warm.close();
     big.close();
     fresh.close();
     await stopGantry(g3);
+  }
+});
+
+test('first sends of unknown size are read one at a time when their worst case does not fit the bound', async () => {
+  // A 16 MiB bound and a 20 MiB receive limit (4 MiB batches + 16 MiB):
+  // a request of unknown size may take 40 MiB, so fresh connections'
+  // first sends are read one at a time.  Admitted on small guesses
+  // instead, all of them were read at once (bench-overload C).
+  const g5 = await startGantry({
+    logLevel: 'info', serverYaml: `  max_inflight_bytes: ${16 * MiB}`,
+    yaml: `
+message:
+  max_batch_bytes: ${4 * MiB}
+topics:
+  - {name: TopicTest, type: NORMAL, queues: 4}
+`,
+  });
+  const ctl = new Raw(g5.endpoint);
+  const fresh = new Raw(g5.endpoint);
+  const stalled = [];
+  try {
+    assert.ok(await smallSendOk(ctl));
+    // The first one is read (and never completes).
+    stalled.push(await stalledSend(g5.endpoint));
+    await waitFor(async () => (await inflightBytes(g5)) > 0, 10000, 'the first stalled send admitted');
+    // The next ones are answered TOO_MANY_REQUESTS without being read.
+    for (let i = 0; i < 3; i++) stalled.push(await stalledSend(g5.endpoint));
+    const answers = [];
+    for (const s of stalled.slice(1)) s.answer.then((c) => answers.push(c));
+    await waitFor(() => answers.length === 3, 10000, 'three stalled sends answered');
+    assert.deepEqual(answers.map(codeName), Array(3).fill(codeName(Code.TOO_MANY_REQUESTS)));
+    // A connection of known size is not held up.
+    assert.ok(await smallSendOk(ctl));
+    // The first one gone, a fresh connection's first send is read.
+    stalled[0].session.destroy();
+    assert.ok(await waitFor(() => smallSendOk(fresh), 10000, 'a fresh connection served'));
+  } finally {
+    for (const s of stalled) s.session.destroy();
+    ctl.close();
+    fresh.close();
+    await stopGantry(g5);
   }
 });
 

@@ -155,7 +155,9 @@ static void test_probe(void)
     CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), -1);
     /* One probe at a time: the next ones go by the usual guess. */
     CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 0);
+    /* A refused probe (or a call beside it): the next call probes. */
     px_admit_note_refused(&a, "p", 1);
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), -1);
     CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 0);
     CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 2), 0); /* other method */
     /* The probe's size is noted: known from then on. */
@@ -166,6 +168,111 @@ static void test_probe(void)
     px_admit_note_refused(&a, "p", 1); /* a known size is kept */
     CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), 300);
     px_admit_leave(&a, c, 1024);
+    px_admit_destroy(&a);
+}
+
+/* Reads of unknown size when the bound is tight (their worst case never
+ * fits): one at a time, on its guess; others of unknown size are
+ * refused meanwhile, those of known size are not. */
+static void test_unknown_tight(void)
+{
+    px_admit_t a;
+    px_conn_t *c1, *c2, *k, *x;
+    int64_t held;
+    bool guessed;
+    px_rpc_stats_t st;
+
+    px_admit_init(&a, 16 * MiB, 0);
+    CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "p1", 1024, 40 * MiB, &c1,
+                                          &held, &guessed));
+    CU_ASSERT_EQUAL(held, 0);
+    CU_ASSERT_TRUE(guessed);
+    /* Another connection's first request waits for that one's size. */
+    CU_ASSERT_FALSE(px_admit_enter_unknown(&a, "p2", 1024, 40 * MiB, &x,
+                                           &held, &guessed));
+    CU_ASSERT_PTR_NULL(x);
+    CU_ASSERT_FALSE(guessed);
+    /* A request of known size is not held up. */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "k", 4 * MiB, false, &k));
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, 1024 + 4 * MiB);
+    CU_ASSERT_EQUAL(st.rejected_overload, 1);
+    /* The first one's message is in: the next may be read. */
+    px_admit_unknown_done(&a, 0, true);
+    CU_ASSERT_TRUE(px_admit_adjust(&a, c1, 1024, 6 * MiB, false));
+    CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "p2", 1024, 40 * MiB, &c2,
+                                          &held, &guessed));
+    CU_ASSERT_TRUE(guessed);
+    px_admit_unknown_done(&a, 0, true);
+    /* The slot needs the guess to fit too (here a small one, with the
+     * headroom for small calls): a full bound refuses it. */
+    CU_ASSERT_TRUE(px_admit_adjust(&a, c2, 1024, 6 * MiB, false));
+    CU_ASSERT_FALSE(px_admit_enter_unknown(&a, "p3", 2 * MiB, 40 * MiB, &x,
+                                           &held, &guessed));
+    px_admit_leave(&a, c1, 6 * MiB);
+    px_admit_leave(&a, c2, 6 * MiB);
+    px_admit_leave(&a, k, 4 * MiB);
+    /* Without a server bound nothing of this applies. */
+    px_admit_destroy(&a);
+    px_admit_init(&a, 0, 0);
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "p", 1024, 40 * MiB, &c1,
+                                              &held, &guessed));
+        CU_ASSERT_EQUAL(held, 0);
+        CU_ASSERT_FALSE(guessed);
+    }
+    for (int i = 0; i < 3; i++)
+        px_admit_leave(&a, c1, 1024);
+    px_admit_destroy(&a);
+}
+
+/* Reads of unknown size when the bound is loose: each holds its worst
+ * case under the bound, as many as fit; past that one more goes on its
+ * guess. */
+static void test_unknown_loose(void)
+{
+    enum { N = 8 };
+    px_admit_t a;
+    px_conn_t *c[N + 1], *x;
+    int64_t held[N + 1], h;
+    bool guessed[N + 1], g;
+    char peer[16];
+    px_rpc_stats_t st;
+
+    /* The connection bound (2 MiB) goes by the guess, not the worst case
+     * (which is server-wide only). */
+    px_admit_init(&a, N * 10 * MiB, 2 * MiB);
+    for (int i = 0; i < N; i++) {
+        snprintf(peer, sizeof(peer), "p%d", i);
+        CU_ASSERT_TRUE(px_admit_enter_unknown(&a, peer, 1024, 10 * MiB, &c[i],
+                                              &held[i], &guessed[i]));
+        CU_ASSERT_EQUAL(held[i], 10 * MiB - 1024);
+        CU_ASSERT_FALSE(guessed[i]);
+    }
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, N * 10 * MiB);
+    CU_ASSERT_EQUAL(st.inflight_peak_bytes, N * 10 * MiB);
+    /* The worst cases fill the bound, for known sizes too... */
+    CU_ASSERT_FALSE(px_admit_enter(&a, "k", MiB, false, &x));
+    /* ...except the headroom of small calls... */
+    CU_ASSERT_TRUE(px_admit_enter(&a, "k", 1024, false, &x));
+    px_admit_leave(&a, x, 1024);
+    /* ...and one read on its guess. */
+    CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "q", 1024, 10 * MiB, &c[N],
+                                          &held[N], &guessed[N]));
+    CU_ASSERT_TRUE(guessed[N]);
+    CU_ASSERT_FALSE(px_admit_enter_unknown(&a, "r", 1024, 10 * MiB, &x, &h, &g));
+    /* Messages in: holds released, real sizes charged. */
+    for (int i = 0; i <= N; i++) {
+        px_admit_unknown_done(&a, held[i], guessed[i]);
+        CU_ASSERT_TRUE(px_admit_adjust(&a, c[i], 1024, 2 * MiB, false));
+    }
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.inflight_bytes, (N + 1) * 2 * MiB);
+    CU_ASSERT_EQUAL(a.held, 0);
+    CU_ASSERT_EQUAL(a.guessed, 0);
+    for (int i = 0; i <= N; i++)
+        px_admit_leave(&a, c[i], 2 * MiB);
     px_admit_destroy(&a);
 }
 
@@ -236,6 +343,10 @@ int main(void)
     CU_add_test(s, "headroom for small calls", test_small_headroom);
     CU_add_test(s, "request sizes per connection", test_conn_size);
     CU_add_test(s, "a refused connection of unknown size probes", test_probe);
+    CU_add_test(s, "one read of unknown size at a time, tight bound",
+                test_unknown_tight);
+    CU_add_test(s, "reads of unknown size at their worst, loose bound",
+                test_unknown_loose);
     CU_add_test(s, "trim once per drained burst", test_trim);
     CU_add_test(s, "many connections", test_many_conns);
     CU_basic_set_mode(CU_BRM_VERBOSE);
