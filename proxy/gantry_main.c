@@ -382,10 +382,15 @@ static void rpc_metrics(void *arg, FILE *out)
             "# HELP gantry_grpc_inflight_request_bytes_peak Highest request "
             "bytes in flight since start.\n"
             "# TYPE gantry_grpc_inflight_request_bytes_peak gauge\n"
-            "gantry_grpc_inflight_request_bytes_peak %lld\n",
+            "gantry_grpc_inflight_request_bytes_peak %lld\n"
+            "# HELP gantry_grpc_admission_waiting_calls Calls whose request "
+            "size is not known yet, waiting to be read.\n"
+            "# TYPE gantry_grpc_admission_waiting_calls gauge\n"
+            "gantry_grpc_admission_waiting_calls %llu\n",
             (unsigned long long)st.calls,
             (unsigned long long)st.rejected_overload,
-            (long long)st.inflight_bytes, (long long)st.inflight_peak_bytes);
+            (long long)st.inflight_bytes, (long long)st.inflight_peak_bytes,
+            (unsigned long long)st.admission_waiting);
 }
 
 /* /metrics: the gRPC runtime's lines, then the AMQP gateway's. */

@@ -166,6 +166,8 @@ typedef struct px_rpc_stats {
     int64_t inflight_peak_bytes; /* highest since start */
     uint64_t rejected_overload;  /* calls refused by admission control */
     uint64_t calls;              /* calls dispatched to a method */
+    uint64_t admission_waiting;  /* calls of unknown size waiting for
+                                  * admission (not refused, not read) */
 } px_rpc_stats_t;
 
 /* Creates and starts a server that dispatches through `methods` (borrowed;

@@ -156,18 +156,20 @@ out:
     return ok;
 }
 
-bool px_admit_enter_unknown(px_admit_t *a, const char *peer, int64_t guess,
-                            int64_t worst, px_conn_t **conn, int64_t *held,
-                            bool *guessed)
+px_admit_verdict_t px_admit_enter_unknown(px_admit_t *a, const char *peer,
+                                          int64_t guess, int64_t worst,
+                                          px_conn_t **conn, int64_t *held,
+                                          bool *guessed)
 {
     int64_t used;
     px_conn_t *c;
-    bool ok = false;
+    px_admit_verdict_t v = PX_ADMIT_REFUSED;
 
     *held = 0;
     *guessed = false;
     if (a->max <= 0)
-        return px_admit_enter(a, peer, guess, false, conn);
+        return px_admit_enter(a, peer, guess, false, conn) ? PX_ADMIT_OK
+                                                           : PX_ADMIT_REFUSED;
     if (worst < guess)
         worst = guess;
     *conn = NULL;
@@ -183,23 +185,35 @@ bool px_admit_enter_unknown(px_admit_t *a, const char *peer, int64_t guess,
         a->held += *held;
         if (a->bytes + a->held > a->peak)
             a->peak = a->bytes + a->held;
-        ok = true;
+        v = PX_ADMIT_OK;
         goto out;
     }
-    if (a->guessed < PX_ADMIT_GUESSED_MAX &&
-        !px_admit_over(used, guess, px_admit_max(a, guess))) {
+    if (!px_admit_over(used, guess, px_admit_max(a, guess))) {
+        if (a->guessed >= PX_ADMIT_GUESSED_MAX) {
+            /* The guess fits, only the slot is taken: worth waiting for
+             * (not a refusal). */
+            v = PX_ADMIT_WAIT;
+            goto out;
+        }
         if (!px_admit_add_locked(a, peer, c, guess, conn))
             goto out;
         a->guessed++;
         *guessed = true;
-        ok = true;
+        v = PX_ADMIT_OK;
         goto out;
     }
 refused:
     a->rejected++;
 out:
     pthread_mutex_unlock(&a->mu);
-    return ok;
+    return v;
+}
+
+void px_admit_count_refusal(px_admit_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->rejected++;
+    pthread_mutex_unlock(&a->mu);
 }
 
 void px_admit_unknown_done(px_admit_t *a, int64_t held, bool guessed)

@@ -75,21 +75,37 @@ void px_admit_destroy(px_admit_t *a);
  * held to the server bound plus its headroom for small calls. */
 bool px_admit_enter(px_admit_t *a, const char *peer, int64_t bytes,
                     bool force, px_conn_t **conn);
+typedef enum px_admit_verdict {
+    PX_ADMIT_REFUSED = 0, /* over a bound: answer TOO_MANY_REQUESTS */
+    PX_ADMIT_OK = 1,
+    PX_ADMIT_WAIT = 2     /* would fit, but the one slot for reads on a
+                           * guess is taken: queue the call and try again
+                           * when something is released */
+} px_admit_verdict_t;
+
+/* Counts a refusal decided outside px_admit (a call that waited too long
+ * for admission, or found the wait queue full). */
+void px_admit_count_refusal(px_admit_t *a);
+
 /* A call from `peer` whose request size is not known yet (its
  * connection's first of the method, or a probe) arrives: `guess` is what
  * it probably takes, `worst` the most it may turn out to take.  Admitted
- * (true, *conn set, `guess` charged as px_admit_enter does) when the
- * connection bound takes `guess` (or the connection is idle) and either
- * `worst` fits under the server bound -- then *held = worst - guess is
- * held server-wide beside the charge -- or, failing that, `guess` fits
- * and fewer than PX_ADMIT_GUESSED_MAX such reads admitted on their guess
- * are in flight -- then *guessed is set and one of those slots taken.
- * Release either with px_admit_unknown_done() once the message is in (or
- * the call ends without it).  Refused otherwise (false, counted).
- * Without a server bound it is px_admit_enter. */
-bool px_admit_enter_unknown(px_admit_t *a, const char *peer, int64_t guess,
-                            int64_t worst, px_conn_t **conn, int64_t *held,
-                            bool *guessed);
+ * (PX_ADMIT_OK, *conn set, `guess` charged as px_admit_enter does) when
+ * the connection bound takes `guess` (or the connection is idle) and
+ * either `worst` fits under the server bound -- then *held = worst -
+ * guess is held server-wide beside the charge -- or, failing that,
+ * `guess` fits and fewer than PX_ADMIT_GUESSED_MAX such reads admitted on
+ * their guess are in flight -- then *guessed is set and one of those
+ * slots taken.  Release either with px_admit_unknown_done() once the
+ * message is in (or the call ends without it).  PX_ADMIT_WAIT (nothing
+ * held, not counted) when only the slot is missing: the caller queues
+ * the call (a fresh client is served a moment later, not refused).
+ * PX_ADMIT_REFUSED (counted) otherwise.  Without a server bound it is
+ * px_admit_enter. */
+px_admit_verdict_t px_admit_enter_unknown(px_admit_t *a, const char *peer,
+                                          int64_t guess, int64_t worst,
+                                          px_conn_t **conn, int64_t *held,
+                                          bool *guessed);
 void px_admit_unknown_done(px_admit_t *a, int64_t held, bool guessed);
 /* Changes an admitted call's charge from `from` to `to`.  Growing it past
  * a bound while something else is in flight there is refused unless

@@ -133,6 +133,11 @@ struct px_call {
     int64_t unknown_held;
     bool unknown_guessed;
     size_t midx; /* index of `method` in the table */
+    /* Waiting for admission (PX_ADMIT_WAIT): its reservation, worst case
+     * and since when; the link is guarded by srv->wait_mu. */
+    int64_t wait_want, wait_worst, wait_since_ms;
+    bool waiting; /* guarded by srv->wait_mu */
+    struct px_call *wait_next;
 
     pthread_mutex_t mu;
     int refs;
@@ -180,6 +185,13 @@ struct px_rpc_server {
     size_t n_live;
 
     px_admit_t admit; /* its own lock */
+    /* Calls of unknown size waiting for the slot of reads on a guess
+     * (px_call_admit), oldest first.  Each holds a call reference.
+     * wait_mu is taken before admit.mu, never after. */
+    pthread_mutex_t wait_mu;
+    px_call_t *wait_head, *wait_tail;
+    size_t n_wait_max;
+    _Atomic size_t n_wait;
     /* Per method (index as in methods->methods): a moving average of its
      * request sizes, which sizes the reservation at arrival. */
     _Atomic int64_t *req_avg;
@@ -226,11 +238,18 @@ static bool px_call_over_take_locked(px_call_t *c, void (**fn)(void *, bool),
 
 /* The request's size is known (its message is in), or the call ends:
  * releases what admission held for a request of unknown size. */
+static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire);
+static void px_call_wait_remove(px_call_t *c);
+
 static void px_call_unknown_done(px_call_t *c)
 {
+    bool released = c->unknown_held != 0 || c->unknown_guessed;
+
     px_admit_unknown_done(&c->srv->admit, c->unknown_held, c->unknown_guessed);
     c->unknown_held = 0;
     c->unknown_guessed = false;
+    if (released)
+        px_server_admit_waiters(c->srv, false);
 }
 
 static void px_call_free(px_call_t *c)
@@ -242,6 +261,8 @@ static void px_call_free(px_call_t *c)
     px_call_unknown_done(c);
     if (c->conn != NULL && px_admit_leave(&c->srv->admit, c->conn, c->charged))
         atomic_store(&c->srv->trim_due_ms, px_mono_ms() + PX_RPC_TRIM_DELAY_MS);
+    if (c->conn != NULL)
+        px_server_admit_waiters(c->srv, false); /* bytes were freed */
     while (c->q_head != NULL) {
         px_send_item_t *it = c->q_head;
         c->q_head = it->next;
@@ -904,6 +925,8 @@ static void px_call_on_close(px_call_t *c)
     pthread_mutex_unlock(&c->mu);
     if (over)
         over_fn(over_arg, delivered);
+    if (cancelled)
+        px_call_wait_remove(c);
     px_server_live_remove(c->srv, c);
     if (c->method != NULL && c->method->on_interrupt != NULL) {
         if (cancelled)
@@ -935,7 +958,7 @@ static void px_server_request(px_rpc_server_t *srv);
  * Bidi streams reserve nothing and are always admitted.  A refused call
  * is answered without its message being read: the core never opens the
  * stream's flow-control window for it. */
-static bool px_call_admit(px_call_t *c)
+static px_admit_verdict_t px_call_admit(px_call_t *c)
 {
     atomic_store_explicit(&c->srv->active_since_trim, true,
                           memory_order_relaxed);
@@ -948,7 +971,7 @@ static bool px_call_admit(px_call_t *c)
                        ? srv->opts.max_receive_bytes
                        : cap;
     int64_t want = 0, seen = 0;
-    bool ok;
+    px_admit_verdict_t ok;
 
     for (c->midx = 0; c->midx < srv->methods->count &&
                       srv->methods->methods[c->midx] != m;
@@ -972,13 +995,21 @@ static bool px_call_admit(px_call_t *c)
                : want > cap                  ? cap
                                              : want;
     }
-    if (!bidi && m->reserve_bytes > 0 && seen <= 0)
+    if (!bidi && m->reserve_bytes > 0 && seen <= 0) {
         ok = px_admit_enter_unknown(&srv->admit, px_call_peer(c), want,
                                     most * PX_RPC_COPIES, &c->conn,
                                     &c->unknown_held, &c->unknown_guessed);
-    else
-        ok = px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn);
-    if (!ok) {
+        if (ok == PX_ADMIT_WAIT) {
+            c->wait_want = want;
+            c->wait_worst = most * PX_RPC_COPIES;
+            return ok;
+        }
+    } else {
+        ok = px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn)
+                 ? PX_ADMIT_OK
+                 : PX_ADMIT_REFUSED;
+    }
+    if (ok == PX_ADMIT_REFUSED) {
         px_rpc_stats_t st;
         if (seen <= 0 && m->reserve_bytes > 0 && !bidi)
             px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
@@ -986,10 +1017,134 @@ static bool px_call_admit(px_call_t *c)
         GT_LOG(DEBUG, "rpc", "%s from %s refused at arrival (overload): "
                "wants %lld, %lld in flight", c->path, px_call_peer(c),
                (long long)want, (long long)st.inflight_bytes);
-        return false;
+        return ok;
     }
     c->charged = want;
+    return ok;
+}
+
+/* ------------------------------------------------- waiting for admission
+ *
+ * A request of unknown size that would fit but finds the one slot of
+ * reads on a guess taken (PX_ADMIT_WAIT) waits here instead of being
+ * refused: the slot frees as soon as that read's message is in (its size
+ * is then charged), usually within milliseconds, and a fresh client's
+ * first send is then served, not answered TOO_MANY_REQUESTS.  A waiting
+ * call has no receive posted, so the transport buffers at most its
+ * stream window (64 KiB) for it; the queue is bounded (n_wait_max) and a
+ * call waits at most PX_RPC_ADMIT_WAIT_MS (a slow reader holding the
+ * slot cannot park fresh clients for ever).  Whatever releases admission
+ * bytes or the slot looks at the head (px_server_admit_waiters); the
+ * workers also do, at least once a second, to expire old waiters. */
+#define PX_RPC_ADMIT_WAIT_MS 2000
+#define PX_RPC_WAIT_WINDOW_BYTES (64 * 1024)
+
+static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire)
+{
+    int64_t now = expire ? px_mono_ms() : 0;
+
+    while (atomic_load_explicit(&srv->n_wait, memory_order_acquire) > 0) {
+        px_admit_verdict_t v;
+        px_call_t *c;
+
+        pthread_mutex_lock(&srv->wait_mu);
+        c = srv->wait_head;
+        if (c == NULL) {
+            pthread_mutex_unlock(&srv->wait_mu);
+            return;
+        }
+        v = px_admit_enter_unknown(&srv->admit, px_call_peer(c), c->wait_want,
+                                   c->wait_worst, &c->conn, &c->unknown_held,
+                                   &c->unknown_guessed);
+        if (v == PX_ADMIT_WAIT) {
+            if (!expire || now - c->wait_since_ms < PX_RPC_ADMIT_WAIT_MS) {
+                pthread_mutex_unlock(&srv->wait_mu);
+                return;
+            }
+            px_admit_count_refusal(&srv->admit);
+            v = PX_ADMIT_REFUSED;
+        }
+        srv->wait_head = c->wait_next;
+        if (srv->wait_head == NULL)
+            srv->wait_tail = NULL;
+        c->wait_next = NULL;
+        c->waiting = false;
+        atomic_fetch_sub_explicit(&srv->n_wait, 1, memory_order_release);
+        pthread_mutex_unlock(&srv->wait_mu);
+        if (v == PX_ADMIT_OK) {
+            c->charged = c->wait_want;
+            GT_LOG(TRACE, "rpc", "call %s from %s admitted after %lld ms",
+                   c->path, px_call_peer(c),
+                   (long long)(px_mono_ms() - c->wait_since_ms));
+            px_call_start_recv(c);
+        } else {
+            px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
+            GT_LOG(DEBUG, "rpc", "%s from %s refused after waiting for "
+                   "admission", c->path, px_call_peer(c));
+            px_call_reject(c, PX_REJECT_OVERLOAD);
+        }
+        px_call_unref(c); /* the queue's reference */
+    }
+}
+
+/* Queues a call that got PX_ADMIT_WAIT; false (nothing queued) when the
+ * queue is full. */
+static bool px_call_wait_admission(px_call_t *c)
+{
+    px_rpc_server_t *srv = c->srv;
+
+    px_call_ref(c);
+    pthread_mutex_lock(&srv->wait_mu);
+    if (atomic_load_explicit(&srv->n_wait, memory_order_relaxed) >=
+        srv->n_wait_max) {
+        pthread_mutex_unlock(&srv->wait_mu);
+        px_admit_count_refusal(&srv->admit);
+        px_call_unref(c);
+        return false;
+    }
+    c->wait_since_ms = px_mono_ms();
+    c->waiting = true;
+    c->wait_next = NULL;
+    if (srv->wait_tail != NULL)
+        srv->wait_tail->wait_next = c;
+    else
+        srv->wait_head = c;
+    srv->wait_tail = c;
+    atomic_fetch_add_explicit(&srv->n_wait, 1, memory_order_release);
+    pthread_mutex_unlock(&srv->wait_mu);
+    /* The slot may have been freed between the verdict and the queueing,
+     * with nobody left to look. */
+    px_server_admit_waiters(srv, false);
     return true;
+}
+
+/* A cancelled call leaves the queue (if it is still there). */
+static void px_call_wait_remove(px_call_t *c)
+{
+    px_rpc_server_t *srv = c->srv;
+    px_call_t **pp, *prev = NULL;
+    bool removed = false;
+
+    if (atomic_load_explicit(&srv->n_wait, memory_order_acquire) == 0)
+        return;
+    pthread_mutex_lock(&srv->wait_mu);
+    if (c->waiting) {
+        for (pp = &srv->wait_head; *pp != NULL; prev = *pp, pp = &(*pp)->wait_next) {
+            if (*pp != c)
+                continue;
+            *pp = c->wait_next;
+            if (srv->wait_tail == c)
+                srv->wait_tail = prev;
+            c->wait_next = NULL;
+            c->waiting = false;
+            atomic_fetch_sub_explicit(&srv->n_wait, 1, memory_order_release);
+            removed = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srv->wait_mu);
+    if (removed)
+        px_call_unref(c);
 }
 
 /* Folds a request's size into its method's average (weight 1/4). */
@@ -1008,6 +1163,7 @@ static void px_call_on_request(px_call_t *c, bool ok)
     px_rpc_server_t *srv = c->srv;
     grpc_op op;
     size_t md_bytes;
+    px_admit_verdict_t v;
 
     if (!ok) { /* server shutting down: the request was withdrawn */
         px_call_unref(c);
@@ -1056,8 +1212,15 @@ static void px_call_on_request(px_call_t *c, bool ok)
         snprintf(msg, sizeof(msg), "unknown method %.250s", c->path);
         GT_LOG(DEBUG, "rpc", "%s from %s", msg, px_call_peer(c));
         px_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, msg);
-    } else if (!px_call_admit(c)) {
+    } else if ((v = px_call_admit(c)) == PX_ADMIT_REFUSED) {
         px_call_reject(c, PX_REJECT_OVERLOAD);
+    } else if (v == PX_ADMIT_WAIT) {
+        GT_LOG(TRACE, "rpc", "call %s from %s waits for admission", c->path,
+               px_call_peer(c));
+        if (!px_call_wait_admission(c)) {
+            px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
+            px_call_reject(c, PX_REJECT_OVERLOAD);
+        }
     } else {
         GT_LOG(TRACE, "rpc", "call %s from %s", c->path, px_call_peer(c));
         px_call_start_recv(c);
@@ -1125,6 +1288,8 @@ static void *px_worker_main(void *arg)
         else if (ev.type == GRPC_QUEUE_TIMEOUT &&
                  atomic_exchange(&srv->active_since_trim, false))
             malloc_trim(0);
+        if (atomic_load_explicit(&srv->n_wait, memory_order_relaxed) > 0)
+            px_server_admit_waiters(srv, true); /* expires old waiters */
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type != GRPC_OP_COMPLETE)
@@ -1166,6 +1331,7 @@ static void px_server_free(px_rpc_server_t *srv)
     free(srv->workers);
     free(srv->cqs);
     pthread_mutex_destroy(&srv->mu);
+    pthread_mutex_destroy(&srv->wait_mu);
     pthread_cond_destroy(&srv->cv);
     px_admit_destroy(&srv->admit);
     free(srv->req_avg);
@@ -1251,7 +1417,16 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     srv->methods = methods;
     px_admit_init(&srv->admit, opts->max_inflight_bytes,
                   opts->max_conn_inflight_bytes);
+    /* Waiting calls each let the transport buffer up to their window:
+     * together at most half the bound. */
+    srv->n_wait_max =
+        opts->max_inflight_bytes > 0
+            ? (size_t)(opts->max_inflight_bytes / 2 / PX_RPC_WAIT_WINDOW_BYTES)
+            : 0;
+    if (opts->max_inflight_bytes > 0 && srv->n_wait_max < 16)
+        srv->n_wait_max = 16;
     pthread_mutex_init(&srv->mu, NULL);
+    pthread_mutex_init(&srv->wait_mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     srv->t_shutdown = (px_tag_t){PX_TAG_SHUTDOWN, srv};
 
@@ -1376,6 +1551,8 @@ int px_rpc_server_port(const px_rpc_server_t *srv) { return srv->port; }
 void px_rpc_server_stats(px_rpc_server_t *srv, px_rpc_stats_t *out)
 {
     px_admit_stats(&srv->admit, out);
+    out->admission_waiting =
+        atomic_load_explicit(&srv->n_wait, memory_order_relaxed);
 }
 
 /* Interrupts every live call with SHUTDOWN, outside the server lock. */

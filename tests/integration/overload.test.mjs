@@ -135,6 +135,11 @@ async function stalledSend(endpoint, warm) {
   return { session, answer: rawSend(session, null) };
 }
 
+async function admissionWaiting(gs) {
+  const m = await httpGet(gs.httpPort, '/metrics');
+  return Number(m.body.match(/^gantry_grpc_admission_waiting_calls (\d+)$/m)[1]);
+}
+
 async function inflightBytes(gs) {
   const m = await httpGet(gs.httpPort, '/metrics');
   return Number(m.body.match(/^gantry_grpc_inflight_request_bytes (\d+)$/m)[1]);
@@ -187,11 +192,13 @@ test('a connection of small sends is served while large sends fill the bound', a
   }
 });
 
-test('first sends of unknown size are read one at a time when their worst case does not fit the bound', async () => {
+test('first sends of unknown size are read one at a time when their worst case does not fit the bound; the others wait, then are served', async () => {
   // A 16 MiB bound and a 20 MiB receive limit (4 MiB batches + 16 MiB):
   // a request of unknown size may take 40 MiB, so fresh connections'
   // first sends are read one at a time.  Admitted on small guesses
-  // instead, all of them were read at once (bench-overload C).
+  // instead, all of them were read at once (bench-overload C); refused
+  // instead, fresh clients got TOO_MANY_REQUESTS on a fresh server
+  // (admission_fresh).  So they wait for the slot, a bounded time.
   const g5 = await startGantry({
     logLevel: 'info', serverYaml: `  max_inflight_bytes: ${16 * MiB}`,
     yaml: `
@@ -204,27 +211,66 @@ topics:
   const ctl = new Raw(g5.endpoint);
   const fresh = new Raw(g5.endpoint);
   const stalled = [];
+  const answers = new Map();
   try {
     assert.ok(await smallSendOk(ctl));
     // The first one is read (and never completes).
     stalled.push(await stalledSend(g5.endpoint));
     await waitFor(async () => (await inflightBytes(g5)) > 0, 10000, 'the first stalled send admitted');
-    // The next ones are answered TOO_MANY_REQUESTS without being read.
+    // The next ones wait, neither read nor refused.
     for (let i = 0; i < 3; i++) stalled.push(await stalledSend(g5.endpoint));
-    const answers = [];
-    for (const s of stalled.slice(1)) s.answer.then((c) => answers.push(c));
-    await waitFor(() => answers.length === 3, 10000, 'three stalled sends answered');
-    assert.deepEqual(answers.map(codeName), Array(3).fill(codeName(Code.TOO_MANY_REQUESTS)));
+    stalled.forEach((s, i) => s.answer.then((c) => answers.set(i, c)));
+    await waitFor(async () => (await admissionWaiting(g5)) === 3, 10000, 'three sends waiting');
+    assert.equal(answers.size, 0, 'no stalled send answered while waiting');
     // A connection of known size is not held up.
     assert.ok(await smallSendOk(ctl));
-    // The first one gone, a fresh connection's first send is read.
+    // The first one gone, the next waiting one is read (it stalls in
+    // turn, holding the slot); the other two are answered
+    // TOO_MANY_REQUESTS once they have waited too long (2 s).
     stalled[0].session.destroy();
+    await waitFor(() => answers.size >= 3, 20000, 'the two last waiting sends answered');
+    assert.equal(answers.has(1), false, 'the second send was read, not answered');
+    assert.deepEqual([answers.get(2), answers.get(3)].map(codeName),
+      Array(2).fill(codeName(Code.TOO_MANY_REQUESTS)));
+    assert.equal(await admissionWaiting(g5), 0);
+    // The slot freed, a fresh connection's first send is served.
+    stalled[1].session.destroy();
     assert.ok(await waitFor(() => smallSendOk(fresh), 10000, 'a fresh connection served'));
   } finally {
     for (const s of stalled) s.session.destroy();
     ctl.close();
     fresh.close();
     await stopGantry(g5);
+  }
+});
+
+test('fresh connections whose first sends queue behind a slow one are all served, none refused', async () => {
+  // The slot of reads of unknown size is held by a stalled send for a
+  // moment; sends of fresh connections that arrive meanwhile wait and are
+  // served once it is released (they were refused before).
+  const g6 = await startGantry({
+    logLevel: 'info', serverYaml: `  max_inflight_bytes: ${16 * MiB}`,
+    yaml: `
+message:
+  max_batch_bytes: ${4 * MiB}
+topics:
+  - {name: TopicTest, type: NORMAL, queues: 4}
+`,
+  });
+  const conns = [];
+  let stall;
+  try {
+    stall = await stalledSend(g6.endpoint);
+    await waitFor(async () => (await inflightBytes(g6)) > 0, 10000, 'the stalled send admitted');
+    for (let i = 0; i < 8; i++) conns.push(new Raw(g6.endpoint));
+    const sends = conns.map((r) => smallSendOk(r));
+    await waitFor(async () => (await admissionWaiting(g6)) === 8, 10000, 'eight sends waiting');
+    stall.session.destroy();
+    assert.deepEqual(await Promise.all(sends), Array(8).fill(true));
+  } finally {
+    stall?.session.destroy();
+    for (const r of conns) r.close();
+    await stopGantry(g6);
   }
 });
 

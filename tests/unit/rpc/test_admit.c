@@ -183,32 +183,36 @@ static void test_unknown_tight(void)
     px_rpc_stats_t st;
 
     px_admit_init(&a, 16 * MiB, 0);
-    CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "p1", 1024, 40 * MiB, &c1,
-                                          &held, &guessed));
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "p1", 1024, 40 * MiB, &c1,
+                                          &held, &guessed), PX_ADMIT_OK);
     CU_ASSERT_EQUAL(held, 0);
     CU_ASSERT_TRUE(guessed);
-    /* Another connection's first request waits for that one's size. */
-    CU_ASSERT_FALSE(px_admit_enter_unknown(&a, "p2", 1024, 40 * MiB, &x,
-                                           &held, &guessed));
+    /* Another connection's first request waits for that one's size
+     * (queued by the runtime, not refused: not counted). */
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "p2", 1024, 40 * MiB, &x,
+                                           &held, &guessed), PX_ADMIT_WAIT);
     CU_ASSERT_PTR_NULL(x);
     CU_ASSERT_FALSE(guessed);
     /* A request of known size is not held up. */
     CU_ASSERT_TRUE(px_admit_enter(&a, "k", 4 * MiB, false, &k));
     px_admit_stats(&a, &st);
     CU_ASSERT_EQUAL(st.inflight_bytes, 1024 + 4 * MiB);
+    CU_ASSERT_EQUAL(st.rejected_overload, 0);
+    px_admit_count_refusal(&a);
+    px_admit_stats(&a, &st);
     CU_ASSERT_EQUAL(st.rejected_overload, 1);
     /* The first one's message is in: the next may be read. */
     px_admit_unknown_done(&a, 0, true);
     CU_ASSERT_TRUE(px_admit_adjust(&a, c1, 1024, 6 * MiB, false));
-    CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "p2", 1024, 40 * MiB, &c2,
-                                          &held, &guessed));
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "p2", 1024, 40 * MiB, &c2,
+                                          &held, &guessed), PX_ADMIT_OK);
     CU_ASSERT_TRUE(guessed);
     px_admit_unknown_done(&a, 0, true);
     /* The slot needs the guess to fit too (here a small one, with the
      * headroom for small calls): a full bound refuses it. */
     CU_ASSERT_TRUE(px_admit_adjust(&a, c2, 1024, 6 * MiB, false));
-    CU_ASSERT_FALSE(px_admit_enter_unknown(&a, "p3", 2 * MiB, 40 * MiB, &x,
-                                           &held, &guessed));
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "p3", 2 * MiB, 40 * MiB, &x,
+                                           &held, &guessed), PX_ADMIT_REFUSED);
     px_admit_leave(&a, c1, 6 * MiB);
     px_admit_leave(&a, c2, 6 * MiB);
     px_admit_leave(&a, k, 4 * MiB);
@@ -216,8 +220,8 @@ static void test_unknown_tight(void)
     px_admit_destroy(&a);
     px_admit_init(&a, 0, 0);
     for (int i = 0; i < 3; i++) {
-        CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "p", 1024, 40 * MiB, &c1,
-                                              &held, &guessed));
+        CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "p", 1024, 40 * MiB, &c1,
+                                              &held, &guessed), PX_ADMIT_OK);
         CU_ASSERT_EQUAL(held, 0);
         CU_ASSERT_FALSE(guessed);
     }
@@ -244,8 +248,8 @@ static void test_unknown_loose(void)
     px_admit_init(&a, N * 10 * MiB, 2 * MiB);
     for (int i = 0; i < N; i++) {
         snprintf(peer, sizeof(peer), "p%d", i);
-        CU_ASSERT_TRUE(px_admit_enter_unknown(&a, peer, 1024, 10 * MiB, &c[i],
-                                              &held[i], &guessed[i]));
+        CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, peer, 1024, 10 * MiB, &c[i],
+                                              &held[i], &guessed[i]), PX_ADMIT_OK);
         CU_ASSERT_EQUAL(held[i], 10 * MiB - 1024);
         CU_ASSERT_FALSE(guessed[i]);
     }
@@ -258,10 +262,15 @@ static void test_unknown_loose(void)
     CU_ASSERT_TRUE(px_admit_enter(&a, "k", 1024, false, &x));
     px_admit_leave(&a, x, 1024);
     /* ...and one read on its guess. */
-    CU_ASSERT_TRUE(px_admit_enter_unknown(&a, "q", 1024, 10 * MiB, &c[N],
-                                          &held[N], &guessed[N]));
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "q", 1024, 10 * MiB, &c[N],
+                                          &held[N], &guessed[N]), PX_ADMIT_OK);
     CU_ASSERT_TRUE(guessed[N]);
-    CU_ASSERT_FALSE(px_admit_enter_unknown(&a, "r", 1024, 10 * MiB, &x, &h, &g));
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "r", 1024, 10 * MiB, &x, &h, &g),
+                    PX_ADMIT_WAIT);
+    /* A guess that does not fit even with the headroom is refused. */
+    CU_ASSERT_EQUAL(px_admit_enter_unknown(&a, "r", 4 * MiB, 10 * MiB, &x, &h,
+                                           &g),
+                    PX_ADMIT_REFUSED);
     /* Messages in: holds released, real sizes charged. */
     for (int i = 0; i <= N; i++) {
         px_admit_unknown_done(&a, held[i], guessed[i]);
