@@ -401,7 +401,7 @@ static const cfg_desc_t cfg_server_keys[] = {
      "nothing else is in flight. A connection's first send, whose size is "
      "not known yet, counts as the largest it may be (twice the gRPC "
      "receive limit) if that fits, else is read only while no other such "
-     "send is read on a guess. Small requests (up to 64 KiB) may go a "
+     "send is read on a guess (it waits for that, at most 2 s). Small requests (up to 64 KiB) may go a "
      "sixteenth past it, so that clients of small requests are served while "
      "large ones fill it. The gRPC layer's own buffers get a memory "
      "quota of the same size: past it the layer cancels streams with "
