@@ -175,6 +175,9 @@ struct px_rpc_server {
      * widens the window between the client seeing the answer and the
      * call being freed. */
     int test_end_delay_ms;
+    /* How long a call may wait for admission (PX_RPC_ADMIT_WAIT_MS; tests
+     * change it with GANTRY_TEST_ADMIT_WAIT_MS). */
+    int64_t admit_wait_ms;
     px_tag_t t_shutdown;
 
     pthread_mutex_t mu;
@@ -1057,7 +1060,7 @@ static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire)
                                    c->wait_worst, &c->conn, &c->unknown_held,
                                    &c->unknown_guessed);
         if (v == PX_ADMIT_WAIT) {
-            if (!expire || now - c->wait_since_ms < PX_RPC_ADMIT_WAIT_MS) {
+            if (!expire || now - c->wait_since_ms < srv->admit_wait_ms) {
                 pthread_mutex_unlock(&srv->wait_mu);
                 return;
             }
@@ -1412,6 +1415,13 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
             srv->test_end_delay_ms = atoi(env);
             GT_LOG(WARN, "rpc", "test hook GANTRY_TEST_CALL_END_DELAY_MS=%d "
                    "is set", srv->test_end_delay_ms);
+        }
+        srv->admit_wait_ms = PX_RPC_ADMIT_WAIT_MS;
+        env = getenv("GANTRY_TEST_ADMIT_WAIT_MS");
+        if (env != NULL && atoi(env) > 0) {
+            srv->admit_wait_ms = atoi(env);
+            GT_LOG(WARN, "rpc", "test hook GANTRY_TEST_ADMIT_WAIT_MS=%lld is "
+                   "set", (long long)srv->admit_wait_ms);
         }
     }
     srv->methods = methods;
