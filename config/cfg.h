@@ -168,6 +168,11 @@ typedef struct cfg {
         int tx_check_interval_ms; /* orphan check period */
         int tx_max_checks;        /* then discarded */
     } message;
+    struct {                      /* gantry-store only */
+        char *listen, *http_listen; /* HOST:PORT */
+        int dedup_entries;        /* append de-dup window: entries, 0 off */
+        int dedup_window_ms;      /* ... and how long one is kept */
+    } store_server;
     cfg_amqp_t amqp;
     cfg_topic_t *topics;
     size_t n_topics;
@@ -198,7 +203,7 @@ gt_err_t cfg_load_string(cfg_t *cfg, const char *name, const char *yaml,
 /* Sets one key, e.g. ("server.grpc_listen", "127.0.0.1:9000"), validated
  * through the same table as the file (value is read like a plain YAML
  * scalar).  Only scalar keys of the mapping sections (server, log, store,
- * message, amqp) can be set; an alias (server.amqp_listen) sets the key it
+ * message, store_server, amqp) can be set; an alias (server.amqp_listen) sets the key it
  * stands for.  On failure *cfg is untouched and err gets "key.path: message".
  * Returns GT_OK, GT_EINVAL or GT_ENOMEM.  path and value are borrowed. */
 gt_err_t cfg_set(cfg_t *cfg, const char *path, const char *value, char *err,

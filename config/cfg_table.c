@@ -448,6 +448,25 @@ static const cfg_desc_t cfg_store_keys[] = {
      "up to about twice this many are in memory at once."},
 };
 
+static const cfg_desc_t cfg_store_server_keys[] = {
+    {"listen", CFG_T_STR, CFG_FIELD(cfg_t, store_server.listen),
+     "0.0.0.0:10911", 0, 0, NULL, cfg_check_listen, "HOST:PORT",
+     "Address of the store protocol's gRPC endpoint (gantry.store.v1, "
+     "docs/store-protocol.md) that `gantry` proxies in remote mode use."},
+    {"http_listen", CFG_T_STR, CFG_FIELD(cfg_t, store_server.http_listen),
+     "0.0.0.0:10912", 0, 0, NULL, cfg_check_listen, "HOST:PORT",
+     "Address of gantry-store's HTTP endpoint (health, readiness, metrics)."},
+    {"dedup_entries", CFG_T_INT, CFG_FIELD(cfg_t, store_server.dedup_entries),
+     "65536", 0, 1 << 24, NULL, NULL, NULL,
+     "Appends remembered by their idempotency key, so that a client's retry "
+     "is answered with the first attempt's result instead of being stored "
+     "twice; the oldest is forgotten first. 0 turns de-duplication off."},
+    {"dedup_window_ms", CFG_T_INT,
+     CFG_FIELD(cfg_t, store_server.dedup_window_ms), "60000", 1000, 3600000,
+     NULL, NULL, NULL,
+     "How long an append is remembered for de-duplication."},
+};
+
 static const cfg_desc_t cfg_message_keys[] = {
     {"max_delay_ms", CFG_T_INT, CFG_FIELD(cfg_t, message.max_delay_ms),
      "86400000", 1000, 7 * 86400000, NULL, NULL, NULL,
@@ -778,6 +797,12 @@ const cfg_section_t cfg_sections[] = {
      "Message storage."},
     {"message", cfg_message_keys, N(cfg_message_keys), false, 0, 0, 0, NULL,
      "Delayed and transactional message rules."},
+    {"store_server", cfg_store_server_keys, N(cfg_store_server_keys), false,
+     0, 0, 0, NULL,
+     "`gantry-store` only (the store node; `gantry` ignores this section): "
+     "its listeners and the append de-duplication window. It reads `store`, "
+     "`log` and `server.threads` / `shutdown_timeout_ms` / "
+     "`max_inflight_bytes` / `max_conn_inflight_bytes` too."},
     {"amqp", cfg_amqp_keys, N(cfg_amqp_keys), false, 0, 0, 0, NULL,
      "The AMQP 0-9-1 gateway (RabbitMQ clients): its listener, the values "
      "it proposes in connection.tune, limits, and its users, vhosts and "

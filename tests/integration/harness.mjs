@@ -17,6 +17,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const require = createRequire(path.join(here, 'package.json'));
 export const GANTRY_BIN = process.env.GANTRY_BIN ||
   path.resolve(here, '../../build/gantry');
+// The store node (store-server/); startStore() runs it.
+export const GANTRY_STORE_BIN = process.env.GANTRY_STORE_BIN ||
+  path.resolve(here, '../../build/gantry-store');
 
 // TSan: Debian's grpc/abseil are not instrumented, so accesses made by
 // their code are ignored (ignore_noninstrumented_modules) and reports that
@@ -124,7 +127,9 @@ groups:
   - {name: GroupTest, max_delivery_attempts: 4}
 `;
 
-// Writes the config and spawns gantry.  Returns a handle; does not wait.
+// Writes the config and spawns gantry (opts.storeNode: gantry-store, its
+// gRPC and HTTP ports in the store_server section).  Returns a handle;
+// does not wait.
 export async function spawnGantry(opts = {}) {
   // opts.dir reuses an earlier server's directory (data and ports are
   // kept), for restart tests.  Every server gets its own free AMQP port
@@ -141,6 +146,10 @@ export async function spawnGantry(opts = {}) {
   http_listen: "127.0.0.1:${httpPort}"
   shutdown_timeout_ms: ${opts.shutdownTimeoutMs ?? 3000}
 ${opts.serverYaml ?? ''}
+${opts.storeNode ? `store_server:
+  listen: "127.0.0.1:${grpcPort}"
+  http_listen: "127.0.0.1:${httpPort}"
+${opts.storeServerYaml ?? ''}` : ''}
 amqp:
   listen: "${opts.amqpListen ?? `127.0.0.1:${amqpPort}`}"
 ${opts.amqpYaml ?? ''}
@@ -153,7 +162,8 @@ ${opts.yaml ?? DEFAULT_YAML}`;
   fs.writeFileSync(cfgPath, yaml);
   const logPath = path.join(dir, 'gantry.log');
   const logFd = fs.openSync(logPath, 'a');
-  const proc = spawn(GANTRY_BIN, ['--config', cfgPath, ...(opts.args ?? [])], {
+  const bin = opts.storeNode ? GANTRY_STORE_BIN : GANTRY_BIN;
+  const proc = spawn(bin, ['--config', cfgPath, ...(opts.args ?? [])], {
     stdio: ['ignore', logFd, logFd],
     env: {
       ...process.env,
@@ -207,6 +217,12 @@ async function startOnce(opts) {
   }
   g.proc.kill('SIGKILL');
   throw new Error(`gantry not ready within timeout:\n${g.log()}`);
+}
+
+// A gantry-store node (same options and handle as startGantry; its gRPC
+// endpoint serves gantry.store.v1).  Stop it with stopGantry().
+export function startStore(opts = {}) {
+  return startGantry({ ...opts, storeNode: true });
 }
 
 export function sanitizerReport(text) {

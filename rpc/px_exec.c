@@ -1,4 +1,4 @@
-/* The front end's executor: a few threads that run posted tasks in the
+/* The front end's executor (gantry's service, gantry-store's): a few threads that run posted tasks in the
  * order they were posted (several at once when there are several threads).
  *
  * The store is opened through st_exec_open() with this executor, so every
@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "gt_log.h"
-#include "px_service.h"
+#include "px_exec.h"
 
 typedef struct px_task {
     struct px_task *next;

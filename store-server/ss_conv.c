@@ -1,0 +1,135 @@
+/* Conversions between the store protocol's messages (gantry.store.v1) and
+ * st.h's structures.  Requests are read in place (st.h borrows strings for
+ * the duration of a call); results borrow the store's borrowed result for
+ * as long as the callback that packs them. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ss_int.h"
+
+int64_t ss_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every response type but MetaWatchResponse starts with `ErrorCode err =
+ * 1`: a response holding only err is that one varint field (proto3 leaves
+ * out a zero).  Writing it directly serves all of them. */
+void ss_reply_err(px_call_t *call, gt_err_t err)
+{
+    uint8_t buf[2];
+    size_t len = 0;
+
+    if (err != GT_OK) {
+        buf[0] = 0x08; /* field 1, varint */
+        buf[1] = (uint8_t)err; /* < 128 */
+        len = 2;
+    }
+    px_call_send(call, buf, len);
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+gt_err_t ss_msg_from_pb(const ss_pb_msg_t *m, st_message_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (m->n_keys > ST_MAX_KEYS || m->n_props > ST_MAX_PROPS)
+        return GT_EINVAL;
+    if (m->queue_id < ST_QUEUE_ANY)
+        return GT_EINVAL;
+    out->tag = ss_opt(m->tag);
+    for (size_t i = 0; i < m->n_keys; i++)
+        out->keys[i] = m->keys[i];
+    out->nkeys = (uint32_t)m->n_keys;
+    out->msg_id = ss_opt(m->msg_id);
+    for (size_t i = 0; i < m->n_props; i++) {
+        if (m->props[i] == NULL)
+            return GT_EINVAL;
+        out->props[i].key = m->props[i]->key;
+        out->props[i].value = m->props[i]->value;
+    }
+    out->nprops = (uint32_t)m->n_props;
+    out->born_ts_ms = m->born_ts_ms;
+    out->born_host = ss_opt(m->born_host);
+    out->msg_group = ss_opt(m->msg_group);
+    out->delivery_ts_ms = m->delivery_ts_ms;
+    out->body = m->body.data;
+    out->body_len = (uint32_t)m->body.len;
+    out->queue_id = m->queue_id;
+    out->tx_half = m->tx_half;
+    return GT_OK;
+}
+
+static char *ss_str(const char *s)
+{
+    return (char *)(s != NULL ? s : "");
+}
+
+void ss_msg_to_pb(const st_message_t *in, ss_msg_out_t *out)
+{
+    ss_pb_msg_t *m = &out->m;
+    uint32_t nk = in->nkeys < ST_MAX_KEYS ? in->nkeys : ST_MAX_KEYS;
+    uint32_t np = in->nprops < ST_MAX_PROPS ? in->nprops : ST_MAX_PROPS;
+
+    gantry__store__v1__message__init(m);
+    m->tag = ss_str(in->tag);
+    for (uint32_t i = 0; i < nk; i++)
+        out->keys[i] = ss_str(in->keys[i]);
+    m->n_keys = nk;
+    m->keys = out->keys;
+    m->msg_id = ss_str(in->msg_id);
+    for (uint32_t i = 0; i < np; i++) {
+        gantry__store__v1__property__init(&out->props[i]);
+        out->props[i].key = ss_str(in->props[i].key);
+        out->props[i].value = ss_str(in->props[i].value);
+        out->pprops[i] = &out->props[i];
+    }
+    m->n_props = np;
+    m->props = out->pprops;
+    m->born_ts_ms = in->born_ts_ms;
+    m->born_host = ss_str(in->born_host);
+    m->msg_group = ss_str(in->msg_group);
+    m->delivery_ts_ms = in->delivery_ts_ms;
+    m->body.data = (uint8_t *)in->body;
+    m->body.len = in->body_len;
+    m->queue_id = in->queue_id;
+    m->tx_half = in->tx_half;
+    m->topic = ss_str(in->topic);
+    m->queue_offset = in->queue_offset;
+    m->position = in->position;
+    m->store_ts_ms = in->store_ts_ms;
+    m->flags = in->flags;
+}
+
+void ss_reply_msgs(px_call_t *call, gt_err_t err, const st_message_t *msgs,
+                   size_t n, uint64_t next_offset)
+{
+    Gantry__Store__V1__MessagesResponse resp =
+        GANTRY__STORE__V1__MESSAGES_RESPONSE__INIT;
+    ss_msg_out_t *outs = NULL;
+    ss_pb_msg_t **pm = NULL;
+
+    if (err == GT_OK && n > 0) {
+        outs = malloc(n * sizeof(*outs));
+        pm = malloc(n * sizeof(*pm));
+        if (outs == NULL || pm == NULL) {
+            free(outs);
+            free(pm);
+            ss_reply_err(call, GT_ENOMEM);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            ss_msg_to_pb(&msgs[i], &outs[i]);
+            pm[i] = &outs[i].m;
+        }
+        resp.n_messages = n;
+        resp.messages = pm;
+    }
+    resp.err = (Gantry__Store__V1__ErrorCode)err;
+    resp.next_offset = err == GT_OK ? next_offset : 0;
+    px_call_reply_pb(call, &resp.base);
+    free(outs);
+    free(pm);
+}

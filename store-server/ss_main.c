@@ -1,0 +1,404 @@
+/* gantry-store: the store node.  Opens the local engine (as gantry does in
+ * local mode) and serves it over gRPC as gantry.store.v1.Store
+ * (docs/store-protocol.md) on the shared runtime (rpc/), with the same
+ * conventions as gantry: a YAML config plus flag overrides, --check-config,
+ * /healthz /readyz /metrics on the HTTP endpoint, SIGTERM/SIGINT for a
+ * graceful stop (sigwait on the main thread).  Exit status: 0 after a
+ * clean stop, 1 on a config or start-up error, 2 on bad usage. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cfg.h"
+#include "gt_log.h"
+#include "px_exec.h"
+#include "px_http.h"
+#include "px_rpc.h"
+#include "ss_int.h"
+#include "st.h"
+
+/* Room above message.max_batch_bytes for properties and framing, as gantry. */
+#define SS_BATCH_OVERHEAD_BYTES (16LL * 1024 * 1024 + 64 * 1024)
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: gantry-store [options]\n"
+            "  --config FILE          read FILE (YAML); default: built-in defaults\n"
+            "  --data-dir DIR         store.data_dir\n"
+            "  --listen H:P           store_server.listen (default 0.0.0.0:10911)\n"
+            "  --http-listen H:P      store_server.http_listen (default 0.0.0.0:10912)\n"
+            "  --log-level LEVEL      trace|debug|info|warn|error|off\n"
+            "  --repair-store         truncate the commitlog at damage below the\n"
+            "                         last synced position instead of refusing to start\n"
+            "  --check-config FILE    validate FILE and exit 0 (valid) or 1\n"
+            "  --print-config         print the effective config and exit\n"
+            "  --version              print the version\n");
+}
+
+enum {
+    OPT_CONFIG = 256, OPT_DATA_DIR, OPT_LISTEN, OPT_HTTP, OPT_LOG, OPT_CHECK,
+    OPT_PRINT, OPT_VERSION, OPT_HELP, OPT_REPAIR
+};
+
+static const struct option ss_opts[] = {
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"http-listen", required_argument, NULL, OPT_HTTP},
+    {"log-level", required_argument, NULL, OPT_LOG},
+    {"check-config", required_argument, NULL, OPT_CHECK},
+    {"print-config", no_argument, NULL, OPT_PRINT},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"repair-store", no_argument, NULL, OPT_REPAIR},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct ss_args {
+    const char *config;
+    const char *check;
+    bool print, repair;
+    const char *set_path[8];
+    const char *set_value[8];
+    int n_set;
+} ss_args_t;
+
+static int parse_args(int argc, char **argv, ss_args_t *a)
+{
+    static const char *const paths[] = {
+        [OPT_DATA_DIR - OPT_DATA_DIR] = "store.data_dir",
+        [OPT_LISTEN - OPT_DATA_DIR] = "store_server.listen",
+        [OPT_HTTP - OPT_DATA_DIR] = "store_server.http_listen",
+        [OPT_LOG - OPT_DATA_DIR] = "log.level",
+    };
+    int c;
+
+    while ((c = getopt_long(argc, argv, "", ss_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_CONFIG:
+            a->config = optarg;
+            break;
+        case OPT_DATA_DIR:
+        case OPT_LISTEN:
+        case OPT_HTTP:
+        case OPT_LOG:
+            if (a->n_set < 8) {
+                a->set_path[a->n_set] = paths[c - OPT_DATA_DIR];
+                a->set_value[a->n_set++] = optarg;
+            }
+            break;
+        case OPT_CHECK:
+            a->check = optarg;
+            break;
+        case OPT_PRINT:
+            a->print = true;
+            break;
+        case OPT_REPAIR:
+            a->repair = true;
+            break;
+        case OPT_VERSION:
+            printf("gantry-store %s\n", GANTRY_VERSION);
+            return 0;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "gantry-store: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    return -1;
+}
+
+static int load_config(const ss_args_t *a, cfg_t *cfg)
+{
+    char err[512];
+
+    cfg_init(cfg);
+    if (a->config != NULL &&
+        cfg_load_file(cfg, a->config, err, sizeof(err)) != GT_OK) {
+        fprintf(stderr, "gantry-store: config error: %s\n", err);
+        return 1;
+    }
+    for (int i = 0; i < a->n_set; i++) {
+        if (cfg_set(cfg, a->set_path[i], a->set_value[i], err, sizeof(err)) !=
+            GT_OK) {
+            fprintf(stderr, "gantry-store: bad command-line value: %s\n", err);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int ensure_dir(const char *path)
+{
+    char tmp[4096];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, path, len + 1);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* The record limit gantry's local store uses (gantry_main.c), so that a
+ * proxy in remote mode may store what it could store locally. */
+static uint32_t store_record_limit(const cfg_t *cfg)
+{
+    uint64_t lim = 4 * 1024 * 1024 + 64 * 1024;
+    uint64_t amqp = (uint64_t)cfg->amqp.max_message_size +
+                    (uint64_t)cfg->amqp.frame_max + 4096;
+    uint64_t seg = (uint64_t)cfg->store.segment_size;
+
+    if (amqp > lim)
+        lim = amqp;
+    if (lim > (576u << 20))
+        lim = 576u << 20;
+    if (seg > 8192 && lim > seg - 4096)
+        lim = seg - 4096;
+    return (uint32_t)lim;
+}
+
+static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
+                           st_store_t **out, const char **engine)
+{
+    st_config_t sc;
+    st_store_t *st = NULL;
+    gt_err_t rc;
+
+    st_config_init(&sc);
+    sc.dir = cfg->store.data_dir;
+    sc.segment_size = (uint64_t)cfg->store.segment_size;
+    sc.flush = strcmp(cfg->store.flush, "async") == 0 ? ST_FLUSH_ASYNC : ST_FLUSH_SYNC;
+    sc.flush_interval_ms = (uint32_t)cfg->store.flush_interval_ms;
+    sc.retention_hours = (uint32_t)cfg->store.retention_hours;
+    sc.index_mem_entries = (uint32_t)cfg->store.index_mem_entries;
+    sc.max_message_bytes = store_record_limit(cfg);
+    sc.repair = repair;
+    if ((rc = st_local_open(&sc, &st)) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot open the store in %s: %s%s", sc.dir,
+               gt_err_str(rc),
+               rc == GT_ECORRUPT ? " (see the message above; --repair-store "
+                                   "truncates at the damage)" : "");
+        return rc;
+    }
+    *engine = st->ops->name;
+    if ((rc = st_exec_open(st, ex, out)) != GT_OK)
+        st_close(st);
+    return rc;
+}
+
+/* /metrics lines (HTTP thread). */
+typedef struct ss_metrics_src {
+    px_rpc_server_t *rpc;
+    ss_srv_t *srv;
+} ss_metrics_src_t;
+
+static void ss_metrics(void *arg, FILE *out)
+{
+    ss_metrics_src_t *m = arg;
+    px_rpc_stats_t rs;
+    uint64_t dd_entries, dd_items;
+
+    px_rpc_server_stats(m->rpc, &rs);
+    ss_dedup_counts(m->srv->dedup, &dd_entries, &dd_items);
+    fprintf(out,
+            "# HELP gantry_store_grpc_calls_total gRPC calls dispatched to a method.\n"
+            "# TYPE gantry_store_grpc_calls_total counter\n"
+            "gantry_store_grpc_calls_total %llu\n"
+            "# HELP gantry_store_grpc_overload_rejected_total Calls refused by "
+            "admission control.\n"
+            "# TYPE gantry_store_grpc_overload_rejected_total counter\n"
+            "gantry_store_grpc_overload_rejected_total %llu\n"
+            "# HELP gantry_store_parked_polls Pop and Pull calls waiting now.\n"
+            "# TYPE gantry_store_parked_polls gauge\n"
+            "gantry_store_parked_polls %llu\n"
+            "# HELP gantry_store_dedup_hits_total Appends answered from the "
+            "de-dup window (retries).\n"
+            "# TYPE gantry_store_dedup_hits_total counter\n"
+            "gantry_store_dedup_hits_total %llu\n"
+            "# HELP gantry_store_dedup_entries Appends remembered for de-dup.\n"
+            "# TYPE gantry_store_dedup_entries gauge\n"
+            "gantry_store_dedup_entries %llu\n"
+            "# HELP gantry_store_meta_watchers Open MetaWatch streams.\n"
+            "# TYPE gantry_store_meta_watchers gauge\n"
+            "gantry_store_meta_watchers %zu\n",
+            (unsigned long long)rs.calls,
+            (unsigned long long)rs.rejected_overload,
+            (unsigned long long)atomic_load(&m->srv->parked_now),
+            (unsigned long long)atomic_load(&m->srv->dedup_hits),
+            (unsigned long long)dd_entries, ss_watch_count(m->srv->watch));
+}
+
+static int serve(const cfg_t *cfg, bool repair)
+{
+    st_store_t *store = NULL;
+    px_exec_t *exec = NULL;
+    px_method_table_t methods;
+    px_rpc_server_t *rpc = NULL;
+    px_http_t *http = NULL;
+    ss_srv_t srv;
+    ss_metrics_src_t msrc;
+    char err[512];
+    sigset_t sigs;
+    int sig = 0, status = 1;
+    px_rpc_options_t ro = {
+        .listen = cfg->store_server.listen,
+        .threads = cfg->server.threads,
+        .shutdown_timeout_ms = cfg->server.shutdown_timeout_ms,
+        .max_receive_bytes = cfg->message.max_batch_bytes + SS_BATCH_OVERHEAD_BYTES,
+        .max_inflight_bytes = cfg->server.max_inflight_bytes,
+        .max_conn_inflight_bytes = cfg->server.max_conn_inflight_bytes,
+        .app = &srv,
+    };
+
+    memset(&srv, 0, sizeof(srv));
+    ss_poll_init(&srv);
+    px_method_table_init(&methods);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    GT_LOG(INFO, "main", "gantry-store %s starting: grpc=%s http=%s data_dir=%s flush=%s",
+           GANTRY_VERSION, cfg->store_server.listen, cfg->store_server.http_listen,
+           cfg->store.data_dir, cfg->store.flush);
+    if (ensure_dir(cfg->store.data_dir) != 0) {
+        GT_LOG(ERROR, "main", "cannot create data dir %s: %s",
+               cfg->store.data_dir, strerror(errno));
+        goto out;
+    }
+    if ((exec = px_exec_new(cfg->server.threads)) == NULL) {
+        GT_LOG(ERROR, "main", "cannot start the executor threads");
+        goto out;
+    }
+    if (open_store(cfg, repair, px_exec_store(exec), &store, &srv.engine) != GT_OK)
+        goto out;
+    srv.store = store;
+    if (cfg->store_server.dedup_entries > 0 &&
+        (srv.dedup = ss_dedup_new((uint32_t)cfg->store_server.dedup_entries,
+                                  cfg->store_server.dedup_window_ms)) == NULL) {
+        GT_LOG(ERROR, "main", "out of memory");
+        goto out;
+    }
+    if ((srv.watch = ss_watch_start(store)) == NULL) {
+        GT_LOG(ERROR, "main", "out of memory");
+        goto out;
+    }
+    if (ss_service_register(&methods) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot build the method table");
+        goto out;
+    }
+    if (px_http_start(cfg->store_server.http_listen, &http, err, sizeof(err)) != GT_OK) {
+        GT_LOG(ERROR, "main", "%s", err);
+        goto out;
+    }
+    ro.after_event = px_exec_after_event;
+    ro.after_event_ctx = exec;
+    if (px_rpc_server_start(&ro, &methods, &rpc, err, sizeof(err)) != GT_OK) {
+        GT_LOG(ERROR, "main", "%s", err);
+        goto out;
+    }
+    msrc.rpc = rpc;
+    msrc.srv = &srv;
+    px_http_set_metrics(http, ss_metrics, &msrc);
+    px_http_set_ready(http, true);
+    GT_LOG(INFO, "main", "ready: gantry.store.v1 on %s (port %d, %zu methods), HTTP on %s",
+           cfg->store_server.listen, px_rpc_server_port(rpc), methods.count,
+           cfg->store_server.http_listen);
+
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    GT_LOG(INFO, "main", "received %s: stopping",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    px_http_set_ready(http, false);
+    px_http_set_metrics(http, NULL, NULL);
+    /* Stop the calls (parked polls answer ESHUTDOWN, watch streams end),
+     * then the store (its last answers still run on the executor), then
+     * the gRPC server's workers. */
+    if (px_rpc_server_shutdown(rpc) != GT_OK)
+        GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
+    ss_watch_stop(srv.watch, store);
+    srv.watch = NULL;
+    st_close(store);
+    store = NULL;
+    px_rpc_server_destroy(rpc);
+    rpc = NULL;
+    status = 0;
+    GT_LOG(INFO, "main", "stopped");
+out:
+    if (http != NULL)
+        px_http_set_metrics(http, NULL, NULL);
+    if (rpc != NULL)
+        px_rpc_server_shutdown(rpc);
+    if (srv.watch != NULL)
+        ss_watch_stop(srv.watch, store);
+    st_close(store);
+    if (rpc != NULL)
+        px_rpc_server_destroy(rpc);
+    px_exec_free(exec);
+    px_http_stop(http);
+    px_method_table_free(&methods);
+    ss_dedup_free(srv.dedup);
+    ss_poll_fini(&srv);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    ss_args_t args;
+    cfg_t cfg;
+    gt_log_level_t lvl;
+    int rc;
+
+    memset(&args, 0, sizeof(args));
+    if ((rc = parse_args(argc, argv, &args)) >= 0)
+        return rc;
+    if (args.check != NULL) {
+        char err[512];
+        cfg_init(&cfg);
+        rc = cfg_load_file(&cfg, args.check, err, sizeof(err)) == GT_OK ? 0 : 1;
+        if (rc == 0)
+            printf("%s: ok\n", args.check);
+        else
+            fprintf(stderr, "%s\n", err);
+        cfg_free(&cfg);
+        return rc;
+    }
+    if (load_config(&args, &cfg) != 0) {
+        cfg_free(&cfg);
+        return 1;
+    }
+    if (args.print) {
+        cfg_print(&cfg, stdout);
+        cfg_free(&cfg);
+        return 0;
+    }
+    if (gt_log_level_parse(cfg.log.level, &lvl) == 0)
+        gt_log_set_level(lvl);
+    rc = serve(&cfg, args.repair);
+    cfg_free(&cfg);
+    return rc;
+}
