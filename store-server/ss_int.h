@@ -96,6 +96,9 @@ void ss_msg_to_pb(const st_message_t *in, ss_msg_out_t *out);
  * finishes the call. */
 void ss_reply_msgs(px_call_t *call, gt_err_t err, const st_message_t *msgs,
                    size_t n, uint64_t next_offset);
+/* on_screen of every method: a string field holding a NUL is answered
+ * EINVAL (decoded, the C string would end there and name something else). */
+bool ss_screen(px_call_t *call, const uint8_t *data, size_t len);
 /* "" -> NULL */
 static inline const char *ss_opt(const char *s)
 {

@@ -550,7 +550,7 @@ static void ss_get_info(px_call_t *call, ProtobufCMessage *msg)
 #define SS_PATH(m) "/gantry.store.v1.Store/" #m
 #define SS_UNARY(m, fn, rq, rs)                                             \
     {.path = SS_PATH(m), .kind = PX_RPC_UNARY, .on_request = fn,            \
-     .req_desc = SS_DESC(rq), .resp_desc = SS_DESC(rs)}
+     .req_desc = SS_DESC(rq), .resp_desc = SS_DESC(rs), .on_screen = ss_screen}
 
 /* Appends reserve a full-size message at arrival (admission). */
 #define SS_RESERVE_APPEND (4LL * 1024 * 1024 + 64 * 1024)
@@ -567,13 +567,15 @@ static const px_method_t ss_methods[] = {
     SS_UNARY(GetGroups, ss_get_groups, get_groups_request, get_groups_response),
     {.path = SS_PATH(Append), .kind = PX_RPC_UNARY, .on_request = ss_append,
      .req_desc = SS_DESC(append_request), .resp_desc = SS_DESC(append_response),
+     .on_screen = ss_screen,
      .reserve_bytes = SS_RESERVE_APPEND},
     {.path = SS_PATH(AppendMulti), .kind = PX_RPC_UNARY,
      .on_request = ss_append_multi, .req_desc = SS_DESC(append_multi_request),
-     .resp_desc = SS_DESC(append_multi_response),
+     .resp_desc = SS_DESC(append_multi_response), .on_screen = ss_screen,
      .reserve_bytes = SS_RESERVE_APPEND},
     {.path = SS_PATH(Pop), .kind = PX_RPC_UNARY, .on_request = ss_pop,
      .on_interrupt = ss_poll_interrupt, .req_desc = SS_DESC(pop_request),
+     .on_screen = ss_screen,
      .resp_desc = SS_DESC(pop_response)},
     SS_UNARY(PopCancel, ss_pop_cancel, pop_cancel_request, pop_cancel_response),
     SS_UNARY(Ack, ss_ack, ack_request, ack_response),
@@ -585,6 +587,7 @@ static const px_method_t ss_methods[] = {
     SS_UNARY(Requeue, ss_requeue, requeue_request, requeue_response),
     {.path = SS_PATH(Pull), .kind = PX_RPC_UNARY, .on_request = ss_pull,
      .on_interrupt = ss_poll_interrupt, .req_desc = SS_DESC(pull_request),
+     .on_screen = ss_screen,
      .resp_desc = SS_DESC(messages_response)},
     SS_UNARY(GetOffset, ss_get_offset, get_offset_request, offset_response),
     SS_UNARY(UpdateOffset, ss_update_offset, update_offset_request,

@@ -355,6 +355,19 @@ test('bad requests: malformed protobuf, bad enums, too many keys, unknown method
   assert.equal((await call(client, 'GetInfo', {})).err, 'OK'); // still serving
 });
 
+test('a string holding a NUL is refused, not cut short', async () => {
+  // Append {topic: "Q\0x", messages: [{body: "n"}]}: decoded into a C
+  // string the topic would be "Q", another topic.
+  const before_ = (await call(client, 'Stats', { topic: 'Q', group: '' })).messages;
+  const r = await call(client, 'Append', { topic: 'Q\u0000x', messages: [msg('n')] });
+  assert.equal(r.err, 'EINVAL');
+  // ... and inside a message: a key
+  const k = await call(client, 'Append', { topic: 'Q', messages: [msg('n', { keys: ['a\u0000b'] })] });
+  assert.equal(k.err, 'EINVAL');
+  assert.equal((await call(client, 'Ack', { group: 'G', topic: 'Q', handle: 'h\u0000' })).err, 'EINVAL');
+  assert.equal((await call(client, 'Stats', { topic: 'Q', group: '' })).messages, before_);
+});
+
 test('SIGTERM: a parked pop is answered, the node stops cleanly', async () => {
   const g = await startStore({ yaml: '' });
   const c = connect(g);
