@@ -108,6 +108,8 @@ static bool ss_dd_make_room(ss_dedup_t *d, uint64_t want, int64_t now)
 {
     ss_dd_ent_t *e = d->head, *n;
 
+    if (want > d->max_items)
+        return false; /* never fits: forget nothing for it */
     for (; e != NULL; e = n) {
         n = e->next;
         if (!e->done)
@@ -116,7 +118,7 @@ static bool ss_dd_make_room(ss_dedup_t *d, uint64_t want, int64_t now)
             break; /* arrival order: the rest are younger */
         ss_dd_unlink(d, e);
     }
-    return want <= d->max_items && d->items + want <= d->max_items;
+    return d->items + want <= d->max_items;
 }
 
 /* ---- answers ---- */

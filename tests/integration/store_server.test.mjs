@@ -6,10 +6,12 @@
 // stream, SIGTERM with a parked pop, and SIGKILL + restart keeping data.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
-  require, startStore, stopGantry, scaled, waitFor, httpGet,
+  require, startStore, stopGantry, scaled, waitFor, httpGet, GANTRY_STORE_BIN,
 } from './harness.mjs';
 
 const grpc = require('@grpc/grpc-js');
@@ -366,6 +368,55 @@ test('a string holding a NUL is refused, not cut short', async () => {
   assert.equal(k.err, 'EINVAL');
   assert.equal((await call(client, 'Ack', { group: 'G', topic: 'Q', handle: 'h\u0000' })).err, 'EINVAL');
   assert.equal((await call(client, 'Stats', { topic: 'Q', group: '' })).messages, before_);
+});
+
+test('conventions: probes, --check-config, --version, bad usage', async () => {
+  assert.equal((await httpGet(node.httpPort, '/healthz')).status, 200);
+  assert.equal((await httpGet(node.httpPort, '/readyz')).status, 200);
+  const m = await httpGet(node.httpPort, '/metrics');
+  assert.match(m.body, /^gantry_store_grpc_calls_total \d+$/m);
+  const good = path.join(node.dir, 'good.yaml');
+  const bad = path.join(node.dir, 'bad.yaml');
+  fs.writeFileSync(good, 'store_server:\n  listen: "127.0.0.1:10911"\n  dedup_entries: 10\n');
+  fs.writeFileSync(bad, 'store_server:\n  listen: "nonsense"\n');
+  assert.equal(spawnSync(GANTRY_STORE_BIN, ['--check-config', good]).status, 0);
+  const b = spawnSync(GANTRY_STORE_BIN, ['--check-config', bad], { encoding: 'utf8' });
+  assert.equal(b.status, 1);
+  assert.match(b.stderr, /store_server\.listen/);
+  assert.match(spawnSync(GANTRY_STORE_BIN, ['--version'], { encoding: 'utf8' }).stdout, /^gantry-store /);
+  assert.equal(spawnSync(GANTRY_STORE_BIN, ['--no-such-flag']).status, 2);
+  const pc = spawnSync(GANTRY_STORE_BIN, ['--config', good, '--listen', '127.0.0.1:1234', '--print-config'],
+    { encoding: 'utf8' });
+  assert.match(pc.stdout, /listen: "?127\.0\.0\.1:1234"?/);
+});
+
+test('the de-dup window is bounded by entries and by time', async () => {
+  const g = await startStore({ yaml: '', storeServerYaml: '  dedup_entries: 2\n  dedup_window_ms: 1000\n' });
+  const c = connect(g);
+  try {
+    assert.equal((await call(c, 'PutTopic', { topic: { name: 'B', queue_count: 1, perm: 6 } })).err, 'OK');
+    const app = (key) => call(c, 'Append', { topic: 'B', idempotency_key: key, messages: [msg(key, { msg_id: key })] });
+    assert.equal((await app('a')).deduplicated, false);
+    assert.equal((await app('a')).deduplicated, true);
+    assert.equal((await app('b')).deduplicated, false);
+    assert.equal((await app('c')).deduplicated, false); // 'a' is forgotten: room for 2
+    assert.equal((await app('c')).deduplicated, true);
+    assert.equal((await app('a')).deduplicated, false);
+    // a batch larger than the window is appended without de-dup
+    const big = await call(c, 'Append', { topic: 'B', idempotency_key: 'big',
+      messages: [msg('1'), msg('2'), msg('3')] });
+    assert.equal(big.err, 'OK');
+    assert.equal((await call(c, 'Append', { topic: 'B', idempotency_key: 'big',
+      messages: [msg('1'), msg('2'), msg('3')] })).deduplicated, false);
+    assert.equal((await app('c')).deduplicated, true); // that did not evict the others
+    // and an entry is kept dedup_window_ms, no longer
+    await waitFor(async () => !(await app('c')).deduplicated, 5000, 'c forgotten after the window');
+    const s = await call(c, 'Stats', { topic: 'B', group: '' });
+    assert.equal(s.messages, 1 + 1 + 2 + 1 + 6);
+  } finally {
+    c.close();
+    await stopGantry(g);
+  }
 });
 
 test('SIGTERM: a parked pop is answered, the node stops cleanly', async () => {
