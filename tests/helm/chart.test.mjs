@@ -412,6 +412,37 @@ test('checksum/config changes with the config and only with it', () => {
     'a store node more changes the proxies\' endpoints');
 });
 
+// Kubernetes refuses to update a StatefulSet's spec except its template,
+// replicas, updateStrategy, persistentVolumeClaimRetentionPolicy,
+// minReadySeconds and ordinals, and a Deployment's selector: an upgrade
+// (new config, image, resources, options) must leave the rest as it was.
+test('upgrades: changed values leave the immutable parts of the workloads alone', () => {
+  const MUTABLE = ['template', 'replicas', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy',
+    'minReadySeconds', 'ordinals'];
+  const frozen = (docs) => Object.fromEntries(docs
+    .filter((d) => d.kind === 'StatefulSet' || d.kind === 'Deployment')
+    .map((d) => [`${d.kind}/${d.metadata.name}`, d.kind === 'Deployment' ? d.spec.selector
+      : Object.fromEntries(Object.entries(d.spec).filter(([k]) => !MUTABLE.includes(k)))]));
+  const changes = [
+    ['--set', 'config.log.level=debug', '--set-json', 'config.topics=[{"name":"Other"}]'],
+    ['--set', 'image.tag=9.9.9', '--set', 'resources.limits.memory=8Gi'],
+    ['--set', 'tls.enabled=true', '--set', 'tls.existingSecret=s', '--set', 'metrics.serviceMonitor.enabled=true',
+      '--set', 'networkPolicy.enabled=true', '--set', 'preStopSleepSeconds=0'],
+    ['--set', 'amqp.enabled=false', '--set', 'podLabels.team=x', '--set', 'probes.startup.failureThreshold=500'],
+  ];
+  for (const shape of ['embedded', 'clustered']) {
+    const base = frozen(render([], ['--set', `shape=${shape}`]).docs);
+    assert.ok(Object.keys(base).length >= 1);
+    for (const ch of changes) {
+      assert.deepEqual(frozen(render([], ['--set', `shape=${shape}`, ...ch]).docs), base, `${shape}: ${ch.join(' ')}`);
+    }
+    // Scaling the store tier changes replicas only.
+    if (shape === 'clustered') {
+      assert.deepEqual(frozen(render([], ['--set', 'shape=clustered', '--set', 'store.replicas=5']).docs), base);
+    }
+  }
+});
+
 test('every rendered gantry config passes gantry --check-config', () => {
   let checked = 0;
   for (const s of SCENARIOS) {
