@@ -13,11 +13,14 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import tls from 'node:tls';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { freePort, httpGet, waitFor, scaled, GANTRY_BIN, sanitizerReport } from '../integration/harness.mjs';
-import { startProducer, startSimpleConsumer, receiveAll, shutdownQuietly } from '../integration/sdk_util.mjs';
+import {
+  startProducer, startSimpleConsumer, receiveAll, shutdownQuietly, Raw, grpc, pb, resource, codeName, Code,
+} from '../integration/sdk_util.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHART = path.resolve(here, '../../helm/gantry');
@@ -151,13 +154,19 @@ const knowsRemoteEndpoints = (() => {
   return r.stdout.includes('store.endpoints');
 })();
 
+// A fresh self-signed pair for 127.0.0.1 (made once; never committed).
+const TLS_KEY = path.join(tmp, 'tls.key');
+const TLS_CRT = path.join(tmp, 'tls.crt');
 function selfSigned() {
-  const key = path.join(tmp, 'tls.key');
-  const crt = path.join(tmp, 'tls.crt');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
-    '-nodes', '-keyout', key, '-out', crt, '-days', '2', '-subj', '/CN=gantry.test'], { stdio: 'ignore' });
-  return ['--set-file', `tls.cert=${crt}`, '--set-file', `tls.key=${key}`];
+  if (!fs.existsSync(TLS_CRT)) {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+      '-nodes', '-keyout', TLS_KEY, '-out', TLS_CRT, '-days', '2', '-subj', '/CN=gantry.test',
+      '-addext', 'subjectAltName=IP:127.0.0.1,DNS:gantry.test'], { stdio: 'ignore' });
+  }
+  return ['--set-file', `tls.cert=${TLS_CRT}`, '--set-file', `tls.key=${TLS_KEY}`];
 }
+
+const knowsTls = spawnSync(GANTRY_BIN, ['--config-doc'], { encoding: 'utf8' }).stdout.includes('amqp.tls_listen');
 
 // yamllint's defaults, but one-line `## @param` comments may be long,
 // flow mappings may pad their braces and sequences need not be indented.
@@ -343,6 +352,62 @@ test('TLS from inline PEM: a kubernetes.io/tls Secret, its checksum on the pods'
   assert.equal(sec.type, 'kubernetes.io/tls');
   assert.match(Buffer.from(sec.data['tls.crt'], 'base64').toString(), /BEGIN CERTIFICATE/);
   assert.ok(one(docs, 'StatefulSet').spec.template.metadata.annotations['checksum/tls']);
+  const cfg = YAML.parse(renderedConfig(docs));
+  assert.deepEqual(cfg.tls, { mode: 'permissive', client_auth: 'none',
+    cert_file: '/etc/gantry/tls/tls.crt', key_file: '/etc/gantry/tls/tls.key' });
+  assert.equal(cfg.amqp.tls_listen, '0.0.0.0:5671');
+  const mount = one(docs, 'StatefulSet').spec.template.spec.containers[0].volumeMounts.find((m) => m.name === 'tls');
+  assert.equal(mount.mountPath, '/etc/gantry/tls');
+});
+
+test('the TLS render starts: gRPC over TLS only (enforcing) and AMQPS with the mounted certificate', { skip: knowsTls ? false : 'this gantry has no TLS yet (issue 13)' }, async () => {
+  const { docs } = render([], ['--set', 'tls.enabled=true', '--set', 'tls.grpcMode=enforcing', ...selfSigned()]);
+  const sts = one(docs, 'StatefulSet');
+  const c = sts.spec.template.spec.containers[0];
+  const secret = one(docs, 'Secret');
+  const dir = fs.mkdtempSync(path.join(tmp, 'tls-pod-'));
+  // The Secret's keys as the mounted files, the config's paths mapped to them.
+  const tlsDir = path.join(dir, 'tls');
+  fs.mkdirSync(tlsDir);
+  for (const [k, v] of Object.entries(secret.data)) fs.writeFileSync(path.join(tlsDir, k), Buffer.from(v, 'base64'));
+  const cfg = YAML.parse(renderedConfig(docs));
+  for (const k of ['cert_file', 'key_file']) {
+    assert.ok(cfg.tls[k].startsWith('/etc/gantry/tls/'));
+    cfg.tls[k] = path.join(tlsDir, path.basename(cfg.tls[k]));
+  }
+  const amqpsPort = await freePort();
+  cfg.amqp.tls_listen = `127.0.0.1:${amqpsPort}`;
+  const cfgFile = path.join(dir, 'gantry.yaml');
+  fs.writeFileSync(cfgFile, YAML.stringify(cfg));
+  fs.mkdirSync(path.join(dir, 'data'));
+  const ports = { grpc: await freePort(), http: await freePort(), amqp: await freePort() };
+  const p = startLocal(GANTRY_BIN, c.args, { '/etc/gantry/config/gantry.yaml': cfgFile, '/data': path.join(dir, 'data') },
+    ['--grpc-listen', `127.0.0.1:${ports.grpc}`, '--http-listen', `127.0.0.1:${ports.http}`,
+      '--amqp-listen', `127.0.0.1:${ports.amqp}`], 'gantry-tls');
+  let raw;
+  try {
+    await readyLocal(p, ports.http, c.readinessProbe.httpGet.path);
+    raw = new Raw(`127.0.0.1:${ports.grpc}`);
+    raw.client.close();
+    raw.client = new grpc.Client(`127.0.0.1:${ports.grpc}`, grpc.credentials.createSsl(fs.readFileSync(TLS_CRT)));
+    const r = await raw.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(cfg.topics[0].name)),
+      pb.QueryRouteResponse);
+    assert.ifError(r.err);
+    assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK));
+    // AMQPS: the TLS handshake with the mounted certificate, then the
+    // protocol header is answered with a frame (connection.start).
+    const first = await new Promise((resolve, reject) => {
+      const sock = tls.connect({ host: '127.0.0.1', port: amqpsPort, ca: fs.readFileSync(TLS_CRT) }, () => {
+        sock.write(Buffer.from('AMQP\x00\x00\x09\x01', 'latin1'));
+      });
+      sock.once('data', (d) => { sock.destroy(); resolve(d); });
+      sock.once('error', reject);
+    });
+    assert.equal(first[0], 1, 'a method frame');
+  } finally {
+    raw?.client.close();
+    await stopLocal(p);
+  }
 });
 
 test('clustered shape: proxy Deployment + HPA + PDB, store StatefulSet with PVCs, PDB, anti-affinity, etcd', () => {
@@ -443,27 +508,34 @@ test('upgrades: changed values leave the immutable parts of the workloads alone'
   }
 });
 
+// Keys the chart renders for work of other issues that may not be in
+// this gantry yet: while --config-doc does not list one, it is taken out
+// of the rendered config before the check (and the check says so).
+const PENDING_KEYS = [
+  { key: 'store.endpoints', issue: 11, strip: (c) => { delete c.store.endpoints; c.store.mode = 'local'; } },
+  { key: 'amqp.tls_listen', issue: 13, strip: (c) => { delete c.amqp.tls_listen; } },
+  { key: 'tls.mode', issue: 13, strip: (c) => { delete c.tls; } },
+];
+const CONFIG_DOC = spawnSync(GANTRY_BIN, ['--config-doc'], { encoding: 'utf8' }).stdout;
+
 test('every rendered gantry config passes gantry --check-config', () => {
   let checked = 0;
   for (const s of SCENARIOS) {
     const text = renderedConfig(renderScenario(s).docs);
     if (text === undefined) continue;
-    const r = checkConfig(text, `${s.name}.gantry.yaml`);
-    const clustered = YAML.parse(text).store?.mode === 'remote';
-    if (clustered && !knowsRemoteEndpoints) {
-      // This gantry has no remote store yet (issue 11): the only key it
-      // may refuse is store.endpoints.
-      assert.notEqual(r.status, 0);
-      assert.match(r.stderr, /store\.endpoints: unknown key/, `${s.name}: ${r.stderr}`);
-      const without = YAML.parse(text);
-      delete without.store.endpoints;
-      without.store.mode = 'local';
-      const r2 = checkConfig(YAML.stringify(without), `${s.name}.local.gantry.yaml`);
-      assert.equal(r2.status, 0, `${s.name} (endpoints removed): ${r2.stderr}`);
-      console.log(`# ${s.name}: store.endpoints not known to this gantry yet; the rest passes --check-config`);
-    } else {
-      assert.equal(r.status, 0, `${s.name}: ${r.stdout}${r.stderr}`);
+    const cfg = YAML.parse(text);
+    const stripped = [];
+    for (const p of PENDING_KEYS) {
+      const [sec, key] = p.key.split('.');
+      const present = key === 'mode' ? cfg[sec] !== undefined : cfg[sec]?.[key] !== undefined;
+      if (present && !CONFIG_DOC.includes(`\`${p.key}\``)) {
+        p.strip(cfg);
+        stripped.push(`${p.key} (issue ${p.issue})`);
+      }
     }
+    const r = checkConfig(YAML.stringify(cfg), `${s.name}.gantry.yaml`);
+    assert.equal(r.status, 0, `${s.name}: ${r.stdout}${r.stderr}`);
+    if (stripped.length) console.log(`# ${s.name}: not known to this gantry yet, left out of the check: ${stripped.join(', ')}`);
     checked++;
   }
   assert.ok(checked >= 5, `${checked} configs checked`);

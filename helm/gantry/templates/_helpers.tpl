@@ -75,6 +75,9 @@ The proxy's gantry.yaml: .Values.config with the keys the chart owns
 {{- $amqp := dict -}}
 {{- if hasKey $c "amqp" }}{{ $amqp = $c.amqp }}{{ end -}}
 {{- $_ := set $amqp "listen" (ternary "0.0.0.0:5672" "off" .Values.amqp.enabled) -}}
+{{- if and .Values.tls.enabled .Values.tls.amqps }}
+{{- $_ := set $amqp "tls_listen" "0.0.0.0:5671" -}}
+{{- end -}}
 {{- $_ := set $c "amqp" $amqp -}}
 {{- $store := dict -}}
 {{- if hasKey $c "store" }}{{ $store = $c.store }}{{ end -}}
@@ -87,6 +90,18 @@ The proxy's gantry.yaml: .Values.config with the keys the chart owns
 {{- $_ := set $store "data_dir" "/data" -}}
 {{- end -}}
 {{- $_ := set $c "store" $store -}}
+{{- if .Values.tls.enabled -}}
+{{- $tls := dict -}}
+{{- if hasKey $c "tls" }}{{ $tls = $c.tls }}{{ end -}}
+{{- $_ := set $tls "mode" .Values.tls.grpcMode -}}
+{{- $_ := set $tls "client_auth" .Values.tls.clientAuth -}}
+{{- $_ := set $tls "cert_file" "/etc/gantry/tls/tls.crt" -}}
+{{- $_ := set $tls "key_file" "/etc/gantry/tls/tls.key" -}}
+{{- if or .Values.tls.ca (ne .Values.tls.clientAuth "none") -}}
+{{- $_ := set $tls "ca_file" "/etc/gantry/tls/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $c "tls" $tls -}}
+{{- end -}}
 {{- toYaml $c -}}
 {{- end -}}
 
@@ -182,7 +197,7 @@ lifecycle:
     {{- if .Values.amqp.enabled }}
     - {name: amqp, containerPort: 5672, protocol: TCP}
     {{- end }}
-    {{- if .Values.tls.enabled }}
+    {{- if and .Values.tls.enabled .Values.tls.amqps }}
     - {name: amqps, containerPort: 5671, protocol: TCP}
     {{- end }}
   {{- with .Values.extraEnv }}
