@@ -61,6 +61,10 @@ typedef struct ss_srv {
     ss_map_t parked;        /* (client_id, cancel_key) -> ss_poll_t */
     ss_map_t cancelled;     /* (client_id, cancel_key) -> expiry (ms) */
     _Atomic uint64_t next_key; /* the engine's cancel keys, from 1 */
+    /* Late work without a call (giving back undelivered pops) reads
+     * `store` under a read lock; main write-locks it and clears `store`
+     * before closing the store. */
+    pthread_rwlock_t late_lock;
     _Atomic uint64_t calls, parked_now, dedup_hits;
 } ss_srv_t;
 

@@ -342,6 +342,9 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
     ss_watch_stop(srv.watch, store);
     srv.watch = NULL;
+    pthread_rwlock_wrlock(&srv.late_lock); /* no give-back enters the store */
+    srv.store = NULL;
+    pthread_rwlock_unlock(&srv.late_lock);
     st_close(store);
     store = NULL;
     px_rpc_server_destroy(rpc);
@@ -355,6 +358,9 @@ out:
         px_rpc_server_shutdown(rpc);
     if (srv.watch != NULL)
         ss_watch_stop(srv.watch, store);
+    pthread_rwlock_wrlock(&srv.late_lock);
+    srv.store = NULL;
+    pthread_rwlock_unlock(&srv.late_lock);
     st_close(store);
     if (rpc != NULL)
         px_rpc_server_destroy(rpc);

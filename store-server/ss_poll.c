@@ -50,6 +50,7 @@ static size_t ss_poll_mkey(const char *client_id, uint64_t key, uint8_t *out)
 void ss_poll_init(ss_srv_t *s)
 {
     pthread_mutex_init(&s->poll_mu, NULL);
+    pthread_rwlock_init(&s->late_lock, NULL);
     ss_map_init(&s->parked);
     ss_map_init(&s->cancelled);
 }
@@ -59,6 +60,7 @@ void ss_poll_fini(ss_srv_t *s)
     ss_map_free(&s->parked);
     ss_map_free(&s->cancelled);
     pthread_mutex_destroy(&s->poll_mu);
+    pthread_rwlock_destroy(&s->late_lock);
 }
 
 /* Takes a remembered cancel for this key (hold poll_mu). */
@@ -121,6 +123,63 @@ static void ss_release_done(void *arg, gt_err_t err)
     (void)err;
 }
 
+/* Gives popped messages back unspent (st_release), unless the store is
+ * being closed. */
+static void ss_give_back(ss_srv_t *s, const char *group, const char *topic,
+                         const st_popped_t *msgs, size_t n)
+{
+    pthread_rwlock_rdlock(&s->late_lock);
+    for (size_t i = 0; s->store != NULL && i < n; i++)
+        st_release(s->store, group, topic, msgs[i].handle, ss_release_done,
+                   NULL);
+    pthread_rwlock_unlock(&s->late_lock);
+}
+
+/* The handles of a pop answer, until the call is over: if the answer was
+ * not delivered (the client reset the call or went away while it was on
+ * its way), they are given back, so the messages are not hidden for their
+ * invisible time with an attempt spent. */
+typedef struct ss_pop_watch {
+    ss_srv_t *srv;
+    char group[ST_NAME_MAX + 1];
+    char topic[ST_NAME_MAX + 1];
+    size_t n;
+    char handles[][ST_HANDLE_MAX];
+} ss_pop_watch_t;
+
+static void ss_pop_over(void *arg, bool delivered)
+{
+    ss_pop_watch_t *w = arg;
+    ss_srv_t *s = w->srv;
+
+    if (!delivered) {
+        pthread_rwlock_rdlock(&s->late_lock);
+        for (size_t i = 0; s->store != NULL && i < w->n; i++)
+            st_release(s->store, w->group, w->topic, w->handles[i],
+                       ss_release_done, NULL);
+        pthread_rwlock_unlock(&s->late_lock);
+        GT_LOG(DEBUG, "poll", "pop answer not delivered: %zu messages given back",
+               w->n);
+    }
+    free(w);
+}
+
+static void ss_pop_watch(ss_poll_t *p, px_call_t *call, const st_popped_t *msgs,
+                         size_t n)
+{
+    ss_pop_watch_t *w = malloc(sizeof(*w) + n * ST_HANDLE_MAX);
+
+    if (w == NULL)
+        return; /* they come back after their invisible time */
+    w->srv = p->srv;
+    memcpy(w->group, p->group, sizeof(w->group));
+    memcpy(w->topic, p->topic, sizeof(w->topic));
+    w->n = n;
+    for (size_t i = 0; i < n; i++)
+        memcpy(w->handles[i], msgs[i].handle, ST_HANDLE_MAX);
+    px_call_on_over(call, ss_pop_over, w);
+}
+
 static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
                         size_t n)
 {
@@ -135,17 +194,14 @@ static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         n = ST_POP_MAX;
     if (call == NULL) {
         /* Nobody to hand them to: give them back unspent. */
-        for (size_t i = 0; err == GT_OK && i < n; i++)
-            st_release(p->srv->store, p->group, p->topic, msgs[i].handle,
-                       ss_release_done, NULL);
+        if (err == GT_OK)
+            ss_give_back(p->srv, p->group, p->topic, msgs, n);
         free(p);
         return;
     }
     if (err == GT_OK && n > 0) {
         if ((outs = malloc(n * sizeof(*outs))) == NULL) {
-            for (size_t i = 0; i < n; i++)
-                st_release(p->srv->store, p->group, p->topic, msgs[i].handle,
-                           ss_release_done, NULL);
+            ss_give_back(p->srv, p->group, p->topic, msgs, n);
             err = GT_ENOMEM;
             n = 0;
         }
@@ -163,6 +219,8 @@ static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     px_call_reply_pb(call, &resp.base);
+    if (n > 0)
+        ss_pop_watch(p, call, msgs, n);
     free(outs);
     px_call_unref(call);
     free(p);

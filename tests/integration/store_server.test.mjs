@@ -7,6 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http2 from 'node:http2';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +29,9 @@ let node;
 let client;
 
 function connect(g) {
-  return new Store(g.endpoint, grpc.credentials.createInsecure());
+  // pop answers may hold 32 messages of up to 4 MiB each
+  return new Store(g.endpoint, grpc.credentials.createInsecure(),
+    { 'grpc.max_receive_message_length': 256 << 20 });
 }
 
 // Unary call -> Promise of the response (rejects on a gRPC error).
@@ -212,6 +215,38 @@ test('a cancelled pop takes no message', async () => {
   const r = await call(client, 'Pop', { group: 'G', topic: 'T', queue_id: -1, max: 4, invisible_ms: 60000 });
   assert.deepEqual(r.messages.map((m) => [m.message.body.toString(), m.attempt]), [['after-cancel', 1]]);
   await call(client, 'Ack', { group: 'G', topic: 'T', handle: r.messages[0].handle });
+});
+
+test('a pop answer the client never took is given back at once', async () => {
+  // 4 x 1 MiB: far more than the HTTP/2 windows of a client that reads
+  // nothing, so the answer cannot be delivered; the client then resets the
+  // call.  The messages must be visible again at once (same attempt), not
+  // after their 10-minute invisible time.
+  assert.equal((await call(client, 'PutTopic', { topic: { name: 'U', queue_count: 1, perm: 6 } })).err, 'OK');
+  const big = Buffer.alloc(1 << 20, 0x75);
+  assert.equal((await call(client, 'Append', { topic: 'U',
+    messages: [0, 1, 2, 3].map(() => ({ body: big, queue_id: -1 })) })).err, 'OK');
+  const s = http2.connect(`http://${node.endpoint}`);
+  s.on('error', () => {});
+  const body = Store.service.Pop.requestSerialize({ group: 'G', topic: 'U', queue_id: -1, max: 4,
+    invisible_ms: 600000 });
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(body.length, 1);
+  const st = s.request({ ':method': 'POST', ':path': '/gantry.store.v1.Store/Pop',
+    'content-type': 'application/grpc', te: 'trailers' });
+  st.on('error', () => {});
+  st.end(Buffer.concat([head, body])); // and never read the answer
+  await waitFor(async () => (await call(client, 'Stats', { topic: 'U', group: 'G' })).inflight === 4,
+    5000, 'the raw pop took the messages');
+  st.close(http2.constants.NGHTTP2_CANCEL);
+  s.destroy();
+  const got = await waitFor(async () => {
+    const r = await call(client, 'Pop', { group: 'G', topic: 'U', queue_id: -1, max: 4, invisible_ms: 60000 });
+    return r.messages.length > 0 ? r : null;
+  }, 5000, 'messages given back');
+  assert.deepEqual(got.messages.map((m) => m.attempt), [1, 1, 1, 1]);
+  assert.equal((await call(client, 'AckBatch', { group: 'G', topic: 'U',
+    handles: got.messages.map((m) => m.handle) })).err, 'OK');
 });
 
 test('PopCancel ends a parked pop, and one that comes before its pop', async () => {
