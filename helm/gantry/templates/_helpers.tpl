@@ -152,19 +152,25 @@ checksum/tls: {{ printf "%s%s%s" .Values.tls.cert .Values.tls.key .Values.tls.ca
 {{- end }}
 {{- end -}}
 
+{{/* Probes; .grpc: readiness by grpc.health.v1 on the gRPC port (proxy only). */}}
 {{- define "gantry.probes" -}}
+{{- $v := .ctx.Values -}}
 startupProbe:
   httpGet: {path: /healthz, port: http}
-  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
-  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+  periodSeconds: {{ $v.probes.startup.periodSeconds }}
+  failureThreshold: {{ $v.probes.startup.failureThreshold }}
 readinessProbe:
+  {{- if and .grpc $v.probes.readiness.grpcHealth }}
+  grpc: {port: 8081}
+  {{- else }}
   httpGet: {path: /readyz, port: http}
-  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
-  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+  {{- end }}
+  periodSeconds: {{ $v.probes.readiness.periodSeconds }}
+  failureThreshold: {{ $v.probes.readiness.failureThreshold }}
 livenessProbe:
   httpGet: {path: /healthz, port: http}
-  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
-  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+  periodSeconds: {{ $v.probes.liveness.periodSeconds }}
+  failureThreshold: {{ $v.probes.liveness.failureThreshold }}
 {{- end -}}
 
 {{- define "gantry.preStop" -}}
@@ -204,7 +210,7 @@ lifecycle:
   env:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- include "gantry.probes" . | nindent 2 }}
+  {{- include "gantry.probes" (dict "ctx" . "grpc" true) | nindent 2 }}
   {{- with include "gantry.preStop" . }}{{ . | nindent 2 }}{{ end }}
   resources:
     {{- toYaml .Values.resources | nindent 4 }}
