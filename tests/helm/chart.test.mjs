@@ -348,6 +348,52 @@ test('embedded options: TLS secret, AMQPS, Ingress, monitoring, NetworkPolicy, e
   assert.equal(sts.spec.template.spec.terminationGracePeriodSeconds, 10 + 20 + 10);
 });
 
+// The alerts' expressions, run by promtool on made-up series: the proxy
+// down for 2 minutes, a group's lag (every proxy reports the group's one
+// figure: max, not sum) above the threshold for 10 minutes, a store volume
+// under 15 % free for 5 minutes.
+test('PrometheusRule: promtool checks the rules and their alerts fire as meant', () => {
+  const { docs } = renderScenario(SCENARIOS[1]);
+  const rule = one(docs, 'PrometheusRule');
+  const rules = writeTmp('rules.yaml', YAML.stringify({ groups: rule.spec.groups }));
+  const chk = spawnSync('promtool', ['check', 'rules', rules], { encoding: 'utf8' });
+  assert.equal(chk.status, 0, `${chk.stdout}${chk.stderr}`);
+  const lag = (pod) => ({ series: `rocketmq_consumer_lag_messages{namespace="msg",consumer_group="Billing",pod="${pod}"}`,
+    values: '0+20000x20' });
+  const vol = (pvc, avail) => [
+    { series: `kubelet_volume_stats_available_bytes{namespace="msg",persistentvolumeclaim="${pvc}"}`, values: `${avail}x20` },
+    { series: `kubelet_volume_stats_capacity_bytes{namespace="msg",persistentvolumeclaim="${pvc}"}`, values: '100x20' },
+  ];
+  const spec = {
+    rule_files: [rules],
+    evaluation_interval: '1m',
+    tests: [{
+      interval: '1m',
+      input_series: [
+        { series: 'up{namespace="msg",service="mq-gantry",pod="mq-gantry-0"}', values: '1 1 0 0 0 0 0 0' },
+        lag('mq-gantry-0'), lag('mq-gantry-1'),
+        ...vol('data-mq-gantry-0', 50), ...vol('data-mq-gantry-store-1', 10),
+      ],
+      alert_rule_test: [
+        { eval_time: '3m', alertname: 'GantryProxyDown', exp_alerts: [] },
+        { eval_time: '5m', alertname: 'GantryProxyDown', exp_alerts: [{
+          exp_labels: { severity: 'critical', namespace: 'msg', service: 'mq-gantry', pod: 'mq-gantry-0' },
+          exp_annotations: { summary: 'Gantry pod mq-gantry-0 is not scraped (down)' } }] },
+        { eval_time: '12m', alertname: 'GantryConsumerLag', exp_alerts: [] },
+        { eval_time: '17m', alertname: 'GantryConsumerLag', exp_alerts: [{
+          exp_labels: { severity: 'warning', consumer_group: 'Billing' },
+          exp_annotations: { summary: 'Consumer group Billing lags by 340000 messages' } }] },
+        { eval_time: '3m', alertname: 'GantryStoreDiskLow', exp_alerts: [] },
+        { eval_time: '6m', alertname: 'GantryStoreDiskLow', exp_alerts: [{
+          exp_labels: { severity: 'warning', namespace: 'msg', persistentvolumeclaim: 'data-mq-gantry-store-1' },
+          exp_annotations: { summary: 'Store volume data-mq-gantry-store-1 is almost full' } }] },
+      ],
+    }],
+  };
+  const r = spawnSync('promtool', ['test', 'rules', writeTmp('rules.test.yaml', YAML.stringify(spec))], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+});
+
 test('TLS from inline PEM: a kubernetes.io/tls Secret, its checksum on the pods', () => {
   const { docs } = renderScenario(SCENARIOS[2]);
   const sec = one(docs, 'Secret');
