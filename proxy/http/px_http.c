@@ -41,7 +41,23 @@ struct px_http {
     pthread_mutex_t amu;
     px_http_admin_fn admin;
     void *admin_arg;
+    /* Routes: read-locked around each call, written by add / remove. */
+    pthread_rwlock_t rmu;
+    struct px_http_route {
+        char prefix[64];
+        size_t plen, max_body;
+        px_http_route_fn fn;
+        void *arg;
+    } routes[PX_HTTP_ROUTES_MAX];
+    size_t nroutes;
 };
+
+/* An /api/ request being read: its body, up to the route's limit. */
+typedef struct px_http_body {
+    char *buf;
+    size_t len, cap, max;
+    bool too_big;
+} px_http_body_t;
 
 static enum MHD_Result px_http_send(struct MHD_Connection *conn,
                                     unsigned code, const char *ctype,
@@ -95,30 +111,148 @@ static enum MHD_Result px_http_metrics(px_http_t *h,
     return rc;
 }
 
-/* /api/...: the admin hook, once the request (and any body, which is
- * read and ignored) is in. */
+/* The route for url (rmu held), or NULL. */
+static const struct px_http_route *px_http_route_find(const px_http_t *h,
+                                                     const char *url)
+{
+    const struct px_http_route *best = NULL;
+
+    for (size_t i = 0; i < h->nroutes; i++)
+        if (strncmp(url, h->routes[i].prefix, h->routes[i].plen) == 0 &&
+            (best == NULL || h->routes[i].plen > best->plen))
+            best = &h->routes[i];
+    return best;
+}
+
+static enum MHD_Result px_http_json_error(struct MHD_Connection *conn,
+                                          unsigned code, const char *msg)
+{
+    char buf[256];
+    int n = snprintf(buf, sizeof(buf), "{\"error\":\"%s\"}\n", msg);
+
+    return px_http_send(conn, code, "application/json", buf, (size_t)n);
+}
+
+const char *px_http_req_arg(const px_http_req_t *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_GET_ARGUMENT_KIND, key);
+}
+
+/* Calls the route (or the AMQP hook) once the request is in. */
+static enum MHD_Result px_http_dispatch(px_http_t *h, struct MHD_Connection *conn,
+                                        const char *url, const char *method,
+                                        px_http_body_t *b)
+{
+    const struct px_http_route *r;
+    px_http_resp_t resp = {0};
+    enum MHD_Result rc;
+
+    if (b->too_big)
+        return px_http_json_error(conn, 413, "request body too large");
+    pthread_rwlock_rdlock(&h->rmu);
+    r = px_http_route_find(h, url);
+    if (r != NULL) {
+        px_http_req_t req = {
+            .method = method, .url = url,
+            .body = b->buf != NULL ? b->buf : "", .body_len = b->len,
+            .auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_AUTHORIZATION),
+            .conn_ = conn,
+        };
+        resp.code = 500;
+        r->fn(r->arg, &req, &resp);
+    }
+    pthread_rwlock_unlock(&h->rmu);
+    if (r != NULL) {
+        rc = px_http_send(conn, resp.code,
+                          resp.ctype != NULL ? resp.ctype : "application/json",
+                          resp.body != NULL ? resp.body : "", resp.len);
+        free(resp.body);
+        return rc;
+    }
+    if (strncmp(url, "/api/v1/amqp/", 13) == 0) {
+        char text[512];
+        unsigned code = 404;
+
+        snprintf(text, sizeof(text), "not found\n");
+        pthread_mutex_lock(&h->amu);
+        if (h->admin != NULL)
+            code = h->admin(h->admin_arg, method, url, text, sizeof(text));
+        pthread_mutex_unlock(&h->amu);
+        return px_http_text(conn, code, text);
+    }
+    return px_http_json_error(conn, 404, "no such API path");
+}
+
+/* /api/...: reads the body (bounded by the route's limit), then
+ * dispatches. */
 static enum MHD_Result px_http_api(px_http_t *h, struct MHD_Connection *conn,
                                    const char *url, const char *method,
+                                   const char *upload_data,
                                    size_t *upload_data_size, void **state)
 {
-    static int started;
-    char text[512];
-    unsigned code = 404;
+    px_http_body_t *b = *state;
 
-    if (*state == NULL) {
-        *state = &started;
+    if (b == NULL) {
+        const struct px_http_route *r;
+        const char *cl;
+
+        if ((b = calloc(1, sizeof(*b))) == NULL)
+            return MHD_NO;
+        *state = b;
+        b->max = 64 * 1024; /* the AMQP hook ignores bodies: read a little */
+        pthread_rwlock_rdlock(&h->rmu);
+        if ((r = px_http_route_find(h, url)) != NULL)
+            b->max = r->max_body;
+        pthread_rwlock_unlock(&h->rmu);
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl != NULL && strtoull(cl, NULL, 10) > b->max) {
+            b->too_big = true; /* answered before the body is read */
+            return px_http_json_error(conn, 413, "request body too large");
+        }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+
         *upload_data_size = 0;
+        if (b->too_big || b->len + n > b->max) {
+            b->too_big = true; /* read and dropped; 413 at the end */
+            return MHD_YES;
+        }
+        if (b->len + n + 1 > b->cap) {
+            size_t cap = b->cap ? b->cap : 1024;
+            char *nb;
+
+            while (cap < b->len + n + 1)
+                cap *= 2;
+            if ((nb = realloc(b->buf, cap)) == NULL)
+                return MHD_NO;
+            b->buf = nb;
+            b->cap = cap;
+        }
+        memcpy(b->buf + b->len, upload_data, n);
+        b->len += n;
+        b->buf[b->len] = '\0';
         return MHD_YES;
     }
-    snprintf(text, sizeof(text), "not found\n");
-    pthread_mutex_lock(&h->amu);
-    if (h->admin != NULL)
-        code = h->admin(h->admin_arg, method, url, text, sizeof(text));
-    pthread_mutex_unlock(&h->amu);
-    return px_http_text(conn, code, text);
+    return px_http_dispatch(h, conn, url, method, b);
+}
+
+static void px_http_completed(void *cls, struct MHD_Connection *conn,
+                              void **state, enum MHD_RequestTerminationCode why)
+{
+    px_http_body_t *b = *state;
+
+    (void)cls;
+    (void)conn;
+    (void)why;
+    if (b != NULL) {
+        free(b->buf);
+        free(b);
+        *state = NULL;
+    }
 }
 
 static enum MHD_Result px_http_handle(void *cls, struct MHD_Connection *conn,
@@ -130,9 +264,9 @@ static enum MHD_Result px_http_handle(void *cls, struct MHD_Connection *conn,
     px_http_t *h = cls;
 
     (void)version;
-    (void)upload_data;
     if (strncmp(url, "/api/", 5) == 0)
-        return px_http_api(h, conn, url, method, upload_data_size, state);
+        return px_http_api(h, conn, url, method, upload_data, upload_data_size,
+                           state);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
         strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return px_http_text(conn, 405, "method not allowed\n");
@@ -225,6 +359,7 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
     atomic_init(&h->ready, false);
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->amu, NULL);
+    pthread_rwlock_init(&h->rmu, NULL);
     h->d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0,
         NULL, NULL, px_http_handle, h,
@@ -235,12 +370,14 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)PX_HTTP_CONN_MEMORY,
         MHD_OPTION_EXTERNAL_LOGGER, px_http_log, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, px_http_no_unescape, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, px_http_completed, NULL,
         MHD_OPTION_END);
     if (h->d == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s", addr);
         close(h->lfd);
         pthread_mutex_destroy(&h->mu);
         pthread_mutex_destroy(&h->amu);
+        pthread_rwlock_destroy(&h->rmu);
         free(h);
         return GT_EIO;
     }
@@ -270,6 +407,44 @@ void px_http_set_admin(px_http_t *h, px_http_admin_fn fn, void *arg)
     pthread_mutex_unlock(&h->amu);
 }
 
+gt_err_t px_http_route_add(px_http_t *h, const char *prefix, size_t max_body,
+                           px_http_route_fn fn, void *arg)
+{
+    gt_err_t rc = GT_OK;
+
+    if (strlen(prefix) >= sizeof(h->routes[0].prefix))
+        return GT_EINVAL;
+    pthread_rwlock_wrlock(&h->rmu);
+    for (size_t i = 0; i < h->nroutes; i++)
+        if (strcmp(h->routes[i].prefix, prefix) == 0)
+            rc = GT_EEXIST;
+    if (rc == GT_OK && h->nroutes == PX_HTTP_ROUTES_MAX)
+        rc = GT_ENOSPC;
+    if (rc == GT_OK) {
+        struct px_http_route *r = &h->routes[h->nroutes++];
+
+        snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
+        r->plen = strlen(prefix);
+        r->max_body = max_body;
+        r->fn = fn;
+        r->arg = arg;
+    }
+    pthread_rwlock_unlock(&h->rmu);
+    return rc;
+}
+
+void px_http_route_remove(px_http_t *h, void *arg)
+{
+    size_t j = 0;
+
+    pthread_rwlock_wrlock(&h->rmu);
+    for (size_t i = 0; i < h->nroutes; i++)
+        if (h->routes[i].arg != arg)
+            h->routes[j++] = h->routes[i];
+    h->nroutes = j;
+    pthread_rwlock_unlock(&h->rmu);
+}
+
 void px_http_stop(px_http_t *h)
 {
     if (h == NULL)
@@ -281,5 +456,6 @@ void px_http_stop(px_http_t *h)
         close(fd);
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->amu);
+    pthread_rwlock_destroy(&h->rmu);
     free(h);
 }

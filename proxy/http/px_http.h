@@ -4,9 +4,11 @@
  * GET /readyz   -> 200 "ready" once px_http_set_ready(true), else 503.
  * GET /metrics  -> Prometheus text (process up, start time, and what the
  *                  metrics hook adds).
- * /api/...      -> the admin hook (any method; a request body is read and
- *                  ignored; the path is passed with its %-escapes), 404
- *                  without one.
+ * /api/...      -> a registered route (px_http_route_add: the longest
+ *                  matching path prefix gets the request and its body),
+ *                  else /api/v1/amqp/... to the AMQP hook
+ *                  (px_http_set_admin: any method, a body is read and
+ *                  ignored), else 404 with a JSON error.
  * Anything else -> 404; methods other than GET/HEAD -> 405.
  *
  * libmicrohttpd serves every connection from an epoll loop on a small
@@ -46,6 +48,46 @@ typedef unsigned (*px_http_admin_fn)(void *arg, const char *method, const char *
                                      char *text, size_t cap);
 /* Sets the admin hook; NULL removes it (waiting for calls in progress). */
 void px_http_set_admin(px_http_t *h, px_http_admin_fn fn, void *arg);
+/* ---- routes (/api/...) */
+
+/* One request to a route.  Strings are borrowed for the call. */
+typedef struct px_http_req {
+    const char *method;
+    const char *url;    /* the path as sent (%-escapes kept), no query */
+    const char *body;   /* NUL-terminated; "" without a body */
+    size_t body_len;
+    const char *auth;   /* the Authorization header, or NULL */
+    void *conn_;        /* for px_http_req_arg */
+} px_http_req_t;
+
+/* The answer: `body` is malloc'ed by the route (NULL: empty) and freed by
+ * px_http; ctype is static (NULL: application/json). */
+typedef struct px_http_resp {
+    unsigned code;
+    char *body;
+    size_t len;
+    const char *ctype;
+} px_http_resp_t;
+
+/* The raw (%-escaped) value of query argument `key`, or NULL. */
+const char *px_http_req_arg(const px_http_req_t *req, const char *key);
+
+/* Called on an HTTP thread once the whole request is in; it may wait
+ * (boundedly: it holds one of PX_HTTP_THREADS threads). */
+typedef void (*px_http_route_fn)(void *arg, const px_http_req_t *req,
+                                 px_http_resp_t *resp);
+
+#define PX_HTTP_ROUTES_MAX 16
+
+/* Routes requests whose path starts with `prefix` (copied; e.g.
+ * "/api/v1/topics") to fn; a longer matching prefix wins.  Bodies larger
+ * than max_body get 413 without reaching fn (at once when the
+ * Content-Length says so).  GT_EEXIST / GT_ENOSPC / GT_ENOMEM. */
+gt_err_t px_http_route_add(px_http_t *h, const char *prefix, size_t max_body,
+                           px_http_route_fn fn, void *arg);
+/* Removes every route whose arg is `arg`, waiting for calls in progress. */
+void px_http_route_remove(px_http_t *h, void *arg);
+
 /* Stops serving, closes the socket, frees `h`. NULL-safe. */
 void px_http_stop(px_http_t *h);
 
