@@ -71,6 +71,13 @@ typedef struct px_client {
     char id[128];
     px_call_t *telemetry;        /* referenced while the stream is open */
     int client_type;             /* Apache__Rocketmq__V2__ClientType */
+    /* For the admin API: from the Telemetry stream's metadata and
+     * settings (empty when not sent). */
+    char language[16];           /* x-mq-language */
+    char version[32];            /* x-mq-client-version */
+    char peer[64];               /* the stream's peer address */
+    char group[ST_NAME_MAX + 1]; /* a consumer's group */
+    int64_t since_ms;            /* first registered, wall clock */
     px_held_t *held;             /* handles delivered to this client */
     size_t n_held;
     /* `held` indexed by handle (chains of hnext; nb a power of 2 or 0): a

@@ -35,8 +35,10 @@ typedef struct px_tele {
 static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
                              int client_type,
                              const Apache__Rocketmq__V2__Publishing *pub,
-                             const ProtobufCMessage *reply)
+                             const char *group, const ProtobufCMessage *reply)
 {
+    const char *lang = px_call_metadata(call, "x-mq-language");
+    const char *ver = px_call_metadata(call, "x-mq-client-version");
     char **topics = NULL;
     size_t n = 0;
     size_t rlen = protobuf_c_message_get_packed_size(reply);
@@ -59,6 +61,12 @@ static void px_tele_register(px_svc_t *svc, px_call_t *call, px_tele_t *t,
     c = px_client_get_locked(svc, t->client_id, true);
     if (c != NULL) {
         c->client_type = client_type;
+        snprintf(c->language, sizeof(c->language), "%s", lang != NULL ? lang : "");
+        snprintf(c->version, sizeof(c->version), "%s", ver != NULL ? ver : "");
+        snprintf(c->peer, sizeof(c->peer), "%s", px_call_peer(call));
+        snprintf(c->group, sizeof(c->group), "%s", group != NULL ? group : "");
+        if (c->since_ms == 0)
+            c->since_ms = px_now_ms();
         px_client_topics_free(c);
         c->topics = topics;
         c->n_topics = n;
@@ -193,7 +201,10 @@ static bool px_tele_settings(px_call_t *call, px_tele_t *t,
     out.settings = &s;
     px_tele_register(svc, call, t, (int)in->client_type,
                      s.pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING
-                         ? in->publishing : NULL, &out.base);
+                         ? in->publishing : NULL,
+                     s.pub_sub_case == APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_SUBSCRIPTION
+                         ? in->subscription->group->name : NULL,
+                     &out.base);
     px_call_send_pb(call, &out.base);
     GT_LOG(DEBUG, "svc", "client %s settings: type %d", t->client_id,
            (int)in->client_type);
