@@ -21,6 +21,7 @@
 #include "gt_log.h"
 #include "gw_auth.h"
 #include "gw_server.h"
+#include "px_admin.h"
 #include "px_http.h"
 #include "px_rpc.h"
 #include "px_service.h"
@@ -436,6 +437,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_method_table_t methods;
     px_rpc_server_t *rpc = NULL;
     px_http_t *http = NULL;
+    px_admin_t *admin = NULL;
     gw_server_t *amqp = NULL;
     const char *amqp_listen = cfg->amqp.listen;
     bool amqp_on = amqp_listen != NULL && amqp_listen[0] != '\0' &&
@@ -531,6 +533,10 @@ static int serve(const cfg_t *cfg, bool repair)
     px_http_set_metrics(http, all_metrics, &msrc);
     if (amqp != NULL)
         px_http_set_admin(http, amqp_admin, amqp);
+    if ((admin = px_admin_start(http, svc, store, cfg)) == NULL) {
+        GT_LOG(ERROR, "main", "cannot start the admin API");
+        goto out;
+    }
     px_http_set_ready(http, true);
     GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s, AMQP %s",
            cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
@@ -543,6 +549,8 @@ static int serve(const cfg_t *cfg, bool repair)
     px_http_set_ready(http, false);
     px_http_set_metrics(http, NULL, NULL);
     px_http_set_admin(http, NULL, NULL); /* before the gateway stops */
+    px_admin_stop(admin); /* before the service and the store go */
+    admin = NULL;
     /* Order: stop the calls, then the AMQP gateway (SendMessages to a
      * bridged topic go through it until the last call), then close the
      * store (its last callbacks may still release call references), then
@@ -576,6 +584,7 @@ out:
         px_http_set_metrics(http, NULL, NULL);
         px_http_set_admin(http, NULL, NULL);
     }
+    px_admin_stop(admin);
     gw_server_stop(amqp);
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);

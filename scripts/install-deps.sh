@@ -11,6 +11,8 @@ pkgs=(
   protobuf-compiler libprotobuf-dev   # protoc + well-known .proto files
   libssl-dev libyaml-dev libcunit1-dev
   libmicrohttpd-dev            # operator HTTP endpoint (health, metrics)
+  libjansson-dev               # admin API: JSON parsing and output (px_admin*.c, gantry-admin)
+  libcurl4-openssl-dev         # gantry-admin: the HTTP client
   libevent-dev                 # AMQP gateway: event loop, bufferevents, timers (AMQPS later)
   librabbitmq-dev              # bench/gt_bench_amqp (scripts/bench-amqp): the AMQP load client, rabbitmq-c
   python3-pika                 # integration tests: pika clients against the AMQP gateway (amqp_pika)
