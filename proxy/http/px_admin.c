@@ -106,17 +106,18 @@ void px_admin_json(px_http_resp_t *r, unsigned code, json_t *j)
         return;
     }
     free(r->body);
+    r->body = NULL;
     r->code = code;
-    r->len = strlen(s) + 1;
-    s[r->len - 1] = '\0';
+    r->len = strlen(s);
     /* one line, ended by a newline */
-    if ((r->body = realloc(s, r->len + 1)) == NULL) {
+    if ((r->body = malloc(r->len + 2)) == NULL) {
         r->body = s;
-        r->len--;
         return;
     }
-    r->body[r->len - 1] = '\n';
+    memcpy(r->body, s, r->len);
+    r->body[r->len++] = '\n';
     r->body[r->len] = '\0';
+    free(s);
 }
 
 void px_admin_err(px_http_resp_t *r, unsigned code, const char *fmt, ...)

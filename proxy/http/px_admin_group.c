@@ -393,12 +393,12 @@ static void group_create(px_admin_t *a, const px_http_req_t *req, px_http_resp_t
         px_admin_err(resp, 400, "\"name\" must be 1..255 characters of [%%|a-zA-Z0-9_-]");
         return;
     }
-    if (px_admin_reserved(name)) {
+    snprintf(g.name, sizeof(g.name), "%s", name);
+    if (px_admin_reserved(g.name)) {
         json_decref(b);
-        px_admin_err(resp, 403, "%s is a system name", name);
+        px_admin_err(resp, 403, "%s is a system name", g.name);
         return;
     }
-    snprintf(g.name, sizeof(g.name), "%s", name);
     g.max_delivery_attempts = PX_DEFAULT_ATTEMPTS;
     if (!group_fields(b, &g, resp)) {
         json_decref(b);

@@ -285,12 +285,12 @@ static void topic_create(px_admin_t *a, const px_http_req_t *req, px_http_resp_t
         px_admin_err(resp, 400, "\"name\" must be 1..127 characters of [%%|a-zA-Z0-9_-]");
         return;
     }
-    if (px_admin_reserved(name)) {
+    snprintf(t.name, sizeof(t.name), "%s", name);
+    if (px_admin_reserved(t.name)) {
         json_decref(b);
-        px_admin_err(resp, 403, "%s is a system name", name);
+        px_admin_err(resp, 403, "%s is a system name", t.name);
         return;
     }
-    snprintf(t.name, sizeof(t.name), "%s", name);
     t.type = ST_TOPIC_NORMAL;
     t.queue_count = 0; /* any count may be asked for */
     t.perm = ST_PERM_READ | ST_PERM_WRITE;
