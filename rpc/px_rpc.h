@@ -229,6 +229,10 @@ void px_call_unref(px_call_t *call);
 /* Queue one response message (copied).  GT_ESHUTDOWN once the call has
  * been finished or cancelled (the message is dropped). */
 gt_err_t px_call_send(px_call_t *call, const uint8_t *data, size_t len);
+/* Messages queued behind the send in flight (not yet handed to the core):
+ * grows while the client does not read.  For streams that must bound what
+ * a slow reader costs.  O(backlog). */
+size_t px_call_send_backlog(px_call_t *call);
 /* Packs and queues a protobuf-c message (borrowed). */
 gt_err_t px_call_send_pb(px_call_t *call, const ProtobufCMessage *msg);
 /* Queue the final status after every queued message.  Only the first

@@ -493,6 +493,17 @@ static gt_err_t px_call_enqueue(px_call_t *c, px_send_item_t *it)
     return GT_OK;
 }
 
+size_t px_call_send_backlog(px_call_t *c)
+{
+    size_t n = 0;
+
+    pthread_mutex_lock(&c->mu);
+    for (px_send_item_t *it = c->q_head; it != NULL; it = it->next)
+        n++;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
 gt_err_t px_call_send(px_call_t *c, const uint8_t *data, size_t len)
 {
     px_send_item_t *it = calloc(1, sizeof(*it));

@@ -5,12 +5,17 @@
  * out of order -- the executor runs them on several threads -- keep the
  * newest).  A new stream gets the copy as its snapshot, then every change;
  * both happen under `mu`, so a change is either in a stream's snapshot or
- * sent to it after. */
+ * sent to it after.  A stream with SS_WATCH_BACKLOG_MAX messages unread is
+ * ended with RESOURCE_EXHAUSTED. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "gt_log.h"
 #include "ss_int.h"
+
+/* Change messages a stream may have queued unread before it is ended
+ * (RESOURCE_EXHAUSTED): a watcher that does not read costs this much. */
+#define SS_WATCH_BACKLOG_MAX 256
 
 typedef struct ss_watcher {
     struct ss_watcher *next;
@@ -131,6 +136,7 @@ static void ss_watch_cb(void *arg, const st_meta_event_t *evs, size_t n,
 {
     ss_watch_t *w = arg;
     st_meta_event_t *fresh = malloc((n ? n : 1) * sizeof(*fresh));
+    ss_watcher_t *slow = NULL;
     size_t k = 0;
 
     pthread_mutex_lock(&w->mu);
@@ -141,10 +147,31 @@ static void ss_watch_cb(void *arg, const st_meta_event_t *evs, size_t n,
         w->have_snapshot = true;
         pthread_cond_broadcast(&w->cv);
     }
-    for (ss_watcher_t *x = w->watchers; x != NULL && k > 0; x = x->next)
-        ss_watch_send(x->call, fresh, k, false);
+    for (ss_watcher_t **pp = &w->watchers; *pp != NULL && k > 0;) {
+        ss_watcher_t *x = *pp;
+        if (px_call_send_backlog(x->call) < SS_WATCH_BACKLOG_MAX) {
+            ss_watch_send(x->call, fresh, k, false);
+            pp = &x->next;
+            continue;
+        }
+        /* It does not read: end it rather than queue without bound. */
+        *pp = x->next;
+        x->next = slow;
+        slow = x;
+        w->nwatchers--;
+    }
     pthread_mutex_unlock(&w->mu);
     free(fresh);
+    while (slow != NULL) {
+        ss_watcher_t *x = slow;
+        slow = x->next;
+        GT_LOG(WARN, "watch", "MetaWatch from %s ended: %d changes unread",
+               px_call_peer(x->call), SS_WATCH_BACKLOG_MAX);
+        px_call_finish(x->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                       "too many unread changes; watch again");
+        px_call_unref(x->call);
+        free(x);
+    }
 }
 
 ss_watch_t *ss_watch_start(st_store_t *store)

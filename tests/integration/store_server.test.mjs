@@ -54,8 +54,8 @@ function startCall(c, method, req, deadlineMs = 30000) {
   return { done, call: h };
 }
 
-async function metric(name) {
-  const r = await httpGet(node.httpPort, '/metrics');
+async function metric(name, g = node) {
+  const r = await httpGet(g.httpPort, '/metrics');
   const m = r.body.match(new RegExp(`^${name} (\\d+)`, 'm'));
   return m ? Number(m[1]) : NaN;
 }
@@ -361,6 +361,42 @@ test('MetaWatch: a snapshot, then changes', async () => {
     5000, 'delete event');
   stream.cancel();
   await waitFor(async () => (await metric('gantry_store_meta_watchers')) === 0, 5000, 'watcher gone');
+});
+
+test('a MetaWatch stream that does not read is ended, others go on', async () => {
+  const g = await startStore({ yaml: '', flush: 'async' });
+  const c = connect(g);
+  const got = [];
+  const reader = c.MetaWatch({});
+  reader.on('data', (r) => got.push(r));
+  reader.on('error', () => {});
+  const s = http2.connect(`http://${g.endpoint}`);
+  s.on('error', () => {});
+  const st = s.request({ ':method': 'POST', ':path': '/gantry.store.v1.Store/MetaWatch',
+    'content-type': 'application/grpc', te: 'trailers' });
+  st.on('error', () => {});
+  st.end(Buffer.alloc(5)); // an empty MetaWatchRequest; the answers are never read
+  try {
+    await waitFor(async () => (await metric('gantry_store_meta_watchers', g)) === 2, 5000, 'two watchers');
+    const pad = 'x'.repeat(240);
+    let i = 0;
+    await waitFor(async () => {
+      for (let j = 0; j < 50; j++, i++) {
+        const r = await call(c, 'PutTopic', { topic: { name: `L${i}${pad}`, queue_count: 1, perm: 6 } });
+        assert.equal(r.err, 'OK');
+      }
+      return (await metric('gantry_store_meta_watchers', g)) === 1;
+    }, 60000, 'the non-reading watcher ended', 0);
+    // the reading one saw every change
+    await waitFor(() => got.slice(1).flatMap((r) => r.events).length >= i, 5000, 'reader caught up');
+    assert.match(g.log(), /MetaWatch from .* ended: 256 changes unread/);
+  } finally {
+    st.close(http2.constants.NGHTTP2_CANCEL);
+    s.destroy();
+    reader.cancel();
+    c.close();
+    await stopGantry(g);
+  }
 });
 
 test('bad requests: malformed protobuf, bad enums, too many keys, unknown method', async () => {
