@@ -138,6 +138,17 @@ test('the entrypoint starts from the image root and serves gRPC and /readyz', { 
     assert.equal(codeName(r.resp.getStatus().getCode()), codeName(Code.OK));
     assert.ok(r.resp.getMessageQueuesList().length > 0, 'QueryRoute gives queues');
 
+    // The image's gantry-admin (when the build has it) against the admin
+    // API, from the image root too.
+    if (fs.existsSync(path.join(rootfs, 'usr/local/bin/gantry-admin'))) {
+      const admin = runInRoot({
+        rootfs, uid, gid, logPath: path.join(dir, 'gantry-admin.log'), readOnlyRoot: true, tmpfs: ['/tmp'],
+        argv: ['/usr/local/bin/gantry-admin', '--server', `http://127.0.0.1:${httpPort}`, 'topic', 'list'],
+      });
+      assert.deepEqual(await admin.exited, { code: 0, signal: null }, admin.log());
+      assert.match(admin.log(), /^TopicTest\s+NORMAL\s/m, admin.log());
+    }
+
     // The image's default config declares TopicTest and GroupTest.
     const g = { endpoint: `127.0.0.1:${grpcPort}` };
     consumer = await startSimpleConsumer(g, 'GroupTest', 'TopicTest');
