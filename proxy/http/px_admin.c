@@ -337,7 +337,7 @@ json_t *px_admin_names(px_admin_t *a, bool groups, int64_t deadline, gt_err_t *e
 
 /* Replaces the values of secret keys in YAML text (cfg_print's) with
  * asterisks: "KEY: value" up to the next ',', '}' or line end. */
-static void px_mask_secrets(char *s)
+void px_admin_mask_secrets(char *s)
 {
     static const char *const keys[] = {"password", "password_hash", "secret",
                                        "secret_key", "token", "tokens", NULL};
@@ -384,7 +384,7 @@ static void px_admin_config(void *arg, const px_http_req_t *req, px_http_resp_t 
         }
         cfg_print(a->cfg, f);
         fclose(f);
-        px_mask_secrets(buf);
+        px_admin_mask_secrets(buf);
         px_admin_json(resp, 200,
                       json_pack("{s:s, s:s}", "yaml", buf, "log_level",
                                 gt_log_level_name((gt_log_level_t)atomic_load(

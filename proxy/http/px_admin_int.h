@@ -33,7 +33,9 @@ typedef struct px_aw {
     gt_err_t err;       /* the first error a callback reported */
     json_t *out;
     uint64_t u[4];
-    st_group_t group;   /* one group's settings, when asked for */
+    st_group_t group;   /* one group's settings, when asked for (or
+                           the name callbacks work on) */
+    st_store_t *store;  /* for callbacks that call the store again */
     void *ctx;          /* the handler's, read-only for callbacks */
 } px_aw_t;
 
@@ -70,6 +72,11 @@ bool px_admin_unescape(const char *in, char *out, size_t cap);
 /* The request body as a JSON object; NULL after answering 400. */
 json_t *px_admin_body(const px_http_req_t *req, px_http_resp_t *resp);
 
+/* Replaces, in place, the values of secret keys (password,
+ * password_hash, secret, secret_key, token, tokens) in cfg_print's YAML
+ * with asterisks. */
+void px_admin_mask_secrets(char *yaml);
+
 /* Topics, groups: names and kinds. */
 const char *px_admin_type_name(st_topic_type_t t);
 bool px_admin_type_parse(const char *s, st_topic_type_t *out);
@@ -91,6 +98,11 @@ void px_admin_msg_at(px_admin_t *a, const char *topic, const char *queue,
                      px_http_resp_t *resp);
 /* st_topic_cb for a waiter: u[0] = the queue count (0: none found). */
 void px_admin_topic_count(void *arg, gt_err_t err, const st_topic_t *t, size_t n);
+/* GT_OK when group name exists, GT_ENOTFOUND, or the store's error. */
+gt_err_t px_admin_group_check(px_admin_t *a, const char *name, int64_t deadline);
+/* POST /api/v1/groups/G/dlq/redrive (px_admin_dlq.c). */
+void px_admin_dlq_redrive(px_admin_t *a, const char *group, const px_http_req_t *req,
+                          px_http_resp_t *resp);
 /* Topic and group lists, for handlers that walk them: a JSON array of
  * names (NULL on error, err set). */
 json_t *px_admin_names(px_admin_t *a, bool groups, int64_t deadline, gt_err_t *err);
