@@ -35,7 +35,7 @@ typedef struct ga_opts {
     int npos;
     /* command options (NULL / -1: not given) */
     const char *type, *perm, *consume_from, *topic, *to, *time, *level;
-    long queues, max_attempts, body_max, retry_initial, retry_max, retry_mult;
+    long queues, max_attempts, body_max, max, retry_initial, retry_max, retry_mult;
     int fifo; /* -1 unset, 0, 1 */
 } ga_opts_t;
 
@@ -62,6 +62,7 @@ static void usage(FILE *out)
         "  group delete GROUP\n"
         "  group reset-offset GROUP --topic TOPIC --to beginning|end|time\n"
         "                     [--time YYYY-MM-DDTHH:MM:SS[.mmm]Z|MS]\n"
+        "  group redrive-dlq GROUP [--max N]  dead letters back to their topic\n"
         "clients (consumerConnection, producerConnection):\n"
         "  client list\n"
         "  client close CLIENT_ID\n"
@@ -119,7 +120,7 @@ static int parse_args(int argc, char **argv, ga_opts_t *o)
         S("--server", server), S("--token", token), S("--type", type), S("--perm", perm),
         S("--consume-from", consume_from), S("--topic", topic), S("--to", to),
         S("--time", time), L("--timeout", timeout_s, 1, 3600), L("--queues", queues, 1, 1024),
-        L("--max-attempts", max_attempts, 1, 1000), L("--body-max", body_max, 0, 1 << 20),
+        L("--max-attempts", max_attempts, 1, 1000), L("--max", max, 1, 10000), L("--body-max", body_max, 0, 1 << 20),
         L("--retry-initial-ms", retry_initial, 0, 86400000),
         L("--retry-max-ms", retry_max, 0, 86400000),
         L("--retry-multiplier", retry_mult, 0, 10000),
@@ -494,8 +495,19 @@ static int cmd_group(const ga_opts_t *o)
         }
         return call_path(o, "POST", path_of("groups", o->pos[2], "/reset-offset"), b);
     }
+    if (strcmp(v, "redrive-dlq") == 0) {
+        json_t *b = json_object();
+
+        if ((rc = need(o, 3, "group redrive-dlq GROUP [--max N]"))) {
+            json_decref(b);
+            return rc;
+        }
+        if (o->max >= 0)
+            json_object_set_new(b, "max", json_integer(o->max));
+        return call_path(o, "POST", path_of("groups", o->pos[2], "/dlq/redrive"), b);
+    }
     return usage_err("unknown group command '%s' (list, show, lag, create, update, delete, "
-                     "reset-offset)", v);
+                     "reset-offset, redrive-dlq)", v);
 }
 
 static int cmd_client(const ga_opts_t *o)
@@ -596,7 +608,7 @@ static int cmd_config(const ga_opts_t *o)
 
 int main(int argc, char **argv)
 {
-    ga_opts_t o = {.queues = -1, .max_attempts = -1, .body_max = -1, .retry_initial = -1,
+    ga_opts_t o = {.queues = -1, .max_attempts = -1, .max = -1, .body_max = -1, .retry_initial = -1,
                    .retry_max = -1, .retry_mult = -1, .fifo = -1, .timeout_s = 30};
     const char *noun;
     int rc;

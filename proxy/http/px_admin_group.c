@@ -62,6 +62,15 @@ static json_t *get_groups(px_admin_t *a, const char *name, st_group_t *one,
     return out;
 }
 
+gt_err_t px_admin_group_check(px_admin_t *a, const char *name, int64_t deadline)
+{
+    gt_err_t rc;
+    json_t *arr = get_groups(a, name, NULL, deadline, &rc);
+
+    json_decref(arr);
+    return rc;
+}
+
 static void done_cb(void *arg, gt_err_t err)
 {
     px_aw_done(arg, err);
@@ -132,6 +141,27 @@ static void got_committed(void *arg, gt_err_t err, uint64_t off)
     px_aw_done(w, err == GT_ENOTFOUND ? GT_OK : err);
 }
 
+/* The dead letters not moved back yet: every message of %DLQ%G minus
+ * those below G's own committed offset there (px_admin_dlq.c consumes
+ * the DLQ as G). u[0]: the count. */
+typedef struct {
+    px_aw_t *w;
+    uint64_t min;
+} px_dq_t;
+
+static void got_dlq_off(void *arg, gt_err_t err, uint64_t committed)
+{
+    px_dq_t *c = arg;
+    px_aw_t *w = c->w;
+
+    pthread_mutex_lock(&w->mu);
+    if (err == GT_OK && committed > c->min)
+        w->u[0] -= committed - c->min < w->u[0] ? committed - c->min : w->u[0];
+    pthread_mutex_unlock(&w->mu);
+    free(c);
+    px_aw_done(w, err == GT_ENOTFOUND ? GT_OK : err);
+}
+
 static void got_dlq(void *arg, gt_err_t err, const st_stats_t *s)
 {
     px_aw_t *w = arg;
@@ -139,6 +169,18 @@ static void got_dlq(void *arg, gt_err_t err, const st_stats_t *s)
     pthread_mutex_lock(&w->mu);
     w->u[0] = err == GT_OK ? s->messages : 0;
     pthread_mutex_unlock(&w->mu);
+    for (uint32_t q = 0; err == GT_OK && q < s->nqueues; q++) {
+        px_dq_t *c = calloc(1, sizeof(*c));
+        char dlq[ST_NAME_MAX + sizeof(ST_DLQ_PREFIX)];
+
+        if (c == NULL)
+            continue;
+        c->w = w;
+        c->min = s->queues[q].min_offset;
+        snprintf(dlq, sizeof(dlq), "%s%s", ST_DLQ_PREFIX, w->group.name);
+        px_aw_add(w, 1);
+        st_offset_get(w->store, w->group.name, dlq, q, got_dlq_off, c);
+    }
     px_aw_done(w, err == GT_ENOTFOUND ? GT_OK : err);
 }
 
@@ -189,6 +231,7 @@ static void group_show(px_admin_t *a, const char *name, px_http_resp_t *resp)
         px_admin_store_err(resp, rc, "topics");
         return;
     }
+    snprintf(dlq_name, sizeof(dlq_name), "%s%s", ST_DLQ_PREFIX, name);
     /* 1. each topic's stats for the group */
     if ((w = px_aw_new(1, NULL)) == NULL) {
         rc = GT_ENOMEM;
@@ -199,7 +242,9 @@ static void group_show(px_admin_t *a, const char *name, px_http_resp_t *resp)
         const char *t = json_string_value(tv);
         px_gq_t *c;
 
-        if (st_is_sys_name(t) || (c = calloc(1, sizeof(*c))) == NULL)
+        /* not its own DLQ either: a redrive consumes it as the group */
+        if (st_is_sys_name(t) || strcmp(t, dlq_name) == 0 ||
+            (c = calloc(1, sizeof(*c))) == NULL)
             continue;
         c->w = w;
         snprintf(c->topic, sizeof(c->topic), "%s", t);
@@ -244,11 +289,12 @@ static void group_show(px_admin_t *a, const char *name, px_http_resp_t *resp)
         goto fail;
     }
     /* 3. the dead letters */
-    snprintf(dlq_name, sizeof(dlq_name), "%s%s", ST_DLQ_PREFIX, name);
     if ((w = px_aw_new(1, NULL)) == NULL) {
         rc = GT_ENOMEM;
         goto fail;
     }
+    w->store = a->store;
+    snprintf(w->group.name, sizeof(w->group.name), "%s", name);
     st_stats(a->store, dlq_name, NULL, got_dlq, w);
     rc = px_aw_wait(w, deadline);
     dlq = w->u[0];
@@ -698,6 +744,13 @@ void px_admin_groups(void *arg, const px_http_req_t *req, px_http_resp_t *resp)
             group_delete(a, seg[0], resp);
         else
             px_admin_err(resp, 405, "method not allowed (GET, PUT, DELETE)");
+        return;
+    }
+    if (n == 3 && strcmp(seg[1], "dlq") == 0 && strcmp(seg[2], "redrive") == 0) {
+        if (strcmp(m, "POST") != 0)
+            px_admin_err(resp, 405, "method not allowed (POST)");
+        else
+            px_admin_dlq_redrive(a, seg[0], req, resp);
         return;
     }
     if (n == 2 && strcmp(seg[1], "reset-offset") == 0) {

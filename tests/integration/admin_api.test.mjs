@@ -21,6 +21,8 @@ const ADMIN_BIN = process.env.GANTRY_ADMIN_BIN || path.join(path.dirname(GANTRY_
 const T = 'AdmTopic';
 const G = 'AdmGroup';
 const G_OTHER = 'AdmOther';
+const T_DLQ = 'AdmDlqTopic';
+const G_DLQ = 'AdmDlq';
 const N = 12;
 const SECRET = 'hunter2-very-secret';
 
@@ -70,8 +72,9 @@ function cli(args, env = {}) {
 
 const CONFIG = {
   yaml: yamlOf({
-    topics: [{ name: T, queues: 3 }],
-    groups: [{ name: G, max_delivery_attempts: 5 }, { name: G_OTHER }],
+    topics: [{ name: T, queues: 3 }, { name: T_DLQ, queues: 1 }],
+    groups: [{ name: G, max_delivery_attempts: 5 }, { name: G_OTHER },
+      { name: G_DLQ, max_delivery_attempts: 1 }],
   }),
   amqpYaml: `  users:\n    - {name: ops, password: "${SECRET}", tags: [administrator]}`,
 };
@@ -393,6 +396,53 @@ test('client close: the stream ends, unknown clients 404', async () => {
     assert.match(g.log(), /closed through the admin API/);
   } finally {
     await shutdownQuietly(extra);
+  }
+});
+
+test('DLQ redrive: dead letters go back to their topic with their ids', async () => {
+  const dc = await startSimpleConsumer(g, G_DLQ, T_DLQ);
+  try {
+    const poison = await producer.send({ topic: T_DLQ, body: Buffer.from('poison'), keys: ['pk'] });
+    // one attempt allowed: fail it; the next pop dead-letters the message
+    await waitFor(async () => {
+      for (const m of await dc.receive(4, 30000)) {
+        assert.equal(m.messageId, poison.messageId);
+        await dc.changeInvisibleDuration(m, 0);
+        return true;
+      }
+      return false;
+    }, 30000, 'first delivery');
+    const again = await dc.receive(4, 30000);
+    assert.deepEqual(again.map((m) => m.messageId), [], 'no second delivery');
+    await waitFor(async () => (await api('GET', `/api/v1/groups/${G_DLQ}`)).json?.dlq_messages === 1,
+      10000, 'one dead letter');
+    assert.equal((await api('POST', `/api/v1/groups/${G_DLQ}/dlq/redrive`, { max: 0 })).status, 400);
+    assert.equal((await api('POST', '/api/v1/groups/NoGroup/dlq/redrive', {})).status, 404);
+    assert.equal((await api('GET', `/api/v1/groups/${G_DLQ}/dlq/redrive`)).status, 405);
+    let r = await cli(['--json', 'group', 'redrive-dlq', G_DLQ]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.moved, 1, r.stdout);
+    assert.equal(out.failed, 0, r.stdout);
+    r = await api('GET', `/api/v1/groups/${G_DLQ}`);
+    assert.equal(r.json.dlq_messages, 0, r.text);
+    assert.ok(!r.json.topics.some((t) => t.topic.startsWith('%DLQ%')), 'own DLQ not listed');
+    // delivered again, same id, a first attempt
+    const back = await waitFor(async () => {
+      const ms = await dc.receive(4, 30000);
+      return ms.length > 0 ? ms : null;
+    }, 30000, 'redriven message delivered');
+    assert.equal(back.length, 1);
+    assert.equal(back[0].messageId, poison.messageId);
+    assert.equal(back[0].body.toString(), 'poison');
+    assert.deepEqual(back[0].keys, ['pk']);
+    assert.ok(!back[0].properties.has('RETRY_TOPIC'));
+    await dc.ack(back[0]);
+    r = await api('POST', `/api/v1/groups/${G_DLQ}/dlq/redrive`);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.moved, 0);
+  } finally {
+    await shutdownQuietly(dc);
   }
 });
 
