@@ -67,27 +67,28 @@ static char *ss_str(const char *s)
     return (char *)(s != NULL ? s : "");
 }
 
-void ss_msg_to_pb(const st_message_t *in, ss_msg_out_t *out)
+static void ss_msg_to_pb(const st_message_t *in, ss_pb_msg_t *m,
+                         Gantry__Store__V1__Property *props,
+                         Gantry__Store__V1__Property **pprops, char **keys)
 {
-    ss_pb_msg_t *m = &out->m;
     uint32_t nk = in->nkeys < ST_MAX_KEYS ? in->nkeys : ST_MAX_KEYS;
     uint32_t np = in->nprops < ST_MAX_PROPS ? in->nprops : ST_MAX_PROPS;
 
     gantry__store__v1__message__init(m);
     m->tag = ss_str(in->tag);
     for (uint32_t i = 0; i < nk; i++)
-        out->keys[i] = ss_str(in->keys[i]);
+        keys[i] = ss_str(in->keys[i]);
     m->n_keys = nk;
-    m->keys = out->keys;
+    m->keys = keys;
     m->msg_id = ss_str(in->msg_id);
     for (uint32_t i = 0; i < np; i++) {
-        gantry__store__v1__property__init(&out->props[i]);
-        out->props[i].key = ss_str(in->props[i].key);
-        out->props[i].value = ss_str(in->props[i].value);
-        out->pprops[i] = &out->props[i];
+        gantry__store__v1__property__init(&props[i]);
+        props[i].key = ss_str(in->props[i].key);
+        props[i].value = ss_str(in->props[i].value);
+        pprops[i] = &props[i];
     }
     m->n_props = np;
-    m->props = out->pprops;
+    m->props = pprops;
     m->born_ts_ms = in->born_ts_ms;
     m->born_host = ss_str(in->born_host);
     m->msg_group = ss_str(in->msg_group);
@@ -103,35 +104,68 @@ void ss_msg_to_pb(const st_message_t *in, ss_msg_out_t *out)
     m->flags = in->flags;
 }
 
+#define SS_MSG_AT(base, stride, i)                                          \
+    ((const st_message_t *)((const char *)(base) + (i) * (stride)))
+
+gt_err_t ss_msgs_to_pb(const void *base, size_t stride, size_t n,
+                       ss_msgs_out_t *out)
+{
+    size_t np = 0, nk = 0, ip = 0, ik = 0;
+    Gantry__Store__V1__Property *props, **pprops;
+    char **keys;
+    uint8_t *mem;
+
+    for (size_t i = 0; i < n; i++) {
+        const st_message_t *m = SS_MSG_AT(base, stride, i);
+        np += m->nprops < ST_MAX_PROPS ? m->nprops : ST_MAX_PROPS;
+        nk += m->nkeys < ST_MAX_KEYS ? m->nkeys : ST_MAX_KEYS;
+    }
+    /* every part a multiple of the pointer size: one aligned block */
+    mem = malloc(n * (sizeof(ss_pb_msg_t) + sizeof(ss_pb_msg_t *)) +
+                 np * (sizeof(*props) + sizeof(*pprops)) + nk * sizeof(*keys) + 1);
+    if (mem == NULL)
+        return GT_ENOMEM;
+    out->m = (ss_pb_msg_t *)mem;
+    out->pm = (ss_pb_msg_t **)(out->m + n);
+    props = (Gantry__Store__V1__Property *)(out->pm + n);
+    pprops = (Gantry__Store__V1__Property **)(props + np);
+    keys = (char **)(pprops + np);
+    for (size_t i = 0; i < n; i++) {
+        const st_message_t *m = SS_MSG_AT(base, stride, i);
+        ss_msg_to_pb(m, &out->m[i], props + ip, pprops + ip, keys + ik);
+        ip += out->m[i].n_props;
+        ik += out->m[i].n_keys;
+        out->pm[i] = &out->m[i];
+    }
+    return GT_OK;
+}
+
+void ss_msgs_out_free(ss_msgs_out_t *out)
+{
+    free(out->m);
+    out->m = NULL;
+    out->pm = NULL;
+}
+
 void ss_reply_msgs(px_call_t *call, gt_err_t err, const st_message_t *msgs,
                    size_t n, uint64_t next_offset)
 {
     Gantry__Store__V1__MessagesResponse resp =
         GANTRY__STORE__V1__MESSAGES_RESPONSE__INIT;
-    ss_msg_out_t *outs = NULL;
-    ss_pb_msg_t **pm = NULL;
+    ss_msgs_out_t outs = {NULL, NULL};
 
     if (err == GT_OK && n > 0) {
-        outs = malloc(n * sizeof(*outs));
-        pm = malloc(n * sizeof(*pm));
-        if (outs == NULL || pm == NULL) {
-            free(outs);
-            free(pm);
+        if (ss_msgs_to_pb(msgs, sizeof(*msgs), n, &outs) != GT_OK) {
             ss_reply_err(call, GT_ENOMEM);
             return;
         }
-        for (size_t i = 0; i < n; i++) {
-            ss_msg_to_pb(&msgs[i], &outs[i]);
-            pm[i] = &outs[i].m;
-        }
         resp.n_messages = n;
-        resp.messages = pm;
+        resp.messages = outs.pm;
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.next_offset = err == GT_OK ? next_offset : 0;
     px_call_reply_pb(call, &resp.base);
-    free(outs);
-    free(pm);
+    ss_msgs_out_free(&outs);
 }
 
 /* ---- screening: strings holding a NUL ---- */

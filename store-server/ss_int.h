@@ -88,14 +88,17 @@ gt_err_t ss_service_register(px_method_table_t *t);
  * GT_EINVAL for too many keys or properties or a bad queue id. */
 gt_err_t ss_msg_from_pb(const ss_pb_msg_t *m, st_message_t *out);
 
-/* Room to express one st_message_t as protobuf (fields borrow from it). */
-typedef struct ss_msg_out {
-    ss_pb_msg_t m;
-    Gantry__Store__V1__Property props[ST_MAX_PROPS];
-    Gantry__Store__V1__Property *pprops[ST_MAX_PROPS];
-    char *keys[ST_MAX_KEYS];
-} ss_msg_out_t;
-void ss_msg_to_pb(const st_message_t *in, ss_msg_out_t *out);
+/* Protobuf views of n st_message_t (their fields borrow from them), in
+ * one allocation sized to their keys and properties.  Message i is at
+ * (const char *)base + i * stride (st_message_t arrays, or the msg member
+ * of st_popped_t arrays).  GT_ENOMEM; free with ss_msgs_out_free(). */
+typedef struct ss_msgs_out {
+    ss_pb_msg_t *m; /* n of them */
+    ss_pb_msg_t **pm; /* pointers to them */
+} ss_msgs_out_t;
+gt_err_t ss_msgs_to_pb(const void *base, size_t stride, size_t n,
+                       ss_msgs_out_t *out);
+void ss_msgs_out_free(ss_msgs_out_t *out);
 /* A MessagesResponse for n messages (pull, lookups, tx_pending); sends it,
  * finishes the call. */
 void ss_reply_msgs(px_call_t *call, gt_err_t err, const st_message_t *msgs,

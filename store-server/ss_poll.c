@@ -187,7 +187,7 @@ static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
     px_call_t *call;
     Gantry__Store__V1__PopResponse resp = GANTRY__STORE__V1__POP_RESPONSE__INIT;
     Gantry__Store__V1__Popped pops[ST_POP_MAX], *pp[ST_POP_MAX];
-    ss_msg_out_t *outs = NULL;
+    ss_msgs_out_t outs = {NULL, NULL};
 
     ss_poll_end(p, &call);
     if (n > ST_POP_MAX)
@@ -200,15 +200,14 @@ static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         return;
     }
     if (err == GT_OK && n > 0) {
-        if ((outs = malloc(n * sizeof(*outs))) == NULL) {
+        if (ss_msgs_to_pb(&msgs[0].msg, sizeof(*msgs), n, &outs) != GT_OK) {
             ss_give_back(p->srv, p->group, p->topic, msgs, n);
             err = GT_ENOMEM;
             n = 0;
         }
         for (size_t i = 0; i < n; i++) {
             gantry__store__v1__popped__init(&pops[i]);
-            ss_msg_to_pb(&msgs[i].msg, &outs[i]);
-            pops[i].message = &outs[i].m;
+            pops[i].message = outs.pm[i];
             pops[i].handle = (char *)msgs[i].handle;
             pops[i].attempt = msgs[i].attempt;
             pops[i].invisible_until_ms = msgs[i].invisible_until_ms;
@@ -221,7 +220,7 @@ static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
     px_call_reply_pb(call, &resp.base);
     if (n > 0)
         ss_pop_watch(p, call, msgs, n);
-    free(outs);
+    ss_msgs_out_free(&outs);
     px_call_unref(call);
     free(p);
 }
