@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "gt_log.h"
+#include "gw_acks.h"
 #include "gw_bridge.h"
 #include "gw_broker_int.h"
 #include "gw_delay.h"
@@ -214,14 +215,6 @@ void gw_op_done_cb(void *arg, gt_err_t err)
 
     op->err = err;
     gw_op_post(op);
-}
-
-void gw_msg_ack(gw_broker_t *b, const gw_queue_t *q, const char *handle)
-{
-    gw_op_t *op = gw_op_new(b, sizeof(*op), gw_op_free_fn);
-
-    if (op != NULL)
-        st_ack(b->store, q->id, q->id, handle, gw_op_done_cb, op);
 }
 
 void gw_msg_release(gw_broker_t *b, const gw_queue_t *q, const char *handle)
@@ -641,7 +634,7 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
         tv.tv_sec = 0;
         tv.tv_usec = (suseconds_t)(b->invisible_ms / 4 * 1000);
     }
-    if (!gw_ops_new(b, bo->amqp) || !gw_meta_load_start(b)) {
+    if (!gw_acks_new(b) || !gw_ops_new(b, bo->amqp) || !gw_meta_load_start(b)) {
         gw_broker_free(b);
         return NULL;
     }
@@ -664,7 +657,9 @@ void gw_broker_free(gw_broker_t *b)
         return;
     b->stopping = true;
     gw_delay_stop(b);
-    /* The loop has stopped: run the store's last answers here. */
+    /* The loop has stopped: run the store's last answers here (and send
+     * the acks they and the last round left). */
+    gw_acks_flush(b);
     pthread_mutex_lock(&b->mu);
     while (b->ops > 0) {
         gw_op_t *list = b->head;
@@ -676,6 +671,7 @@ void gw_broker_free(gw_broker_t *b)
         pthread_mutex_unlock(&b->mu);
         ops_run(b, list);
         dirty_flush(b);
+        gw_acks_flush(b);
         pthread_mutex_lock(&b->mu);
     }
     pthread_mutex_unlock(&b->mu); /* the last poster has left it */
@@ -685,6 +681,7 @@ void gw_broker_free(gw_broker_t *b)
     gw_bridge_stop(b); /* (the broker may not have started its loop) */
     gw_bridges_free(b->bridges);
     gw_ops_free(b); /* after the queues */
+    gw_acks_free(b);
     if (b->post_ev != NULL)
         event_free(b->post_ev);
     if (b->tick != NULL)

@@ -96,6 +96,7 @@ struct gw_broker {
     gw_delay_t *delay; /* the x-delayed-message timers (gw_delay.c) */
     struct gw_reply_tab *replies; /* direct reply-to consumers (gw_reply.c) */
     struct gw_opsreg *opsr; /* migration operations (gw_ops.c) */
+    struct gw_acks *acks;   /* store acks batched per round (gw_acks.c) */
 };
 
 /* A vhost: a namespace of its own, as in RabbitMQ (its exchanges, with
@@ -136,6 +137,7 @@ struct gw_queue {
                                               not references, see gw_sac.h */
     gw_qttl_t ttl; /* gw_ttl.c */
     gw_qops_t *ops; /* pause, rate limit, retry, counters (gw_ops.c) */
+    uint32_t ack_slot; /* its acks waiting for the round's batch (gw_acks.c): index + 1 */
 };
 
 struct gw_bconn {
@@ -281,7 +283,7 @@ void *gw_op_new(gw_broker_t *b, size_t size, gw_op_fn fn);
 void gw_op_post(gw_op_t *op);
 void gw_op_free_fn(gw_op_t *op);
 void gw_op_done_cb(void *arg, gt_err_t err);
-void gw_msg_ack(gw_broker_t *b, const gw_queue_t *q, const char *handle);
+void gw_msg_ack(gw_broker_t *b, gw_queue_t *q, const char *handle); /* batched: gw_acks.h */
 void gw_msg_release(gw_broker_t *b, const gw_queue_t *q, const char *handle);
 /* blen: the message's body bytes (gw_maxlen counts it ready again). */
 void gw_msg_requeue(gw_broker_t *b, gw_queue_t *q, const char *handle, uint64_t blen);

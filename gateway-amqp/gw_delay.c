@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "gt_log.h"
+#include "gw_acks.h"
 #include "gw_delay.h"
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
@@ -272,10 +273,7 @@ typedef struct {
 
 static void timer_ack(gw_broker_t *b, const char *handle)
 {
-    gw_op_t *op = gw_op_new(b, sizeof(*op), gw_op_free_fn);
-
-    if (op != NULL)
-        st_ack(b->store, GW_DELAY_TOPIC, GW_DELAY_TOPIC, handle, gw_op_done_cb, op);
+    gw_store_ack(b, GW_DELAY_TOPIC, handle);
 }
 
 static void fire_fn(gw_op_t *op)
