@@ -285,6 +285,9 @@ static int serve(const cfg_t *cfg, bool repair)
     GT_LOG(INFO, "main", "gantry-store %s starting: grpc=%s http=%s data_dir=%s flush=%s",
            GANTRY_VERSION, cfg->store_server.listen, cfg->store_server.http_listen,
            cfg->store.data_dir, cfg->store.flush);
+    if (strcmp(cfg->store.mode, "local") != 0)
+        GT_LOG(WARN, "main", "store.mode %s is for gantry proxies; a store node "
+               "always keeps its messages in store.data_dir", cfg->store.mode);
     if (ensure_dir(cfg->store.data_dir) != 0) {
         GT_LOG(ERROR, "main", "cannot create data dir %s: %s",
                cfg->store.data_dir, strerror(errno));
