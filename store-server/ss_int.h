@@ -66,6 +66,13 @@ typedef struct ss_srv {
      * before closing the store. */
     pthread_rwlock_t late_lock;
     _Atomic uint64_t calls, parked_now, dedup_hits;
+    /* Test only (GANTRY_TEST_LATE_ATTACH): a poll attaches to its call
+     * only after the call's interrupt came and went (poll_mu, test_cv,
+     * the calls interrupted last). */
+    bool test_late_attach;
+    pthread_cond_t test_cv;
+    const px_call_t *test_seen[16];
+    unsigned test_seen_next;
 } ss_srv_t;
 
 static inline ss_srv_t *ss_srv(const px_call_t *call)

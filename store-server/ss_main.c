@@ -275,6 +275,10 @@ static int serve(const cfg_t *cfg, bool repair)
 
     memset(&srv, 0, sizeof(srv));
     ss_poll_init(&srv);
+    if (getenv("GANTRY_TEST_LATE_ATTACH") != NULL) {
+        srv.test_late_attach = true;
+        GT_LOG(WARN, "main", "test mode: polls attach only after their call's interrupt");
+    }
     px_method_table_init(&methods);
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gt_log.h"
 #include "ss_int.h"
@@ -51,6 +52,7 @@ void ss_poll_init(ss_srv_t *s)
 {
     pthread_mutex_init(&s->poll_mu, NULL);
     pthread_rwlock_init(&s->late_lock, NULL);
+    pthread_cond_init(&s->test_cv, NULL);
     ss_map_init(&s->parked);
     ss_map_init(&s->cancelled);
 }
@@ -61,6 +63,7 @@ void ss_poll_fini(ss_srv_t *s)
     ss_map_free(&s->cancelled);
     pthread_mutex_destroy(&s->poll_mu);
     pthread_rwlock_destroy(&s->late_lock);
+    pthread_cond_destroy(&s->test_cv);
 }
 
 /* Takes a remembered cancel for this key (hold poll_mu). */
@@ -239,6 +242,35 @@ static void ss_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
     free(p);
 }
 
+static bool ss_test_seen(const ss_srv_t *s, const px_call_t *call)
+{
+    for (size_t i = 0; i < sizeof(s->test_seen) / sizeof(s->test_seen[0]); i++)
+        if (s->test_seen[i] == call)
+            return true;
+    return false;
+}
+
+/* Test hook: waits (10 s at most) until the call's cancel or shutdown
+ * interrupt has come and found nothing to end, so that the re-check after
+ * attaching (ss_poll_recheck) is what ends the poll. */
+static void ss_test_late_attach(ss_srv_t *s, px_call_t *call)
+{
+    struct timespec until;
+    bool seen;
+
+    GT_LOG(WARN, "poll", "test hook: a poll waits for its call's interrupt");
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&s->poll_mu);
+    while (!(seen = ss_test_seen(s, call)) &&
+           pthread_cond_timedwait(&s->test_cv, &s->poll_mu, &until) == 0)
+        ;
+    seen = seen || ss_test_seen(s, call);
+    pthread_mutex_unlock(&s->poll_mu);
+    GT_LOG(WARN, "poll", "test hook: the poll attaches %s its call's interrupt",
+           seen ? "after" : "(10 s passed) without");
+}
+
 /* Registers and attaches a poll; false when it was answered here (a bad
  * client id, a key in use, a cancel that came first). */
 static bool ss_poll_attach(px_call_t *call, ss_poll_t *p,
@@ -248,6 +280,8 @@ static bool ss_poll_attach(px_call_t *call, ss_poll_t *p,
     gt_err_t err = GT_OK;
     bool cancelled = false;
 
+    if (s->test_late_attach)
+        ss_test_late_attach(s, call);
     p->srv = s;
     p->call = call;
     p->ikey = atomic_fetch_add(&s->next_key, 1) + 1;
@@ -367,6 +401,10 @@ void ss_poll_interrupt(px_call_t *call, px_interrupt_t why)
     if (p != NULL && p->call == call) {
         key = p->ikey;
         held = ss_poll_detach(p); /* p is freed by its store answer */
+    }
+    if (s->test_late_attach) {
+        s->test_seen[s->test_seen_next++ % 16] = call;
+        pthread_cond_broadcast(&s->test_cv);
     }
     pthread_mutex_unlock(&s->poll_mu);
     if (held == NULL)

@@ -514,6 +514,43 @@ test('the de-dup window is bounded by entries and by time', async () => {
   }
 });
 
+test('a pop cancelled, or the node stopped, before the poll was attached ends at once', async () => {
+  // GANTRY_TEST_LATE_ATTACH: a poll attaches only after its call's
+  // interrupt came and found nothing to end; the re-check after attaching
+  // must end it, not leave it parked for its 60 s poll.
+  const g = await startStore({ yaml: '', env: { GANTRY_TEST_LATE_ATTACH: '1' },
+    shutdownTimeoutMs: 30000 });
+  const c = connect(g);
+  try {
+    assert.equal((await call(c, 'PutTopic', { topic: { name: 'R', queue_count: 1, perm: 6 } })).err, 'OK');
+    const pop = () => startCall(c, 'Pop', { group: 'G', topic: 'R', queue_id: -1, max: 1,
+      invisible_ms: 60000, poll_timeout_ms: 60000 }, 120000);
+    const p = pop();
+    await waitFor(() => g.log().includes('a poll waits for its call'), 5000, 'the pop in the hook');
+    p.call.cancel();
+    await assert.rejects(p.done, (e) => e.code === grpc.status.CANCELLED);
+    await waitFor(() => g.log().includes('attaches after its call'), 5000, 'the pop attached');
+    await waitFor(async () => (await metric('gantry_store_parked_polls', g)) === 0, 5000,
+      'the cancelled pop ended');
+    // and a message appended now is there for the next pop, first attempt
+    assert.equal((await call(c, 'Append', { topic: 'R', messages: [msg('r')] })).err, 'OK');
+    const stats = await call(c, 'Stats', { topic: 'R', group: 'G' });
+    assert.equal(stats.inflight, 0);
+
+    const p2 = pop();
+    await waitFor(() => g.log().split('a poll waits for its call').length === 3, 5000, 'second pop in the hook');
+    const t0 = Date.now();
+    process.kill(g.pid, 'SIGTERM');
+    const r = await p2.done.catch((e) => ({ grpcError: e.code }));
+    assert.ok(r.err === 'ESHUTDOWN' || r.grpcError === grpc.status.UNAVAILABLE, JSON.stringify(r));
+    assert.equal((await stopGantry(g)).code, 0);
+    assert.ok(Date.now() - t0 < scaled(20000), 'stopped without waiting out its 30 s bound');
+  } finally {
+    c.close();
+    await stopGantry(g).catch(() => {});
+  }
+});
+
 test('SIGTERM: a parked pop is answered, the node stops cleanly', async () => {
   const g = await startStore({ yaml: '' });
   const c = connect(g);
