@@ -464,6 +464,9 @@ test('clustered shape: proxy Deployment + HPA + PDB, store StatefulSet with PVCs
   assert.equal(dep.spec.replicas, undefined, 'the HPA owns the replica count');
   assert.equal(dep.spec.template.spec.containers[0].name, 'gantry');
   assert.equal(dep.spec.template.spec.volumes.find((v) => v.name === 'data'), undefined, 'proxies keep no data');
+  assert.deepEqual(dep.spec.template.spec.topologySpreadConstraints.map((t) => [t.topologyKey, t.whenUnsatisfiable]),
+    [['kubernetes.io/hostname', 'ScheduleAnyway'], ['topology.kubernetes.io/zone', 'ScheduleAnyway']]);
+  assert.deepEqual(dep.spec.template.spec.topologySpreadConstraints[0].labelSelector.matchLabels, dep.spec.selector.matchLabels);
   const hpa = one(docs, 'HorizontalPodAutoscaler');
   assert.deepEqual(hpa.spec.scaleTargetRef, { apiVersion: 'apps/v1', kind: 'Deployment', name: dep.metadata.name });
   assert.equal(hpa.spec.minReplicas, 3);
