@@ -24,6 +24,7 @@
 #include "px_admin.h"
 #include "px_http.h"
 #include "px_rpc.h"
+#include "px_rpc_health.h"
 #include "px_service.h"
 #include "st.h"
 
@@ -438,6 +439,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_rpc_server_t *rpc = NULL;
     px_http_t *http = NULL;
     px_admin_t *admin = NULL;
+    px_health_t *health = NULL;
     gw_server_t *amqp = NULL;
     const char *amqp_listen = cfg->amqp.listen;
     bool amqp_on = amqp_listen != NULL && amqp_listen[0] != '\0' &&
@@ -494,7 +496,9 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the service threads");
         goto out;
     }
-    if (px_service_register(&methods) != GT_OK) {
+    if (px_service_register(&methods) != GT_OK ||
+        (health = px_health_new()) == NULL ||
+        px_health_register(health, &methods) != GT_OK) {
         GT_LOG(ERROR, "main", "cannot build the method table");
         goto out;
     }
@@ -538,6 +542,7 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     px_http_set_ready(http, true);
+    px_health_set_serving(health, true); /* grpc.health.v1: as /readyz */
     GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s, AMQP %s",
            cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
            cfg->server.http_listen, amqp_on ? amqp_listen : "off");
@@ -547,6 +552,7 @@ static int serve(const cfg_t *cfg, bool repair)
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
+    px_health_set_serving(health, false); /* watchers see NOT_SERVING */
     px_http_set_metrics(http, NULL, NULL);
     px_http_set_admin(http, NULL, NULL); /* before the gateway stops */
     px_admin_stop(admin); /* before the service and the store go */
@@ -596,6 +602,7 @@ out:
     px_svc_free(svc);
     px_http_stop(http);
     px_method_table_free(&methods);
+    px_health_free(health); /* after the server and the table */
     return status;
 }
 
