@@ -173,6 +173,9 @@ typedef struct cfg {
         int dedup_entries;        /* append de-dup window: entries, 0 off */
         int dedup_window_ms;      /* ... and how long one is kept */
     } store_server;
+    struct {
+        int max_label_sets;       /* per metric family, then "_other" */
+    } metrics;
     cfg_amqp_t amqp;
     cfg_topic_t *topics;
     size_t n_topics;

@@ -788,6 +788,15 @@ static const cfg_desc_t cfg_amqp_keys[] = {
      .doc = "Per-vhost limits."},
 };
 
+static const cfg_desc_t cfg_metrics_keys[] = {
+    {"max_label_sets", CFG_T_INT, CFG_FIELD(cfg_t, metrics.max_label_sets), "1000", 1,
+     100000, NULL, NULL, NULL,
+     "Label sets (e.g. topic and consumer group) each metric family of "
+     "`/metrics` keeps; the ones past it are counted together under the "
+     "label value `_other`, so clients inventing names cannot grow the "
+     "output without bound."},
+};
+
 const cfg_section_t cfg_sections[] = {
     {"server", cfg_server_keys, N(cfg_server_keys), false, 0, 0, 0, NULL,
      "Network listeners and the server runtime."},
@@ -803,6 +812,8 @@ const cfg_section_t cfg_sections[] = {
      "its listeners and the append de-duplication window. It reads `store`, "
      "`log` and `server.threads` / `shutdown_timeout_ms` / "
      "`max_inflight_bytes` / `max_conn_inflight_bytes` too."},
+    {"metrics", cfg_metrics_keys, N(cfg_metrics_keys), false, 0, 0, 0, NULL,
+     "The Prometheus endpoint `/metrics` (RocketMQ's metric names)."},
     {"amqp", cfg_amqp_keys, N(cfg_amqp_keys), false, 0, 0, 0, NULL,
      "The AMQP 0-9-1 gateway (RabbitMQ clients): its listener, the values "
      "it proposes in connection.tune, limits, and its users, vhosts and "

@@ -23,6 +23,7 @@
 #include "gw_server.h"
 #include "px_admin.h"
 #include "px_http.h"
+#include "px_metrics.h"
 #include "px_rpc.h"
 #include "px_rpc_health.h"
 #include "px_service.h"
@@ -395,9 +396,13 @@ static void rpc_metrics(void *arg, FILE *out)
             (unsigned long long)st.admission_waiting);
 }
 
-/* /metrics: the gRPC runtime's lines, then the AMQP gateway's. */
+/* /metrics: the gRPC runtime's lines, RocketMQ's metrics, then the AMQP
+ * gateway's. */
 typedef struct {
     px_rpc_server_t *rpc;
+    px_metrics_t *rmq;
+    px_svc_t *svc;
+    const char *proxy_mode;
     gw_server_t *amqp; /* NULL: AMQP off */
 } metrics_src_t;
 
@@ -406,6 +411,8 @@ static void all_metrics(void *arg, FILE *out)
     metrics_src_t *m = arg;
 
     rpc_metrics(m->rpc, out);
+    px_metrics_write(m->rmq, m->proxy_mode, out);
+    px_svc_write_metrics(m->svc, out);
     if (m->amqp != NULL)
         gw_server_metrics(m->amqp, out);
 }
@@ -440,6 +447,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_http_t *http = NULL;
     px_admin_t *admin = NULL;
     px_health_t *health = NULL;
+    px_metrics_t *rmq = NULL;
     gw_server_t *amqp = NULL;
     const char *amqp_listen = cfg->amqp.listen;
     bool amqp_on = amqp_listen != NULL && amqp_listen[0] != '\0' &&
@@ -485,11 +493,15 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     if (open_store(cfg, repair, px_exec_store(exec), &store) != GT_OK)
         goto out;
-    if ((svc = px_svc_new(store, cfg)) == NULL) {
+    if ((rmq = px_metrics_new((size_t)cfg->metrics.max_label_sets)) == NULL ||
+        (svc = px_svc_new(store, cfg)) == NULL) {
         GT_LOG(ERROR, "main", "out of memory");
         goto out;
     }
     ro.app = svc;
+    px_svc_set_metrics(svc, rmq);
+    ro.on_call_end = px_metrics_call_end;
+    ro.on_call_end_ctx = rmq;
     ro.after_event = px_exec_after_event;
     ro.after_event_ctx = exec;
     if (px_svc_start(svc) != GT_OK) {
@@ -533,6 +545,9 @@ static int serve(const cfg_t *cfg, bool repair)
         goto out;
     }
     msrc.rpc = rpc;
+    msrc.rmq = rmq;
+    msrc.svc = svc;
+    msrc.proxy_mode = cfg->store.mode;
     msrc.amqp = amqp;
     px_http_set_metrics(http, all_metrics, &msrc);
     if (amqp != NULL)
@@ -603,6 +618,7 @@ out:
     px_http_stop(http);
     px_method_table_free(&methods);
     px_health_free(health); /* after the server and the table */
+    px_metrics_free(rmq);   /* after the server and the service */
     return status;
 }
 

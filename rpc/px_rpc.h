@@ -126,6 +126,27 @@ const px_method_t *px_method_table_find(const px_method_table_t *t,
 
 /* ---- server ---- */
 
+/* A dispatched call is over (px_rpc_options_t.on_call_end): what an
+ * observer (metrics) may want of it.  Strings are borrowed for the
+ * callback. */
+typedef enum px_call_result {
+    PX_CALL_SUCCESS = 0, /* its final status was handed to the transport */
+    PX_CALL_CANCELLED,   /* cancelled by the client, deadline, or a drop */
+    PX_CALL_SEND_FAILED, /* sending its answer failed */
+} px_call_result_t;
+
+typedef struct px_call_end {
+    const px_method_t *method;
+    int64_t latency_us;      /* arrival to the end of the call */
+    grpc_status_code status; /* the status the server sent (CANCELLED if none) */
+    /* The response's own `status.code` (the last response message whose
+     * type has a message field `status` with an enum field `code`, as
+     * RocketMQ's have) and the enum value's name; -1 / NULL if none. */
+    int code;
+    const char *code_name;
+    px_call_result_t result;
+} px_call_end_t;
+
 typedef struct px_rpc_options {
     const char *listen;         /* "host:port"; borrowed */
     int threads;                /* worker threads (two per completion
@@ -158,6 +179,10 @@ typedef struct px_rpc_options {
      * lock (e.g. work the handlers queued on that thread).  May be NULL. */
     void (*after_event)(void *ctx);
     void *after_event_ctx;
+    /* Run once per call that reached a method, when it is over (on a
+     * worker thread, no lock held; it must be quick).  May be NULL. */
+    void (*on_call_end)(void *ctx, const px_call_end_t *end);
+    void *on_call_end_ctx;
 } px_rpc_options_t;
 
 /* Counters of a running server (for metrics); a consistent snapshot. */

@@ -138,6 +138,7 @@ struct px_call {
     int64_t wait_want, wait_worst, wait_since_ms;
     bool waiting; /* guarded by srv->wait_mu */
     struct px_call *wait_next;
+    int64_t t_start_us; /* arrival (monotonic), for on_call_end */
 
     pthread_mutex_t mu;
     int refs;
@@ -152,6 +153,9 @@ struct px_call {
     bool closed;    /* CLOSE batch completed */
     bool cancelled;
     bool status_ok; /* a send batch carrying the status completed ok */
+    grpc_status_code sent_status; /* of the queued finish, for on_call_end */
+    int code;                     /* in-band status.code seen, -1: none */
+    const char *code_name;
     void (*over_fn)(void *arg, bool delivered); /* px_call_on_over() */
     void *over_arg;
     void *user;
@@ -217,6 +221,13 @@ struct px_rpc_server {
 /* Transport buffers of this many request bytes freed: trim at once (see
  * px_call_raw_freed). */
 #define PX_RPC_RAW_TRIM_BYTES (16LL * 1024 * 1024)
+
+static int64_t px_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static int64_t px_mono_ms(void)
 {
@@ -321,6 +332,8 @@ static px_call_t *px_call_new(px_rpc_server_t *srv)
     c->t_close = (px_tag_t){PX_TAG_CLOSE, c};
     pthread_mutex_init(&c->mu, NULL);
     c->refs = 1; /* the pending request */
+    c->code = -1;
+    c->sent_status = GRPC_STATUS_CANCELLED;
     return c;
 }
 
@@ -481,8 +494,10 @@ static gt_err_t px_call_enqueue(px_call_t *c, px_send_item_t *it)
         free(it);
         return GT_ESHUTDOWN;
     }
-    if (it->is_status)
+    if (it->is_status) {
         c->finish_queued = true;
+        c->sent_status = it->code;
+    }
     if (c->q_tail != NULL)
         c->q_tail->next = it;
     else
@@ -517,6 +532,35 @@ gt_err_t px_call_send(px_call_t *c, const uint8_t *data, size_t len)
     return px_call_enqueue(c, it);
 }
 
+/* For on_call_end: the `status.code` of a response that has one (found
+ * by the field names, so the runtime needs no service's types). */
+static void px_call_note_code(px_call_t *c, const ProtobufCMessage *msg)
+{
+    const ProtobufCFieldDescriptor *f, *cf;
+    const ProtobufCMessage *st;
+    const ProtobufCEnumValue *ev;
+    int code;
+
+    f = protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, "status");
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return;
+    if (f->quantifier_offset != 0 && f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF &&
+        *(const uint32_t *)((const char *)msg + f->quantifier_offset) != f->id)
+        return;
+    st = *(const ProtobufCMessage *const *)((const char *)msg + f->offset);
+    if (st == NULL)
+        return;
+    cf = protobuf_c_message_descriptor_get_field_by_name(st->descriptor, "code");
+    if (cf == NULL || cf->type != PROTOBUF_C_TYPE_ENUM || cf->label == PROTOBUF_C_LABEL_REPEATED)
+        return;
+    code = *(const int *)((const char *)st + cf->offset);
+    ev = protobuf_c_enum_descriptor_get_value(cf->descriptor, code);
+    pthread_mutex_lock(&c->mu);
+    c->code = code;
+    c->code_name = ev != NULL ? ev->name : NULL;
+    pthread_mutex_unlock(&c->mu);
+}
+
 gt_err_t px_call_send_pb(px_call_t *c, const ProtobufCMessage *msg)
 {
     size_t len = protobuf_c_message_get_packed_size(msg);
@@ -526,6 +570,8 @@ gt_err_t px_call_send_pb(px_call_t *c, const ProtobufCMessage *msg)
     if (it == NULL)
         return GT_ENOMEM;
     /* Pack straight into the slice the core will send: no extra copy. */
+    if (c->srv->opts.on_call_end != NULL)
+        px_call_note_code(c, msg);
     s = grpc_slice_malloc(len);
     protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
     it->msg = grpc_raw_byte_buffer_create(&s, 1);
@@ -925,6 +971,7 @@ static void px_call_on_close(px_call_t *c)
     void (*over_fn)(void *, bool) = NULL;
     void *over_arg = NULL;
     bool over, delivered = false;
+    px_call_end_t end = {.method = c->method};
 
     pthread_mutex_lock(&c->mu);
     c->closed = true;
@@ -936,7 +983,17 @@ static void px_call_on_close(px_call_t *c)
             px_drop_queue_locked(c);
     }
     over = px_call_over_take_locked(c, &over_fn, &over_arg, &delivered);
+    end.status = c->sent_status;
+    end.code = c->code;
+    end.code_name = c->code_name;
+    end.result = cancelled ? PX_CALL_CANCELLED
+                 : c->finished && !c->status_ok && !c->send_in_flight ? PX_CALL_SEND_FAILED
+                                                                       : PX_CALL_SUCCESS;
     pthread_mutex_unlock(&c->mu);
+    if (c->method != NULL && c->srv->opts.on_call_end != NULL) {
+        end.latency_us = px_mono_us() - c->t_start_us;
+        c->srv->opts.on_call_end(c->srv->opts.on_call_end_ctx, &end);
+    }
     if (over)
         over_fn(over_arg, delivered);
     if (cancelled)
@@ -1191,6 +1248,7 @@ static void px_call_on_request(px_call_t *c, bool ok)
         return;
     }
     c->method = px_method_table_find(srv->methods, c->path, strlen(c->path));
+    c->t_start_us = px_mono_us();
 
     pthread_mutex_lock(&srv->mu);
     c->live_next = srv->live;

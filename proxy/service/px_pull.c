@@ -72,6 +72,7 @@ typedef struct px_pull_ctx {
     px_call_t *call;
     uint64_t cancel_key;
     char topic[ST_NAME_MAX + 1];
+    char group[ST_NAME_MAX + 1];
     char ns[128];
     char store_host[128];
     st_pull_req_t pr;     /* topic and filter_expr point into this ctx */
@@ -158,6 +159,12 @@ static void px_pull_done(void *arg, gt_err_t err, const st_message_t *msgs,
             resp.message = &v->msg;
             px_call_send_pb(ctx->call, &resp.base);
         }
+    }
+    if (ctx->svc->metrics != NULL) {
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < n; i++)
+            bytes += msgs[i].body_len;
+        px_metrics_out(ctx->svc->metrics, ctx->topic, ctx->group, n, bytes);
     }
     resp.content_case = APACHE__ROCKETMQ__V2__PULL_MESSAGE_RESPONSE__CONTENT_NEXT_OFFSET;
     resp.next_offset = (int64_t)next;
@@ -247,6 +254,7 @@ void px_pull_message(px_call_t *call, ProtobufCMessage *msg)
     ctx->call = call;
     ctx->cancel_key = PX_PULL_KEY_BIT | (atomic_fetch_add(&px_pull_keys, 1) + 1);
     snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
+    snprintf(ctx->group, sizeof(ctx->group), "%s", req->group->name);
     gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
     gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), px_authority_text(call));
     ctx->pr.topic = ctx->topic;

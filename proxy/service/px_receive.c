@@ -320,6 +320,8 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         px_recv_status(ctx->call, err == GT_ENOTFOUND ? PX_CODE(TOPIC_NOT_FOUND)
                                                       : px_code_from_err(err), why);
     } else if (n == 0) {
+        /* A consumer of the pair, for the consumer gauges. */
+        px_metrics_out(svc->metrics, ctx->topic, ctx->group, 0, 0);
         px_recv_status(ctx->call, PX_CODE(MESSAGE_NOT_FOUND),
                        "no new message in the long-polling time");
     } else {
@@ -351,6 +353,12 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         }
         /* Queued is not delivered: the call may still end first. */
         px_recv_watch(ctx, msgs, sent);
+        if (svc->metrics != NULL) {
+            uint64_t bytes = 0;
+            for (size_t i = 0; i < sent; i++)
+                bytes += msgs[i].msg.body_len;
+            px_metrics_out(svc->metrics, ctx->topic, ctx->group, sent, bytes);
+        }
     }
     px_call_unref(ctx->call);
     px_recv_ctx_free(ctx);

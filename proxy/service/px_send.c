@@ -334,6 +334,28 @@ static void px_send_reply(px_call_t *call,
     free(recall);
 }
 
+/* rocketmq_messages_in_total and co. for a stored batch. */
+static void px_send_count(px_svc_t *svc, const Apache__Rocketmq__V2__SendMessageRequest *req)
+{
+    static const char *const types[] = {
+        [APACHE__ROCKETMQ__V2__MESSAGE_TYPE__NORMAL] = "normal",
+        [APACHE__ROCKETMQ__V2__MESSAGE_TYPE__FIFO] = "fifo",
+        [APACHE__ROCKETMQ__V2__MESSAGE_TYPE__DELAY] = "delay",
+        [APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION] = "transaction",
+    };
+
+    if (svc->metrics == NULL)
+        return;
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const Apache__Rocketmq__V2__Message *m = req->messages[i];
+        unsigned t = m->system_properties != NULL
+                         ? (unsigned)px_msg_type_of(m->system_properties) : 0;
+        px_metrics_in(svc->metrics, m->topic->name,
+                      t < sizeof(types) / sizeof(types[0]) && types[t] ? types[t] : "normal",
+                      m->body.len);
+    }
+}
+
 /* The store's answer, on the service's executor (st_exec_open): the items
  * are this callback's own, so the reply is built and sent right here. */
 static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
@@ -343,6 +365,7 @@ static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
     char why[128];
 
     if (err == GT_OK && n == ctx->req->n_messages) {
+        px_send_count(px_svc(ctx->call), ctx->req);
         px_send_reply(ctx->call, ctx->req, NULL, PX_CODE(OK), "OK", items);
     } else {
         err = err == GT_OK ? GT_EIO : err;

@@ -8,6 +8,8 @@
 #ifndef PX_SERVICE_H
 #define PX_SERVICE_H
 
+#include <stdio.h>
+
 #include "cfg.h"
 #include "gt_err.h"
 #include "px_exec.h"
@@ -46,6 +48,15 @@ void px_svc_set_append_hook(px_svc_t *svc, px_append_hook_fn fn, void *arg);
 /* st_append() through the hook, if any (px_send.c). */
 void px_svc_append(px_svc_t *svc, const char *topic, const st_message_t *msgs, size_t n,
                    st_append_cb cb, void *cb_arg);
+
+/* Metrics (proxy/http/px_metrics.h): the service counts messages in and
+ * out and transactions there.  Set before serving; `m` is borrowed and
+ * must outlive the service's calls; NULL: none. */
+typedef struct px_metrics px_metrics_t;
+void px_svc_set_metrics(px_svc_t *svc, px_metrics_t *m);
+/* /metrics lines of the service (HTTP thread): connected clients and the
+ * store gauges (px_metrics_write_store). */
+void px_svc_write_metrics(px_svc_t *svc, FILE *out);
 
 /* Adds the MessagingService and Admin methods to `t`.  The entries are
  * static; the table borrows them. */

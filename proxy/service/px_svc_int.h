@@ -16,6 +16,7 @@
 #include "apache/rocketmq/v2/service.pb-c.h"
 #include "cfg.h"
 #include "px_rpc.h"
+#include "px_metrics.h"
 #include "px_service.h"
 #include "st.h"
 
@@ -147,6 +148,8 @@ struct px_svc {
      * their clients went away (they will reconnect to the next run), so
      * their messages are not given back. */
     atomic_bool draining;
+    /* Counters of /metrics (px_svc_set_metrics); NULL: none. */
+    struct px_metrics *metrics;
     /* Test only (GANTRY_TEST_LATE_ATTACH=1, px_test_late_attach): calls
      * whose cancel/shutdown interrupt came; under recv_mu. */
     bool test_late_attach;

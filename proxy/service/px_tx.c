@@ -56,6 +56,7 @@ static bool px_recall_parse(const char *h, char *buf, size_t buflen,
 typedef struct px_end_ctx {
     px_call_t *call;
     char msg_id[ST_MSG_ID_MAX];
+    char topic[ST_NAME_MAX + 1];
     bool commit;
     int source;
 } px_end_ctx_t;
@@ -70,6 +71,7 @@ static void px_end_done(void *arg, gt_err_t err)
                ctx->commit ? "committed" : "rolled back",
                ctx->source == APACHE__ROCKETMQ__V2__TRANSACTION_SOURCE__SOURCE_SERVER_CHECK
                    ? "server check" : "client");
+        px_metrics_tx(px_svc(ctx->call)->metrics, ctx->topic, ctx->commit);
         px_reply_status(ctx->call, PX_DESC(end_transaction_response), PX_CODE(OK), "OK");
     } else if (err == GT_ENOTFOUND) {
         snprintf(why, sizeof(why), "no unresolved transactional message %.64s in this "
@@ -126,6 +128,7 @@ void px_end_transaction(px_call_t *call, ProtobufCMessage *msg)
     }
     ctx->call = call;
     snprintf(ctx->msg_id, sizeof(ctx->msg_id), "%s", req->message_id);
+    snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
     ctx->commit = req->resolution == APACHE__ROCKETMQ__V2__TRANSACTION_RESOLUTION__COMMIT;
     ctx->source = (int)req->source;
     px_call_ref(call);
