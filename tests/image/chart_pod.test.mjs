@@ -157,6 +157,21 @@ test('the embedded render\'s pod runs from the image: probes, SDK send/receive, 
       const cfg = YAML.parse(docs.find((d) => d.kind === 'ConfigMap').data['gantry.yaml']);
       const ep = `127.0.0.1:${ports.grpc}`;
       await sendReceive(ep, ep, cfg.topics[0].name, cfg.groups[0].name);
+      // The `helm test` Pod, from the image, with the Service's address
+      // mapped to the pod's HTTP port.
+      const tp = docs.find((d) => d.kind === 'Pod' && d.metadata.annotations?.['helm.sh/hook'] === 'test');
+      assert.ok(tp, 'a helm test Pod');
+      const tc = tp.spec.containers[0];
+      if (fs.existsSync(path.join(rootfs, tc.command[0]))) {
+        assert.equal(tc.args[1], 'http://mq-gantry:5557');
+        const t = runInRoot({
+          rootfs, uid: tp.spec.securityContext.runAsUser, gid: tp.spec.securityContext.runAsGroup,
+          argv: [...tc.command, ...tc.args.map((a) => (a === tc.args[1] ? `http://127.0.0.1:${ports.http}` : a))],
+          logPath: path.join(dir, 'helm-test.log'), readOnlyRoot: tc.securityContext.readOnlyRootFilesystem,
+        });
+        assert.deepEqual(await t.exited, { code: 0, signal: null }, `helm test pod:\n${t.log()}`);
+        assert.match(t.log(), new RegExp(`^${cfg.topics[0].name}\\s`, 'm'), t.log());
+      }
     } finally {
       await stop(p);
     }
