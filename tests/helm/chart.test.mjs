@@ -650,6 +650,14 @@ test('the embedded render starts: its config and args, its probes\' paths, an SD
     const sent = await producer.send({ topic, body: Buffer.from('through the chart'), tag: 'helm' });
     const got = await receiveAll(consumer, 1, 20000);
     assert.ok(got.some((m) => m.messageId === sent.messageId), 'received what was sent');
+    // Gantry's own metrics the PrometheusRule alerts on are on /metrics
+    // (a rename would silence the alert).
+    const ruleDocs = render(['embedded-options.yaml']).docs;
+    const exprs = one(ruleDocs, 'PrometheusRule').spec.groups.flatMap((gr) => gr.rules.map((r) => r.expr)).join('\n');
+    const names = [...new Set([...exprs.matchAll(/\b(rocketmq_[a-z_]+|gantry_[a-z_]+)/g)].map((m) => m[1]))];
+    assert.ok(names.length >= 1, exprs);
+    const metrics = (await httpGet(httpPort, '/metrics')).body;
+    for (const n of names) assert.match(metrics, new RegExp(`^${n}\\{`, 'm'), `${n} not on /metrics`);
   } finally {
     await shutdownQuietly(producer, consumer);
     if (!exitInfo) proc.kill('SIGTERM');
