@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gt_log.h"
 #include "px_admin_int.h"
@@ -445,6 +446,10 @@ static void px_admin_gate(px_admin_t *a, px_admin_fn fn, const px_http_req_t *re
         px_admin_err(resp, 401, "unauthorized");
         return;
     }
+    if (a->test_stall_ms > 0) {
+        GT_LOG(INFO, "admin", "test stall: %s %s", req->method, req->url);
+        usleep((useconds_t)a->test_stall_ms * 1000);
+    }
     fn(a, req, resp);
     GT_LOG(DEBUG, "admin", "%s %s -> %u", req->method, req->url, resp->code);
 }
@@ -479,6 +484,11 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
     a->svc = svc;
     a->store = store;
     a->cfg = cfg;
+    {
+        const char *stall = getenv("GANTRY_TEST_ADMIN_STALL_MS");
+
+        a->test_stall_ms = stall != NULL ? atoi(stall) : 0;
+    }
     pthread_mutex_init(&a->mu, NULL);
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (px_http_route_add(h, routes[i].prefix, PX_ADMIN_MAX_BODY, routes[i].fn, a) !=

@@ -19,6 +19,9 @@ struct px_admin {
     pthread_mutex_t mu; /* auth */
     px_admin_auth_fn auth;
     void *auth_arg;
+    /* Test only (GANTRY_TEST_ADMIN_STALL_MS): every request first waits
+     * this long, as behind a slow store (admin_stall.test.mjs). */
+    int test_stall_ms;
 };
 
 /* A wait for `pending` store callbacks.  Two references: the handler's

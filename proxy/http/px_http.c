@@ -26,6 +26,13 @@
  * 32 KiB). */
 #define PX_HTTP_CONN_MEMORY (16 * 1024)
 #define PX_HTTP_THREADS 2
+/* Threads that run /api/ routes and the AMQP hook, which may wait (for
+ * the store, the gateway): their connections are suspended meanwhile, so
+ * the daemon's threads keep answering probes and metrics. */
+#define PX_HTTP_WORKERS 2
+#define PX_HTTP_ARGS_MAX 32
+
+typedef struct px_http_body px_http_body_t;
 
 /* `ready` is written by the main thread and read by the HTTP threads; the
  * metrics hook is under `mu`; the rest is set before the daemon starts. */
@@ -50,14 +57,31 @@ struct px_http {
         void *arg;
     } routes[PX_HTTP_ROUTES_MAX];
     size_t nroutes;
+    /* Requests waiting for a worker (FIFO), under jmu. */
+    pthread_mutex_t jmu;
+    pthread_cond_t jcv;
+    px_http_body_t *jhead, *jtail;
+    bool jstop;
+    pthread_t workers[PX_HTTP_WORKERS];
+    int nworkers;
 };
 
-/* An /api/ request being read: its body, up to the route's limit. */
-typedef struct px_http_body {
+/* An /api/ request: its body (up to the route's limit) while it is read;
+ * then, from the daemon thread that suspends its connection to the
+ * worker that answers and resumes it, a job (nothing else touches it
+ * then); the answer is sent when the daemon calls back. */
+struct px_http_body {
     char *buf;
     size_t len, cap, max;
     bool too_big;
-} px_http_body_t;
+    enum { PX_JOB_READING, PX_JOB_QUEUED, PX_JOB_DONE } state;
+    struct MHD_Connection *conn;
+    char *url, *method, *auth;
+    char *args[PX_HTTP_ARGS_MAX][2]; /* query arguments, copied */
+    size_t nargs;
+    px_http_resp_t resp;
+    px_http_body_t *jnext;
+};
 
 static enum MHD_Result px_http_send(struct MHD_Connection *conn,
                                     unsigned code, const char *ctype,
@@ -135,53 +159,140 @@ static enum MHD_Result px_http_json_error(struct MHD_Connection *conn,
 
 const char *px_http_req_arg(const px_http_req_t *req, const char *key)
 {
-    return MHD_lookup_connection_value(req->conn_, MHD_GET_ARGUMENT_KIND, key);
+    const px_http_body_t *b = req->conn_;
+
+    for (size_t i = 0; i < b->nargs; i++)
+        if (strcmp(b->args[i][0], key) == 0)
+            return b->args[i][1];
+    return NULL;
 }
 
-/* Calls the route (or the AMQP hook) once the request is in. */
+static enum MHD_Result px_http_arg_copy(void *cls, enum MHD_ValueKind kind,
+                                        const char *key, const char *value)
+{
+    px_http_body_t *b = cls;
+
+    (void)kind;
+    if (b->nargs == PX_HTTP_ARGS_MAX)
+        return MHD_NO;
+    b->args[b->nargs][0] = strdup(key);
+    b->args[b->nargs][1] = strdup(value != NULL ? value : "");
+    if (b->args[b->nargs][0] == NULL || b->args[b->nargs][1] == NULL) {
+        free(b->args[b->nargs][0]);
+        free(b->args[b->nargs][1]);
+        return MHD_NO;
+    }
+    b->nargs++;
+    return MHD_YES;
+}
+
+/* Runs a job's route (or the AMQP hook) on a worker. */
+static void px_http_run(px_http_t *h, px_http_body_t *b)
+{
+    const struct px_http_route *r;
+    px_http_resp_t *resp = &b->resp;
+
+    pthread_rwlock_rdlock(&h->rmu);
+    r = px_http_route_find(h, b->url);
+    if (r != NULL) {
+        px_http_req_t req = {
+            .method = b->method, .url = b->url,
+            .body = b->buf != NULL ? b->buf : "", .body_len = b->len,
+            .auth = b->auth, .conn_ = b,
+        };
+        resp->code = 500;
+        r->fn(r->arg, &req, resp);
+    }
+    pthread_rwlock_unlock(&h->rmu);
+    if (r != NULL)
+        return;
+    if (strncmp(b->url, "/api/v1/amqp/", 13) == 0) {
+        char text[512];
+
+        resp->code = 404;
+        snprintf(text, sizeof(text), "not found\n");
+        pthread_mutex_lock(&h->amu);
+        if (h->admin != NULL)
+            resp->code = h->admin(h->admin_arg, b->method, b->url, text, sizeof(text));
+        pthread_mutex_unlock(&h->amu);
+        resp->body = strdup(text);
+        resp->len = resp->body != NULL ? strlen(resp->body) : 0;
+        resp->ctype = "text/plain";
+        return;
+    }
+    resp->code = 404;
+    resp->body = strdup("{\"error\":\"no such API path\"}\n");
+    resp->len = resp->body != NULL ? strlen(resp->body) : 0;
+}
+
+static void *px_http_worker(void *arg)
+{
+    px_http_t *h = arg;
+
+    for (;;) {
+        px_http_body_t *b;
+
+        pthread_mutex_lock(&h->jmu);
+        while (h->jhead == NULL && !h->jstop)
+            pthread_cond_wait(&h->jcv, &h->jmu);
+        if ((b = h->jhead) == NULL) { /* stopping, nothing left */
+            pthread_mutex_unlock(&h->jmu);
+            return NULL;
+        }
+        if ((h->jhead = b->jnext) == NULL)
+            h->jtail = NULL;
+        pthread_mutex_unlock(&h->jmu);
+        px_http_run(h, b);
+        b->state = PX_JOB_DONE;
+        /* b is the daemon's again from here */
+        MHD_resume_connection(b->conn);
+    }
+}
+
+/* The request is in: hands it to a worker (its connection suspended
+ * until the answer is ready), or answers it when the worker is done. */
 static enum MHD_Result px_http_dispatch(px_http_t *h, struct MHD_Connection *conn,
                                         const char *url, const char *method,
                                         px_http_body_t *b)
 {
-    const struct px_http_route *r;
-    px_http_resp_t resp = {0};
-    enum MHD_Result rc;
+    const char *auth;
+    bool queued = false;
 
     if (b->too_big)
         return px_http_json_error(conn, 413, "request body too large");
-    pthread_rwlock_rdlock(&h->rmu);
-    r = px_http_route_find(h, url);
-    if (r != NULL) {
-        px_http_req_t req = {
-            .method = method, .url = url,
-            .body = b->buf != NULL ? b->buf : "", .body_len = b->len,
-            .auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_AUTHORIZATION),
-            .conn_ = conn,
-        };
-        resp.code = 500;
-        r->fn(r->arg, &req, &resp);
+    if (b->state == PX_JOB_DONE)
+        return px_http_send(conn, b->resp.code,
+                            b->resp.ctype != NULL ? b->resp.ctype : "application/json",
+                            b->resp.body != NULL ? b->resp.body : "", b->resp.len);
+    if (b->state != PX_JOB_READING)
+        return MHD_NO;
+    auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_AUTHORIZATION);
+    b->conn = conn;
+    b->url = strdup(url);
+    b->method = strdup(method);
+    b->auth = auth != NULL ? strdup(auth) : NULL;
+    if (b->url == NULL || b->method == NULL || (auth != NULL && b->auth == NULL) ||
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, px_http_arg_copy, b) < 0)
+        return px_http_json_error(conn, 500, "out of memory");
+    if (b->nargs == PX_HTTP_ARGS_MAX)
+        return px_http_json_error(conn, 400, "too many query arguments");
+    pthread_mutex_lock(&h->jmu);
+    if (!h->jstop) {
+        b->state = PX_JOB_QUEUED;
+        b->jnext = NULL;
+        if (h->jtail != NULL)
+            h->jtail->jnext = b;
+        else
+            h->jhead = b;
+        h->jtail = b;
+        /* suspended before a worker can resume it: under jmu */
+        MHD_suspend_connection(conn);
+        pthread_cond_signal(&h->jcv);
+        queued = true;
     }
-    pthread_rwlock_unlock(&h->rmu);
-    if (r != NULL) {
-        rc = px_http_send(conn, resp.code,
-                          resp.ctype != NULL ? resp.ctype : "application/json",
-                          resp.body != NULL ? resp.body : "", resp.len);
-        free(resp.body);
-        return rc;
-    }
-    if (strncmp(url, "/api/v1/amqp/", 13) == 0) {
-        char text[512];
-        unsigned code = 404;
-
-        snprintf(text, sizeof(text), "not found\n");
-        pthread_mutex_lock(&h->amu);
-        if (h->admin != NULL)
-            code = h->admin(h->admin_arg, method, url, text, sizeof(text));
-        pthread_mutex_unlock(&h->amu);
-        return px_http_text(conn, code, text);
-    }
-    return px_http_json_error(conn, 404, "no such API path");
+    pthread_mutex_unlock(&h->jmu);
+    return queued ? MHD_YES : px_http_json_error(conn, 503, "stopping");
 }
 
 /* /api/...: reads the body (bounded by the route's limit), then
@@ -250,6 +361,14 @@ static void px_http_completed(void *cls, struct MHD_Connection *conn,
     (void)why;
     if (b != NULL) {
         free(b->buf);
+        free(b->url);
+        free(b->method);
+        free(b->auth);
+        for (size_t i = 0; i < b->nargs; i++) {
+            free(b->args[i][0]);
+            free(b->args[i][1]);
+        }
+        free(b->resp.body);
         free(b);
         *state = NULL;
     }
@@ -360,8 +479,11 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
     pthread_mutex_init(&h->mu, NULL);
     pthread_mutex_init(&h->amu, NULL);
     pthread_rwlock_init(&h->rmu, NULL);
+    pthread_mutex_init(&h->jmu, NULL);
+    pthread_cond_init(&h->jcv, NULL);
     h->d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC, 0,
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+            MHD_ALLOW_SUSPEND_RESUME, 0,
         NULL, NULL, px_http_handle, h,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->lfd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)PX_HTTP_THREADS,
@@ -378,7 +500,17 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
         pthread_mutex_destroy(&h->mu);
         pthread_mutex_destroy(&h->amu);
         pthread_rwlock_destroy(&h->rmu);
+        pthread_mutex_destroy(&h->jmu);
+        pthread_cond_destroy(&h->jcv);
         free(h);
+        return GT_EIO;
+    }
+    while (h->nworkers < PX_HTTP_WORKERS &&
+           pthread_create(&h->workers[h->nworkers], NULL, px_http_worker, h) == 0)
+        h->nworkers++;
+    if (h->nworkers == 0) {
+        snprintf(err, errlen, "cannot start the HTTP worker threads");
+        px_http_stop(h);
         return GT_EIO;
     }
     *out = h;
@@ -449,6 +581,14 @@ void px_http_stop(px_http_t *h)
 {
     if (h == NULL)
         return;
+    /* The workers answer what is queued (resuming those connections),
+     * then stop; requests complete from now on get 503. */
+    pthread_mutex_lock(&h->jmu);
+    h->jstop = true;
+    pthread_cond_broadcast(&h->jcv);
+    pthread_mutex_unlock(&h->jmu);
+    for (int i = 0; i < h->nworkers; i++)
+        pthread_join(h->workers[i], NULL);
     /* Quiescing hands the listen socket back, so it is closed once. */
     MHD_socket fd = MHD_quiesce_daemon(h->d);
     MHD_stop_daemon(h->d);
@@ -457,5 +597,7 @@ void px_http_stop(px_http_t *h)
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->amu);
     pthread_rwlock_destroy(&h->rmu);
+    pthread_mutex_destroy(&h->jmu);
+    pthread_cond_destroy(&h->jcv);
     free(h);
 }

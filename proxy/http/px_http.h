@@ -11,6 +11,10 @@
  *                  ignored), else 404 with a JSON error.
  * Anything else -> 404; methods other than GET/HEAD -> 405.
  *
+ * /api/ requests run on PX_HTTP_WORKERS worker threads of their own
+ * (px_http.c) while their connections are suspended: a route or hook that
+ * waits (for the store, the gateway) never holds a daemon thread.
+ *
  * libmicrohttpd serves every connection from an epoll loop on a small
  * thread pool, so a slow or idle client holds one connection slot and
  * nothing else: probes keep being answered.  Connections are capped
@@ -42,8 +46,8 @@ void px_http_set_ready(px_http_t *h, bool ready);
 void px_http_set_metrics(px_http_t *h, void (*fn)(void *arg, FILE *out),
                          void *arg);
 /* Answers an /api/ request: returns the HTTP status and writes a short
- * text answer (NUL-terminated) into text[cap].  Called on an HTTP thread;
- * it may wait (for the AMQP gateway).  url is the path as sent. */
+ * text answer (NUL-terminated) into text[cap].  Called on a worker
+ * thread; it may wait (for the AMQP gateway).  url is the path as sent. */
 typedef unsigned (*px_http_admin_fn)(void *arg, const char *method, const char *url,
                                      char *text, size_t cap);
 /* Sets the admin hook; NULL removes it (waiting for calls in progress). */
@@ -72,8 +76,8 @@ typedef struct px_http_resp {
 /* The raw (%-escaped) value of query argument `key`, or NULL. */
 const char *px_http_req_arg(const px_http_req_t *req, const char *key);
 
-/* Called on an HTTP thread once the whole request is in; it may wait
- * (boundedly: it holds one of PX_HTTP_THREADS threads). */
+/* Called on a worker thread once the whole request is in; it may wait,
+ * boundedly (it holds one of the workers, and its client waits). */
 typedef void (*px_http_route_fn)(void *arg, const px_http_req_t *req,
                                  px_http_resp_t *resp);
 
