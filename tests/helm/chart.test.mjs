@@ -222,6 +222,10 @@ test('values.schema.json refuses unknown keys and bad values', () => {
   const r = spawnSync(HELM, ['template', 'mq', CHART, '--set', 'tls.enabled=true'], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /tls.enabled needs tls.existingSecret/);
+  const r2 = spawnSync(HELM, ['template', 'mq', CHART, '--set', 'tls.enabled=true', '--set', 'tls.existingSecret=s',
+    '--set', 'tls.grpcMode=enforcing', '--set', 'probes.readiness.grpcHealth=true'], { encoding: 'utf8' });
+  assert.notEqual(r2.status, 0);
+  assert.match(r2.stderr, /gRPC probe speaks plaintext/);
 });
 
 test('every value is documented in helm/README.md and in the schema', () => {

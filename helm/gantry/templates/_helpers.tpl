@@ -161,6 +161,9 @@ startupProbe:
   failureThreshold: {{ $v.probes.startup.failureThreshold }}
 readinessProbe:
   {{- if and .grpc $v.probes.readiness.grpcHealth }}
+  {{- if and $v.tls.enabled (eq $v.tls.grpcMode "enforcing") }}
+  {{- fail "probes.readiness.grpcHealth: the kubelet's gRPC probe speaks plaintext; tls.grpcMode enforcing refuses it (use permissive or /readyz)" }}
+  {{- end }}
   grpc: {port: 8081}
   {{- else }}
   httpGet: {path: /readyz, port: http}
