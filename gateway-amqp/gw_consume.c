@@ -1,6 +1,7 @@
 /* The AMQP broker's deliveries: basic.consume / cancel / qos / get, the
  * store pops behind them, and ack / nack / reject / recover. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,54 +15,11 @@
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
 #include "gw_ops.h"
-
-/* ---- the stored record ------------------------------------------------- *
- * A message's store body: 0xA1, exchange (u8 length + bytes), routing key
- * (u8 + bytes), the content header's property list as received (u32
- * length + bytes), then the body. */
-
-typedef struct {
-    gw_str_t ex, rk;
-    gw_bytes_t props;
-    const uint8_t *body;
-    size_t body_len;
-} gw_rec_t;
-
-static bool rec_decode(const uint8_t *p, size_t n, gw_rec_t *r)
-{
-    size_t at = 1;
-    uint32_t pl;
-
-    if (n < 7 || p[0] != GW_REC_MAGIC)
-        return false;
-    r->ex = (gw_str_t){(const char *)p + at + 1, p[at]};
-    at += 1 + (size_t)p[at];
-    if (at + 1 > n)
-        return false;
-    r->rk = (gw_str_t){(const char *)p + at + 1, p[at]};
-    at += 1 + (size_t)p[at];
-    if (at + 4 > n)
-        return false;
-    pl = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 | p[at + 3];
-    at += 4;
-    if (pl > n - at)
-        return false;
-    r->props = (gw_bytes_t){p + at, pl};
-    at += pl;
-    r->body = p + at;
-    r->body_len = n - at;
-    return true;
-}
+#include "gw_rec.h"
 
 /* ---- deliveries -------------------------------------------------------- */
 
-typedef struct {
-    char handle[ST_HANDLE_MAX];
-    uint32_t attempt;
-    int64_t store_ts; /* wall ms: its TTL counts from here */
-    uint8_t *body;
-    size_t len;
-} popped_t;
+typedef gw_popped_t popped_t; /* (gw_rec.h) */
 
 typedef struct {
     gw_op_t op;
@@ -149,7 +107,7 @@ static void send_delivery(gw_chan_t *ch, gw_method_t *m, gw_queue_t *q, const po
 {
     gw_rec_t r;
 
-    if (!rec_decode(p->body, p->len, &r)) {
+    if (!gw_rec_decode(p->body, p->len, &r)) {
         /* Not written by this gateway (e.g. a RocketMQ client sent it):
          * the body as is, no properties, as if from the default exchange. */
         static const uint8_t noprops[2] = {0, 0};
@@ -223,28 +181,15 @@ static void pop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
 
     o->op.err = err;
     if (err == GT_OK && n > 0) {
-        /* Grow to hold the messages (the op is not shared yet). */
-        big = realloc(o, sizeof(*o) + n * sizeof(popped_t));
-        if (big == NULL) {
+        /* Grow to hold the messages (the op is not shared yet); a copy
+         * that failed (attempt 0) is released. */
+        if ((big = gw_popped_take(o, offsetof(pop_op_t, msgs), msgs, n)) == NULL) {
             o->op.err = GT_ENOMEM;
             gw_op_post(&o->op);
             return;
         }
         o = big;
-        for (size_t i = 0; i < n; i++) {
-            popped_t *p = &o->msgs[i];
-            memset(p, 0, sizeof(*p));
-            snprintf(p->handle, sizeof(p->handle), "%s", msgs[i].handle);
-            p->attempt = msgs[i].attempt;
-            p->store_ts = msgs[i].msg.store_ts_ms;
-            /* a bridged message: its record from its envelope (gw_bridge.h) */
-            if (!gw_bridge_copy_body(&msgs[i].msg, &p->body, &p->len)) {
-                p->body = NULL;
-                p->len = 0;
-                p->attempt = 0; /* marks a copy that failed: released */
-            }
-            o->n = i + 1;
-        }
+        o->n = n;
     }
     gw_op_post(&o->op);
 }

@@ -13,6 +13,7 @@
 #include "gw_maxlen.h"
 #include "gw_prio.h"
 #include "gw_ops.h"
+#include "gw_rec.h"
 
 /* The fire loop's parked pop is named by this key for st_pop_cancel (the
  * gRPC service's keys count up from 1 and set the top bit for pulls). */
@@ -35,28 +36,18 @@ typedef struct {
     size_t props_off, props_len, body_off;
 } rec_view_t;
 
+/* The record (gw_rec.h) as offsets into it, for rewriting its parts. */
 static bool rec_view(const uint8_t *p, size_t n, rec_view_t *v)
 {
-    size_t at = 1;
-    uint32_t pl;
+    gw_rec_t r;
 
-    if (n < 7 || p[0] != GW_REC_MAGIC)
+    if (!gw_rec_decode(p, n, &r))
         return false;
-    v->ex = (gw_str_t){(const char *)p + at + 1, p[at]};
-    at += 1 + (size_t)p[at];
-    if (at + 1 > n)
-        return false;
-    v->rk = (gw_str_t){(const char *)p + at + 1, p[at]};
-    at += 1 + (size_t)p[at];
-    if (at + 4 > n)
-        return false;
-    pl = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 | p[at + 3];
-    at += 4;
-    if (pl > n - at)
-        return false;
-    v->props_off = at;
-    v->props_len = pl;
-    v->body_off = at + pl;
+    v->ex = r.ex;
+    v->rk = r.rk;
+    v->props_off = (size_t)(r.props.ptr - p);
+    v->props_len = r.props.len;
+    v->body_off = (size_t)(r.body - p);
     return true;
 }
 

@@ -11,6 +11,7 @@
 #include "gw_maxlen.h"
 #include "gw_prio.h"
 #include "gw_ops.h"
+#include "gw_rec.h"
 
 const char *gw_dl_reason_name(gw_dl_reason_t r)
 {
@@ -29,42 +30,6 @@ bool gw_dl_over_limit(const gw_queue_t *q, uint32_t attempt)
      * the count exceed the limit.  attempt n returns for the n-th time. */
     return q->args.type == GW_QTYPE_QUORUM && q->args.has_delivery_limit &&
            (int64_t)attempt > q->args.delivery_limit;
-}
-
-/* ---- the record -------------------------------------------------------- */
-
-typedef struct {
-    gw_str_t ex, rk;
-    gw_bytes_t props;
-    const uint8_t *body;
-    size_t body_len;
-} drec_t;
-
-/* The record layout of gw_consume.c (0xA1, ex, rk, props, body). */
-static bool drec_decode(const uint8_t *p, size_t n, drec_t *r)
-{
-    size_t at = 1;
-    uint32_t pl;
-
-    if (n < 7 || p[0] != GW_REC_MAGIC)
-        return false;
-    r->ex = (gw_str_t){(const char *)p + at + 1, p[at]};
-    at += 1 + (size_t)p[at];
-    if (at + 1 > n)
-        return false;
-    r->rk = (gw_str_t){(const char *)p + at + 1, p[at]};
-    at += 1 + (size_t)p[at];
-    if (at + 4 > n)
-        return false;
-    pl = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 | p[at + 3];
-    at += 4;
-    if (pl > n - at)
-        return false;
-    r->props = (gw_bytes_t){p + at, pl};
-    at += pl;
-    r->body = p + at;
-    r->body_len = n - at;
-    return true;
 }
 
 /* ---- headers ----------------------------------------------------------- */
@@ -134,7 +99,7 @@ static bool gbuf_grow(gbuf_t *g, size_t min)
 typedef struct {
     gw_queue_t *q;
     gw_dl_reason_t reason;
-    drec_t r;
+    gw_rec_t r;
     gw_props_t props;      /* decoded */
     gw_table_t hdrs;       /* the message's headers ({NULL,0}: none) */
     gw_str_t keys[64];     /* its routing keys: rk, then CC */
@@ -413,7 +378,7 @@ void gw_dead_letter(gw_queue_t *q, const uint8_t *rec, size_t len, gw_dl_reason_
     memset(&d, 0, sizeof(d));
     d.q = q;
     d.reason = reason;
-    if (!drec_decode(rec, len, &d.r)) {
+    if (!gw_rec_decode(rec, len, &d.r)) {
         /* not a record of this gateway: its body, no properties */
         static const uint8_t noprops[2] = {0, 0};
         d.r.ex = (gw_str_t){"", 0};

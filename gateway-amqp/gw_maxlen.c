@@ -1,5 +1,6 @@
 /* Queue length limits: x-max-length, x-max-length-bytes, x-overflow (see
  * gw_maxlen.h). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "gt_log.h"
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
+#include "gw_rec.h"
 
 #define DROP_MAX 32u              /* head messages per drop pop */
 #define DROP_RETRY_MS 50          /* a drop pop that found no head: again */
@@ -36,24 +38,9 @@ void gw_maxlen_free(gw_queue_t *q)
 
 uint64_t gw_maxlen_body_len(const uint8_t *p, size_t n)
 {
-    size_t at = 1;
-    uint32_t pl;
+    gw_rec_t r;
 
-    /* the record: 0xA1, exchange (u8 + bytes), routing key (u8 + bytes),
-     * properties (u32 + bytes), body (see gw_consume.c) */
-    if (n < 7 || p[0] != GW_REC_MAGIC)
-        return n;
-    at += 1 + (size_t)p[at];
-    if (at + 1 > n)
-        return n;
-    at += 1 + (size_t)p[at];
-    if (at + 4 > n)
-        return n;
-    pl = (uint32_t)p[at] << 24 | (uint32_t)p[at + 1] << 16 | (uint32_t)p[at + 2] << 8 | p[at + 3];
-    at += 4;
-    if (pl > n - at)
-        return n;
-    return n - at - pl;
+    return gw_rec_decode(p, n, &r) ? r.body_len : n;
 }
 
 static bool over(const gw_qlimit_t *l)
@@ -81,18 +68,10 @@ bool gw_maxlen_admit(gw_queue_t *q, uint64_t blen)
 /* ---- drop-head ---------------------------------------------------------- */
 
 typedef struct {
-    char handle[ST_HANDLE_MAX];
-    uint64_t blen;
-    uint8_t *rec; /* the record, kept when the queue has a DLX */
-    size_t len;
-} dropped_t;
-
-typedef struct {
     gw_op_t op;
     gw_queue_t *q; /* ref */
-    bool dlx;      /* keep the records: the queue dead-letters */
     size_t n;
-    dropped_t msgs[];
+    gw_popped_t msgs[]; /* (gw_rec.h) */
 } drop_op_t;
 
 static void enforce(gw_queue_t *q);
@@ -106,18 +85,18 @@ static void drop_fn(gw_op_t *op)
     if (op->err != GT_OK && op->err != GT_ENOTFOUND)
         GT_LOG(WARN, "amqp", "dropping the head of %s failed: %s", q->id, gt_err_str(op->err));
     for (size_t i = 0; i < o->n; i++) {
-        if (q->lim != NULL)
-            gw_maxlen_taken(q, o->msgs[i].blen);
+        gw_popped_t *p = &o->msgs[i];
+        if (q->lim != NULL) /* (a copy that failed counts as no bytes) */
+            gw_maxlen_taken(q, p->body != NULL ? gw_maxlen_body_len(p->body, p->len) : 0);
         if (q->gone) {
-            free(o->msgs[i].rec);
+            free(p->body);
             continue;
         }
-        if (o->msgs[i].rec != NULL) /* dead-lettered, reason maxlen */
-            gw_dead_letter_ack(q, o->msgs[i].rec, o->msgs[i].len, GW_DL_MAXLEN,
-                               o->msgs[i].handle);
+        if (p->body != NULL && q->args.has_dlx) /* dead-lettered, reason maxlen */
+            gw_dead_letter_ack(q, p->body, p->len, GW_DL_MAXLEN, p->handle);
         else
-            gw_msg_ack(b, q, o->msgs[i].handle);
-        free(o->msgs[i].rec);
+            gw_msg_ack(b, q, p->handle);
+        free(p->body);
     }
     if (q->lim != NULL) {
         q->lim->dropping = false;
@@ -142,8 +121,7 @@ static void drop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
 
     o->op.err = err;
     if (err == GT_OK && n > 0) {
-        big = realloc(o, sizeof(*o) + n * sizeof(dropped_t));
-        if (big == NULL) {
+        if ((big = gw_popped_take(o, offsetof(drop_op_t, msgs), msgs, n)) == NULL) {
             /* cannot note them: they come back when their invisibility
              * ends; nothing is counted */
             o->op.err = GT_ENOMEM;
@@ -151,15 +129,6 @@ static void drop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
             return;
         }
         o = big;
-        for (size_t i = 0; i < n; i++) {
-            dropped_t *d = &o->msgs[i];
-            snprintf(d->handle, sizeof(d->handle), "%s", msgs[i].handle);
-            d->blen = gw_maxlen_body_len(msgs[i].msg.body, msgs[i].msg.body_len);
-            d->rec = NULL;
-            d->len = msgs[i].msg.body_len;
-            if (o->dlx && (d->rec = malloc(d->len > 0 ? d->len : 1)) != NULL && d->len > 0)
-                memcpy(d->rec, msgs[i].msg.body, d->len);
-        }
         o->n = n;
     }
     gw_op_post(&o->op);
@@ -186,7 +155,6 @@ static void enforce(gw_queue_t *q)
         return;
     gw_queue_ref(q);
     o->q = q;
-    o->dlx = q->args.has_dlx;
     l->dropping = true;
     memset(&req, 0, sizeof(req));
     req.group = q->id;

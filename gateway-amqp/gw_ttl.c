@@ -14,6 +14,7 @@
  * - an x-expires queue unused (no consumer, basic.get or declare) for its
  *   time is deleted; a durable one's lease starts anew at a restart. */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
 #include "gw_ops.h"
+#include "gw_rec.h"
 
 /* A TTL-0 message reached a queue whose consumer could take it: that
  * consumer's pop may come this long after the store time. */
@@ -187,26 +189,15 @@ static bool props_expiration(const uint8_t *p, size_t n, gw_str_t *out)
     return true;
 }
 
-/* The property list of a stored record (see gw_consume.c). */
-static bool rec_props(const uint8_t *r, size_t n, const uint8_t **p, size_t *pl)
+/* The property list of a stored record (gw_rec.h). */
+static bool rec_props(const uint8_t *rec, size_t n, const uint8_t **p, size_t *pl)
 {
-    size_t at = 1;
-    uint32_t l;
+    gw_rec_t r;
 
-    if (n < 7 || r[0] != GW_REC_MAGIC)
+    if (!gw_rec_decode(rec, n, &r))
         return false;
-    at += 1 + (size_t)r[at];
-    if (at + 1 > n)
-        return false;
-    at += 1 + (size_t)r[at];
-    if (at + 4 > n)
-        return false;
-    l = (uint32_t)r[at] << 24 | (uint32_t)r[at + 1] << 16 | (uint32_t)r[at + 2] << 8 | r[at + 3];
-    at += 4;
-    if (l > n - at)
-        return false;
-    *p = r + at;
-    *pl = l;
+    *p = r.props.ptr;
+    *pl = r.props.len;
     return true;
 }
 
@@ -340,18 +331,11 @@ static void head_cb(evutil_socket_t fd, short what, void *arg)
 /* ---- sweeps ------------------------------------------------------------ */
 
 typedef struct {
-    char handle[ST_HANDLE_MAX];
-    int64_t store_ts;
-    uint8_t *rec;
-    size_t len;
-} swept_t;
-
-typedef struct {
     gw_op_t op;
     gw_queue_t *q; /* ref */
     uint32_t asked;
     size_t n;
-    swept_t msgs[];
+    gw_popped_t msgs[]; /* (gw_rec.h) */
 } sweep_op_t;
 
 static void sweep_pop(gw_queue_t *q, uint32_t max);
@@ -387,15 +371,15 @@ static void sweep_fn(gw_op_t *op)
     if (op->err != GT_OK && op->err != GT_ENOTFOUND)
         GT_LOG(WARN, "amqp", "expiry sweep of %s failed: %s", q->id, gt_err_str(op->err));
     /* The expired run at the head goes; the rest goes back in place. */
-    for (; i < o->n && !q->gone && o->msgs[i].rec != NULL &&
-           gw_ttl_expired(q, o->msgs[i].store_ts, o->msgs[i].rec, o->msgs[i].len, false, now);
+    for (; i < o->n && !q->gone && o->msgs[i].body != NULL &&
+           gw_ttl_expired(q, o->msgs[i].store_ts, o->msgs[i].body, o->msgs[i].len, false, now);
          i++) {
-        gw_maxlen_taken(q, gw_maxlen_body_len(o->msgs[i].rec, o->msgs[i].len));
-        gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].rec, o->msgs[i].len);
+        gw_maxlen_taken(q, gw_maxlen_body_len(o->msgs[i].body, o->msgs[i].len));
+        gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].body, o->msgs[i].len);
     }
     more = op->err == GT_OK && o->n == o->asked && i == o->n && !q->gone;
-    if (i < o->n && !q->gone && o->msgs[i].rec != NULL) {
-        int64_t t = eff_ttl(q, gw_ttl_rec_expiration(o->msgs[i].rec, o->msgs[i].len));
+    if (i < o->n && !q->gone && o->msgs[i].body != NULL) {
+        int64_t t = eff_ttl(q, gw_ttl_rec_expiration(o->msgs[i].body, o->msgs[i].len));
         if (t >= 0)
             arm(q, o->msgs[i].store_ts + (t == 0 ? GW_TTL_ZERO_GRACE_MS : t));
     }
@@ -406,7 +390,7 @@ static void sweep_fn(gw_op_t *op)
         if (!q->gone)
             gw_msg_release(op->b, q, o->msgs[k].handle);
     for (size_t k = 0; k < o->n; k++)
-        free(o->msgs[k].rec);
+        free(o->msgs[k].body);
     if (more)
         sweep_pop(q, GW_SWEEP_BATCH);
     else
@@ -421,20 +405,12 @@ static void sweep_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
 
     o->op.err = err;
     if (err == GT_OK && n > 0) {
-        if ((big = realloc(o, sizeof(*o) + n * sizeof(swept_t))) == NULL) {
+        if ((big = gw_popped_take(o, offsetof(sweep_op_t, msgs), msgs, n)) == NULL) {
             o->op.err = GT_ENOMEM; /* the popped ones come back after their invisibility */
             gw_op_post(&o->op);
             return;
         }
         o = big;
-        for (size_t i = 0; i < n; i++) {
-            swept_t *s = &o->msgs[i];
-            snprintf(s->handle, sizeof(s->handle), "%s", msgs[i].handle);
-            s->store_ts = msgs[i].msg.store_ts_ms;
-            s->len = msgs[i].msg.body_len;
-            if ((s->rec = malloc(s->len > 0 ? s->len : 1)) != NULL && s->len > 0)
-                memcpy(s->rec, msgs[i].msg.body, s->len);
-        }
         o->n = n;
     }
     gw_op_post(&o->op);

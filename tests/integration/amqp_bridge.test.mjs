@@ -177,6 +177,58 @@ test('a body sent gzip-compressed reaches AMQP compressed, with content-encoding
   }
 });
 
+// A bridged message that a TTL sweep expires or a drop-head drops is
+// dead-lettered whole: its record rebuilt from its envelope, as consumers
+// get it (before: the RocketMQ body alone, no message-id, no headers).
+test('bridged messages dead-lettered by expiry (sweep) and by drop-head keep their properties', async () => {
+  const { conn, ch } = await amqpOpen(g);
+  try {
+    await ch.assertQueue('br.dead', { durable: false });
+    await ch.assertQueue('br.ttl', { durable: false, arguments: {
+      'x-message-ttl': 50, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'br.dead' } });
+    await ch.assertQueue('br.ml', { durable: false, arguments: {
+      'x-max-length': 1, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': 'br.dead' } });
+    await ch.bindQueue('br.ttl', 'orders', 'tagT');
+    await ch.bindQueue('br.ml', 'orders', 'tagM');
+    const p = await startProducer(g, [T_ORD]);
+    let rt; let rm;
+    try {
+      rt = await p.send({ topic: T_ORD, tag: 'tagT', keys: ['kt'], body: Buffer.from('expires'),
+        properties: new Map([['who', 'ttl']]) });
+      rm = await p.send({ topic: T_ORD, tag: 'tagM', keys: ['km'], body: Buffer.from('dropped'),
+        properties: new Map([['who', 'maxlen']]) });
+    } finally {
+      await shutdownQuietly(p);
+    }
+    // each passive declare sweeps br.ttl's expired head
+    await waitFor(async () => (await ch.checkQueue('br.ttl')).messageCount === 0, scaled(10000), 'expired');
+    // bridged messages are not counted: two AMQP publishes take br.ml over
+    // its limit, and the head that goes is the bridged one
+    await waitFor(async () => (await ch.checkQueue('br.ml')).messageCount === 1, scaled(10000), 'bridged in');
+    for (const b of ['a1', 'a2']) ch.sendToQueue('br.ml', Buffer.from(b));
+    await ch.waitForConfirms();
+    const dead = await consumeN(ch, 'br.dead', 2);
+    const byId = new Map(dead.map((m) => [m.properties.messageId, m]));
+    for (const [r, who, body, reason, q] of [[rt, 'ttl', 'expires', 'expired', 'br.ttl'],
+      [rm, 'maxlen', 'dropped', 'maxlen', 'br.ml']]) {
+      const m = byId.get(r.messageId);
+      assert.ok(m, `${who}: dead-lettered with its message-id`);
+      assert.equal(m.content.toString(), body);
+      assert.equal(m.properties.headers.who, who);
+      assert.equal(m.properties.headers['rocketmq.tag'], who === 'ttl' ? 'tagT' : 'tagM');
+      const xd = m.properties.headers['x-death'][0];
+      assert.equal(xd.reason, reason);
+      assert.equal(xd.queue, q);
+      assert.equal(xd.exchange, 'orders');
+    }
+    await ch.deleteQueue('br.ttl');
+    await ch.deleteQueue('br.ml');
+    await ch.deleteQueue('br.dead');
+  } finally {
+    await conn.close();
+  }
+});
+
 test('AMQP publisher -> SDK consumer group: routing key as tag, headers and properties as user properties, bytes exact; bound AMQP queues see the original properties', async () => {
   // tagX||tagY: not the SDK messages of the test before
   const c = await startSimpleConsumer(g, 'BridgeOrdG', new Map([[T_ORD, 'tagX||tagY']]));
