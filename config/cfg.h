@@ -160,6 +160,8 @@ typedef struct cfg {
         int64_t segment_size;
         int retention_hours;
         int index_mem_entries;   /* message id / key index, in memory */
+        cfg_strlist_t endpoints; /* remote: gantry-store HOST:PORTs */
+        int remote_timeout_ms;   /* remote: one request's deadline */
     } store;
     struct {
         int max_delay_ms;         /* delay messages: farthest ahead */

@@ -446,6 +446,17 @@ static const cfg_desc_t cfg_store_keys[] = {
      "Entries of the message id / key index kept in memory (24 bytes each "
      "plus 4 per bucket) before they are sorted into a run file on disk; "
      "up to about twice this many are in memory at once."},
+    {.key = "endpoints", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, store.endpoints),
+     .def = "", .check = cfg_check_listen, .what = "list of HOST:PORT",
+     .doc = "`remote` mode: the `gantry-store` node to use (its store "
+            "protocol gRPC endpoint, `store_server.listen`). Only the first "
+            "entry is used for now (one store node; the store tier is not "
+            "a cluster yet)."},
+    {"remote_timeout_ms", CFG_T_INT, CFG_FIELD(cfg_t, store.remote_timeout_ms),
+     "10000", 100, 600000, NULL, NULL, NULL,
+     "`remote` mode: deadline of one request to the store node, beyond a "
+     "long poll's own wait; appends and reads that fail with a timeout or "
+     "an unreachable node are retried (with the same idempotency key)."},
 };
 
 static const cfg_desc_t cfg_store_server_keys[] = {

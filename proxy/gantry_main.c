@@ -28,6 +28,7 @@
 #include "px_rpc_health.h"
 #include "px_service.h"
 #include "st.h"
+#include "st_remote.h"
 
 /* The gRPC layer refuses a request message this far above
  * message.max_batch_bytes (it never reaches the service): room for the
@@ -301,6 +302,28 @@ static uint32_t store_record_limit(const cfg_t *cfg)
     return (uint32_t)lim;
 }
 
+/* store.mode remote: a client of the gantry-store node(s); waits (start-up)
+ * up to a minute for one to answer. */
+static gt_err_t open_remote(const cfg_t *cfg, st_store_t **st)
+{
+    st_remote_config_t rc = {.endpoints = (const char *const *)cfg->store.endpoints.v,
+                             .n_endpoints = cfg->store.endpoints.n,
+                             .timeout_ms = cfg->store.remote_timeout_ms,
+                             .retries = -1,
+                             .connect_wait_ms = 60000};
+    gt_err_t err;
+
+    if (rc.n_endpoints == 0) {
+        GT_LOG(ERROR, "main", "store.mode remote needs store.endpoints (HOST:PORT of "
+               "gantry-store)");
+        return GT_EINVAL;
+    }
+    if ((err = st_remote_open(&rc, st)) != GT_OK)
+        GT_LOG(ERROR, "main", "cannot reach the store node %s: %s",
+               cfg->store.endpoints.v[0], gt_err_str(err));
+    return err;
+}
+
 /* Opens the embedded store, declares the config's topics and groups, and
  * wraps it so that its answers run on `ex` (the service's executor). */
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
@@ -312,10 +335,10 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
                      false, GT_OK};
     gt_err_t rc;
 
-    if (strcmp(cfg->store.mode, "local") != 0) {
-        GT_LOG(ERROR, "main", "store.mode %s is not available yet; use local",
-               cfg->store.mode);
-        return GT_EUNSUPPORTED;
+    if (strcmp(cfg->store.mode, "remote") == 0) {
+        if ((rc = open_remote(cfg, &st)) != GT_OK)
+            return rc;
+        goto declare;
     }
     st_config_init(&sc);
     sc.dir = cfg->store.data_dir;
@@ -334,6 +357,8 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
                                    "truncates at the damage)" : "");
         return rc;
     }
+declare:
+    /* Idempotent: in remote mode every proxy declares them at start. */
     for (size_t i = 0; i < cfg->n_topics && rc == GT_OK; i++) {
         st_topic_t t;
         memset(&t, 0, sizeof(t));
@@ -480,7 +505,7 @@ static int serve(const cfg_t *cfg, bool repair)
            GANTRY_VERSION, cfg->server.grpc_listen, cfg->server.http_listen,
            cfg->store.data_dir, cfg->store.mode, cfg->store.flush,
            cfg->n_topics, cfg->n_groups);
-    if (ensure_dir(cfg->store.data_dir) != 0) {
+    if (strcmp(cfg->store.mode, "local") == 0 && ensure_dir(cfg->store.data_dir) != 0) {
         GT_LOG(ERROR, "main", "cannot create data dir %s: %s",
                cfg->store.data_dir, strerror(errno));
         return 1;

@@ -135,6 +135,8 @@ export async function spawnGantry(opts = {}) {
   // kept), for restart tests.  Every server gets its own free AMQP port
   // (opts.amqpListen: 'off' or another address instead), so no test binds
   // the default 5672; opts.amqpYaml adds users, vhosts, permissions...
+  // opts.remoteStore ("HOST:PORT" of a gantry-store node) sets store.mode
+  // remote; opts.remoteYaml adds store keys (indented two spaces).
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
   const grpcPort = opts.grpcPort ?? await freePort();
   const httpPort = opts.httpPort ?? await freePort();
@@ -158,6 +160,9 @@ log:
 store:
   data_dir: "${path.join(dir, 'data')}"
   flush: ${opts.flush ?? 'sync'}
+${opts.remoteStore ? `  mode: remote
+  endpoints: ["${opts.remoteStore}"]
+${opts.remoteYaml ?? ''}` : ''}
 ${opts.yaml ?? DEFAULT_YAML}`;
   fs.writeFileSync(cfgPath, yaml);
   const logPath = path.join(dir, 'gantry.log');
@@ -190,6 +195,7 @@ ${opts.yaml ?? DEFAULT_YAML}`;
 // gantry does, so when the ports were picked here and the server could not
 // listen, it tries again with new ones.
 export async function startGantry(opts = {}) {
+  if (REMOTE_STORE && !opts.storeNode && !opts.remoteStore) return startWithStore(opts);
   const own = opts.grpcPort === undefined && opts.httpPort === undefined && opts.amqpPort === undefined;
   for (let attempt = 1; ; attempt++) {
     try {
@@ -219,6 +225,31 @@ async function startOnce(opts) {
   throw new Error(`gantry not ready within timeout:\n${g.log()}`);
 }
 
+// GANTRY_TEST_STORE=remote runs a test against the remote store: every
+// gantry it starts gets its own gantry-store node (started first, with the
+// same topics, groups and flush mode) and store.mode remote pointing there.
+// A restart (opts.dir of an earlier server) keeps that node, so state
+// survives it as it does in a local data dir; stopGantry() without keepDir
+// stops the node too.
+const REMOTE_STORE = process.env.GANTRY_TEST_STORE === 'remote';
+const storeOf = new Map(); // a gantry's dir -> its store node
+
+async function startWithStore(opts) {
+  let s = opts.dir ? storeOf.get(opts.dir) : undefined;
+  const own = !s;
+  if (own) s = await startStore({ logLevel: opts.logLevel, yaml: opts.yaml, flush: opts.flush });
+  let g;
+  try {
+    g = await startGantry({ ...opts, remoteStore: s.endpoint });
+  } catch (e) {
+    if (own) await stopGantry(s).catch(() => {});
+    throw e;
+  }
+  g.store = s;
+  storeOf.set(g.dir, s);
+  return g;
+}
+
 // A gantry-store node (same options and handle as startGantry; its gRPC
 // endpoint serves gantry.store.v1).  Stop it with stopGantry().
 export function startStore(opts = {}) {
@@ -244,6 +275,10 @@ export async function stopGantry(g, signal = 'SIGTERM', opts = {}) {
   const info = await g.exited;
   clearTimeout(killer);
   const log = g.log();
+  if (g.store && !opts.keepDir) {
+    storeOf.delete(g.dir);
+    await stopGantry(g.store);
+  }
   if (!opts.keepDir && !process.env.GANTRY_KEEP_TMP) {
     fs.rmSync(g.dir, { recursive: true, force: true });
   }

@@ -1,0 +1,57 @@
+/* st_remote: the store interface (st.h) on a remote `gantry-store` node,
+ * through the store protocol gantry.store.v1 (docs/store-protocol.md) and
+ * the gRPC client runtime (rpc/px_rpc_client.h).
+ *
+ * Every operation is one RPC; its answer completes the st callback on the
+ * client's completion-queue thread (open it through st_exec_open(), as
+ * front ends do, so that callbacks reach their executor).  Nothing ever
+ * waits on the network on the caller's thread.  The node's gt_err_t codes
+ * come back unchanged; a call that failed as a whole maps to:
+ * UNAVAILABLE -> GT_AGAIN, DEADLINE_EXCEEDED -> GT_ETIMEDOUT,
+ * RESOURCE_EXHAUSTED -> GT_EBUSY, INVALID_ARGUMENT -> GT_EINVAL,
+ * UNIMPLEMENTED -> GT_EUNSUPPORTED, cancelled by st_close -> GT_ESHUTDOWN,
+ * anything else -> GT_EIO (all retriable except EINVAL/EUNSUPPORTED).
+ *
+ * Retries.  Appends carry an idempotency key, the first message's id (the
+ * client fills in ids the caller left NULL), and are retried on
+ * UNAVAILABLE / DEADLINE_EXCEEDED with the same key, so that the node
+ * stores them once.  Reads and metadata puts are retried likewise.  Pops,
+ * acks, invisibility changes, releases, purges, requeues, transaction
+ * ends, checks, recalls, offset updates and metadata deletes are never
+ * retried: their failure goes to the caller.
+ *
+ * Long polls (pop, pull) wait on the node; their deadline is the poll
+ * time plus the request timeout.  st_pop_cancel() becomes a PopCancel RPC
+ * under this client's random id.  st_meta_watch() is a MetaWatch stream,
+ * opened again (with a fresh snapshot) whenever it ends, e.g. after the
+ * node restarted. */
+#ifndef ST_REMOTE_H
+#define ST_REMOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st.h"
+
+typedef struct st_remote_config {
+    const char *const *endpoints; /* "host:port" of the store node; only
+                                     the first is used (one node until
+                                     the store tier is a cluster) */
+    size_t n_endpoints;
+    int channels_per_endpoint;    /* <= 0: 2 */
+    int threads;                  /* completion-queue threads; <= 0: 2 */
+    int64_t timeout_ms;           /* deadline of one request (beyond a
+                                     long poll's wait); <= 0: 10000 */
+    int retries;                  /* extra attempts of retried operations;
+                                     < 0: 3 */
+    int64_t connect_wait_ms;      /* st_remote_open waits this long for the
+                                     node to answer; 0: does not wait */
+} st_remote_config_t;
+
+/* Opens a client of the node(s).  With connect_wait_ms > 0 it waits until
+ * the node answers GetInfo (start-up only), failing with GT_ETIMEDOUT /
+ * GT_AGAIN when it does not.  GT_EINVAL: no endpoint.  Release it with
+ * st_close(): in-flight operations then complete with GT_ESHUTDOWN. */
+gt_err_t st_remote_open(const st_remote_config_t *cfg, st_store_t **out);
+
+#endif

@@ -1,0 +1,161 @@
+// store.mode remote: gantry proxies in front of one gantry-store node on
+// loopback, driven by the official SDK and raw gRPC calls.  Two proxies
+// share topics, groups and messages (a receipt handle issued by one is
+// acked through the other); the store node killed (SIGKILL) and restarted
+// while a proxy serves: errors in-band, then recovery without touching
+// the proxy, nothing acknowledged lost (sync flush); the store node
+// stopped (SIGSTOP): requests end by their deadlines, nothing hangs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGantry, startStore, stopGantry, httpGet } from './harness.mjs';
+import {
+  Code, codeName, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll,
+  yamlOf, wireMessage, sendRequest, receiveRequest, ackRequest, scaled, waitFor, withTimeout,
+} from './sdk_util.mjs';
+
+const T = 'RemoteTopic';
+const G = 'RemoteGroup';
+const YAML = yamlOf({ topics: [{ name: T, queues: 4 }], groups: [{ name: G }] });
+
+function proxy(store, extra = {}) {
+  return startGantry({ logLevel: 'info', yaml: YAML, remoteStore: store.endpoint, ...extra });
+}
+
+async function stopAll(...hs) {
+  for (const h of hs.filter(Boolean)) {
+    try { process.kill(h.pid, 'SIGCONT'); } catch { /* gone */ }
+    await stopGantry(h);
+  }
+}
+
+async function sendRaw(raw, body, timeoutMs) {
+  return raw.unary('SendMessage', sendRequest([wireMessage({ topic: T, body: Buffer.from(body) })]),
+    pb.SendMessageResponse, { timeoutMs });
+}
+
+test('two proxies share one store node: sent through one, received through the other; a handle from one acked through the other', async () => {
+  const s = await startStore({ logLevel: 'info', yaml: YAML });
+  let a; let b; let producer; let ca; let cb;
+  try {
+    a = await proxy(s);
+    b = await proxy(s); // declares the same topic and group again: idempotent
+    producer = await startProducer(a, [T]);
+    const sent = new Map();
+    for (let i = 0; i < 20; i++) {
+      const body = Buffer.from(`remote-${i}`);
+      const r = await producer.send({ topic: T, body, tag: 't' });
+      sent.set(r.messageId, body);
+    }
+    cb = await startSimpleConsumer(b, G, T);
+    const got = await receiveAll(cb, sent.size, 30000, { invisible: 30000 });
+    const ids = new Set(got.map((m) => m.messageId));
+    assert.deepEqual([...sent.keys()].filter((id) => !ids.has(id)), [], 'not received through b');
+    for (const m of got) assert.ok(m.body.equals(sent.get(m.messageId)), 'body');
+
+    // A handle issued by a is acked through b.
+    const r = await producer.send({ topic: T, body: Buffer.from('handle-test') });
+    ca = await startSimpleConsumer(a, G, T);
+    const [m] = await receiveAll(ca, 1, 30000, { invisible: 60000, ack: false, batch: 1 });
+    assert.equal(m?.messageId, r.messageId);
+    const rawB = new Raw(b.endpoint);
+    const rawA = new Raw(a.endpoint);
+    try {
+      const ack = await rawB.unary('AckMessage',
+        ackRequest(G, T, [{ id: m.messageId, handle: m.receiptHandle }]), pb.AckMessageResponse);
+      assert.equal(ack.err, null);
+      assert.equal(ack.resp.getStatus().getCode(), Code.OK, codeName(ack.resp.getStatus().getCode()));
+      // It is spent: a second ack, through a, is refused.
+      const again = await rawA.unary('AckMessage',
+        ackRequest(G, T, [{ id: m.messageId, handle: m.receiptHandle }]), pb.AckMessageResponse);
+      assert.equal(again.err, null);
+      assert.notEqual(again.resp.getStatus().getCode(), Code.OK, 'a spent handle was acked again');
+    } finally {
+      rawA.close();
+      rawB.close();
+    }
+    // The proxies keep no message data.
+    assert.match(a.log(), /store node .*engine/);
+  } finally {
+    await shutdownQuietly(producer, ca, cb);
+    await stopAll(a, b, s);
+  }
+});
+
+test('store node killed and restarted while the proxy serves: in-band errors, then recovery by itself', async () => {
+  let s = await startStore({ logLevel: 'info', yaml: YAML, flush: 'sync' });
+  let a; let consumer;
+  const raw = { c: null };
+  try {
+    a = await proxy(s, { remoteYaml: '  remote_timeout_ms: 2000\n' });
+    raw.c = new Raw(a.endpoint);
+    const acked = new Map();
+    for (let i = 0; i < 10; i++) {
+      const body = `before-${i}`;
+      const r = await sendRaw(raw.c, body);
+      assert.equal(r.err, null);
+      assert.equal(r.resp.getStatus().getCode(), Code.OK);
+      acked.set(r.resp.getEntriesList()[0].getMessageId(), body);
+    }
+
+    await stopGantry(s, 'SIGKILL', { keepDir: true });
+    // The proxy answers in-band (no transport error, no hang).
+    const down = await sendRaw(raw.c, 'while-down', scaled(30000));
+    assert.equal(down.err, null, `transport error: ${down.err}`);
+    assert.notEqual(down.resp.getStatus().getCode(), Code.OK, 'a send succeeded with the store down');
+    const h = await httpGet(a.httpPort, '/healthz');
+    assert.equal(h.status, 200, 'proxy healthz while the store is down');
+
+    s = await startStore({ dir: s.dir, grpcPort: s.grpcPort, httpPort: s.httpPort,
+      amqpPort: s.amqpPort, logLevel: 'info', yaml: YAML, flush: 'sync' });
+    // The proxy reconnects by itself.
+    let after;
+    await waitFor(async () => {
+      after = await sendRaw(raw.c, 'after-0');
+      return after.err === null && after.resp.getStatus().getCode() === Code.OK;
+    }, scaled(30000), 'a send through the proxy after the store node came back', 200);
+    acked.set(after.resp.getEntriesList()[0].getMessageId(), 'after-0');
+
+    consumer = await startSimpleConsumer(a, G, T);
+    const got = await receiveAll(consumer, acked.size, 30000, { invisible: 30000 });
+    const ids = new Set(got.map((m) => m.messageId));
+    const lost = [...acked].filter(([id]) => !ids.has(id)).map(([, body]) => body);
+    assert.deepEqual(lost, [], 'acknowledged sends lost');
+  } finally {
+    raw.c?.close();
+    await shutdownQuietly(consumer);
+    await stopAll(a, s);
+  }
+});
+
+test('store node stopped (SIGSTOP): deadlines fire, nothing hangs; SIGCONT: served again', async () => {
+  const s = await startStore({ logLevel: 'info', yaml: YAML });
+  let a; let raw;
+  try {
+    a = await proxy(s, { remoteYaml: '  remote_timeout_ms: 1000\n' });
+    raw = new Raw(a.endpoint);
+    const ok = await sendRaw(raw, 'before');
+    assert.equal(ok.resp.getStatus().getCode(), Code.OK);
+
+    process.kill(s.pid, 'SIGSTOP');
+    const [send, recv] = await Promise.all([
+      sendRaw(raw, 'stalled', scaled(60000)),
+      raw.serverStream('ReceiveMessage', receiveRequest({
+        topic: T, group: G, queueId: -1, longPollMs: 2000,
+      }), pb.ReceiveMessageResponse, { timeoutMs: scaled(60000) }),
+    ]);
+    assert.equal(send.err, null, `send: transport error ${send.err}`);
+    assert.notEqual(send.resp.getStatus().getCode(), Code.OK, 'a send succeeded with the store stopped');
+    assert.equal(recv.err, null, `receive: transport error ${recv.err}`);
+    const h = await withTimeout(httpGet(a.httpPort, '/healthz'), scaled(10000), 'healthz');
+    assert.equal(h.status, 200);
+
+    process.kill(s.pid, 'SIGCONT');
+    await waitFor(async () => {
+      const r = await sendRaw(raw, 'after');
+      return r.err === null && r.resp.getStatus().getCode() === Code.OK;
+    }, scaled(30000), 'a send after SIGCONT', 200);
+  } finally {
+    raw?.close();
+    await stopAll(a, s);
+  }
+});
