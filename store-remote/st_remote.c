@@ -39,6 +39,14 @@ typedef struct st_remote {
     px_ccall_t *watch_call;
     int64_t watch_backoff_ms;
     bool watch_timer;     /* a reopen is scheduled */
+    /* Versions handed to the watcher: each stream's node versions plus a
+     * base above everything handed out before (a restarted node counts
+     * again from its state log), so that a new stream's snapshot wins. */
+    uint64_t ver_max;
+    /* The names the watcher holds (sorted "T"/"G" + name), so that a new
+     * snapshot can tell it which ones went while no stream was open. */
+    char (*names)[ST_NAME_MAX + 2];
+    size_t n_names, cap_names;
 } st_remote_t;
 
 /* ---- one request -------------------------------------------------------- */
@@ -902,9 +910,86 @@ static void r_meta_list(st_store_t *s, const st_meta_list_req_t *q, st_meta_list
 typedef struct watch_ctx {
     st_remote_t *st;
     uint64_t gen;
+    uint64_t base;        /* added to the node's versions */
 } watch_ctx_t;
 
 static void watch_open_locked(st_remote_t *st);
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static void name_key(char *key, st_meta_kind_t kind, const char *name)
+{
+    key[0] = kind == ST_META_TOPIC ? 'T' : 'G';
+    snprintf(key + 1, ST_NAME_MAX + 1, "%s", name);
+}
+
+/* With st->mu held: notes that the watcher holds (or no longer holds) a
+ * name.  Out of memory: the name is not tracked (only a later snapshot's
+ * deletion of it would be missed). */
+static void names_note(st_remote_t *st, st_meta_kind_t kind, const char *name, bool present)
+{
+    char key[ST_NAME_MAX + 2];
+    name_key(key, kind, name);
+    size_t lo = 0, hi = st->n_names;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(st->names[mid], key);
+        if (c == 0) {
+            if (!present) {
+                memmove(&st->names[mid], &st->names[mid + 1],
+                        (st->n_names - mid - 1) * sizeof(st->names[0]));
+                st->n_names--;
+            }
+            return;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (!present)
+        return;
+    if (st->n_names == st->cap_names) {
+        size_t cap = st->cap_names ? st->cap_names * 2 : 64;
+        void *p = realloc(st->names, cap * sizeof(st->names[0]));
+        if (!p)
+            return;
+        st->names = p;
+        st->cap_names = cap;
+    }
+    memmove(&st->names[lo + 1], &st->names[lo], (st->n_names - lo) * sizeof(st->names[0]));
+    memcpy(st->names[lo], key, sizeof(key));
+    st->n_names++;
+}
+
+/* With st->mu held, for a snapshot of evs[0..n): appends to evs (room for
+ * st->n_names more) a deletion, at version `ver`, of every name the
+ * watcher holds that the snapshot lacks; returns how many. */
+static size_t names_gone(st_remote_t *st, st_meta_event_t *evs, size_t n, uint64_t ver)
+{
+    char (*snap)[ST_NAME_MAX + 2] = calloc(n ? n : 1, sizeof(*snap));
+    size_t k = 0;
+    if (!snap)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        name_key(snap[i], evs[i].kind, evs[i].u.topic.name);
+    qsort(snap, n, sizeof(*snap), name_cmp);
+    for (size_t i = 0; i < st->n_names; i++) {
+        if (bsearch(st->names[i], snap, n, sizeof(*snap), name_cmp))
+            continue;
+        st_meta_event_t *e = &evs[n + k++];
+        memset(e, 0, sizeof(*e));
+        e->kind = st->names[i][0] == 'T' ? ST_META_TOPIC : ST_META_GROUP;
+        e->deleted = true;
+        e->version = ver;
+        snprintf(e->u.topic.name, sizeof(e->u.topic.name), "%s", st->names[i] + 1);
+    }
+    free(snap);
+    return k;
+}
 
 static void watch_msg(void *arg, const uint8_t *data, size_t len)
 {
@@ -916,31 +1001,41 @@ static void watch_msg(void *arg, const uint8_t *data, size_t len)
         GT_LOG(WARN, "store", "remote MetaWatch: undecodable event");
         return;
     }
-    st_meta_event_t *ev = calloc(r->n_events ? r->n_events : 1, sizeof(*ev));
-    if (ev) {
+    pthread_mutex_lock(&st->mu);
+    size_t room = r->n_events + (r->snapshot ? st->n_names : 0);
+    st_meta_event_t *ev = calloc(room ? room : 1, sizeof(*ev));
+    if (ev && w->gen == st->watch_gen && st->watch_cb) {
         size_t n = 0;
+        uint64_t top = w->base;
         for (size_t i = 0; i < r->n_events; i++) {
             const Gantry__Store__V1__MetaEvent *e = r->events[i];
             st_meta_event_t *o = &ev[n];
             o->kind = (st_meta_kind_t)e->kind;
             o->deleted = e->deleted;
-            o->version = e->version;
+            o->version = w->base + e->version;
             if (e->kind == GANTRY__STORE__V1__META_KIND__META_TOPIC && e->topic)
                 topic_from(&o->u.topic, e->topic);
             else if (e->kind == GANTRY__STORE__V1__META_KIND__META_GROUP && e->group)
                 group_from(&o->u.group, e->group);
             else
                 continue;
+            if (o->version > top)
+                top = o->version;
             n++;
         }
-        pthread_mutex_lock(&st->mu);
-        if (w->gen == st->watch_gen && st->watch_cb) {
-            st->watch_backoff_ms = 0; /* a healthy stream */
-            st->watch_cb(st->watch_arg, ev, n, r->snapshot);
+        size_t gone = r->snapshot ? names_gone(st, ev, n, top) : 0;
+        if (r->snapshot) {
+            st->n_names = 0;
         }
-        pthread_mutex_unlock(&st->mu);
-        free(ev);
+        for (size_t i = 0; i < n; i++)
+            names_note(st, ev[i].kind, ev[i].u.topic.name, !ev[i].deleted);
+        if (top > st->ver_max)
+            st->ver_max = top;
+        st->watch_backoff_ms = 0; /* a healthy stream */
+        st->watch_cb(st->watch_arg, ev, n + gone, r->snapshot);
     }
+    pthread_mutex_unlock(&st->mu);
+    free(ev);
     gantry__store__v1__meta_watch_response__free_unpacked(r, NULL);
 }
 
@@ -976,7 +1071,7 @@ static void watch_close(void *arg, grpc_status_code code, const char *details)
                (int)code, details, b);
         watch_ctx_t *again = malloc(sizeof(*again));
         if (again) {
-            *again = (watch_ctx_t){st, w->gen};
+            *again = (watch_ctx_t){st, w->gen, 0};
             if (px_rpc_client_after(st->rpc, b, watch_reopen, again) == GT_OK)
                 st->watch_timer = true;
             else
@@ -996,7 +1091,8 @@ static void watch_open_locked(st_remote_t *st)
     watch_ctx_t *w = malloc(sizeof(*w));
     if (!w)
         return;
-    *w = (watch_ctx_t){st, st->watch_gen};
+    /* Above every version handed out so far (see ver_max). */
+    *w = (watch_ctx_t){st, st->watch_gen, st->ver_max + 1};
     /* Waits for a connection (no deadline): it lives as long as the node. */
     px_ccall_opts_t co = {.flags = PX_CCALL_WAIT_FOR_READY, .endpoint = -1};
     if (px_rpc_stream(st->rpc, SVC "MetaWatch", buf, len, &co, &cbs, w, &st->watch_call) !=
@@ -1014,6 +1110,7 @@ static void r_meta_watch(st_store_t *s, st_meta_cb cb, void *arg)
     st->watch_cb = cb;
     st->watch_arg = arg;
     st->watch_backoff_ms = 0;
+    st->n_names = 0; /* a new watcher holds nothing yet */
     px_ccall_t *old = st->watch_call;
     st->watch_call = NULL;
     if (cb)
@@ -1044,6 +1141,7 @@ static void r_close(st_store_t *s)
     /* Ends every open call: their callbacks run with GT_ESHUTDOWN. */
     px_rpc_client_free(st->rpc);
     pthread_mutex_destroy(&st->mu);
+    free(st->names);
     free(st);
 }
 

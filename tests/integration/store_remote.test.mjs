@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { startGantry, startStore, stopGantry, httpGet } from './harness.mjs';
 import {
   Code, codeName, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll,
-  yamlOf, wireMessage, sendRequest, receiveRequest, ackRequest, scaled, waitFor, withTimeout,
+  yamlOf, wireMessage, sendRequest, receiveRequest, ackRequest, resource, scaled, waitFor,
+  withTimeout,
 } from './sdk_util.mjs';
 
 const T = 'RemoteTopic';
@@ -157,5 +158,40 @@ test('store node stopped (SIGSTOP): deadlines fire, nothing hangs; SIGCONT: serv
   } finally {
     raw?.close();
     await stopAll(a, s);
+  }
+});
+
+// The queues of T a proxy routes to (its copy of the store's metadata).
+async function routeQueues(g) {
+  const raw = new Raw(g.endpoint);
+  try {
+    const r = await raw.unary('QueryRoute', new pb.QueryRouteRequest().setTopic(resource(T)),
+      pb.QueryRouteResponse);
+    if (r.err || r.resp.getStatus().getCode() !== Code.OK) return -1;
+    return new Set(r.resp.getMessageQueuesList().map((q) => q.getId())).size;
+  } finally {
+    raw.close();
+  }
+}
+
+test('metadata after a store node restart: a change made afterwards reaches a proxy that watched before', async () => {
+  let s = await startStore({ logLevel: 'info', yaml: YAML });
+  let a; const extra = [];
+  try {
+    a = await proxy(s);
+    assert.equal(await routeQueues(a), 4);
+    // More metadata changes before the restart (every proxy start declares
+    // the topic and group again), so that versions run ahead of what the
+    // restarted node counts.
+    for (let i = 0; i < 3; i++) await stopGantry(await proxy(s));
+    await stopGantry(s, 'SIGTERM', { keepDir: true });
+    s = await startStore({ dir: s.dir, grpcPort: s.grpcPort, httpPort: s.httpPort,
+      amqpPort: s.amqpPort, logLevel: 'info', yaml: YAML });
+    // Another proxy grows the topic to 8 queues; a learns it from its watch.
+    extra.push(await proxy(s, { yaml: yamlOf({ topics: [{ name: T, queues: 8 }], groups: [{ name: G }] }) }));
+    await waitFor(async () => (await routeQueues(a)) === 8, scaled(20000),
+      'proxy a routes to the 8 queues declared after the store node restarted', 100);
+  } finally {
+    await stopAll(a, ...extra, s);
   }
 });
