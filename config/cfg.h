@@ -137,6 +137,40 @@ typedef struct cfg_amqp {
     } vhost_limits;
 } cfg_amqp_t;
 
+/* A user of RocketMQ 5's ACL (auth.users): the access key a gRPC client
+ * signs as (Credential=) and the secret key it signs with; an admin user
+ * (RocketMQ's Super user) passes every ACL.  The same users may log in to
+ * the AMQP gateway (PLAIN / AMQPLAIN: user name = access key, password =
+ * secret key). */
+typedef struct cfg_auth_user {
+    char *access_key;
+    char *secret_key;
+    bool admin;
+} cfg_auth_user_t;
+
+/* One ACL entry (auth.acls): RocketMQ 5's policy entry for one user. */
+typedef struct cfg_auth_acl {
+    char *user;              /* an auth.users access key */
+    char *resource;          /* "Topic:T", "Group:G", "Topic:pre*", "Topic:*", "*" */
+    cfg_strlist_t actions;   /* Pub Sub Create Update Delete Get List All */
+    bool deny;               /* YAML: decision: Allow | Deny */
+    cfg_strlist_t source_ips; /* addresses or CIDRs; [] = from anywhere */
+} cfg_auth_acl_t;
+
+/* The auth section: authentication and ACLs of gRPC clients. */
+typedef struct cfg_auth {
+    bool enabled;
+    int max_clock_skew_s; /* x-mq-date-time this far from now is refused */
+    struct {
+        cfg_auth_user_t *v;
+        size_t n;
+    } users;
+    struct {
+        cfg_auth_acl_t *v;
+        size_t n;
+    } acls;
+} cfg_auth_t;
+
 /* All strings and arrays are owned by the cfg_t and released by cfg_free().
  * String-valued enums (log.level, store.mode, store.flush) always hold one
  * of their documented values in lower case. */
@@ -179,6 +213,7 @@ typedef struct cfg {
         int max_label_sets;       /* per metric family, then "_other" */
     } metrics;
     cfg_amqp_t amqp;
+    cfg_auth_t auth;
     cfg_topic_t *topics;
     size_t n_topics;
     cfg_group_t *groups;
@@ -235,6 +270,13 @@ gt_err_t cfg_watermark_parse(const char *v, double *rel, uint64_t *abs, char *wh
 /* A duration of the config ("250ms", "1s", "5m", "2h", "1d"): 1 ms to 30
  * days, in milliseconds; GT_EINVAL with a reason in why (may be NULL). */
 gt_err_t cfg_duration_ms(const char *s, int64_t *ms, char *why, size_t whylen);
+
+/* A source address of auth.acls: an IPv4 or IPv6 address, optionally
+ * with /PREFIX-LENGTH.  GT_OK with the address (network order, IPv4 in
+ * the first 4 bytes), *family AF_INET / AF_INET6 and *prefix (the full
+ * length without one); GT_EINVAL.  The config check and the proxy's
+ * matching use this one parser. */
+gt_err_t cfg_cidr_parse(const char *s, uint8_t addr[16], int *family, int *prefix);
 
 gt_err_t cfg_topic_name_check(const char *name, char *why, size_t whylen);
 gt_err_t cfg_group_name_check(const char *name, char *why, size_t whylen);

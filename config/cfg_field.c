@@ -313,7 +313,9 @@ void cfg_field_print(const cfg_desc_t *d, const void *base, FILE *out)
 
     switch (d->type) {
     case CFG_T_STR:
-        cfg_yaml_quote(out, *(char *const *)field);
+        /* A set secret is never printed (--print-config, the admin API). */
+        cfg_yaml_quote(out, d->secret && *(char *const *)field != NULL ? CFG_SECRET_MASK
+                                                                        : *(char *const *)field);
         break;
     case CFG_T_INT:
         if (d->size == sizeof(int64_t))

@@ -40,7 +40,13 @@ typedef struct cfg_desc {
     const char *what;            /* type shown in docs, e.g. "HOST:PORT" */
     const char *doc;
     const struct cfg_section *sub; /* CFG_T_LIST: the entries' keys */
+    bool secret; /* CFG_T_STR: printed masked (CFG_SECRET_MASK), never logged */
 } cfg_desc_t;
+
+/* What cfg_print() shows for a set secret (auth secret keys, plain AMQP
+ * passwords): reloading the printed config gives this text, not the
+ * secret. */
+#define CFG_SECRET_MASK "********"
 
 extern const char cfg_optional[];
 #define CFG_OPTIONAL cfg_optional
@@ -63,6 +69,10 @@ typedef struct cfg_section {
 } cfg_section_t;
 
 extern const cfg_section_t cfg_sections[];
+/* The auth section's keys (cfg_auth.c). */
+#define CFG_N_AUTH_KEYS 4
+extern const cfg_desc_t cfg_auth_keys[CFG_N_AUTH_KEYS];
+
 extern const size_t cfg_n_sections;
 
 /* Reserved names, for the checks and the generated docs. */

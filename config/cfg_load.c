@@ -354,17 +354,20 @@ static gt_err_t ld_amqp_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
     for (size_t i = 0; i < a->permissions.n; i++) {
         const cfg_amqp_perm_t *p = &a->permissions.v[i];
         const yaml_node_t *n = ld_item(ld, amqp, "permissions", i);
-        bool user = a->users.n == 0 && strcmp(p->user, "guest") == 0;
+        bool user = a->users.n == 0 && cfg->auth.users.n == 0 &&
+                    strcmp(p->user, "guest") == 0;
         bool vhost = false;
 
         snprintf(path, sizeof(path), "amqp.permissions[%zu]", i);
         for (size_t j = 0; j < a->users.n; j++)
             user |= strcmp(a->users.v[j].name, p->user) == 0;
+        for (size_t j = 0; j < cfg->auth.users.n; j++)
+            user |= strcmp(cfg->auth.users.v[j].access_key, p->user) == 0;
         for (size_t j = 0; j < a->vhosts.n; j++)
             vhost |= strcmp(a->vhosts.v[j], p->vhost) == 0;
         if (!user)
             return ld_fail(ld, GT_EINVAL, n, path, "no user \"%s\" in "
-                           "amqp.users", p->user);
+                           "amqp.users or auth.users", p->user);
         if (!vhost)
             return ld_fail(ld, GT_EINVAL, n, path, "no vhost \"%s\" in "
                            "amqp.vhosts", p->vhost);
@@ -432,6 +435,38 @@ static gt_err_t ld_amqp_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
     return GT_OK;
 }
 
+/* The auth section's checks across entries: each ACL names a user and
+ * an action; an AMQP user name is not also an access key. */
+static gt_err_t ld_auth_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
+{
+    const yaml_node_t *auth = ld_get(ld, root, "auth");
+    const cfg_auth_t *a = &cfg->auth;
+    char path[64];
+
+    for (size_t i = 0; i < a->users.n; i++)
+        for (size_t j = 0; j < cfg->amqp.users.n; j++)
+            if (strcmp(a->users.v[i].access_key, cfg->amqp.users.v[j].name) == 0) {
+                snprintf(path, sizeof(path), "auth.users[%zu]", i);
+                return ld_fail(ld, GT_EINVAL, ld_item(ld, auth, "users", i), path,
+                               "user \"%s\" is also in amqp.users",
+                               a->users.v[i].access_key);
+            }
+    for (size_t i = 0; i < a->acls.n; i++) {
+        const cfg_auth_acl_t *e = &a->acls.v[i];
+        const yaml_node_t *n = ld_item(ld, auth, "acls", i);
+        bool user = false;
+
+        snprintf(path, sizeof(path), "auth.acls[%zu]", i);
+        for (size_t j = 0; j < a->users.n; j++)
+            user |= strcmp(a->users.v[j].access_key, e->user) == 0;
+        if (!user)
+            return ld_fail(ld, GT_EINVAL, n, path, "no user \"%s\" in auth.users", e->user);
+        if (e->actions.n == 0)
+            return ld_fail(ld, GT_EINVAL, n, path, "actions: give at least one");
+    }
+    return GT_OK;
+}
+
 static gt_err_t ld_root(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
 {
     uint32_t seen = 0;
@@ -473,7 +508,8 @@ static gt_err_t ld_root(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
         if (rc != GT_OK)
             return rc;
     }
-    return ld_amqp_refs(ld, root, cfg);
+    rc = ld_amqp_refs(ld, root, cfg);
+    return rc != GT_OK ? rc : ld_auth_refs(ld, root, cfg);
 }
 
 /* Formats libyaml's parse error.  Reader errors (bad encoding) carry only a

@@ -554,10 +554,11 @@ static const cfg_desc_t cfg_amqp_user_keys[] = {
             "exports give it): base64 of a "
             "4-byte salt followed by SHA-256(salt + UTF-8 password). "
             "`gantry --hash-password` makes one. Give this or `password`."},
-    {.key = "password", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_user_t, password),
+    {.key = "password", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_user_t, password), .secret = true,
      .def = CFG_OPTIONAL, .what = "string",
      .doc = "The password in plain text, for development: Gantry logs a "
-            "warning at start. Give this or `password_hash`. An empty "
+            "warning at start (`--print-config` masks it). Give this or "
+            "`password_hash`. An empty "
             "password never logs in (as RabbitMQ)."},
     {.key = "hashing_algorithm", .type = CFG_T_ENUM,
      CFG_FIELD(cfg_amqp_user_t, hashing),
@@ -835,6 +836,15 @@ const cfg_section_t cfg_sections[] = {
      "  vhosts: [\"/\", prod]\n  permissions:\n"
      "    - {user: app, vhost: prod, configure: \"^app\\\\.\", write: \".*\","
      " read: \".*\"}\n  loopback_users: []\n```"},
+    {"auth", cfg_auth_keys, CFG_N_AUTH_KEYS, false, 0, 0, 0, NULL,
+     "Authentication and ACLs of RocketMQ clients, as RocketMQ 5's ACL:\n\n"
+     "```yaml\nauth:\n  enabled: true\n  users:\n"
+     "    - {access_key: app, secret_key: \"change-me\"}\n"
+     "    - {access_key: ops, secret_key: \"change-me-too\", admin: true}\n"
+     "  acls:\n"
+     "    - {user: app, resource: \"Topic:orders*\", actions: [Pub, Sub]}\n"
+     "    - {user: app, resource: \"Group:billing\", actions: [Sub]}\n"
+     "    - {user: app, resource: \"Topic:orders-audit\", actions: [All], decision: Deny}\n```"},
     {"topics", cfg_topic_keys, N(cfg_topic_keys), true,
      offsetof(cfg_t, topics), offsetof(cfg_t, n_topics), sizeof(cfg_topic_t),
      "topic",

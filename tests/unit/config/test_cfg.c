@@ -582,7 +582,9 @@ static void test_amqp(void)
     pb = print_str(&d);
     CU_ASSERT_STRING_EQUAL(pa, pb);
     CU_ASSERT_EQUAL(d.amqp.users.n, 3);
-    CU_ASSERT_STRING_EQUAL(d.amqp.users.v[1].password, "p@ss w\xc3\xb6rd");
+    /* A plain password is a secret: printed masked, never as itself. */
+    CU_ASSERT_STRING_EQUAL(d.amqp.users.v[1].password, "********");
+    CU_ASSERT_PTR_NULL(strstr(pa, "p@ss"));
     free(pa);
     free(pb);
     /* Overrides: scalar keys (and the older name) only. */
@@ -1062,6 +1064,81 @@ static void test_tables_and_doc(void)
     free(doc);
 }
 
+/* The auth section: users and ACL entries, secrets masked in print,
+ * references checked across entries (and with amqp). */
+static void test_auth(void)
+{
+    cfg_t c;
+    char *pa;
+
+    cfg_init(&c);
+    CU_ASSERT_FALSE(c.auth.enabled);
+    CU_ASSERT_EQUAL(c.auth.max_clock_skew_s, 900);
+    CU_ASSERT_EQUAL_FATAL(load(&c, "auth:\n  enabled: true\n  max_clock_skew_s: 60\n"
+                                   "  users:\n"
+                                   "    - {access_key: rk, secret_key: \"top-s3cret\"}\n"
+                                   "    - {access_key: boss, secret_key: \"x\", admin: true}\n"
+                                   "  acls:\n"
+                                   "    - {user: rk, resource: \"Topic:orders*\", actions: [pub, "
+                                   "Sub], source_ips: [\"10.0.0.0/8\", \"::1\"]}\n"
+                                   "    - {user: rk, resource: \"*\", actions: [All], "
+                                   "decision: deny}\n"),
+                          GT_OK);
+    CU_ASSERT_TRUE(c.auth.enabled);
+    CU_ASSERT_EQUAL(c.auth.max_clock_skew_s, 60);
+    CU_ASSERT_EQUAL_FATAL(c.auth.users.n, 2);
+    CU_ASSERT_STRING_EQUAL(c.auth.users.v[0].secret_key, "top-s3cret");
+    CU_ASSERT_TRUE(c.auth.users.v[1].admin);
+    CU_ASSERT_EQUAL_FATAL(c.auth.acls.n, 2);
+    CU_ASSERT_FALSE(c.auth.acls.v[0].deny);
+    CU_ASSERT_TRUE(c.auth.acls.v[1].deny);
+    CU_ASSERT_EQUAL(c.auth.acls.v[0].source_ips.n, 2);
+    pa = print_str(&c);
+    CU_ASSERT_PTR_NULL(strstr(pa, "top-s3cret"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(pa, "secret_key: \"********\""));
+    free(pa);
+    cfg_free(&c);
+    expect_fail("auth: {users: [{access_key: \"a b\", secret_key: x}]}",
+                "auth.users[0].access_key: must be printable ASCII without spaces");
+    expect_fail("auth: {users: [{access_key: a}]}", "auth.users[0].secret_key: required key");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}, {access_key: a, secret_key: y}]}",
+                "auth.users[1]");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: b, resource: "
+                "\"Topic:t\", actions: [Pub]}]}",
+                "auth.acls[0]: no user \"b\" in auth.users");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"Topic:t\"}]}",
+                "auth.acls[0]: actions: give at least one");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"Queue:t\", actions: [Pub]}]}",
+                "auth.acls[0].resource: must be \"Topic:NAME\"");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"Topic:\", actions: [Pub]}]}",
+                "auth.acls[0].resource");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"Topic:a*b\", actions: [Pub]}]}",
+                "auth.acls[0].resource");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"*\", actions: [Publish]}]}",
+                "auth.acls[0].actions[0]: must be one of Pub");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"*\", actions: [Pub], decision: maybe}]}",
+                "auth.acls[0].decision");
+    expect_fail("auth: {users: [{access_key: a, secret_key: x}], acls: [{user: a, resource: "
+                "\"*\", actions: [Pub], source_ips: [\"10.0.0.0/33\"]}]}",
+                "auth.acls[0].source_ips[0]: must be an IPv4 or IPv6 address");
+    expect_fail("auth: {max_clock_skew_s: 0}", "auth.max_clock_skew_s: 0 is out of range");
+    expect_fail("auth: {users: [{access_key: app, secret_key: x}]}\n"
+                "amqp: {users: [{name: app, password: y}]}",
+                "auth.users[0]: user \"app\" is also in amqp.users");
+    /* amqp.permissions may name an auth user; guest is no default then. */
+    expect_ok("auth: {users: [{access_key: rk, secret_key: x}]}\n"
+              "amqp: {permissions: [{user: rk, vhost: /, configure: x, write: x, read: x}]}");
+    expect_fail("auth: {users: [{access_key: rk, secret_key: x}]}\n"
+                "amqp: {permissions: [{user: guest, vhost: /, configure: x, write: x, read: x}]}",
+                "amqp.permissions[0]: no user \"guest\"");
+}
+
 int main(void)
 {
     static const struct {
@@ -1080,6 +1157,7 @@ int main(void)
         {"bad enum", test_bad_enum},
         {"bad listen address", test_bad_listen},
         {"amqp section", test_amqp},
+        {"auth section", test_auth},
         {"amqp section: invalid values named", test_amqp_invalid},
         {"amqp.bridges: parsed with defaults", test_amqp_bridges},
         {"amqp section: queue policies and vhost limits", test_amqp_ops},
