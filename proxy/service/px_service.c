@@ -16,6 +16,7 @@
 #include "apache/rocketmq/v2/admin.pb-c.h"
 #include "apache/rocketmq/v2/service.pb-c.h"
 #include "gt_log.h"
+#include "px_auth.h"
 #include "px_svc_int.h"
 
 #define PX_MS_PREFIX "/apache.rocketmq.v2.MessagingService/"
@@ -68,8 +69,10 @@ static void px_admin_log_level(px_call_t *call, ProtobufCMessage *msg)
      .on_request = px_stub_on_request, .on_reject = px_reject,                 \
      .on_screen = px_screen_request,                                           \
      .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
+/* Implemented methods reach their handler fn through the auth gate. */
+#define PX_GATE(fn) .on_request = px_auth_gate, .data = &(const px_gate_t){fn}
 #define PX_IMPL(method, k, fn, intr, pb)                                       \
-    {.path = PX_MS_PREFIX method, .kind = k, .on_request = fn,                 \
+    {.path = PX_MS_PREFIX method, .kind = k, PX_GATE(fn),                      \
      .on_interrupt = intr, .on_reject = px_reject_client,                      \
      .on_screen = px_screen_request,                                           \
      .req_desc = PX_DESC(pb##_request), .resp_desc = PX_DESC(pb##_response)}
@@ -80,7 +83,7 @@ static const px_method_t px_messaging_methods[] = {
     PX_IMPL("QueryRoute", PX_RPC_UNARY, px_route_query, NULL, query_route),
     PX_IMPL("Heartbeat", PX_RPC_UNARY, px_route_heartbeat, NULL, heartbeat),
     {.path = PX_MS_PREFIX "SendMessage", .kind = PX_RPC_UNARY,
-     .on_request = px_send_message, .on_reject = px_reject_client,
+     PX_GATE(px_send_message), .on_reject = px_reject_client,
      .on_screen = px_screen_request,
      .req_desc = PX_DESC(send_message_request),
      .resp_desc = PX_DESC(send_message_response),
@@ -100,7 +103,7 @@ static const px_method_t px_messaging_methods[] = {
     PX_IMPL("EndTransaction", PX_RPC_UNARY, px_end_transaction, NULL,
             end_transaction),
     {.path = PX_MS_PREFIX "Telemetry", .kind = PX_RPC_BIDI_STREAM,
-     .on_request = px_telemetry_message, .on_reject = px_telemetry_reject,
+     PX_GATE(px_telemetry_message), .on_reject = px_telemetry_reject,
      .on_screen = px_screen_request,
      .req_desc = PX_DESC(telemetry_command),
      .resp_desc = PX_DESC(telemetry_command),
@@ -117,7 +120,7 @@ static const px_method_t px_messaging_methods[] = {
 
 static const px_method_t px_admin_methods[] = {
     {.path = "/apache.rocketmq.v2.Admin/ChangeLogLevel",
-     .kind = PX_RPC_UNARY, .on_request = px_admin_log_level,
+     .kind = PX_RPC_UNARY, PX_GATE(px_admin_log_level),
      .req_desc = &apache__rocketmq__v2__change_log_level_request__descriptor,
      .resp_desc = &apache__rocketmq__v2__change_log_level_response__descriptor},
 };
@@ -154,6 +157,16 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
         return NULL;
     svc->store = store;
     svc->cfg = cfg;
+    if (cfg->auth.enabled) {
+        char err[256];
+        if (px_auth_new(&cfg->auth, &svc->auth, err, sizeof(err)) != GT_OK) {
+            GT_LOG(ERROR, "auth", "%s", err);
+            free(svc);
+            return NULL;
+        }
+        GT_LOG(INFO, "auth", "authentication on: %zu users, %zu ACL entries",
+               cfg->auth.users.n, cfg->auth.acls.n);
+    }
     {
         /* writers first: px_svc_set_append_hook must not starve behind a
          * stream of sends */
@@ -257,6 +270,7 @@ void px_svc_free(px_svc_t *svc)
     pthread_cond_destroy(&svc->renew_cv);
     pthread_cond_destroy(&svc->test_cv);
     px_meta_free(&svc->meta);
+    px_auth_free(svc->auth);
     free(svc);
 }
 

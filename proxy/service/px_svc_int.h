@@ -127,6 +127,7 @@ void px_meta_learn_topic(px_svc_t *svc, const st_topic_t *t);
 struct px_svc {
     st_store_t *store;
     const cfg_t *cfg;
+    struct px_auth *auth; /* NULL: auth.enabled is off (px_auth_rpc.c) */
     px_meta_t meta;
     /* px_svc_set_append_hook: SendMessage's appends go through it (the
      * AMQP gateway's topic bridges); read-locked around each call. */
@@ -243,6 +244,21 @@ void px_reject(px_call_t *call, px_reject_t why);
 /* Answers a unary call whose response has only `status` with `code`. */
 void px_reply_status(px_call_t *call, const ProtobufCMessageDescriptor *desc,
                      px_code_t code, const char *msg);
+
+/* ---- auth (px_auth_rpc.c) ---- */
+
+/* A method's table entry (px_method_t.data) for px_auth_gate: the
+ * handler the gate passes the request on to. */
+typedef struct px_gate {
+    void (*handler)(px_call_t *call, ProtobufCMessage *req);
+} px_gate_t;
+/* on_request of the RocketMQ methods: checks the call's credentials and
+ * the request's resources (when auth is enabled), then runs the entry's
+ * handler; a refused call is answered here. */
+void px_auth_gate(px_call_t *call, ProtobufCMessage *req);
+/* The check alone: true when the call may go on; false when it was
+ * answered (UNAUTHORIZED / FORBIDDEN). */
+bool px_auth_check_call(px_call_t *call, const ProtobufCMessage *req);
 
 /* ---- validation (px_validate.c) ---- */
 

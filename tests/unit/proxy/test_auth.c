@@ -1,0 +1,308 @@
+/* Unit tests for RocketMQ 5 authentication and ACLs (px_auth.h): the
+ * HMAC-SHA1 test vector, the authorization header parser, x-mq-date-time,
+ * logins (right key, wrong secret, unknown key, clock skew) and the ACL
+ * decision (literal / prefix / any resources, Deny on a tie, source
+ * addresses, admin users). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <CUnit/Basic.h>
+
+#include "cfg.h"
+#include "gt_hmac.h"
+#include "px_auth.h"
+
+#define DT "20231227T194619Z"
+#define DT_MS 1703706379000LL
+/* HMAC-SHA1(key "12345678", "20231227T194619Z"), from the algorithm: also
+ * `printf %s 20231227T194619Z | openssl dgst -sha1 -hmac 12345678`. */
+#define VECTOR "B78A646B41B898E9A4B565927A888B247EA32E86"
+
+static char why[512];
+
+static void test_hmac_vector(void)
+{
+    uint8_t mac[GT_SHA1_LEN], back[GT_SHA1_LEN];
+    char hex[2 * GT_SHA1_LEN + 1];
+
+    CU_ASSERT_EQUAL_FATAL(gt_hmac_sha1("12345678", 8, DT, 16, mac), GT_OK);
+    gt_hex_encode(mac, sizeof(mac), hex, sizeof(hex));
+    CU_ASSERT_STRING_EQUAL(hex, VECTOR);
+    CU_ASSERT_EQUAL(strncmp(hex, "B78A", 4), 0);
+    CU_ASSERT_STRING_EQUAL(hex + 36, "2E86");
+    CU_ASSERT_EQUAL(gt_hex_decode("b78a646b41b898e9a4b565927a888b247ea32e86", 40, back,
+                                  sizeof(back)), GT_SHA1_LEN);
+    CU_ASSERT_TRUE(gt_hmac_equal(mac, back, GT_SHA1_LEN));
+    back[19] ^= 1;
+    CU_ASSERT_FALSE(gt_hmac_equal(mac, back, GT_SHA1_LEN));
+    CU_ASSERT_EQUAL(gt_hex_decode("abc", 3, back, sizeof(back)), -1);
+    CU_ASSERT_EQUAL(gt_hex_decode("zz", 2, back, sizeof(back)), -1);
+    CU_ASSERT_EQUAL(gt_hex_decode("0011", 4, back, 1), -1);
+    /* An empty key is a key (no crash, a digest). */
+    CU_ASSERT_EQUAL(gt_hmac_sha1("", 0, DT, 16, mac), GT_OK);
+}
+
+static gt_err_t parse(const char *s, px_auth_hdr_t *h, const char **bad)
+{
+    return px_auth_header_parse(s, strlen(s), h, bad);
+}
+
+static void test_header(void)
+{
+    px_auth_hdr_t h;
+    const char *bad = NULL;
+    uint8_t want[GT_SHA1_LEN];
+
+    gt_hex_decode(VECTOR, 40, want, sizeof(want));
+    /* The official SDKs' form. */
+    CU_ASSERT_EQUAL_FATAL(parse("MQv2-HMAC-SHA1 Credential=RocketMQ, "
+                                "SignedHeaders=x-mq-date-time, Signature=" VECTOR, &h, &bad),
+                          GT_OK);
+    CU_ASSERT_EQUAL(h.ak_len, 8);
+    CU_ASSERT_EQUAL(memcmp(h.ak, "RocketMQ", 8), 0);
+    CU_ASSERT_EQUAL(memcmp(h.sig, want, GT_SHA1_LEN), 0);
+    /* Lower-case hex, a scoped credential, no spaces, items reordered,
+     * unknown items. */
+    CU_ASSERT_EQUAL_FATAL(parse("MQv2-HMAC-SHA1 Signature=b78a646b41b898e9a4b565927a888b247ea"
+                                "32e86,Credential=ak/cn-north/rmq,Extra=1", &h, &bad),
+                          GT_OK);
+    CU_ASSERT_EQUAL(h.ak_len, 2);
+    CU_ASSERT_EQUAL(memcmp(h.ak, "ak", 2), 0);
+    CU_ASSERT_EQUAL(memcmp(h.sig, want, GT_SHA1_LEN), 0);
+    CU_ASSERT_EQUAL(parse("MQv2-HMAC-SHA1  Credential=a ,\tSignature=" VECTOR "  ", &h, &bad),
+                    GT_OK);
+    /* A value may hold '=' (only the first one splits). */
+    CU_ASSERT_EQUAL(parse("MQv2-HMAC-SHA1 Credential=a=b, Signature=" VECTOR, &h, &bad), GT_OK);
+    CU_ASSERT_EQUAL(h.ak_len, 3);
+
+    static const struct {
+        const char *in, *why;
+    } badv[] = {
+        {"", "no credentials after the scheme"},
+        {"MQv2-HMAC-SHA1", "no credentials after the scheme"},
+        {"MQv2-HMAC-SHA256 Credential=a, Signature=" VECTOR, "the scheme is not"},
+        {"Bearer xyz", "the scheme is not"},
+        {"MQv2-HMAC-SHA1 Credential=a, Signature", "not KEY=VALUE"},
+        {"MQv2-HMAC-SHA1 Credential=a,, Signature=" VECTOR, "not KEY=VALUE"},
+        {"MQv2-HMAC-SHA1 Signature=" VECTOR, "no Credential"},
+        {"MQv2-HMAC-SHA1 Credential=, Signature=" VECTOR, "no Credential"},
+        {"MQv2-HMAC-SHA1 Credential=/x, Signature=" VECTOR, "no Credential"},
+        {"MQv2-HMAC-SHA1 Credential=a", "no Signature"},
+        {"MQv2-HMAC-SHA1 Credential=a, Signature=B78A", "not 40 hex digits"},
+        {"MQv2-HMAC-SHA1 Credential=a, Signature=" VECTOR "00", "not 40 hex digits"},
+        {"MQv2-HMAC-SHA1 Credential=a, Signature=G78A646B41B898E9A4B565927A888B247EA32E86",
+         "not 40 hex digits"},
+    };
+    for (size_t i = 0; i < sizeof(badv) / sizeof(badv[0]); i++) {
+        bad = "";
+        CU_ASSERT_EQUAL(parse(badv[i].in, &h, &bad), GT_EINVAL);
+        if (strstr(bad, badv[i].why) == NULL)
+            fprintf(stderr, "\n  %s: got \"%s\", want \"%s\"\n", badv[i].in, bad, badv[i].why);
+        CU_ASSERT_PTR_NOT_NULL(strstr(bad, badv[i].why));
+    }
+    /* Not NUL-terminated: the length ends it. */
+    CU_ASSERT_EQUAL(px_auth_header_parse("MQv2-HMAC-SHA1 Credential=a, Signature=" VECTOR "XX",
+                                         39 + 40, &h, &bad), GT_OK);
+}
+
+static void test_datetime(void)
+{
+    int64_t ms = 0;
+
+    CU_ASSERT_EQUAL(px_auth_datetime_parse(DT, 16, &ms), GT_OK);
+    CU_ASSERT_EQUAL(ms, DT_MS);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("19700101T000000Z", 16, &ms), GT_OK);
+    CU_ASSERT_EQUAL(ms, 0);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("20240229T235959Z", 16, &ms), GT_OK);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("20230229T000000Z", 16, &ms), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("20231327T000000Z", 16, &ms), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("20231227T246019Z", 16, &ms), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("20231227 194619Z", 16, &ms), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("20231227T194619", 15, &ms), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("2023-12-27T19:46", 16, &ms), GT_EINVAL);
+    CU_ASSERT_EQUAL(px_auth_datetime_parse("+0231227T194619Z", 16, &ms), GT_EINVAL);
+}
+
+static px_auth_t *make(const char *yaml)
+{
+    cfg_t c;
+    px_auth_t *a = NULL;
+    char err[256];
+
+    cfg_init(&c);
+    if (cfg_load_string(&c, "t.yaml", yaml, strlen(yaml), err, sizeof(err)) != GT_OK)
+        fprintf(stderr, "\n%s\n", err);
+    CU_ASSERT_EQUAL(px_auth_new(&c.auth, &a, err, sizeof(err)), GT_OK);
+    cfg_free(&c); /* the auth keeps its own copies */
+    return a;
+}
+
+static const px_auth_user_t *login(const px_auth_t *a, const char *hdr, const char *dt,
+                                   int64_t now, bool skew)
+{
+    why[0] = '\0';
+    return px_auth_login(a, hdr, dt, now, skew, why, sizeof(why));
+}
+
+#define HDR(ak, sig) "MQv2-HMAC-SHA1 Credential=" ak ", SignedHeaders=x-mq-date-time, " \
+                     "Signature=" sig
+
+static void test_login(void)
+{
+    px_auth_t *a = make("auth:\n  max_clock_skew_s: 60\n  users:\n"
+                        "    - {access_key: RocketMQ, secret_key: \"12345678\"}\n"
+                        "    - {access_key: other, secret_key: \"87654321\"}\n");
+    const px_auth_user_t *u;
+
+    u = login(a, HDR("RocketMQ", VECTOR), DT, DT_MS, true);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    CU_ASSERT_STRING_EQUAL(px_auth_user_name(u), "RocketMQ");
+    CU_ASSERT_FALSE(px_auth_user_admin(u));
+    /* Within the skew, either side. */
+    CU_ASSERT_PTR_NOT_NULL(login(a, HDR("RocketMQ", VECTOR), DT, DT_MS + 60000, true));
+    CU_ASSERT_PTR_NOT_NULL(login(a, HDR("RocketMQ", VECTOR), DT, DT_MS - 60000, true));
+    /* Skewed. */
+    CU_ASSERT_PTR_NULL(login(a, HDR("RocketMQ", VECTOR), DT, DT_MS + 61000, true));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "more than 60 s away from the server's clock"));
+    CU_ASSERT_PTR_NULL(login(a, HDR("RocketMQ", VECTOR), DT, DT_MS - 61000, true));
+    /* A stream's later message: the date is not checked again. */
+    CU_ASSERT_PTR_NOT_NULL(login(a, HDR("RocketMQ", VECTOR), DT, DT_MS + 86400000, false));
+    /* Wrong secret: another user's key signs the date differently. */
+    CU_ASSERT_PTR_NULL(login(a, HDR("other", VECTOR), DT, DT_MS, true));
+    CU_ASSERT_STRING_EQUAL(why, "check signature failed for user \"other\"");
+    CU_ASSERT_PTR_NULL(strstr(why, "87654321"));
+    /* The signature is over the date: another date fails. */
+    CU_ASSERT_PTR_NULL(login(a, HDR("RocketMQ", VECTOR), "20231227T194620Z", DT_MS, true));
+    /* Unknown key. */
+    CU_ASSERT_PTR_NULL(login(a, HDR("nobody", VECTOR), DT, DT_MS, true));
+    CU_ASSERT_STRING_EQUAL(why, "user \"nobody\" is not found");
+    /* Missing or malformed metadata. */
+    CU_ASSERT_PTR_NULL(login(a, NULL, DT, DT_MS, true));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "authorization metadata is required"));
+    CU_ASSERT_PTR_NULL(login(a, HDR("RocketMQ", VECTOR), NULL, DT_MS, true));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "x-mq-date-time metadata is required"));
+    CU_ASSERT_PTR_NULL(login(a, "MQv2-HMAC-SHA1 Credential=RocketMQ", DT, DT_MS, true));
+    CU_ASSERT_STRING_EQUAL(why, "malformed authorization header: no Signature");
+    /* A signed date that is not one: refused when checked. */
+    {
+        uint8_t mac[GT_SHA1_LEN];
+        char hex[41], hdr[200];
+        gt_hmac_sha1("12345678", 8, "yesterday", 9, mac);
+        gt_hex_encode(mac, sizeof(mac), hex, sizeof(hex));
+        snprintf(hdr, sizeof(hdr), HDR("RocketMQ", "%s"), hex);
+        CU_ASSERT_PTR_NULL(login(a, hdr, "yesterday", DT_MS, true));
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "is not yyyyMMddTHHmmssZ"));
+    }
+    px_auth_free(a);
+}
+
+static const char *acl_yaml =
+    "auth:\n  users:\n"
+    "    - {access_key: app, secret_key: s}\n"
+    "    - {access_key: boss, secret_key: s, admin: true}\n"
+    "    - {access_key: far, secret_key: s}\n"
+    "  acls:\n"
+    "    - {user: app, resource: \"Topic:orders*\", actions: [Pub, Sub]}\n"
+    "    - {user: app, resource: \"Topic:orders-audit\", actions: [All], decision: Deny}\n"
+    "    - {user: app, resource: \"Topic:orders-eu*\", actions: [Pub], decision: Deny}\n"
+    "    - {user: app, resource: \"Topic:orders-eu-1*\", actions: [Pub]}\n"
+    "    - {user: app, resource: \"Group:*\", actions: [Sub]}\n"
+    "    - {user: app, resource: \"Group:locked\", actions: [Sub], decision: Deny}\n"
+    "    - {user: app, resource: \"Topic:tie\", actions: [Pub]}\n"
+    "    - {user: app, resource: \"Topic:tie\", actions: [Pub], decision: Deny}\n"
+    "    - {user: far, resource: \"*\", actions: [All], source_ips: [\"10.1.0.0/16\", "
+    "\"2001:db8::/32\", \"127.0.0.1\"]}\n";
+
+#define P4 "ipv4:10.1.2.3:40000"
+
+static bool allowed(const px_auth_t *a, const px_auth_user_t *u, px_res_type_t t,
+                    const char *name, unsigned act, const char *peer)
+{
+    why[0] = '\0';
+    return px_auth_allowed(a, u, t, name, act, peer, why, sizeof(why));
+}
+
+static const px_auth_user_t *user(const px_auth_t *a, const char *ak, const char *secret)
+{
+    uint8_t mac[GT_SHA1_LEN];
+    char hex[41], hdr[256];
+
+    gt_hmac_sha1(secret, strlen(secret), DT, 16, mac);
+    gt_hex_encode(mac, sizeof(mac), hex, sizeof(hex));
+    snprintf(hdr, sizeof(hdr), "MQv2-HMAC-SHA1 Credential=%s, Signature=%s", ak, hex);
+    return login(a, hdr, DT, DT_MS, true);
+}
+
+static void test_acl(void)
+{
+    px_auth_t *a = make(acl_yaml);
+    const px_auth_user_t *app = user(a, "app", "s"), *boss = user(a, "boss", "s"),
+                         *far = user(a, "far", "s");
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(app);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(boss);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(far);
+    /* Prefix. */
+    CU_ASSERT_TRUE(allowed(a, app, PX_RES_TOPIC, "orders", PX_ACT_PUB, P4));
+    CU_ASSERT_TRUE(allowed(a, app, PX_RES_TOPIC, "orders-us", PX_ACT_SUB, P4));
+    /* One of the actions suffices (QueryRoute: Pub or Sub). */
+    CU_ASSERT_TRUE(allowed(a, app, PX_RES_TOPIC, "orders-us", PX_ACT_PUB | PX_ACT_SUB, P4));
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_TOPIC, "orders-us", PX_ACT_DELETE, P4));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "no matched policies"));
+    /* No entry: refused. */
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_TOPIC, "payments", PX_ACT_PUB, P4));
+    CU_ASSERT_STRING_EQUAL(why, "user \"app\" has no permission to access Topic:payments from "
+                                "ipv4:10.1.2.3:40000, no matched policies");
+    /* A literal Deny beats the prefix Allow. */
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_TOPIC, "orders-audit", PX_ACT_SUB, P4));
+    CU_ASSERT_PTR_NOT_NULL(strstr(why, "the decision is deny"));
+    /* The longest prefix decides: Deny orders-eu*, Allow orders-eu-1*. */
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_TOPIC, "orders-eu-2", PX_ACT_PUB, P4));
+    CU_ASSERT_TRUE(allowed(a, app, PX_RES_TOPIC, "orders-eu-10", PX_ACT_PUB, P4));
+    /* The Deny orders-eu* is for Pub only: Sub falls to orders*. */
+    CU_ASSERT_TRUE(allowed(a, app, PX_RES_TOPIC, "orders-eu-2", PX_ACT_SUB, P4));
+    /* Any name of a type, a literal Deny above it; types do not mix. */
+    CU_ASSERT_TRUE(allowed(a, app, PX_RES_GROUP, "g1", PX_ACT_SUB, P4));
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_GROUP, "locked", PX_ACT_SUB, P4));
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_GROUP, "orders", PX_ACT_PUB, P4));
+    /* Same resource, Allow and Deny: Deny. */
+    CU_ASSERT_FALSE(allowed(a, app, PX_RES_TOPIC, "tie", PX_ACT_PUB, P4));
+    /* Admin: everything, without entries. */
+    CU_ASSERT_TRUE(px_auth_user_admin(boss));
+    CU_ASSERT_TRUE(allowed(a, boss, PX_RES_TOPIC, "payments", PX_ACT_ALL, NULL));
+    /* Source addresses. */
+    CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, P4));
+    CU_ASSERT_TRUE(allowed(a, far, PX_RES_GROUP, "g", PX_ACT_SUB, "ipv4:127.0.0.1:1"));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv4:10.2.0.1:1"));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv4:127.0.0.2:1"));
+    CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[2001:db8:1::5]:1"));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[2001:db9::5]:1"));
+    CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[::ffff:10.1.9.9]:1"));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "unix:/tmp/s"));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, NULL));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv4:garbage"));
+    px_auth_free(a);
+}
+
+int main(void)
+{
+    CU_pSuite suite;
+
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    suite = CU_add_suite("px_auth", NULL, NULL);
+    if (suite == NULL || CU_add_test(suite, "HMAC-SHA1 vector", test_hmac_vector) == NULL ||
+        CU_add_test(suite, "authorization header", test_header) == NULL ||
+        CU_add_test(suite, "x-mq-date-time", test_datetime) == NULL ||
+        CU_add_test(suite, "logins", test_login) == NULL ||
+        CU_add_test(suite, "ACL decisions", test_acl) == NULL) {
+        CU_cleanup_registry();
+        return 1;
+    }
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    unsigned failed = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    return failed == 0 ? 0 : 1;
+}
