@@ -143,26 +143,84 @@ static gt_err_t grant_init(gw_auth_t *a, gw_grant_t *g, const cfg_amqp_perm_t *p
     return GT_OK;
 }
 
-gt_err_t gw_auth_new(const cfg_amqp_t *cfg, gw_auth_t **out, char *err, size_t errlen)
+/* A user of auth.users (RocketMQ's ACL users): the access key logs in
+ * with the secret key as its password, hashed here like a plain one. */
+static gt_err_t auth_user_init(gw_user_t *u, const cfg_auth_user_t *au, const cfg_amqp_t *cfg,
+                               char *err, size_t errlen)
+{
+    if ((u->name = strdup(au->access_key)) == NULL) {
+        snprintf(err, errlen, "AMQP: out of memory");
+        return GT_ENOMEM;
+    }
+    u->hashing = CFG_HASH_SHA256;
+    u->loopback_only = in_list(&cfg->loopback_users, au->access_key);
+    if (RAND_bytes(u->salt, GW_SALT_LEN) != 1 ||
+        !salted_digest(CFG_HASH_SHA256, u->salt, au->secret_key, strlen(au->secret_key),
+                       u->digest)) {
+        snprintf(err, errlen, "AMQP: cannot hash the secret key of user '%s'", au->access_key);
+        return GT_EIO;
+    }
+    return GT_OK;
+}
+
+/* An admin of auth.users gets ".*" on each vhost it has no grant for. */
+static gt_err_t admin_grants(gw_auth_t *a, const cfg_auth_t *auth, size_t first_auth_user,
+                             char *err, size_t errlen)
+{
+    for (size_t i = 0; auth != NULL && i < auth->users.n; i++) {
+        const gw_user_t *u = &a->users[first_auth_user + i];
+
+        if (!auth->users.v[i].admin)
+            continue;
+        for (size_t v = 0; v < a->n_vhosts; v++) {
+            bool has = false;
+            gw_grant_t *g;
+
+            for (size_t j = 0; j < a->n_grants && !has; j++)
+                has = a->grants[j].user == u && a->grants[j].vhost == a->vhosts[v];
+            if (has)
+                continue;
+            g = &a->grants[a->n_grants++];
+            g->user = u;
+            g->vhost = a->vhosts[v];
+            for (int r = 0; r < 3; r++) {
+                if (regcomp(&g->re[r], ".*", REG_EXTENDED | REG_NOSUB) != 0) {
+                    snprintf(err, errlen, "AMQP: cannot compile a permission");
+                    return GT_ENOMEM;
+                }
+                g->n_re++;
+            }
+        }
+    }
+    return GT_OK;
+}
+
+gt_err_t gw_auth_new(const cfg_amqp_t *cfg, const cfg_auth_t *auth, gw_auth_t **out, char *err,
+                     size_t errlen)
 {
     static const cfg_amqp_user_t guest = {.name = "guest", .password = "guest"};
     static const cfg_amqp_perm_t guest_all = {
         .user = "guest", .vhost = "/", .configure = ".*", .write = ".*", .read = ".*"};
+    size_t n_auth = auth != NULL ? auth->users.n : 0, n_admin = 0;
+    bool no_users = cfg->users.n == 0 && n_auth == 0;
     const cfg_amqp_user_t *users = cfg->users.n > 0 ? cfg->users.v : &guest;
-    size_t n_users = cfg->users.n > 0 ? cfg->users.n : 1;
+    size_t n_users = cfg->users.n > 0 ? cfg->users.n : no_users ? 1 : 0;
     const cfg_amqp_perm_t *perms = cfg->permissions.v;
     size_t n_perms = cfg->permissions.n;
     gw_auth_t *a = calloc(1, sizeof(*a));
     gt_err_t rc = GT_ENOMEM;
 
     *out = NULL;
-    if (cfg->users.n == 0 && n_perms == 0 && in_list(&cfg->vhosts, "/")) {
+    for (size_t i = 0; i < n_auth; i++)
+        n_admin += auth->users.v[i].admin;
+    if (no_users && n_perms == 0 && in_list(&cfg->vhosts, "/")) {
         perms = &guest_all;
         n_perms = 1;
     }
-    if (a == NULL || (a->users = calloc(n_users, sizeof(*a->users))) == NULL ||
+    if (a == NULL || (a->users = calloc(n_users + n_auth + 1, sizeof(*a->users))) == NULL ||
         (cfg->vhosts.n > 0 && (a->vhosts = calloc(cfg->vhosts.n, sizeof(char *))) == NULL) ||
-        (n_perms > 0 && (a->grants = calloc(n_perms, sizeof(*a->grants))) == NULL))
+        (n_perms + n_admin * cfg->vhosts.n > 0 &&
+         (a->grants = calloc(n_perms + n_admin * cfg->vhosts.n, sizeof(*a->grants))) == NULL))
         goto fail_oom;
     for (size_t i = 0; i < n_users; i++) {
         /* The default guest is hashed like a configured plain password,
@@ -185,6 +243,12 @@ gt_err_t gw_auth_new(const cfg_amqp_t *cfg, gw_auth_t **out, char *err, size_t e
         if ((rc = user_init(&a->users[i], &users[i], cfg, err, errlen)) != GT_OK)
             goto fail;
     }
+    for (size_t i = 0; i < n_auth; i++) {
+        a->n_users = n_users + i + 1;
+        if ((rc = auth_user_init(&a->users[n_users + i], &auth->users.v[i], cfg, err, errlen)) !=
+            GT_OK)
+            goto fail;
+    }
     for (size_t i = 0; i < cfg->vhosts.n; i++) {
         if ((a->vhosts[i] = strdup(cfg->vhosts.v[i])) == NULL)
             goto fail_oom;
@@ -195,6 +259,8 @@ gt_err_t gw_auth_new(const cfg_amqp_t *cfg, gw_auth_t **out, char *err, size_t e
         if ((rc = grant_init(a, &a->grants[i], &perms[i], err, errlen)) != GT_OK)
             goto fail;
     }
+    if ((rc = admin_grants(a, auth, n_users, err, errlen)) != GT_OK)
+        goto fail;
     *out = a;
     return GT_OK;
 fail_oom:

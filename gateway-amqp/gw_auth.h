@@ -5,7 +5,9 @@
  * any thread may use it, and the users and grants it hands out live as
  * long as it does.  With no amqp.users there is RabbitMQ's default user
  * guest/guest; with neither users nor permissions, guest has ".*" for
- * configure, write and read on vhost "/" (when "/" is a vhost).
+ * configure, write and read on vhost "/" (when "/" is a vhost).  The users
+ * of the auth section (RocketMQ's ACL users) log in here too: one user
+ * store for both protocols (see gw_auth_new).
  *
  * Passwords: amqp.users[].password_hash is RabbitMQ's format, base64 of a
  * 4-byte salt followed by H(salt || UTF-8 password) with H SHA-256
@@ -46,11 +48,16 @@ typedef enum gw_res_kind {
     GW_RES_QUEUE,
 } gw_res_kind_t;
 
-/* Builds the tables from a loaded (validated) config section.  GT_OK with
+/* Builds the tables from a loaded (validated) config section, and the
+ * users of the auth section (auth, may be NULL) next to amqp.users: an
+ * access key logs in with its secret key as the password, and an admin
+ * one has ".*" on every vhost it has no amqp.permissions entry for.  The
+ * default guest exists only when neither section has users.  GT_OK with
  * *out; GT_EINVAL (a regex the config check let through but regcomp
  * refuses here) or GT_ENOMEM with a message in err.  Logs a warning per
- * user with a plain-text password. */
-gt_err_t gw_auth_new(const cfg_amqp_t *cfg, gw_auth_t **out, char *err, size_t errlen);
+ * user with a plain-text password in amqp.users. */
+gt_err_t gw_auth_new(const cfg_amqp_t *cfg, const cfg_auth_t *auth, gw_auth_t **out, char *err,
+                     size_t errlen);
 /* NULL is a no-op. */
 void gw_auth_free(gw_auth_t *a);
 

@@ -1101,7 +1101,7 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     }
     snprintf(s->product, sizeof(s->product), "%s",
              amqp->server_product != NULL ? amqp->server_product : "RabbitMQ");
-    rc = gw_auth_new(amqp, &s->auth, err, errlen);
+    rc = gw_auth_new(amqp, o->auth, &s->auth, err, errlen);
     if (amqp == &defaults.amqp)
         cfg_free(&defaults);
     if (rc != GT_OK) {

@@ -28,6 +28,8 @@ typedef struct gw_server_opts {
     const char *cluster_name;  /* server-properties cluster_name */
     const cfg_amqp_t *amqp;    /* tune values, limits, users, vhosts and
                                   permissions (copied; NULL: the defaults) */
+    const cfg_auth_t *auth;    /* auth.users log in too (borrowed for the start;
+                                  NULL: none) */
     uint32_t handshake_ms;     /* header..open deadline; 0: 10000 */
     size_t out_limit;          /* per-connection output bound; 0: 4 MiB */
     struct st_store *store;    /* borrowed, outlives the server; NULL: no

@@ -548,7 +548,8 @@ static int serve(const cfg_t *cfg, bool repair)
         /* Bodies up to amqp.max_message_size, unless a small segment_size
          * keeps the store's records smaller (store_record_limit()). */
         uint64_t rec = store_record_limit(cfg), room = amqp_record_room(cfg);
-        gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .store = store,
+        gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .auth = &cfg->auth,
+                               .store = store,
                                .max_message = rec > room ? rec - room : 1,
                                .after_event = px_exec_after_event, .after_event_ctx = exec,
                                .auto_create_topics = cfg->server.auto_create_topics};

@@ -3,16 +3,18 @@
 // secret, an unknown key, no credentials and a skewed clock get
 // UNAUTHORIZED (40100); a topic the ACLs deny, or leave out, gets FORBIDDEN
 // (40300) while a prefix ACL allows its topics; an admin user needs no
-// ACL.  With auth off (the
+// ACL; the AMQP gateway logs the same users in.  With auth off (the
 // default) clients with or without credentials are unaffected.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { startGantry, stopGantry } from './harness.mjs';
+import { startGantry, stopGantry, require } from './harness.mjs';
 import {
   Code, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll,
   expectCode, yamlOf, resource, receiveRequest, splitReceive,
 } from './sdk_util.mjs';
+
+const amqp = require('amqplib');
 
 const T_ORDERS = 'orders-1';      // Topic:orders* allows Pub and Sub
 const T_AUDIT = 'orders-audit';   // Topic:orders-audit denies All
@@ -181,6 +183,17 @@ test('an admin user passes without ACL entries', async () => {
   } finally {
     await shutdownQuietly(producer, consumer);
   }
+});
+
+test('the AMQP gateway logs in the same users', async () => {
+  const url = (u, p) => `amqp://${encodeURIComponent(u)}:${encodeURIComponent(p)}@127.0.0.1:${g.amqpPort}/`;
+  const conn = await amqp.connect(url('boss', 'boss-secret'));
+  const ch = await conn.createChannel();
+  await ch.assertQueue('auth-q', { durable: false });
+  await conn.close();
+  await assert.rejects(amqp.connect(url('boss', 'wrong')), /ACCESS_REFUSED|403/);
+  // guest is gone once users are configured.
+  await assert.rejects(amqp.connect(url('guest', 'guest')), /ACCESS_REFUSED|403/);
 });
 
 test('auth off (default): clients with or without credentials are unaffected', async () => {

@@ -24,7 +24,7 @@ static gw_auth_t *make(const char *yaml)
     cfg_init(&c);
     if (cfg_load_string(&c, "t.yaml", yaml, strlen(yaml), err, sizeof(err)) != GT_OK)
         fprintf(stderr, "\n%s\n", err);
-    CU_ASSERT_EQUAL(gw_auth_new(&c.amqp, &a, err, sizeof(err)), GT_OK);
+    CU_ASSERT_EQUAL(gw_auth_new(&c.amqp, &c.auth, &a, err, sizeof(err)), GT_OK);
     cfg_free(&c); /* the auth keeps its own copies */
     return a;
 }
@@ -151,6 +151,57 @@ static void test_users(void)
     gw_auth_free(a);
 }
 
+/* auth.users (RocketMQ's ACL users) log in to the gateway too: the
+ * access key with the secret key; an admin has ".*" where it has no
+ * amqp.permissions entry; guest is gone once any user is configured. */
+static void test_shared_users(void)
+{
+    gw_auth_t *a = make("auth:\n  users:\n"
+                        "    - {access_key: rk, secret_key: \"s3cret\"}\n"
+                        "    - {access_key: boss, secret_key: \"b0ss\", admin: true}\n"
+                        "amqp:\n  vhosts: [\"/\", prod]\n"
+                        "  users: [{name: app, password: pw}]\n"
+                        "  loopback_users: []\n"
+                        "  permissions:\n"
+                        "    - {user: rk, vhost: prod, configure: \"\", write: \"^x$\", read: \"\"}\n"
+                        "    - {user: boss, vhost: prod, configure: \"\", write: \"\", read: \"\"}\n");
+    const gw_user_t *u;
+    const gw_grant_t *g;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NULL(login(a, "guest", "guest", true));
+    CU_ASSERT_PTR_NOT_NULL(login(a, "app", "pw", false));
+    CU_ASSERT_PTR_NULL(login(a, "rk", "s3creT", false));
+    CU_ASSERT_STRING_EQUAL(err, "user 'rk' - invalid credentials");
+    u = login(a, "rk", "s3cret", false);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    CU_ASSERT_STRING_EQUAL(gw_user_name(u), "rk");
+    /* A normal user gets only its amqp.permissions. */
+    CU_ASSERT_PTR_NULL(gw_auth_open(a, u, gw_str("/"), err, sizeof(err)));
+    g = gw_auth_open(a, u, gw_str("prod"), err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_TRUE(gw_auth_check(g, GW_PERM_WRITE, GW_RES_EXCHANGE, "x", 1, err, sizeof(err)));
+    CU_ASSERT_FALSE(gw_auth_check(g, GW_PERM_READ, GW_RES_QUEUE, "x", 1, err, sizeof(err)));
+    /* An admin: everything on "/", its own entry on prod. */
+    u = login(a, "boss", "b0ss", false);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    g = gw_auth_open(a, u, gw_str("/"), err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_TRUE(gw_auth_check(g, GW_PERM_CONFIGURE | GW_PERM_WRITE | GW_PERM_READ,
+                                 GW_RES_QUEUE, "q", 1, err, sizeof(err)));
+    g = gw_auth_open(a, u, gw_str("prod"), err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    CU_ASSERT_FALSE(gw_auth_check(g, GW_PERM_READ, GW_RES_QUEUE, "q", 1, err, sizeof(err)));
+    gw_auth_free(a);
+    /* Only auth users: no guest, and an admin alone has every vhost. */
+    a = make("auth: {users: [{access_key: boss, secret_key: b0ss, admin: true}]}");
+    CU_ASSERT_PTR_NULL(login(a, "guest", "guest", true));
+    u = login(a, "boss", "b0ss", true);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    CU_ASSERT_PTR_NOT_NULL(gw_auth_open(a, u, gw_str("/"), err, sizeof(err)));
+    gw_auth_free(a);
+}
+
 static void test_hash_password(void)
 {
     char h1[64], h2[64];
@@ -185,6 +236,7 @@ int main(void)
     suite = CU_add_suite("amqp_auth", NULL, NULL);
     if (suite == NULL || CU_add_test(suite, "default guest", test_default_guest) == NULL ||
         CU_add_test(suite, "users, vhosts, permissions", test_users) == NULL ||
+        CU_add_test(suite, "auth.users share the store", test_shared_users) == NULL ||
         CU_add_test(suite, "hash_password", test_hash_password) == NULL)
         goto out;
     CU_basic_set_mode(CU_BRM_VERBOSE);
