@@ -7,8 +7,9 @@
 // default) clients with or without credentials are unaffected.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import { startGantry, stopGantry, require } from './harness.mjs';
+import { startGantry, stopGantry, require, GANTRY_BIN } from './harness.mjs';
 import {
   Code, pb, Raw, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll,
   expectCode, yamlOf, resource, receiveRequest, splitReceive,
@@ -209,4 +210,10 @@ test('auth off (default): clients with or without credentials are unaffected', a
   } finally {
     await shutdownQuietly(p1, p2, consumer);
   }
+});
+
+test('--print-config masks the secret keys', () => {
+  const out = execFileSync(GANTRY_BIN, ['--config', g.cfgPath, '--print-config'], { encoding: 'utf8' });
+  assert.match(out, /access_key: "app", secret_key: "\*{8}"/);
+  assert.ok(!out.includes('app-secret') && !out.includes('boss-secret'), out);
 });
