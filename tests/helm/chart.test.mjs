@@ -129,9 +129,13 @@ function podSpecs(docs) {
     .map((d) => ({ owner: d, spec: d.spec.template.spec, meta: d.spec.template.metadata }));
 }
 
+// A rendered config file: from the ConfigMap, or (configInSecret) from
+// the chart's config Secret.
 function renderedConfig(docs, key = 'gantry.yaml') {
   const cm = docs.find((d) => d.kind === 'ConfigMap');
-  return cm?.data?.[key];
+  if (cm?.data?.[key] !== undefined) return cm.data[key];
+  const sec = docs.find((d) => d.kind === 'Secret' && d.metadata.name.endsWith('-config'));
+  return sec?.data?.[key] === undefined ? undefined : Buffer.from(sec.data[key], 'base64').toString();
 }
 
 function writeTmp(name, text) {
@@ -348,7 +352,12 @@ test('embedded options: TLS secret, AMQPS, Ingress, monitoring, NetworkPolicy, e
   const alerts = one(docs, 'PrometheusRule').spec.groups[0].rules.map((r) => r.alert);
   assert.deepEqual(alerts, ['GantryProxyDown', 'GantryConsumerLag', 'GantryStoreDiskLow']);
   assert.equal(one(docs, 'NetworkPolicy').spec.ingress[0].from[0].namespaceSelector.matchLabels.team, 'shop');
-  assert.equal(docs.filter((d) => d.kind === 'Secret').length, 0, 'an existing TLS Secret is not rendered');
+  assert.deepEqual(docs.filter((d) => d.kind === 'Secret').map((d) => d.metadata.name), ['mq-gantry-config'],
+    'the config Secret only (an existing TLS Secret is not rendered)');
+  assert.equal(vols.find((v) => v.name === 'config').secret.secretName, 'mq-gantry-config');
+  assert.equal(docs.filter((d) => d.kind === 'ConfigMap').length, 0, 'no ConfigMap: the config is in the Secret');
+  const cfg = YAML.parse(renderedConfig(docs));
+  assert.equal(cfg.auth.users[0].access_key, 'producer');
   assert.equal(sts.spec.template.spec.terminationGracePeriodSeconds, 10 + 20 + 10);
 });
 

@@ -232,9 +232,9 @@ lifecycle:
 
 {{- define "gantry.proxyVolumes" -}}
 - name: config
-  {{- if .Values.existingConfigSecret }}
+  {{- if or .Values.existingConfigSecret .Values.configInSecret }}
   secret:
-    secretName: {{ .Values.existingConfigSecret }}
+    secretName: {{ .Values.existingConfigSecret | default (printf "%s-config" (include "gantry.fullname" .)) }}
     items: [{key: gantry.yaml, path: gantry.yaml}]
   {{- else }}
   configMap:
