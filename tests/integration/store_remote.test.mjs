@@ -4,7 +4,9 @@
 // acked through the other); the store node killed (SIGKILL) and restarted
 // while a proxy serves: errors in-band, then recovery without touching
 // the proxy, nothing acknowledged lost (sync flush); the store node
-// stopped (SIGSTOP): requests end by their deadlines, nothing hangs.
+// stopped (SIGSTOP): requests end by their deadlines, nothing hangs; a
+// metadata change after the node restarted reaches a proxy watching from
+// before; a proxy killed while its consumer holds messages loses none.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, startStore, stopGantry, httpGet } from './harness.mjs';
@@ -193,5 +195,31 @@ test('metadata after a store node restart: a change made afterwards reaches a pr
       'proxy a routes to the 8 queues declared after the store node restarted', 100);
   } finally {
     await stopAll(a, ...extra, s);
+  }
+});
+
+test('a proxy killed (SIGKILL) while its consumer holds messages: they come back through another proxy', async () => {
+  const s = await startStore({ logLevel: 'info', yaml: YAML });
+  let a; let b; let producer; let ca; let cb;
+  try {
+    a = await proxy(s);
+    b = await proxy(s);
+    producer = await startProducer(b, [T]);
+    const sent = new Set();
+    for (let i = 0; i < 5; i++) sent.add((await producer.send({ topic: T, body: Buffer.from(`held-${i}`) })).messageId);
+    ca = await startSimpleConsumer(a, G, T);
+    const held = await receiveAll(ca, sent.size, 30000, { invisible: 10000, ack: false });
+    assert.deepEqual(new Set(held.map((m) => m.messageId)), sent, 'received through a');
+    await stopGantry(a, 'SIGKILL');
+    a = undefined;
+    // Nothing of them lived in the proxy: after their invisible time they
+    // are delivered again, through b.
+    cb = await startSimpleConsumer(b, G, T);
+    const again = await receiveAll(cb, sent.size, 30000, { invisible: 30000 });
+    assert.deepEqual(new Set(again.map((m) => m.messageId)), sent, 'delivered again through b');
+    assert.ok(again.every((m) => m.deliveryAttempt >= 2), 'a second delivery attempt');
+  } finally {
+    await shutdownQuietly(producer, ca, cb);
+    await stopAll(a, b, s);
   }
 });
