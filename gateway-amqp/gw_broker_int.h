@@ -417,9 +417,11 @@ void gw_confirms_flush(gw_chan_t *ch);
 void gw_bconn_appends_done(gw_bconn_t *bc);
 void gw_publish_done(gw_chan_t *ch);
 /* Appends the channel's assembled record to topic as a store timer due
- * at due_ms (wall clock), with property "vhost"; pub as for a publish. */
+ * at due_ms (wall clock), with property "vhost" (and "via": the exchange
+ * to route through when due, when not the record's); pub as for a
+ * publish. */
 void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *topic,
-                      const char *vhost);
+                      const char *vhost, const char *via);
 void gw_publish_method(gw_chan_t *ch, const gw_method_t *m);
 void gw_publish_header(gw_chan_t *ch, const gw_content_header_t *h);
 void gw_publish_body(gw_chan_t *ch, gw_bytes_t body);

@@ -243,6 +243,7 @@ static void delay_pump(gw_broker_t *b);
 typedef struct {
     char handle[ST_HANDLE_MAX];
     char vhost[256];
+    char via[256]; /* the exchange to route through ("": the record's) */
     uint8_t *body;
     size_t len;
 } timer_rec_t;
@@ -350,7 +351,10 @@ static void fire_one(gw_broker_t *b, const timer_rec_t *t)
         nkeys += nextra;
         has_bcc = gw_table_get(hdrs, "BCC", &bcc);
     }
-    rc = gw_route(vh->router, v.ex, keys, nkeys, hdrs, &out);
+    /* through the delayed exchange an exchange-to-exchange binding
+     * reached at publish (via), or the one published to */
+    rc = gw_route(vh->router, t->via[0] != '\0' ? gw_str(t->via) : v.ex, keys, nkeys, hdrs,
+                  &out);
     if (rc == GT_ENOTFOUND || (rc == GT_OK && out.n == 0))
         goto drop; /* the exchange is gone, or no binding matches now */
     if (rc != GT_OK)
@@ -475,6 +479,8 @@ static void dpop_cb(void *arg, gt_err_t err, const st_popped_t *msgs, size_t n)
             for (uint32_t k = 0; k < msgs[i].msg.nprops; k++)
                 if (strcmp(msgs[i].msg.props[k].key, "vhost") == 0)
                     snprintf(t->vhost, sizeof(t->vhost), "%s", msgs[i].msg.props[k].value);
+                else if (strcmp(msgs[i].msg.props[k].key, "via") == 0)
+                    snprintf(t->via, sizeof(t->via), "%s", msgs[i].msg.props[k].value);
             t->len = msgs[i].msg.body_len;
             if ((t->body = malloc(t->len > 0 ? t->len : 1)) != NULL)
                 memcpy(t->body, msgs[i].msg.body, t->len);
@@ -515,13 +521,13 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- publishing a timer ------------------------------------------------- */
 
-void gw_delay_publish(gw_chan_t *ch, int64_t delay_ms, gw_pub_t *pub)
+void gw_delay_publish(gw_chan_t *ch, int64_t delay_ms, gw_pub_t *pub, const char *via)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     gw_publish_timer(ch, pub, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + delay_ms,
-                     GW_DELAY_TOPIC, ch->bc->vh->name);
+                     GW_DELAY_TOPIC, ch->bc->vh->name, via);
 }
 
 /* ---- start and stop ----------------------------------------------------- */

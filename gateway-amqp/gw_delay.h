@@ -41,8 +41,9 @@ int64_t gw_delay_of(gw_table_t headers);
 
 /* Appends the channel's assembled record as a timer due in delay_ms; pub
  * (may be NULL) is confirmed when the timer is as durable as the store's
- * flush mode. */
-void gw_delay_publish(gw_chan_t *ch, int64_t delay_ms, gw_pub_t *pub);
+ * flush mode.  via: the delayed exchange to route through when it fires
+ * (one an exchange-to-exchange binding reached), NULL: the record's. */
+void gw_delay_publish(gw_chan_t *ch, int64_t delay_ms, gw_pub_t *pub, const char *via);
 
 /* Start-up, after the durable metadata is read: creates the timer topic
  * and group if missing, then calls done(b) and starts the fire loop. */

@@ -161,6 +161,7 @@ void gw_bconn_appends_done(gw_bconn_t *bc)
 typedef struct {
     const char *topic, *vhost;
     int64_t due_ms;
+    const char *via; /* NULL: the record's exchange */
 } timer_dest_t;
 
 static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
@@ -173,9 +174,9 @@ static void append_to(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub, i
 }
 
 void gw_publish_timer(gw_chan_t *ch, gw_pub_t *pub, int64_t due_ms, const char *topic,
-                      const char *vhost)
+                      const char *vhost, const char *via)
 {
-    timer_dest_t t = {topic, vhost, due_ms};
+    timer_dest_t t = {topic, vhost, due_ms, via};
 
     append_any(ch, NULL, 0, pub, &t, -1, NULL);
 }
@@ -243,6 +244,8 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
         msg.delivery_ts_ms = timer->due_ms;
         msg.props[0] = (st_prop_t){"vhost", timer->vhost};
         msg.nprops = 1;
+        if (timer->via != NULL)
+            msg.props[msg.nprops++] = (st_prop_t){"via", timer->via};
         st_append(b->store, timer->topic, &msg, 1, append_cb, o);
     } else if (dests == NULL) {
         st_append(b->store, br != NULL ? br->topic : qs[0]->id, &msg, 1, append_cb, o);
@@ -389,7 +392,7 @@ static void publish_route(gw_chan_t *ch)
     gw_str_t kstack[16], *keys = kstack;
     gw_queue_t *qstack[16], **qs = qstack;
     size_t nkeys = 1, nextra = 0, routed = 0, kept = 0, qcap = 16;
-    int64_t exp;
+    int64_t exp, delay = 0;
     gw_pub_t *pub = NULL;
     bool bcc = false;
     gw_value_t v;
@@ -427,15 +430,14 @@ static void publish_route(gw_chan_t *ch)
             ch->pubs = pub;
         ch->pubs_tail = pub;
     }
-    if (ex.len > 0 && hdrs.len > 0) {
+    if (ex.len > 0 && hdrs.len > 0 && (delay = gw_delay_of(hdrs)) > 0) {
         /* An x-delayed-message exchange with a due x-delay: stored once
          * as a timer, routed when it fires (gw_delay.c); like the plugin,
-         * it routes nowhere now (mandatory: basic.return). */
+         * it routes nowhere now (mandatory: basic.return).  Reached
+         * through exchange-to-exchange bindings, the same (below). */
         uint32_t xf = 0;
-        int64_t delay;
-        if (gw_route_exchange_get(vh->router, ex, NULL, &xf) && (xf & GW_XF_DELAYED) &&
-            (delay = gw_delay_of(hdrs)) > 0) {
-            gw_delay_publish(ch, delay, pub);
+        if (gw_route_exchange_get(vh->router, ex, NULL, &xf) && (xf & GW_XF_DELAYED)) {
+            gw_delay_publish(ch, delay, pub, NULL);
             goto routed;
         }
     }
@@ -462,7 +464,16 @@ static void publish_route(gw_chan_t *ch)
         }
     } else {
         gw_route_out_t out = {0};
-        gt_err_t rc = gw_route(vh->router, ex, keys, nkeys, hdrs, &out);
+        gt_err_t rc = gw_route_held(vh->router, ex, keys, nkeys, hdrs,
+                                    delay > 0 ? GW_XF_DELAYED : 0, &out);
+        for (size_t i = 0; rc == GT_OK && i < out.nheld; i++) {
+            /* a delayed exchange behind an exchange binding: one timer
+             * each, routed through it when due (copied: the router's
+             * names move with the next route) */
+            char via[GW_ROUTE_NAME_MAX + 1];
+            snprintf(via, sizeof(via), "%.*s", (int)out.held[i].len, out.held[i].ptr);
+            gw_delay_publish(ch, delay, pub, via);
+        }
         if (rc != GT_OK && rc != GT_ENOTFOUND && pub != NULL)
             pub->failed = true;
         if (rc == GT_OK && out.n > qcap && (qs = calloc(out.n, sizeof(*qs))) == NULL) {

@@ -235,6 +235,8 @@ struct gw_router {
     size_t cap_work;
     gw_str_t *outq;
     size_t nout, cap_out;
+    gw_str_t *outx; /* exchanges held (gw_route_held) */
+    size_t nheld, cap_held;
     tnode_t **ta, **tb;
     size_t cap_ta, cap_tb;
     gw_hent_t *hd;
@@ -881,6 +883,7 @@ void gw_router_free(gw_router_t *r)
     free(r->binds.b);
     free(r->work);
     free(r->outq);
+    free(r->outx);
     free(r->ta);
     free(r->tb);
     free(r->hd);
@@ -978,6 +981,7 @@ size_t gw_route_exchange_count(const gw_router_t *r)
 
 typedef struct rstate {
     gw_router_t *r;
+    uint32_t hold; /* exchanges reached with one of these flags are held */
     size_t nwork;
     gw_table_t headers;
     bool hparsed;
@@ -1002,6 +1006,13 @@ static bool deliver(rstate_t *s, const rbind_t *b)
     rexch_t *x = b->dest;
     if (x->seen == r->gen)
         return true;
+    if (x->flags & s->hold) { /* not routed through: the caller's */
+        if (!gw_grow(&r->outx, &r->cap_held, r->nheld + 1, sizeof *r->outx))
+            return false;
+        x->seen = r->gen;
+        r->outx[r->nheld++] = str_of(x->name, x->nlen);
+        return true;
+    }
     if (!gw_grow(&r->work, &r->cap_work, s->nwork + 1, sizeof *r->work))
         return false;
     x->seen = r->gen;
@@ -1160,10 +1171,19 @@ static int qname_cmp(const void *a, const void *b)
 gt_err_t gw_route(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_t nkeys,
                   gw_table_t headers, gw_route_out_t *out)
 {
-    rstate_t s = {.r = r, .headers = headers};
+    return gw_route_held(r, exchange, keys, nkeys, headers, 0, out);
+}
+
+gt_err_t gw_route_held(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_t nkeys,
+                       gw_table_t headers, uint32_t hold, gw_route_out_t *out)
+{
+    rstate_t s = {.r = r, .hold = hold, .headers = headers};
 
     out->queues = NULL;
     out->n = 0;
+    out->held = NULL;
+    out->nheld = 0;
+    r->nheld = 0;
     rexch_t *x = exchange.len <= GW_ROUTE_NAME_MAX ? xfind(r, exchange) : NULL;
     if (x == NULL)
         return GT_ENOTFOUND;
@@ -1177,14 +1197,14 @@ gt_err_t gw_route(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_
         rexch_t *cur = r->work[--s.nwork];
         size_t matched = 0;
         if (!route_one(&s, cur, keys, nkeys, &matched)) {
-            r->nout = 0;
+            r->nout = r->nheld = 0;
             return GT_ENOMEM;
         }
         if (matched == 0 && cur->has_ae) {
             rexch_t *ae = xfind(r, str_of(cur->ae, cur->aelen));
             if (ae != NULL && ae->seen != r->gen) {
                 if (!gw_grow(&r->work, &r->cap_work, s.nwork + 1, sizeof *r->work)) {
-                    r->nout = 0;
+                    r->nout = r->nheld = 0;
                     return GT_ENOMEM;
                 }
                 ae->seen = r->gen;
@@ -1196,5 +1216,7 @@ gt_err_t gw_route(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_
         qsort(r->outq, r->nout, sizeof *r->outq, qname_cmp);
     out->queues = r->outq;
     out->n = r->nout;
+    out->held = r->outx;
+    out->nheld = r->nheld;
     return GT_OK;
 }

@@ -190,6 +190,8 @@ size_t gw_route_binding_count(const gw_router_t *r);
 typedef struct gw_route_out {
     const gw_str_t *queues;
     size_t n;
+    const gw_str_t *held; /* gw_route_held: the exchanges held, in the order reached */
+    size_t nheld;
 } gw_route_out_t;
 
 /* Routes a message published to `exchange` with routing keys keys[0..nkeys)
@@ -203,6 +205,14 @@ typedef struct gw_route_out {
  * n = 0 (mandatory -> basic.return, the caller's). */
 gt_err_t gw_route(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_t nkeys,
                   gw_table_t headers, gw_route_out_t *out);
+/* The same, but an exchange reached through an exchange-to-exchange
+ * binding whose flags (gw_route_exchange_add) have one of `hold` is not
+ * routed through: it goes to out->held (each once; its bindings and
+ * alternate exchange are not followed).  The publish's own exchange is
+ * routed through whatever its flags.  (x-delayed-message exchanges with
+ * a due x-delay: the message waits there, gw_delay.c.) */
+gt_err_t gw_route_held(gw_router_t *r, gw_str_t exchange, const gw_str_t *keys, size_t nkeys,
+                       gw_table_t headers, uint32_t hold, gw_route_out_t *out);
 
 /* RabbitMQ's sender-selected distribution (rabbit_basic:header_routes):
  * the extra routing keys of a message are the longstr elements of its

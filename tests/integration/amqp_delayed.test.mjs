@@ -136,6 +136,51 @@ test('x-delay holds a message; it routes through the bindings of the time it fir
   }
 });
 
+// Reached through an exchange-to-exchange binding, a delayed exchange
+// delays too (the plugin's route/2 runs wherever routing reaches its
+// exchange): the message waits there and is routed through its bindings
+// when due, while the other destinations of the publish get it at once
+// (before: routed through at once).
+test('a delayed exchange behind an exchange-to-exchange binding delays there', async () => {
+  const g = await startGantry({ logLevel: 'info' });
+  try {
+    const conn = await open(g);
+    const ch = await conn.createConfirmChannel();
+    await ch.assertExchange('src', 'direct');
+    await ch.assertExchange('dx.e2e', 'x-delayed-message', { arguments: { 'x-delayed-type': 'direct' } });
+    await ch.bindExchange('dx.e2e', 'src', 'k');
+    await ch.assertQueue('dq.later');
+    await ch.assertQueue('dq.now');
+    await ch.bindQueue('dq.later', 'dx.e2e', 'k');
+    await ch.bindQueue('dq.now', 'src', 'k');
+    // No x-delay: both at once.
+    await confirmPublish(ch, 'src', 'k', 'plain');
+    assert.equal((await ch.checkQueue('dq.later')).messageCount, 1);
+    assert.equal((await ch.checkQueue('dq.now')).messageCount, 1);
+    await ch.purgeQueue('dq.later');
+    await ch.purgeQueue('dq.now');
+
+    const delay = scaled(1500);
+    const returned = [];
+    ch.on('return', (m) => returned.push(m));
+    const t0 = Date.now();
+    await confirmPublish(ch, 'src', 'k', 'e2e', { mandatory: true, headers: { 'x-delay': delay } });
+    assert.equal((await ch.checkQueue('dq.now')).messageCount, 1, 'the direct binding: at once');
+    assert.equal((await ch.checkQueue('dq.later')).messageCount, 0, 'held behind the exchange binding');
+    const m = await waitFor(async () => ch.get('dq.later', { noAck: true }), 10000 + delay,
+      'the delayed message');
+    assert.ok(Date.now() - t0 >= delay, `after ${Date.now() - t0} ms`);
+    assert.equal(m.content.toString(), 'e2e');
+    assert.equal(m.fields.exchange, 'src');
+    assert.equal(m.fields.routingKey, 'k');
+    assert.equal(m.properties.headers['x-delay'], -delay);
+    assert.equal(returned.length, 0, 'routed to dq.now: not returned');
+    await conn.close();
+  } finally {
+    await stopGantry(g);
+  }
+});
+
 test('pending delayed messages survive a SIGKILL and come at their time', async () => {
   let g = await startGantry({ logLevel: 'info', flush: 'sync' });
   const n = 50;

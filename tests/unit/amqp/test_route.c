@@ -657,6 +657,42 @@ static void test_e2e(void)
     ROUTES("ch2500", "", "end");
 }
 
+/* gw_route_held: exchanges with a held flag reached through exchange
+ * bindings are reported, not routed through; the publish's own exchange
+ * is routed through whatever its flags. */
+static void test_held(void)
+{
+    gw_str_t k = gw_str("k");
+    gw_route_out_t out;
+
+    setup();
+    xadd("s", GW_XTYPE_DIRECT);
+    CU_ASSERT_EQUAL(gw_route_exchange_add(R, gw_str("d"), GW_XTYPE_DIRECT, 8u), GT_OK);
+    CU_ASSERT_EQUAL(gw_route_exchange_add(R, gw_str("d2"), GW_XTYPE_FANOUT, 8u), GT_OK);
+    xbind("s", "d", "k");
+    xbind("s", "d2", "k");
+    xbind("d", "d2", "k"); /* d2 reached twice: held once */
+    qbind("s", "qs", "k");
+    qbind("d", "qd", "k");
+    qbind("d2", "qd2", "");
+    CU_ASSERT_EQUAL(gw_route_held(R, gw_str("s"), &k, 1, NOARGS, 8u, &out), GT_OK);
+    CU_ASSERT_EQUAL(out.n, 1);
+    CU_ASSERT_EQUAL(out.nheld, 2);
+    if (out.n == 1 && out.nheld == 2) {
+        CU_ASSERT_TRUE(out.queues[0].len == 2 && memcmp(out.queues[0].ptr, "qs", 2) == 0);
+        CU_ASSERT_TRUE(out.held[0].len == 1 && out.held[0].ptr[0] == 'd');
+        CU_ASSERT_TRUE(out.held[1].len == 2 && memcmp(out.held[1].ptr, "d2", 2) == 0);
+    }
+    /* the held exchange as the starting one: routed through (d -> d2 held) */
+    CU_ASSERT_EQUAL(gw_route_held(R, gw_str("d"), &k, 1, NOARGS, 8u, &out), GT_OK);
+    CU_ASSERT_EQUAL(out.n, 1);
+    CU_ASSERT_EQUAL(out.nheld, 1);
+    /* no hold: everything routed, nothing held (gw_route) */
+    ROUTES("s", "k", "qd,qd2,qs");
+    CU_ASSERT_EQUAL(gw_route(R, gw_str("s"), &k, 1, NOARGS, &out), GT_OK);
+    CU_ASSERT_EQUAL(out.nheld, 0);
+}
+
 static void test_alternate(void)
 {
     gw_str_t ae = gw_str("ae");
@@ -1036,6 +1072,7 @@ int main(void)
         !CU_add_test(s, "headers: x-match check", test_headers_check) ||
         !CU_add_test(s, "headers: routing", test_headers_route) ||
         !CU_add_test(s, "exchange to exchange", test_e2e) ||
+        !CU_add_test(s, "held exchanges", test_held) ||
         !CU_add_test(s, "alternate exchanges", test_alternate) ||
         !CU_add_test(s, "binding identity", test_identity) ||
         !CU_add_test(s, "removal and listing", test_removal) ||
