@@ -127,6 +127,8 @@ typedef struct cfg_amqp {
         size_t n;
     } bridges;
     char *server_product; /* connection.start's server-properties product */
+    char *tls_listen;     /* AMQPS HOST:PORT (certificates: the tls section);
+                             NULL, "" or "off": none */
     struct {
         cfg_amqp_qpolicy_t *v;
         size_t n;
@@ -214,6 +216,13 @@ typedef struct cfg {
     } metrics;
     cfg_amqp_t amqp;
     cfg_auth_t auth;
+    struct {
+        char *mode;        /* disabled | permissive | enforcing (gRPC port) */
+        char *cert_file;   /* PEM chain; NULL when unset */
+        char *key_file;    /* PEM private key; NULL when unset */
+        char *ca_file;     /* PEM roots for client certificates; NULL: none */
+        char *client_auth; /* none | optional | require */
+    } tls;
     cfg_topic_t *topics;
     size_t n_topics;
     cfg_group_t *groups;

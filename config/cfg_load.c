@@ -326,6 +326,29 @@ static const yaml_node_t *ld_item(cfg_ld_t *ld, const yaml_node_t *map,
     return ld_node(ld, seq->data.sequence.items.start[i]);
 }
 
+/* The tls section's checks across keys: a listener that uses TLS needs the
+ * certificate and key; client certificates need the CA file. */
+static gt_err_t ld_tls_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *cfg)
+{
+    const yaml_node_t *n = ld_get(ld, root, "tls");
+    const char *al = cfg->amqp.tls_listen;
+    bool used = strcmp(cfg->tls.mode, "disabled") != 0 ||
+                (al != NULL && al[0] != '\0' && strcmp(al, "off") != 0);
+
+    if (n == NULL)
+        n = root;
+    if (used && (cfg->tls.cert_file == NULL || cfg->tls.cert_file[0] == '\0' ||
+                 cfg->tls.key_file == NULL || cfg->tls.key_file[0] == '\0'))
+        return ld_fail(ld, GT_EINVAL, n, "tls", "cert_file and key_file are needed "
+                       "(tls.mode is %s, amqp.tls_listen %s)", cfg->tls.mode,
+                       al != NULL && al[0] != '\0' ? al : "off");
+    if (strcmp(cfg->tls.client_auth, "none") != 0 &&
+        (cfg->tls.ca_file == NULL || cfg->tls.ca_file[0] == '\0'))
+        return ld_fail(ld, GT_EINVAL, n, "tls.client_auth", "%s needs tls.ca_file",
+                       cfg->tls.client_auth);
+    return GT_OK;
+}
+
 /* The amqp section's checks across entries: each user has one password
  * form matching its hashing algorithm; each permission names a known user
  * (guest when there are no users) and vhost, once per pair. */
@@ -509,7 +532,10 @@ static gt_err_t ld_root(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
             return rc;
     }
     rc = ld_amqp_refs(ld, root, cfg);
-    return rc != GT_OK ? rc : ld_auth_refs(ld, root, cfg);
+    if (rc != GT_OK)
+        return rc;
+    rc = ld_auth_refs(ld, root, cfg);
+    return rc != GT_OK ? rc : ld_tls_refs(ld, root, cfg);
 }
 
 /* Formats libyaml's parse error.  Reader errors (bad encoding) carry only a

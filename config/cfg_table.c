@@ -361,6 +361,10 @@ static const char *const cfg_levels[] = {"trace", "debug", "info", "warn",
                                          "error", "off",   NULL};
 static const char *const cfg_modes[] = {"local", "remote", NULL};
 static const char *const cfg_flushes[] = {"sync", "async", NULL};
+static const char *const cfg_tls_modes[] = {"disabled", "permissive", "enforcing",
+                                            NULL};
+static const char *const cfg_tls_client_auths[] = {"none", "optional", "require",
+                                                   NULL};
 /* Index order matches cfg_topic_type_t. */
 static const char *const cfg_topic_types[] = {
     "NORMAL", "FIFO", "DELAY", "TRANSACTION", "MIXED", NULL};
@@ -764,6 +768,12 @@ static const cfg_desc_t cfg_amqp_keys[] = {
             "of the machine's memory or the cgroup's limit if lower, with a "
             "decimal point (`0.4`, RabbitMQ's default; `0.0` blocks every "
             "publisher), or a size with an optional unit (`2GiB`, `1500MB`)."},
+    {.key = "tls_listen", .type = CFG_T_STR, CFG_FIELD(cfg_t, amqp.tls_listen),
+     .def = CFG_OPTIONAL, .check = cfg_check_listen_opt, .what = "HOST:PORT",
+     .doc = "Address of the AMQPS listener (AMQP 0-9-1 over TLS; RabbitMQ's "
+            "port is 5671), with the certificate and key of the `tls` section "
+            "(its `mode` is the gRPC port's and does not apply here). Unset "
+            "(the default), \"\" or \"off\": none."},
     {.key = "users", .type = CFG_T_LIST, CFG_FIELD(cfg_t, amqp.users), .def = "",
      .sub = &cfg_amqp_users, .what = "list of users",
      .doc = "Users that may log in (PLAIN or AMQPLAIN). With none, there is "
@@ -809,6 +819,30 @@ static const cfg_desc_t cfg_metrics_keys[] = {
      "output without bound."},
 };
 
+static const cfg_desc_t cfg_tls_keys[] = {
+    {.key = "mode", .type = CFG_T_CHOICE, CFG_FIELD(cfg_t, tls.mode), .def = "disabled",
+     .choices = cfg_tls_modes,
+     .doc = "TLS on the gRPC port (RocketMQ proxy's tlsMode): `disabled` serves "
+            "plaintext only, `enforcing` TLS only, `permissive` both on the same "
+            "port (each connection's first bytes tell which)."},
+    {.key = "cert_file", .type = CFG_T_STR, CFG_FIELD(cfg_t, tls.cert_file), .def = CFG_OPTIONAL,
+     .what = "path",
+     .doc = "PEM certificate chain of the server (needed unless `mode` is "
+            "`disabled` and `amqp.tls_listen` is off). Read again, with the key "
+            "and CA files, on SIGHUP: new connections get the new certificate."},
+    {.key = "key_file", .type = CFG_T_STR, CFG_FIELD(cfg_t, tls.key_file), .def = CFG_OPTIONAL,
+     .what = "path", .doc = "PEM private key of `cert_file`."},
+    {.key = "ca_file", .type = CFG_T_STR, CFG_FIELD(cfg_t, tls.ca_file), .def = CFG_OPTIONAL,
+     .what = "path",
+     .doc = "PEM certificates that client certificates must chain to (needed "
+            "when `client_auth` is not `none`)."},
+    {.key = "client_auth", .type = CFG_T_CHOICE, CFG_FIELD(cfg_t, tls.client_auth),
+     .def = "none", .choices = cfg_tls_client_auths,
+     .doc = "Client certificates: `none` (not asked for), `optional` (asked "
+            "for, checked against `ca_file` when given), `require` (a "
+            "connection without a valid one fails its handshake)."},
+};
+
 const cfg_section_t cfg_sections[] = {
     {"server", cfg_server_keys, N(cfg_server_keys), false, 0, 0, 0, NULL,
      "Network listeners and the server runtime."},
@@ -845,6 +879,10 @@ const cfg_section_t cfg_sections[] = {
      "    - {user: app, resource: \"Topic:orders*\", actions: [Pub, Sub]}\n"
      "    - {user: app, resource: \"Group:billing\", actions: [Sub]}\n"
      "    - {user: app, resource: \"Topic:orders-audit\", actions: [All], decision: Deny}\n```"},
+    {"tls", cfg_tls_keys, N(cfg_tls_keys), false, 0, 0, 0, NULL,
+     "TLS for the gRPC port and the AMQPS listener:\n\n"
+     "```yaml\ntls:\n  mode: permissive\n  cert_file: /etc/gantry/tls.crt\n"
+     "  key_file: /etc/gantry/tls.key\n```"},
     {"topics", cfg_topic_keys, N(cfg_topic_keys), true,
      offsetof(cfg_t, topics), offsetof(cfg_t, n_topics), sizeof(cfg_topic_t),
      "topic",

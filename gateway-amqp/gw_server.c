@@ -18,7 +18,11 @@
  * and a close; a framing error gets connection.close (501) and the socket
  * is closed once the close is written (the stream can no longer be
  * parsed); a method-level error gets connection.close and the server
- * waits (CLOSE_WAIT_MS) for close-ok. */
+ * waits (CLOSE_WAIT_MS) for close-ok.
+ *
+ * AMQPS: a second listener (amqp.tls_listen) whose connections run through
+ * libevent's OpenSSL bufferevents (gw_tls.c holds the context); past the
+ * handshake they are the same connections. */
 #include "gw_bridge.h"
 #include "gw_server.h"
 
@@ -26,6 +30,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -46,6 +51,9 @@
 #include "gw_codec.h"
 #include "gw_int.h"
 #include "gw_ops.h"
+#include "gw_tls.h"
+
+#include <openssl/ssl.h>
 
 /* The RabbitMQ release whose AMQP dialect the gateway follows. */
 #define GW_RABBITMQ_DIALECT "3.10.8"
@@ -74,6 +82,9 @@ typedef struct gw_conn gw_conn_t;
 struct gw_server {
     struct event_base *base;
     struct evconnlistener *lis;
+    struct evconnlistener *tls_lis; /* AMQPS; NULL when off */
+    gw_tls_t *tls;                  /* its own lock */
+    int tls_port;
     struct event *stop_ev;
     pthread_t thread;
     bool thread_started;
@@ -934,21 +945,33 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
-static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+/* A new connection on fd; `ssl` (owned, may be NULL) makes it AMQPS. */
+static void conn_accept(gw_server_t *s, evutil_socket_t fd, struct sockaddr *sa, SSL *ssl)
 {
-    gw_server_t *s = arg;
     gw_conn_t *c = calloc(1, sizeof(*c));
     char host[INET6_ADDRSTRLEN] = "?";
 
-    (void)lis;
-    (void)salen;
     if (c == NULL) {
+        SSL_free(ssl);
         evutil_closesocket(fd);
         return;
     }
     c->srv = s;
-    c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (ssl == NULL) {
+        c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    } else {
+        /* Frees ssl and closes fd on bufferevent_free; on failure libevent
+         * 2.1 frees ssl but leaves fd open. */
+        c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev == NULL) {
+            evutil_closesocket(fd);
+            free(c);
+            return;
+        }
+        /* A client may close without close_notify: an end, not an error. */
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    }
     c->deadline = evtimer_new(s->base, deadline_cb, c);
     c->resume = event_new(s->base, -1, 0, resume_cb, c);
     c->chan = calloc((size_t)s->channel_max + 1, 1);
@@ -984,7 +1007,31 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     bufferevent_setwatermark(c->bev, EV_WRITE, s->out_limit / 2, 0);
     bufferevent_enable(c->bev, EV_READ);
     set_deadline(c, s->handshake_ms);
-    GT_LOG(DEBUG, "amqp", "%s: accepted", c->peer);
+    GT_LOG(DEBUG, "amqp", "%s: accepted%s", c->peer, ssl != NULL ? " (AMQPS)" : "");
+}
+
+static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lis;
+    (void)salen;
+    conn_accept(arg, fd, sa, NULL);
+}
+
+static void tls_accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
+                          struct sockaddr *sa, int salen, void *arg)
+{
+    gw_server_t *s = arg;
+    SSL *ssl = gw_tls_ssl_new(s->tls);
+
+    (void)lis;
+    (void)salen;
+    if (ssl == NULL) {
+        GT_LOG(WARN, "amqp", "out of memory for an AMQPS connection");
+        evutil_closesocket(fd);
+        return;
+    }
+    conn_accept(s, fd, sa, ssl);
 }
 
 /* ---- server ---------------------------------------------------------- */
@@ -1001,6 +1048,10 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     if (s->lis != NULL) {
         evconnlistener_free(s->lis);
         s->lis = NULL;
+    }
+    if (s->tls_lis != NULL) {
+        evconnlistener_free(s->tls_lis);
+        s->tls_lis = NULL;
     }
     s->stopped = true;
     event_base_loopbreak(s->base);
@@ -1034,6 +1085,8 @@ static void broker_ready(void *arg)
     s->ready = true;
     if (s->lis != NULL)
         evconnlistener_enable(s->lis);
+    if (s->tls_lis != NULL)
+        evconnlistener_enable(s->tls_lis);
 }
 
 static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
@@ -1042,6 +1095,53 @@ static int threads_rc = -1;
 static void threads_init(void)
 {
     threads_rc = evthread_use_pthreads();
+}
+
+/* The AMQPS listener (before the loop thread starts). */
+static gt_err_t tls_listen(gw_server_t *s, const gw_server_opts_t *o, char *err,
+                           size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    gt_hostport_t hp;
+    const char *why;
+    char port[8];
+    gt_err_t rc;
+    int e;
+
+    if (gt_hostport_parse(o->tls_listen, 0, &hp, &why) != GT_OK) {
+        snprintf(err, errlen, "AMQPS: bad listen address '%s' (%s)", o->tls_listen, why);
+        return GT_EINVAL;
+    }
+    if (o->tls_files == NULL) {
+        snprintf(err, errlen, "AMQPS: no certificate files");
+        return GT_EINVAL;
+    }
+    if ((rc = gw_tls_new(o->tls_files, &s->tls, err, errlen)) != GT_OK)
+        return rc;
+    snprintf(port, sizeof(port), "%u", hp.port);
+    if ((e = getaddrinfo(hp.host, port, &hints, &ai)) != 0) {
+        snprintf(err, errlen, "AMQPS: cannot listen on %s: %s", o->tls_listen, gai_strerror(e));
+        return GT_EIO;
+    }
+    s->tls_lis = evconnlistener_new_bind(s->base, tls_accept_cb, s,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                             LEV_OPT_CLOSE_ON_EXEC,
+                                         128, ai->ai_addr, (int)ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (s->tls_lis == NULL) {
+        int en = errno;
+        snprintf(err, errlen, "AMQPS: cannot listen on %s: %s", o->tls_listen, strerror(en));
+        return en == EADDRINUSE ? GT_EBUSY : GT_EIO;
+    }
+    if (s->broker != NULL && !s->ready)
+        evconnlistener_disable(s->tls_lis);
+    if (getsockname(evconnlistener_get_fd(s->tls_lis), (struct sockaddr *)&ss, &sl) == 0)
+        s->tls_port = ntohs(ss.ss_family == AF_INET6
+                                ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                : ((struct sockaddr_in *)&ss)->sin_port);
+    return GT_OK;
 }
 
 gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err,
@@ -1161,6 +1261,10 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     if (getsockname(evconnlistener_get_fd(s->lis), (struct sockaddr *)&ss, &sl) == 0)
         s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
+    if (o->tls_listen != NULL && (rc = tls_listen(s, o, err, errlen)) != GT_OK) {
+        gw_server_stop(s);
+        return rc;
+    }
     if (pthread_create(&s->thread, NULL, loop_main, s) != 0) {
         snprintf(err, errlen, "AMQP: cannot start the event-loop thread");
         goto fail;
@@ -1185,6 +1289,16 @@ bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msg
 int gw_server_port(const gw_server_t *s)
 {
     return s->port;
+}
+
+int gw_server_tls_port(const gw_server_t *s)
+{
+    return s->tls_port;
+}
+
+gt_err_t gw_server_tls_reload(gw_server_t *s, char *err, size_t errlen)
+{
+    return s != NULL && s->tls != NULL ? gw_tls_reload(s->tls, err, errlen) : GT_OK;
 }
 
 unsigned gw_server_admin(gw_server_t *s, const char *method, const char *url, char *text,
@@ -1215,6 +1329,8 @@ void gw_server_stop(gw_server_t *s)
             conn_free(s->conns);
         if (s->lis != NULL)
             evconnlistener_free(s->lis);
+        if (s->tls_lis != NULL)
+            evconnlistener_free(s->tls_lis);
     }
     gw_broker_free(s->broker); /* waits for its store requests */
     if (s->stop_ev != NULL)
@@ -1222,5 +1338,6 @@ void gw_server_stop(gw_server_t *s)
     if (s->base != NULL)
         event_base_free(s->base);
     gw_auth_free(s->auth);
+    gw_tls_free(s->tls);
     free(s);
 }

@@ -19,6 +19,7 @@
 
 #include "cfg.h"
 #include "gt_err.h"
+#include "gt_tls.h"
 #include "st.h"
 
 typedef struct gw_server gw_server_t;
@@ -44,6 +45,9 @@ typedef struct gw_server_opts {
     void *after_event_ctx;
     bool auto_create_topics;   /* a bridge's missing topic is created
                                   (server.auto_create_topics) */
+    const char *tls_listen;    /* AMQPS HOST:PORT; NULL: none */
+    const gt_tls_files_t *tls_files; /* with tls_listen; borrowed for the
+                                        start (paths copied for reloads) */
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with
@@ -54,6 +58,13 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
                          size_t errlen);
 /* The bound port (useful with port 0). */
 int gw_server_port(const gw_server_t *s);
+/* The AMQPS listener's port; 0 without one. */
+int gw_server_tls_port(const gw_server_t *s);
+/* Reads the AMQPS certificate files again (SIGHUP): connections accepted
+ * from now on get the new certificate.  Bad files: an error with a message
+ * in err, and the old certificate stays.  GT_OK when there is no AMQPS
+ * listener (or s is NULL). */
+gt_err_t gw_server_tls_reload(gw_server_t *s, char *err, size_t errlen);
 /* The proxy's SendMessage append hook (px_append_hook_fn, arg: the
  * server): appends to a topic bridged to an exchange (amqp.bridges) also
  * reach the exchange's queues.  Remove it before gw_server_stop. */

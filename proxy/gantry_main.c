@@ -462,6 +462,20 @@ static void raise_fd_limit(void)
     }
 }
 
+/* SIGHUP: the TLS listeners read their certificate files again (bad files
+ * are refused and the old certificate stays). */
+static void tls_reload(px_rpc_server_t *rpc, gw_server_t *amqp)
+{
+    char err[512];
+
+    GT_LOG(INFO, "main", "received SIGHUP: reloading the TLS certificates");
+    if (px_rpc_server_tls_reload(rpc, err, sizeof(err)) != GT_OK)
+        GT_LOG(ERROR, "main", "gRPC TLS reload refused, the old certificate stays: %s",
+               err);
+    if (gw_server_tls_reload(amqp, err, sizeof(err)) != GT_OK)
+        GT_LOG(ERROR, "main", "AMQPS reload refused, the old certificate stays: %s", err);
+}
+
 static int serve(const cfg_t *cfg, bool repair)
 {
     st_store_t *store = NULL;
@@ -489,12 +503,18 @@ static int serve(const cfg_t *cfg, bool repair)
             cfg->message.max_batch_bytes + GANTRY_BATCH_OVERHEAD_BYTES,
         .max_inflight_bytes = cfg->server.max_inflight_bytes,
         .max_conn_inflight_bytes = cfg->server.max_conn_inflight_bytes,
+        .tls_mode = strcmp(cfg->tls.mode, "permissive") == 0  ? PX_TLS_PERMISSIVE
+                    : strcmp(cfg->tls.mode, "enforcing") == 0 ? PX_TLS_ENFORCING
+                                                              : PX_TLS_DISABLED,
     };
+    gt_tls_files_t tls_files = {cfg->tls.cert_file, cfg->tls.key_file, cfg->tls.ca_file,
+                                gt_tls_client_auth_parse(cfg->tls.client_auth)};
 
     /* Block the stop signals in every thread; the main thread sigwait()s. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reloads the TLS certificates */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -527,6 +547,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_svc_set_metrics(svc, rmq);
     ro.on_call_end = px_metrics_call_end;
     ro.on_call_end_ctx = rmq;
+    ro.tls_files = &tls_files;
     ro.after_event = px_exec_after_event;
     ro.after_event_ctx = exec;
     if (px_svc_start(svc) != GT_OK) {
@@ -552,7 +573,11 @@ static int serve(const cfg_t *cfg, bool repair)
                                .store = store,
                                .max_message = rec > room ? rec - room : 1,
                                .after_event = px_exec_after_event, .after_event_ctx = exec,
-                               .auto_create_topics = cfg->server.auto_create_topics};
+                               .auto_create_topics = cfg->server.auto_create_topics,
+                               .tls_files = &tls_files};
+        if (cfg->amqp.tls_listen != NULL && cfg->amqp.tls_listen[0] != '\0' &&
+            strcmp(cfg->amqp.tls_listen, "off") != 0)
+            ao.tls_listen = cfg->amqp.tls_listen;
         if (ao.max_message < (uint64_t)cfg->amqp.max_message_size)
             GT_LOG(WARN, "main",
                    "AMQP bodies are limited to %llu bytes (amqp.max_message_size %lld): "
@@ -584,12 +609,21 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     px_http_set_ready(http, true);
     px_health_set_serving(health, true); /* grpc.health.v1: as /readyz */
-    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods), HTTP on %s, AMQP %s",
-           cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
+    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods, TLS %s), HTTP on %s, "
+           "AMQP %s", cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
+           cfg->tls.mode,
            cfg->server.http_listen, amqp_on ? amqp_listen : "off");
+    if (amqp != NULL && gw_server_tls_port(amqp) != 0)
+        GT_LOG(INFO, "main", "AMQPS on %s (port %d)", cfg->amqp.tls_listen,
+               gw_server_tls_port(amqp));
 
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        while (sigwait(&sigs, &sig) != 0)
+            ;
+        if (sig != SIGHUP)
+            break;
+        tls_reload(rpc, amqp);
+    }
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);

@@ -27,6 +27,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "gt_err.h"
+#include "gt_tls.h"
 
 typedef struct px_rpc_server px_rpc_server_t;
 typedef struct px_call px_call_t;
@@ -147,6 +148,13 @@ typedef struct px_call_end {
     px_call_result_t result;
 } px_call_end_t;
 
+/* TLS on the port (px_rpc_tls.h): RocketMQ proxy's tlsMode. */
+typedef enum px_tls_mode {
+    PX_TLS_DISABLED = 0, /* plaintext only */
+    PX_TLS_PERMISSIVE,   /* TLS and plaintext on the same port */
+    PX_TLS_ENFORCING,    /* TLS only */
+} px_tls_mode_t;
+
 typedef struct px_rpc_options {
     const char *listen;         /* "host:port"; borrowed */
     int threads;                /* worker threads (two per completion
@@ -183,6 +191,10 @@ typedef struct px_rpc_options {
      * worker thread, no lock held; it must be quick).  May be NULL. */
     void (*on_call_end)(void *ctx, const px_call_end_t *end);
     void *on_call_end_ctx;
+    px_tls_mode_t tls_mode;
+    /* Certificate files, unless tls_mode is PX_TLS_DISABLED; borrowed for
+     * the start (the paths are copied, for px_rpc_server_tls_reload). */
+    const gt_tls_files_t *tls_files;
 } px_rpc_options_t;
 
 /* Counters of a running server (for metrics); a consistent snapshot. */
@@ -206,6 +218,12 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
 int px_rpc_server_port(const px_rpc_server_t *srv);
 /* Fills `out` with the server's counters. */
 void px_rpc_server_stats(px_rpc_server_t *srv, px_rpc_stats_t *out);
+
+/* Reads the TLS files again (SIGHUP): new handshakes use the new
+ * certificate; connections already up keep theirs.  Bad files are
+ * refused with a message in err and the old ones stay.  GT_OK and nothing
+ * done when TLS is disabled. */
+gt_err_t px_rpc_server_tls_reload(px_rpc_server_t *srv, char *err, size_t errlen);
 
 /* Graceful stop, first half: refuse new calls, interrupt live calls with
  * PX_INTERRUPT_SHUTDOWN, wait up to opts.shutdown_timeout_ms for them to

@@ -34,6 +34,7 @@
 #include "gt_log.h"
 #include "gt_tsan.h"
 #include "px_rpc_int.h"
+#include "px_rpc_tls.h"
 
 /* Request bytes are counted this many times (see px_call_admit_message). */
 #define PX_RPC_COPIES 2
@@ -199,6 +200,7 @@ struct px_rpc_server {
     px_call_t *wait_head, *wait_tail;
     size_t n_wait_max;
     _Atomic size_t n_wait;
+    px_tls_t *tls;    /* NULL when TLS is disabled; its own lock */
     /* Per method (index as in methods->methods): a moving average of its
      * request sizes, which sizes the reservation at arrival. */
     _Atomic int64_t *req_avg;
@@ -728,6 +730,14 @@ static gt_err_t px_call_capture(px_call_t *c)
     c->path = px_slice_dup(c->details.method);
     c->authority = px_slice_dup(c->details.host);
     c->peer = grpc_call_get_peer(c->call);
+    if (c->srv->tls != NULL && c->peer != NULL) {
+        /* A socket the TLS front handed over or relays: its client. */
+        char *real = px_tls_peer(c->srv->tls, c->peer);
+        if (real != NULL) {
+            gpr_free(c->peer);
+            c->peer = real;
+        }
+    }
     if (c->path == NULL || c->authority == NULL)
         return GT_ENOMEM;
     if (c->md_in.count > 0) {
@@ -1407,6 +1417,7 @@ static void px_server_free(px_rpc_server_t *srv)
     pthread_cond_destroy(&srv->cv);
     px_admit_destroy(&srv->admit);
     free(srv->req_avg);
+    px_tls_free(srv->tls);
     free(srv);
 }
 
@@ -1478,6 +1489,15 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
         return GT_ENOMEM;
     }
     srv->opts = *opts;
+    srv->opts.tls_files = NULL; /* borrowed for the start only */
+    if (opts->tls_mode != PX_TLS_DISABLED) {
+        rc = px_tls_new(opts->tls_mode, opts->tls_files, &srv->tls, err, errlen);
+        if (rc != GT_OK) {
+            free(srv->req_avg);
+            free(srv);
+            return rc;
+        }
+    }
     {
         const char *env = getenv("GANTRY_TEST_CALL_END_DELAY_MS");
         if (env != NULL && atoi(env) > 0 && atoi(env) <= 10000) {
@@ -1589,11 +1609,33 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
         srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
         grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
     }
-    creds = grpc_insecure_server_credentials_create();
-    srv->port = grpc_server_add_http2_port(srv->server, opts->listen, creds);
-    grpc_server_credentials_release(creds);
-    if (srv->port == 0) {
+    if (opts->tls_mode == PX_TLS_DISABLED) {
+        creds = grpc_insecure_server_credentials_create();
+        srv->port = grpc_server_add_http2_port(srv->server, opts->listen, creds);
         snprintf(err, errlen, "cannot listen on %s (gRPC)", opts->listen);
+    } else if (opts->tls_mode == PX_TLS_ENFORCING) {
+        creds = px_tls_creds(srv->tls);
+        srv->port = creds != NULL
+                        ? grpc_server_add_http2_port(srv->server, opts->listen, creds)
+                        : 0;
+        snprintf(err, errlen, "cannot listen on %s (gRPC with TLS)", opts->listen);
+    } else {
+        /* Permissive: the core's TLS listener on loopback, behind the
+         * front on the public port (px_rpc_tls.h). */
+        int tls_port;
+        creds = px_tls_creds(srv->tls);
+        tls_port = creds != NULL
+                       ? grpc_server_add_http2_port(srv->server, "127.0.0.1:0", creds)
+                       : 0;
+        snprintf(err, errlen, "cannot listen on 127.0.0.1 (gRPC with TLS)");
+        if (tls_port != 0 &&
+            px_tls_front_start(srv->tls, srv->server, opts->listen, tls_port, &srv->port,
+                               err, errlen) != GT_OK)
+            srv->port = 0;
+    }
+    if (creds != NULL)
+        grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
         grpc_server_destroy(srv->server);
         for (int i = 0; i < srv->n_cqs; i++) {
             grpc_completion_queue_shutdown(srv->cqs[i]);
@@ -1603,11 +1645,19 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
                 ;
             grpc_completion_queue_destroy(srv->cqs[i]);
         }
+        px_tls_front_close(srv->tls);
         grpc_shutdown();
         px_server_free(srv);
         return GT_EBUSY;
     }
+    err[0] = '\0';
     grpc_server_start(srv->server);
+    if (opts->tls_mode == PX_TLS_PERMISSIVE &&
+        px_tls_front_run(srv->tls, err, errlen) != GT_OK) {
+        /* Not expected (a thread could not start): the process gives up. */
+        GT_LOG(ERROR, "rpc", "%s", err);
+        abort();
+    }
 
     for (int i = 0; i < srv->n_workers; i++) {
         px_worker_arg_t *wa = malloc(sizeof(*wa));
@@ -1626,6 +1676,11 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
 }
 
 int px_rpc_server_port(const px_rpc_server_t *srv) { return srv->port; }
+
+gt_err_t px_rpc_server_tls_reload(px_rpc_server_t *srv, char *err, size_t errlen)
+{
+    return srv->tls != NULL ? px_tls_reload(srv->tls, err, errlen) : GT_OK;
+}
 
 void px_rpc_server_stats(px_rpc_server_t *srv, px_rpc_stats_t *out)
 {
@@ -1684,6 +1739,7 @@ gt_err_t px_rpc_server_shutdown(px_rpc_server_t *srv)
     pthread_mutex_lock(&srv->mu);
     srv->stopping = true;
     pthread_mutex_unlock(&srv->mu);
+    px_tls_front_close(srv->tls); /* no socket is handed over any more */
     grpc_server_shutdown_and_notify(srv->server, srv->cqs[0],
                                     &srv->t_shutdown);
     px_server_interrupt_all(srv);

@@ -13,7 +13,8 @@ pkgs=(
   libmicrohttpd-dev            # operator HTTP endpoint (health, metrics)
   libjansson-dev               # admin API: JSON parsing and output (px_admin*.c, gantry-admin)
   libcurl4-openssl-dev         # gantry-admin: the HTTP client
-  libevent-dev                 # AMQP gateway: event loop, bufferevents, timers (AMQPS later)
+  libevent-dev                 # AMQP gateway: event loop, bufferevents, timers; the gRPC TLS front
+  libevent-openssl-2.1-7       # AMQPS: libevent's OpenSSL bufferevents (libevent_openssl.pc is in libevent-dev)
   librabbitmq-dev              # bench/gt_bench_amqp (scripts/bench-amqp): the AMQP load client, rabbitmq-c
   python3-pika                 # integration tests: pika clients against the AMQP gateway (amqp_pika)
   amqp-tools                   # integration tests: rabbitmq-c's amqp-publish/-consume/-get (amqp_rabbitmq_c)
