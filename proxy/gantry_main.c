@@ -22,6 +22,7 @@
 #include "gw_auth.h"
 #include "gw_server.h"
 #include "px_admin.h"
+#include "px_dashboard.h"
 #include "px_http.h"
 #include "px_metrics.h"
 #include "px_rpc.h"
@@ -607,6 +608,8 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the admin API");
         goto out;
     }
+    if (px_dashboard_register(http) != GT_OK)
+        GT_LOG(WARN, "main", "cannot serve the web dashboard (/dashboard/)");
     px_http_set_ready(http, true);
     px_health_set_serving(health, true); /* grpc.health.v1: as /readyz */
     GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods, TLS %s), HTTP on %s, "

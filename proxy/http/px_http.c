@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -76,7 +77,7 @@ struct px_http_body {
     bool too_big;
     enum { PX_JOB_READING, PX_JOB_QUEUED, PX_JOB_DONE } state;
     struct MHD_Connection *conn;
-    char *url, *method, *auth;
+    char *url, *method, *auth, *inm; /* inm: If-None-Match */
     char *args[PX_HTTP_ARGS_MAX][2]; /* query arguments, copied */
     size_t nargs;
     px_http_resp_t resp;
@@ -148,6 +149,17 @@ static const struct px_http_route *px_http_route_find(const px_http_t *h,
     return best;
 }
 
+/* Whether a route takes url (outside /api/: the dashboard). */
+static bool px_http_routed(px_http_t *h, const char *url)
+{
+    bool found;
+
+    pthread_rwlock_rdlock(&h->rmu);
+    found = px_http_route_find(h, url) != NULL;
+    pthread_rwlock_unlock(&h->rmu);
+    return found;
+}
+
 static enum MHD_Result px_http_json_error(struct MHD_Connection *conn,
                                           unsigned code, const char *msg)
 {
@@ -184,6 +196,37 @@ static enum MHD_Result px_http_arg_copy(void *cls, enum MHD_ValueKind kind,
     }
     b->nargs++;
     return MHD_YES;
+}
+
+const char *px_http_req_header(const px_http_req_t *req, const char *name)
+{
+    const px_http_body_t *b = req->conn_;
+
+    if (strcasecmp(name, MHD_HTTP_HEADER_AUTHORIZATION) == 0)
+        return b->auth;
+    if (strcasecmp(name, MHD_HTTP_HEADER_IF_NONE_MATCH) == 0)
+        return b->inm;
+    return NULL;
+}
+
+/* Sends a route's answer with its extra headers. */
+static enum MHD_Result px_http_send_resp(struct MHD_Connection *conn,
+                                         const px_http_resp_t *resp)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        resp->len, resp->body != NULL ? (void *)resp->body : (void *)"",
+        resp->body_static ? MHD_RESPMEM_PERSISTENT : MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result rc;
+
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->ctype != NULL ? resp->ctype : "application/json");
+    for (size_t i = 0; resp->headers != NULL && resp->headers[i] != NULL; i += 2)
+        MHD_add_response_header(r, resp->headers[i], resp->headers[i + 1]);
+    rc = MHD_queue_response(conn, resp->code, r);
+    MHD_destroy_response(r);
+    return rc;
 }
 
 /* Runs a job's route (or the AMQP hook) on a worker. */
@@ -255,15 +298,13 @@ static enum MHD_Result px_http_dispatch(px_http_t *h, struct MHD_Connection *con
                                         const char *url, const char *method,
                                         px_http_body_t *b)
 {
-    const char *auth;
+    const char *auth, *inm;
     bool queued = false;
 
     if (b->too_big)
         return px_http_json_error(conn, 413, "request body too large");
     if (b->state == PX_JOB_DONE)
-        return px_http_send(conn, b->resp.code,
-                            b->resp.ctype != NULL ? b->resp.ctype : "application/json",
-                            b->resp.body != NULL ? b->resp.body : "", b->resp.len);
+        return px_http_send_resp(conn, &b->resp);
     if (b->state != PX_JOB_READING)
         return MHD_NO;
     auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -272,7 +313,11 @@ static enum MHD_Result px_http_dispatch(px_http_t *h, struct MHD_Connection *con
     b->url = strdup(url);
     b->method = strdup(method);
     b->auth = auth != NULL ? strdup(auth) : NULL;
+    inm = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                      MHD_HTTP_HEADER_IF_NONE_MATCH);
+    b->inm = inm != NULL ? strdup(inm) : NULL;
     if (b->url == NULL || b->method == NULL || (auth != NULL && b->auth == NULL) ||
+        (inm != NULL && b->inm == NULL) ||
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, px_http_arg_copy, b) < 0)
         return px_http_json_error(conn, 500, "out of memory");
     if (b->nargs == PX_HTTP_ARGS_MAX)
@@ -364,11 +409,13 @@ static void px_http_completed(void *cls, struct MHD_Connection *conn,
         free(b->url);
         free(b->method);
         free(b->auth);
+        free(b->inm);
         for (size_t i = 0; i < b->nargs; i++) {
             free(b->args[i][0]);
             free(b->args[i][1]);
         }
-        free(b->resp.body);
+        if (!b->resp.body_static)
+            free(b->resp.body);
         free(b);
         *state = NULL;
     }
@@ -383,7 +430,7 @@ static enum MHD_Result px_http_handle(void *cls, struct MHD_Connection *conn,
     px_http_t *h = cls;
 
     (void)version;
-    if (strncmp(url, "/api/", 5) == 0)
+    if (strncmp(url, "/api/", 5) == 0 || px_http_routed(h, url))
         return px_http_api(h, conn, url, method, upload_data, upload_data_size,
                            state);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&

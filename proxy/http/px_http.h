@@ -9,10 +9,12 @@
  *                  else /api/v1/amqp/... to the AMQP hook
  *                  (px_http_set_admin: any method, a body is read and
  *                  ignored), else 404 with a JSON error.
- * Anything else -> 404; methods other than GET/HEAD -> 405.
+ * Other paths   -> a registered route whose prefix matches (the dashboard,
+ *                  /dashboard), else 404; methods other than GET/HEAD
+ *                  -> 405.
  *
- * /api/ requests run on PX_HTTP_WORKERS worker threads of their own
- * (px_http.c) while their connections are suspended: a route or hook that
+ * /api/ requests (and routed paths such as /dashboard) run on
+ * PX_HTTP_WORKERS worker threads of their own (px_http.c) while their connections are suspended: a route or hook that
  * waits (for the store, the gateway) never holds a daemon thread.
  *
  * libmicrohttpd serves every connection from an epoll loop on a small
@@ -65,16 +67,23 @@ typedef struct px_http_req {
 } px_http_req_t;
 
 /* The answer: `body` is malloc'ed by the route (NULL: empty) and freed by
- * px_http; ctype is static (NULL: application/json). */
+ * px_http, unless `body_static` (then it is borrowed and outlives px_http);
+ * ctype is static (NULL: application/json); headers (static, may be NULL)
+ * are more name, value pairs ended by a NULL name. */
 typedef struct px_http_resp {
     unsigned code;
     char *body;
     size_t len;
     const char *ctype;
+    bool body_static;
+    const char *const *headers;
 } px_http_resp_t;
 
 /* The raw (%-escaped) value of query argument `key`, or NULL. */
 const char *px_http_req_arg(const px_http_req_t *req, const char *key);
+/* The value of request header `name` (case-insensitive), or NULL: only
+ * Authorization and If-None-Match are kept for routes. */
+const char *px_http_req_header(const px_http_req_t *req, const char *name);
 
 /* Called on a worker thread once the whole request is in; it may wait,
  * boundedly (it holds one of the workers, and its client waits). */
@@ -84,7 +93,8 @@ typedef void (*px_http_route_fn)(void *arg, const px_http_req_t *req,
 #define PX_HTTP_ROUTES_MAX 16
 
 /* Routes requests whose path starts with `prefix` (copied; e.g.
- * "/api/v1/topics") to fn; a longer matching prefix wins.  Bodies larger
+ * "/api/v1/topics", or "/dashboard" outside /api/) to fn; a longer
+ * matching prefix wins.  Bodies larger
  * than max_body get 413 without reaching fn (at once when the
  * Content-Length says so).  GT_EEXIST / GT_ENOSPC / GT_ENOMEM. */
 gt_err_t px_http_route_add(px_http_t *h, const char *prefix, size_t max_body,

@@ -1,0 +1,458 @@
+// Gantry dashboard: a single page over the admin API (/api/v1, JSON) and
+// /metrics, served by gantry itself (proxy/http/px_dashboard.c).  Plain
+// JavaScript, no external resources.  Pages are hash routes (#/topics/T);
+// every API failure is shown in the #error banner with its status and the
+// server's message, never as a blank page.  Data is put into the DOM as
+// text (textContent), never as HTML.
+'use strict';
+
+const API = '/api/v1';
+const enc = encodeURIComponent;
+const main = () => document.getElementById('main');
+// Replaces the page's content (arrays flattened, null and false skipped).
+const setMain = (...kids) => main().replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+let timer = null;       // the overview's refresh
+let renderSeq = 0;      // a page started later wins over a slower earlier one
+
+// ---- helpers
+
+class ApiError extends Error {}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) {
+    opts.body = JSON.stringify(body);
+    opts.headers['content-type'] = 'application/json';
+  }
+  let res;
+  try {
+    res = await fetch(path.startsWith('/') ? path : `${API}/${path}`, opts);
+  } catch (e) {
+    throw new ApiError(`cannot reach gantry (${method} ${path}): ${e.message}`);
+  }
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  if (!res.ok) {
+    const why = json && json.error ? json.error : text.trim() || res.statusText;
+    const err = new ApiError(`${method} ${path} failed: HTTP ${res.status}: ${why}`);
+    err.status = res.status;
+    throw err;
+  }
+  if (json === null && !path.startsWith('/metrics')) {
+    throw new ApiError(`${method} ${path}: the answer is not JSON`);
+  }
+  return json ?? text;
+}
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs ?? {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'class') e.className = v;
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const k of kids.flat()) {
+    if (k === null || k === undefined || k === false) continue;
+    e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return e;
+}
+
+function table(heads, rows, attrs) {
+  const num = heads.map((h) => h.endsWith('#'));
+  return el('table', attrs,
+    el('thead', null, el('tr', null, heads.map((h, i) =>
+      el('th', { class: num[i] ? 'num' : null }, num[i] ? h.slice(0, -1) : h)))),
+    el('tbody', null, rows.length === 0
+      ? el('tr', null, el('td', { colspan: heads.length, class: 'muted' }, 'none'))
+      : rows.map((r) => el('tr', r.attrs ?? null, (r.cells ?? r).map((c, i) =>
+        el('td', { class: num[i] ? 'num' : null }, c))))));
+}
+
+function kv(pairs, attrs) {
+  return el('dl', { class: 'kv', ...attrs }, pairs.flatMap(([k, v, id]) =>
+    [el('dt', null, k), el('dd', { id }, v ?? '—')]));
+}
+
+function card(label, value, sub, id) {
+  return el('div', { class: 'card' }, el('div', { class: 'label' }, label),
+    el('div', { class: 'value', id }, value), sub ? el('div', { class: 'sub', id: id && `${id}-sub` }, sub) : null);
+}
+
+function link(href, text) { return el('a', { href }, text); }
+
+function fmtTime(ms) {
+  return ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('T', ' ').replace('Z', ' UTC');
+}
+
+function fmtBytes(n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return '—';
+  const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return `${i === 0 ? n : n.toFixed(1)} ${u[i]}`;
+}
+
+function showError(e) {
+  const box = document.getElementById('error');
+  box.textContent = e instanceof Error ? e.message : String(e);
+  box.hidden = false;
+}
+
+function clearError() {
+  const box = document.getElementById('error');
+  box.hidden = true;
+  box.textContent = '';
+}
+
+// The hash route: #/a/b?x=1 -> {parts: ['a', 'b'], query: URLSearchParams}
+function route() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const [p, q] = h.split('?');
+  return { parts: p.split('/').filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(q ?? '') };
+}
+
+// Fetches in parallel at most `limit` at a time.
+async function mapLimit(items, limit, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) { const i = next++; out[i] = await fn(items[i], i); }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+// ---- /metrics: sums every series of a name (labels summed over)
+
+function parseMetrics(text) {
+  const sums = new Map();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const v = Number(m[3]);
+    if (!Number.isFinite(v)) continue;
+    sums.set(m[1], (sums.get(m[1]) ?? 0) + v);
+  }
+  return sums;
+}
+
+const METRIC_IN = ['rocketmq_messages_in_total'];
+const METRIC_OUT = ['rocketmq_messages_out_total'];
+const METRIC_STORAGE = ['rocketmq_storage_size'];
+
+function pick(sums, names) {
+  for (const n of names) if (sums.has(n)) return sums.get(n);
+  return null;
+}
+
+let lastSample = null;  // {t, in, out}
+
+// ---- pages
+
+async function pageOverview(seq) {
+  const [topics, groups, clients, metricsText] = await Promise.all([
+    api('GET', 'topics'), api('GET', 'groups'), api('GET', 'clients'),
+    api('GET', '/metrics').catch((e) => { showError(e); return ''; }),
+  ]);
+  const sums = parseMetrics(typeof metricsText === 'string' ? metricsText : '');
+  const now = Date.now();
+  const mi = pick(sums, METRIC_IN);
+  const mo = pick(sums, METRIC_OUT);
+  let rin = null;
+  let rout = null;
+  if (lastSample && now > lastSample.t) {
+    const dt = (now - lastSample.t) / 1000;
+    if (mi !== null && lastSample.in !== null) rin = Math.max(0, (mi - lastSample.in) / dt);
+    if (mo !== null && lastSample.out !== null) rout = Math.max(0, (mo - lastSample.out) / dt);
+  }
+  lastSample = { t: now, in: mi, out: mo };
+  const userTopics = topics.topics.filter((t) => !t.system);
+  // what the user topics retain (the first 200)
+  const shown = userTopics.slice(0, 200);
+  const details = await mapLimit(shown, 8, (t) => api('GET', `topics/${enc(t.name)}`).catch(() => null));
+  const retained = details.reduce((s, d) => s + (d?.messages ?? 0), 0);
+  const retainedBytes = details.reduce((s, d) => s + (d?.bytes ?? 0), 0);
+  let storage = pick(sums, METRIC_STORAGE);
+  let storageSub = 'rocketmq_storage_size';
+  if (storage === null) {
+    storage = retainedBytes;
+    storageSub = `retained by ${shown.length} topic(s)`;
+  }
+  if (seq !== renderSeq) return;
+  const cl = clients.clients;
+  const producers = cl.filter((c) => c.type === 'PRODUCER').length;
+  const consumers = cl.length - producers;
+  const rate = (r) => (r === null ? '—' : `${r.toFixed(1)}/s`);
+  const noMetric = 'metric not exported';
+  setMain(
+    el('h1', null, 'Overview'),
+    el('div', { class: 'cards' },
+      card('Messages in', rate(rin), mi === null ? noMetric : `${mi} in total`, 'ov-in'),
+      card('Messages out', rate(rout), mo === null ? noMetric : `${mo} in total`, 'ov-out'),
+      card('Connections', String(cl.length), `${producers} producer(s), ${consumers} consumer(s)`, 'ov-clients'),
+      card('Topics', String(userTopics.length), `${topics.topics.length - userTopics.length} system`, 'ov-topics'),
+      card('Groups', String(groups.groups.filter((g) => !g.system).length), null, 'ov-groups'),
+      card('Storage', fmtBytes(storage), storageSub, 'ov-storage'),
+      card('Messages retained', String(retained), `${fmtBytes(retainedBytes)} in ${shown.length} topic(s)`, 'ov-retained')),
+    el('p', { class: 'muted' }, 'Rates are measured between refreshes (every 5 s while this page is open).'));
+  timer = setTimeout(() => render(false), 5000);
+}
+
+async function pageTopics(seq, q) {
+  const all = q.get('system') === '1';
+  const r = await api('GET', 'topics');
+  if (seq !== renderSeq) return;
+  const topics = r.topics.filter((t) => all || !t.system);
+  setMain(
+    el('h1', null, 'Topics'),
+    el('p', null, all ? link('#/topics', 'Hide system topics') : link('#/topics?system=1', 'Show system topics')),
+    table(['Name', 'Type', 'Queues#', 'Perm', 'System'], topics.map((t) => ({
+      attrs: { 'data-topic': t.name },
+      cells: [link(`#/topics/${enc(t.name)}`, t.name), t.type, t.queues, t.perm || '(none)', t.system ? 'yes' : ''],
+    })), { id: 'topics-table' }));
+}
+
+async function pageTopic(seq, name) {
+  const t = await api('GET', `topics/${enc(name)}`);
+  if (seq !== renderSeq) return;
+  setMain(
+    el('h1', null, `Topic ${t.name}`),
+    kv([['Type', t.type], ['Queues', t.queues], ['Permission', t.perm || '(none)'],
+      ['Messages', t.messages, 'topic-messages'], ['Retained', fmtBytes(t.bytes)],
+      ['First stored', fmtTime(t.first_store_time_ms)], ['Last stored', fmtTime(t.last_store_time_ms)]]),
+    el('h2', null, 'Queues'),
+    table(['Queue#', 'Min offset#', 'Max offset#', 'Messages#', 'Bytes#', ''], t.queue_stats.map((s) => [
+      s.queue, s.min_offset, s.max_offset, s.messages, s.bytes,
+      s.max_offset > s.min_offset
+        ? link(`#/messages?topic=${enc(t.name)}&queue=${s.queue}&offset=${s.max_offset - 1}`, 'last message') : '',
+    ]), { id: 'queues-table' }));
+}
+
+async function pageGroups(seq) {
+  const r = await api('GET', 'groups');
+  const groups = r.groups.filter((g) => !g.system);
+  const details = await mapLimit(groups.slice(0, 200), 8,
+    (g) => api('GET', `groups/${enc(g.name)}`).catch((e) => ({ error: e.message })));
+  if (seq !== renderSeq) return;
+  setMain(
+    el('h1', null, 'Groups'),
+    table(['Name', 'FIFO', 'Max attempts#', 'Lag#', 'In flight#', 'DLQ#', 'Members#'], groups.map((g, i) => {
+      const d = details[i];
+      const n = (v) => (d === undefined ? '…' : d.error ? '!' : v);
+      return {
+        attrs: { 'data-group': g.name, title: d?.error ?? null },
+        cells: [link(`#/groups/${enc(g.name)}`, g.name), g.fifo ? 'yes' : '', g.max_delivery_attempts,
+          n(d?.lag), n(d?.inflight), n(d?.dlq_messages), n(d?.members?.length)],
+      };
+    }), { id: 'groups-table' }),
+    groups.length > 200 ? el('p', { class: 'muted' }, 'Counts are shown for the first 200 groups.') : null);
+}
+
+async function pageGroup(seq, name) {
+  const g = await api('GET', `groups/${enc(name)}`);
+  if (seq !== renderSeq) return;
+  const rows = [];
+  for (const t of g.topics) {
+    for (const qq of t.queues) {
+      rows.push({ attrs: { 'data-topic': t.topic, 'data-queue': qq.queue },
+        cells: [t.topic, qq.queue, qq.min_offset, qq.max_offset, qq.committed, qq.lag] });
+    }
+  }
+  const retry = g.retry && (g.retry.initial_ms || g.retry.max_ms) ? `${g.retry.initial_ms} ms .. ${g.retry.max_ms} ms, ×${g.retry.multiplier}` : 'none';
+  setMain(
+    el('h1', null, `Group ${g.name}`),
+    kv([['Lag', g.lag, 'group-lag'], ['Ready', g.ready], ['In flight', g.inflight, 'group-inflight'],
+      ['DLQ messages', g.dlq_messages, 'group-dlq'], ['FIFO', g.fifo ? 'yes' : 'no'],
+      ['Max delivery attempts', g.max_delivery_attempts], ['Consume from', g.consume_from],
+      ['Retry', retry], ['Members', g.members.length ? g.members.join(', ') : 'none', 'group-members']]),
+    el('h2', null, 'Lag per topic'),
+    table(['Topic', 'Ready#', 'In flight#', 'Lag#'], g.topics.map((t) => ({
+      attrs: { 'data-topic': t.topic }, cells: [link(`#/topics/${enc(t.topic)}`, t.topic), t.ready, t.inflight, t.lag] })),
+    { id: 'group-topics' }),
+    el('h2', null, 'Lag per queue'),
+    table(['Topic', 'Queue#', 'Min offset#', 'Max offset#', 'Committed#', 'Lag#'], rows, { id: 'group-queues' }),
+    g.dlq_messages > 0 ? el('p', null, link('#/dlq', `${g.dlq_messages} message(s) in the DLQ`)) : null);
+}
+
+async function pageClients(seq) {
+  const r = await api('GET', 'clients');
+  if (seq !== renderSeq) return;
+  const close = async (id) => {
+    if (!confirm(`Close client ${id}? Its SDK reconnects by itself.`)) return;
+    try { await api('DELETE', `clients/${enc(id)}`); render(false); } catch (e) { showError(e); }
+  };
+  setMain(
+    el('h1', null, 'Clients'),
+    table(['Client id', 'Type', 'Language', 'Version', 'Remote', 'Group', 'Topics', 'Since', 'Held#', ''],
+      r.clients.map((c) => ({ attrs: { 'data-client': c.client_id },
+        cells: [c.client_id, c.type, c.language, c.version, c.remote, c.group ?? '',
+          (c.topics ?? []).join(', '), fmtTime(c.since_ms), c.held,
+          el('button', { type: 'button', onclick: () => close(c.client_id) }, 'Close')] })),
+      { id: 'clients-table' }),
+    el('p', { class: 'muted' }, 'RocketMQ clients with a Telemetry stream. AMQP connections are not listed yet.'));
+}
+
+function messageView(m) {
+  return el('div', { class: 'msg', 'data-msg-id': m.msg_id },
+    el('h2', null, `Message ${m.msg_id}`),
+    kv([['Topic', link(`#/topics/${enc(m.topic)}`, m.topic)], ['Queue / offset', `${m.queue} / ${m.offset}`],
+      ['Tag', m.tag || '—'], ['Keys', (m.keys ?? []).join(', ') || '—'], ['Message group', m.message_group || '—'],
+      ['Born', `${fmtTime(m.born_time_ms)} at ${m.born_host || '?'}`], ['Stored', fmtTime(m.store_time_ms)],
+      ['Delivery time', fmtTime(m.delivery_time_ms)],
+      ['Properties', Object.entries(m.properties ?? {}).map(([k, v]) => `${k}=${v}`).join(', ') || '—'],
+      ['Body', `${m.body_size} bytes${m.body_encoding === 'base64' ? ', shown as base64' : ''}${m.body_truncated ? ', truncated' : ''}`]]),
+    el('pre', { class: 'body' }, m.body ?? ''),
+    table(['Group', 'Committed#', 'Consumed'], (m.groups ?? []).map((x) =>
+      [link(`#/groups/${enc(x.group)}`, x.group), x.committed, x.consumed ? 'yes' : 'no'])));
+}
+
+async function pageMessages(seq, q) {
+  const mode = q.get('key') !== null ? 'key' : q.get('queue') !== null ? 'pos' : 'id';
+  const input = (name, ph, size) => el('input', { name, id: `msg-${name}`, placeholder: ph, size,
+    value: q.get(name === 'msgid' ? 'id' : name) ?? '' });
+  const form = el('form', { class: 'inline', id: 'msg-form' },
+    el('select', { id: 'msg-mode', name: 'mode' },
+      ['id', 'key', 'pos'].map((v) => el('option', { value: v, selected: v === mode },
+        { id: 'by message id', key: 'by key', pos: 'by topic, queue, offset' }[v]))),
+    input('msgid', 'message id', 34), input('topic', 'topic', 16), input('key', 'key', 16),
+    input('queue', 'queue', 4), input('offset', 'offset', 8),
+    el('button', { type: 'submit', id: 'msg-find' }, 'Find'));
+  const sync = () => {
+    const m = form.mode.value;
+    form.msgid.hidden = m !== 'id';
+    form.key.hidden = m !== 'key';
+    form.queue.hidden = form.offset.hidden = m !== 'pos';
+    form.topic.placeholder = m === 'id' ? 'topic (optional)' : 'topic';
+  };
+  form.mode.addEventListener('change', sync);
+  sync();
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const m = form.mode.value;
+    const p = new URLSearchParams();
+    const keys = m === 'id' ? ['msgid', 'topic'] : m === 'key' ? ['topic', 'key'] : ['topic', 'queue', 'offset'];
+    for (const k of keys) if (form[k].value.trim() !== '') p.set(k === 'msgid' ? 'id' : k, form[k].value.trim());
+    location.hash = `#/messages?${p}`;
+  });
+  const out = el('div', { id: 'msg-result' });
+  setMain(el('h1', null, 'Message lookup'), form, out);
+  let path = null;
+  if (mode === 'id' && q.get('id')) {
+    path = `messages/${enc(q.get('id'))}${q.get('topic') ? `?topic=${enc(q.get('topic'))}` : ''}`;
+  } else if (mode === 'key' && q.get('topic')) {
+    path = `messages?topic=${enc(q.get('topic'))}&key=${enc(q.get('key'))}`;
+  } else if (mode === 'pos' && q.get('topic')) {
+    path = `topics/${enc(q.get('topic'))}/queues/${enc(q.get('queue'))}/offsets/${enc(q.get('offset') ?? '')}`;
+  }
+  if (path === null) {
+    out.append(el('p', { class: 'muted' }, 'Look a message up by its id, by a key (with its topic), or by its position.'));
+    return;
+  }
+  out.append(el('p', { class: 'muted' }, 'Searching…'));
+  const r = await api('GET', path);
+  if (seq !== renderSeq) return;
+  out.replaceChildren(el('p', null, `${r.messages.length} message(s)`), ...r.messages.map(messageView));
+}
+
+async function pageDlq(seq) {
+  const r = await api('GET', 'groups');
+  const groups = r.groups.filter((g) => !g.system);
+  const details = await mapLimit(groups.slice(0, 200), 8, (g) => api('GET', `groups/${enc(g.name)}`).catch(() => null));
+  const withDlq = groups.map((g, i) => ({ g, d: details[i] })).filter((x) => x.d && x.d.dlq_messages > 0);
+  // the newest dead letters of each group (its %DLQ% topic, queue by queue)
+  const samples = await mapLimit(withDlq, 4, async ({ g }) => {
+    const t = await api('GET', `topics/${enc(`%DLQ%${g.name}`)}`).catch(() => null);
+    const found = [];
+    for (const s of t?.queue_stats ?? []) {
+      for (let o = s.max_offset - 1; o >= s.min_offset && found.length < 20; o--) {
+        const m = await api('GET', `topics/${enc(t.name)}/queues/${s.queue}/offsets/${o}`).catch(() => null);
+        if (m) found.push(...m.messages);
+      }
+    }
+    return found;
+  });
+  if (seq !== renderSeq) return;
+  const result = el('p', { id: 'redrive-result', role: 'status' });
+  const redrive = async (name, btn) => {
+    if (!confirm(`Move the dead letters of ${name} back to their topics?`)) return;
+    btn.disabled = true;
+    try {
+      const a = await api('POST', `groups/${enc(name)}/dlq/redrive`, {});
+      result.textContent = `${name}: moved ${a.moved}, failed ${a.failed}${a.max_reached ? ' (limit reached: redrive again)' : ''}`;
+      result.className = a.failed ? 'warn' : 'ok';
+      setTimeout(() => { if (location.hash.startsWith('#/dlq')) render(false, true); }, 0);
+    } catch (e) {
+      showError(e);
+      btn.disabled = false;
+    }
+  };
+  const prev = document.getElementById('redrive-result');
+  if (prev) { result.textContent = prev.textContent; result.className = prev.className; }
+  setMain(
+    el('h1', null, 'Dead-letter queues'),
+    result,
+    withDlq.length === 0 ? el('p', { id: 'dlq-empty', class: 'muted' }, 'No group has dead letters.') : null,
+    ...withDlq.map(({ g, d }, i) => el('section', { 'data-dlq-group': g.name },
+      el('h2', null, `${g.name}: `, el('span', { class: 'dlq-count' }, String(d.dlq_messages)), ' dead letter(s)'),
+      el('button', { type: 'button', id: `redrive-${g.name}`,
+        onclick: (ev) => redrive(g.name, ev.currentTarget) }, 'Redrive to their topics'),
+      table(['Message id', 'From topic', 'Stored', 'Body'], samples[i].map((m) => [
+        link(`#/messages?id=${enc(m.msg_id)}`, m.msg_id), m.properties?.RETRY_TOPIC ?? '?',
+        fmtTime(m.store_time_ms), (m.body ?? '').slice(0, 80)])))),
+    el('p', { class: 'muted' }, 'Redrive moves dead letters back to the topic each came from, with their ids; ' +
+      'every group of that topic gets them again. Resending one message to one group is not available yet.'));
+}
+
+async function pageTrace(seq) {
+  if (seq !== renderSeq) return;
+  setMain(
+    el('h1', null, 'Message trace'),
+    el('div', { class: 'notice', id: 'trace-notice' },
+      'Message tracing is not built yet: Gantry does not record publish and delivery traces, ' +
+      'so there is nothing to show here. Message lookup shows where a message is and which groups consumed it.'));
+}
+
+// ---- router
+
+const PAGES = {
+  overview: (s) => pageOverview(s),
+  topics: (s, p, q) => (p[1] !== undefined ? pageTopic(s, p[1]) : pageTopics(s, q)),
+  groups: (s, p) => (p[1] !== undefined ? pageGroup(s, p[1]) : pageGroups(s)),
+  clients: (s) => pageClients(s),
+  messages: (s, p, q) => pageMessages(s, q),
+  dlq: (s) => pageDlq(s),
+  trace: (s) => pageTrace(s),
+};
+
+async function render(fresh = true, keepError = false) {
+  clearTimeout(timer);
+  timer = null;
+  const seq = ++renderSeq;
+  const { parts, query } = route();
+  const name = PAGES[parts[0]] ? parts[0] : 'overview';
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.id === `nav-${name}`);
+  if (!keepError) clearError();
+  if (fresh) setMain(el('p', { class: 'muted' }, 'Loading…'));
+  document.body.dataset.page = name;
+  document.body.dataset.loaded = '';
+  try {
+    await PAGES[name](seq, parts, query);
+  } catch (e) {
+    if (seq !== renderSeq) return;
+    showError(e);
+    if (fresh) setMain(el('p', { class: 'muted' }, 'This page could not be loaded.'));
+    if (name === 'overview') timer = setTimeout(() => render(false, true), 5000);
+  }
+  if (seq === renderSeq) document.body.dataset.loaded = String(seq);
+}
+
+window.addEventListener('hashchange', () => render());
+document.addEventListener('DOMContentLoaded', () => {
+  document.getElementById('refresh').addEventListener('click', () => render(false));
+  if (!location.hash) history.replaceState(null, '', '#/overview');
+  render();
+});
