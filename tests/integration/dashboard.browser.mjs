@@ -232,6 +232,27 @@ test('groups: the lag shown is the real backlog', async () => {
   await shot('group');
 });
 
+test('groups: reset offsets to the end and the beginning from the group page', async () => {
+  await show(`#/groups/${G}`);
+  assert.equal(await page.eval(`document.getElementById('reset-topic').value`), T);
+  const reset = async (to, lag) => {
+    await page.eval(`(() => { const f = document.getElementById('reset-form'); f.to.value = '${to}';
+      f.to.dispatchEvent(new Event('change')); })()`);
+    await page.click('#reset-go');
+    await page.waitFor(`document.getElementById('group-lag')?.textContent === '${lag}' &&
+      /reset to the ${to}/.test(document.getElementById('reset-result')?.textContent ?? '')`, 30000, `lag ${lag} shown`);
+    assert.equal((await get(`/api/v1/groups/${G}`)).json.lag, lag);
+  };
+  await reset('end', 0);
+  await reset('beginning', N);
+  assert.equal(await page.text('#reset-result'), `${T} reset to the beginning: offsets 0, 0`);
+  await shot('group-reset');
+  // a bad topic: the API's 404 in the banner
+  await page.eval(`document.getElementById('reset-topic').value = 'NoSuchTopic'`);
+  await page.click('#reset-go');
+  await page.waitFor(`/HTTP 404/.test(document.getElementById('error').textContent)`, 30000, 'error shown');
+});
+
 test('clients: the SDK clients are listed', async () => {
   await show('#/clients');
   const clients = (await get('/api/v1/clients')).json.clients;

@@ -275,7 +275,46 @@ async function pageGroup(seq, name) {
     { id: 'group-topics' }),
     el('h2', null, 'Lag per queue'),
     table(['Topic', 'Queue#', 'Min offset#', 'Max offset#', 'Committed#', 'Lag#'], rows, { id: 'group-queues' }),
-    g.dlq_messages > 0 ? el('p', null, link('#/dlq', `${g.dlq_messages} message(s) in the DLQ`)) : null);
+    g.dlq_messages > 0 ? el('p', null, link('#/dlq', `${g.dlq_messages} message(s) in the DLQ`)) : null,
+    resetForm(g));
+}
+
+// Moves the group's committed offsets on every queue of a topic (to the
+// beginning, the end, or the first message stored at or after a time).
+function resetForm(g) {
+  const prev = document.getElementById('reset-result');
+  const result = el('p', { id: 'reset-result', role: 'status', class: prev?.className ?? null }, prev?.textContent ?? '');
+  const form = el('form', { class: 'inline', id: 'reset-form' },
+    el('input', { name: 'topic', id: 'reset-topic', placeholder: 'topic', size: 20, list: 'reset-topics',
+      value: g.topics[0]?.topic ?? '' }),
+    el('datalist', { id: 'reset-topics' }, g.topics.map((t) => el('option', { value: t.topic }))),
+    el('select', { name: 'to', id: 'reset-to' },
+      el('option', { value: 'beginning' }, 'to the beginning'), el('option', { value: 'end' }, 'to the end'),
+      el('option', { value: 'time' }, 'to a time (UTC)')),
+    el('input', { name: 'time', id: 'reset-time', type: 'datetime-local', step: 1, hidden: true }),
+    el('button', { type: 'submit', id: 'reset-go' }, 'Reset offsets'));
+  form.to.addEventListener('change', () => { form.time.hidden = form.to.value !== 'time'; });
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { topic: form.topic.value.trim(), to: form.to.value };
+    if (body.to === 'time') {
+      if (form.time.value === '') { showError('Pick a time to reset to.'); return; }
+      body.time = `${form.time.value.length === 16 ? `${form.time.value}:00` : form.time.value}Z`;
+    }
+    if (!confirm(`Reset ${g.name}'s offsets on ${body.topic} ${form.to.selectedOptions[0].textContent}?`)) return;
+    form.querySelector('button').disabled = true;
+    try {
+      const a = await api('POST', `groups/${enc(g.name)}/reset-offset`, body);
+      result.textContent = `${a.topic} reset ${body.to === 'time' ? `to ${body.time}` : `to the ${a.to}`}: offsets ${a.offsets.join(', ')}`;
+      result.className = 'ok';
+      render(false, true);
+    } catch (e) {
+      showError(e);
+      form.querySelector('button').disabled = false;
+    }
+  });
+  return [el('h2', null, 'Reset offsets'), form, result,
+    el('p', { class: 'muted' }, 'In-flight deliveries below the new offset are forgotten.')];
 }
 
 async function pageClients(seq) {
