@@ -209,6 +209,39 @@ test('topics: list and detail', async () => {
   assert.ok(await page.eval(`!!document.querySelector('#topics-table tr[data-topic="%DLQ%${G_DLQ}"]')`));
 });
 
+test('topics: create, change and delete through the forms; a duplicate shows the 409', async () => {
+  await show('#/topics');
+  await page.eval(`(() => { const f = document.getElementById('topic-create'); f.name.value = 'DashNew';
+    f.type.value = 'FIFO'; f.queues.value = '3'; })()`);
+  await page.click('#new-topic-go');
+  await page.waitFor(`location.hash === '#/topics/DashNew' && document.body.dataset.loaded !== '' &&
+    document.querySelectorAll('#queues-table tbody tr').length === 3`, 30000, 'the new topic shown');
+  let r = await get('/api/v1/topics/DashNew');
+  assert.equal(r.json.type, 'FIFO');
+  assert.equal(r.json.queues, 3);
+  // more queues, read only
+  await page.eval(`(() => { const f = document.getElementById('topic-update'); f.queues.value = '5'; f.perm.value = 'r'; })()`);
+  await page.click('#topic-save');
+  await page.waitFor(`document.querySelectorAll('#queues-table tbody tr').length === 5`, 30000, 'five queues shown');
+  r = await get('/api/v1/topics/DashNew');
+  assert.equal(r.json.queues, 5);
+  assert.equal(r.json.perm, 'r');
+  await shot('topic-new');
+  // fewer queues: the API's 400 in the banner
+  await page.eval(`document.getElementById('topic-update').queues.value = '2'`);
+  await page.eval(`document.getElementById('topic-update').queues.min = '1'`);
+  await page.click('#topic-save');
+  await page.waitFor(`/HTTP 400.*only grow/.test(document.getElementById('error').textContent)`, 30000, '400 shown');
+  await page.click('#topic-delete');
+  await page.waitFor(`location.hash === '#/topics' && !!document.getElementById('topics-table') &&
+    !document.querySelector('#topics-table tr[data-topic="DashNew"]')`, 30000, 'deleted');
+  assert.equal((await get('/api/v1/topics/DashNew')).status, 404);
+  // a duplicate
+  await page.eval(`document.getElementById('topic-create').name.value = ${JSON.stringify(T)}`);
+  await page.click('#new-topic-go');
+  await page.waitFor(`/HTTP 409/.test(document.getElementById('error').textContent)`, 30000, '409 shown');
+});
+
 test('groups: the lag shown is the real backlog', async () => {
   await show('#/groups');
   const row = `#groups-table tr[data-group="${G}"]`;

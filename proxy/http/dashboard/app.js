@@ -213,7 +213,29 @@ async function pageTopics(seq, q) {
     table(['Name', 'Type', 'Queues#', 'Perm', 'System'], topics.map((t) => ({
       attrs: { 'data-topic': t.name },
       cells: [link(`#/topics/${enc(t.name)}`, t.name), t.type, t.queues, t.perm || '(none)', t.system ? 'yes' : ''],
-    })), { id: 'topics-table' }));
+    })), { id: 'topics-table' }),
+    createTopicForm());
+}
+
+const TOPIC_TYPES = ['NORMAL', 'FIFO', 'DELAY', 'TRANSACTION', 'MIXED'];
+
+function createTopicForm() {
+  const form = el('form', { class: 'inline', id: 'topic-create' },
+    el('input', { name: 'name', id: 'new-topic-name', placeholder: 'name', size: 24, required: true }),
+    el('select', { name: 'type', id: 'new-topic-type' }, TOPIC_TYPES.map((t) => el('option', { value: t }, t))),
+    el('label', null, 'queues ', el('input', { name: 'queues', id: 'new-topic-queues', type: 'number', min: 1, max: 1024, value: 8, size: 4 })),
+    el('select', { name: 'perm', id: 'new-topic-perm' },
+      [['rw', 'read + write'], ['r', 'read only'], ['w', 'write only'], ['', 'no access']].map(([v, l]) => el('option', { value: v }, l))),
+    el('button', { type: 'submit', id: 'new-topic-go' }, 'Create topic'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { name: form.name.value.trim(), type: form.type.value, queues: Number(form.queues.value), perm: form.perm.value };
+    try {
+      await api('POST', 'topics', body);
+      location.hash = `#/topics/${enc(body.name)}`;
+    } catch (e) { showError(e); }
+  });
+  return [el('h2', null, 'Create a topic'), form];
 }
 
 async function pageTopic(seq, name) {
@@ -229,7 +251,25 @@ async function pageTopic(seq, name) {
       s.queue, s.min_offset, s.max_offset, s.messages, s.bytes,
       s.max_offset > s.min_offset
         ? link(`#/messages?topic=${enc(t.name)}&queue=${s.queue}&offset=${s.max_offset - 1}`, 'last message') : '',
-    ]), { id: 'queues-table' }));
+    ]), { id: 'queues-table' }),
+    t.system ? el('p', { class: 'muted' }, 'A system topic: it cannot be changed or deleted.') : [
+      el('h2', null, 'Change'),
+      el('form', { class: 'inline', id: 'topic-update', onsubmit: async (ev) => {
+        ev.preventDefault();
+        const f = ev.currentTarget;
+        const body = { queues: Number(f.queues.value), perm: f.perm.value, type: f.type.value };
+        try { await api('PUT', `topics/${enc(t.name)}`, body); render(false); } catch (e) { showError(e); }
+      } },
+      el('label', null, 'queues ', el('input', { name: 'queues', id: 'topic-queues', type: 'number', min: t.queues, max: 1024, value: t.queues, size: 4 })),
+      el('select', { name: 'perm', id: 'topic-perm' }, [['rw', 'read + write'], ['r', 'read only'], ['w', 'write only'], ['', 'no access']]
+        .map(([v, l]) => el('option', { value: v, selected: v === t.perm }, l))),
+      el('select', { name: 'type', id: 'topic-type' }, TOPIC_TYPES.map((x) => el('option', { value: x, selected: x === t.type }, x))),
+      el('button', { type: 'submit', id: 'topic-save' }, 'Save')),
+      el('p', { class: 'muted' }, 'Queue counts only grow.'),
+      el('button', { type: 'button', id: 'topic-delete', class: 'danger', onclick: async () => {
+        if (!confirm(`Delete topic ${t.name} and its messages?`)) return;
+        try { await api('DELETE', `topics/${enc(t.name)}`); location.hash = '#/topics'; } catch (e) { showError(e); }
+      } }, 'Delete topic')]);
 }
 
 async function pageGroups(seq) {
