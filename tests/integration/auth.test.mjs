@@ -173,6 +173,12 @@ test('denied and unlisted topics: FORBIDDEN; Sub-only topic: route yes, send no'
   }
 });
 
+test('a consumer of a group without an entry: FORBIDDEN at startup (Telemetry settings)', async () => {
+  await expectCode(startSimpleConsumer(g, G_OTHER, T_ORDERS, { sessionCredentials: APP }),
+    Code.FORBIDDEN, 'SimpleConsumer of OtherGroup');
+  assert.match(g.log(), /Telemetry from .* refused: user "app" has no permission to access Group:OtherGroup/);
+});
+
 test('an admin user passes without ACL entries', async () => {
   let producer; let consumer;
   try {
