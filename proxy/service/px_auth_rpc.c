@@ -254,6 +254,22 @@ static void px_auth_refuse(px_call_t *call, bool forbidden, const char *why)
                                        : GRPC_STATUS_UNAUTHENTICATED, why);
 }
 
+bool px_auth_request_allowed(const px_auth_t *auth, const px_auth_user_t *user,
+                             const ProtobufCMessage *req, const char *peer, char *why,
+                             size_t whylen)
+{
+    px_need_ctx_t c = {.auth = auth, .user = user, .peer = peer};
+
+    for (size_t i = 0; i < sizeof(px_auth_rules) / sizeof(px_auth_rules[0]); i++)
+        if (px_auth_rules[i].desc == req->descriptor) {
+            px_auth_rules[i].needs(&c, req);
+            break;
+        }
+    if (c.refused)
+        snprintf(why, whylen, "%s", c.why);
+    return !c.refused;
+}
+
 bool px_auth_check_call(px_call_t *call, const ProtobufCMessage *req)
 {
     const px_auth_t *auth = px_svc(call)->auth;
@@ -281,12 +297,7 @@ bool px_auth_check_call(px_call_t *call, const ProtobufCMessage *req)
         px_auth_refuse(call, true, c.why);
         return false;
     }
-    for (size_t i = 0; i < sizeof(px_auth_rules) / sizeof(px_auth_rules[0]); i++)
-        if (px_auth_rules[i].desc == req->descriptor) {
-            px_auth_rules[i].needs(&c, req);
-            break;
-        }
-    if (c.refused) {
+    if (!px_auth_request_allowed(auth, c.user, req, c.peer, c.why, sizeof(c.why))) {
         px_auth_refuse(call, true, c.why);
         return false;
     }

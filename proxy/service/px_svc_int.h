@@ -259,6 +259,14 @@ void px_auth_gate(px_call_t *call, ProtobufCMessage *req);
 /* The check alone: true when the call may go on; false when it was
  * answered (UNAUTHORIZED / FORBIDDEN). */
 bool px_auth_check_call(px_call_t *call, const ProtobufCMessage *req);
+struct px_auth_user;
+/* The authorization part on its own, for a decoded MessagingService
+ * request (borrowed) of an authenticated user: true when the ACLs allow
+ * every resource the request needs (RocketMQ 5's mapping, see
+ * px_auth_rpc.c), else false with the reason in why. */
+bool px_auth_request_allowed(const struct px_auth *auth, const struct px_auth_user *user,
+                             const ProtobufCMessage *req, const char *peer, char *why,
+                             size_t whylen);
 
 /* ---- validation (px_validate.c) ---- */
 

@@ -12,6 +12,7 @@
 #include "cfg.h"
 #include "gt_hmac.h"
 #include "px_auth.h"
+#include "px_svc_int.h"
 
 #define DT "20231227T194619Z"
 #define DT_MS 1703706379000LL
@@ -285,6 +286,197 @@ static void test_acl(void)
     px_auth_free(a);
 }
 
+/* RocketMQ 5's per-RPC mapping (px_auth_rpc.c): which resources and
+ * actions each request needs. */
+static Apache__Rocketmq__V2__Resource res(char *name)
+{
+    Apache__Rocketmq__V2__Resource r = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
+
+    r.name = name;
+    return r;
+}
+
+static const char *map_yaml =
+    "auth:\n  users: [{access_key: m, secret_key: s}]\n  acls:\n"
+    "    - {user: m, resource: \"Topic:pub-only\", actions: [Pub]}\n"
+    "    - {user: m, resource: \"Topic:sub-only\", actions: [Sub]}\n"
+    "    - {user: m, resource: \"Group:g\", actions: [Sub]}\n";
+
+static bool req_ok(const px_auth_t *a, const px_auth_user_t *u, const void *req)
+{
+    why[0] = '\0';
+    return px_auth_request_allowed(a, u, req, P4, why, sizeof(why));
+}
+
+static void test_rpc_mapping(void)
+{
+    px_auth_t *a = make(map_yaml);
+    const px_auth_user_t *u = user(a, "m", "s");
+    Apache__Rocketmq__V2__Resource pub = res("pub-only"), sub = res("sub-only"),
+                                   other = res("other"), g = res("g"), h = res("h"),
+                                   dlq = res("%DLQ%g"), retry = res("%RETRY%h"), empty = res("");
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(u);
+    {   /* QueryRoute: Pub or Sub. */
+        Apache__Rocketmq__V2__QueryRouteRequest r = APACHE__ROCKETMQ__V2__QUERY_ROUTE_REQUEST__INIT;
+        r.topic = &pub;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+        r.topic = &sub;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+        r.topic = &other;
+        CU_ASSERT_FALSE(req_ok(a, u, &r));
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "Topic:other"));
+        /* No name: the handler refuses it (ILLEGAL_TOPIC). */
+        r.topic = &empty;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+        r.topic = NULL;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+    }
+    {   /* SendMessage: Pub on every message's topic. */
+        Apache__Rocketmq__V2__Message m1 = APACHE__ROCKETMQ__V2__MESSAGE__INIT,
+                                      m2 = APACHE__ROCKETMQ__V2__MESSAGE__INIT;
+        Apache__Rocketmq__V2__Message *ms[] = {&m1, &m2};
+        Apache__Rocketmq__V2__SendMessageRequest r = APACHE__ROCKETMQ__V2__SEND_MESSAGE_REQUEST__INIT;
+        m1.topic = &pub;
+        m2.topic = &pub;
+        r.messages = ms;
+        r.n_messages = 2;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+        m2.topic = &sub;
+        CU_ASSERT_FALSE(req_ok(a, u, &r));
+    }
+    {   /* EndTransaction, RecallMessage: Pub. */
+        Apache__Rocketmq__V2__EndTransactionRequest e = APACHE__ROCKETMQ__V2__END_TRANSACTION_REQUEST__INIT;
+        Apache__Rocketmq__V2__RecallMessageRequest rc = APACHE__ROCKETMQ__V2__RECALL_MESSAGE_REQUEST__INIT;
+        e.topic = &pub;
+        CU_ASSERT_TRUE(req_ok(a, u, &e));
+        e.topic = &sub;
+        CU_ASSERT_FALSE(req_ok(a, u, &e));
+        rc.topic = &sub;
+        CU_ASSERT_FALSE(req_ok(a, u, &rc));
+        rc.topic = &pub;
+        CU_ASSERT_TRUE(req_ok(a, u, &rc));
+    }
+    {   /* ReceiveMessage: Sub on the group and the queue's topic; a %DLQ%
+         * topic is its group's. */
+        Apache__Rocketmq__V2__MessageQueue mq = APACHE__ROCKETMQ__V2__MESSAGE_QUEUE__INIT;
+        Apache__Rocketmq__V2__ReceiveMessageRequest r = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_REQUEST__INIT;
+        r.group = &g;
+        r.message_queue = &mq;
+        mq.topic = &sub;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+        mq.topic = &pub;
+        CU_ASSERT_FALSE(req_ok(a, u, &r));
+        mq.topic = &dlq;
+        CU_ASSERT_TRUE(req_ok(a, u, &r));
+        mq.topic = &retry;
+        CU_ASSERT_FALSE(req_ok(a, u, &r));
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "Group:h"));
+        mq.topic = &sub;
+        r.group = &h;
+        CU_ASSERT_FALSE(req_ok(a, u, &r));
+    }
+    {   /* Ack, DLQ, QueryAssignment: Sub on group and topic. */
+        Apache__Rocketmq__V2__AckMessageRequest ack = APACHE__ROCKETMQ__V2__ACK_MESSAGE_REQUEST__INIT;
+        Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest d =
+            APACHE__ROCKETMQ__V2__FORWARD_MESSAGE_TO_DEAD_LETTER_QUEUE_REQUEST__INIT;
+        Apache__Rocketmq__V2__QueryAssignmentRequest qa = APACHE__ROCKETMQ__V2__QUERY_ASSIGNMENT_REQUEST__INIT;
+        ack.group = &g;
+        ack.topic = &sub;
+        CU_ASSERT_TRUE(req_ok(a, u, &ack));
+        ack.topic = &pub;
+        CU_ASSERT_FALSE(req_ok(a, u, &ack));
+        d.group = &h;
+        d.topic = &sub;
+        CU_ASSERT_FALSE(req_ok(a, u, &d));
+        qa.group = &g;
+        qa.topic = &sub;
+        CU_ASSERT_TRUE(req_ok(a, u, &qa));
+        qa.topic = &other;
+        CU_ASSERT_FALSE(req_ok(a, u, &qa));
+    }
+    {   /* PullMessage and offsets: Sub (or Update / Get) on group and topic. */
+        Apache__Rocketmq__V2__MessageQueue mq = APACHE__ROCKETMQ__V2__MESSAGE_QUEUE__INIT;
+        Apache__Rocketmq__V2__PullMessageRequest pl = APACHE__ROCKETMQ__V2__PULL_MESSAGE_REQUEST__INIT;
+        Apache__Rocketmq__V2__UpdateOffsetRequest uo = APACHE__ROCKETMQ__V2__UPDATE_OFFSET_REQUEST__INIT;
+        Apache__Rocketmq__V2__GetOffsetRequest go = APACHE__ROCKETMQ__V2__GET_OFFSET_REQUEST__INIT;
+        Apache__Rocketmq__V2__QueryOffsetRequest qo = APACHE__ROCKETMQ__V2__QUERY_OFFSET_REQUEST__INIT;
+        mq.topic = &sub;
+        pl.group = uo.group = go.group = &g;
+        pl.message_queue = uo.message_queue = go.message_queue = qo.message_queue = &mq;
+        CU_ASSERT_TRUE(req_ok(a, u, &pl));
+        CU_ASSERT_TRUE(req_ok(a, u, &uo));
+        CU_ASSERT_TRUE(req_ok(a, u, &go));
+        CU_ASSERT_TRUE(req_ok(a, u, &qo));
+        mq.topic = &pub;
+        CU_ASSERT_FALSE(req_ok(a, u, &pl));
+        CU_ASSERT_FALSE(req_ok(a, u, &uo));
+        CU_ASSERT_FALSE(req_ok(a, u, &go));
+        CU_ASSERT_FALSE(req_ok(a, u, &qo));
+    }
+    {   /* Heartbeat: consumers need Sub on their group; producers nothing. */
+        Apache__Rocketmq__V2__HeartbeatRequest hb = APACHE__ROCKETMQ__V2__HEARTBEAT_REQUEST__INIT;
+        hb.client_type = APACHE__ROCKETMQ__V2__CLIENT_TYPE__PRODUCER;
+        CU_ASSERT_TRUE(req_ok(a, u, &hb));
+        hb.client_type = APACHE__ROCKETMQ__V2__CLIENT_TYPE__SIMPLE_CONSUMER;
+        hb.group_present_case = APACHE__ROCKETMQ__V2__HEARTBEAT_REQUEST__GROUP_PRESENT_GROUP;
+        hb.group = &h;
+        CU_ASSERT_FALSE(req_ok(a, u, &hb));
+        hb.group = &g;
+        CU_ASSERT_TRUE(req_ok(a, u, &hb));
+    }
+    {   /* NotifyClientTermination and ChangeInvisibleDuration: the group. */
+        Apache__Rocketmq__V2__NotifyClientTerminationRequest nt =
+            APACHE__ROCKETMQ__V2__NOTIFY_CLIENT_TERMINATION_REQUEST__INIT;
+        Apache__Rocketmq__V2__ChangeInvisibleDurationRequest ci =
+            APACHE__ROCKETMQ__V2__CHANGE_INVISIBLE_DURATION_REQUEST__INIT;
+        CU_ASSERT_TRUE(req_ok(a, u, &nt));
+        nt.group_present_case = APACHE__ROCKETMQ__V2__NOTIFY_CLIENT_TERMINATION_REQUEST__GROUP_PRESENT_GROUP;
+        nt.group = &h;
+        CU_ASSERT_FALSE(req_ok(a, u, &nt));
+        ci.group = &g;
+        ci.topic = &other; /* RocketMQ checks the group only */
+        CU_ASSERT_TRUE(req_ok(a, u, &ci));
+        ci.group = &h;
+        CU_ASSERT_FALSE(req_ok(a, u, &ci));
+    }
+    {   /* Telemetry settings: Pub per publishing topic; Sub on the
+         * subscription's group and topics; other commands nothing. */
+        Apache__Rocketmq__V2__Resource *topics[] = {&pub, &sub};
+        Apache__Rocketmq__V2__Publishing p = APACHE__ROCKETMQ__V2__PUBLISHING__INIT;
+        Apache__Rocketmq__V2__SubscriptionEntry e = APACHE__ROCKETMQ__V2__SUBSCRIPTION_ENTRY__INIT;
+        Apache__Rocketmq__V2__SubscriptionEntry *es[] = {&e};
+        Apache__Rocketmq__V2__Subscription sb = APACHE__ROCKETMQ__V2__SUBSCRIPTION__INIT;
+        Apache__Rocketmq__V2__Settings st = APACHE__ROCKETMQ__V2__SETTINGS__INIT;
+        Apache__Rocketmq__V2__TelemetryCommand t = APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__INIT;
+        CU_ASSERT_TRUE(req_ok(a, u, &t));
+        t.command_case = APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_SETTINGS;
+        t.settings = &st;
+        st.pub_sub_case = APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_PUBLISHING;
+        st.publishing = &p;
+        p.topics = topics;
+        p.n_topics = 1;
+        CU_ASSERT_TRUE(req_ok(a, u, &t));
+        p.n_topics = 2;
+        CU_ASSERT_FALSE(req_ok(a, u, &t));
+        CU_ASSERT_PTR_NOT_NULL(strstr(why, "Topic:sub-only"));
+        st.pub_sub_case = APACHE__ROCKETMQ__V2__SETTINGS__PUB_SUB_SUBSCRIPTION;
+        st.subscription = &sb;
+        sb.group_present_case = APACHE__ROCKETMQ__V2__SUBSCRIPTION__GROUP_PRESENT_GROUP;
+        sb.group = &g;
+        sb.subscriptions = es;
+        sb.n_subscriptions = 1;
+        e.topic = &sub;
+        CU_ASSERT_TRUE(req_ok(a, u, &t));
+        e.topic = &pub;
+        CU_ASSERT_FALSE(req_ok(a, u, &t));
+        e.topic = &sub;
+        sb.group = &h;
+        CU_ASSERT_FALSE(req_ok(a, u, &t));
+    }
+    px_auth_free(a);
+}
+
 int main(void)
 {
     CU_pSuite suite;
@@ -296,7 +488,8 @@ int main(void)
         CU_add_test(suite, "authorization header", test_header) == NULL ||
         CU_add_test(suite, "x-mq-date-time", test_datetime) == NULL ||
         CU_add_test(suite, "logins", test_login) == NULL ||
-        CU_add_test(suite, "ACL decisions", test_acl) == NULL) {
+        CU_add_test(suite, "ACL decisions", test_acl) == NULL ||
+        CU_add_test(suite, "per-RPC resources and actions", test_rpc_mapping) == NULL) {
         CU_cleanup_registry();
         return 1;
     }
