@@ -108,12 +108,21 @@ class Page {
     this.browser = browser;
     this.sessionId = sessionId;
     this.exceptions = [];  // uncaught page errors
+    this.requests = [];    // {url, method, headers} once recordRequests()
+  }
+
+  // Records the page's requests as the network stack sends them.
+  async recordRequests() {
+    await this.send('Network.enable');
   }
 
   onEvent(m) {
     if (m.method === 'Runtime.exceptionThrown') {
       const d = m.params.exceptionDetails;
       this.exceptions.push(d.exception?.description ?? d.text);
+    } else if (m.method === 'Network.requestWillBeSent') {
+      const r = m.params.request;
+      this.requests.push({ url: r.url, method: r.method, headers: r.headers });
     }
   }
 

@@ -346,6 +346,26 @@ test('trace: a placeholder says tracing is not built yet', async () => {
   await shot('trace');
 });
 
+test('token: set through the Token button, sent as a bearer token on API calls, cleared again', async () => {
+  await page.recordRequests();
+  await show('#/clients');
+  await page.eval(`window.prompt = () => 'dash-secret-token'`);
+  const from = page.requests.length;
+  await page.click('#token');
+  const authOf = (r) => Object.entries(r.headers).find(([k]) => k.toLowerCase() === 'authorization')?.[1];
+  await waitFor(() => page.requests.slice(from).some((r) => r.url.includes('/api/v1/clients') &&
+    authOf(r) === 'Bearer dash-secret-token'), 30000, 'a request with the token');
+  assert.equal(await page.text('#token'), 'Token ✓');
+  await page.waitFor(`document.body.dataset.loaded !== '' && !!document.getElementById('clients-table')`, 30000, 'rendered');
+  assert.equal(await errorShown(), null);
+  await page.eval(`window.prompt = () => ''`);
+  const from2 = page.requests.length;
+  await page.click('#token');
+  await waitFor(() => page.requests.slice(from2).some((r) => r.url.includes('/api/v1/clients')), 30000, 'a request');
+  assert.ok(page.requests.slice(from2).filter((r) => r.url.includes('/api/')).every((r) => authOf(r) === undefined));
+  assert.equal(await page.text('#token'), 'Token');
+});
+
 test('API errors are shown: a missing topic, then the server gone', async () => {
   await show('#/topics/NoSuchTopic');
   const e = await errorShown();

@@ -19,7 +19,9 @@ let renderSeq = 0;      // a page started later wins over a slower earlier one
 class ApiError extends Error {}
 
 async function api(method, path, body) {
-  const opts = { method, headers: {} };
+  const opts = { method, headers: {}, cache: 'no-store' };
+  const token = sessionStorage.getItem('gantry-token');
+  if (token) opts.headers.authorization = `Bearer ${token}`;
   if (body !== undefined) {
     opts.body = JSON.stringify(body);
     opts.headers['content-type'] = 'application/json';
@@ -35,7 +37,8 @@ async function api(method, path, body) {
   try { json = JSON.parse(text); } catch { /* not JSON */ }
   if (!res.ok) {
     const why = json && json.error ? json.error : text.trim() || res.statusText;
-    const err = new ApiError(`${method} ${path} failed: HTTP ${res.status}: ${why}`);
+    const hint = res.status === 401 ? ` (${token ? 'the token was refused' : 'no token set'}: use the Token button)` : '';
+    const err = new ApiError(`${method} ${path} failed: HTTP ${res.status}: ${why}${hint}`);
     err.status = res.status;
     throw err;
   }
@@ -532,6 +535,19 @@ async function render(fresh = true, keepError = false) {
 window.addEventListener('hashchange', () => render());
 document.addEventListener('DOMContentLoaded', () => {
   document.getElementById('refresh').addEventListener('click', () => render(false));
+  // The admin API's bearer token, when it asks for one: kept for this tab
+  // only (sessionStorage), sent as Authorization: Bearer.
+  const tokenBtn = document.getElementById('token');
+  const showToken = () => { tokenBtn.textContent = sessionStorage.getItem('gantry-token') ? 'Token ✓' : 'Token'; };
+  tokenBtn.addEventListener('click', () => {
+    const v = prompt('Admin API token (empty: none). Kept in this tab only.', '');
+    if (v === null) return;
+    if (v.trim() === '') sessionStorage.removeItem('gantry-token');
+    else sessionStorage.setItem('gantry-token', v.trim());
+    showToken();
+    render(false);
+  });
+  showToken();
   if (!location.hash) history.replaceState(null, '', '#/overview');
   render();
 });
