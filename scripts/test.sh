@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command: install what the tests need, build with -Werror, run the
-# whole suite (unit, contract, integration, slow), then build again with
+# whole suite (unit, contract, integration, slow, browser), then build again with
 # AddressSanitizer + UndefinedBehaviorSanitizer and run the unit and
 # integration suites on that build, then with ThreadSanitizer and run the
 # integration suite on that build.

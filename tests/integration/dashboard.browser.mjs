@@ -286,6 +286,36 @@ test('groups: reset offsets to the end and the beginning from the group page', a
   await page.waitFor(`/HTTP 404/.test(document.getElementById('error').textContent)`, 30000, 'error shown');
 });
 
+test('groups: create, change and delete through the forms; a bad value shows the 400', async () => {
+  await show('#/groups');
+  await page.eval(`(() => { const f = document.getElementById('group-create'); f.name.value = 'DashNewGroup';
+    f.fifo.checked = true; f.max_delivery_attempts.value = '7'; })()`);
+  await page.click('#group-create-go');
+  await page.waitFor(`location.hash === '#/groups/DashNewGroup' && document.body.dataset.loaded !== '' &&
+    !!document.getElementById('group-update')`, 30000, 'the new group shown');
+  let r = await get('/api/v1/groups/DashNewGroup');
+  assert.equal(r.json.fifo, true);
+  assert.equal(r.json.max_delivery_attempts, 7);
+  await page.eval(`(() => { const f = document.getElementById('group-update'); f.max_delivery_attempts.value = '3';
+    f.consume_from.value = 'LAST'; f.retry_initial_ms.value = '1000'; f.retry_max_ms.value = '60000';
+    f.retry_multiplier.value = '200'; })()`);
+  await page.click('#group-update-go');
+  await waitFor(async () => (await get('/api/v1/groups/DashNewGroup')).json?.max_delivery_attempts === 3, 30000, 'saved');
+  r = await get('/api/v1/groups/DashNewGroup');
+  assert.equal(r.json.consume_from, 'LAST');
+  assert.deepEqual(r.json.retry, { initial_ms: 1000, max_ms: 60000, multiplier: 200 });
+  await page.waitFor(`/1000 ms \\.\\. 60000 ms, ×2 per attempt/.test(document.getElementById('main').textContent)`, 30000, 'retry shown');
+  await shot('group-new');
+  // out of range for the API (the form's own bound lifted): its 400 shown
+  await page.eval(`(() => { const i = document.getElementById('group-update').max_delivery_attempts; i.max = ''; i.value = '5000'; })()`);
+  await page.click('#group-update-go');
+  await page.waitFor(`/HTTP 400/.test(document.getElementById('error').textContent)`, 30000, '400 shown');
+  await page.click('#group-delete');
+  await page.waitFor(`location.hash === '#/groups' && !!document.getElementById('groups-table') &&
+    !document.querySelector('#groups-table tr[data-group="DashNewGroup"]')`, 30000, 'deleted');
+  assert.equal((await get('/api/v1/groups/DashNewGroup')).status, 404);
+});
+
 test('clients: the SDK clients are listed', async () => {
   await show('#/clients');
   const clients = (await get('/api/v1/clients')).json.clients;

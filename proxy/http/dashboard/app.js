@@ -292,7 +292,41 @@ async function pageGroups(seq) {
           n(d?.lag), n(d?.inflight), n(d?.dlq_messages), n(d?.members?.length)],
       };
     }), { id: 'groups-table' }),
-    groups.length > 200 ? el('p', { class: 'muted' }, 'Counts are shown for the first 200 groups.') : null);
+    groups.length > 200 ? el('p', { class: 'muted' }, 'Counts are shown for the first 200 groups.') : null,
+    el('h2', null, 'Create a group'),
+    groupForm(null, 'group-create', 'Create group', async (body) => {
+      await api('POST', 'groups', body);
+      location.hash = `#/groups/${enc(body.name)}`;
+    }));
+}
+
+// The settings form of a group (g null: a new one, with its name).
+function groupForm(g, id, label, submit) {
+  const num = (name, value, min, max, title) => el('label', { title }, `${name.replace(/_/g, ' ')} `,
+    el('input', { name, id: `${id}-${name}`, type: 'number', min, max, value, size: 6 }));
+  const form = el('form', { class: 'inline', id },
+    g ? null : el('input', { name: 'name', id: `${id}-name`, placeholder: 'name', size: 24, required: true }),
+    el('label', null, el('input', { name: 'fifo', id: `${id}-fifo`, type: 'checkbox', checked: g?.fifo ?? false }), ' FIFO'),
+    num('max_delivery_attempts', g?.max_delivery_attempts ?? 16, 1, 1000),
+    el('select', { name: 'consume_from', id: `${id}-consume-from` },
+      ['FIRST', 'LAST'].map((v) => el('option', { value: v, selected: (g?.consume_from ?? 'FIRST') === v }, `from ${v.toLowerCase()}`))),
+    num('retry_initial_ms', g?.retry?.initial_ms ?? 0, 0, 86400000, 'retry back-off: first delay (0: none)'),
+    num('retry_max_ms', g?.retry?.max_ms ?? 0, 0, 86400000, 'retry back-off: longest delay'),
+    num('retry_multiplier', g?.retry?.multiplier ?? 0, 0, 10000, 'retry back-off: growth per attempt in percent (200 doubles; 0 or 100: fixed)'),
+    el('span', { class: 'muted' }, '%'),
+    el('button', { type: 'submit', id: `${id}-go` }, label));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = {
+      fifo: form.fifo.checked, max_delivery_attempts: Number(form.max_delivery_attempts.value),
+      consume_from: form.consume_from.value,
+      retry: { initial_ms: Number(form.retry_initial_ms.value), max_ms: Number(form.retry_max_ms.value),
+        multiplier: Number(form.retry_multiplier.value) },
+    };
+    if (!g) body.name = form.name.value.trim();
+    try { await submit(body); } catch (e) { showError(e); }
+  });
+  return form;
 }
 
 async function pageGroup(seq, name) {
@@ -305,7 +339,7 @@ async function pageGroup(seq, name) {
         cells: [t.topic, qq.queue, qq.min_offset, qq.max_offset, qq.committed, qq.lag] });
     }
   }
-  const retry = g.retry && (g.retry.initial_ms || g.retry.max_ms) ? `${g.retry.initial_ms} ms .. ${g.retry.max_ms} ms, ×${g.retry.multiplier}` : 'none';
+  const retry = g.retry && (g.retry.initial_ms || g.retry.max_ms) ? `${g.retry.initial_ms} ms .. ${g.retry.max_ms} ms, ×${(g.retry.multiplier || 100) / 100} per attempt` : 'none';
   setMain(
     el('h1', null, `Group ${g.name}`),
     kv([['Lag', g.lag, 'group-lag'], ['Ready', g.ready], ['In flight', g.inflight, 'group-inflight'],
@@ -319,7 +353,14 @@ async function pageGroup(seq, name) {
     el('h2', null, 'Lag per queue'),
     table(['Topic', 'Queue#', 'Min offset#', 'Max offset#', 'Committed#', 'Lag#'], rows, { id: 'group-queues' }),
     g.dlq_messages > 0 ? el('p', null, link('#/dlq', `${g.dlq_messages} message(s) in the DLQ`)) : null,
-    resetForm(g));
+    resetForm(g),
+    g.system ? null : [
+      el('h2', null, 'Change'),
+      groupForm(g, 'group-update', 'Save', async (body) => { await api('PUT', `groups/${enc(g.name)}`, body); render(false); }),
+      el('button', { type: 'button', id: 'group-delete', class: 'danger', onclick: async () => {
+        if (!confirm(`Delete group ${g.name} and its consumption state?`)) return;
+        try { await api('DELETE', `groups/${enc(g.name)}`); location.hash = '#/groups'; } catch (e) { showError(e); }
+      } }, 'Delete group')]);
 }
 
 // Moves the group's committed offsets on every queue of a topic (to the
