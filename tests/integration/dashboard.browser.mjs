@@ -111,7 +111,8 @@ before(async () => {
   browser = await launchBrowser();
   page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${g.httpPort}/dashboard/`);
-  await page.waitFor(`document.body.dataset.loaded && document.body.dataset.loaded !== ''`, 30000, 'first render');
+  await page.waitFor(`document.body.dataset.loaded && document.body.dataset.loaded !== ''`, 30000, 'first render')
+    .catch((e) => { throw new Error(`${e.message}; page errors: ${page.exceptions.join('; ')}`); });
 });
 
 after(async () => {
@@ -189,6 +190,10 @@ test('overview: connections, topics, groups, storage, message counts', async () 
     const rate = await page.text('#ov-in');
     assert.match(rate, /^\d+\.\d\/s$/);
     assert.ok(Number.parseFloat(rate) > 0, rate);
+    // and a point on the chart; one more sample, a line of two points
+    await page.click('#refresh');
+    await page.waitFor(`(document.querySelector('#ov-chart .rate-in')?.getAttribute('points') ?? '').split(' ').length >= 2`,
+      30000, 'a rate line on the chart');
   }
   assert.equal(await errorShown(), null);
   await shot('overview');

@@ -153,6 +153,40 @@ function pick(sums, names) {
 }
 
 let lastSample = null;  // {t, in, out}
+const rateHistory = [];     // {t, rin, rout}: the rates of the last samples
+const HISTORY_MAX = 120;
+
+// The rates since this page was opened as a small SVG chart (in: blue,
+// out: green), drawn here: no chart library.
+function rateChart() {
+  const W = 600;
+  const H = 120;
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(NS, 'svg');
+  svg.setAttribute('id', 'ov-chart');
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('width', String(W));
+  svg.setAttribute('height', String(H));
+  svg.setAttribute('role', 'img');
+  const pts = rateHistory.filter((h) => h.rin !== null || h.rout !== null);
+  const max = Math.max(1, ...pts.map((h) => Math.max(h.rin ?? 0, h.rout ?? 0)));
+  const t0 = pts.length ? pts[0].t : 0;
+  const span = pts.length > 1 ? pts[pts.length - 1].t - t0 : 1;
+  const line = (key, cls) => {
+    const p = document.createElementNS(NS, 'polyline');
+    p.setAttribute('class', cls);
+    p.setAttribute('points', pts.filter((h) => h[key] !== null).map((h) =>
+      `${(((h.t - t0) / span) * (W - 10) + 5).toFixed(1)},${(H - 5 - (h[key] / max) * (H - 20)).toFixed(1)}`).join(' '));
+    return p;
+  };
+  const label = document.createElementNS(NS, 'text');
+  label.setAttribute('x', '5');
+  label.setAttribute('y', '12');
+  label.textContent = `max ${max.toFixed(1)}/s`;
+  svg.append(line('rin', 'rate-in'), line('rout', 'rate-out'), label);
+  return el('div', { class: 'chart' }, svg,
+    el('div', { class: 'muted' }, el('span', { class: 'key-in' }, '■'), ' in  ', el('span', { class: 'key-out' }, '■'), ' out'));
+}
 
 // ---- pages
 
@@ -173,6 +207,10 @@ async function pageOverview(seq) {
     if (mo !== null && lastSample.out !== null) rout = Math.max(0, (mo - lastSample.out) / dt);
   }
   lastSample = { t: now, in: mi, out: mo };
+  if (rin !== null || rout !== null) {
+    rateHistory.push({ t: now, rin, rout });
+    if (rateHistory.length > HISTORY_MAX) rateHistory.shift();
+  }
   const userTopics = topics.topics.filter((t) => !t.system);
   // what the user topics retain (the first 200)
   const shown = userTopics.slice(0, 200);
@@ -201,6 +239,7 @@ async function pageOverview(seq) {
       card('Groups', String(groups.groups.filter((g) => !g.system).length), null, 'ov-groups'),
       card('Storage', fmtBytes(storage), storageSub, 'ov-storage'),
       card('Messages retained', String(retained), `${fmtBytes(retainedBytes)} in ${shown.length} topic(s)`, 'ov-retained')),
+    mi !== null || mo !== null ? [el('h2', null, 'Messages per second'), rateChart()] : null,
     el('p', { class: 'muted' }, 'Rates are measured between refreshes (every 5 s while this page is open).'));
   timer = setTimeout(() => render(false), 5000);
 }
