@@ -374,6 +374,17 @@ test('DLQ: the dead letter is listed; redrive moves it back to its topic', async
   }, 60000, 'redriven message delivered');
   assert.equal(back[0].messageId, poisonId);
   await shot('dlq-after');
+  // failed again: a second dead letter; the page lists that one only, not
+  // the copy already moved back (still in the DLQ topic, consumed)
+  await dlqConsumer.changeInvisibleDuration(back[0], 0);
+  await waitFor(async () => {
+    await dlqConsumer.receive(4, 30000);
+    return (await get(`/api/v1/groups/${G_DLQ}`)).json?.dlq_messages === 1;
+  }, 60000, 'dead-lettered again');
+  await show('#/dlq');
+  assert.equal(await page.text(`${sec} .dlq-count`), '1', await dump());
+  assert.equal(await page.eval(`document.querySelectorAll('${sec} table.dlq-messages tbody tr').length`), 1, await dump());
+  assert.equal((await get(`/api/v1/topics/${encodeURIComponent(`%DLQ%${G_DLQ}`)}`)).json.messages, 2);
 });
 
 test('trace: a placeholder says tracing is not built yet', async () => {

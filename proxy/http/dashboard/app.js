@@ -525,14 +525,18 @@ async function pageDlq(seq) {
   const groups = r.groups.filter((g) => !g.system);
   const details = await mapLimit(groups.slice(0, 200), 8, (g) => api('GET', `groups/${enc(g.name)}`).catch(() => null));
   const withDlq = groups.map((g, i) => ({ g, d: details[i] })).filter((x) => x.d && x.d.dlq_messages > 0);
-  // the newest dead letters of each group (its %DLQ% topic, queue by queue)
-  const samples = await mapLimit(withDlq, 4, async ({ g }) => {
+  // the newest dead letters still there (not moved back: the group has
+  // not consumed them from its %DLQ% topic), newest first, at most 20 of
+  // each of the first 20 groups
+  const samples = await mapLimit(withDlq.slice(0, 20), 4, async ({ g }) => {
     const t = await api('GET', `topics/${enc(`%DLQ%${g.name}`)}`).catch(() => null);
     const found = [];
     for (const s of t?.queue_stats ?? []) {
       for (let o = s.max_offset - 1; o >= s.min_offset && found.length < 20; o--) {
         const m = await api('GET', `topics/${enc(t.name)}/queues/${s.queue}/offsets/${o}`).catch(() => null);
-        if (m) found.push(...m.messages);
+        const left = (m?.messages ?? []).filter((x) => !(x.groups ?? []).some((y) => y.group === g.name && y.consumed));
+        if (m && left.length === 0) break;  // below the group's committed offset: all moved
+        found.push(...left);
       }
     }
     return found;
@@ -562,9 +566,11 @@ async function pageDlq(seq) {
       el('h2', null, `${g.name}: `, el('span', { class: 'dlq-count' }, String(d.dlq_messages)), ' dead letter(s)'),
       el('button', { type: 'button', id: `redrive-${g.name}`,
         onclick: (ev) => redrive(g.name, ev.currentTarget) }, 'Redrive to their topics'),
-      table(['Message id', 'From topic', 'Stored', 'Body'], samples[i].map((m) => [
-        link(`#/messages?id=${enc(m.msg_id)}`, m.msg_id), m.properties?.RETRY_TOPIC ?? '?',
-        fmtTime(m.store_time_ms), (m.body ?? '').slice(0, 80)])))),
+      i < samples.length
+        ? table(['Message id', 'From topic', 'Stored', 'Body'], samples[i].map((m) => [
+          link(`#/messages?id=${enc(m.msg_id)}`, m.msg_id), m.properties?.RETRY_TOPIC ?? '?',
+          fmtTime(m.store_time_ms), (m.body ?? '').slice(0, 80)]), { class: 'dlq-messages' })
+        : el('p', { class: 'muted' }, link(`#/topics/${enc(`%DLQ%${g.name}`)}`, 'its DLQ topic')))),
     el('p', { class: 'muted' }, 'Redrive moves dead letters back to the topic each came from, with their ids; ' +
       'every group of that topic gets them again. Resending one message to one group is not available yet.'));
 }
