@@ -78,6 +78,29 @@ static void px_health_check(px_call_t *call, ProtobufCMessage *msg)
         px_call_finish(call, GRPC_STATUS_OK, NULL);
 }
 
+/* Takes the call's watcher out of the list (once) and drops its ref. */
+static void px_health_unwatch(px_health_t *h, px_call_t *call)
+{
+    px_watch_t *w;
+
+    pthread_mutex_lock(&h->mu);
+    w = px_call_user(call);
+    if (w != NULL) {
+        px_call_set_user(call, NULL);
+        if (w->prev != NULL)
+            w->prev->next = w->next;
+        else
+            h->watchers = w->next;
+        if (w->next != NULL)
+            w->next->prev = w->prev;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (w != NULL) {
+        free(w);
+        px_call_unref(call);
+    }
+}
+
 static void px_health_watch(px_call_t *call, ProtobufCMessage *msg)
 {
     px_health_t *h = (px_health_t *)px_call_method_entry(call)->data;
@@ -101,32 +124,13 @@ static void px_health_watch(px_call_t *call, ProtobufCMessage *msg)
     h->watchers = w;
     px_health_send(call, w->known ? px_health_status(h) : PX_HS(SERVICE_UNKNOWN));
     pthread_mutex_unlock(&h->mu);
-    /* A stop that came before the watcher was listed found nothing. */
-    if (px_call_server_stopping(call))
+    /* An interrupt that came before the watcher was listed found
+     * nothing: a cancelled call is over (its CLOSED may have passed), a
+     * stopping server ends the stream. */
+    if (px_call_is_cancelled(call))
+        px_health_unwatch(h, call);
+    else if (px_call_server_stopping(call))
         px_call_finish(call, GRPC_STATUS_OK, NULL);
-}
-
-/* Takes the call's watcher out of the list (once) and drops its ref. */
-static void px_health_unwatch(px_health_t *h, px_call_t *call)
-{
-    px_watch_t *w;
-
-    pthread_mutex_lock(&h->mu);
-    w = px_call_user(call);
-    if (w != NULL) {
-        px_call_set_user(call, NULL);
-        if (w->prev != NULL)
-            w->prev->next = w->next;
-        else
-            h->watchers = w->next;
-        if (w->next != NULL)
-            w->next->prev = w->prev;
-    }
-    pthread_mutex_unlock(&h->mu);
-    if (w != NULL) {
-        free(w);
-        px_call_unref(call);
-    }
 }
 
 static void px_health_watch_interrupt(px_call_t *call, px_interrupt_t why)
