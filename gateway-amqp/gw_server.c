@@ -50,6 +50,7 @@
 #include "gw_auth.h"
 #include "gw_codec.h"
 #include "gw_int.h"
+#include "gw_metrics.h"
 #include "gw_ops.h"
 #include "gw_tls.h"
 
@@ -106,6 +107,7 @@ struct gw_server {
     bool stopped;        /* stop_cb ran: the loop ends */
     void (*after_event)(void *ctx);
     void *after_event_ctx;
+    size_t metrics_max_queues;
 };
 
 struct gw_conn {
@@ -1211,6 +1213,7 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     s->handshake_ms = o->handshake_ms != 0 ? o->handshake_ms : 10000;
     s->after_event = o->after_event;
     s->after_event_ctx = o->after_event_ctx;
+    s->metrics_max_queues = o->metrics_max_queues;
     s->out_limit = o->out_limit != 0 ? o->out_limit : GW_DEFAULT_OUT_LIMIT;
     snprintf(s->cluster_name, sizeof(s->cluster_name), "%s",
              o->cluster_name != NULL ? o->cluster_name : "gantry");
@@ -1313,8 +1316,10 @@ unsigned gw_server_admin(gw_server_t *s, const char *method, const char *url, ch
 
 void gw_server_metrics(gw_server_t *s, FILE *out)
 {
-    if (s->broker != NULL)
+    if (s->broker != NULL) {
         gw_ops_metrics(s->broker, out);
+        gw_metrics_write(s->broker, s->metrics_max_queues, out);
+    }
 }
 
 void gw_server_stop(gw_server_t *s)

@@ -48,6 +48,7 @@ typedef struct gw_server_opts {
     const char *tls_listen;    /* AMQPS HOST:PORT; NULL: none */
     const gt_tls_files_t *tls_files; /* with tls_listen; borrowed for the
                                         start (paths copied for reloads) */
+    size_t metrics_max_queues; /* queues on /metrics (gw_metrics.h); 0: 1000 */
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with
@@ -76,7 +77,8 @@ bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msg
  * segments).  Returns the HTTP status with a short text in text[cap]. */
 unsigned gw_server_admin(gw_server_t *s, const char *method, const char *url, char *text,
                          size_t cap);
-/* Prometheus lines of the AMQP queues' counters (any thread). */
+/* Prometheus lines of the AMQP queues' counters and the RabbitMQ-named
+ * gauges of gw_metrics.h (any thread but the gateway's). */
 void gw_server_metrics(gw_server_t *s, FILE *out);
 /* Closes every connection and the listener, joins the thread, frees.
  * NULL is a no-op. */

@@ -575,7 +575,8 @@ static int serve(const cfg_t *cfg, bool repair)
                                .max_message = rec > room ? rec - room : 1,
                                .after_event = px_exec_after_event, .after_event_ctx = exec,
                                .auto_create_topics = cfg->server.auto_create_topics,
-                               .tls_files = &tls_files};
+                               .tls_files = &tls_files,
+                               .metrics_max_queues = (size_t)cfg->metrics.max_label_sets};
         if (cfg->amqp.tls_listen != NULL && cfg->amqp.tls_listen[0] != '\0' &&
             strcmp(cfg->amqp.tls_listen, "off") != 0)
             ao.tls_listen = cfg->amqp.tls_listen;

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gt_metrics.h"
 #include "px_metrics.h"
@@ -34,7 +35,13 @@ enum { PX_RPC_N = PX_LAT_NB + 2 };
 
 struct px_metrics {
     gt_mfam_t *in, *out, *tx, *rpc;
+    size_t max_sets;
 };
+
+size_t px_metrics_max_sets(const px_metrics_t *m)
+{
+    return m->max_sets;
+}
 
 px_metrics_t *px_metrics_new(size_t max_sets)
 {
@@ -42,6 +49,7 @@ px_metrics_t *px_metrics_new(size_t max_sets)
 
     if (m == NULL)
         return NULL;
+    m->max_sets = max_sets;
     m->in = gt_mfam_new(2, PX_IN_N, max_sets);
     m->out = gt_mfam_new(2, PX_OUT_N, max_sets);
     m->tx = gt_mfam_new(1, PX_TX_N, max_sets);
@@ -250,6 +258,111 @@ static gt_err_t px_stats(st_store_t *st, const char *topic, const char *group,
     return w.err;
 }
 
+/* ---- consumer lag latency ---- */
+
+/* One store answer of any kind, waited for. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    gt_err_t err;
+    uint64_t off;
+    int64_t store_ms;
+    uint64_t *min, *end; /* per queue (stats) */
+    uint32_t nq;
+} px_ans_t;
+
+#define PX_ANS_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, GT_OK, 0, 0, NULL, NULL, 0}
+
+static void px_ans_done(px_ans_t *a, gt_err_t err)
+{
+    pthread_mutex_lock(&a->mu);
+    a->err = err;
+    a->done = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static gt_err_t px_ans_wait(px_ans_t *a)
+{
+    pthread_mutex_lock(&a->mu);
+    while (!a->done)
+        pthread_cond_wait(&a->cv, &a->mu);
+    a->done = false;
+    pthread_mutex_unlock(&a->mu);
+    return a->err;
+}
+
+static void px_queues_cb(void *arg, gt_err_t err, const st_stats_t *s)
+{
+    px_ans_t *a = arg;
+
+    if (err == GT_OK && s->nqueues > 0) {
+        a->min = calloc(s->nqueues, sizeof(*a->min));
+        a->end = calloc(s->nqueues, sizeof(*a->end));
+        if (a->min == NULL || a->end == NULL) {
+            err = GT_ENOMEM;
+        } else {
+            a->nq = s->nqueues;
+            for (uint32_t q = 0; q < s->nqueues; q++) {
+                a->min[q] = s->queues[q].min_offset;
+                a->end[q] = s->queues[q].max_offset;
+            }
+        }
+    }
+    px_ans_done(a, err);
+}
+
+static void px_off_cb(void *arg, gt_err_t err, uint64_t off)
+{
+    px_ans_t *a = arg;
+
+    a->off = off;
+    px_ans_done(a, err);
+}
+
+static void px_pull_cb(void *arg, gt_err_t err, const st_message_t *msgs, size_t n,
+                       uint64_t next)
+{
+    px_ans_t *a = arg;
+
+    (void)next;
+    if (err == GT_OK && n == 0)
+        err = GT_ENOTFOUND;
+    if (err == GT_OK)
+        a->store_ms = msgs[0].store_ts_ms;
+    px_ans_done(a, err);
+}
+
+/* rocketmq_consumer_lag_latency: how long the oldest message the group has
+ * not acknowledged has been stored (ms): for each queue whose committed
+ * offset is below its end, the store time of the message there.  0 when
+ * nothing is behind.  A queue the group never consumed is not looked at. */
+static int64_t px_lag_latency(st_store_t *st, const char *topic, const char *group,
+                              int64_t now_ms)
+{
+    px_ans_t a = PX_ANS_INIT;
+    int64_t oldest = now_ms;
+
+    st_stats(st, topic, NULL, px_queues_cb, &a);
+    if (px_ans_wait(&a) != GT_OK)
+        goto out;
+    for (uint32_t q = 0; q < a.nq; q++) {
+        st_pull_req_t pr = {.topic = topic, .queue = q, .max = 1};
+        st_offset_get(st, group, topic, q, px_off_cb, &a);
+        if (px_ans_wait(&a) != GT_OK || a.off >= a.end[q])
+            continue;
+        pr.offset = a.off > a.min[q] ? a.off : a.min[q];
+        st_pull(st, &pr, px_pull_cb, &a);
+        if (px_ans_wait(&a) == GT_OK && a.store_ms < oldest)
+            oldest = a.store_ms;
+    }
+out:
+    free(a.min);
+    free(a.end);
+    return now_ms - oldest;
+}
+
 static _Thread_local uint64_t px_du_bytes;
 
 static int px_du_one(const char *path, const struct stat *sb, int flag, struct FTW *f)
@@ -298,6 +411,25 @@ void px_metrics_write_store(px_metrics_t *m, st_store_t *st, const char *data_di
             gt_metrics_label_value(out, p->labels[1]);
             fprintf(out, "\"} %llu\n", (unsigned long long)v);
         }
+    }
+    gt_metrics_head(out, "rocketmq_consumer_lag_latency", "gauge",
+                    "Age of the oldest message the consumer group has not acknowledged, "
+                    "in milliseconds.");
+    for (size_t i = 0; i < n; i++) {
+        const gt_mseries_t *p = gt_mfam_at(m->out, i);
+        struct timespec ts;
+        int64_t now;
+        if (!ok[i])
+            continue;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        fputs("rocketmq_consumer_lag_latency{topic=\"", out);
+        gt_metrics_label_value(out, p->labels[0]);
+        fputs("\",consumer_group=\"", out);
+        gt_metrics_label_value(out, p->labels[1]);
+        fprintf(out, "\"} %lld\n", s[i].lag > 0 ? (long long)px_lag_latency(st, p->labels[0],
+                                                                          p->labels[1], now)
+                                                 : 0LL);
     }
     /* Dead letters per group: the end offsets of its %DLQ% topic. */
     gt_metrics_head(out, "rocketmq_send_to_dlq_messages_total", "counter",

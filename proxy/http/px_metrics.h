@@ -36,6 +36,8 @@ typedef struct px_metrics px_metrics_t;
  * max_sets: label sets per family (metrics.max_label_sets). */
 px_metrics_t *px_metrics_new(size_t max_sets);
 void px_metrics_free(px_metrics_t *m); /* NULL-safe, after the last user */
+/* The label-set cap it was made with. */
+size_t px_metrics_max_sets(const px_metrics_t *m);
 
 /* Hot-path hooks; any thread; m may be NULL (no metrics). */
 /* One message stored for a producer: message_type is RocketMQ's label

@@ -1,4 +1,5 @@
-// /metrics with RocketMQ 5's metric names (proxy/http/px_metrics.c): values
+// /metrics with RocketMQ 5's metric names (proxy/http/px_metrics.c) and the
+// AMQP gateway's in RabbitMQ's (gateway-amqp/gw_metrics.c): values
 // after real SDK traffic (send, receive, ack, dead-lettering, transaction
 // commit and rollback), histograms cumulative, the consumer gauges equal to
 // the backlog, `promtool check metrics` on the real output, and the cap on
@@ -6,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { startGantry, stopGantry, httpGet, waitFor } from './harness.mjs';
+import { require, startGantry, stopGantry, httpGet, waitFor } from './harness.mjs';
 import {
   startProducer, startSimpleConsumer, shutdownQuietly, patternBytes, defPb,
 } from './sdk_util.mjs';
@@ -83,7 +84,12 @@ test('SDK traffic: messages in/out, sizes, consumer gauges = backlog, DLQ, tx co
   try {
     p = await startProducer(g, [T, T_DLQ, T_TX], { checker: { check: async () => defPb.TransactionResolution.TRANSACTION_RESOLUTION_UNSPECIFIED } });
     const sizes = [10, 2000, 5000, 600000, 100];
-    for (const [i, n] of sizes.entries()) await p.send({ topic: T, body: patternBytes(n, i + 1) });
+    const sentAt = [];
+    for (const [i, n] of sizes.entries()) {
+      const before = Date.now();
+      await p.send({ topic: T, body: patternBytes(n, i + 1) });
+      sentAt.push([before, Date.now()]);
+    }
     let { samples } = await scrape(g);
     const sel = { topic: T, message_type: 'normal' };
     assert.equal(value(samples, 'rocketmq_messages_in_total', sel), sizes.length, 'messages in = sent');
@@ -101,15 +107,22 @@ test('SDK traffic: messages in/out, sizes, consumer gauges = backlog, DLQ, tx co
     }, 15000, 'two messages received');
     got.sort((a, b) => a.offset - b.offset);
     await c.ack(got[0]);
+    const t0 = Date.now();
     ({ samples } = await scrape(g));
+    const t1 = Date.now();
     const pair = { topic: T, consumer_group: G };
     assert.equal(value(samples, 'rocketmq_messages_out_total', pair), 2);
     assert.equal(value(samples, 'rocketmq_throughput_out_total', pair), got.reduce((a, m) => a + m.body.length, 0));
     assert.equal(value(samples, 'rocketmq_consumer_ready_messages', pair), 3, 'ready');
     assert.equal(value(samples, 'rocketmq_consumer_inflight_messages', pair), 1, 'in flight');
     assert.equal(value(samples, 'rocketmq_consumer_lag_messages', pair), 4, 'lag = the backlog');
-    assert.ok(value(samples, 'rocketmq_producer_connections') >= 1, 'producer connections');
-    assert.ok(value(samples, 'rocketmq_consumer_connections') >= 1, 'consumer connections');
+    // The oldest unacknowledged message is the second one sent (offset 1).
+    const ll = value(samples, 'rocketmq_consumer_lag_latency', pair);
+    assert.ok(ll >= t0 - sentAt[1][1] - 2 && ll <= t1 - sentAt[1][0] + 2,
+      `lag latency ${ll} ms: the second message's age (${t0 - sentAt[1][1]}..${t1 - sentAt[1][0]})`);
+    assert.equal(value(samples, 'rocketmq_producer_connections', { language: 'HTTP' }), 1, 'producer connections');
+    assert.equal(value(samples, 'rocketmq_consumer_connections', { consumer_group: G, language: 'HTTP', consume_mode: 'pop' }), 1,
+      'consumer connections');
 
     // Dead letter: max_delivery_attempts 1, the one delivery fails.
     await p.send({ topic: T_DLQ, body: Buffer.from('poison') });
@@ -187,5 +200,43 @@ test('label sets are capped (metrics.max_label_sets): the rest count under _othe
   } finally {
     await shutdownQuietly(p);
     await stopGantry(gc);
+  }
+});
+
+test('AMQP traffic: RabbitMQ-named gauges (connections, channels, consumers, queue ready / unacked); promtool accepts it', async () => {
+  const amqp = require('amqplib');
+  const conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${g.amqpPort}`);
+  try {
+    const ch = await conn.createConfirmChannel();
+    const ch2 = await conn.createChannel();
+    await ch.assertQueue('met-q');
+    await ch.assertQueue('met-idle');
+    for (let i = 0; i < 3; i++) ch.sendToQueue('met-q', Buffer.from(`m${i}`));
+    await ch.waitForConfirms();
+    const got = await ch.get('met-q', { noAck: false });
+    assert.ok(got, 'basic.get found a message');
+    await ch2.consume('met-idle', () => {});
+    const q = { vhost: '/', queue: 'met-q' };
+    const idle = { vhost: '/', queue: 'met-idle' };
+    let samples;
+    await waitFor(async () => {
+      ({ samples } = await scrape(g));
+      return value(samples, 'rabbitmq_queue_consumers', idle) === 1;
+    }, 5000, 'the consumer is counted');
+    assert.equal(value(samples, 'rabbitmq_queue_messages_ready', q), 2, 'ready');
+    assert.equal(value(samples, 'rabbitmq_queue_messages_unacked', q), 1, 'unacked');
+    assert.equal(value(samples, 'rabbitmq_queue_messages', q), 3, 'depth');
+    assert.equal(value(samples, 'rabbitmq_queue_consumers', q), 0);
+    assert.equal(value(samples, 'rabbitmq_connections'), 1);
+    assert.equal(value(samples, 'rabbitmq_channels'), 2);
+    assert.equal(value(samples, 'rabbitmq_consumers'), 1);
+    assert.ok(value(samples, 'rabbitmq_queues') >= 2);
+    ch.ack(got);
+    await waitFor(async () => value((await scrape(g)).samples, 'rabbitmq_queue_messages_unacked', q) === 0,
+      5000, 'the ack is counted');
+    const pt = promtool((await scrape(g)).text);
+    assert.equal(pt.status, 0, `promtool check metrics:\n${pt.stdout}${pt.stderr}`);
+  } finally {
+    await conn.close();
   }
 });
