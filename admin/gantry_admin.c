@@ -70,6 +70,7 @@ static void usage(FILE *out)
         "  message id MSG_ID [--topic TOPIC] [--body-max BYTES]\n"
         "  message key KEY --topic TOPIC [--body-max BYTES]\n"
         "  message at TOPIC QUEUE OFFSET [--body-max BYTES]\n"
+        "  message trace MSG_ID            its trace events (publish, deliveries, acks...)\n"
         "config:\n"
         "  config show                     the effective config (secrets masked)\n"
         "  config log-level [LEVEL]        show or set (debug|info|warn|error)\n"
@@ -585,8 +586,12 @@ static int cmd_message(const ga_opts_t *o)
                 p = path_of("topics", o->pos[2], t2);
             free(t2);
         }
+    } else if (strcmp(v, "trace") == 0) {
+        if ((rc = need(o, 3, "message trace MSG_ID")))
+            return rc;
+        p = path_of("messages", o->pos[2], "/trace");
     } else {
-        return usage_err("unknown message command '%s' (id, key, at)", v);
+        return usage_err("unknown message command '%s' (id, key, at, trace)", v);
     }
     free(q);
     return call_path(o, "GET", p, NULL);

@@ -214,6 +214,11 @@ typedef struct cfg {
     struct {
         int max_label_sets;       /* per metric family, then "_other" */
     } metrics;
+    struct {                      /* message trace (proxy/service/px_trace.c) */
+        cfg_strlist_t topics, groups; /* traced; "*" = all */
+        int buffer_events;        /* bounded buffer; full: drop and count */
+        int flush_ms;             /* flush period */
+    } trace;
     cfg_amqp_t amqp;
     cfg_auth_t auth;
     struct {

@@ -843,6 +843,28 @@ static const cfg_desc_t cfg_tls_keys[] = {
             "connection without a valid one fails its handshake)."},
 };
 
+static const cfg_desc_t cfg_trace_keys[] = {
+    {.key = "topics", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, trace.topics), .def = "",
+     .check = cfg_check_nonempty, .what = "list of strings",
+     .doc = "Topics whose messages are traced (`*`: all): publish, each delivery, "
+            "ack, nack, dead-lettering and transaction end, written to the system "
+            "topic `RMQ_SYS_TRACE_TOPIC` and read by message id through "
+            "`GET /api/v1/messages/{id}/trace` (docs/admin.md)."},
+    {.key = "groups", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, trace.groups), .def = "",
+     .check = cfg_check_nonempty, .what = "list of strings",
+     .doc = "Consumer groups whose deliveries, acks, nacks and dead-lettering are "
+            "traced, whatever the topic (`*`: all)."},
+    {"buffer_events", CFG_T_INT, CFG_FIELD(cfg_t, trace.buffer_events), "8192", 1,
+     1000000, NULL, NULL, NULL,
+     "Trace events held in memory until written (about 700 bytes each); when "
+     "full, new events are dropped and counted "
+     "(`gantry_trace_events_total{result=\"dropped\"}`), never waited for."},
+    {"flush_ms", CFG_T_INT, CFG_FIELD(cfg_t, trace.flush_ms), "100", 1, 60000, NULL,
+     NULL, NULL,
+     "How often buffered trace events are written (sooner when a quarter of "
+     "the buffer is full)."},
+};
+
 const cfg_section_t cfg_sections[] = {
     {"server", cfg_server_keys, N(cfg_server_keys), false, 0, 0, 0, NULL,
      "Network listeners and the server runtime."},
@@ -860,6 +882,8 @@ const cfg_section_t cfg_sections[] = {
      "`max_inflight_bytes` / `max_conn_inflight_bytes` too."},
     {"metrics", cfg_metrics_keys, N(cfg_metrics_keys), false, 0, 0, 0, NULL,
      "The Prometheus endpoint `/metrics` (RocketMQ's metric names)."},
+    {"trace", cfg_trace_keys, N(cfg_trace_keys), false, 0, 0, 0, NULL,
+     "Message trace (opt-in per topic or group; off by default)."},
     {"amqp", cfg_amqp_keys, N(cfg_amqp_keys), false, 0, 0, 0, NULL,
      "The AMQP 0-9-1 gateway (RabbitMQ clients): its listener, the values "
      "it proposes in connection.tune, limits, and its users, vhosts and "

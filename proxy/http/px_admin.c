@@ -281,7 +281,7 @@ bool px_admin_type_parse(const char *s, st_topic_type_t *out)
 
 bool px_admin_reserved(const char *name)
 {
-    return st_is_sys_name(name) ||
+    return st_is_sys_name(name) || strcmp(name, PX_TRACE_TOPIC) == 0 ||
            strncmp(name, ST_DLQ_PREFIX, sizeof(ST_DLQ_PREFIX) - 1) == 0 ||
            strncmp(name, ST_RETRY_PREFIX, sizeof(ST_RETRY_PREFIX) - 1) == 0;
 }

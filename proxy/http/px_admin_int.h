@@ -95,6 +95,9 @@ void px_admin_topics(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_groups(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_clients(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_messages(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
+/* GET /api/v1/messages/ID/trace (px_admin_trace.c). */
+void px_admin_trace(px_admin_t *a, const char *id, const px_http_req_t *req,
+                    px_http_resp_t *resp);
 /* GET /api/v1/topics/T/queues/Q/offsets/O (px_admin_msg.c). */
 void px_admin_msg_at(px_admin_t *a, const char *topic, const char *queue,
                      const char *offset, const px_http_req_t *req,

@@ -285,6 +285,10 @@ void px_admin_messages(void *arg, const px_http_req_t *req, px_http_resp_t *resp
         px_admin_err(resp, 400, "bad path segment");
         return;
     }
+    if (n == 2 && strcmp(seg[1], "trace") == 0) { /* px_admin_trace.c */
+        px_admin_trace(a, seg[0], req, resp);
+        return;
+    }
     if (n > 1) {
         px_admin_err(resp, 404, "no such API path");
         return;

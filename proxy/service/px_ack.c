@@ -125,6 +125,7 @@ static void px_acks_done(void *arg, gt_err_t err, const gt_err_t *errs,
             if (errs[i] == GT_OK)
                 px_client_release(px_svc(ctx->call), ctx->client_id,
                                   ctx->req->entries[i]->receipt_handle);
+        px_trace_acked(px_svc(ctx->call), ctx->call, ctx->req, errs);
         px_ack_reply(ctx, errs);
     } else {
         px_reply_status(ctx->call, PX_DESC(ack_message_response),
@@ -193,6 +194,7 @@ static void px_chg_done(void *arg, gt_err_t err, const char *handle)
     Apache__Rocketmq__V2__Status st;
     px_code_t code = err == GT_OK ? PX_CODE(OK) : px_handle_code(err);
 
+    px_trace_nacked(px_svc(ctx->call), ctx->call, ctx->req, err);
     px_status_set(&st, code, code == PX_CODE(OK) ? "OK"
                   : code == PX_CODE(INVALID_RECEIPT_HANDLE)
                       ? "invalid receipt handle (expired, superseded or unknown)"
@@ -268,6 +270,7 @@ typedef struct px_fwd_ctx {
 
 static void px_fwd_finish(px_fwd_ctx_t *ctx, px_code_t code, const char *why)
 {
+    px_trace_forwarded(px_svc(ctx->call), ctx->call, ctx->req, code);
     px_reply_status(ctx->call, PX_DESC(forward_message_to_dead_letter_queue_response),
                     code, why);
     px_call_unref(ctx->call);

@@ -335,6 +335,7 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
                 px_client_hold(svc, ctx->client_id, ctx->group, ctx->topic,
                                msgs[sent].handle, ctx->auto_renew,
                                ctx->invisible_ms);
+                px_trace_delivered(svc, ctx->call, ctx->group, ctx->topic, &msgs[sent]);
             }
         }
         if (sent == n) {

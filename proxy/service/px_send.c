@@ -364,6 +364,7 @@ static void px_send_done(void *arg, gt_err_t err, const st_append_item_t *items,
     px_send_ctx_t *ctx = arg;
     char why[128];
 
+    px_trace_sent(px_svc(ctx->call), ctx->call, ctx->req, err, items, n);
     if (err == GT_OK && n == ctx->req->n_messages) {
         px_send_count(px_svc(ctx->call), ctx->req);
         px_send_reply(ctx->call, ctx->req, NULL, PX_CODE(OK), "OK", items);

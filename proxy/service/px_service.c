@@ -271,6 +271,7 @@ void px_svc_free(px_svc_t *svc)
     pthread_cond_destroy(&svc->test_cv);
     px_meta_free(&svc->meta);
     px_auth_free(svc->auth);
+    px_trace_free(svc->trace);
     free(svc);
 }
 
@@ -280,13 +281,16 @@ gt_err_t px_svc_start(px_svc_t *svc)
      * the first call comes in. */
     st_meta_watch(svc->store, px_meta_on_events, svc);
     px_meta_wait_primed(&svc->meta);
-    return px_clients_start(svc);
+    gt_err_t rc = px_trace_start(svc->store, svc->cfg, &svc->trace);
+    return rc != GT_OK ? rc : px_clients_start(svc);
 }
 
 void px_svc_stop(px_svc_t *svc)
 {
-    if (svc != NULL)
+    if (svc != NULL) {
         px_clients_stop(svc);
+        px_trace_stop(svc->trace); /* writes what is buffered */
+    }
 }
 
 void px_svc_drain(px_svc_t *svc)

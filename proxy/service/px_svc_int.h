@@ -18,6 +18,7 @@
 #include "px_rpc.h"
 #include "px_metrics.h"
 #include "px_service.h"
+#include "px_trace.h"
 #include "st.h"
 
 typedef Apache__Rocketmq__V2__Code px_code_t;
@@ -151,6 +152,8 @@ struct px_svc {
     atomic_bool draining;
     /* Counters of /metrics (px_svc_set_metrics); NULL: none. */
     struct px_metrics *metrics;
+    /* Message trace (px_trace.c): set in px_svc_start, NULL when off. */
+    px_trace_t *trace;
     /* Test only (GANTRY_TEST_LATE_ATTACH=1, px_test_late_attach): calls
      * whose cancel/shutdown interrupt came; under recv_mu. */
     bool test_late_attach;

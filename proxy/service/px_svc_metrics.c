@@ -55,6 +55,7 @@ void px_svc_write_metrics(px_svc_t *svc, FILE *out)
     gt_metrics_head(out, "rocketmq_consumer_connections", "gauge",
                     "Consumers connected (Telemetry stream open).");
     gt_metrics_write_val(out, cons, "rocketmq_consumer_connections", cl, 0);
+    px_trace_write_metrics(svc->trace, out);
     if (svc->metrics != NULL)
         px_metrics_write_store(svc->metrics, svc->store, svc->cfg->store.data_dir, out);
 out:

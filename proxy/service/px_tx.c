@@ -66,6 +66,7 @@ static void px_end_done(void *arg, gt_err_t err)
     px_end_ctx_t *ctx = arg;
     char why[200];
 
+    px_trace_tx_end(px_svc(ctx->call), ctx->call, ctx->topic, ctx->msg_id, ctx->commit, err);
     if (err == GT_OK) {
         GT_LOG(DEBUG, "svc", "transaction %s %s (%s)", ctx->msg_id,
                ctx->commit ? "committed" : "rolled back",

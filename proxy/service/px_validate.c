@@ -34,7 +34,7 @@ bool px_name_is_system(const char *name)
         name += strlen(ST_DLQ_PREFIX);
     else if (strncmp(name, ST_RETRY_PREFIX, strlen(ST_RETRY_PREFIX)) == 0)
         name += strlen(ST_RETRY_PREFIX);
-    return st_is_sys_name(name);
+    return st_is_sys_name(name) || strcmp(name, PX_TRACE_TOPIC) == 0;
 }
 
 px_code_t px_check_topic(const Apache__Rocketmq__V2__Resource *r, char *why,

@@ -1,0 +1,116 @@
+/* GET /api/v1/messages/ID/trace: the message trace events of one message
+ * id (px_trace.c writes them to PX_TRACE_TOPIC, keyed by the id), in time
+ * order:
+ *
+ *   {"msg_id": ID, "enabled": true, "truncated": false,
+ *    "events": [{"time_ms": ms, "seq": n, "kind": "publish", "msg_id": ...,
+ *                "topic": ..., "group": ..., "client_id": ..., "addr": ...,
+ *                "result": "OK", "attempt": n, "queue": q, "offset": o,
+ *                "invisible_ms": ms}, ...]}
+ *
+ * (attempt, queue, offset and invisible_ms null where they do not apply).  At most
+ * PX_TRACE_MAX_EVENTS events, the most recent ones ("truncated" says when
+ * there may be more).  An id without events gives an empty list, not 404:
+ * tracing may be off for its topic, or its events not written yet. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "px_admin_int.h"
+#include "px_trace.h"
+
+static void got_events(void *arg, gt_err_t err, const st_message_t *m, size_t n,
+                       uint64_t next)
+{
+    px_aw_t *w = arg;
+
+    (void)next;
+    if (err == GT_ENOTFOUND) /* no trace topic: tracing never ran */
+        err = GT_OK;
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; err == GT_OK && i < n; i++) {
+        json_t *e = json_loadb(m[i].body, m[i].body_len, 0, NULL);
+        if (json_is_object(e))
+            json_array_append_new(w->out, e);
+        else
+            json_decref(e);
+    }
+    w->u[0] = n;
+    pthread_mutex_unlock(&w->mu);
+    px_aw_done(w, err);
+}
+
+static int64_t ev_int(const json_t *e, const char *k)
+{
+    return (int64_t)json_integer_value(json_object_get(e, k));
+}
+
+static int ev_cmp(const void *a, const void *b)
+{
+    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    int64_t tx = ev_int(x, "time_ms"), ty = ev_int(y, "time_ms");
+
+    if (tx != ty)
+        return tx < ty ? -1 : 1;
+    tx = ev_int(x, "seq");
+    ty = ev_int(y, "seq");
+    return tx < ty ? -1 : tx > ty;
+}
+
+void px_admin_trace(px_admin_t *a, const char *id, const px_http_req_t *req,
+                    px_http_resp_t *resp)
+{
+    int64_t deadline = px_admin_now_ms() + PX_ADMIN_WAIT_MS;
+    json_t *evs, *sorted, **v;
+    size_t n, found;
+    px_aw_t *w;
+    gt_err_t rc;
+
+    if (strcmp(req->method, "GET") != 0) {
+        px_admin_err(resp, 405, "method not allowed (GET)");
+        return;
+    }
+    if (id[0] == '\0' || strlen(id) >= ST_MSG_ID_MAX) {
+        px_admin_err(resp, 400, "bad message id");
+        return;
+    }
+    if ((w = px_aw_new(1, NULL)) == NULL || (w->out = json_array()) == NULL) {
+        if (w != NULL) {
+            px_aw_done(w, GT_OK);
+            px_aw_put(w);
+        }
+        px_admin_err(resp, 500, "out of memory");
+        return;
+    }
+    st_lookup_key(a->store, PX_TRACE_TOPIC, id, PX_TRACE_MAX_EVENTS, got_events, w);
+    rc = px_aw_wait(w, deadline);
+    pthread_mutex_lock(&w->mu);
+    evs = json_deep_copy(w->out);
+    found = (size_t)w->u[0];
+    pthread_mutex_unlock(&w->mu);
+    px_aw_put(w);
+    if (rc != GT_OK || evs == NULL) {
+        json_decref(evs);
+        px_admin_store_err(resp, rc != GT_OK ? rc : GT_ENOMEM, "reading the trace");
+        return;
+    }
+    n = json_array_size(evs);
+    sorted = json_array();
+    if ((v = calloc(n ? n : 1, sizeof(*v))) == NULL || sorted == NULL) {
+        free(v);
+        json_decref(evs);
+        json_decref(sorted);
+        px_admin_err(resp, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(evs, i);
+    qsort(v, n, sizeof(*v), ev_cmp);
+    for (size_t i = 0; i < n; i++)
+        json_array_append(sorted, v[i]);
+    free(v);
+    json_decref(evs);
+    px_admin_json(resp, 200,
+                  json_pack("{s:s, s:b, s:b, s:o}", "msg_id", id, "enabled",
+                            px_trace_enabled(a->cfg), "truncated",
+                            found >= PX_TRACE_MAX_EVENTS, "events", sorted));
+}

@@ -1,0 +1,69 @@
+/* px_trace: opt-in message trace (config `trace:`).
+ *
+ * For the topics and groups named in trace.topics / trace.groups, the
+ * service's handlers note what happens to each message -- publish (client,
+ * address, store result, queue and offset), each delivery (group, client,
+ * attempt), ack, nack, dead-lettering, transaction commit / rollback -- as
+ * one event each.  Events go into a bounded in-memory buffer (noting never
+ * blocks nor allocates: when the buffer is full the event is dropped and
+ * counted) and a flusher thread appends them in batches to the trace topic
+ * PX_TRACE_TOPIC, one stored message per event: key = the traced message's
+ * id (so the store's key index finds them), tag = the kind, body = the
+ * event as a JSON object (docs/admin.md, "Message trace").
+ *
+ * The trace topic is a system topic: clients can neither send to it nor
+ * receive from it (px_name_is_system), the admin API does not create,
+ * update or delete it.  It is created at start when tracing is on. */
+#ifndef PX_TRACE_H
+#define PX_TRACE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "apache/rocketmq/v2/service.pb-c.h"
+#include "cfg.h"
+#include "px_rpc.h"
+#include "st.h"
+
+/* RocketMQ's default trace topic name (its TopicValidator counts it among
+ * the system topics). */
+#define PX_TRACE_TOPIC "RMQ_SYS_TRACE_TOPIC"
+/* Events one message id can show (st_lookup_key's maximum). */
+#define PX_TRACE_MAX_EVENTS ST_POP_MAX
+
+typedef struct px_trace px_trace_t;
+struct px_svc;
+
+/* True when cfg traces anything. */
+bool px_trace_enabled(const cfg_t *cfg);
+/* Creates the trace topic and starts the flusher when cfg traces
+ * anything; *out is NULL when it does not.  Start-up only. */
+gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out);
+/* Writes what is buffered and stops the flusher (before the store
+ * closes); events noted later are dropped.  NULL-safe, idempotent. */
+void px_trace_stop(px_trace_t *tr);
+/* After every thread that may note events is gone.  NULL-safe. */
+void px_trace_free(px_trace_t *tr);
+/* gantry_trace_events_total for /metrics (nothing when tr is NULL). */
+void px_trace_write_metrics(px_trace_t *tr, FILE *out);
+
+/* ---- hooks of the service's handlers (each a no-op when not traced) ---- */
+void px_trace_sent(struct px_svc *svc, px_call_t *call,
+                   const Apache__Rocketmq__V2__SendMessageRequest *req,
+                   gt_err_t err, const st_append_item_t *items, size_t n);
+void px_trace_delivered(struct px_svc *svc, px_call_t *call, const char *group,
+                        const char *topic, const st_popped_t *p);
+void px_trace_acked(struct px_svc *svc, px_call_t *call,
+                    const Apache__Rocketmq__V2__AckMessageRequest *req,
+                    const gt_err_t *errs);
+void px_trace_nacked(struct px_svc *svc, px_call_t *call,
+                     const Apache__Rocketmq__V2__ChangeInvisibleDurationRequest *req,
+                     gt_err_t err);
+void px_trace_forwarded(struct px_svc *svc, px_call_t *call,
+                        const Apache__Rocketmq__V2__ForwardMessageToDeadLetterQueueRequest *req,
+                        int code);
+void px_trace_tx_end(struct px_svc *svc, px_call_t *call, const char *topic,
+                     const char *msg_id, bool commit, gt_err_t err);
+
+#endif
