@@ -50,6 +50,8 @@ typedef struct px_trace_ev {
     int32_t queue;         /* -1: none */
     int64_t offset;        /* -1: none */
     int64_t invisible_ms;  /* nack: -1 none */
+    int64_t body_size;     /* publish, deliver: -1 none */
+    char tag[128];         /* publish, deliver (cut) */
     char msg_id[ST_MSG_ID_MAX];
     char topic[ST_NAME_MAX + 1];
     char group[ST_NAME_MAX + 1];
@@ -139,6 +141,8 @@ static void px_trace_ev_init(px_trace_ev_t *e, px_trace_kind_t kind,
     e->queue = -1;
     e->offset = -1;
     e->invisible_ms = -1;
+    e->body_size = -1;
+    e->tag[0] = '\0';
     e->msg_id[0] = '\0';
     snprintf(e->topic, sizeof(e->topic), "%s", topic != NULL ? topic : "");
     snprintf(e->group, sizeof(e->group), "%s", group != NULL ? group : "");
@@ -221,11 +225,13 @@ static size_t px_trace_json(const px_trace_ev_t *e, char *buf, size_t cap)
     px_trace_jstr(buf, cap, &l, "client_id", e->client);
     px_trace_jstr(buf, cap, &l, "addr", e->addr);
     px_trace_jstr(buf, cap, &l, "result", e->result);
+    px_trace_jstr(buf, cap, &l, "tag", e->tag);
     /* Every event has every member, null where it does not apply. */
     px_trace_jnum(buf, cap, &l, "attempt", e->attempt > 0 ? (int64_t)e->attempt : -1);
     px_trace_jnum(buf, cap, &l, "queue", e->queue);
     px_trace_jnum(buf, cap, &l, "offset", e->offset);
     px_trace_jnum(buf, cap, &l, "invisible_ms", e->invisible_ms);
+    px_trace_jnum(buf, cap, &l, "body_size", e->body_size);
     if (l < cap)
         l += (size_t)snprintf(buf + l, cap - l, "}");
     return l < cap ? l : cap - 1;
@@ -514,6 +520,9 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
         px_trace_ev_init(&e, PX_TK_PUBLISH, call, topic, NULL);
         snprintf(e.msg_id, sizeof(e.msg_id), "%s",
                  sp != NULL && sp->message_id != NULL ? sp->message_id : "");
+        snprintf(e.tag, sizeof(e.tag), "%s",
+                 sp != NULL && sp->tag_present_case && sp->tag != NULL ? sp->tag : "");
+        e.body_size = (int64_t)req->messages[i]->body.len;
         if (err == GT_OK && items != NULL && i < n) {
             e.queue = (int32_t)items[i].queue_id;
             e.offset = (int64_t)items[i].queue_offset;
@@ -534,6 +543,8 @@ void px_trace_delivered(px_svc_t *svc, px_call_t *call, const char *group,
     px_trace_ev_init(&e, PX_TK_DELIVER, call, topic, group);
     snprintf(e.msg_id, sizeof(e.msg_id), "%s", p->msg.msg_id != NULL ? p->msg.msg_id : "");
     e.attempt = p->attempt;
+    snprintf(e.tag, sizeof(e.tag), "%s", p->msg.tag != NULL ? p->msg.tag : "");
+    e.body_size = p->msg.body_len;
     e.queue = p->msg.queue_id;
     e.offset = (int64_t)p->msg.queue_offset;
     px_trace_att_put(tr, p->handle, p->attempt);

@@ -88,7 +88,7 @@ async function receiveOne(id, what) {
 }
 
 test('publish, deliveries, nacks and dead-lettering in order; ack; API and CLI', async () => {
-  const a = await producer.send({ topic: TT, body: Buffer.from('poison'), keys: ['ka'] });
+  const a = await producer.send({ topic: TT, body: Buffer.from('poison'), tag: 'TagA', keys: ['ka'] });
   const b = await producer.send({ topic: TT, body: Buffer.from('fine'), keys: ['kb'] });
   const u = await producer.send({ topic: TU, body: Buffer.from('not traced') });
 
@@ -123,6 +123,8 @@ test('publish, deliveries, nacks and dead-lettering in order; ack; API and CLI',
   assert.equal(ea[0].queue, 0);
   assert.equal(typeof ea[0].offset, 'number');
   assert.equal(ea[2].invisible_ms, 0);
+  assert.deepEqual([ea[0].tag, ea[0].body_size, ea[1].tag, ea[1].body_size], ['TagA', 6, 'TagA', 6]);
+  assert.equal(ea[2].body_size, null);
   assert.match(ea[5].result, /max delivery attempts \(2\)/);
 
   const eb = await traceOf(g, b.messageId, 3, 'b');
