@@ -24,7 +24,7 @@
 #include "px_svc_int.h"
 #include "px_trace.h"
 
-#define PX_TRACE_BATCH 256
+#define PX_TRACE_BATCH 1024
 #define PX_TRACE_BODY_MAX 1400
 #define PX_TRACE_ATTEMPTS 1024 /* attempt cache slots (a power of 2) */
 
