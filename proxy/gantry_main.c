@@ -304,14 +304,18 @@ static uint32_t store_record_limit(const cfg_t *cfg)
 }
 
 /* store.mode remote: a client of the gantry-store node(s); waits (start-up)
- * up to a minute for one to answer. */
-static gt_err_t open_remote(const cfg_t *cfg, st_store_t **st)
+ * up to a minute for one to answer.  Its completion-queue threads run the
+ * answers they hand to the executor `ex` (px_exec) themselves, after each
+ * completion, instead of waking an executor thread. */
+static gt_err_t open_remote(const cfg_t *cfg, const st_exec_t *ex, st_store_t **st)
 {
     st_remote_config_t rc = {.endpoints = (const char *const *)cfg->store.endpoints.v,
                              .n_endpoints = cfg->store.endpoints.n,
                              .timeout_ms = cfg->store.remote_timeout_ms,
                              .retries = -1,
-                             .connect_wait_ms = 60000};
+                             .connect_wait_ms = 60000,
+                             .after_event = px_exec_after_event,
+                             .after_event_ctx = ex->ctx};
     gt_err_t err;
 
     if (rc.n_endpoints == 0) {
@@ -337,7 +341,7 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
     gt_err_t rc;
 
     if (strcmp(cfg->store.mode, "remote") == 0) {
-        if ((rc = open_remote(cfg, &st)) != GT_OK)
+        if ((rc = open_remote(cfg, ex, &st)) != GT_OK)
             return rc;
         goto declare;
     }

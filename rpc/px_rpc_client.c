@@ -39,6 +39,7 @@ typedef struct px_ctag {
 } px_ctag_t;
 
 typedef struct px_cq {
+    px_rpc_client_t *c;
     grpc_completion_queue *cq;
     pthread_t thread;
     bool started;
@@ -54,6 +55,8 @@ typedef struct px_timer {
 struct px_rpc_client {
     px_rpc_exec_t exec;
     bool has_exec;
+    void (*after_event)(void *ctx);
+    void *after_event_ctx;
     size_t n_endpoints;
     int per_endpoint;
     grpc_channel **channels; /* n_endpoints * per_endpoint */
@@ -332,6 +335,9 @@ static void on_event(px_ctag_t *tag, bool ok)
 static void *cq_main(void *p)
 {
     px_cq_t *q = p;
+    px_rpc_client_t *c = q->c;
+    if (c->after_event)
+        c->after_event(c->after_event_ctx);
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_REALTIME),
                                                    NULL);
@@ -340,6 +346,8 @@ static void *cq_main(void *p)
         if (ev.type == GRPC_OP_COMPLETE) {
             GT_TSAN_ACQUIRE(ev.tag);
             on_event(ev.tag, ev.success != 0);
+            if (c->after_event)
+                c->after_event(c->after_event_ctx);
         }
     }
     return NULL;
@@ -632,6 +640,8 @@ gt_err_t px_rpc_client_new(const px_rpc_client_opts_t *o, px_rpc_client_t **out)
         c->exec = *o->exec;
         c->has_exec = true;
     }
+    c->after_event = o->after_event;
+    c->after_event_ctx = o->after_event_ctx;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -695,6 +705,7 @@ gt_err_t px_rpc_client_new(const px_rpc_client_opts_t *o, px_rpc_client_t **out)
     grpc_channel_credentials_release(creds);
 
     for (int i = 0; i < c->n_cqs; i++) {
+        c->cqs[i].c = c;
         c->cqs[i].cq = grpc_completion_queue_create_for_next(NULL);
         if (pthread_create(&c->cqs[i].thread, NULL, cq_main, &c->cqs[i]) != 0)
             goto nomem;

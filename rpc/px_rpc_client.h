@@ -19,8 +19,11 @@
  * client's own threads.  Each callback is then handed to the executor
  * given in the options (px_rpc_exec_t; it runs there, never inside the
  * call that started it), or runs on the completion-queue thread when
- * there is none (it must then be short and never block).  Starting a call
- * never blocks on the network.
+ * there is none (it must then be short and never block).  With the
+ * after_event hook (px_exec_after_event) the callbacks' own posts to the
+ * service's executor are queued on the completion thread and run there
+ * right after the callback, which saves a thread wake-up per answer.
+ * Starting a call never blocks on the network.
  *
  * Per call the core allows one send batch and one receive batch in
  * flight: a unary call is one batch; a streaming call sends its request
@@ -74,6 +77,13 @@ typedef struct px_rpc_client_opts {
                                        to find a dead peer; <= 0: none */
     const px_rpc_exec_t *exec;      /* NULL: callbacks on the queue thread;
                                        borrowed, must outlive the client */
+    /* Run by each completion-queue thread once when it starts and after
+     * each completion it handled, holding no lock: e.g. the work its
+     * callbacks queued on that thread (px_exec_after_event), so that an
+     * answer is handled there instead of waking another thread.  May be
+     * NULL. */
+    void (*after_event)(void *ctx);
+    void *after_event_ctx;
 } px_rpc_client_opts_t;
 
 /* Creates the channels (they connect at once, in the background) and

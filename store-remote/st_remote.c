@@ -1261,7 +1261,9 @@ gt_err_t st_remote_open(const st_remote_config_t *cfg, st_store_t **out)
                               .backoff_initial_ms = 100,
                               .backoff_max_ms = 2000,
                               .connect_timeout_ms = 1000,
-                              .max_receive_bytes = 1LL << 30};
+                              .max_receive_bytes = 1LL << 30,
+                              .after_event = cfg->after_event,
+                              .after_event_ctx = cfg->after_event_ctx};
     gt_err_t rc = px_rpc_client_new(&o, &st->rpc);
     if (rc != GT_OK) {
         pthread_mutex_destroy(&st->mu);

@@ -46,6 +46,13 @@ typedef struct st_remote_config {
                                      < 0: 3 */
     int64_t connect_wait_ms;      /* st_remote_open waits this long for the
                                      node to answer; 0: does not wait */
+    /* Run by the client's completion-queue threads when they start and
+     * after each completion (px_rpc_client_opts_t.after_event): with
+     * px_exec_after_event, the answers this store hands to that executor
+     * run on the completion thread instead of waking one of its threads.
+     * May be NULL. */
+    void (*after_event)(void *ctx);
+    void *after_event_ctx;
 } st_remote_config_t;
 
 /* Opens a client of the node(s).  With connect_wait_ms > 0 it waits until
