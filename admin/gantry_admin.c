@@ -28,7 +28,7 @@
 #define GA_POS_MAX 5
 
 typedef struct ga_opts {
-    const char *server, *token;
+    const char *server, *token, *user; /* user: AK:SK, HTTP Basic */
     long timeout_s;
     bool json;
     const char *pos[GA_POS_MAX];
@@ -42,7 +42,8 @@ typedef struct ga_opts {
 static void usage(FILE *out)
 {
     fputs(
-        "usage: gantry-admin [--server URL] [--token TOKEN] [--json] [--timeout S] COMMAND\n"
+        "usage: gantry-admin [--server URL] [--token TOKEN | --user AK:SK] [--json] [--timeout S]\n"
+        "                    COMMAND\n"
         "\n"
         "topics (mqadmin topicList, topicStatus, updateTopic, deleteTopic):\n"
         "  topic list\n"
@@ -77,6 +78,7 @@ static void usage(FILE *out)
         "\n"
         "--server defaults to $GANTRY_ADMIN_SERVER or " GA_DEFAULT_SERVER ";\n"
         "--token to $GANTRY_ADMIN_TOKEN (sent as \"Authorization: Bearer TOKEN\").\n"
+        "--user AK:SK (an auth user with admin: true) is sent as HTTP Basic instead.\n"
         "Exit codes: 0 done, 1 refused by the server, 2 usage error, 3 unreachable.\n",
         out);
 }
@@ -118,7 +120,7 @@ static int parse_args(int argc, char **argv, ga_opts_t *o)
     } opts[] = {
 #define S(n, f) {n, offsetof(ga_opts_t, f) + 1, 0, 0, 0}
 #define L(n, f, lo, hi) {n, 0, offsetof(ga_opts_t, f) + 1, lo, hi}
-        S("--server", server), S("--token", token), S("--type", type), S("--perm", perm),
+        S("--server", server), S("--token", token), S("--user", user), S("--type", type), S("--perm", perm),
         S("--consume-from", consume_from), S("--topic", topic), S("--to", to),
         S("--time", time), L("--timeout", timeout_s, 1, 3600), L("--queues", queues, 1, 1024),
         L("--max-attempts", max_attempts, 1, 1000), L("--max", max, 1, 10000), L("--body-max", body_max, 0, 1 << 20),
@@ -224,7 +226,10 @@ static int call(const ga_opts_t *o, const char *method, const char *path, json_t
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    if (o->token != NULL && o->token[0] != '\0') {
+    if (o->user != NULL) {
+        curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(c, CURLOPT_USERPWD, o->user);
+    } else if (o->token != NULL && o->token[0] != '\0') {
         if (asprintf(&auth, "Authorization: Bearer %s", o->token) < 0)
             goto out;
         hdr = curl_slist_append(hdr, auth);
@@ -626,6 +631,8 @@ int main(int argc, char **argv)
         o.server = GA_DEFAULT_SERVER;
     if (strncmp(o.server, "http://", 7) != 0 && strncmp(o.server, "https://", 8) != 0)
         return usage_err("--server must be an http:// or https:// URL, not '%s'", o.server);
+    if (o.user != NULL && strchr(o.user, ':') == NULL)
+        return usage_err("--user must be ACCESS_KEY:SECRET_KEY");
     if (o.npos == 0) {
         usage(stderr);
         return GA_EXIT_USAGE;

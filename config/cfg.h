@@ -171,6 +171,7 @@ typedef struct cfg_auth {
         cfg_auth_acl_t *v;
         size_t n;
     } acls;
+    cfg_strlist_t admin_tokens; /* bearer tokens of the admin API (secrets) */
 } cfg_auth_t;
 
 /* All strings and arrays are owned by the cfg_t and released by cfg_free().

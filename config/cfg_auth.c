@@ -46,6 +46,23 @@ static gt_err_t cfg_check_secret_key(const char *v, char *why, size_t whylen)
     return GT_OK;
 }
 
+static gt_err_t cfg_check_admin_token(const char *v, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+
+    /* The value itself never goes into a message. */
+    if (n < 16 || n > 256) {
+        snprintf(why, whylen, "must be 16 to 256 characters");
+        return GT_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i] <= ' ' || v[i] > '~') {
+            snprintf(why, whylen, "must be printable ASCII without spaces");
+            return GT_EINVAL;
+        }
+    return GT_OK;
+}
+
 static bool cfg_res_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -193,7 +210,8 @@ const cfg_desc_t cfg_auth_keys[CFG_N_AUTH_KEYS] = {
      .doc = "Authenticate gRPC clients (RocketMQ 5's `authorization` header, "
             "`MQv2-HMAC-SHA1`) and check `acls` on every request. A request without "
             "valid credentials gets UNAUTHORIZED (40100), one the ACLs refuse "
-            "FORBIDDEN (40300). Off: every client may do everything."},
+            "FORBIDDEN (40300); the admin API (`/api/`) needs a token or an admin user "
+            "(`admin_tokens`). Off: every client may do everything."},
     {.key = "max_clock_skew_s", .type = CFG_T_INT, CFG_FIELD(cfg_t, auth.max_clock_skew_s),
      .def = "900", .min = 1, .max = 86400,
      .doc = "A signed `x-mq-date-time` further than this from the server's clock "
@@ -205,4 +223,11 @@ const cfg_desc_t cfg_auth_keys[CFG_N_AUTH_KEYS] = {
     {.key = "acls", .type = CFG_T_LIST, CFG_FIELD(cfg_t, auth.acls), .def = "",
      .sub = &cfg_auth_acls, .what = "list of ACL entries",
      .doc = "Who may do what on which topic or group (admin users need none)."},
+    {.key = "admin_tokens", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, auth.admin_tokens),
+     .def = "", .check = cfg_check_admin_token, .what = "list of tokens", .secret = true,
+     .doc = "Bearer tokens of the admin API (16 to 256 printable characters each). "
+            "With `enabled`, every `/api/` request needs `Authorization: Bearer TOKEN` "
+            "with one of them, or HTTP Basic `access_key:secret_key` of an admin user "
+            "(a valid non-admin user gets 403); `/healthz`, `/readyz` and `/metrics` "
+            "stay open. `--print-config` masks them."},
 };

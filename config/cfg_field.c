@@ -341,7 +341,7 @@ void cfg_field_print(const cfg_desc_t *d, const void *base, FILE *out)
         for (size_t i = 0; i < l->n; i++) {
             if (i)
                 fputs(", ", out);
-            cfg_yaml_quote(out, l->v[i]);
+            cfg_yaml_quote(out, d->secret ? CFG_SECRET_MASK : l->v[i]);
         }
         fputc(']', out);
         break;

@@ -40,7 +40,8 @@ typedef struct cfg_desc {
     const char *what;            /* type shown in docs, e.g. "HOST:PORT" */
     const char *doc;
     const struct cfg_section *sub; /* CFG_T_LIST: the entries' keys */
-    bool secret; /* CFG_T_STR: printed masked (CFG_SECRET_MASK), never logged */
+    bool secret; /* CFG_T_STR, CFG_T_STRLIST (each element): printed masked
+                    (CFG_SECRET_MASK), never logged */
 } cfg_desc_t;
 
 /* What cfg_print() shows for a set secret (auth secret keys, plain AMQP
@@ -70,7 +71,7 @@ typedef struct cfg_section {
 
 extern const cfg_section_t cfg_sections[];
 /* The auth section's keys (cfg_auth.c). */
-#define CFG_N_AUTH_KEYS 4
+#define CFG_N_AUTH_KEYS 5
 extern const cfg_desc_t cfg_auth_keys[CFG_N_AUTH_KEYS];
 
 extern const size_t cfg_n_sections;

@@ -157,8 +157,9 @@ static gt_err_t ld_strlist(cfg_ld_t *ld, const cfg_desc_t *d, const yaml_node_t 
             rc = ld_fail(ld, GT_EINVAL, v, ipath, "%s", why);
         for (size_t j = 0; rc == GT_OK && j + 1 < tmp.n; j++)
             if (strcmp(tmp.v[j], tmp.v[tmp.n - 1]) == 0)
-                rc = ld_fail(ld, GT_EINVAL, v, ipath, "duplicate value %s",
-                             cfg_msg_quote(q, sizeof(q), text, len));
+                rc = d->secret ? ld_fail(ld, GT_EINVAL, v, ipath, "duplicate value")
+                               : ld_fail(ld, GT_EINVAL, v, ipath, "duplicate value %s",
+                                         cfg_msg_quote(q, sizeof(q), text, len));
         if (rc != GT_OK) {
             cfg_strlist_free(&tmp);
             return rc;

@@ -490,6 +490,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_rpc_server_t *rpc = NULL;
     px_http_t *http = NULL;
     px_admin_t *admin = NULL;
+    px_admin_auth_t *admin_auth = NULL;
     px_health_t *health = NULL;
     px_metrics_t *rmq = NULL;
     gw_server_t *amqp = NULL;
@@ -569,6 +570,13 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_OK) {
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
+    }
+    if (cfg->auth.enabled) { /* before any /api/ route or hook exists */
+        if (px_admin_auth_new(&cfg->auth, &admin_auth) != GT_OK) {
+            GT_LOG(ERROR, "main", "out of memory");
+            goto out;
+        }
+        px_http_set_api_auth(http, px_admin_auth_check, admin_auth);
     }
     if (amqp_on) {
         /* Bodies up to amqp.max_message_size, unless a small segment_size
@@ -672,6 +680,7 @@ out:
     if (http != NULL) {
         px_http_set_metrics(http, NULL, NULL);
         px_http_set_admin(http, NULL, NULL);
+        px_http_set_api_auth(http, NULL, NULL);
     }
     px_admin_stop(admin);
     gw_server_stop(amqp);
@@ -684,6 +693,7 @@ out:
     px_exec_free(exec); /* after the store: its last answers run there */
     px_svc_free(svc);
     px_http_stop(http);
+    px_admin_auth_free(admin_auth);
     px_method_table_free(&methods);
     px_health_free(health); /* after the server and the table */
     px_metrics_free(rmq);   /* after the server and the service */

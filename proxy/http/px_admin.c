@@ -1,4 +1,4 @@
-/* The admin API: routes, access check, the bounded store wait, JSON
+/* The admin API: routes, the bounded store wait, JSON
  * helpers, and /api/v1/config.  See px_admin.h and docs/admin.md. */
 #include <ctype.h>
 #include <errno.h>
@@ -431,21 +431,10 @@ static void px_admin_config(void *arg, const px_http_req_t *req, px_http_resp_t 
 
 typedef void (*px_admin_fn)(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 
-/* Every route goes through here: the access check, then the handler. */
+/* Every route goes through here (px_http has checked access already). */
 static void px_admin_gate(px_admin_t *a, px_admin_fn fn, const px_http_req_t *req,
                           px_http_resp_t *resp)
 {
-    px_admin_auth_fn auth;
-    void *auth_arg;
-
-    pthread_mutex_lock(&a->mu);
-    auth = a->auth;
-    auth_arg = a->auth_arg;
-    pthread_mutex_unlock(&a->mu);
-    if (auth != NULL && !auth(auth_arg, req->method, req->url, req->auth)) {
-        px_admin_err(resp, 401, "unauthorized");
-        return;
-    }
     if (a->test_stall_ms > 0) {
         GT_LOG(INFO, "admin", "test stall: %s %s", req->method, req->url);
         usleep((useconds_t)a->test_stall_ms * 1000);
@@ -489,7 +478,6 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
 
         a->test_stall_ms = stall != NULL ? atoi(stall) : 0;
     }
-    pthread_mutex_init(&a->mu, NULL);
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (px_http_route_add(h, routes[i].prefix, PX_ADMIN_MAX_BODY, routes[i].fn, a) !=
             GT_OK) {
@@ -504,14 +492,5 @@ void px_admin_stop(px_admin_t *a)
     if (a == NULL)
         return;
     px_http_route_remove(a->http, a);
-    pthread_mutex_destroy(&a->mu);
     free(a);
-}
-
-void px_admin_set_auth(px_admin_t *a, px_admin_auth_fn fn, void *arg)
-{
-    pthread_mutex_lock(&a->mu);
-    a->auth = fn;
-    a->auth_arg = arg;
-    pthread_mutex_unlock(&a->mu);
 }

@@ -8,9 +8,12 @@
  * store or the gRPC side.  Changes go through the store (st_topic_put,
  * st_group_put, st_offset_update...), which persists them.
  *
- * Access: open by default.  px_admin_set_auth installs a check that sees
- * every request's method, path and Authorization header first (bearer
- * tokens, users with an admin role): false answers 401. */
+ * Access: open when auth.enabled is off.  When on, px_admin_auth_check
+ * (px_admin_auth.c, installed with px_http_set_api_auth) guards every
+ * /api/ request, reads too: Authorization: Bearer with one of
+ * auth.admin_tokens, or Basic access_key:secret_key of an auth.users
+ * entry with admin: true; a valid non-admin user gets 403, anything else
+ * 401.  /healthz, /readyz and /metrics stay open. */
 #ifndef PX_ADMIN_H
 #define PX_ADMIN_H
 
@@ -33,10 +36,13 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
 /* Unregisters (waiting for calls in progress) and frees.  NULL-safe. */
 void px_admin_stop(px_admin_t *a);
 
-/* The access check: fn(arg, method, url, authorization or NULL) -> true
- * to serve the request.  NULL: everything is served. */
-typedef bool (*px_admin_auth_fn)(void *arg, const char *method, const char *url,
-                                 const char *authorization);
-void px_admin_set_auth(px_admin_t *a, px_admin_auth_fn fn, void *arg);
+/* The admin API's credentials, built from the auth section (tokens and
+ * users kept as digests only).  Immutable: any thread may check. */
+typedef struct px_admin_auth px_admin_auth_t;
+gt_err_t px_admin_auth_new(const cfg_auth_t *cfg, px_admin_auth_t **out);
+void px_admin_auth_free(px_admin_auth_t *a);
+/* A px_http_api_auth_fn (arg: a px_admin_auth_t): 0, 401 or 403. */
+unsigned px_admin_auth_check(void *arg, const char *method, const char *url,
+                             const char *authorization);
 
 #endif

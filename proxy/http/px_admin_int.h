@@ -16,9 +16,6 @@ struct px_admin {
     px_svc_t *svc;
     st_store_t *store;
     const cfg_t *cfg;
-    pthread_mutex_t mu; /* auth */
-    px_admin_auth_fn auth;
-    void *auth_arg;
     /* Test only (GANTRY_TEST_ADMIN_STALL_MS): every request first waits
      * this long, as behind a slow store (admin_stall.test.mjs). */
     int test_stall_ms;

@@ -49,8 +49,11 @@ struct px_http {
     pthread_mutex_t amu;
     px_http_admin_fn admin;
     void *admin_arg;
-    /* Routes: read-locked around each call, written by add / remove. */
+    /* Routes and the access check: read-locked around each call,
+     * written by add / remove / set_api_auth. */
     pthread_rwlock_t rmu;
+    px_http_api_auth_fn api_auth;
+    void *api_auth_arg;
     struct px_http_route {
         char prefix[64];
         size_t plen, max_body;
@@ -234,8 +237,23 @@ static void px_http_run(px_http_t *h, px_http_body_t *b)
 {
     const struct px_http_route *r;
     px_http_resp_t *resp = &b->resp;
+    static const char *const hdr_401[] = {"WWW-Authenticate", "Bearer realm=\"gantry\"",
+                                          NULL};
+    unsigned denied;
 
     pthread_rwlock_rdlock(&h->rmu);
+    denied = h->api_auth != NULL && strncmp(b->url, "/api/", 5) == 0
+                 ? h->api_auth(h->api_auth_arg, b->method, b->url, b->auth)
+                 : 0;
+    if (denied != 0) {
+        pthread_rwlock_unlock(&h->rmu);
+        resp->code = denied;
+        resp->body = strdup(denied == 403 ? "{\"error\":\"forbidden: not an admin user\"}\n"
+                                          : "{\"error\":\"unauthorized\"}\n");
+        resp->len = resp->body != NULL ? strlen(resp->body) : 0;
+        resp->headers = denied == 401 ? hdr_401 : NULL;
+        return;
+    }
     r = px_http_route_find(h, b->url);
     if (r != NULL) {
         px_http_req_t req = {
@@ -584,6 +602,14 @@ void px_http_set_admin(px_http_t *h, px_http_admin_fn fn, void *arg)
     h->admin = fn;
     h->admin_arg = arg;
     pthread_mutex_unlock(&h->amu);
+}
+
+void px_http_set_api_auth(px_http_t *h, px_http_api_auth_fn fn, void *arg)
+{
+    pthread_rwlock_wrlock(&h->rmu);
+    h->api_auth = fn;
+    h->api_auth_arg = arg;
+    pthread_rwlock_unlock(&h->rmu);
 }
 
 gt_err_t px_http_route_add(px_http_t *h, const char *prefix, size_t max_body,

@@ -4,7 +4,8 @@
  * GET /readyz   -> 200 "ready" once px_http_set_ready(true), else 503.
  * GET /metrics  -> Prometheus text (process up, start time, and what the
  *                  metrics hook adds).
- * /api/...      -> a registered route (px_http_route_add: the longest
+ * /api/...      -> the access check first (px_http_set_api_auth: 401 /
+ *                  403 when it refuses), then a registered route (px_http_route_add: the longest
  *                  matching path prefix gets the request and its body),
  *                  else /api/v1/amqp/... to the AMQP hook
  *                  (px_http_set_admin: any method, a body is read and
@@ -54,6 +55,14 @@ typedef unsigned (*px_http_admin_fn)(void *arg, const char *method, const char *
                                      char *text, size_t cap);
 /* Sets the admin hook; NULL removes it (waiting for calls in progress). */
 void px_http_set_admin(px_http_t *h, px_http_admin_fn fn, void *arg);
+
+/* The access check of every /api/ request (routes and the AMQP hook
+ * alike), run first on the worker: 0 serves the request; 401 or 403 is
+ * the answer (401 with WWW-Authenticate: Bearer realm="gantry").
+ * authorization: the header, or NULL.  NULL fn: everything is served. */
+typedef unsigned (*px_http_api_auth_fn)(void *arg, const char *method, const char *url,
+                                        const char *authorization);
+void px_http_set_api_auth(px_http_t *h, px_http_api_auth_fn fn, void *arg);
 /* ---- routes (/api/...) */
 
 /* One request to a route.  Strings are borrowed for the call. */
