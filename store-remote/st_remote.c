@@ -584,6 +584,22 @@ static gt_err_t pmsgs_fill(st_remote_t *st, pmsgs_t *p, const st_message_t *msgs
     return GT_OK;
 }
 
+/* The de-dup key of an append (its retries reuse the packed request, so
+ * the same key).  A client's send is keyed by its first message id, so
+ * that the producer's own retry of the send (through this proxy or
+ * another) is not stored twice; anything else -- a DLQ forward, a redrive
+ * back to the topic, a gateway publish -- may legitimately append the same
+ * message id again within the window, so it gets a key of its own. */
+static char *idem_key(st_remote_t *st, const st_message_t *first, char *msg_id, char *buf,
+                      size_t len)
+{
+    if (first->dedup_by_id && msg_id != NULL && *msg_id != '\0')
+        return msg_id;
+    snprintf(buf, len, "%s-a%016" PRIX64, st->client_id,
+             (uint64_t)atomic_fetch_add(&st->id_seq, 1));
+    return buf;
+}
+
 static void r_append(st_store_t *s, const char *topic, const st_message_t *msgs, size_t n,
                      st_append_cb cb, void *arg)
 {
@@ -601,7 +617,8 @@ static void r_append(st_store_t *s, const char *topic, const st_message_t *msgs,
     rq.topic = STR(topic);
     rq.n_messages = n;
     rq.messages = p.mp;
-    rq.idempotency_key = p.m[0].msg_id;
+    char key[64];
+    rq.idempotency_key = idem_key(ST(s), &msgs[0], p.m[0].msg_id, key, sizeof(key));
     rop_start(ST(s), SVC "Append", &rq.base, DESC(append_response), conv_append, CB(cb), arg,
               0, true);
     pmsgs_free(&p);
@@ -636,7 +653,8 @@ static void r_append_multi(st_store_t *s, const st_message_t *msg, const st_dest
     rq.message = p.mp[0];
     rq.n_dests = n;
     rq.dests = dp;
-    rq.idempotency_key = p.m[0].msg_id;
+    char key[64];
+    rq.idempotency_key = idem_key(ST(s), msg, p.m[0].msg_id, key, sizeof(key));
     rop_start(ST(s), SVC "AppendMulti", &rq.base, DESC(append_multi_response),
               conv_append_multi, CB(cb), arg, 0, true);
     pmsgs_free(&p);

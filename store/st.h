@@ -157,6 +157,12 @@ typedef struct st_message {
     int32_t queue_id;       /* in: queue or ST_QUEUE_ANY; out: queue */
     bool tx_half;           /* in: a transaction's half message, invisible
                                until st_tx_end() commits it */
+    bool dedup_by_id;       /* in: the append may come again with this same
+                               msg_id as a retry (a client's send): a remote
+                               store de-duplicates the first message's id
+                               within its window.  False (forwards, redrives,
+                               gateway appends): only this call's own
+                               retries are de-duplicated. */
     /* out only */
     const char *topic;
     uint64_t queue_offset;

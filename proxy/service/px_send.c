@@ -217,6 +217,7 @@ static void px_send_fill(st_message_t *sm, const px_msg_t *m,
     for (size_t i = 0; i < sp->n_keys; i++)
         sm->keys[sm->nkeys++] = sp->keys[i];
     sm->msg_id = sp->message_id;
+    sm->dedup_by_id = true; /* a producer's retry carries the same id */
     for (size_t i = 0; i < m->n_user_properties && np < ST_MAX_PROPS; i++) {
         sm->props[np].key = m->user_properties[i]->key;
         sm->props[np++].value = m->user_properties[i]->value;

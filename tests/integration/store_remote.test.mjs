@@ -223,3 +223,43 @@ test('a proxy killed (SIGKILL) while its consumer holds messages: they come back
     await stopAll(a, b, s);
   }
 });
+
+test('remote store: a dead letter redriven within the de-dup window is stored again (an append keyed by the message id was answered from the window and the message lost)', async () => {
+  const TD = 'RemoteDlqTopic';
+  const GD = 'RemoteDlqGroup';
+  const yaml = yamlOf({ topics: [{ name: TD, queues: 1 }], groups: [{ name: GD, max_delivery_attempts: 1 }] });
+  const s = await startStore({ logLevel: 'info', yaml });
+  let a; let producer; let c;
+  try {
+    a = await startGantry({ logLevel: 'info', yaml, remoteStore: s.endpoint });
+    producer = await startProducer(a, [TD]);
+    const sent = await producer.send({ topic: TD, body: Buffer.from('poison') });
+    c = await startSimpleConsumer(a, GD, TD);
+    // One attempt allowed: fail it; the next pop dead-letters it.
+    await waitFor(async () => {
+      for (const m of await c.receive(4, 30000)) {
+        await c.changeInvisibleDuration(m, 0);
+        return true;
+      }
+      return false;
+    }, scaled(30000), 'first delivery');
+    const dlq = async () => JSON.parse((await httpGet(a.httpPort, `/api/v1/groups/${GD}`)).body).dlq_messages;
+    await waitFor(async () => (await c.receive(4, 30000)).length === 0 && (await dlq()) === 1,
+      scaled(30000), 'one dead letter');
+    const r = await fetch(`http://127.0.0.1:${a.httpPort}/api/v1/groups/${GD}/dlq/redrive`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const out = await r.json();
+    assert.equal(out.moved, 1, JSON.stringify(out));
+    // Back on its topic, well within the store node's 60 s window.
+    const back = await waitFor(async () => {
+      const ms = await c.receive(4, 30000);
+      return ms.length > 0 ? ms : null;
+    }, scaled(30000), 'the redriven message delivered');
+    assert.equal(back[0].messageId, sent.messageId);
+    assert.equal(back[0].body.toString(), 'poison');
+  } finally {
+    await shutdownQuietly(producer, c);
+    await stopAll(a);
+    await stopGantry(s);
+  }
+});
