@@ -818,3 +818,9 @@ void gt_etcd_watch_cancel(gt_etcd_watch_t *w)
     pthread_mutex_unlock(&w->mu);
     w_unref(w);
 }
+
+gt_err_t gt_etcd_after(gt_etcd_t *e, int64_t ms, void (*fn)(void *arg),
+                       void *arg)
+{
+    return px_rpc_client_after(e->rpc, ms, fn, arg);
+}

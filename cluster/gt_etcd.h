@@ -163,4 +163,9 @@ gt_err_t gt_etcd_watch(gt_etcd_t *e, const char *key, bool prefix,
  * frees the handle.  Not from the watch's own callbacks. */
 void gt_etcd_watch_cancel(gt_etcd_watch_t *w);
 
+/* Runs fn(arg) after ms milliseconds on the client's timer (then on the
+ * executor).  Pending ones run early when the client is freed. */
+gt_err_t gt_etcd_after(gt_etcd_t *e, int64_t ms, void (*fn)(void *arg),
+                       void *arg);
+
 #endif

@@ -22,6 +22,7 @@
 
 #include <CUnit/Basic.h>
 
+#include "gt_elect.h"
 #include "gt_etcd.h"
 
 #define WAIT_MS 20000
@@ -595,8 +596,10 @@ static void test_restart(void)
     pthread_mutex_init(&w.mu, NULL);
     gt_etcd_watch_cbs_t cbs = { on_events, on_end };
     gt_etcd_watch_t *wh = NULL;
-    CU_ASSERT_EQUAL_FATAL(gt_etcd_watch(ec, "/rs/", true, 0, &cbs, &w, &wh),
-                          GT_OK);
+    res_t r0;
+    CU_ASSERT_EQUAL_FATAL(get(ec, "/rs/", true, &r0), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(gt_etcd_watch(ec, "/rs/", true, r0.rev + 1, &cbs,
+                                        &w, &wh), GT_OK);
     /* The watch is open once it sees a put (retry puts until it does). */
     int64_t end = now_ms() + WAIT_MS;
     int i = 0;
@@ -628,8 +631,146 @@ static void test_restart(void)
     pthread_mutex_destroy(&w.mu);
 }
 
-int main(void)
+/* ---- leader election: contender processes --------------------------------- */
+
+static char self_exe[4096];
+
+/* A contender (this binary run as `test_etcd contender ENDPOINT PREFIX ID
+ * FILE`): lease of 2 s kept alive, campaigns; appends "follower" to FILE
+ * once it has lost a campaign and "leader EPOCH" when it wins; runs until
+ * killed. */
+static void on_won(void *arg, int64_t epoch)
 {
+    FILE *f = fopen(arg, "a");
+    if (f) {
+        fprintf(f, "leader %lld\n", (long long)epoch);
+        fclose(f);
+    }
+}
+
+static int contender_main(char **argv)
+{
+    snprintf(endpoint, sizeof(endpoint), "%s", argv[2]);
+    const char *eps[] = { endpoint };
+    gt_etcd_opts_t o = { .endpoints = eps, .n_endpoints = 1 };
+    gt_etcd_t *e = NULL;
+    if (gt_etcd_new(&o, &e) != GT_OK || !wait_ready(e))
+        return 2;
+    res_t r;
+    res_init(&r);
+    if (gt_etcd_lease_grant(e, 2, on_lease, &r) != GT_OK || !res_wait(&r) ||
+        r.err != GT_OK)
+        return 3;
+    gt_etcd_keepalive_t *k = NULL;
+    if (gt_etcd_keepalive_start(e, r.id, 2, NULL, NULL, &k) != GT_OK)
+        return 4;
+    gt_elect_t *el = NULL;
+    if (gt_elect_start(e, argv[3], argv[4], r.id, on_won, argv[5], &el)
+            != GT_OK)
+        return 5;
+    bool said = false;
+    for (;;) { /* until SIGKILL */
+        if (!said && gt_elect_lost(el) > 0) {
+            FILE *f = fopen(argv[5], "a");
+            if (f) {
+                fputs("follower\n", f);
+                fclose(f);
+            }
+            said = true;
+        }
+        usleep(20000);
+    }
+}
+
+static pid_t contender_start(const char *prefix, const char *id,
+                             const char *file)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl(self_exe, self_exe, "contender", endpoint, prefix, id, file,
+              (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void read_file(const char *path, char *buf, size_t n)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t l = fread(buf, 1, n - 1, f);
+    buf[l] = 0;
+    fclose(f);
+}
+
+/* Two contenders: exactly one becomes leader (epoch 1) while the other
+ * follows; SIGKILL of the leader: its lease expires and the other takes
+ * over with epoch 2. */
+static void test_election_takeover(void)
+{
+    char fa[600], fb[600];
+    snprintf(fa, sizeof(fa), "%s.A", data_dir);
+    snprintf(fb, sizeof(fb), "%s.B", data_dir);
+    pid_t pa = contender_start("/el/g1", "A", fa);
+    pid_t pb = contender_start("/el/g1", "B", fb);
+    CU_ASSERT_FATAL(pa > 0 && pb > 0);
+    char a[256], b[256];
+    int64_t end = now_ms() + WAIT_MS;
+    bool settled = false;
+    while (now_ms() < end && !settled) {
+        read_file(fa, a, sizeof(a));
+        read_file(fb, b, sizeof(b));
+        settled = (strstr(a, "leader") && strstr(b, "follower")) ||
+                  (strstr(b, "leader") && strstr(a, "follower"));
+        usleep(20000);
+    }
+    CU_ASSERT_FATAL(settled);
+    bool a_won = strstr(a, "leader 1") != NULL;
+    CU_ASSERT(a_won != (strstr(b, "leader 1") != NULL));
+    CU_ASSERT(!strstr(a_won ? b : a, "leader"));
+    res_t r;
+    CU_ASSERT_EQUAL(get(ec, "/el/g1/leader", false, &r), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(r.n, 1);
+    CU_ASSERT_STRING_EQUAL(r.val[0], a_won ? "A" : "B");
+    CU_ASSERT_EQUAL(get(ec, "/el/g1/epoch", false, &r), GT_OK);
+    CU_ASSERT_STRING_EQUAL(r.val[0], "1");
+
+    pid_t winner = a_won ? pa : pb, other = a_won ? pb : pa;
+    kill(winner, SIGKILL);
+    waitpid(winner, NULL, 0);
+    const char *of = a_won ? fb : fa;
+    char o[256];
+    end = now_ms() + WAIT_MS;
+    do {
+        read_file(of, o, sizeof(o));
+        if (strstr(o, "leader 2"))
+            break;
+        usleep(20000);
+    } while (now_ms() < end);
+    CU_ASSERT_PTR_NOT_NULL(strstr(o, "leader 2"));
+    CU_ASSERT_EQUAL(get(ec, "/el/g1/leader", false, &r), GT_OK);
+    CU_ASSERT_EQUAL(r.n, 1);
+    if (r.n == 1)
+        CU_ASSERT_STRING_EQUAL(r.val[0], a_won ? "B" : "A");
+    CU_ASSERT_EQUAL(get(ec, "/el/g1/epoch", false, &r), GT_OK);
+    CU_ASSERT_STRING_EQUAL(r.val[0], "2");
+    kill(other, SIGKILL);
+    waitpid(other, NULL, 0);
+    unlink(fa);
+    unlink(fb);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 6 && strcmp(argv[1], "contender") == 0)
+        return contender_main(argv);
+    ssize_t l = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+    if (l <= 0)
+        return 1;
+    self_exe[l] = 0;
     signal(SIGPIPE, SIG_IGN);
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
@@ -640,6 +781,7 @@ int main(void)
                 test_lease_keepalive_and_expiry);
     CU_add_test(s, "watch_prefix_in_order", test_watch_prefix_in_order);
     CU_add_test(s, "restart", test_restart);
+    CU_add_test(s, "election_takeover", test_election_takeover);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures() +

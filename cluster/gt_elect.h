@@ -1,0 +1,38 @@
+/* gt_elect: leader election on etcd (issue 12 foundation).
+ *
+ * Under a prefix P two keys: P/leader holds the leader's node id and is
+ * attached to the leader's lease (it goes when the leader stops renewing:
+ * SIGKILL, pause, partition), and P/epoch holds a decimal counter that is
+ * never deleted.  A contender campaigns with one transaction:
+ *   if version(P/leader) == 0 and mod_revision(P/epoch) == what it read
+ *   then put P/leader = node id (lease), put P/epoch = epoch + 1
+ * so at most one contender wins each epoch and epochs only grow.  A
+ * contender that loses watches P/leader (from the losing transaction's
+ * revision + 1, so no deletion is missed) and campaigns again when it is
+ * deleted.  Errors talking to etcd are retried after a short delay.
+ *
+ * The lease (and its keepalive) belongs to the caller; on_lost of that
+ * keepalive is where a leader must step down.  Not here yet: resigning
+ * (deleting P/leader), fencing of writes by epoch (the store must check
+ * it), in-sync sets. */
+#ifndef GT_ELECT_H
+#define GT_ELECT_H
+
+#include "gt_etcd.h"
+
+typedef struct gt_elect gt_elect_t;
+
+/* on_leader(arg, epoch) runs once, when this contender wins. */
+gt_err_t gt_elect_start(gt_etcd_t *e, const char *prefix,
+                        const char *node_id, int64_t lease,
+                        void (*on_leader)(void *arg, int64_t epoch),
+                        void *arg, gt_elect_t **out);
+/* Stops campaigning; after it returns on_leader will not start.  Not from
+ * on_leader.  Frees the handle.  Does not give up leadership already won
+ * (revoke the lease for that). */
+void gt_elect_stop(gt_elect_t *el);
+
+/* Campaigns this contender lost so far (it is then a follower). */
+int64_t gt_elect_lost(gt_elect_t *el);
+
+#endif
