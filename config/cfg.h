@@ -212,6 +212,13 @@ typedef struct cfg {
         int dedup_entries;        /* append de-dup window: entries, 0 off */
         int dedup_window_ms;      /* ... and how long one is kept */
     } store_server;
+    struct {                      /* gantry-store: issue 12 foundation */
+        cfg_strlist_t etcd;       /* etcd client HOST:PORTs; [] = off */
+        char *name;               /* cluster name: /gantry/<name>/... */
+        char *node_id;            /* "" = the listen address */
+        char *advertise;          /* "" = store_server.listen */
+        int lease_ttl_s;
+    } cluster;
     struct {
         int max_label_sets;       /* per metric family, then "_other" */
     } metrics;

@@ -56,6 +56,13 @@ static gt_err_t cfg_check_listen_opt(const char *v, char *why, size_t whylen)
     return cfg_check_listen(v, why, whylen);
 }
 
+/* An optional address: "" (as printed when unset) or HOST:PORT. */
+static gt_err_t cfg_check_listen_or_empty(const char *v, char *why,
+                                          size_t whylen)
+{
+    return v[0] == '\0' ? GT_OK : cfg_check_listen(v, why, whylen);
+}
+
 /* ---- amqp values ------------------------------------------------------ */
 
 /* amqp.server_product: 1..63 printable ASCII characters. */
@@ -482,6 +489,29 @@ static const cfg_desc_t cfg_store_server_keys[] = {
      "How long an append is remembered for de-duplication."},
 };
 
+static const cfg_desc_t cfg_cluster_keys[] = {
+    {.key = "etcd", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, cluster.etcd),
+     .def = "", .check = cfg_check_listen, .what = "list of HOST:PORT",
+     .doc = "etcd client endpoints (etcd v3 API). Empty: the node runs "
+            "alone and registers nowhere."},
+    {.key = "name", .type = CFG_T_STR, CFG_FIELD(cfg_t, cluster.name),
+     .def = "gantry", .check = cfg_check_nonempty, .what = "string",
+     .doc = "Cluster name: the node's keys are under `/gantry/<name>/`."},
+    {.key = "node_id", .type = CFG_T_STR, CFG_FIELD(cfg_t, cluster.node_id),
+     .def = CFG_OPTIONAL, .what = "string",
+     .doc = "This node's id in the cluster (`/gantry/<name>/stores/<node_id>`); "
+            "unset: the advertised address."},
+    {.key = "advertise", .type = CFG_T_STR, CFG_FIELD(cfg_t, cluster.advertise),
+     .def = CFG_OPTIONAL, .check = cfg_check_listen_or_empty, .what = "HOST:PORT",
+     .doc = "The store protocol address other nodes and proxies use; unset: "
+            "`store_server.listen`."},
+    {.key = "lease_ttl_s", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.lease_ttl_s),
+     .def = "10", .min = 1, .max = 300,
+     .doc = "TTL of the node's etcd lease: a node that stops renewing it "
+            "(killed, paused, cut off) is unregistered this long after its "
+            "last renewal. Renewed every TTL/3."},
+};
+
 static const cfg_desc_t cfg_message_keys[] = {
     {"max_delay_ms", CFG_T_INT, CFG_FIELD(cfg_t, message.max_delay_ms),
      "86400000", 1000, 7 * 86400000, NULL, NULL, NULL,
@@ -880,6 +910,11 @@ const cfg_section_t cfg_sections[] = {
      "its listeners and the append de-duplication window. It reads `store`, "
      "`log` and `server.threads` / `shutdown_timeout_ms` / "
      "`max_inflight_bytes` / `max_conn_inflight_bytes` too."},
+    {"cluster", cfg_cluster_keys, N(cfg_cluster_keys), false, 0, 0, 0, NULL,
+     "`gantry-store` only: store-cluster coordination through etcd (issue "
+     "12; only the foundation exists: with `etcd` set the node registers "
+     "itself under a lease at `/gantry/<name>/stores/<node_id>`, value its "
+     "advertised address; no placement, replication or failover yet)."},
     {"metrics", cfg_metrics_keys, N(cfg_metrics_keys), false, 0, 0, 0, NULL,
      "The Prometheus endpoint `/metrics` (RocketMQ's metric names)."},
     {"trace", cfg_trace_keys, N(cfg_trace_keys), false, 0, 0, 0, NULL,

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "cfg.h"
+#include "ss_cluster.h"
 #include "gt_log.h"
 #include "px_exec.h"
 #include "px_http.h"
@@ -260,6 +261,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_http_t *http = NULL;
     ss_srv_t srv;
     ss_metrics_src_t msrc;
+    ss_cluster_t *cluster = NULL;
     char err[512];
     sigset_t sigs;
     int sig = 0, status = 1;
@@ -332,6 +334,10 @@ static int serve(const cfg_t *cfg, bool repair)
     msrc.srv = &srv;
     px_http_set_metrics(http, ss_metrics, &msrc);
     px_http_set_ready(http, true);
+    if (ss_cluster_start(cfg, &cluster) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot start the cluster registration");
+        goto out;
+    }
     GT_LOG(INFO, "main", "ready: gantry.store.v1 on %s (port %d, %zu methods), HTTP on %s",
            cfg->store_server.listen, px_rpc_server_port(rpc), methods.count,
            cfg->store_server.http_listen);
@@ -341,6 +347,8 @@ static int serve(const cfg_t *cfg, bool repair)
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
+    ss_cluster_stop(cluster);
+    cluster = NULL;
     px_http_set_metrics(http, NULL, NULL);
     /* Stop the calls (parked polls answer ESHUTDOWN, watch streams end),
      * then the store (its last answers still run on the executor), then
@@ -359,6 +367,7 @@ static int serve(const cfg_t *cfg, bool repair)
     status = 0;
     GT_LOG(INFO, "main", "stopped");
 out:
+    ss_cluster_stop(cluster);
     if (http != NULL)
         px_http_set_metrics(http, NULL, NULL);
     if (rpc != NULL)

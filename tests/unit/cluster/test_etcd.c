@@ -763,6 +763,65 @@ static void test_election_takeover(void)
     unlink(fb);
 }
 
+/* gantry-store with a cluster section registers itself under a lease;
+ * SIGKILL: the key goes once the lease expires. */
+static void test_store_registers(void)
+{
+    int p1 = pick_port(client_port), p2 = pick_port(p1);
+    CU_ASSERT_FATAL(p1 > 0 && p2 > 0);
+    char conf[600], dir[600], log[600];
+    snprintf(conf, sizeof(conf), "%s.store.yaml", data_dir);
+    snprintf(dir, sizeof(dir), "%s.store", data_dir);
+    snprintf(log, sizeof(log), "%s.store.log", data_dir);
+    FILE *f = fopen(conf, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fprintf(f,
+            "store_server:\n  listen: \"127.0.0.1:%d\"\n"
+            "  http_listen: \"127.0.0.1:%d\"\n"
+            "cluster:\n  etcd: [\"%s\"]\n  name: it\n  node_id: n1\n"
+            "  lease_ttl_s: 2\n", p1, p2, endpoint);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execl(GANTRY_STORE_BIN, GANTRY_STORE_BIN, "--config", conf,
+              "--data-dir", dir, (char *)NULL);
+        _exit(127);
+    }
+    CU_ASSERT_FATAL(pid > 0);
+    char want[64];
+    snprintf(want, sizeof(want), "127.0.0.1:%d", p1);
+    res_t r;
+    int64_t end = now_ms() + WAIT_MS;
+    do {
+        CU_ASSERT_EQUAL(get(ec, "/gantry/it/stores/", true, &r), GT_OK);
+        if (r.n > 0)
+            break;
+        usleep(50000);
+    } while (now_ms() < end);
+    CU_ASSERT_EQUAL_FATAL(r.n, 1);
+    CU_ASSERT_STRING_EQUAL(r.key[0], "/gantry/it/stores/n1");
+    CU_ASSERT_STRING_EQUAL(r.val[0], want);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    end = now_ms() + WAIT_MS;
+    do {
+        CU_ASSERT_EQUAL(get(ec, "/gantry/it/stores/", true, &r), GT_OK);
+        if (r.n == 0)
+            break;
+        usleep(100000);
+    } while (now_ms() < end);
+    CU_ASSERT_EQUAL(r.n, 0);
+    char cmd[2000];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s' '%s'", conf, dir, log);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && strcmp(argv[1], "contender") == 0)
@@ -782,6 +841,7 @@ int main(int argc, char **argv)
     CU_add_test(s, "watch_prefix_in_order", test_watch_prefix_in_order);
     CU_add_test(s, "restart", test_restart);
     CU_add_test(s, "election_takeover", test_election_takeover);
+    CU_add_test(s, "store_registers", test_store_registers);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures() +
