@@ -1,0 +1,80 @@
+/* ss_repl: replication of one gantry-store node's data within its replica
+ * set (issue 12; design in docs/cluster.md).  This header is the contract
+ * between the data path (ss_repl*.c: ReplicaFetch, the follower's fetch
+ * loop, gating of answers on the in-sync set) and the control on etcd
+ * (ss_cluster*.c: membership, election, epochs, in-sync set changes),
+ * which calls the role functions below.
+ *
+ * Roles.  A node starts as STANDBY: store RPCs answer gRPC UNAVAILABLE
+ * "not leader".  ss_repl_lead() makes it the leader of an epoch (opens the
+ * local engine on its data directory if it is closed, then serves);
+ * ss_repl_follow() makes it a follower of the named leader (closes the
+ * engine if open, truncates its commitlog as the leader says, fetches);
+ * ss_repl_stand_down() stops serving at once (lease lost, fenced).
+ * Role functions may block (opening the engine is start-up work) and are
+ * called from one control thread, never from a store or RPC thread. */
+#ifndef SS_REPL_H
+#define SS_REPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gt_err.h"
+
+typedef struct ss_repl ss_repl_t;
+
+typedef enum ss_role {
+    SS_ROLE_STANDBY = 0,
+    SS_ROLE_LEADER,
+    SS_ROLE_FOLLOWER,
+} ss_role_t;
+
+/* What the leader knows of one follower (for in-sync set decisions). */
+typedef struct ss_repl_peer {
+    char node_id[128];
+    uint64_t acked_cl_pos;   /* commitlog bytes the follower holds durably */
+    bool caught_up;          /* holds everything the leader has synced */
+    int64_t idle_ms;         /* since its last fetch */
+} ss_repl_peer_t;
+
+typedef struct ss_repl_events {
+    /* Leader: a follower's state changed enough to matter (caught up
+     * now, or lagging more than cluster.replica_lag_ms).  Runs on a
+     * replication thread; must not block (hand off to the control
+     * thread). */
+    void (*peer_changed)(void *arg, const ss_repl_peer_t *peer);
+    /* Any role: a ReplicaFetch or a leader's answer carried an epoch
+     * newer than ours (we are fenced: step down, re-read etcd). */
+    void (*newer_epoch)(void *arg, int64_t epoch);
+    void *arg;
+} ss_repl_events_t;
+
+/* Leader of `epoch` with in-sync set `isr` (node ids, the leader among
+ * them).  Appends (epoch, its commitlog end) to the local epoch history
+ * before the first write of the epoch.  history_out (may be NULL) gets
+ * that start position for the etcd history key. */
+gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
+                      size_t n_isr, uint64_t *history_out);
+/* The leader's in-sync set changed (after the etcd txn succeeded): answers
+ * now wait for exactly these members.  Fewer than min_insync members:
+ * writes answer a retriable error until it grows again. */
+void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
+                     size_t n_isr);
+/* Follower of the leader `leader_id` at `leader_addr` (HOST:PORT) in
+ * `epoch`. */
+gt_err_t ss_repl_follow(ss_repl_t *r, int64_t epoch, const char *leader_id,
+                        const char *leader_addr);
+/* Stops serving store RPCs and fetching (STANDBY). */
+void ss_repl_stand_down(ss_repl_t *r);
+
+ss_role_t ss_repl_role(const ss_repl_t *r);
+/* The last epoch this node holds data of (from its local history) and its
+ * durable commitlog end: a control may prefer the most complete in-sync
+ * member. */
+void ss_repl_position(const ss_repl_t *r, int64_t *last_epoch,
+                      uint64_t *cl_end);
+/* Snapshot of the followers the leader knows (n written, <= max). */
+size_t ss_repl_peers(const ss_repl_t *r, ss_repl_peer_t *out, size_t max);
+
+#endif
