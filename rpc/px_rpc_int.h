@@ -3,11 +3,13 @@
  * px_admit_t counts request bytes in flight for the whole server and per
  * client connection (keyed by the peer address, which names one TCP
  * connection).  It is plain bookkeeping under one mutex, with no gRPC in
- * it, so it is unit-tested on its own (tests/unit/rpc/test_admit.c). */
+ * it, so it is unit-tested on its own (tests/unit/rpc/test_admit.c), as
+ * is px_admit_wait_t, the queue of calls waiting for admission. */
 #ifndef PX_RPC_INT_H
 #define PX_RPC_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -133,6 +135,58 @@ void px_admit_note_refused(px_admit_t *a, const char *peer, size_t m);
 /* Folds a request of `len` bytes of method index `m` into its
  * connection's average (weight 1/4; the first sets it). */
 void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len);
+
+/* ----------------------------------------------- waiting for admission
+ * (px_rpc_admit_wait.c) */
+
+/* A call of unknown size waiting for admission, embedded in the call.
+ * `peer`, `want` and `worst` are set by the caller before
+ * px_admit_wait_enter (as px_admit_enter_unknown's arguments); `conn`,
+ * `held` and `guessed` are its results once admitted.  The rest is the
+ * queue's, under its lock. */
+typedef struct px_admit_waiter {
+    struct px_admit_waiter *next;
+    const char *peer; /* borrowed, lives as long as the call */
+    int64_t want, worst;
+    int64_t since_ms;
+    bool waiting;
+    px_conn_t *conn;
+    int64_t held;
+    bool guessed;
+} px_admit_waiter_t;
+
+/* Calls of unknown size waiting for the slot of reads on a guess, oldest
+ * first.  `mu` is taken before the px_admit_t's lock, never after. */
+typedef struct px_admit_wait {
+    pthread_mutex_t mu;
+    px_admit_t *admit;
+    px_admit_waiter_t *head, *tail;
+    size_t max;      /* waiters at most; more are refused */
+    int64_t wait_ms; /* how long one may wait */
+    _Atomic size_t n;
+} px_admit_wait_t;
+
+void px_admit_wait_init(px_admit_wait_t *q, px_admit_t *admit, size_t max,
+                        int64_t wait_ms);
+/* (The queue must be empty.) */
+void px_admit_wait_destroy(px_admit_wait_t *q);
+size_t px_admit_wait_count(px_admit_wait_t *q);
+/* A call of unknown size arrives (px_admit_enter_unknown's rule):
+ * PX_ADMIT_OK (admitted, w's results set), PX_ADMIT_REFUSED (counted;
+ * also when the queue is full), or PX_ADMIT_WAIT: queued -- the caller
+ * keeps the call alive while it is queued and then asks
+ * px_admit_wait_next, as the slot may have been freed meanwhile with
+ * nobody left to look. */
+px_admit_verdict_t px_admit_wait_enter(px_admit_wait_t *q,
+                                       px_admit_waiter_t *w, int64_t now_ms);
+/* Something was released: the head waiter, out of the queue, with its
+ * verdict in *v (PX_ADMIT_OK: admitted; PX_ADMIT_REFUSED: refused, or,
+ * with `expire`, waited `wait_ms` or more), or NULL when there is none or
+ * it must wait on.  Call until NULL. */
+px_admit_waiter_t *px_admit_wait_next(px_admit_wait_t *q, bool expire,
+                                      int64_t now_ms, px_admit_verdict_t *v);
+/* A cancelled call leaves the queue: true if it was there. */
+bool px_admit_wait_remove(px_admit_wait_t *q, px_admit_waiter_t *w);
 
 /* A drained burst this large is worth a malloc_trim(). */
 #define PX_ADMIT_TRIM_BYTES (16LL * 1024 * 1024)

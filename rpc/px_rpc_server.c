@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,11 +135,8 @@ struct px_call {
     int64_t unknown_held;
     bool unknown_guessed;
     size_t midx; /* index of `method` in the table */
-    /* Waiting for admission (PX_ADMIT_WAIT): its reservation, worst case
-     * and since when; the link is guarded by srv->wait_mu. */
-    int64_t wait_want, wait_worst, wait_since_ms;
-    bool waiting; /* guarded by srv->wait_mu */
-    struct px_call *wait_next;
+    /* Waiting for admission (PX_ADMIT_WAIT, px_rpc_admit_wait.c). */
+    px_admit_waiter_t wait;
     int64_t t_start_us; /* arrival (monotonic), for on_call_end */
 
     pthread_mutex_t mu;
@@ -193,13 +191,9 @@ struct px_rpc_server {
     size_t n_live;
 
     px_admit_t admit; /* its own lock */
-    /* Calls of unknown size waiting for the slot of reads on a guess
-     * (px_call_admit), oldest first.  Each holds a call reference.
-     * wait_mu is taken before admit.mu, never after. */
-    pthread_mutex_t wait_mu;
-    px_call_t *wait_head, *wait_tail;
-    size_t n_wait_max;
-    _Atomic size_t n_wait;
+    /* Calls of unknown size waiting for admission (px_call_admit); each
+     * queued call holds a reference.  Its own lock, before admit's. */
+    px_admit_wait_t waitq;
     px_tls_t *tls;    /* NULL when TLS is disabled; its own lock */
     /* Per method (index as in methods->methods): a moving average of its
      * request sizes, which sizes the reservation at arrival. */
@@ -252,10 +246,10 @@ static bool px_call_over_take_locked(px_call_t *c, void (**fn)(void *, bool),
     return true;
 }
 
+static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire);
+
 /* The request's size is known (its message is in), or the call ends:
  * releases what admission held for a request of unknown size. */
-static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire);
-static void px_call_wait_remove(px_call_t *c);
 
 static void px_call_unknown_done(px_call_t *c)
 {
@@ -1006,8 +1000,8 @@ static void px_call_on_close(px_call_t *c)
     }
     if (over)
         over_fn(over_arg, delivered);
-    if (cancelled)
-        px_call_wait_remove(c);
+    if (cancelled && px_admit_wait_remove(&c->srv->waitq, &c->wait))
+        px_call_unref(c); /* the queue's reference */
     px_server_live_remove(c->srv, c);
     if (c->method != NULL && c->method->on_interrupt != NULL) {
         if (cancelled)
@@ -1077,14 +1071,17 @@ static px_admit_verdict_t px_call_admit(px_call_t *c)
                                              : want;
     }
     if (!bidi && m->reserve_bytes > 0 && seen <= 0) {
-        ok = px_admit_enter_unknown(&srv->admit, px_call_peer(c), want,
-                                    most * PX_RPC_COPIES, &c->conn,
-                                    &c->unknown_held, &c->unknown_guessed);
-        if (ok == PX_ADMIT_WAIT) {
-            c->wait_want = want;
-            c->wait_worst = most * PX_RPC_COPIES;
+        c->wait.peer = px_call_peer(c);
+        c->wait.want = want;
+        c->wait.worst = most * PX_RPC_COPIES;
+        px_call_ref(c); /* the queue's, if it waits */
+        ok = px_admit_wait_enter(&srv->waitq, &c->wait, px_mono_ms());
+        if (ok == PX_ADMIT_WAIT)
             return ok;
-        }
+        px_call_unref(c);
+        c->conn = c->wait.conn;
+        c->unknown_held = c->wait.held;
+        c->unknown_guessed = c->wait.guessed;
     } else {
         ok = px_admit_enter(&srv->admit, px_call_peer(c), want, bidi, &c->conn)
                  ? PX_ADMIT_OK
@@ -1107,56 +1104,36 @@ static px_admit_verdict_t px_call_admit(px_call_t *c)
 /* ------------------------------------------------- waiting for admission
  *
  * A request of unknown size that would fit but finds the one slot of
- * reads on a guess taken (PX_ADMIT_WAIT) waits here instead of being
- * refused: the slot frees as soon as that read's message is in (its size
- * is then charged), usually within milliseconds, and a fresh client's
- * first send is then served, not answered TOO_MANY_REQUESTS.  A waiting
- * call has no receive posted, so the transport buffers at most its
- * stream window (64 KiB) for it; the queue is bounded (n_wait_max) and a
- * call waits at most PX_RPC_ADMIT_WAIT_MS (a slow reader holding the
- * slot cannot park fresh clients for ever).  Whatever releases admission
- * bytes or the slot looks at the head (px_server_admit_waiters); the
- * workers also do, at least once a second, to expire old waiters. */
+ * reads on a guess taken waits in srv->waitq (px_rpc_admit_wait.c), with
+ * no receive posted: the transport buffers at most its stream window
+ * (64 KiB) for it.  The queue is bounded (at most half the bound's worth
+ * of windows) and a call waits at most PX_RPC_ADMIT_WAIT_MS.  Whatever
+ * releases admission bytes or the slot serves the queue's head
+ * (px_server_admit_waiters); the workers also do, at least once a second,
+ * to expire old waiters. */
 #define PX_RPC_ADMIT_WAIT_MS 2000
 #define PX_RPC_WAIT_WINDOW_BYTES (64 * 1024)
 
+#define PX_CALL_OF_WAITER(w) \
+    ((px_call_t *)(void *)((char *)(w) - offsetof(px_call_t, wait)))
+
 static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire)
 {
-    int64_t now = expire ? px_mono_ms() : 0;
+    px_admit_waiter_t *w;
+    px_admit_verdict_t v;
 
-    while (atomic_load_explicit(&srv->n_wait, memory_order_acquire) > 0) {
-        px_admit_verdict_t v;
-        px_call_t *c;
+    while ((w = px_admit_wait_next(&srv->waitq, expire,
+                                   expire ? px_mono_ms() : 0, &v)) != NULL) {
+        px_call_t *c = PX_CALL_OF_WAITER(w);
 
-        pthread_mutex_lock(&srv->wait_mu);
-        c = srv->wait_head;
-        if (c == NULL) {
-            pthread_mutex_unlock(&srv->wait_mu);
-            return;
-        }
-        v = px_admit_enter_unknown(&srv->admit, px_call_peer(c), c->wait_want,
-                                   c->wait_worst, &c->conn, &c->unknown_held,
-                                   &c->unknown_guessed);
-        if (v == PX_ADMIT_WAIT) {
-            if (!expire || now - c->wait_since_ms < srv->admit_wait_ms) {
-                pthread_mutex_unlock(&srv->wait_mu);
-                return;
-            }
-            px_admit_count_refusal(&srv->admit);
-            v = PX_ADMIT_REFUSED;
-        }
-        srv->wait_head = c->wait_next;
-        if (srv->wait_head == NULL)
-            srv->wait_tail = NULL;
-        c->wait_next = NULL;
-        c->waiting = false;
-        atomic_fetch_sub_explicit(&srv->n_wait, 1, memory_order_release);
-        pthread_mutex_unlock(&srv->wait_mu);
         if (v == PX_ADMIT_OK) {
-            c->charged = c->wait_want;
+            c->conn = w->conn;
+            c->unknown_held = w->held;
+            c->unknown_guessed = w->guessed;
+            c->charged = w->want;
             GT_LOG(TRACE, "rpc", "call %s from %s admitted after %lld ms",
                    c->path, px_call_peer(c),
-                   (long long)(px_mono_ms() - c->wait_since_ms));
+                   (long long)(px_mono_ms() - w->since_ms));
             px_call_start_recv(c);
         } else {
             px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
@@ -1166,66 +1143,6 @@ static void px_server_admit_waiters(px_rpc_server_t *srv, bool expire)
         }
         px_call_unref(c); /* the queue's reference */
     }
-}
-
-/* Queues a call that got PX_ADMIT_WAIT; false (nothing queued) when the
- * queue is full. */
-static bool px_call_wait_admission(px_call_t *c)
-{
-    px_rpc_server_t *srv = c->srv;
-
-    px_call_ref(c);
-    pthread_mutex_lock(&srv->wait_mu);
-    if (atomic_load_explicit(&srv->n_wait, memory_order_relaxed) >=
-        srv->n_wait_max) {
-        pthread_mutex_unlock(&srv->wait_mu);
-        px_admit_count_refusal(&srv->admit);
-        px_call_unref(c);
-        return false;
-    }
-    c->wait_since_ms = px_mono_ms();
-    c->waiting = true;
-    c->wait_next = NULL;
-    if (srv->wait_tail != NULL)
-        srv->wait_tail->wait_next = c;
-    else
-        srv->wait_head = c;
-    srv->wait_tail = c;
-    atomic_fetch_add_explicit(&srv->n_wait, 1, memory_order_release);
-    pthread_mutex_unlock(&srv->wait_mu);
-    /* The slot may have been freed between the verdict and the queueing,
-     * with nobody left to look. */
-    px_server_admit_waiters(srv, false);
-    return true;
-}
-
-/* A cancelled call leaves the queue (if it is still there). */
-static void px_call_wait_remove(px_call_t *c)
-{
-    px_rpc_server_t *srv = c->srv;
-    px_call_t **pp, *prev = NULL;
-    bool removed = false;
-
-    if (atomic_load_explicit(&srv->n_wait, memory_order_acquire) == 0)
-        return;
-    pthread_mutex_lock(&srv->wait_mu);
-    if (c->waiting) {
-        for (pp = &srv->wait_head; *pp != NULL; prev = *pp, pp = &(*pp)->wait_next) {
-            if (*pp != c)
-                continue;
-            *pp = c->wait_next;
-            if (srv->wait_tail == c)
-                srv->wait_tail = prev;
-            c->wait_next = NULL;
-            c->waiting = false;
-            atomic_fetch_sub_explicit(&srv->n_wait, 1, memory_order_release);
-            removed = true;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&srv->wait_mu);
-    if (removed)
-        px_call_unref(c);
 }
 
 /* Folds a request's size into its method's average (weight 1/4). */
@@ -1299,10 +1216,9 @@ static void px_call_on_request(px_call_t *c, bool ok)
     } else if (v == PX_ADMIT_WAIT) {
         GT_LOG(TRACE, "rpc", "call %s from %s waits for admission", c->path,
                px_call_peer(c));
-        if (!px_call_wait_admission(c)) {
-            px_admit_note_refused(&srv->admit, px_call_peer(c), c->midx);
-            px_call_reject(c, PX_REJECT_OVERLOAD);
-        }
+        /* The slot may have been freed between the verdict and the
+         * queueing, with nobody left to look. */
+        px_server_admit_waiters(srv, false);
     } else {
         GT_LOG(TRACE, "rpc", "call %s from %s", c->path, px_call_peer(c));
         px_call_start_recv(c);
@@ -1370,7 +1286,7 @@ static void *px_worker_main(void *arg)
         else if (ev.type == GRPC_QUEUE_TIMEOUT &&
                  atomic_exchange(&srv->active_since_trim, false))
             malloc_trim(0);
-        if (atomic_load_explicit(&srv->n_wait, memory_order_relaxed) > 0)
+        if (px_admit_wait_count(&srv->waitq) > 0)
             px_server_admit_waiters(srv, true); /* expires old waiters */
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
@@ -1413,7 +1329,7 @@ static void px_server_free(px_rpc_server_t *srv)
     free(srv->workers);
     free(srv->cqs);
     pthread_mutex_destroy(&srv->mu);
-    pthread_mutex_destroy(&srv->wait_mu);
+    px_admit_wait_destroy(&srv->waitq);
     pthread_cond_destroy(&srv->cv);
     px_admit_destroy(&srv->admit);
     free(srv->req_avg);
@@ -1516,16 +1432,20 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     srv->methods = methods;
     px_admit_init(&srv->admit, opts->max_inflight_bytes,
                   opts->max_conn_inflight_bytes);
-    /* Waiting calls each let the transport buffer up to their window:
-     * together at most half the bound. */
-    srv->n_wait_max =
-        opts->max_inflight_bytes > 0
-            ? (size_t)(opts->max_inflight_bytes / 2 / PX_RPC_WAIT_WINDOW_BYTES)
-            : 0;
-    if (opts->max_inflight_bytes > 0 && srv->n_wait_max < 16)
-        srv->n_wait_max = 16;
+    {
+        /* Waiting calls each let the transport buffer up to their
+         * window: together at most half the bound. */
+        size_t n_wait_max =
+            opts->max_inflight_bytes > 0
+                ? (size_t)(opts->max_inflight_bytes / 2 /
+                           PX_RPC_WAIT_WINDOW_BYTES)
+                : 0;
+        if (opts->max_inflight_bytes > 0 && n_wait_max < 16)
+            n_wait_max = 16;
+        px_admit_wait_init(&srv->waitq, &srv->admit, n_wait_max,
+                           srv->admit_wait_ms);
+    }
     pthread_mutex_init(&srv->mu, NULL);
-    pthread_mutex_init(&srv->wait_mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     srv->t_shutdown = (px_tag_t){PX_TAG_SHUTDOWN, srv};
 
@@ -1685,8 +1605,7 @@ gt_err_t px_rpc_server_tls_reload(px_rpc_server_t *srv, char *err, size_t errlen
 void px_rpc_server_stats(px_rpc_server_t *srv, px_rpc_stats_t *out)
 {
     px_admit_stats(&srv->admit, out);
-    out->admission_waiting =
-        atomic_load_explicit(&srv->n_wait, memory_order_relaxed);
+    out->admission_waiting = px_admit_wait_count(&srv->waitq);
 }
 
 /* Interrupts every live call with SHUTDOWN, outside the server lock. */

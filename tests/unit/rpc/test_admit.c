@@ -285,6 +285,66 @@ static void test_unknown_loose(void)
     px_admit_destroy(&a);
 }
 
+/* A waiter of unknown size (px_admit_wait_t), as the server fills it. */
+static px_admit_waiter_t waiter(const char *peer)
+{
+    return (px_admit_waiter_t){.peer = peer, .want = 1024, .worst = 40 * MiB};
+}
+
+/* The wait queue: calls that find the slot of reads on a guess taken are
+ * queued (not refused, not counted), served oldest first as the slot
+ * frees, expire after the limit, leave when cancelled, and are refused
+ * once the queue is full. */
+static void test_wait_queue(void)
+{
+    px_admit_t a;
+    px_admit_wait_t q;
+    px_admit_waiter_t first = waiter("p0"), w1 = waiter("p1"),
+                      w2 = waiter("p2"), w3 = waiter("p3"), w4 = waiter("p4");
+    px_admit_verdict_t v;
+    px_rpc_stats_t st;
+
+    px_admit_init(&a, 16 * MiB, 0);
+    px_admit_wait_init(&q, &a, 3, 100);
+    /* The queue is empty: the first takes the slot. */
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &first, 0), PX_ADMIT_OK);
+    CU_ASSERT_TRUE(first.guessed);
+    CU_ASSERT_PTR_NOT_NULL(first.conn);
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &w1, 10), PX_ADMIT_WAIT);
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &w2, 20), PX_ADMIT_WAIT);
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &w3, 30), PX_ADMIT_WAIT);
+    CU_ASSERT_EQUAL(px_admit_wait_count(&q), 3);
+    /* Full: refused, counted. */
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &w4, 40), PX_ADMIT_REFUSED);
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.rejected_overload, 1);
+    /* Nothing released: nobody is served, nobody expires yet. */
+    CU_ASSERT_PTR_NULL(px_admit_wait_next(&q, false, 0, &v));
+    CU_ASSERT_PTR_NULL(px_admit_wait_next(&q, true, 105, &v));
+    /* A cancelled call leaves (once). */
+    CU_ASSERT_TRUE(px_admit_wait_remove(&q, &w2));
+    CU_ASSERT_FALSE(px_admit_wait_remove(&q, &w2));
+    CU_ASSERT_EQUAL(px_admit_wait_count(&q), 2);
+    /* The slot frees: the oldest is served, the next waits on. */
+    px_admit_unknown_done(&a, first.held, first.guessed);
+    CU_ASSERT_PTR_EQUAL(px_admit_wait_next(&q, false, 0, &v), &w1);
+    CU_ASSERT_EQUAL(v, PX_ADMIT_OK);
+    CU_ASSERT_TRUE(w1.guessed);
+    CU_ASSERT_PTR_NOT_NULL(w1.conn);
+    CU_ASSERT_PTR_NULL(px_admit_wait_next(&q, false, 0, &v));
+    /* Past its limit (100 ms from 30), the last is refused. */
+    CU_ASSERT_PTR_EQUAL(px_admit_wait_next(&q, true, 130, &v), &w3);
+    CU_ASSERT_EQUAL(v, PX_ADMIT_REFUSED);
+    CU_ASSERT_EQUAL(px_admit_wait_count(&q), 0);
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.rejected_overload, 2);
+    px_admit_unknown_done(&a, w1.held, w1.guessed);
+    px_admit_leave(&a, first.conn, 1024);
+    px_admit_leave(&a, w1.conn, 1024);
+    px_admit_wait_destroy(&q);
+    px_admit_destroy(&a);
+}
+
 /* The trim signal: once per drained burst of at least 16 MiB. */
 static void test_trim(void)
 {
@@ -356,6 +416,7 @@ int main(void)
                 test_unknown_tight);
     CU_add_test(s, "reads of unknown size at their worst, loose bound",
                 test_unknown_loose);
+    CU_add_test(s, "the wait queue of unknown sizes", test_wait_queue);
     CU_add_test(s, "trim once per drained burst", test_trim);
     CU_add_test(s, "many connections", test_many_conns);
     CU_basic_set_mode(CU_BRM_VERBOSE);
