@@ -209,6 +209,28 @@ out:
     return v;
 }
 
+px_admit_verdict_t px_admit_enter_behind(px_admit_t *a, const char *peer,
+                                         int64_t guess, int64_t worst)
+{
+    px_conn_t *c;
+    int64_t used;
+    px_admit_verdict_t v = PX_ADMIT_WAIT;
+
+    if (worst < guess)
+        worst = guess;
+    pthread_mutex_lock(&a->mu);
+    used = a->bytes + a->held;
+    c = px_admit_find_locked(a, peer);
+    if ((c != NULL && px_admit_over(c->bytes, guess, a->conn_max)) ||
+        (used + worst > a->max &&
+         px_admit_over(used, guess, px_admit_max(a, guess)))) {
+        a->rejected++;
+        v = PX_ADMIT_REFUSED;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return v;
+}
+
 void px_admit_count_refusal(px_admit_t *a)
 {
     pthread_mutex_lock(&a->mu);

@@ -4,7 +4,8 @@
  * Such a call waits here instead of being refused: the slot frees as soon
  * as that read's message is in (its size is then charged), usually within
  * milliseconds, and a fresh client's first send is then served, not
- * answered TOO_MANY_REQUESTS.  A waiting call has no receive posted, so
+ * answered TOO_MANY_REQUESTS.  Oldest first: while calls wait, a newcomer
+ * queues behind them even if the slot happens to be free.  A waiting call has no receive posted, so
  * the transport buffers at most its stream window for it; the queue is
  * bounded and a call waits at most `wait_ms` (a slow reader holding the
  * slot cannot park fresh clients for ever).  Whatever releases admission
@@ -48,8 +49,14 @@ px_admit_verdict_t px_admit_wait_enter(px_admit_wait_t *q,
     w->held = 0;
     w->guessed = false;
     pthread_mutex_lock(&q->mu);
-    v = px_admit_enter_unknown(q->admit, w->peer, w->want, w->worst, &w->conn,
-                               &w->held, &w->guessed);
+    /* Behind others, even if the slot is free right now: it was released
+     * just before the queue is served (px_admit_wait_next), and a
+     * newcomer in between would take it ahead of calls that waited. */
+    if (q->head != NULL)
+        v = px_admit_enter_behind(q->admit, w->peer, w->want, w->worst);
+    else
+        v = px_admit_enter_unknown(q->admit, w->peer, w->want, w->worst,
+                                   &w->conn, &w->held, &w->guessed);
     if (v == PX_ADMIT_WAIT) {
         if (atomic_load_explicit(&q->n, memory_order_relaxed) >= q->max) {
             px_admit_count_refusal(q->admit);

@@ -109,6 +109,12 @@ px_admit_verdict_t px_admit_enter_unknown(px_admit_t *a, const char *peer,
                                           px_conn_t **conn, int64_t *held,
                                           bool *guessed);
 void px_admit_unknown_done(px_admit_t *a, int64_t held, bool guessed);
+/* As px_admit_enter_unknown for a call that others of unknown size wait
+ * ahead of: never admitted (they come first), PX_ADMIT_WAIT (nothing
+ * held) where that one would admit it or answer wait, PX_ADMIT_REFUSED
+ * (counted) where it would refuse it. */
+px_admit_verdict_t px_admit_enter_behind(px_admit_t *a, const char *peer,
+                                         int64_t guess, int64_t worst);
 /* Changes an admitted call's charge from `from` to `to`.  Growing it past
  * a bound while something else is in flight there is refused unless
  * `force`: the charge stays `from`, the refusal is counted, false is
@@ -171,9 +177,11 @@ void px_admit_wait_init(px_admit_wait_t *q, px_admit_t *admit, size_t max,
 /* (The queue must be empty.) */
 void px_admit_wait_destroy(px_admit_wait_t *q);
 size_t px_admit_wait_count(px_admit_wait_t *q);
-/* A call of unknown size arrives (px_admit_enter_unknown's rule):
- * PX_ADMIT_OK (admitted, w's results set), PX_ADMIT_REFUSED (counted;
- * also when the queue is full), or PX_ADMIT_WAIT: queued -- the caller
+/* A call of unknown size arrives (px_admit_enter_unknown's rule, or,
+ * while others wait, px_admit_enter_behind's: a newcomer never takes the
+ * slot ahead of them): PX_ADMIT_OK (admitted, w's results set),
+ * PX_ADMIT_REFUSED (counted; also when the queue is full), or
+ * PX_ADMIT_WAIT: queued -- the caller
  * keeps the call alive while it is queued and then asks
  * px_admit_wait_next, as the slot may have been freed meanwhile with
  * nobody left to look. */

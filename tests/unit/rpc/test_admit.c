@@ -345,6 +345,51 @@ static void test_wait_queue(void)
     px_admit_destroy(&a);
 }
 
+/* A call arriving while others wait queues behind them, even at the
+ * moment the slot is free: the slot is released first and the queue
+ * served after (px_rpc_server.c), and an arrival in between took the
+ * slot ahead of calls that had waited for it (review finding). */
+static void test_wait_fair(void)
+{
+    px_admit_t a;
+    px_admit_wait_t q;
+    px_admit_waiter_t first = waiter("p0"), w1 = waiter("p1"),
+                      late = waiter("p2"), big = waiter("p3");
+    px_admit_verdict_t v;
+
+    px_admit_init(&a, 16 * MiB, 0);
+    px_admit_wait_init(&q, &a, 8, 1000);
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &first, 0), PX_ADMIT_OK);
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &w1, 0), PX_ADMIT_WAIT);
+    px_admit_unknown_done(&a, first.held, first.guessed);
+    /* Released, not yet served: a newcomer waits its turn... */
+    CU_ASSERT_EQUAL_FATAL(px_admit_wait_enter(&q, &late, 0), PX_ADMIT_WAIT);
+    CU_ASSERT_PTR_NULL(late.conn);
+    CU_ASSERT_EQUAL(a.guessed, 0);
+    /* ...unless it would be refused anyway (its guess does not fit). */
+    big.want = 32 * MiB;
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &big, 0), PX_ADMIT_REFUSED);
+    /* The queue is served in order. */
+    CU_ASSERT_PTR_EQUAL(px_admit_wait_next(&q, false, 0, &v), &w1);
+    CU_ASSERT_EQUAL(v, PX_ADMIT_OK);
+    CU_ASSERT_PTR_NULL(px_admit_wait_next(&q, false, 0, &v));
+    px_admit_unknown_done(&a, w1.held, w1.guessed);
+    CU_ASSERT_PTR_EQUAL(px_admit_wait_next(&q, false, 0, &v), &late);
+    CU_ASSERT_EQUAL(v, PX_ADMIT_OK);
+    px_admit_unknown_done(&a, late.held, late.guessed);
+    CU_ASSERT_EQUAL(px_admit_wait_count(&q), 0);
+    /* An empty queue: straight in. */
+    first = waiter("p0");
+    CU_ASSERT_EQUAL(px_admit_wait_enter(&q, &first, 0), PX_ADMIT_OK);
+    px_admit_unknown_done(&a, first.held, first.guessed);
+    px_admit_leave(&a, first.conn, 1024);
+    px_admit_leave(&a, first.conn, 1024);
+    px_admit_leave(&a, w1.conn, 1024);
+    px_admit_leave(&a, late.conn, 1024);
+    px_admit_wait_destroy(&q);
+    px_admit_destroy(&a);
+}
+
 /* The trim signal: once per drained burst of at least 16 MiB. */
 static void test_trim(void)
 {
@@ -417,6 +462,7 @@ int main(void)
     CU_add_test(s, "reads of unknown size at their worst, loose bound",
                 test_unknown_loose);
     CU_add_test(s, "the wait queue of unknown sizes", test_wait_queue);
+    CU_add_test(s, "a newcomer waits behind the queue", test_wait_fair);
     CU_add_test(s, "trim once per drained burst", test_trim);
     CU_add_test(s, "many connections", test_many_conns);
     CU_basic_set_mode(CU_BRM_VERBOSE);
