@@ -137,6 +137,8 @@ export async function spawnGantry(opts = {}) {
   // the default 5672; opts.amqpYaml adds users, vhosts, permissions...
   // opts.remoteStore ("HOST:PORT" of a gantry-store node) sets store.mode
   // remote; opts.remoteYaml adds store keys (indented two spaces).
+  // opts.storeYaml: more keys of the store section, indented two spaces
+  // (a proxy of a store cluster: `  mode: cluster` and its etcd list).
   const dir = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-it-'));
   const grpcPort = opts.grpcPort ?? await freePort();
   const httpPort = opts.httpPort ?? await freePort();
@@ -163,6 +165,7 @@ store:
 ${opts.remoteStore ? `  mode: remote
   endpoints: ["${opts.remoteStore}"]
 ${opts.remoteYaml ?? ''}` : ''}
+${opts.storeYaml ?? ''}
 ${opts.yaml ?? DEFAULT_YAML}`;
   fs.writeFileSync(cfgPath, yaml);
   const logPath = path.join(dir, 'gantry.log');

@@ -1,0 +1,335 @@
+// The fault set of issue 12, each fault under load on a fresh set of
+// processes (cluster_harness.mjs): prints one line per fault
+//   FAULT <name>: acked=N lost=N dup=N failover_ms=N
+// (then an indented detail line) and exits 1 on any loss, FIFO order
+// violation or a fault that could not be carried out.  scripts/chaos runs
+// it (short form by default, --long: ~30 s of load per fault); CTest runs
+// the short form (integration_chaos).
+//
+//   node chaos.mjs [--long] [--only a,b] [--require-cluster]
+//
+// Faults on the store cluster (3 store nodes, R=3, min_insync=2, 2
+// proxies in cluster mode, etcd):
+//   leader-kill       SIGKILL of the leader, restarted once writes resume
+//   leader-pause      SIGSTOP of the leader until another node leads (longer
+//                     than its lease), then SIGCONT: it must not accept
+//                     writes of its old epoch (no acknowledged write lost)
+//   follower-kill     SIGKILL of a follower, restarted
+//   kill-dropcache    SIGKILL of the leader, the page cache dropped
+//                     (/proc/sys/vm/drop_caches, root) before its restart
+//   two-faults        the leader killed and restarted; once the in-sync set
+//                     is full again, the new leader (another node) killed
+//   etcd-member-kill  3-member etcd: one member SIGKILLed, restarted
+//   cluster-restart   every store node SIGKILLed at once, all restarted
+// Until a build has the cluster (its binaries refuse the cluster config)
+// these print `FAULT <name>: SKIPPED (<reason>)`; --require-cluster makes
+// that a failure.
+// Baselines, which test the harness itself against what exists without a
+// cluster (sync flush; nothing acknowledged may be lost there either):
+//   local-kill        one gantry with its embedded store SIGKILLed, restarted
+//   remote-kill       two proxies on one gantry-store node; the node
+//                     SIGKILLed and restarted
+import fs from 'node:fs';
+import path from 'node:path';
+import { startGantry, startStore, stopGantry } from './harness.mjs';
+import {
+  Load, check, startCluster, stopCluster, leaderOf, followersOf, signalNode, restartNode,
+  killEtcdMember, restartEtcdMember, dropCaches, clusterSupport, epochOf, etcdGet,
+  TOPICS_YAML, scaled, waitFor, sleep,
+} from './cluster_harness.mjs';
+
+const args = process.argv.slice(2);
+const long = args.includes('--long');
+const requireCluster = args.includes('--require-cluster');
+const onlyArg = args.find((a) => a.startsWith('--only'));
+const only = onlyArg ? (onlyArg.includes('=') ? onlyArg.split('=')[1] : args[args.indexOf(onlyArg) + 1]).split(',') : null;
+
+// Load before and after the fault (each half of it); not a bound.
+const LOAD_MS = Number(process.env.CHAOS_LOAD_MS) || (long ? 30000 : 4000);
+
+// ---- fault helpers ------------------------------------------------------
+
+// In-sync set from etcd: {epoch, ids}.
+async function isrOf(c) {
+  const v = await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/isr`);
+  if (!v) return { epoch: NaN, ids: [] };
+  const [e, ids] = v.split(':');
+  return { epoch: Number(e), ids: ids ? ids.split(',').filter(Boolean) : [] };
+}
+
+// A healthy cluster: a running leader and every replica in the in-sync set.
+async function waitHealthy(c) {
+  await waitFor(async () => {
+    const l = await leaderOf(c);
+    if (!l) return false;
+    const isr = await isrOf(c);
+    return isr.ids.length >= c.replicas;
+  }, 120000, 'a leader and a full in-sync set', 100);
+}
+
+async function waitNewLeader(c, old) {
+  return waitFor(async () => {
+    const l = await leaderOf(c);
+    return l && l !== old ? l : null;
+  }, 120000, `a leader other than ${old.id}`, 50);
+}
+
+// ---- faults -----------------------------------------------------------------
+// Each takes (c, load) and returns {failoverMs}; the load runs throughout.
+
+const clusterFaults = {
+  'leader-kill': async (c, load) => {
+    await waitHealthy(c);
+    const l = await leaderOf(c);
+    const t = await signalNode(l, 'SIGKILL');
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    await restartNode(c, l);
+    return { failoverMs };
+  },
+  'leader-pause': async (c, load) => {
+    await waitHealthy(c);
+    const l = await leaderOf(c);
+    const e0 = await epochOf(c);
+    const t = await signalNode(l, 'SIGSTOP');
+    try {
+      await waitNewLeader(c, l);
+    } finally {
+      await signalNode(l, 'SIGCONT');
+    }
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    const e1 = await epochOf(c);
+    if (!(e1 > e0)) throw new Error(`epoch did not advance (${e0} -> ${e1})`);
+    return { failoverMs };
+  },
+  'follower-kill': async (c, load) => {
+    await waitHealthy(c);
+    const l = await leaderOf(c);
+    const f = followersOf(c, l)[0];
+    const t = await signalNode(f, 'SIGKILL');
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    await restartNode(c, f);
+    return { failoverMs };
+  },
+  'kill-dropcache': async (c, load) => {
+    const why = dropCaches();
+    if (why) return { skipped: why };
+    await waitHealthy(c);
+    const l = await leaderOf(c);
+    const t = await signalNode(l, 'SIGKILL');
+    const err = dropCaches();
+    if (err) throw new Error(err);
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    await restartNode(c, l);
+    return { failoverMs };
+  },
+  'two-faults': async (c, load) => {
+    await waitHealthy(c);
+    const a = await leaderOf(c);
+    const t = await signalNode(a, 'SIGKILL');
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    await restartNode(c, a);
+    await waitHealthy(c);
+    const b = await leaderOf(c);
+    if (b === a) throw new Error(`${a.id} leads again; wanted a second fault on another node`);
+    const t2 = await signalNode(b, 'SIGKILL');
+    const failover2 = await load.waitWriteAfter(t2, 120000);
+    await restartNode(c, b);
+    return { failoverMs: Math.max(failoverMs, failover2) };
+  },
+  'etcd-member-kill': async (c, load) => {
+    await waitHealthy(c);
+    // The member the store leader's address list names first is as good as
+    // any: every client must carry on with two of three.
+    const m = c.etcd.members[0];
+    const t = Date.now();
+    await killEtcdMember(c.etcd, m);
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    await sleep(LOAD_MS / 4); // load with the member down
+    await restartEtcdMember(c.etcd, m);
+    return { failoverMs };
+  },
+  'cluster-restart': async (c, load) => {
+    await waitHealthy(c);
+    const t = Date.now();
+    await Promise.all(c.nodes.map((n) => signalNode(n, 'SIGKILL')));
+    for (const n of c.nodes) await restartNode(c, n);
+    const failoverMs = await load.waitWriteAfter(t, 120000);
+    return { failoverMs };
+  },
+};
+const clusterOpts = { 'etcd-member-kill': { etcdMembers: 3 } };
+
+// ---- baselines ------------------------------------------------------------------
+
+// Stops every process; then throws the first error (a sanitizer report in
+// a log is one: harness.mjs stopGantry).
+async function stopAll(procs) {
+  const errs = [];
+  for (const p of procs) {
+    try { await stopGantry(p); } catch (e) { errs.push(e); }
+  }
+  if (errs.length) throw errs[0];
+}
+
+async function withLocal(body) {
+  const g = await startGantry({ logLevel: 'info', yaml: TOPICS_YAML, flush: 'sync', amqpListen: 'off' });
+  const env = { procs: [g], proxies: [g] };
+  try {
+    return await body(env);
+  } finally {
+    await stopAll(env.procs);
+  }
+}
+
+function proxyOpts(s) {
+  return { logLevel: 'info', yaml: TOPICS_YAML, amqpListen: 'off', remoteStore: s.endpoint,
+    remoteYaml: `  remote_timeout_ms: ${scaled(2000)}\n` };
+}
+
+async function remoteKill(wipe) {
+  let s = await startStore({ logLevel: 'info', yaml: TOPICS_YAML, flush: 'sync', amqpListen: 'off' });
+  const proxies = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      proxies.push(await startGantry(proxyOpts(s)));
+    }
+    return await runLoad(proxies, async (load) => {
+      if (wipe) {
+        // Acknowledged messages waiting on the node when it is wiped.
+        load.pause();
+        await waitFor(() => load.undelivered() >= 50, 60000, 'a backlog of 50', 20);
+      }
+      const t = Date.now();
+      await stopGantry(s, 'SIGKILL', { keepDir: true });
+      if (wipe) fs.rmSync(path.join(s.dir, 'data'), { recursive: true, force: true });
+      s = await startStore({ dir: s.dir, grpcPort: s.grpcPort, httpPort: s.httpPort,
+        amqpListen: 'off', logLevel: 'info', yaml: TOPICS_YAML, flush: 'sync' });
+      if (wipe) {
+        // A proxy declares its topics and groups when it starts: restart
+        // both on their ports for the new, empty node.
+        for (let i = 0; i < proxies.length; i++) {
+          const o = proxies[i];
+          await stopGantry(o, 'SIGTERM', { keepDir: true });
+          proxies[i] = await startGantry({ ...proxyOpts(s), dir: o.dir, grpcPort: o.grpcPort,
+            httpPort: o.httpPort });
+        }
+      }
+      load.resume();
+      // Wiped: what was acknowledged before is gone for good; the drain
+      // waits for the sends made after the restart only.
+      return { failoverMs: await load.waitWriteAfter(t, 120000),
+        drainSince: wipe ? Date.now() : undefined };
+    });
+  } finally {
+    await stopAll([...proxies, s]);
+  }
+}
+
+const baselines = {
+  'local-kill': () => withLocal(async (env) => runLoad(env.proxies, async (load) => {
+    const g = env.procs[0];
+    const t = Date.now();
+    await stopGantry(g, 'SIGKILL', { keepDir: true });
+    const g2 = await startGantry({ logLevel: 'info', yaml: TOPICS_YAML, flush: 'sync',
+      amqpListen: 'off', dir: g.dir, grpcPort: g.grpcPort, httpPort: g.httpPort });
+    env.procs[0] = g2;
+    return { failoverMs: await load.waitWriteAfter(t, 120000) };
+  })),
+  'remote-kill': () => remoteKill(false),
+  // The harness's own check: the store node's data dir wiped between the
+  // kill and the restart loses acknowledged messages, and the checker must
+  // say so (this line fails when lost is 0).
+  'remote-wipe': async () => {
+    const r = await remoteKill(true);
+    return { ...r, expectLoss: true };
+  },
+};
+
+// Load on `proxies`, the fault in the middle, then drain and check.
+async function runLoad(proxies, fault) {
+  const load = new Load(proxies);
+  try {
+    await load.start();
+    await load.waitAcked(20, 60000);
+    await sleep(LOAD_MS / 2);
+    const f = await fault(load);
+    if (f.skipped) return f;
+    await sleep(LOAD_MS / 2);
+    await load.waitAcked(20, 120000); // writes flow after the fault
+    await load.stopSending();
+    await load.drain(60000 + load.o.invisibleMs * 2, f.drainSince);
+    return { ...f, ...check(load), failedSends: load.failedSends, recvErrors: load.recvErrors,
+      ackErrors: load.ackErrors };
+  } finally {
+    await load.close();
+  }
+}
+
+async function runClusterFault(name) {
+  const c = await startCluster(clusterOpts[name] ?? {});
+  try {
+    return await runLoad(c.proxies, (load) => clusterFaults[name](c, load));
+  } finally {
+    await stopCluster(c);
+  }
+}
+
+// ---- main -------------------------------------------------------------------------
+
+function line(name, r) {
+  if (r.skipped) return `FAULT ${name}: SKIPPED (${r.skipped})`;
+  if (r.expectLoss) name += ' (data wiped: loss expected)';
+  return `FAULT ${name}: acked=${r.acked} lost=${r.lost} dup=${r.dup} failover_ms=${r.failoverMs}`;
+}
+
+async function main() {
+  const names = [...Object.keys(baselines), ...Object.keys(clusterFaults)]
+    .filter((n) => !only || only.includes(n));
+  if (only) {
+    const unknown = only.filter((n) => !(n in baselines) && !(n in clusterFaults));
+    if (unknown.length) {
+      console.error(`chaos: unknown fault(s) ${unknown.join(', ')}`);
+      process.exit(2);
+    }
+  }
+  const noCluster = names.some((n) => n in clusterFaults) ? await clusterSupport() : null;
+  let bad = 0;
+  for (const name of names) {
+    const t0 = Date.now();
+    let r;
+    try {
+      if (name in baselines) r = await baselines[name]();
+      else if (noCluster) r = { skipped: noCluster };
+      else r = await runClusterFault(name);
+    } catch (e) {
+      console.log(`FAULT ${name}: ERROR ${e.message.split('\n')[0]}`);
+      console.log(`  ${e.stack?.split('\n').slice(0, 6).join('\n  ')}`);
+      bad++;
+      continue;
+    }
+    console.log(line(name, r));
+    if (r.skipped) {
+      if (requireCluster) bad++;
+      continue;
+    }
+    console.log(`  order=${r.order} extra=${r.extra} delivered=${r.delivered}` +
+      ` failed_sends=${r.failedSends} recv_errors=${r.recvErrors} ack_errors=${r.ackErrors}` +
+      ` secs=${Math.round((Date.now() - t0) / 1000)}` +
+      (r.lost ? ` lost_ids=${r.lostIds.join(',')}` : '') +
+      (r.order ? ` order_samples=${r.orderSamples.join('; ')}` : ''));
+    if (r.expectLoss) {
+      if (!(r.lost > 0)) {
+        console.log('  the checker found no loss where the data was wiped: it is broken');
+        bad++;
+      }
+    } else if (r.lost > 0 || r.order > 0 || !(r.acked > 0)) {
+      bad++;
+    }
+  }
+  process.exit(bad ? 1 : 0);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,596 @@
+// Store-cluster harness (issue 12): a private etcd (one member, or three
+// for the etcd-fault case) on loopback ports, gantry-store nodes with a
+// `cluster:` section, gantry proxies with `store: {mode: cluster}`, a load
+// driver on the official Node.js SDK and a checker.  Every process is
+// started and stopped by PID; every wait is for a condition, bounded by
+// scaled() time (harness.mjs TIME_SCALE).  tests/integration/chaos.mjs runs
+// the fault set on it (scripts/chaos, CTest integration_chaos).
+//
+// The load: on each proxy a Producer sending NORMAL messages from a few
+// loops and FIFO messages of its message groups (each group's sends
+// awaited in order), a raw-gRPC "probe" sending one small NORMAL message
+// every few ms with a short deadline (it times the write outage: the first
+// probe started after a fault that succeeds), and SimpleConsumers of both
+// groups receiving and acking.  It records every acknowledged send (the
+// message id the proxy answered) and every delivery.  check() then gives:
+//   lost  acknowledged sends never delivered
+//   dup   deliveries beyond the first of a message id
+//   order per FIFO message group, a message delivered for the first time
+//         after one of a later sequence number of the same group
+//   extra delivered messages whose send was not acknowledged (a send that
+//         failed in-band or timed out may still have been stored: allowed)
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  freePort, sleep, scaled, waitFor, TIME_SCALE, spawnGantry, startGantry, stopGantry, httpGet,
+  sanitizerReport, GANTRY_BIN, GANTRY_STORE_BIN,
+} from './harness.mjs';
+import {
+  Code, pb, Raw, wireMessage, sendRequest, startProducer, startSimpleConsumer, shutdownQuietly,
+  withTimeout, yamlOf,
+} from './sdk_util.mjs';
+
+export { scaled, waitFor, TIME_SCALE, sleep };
+
+// ---- processes ------------------------------------------------------------
+
+// Every child started here, so that a crash or an interrupt of the runner
+// leaves none behind (a stopped one is continued first so it can die).
+const live = new Map(); // pid -> ChildProcess
+function track(proc) {
+  live.set(proc.pid, proc);
+  proc.on('exit', () => live.delete(proc.pid));
+}
+function killAllSync() {
+  for (const pid of live.keys()) {
+    try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+}
+process.on('exit', killAllSync);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => { killAllSync(); process.exit(130); });
+}
+
+function alive(proc) { return proc.exitCode === null && proc.signalCode === null; }
+
+// Waits for a process to exit, SIGKILLing it after scaled(ms).
+async function reap(proc, exited, ms = 10000) {
+  if (!alive(proc)) return exited;
+  const killer = setTimeout(() => {
+    try { process.kill(proc.pid, 'SIGKILL'); } catch { /* gone */ }
+  }, scaled(ms));
+  const info = await exited;
+  clearTimeout(killer);
+  return info;
+}
+
+// ---- etcd -----------------------------------------------------------------
+
+function spawnEtcd(e, m) {
+  const cu = `http://127.0.0.1:${m.client}`;
+  const pu = `http://127.0.0.1:${m.peer}`;
+  const fd = fs.openSync(path.join(e.dir, `${m.name}.log`), 'a');
+  const proc = spawn('etcd', [
+    '--name', m.name, '--data-dir', m.dataDir,
+    '--listen-client-urls', cu, '--advertise-client-urls', cu,
+    '--listen-peer-urls', pu, '--initial-advertise-peer-urls', pu,
+    '--initial-cluster', e.initialCluster, '--initial-cluster-state', 'new',
+    '--initial-cluster-token', e.token,
+  ], { stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  track(proc);
+  m.proc = proc;
+  m.pid = proc.pid;
+  m.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+}
+
+async function etcdHealthy(m) {
+  const r = await httpGet(m.client, '/health');
+  return r.status === 200 && /"health":\s*"true"/.test(r.body);
+}
+
+// Starts `members` etcd members on loopback ports and waits until each
+// answers /health (a 3-member cluster: until it has a quorum and a leader).
+export async function startEtcd({ members = 1 } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-etcd-'));
+  const ms = [];
+  for (let i = 0; i < members; i++) {
+    ms.push({ name: `e${i + 1}`, client: await freePort(), peer: await freePort(),
+      dataDir: path.join(dir, `e${i + 1}.data`) });
+  }
+  const e = {
+    dir, members: ms, token: path.basename(dir),
+    initialCluster: ms.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(','),
+    endpoints: ms.map((m) => `127.0.0.1:${m.client}`),
+  };
+  for (const m of ms) spawnEtcd(e, m);
+  await waitFor(async () => {
+    for (const m of ms) {
+      if (!alive(m.proc)) throw new Error(`etcd ${m.name} exited:\n${etcdLog(e, m)}`);
+    }
+    return (await Promise.all(ms.map(etcdHealthy))).every(Boolean);
+  }, 30000, 'etcd healthy', 100);
+  return e;
+}
+
+function etcdLog(e, m) {
+  try { return fs.readFileSync(path.join(e.dir, `${m.name}.log`), 'utf8').slice(-4000); } catch { return ''; }
+}
+
+export async function killEtcdMember(e, m, signal = 'SIGKILL') {
+  try { process.kill(m.pid, signal); } catch { /* gone */ }
+  await reap(m.proc, m.exited);
+}
+
+// Restarts a member on its data dir and ports (it rejoins the cluster).
+export async function restartEtcdMember(e, m) {
+  spawnEtcd(e, m);
+  await waitFor(async () => etcdHealthy(m), 30000, `etcd ${m.name} healthy again`, 100);
+}
+
+export async function stopEtcd(e) {
+  for (const m of e.members) {
+    if (m.proc && alive(m.proc)) {
+      try { process.kill(m.pid, 'SIGTERM'); } catch { /* gone */ }
+      await reap(m.proc, m.exited);
+    }
+  }
+  if (!process.env.GANTRY_KEEP_TMP) fs.rmSync(e.dir, { recursive: true, force: true });
+}
+
+const b64 = (s) => Buffer.from(s).toString('base64');
+
+// One key's value (a string) through etcd's JSON gateway, from any member
+// that answers; undefined if the key is absent or no member answers.
+export async function etcdGet(e, key) {
+  for (const ep of e.endpoints) {
+    try {
+      const r = await fetch(`http://${ep}/v3/kv/range`, {
+        method: 'POST', body: JSON.stringify({ key: b64(key) }),
+        signal: AbortSignal.timeout(scaled(2000)),
+      });
+      if (!r.ok) continue;
+      const j = await r.json();
+      const kv = j.kvs?.[0];
+      return kv ? Buffer.from(kv.value ?? '', 'base64').toString() : undefined;
+    } catch { /* next member */ }
+  }
+  return undefined;
+}
+
+// ---- the store cluster ------------------------------------------------------
+
+export const T = 'ChaosTopic';
+export const TF = 'ChaosFifo';
+export const G = 'ChaosGroup';
+export const GF = 'ChaosFifoGroup';
+
+// Topics and groups every process of the cluster declares.  Many delivery
+// attempts: a message must never go to the dead-letter queue because acks
+// failed during faults (the checker would count it lost).
+export const TOPICS_YAML = `topics:
+  - {name: "${T}", type: NORMAL, queues: 4}
+  - {name: "${TF}", type: FIFO, queues: 2}
+groups:
+  - {name: "${G}", max_delivery_attempts: 1000}
+  - {name: "${GF}", fifo: true, max_delivery_attempts: 1000}
+`;
+
+// Cluster timings for tests: a short lease, scaled for slow builds.
+export const LEASE_TTL_S = Math.max(2, Math.ceil(2 * TIME_SCALE));
+
+function clusterYaml(c, nodeId) {
+  return `cluster:
+  etcd: [${c.etcd.endpoints.map((x) => `"${x}"`).join(', ')}]
+  name: "${c.name}"
+  node_id: "${nodeId}"
+  lease_ttl_s: ${c.leaseTtlS}
+  replicas: ${c.replicas}
+  min_insync: ${c.minInsync}
+  replica_lag_ms: ${c.replicaLagMs}
+`;
+}
+
+function proxyStoreYaml(c) {
+  return `  mode: cluster
+  etcd: [${c.etcd.endpoints.map((x) => `"${x}"`).join(', ')}]
+  cluster_name: "${c.name}"
+  remote_timeout_ms: ${scaled(2000)}
+`;
+}
+
+// Writes the two configs a cluster needs and asks the binaries whether
+// they accept them (--check-config): null if both do, else the reason.
+// Used before the cluster pieces exist in a build, to skip (with the
+// reason) instead of failing on a config the build cannot read.
+export async function clusterSupport() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-chaos-check-'));
+  try {
+    const c = { etcd: { endpoints: ['127.0.0.1:2379'] }, name: 'check', leaseTtlS: 2,
+      replicas: 3, minInsync: 2, replicaLagMs: 2000 };
+    const node = path.join(dir, 'node.yaml');
+    fs.writeFileSync(node, `store: {data_dir: "${dir}/d", flush: sync}\n${clusterYaml(c, 'n1')}`);
+    const proxy = path.join(dir, 'proxy.yaml');
+    fs.writeFileSync(proxy, `store:\n  data_dir: "${dir}/p"\n${proxyStoreYaml(c)}`);
+    for (const [bin, cfg] of [[GANTRY_STORE_BIN, node], [GANTRY_BIN, proxy]]) {
+      const r = await run(bin, ['--check-config', cfg]);
+      if (r.code !== 0) {
+        return `${path.basename(bin)} does not accept the cluster config: ${r.out.trim().split('\n').slice(-2).join(' | ')}`;
+      }
+    }
+    return null;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function run(bin, args) {
+  return new Promise((resolve) => {
+    const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { out += d; });
+    p.on('error', (err) => resolve({ code: -1, out: String(err) }));
+    p.on('exit', (code) => resolve({ code, out }));
+  });
+}
+
+// Spawns a store node (a new one, or node.h's again on its dir and ports)
+// and waits until its HTTP endpoint answers /healthz (a follower or a
+// standby node need not be ready: readiness is the leader's).
+async function spawnNode(c, node) {
+  const old = node.h;
+  const h = await spawnGantry({
+    storeNode: true, logLevel: c.logLevel, flush: 'sync',
+    yaml: TOPICS_YAML + clusterYaml(c, node.id),
+    dir: old?.dir, grpcPort: old?.grpcPort, httpPort: old?.httpPort, amqpPort: old?.amqpPort,
+    amqpListen: 'off',
+  });
+  track(h.proc);
+  node.h = h;
+  node.pid = h.pid;
+  await waitFor(async () => {
+    if (!alive(h.proc)) throw new Error(`store node ${node.id} exited at start:\n${h.log().slice(-4000)}`);
+    return (await httpGet(h.httpPort, '/healthz')).status === 200;
+  }, 30000, `store node ${node.id} healthy`, 50);
+  return node;
+}
+
+// Starts etcd (etcdMembers), `nodes` store nodes n1.. and `proxies`
+// proxies in cluster mode; waits for a leader and for a write through each
+// proxy.  Returns the cluster handle.
+export async function startCluster(opts = {}) {
+  const c = {
+    name: opts.name ?? 'chaos',
+    leaseTtlS: opts.leaseTtlS ?? LEASE_TTL_S,
+    replicas: opts.replicas ?? 3,
+    minInsync: opts.minInsync ?? 2,
+    replicaLagMs: opts.replicaLagMs ?? scaled(2000),
+    logLevel: opts.logLevel ?? 'info',
+    nodes: [], proxies: [], etcd: null,
+  };
+  try {
+    c.etcd = await startEtcd({ members: opts.etcdMembers ?? 1 });
+    for (let i = 1; i <= (opts.nodes ?? 3); i++) c.nodes.push({ id: `n${i}` });
+    await Promise.all(c.nodes.map((n) => spawnNode(c, n)));
+    await waitFor(async () => leaderOf(c), 60000, 'a store leader elected', 100);
+    for (let i = 0; i < (opts.proxies ?? 2); i++) {
+      const p = await startGantry({ logLevel: c.logLevel, yaml: TOPICS_YAML,
+        storeYaml: proxyStoreYaml(c), amqpListen: 'off', readyTimeoutMs: 60000 });
+      track(p.proc);
+      c.proxies.push(p);
+    }
+    for (const p of c.proxies) await waitWritable(p);
+    return c;
+  } catch (e) {
+    await stopCluster(c).catch(() => {});
+    throw e;
+  }
+}
+
+// The store leader's node (from etcd's leader key, when that node runs).
+export async function leaderOf(c) {
+  const id = await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/leader`);
+  return c.nodes.find((n) => n.id === id && n.h && alive(n.h.proc));
+}
+
+export async function epochOf(c) {
+  return Number(await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/epoch`) ?? NaN);
+}
+
+export function followersOf(c, leader) {
+  return c.nodes.filter((n) => n !== leader);
+}
+
+// Sends raw NORMAL messages through proxy p until one succeeds.
+export async function waitWritable(p, ms = 60000) {
+  const raw = new Raw(p.endpoint);
+  try {
+    await waitFor(async () => {
+      const r = await rawSend(raw, 'ready', scaled(2000));
+      return r.ok;
+    }, ms, `a write through proxy ${p.endpoint}`, 100);
+  } finally {
+    raw.close();
+  }
+}
+
+async function rawSend(raw, body, timeoutMs) {
+  const m = wireMessage({ topic: T, body: Buffer.from(body), props: { kind: 'probe' } });
+  const r = await raw.unary('SendMessage', sendRequest([m]), pb.SendMessageResponse, { timeoutMs });
+  const ok = r.err === null && r.resp.getStatus().getCode() === Code.OK;
+  return { ok, id: ok ? r.resp.getEntriesList()[0].getMessageId() : undefined };
+}
+
+// Signals a node: SIGKILL (reaped, state kept for restartNode), SIGSTOP,
+// SIGCONT.  Returns the time the signal was sent.
+export async function signalNode(node, signal) {
+  const at = Date.now();
+  try { process.kill(node.pid, signal); } catch { /* gone */ }
+  if (signal === 'SIGKILL') await reap(node.h.proc, node.h.exited);
+  return at;
+}
+
+export async function restartNode(c, node) {
+  checkLog(node.h);
+  return spawnNode(c, node);
+}
+
+function checkLog(h) {
+  const log = h.log();
+  if (sanitizerReport(log)) throw new Error(`sanitizer report in ${h.dir}/gantry.log:\n${log.slice(-6000)}`);
+}
+
+// Drops the page cache (clean pages of every file; needs root).  Returns
+// null if done, else why not.
+export function dropCaches() {
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+    return null;
+  } catch (e) {
+    return `cannot drop the page cache: ${e.code ?? e.message}`;
+  }
+}
+
+export async function stopCluster(c) {
+  const errs = [];
+  for (const p of c.proxies) {
+    try { await stopGantry(p); } catch (e) { errs.push(e); }
+  }
+  for (const n of c.nodes) {
+    if (!n.h) continue;
+    try { process.kill(n.pid, 'SIGCONT'); } catch { /* gone */ }
+    try { await stopGantry(n.h); } catch (e) { errs.push(e); }
+  }
+  if (c.etcd) await stopEtcd(c.etcd);
+  if (errs.length) throw errs[0];
+}
+
+// ---- load -------------------------------------------------------------------
+
+// opts: {normalLoops (per proxy, 2), fifoGroups (per proxy, 2), paceMs
+// (between one loop's sends, 5), probeEveryMs (20), invisibleMs (10 s)}.
+export class Load {
+  constructor(proxies, opts = {}) {
+    this.proxies = proxies;
+    this.o = { normalLoops: 2, fifoGroups: 2, paceMs: 5, probeEveryMs: 20,
+      invisibleMs: scaled(10000), ...opts };
+    this.acked = new Map();      // id -> {kind, mg, seq}
+    this.deliveries = [];        // {id, mg, seq, at}
+    this.writes = [];            // acked writes: {start, end}
+    this.failedSends = 0;
+    this.recvErrors = 0;
+    this.ackErrors = 0;
+    this.sending = false;
+    this.consuming = false;
+    this.loops = [];
+    this.consumerLoops = [];
+    this.clients = [];
+    this.raws = [];
+    this.seq = 0;
+  }
+
+  async start() {
+    this.consuming = true;
+    for (const p of this.proxies) {
+      const cn = await startSimpleConsumer(p, G, T);
+      const cf = await startSimpleConsumer(p, GF, TF);
+      this.clients.push(cn, cf);
+      this.consumerLoops.push(this.consume(cn), this.consume(cf));
+    }
+    this.sending = true;
+    let mgN = 0;
+    for (const p of this.proxies) {
+      const producer = await startProducer(p, [T, TF]);
+      this.clients.push(producer);
+      for (let i = 0; i < this.o.normalLoops; i++) this.loops.push(this.sendNormal(producer));
+      for (let i = 0; i < this.o.fifoGroups; i++) this.loops.push(this.sendFifo(producer, `mg${mgN++}`));
+      const raw = new Raw(p.endpoint);
+      this.raws.push(raw);
+    }
+    this.loops.push(this.probe());
+  }
+
+  record(id, meta, start) {
+    this.acked.set(id, { ...meta, start });
+    this.writes.push({ start, end: Date.now() });
+  }
+
+  async sendNormal(producer) {
+    while (this.sending) {
+      const start = Date.now();
+      const n = this.seq++;
+      try {
+        const r = await producer.send({ topic: T, tag: 'n', body: Buffer.from(`n${n}`),
+          properties: new Map([['kind', 'normal']]) });
+        this.record(r.messageId, { kind: 'normal' }, start);
+      } catch {
+        this.failedSends++;
+        await sleep(50); // back off a little: do not spin on a failed store
+      }
+      await sleep(this.o.paceMs);
+    }
+  }
+
+  // One message group's sends, each awaited before the next: the order the
+  // group's messages were stored in is their seq order.  A failed send is
+  // not retried (its seq may or may not be stored); the next seq follows.
+  async sendFifo(producer, mg) {
+    for (let seq = 0; this.sending; seq++) {
+      const start = Date.now();
+      try {
+        const r = await producer.send({ topic: TF, tag: 'f', messageGroup: mg,
+          body: Buffer.from(`${mg}:${seq}`),
+          properties: new Map([['kind', 'fifo'], ['mg', mg], ['seq', String(seq)]]) });
+        this.record(r.messageId, { kind: 'fifo', mg, seq }, start);
+      } catch {
+        this.failedSends++;
+        await sleep(50);
+      }
+      await sleep(this.o.paceMs);
+    }
+  }
+
+  // Small raw sends started every probeEveryMs (at most 8 in flight, each
+  // with a short deadline): their successes time a write outage finely.
+  async probe() {
+    const inflight = new Set();
+    let i = 0;
+    while (this.sending) {
+      if (inflight.size < 8) {
+        const raw = this.raws[i++ % this.raws.length];
+        const start = Date.now();
+        const p = rawSend(raw, `p${i}`, scaled(2000)).then((r) => {
+          if (r.ok && r.id) this.record(r.id, { kind: 'probe' }, start);
+        }).finally(() => inflight.delete(p));
+        inflight.add(p);
+      }
+      await sleep(this.o.probeEveryMs);
+    }
+    await Promise.all(inflight);
+  }
+
+  async consume(consumer) {
+    while (this.consuming) {
+      if (this.paused) {
+        await sleep(50);
+        continue;
+      }
+      let msgs;
+      try {
+        msgs = await consumer.receive(16, this.o.invisibleMs);
+      } catch {
+        this.recvErrors++;
+        await sleep(100);
+        continue;
+      }
+      for (const m of msgs) {
+        const seq = m.properties.get('seq');
+        this.deliveries.push({ id: m.messageId, mg: m.properties.get('mg'),
+          seq: seq === undefined ? undefined : Number(seq), at: Date.now() });
+        try {
+          await consumer.ack(m);
+        } catch {
+          this.ackErrors++; // delivered again after its invisible time
+        }
+      }
+    }
+  }
+
+  // Stops receiving (receives in flight finish) until resume().
+  pause() { this.paused = true; }
+  resume() { this.paused = false; }
+
+  // Acknowledged sends not delivered yet.
+  undelivered() {
+    const got = new Set(this.deliveries.map((d) => d.id));
+    let n = 0;
+    for (const id of this.acked.keys()) if (!got.has(id)) n++;
+    return n;
+  }
+
+  // The first acknowledged write started at or after `t`: ms from t to its
+  // answer; undefined if none yet.
+  writeAfter(t) {
+    let best;
+    for (const w of this.writes) {
+      if (w.start >= t && (best === undefined || w.end < best)) best = w.end;
+    }
+    return best === undefined ? undefined : best - t;
+  }
+
+  async waitWriteAfter(t, ms = 60000) {
+    await waitFor(() => this.writeAfter(t) !== undefined, ms, 'a write acknowledged after the fault', 20);
+    return this.writeAfter(t);
+  }
+
+  async waitAcked(n, ms = 60000) {
+    const base = this.acked.size;
+    await waitFor(() => this.acked.size >= base + n, ms, `${n} more acknowledged sends`, 20);
+  }
+
+  async stopSending() {
+    this.sending = false;
+    await withTimeout(Promise.all(this.loops), scaled(60000), 'producer loops to end');
+  }
+
+  // Waits until every acknowledged send (started at or after `since`, if
+  // given) was delivered (bounded), then stops the consumers.
+  async drain(ms = 60000, since = undefined) {
+    const done = () => {
+      if (since === undefined) return check(this).lost === 0;
+      const got = new Set(this.deliveries.map((d) => d.id));
+      for (const [id, m] of this.acked) if (m.start >= since && !got.has(id)) return false;
+      return true;
+    };
+    try {
+      await waitFor(done, ms, 'every acknowledged send delivered', 100);
+    } catch { /* check() reports what is missing */ }
+    this.consuming = false;
+    await withTimeout(Promise.all(this.consumerLoops), scaled(60000), 'consumer loops to end')
+      .catch(() => {});
+  }
+
+  async close() {
+    this.sending = false;
+    this.consuming = false;
+    for (const r of this.raws) r.close();
+    await shutdownQuietly(...this.clients);
+  }
+}
+
+// The checker (see the header).  rec: {acked: Map id -> {kind, mg, seq},
+// deliveries: [{id, mg, seq}]}.
+export function check(rec) {
+  const count = new Map();
+  for (const d of rec.deliveries) count.set(d.id, (count.get(d.id) ?? 0) + 1);
+  const lostIds = [];
+  for (const id of rec.acked.keys()) if (!count.has(id)) lostIds.push(id);
+  let dup = 0;
+  let extra = 0;
+  for (const [id, n] of count) {
+    dup += n - 1;
+    if (!rec.acked.has(id)) extra++;
+  }
+  // Per group, first deliveries of each seq in delivery order must rise.
+  const seen = new Map(); // mg -> {max, seqs: Set}
+  let order = 0;
+  const orderSamples = [];
+  for (const d of rec.deliveries) {
+    if (d.mg === undefined || d.seq === undefined) continue;
+    let s = seen.get(d.mg);
+    if (!s) { s = { max: -1, seqs: new Set() }; seen.set(d.mg, s); }
+    if (s.seqs.has(d.seq)) continue;
+    s.seqs.add(d.seq);
+    if (d.seq < s.max) {
+      order++;
+      if (orderSamples.length < 5) orderSamples.push(`${d.mg}: ${d.seq} after ${s.max}`);
+    }
+    s.max = Math.max(s.max, d.seq);
+  }
+  return { acked: rec.acked.size, delivered: count.size, lost: lostIds.length,
+    lostIds: lostIds.slice(0, 10), dup, extra, order, orderSamples };
+}
