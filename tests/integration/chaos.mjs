@@ -34,7 +34,8 @@ import path from 'node:path';
 import { startGantry, startStore, stopGantry } from './harness.mjs';
 import {
   Load, check, startCluster, stopCluster, leaderOf, followersOf, signalNode, restartNode,
-  killEtcdMember, restartEtcdMember, dropCaches, clusterSupport, epochOf, etcdGet,
+  killEtcdMember, restartEtcdMember, dropCaches, clusterSupport, epochOf, waitHealthy,
+  waitNewLeader,
   TOPICS_YAML, scaled, waitFor, sleep,
 } from './cluster_harness.mjs';
 
@@ -48,31 +49,6 @@ const only = onlyArg ? (onlyArg.includes('=') ? onlyArg.split('=')[1] : args[arg
 const LOAD_MS = Number(process.env.CHAOS_LOAD_MS) || (long ? 30000 : 4000);
 
 // ---- fault helpers ------------------------------------------------------
-
-// In-sync set from etcd: {epoch, ids}.
-async function isrOf(c) {
-  const v = await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/isr`);
-  if (!v) return { epoch: NaN, ids: [] };
-  const [e, ids] = v.split(':');
-  return { epoch: Number(e), ids: ids ? ids.split(',').filter(Boolean) : [] };
-}
-
-// A healthy cluster: a running leader and every replica in the in-sync set.
-async function waitHealthy(c) {
-  await waitFor(async () => {
-    const l = await leaderOf(c);
-    if (!l) return false;
-    const isr = await isrOf(c);
-    return isr.ids.length >= c.replicas;
-  }, 120000, 'a leader and a full in-sync set', 100);
-}
-
-async function waitNewLeader(c, old) {
-  return waitFor(async () => {
-    const l = await leaderOf(c);
-    return l && l !== old ? l : null;
-  }, 120000, `a leader other than ${old.id}`, 50);
-}
 
 // ---- faults -----------------------------------------------------------------
 // Each takes (c, load) and returns {failoverMs}; the load runs throughout.

@@ -187,8 +187,7 @@ function clusterYaml(c, nodeId) {
   etcd: [${c.etcd.endpoints.map((x) => `"${x}"`).join(', ')}]
   name: "${c.name}"
   node_id: "${nodeId}"
-  lease_ttl_s: ${c.leaseTtlS}
-  replicas: ${c.replicas}
+${c.leaseTtlS ? `  lease_ttl_s: ${c.leaseTtlS}\n` : ''}  replicas: ${c.replicas}
   min_insync: ${c.minInsync}
   replica_lag_ms: ${c.replicaLagMs}
 `;
@@ -265,7 +264,8 @@ async function spawnNode(c, node) {
 export async function startCluster(opts = {}) {
   const c = {
     name: opts.name ?? 'chaos',
-    leaseTtlS: opts.leaseTtlS ?? LEASE_TTL_S,
+    // null: the build's default lease TTL (the bench's failover figures)
+    leaseTtlS: opts.leaseTtlS === undefined ? LEASE_TTL_S : opts.leaseTtlS,
     replicas: opts.replicas ?? 3,
     minInsync: opts.minInsync ?? 2,
     replicaLagMs: opts.replicaLagMs ?? scaled(2000),
@@ -299,6 +299,31 @@ export async function leaderOf(c) {
 
 export async function epochOf(c) {
   return Number(await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/epoch`) ?? NaN);
+}
+
+// The in-sync set from etcd: {epoch, ids}.
+export async function isrOf(c) {
+  const v = await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/isr`);
+  if (!v) return { epoch: NaN, ids: [] };
+  const [e, ids] = v.split(':');
+  return { epoch: Number(e), ids: ids ? ids.split(',').filter(Boolean) : [] };
+}
+
+// A healthy cluster: a running leader and every replica in the in-sync set.
+export async function waitHealthy(c, ms = 120000) {
+  await waitFor(async () => {
+    const l = await leaderOf(c);
+    if (!l) return false;
+    const isr = await isrOf(c);
+    return isr.ids.length >= c.replicas;
+  }, ms, 'a leader and a full in-sync set', 100);
+}
+
+export async function waitNewLeader(c, old, ms = 120000) {
+  return waitFor(async () => {
+    const l = await leaderOf(c);
+    return l && l !== old ? l : null;
+  }, ms, `a leader other than ${old.id}`, 50);
 }
 
 export function followersOf(c, leader) {
@@ -372,7 +397,8 @@ export async function stopCluster(c) {
 // ---- load -------------------------------------------------------------------
 
 // opts: {normalLoops (per proxy, 2), fifoGroups (per proxy, 2), paceMs
-// (between one loop's sends, 5), probeEveryMs (20), invisibleMs (10 s)}.
+// (between one loop's sends, 5), probeEveryMs (20), probeDeadlineMs
+// (scaled 2 s), invisibleMs (10 s), consumers (true)}.
 export class Load {
   constructor(proxies, opts = {}) {
     this.proxies = proxies;
@@ -395,7 +421,7 @@ export class Load {
 
   async start() {
     this.consuming = true;
-    for (const p of this.proxies) {
+    for (const p of this.o.consumers === false ? [] : this.proxies) {
       const cn = await startSimpleConsumer(p, G, T);
       const cf = await startSimpleConsumer(p, GF, TF);
       this.clients.push(cn, cf);
@@ -404,10 +430,12 @@ export class Load {
     this.sending = true;
     let mgN = 0;
     for (const p of this.proxies) {
-      const producer = await startProducer(p, [T, TF]);
-      this.clients.push(producer);
-      for (let i = 0; i < this.o.normalLoops; i++) this.loops.push(this.sendNormal(producer));
-      for (let i = 0; i < this.o.fifoGroups; i++) this.loops.push(this.sendFifo(producer, `mg${mgN++}`));
+      if (this.o.normalLoops + this.o.fifoGroups > 0) {
+        const producer = await startProducer(p, [T, TF]);
+        this.clients.push(producer);
+        for (let i = 0; i < this.o.normalLoops; i++) this.loops.push(this.sendNormal(producer));
+        for (let i = 0; i < this.o.fifoGroups; i++) this.loops.push(this.sendFifo(producer, `mg${mgN++}`));
+      }
       const raw = new Raw(p.endpoint);
       this.raws.push(raw);
     }
@@ -454,16 +482,20 @@ export class Load {
     }
   }
 
-  // Small raw sends started every probeEveryMs (at most 8 in flight, each
-  // with a short deadline): their successes time a write outage finely.
+  // Small raw sends started every probeEveryMs whatever the others do
+  // (each with a deadline of probeDeadlineMs, so at most deadline / every
+  // of them in flight): their successes time a write outage to within
+  // probeEveryMs.
   async probe() {
     const inflight = new Set();
+    const deadline = this.o.probeDeadlineMs ?? scaled(2000);
+    const cap = Math.ceil(deadline / this.o.probeEveryMs) + 1;
     let i = 0;
     while (this.sending) {
-      if (inflight.size < 8) {
+      if (inflight.size < cap) {
         const raw = this.raws[i++ % this.raws.length];
         const start = Date.now();
-        const p = rawSend(raw, `p${i}`, scaled(2000)).then((r) => {
+        const p = rawSend(raw, `p${i}`, deadline).then((r) => {
           if (r.ok && r.id) this.record(r.id, { kind: 'probe' }, start);
         }).finally(() => inflight.delete(p));
         inflight.add(p);
