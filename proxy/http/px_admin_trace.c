@@ -8,15 +8,43 @@
  *                "result": "OK", "attempt": n, "queue": q, "offset": o,
  *                "invisible_ms": ms}, ...]}
  *
- * (attempt, queue, offset and invisible_ms null where they do not apply).  At most
- * PX_TRACE_MAX_EVENTS events, the most recent ones ("truncated" says when
- * there may be more).  An id without events gives an empty list, not 404:
+ * (attempt, queue, offset and invisible_ms null where they do not apply).
+ * A stored record holds up to 32 events of several ids, members that are
+ * empty or null left out (px_trace.c); this keeps those of ID and fills the
+ * members back in.  The events of the PX_TRACE_MAX_EVENTS most recent
+ * records with ID ("truncated" says when there may be more).  An id without events gives an empty list, not 404:
  * tracing may be off for its topic, or its events not written yet. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "px_admin_int.h"
 #include "px_trace.h"
+
+/* Every member of an event, with its value where the record leaves it out. */
+static const char *const ev_strs[] = {"msg_id", "topic", "group", "client_id",
+                                      "addr", "tag"};
+static const char *const ev_nums[] = {"attempt", "queue", "offset", "invisible_ms",
+                                      "body_size"};
+
+/* Appends e (borrowed) to out when it is an event of id, completed. */
+static void add_event(json_t *out, json_t *e, const char *id)
+{
+    json_t *c;
+
+    if (!json_is_object(e) || !json_is_string(json_object_get(e, "msg_id")) ||
+        strcmp(json_string_value(json_object_get(e, "msg_id")), id) != 0 ||
+        (c = json_copy(e)) == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(ev_strs) / sizeof(ev_strs[0]); i++)
+        if (json_object_get(c, ev_strs[i]) == NULL)
+            json_object_set_new(c, ev_strs[i], json_string(""));
+    if (json_object_get(c, "result") == NULL)
+        json_object_set_new(c, "result", json_string("OK"));
+    for (size_t i = 0; i < sizeof(ev_nums) / sizeof(ev_nums[0]); i++)
+        if (json_object_get(c, ev_nums[i]) == NULL)
+            json_object_set_new(c, ev_nums[i], json_null());
+    json_array_append_new(out, c);
+}
 
 static void got_events(void *arg, gt_err_t err, const st_message_t *m, size_t n,
                        uint64_t next)
@@ -28,11 +56,18 @@ static void got_events(void *arg, gt_err_t err, const st_message_t *m, size_t n,
         err = GT_OK;
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; err == GT_OK && i < n; i++) {
-        json_t *e = json_loadb(m[i].body, m[i].body_len, 0, NULL);
-        if (json_is_object(e))
-            json_array_append_new(w->out, e);
-        else
-            json_decref(e);
+        /* {"v":2,"events":[...]} (px_trace.c), or one event per record
+         * (what earlier versions wrote) */
+        json_t *r = json_loadb(m[i].body, m[i].body_len, 0, NULL);
+        json_t *evs = json_object_get(r, "events");
+
+        if (json_is_array(evs)) {
+            for (size_t j = 0; j < json_array_size(evs); j++)
+                add_event(w->out, json_array_get(evs, j), w->group.name);
+        } else {
+            add_event(w->out, r, w->group.name);
+        }
+        json_decref(r);
     }
     w->u[0] = n;
     pthread_mutex_unlock(&w->mu);
@@ -81,6 +116,7 @@ void px_admin_trace(px_admin_t *a, const char *id, const px_http_req_t *req,
         px_admin_err(resp, 500, "out of memory");
         return;
     }
+    snprintf(w->group.name, sizeof(w->group.name), "%s", id); /* for got_events */
     st_lookup_key(a->store, PX_TRACE_TOPIC, id, PX_TRACE_MAX_EVENTS, got_events, w);
     rc = px_aw_wait(w, deadline);
     pthread_mutex_lock(&w->mu);

@@ -2,11 +2,19 @@
  * px_trace.h).
  *
  * Noting an event takes the buffer's mutex for a copy of ~900 bytes into a
- * preallocated ring; the flusher thread takes up to PX_TRACE_BATCH events
- * at a time out of it and appends them to PX_TRACE_TOPIC with one
- * st_append(), waiting for the store's answer before the next batch (one
- * append in flight).  It wakes every trace.flush_ms, or sooner when a
- * quarter of the buffer is full.
+ * preallocated ring (a send's messages go in under one lock); the flusher
+ * thread takes up to PX_TRACE_BATCH events at a time out of it and appends
+ * them to PX_TRACE_TOPIC with one st_append(), waiting for the store's
+ * answer before the next batch (one append in flight).  It wakes every
+ * trace.flush_ms, or sooner when a quarter of the buffer is full.
+ *
+ * One stored record holds up to PX_TRACE_PER_REC consecutive events, keyed
+ * by each distinct message id among them (ST_MAX_KEYS at most), body
+ * {"v":2,"events":[...]} with each event's members that are not empty or
+ * null (px_admin_trace.c fills them back in and keeps the events of the id
+ * asked for).  A record per event made every traced message cost the store
+ * a second record, consume-queue entry and id-index entry, which cost a
+ * third to two fifths of send throughput at batch 32 (README, issue 13).
  *
  * Deliveries remember their attempt by receipt handle in a small
  * direct-mapped cache, so that a later nack can tell its attempt and
@@ -25,7 +33,10 @@
 #include "px_trace.h"
 
 #define PX_TRACE_BATCH 1024
-#define PX_TRACE_BODY_MAX 1400
+#define PX_TRACE_BODY_MAX 2048 /* one event's JSON at most */
+#define PX_TRACE_PER_REC 32    /* events per stored record (<= ST_MAX_KEYS) */
+#define PX_TRACE_RECS (PX_TRACE_BATCH / PX_TRACE_PER_REC)
+#define PX_TRACE_REC_MAX (PX_TRACE_PER_REC * (PX_TRACE_BODY_MAX + 1) + 32)
 #define PX_TRACE_ATTEMPTS 1024 /* attempt cache slots (a power of 2) */
 
 typedef enum px_trace_kind {
@@ -82,8 +93,8 @@ struct px_trace {
     pthread_t thr;
     /* the flusher's batch (its thread only) */
     px_trace_ev_t *batch;
-    st_message_t *msgs;
-    char (*bodies)[PX_TRACE_BODY_MAX];
+    st_message_t *msgs;            /* PX_TRACE_RECS records */
+    char (*bodies)[PX_TRACE_REC_MAX];
     /* the append in flight */
     pthread_mutex_t wmu;
     pthread_cond_t wcv;
@@ -151,66 +162,122 @@ static void px_trace_ev_init(px_trace_ev_t *e, px_trace_kind_t kind,
     snprintf(e->result, sizeof(e->result), "OK");
 }
 
-/* Into the buffer, or dropped (counted) when it is full or stopped. */
-static void px_trace_put(px_trace_t *tr, px_trace_ev_t *e)
+/* Into the buffer, or dropped (counted) when it is full or stopped:
+ * e[0..n) under one lock. */
+static void px_trace_put_n(px_trace_t *tr, px_trace_ev_t *e, size_t n)
 {
+    size_t dropped = 0;
     bool wake = false;
 
-    if (e->msg_id[0] == '\0')
-        return;
     pthread_mutex_lock(&tr->mu);
-    if (tr->stopped || tr->n == tr->cap) {
-        pthread_mutex_unlock(&tr->mu);
-        atomic_fetch_add(&tr->dropped, 1);
-        return;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].msg_id[0] == '\0')
+            continue;
+        if (tr->stopped || tr->n == tr->cap) {
+            dropped++;
+            continue;
+        }
+        e[i].seq = ++tr->seq;
+        tr->ring[(tr->head + tr->n) % tr->cap] = e[i];
+        wake |= ++tr->n == tr->kick;
     }
-    e->seq = ++tr->seq;
-    tr->ring[(tr->head + tr->n) % tr->cap] = *e;
-    wake = ++tr->n == tr->kick;
     pthread_mutex_unlock(&tr->mu);
+    if (dropped > 0)
+        atomic_fetch_add(&tr->dropped, dropped);
     if (wake)
         pthread_cond_signal(&tr->cv);
 }
 
+static void px_trace_put(px_trace_t *tr, px_trace_ev_t *e)
+{
+    px_trace_put_n(tr, e, 1);
+}
+
 /* ---- the flusher ---- */
 
-/* Appends JSON string s (escaped) to buf at *len, within cap. */
+/* Length of the valid UTF-8 sequence at s (1..4), 0 when it is not one. */
+static size_t px_trace_utf8(const unsigned char *s)
+{
+    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+
+    if (n == 0 || s[0] > 0xf4)
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+        return 0; /* overlong, surrogate, beyond U+10FFFF */
+    return n;
+}
+
+/* Appends ,"k":"s" to buf at *len, within cap, leaving room for one more
+ * byte (the closing brace): s JSON-escaped, bytes that are not UTF-8 as
+ * U+FFFD, cut at a character's end when it does not fit.  Nothing when s
+ * is empty (the reader takes a missing member as ""). */
 static void px_trace_jstr(char *buf, size_t cap, size_t *len, const char *k,
                           const char *s)
 {
-    size_t l = *len;
-    int w = snprintf(buf + l, l < cap ? cap - l : 0, ",\"%s\":\"", k);
+    static const char hex[] = "0123456789abcdef";
+    size_t l = *len, kl = strlen(k);
 
-    l += w > 0 ? (size_t)w : 0;
-    for (; *s != '\0' && l + 8 < cap; s++) {
+    if (*s == '\0' || l + kl + 8 >= cap)
+        return;
+    buf[l++] = ',';
+    buf[l++] = '"';
+    memcpy(buf + l, k, kl);
+    l += kl;
+    buf[l++] = '"';
+    buf[l++] = ':';
+    buf[l++] = '"';
+    while (*s != '\0' && l + 9 < cap) {
         unsigned char c = (unsigned char)*s;
+        size_t u;
+
         if (c == '"' || c == '\\') {
             buf[l++] = '\\';
             buf[l++] = (char)c;
+            s++;
         } else if (c < 0x20) {
-            l += (size_t)snprintf(buf + l, cap - l, "\\u%04x", c);
-        } else {
+            memcpy(buf + l, "\\u00", 4);
+            buf[l + 4] = hex[c >> 4];
+            buf[l + 5] = hex[c & 15];
+            l += 6;
+            s++;
+        } else if (c < 0x80) {
             buf[l++] = (char)c;
+            s++;
+        } else if ((u = px_trace_utf8((const unsigned char *)s)) > 0) {
+            memcpy(buf + l, s, u);
+            l += u;
+            s += u;
+        } else {
+            memcpy(buf + l, "\\ufffd", 6);
+            l += 6;
+            s++;
         }
     }
-    if (l + 1 < cap)
-        buf[l++] = '"';
-    buf[l < cap ? l : cap - 1] = '\0';
+    buf[l++] = '"';
+    buf[l] = '\0';
     *len = l;
 }
 
-/* Appends ,"k":v (null when v < 0). */
+/* Appends ,"k":v; nothing when v < 0 (the reader takes null). */
 static void px_trace_jnum(char *buf, size_t cap, size_t *len, const char *k, int64_t v)
 {
     int w;
 
-    if (*len >= cap)
+    if (v < 0 || *len >= cap)
         return;
-    w = v >= 0 ? snprintf(buf + *len, cap - *len, ",\"%s\":%lld", k, (long long)v)
-               : snprintf(buf + *len, cap - *len, ",\"%s\":null", k);
-    *len += w > 0 ? (size_t)w : 0;
+    w = snprintf(buf + *len, cap - *len, ",\"%s\":%lld", k, (long long)v);
+    if (w > 0 && (size_t)w + 1 < cap - *len)
+        *len += (size_t)w;
+    else
+        buf[*len] = '\0';
 }
 
+/* One event's JSON object (members that are empty or null left out) at
+ * buf; its length (< cap). */
 static size_t px_trace_json(const px_trace_ev_t *e, char *buf, size_t cap)
 {
     size_t l;
@@ -218,23 +285,23 @@ static size_t px_trace_json(const px_trace_ev_t *e, char *buf, size_t cap)
                      (long long)e->time_ms, (unsigned long long)e->seq,
                      px_tk_names[e->kind]);
 
-    l = w > 0 ? (size_t)w : 0;
+    l = w > 0 && (size_t)w < cap ? (size_t)w : 0;
     px_trace_jstr(buf, cap, &l, "msg_id", e->msg_id);
     px_trace_jstr(buf, cap, &l, "topic", e->topic);
     px_trace_jstr(buf, cap, &l, "group", e->group);
     px_trace_jstr(buf, cap, &l, "client_id", e->client);
     px_trace_jstr(buf, cap, &l, "addr", e->addr);
-    px_trace_jstr(buf, cap, &l, "result", e->result);
+    if (strcmp(e->result, "OK") != 0)
+        px_trace_jstr(buf, cap, &l, "result", e->result);
     px_trace_jstr(buf, cap, &l, "tag", e->tag);
-    /* Every event has every member, null where it does not apply. */
     px_trace_jnum(buf, cap, &l, "attempt", e->attempt > 0 ? (int64_t)e->attempt : -1);
     px_trace_jnum(buf, cap, &l, "queue", e->queue);
     px_trace_jnum(buf, cap, &l, "offset", e->offset);
     px_trace_jnum(buf, cap, &l, "invisible_ms", e->invisible_ms);
     px_trace_jnum(buf, cap, &l, "body_size", e->body_size);
-    if (l < cap)
-        l += (size_t)snprintf(buf + l, cap - l, "}");
-    return l < cap ? l : cap - 1;
+    buf[l++] = '}'; /* room was left for it */
+    buf[l] = '\0';
+    return l;
 }
 
 static void px_trace_appended(void *arg, gt_err_t err,
@@ -250,25 +317,51 @@ static void px_trace_appended(void *arg, gt_err_t err,
     pthread_mutex_unlock(&tr->wmu);
 }
 
+/* Record r of a write: events batch[first..first + k) (k <= PX_TRACE_PER_REC),
+ * keyed by their distinct message ids. */
+static void px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t k)
+{
+    st_message_t *m = &tr->msgs[r];
+    char *body = tr->bodies[r];
+    size_t l;
+    static const char head[] = "{\"v\":2,\"events\":[";
+
+    memset(m, 0, sizeof(*m));
+    memcpy(body, head, sizeof(head) - 1);
+    l = sizeof(head) - 1;
+    for (size_t i = first; i < first + k; i++) {
+        const px_trace_ev_t *e = &tr->batch[i];
+        bool seen = false;
+
+        if (i > first)
+            body[l++] = ',';
+        l += px_trace_json(e, body + l, PX_TRACE_BODY_MAX);
+        for (uint32_t j = 0; j < m->nkeys && !seen; j++)
+            seen = strcmp(m->keys[j], e->msg_id) == 0;
+        if (!seen && m->nkeys < ST_MAX_KEYS)
+            m->keys[m->nkeys++] = e->msg_id;
+    }
+    memcpy(body + l, "]}", 3);
+    l += 2;
+    /* The first event's kind as the tag; the last one's time as birth. */
+    m->tag = px_tk_names[tr->batch[first].kind];
+    m->body = body;
+    m->body_len = (uint32_t)l;
+    m->born_ts_ms = tr->batch[first + k - 1].time_ms;
+    m->queue_id = ST_QUEUE_ANY;
+}
+
 /* Writes batch[0..n) with one append and waits for the answer. */
 static void px_trace_write(px_trace_t *tr, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        st_message_t *m = &tr->msgs[i];
-        const px_trace_ev_t *e = &tr->batch[i];
-        memset(m, 0, sizeof(*m));
-        m->tag = px_tk_names[e->kind];
-        m->keys[0] = e->msg_id;
-        m->nkeys = 1;
-        m->body = tr->bodies[i];
-        m->body_len = (uint32_t)px_trace_json(e, tr->bodies[i], PX_TRACE_BODY_MAX);
-        m->born_ts_ms = e->time_ms;
-        m->queue_id = ST_QUEUE_ANY;
-    }
+    size_t nrec = 0;
+
+    for (size_t i = 0; i < n; i += PX_TRACE_PER_REC)
+        px_trace_record(tr, nrec++, i, n - i < PX_TRACE_PER_REC ? n - i : PX_TRACE_PER_REC);
     pthread_mutex_lock(&tr->wmu);
     tr->wdone = false;
     pthread_mutex_unlock(&tr->wmu);
-    st_append(tr->store, PX_TRACE_TOPIC, tr->msgs, n, px_trace_appended, tr);
+    st_append(tr->store, PX_TRACE_TOPIC, tr->msgs, nrec, px_trace_appended, tr);
     pthread_mutex_lock(&tr->wmu);
     while (!tr->wdone)
         pthread_cond_wait(&tr->wcv, &tr->wmu);
@@ -396,8 +489,8 @@ gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out)
     atomic_init(&tr->failed, 0);
     tr->ring = calloc(tr->cap, sizeof(*tr->ring));
     tr->batch = calloc(PX_TRACE_BATCH, sizeof(*tr->batch));
-    tr->msgs = calloc(PX_TRACE_BATCH, sizeof(*tr->msgs));
-    tr->bodies = calloc(PX_TRACE_BATCH, sizeof(*tr->bodies));
+    tr->msgs = calloc(PX_TRACE_RECS, sizeof(*tr->msgs));
+    tr->bodies = calloc(PX_TRACE_RECS, sizeof(*tr->bodies));
     if (tr->ring == NULL || tr->batch == NULL || tr->msgs == NULL ||
         tr->bodies == NULL || pthread_create(&tr->thr, NULL, px_trace_flusher, tr) != 0) {
         px_trace_free(tr);
@@ -506,8 +599,9 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
                    gt_err_t err, const st_append_item_t *items, size_t n)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e;
+    px_trace_ev_t e[8];
     const char *topic;
+    size_t k = 0;
 
     if (tr == NULL || req->n_messages == 0 || req->messages[0]->topic == NULL)
         return;
@@ -517,18 +611,29 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
     for (size_t i = 0; i < req->n_messages; i++) {
         const Apache__Rocketmq__V2__SystemProperties *sp =
             req->messages[i]->system_properties;
-        px_trace_ev_init(&e, PX_TK_PUBLISH, call, topic, NULL);
-        snprintf(e.msg_id, sizeof(e.msg_id), "%s",
+        px_trace_ev_t *x = &e[k];
+
+        if (k == 0)
+            px_trace_ev_init(x, PX_TK_PUBLISH, call, topic, NULL);
+        else /* the same call, topic and time */
+            memcpy(x, &e[0], sizeof(*x));
+        snprintf(x->msg_id, sizeof(x->msg_id), "%s",
                  sp != NULL && sp->message_id != NULL ? sp->message_id : "");
-        snprintf(e.tag, sizeof(e.tag), "%s",
+        snprintf(x->tag, sizeof(x->tag), "%s",
                  sp != NULL && sp->tag_present_case && sp->tag != NULL ? sp->tag : "");
-        e.body_size = (int64_t)req->messages[i]->body.len;
+        x->body_size = (int64_t)req->messages[i]->body.len;
+        x->queue = -1;
+        x->offset = -1;
         if (err == GT_OK && items != NULL && i < n) {
-            e.queue = (int32_t)items[i].queue_id;
-            e.offset = (int64_t)items[i].queue_offset;
+            x->queue = (int32_t)items[i].queue_id;
+            x->offset = (int64_t)items[i].queue_offset;
         }
-        px_trace_err(&e, err == GT_OK && n != req->n_messages ? GT_EIO : err);
-        px_trace_put(tr, &e);
+        snprintf(x->result, sizeof(x->result), "OK");
+        px_trace_err(x, err == GT_OK && n != req->n_messages ? GT_EIO : err);
+        if (++k == sizeof(e) / sizeof(e[0]) || i + 1 == req->n_messages) {
+            px_trace_put_n(tr, e, k);
+            k = 0;
+        }
     }
 }
 

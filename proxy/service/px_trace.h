@@ -7,9 +7,10 @@
  * one event each.  Events go into a bounded in-memory buffer (noting never
  * blocks nor allocates: when the buffer is full the event is dropped and
  * counted) and a flusher thread appends them in batches to the trace topic
- * PX_TRACE_TOPIC, one stored message per event: key = the traced message's
- * id (so the store's key index finds them), tag = the kind, body = the
- * event as a JSON object (docs/admin.md, "Message trace").
+ * PX_TRACE_TOPIC, up to 32 events per stored message: keys = the traced
+ * messages' ids (so the store's key index finds them), tag = the first
+ * event's kind, body = {"v":2,"events":[...]} (docs/admin.md, "Message
+ * trace").
  *
  * The trace topic is a system topic: clients can neither send to it nor
  * receive from it (px_name_is_system), the admin API does not create,

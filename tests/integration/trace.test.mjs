@@ -3,7 +3,8 @@
 // nacks and dead-lettering through GET /api/v1/messages/ID/trace and
 // `gantry-admin message trace ID`, in time order; an untraced topic records
 // nothing; the trace topic is refused to clients like other system topics;
-// a full trace buffer drops (and counts) events without holding sends up.
+// a full trace buffer drops (and counts) events without holding sends up;
+// many messages' events share stored records, each id reads its own.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -149,6 +150,31 @@ test('publish, deliveries, nacks and dead-lettering in order; ack; API and CLI',
 
   assert.ok(await metric(g, 'gantry_trace_events_total{result="written"}') >= 9);
   assert.equal(await metric(g, 'gantry_trace_events_total{result="dropped"}'), 0);
+});
+
+test('events of many messages share stored records; each id gets its own, odd tags intact', async () => {
+  // 60 sends at once: their publish events go out in records of up to 32
+  // events (px_trace.c), keyed by every id they hold
+  const tags = ['q"uote\\back', 'x{}[],:"a":1', 'ünï€😀', ''];
+  const sent = await Promise.all(Array.from({ length: 60 }, (_, i) => producer.send({
+    topic: TT, body: Buffer.alloc(i + 1, 120), ...(tags[i % 4] ? { tag: tags[i % 4] } : {}),
+  })));
+  for (let i = 0; i < sent.length; i += 7) {
+    const ev = await traceOf(g, sent[i].messageId, 1, `message ${i}`);
+    assert.equal(ev.length, 1, JSON.stringify(ev));
+    assert.equal(ev[0].kind, 'publish');
+    assert.equal(ev[0].msg_id, sent[i].messageId);
+    assert.equal(ev[0].body_size, i + 1);
+    assert.equal(ev[0].tag, tags[i % 4]);
+    assert.equal(ev[0].group, '');
+    assert.equal(ev[0].result, 'OK');
+    assert.equal(ev[0].attempt, null);
+    assert.equal(ev[0].invisible_ms, null);
+  }
+  // fewer stored records than events
+  const st = JSON.parse((await httpGet(g.httpPort, `/api/v1/topics/${TRACE_TOPIC}`)).body);
+  const written = await metric(g, 'gantry_trace_events_total{result="written"}');
+  assert.ok(st.messages < written, `${st.messages} records for ${written} events`);
 });
 
 test('the trace topic is a system topic: refused to clients and to the admin API', async () => {
