@@ -38,6 +38,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,8 @@ enum { CH_CLOSED = 0, CH_OPEN, CH_CLOSING };
 
 typedef struct gw_conn gw_conn_t;
 
+#define GW_CLOSE_REQ_MAX 64 /* operator close requests not yet taken */
+
 struct gw_server {
     struct event_base *base;
     struct evconnlistener *lis;
@@ -108,6 +111,16 @@ struct gw_server {
     void (*after_event)(void *ctx);
     void *after_event_ctx;
     size_t metrics_max_queues;
+    /* The operator's view (gw_server_conns, gw_server_conn_close): reg_mu
+     * guards the list of open connections (linked at connection.open,
+     * unlinked when freed; their listed fields are set before) and the
+     * close requests, which close_ev hands to the loop thread. */
+    pthread_mutex_t reg_mu;
+    gw_conn_t *open_conns;
+    uint64_t next_conn_id;
+    uint64_t close_req[GW_CLOSE_REQ_MAX];
+    size_t nclose_req;
+    struct event *close_ev;
 };
 
 struct gw_conn {
@@ -129,6 +142,14 @@ struct gw_conn {
     const gw_user_t *auth_user; /* after start-ok */
     const gw_grant_t *grant;    /* after open: permissions in the vhost */
     uint8_t *chan;              /* srv->channel_max + 1 entries */
+    /* The operator's view (gw_server_conns): fixed once listed (open). */
+    gw_conn_t *oprev, *onext; /* srv->open_conns, under srv->reg_mu */
+    bool listed;
+    bool tls;
+    uint64_t id;
+    int64_t since_ms;          /* wall clock */
+    char product[64], version[64]; /* client_properties */
+    atomic_uint nchan;         /* open channels */
 };
 
 static int64_t now_ms(void)
@@ -151,6 +172,17 @@ static void conn_free(gw_conn_t *c)
 {
     gw_server_t *s = c->srv;
 
+    if (c->listed) {
+        pthread_mutex_lock(&s->reg_mu);
+        if (c->oprev != NULL)
+            c->oprev->onext = c->onext;
+        else
+            s->open_conns = c->onext;
+        if (c->onext != NULL)
+            c->onext->oprev = c->oprev;
+        c->listed = false;
+        pthread_mutex_unlock(&s->reg_mu);
+    }
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -390,6 +422,7 @@ void gw_conn_channel_error(gw_conn_t *c, uint16_t ch, uint16_t code, uint32_t mi
     gw_fault_close(&f, true, &m);
     send_method(c, ch, &m);
     c->chan[ch] = CH_CLOSING;
+    atomic_fetch_sub(&c->nchan, 1);
     if (c->bc != NULL)
         gw_broker_chan_close(c->bc, ch);
 }
@@ -473,6 +506,21 @@ static bool sasl_credentials(const gw_connection_start_ok_t *so, gw_str_t *user,
     return false;
 }
 
+/* A client property's text (long string) into out, "" when absent; bytes
+ * that are not printable ASCII become '?'. */
+static void prop_string(gw_table_t t, const char *key, char *out, size_t cap)
+{
+    gw_value_t v;
+    size_t n = 0;
+
+    if (gw_table_get(t, key, &v) && v.type == 'S')
+        for (; n < v.v.bytes.len && n + 1 < cap; n++) {
+            unsigned char ch = v.v.bytes.ptr[n];
+            out[n] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+        }
+    out[n] = '\0';
+}
+
 static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
 {
     const gw_connection_start_ok_t *so = &m->u.connection_start_ok;
@@ -491,6 +539,8 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
     if (caps.type == 'F' && gw_table_get(caps.v.table, "connection.blocked", &afc) &&
         afc.type == 't')
         c->blocked_notify = afc.v.i != 0;
+    prop_string(so->client_properties, "product", c->product, sizeof(c->product));
+    prop_string(so->client_properties, "version", c->version, sizeof(c->version));
     if (!gw_str_eq(so->mechanism, "PLAIN") && !gw_str_eq(so->mechanism, "AMQPLAIN")) {
         conn_error(c, GW_COMMAND_INVALID, m->id, "unknown authentication mechanism '%.*s'",
                    (int)(so->mechanism.len > 64 ? 64 : so->mechanism.len), so->mechanism.ptr);
@@ -574,6 +624,21 @@ static void on_open(gw_conn_t *c, const gw_method_t *m)
     send_method(c, 0, &ok);
     c->state = CS_RUNNING;
     event_del(c->deadline);
+    {
+        gw_server_t *s = c->srv;
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        c->since_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        pthread_mutex_lock(&s->reg_mu);
+        c->id = ++s->next_conn_id;
+        c->onext = s->open_conns;
+        if (s->open_conns != NULL)
+            s->open_conns->oprev = c;
+        s->open_conns = c;
+        c->listed = true;
+        pthread_mutex_unlock(&s->reg_mu);
+    }
     if (c->heartbeat > 0) {
         /* Ticks at half the interval: a heartbeat goes out when nothing
          * was sent for about an interval, and a peer silent for two
@@ -616,6 +681,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
             return;
         }
         c->chan[ch] = CH_OPEN;
+        atomic_fetch_add(&c->nchan, 1);
         send_method(c, ch, &r);
         return;
     }
@@ -631,6 +697,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
     case GW_CHANNEL_CLOSE: {
         gw_method_t r = {.id = GW_CHANNEL_CLOSE_OK};
         c->chan[ch] = CH_CLOSED;
+        atomic_fetch_sub(&c->nchan, 1);
         if (c->bc != NULL)
             gw_broker_chan_close(c->bc, ch);
         send_method(c, ch, &r);
@@ -998,6 +1065,8 @@ static void conn_accept(gw_server_t *s, evutil_socket_t fd, struct sockaddr *sa,
              sa->sa_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)sa)->sin6_port)
                                        : ntohs(((struct sockaddr_in *)sa)->sin_port));
     c->loopback = is_loopback(sa);
+    c->tls = ssl != NULL;
+    atomic_init(&c->nchan, 0);
     c->state = CS_HEADER;
     c->last_in_ms = c->last_out_ms = now_ms();
     gw_parser_init(&c->parser, GW_FRAME_MIN_SIZE, true);
@@ -1034,6 +1103,84 @@ static void tls_accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
         return;
     }
     conn_accept(s, fd, sa, ssl);
+}
+
+/* ---- the operator's view --------------------------------------------- */
+
+/* The operator's close requests (loop thread): connection.close 320
+ * CONNECTION_FORCED, as RabbitMQ's management API closes one; the socket
+ * goes once the client answers close-ok or CLOSE_WAIT_MS passes. */
+static void close_req_cb(evutil_socket_t fd, short what, void *arg)
+{
+    gw_server_t *s = arg;
+    uint64_t ids[GW_CLOSE_REQ_MAX];
+    size_t n;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&s->reg_mu);
+    n = s->nclose_req;
+    memcpy(ids, s->close_req, n * sizeof(ids[0]));
+    s->nclose_req = 0;
+    pthread_mutex_unlock(&s->reg_mu);
+    for (size_t i = 0; i < n; i++)
+        for (gw_conn_t *c = s->open_conns; c != NULL; c = c->onext)
+            if (c->id == ids[i] && c->state == CS_RUNNING) {
+                GT_LOG(INFO, "amqp", "%s: connection %llu (user %s) closed by the operator",
+                       c->peer, (unsigned long long)c->id, c->user);
+                gw_conn_error(c, GW_CONNECTION_FORCED, 0, "Closed via management plugin");
+                break;
+            }
+}
+
+gw_conn_info_t *gw_server_conns(gw_server_t *s, size_t *n)
+{
+    gw_conn_info_t *v = NULL;
+    size_t k = 0, cap = 0;
+
+    *n = 0;
+    pthread_mutex_lock(&s->reg_mu);
+    for (gw_conn_t *c = s->open_conns; c != NULL; c = c->onext)
+        cap++;
+    if (cap > 0 && (v = calloc(cap, sizeof(*v))) != NULL)
+        for (gw_conn_t *c = s->open_conns; c != NULL && k < cap; c = c->onext, k++) {
+            gw_conn_info_t *i = &v[k];
+
+            i->id = c->id;
+            i->since_ms = c->since_ms;
+            i->channels = atomic_load(&c->nchan);
+            i->tls = c->tls;
+            snprintf(i->peer, sizeof(i->peer), "%s", c->peer);
+            snprintf(i->user, sizeof(i->user), "%s", c->user);
+            snprintf(i->vhost, sizeof(i->vhost), "%s", gw_grant_vhost(c->grant));
+            snprintf(i->product, sizeof(i->product), "%s", c->product);
+            snprintf(i->version, sizeof(i->version), "%s", c->version);
+        }
+    pthread_mutex_unlock(&s->reg_mu);
+    *n = v != NULL ? k : 0;
+    return v;
+}
+
+gt_err_t gw_server_conn_close(gw_server_t *s, uint64_t id)
+{
+    gt_err_t rc = GT_ENOTFOUND;
+
+    pthread_mutex_lock(&s->reg_mu);
+    for (gw_conn_t *c = s->open_conns; c != NULL; c = c->onext)
+        if (c->id == id) {
+            rc = GT_OK;
+            break;
+        }
+    if (rc == GT_OK) {
+        if (s->nclose_req < GW_CLOSE_REQ_MAX)
+            s->close_req[s->nclose_req++] = id;
+        else
+            rc = GT_AGAIN;
+    }
+    pthread_mutex_unlock(&s->reg_mu);
+    if (rc == GT_OK)
+        event_active(s->close_ev, 0, 0);
+    return rc;
 }
 
 /* ---- server ---------------------------------------------------------- */
@@ -1175,6 +1322,7 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
         snprintf(err, errlen, "AMQP: out of memory");
         return GT_ENOMEM;
     }
+    pthread_mutex_init(&s->reg_mu, NULL);
     if (o->amqp != NULL) {
         amqp = o->amqp;
     } else {
@@ -1218,7 +1366,8 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     snprintf(s->cluster_name, sizeof(s->cluster_name), "%s",
              o->cluster_name != NULL ? o->cluster_name : "gantry");
     if ((s->base = event_base_new()) == NULL ||
-        (s->stop_ev = event_new(s->base, -1, 0, stop_cb, s)) == NULL) {
+        (s->stop_ev = event_new(s->base, -1, 0, stop_cb, s)) == NULL ||
+        (s->close_ev = event_new(s->base, -1, 0, close_req_cb, s)) == NULL) {
         snprintf(err, errlen, "AMQP: cannot create the event loop");
         goto fail;
     }
@@ -1340,6 +1489,9 @@ void gw_server_stop(gw_server_t *s)
     gw_broker_free(s->broker); /* waits for its store requests */
     if (s->stop_ev != NULL)
         event_free(s->stop_ev);
+    if (s->close_ev != NULL)
+        event_free(s->close_ev);
+    pthread_mutex_destroy(&s->reg_mu);
     if (s->base != NULL)
         event_base_free(s->base);
     gw_auth_free(s->auth);

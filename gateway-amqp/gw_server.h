@@ -13,6 +13,7 @@
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,6 +78,24 @@ bool gw_server_append_hook(void *arg, const char *topic, const st_message_t *msg
  * segments).  Returns the HTTP status with a short text in text[cap]. */
 unsigned gw_server_admin(gw_server_t *s, const char *method, const char *url, char *text,
                          size_t cap);
+/* One open AMQP connection, for the admin API's client list. */
+typedef struct gw_conn_info {
+    uint64_t id;             /* given at connection.open, from 1 */
+    int64_t since_ms;        /* opened (wall clock) */
+    uint32_t channels;       /* open channels */
+    bool tls;                /* AMQPS */
+    char peer[64], user[64], vhost[256];
+    char product[64], version[64]; /* the client's client_properties */
+} gw_conn_info_t;
+/* The connections past connection.open (any thread but the gateway's):
+ * an array to free(), NULL with *n 0 when there are none (or no memory). */
+gw_conn_info_t *gw_server_conns(gw_server_t *s, size_t *n);
+/* Closes connection id as RabbitMQ's management API does: connection.close
+ * 320 CONNECTION_FORCED "Closed via management plugin", then the socket
+ * once the client answers (or after a bound).  Asynchronous; any thread
+ * but the gateway's.  GT_ENOTFOUND: no such open connection; GT_EAGAIN:
+ * too many requests pending. */
+gt_err_t gw_server_conn_close(gw_server_t *s, uint64_t id);
 /* Prometheus lines of the AMQP queues' counters and the RabbitMQ-named
  * gauges of gw_metrics.h (any thread but the gateway's). */
 void gw_server_metrics(gw_server_t *s, FILE *out);

@@ -454,6 +454,34 @@ static unsigned amqp_admin(void *arg, const char *method, const char *url, char 
     return gw_server_admin(arg, method, url, text, cap);
 }
 
+/* The admin API's client list: the gateway's AMQP connections. */
+static px_admin_amqp_conn_t *amqp_conns(void *arg, size_t *n)
+{
+    gw_conn_info_t *g = gw_server_conns(arg, n);
+    px_admin_amqp_conn_t *v = *n > 0 ? calloc(*n, sizeof(*v)) : NULL;
+
+    for (size_t i = 0; v != NULL && i < *n; i++) {
+        v[i].id = g[i].id;
+        v[i].since_ms = g[i].since_ms;
+        v[i].channels = g[i].channels;
+        v[i].tls = g[i].tls;
+        memcpy(v[i].peer, g[i].peer, sizeof(v[i].peer));
+        memcpy(v[i].user, g[i].user, sizeof(v[i].user));
+        memcpy(v[i].vhost, g[i].vhost, sizeof(v[i].vhost));
+        memcpy(v[i].product, g[i].product, sizeof(v[i].product));
+        memcpy(v[i].version, g[i].version, sizeof(v[i].version));
+    }
+    if (v == NULL)
+        *n = 0;
+    free(g);
+    return v;
+}
+
+static gt_err_t amqp_conn_close(void *arg, uint64_t id)
+{
+    return gw_server_conn_close(arg, id);
+}
+
 /* Many probe, client and store files: use the whole allowance. */
 static void raise_fd_limit(void)
 {
@@ -621,6 +649,8 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the admin API");
         goto out;
     }
+    if (amqp != NULL)
+        px_admin_set_amqp(admin, &(px_admin_amqp_ops_t){amqp_conns, amqp_conn_close, amqp});
     if (px_dashboard_register(http) != GT_OK)
         GT_LOG(WARN, "main", "cannot serve the web dashboard (/dashboard/)");
     px_http_set_ready(http, true);

@@ -469,6 +469,8 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
 
     if (a == NULL)
         return NULL;
+    pthread_mutex_init(&a->amqp_mu, NULL);
+    pthread_cond_init(&a->amqp_cv, NULL);
     a->http = h;
     a->svc = svc;
     a->store = store;
@@ -492,5 +494,7 @@ void px_admin_stop(px_admin_t *a)
     if (a == NULL)
         return;
     px_http_route_remove(a->http, a);
+    pthread_mutex_destroy(&a->amqp_mu);
+    pthread_cond_destroy(&a->amqp_cv);
     free(a);
 }

@@ -18,6 +18,7 @@
 #define PX_ADMIN_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "cfg.h"
 #include "px_http.h"
@@ -33,6 +34,26 @@ typedef struct px_admin px_admin_t;
  * px_admin_stop).  NULL when out of memory or the routes are taken. */
 px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
                            const cfg_t *cfg);
+/* One AMQP connection for GET /api/v1/clients (the gateway's view,
+ * gw_server_conns, copied by the front end). */
+typedef struct px_admin_amqp_conn {
+    uint64_t id;
+    int64_t since_ms;
+    uint32_t channels;
+    bool tls;
+    char peer[64], user[64], vhost[256], product[64], version[64];
+} px_admin_amqp_conn_t;
+typedef struct px_admin_amqp_ops {
+    /* An array to free() (NULL with *n 0: none). */
+    px_admin_amqp_conn_t *(*list)(void *arg, size_t *n);
+    /* GT_OK (closing), GT_ENOTFOUND, GT_AGAIN (busy). */
+    gt_err_t (*close)(void *arg, uint64_t id);
+    void *arg;
+} px_admin_amqp_ops_t;
+/* AMQP connections in the client list (copied; NULL removes them, waiting
+ * for calls in progress).  Call before the gateway stops. */
+void px_admin_set_amqp(px_admin_t *a, const px_admin_amqp_ops_t *ops);
+
 /* Unregisters (waiting for calls in progress) and frees.  NULL-safe. */
 void px_admin_stop(px_admin_t *a);
 

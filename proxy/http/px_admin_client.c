@@ -2,7 +2,12 @@
  * registry: one entry per client id with an open Telemetry stream or
  * messages held), and DELETE to close one: its Telemetry stream ends
  * with UNAVAILABLE and the messages it holds are given back (the SDKs
- * reconnect by themselves).  AMQP connections are not listed yet. */
+ * reconnect by themselves).  AMQP connections of the gateway are listed
+ * too (px_admin_set_amqp) as "amqp:<n>"; DELETE closes one with
+ * connection.close 320 CONNECTION_FORCED, as RabbitMQ's management API
+ * does. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +37,103 @@ static json_t *client_json(const px_client_t *c)
                      "connected", c->telemetry != NULL);
 }
 
+#define AMQP_PREFIX "amqp:"
+
+void px_admin_set_amqp(px_admin_t *a, const px_admin_amqp_ops_t *ops)
+{
+    pthread_mutex_lock(&a->amqp_mu);
+    while (a->amqp_calls > 0)
+        pthread_cond_wait(&a->amqp_cv, &a->amqp_mu);
+    if (ops != NULL)
+        a->amqp = *ops;
+    else
+        memset(&a->amqp, 0, sizeof(a->amqp));
+    pthread_mutex_unlock(&a->amqp_mu);
+}
+
+/* The hooks for one call (false: none); amqp_end() after. */
+static bool amqp_begin(px_admin_t *a, px_admin_amqp_ops_t *ops)
+{
+    bool on;
+
+    pthread_mutex_lock(&a->amqp_mu);
+    on = a->amqp.list != NULL;
+    if (on) {
+        *ops = a->amqp;
+        a->amqp_calls++;
+    }
+    pthread_mutex_unlock(&a->amqp_mu);
+    return on;
+}
+
+static void amqp_end(px_admin_t *a)
+{
+    pthread_mutex_lock(&a->amqp_mu);
+    if (--a->amqp_calls == 0)
+        pthread_cond_broadcast(&a->amqp_cv);
+    pthread_mutex_unlock(&a->amqp_mu);
+}
+
+static void amqp_list(px_admin_t *a, json_t *arr)
+{
+    px_admin_amqp_ops_t ops;
+    px_admin_amqp_conn_t *v;
+    size_t n = 0;
+
+    if (!amqp_begin(a, &ops))
+        return;
+    v = ops.list(ops.arg, &n);
+    amqp_end(a);
+    for (size_t i = 0; i < n; i++) {
+        char id[32], ver[160];
+        json_t *j;
+
+        snprintf(id, sizeof(id), AMQP_PREFIX "%" PRIu64, v[i].id);
+        snprintf(ver, sizeof(ver), "%s%s%s", v[i].product, v[i].product[0] && v[i].version[0]
+                 ? " " : "", v[i].version);
+        j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:b, s:I, s:b, s:o, s:n}",
+                      "client_id", id, "type", "AMQP", "language", "AMQP", "version", ver,
+                      "remote", v[i].peer, "vhost", v[i].vhost, "user", v[i].user,
+                      "channels", (json_int_t)v[i].channels, "tls", v[i].tls, "since_ms",
+                      (json_int_t)v[i].since_ms, "connected", true, "topics", json_array(),
+                      "group");
+        if (j != NULL) /* a field that is not UTF-8 is left out */
+            json_array_append_new(arr, j);
+    }
+    free(v);
+}
+
+/* DELETE /api/v1/clients/amqp:N */
+static void amqp_close(px_admin_t *a, const char *id, px_http_resp_t *resp)
+{
+    const char *num = id + strlen(AMQP_PREFIX);
+    px_admin_amqp_ops_t ops;
+    unsigned long long n;
+    char *end;
+    gt_err_t rc;
+
+    errno = 0;
+    n = strtoull(num, &end, 10);
+    if (*num < '0' || *num > '9' || *end != '\0' || errno != 0) {
+        px_admin_err(resp, 404, "no client %s", id);
+        return;
+    }
+    if (!amqp_begin(a, &ops)) {
+        px_admin_err(resp, 404, "no client %s", id);
+        return;
+    }
+    rc = ops.close(ops.arg, (uint64_t)n);
+    amqp_end(a);
+    if (rc == GT_ENOTFOUND) {
+        px_admin_err(resp, 404, "no client %s", id);
+    } else if (rc != GT_OK) {
+        px_admin_err(resp, 503, "cannot close %s now: %s", id, gt_err_str(rc));
+    } else {
+        GT_LOG(INFO, "admin", "AMQP connection %s closed through the admin API", id);
+        px_admin_json(resp, 200, json_pack("{s:s}", "closed", id));
+    }
+}
+
 static void clients_list(px_admin_t *a, px_http_resp_t *resp)
 {
     json_t *arr = json_array();
@@ -44,6 +146,7 @@ static void clients_list(px_admin_t *a, px_http_resp_t *resp)
             json_array_append_new(arr, j);
     }
     pthread_mutex_unlock(&a->svc->clients_mu);
+    amqp_list(a, arr);
     px_admin_json(resp, 200, json_pack("{s:o}", "clients", arr));
 }
 
@@ -52,6 +155,10 @@ static void client_close(px_admin_t *a, const char *id, px_http_resp_t *resp)
     px_call_t *call = NULL;
     px_client_t *c;
 
+    if (strncmp(id, AMQP_PREFIX, strlen(AMQP_PREFIX)) == 0) {
+        amqp_close(a, id, resp);
+        return;
+    }
     pthread_mutex_lock(&a->svc->clients_mu);
     c = px_client_get_locked(a->svc, id, false);
     if (c != NULL && (call = c->telemetry) != NULL)

@@ -19,6 +19,12 @@ struct px_admin {
     /* Test only (GANTRY_TEST_ADMIN_STALL_MS): every request first waits
      * this long, as behind a slow store (admin_stall.test.mjs). */
     int test_stall_ms;
+    /* px_admin_set_amqp: amqp_mu guards amqp and amqp_calls (calls in
+     * progress, waited for by a change). */
+    pthread_mutex_t amqp_mu;
+    pthread_cond_t amqp_cv;
+    px_admin_amqp_ops_t amqp;
+    int amqp_calls;
 };
 
 /* A wait for `pending` store callbacks.  Two references: the handler's
