@@ -3,8 +3,9 @@
 // loads every page against a gantry with data in it (SDK sends to a
 // topic, a consumer group with a backlog, a dead letter) and checks what
 // is shown: topic names and counts, the group's lag equal to the real
-// backlog, the SDK's clients, a message found by id and by key, the DLQ
-// and a redrive that moves the dead letter back, the trace placeholder,
+// backlog, the SDK's clients and an AMQP connection (closed from the page
+// with 320), a message found by id and by key, the DLQ and a redrive that
+// moves the dead letter back, the dead letter's trace timeline,
 // and API errors shown in the error banner (a missing topic; the server
 // gone).  Screenshots go to $GANTRY_SCREENSHOT_DIR (CTest: the build dir's
 // screenshots/dashboard).  Also the HTTP side of the static files:
@@ -15,9 +16,11 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { startGantry, stopGantry, waitFor, scaled } from './harness.mjs';
+import { startGantry, stopGantry, waitFor, scaled, require } from './harness.mjs';
 import { startProducer, startSimpleConsumer, shutdownQuietly, yamlOf } from './sdk_util.mjs';
 import { launchBrowser } from './cdp.mjs';
+
+const amqplib = require('amqplib');
 
 const T = 'DashTopic';
 const T_DLQ = 'DashDlqTopic';
@@ -78,10 +81,10 @@ const errorShown = () => page.eval(`(() => { const e = document.getElementById('
 before(async () => {
   g = await startGantry({
     logLevel: 'info',
-    yaml: yamlOf({
+    yaml: `${yamlOf({
       topics: [{ name: T, queues: 2 }, { name: T_DLQ, queues: 1 }, { name: T_RATE, queues: 1 }],
       groups: [{ name: G }, { name: G_DLQ, max_delivery_attempts: 1 }],
-    }),
+    })}trace:\n  topics: [${T}, ${T_DLQ}]\n  flush_ms: 20\n`,
   });
   producer = await startProducer(g, [T, T_DLQ, T_RATE]);
   for (let i = 0; i < N; i++) {
@@ -322,8 +325,32 @@ test('groups: create, change and delete through the forms; a bad value shows the
   assert.equal((await get('/api/v1/groups/DashNewGroup')).status, 404);
 });
 
-test('clients: the SDK clients are listed', async () => {
+test('clients: the SDK clients and an AMQP connection are listed; Close ends the AMQP one with 320', async () => {
+  const conn = await amqplib.connect(`amqp://guest:guest@127.0.0.1:${g.amqpPort}`);
+  const closed = new Promise((resolve) => { conn.on('error', resolve); conn.on('close', resolve); });
+  await conn.createChannel();
+  await conn.createChannel();
+  const port = conn.connection.stream.localPort;
+  let ac;
+  await waitFor(async () => {
+    ac = (await get('/api/v1/clients')).json.clients.find((c) => c.type === 'AMQP' && c.remote.endsWith(`:${port}`));
+    return ac?.channels === 2;
+  }, 20000, 'the AMQP connection listed with 2 channels');
   await show('#/clients');
+  const arow = await page.eval(`(() => { const r = document.querySelector('#amqp-table tr[data-client="${ac.client_id}"]');
+    return r ? [...r.cells].map((c) => c.textContent) : null; })()`);
+  assert.ok(arow, `AMQP row: ${await dump()}`);
+  assert.deepEqual(arow.slice(0, 7), [ac.client_id, ac.version, ac.remote, '/', 'guest', '2', 'no']);
+  assert.match(arow[1], /^amqplib /);
+  await shot('clients');
+  await page.eval(`window.confirm = () => true`);
+  await page.eval(`document.querySelector('#amqp-table tr[data-client="${ac.client_id}"] button').click()`);
+  const err = await closed;
+  assert.equal(err?.code, 320, String(err));
+  await page.waitFor(`!!document.getElementById('amqp-table') &&
+    !document.querySelector('#amqp-table tr[data-client="${ac.client_id}"]')`, 30000, 'the closed connection gone');
+  await conn.close().catch(() => {});
+
   const clients = (await get('/api/v1/clients')).json.clients;
   const cons = clients.find((c) => c.group === G);
   assert.ok(cons, JSON.stringify(clients));
@@ -334,7 +361,6 @@ test('clients: the SDK clients are listed', async () => {
   assert.equal(row[5], G);
   assert.ok(await page.eval(`[...document.querySelectorAll('#clients-table tr[data-client]')]
     .some((r) => r.cells[1].textContent === 'PRODUCER')`), 'producer row');
-  await shot('clients');
 });
 
 test('messages: found by id (through the form), by key and by position', async () => {
@@ -387,10 +413,38 @@ test('DLQ: the dead letter is listed; redrive moves it back to its topic', async
   assert.equal((await get(`/api/v1/topics/${encodeURIComponent(`%DLQ%${G_DLQ}`)}`)).json.messages, 2);
 });
 
-test('trace: a placeholder says tracing is not built yet', async () => {
-  await show('#/trace');
-  assert.match(await page.text('#trace-notice'), /not built yet/);
+test('trace: the dead letter timeline (publish, deliveries, nacks, dlq), the form, an unknown id', async () => {
+  const api = (await get(`/api/v1/messages/${poisonId}/trace`)).json;
+  const kinds = api.events.map((e) => e.kind);
+  // publish, first delivery nacked on the last attempt -> dlq; then the
+  // redrive's delivery, nacked and dead-lettered again
+  assert.deepEqual(kinds.slice(0, 4), ['publish', 'deliver', 'nack', 'dlq'], JSON.stringify(api));
+  await show(`#/trace?id=${encodeURIComponent(poisonId)}`);
+  const shown = await page.eval(`[...document.querySelectorAll('#trace-timeline li.ev')].map((l) => l.dataset.kind)`);
+  assert.deepEqual(shown, kinds, await dump());
+  assert.equal(await page.text('#trace-count'), String(kinds.length));
+  assert.doesNotMatch(await page.text('#trace-result'), /null|undefined|\[object/);
+  const first = await page.text('#trace-timeline li.ev:first-child');
+  assert.match(first, /publish/i);
+  assert.match(first, /body 6 bytes/);
+  const dlq = await page.text('#trace-timeline li.ev[data-kind="dlq"]');
+  assert.match(dlq, new RegExp(`group ${G_DLQ}`));
+  assert.match(dlq, /max delivery attempts \(1\)/);
+  assert.equal(await errorShown(), null);
   await shot('trace');
+  // through the form, for a message of the other traced topic
+  await show('#/trace');
+  await page.eval(`document.getElementById('trace-id').value = ${JSON.stringify(sent[2])}`);
+  await page.click('#trace-find');
+  await page.waitFor(`document.querySelector('#trace-timeline li.ev')?.dataset.kind === 'publish'`, 30000,
+    'timeline from the form').catch(async (e) => { throw new Error(`${e.message}\n${await dump()}`); });
+  // from a message's page
+  await show(`#/messages?id=${encodeURIComponent(poisonId)}`);
+  assert.ok(await page.eval(`[...document.querySelectorAll('#msg-result a')].some((a) =>
+    a.getAttribute('href') === '#/trace?id=' + encodeURIComponent(${JSON.stringify(poisonId)}))`), 'trace link');
+  // an id without events
+  await show('#/trace?id=NO-SUCH-ID');
+  assert.match(await page.text('#trace-notice'), /No trace events for NO-SUCH-ID/);
 });
 
 test('token: set through the Token button, sent as a bearer token on API calls, cleared again', async () => {

@@ -226,7 +226,8 @@ async function pageOverview(seq) {
   if (seq !== renderSeq) return;
   const cl = clients.clients;
   const producers = cl.filter((c) => c.type === 'PRODUCER').length;
-  const consumers = cl.length - producers;
+  const amqpConns = cl.filter((c) => c.type === 'AMQP').length;
+  const consumers = cl.length - producers - amqpConns;
   const rate = (r) => (r === null ? '—' : `${r.toFixed(1)}/s`);
   const noMetric = 'metric not exported';
   setMain(
@@ -234,7 +235,7 @@ async function pageOverview(seq) {
     el('div', { class: 'cards' },
       card('Messages in', rate(rin), mi === null ? noMetric : `${mi} in total`, 'ov-in'),
       card('Messages out', rate(rout), mo === null ? noMetric : `${mo} in total`, 'ov-out'),
-      card('Connections', String(cl.length), `${producers} producer(s), ${consumers} consumer(s)`, 'ov-clients'),
+      card('Connections', String(cl.length), `${producers} producer(s), ${consumers} consumer(s), ${amqpConns} AMQP`, 'ov-clients'),
       card('Topics', String(userTopics.length), `${topics.topics.length - userTopics.length} system`, 'ov-topics'),
       card('Groups', String(groups.groups.filter((g) => !g.system).length), null, 'ov-groups'),
       card('Storage', fmtBytes(storage), storageSub, 'ov-storage'),
@@ -443,19 +444,30 @@ function resetForm(g) {
 async function pageClients(seq) {
   const r = await api('GET', 'clients');
   if (seq !== renderSeq) return;
-  const close = async (id) => {
-    if (!confirm(`Close client ${id}? Its SDK reconnects by itself.`)) return;
+  const close = async (id, what) => {
+    if (!confirm(`Close ${id}? ${what}`)) return;
     try { await api('DELETE', `clients/${enc(id)}`); render(false); } catch (e) { showError(e); }
   };
+  const rmq = r.clients.filter((c) => c.type !== 'AMQP');
+  const amqp = r.clients.filter((c) => c.type === 'AMQP');
   setMain(
     el('h1', null, 'Clients'),
+    el('h2', null, 'RocketMQ clients'),
     table(['Client id', 'Type', 'Language', 'Version', 'Remote', 'Group', 'Topics', 'Since', 'Held#', ''],
-      r.clients.map((c) => ({ attrs: { 'data-client': c.client_id },
+      rmq.map((c) => ({ attrs: { 'data-client': c.client_id },
         cells: [c.client_id, c.type, c.language, c.version, c.remote, c.group ?? '',
           (c.topics ?? []).join(', '), fmtTime(c.since_ms), c.held,
-          el('button', { type: 'button', onclick: () => close(c.client_id) }, 'Close')] })),
+          el('button', { type: 'button', onclick: () => close(c.client_id, 'Its SDK reconnects by itself.') }, 'Close')] })),
       { id: 'clients-table' }),
-    el('p', { class: 'muted' }, 'RocketMQ clients with a Telemetry stream. AMQP connections are not listed yet.'));
+    el('p', { class: 'muted' }, 'RocketMQ clients with a Telemetry stream.'),
+    el('h2', null, 'AMQP connections'),
+    table(['Connection', 'Client', 'Remote', 'Vhost', 'User', 'Channels#', 'TLS', 'Since', ''],
+      amqp.map((c) => ({ attrs: { 'data-client': c.client_id },
+        cells: [c.client_id, c.version || '—', c.remote, c.vhost, c.user, c.channels, c.tls ? 'yes' : 'no',
+          fmtTime(c.since_ms),
+          el('button', { type: 'button', onclick: () => close(c.client_id, 'It gets connection.close 320 CONNECTION_FORCED.') }, 'Close')] })),
+      { id: 'amqp-table' }),
+    el('p', { class: 'muted' }, 'Connections to the AMQP gateway past connection.open; Close ends one as RabbitMQ\'s management UI does (320 CONNECTION_FORCED).'));
 }
 
 function messageView(m) {
@@ -467,6 +479,7 @@ function messageView(m) {
       ['Delivery time', fmtTime(m.delivery_time_ms)],
       ['Properties', Object.entries(m.properties ?? {}).map(([k, v]) => `${k}=${v}`).join(', ') || '—'],
       ['Body', `${m.body_size} bytes${m.body_encoding === 'base64' ? ', shown as base64' : ''}${m.body_truncated ? ', truncated' : ''}`]]),
+    el('p', null, link(`#/trace?id=${enc(m.msg_id)}`, 'Trace of this message')),
     el('pre', { class: 'body' }, m.body ?? ''),
     table(['Group', 'Committed#', 'Consumed'], (m.groups ?? []).map((x) =>
       [link(`#/groups/${enc(x.group)}`, x.group), x.committed, x.consumed ? 'yes' : 'no'])));
@@ -575,13 +588,70 @@ async function pageDlq(seq) {
       'every group of that topic gets them again. Resending one message to one group is not available yet.'));
 }
 
-async function pageTrace(seq) {
+function fmtTimeMs(ms) {
+  return ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('T', ' ').replace('Z', '');
+}
+
+// One event of the timeline: when (and how long after the first), what,
+// who, and the details that apply to its kind.
+function traceEvent(e, t0) {
+  const details = [];
+  if (e.group) details.push(['group', link(`#/groups/${enc(e.group)}`, e.group)]);
+  if (e.attempt !== null) details.push(['attempt', e.attempt]);
+  if (e.queue !== null) details.push(['queue / offset', `${e.queue} / ${e.offset ?? '—'}`]);
+  if (e.invisible_ms !== null) details.push(['invisible for', `${e.invisible_ms} ms`]);
+  if (e.tag) details.push(['tag', e.tag]);
+  if (e.body_size !== null) details.push(['body', `${e.body_size} bytes`]);
+  if (e.client_id) details.push(['client', e.client_id]);
+  if (e.addr) details.push(['address', e.addr]);
+  const ok = /^OK/.test(e.result);
+  return el('li', { class: `ev ev-${e.kind}`, 'data-kind': e.kind, 'data-seq': e.seq },
+    el('div', { class: 'ev-when' }, el('span', { class: 'ev-time' }, fmtTimeMs(e.time_ms)),
+      el('span', { class: 'muted' }, ` +${e.time_ms - t0} ms`)),
+    el('div', { class: 'ev-what' }, el('span', { class: 'ev-kind' }, e.kind),
+      el('span', { class: ok ? 'ok ev-result' : 'warn ev-result' }, e.result)),
+    el('div', { class: 'ev-details' }, details.map(([k, v]) =>
+      el('span', { class: 'ev-detail' }, el('span', { class: 'muted' }, `${k} `), v))));
+}
+
+async function pageTrace(seq, q) {
+  const id = (q.get('id') ?? '').trim();
+  const form = el('form', { class: 'inline', id: 'trace-form' },
+    el('input', { name: 'id', id: 'trace-id', placeholder: 'message id', size: 34, value: id }),
+    el('button', { type: 'submit', id: 'trace-find' }, 'Show trace'));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const v = form.id.value.trim();
+    location.hash = v ? `#/trace?id=${enc(v)}` : '#/trace';
+  });
+  const out = el('div', { id: 'trace-result' });
+  setMain(el('h1', null, 'Message trace'), form, out);
+  if (id === '') {
+    out.append(el('p', { class: 'muted' }, 'What happened to a message of a traced topic or group (config trace.topics / ' +
+      'trace.groups): its publish, each delivery with its attempt, acks, nacks, dead-lettering, transaction end.'));
+    return;
+  }
+  out.append(el('p', { class: 'muted' }, 'Loading…'));
+  const r = await api('GET', `messages/${enc(id)}/trace`);
   if (seq !== renderSeq) return;
-  setMain(
-    el('h1', null, 'Message trace'),
-    el('div', { class: 'notice', id: 'trace-notice' },
-      'Message tracing is not built yet: Gantry does not record publish and delivery traces, ' +
-      'so there is nothing to show here. Message lookup shows where a message is and which groups consumed it.'));
+  const evs = r.events ?? [];
+  if (evs.length === 0) {
+    out.replaceChildren(el('div', { class: 'notice', id: 'trace-notice' }, r.enabled
+      ? `No trace events for ${id}: its topic and groups are not traced, the id is unknown, or its events are not written yet (they are written every trace.flush_ms).`
+      : 'Message tracing is off: set trace.topics or trace.groups in the config to record publish and delivery events.'));
+    return;
+  }
+  const t0 = evs[0].time_ms;
+  const deliveries = evs.filter((e) => e.kind === 'deliver').length;
+  const last = evs[evs.length - 1];
+  out.replaceChildren(
+    kv([['Message', link(`#/messages?id=${enc(id)}`, id)], ['Topic', evs[0].topic || '—'],
+      ['Events', String(evs.length), 'trace-count'], ['Deliveries', String(deliveries)],
+      ['Span', `${last.time_ms - t0} ms`], ['Last', `${last.kind} (${last.result})`, 'trace-last']], { id: 'trace-summary' }),
+    el('p', { class: r.truncated ? 'warn' : 'muted', id: 'trace-note' }, r.truncated
+      ? 'Only the most recent events are shown: there are more.'
+      : 'Oldest first; times are when Gantry saw each event.'),
+    el('ol', { class: 'timeline', id: 'trace-timeline' }, evs.map((e) => traceEvent(e, t0))));
 }
 
 // ---- router
@@ -593,7 +663,7 @@ const PAGES = {
   clients: (s) => pageClients(s),
   messages: (s, p, q) => pageMessages(s, q),
   dlq: (s) => pageDlq(s),
-  trace: (s) => pageTrace(s),
+  trace: (s, p, q) => pageTrace(s, q),
 };
 
 async function render(fresh = true, keepError = false) {
