@@ -190,7 +190,7 @@ typedef struct cfg {
         char *level;             /* trace|debug|info|warn|error|off */
     } log;
     struct {
-        char *mode;              /* local | remote */
+        char *mode;              /* local | remote | cluster */
         char *data_dir;
         char *flush;             /* sync | async */
         int flush_interval_ms;
@@ -199,6 +199,8 @@ typedef struct cfg {
         int index_mem_entries;   /* message id / key index, in memory */
         cfg_strlist_t endpoints; /* remote: gantry-store HOST:PORTs */
         int remote_timeout_ms;   /* remote: one request's deadline */
+        cfg_strlist_t etcd;      /* cluster: etcd client HOST:PORTs */
+        char *cluster_name;      /* cluster: keys under /gantry/<name>/ */
     } store;
     struct {
         int max_delay_ms;         /* delay messages: farthest ahead */

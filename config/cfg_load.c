@@ -350,6 +350,19 @@ static gt_err_t ld_tls_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *
     return GT_OK;
 }
 
+/* The store section's checks across keys: cluster mode needs etcd. */
+static gt_err_t ld_store_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *cfg)
+{
+    const yaml_node_t *n = ld_get(ld, root, "store");
+
+    if (n == NULL)
+        n = root;
+    if (strcmp(cfg->store.mode, "cluster") == 0 && cfg->store.etcd.n == 0)
+        return ld_fail(ld, GT_EINVAL, n, "store.etcd", "store.mode cluster needs the "
+                       "etcd endpoints (store.etcd: [HOST:PORT, ...])");
+    return GT_OK;
+}
+
 /* The amqp section's checks across entries: each user has one password
  * form matching its hashing algorithm; each permission names a known user
  * (guest when there are no users) and vhost, once per pair. */
@@ -536,6 +549,8 @@ static gt_err_t ld_root(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
     if (rc != GT_OK)
         return rc;
     rc = ld_auth_refs(ld, root, cfg);
+    if (rc == GT_OK)
+        rc = ld_store_refs(ld, root, cfg);
     return rc != GT_OK ? rc : ld_tls_refs(ld, root, cfg);
 }
 

@@ -366,7 +366,7 @@ gt_err_t cfg_group_name_check(const char *name, char *why, size_t whylen)
 
 static const char *const cfg_levels[] = {"trace", "debug", "info", "warn",
                                          "error", "off",   NULL};
-static const char *const cfg_modes[] = {"local", "remote", NULL};
+static const char *const cfg_modes[] = {"local", "remote", "cluster", NULL};
 static const char *const cfg_flushes[] = {"sync", "async", NULL};
 static const char *const cfg_tls_modes[] = {"disabled", "permissive", "enforcing",
                                             NULL};
@@ -432,7 +432,11 @@ static const cfg_desc_t cfg_store_keys[] = {
     {"mode", CFG_T_CHOICE, CFG_FIELD(cfg_t, store.mode), "local", 0, 0,
      cfg_modes, NULL, NULL,
      "`local`: the embedded store keeps messages in `data_dir`; `remote`: "
-     "messages live on `gantry-store` nodes and this process keeps none."},
+     "messages live on a `gantry-store` node and this process keeps none; "
+     "`cluster`: messages live on a replicated `gantry-store` tier and the "
+     "proxy sends every store operation to its leader, found and followed "
+     "through etcd (`etcd`, `cluster_name`; see docs/architecture.md, "
+     "Cluster coordination)."},
     {"data_dir", CFG_T_STR, CFG_FIELD(cfg_t, store.data_dir), "data", 0, 0,
      NULL, cfg_check_nonempty, "path",
      "Directory of the local store; a relative path is taken from the "
@@ -461,13 +465,24 @@ static const cfg_desc_t cfg_store_keys[] = {
      .def = "", .check = cfg_check_listen, .what = "list of HOST:PORT",
      .doc = "`remote` mode: the `gantry-store` node to use (its store "
             "protocol gRPC endpoint, `store_server.listen`). Only the first "
-            "entry is used for now (one store node; the store tier is not "
-            "a cluster yet)."},
+            "entry is used (one store node; a replicated tier is `cluster` "
+            "mode)."},
     {"remote_timeout_ms", CFG_T_INT, CFG_FIELD(cfg_t, store.remote_timeout_ms),
      "10000", 100, 600000, NULL, NULL, NULL,
-     "`remote` mode: deadline of one request to the store node, beyond a "
+     "`remote` and `cluster` modes: deadline of one request to the store "
+     "node, beyond a "
      "long poll's own wait; appends and reads that fail with a timeout or "
      "an unreachable node are retried (with the same idempotency key)."},
+    {.key = "etcd", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, store.etcd),
+     .def = "", .check = cfg_check_listen, .what = "list of HOST:PORT",
+     .doc = "`cluster` mode (required there): etcd client endpoints (etcd v3 "
+            "API) where the store nodes register and elect their leader "
+            "(the nodes' `cluster.etcd`)."},
+    {.key = "cluster_name", .type = CFG_T_STR, CFG_FIELD(cfg_t, store.cluster_name),
+     .def = "gantry", .check = cfg_check_nonempty, .what = "string",
+     .doc = "`cluster` mode: the store cluster's name (the nodes' "
+            "`cluster.name`): the proxy follows `/gantry/<name>/rs/0/leader` "
+            "and `/gantry/<name>/stores/`."},
 };
 
 static const cfg_desc_t cfg_store_server_keys[] = {

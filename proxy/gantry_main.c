@@ -29,6 +29,7 @@
 #include "px_rpc_health.h"
 #include "px_service.h"
 #include "st.h"
+#include "st_cluster.h"
 #include "st_remote.h"
 
 /* The gRPC layer refuses a request message this far above
@@ -329,6 +330,31 @@ static gt_err_t open_remote(const cfg_t *cfg, const st_exec_t *ex, st_store_t **
     return err;
 }
 
+/* store.mode cluster: a client that follows the store tier's leader through
+ * etcd (st_cluster.h); waits (start-up) up to a minute for a leader that
+ * answers.  Same threads as open_remote. */
+static gt_err_t open_cluster(const cfg_t *cfg, const st_exec_t *ex, st_store_t **st)
+{
+    st_cluster_config_t cc = {.etcd = (const char *const *)cfg->store.etcd.v,
+                              .n_etcd = cfg->store.etcd.n,
+                              .name = cfg->store.cluster_name,
+                              .leader_wait_ms = 60000,
+                              .remote = {.timeout_ms = cfg->store.remote_timeout_ms,
+                                         .retries = -1,
+                                         .after_event = px_exec_after_event,
+                                         .after_event_ctx = ex->ctx}};
+    gt_err_t err;
+
+    if (cc.n_etcd == 0) {
+        GT_LOG(ERROR, "main", "store.mode cluster needs store.etcd (HOST:PORT of etcd)");
+        return GT_EINVAL;
+    }
+    if ((err = st_cluster_open(&cc, st)) != GT_OK)
+        GT_LOG(ERROR, "main", "no store cluster leader to use (etcd %s, cluster %s): %s",
+               cfg->store.etcd.v[0], cfg->store.cluster_name, gt_err_str(err));
+    return err;
+}
+
 /* Opens the embedded store, declares the config's topics and groups, and
  * wraps it so that its answers run on `ex` (the service's executor). */
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
@@ -342,6 +368,11 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
 
     if (strcmp(cfg->store.mode, "remote") == 0) {
         if ((rc = open_remote(cfg, ex, &st)) != GT_OK)
+            return rc;
+        goto declare;
+    }
+    if (strcmp(cfg->store.mode, "cluster") == 0) {
+        if ((rc = open_cluster(cfg, ex, &st)) != GT_OK)
             return rc;
         goto declare;
     }
@@ -363,7 +394,8 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
         return rc;
     }
 declare:
-    /* Idempotent: in remote mode every proxy declares them at start. */
+    /* Idempotent: in remote and cluster modes every proxy declares them at
+     * start. */
     for (size_t i = 0; i < cfg->n_topics && rc == GT_OK; i++) {
         st_topic_t t;
         memset(&t, 0, sizeof(t));

@@ -23,9 +23,38 @@
 
 #define SVC "/gantry.store.v1.Store/"
 
+/* A connection to one node: the client's channels to it.  The store's
+ * current link holds one reference; a call being started (or a timer being
+ * set) holds one for that moment.  A link that is switched away (cluster
+ * mode) is marked dead and, once its last reference goes, handed to the
+ * reaper thread, which frees its client: calls still open on it end with
+ * CANCELLED, reported as GT_AGAIN (or retried on the new link). */
+typedef struct rlink {
+    px_rpc_client_t *rpc;
+    int refs;             /* under st->link_mu */
+    atomic_bool dead;
+    struct rlink *next;   /* the reaper's queue */
+    char addr[];
+} rlink_t;
+
 typedef struct st_remote {
     st_store_t base;
-    px_rpc_client_t *rpc;
+    pthread_mutex_t link_mu; /* a leaf lock: link, refs, reaper queue */
+    pthread_cond_t link_cv;
+    rlink_t *link;        /* NULL: no node (cluster mode: no leader known) */
+    int n_links;          /* links not yet freed */
+    bool switchable;      /* cluster mode: st_remote_switch() */
+    rlink_t *reap_head;   /* dead links for the reaper */
+    bool reaper_stop;
+    bool has_reaper;
+    pthread_t reaper;
+    px_rpc_client_opts_t copts; /* for new links (endpoints set per link) */
+    /* Hooks (cluster mode), called under hook_mu so that st_close can
+     * clear them while no call is running. */
+    pthread_mutex_t hook_mu;
+    void (*on_not_leader)(void *ctx);
+    void (*on_close)(void *ctx);
+    void *hook_ctx;
     int64_t timeout_ms;
     int retries;
     char client_id[40];   /* scopes our pops' cancel keys on the node */
@@ -69,7 +98,108 @@ struct rop {
     int64_t timeout_ms;
     int tries_left;       /* retries allowed (idempotent operations) */
     int64_t backoff_ms;
+    rlink_t *link;        /* where the call in flight went (alive while
+                             its callback runs) */
 };
+
+/* ---- links -------------------------------------------------------------- */
+
+/* The current link with a reference, or NULL. */
+static rlink_t *link_get(st_remote_t *st)
+{
+    pthread_mutex_lock(&st->link_mu);
+    rlink_t *l = st->link;
+    if (l)
+        l->refs++;
+    pthread_mutex_unlock(&st->link_mu);
+    return l;
+}
+
+static void link_free(st_remote_t *st, rlink_t *l)
+{
+    px_rpc_client_free(l->rpc);
+    free(l);
+    pthread_mutex_lock(&st->link_mu);
+    st->n_links--;
+    pthread_cond_broadcast(&st->link_cv);
+    pthread_mutex_unlock(&st->link_mu);
+}
+
+/* With link_mu held: drops a reference.  The last one of a switched-away
+ * link hands it to the reaper (never freed here: this may be one of its
+ * client's own threads); without a reaper (one node, never switched)
+ * st_close waits for it. */
+static void link_put_locked(st_remote_t *st, rlink_t *l)
+{
+    if (--l->refs > 0)
+        return;
+    if (st->has_reaper) {
+        l->next = st->reap_head;
+        st->reap_head = l;
+    }
+    pthread_cond_broadcast(&st->link_cv);
+}
+
+static void link_put(st_remote_t *st, rlink_t *l)
+{
+    pthread_mutex_lock(&st->link_mu);
+    link_put_locked(st, l);
+    pthread_mutex_unlock(&st->link_mu);
+}
+
+static void *reaper_main(void *arg)
+{
+    st_remote_t *st = arg;
+    pthread_mutex_lock(&st->link_mu);
+    for (;;) {
+        rlink_t *l = st->reap_head;
+        if (l) {
+            st->reap_head = l->next;
+            pthread_mutex_unlock(&st->link_mu);
+            link_free(st, l);
+            pthread_mutex_lock(&st->link_mu);
+            continue;
+        }
+        if (st->reaper_stop && st->n_links == 0)
+            break;
+        pthread_cond_wait(&st->link_cv, &st->link_mu);
+    }
+    pthread_mutex_unlock(&st->link_mu);
+    return NULL;
+}
+
+static gt_err_t link_new(st_remote_t *st, const char *addr, rlink_t **out)
+{
+    size_t n = strlen(addr);
+    rlink_t *l = calloc(1, sizeof(*l) + n + 1);
+    if (!l)
+        return GT_ENOMEM;
+    memcpy(l->addr, addr, n + 1);
+    px_rpc_client_opts_t o = st->copts;
+    const char *eps[1] = {l->addr};
+    o.endpoints = eps;
+    o.n_endpoints = 1;
+    gt_err_t rc = px_rpc_client_new(&o, &l->rpc);
+    if (rc != GT_OK) {
+        free(l);
+        return rc;
+    }
+    l->refs = 1;
+    pthread_mutex_lock(&st->link_mu);
+    st->n_links++;
+    pthread_mutex_unlock(&st->link_mu);
+    *out = l;
+    return GT_OK;
+}
+
+/* Runs the not-leader hook (cluster mode: re-read the leader from etcd). */
+static void not_leader(st_remote_t *st)
+{
+    pthread_mutex_lock(&st->hook_mu);
+    if (st->on_not_leader)
+        st->on_not_leader(st->hook_ctx);
+    pthread_mutex_unlock(&st->hook_mu);
+}
 
 static gt_err_t err_from_status(st_remote_t *st, grpc_status_code code)
 {
@@ -121,23 +251,45 @@ static void rop_retry(void *arg)
     rop_send(arg);
 }
 
+/* Whether a failed call's status says the node is not the leader (a
+ * cluster node that lost or never had leadership). */
+static bool is_not_leader(grpc_status_code code, const char *details)
+{
+    return code == GRPC_STATUS_UNAVAILABLE && details && strstr(details, "not leader");
+}
+
 static void rop_answer(void *arg, grpc_status_code code, const char *details,
                        const uint8_t *resp, size_t len)
 {
     rop_t *op = arg;
     st_remote_t *st = op->st;
     if (code != GRPC_STATUS_OK) {
-        if (op->tries_left > 0 && px_rpc_status_transient(code) && !atomic_load(&st->closing)) {
+        bool closing = atomic_load(&st->closing);
+        /* Cancelled because the link was switched away (cluster mode):
+         * not an answer of the node; retriable. */
+        bool switched = code == GRPC_STATUS_CANCELLED && !closing && atomic_load(&op->link->dead);
+        if (is_not_leader(code, details))
+            not_leader(st);
+        if (switched && op->tries_left > 0) {
+            op->tries_left--;
+            rop_send(op); /* on the new link, if any */
+            return;
+        }
+        if (op->tries_left > 0 && px_rpc_status_transient(code) && !closing) {
             op->tries_left--;
             int64_t b = op->backoff_ms;
             op->backoff_ms = op->backoff_ms * 2 > 1000 ? 1000 : op->backoff_ms * 2;
-            if (px_rpc_client_after(st->rpc, b, rop_retry, op) == GT_OK)
+            rlink_t *l = link_get(st);
+            gt_err_t rc = l ? px_rpc_client_after(l->rpc, b, rop_retry, op) : GT_AGAIN;
+            if (l)
+                link_put(st, l);
+            if (rc == GT_OK)
                 return;
         }
-        if (code != GRPC_STATUS_CANCELLED || !atomic_load(&st->closing))
+        if (code != GRPC_STATUS_CANCELLED || !closing)
             GT_LOG(DEBUG, "store", "remote %s: %s", op->method + sizeof(SVC) - 1,
                    details && *details ? details : "call failed");
-        rop_finish(op, err_from_status(st, code), NULL);
+        rop_finish(op, switched ? GT_AGAIN : err_from_status(st, code), NULL);
         return;
     }
     /* In one arena (px_rpc_arena.c): an answer of 32 appended or popped
@@ -159,8 +311,16 @@ static void rop_send(rop_t *op)
         rop_finish(op, GT_ESHUTDOWN, NULL);
         return;
     }
+    rlink_t *l = link_get(st);
+    if (!l) {
+        /* Cluster mode with no leader known: fail fast, retriable. */
+        rop_finish(op, GT_AGAIN, NULL);
+        return;
+    }
+    op->link = l;
     px_ccall_opts_t co = {.timeout_ms = op->timeout_ms, .endpoint = -1};
-    gt_err_t rc = px_rpc_unary(st->rpc, op->method, op->req, op->len, &co, rop_answer, op, NULL);
+    gt_err_t rc = px_rpc_unary(l->rpc, op->method, op->req, op->len, &co, rop_answer, op, NULL);
+    link_put(st, l);
     if (rc != GT_OK)
         rop_finish(op, rc, NULL);
 }
@@ -1065,7 +1225,8 @@ static void watch_reopen(void *arg)
     watch_ctx_t *w = arg;
     st_remote_t *st = w->st;
     pthread_mutex_lock(&st->mu);
-    st->watch_timer = false;
+    if (w->gen == st->watch_gen)
+        st->watch_timer = false;
     if (w->gen == st->watch_gen && st->watch_cb && !st->watch_call &&
         !atomic_load(&st->closing))
         watch_open_locked(st);
@@ -1091,13 +1252,18 @@ static void watch_close(void *arg, grpc_status_code code, const char *details)
         GT_LOG(INFO, "store", "remote metadata watch ended (%d %s); again in %" PRId64 " ms",
                (int)code, details, b);
         watch_ctx_t *again = malloc(sizeof(*again));
-        if (again) {
+        rlink_t *l = link_get(st); /* none: the next switch opens it */
+        if (again && l) {
             *again = (watch_ctx_t){st, w->gen, 0};
-            if (px_rpc_client_after(st->rpc, b, watch_reopen, again) == GT_OK)
+            if (px_rpc_client_after(l->rpc, b, watch_reopen, again) == GT_OK)
                 st->watch_timer = true;
             else
                 free(again);
+        } else {
+            free(again);
         }
+        if (l)
+            link_put(st, l);
     }
     pthread_mutex_unlock(&st->mu);
     free(w);
@@ -1109,18 +1275,24 @@ static void watch_open_locked(st_remote_t *st)
     Gantry__Store__V1__MetaWatchRequest rq = GANTRY__STORE__V1__META_WATCH_REQUEST__INIT;
     uint8_t buf[16];
     size_t len = gantry__store__v1__meta_watch_request__pack(&rq, buf);
+    rlink_t *l = link_get(st);
+    if (!l)
+        return; /* no node now: st_remote_switch opens it */
     watch_ctx_t *w = malloc(sizeof(*w));
-    if (!w)
+    if (!w) {
+        link_put(st, l);
         return;
+    }
     /* Above every version handed out so far (see ver_max). */
     *w = (watch_ctx_t){st, st->watch_gen, st->ver_max + 1};
     /* Waits for a connection (no deadline): it lives as long as the node. */
     px_ccall_opts_t co = {.flags = PX_CCALL_WAIT_FOR_READY, .endpoint = -1};
-    if (px_rpc_stream(st->rpc, SVC "MetaWatch", buf, len, &co, &cbs, w, &st->watch_call) !=
+    if (px_rpc_stream(l->rpc, SVC "MetaWatch", buf, len, &co, &cbs, w, &st->watch_call) !=
         GT_OK) {
         st->watch_call = NULL;
         free(w);
     }
+    link_put(st, l);
 }
 
 static void r_meta_watch(st_store_t *s, st_meta_cb cb, void *arg)
@@ -1149,6 +1321,14 @@ static void r_close(st_store_t *s)
 {
     st_remote_t *st = ST(s);
     atomic_store(&st->closing, true);
+    /* The owner (st_cluster) stops first: no switch, no hook after this. */
+    pthread_mutex_lock(&st->hook_mu);
+    void (*on_close)(void *) = st->on_close;
+    st->on_not_leader = NULL;
+    st->on_close = NULL;
+    pthread_mutex_unlock(&st->hook_mu);
+    if (on_close)
+        on_close(st->hook_ctx);
     pthread_mutex_lock(&st->mu);
     st->watch_cb = NULL;
     st->watch_gen++;
@@ -1160,8 +1340,29 @@ static void r_close(st_store_t *s)
         px_ccall_unref(w);
     }
     /* Ends every open call: their callbacks run with GT_ESHUTDOWN. */
-    px_rpc_client_free(st->rpc);
+    pthread_mutex_lock(&st->link_mu);
+    rlink_t *l = st->link;
+    st->link = NULL;
+    if (l && st->has_reaper) {
+        atomic_store(&l->dead, true);
+        link_put_locked(st, l);
+        l = NULL;
+    } else if (l) {
+        l->refs--;
+        while (l->refs > 0)
+            pthread_cond_wait(&st->link_cv, &st->link_mu);
+    }
+    st->reaper_stop = true;
+    pthread_cond_broadcast(&st->link_cv);
+    pthread_mutex_unlock(&st->link_mu);
+    if (l)
+        link_free(st, l);
+    if (st->has_reaper)
+        pthread_join(st->reaper, NULL); /* after every link is freed */
     pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->hook_mu);
+    pthread_mutex_destroy(&st->link_mu);
+    pthread_cond_destroy(&st->link_cv);
     free(st->names);
     free(st);
 }
@@ -1254,10 +1455,94 @@ static void info_answer(void *arg, grpc_status_code code, const char *details,
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Waits up to ms for the current node to answer GetInfo. */
+static gt_err_t info_wait(st_remote_t *st, int64_t ms)
+{
+    info_wait_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    Gantry__Store__V1__GetInfoRequest rq = GANTRY__STORE__V1__GET_INFO_REQUEST__INIT;
+    uint8_t buf[16];
+    size_t len = gantry__store__v1__get_info_request__pack(&rq, buf);
+    px_ccall_opts_t co = {.timeout_ms = ms, .flags = PX_CCALL_WAIT_FOR_READY, .endpoint = -1};
+    rlink_t *l = link_get(st);
+    if (!l)
+        return GT_AGAIN;
+    gt_err_t rc = px_rpc_unary(l->rpc, SVC "GetInfo", buf, len, &co, info_answer, &w, NULL);
+    if (rc != GT_OK) {
+        link_put(st, l);
+        return rc;
+    }
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    if (w.code != GRPC_STATUS_OK) {
+        rc = w.code == GRPC_STATUS_CANCELLED && atomic_load(&l->dead)
+                 ? GT_AGAIN : err_from_status(st, w.code);
+        GT_LOG(ERROR, "store", "store node %s does not answer (gRPC status %d)", l->addr,
+               (int)w.code);
+    } else {
+        GT_LOG(INFO, "store", "store node %s: protocol %u, engine %s", l->addr, w.version,
+               w.engine);
+    }
+    link_put(st, l);
+    return rc;
+}
+
+gt_err_t st_remote_wait_ready(st_store_t *s, int64_t ms)
+{
+    return info_wait(ST(s), ms);
+}
+
+gt_err_t st_remote_switch(st_store_t *s, const char *addr)
+{
+    st_remote_t *st = ST(s);
+    rlink_t *nl = NULL;
+    if (!st->switchable)
+        return GT_EINVAL;
+    if (atomic_load(&st->closing))
+        return GT_ESHUTDOWN;
+    pthread_mutex_lock(&st->link_mu);
+    bool same = st->link ? addr && strcmp(st->link->addr, addr) == 0 : addr == NULL;
+    pthread_mutex_unlock(&st->link_mu);
+    if (same)
+        return GT_OK;
+    if (addr) {
+        gt_err_t rc = link_new(st, addr, &nl);
+        if (rc != GT_OK)
+            return rc;
+    }
+    GT_LOG(INFO, "store", "store node: %s", addr ? addr : "none (no leader known)");
+    pthread_mutex_lock(&st->link_mu);
+    rlink_t *old = st->link;
+    st->link = nl;
+    if (old)
+        atomic_store(&old->dead, true);
+    pthread_mutex_unlock(&st->link_mu);
+    /* The metadata watch moves to the new node (a fresh snapshot); the
+     * names the watcher holds are kept, so the snapshot can tell it what
+     * went meanwhile. */
+    pthread_mutex_lock(&st->mu);
+    px_ccall_t *w = st->watch_call;
+    st->watch_call = NULL;
+    st->watch_gen++;
+    st->watch_timer = false;
+    st->watch_backoff_ms = 0;
+    if (st->watch_cb && !atomic_load(&st->closing))
+        watch_open_locked(st);
+    pthread_mutex_unlock(&st->mu);
+    if (w) {
+        px_ccall_cancel(w);
+        px_ccall_unref(w);
+    }
+    if (old)
+        link_put(st, old); /* the last reference: to the reaper */
+    return GT_OK;
+}
+
 gt_err_t st_remote_open(const st_remote_config_t *cfg, st_store_t **out)
 {
     *out = NULL;
-    if (!cfg || cfg->n_endpoints == 0)
+    if (!cfg || (cfg->n_endpoints == 0 && !cfg->switchable))
         return GT_EINVAL;
     st_remote_t *st = calloc(1, sizeof(*st));
     if (!st)
@@ -1265,58 +1550,46 @@ gt_err_t st_remote_open(const st_remote_config_t *cfg, st_store_t **out)
     st->base.ops = &remote_ops;
     st->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 10000;
     st->retries = cfg->retries >= 0 ? cfg->retries : 3;
+    st->switchable = cfg->switchable;
+    st->on_not_leader = cfg->on_not_leader;
+    st->on_close = cfg->on_close;
+    st->hook_ctx = cfg->hook_ctx;
     random_hex(st->client_id, 16);
     /* 16 hex digits of ours, then a counter: 32 like RocketMQ's ids. */
     random_hex(st->id_prefix, 8);
     pthread_mutex_init(&st->mu, NULL);
-    /* One node holds all the data until the store tier is a cluster
-     * (issue 12): spreading calls over several nodes would split it. */
+    pthread_mutex_init(&st->hook_mu, NULL);
+    pthread_mutex_init(&st->link_mu, NULL);
+    pthread_cond_init(&st->link_cv, NULL);
+    /* One node holds all the data (in cluster mode, the replica set's
+     * leader): spreading calls over several nodes would split it. */
     if (cfg->n_endpoints > 1)
         GT_LOG(WARN, "store", "%zu store endpoints given; only the first, %s, is used (one "
-               "store node until the store tier is a cluster)", cfg->n_endpoints,
-               cfg->endpoints[0]);
-    px_rpc_client_opts_t o = {.endpoints = cfg->endpoints,
-                              .n_endpoints = 1,
-                              .channels_per_endpoint = cfg->channels_per_endpoint,
-                              .threads = cfg->threads > 0 ? cfg->threads : 2,
-                              .backoff_initial_ms = 100,
-                              .backoff_max_ms = 2000,
-                              .connect_timeout_ms = 1000,
-                              .max_receive_bytes = 1LL << 30,
-                              .after_event = cfg->after_event,
-                              .after_event_ctx = cfg->after_event_ctx};
-    gt_err_t rc = px_rpc_client_new(&o, &st->rpc);
-    if (rc != GT_OK) {
-        pthread_mutex_destroy(&st->mu);
-        free(st);
-        return rc;
+               "store node; store.mode cluster follows a replicated tier's leader)",
+               cfg->n_endpoints, cfg->endpoints[0]);
+    st->copts = (px_rpc_client_opts_t){.channels_per_endpoint = cfg->channels_per_endpoint,
+                                       .threads = cfg->threads > 0 ? cfg->threads : 2,
+                                       .backoff_initial_ms = 100,
+                                       .backoff_max_ms = 2000,
+                                       .connect_timeout_ms = 1000,
+                                       .max_receive_bytes = 1LL << 30,
+                                       .after_event = cfg->after_event,
+                                       .after_event_ctx = cfg->after_event_ctx};
+    gt_err_t rc = GT_OK;
+    if (st->switchable) {
+        if (pthread_create(&st->reaper, NULL, reaper_main, st) != 0)
+            rc = GT_ENOMEM;
+        else
+            st->has_reaper = true;
     }
-    if (cfg->connect_wait_ms > 0) {
-        info_wait_t w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-        Gantry__Store__V1__GetInfoRequest rq = GANTRY__STORE__V1__GET_INFO_REQUEST__INIT;
-        uint8_t buf[16];
-        size_t len = gantry__store__v1__get_info_request__pack(&rq, buf);
-        px_ccall_opts_t co = {.timeout_ms = cfg->connect_wait_ms,
-                              .flags = PX_CCALL_WAIT_FOR_READY, .endpoint = -1};
-        rc = px_rpc_unary(st->rpc, SVC "GetInfo", buf, len, &co, info_answer, &w, NULL);
-        if (rc == GT_OK) {
-            pthread_mutex_lock(&w.mu);
-            while (!w.done)
-                pthread_cond_wait(&w.cv, &w.mu);
-            pthread_mutex_unlock(&w.mu);
-            if (w.code != GRPC_STATUS_OK) {
-                rc = err_from_status(st, w.code);
-                GT_LOG(ERROR, "store", "store node %s does not answer (gRPC status %d)",
-                       cfg->endpoints[0], (int)w.code);
-            } else {
-                GT_LOG(INFO, "store", "store node %s: protocol %u, engine %s",
-                       cfg->endpoints[0], w.version, w.engine);
-            }
-        }
-        if (rc != GT_OK) {
-            r_close(&st->base);
-            return rc;
-        }
+    if (rc == GT_OK && cfg->n_endpoints > 0)
+        rc = link_new(st, cfg->endpoints[0], &st->link);
+    if (rc == GT_OK && cfg->connect_wait_ms > 0 && st->link)
+        rc = info_wait(st, cfg->connect_wait_ms);
+    if (rc != GT_OK) {
+        st->on_close = NULL; /* the caller cleans up its own */
+        r_close(&st->base);
+        return rc;
     }
     *out = &st->base;
     return GT_OK;

@@ -24,10 +24,22 @@
  * time plus the request timeout.  st_pop_cancel() becomes a PopCancel RPC
  * under this client's random id.  st_meta_watch() is a MetaWatch stream,
  * opened again (with a fresh snapshot) whenever it ends, e.g. after the
- * node restarted. */
+ * node restarted.
+ *
+ * Switching nodes (cluster mode, st_cluster.h).  Opened `switchable`, the
+ * client starts with no node or the first endpoint, and st_remote_switch()
+ * points it at another: new channels to that node; calls still open on
+ * the old one are cancelled and end with GT_AGAIN (idempotent ones are
+ * sent again on the new node, within their retries); long polls end the
+ * same way and their callers issue them again; the metadata watch is
+ * opened on the new node (its snapshot tells the watcher what changed).
+ * With no node every operation fails at once with GT_AGAIN.  A node that
+ * answers UNAVAILABLE "not leader" (GT_AGAIN to the caller) runs the
+ * on_not_leader hook, so the owner can look up the leader again. */
 #ifndef ST_REMOTE_H
 #define ST_REMOTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,8 +47,7 @@
 
 typedef struct st_remote_config {
     const char *const *endpoints; /* "host:port" of the store node; only
-                                     the first is used (one node until
-                                     the store tier is a cluster) */
+                                     the first is used */
     size_t n_endpoints;
     int channels_per_endpoint;    /* <= 0: 2 */
     int threads;                  /* completion-queue threads; <= 0: 2 */
@@ -53,6 +64,17 @@ typedef struct st_remote_config {
      * May be NULL. */
     void (*after_event)(void *ctx);
     void *after_event_ctx;
+    /* Cluster mode: endpoints may be empty; st_remote_switch() allowed. */
+    bool switchable;
+    /* Run (any thread, holding a lock of the client: short, must not call
+     * into this store) when a node answers UNAVAILABLE "not leader".  May
+     * be NULL. */
+    void (*on_not_leader)(void *ctx);
+    /* Run first by st_close(), on its thread, before anything is torn down
+     * and after which no hook runs: the owner stops switching there.  May
+     * be NULL. */
+    void (*on_close)(void *ctx);
+    void *hook_ctx;
 } st_remote_config_t;
 
 /* Opens a client of the node(s).  With connect_wait_ms > 0 it waits until
@@ -60,5 +82,15 @@ typedef struct st_remote_config {
  * GT_AGAIN when it does not.  GT_EINVAL: no endpoint.  Release it with
  * st_close(): in-flight operations then complete with GT_ESHUTDOWN. */
 gt_err_t st_remote_open(const st_remote_config_t *cfg, st_store_t **out);
+
+/* Points a switchable client at the node `addr` ("host:port", copied;
+ * NULL: none).  The same node again does nothing.  Any thread except the
+ * client's own callbacks' lock holders; never blocks on the network.
+ * GT_EINVAL: not switchable; GT_ESHUTDOWN: closing; GT_ENOMEM. */
+gt_err_t st_remote_switch(st_store_t *s, const char *addr);
+
+/* Waits up to ms for the current node to answer GetInfo (start-up only).
+ * GT_AGAIN: no node, or it was switched away meanwhile. */
+gt_err_t st_remote_wait_ready(st_store_t *s, int64_t ms);
 
 #endif

@@ -198,7 +198,9 @@ ${opts.yaml ?? DEFAULT_YAML}`;
 // gantry does, so when the ports were picked here and the server could not
 // listen, it tries again with new ones.
 export async function startGantry(opts = {}) {
-  if (REMOTE_STORE && !opts.storeNode && !opts.remoteStore) return startWithStore(opts);
+  if (REMOTE_STORE && !opts.storeNode && !opts.remoteStore && !opts.storeYaml) {
+    return startWithStore(opts);
+  }
   const own = opts.grpcPort === undefined && opts.httpPort === undefined && opts.amqpPort === undefined;
   for (let attempt = 1; ; attempt++) {
     try {
