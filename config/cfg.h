@@ -220,6 +220,10 @@ typedef struct cfg {
         char *node_id;            /* "" = the listen address */
         char *advertise;          /* "" = store_server.listen */
         int lease_ttl_s;
+        /* replication (store-server/ss_repl*.c) */
+        int replicas;             /* R: members of the replica set */
+        int min_insync;           /* writes need this many in sync */
+        int replica_lag_ms;       /* a follower this late leaves the set */
     } cluster;
     struct {
         int max_label_sets;       /* per metric family, then "_other" */

@@ -525,6 +525,23 @@ static const cfg_desc_t cfg_cluster_keys[] = {
      .doc = "TTL of the node's etcd lease: a node that stops renewing it "
             "(killed, paused, cut off) is unregistered this long after its "
             "last renewal. Renewed every TTL/3."},
+    {.key = "replicas", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.replicas),
+     .def = "3", .min = 1, .max = 16,
+     .doc = "Store nodes in the replica set (R): the leader and R-1 "
+            "followers holding byte-identical copies of its data. 1: no "
+            "replication."},
+    {.key = "min_insync", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.min_insync),
+     .def = "2", .min = 1, .max = 16,
+     .doc = "Writes (appends and every consumption-state change) are "
+            "answered only while the in-sync set has at least this many "
+            "members, the leader included, and only once every member "
+            "holds them durably; fewer: a retriable error."},
+    {.key = "replica_lag_ms", .type = CFG_T_INT,
+     CFG_FIELD(cfg_t, cluster.replica_lag_ms), .def = "5000", .min = 100,
+     .max = 600000,
+     .doc = "A follower that has not held everything the leader synced for "
+            "this long is reported lagging (and leaves the in-sync set); "
+            "followers long-poll the leader with a quarter of it."},
 };
 
 static const cfg_desc_t cfg_message_keys[] = {

@@ -156,7 +156,7 @@ static void ss_append_reply(px_call_t *call, gt_err_t err,
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.deduplicated = err == GT_OK && dedup;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     free(it);
     free(ip);
 }

@@ -28,8 +28,33 @@ void ss_reply_err(px_call_t *call, gt_err_t err)
         buf[1] = (uint8_t)err; /* < 128 */
         len = 2;
     }
+    if (ss_srv(call)->repl != NULL) {
+        ss_repl_reply(ss_srv(call)->repl, call, buf, len);
+        return;
+    }
     px_call_send(call, buf, len);
     px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+void ss_reply_pb(px_call_t *call, const ProtobufCMessage *msg)
+{
+    ss_repl_t *r = ss_srv(call)->repl;
+    uint8_t small[512], *b;
+    size_t n;
+
+    if (r == NULL) {
+        px_call_reply_pb(call, msg);
+        return;
+    }
+    n = protobuf_c_message_get_packed_size(msg);
+    if ((b = n <= sizeof(small) ? small : malloc(n)) == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    protobuf_c_message_pack(msg, b);
+    ss_repl_reply(r, call, b, n);
+    if (b != small)
+        free(b);
 }
 
 gt_err_t ss_msg_from_pb(const ss_pb_msg_t *m, st_message_t *out)
@@ -164,7 +189,7 @@ void ss_reply_msgs(px_call_t *call, gt_err_t err, const st_message_t *msgs,
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.next_offset = err == GT_OK ? next_offset : 0;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     ss_msgs_out_free(&outs);
 }
 

@@ -18,6 +18,7 @@
 
 #include "gantry/store/v1/store.pb-c.h"
 #include "px_rpc.h"
+#include "ss_repl.h"
 #include "st.h"
 
 #define SS_PROTOCOL_VERSION 1
@@ -55,6 +56,10 @@ typedef struct ss_watch ss_watch_t;
 typedef struct ss_srv {
     st_store_t *store;      /* exec-wrapped; borrowed */
     const char *engine;     /* the inner store's ops->name */
+    /* Replication (ss_repl.h); NULL: a single node (no roles, no gating).
+     * With it, `store` is NULL while the node is not the leader (set and
+     * cleared under late_lock's write lock). */
+    ss_repl_t *repl;
     ss_dedup_t *dedup;      /* NULL: de-dup off */
     ss_watch_t *watch;
     pthread_mutex_t poll_mu;
@@ -85,6 +90,10 @@ int64_t ss_now_ms(void);
 /* Answers a unary call with a response holding only `err` (field 1 of
  * every response type but MetaWatch's) and finishes OK. */
 void ss_reply_err(px_call_t *call, gt_err_t err);
+
+/* Answers a unary store call with `msg` then OK: through ss_repl_reply()
+ * (held until the in-sync set has what the store did) when replicating. */
+void ss_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
 
 /* ---- ss_service.c ---- */
 /* Adds every gantry.store.v1.Store RPC to t. */

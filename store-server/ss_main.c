@@ -182,7 +182,8 @@ static uint32_t store_record_limit(const cfg_t *cfg)
 }
 
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
-                           st_store_t **out, const char **engine)
+                           st_store_t **out, const char **engine,
+                           st_store_t **inner)
 {
     st_config_t sc;
     st_store_t *st = NULL;
@@ -205,9 +206,60 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
         return rc;
     }
     *engine = st->ops->name;
+    if (inner != NULL)
+        *inner = st;
     if ((rc = st_exec_open(st, ex, out)) != GT_OK)
         st_close(st);
     return rc;
+}
+
+/* Replication (ss_repl.h) opens and closes the engine with the node's
+ * role: the served store and its metadata watcher hang on srv. */
+typedef struct ss_engine_ctx {
+    const cfg_t *cfg;
+    bool repair;
+    px_exec_t *exec;
+    ss_srv_t *srv;
+} ss_engine_ctx_t;
+
+static gt_err_t engine_open(void *arg, st_store_t **local)
+{
+    ss_engine_ctx_t *e = arg;
+    st_store_t *store = NULL;
+    ss_watch_t *watch;
+    const char *name = NULL;
+    gt_err_t rc;
+
+    if ((rc = open_store(e->cfg, e->repair, px_exec_store(e->exec), &store,
+                         &name, local)) != GT_OK)
+        return rc;
+    if ((watch = ss_watch_start(store)) == NULL) {
+        st_close(store);
+        return GT_ENOMEM;
+    }
+    pthread_rwlock_wrlock(&e->srv->late_lock);
+    e->srv->engine = name;
+    e->srv->watch = watch;
+    e->srv->store = store;
+    pthread_rwlock_unlock(&e->srv->late_lock);
+    return GT_OK;
+}
+
+static void engine_close(void *arg)
+{
+    ss_engine_ctx_t *e = arg;
+    st_store_t *store;
+    ss_watch_t *watch;
+
+    pthread_rwlock_wrlock(&e->srv->late_lock);
+    store = e->srv->store;
+    watch = e->srv->watch;
+    e->srv->store = NULL;
+    e->srv->watch = NULL;
+    pthread_rwlock_unlock(&e->srv->late_lock);
+    if (watch != NULL)
+        ss_watch_stop(watch, store);
+    st_close(store);
 }
 
 /* /metrics lines (HTTP thread). */
@@ -262,6 +314,9 @@ static int serve(const cfg_t *cfg, bool repair)
     ss_srv_t srv;
     ss_metrics_src_t msrc;
     ss_cluster_t *cluster = NULL;
+    ss_engine_ctx_t engine;
+    const char *role_env = getenv("GANTRY_TEST_REPL_ROLE");
+    bool test_role = role_env != NULL && role_env[0] != '\0';
     char err[512];
     sigset_t sigs;
     int sig = 0, status = 1;
@@ -303,16 +358,36 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the executor threads");
         goto out;
     }
-    if (open_store(cfg, repair, px_exec_store(exec), &store, &srv.engine) != GT_OK)
-        goto out;
-    srv.store = store;
+    engine.cfg = cfg;
+    engine.repair = repair;
+    engine.exec = exec;
+    engine.srv = &srv;
+    if (test_role) {
+        /* the engine opens when the node leads (ss_repl_lead) */
+        ss_repl_config_t rc = {
+            .node_id = cfg->cluster.node_id != NULL && cfg->cluster.node_id[0]
+                           ? cfg->cluster.node_id : cfg->store_server.listen,
+            .data_dir = cfg->store.data_dir,
+            .flush_async = strcmp(cfg->store.flush, "async") == 0,
+            .min_insync = cfg->cluster.min_insync,
+            .replica_lag_ms = cfg->cluster.replica_lag_ms,
+            .engine = {engine_open, engine_close, &engine},
+        };
+        if (ss_repl_new(&rc, &srv.repl) != GT_OK)
+            goto out;
+    } else {
+        if (open_store(cfg, repair, px_exec_store(exec), &store, &srv.engine,
+                       NULL) != GT_OK)
+            goto out;
+        srv.store = store;
+    }
     if (cfg->store_server.dedup_entries > 0 &&
         (srv.dedup = ss_dedup_new((uint32_t)cfg->store_server.dedup_entries,
                                   cfg->store_server.dedup_window_ms)) == NULL) {
         GT_LOG(ERROR, "main", "out of memory");
         goto out;
     }
-    if ((srv.watch = ss_watch_start(store)) == NULL) {
+    if (store != NULL && (srv.watch = ss_watch_start(store)) == NULL) {
         GT_LOG(ERROR, "main", "out of memory");
         goto out;
     }
@@ -334,6 +409,13 @@ static int serve(const cfg_t *cfg, bool repair)
     msrc.srv = &srv;
     px_http_set_metrics(http, ss_metrics, &msrc);
     px_http_set_ready(http, true);
+    if (srv.repl != NULL) {
+        bool used;
+        if (ss_repl_test_role(srv.repl, &used) != GT_OK) {
+            GT_LOG(ERROR, "main", "cannot take the test replication role");
+            goto out;
+        }
+    }
     if (ss_cluster_start(cfg, &cluster) != GT_OK) {
         GT_LOG(ERROR, "main", "cannot start the cluster registration");
         goto out;
@@ -350,12 +432,17 @@ static int serve(const cfg_t *cfg, bool repair)
     ss_cluster_stop(cluster);
     cluster = NULL;
     px_http_set_metrics(http, NULL, NULL);
+    /* Replication first: held answers and fetches end "not leader", the
+     * engine it opened closes. */
+    if (srv.repl != NULL)
+        ss_repl_stand_down(srv.repl);
     /* Stop the calls (parked polls answer ESHUTDOWN, watch streams end),
      * then the store (its last answers still run on the executor), then
      * the gRPC server's workers. */
     if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
-    ss_watch_stop(srv.watch, store);
+    if (srv.watch != NULL)
+        ss_watch_stop(srv.watch, store);
     srv.watch = NULL;
     pthread_rwlock_wrlock(&srv.late_lock); /* no give-back enters the store */
     srv.store = NULL;
@@ -368,6 +455,8 @@ static int serve(const cfg_t *cfg, bool repair)
     GT_LOG(INFO, "main", "stopped");
 out:
     ss_cluster_stop(cluster);
+    if (srv.repl != NULL)
+        ss_repl_stand_down(srv.repl);
     if (http != NULL)
         px_http_set_metrics(http, NULL, NULL);
     if (rpc != NULL)
@@ -380,6 +469,7 @@ out:
     st_close(store);
     if (rpc != NULL)
         px_rpc_server_destroy(rpc);
+    ss_repl_free(srv.repl);
     px_exec_free(exec);
     px_http_stop(http);
     px_method_table_free(&methods);

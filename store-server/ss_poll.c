@@ -220,7 +220,7 @@ static void ss_pop_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         resp.messages = pp;
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     if (n > 0)
         ss_pop_watch(p, call, msgs, n);
     ss_msgs_out_free(&outs);

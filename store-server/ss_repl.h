@@ -1,5 +1,5 @@
 /* ss_repl: replication of one gantry-store node's data within its replica
- * set (issue 12; design in docs/cluster.md).  This header is the contract
+ * set (issue 12; docs/store-protocol.md, Replication).  This header is the contract
  * between the data path (ss_repl*.c: ReplicaFetch, the follower's fetch
  * loop, gating of answers on the in-sync set) and the control on etcd
  * (ss_cluster*.c: membership, election, epochs, in-sync set changes),
@@ -21,6 +21,10 @@
 #include <stdint.h>
 
 #include "gt_err.h"
+
+struct st_store;
+struct px_call;
+struct ProtobufCMessage;
 
 typedef struct ss_repl ss_repl_t;
 
@@ -50,6 +54,34 @@ typedef struct ss_repl_events {
     void *arg;
 } ss_repl_events_t;
 
+/* ---- construction (gantry-store's main) ---- */
+
+/* The node's engine, opened and closed by main (it owns what hangs on the
+ * store: the executor wrapper, the metadata watcher).  open() makes it
+ * serve and hands back the local engine (st_local_open's store, for its
+ * replication marks); close() stops serving it and closes it. */
+typedef struct ss_repl_engine {
+    gt_err_t (*open)(void *arg, struct st_store **local);
+    void (*close)(void *arg);
+    void *arg;
+} ss_repl_engine_t;
+
+typedef struct ss_repl_config {
+    const char *node_id;      /* cluster.node_id */
+    const char *data_dir;     /* store.data_dir */
+    bool flush_async;         /* store.flush: async (marks use the written
+                                 commitlog end, shipped once synced) */
+    int min_insync;           /* cluster.min_insync */
+    int64_t replica_lag_ms;   /* cluster.replica_lag_ms */
+    ss_repl_engine_t engine;
+    ss_repl_events_t events;
+} ss_repl_config_t;
+
+/* A node in STANDBY (engine closed).  GT_ENOMEM, GT_EIO. */
+gt_err_t ss_repl_new(const ss_repl_config_t *cfg, ss_repl_t **out);
+/* Stands down (closing the engine) and frees.  NULL-safe. */
+void ss_repl_free(ss_repl_t *r);
+
 /* Leader of `epoch` with in-sync set `isr` (node ids, the leader among
  * them).  Appends (epoch, its commitlog end) to the local epoch history
  * before the first write of the epoch.  history_out (may be NULL) gets
@@ -76,5 +108,27 @@ void ss_repl_position(const ss_repl_t *r, int64_t *last_epoch,
                       uint64_t *cl_end);
 /* Snapshot of the followers the leader knows (n written, <= max). */
 size_t ss_repl_peers(const ss_repl_t *r, ss_repl_peer_t *out, size_t max);
+
+
+/* ---- the service's side (ss_service.c, ss_repl_srv.c) ---- */
+
+/* True while this node serves store RPCs (leader, engine open). */
+bool ss_repl_serving(ss_repl_t *r);
+/* Answers a store call with `data` (a packed response) once every in-sync
+ * member holds what the store had done when the answer was made (the
+ * commitlog's synced end, the state log's length): at once when that is
+ * so already.  In-sync set smaller than min_insync: answers AGAIN
+ * instead.  Not the leader (any more): UNAVAILABLE "not leader". */
+void ss_repl_reply(ss_repl_t *r, struct px_call *call, const uint8_t *data,
+                   size_t len);
+/* ReplicaFetch (the method table's handler). */
+void ss_repl_fetch(struct px_call *call, struct ProtobufCMessage *req);
+
+/* Test only: the node's role fixed from the environment at start-up
+ * (GANTRY_TEST_REPL_ROLE=leader|follower, GANTRY_TEST_REPL_EPOCH (1),
+ * GANTRY_TEST_REPL_ISR=id,id,... (the leader's in-sync set, itself
+ * included), GANTRY_TEST_REPL_LEADER=HOST:PORT (a follower's leader)).
+ * No-op (GT_OK, *used false) when the role variable is unset. */
+gt_err_t ss_repl_test_role(ss_repl_t *r, bool *used);
 
 #endif

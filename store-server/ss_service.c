@@ -84,7 +84,7 @@ static void ss_topics_done(void *arg, gt_err_t err, const st_topic_t *ts,
         resp.topics = pp;
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     free(pt);
     free(pp);
     px_call_unref(call);
@@ -165,7 +165,7 @@ static void ss_groups_done(void *arg, gt_err_t err, const st_group_t *gs,
         resp.groups = pp;
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     free(pg);
     free(pp);
     free(pr);
@@ -210,7 +210,7 @@ static void ss_acks_done(void *arg, gt_err_t err, const gt_err_t *errs,
         resp.results = codes;
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     free(codes);
     px_call_unref(call);
 }
@@ -233,7 +233,7 @@ static void ss_handle_done(void *arg, gt_err_t err, const char *handle)
 
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.handle = (char *)(err == GT_OK && handle != NULL ? handle : "");
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     px_call_unref(call);
 }
 
@@ -264,7 +264,7 @@ static void ss_count_done(void *arg, gt_err_t err, uint64_t n)
 
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.count = err == GT_OK ? n : 0;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     px_call_unref(call);
 }
 
@@ -295,7 +295,7 @@ static void ss_offset_done(void *arg, gt_err_t err, uint64_t off)
 
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.offset = err == GT_OK ? off : 0;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     px_call_unref(call);
 }
 
@@ -391,7 +391,7 @@ static void ss_stats_done(void *arg, gt_err_t err, const st_stats_t *s)
         resp.tx_discarded = s->tx_discarded;
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     free(q);
     free(pq);
     px_call_unref(call);
@@ -505,7 +505,7 @@ static void ss_meta_list_done(void *arg, gt_err_t err,
     }
     resp.err = (Gantry__Store__V1__ErrorCode)err;
     resp.more = err == GT_OK && more;
-    px_call_reply_pb(call, &resp.base);
+    ss_reply_pb(call, &resp.base);
     free(r);
     free(pr);
     px_call_unref(call);
@@ -610,12 +610,55 @@ static const px_method_t ss_methods[] = {
     SS_UNARY(MetaList, ss_meta_list, meta_list_request, meta_list_response),
 };
 
+/* Replication: a store RPC on a node that is not the leader is refused
+ * (UNAVAILABLE "not leader"; the client finds the leader again).  The
+ * read lock keeps the engine open while the handler starts its call. */
+static void ss_guard(px_call_t *call, ProtobufCMessage *req)
+{
+    ss_srv_t *s = ss_srv(call);
+    const px_method_t *orig = px_call_method_entry(call)->data;
+
+    if (s->repl == NULL) {
+        orig->on_request(call, req);
+        return;
+    }
+    pthread_rwlock_rdlock(&s->late_lock);
+    if (s->store == NULL || !ss_repl_serving(s->repl)) {
+        pthread_rwlock_unlock(&s->late_lock);
+        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "not leader");
+        return;
+    }
+    orig->on_request(call, req);
+    pthread_rwlock_unlock(&s->late_lock);
+}
+
+#define SS_NMETHODS (sizeof(ss_methods) / sizeof(ss_methods[0]))
+static px_method_t ss_guarded[SS_NMETHODS];
+static pthread_once_t ss_guarded_once = PTHREAD_ONCE_INIT;
+
+static void ss_guarded_init(void)
+{
+    for (size_t i = 0; i < SS_NMETHODS; i++) {
+        ss_guarded[i] = ss_methods[i];
+        if (ss_methods[i].on_request != ss_get_info) {
+            ss_guarded[i].on_request = ss_guard;
+            ss_guarded[i].data = &ss_methods[i];
+        }
+    }
+}
+
+static const px_method_t ss_fetch_method = {
+    .path = SS_PATH(ReplicaFetch), .kind = PX_RPC_UNARY,
+    .on_request = ss_repl_fetch, .req_desc = SS_DESC(replica_fetch_request),
+    .resp_desc = SS_DESC(replica_fetch_response), .on_screen = ss_screen};
+
 gt_err_t ss_service_register(px_method_table_t *t)
 {
     gt_err_t rc;
 
-    for (size_t i = 0; i < sizeof(ss_methods) / sizeof(ss_methods[0]); i++)
-        if ((rc = px_method_table_add(t, &ss_methods[i])) != GT_OK)
+    pthread_once(&ss_guarded_once, ss_guarded_init);
+    for (size_t i = 0; i < SS_NMETHODS; i++)
+        if ((rc = px_method_table_add(t, &ss_guarded[i])) != GT_OK)
             return rc;
-    return GT_OK;
+    return px_method_table_add(t, &ss_fetch_method);
 }

@@ -500,6 +500,38 @@ void st_config_init(st_config_t *cfg);
  * the directory. */
 gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out);
 
+/* ---- replication hooks (the local engine; store-server/ss_repl*.c) ------
+ * A replica set's leader ships raw bytes of its data directory's files to
+ * its followers (docs/store-protocol.md, Replication); these say what is safe to ship and
+ * check what a follower received, without duplicating the formats. */
+typedef struct st_repl_marks {
+    uint64_t cl_synced;  /* commitlog: end of fdatasync'd data (global
+                            position; segment files below it hold whole
+                            records) */
+    uint64_t cl_written; /* end of written data */
+    uint64_t state_gen;  /* state.log file generation of this run (bumped
+                            when compaction swaps in a new file) */
+    uint64_t state_ino;  /* that file's inode */
+    uint64_t state_end;  /* bytes of whole records written to it */
+} st_repl_marks_t;
+/* `local` must be a store from st_local_open() (not a decorator).  A
+ * consistent snapshot (one short lock hold). */
+void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out);
+/* One commitlog record at buf (len bytes available): GT_OK with *used its
+ * length (magic, length, CRC and structure checked), GT_AGAIN partial,
+ * GT_ECORRUPT. */
+gt_err_t st_record_check(const uint8_t *buf, size_t len, size_t *used);
+/* Segment file header (64 bytes): GT_OK with *base, GT_AGAIN, GT_ECORRUPT. */
+gt_err_t st_seg_hdr_check(const uint8_t *buf, size_t len, uint64_t *base);
+/* The state log: its 8-byte file header, and one record (as above). */
+gt_err_t st_state_hdr_check(const uint8_t *buf, size_t len);
+gt_err_t st_state_rec_check(const uint8_t *buf, size_t len, size_t *used);
+/* Writes checkpoint slot (seq & 1) of the open checkpoint file `fd`
+ * (<dir>/checkpoint) saying `synced` bytes of the commitlog are durable;
+ * call with increasing seq after an fdatasync of the commitlog.  The file
+ * itself is not synced here. */
+gt_err_t st_checkpoint_write(int fd, uint64_t seq, uint64_t synced);
+
 /* ---- executors and decorators ------------------------------------------
  * One rule for callback threads: the front end hands the store an
  * executor, and every result (and metadata notification) reaches the

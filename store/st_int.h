@@ -474,6 +474,7 @@ typedef struct st_local {
     uint64_t kv_bytes;
     uint64_t kv_seq;
     uint64_t state_fd_gen;
+    uint64_t state_ino;             /* lock: inode of state_fd (replication) */
     struct st_kvw *kv_wait, **kv_wait_tail;
 
     /* metadata watcher (st_meta.c); guarded by lock */

@@ -228,16 +228,33 @@ gt_err_t st_log_zero_fill(st_local_t *st, st_seg_t *seg, uint64_t need)
 }
 
 /* ---- checkpoint ---------------------------------------------------------- */
-void st_log_checkpoint(st_local_t *st, uint64_t synced)
+/* One checkpoint slot (32 bytes). */
+static void checkpoint_encode(uint8_t b[32], uint64_t seq, uint64_t synced)
 {
-    uint8_t b[32] = {0};
-    pthread_mutex_lock(&st->ck_lock);
-    st->ck_seq++;
+    memset(b, 0, 32);
     gt_le32_put(b, CK_MAGIC);
     gt_le32_put(b + 4, ST_FORMAT_VERSION);
-    gt_le64_put(b + 8, st->ck_seq);
+    gt_le64_put(b + 8, seq);
     gt_le64_put(b + 16, synced);
     gt_le32_put(b + 24, st_crc32c(0, b, 24));
+}
+
+gt_err_t st_checkpoint_write(int fd, uint64_t seq, uint64_t synced)
+{
+    uint8_t b[32];
+    checkpoint_encode(b, seq, synced);
+    ssize_t w = pwrite(fd, b, sizeof(b), (off_t)((seq & 1) * 32));
+    if (w != (ssize_t)sizeof(b))
+        return w < 0 ? st_errno_to_err(-errno) : GT_EIO;
+    return GT_OK;
+}
+
+void st_log_checkpoint(st_local_t *st, uint64_t synced)
+{
+    uint8_t b[32];
+    pthread_mutex_lock(&st->ck_lock);
+    st->ck_seq++;
+    checkpoint_encode(b, st->ck_seq, synced);
     if (st->ck_fd >= 0 &&
         st_file_pwrite_full(st, st->ck_fd, b, 32, (st->ck_seq & 1) * 32) !=
             GT_OK)

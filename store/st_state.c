@@ -144,6 +144,12 @@ static gt_err_t rd_str(const uint8_t **p, const uint8_t *end, char *out)
     return GT_OK;
 }
 
+static uint64_t state_ino(int fd)
+{
+    struct stat sb;
+    return fstat(fd, &sb) == 0 ? (uint64_t)sb.st_ino : 0;
+}
+
 /* Decodes the record at buf (len bytes available).  GT_AGAIN: partial. */
 static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
                             size_t *used)
@@ -208,6 +214,20 @@ static gt_err_t srec_decode(const uint8_t *buf, size_t len, srec_dec_t *d,
     }
     *used = l;
     return GT_OK;
+}
+
+gt_err_t st_state_rec_check(const uint8_t *buf, size_t len, size_t *used)
+{
+    srec_dec_t d;
+    return srec_decode(buf, len, &d, used);
+}
+
+gt_err_t st_state_hdr_check(const uint8_t *buf, size_t len)
+{
+    if (len < 8)
+        return GT_AGAIN;
+    return gt_le32_get(buf) == SL_MAGIC && gt_le32_get(buf + 4) == 1
+               ? GT_OK : GT_ECORRUPT;
 }
 
 typedef struct dbuf dbuf_t;
@@ -666,6 +686,7 @@ void st_state_maybe_compact(st_local_t *st)
         int old = st->state_fd;
         st->state_fd = fd;
         st->state_fd_gen++;
+        st->state_ino = state_ino(fd);
         st->state_end = st->state_compacted = snap.n + tail->n;
         atomic_store(&st->state_dirty, true);
         if (old >= 0)
@@ -748,6 +769,7 @@ gt_err_t st_state_open(st_local_t *st)
         goto out;
     }
     st->state_end = (uint64_t)(stat(path, &sb) == 0 ? sb.st_size : 0);
+    st->state_ino = state_ino(st->state_fd);
     st->state_compacted = st->state_end;
     /* Each run hands out generations from a fresh 2^32 block, logged first:
      * even if a crash loses the last pop records, a handle from before it

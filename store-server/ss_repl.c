@@ -1,0 +1,1057 @@
+/* ss_repl: roles of a gantry-store node in its replica set and the
+ * leader's side of replication (docs/store-protocol.md "Replication", contract in ss_repl.h).
+ *
+ * Leader.  ReplicaFetch calls go to one replication thread (the leader
+ * thread): it records what each follower acknowledged (a request
+ * acknowledges every byte before its positions), answers at once when
+ * there is something to ship and parks the call otherwise, until new data
+ * (every gated answer kicks it) or the request's wait_ms.  It ships raw
+ * bytes of the data directory's files: commitlog segments up to the
+ * engine's synced end (whole records, by segment base and file offset),
+ * and the state log up to the engine's written end (whole records),
+ * identified by (epoch, inode) -- compaction makes a new stream.
+ *
+ * Gating.  Every answer of a store call goes through ss_repl_reply(): it
+ * captures the engine's marks (commitlog end, state log generation and
+ * length) after the operation completed and holds the packed answer until
+ * every other in-sync member acknowledged past them.  A later stream
+ * (generation) holds everything of the earlier ones once the follower has
+ * its first swap_len bytes (then it swapped it in).
+ *
+ * Locking: mu guards everything below it in ss_repl; it is never held
+ * across file I/O, a gRPC send or an engine open/close; the engine's lock
+ * (st_local_repl_marks) nests inside mu. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gt_log.h"
+#include "ss_int.h"
+#include "ss_repl_int.h"
+
+typedef Gantry__Store__V1__ReplicaFetchRequest ss_fetch_req_t;
+typedef Gantry__Store__V1__ReplicaFetchResponse ss_fetch_resp_t;
+
+typedef struct ss_peer {
+    char id[SS_REPL_ID_MAX];
+    uint64_t cl;             /* commitlog acknowledged */
+    int64_t st_gen;          /* state stream held durably (-1: none) */
+    uint64_t st_off;
+    int64_t last_fetch_ms;
+    int64_t caught_up_ms;    /* last time it held everything */
+    bool caught_up, lagging; /* as last reported */
+} ss_peer_t;
+
+typedef struct ss_gate {
+    struct ss_gate *next;
+    px_call_t *call;
+    uint64_t cl;
+    int64_t gen;
+    uint64_t st_end;
+    size_t len;
+    uint8_t data[];
+} ss_gate_t;
+
+typedef struct ss_fetch {
+    struct ss_fetch *next;
+    px_call_t *call;
+    char node_id[SS_REPL_ID_MAX];
+    int64_t epoch, last_epoch, state_epoch;
+    uint64_t cl_next, state_ino, state_offset;
+    uint32_t max_bytes;
+    int64_t deadline;
+} ss_fetch_t;
+
+typedef struct ss_stream {
+    int64_t gen;
+    uint64_t ino, base_len;
+} ss_stream_t;
+
+struct ss_repl {
+    ss_repl_config_t cfg;
+    char node_id[SS_REPL_ID_MAX];
+    char *dir;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_mutex_t role_mu;    /* serialises role changes */
+    ss_role_t role;
+    int64_t epoch;
+    st_store_t *local;          /* the engine, open while leader */
+    ss_hist_t hist;
+    /* leader */
+    char isr[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX];
+    size_t n_isr;
+    ss_peer_t peers[SS_REPL_MAX_PEERS];
+    size_t n_peers;
+    ss_gate_t *gates, **gates_tail;
+    ss_fetch_t *incoming;
+    _Atomic size_t n_parked;
+    ss_stream_t streams[SS_REPL_MAX_STREAMS];
+    size_t n_streams;
+    bool kick, lstop, lthread_on;
+    pthread_t lthread;
+    /* follower */
+    ss_follow_t *fol;
+    uint64_t cl_end_known;      /* standby: scanned at start */
+};
+
+/* ---- small helpers ---- */
+
+static void finish_unavailable(px_call_t *call)
+{
+    px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "not leader");
+}
+
+static void reply_again(px_call_t *call)
+{
+    static const uint8_t again[2] = {0x08, (uint8_t)GT_AGAIN};
+    px_call_send(call, again, sizeof(again));
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+const ss_repl_config_t *ss_repl_cfg(const ss_repl_t *r)
+{
+    return &r->cfg;
+}
+
+void ss_repl_newer_epoch(ss_repl_t *r, int64_t epoch)
+{
+    if (r->cfg.events.newer_epoch != NULL)
+        r->cfg.events.newer_epoch(r->cfg.events.arg, epoch);
+}
+
+void ss_repl_set_hist(ss_repl_t *r, const ss_hist_t *h)
+{
+    pthread_mutex_lock(&r->mu);
+    r->hist = *h;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ss_repl_get_hist(ss_repl_t *r, ss_hist_t *h)
+{
+    pthread_mutex_lock(&r->mu);
+    *h = r->hist;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* mu held.  Registers the marks' state stream (first seen: its length
+ * then is what a follower must hold before swapping it in). */
+static const ss_stream_t *stream_note(ss_repl_t *r, const st_repl_marks_t *m)
+{
+    for (size_t i = r->n_streams; i > 0; i--)
+        if (r->streams[i - 1].gen == (int64_t)m->state_gen)
+            return &r->streams[i - 1];
+    if (r->n_streams == SS_REPL_MAX_STREAMS) {
+        memmove(r->streams, r->streams + 1,
+                (SS_REPL_MAX_STREAMS - 1) * sizeof(r->streams[0]));
+        r->n_streams--;
+    }
+    ss_stream_t *s = &r->streams[r->n_streams++];
+    s->gen = (int64_t)m->state_gen;
+    s->ino = m->state_ino;
+    s->base_len = m->state_end;
+    return s;
+}
+
+static const ss_stream_t *stream_by_ino(const ss_repl_t *r, uint64_t ino)
+{
+    for (size_t i = r->n_streams; i > 0; i--)
+        if (r->streams[i - 1].ino == ino)
+            return &r->streams[i - 1];
+    return NULL;
+}
+
+static ss_peer_t *peer_get(ss_repl_t *r, const char *id, bool create)
+{
+    for (size_t i = 0; i < r->n_peers; i++)
+        if (strcmp(r->peers[i].id, id) == 0)
+            return &r->peers[i];
+    if (!create || r->n_peers == SS_REPL_MAX_PEERS)
+        return NULL;
+    ss_peer_t *p = &r->peers[r->n_peers++];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->id, sizeof(p->id), "%s", id);
+    p->st_gen = -1;
+    p->caught_up_ms = ss_repl_now_ms();
+    return p;
+}
+
+static uint64_t mark_cl(const ss_repl_t *r, const st_repl_marks_t *m)
+{
+    return r->cfg.flush_async ? m->cl_written : m->cl_synced;
+}
+
+/* mu held: does every other in-sync member hold (cl, gen, end)? */
+static bool isr_holds(ss_repl_t *r, uint64_t cl, int64_t gen, uint64_t end)
+{
+    for (size_t i = 0; i < r->n_isr; i++) {
+        if (strcmp(r->isr[i], r->node_id) == 0)
+            continue;
+        ss_peer_t *p = peer_get(r, r->isr[i], false);
+        if (p == NULL || p->cl < cl ||
+            !(p->st_gen > gen || (p->st_gen == gen && p->st_off >= end)))
+            return false;
+    }
+    return true;
+}
+
+static bool isr_enough(const ss_repl_t *r)
+{
+    return r->n_isr >= (size_t)(r->cfg.min_insync > 0 ? r->cfg.min_insync : 1);
+}
+
+/* mu held: unlinks the gates that may be answered now (all of them with
+ * `all`) into *out. */
+static void gates_take(ss_repl_t *r, bool all, ss_gate_t **out)
+{
+    ss_gate_t **pp = &r->gates;
+
+    *out = NULL;
+    while (*pp != NULL) {
+        ss_gate_t *g = *pp;
+        if (all || isr_holds(r, g->cl, g->gen, g->st_end)) {
+            *pp = g->next;
+            g->next = *out;
+            *out = g;
+        } else {
+            pp = &g->next;
+        }
+    }
+    r->gates_tail = pp;
+}
+
+enum { GATE_SEND, GATE_AGAIN, GATE_UNAVAILABLE };
+
+static void gates_answer(ss_gate_t *g, int how)
+{
+    /* *out of gates_take is in reverse order: answer oldest first */
+    ss_gate_t *rev = NULL;
+    while (g != NULL) {
+        ss_gate_t *n = g->next;
+        g->next = rev;
+        rev = g;
+        g = n;
+    }
+    while (rev != NULL) {
+        ss_gate_t *n = rev->next;
+        if (how == GATE_SEND) {
+            px_call_send(rev->call, rev->data, rev->len);
+            px_call_finish(rev->call, GRPC_STATUS_OK, NULL);
+        } else if (how == GATE_AGAIN) {
+            reply_again(rev->call);
+        } else {
+            finish_unavailable(rev->call);
+        }
+        px_call_unref(rev->call);
+        free(rev);
+        rev = n;
+    }
+}
+
+/* ---- gating (store answers) ---- */
+
+bool ss_repl_serving(ss_repl_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool on = r->role == SS_ROLE_LEADER && r->local != NULL;
+    pthread_mutex_unlock(&r->mu);
+    return on;
+}
+
+void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
+                   size_t len)
+{
+    st_repl_marks_t m;
+    ss_gate_t *g;
+
+    pthread_mutex_lock(&r->mu);
+    if (r->role != SS_ROLE_LEADER || r->local == NULL) {
+        pthread_mutex_unlock(&r->mu);
+        finish_unavailable(call);
+        return;
+    }
+    if (!isr_enough(r)) {
+        pthread_mutex_unlock(&r->mu);
+        reply_again(call);
+        return;
+    }
+    st_local_repl_marks(r->local, &m);
+    stream_note(r, &m);
+    if (isr_holds(r, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
+        pthread_mutex_unlock(&r->mu);
+        px_call_send(call, data, len);
+        px_call_finish(call, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    if ((g = malloc(sizeof(*g) + len)) == NULL) {
+        pthread_mutex_unlock(&r->mu);
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    g->next = NULL;
+    g->call = call;
+    g->cl = mark_cl(r, &m);
+    g->gen = (int64_t)m.state_gen;
+    g->st_end = m.state_end;
+    g->len = len;
+    memcpy(g->data, data, len);
+    px_call_ref(call);
+    *r->gates_tail = g;
+    r->gates_tail = &g->next;
+    if (atomic_load(&r->n_parked) > 0 && !r->kick) {
+        r->kick = true;
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- the leader thread: ReplicaFetch ---- */
+
+void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
+{
+    ss_repl_t *r = ss_srv(call)->repl;
+    ss_fetch_req_t *req = (void *)msg;
+    ss_fetch_t *f;
+
+    if (r == NULL || req->node_id == NULL || req->node_id[0] == '\0' ||
+        strlen(req->node_id) >= SS_REPL_ID_MAX) {
+        if (r == NULL)
+            finish_unavailable(call);
+        else
+            px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "node_id");
+        return;
+    }
+    if ((f = calloc(1, sizeof(*f))) == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    f->call = call;
+    snprintf(f->node_id, sizeof(f->node_id), "%s", req->node_id);
+    f->epoch = req->epoch;
+    f->last_epoch = req->last_epoch;
+    f->state_epoch = req->state_epoch;
+    f->cl_next = req->cl_next;
+    f->state_ino = req->state_ino;
+    f->state_offset = req->state_offset;
+    f->max_bytes = req->max_bytes > 0 && req->max_bytes < SS_REPL_CHUNK_BYTES
+                       ? req->max_bytes : SS_REPL_CHUNK_BYTES;
+    f->deadline = ss_repl_now_ms() + (req->wait_ms > 60000 ? 60000 : req->wait_ms);
+    pthread_mutex_lock(&r->mu);
+    if (r->role != SS_ROLE_LEADER || !r->lthread_on ||
+        atomic_load(&r->n_parked) >= SS_REPL_MAX_PARKED) {
+        bool leader = r->role == SS_ROLE_LEADER;
+        pthread_mutex_unlock(&r->mu);
+        free(f);
+        if (leader)
+            px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many fetches");
+        else
+            finish_unavailable(call);
+        return;
+    }
+    px_call_ref(call);
+    f->next = r->incoming;
+    r->incoming = f;
+    atomic_fetch_add(&r->n_parked, 1);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* mu held: a request's acknowledgement. */
+static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
+                     const st_repl_marks_t *m, int64_t now)
+{
+    ss_peer_t *p = peer_get(r, f->node_id, true);
+
+    if (p == NULL)
+        return;
+    p->cl = f->cl_next;
+    p->last_fetch_ms = now;
+    if (f->state_epoch == r->epoch) {
+        const ss_stream_t *s = stream_by_ino(r, f->state_ino);
+        if (s != NULL && f->state_offset >= s->base_len &&
+            (s->gen > p->st_gen || (s->gen == p->st_gen &&
+                                    f->state_offset > p->st_off))) {
+            p->st_gen = s->gen;
+            p->st_off = f->state_offset;
+        }
+    }
+    if (p->cl >= mark_cl(r, m) && p->st_gen == (int64_t)m->state_gen &&
+        p->st_off >= m->state_end)
+        p->caught_up_ms = now;
+}
+
+/* mu held: peer_changed events for transitions (collected, sent after). */
+static size_t peers_check(ss_repl_t *r, int64_t now, ss_repl_peer_t *ev,
+                          size_t max)
+{
+    size_t n = 0;
+    int64_t lag = r->cfg.replica_lag_ms > 0 ? r->cfg.replica_lag_ms : 10000;
+
+    for (size_t i = 0; i < r->n_peers && n < max; i++) {
+        ss_peer_t *p = &r->peers[i];
+        bool up = p->caught_up_ms >= p->last_fetch_ms && p->last_fetch_ms > 0;
+        bool late = now - p->caught_up_ms > lag;
+        bool report = false;
+        if (up && !p->caught_up) {
+            p->caught_up = true;
+            p->lagging = false;
+            report = true;
+        } else if (late && !p->lagging) {
+            p->lagging = true;
+            p->caught_up = false;
+            report = true;
+        }
+        if (report) {
+            snprintf(ev[n].node_id, sizeof(ev[n].node_id), "%s", p->id);
+            ev[n].acked_cl_pos = p->cl;
+            ev[n].caught_up = p->caught_up;
+            ev[n].idle_ms = now - p->last_fetch_ms;
+            n++;
+        }
+    }
+    return n;
+}
+
+static uint32_t rec_len_at(const uint8_t *p, bool state)
+{
+    const uint8_t *q = state ? p : p + 4; /* state: u32 L first; GTR1: magic */
+    return (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
+           (uint32_t)q[3] << 24;
+}
+
+/* Reads whole records of [off, limit) of fd (which holds only whole
+ * records there) into a new buffer of about `budget` bytes, at least one
+ * record.  off 0 includes the file header (hdr bytes). */
+static gt_err_t read_records(int fd, uint64_t off, uint64_t limit,
+                             size_t budget, size_t hdr, bool state,
+                             uint8_t **out, size_t *len)
+{
+    uint64_t avail = limit - off;
+    size_t start = off == 0 ? hdr : 0;
+    size_t want = avail < budget ? (size_t)avail : budget;
+    uint8_t *b;
+
+    *out = NULL;
+    *len = 0;
+    if (want < start + 8)
+        want = avail < start + 8 ? (size_t)avail : start + 8;
+    for (;;) {
+        size_t at = start;
+        if ((b = malloc(want > 0 ? want : 1)) == NULL)
+            return GT_ENOMEM;
+        if (pread(fd, b, want, (off_t)off) != (ssize_t)want) {
+            free(b);
+            return GT_EIO;
+        }
+        while (at + 8 <= want) {
+            uint32_t l = rec_len_at(b + at, state);
+            if (l < 8 || at + l > want)
+                break;
+            at += l;
+        }
+        if (at > start || want == avail || at + 8 > want) {
+            *out = b;
+            *len = at;
+            return GT_OK;
+        }
+        /* the first record is larger than the budget: read all of it */
+        uint32_t l = rec_len_at(b + at, state);
+        free(b);
+        if (l < 8 || start + l > avail)
+            return GT_ECORRUPT;
+        want = start + l;
+    }
+}
+
+typedef struct ss_resp_buf {
+    ss_fetch_resp_t resp;
+    Gantry__Store__V1__CommitlogChunk chunks[16], *pchunks[16];
+    Gantry__Store__V1__EpochStart hist[SS_REPL_MAX_HIST], *phist[SS_REPL_MAX_HIST];
+    uint8_t *bufs[17];
+    size_t nbufs;
+} ss_resp_buf_t;
+
+static void resp_free(ss_resp_buf_t *b)
+{
+    for (size_t i = 0; i < b->nbufs; i++)
+        free(b->bufs[i]);
+    b->nbufs = 0;
+}
+
+/* The leader's state log fd for stream `ino` (opened by path; -1 when the
+ * file at the path is another one: a swap in progress). */
+typedef struct ss_lstate {
+    int fd;
+    uint64_t ino;
+} ss_lstate_t;
+
+static int lstate_fd(ss_repl_t *r, ss_lstate_t *ls, uint64_t ino)
+{
+    char path[4096];
+    struct stat sb;
+    int fd;
+
+    if (ls->fd >= 0 && ls->ino == ino)
+        return ls->fd;
+    snprintf(path, sizeof(path), "%s/state.log", r->dir);
+    if ((fd = open(path, O_RDONLY)) < 0)
+        return -1;
+    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_ino != ino) {
+        close(fd);
+        return -1;
+    }
+    if (ls->fd >= 0)
+        close(ls->fd);
+    ls->fd = fd;
+    ls->ino = ino;
+    return fd;
+}
+
+/* Builds the answer to f from the marks.  Returns true when it has
+ * something (data, truncation, a new stream). */
+static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
+                  const st_repl_marks_t *m, const ss_hist_t *hist,
+                  const ss_stream_t *cur, int64_t epoch, ss_resp_buf_t *b)
+{
+    ss_fetch_resp_t *resp = &b->resp;
+    uint64_t *bases = NULL;
+    size_t nseg = 0, budget = f->max_bytes;
+    uint64_t P = f->cl_next, S = m->cl_synced;
+    bool some = false;
+
+    gantry__store__v1__replica_fetch_response__init(resp);
+    resp->leader_epoch = epoch;
+    resp->cl_synced = S;
+    for (size_t i = 0; i < hist->n; i++) {
+        gantry__store__v1__epoch_start__init(&b->hist[i]);
+        b->hist[i].epoch = hist->e[i].epoch;
+        b->hist[i].cl_pos = hist->e[i].pos;
+        b->phist[i] = &b->hist[i];
+    }
+    resp->n_history = hist->n;
+    resp->history = b->phist;
+    if (ss_segs_list(r->dir, &bases, &nseg) == GT_OK && nseg > 0)
+        resp->first_segment = bases[0];
+    /* divergence: the follower's tail after its last epoch is not ours */
+    for (size_t i = 0; i < hist->n; i++) {
+        if (hist->e[i].epoch > f->last_epoch) {
+            if (P > hist->e[i].pos) {
+                resp->truncate = true;
+                resp->truncate_to = hist->e[i].pos;
+            }
+            break;
+        }
+    }
+    if (!resp->truncate && P > S) {
+        resp->truncate = true;
+        resp->truncate_to = S;
+    }
+    if (resp->truncate) {
+        free(bases);
+        return true;
+    }
+    /* commitlog chunks */
+    while (budget > 0 && resp->n_chunks < 16) {
+        size_t i = nseg;
+        while (i > 0 && bases[i - 1] > P)
+            i--;
+        if (i == 0) {
+            if (nseg == 0 || bases[0] > S)
+                break;
+            P = bases[0];
+            i = 1;
+        }
+        uint64_t base = bases[i - 1];
+        bool last = i == nseg || bases[i] > S;
+        char path[4096];
+        struct stat sb;
+        ss_seg_path(r->dir, base, path, sizeof(path));
+        int fd = open(path, O_RDONLY);
+        if (fd < 0 || fstat(fd, &sb) != 0) {
+            if (fd >= 0)
+                close(fd);
+            break;
+        }
+        uint64_t limit = (uint64_t)sb.st_size;
+        if (last && S - base < limit)
+            limit = S > base ? S - base : 0;
+        uint64_t off = P - base;
+        if (off < limit) {
+            uint8_t *data;
+            size_t len;
+            gt_err_t rc = read_records(fd, off, limit, budget, 64, false,
+                                       &data, &len);
+            close(fd);
+            if (rc != GT_OK || len == 0) {
+                free(data);
+                if (rc != GT_OK)
+                    GT_LOG(WARN, "repl", "cannot read %s at %llu: %s", path,
+                           (unsigned long long)off, gt_err_str(rc));
+                break;
+            }
+            Gantry__Store__V1__CommitlogChunk *c = &b->chunks[resp->n_chunks];
+            gantry__store__v1__commitlog_chunk__init(c);
+            c->segment_base = base;
+            c->file_offset = off;
+            c->data.data = data;
+            c->data.len = len;
+            b->bufs[b->nbufs++] = data;
+            b->pchunks[resp->n_chunks++] = c;
+            P += len;
+            budget = len < budget ? budget - len : 0;
+            some = true;
+            continue;
+        }
+        close(fd);
+        if (last)
+            break;
+        P = bases[i];
+    }
+    resp->chunks = b->pchunks;
+    free(bases);
+    /* state log */
+    resp->state_epoch = epoch;
+    resp->state_ino = cur->ino;
+    bool same = f->state_epoch == epoch && f->state_ino == cur->ino &&
+                f->state_offset <= m->state_end;
+    uint64_t soff = same ? f->state_offset : 0;
+    resp->state_offset = soff;
+    if (!same) {
+        resp->state_swap_len = cur->base_len;
+        some = true;
+    }
+    if (soff < m->state_end) {
+        int fd = lstate_fd(r, ls, cur->ino);
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (fd >= 0 && read_records(fd, soff, m->state_end, f->max_bytes, 8,
+                                    true, &data, &len) == GT_OK && len > 0) {
+            resp->state_data.data = data;
+            resp->state_data.len = len;
+            b->bufs[b->nbufs++] = data;
+            some = true;
+        } else {
+            free(data);
+            if (!same) /* the file is being swapped: next time */
+                some = false;
+        }
+    }
+    return some;
+}
+
+static void fetch_answer(ss_fetch_t *f, ss_resp_buf_t *b)
+{
+    px_call_reply_pb(f->call, &b->resp.base);
+    px_call_unref(f->call);
+    free(f);
+}
+
+static void *leader_main(void *arg)
+{
+    ss_repl_t *r = arg;
+    ss_fetch_t *parked = NULL;
+    ss_lstate_t ls = {.fd = -1, .ino = 0};
+    ss_resp_buf_t *b = calloc(1, sizeof(*b));
+    ss_hist_t *hist = malloc(sizeof(*hist));
+
+    pthread_mutex_lock(&r->mu);
+    while (!r->lstop && b != NULL && hist != NULL) {
+        st_repl_marks_t m;
+        ss_stream_t cur;
+        ss_fetch_t *in = r->incoming;
+        ss_gate_t *ready;
+        ss_repl_peer_t ev[SS_REPL_MAX_PEERS];
+        size_t nev;
+        int64_t now = ss_repl_now_ms(), epoch = r->epoch, next_wake;
+
+        r->incoming = NULL;
+        r->kick = false;
+        st_local_repl_marks(r->local, &m);
+        cur = *stream_note(r, &m);
+        *hist = r->hist;
+        for (ss_fetch_t *f = in; f != NULL; f = f->next)
+            if (f->epoch == epoch)
+                peer_ack(r, f, &m, now);
+        gates_take(r, false, &ready);
+        nev = peers_check(r, now, ev, SS_REPL_MAX_PEERS);
+        pthread_mutex_unlock(&r->mu);
+
+        gates_answer(ready, GATE_SEND);
+        for (size_t i = 0; i < nev; i++)
+            if (r->cfg.events.peer_changed != NULL)
+                r->cfg.events.peer_changed(r->cfg.events.arg, &ev[i]);
+        /* new requests join the parked ones */
+        while (in != NULL) {
+            ss_fetch_t *n = in->next;
+            in->next = parked;
+            parked = in;
+            in = n;
+        }
+        next_wake = now + 1000;
+        for (ss_fetch_t **pp = &parked; *pp != NULL;) {
+            ss_fetch_t *f = *pp;
+            bool fenced = f->epoch != epoch;
+            if (f->epoch > epoch)
+                ss_repl_newer_epoch(r, f->epoch);
+            if (fenced) {
+                gantry__store__v1__replica_fetch_response__init(&b->resp);
+                b->resp.err = GANTRY__STORE__V1__ERROR_CODE__AGAIN;
+                b->resp.leader_epoch = epoch;
+            }
+            if (fenced || build(r, &ls, f, &m, hist, &cur, epoch, b) ||
+                f->deadline <= now) {
+                *pp = f->next;
+                atomic_fetch_sub(&r->n_parked, 1);
+                fetch_answer(f, b);
+                resp_free(b);
+                continue;
+            }
+            resp_free(b);
+            if (f->deadline < next_wake)
+                next_wake = f->deadline;
+            pp = &f->next;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (r->incoming == NULL && !r->kick && !r->lstop) {
+            int64_t wait = next_wake - ss_repl_now_ms();
+            if (wait > 0) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += wait / 1000;
+                ts.tv_nsec += (wait % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+            }
+        }
+    }
+    /* stopping: the rest are not answered by this leader */
+    while (r->incoming != NULL) {
+        ss_fetch_t *n = r->incoming->next;
+        r->incoming->next = parked;
+        parked = r->incoming;
+        r->incoming = n;
+    }
+    pthread_mutex_unlock(&r->mu);
+    while (parked != NULL) {
+        ss_fetch_t *n = parked->next;
+        finish_unavailable(parked->call);
+        px_call_unref(parked->call);
+        free(parked);
+        atomic_fetch_sub(&r->n_parked, 1);
+        parked = n;
+    }
+    if (ls.fd >= 0)
+        close(ls.fd);
+    free(b);
+    free(hist);
+    return NULL;
+}
+
+/* ---- roles ---- */
+
+gt_err_t ss_repl_new(const ss_repl_config_t *cfg, ss_repl_t **out)
+{
+    ss_repl_t *r = calloc(1, sizeof(*r));
+
+    *out = NULL;
+    if (r == NULL || (r->dir = strdup(cfg->data_dir)) == NULL) {
+        free(r);
+        return GT_ENOMEM;
+    }
+    r->cfg = *cfg;
+    r->cfg.data_dir = r->dir;
+    snprintf(r->node_id, sizeof(r->node_id), "%s",
+             cfg->node_id != NULL ? cfg->node_id : "");
+    r->cfg.node_id = r->node_id;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->role_mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->gates_tail = &r->gates;
+    atomic_init(&r->n_parked, 0);
+    if (ss_hist_load(r->dir, &r->hist) != GT_OK ||
+        ss_cl_scan_end(r->dir, false, &r->cl_end_known) != GT_OK) {
+        GT_LOG(ERROR, "repl", "cannot read %s", r->dir);
+        ss_repl_free(r);
+        return GT_EIO;
+    }
+    *out = r;
+    return GT_OK;
+}
+
+/* role_mu held.  Leader -> standby: answers held and parked calls
+ * "not leader", stops the leader thread, closes the engine. */
+static void leader_stop(ss_repl_t *r)
+{
+    ss_gate_t *all;
+    bool had_engine;
+
+    pthread_mutex_lock(&r->mu);
+    r->role = SS_ROLE_STANDBY;
+    had_engine = r->local != NULL;
+    r->local = NULL;
+    gates_take(r, true, &all);
+    r->lstop = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    gates_answer(all, GATE_UNAVAILABLE);
+    if (r->lthread_on) {
+        pthread_join(r->lthread, NULL);
+        r->lthread_on = false;
+    }
+    if (had_engine) {
+        ss_cl_scan_end(r->dir, false, &r->cl_end_known);
+        r->cfg.engine.close(r->cfg.engine.arg);
+    }
+}
+
+static void follower_stop(ss_repl_t *r)
+{
+    ss_follow_t *f;
+
+    pthread_mutex_lock(&r->mu);
+    f = r->fol;
+    r->fol = NULL;
+    r->role = SS_ROLE_STANDBY;
+    pthread_mutex_unlock(&r->mu);
+    if (f != NULL) {
+        r->cl_end_known = ss_follow_cl_next(f);
+        ss_follow_stop(f);
+    }
+}
+
+static void copy_isr(ss_repl_t *r, const char *const *isr, size_t n)
+{
+    r->n_isr = 0;
+    for (size_t i = 0; i < n && r->n_isr < SS_REPL_MAX_PEERS; i++)
+        snprintf(r->isr[r->n_isr++], SS_REPL_ID_MAX, "%s", isr[i]);
+}
+
+gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
+                      size_t n_isr, uint64_t *history_out)
+{
+    st_store_t *local = NULL;
+    st_repl_marks_t m;
+    ss_hist_t *h;
+    gt_err_t rc;
+
+    pthread_mutex_lock(&r->role_mu);
+    if (r->role == SS_ROLE_FOLLOWER)
+        follower_stop(r);
+    if (r->role == SS_ROLE_LEADER) {
+        pthread_mutex_lock(&r->mu);
+        local = r->local;
+        pthread_mutex_unlock(&r->mu);
+    } else if ((rc = r->cfg.engine.open(r->cfg.engine.arg, &local)) != GT_OK) {
+        pthread_mutex_unlock(&r->role_mu);
+        return rc;
+    }
+    st_local_repl_marks(local, &m);
+    if ((h = malloc(sizeof(*h))) == NULL) {
+        rc = GT_ENOMEM;
+        goto fail;
+    }
+    ss_repl_get_hist(r, h);
+    if (ss_hist_last_epoch(h) < epoch) {
+        if (h->n == SS_REPL_MAX_HIST) {
+            memmove(h->e, h->e + 1, (SS_REPL_MAX_HIST - 1) * sizeof(h->e[0]));
+            h->n--;
+        }
+        h->e[h->n].epoch = epoch;
+        h->e[h->n].pos = m.cl_synced;
+        h->n++;
+        if ((rc = ss_hist_save(r->dir, h)) != GT_OK) {
+            free(h);
+            goto fail;
+        }
+    }
+    if (history_out != NULL)
+        *history_out = h->e[h->n - 1].pos;
+    pthread_mutex_lock(&r->mu);
+    r->hist = *h;
+    free(h);
+    if (r->epoch != epoch) {
+        r->n_peers = 0;
+        r->n_streams = 0;
+    }
+    r->epoch = epoch;
+    r->local = local;
+    copy_isr(r, isr, n_isr);
+    r->role = SS_ROLE_LEADER;
+    stream_note(r, &m);
+    r->lstop = false;
+    pthread_mutex_unlock(&r->mu);
+    if (!r->lthread_on) {
+        if (pthread_create(&r->lthread, NULL, leader_main, r) != 0) {
+            leader_stop(r);
+            pthread_mutex_unlock(&r->role_mu);
+            return GT_ENOMEM;
+        }
+        r->lthread_on = true;
+    }
+    GT_LOG(INFO, "repl", "leader of epoch %lld from commitlog position %llu "
+           "(%zu in sync, min %d)", (long long)epoch,
+           (unsigned long long)m.cl_synced, n_isr, r->cfg.min_insync);
+    pthread_mutex_unlock(&r->role_mu);
+    return GT_OK;
+fail:
+    pthread_mutex_lock(&r->mu);
+    r->local = local;
+    pthread_mutex_unlock(&r->mu);
+    leader_stop(r);
+    pthread_mutex_unlock(&r->role_mu);
+    return rc;
+}
+
+void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
+                     size_t n_isr)
+{
+    ss_gate_t *ready;
+    bool enough;
+
+    pthread_mutex_lock(&r->mu);
+    if (r->role != SS_ROLE_LEADER || r->epoch != epoch) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    copy_isr(r, isr, n_isr);
+    enough = isr_enough(r);
+    gates_take(r, !enough, &ready);
+    pthread_mutex_unlock(&r->mu);
+    gates_answer(ready, enough ? GATE_SEND : GATE_AGAIN);
+}
+
+gt_err_t ss_repl_follow(ss_repl_t *r, int64_t epoch, const char *leader_id,
+                        const char *leader_addr)
+{
+    ss_follow_t *f;
+    gt_err_t rc;
+
+    pthread_mutex_lock(&r->role_mu);
+    if (r->role == SS_ROLE_LEADER)
+        leader_stop(r);
+    if (r->role == SS_ROLE_FOLLOWER)
+        follower_stop(r);
+    ss_follower_clean(r->dir);
+    if ((rc = ss_follow_start(r, epoch, leader_id, leader_addr, &f)) != GT_OK) {
+        pthread_mutex_unlock(&r->role_mu);
+        return rc;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->fol = f;
+    r->epoch = epoch;
+    r->role = SS_ROLE_FOLLOWER;
+    pthread_mutex_unlock(&r->mu);
+    GT_LOG(INFO, "repl", "following %s at %s in epoch %lld", leader_id,
+           leader_addr, (long long)epoch);
+    pthread_mutex_unlock(&r->role_mu);
+    return GT_OK;
+}
+
+void ss_repl_stand_down(ss_repl_t *r)
+{
+    pthread_mutex_lock(&r->role_mu);
+    if (r->role == SS_ROLE_LEADER)
+        leader_stop(r);
+    else if (r->role == SS_ROLE_FOLLOWER)
+        follower_stop(r);
+    pthread_mutex_unlock(&r->role_mu);
+}
+
+void ss_repl_free(ss_repl_t *r)
+{
+    if (r == NULL)
+        return;
+    ss_repl_stand_down(r);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->role_mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->dir);
+    free(r);
+}
+
+ss_role_t ss_repl_role(const ss_repl_t *r)
+{
+    ss_repl_t *w = (ss_repl_t *)r;
+    pthread_mutex_lock(&w->mu);
+    ss_role_t role = w->role;
+    pthread_mutex_unlock(&w->mu);
+    return role;
+}
+
+void ss_repl_position(const ss_repl_t *r, int64_t *last_epoch,
+                      uint64_t *cl_end)
+{
+    ss_repl_t *w = (ss_repl_t *)r;
+    pthread_mutex_lock(&w->mu);
+    *last_epoch = ss_hist_last_epoch(&w->hist);
+    if (w->role == SS_ROLE_LEADER && w->local != NULL) {
+        st_repl_marks_t m;
+        st_local_repl_marks(w->local, &m);
+        *cl_end = m.cl_synced;
+    } else if (w->role == SS_ROLE_FOLLOWER && w->fol != NULL) {
+        *cl_end = ss_follow_cl_next(w->fol);
+    } else {
+        *cl_end = w->cl_end_known;
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+size_t ss_repl_peers(const ss_repl_t *r, ss_repl_peer_t *out, size_t max)
+{
+    ss_repl_t *w = (ss_repl_t *)r;
+    int64_t now = ss_repl_now_ms();
+    size_t n = 0;
+
+    pthread_mutex_lock(&w->mu);
+    for (size_t i = 0; i < w->n_peers && n < max; i++, n++) {
+        snprintf(out[n].node_id, sizeof(out[n].node_id), "%s", w->peers[i].id);
+        out[n].acked_cl_pos = w->peers[i].cl;
+        out[n].caught_up = w->peers[i].caught_up;
+        out[n].idle_ms = now - w->peers[i].last_fetch_ms;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* ---- test-only static roles ---- */
+
+gt_err_t ss_repl_test_role(ss_repl_t *r, bool *used)
+{
+    const char *role = getenv("GANTRY_TEST_REPL_ROLE");
+    const char *ep = getenv("GANTRY_TEST_REPL_EPOCH");
+    int64_t epoch = ep != NULL ? strtoll(ep, NULL, 10) : 1;
+
+    *used = false;
+    if (role == NULL || role[0] == '\0')
+        return GT_OK;
+    *used = true;
+    GT_LOG(WARN, "repl", "test mode: static replication role %s, epoch %lld",
+           role, (long long)epoch);
+    if (strcmp(role, "leader") == 0) {
+        const char *isr_env = getenv("GANTRY_TEST_REPL_ISR");
+        char buf[1024];
+        const char *ids[SS_REPL_MAX_PEERS];
+        size_t n = 0;
+        snprintf(buf, sizeof(buf), "%s", isr_env != NULL ? isr_env : r->node_id);
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save);
+             t != NULL && n < SS_REPL_MAX_PEERS; t = strtok_r(NULL, ",", &save))
+            ids[n++] = t;
+        return ss_repl_lead(r, epoch, ids, n, NULL);
+    }
+    if (strcmp(role, "follower") == 0) {
+        const char *addr = getenv("GANTRY_TEST_REPL_LEADER");
+        if (addr == NULL || addr[0] == '\0')
+            return GT_EINVAL;
+        return ss_repl_follow(r, epoch, "leader", addr);
+    }
+    return GT_EINVAL;
+}

@@ -1,0 +1,42 @@
+/* st_repl: the local engine's hooks for replication (store-server/ss_repl*.c;
+ * docs/store-protocol.md, Replication): the positions a leader may ship,
+ * and checks of what a follower received, in the formats of st_log.c /
+ * st_state.c. */
+#include <string.h>
+
+#include "gt_le.h"
+#include "st_int.h"
+
+void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out)
+{
+    st_local_t *st = (st_local_t *)local;
+
+    out->cl_synced = atomic_load(&st->synced_pos);
+    out->cl_written = atomic_load(&st->written_pos);
+    pthread_mutex_lock(&st->lock);
+    out->state_gen = st->state_fd_gen;
+    out->state_ino = st->state_ino;
+    out->state_end = st->state_end;
+    pthread_mutex_unlock(&st->lock);
+}
+
+gt_err_t st_record_check(const uint8_t *buf, size_t len, size_t *used)
+{
+    st_message_t m;
+    return st_record_decode(buf, len, ST_REC_MAX_HARD, &m, used);
+}
+
+gt_err_t st_seg_hdr_check(const uint8_t *buf, size_t len, uint64_t *base)
+{
+    if (len < ST_SEG_HDR)
+        return GT_AGAIN;
+    if (gt_le32_get(buf) != ST_SEG_MAGIC ||
+        gt_le32_get(buf + 4) != ST_FORMAT_VERSION ||
+        gt_le32_get(buf + 32) != st_crc32c(0, buf, 32))
+        return GT_ECORRUPT;
+    for (size_t i = 36; i < ST_SEG_HDR; i++)
+        if (buf[i] != 0)
+            return GT_ECORRUPT;
+    *base = gt_le64_get(buf + 8);
+    return GT_OK;
+}

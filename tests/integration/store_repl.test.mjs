@@ -1,0 +1,178 @@
+// Replication inside gantry-store (issue 12; docs/store-protocol.md, Replication), with the
+// test-only static roles (GANTRY_TEST_REPL_ROLE; no etcd): a leader and
+// two followers, SDK traffic through a proxy in remote mode pointed at the
+// leader.  The followers' commitlog segments end byte-identical to the
+// leader's records; a follower restarted as the leader of the next epoch
+// on its own directory serves every acknowledged message and keeps the
+// acks made before (nothing acked delivered again, nothing unacked lost).
+// Gating: with a follower of the in-sync set stopped (SIGSTOP) a send is
+// not answered; it is once the follower runs again.  Store RPCs on a
+// follower answer UNAVAILABLE "not leader".
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startGantry, startStore, stopGantry } from './harness.mjs';
+import {
+  yamlOf, startProducer, startSimpleConsumer, shutdownQuietly, receiveAll, scaled, waitFor,
+  grpc,
+} from './sdk_util.mjs';
+
+const T = 'ReplTopic';
+const G = 'ReplGroup';
+const YAML = yamlOf({ topics: [{ name: T, queues: 4 }], groups: [{ name: G }] });
+
+function clusterYaml(id, minInsync) {
+  return `${YAML}
+cluster:
+  node_id: ${id}
+  min_insync: ${minInsync}
+  replica_lag_ms: 2000
+`;
+}
+
+function leader(id, isr, minInsync, extra = {}) {
+  return startStore({
+    logLevel: 'info', yaml: clusterYaml(id, minInsync), ...extra,
+    env: { GANTRY_TEST_REPL_ROLE: 'leader', GANTRY_TEST_REPL_ISR: isr.join(','),
+      GANTRY_TEST_REPL_EPOCH: String(extra.epoch ?? 1) },
+  });
+}
+
+function follower(id, lead, extra = {}) {
+  return startStore({
+    logLevel: 'info', yaml: clusterYaml(id, 2), ...extra,
+    env: { GANTRY_TEST_REPL_ROLE: 'follower', GANTRY_TEST_REPL_LEADER: lead.endpoint,
+      GANTRY_TEST_REPL_EPOCH: String(extra.epoch ?? 1) },
+  });
+}
+
+async function stopAll(...hs) {
+  for (const h of hs.filter(Boolean)) {
+    try { process.kill(h.pid, 'SIGCONT'); } catch { /* gone */ }
+    await stopGantry(h).catch(() => {});
+  }
+}
+
+function segs(node) {
+  const d = path.join(node.dir, 'data', 'commitlog');
+  if (!fs.existsSync(d)) return [];
+  return fs.readdirSync(d).filter((n) => /^\d{20}$/.test(n)).sort();
+}
+
+function read(node, name) {
+  return fs.readFileSync(path.join(node.dir, 'data', 'commitlog', name));
+}
+
+// The follower holds every record the leader has: same segments, each the
+// leader's bytes up to where the leader's zero fill starts.
+function sameLog(lead, f) {
+  const a = segs(lead);
+  const b = segs(f);
+  if (a.length === 0 || a.join() !== b.join()) return false;
+  for (const n of a) {
+    const x = read(lead, n);
+    const y = read(f, n);
+    if (y.length > x.length || !x.subarray(0, y.length).equals(y)) return false;
+    if (x.subarray(y.length).some((v) => v !== 0)) return false;
+  }
+  return true;
+}
+
+test('followers copy the leader byte for byte; a follower promoted serves every acknowledged message and keeps the acks', async () => {
+  let L; let F1; let F2; let P; let P2; let producer; let consumer; let c2;
+  try {
+    L = await leader('n1', ['n1', 'n2', 'n3'], 2);
+    F1 = await follower('n2', L);
+    F2 = await follower('n3', L);
+    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
+    producer = await startProducer(P, [T]);
+    const sent = new Set();
+    for (let i = 0; i < 60; i++) {
+      const r = await producer.send({ topic: T, body: Buffer.from(`repl-${i}`), tag: 't' });
+      sent.add(r.messageId);
+    }
+    consumer = await startSimpleConsumer(P, G, T);
+    // 20 received and acked (answered only once both followers hold the acks)
+    const acked = new Set();
+    while (acked.size < 20) {
+      const msgs = await consumer.receive(Math.min(8, 20 - acked.size), 30000);
+      for (const m of msgs) {
+        await consumer.ack(m);
+        acked.add(m.messageId);
+      }
+    }
+    await waitFor(() => sameLog(L, F1) && sameLog(L, F2), scaled(20000),
+      'followers hold the leader\'s commitlog');
+    assert.ok(segs(F1).length > 0);
+    for (const f of [F1, F2]) {
+      assert.ok(!fs.existsSync(path.join(f.dir, 'data', 'cq')), 'a follower keeps no consume queues');
+      assert.ok(!fs.existsSync(path.join(f.dir, 'data', 'tables.snap')));
+      assert.ok(fs.existsSync(path.join(f.dir, 'data', 'state.log')), 'state log copied');
+    }
+    // The proxy's appends were answered only after both followers had them:
+    // the leader dies now, without a clean stop.
+    await shutdownQuietly(producer, consumer);
+    producer = consumer = undefined;
+    await stopGantry(P);
+    P = undefined;
+    await stopGantry(L, 'SIGKILL');
+    L = undefined;
+    await stopGantry(F2);
+    F2 = undefined;
+    await stopGantry(F1, 'SIGTERM', { keepDir: true });
+    // n2 leads epoch 2 on its own directory (alone: min_insync 1).
+    const L2 = await leader('n2', ['n2'], 1,
+      { dir: F1.dir, grpcPort: F1.grpcPort, httpPort: F1.httpPort, epoch: 2 });
+    F1 = L2;
+    P2 = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L2.endpoint });
+    c2 = await startSimpleConsumer(P2, G, T);
+    const want = [...sent].filter((id) => !acked.has(id));
+    const got = await receiveAll(c2, want.length, 30000, { invisible: 60000 });
+    const ids = new Set(got.map((m) => m.messageId));
+    assert.deepEqual(want.filter((id) => !ids.has(id)), [], 'acknowledged messages lost');
+    assert.deepEqual([...ids].filter((id) => acked.has(id)), [], 'acked messages delivered again');
+    assert.equal(ids.size, want.length);
+    assert.match(fs.readFileSync(path.join(L2.dir, 'data', 'epochs'), 'utf8'), /^1 \d+\n2 \d+\n$/);
+  } finally {
+    await shutdownQuietly(producer, consumer, c2);
+    await stopAll(P, P2, F2, F1, L);
+  }
+});
+
+test('gating: a send is answered only once every in-sync follower holds it; store RPCs on a follower: UNAVAILABLE not leader', async () => {
+  let L; let F1; let F2; let P; let producer;
+  try {
+    L = await leader('n1', ['n1', 'n2', 'n3'], 2);
+    F1 = await follower('n2', L);
+    F2 = await follower('n3', L);
+    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
+    producer = await startProducer(P, [T]);
+    await producer.send({ topic: T, body: Buffer.from('warm') });
+    process.kill(F2.pid, 'SIGSTOP');
+    let answered = false;
+    const pending = producer.send({ topic: T, body: Buffer.from('gated') })
+      .then((r) => { answered = true; return r; });
+    pending.catch(() => {});
+    // While n3 is stopped the send stays unanswered (n2 alone is not
+    // every in-sync member)...
+    await new Promise((r) => setTimeout(r, scaled(1500)));
+    assert.equal(answered, false, 'answered before every in-sync follower held it');
+    process.kill(F2.pid, 'SIGCONT');
+    // ...and is answered once n3 runs again.
+    const r = await pending;
+    assert.ok(r.messageId);
+    // A store RPC on a follower: UNAVAILABLE "not leader".
+    const client = new grpc.Client(F1.endpoint, grpc.credentials.createInsecure());
+    const err = await new Promise((resolve) => {
+      client.makeUnaryRequest('/gantry.store.v1.Store/GetTopics', (x) => x, (x) => x,
+        Buffer.alloc(0), (e) => resolve(e));
+    });
+    client.close();
+    assert.equal(err?.code, grpc.status.UNAVAILABLE);
+    assert.match(err.details, /not leader/);
+  } finally {
+    await shutdownQuietly(producer);
+    await stopAll(P, F2, F1, L);
+  }
+});
