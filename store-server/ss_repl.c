@@ -7,7 +7,9 @@
  * there is something to ship and parks the call otherwise, until new data
  * (every gated answer kicks it) or the request's wait_ms.  It ships raw
  * bytes of the data directory's files: commitlog segments up to the
- * engine's synced end (whole records, by segment base and file offset),
+ * engine's synced end (with flush: async its written end: an async append
+ * is answered once written; whole records, by segment base and file
+ * offset),
  * and the state log up to the engine's written end (whole records),
  * identified by (epoch, inode) -- compaction makes a new stream.
  *
@@ -522,7 +524,7 @@ static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
     ss_fetch_resp_t *resp = &b->resp;
     uint64_t *bases = NULL;
     size_t nseg = 0, budget = f->max_bytes;
-    uint64_t P = f->cl_next, S = m->cl_synced;
+    uint64_t P = f->cl_next, S = mark_cl(r, m);
     bool some = false;
 
     gantry__store__v1__replica_fetch_response__init(resp);
@@ -803,13 +805,19 @@ static void leader_stop(ss_repl_t *r)
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     gates_answer(all, GATE_UNAVAILABLE);
-    if (r->lthread_on) {
+    pthread_mutex_lock(&r->mu);
+    bool joined = r->lthread_on;
+    r->lthread_on = false;
+    pthread_mutex_unlock(&r->mu);
+    if (joined)
         pthread_join(r->lthread, NULL);
-        r->lthread_on = false;
-    }
     if (had_engine) {
-        ss_cl_scan_end(r->dir, false, &r->cl_end_known);
+        uint64_t end = 0;
+        ss_cl_scan_end(r->dir, false, &end);
         r->cfg.engine.close(r->cfg.engine.arg);
+        pthread_mutex_lock(&r->mu);
+        r->cl_end_known = end;
+        pthread_mutex_unlock(&r->mu);
     }
 }
 
@@ -823,16 +831,24 @@ static void follower_stop(ss_repl_t *r)
     r->role = SS_ROLE_STANDBY;
     pthread_mutex_unlock(&r->mu);
     if (f != NULL) {
-        r->cl_end_known = ss_follow_cl_next(f);
+        uint64_t end = ss_follow_cl_next(f);
         ss_follow_stop(f);
+        pthread_mutex_lock(&r->mu);
+        r->cl_end_known = end;
+        pthread_mutex_unlock(&r->mu);
     }
 }
 
+/* mu held.  Members that never fetch are known too (reported lagging
+ * after replica_lag_ms). */
 static void copy_isr(ss_repl_t *r, const char *const *isr, size_t n)
 {
     r->n_isr = 0;
-    for (size_t i = 0; i < n && r->n_isr < SS_REPL_MAX_PEERS; i++)
+    for (size_t i = 0; i < n && r->n_isr < SS_REPL_MAX_PEERS; i++) {
         snprintf(r->isr[r->n_isr++], SS_REPL_ID_MAX, "%s", isr[i]);
+        if (strcmp(isr[i], r->node_id) != 0)
+            peer_get(r, isr[i], true);
+    }
 }
 
 gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
@@ -889,13 +905,18 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     stream_note(r, &m);
     r->lstop = false;
     pthread_mutex_unlock(&r->mu);
-    if (!r->lthread_on) {
+    pthread_mutex_lock(&r->mu);
+    bool running = r->lthread_on;
+    pthread_mutex_unlock(&r->mu);
+    if (!running) {
         if (pthread_create(&r->lthread, NULL, leader_main, r) != 0) {
             leader_stop(r);
             pthread_mutex_unlock(&r->role_mu);
             return GT_ENOMEM;
         }
+        pthread_mutex_lock(&r->mu);
         r->lthread_on = true;
+        pthread_mutex_unlock(&r->mu);
     }
     GT_LOG(INFO, "repl", "leader of epoch %lld from commitlog position %llu "
            "(%zu in sync, min %d)", (long long)epoch,

@@ -492,9 +492,11 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
         rc = apply_chunk(f, s->chunks[i]);
     if (rc == GT_OK)
         rc = apply_state(f, s);
-    /* durable before the next request acknowledges it */
+    /* durable before the next request acknowledges it (flush: async, as
+     * the leader's appends: written; the engine's flusher syncs once this
+     * node leads) */
     if (f->seg_dirty && f->seg_fd >= 0) {
-        if (fdatasync(f->seg_fd) != 0)
+        if (!ss_repl_cfg(f->r)->flush_async && fdatasync(f->seg_fd) != 0)
             rc = GT_EIO;
         f->seg_dirty = false;
     }
@@ -506,7 +508,7 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
         f->dir_dirty = false;
     }
     if (f->st_dirty && f->st_fd >= 0) {
-        if (fdatasync(f->st_fd) != 0)
+        if (!ss_repl_cfg(f->r)->flush_async && fdatasync(f->st_fd) != 0)
             rc = GT_EIO;
         f->st_dirty = false;
     }
@@ -514,7 +516,8 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
         rc = GT_EIO;
     if (rc == GT_OK)
         rc = state_swap(f);
-    if (f->ck_fd >= 0 && s->n_chunks > 0)
+    if (f->ck_fd >= 0 && s->n_chunks > 0 && !ss_repl_cfg(f->r)->flush_async &&
+        rc == GT_OK) /* never more than what is synced */
         st_checkpoint_write(f->ck_fd, ck_next_seq(f), f->cl_next);
     atomic_store(&f->cl_pub, f->cl_next);
     if (rc == GT_OK)
@@ -653,7 +656,8 @@ gt_err_t ss_follow_start(ss_repl_t *r, int64_t epoch, const char *leader_id,
         rc = GT_EIO;
         goto fail;
     }
-    st_checkpoint_write(f->ck_fd, ck_next_seq(f), f->cl_next);
+    if (f->seg_fd < 0 || fdatasync(f->seg_fd) == 0)
+        st_checkpoint_write(f->ck_fd, ck_next_seq(f), f->cl_next);
     eps[0] = f->addr;
     memset(&o, 0, sizeof(o));
     o.endpoints = eps;
@@ -692,9 +696,13 @@ void ss_follow_stop(ss_follow_t *f)
     pthread_join(f->th, NULL);
     px_rpc_client_free(f->cli); /* runs the last answer's callback */
     free(f->resp);
+    if (f->seg_fd >= 0 && fdatasync(f->seg_fd) == 0 && f->ck_fd >= 0)
+        st_checkpoint_write(f->ck_fd, ck_next_seq(f), f->cl_next);
     seg_close(f);
-    if (f->st_fd >= 0)
+    if (f->st_fd >= 0) {
+        fdatasync(f->st_fd);
         close(f->st_fd);
+    }
     if (f->tmp_fd >= 0)
         close(f->tmp_fd);
     if (f->ck_fd >= 0) {
