@@ -188,9 +188,7 @@ function clusterYaml(c, nodeId) {
   name: "${c.name}"
   node_id: "${nodeId}"
 ${c.leaseTtlS ? `  lease_ttl_s: ${c.leaseTtlS}\n` : ''}  replicas: ${c.replicas}
-  min_insync: ${c.minInsync}
-  replica_lag_ms: ${c.replicaLagMs}
-`;
+${c.minInsync ? `  min_insync: ${c.minInsync}\n` : ''}${c.replicaLagMs ? `  replica_lag_ms: ${c.replicaLagMs}\n` : ''}`;
 }
 
 function proxyStoreYaml(c) {
@@ -267,8 +265,9 @@ export async function startCluster(opts = {}) {
     // null: the build's default lease TTL (the bench's failover figures)
     leaseTtlS: opts.leaseTtlS === undefined ? LEASE_TTL_S : opts.leaseTtlS,
     replicas: opts.replicas ?? 3,
-    minInsync: opts.minInsync ?? 2,
-    replicaLagMs: opts.replicaLagMs ?? scaled(2000),
+    // null: the build's default
+    minInsync: opts.minInsync === undefined ? 2 : opts.minInsync,
+    replicaLagMs: opts.replicaLagMs === undefined ? scaled(2000) : opts.replicaLagMs,
     logLevel: opts.logLevel ?? 'info',
     nodes: [], proxies: [], etcd: null,
   };
