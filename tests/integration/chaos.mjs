@@ -36,7 +36,7 @@ import { startGantry, startStore, stopGantry } from './harness.mjs';
 import {
   Load, check, startCluster, stopCluster, leaderOf, followersOf, signalNode, restartNode,
   killEtcdMember, restartEtcdMember, dropCaches, clusterSupport, epochOf, waitHealthy,
-  waitNewLeader,
+  waitNewLeader, roleOf,
   TOPICS_YAML, scaled, waitFor, sleep,
 } from './cluster_harness.mjs';
 
@@ -76,6 +76,12 @@ const clusterFaults = {
     const failoverMs = await load.waitWriteAfter(t, 120000);
     const e1 = await epochOf(c);
     if (!(e1 > e0)) throw new Error(`epoch did not advance (${e0} -> ${e1})`);
+    // Continued, the old leader stands down (it no longer says it leads).
+    await waitFor(async () => {
+      const r = await roleOf(l);
+      return r && r.role !== 1;
+    }, 60000,
+      `${l.id} standing down after SIGCONT`, 50);
     return { failoverMs };
   },
   'follower-kill': async (c, load) => {

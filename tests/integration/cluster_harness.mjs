@@ -325,6 +325,15 @@ export async function waitNewLeader(c, old, ms = 120000) {
   }, ms, `a leader other than ${old.id}`, 50);
 }
 
+// {role (0 standby, 1 leader, 2 follower), epoch} from a node's /metrics;
+// null if it does not answer.
+export async function roleOf(node) {
+  const r = await httpGet(node.h.httpPort, '/metrics');
+  if (r.status !== 200) return null;
+  const num = (name) => Number(r.body.match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1] ?? NaN);
+  return { role: num('gantry_store_role'), epoch: num('gantry_store_epoch') };
+}
+
 export function followersOf(c, leader) {
   return c.nodes.filter((n) => n !== leader);
 }
