@@ -908,8 +908,9 @@ static const cfg_desc_t cfg_tls_keys[] = {
 static const cfg_desc_t cfg_trace_keys[] = {
     {.key = "topics", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, trace.topics), .def = "",
      .check = cfg_check_nonempty, .what = "list of strings",
-     .doc = "Topics whose messages are traced (`*`: all): publish, each delivery, "
-            "ack, nack, dead-lettering and transaction end, written to the system "
+     .doc = "Topics whose messages are traced (`*`: all), and AMQP queues by name: "
+            "publish, each delivery, ack, nack, reject, dead-lettering and transaction "
+            "end, written to the system "
             "topic `RMQ_SYS_TRACE_TOPIC` and read by message id through "
             "`GET /api/v1/messages/{id}/trace` (docs/admin.md)."},
     {.key = "groups", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, trace.groups), .def = "",

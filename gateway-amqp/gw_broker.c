@@ -613,6 +613,8 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
     b->ready_arg = ready_arg;
     b->invisible_ms = GW_INVISIBLE_MS;
     b->consumer_timeout_ms = bo->consumer_timeout_ms;
+    if (bo->trace != NULL)
+        b->trace = *bo->trace;
     b->block_bytes = bo->block_bytes != 0 ? bo->block_bytes : GW_BLOCK_BYTES;
     b->mem_mark = bo->mem_mark != 0 ? bo->mem_mark : UINT64_MAX;
     {

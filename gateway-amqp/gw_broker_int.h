@@ -76,6 +76,7 @@ struct gw_broker {
     gw_chan_t *dirty; /* channels with confirms to send after this batch */
     gw_vhost_t *vhosts; /* gw_vhost.c: one namespace per vhost */
     gw_bconn_t *conns;
+    gw_trace_hooks_t trace; /* message trace hooks (gw_trace.h; wants NULL: off) */
     struct gw_bridges *bridges; /* exchange <-> topic bridges (gw_bridge.c) */
     int64_t invisible_ms; /* pops' invisibility, renewed at half */
     uint64_t max_message; /* body bytes per publish (406 beyond) */
@@ -124,6 +125,7 @@ struct gw_queue {
     uint8_t nlen;
     char name[256];
     char id[40]; /* store topic and group name */
+    uint8_t traced; /* gw_trace_queue: 0 not asked yet, 1 traced, 2 not */
     bool durable, exclusive, auto_delete;
     gw_qargs_t args;   /* x-* arguments as declared (gw_qargs.h) */
     gw_bconn_t *owner; /* exclusive queues: the declaring connection */
@@ -203,11 +205,13 @@ struct gw_unacked {
     bool out_exp;       /* counted in q->ttl.out_exp */
     uint8_t *rec;       /* the record, kept when the queue has a DLX */
     size_t rec_len;
+    char *trace_ids;    /* traced queue: "msg_id\0message-id\0" (gw_trace.h) */
 };
 
 struct gw_chan {
     int refs;
     bool closed;
+    const char *settle_verb; /* "nack" / "reject" while one settles (gw_trace.h) */
     gw_bconn_t *bc; /* ref */
     uint16_t id;
     gw_asm_t asm_;

@@ -16,6 +16,7 @@
 #include "gw_maxlen.h"
 #include "gw_ops.h"
 #include "gw_rec.h"
+#include "gw_trace_int.h"
 
 /* ---- deliveries -------------------------------------------------------- */
 
@@ -47,6 +48,7 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
         return;
     }
     u->attempt = p->attempt;
+    u->trace_ids = gw_trace_ids(q, p); /* before the record is taken */
     if (q->ttl.msg_ttl < 0 && gw_ttl_rec_expiration(p->body, p->len) >= 0) {
         u->out_exp = true; /* requeued, it may expire: see gw_ttl.c's sweep */
         q->ttl.out_exp++;
@@ -95,6 +97,7 @@ void gw_ua_unlink(gw_chan_t *ch, gw_unacked_t *u)
 void gw_ua_free(gw_unacked_t *u)
 {
     free(u->rec);
+    free(u->trace_ids);
     if (u->out_exp)
         u->q->ttl.out_exp--;
     gw_consumer_unref(u->cs);
@@ -233,6 +236,8 @@ static void consume_fn(gw_op_t *op)
             d->delivery_tag = ++ch->next_tag;
             d->redelivered = p->attempt > 1;
             send_delivery(ch, &m, cs->q, p, &d->exchange, &d->routing_key);
+            if (gw_trace_queue(cs->q))
+                gw_trace_deliver(ch, cs->q, p, blen, false);
             gw_ops_delivered(cs->q, d->redelivered);
             if (cs->no_ack)
                 gw_msg_ack(b, cs->q, p->handle);
@@ -554,6 +559,8 @@ static void get_fn(gw_op_t *op)
             g->redelivered = p->attempt > 1;
             g->message_count = o->remaining > UINT32_MAX ? UINT32_MAX : (uint32_t)o->remaining;
             send_delivery(ch, &m, o->q, p, &g->exchange, &g->routing_key);
+            if (gw_trace_queue(o->q))
+                gw_trace_deliver(ch, o->q, p, gw_maxlen_body_len(p->body, p->len), true);
             gw_ops_delivered(o->q, g->redelivered);
             if (o->no_ack)
                 gw_msg_ack(b, o->q, p->handle);
@@ -628,6 +635,7 @@ void gw_settle_one(gw_chan_t *ch, gw_unacked_t *u, gw_settle_t how)
     if (cs != NULL) /* u may hold its last reference (a cancelled consumer) */
         gw_consumer_ref(cs);
     gw_ua_unlink(ch, u);
+    gw_trace_settle(ch, u, (int)how, ch->settle_verb);
     if (u->renewing) {
         /* The renewal's answer brings the handle that works. */
         u->detached = true;
@@ -778,14 +786,18 @@ void gw_on_basic_nack(gw_chan_t *ch, const gw_method_t *m)
 {
     const gw_basic_nack_t *n = &m->u.basic_nack;
 
+    ch->settle_verb = "nack";
     settle(ch, m->id, n->delivery_tag, n->multiple, n->requeue ? GW_SETTLE_REQUEUE : GW_SETTLE_DROP);
+    ch->settle_verb = NULL;
 }
 
 void gw_on_basic_reject(gw_chan_t *ch, const gw_method_t *m)
 {
     const gw_basic_reject_t *r = &m->u.basic_reject;
 
+    ch->settle_verb = "reject";
     settle(ch, m->id, r->delivery_tag, false, r->requeue ? GW_SETTLE_REQUEUE : GW_SETTLE_DROP);
+    ch->settle_verb = NULL;
 }
 
 void gw_on_basic_recover(gw_chan_t *ch, const gw_method_t *m)

@@ -16,6 +16,7 @@
 
 #include "gw_auth.h"
 #include "gw_codec.h"
+#include "gw_trace.h"
 #include "st.h"
 
 struct event_base;
@@ -50,6 +51,8 @@ bool gw_conn_blocked_notify(const gw_conn_t *c);
 /* Open and not closing: replies and deliveries may go out. */
 bool gw_conn_running(const gw_conn_t *c);
 const char *gw_conn_peer(const gw_conn_t *c);
+/* The number the admin API lists it by ("amqp:N"); 0 before connection.open. */
+uint64_t gw_conn_id(const gw_conn_t *c);
 /* The connection's permissions in its vhost (after connection.open), for
  * gw_auth_check / gw_auth_check_fault; its vhost is gw_grant_vhost(). */
 const gw_grant_t *gw_conn_grant(const gw_conn_t *c);
@@ -73,6 +76,7 @@ typedef struct gw_broker_opts {
     size_t nbridges;
     bool auto_create_topics;     /* a bridge's missing topic is created */
     const struct cfg_amqp *amqp; /* queue policies, vhost limits (NULL: none) */
+    const gw_trace_hooks_t *trace; /* message trace (copied; NULL: none) */
 } gw_broker_opts_t;
 
 /* gw_flow.c */

@@ -15,6 +15,7 @@
 #include "gw_maxlen.h"
 #include "gw_prio.h"
 #include "gw_ops.h"
+#include "gw_trace_int.h"
 
 /* ---- publishing -------------------------------------------------------- */
 
@@ -27,6 +28,12 @@ typedef struct {
     size_t bytes;   /* the record's, counted in b->inflight_bytes */
     int64_t exp;    /* the message's expiration (ms), -1: none */
     uint64_t blen;  /* the body's (length limits) */
+    /* message trace (a queue reached is traced): the store's answer */
+    bool traced;
+    size_t first;   /* the first queue's item in the answer */
+    int64_t off0;   /* its offset */
+    char msg_id[ST_MSG_ID_MAX];
+    char mid[GW_TRACE_MID_MAX]; /* the message-id property */
     size_t nq;
     gw_queue_t *qs[]; /* refs */
 } append_op_t;
@@ -90,6 +97,9 @@ static void append_fn(gw_op_t *op)
         }
     }
     for (size_t i = 0; i < o->nq; i++) {
+        if (o->traced && gw_trace_queue(o->qs[i]))
+            gw_trace_publish(ch, o->qs[i], o->msg_id, o->mid, i == 0 ? o->off0 : -1, o->blen,
+                             (int)op->err);
         if (op->err == GT_OK)
             gw_qstats_inc(o->qs[i], GW_QS_PUBLISHED, 1);
         if (op->err == GT_OK && !o->qs[i]->gone) {
@@ -110,8 +120,10 @@ static void append_cb(void *arg, gt_err_t err, const st_append_item_t *items, si
 {
     append_op_t *o = arg;
 
-    (void)items;
-    (void)n;
+    if (o->traced && err == GT_OK && o->first < n) {
+        snprintf(o->msg_id, sizeof(o->msg_id), "%s", items[o->first].msg_id);
+        o->off0 = (int64_t)items[o->first].queue_offset;
+    }
     o->op.err = err;
     gw_op_post(&o->op);
 }
@@ -213,9 +225,17 @@ static void append_any(gw_chan_t *ch, gw_queue_t **qs, size_t n, gw_pub_t *pub,
     o->pub = pub;
     o->exp = exp;
     o->nq = n;
+    o->traced = false;
+    o->first = skip;
+    o->off0 = -1;
+    o->msg_id[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         gw_queue_ref(qs[i]);
         o->qs[i] = qs[i];
+        if (!o->traced && gw_trace_queue(qs[i])) {
+            o->traced = true;
+            gw_trace_props_mid(ch->pbuf + ch->props_off, ch->props_len, o->mid, sizeof(o->mid));
+        }
         if (dests != NULL)
             dests[skip + i] = (st_dest_t){.topic = qs[i]->id,
                                           .queue_id = gw_prio_level(qs[i], ch->prio)};

@@ -46,6 +46,9 @@ void *gw_popped_take(void *op, size_t head, const st_popped_t *msgs, size_t n)
         snprintf(p[i].handle, sizeof(p[i].handle), "%s", msgs[i].handle);
         p[i].attempt = msgs[i].attempt;
         p[i].store_ts = msgs[i].msg.store_ts_ms;
+        p[i].queue_offset = msgs[i].msg.queue_offset;
+        snprintf(p[i].msg_id, sizeof(p[i].msg_id), "%s",
+                 msgs[i].msg.msg_id != NULL ? msgs[i].msg.msg_id : "");
         if (!gw_bridge_copy_body(&msgs[i].msg, &p[i].body, &p[i].len)) {
             p[i].body = NULL;
             p[i].len = 0;

@@ -34,6 +34,8 @@ typedef struct gw_popped {
     uint8_t *body;    /* its record (malloc'd): a bridged message's rebuilt
                          from its envelope (gw_bridge.h) */
     size_t len;
+    uint64_t queue_offset;
+    char msg_id[ST_MSG_ID_MAX]; /* the store's (message trace) */
 } gw_popped_t;
 
 /* st_pop's answer into an op: grows op (malloc'd, its gw_popped_t array

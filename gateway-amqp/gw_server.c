@@ -1133,6 +1133,11 @@ static void close_req_cb(evutil_socket_t fd, short what, void *arg)
             }
 }
 
+uint64_t gw_conn_id(const gw_conn_t *c)
+{
+    return c->id;
+}
+
 gw_conn_info_t *gw_server_conns(gw_server_t *s, size_t *n)
 {
     gw_conn_info_t *v = NULL;
@@ -1384,6 +1389,7 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
             .nbridges = o->amqp != NULL ? o->amqp->bridges.n : 0,
             .auto_create_topics = o->auto_create_topics,
             .amqp = o->amqp,
+            .trace = o->trace,
         };
         s->broker = gw_broker_new(s->base, o->store, &bo, broker_ready, s);
     }

@@ -21,6 +21,7 @@
 #include "cfg.h"
 #include "gt_err.h"
 #include "gt_tls.h"
+#include "gw_trace.h"
 #include "st.h"
 
 typedef struct gw_server gw_server_t;
@@ -50,6 +51,7 @@ typedef struct gw_server_opts {
     const gt_tls_files_t *tls_files; /* with tls_listen; borrowed for the
                                         start (paths copied for reloads) */
     size_t metrics_max_queues; /* queues on /metrics (gw_metrics.h); 0: 1000 */
+    const gw_trace_hooks_t *trace; /* message trace (gw_trace.h; copied); NULL: off */
 } gw_server_opts_t;
 
 /* Binds the listener and starts the event-loop thread.  GT_OK with

@@ -28,6 +28,7 @@
 #include "px_rpc.h"
 #include "px_rpc_health.h"
 #include "px_service.h"
+#include "px_trace.h"
 #include "st.h"
 #include "st_cluster.h"
 #include "st_remote.h"
@@ -514,6 +515,24 @@ static gt_err_t amqp_conn_close(void *arg, uint64_t id)
     return gw_server_conn_close(arg, id);
 }
 
+/* The gateway's message trace events into the service's trace. */
+static bool amqp_trace_wants(void *arg, const char *vhost, const char *queue)
+{
+    (void)vhost;
+    return px_trace_wants_queue(arg, queue);
+}
+
+static void amqp_trace_note(void *arg, const gw_trace_ev_t *e)
+{
+    px_trace_ext_t x = {.kind = e->kind, .msg_id = e->msg_id,
+                        .amqp_message_id = e->amqp_message_id, .vhost = e->vhost,
+                        .queue = e->queue, .client_id = e->conn, .addr = e->peer,
+                        .result = e->result, .attempt = e->attempt, .offset = e->offset,
+                        .body_size = e->body_size};
+
+    px_trace_note_ext(arg, &x);
+}
+
 /* Many probe, client and store files: use the whole allowance. */
 static void raise_fd_limit(void)
 {
@@ -649,6 +668,9 @@ static int serve(const cfg_t *cfg, bool repair)
                                .auto_create_topics = cfg->server.auto_create_topics,
                                .tls_files = &tls_files,
                                .metrics_max_queues = (size_t)cfg->metrics.max_label_sets};
+        gw_trace_hooks_t trace_hooks = {amqp_trace_wants, amqp_trace_note, px_svc_trace(svc)};
+        if (px_svc_trace(svc) != NULL)
+            ao.trace = &trace_hooks;
         if (cfg->amqp.tls_listen != NULL && cfg->amqp.tls_listen[0] != '\0' &&
             strcmp(cfg->amqp.tls_listen, "off") != 0)
             ao.tls_listen = cfg->amqp.tls_listen;

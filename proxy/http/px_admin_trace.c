@@ -22,17 +22,25 @@
 
 /* Every member of an event, with its value where the record leaves it out. */
 static const char *const ev_strs[] = {"msg_id", "topic", "group", "client_id",
-                                      "addr", "tag"};
+                                      "addr", "tag", "vhost", "amqp_message_id"};
 static const char *const ev_nums[] = {"attempt", "queue", "offset", "invisible_ms",
                                       "body_size"};
 
-/* Appends e (borrowed) to out when it is an event of id, completed. */
+static bool member_is(const json_t *e, const char *k, const char *v)
+{
+    const json_t *m = json_object_get(e, k);
+
+    return json_is_string(m) && strcmp(json_string_value(m), v) == 0;
+}
+
+/* Appends e (borrowed) to out when it is an event of id (its message id,
+ * or its AMQP message-id property), completed. */
 static void add_event(json_t *out, json_t *e, const char *id)
 {
     json_t *c;
 
-    if (!json_is_object(e) || !json_is_string(json_object_get(e, "msg_id")) ||
-        strcmp(json_string_value(json_object_get(e, "msg_id")), id) != 0 ||
+    if (!json_is_object(e) ||
+        !(member_is(e, "msg_id", id) || member_is(e, "amqp_message_id", id)) ||
         (c = json_copy(e)) == NULL)
         return;
     for (size_t i = 0; i < sizeof(ev_strs) / sizeof(ev_strs[0]); i++)

@@ -285,6 +285,11 @@ gt_err_t px_svc_start(px_svc_t *svc)
     return rc != GT_OK ? rc : px_clients_start(svc);
 }
 
+struct px_trace *px_svc_trace(px_svc_t *svc)
+{
+    return svc->trace;
+}
+
 void px_svc_stop(px_svc_t *svc)
 {
     if (svc != NULL) {

@@ -27,6 +27,9 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg);
  * store's metadata snapshot (start-up), which needs the store opened
  * through st_exec_open().  Call before serving. */
 gt_err_t px_svc_start(px_svc_t *svc);
+/* The message trace (px_trace.h) once started; NULL when nothing is
+ * traced. */
+struct px_trace *px_svc_trace(px_svc_t *svc);
 /* The server is about to stop: from now on, streams that end are not
  * clients going away (their messages are not given back). */
 void px_svc_drain(px_svc_t *svc);

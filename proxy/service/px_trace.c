@@ -35,8 +35,10 @@
 #define PX_TRACE_BATCH 1024
 #define PX_TRACE_BODY_MAX 2048 /* one event's JSON at most */
 #define PX_TRACE_PER_REC 32    /* events per stored record (<= ST_MAX_KEYS) */
-#define PX_TRACE_RECS (PX_TRACE_BATCH / PX_TRACE_PER_REC)
-#define PX_TRACE_REC_MAX (PX_TRACE_PER_REC * (PX_TRACE_BODY_MAX + 1) + 32)
+/* Records per write: an event brings at most 2 keys (AMQP events: the
+ * message id and its message-id property), so a record holds at least 16. */
+#define PX_TRACE_RECS (PX_TRACE_BATCH / (ST_MAX_KEYS / 2))
+#define PX_TRACE_BODIES (PX_TRACE_BATCH * (PX_TRACE_BODY_MAX + 1) + PX_TRACE_RECS * 32)
 #define PX_TRACE_ATTEMPTS 1024 /* attempt cache slots (a power of 2) */
 
 typedef enum px_trace_kind {
@@ -47,10 +49,11 @@ typedef enum px_trace_kind {
     PX_TK_DLQ,
     PX_TK_COMMIT,
     PX_TK_ROLLBACK,
+    PX_TK_REJECT,
 } px_trace_kind_t;
 
 static const char *const px_tk_names[] = {
-    "publish", "deliver", "ack", "nack", "dlq", "commit", "rollback",
+    "publish", "deliver", "ack", "nack", "dlq", "commit", "rollback", "reject",
 };
 
 typedef struct px_trace_ev {
@@ -69,6 +72,8 @@ typedef struct px_trace_ev {
     char client[PX_CLIENT_ID_MAX];
     char addr[64];
     char result[96];
+    char vhost[128];       /* AMQP events */
+    char amqp_mid[128];    /* AMQP events: the message-id property */
 } px_trace_ev_t;
 
 typedef struct px_trace_att {
@@ -94,7 +99,7 @@ struct px_trace {
     /* the flusher's batch (its thread only) */
     px_trace_ev_t *batch;
     st_message_t *msgs;            /* PX_TRACE_RECS records */
-    char (*bodies)[PX_TRACE_REC_MAX];
+    char *bodies;                  /* their bodies, one after the other */
     /* the append in flight */
     pthread_mutex_t wmu;
     pthread_cond_t wcv;
@@ -155,6 +160,8 @@ static void px_trace_ev_init(px_trace_ev_t *e, px_trace_kind_t kind,
     e->body_size = -1;
     e->tag[0] = '\0';
     e->msg_id[0] = '\0';
+    e->vhost[0] = '\0';
+    e->amqp_mid[0] = '\0';
     snprintf(e->topic, sizeof(e->topic), "%s", topic != NULL ? topic : "");
     snprintf(e->group, sizeof(e->group), "%s", group != NULL ? group : "");
     snprintf(e->client, sizeof(e->client), "%s", cid != NULL ? cid : "");
@@ -294,6 +301,8 @@ static size_t px_trace_json(const px_trace_ev_t *e, char *buf, size_t cap)
     if (strcmp(e->result, "OK") != 0)
         px_trace_jstr(buf, cap, &l, "result", e->result);
     px_trace_jstr(buf, cap, &l, "tag", e->tag);
+    px_trace_jstr(buf, cap, &l, "vhost", e->vhost);
+    px_trace_jstr(buf, cap, &l, "amqp_message_id", e->amqp_mid);
     px_trace_jnum(buf, cap, &l, "attempt", e->attempt > 0 ? (int64_t)e->attempt : -1);
     px_trace_jnum(buf, cap, &l, "queue", e->queue);
     px_trace_jnum(buf, cap, &l, "offset", e->offset);
@@ -317,47 +326,66 @@ static void px_trace_appended(void *arg, gt_err_t err,
     pthread_mutex_unlock(&tr->wmu);
 }
 
-/* Record r of a write: events batch[first..first + k) (k <= PX_TRACE_PER_REC),
- * keyed by their distinct message ids. */
-static void px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t k)
+/* Adds key k to m unless it has it; false when m has no room for it. */
+static bool px_trace_key(st_message_t *m, const char *k)
 {
-    st_message_t *m = &tr->msgs[r];
-    char *body = tr->bodies[r];
-    size_t l;
+    if (k[0] == '\0')
+        return true;
+    for (uint32_t j = 0; j < m->nkeys; j++)
+        if (strcmp(m->keys[j], k) == 0)
+            return true;
+    if (m->nkeys == ST_MAX_KEYS)
+        return false;
+    m->keys[m->nkeys++] = k;
+    return true;
+}
+
+/* Record r of a write, its body at *body: events batch[first..) while they
+ * fit (PX_TRACE_PER_REC events, ST_MAX_KEYS distinct keys: their message
+ * ids and AMQP message-id properties).  Returns how many it took (>= 1). */
+static size_t px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t n,
+                              char **body)
+{
     static const char head[] = "{\"v\":2,\"events\":[";
+    st_message_t *m = &tr->msgs[r];
+    char *b = *body;
+    size_t l, i;
 
     memset(m, 0, sizeof(*m));
-    memcpy(body, head, sizeof(head) - 1);
+    memcpy(b, head, sizeof(head) - 1);
     l = sizeof(head) - 1;
-    for (size_t i = first; i < first + k; i++) {
+    for (i = first; i < n && i - first < PX_TRACE_PER_REC; i++) {
         const px_trace_ev_t *e = &tr->batch[i];
-        bool seen = false;
+        uint32_t had = m->nkeys;
 
+        if (!px_trace_key(m, e->msg_id) || !px_trace_key(m, e->amqp_mid)) {
+            m->nkeys = had; /* this one starts the next record */
+            break;
+        }
         if (i > first)
-            body[l++] = ',';
-        l += px_trace_json(e, body + l, PX_TRACE_BODY_MAX);
-        for (uint32_t j = 0; j < m->nkeys && !seen; j++)
-            seen = strcmp(m->keys[j], e->msg_id) == 0;
-        if (!seen && m->nkeys < ST_MAX_KEYS)
-            m->keys[m->nkeys++] = e->msg_id;
+            b[l++] = ',';
+        l += px_trace_json(e, b + l, PX_TRACE_BODY_MAX);
     }
-    memcpy(body + l, "]}", 3);
+    memcpy(b + l, "]}", 3);
     l += 2;
     /* The first event's kind as the tag; the last one's time as birth. */
     m->tag = px_tk_names[tr->batch[first].kind];
-    m->body = body;
+    m->body = b;
     m->body_len = (uint32_t)l;
-    m->born_ts_ms = tr->batch[first + k - 1].time_ms;
+    m->born_ts_ms = tr->batch[i - 1].time_ms;
     m->queue_id = ST_QUEUE_ANY;
+    *body = b + l + 1;
+    return i - first;
 }
 
 /* Writes batch[0..n) with one append and waits for the answer. */
 static void px_trace_write(px_trace_t *tr, size_t n)
 {
+    char *body = tr->bodies;
     size_t nrec = 0;
 
-    for (size_t i = 0; i < n; i += PX_TRACE_PER_REC)
-        px_trace_record(tr, nrec++, i, n - i < PX_TRACE_PER_REC ? n - i : PX_TRACE_PER_REC);
+    for (size_t i = 0; i < n && nrec < PX_TRACE_RECS; nrec++)
+        i += px_trace_record(tr, nrec, i, n, &body);
     pthread_mutex_lock(&tr->wmu);
     tr->wdone = false;
     pthread_mutex_unlock(&tr->wmu);
@@ -490,7 +518,7 @@ gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out)
     tr->ring = calloc(tr->cap, sizeof(*tr->ring));
     tr->batch = calloc(PX_TRACE_BATCH, sizeof(*tr->batch));
     tr->msgs = calloc(PX_TRACE_RECS, sizeof(*tr->msgs));
-    tr->bodies = calloc(PX_TRACE_RECS, sizeof(*tr->bodies));
+    tr->bodies = malloc(PX_TRACE_BODIES);
     if (tr->ring == NULL || tr->batch == NULL || tr->msgs == NULL ||
         tr->bodies == NULL || pthread_create(&tr->thr, NULL, px_trace_flusher, tr) != 0) {
         px_trace_free(tr);
@@ -742,5 +770,40 @@ void px_trace_tx_end(px_svc_t *svc, px_call_t *call, const char *topic,
     px_trace_ev_init(&e, commit ? PX_TK_COMMIT : PX_TK_ROLLBACK, call, topic, NULL);
     snprintf(e.msg_id, sizeof(e.msg_id), "%s", msg_id);
     px_trace_err(&e, err);
+    px_trace_put(tr, &e);
+}
+
+/* ---- the AMQP gateway's events ---- */
+
+bool px_trace_wants_queue(px_trace_t *tr, const char *queue)
+{
+    return tr != NULL && px_trace_listed(&tr->cfg->trace.topics, queue);
+}
+
+void px_trace_note_ext(px_trace_t *tr, const px_trace_ext_t *x)
+{
+    px_trace_ev_t e;
+    size_t k;
+
+    if (tr == NULL || x->msg_id == NULL)
+        return;
+    for (k = 0; k < sizeof(px_tk_names) / sizeof(px_tk_names[0]); k++)
+        if (strcmp(px_tk_names[k], x->kind) == 0)
+            break;
+    if (k == sizeof(px_tk_names) / sizeof(px_tk_names[0]))
+        return;
+    px_trace_ev_init(&e, (px_trace_kind_t)k, NULL, x->queue, NULL);
+    snprintf(e.msg_id, sizeof(e.msg_id), "%s", x->msg_id);
+    snprintf(e.client, sizeof(e.client), "%s", x->client_id != NULL ? x->client_id : "");
+    snprintf(e.addr, sizeof(e.addr), "%s", x->addr != NULL ? x->addr : "");
+    snprintf(e.vhost, sizeof(e.vhost), "%s", x->vhost != NULL ? x->vhost : "");
+    snprintf(e.amqp_mid, sizeof(e.amqp_mid), "%s",
+             x->amqp_message_id != NULL ? x->amqp_message_id : "");
+    if (x->result != NULL)
+        snprintf(e.result, sizeof(e.result), "%s", x->result);
+    e.attempt = x->attempt;
+    e.offset = x->offset;
+    e.queue = x->offset >= 0 ? 0 : -1;
+    e.body_size = x->body_size;
     px_trace_put(tr, &e);
 }

@@ -4,7 +4,8 @@
  * service's handlers note what happens to each message -- publish (client,
  * address, store result, queue and offset), each delivery (group, client,
  * attempt), ack, nack, dead-lettering, transaction commit / rollback -- as
- * one event each.  Events go into a bounded in-memory buffer (noting never
+ * one event each; the AMQP gateway notes its traced queues' events through
+ * px_trace_note_ext (gateway-amqp/gw_trace.h).  Events go into a bounded in-memory buffer (noting never
  * blocks nor allocates: when the buffer is full the event is dropped and
  * counted) and a flusher thread appends them in batches to the trace topic
  * PX_TRACE_TOPIC, up to 32 events per stored message: keys = the traced
@@ -66,5 +67,26 @@ void px_trace_forwarded(struct px_svc *svc, px_call_t *call,
                         int code);
 void px_trace_tx_end(struct px_svc *svc, px_call_t *call, const char *topic,
                      const char *msg_id, bool commit, gt_err_t err);
+
+/* ---- the AMQP gateway's events (its loop thread; no-ops when tr is NULL) */
+
+/* One event of the gateway.  AMQP queue q is traced when trace.topics
+ * names it (or "*"); its events carry the queue's name as their topic, the
+ * vhost, the connection ("amqp:N") as the client, and the message's
+ * message-id property (the record is keyed by it too). */
+typedef struct px_trace_ext {
+    const char *kind;            /* publish, deliver, ack, nack, reject, dlq */
+    const char *msg_id;          /* the store's message id */
+    const char *amqp_message_id; /* NULL or "": none */
+    const char *vhost, *queue;
+    const char *client_id, *addr;
+    const char *result;          /* NULL: "OK" */
+    uint32_t attempt;            /* 0: not applicable */
+    int64_t offset;              /* -1: not applicable */
+    int64_t body_size;           /* -1: not applicable */
+} px_trace_ext_t;
+
+bool px_trace_wants_queue(px_trace_t *tr, const char *queue);
+void px_trace_note_ext(px_trace_t *tr, const px_trace_ext_t *e);
 
 #endif

@@ -596,6 +596,8 @@ function fmtTimeMs(ms) {
 // who, and the details that apply to its kind.
 function traceEvent(e, t0) {
   const details = [];
+  if (e.vhost) details.push(['vhost', e.vhost]);
+  if (e.amqp_message_id) details.push(['message-id', e.amqp_message_id]);
   if (e.group) details.push(['group', link(`#/groups/${enc(e.group)}`, e.group)]);
   if (e.attempt !== null) details.push(['attempt', e.attempt]);
   if (e.queue !== null) details.push(['queue / offset', `${e.queue} / ${e.offset ?? '—'}`]);
