@@ -35,6 +35,9 @@ static void usage(FILE *out)
             "  --listen H:P           store_server.listen (default 0.0.0.0:10911)\n"
             "  --http-listen H:P      store_server.http_listen (default 0.0.0.0:10912)\n"
             "  --log-level LEVEL      trace|debug|info|warn|error|off\n"
+            "  --node-id ID           cluster.node_id (e.g. the pod's name)\n"
+            "  --advertise H:P        cluster.advertise (the address peers and\n"
+            "                         proxies use)\n"
             "  --repair-store         truncate the commitlog at damage below the\n"
             "                         last synced position instead of refusing to start\n"
             "  --check-config FILE    validate FILE and exit 0 (valid) or 1\n"
@@ -44,7 +47,7 @@ static void usage(FILE *out)
 
 enum {
     OPT_CONFIG = 256, OPT_DATA_DIR, OPT_LISTEN, OPT_HTTP, OPT_LOG, OPT_CHECK,
-    OPT_PRINT, OPT_VERSION, OPT_HELP, OPT_REPAIR
+    OPT_PRINT, OPT_VERSION, OPT_HELP, OPT_REPAIR, OPT_NODE_ID, OPT_ADVERTISE
 };
 
 static const struct option ss_opts[] = {
@@ -58,6 +61,8 @@ static const struct option ss_opts[] = {
     {"version", no_argument, NULL, OPT_VERSION},
     {"help", no_argument, NULL, OPT_HELP},
     {"repair-store", no_argument, NULL, OPT_REPAIR},
+    {"node-id", required_argument, NULL, OPT_NODE_ID},
+    {"advertise", required_argument, NULL, OPT_ADVERTISE},
     {NULL, 0, NULL, 0},
 };
 
@@ -77,6 +82,8 @@ static int parse_args(int argc, char **argv, ss_args_t *a)
         [OPT_LISTEN - OPT_DATA_DIR] = "store_server.listen",
         [OPT_HTTP - OPT_DATA_DIR] = "store_server.http_listen",
         [OPT_LOG - OPT_DATA_DIR] = "log.level",
+        [OPT_NODE_ID - OPT_DATA_DIR] = "cluster.node_id",
+        [OPT_ADVERTISE - OPT_DATA_DIR] = "cluster.advertise",
     };
     int c;
 
@@ -89,6 +96,8 @@ static int parse_args(int argc, char **argv, ss_args_t *a)
         case OPT_LISTEN:
         case OPT_HTTP:
         case OPT_LOG:
+        case OPT_NODE_ID:
+        case OPT_ADVERTISE:
             if (a->n_set < 8) {
                 a->set_path[a->n_set] = paths[c - OPT_DATA_DIR];
                 a->set_value[a->n_set++] = optarg;

@@ -184,3 +184,12 @@ test('cluster mode: --check-config refuses store.mode cluster without etcd', asy
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('gantry-store --node-id and --advertise set cluster.node_id and cluster.advertise (the chart passes the pod\'s name)', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { GANTRY_STORE_BIN } = await import('./harness.mjs');
+  const r = spawnSync(GANTRY_STORE_BIN, ['--node-id', 'store-2', '--advertise',
+    'store-2.store-headless.ns.svc:10911', '--print-config'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^cluster:\n(?: {2}.*\n)*? {2}node_id: "store-2"\n {2}advertise: "store-2\.store-headless\.ns\.svc:10911"\n/m);
+});
