@@ -62,6 +62,34 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
+etcd's client endpoints as HOST:PORT (JSON list): etcd.endpoints (an
+http:// prefix dropped) or the chart's etcd members; [] without etcd.
+*/}}
+{{- define "gantry.etcdEndpoints" -}}
+{{- $full := include "gantry.fullname" . -}}
+{{- $eps := list -}}
+{{- if .Values.etcd.endpoints -}}
+{{- range .Values.etcd.endpoints -}}
+{{- $eps = append $eps (trimPrefix "http://" . | trimSuffix "/") -}}
+{{- end -}}
+{{- else if .Values.etcd.enabled -}}
+{{- range $i := until (int .Values.etcd.replicas) -}}
+{{- $eps = append $eps (printf "%s-etcd-%d.%s-etcd.%s.svc:2379" $full $i $full $.Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $eps -}}
+{{- end -}}
+
+{{/*
+"true" when the clustered shape's store tier is a store cluster on etcd
+(store nodes with a cluster section, proxies with store.mode cluster);
+without etcd it is one store node the proxies use in remote mode.
+*/}}
+{{- define "gantry.storeCluster" -}}
+{{- if and (include "gantry.clustered" .) (include "gantry.etcdEndpoints" . | fromJsonArray) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
 The proxy's gantry.yaml: .Values.config with the keys the chart owns
 (listen addresses, store mode, data dir, store endpoints) set over it.
 */}}
@@ -81,7 +109,16 @@ The proxy's gantry.yaml: .Values.config with the keys the chart owns
 {{- $_ := set $c "amqp" $amqp -}}
 {{- $store := dict -}}
 {{- if hasKey $c "store" }}{{ $store = $c.store }}{{ end -}}
-{{- if include "gantry.clustered" . -}}
+{{- if include "gantry.storeCluster" . -}}
+{{- $_ := set $store "mode" "cluster" -}}
+{{- $_ := set $store "etcd" (include "gantry.etcdEndpoints" . | fromJsonArray) -}}
+{{- $_ := set $store "cluster_name" .Values.store.cluster.name -}}
+{{- $_ := unset $store "endpoints" -}}
+{{- $_ := unset $store "data_dir" -}}
+{{- else if include "gantry.clustered" . -}}
+{{- if gt (int .Values.store.replicas) 1 -}}
+{{- fail "store.replicas > 1 needs etcd (etcd.enabled or etcd.endpoints): the store nodes form a cluster through it" -}}
+{{- end -}}
 {{- $_ := set $store "mode" "remote" -}}
 {{- $_ := set $store "endpoints" (include "gantry.storeEndpoints" . | fromJsonArray) -}}
 {{- $_ := unset $store "data_dir" -}}
@@ -105,9 +142,29 @@ The proxy's gantry.yaml: .Values.config with the keys the chart owns
 {{- toYaml $c -}}
 {{- end -}}
 
+{{/*
+gantry-store's config: .Values.store.config, and in a store cluster its
+cluster section (etcd, name, lease and replica-set settings; node_id and
+advertise are per pod, given as flags).
+*/}}
 {{- define "gantry.storeConfig" -}}
-{{- if .Values.store.config -}}
-{{- toYaml .Values.store.config -}}
+{{- $c := deepCopy (.Values.store.config | default dict) -}}
+{{- if include "gantry.storeCluster" . -}}
+{{- $v := .Values.store.cluster -}}
+{{- $cl := dict -}}
+{{- if hasKey $c "cluster" }}{{ $cl = $c.cluster }}{{ end -}}
+{{- $_ := set $cl "etcd" (include "gantry.etcdEndpoints" . | fromJsonArray) -}}
+{{- $_ := set $cl "name" $v.name -}}
+{{- $_ := set $cl "lease_ttl_s" (int $v.leaseTtlS) -}}
+{{- $r := int (default .Values.store.replicas $v.replicas) -}}
+{{- $_ := set $cl "replicas" $r -}}
+{{- if $v.minInsync }}{{ $_ := set $cl "min_insync" (int $v.minInsync) }}
+{{- else if lt $r 2 }}{{ $_ := set $cl "min_insync" 1 }}{{ end -}}
+{{- if $v.replicaLagMs }}{{ $_ := set $cl "replica_lag_ms" (int $v.replicaLagMs) }}{{ end -}}
+{{- $_ := set $c "cluster" $cl -}}
+{{- end -}}
+{{- if $c -}}
+{{- toYaml $c -}}
 {{- else -}}
 {}
 {{- end -}}
