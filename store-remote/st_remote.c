@@ -478,6 +478,7 @@ static void msg_from(st_message_t *m, const Gantry__Store__V1__Message *p)
     m->position = p->position;
     m->store_ts_ms = p->store_ts_ms;
     m->flags = p->flags;
+    m->tx_checks = p->tx_checks;
 }
 
 static void conv_pop(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
@@ -1027,12 +1028,14 @@ static void r_tx_pending(st_store_t *s, int64_t unresolved_for_ms, uint32_t max,
 }
 
 static void r_tx_checked(st_store_t *s, const char *topic, const char *msg_id,
-                         uint32_t max_checks, st_done_cb cb, void *arg)
+                         uint32_t seen_checks, uint32_t max_checks, st_done_cb cb,
+                         void *arg)
 {
     Gantry__Store__V1__TxCheckedRequest rq = GANTRY__STORE__V1__TX_CHECKED_REQUEST__INIT;
     rq.topic = STR(topic);
     rq.msg_id = STR(msg_id);
     rq.max_checks = max_checks;
+    rq.seen_checks = seen_checks == ST_TX_CHECKS_ANY ? 0 : seen_checks + 1;
     rop_start(ST(s), SVC "TxChecked", &rq.base, DESC(tx_checked_response), conv_done, CB(cb),
               arg, 0, false);
 }

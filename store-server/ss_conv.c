@@ -127,6 +127,7 @@ static void ss_msg_to_pb(const st_message_t *in, ss_pb_msg_t *m,
     m->position = in->position;
     m->store_ts_ms = in->store_ts_ms;
     m->flags = in->flags;
+    m->tx_checks = in->tx_checks;
 }
 
 #define SS_MSG_AT(base, stride, i)                                          \

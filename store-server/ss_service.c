@@ -432,6 +432,7 @@ static void ss_tx_checked(px_call_t *call, ProtobufCMessage *msg)
 
     px_call_ref(call);
     st_tx_checked(ss_srv(call)->store, req->topic, req->msg_id,
+                  req->seen_checks == 0 ? ST_TX_CHECKS_ANY : req->seen_checks - 1,
                   req->max_checks, ss_done, call);
 }
 

@@ -169,6 +169,7 @@ typedef struct st_message {
     uint64_t position;      /* commitlog position */
     int64_t store_ts_ms;
     uint32_t flags;
+    uint32_t tx_checks;     /* st_tx_pending(): checks recorded so far */
 } st_message_t;
 
 /* ---- callbacks and results --------------------------------------------- */
@@ -431,7 +432,8 @@ typedef struct st_ops {
     void (*tx_pending)(st_store_t *st, int64_t unresolved_for_ms, uint32_t max,
                        st_msgs_cb cb, void *arg);
     void (*tx_checked)(st_store_t *st, const char *topic, const char *msg_id,
-                       uint32_t max_checks, st_done_cb cb, void *arg);
+                       uint32_t seen_checks, uint32_t max_checks,
+                       st_done_cb cb, void *arg);
     void (*recall)(st_store_t *st, const char *topic, const char *msg_id,
                    st_done_cb cb, void *arg);
     void (*meta_watch)(st_store_t *st, st_meta_cb cb, void *arg);
@@ -891,15 +893,20 @@ static inline void st_tx_pending(st_store_t *st, int64_t unresolved_for_ms,
 }
 
 /* Records one check of a half message: it is not listed again until its
- * unresolved time passes anew.  When this makes max_checks checks (0: no
- * limit) the message is discarded (stats tx_discarded) and cb gets
- * GT_ERANGE.  Check counts are kept in memory (a restart starts them
- * again).  GT_ENOTFOUND as for st_tx_end(). */
+ * unresolved time passes anew.  seen_checks is the message's tx_checks as
+ * st_tx_pending() listed it: the check is recorded only if no other was
+ * since (else GT_EBUSY and nothing changes), so that of several front ends
+ * sharing a store exactly one claims each check; ST_TX_CHECKS_ANY records
+ * it regardless.  When this makes max_checks checks (0: no limit) the
+ * message is discarded (stats tx_discarded) and cb gets GT_ERANGE.  Check
+ * counts are kept in memory (a restart starts them again).  GT_ENOTFOUND
+ * as for st_tx_end(). */
+#define ST_TX_CHECKS_ANY UINT32_MAX
 static inline void st_tx_checked(st_store_t *st, const char *topic,
-                                 const char *msg_id, uint32_t max_checks,
-                                 st_done_cb cb, void *arg)
+                                 const char *msg_id, uint32_t seen_checks,
+                                 uint32_t max_checks, st_done_cb cb, void *arg)
 {
-    st->ops->tx_checked(st, topic, msg_id, max_checks, cb, arg);
+    st->ops->tx_checked(st, topic, msg_id, seen_checks, max_checks, cb, arg);
 }
 
 /* ---- recall of delayed messages -------------------------------------------

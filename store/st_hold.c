@@ -1157,6 +1157,7 @@ void st_tx_pending_local(st_store_t *s, int64_t unresolved_for_ms,
                 continue;
             }
             m.topic = rt;
+            m.tx_checks = e->attempt;
             ms[n] = m;
             bufs[n++] = b;
         }
@@ -1170,7 +1171,8 @@ void st_tx_pending_local(st_store_t *s, int64_t unresolved_for_ms,
 }
 
 void st_tx_checked_local(st_store_t *s, const char *topic, const char *msg_id,
-                         uint32_t max_checks, st_done_cb cb, void *arg)
+                         uint32_t seen_checks, uint32_t max_checks,
+                         st_done_cb cb, void *arg)
 {
     st_local_t *st = (st_local_t *)s;
     st_cs_t *cs = NULL;
@@ -1187,6 +1189,9 @@ void st_tx_checked_local(st_store_t *s, const char *topic, const char *msg_id,
         rc = held_find(st, st->sys_half, cs, topic, msg_id, &off, &buf, &m);
     if (rc == GT_OK && st_cs_at(cs, off)->state != ST_E_NONE)
         rc = GT_ENOTFOUND;
+    if (rc == GT_OK && seen_checks != ST_TX_CHECKS_ANY &&
+        st_cs_at(cs, off)->attempt != seen_checks)
+        rc = GT_EBUSY; /* another front end claimed this check */
     if (rc == GT_OK) {
         st_went_t *e = st_cs_at(cs, off);
         e->attempt++;

@@ -545,6 +545,7 @@ void st_tx_end_local(st_store_t *s, const char *topic, const char *msg_id,
 void st_tx_pending_local(st_store_t *s, int64_t unresolved_for_ms,
                          uint32_t max, st_msgs_cb cb, void *arg);
 void st_tx_checked_local(st_store_t *s, const char *topic, const char *msg_id,
+                         uint32_t seen_checks,
                          uint32_t max_checks, st_done_cb cb, void *arg);
 void st_recall_local(st_store_t *s, const char *topic, const char *msg_id,
                      st_done_cb cb, void *arg);

@@ -694,12 +694,13 @@ static void r_tx_pending(st_store_t *s, int64_t unresolved_for_ms, uint32_t max,
 }
 
 static void r_tx_checked(st_store_t *s, const char *topic, const char *msg_id,
-                         uint32_t max_checks, st_done_cb cb, void *arg)
+                         uint32_t seen_checks, uint32_t max_checks, st_done_cb cb,
+                         void *arg)
 {
     st_res_t *r = relay_begin(RL(s), R_DONE, (st_res_cb_t){.done = cb}, arg);
     if (r == NULL)
         return;
-    st_tx_checked(RL(s)->inner, topic, msg_id, max_checks, cap_done, r);
+    st_tx_checked(RL(s)->inner, topic, msg_id, seen_checks, max_checks, cap_done, r);
     relay_end(RL(s));
 }
 

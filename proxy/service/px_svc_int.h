@@ -122,6 +122,15 @@ void px_meta_wait_primed(px_meta_t *m);
  * store), in case the store's notification is still on its way. */
 void px_meta_learn_topic(px_svc_t *svc, const st_topic_t *t);
 
+/* A half message the orphaned-transaction check listed without a local
+ * producer of its topic (remote store; px_tx.c). */
+#define PX_TX_CHECK_BATCH 64
+typedef struct px_tx_seen {
+    char topic[ST_NAME_MAX + 1];
+    char msg_id[ST_MSG_ID_MAX];
+    uint32_t checks;
+} px_tx_seen_t;
+
 /* The service context: created in main, read by every handler.  `store`
  * and `cfg` are set before the server starts and never change; the client
  * list is under clients_mu. */
@@ -146,6 +155,11 @@ struct px_svc {
     bool renewer_started;
     bool stopping;
     int64_t next_tx_check_ms;    /* renewer thread only */
+    /* The check's st_tx_pending() is out (one at a time); tx_seen: what
+     * the last answer listed without a local producer (its callback). */
+    atomic_bool tx_pending_out;
+    px_tx_seen_t tx_seen[PX_TX_CHECK_BATCH];
+    size_t n_tx_seen;
     /* Set before the server stops: streams that end then do not mean
      * their clients went away (they will reconnect to the next run), so
      * their messages are not given back. */

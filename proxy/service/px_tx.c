@@ -21,7 +21,6 @@
 
 #define PX_DESC(x) (&apache__rocketmq__v2__##x##__descriptor)
 #define PX_RECALL_PREFIX "R1."
-#define PX_TX_CHECK_BATCH 64
 
 /* ---- recall handles ---- */
 
@@ -236,52 +235,122 @@ static px_call_t *px_tx_producer(px_svc_t *svc, const char *topic)
     return call;
 }
 
-static void px_tx_checked(void *arg, gt_err_t err)
+/* One claimed check: the command to send once the store says the check is
+ * ours (NULL prod: counted without a producer to ask). */
+typedef struct px_tx_claim {
+    px_call_t *prod;
+    uint8_t *cmd;
+    size_t cmd_len;
+    char msg_id[ST_MSG_ID_MAX];
+} px_tx_claim_t;
+
+static void px_tx_claimed(void *arg, gt_err_t err)
 {
-    char *id = arg;
+    px_tx_claim_t *cl = arg;
+
+    /* GT_ERANGE: this check was the last one and discarded the message; the
+     * producer is still asked (its answer then finds nothing), so that it
+     * gets tx_max_checks checks in all.  GT_EBUSY: another proxy sharing the
+     * store claimed this check and asks its producer. */
+    if ((err == GT_OK || err == GT_ERANGE) && cl->prod != NULL)
+        px_call_send(cl->prod, cl->cmd, cl->cmd_len);
     if (err == GT_ERANGE)
         GT_LOG(WARN, "svc", "transactional message %s discarded after the maximum "
-               "number of checks", id);
-    free(id);
+               "number of checks", cl->msg_id);
+    if (cl->prod != NULL)
+        px_call_unref(cl->prod);
+    free(cl->cmd);
+    free(cl);
 }
 
-/* The store's list of unresolved half messages: ask their producers. */
+/* The RecoverOrphanedTransactionCommand for m, packed; NULL on ENOMEM. */
+static uint8_t *px_tx_command(const st_message_t *m, size_t *len)
+{
+    Apache__Rocketmq__V2__TelemetryCommand cmd = APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__INIT;
+    Apache__Rocketmq__V2__RecoverOrphanedTransactionCommand rc =
+        APACHE__ROCKETMQ__V2__RECOVER_ORPHANED_TRANSACTION_COMMAND__INIT;
+    px_msg_view_t *v = malloc(sizeof(*v));
+    uint8_t *buf = NULL;
+
+    if (v == NULL)
+        return NULL;
+    px_msg_view_build(v, m, m->topic, "", "", NULL, 1, 0);
+    v->sp.message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION;
+    rc.message = &v->msg;
+    rc.transaction_id = (char *)m->msg_id;
+    cmd.command_case =
+        APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_RECOVER_ORPHANED_TRANSACTION_COMMAND;
+    cmd.recover_orphaned_transaction_command = &rc;
+    *len = protobuf_c_message_get_packed_size(&cmd.base);
+    if ((buf = malloc(*len > 0 ? *len : 1)) != NULL)
+        protobuf_c_message_pack(&cmd.base, buf);
+    free(v);
+    return buf;
+}
+
+/* Remote store: was m listed, with the same check count, at the previous
+ * check and nobody claimed it since?  Then no proxy sharing the store has
+ * a producer of its topic.  Records m for the next check otherwise. */
+static bool px_tx_unclaimed(px_svc_t *svc, const st_message_t *m, px_tx_seen_t *next,
+                            size_t *n_next)
+{
+    for (size_t i = 0; i < svc->n_tx_seen; i++) {
+        const px_tx_seen_t *s = &svc->tx_seen[i];
+        if (s->checks == m->tx_checks && strcmp(s->msg_id, m->msg_id) == 0 &&
+            strcmp(s->topic, m->topic) == 0)
+            return true;
+    }
+    if (*n_next < PX_TX_CHECK_BATCH) {
+        px_tx_seen_t *s = &next[(*n_next)++];
+        snprintf(s->topic, sizeof(s->topic), "%s", m->topic);
+        snprintf(s->msg_id, sizeof(s->msg_id), "%s", m->msg_id);
+        s->checks = m->tx_checks;
+    }
+    return false;
+}
+
+/* The store's list of unresolved half messages: ask their producers.  Each
+ * check is claimed first (st_tx_checked with the check count listed): with
+ * a remote store several proxies see the same list, and only the one whose
+ * claim wins asks its producer, so a client is asked once per period.  A
+ * proxy with no producer of the topic leaves the check to one that has,
+ * and counts it itself (a remote store: one period later, if nobody has
+ * claimed it meanwhile) so that a transaction whose producers never return
+ * is discarded after tx_max_checks, as upstream does. */
 static void px_tx_due(void *arg, gt_err_t err, const st_message_t *msgs,
                       size_t n, uint64_t next)
 {
     px_svc_t *svc = arg;
+    bool remote = svc->cfg->store.mode != NULL && strcmp(svc->cfg->store.mode, "remote") == 0;
+    px_tx_seen_t seen[PX_TX_CHECK_BATCH];
+    size_t n_seen = 0;
     (void)next;
 
     for (size_t i = 0; err == GT_OK && i < n; i++) {
         const st_message_t *m = &msgs[i];
-        px_call_t *prod = px_tx_producer(svc, m->topic);
-        char *id;
+        px_tx_claim_t *cl = calloc(1, sizeof(*cl));
 
-        if (prod != NULL) {
-            Apache__Rocketmq__V2__TelemetryCommand cmd =
-                APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__INIT;
-            Apache__Rocketmq__V2__RecoverOrphanedTransactionCommand rc =
-                APACHE__ROCKETMQ__V2__RECOVER_ORPHANED_TRANSACTION_COMMAND__INIT;
-            px_msg_view_t *v = malloc(sizeof(*v));
-            if (v != NULL) {
-                px_msg_view_build(v, m, m->topic, "", "", NULL, 1, 0);
-                v->sp.message_type = APACHE__ROCKETMQ__V2__MESSAGE_TYPE__TRANSACTION;
-                rc.message = &v->msg;
-                rc.transaction_id = (char *)m->msg_id;
-                cmd.command_case =
-                    APACHE__ROCKETMQ__V2__TELEMETRY_COMMAND__COMMAND_RECOVER_ORPHANED_TRANSACTION_COMMAND;
-                cmd.recover_orphaned_transaction_command = &rc;
-                px_call_send_pb(prod, &cmd.base);
-                free(v);
-            }
-            px_call_unref(prod);
+        if (cl == NULL)
+            break;
+        snprintf(cl->msg_id, sizeof(cl->msg_id), "%s", m->msg_id);
+        if ((cl->prod = px_tx_producer(svc, m->topic)) != NULL &&
+            (cl->cmd = px_tx_command(m, &cl->cmd_len)) == NULL) {
+            px_call_unref(cl->prod);
+            free(cl);
+            break;
         }
-        /* Counted whether or not a producer was there to ask, as upstream
-         * does: a transaction whose producers never return is discarded. */
-        if ((id = strdup(m->msg_id)) != NULL)
-            st_tx_checked(svc->store, m->topic, m->msg_id,
-                          (uint32_t)svc->cfg->message.tx_max_checks, px_tx_checked, id);
+        if (cl->prod == NULL && remote && !px_tx_unclaimed(svc, m, seen, &n_seen)) {
+            free(cl);
+            continue;
+        }
+        st_tx_checked(svc->store, m->topic, m->msg_id, m->tx_checks,
+                      (uint32_t)svc->cfg->message.tx_max_checks, px_tx_claimed, cl);
     }
+    if (err == GT_OK) {
+        memcpy(svc->tx_seen, seen, n_seen * sizeof(seen[0]));
+        svc->n_tx_seen = n_seen;
+    }
+    atomic_store(&svc->tx_pending_out, false);
 }
 
 void px_tx_check_tick(px_svc_t *svc)
@@ -291,6 +360,8 @@ void px_tx_check_tick(px_svc_t *svc)
     if (now < svc->next_tx_check_ms)
         return;
     svc->next_tx_check_ms = now + svc->cfg->message.tx_check_interval_ms;
+    if (atomic_exchange(&svc->tx_pending_out, true))
+        return; /* the last one has not answered yet (a slow store) */
     st_tx_pending(svc->store, svc->cfg->message.tx_check_after_ms, PX_TX_CHECK_BATCH,
                   px_tx_due, svc);
 }

@@ -256,6 +256,29 @@ static void test_tx_pending(void)
     teardown();
 }
 
+/* Two front ends sharing a store list the same due half message: the
+ * check count it was listed with makes exactly one of them claim it. */
+static void test_tx_claim(void)
+{
+    st_append_item_t a;
+    tu_msg_t m[4];
+    size_t n;
+    setup();
+    CU_ASSERT_EQUAL(tu_send_held(st, "T", "cl", 0, true, NULL, &a), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_EQUAL(m[0].tx_checks, 0);
+    CU_ASSERT_EQUAL(tu_tx_claim(st, "T", a.msg_id, 0, 5), GT_OK);
+    CU_ASSERT_EQUAL(tu_tx_claim(st, "T", a.msg_id, 0, 5), GT_EBUSY);
+    CU_ASSERT_EQUAL(tu_tx_pending(st, 0, 8, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    CU_ASSERT_EQUAL(m[0].tx_checks, 1);
+    CU_ASSERT_EQUAL(tu_tx_claim(st, "T", a.msg_id, 2, 5), GT_EBUSY);
+    CU_ASSERT_EQUAL(tu_tx_claim(st, "T", a.msg_id, 1, 2), GT_ERANGE);
+    CU_ASSERT_EQUAL(tu_tx_claim(st, "T", a.msg_id, 2, 5), GT_ENOTFOUND);
+    teardown();
+}
+
 static void test_tx_max_checks(void)
 {
     st_append_item_t a;
@@ -805,6 +828,7 @@ static const CU_TestInfo tests[] = {
     {"tx_commit", test_tx_commit},
     {"tx_rollback", test_tx_rollback},
     {"tx_pending", test_tx_pending},
+    {"tx_claim", test_tx_claim},
     {"tx_max_checks", test_tx_max_checks},
     {"tx_delayed_commit", test_tx_delayed_commit},
     {"tx_restart", test_tx_restart},

@@ -78,6 +78,7 @@ static void copy_msg(tu_msg_t *d, const st_message_t *m)
     d->offset = m->queue_offset;
     d->position = m->position;
     d->store_ts = m->store_ts_ms;
+    d->tx_checks = m->tx_checks;
 }
 
 /* ---- files ----------------------------------------------------------------- */
@@ -585,9 +586,15 @@ gt_err_t tu_tx_end(st_store_t *st, const char *topic, const char *id,
 gt_err_t tu_tx_checked(st_store_t *st, const char *topic, const char *id,
                        uint32_t max_checks)
 {
+    return tu_tx_claim(st, topic, id, ST_TX_CHECKS_ANY, max_checks);
+}
+
+gt_err_t tu_tx_claim(st_store_t *st, const char *topic, const char *id,
+                     uint32_t seen_checks, uint32_t max_checks)
+{
     waiter_t w;
     w_init(&w);
-    st_tx_checked(st, topic, id, max_checks, done_cb, &w);
+    st_tx_checked(st, topic, id, seen_checks, max_checks, done_cb, &w);
     return w_wait(&w);
 }
 

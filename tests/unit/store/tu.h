@@ -23,6 +23,7 @@ typedef struct tu_msg {
     uint32_t queue;
     uint64_t offset, position;
     int64_t store_ts;
+    uint32_t tx_checks;
 } tu_msg_t;
 
 char *tu_tmpdir(const char *name);         /* returns owned path */
@@ -103,6 +104,9 @@ gt_err_t tu_tx_end(st_store_t *st, const char *topic, const char *id,
                    bool commit);
 gt_err_t tu_tx_checked(st_store_t *st, const char *topic, const char *id,
                        uint32_t max_checks);
+/* st_tx_checked() with seen_checks (a claim). */
+gt_err_t tu_tx_claim(st_store_t *st, const char *topic, const char *id,
+                     uint32_t seen_checks, uint32_t max_checks);
 gt_err_t tu_tx_pending(st_store_t *st, int64_t ms, uint32_t max,
                        tu_msg_t *out, size_t *n);
 gt_err_t tu_recall(st_store_t *st, const char *topic, const char *id);
