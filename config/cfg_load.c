@@ -350,7 +350,11 @@ static gt_err_t ld_tls_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *
     return GT_OK;
 }
 
-/* The store section's checks across keys: cluster mode needs etcd. */
+/* The store section's checks across keys: cluster mode needs etcd;
+ * store.endpoints names one node: in remote mode a single gantry-store
+ * node holds all the data (it is not replicated), so other entries could
+ * only be other nodes with other data, or the same node again -- refused
+ * rather than silently ignored. */
 static gt_err_t ld_store_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *cfg)
 {
     const yaml_node_t *n = ld_get(ld, root, "store");
@@ -360,6 +364,11 @@ static gt_err_t ld_store_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t
     if (strcmp(cfg->store.mode, "cluster") == 0 && cfg->store.etcd.n == 0)
         return ld_fail(ld, GT_EINVAL, n, "store.etcd", "store.mode cluster needs the "
                        "etcd endpoints (store.etcd: [HOST:PORT, ...])");
+    if (cfg->store.endpoints.n > 1)
+        return ld_fail(ld, GT_EINVAL, ld_item(ld, n, "endpoints", 1), "store.endpoints",
+                       "%zu entries; give exactly one: remote mode uses one gantry-store "
+                       "node, which holds all the data (it is not replicated, so a second "
+                       "address can be no failover)", cfg->store.endpoints.n);
     return GT_OK;
 }
 

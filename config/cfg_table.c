@@ -464,9 +464,9 @@ static const cfg_desc_t cfg_store_keys[] = {
     {.key = "endpoints", .type = CFG_T_STRLIST, CFG_FIELD(cfg_t, store.endpoints),
      .def = "", .check = cfg_check_listen, .what = "list of HOST:PORT",
      .doc = "`remote` mode: the `gantry-store` node to use (its store "
-            "protocol gRPC endpoint, `store_server.listen`). Only the first "
-            "entry is used (one store node; a replicated tier is `cluster` "
-            "mode)."},
+            "protocol gRPC endpoint, `store_server.listen`). Exactly one "
+            "entry: that node holds all the data (it is not replicated), so "
+            "more than one is refused; a replicated tier is `cluster` mode."},
     {"remote_timeout_ms", CFG_T_INT, CFG_FIELD(cfg_t, store.remote_timeout_ms),
      "10000", 100, 600000, NULL, NULL, NULL,
      "`remote` and `cluster` modes: deadline of one request to the store "

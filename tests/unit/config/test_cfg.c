@@ -1139,6 +1139,21 @@ static void test_auth(void)
                 "amqp.permissions[0]: no user \"guest\"");
 }
 
+/* store.endpoints: one gantry-store node, not a list of failovers (its
+ * data is not replicated): a second entry is refused, not ignored. */
+static void test_store_endpoints(void)
+{
+    cfg_t c;
+
+    cfg_init(&c);
+    CU_ASSERT_EQUAL(load(&c, "store: {mode: remote, endpoints: [\"10.0.0.1:10911\"]}\n"), GT_OK);
+    CU_ASSERT_EQUAL(c.store.endpoints.n, 1);
+    cfg_free(&c);
+    expect_fail("store:\n  mode: remote\n  endpoints:\n    - \"10.0.0.1:10911\"\n"
+                "    - \"10.0.0.2:10911\"\n",
+                "t.yaml:5: store.endpoints: 2 entries; give exactly one");
+}
+
 int main(void)
 {
     static const struct {
@@ -1170,6 +1185,7 @@ int main(void)
         {"cfg_load_file", test_load_file},
         {"amqp.memory_high_watermark forms", test_watermark},
         {"deep nesting refused", test_deep_nesting},
+        {"store.endpoints: one node", test_store_endpoints},
         {"file size cap", test_file_too_large},
         {"config/gantry.yaml loads", test_shipped_gantry_yaml},
         {"tables and generated doc", test_tables_and_doc},
