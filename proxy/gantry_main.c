@@ -305,6 +305,44 @@ static uint32_t store_record_limit(const cfg_t *cfg)
     return (uint32_t)lim;
 }
 
+/* The remote store client, unwrapped (for GetInfo); NULL in local mode. */
+static st_store_t *remote_node;
+
+typedef struct storage_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    gt_err_t err;
+    uint64_t bytes;
+} storage_wait_t;
+
+static void storage_answer(void *arg, gt_err_t err, uint64_t bytes)
+{
+    storage_wait_t *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->bytes = bytes;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* rocketmq_storage_size in remote mode: the node's data directory (HTTP
+ * thread; the answer comes on the store's executor). */
+static gt_err_t remote_storage_bytes(void *arg, uint64_t *bytes)
+{
+    storage_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, GT_OK, 0};
+
+    st_remote_storage(arg, storage_answer, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    *bytes = w.bytes;
+    return w.err;
+}
+
 /* store.mode remote: a client of the gantry-store node(s); waits (start-up)
  * up to a minute for one to answer.  Its completion-queue threads run the
  * answers they hand to the executor `ex` (px_exec) themselves, after each
@@ -328,6 +366,8 @@ static gt_err_t open_remote(const cfg_t *cfg, const st_exec_t *ex, st_store_t **
     if ((err = st_remote_open(&rc, st)) != GT_OK)
         GT_LOG(ERROR, "main", "cannot reach the store node %s: %s",
                cfg->store.endpoints.v[0], gt_err_str(err));
+    else
+        remote_node = *st;
     return err;
 }
 
@@ -630,6 +670,8 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     ro.app = svc;
     px_svc_set_metrics(svc, rmq);
+    if (remote_node != NULL)
+        px_svc_set_storage_bytes(svc, remote_storage_bytes, remote_node);
     ro.on_call_end = px_metrics_call_end;
     ro.on_call_end_ctx = rmq;
     ro.tls_files = &tls_files;

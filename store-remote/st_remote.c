@@ -1427,6 +1427,19 @@ static void random_hex(char *out, size_t bytes)
         sprintf(out + 2 * i, "%02X", b[i]);
 }
 
+static void conv_storage(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
+{
+    const Gantry__Store__V1__GetInfoResponse *r = (const void *)resp;
+    ((st_remote_storage_cb)op->cb)(op->arg, err, err == GT_OK && r ? r->storage_bytes : 0);
+}
+
+void st_remote_storage(st_store_t *s, st_remote_storage_cb cb, void *arg)
+{
+    Gantry__Store__V1__GetInfoRequest rq = GANTRY__STORE__V1__GET_INFO_REQUEST__INIT;
+    rop_start(ST(s), SVC "GetInfo", &rq.base, DESC(get_info_response), conv_storage, CB(cb),
+              arg, 0, true);
+}
+
 /* Start-up: waits for GetInfo. */
 typedef struct info_wait {
     pthread_mutex_t mu;

@@ -77,6 +77,11 @@ typedef struct st_remote_config {
     void *hook_ctx;
 } st_remote_config_t;
 
+/* Asks the node (GetInfo) how much disk space its data directory takes;
+ * cb runs once, on the client's executor, with the bytes. */
+typedef void (*st_remote_storage_cb)(void *arg, gt_err_t err, uint64_t bytes);
+void st_remote_storage(st_store_t *st, st_remote_storage_cb cb, void *arg);
+
 /* Opens a client of the node(s).  With connect_wait_ms > 0 it waits until
  * the node answers GetInfo (start-up only), failing with GT_ETIMEDOUT /
  * GT_AGAIN when it does not.  GT_EINVAL: no endpoint.  Release it with

@@ -60,6 +60,7 @@ typedef struct ss_srv {
      * With it, `store` is NULL while the node is not the leader (set and
      * cleared under late_lock's write lock). */
     ss_repl_t *repl;
+    const char *data_dir;   /* measured for GetInfo.storage_bytes */
     ss_dedup_t *dedup;      /* NULL: de-dup off */
     ss_watch_t *watch;
     pthread_mutex_t poll_mu;

@@ -390,6 +390,7 @@ static int serve(const cfg_t *cfg, bool repair)
             goto out;
         srv.store = store;
     }
+    srv.data_dir = cfg->store.data_dir;
     if (cfg->store_server.dedup_entries > 0 &&
         (srv.dedup = ss_dedup_new((uint32_t)cfg->store_server.dedup_entries,
                                   cfg->store_server.dedup_window_ms)) == NULL) {

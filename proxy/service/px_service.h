@@ -57,6 +57,11 @@ void px_svc_append(px_svc_t *svc, const char *topic, const st_message_t *msgs, s
  * must outlive the service's calls; NULL: none. */
 typedef struct px_metrics px_metrics_t;
 void px_svc_set_metrics(px_svc_t *svc, px_metrics_t *m);
+/* Remote store: rocketmq_storage_size comes from fn (it may wait; GT_OK
+ * and the node's bytes) instead of measuring store.data_dir.  Set before
+ * serving. */
+typedef gt_err_t (*px_storage_bytes_fn)(void *arg, uint64_t *bytes);
+void px_svc_set_storage_bytes(px_svc_t *svc, px_storage_bytes_fn fn, void *arg);
 /* /metrics lines of the service (HTTP thread): connected clients and the
  * store gauges (px_metrics_write_store). */
 void px_svc_write_metrics(px_svc_t *svc, FILE *out);

@@ -166,6 +166,8 @@ struct px_svc {
     atomic_bool draining;
     /* Counters of /metrics (px_svc_set_metrics); NULL: none. */
     struct px_metrics *metrics;
+    px_storage_bytes_fn storage_bytes; /* px_svc_set_storage_bytes */
+    void *storage_bytes_arg;
     /* Message trace (px_trace.c): set in px_svc_start, NULL when off. */
     px_trace_t *trace;
     /* Test only (GANTRY_TEST_LATE_ATTACH=1, px_test_late_attach): calls

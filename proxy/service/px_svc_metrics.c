@@ -13,6 +13,12 @@ void px_svc_set_metrics(px_svc_t *svc, px_metrics_t *m)
     svc->metrics = m;
 }
 
+void px_svc_set_storage_bytes(px_svc_t *svc, px_storage_bytes_fn fn, void *arg)
+{
+    svc->storage_bytes = fn;
+    svc->storage_bytes_arg = arg;
+}
+
 /* consume_mode as RocketMQ labels it: gRPC push and simple consumers
  * both receive by pop; pull consumers pull. */
 static const char *px_consume_mode(int type)
@@ -56,8 +62,17 @@ void px_svc_write_metrics(px_svc_t *svc, FILE *out)
                     "Consumers connected (Telemetry stream open).");
     gt_metrics_write_val(out, cons, "rocketmq_consumer_connections", cl, 0);
     px_trace_write_metrics(svc->trace, out);
-    if (svc->metrics != NULL)
-        px_metrics_write_store(svc->metrics, svc->store, svc->cfg->store.data_dir, out);
+    if (svc->metrics != NULL) {
+        uint64_t bytes = 0;
+        px_metrics_write_store(svc->metrics, svc->store,
+                               svc->storage_bytes == NULL ? svc->cfg->store.data_dir : NULL, out);
+        if (svc->storage_bytes != NULL &&
+            svc->storage_bytes(svc->storage_bytes_arg, &bytes) == GT_OK) {
+            gt_metrics_head(out, "rocketmq_storage_size", "gauge",
+                            "Disk space the store's files take, in bytes.");
+            fprintf(out, "rocketmq_storage_size %llu\n", (unsigned long long)bytes);
+        }
+    }
 out:
     gt_mfam_free(prod);
     gt_mfam_free(cons);
