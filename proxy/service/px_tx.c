@@ -288,7 +288,7 @@ static uint8_t *px_tx_command(const st_message_t *m, size_t *len)
     return buf;
 }
 
-/* Remote store: was m listed, with the same check count, at the previous
+/* Shared store: was m listed, with the same check count, at the previous
  * check and nobody claimed it since?  Then no proxy sharing the store has
  * a producer of its topic.  Records m for the next check otherwise. */
 static bool px_tx_unclaimed(px_svc_t *svc, const st_message_t *m, px_tx_seen_t *next,
@@ -321,7 +321,8 @@ static void px_tx_due(void *arg, gt_err_t err, const st_message_t *msgs,
                       size_t n, uint64_t next)
 {
     px_svc_t *svc = arg;
-    bool remote = svc->cfg->store.mode != NULL && strcmp(svc->cfg->store.mode, "remote") == 0;
+    /* remote and cluster modes: other proxies may share the store */
+    bool shared = svc->cfg->store.mode != NULL && strcmp(svc->cfg->store.mode, "local") != 0;
     px_tx_seen_t seen[PX_TX_CHECK_BATCH];
     size_t n_seen = 0;
     (void)next;
@@ -339,7 +340,7 @@ static void px_tx_due(void *arg, gt_err_t err, const st_message_t *msgs,
             free(cl);
             break;
         }
-        if (cl->prod == NULL && remote && !px_tx_unclaimed(svc, m, seen, &n_seen)) {
+        if (cl->prod == NULL && shared && !px_tx_unclaimed(svc, m, seen, &n_seen)) {
             free(cl);
             continue;
         }
