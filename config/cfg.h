@@ -45,6 +45,12 @@ typedef struct cfg_group {
     bool consume_from_last; /* YAML: consume_from: first | last */
 } cfg_group_t;
 
+/* What cfg_print() shows for a set secret (auth secret keys, AMQP
+ * passwords and password hashes): reloading the printed config gives this
+ * text, not the secret (a masked password_hash is loaded as a user who
+ * cannot log in). */
+#define CFG_SECRET_MASK "********"
+
 /* A YAML list of strings. */
 typedef struct cfg_strlist {
     char **v;

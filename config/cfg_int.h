@@ -44,10 +44,7 @@ typedef struct cfg_desc {
                     (CFG_SECRET_MASK), never logged */
 } cfg_desc_t;
 
-/* What cfg_print() shows for a set secret (auth secret keys, plain AMQP
- * passwords): reloading the printed config gives this text, not the
- * secret. */
-#define CFG_SECRET_MASK "********"
+/* CFG_SECRET_MASK (cfg.h): what cfg_print() shows for a set secret. */
 
 extern const char cfg_optional[];
 #define CFG_OPTIONAL cfg_optional

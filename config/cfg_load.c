@@ -390,7 +390,7 @@ static gt_err_t ld_amqp_refs(cfg_ld_t *ld, const yaml_node_t *root, cfg_t *cfg)
         if ((u->password_hash == NULL) == (u->password == NULL))
             return ld_fail(ld, GT_EINVAL, n, path, "give either password_hash "
                            "or password");
-        if (u->password_hash != NULL &&
+        if (u->password_hash != NULL && strcmp(u->password_hash, CFG_SECRET_MASK) != 0 &&
             cfg_b64_decode(u->password_hash, buf, sizeof(buf)) !=
                 (u->hashing == CFG_HASH_SHA256 ? 4 + 32 : 4 + 64))
             return ld_fail(ld, GT_EINVAL, n, path, "password_hash does not "

@@ -240,7 +240,7 @@ static gt_err_t cfg_check_password_hash(const char *v, char *why, size_t whylen)
     uint8_t buf[128];
     int n = cfg_b64_decode(v, buf, sizeof(buf));
 
-    if (n == 4 + 32 || n == 4 + 64)
+    if (n == 4 + 32 || n == 4 + 64 || strcmp(v, CFG_SECRET_MASK) == 0)
         return GT_OK;
     snprintf(why, whylen, "is not a RabbitMQ password hash (base64 of a "
              "4-byte salt and a SHA-256 or SHA-512 digest: 48 or 92 "
@@ -497,7 +497,9 @@ static const cfg_desc_t cfg_store_server_keys[] = {
      "65536", 0, 1 << 24, NULL, NULL, NULL,
      "Appends remembered by their idempotency key, so that a client's retry "
      "is answered with the first attempt's result instead of being stored "
-     "twice; the oldest is forgotten first. 0 turns de-duplication off."},
+     "twice; the oldest is forgotten first (counted in messages, an append "
+     "in flight included). 0 turns de-duplication off (logged at start): "
+     "a proxy's retry after a lost answer then stores its messages again."},
     {"dedup_window_ms", CFG_T_INT,
      CFG_FIELD(cfg_t, store_server.dedup_window_ms), "60000", 1000, 3600000,
      NULL, NULL, NULL,
@@ -615,11 +617,13 @@ static const cfg_desc_t cfg_amqp_user_keys[] = {
      .doc = "User name; unique."},
     {.key = "password_hash", .type = CFG_T_STR,
      CFG_FIELD(cfg_amqp_user_t, password_hash), .def = CFG_OPTIONAL,
-     .check = cfg_check_password_hash, .what = "base64",
+     .check = cfg_check_password_hash, .what = "base64", .secret = true,
      .doc = "The password in RabbitMQ's format (as its definitions "
             "exports give it): base64 of a "
             "4-byte salt followed by SHA-256(salt + UTF-8 password). "
-            "`gantry --hash-password` makes one. Give this or `password`."},
+            "`gantry --hash-password` makes one. Give this or `password`. "
+            "`--print-config` masks it (loaded back masked, the user cannot "
+            "log in)."},
     {.key = "password", .type = CFG_T_STR, CFG_FIELD(cfg_amqp_user_t, password), .secret = true,
      .def = CFG_OPTIONAL, .what = "string",
      .doc = "The password in plain text, for development: Gantry logs a "

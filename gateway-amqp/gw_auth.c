@@ -87,6 +87,17 @@ static gt_err_t user_init(gw_user_t *u, const cfg_amqp_user_t *cu, const cfg_amq
     }
     u->hashing = cu->hashing;
     u->loopback_only = in_list(&cfg->loopback_users, cu->name);
+    if (cu->password_hash != NULL && strcmp(cu->password_hash, CFG_SECRET_MASK) == 0) {
+        /* A printed config loaded back: the hash is gone.  A random
+         * digest that no password makes. */
+        GT_LOG(WARN, "amqp", "user '%s': password_hash is masked (%s, a printed config): "
+               "this user cannot log in", cu->name, CFG_SECRET_MASK);
+        if (RAND_bytes(u->salt, GW_SALT_LEN) != 1 || RAND_bytes(u->digest, GW_DIGEST_MAX) != 1) {
+            snprintf(err, errlen, "AMQP: no random bytes for user '%s'", cu->name);
+            return GT_EIO;
+        }
+        return GT_OK;
+    }
     if (cu->password_hash != NULL) {
         uint8_t buf[GW_SALT_LEN + GW_DIGEST_MAX + 4];
         int n = EVP_DecodeBlock(buf, (const unsigned char *)cu->password_hash,

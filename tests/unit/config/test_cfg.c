@@ -585,6 +585,10 @@ static void test_amqp(void)
     /* A plain password is a secret: printed masked, never as itself. */
     CU_ASSERT_STRING_EQUAL(d.amqp.users.v[1].password, "********");
     CU_ASSERT_PTR_NULL(strstr(pa, "p@ss"));
+    /* So is a password hash (it can be attacked offline). */
+    CU_ASSERT_STRING_EQUAL(d.amqp.users.v[0].password_hash, "********");
+    CU_ASSERT_PTR_NULL(strstr(pa, RMQ_GUEST_HASH));
+    CU_ASSERT_PTR_NULL(strstr(pa, "AAAAAAAAAAAA"));
     free(pa);
     free(pb);
     /* Overrides: scalar keys (and the older name) only. */
