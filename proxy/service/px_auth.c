@@ -276,6 +276,15 @@ static bool cidr_match(const px_cidr_t *c, const uint8_t addr[16], int family)
 {
     int full = c->prefix / 8, rest = c->prefix % 8;
 
+    /* The peer's address is IPv4 also when it came mapped (peer_addr); an
+     * IPv6 entry matches it as its mapped form (::ffff:10.0.0.0/104 is
+     * 10.0.0.0/8). */
+    if (c->family == AF_INET6 && family == AF_INET) {
+        uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+        memcpy(mapped + 12, addr, 4);
+        return cidr_match(c, mapped, AF_INET6);
+    }
     if (c->family != family)
         return false;
     if (memcmp(c->addr, addr, (size_t)full) != 0)

@@ -213,7 +213,7 @@ static const char *acl_yaml =
     "    - {user: app, resource: \"Topic:tie\", actions: [Pub]}\n"
     "    - {user: app, resource: \"Topic:tie\", actions: [Pub], decision: Deny}\n"
     "    - {user: far, resource: \"*\", actions: [All], source_ips: [\"10.1.0.0/16\", "
-    "\"2001:db8::/32\", \"127.0.0.1\"]}\n";
+    "\"2001:db8::/32\", \"127.0.0.1\", \"::ffff:192.168.0.0/112\"]}\n";
 
 #define P4 "ipv4:10.1.2.3:40000"
 
@@ -280,6 +280,11 @@ static void test_acl(void)
     CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[2001:db8:1::5]:1"));
     CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[2001:db9::5]:1"));
     CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[::ffff:10.1.9.9]:1"));
+    /* An IPv4-mapped entry (::ffff:192.168.0.0/112) is that IPv4 block,
+     * whether the peer comes as IPv4 or mapped. */
+    CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv4:192.168.7.7:1"));
+    CU_ASSERT_TRUE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv6:[::ffff:192.168.7.7]:1"));
+    CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv4:192.169.7.7:1"));
     CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "unix:/tmp/s"));
     CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, NULL));
     CU_ASSERT_FALSE(allowed(a, far, PX_RES_TOPIC, "t", PX_ACT_PUB, "ipv4:garbage"));
