@@ -313,10 +313,11 @@ static void group_show(px_admin_t *a, const char *name, px_http_resp_t *resp)
         json_array_foreach(qs, j, q) {
             json_t *c = json_object_get(q, "committed");
             uint64_t max = (uint64_t)json_integer_value(json_object_get(q, "max_offset"));
+            uint64_t com = json_is_integer(c) ? (uint64_t)json_integer_value(c) : 0;
 
             json_object_set_new(q, "lag",
                                 json_is_integer(c)
-                                    ? json_integer((json_int_t)(max - (uint64_t)json_integer_value(c)))
+                                    ? json_integer((json_int_t)px_admin_lag(max, com))
                                     : json_null());
         }
         tot_lag += (uint64_t)json_integer_value(json_object_get(tv, "lag"));
@@ -624,6 +625,19 @@ static void group_reset(px_admin_t *a, const char *name, const px_http_req_t *re
     if (px_admin_reserved(name)) {
         json_decref(b);
         px_admin_err(resp, 403, "%s is a system group", name);
+        return;
+    }
+    /* Checked before the name is copied into a topic-name buffer: a longer
+     * one would be cut to another name. */
+    if (topic[0] == '\0' || strlen(topic) > ST_NAME_MAX) {
+        json_decref(b);
+        px_admin_err(resp, 400, "\"topic\" must be 1..%d characters", ST_NAME_MAX);
+        return;
+    }
+    if (px_admin_reserved(topic)) {
+        px_admin_err(resp, 403, "%.255s is a system topic: its offsets are the broker's",
+                     topic);
+        json_decref(b);
         return;
     }
     if ((v = get_groups(a, name, NULL, deadline, &rc)) == NULL) {

@@ -88,6 +88,14 @@ const char *px_admin_type_name(st_topic_type_t t);
 bool px_admin_type_parse(const char *s, st_topic_type_t *out);
 /* A %SYS%, %DLQ% or %RETRY% name. */
 bool px_admin_reserved(const char *name);
+/* A queue's lag: messages after the committed offset.  The end and the
+ * committed offset are read by two store calls, so a consumer that moves
+ * on in between (or a topic deleted and created again) can leave the
+ * committed one beyond the end read: no lag then, not a wrapped one. */
+static inline uint64_t px_admin_lag(uint64_t max_offset, uint64_t committed)
+{
+    return committed < max_offset ? max_offset - committed : 0;
+}
 
 /* Messages (px_admin_msg.c): one store message as JSON; body_max caps
  * the body bytes shown. */

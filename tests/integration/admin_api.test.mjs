@@ -194,6 +194,15 @@ test('groups: lag per queue follows the consumer; reset-offset to beginning, end
   assert.equal((await api('POST', `/api/v1/groups/${G}/reset-offset`, { topic: T, to: 'time', time: 'yesterday' })).status, 400);
   assert.equal((await api('POST', `/api/v1/groups/${G}/reset-offset`, { topic: 'Nope', to: 'end' })).status, 404);
   assert.equal((await api('POST', '/api/v1/groups/NoGroup/reset-offset', { topic: T, to: 'end' })).status, 404);
+  // A topic name beyond 255 characters is refused (it was cut to 255 and
+  // could name another topic); so are system topics.
+  r = await api('POST', `/api/v1/groups/${G}/reset-offset`, { topic: 'x'.repeat(300), to: 'end' });
+  assert.equal(r.status, 400, r.text);
+  for (const sys of [`%RETRY%${G}`, `%DLQ%${G}`, '%SYS%TIMER']) {
+    r = await api('POST', `/api/v1/groups/${G}/reset-offset`, { topic: sys, to: 'beginning' });
+    assert.equal(r.status, 403, `${sys}: ${r.text}`);
+    assert.match(r.json.error, /system topic/);
+  }
 });
 
 test('groups: create, update, delete; system groups refused', async () => {

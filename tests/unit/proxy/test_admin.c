@@ -104,6 +104,16 @@ static void test_mask(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(yaml, "tags: []"));
 }
 
+/* Committed beyond the end read (a consumer moved on between the two
+ * store calls): no lag; the former max - committed wrapped to 2^64 - 2. */
+static void test_lag(void)
+{
+    CU_ASSERT_EQUAL(px_admin_lag(10, 4), 6);
+    CU_ASSERT_EQUAL(px_admin_lag(10, 10), 0);
+    CU_ASSERT_EQUAL(px_admin_lag(3, 5), 0);
+    CU_ASSERT_EQUAL(px_admin_lag(0, UINT64_MAX), 0);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -115,6 +125,7 @@ int main(void)
     CU_add_test(s, "a waiter reports the first error", test_waiter_errors);
     CU_add_test(s, "path segments", test_split);
     CU_add_test(s, "secrets masked", test_mask);
+    CU_add_test(s, "lag never wraps", test_lag);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();
