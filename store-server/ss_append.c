@@ -6,7 +6,9 @@
  * arrival order.  An entry is pending while its append is being written
  * (retries arriving then wait on it: `waiters`), then done, holding a copy
  * of the append items, until it is older than the window or evicted
- * (oldest first) to keep the remembered items within `max_items`.  A
+ * (oldest first) to keep the remembered items within `max_items` (a
+ * pending entry counts the items its append asks for from the start, so
+ * that many appends in flight at once cannot go past it).  A
  * failed append leaves nothing behind (nothing was appended): its waiters
  * get its error, and a later retry is appended afresh.  Pending entries
  * are never evicted; if no room can be made, the append goes ahead without
@@ -30,7 +32,7 @@ typedef struct ss_dd_ent {
     bool done;
     int64_t expires_ms;            /* done: forgotten after */
     st_append_item_t *items;       /* done: owned */
-    size_t n;
+    size_t n;                      /* items (pending: asked for), counted */
     ss_waiter_t *waiters;          /* pending: retries waiting */
     size_t klen;
     uint8_t key[];                 /* topic NUL idempotency_key */
@@ -96,7 +98,7 @@ static void ss_dd_unlink(ss_dedup_t *d, ss_dd_ent_t *e)
     else
         d->tail = e->prev;
     ss_map_del(&d->map, e->key, e->klen);
-    d->items -= e->done ? e->n : 0;
+    d->items -= e->n;
     free(e->items);
     free(e);
 }
@@ -189,10 +191,10 @@ static void ss_append_done(void *arg, gt_err_t err,
             e->waiters = NULL;
             if (err == GT_OK && copy != NULL) {
                 e->items = copy;
+                d->items = d->items - e->n + n;
                 e->n = n;
                 e->done = true;
                 e->expires_ms = ss_now_ms() + d->window_ms;
-                d->items += n;
                 copy = NULL;
             } else {
                 e->done = false;
@@ -288,6 +290,8 @@ static bool ss_dedup_begin(px_call_t *call, const char *topic,
         memcpy(e->key, a->key, klen);
         e->klen = klen;
         if (ss_map_put(&d->map, e->key, klen, e) == GT_OK) {
+            e->n = nitems;
+            d->items += nitems;
             e->prev = d->tail;
             if (d->tail != NULL)
                 d->tail->next = e;

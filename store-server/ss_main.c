@@ -397,6 +397,10 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "out of memory");
         goto out;
     }
+    if (srv.dedup == NULL)
+        GT_LOG(WARN, "main", "de-duplication of retried appends is off "
+               "(store_server.dedup_entries 0): a proxy's retry after a lost answer "
+               "stores its messages again");
     if (store != NULL && (srv.watch = ss_watch_start(store)) == NULL) {
         GT_LOG(ERROR, "main", "out of memory");
         goto out;

@@ -517,6 +517,43 @@ test('the de-dup window is bounded by entries and by time', async () => {
   }
 });
 
+test('dedup_entries 0: de-duplication off, said at start', async () => {
+  const g = await startStore({ yaml: '', storeServerYaml: '  dedup_entries: 0\n' });
+  const c = connect(g);
+  try {
+    assert.equal((await call(c, 'PutTopic', { topic: { name: 'O', queue_count: 1, perm: 6 } })).err, 'OK');
+    const app = () => call(c, 'Append', { topic: 'O', idempotency_key: 'same', messages: [msg('o', { msg_id: 'same' })] });
+    assert.equal((await app()).deduplicated, false);
+    assert.equal((await app()).deduplicated, false);
+    assert.equal((await call(c, 'Stats', { topic: 'O', group: '' })).messages, 2);
+    assert.match(g.log(), /de-duplication of retried appends is off/);
+  } finally {
+    c.close();
+    await stopGantry(g);
+  }
+});
+
+test('appends in flight count against the de-dup bound from the start', async () => {
+  const g = await startStore({ yaml: '', flush: 'sync',
+    storeServerYaml: '  dedup_entries: 4\n  dedup_window_ms: 600000\n' });
+  const c = connect(g);
+  try {
+    assert.equal((await call(c, 'PutTopic', { topic: { name: 'P', queue_count: 1, perm: 6 } })).err, 'OK');
+    // Many appends at once, each one message under its own key: while some
+    // are still being written, the others must not be remembered beyond
+    // the bound (entries in flight used to count only once done).
+    const keys = Array.from({ length: 64 }, (_, i) => `k${i}`);
+    const rs = await Promise.all(keys.map((k) => call(c, 'Append',
+      { topic: 'P', idempotency_key: k, messages: [msg(k, { msg_id: k })] })));
+    assert.deepEqual(rs.filter((r) => r.err !== 'OK'), []);
+    const remembered = await metric('gantry_store_dedup_entries', g);
+    assert.ok(remembered <= 4, `${remembered} appends remembered, dedup_entries 4`);
+  } finally {
+    c.close();
+    await stopGantry(g);
+  }
+});
+
 test('a pop cancelled, or the node stopped, before the poll was attached ends at once', async () => {
   // GANTRY_TEST_LATE_ATTACH: a poll attaches only after its call's
   // interrupt came and found nothing to end; the re-check after attaching
