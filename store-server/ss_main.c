@@ -282,9 +282,16 @@ static void ss_metrics(void *arg, FILE *out)
     ss_metrics_src_t *m = arg;
     px_rpc_stats_t rs;
     uint64_t dd_entries, dd_items;
+    size_t watchers = 0;
 
     px_rpc_server_stats(m->rpc, &rs);
     ss_dedup_counts(m->srv->dedup, &dd_entries, &dd_items);
+    /* The watcher comes and goes with the engine (replication opens and
+     * closes it): none on a follower or in standby. */
+    pthread_rwlock_rdlock(&m->srv->late_lock);
+    if (m->srv->watch != NULL)
+        watchers = ss_watch_count(m->srv->watch);
+    pthread_rwlock_unlock(&m->srv->late_lock);
     fprintf(out,
             "# HELP gantry_store_grpc_calls_total gRPC calls dispatched to a method.\n"
             "# TYPE gantry_store_grpc_calls_total counter\n"
@@ -310,7 +317,7 @@ static void ss_metrics(void *arg, FILE *out)
             (unsigned long long)rs.rejected_overload,
             (unsigned long long)atomic_load(&m->srv->parked_now),
             (unsigned long long)atomic_load(&m->srv->dedup_hits),
-            (unsigned long long)dd_entries, ss_watch_count(m->srv->watch));
+            (unsigned long long)dd_entries, watchers);
 }
 
 static int serve(const cfg_t *cfg, bool repair)
