@@ -10,8 +10,10 @@
 
 struct gt_elect {
     gt_etcd_t *e;
+    char *prefix;     /* "P/": the watch covers every key under it */
     char *leader_key;
     char *epoch_key;
+    char *isr_key;    /* NULL: no in-sync set required */
     char *node;
     int64_t lease;
     void (*on_leader)(void *arg, int64_t epoch);
@@ -26,6 +28,7 @@ struct gt_elect {
     bool again;      /* the leader key went while it was */
     gt_etcd_watch_t *watch;
     int64_t lost;    /* campaigns lost */
+    int64_t inelig;  /* reads that found it not in the in-sync set */
     int64_t epoch;   /* read by the campaign under way */
     char next[24];
 };
@@ -38,8 +41,10 @@ static void el_unref(gt_elect_t *el)
     if (r == 0) {
         pthread_mutex_destroy(&el->mu);
         pthread_cond_destroy(&el->cv);
+        free(el->prefix);
         free(el->leader_key);
         free(el->epoch_key);
+        free(el->isr_key);
         free(el->node);
         free(el);
     }
@@ -72,11 +77,24 @@ static void campaign_over(gt_elect_t *el, bool error)
         el_unref(el);
 }
 
+static bool key_is(const gt_etcd_kv_t *kv, const char *key)
+{
+    return kv->key_len == strlen(key) && memcmp(kv->key, key, kv->key_len) == 0;
+}
+
+/* One watch of P/ for the contender's life, from `rev` on. */
+static void ensure_watch(gt_elect_t *el, int64_t rev);
+
 static void on_events(void *arg, const gt_etcd_event_t *ev, size_t n)
 {
     gt_elect_t *el = arg;
     for (size_t i = 0; i < n; i++) {
-        if (ev[i].type == GT_ETCD_EV_DELETE) {
+        const gt_etcd_kv_t *kv = &ev[i].kv;
+        if (key_is(kv, el->leader_key) && ev[i].type == GT_ETCD_EV_DELETE) {
+            campaign(el);
+            return;
+        }
+        if (el->isr_key && key_is(kv, el->isr_key)) {
             campaign(el);
             return;
         }
@@ -112,25 +130,8 @@ static void on_txn(void *arg, gt_err_t err, bool ok, int64_t rev)
         pthread_mutex_lock(&el->mu);
         el->lost++;
         pthread_mutex_unlock(&el->mu);
-        /* Lost: watch the leader key from just after this transaction
-         * (one watch for the contender's life). */
-        pthread_mutex_lock(&el->mu);
-        bool start = !el->watch && !el->stopped;
-        pthread_mutex_unlock(&el->mu);
-        if (start) {
-            static const gt_etcd_watch_cbs_t cbs = { on_events, on_end };
-            gt_etcd_watch_t *w = NULL;
-            if (gt_etcd_watch(el->e, el->leader_key, false, rev + 1, &cbs, el,
-                              &w) == GT_OK) {
-                pthread_mutex_lock(&el->mu);
-                bool late = el->stopped || el->watch;
-                if (!late)
-                    el->watch = w;
-                pthread_mutex_unlock(&el->mu);
-                if (late)
-                    gt_etcd_watch_cancel(w);
-            }
-        }
+        /* Lost: watch from just after this transaction. */
+        ensure_watch(el, rev + 1);
         campaign_over(el, false);
     } else {
         campaign_over(el, true);
@@ -138,35 +139,96 @@ static void on_txn(void *arg, gt_err_t err, bool ok, int64_t rev)
     el_unref(el); /* the call's */
 }
 
-static void on_epoch(void *arg, gt_err_t err, int64_t rev,
-                     const gt_etcd_kv_t *kvs, size_t n)
+static void ensure_watch(gt_elect_t *el, int64_t rev)
 {
-    (void)rev;
+    pthread_mutex_lock(&el->mu);
+    bool start = !el->watch && !el->stopped;
+    pthread_mutex_unlock(&el->mu);
+    if (!start)
+        return;
+    static const gt_etcd_watch_cbs_t cbs = { on_events, on_end };
+    gt_etcd_watch_t *w = NULL;
+    if (gt_etcd_watch(el->e, el->prefix, true, rev, &cbs, el, &w) == GT_OK) {
+        pthread_mutex_lock(&el->mu);
+        bool late = el->stopped || el->watch;
+        if (!late)
+            el->watch = w;
+        pthread_mutex_unlock(&el->mu);
+        if (late)
+            gt_etcd_watch_cancel(w);
+    }
+}
+
+bool gt_elect_isr_has(const uint8_t *v, size_t len, const char *node)
+{
+    const uint8_t *colon = memchr(v, ':', len);
+    if (!colon)
+        return false;
+    size_t nl = strlen(node);
+    const uint8_t *p = colon + 1, *end = v + len;
+    while (p < end) {
+        const uint8_t *c = memchr(p, ',', (size_t)(end - p));
+        size_t l = (size_t)((c ? c : end) - p);
+        if (l == nl && memcmp(p, node, nl) == 0)
+            return true;
+        p += l + 1;
+    }
+    return false;
+}
+
+/* The read of P/ (leader, epoch, isr, ...) at revision `rev`. */
+static void on_read(void *arg, gt_err_t err, int64_t rev,
+                    const gt_etcd_kv_t *kvs, size_t n)
+{
     gt_elect_t *el = arg;
     if (err != GT_OK) {
         campaign_over(el, true);
         el_unref(el);
         return;
     }
-    int64_t epoch = 0, mod = 0;
-    if (n == 1) {
-        char buf[24];
-        size_t l = kvs[0].value_len < sizeof(buf) - 1 ? kvs[0].value_len
-                                                      : sizeof(buf) - 1;
-        memcpy(buf, kvs[0].value, l);
-        buf[l] = 0;
-        epoch = strtoll(buf, NULL, 10);
-        mod = kvs[0].mod_revision;
+    int64_t epoch = 0, mod = 0, isr_mod = 0;
+    bool leader = false, listed = false;
+    for (size_t i = 0; i < n; i++) {
+        if (key_is(&kvs[i], el->leader_key)) {
+            leader = true;
+        } else if (key_is(&kvs[i], el->epoch_key)) {
+            char buf[24];
+            size_t l = kvs[i].value_len < sizeof(buf) - 1 ? kvs[i].value_len
+                                                          : sizeof(buf) - 1;
+            memcpy(buf, kvs[i].value, l);
+            buf[l] = 0;
+            epoch = strtoll(buf, NULL, 10);
+            mod = kvs[i].mod_revision;
+        } else if (el->isr_key && key_is(&kvs[i], el->isr_key)) {
+            isr_mod = kvs[i].mod_revision;
+            listed = gt_elect_isr_has(kvs[i].value, kvs[i].value_len,
+                                      el->node);
+        }
+    }
+    if (leader || (el->isr_key && !listed)) {
+        /* Someone leads, or we may not: wait for P/ to change. */
+        pthread_mutex_lock(&el->mu);
+        if (leader)
+            el->lost++;
+        else
+            el->inelig++;
+        pthread_mutex_unlock(&el->mu);
+        ensure_watch(el, rev + 1);
+        campaign_over(el, false);
+        el_unref(el);
+        return;
     }
     pthread_mutex_lock(&el->mu);
     el->epoch = epoch;
     snprintf(el->next, sizeof(el->next), "%lld", (long long)(epoch + 1));
     pthread_mutex_unlock(&el->mu);
-    gt_etcd_cmp_t cmp[2] = {
+    gt_etcd_cmp_t cmp[3] = {
         { .key = el->leader_key, .target = GT_ETCD_CMP_VERSION,
           .op = GT_ETCD_EQ, .num = 0 },
         { .key = el->epoch_key, .target = GT_ETCD_CMP_MOD, .op = GT_ETCD_EQ,
           .num = mod },
+        { .key = el->isr_key, .target = GT_ETCD_CMP_MOD, .op = GT_ETCD_EQ,
+          .num = isr_mod },
     };
     gt_etcd_op_t ops[2] = {
         { .kind = GT_ETCD_OP_PUT, .key = el->leader_key, .value = el->node,
@@ -174,8 +236,9 @@ static void on_epoch(void *arg, gt_err_t err, int64_t rev,
         { .kind = GT_ETCD_OP_PUT, .key = el->epoch_key, .value = el->next,
           .value_len = strlen(el->next) },
     };
-    /* The get's reference passes to the transaction. */
-    if (gt_etcd_txn(el->e, cmp, 2, ops, 2, NULL, 0, on_txn, el) != GT_OK) {
+    /* The read's reference passes to the transaction. */
+    if (gt_etcd_txn(el->e, cmp, el->isr_key ? 3 : 2, ops, 2, NULL, 0, on_txn,
+                    el) != GT_OK) {
         campaign_over(el, true);
         el_unref(el);
     }
@@ -192,11 +255,51 @@ static void campaign(gt_elect_t *el)
         el->refs++; /* the calls' */
     }
     pthread_mutex_unlock(&el->mu);
-    if (go && gt_etcd_get(el->e, el->epoch_key, false, on_epoch, el)
-                  != GT_OK) {
+    if (go && gt_etcd_get(el->e, el->prefix, true, on_read, el) != GT_OK) {
         el_unref(el);
         campaign_over(el, true);
     }
+}
+
+gt_err_t gt_elect_start_opts(gt_etcd_t *e, const gt_elect_opts_t *o,
+                             gt_elect_t **out)
+{
+    if (!e || !o || !o->prefix || !o->node_id || !o->on_leader || !out)
+        return GT_EINVAL;
+    gt_elect_t *el = calloc(1, sizeof(*el));
+    if (!el)
+        return GT_ENOMEM;
+    size_t pl = strlen(o->prefix) + 16;
+    el->prefix = malloc(pl);
+    el->leader_key = malloc(pl);
+    el->epoch_key = malloc(pl);
+    el->isr_key = o->require_isr ? malloc(pl) : NULL;
+    el->node = strdup(o->node_id);
+    if (!el->prefix || !el->leader_key || !el->epoch_key || !el->node ||
+        (o->require_isr && !el->isr_key)) {
+        free(el->prefix);
+        free(el->leader_key);
+        free(el->epoch_key);
+        free(el->isr_key);
+        free(el->node);
+        free(el);
+        return GT_ENOMEM;
+    }
+    snprintf(el->prefix, pl, "%s/", o->prefix);
+    snprintf(el->leader_key, pl, "%s/leader", o->prefix);
+    snprintf(el->epoch_key, pl, "%s/epoch", o->prefix);
+    if (el->isr_key)
+        snprintf(el->isr_key, pl, "%s/isr", o->prefix);
+    el->e = e;
+    el->lease = o->lease;
+    el->on_leader = o->on_leader;
+    el->arg = o->arg;
+    el->refs = 1;
+    pthread_mutex_init(&el->mu, NULL);
+    pthread_cond_init(&el->cv, NULL);
+    campaign(el);
+    *out = el;
+    return GT_OK;
 }
 
 gt_err_t gt_elect_start(gt_etcd_t *e, const char *prefix,
@@ -204,34 +307,9 @@ gt_err_t gt_elect_start(gt_etcd_t *e, const char *prefix,
                         void (*on_leader)(void *arg, int64_t epoch),
                         void *arg, gt_elect_t **out)
 {
-    if (!e || !prefix || !node_id || !on_leader || !out)
-        return GT_EINVAL;
-    gt_elect_t *el = calloc(1, sizeof(*el));
-    if (!el)
-        return GT_ENOMEM;
-    size_t pl = strlen(prefix);
-    el->leader_key = malloc(pl + 8);
-    el->epoch_key = malloc(pl + 7);
-    el->node = strdup(node_id);
-    if (!el->leader_key || !el->epoch_key || !el->node) {
-        free(el->leader_key);
-        free(el->epoch_key);
-        free(el->node);
-        free(el);
-        return GT_ENOMEM;
-    }
-    snprintf(el->leader_key, pl + 8, "%s/leader", prefix);
-    snprintf(el->epoch_key, pl + 7, "%s/epoch", prefix);
-    el->e = e;
-    el->lease = lease;
-    el->on_leader = on_leader;
-    el->arg = arg;
-    el->refs = 1;
-    pthread_mutex_init(&el->mu, NULL);
-    pthread_cond_init(&el->cv, NULL);
-    campaign(el);
-    *out = el;
-    return GT_OK;
+    gt_elect_opts_t o = { .prefix = prefix, .node_id = node_id,
+                          .lease = lease, .on_leader = on_leader, .arg = arg };
+    return gt_elect_start_opts(e, &o, out);
 }
 
 void gt_elect_stop(gt_elect_t *el)
@@ -253,6 +331,14 @@ int64_t gt_elect_lost(gt_elect_t *el)
 {
     pthread_mutex_lock(&el->mu);
     int64_t n = el->lost;
+    pthread_mutex_unlock(&el->mu);
+    return n;
+}
+
+int64_t gt_elect_ineligible(gt_elect_t *el)
+{
+    pthread_mutex_lock(&el->mu);
+    int64_t n = el->inelig;
     pthread_mutex_unlock(&el->mu);
     return n;
 }

@@ -11,10 +11,20 @@
  * revision + 1, so no deletion is missed) and campaigns again when it is
  * deleted.  Errors talking to etcd are retried after a short delay.
  *
+ * In-sync sets (gt_elect_opts_t.require_isr).  P/isr holds
+ * "<epoch>:<id>,<id>,..." (written by the store cluster's control,
+ * store-server/ss_cluster.c).  A contender campaigns only while it is
+ * listed there, and its transaction also compares mod_revision(P/isr)
+ * with what it read, so a contender removed from the set between its read
+ * and its transaction cannot win.  A contender that is not listed (or
+ * finds no P/isr) waits on the same watch and reads again when P/isr
+ * changes.
+ *
  * The lease (and its keepalive) belongs to the caller; on_lost of that
- * keepalive is where a leader must step down.  Not here yet: resigning
- * (deleting P/leader), fencing of writes by epoch (the store must check
- * it), in-sync sets. */
+ * keepalive is where a leader must step down.  A contender that won stays
+ * won: after losing leadership the caller stops it and starts a new one.
+ * Not here: resigning (deleting P/leader), fencing of writes by epoch (the
+ * store checks it). */
 #ifndef GT_ELECT_H
 #define GT_ELECT_H
 
@@ -22,7 +32,24 @@
 
 typedef struct gt_elect gt_elect_t;
 
-/* on_leader(arg, epoch) runs once, when this contender wins. */
+typedef struct gt_elect_opts {
+    const char *prefix;     /* P */
+    const char *node_id;
+    int64_t lease;          /* P/leader is put under it */
+    bool require_isr;       /* campaign only while listed in P/isr */
+    /* Runs once, when this contender wins epoch `epoch`. */
+    void (*on_leader)(void *arg, int64_t epoch);
+    void *arg;
+} gt_elect_opts_t;
+
+gt_err_t gt_elect_start_opts(gt_etcd_t *e, const gt_elect_opts_t *o,
+                             gt_elect_t **out);
+
+/* Whether a P/isr value ("<epoch>:<id>,<id>,...") lists `node`. */
+bool gt_elect_isr_has(const uint8_t *v, size_t len, const char *node);
+
+/* on_leader(arg, epoch) runs once, when this contender wins (any node may
+ * win: no in-sync set). */
 gt_err_t gt_elect_start(gt_etcd_t *e, const char *prefix,
                         const char *node_id, int64_t lease,
                         void (*on_leader)(void *arg, int64_t epoch),
@@ -34,5 +61,7 @@ void gt_elect_stop(gt_elect_t *el);
 
 /* Campaigns this contender lost so far (it is then a follower). */
 int64_t gt_elect_lost(gt_elect_t *el);
+/* Reads that found it not listed in P/isr (require_isr). */
+int64_t gt_elect_ineligible(gt_elect_t *el);
 
 #endif

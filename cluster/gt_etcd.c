@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "etcd/v3/etcd.pb-c.h"
 
@@ -439,7 +440,16 @@ struct gt_etcd_keepalive {
     bool stopped;
     bool lost;
     px_ccall_t *call;
+    int64_t sent_ms;        /* when the exchange under way was sent */
+    int64_t valid_until_ms; /* the lease lives at least until then */
 };
+
+static int64_t ka_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
 
 static void ka_unref(gt_etcd_keepalive_t *k)
 {
@@ -475,9 +485,18 @@ static void ka_msg(void *arg, const uint8_t *data, size_t len)
     if (!r)
         return;
     bool gone = r->ttl <= 0;
+    int64_t ttl = r->ttl;
     etcdserverpb__lease_keep_alive_response__free_unpacked(r, NULL);
-    if (!gone)
+    if (!gone) {
+        /* etcd renewed it on receipt, after we sent: from the send on it
+         * lives for ttl at least. */
+        pthread_mutex_lock(&k->mu);
+        int64_t until = k->sent_ms + ttl * 1000;
+        if (until > k->valid_until_ms)
+            k->valid_until_ms = until;
+        pthread_mutex_unlock(&k->mu);
         return;
+    }
     pthread_mutex_lock(&k->mu);
     bool call = !k->stopped && !k->lost;
     k->lost = true;
@@ -527,6 +546,7 @@ static void ka_tick(void *arg)
         px_ccall_opts_t co = { .timeout_ms = k->period_ms };
         px_ccall_t *c = NULL;
         pthread_mutex_lock(&k->mu);
+        k->sent_ms = ka_now_ms();
         gt_err_t err = px_rpc_stream(k->e->rpc,
                                      "/etcdserverpb.Lease/LeaseKeepAlive",
                                      buf, n, &co, &cbs, k, &c);
@@ -562,6 +582,9 @@ gt_err_t gt_etcd_keepalive_start(gt_etcd_t *e, int64_t id, int64_t ttl_s,
     k->on_lost = on_lost;
     k->arg = arg;
     k->refs = 2; /* the owner's, the first timer's */
+    /* Granted before now by at most a call's time: assume half the TTL
+     * until the first renewal answers. */
+    k->valid_until_ms = ka_now_ms() + ttl_s * 1000 / 2;
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     gt_err_t err = px_rpc_client_after(e->rpc, 0, ka_tick, k);
@@ -573,6 +596,14 @@ gt_err_t gt_etcd_keepalive_start(gt_etcd_t *e, int64_t id, int64_t ttl_s,
     }
     *out = k;
     return GT_OK;
+}
+
+int64_t gt_etcd_keepalive_valid_until(gt_etcd_keepalive_t *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int64_t t = k->lost ? 0 : k->valid_until_ms;
+    pthread_mutex_unlock(&k->mu);
+    return t;
 }
 
 void gt_etcd_keepalive_stop(gt_etcd_keepalive_t *k)

@@ -136,6 +136,10 @@ typedef struct gt_etcd_keepalive gt_etcd_keepalive_t;
 gt_err_t gt_etcd_keepalive_start(gt_etcd_t *e, int64_t id, int64_t ttl_s,
                                  void (*on_lost)(void *arg), void *arg,
                                  gt_etcd_keepalive_t **out);
+/* CLOCK_MONOTONIC ms until which the lease surely lives (the send time of
+ * the last renewal etcd answered, plus its TTL); 0 once lost.  A holder
+ * cut off from etcd must assume the lease gone past it. */
+int64_t gt_etcd_keepalive_valid_until(gt_etcd_keepalive_t *k);
 /* Stops renewing (the lease then expires after its TTL unless revoked).
  * After it returns on_lost will not start; frees the handle. */
 void gt_etcd_keepalive_stop(gt_etcd_keepalive_t *k);

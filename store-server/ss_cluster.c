@@ -1,167 +1,938 @@
-/* ss_cluster: gantry-store's membership in the store cluster (issue 12,
- * foundation).  With cluster.etcd set the node grants itself an etcd lease
- * of cluster.lease_ttl_s, keeps it alive (gt_etcd keepalive, every TTL/3)
- * and puts /gantry/<name>/stores/<node_id> = its advertised address under
- * that lease: when the node dies or is cut off, etcd removes the key after
- * the TTL.  A clean stop revokes the lease (the key goes at once).  If etcd
- * says the lease is gone while the node runs (it was cut off too long),
- * the node registers again with a new lease. */
+/* ss_cluster: gantry-store's cluster control on etcd (issue 12; the design
+ * and the keys are in docs/cluster.md).  With cluster.etcd set:
+ *
+ * Registration.  The node grants itself a lease of cluster.lease_ttl_s,
+ * keeps it alive (every TTL/3) and puts /gantry/N/stores/<id> = its
+ * advertised address under it.  A lease lost while running (the node was
+ * paused or cut off longer than the TTL) makes it stand down and register
+ * again with a new lease.
+ *
+ * Membership.  /gantry/N/rs/0/members lists the replica set's R node ids
+ * (cluster.replicas), in the order they joined: a node adds itself by a
+ * transaction on the key's mod revision while fewer than R are listed.
+ * The transaction that lists the R-th member also creates
+ * /gantry/N/rs/0/isr = "0:<all members>" (every replica is empty, so in
+ * sync).  Nodes past R stand by.
+ *
+ * Election.  Members campaign through gt_elect with require_isr: only a
+ * node listed in the isr key can win, the winner's /rs/0/leader sits
+ * under its lease and /rs/0/epoch grows by one (at most one leader per
+ * epoch).  The winner then writes, in one transaction comparing the epoch
+ * and leader keys (so a fenced node cannot), the in-sync set of its epoch
+ * ("E:" + the old set's members that are still registered, itself
+ * included) and appends "E@<commitlog end>" to /rs/0/history; then it
+ * calls ss_repl_lead().
+ *
+ * Roles.  A watch on /gantry/N/rs/0/ wakes the control; it re-reads the
+ * replica set's keys and reconciles: a leader key held by another node
+ * means follow it (its address from /stores/<id>), a leader that sees the
+ * key gone or held by another, or a newer epoch, stands down.  The lease
+ * lost, a transaction failing on its epoch compare, or replication
+ * reporting a newer epoch (fenced) all stand down first, then re-read.
+ *
+ * In-sync set changes.  Replication reports a follower caught up or
+ * lagging (ss_repl_events_t.peer_changed); the leader writes the new set
+ * by transaction (compare epoch, leader and the set's mod revision), then
+ * tells replication (ss_repl_set_isr).
+ *
+ * Nothing polls: etcd errors are retried after a third of the lease TTL. */
 #include "ss_cluster.h"
 
+#include <inttypes.h>
 #include <pthread.h>
-#include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "gt_elect.h"
 #include "gt_etcd.h"
 #include "gt_log.h"
 
+#define MAX_PEER_EVS 32
+#define MAX_IDS 16
+#define ID_MAX 128
+
 struct ss_cluster {
     gt_etcd_t *e;
-    char key[512];
-    char value[256];
+    ss_repl_t *repl;
+    char id[ID_MAX];
+    char addr[256];
+    char rs[384];          /* /gantry/N/rs/0 */
+    char rs_pfx[400];      /* .../rs/0/ */
+    char stores_pfx[384];  /* /gantry/N/stores/ */
+    char store_key[512];
+    char members_key[400], isr_key[400], leader_key[400], epoch_key[400],
+         history_key[400];
     int64_t ttl;
-    pthread_mutex_t mu;
+    int replicas;
+    int64_t retry_ms;
+    pthread_t thread;
+    bool running;
+
+    pthread_mutex_t mu;    /* events, published state */
     pthread_cond_t cv;
     bool stopping;
-    bool lost;        /* the lease went: register again */
+    bool lost;             /* the lease went */
+    bool dirty;            /* the replica set's keys changed: reconcile */
+    bool fenced;           /* newer epoch seen by replication */
+    int64_t fenced_epoch;
+    int64_t won;           /* epoch gt_elect won, not yet handled */
+    ss_repl_peer_t peer_ev[MAX_PEER_EVS];
+    size_t n_peer_ev;
+    bool watch_ended;
+    /* published for /metrics */
+    ss_role_t role;
+    int64_t epoch;         /* of the role (0: standby) */
+    int isr_n;
+    bool member;
+    int64_t elections_won;
+    int64_t step_downs;
+
+    /* control thread only */
     int64_t lease;
     gt_etcd_keepalive_t *ka;
-    pthread_t thread;
+    gt_elect_t *el;
+    gt_etcd_watch_t *watch;
+    char following[ID_MAX];
+    int64_t retry_at;      /* monotonic ms; 0: none */
 };
 
-typedef struct wait_res {
+/* ---- blocking calls (control thread) --------------------------------- */
+
+typedef struct kvc {
+    char key[512];
+    char *val;
+    int64_t mod, ver, lease;
+} kvc_t;
+
+typedef struct call {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool done;
     gt_err_t err;
-    int64_t id;
-} wait_res_t;
+    bool ok;
+    int64_t rev, id;
+    kvc_t *kvs;
+    size_t n;
+} call_t;
 
-static void wr_done(wait_res_t *w, gt_err_t err, int64_t id)
-{
-    pthread_mutex_lock(&w->mu);
-    w->err = err;
-    w->id = id;
-    w->done = true;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void on_grant(void *arg, gt_err_t err, int64_t id, int64_t ttl)
-{
-    (void)ttl;
-    wr_done(arg, err, id);
-}
-
-static void on_write(void *arg, gt_err_t err, int64_t rev, int64_t n)
-{
-    (void)rev;
-    (void)n;
-    wr_done(arg, err, 0);
-}
-
-static gt_err_t wr_wait(wait_res_t *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu); /* calls have deadlines */
-    gt_err_t err = w->err;
-    pthread_mutex_unlock(&w->mu);
-    return err;
-}
-
-static void wr_init(wait_res_t *w)
+static void call_init(call_t *w)
 {
     memset(w, 0, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
 }
 
-static void wr_fini(wait_res_t *w)
+static void kvs_free(kvc_t *kvs, size_t n)
 {
+    for (size_t i = 0; i < n; i++)
+        free(kvs[i].val);
+    free(kvs);
+}
+
+static void call_fini(call_t *w)
+{
+    kvs_free(w->kvs, w->n);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
 }
 
-static void on_lost(void *arg)
+static void call_done(call_t *w, gt_err_t err)
 {
-    ss_cluster_t *c = arg;
+    pthread_mutex_lock(&w->mu);
+    w->err = err;
+    w->done = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* The call was started (err GT_OK): wait for its callback (calls have
+ * deadlines). */
+static gt_err_t call_wait(call_t *w, gt_err_t err)
+{
+    if (err != GT_OK)
+        return err;
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    return err;
+}
+
+static void on_grant(void *arg, gt_err_t err, int64_t id, int64_t ttl)
+{
+    (void)ttl;
+    call_t *w = arg;
+    w->id = id;
+    call_done(w, err);
+}
+
+static void on_write(void *arg, gt_err_t err, int64_t rev, int64_t n)
+{
+    (void)n;
+    call_t *w = arg;
+    w->rev = rev;
+    call_done(w, err);
+}
+
+static void on_txn(void *arg, gt_err_t err, bool ok, int64_t rev)
+{
+    call_t *w = arg;
+    w->ok = ok;
+    w->rev = rev;
+    call_done(w, err);
+}
+
+static void on_get(void *arg, gt_err_t err, int64_t rev,
+                   const gt_etcd_kv_t *kvs, size_t n)
+{
+    call_t *w = arg;
+    w->rev = rev;
+    if (err == GT_OK && n > 0) {
+        w->kvs = calloc(n, sizeof(*w->kvs));
+        if (!w->kvs)
+            err = GT_ENOMEM;
+        for (size_t i = 0; w->kvs && i < n; i++) {
+            kvc_t *k = &w->kvs[i];
+            size_t kl = kvs[i].key_len < sizeof(k->key) - 1
+                            ? kvs[i].key_len : sizeof(k->key) - 1;
+            memcpy(k->key, kvs[i].key, kl);
+            k->key[kl] = 0;
+            k->val = malloc(kvs[i].value_len + 1);
+            if (!k->val) {
+                err = GT_ENOMEM;
+                break;
+            }
+            memcpy(k->val, kvs[i].value, kvs[i].value_len);
+            k->val[kvs[i].value_len] = 0;
+            k->mod = kvs[i].mod_revision;
+            k->ver = kvs[i].version;
+            k->lease = kvs[i].lease;
+            w->n = i + 1;
+        }
+    }
+    call_done(w, err);
+}
+
+static gt_err_t get_kvs(ss_cluster_t *c, const char *key, bool prefix,
+                        call_t *w)
+{
+    call_init(w);
+    return call_wait(w, gt_etcd_get(c->e, key, prefix, on_get, w));
+}
+
+static const kvc_t *find(const call_t *w, const char *key)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (strcmp(w->kvs[i].key, key) == 0)
+            return &w->kvs[i];
+    return NULL;
+}
+
+/* ---- id lists ----------------------------------------------------------- */
+
+typedef struct ids {
+    char v[MAX_IDS][ID_MAX];
+    size_t n;
+} ids_t;
+
+/* "a,b,c" (or the part after "E:" for an isr value) into ids. */
+static void ids_parse(const char *s, ids_t *out)
+{
+    out->n = 0;
+    while (s && *s && out->n < MAX_IDS) {
+        const char *comma = strchr(s, ',');
+        size_t l = comma ? (size_t)(comma - s) : strlen(s);
+        if (l > 0 && l < ID_MAX) {
+            memcpy(out->v[out->n], s, l);
+            out->v[out->n][l] = 0;
+            out->n++;
+        }
+        s = comma ? comma + 1 : NULL;
+    }
+}
+
+static bool ids_has(const ids_t *ids, const char *id)
+{
+    for (size_t i = 0; i < ids->n; i++)
+        if (strcmp(ids->v[i], id) == 0)
+            return true;
+    return false;
+}
+
+static void ids_join(const ids_t *ids, char *buf, size_t n)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < ids->n && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%s", i ? "," : "", ids->v[i]);
+}
+
+static void ids_ptrs(const ids_t *ids, const char **p)
+{
+    for (size_t i = 0; i < ids->n; i++)
+        p[i] = ids->v[i];
+}
+
+/* "E:a,b" -> epoch E and the ids. */
+static int64_t isr_parse(const char *v, ids_t *out)
+{
+    out->n = 0;
+    if (!v)
+        return -1;
+    const char *colon = strchr(v, ':');
+    if (!colon)
+        return -1;
+    ids_parse(colon + 1, out);
+    return strtoll(v, NULL, 10);
+}
+
+/* ---- events (any thread) ------------------------------------------------ */
+
+static void wake(ss_cluster_t *c, bool *flag)
+{
     pthread_mutex_lock(&c->mu);
-    c->lost = true;
+    *flag = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 
-/* One registration: lease, keepalive, key.  GT_OK or the failing step's. */
+static void on_lease_lost(void *arg)
+{
+    ss_cluster_t *c = arg;
+    wake(c, &c->lost);
+}
+
+static void on_won(void *arg, int64_t epoch)
+{
+    ss_cluster_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->won = epoch;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_rs_events(void *arg, const gt_etcd_event_t *evs, size_t n)
+{
+    (void)evs;
+    (void)n;
+    ss_cluster_t *c = arg;
+    wake(c, &c->dirty);
+}
+
+static void on_rs_end(void *arg, gt_err_t err)
+{
+    (void)err; /* compacted: read again and watch again */
+    ss_cluster_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->watch_ended = true;
+    c->dirty = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_peer_changed(void *arg, const ss_repl_peer_t *peer)
+{
+    ss_cluster_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    size_t i = 0;
+    while (i < c->n_peer_ev &&
+           strcmp(c->peer_ev[i].node_id, peer->node_id) != 0)
+        i++;
+    if (i < MAX_PEER_EVS) { /* the newest state of each peer */
+        c->peer_ev[i] = *peer;
+        if (i == c->n_peer_ev)
+            c->n_peer_ev++;
+    }
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_newer_epoch(void *arg, int64_t epoch)
+{
+    ss_cluster_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->fenced = true;
+    if (epoch > c->fenced_epoch)
+        c->fenced_epoch = epoch;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ss_cluster_events(ss_cluster_t *c, ss_repl_events_t *ev)
+{
+    ev->peer_changed = on_peer_changed;
+    ev->newer_epoch = on_newer_epoch;
+    ev->arg = c;
+}
+
+/* ---- role changes (control thread) -------------------------------------- */
+
+static void publish(ss_cluster_t *c, ss_role_t role, int64_t epoch, int isr_n)
+{
+    pthread_mutex_lock(&c->mu);
+    c->role = role;
+    c->epoch = epoch;
+    c->isr_n = isr_n;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static ss_role_t role_now(ss_cluster_t *c, int64_t *epoch)
+{
+    pthread_mutex_lock(&c->mu);
+    ss_role_t r = c->role;
+    if (epoch)
+        *epoch = c->epoch;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+static void elect_stop(ss_cluster_t *c)
+{
+    gt_elect_stop(c->el);
+    c->el = NULL;
+    pthread_mutex_lock(&c->mu);
+    c->won = 0; /* a win of the stopped contender is void */
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Stops serving and fetching; a new contender campaigns (on the next
+ * reconcile). */
+static void stand_down(ss_cluster_t *c, const char *why)
+{
+    ss_role_t r = role_now(c, NULL);
+    if (r != SS_ROLE_STANDBY || c->following[0]) {
+        GT_LOG(WARN, "cluster", "%s: standing down (was %s)", why,
+               r == SS_ROLE_LEADER ? "leader" : "follower");
+        ss_repl_stand_down(c->repl);
+        pthread_mutex_lock(&c->mu);
+        c->step_downs++;
+        pthread_mutex_unlock(&c->mu);
+    }
+    c->following[0] = 0;
+    publish(c, SS_ROLE_STANDBY, 0, 0);
+    elect_stop(c);
+    pthread_mutex_lock(&c->mu);
+    c->dirty = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void retry_later(ss_cluster_t *c)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+    if (c->retry_at == 0)
+        c->retry_at = now + c->retry_ms;
+}
+
+/* Gives up the lease (every key of ours goes at once, the leader key
+ * included): used when leadership is won but cannot be taken up. */
+static void resign(ss_cluster_t *c, const char *why)
+{
+    GT_LOG(WARN, "cluster", "%s: giving up leadership (lease revoked)", why);
+    stand_down(c, why);
+    if (c->lease != 0) {
+        call_t w;
+        call_init(&w);
+        call_wait(&w, gt_etcd_lease_revoke(c->e, c->lease, on_write, &w));
+        call_fini(&w);
+    }
+    pthread_mutex_lock(&c->mu);
+    c->lost = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- registration ------------------------------------------------------- */
+
 static gt_err_t register_once(ss_cluster_t *c)
 {
-    wait_res_t w;
-    wr_init(&w);
-    gt_err_t err = gt_etcd_lease_grant(c->e, c->ttl, on_grant, &w);
-    if (err == GT_OK)
-        err = wr_wait(&w);
+    call_t w;
+    call_init(&w);
+    gt_err_t err = call_wait(&w, gt_etcd_lease_grant(c->e, c->ttl, on_grant,
+                                                     &w));
     int64_t lease = w.id;
-    wr_fini(&w);
+    call_fini(&w);
     if (err != GT_OK)
         return err;
     gt_etcd_keepalive_t *ka = NULL;
-    if ((err = gt_etcd_keepalive_start(c->e, lease, c->ttl, on_lost, c, &ka))
-            != GT_OK)
+    if ((err = gt_etcd_keepalive_start(c->e, lease, c->ttl, on_lease_lost, c,
+                                       &ka)) != GT_OK)
         return err;
-    wr_init(&w);
-    err = gt_etcd_put(c->e, c->key, c->value, strlen(c->value), lease,
-                      on_write, &w);
-    if (err == GT_OK)
-        err = wr_wait(&w);
-    wr_fini(&w);
-    pthread_mutex_lock(&c->mu);
+    call_init(&w);
+    err = call_wait(&w, gt_etcd_put(c->e, c->store_key, c->addr,
+                                    strlen(c->addr), lease, on_write, &w));
+    call_fini(&w);
     c->lease = lease;
     c->ka = ka;
+    pthread_mutex_lock(&c->mu);
     c->lost = false;
     pthread_mutex_unlock(&c->mu);
+    if (err == GT_OK)
+        GT_LOG(INFO, "cluster", "registered %s = %s (lease ttl %llds)",
+               c->store_key, c->addr, (long long)c->ttl);
     return err;
 }
 
-/* Registers, and again whenever the lease is lost or a step failed. */
-static void *cluster_main(void *arg)
+static void unregister(ss_cluster_t *c)
 {
-    ss_cluster_t *c = arg;
-    for (;;) {
-        gt_err_t err = register_once(c);
-        if (err == GT_OK)
-            GT_LOG(INFO, "cluster", "registered %s = %s (lease ttl %llds)",
-                   c->key, c->value, (long long)c->ttl);
-        else
-            GT_LOG(WARN, "cluster", "cannot register %s in etcd: %s; retrying",
-                   c->key, gt_err_str(err));
-        pthread_mutex_lock(&c->mu);
-        if (err == GT_OK) {
-            while (!c->stopping && !c->lost)
-                pthread_cond_wait(&c->cv, &c->mu);
-        } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            while (!c->stopping &&
-                   pthread_cond_timedwait(&c->cv, &c->mu, &ts) == 0)
-                ;
+    gt_etcd_keepalive_stop(c->ka);
+    c->ka = NULL;
+    c->lease = 0;
+}
+
+/* ---- taking up leadership --------------------------------------------- */
+
+/* Won epoch E: write the epoch's in-sync set and history entry (only if
+ * still the leader of E), then lead. */
+static void take_lead(ss_cluster_t *c, int64_t epoch)
+{
+    call_t rs, st;
+    char ev[24];
+    gt_err_t err = get_kvs(c, c->rs_pfx, true, &rs);
+    if (err == GT_OK)
+        err = get_kvs(c, c->stores_pfx, true, &st);
+    else
+        call_init(&st);
+    if (err != GT_OK) {
+        call_fini(&rs);
+        call_fini(&st);
+        resign(c, "cannot read the replica set after winning");
+        return;
+    }
+    ids_t old, isr;
+    const kvc_t *k = find(&rs, c->isr_key);
+    isr_parse(k ? k->val : NULL, &old);
+    isr.n = 0;
+    for (size_t i = 0; i < old.n; i++) {
+        char key[600];
+        snprintf(key, sizeof(key), "%s%s", c->stores_pfx, old.v[i]);
+        if (strcmp(old.v[i], c->id) == 0 || find(&st, key))
+            memcpy(isr.v[isr.n++], old.v[i], ID_MAX);
+    }
+    if (!ids_has(&isr, c->id) && isr.n < MAX_IDS)
+        snprintf(isr.v[isr.n++], ID_MAX, "%s", c->id);
+    int64_t last_epoch = 0;
+    uint64_t cl_end = 0;
+    ss_repl_position(c->repl, &last_epoch, &cl_end);
+    const kvc_t *h = find(&rs, c->history_key);
+    size_t hl = (h ? strlen(h->val) : 0) + 48;
+    char *hist = malloc(hl);
+    char isr_val[MAX_IDS * ID_MAX + 32], list[MAX_IDS * ID_MAX];
+    ids_join(&isr, list, sizeof(list));
+    snprintf(isr_val, sizeof(isr_val), "%lld:%s", (long long)epoch, list);
+    snprintf(ev, sizeof(ev), "%lld", (long long)epoch);
+    if (hist)
+        snprintf(hist, hl, "%s%s%lld@%" PRIu64, h && h->val[0] ? h->val : "",
+                 h && h->val[0] ? "," : "", (long long)epoch, cl_end);
+    call_fini(&rs);
+    call_fini(&st);
+    if (!hist) {
+        resign(c, "out of memory");
+        return;
+    }
+    gt_etcd_cmp_t cmp[2] = {
+        { .key = c->epoch_key, .target = GT_ETCD_CMP_VALUE, .op = GT_ETCD_EQ,
+          .value = ev, .value_len = strlen(ev) },
+        { .key = c->leader_key, .target = GT_ETCD_CMP_VALUE, .op = GT_ETCD_EQ,
+          .value = c->id, .value_len = strlen(c->id) },
+    };
+    gt_etcd_op_t ops[2] = {
+        { .kind = GT_ETCD_OP_PUT, .key = c->isr_key, .value = isr_val,
+          .value_len = strlen(isr_val) },
+        { .kind = GT_ETCD_OP_PUT, .key = c->history_key, .value = hist,
+          .value_len = strlen(hist) },
+    };
+    call_t w;
+    call_init(&w);
+    err = call_wait(&w, gt_etcd_txn(c->e, cmp, 2, ops, 2, NULL, 0, on_txn,
+                                    &w));
+    bool ok = w.ok;
+    call_fini(&w);
+    free(hist);
+    if (err != GT_OK) {
+        resign(c, "cannot write the epoch's in-sync set");
+        return;
+    }
+    if (!ok) {
+        stand_down(c, "fenced before taking up leadership");
+        return;
+    }
+    const char *p[MAX_IDS];
+    ids_ptrs(&isr, p);
+    uint64_t start = 0;
+    c->following[0] = 0;
+    if ((err = ss_repl_lead(c->repl, epoch, p, isr.n, &start)) != GT_OK) {
+        resign(c, "replication cannot lead");
+        return;
+    }
+    publish(c, SS_ROLE_LEADER, epoch, (int)isr.n);
+    pthread_mutex_lock(&c->mu);
+    c->elections_won++;
+    pthread_mutex_unlock(&c->mu);
+    GT_LOG(INFO, "cluster", "leader of %s, epoch %lld, in sync: %s", c->rs,
+           (long long)epoch, list);
+}
+
+/* ---- in-sync set changes ------------------------------------------------ */
+
+static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
+{
+    int64_t epoch = 0;
+    if (role_now(c, &epoch) != SS_ROLE_LEADER ||
+        strcmp(peer->node_id, c->id) == 0)
+        return;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        call_t rs;
+        gt_err_t err = get_kvs(c, c->rs_pfx, true, &rs);
+        if (err != GT_OK) {
+            call_fini(&rs);
+            retry_later(c);
+            return;
         }
-        bool stop = c->stopping;
-        gt_etcd_keepalive_t *ka = c->ka;
-        c->ka = NULL;
-        pthread_mutex_unlock(&c->mu);
-        gt_etcd_keepalive_stop(ka);
-        if (stop)
-            return NULL;
-        if (err == GT_OK)
-            GT_LOG(WARN, "cluster", "etcd lease of %s lost: registering again",
-                   c->key);
+        const kvc_t *ik = find(&rs, c->isr_key);
+        const kvc_t *mk = find(&rs, c->members_key);
+        ids_t isr, members;
+        isr_parse(ik ? ik->val : NULL, &isr);
+        ids_parse(mk ? mk->val : NULL, &members);
+        int64_t isr_mod = ik ? ik->mod : 0;
+        call_fini(&rs);
+        bool in = ids_has(&isr, peer->node_id);
+        ids_t next = { .n = 0 };
+        if (peer->caught_up && !in && ids_has(&members, peer->node_id)) {
+            next = isr;
+            if (next.n < MAX_IDS) {
+                size_t l = strnlen(peer->node_id, ID_MAX - 1);
+                memcpy(next.v[next.n], peer->node_id, l);
+                next.v[next.n++][l] = 0;
+            }
+        } else if (!peer->caught_up && in) {
+            for (size_t i = 0; i < isr.n; i++)
+                if (strcmp(isr.v[i], peer->node_id) != 0)
+                    memcpy(next.v[next.n++], isr.v[i], ID_MAX);
+        } else {
+            return; /* nothing to change */
+        }
+        char ev[24], list[MAX_IDS * ID_MAX], val[MAX_IDS * ID_MAX + 32];
+        snprintf(ev, sizeof(ev), "%lld", (long long)epoch);
+        ids_join(&next, list, sizeof(list));
+        snprintf(val, sizeof(val), "%lld:%s", (long long)epoch, list);
+        gt_etcd_cmp_t cmp[3] = {
+            { .key = c->epoch_key, .target = GT_ETCD_CMP_VALUE,
+              .op = GT_ETCD_EQ, .value = ev, .value_len = strlen(ev) },
+            { .key = c->leader_key, .target = GT_ETCD_CMP_VALUE,
+              .op = GT_ETCD_EQ, .value = c->id, .value_len = strlen(c->id) },
+            { .key = c->isr_key, .target = GT_ETCD_CMP_MOD, .op = GT_ETCD_EQ,
+              .num = isr_mod },
+        };
+        gt_etcd_op_t op = { .kind = GT_ETCD_OP_PUT, .key = c->isr_key,
+                            .value = val, .value_len = strlen(val) };
+        call_t w;
+        call_init(&w);
+        err = call_wait(&w, gt_etcd_txn(c->e, cmp, 3, &op, 1, NULL, 0, on_txn,
+                                        &w));
+        bool ok = w.ok;
+        call_fini(&w);
+        if (err != GT_OK) {
+            retry_later(c);
+            return;
+        }
+        if (ok) {
+            const char *p[MAX_IDS];
+            ids_ptrs(&next, p);
+            ss_repl_set_isr(c->repl, epoch, p, next.n);
+            publish(c, SS_ROLE_LEADER, epoch, (int)next.n);
+            GT_LOG(INFO, "cluster", "in-sync set of epoch %lld: %s (%s %s)",
+                   (long long)epoch, list, peer->node_id,
+                   peer->caught_up ? "caught up" : "lagging");
+            return;
+        }
+        /* The compare failed: fenced (epoch or leader), or read again. */
+    }
+    pthread_mutex_lock(&c->mu);
+    c->dirty = true;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- reconcile with the replica set's keys ------------------------------ */
+
+/* Joins the member list while it has room; the R-th member creates the
+ * in-sync set. */
+static void join(ss_cluster_t *c, const kvc_t *mk, const ids_t *members,
+                 bool isr_exists)
+{
+    ids_t next = *members;
+    snprintf(next.v[next.n++], ID_MAX, "%s", c->id);
+    char list[MAX_IDS * ID_MAX], isr[MAX_IDS * ID_MAX + 8];
+    ids_join(&next, list, sizeof(list));
+    snprintf(isr, sizeof(isr), "0:%s", list);
+    gt_etcd_cmp_t cmp[2] = {
+        { .key = c->members_key, .target = mk ? GT_ETCD_CMP_MOD
+                                              : GT_ETCD_CMP_VERSION,
+          .op = GT_ETCD_EQ, .num = mk ? mk->mod : 0 },
+        { .key = c->isr_key, .target = GT_ETCD_CMP_VERSION, .op = GT_ETCD_EQ,
+          .num = 0 },
+    };
+    gt_etcd_op_t ops[2] = {
+        { .kind = GT_ETCD_OP_PUT, .key = c->members_key, .value = list,
+          .value_len = strlen(list) },
+        { .kind = GT_ETCD_OP_PUT, .key = c->isr_key, .value = isr,
+          .value_len = strlen(isr) },
+    };
+    bool full = (int)next.n >= c->replicas && !isr_exists;
+    call_t w;
+    call_init(&w);
+    gt_err_t err = call_wait(&w, gt_etcd_txn(c->e, cmp, full ? 2 : 1, ops,
+                                             full ? 2 : 1, NULL, 0, on_txn,
+                                             &w));
+    bool ok = w.ok;
+    call_fini(&w);
+    if (err != GT_OK) {
+        retry_later(c);
+        return;
+    }
+    if (ok)
+        GT_LOG(INFO, "cluster", "joined %s: members %s%s", c->rs, list,
+               full ? " (complete: all in sync)" : "");
+    /* Won or lost, the watch brings the new state. */
+}
+
+static void follow(ss_cluster_t *c, const char *leader, int64_t epoch)
+{
+    char key[600];
+    snprintf(key, sizeof(key), "%s%s", c->stores_pfx, leader);
+    call_t w;
+    gt_err_t err = get_kvs(c, key, false, &w);
+    if (err != GT_OK || w.n == 0) {
+        /* Not registered (yet, or gone): the watch or the retry brings
+         * the next state. */
+        call_fini(&w);
+        retry_later(c);
+        return;
+    }
+    char addr[256];
+    snprintf(addr, sizeof(addr), "%s", w.kvs[0].val);
+    call_fini(&w);
+    if (ss_repl_follow(c->repl, epoch, leader, addr) != GT_OK) {
+        retry_later(c);
+        return;
+    }
+    snprintf(c->following, sizeof(c->following), "%s", leader);
+    publish(c, SS_ROLE_FOLLOWER, epoch, 0);
+    GT_LOG(INFO, "cluster", "following %s at %s, epoch %lld", leader, addr,
+           (long long)epoch);
+}
+
+static void reconcile(ss_cluster_t *c)
+{
+    call_t rs;
+    gt_err_t err = get_kvs(c, c->rs_pfx, true, &rs);
+    if (err != GT_OK) {
+        call_fini(&rs);
+        retry_later(c);
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    bool restart = c->watch_ended;
+    c->watch_ended = false;
+    pthread_mutex_unlock(&c->mu);
+    if (restart) {
+        gt_etcd_watch_cancel(c->watch);
+        c->watch = NULL;
+    }
+    if (!c->watch) {
+        static const gt_etcd_watch_cbs_t cbs = { on_rs_events, on_rs_end };
+        if (gt_etcd_watch(c->e, c->rs_pfx, true, rs.rev + 1, &cbs, c,
+                          &c->watch) != GT_OK) {
+            c->watch = NULL;
+            call_fini(&rs);
+            retry_later(c);
+            return;
+        }
+    }
+    const kvc_t *mk = find(&rs, c->members_key);
+    const kvc_t *ik = find(&rs, c->isr_key);
+    const kvc_t *lk = find(&rs, c->leader_key);
+    const kvc_t *ek = find(&rs, c->epoch_key);
+    ids_t members, isr;
+    ids_parse(mk ? mk->val : NULL, &members);
+    isr_parse(ik ? ik->val : NULL, &isr);
+    int64_t epoch = ek ? strtoll(ek->val, NULL, 10) : 0;
+    bool member = ids_has(&members, c->id);
+    pthread_mutex_lock(&c->mu);
+    c->member = member;
+    pthread_mutex_unlock(&c->mu);
+
+    if (!member) {
+        if ((int)members.n < c->replicas && members.n < MAX_IDS)
+            join(c, mk, &members, ik != NULL);
+        call_fini(&rs);
+        return; /* not (yet) a member: stand by */
+    }
+    int64_t my_epoch = 0;
+    ss_role_t role = role_now(c, &my_epoch);
+    char leader[ID_MAX] = "";
+    int64_t leader_lease = 0;
+    if (lk) {
+        snprintf(leader, sizeof(leader), "%s", lk->val);
+        leader_lease = lk->lease;
+    }
+    call_fini(&rs);
+
+    if (role == SS_ROLE_LEADER) {
+        if (strcmp(leader, c->id) != 0 || epoch != my_epoch) {
+            stand_down(c, leader[0] ? "another node leads"
+                                    : "the leader key is gone");
+            role = SS_ROLE_STANDBY;
+        } else {
+            return;
+        }
+    }
+    if (leader[0] && strcmp(leader, c->id) == 0) {
+        if (leader_lease != c->lease) {
+            /* From this node's previous life (restarted within the TTL):
+             * give that lease up so that a campaign can run now. */
+            GT_LOG(INFO, "cluster", "the leader key is from an earlier "
+                   "lease of this node: revoking it");
+            call_t w;
+            call_init(&w);
+            call_wait(&w, gt_etcd_lease_revoke(c->e, leader_lease, on_write,
+                                               &w));
+            call_fini(&w);
+        }
+        else if (!c->el) {
+            /* Stood down (lease in doubt, fenced) while still holding the
+             * key: give it up so that the set elects again. */
+            resign(c, "holding the leader key without leading");
+            return;
+        }
+        /* else: won, take_lead runs next */
+    } else if (leader[0]) {
+        if (role != SS_ROLE_FOLLOWER || strcmp(c->following, leader) != 0 ||
+            my_epoch != epoch)
+            follow(c, leader, epoch);
+    }
+    if (!c->el && c->lease != 0) {
+        gt_elect_opts_t o = { .prefix = c->rs, .node_id = c->id,
+                              .lease = c->lease, .require_isr = true,
+                              .on_leader = on_won, .arg = c };
+        if (gt_elect_start_opts(c->e, &o, &c->el) != GT_OK) {
+            c->el = NULL;
+            retry_later(c);
+        }
     }
 }
 
-gt_err_t ss_cluster_start(const cfg_t *cfg, ss_cluster_t **out)
+/* ---- the control thread ----------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+static void *ctl_main(void *arg)
+{
+    ss_cluster_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    c->dirty = true;
+    pthread_mutex_unlock(&c->mu);
+    for (;;) {
+        bool expired = false;
+        pthread_mutex_lock(&c->mu);
+        for (;;) {
+            if (c->stopping || c->lost || c->fenced || c->won ||
+                c->n_peer_ev || (c->dirty && c->retry_at == 0))
+                break;
+            int64_t now = mono_ms();
+            if (c->retry_at && now >= c->retry_at) {
+                c->retry_at = 0;
+                c->dirty = true;
+                break;
+            }
+            /* A leader cut off from etcd: past the time its lease surely
+             * lives it must assume another node leads. */
+            int64_t fence_at = c->role == SS_ROLE_LEADER && c->ka
+                                   ? gt_etcd_keepalive_valid_until(c->ka) : 0;
+            if (c->role == SS_ROLE_LEADER && now >= fence_at) {
+                expired = true;
+                break;
+            }
+            int64_t wake_at = c->retry_at;
+            if (fence_at && (!wake_at || fence_at < wake_at))
+                wake_at = fence_at;
+            if (wake_at) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                int64_t left = wake_at - now;
+                ts.tv_sec += left / 1000;
+                ts.tv_nsec += (left % 1000) * 1000000;
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+            } else {
+                pthread_cond_wait(&c->cv, &c->mu);
+            }
+        }
+        bool stop = c->stopping, lost = c->lost, fenced = c->fenced;
+        int64_t won = c->won, fenced_epoch = c->fenced_epoch;
+        bool dirty = c->dirty && c->retry_at == 0;
+        ss_repl_peer_t peers[MAX_PEER_EVS];
+        size_t n_peers = c->n_peer_ev;
+        memcpy(peers, c->peer_ev, n_peers * sizeof(peers[0]));
+        c->n_peer_ev = 0;
+        c->fenced = false;
+        c->won = 0;
+        if (dirty)
+            c->dirty = false;
+        pthread_mutex_unlock(&c->mu);
+        if (stop)
+            break;
+        if (expired && !lost)
+            stand_down(c, "no lease renewal answered within the lease TTL");
+        if (lost && c->lease != 0) {
+            stand_down(c, "etcd lease lost");
+            unregister(c);
+            won = 0;
+        }
+        if (c->lease == 0) {
+            gt_err_t err = register_once(c);
+            if (err != GT_OK) {
+                GT_LOG(WARN, "cluster", "cannot register %s in etcd: %s; "
+                       "retrying", c->store_key, gt_err_str(err));
+                unregister(c);
+                retry_later(c);
+                pthread_mutex_lock(&c->mu);
+                c->dirty = true;
+                pthread_mutex_unlock(&c->mu);
+                continue;
+            }
+            dirty = true;
+        }
+        int64_t my_epoch = 0;
+        ss_role_t role = role_now(c, &my_epoch);
+        if (fenced && fenced_epoch > my_epoch && role != SS_ROLE_STANDBY) {
+            stand_down(c, "a newer epoch was seen");
+            won = 0;
+        }
+        if (won)
+            take_lead(c, won);
+        for (size_t i = 0; i < n_peers; i++)
+            isr_change(c, &peers[i]);
+        if (dirty || fenced)
+            reconcile(c);
+    }
+    return NULL;
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+gt_err_t ss_cluster_new(const cfg_t *cfg, ss_cluster_t **out)
 {
     *out = NULL;
     if (cfg->cluster.etcd.n == 0)
@@ -173,22 +944,35 @@ gt_err_t ss_cluster_start(const cfg_t *cfg, ss_cluster_t **out)
                           ? cfg->cluster.advertise : cfg->store_server.listen;
     const char *id = cfg->cluster.node_id && cfg->cluster.node_id[0]
                          ? cfg->cluster.node_id : adv;
-    snprintf(c->key, sizeof(c->key), "/gantry/%s/stores/%s",
-             cfg->cluster.name, id);
-    snprintf(c->value, sizeof(c->value), "%s", adv);
+    snprintf(c->id, sizeof(c->id), "%s", id);
+    snprintf(c->addr, sizeof(c->addr), "%s", adv);
+    const char *n = cfg->cluster.name;
+    snprintf(c->store_key, sizeof(c->store_key), "/gantry/%s/stores/%s", n,
+             c->id);
+    snprintf(c->stores_pfx, sizeof(c->stores_pfx), "/gantry/%s/stores/", n);
+    snprintf(c->rs, sizeof(c->rs), "/gantry/%s/rs/0", n);
+    snprintf(c->rs_pfx, sizeof(c->rs_pfx), "%s/", c->rs);
+    snprintf(c->members_key, sizeof(c->members_key), "%s/members", c->rs);
+    snprintf(c->isr_key, sizeof(c->isr_key), "%s/isr", c->rs);
+    snprintf(c->leader_key, sizeof(c->leader_key), "%s/leader", c->rs);
+    snprintf(c->epoch_key, sizeof(c->epoch_key), "%s/epoch", c->rs);
+    snprintf(c->history_key, sizeof(c->history_key), "%s/history", c->rs);
     c->ttl = cfg->cluster.lease_ttl_s;
+    c->replicas = cfg->cluster.replicas;
+    c->retry_ms = c->ttl * 1000 / 3 < 200 ? 200 : c->ttl * 1000 / 3;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timed waits */
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
     gt_etcd_opts_t o = {
         .endpoints = (const char *const *)cfg->cluster.etcd.v,
         .n_endpoints = cfg->cluster.etcd.n,
+        /* a call must not outlast the lease it serves */
+        .call_timeout_ms = c->ttl * 1000 / 2 > 1000 ? c->ttl * 1000 / 2 : 1000,
     };
     gt_err_t err = gt_etcd_new(&o, &c->e);
-    if (err == GT_OK &&
-        pthread_create(&c->thread, NULL, cluster_main, c) != 0) {
-        gt_etcd_free(c->e);
-        err = GT_ENOMEM;
-    }
     if (err != GT_OK) {
         pthread_mutex_destroy(&c->mu);
         pthread_cond_destroy(&c->cv);
@@ -199,21 +983,72 @@ gt_err_t ss_cluster_start(const cfg_t *cfg, ss_cluster_t **out)
     return GT_OK;
 }
 
+gt_err_t ss_cluster_run(ss_cluster_t *c, ss_repl_t *repl)
+{
+    c->repl = repl;
+    if (pthread_create(&c->thread, NULL, ctl_main, c) != 0)
+        return GT_ENOMEM;
+    c->running = true;
+    return GT_OK;
+}
+
+void ss_cluster_metrics(ss_cluster_t *c, FILE *out)
+{
+    pthread_mutex_lock(&c->mu);
+    int role = c->role == SS_ROLE_LEADER ? 1
+               : c->role == SS_ROLE_FOLLOWER ? 2 : 0;
+    int64_t epoch = c->epoch, won = c->elections_won, downs = c->step_downs;
+    int isr_n = c->isr_n;
+    bool member = c->member;
+    pthread_mutex_unlock(&c->mu);
+    fprintf(out,
+            "# HELP gantry_store_role This node's role in its replica set: "
+            "0 standby, 1 leader, 2 follower.\n"
+            "# TYPE gantry_store_role gauge\n"
+            "gantry_store_role %d\n"
+            "# HELP gantry_store_epoch Epoch of the role (0 in standby).\n"
+            "# TYPE gantry_store_epoch gauge\n"
+            "gantry_store_epoch %lld\n"
+            "# HELP gantry_store_isr_members In-sync set size (leader only).\n"
+            "# TYPE gantry_store_isr_members gauge\n"
+            "gantry_store_isr_members %d\n"
+            "# HELP gantry_store_replica_member 1 if this node is in the "
+            "replica set's member list.\n"
+            "# TYPE gantry_store_replica_member gauge\n"
+            "gantry_store_replica_member %d\n"
+            "# HELP gantry_store_elections_won_total Epochs this node took up "
+            "leadership of.\n"
+            "# TYPE gantry_store_elections_won_total counter\n"
+            "gantry_store_elections_won_total %lld\n"
+            "# HELP gantry_store_step_downs_total Times this node stopped "
+            "leading or following (lease lost, fenced, leader changed).\n"
+            "# TYPE gantry_store_step_downs_total counter\n"
+            "gantry_store_step_downs_total %lld\n",
+            role, (long long)epoch, isr_n, member ? 1 : 0, (long long)won,
+            (long long)downs);
+}
+
 void ss_cluster_stop(ss_cluster_t *c)
 {
     if (!c)
         return;
-    pthread_mutex_lock(&c->mu);
-    c->stopping = true;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, NULL);
-    if (c->lease != 0) { /* unregister at once */
-        wait_res_t w;
-        wr_init(&w);
-        if (gt_etcd_lease_revoke(c->e, c->lease, on_write, &w) == GT_OK)
-            wr_wait(&w);
-        wr_fini(&w);
+    if (c->running) {
+        pthread_mutex_lock(&c->mu);
+        c->stopping = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thread, NULL);
+        if (role_now(c, NULL) != SS_ROLE_STANDBY)
+            ss_repl_stand_down(c->repl);
+    }
+    gt_elect_stop(c->el);
+    gt_etcd_watch_cancel(c->watch);
+    gt_etcd_keepalive_stop(c->ka);
+    if (c->lease != 0) { /* unregister (and resign) at once */
+        call_t w;
+        call_init(&w);
+        call_wait(&w, gt_etcd_lease_revoke(c->e, c->lease, on_write, &w));
+        call_fini(&w);
     }
     gt_etcd_free(c->e);
     pthread_mutex_destroy(&c->mu);

@@ -275,6 +275,7 @@ static void engine_close(void *arg)
 typedef struct ss_metrics_src {
     px_rpc_server_t *rpc;
     ss_srv_t *srv;
+    ss_cluster_t *cluster;  /* NULL: not in a cluster */
 } ss_metrics_src_t;
 
 static void ss_metrics(void *arg, FILE *out)
@@ -318,6 +319,8 @@ static void ss_metrics(void *arg, FILE *out)
             (unsigned long long)atomic_load(&m->srv->parked_now),
             (unsigned long long)atomic_load(&m->srv->dedup_hits),
             (unsigned long long)dd_entries, watchers);
+    if (m->cluster != NULL)
+        ss_cluster_metrics(m->cluster, out);
 }
 
 static int serve(const cfg_t *cfg, bool repair)
@@ -378,7 +381,11 @@ static int serve(const cfg_t *cfg, bool repair)
     engine.repair = repair;
     engine.exec = exec;
     engine.srv = &srv;
-    if (test_role) {
+    if (ss_cluster_new(cfg, &cluster) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot start the cluster control");
+        goto out;
+    }
+    if (test_role || cluster != NULL) {
         /* the engine opens when the node leads (ss_repl_lead) */
         ss_repl_config_t rc = {
             .node_id = cfg->cluster.node_id != NULL && cfg->cluster.node_id[0]
@@ -389,6 +396,8 @@ static int serve(const cfg_t *cfg, bool repair)
             .replica_lag_ms = cfg->cluster.replica_lag_ms,
             .engine = {engine_open, engine_close, &engine},
         };
+        if (cluster != NULL)
+            ss_cluster_events(cluster, &rc.events);
         if (ss_repl_new(&rc, &srv.repl) != GT_OK)
             goto out;
     } else {
@@ -428,6 +437,7 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     msrc.rpc = rpc;
     msrc.srv = &srv;
+    msrc.cluster = cluster;
     px_http_set_metrics(http, ss_metrics, &msrc);
     px_http_set_ready(http, true);
     if (srv.repl != NULL) {
@@ -437,8 +447,9 @@ static int serve(const cfg_t *cfg, bool repair)
             goto out;
         }
     }
-    if (ss_cluster_start(cfg, &cluster) != GT_OK) {
-        GT_LOG(ERROR, "main", "cannot start the cluster registration");
+    /* The control on etcd drives replication's role from now on. */
+    if (cluster != NULL && ss_cluster_run(cluster, srv.repl) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot start the cluster control");
         goto out;
     }
     GT_LOG(INFO, "main", "ready: gantry.store.v1 on %s (port %d, %zu methods), HTTP on %s",
@@ -450,10 +461,10 @@ static int serve(const cfg_t *cfg, bool repair)
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);
+    px_http_set_metrics(http, NULL, NULL);
     ss_cluster_stop(cluster);
     cluster = NULL;
-    px_http_set_metrics(http, NULL, NULL);
-    /* Replication first: held answers and fetches end "not leader", the
+    /* Replication next: held answers and fetches end "not leader", the
      * engine it opened closes. */
     if (srv.repl != NULL)
         ss_repl_stand_down(srv.repl);
@@ -475,11 +486,11 @@ static int serve(const cfg_t *cfg, bool repair)
     status = 0;
     GT_LOG(INFO, "main", "stopped");
 out:
+    if (http != NULL)
+        px_http_set_metrics(http, NULL, NULL);
     ss_cluster_stop(cluster);
     if (srv.repl != NULL)
         ss_repl_stand_down(srv.repl);
-    if (http != NULL)
-        px_http_set_metrics(http, NULL, NULL);
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);
     if (srv.watch != NULL)
