@@ -1,16 +1,19 @@
-// Store cluster control on etcd (issue 12, store-server/ss_cluster.c): a
-// private etcd and four gantry-store nodes with replicas 3.  The first
-// three to register form the replica set (members, in-sync set "0:..."),
-// the fourth stands by.  Exactly one leader at epoch 1; SIGKILL of the
-// leader: a member of the in-sync set takes over at epoch 2 within the
-// lease TTL plus a margin, and the dead node leaves the in-sync set;
-// SIGSTOP of the leader past the TTL, then SIGCONT: the paused node steps
-// down and follows (no two nodes lead one epoch, checked on every node's
-// /metrics all along); a member outside the in-sync set and a standby
-// never win; a whole-cluster SIGKILL and restart: the in-sync member wins;
-// etcd paused past the TTL: the leader stops leading on its own.
-// Roles are read from gantry_store_role / gantry_store_epoch and the etcd
-// keys.  Prints FAILOVER lines (ms from the signal to a new leader).
+// Store cluster control on etcd (issue 12, store-server/ss_cluster.c)
+// driving the replication data path (ss_repl*.c): a private etcd and four
+// gantry-store nodes with replicas 3.  The first three to register form
+// the replica set (members, in-sync set "0:..."), the fourth stands by.
+// Exactly one leader at epoch 1, followers answer "not leader"; SIGKILL of
+// the leader: an in-sync member takes over at epoch 2 within the lease TTL
+// plus a margin and serves the messages the old leader acknowledged, the
+// dead node leaves the in-sync set and rejoins it once back and caught up;
+// SIGSTOP of the leader past the TTL, then SIGCONT: it steps down and
+// follows; followers paused: reported lagging, they leave the in-sync set
+// and, the leader killed, never win; a whole-cluster SIGKILL and restart:
+// an in-sync member wins and the data is there; etcd paused past the TTL:
+// the leader stops leading on its own.  No two nodes ever report leading
+// one epoch (every node's /metrics sampled all along).  Roles are read
+// from gantry_store_role / gantry_store_epoch and the etcd keys.  Prints
+// FAILOVER lines (ms from the signal to the new roles / first read).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
