@@ -1,15 +1,17 @@
-/* gt_elect: leader election on etcd (issue 12 foundation).
+/* gt_elect: leader election on etcd (issue 12).
  *
  * Under a prefix P two keys: P/leader holds the leader's node id and is
  * attached to the leader's lease (it goes when the leader stops renewing:
  * SIGKILL, pause, partition), and P/epoch holds a decimal counter that is
- * never deleted.  A contender campaigns with one transaction:
+ * never deleted.  A contender reads P/ and, when nobody leads, campaigns
+ * with one transaction:
  *   if version(P/leader) == 0 and mod_revision(P/epoch) == what it read
  *   then put P/leader = node id (lease), put P/epoch = epoch + 1
  * so at most one contender wins each epoch and epochs only grow.  A
- * contender that loses watches P/leader (from the losing transaction's
- * revision + 1, so no deletion is missed) and campaigns again when it is
- * deleted.  Errors talking to etcd are retried after a short delay.
+ * contender that finds a leader or loses watches P/ (from the read's or
+ * the losing transaction's revision + 1, so no deletion is missed) and
+ * campaigns again when P/leader is deleted.  Errors talking to etcd are
+ * retried after a short delay.
  *
  * In-sync sets (gt_elect_opts_t.require_isr).  P/isr holds
  * "<epoch>:<id>,<id>,..." (written by the store cluster's control,
