@@ -1,11 +1,12 @@
 /* px_trace: the message trace's buffer, flusher and handler hooks (see
  * px_trace.h).
  *
- * Noting an event takes the buffer's mutex for a copy of ~900 bytes into a
- * preallocated ring (a send's messages go in under one lock); the flusher
- * thread takes up to PX_TRACE_BATCH events at a time out of it and appends
- * them to PX_TRACE_TOPIC with one st_append(), waiting for the store's
- * answer before the next batch (one append in flight).  It wakes every
+ * Noting an event takes the buffer's mutex for a copy of its strings into
+ * a preallocated ring (a send's messages go in under one lock); the flusher
+ * thread encodes up to PX_TRACE_BATCH of the oldest events in place (they
+ * stay counted as buffered until written, so noting never reuses their
+ * slots) and appends them to PX_TRACE_TOPIC with one st_append(), waiting
+ * for the store's answer before the next batch (one append in flight).  It wakes every
  * trace.flush_ms, or sooner when a quarter of the buffer is full.
  *
  * One stored record holds up to PX_TRACE_PER_REC consecutive events, keyed
@@ -22,6 +23,7 @@
  * message to %DLQ%<group> at its next delivery: that is the "dlq" event of
  * a nack). */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -96,8 +98,7 @@ struct px_trace {
      * until it stops, so that a small buffer fills (trace.test.mjs). */
     bool test_hold;
     pthread_t thr;
-    /* the flusher's batch (its thread only) */
-    px_trace_ev_t *batch;
+    /* the flusher's records (its thread only) */
     st_message_t *msgs;            /* PX_TRACE_RECS records */
     char *bodies;                  /* their bodies, one after the other */
     /* the append in flight */
@@ -143,6 +144,31 @@ static bool px_trace_wants(const px_trace_t *tr, const char *topic,
            px_trace_listed(&tr->cfg->trace.groups, group);
 }
 
+/* Copies s (NULL: "") into d[cap], cut. */
+static void px_trace_cpy(char *d, size_t cap, const char *s)
+{
+    size_t n = s != NULL ? strnlen(s, cap - 1) : 0;
+
+    memcpy(d, s != NULL ? s : "", n);
+    d[n] = '\0';
+}
+
+/* *d = *s, copying the strings' bytes only (an event is ~1.4 KiB, its
+ * strings usually a tenth of that). */
+static void px_trace_ev_copy(px_trace_ev_t *d, const px_trace_ev_t *s)
+{
+    memcpy(d, s, offsetof(px_trace_ev_t, tag));
+    px_trace_cpy(d->tag, sizeof(d->tag), s->tag);
+    px_trace_cpy(d->msg_id, sizeof(d->msg_id), s->msg_id);
+    px_trace_cpy(d->topic, sizeof(d->topic), s->topic);
+    px_trace_cpy(d->group, sizeof(d->group), s->group);
+    px_trace_cpy(d->client, sizeof(d->client), s->client);
+    px_trace_cpy(d->addr, sizeof(d->addr), s->addr);
+    px_trace_cpy(d->result, sizeof(d->result), s->result);
+    px_trace_cpy(d->vhost, sizeof(d->vhost), s->vhost);
+    px_trace_cpy(d->amqp_mid, sizeof(d->amqp_mid), s->amqp_mid);
+}
+
 /* A blank event of kind for (topic, group), the call's client. */
 static void px_trace_ev_init(px_trace_ev_t *e, px_trace_kind_t kind,
                              px_call_t *call, const char *topic,
@@ -162,11 +188,11 @@ static void px_trace_ev_init(px_trace_ev_t *e, px_trace_kind_t kind,
     e->msg_id[0] = '\0';
     e->vhost[0] = '\0';
     e->amqp_mid[0] = '\0';
-    snprintf(e->topic, sizeof(e->topic), "%s", topic != NULL ? topic : "");
-    snprintf(e->group, sizeof(e->group), "%s", group != NULL ? group : "");
-    snprintf(e->client, sizeof(e->client), "%s", cid != NULL ? cid : "");
-    snprintf(e->addr, sizeof(e->addr), "%s", peer != NULL ? peer : "");
-    snprintf(e->result, sizeof(e->result), "OK");
+    px_trace_cpy(e->topic, sizeof(e->topic), topic);
+    px_trace_cpy(e->group, sizeof(e->group), group);
+    px_trace_cpy(e->client, sizeof(e->client), cid);
+    px_trace_cpy(e->addr, sizeof(e->addr), peer);
+    memcpy(e->result, "OK", 3);
 }
 
 /* Into the buffer, or dropped (counted) when it is full or stopped:
@@ -185,7 +211,7 @@ static void px_trace_put_n(px_trace_t *tr, px_trace_ev_t *e, size_t n)
             continue;
         }
         e[i].seq = ++tr->seq;
-        tr->ring[(tr->head + tr->n) % tr->cap] = e[i];
+        px_trace_ev_copy(&tr->ring[(tr->head + tr->n) % tr->cap], &e[i]);
         wake |= ++tr->n == tr->kick;
     }
     pthread_mutex_unlock(&tr->mu);
@@ -272,15 +298,28 @@ static void px_trace_jstr(char *buf, size_t cap, size_t *len, const char *k,
 /* Appends ,"k":v; nothing when v < 0 (the reader takes null). */
 static void px_trace_jnum(char *buf, size_t cap, size_t *len, const char *k, int64_t v)
 {
-    int w;
+    char digits[24];
+    size_t nd = 0, kl = strlen(k), l = *len;
+    uint64_t u = (uint64_t)v;
 
-    if (v < 0 || *len >= cap)
+    if (v < 0)
         return;
-    w = snprintf(buf + *len, cap - *len, ",\"%s\":%lld", k, (long long)v);
-    if (w > 0 && (size_t)w + 1 < cap - *len)
-        *len += (size_t)w;
-    else
-        buf[*len] = '\0';
+    do {
+        digits[nd++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (l + kl + nd + 5 >= cap)
+        return; /* leaves room for the closing brace */
+    buf[l++] = ',';
+    buf[l++] = '"';
+    memcpy(buf + l, k, kl);
+    l += kl;
+    buf[l++] = '"';
+    buf[l++] = ':';
+    while (nd > 0)
+        buf[l++] = digits[--nd];
+    buf[l] = '\0';
+    *len = l;
 }
 
 /* One event's JSON object (members that are empty or null left out) at
@@ -326,16 +365,28 @@ static void px_trace_appended(void *arg, gt_err_t err,
     pthread_mutex_unlock(&tr->wmu);
 }
 
-/* Adds key k to m unless it has it; false when m has no room for it. */
-static bool px_trace_key(st_message_t *m, const char *k)
+/* The i-th event of those being written (the flusher's thread). */
+static const px_trace_ev_t *px_trace_at(const px_trace_t *tr, size_t i)
 {
+    return &tr->ring[(tr->head + i) % tr->cap];
+}
+
+/* Adds key k to m unless it has it (hs: the hashes of m's keys); false
+ * when m has no room for it. */
+static bool px_trace_key(st_message_t *m, uint64_t *hs, const char *k)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
     if (k[0] == '\0')
         return true;
+    for (const char *c = k; *c != '\0'; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
     for (uint32_t j = 0; j < m->nkeys; j++)
-        if (strcmp(m->keys[j], k) == 0)
+        if (hs[j] == h && strcmp(m->keys[j], k) == 0)
             return true;
     if (m->nkeys == ST_MAX_KEYS)
         return false;
+    hs[m->nkeys] = h;
     m->keys[m->nkeys++] = k;
     return true;
 }
@@ -348,6 +399,7 @@ static size_t px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t n,
 {
     static const char head[] = "{\"v\":2,\"events\":[";
     st_message_t *m = &tr->msgs[r];
+    uint64_t hs[ST_MAX_KEYS]; /* the keys' hashes */
     char *b = *body;
     size_t l, i;
 
@@ -355,10 +407,10 @@ static size_t px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t n,
     memcpy(b, head, sizeof(head) - 1);
     l = sizeof(head) - 1;
     for (i = first; i < n && i - first < PX_TRACE_PER_REC; i++) {
-        const px_trace_ev_t *e = &tr->batch[i];
+        const px_trace_ev_t *e = px_trace_at(tr, i);
         uint32_t had = m->nkeys;
 
-        if (!px_trace_key(m, e->msg_id) || !px_trace_key(m, e->amqp_mid)) {
+        if (!px_trace_key(m, hs, e->msg_id) || !px_trace_key(m, hs, e->amqp_mid)) {
             m->nkeys = had; /* this one starts the next record */
             break;
         }
@@ -369,10 +421,10 @@ static size_t px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t n,
     memcpy(b + l, "]}", 3);
     l += 2;
     /* The first event's kind as the tag; the last one's time as birth. */
-    m->tag = px_tk_names[tr->batch[first].kind];
+    m->tag = px_tk_names[px_trace_at(tr, first)->kind];
     m->body = b;
     m->body_len = (uint32_t)l;
-    m->born_ts_ms = tr->batch[i - 1].time_ms;
+    m->born_ts_ms = px_trace_at(tr, i - 1)->time_ms;
     m->queue_id = ST_QUEUE_ANY;
     *body = b + l + 1;
     return i - first;
@@ -431,14 +483,14 @@ static void *px_trace_flusher(void *arg)
                 break;
             continue;
         }
+        /* The k oldest are read in place: they stay counted in n (so
+         * noting never writes their slots) until they are written. */
         k = tr->n < PX_TRACE_BATCH ? tr->n : PX_TRACE_BATCH;
-        for (size_t i = 0; i < k; i++)
-            tr->batch[i] = tr->ring[(tr->head + i) % tr->cap];
-        tr->head = (tr->head + k) % tr->cap;
-        tr->n -= k;
         pthread_mutex_unlock(&tr->mu);
         px_trace_write(tr, k);
         pthread_mutex_lock(&tr->mu);
+        tr->head = (tr->head + k) % tr->cap;
+        tr->n -= k;
     }
     tr->stopped = true;
     pthread_mutex_unlock(&tr->mu);
@@ -516,10 +568,9 @@ gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out)
     atomic_init(&tr->dropped, 0);
     atomic_init(&tr->failed, 0);
     tr->ring = calloc(tr->cap, sizeof(*tr->ring));
-    tr->batch = calloc(PX_TRACE_BATCH, sizeof(*tr->batch));
     tr->msgs = calloc(PX_TRACE_RECS, sizeof(*tr->msgs));
     tr->bodies = malloc(PX_TRACE_BODIES);
-    if (tr->ring == NULL || tr->batch == NULL || tr->msgs == NULL ||
+    if (tr->ring == NULL || tr->msgs == NULL ||
         tr->bodies == NULL || pthread_create(&tr->thr, NULL, px_trace_flusher, tr) != 0) {
         px_trace_free(tr);
         return GT_ENOMEM;
@@ -559,7 +610,6 @@ void px_trace_free(px_trace_t *tr)
     pthread_cond_destroy(&tr->wcv);
     pthread_mutex_destroy(&tr->amu);
     free(tr->ring);
-    free(tr->batch);
     free(tr->msgs);
     free(tr->bodies);
     free(tr);
@@ -644,11 +694,10 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
         if (k == 0)
             px_trace_ev_init(x, PX_TK_PUBLISH, call, topic, NULL);
         else /* the same call, topic and time */
-            memcpy(x, &e[0], sizeof(*x));
-        snprintf(x->msg_id, sizeof(x->msg_id), "%s",
-                 sp != NULL && sp->message_id != NULL ? sp->message_id : "");
-        snprintf(x->tag, sizeof(x->tag), "%s",
-                 sp != NULL && sp->tag_present_case && sp->tag != NULL ? sp->tag : "");
+            px_trace_ev_copy(x, &e[0]);
+        px_trace_cpy(x->msg_id, sizeof(x->msg_id), sp != NULL ? sp->message_id : NULL);
+        px_trace_cpy(x->tag, sizeof(x->tag),
+                     sp != NULL && sp->tag_present_case ? sp->tag : NULL);
         x->body_size = (int64_t)req->messages[i]->body.len;
         x->queue = -1;
         x->offset = -1;
@@ -656,7 +705,7 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
             x->queue = (int32_t)items[i].queue_id;
             x->offset = (int64_t)items[i].queue_offset;
         }
-        snprintf(x->result, sizeof(x->result), "OK");
+        memcpy(x->result, "OK", 3);
         px_trace_err(x, err == GT_OK && n != req->n_messages ? GT_EIO : err);
         if (++k == sizeof(e) / sizeof(e[0]) || i + 1 == req->n_messages) {
             px_trace_put_n(tr, e, k);
