@@ -926,7 +926,7 @@ static const cfg_desc_t cfg_trace_keys[] = {
             "traced, whatever the topic (`*`: all)."},
     {"buffer_events", CFG_T_INT, CFG_FIELD(cfg_t, trace.buffer_events), "8192", 1,
      1000000, NULL, NULL, NULL,
-     "Trace events held in memory until written (about 700 bytes each); when "
+     "Trace events held in memory until written (about 1.4 KiB of memory each); when "
      "full, new events are dropped and counted "
      "(`gantry_trace_events_total{result=\"dropped\"}`), never waited for."},
     {"flush_ms", CFG_T_INT, CFG_FIELD(cfg_t, trace.flush_ms), "100", 1, 60000, NULL,
