@@ -385,8 +385,10 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the cluster control");
         goto out;
     }
+    /* Replicated (a replica set member): the engine opens when the node
+     * leads (ss_repl_lead, called by the cluster control or the test
+     * role); until then store RPCs answer "not leader". */
     if (test_role || cluster != NULL) {
-        /* the engine opens when the node leads (ss_repl_lead) */
         ss_repl_config_t rc = {
             .node_id = cfg->cluster.node_id != NULL && cfg->cluster.node_id[0]
                            ? cfg->cluster.node_id : cfg->store_server.listen,

@@ -124,8 +124,13 @@ const ss_repl_config_t *ss_repl_cfg(const ss_repl_t *r)
 
 void ss_repl_newer_epoch(ss_repl_t *r, int64_t epoch)
 {
-    if (r->cfg.events.newer_epoch != NULL)
-        r->cfg.events.newer_epoch(r->cfg.events.arg, epoch);
+    ss_repl_events_t ev;
+
+    pthread_mutex_lock(&r->mu);
+    ev = r->cfg.events;
+    pthread_mutex_unlock(&r->mu);
+    if (ev.newer_epoch != NULL)
+        ev.newer_epoch(ev.arg, epoch);
 }
 
 void ss_repl_set_hist(ss_repl_t *r, const ss_hist_t *h)
@@ -647,6 +652,20 @@ static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
     return some;
 }
 
+/* Cheap test before build(): the follower holds everything already. */
+static bool nothing_new(ss_repl_t *r, const ss_fetch_t *f,
+                        const st_repl_marks_t *m, const ss_hist_t *hist,
+                        const ss_stream_t *cur, int64_t epoch)
+{
+    if (f->cl_next != mark_cl(r, m) || f->state_epoch != epoch ||
+        f->state_ino != cur->ino || f->state_offset != m->state_end)
+        return false;
+    for (size_t i = 0; i < hist->n; i++)
+        if (hist->e[i].epoch > f->last_epoch)
+            return f->cl_next <= hist->e[i].pos;
+    return true;
+}
+
 static void fetch_answer(ss_fetch_t *f, ss_resp_buf_t *b)
 {
     px_call_reply_pb(f->call, &b->resp.base);
@@ -682,12 +701,13 @@ static void *leader_main(void *arg)
                 peer_ack(r, f, &m, now);
         gates_take(r, false, &ready);
         nev = peers_check(r, now, ev, SS_REPL_MAX_PEERS);
+        ss_repl_events_t evs = r->cfg.events;
         pthread_mutex_unlock(&r->mu);
 
         gates_answer(ready, GATE_SEND);
         for (size_t i = 0; i < nev; i++)
-            if (r->cfg.events.peer_changed != NULL)
-                r->cfg.events.peer_changed(r->cfg.events.arg, &ev[i]);
+            if (evs.peer_changed != NULL)
+                evs.peer_changed(evs.arg, &ev[i]);
         /* new requests join the parked ones */
         while (in != NULL) {
             ss_fetch_t *n = in->next;
@@ -706,8 +726,16 @@ static void *leader_main(void *arg)
                 b->resp.err = GANTRY__STORE__V1__ERROR_CODE__AGAIN;
                 b->resp.leader_epoch = epoch;
             }
-            if (fenced || build(r, &ls, f, &m, hist, &cur, epoch, b) ||
-                f->deadline <= now) {
+            bool go = fenced;
+            if (!fenced && nothing_new(r, f, &m, hist, &cur, epoch)) {
+                go = f->deadline <= now;
+                if (go) /* the empty answer (history, ends) */
+                    build(r, &ls, f, &m, hist, &cur, epoch, b);
+            } else if (!fenced) {
+                go = build(r, &ls, f, &m, hist, &cur, epoch, b) ||
+                     f->deadline <= now;
+            }
+            if (go) {
                 *pp = f->next;
                 atomic_fetch_sub(&r->n_parked, 1);
                 fetch_answer(f, b);
@@ -787,6 +815,13 @@ gt_err_t ss_repl_new(const ss_repl_config_t *cfg, ss_repl_t **out)
     }
     *out = r;
     return GT_OK;
+}
+
+void ss_repl_set_events(ss_repl_t *r, const ss_repl_events_t *ev)
+{
+    pthread_mutex_lock(&r->mu);
+    r->cfg.events = *ev;
+    pthread_mutex_unlock(&r->mu);
 }
 
 /* role_mu held.  Leader -> standby: answers held and parked calls

@@ -81,6 +81,8 @@ typedef struct ss_repl_config {
 gt_err_t ss_repl_new(const ss_repl_config_t *cfg, ss_repl_t **out);
 /* Stands down (closing the engine) and frees.  NULL-safe. */
 void ss_repl_free(ss_repl_t *r);
+/* Sets the events (the control, created after the node serves). */
+void ss_repl_set_events(ss_repl_t *r, const ss_repl_events_t *ev);
 
 /* Leader of `epoch` with in-sync set `isr` (node ids, the leader among
  * them).  Appends (epoch, its commitlog end) to the local epoch history
