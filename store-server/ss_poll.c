@@ -409,8 +409,12 @@ void ss_poll_interrupt(px_call_t *call, px_interrupt_t why)
     pthread_mutex_unlock(&s->poll_mu);
     if (held == NULL)
         return;
-    /* The store must not hand this poll any message from now on. */
-    st_pop_cancel(s->store, key);
+    /* The store must not hand this poll any message from now on (a store
+     * closed by replication meanwhile answered it already). */
+    pthread_rwlock_rdlock(&s->late_lock);
+    if (s->store != NULL)
+        st_pop_cancel(s->store, key);
+    pthread_rwlock_unlock(&s->late_lock);
     if (why == PX_INTERRUPT_SHUTDOWN)
         ss_reply_err(call, GT_ESHUTDOWN);
     px_call_unref(held);

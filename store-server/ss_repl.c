@@ -926,6 +926,11 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     }
     if (history_out != NULL)
         *history_out = h->e[h->n - 1].pos;
+    {   /* a follower's stream identity means nothing once it leads */
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/repl.state", r->dir);
+        unlink(p);
+    }
     pthread_mutex_lock(&r->mu);
     r->hist = *h;
     free(h);

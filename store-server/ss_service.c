@@ -556,7 +556,9 @@ static void ss_get_info(px_call_t *call, ProtobufCMessage *msg)
     (void)msg;
     resp.protocol_version = SS_PROTOCOL_VERSION;
     resp.server_version = (char *)GANTRY_VERSION;
+    pthread_rwlock_rdlock(&ss_srv(call)->late_lock); /* replication: may change */
     resp.engine = (char *)(ss_srv(call)->engine ? ss_srv(call)->engine : "");
+    pthread_rwlock_unlock(&ss_srv(call)->late_lock);
     if (ss_srv(call)->data_dir != NULL) {
         ss_du_bytes = 0;
         nftw(ss_srv(call)->data_dir, ss_du_one, 16, FTW_PHYS);

@@ -195,11 +195,14 @@ void ss_watch_stop(ss_watch_t *w, st_store_t *store)
     if (w == NULL)
         return;
     st_meta_watch(store, NULL, NULL);
-    /* The calls were all interrupted (server shutdown) and unlisted. */
+    /* At a server shutdown the calls were all interrupted and unlisted;
+     * when replication closes the engine of a running node (it stands
+     * down) the streams still listed end here. */
     pthread_mutex_lock(&w->mu);
     while (w->watchers != NULL) {
         ss_watcher_t *x = w->watchers;
         w->watchers = x->next;
+        px_call_finish(x->call, GRPC_STATUS_UNAVAILABLE, "not leader");
         px_call_unref(x->call);
         free(x);
     }
@@ -214,6 +217,8 @@ size_t ss_watch_count(ss_watch_t *w)
 {
     size_t n;
 
+    if (w == NULL)
+        return 0;
     pthread_mutex_lock(&w->mu);
     n = w->nwatchers;
     pthread_mutex_unlock(&w->mu);
@@ -253,9 +258,17 @@ void ss_meta_watch(px_call_t *call, ProtobufCMessage *msg)
 
 void ss_meta_watch_interrupt(px_call_t *call, px_interrupt_t why)
 {
-    ss_watch_t *w = ss_srv(call)->watch;
+    ss_srv_t *s = ss_srv(call);
+    ss_watch_t *w;
     ss_watcher_t **pp, *x = NULL;
 
+    /* Replication may close the engine (and its watch) while the node
+     * serves: the read lock keeps it until this is done. */
+    pthread_rwlock_rdlock(&s->late_lock);
+    if ((w = s->watch) == NULL) {
+        pthread_rwlock_unlock(&s->late_lock);
+        return;
+    }
     pthread_mutex_lock(&w->mu);
     for (pp = &w->watchers; *pp != NULL; pp = &(*pp)->next) {
         if ((*pp)->call == call) {
@@ -266,6 +279,7 @@ void ss_meta_watch_interrupt(px_call_t *call, px_interrupt_t why)
         }
     }
     pthread_mutex_unlock(&w->mu);
+    pthread_rwlock_unlock(&s->late_lock);
     if (x == NULL)
         return;
     if (why == PX_INTERRUPT_SHUTDOWN)

@@ -47,11 +47,14 @@ function follower(id, lead, extra = {}) {
   });
 }
 
+// Stops every process; then throws the first failure (a sanitizer report).
 async function stopAll(...hs) {
+  let first;
   for (const h of hs.filter(Boolean)) {
     try { process.kill(h.pid, 'SIGCONT'); } catch { /* gone */ }
-    await stopGantry(h).catch(() => {});
+    await stopGantry(h).catch((e) => { first ??= e; });
   }
+  if (first) throw first;
 }
 
 function segs(node) {
@@ -174,5 +177,46 @@ test('gating: a send is answered only once every in-sync follower holds it; stor
   } finally {
     await shutdownQuietly(producer);
     await stopAll(P, F2, F1, L);
+  }
+});
+
+test('an old leader with a tail nobody else has rejoins as a follower of the next epoch: the tail is cut, the new leader\'s log copied', async () => {
+  let A; let B; let P; let producer;
+  try {
+    // A leads epoch 1 alone in its in-sync set (its answers wait for nobody);
+    // B follows, then stops fetching (SIGSTOP) while A takes more sends.
+    A = await leader('n1', ['n1'], 1);
+    B = await follower('n2', A);
+    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: A.endpoint });
+    producer = await startProducer(P, [T]);
+    for (let i = 0; i < 10; i++) await producer.send({ topic: T, body: Buffer.from(`common-${i}`) });
+    await waitFor(() => sameLog(A, B), scaled(20000), 'B holds A\'s log');
+    process.kill(B.pid, 'SIGSTOP');
+    for (let i = 0; i < 10; i++) await producer.send({ topic: T, body: Buffer.from(`only-on-a-${i}`) });
+    await shutdownQuietly(producer);
+    producer = undefined;
+    await stopGantry(P);
+    P = undefined;
+    await stopGantry(A, 'SIGKILL', { keepDir: true });
+    process.kill(B.pid, 'SIGCONT');
+    await stopGantry(B, 'SIGTERM', { keepDir: true });
+    // B leads epoch 2 and takes other sends; A comes back as its follower.
+    const B2 = await leader('n2', ['n2'], 1,
+      { dir: B.dir, grpcPort: B.grpcPort, httpPort: B.httpPort, epoch: 2 });
+    B = B2;
+    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: B.endpoint });
+    producer = await startProducer(P, [T]);
+    for (let i = 0; i < 10; i++) await producer.send({ topic: T, body: Buffer.from(`epoch2-${i}`) });
+    const A2 = await follower('n1', B, { dir: A.dir, grpcPort: A.grpcPort, httpPort: A.httpPort, epoch: 2 });
+    A = A2;
+    await waitFor(() => sameLog(B, A), scaled(20000), 'A truncated and copied B\'s log');
+    assert.match(A.log(), /truncating the commitlog/);
+    const log = Buffer.concat(segs(A).map((n) => read(A, n))).toString('latin1');
+    assert.ok(!log.includes('only-on-a-'), 'A kept the tail nobody else had');
+    assert.ok(log.includes('epoch2-9'));
+    assert.match(fs.readFileSync(path.join(A.dir, 'data', 'epochs'), 'utf8'), /^1 \d+\n2 \d+\n$/);
+  } finally {
+    await shutdownQuietly(producer);
+    await stopAll(P, A, B);
   }
 });
