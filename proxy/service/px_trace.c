@@ -265,8 +265,19 @@ static void px_trace_jstr(char *buf, size_t cap, size_t *len, const char *k,
     buf[l++] = '"';
     while (*s != '\0' && l + 9 < cap) {
         unsigned char c = (unsigned char)*s;
-        size_t u;
+        size_t u, run = 0;
 
+        /* a run of printable ASCII other than '"' and '\\' goes as is */
+        while (s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > 0) {
+            if (run > cap - 9 - l)
+                run = cap - 9 - l;
+            memcpy(buf + l, s, run);
+            l += run;
+            s += run;
+            continue;
+        }
         if (c == '"' || c == '\\') {
             buf[l++] = '\\';
             buf[l++] = (char)c;
