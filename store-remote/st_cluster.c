@@ -47,6 +47,7 @@ typedef struct st_cluster {
     bool rewatch;            /* a compacted watch: re-read and watch again */
 
     atomic_bool reading;     /* a read is in flight */
+    atomic_int_fast64_t not_leader_log_ms;
 } st_cluster_t;
 
 /* ---- state ---------------------------------------------------------------- */
@@ -255,9 +256,23 @@ static void watches_start_locked(st_cluster_t *c, int64_t from)
 
 /* ---- hooks of the client ---------------------------------------------------- */
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void sc_not_leader(void *ctx)
 {
-    (void)read_start(ctx); /* no lock of ours: see st_remote_config_t */
+    st_cluster_t *c = ctx;
+    /* No lock of ours here (see st_remote_config_t); logged at most once
+     * a second. */
+    int64_t now = mono_ms(), last = atomic_load(&c->not_leader_log_ms);
+    if (now - last >= 1000 && atomic_compare_exchange_strong(&c->not_leader_log_ms, &last, now))
+        GT_LOG(INFO, "store", "the store node answered \"not leader\": reading the leader "
+               "from etcd again");
+    (void)read_start(c);
 }
 
 static void sc_close(void *ctx)

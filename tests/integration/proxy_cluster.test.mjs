@@ -193,3 +193,74 @@ test('gantry-store --node-id and --advertise set cluster.node_id and cluster.adv
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /^cluster:\n(?: {2}.*\n)*? {2}node_id: "store-2"\n {2}advertise: "store-2\.store-headless\.ns\.svc:10911"\n/m);
 });
+
+// Replicated nodes with the store's test-only static roles
+// (GANTRY_TEST_REPL_ROLE, no cluster control): A leads epoch 1 with B in
+// its in-sync set, B follows.  The test plays the control's part in etcd.
+function replYaml(id, minInsync) {
+  return `${YAML}
+cluster:
+  node_id: ${id}
+  min_insync: ${minInsync}
+  replica_lag_ms: 2000
+`;
+}
+
+test('cluster mode over replicated nodes: a follower answers "not leader", the proxy reads etcd again; after the leader dies and the follower leads epoch 2, nothing acknowledged is lost', async () => {
+  let etcd; let a; let b; let p; let producer; let consumer; let raw;
+  try {
+    etcd = await startEtcd();
+    a = await startStore({ logLevel: 'info', yaml: replYaml('a', 2),
+      env: { GANTRY_TEST_REPL_ROLE: 'leader', GANTRY_TEST_REPL_ISR: 'a,b', GANTRY_TEST_REPL_EPOCH: '1' } });
+    b = await startStore({ logLevel: 'info', yaml: replYaml('b', 2),
+      env: { GANTRY_TEST_REPL_ROLE: 'follower', GANTRY_TEST_REPL_LEADER: a.endpoint, GANTRY_TEST_REPL_EPOCH: '1' } });
+    const name = uniq('repl');
+    const key = (k) => `/gantry/${name}/${k}`;
+    await etcd.put(key('stores/a'), a.endpoint);
+    await etcd.put(key('stores/b'), b.endpoint);
+    await etcd.put(key('rs/0/leader'), 'a');
+    p = await startGantry({ logLevel: 'info', yaml: YAML, readyTimeoutMs: 60000,
+      storeYaml: `  mode: cluster\n  etcd: ["${etcd.endpoint}"]\n  cluster_name: "${name}"\n` +
+        `  remote_timeout_ms: ${scaled(5000)}\n` });
+    producer = await startProducer(p, [T]);
+    const acked = new Set();
+    for (let i = 0; i < 20; i++) acked.add((await producer.send({ topic: T, body: Buffer.from(`r-${i}`) })).messageId);
+
+    // The key names the follower: it refuses, in-band errors, and the
+    // proxy reads etcd again.
+    raw = new Raw(p.endpoint);
+    await etcd.put(key('rs/0/leader'), 'b');
+    await waitFor(async () => {
+      const r = await sendRaw(raw, 'to-follower', scaled(30000));
+      assert.equal(r.err, null, `transport error: ${r.err}`);
+      return !okSend(r) && /answered "not leader": reading the leader from etcd again/.test(p.log());
+    }, 20000, 'a send refused by the follower and the proxy reading etcd again', 50);
+
+    // The leader dies; B becomes the leader of epoch 2 on its own data.
+    await stopGantry(a, 'SIGKILL');
+    a = null;
+    await stopGantry(b, 'SIGTERM', { keepDir: true });
+    b = await startStore({ dir: b.dir, grpcPort: b.grpcPort, httpPort: b.httpPort, amqpPort: b.amqpPort,
+      logLevel: 'info', yaml: replYaml('b', 1),
+      env: { GANTRY_TEST_REPL_ROLE: 'leader', GANTRY_TEST_REPL_ISR: 'b', GANTRY_TEST_REPL_EPOCH: '2' } });
+    await waitFor(async () => okSend(await sendRaw(raw, 'epoch-2')), 30000,
+      'a send through the proxy once B leads', 100);
+    for (let i = 0; i < 5; i++) acked.add((await producer.send({ topic: T, body: Buffer.from(`e2-${i}`) })).messageId);
+
+    consumer = await startSimpleConsumer(p, G, T);
+    const ids = new Set();
+    await waitFor(async () => {
+      for (const m of await consumer.receive(32, 30000)) {
+        ids.add(m.messageId);
+        await consumer.ack(m);
+      }
+      return [...acked].every((id) => ids.has(id));
+    }, 30000, 'every acknowledged send received', 0).catch(() => {});
+    assert.deepEqual([...acked].filter((id) => !ids.has(id)), [], 'acknowledged sends lost across the failover');
+  } finally {
+    raw?.close();
+    await shutdownQuietly(producer, consumer);
+    for (const g of [p, a, b].filter(Boolean)) await stopGantry(g).catch(() => {});
+    await stopEtcd(etcd);
+  }
+});
