@@ -392,6 +392,9 @@ typedef struct st_local {
     size_t sq_want;                 /* syncer sleeps until this many */
     bool sq_busy, sq_stop, sq_waiting;
     bool sq_failed;                 /* a sync failed: writer must reset */
+    /* A small append was queued since the writer last took them, and the
+     * writer waits for the syncer (wait_ahead): the former wakes it. */
+    atomic_bool wq_small, wr_ahead_wait;
     gt_err_t sq_err;
     uint64_t sq_reset_off;          /* file offset to truncate back to */
     pthread_t syncer;

@@ -1,7 +1,8 @@
 /* The writer in sync mode: a small append goes ahead of large ones to
  * other topics that wait for room in the write-ahead (ST_WRITE_AHEAD bytes
  * written but not synced), instead of waiting for their syncs; one to the
- * same topic stays behind them (a caller's appends keep their order).  The commitlog's syncs are
+ * same topic stays behind them (a caller's appends keep their order); a
+ * large batch is written in parts, and a small append goes between them.  The commitlog's syncs are
  * held by a gate in the file layer, so what is written while a sync is in
  * progress is decided by the test, not by the disk's speed. */
 #include <limits.h>
@@ -192,10 +193,115 @@ static void test_small_ahead_of_large(void)
     free(dir);
 }
 
+/* A large batch's answer: every item's position and queue offset. */
+typedef struct batch_sent {
+    sent_t s;
+    size_t n;
+    uint64_t pos[8], qoff[8];
+    uint32_t qid[8];
+} batch_sent_t;
+
+static void batch_cb(void *arg, gt_err_t err, const st_append_item_t *items,
+                     size_t n)
+{
+    batch_sent_t *b = arg;
+    pthread_mutex_lock(b->s.mu);
+    b->n = err == GT_OK ? n : 0;
+    for (size_t i = 0; i < b->n && i < 8; i++) {
+        b->pos[i] = items[i].position;
+        b->qoff[i] = items[i].queue_offset;
+        b->qid[i] = items[i].queue_id;
+    }
+    b->s.err = err;
+    b->s.done = ++*b->s.order;
+    pthread_cond_broadcast(b->s.cv);
+    pthread_mutex_unlock(b->s.mu);
+}
+
+/* A batch of more than ST_PART_BYTES (4 MiB) of bodies is written in
+ * parts: a small append to another topic that comes while its first part
+ * is being synced is written before the rest of the batch, and answered
+ * first (written whole, a 32 MiB batch held every small append behind
+ * its whole write and sync: bench-overload C).  The batch is answered
+ * once, with every item, in order, in the queue it chose. */
+static void test_small_between_parts(void)
+{
+    enum { N = 4 };
+    char *dir = tu_tmpdir("writer");
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    int order = 0;
+    batch_sent_t big = {{&mu, &cv, &order, 0, GT_OK, 0}, 0, {0}, {0}, {0}};
+    sent_t s = {&mu, &cv, &order, 0, GT_OK, 0};
+    st_message_t m[N];
+    char *body = malloc(3 * MiB);
+    st_config_t c;
+    st_store_t *st = NULL;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    memset(body, 'b', 3 * MiB);
+    tu_config(&c, dir, ST_FLUSH_SYNC);
+    c.segment_size = 64 * MiB;
+    c.max_message_bytes = 8 * MiB;
+    c.file_ops = &gate_ops;
+    c.file_ctx = &gate;
+    CU_ASSERT_EQUAL_FATAL(tu_open_cfg(&c, &st), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 4), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "U", 1), GT_OK);
+    memset(m, 0, sizeof(m));
+    for (int i = 0; i < N; i++) {
+        m[i].tag = "t";
+        m[i].body = body;
+        m[i].body_len = 3 * MiB;
+        m[i].queue_id = -1; /* the store chooses, once for the batch */
+        m[i].born_ts_ms = 1700000000000;
+        m[i].born_host = "127.0.0.1:1234";
+    }
+
+    pthread_mutex_lock(&gate.mu);
+    gate.armed = true;
+    gate.entered = gate.allowed = 0;
+    pthread_mutex_unlock(&gate.mu);
+    /* 12 MiB of bodies: the first part is written, its sync held. */
+    st_append(st, "T", m, N, batch_cb, &big);
+    gate_wait_entered(1);
+    send_body_to(st, "U", 100, &s);
+    pthread_mutex_lock(&gate.mu);
+    gate.armed = false;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+
+    pthread_mutex_lock(&mu);
+    while (!big.s.done || !s.done)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    CU_ASSERT_EQUAL(big.s.err, GT_OK);
+    CU_ASSERT_EQUAL(s.err, GT_OK);
+    CU_ASSERT_EQUAL_FATAL(big.n, N);
+    /* The small one went in before the batch's last part... */
+    CU_ASSERT(big.pos[0] < s.position);
+    CU_ASSERT(s.position < big.pos[N - 1]);
+    CU_ASSERT(s.done < big.s.done);
+    /* ...and the batch is whole: one queue, consecutive offsets, in
+     * order. */
+    for (int i = 0; i < N; i++) {
+        CU_ASSERT_EQUAL(big.qid[i], big.qid[0]);
+        CU_ASSERT_EQUAL(big.qoff[i], (uint64_t)i);
+        if (i > 0)
+            CU_ASSERT(big.pos[i - 1] < big.pos[i]);
+    }
+
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+    free(body);
+}
+
 int main(void)
 {
     static const CU_TestInfo tests[] = {
         {"small_ahead_of_large", test_small_ahead_of_large},
+        {"small_between_parts", test_small_between_parts},
         CU_TEST_INFO_NULL,
     };
     return tu_run("writer", tests);
