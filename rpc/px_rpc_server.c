@@ -1198,6 +1198,11 @@ static void px_call_on_request(px_call_t *c, bool ok)
         return;
     }
     md_bytes = px_call_metadata_bytes(c);
+    /* Copied by px_call_capture: the core's array of it (~1 KB with an
+     * SDK's headers) is not kept for the call's life (a parked long poll
+     * holds its call for up to its whole poll). */
+    grpc_metadata_array_destroy(&c->md_in);
+    grpc_metadata_array_init(&c->md_in);
     if (md_bytes > px_server_header_limit(srv)) {
         char msg[200];
         snprintf(msg, sizeof(msg),

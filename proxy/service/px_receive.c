@@ -33,21 +33,30 @@
 #define PX_DEADLINE_MARGIN_MS 500
 
 /* A parked receive.  `call` is guarded by svc->recv_mu: NULL once the call
- * was detached (cancelled or server stopping) before the store answered. */
+ * was detached (cancelled or server stopping) before the store answered.
+ * Its strings live after it, in the same block, each as long as it is
+ * (fixed arrays made a parked receive cost ~950 bytes here). */
 typedef struct px_recv_ctx {
     px_svc_t *svc;
     px_call_t *call;
-    char client_id[128];
-    char group[ST_NAME_MAX + 1];
-    char topic[ST_NAME_MAX + 1];
-    char ns[128];
-    char store_host[128];
+    char *client_id; /* at most 127 bytes, as before */
+    char *group;     /* at most ST_NAME_MAX */
+    char *topic;     /* at most ST_NAME_MAX */
+    char *ns;        /* at most 127 bytes, cut on a UTF-8 boundary */
+    char *store_host;/* at most 127 bytes, cut on a UTF-8 boundary */
     char *filter_expr;
     bool sql;           /* filter_expr is SQL92 (the store compiles it) */
     int64_t invisible_ms;
     bool auto_renew;
     uint64_t cancel_key;    /* names the pop for st_pop_cancel() */
 } px_recv_ctx_t;
+
+/* Room for a copy of `s` (NULL: "") of at most `cap` - 1 bytes. */
+static size_t px_recv_room(const char *s, size_t cap)
+{
+    size_t n = s != NULL ? strlen(s) + 1 : 1;
+    return n < cap ? n : cap;
+}
 
 /* Cancel keys: unique per process, never 0. */
 static _Atomic uint64_t px_recv_keys;
@@ -248,9 +257,9 @@ static void px_recv_watch(px_recv_ctx_t *ctx, const st_popped_t *msgs,
     if (n == 0 || (s = malloc(sizeof(*s) + n * ST_HANDLE_MAX)) == NULL)
         return; /* out of memory: they count as delivered */
     s->svc = ctx->svc;
-    memcpy(s->client_id, ctx->client_id, sizeof(s->client_id));
-    memcpy(s->group, ctx->group, sizeof(s->group));
-    memcpy(s->topic, ctx->topic, sizeof(s->topic));
+    snprintf(s->client_id, sizeof(s->client_id), "%s", ctx->client_id);
+    snprintf(s->group, sizeof(s->group), "%s", ctx->group);
+    snprintf(s->topic, sizeof(s->topic), "%s", ctx->topic);
     s->n = n;
     for (size_t i = 0; i < n; i++)
         snprintf(s->handles[i], ST_HANDLE_MAX, "%s", msgs[i].handle);
@@ -426,19 +435,35 @@ void px_receive_message(px_call_t *call, ProtobufCMessage *msg)
     }
     if (!px_recv_check(call, req, &t, &sql))
         return;
-    if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
-        px_recv_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
-        return;
+    auth = px_authority_text(call);
+    {
+        const char *ns = req->message_queue->topic->resource_namespace;
+        size_t n_client = px_recv_room(px_client_id(call), 128),
+               n_group = px_recv_room(req->group->name, ST_NAME_MAX + 1),
+               n_topic = px_recv_room(t.name, ST_NAME_MAX + 1),
+               n_ns = px_recv_room(ns, 128), n_host = px_recv_room(auth, 128);
+        char *p;
+
+        ctx = calloc(1, sizeof(*ctx) + n_client + n_group + n_topic + n_ns + n_host);
+        if (ctx == NULL) {
+            px_recv_status(call, PX_CODE(INTERNAL_SERVER_ERROR), "out of memory");
+            return;
+        }
+        p = (char *)(ctx + 1);
+        ctx->client_id = p;
+        snprintf(ctx->client_id, n_client, "%s", px_client_id(call));
+        ctx->group = p += n_client;
+        snprintf(ctx->group, n_group, "%s", req->group->name);
+        ctx->topic = p += n_group;
+        snprintf(ctx->topic, n_topic, "%s", t.name);
+        ctx->ns = p += n_topic;
+        gt_utf8_copy(ctx->ns, n_ns, ns);
+        ctx->store_host = p + n_ns;
+        gt_utf8_copy(ctx->store_host, n_host, auth);
     }
     ctx->sql = sql;
     ctx->svc = px_svc(call);
     ctx->call = call;
-    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
-    snprintf(ctx->group, sizeof(ctx->group), "%s", req->group->name);
-    snprintf(ctx->topic, sizeof(ctx->topic), "%s", t.name);
-    gt_utf8_copy(ctx->ns, sizeof(ctx->ns), req->message_queue->topic->resource_namespace);
-    auth = px_authority_text(call);
-    gt_utf8_copy(ctx->store_host, sizeof(ctx->store_host), auth);
     if (req->filter_expression != NULL && req->filter_expression->expression != NULL)
         ctx->filter_expr = strdup(req->filter_expression->expression);
     /* Push consumers ask for auto-renewal and name no invisible time: the
