@@ -29,6 +29,7 @@
 
 typedef struct ga_opts {
     const char *server, *token, *user; /* user: AK:SK, HTTP Basic */
+    const char *cacert;                /* PEM CA file for https:// */
     long timeout_s;
     bool json;
     const char *pos[GA_POS_MAX];
@@ -42,8 +43,8 @@ typedef struct ga_opts {
 static void usage(FILE *out)
 {
     fputs(
-        "usage: gantry-admin [--server URL] [--token TOKEN | --user AK:SK] [--json] [--timeout S]\n"
-        "                    COMMAND\n"
+        "usage: gantry-admin [--server URL] [--cacert PEM] [--token TOKEN | --user AK:SK]\n"
+        "                    [--json] [--timeout S] COMMAND\n"
         "\n"
         "topics (mqadmin topicList, topicStatus, updateTopic, deleteTopic):\n"
         "  topic list\n"
@@ -79,6 +80,8 @@ static void usage(FILE *out)
         "--server defaults to $GANTRY_ADMIN_SERVER or " GA_DEFAULT_SERVER ";\n"
         "--token to $GANTRY_ADMIN_TOKEN (sent as \"Authorization: Bearer TOKEN\").\n"
         "--user AK:SK (an auth user with admin: true) is sent as HTTP Basic instead.\n"
+        "--cacert (or $GANTRY_ADMIN_CACERT): the CA file that verifies an https:// server\n"
+        "(default: the system's trust store).\n"
         "Exit codes: 0 done, 1 refused by the server, 2 usage error, 3 unreachable.\n",
         out);
 }
@@ -120,7 +123,7 @@ static int parse_args(int argc, char **argv, ga_opts_t *o)
     } opts[] = {
 #define S(n, f) {n, offsetof(ga_opts_t, f) + 1, 0, 0, 0}
 #define L(n, f, lo, hi) {n, 0, offsetof(ga_opts_t, f) + 1, lo, hi}
-        S("--server", server), S("--token", token), S("--user", user), S("--type", type), S("--perm", perm),
+        S("--server", server), S("--cacert", cacert), S("--token", token), S("--user", user), S("--type", type), S("--perm", perm),
         S("--consume-from", consume_from), S("--topic", topic), S("--to", to),
         S("--time", time), L("--timeout", timeout_s, 1, 3600), L("--queues", queues, 1, 1024),
         L("--max-attempts", max_attempts, 1, 1000), L("--max", max, 1, 10000), L("--body-max", body_max, 0, 1 << 20),
@@ -224,6 +227,8 @@ static int call(const ga_opts_t *o, const char *method, const char *path, json_t
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, o->timeout_s);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    if (o->cacert != NULL && o->cacert[0] != '\0')
+        curl_easy_setopt(c, CURLOPT_CAINFO, o->cacert);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     if (o->user != NULL) {
@@ -625,6 +630,7 @@ int main(int argc, char **argv)
 
     o.server = getenv("GANTRY_ADMIN_SERVER");
     o.token = getenv("GANTRY_ADMIN_TOKEN");
+    o.cacert = getenv("GANTRY_ADMIN_CACERT");
     if ((rc = parse_args(argc, argv, &o)) != 0)
         return rc < 0 ? GA_EXIT_OK : rc;
     if (o.server == NULL || o.server[0] == '\0')

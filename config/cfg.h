@@ -247,6 +247,7 @@ typedef struct cfg {
         char *key_file;    /* PEM private key; NULL when unset */
         char *ca_file;     /* PEM roots for client certificates; NULL: none */
         char *client_auth; /* none | optional | require */
+        bool http;         /* HTTPS on the operator (HTTP) port */
     } tls;
     cfg_topic_t *topics;
     size_t n_topics;

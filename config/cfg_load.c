@@ -333,7 +333,7 @@ static gt_err_t ld_tls_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *
 {
     const yaml_node_t *n = ld_get(ld, root, "tls");
     const char *al = cfg->amqp.tls_listen;
-    bool used = strcmp(cfg->tls.mode, "disabled") != 0 ||
+    bool used = strcmp(cfg->tls.mode, "disabled") != 0 || cfg->tls.http ||
                 (al != NULL && al[0] != '\0' && strcmp(al, "off") != 0);
 
     if (n == NULL)
@@ -341,8 +341,8 @@ static gt_err_t ld_tls_refs(cfg_ld_t *ld, const yaml_node_t *root, const cfg_t *
     if (used && (cfg->tls.cert_file == NULL || cfg->tls.cert_file[0] == '\0' ||
                  cfg->tls.key_file == NULL || cfg->tls.key_file[0] == '\0'))
         return ld_fail(ld, GT_EINVAL, n, "tls", "cert_file and key_file are needed "
-                       "(tls.mode is %s, amqp.tls_listen %s)", cfg->tls.mode,
-                       al != NULL && al[0] != '\0' ? al : "off");
+                       "(tls.mode is %s, tls.http %s, amqp.tls_listen %s)", cfg->tls.mode,
+                       cfg->tls.http ? "true" : "false", al != NULL && al[0] != '\0' ? al : "off");
     if (strcmp(cfg->tls.client_auth, "none") != 0 &&
         (cfg->tls.ca_file == NULL || cfg->tls.ca_file[0] == '\0'))
         return ld_fail(ld, GT_EINVAL, n, "tls.client_auth", "%s needs tls.ca_file",

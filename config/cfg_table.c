@@ -910,6 +910,12 @@ static const cfg_desc_t cfg_tls_keys[] = {
      .doc = "Client certificates: `none` (not asked for), `optional` (asked "
             "for, checked against `ca_file` when given), `require` (a "
             "connection without a valid one fails its handshake)."},
+    {.key = "http", .type = CFG_T_BOOL, CFG_FIELD(cfg_t, tls.http), .def = "false",
+     .doc = "HTTPS on the operator port (`server.http_listen`; `store_server.http_listen` "
+            "of `gantry-store`) with `cert_file` and `key_file`: the admin API, "
+            "dashboard, `/metrics` and the probes, which then need `scheme: HTTPS` in "
+            "Kubernetes. The port then serves TLS only (a plaintext request gets no "
+            "answer); no client certificate is asked for. Reloaded on SIGHUP too."},
 };
 
 static const cfg_desc_t cfg_trace_keys[] = {

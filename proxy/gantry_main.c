@@ -588,7 +588,7 @@ static void raise_fd_limit(void)
 
 /* SIGHUP: the TLS listeners read their certificate files again (bad files
  * are refused and the old certificate stays). */
-static void tls_reload(px_rpc_server_t *rpc, gw_server_t *amqp)
+static void tls_reload(px_rpc_server_t *rpc, gw_server_t *amqp, px_http_t *http)
 {
     char err[512];
 
@@ -598,6 +598,8 @@ static void tls_reload(px_rpc_server_t *rpc, gw_server_t *amqp)
                err);
     if (gw_server_tls_reload(amqp, err, sizeof(err)) != GT_OK)
         GT_LOG(ERROR, "main", "AMQPS reload refused, the old certificate stays: %s", err);
+    if (px_http_tls_reload(http, err, sizeof(err)) != GT_OK)
+        GT_LOG(ERROR, "main", "HTTPS reload refused, the old certificate stays: %s", err);
 }
 
 static int serve(const cfg_t *cfg, bool repair)
@@ -687,8 +689,8 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot build the method table");
         goto out;
     }
-    if (px_http_start(cfg->server.http_listen, &http, err, sizeof(err)) !=
-        GT_OK) {
+    if (px_http_start_tls(cfg->server.http_listen, cfg->tls.http ? &tls_files : NULL, &http,
+                          err, sizeof(err)) != GT_OK) {
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
     }
@@ -751,9 +753,9 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(WARN, "main", "cannot serve the web dashboard (/dashboard/)");
     px_http_set_ready(http, true);
     px_health_set_serving(health, true); /* grpc.health.v1: as /readyz */
-    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods, TLS %s), HTTP on %s, "
+    GT_LOG(INFO, "main", "ready: gRPC on %s (port %d, %zu methods, TLS %s), HTTP%s on %s, "
            "AMQP %s", cfg->server.grpc_listen, px_rpc_server_port(rpc), methods.count,
-           cfg->tls.mode,
+           cfg->tls.mode, cfg->tls.http ? "S" : "",
            cfg->server.http_listen, amqp_on ? amqp_listen : "off");
     if (amqp != NULL && gw_server_tls_port(amqp) != 0)
         GT_LOG(INFO, "main", "AMQPS on %s (port %d)", cfg->amqp.tls_listen,
@@ -764,7 +766,7 @@ static int serve(const cfg_t *cfg, bool repair)
             ;
         if (sig != SIGHUP)
             break;
-        tls_reload(rpc, amqp);
+        tls_reload(rpc, amqp, http);
     }
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -348,6 +348,8 @@ static int serve(const cfg_t *cfg, bool repair)
         .max_conn_inflight_bytes = cfg->server.max_conn_inflight_bytes,
         .app = &srv,
     };
+    gt_tls_files_t tls_files = {cfg->tls.cert_file, cfg->tls.key_file, NULL,
+                                GT_TLS_CLIENT_NONE};
 
     memset(&srv, 0, sizeof(srv));
     ss_poll_init(&srv);
@@ -359,6 +361,7 @@ static int serve(const cfg_t *cfg, bool repair)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reloads the HTTPS certificate (tls.http) */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -427,7 +430,8 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot build the method table");
         goto out;
     }
-    if (px_http_start(cfg->store_server.http_listen, &http, err, sizeof(err)) != GT_OK) {
+    if (px_http_start_tls(cfg->store_server.http_listen, cfg->tls.http ? &tls_files : NULL,
+                          &http, err, sizeof(err)) != GT_OK) {
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
     }
@@ -458,8 +462,15 @@ static int serve(const cfg_t *cfg, bool repair)
            cfg->store_server.listen, px_rpc_server_port(rpc), methods.count,
            cfg->store_server.http_listen);
 
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        while (sigwait(&sigs, &sig) != 0)
+            ;
+        if (sig != SIGHUP)
+            break;
+        GT_LOG(INFO, "main", "received SIGHUP: reloading the HTTPS certificate");
+        if (px_http_tls_reload(http, err, sizeof(err)) != GT_OK)
+            GT_LOG(ERROR, "main", "HTTPS reload refused, the old certificate stays: %s", err);
+    }
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     px_http_set_ready(http, false);

@@ -22,6 +22,7 @@
 #include "gt_addr.h"
 #include "gt_log.h"
 #include "px_http.h"
+#include "px_http_tls.h"
 
 /* Memory per connection, which bounds a request head (MHD's default is
  * 32 KiB). */
@@ -39,6 +40,7 @@ typedef struct px_http_body px_http_body_t;
  * metrics hook is under `mu`; the rest is set before the daemon starts. */
 struct px_http {
     struct MHD_Daemon *d;
+    px_http_tls_t *tls; /* NULL: plaintext */
     int lfd;
     time_t started;
     atomic_bool ready;
@@ -530,12 +532,38 @@ static int px_http_bind(const char *addr, char *err, size_t errlen)
 gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
                        size_t errlen)
 {
+    return px_http_start_tls(addr, NULL, out, err, errlen);
+}
+
+/* GnuTLS priorities: its defaults less the protocol versions before 1.2
+ * (as the gRPC port and AMQPS, which OpenSSL limits to 1.2 and up). */
+#define PX_HTTP_TLS_PRIORITIES "NORMAL:-VERS-TLS1.1:-VERS-TLS1.0:-VERS-SSL3.0"
+
+gt_err_t px_http_start_tls(const char *addr, const gt_tls_files_t *tls, px_http_t **out,
+                           char *err, size_t errlen)
+{
     px_http_t *h = calloc(1, sizeof(*h));
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+                         MHD_ALLOW_SUSPEND_RESUME;
+    gt_err_t rc;
 
     if (h == NULL)
         return GT_ENOMEM;
+    if (tls != NULL) {
+        if (MHD_is_feature_supported(MHD_FEATURE_HTTPS_CERT_CALLBACK) != MHD_YES) {
+            snprintf(err, errlen, "this libmicrohttpd has no HTTPS (GnuTLS) support");
+            free(h);
+            return GT_EINVAL;
+        }
+        if ((rc = px_http_tls_new(tls, &h->tls, err, errlen)) != GT_OK) {
+            free(h);
+            return rc;
+        }
+        flags |= MHD_USE_TLS;
+    }
     h->lfd = px_http_bind(addr, err, errlen);
     if (h->lfd < 0) {
+        px_http_tls_free(h->tls);
         free(h);
         return GT_EBUSY;
     }
@@ -546,9 +574,10 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
     pthread_rwlock_init(&h->rmu, NULL);
     pthread_mutex_init(&h->jmu, NULL);
     pthread_cond_init(&h->jcv, NULL);
+    /* The TLS options come last: for a plaintext endpoint the list ends
+     * before them (the arguments after MHD_OPTION_END are not read). */
     h->d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_USE_ITC |
-            MHD_ALLOW_SUSPEND_RESUME, 0,
+        flags, 0,
         NULL, NULL, px_http_handle, h,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)h->lfd,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)PX_HTTP_THREADS,
@@ -558,10 +587,14 @@ gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
         MHD_OPTION_EXTERNAL_LOGGER, px_http_log, NULL,
         MHD_OPTION_UNESCAPE_CALLBACK, px_http_no_unescape, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, px_http_completed, NULL,
+        h->tls != NULL ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END,
+        px_http_tls_callback(),
+        MHD_OPTION_HTTPS_PRIORITIES, PX_HTTP_TLS_PRIORITIES,
         MHD_OPTION_END);
     if (h->d == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server on %s", addr);
         close(h->lfd);
+        px_http_tls_free(h->tls);
         pthread_mutex_destroy(&h->mu);
         pthread_mutex_destroy(&h->amu);
         pthread_rwlock_destroy(&h->rmu);
@@ -672,5 +705,11 @@ void px_http_stop(px_http_t *h)
     pthread_rwlock_destroy(&h->rmu);
     pthread_mutex_destroy(&h->jmu);
     pthread_cond_destroy(&h->jcv);
+    px_http_tls_free(h->tls);
     free(h);
+}
+
+gt_err_t px_http_tls_reload(px_http_t *h, char *err, size_t errlen)
+{
+    return h->tls != NULL ? px_http_tls_cert_reload(h->tls, err, errlen) : GT_OK;
 }

@@ -23,7 +23,10 @@
  * nothing else: probes keep being answered.  Connections are capped
  * (PX_HTTP_MAX_CONNECTIONS) and one idle for PX_HTTP_IDLE_TIMEOUT_S is
  * closed; a request head larger than the per-connection memory is
- * refused. */
+ * refused.
+ *
+ * HTTPS (px_http_start_tls): the whole port is TLS, probes included
+ * (Kubernetes: `scheme: HTTPS`, which does not verify the certificate). */
 #ifndef PX_HTTP_H
 #define PX_HTTP_H
 
@@ -32,6 +35,7 @@
 #include <stdio.h>
 
 #include "gt_err.h"
+#include "gt_tls.h"
 
 typedef struct px_http px_http_t;
 
@@ -42,6 +46,19 @@ typedef struct px_http px_http_t;
  * writes a reason to `err`. */
 gt_err_t px_http_start(const char *addr, px_http_t **out, char *err,
                        size_t errlen);
+/* The same, serving HTTPS only (libmicrohttpd's GnuTLS, TLS 1.2 and up)
+ * with tls's certificate and key when tls is not NULL: a plaintext
+ * request gets no HTTP answer (its connection is closed).  The files are
+ * borrowed and must outlive h (px_http_tls_reload reads them again); no
+ * client certificate is asked for.  One HTTPS endpoint per process
+ * (GT_EBUSY for a second).  Bad files: GT_EIO / GT_EINVAL with err. */
+gt_err_t px_http_start_tls(const char *addr, const gt_tls_files_t *tls, px_http_t **out,
+                           char *err, size_t errlen);
+/* Reads the certificate files again (SIGHUP): handshakes from now on use
+ * them; open connections keep theirs.  Bad files: an error in err and the
+ * old certificate stays.  GT_OK (also for a plaintext endpoint: nothing
+ * to do). */
+gt_err_t px_http_tls_reload(px_http_t *h, char *err, size_t errlen);
 void px_http_set_ready(px_http_t *h, bool ready);
 /* Adds fn(arg, out) to /metrics: it writes Prometheus text lines to `out`.
  * Called on an HTTP thread; set once, before the hook's data can go away

@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
+import https from 'node:https';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 
@@ -107,9 +108,14 @@ export async function waitFor(cond, ms, what, everyMs = 20) {
   }
 }
 
-function httpGet(port, p) {
+// ca: a PEM CA (Buffer or string) to speak HTTPS (tls.http) and verify
+// the server's certificate for the name localhost.
+function httpGet(port, p, ca) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: scaled(2000) }, (res) => {
+    const o = { host: '127.0.0.1', port, path: p, timeout: scaled(2000) };
+    const get = ca ? (cb) => https.get({ ...o, ca, servername: 'localhost' }, cb)
+      : (cb) => http.get(o, cb);
+    const req = get((res) => {
       let body = '';
       res.on('data', (d) => { body += d; });
       res.on('end', () => resolve({ status: res.statusCode, body }));
@@ -222,7 +228,8 @@ async function startOnce(opts) {
       if (!opts.dir && !process.env.GANTRY_KEEP_TMP) fs.rmSync(g.dir, { recursive: true, force: true });
       throw new Error(`gantry exited early (${JSON.stringify(exitInfo)}):\n${log}`);
     }
-    const r = await httpGet(g.httpPort, '/readyz');
+    // opts.httpsCa: the operator port is HTTPS (tls.http), trusted by this CA
+    const r = await httpGet(g.httpPort, '/readyz', opts.httpsCa);
     if (r.status === 200) return g;
     await sleep(50);
   }
@@ -242,7 +249,10 @@ const storeOf = new Map(); // a gantry's dir -> its store node
 async function startWithStore(opts) {
   let s = opts.dir ? storeOf.get(opts.dir) : undefined;
   const own = !s;
-  if (own) s = await startStore({ logLevel: opts.logLevel, yaml: opts.yaml, flush: opts.flush });
+  if (own) {
+    s = await startStore({ logLevel: opts.logLevel, yaml: opts.yaml, flush: opts.flush,
+      httpsCa: opts.httpsCa });
+  }
   let g;
   try {
     g = await startGantry({ ...opts, remoteStore: s.endpoint });
