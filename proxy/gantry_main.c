@@ -28,6 +28,7 @@
 #include "px_rpc.h"
 #include "px_rpc_health.h"
 #include "px_service.h"
+#include "px_storage_metrics.h"
 #include "px_trace.h"
 #include "st.h"
 #include "st_cluster.h"
@@ -399,7 +400,7 @@ static gt_err_t open_cluster(const cfg_t *cfg, const st_exec_t *ex, st_store_t *
 /* Opens the embedded store, declares the config's topics and groups, and
  * wraps it so that its answers run on `ex` (the service's executor). */
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
-                           st_store_t **out)
+                           st_store_t **out, st_store_t **engine)
 {
     st_config_t sc;
     st_store_t *st = NULL;
@@ -434,6 +435,7 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
                                    "truncates at the damage)" : "");
         return rc;
     }
+    *engine = st; /* for its I/O figures; owned by the wrappers from here */
 declare:
     /* Idempotent: in remote and cluster modes every proxy declares them at
      * start. */
@@ -465,6 +467,7 @@ declare:
     if (rc == GT_OK && (rc = st_exec_open(st, ex, out)) == GT_OK)
         return GT_OK;
     st_close(st);
+    *engine = NULL;
     return rc;
 }
 
@@ -507,6 +510,7 @@ typedef struct {
     px_svc_t *svc;
     const char *proxy_mode;
     gw_server_t *amqp; /* NULL: AMQP off */
+    st_store_t *engine; /* the local engine (NULL: remote store) */
 } metrics_src_t;
 
 static void all_metrics(void *arg, FILE *out)
@@ -516,6 +520,12 @@ static void all_metrics(void *arg, FILE *out)
     rpc_metrics(m->rpc, out);
     px_metrics_write(m->rmq, m->proxy_mode, out);
     px_svc_write_metrics(m->svc, out);
+    if (m->engine != NULL) {
+        st_io_stats_t io;
+
+        if (st_local_io_stats(m->engine, &io) == GT_OK)
+            px_storage_metrics_write(out, &io);
+    }
     if (m->amqp != NULL)
         gw_server_metrics(m->amqp, out);
 }
@@ -663,7 +673,7 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the executor threads");
         goto out;
     }
-    if (open_store(cfg, repair, px_exec_store(exec), &store) != GT_OK)
+    if (open_store(cfg, repair, px_exec_store(exec), &store, &msrc.engine) != GT_OK)
         goto out;
     if ((rmq = px_metrics_new((size_t)cfg->metrics.max_label_sets)) == NULL ||
         (svc = px_svc_new(store, cfg)) == NULL) {

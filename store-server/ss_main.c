@@ -19,6 +19,7 @@
 #include "gt_log.h"
 #include "px_exec.h"
 #include "px_http.h"
+#include "px_storage_metrics.h"
 #include "px_rpc.h"
 #include "ss_int.h"
 #include "st.h"
@@ -216,9 +217,12 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
     }
     *engine = st->ops->name;
     if (inner != NULL)
-        *inner = st;
-    if ((rc = st_exec_open(st, ex, out)) != GT_OK)
+        *inner = st; /* owned by the wrapper from here */
+    if ((rc = st_exec_open(st, ex, out)) != GT_OK) {
         st_close(st);
+        if (inner != NULL)
+            *inner = NULL;
+    }
     return rc;
 }
 
@@ -276,6 +280,7 @@ typedef struct ss_metrics_src {
     px_rpc_server_t *rpc;
     ss_srv_t *srv;
     ss_cluster_t *cluster;  /* NULL: not in a cluster */
+    st_store_t *local; /* the engine, for its I/O figures */
 } ss_metrics_src_t;
 
 static void ss_metrics(void *arg, FILE *out)
@@ -321,6 +326,12 @@ static void ss_metrics(void *arg, FILE *out)
             (unsigned long long)dd_entries, watchers);
     if (m->cluster != NULL)
         ss_cluster_metrics(m->cluster, out);
+    if (m->local != NULL) {
+        st_io_stats_t io;
+
+        if (st_local_io_stats(m->local, &io) == GT_OK)
+            px_storage_metrics_write(out, &io);
+    }
 }
 
 static int serve(const cfg_t *cfg, bool repair)
@@ -380,6 +391,7 @@ static int serve(const cfg_t *cfg, bool repair)
         GT_LOG(ERROR, "main", "cannot start the executor threads");
         goto out;
     }
+    memset(&msrc, 0, sizeof(msrc));
     engine.cfg = cfg;
     engine.repair = repair;
     engine.exec = exec;
@@ -406,8 +418,10 @@ static int serve(const cfg_t *cfg, bool repair)
         if (ss_repl_new(&rc, &srv.repl) != GT_OK)
             goto out;
     } else {
+        /* the engine's I/O figures on /metrics (not yet on a node whose
+         * engine replication opens and closes) */
         if (open_store(cfg, repair, px_exec_store(exec), &store, &srv.engine,
-                       NULL) != GT_OK)
+                       &msrc.local) != GT_OK)
             goto out;
         srv.store = store;
     }

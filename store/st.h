@@ -534,6 +534,39 @@ gt_err_t st_state_rec_check(const uint8_t *buf, size_t len, size_t *used);
  * itself is not synced here. */
 gt_err_t st_checkpoint_write(int fd, uint64_t seq, uint64_t synced);
 
+/* ---- the local engine's I/O figures (for /metrics) --------------------- */
+
+/* Upper bounds (milliseconds) of the fdatasync latency buckets; a last,
+ * unbounded bucket follows them. */
+#define ST_FSYNC_BUCKETS 12
+extern const double st_fsync_bucket_ms[ST_FSYNC_BUCKETS];
+
+typedef enum st_sync_file {
+    ST_SYNC_COMMITLOG = 0, /* the commitlog (syncer, or flusher in async mode) */
+    ST_SYNC_STATE,         /* the state log (flusher) */
+    ST_SYNC_FILES
+} st_sync_file_t;
+
+typedef struct st_io_stats {
+    /* Commitlog bytes written to the file but not yet fdatasync'd (upstream's
+     * flush-behind): at most ST_WRITE_AHEAD-ish in sync mode, up to a
+     * flush_interval_ms worth of appends in async mode. */
+    uint64_t flush_behind_bytes;
+    uint64_t written_pos, synced_pos; /* commitlog positions behind it */
+    struct {
+        uint64_t count;                       /* fdatasyncs done */
+        uint64_t failed;                      /* of them, failed */
+        double sum_ms;                        /* their total time */
+        uint64_t bucket[ST_FSYNC_BUCKETS + 1]; /* per bucket, not cumulative */
+    } fsync[ST_SYNC_FILES];
+} st_io_stats_t;
+
+/* A snapshot of the local engine's figures (relaxed atomic reads, no lock:
+ * any thread, any time while the store is open).  `local` must be the
+ * store st_local_open() returned (not a decorator wrapping it); GT_EINVAL
+ * for another store. */
+gt_err_t st_local_io_stats(st_store_t *local, st_io_stats_t *out);
+
 /* ---- executors and decorators ------------------------------------------
  * One rule for callback threads: the front end hands the store an
  * executor, and every result (and metadata notification) reaches the

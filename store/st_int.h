@@ -401,6 +401,10 @@ typedef struct st_local {
     _Atomic uint64_t n_syncs, n_synced_appends; /* group commit figures */
     _Atomic uint64_t written_pos;   /* end of written data */
     _Atomic uint64_t synced_pos;    /* end of fdatasync'd data */
+    struct st_fsync_hist {          /* st_timed_fdatasync, st_local_io_stats */
+        _Atomic uint64_t count, failed, sum_ns;
+        _Atomic uint64_t bucket[ST_FSYNC_BUCKETS + 1];
+    } fsync_hist[ST_SYNC_FILES];
     uint64_t published_pos;         /* lock: end of published records */
 
     /* checkpoint file: ck_lock serialises its writes */
@@ -504,6 +508,9 @@ void st_local_clock_kick(st_store_t *s);
 /* Kicks and waits until the service thread has finished a pass begun
  * after the kick (timers, checks, expiries due by the clock handled). */
 void st_local_clock_settle(st_store_t *s);
+/* The local engine's operations (st_local.c): a store whose ops are these
+ * is an st_local_t. */
+extern const st_ops_t st_local_ops;
 
 /* ---- st_log.c ------------------------------------------------------------ */
 #define ST_SEG_HDR 64u
@@ -516,6 +523,9 @@ st_seg_t *st_log_current(st_local_t *st);          /* ref'd, or NULL */
 st_seg_t *st_log_seg_at(st_local_t *st, uint64_t pos); /* ref'd, or NULL */
 void st_seg_unref(st_local_t *st, st_seg_t *seg);
 gt_err_t st_log_roll(st_local_t *st);   /* writer thread */
+/* fops->fdatasync(fd), its time and result counted in fsync_hist[file]
+ * (st_iostats.c); returns what it returned (0 or -errno). */
+int st_timed_fdatasync(st_local_t *st, st_sync_file_t file, int fd);
 /* Sync mode: makes the file at least `need` bytes long by writing zeros
  * ahead (to need + 1 MiB, capped at the segment size), so later
  * fdatasyncs overwrite allocated blocks instead of growing the file (no

@@ -440,7 +440,7 @@ static void local_close(st_store_t *s)
     local_free(st);
 }
 
-static const st_ops_t local_ops = {
+const st_ops_t st_local_ops = {
     .name = "local",
     .close = local_close,
     .topic_put = st_topic_put_local,
@@ -502,7 +502,7 @@ static gt_err_t cfg_check(const st_config_t *c)
 
 static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
 {
-    st->base.ops = &local_ops;
+    st->base.ops = &st_local_ops;
     st->cfg = *cfg;
     st->fops = cfg->file_ops ? cfg->file_ops : &st_posix_file_ops;
     st->fctx = cfg->file_ctx;

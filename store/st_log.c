@@ -173,7 +173,7 @@ gt_err_t st_log_roll(st_local_t *st)
     int r = st->fops->ftruncate(st->fctx, cur->fd,
                                 (off_t)atomic_load(&cur->end));
     if (r == 0)
-        r = st->fops->fdatasync(st->fctx, cur->fd);
+        r = st_timed_fdatasync(st, ST_SYNC_COMMITLOG, cur->fd);
     gt_err_t rc = r < 0 ? st_errno_to_err(r) : GT_OK;
     if (rc == GT_OK)
         cur->zeroed = atomic_load(&cur->end);

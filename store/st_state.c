@@ -350,7 +350,7 @@ void st_state_sync(st_local_t *st)
     pthread_mutex_unlock(&st->lock);
     if (fd < 0)
         return;
-    int r = st->fops->fdatasync(st->fctx, fd);
+    int r = st_timed_fdatasync(st, ST_SYNC_STATE, fd);
     close(fd);
     if (r < 0) {
         GT_LOG(ERROR, "store", "state log fdatasync failed: %s", strerror(-r));

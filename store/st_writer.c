@@ -1102,7 +1102,7 @@ static void *syncer_main(void *arg)
         st->sq_head = st->sq_tail = NULL;
         st->sq_busy = true;
         pthread_mutex_unlock(&st->sq_lock);
-        int r = st->fops->fdatasync(st->fctx, list->seg->fd);
+        int r = st_timed_fdatasync(st, ST_SYNC_COMMITLOG, list->seg->fd);
         uint64_t bytes = 0;
         for (st_run_t *x = list; x; x = x->next)
             bytes += x->end_off - x->start_off;
@@ -1153,7 +1153,7 @@ static void flush_once(st_local_t *st)
         if (target > seg_end)
             target = seg_end;
         if (target > atomic_load(&st->synced_pos)) {
-            int r = st->fops->fdatasync(st->fctx, seg->fd);
+            int r = st_timed_fdatasync(st, ST_SYNC_COMMITLOG, seg->fd);
             if (r < 0) {
                 GT_LOG(ERROR, "store", "fdatasync %s failed: %s", seg->path,
                        strerror(-r));

@@ -91,6 +91,18 @@ test('SDK traffic: messages in/out, sizes, consumer gauges = backlog, DLQ, tx co
       sentAt.push([before, Date.now()]);
     }
     let { samples } = await scrape(g);
+    // The store's syncs (sync mode): five sends one after the other are
+    // five commitlog fdatasyncs at least, and nothing is left unsynced.
+    const fsyncBuckets = ['0.1', '0.25', '0.5', '1', '2.5', '5', '10', '25', '50', '100', '250', '1000', '+Inf'];
+    const cl0 = checkHistogram(samples, 'rocketmq_storage_fsync_latency', { file: 'commitlog' });
+    assert.deepEqual(samples.filter((x) => x.name === 'rocketmq_storage_fsync_latency_bucket' &&
+      x.labels.file === 'commitlog').map((x) => x.labels.le), fsyncBuckets);
+    assert.ok(cl0['+Inf'] >= sizes.length, `commitlog syncs ${cl0['+Inf']} >= ${sizes.length}`);
+    assert.ok(value(samples, 'rocketmq_storage_fsync_latency_sum', { file: 'commitlog' }) > 0);
+    checkHistogram(samples, 'rocketmq_storage_fsync_latency', { file: 'state' });
+    assert.equal(value(samples, 'rocketmq_storage_flush_behind_bytes'), 0, 'sync mode: nothing behind');
+    assert.equal(value(samples, 'rocketmq_storage_fsync_failures_total', { file: 'commitlog' }), 0);
+    assert.equal(value(samples, 'rocketmq_storage_fsync_failures_total', { file: 'state' }), 0);
     const sel = { topic: T, message_type: 'normal' };
     assert.equal(value(samples, 'rocketmq_messages_in_total', sel), sizes.length, 'messages in = sent');
     assert.equal(value(samples, 'rocketmq_throughput_in_total', sel), sizes.reduce((a, b) => a + b), 'bytes in');
@@ -157,6 +169,9 @@ test('SDK traffic: messages in/out, sizes, consumer gauges = backlog, DLQ, tx co
     assert.deepEqual(Object.keys(lat), ['1', '3', '5', '7', '10', '100', '1000', '2000', '3000', '+Inf']);
     assert.ok(value(samples, 'rocketmq_rpc_latency_count', { request_code: 'receive_message', is_long_polling: 'true' }) >= 2);
     assert.ok(value(samples, 'rocketmq_storage_size') > 600000, 'storage size');
+    // Two more sends (transactional) since: two more commitlog syncs at least.
+    const cl1 = checkHistogram(samples, 'rocketmq_storage_fsync_latency', { file: 'commitlog' });
+    assert.ok(cl1['+Inf'] >= cl0['+Inf'] + 2, `commitlog syncs grew: ${cl0['+Inf']} -> ${cl1['+Inf']}`);
     assert.equal(value(samples, 'rocketmq_proxy_up', { proxy_mode: 'local' }), 1);
 
     const pt = promtool((await scrape(g)).text);

@@ -473,6 +473,15 @@ test('conventions: probes, --check-config, --version, bad usage', async () => {
   assert.equal((await httpGet(node.httpPort, '/readyz')).status, 200);
   const m = await httpGet(node.httpPort, '/metrics');
   assert.match(m.body, /^gantry_store_grpc_calls_total \d+$/m);
+  // the engine's I/O figures (sync mode, nothing in flight): appends so far
+  // were synced, none left behind, none failed; promtool accepts the page
+  assert.match(m.body, /^rocketmq_storage_flush_behind_bytes 0$/m);
+  const syncs = /^rocketmq_storage_fsync_latency_count\{file="commitlog"\} (\d+)$/m.exec(m.body);
+  assert.ok(syncs && Number(syncs[1]) > 0, 'commitlog fdatasyncs counted');
+  assert.match(m.body, /^rocketmq_storage_fsync_latency_bucket\{file="state",le="\+Inf"\} \d+$/m);
+  assert.match(m.body, /^rocketmq_storage_fsync_failures_total\{file="commitlog"\} 0$/m);
+  const pt = spawnSync('promtool', ['check', 'metrics'], { input: m.body, encoding: 'utf8' });
+  assert.equal(pt.status, 0, `promtool check metrics:\n${pt.stdout}${pt.stderr}`);
   const good = path.join(node.dir, 'good.yaml');
   const bad = path.join(node.dir, 'bad.yaml');
   fs.writeFileSync(good, 'store_server:\n  listen: "127.0.0.1:10911"\n  dedup_entries: 10\n');
