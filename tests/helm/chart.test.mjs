@@ -831,6 +831,84 @@ test('the clustered render without etcd starts: a store node and two proxies wit
   }
 });
 
+const storeClusterSkip = clusteredSkip
+  || (!CONFIG_DOC.includes('`cluster.min_insync`') ? 'this gantry-store has no store cluster yet (issue 12)' : false)
+  || (spawnSync('etcd', ['--version']).status !== 0 ? 'no etcd (Debian etcd-server)' : false);
+
+test('the clustered render with etcd starts: etcd, three store nodes and two proxies with their rendered configs and args (store.mode cluster), SDK send/receive across proxies', { skip: storeClusterSkip }, async () => {
+  const { startEtcd, stopEtcd } = await import('../integration/etcd_util.mjs');
+  const { docs } = render([], ['--set', 'shape=clustered']);
+  const dep = one(docs, 'Deployment');
+  const sts = one(docs, 'StatefulSet', 'mq-gantry-store');
+  const sc = sts.spec.template.spec.containers[0];
+  const pc = dep.spec.template.spec.containers[0];
+  assert.equal(sts.spec.replicas, 3);
+  const procs = [];
+  let etcd;
+  let producer;
+  let consumer;
+  try {
+    // One local etcd stands for the chart's etcd members.
+    etcd = await startEtcd();
+    const scfg = YAML.parse(renderedConfig(docs, 'gantry-store.yaml'));
+    assert.equal(scfg.cluster.replicas, 3);
+    scfg.cluster.etcd = [etcd.endpoint];
+    const storeCfg = writeTmp('cluster.gantry-store.yaml', YAML.stringify(scfg));
+    const listenArg = sc.args[sc.args.indexOf('--listen') + 1];
+    const httpArg = sc.args[sc.args.indexOf('--http-listen') + 1];
+    const advArg = sc.args[sc.args.indexOf('--advertise') + 1];
+    const stores = [];
+    for (const i of [0, 1, 2]) {
+      const pod = `mq-gantry-store-${i}`;
+      const dir = fs.mkdtempSync(path.join(tmp, `${pod}-`));
+      fs.mkdirSync(path.join(dir, 'data'));
+      const ports = { store: await freePort(), http: await freePort() };
+      // The kubelet's $(POD_NAME) expansion, the pod's DNS name mapped to
+      // its local address.
+      const s = startLocal(STORE_BIN, sc.args, {
+        '/etc/gantry/config/gantry-store.yaml': storeCfg, '/data': path.join(dir, 'data'),
+        [listenArg]: `127.0.0.1:${ports.store}`, [httpArg]: `127.0.0.1:${ports.http}`,
+        '$(POD_NAME)': pod, [advArg]: `127.0.0.1:${ports.store}`,
+      }, [], pod);
+      procs.push(s);
+      stores.push({ s, ports });
+    }
+    for (const { s, ports } of stores) await readyLocal(s, ports.http, sc.readinessProbe.httpGet.path);
+
+    const cfg = YAML.parse(renderedConfig(docs));
+    assert.equal(cfg.store.mode, 'cluster');
+    cfg.store.etcd = [etcd.endpoint];
+    const proxyCfg = writeTmp('cluster.proxy.gantry.yaml', YAML.stringify(cfg));
+    const proxies = [];
+    for (const i of [0, 1]) {
+      const ports = { grpc: await freePort(), http: await freePort(), amqp: await freePort() };
+      const p = startLocal(GANTRY_BIN, pc.args, { '/etc/gantry/config/gantry.yaml': proxyCfg },
+        ['--grpc-listen', `127.0.0.1:${ports.grpc}`, '--http-listen', `127.0.0.1:${ports.http}`,
+          '--amqp-listen', `127.0.0.1:${ports.amqp}`], `cluster-proxy-${i}`);
+      procs.push(p);
+      proxies.push({ p, ports });
+    }
+    // A proxy is ready once replica set 0 has a leader that answers.
+    for (const { p, ports } of proxies) await readyLocal(p, ports.http, pc.readinessProbe.httpGet.path);
+    assert.match(proxies[0].p.log(), /replica set 0 leader: mq-gantry-store-\d at 127\.0\.0\.1:/);
+
+    const topic = cfg.topics[0].name;
+    const group = cfg.groups[0].name;
+    consumer = await startSimpleConsumer({ endpoint: `127.0.0.1:${proxies[1].ports.grpc}` }, group, topic);
+    producer = await startProducer({ endpoint: `127.0.0.1:${proxies[0].ports.grpc}` }, [topic]);
+    const sent = await producer.send({ topic, body: Buffer.from('across the store cluster render'), tag: 'cl' });
+    const got = await receiveAll(consumer, 1, 20000);
+    assert.ok(got.some((m) => m.messageId === sent.messageId), 'sent through proxy 0, received through proxy 1');
+  } finally {
+    await shutdownQuietly(producer, consumer);
+    const stops = [];
+    for (const p of procs.reverse()) stops.push(await stopLocal(p).then(() => null, (e) => e));
+    await stopEtcd(etcd);
+    const bad = stops.filter(Boolean);
+    if (bad.length) throw bad[0];
+  }
+});
+
 test('objects validated', () => {
   console.log(`# ${validated} rendered objects validated against the Kubernetes schemas`);
   assert.ok(validated > 40, `${validated}`);
