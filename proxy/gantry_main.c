@@ -306,7 +306,8 @@ static uint32_t store_record_limit(const cfg_t *cfg)
     return (uint32_t)lim;
 }
 
-/* The remote store client, unwrapped (for GetInfo); NULL in local mode. */
+/* The remote store client, unwrapped (for GetInfo; in cluster mode it
+ * follows the leader); NULL in local mode. */
 static st_store_t *remote_node;
 
 typedef struct storage_wait {
@@ -394,6 +395,8 @@ static gt_err_t open_cluster(const cfg_t *cfg, const st_exec_t *ex, st_store_t *
     if ((err = st_cluster_open(&cc, st)) != GT_OK)
         GT_LOG(ERROR, "main", "no store cluster leader to use (etcd %s, cluster %s): %s",
                cfg->store.etcd.v[0], cfg->store.cluster_name, gt_err_str(err));
+    else
+        remote_node = *st; /* an st_remote client switched to the leader */
     return err;
 }
 

@@ -1436,8 +1436,9 @@ static void conv_storage(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
 void st_remote_storage(st_store_t *s, st_remote_storage_cb cb, void *arg)
 {
     Gantry__Store__V1__GetInfoRequest rq = GANTRY__STORE__V1__GET_INFO_REQUEST__INIT;
+    /* Not retried: a scrape waits for one answer at most. */
     rop_start(ST(s), SVC "GetInfo", &rq.base, DESC(get_info_response), conv_storage, CB(cb),
-              arg, 0, true);
+              arg, 0, false);
 }
 
 /* Start-up: waits for GetInfo. */

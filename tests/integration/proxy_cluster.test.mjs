@@ -82,6 +82,10 @@ test('cluster mode: waits for a leader, follows a leader change, fails fast with
     const gotA = await receiveAll(consumer, before.size, 30000);
     assert.deepEqual([...before].filter((id) => !gotA.some((m) => m.messageId === id)), [],
       'sent on node A, not received');
+    // rocketmq_storage_size is the leader's data directory (GetInfo), not
+    // the proxy's own, which holds no messages.
+    const size = Number(/^rocketmq_storage_size (\d+)$/m.exec((await httpGet(p.httpPort, '/metrics')).body ?? '')?.[1]);
+    assert.ok(size > 0, `rocketmq_storage_size ${size} in cluster mode`);
 
     // A long poll parked on A when the leader moves to B.
     raw = new Raw(p.endpoint);
