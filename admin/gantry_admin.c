@@ -26,6 +26,7 @@
 #define GA_DEFAULT_SERVER "http://127.0.0.1:5557"
 #define GA_MAX_ANSWER (64u << 20)
 #define GA_POS_MAX 5
+#define GA_ACL_MAX 64
 
 typedef struct ga_opts {
     const char *server, *token, *user; /* user: AK:SK, HTTP Basic */
@@ -38,6 +39,10 @@ typedef struct ga_opts {
     const char *type, *perm, *consume_from, *topic, *to, *time, *level;
     long queues, max_attempts, body_max, max, retry_initial, retry_max, retry_mult;
     int fifo; /* -1 unset, 0, 1 */
+    int admin; /* user --admin / --no-admin: -1 unset, 0, 1 */
+    const char *secret_key;
+    const char *acl[GA_ACL_MAX]; /* --acl RESOURCE=ACTIONS[@IPS][!] */
+    int nacl;
 } ga_opts_t;
 
 static void usage(FILE *out)
@@ -76,6 +81,13 @@ static void usage(FILE *out)
         "config:\n"
         "  config show                     the effective config (secrets masked)\n"
         "  config log-level [LEVEL]        show or set (debug|info|warn|error)\n"
+        "users and ACLs (RocketMQ clients and AMQP; secrets are never shown):\n"
+        "  user list | show ACCESS_KEY\n"
+        "  user create ACCESS_KEY --secret-key S [--admin] [--acl SPEC]...\n"
+        "  user update ACCESS_KEY [--secret-key S] [--admin|--no-admin] [--acl SPEC]...\n"
+        "  user delete ACCESS_KEY\n"
+        "    SPEC: RESOURCE=ACTION[,ACTION...][@IP[,IP...]][!]  e.g. Topic:orders*=Pub,Sub\n"
+        "    (! denies; the --acl list replaces the user's ACL entries)\n"
         "\n"
         "--server defaults to $GANTRY_ADMIN_SERVER or " GA_DEFAULT_SERVER ";\n"
         "--token to $GANTRY_ADMIN_TOKEN (sent as \"Authorization: Bearer TOKEN\").\n"
@@ -123,7 +135,7 @@ static int parse_args(int argc, char **argv, ga_opts_t *o)
     } opts[] = {
 #define S(n, f) {n, offsetof(ga_opts_t, f) + 1, 0, 0, 0}
 #define L(n, f, lo, hi) {n, 0, offsetof(ga_opts_t, f) + 1, lo, hi}
-        S("--server", server), S("--cacert", cacert), S("--token", token), S("--user", user), S("--type", type), S("--perm", perm),
+        S("--server", server), S("--cacert", cacert), S("--secret-key", secret_key), S("--token", token), S("--user", user), S("--type", type), S("--perm", perm),
         S("--consume-from", consume_from), S("--topic", topic), S("--to", to),
         S("--time", time), L("--timeout", timeout_s, 1, 3600), L("--queues", queues, 1, 1024),
         L("--max-attempts", max_attempts, 1, 1000), L("--max", max, 1, 10000), L("--body-max", body_max, 0, 1 << 20),
@@ -148,6 +160,18 @@ static int parse_args(int argc, char **argv, ga_opts_t *o)
         }
         if (strcmp(a, "--fifo") == 0 || strcmp(a, "--no-fifo") == 0) {
             o->fifo = strcmp(a, "--fifo") == 0;
+            continue;
+        }
+        if (strcmp(a, "--admin") == 0 || strcmp(a, "--no-admin") == 0) {
+            o->admin = strcmp(a, "--admin") == 0;
+            continue;
+        }
+        if (strcmp(a, "--acl") == 0) {
+            if (i + 1 >= argc)
+                return usage_err("--acl needs a value");
+            if (o->nacl == GA_ACL_MAX)
+                return usage_err("at most %d --acl", GA_ACL_MAX);
+            o->acl[o->nacl++] = argv[++i];
             continue;
         }
         if (strncmp(a, "--", 2) != 0 || strcmp(a, "--") == 0) {
@@ -336,6 +360,111 @@ static json_t *topic_body(const ga_opts_t *o, const char *name)
     if (o->perm != NULL)
         json_object_set_new(b, "perm", json_string(o->perm));
     return b;
+}
+
+/* One --acl: RESOURCE=ACTION[,ACTION...][@IP[,IP...]][!] (! : Deny). */
+static json_t *acl_entry(const char *spec)
+{
+    char *d = strdup(spec), *eq, *at, *tok, *save = NULL;
+    json_t *e = NULL, *acts, *ips;
+    size_t n;
+
+    if (d == NULL || (eq = strchr(d, '=')) == NULL || eq == d)
+        goto out;
+    *eq = '\0';
+    n = strlen(eq + 1);
+    e = json_pack("{s:s, s:[], s:s}", "resource", d, "actions", "decision", "Allow");
+    if (n > 0 && eq[1 + n - 1] == '!') {
+        eq[1 + n - 1] = '\0';
+        json_object_set_new(e, "decision", json_string("Deny"));
+    }
+    if ((at = strchr(eq + 1, '@')) != NULL) {
+        *at = '\0';
+        ips = json_array();
+        for (tok = strtok_r(at + 1, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+            json_array_append_new(ips, json_string(tok));
+        json_object_set_new(e, "source_ips", ips);
+    }
+    acts = json_object_get(e, "actions");
+    save = NULL;
+    for (tok = strtok_r(eq + 1, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save))
+        json_array_append_new(acts, json_string(tok));
+    if (json_array_size(acts) == 0) {
+        json_decref(e);
+        e = NULL;
+    }
+out:
+    free(d);
+    return e;
+}
+
+/* The body of user create / update; NULL after a usage error (*rc set). */
+static json_t *user_body(const ga_opts_t *o, const char *name, int *rc)
+{
+    json_t *b = json_object();
+
+    if (name != NULL)
+        json_object_set_new(b, "access_key", json_string(name));
+    if (o->secret_key != NULL)
+        json_object_set_new(b, "secret_key", json_string(o->secret_key));
+    if (o->admin >= 0)
+        json_object_set_new(b, "admin", json_boolean(o->admin));
+    if (o->nacl > 0) {
+        json_t *acls = json_array();
+
+        for (int i = 0; i < o->nacl; i++) {
+            json_t *e = acl_entry(o->acl[i]);
+
+            if (e == NULL) {
+                json_decref(acls);
+                json_decref(b);
+                *rc = usage_err("--acl '%s' is not RESOURCE=ACTION[,ACTION...][@IP,...][!]",
+                                o->acl[i]);
+                return NULL;
+            }
+            json_array_append_new(acls, e);
+        }
+        json_object_set_new(b, "acls", acls);
+    }
+    return b;
+}
+
+static int cmd_user(const ga_opts_t *o)
+{
+    const char *v = o->npos > 1 ? o->pos[1] : "";
+    json_t *b;
+    int rc = 0;
+
+    if (strcmp(v, "list") == 0)
+        return (rc = need(o, 2, "user list")) ? rc : call(o, "GET", "/api/v1/users", NULL);
+    if (strcmp(v, "show") == 0)
+        return (rc = need(o, 3, "user show ACCESS_KEY"))
+                   ? rc
+                   : call_path(o, "GET", path_of("users", o->pos[2], ""), NULL);
+    if (strcmp(v, "create") == 0) {
+        if ((rc = need(o, 3, "user create ACCESS_KEY --secret-key S [--admin] [--acl ...]")))
+            return rc;
+        if (o->secret_key == NULL)
+            return usage_err("user create: --secret-key is required");
+        if ((b = user_body(o, o->pos[2], &rc)) == NULL)
+            return rc;
+        return call(o, "POST", "/api/v1/users", b);
+    }
+    if (strcmp(v, "update") == 0) {
+        if ((rc = need(o, 3, "user update ACCESS_KEY [--secret-key S] [--admin|--no-admin] "
+                             "[--acl ...]")))
+            return rc;
+        if (o->secret_key == NULL && o->admin < 0 && o->nacl == 0)
+            return usage_err("user update: give --secret-key, --admin, --no-admin or --acl");
+        if ((b = user_body(o, NULL, &rc)) == NULL)
+            return rc;
+        return call_path(o, "PUT", path_of("users", o->pos[2], ""), b);
+    }
+    if (strcmp(v, "delete") == 0)
+        return (rc = need(o, 3, "user delete ACCESS_KEY"))
+                   ? rc
+                   : call_path(o, "DELETE", path_of("users", o->pos[2], ""), NULL);
+    return usage_err("unknown user command '%s' (list, show, create, update, delete)", v);
 }
 
 static int cmd_topic(const ga_opts_t *o)
@@ -624,7 +753,7 @@ static int cmd_config(const ga_opts_t *o)
 int main(int argc, char **argv)
 {
     ga_opts_t o = {.queues = -1, .max_attempts = -1, .max = -1, .body_max = -1, .retry_initial = -1,
-                   .retry_max = -1, .retry_mult = -1, .fifo = -1, .timeout_s = 30};
+                   .retry_max = -1, .retry_mult = -1, .fifo = -1, .admin = -1, .timeout_s = 30};
     const char *noun;
     int rc;
 
@@ -658,8 +787,11 @@ int main(int argc, char **argv)
         rc = cmd_message(&o);
     else if (strcmp(noun, "config") == 0)
         rc = cmd_config(&o);
+    else if (strcmp(noun, "user") == 0)
+        rc = cmd_user(&o);
     else
-        rc = usage_err("unknown command '%s' (topic, group, client, message, config)", noun);
+        rc = usage_err("unknown command '%s' (topic, group, client, message, config, user)",
+                       noun);
     curl_global_cleanup();
     return rc;
 }

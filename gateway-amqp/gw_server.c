@@ -99,7 +99,12 @@ struct gw_server {
     uint32_t consumer_timeout_ms;      /* 0: none */
     uint64_t max_message_size;
     uint64_t block_bytes, mem_mark; /* flow control (gw_flow.c) */
-    gw_auth_t *auth;
+    /* Swapped by gw_server_set_auth (users changed through the admin
+     * API); the ones replaced stay in auth_old until stop (connections
+     * hold their users and grants). */
+    _Atomic(gw_auth_t *) auth;
+    gw_auth_t **auth_old;
+    size_t n_auth_old;
     uint32_t handshake_ms;
     size_t out_limit;
     char cluster_name[128];
@@ -549,7 +554,7 @@ static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
     ok = sasl_credentials(so, &user, &pass);
     snprintf(c->user, sizeof(c->user), "%.*s", (int)(user.len > 63 ? 63 : user.len),
              user.ptr != NULL ? user.ptr : "");
-    c->auth_user = ok ? gw_auth_login(c->srv->auth, user, pass, c->loopback, why, sizeof(why))
+    c->auth_user = ok ? gw_auth_login(atomic_load(&c->srv->auth), user, pass, c->loopback, why, sizeof(why))
                       : NULL;
     if (c->auth_user == NULL) {
         GT_LOG(INFO, "amqp", "%s: %.*s login refused: %s", c->peer, (int)so->mechanism.len,
@@ -611,7 +616,7 @@ static void on_open(gw_conn_t *c, const gw_method_t *m)
     gw_method_t ok = {.id = GW_CONNECTION_OPEN_OK};
     char why[GW_REPLY_TEXT_MAX + 1];
 
-    c->grant = gw_auth_open(c->srv->auth, c->auth_user, m->u.connection_open.virtual_host, why,
+    c->grant = gw_auth_open(atomic_load(&c->srv->auth), c->auth_user, m->u.connection_open.virtual_host, why,
                             sizeof(why));
     if (c->grant == NULL) {
         conn_error(c, GW_NOT_ALLOWED, m->id, "%s", why);
@@ -1356,7 +1361,12 @@ gt_err_t gw_server_start(const gw_server_opts_t *o, gw_server_t **out, char *err
     }
     snprintf(s->product, sizeof(s->product), "%s",
              amqp->server_product != NULL ? amqp->server_product : "RabbitMQ");
-    rc = gw_auth_new(amqp, o->auth, &s->auth, err, errlen);
+    {
+        gw_auth_t *auth = NULL;
+
+        rc = gw_auth_new(amqp, o->auth, &auth, err, errlen);
+        atomic_init(&s->auth, auth);
+    }
     if (amqp == &defaults.amqp)
         cfg_free(&defaults);
     if (rc != GT_OK) {
@@ -1454,6 +1464,25 @@ int gw_server_tls_port(const gw_server_t *s)
     return s->tls_port;
 }
 
+gt_err_t gw_server_set_auth(gw_server_t *s, const cfg_amqp_t *amqp, const cfg_auth_t *auth,
+                            char *err, size_t errlen)
+{
+    gw_auth_t *next = NULL, **old;
+    gt_err_t rc;
+
+    if (s == NULL)
+        return GT_OK;
+    if ((old = realloc(s->auth_old, (s->n_auth_old + 1) * sizeof(*old))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return GT_ENOMEM;
+    }
+    s->auth_old = old;
+    if ((rc = gw_auth_new(amqp, auth, &next, err, errlen)) != GT_OK)
+        return rc;
+    s->auth_old[s->n_auth_old++] = atomic_exchange(&s->auth, next);
+    return GT_OK;
+}
+
 gt_err_t gw_server_tls_reload(gw_server_t *s, char *err, size_t errlen)
 {
     return s != NULL && s->tls != NULL ? gw_tls_reload(s->tls, err, errlen) : GT_OK;
@@ -1500,7 +1529,10 @@ void gw_server_stop(gw_server_t *s)
     pthread_mutex_destroy(&s->reg_mu);
     if (s->base != NULL)
         event_base_free(s->base);
-    gw_auth_free(s->auth);
+    gw_auth_free(atomic_load(&s->auth));
+    for (size_t i = 0; i < s->n_auth_old; i++)
+        gw_auth_free(s->auth_old[i]);
+    free(s->auth_old);
     gw_tls_free(s->tls);
     free(s);
 }

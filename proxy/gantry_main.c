@@ -24,6 +24,7 @@
 #include "px_admin.h"
 #include "px_dashboard.h"
 #include "px_http.h"
+#include "px_users.h"
 #include "px_metrics.h"
 #include "px_rpc.h"
 #include "px_rpc_health.h"
@@ -615,6 +616,27 @@ static void tls_reload(px_rpc_server_t *rpc, gw_server_t *amqp, px_http_t *http)
         GT_LOG(ERROR, "main", "HTTPS reload refused, the old certificate stays: %s", err);
 }
 
+/* What the users of the admin API (px_users) are applied to. */
+typedef struct auth_live {
+    const cfg_t *cfg;
+    px_svc_t *svc;
+    gw_server_t *amqp;           /* NULL: AMQP off */
+    px_admin_auth_t *admin_auth; /* NULL: auth.enabled off */
+} auth_live_t;
+
+static gt_err_t auth_apply(void *arg, const cfg_auth_t *eff, char *err, size_t errlen)
+{
+    auth_live_t *l = arg;
+    gt_err_t rc;
+
+    if ((rc = px_svc_set_auth(l->svc, eff, err, errlen)) != GT_OK ||
+        (rc = gw_server_set_auth(l->amqp, &l->cfg->amqp, eff, err, errlen)) != GT_OK)
+        return rc;
+    if (l->admin_auth != NULL && (rc = px_admin_auth_update(l->admin_auth, eff)) != GT_OK)
+        snprintf(err, errlen, "out of memory");
+    return rc;
+}
+
 static int serve(const cfg_t *cfg, bool repair)
 {
     st_store_t *store = NULL;
@@ -625,6 +647,8 @@ static int serve(const cfg_t *cfg, bool repair)
     px_http_t *http = NULL;
     px_admin_t *admin = NULL;
     px_admin_auth_t *admin_auth = NULL;
+    px_users_t *users = NULL;
+    auth_live_t live = {.cfg = cfg};
     px_health_t *health = NULL;
     px_metrics_t *rmq = NULL;
     gw_server_t *amqp = NULL;
@@ -744,6 +768,15 @@ static int serve(const cfg_t *cfg, bool repair)
          * queues: from the first call on (the gateway starts first) */
         px_svc_set_append_hook(svc, gw_server_append_hook, amqp);
     }
+    /* The users made through the admin API, before any client comes. */
+    live.svc = svc;
+    live.amqp = amqp;
+    live.admin_auth = admin_auth;
+    if (px_users_new(store, cfg, auth_apply, &live, PX_ADMIN_WAIT_MS, &users, err,
+                     sizeof(err)) != GT_OK) {
+        GT_LOG(ERROR, "main", "%s", err);
+        goto out;
+    }
     if (px_rpc_server_start(&ro, &methods, &rpc, err, sizeof(err)) != GT_OK) {
         GT_LOG(ERROR, "main", "%s", err);
         goto out;
@@ -756,7 +789,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_http_set_metrics(http, all_metrics, &msrc);
     if (amqp != NULL)
         px_http_set_admin(http, amqp_admin, amqp);
-    if ((admin = px_admin_start(http, svc, store, cfg)) == NULL) {
+    if ((admin = px_admin_start(http, svc, store, cfg, users)) == NULL) {
         GT_LOG(ERROR, "main", "cannot start the admin API");
         goto out;
     }
@@ -824,6 +857,7 @@ out:
         px_http_set_api_auth(http, NULL, NULL);
     }
     px_admin_stop(admin);
+    px_users_free(users); /* after the routes that use it */
     gw_server_stop(amqp);
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);

@@ -453,9 +453,10 @@ PX_ADMIN_ROUTE(route_groups, px_admin_groups)
 PX_ADMIN_ROUTE(route_clients, px_admin_clients)
 PX_ADMIN_ROUTE(route_messages, px_admin_messages)
 PX_ADMIN_ROUTE(route_config, px_admin_config)
+PX_ADMIN_ROUTE(route_users, px_admin_users)
 
 px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
-                           const cfg_t *cfg)
+                           const cfg_t *cfg, px_users_t *users)
 {
     static const struct {
         const char *prefix;
@@ -463,7 +464,7 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
     } routes[] = {
         {"/api/v1/topics", route_topics},     {"/api/v1/groups", route_groups},
         {"/api/v1/clients", route_clients},   {"/api/v1/messages", route_messages},
-        {"/api/v1/config", route_config},
+        {"/api/v1/config", route_config},     {"/api/v1/users", route_users},
     };
     px_admin_t *a = calloc(1, sizeof(*a));
 
@@ -475,6 +476,7 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
     a->svc = svc;
     a->store = store;
     a->cfg = cfg;
+    a->users = users;
     {
         const char *stall = getenv("GANTRY_TEST_ADMIN_STALL_MS");
 

@@ -1,5 +1,5 @@
 /* px_admin: the admin API, JSON over the operator HTTP endpoint
- * (/api/v1/topics, /groups, /clients, /messages, /config).  See
+ * (/api/v1/topics, /groups, /clients, /messages, /config, /users).  See
  * docs/admin.md for the routes, their bodies and their answers.
  *
  * Every handler runs on an HTTP thread and reaches the store through its
@@ -23,6 +23,7 @@
 #include "cfg.h"
 #include "px_http.h"
 #include "px_service.h"
+#include "px_users.h"
 #include "st.h"
 
 #define PX_ADMIN_WAIT_MS 5000
@@ -31,9 +32,10 @@
 typedef struct px_admin px_admin_t;
 
 /* Registers the routes on h.  Borrows everything (it must outlive
- * px_admin_stop).  NULL when out of memory or the routes are taken. */
+ * px_admin_stop); users (NULL: /api/v1/users answers 503) is the user
+ * set of px_users.h.  NULL when out of memory or the routes are taken. */
 px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
-                           const cfg_t *cfg);
+                           const cfg_t *cfg, px_users_t *users);
 /* One AMQP connection for GET /api/v1/clients (the gateway's view,
  * gw_server_conns, copied by the front end). */
 typedef struct px_admin_amqp_conn {
@@ -58,10 +60,13 @@ void px_admin_set_amqp(px_admin_t *a, const px_admin_amqp_ops_t *ops);
 void px_admin_stop(px_admin_t *a);
 
 /* The admin API's credentials, built from the auth section (tokens and
- * users kept as digests only).  Immutable: any thread may check. */
+ * users kept as digests only).  Any thread may check. */
 typedef struct px_admin_auth px_admin_auth_t;
 gt_err_t px_admin_auth_new(const cfg_auth_t *cfg, px_admin_auth_t **out);
 void px_admin_auth_free(px_admin_auth_t *a);
+/* Replaces the users (the admin API changed them; tokens stay): checks
+ * from now on see the new ones.  GT_OK or GT_ENOMEM (the old ones stay). */
+gt_err_t px_admin_auth_update(px_admin_auth_t *a, const cfg_auth_t *cfg);
 /* A px_http_api_auth_fn (arg: a px_admin_auth_t): 0, 401 or 403. */
 unsigned px_admin_auth_check(void *arg, const char *method, const char *url,
                              const char *authorization);

@@ -4,6 +4,7 @@
  * (gt_hmac_equal), whatever the length of what was sent; every token is
  * compared (no early exit).  Nothing here logs a secret. */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -16,6 +17,9 @@
 #include "px_admin.h"
 
 struct px_admin_auth {
+    /* users are replaced by px_admin_auth_update (write lock) while
+     * checks read them (read lock) */
+    pthread_rwlock_t lk;
     size_t ntokens, nusers;
     uint8_t (*tokens)[GT_SHA1_LEN];
     struct px_admin_user {
@@ -39,6 +43,7 @@ gt_err_t px_admin_auth_new(const cfg_auth_t *cfg, px_admin_auth_t **out)
     *out = NULL;
     if (a == NULL)
         return GT_ENOMEM;
+    pthread_rwlock_init(&a->lk, NULL);
     a->tokens = calloc(cfg->admin_tokens.n + 1, sizeof(*a->tokens));
     a->users = calloc(cfg->users.n + 1, sizeof(*a->users));
     if (a->tokens == NULL || a->users == NULL)
@@ -70,7 +75,29 @@ void px_admin_auth_free(px_admin_auth_t *a)
         free(a->users[i].ak);
     free(a->users);
     free(a->tokens);
+    pthread_rwlock_destroy(&a->lk);
     free(a);
+}
+
+gt_err_t px_admin_auth_update(px_admin_auth_t *a, const cfg_auth_t *cfg)
+{
+    px_admin_auth_t *n;
+    struct px_admin_user *old;
+    size_t nold;
+    gt_err_t rc = px_admin_auth_new(cfg, &n);
+
+    if (rc != GT_OK)
+        return rc;
+    pthread_rwlock_wrlock(&a->lk);
+    old = a->users;
+    nold = a->nusers;
+    a->users = n->users;
+    a->nusers = n->nusers;
+    pthread_rwlock_unlock(&a->lk);
+    n->users = old;
+    n->nusers = nold;
+    px_admin_auth_free(n);
+    return GT_OK;
 }
 
 /* The credentials after "SCHEME " (case-insensitive), or NULL. */
@@ -150,8 +177,11 @@ unsigned px_admin_auth_check(void *arg, const char *method, const char *url,
         rc = 401;
     else if ((cred = px_aa_scheme(authorization, "Bearer")) != NULL)
         rc = px_aa_bearer(a, cred);
-    else if ((cred = px_aa_scheme(authorization, "Basic")) != NULL)
+    else if ((cred = px_aa_scheme(authorization, "Basic")) != NULL) {
+        pthread_rwlock_rdlock((pthread_rwlock_t *)&a->lk);
         rc = px_aa_basic(a, cred);
+        pthread_rwlock_unlock((pthread_rwlock_t *)&a->lk);
+    }
     if (rc != 0)
         GT_LOG(DEBUG, "admin", "%s %s -> %u (%s)", method, url, rc,
                authorization == NULL ? "no credentials"

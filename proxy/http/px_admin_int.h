@@ -10,12 +10,14 @@
 
 #include "px_admin.h"
 #include "px_svc_int.h"
+#include "px_users.h"
 
 struct px_admin {
     px_http_t *http;
     px_svc_t *svc;
     st_store_t *store;
     const cfg_t *cfg;
+    px_users_t *users; /* /api/v1/users (NULL: 503) */
     /* Test only (GANTRY_TEST_ADMIN_STALL_MS): every request first waits
      * this long, as behind a slow store (admin_stall.test.mjs). */
     int test_stall_ms;
@@ -106,6 +108,7 @@ void px_admin_topics(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_groups(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_clients(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_messages(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
+void px_admin_users(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 /* GET /api/v1/messages/ID/trace (px_admin_trace.c). */
 void px_admin_trace(px_admin_t *a, const char *id, const px_http_req_t *req,
                     px_http_resp_t *resp);

@@ -272,7 +272,7 @@ bool px_auth_request_allowed(const px_auth_t *auth, const px_auth_user_t *user,
 
 bool px_auth_check_call(px_call_t *call, const ProtobufCMessage *req)
 {
-    const px_auth_t *auth = px_svc(call)->auth;
+    const px_auth_t *auth = atomic_load(&px_svc(call)->auth);
     const px_method_t *m = px_call_method_entry(call);
     px_need_ctx_t c = {.auth = auth, .peer = px_call_peer(call)};
 

@@ -159,11 +159,14 @@ px_svc_t *px_svc_new(st_store_t *store, const cfg_t *cfg)
     svc->cfg = cfg;
     if (cfg->auth.enabled) {
         char err[256];
-        if (px_auth_new(&cfg->auth, &svc->auth, err, sizeof(err)) != GT_OK) {
+        px_auth_t *auth;
+
+        if (px_auth_new(&cfg->auth, &auth, err, sizeof(err)) != GT_OK) {
             GT_LOG(ERROR, "auth", "%s", err);
             free(svc);
             return NULL;
         }
+        atomic_init(&svc->auth, auth);
         GT_LOG(INFO, "auth", "authentication on: %zu users, %zu ACL entries",
                cfg->auth.users.n, cfg->auth.acls.n);
     }
@@ -270,7 +273,10 @@ void px_svc_free(px_svc_t *svc)
     pthread_cond_destroy(&svc->renew_cv);
     pthread_cond_destroy(&svc->test_cv);
     px_meta_free(&svc->meta);
-    px_auth_free(svc->auth);
+    px_auth_free(atomic_load(&svc->auth));
+    for (size_t i = 0; i < svc->n_auth_old; i++)
+        px_auth_free(svc->auth_old[i]);
+    free(svc->auth_old);
     px_trace_free(svc->trace);
     free(svc);
 }
@@ -302,4 +308,23 @@ void px_svc_drain(px_svc_t *svc)
 {
     if (svc != NULL)
         atomic_store(&svc->draining, true);
+}
+
+gt_err_t px_svc_set_auth(px_svc_t *svc, const cfg_auth_t *auth, char *err, size_t errlen)
+{
+    px_auth_t *next, **old;
+
+    if (atomic_load(&svc->auth) == NULL)
+        return GT_OK; /* auth.enabled is off: nothing is checked */
+    if ((old = realloc(svc->auth_old, (svc->n_auth_old + 1) * sizeof(*old))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return GT_ENOMEM;
+    }
+    svc->auth_old = old;
+    if (px_auth_new(auth, &next, err, errlen) != GT_OK)
+        return GT_EINVAL;
+    svc->auth_old[svc->n_auth_old++] = atomic_exchange(&svc->auth, next);
+    GT_LOG(INFO, "auth", "users changed: %zu users, %zu ACL entries", auth->users.n,
+           auth->acls.n);
+    return GT_OK;
 }

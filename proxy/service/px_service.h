@@ -62,6 +62,11 @@ void px_svc_set_metrics(px_svc_t *svc, px_metrics_t *m);
  * serving. */
 typedef gt_err_t (*px_storage_bytes_fn)(void *arg, uint64_t *bytes);
 void px_svc_set_storage_bytes(px_svc_t *svc, px_storage_bytes_fn fn, void *arg);
+/* Replaces the users and ACLs that gRPC calls are checked against (the
+ * admin API changed them; auth borrowed for the call).  Nothing when
+ * auth.enabled is off.  The replaced set is freed with svc.  One caller at
+ * a time.  GT_OK, or an error with a message (the old set stays). */
+gt_err_t px_svc_set_auth(px_svc_t *svc, const cfg_auth_t *auth, char *err, size_t errlen);
 /* /metrics lines of the service (HTTP thread): connected clients and the
  * store gauges (px_metrics_write_store). */
 void px_svc_write_metrics(px_svc_t *svc, FILE *out);

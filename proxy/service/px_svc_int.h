@@ -137,7 +137,12 @@ typedef struct px_tx_seen {
 struct px_svc {
     st_store_t *store;
     const cfg_t *cfg;
-    struct px_auth *auth; /* NULL: auth.enabled is off (px_auth_rpc.c) */
+    /* NULL: auth.enabled is off (px_auth_rpc.c).  Swapped by
+     * px_svc_set_auth (users changed through the admin API); the ones it
+     * replaced stay in auth_old until px_svc_free (a call may hold one). */
+    _Atomic(struct px_auth *) auth;
+    struct px_auth **auth_old;
+    size_t n_auth_old;
     px_meta_t meta;
     /* px_svc_set_append_hook: SendMessage's appends go through it (the
      * AMQP gateway's topic bridges); read-locked around each call. */
