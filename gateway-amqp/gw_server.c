@@ -22,7 +22,10 @@
  *
  * AMQPS: a second listener (amqp.tls_listen) whose connections run through
  * libevent's OpenSSL bufferevents (gw_tls.c holds the context); past the
- * handshake they are the same connections. */
+ * handshake they are the same connections.
+ *
+ * The handshake (connection.start to open) is gw_handshake.c's; the
+ * structs both use are in gw_server_int.h. */
 #include "gw_bridge.h"
 #include "gw_server.h"
 
@@ -53,123 +56,10 @@
 #include "gw_int.h"
 #include "gw_metrics.h"
 #include "gw_ops.h"
+#include "gw_server_int.h"
 #include "gw_tls.h"
 
 #include <openssl/ssl.h>
-
-/* The RabbitMQ release whose AMQP dialect the gateway follows. */
-#define GW_RABBITMQ_DIALECT "3.10.8"
-
-#ifndef GANTRY_VERSION
-#define GANTRY_VERSION "dev"
-#endif
-
-#define GW_CLOSE_WAIT_MS 3000u
-#define GW_DEFAULT_OUT_LIMIT ((size_t)4 << 20)
-
-typedef enum conn_state {
-    CS_HEADER,     /* waiting for the protocol header */
-    CS_START_OK,   /* start sent */
-    CS_TUNE_OK,    /* tune sent */
-    CS_OPEN,       /* tune-ok received, waiting for connection.open */
-    CS_RUNNING,    /* open */
-    CS_CLOSING,    /* we sent connection.close; waiting for close-ok */
-    CS_DEAD,       /* flushing the output, then freed */
-} conn_state_t;
-
-enum { CH_CLOSED = 0, CH_OPEN, CH_CLOSING };
-
-typedef struct gw_conn gw_conn_t;
-
-#define GW_CLOSE_REQ_MAX 64 /* operator close requests not yet taken */
-
-struct gw_server {
-    struct event_base *base;
-    struct evconnlistener *lis;
-    struct evconnlistener *tls_lis; /* AMQPS; NULL when off */
-    gw_tls_t *tls;                  /* its own lock */
-    int tls_port;
-    struct event *stop_ev;
-    pthread_t thread;
-    bool thread_started;
-    int port;
-    /* From the config's amqp section (cfg_amqp_t): */
-    uint16_t heartbeat_s, channel_max; /* proposed in tune */
-    uint32_t frame_max;                /* proposed in tune */
-    uint32_t consumer_timeout_ms;      /* 0: none */
-    uint64_t max_message_size;
-    uint64_t block_bytes, mem_mark; /* flow control (gw_flow.c) */
-    /* Swapped by gw_server_set_auth (users changed through the admin
-     * API); the ones replaced stay in auth_old until stop (connections
-     * hold their users and grants). */
-    _Atomic(gw_auth_t *) auth;
-    gw_auth_t **auth_old;
-    size_t n_auth_old;
-    uint32_t handshake_ms;
-    size_t out_limit;
-    char cluster_name[128];
-    char product[64]; /* server-properties product (amqp.server_product) */
-    gw_conn_t *conns;
-    gw_broker_t *broker; /* NULL without a store: no messaging (540) */
-    bool ready;          /* the broker's metadata is loaded */
-    bool stopped;        /* stop_cb ran: the loop ends */
-    void (*after_event)(void *ctx);
-    void *after_event_ctx;
-    size_t metrics_max_queues;
-    /* The operator's view (gw_server_conns, gw_server_conn_close): reg_mu
-     * guards the list of open connections (linked at connection.open,
-     * unlinked when freed; their listed fields are set before) and the
-     * close requests, which close_ev hands to the loop thread. */
-    pthread_mutex_t reg_mu;
-    gw_conn_t *open_conns;
-    uint64_t next_conn_id;
-    uint64_t close_req[GW_CLOSE_REQ_MAX];
-    size_t nclose_req;
-    struct event *close_ev;
-};
-
-struct gw_conn {
-    gw_server_t *srv;
-    gw_conn_t *prev, *next;
-    struct bufferevent *bev;
-    struct event *deadline; /* handshake, close-ok or flush deadline */
-    struct event *hb;       /* heartbeat tick */
-    gw_parser_t parser;
-    conn_state_t state;
-    bool loopback, auth_failure_close, cancel_notify, blocked_notify, paused, in_read;
-    int stall;              /* >0: frames wait (gw_conn_stall) */
-    struct event *resume;   /* takes frames again after the last unstall */
-    gw_bconn_t *bc;         /* the broker's state, once open */
-    uint16_t channel_max, heartbeat;
-    uint32_t frame_max;
-    int64_t last_in_ms, last_out_ms;
-    char peer[64], user[64];
-    const gw_user_t *auth_user; /* after start-ok */
-    const gw_grant_t *grant;    /* after open: permissions in the vhost */
-    uint8_t *chan;              /* srv->channel_max + 1 entries */
-    /* The operator's view (gw_server_conns): fixed once listed (open). */
-    gw_conn_t *oprev, *onext; /* srv->open_conns, under srv->reg_mu */
-    bool listed;
-    bool tls;
-    uint64_t id;
-    int64_t since_ms;          /* wall clock */
-    char product[64], version[64]; /* client_properties */
-    atomic_uint nchan;         /* open channels */
-};
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(uint32_t ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    return tv;
-}
 
 /* ---- connection lifetime --------------------------------------------- */
 
@@ -222,7 +112,7 @@ static void set_deadline(gw_conn_t *c, uint32_t ms)
 
 /* Stops reading and frees the connection once its output is written (or
  * after CLOSE_WAIT_MS when the peer does not read). */
-static void conn_finish(gw_conn_t *c)
+void gw_conn_finish(gw_conn_t *c)
 {
     c->state = CS_DEAD;
     bufferevent_disable(c->bev, EV_READ);
@@ -249,13 +139,13 @@ static void send_bytes(gw_conn_t *c, const void *p, size_t n)
     c->last_out_ms = now_ms();
 }
 
-static void send_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
+void gw_conn_send_method_any(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
 {
     uint8_t stack[1024], *buf = stack;
     size_t need = gw_method_size(m) + GW_FRAME_OVERHEAD, len = 0;
 
     if (need > sizeof(stack) && (buf = malloc(need)) == NULL) {
-        conn_finish(c);
+        gw_conn_finish(c);
         return;
     }
     if (gw_method_frame(ch, m, buf, need, &len) == GT_OK)
@@ -269,7 +159,7 @@ static void send_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
 void gw_conn_send_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
 {
     if (c->state == CS_RUNNING)
-        send_method(c, ch, m);
+        gw_conn_send_method_any(c, ch, m);
 }
 
 void gw_conn_send_content(gw_conn_t *c, uint16_t ch, const gw_method_t *m, gw_bytes_t raw_props,
@@ -375,9 +265,9 @@ static void conn_fail(gw_conn_t *c, const gw_fault_t *f, bool framing)
 
     GT_LOG(INFO, "amqp", "%s: closing the connection: %s", c->peer, f->text);
     gw_fault_close(f, false, &m);
-    send_method(c, 0, &m);
+    gw_conn_send_method_any(c, 0, &m);
     if (framing) {
-        conn_finish(c);
+        gw_conn_finish(c);
         return;
     }
     c->state = CS_CLOSING;
@@ -425,237 +315,11 @@ void gw_conn_channel_error(gw_conn_t *c, uint16_t ch, uint16_t code, uint32_t mi
     gw_fault_set(&f, code, (uint16_t)(mid >> 16), (uint16_t)(mid & 0xffff), "%s", text);
     GT_LOG(DEBUG, "amqp", "%s: closing channel %u: %s", c->peer, ch, f.text);
     gw_fault_close(&f, true, &m);
-    send_method(c, ch, &m);
+    gw_conn_send_method_any(c, ch, &m);
     c->chan[ch] = CH_CLOSING;
     atomic_fetch_sub(&c->nchan, 1);
     if (c->bc != NULL)
         gw_broker_chan_close(c->bc, ch);
-}
-
-/* ---- handshake ------------------------------------------------------- */
-
-static void send_start(gw_conn_t *c)
-{
-    uint8_t tbuf[1024];
-    gw_tbuild_t b;
-    gw_table_t props;
-    gw_method_t m = {.id = GW_CONNECTION_START};
-    static const char *const caps[] = {
-        "publisher_confirms",     "exchange_exchange_bindings", "basic.nack",
-        "consumer_cancel_notify", "connection.blocked",         "authentication_failure_close",
-        "per_consumer_qos",       "direct_reply_to",
-    };
-
-    gw_tbuild_init(&b, tbuf, sizeof(tbuf));
-    gw_tbuild_table_begin(&b, "capabilities");
-    for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
-        gw_tbuild_bool(&b, caps[i], true);
-    gw_tbuild_end(&b);
-    gw_tbuild_string(&b, "cluster_name", c->srv->cluster_name);
-    gw_tbuild_string(&b, "copyright", "Gantry contributors");
-    gw_tbuild_string(&b, "gantry_version", GANTRY_VERSION);
-    gw_tbuild_string(&b, "information",
-                     "Gantry " GANTRY_VERSION ": an AMQP 0-9-1 gateway "
-                     "speaking RabbitMQ 3.10's dialect");
-    gw_tbuild_string(&b, "platform", "C11 / libevent " LIBEVENT_VERSION);
-    /* Clients and their suites check product == "RabbitMQ" (amqplib's
-     * connect.js does; so do libraries that turn RabbitMQ's extensions
-     * on by it): by default Gantry answers as the server whose dialect
-     * it speaks, with RabbitMQ's version of that dialect; its own name
-     * and version are in information / gantry_version. */
-    gw_tbuild_string(&b, "product", c->srv->product);
-    gw_tbuild_string(&b, "version", strcmp(c->srv->product, "RabbitMQ") == 0
-                                        ? GW_RABBITMQ_DIALECT
-                                        : GANTRY_VERSION);
-    if (gw_tbuild_finish(&b, &props) != GT_OK) {
-        conn_finish(c);
-        return;
-    }
-    m.u.connection_start.version_major = 0;
-    m.u.connection_start.version_minor = 9;
-    m.u.connection_start.server_properties = props;
-    m.u.connection_start.mechanisms = (gw_bytes_t){(const uint8_t *)"PLAIN AMQPLAIN", 14};
-    m.u.connection_start.locales = (gw_bytes_t){(const uint8_t *)"en_US", 5};
-    send_method(c, 0, &m);
-    c->state = CS_START_OK;
-}
-
-/* Splits the SASL response into user and password (borrowed). */
-static bool sasl_credentials(const gw_connection_start_ok_t *so, gw_str_t *user, gw_str_t *pass)
-{
-    const uint8_t *p = so->response.ptr;
-    size_t n = so->response.len;
-
-    if (gw_str_eq(so->mechanism, "PLAIN")) {
-        /* [authzid] NUL authcid NUL passwd */
-        const uint8_t *z1 = memchr(p, 0, n), *z2;
-        if (z1 == NULL)
-            return false;
-        z2 = memchr(z1 + 1, 0, n - (size_t)(z1 + 1 - p));
-        if (z2 == NULL)
-            return false;
-        *user = (gw_str_t){(const char *)z1 + 1, (size_t)(z2 - z1 - 1)};
-        *pass = (gw_str_t){(const char *)z2 + 1, n - (size_t)(z2 + 1 - p)};
-        return true;
-    }
-    if (gw_str_eq(so->mechanism, "AMQPLAIN")) {
-        gw_table_t t = {p, n};
-        gw_value_t lv, pv;
-        if (gw_table_validate(p, n) != GT_OK || !gw_table_get(t, "LOGIN", &lv) ||
-            !gw_table_get(t, "PASSWORD", &pv) || lv.type != 'S' || pv.type != 'S')
-            return false;
-        *user = (gw_str_t){(const char *)lv.v.bytes.ptr, lv.v.bytes.len};
-        *pass = (gw_str_t){(const char *)pv.v.bytes.ptr, pv.v.bytes.len};
-        return true;
-    }
-    return false;
-}
-
-/* A client property's text (long string) into out, "" when absent; bytes
- * that are not printable ASCII become '?'. */
-static void prop_string(gw_table_t t, const char *key, char *out, size_t cap)
-{
-    gw_value_t v;
-    size_t n = 0;
-
-    if (gw_table_get(t, key, &v) && v.type == 'S')
-        for (; n < v.v.bytes.len && n + 1 < cap; n++) {
-            unsigned char ch = v.v.bytes.ptr[n];
-            out[n] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-        }
-    out[n] = '\0';
-}
-
-static void on_start_ok(gw_conn_t *c, const gw_method_t *m)
-{
-    const gw_connection_start_ok_t *so = &m->u.connection_start_ok;
-    gw_value_t caps, afc;
-    gw_str_t user = {0}, pass = {0};
-    gw_method_t tune = {.id = GW_CONNECTION_TUNE};
-    char why[256];
-    bool ok;
-
-    if (gw_table_get(so->client_properties, "capabilities", &caps) && caps.type == 'F' &&
-        gw_table_get(caps.v.table, "authentication_failure_close", &afc) && afc.type == 't')
-        c->auth_failure_close = afc.v.i != 0;
-    if (caps.type == 'F' && gw_table_get(caps.v.table, "consumer_cancel_notify", &afc) &&
-        afc.type == 't')
-        c->cancel_notify = afc.v.i != 0;
-    if (caps.type == 'F' && gw_table_get(caps.v.table, "connection.blocked", &afc) &&
-        afc.type == 't')
-        c->blocked_notify = afc.v.i != 0;
-    prop_string(so->client_properties, "product", c->product, sizeof(c->product));
-    prop_string(so->client_properties, "version", c->version, sizeof(c->version));
-    if (!gw_str_eq(so->mechanism, "PLAIN") && !gw_str_eq(so->mechanism, "AMQPLAIN")) {
-        conn_error(c, GW_COMMAND_INVALID, m->id, "unknown authentication mechanism '%.*s'",
-                   (int)(so->mechanism.len > 64 ? 64 : so->mechanism.len), so->mechanism.ptr);
-        return;
-    }
-    ok = sasl_credentials(so, &user, &pass);
-    snprintf(c->user, sizeof(c->user), "%.*s", (int)(user.len > 63 ? 63 : user.len),
-             user.ptr != NULL ? user.ptr : "");
-    c->auth_user = ok ? gw_auth_login(atomic_load(&c->srv->auth), user, pass, c->loopback, why, sizeof(why))
-                      : NULL;
-    if (c->auth_user == NULL) {
-        GT_LOG(INFO, "amqp", "%s: %.*s login refused: %s", c->peer, (int)so->mechanism.len,
-               so->mechanism.ptr, ok ? why : "malformed response");
-        if (c->auth_failure_close) {
-            conn_error(c, GW_ACCESS_REFUSED, m->id,
-                       "Login was refused using authentication mechanism %.*s. For details "
-                       "see the broker logfile.",
-                       (int)so->mechanism.len, so->mechanism.ptr);
-        } else {
-            conn_finish(c);
-        }
-        return;
-    }
-    tune.u.connection_tune.channel_max = c->srv->channel_max;
-    tune.u.connection_tune.frame_max = c->srv->frame_max;
-    tune.u.connection_tune.heartbeat = c->srv->heartbeat_s;
-    send_method(c, 0, &tune);
-    c->state = CS_TUNE_OK;
-}
-
-/* RabbitMQ's rule for a negotiated value: 0 means "no limit", which is
- * over any server limit; a non-zero value must lie in [min, max]. */
-static bool tune_value_ok(gw_conn_t *c, const char *name, uint32_t v, uint32_t min, uint32_t max)
-{
-    if (v != 0 && v < min) {
-        conn_error(c, GW_NOT_ALLOWED, GW_CONNECTION_TUNE,
-                   "negotiated %s = %u is lower than the minimum allowed value (%u)", name, v,
-                   min);
-        return false;
-    }
-    if (v == 0 || v > max) {
-        conn_error(c, GW_NOT_ALLOWED, GW_CONNECTION_TUNE,
-                   "negotiated %s = %u is higher than the maximum allowed value (%u)", name, v,
-                   max);
-        return false;
-    }
-    return true;
-}
-
-static void on_tune_ok(gw_conn_t *c, const gw_method_t *m)
-{
-    const gw_connection_tune_t *t = &m->u.connection_tune;
-
-    if (!tune_value_ok(c, "channel_max", t->channel_max, 0, c->srv->channel_max) ||
-        !tune_value_ok(c, "frame_max", t->frame_max, GW_FRAME_MIN_SIZE, c->srv->frame_max))
-        return;
-    c->channel_max = t->channel_max;
-    c->frame_max = t->frame_max;
-    c->heartbeat = t->heartbeat;
-    gw_parser_set_frame_max(&c->parser, c->frame_max);
-    c->state = CS_OPEN;
-}
-
-static void hb_cb(evutil_socket_t fd, short what, void *arg);
-
-static void on_open(gw_conn_t *c, const gw_method_t *m)
-{
-    gw_method_t ok = {.id = GW_CONNECTION_OPEN_OK};
-    char why[GW_REPLY_TEXT_MAX + 1];
-
-    c->grant = gw_auth_open(atomic_load(&c->srv->auth), c->auth_user, m->u.connection_open.virtual_host, why,
-                            sizeof(why));
-    if (c->grant == NULL) {
-        conn_error(c, GW_NOT_ALLOWED, m->id, "%s", why);
-        return;
-    }
-    if (c->srv->broker != NULL && (c->bc = gw_broker_conn_open(c->srv->broker, c)) == NULL) {
-        conn_error(c, GW_INTERNAL_ERROR, m->id, "out of memory");
-        return;
-    }
-    send_method(c, 0, &ok);
-    c->state = CS_RUNNING;
-    event_del(c->deadline);
-    {
-        gw_server_t *s = c->srv;
-        struct timespec ts;
-
-        clock_gettime(CLOCK_REALTIME, &ts);
-        c->since_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-        pthread_mutex_lock(&s->reg_mu);
-        c->id = ++s->next_conn_id;
-        c->onext = s->open_conns;
-        if (s->open_conns != NULL)
-            s->open_conns->oprev = c;
-        s->open_conns = c;
-        c->listed = true;
-        pthread_mutex_unlock(&s->reg_mu);
-    }
-    if (c->heartbeat > 0) {
-        /* Ticks at half the interval: a heartbeat goes out when nothing
-         * was sent for about an interval, and a peer silent for two
-         * intervals is dropped (as RabbitMQ does, without a close). */
-        struct timeval tv = ms_tv((uint32_t)c->heartbeat * 500u);
-        c->hb = event_new(c->srv->base, -1, EV_PERSIST, hb_cb, c);
-        if (c->hb != NULL)
-            event_add(c->hb, &tv);
-    }
-    GT_LOG(DEBUG, "amqp", "%s: open (user %s, vhost %s, channel_max %u, frame_max %u, "
-           "heartbeat %u)", c->peer, c->user, gw_grant_vhost(c->grant), c->channel_max,
-           c->frame_max, c->heartbeat);
 }
 
 /* ---- running --------------------------------------------------------- */
@@ -671,7 +335,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
             c->chan[ch] = CH_CLOSED;
         } else if (m->id == GW_CHANNEL_CLOSE) {
             gw_method_t r = {.id = GW_CHANNEL_CLOSE_OK};
-            send_method(c, ch, &r);
+            gw_conn_send_method_any(c, ch, &r);
         }
         return;
     }
@@ -687,7 +351,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
         }
         c->chan[ch] = CH_OPEN;
         atomic_fetch_add(&c->nchan, 1);
-        send_method(c, ch, &r);
+        gw_conn_send_method_any(c, ch, &r);
         return;
     }
     if (mi == NULL || !(mi->from & GW_FROM_CLIENT) || cls == GW_CLASS_CONNECTION) {
@@ -705,7 +369,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
         atomic_fetch_sub(&c->nchan, 1);
         if (c->bc != NULL)
             gw_broker_chan_close(c->bc, ch);
-        send_method(c, ch, &r);
+        gw_conn_send_method_any(c, ch, &r);
         return;
     }
     case GW_CHANNEL_CLOSE_OK:
@@ -718,7 +382,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
             return;
         }
         r.u.channel_flow.active = true;
-        send_method(c, ch, &r);
+        gw_conn_send_method_any(c, ch, &r);
         return;
     }
     case GW_CHANNEL_FLOW_OK:
@@ -726,7 +390,7 @@ static void on_channel_method(gw_conn_t *c, uint16_t ch, const gw_method_t *m)
     case GW_ACCESS_REQUEST: {
         gw_method_t r = {.id = GW_ACCESS_REQUEST_OK};
         r.u.access_request_ok.ticket = 1;
-        send_method(c, ch, &r);
+        gw_conn_send_method_any(c, ch, &r);
         return;
     }
     default:
@@ -743,13 +407,13 @@ static void on_connection_method(gw_conn_t *c, const gw_method_t *m)
     switch (m->id) {
     case GW_CONNECTION_CLOSE: {
         gw_method_t r = {.id = GW_CONNECTION_CLOSE_OK};
-        send_method(c, 0, &r);
-        conn_finish(c);
+        gw_conn_send_method_any(c, 0, &r);
+        gw_conn_finish(c);
         return;
     }
     case GW_CONNECTION_CLOSE_OK:
         if (c->state == CS_CLOSING)
-            conn_finish(c);
+            gw_conn_finish(c);
         return;
     default:
         break;
@@ -759,19 +423,19 @@ static void on_connection_method(gw_conn_t *c, const gw_method_t *m)
     switch (c->state) {
     case CS_START_OK:
         if (m->id == GW_CONNECTION_START_OK) {
-            on_start_ok(c, m);
+            gw_conn_on_start_ok(c, m);
             return;
         }
         break;
     case CS_TUNE_OK:
         if (m->id == GW_CONNECTION_TUNE_OK) {
-            on_tune_ok(c, m);
+            gw_conn_on_tune_ok(c, m);
             return;
         }
         break;
     case CS_OPEN:
         if (m->id == GW_CONNECTION_OPEN) {
-            on_open(c, m);
+            gw_conn_on_open(c, m);
             return;
         }
         break;
@@ -780,7 +444,7 @@ static void on_connection_method(gw_conn_t *c, const gw_method_t *m)
             /* Accepted as RabbitMQ's internal backend does: the secret is
              * not checked again (users with expiring secrets come later). */
             gw_method_t r = {.id = GW_CONNECTION_UPDATE_SECRET_OK};
-            send_method(c, 0, &r);
+            gw_conn_send_method_any(c, 0, &r);
             return;
         }
         break;
@@ -800,7 +464,7 @@ static void on_frame(gw_conn_t *c, const gw_frame_t *fr)
     gw_fault_t f;
 
     if (fr->type == 0) { /* the protocol header */
-        send_start(c);
+        gw_conn_send_start(c);
         return;
     }
     if (fr->type == GW_FRAME_HEARTBEAT)
@@ -914,14 +578,14 @@ static void read_cb(struct bufferevent *bev, void *arg)
             if (f.bad_header) {
                 GT_LOG(INFO, "amqp", "%s: bad protocol header", c->peer);
                 send_bytes(c, gw_protocol_header, GW_HEADER_LEN);
-                conn_finish(c);
+                gw_conn_finish(c);
             } else {
                 conn_fail(c, &f, true);
             }
             break;
         }
         if (rc == GT_ENOMEM) {
-            conn_finish(c);
+            gw_conn_finish(c);
             break;
         }
         if (took == 0 && evbuffer_get_length(in) == 0)
@@ -987,7 +651,7 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
     conn_free(c);
 }
 
-static void hb_cb(evutil_socket_t fd, short what, void *arg)
+void gw_conn_hb_cb(evutil_socket_t fd, short what, void *arg)
 {
     gw_conn_t *c = arg;
     int64_t now = now_ms(), iv = (int64_t)c->heartbeat * 1000;
