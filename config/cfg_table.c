@@ -930,15 +930,16 @@ static const cfg_desc_t cfg_trace_keys[] = {
      .check = cfg_check_nonempty, .what = "list of strings",
      .doc = "Consumer groups whose deliveries, acks, nacks and dead-lettering are "
             "traced, whatever the topic (`*`: all)."},
-    {"buffer_events", CFG_T_INT, CFG_FIELD(cfg_t, trace.buffer_events), "8192", 1,
+    {"buffer_events", CFG_T_INT, CFG_FIELD(cfg_t, trace.buffer_events), "65536", 1,
      1000000, NULL, NULL, NULL,
-     "Trace events held in memory until written (about 1.4 KiB of memory each); when "
-     "full, new events are dropped and counted "
-     "(`gantry_trace_events_total{result=\"dropped\"}`), never waited for."},
+     "Trace events held in memory until written (256 bytes of memory each, "
+     "allocated at start; an event takes 100-250 bytes); when full, new events are "
+     "dropped and counted (`gantry_trace_events_total{result=\"dropped\"}`), never "
+     "waited for.  The default holds about 0.2 s of events at 300k traced messages/s."},
     {"flush_ms", CFG_T_INT, CFG_FIELD(cfg_t, trace.flush_ms), "100", 1, 60000, NULL,
      NULL, NULL,
-     "How often buffered trace events are written (sooner when a quarter of "
-     "the buffer is full)."},
+     "How often buffered trace events are written at most (sooner when 4096 "
+     "events or a quarter of the buffer are waiting)."},
 };
 
 const cfg_section_t cfg_sections[] = {

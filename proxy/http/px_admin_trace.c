@@ -9,9 +9,10 @@
  *                "invisible_ms": ms}, ...]}
  *
  * (attempt, queue, offset and invisible_ms null where they do not apply).
- * A stored record holds up to 32 events of several ids, members that are
- * empty or null left out (px_trace.c); this keeps those of ID and fills the
- * members back in.  The events of the PX_TRACE_MAX_EVENTS most recent
+ * A stored record holds up to 32 events of several ids in a compact form
+ * (px_trace.c, px_trace_record; records of earlier versions: events as
+ * objects, members that are empty or null left out); this keeps those of
+ * ID and fills every member in.  The events of the PX_TRACE_MAX_EVENTS most recent
  * records with ID ("truncated" says when there may be more).  An id without events gives an empty list, not 404:
  * tracing may be off for its topic, or its events not written yet. */
 #include <stdlib.h>
@@ -54,6 +55,64 @@ static void add_event(json_t *out, json_t *e, const char *id)
     json_array_append_new(out, c);
 }
 
+/* Member i of a v3 event array, an integer (-1 when it is not one). */
+static json_int_t v3_int(const json_t *a, size_t i)
+{
+    const json_t *v = json_array_get(a, i);
+
+    return json_is_integer(v) ? json_integer_value(v) : -1;
+}
+
+/* String index i of the record's table s, "" when out of range. */
+static const char *v3_str(const json_t *s, json_int_t i)
+{
+    const char *v = i >= 0 ? json_string_value(json_array_get(s, (size_t)i)) : NULL;
+
+    return v != NULL ? v : "";
+}
+
+/* Key index i of m, "" when out of range. */
+static const char *v3_key(const st_message_t *m, json_int_t i)
+{
+    return i >= 0 && i < (json_int_t)m->nkeys ? m->keys[i] : "";
+}
+
+/* The events of id in a v3 record (px_trace.c, px_trace_record: events
+ * as arrays, strings as indexes into its table "s" and its keys). */
+static void add_v3(json_t *out, const json_t *r, const st_message_t *m, const char *id)
+{
+    static const char *const strs[] = {"topic", "group", "client_id", "addr", "result",
+                                       "tag", "vhost"};
+    static const char *const nums[] = {"attempt", "queue", "offset", "invisible_ms",
+                                       "body_size"};
+    const json_t *evs = json_object_get(r, "e"), *tab = json_object_get(r, "s");
+    json_int_t t0 = json_integer_value(json_object_get(r, "t"));
+    json_int_t q0 = json_integer_value(json_object_get(r, "q"));
+
+    for (size_t j = 0; j < json_array_size(evs); j++) {
+        const json_t *a = json_array_get(evs, j);
+        const char *mid = v3_key(m, v3_int(a, 2)), *amid = v3_key(m, v3_int(a, 3));
+        json_t *e;
+
+        if (!json_is_array(a) || (strcmp(mid, id) != 0 && strcmp(amid, id) != 0) ||
+            (e = json_object()) == NULL)
+            continue;
+        json_object_set_new(e, "time_ms", json_integer(t0 + v3_int(a, 0)));
+        json_object_set_new(e, "seq", json_integer(q0 + (json_int_t)j));
+        json_object_set_new(e, "kind", json_string(px_trace_kind_name((long)v3_int(a, 1))));
+        json_object_set_new(e, "msg_id", json_string(mid));
+        json_object_set_new(e, "amqp_message_id", json_string(amid));
+        for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+            json_object_set_new(e, strs[i], json_string(v3_str(tab, v3_int(a, 4 + i))));
+        for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+            json_int_t v = v3_int(a, 11 + i);
+
+            json_object_set_new(e, nums[i], v >= 0 ? json_integer(v) : json_null());
+        }
+        json_array_append_new(out, e);
+    }
+}
+
 static void got_events(void *arg, gt_err_t err, const st_message_t *m, size_t n,
                        uint64_t next)
 {
@@ -64,12 +123,14 @@ static void got_events(void *arg, gt_err_t err, const st_message_t *m, size_t n,
         err = GT_OK;
     pthread_mutex_lock(&w->mu);
     for (size_t i = 0; err == GT_OK && i < n; i++) {
-        /* {"v":2,"events":[...]} (px_trace.c), or one event per record
-         * (what earlier versions wrote) */
+        /* {"v":3,...} (px_trace.c), {"v":2,"events":[...]} or one event
+         * per record (what earlier versions wrote) */
         json_t *r = json_loadb(m[i].body, m[i].body_len, 0, NULL);
         json_t *evs = json_object_get(r, "events");
 
-        if (json_is_array(evs)) {
+        if (json_integer_value(json_object_get(r, "v")) == 3) {
+            add_v3(w->out, r, &m[i], w->group.name);
+        } else if (json_is_array(evs)) {
             for (size_t j = 0; j < json_array_size(evs); j++)
                 add_event(w->out, json_array_get(evs, j), w->group.name);
         } else {

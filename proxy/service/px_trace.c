@@ -1,21 +1,31 @@
 /* px_trace: the message trace's buffer, flusher and handler hooks (see
  * px_trace.h).
  *
- * Noting an event takes the buffer's mutex for a copy of its strings into
- * a preallocated ring (a send's messages go in under one lock); the flusher
- * thread encodes up to PX_TRACE_BATCH of the oldest events in place (they
- * stay counted as buffered until written, so noting never reuses their
- * slots) and appends them to PX_TRACE_TOPIC with one st_append(), waiting
- * for the store's answer before the next batch (one append in flight).  It wakes every
- * trace.flush_ms, or sooner when a quarter of the buffer is full.
+ * Noting: a hook fills a px_trace_in_t with borrowed strings; the events
+ * of a call (a send's messages, up to 32 at a time) are packed under one
+ * lock of the buffer's mutex into a byte ring (a header and the strings,
+ * 100-250 bytes an event; no allocation).  When the ring has no room, or
+ * trace.buffer_events are held, the event is dropped and counted: noting
+ * never waits for the flusher (back-pressure would slow the clients the
+ * trace is meant to watch).
  *
- * One stored record holds up to PX_TRACE_PER_REC consecutive events, keyed
- * by each distinct message id among them (ST_MAX_KEYS at most), body
- * {"v":2,"events":[...]} with each event's members that are not empty or
- * null (px_admin_trace.c fills them back in and keeps the events of the id
- * asked for).  A record per event made every traced message cost the store
- * a second record, consume-queue entry and id-index entry, which cost a
- * third to two fifths of send throughput at batch 32 (README, issue 13).
+ * The flusher thread reads the oldest events in place (they stay counted
+ * as held until written, so noting never writes over them), encodes them
+ * into records of up to PX_TRACE_PER_REC events (px_trace_record: a
+ * string table per record, events as arrays of numbers) and appends up to
+ * PX_TRACE_RECS records to PX_TRACE_TOPIC with one st_append(), waiting
+ * for the store's answer before the next one.  It writes as soon as
+ * PX_TRACE_KICK events (or a quarter of the buffer) are held, else every
+ * trace.flush_ms.  A record is keyed by each distinct message id among its
+ * events (ST_MAX_KEYS at most), so the store's key index finds it
+ * (px_admin_trace.c reads it back).
+ *
+ * Cost: at batch 32 an event adds ~60 bytes to the store (its id as a key,
+ * ~45 bytes of body) and one key index entry.  Earlier versions wrote a
+ * record per event, then records of JSON objects (~300 bytes an event)
+ * from 1.4 KiB ring slots: +77 % and +31 % CPU per message sent, and at
+ * ~300k messages/s the flusher fell behind and dropped events (README,
+ * issue 13).
  *
  * Deliveries remember their attempt by receipt handle in a small
  * direct-mapped cache, so that a later nack can tell its attempt and
@@ -34,14 +44,17 @@
 #include "px_svc_int.h"
 #include "px_trace.h"
 
-#define PX_TRACE_BATCH 1024
-#define PX_TRACE_BODY_MAX 2048 /* one event's JSON at most */
-#define PX_TRACE_PER_REC 32    /* events per stored record (<= ST_MAX_KEYS) */
-/* Records per write: an event brings at most 2 keys (AMQP events: the
- * message id and its message-id property), so a record holds at least 16. */
-#define PX_TRACE_RECS (PX_TRACE_BATCH / (ST_MAX_KEYS / 2))
-#define PX_TRACE_BODIES (PX_TRACE_BATCH * (PX_TRACE_BODY_MAX + 1) + PX_TRACE_RECS * 32)
+/* Events per stored record (at most ST_MAX_KEYS distinct keys too). */
+#define PX_TRACE_PER_REC 32
+/* Records per append, and the bytes their bodies may take. */
+#define PX_TRACE_RECS 128
+#define PX_TRACE_BODIES (4u << 20)
 #define PX_TRACE_ATTEMPTS 1024 /* attempt cache slots (a power of 2) */
+#define PX_TRACE_ALIGN 8
+#define PX_TRACE_EV_BYTES 256  /* ring bytes per trace.buffer_events */
+/* The flusher writes as soon as this many are held (or a quarter of the
+ * buffer, or trace.flush_ms after it last wrote). */
+#define PX_TRACE_KICK 4096
 
 typedef enum px_trace_kind {
     PX_TK_PUBLISH,
@@ -52,44 +65,84 @@ typedef enum px_trace_kind {
     PX_TK_COMMIT,
     PX_TK_ROLLBACK,
     PX_TK_REJECT,
+    PX_TK_N,
 } px_trace_kind_t;
 
-static const char *const px_tk_names[] = {
+static const char *const px_tk_names[PX_TK_N] = {
     "publish", "deliver", "ack", "nack", "dlq", "commit", "rollback", "reject",
 };
 
-typedef struct px_trace_ev {
-    int64_t time_ms;
-    uint64_t seq;
+/* An event's strings, in the order of a packed event. */
+enum {
+    PX_TF_MSG_ID,
+    PX_TF_AMQP_MID, /* AMQP events: the message-id property */
+    PX_TF_TOPIC,
+    PX_TF_GROUP,
+    PX_TF_CLIENT,
+    PX_TF_ADDR,
+    PX_TF_RESULT,
+    PX_TF_TAG,      /* publish, deliver */
+    PX_TF_VHOST,    /* AMQP events */
+    PX_TF_N,
+};
+
+/* Each string's bytes at most (longer ones are cut). */
+static const uint16_t px_tf_cap[PX_TF_N] = {
+    ST_MSG_ID_MAX - 1, 127, ST_NAME_MAX, ST_NAME_MAX, PX_CLIENT_ID_MAX - 1,
+    63, 95, 127, 127,
+};
+
+/* An event as a hook notes it: strings borrowed (NULL: ""). */
+typedef struct px_trace_in {
     px_trace_kind_t kind;
     uint32_t attempt;      /* 0: unknown / not applicable */
     int32_t queue;         /* -1: none */
+    int64_t time_ms;
     int64_t offset;        /* -1: none */
     int64_t invisible_ms;  /* nack: -1 none */
     int64_t body_size;     /* publish, deliver: -1 none */
-    char tag[128];         /* publish, deliver (cut) */
-    char msg_id[ST_MSG_ID_MAX];
-    char topic[ST_NAME_MAX + 1];
-    char group[ST_NAME_MAX + 1];
-    char client[PX_CLIENT_ID_MAX];
-    char addr[64];
-    char result[96];
-    char vhost[128];       /* AMQP events */
-    char amqp_mid[128];    /* AMQP events: the message-id property */
-} px_trace_ev_t;
+    const char *s[PX_TF_N];
+} px_trace_in_t;
+
+/* An event in the ring: this header, then its strings one after the
+ * other, each with its NUL; size rounded up to PX_TRACE_ALIGN. */
+typedef struct px_trace_pev {
+    uint32_t size;         /* 0: a wrap marker (the next event is at 0) */
+    uint8_t kind;
+    uint8_t pad[3];
+    uint32_t attempt;
+    int32_t queue;
+    int64_t time_ms;
+    uint64_t seq;
+    int64_t offset, invisible_ms, body_size;
+    uint16_t len[PX_TF_N];
+} px_trace_pev_t;
+
+#define PX_TRACE_PEV_MAX                                                          \
+    ((sizeof(px_trace_pev_t) + PX_TF_N + ST_MSG_ID_MAX + 127 + 2 * ST_NAME_MAX +  \
+      PX_CLIENT_ID_MAX + 63 + 95 + 127 + 127 + PX_TRACE_ALIGN) &                  \
+     ~(size_t)(PX_TRACE_ALIGN - 1))
 
 typedef struct px_trace_att {
     char handle[ST_HANDLE_MAX];
     uint32_t attempt;
 } px_trace_att_t;
 
+/* A string of the record being encoded (its table "s"). */
+typedef struct px_trace_str {
+    const char *s;
+    uint16_t len;
+} px_trace_str_t;
+
 struct px_trace {
     st_store_t *store;
     const cfg_t *cfg;
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* wakes the flusher */
-    px_trace_ev_t *ring;
-    size_t cap, head, n;     /* events at head .. head + n - 1 (mod cap) */
+    /* The ring: n events from byte rd on (wrapping), the next at wr. */
+    uint8_t *ring;
+    size_t bcap, rd, wr;
+    size_t cap, n;           /* events at most, held */
     size_t kick;             /* wake the flusher at this many */
     uint64_t seq;
     bool stopping, stopped;
@@ -101,6 +154,7 @@ struct px_trace {
     /* the flusher's records (its thread only) */
     st_message_t *msgs;            /* PX_TRACE_RECS records */
     char *bodies;                  /* their bodies, one after the other */
+    px_trace_str_t strs[1 + PX_TRACE_PER_REC * (PX_TF_N - 2)];
     /* the append in flight */
     pthread_mutex_t wmu;
     pthread_cond_t wcv;
@@ -111,6 +165,11 @@ struct px_trace {
     px_trace_att_t att[PX_TRACE_ATTEMPTS];
     atomic_uint_fast64_t written, dropped, failed;
 };
+
+const char *px_trace_kind_name(long kind)
+{
+    return kind >= 0 && kind < PX_TK_N ? px_tk_names[kind] : "unknown";
+}
 
 static int64_t px_trace_now_ms(void)
 {
@@ -144,84 +203,120 @@ static bool px_trace_wants(const px_trace_t *tr, const char *topic,
            px_trace_listed(&tr->cfg->trace.groups, group);
 }
 
-/* Copies s (NULL: "") into d[cap], cut. */
-static void px_trace_cpy(char *d, size_t cap, const char *s)
-{
-    size_t n = s != NULL ? strnlen(s, cap - 1) : 0;
-
-    memcpy(d, s != NULL ? s : "", n);
-    d[n] = '\0';
-}
-
-/* *d = *s, copying the strings' bytes only (an event is ~1.4 KiB, its
- * strings usually a tenth of that). */
-static void px_trace_ev_copy(px_trace_ev_t *d, const px_trace_ev_t *s)
-{
-    memcpy(d, s, offsetof(px_trace_ev_t, tag));
-    px_trace_cpy(d->tag, sizeof(d->tag), s->tag);
-    px_trace_cpy(d->msg_id, sizeof(d->msg_id), s->msg_id);
-    px_trace_cpy(d->topic, sizeof(d->topic), s->topic);
-    px_trace_cpy(d->group, sizeof(d->group), s->group);
-    px_trace_cpy(d->client, sizeof(d->client), s->client);
-    px_trace_cpy(d->addr, sizeof(d->addr), s->addr);
-    px_trace_cpy(d->result, sizeof(d->result), s->result);
-    px_trace_cpy(d->vhost, sizeof(d->vhost), s->vhost);
-    px_trace_cpy(d->amqp_mid, sizeof(d->amqp_mid), s->amqp_mid);
-}
-
 /* A blank event of kind for (topic, group), the call's client. */
-static void px_trace_ev_init(px_trace_ev_t *e, px_trace_kind_t kind,
+static void px_trace_in_init(px_trace_in_t *e, px_trace_kind_t kind,
                              px_call_t *call, const char *topic,
                              const char *group)
 {
-    const char *cid = call != NULL ? px_client_id(call) : NULL;
-    const char *peer = call != NULL ? px_call_peer(call) : NULL;
-
+    memset(e, 0, sizeof(*e));
     e->time_ms = px_trace_now_ms();
     e->kind = kind;
-    e->attempt = 0;
     e->queue = -1;
     e->offset = -1;
     e->invisible_ms = -1;
     e->body_size = -1;
-    e->tag[0] = '\0';
-    e->msg_id[0] = '\0';
-    e->vhost[0] = '\0';
-    e->amqp_mid[0] = '\0';
-    px_trace_cpy(e->topic, sizeof(e->topic), topic);
-    px_trace_cpy(e->group, sizeof(e->group), group);
-    px_trace_cpy(e->client, sizeof(e->client), cid);
-    px_trace_cpy(e->addr, sizeof(e->addr), peer);
-    memcpy(e->result, "OK", 3);
+    e->s[PX_TF_TOPIC] = topic;
+    e->s[PX_TF_GROUP] = group;
+    e->s[PX_TF_CLIENT] = call != NULL ? px_client_id(call) : NULL;
+    e->s[PX_TF_ADDR] = call != NULL ? px_call_peer(call) : NULL;
+    e->s[PX_TF_RESULT] = "OK";
 }
 
-/* Into the buffer, or dropped (counted) when it is full or stopped:
- * e[0..n) under one lock. */
-static void px_trace_put_n(px_trace_t *tr, px_trace_ev_t *e, size_t n)
+/* A place for sz bytes in the ring (tr->mu held): its offset, or -1 when
+ * the ring has no room. */
+static long px_trace_reserve(px_trace_t *tr, size_t sz)
 {
+    size_t at;
+
+    if (tr->n == 0)
+        tr->rd = tr->wr = 0;
+    if (tr->wr > tr->rd || tr->n == 0) { /* free: [wr, bcap) and [0, rd) */
+        if (sz <= tr->bcap - tr->wr) {
+            at = tr->wr;
+        } else if (sz <= tr->rd) {
+            if (tr->wr < tr->bcap)
+                ((px_trace_pev_t *)(tr->ring + tr->wr))->size = 0;
+            at = 0;
+        } else {
+            return -1;
+        }
+    } else if (sz <= tr->rd - tr->wr) { /* free: [wr, rd) */
+        at = tr->wr;
+    } else {
+        return -1;
+    }
+    tr->wr = at + sz;
+    return (long)at;
+}
+
+/* Into the ring, or dropped (counted) when it is full or stopped:
+ * e[0..n) under one lock per 32.  Events without a message id are left
+ * out. */
+static void px_trace_put_n(px_trace_t *tr, const px_trace_in_t *e, size_t n)
+{
+    uint16_t len[PX_TRACE_PER_REC][PX_TF_N];
+    size_t size[PX_TRACE_PER_REC];
     size_t dropped = 0;
     bool wake = false;
 
-    pthread_mutex_lock(&tr->mu);
-    for (size_t i = 0; i < n; i++) {
-        if (e[i].msg_id[0] == '\0')
-            continue;
-        if (tr->stopped || tr->n == tr->cap) {
-            dropped++;
-            continue;
+    for (size_t c = 0; c < n; c += PX_TRACE_PER_REC) {
+        size_t m = n - c < PX_TRACE_PER_REC ? n - c : PX_TRACE_PER_REC;
+
+        for (size_t i = 0; i < m; i++) { /* sizes, outside the lock */
+            size_t sz = sizeof(px_trace_pev_t) + PX_TF_N;
+
+            for (int f = 0; f < PX_TF_N; f++) {
+                const char *s = e[c + i].s[f];
+
+                len[i][f] = (uint16_t)(s != NULL ? strnlen(s, px_tf_cap[f]) : 0);
+                sz += len[i][f];
+            }
+            size[i] = len[i][PX_TF_MSG_ID] == 0
+                          ? 0
+                          : (sz + PX_TRACE_ALIGN - 1) & ~(size_t)(PX_TRACE_ALIGN - 1);
         }
-        e[i].seq = ++tr->seq;
-        px_trace_ev_copy(&tr->ring[(tr->head + tr->n) % tr->cap], &e[i]);
-        wake |= ++tr->n == tr->kick;
+        pthread_mutex_lock(&tr->mu);
+        for (size_t i = 0; i < m; i++) {
+            const px_trace_in_t *x = &e[c + i];
+            px_trace_pev_t *p;
+            char *d;
+            long at;
+
+            if (size[i] == 0)
+                continue;
+            if (tr->stopped || tr->n == tr->cap ||
+                (at = px_trace_reserve(tr, size[i])) < 0) {
+                dropped++;
+                continue;
+            }
+            p = (px_trace_pev_t *)(tr->ring + at);
+            p->size = (uint32_t)size[i];
+            p->kind = (uint8_t)x->kind;
+            p->attempt = x->attempt;
+            p->queue = x->queue;
+            p->time_ms = x->time_ms;
+            p->seq = ++tr->seq;
+            p->offset = x->offset;
+            p->invisible_ms = x->invisible_ms;
+            p->body_size = x->body_size;
+            d = (char *)(p + 1);
+            for (int f = 0; f < PX_TF_N; f++) {
+                p->len[f] = len[i][f];
+                memcpy(d, x->s[f] != NULL ? x->s[f] : "", len[i][f]);
+                d[len[i][f]] = '\0';
+                d += len[i][f] + 1;
+            }
+            wake |= ++tr->n == tr->kick;
+        }
+        pthread_mutex_unlock(&tr->mu);
     }
-    pthread_mutex_unlock(&tr->mu);
     if (dropped > 0)
         atomic_fetch_add(&tr->dropped, dropped);
     if (wake)
         pthread_cond_signal(&tr->cv);
 }
 
-static void px_trace_put(px_trace_t *tr, px_trace_ev_t *e)
+static void px_trace_put(px_trace_t *tr, const px_trace_in_t *e)
 {
     px_trace_put_n(tr, e, 1);
 }
@@ -244,122 +339,73 @@ static size_t px_trace_utf8(const unsigned char *s)
     return n;
 }
 
-/* Appends ,"k":"s" to buf at *len, within cap, leaving room for one more
- * byte (the closing brace): s JSON-escaped, bytes that are not UTF-8 as
- * U+FFFD, cut at a character's end when it does not fit.  Nothing when s
- * is empty (the reader takes a missing member as ""). */
-static void px_trace_jstr(char *buf, size_t cap, size_t *len, const char *k,
-                          const char *s)
+/* Writes s[0..n) as a JSON string at b: escaped, bytes that are not UTF-8
+ * as U+FFFD (at most 6 bytes per byte of s, plus the quotes).  Returns the
+ * bytes written. */
+static size_t px_trace_jstr(char *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    size_t l = *len, kl = strlen(k);
+    const char *end = s + n;
+    size_t l = 0;
 
-    if (*s == '\0' || l + kl + 8 >= cap)
-        return;
-    buf[l++] = ',';
-    buf[l++] = '"';
-    memcpy(buf + l, k, kl);
-    l += kl;
-    buf[l++] = '"';
-    buf[l++] = ':';
-    buf[l++] = '"';
-    while (*s != '\0' && l + 9 < cap) {
+    b[l++] = '"';
+    while (s < end) {
         unsigned char c = (unsigned char)*s;
         size_t u, run = 0;
 
         /* a run of printable ASCII other than '"' and '\\' goes as is */
-        while (s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' && s[run] != '\\')
+        while (s + run < end && s[run] >= 0x20 && s[run] < 0x7f && s[run] != '"' &&
+               s[run] != '\\')
             run++;
         if (run > 0) {
-            if (run > cap - 9 - l)
-                run = cap - 9 - l;
-            memcpy(buf + l, s, run);
+            memcpy(b + l, s, run);
             l += run;
             s += run;
             continue;
         }
         if (c == '"' || c == '\\') {
-            buf[l++] = '\\';
-            buf[l++] = (char)c;
+            b[l++] = '\\';
+            b[l++] = (char)c;
             s++;
         } else if (c < 0x20) {
-            memcpy(buf + l, "\\u00", 4);
-            buf[l + 4] = hex[c >> 4];
-            buf[l + 5] = hex[c & 15];
+            memcpy(b + l, "\\u00", 4);
+            b[l + 4] = hex[c >> 4];
+            b[l + 5] = hex[c & 15];
             l += 6;
             s++;
         } else if (c < 0x80) {
-            buf[l++] = (char)c;
+            b[l++] = (char)c;
             s++;
-        } else if ((u = px_trace_utf8((const unsigned char *)s)) > 0) {
-            memcpy(buf + l, s, u);
+        } else if ((u = px_trace_utf8((const unsigned char *)s)) > 0 &&
+                   u <= (size_t)(end - s)) {
+            memcpy(b + l, s, u);
             l += u;
             s += u;
         } else {
-            memcpy(buf + l, "\\ufffd", 6);
+            memcpy(b + l, "\\ufffd", 6);
             l += 6;
             s++;
         }
     }
-    buf[l++] = '"';
-    buf[l] = '\0';
-    *len = l;
+    b[l++] = '"';
+    return l;
 }
 
-/* Appends ,"k":v; nothing when v < 0 (the reader takes null). */
-static void px_trace_jnum(char *buf, size_t cap, size_t *len, const char *k, int64_t v)
+/* Writes v in decimal at b (at most 20 bytes); returns the bytes. */
+static size_t px_trace_jnum(char *b, int64_t v)
 {
     char digits[24];
-    size_t nd = 0, kl = strlen(k), l = *len;
-    uint64_t u = (uint64_t)v;
+    size_t nd = 0, l = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
 
     if (v < 0)
-        return;
+        b[l++] = '-';
     do {
         digits[nd++] = (char)('0' + u % 10);
         u /= 10;
     } while (u > 0);
-    if (l + kl + nd + 5 >= cap)
-        return; /* leaves room for the closing brace */
-    buf[l++] = ',';
-    buf[l++] = '"';
-    memcpy(buf + l, k, kl);
-    l += kl;
-    buf[l++] = '"';
-    buf[l++] = ':';
     while (nd > 0)
-        buf[l++] = digits[--nd];
-    buf[l] = '\0';
-    *len = l;
-}
-
-/* One event's JSON object (members that are empty or null left out) at
- * buf; its length (< cap). */
-static size_t px_trace_json(const px_trace_ev_t *e, char *buf, size_t cap)
-{
-    size_t l;
-    int w = snprintf(buf, cap, "{\"time_ms\":%lld,\"seq\":%llu,\"kind\":\"%s\"",
-                     (long long)e->time_ms, (unsigned long long)e->seq,
-                     px_tk_names[e->kind]);
-
-    l = w > 0 && (size_t)w < cap ? (size_t)w : 0;
-    px_trace_jstr(buf, cap, &l, "msg_id", e->msg_id);
-    px_trace_jstr(buf, cap, &l, "topic", e->topic);
-    px_trace_jstr(buf, cap, &l, "group", e->group);
-    px_trace_jstr(buf, cap, &l, "client_id", e->client);
-    px_trace_jstr(buf, cap, &l, "addr", e->addr);
-    if (strcmp(e->result, "OK") != 0)
-        px_trace_jstr(buf, cap, &l, "result", e->result);
-    px_trace_jstr(buf, cap, &l, "tag", e->tag);
-    px_trace_jstr(buf, cap, &l, "vhost", e->vhost);
-    px_trace_jstr(buf, cap, &l, "amqp_message_id", e->amqp_mid);
-    px_trace_jnum(buf, cap, &l, "attempt", e->attempt > 0 ? (int64_t)e->attempt : -1);
-    px_trace_jnum(buf, cap, &l, "queue", e->queue);
-    px_trace_jnum(buf, cap, &l, "offset", e->offset);
-    px_trace_jnum(buf, cap, &l, "invisible_ms", e->invisible_ms);
-    px_trace_jnum(buf, cap, &l, "body_size", e->body_size);
-    buf[l++] = '}'; /* room was left for it */
-    buf[l] = '\0';
+        b[l++] = digits[--nd];
     return l;
 }
 
@@ -376,79 +422,183 @@ static void px_trace_appended(void *arg, gt_err_t err,
     pthread_mutex_unlock(&tr->wmu);
 }
 
-/* The i-th event of those being written (the flusher's thread). */
-static const px_trace_ev_t *px_trace_at(const px_trace_t *tr, size_t i)
+/* The event at *pos of the ring (the flusher's thread, the event counted
+ * in tr->n); *pos moves past it. */
+static const px_trace_pev_t *px_trace_next(const px_trace_t *tr, size_t *pos)
 {
-    return &tr->ring[(tr->head + i) % tr->cap];
+    const px_trace_pev_t *p;
+
+    if (*pos + sizeof(uint32_t) > tr->bcap ||
+        ((const px_trace_pev_t *)(tr->ring + *pos))->size == 0)
+        *pos = 0;
+    p = (const px_trace_pev_t *)(tr->ring + *pos);
+    *pos += p->size;
+    return p;
 }
 
-/* Adds key k to m unless it has it (hs: the hashes of m's keys); false
- * when m has no room for it. */
-static bool px_trace_key(st_message_t *m, uint64_t *hs, const char *k)
+/* The index of key k (n bytes) among m's keys (kl: their lengths), added
+ * unless it has it; -1 for "", -2 when m has no room for it.  Message ids
+ * mostly differ in their last bytes: those are compared first. */
+static int px_trace_key(st_message_t *m, uint16_t *kl, const char *k, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    if (k[0] == '\0')
-        return true;
-    for (const char *c = k; *c != '\0'; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    for (uint32_t j = 0; j < m->nkeys; j++)
-        if (hs[j] == h && strcmp(m->keys[j], k) == 0)
-            return true;
+    if (n == 0)
+        return -1;
+    for (uint32_t j = m->nkeys; j-- > 0;)
+        if (kl[j] == n && m->keys[j][n - 1] == k[n - 1] && memcmp(m->keys[j], k, n) == 0)
+            return (int)j;
     if (m->nkeys == ST_MAX_KEYS)
-        return false;
-    hs[m->nkeys] = h;
-    m->keys[m->nkeys++] = k;
-    return true;
+        return -2;
+    kl[m->nkeys] = (uint16_t)n;
+    m->keys[m->nkeys] = k;
+    return (int)m->nkeys++;
 }
 
-/* Record r of a write, its body at *body: events batch[first..) while they
- * fit (PX_TRACE_PER_REC events, ST_MAX_KEYS distinct keys: their message
- * ids and AMQP message-id properties).  Returns how many it took (>= 1). */
-static size_t px_trace_record(px_trace_t *tr, size_t r, size_t first, size_t n,
-                              char **body)
+/* The index of s (n bytes) in the record's string table, added unless it
+ * has it; last[]: the field's last string and index. */
+static size_t px_trace_intern(px_trace_t *tr, size_t *nstr, px_trace_str_t *last,
+                              size_t *last_ix, const char *s, size_t n)
 {
-    static const char head[] = "{\"v\":2,\"events\":[";
+    if (n == 0)
+        return 0;
+    if (last->len == n && memcmp(last->s, s, n) == 0)
+        return *last_ix;
+    for (size_t j = *nstr; j-- > 1;)
+        if (tr->strs[j].len == n && memcmp(tr->strs[j].s, s, n) == 0) {
+            last->s = s;
+            last->len = (uint16_t)n;
+            return *last_ix = j;
+        }
+    tr->strs[*nstr].s = s;
+    tr->strs[*nstr].len = (uint16_t)n;
+    last->s = s;
+    last->len = (uint16_t)n;
+    return *last_ix = (*nstr)++;
+}
+
+/* A record's body at most: its events' numbers, and its string table
+ * (each string escaped at most 6 bytes per byte). */
+#define PX_TRACE_REC_MAX                                                     \
+    (64 + PX_TRACE_PER_REC * 16 * 22 +                                       \
+     PX_TRACE_PER_REC * (6 * (2 * ST_NAME_MAX + PX_CLIENT_ID_MAX + 63 + 95 + \
+                              127 + 127) + 7 * 3))
+
+/* Record r of a write at body: the events at *pos on (n of them held)
+ * while they fit: PX_TRACE_PER_REC events, ST_MAX_KEYS distinct keys
+ * (their message ids and AMQP message-id properties).  Body (the
+ * admin API's reader, px_admin_trace.c, mirrors it):
+ *
+ *   {"v":3,"t":T,"q":Q,"e":[[dt,kind,id,amqp_id,topic,group,client,addr,
+ *    result,tag,vhost,attempt,queue,offset,invisible_ms,body_size],...],
+ *    "s":["",...]}
+ *
+ * time_ms = T + dt, seq = Q + the event's index (the events of a record
+ * are consecutive in the ring), kind a px_trace_kind_name() index, id and
+ * amqp_id indexes into the record's keys (-1: none), the seven strings
+ * indexes into s (0: ""), numbers -1 where they do not apply.  Returns
+ * how many events it took (>= 1) and its body's length in *len. */
+static size_t px_trace_record(px_trace_t *tr, size_t r, size_t *pos, size_t n,
+                              char *b, size_t *len)
+{
     st_message_t *m = &tr->msgs[r];
-    uint64_t hs[ST_MAX_KEYS]; /* the keys' hashes */
-    char *b = *body;
-    size_t l, i;
+    px_trace_str_t last[PX_TF_N];
+    size_t last_ix[PX_TF_N];
+    uint16_t kl[ST_MAX_KEYS];
+    size_t l = 0, i, nstr = 1;
+    int64_t t0 = 0;
+    uint64_t q0 = 0;
 
     memset(m, 0, sizeof(*m));
-    memcpy(b, head, sizeof(head) - 1);
-    l = sizeof(head) - 1;
-    for (i = first; i < n && i - first < PX_TRACE_PER_REC; i++) {
-        const px_trace_ev_t *e = px_trace_at(tr, i);
+    memset(last, 0, sizeof(last));
+    tr->strs[0].s = "";
+    tr->strs[0].len = 0;
+    for (i = 0; i < n && i < PX_TRACE_PER_REC; i++) {
+        size_t at = *pos;
+        const px_trace_pev_t *p = px_trace_next(tr, &at);
+        const char *s[PX_TF_N];
+        const char *c = (const char *)(p + 1);
         uint32_t had = m->nkeys;
+        int mk, ak;
 
-        if (!px_trace_key(m, hs, e->msg_id) || !px_trace_key(m, hs, e->amqp_mid)) {
+        for (int f = 0; f < PX_TF_N; f++) {
+            s[f] = c;
+            c += p->len[f] + 1;
+        }
+        if ((mk = px_trace_key(m, kl, s[PX_TF_MSG_ID], p->len[PX_TF_MSG_ID])) == -2 ||
+            (ak = px_trace_key(m, kl, s[PX_TF_AMQP_MID], p->len[PX_TF_AMQP_MID])) == -2) {
             m->nkeys = had; /* this one starts the next record */
             break;
         }
-        if (i > first)
+        *pos = at;
+        if (i == 0) {
+            t0 = p->time_ms;
+            q0 = p->seq;
+            l = (size_t)snprintf(b, 64, "{\"v\":3,\"t\":%lld,\"q\":%llu,\"e\":[[",
+                                 (long long)t0, (unsigned long long)q0);
+        } else {
+            memcpy(b + l, ",[", 2);
+            l += 2;
+        }
+        l += px_trace_jnum(b + l, p->time_ms - t0);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, p->kind);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, mk);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, ak);
+        for (int f = PX_TF_TOPIC; f <= PX_TF_VHOST; f++) {
             b[l++] = ',';
-        l += px_trace_json(e, b + l, PX_TRACE_BODY_MAX);
+            l += px_trace_jnum(b + l, (int64_t)px_trace_intern(tr, &nstr, &last[f],
+                                                               &last_ix[f], s[f],
+                                                               p->len[f]));
+        }
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, p->attempt > 0 ? (int64_t)p->attempt : -1);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, p->queue);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, p->offset);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, p->invisible_ms);
+        b[l++] = ',';
+        l += px_trace_jnum(b + l, p->body_size);
+        b[l++] = ']';
+        /* The first event's kind as the tag; the last one's time as birth. */
+        if (i == 0)
+            m->tag = px_tk_names[p->kind < PX_TK_N ? p->kind : 0];
+        m->born_ts_ms = p->time_ms;
+    }
+    memcpy(b + l, "],\"s\":[", 7);
+    l += 7;
+    for (size_t j = 0; j < nstr; j++) {
+        if (j > 0)
+            b[l++] = ',';
+        l += px_trace_jstr(b + l, tr->strs[j].s, tr->strs[j].len);
     }
     memcpy(b + l, "]}", 3);
     l += 2;
-    /* The first event's kind as the tag; the last one's time as birth. */
-    m->tag = px_tk_names[px_trace_at(tr, first)->kind];
     m->body = b;
     m->body_len = (uint32_t)l;
-    m->born_ts_ms = px_trace_at(tr, i - 1)->time_ms;
     m->queue_id = ST_QUEUE_ANY;
-    *body = b + l + 1;
-    return i - first;
+    *len = l;
+    return i;
 }
 
-/* Writes batch[0..n) with one append and waits for the answer. */
-static void px_trace_write(px_trace_t *tr, size_t n)
+/* Writes events from the ring's oldest on (n held) with one append, and
+ * waits for the answer; returns how many it wrote, *end where the next one
+ * starts. */
+static size_t px_trace_write(px_trace_t *tr, size_t n, size_t *end)
 {
     char *body = tr->bodies;
-    size_t nrec = 0;
+    size_t nrec = 0, done = 0, pos = tr->rd;
 
-    for (size_t i = 0; i < n && nrec < PX_TRACE_RECS; nrec++)
-        i += px_trace_record(tr, nrec, i, n, &body);
+    while (done < n && nrec < PX_TRACE_RECS &&
+           (size_t)(tr->bodies + PX_TRACE_BODIES - body) >= PX_TRACE_REC_MAX) {
+        size_t len;
+
+        done += px_trace_record(tr, nrec++, &pos, n - done, body, &len);
+        body += len + 1;
+    }
+    *end = pos;
     pthread_mutex_lock(&tr->wmu);
     tr->wdone = false;
     pthread_mutex_unlock(&tr->wmu);
@@ -458,12 +608,13 @@ static void px_trace_write(px_trace_t *tr, size_t n)
         pthread_cond_wait(&tr->wcv, &tr->wmu);
     pthread_mutex_unlock(&tr->wmu);
     if (tr->werr == GT_OK) {
-        atomic_fetch_add(&tr->written, n);
+        atomic_fetch_add(&tr->written, done);
     } else {
-        atomic_fetch_add(&tr->failed, n);
-        GT_LOG(WARN, "trace", "writing %zu trace events failed: %s", n,
+        atomic_fetch_add(&tr->failed, done);
+        GT_LOG(WARN, "trace", "writing %zu trace events failed: %s", done,
                gt_err_str(tr->werr));
     }
+    return done;
 }
 
 static void *px_trace_flusher(void *arg)
@@ -473,7 +624,7 @@ static void *px_trace_flusher(void *arg)
     pthread_mutex_lock(&tr->mu);
     for (;;) {
         struct timespec dl;
-        size_t k;
+        size_t k, end;
 
         if ((tr->test_hold || tr->n < tr->kick) && !tr->stopping) {
             clock_gettime(CLOCK_REALTIME, &dl);
@@ -494,13 +645,13 @@ static void *px_trace_flusher(void *arg)
                 break;
             continue;
         }
-        /* The k oldest are read in place: they stay counted in n (so
-         * noting never writes their slots) until they are written. */
-        k = tr->n < PX_TRACE_BATCH ? tr->n : PX_TRACE_BATCH;
+        /* The oldest are read in place: they stay counted in n (so noting
+         * never writes over them) until they are written. */
+        k = tr->n;
         pthread_mutex_unlock(&tr->mu);
-        px_trace_write(tr, k);
+        k = px_trace_write(tr, k, &end);
         pthread_mutex_lock(&tr->mu);
-        tr->head = (tr->head + k) % tr->cap;
+        tr->rd = end;
         tr->n -= k;
     }
     tr->stopped = true;
@@ -565,6 +716,8 @@ gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out)
     tr->cfg = cfg;
     tr->cap = (size_t)cfg->trace.buffer_events;
     tr->kick = tr->cap / 4 > 0 ? tr->cap / 4 : 1;
+    if (tr->kick > PX_TRACE_KICK)
+        tr->kick = PX_TRACE_KICK;
     {
         const char *hold = getenv("GANTRY_TEST_TRACE_HOLD");
 
@@ -578,7 +731,10 @@ gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out)
     atomic_init(&tr->written, 0);
     atomic_init(&tr->dropped, 0);
     atomic_init(&tr->failed, 0);
-    tr->ring = calloc(tr->cap, sizeof(*tr->ring));
+    tr->bcap = tr->cap * PX_TRACE_EV_BYTES;
+    if (tr->bcap < 4 * PX_TRACE_PEV_MAX)
+        tr->bcap = 4 * PX_TRACE_PEV_MAX;
+    tr->ring = malloc(tr->bcap);
     tr->msgs = calloc(PX_TRACE_RECS, sizeof(*tr->msgs));
     tr->bodies = malloc(PX_TRACE_BODIES);
     if (tr->ring == NULL || tr->msgs == NULL ||
@@ -677,19 +833,13 @@ static uint32_t px_trace_att_take(px_trace_t *tr, const char *handle)
 
 /* ---- hooks ---- */
 
-static void px_trace_err(px_trace_ev_t *e, gt_err_t err)
-{
-    if (err != GT_OK)
-        snprintf(e->result, sizeof(e->result), "%s", gt_err_str(err));
-}
-
 void px_trace_sent(px_svc_t *svc, px_call_t *call,
                    const Apache__Rocketmq__V2__SendMessageRequest *req,
                    gt_err_t err, const st_append_item_t *items, size_t n)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e[8];
-    const char *topic;
+    px_trace_in_t e[PX_TRACE_PER_REC];
+    const char *topic, *result;
     size_t k = 0;
 
     if (tr == NULL || req->n_messages == 0 || req->messages[0]->topic == NULL)
@@ -697,18 +847,21 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
     topic = req->messages[0]->topic->name;
     if (!px_trace_listed(&tr->cfg->trace.topics, topic))
         return;
+    result = err == GT_OK && n != req->n_messages ? gt_err_str(GT_EIO)
+             : err != GT_OK                       ? gt_err_str(err)
+                                                  : "OK";
     for (size_t i = 0; i < req->n_messages; i++) {
         const Apache__Rocketmq__V2__SystemProperties *sp =
             req->messages[i]->system_properties;
-        px_trace_ev_t *x = &e[k];
+        px_trace_in_t *x = &e[k];
 
         if (k == 0)
-            px_trace_ev_init(x, PX_TK_PUBLISH, call, topic, NULL);
+            px_trace_in_init(x, PX_TK_PUBLISH, call, topic, NULL);
         else /* the same call, topic and time */
-            px_trace_ev_copy(x, &e[0]);
-        px_trace_cpy(x->msg_id, sizeof(x->msg_id), sp != NULL ? sp->message_id : NULL);
-        px_trace_cpy(x->tag, sizeof(x->tag),
-                     sp != NULL && sp->tag_present_case ? sp->tag : NULL);
+            *x = e[0];
+        x->s[PX_TF_MSG_ID] = sp != NULL ? sp->message_id : NULL;
+        x->s[PX_TF_TAG] = sp != NULL && sp->tag_present_case ? sp->tag : NULL;
+        x->s[PX_TF_RESULT] = result;
         x->body_size = (int64_t)req->messages[i]->body.len;
         x->queue = -1;
         x->offset = -1;
@@ -716,9 +869,7 @@ void px_trace_sent(px_svc_t *svc, px_call_t *call,
             x->queue = (int32_t)items[i].queue_id;
             x->offset = (int64_t)items[i].queue_offset;
         }
-        memcpy(x->result, "OK", 3);
-        px_trace_err(x, err == GT_OK && n != req->n_messages ? GT_EIO : err);
-        if (++k == sizeof(e) / sizeof(e[0]) || i + 1 == req->n_messages) {
+        if (++k == PX_TRACE_PER_REC || i + 1 == req->n_messages) {
             px_trace_put_n(tr, e, k);
             k = 0;
         }
@@ -729,14 +880,14 @@ void px_trace_delivered(px_svc_t *svc, px_call_t *call, const char *group,
                         const char *topic, const st_popped_t *p)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e;
+    px_trace_in_t e;
 
     if (!px_trace_wants(tr, topic, group))
         return;
-    px_trace_ev_init(&e, PX_TK_DELIVER, call, topic, group);
-    snprintf(e.msg_id, sizeof(e.msg_id), "%s", p->msg.msg_id != NULL ? p->msg.msg_id : "");
+    px_trace_in_init(&e, PX_TK_DELIVER, call, topic, group);
+    e.s[PX_TF_MSG_ID] = p->msg.msg_id;
+    e.s[PX_TF_TAG] = p->msg.tag;
     e.attempt = p->attempt;
-    snprintf(e.tag, sizeof(e.tag), "%s", p->msg.tag != NULL ? p->msg.tag : "");
     e.body_size = p->msg.body_len;
     e.queue = p->msg.queue_id;
     e.offset = (int64_t)p->msg.queue_offset;
@@ -749,18 +900,21 @@ void px_trace_acked(px_svc_t *svc, px_call_t *call,
                     const gt_err_t *errs)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e;
+    px_trace_in_t e;
 
     if (req->group == NULL || req->topic == NULL ||
         !px_trace_wants(tr, req->topic->name, req->group->name))
         return;
     for (size_t i = 0; i < req->n_entries; i++) {
         const Apache__Rocketmq__V2__AckMessageEntry *a = req->entries[i];
-        px_trace_ev_init(&e, PX_TK_ACK, call, req->topic->name, req->group->name);
-        snprintf(e.msg_id, sizeof(e.msg_id), "%s", a->message_id != NULL ? a->message_id : "");
+        gt_err_t err = errs != NULL ? errs[i] : GT_ENOMEM;
+
+        px_trace_in_init(&e, PX_TK_ACK, call, req->topic->name, req->group->name);
+        e.s[PX_TF_MSG_ID] = a->message_id;
         if (a->receipt_handle != NULL)
             e.attempt = px_trace_att_take(tr, a->receipt_handle);
-        px_trace_err(&e, errs != NULL ? errs[i] : GT_ENOMEM);
+        if (err != GT_OK)
+            e.s[PX_TF_RESULT] = gt_err_str(err);
         px_trace_put(tr, &e);
     }
 }
@@ -770,18 +924,20 @@ void px_trace_nacked(px_svc_t *svc, px_call_t *call,
                      gt_err_t err)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e;
+    char result[96];
+    px_trace_in_t e;
     st_group_t g;
 
     if (req->group == NULL || req->topic == NULL ||
         !px_trace_wants(tr, req->topic->name, req->group->name))
         return;
-    px_trace_ev_init(&e, PX_TK_NACK, call, req->topic->name, req->group->name);
-    snprintf(e.msg_id, sizeof(e.msg_id), "%s", req->message_id != NULL ? req->message_id : "");
+    px_trace_in_init(&e, PX_TK_NACK, call, req->topic->name, req->group->name);
+    e.s[PX_TF_MSG_ID] = req->message_id;
     if (req->receipt_handle != NULL)
         e.attempt = px_trace_att_take(tr, req->receipt_handle);
     e.invisible_ms = px_duration_ms(req->invisible_duration);
-    px_trace_err(&e, err);
+    if (err != GT_OK)
+        e.s[PX_TF_RESULT] = gt_err_str(err);
     px_trace_put(tr, &e);
     /* The last attempt the group allows: the store dead-letters the
      * message instead of delivering it again. */
@@ -790,8 +946,9 @@ void px_trace_nacked(px_svc_t *svc, px_call_t *call,
         e.attempt >= g.max_delivery_attempts) {
         e.kind = PX_TK_DLQ;
         e.invisible_ms = -1;
-        snprintf(e.result, sizeof(e.result), "OK: max delivery attempts (%u) reached",
+        snprintf(result, sizeof(result), "OK: max delivery attempts (%u) reached",
                  g.max_delivery_attempts);
+        e.s[PX_TF_RESULT] = result;
         px_trace_put(tr, &e);
     }
 }
@@ -801,20 +958,20 @@ void px_trace_forwarded(px_svc_t *svc, px_call_t *call,
                         int code)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e;
+    px_trace_in_t e;
 
     if (req->group == NULL || req->topic == NULL ||
         !px_trace_wants(tr, req->topic->name, req->group->name))
         return;
-    px_trace_ev_init(&e, PX_TK_DLQ, call, req->topic->name, req->group->name);
-    snprintf(e.msg_id, sizeof(e.msg_id), "%s", req->message_id != NULL ? req->message_id : "");
+    px_trace_in_init(&e, PX_TK_DLQ, call, req->topic->name, req->group->name);
+    e.s[PX_TF_MSG_ID] = req->message_id;
     e.attempt = req->delivery_attempt > 0 ? (uint32_t)req->delivery_attempt : 0;
     if (req->receipt_handle != NULL)
         (void)px_trace_att_take(tr, req->receipt_handle);
     if (code != PX_CODE(OK)) {
         const ProtobufCEnumValue *v =
             protobuf_c_enum_descriptor_get_value(&apache__rocketmq__v2__code__descriptor, code);
-        snprintf(e.result, sizeof(e.result), "%s", v != NULL ? v->name : "error");
+        e.s[PX_TF_RESULT] = v != NULL ? v->name : "error";
     }
     px_trace_put(tr, &e);
 }
@@ -823,13 +980,14 @@ void px_trace_tx_end(px_svc_t *svc, px_call_t *call, const char *topic,
                      const char *msg_id, bool commit, gt_err_t err)
 {
     px_trace_t *tr = svc->trace;
-    px_trace_ev_t e;
+    px_trace_in_t e;
 
     if (tr == NULL || !px_trace_listed(&tr->cfg->trace.topics, topic))
         return;
-    px_trace_ev_init(&e, commit ? PX_TK_COMMIT : PX_TK_ROLLBACK, call, topic, NULL);
-    snprintf(e.msg_id, sizeof(e.msg_id), "%s", msg_id);
-    px_trace_err(&e, err);
+    px_trace_in_init(&e, commit ? PX_TK_COMMIT : PX_TK_ROLLBACK, call, topic, NULL);
+    e.s[PX_TF_MSG_ID] = msg_id;
+    if (err != GT_OK)
+        e.s[PX_TF_RESULT] = gt_err_str(err);
     px_trace_put(tr, &e);
 }
 
@@ -842,25 +1000,24 @@ bool px_trace_wants_queue(px_trace_t *tr, const char *queue)
 
 void px_trace_note_ext(px_trace_t *tr, const px_trace_ext_t *x)
 {
-    px_trace_ev_t e;
+    px_trace_in_t e;
     size_t k;
 
     if (tr == NULL || x->msg_id == NULL)
         return;
-    for (k = 0; k < sizeof(px_tk_names) / sizeof(px_tk_names[0]); k++)
+    for (k = 0; k < PX_TK_N; k++)
         if (strcmp(px_tk_names[k], x->kind) == 0)
             break;
-    if (k == sizeof(px_tk_names) / sizeof(px_tk_names[0]))
+    if (k == PX_TK_N)
         return;
-    px_trace_ev_init(&e, (px_trace_kind_t)k, NULL, x->queue, NULL);
-    snprintf(e.msg_id, sizeof(e.msg_id), "%s", x->msg_id);
-    snprintf(e.client, sizeof(e.client), "%s", x->client_id != NULL ? x->client_id : "");
-    snprintf(e.addr, sizeof(e.addr), "%s", x->addr != NULL ? x->addr : "");
-    snprintf(e.vhost, sizeof(e.vhost), "%s", x->vhost != NULL ? x->vhost : "");
-    snprintf(e.amqp_mid, sizeof(e.amqp_mid), "%s",
-             x->amqp_message_id != NULL ? x->amqp_message_id : "");
+    px_trace_in_init(&e, (px_trace_kind_t)k, NULL, x->queue, NULL);
+    e.s[PX_TF_MSG_ID] = x->msg_id;
+    e.s[PX_TF_CLIENT] = x->client_id;
+    e.s[PX_TF_ADDR] = x->addr;
+    e.s[PX_TF_VHOST] = x->vhost;
+    e.s[PX_TF_AMQP_MID] = x->amqp_message_id;
     if (x->result != NULL)
-        snprintf(e.result, sizeof(e.result), "%s", x->result);
+        e.s[PX_TF_RESULT] = x->result;
     e.attempt = x->attempt;
     e.offset = x->offset;
     e.queue = x->offset >= 0 ? 0 : -1;

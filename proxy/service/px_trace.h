@@ -5,13 +5,14 @@
  * address, store result, queue and offset), each delivery (group, client,
  * attempt), ack, nack, dead-lettering, transaction commit / rollback -- as
  * one event each; the AMQP gateway notes its traced queues' events through
- * px_trace_note_ext (gateway-amqp/gw_trace.h).  Events go into a bounded in-memory buffer (noting never
- * blocks nor allocates: when the buffer is full the event is dropped and
- * counted) and a flusher thread appends them in batches to the trace topic
- * PX_TRACE_TOPIC, up to 32 events per stored message: keys = the traced
- * messages' ids (so the store's key index finds them), tag = the first
- * event's kind, body = {"v":2,"events":[...]} (docs/admin.md, "Message
- * trace").
+ * px_trace_note_ext (gateway-amqp/gw_trace.h).  Events go into a bounded
+ * in-memory buffer (noting never waits nor allocates: when the buffer is
+ * full the event is dropped and counted) and a flusher thread appends them
+ * in batches to the trace topic PX_TRACE_TOPIC, up to 32 events per stored
+ * message: keys = the traced messages' ids (so the store's key index finds
+ * them), tag = the first event's kind, body = {"v":3,...}: a string table
+ * and the events as arrays (px_trace.c, px_trace_record; docs/admin.md,
+ * "Message trace").
  *
  * The trace topic is a system topic: clients can neither send to it nor
  * receive from it (px_name_is_system), the admin API does not create,
@@ -47,6 +48,9 @@ gt_err_t px_trace_start(st_store_t *store, const cfg_t *cfg, px_trace_t **out);
 void px_trace_stop(px_trace_t *tr);
 /* After every thread that may note events is gone.  NULL-safe. */
 void px_trace_free(px_trace_t *tr);
+/* The name of event kind k as the records number it (px_trace.c);
+ * "unknown" out of range. */
+const char *px_trace_kind_name(long k);
 /* gantry_trace_events_total for /metrics (nothing when tr is NULL). */
 void px_trace_write_metrics(px_trace_t *tr, FILE *out);
 
