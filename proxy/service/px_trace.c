@@ -86,7 +86,8 @@ enum {
     PX_TF_N,
 };
 
-/* Each string's bytes at most (longer ones are cut). */
+/* Each string's bytes at most (longer ones are cut at a character's
+ * start). */
 static const uint16_t px_tf_cap[PX_TF_N] = {
     ST_MSG_ID_MAX - 1, 127, ST_NAME_MAX, ST_NAME_MAX, PX_CLIENT_ID_MAX - 1,
     63, 95, 127, 127,
@@ -268,8 +269,13 @@ static void px_trace_put_n(px_trace_t *tr, const px_trace_in_t *e, size_t n)
             for (int f = 0; f < PX_TF_N; f++) {
                 const char *s = e[c + i].s[f];
 
-                len[i][f] = (uint16_t)(s != NULL ? strnlen(s, px_tf_cap[f]) : 0);
-                sz += len[i][f];
+                size_t l = s != NULL ? strnlen(s, px_tf_cap[f]) : 0;
+
+                if (l == px_tf_cap[f] && s[l] != '\0') /* cut: at a UTF-8 character */
+                    while (l > 0 && ((unsigned char)s[l] & 0xc0) == 0x80)
+                        l--;
+                len[i][f] = (uint16_t)l;
+                sz += l;
             }
             size[i] = len[i][PX_TF_MSG_ID] == 0
                           ? 0

@@ -4,7 +4,8 @@
 // `gantry-admin message trace ID`, in time order; an untraced topic records
 // nothing; the trace topic is refused to clients like other system topics;
 // a full trace buffer drops (and counts) events without holding sends up;
-// many messages' events share stored records, each id reads its own.
+// many messages' events share stored records, each id reads its own; a
+// small buffer wraps around many times without mixing events up.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -222,5 +223,55 @@ test('a full trace buffer drops and counts events; sends are not held up', async
     assert.equal(info.code, 0, `gantry exit code ${info.code}`);
     // the two buffered events are written when it stops
     assert.match(info.log, /trace events: 2 written, 18 dropped/);
+  }
+});
+
+test('a small buffer wraps around many times; every event written reads back whole', async () => {
+  // buffer_events 24: a ring of 6 KiB (px_trace.c), events of ~200-500
+  // bytes (tags of 0..199 bytes, some multibyte), so events wrap around it
+  // at many different places; one send at a time, the flusher every 1 ms
+  const g2 = await startGantry({
+    yaml: `${yamlOf({ topics: [{ name: TT, queues: 1 }] })}trace:\n  topics: ["*"]\n  buffer_events: 24\n  flush_ms: 1\n`,
+  });
+  let p2;
+  try {
+    p2 = await startProducer(g2, [TT]);
+    const N = 200;
+    const sent = [];
+    for (let i = 0; i < N; i++) {
+      const tag = (i % 3 === 0 ? 'é' : 't').repeat((i * 37) % 100);
+      const r = await p2.send({ topic: TT, body: Buffer.alloc(1 + (i % 50), 97), ...(tag ? { tag } : {}) });
+      sent.push({ id: r.messageId, tag, size: 1 + (i % 50) });
+    }
+    let written;
+    let dropped;
+    await waitFor(async () => {
+      written = await metric(g2, 'gantry_trace_events_total{result="written"}');
+      dropped = await metric(g2, 'gantry_trace_events_total{result="dropped"}');
+      return written + dropped === N;
+    }, 20000, `every event written or dropped (written ${written}, dropped ${dropped})`);
+    let found = 0;
+    for (const s of sent) {
+      const t = await trace(g2, s.id);
+      if (t.events.length === 0) continue; // dropped (counted above)
+      found++;
+      assert.equal(t.events.length, 1, JSON.stringify(t.events));
+      const [ev] = t.events;
+      assert.equal(ev.kind, 'publish');
+      assert.equal(ev.msg_id, s.id);
+      assert.equal(ev.topic, TT);
+      // tags longer than 127 bytes are cut there, at a character's start
+      let cut = s.tag;
+      while (Buffer.byteLength(cut) > 127) cut = cut.slice(0, -1);
+      assert.equal(ev.tag, cut);
+      assert.equal(ev.body_size, s.size);
+      assert.equal(ev.queue, 0);
+      assert.equal(ev.result, 'OK');
+    }
+    assert.equal(found, written, `${found} messages with their event, ${written} written`);
+  } finally {
+    await shutdownQuietly(p2);
+    const info = await stopGantry(g2);
+    assert.equal(info.code, 0, `gantry exit code ${info.code}`);
   }
 });
