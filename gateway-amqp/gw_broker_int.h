@@ -405,7 +405,8 @@ void gw_ttl_requeued(gw_queue_t *q);              /* a delivery came back */
 bool gw_ttl_expired(const gw_queue_t *q, int64_t store_ts, const uint8_t *rec, size_t len,
                     bool consumer, int64_t now);
 /* Removes a popped expired message (dead-lettered or dropped). */
-void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len);
+void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len,
+                          const char *msg_id, uint32_t attempt);
 /* Removes the expired messages at q's head, then calls fn(arg) (fn may be
  * NULL); at once when q cannot hold expiring messages. */
 void gw_ttl_sweep(gw_queue_t *q, void (*fn)(void *arg), void *arg);

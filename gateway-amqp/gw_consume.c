@@ -222,10 +222,11 @@ static void consume_fn(gw_op_t *op)
             gw_maxlen_back(cs->q, blen);
             gw_ops_refund(cs->q, 1);
         } else if (gw_ttl_expired(cs->q, p->store_ts, p->body, p->len, true, now)) {
-            gw_ttl_expire_popped(cs->q, p->handle, p->body, p->len);
+            gw_ttl_expire_popped(cs->q, p->handle, p->body, p->len, p->msg_id, p->attempt);
             gw_ops_refund(cs->q, 1);
         } else if (p->attempt > 1 && gw_dl_over_limit(cs->q, p->attempt - 1)) {
             /* returned past x-delivery-limit by a path that did not look */
+            gw_trace_dead(cs->q, p->msg_id, p->body, p->len, p->attempt, GW_DL_DELIVERY_LIMIT);
             gw_dead_letter_ack(cs->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
             gw_ops_refund(cs->q, 1);
             rekick = true;
@@ -510,7 +511,8 @@ static void get_fn(gw_op_t *op)
                        gw_wall_ms())) {
         /* Expired: never delivered; take the next one. */
         gw_maxlen_taken(o->q, gw_maxlen_body_len(o->msgs[0].body, o->msgs[0].len));
-        gw_ttl_expire_popped(o->q, o->msgs[0].handle, o->msgs[0].body, o->msgs[0].len);
+        gw_ttl_expire_popped(o->q, o->msgs[0].handle, o->msgs[0].body, o->msgs[0].len,
+                             o->msgs[0].msg_id, o->msgs[0].attempt);
         free(o->msgs[0].body);
         o->n = 0;
         pthread_mutex_lock(&b->mu);
@@ -545,6 +547,8 @@ static void get_fn(gw_op_t *op)
                 gw_msg_release(b, o->q, p->handle);
                 gw_maxlen_back(o->q, blen);
             } else { /* returned past x-delivery-limit by a path that did not look */
+                gw_trace_dead(o->q, p->msg_id, p->body, p->len, p->attempt,
+                              GW_DL_DELIVERY_LIMIT);
                 gw_dead_letter_ack(o->q, p->body, p->len, GW_DL_DELIVERY_LIMIT, p->handle);
             }
             gw_ops_refund(o->q, 1);

@@ -11,6 +11,7 @@
 #include "gw_dlx.h"
 #include "gw_maxlen.h"
 #include "gw_rec.h"
+#include "gw_trace_int.h"
 
 #define DROP_MAX 32u              /* head messages per drop pop */
 #define DROP_RETRY_MS 50          /* a drop pop that found no head: again */
@@ -92,6 +93,8 @@ static void drop_fn(gw_op_t *op)
             free(p->body);
             continue;
         }
+        if (p->body != NULL)
+            gw_trace_dead(q, p->msg_id, p->body, p->len, p->attempt, GW_DL_MAXLEN);
         if (p->body != NULL && q->args.has_dlx) /* dead-lettered, reason maxlen */
             gw_dead_letter_ack(q, p->body, p->len, GW_DL_MAXLEN, p->handle);
         else

@@ -173,3 +173,21 @@ void gw_trace_settle(gw_chan_t *ch, const gw_unacked_t *u, int how, const char *
         note(ch, u->q, &e);
     }
 }
+
+void gw_trace_dead(gw_queue_t *q, const char *msg_id, const uint8_t *rec, size_t len,
+                   uint32_t attempt, int reason)
+{
+    char mid[GW_TRACE_MID_MAX], why[300];
+    const char *r = gw_dl_reason_name((gw_dl_reason_t)reason);
+    gw_trace_ev_t e = {.kind = "dlq", .msg_id = msg_id, .amqp_message_id = mid,
+                       .attempt = attempt, .offset = -1, .body_size = -1, .result = why};
+
+    if (msg_id == NULL || !gw_trace_queue(q))
+        return;
+    gw_trace_rec_mid(rec, len, mid, sizeof(mid));
+    if (q->args.has_dlx)
+        snprintf(why, sizeof(why), "OK: %s, to dead-letter exchange '%s'", r, q->args.dlx);
+    else
+        snprintf(why, sizeof(why), "OK: %s, dropped (no dead-letter exchange)", r);
+    note(NULL, q, &e);
+}

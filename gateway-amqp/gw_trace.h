@@ -6,8 +6,11 @@
  * the events and writes them to its trace topic; the hooks never block.
  * For a traced queue the gateway notes: publish (once the store answered
  * the append), deliver (basic.deliver and basic.get-ok, with the store's
- * attempt), ack, nack and reject (requeued, dropped or dead-lettered), and
- * dlq when a nack or reject sends it to the queue's dead-letter exchange.
+ * attempt), ack, nack and reject (requeued, dropped or dead-lettered),
+ * dlq when a nack or reject sends it to the queue's dead-letter exchange,
+ * and dlq when a stored message leaves the queue by TTL expiry, max-length
+ * overflow (drop-head) or delivery limit (result: RabbitMQ's x-death
+ * reason, and the dead-letter exchange or "dropped").
  * Every event carries the store's message id and the message's message-id
  * property when it has one, the vhost, the queue's name, the connection
  * ("amqp:N", as in the admin API's client list) and the peer address.

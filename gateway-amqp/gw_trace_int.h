@@ -25,6 +25,11 @@ void gw_trace_deliver(gw_chan_t *ch, gw_queue_t *q, const gw_popped_t *p, uint64
 /* The delivery's ids for its settlement ("msg_id\0mid\0", malloc'd), or
  * NULL when q is not traced. */
 char *gw_trace_ids(gw_queue_t *q, const gw_popped_t *p);
+/* The stored message msg_id (record rec[0..len), delivery attempt) left
+ * q by TTL expiry, max-length overflow or delivery limit (reason a
+ * gw_dl_reason_t): dead-lettered to q's DLX, or dropped without one. */
+void gw_trace_dead(gw_queue_t *q, const char *msg_id, const uint8_t *rec, size_t len,
+                   uint32_t attempt, int reason);
 /* u is settled on ch (how: gw_settle_t; verb: "nack", "reject" or NULL
  * for ack / requeue by recover or close). */
 void gw_trace_settle(gw_chan_t *ch, const gw_unacked_t *u, int how, const char *verb);

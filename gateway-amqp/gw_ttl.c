@@ -26,6 +26,7 @@
 #include "gw_maxlen.h"
 #include "gw_ops.h"
 #include "gw_rec.h"
+#include "gw_trace_int.h"
 
 /* A TTL-0 message reached a queue whose consumer could take it: that
  * consumer's pop may come this long after the store time. */
@@ -264,9 +265,11 @@ bool gw_ttl_expired(const gw_queue_t *q, int64_t store_ts, const uint8_t *rec, s
 
 /* Dead-lettered with reason `expired` (dropped without a DLX); the
  * delivery is acked once the dead-letter append is answered. */
-void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len)
+void gw_ttl_expire_popped(gw_queue_t *q, const char *handle, const uint8_t *rec, size_t len,
+                          const char *msg_id, uint32_t attempt)
 {
     expired_log(q);
+    gw_trace_dead(q, msg_id, rec, len, attempt, GW_DL_EXPIRED);
     gw_dead_letter_ack(q, rec, len, GW_DL_EXPIRED, handle);
 }
 
@@ -375,7 +378,8 @@ static void sweep_fn(gw_op_t *op)
            gw_ttl_expired(q, o->msgs[i].store_ts, o->msgs[i].body, o->msgs[i].len, false, now);
          i++) {
         gw_maxlen_taken(q, gw_maxlen_body_len(o->msgs[i].body, o->msgs[i].len));
-        gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].body, o->msgs[i].len);
+        gw_ttl_expire_popped(q, o->msgs[i].handle, o->msgs[i].body, o->msgs[i].len,
+                             o->msgs[i].msg_id, o->msgs[i].attempt);
     }
     more = op->err == GT_OK && o->n == o->asked && i == o->n && !q->gone;
     if (i < o->n && !q->gone && o->msgs[i].body != NULL) {

@@ -4,7 +4,9 @@
 // and dead-lettering in GET /api/v1/messages/ID/trace, found by the
 // message-id property as well as by the store's message id; the events
 // name the vhost, the queue and the connection as the client list does;
-// an untraced queue records nothing.  Driven with amqplib.
+// an untraced queue records nothing; a message dead-lettered by TTL
+// expiry or max-length overflow (or dropped for want of a dead-letter
+// exchange) shows a dlq event with RabbitMQ's reason.  Driven with amqplib.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGantry, stopGantry, waitFor, require, httpGet } from './harness.mjs';
@@ -33,7 +35,7 @@ async function traceOf(id, n, what) {
 before(async () => {
   g = await startGantry({
     logLevel: 'info',
-    yaml: 'trace:\n  topics: ["tr.q"]\n  flush_ms: 20\n',
+    yaml: 'trace:\n  topics: ["tr.q", "tr.ttl", "tr.max"]\n  flush_ms: 20\n',
   });
   conn = await amqp.connect(`amqp://guest:guest@127.0.0.1:${g.amqpPort}`);
   conn.on('error', () => {});
@@ -131,4 +133,38 @@ test('publish, deliveries, nack, reject to the DLX; get and ack; by message-id p
   // the untraced queue: nothing
   assert.deepEqual((await trace('amqp-u')).events, []);
   assert.ok(seen.includes('amqp-m1'));
+});
+
+test('dead-lettered by TTL expiry and by max-length overflow: a dlq event with the reason', async () => {
+  await ch.assertExchange('tr.dlx2', 'fanout', { durable: false });
+  await ch.assertQueue('tr.dead2', { durable: false });
+  await ch.bindQueue('tr.dead2', 'tr.dlx2', '');
+  await ch.assertQueue('tr.ttl', { durable: false, deadLetterExchange: 'tr.dlx2', messageTtl: 50 });
+  await ch.assertQueue('tr.max', { durable: false, maxLength: 1 }); // drop-head, no DLX
+
+  // nobody consumes tr.ttl: the message expires at its head, to tr.dlx2
+  await publish('tr.ttl', 'short-lived', { messageId: 'amqp-ttl' });
+  await waitFor(async () => (await ch.checkQueue('tr.dead2')).messageCount === 1, 20000,
+    'expired to tr.dead2');
+  const et = await traceOf('amqp-ttl', 2, 'amqp-ttl: publish and dlq');
+  assert.deepEqual(et.map((e) => [e.kind, e.result]),
+    [['publish', 'OK'], ['dlq', "OK: expired, to dead-letter exchange 'tr.dlx2'"]],
+    JSON.stringify(et));
+  assert.equal(et[1].msg_id, et[0].msg_id);
+  assert.equal(et[1].topic, 'tr.ttl');
+  assert.equal(et[1].vhost, '/');
+
+  // tr.max holds one: the older message goes from the head, dropped
+  await publish('tr.max', 'first', { messageId: 'amqp-max1' });
+  await publish('tr.max', 'second', { messageId: 'amqp-max2' });
+  await waitFor(async () => (await ch.checkQueue('tr.max')).messageCount === 1, 20000,
+    'tr.max down to one');
+  const em = await traceOf('amqp-max1', 2, 'amqp-max1: publish and dlq');
+  assert.deepEqual(em.map((e) => [e.kind, e.result]),
+    [['publish', 'OK'], ['dlq', 'OK: maxlen, dropped (no dead-letter exchange)']],
+    JSON.stringify(em));
+  const got = await ch.get('tr.max', { noAck: true });
+  assert.equal(got.properties.messageId, 'amqp-max2');
+  assert.deepEqual((await traceOf('amqp-max2', 2, 'amqp-max2')).map((e) => e.kind),
+    ['publish', 'deliver']);
 });
