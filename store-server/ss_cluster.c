@@ -613,7 +613,12 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
                 if (strcmp(isr.v[i], peer->node_id) != 0)
                     memcpy(next.v[next.n++], isr.v[i], ID_MAX);
         } else {
-            return; /* nothing to change */
+            /* Nothing to change in etcd; one it does not list must not
+             * hold answers (ss_repl.h, joining). */
+            if (!in)
+                ss_repl_isr_unjoin(c->repl, epoch, peer->node_id,
+                                   !peer->caught_up);
+            return;
         }
         char ev[24], list[MAX_IDS * ID_MAX], val[MAX_IDS * ID_MAX + 32];
         snprintf(ev, sizeof(ev), "%lld", (long long)epoch);
@@ -651,6 +656,8 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
         }
         /* The compare failed: fenced (epoch or leader), or read again. */
     }
+    if (peer->caught_up) /* not listed: stop waiting for it, it rejoins */
+        ss_repl_isr_unjoin(c->repl, epoch, peer->node_id, false);
     pthread_mutex_lock(&c->mu);
     c->dirty = true;
     pthread_mutex_unlock(&c->mu);

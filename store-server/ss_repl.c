@@ -20,6 +20,16 @@
  * (generation) holds everything of the earlier ones once the follower has
  * its first swap_len bytes (then it swapped it in).
  *
+ * Joining.  A follower outside the in-sync set is reported caught up only
+ * from the leader thread's pass that sees it hold the current marks, and
+ * that same pass (under mu) adds it to the gated set as "joining": every
+ * answer made before had marks at or below those, every answer after waits
+ * for it too.  So by the time the control lists it in etcd (and it may
+ * win an election) it holds everything ever acknowledged.  A joining
+ * follower leaves the gated set only through the control
+ * (ss_repl_set_isr, ss_repl_isr_unjoin), which knows what etcd lists.
+ * Without a control (static test roles: no peer_changed) nobody joins.
+ *
  * Locking: mu guards everything below it in ss_repl; it is never held
  * across file I/O, a gRPC send or an engine open/close; the engine's lock
  * (st_local_repl_marks) nests inside mu. */
@@ -89,6 +99,8 @@ struct ss_repl {
     /* leader */
     char isr[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX];
     size_t n_isr;
+    char joining[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX]; /* gated, not in isr */
+    size_t n_joining;
     ss_peer_t peers[SS_REPL_MAX_PEERS];
     size_t n_peers;
     ss_gate_t *gates, **gates_tail;
@@ -194,18 +206,53 @@ static uint64_t mark_cl(const ss_repl_t *r, const st_repl_marks_t *m)
     return r->cfg.flush_async ? m->cl_written : m->cl_synced;
 }
 
-/* mu held: does every other in-sync member hold (cl, gen, end)? */
+static bool peer_has(const ss_peer_t *p, uint64_t cl, int64_t gen,
+                     uint64_t end)
+{
+    return p->cl >= cl &&
+           (p->st_gen > gen || (p->st_gen == gen && p->st_off >= end));
+}
+
+static bool id_in(char (*ids)[SS_REPL_ID_MAX], size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    return false;
+}
+
+/* mu held: answers wait for this node (in-sync or joining). */
+static bool gated(ss_repl_t *r, const char *id)
+{
+    return id_in(r->isr, r->n_isr, id) || id_in(r->joining, r->n_joining, id);
+}
+
+/* mu held: does every other gated member (in-sync set and joining) hold
+ * (cl, gen, end)? */
 static bool isr_holds(ss_repl_t *r, uint64_t cl, int64_t gen, uint64_t end)
 {
-    for (size_t i = 0; i < r->n_isr; i++) {
-        if (strcmp(r->isr[i], r->node_id) == 0)
+    for (size_t i = 0; i < r->n_isr + r->n_joining; i++) {
+        const char *id = i < r->n_isr ? r->isr[i] : r->joining[i - r->n_isr];
+        if (strcmp(id, r->node_id) == 0)
             continue;
-        ss_peer_t *p = peer_get(r, r->isr[i], false);
-        if (p == NULL || p->cl < cl ||
-            !(p->st_gen > gen || (p->st_gen == gen && p->st_off >= end)))
+        ss_peer_t *p = peer_get(r, id, false);
+        if (p == NULL || !peer_has(p, cl, gen, end))
             return false;
     }
     return true;
+}
+
+/* mu held: drops `id` from the joining list. */
+static void unjoin(ss_repl_t *r, const char *id)
+{
+    for (size_t i = 0; i < r->n_joining; i++) {
+        if (strcmp(r->joining[i], id) == 0) {
+            memmove(r->joining[i], r->joining[i + 1],
+                    (r->n_joining - i - 1) * sizeof(r->joining[0]));
+            r->n_joining--;
+            return;
+        }
+    }
 }
 
 static bool isr_enough(const ss_repl_t *r)
@@ -377,7 +424,19 @@ static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
 
     if (p == NULL)
         return;
-    p->cl = f->cl_next;
+    /* A log that is not ours past some point (the answer will be a
+     * truncation) acknowledges only the common part before it. */
+    uint64_t cl = f->cl_next, cut = mark_cl(r, m);
+    for (size_t i = 0; i < r->hist.n; i++) {
+        if (r->hist.e[i].epoch > f->last_epoch) {
+            if (r->hist.e[i].pos < cut)
+                cut = r->hist.e[i].pos;
+            break;
+        }
+    }
+    if (cl > cut)
+        cl = cut;
+    p->cl = cl;
     p->last_fetch_ms = now;
     if (f->state_epoch == r->epoch) {
         const ss_stream_t *s = stream_by_ino(r, f->state_ino);
@@ -393,8 +452,12 @@ static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
         p->caught_up_ms = now;
 }
 
-/* mu held: peer_changed events for transitions (collected, sent after). */
-static size_t peers_check(ss_repl_t *r, int64_t now, ss_repl_peer_t *ev,
+/* mu held: peer_changed events for transitions (collected, sent after).
+ * m: the marks of this pass (peer_ack's).  A follower outside the gated
+ * set is up only when a request of this pass showed it holding m; it then
+ * joins the gated set before it is reported (see "Joining" above). */
+static size_t peers_check(ss_repl_t *r, int64_t now,
+                          const st_repl_marks_t *m, ss_repl_peer_t *ev,
                           size_t max)
 {
     size_t n = 0;
@@ -402,8 +465,25 @@ static size_t peers_check(ss_repl_t *r, int64_t now, ss_repl_peer_t *ev,
 
     for (size_t i = 0; i < r->n_peers && n < max; i++) {
         ss_peer_t *p = &r->peers[i];
-        bool up = p->caught_up_ms >= p->last_fetch_ms && p->last_fetch_ms > 0;
         bool late = now - p->caught_up_ms > lag;
+        bool up;
+        if (gated(r, p->id)) {
+            /* late: its last fetch (long ago) was caught up, it is gone */
+            up = p->caught_up_ms >= p->last_fetch_ms && p->last_fetch_ms > 0 &&
+                 !late;
+        } else {
+            /* without a control (static test roles) nothing lists it:
+             * no use waiting for it */
+            p->caught_up = false; /* reported when it joins */
+            up = r->cfg.events.peer_changed != NULL &&
+                 p->last_fetch_ms == now &&
+                 peer_has(p, mark_cl(r, m), (int64_t)m->state_gen,
+                          m->state_end) &&
+                 r->n_joining < SS_REPL_MAX_PEERS;
+            if (up)
+                snprintf(r->joining[r->n_joining++], SS_REPL_ID_MAX, "%s",
+                         p->id);
+        }
         bool report = false;
         if (up && !p->caught_up) {
             p->caught_up = true;
@@ -700,7 +780,7 @@ static void *leader_main(void *arg)
             if (f->epoch == epoch)
                 peer_ack(r, f, &m, now);
         gates_take(r, false, &ready);
-        nev = peers_check(r, now, ev, SS_REPL_MAX_PEERS);
+        nev = peers_check(r, now, &m, ev, SS_REPL_MAX_PEERS);
         ss_repl_events_t evs = r->cfg.events;
         pthread_mutex_unlock(&r->mu);
 
@@ -835,6 +915,7 @@ static void leader_stop(ss_repl_t *r)
     r->role = SS_ROLE_STANDBY;
     had_engine = r->local != NULL;
     r->local = NULL;
+    r->n_joining = 0;
     gates_take(r, true, &all);
     r->lstop = true;
     pthread_cond_broadcast(&r->cv);
@@ -941,6 +1022,7 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     r->epoch = epoch;
     r->local = local;
     copy_isr(r, isr, n_isr);
+    r->n_joining = 0;
     r->role = SS_ROLE_LEADER;
     stream_note(r, &m);
     r->lstop = false;
@@ -984,10 +1066,33 @@ void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
         return;
     }
     copy_isr(r, isr, n_isr);
+    for (size_t i = 0; i < n_isr; i++)
+        unjoin(r, isr[i]);
     enough = isr_enough(r);
     gates_take(r, !enough, &ready);
     pthread_mutex_unlock(&r->mu);
     gates_answer(ready, enough ? GATE_SEND : GATE_AGAIN);
+}
+
+void ss_repl_isr_unjoin(ss_repl_t *r, int64_t epoch, const char *id,
+                        bool lagging_only)
+{
+    ss_gate_t *ready;
+
+    pthread_mutex_lock(&r->mu);
+    ss_peer_t *p = peer_get(r, id, false);
+    if (r->role != SS_ROLE_LEADER || r->epoch != epoch ||
+        !id_in(r->joining, r->n_joining, id) ||
+        (lagging_only && p != NULL && p->caught_up)) {
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    unjoin(r, id);
+    if (p != NULL)
+        p->caught_up = false; /* reported again once it joins again */
+    gates_take(r, false, &ready);
+    pthread_mutex_unlock(&r->mu);
+    gates_answer(ready, GATE_SEND);
 }
 
 gt_err_t ss_repl_follow(ss_repl_t *r, int64_t epoch, const char *leader_id,

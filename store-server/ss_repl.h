@@ -91,10 +91,23 @@ void ss_repl_set_events(ss_repl_t *r, const ss_repl_events_t *ev);
 gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
                       size_t n_isr, uint64_t *history_out);
 /* The leader's in-sync set changed (after the etcd txn succeeded): answers
- * now wait for exactly these members.  Fewer than min_insync members:
- * writes answer a retriable error until it grows again. */
+ * now wait for these members (and for followers still joining, below).
+ * Fewer than min_insync members: writes answer a retriable error until it
+ * grows again.
+ *
+ * Joining: a follower outside the set is reported caught up (peer_changed)
+ * only once it holds everything this leader has, and from that moment
+ * answers wait for it as well, so that it holds every acknowledged write
+ * when etcd lists it.  It stays "joining" until a set naming it is given
+ * here, or until the control drops it with ss_repl_isr_unjoin() (etcd
+ * does not list it and will not: the txn failed, it is lagging). */
 void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
                      size_t n_isr);
+/* Answers stop waiting for the joining follower `id` (with lagging_only:
+ * unless it was reported caught up again meanwhile).  No-op if it is not
+ * joining, or this is not the leader of `epoch`. */
+void ss_repl_isr_unjoin(ss_repl_t *r, int64_t epoch, const char *id,
+                        bool lagging_only);
 /* Follower of the leader `leader_id` at `leader_addr` (HOST:PORT) in
  * `epoch`. */
 gt_err_t ss_repl_follow(ss_repl_t *r, int64_t epoch, const char *leader_id,
