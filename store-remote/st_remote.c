@@ -2,9 +2,10 @@
  *
  * One request = one rop_t: the packed request (kept for retries), the
  * method, the response type and a converter that turns the decoded
- * response into the st callback's borrowed results.  rop_send() starts the
+ * response into the st callback's borrowed results.  st_rm_send() starts the
  * call; rop_answer() (completion-queue thread) retries or converts.  The
- * metadata watch is a stream with its own small state (watch_*). */
+ * metadata watch is a stream with its own small state (watch_*).  Appends
+ * and their batcher: st_remote_append.c; shared types: st_remote_int.h. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -15,97 +16,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gantry/store/v1/store.pb-c.h"
 #include "gt_log.h"
-#include "px_rpc.h"
-#include "px_rpc_client.h"
-#include "st_remote.h"
 
-#define SVC "/gantry.store.v1.Store/"
-
-/* A connection to one node: the client's channels to it.  The store's
- * current link holds one reference; a call being started (or a timer being
- * set) holds one for that moment.  A link that is switched away (cluster
- * mode) is marked dead and, once its last reference goes, handed to the
- * reaper thread, which frees its client: calls still open on it end with
- * CANCELLED, reported as GT_AGAIN (or retried on the new link). */
-typedef struct rlink {
-    px_rpc_client_t *rpc;
-    int refs;             /* under st->link_mu */
-    atomic_bool dead;
-    struct rlink *next;   /* the reaper's queue */
-    char addr[];
-} rlink_t;
-
-typedef struct st_remote {
-    st_store_t base;
-    pthread_mutex_t link_mu; /* a leaf lock: link, refs, reaper queue */
-    pthread_cond_t link_cv;
-    rlink_t *link;        /* NULL: no node (cluster mode: no leader known) */
-    int n_links;          /* links not yet freed */
-    bool switchable;      /* cluster mode: st_remote_switch() */
-    rlink_t *reap_head;   /* dead links for the reaper */
-    bool reaper_stop;
-    bool has_reaper;
-    pthread_t reaper;
-    px_rpc_client_opts_t copts; /* for new links (endpoints set per link) */
-    /* Hooks (cluster mode), called under hook_mu so that st_close can
-     * clear them while no call is running. */
-    pthread_mutex_t hook_mu;
-    void (*on_not_leader)(void *ctx);
-    void (*on_close)(void *ctx);
-    void *hook_ctx;
-    int64_t timeout_ms;
-    int retries;
-    char client_id[40];   /* scopes our pops' cancel keys on the node */
-    char id_prefix[24];   /* message ids we generate: prefix + counter */
-    atomic_uint_fast64_t id_seq;
-    atomic_bool closing;
-
-    pthread_mutex_t mu;   /* the watch */
-    st_meta_cb watch_cb;
-    void *watch_arg;
-    uint64_t watch_gen;   /* bumped by every st_meta_watch() */
-    px_ccall_t *watch_call;
-    int64_t watch_backoff_ms;
-    bool watch_timer;     /* a reopen is scheduled */
-    /* Versions handed to the watcher: each stream's node versions plus a
-     * base above everything handed out before (a restarted node counts
-     * again from its state log), so that a new stream's snapshot wins. */
-    uint64_t ver_max;
-    /* The names the watcher holds (sorted "T"/"G" + name), so that a new
-     * snapshot can tell it which ones went while no stream was open. */
-    char (*names)[ST_NAME_MAX + 2];
-    size_t n_names, cap_names;
-} st_remote_t;
-
-/* ---- one request -------------------------------------------------------- */
-
-typedef struct rop rop_t;
-/* Runs the caller's callback: err, and the decoded response (NULL unless
- * the call came back with one). */
-typedef void (*rop_conv_fn)(rop_t *op, gt_err_t err, const ProtobufCMessage *resp);
-
-struct rop {
-    st_remote_t *st;
-    const char *method;
-    const ProtobufCMessageDescriptor *resp_desc;
-    rop_conv_fn conv;     /* NULL: nobody waits (pop_cancel) */
-    void (*cb)(void);     /* the caller's callback, cast by conv */
-    void *arg;
-    uint8_t *req;
-    size_t len;
-    int64_t timeout_ms;
-    int tries_left;       /* retries allowed (idempotent operations) */
-    int64_t backoff_ms;
-    rlink_t *link;        /* where the call in flight went (alive while
-                             its callback runs) */
-};
+#include "st_remote_int.h"
 
 /* ---- links -------------------------------------------------------------- */
 
 /* The current link with a reference, or NULL. */
-static rlink_t *link_get(st_remote_t *st)
+rlink_t *st_rm_link_get(st_remote_t *st)
 {
     pthread_mutex_lock(&st->link_mu);
     rlink_t *l = st->link;
@@ -140,7 +58,7 @@ static void link_put_locked(st_remote_t *st, rlink_t *l)
     pthread_cond_broadcast(&st->link_cv);
 }
 
-static void link_put(st_remote_t *st, rlink_t *l)
+void st_rm_link_put(st_remote_t *st, rlink_t *l)
 {
     pthread_mutex_lock(&st->link_mu);
     link_put_locked(st, l);
@@ -221,8 +139,7 @@ static gt_err_t err_from_status(st_remote_t *st, grpc_status_code code)
     }
 }
 
-/* The `err` field (number 1) of any response of the protocol. */
-static gt_err_t err_of(const ProtobufCMessage *m)
+gt_err_t st_rm_err_of(const ProtobufCMessage *m)
 {
     const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(m->descriptor, 1);
     if (!f || f->type != PROTOBUF_C_TYPE_ENUM || strcmp(f->name, "err") != 0)
@@ -237,18 +154,16 @@ static void rop_free(rop_t *op)
     free(op);
 }
 
-static void rop_finish(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
+void st_rm_finish(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
 {
     if (op->conv)
         op->conv(op, err, resp);
     rop_free(op);
 }
 
-static void rop_send(rop_t *op);
-
 static void rop_retry(void *arg)
 {
-    rop_send(arg);
+    st_rm_send(arg);
 }
 
 /* Whether a failed call's status says the node is not the leader (a
@@ -258,38 +173,47 @@ static bool is_not_leader(grpc_status_code code, const char *details)
     return code == GRPC_STATUS_UNAVAILABLE && details && strstr(details, "not leader");
 }
 
+void st_rm_fail(rop_t *op, grpc_status_code code, const char *details, bool hook)
+{
+    st_remote_t *st = op->st;
+    bool closing = atomic_load(&st->closing);
+    /* Cancelled because the link was switched away (cluster mode):
+     * not an answer of the node; retriable. */
+    bool switched = code == GRPC_STATUS_CANCELLED && !closing && atomic_load(&op->link->dead);
+    if (hook && is_not_leader(code, details))
+        not_leader(st);
+    if (switched && op->tries_left > 0) {
+        op->tries_left--;
+        st_rm_send(op); /* on the new link, if any */
+        return;
+    }
+    if (op->tries_left > 0 && px_rpc_status_transient(code) && !closing) {
+        op->tries_left--;
+        int64_t b = op->backoff_ms;
+        op->backoff_ms = op->backoff_ms * 2 > 1000 ? 1000 : op->backoff_ms * 2;
+        rlink_t *l = st_rm_link_get(st);
+        gt_err_t rc = l ? px_rpc_client_after(l->rpc, b, rop_retry, op) : GT_AGAIN;
+        if (l)
+            st_rm_link_put(st, l);
+        if (rc == GT_OK)
+            return;
+    }
+    if (code != GRPC_STATUS_CANCELLED || !closing)
+        GT_LOG(DEBUG, "store", "remote %s: %s", op->method + sizeof(SVC) - 1,
+               details && *details ? details : "call failed");
+    st_rm_finish(op, switched ? GT_AGAIN : err_from_status(st, code), NULL);
+}
+
 static void rop_answer(void *arg, grpc_status_code code, const char *details,
                        const uint8_t *resp, size_t len)
 {
     rop_t *op = arg;
-    st_remote_t *st = op->st;
+    if (op->in_slot) {
+        op->in_slot = false;
+        st_rm_batch_release(op->st); /* appends waiting for it go now */
+    }
     if (code != GRPC_STATUS_OK) {
-        bool closing = atomic_load(&st->closing);
-        /* Cancelled because the link was switched away (cluster mode):
-         * not an answer of the node; retriable. */
-        bool switched = code == GRPC_STATUS_CANCELLED && !closing && atomic_load(&op->link->dead);
-        if (is_not_leader(code, details))
-            not_leader(st);
-        if (switched && op->tries_left > 0) {
-            op->tries_left--;
-            rop_send(op); /* on the new link, if any */
-            return;
-        }
-        if (op->tries_left > 0 && px_rpc_status_transient(code) && !closing) {
-            op->tries_left--;
-            int64_t b = op->backoff_ms;
-            op->backoff_ms = op->backoff_ms * 2 > 1000 ? 1000 : op->backoff_ms * 2;
-            rlink_t *l = link_get(st);
-            gt_err_t rc = l ? px_rpc_client_after(l->rpc, b, rop_retry, op) : GT_AGAIN;
-            if (l)
-                link_put(st, l);
-            if (rc == GT_OK)
-                return;
-        }
-        if (code != GRPC_STATUS_CANCELLED || !closing)
-            GT_LOG(DEBUG, "store", "remote %s: %s", op->method + sizeof(SVC) - 1,
-                   details && *details ? details : "call failed");
-        rop_finish(op, switched ? GT_AGAIN : err_from_status(st, code), NULL);
+        st_rm_fail(op, code, details, true);
         return;
     }
     /* In one arena (px_rpc_arena.c): an answer of 32 appended or popped
@@ -297,38 +221,55 @@ static void rop_answer(void *arg, grpc_status_code code, const char *details,
     ProtobufCMessage *m = px_request_unpack(op->resp_desc, resp, len);
     if (!m) {
         GT_LOG(WARN, "store", "remote %s: undecodable answer", op->method + sizeof(SVC) - 1);
-        rop_finish(op, GT_EIO, NULL);
+        st_rm_finish(op, GT_EIO, NULL);
         return;
     }
-    rop_finish(op, err_of(m), m);
+    st_rm_finish(op, st_rm_err_of(m), m);
     px_request_free(m);
 }
 
-static void rop_send(rop_t *op)
+/* An op that was not sent: its batcher slot (if any) goes first. */
+static void rop_unsent(rop_t *op, gt_err_t err)
+{
+    if (op->in_slot) {
+        op->in_slot = false;
+        st_rm_batch_release(op->st);
+    }
+    st_rm_finish(op, err, NULL);
+}
+
+void st_rm_send_now(rop_t *op)
 {
     st_remote_t *st = op->st;
     if (atomic_load(&st->closing)) {
-        rop_finish(op, GT_ESHUTDOWN, NULL);
+        rop_unsent(op, GT_ESHUTDOWN);
         return;
     }
-    rlink_t *l = link_get(st);
+    rlink_t *l = st_rm_link_get(st);
     if (!l) {
         /* Cluster mode with no leader known: fail fast, retriable. */
-        rop_finish(op, GT_AGAIN, NULL);
+        rop_unsent(op, GT_AGAIN);
         return;
     }
     op->link = l;
     px_ccall_opts_t co = {.timeout_ms = op->timeout_ms, .endpoint = -1};
     gt_err_t rc = px_rpc_unary(l->rpc, op->method, op->req, op->len, &co, rop_answer, op, NULL);
-    link_put(st, l);
+    st_rm_link_put(st, l);
     if (rc != GT_OK)
-        rop_finish(op, rc, NULL);
+        rop_unsent(op, rc);
 }
 
-/* Packs `req` and sends it.  retry: the operation is idempotent. */
-static void rop_start(st_remote_t *st, const char *method, const ProtobufCMessage *req,
-                      const ProtobufCMessageDescriptor *resp_desc, rop_conv_fn conv,
-                      void (*cb)(void), void *arg, int64_t extra_ms, bool retry)
+void st_rm_send(rop_t *op)
+{
+    if (op->batched)
+        st_rm_batch_submit(op);
+    else
+        st_rm_send_now(op);
+}
+
+void st_rm_start(st_remote_t *st, const char *method, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp_desc, rop_conv_fn conv,
+                 void (*cb)(void), void *arg, int64_t extra_ms, bool retry, bool batched)
 {
     rop_t *op = calloc(1, sizeof(*op));
     size_t len = protobuf_c_message_get_packed_size(req);
@@ -340,7 +281,7 @@ static void rop_start(st_remote_t *st, const char *method, const ProtobufCMessag
             op->cb = cb;
             op->arg = arg;
             op->st = st;
-            rop_finish(op, GT_ENOMEM, NULL);
+            st_rm_finish(op, GT_ENOMEM, NULL);
         } else if (conv) {
             rop_t tmp = {.st = st, .conv = conv, .cb = cb, .arg = arg};
             conv(&tmp, GT_ENOMEM, NULL);
@@ -351,13 +292,18 @@ static void rop_start(st_remote_t *st, const char *method, const ProtobufCMessag
     *op = (rop_t){.st = st, .method = method, .resp_desc = resp_desc, .conv = conv,
                   .cb = cb, .arg = arg, .req = buf, .len = len,
                   .timeout_ms = st->timeout_ms + extra_ms,
-                  .tries_left = retry ? st->retries : 0, .backoff_ms = 50};
-    rop_send(op);
+                  .tries_left = retry ? st->retries : 0, .backoff_ms = 50,
+                  .batched = batched};
+    st_rm_send(op);
 }
 
-#define CB(f) ((void (*)(void))(f))
-#define STR(s) ((char *)((s) ? (s) : ""))
-#define NUL(s) ((s) && *(s) ? (s) : NULL)
+/* Packs `req` and sends it.  retry: the operation is idempotent. */
+static void rop_start(st_remote_t *st, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, rop_conv_fn conv,
+                      void (*cb)(void), void *arg, int64_t extra_ms, bool retry)
+{
+    st_rm_start(st, method, req, resp_desc, conv, cb, arg, extra_ms, retry, false);
+}
 
 /* ---- converters --------------------------------------------------------- */
 
@@ -418,37 +364,6 @@ static void conv_groups(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
     }
     ((st_group_cb)op->cb)(op->arg, err, v, err == GT_OK ? n : 0);
     free(v);
-}
-
-static void items_conv(rop_t *op, gt_err_t err, Gantry__Store__V1__AppendItem **items,
-                       size_t n_items)
-{
-    st_append_item_t *v = NULL;
-    if (err == GT_OK && n_items) {
-        if ((v = calloc(n_items, sizeof(*v))) == NULL)
-            err = GT_ENOMEM;
-        for (size_t i = 0; v && i < n_items; i++) {
-            snprintf(v[i].msg_id, sizeof(v[i].msg_id), "%s", items[i]->msg_id);
-            v[i].queue_id = items[i]->queue_id;
-            v[i].queue_offset = items[i]->queue_offset;
-            v[i].position = items[i]->position;
-            v[i].store_ts_ms = items[i]->store_ts_ms;
-        }
-    }
-    ((st_append_cb)op->cb)(op->arg, err, v, err == GT_OK ? n_items : 0);
-    free(v);
-}
-
-static void conv_append(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
-{
-    const Gantry__Store__V1__AppendResponse *r = (const void *)resp;
-    items_conv(op, err, r ? r->items : NULL, r ? r->n_items : 0);
-}
-
-static void conv_append_multi(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
-{
-    const Gantry__Store__V1__AppendMultiResponse *r = (const void *)resp;
-    items_conv(op, err, r ? r->items : NULL, r ? r->n_items : 0);
 }
 
 /* A message of an answer; points into `p` (valid during the callback). */
@@ -608,9 +523,6 @@ static void conv_meta_list(rop_t *op, gt_err_t err, const ProtobufCMessage *resp
 
 /* ---- operations --------------------------------------------------------- */
 
-#define ST(s) ((st_remote_t *)(s))
-#define DESC(x) (&gantry__store__v1__##x##__descriptor)
-
 static void r_topic_put(st_store_t *s, const st_topic_t *t, st_done_cb cb, void *arg)
 {
     Gantry__Store__V1__Topic tp = GANTRY__STORE__V1__TOPIC__INIT;
@@ -672,158 +584,6 @@ static void r_group_get(st_store_t *s, const char *name, st_group_cb cb, void *a
     rq.name = STR(name);
     rop_start(ST(s), SVC "GetGroups", &rq.base, DESC(get_groups_response), conv_groups, CB(cb),
               arg, 0, true);
-}
-
-/* Protocol messages for st messages being appended: storage for n. */
-typedef struct pmsgs {
-    Gantry__Store__V1__Message *m;
-    Gantry__Store__V1__Message **mp;
-    Gantry__Store__V1__Property *props; /* n * ST_MAX_PROPS */
-    Gantry__Store__V1__Property **pp;
-    char (*ids)[ST_MSG_ID_MAX];
-} pmsgs_t;
-
-static void pmsgs_free(pmsgs_t *p)
-{
-    free(p->m);
-    free(p->mp);
-    free(p->props);
-    free(p->pp);
-    free(p->ids);
-}
-
-/* Fills in the protocol messages; a message without an id gets one of
- * ours, so that a retry carries the same ids (and key). */
-static gt_err_t pmsgs_fill(st_remote_t *st, pmsgs_t *p, const st_message_t *msgs, size_t n)
-{
-    size_t np = 0;
-    memset(p, 0, sizeof(*p));
-    for (size_t i = 0; i < n; i++) {
-        if (msgs[i].nprops > ST_MAX_PROPS || msgs[i].nkeys > ST_MAX_KEYS)
-            return GT_EINVAL;
-        np += msgs[i].nprops;
-    }
-    p->m = calloc(n, sizeof(*p->m));
-    p->mp = calloc(n, sizeof(*p->mp));
-    p->props = calloc(np ? np : 1, sizeof(*p->props));
-    p->pp = calloc(np ? np : 1, sizeof(*p->pp));
-    p->ids = calloc(n, sizeof(*p->ids));
-    if (!p->m || !p->mp || !p->props || !p->pp || !p->ids) {
-        pmsgs_free(p);
-        return GT_ENOMEM;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        const st_message_t *s = &msgs[i];
-        Gantry__Store__V1__Message *m = &p->m[i];
-        gantry__store__v1__message__init(m);
-        p->mp[i] = m;
-        m->tag = STR(s->tag);
-        m->n_keys = s->nkeys;
-        m->keys = (char **)s->keys;
-        if (s->msg_id && *s->msg_id) {
-            m->msg_id = (char *)s->msg_id;
-        } else {
-            uint64_t seq = atomic_fetch_add(&st->id_seq, 1);
-            snprintf(p->ids[i], sizeof(p->ids[i]), "%s%016" PRIX64, st->id_prefix, seq);
-            m->msg_id = p->ids[i];
-        }
-        m->n_props = s->nprops;
-        m->props = &p->pp[k];
-        for (uint32_t j = 0; j < s->nprops; j++, k++) {
-            gantry__store__v1__property__init(&p->props[k]);
-            p->props[k].key = STR(s->props[j].key);
-            p->props[k].value = STR(s->props[j].value);
-            p->pp[k] = &p->props[k];
-        }
-        m->born_ts_ms = s->born_ts_ms;
-        m->born_host = STR(s->born_host);
-        m->msg_group = STR(s->msg_group);
-        m->delivery_ts_ms = s->delivery_ts_ms;
-        m->body.data = (uint8_t *)s->body;
-        m->body.len = s->body ? s->body_len : 0;
-        m->queue_id = s->queue_id;
-        m->tx_half = s->tx_half;
-    }
-    return GT_OK;
-}
-
-/* The de-dup key of an append (its retries reuse the packed request, so
- * the same key).  A client's send is keyed by its first message id, so
- * that the producer's own retry of the send (through this proxy or
- * another) is not stored twice; anything else -- a DLQ forward, a redrive
- * back to the topic, a gateway publish -- may legitimately append the same
- * message id again within the window, so it gets a key of its own. */
-static char *idem_key(st_remote_t *st, const st_message_t *first, char *msg_id, char *buf,
-                      size_t len)
-{
-    if (first->dedup_by_id && msg_id != NULL && *msg_id != '\0')
-        return msg_id;
-    snprintf(buf, len, "%s-a%016" PRIX64, st->client_id,
-             (uint64_t)atomic_fetch_add(&st->id_seq, 1));
-    return buf;
-}
-
-static void r_append(st_store_t *s, const char *topic, const st_message_t *msgs, size_t n,
-                     st_append_cb cb, void *arg)
-{
-    pmsgs_t p;
-    if (n == 0 || n > 1024) {
-        cb(arg, GT_EINVAL, NULL, 0);
-        return;
-    }
-    gt_err_t rc = pmsgs_fill(ST(s), &p, msgs, n);
-    if (rc != GT_OK) {
-        cb(arg, rc, NULL, 0);
-        return;
-    }
-    Gantry__Store__V1__AppendRequest rq = GANTRY__STORE__V1__APPEND_REQUEST__INIT;
-    rq.topic = STR(topic);
-    rq.n_messages = n;
-    rq.messages = p.mp;
-    char key[64];
-    rq.idempotency_key = idem_key(ST(s), &msgs[0], p.m[0].msg_id, key, sizeof(key));
-    rop_start(ST(s), SVC "Append", &rq.base, DESC(append_response), conv_append, CB(cb), arg,
-              0, true);
-    pmsgs_free(&p);
-}
-
-static void r_append_multi(st_store_t *s, const st_message_t *msg, const st_dest_t *dests,
-                           size_t n, st_append_cb cb, void *arg)
-{
-    pmsgs_t p;
-    if (n == 0 || n > ST_DEST_MAX) {
-        cb(arg, GT_EINVAL, NULL, 0);
-        return;
-    }
-    gt_err_t rc = pmsgs_fill(ST(s), &p, msg, 1);
-    Gantry__Store__V1__Destination *d = calloc(n, sizeof(*d));
-    Gantry__Store__V1__Destination **dp = calloc(n, sizeof(*dp));
-    if (rc != GT_OK || !d || !dp) {
-        if (rc == GT_OK)
-            pmsgs_free(&p);
-        free(d);
-        free(dp);
-        cb(arg, rc != GT_OK ? rc : GT_ENOMEM, NULL, 0);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        gantry__store__v1__destination__init(&d[i]);
-        d[i].topic = STR(dests[i].topic);
-        d[i].queue_id = dests[i].queue_id;
-        dp[i] = &d[i];
-    }
-    Gantry__Store__V1__AppendMultiRequest rq = GANTRY__STORE__V1__APPEND_MULTI_REQUEST__INIT;
-    rq.message = p.mp[0];
-    rq.n_dests = n;
-    rq.dests = dp;
-    char key[64];
-    rq.idempotency_key = idem_key(ST(s), msg, p.m[0].msg_id, key, sizeof(key));
-    rop_start(ST(s), SVC "AppendMulti", &rq.base, DESC(append_multi_response),
-              conv_append_multi, CB(cb), arg, 0, true);
-    pmsgs_free(&p);
-    free(d);
-    free(dp);
 }
 
 static void r_pop(st_store_t *s, const st_pop_req_t *q, st_pop_cb cb, void *arg)
@@ -1255,7 +1015,7 @@ static void watch_close(void *arg, grpc_status_code code, const char *details)
         GT_LOG(INFO, "store", "remote metadata watch ended (%d %s); again in %" PRId64 " ms",
                (int)code, details, b);
         watch_ctx_t *again = malloc(sizeof(*again));
-        rlink_t *l = link_get(st); /* none: the next switch opens it */
+        rlink_t *l = st_rm_link_get(st); /* none: the next switch opens it */
         if (again && l) {
             *again = (watch_ctx_t){st, w->gen, 0};
             if (px_rpc_client_after(l->rpc, b, watch_reopen, again) == GT_OK)
@@ -1266,7 +1026,7 @@ static void watch_close(void *arg, grpc_status_code code, const char *details)
             free(again);
         }
         if (l)
-            link_put(st, l);
+            st_rm_link_put(st, l);
     }
     pthread_mutex_unlock(&st->mu);
     free(w);
@@ -1278,12 +1038,12 @@ static void watch_open_locked(st_remote_t *st)
     Gantry__Store__V1__MetaWatchRequest rq = GANTRY__STORE__V1__META_WATCH_REQUEST__INIT;
     uint8_t buf[16];
     size_t len = gantry__store__v1__meta_watch_request__pack(&rq, buf);
-    rlink_t *l = link_get(st);
+    rlink_t *l = st_rm_link_get(st);
     if (!l)
         return; /* no node now: st_remote_switch opens it */
     watch_ctx_t *w = malloc(sizeof(*w));
     if (!w) {
-        link_put(st, l);
+        st_rm_link_put(st, l);
         return;
     }
     /* Above every version handed out so far (see ver_max). */
@@ -1295,7 +1055,7 @@ static void watch_open_locked(st_remote_t *st)
         st->watch_call = NULL;
         free(w);
     }
-    link_put(st, l);
+    st_rm_link_put(st, l);
 }
 
 static void r_meta_watch(st_store_t *s, st_meta_cb cb, void *arg)
@@ -1362,6 +1122,7 @@ static void r_close(st_store_t *s)
         link_free(st, l);
     if (st->has_reaper)
         pthread_join(st->reaper, NULL); /* after every link is freed */
+    st_rm_batch_fini(st);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->hook_mu);
     pthread_mutex_destroy(&st->link_mu);
@@ -1379,7 +1140,7 @@ static const st_ops_t remote_ops = {
     .group_put = r_group_put,
     .group_delete = r_group_delete,
     .group_get = r_group_get,
-    .append = r_append,
+    .append = st_rm_append,
     .pop = r_pop,
     .pop_cancel = r_pop_cancel,
     .ack = r_ack,
@@ -1398,7 +1159,7 @@ static const st_ops_t remote_ops = {
     .tx_checked = r_tx_checked,
     .recall = r_recall,
     .meta_watch = r_meta_watch,
-    .append_multi = r_append_multi,
+    .append_multi = st_rm_append_multi,
     .purge = r_purge,
     .requeue = r_requeue,
     .meta_put = r_meta_put,
@@ -1480,12 +1241,12 @@ static gt_err_t info_wait(st_remote_t *st, int64_t ms)
     uint8_t buf[16];
     size_t len = gantry__store__v1__get_info_request__pack(&rq, buf);
     px_ccall_opts_t co = {.timeout_ms = ms, .flags = PX_CCALL_WAIT_FOR_READY, .endpoint = -1};
-    rlink_t *l = link_get(st);
+    rlink_t *l = st_rm_link_get(st);
     if (!l)
         return GT_AGAIN;
     gt_err_t rc = px_rpc_unary(l->rpc, SVC "GetInfo", buf, len, &co, info_answer, &w, NULL);
     if (rc != GT_OK) {
-        link_put(st, l);
+        st_rm_link_put(st, l);
         return rc;
     }
     pthread_mutex_lock(&w.mu);
@@ -1501,7 +1262,7 @@ static gt_err_t info_wait(st_remote_t *st, int64_t ms)
         GT_LOG(INFO, "store", "store node %s: protocol %u, engine %s", l->addr, w.version,
                w.engine);
     }
-    link_put(st, l);
+    st_rm_link_put(st, l);
     return rc;
 }
 
@@ -1535,6 +1296,7 @@ gt_err_t st_remote_switch(st_store_t *s, const char *addr)
     if (old)
         atomic_store(&old->dead, true);
     pthread_mutex_unlock(&st->link_mu);
+    atomic_store(&st->ab_many_off, false); /* the new node may have it */
     /* The metadata watch moves to the new node (a fresh snapshot); the
      * names the watcher holds are kept, so the snapshot can tell it what
      * went meanwhile. */
@@ -1552,7 +1314,7 @@ gt_err_t st_remote_switch(st_store_t *s, const char *addr)
         px_ccall_unref(w);
     }
     if (old)
-        link_put(st, old); /* the last reference: to the reaper */
+        st_rm_link_put(st, old); /* the last reference: to the reaper */
     return GT_OK;
 }
 
@@ -1578,6 +1340,7 @@ gt_err_t st_remote_open(const st_remote_config_t *cfg, st_store_t **out)
     pthread_mutex_init(&st->hook_mu, NULL);
     pthread_mutex_init(&st->link_mu, NULL);
     pthread_cond_init(&st->link_cv, NULL);
+    st_rm_batch_init(st, cfg);
     /* One node holds all the data (in cluster mode, the replica set's
      * leader): spreading calls over several nodes would split it. */
     if (cfg->n_endpoints > 1)

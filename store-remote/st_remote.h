@@ -20,6 +20,13 @@
  * ends, checks, recalls, offset updates and metadata deletes are never
  * retried: their failure goes to the caller.
  *
+ * Batching.  While two append calls are in flight, further appends wait
+ * and go together, when one ends, as one AppendMany call (or at once when
+ * they reach a count or byte cap): no timer, so a lone append waits for
+ * nothing; each append keeps its own key, retries and answer.  A node
+ * without AppendMany (UNIMPLEMENTED) gets Appends of their own from then
+ * on (st_remote_append.c).
+ *
  * Long polls (pop, pull) wait on the node; their deadline is the poll
  * time plus the request timeout.  st_pop_cancel() becomes a PopCancel RPC
  * under this client's random id.  st_meta_watch() is a MetaWatch stream,
@@ -64,6 +71,15 @@ typedef struct st_remote_config {
      * May be NULL. */
     void (*after_event)(void *ctx);
     void *after_event_ctx;
+    /* Appends (see "Batching" above): at most append_inflight append
+     * calls in flight before further appends wait and go together as one
+     * AppendMany; 0: 2; < 0: no batching (one call per append, at once).
+     * A waiting group goes at once when it reaches append_batch_max
+     * appends (0: 64; at most 256) or append_batch_bytes packed request
+     * bytes (0: 1 MiB). */
+    int append_inflight;
+    size_t append_batch_max;
+    size_t append_batch_bytes;
     /* Cluster mode: endpoints may be empty; st_remote_switch() allowed. */
     bool switchable;
     /* Run (any thread, holding a lock of the client: short, must not call

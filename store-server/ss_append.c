@@ -1,6 +1,9 @@
-/* Append and AppendMulti, and the de-dup window that makes a retried
- * append (same topic and idempotency key) get the first attempt's answer
- * instead of storing its messages twice.
+/* Append, AppendMulti and AppendMany, and the de-dup window that makes a
+ * retried append (same topic and idempotency key) get the first attempt's
+ * answer instead of storing its messages twice.
+ *
+ * An append's answer goes to a sink: its own call (Append, AppendMulti) or
+ * one slot of an AppendMany call, which answers once every slot is filled.
  *
  * The window is a map (topic NUL key) -> entry, plus the entries in
  * arrival order.  An entry is pending while its append is being written
@@ -22,9 +25,33 @@
 
 #define SS_IDEM_KEY_MAX 256
 
+#define SS_APPEND_MANY_MAX 256
+
+/* An AppendMany call: one slot per append; answered by the last one. */
+typedef struct ss_slot {
+    gt_err_t err;
+    bool dedup;
+    st_append_item_t *items; /* owned */
+    size_t n;
+} ss_slot_t;
+
+typedef struct ss_many {
+    px_call_t *call;           /* a reference */
+    atomic_size_t pending;     /* slots not yet filled, +1 while starting */
+    size_t n;
+    ss_slot_t slots[];
+} ss_many_t;
+
+/* Where an append's answer goes. */
+typedef struct ss_sink {
+    px_call_t *call;           /* an Append / AppendMulti call, or */
+    ss_many_t *many;           /* slot idx of an AppendMany call */
+    size_t idx;
+} ss_sink_t;
+
 typedef struct ss_waiter {
     struct ss_waiter *next;
-    px_call_t *call;
+    ss_sink_t sink;
 } ss_waiter_t;
 
 typedef struct ss_dd_ent {
@@ -163,8 +190,105 @@ static void ss_append_reply(px_call_t *call, gt_err_t err,
     free(ip);
 }
 
+static void ss_many_answer(ss_many_t *m)
+{
+    Gantry__Store__V1__AppendManyResponse resp =
+        GANTRY__STORE__V1__APPEND_MANY_RESPONSE__INIT;
+    Gantry__Store__V1__AppendResponse *r = calloc(m->n, sizeof(*r));
+    Gantry__Store__V1__AppendResponse **rp = calloc(m->n, sizeof(*rp));
+    Gantry__Store__V1__AppendItem *it = NULL, **ip = NULL;
+    size_t total = 0, k = 0;
+
+    for (size_t i = 0; i < m->n; i++)
+        total += m->slots[i].n;
+    if (total > 0) {
+        it = calloc(total, sizeof(*it));
+        ip = calloc(total, sizeof(*ip));
+    }
+    if (r == NULL || rp == NULL || (total > 0 && (it == NULL || ip == NULL))) {
+        /* Appended, but the answer cannot be built: the client's retry
+         * (same keys) gets the items from the de-dup window. */
+        ss_reply_err(m->call, GT_ENOMEM);
+    } else {
+        for (size_t i = 0; i < m->n; i++) {
+            const ss_slot_t *sl = &m->slots[i];
+            gantry__store__v1__append_response__init(&r[i]);
+            r[i].err = (Gantry__Store__V1__ErrorCode)sl->err;
+            r[i].deduplicated = sl->err == GT_OK && sl->dedup;
+            r[i].items = &ip[k];
+            r[i].n_items = sl->err == GT_OK ? sl->n : 0;
+            for (size_t j = 0; j < r[i].n_items; j++, k++) {
+                gantry__store__v1__append_item__init(&it[k]);
+                it[k].msg_id = (char *)sl->items[j].msg_id;
+                it[k].queue_id = sl->items[j].queue_id;
+                it[k].queue_offset = sl->items[j].queue_offset;
+                it[k].position = sl->items[j].position;
+                it[k].store_ts_ms = sl->items[j].store_ts_ms;
+                ip[k] = &it[k];
+            }
+            rp[i] = &r[i];
+        }
+        resp.err = GANTRY__STORE__V1__ERROR_CODE__OK;
+        resp.n_results = m->n;
+        resp.results = rp;
+        ss_reply_pb(m->call, &resp.base);
+    }
+    free(it);
+    free(ip);
+    free(r);
+    free(rp);
+    for (size_t i = 0; i < m->n; i++)
+        free(m->slots[i].items);
+    px_call_unref(m->call);
+    free(m);
+}
+
+/* One slot (or the start) done; the last one answers the call. */
+static void ss_many_put(ss_many_t *m)
+{
+    if (atomic_fetch_sub_explicit(&m->pending, 1, memory_order_acq_rel) == 1)
+        ss_many_answer(m);
+}
+
+/* Answers the sink (an append's result, or a retry's from the window). */
+static void ss_sink_reply(const ss_sink_t *k, gt_err_t err,
+                          const st_append_item_t *items, size_t n, bool dedup)
+{
+    ss_slot_t *sl;
+
+    if (k->many == NULL) {
+        ss_append_reply(k->call, err, items, n, dedup);
+        return;
+    }
+    sl = &k->many->slots[k->idx];
+    sl->err = err;
+    sl->dedup = dedup;
+    if (err == GT_OK && n > 0) {
+        if ((sl->items = malloc(n * sizeof(*items))) == NULL)
+            sl->err = GT_ENOMEM;
+        else
+            memcpy(sl->items, items, n * sizeof(*items));
+        sl->n = sl->items != NULL ? n : 0;
+    }
+    ss_many_put(k->many);
+}
+
+/* A waiter or an append started keeps the sink: its call's reference (a
+ * slot keeps its AppendMany by being unfilled). */
+static void ss_sink_hold(const ss_sink_t *k)
+{
+    if (k->many == NULL)
+        px_call_ref(k->call);
+}
+
+static void ss_sink_release(const ss_sink_t *k)
+{
+    if (k->many == NULL)
+        px_call_unref(k->call);
+}
+
 typedef struct ss_app {
-    px_call_t *call;
+    ss_sink_t sink;
     ss_dedup_t *d;             /* with an entry under key */
     size_t klen;
     uint8_t key[];
@@ -204,24 +328,24 @@ static void ss_append_done(void *arg, gt_err_t err,
         pthread_mutex_unlock(&d->mu);
         free(copy);
     }
-    ss_append_reply(a->call, err, items, n, false);
-    px_call_unref(a->call);
+    ss_sink_reply(&a->sink, err, items, n, false);
+    ss_sink_release(&a->sink);
     for (; w != NULL; w = next) {
         next = w->next;
-        ss_append_reply(w->call, err, items, n, true);
-        px_call_unref(w->call);
+        ss_sink_reply(&w->sink, err, items, n, true);
+        ss_sink_release(&w->sink);
         free(w);
     }
     free(a);
 }
 
-/* Looks the key up.  Returns true when the call was answered or queued
+/* Looks the key up.  Returns true when the sink was answered or queued
  * here (a retry); false to append, with *ctx ready (its `d` set when an
  * entry was made). */
-static bool ss_dedup_begin(px_call_t *call, const char *topic,
-                           const char *idem, size_t nitems, ss_app_t **ctx)
+static bool ss_dedup_begin(ss_srv_t *s, const ss_sink_t *sink,
+                           const char *topic, const char *idem, size_t nitems,
+                           ss_app_t **ctx)
 {
-    ss_srv_t *s = ss_srv(call);
     ss_dedup_t *d = s->dedup;
     size_t tl = strlen(topic), il = strlen(idem), klen = tl + 1 + il;
     ss_app_t *a;
@@ -230,10 +354,10 @@ static bool ss_dedup_begin(px_call_t *call, const char *topic,
 
     *ctx = NULL;
     if ((a = calloc(1, sizeof(*a) + klen)) == NULL) {
-        ss_reply_err(call, GT_ENOMEM);
+        ss_sink_reply(sink, GT_ENOMEM, NULL, 0, false);
         return true;
     }
-    a->call = call;
+    a->sink = *sink;
     memcpy(a->key, topic, tl);
     memcpy(a->key + tl + 1, idem, il);
     a->klen = klen;
@@ -243,7 +367,7 @@ static bool ss_dedup_begin(px_call_t *call, const char *topic,
     }
     if (il > SS_IDEM_KEY_MAX) {
         free(a);
-        ss_reply_err(call, GT_EINVAL);
+        ss_sink_reply(sink, GT_EINVAL, NULL, 0, false);
         return true;
     }
     pthread_mutex_lock(&d->mu);
@@ -261,10 +385,7 @@ static bool ss_dedup_begin(px_call_t *call, const char *topic,
         pthread_mutex_unlock(&d->mu);
         free(a);
         atomic_fetch_add(&s->dedup_hits, 1);
-        if (copy == NULL)
-            ss_reply_err(call, GT_ENOMEM);
-        else
-            ss_append_reply(call, GT_OK, copy, n, true);
+        ss_sink_reply(sink, copy != NULL ? GT_OK : GT_ENOMEM, copy, n, true);
         free(copy);
         return true;
     }
@@ -272,15 +393,15 @@ static bool ss_dedup_begin(px_call_t *call, const char *topic,
         /* Being written: wait for it. */
         ss_waiter_t *w = malloc(sizeof(*w));
         if (w != NULL) {
-            px_call_ref(call);
-            w->call = call;
+            ss_sink_hold(sink);
+            w->sink = *sink;
             w->next = e->waiters;
             e->waiters = w;
         }
         pthread_mutex_unlock(&d->mu);
         free(a);
         if (w == NULL)
-            ss_reply_err(call, GT_ENOMEM);
+            ss_sink_reply(sink, GT_ENOMEM, NULL, 0, false);
         else
             atomic_fetch_add(&s->dedup_hits, 1);
         return true;
@@ -331,11 +452,13 @@ void ss_append(px_call_t *call, ProtobufCMessage *msg)
         ss_reply_err(call, err);
         return;
     }
-    if (ss_dedup_begin(call, req->topic, req->idempotency_key, n, &a)) {
+    ss_sink_t sink = {.call = call};
+    if (ss_dedup_begin(ss_srv(call), &sink, req->topic, req->idempotency_key,
+                       n, &a)) {
         free(msgs);
         return;
     }
-    px_call_ref(call);
+    ss_sink_hold(&sink);
     st_append(ss_srv(call)->store, req->topic, msgs, n, ss_append_done, a);
     free(msgs); /* copied by the store before it returns */
 }
@@ -368,16 +491,77 @@ void ss_append_multi(px_call_t *call, ProtobufCMessage *msg)
         if (strlen(dests[i].topic) > ST_NAME_MAX)
             err = GT_EINVAL;
     }
+    ss_sink_t sink = {.call = call};
     if (err == GT_OK &&
-        ss_dedup_begin(call, dests[0].topic, req->idempotency_key, n, &a))
+        ss_dedup_begin(ss_srv(call), &sink, dests[0].topic,
+                       req->idempotency_key, n, &a))
         goto out;
     if (err != GT_OK) {
         ss_reply_err(call, err);
         goto out;
     }
-    px_call_ref(call);
+    ss_sink_hold(&sink);
     st_append_multi(ss_srv(call)->store, m, dests, n, ss_append_done, a);
 out:
     free(m);
     free(dests);
+}
+
+/* One append of an AppendMany into its slot: as ss_append does it. */
+static void ss_many_one(ss_srv_t *s, ss_many_t *m, size_t idx,
+                        const Gantry__Store__V1__AppendRequest *req)
+{
+    ss_sink_t sink = {.call = m->call, .many = m, .idx = idx};
+    st_message_t *msgs = NULL;
+    size_t n = req->n_messages;
+    ss_app_t *a;
+    gt_err_t err = GT_OK;
+
+    if (n == 0 || n > 1024 || strlen(req->topic) > ST_NAME_MAX)
+        err = GT_EINVAL;
+    else if ((msgs = malloc(n * sizeof(*msgs))) == NULL)
+        err = GT_ENOMEM;
+    for (size_t i = 0; i < n && err == GT_OK; i++)
+        err = ss_msg_from_pb(req->messages[i], &msgs[i]);
+    if (err != GT_OK) {
+        free(msgs);
+        ss_sink_reply(&sink, err, NULL, 0, false);
+        return;
+    }
+    if (ss_dedup_begin(s, &sink, req->topic, req->idempotency_key, n, &a)) {
+        free(msgs);
+        return;
+    }
+    st_append(s->store, req->topic, msgs, n, ss_append_done, a);
+    free(msgs);
+}
+
+void ss_append_many(px_call_t *call, ProtobufCMessage *msg)
+{
+    Gantry__Store__V1__AppendManyRequest *req = (void *)msg;
+    size_t n = req->n_appends;
+    ss_many_t *m;
+
+    if (ss_srv(call)->test_no_append_many) {
+        px_call_finish(call, GRPC_STATUS_UNIMPLEMENTED, "no AppendMany (test)");
+        return;
+    }
+    if (n == 0 || n > SS_APPEND_MANY_MAX) {
+        ss_reply_err(call, GT_EINVAL);
+        return;
+    }
+    atomic_fetch_add(&ss_srv(call)->many_calls, 1);
+    atomic_fetch_add(&ss_srv(call)->many_appends, n);
+    if ((m = calloc(1, sizeof(*m) + n * sizeof(m->slots[0]))) == NULL) {
+        ss_reply_err(call, GT_ENOMEM);
+        return;
+    }
+    px_call_ref(call);
+    m->call = call;
+    m->n = n;
+    /* +1: no slot's answer finishes the call before every one started. */
+    atomic_init(&m->pending, n + 1);
+    for (size_t i = 0; i < n; i++)
+        ss_many_one(ss_srv(call), m, i, req->appends[i]);
+    ss_many_put(m);
 }

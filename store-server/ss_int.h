@@ -5,7 +5,7 @@
  * Files: ss_main.c (process), ss_service.c (method table, the plain
  * operations), ss_conv.c (protobuf <-> st.h), ss_poll.c (Pop, Pull,
  * PopCancel: parked long polls and their cancel keys), ss_append.c (Append,
- * AppendMulti and the de-dup window), ss_watch.c (MetaWatch streams),
+ * AppendMulti, AppendMany and the de-dup window), ss_watch.c (MetaWatch streams),
  * ss_map.c (a small byte-keyed hash map). */
 #ifndef SS_INT_H
 #define SS_INT_H
@@ -72,6 +72,9 @@ typedef struct ss_srv {
      * before closing the store. */
     pthread_rwlock_t late_lock;
     _Atomic uint64_t calls, parked_now, dedup_hits;
+    _Atomic uint64_t many_calls, many_appends; /* AppendMany */
+    /* Test only: AppendMany answers UNIMPLEMENTED (a node older than it). */
+    bool test_no_append_many;
     /* Test only (GANTRY_TEST_LATE_ATTACH): a poll attaches to its call
      * only after the call's interrupt came and went (poll_mu, test_cv,
      * the calls interrupted last). */
@@ -145,6 +148,8 @@ void ss_dedup_free(ss_dedup_t *d);
 void ss_dedup_counts(ss_dedup_t *d, uint64_t *entries, uint64_t *items);
 void ss_append(px_call_t *call, ProtobufCMessage *req);
 void ss_append_multi(px_call_t *call, ProtobufCMessage *req);
+/* AppendMany: each append as an Append call of its own, one answer. */
+void ss_append_many(px_call_t *call, ProtobufCMessage *req);
 
 /* ---- ss_watch.c ---- */
 /* Registers the store's metadata watcher and waits for its snapshot

@@ -324,6 +324,17 @@ static void ss_metrics(void *arg, FILE *out)
             (unsigned long long)atomic_load(&m->srv->parked_now),
             (unsigned long long)atomic_load(&m->srv->dedup_hits),
             (unsigned long long)dd_entries, watchers);
+    fprintf(out,
+            "# HELP gantry_store_append_many_calls_total AppendMany calls "
+            "(appends that clients sent together).\n"
+            "# TYPE gantry_store_append_many_calls_total counter\n"
+            "gantry_store_append_many_calls_total %llu\n"
+            "# HELP gantry_store_append_many_appends_total Appends that came in "
+            "AppendMany calls.\n"
+            "# TYPE gantry_store_append_many_appends_total counter\n"
+            "gantry_store_append_many_appends_total %llu\n",
+            (unsigned long long)atomic_load(&m->srv->many_calls),
+            (unsigned long long)atomic_load(&m->srv->many_appends));
     if (m->cluster != NULL)
         ss_cluster_metrics(m->cluster, out);
     if (m->local != NULL) {
