@@ -269,9 +269,10 @@ static void parts_done(void *arg, gt_err_t rc, const st_append_item_t *items,
     parts_free(p);
 }
 
-/* Queues a chain of ops at once (one caller's parts stay together).
+/* Queues a chain of ops at once (one caller's parts stay together);
+ * `small`: it is one small append (the writer takes those first).
  * GT_ESHUTDOWN when the writer stopped (nothing queued). */
-static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head)
+static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head, bool small)
 {
     st_wop_t *tail = head;
     gt_err_t rc = GT_OK;
@@ -286,6 +287,8 @@ static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head)
         else
             st->wq_head = head;
         st->wq_tail = tail;
+        if (small)
+            atomic_store(&st->wq_small, true);
         if (st->wq_waiting)
             pthread_cond_signal(&st->wq_cond);
     }
@@ -364,7 +367,7 @@ static void append_parts(st_local_t *st, const char *topic,
         if (total > st->seg_size - ST_SEG_HDR)
             rc = GT_EINVAL;
     }
-    if (rc == GT_OK && (rc = wq_push_chain(st, head)) == GT_OK)
+    if (rc == GT_OK && (rc = wq_push_chain(st, head, false)) == GT_OK)
         return;
     while (head) {
         st_wop_t *next = head->next;
@@ -451,23 +454,8 @@ out:
 /* Queues an encoded op for the writer.  GT_ESHUTDOWN when it stopped. */
 static gt_err_t wq_push(st_local_t *st, st_wop_t *w)
 {
-    gt_err_t rc = GT_OK;
     bool small = w->len <= ST_SMALL_APPEND;
-    pthread_mutex_lock(&st->wq_lock);
-    if (st->wq_stop) {
-        rc = GT_ESHUTDOWN;
-    } else {
-        if (st->wq_tail)
-            st->wq_tail->next = w;
-        else
-            st->wq_head = w;
-        st->wq_tail = w;
-        if (small)
-            atomic_store(&st->wq_small, true);
-        if (st->wq_waiting)
-            pthread_cond_signal(&st->wq_cond);
-    }
-    pthread_mutex_unlock(&st->wq_lock);
+    gt_err_t rc = wq_push_chain(st, w, small);
     /* The writer may be waiting for the syncer before a large write: a
      * small append is written at once instead (it then waits for the sync
      * in progress and its own), not after that wait and that write.  (The
