@@ -174,7 +174,7 @@ typedef struct st_seg {
     _Atomic uint64_t end;    /* file bytes written (writer / recovery) */
     _Atomic int64_t last_ts; /* store time of its last record */
     _Atomic bool unlink_on_free;
-    uint64_t zeroed;         /* writer: file length incl. zero fill */
+    _Atomic uint64_t zeroed; /* file length incl. zero fill (st_zfill.c) */
 } st_seg_t;
 
 /* Consume queue entry (decoded).  On disk (st_cq.c) an entry is 32 bytes:
@@ -397,6 +397,11 @@ typedef struct st_local {
     atomic_bool wq_small, wr_ahead_wait;
     gt_err_t sq_err;
     uint64_t sq_reset_off;          /* file offset to truncate back to */
+    /* zero fill ahead of the writer (sync mode, st_zfill.c) */
+    pthread_t zf_thread;
+    pthread_mutex_t zf_lock;
+    pthread_cond_t zf_cond;
+    bool zf_running, zf_stop, zf_kick, zf_busy;
     pthread_t syncer;
     _Atomic uint64_t n_syncs, n_synced_appends; /* group commit figures */
     _Atomic uint64_t written_pos;   /* end of written data */
@@ -529,8 +534,21 @@ int st_timed_fdatasync(st_local_t *st, st_sync_file_t file, int fd);
 /* Sync mode: makes the file at least `need` bytes long by writing zeros
  * ahead (to need + 1 MiB, capped at the segment size), so later
  * fdatasyncs overwrite allocated blocks instead of growing the file (no
- * metadata journal commit per sync).  Writer thread. */
+ * metadata journal commit per sync).  Writer thread, zf_lock held
+ * (st_zfill_ensure; the zero-fill thread keeps it ahead, st_zfill.c). */
 gt_err_t st_log_zero_fill(st_local_t *st, st_seg_t *seg, uint64_t need);
+/* st_zfill.c: writes zeros to [from, to) of seg (*done: how far it got). */
+gt_err_t st_log_zero_range(st_local_t *st, st_seg_t *seg, uint64_t from,
+                           uint64_t to, uint64_t *done);
+/* The zero-fill thread (sync mode) and the writer's side of it: make
+ * [.., need) zero-filled (inline if the thread is behind) and kick the
+ * thread when little is left; truncate seg to off; roll the segment.
+ * Writer thread. */
+gt_err_t st_zfill_start(st_local_t *st);
+void st_zfill_stop(st_local_t *st);
+gt_err_t st_zfill_ensure(st_local_t *st, st_seg_t *seg, uint64_t need);
+int st_zfill_cut(st_local_t *st, st_seg_t *seg, uint64_t off);
+gt_err_t st_zfill_roll(st_local_t *st);
 void st_log_checkpoint(st_local_t *st, uint64_t synced);
 /* Reads the record at pos into a buffer it returns owned (free()); decodes. */
 gt_err_t st_log_read(st_local_t *st, uint64_t pos, uint32_t size,

@@ -387,6 +387,8 @@ static void local_free(st_local_t *st)
     pthread_mutex_destroy(&st->seg_lock);
     pthread_mutex_destroy(&st->wq_lock);
     pthread_mutex_destroy(&st->sq_lock);
+    pthread_mutex_destroy(&st->zf_lock);
+    pthread_cond_destroy(&st->zf_cond);
     pthread_cond_destroy(&st->sq_cond);
     pthread_cond_destroy(&st->sq_idle);
     pthread_mutex_destroy(&st->ck_lock);
@@ -523,6 +525,8 @@ static gt_err_t local_init(st_local_t *st, const st_config_t *cfg)
     pthread_mutex_init(&st->seg_lock, NULL);
     pthread_mutex_init(&st->wq_lock, NULL);
     pthread_mutex_init(&st->sq_lock, NULL);
+    pthread_mutex_init(&st->zf_lock, NULL);
+    pthread_cond_init(&st->zf_cond, NULL);
     pthread_cond_init(&st->sq_cond, NULL);
     pthread_cond_init(&st->sq_idle, NULL);
     pthread_mutex_init(&st->ck_lock, NULL);

@@ -200,31 +200,15 @@ gt_err_t st_log_roll(st_local_t *st)
 
 gt_err_t st_log_zero_fill(st_local_t *st, st_seg_t *seg, uint64_t need)
 {
-    static const uint8_t zeros[64 * 1024];
-    if (need <= seg->zeroed)
+    uint64_t from = atomic_load(&seg->zeroed), done;
+    if (need <= from)
         return GT_OK;
     uint64_t target = need + (1u << 20);
     if (target > st->seg_size)
         target = st->seg_size;
-    while (seg->zeroed < target) {
-        struct iovec iov[16];
-        int cnt = 0;
-        uint64_t left = target - seg->zeroed;
-        while (cnt < 16 && left) {
-            size_t n = left < sizeof(zeros) ? (size_t)left : sizeof(zeros);
-            iov[cnt++] = (struct iovec){.iov_base = (void *)zeros,
-                                        .iov_len = n};
-            left -= n;
-        }
-        ssize_t w = st->fops->pwritev(st->fctx, seg->fd, iov, cnt,
-                                      (off_t)seg->zeroed);
-        if (w == -EINTR)
-            continue;
-        if (w <= 0)
-            return w == 0 ? GT_EIO : st_errno_to_err((int)w);
-        seg->zeroed += (uint64_t)w;
-    }
-    return GT_OK;
+    gt_err_t rc = st_log_zero_range(st, seg, from, target, &done);
+    atomic_store(&seg->zeroed, done);
+    return rc;
 }
 
 /* ---- checkpoint ---------------------------------------------------------- */

@@ -23,7 +23,9 @@
  * ST_PART_BYTES of bodies is queued as parts of at most that size
  * (answered together when the last is done), so that a small append waits
  * for one part's write and sync, not a whole 32 MiB batch's.  Async mode
- * takes small appends first too.
+ * takes small appends first too.  The zero fill ahead of the records
+ * (sync mode) is written by the zero-fill thread (st_zfill.c): the writer
+ * fills inline only when it catches up with it.
  *
  * In async mode the callbacks run after the write; the flusher thread
  * fdatasyncs every flush_interval_ms and records the checkpoint.  The
@@ -45,9 +47,12 @@
 
 /* Sync mode: bytes written but not yet synced the writer lets pile up
  * before it waits for the syncer (with sync flush at ~140 MB/s, 64 MiB of
- * queued batches ahead held a small send ~450 ms), and the size of an
- * append that is taken ahead of larger ones. */
-#define ST_WRITE_AHEAD (8u << 20)
+ * queued batches ahead held a small send ~450 ms; a small append waits for
+ * the sync in progress and its own, which together cover about this much:
+ * 8 MiB syncs took 50-130 ms under bench-overload C on a loaded 2-core
+ * machine), and the size of an append that is taken ahead of larger
+ * ones. */
+#define ST_WRITE_AHEAD (4u << 20)
 #define ST_SMALL_APPEND (64u << 10)
 
 /* A batch whose bodies come to more than this is queued as parts of at
@@ -55,8 +60,9 @@
  * last part is done (st_parts_t).  A small append waits for the write in
  * progress and the sync in progress: with 32 MiB batches written whole,
  * that was one whole batch's copy into the page cache (twice: zero fill,
- * then data), 80-300 ms on a loaded machine (bench-overload C). */
-#define ST_PART_BYTES (4u << 20)
+ * then data), 80-300 ms on a loaded machine (bench-overload C).  Half the
+ * write-ahead, so that one part is synced while the next is written. */
+#define ST_PART_BYTES (2u << 20)
 
 /* One st_append() call: built by the caller's thread, then owned by the
  * write queue (wq_lock), the writer, and in sync mode the syncer, which
@@ -720,10 +726,8 @@ static void pipeline_settle(st_local_t *st, st_seg_t *seg, bool drain)
     pthread_mutex_unlock(&st->sq_lock);
     if (!failed)
         return;
-    if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)off) < 0)
+    if (st_zfill_cut(st, seg, off) < 0)
         st->wr_need_truncate = true;
-    if (seg->zeroed > off)
-        seg->zeroed = off;
     atomic_store(&seg->end, off);
     atomic_store(&st->written_pos, seg->base + off);
     pthread_mutex_lock(&st->lock);
@@ -740,7 +744,7 @@ static void run_hand_over(st_local_t *st, st_seg_t *seg, st_wop_t *ops,
 {
     st_run_t *r = calloc(1, sizeof(*r));
     if (!r) {
-        if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)start) < 0)
+        if (st_zfill_cut(st, seg, start) < 0)
             st->wr_need_truncate = true;
         atomic_store(&seg->end, start);
         run_rewind(st, ops);
@@ -782,7 +786,7 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
     uint64_t start = atomic_load(&seg->end), off = start;
     int64_t now = st_now_ms();
     if (st->wr_need_truncate) {
-        int r = st->fops->ftruncate(st->fctx, seg->fd, (off_t)start);
+        int r = st_zfill_cut(st, seg, start);
         if (r < 0) {
             run_complete(run, st_errno_to_err(r));
             return;
@@ -793,7 +797,7 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
         uint64_t need = start;
         for (st_wop_t *w = run; w; w = w->next)
             need += w->len;
-        if ((rc = st_log_zero_fill(st, seg, need)) != GT_OK) {
+        if ((rc = st_zfill_ensure(st, seg, need)) != GT_OK) {
             GT_LOG(ERROR, "store", "zero fill of %s failed: %s", seg->path,
                    gt_err_str(rc));
             run_complete(run, rc);
@@ -834,10 +838,8 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
     if (rc != GT_OK) {
         GT_LOG(ERROR, "store", "commitlog write to %s failed: %s; failing "
                "the batch", seg->path, gt_err_str(rc));
-        if (st->fops->ftruncate(st->fctx, seg->fd, (off_t)start) < 0)
+        if (st_zfill_cut(st, seg, start) < 0)
             st->wr_need_truncate = true;
-        if (seg->zeroed > start)
-            seg->zeroed = start;
         run_rewind(st, run);
         run_complete(run, rc);
         return;
@@ -870,7 +872,7 @@ static void batch_process(st_local_t *st, st_wop_t *list)
             if (st->cfg.flush == ST_FLUSH_SYNC) /* old segment fully synced */
                 pipeline_settle(st, seg, true);
             st_seg_unref(st, seg);
-            gt_err_t rc = st_log_roll(st);
+            gt_err_t rc = st_zfill_roll(st);
             seg = st_log_current(st);
             if (rc != GT_OK) {
                 GT_LOG(ERROR, "store", "segment roll failed: %s",
@@ -1202,10 +1204,15 @@ static void st_writer_stop_syncer(st_local_t *st)
 
 gt_err_t st_writer_start(st_local_t *st)
 {
-    if (pthread_create(&st->syncer, NULL, syncer_main, st) != 0)
+    if (st_zfill_start(st) != GT_OK)
         return GT_ENOMEM;
+    if (pthread_create(&st->syncer, NULL, syncer_main, st) != 0) {
+        st_zfill_stop(st);
+        return GT_ENOMEM;
+    }
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         st_writer_stop_syncer(st);
+        st_zfill_stop(st);
         return GT_ENOMEM;
     }
     if (pthread_create(&st->flusher, NULL, flusher_main, st) != 0) {
@@ -1215,6 +1222,7 @@ gt_err_t st_writer_start(st_local_t *st)
         pthread_mutex_unlock(&st->wq_lock);
         pthread_join(st->writer, NULL);
         st_writer_stop_syncer(st);
+        st_zfill_stop(st);
         return GT_ENOMEM;
     }
     return GT_OK;
@@ -1230,6 +1238,7 @@ void st_writer_stop(st_local_t *st)
     pthread_mutex_unlock(&st->wq_lock);
     pthread_join(st->writer, NULL);
     st_writer_stop_syncer(st);
+    st_zfill_stop(st);
     pthread_mutex_lock(&st->fl_lock);
     st->fl_stop = true;
     pthread_cond_signal(&st->fl_cond);
