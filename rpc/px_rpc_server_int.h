@@ -139,6 +139,7 @@ struct px_rpc_server {
     bool shutdown_done;
     px_call_t *live;
     size_t n_live;
+    int n_big; /* large requests on threads of their own (px_call_big) */
 
     px_admit_t admit; /* its own lock */
     /* Calls of unknown size waiting for admission (px_call_admit); each

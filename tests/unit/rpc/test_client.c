@@ -829,6 +829,86 @@ static void test_messaging_service(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
+/* A large request is handled on a thread of its own, not on the worker
+ * whose completion queue also serves other calls: with one worker, a small
+ * call is answered while a 1 MiB request's handler is still busy.  (On the
+ * worker, bench-overload C's 32 MiB batches held a control send's answer
+ * up to 350 ms; here the small call was never answered while the large
+ * one's handler ran, failing before.) */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool in, release;
+} big_gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+
+static void m_big(px_call_t *call, const uint8_t *d, size_t n)
+{
+    (void)d;
+    (void)n;
+    pthread_mutex_lock(&big_gate.mu);
+    big_gate.in = true;
+    pthread_cond_broadcast(&big_gate.cv);
+    while (!big_gate.release)
+        pthread_cond_wait(&big_gate.cv, &big_gate.mu);
+    pthread_mutex_unlock(&big_gate.mu);
+    px_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+static void test_big_own_thread(void)
+{
+    static const px_method_t bm[] = {
+        {.path = "/t.B/Big", .kind = PX_RPC_UNARY, .on_message = m_big},
+        {.path = "/t.B/Echo", .kind = PX_RPC_UNARY, .on_message = m_echo},
+    };
+    px_method_table_t mt;
+    px_rpc_server_t *bs = NULL;
+    char err[256], ep[64];
+    size_t big_len = (1u << 20) + 1;
+    uint8_t *big = calloc(1, big_len);
+    res_t rb, re;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+    px_method_table_init(&mt);
+    for (size_t i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL_FATAL(px_method_table_add(&mt, &bm[i]), GT_OK);
+    px_rpc_options_t o = {.listen = "127.0.0.1:0", .threads = 1,
+                          .shutdown_timeout_ms = 2000,
+                          .max_receive_bytes = 4 << 20};
+    CU_ASSERT_EQUAL_FATAL(px_rpc_server_start(&o, &mt, &bs, err, sizeof(err)), GT_OK);
+    snprintf(ep, sizeof(ep), "127.0.0.1:%d", px_rpc_server_port(bs));
+    const char *eps[] = {ep};
+    px_rpc_client_opts_t co = {.endpoints = eps, .n_endpoints = 1, .exec = &test_exec};
+    px_rpc_client_t *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(px_rpc_client_new(&co, &c), GT_OK);
+
+    res_init(&rb);
+    res_init(&re);
+    CU_ASSERT_EQUAL(px_rpc_unary(c, "/t.B/Big", big, big_len, NULL, on_unary, &rb,
+                                 NULL), GT_OK);
+    pthread_mutex_lock(&big_gate.mu);
+    while (!big_gate.in)
+        pthread_cond_wait(&big_gate.cv, &big_gate.mu);
+    pthread_mutex_unlock(&big_gate.mu);
+    /* The large request's handler is busy: a small call is answered. */
+    CU_ASSERT_EQUAL(px_rpc_unary(c, "/t.B/Echo", (const uint8_t *)"hi", 2, NULL,
+                                 on_unary, &re, NULL), GT_OK);
+    CU_ASSERT(res_wait(&re, WAIT_MS));
+    CU_ASSERT_EQUAL(re.code, GRPC_STATUS_OK);
+    pthread_mutex_lock(&big_gate.mu);
+    big_gate.release = true;
+    pthread_cond_broadcast(&big_gate.cv);
+    pthread_mutex_unlock(&big_gate.mu);
+    CU_ASSERT_FATAL(res_wait(&rb, WAIT_MS));
+    CU_ASSERT_FATAL(res_wait(&re, WAIT_MS));
+    CU_ASSERT_EQUAL(rb.code, GRPC_STATUS_OK);
+    res_destroy(&rb);
+    res_destroy(&re);
+    px_rpc_client_free(c);
+    px_rpc_server_stop(bs);
+    px_method_table_free(&mt);
+    free(big);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -844,6 +924,7 @@ int main(void)
     CU_add_test(s, "bad_args", test_bad_args);
     CU_add_test(s, "reconnect", test_reconnect);
     CU_add_test(s, "messaging_service", test_messaging_service);
+    CU_add_test(s, "big_own_thread", test_big_own_thread);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
