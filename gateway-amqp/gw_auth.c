@@ -337,6 +337,14 @@ const char *gw_user_name(const gw_user_t *u)
     return u->name;
 }
 
+bool gw_auth_has_user(const gw_auth_t *a, const char *name)
+{
+    for (size_t i = 0; i < a->n_users; i++)
+        if (strcmp(a->users[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 const gw_grant_t *gw_auth_open(const gw_auth_t *a, const gw_user_t *u, gw_str_t vhost,
                                char *err, size_t errlen)
 {

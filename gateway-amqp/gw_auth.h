@@ -70,6 +70,8 @@ const gw_user_t *gw_auth_login(const gw_auth_t *a, gw_str_t user, gw_str_t passw
 
 /* The user's name (NUL-terminated). */
 const char *gw_user_name(const gw_user_t *u);
+/* Does a have a user of that name? */
+bool gw_auth_has_user(const gw_auth_t *a, const char *name);
 
 /* connection.open: the user's grant on vhost, or NULL and err gets the
  * 530 NOT_ALLOWED explanation, without the "NOT_ALLOWED - " prefix that

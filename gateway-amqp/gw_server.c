@@ -778,11 +778,15 @@ static void tls_accept_cb(struct evconnlistener *lis, evutil_socket_t fd,
 
 /* The operator's close requests (loop thread): connection.close 320
  * CONNECTION_FORCED, as RabbitMQ's management API closes one; the socket
- * goes once the client answers close-ok or CLOSE_WAIT_MS passes. */
+ * goes once the client answers close-ok or CLOSE_WAIT_MS passes.  After
+ * the users changed (gw_server_set_auth), the connections of users that
+ * are gone are closed the same way, as RabbitMQ closes a deleted user's
+ * (since 3.7); a user whose password changed keeps its connections. */
 static void close_req_cb(evutil_socket_t fd, short what, void *arg)
 {
     gw_server_t *s = arg;
     uint64_t ids[GW_CLOSE_REQ_MAX];
+    bool users_changed;
     size_t n;
 
     (void)fd;
@@ -791,7 +795,23 @@ static void close_req_cb(evutil_socket_t fd, short what, void *arg)
     n = s->nclose_req;
     memcpy(ids, s->close_req, n * sizeof(ids[0]));
     s->nclose_req = 0;
+    users_changed = s->users_changed;
+    s->users_changed = false;
     pthread_mutex_unlock(&s->reg_mu);
+    if (users_changed) {
+        const gw_auth_t *auth = atomic_load(&s->auth);
+
+        for (gw_conn_t *c = s->open_conns, *next; c != NULL; c = next) {
+            next = c->onext;
+            if (c->state != CS_RUNNING || c->auth_user == NULL ||
+                gw_auth_has_user(auth, gw_user_name(c->auth_user)))
+                continue;
+            GT_LOG(INFO, "amqp", "%s: connection %llu closed: user %s was deleted", c->peer,
+                   (unsigned long long)c->id, c->user);
+            gw_conn_error(c, GW_CONNECTION_FORCED, 0, "user '%s' was deleted",
+                          gw_user_name(c->auth_user));
+        }
+    }
     for (size_t i = 0; i < n; i++)
         for (gw_conn_t *c = s->open_conns; c != NULL; c = c->onext)
             if (c->id == ids[i] && c->state == CS_RUNNING) {
@@ -1144,6 +1164,12 @@ gt_err_t gw_server_set_auth(gw_server_t *s, const cfg_amqp_t *amqp, const cfg_au
     if ((rc = gw_auth_new(amqp, auth, &next, err, errlen)) != GT_OK)
         return rc;
     s->auth_old[s->n_auth_old++] = atomic_exchange(&s->auth, next);
+    /* the loop thread closes the connections of users that are gone */
+    pthread_mutex_lock(&s->reg_mu);
+    s->users_changed = true;
+    pthread_mutex_unlock(&s->reg_mu);
+    if (s->close_ev != NULL)
+        event_active(s->close_ev, 0, 0);
     return GT_OK;
 }
 

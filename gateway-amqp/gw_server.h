@@ -71,8 +71,9 @@ int gw_server_tls_port(const gw_server_t *s);
 gt_err_t gw_server_tls_reload(gw_server_t *s, char *err, size_t errlen);
 /* Rebuilds the users (amqp's and auth's, both borrowed for the call) that
  * logins from now on are checked against: the admin API changed auth's.
- * Open connections keep their user and grants.  NULL s: GT_OK.  One caller
- * at a time. */
+ * Open connections keep their user and grants, but those of a user that is
+ * gone are closed (connection.close 320 CONNECTION_FORCED, on the loop
+ * thread soon after).  NULL s: GT_OK.  One caller at a time. */
 gt_err_t gw_server_set_auth(gw_server_t *s, const cfg_amqp_t *amqp, const cfg_auth_t *auth,
                             char *err, size_t errlen);
 /* The proxy's SendMessage append hook (px_append_hook_fn, arg: the

@@ -82,6 +82,7 @@ struct gw_server {
     uint64_t next_conn_id;
     uint64_t close_req[GW_CLOSE_REQ_MAX];
     size_t nclose_req;
+    bool users_changed; /* gw_server_set_auth: close deleted users' */
     struct event *close_ev;
 };
 

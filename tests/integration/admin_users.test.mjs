@@ -3,7 +3,10 @@
 // (MQv2-HMAC-SHA1, sessionCredentials) and logs in over AMQP at once; its
 // ACL entries decide (FORBIDDEN for a topic they leave out); an update
 // changes its secret; once deleted it is UNAUTHORIZED and refused by the
-// AMQP gateway; API users survive a restart (store metadata); config users
+// AMQP gateway, and its open AMQP connections are closed with 320
+// CONNECTION_FORCED as RabbitMQ closes a deleted user's (another user's,
+// or one whose secret changed, stay open); API users survive a restart
+// (store metadata); config users
 // are listed read-only (403 to change); secrets never appear in answers
 // or the log; 401 / 403 as for every admin route.
 import { test, before, after } from 'node:test';
@@ -11,7 +14,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
-import { startGantry, stopGantry, require, GANTRY_BIN } from './harness.mjs';
+import { startGantry, stopGantry, require, GANTRY_BIN, waitFor } from './harness.mjs';
 import {
   Code, startProducer, shutdownQuietly, expectCode, yamlOf,
 } from './sdk_util.mjs';
@@ -161,6 +164,45 @@ test('an API user signs SDK requests and logs in over AMQP at once; ACLs decide;
     assert.equal((await api('DELETE', '/api/v1/users/opsuser')).status, 404);
   } finally {
     await shutdownQuietly(p);
+  }
+});
+
+test("a deleted user's open AMQP connections are closed: 320 CONNECTION_FORCED; others stay", async () => {
+  for (const u of ['goneuser', 'stayuser']) {
+    const r = await api('POST', '/api/v1/users', { access_key: u, secret_key: `${u}-secret`, admin: true });
+    assert.equal(r.status, 201, r.text);
+  }
+  const open = async (u) => {
+    const conn = await amqp.connect(amqpUrl(u, `${u}-secret`));
+    const st = { closed: false, err: null };
+    conn.on('error', (e) => { st.err = e; });
+    conn.on('close', (e) => { st.closed = true; st.err = st.err ?? e ?? null; });
+    const ch = await conn.createChannel();
+    ch.on('error', () => {});
+    await ch.assertQueue(`users-q-${u}`, { durable: false });
+    return { conn, ch, st };
+  };
+  const gone = await open('goneuser');
+  const gone2 = await open('goneuser');
+  const stay = await open('stayuser');
+  try {
+    // a new secret for stayuser: its connection stays (RabbitMQ does the same)
+    assert.equal((await api('PUT', '/api/v1/users/stayuser', { secret_key: 'stayuser-secret', admin: true })).status, 200);
+    assert.deepEqual((await api('DELETE', '/api/v1/users/goneuser')).json, { deleted: 'goneuser' });
+    await waitFor(() => gone.st.closed && gone2.st.closed, 20000, "goneuser's connections closed");
+    for (const c of [gone, gone2]) {
+      assert.ok(c.st.err, 'closed by the server, with an error');
+      assert.equal(c.st.err.code, 320, String(c.st.err));
+      assert.match(String(c.st.err.message), /CONNECTION_FORCED/);
+      assert.match(String(c.st.err.message), /goneuser/);
+    }
+    assert.equal(stay.st.closed, false);
+    await stay.ch.checkQueue('users-q-stayuser'); // still works
+    assert.equal(stay.st.closed, false);
+  } finally {
+    await stay.conn.close().catch(() => {});
+    for (const c of [gone, gone2]) await c.conn.close().catch(() => {});
+    await api('DELETE', '/api/v1/users/stayuser');
   }
 });
 
