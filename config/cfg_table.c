@@ -529,12 +529,13 @@ static const cfg_desc_t cfg_cluster_keys[] = {
             "last renewal. Renewed every TTL/3."},
     {.key = "replicas", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.replicas),
      .def = "3", .min = 1, .max = 16,
-     .doc = "Store nodes in the replica set (R): the leader and R-1 "
-            "followers holding byte-identical copies of its data. The first "
-            "R nodes to register become its members "
-            "(`/gantry/<name>/rs/0/members`, kept in etcd across restarts); "
-            "further nodes stand by. The set elects its first leader once "
-            "all R have joined. 1: no replication."},
+     .doc = "Store nodes per replica set (R): the leader and R-1 "
+            "followers holding byte-identical copies of its data. A node "
+            "joins the lowest replica set k whose member list "
+            "(`/gantry/<name>/rs/<k>/members`, kept in etcd across "
+            "restarts) has fewer than R ids: the first R nodes form rs/0, "
+            "the next R rs/1, and so on. A set elects its first leader once "
+            "all R have joined. 1: no replication (one set per node)."},
     {.key = "min_insync", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.min_insync),
      .def = "2", .min = 1, .max = 16,
      .doc = "Writes (appends and every consumption-state change) are "

@@ -7,23 +7,26 @@
  * paused or cut off longer than the TTL) makes it stand down and register
  * again with a new lease.
  *
- * Membership.  /gantry/N/rs/0/members lists the replica set's R node ids
- * (cluster.replicas), in the order they joined: a node adds itself by a
- * transaction on the key's mod revision while fewer than R are listed.
- * The transaction that lists the R-th member also creates
- * /gantry/N/rs/0/isr = "0:<all members>" (every replica is empty, so in
- * sync).  Nodes past R stand by.
+ * Membership.  The node belongs to one replica set k, rs/<k> below
+ * (/gantry/N/rs/<k>/...).  A node listed in some rs/<k>/members keeps that
+ * k (across restarts: the lists live in etcd).  Otherwise it joins the
+ * lowest k whose members list has fewer than R ids (cluster.replicas; an
+ * absent list has none), by a transaction on the key's mod revision; a
+ * lost race reads again.  So R nodes form rs/0, the next R rs/1, and so
+ * on.  The transaction that lists the R-th member also creates
+ * rs/<k>/isr = "0:<all members>" (every replica is empty, so in sync); a
+ * set still forming has no isr key, so its members never campaign.
  *
  * Election.  Members campaign through gt_elect with require_isr: only a
- * node listed in the isr key can win, the winner's /rs/0/leader sits
- * under its lease and /rs/0/epoch grows by one (at most one leader per
- * epoch).  The winner then writes, in one transaction comparing the epoch
- * and leader keys (so a fenced node cannot), the in-sync set of its epoch
- * ("E:" + the old set's members that are still registered, itself
- * included) and appends "E@<commitlog end>" to /rs/0/history; then it
- * calls ss_repl_lead().
+ * node listed in the isr key can win, the winner's rs/<k>/leader sits
+ * under its lease and rs/<k>/epoch grows by one (at most one leader per
+ * epoch of a set).  The winner then writes, in one transaction comparing
+ * the epoch and leader keys (so a fenced node cannot), the in-sync set of
+ * its epoch ("E:" + the old set's members that are still registered,
+ * itself included) and appends "E@<commitlog end>" to rs/<k>/history;
+ * then it calls ss_repl_lead().
  *
- * Roles.  A watch on /gantry/N/rs/0/ wakes the control; it re-reads the
+ * Roles.  A watch on rs/<k>/ wakes the control; it re-reads the
  * replica set's keys and reconciles: a leader key held by another node
  * means follow it (its address from /stores/<id>), a leader that sees the
  * key gone or held by another, or a newer epoch, stands down.  The lease
@@ -58,12 +61,13 @@ struct ss_cluster {
     ss_repl_t *repl;
     char id[ID_MAX];
     char addr[256];
-    char rs[384];          /* /gantry/N/rs/0 */
-    char rs_pfx[400];      /* .../rs/0/ */
+    char sets_pfx[384];    /* /gantry/N/rs/ */
+    char rs[400];          /* /gantry/N/rs/<k>, once the set is known */
+    char rs_pfx[416];      /* .../rs/<k>/ */
     char stores_pfx[384];  /* /gantry/N/stores/ */
     char store_key[512];
-    char members_key[400], isr_key[400], leader_key[400], epoch_key[400],
-         history_key[400];
+    char members_key[440], isr_key[440], leader_key[440], epoch_key[440],
+         history_key[440];
     int64_t ttl;
     int replicas;
     int64_t retry_ms;
@@ -86,6 +90,8 @@ struct ss_cluster {
     int64_t epoch;         /* of the role (0: standby) */
     int isr_n;
     bool member;
+    int set;               /* k of rs/<k>; -1 until known */
+    _Atomic int *set_slot; /* also published there (GetInfo); may be NULL */
     int64_t elections_won;
     int64_t step_downs;
 
@@ -665,27 +671,48 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
 
 /* ---- reconcile with the replica set's keys ------------------------------ */
 
-/* Joins the member list while it has room; the R-th member creates the
- * in-sync set. */
-static void join(ss_cluster_t *c, const kvc_t *mk, const ids_t *members,
-                 bool isr_exists)
+/* The keys of rs/<k> (control thread; before the watch and the election
+ * start). */
+static void set_keys(ss_cluster_t *c, int k)
 {
+    snprintf(c->rs, sizeof(c->rs), "%s%d", c->sets_pfx, k);
+    snprintf(c->rs_pfx, sizeof(c->rs_pfx), "%s/", c->rs);
+    snprintf(c->members_key, sizeof(c->members_key), "%s/members", c->rs);
+    snprintf(c->isr_key, sizeof(c->isr_key), "%s/isr", c->rs);
+    snprintf(c->leader_key, sizeof(c->leader_key), "%s/leader", c->rs);
+    snprintf(c->epoch_key, sizeof(c->epoch_key), "%s/epoch", c->rs);
+    snprintf(c->history_key, sizeof(c->history_key), "%s/history", c->rs);
+    pthread_mutex_lock(&c->mu);
+    c->set = k;
+    if (c->set_slot)
+        atomic_store(c->set_slot, k);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Adds this node to rs/<k>/members (mk: the key as read, NULL if absent)
+ * while it has room; the R-th member creates the in-sync set.  1: joined,
+ * 0: the list changed meanwhile (read again), -1: etcd error. */
+static int join(ss_cluster_t *c, int k, const kvc_t *mk, const ids_t *members,
+                bool isr_exists)
+{
+    char mkey[440], ikey[440];
+    snprintf(mkey, sizeof(mkey), "%s%d/members", c->sets_pfx, k);
+    snprintf(ikey, sizeof(ikey), "%s%d/isr", c->sets_pfx, k);
     ids_t next = *members;
     snprintf(next.v[next.n++], ID_MAX, "%s", c->id);
     char list[MAX_IDS * ID_MAX], isr[MAX_IDS * ID_MAX + 8];
     ids_join(&next, list, sizeof(list));
     snprintf(isr, sizeof(isr), "0:%s", list);
     gt_etcd_cmp_t cmp[2] = {
-        { .key = c->members_key, .target = mk ? GT_ETCD_CMP_MOD
-                                              : GT_ETCD_CMP_VERSION,
+        { .key = mkey, .target = mk ? GT_ETCD_CMP_MOD : GT_ETCD_CMP_VERSION,
           .op = GT_ETCD_EQ, .num = mk ? mk->mod : 0 },
-        { .key = c->isr_key, .target = GT_ETCD_CMP_VERSION, .op = GT_ETCD_EQ,
+        { .key = ikey, .target = GT_ETCD_CMP_VERSION, .op = GT_ETCD_EQ,
           .num = 0 },
     };
     gt_etcd_op_t ops[2] = {
-        { .kind = GT_ETCD_OP_PUT, .key = c->members_key, .value = list,
+        { .kind = GT_ETCD_OP_PUT, .key = mkey, .value = list,
           .value_len = strlen(list) },
-        { .kind = GT_ETCD_OP_PUT, .key = c->isr_key, .value = isr,
+        { .kind = GT_ETCD_OP_PUT, .key = ikey, .value = isr,
           .value_len = strlen(isr) },
     };
     bool full = (int)next.n >= c->replicas && !isr_exists;
@@ -696,14 +723,97 @@ static void join(ss_cluster_t *c, const kvc_t *mk, const ids_t *members,
                                              &w));
     bool ok = w.ok;
     call_fini(&w);
-    if (err != GT_OK) {
-        retry_later(c);
-        return;
-    }
+    if (err != GT_OK)
+        return -1;
     if (ok)
-        GT_LOG(INFO, "cluster", "joined %s: members %s%s", c->rs, list,
-               full ? " (complete: all in sync)" : "");
-    /* Won or lost, the watch brings the new state. */
+        GT_LOG(INFO, "cluster", "joined %s%d: members %s%s", c->sets_pfx, k,
+               list, full ? " (complete: all in sync)" : "");
+    return ok ? 1 : 0;
+}
+
+/* "<sets_pfx><k>/members" -> k; -1 for any other key. */
+static int members_set(const ss_cluster_t *c, const char *key)
+{
+    size_t pl = strlen(c->sets_pfx);
+    if (strncmp(key, c->sets_pfx, pl) != 0)
+        return -1;
+    const char *p = key + pl;
+    char *end;
+    if (*p < '0' || *p > '9')
+        return -1;
+    long k = strtol(p, &end, 10);
+    if (k > 1000000 || strcmp(end, "/members") != 0)
+        return -1;
+    return (int)k;
+}
+
+/* Finds this node's replica set: the one whose members list has it, else
+ * the lowest one with room, joined by transaction.  Leaves c->set at -1
+ * (and a retry scheduled) if etcd fails. */
+static void choose_set(ss_cluster_t *c)
+{
+    for (int attempt = 0; attempt < 32; attempt++) {
+        call_t all;
+        if (get_kvs(c, c->sets_pfx, true, &all) != GT_OK) {
+            call_fini(&all);
+            retry_later(c);
+            return;
+        }
+        int mine = -1, room = -1, top = -1;
+        for (size_t i = 0; i < all.n; i++) {
+            int k = members_set(c, all.kvs[i].key);
+            if (k < 0)
+                continue;
+            ids_t ids;
+            ids_parse(all.kvs[i].val, &ids);
+            if (k > top)
+                top = k;
+            if (ids_has(&ids, c->id) && (mine < 0 || k < mine))
+                mine = k;
+            if ((int)ids.n < c->replicas && (room < 0 || k < room))
+                room = k;
+        }
+        if (mine >= 0) {
+            call_fini(&all);
+            set_keys(c, mine);
+            GT_LOG(INFO, "cluster", "member of %s", c->rs);
+            return;
+        }
+        /* The lowest k without a list (a gap, or past the last) has room
+         * too. */
+        for (int k = 0; k <= top + 1; k++) {
+            if (room >= 0 && k >= room)
+                break;
+            char key[440];
+            snprintf(key, sizeof(key), "%s%d/members", c->sets_pfx, k);
+            if (!find(&all, key)) {
+                room = k;
+                break;
+            }
+        }
+        char mkey[440], ikey[440];
+        snprintf(mkey, sizeof(mkey), "%s%d/members", c->sets_pfx, room);
+        snprintf(ikey, sizeof(ikey), "%s%d/isr", c->sets_pfx, room);
+        const kvc_t *mk = find(&all, mkey);
+        ids_t members;
+        ids_parse(mk ? mk->val : NULL, &members);
+        int r = members.n < MAX_IDS
+                    ? join(c, room, mk, &members, find(&all, ikey) != NULL)
+                    : 0;
+        call_fini(&all);
+        if (r < 0) {
+            retry_later(c);
+            return;
+        }
+        if (r > 0) {
+            set_keys(c, room);
+            return;
+        }
+        /* Another node changed the list first: read again. */
+    }
+    GT_LOG(WARN, "cluster", "could not join a replica set (member lists kept "
+           "changing); retrying");
+    retry_later(c);
 }
 
 static void follow(ss_cluster_t *c, const char *leader, int64_t epoch)
@@ -734,6 +844,11 @@ static void follow(ss_cluster_t *c, const char *leader, int64_t epoch)
 
 static void reconcile(ss_cluster_t *c)
 {
+    if (c->set < 0) {
+        choose_set(c);
+        if (c->set < 0)
+            return;
+    }
     call_t rs;
     gt_err_t err = get_kvs(c, c->rs_pfx, true, &rs);
     if (err != GT_OK) {
@@ -773,10 +888,13 @@ static void reconcile(ss_cluster_t *c)
     pthread_mutex_unlock(&c->mu);
 
     if (!member) {
-        if ((int)members.n < c->replicas && members.n < MAX_IDS)
-            join(c, mk, &members, ik != NULL);
+        /* Listed when the set was chosen: the list went from etcd (wiped
+         * or restored).  Join again while it has room. */
+        if ((int)members.n < c->replicas && members.n < MAX_IDS &&
+            join(c, c->set, mk, &members, ik != NULL) < 0)
+            retry_later(c);
         call_fini(&rs);
-        return; /* not (yet) a member: stand by */
+        return; /* not a member: stand by */
     }
     int64_t my_epoch = 0;
     ss_role_t role = role_now(c, &my_epoch);
@@ -957,13 +1075,8 @@ gt_err_t ss_cluster_new(const cfg_t *cfg, ss_cluster_t **out)
     snprintf(c->store_key, sizeof(c->store_key), "/gantry/%s/stores/%s", n,
              c->id);
     snprintf(c->stores_pfx, sizeof(c->stores_pfx), "/gantry/%s/stores/", n);
-    snprintf(c->rs, sizeof(c->rs), "/gantry/%s/rs/0", n);
-    snprintf(c->rs_pfx, sizeof(c->rs_pfx), "%s/", c->rs);
-    snprintf(c->members_key, sizeof(c->members_key), "%s/members", c->rs);
-    snprintf(c->isr_key, sizeof(c->isr_key), "%s/isr", c->rs);
-    snprintf(c->leader_key, sizeof(c->leader_key), "%s/leader", c->rs);
-    snprintf(c->epoch_key, sizeof(c->epoch_key), "%s/epoch", c->rs);
-    snprintf(c->history_key, sizeof(c->history_key), "%s/history", c->rs);
+    snprintf(c->sets_pfx, sizeof(c->sets_pfx), "/gantry/%s/rs/", n);
+    c->set = -1; /* rs/<k>'s keys once chosen (choose_set) */
     c->ttl = cfg->cluster.lease_ttl_s;
     c->replicas = cfg->cluster.replicas;
     c->retry_ms = c->ttl * 1000 / 3 < 200 ? 200 : c->ttl * 1000 / 3;
@@ -990,6 +1103,14 @@ gt_err_t ss_cluster_new(const cfg_t *cfg, ss_cluster_t **out)
     return GT_OK;
 }
 
+void ss_cluster_publish_set(ss_cluster_t *c, _Atomic int *slot)
+{
+    pthread_mutex_lock(&c->mu);
+    c->set_slot = slot;
+    atomic_store(slot, c->set);
+    pthread_mutex_unlock(&c->mu);
+}
+
 gt_err_t ss_cluster_run(ss_cluster_t *c, ss_repl_t *repl)
 {
     c->repl = repl;
@@ -1007,6 +1128,7 @@ void ss_cluster_metrics(ss_cluster_t *c, FILE *out)
     int64_t epoch = c->epoch, won = c->elections_won, downs = c->step_downs;
     int isr_n = c->isr_n;
     bool member = c->member;
+    int set = c->set;
     pthread_mutex_unlock(&c->mu);
     fprintf(out,
             "# HELP gantry_store_role This node's role in its replica set: "
@@ -1023,6 +1145,10 @@ void ss_cluster_metrics(ss_cluster_t *c, FILE *out)
             "replica set's member list.\n"
             "# TYPE gantry_store_replica_member gauge\n"
             "gantry_store_replica_member %d\n"
+            "# HELP gantry_store_replica_set The replica set k this node "
+            "belongs to (/gantry/<name>/rs/<k>/); -1 until it is known.\n"
+            "# TYPE gantry_store_replica_set gauge\n"
+            "gantry_store_replica_set %d\n"
             "# HELP gantry_store_elections_won_total Epochs this node took up "
             "leadership of.\n"
             "# TYPE gantry_store_elections_won_total counter\n"
@@ -1031,7 +1157,8 @@ void ss_cluster_metrics(ss_cluster_t *c, FILE *out)
             "leading or following (lease lost, fenced, leader changed).\n"
             "# TYPE gantry_store_step_downs_total counter\n"
             "gantry_store_step_downs_total %lld\n",
-            role, (long long)epoch, isr_n, member ? 1 : 0, (long long)won,
+            role, (long long)epoch, isr_n, member ? 1 : 0, set,
+            (long long)won,
             (long long)downs);
 }
 

@@ -61,6 +61,7 @@ typedef struct ss_srv {
      * cleared under late_lock's write lock). */
     ss_repl_t *repl;
     const char *data_dir;   /* measured for GetInfo.storage_bytes */
+    _Atomic int replica_set; /* GetInfo: rs/<k> of this node, -1 none (ss_cluster) */
     ss_dedup_t *dedup;      /* NULL: de-dup off */
     ss_watch_t *watch;
     pthread_mutex_t poll_mu;

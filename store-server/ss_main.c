@@ -374,6 +374,7 @@ static int serve(const cfg_t *cfg, bool repair)
                                 GT_TLS_CLIENT_NONE};
 
     memset(&srv, 0, sizeof(srv));
+    atomic_init(&srv.replica_set, -1);
     ss_poll_init(&srv);
     if (getenv("GANTRY_TEST_LATE_ATTACH") != NULL) {
         srv.test_late_attach = true;
@@ -424,8 +425,10 @@ static int serve(const cfg_t *cfg, bool repair)
             .replica_lag_ms = cfg->cluster.replica_lag_ms,
             .engine = {engine_open, engine_close, &engine},
         };
-        if (cluster != NULL)
+        if (cluster != NULL) {
             ss_cluster_events(cluster, &rc.events);
+            ss_cluster_publish_set(cluster, &srv.replica_set);
+        }
         if (ss_repl_new(&rc, &srv.repl) != GT_OK)
             goto out;
     } else {

@@ -564,6 +564,7 @@ static void ss_get_info(px_call_t *call, ProtobufCMessage *msg)
         nftw(ss_srv(call)->data_dir, ss_du_one, 16, FTW_PHYS);
         resp.storage_bytes = ss_du_bytes;
     }
+    resp.replica_set = atomic_load(&ss_srv(call)->replica_set);
     px_call_reply_pb(call, &resp.base);
 }
 

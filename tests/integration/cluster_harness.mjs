@@ -6,6 +6,13 @@
 // scaled() time (harness.mjs TIME_SCALE).  tests/integration/chaos.mjs runs
 // the fault set on it (scripts/chaos, CTest integration_chaos).
 //
+// Several replica sets: startCluster({nodes: 6, replicas: 3}) starts the
+// nodes R at a time (n1..n3 form rs/0, n4..n6 rs/1) and waits for a
+// leader in every complete set; node.set is each node's replica set k,
+// c.sets = [{k, members: [ids]}], setsOf(c) reads rs/<k>/ for every k from
+// etcd, addNodes(c, n) grows the cluster.  leaderOf/epochOf/isrOf/
+// waitHealthy/waitNewLeader take the set k (default 0).
+//
 // The load: on each proxy a Producer sending NORMAL messages from a few
 // loops and FIFO messages of its message groups (each group's sends
 // awaited in order), a raw-gRPC "probe" sending one small NORMAL message
@@ -161,6 +168,26 @@ export async function etcdGet(e, key) {
   return undefined;
 }
 
+// Every key under `prefix` -> Map key -> value (strings); undefined if no
+// member answers.
+export async function etcdGetPrefix(e, prefix) {
+  const end = Buffer.from(prefix);
+  end[end.length - 1]++;
+  for (const ep of e.endpoints) {
+    try {
+      const r = await fetch(`http://${ep}/v3/kv/range`, {
+        method: 'POST', body: JSON.stringify({ key: b64(prefix), range_end: end.toString('base64') }),
+        signal: AbortSignal.timeout(scaled(2000)),
+      });
+      if (!r.ok) continue;
+      const j = await r.json();
+      return new Map((j.kvs ?? []).map((kv) => [Buffer.from(kv.key, 'base64').toString(),
+        Buffer.from(kv.value ?? '', 'base64').toString()]));
+    } catch { /* next member */ }
+  }
+  return undefined;
+}
+
 // ---- the store cluster ------------------------------------------------------
 
 export const T = 'ChaosTopic';
@@ -257,8 +284,10 @@ async function spawnNode(c, node) {
 }
 
 // Starts etcd (etcdMembers), `nodes` store nodes n1.. and `proxies`
-// proxies in cluster mode; waits for a leader and for a write through each
-// proxy.  Returns the cluster handle.
+// proxies in cluster mode; waits for a leader in every complete replica
+// set and for a write through each proxy.  More nodes than `replicas` start
+// R at a time, each group listed in its set before the next starts (n1..nR
+// in rs/0, the next R in rs/1...).  Returns the cluster handle.
 export async function startCluster(opts = {}) {
   const c = {
     name: opts.name ?? 'chaos',
@@ -269,13 +298,12 @@ export async function startCluster(opts = {}) {
     minInsync: opts.minInsync === undefined ? 2 : opts.minInsync,
     replicaLagMs: opts.replicaLagMs === undefined ? scaled(2000) : opts.replicaLagMs,
     logLevel: opts.logLevel ?? 'info',
-    nodes: [], proxies: [], etcd: null,
+    nodes: [], proxies: [], etcd: null, sets: [],
   };
   try {
     c.etcd = await startEtcd({ members: opts.etcdMembers ?? 1 });
-    for (let i = 1; i <= (opts.nodes ?? 3); i++) c.nodes.push({ id: `n${i}` });
-    await Promise.all(c.nodes.map((n) => spawnNode(c, n)));
-    await waitFor(async () => leaderOf(c), 60000, 'a store leader elected', 100);
+    await addNodes(c, opts.nodes ?? 3, { waitLeaders: false, together: opts.together });
+    await waitLeaders(c);
     for (let i = 0; i < (opts.proxies ?? 2); i++) {
       const p = await startGantry({ logLevel: c.logLevel, yaml: TOPICS_YAML,
         storeYaml: proxyStoreYaml(c), amqpListen: 'off', readyTimeoutMs: 60000 });
@@ -290,52 +318,125 @@ export async function startCluster(opts = {}) {
   }
 }
 
-// The store leader's node (from etcd's leader key, when that node runs).
-export async function leaderOf(c) {
-  const id = await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/leader`);
+// Starts `n` more store nodes (ids following the last), R at a time, each
+// group listed in a replica set before the next starts (together: all at
+// once, racing for the sets); fills node.set and c.sets; then
+// (waitLeaders, default true) waits for a leader in every complete set.
+// Returns the new nodes.
+export async function addNodes(c, n, { waitLeaders: wl = true, together = false } = {}) {
+  const added = [];
+  for (let i = 0; i < n; i++) added.push({ id: `n${c.nodes.length + added.length + 1}` });
+  c.nodes.push(...added);
+  const step = together ? added.length : c.replicas;
+  for (let i = 0; i < added.length; i += step) {
+    const group = added.slice(i, i + step);
+    await Promise.all(group.map((node) => spawnNode(c, node)));
+    await waitFor(async () => {
+      await refreshSets(c);
+      return group.every((node) => node.set !== undefined);
+    }, 30000, `nodes ${group.map((x) => x.id)} listed in a replica set`, 50);
+  }
+  if (wl) await waitLeaders(c);
+  return added;
+}
+
+// Reads every rs/<k>/ from etcd: [{k, members, leader, epoch, isr: {epoch,
+// ids}}] by k (members listed, leader id or undefined).
+export async function setsOf(c) {
+  const kv = await etcdGetPrefix(c.etcd, `/gantry/${c.name}/rs/`);
+  const byK = new Map();
+  for (const [key, v] of kv ?? []) {
+    const m = key.match(/\/rs\/(\d+)\/(members|leader|epoch|isr|history)$/);
+    if (!m) continue;
+    const k = Number(m[1]);
+    if (!byK.has(k)) byK.set(k, { k, members: [], leader: undefined, epoch: 0, isr: { epoch: NaN, ids: [] } });
+    const s = byK.get(k);
+    if (m[2] === 'members') s.members = v.split(',').filter(Boolean);
+    else if (m[2] === 'leader') s.leader = v;
+    else if (m[2] === 'epoch') s.epoch = Number(v);
+    else if (m[2] === 'isr') s.isr = parseIsr(v);
+    else s.history = v;
+  }
+  return [...byK.values()].sort((a, b) => a.k - b.k);
+}
+
+// node.set from the member lists in etcd (and c.sets).
+export async function refreshSets(c) {
+  const sets = await setsOf(c);
+  c.sets = sets.map((s) => ({ k: s.k, members: s.members }));
+  for (const node of c.nodes) {
+    const s = sets.find((x) => x.members.includes(node.id));
+    node.set = s?.k;
+  }
+  return sets;
+}
+
+// Waits until every complete replica set (R members) has a running leader.
+export async function waitLeaders(c, ms = 60000) {
+  await waitFor(async () => {
+    const sets = await refreshSets(c);
+    const full = sets.filter((s) => s.members.length >= c.replicas);
+    if (full.length === 0) return false;
+    for (const s of full) {
+      if (!(await leaderOf(c, s.k))) return false;
+    }
+    return true;
+  }, ms, 'a store leader elected in every replica set', 100);
+}
+
+// The store leader's node of replica set k (from etcd's leader key, when
+// that node runs).
+export async function leaderOf(c, k = 0) {
+  const id = await etcdGet(c.etcd, `/gantry/${c.name}/rs/${k}/leader`);
   return c.nodes.find((n) => n.id === id && n.h && alive(n.h.proc));
 }
 
-export async function epochOf(c) {
-  return Number(await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/epoch`) ?? NaN);
+export async function epochOf(c, k = 0) {
+  return Number(await etcdGet(c.etcd, `/gantry/${c.name}/rs/${k}/epoch`) ?? NaN);
 }
 
-// The in-sync set from etcd: {epoch, ids}.
-export async function isrOf(c) {
-  const v = await etcdGet(c.etcd, `/gantry/${c.name}/rs/0/isr`);
+function parseIsr(v) {
   if (!v) return { epoch: NaN, ids: [] };
   const [e, ids] = v.split(':');
   return { epoch: Number(e), ids: ids ? ids.split(',').filter(Boolean) : [] };
 }
 
-// A healthy cluster: a running leader and every replica in the in-sync set.
-export async function waitHealthy(c, ms = 120000) {
+// The in-sync set of replica set k from etcd: {epoch, ids}.
+export async function isrOf(c, k = 0) {
+  return parseIsr(await etcdGet(c.etcd, `/gantry/${c.name}/rs/${k}/isr`));
+}
+
+// A healthy replica set k: a running leader and every replica in the
+// in-sync set.
+export async function waitHealthy(c, ms = 120000, k = 0) {
   await waitFor(async () => {
-    const l = await leaderOf(c);
+    const l = await leaderOf(c, k);
     if (!l) return false;
-    const isr = await isrOf(c);
+    const isr = await isrOf(c, k);
     return isr.ids.length >= c.replicas;
-  }, ms, 'a leader and a full in-sync set', 100);
+  }, ms, `a leader and a full in-sync set in rs/${k}`, 100);
 }
 
-export async function waitNewLeader(c, old, ms = 120000) {
+export async function waitNewLeader(c, old, ms = 120000, k = old.set ?? 0) {
   return waitFor(async () => {
-    const l = await leaderOf(c);
+    const l = await leaderOf(c, k);
     return l && l !== old ? l : null;
-  }, ms, `a leader other than ${old.id}`, 50);
+  }, ms, `a leader of rs/${k} other than ${old.id}`, 50);
 }
 
-// {role (0 standby, 1 leader, 2 follower), epoch} from a node's /metrics;
-// null if it does not answer.
+// {role (0 standby, 1 leader, 2 follower), epoch, set (replica set k, -1
+// unknown)} from a node's /metrics; null if it does not answer.
 export async function roleOf(node) {
   const r = await httpGet(node.h.httpPort, '/metrics');
   if (r.status !== 200) return null;
-  const num = (name) => Number(r.body.match(new RegExp(`^${name} (\\d+)`, 'm'))?.[1] ?? NaN);
-  return { role: num('gantry_store_role'), epoch: num('gantry_store_epoch') };
+  const num = (name) => Number(r.body.match(new RegExp(`^${name} (-?\\d+)`, 'm'))?.[1] ?? NaN);
+  return { role: num('gantry_store_role'), epoch: num('gantry_store_epoch'),
+    set: num('gantry_store_replica_set') };
 }
 
+// The other nodes of the leader's replica set.
 export function followersOf(c, leader) {
-  return c.nodes.filter((n) => n !== leader);
+  return c.nodes.filter((n) => n !== leader && n.set === leader.set);
 }
 
 // Sends raw NORMAL messages through proxy p until one succeeds.

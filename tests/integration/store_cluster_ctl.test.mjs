@@ -1,7 +1,10 @@
 // Store cluster control on etcd (issue 12, store-server/ss_cluster.c)
 // driving the replication data path (ss_repl*.c): a private etcd and four
 // gantry-store nodes with replicas 3.  The first three to register form
-// the replica set (members, in-sync set "0:..."), the fourth stands by.
+// replica set rs/0 (members, in-sync set "0:..."), the fourth starts rs/1
+// alone and stands by (a set still forming has no in-sync set: nobody
+// campaigns).  tests/integration/store_cluster_sets.test.mjs covers
+// several complete sets.
 // Exactly one leader at epoch 1, followers answer "not leader"; SIGKILL of
 // the leader: an in-sync member takes over at epoch 2 within the lease TTL
 // plus a margin and serves the messages the old leader acknowledged, the
@@ -142,7 +145,8 @@ async function roleOf(g) {
   if (r.status !== 200) return null;
   const num = (n) => Number(r.body.match(new RegExp(`^${n} (\\d+)`, 'm'))?.[1] ?? NaN);
   return { role: num('gantry_store_role'), epoch: num('gantry_store_epoch'),
-    member: num('gantry_store_replica_member') };
+    member: num('gantry_store_replica_member'),
+    set: Number(r.body.match(/^gantry_store_replica_set (-?\d+)/m)?.[1] ?? NaN) };
 }
 
 // Background check: no two nodes report leader (role 1) of one epoch.
@@ -215,7 +219,7 @@ const isrOf = async () => {
 };
 const bodies = ['m1', 'm2', 'm3'];
 
-test('one leader at epoch 1, two followers, the fourth node stands by', async () => {
+test('one leader at epoch 1, two followers, the fourth node starts rs/1 and stands by', async () => {
   const leader = await settled(1, ['n1', 'n2', 'n3']);
   const members = (await etcdKv(`${RS}/members`)).split(',').sort();
   assert.deepEqual(members, ['n1', 'n2', 'n3']);
@@ -224,7 +228,12 @@ test('one leader at epoch 1, two followers, the fourth node stands by', async ()
   assert.equal(await etcdKv(`/gantry/${NAME}/stores/${leader}`), byId(leader).endpoint);
   const n4 = await roleOf(nodes[3]);
   assert.equal(n4.role, 0);
-  assert.equal(n4.member, 0);
+  assert.equal(n4.member, 1);
+  assert.equal(n4.set, 1);
+  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/members`), 'n4');
+  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/isr`), undefined);
+  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/leader`), undefined);
+  for (const g of nodes.slice(0, 3)) assert.equal((await roleOf(g)).set, 0);
   // Only the leader serves: a follower answers UNAVAILABLE "not leader".
   const f = nodes.find((g) => g.id !== leader && g.id !== 'n4');
   const r = await call(f, 'GetTopics', { name: '' });
@@ -330,6 +339,12 @@ test('whole-cluster SIGKILL and restart: members, in-sync set and data survive',
   assert.ok(isr.includes(leader), `${leader} not in ${isr}`);
   assert.equal((await etcdKv(`${RS}/members`)).split(',').length, 3);
   assert.equal((await roleOf(nodes[3])).role, 0);
+  // Every node is back in its own set (n4 alone in rs/1).
+  for (const [i, g] of nodes.entries()) {
+    await waitFor(async () => (await roleOf(g))?.set === (i < 3 ? 0 : 1), 10000,
+      `${g.id} back in its replica set`);
+  }
+  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/members`), 'n4');
   const p = await leaderCall('Pull', { topic: 'CT', queue: 0, offset: 0, max: 8 });
   assert.deepEqual(p.messages.map((m) => m.body.toString()), bodies);
 });
