@@ -226,7 +226,11 @@ test('one leader at epoch 1, two followers, the fourth node starts rs/1 and stan
   assert.equal((await isrOf()).epoch, 1);
   assert.match(await etcdKv(`${RS}/history`), /^1@\d+$/);
   assert.equal(await etcdKv(`/gantry/${NAME}/stores/${leader}`), byId(leader).endpoint);
-  const n4 = await roleOf(nodes[3]);
+  // n4 joins rs/1 once its control reads etcd (after it answers HTTP).
+  const n4 = await waitFor(async () => {
+    const r = await roleOf(nodes[3]);
+    return r?.member === 1 ? r : false;
+  }, 10000, 'n4 listed in a replica set');
   assert.equal(n4.role, 0);
   assert.equal(n4.member, 1);
   assert.equal(n4.set, 1);
