@@ -347,7 +347,7 @@ static bool px_call_big(px_call_t *c, grpc_byte_buffer *bb, int64_t len)
     px_big_t *b;
     int r;
 
-    if (len < PX_RPC_BIG_BYTES || c->method->kind == PX_RPC_BIDI_STREAM ||
+    if (len < PX_RPC_BIG_BYTES || c->method->kind != PX_RPC_UNARY ||
         (b = malloc(sizeof(*b))) == NULL)
         return false;
     *b = (px_big_t){c, bb, len};
