@@ -484,7 +484,7 @@ static size_t px_trace_intern(px_trace_t *tr, size_t *nstr, px_trace_str_t *last
 /* A record's body at most: its events' numbers, and its string table
  * (each string escaped at most 6 bytes per byte). */
 #define PX_TRACE_REC_MAX                                                     \
-    (64 + PX_TRACE_PER_REC * 16 * 22 +                                       \
+    (96 + PX_TRACE_PER_REC * 16 * 22 +                                       \
      PX_TRACE_PER_REC * (6 * (2 * ST_NAME_MAX + PX_CLIENT_ID_MAX + 63 + 95 + \
                               127 + 127) + 7 * 3))
 
@@ -538,7 +538,7 @@ static size_t px_trace_record(px_trace_t *tr, size_t r, size_t *pos, size_t n,
         if (i == 0) {
             t0 = p->time_ms;
             q0 = p->seq;
-            l = (size_t)snprintf(b, 64, "{\"v\":3,\"t\":%lld,\"q\":%llu,\"e\":[[",
+            l = (size_t)snprintf(b, 96, "{\"v\":3,\"t\":%lld,\"q\":%llu,\"e\":[[",
                                  (long long)t0, (unsigned long long)q0);
         } else {
             memcpy(b + l, ",[", 2);
