@@ -2,7 +2,9 @@
 // processes (cluster_harness.mjs): prints one line per fault
 //   FAULT <name>: acked=N lost=N dup=N failover_ms=N
 // (then an indented detail line) and exits 1 on any loss, FIFO order
-// violation or a fault that could not be carried out.  scripts/chaos runs
+// violation, duplicate not explained by what was in flight
+// (cluster_harness.mjs check(): dupUnexplained) or a fault that could not
+// be carried out.  scripts/chaos runs
 // it (short form by default, --long: ~30 s of load per fault); CTest runs
 // the short form (integration_chaos).
 //
@@ -242,7 +244,7 @@ async function runLoad(proxies, fault) {
     await load.stopSending();
     await load.drain(60000 + load.o.invisibleMs * 2, f.drainSince);
     return { ...f, ...check(load), failedSends: load.failedSends, recvErrors: load.recvErrors,
-      ackErrors: load.ackErrors };
+      ackErrors: load.ackErrors, failedProbes: load.failedProbes };
   } finally {
     await load.close();
   }
@@ -306,16 +308,19 @@ async function main() {
       continue;
     }
     console.log(`  order=${r.order} extra=${r.extra} delivered=${r.delivered}` +
-      ` failed_sends=${r.failedSends} recv_errors=${r.recvErrors} ack_errors=${r.ackErrors}` +
+      ` failed_sends=${r.failedSends} failed_probes=${r.failedProbes}` +
+      ` recv_errors=${r.recvErrors} ack_errors=${r.ackErrors}` +
+      ` dup_bound=${r.dupBound} dup_unexplained=${r.dupUnexplained}` +
       ` secs=${Math.round((Date.now() - t0) / 1000)}` +
       (r.lost ? ` lost_ids=${r.lostIds.join(',')}` : '') +
-      (r.order ? ` order_samples=${r.orderSamples.join('; ')}` : ''));
+      (r.order ? ` order_samples=${r.orderSamples.join('; ')}` : '') +
+      (r.dupUnexplained ? ` dup_samples=${r.dupSamples.join(',')}` : ''));
     if (r.expectLoss) {
       if (!(r.lost > 0)) {
         console.log('  the checker found no loss where the data was wiped: it is broken');
         bad++;
       }
-    } else if (r.lost > 0 || r.order > 0 || !(r.acked > 0)) {
+    } else if (r.lost > 0 || r.order > 0 || r.dupUnexplained > 0 || !(r.acked > 0)) {
       bad++;
     }
   }

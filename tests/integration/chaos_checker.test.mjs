@@ -2,7 +2,9 @@
 // finds an acknowledged send never delivered, counts duplicates, tells
 // deliveries of sends that failed apart, and finds a FIFO group delivered
 // out of order (a redelivery of an earlier message is a duplicate, not an
-// order fault).  The end-to-end counterpart is chaos.mjs's remote-wipe.
+// order fault), and bounds duplicates by what was in flight (ack failures,
+// late acks, sends across a disruption, failed sends).  The end-to-end
+// counterpart is chaos.mjs's remote-wipe.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { check } from './cluster_harness.mjs';
@@ -40,4 +42,27 @@ test('FIFO: a group delivered out of order is found; other groups and redeliveri
   });
   assert.equal(bad.order, 1);
   assert.match(bad.orderSamples[0], /g: 1 after 2/);
+});
+
+test('duplicates: each must be explained by something in flight', () => {
+  // No fault, no failed ack: a second delivery is unexplained.
+  const bare = check({ acked: acked(['a']), deliveries: [d('a'), d('a')] });
+  assert.deepEqual([bare.dup, bare.dupBound, bare.dupUnexplained], [1, 0, 1]);
+  assert.deepEqual(bare.dupSamples, ['a x2']);
+  // An ack that failed (or came after the invisible time) explains one.
+  const acks = check({ acked: acked(['a'], ['b']), deliveries: [d('a'), d('a'), d('b'), d('b'), d('b')],
+    ackFailed: new Map([['a', 1], ['b', 1]]), lateAcks: new Map([['b', 1]]) });
+  assert.deepEqual([acks.dup, acks.dupBound, acks.dupUnexplained], [3, 3, 0]);
+  // A send in flight across a fault may be stored twice: one more; a send
+  // answered before the fault may not.
+  const sends = new Map([['s', { start: 100, end: 300 }], ['t', { start: 10, end: 50 }]]);
+  const fault = check({ acked: sends, deliveries: [d('s'), d('s'), d('t'), d('t')],
+    disruptions: [{ start: 200, end: 900 }] });
+  assert.deepEqual([fault.dup, fault.dupBound, fault.dupUnexplained], [2, 1, 1]);
+  assert.deepEqual(fault.dupSamples, ['t x2']);
+  // Sends not acknowledged, delivered twice: at most one per failed send.
+  const rec = { acked: acked(), deliveries: [d('x'), d('x'), d('y'), d('y')] };
+  assert.equal(check({ ...rec, failedSends: 1, failedProbes: 1 }).dupUnexplained, 0);
+  const one = check({ ...rec, failedSends: 1 });
+  assert.deepEqual([one.dupBound, one.dupUnexplained], [1, 1]);
 });

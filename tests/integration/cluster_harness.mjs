@@ -26,6 +26,19 @@
 //         after one of a later sequence number of the same group
 //   extra delivered messages whose send was not acknowledged (a send that
 //         failed in-band or timed out may still have been stored: allowed)
+//   dupUnexplained  deliveries beyond the first that nothing in flight
+//         explains (must be 0: "redelivery after failover is bounded to
+//         what was in flight").  Each message id is allowed, beyond its
+//         first delivery: one more per ack of it that failed, and per ack
+//         of it answered after its invisible time (the message was handed
+//         out again meanwhile); one more if its send was in flight across
+//         a disruption (its [start, answer] overlaps [fault, first write
+//         acknowledged after it], or it took longer than scaled 1 s: the
+//         proxy or the SDK may have stored it twice, the new leader not
+//         knowing the first attempt's idempotency key); for a message
+//         whose send was not acknowledged, one more, for at most as many
+//         such messages as sends failed.  dupBound is the sum of these
+//         allowances over the delivered messages.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -516,7 +529,11 @@ export class Load {
     this.acked = new Map();      // id -> {kind, mg, seq}
     this.deliveries = [];        // {id, mg, seq, at}
     this.writes = [];            // acked writes: {start, end}
+    this.disruptions = [];       // {start: fault, end: first write after}
+    this.ackFailed = new Map();  // id -> acks of it that failed
+    this.lateAcks = new Map();   // id -> acks answered after its invisible time
     this.failedSends = 0;
+    this.failedProbes = 0;
     this.recvErrors = 0;
     this.ackErrors = 0;
     this.sending = false;
@@ -552,8 +569,9 @@ export class Load {
   }
 
   record(id, meta, start) {
-    this.acked.set(id, { ...meta, start });
-    this.writes.push({ start, end: Date.now() });
+    const end = Date.now();
+    this.acked.set(id, { ...meta, start, end });
+    this.writes.push({ start, end });
   }
 
   async sendNormal(producer) {
@@ -606,7 +624,8 @@ export class Load {
         const start = Date.now();
         const p = rawSend(raw, `p${i}`, deadline).then((r) => {
           if (r.ok && r.id) this.record(r.id, { kind: 'probe' }, start);
-        }).finally(() => inflight.delete(p));
+          else this.failedProbes++;
+        }, () => { this.failedProbes++; }).finally(() => inflight.delete(p));
         inflight.add(p);
       }
       await sleep(this.o.probeEveryMs);
@@ -628,14 +647,18 @@ export class Load {
         await sleep(100);
         continue;
       }
+      const got = Date.now();
+      const bump = (map, id) => map.set(id, (map.get(id) ?? 0) + 1);
       for (const m of msgs) {
         const seq = m.properties.get('seq');
         this.deliveries.push({ id: m.messageId, mg: m.properties.get('mg'),
           seq: seq === undefined ? undefined : Number(seq), at: Date.now() });
         try {
           await consumer.ack(m);
+          if (Date.now() - got > this.o.invisibleMs) bump(this.lateAcks, m.messageId);
         } catch {
           this.ackErrors++; // delivered again after its invisible time
+          bump(this.ackFailed, m.messageId);
         }
       }
     }
@@ -663,9 +686,12 @@ export class Load {
     return best === undefined ? undefined : best - t;
   }
 
+  // Also records [t, that answer] as a disruption (check(): dupUnexplained).
   async waitWriteAfter(t, ms = 60000) {
     await waitFor(() => this.writeAfter(t) !== undefined, ms, 'a write acknowledged after the fault', 20);
-    return this.writeAfter(t);
+    const after = this.writeAfter(t);
+    this.disruptions.push({ start: t, end: t + after });
+    return after;
   }
 
   async waitAcked(n, ms = 60000) {
@@ -703,8 +729,17 @@ export class Load {
   }
 }
 
-// The checker (see the header).  rec: {acked: Map id -> {kind, mg, seq},
-// deliveries: [{id, mg, seq}]}.
+// A send in flight across a disruption (check(): dupUnexplained).
+export const SLOW_SEND_MS = scaled(1000);
+function inFlight(a, disruptions) {
+  if (a.start === undefined || a.end === undefined) return false;
+  if (a.end - a.start > SLOW_SEND_MS) return true;
+  return disruptions.some((d) => a.start <= d.end && a.end >= d.start);
+}
+
+// The checker (see the header).  rec: {acked: Map id -> {kind, mg, seq,
+// start, end}, deliveries: [{id, mg, seq}], and optionally disruptions,
+// ackFailed, lateAcks, failedSends, failedProbes (Load's)}.
 export function check(rec) {
   const count = new Map();
   for (const d of rec.deliveries) count.set(d.id, (count.get(d.id) ?? 0) + 1);
@@ -712,9 +747,30 @@ export function check(rec) {
   for (const id of rec.acked.keys()) if (!count.has(id)) lostIds.push(id);
   let dup = 0;
   let extra = 0;
+  let dupBound = 0;
+  let dupUnexplained = 0;
+  let extraDoubled = 0;
+  const dupSamples = [];
+  const failedWrites = (rec.failedSends ?? 0) + (rec.failedProbes ?? 0);
   for (const [id, n] of count) {
     dup += n - 1;
-    if (!rec.acked.has(id)) extra++;
+    const a = rec.acked.get(id);
+    if (!a) extra++;
+    let allow = (rec.ackFailed?.get(id) ?? 0) + (rec.lateAcks?.get(id) ?? 0);
+    if (a ? inFlight(a, rec.disruptions ?? []) : n - 1 > allow) {
+      allow++;
+      if (!a) extraDoubled++;
+    }
+    dupBound += allow;
+    if (n - 1 > allow) {
+      dupUnexplained += n - 1 - allow;
+      if (dupSamples.length < 5) dupSamples.push(`${id} x${n}`);
+    }
+  }
+  // The unacknowledged sends stored twice: at most one per failed send.
+  if (extraDoubled > failedWrites) {
+    dupUnexplained += extraDoubled - failedWrites;
+    dupBound -= extraDoubled - failedWrites;
   }
   // Per group, first deliveries of each seq in delivery order must rise.
   const seen = new Map(); // mg -> {max, seqs: Set}
@@ -733,5 +789,6 @@ export function check(rec) {
     s.max = Math.max(s.max, d.seq);
   }
   return { acked: rec.acked.size, delivered: count.size, lost: lostIds.length,
-    lostIds: lostIds.slice(0, 10), dup, extra, order, orderSamples };
+    lostIds: lostIds.slice(0, 10), dup, extra, order, orderSamples, dupBound, dupUnexplained,
+    dupSamples };
 }
