@@ -15,7 +15,11 @@
  * failed append leaves nothing behind (nothing was appended): its waiters
  * get its error, and a later retry is appended afresh.  Pending entries
  * are never evicted; if no room can be made, the append goes ahead without
- * de-duplication. */
+ * de-duplication.  A replica set member forgets every answered entry when
+ * its engine opens (it leads again: its log may have been cut since, as a
+ * follower, below what they answered; ss_main.c engine_open), so a retry
+ * there is appended afresh rather than answered with a message it no
+ * longer holds. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +132,21 @@ static void ss_dd_unlink(ss_dedup_t *d, ss_dd_ent_t *e)
     d->items -= e->n;
     free(e->items);
     free(e);
+}
+
+void ss_dedup_forget(ss_dedup_t *d)
+{
+    ss_dd_ent_t *e, *n;
+
+    if (d == NULL)
+        return;
+    pthread_mutex_lock(&d->mu);
+    for (e = d->head; e != NULL; e = n) {
+        n = e->next;
+        if (e->done) /* pending ones are answered by their append */
+            ss_dd_unlink(d, e);
+    }
+    pthread_mutex_unlock(&d->mu);
 }
 
 /* Forgets done entries that expired, and the oldest done ones while more

@@ -147,6 +147,9 @@ ss_dedup_t *ss_dedup_new(uint32_t entries, int64_t window_ms);
 void ss_dedup_free(ss_dedup_t *d);
 /* Entries and remembered messages now (metrics). */
 void ss_dedup_counts(ss_dedup_t *d, uint64_t *entries, uint64_t *items);
+/* Forgets every answered append (a role change: the engine opened again
+ * may not hold what they answered).  NULL-safe. */
+void ss_dedup_forget(ss_dedup_t *d);
 void ss_append(px_call_t *call, ProtobufCMessage *req);
 void ss_append_multi(px_call_t *call, ProtobufCMessage *req);
 /* AppendMany: each append as an Append call of its own, one answer. */

@@ -250,6 +250,7 @@ static gt_err_t engine_open(void *arg, st_store_t **local)
         st_close(store);
         return GT_ENOMEM;
     }
+    ss_dedup_forget(e->srv->dedup); /* answers of an earlier leadership */
     pthread_rwlock_wrlock(&e->srv->late_lock);
     e->srv->engine = name;
     e->srv->watch = watch;
