@@ -453,6 +453,27 @@ static gt_err_t px_users_store(px_users_t *u, const char *name, const json_t *re
     return rc;
 }
 
+/* Stores user `name`'s record `rec` (NULL: deletes it), then makes `*next`
+ * (the API users with that change) the set in use, taking it: *next is
+ * NULL on success.  Called with u->mu held. */
+static gt_err_t px_users_commit(px_users_t *u, const char *name, const json_t *rec,
+                                json_t **next, int64_t deadline_ms, char *err, size_t errlen)
+{
+    gt_err_t rc = px_users_store(u, name, rec, deadline_ms);
+
+    if (rc != GT_OK) {
+        snprintf(err, errlen, "cannot %s user %s: %s", rec != NULL ? "store" : "delete", name,
+                 rc == GT_ETIMEDOUT ? "the store did not answer in time" : gt_err_str(rc));
+        return rc;
+    }
+    if ((rc = px_users_apply(u, *next, err, errlen)) != GT_OK)
+        return rc;
+    json_decref(u->api);
+    u->api = *next;
+    *next = NULL;
+    return GT_OK;
+}
+
 gt_err_t px_users_put(px_users_t *u, const char *name, const json_t *body, bool create,
                       int64_t deadline_ms, char *err, size_t errlen)
 {
@@ -546,16 +567,8 @@ gt_err_t px_users_put(px_users_t *u, const char *name, const json_t *body, bool 
             goto out;
         cfg_free(&eff);
     }
-    if ((rc = px_users_store(u, name, rec, deadline_ms)) != GT_OK) {
-        snprintf(err, errlen, "cannot store user %s: %s", name,
-                 rc == GT_ETIMEDOUT ? "the store did not answer in time" : gt_err_str(rc));
+    if ((rc = px_users_commit(u, name, rec, &next, deadline_ms, err, errlen)) != GT_OK)
         goto out;
-    }
-    if ((rc = px_users_apply(u, next, err, errlen)) != GT_OK)
-        goto out;
-    json_decref(u->api);
-    u->api = next;
-    next = NULL;
     GT_LOG(INFO, "admin", "user %s %s through the admin API", name,
            create ? "created" : "updated");
 out:
@@ -587,16 +600,8 @@ gt_err_t px_users_delete(px_users_t *u, const char *name, int64_t deadline_ms, c
         goto out;
     }
     json_object_del(next, name);
-    if ((rc = px_users_store(u, name, NULL, deadline_ms)) != GT_OK) {
-        snprintf(err, errlen, "cannot delete user %s: %s", name,
-                 rc == GT_ETIMEDOUT ? "the store did not answer in time" : gt_err_str(rc));
+    if ((rc = px_users_commit(u, name, NULL, &next, deadline_ms, err, errlen)) != GT_OK)
         goto out;
-    }
-    if ((rc = px_users_apply(u, next, err, errlen)) != GT_OK)
-        goto out;
-    json_decref(u->api);
-    u->api = next;
-    next = NULL;
     GT_LOG(INFO, "admin", "user %s deleted through the admin API", name);
 out:
     pthread_mutex_unlock(&u->mu);
