@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gt_pbwire.h"
 #include "ss_int.h"
 
 int64_t ss_now_ms(void)
@@ -198,74 +199,13 @@ void ss_reply_msgs(px_call_t *call, gt_err_t err, const st_message_t *msgs,
 
 #define SS_SCREEN_MAX_DEPTH 8
 
-static bool ss_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-
-    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *v = r;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* False at the first string field (of desc or a message inside it) that
- * holds a NUL byte.  Bytes that do not parse end the walk with true: the
- * decoder refuses them itself. */
-static bool ss_no_nul(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
-                      size_t len, int depth)
-{
-    const uint8_t *end = p + len;
-
-    while (p < end) {
-        const ProtobufCFieldDescriptor *f;
-        uint64_t key, n;
-
-        if (!ss_varint(&p, end, &key))
-            return true;
-        switch (key & 7) {
-        case 0:
-            if (!ss_varint(&p, end, &n))
-                return true;
-            break;
-        case 1:
-        case 5:
-            n = (key & 7) == 1 ? 8 : 4;
-            if ((uint64_t)(end - p) < n)
-                return true;
-            p += n;
-            break;
-        case 2:
-            if (!ss_varint(&p, end, &n) || n > (uint64_t)(end - p))
-                return true;
-            f = (key >> 3) <= UINT32_MAX
-                    ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3))
-                    : NULL;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING &&
-                memchr(p, 0, n) != NULL)
-                return false;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                depth < SS_SCREEN_MAX_DEPTH &&
-                !ss_no_nul(f->descriptor, p, n, depth + 1))
-                return false;
-            p += n;
-            break;
-        default:
-            return true;
-        }
-    }
-    return true;
-}
-
 bool ss_screen(px_call_t *call, const uint8_t *data, size_t len)
 {
     const px_method_t *m = px_call_method_entry(call);
 
-    if (ss_no_nul(m->req_desc, data, len, 0))
+    gt_pbwire_bad_t bad;
+
+    if (gt_pbwire_strings_ok(m->req_desc, data, len, false, SS_SCREEN_MAX_DEPTH, &bad))
         return true;
     /* A C string would end at the NUL and name something else. */
     ss_reply_err(call, GT_EINVAL);

@@ -8,7 +8,7 @@
  * is valid UTF-8 but our decoded C strings end there ("a\0b" would be
  * stored as "a"), so it is refused too.  Decoded messages no longer show
  * either, hence px_validate_wire() walks the wire bytes against the
- * request's descriptor before they are decoded.
+ * request's descriptor before they are decoded (gt_pbwire.h).
  *
  * The rules and codes follow the upstream proxy's validator: a bad or
  * system topic is ILLEGAL_TOPIC, a bad or system group
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gt_pbwire.h"
 #include "gt_sql.h"
 #include "gt_tagexpr.h"
 #include "gt_text.h"
@@ -103,82 +104,6 @@ bool px_timestamp_valid(const Google__Protobuf__Timestamp *t)
 
 #define PX_WIRE_MAX_DEPTH 32
 
-/* The first bad string field: its descriptor, the message holding it, and
- * the field of the enclosing message that holds that one (NULL at the top). */
-typedef struct px_wire_bad {
-    const ProtobufCFieldDescriptor *field;
-    const ProtobufCMessageDescriptor *msg;
-    const ProtobufCFieldDescriptor *parent;
-    bool nul;
-} px_wire_bad_t;
-
-static bool px_wire_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-
-    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = r;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Returns false at the first bad string (filling *bad).  Bytes that do not
- * parse end the walk with true: the decoder refuses them itself. */
-static bool px_wire_walk(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
-                         size_t len, const ProtobufCFieldDescriptor *parent,
-                         int depth, px_wire_bad_t *bad)
-{
-    const uint8_t *end = p + len;
-
-    while (p < end) {
-        const ProtobufCFieldDescriptor *f;
-        uint64_t key, n;
-
-        if (!px_wire_varint(&p, end, &key))
-            return true;
-        switch (key & 7) {
-        case 0:
-            if (!px_wire_varint(&p, end, &n))
-                return true;
-            break;
-        case 1:
-        case 5:
-            n = (key & 7) == 1 ? 8 : 4;
-            if ((uint64_t)(end - p) < n)
-                return true;
-            p += n;
-            break;
-        case 2:
-            if (!px_wire_varint(&p, end, &n) || n > (uint64_t)(end - p))
-                return true;
-            f = (key >> 3) <= UINT32_MAX
-                    ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3))
-                    : NULL;
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING) {
-                bool nul = memchr(p, 0, n) != NULL;
-                if (nul || !gt_utf8_valid(p, n)) {
-                    *bad = (px_wire_bad_t){f, desc, parent, nul};
-                    return false;
-                }
-            } else if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                       depth < PX_WIRE_MAX_DEPTH &&
-                       !px_wire_walk(f->descriptor, p, n, f, depth + 1, bad)) {
-                return false;
-            }
-            p += n;
-            break;
-        default:
-            return true; /* groups are not proto3: the decoder decides */
-        }
-    }
-    return true;
-}
-
 /* The RocketMQ code for a bad string, by field (and the field holding its
  * message, for Resource names and property entries). */
 static const struct {
@@ -204,10 +129,10 @@ px_code_t px_validate_wire(const ProtobufCMessageDescriptor *desc,
                            const uint8_t *data, size_t len, char *why,
                            size_t whylen)
 {
-    px_wire_bad_t bad;
+    gt_pbwire_bad_t bad;
     const char *parent;
 
-    if (px_wire_walk(desc, data, len, NULL, 0, &bad))
+    if (gt_pbwire_strings_ok(desc, data, len, true, PX_WIRE_MAX_DEPTH, &bad))
         return PX_CODE(OK);
     parent = bad.parent != NULL ? bad.parent->name : "";
     snprintf(why, whylen, "%s%s%s.%s %s", parent, parent[0] ? " " : "",

@@ -6,6 +6,7 @@
 
 #include <CUnit/Basic.h>
 
+#include "gt_pbwire.h"
 #include "gt_text.h"
 #include "px_service.h"
 #include "px_svc_int.h"
@@ -180,6 +181,37 @@ static void test_wire_other(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(why, "not valid UTF-8"));
 }
 
+/* The walk itself (common/gt_pbwire.c), as gantry-store uses it: NULs
+ * only, UTF-8 left alone; the bad field, its message and the field
+ * holding that message; nesting below max_depth not looked into. */
+static void test_pbwire(void)
+{
+    Apache__Rocketmq__V2__AckMessageRequest req = APACHE__ROCKETMQ__V2__ACK_MESSAGE_REQUEST__INIT;
+    Apache__Rocketmq__V2__Resource g = APACHE__ROCKETMQ__V2__RESOURCE__INIT;
+    const ProtobufCMessageDescriptor *d = &apache__rocketmq__v2__ack_message_request__descriptor;
+    char gname[] = "G\xff";
+    gt_pbwire_bad_t bad;
+    uint8_t buf[64];
+    size_t n;
+
+    g.name = gname;
+    req.group = &g;
+    n = protobuf_c_message_pack(&req.base, buf);
+    CU_ASSERT_TRUE(gt_pbwire_strings_ok(d, buf, n, false, 8, &bad));
+    CU_ASSERT_FALSE(gt_pbwire_strings_ok(d, buf, n, true, 8, &bad));
+    CU_ASSERT_FALSE(bad.nul);
+    /* a NUL: packed by hand, a C string cannot hold one */
+    n = protobuf_c_message_pack(&req.base, buf);
+    buf[n - 1] = '\0';
+    CU_ASSERT_FALSE(gt_pbwire_strings_ok(d, buf, n, false, 8, &bad));
+    CU_ASSERT_TRUE(bad.nul);
+    CU_ASSERT_STRING_EQUAL(bad.field->name, "name");
+    CU_ASSERT_STRING_EQUAL(bad.parent->name, "group");
+    CU_ASSERT_STRING_EQUAL(bad.msg->short_name, "Resource");
+    /* not looked into below max_depth */
+    CU_ASSERT_TRUE(gt_pbwire_strings_ok(d, buf, n, false, 0, &bad));
+}
+
 static void test_system_names(void)
 {
     CU_ASSERT_TRUE(px_name_is_system("%SYS%HALF"));
@@ -249,6 +281,7 @@ int main(void)
     CU_add_test(s, "strict UTF-8, long strings", test_utf8_long);
     CU_add_test(s, "SendMessage strings and their codes", test_wire_send);
     CU_add_test(s, "other requests, truncated bytes", test_wire_other);
+    CU_add_test(s, "the wire walk: NULs only, depth", test_pbwire);
     CU_add_test(s, "system names", test_system_names);
     CU_add_test(s, "time values saturate", test_time);
     CU_add_test(s, "every MessagingService method screens", test_table_screens);
