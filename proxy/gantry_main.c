@@ -4,7 +4,8 @@
  * the HTTP endpoint, and waits for SIGTERM/SIGINT on the main thread with
  * sigwait(): the signals are blocked in every thread, so no async handler
  * runs and shutdown happens in ordinary code.  Exit status: 0 after a
- * clean stop, 1 on a config or start-up error, 2 on bad usage. */
+ * clean stop, 1 on a config or start-up error, 2 on bad usage.  The
+ * start-up steps gantry-store shares are in common/gt_start.c. */
 #include <errno.h>
 #include <pthread.h>
 #include <getopt.h>
@@ -19,6 +20,7 @@
 
 #include "cfg.h"
 #include "gt_log.h"
+#include "gt_start.h"
 #include "gw_auth.h"
 #include "gw_server.h"
 #include "px_admin.h"
@@ -84,17 +86,6 @@ static const struct option gantry_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-typedef struct gantry_args {
-    const char *config;
-    const char *check;
-    bool print;
-    bool repair;
-    /* flag overrides, applied after the file: {cfg path, value} */
-    const char *set_path[8];
-    const char *set_value[8];
-    int n_set;
-} gantry_args_t;
-
 /* --hash-password: the first line of stdin (without its line end) hashed
  * as RabbitMQ does.  Returns the exit status. */
 static int hash_password(void)
@@ -122,7 +113,7 @@ static int hash_password(void)
 }
 
 /* Returns -1 to continue, else the exit status. */
-static int parse_args(int argc, char **argv, gantry_args_t *a)
+static int parse_args(int argc, char **argv, gt_start_args_t *a)
 {
     static const char *const paths[] = {
         [OPT_DATA_DIR - OPT_DATA_DIR] = "store.data_dir",
@@ -143,10 +134,7 @@ static int parse_args(int argc, char **argv, gantry_args_t *a)
         case OPT_HTTP:
         case OPT_AMQP:
         case OPT_LOG:
-            if (a->n_set < 8) {
-                a->set_path[a->n_set] = paths[c - OPT_DATA_DIR];
-                a->set_value[a->n_set++] = optarg;
-            }
+            gt_start_args_set(a, paths[c - OPT_DATA_DIR], optarg);
             break;
         case OPT_CHECK:
             a->check = optarg;
@@ -179,48 +167,6 @@ static int parse_args(int argc, char **argv, gantry_args_t *a)
         return 2;
     }
     return -1;
-}
-
-/* Loads the file and applies the overrides. Returns 0 or 1 (reported). */
-static int load_config(const gantry_args_t *a, cfg_t *cfg)
-{
-    char err[512];
-
-    cfg_init(cfg);
-    if (a->config != NULL &&
-        cfg_load_file(cfg, a->config, err, sizeof(err)) != GT_OK) {
-        fprintf(stderr, "gantry: config error: %s\n", err);
-        return 1;
-    }
-    for (int i = 0; i < a->n_set; i++) {
-        if (cfg_set(cfg, a->set_path[i], a->set_value[i], err, sizeof(err)) !=
-            GT_OK) {
-            fprintf(stderr, "gantry: bad command-line value: %s\n", err);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static int ensure_dir(const char *path)
-{
-    char tmp[4096];
-    size_t len = strlen(path);
-
-    if (len == 0 || len >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
 }
 
 /* Start-up only: waits for one store metadata operation. */
@@ -280,31 +226,6 @@ static gt_err_t wrap_late(st_store_t **st)
     GT_LOG(WARN, "main", "test mode: every store answer comes 0..%lu µs late", us);
     *st = late;
     return GT_OK;
-}
-
-/* Room in a store record beside an AMQP body: the content header's
- * property list (one frame at most), exchange, routing key, record header. */
-static uint64_t amqp_record_room(const cfg_t *cfg)
-{
-    return (uint64_t)cfg->amqp.frame_max + 4096;
-}
-
-/* The store's record limit: a 4 MiB body (the RocketMQ limit, checked by
- * the gRPC service itself) with up to 64 KiB of properties, or an AMQP body
- * of amqp.max_message_size with its properties, whichever is larger; no
- * more than a record may be (576 MiB) nor than a segment holds. */
-static uint32_t store_record_limit(const cfg_t *cfg)
-{
-    uint64_t lim = 4 * 1024 * 1024 + 64 * 1024;
-    uint64_t amqp = (uint64_t)cfg->amqp.max_message_size + amqp_record_room(cfg);
-    uint64_t seg = (uint64_t)cfg->store.segment_size;
-    if (amqp > lim)
-        lim = amqp;
-    if (lim > (576u << 20))
-        lim = 576u << 20;
-    if (seg > 8192 && lim > seg - 4096)
-        lim = seg - 4096;
-    return (uint32_t)lim;
 }
 
 /* The remote store client, unwrapped (for GetInfo; in cluster mode it
@@ -406,7 +327,6 @@ static gt_err_t open_cluster(const cfg_t *cfg, const st_exec_t *ex, st_store_t *
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
                            st_store_t **out, st_store_t **engine)
 {
-    st_config_t sc;
     st_store_t *st = NULL;
     seed_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
                      false, GT_OK};
@@ -422,23 +342,8 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
             return rc;
         goto declare;
     }
-    st_config_init(&sc);
-    sc.dir = cfg->store.data_dir;
-    sc.segment_size = (uint64_t)cfg->store.segment_size;
-    sc.flush = strcmp(cfg->store.flush, "async") == 0 ? ST_FLUSH_ASYNC : ST_FLUSH_SYNC;
-    sc.flush_interval_ms = (uint32_t)cfg->store.flush_interval_ms;
-    sc.retention_hours = (uint32_t)cfg->store.retention_hours;
-    sc.index_mem_entries = (uint32_t)cfg->store.index_mem_entries;
-    sc.max_message_bytes = store_record_limit(cfg);
-    sc.repair = repair;
-    rc = st_local_open(&sc, &st);
-    if (rc != GT_OK) {
-        GT_LOG(ERROR, "main", "cannot open the store in %s: %s%s", sc.dir,
-               gt_err_str(rc),
-               rc == GT_ECORRUPT ? " (see the message above; --repair-store "
-                                   "truncates at the damage)" : "");
+    if ((rc = gt_start_open_local(cfg, repair, &st)) != GT_OK)
         return rc;
-    }
     *engine = st; /* for its I/O figures; owned by the wrappers from here */
 declare:
     /* Idempotent: in remote and cluster modes every proxy declares them at
@@ -689,7 +594,7 @@ static int serve(const cfg_t *cfg, bool repair)
            GANTRY_VERSION, cfg->server.grpc_listen, cfg->server.http_listen,
            cfg->store.data_dir, cfg->store.mode, cfg->store.flush,
            cfg->n_topics, cfg->n_groups);
-    if (strcmp(cfg->store.mode, "local") == 0 && ensure_dir(cfg->store.data_dir) != 0) {
+    if (strcmp(cfg->store.mode, "local") == 0 && gt_start_mkdir(cfg->store.data_dir) != 0) {
         GT_LOG(ERROR, "main", "cannot create data dir %s: %s",
                cfg->store.data_dir, strerror(errno));
         return 1;
@@ -740,8 +645,8 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     if (amqp_on) {
         /* Bodies up to amqp.max_message_size, unless a small segment_size
-         * keeps the store's records smaller (store_record_limit()). */
-        uint64_t rec = store_record_limit(cfg), room = amqp_record_room(cfg);
+         * keeps the store's records smaller (gt_start_record_limit()). */
+        uint64_t rec = gt_start_record_limit(cfg), room = gt_start_amqp_record_room(cfg);
         gw_server_opts_t ao = {.listen = amqp_listen, .amqp = &cfg->amqp, .auth = &cfg->auth,
                                .store = store,
                                .max_message = rec > room ? rec - room : 1,
@@ -877,9 +782,8 @@ out:
 
 int main(int argc, char **argv)
 {
-    gantry_args_t args;
+    gt_start_args_t args;
     cfg_t cfg;
-    gt_log_level_t lvl;
     int rc;
 
     /* Large request buffers (up to message.max_batch_bytes) come and go
@@ -899,29 +803,8 @@ int main(int argc, char **argv)
     rc = parse_args(argc, argv, &args);
     if (rc >= 0)
         return rc;
-    if (args.check != NULL) {
-        char err[512];
-        cfg_init(&cfg);
-        rc = cfg_load_file(&cfg, args.check, err, sizeof(err)) == GT_OK ? 0 : 1;
-        if (rc == 0)
-            printf("%s: ok (%zu topics, %zu groups)\n", args.check,
-                   cfg.n_topics, cfg.n_groups);
-        else
-            fprintf(stderr, "%s\n", err);
-        cfg_free(&cfg);
+    if ((rc = gt_start_config("gantry", &args, true, &cfg)) >= 0)
         return rc;
-    }
-    if (load_config(&args, &cfg) != 0) {
-        cfg_free(&cfg);
-        return 1;
-    }
-    if (args.print) {
-        cfg_print(&cfg, stdout);
-        cfg_free(&cfg);
-        return 0;
-    }
-    if (gt_log_level_parse(cfg.log.level, &lvl) == 0)
-        gt_log_set_level(lvl);
     rc = serve(&cfg, args.repair);
     cfg_free(&cfg);
     return rc;

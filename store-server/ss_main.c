@@ -4,7 +4,8 @@
  * conventions as gantry: a YAML config plus flag overrides, --check-config,
  * /healthz /readyz /metrics on the HTTP endpoint, SIGTERM/SIGINT for a
  * graceful stop (sigwait on the main thread).  Exit status: 0 after a
- * clean stop, 1 on a config or start-up error, 2 on bad usage. */
+ * clean stop, 1 on a config or start-up error, 2 on bad usage.  The
+ * start-up steps it shares with gantry are in common/gt_start.c. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -17,6 +18,7 @@
 #include "cfg.h"
 #include "ss_cluster.h"
 #include "gt_log.h"
+#include "gt_start.h"
 #include "px_exec.h"
 #include "px_http.h"
 #include "px_storage_metrics.h"
@@ -67,16 +69,7 @@ static const struct option ss_opts[] = {
     {NULL, 0, NULL, 0},
 };
 
-typedef struct ss_args {
-    const char *config;
-    const char *check;
-    bool print, repair;
-    const char *set_path[8];
-    const char *set_value[8];
-    int n_set;
-} ss_args_t;
-
-static int parse_args(int argc, char **argv, ss_args_t *a)
+static int parse_args(int argc, char **argv, gt_start_args_t *a)
 {
     static const char *const paths[] = {
         [OPT_DATA_DIR - OPT_DATA_DIR] = "store.data_dir",
@@ -99,10 +92,7 @@ static int parse_args(int argc, char **argv, ss_args_t *a)
         case OPT_LOG:
         case OPT_NODE_ID:
         case OPT_ADVERTISE:
-            if (a->n_set < 8) {
-                a->set_path[a->n_set] = paths[c - OPT_DATA_DIR];
-                a->set_value[a->n_set++] = optarg;
-            }
+            gt_start_args_set(a, paths[c - OPT_DATA_DIR], optarg);
             break;
         case OPT_CHECK:
             a->check = optarg;
@@ -132,89 +122,15 @@ static int parse_args(int argc, char **argv, ss_args_t *a)
     return -1;
 }
 
-static int load_config(const ss_args_t *a, cfg_t *cfg)
-{
-    char err[512];
-
-    cfg_init(cfg);
-    if (a->config != NULL &&
-        cfg_load_file(cfg, a->config, err, sizeof(err)) != GT_OK) {
-        fprintf(stderr, "gantry-store: config error: %s\n", err);
-        return 1;
-    }
-    for (int i = 0; i < a->n_set; i++) {
-        if (cfg_set(cfg, a->set_path[i], a->set_value[i], err, sizeof(err)) !=
-            GT_OK) {
-            fprintf(stderr, "gantry-store: bad command-line value: %s\n", err);
-            return 1;
-        }
-    }
-    return 0;
-}
-
-static int ensure_dir(const char *path)
-{
-    char tmp[4096];
-    size_t len = strlen(path);
-
-    if (len == 0 || len >= sizeof(tmp))
-        return -1;
-    memcpy(tmp, path, len + 1);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-/* The record limit gantry's local store uses (gantry_main.c), so that a
- * proxy in remote mode may store what it could store locally. */
-static uint32_t store_record_limit(const cfg_t *cfg)
-{
-    uint64_t lim = 4 * 1024 * 1024 + 64 * 1024;
-    uint64_t amqp = (uint64_t)cfg->amqp.max_message_size +
-                    (uint64_t)cfg->amqp.frame_max + 4096;
-    uint64_t seg = (uint64_t)cfg->store.segment_size;
-
-    if (amqp > lim)
-        lim = amqp;
-    if (lim > (576u << 20))
-        lim = 576u << 20;
-    if (seg > 8192 && lim > seg - 4096)
-        lim = seg - 4096;
-    return (uint32_t)lim;
-}
-
 static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
                            st_store_t **out, const char **engine,
                            st_store_t **inner)
 {
-    st_config_t sc;
     st_store_t *st = NULL;
     gt_err_t rc;
 
-    st_config_init(&sc);
-    sc.dir = cfg->store.data_dir;
-    sc.segment_size = (uint64_t)cfg->store.segment_size;
-    sc.flush = strcmp(cfg->store.flush, "async") == 0 ? ST_FLUSH_ASYNC : ST_FLUSH_SYNC;
-    sc.flush_interval_ms = (uint32_t)cfg->store.flush_interval_ms;
-    sc.retention_hours = (uint32_t)cfg->store.retention_hours;
-    sc.index_mem_entries = (uint32_t)cfg->store.index_mem_entries;
-    sc.max_message_bytes = store_record_limit(cfg);
-    sc.repair = repair;
-    if ((rc = st_local_open(&sc, &st)) != GT_OK) {
-        GT_LOG(ERROR, "main", "cannot open the store in %s: %s%s", sc.dir,
-               gt_err_str(rc),
-               rc == GT_ECORRUPT ? " (see the message above; --repair-store "
-                                   "truncates at the damage)" : "");
+    if ((rc = gt_start_open_local(cfg, repair, &st)) != GT_OK)
         return rc;
-    }
     *engine = st->ops->name;
     if (inner != NULL)
         *inner = st; /* owned by the wrapper from here */
@@ -395,7 +311,7 @@ static int serve(const cfg_t *cfg, bool repair)
     if (strcmp(cfg->store.mode, "local") != 0)
         GT_LOG(WARN, "main", "store.mode %s is for gantry proxies; a store node "
                "always keeps its messages in store.data_dir", cfg->store.mode);
-    if (ensure_dir(cfg->store.data_dir) != 0) {
+    if (gt_start_mkdir(cfg->store.data_dir) != 0) {
         GT_LOG(ERROR, "main", "cannot create data dir %s: %s",
                cfg->store.data_dir, strerror(errno));
         goto out;
@@ -554,36 +470,15 @@ out:
 
 int main(int argc, char **argv)
 {
-    ss_args_t args;
+    gt_start_args_t args;
     cfg_t cfg;
-    gt_log_level_t lvl;
     int rc;
 
     memset(&args, 0, sizeof(args));
     if ((rc = parse_args(argc, argv, &args)) >= 0)
         return rc;
-    if (args.check != NULL) {
-        char err[512];
-        cfg_init(&cfg);
-        rc = cfg_load_file(&cfg, args.check, err, sizeof(err)) == GT_OK ? 0 : 1;
-        if (rc == 0)
-            printf("%s: ok\n", args.check);
-        else
-            fprintf(stderr, "%s\n", err);
-        cfg_free(&cfg);
+    if ((rc = gt_start_config("gantry-store", &args, false, &cfg)) >= 0)
         return rc;
-    }
-    if (load_config(&args, &cfg) != 0) {
-        cfg_free(&cfg);
-        return 1;
-    }
-    if (args.print) {
-        cfg_print(&cfg, stdout);
-        cfg_free(&cfg);
-        return 0;
-    }
-    if (gt_log_level_parse(cfg.log.level, &lvl) == 0)
-        gt_log_set_level(lvl);
     rc = serve(&cfg, args.repair);
     cfg_free(&cfg);
     return rc;
