@@ -5,7 +5,9 @@
  * reconnect by themselves).  AMQP connections of the gateway are listed
  * too (px_admin_set_amqp) as "amqp:<n>"; DELETE closes one with
  * connection.close 320 CONNECTION_FORCED, as RabbitMQ's management API
- * does. */
+ * does.  A RocketMQ client chooses its own id, which may start with
+ * "amqp:" too: DELETE looks the id up among the RocketMQ clients first
+ * and takes it for an AMQP connection's only when none has it. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -155,15 +157,15 @@ static void client_close(px_admin_t *a, const char *id, px_http_resp_t *resp)
     px_call_t *call = NULL;
     px_client_t *c;
 
-    if (strncmp(id, AMQP_PREFIX, strlen(AMQP_PREFIX)) == 0) {
-        amqp_close(a, id, resp);
-        return;
-    }
     pthread_mutex_lock(&a->svc->clients_mu);
     c = px_client_get_locked(a->svc, id, false);
     if (c != NULL && (call = c->telemetry) != NULL)
         px_call_ref(call);
     pthread_mutex_unlock(&a->svc->clients_mu);
+    if (c == NULL && strncmp(id, AMQP_PREFIX, strlen(AMQP_PREFIX)) == 0) {
+        amqp_close(a, id, resp);
+        return;
+    }
     if (c == NULL) {
         px_admin_err(resp, 404, "no client %s", id);
         return;

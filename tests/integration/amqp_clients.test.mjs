@@ -3,11 +3,13 @@
 // vhost, user, open channels, the client's product and version), and
 // DELETE /api/v1/clients/amqp:N closes it with connection.close 320
 // CONNECTION_FORCED as RabbitMQ's management API does; the other
-// connection goes on working.
+// connection goes on working.  A RocketMQ client whose own id starts with
+// "amqp:" is still closed as the RocketMQ client it is.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { startGantry, stopGantry, waitFor, scaled, require, httpGet } from './harness.mjs';
+import { sdk, quietLogger, withTimeout, shutdownQuietly } from './sdk_util.mjs';
 
 const amqp = require('amqplib');
 
@@ -117,4 +119,25 @@ test('open connections are listed with vhost, user and channels; DELETE closes o
     await c1.close().catch(() => {});
   }
   await waitFor(async () => (await amqpClients()).length === 0, 10000, 'no AMQP connection left');
+});
+
+test('a RocketMQ client whose id starts with amqp: is closed as a RocketMQ client', async () => {
+  const id = 'amqp:rocketmq-producer';
+  const p = new sdk.Producer({ endpoints: g.endpoint, topics: ['TopicTest'],
+    requestTimeout: scaled(5000), logger: quietLogger });
+  p.clientId = id; // a client picks its own id (x-mq-client-id)
+  try {
+    await withTimeout(p.startup(), scaled(15000), 'Producer.startup');
+    await waitFor(async () => {
+      const r = await httpGet(g.httpPort, '/api/v1/clients');
+      return JSON.parse(r.body).clients.some((c) => c.client_id === id && c.type === 'PRODUCER');
+    }, 10000, 'the producer listed under its id');
+    // was routed to the AMQP close path: 404 "no client"
+    const r = await del(`/api/v1/clients/${encodeURIComponent(id)}`);
+    assert.equal(r.status, 200, r.body);
+    assert.deepEqual(JSON.parse(r.body), { closed: id });
+    assert.match(g.log(), /client amqp:rocketmq-producer closed through the admin API/);
+  } finally {
+    await shutdownQuietly(p);
+  }
 });
