@@ -24,6 +24,7 @@
 
 struct gw_delay {
     bool started, popping;
+    bool setting_up;         /* its topic and group are being created */
     uint32_t firing;         /* fired timers whose appends are not answered */
     struct event *retry_ev;  /* after a failed pop */
     void (*done)(gw_broker_t *b);
@@ -237,6 +238,7 @@ int64_t gw_delay_of(gw_table_t headers)
 }
 
 static void delay_pump(gw_broker_t *b);
+static void delay_setup(gw_broker_t *b);
 
 /* ---- the fire loop -------------------------------------------------------- */
 
@@ -449,7 +451,13 @@ static void dpop_fn(gw_op_t *op)
         }
         free(o->t[i].body);
     }
-    if (op->err != GT_OK && !b->stopping) {
+    if (op->err == GT_ENOTFOUND && !b->stopping) {
+        /* Their topic or group is gone: the store node's data are new
+         * (wiped).  Created again, as at start. */
+        GT_LOG(WARN, "amqp", "the delayed messages' store topic or group is gone: creating "
+               "them again");
+        delay_setup(b);
+    } else if (op->err != GT_OK && !b->stopping) {
         struct timeval tv = {1, 0};
         GT_LOG(WARN, "amqp", "popping due delayed messages failed: %s", gt_err_str(op->err));
         if (d->retry_ev != NULL)
@@ -496,7 +504,8 @@ static void delay_pump(gw_broker_t *b)
     dpop_op_t *o;
     st_pop_req_t req;
 
-    if (d == NULL || !d->started || d->popping || b->stopping || d->firing >= DELAY_FIRING_MAX)
+    if (d == NULL || !d->started || d->popping || d->setting_up || b->stopping ||
+        d->firing >= DELAY_FIRING_MAX)
         return;
     if ((o = gw_op_new(b, sizeof(*o), dpop_fn)) == NULL)
         return;
@@ -580,21 +589,57 @@ static void setup_fn(gw_op_t *op)
         st_requeue(b->store, GW_DELAY_TOPIC, GW_DELAY_TOPIC, requeue_cb, o);
         return;
     }
-    d->started = op->err == GT_OK;
+    d->setting_up = false;
+    if (d->done == NULL && op->err != GT_OK && !b->stopping) {
+        /* Created again after they were gone (delay_setup): retried
+         * through the pump, which finds them missing again. */
+        struct timeval tv = {1, 0};
+        free(o);
+        if (d->retry_ev != NULL)
+            event_add(d->retry_ev, &tv);
+        return;
+    }
+    if (d->done != NULL) /* the start-up's */
+        d->started = op->err == GT_OK;
     free(o);
-    if (d->done != NULL)
-        d->done(b);
+    if (d->done != NULL) {
+        void (*done)(gw_broker_t *b) = d->done;
+        d->done = NULL;
+        done(b);
+    }
     delay_pump(b);
+}
+
+/* Creates the delayed messages' topic, then their group (setup_fn), then
+ * requeues what an earlier run popped. */
+static void delay_setup(gw_broker_t *b)
+{
+    setup_op_t *o = gw_op_new(b, sizeof(*o), setup_fn);
+    st_topic_t t;
+
+    if (o == NULL) {
+        GT_LOG(ERROR, "amqp", "out of memory: delayed messages are off");
+        if (b->delay->done != NULL) {
+            void (*done)(gw_broker_t *b) = b->delay->done;
+            b->delay->done = NULL;
+            done(b);
+        }
+        return;
+    }
+    b->delay->setting_up = true;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.name, sizeof(t.name), "%s", GW_DELAY_TOPIC);
+    t.type = ST_TOPIC_DELAY;
+    t.queue_count = 1;
+    t.perm = ST_PERM_READ | ST_PERM_WRITE;
+    st_topic_put(b->store, &t, gw_op_done_cb, o);
 }
 
 void gw_delay_start(gw_broker_t *b, void (*done)(gw_broker_t *b))
 {
     gw_delay_t *d = calloc(1, sizeof(*d));
-    setup_op_t *o;
-    st_topic_t t;
 
-    if (d == NULL || (o = gw_op_new(b, sizeof(*o), setup_fn)) == NULL) {
-        free(d);
+    if (d == NULL) {
         GT_LOG(ERROR, "amqp", "out of memory: delayed messages are off");
         done(b);
         return;
@@ -602,12 +647,7 @@ void gw_delay_start(gw_broker_t *b, void (*done)(gw_broker_t *b))
     d->done = done;
     d->retry_ev = evtimer_new(b->base, retry_cb, b);
     b->delay = d;
-    memset(&t, 0, sizeof(t));
-    snprintf(t.name, sizeof(t.name), "%s", GW_DELAY_TOPIC);
-    t.type = ST_TOPIC_DELAY;
-    t.queue_count = 1;
-    t.perm = ST_PERM_READ | ST_PERM_WRITE;
-    st_topic_put(b->store, &t, gw_op_done_cb, o);
+    delay_setup(b);
 }
 
 void gw_delay_stop(gw_broker_t *b)

@@ -30,6 +30,7 @@
 #include "px_metrics.h"
 #include "px_rpc.h"
 #include "px_rpc_health.h"
+#include "px_seed.h"
 #include "px_service.h"
 #include "px_storage_metrics.h"
 #include "px_trace.h"
@@ -169,40 +170,6 @@ static int parse_args(int argc, char **argv, gt_start_args_t *a)
     return -1;
 }
 
-/* Start-up only: waits for one store metadata operation. */
-typedef struct seed_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-    gt_err_t err;
-} seed_wait_t;
-
-static void seed_done(void *arg, gt_err_t err)
-{
-    seed_wait_t *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->err = err;
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static gt_err_t seed_wait(seed_wait_t *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu);
-    w->done = false;
-    pthread_mutex_unlock(&w->mu);
-    return w->err;
-}
-
-static const st_topic_type_t topic_types[] = {
-    [CFG_TOPIC_NORMAL] = ST_TOPIC_NORMAL, [CFG_TOPIC_FIFO] = ST_TOPIC_FIFO,
-    [CFG_TOPIC_DELAY] = ST_TOPIC_DELAY, [CFG_TOPIC_TRANSACTION] = ST_TOPIC_TRANSACTION,
-    [CFG_TOPIC_MIXED] = ST_TOPIC_MIXED,
-};
-
 /* Test only: GANTRY_TEST_LATE_STORE=<max µs> makes every store answer come
  * late (a random 0..max µs, on another thread), as a remote store's would;
  * the integration suite runs against it (st_late_open). */
@@ -231,6 +198,8 @@ static gt_err_t wrap_late(st_store_t **st)
 /* The remote store client, unwrapped (for GetInfo; in cluster mode it
  * follows the leader); NULL in local mode. */
 static st_store_t *remote_node;
+/* Its data identity when gantry declared its topics and groups (px_seed.h). */
+static char seed_seen[PX_SEED_ID_MAX];
 
 typedef struct storage_wait {
     pthread_mutex_t mu;
@@ -328,8 +297,6 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
                            st_store_t **out, st_store_t **engine)
 {
     st_store_t *st = NULL;
-    seed_wait_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                     false, GT_OK};
     gt_err_t rc;
 
     if (strcmp(cfg->store.mode, "remote") == 0) {
@@ -348,29 +315,11 @@ static gt_err_t open_store(const cfg_t *cfg, bool repair, const st_exec_t *ex,
 declare:
     /* Idempotent: in remote and cluster modes every proxy declares them at
      * start. */
-    for (size_t i = 0; i < cfg->n_topics && rc == GT_OK; i++) {
-        st_topic_t t;
-        memset(&t, 0, sizeof(t));
-        snprintf(t.name, sizeof(t.name), "%s", cfg->topics[i].name);
-        t.type = topic_types[cfg->topics[i].type];
-        t.queue_count = (uint32_t)cfg->topics[i].queues;
-        t.perm = ST_PERM_READ | ST_PERM_WRITE;
-        st_topic_put(st, &t, seed_done, &w);
-        if ((rc = seed_wait(&w)) != GT_OK)
-            GT_LOG(ERROR, "main", "cannot declare topic %s: %s", t.name, gt_err_str(rc));
-    }
-    for (size_t i = 0; i < cfg->n_groups && rc == GT_OK; i++) {
-        st_group_t g;
-        memset(&g, 0, sizeof(g));
-        snprintf(g.name, sizeof(g.name), "%s", cfg->groups[i].name);
-        g.max_delivery_attempts = (uint32_t)cfg->groups[i].max_delivery_attempts;
-        g.fifo = cfg->groups[i].fifo;
-        g.consume_from = cfg->groups[i].consume_from_last ? ST_CONSUME_FROM_LAST
-                                                         : ST_CONSUME_FROM_FIRST;
-        st_group_put(st, &g, seed_done, &w);
-        if ((rc = seed_wait(&w)) != GT_OK)
-            GT_LOG(ERROR, "main", "cannot declare group %s: %s", g.name, gt_err_str(rc));
-    }
+    /* The node's data identity before declaring: a change from it means
+     * that what is declared here went into data that are gone. */
+    if (remote_node != NULL)
+        px_seed_identity(remote_node, seed_seen);
+    rc = px_seed_declare(st, cfg);
     if (rc == GT_OK)
         rc = wrap_late(&st);
     if (rc == GT_OK && (rc = st_exec_open(st, ex, out)) == GT_OK)
@@ -553,6 +502,7 @@ static int serve(const cfg_t *cfg, bool repair)
     px_admin_t *admin = NULL;
     px_admin_auth_t *admin_auth = NULL;
     px_users_t *users = NULL;
+    px_seed_t *seed = NULL;
     auth_live_t live = {.cfg = cfg};
     px_health_t *health = NULL;
     px_metrics_t *rmq = NULL;
@@ -616,6 +566,13 @@ static int serve(const cfg_t *cfg, bool repair)
     px_svc_set_metrics(svc, rmq);
     if (remote_node != NULL)
         px_svc_set_storage_bytes(svc, remote_storage_bytes, remote_node);
+    /* A store node restarted on a new (wiped) data dir gets the config's
+     * topics and groups again. */
+    if (remote_node != NULL &&
+        px_seed_watch_start(remote_node, store, cfg, seed_seen, &seed) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot start the seed thread");
+        goto out;
+    }
     ro.on_call_end = px_metrics_call_end;
     ro.on_call_end_ctx = rmq;
     ro.tls_files = &tls_files;
@@ -721,6 +678,8 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     GT_LOG(INFO, "main", "received %s: stopping",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    px_seed_stop(seed);
+    seed = NULL;
     px_http_set_ready(http, false);
     px_health_set_serving(health, false); /* watchers see NOT_SERVING */
     px_http_set_metrics(http, NULL, NULL);
@@ -762,6 +721,7 @@ out:
         px_http_set_api_auth(http, NULL, NULL);
     }
     px_admin_stop(admin);
+    px_seed_stop(seed);
     px_users_free(users); /* after the routes that use it */
     gw_server_stop(amqp);
     if (rpc != NULL)

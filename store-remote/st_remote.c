@@ -1202,6 +1202,23 @@ void st_remote_storage(st_store_t *s, st_remote_storage_cb cb, void *arg)
               arg, 0, false);
 }
 
+static void conv_data_id(rop_t *op, gt_err_t err, const ProtobufCMessage *resp)
+{
+    const Gantry__Store__V1__GetInfoResponse *r = (const void *)resp;
+    ((st_remote_data_id_cb)op->cb)(op->arg, err,
+                                   err == GT_OK && r && r->data_id ? r->data_id : "");
+}
+
+void st_remote_data_id(st_store_t *s, st_remote_data_id_cb cb, void *arg)
+{
+    Gantry__Store__V1__GetInfoRequest rq = GANTRY__STORE__V1__GET_INFO_REQUEST__INIT;
+
+    rq.without_storage = true;
+    /* Not retried: the asker asks again a moment later. */
+    rop_start(ST(s), SVC "GetInfo", &rq.base, DESC(get_info_response), conv_data_id, CB(cb),
+              arg, 0, false);
+}
+
 /* Start-up: waits for GetInfo. */
 typedef struct info_wait {
     pthread_mutex_t mu;

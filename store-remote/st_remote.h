@@ -98,6 +98,13 @@ typedef struct st_remote_config {
 typedef void (*st_remote_storage_cb)(void *arg, gt_err_t err, uint64_t bytes);
 void st_remote_storage(st_store_t *st, st_remote_storage_cb cb, void *arg);
 
+/* Asks the node (GetInfo, without the storage figure) for the identity of
+ * its data directory (GetInfo.data_id: a new one means the node's data
+ * are new); cb runs once, on the client's executor, with it (borrowed for
+ * the callback; "" from a node that has none). */
+typedef void (*st_remote_data_id_cb)(void *arg, gt_err_t err, const char *data_id);
+void st_remote_data_id(st_store_t *st, st_remote_data_id_cb cb, void *arg);
+
 /* Opens a client of the node(s).  With connect_wait_ms > 0 it waits until
  * the node answers GetInfo (start-up only), failing with GT_ETIMEDOUT /
  * GT_AGAIN when it does not.  GT_EINVAL: no endpoint.  Release it with

@@ -6,7 +6,8 @@
  * operations), ss_conv.c (protobuf <-> st.h), ss_poll.c (Pop, Pull,
  * PopCancel: parked long polls and their cancel keys), ss_append.c (Append,
  * AppendMulti, AppendMany and the de-dup window), ss_watch.c (MetaWatch streams),
- * ss_map.c (a small byte-keyed hash map). */
+ * ss_map.c (a small byte-keyed hash map), ss_data_id.c (the data
+ * directory's identity). */
 #ifndef SS_INT_H
 #define SS_INT_H
 
@@ -47,6 +48,13 @@ gt_err_t ss_map_put(ss_map_t *m, const void *key, size_t klen, void *val);
 /* Returns the removed value, NULL if absent. */
 void *ss_map_del(ss_map_t *m, const void *key, size_t klen);
 
+/* ---- ss_data_id.c ---- */
+#define SS_DATA_ID_HEX 32
+/* The data directory's identity (GetInfo.data_id) into out: read from
+ * <dir>/data-id, or made anew (random) and written there when it has none
+ * or a damaged one.  GT_EIO: it could not be written. */
+gt_err_t ss_data_id_load(const char *dir, char out[SS_DATA_ID_HEX + 1]);
+
 /* ---- the server context (px_rpc_options_t.app) ---- */
 typedef struct ss_dedup ss_dedup_t;
 typedef struct ss_watch ss_watch_t;
@@ -62,6 +70,7 @@ typedef struct ss_srv {
     ss_repl_t *repl;
     const char *data_dir;   /* measured for GetInfo.storage_bytes */
     _Atomic int replica_set; /* GetInfo: rs/<k> of this node, -1 none (ss_cluster) */
+    char data_id[SS_DATA_ID_HEX + 1]; /* GetInfo.data_id (ss_data_id.c) */
     ss_dedup_t *dedup;      /* NULL: de-dup off */
     ss_watch_t *watch;
     pthread_mutex_t poll_mu;

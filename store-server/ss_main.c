@@ -316,6 +316,10 @@ static int serve(const cfg_t *cfg, bool repair)
                cfg->store.data_dir, strerror(errno));
         goto out;
     }
+    if (ss_data_id_load(cfg->store.data_dir, srv.data_id) != GT_OK) {
+        GT_LOG(ERROR, "main", "cannot write the data identity into %s", cfg->store.data_dir);
+        goto out;
+    }
     if ((exec = px_exec_new(cfg->server.threads)) == NULL) {
         GT_LOG(ERROR, "main", "cannot start the executor threads");
         goto out;

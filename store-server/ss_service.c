@@ -550,16 +550,17 @@ static int ss_du_one(const char *path, const struct stat *sb, int flag, struct F
 
 static void ss_get_info(px_call_t *call, ProtobufCMessage *msg)
 {
+    const Gantry__Store__V1__GetInfoRequest *req = (const void *)msg;
     Gantry__Store__V1__GetInfoResponse resp =
         GANTRY__STORE__V1__GET_INFO_RESPONSE__INIT;
 
-    (void)msg;
+    resp.data_id = ss_srv(call)->data_id;
     resp.protocol_version = SS_PROTOCOL_VERSION;
     resp.server_version = (char *)GANTRY_VERSION;
     pthread_rwlock_rdlock(&ss_srv(call)->late_lock); /* replication: may change */
     resp.engine = (char *)(ss_srv(call)->engine ? ss_srv(call)->engine : "");
     pthread_rwlock_unlock(&ss_srv(call)->late_lock);
-    if (ss_srv(call)->data_dir != NULL) {
+    if (ss_srv(call)->data_dir != NULL && !req->without_storage) {
         ss_du_bytes = 0;
         nftw(ss_srv(call)->data_dir, ss_du_one, 16, FTW_PHYS);
         resp.storage_bytes = ss_du_bytes;
