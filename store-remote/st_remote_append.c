@@ -211,7 +211,7 @@ void st_rm_append_multi(st_store_t *s, const st_message_t *msg, const st_dest_t 
 
 /* ---- the batcher ---------------------------------------------------------- */
 
-#define AB_DEFAULT_INFLIGHT 2 /* 1 and 4 measured slower (scripts/bench remote) */
+#define AB_DEFAULT_INFLIGHT 2 /* the best of 1, 2, 4 in two (noisy) bench runs */
 #define AB_DEFAULT_COUNT 64
 #define AB_DEFAULT_BYTES (1u << 20)
 #define AB_MANY_MAX 256 /* the node's limit */
