@@ -189,16 +189,8 @@ async function remoteKill(wipe) {
       if (wipe) fs.rmSync(path.join(s.dir, 'data'), { recursive: true, force: true });
       s = await startStore({ dir: s.dir, grpcPort: s.grpcPort, httpPort: s.httpPort,
         amqpListen: 'off', logLevel: 'info', yaml: TOPICS_YAML, flush: 'sync' });
-      if (wipe) {
-        // A proxy declares its topics and groups when it starts: restart
-        // both on their ports for the new, empty node.
-        for (let i = 0; i < proxies.length; i++) {
-          const o = proxies[i];
-          await stopGantry(o, 'SIGTERM', { keepDir: true });
-          proxies[i] = await startGantry({ ...proxyOpts(s), dir: o.dir, grpcPort: o.grpcPort,
-            httpPort: o.httpPort });
-        }
-      }
+      // Wiped: the proxies see the node's new data identity and declare
+      // their topics and groups again by themselves (proxy/px_seed.c).
       load.resume();
       // Wiped: what was acknowledged before is gone for good; the drain
       // waits for the sends made after the restart only.
