@@ -268,12 +268,16 @@ static void px_trace_put_n(px_trace_t *tr, const px_trace_in_t *e, size_t n)
 
             for (int f = 0; f < PX_TF_N; f++) {
                 const char *s = e[c + i].s[f];
+                size_t l;
 
-                size_t l = s != NULL ? strnlen(s, px_tf_cap[f]) : 0;
-
-                if (l == px_tf_cap[f] && s[l] != '\0') /* cut: at a UTF-8 character */
-                    while (l > 0 && ((unsigned char)s[l] & 0xc0) == 0x80)
-                        l--;
+                if (i > 0 && s == e[c + i - 1].s[f]) { /* a send's topic, client... */
+                    l = len[i - 1][f];
+                } else {
+                    l = s != NULL ? strnlen(s, px_tf_cap[f]) : 0;
+                    if (l == px_tf_cap[f] && s[l] != '\0') /* cut: at a UTF-8 character */
+                        while (l > 0 && ((unsigned char)s[l] & 0xc0) == 0x80)
+                            l--;
+                }
                 len[i][f] = (uint16_t)l;
                 sz += l;
             }
@@ -627,6 +631,7 @@ static void *px_trace_flusher(void *arg)
 {
     px_trace_t *tr = arg;
 
+    pthread_setname_np(pthread_self(), "px-trace");
     pthread_mutex_lock(&tr->mu);
     for (;;) {
         struct timespec dl;
