@@ -36,6 +36,7 @@
 #include "px_trace.h"
 #include "st.h"
 #include "st_cluster.h"
+#include "st_place.h"
 #include "st_remote.h"
 
 /* The gRPC layer refuses a request message this far above
@@ -196,10 +197,13 @@ static gt_err_t wrap_late(st_store_t **st)
 }
 
 /* The remote store client, unwrapped (for GetInfo; in cluster mode it
- * follows the leader); NULL in local mode. */
+ * follows the leader of replica set 0); NULL in local mode. */
 static st_store_t *remote_node;
 /* Its data identity when gantry declared its topics and groups (px_seed.h). */
 static char seed_seen[PX_SEED_ID_MAX];
+/* store.mode cluster: the router over the replica sets (st_place.h), for
+ * the admin API's /api/v1/cluster; NULL otherwise. */
+static st_store_t *cluster_router;
 
 typedef struct storage_wait {
     pthread_mutex_t mu;
@@ -264,9 +268,10 @@ static gt_err_t open_remote(const cfg_t *cfg, const st_exec_t *ex, st_store_t **
     return err;
 }
 
-/* store.mode cluster: a client that follows the store tier's leader through
- * etcd (st_cluster.h); waits (start-up) up to a minute for a leader that
- * answers.  Same threads as open_remote. */
+/* store.mode cluster: clients that follow the store tier's replica set
+ * leaders through etcd (st_cluster.h), routed by topic placement
+ * (st_place.h); waits (start-up) up to a minute for set 0's leader to
+ * answer.  Same threads as open_remote. */
 static gt_err_t open_cluster(const cfg_t *cfg, const st_exec_t *ex, st_store_t **st)
 {
     st_cluster_config_t cc = {.etcd = (const char *const *)cfg->store.etcd.v,
@@ -283,11 +288,13 @@ static gt_err_t open_cluster(const cfg_t *cfg, const st_exec_t *ex, st_store_t *
         GT_LOG(ERROR, "main", "store.mode cluster needs store.etcd (HOST:PORT of etcd)");
         return GT_EINVAL;
     }
-    if ((err = st_cluster_open(&cc, st)) != GT_OK)
+    /* The router over the replica sets (st_place.h); set 0's client
+     * answers GetInfo. */
+    if ((err = st_place_open(&cc, st, &remote_node)) != GT_OK)
         GT_LOG(ERROR, "main", "no store cluster leader to use (etcd %s, cluster %s): %s",
                cfg->store.etcd.v[0], cfg->store.cluster_name, gt_err_str(err));
     else
-        remote_node = *st; /* an st_remote client switched to the leader */
+        cluster_router = *st;
     return err;
 }
 
@@ -657,6 +664,8 @@ static int serve(const cfg_t *cfg, bool repair)
     }
     if (amqp != NULL)
         px_admin_set_amqp(admin, &(px_admin_amqp_ops_t){amqp_conns, amqp_conn_close, amqp});
+    if (cluster_router != NULL)
+        px_admin_set_cluster(admin, cluster_router);
     if (px_dashboard_register(http) != GT_OK)
         GT_LOG(WARN, "main", "cannot serve the web dashboard (/dashboard/)");
     px_http_set_ready(http, true);

@@ -30,6 +30,7 @@ typedef struct st_cluster {
     st_store_t *st;          /* the st_remote client (owns this) */
     char prefix[SC_KEY_MAX]; /* /gantry/<name>/ */
     char leader_key[SC_KEY_MAX];
+    unsigned rs;             /* the replica set followed */
     char stores_prefix[SC_KEY_MAX];
 
     pthread_mutex_t mu;      /* everything below */
@@ -129,10 +130,10 @@ static void follow(st_cluster_t *c)
         return;
     }
     if (addr[0])
-        GT_LOG(INFO, "store", "replica set 0 leader: %s at %s", c->leader, addr);
+        GT_LOG(INFO, "store", "replica set %u leader: %s at %s", c->rs, c->leader, addr);
     else
-        GT_LOG(WARN, "store", "replica set 0 has no %s: store operations fail (retriable) "
-               "until one is elected", c->leader[0] ? "registered leader" : "leader");
+        GT_LOG(WARN, "store", "replica set %u has no %s: store operations fail (retriable) "
+               "until one is elected", c->rs, c->leader[0] ? "registered leader" : "leader");
     snprintf(c->cur, sizeof(c->cur), "%s", addr);
     pthread_cond_broadcast(&c->cv);
 }
@@ -322,7 +323,9 @@ gt_err_t st_cluster_open(const st_cluster_config_t *cfg, st_store_t **out)
     if (!c)
         return GT_ENOMEM;
     int k1 = snprintf(c->prefix, sizeof(c->prefix), "/gantry/%s/", name);
-    int k2 = snprintf(c->leader_key, sizeof(c->leader_key), "/gantry/%s/rs/0/leader", name);
+    c->rs = cfg->replica_set;
+    int k2 = snprintf(c->leader_key, sizeof(c->leader_key), "/gantry/%s/rs/%u/leader", name,
+                      c->rs);
     int k3 = snprintf(c->stores_prefix, sizeof(c->stores_prefix), "/gantry/%s/stores/", name);
     if (k1 >= (int)sizeof(c->prefix) || k2 >= (int)sizeof(c->leader_key) ||
         k3 >= (int)sizeof(c->stores_prefix)) {
@@ -386,8 +389,8 @@ gt_err_t st_cluster_open(const st_cluster_config_t *cfg, st_store_t **out)
     /* A leader that answers. */
     pthread_mutex_lock(&c->mu);
     if (!c->cur[0] && cfg->leader_wait_ms > 0)
-        GT_LOG(INFO, "store", "no leader of replica set 0 under %s yet: waiting up to "
-               "%" PRId64 " ms", c->prefix, cfg->leader_wait_ms);
+        GT_LOG(INFO, "store", "no leader of replica set %u under %s yet: waiting up to "
+               "%" PRId64 " ms", c->rs, c->prefix, cfg->leader_wait_ms);
     pthread_mutex_unlock(&c->mu);
     while (cfg->leader_wait_ms > 0) {
         pthread_mutex_lock(&c->mu);
@@ -397,8 +400,8 @@ gt_err_t st_cluster_open(const st_cluster_config_t *cfg, st_store_t **out)
         pthread_mutex_unlock(&c->mu);
         int64_t left = ms_left(&until);
         if (!known || left <= 0) {
-            GT_LOG(ERROR, "store", "no leader of replica set 0 in %s within %" PRId64 " ms",
-                   c->prefix, cfg->leader_wait_ms);
+            GT_LOG(ERROR, "store", "no leader of replica set %u in %s within %" PRId64 " ms",
+                   c->rs, c->prefix, cfg->leader_wait_ms);
             rc = GT_AGAIN;
             break;
         }

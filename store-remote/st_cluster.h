@@ -1,8 +1,9 @@
 /* st_cluster: the store interface on a replicated store tier (issue 12,
  * `store.mode: cluster`): an st_remote client that follows the leader of
- * replica set 0 through etcd.
+ * one replica set (0 unless configured; st_place.h routes over several)
+ * through etcd.
  *
- * It reads /gantry/<name>/rs/0/leader (the leader's node id) and
+ * It reads /gantry/<name>/rs/<k>/leader (the leader's node id) and
  * /gantry/<name>/stores/<node_id> (each node's advertised HOST:PORT) once,
  * then watches both (gt_etcd watches from the read's revision + 1; nothing
  * polls).  Whenever the leader's address changes the client is switched to
@@ -32,6 +33,8 @@ typedef struct st_cluster_config {
     size_t n_etcd;
     const char *name;         /* cluster name: keys under /gantry/<name>/;
                                  NULL or "": "gantry" */
+    /* The replica set to follow (rs/<k>/leader); 0 by default. */
+    uint32_t replica_set;
     /* st_cluster_open waits up to this long for a leader that answers
      * (start-up); 0: returns once etcd was read, leader or not. */
     int64_t leader_wait_ms;

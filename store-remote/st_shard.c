@@ -20,6 +20,7 @@ typedef struct st_shard {
     st_shard_config_t cfg;
     _Atomic(st_store_t *) sets[ST_SHARD_MAX];
     atomic_bool ready[ST_SHARD_MAX];
+    atomic_bool copying[ST_SHARD_MAX]; /* a metadata copy in progress */
     atomic_uint top;        /* highest present id + 1 */
     atomic_uint tx_turn;    /* tx_pending's rotating start */
     pthread_mutex_t add_mu; /* st_shard_add */
@@ -1474,6 +1475,8 @@ static void sh_tx_pending(st_store_t *st, int64_t ms, uint32_t max, st_msgs_cb c
     txp_next(t);
 }
 
+static const st_ops_t sh_ops;
+
 /* ---- a new set: metadata from set 0 ----------------------------------------------------- */
 
 /* Topics, then groups, then each namespace's records page by page; the
@@ -1532,6 +1535,7 @@ static void copy_finish(sh_copy_t *c)
     free(c->topics);
     free(c->groups);
     pthread_mutex_destroy(&c->mu);
+    atomic_store(&s->copying[c->k], false);
     st_done_cb cb = c->cb;
     void *arg = c->arg;
     free(c);
@@ -1679,6 +1683,40 @@ static void copy_phase(sh_copy_t *c)
 
 /* ---- the set table ------------------------------------------------------------------------ */
 
+static sh_copy_t *copy_new(st_shard_t *s, uint32_t k, st_store_t *from, st_store_t *to,
+                           st_done_cb cb, void *arg)
+{
+    sh_copy_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->s = s;
+    c->k = k;
+    c->from = from;
+    c->to = to;
+    c->cb = cb;
+    c->arg = arg;
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+gt_err_t st_shard_copy(st_store_t *st, uint32_t k, st_done_cb cb, void *arg)
+{
+    st_shard_t *s = (st_shard_t *)st;
+    st_store_t *to = set_of(s, k), *from = set0(s);
+    bool idle = false;
+    if (k == 0 || !to || !from || atomic_load(&s->ready[k]))
+        return GT_EINVAL;
+    if (!atomic_compare_exchange_strong(&s->copying[k], &idle, true))
+        return GT_EBUSY;
+    sh_copy_t *c = copy_new(s, k, from, to, cb, arg);
+    if (!c) {
+        atomic_store(&s->copying[k], false);
+        return GT_ENOMEM;
+    }
+    copy_phase(c);
+    return GT_OK;
+}
+
 gt_err_t st_shard_add(st_store_t *st, uint32_t k, st_store_t *child, st_done_cb cb, void *arg)
 {
     st_shard_t *s = (st_shard_t *)st;
@@ -1696,14 +1734,12 @@ gt_err_t st_shard_add(st_store_t *st, uint32_t k, st_store_t *child, st_done_cb 
     st_store_t *from = set0(s);
     sh_copy_t *c = NULL;
     if (!first && from && k != 0) {
-        if (!(c = calloc(1, sizeof(*c)))) {
+        if (!(c = copy_new(s, k, from, child, cb, arg))) {
             pthread_mutex_unlock(&s->add_mu);
             st_close(child);
             return GT_ENOMEM;
         }
-        pthread_mutex_init(&c->mu, NULL);
-        *c = (sh_copy_t){.s = s, .k = k, .from = from, .to = child, .cb = cb, .arg = arg,
-                         .mu = c->mu};
+        atomic_store(&s->copying[k], true);
     }
     atomic_store(&s->sets[k], child);
     if (atomic_load(&s->top) < k + 1)
@@ -1724,6 +1760,11 @@ bool st_shard_ready(st_store_t *st, uint32_t k)
 {
     st_shard_t *s = (st_shard_t *)st;
     return k < ST_SHARD_MAX && set_of(s, k) && atomic_load(&s->ready[k]);
+}
+
+void *st_shard_owner(st_store_t *st)
+{
+    return st && st->ops == &sh_ops ? ((st_shard_t *)st)->cfg.close_ctx : NULL;
 }
 
 st_store_t *st_shard_child(st_store_t *st, uint32_t k)

@@ -81,10 +81,19 @@ gt_err_t st_shard_open(const st_shard_config_t *cfg, st_store_t **out);
 gt_err_t st_shard_add(st_store_t *s, uint32_t k, st_store_t *child, st_done_cb cb,
                       void *arg);
 
+/* Copies set 0's metadata to set k again after a copy failed (set k not
+ * ready; e.g. it had no leader then).  cb as for st_shard_add.  GT_EBUSY:
+ * a copy is in progress; GT_EINVAL: k absent, 0 or ready. */
+gt_err_t st_shard_copy(st_store_t *s, uint32_t k, st_done_cb cb, void *arg);
+
 /* True when set k is present and its metadata copied. */
 bool st_shard_ready(st_store_t *s, uint32_t k);
 /* The child store of set k, or NULL (borrowed; e.g. GetInfo). */
 st_store_t *st_shard_child(st_store_t *s, uint32_t k);
+
+/* The config's close_ctx (the owner's context), or NULL when st is not a
+ * router. */
+void *st_shard_owner(st_store_t *s);
 
 /* Receipt handle codec (pure): the set of a handle and the child's handle
  * (a pointer into h).  GT_EINVAL for a prefix naming no possible set. */

@@ -454,6 +454,7 @@ PX_ADMIN_ROUTE(route_clients, px_admin_clients)
 PX_ADMIN_ROUTE(route_messages, px_admin_messages)
 PX_ADMIN_ROUTE(route_config, px_admin_config)
 PX_ADMIN_ROUTE(route_users, px_admin_users)
+PX_ADMIN_ROUTE(route_cluster, px_admin_cluster)
 
 px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
                            const cfg_t *cfg, px_users_t *users)
@@ -465,6 +466,7 @@ px_admin_t *px_admin_start(px_http_t *h, px_svc_t *svc, st_store_t *store,
         {"/api/v1/topics", route_topics},     {"/api/v1/groups", route_groups},
         {"/api/v1/clients", route_clients},   {"/api/v1/messages", route_messages},
         {"/api/v1/config", route_config},     {"/api/v1/users", route_users},
+        {"/api/v1/cluster", route_cluster},
     };
     px_admin_t *a = calloc(1, sizeof(*a));
 

@@ -1,5 +1,6 @@
 /* px_admin: the admin API, JSON over the operator HTTP endpoint
- * (/api/v1/topics, /groups, /clients, /messages, /config, /users).  See
+ * (/api/v1/topics, /groups, /clients, /messages, /config, /users,
+ * /cluster).  See
  * docs/admin.md for the routes, their bodies and their answers.
  *
  * Every handler runs on an HTTP thread and reaches the store through its
@@ -55,6 +56,11 @@ typedef struct px_admin_amqp_ops {
 /* AMQP connections in the client list (copied; NULL removes them, waiting
  * for calls in progress).  Call before the gateway stops. */
 void px_admin_set_amqp(px_admin_t *a, const px_admin_amqp_ops_t *ops);
+
+/* store.mode cluster: the store router of st_place.h (borrowed until
+ * px_admin_stop) for GET /api/v1/cluster and POST
+ * /api/v1/cluster/rebalance (404 without).  Call before serving. */
+void px_admin_set_cluster(px_admin_t *a, st_store_t *router);
 
 /* Unregisters (waiting for calls in progress) and frees.  NULL-safe. */
 void px_admin_stop(px_admin_t *a);

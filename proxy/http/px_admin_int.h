@@ -27,6 +27,9 @@ struct px_admin {
     pthread_cond_t amqp_cv;
     px_admin_amqp_ops_t amqp;
     int amqp_calls;
+    /* px_admin_set_cluster: the store router (st_place.h); NULL: not a
+     * store cluster.  Set before serving. */
+    st_store_t *cluster;
 };
 
 /* A wait for `pending` store callbacks.  Two references: the handler's
@@ -109,6 +112,7 @@ void px_admin_groups(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_clients(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_messages(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 void px_admin_users(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
+void px_admin_cluster(void *arg, const px_http_req_t *req, px_http_resp_t *resp);
 /* GET /api/v1/messages/ID/trace (px_admin_trace.c). */
 void px_admin_trace(px_admin_t *a, const char *id, const px_http_req_t *req,
                     px_http_resp_t *resp);

@@ -1,0 +1,221 @@
+// store.mode cluster over several replica sets (store-remote/st_place.c,
+// st_shard.c).  A private etcd and standalone gantry-store nodes, one per
+// replica set (no replication: the test writes the keys the store nodes'
+// cluster control would write: stores/<id>, rs/<k>/leader, rs/<k>/isr).
+//  - Two sets known at start: two proxies declare four topics; the
+//    placement keys spread them two and two, the SDK sends through one
+//    proxy and receives everything through the other, the admin API
+//    lists the sets.
+//  - Growth: one set, four topics on it, an SDK producer and consumer
+//    running; a second set appears, gets the metadata, POST
+//    /api/v1/cluster/rebalance moves half the topics' writes to it
+//    (placement "1,0"), messages are then written there, and every acknowledged
+//    message is consumed (lost = 0).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { spawnGantry, startStore, stopGantry } from './harness.mjs';
+import { startEtcd, stopEtcd } from './etcd_util.mjs';
+import {
+  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, waitFor, uniq, scaled,
+} from './sdk_util.mjs';
+
+const TOPICS = ['ShardA', 'ShardB', 'ShardC', 'ShardD'];
+const G = 'ShardGroup';
+const YAML = yamlOf({ topics: TOPICS.map((name) => ({ name, queues: 2 })), groups: [{ name: G }] });
+
+function api(g, method, p) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: g.httpPort, path: p, method, agent: false },
+      (res) => {
+        let b = '';
+        res.on('data', (d) => { b += d; });
+        res.on('end', () => {
+          let json = null;
+          try { json = JSON.parse(b); } catch { /* not JSON */ }
+          resolve({ status: res.statusCode, json, text: b });
+        });
+      });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function startProxy(etcd, name) {
+  return spawnGantry({
+    logLevel: 'info', yaml: YAML,
+    storeYaml: `  mode: cluster\n  etcd: ["${etcd.endpoint}"]\n  cluster_name: "${name}"\n`,
+  });
+}
+
+async function waitReady(p) {
+  const { httpGet } = await import('./harness.mjs');
+  await waitFor(async () => (await httpGet(p.httpPort, '/readyz')).status === 200, 30000,
+    'the proxy ready');
+}
+
+async function setReady(p, k) {
+  await waitFor(async () => {
+    const r = await api(p, 'GET', '/api/v1/cluster');
+    return r.status === 200 && r.json.replica_sets.some((s) => s.id === k && s.ready);
+  }, 30000, `replica set ${k} ready on the proxy`);
+}
+
+// Receives and acks until stop() (then until `want` ids, if given).
+function consumeLoop(consumer, got, handles) {
+  let stop = false;
+  const done = (async () => {
+    while (!stop) {
+      let msgs = [];
+      try {
+        msgs = await consumer.receive(32, 30000);
+      } catch { continue; }
+      for (const m of msgs) {
+        handles.push(m.receiptHandle ?? '');
+        try {
+          await consumer.ack(m);
+          got.add(m.messageId);
+        } catch { /* redelivered later */ }
+      }
+    }
+  })();
+  return { stop() { stop = true; return done; } };
+}
+
+test('two replica sets: topics placed two and two, the SDK through two proxies', async () => {
+  let etcd; let a; let b; let p1; let p2; let producer; let consumer;
+  try {
+    etcd = await startEtcd();
+    a = await startStore({ logLevel: 'info', yaml: yamlOf({}) });
+    b = await startStore({ logLevel: 'info', yaml: yamlOf({}) });
+    const name = uniq('sh');
+    const key = (k) => `/gantry/${name}/${k}`;
+    await etcd.put(key('stores/node-a'), a.endpoint);
+    await etcd.put(key('stores/node-b'), b.endpoint);
+    await etcd.put(key('rs/0/members'), 'node-a');
+    await etcd.put(key('rs/0/isr'), '1:node-a');
+    await etcd.put(key('rs/0/leader'), 'node-a');
+    await etcd.put(key('rs/1/members'), 'node-b');
+    await etcd.put(key('rs/1/isr'), '1:node-b');
+    await etcd.put(key('rs/1/leader'), 'node-b');
+
+    p1 = await startProxy(etcd, name);
+    await waitReady(p1);
+    p2 = await startProxy(etcd, name);
+    await waitReady(p2);
+    const placement = {};
+    for (const t of TOPICS) placement[t] = await etcd.get(key(`placement/${t}`));
+    const on = (k) => Object.values(placement).filter((v) => v === k).length;
+    assert.equal(on('0'), 2, JSON.stringify(placement));
+    assert.equal(on('1'), 2, JSON.stringify(placement));
+    for (const p of [p1, p2]) {
+      const r = await api(p, 'GET', '/api/v1/cluster');
+      assert.equal(r.status, 200, r.text);
+      // The config's four topics and the AMQP gateway's own: 3 and 2.
+      assert.deepEqual(r.json.replica_sets.map((s) => [s.id, s.leader, s.ready]),
+        [[0, 'node-a', true], [1, 'node-b', true]], r.text);
+      const [c0, c1] = r.json.replica_sets.map((s) => s.topics);
+      assert.ok(c0 + c1 === Object.keys(r.json.placement).length && Math.abs(c0 - c1) <= 1, r.text);
+      for (const t of TOPICS) assert.deepEqual(r.json.placement[t], [Number(placement[t])]);
+    }
+
+    producer = await startProducer(p1, TOPICS);
+    consumer = await startSimpleConsumer(p2, G, new Map(TOPICS.map((t) => [t, '*'])));
+    const sent = new Set();
+    for (let i = 0; i < 40; i++) {
+      sent.add((await producer.send({ topic: TOPICS[i % 4], body: Buffer.from(`m-${i}`) })).messageId);
+    }
+    const got = new Set();
+    const handles = [];
+    const loop = consumeLoop(consumer, got, handles);
+    await waitFor(() => [...sent].every((id) => got.has(id)), scaled(60000),
+      'every message sent through proxy 1 received through proxy 2');
+    await loop.stop();
+    // Receipt handles of set 1 carry its prefix.
+    assert.ok(handles.some((h) => h.startsWith('1.')), 'no message came from replica set 1');
+    assert.ok(handles.some((h) => !/^\d+\./.test(h)), 'no message came from replica set 0');
+  } finally {
+    await shutdownQuietly(producer, consumer);
+    for (const g of [p1, p2, a, b].filter(Boolean)) await stopGantry(g);
+    await stopEtcd(etcd);
+  }
+});
+
+test('growth: a second replica set appears, rebalance moves half the topics to it under load, nothing lost', async () => {
+  let etcd; let a; let b; let p; let producer; let consumer;
+  try {
+    etcd = await startEtcd();
+    a = await startStore({ logLevel: 'info', yaml: yamlOf({}) });
+    b = await startStore({ logLevel: 'info', yaml: yamlOf({}) });
+    const name = uniq('gr');
+    const key = (k) => `/gantry/${name}/${k}`;
+    await etcd.put(key('stores/node-a'), a.endpoint);
+    await etcd.put(key('rs/0/members'), 'node-a');
+    await etcd.put(key('rs/0/isr'), '1:node-a');
+    await etcd.put(key('rs/0/leader'), 'node-a');
+    p = await startProxy(etcd, name);
+    await waitReady(p);
+    for (const t of TOPICS) assert.equal(await etcd.get(key(`placement/${t}`)), '0');
+
+    producer = await startProducer(p, TOPICS);
+    consumer = await startSimpleConsumer(p, G, new Map(TOPICS.map((t) => [t, '*'])));
+    const acked = new Set();
+    const got = new Set();
+    const handles = [];
+    let sending = true;
+    let n = 0;
+    let refused = 0;
+    const prod = (async () => {
+      while (sending) {
+        const i = n++;
+        try {
+          acked.add((await producer.send({ topic: TOPICS[i % 4], body: Buffer.from(`g-${i}`) })).messageId);
+        } catch { refused++; }
+      }
+    })();
+    const loop = consumeLoop(consumer, got, handles);
+    await waitFor(() => got.size >= 50, scaled(60000), 'messages flowing on replica set 0');
+
+    // A second replica set forms.
+    await etcd.put(key('stores/node-b'), b.endpoint);
+    await etcd.put(key('rs/1/members'), 'node-b');
+    await etcd.put(key('rs/1/isr'), '1:node-b');
+    await etcd.put(key('rs/1/leader'), 'node-b');
+    await setReady(p, 1);
+    let r = await api(p, 'GET', '/api/v1/cluster');
+    const total = Object.keys(r.json.placement).length; // with the AMQP gateway's topic
+    assert.ok(total >= 4, r.text);
+    assert.deepEqual(r.json.replica_sets.map((s) => [s.id, s.topics]), [[0, total], [1, 0]], r.text);
+
+    r = await api(p, 'POST', '/api/v1/cluster/rebalance');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.moved, Math.floor(total / 2), r.text);
+    const values = [];
+    for (const t of TOPICS) values.push(await etcd.get(key(`placement/${t}`)));
+    assert.ok(values.every((v) => v === '0' || v === '1,0'), values.join(' '));
+    assert.ok(values.filter((v) => v === '1,0').length >= 1, values.join(' '));
+    assert.deepEqual(r.json.replica_sets.map((s) => [s.id, s.topics]),
+      [[0, Math.ceil(total / 2)], [1, Math.floor(total / 2)]], r.text);
+    // Again: nothing to move.
+    r = await api(p, 'POST', '/api/v1/cluster/rebalance');
+    assert.equal(r.json.moved, 0, r.text);
+
+    // Traffic goes on, now partly on set 1.
+    await waitFor(() => handles.some((h) => h.startsWith('1.')), scaled(60000),
+      'messages received from replica set 1 after the rebalance');
+    const mark = acked.size;
+    await waitFor(() => acked.size >= mark + 50, scaled(60000), 'sends after the rebalance');
+    sending = false;
+    await prod;
+    await waitFor(() => [...acked].every((id) => got.has(id)), scaled(60000),
+      'every acknowledged message consumed');
+    await loop.stop();
+    const lost = [...acked].filter((id) => !got.has(id)).length;
+    process.stdout.write(`# growth: acked=${acked.size} lost=${lost} refused=${refused}\n`);
+    assert.equal(lost, 0);
+  } finally {
+    await shutdownQuietly(producer, consumer);
+    for (const g of [p, a, b].filter(Boolean)) await stopGantry(g);
+    await stopEtcd(etcd);
+  }
+});
