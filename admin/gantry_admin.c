@@ -88,6 +88,9 @@ static void usage(FILE *out)
         "  user delete ACCESS_KEY\n"
         "    SPEC: RESOURCE=ACTION[,ACTION...][@IP[,IP...]][!]  e.g. Topic:orders*=Pub,Sub\n"
         "    (! denies; the --acl list replaces the user's ACL entries)\n"
+        "store cluster (store.mode cluster):\n"
+        "  cluster                         replica sets, leaders, in-sync sets, topics per set\n"
+        "  cluster rebalance               move topics' writes to the sets that write the fewest\n"
         "\n"
         "--server defaults to $GANTRY_ADMIN_SERVER or " GA_DEFAULT_SERVER ";\n"
         "--token to $GANTRY_ADMIN_TOKEN (sent as \"Authorization: Bearer TOKEN\").\n"
@@ -750,6 +753,17 @@ static int cmd_config(const ga_opts_t *o)
     return usage_err("unknown config command '%s' (show, log-level [LEVEL])", v);
 }
 
+static int cmd_cluster(const ga_opts_t *o)
+{
+    const char *v = o->npos > 1 ? o->pos[1] : "";
+
+    if (o->npos == 1)
+        return call(o, "GET", "/api/v1/cluster", NULL);
+    if (strcmp(v, "rebalance") == 0 && o->npos == 2)
+        return call(o, "POST", "/api/v1/cluster/rebalance", json_object());
+    return usage_err("unknown cluster command '%s' (cluster, cluster rebalance)", v);
+}
+
 int main(int argc, char **argv)
 {
     ga_opts_t o = {.queues = -1, .max_attempts = -1, .max = -1, .body_max = -1, .retry_initial = -1,
@@ -789,9 +803,11 @@ int main(int argc, char **argv)
         rc = cmd_config(&o);
     else if (strcmp(noun, "user") == 0)
         rc = cmd_user(&o);
+    else if (strcmp(noun, "cluster") == 0)
+        rc = cmd_cluster(&o);
     else
-        rc = usage_err("unknown command '%s' (topic, group, client, message, config, user)",
-                       noun);
+        rc = usage_err("unknown command '%s' (topic, group, client, message, config, user, "
+                       "cluster)", noun);
     curl_global_cleanup();
     return rc;
 }

@@ -14,7 +14,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { spawnGantry, startStore, stopGantry } from './harness.mjs';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { spawnGantry, startStore, stopGantry, GANTRY_BIN } from './harness.mjs';
 import { startEtcd, stopEtcd } from './etcd_util.mjs';
 import {
   startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, waitFor, uniq, scaled,
@@ -23,6 +25,15 @@ import {
 const TOPICS = ['ShardA', 'ShardB', 'ShardC', 'ShardD'];
 const G = 'ShardGroup';
 const YAML = yamlOf({ topics: TOPICS.map((name) => ({ name, queues: 2 })), groups: [{ name: G }] });
+
+const ADMIN_BIN = process.env.GANTRY_ADMIN_BIN || path.join(path.dirname(GANTRY_BIN), 'gantry-admin');
+
+function admin(g, args) {
+  return new Promise((resolve) => {
+    execFile(ADMIN_BIN, ['--server', `http://127.0.0.1:${g.httpPort}`, '--json', ...args],
+      (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+  });
+}
 
 function api(g, method, p) {
   return new Promise((resolve, reject) => {
@@ -196,9 +207,13 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     assert.ok(values.filter((v) => v === '1,0').length >= 1, values.join(' '));
     assert.deepEqual(r.json.replica_sets.map((s) => [s.id, s.topics]),
       [[0, Math.ceil(total / 2)], [1, Math.floor(total / 2)]], r.text);
-    // Again: nothing to move.
-    r = await api(p, 'POST', '/api/v1/cluster/rebalance');
-    assert.equal(r.json.moved, 0, r.text);
+    // Again, through gantry-admin: nothing to move.
+    const cli = await admin(p, ['cluster', 'rebalance']);
+    assert.equal(cli.code, 0, cli.stdout + cli.stderr);
+    assert.equal(JSON.parse(cli.stdout).moved, 0, cli.stdout);
+    const show = await admin(p, ['cluster']);
+    assert.equal(show.code, 0, show.stdout + show.stderr);
+    assert.deepEqual(JSON.parse(show.stdout).replica_sets.map((s) => s.id), [0, 1], show.stdout);
 
     // Traffic goes on, now partly on set 1.
     await waitFor(() => handles.some((h) => h.startsWith('1.')), scaled(60000),
