@@ -4,13 +4,13 @@
  * calls the store; the answer comes on the executor (st_exec_open), where
  * the response is packed and sent and the reference dropped.  A store
  * error is the response's err; the gRPC status is OK. */
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "gt_du.h"
 #include "gt_log.h"
 #include "ss_int.h"
 
@@ -537,17 +537,6 @@ static void ss_meta_list(px_call_t *call, ProtobufCMessage *msg)
 
 /* ---- the node ---- */
 
-static _Thread_local uint64_t ss_du_bytes;
-
-static int ss_du_one(const char *path, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)path;
-    (void)f;
-    if (flag == FTW_F)
-        ss_du_bytes += (uint64_t)sb->st_blocks * 512;
-    return 0;
-}
-
 static void ss_get_info(px_call_t *call, ProtobufCMessage *msg)
 {
     const Gantry__Store__V1__GetInfoRequest *req = (const void *)msg;
@@ -561,9 +550,7 @@ static void ss_get_info(px_call_t *call, ProtobufCMessage *msg)
     resp.engine = (char *)(ss_srv(call)->engine ? ss_srv(call)->engine : "");
     pthread_rwlock_unlock(&ss_srv(call)->late_lock);
     if (ss_srv(call)->data_dir != NULL && !req->without_storage) {
-        ss_du_bytes = 0;
-        nftw(ss_srv(call)->data_dir, ss_du_one, 16, FTW_PHYS);
-        resp.storage_bytes = ss_du_bytes;
+        resp.storage_bytes = gt_du_bytes(ss_srv(call)->data_dir);
     }
     resp.replica_set = atomic_load(&ss_srv(call)->replica_set);
     px_call_reply_pb(call, &resp.base);

@@ -8,12 +8,12 @@
  * for a call without one, the gRPC status (ok, not_found...), protocol_type
  * "grpc", result success / cancelled / write_channel_failed. */
 #include <ctype.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "gt_du.h"
 #include "gt_metrics.h"
 #include "px_metrics.h"
 
@@ -363,17 +363,6 @@ out:
     return now_ms - oldest;
 }
 
-static _Thread_local uint64_t px_du_bytes;
-
-static int px_du_one(const char *path, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)path;
-    (void)f;
-    if (flag == FTW_F)
-        px_du_bytes += (uint64_t)sb->st_blocks * 512;
-    return 0;
-}
-
 void px_metrics_write_store(px_metrics_t *m, st_store_t *st, const char *data_dir,
                             FILE *out)
 {
@@ -477,11 +466,11 @@ void px_metrics_write_store(px_metrics_t *m, st_store_t *st, const char *data_di
         fprintf(out, "\"} %llu\n", (unsigned long long)(sent > done ? sent - done : 0));
     }
     if (data_dir != NULL) {
-        px_du_bytes = 0;
-        nftw(data_dir, px_du_one, 16, FTW_PHYS);
+        uint64_t du = gt_du_bytes(data_dir);
+
         gt_metrics_head(out, "rocketmq_storage_size", "gauge",
                         "Disk space the store's files take, in bytes.");
-        fprintf(out, "rocketmq_storage_size %llu\n", (unsigned long long)px_du_bytes);
+        fprintf(out, "rocketmq_storage_size %llu\n", (unsigned long long)du);
     }
 out:
     free(s);

@@ -4,7 +4,15 @@
 
 #include <CUnit/Basic.h>
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "gt_addr.h"
+#include "gt_du.h"
 #include "gt_le.h"
 #include "gt_tagexpr.h"
 
@@ -116,6 +124,83 @@ static void test_tagexpr(void)
     CU_ASSERT_EQUAL(gt_tagexpr_check("a||b\n"), GT_EINVAL);
 }
 
+/* A file of n bytes at path; returns the blocks it takes (st_blocks * 512). */
+static uint64_t du_file(const char *path, size_t n)
+{
+    char buf[4096];
+    struct stat sb;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+    memset(buf, 'x', sizeof(buf));
+    CU_ASSERT_FATAL(fd >= 0);
+    for (size_t done = 0; done < n; done += sizeof(buf))
+        CU_ASSERT(write(fd, buf, n - done < sizeof(buf) ? n - done : sizeof(buf)) > 0);
+    CU_ASSERT(fsync(fd) == 0);
+    close(fd);
+    CU_ASSERT_FATAL(stat(path, &sb) == 0);
+    return (uint64_t)sb.st_blocks * 512;
+}
+
+typedef struct du_arg {
+    const char *dir;
+    uint64_t want;
+    int bad;
+} du_arg_t;
+
+static void *du_thread(void *arg)
+{
+    du_arg_t *a = arg;
+
+    for (int i = 0; i < 200; i++)
+        if (gt_du_bytes(a->dir) != a->want)
+            a->bad++;
+    return NULL;
+}
+
+/* gt_du_bytes: files at every level, symbolic links not followed, a
+ * missing directory 0; two threads measuring two trees at once each get
+ * their own tree's sum (what a shared accumulator would mix). */
+static void test_du(void)
+{
+    char root[] = "/tmp/gt-du-XXXXXX", a[64], b[64], p[128];
+    du_arg_t x, y;
+    pthread_t t1, t2;
+    uint64_t wa = 0, wb = 0;
+
+    CU_ASSERT_FATAL(mkdtemp(root) != NULL);
+    snprintf(a, sizeof(a), "%s/a", root);
+    snprintf(b, sizeof(b), "%s/b", root);
+    CU_ASSERT_FATAL(mkdir(a, 0755) == 0 && mkdir(b, 0755) == 0);
+    snprintf(p, sizeof(p), "%s/sub", a);
+    CU_ASSERT_FATAL(mkdir(p, 0755) == 0);
+    snprintf(p, sizeof(p), "%s/f1", a);
+    wa += du_file(p, 100000);
+    snprintf(p, sizeof(p), "%s/sub/f2", a);
+    wa += du_file(p, 8192);
+    snprintf(p, sizeof(p), "%s/loop", a);
+    CU_ASSERT(symlink(root, p) == 0);
+    snprintf(p, sizeof(p), "%s/g", b);
+    wb += du_file(p, 3 * 1024 * 1024);
+    CU_ASSERT(wa > 0 && wb > wa);
+    CU_ASSERT_EQUAL(gt_du_bytes(a), wa);
+    CU_ASSERT_EQUAL(gt_du_bytes(b), wb);
+    CU_ASSERT_EQUAL(gt_du_bytes(root), wa + wb);
+    snprintf(p, sizeof(p), "%s/none", root);
+    CU_ASSERT_EQUAL(gt_du_bytes(p), 0);
+
+    x = (du_arg_t){a, wa, 0};
+    y = (du_arg_t){b, wb, 0};
+    CU_ASSERT_FATAL(pthread_create(&t1, NULL, du_thread, &x) == 0);
+    CU_ASSERT_FATAL(pthread_create(&t2, NULL, du_thread, &y) == 0);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    CU_ASSERT_EQUAL(x.bad, 0);
+    CU_ASSERT_EQUAL(y.bad, 0);
+
+    snprintf(p, sizeof(p), "rm -rf %s", root);
+    CU_ASSERT(system(p) == 0);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -126,6 +211,7 @@ int main(void)
     CU_add_test(s, "HOST:PORT", test_hostport);
     CU_add_test(s, "little-endian", test_le);
     CU_add_test(s, "tag expressions", test_tagexpr);
+    CU_add_test(s, "du of a tree, concurrent callers", test_du);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = CU_get_number_of_failures() != 0 || CU_get_error() != 0;
