@@ -425,11 +425,27 @@ gt_err_t gt_etcd_lease_revoke(gt_etcd_t *e, int64_t id, gt_etcd_write_cb cb,
                  (void *)cb, arg);
 }
 
-/* Keepalive: a timer every ttl/3; each tick one LeaseKeepAlive exchange.
- * References: the owner's, a pending timer's, an open call's. */
+/* Keepalive: a timer every period_ms; each tick starts one LeaseKeepAlive
+ * exchange, whether or not earlier ones have been answered (a slow answer
+ * does not hold back the next renewal), with a deadline of the TTL (an
+ * answer later than that is of no use).  Each answer proves the lease
+ * lived at its exchange's send time, so valid_until is the latest such
+ * send time plus the TTL.  References: the owner's, a pending timer's, one
+ * per open exchange. */
+#define KA_MAX_OPEN 16   /* exchanges open at once (etcd unreachable) */
+#define KA_PERIOD_MAX_MS 500
+
+typedef struct ka_call {
+    struct ka_call *next;
+    struct gt_etcd_keepalive *k;
+    px_ccall_t *call;
+    int64_t sent_ms;
+} ka_call_t;
+
 struct gt_etcd_keepalive {
     gt_etcd_t *e;
     int64_t id;
+    int64_t ttl_ms;
     int64_t period_ms;
     void (*on_lost)(void *arg);
     void *arg;
@@ -439,8 +455,8 @@ struct gt_etcd_keepalive {
     int in_cb;
     bool stopped;
     bool lost;
-    px_ccall_t *call;
-    int64_t sent_ms;        /* when the exchange under way was sent */
+    ka_call_t *open;        /* exchanges under way */
+    int n_open;
     int64_t valid_until_ms; /* the lease lives at least until then */
 };
 
@@ -479,7 +495,8 @@ static void ka_schedule(gt_etcd_keepalive_t *k)
 
 static void ka_msg(void *arg, const uint8_t *data, size_t len)
 {
-    gt_etcd_keepalive_t *k = arg;
+    ka_call_t *kc = arg;
+    gt_etcd_keepalive_t *k = kc->k;
     Etcdserverpb__LeaseKeepAliveResponse *r =
         etcdserverpb__lease_keep_alive_response__unpack(NULL, len, data);
     if (!r)
@@ -491,7 +508,7 @@ static void ka_msg(void *arg, const uint8_t *data, size_t len)
         /* etcd renewed it on receipt, after we sent: from the send on it
          * lives for ttl at least. */
         pthread_mutex_lock(&k->mu);
-        int64_t until = k->sent_ms + ttl * 1000;
+        int64_t until = kc->sent_ms + ttl * 1000;
         if (until > k->valid_until_ms)
             k->valid_until_ms = until;
         pthread_mutex_unlock(&k->mu);
@@ -513,56 +530,65 @@ static void ka_msg(void *arg, const uint8_t *data, size_t len)
     pthread_mutex_unlock(&k->mu);
 }
 
+/* The exchange ended (answered, failed or past its deadline): the next
+ * tick renews again either way. */
 static void ka_close(void *arg, grpc_status_code code, const char *details)
 {
     (void)code;
     (void)details;
-    gt_etcd_keepalive_t *k = arg;
+    ka_call_t *kc = arg;
+    gt_etcd_keepalive_t *k = kc->k;
     pthread_mutex_lock(&k->mu);
-    px_ccall_t *c = k->call;
-    k->call = NULL;
+    for (ka_call_t **pp = &k->open; *pp; pp = &(*pp)->next) {
+        if (*pp == kc) {
+            *pp = kc->next;
+            k->n_open--;
+            break;
+        }
+    }
+    px_ccall_t *c = kc->call;
+    kc->call = NULL;
     pthread_mutex_unlock(&k->mu);
     if (c)
         px_ccall_unref(c);
-    ka_schedule(k); /* next tick (also after a transient failure) */
-    ka_unref(k);
+    free(kc);
+    ka_unref(k); /* the exchange's */
 }
 
 static void ka_tick(void *arg)
 {
     gt_etcd_keepalive_t *k = arg;
     pthread_mutex_lock(&k->mu);
-    bool go = !k->stopped && !k->lost;
-    if (go)
-        k->refs++; /* the call's */
-    pthread_mutex_unlock(&k->mu);
-    if (go) {
+    bool go = !k->stopped && !k->lost && k->n_open < KA_MAX_OPEN;
+    ka_call_t *kc = go ? calloc(1, sizeof(*kc)) : NULL;
+    if (kc) {
+        k->refs++; /* the exchange's */
+        kc->k = k;
         Etcdserverpb__LeaseKeepAliveRequest rq =
             ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
         rq.id = k->id;
         uint8_t buf[16];
         size_t n = etcdserverpb__lease_keep_alive_request__pack(&rq, buf);
         static const px_stream_cbs_t cbs = { ka_msg, ka_close };
-        px_ccall_opts_t co = { .timeout_ms = k->period_ms };
-        px_ccall_t *c = NULL;
-        pthread_mutex_lock(&k->mu);
-        k->sent_ms = ka_now_ms();
+        px_ccall_opts_t co = { .timeout_ms = k->ttl_ms };
+        kc->sent_ms = ka_now_ms();
+        /* Callbacks run on another thread and take k->mu: they see kc
+         * linked. */
         gt_err_t err = px_rpc_stream(k->e->rpc,
                                      "/etcdserverpb.Lease/LeaseKeepAlive",
-                                     buf, n, &co, &cbs, k, &c);
+                                     buf, n, &co, &cbs, kc, &kc->call);
         if (err == GT_OK) {
-            if (k->call)      /* cannot happen: one call at a time */
-                px_ccall_unref(k->call);
-            k->call = c;
-        }
-        pthread_mutex_unlock(&k->mu);
-        if (err != GT_OK) {
-            ka_unref(k);       /* the call's */
-            if (err != GT_ESHUTDOWN)
-                ka_schedule(k);
+            kc->next = k->open;
+            k->open = kc;
+            k->n_open++;
+        } else {
+            free(kc);
+            k->refs--; /* the owner's and the timer's remain */
         }
     }
-    ka_unref(k); /* the timer's */
+    pthread_mutex_unlock(&k->mu);
+    ka_schedule(k); /* the next renewal, answered or not */
+    ka_unref(k);    /* the timer's */
 }
 
 gt_err_t gt_etcd_keepalive_start(gt_etcd_t *e, int64_t id, int64_t ttl_s,
@@ -576,7 +602,10 @@ gt_err_t gt_etcd_keepalive_start(gt_etcd_t *e, int64_t id, int64_t ttl_s,
         return GT_ENOMEM;
     k->e = e;
     k->id = id;
-    k->period_ms = ttl_s * 1000 / 3;
+    k->ttl_ms = ttl_s * 1000;
+    k->period_ms = k->ttl_ms / 3;
+    if (k->period_ms > KA_PERIOD_MAX_MS)
+        k->period_ms = KA_PERIOD_MAX_MS;
     if (k->period_ms < 100)
         k->period_ms = 100;
     k->on_lost = on_lost;
@@ -614,8 +643,8 @@ void gt_etcd_keepalive_stop(gt_etcd_keepalive_t *k)
     k->stopped = true;
     while (k->in_cb > 0)
         pthread_cond_wait(&k->cv, &k->mu);
-    if (k->call)
-        px_ccall_cancel(k->call);
+    for (ka_call_t *kc = k->open; kc; kc = kc->next)
+        px_ccall_cancel(kc->call);
     pthread_mutex_unlock(&k->mu);
     ka_unref(k);
 }

@@ -16,10 +16,12 @@
  * key starting with the key (range_end = key with its last byte + 1).
  *
  * Leases.  gt_etcd_lease_grant then gt_etcd_keepalive_start keeps the lease
- * alive with one LeaseKeepAlive exchange every TTL/3 (each a stream opened,
- * one request, one response, closed: etcd answers each request and ends the
- * stream when the client half-closes).  When etcd answers TTL <= 0 the lease
- * is gone (expired or revoked): on_lost runs once and the keepalive stops.
+ * alive with one LeaseKeepAlive exchange every min(TTL/3, 500 ms) (each a stream opened, one request, one response, closed: etcd answers
+ * each request and ends the stream when the client half-closes).  A tick
+ * does not wait for earlier exchanges: a slow answer (etcd or this process
+ * stalled) neither delays nor cancels the next renewal; each exchange may
+ * take up to the TTL.  When etcd answers TTL <= 0 the lease is gone
+ * (expired or revoked): on_lost runs once and the keepalive stops.
  * Transient failures (etcd restarting) are retried at the next tick; the
  * lease survives as long as one renewal lands within its TTL.
  *

@@ -523,10 +523,14 @@ static const cfg_desc_t cfg_cluster_keys[] = {
      .doc = "The store protocol address other nodes and proxies use; unset: "
             "`store_server.listen`."},
     {.key = "lease_ttl_s", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.lease_ttl_s),
-     .def = "10", .min = 1, .max = 300,
+     .def = "3", .min = 2, .max = 300,
      .doc = "TTL of the node's etcd lease: a node that stops renewing it "
             "(killed, paused, cut off) is unregistered this long after its "
-            "last renewal. Renewed every TTL/3."},
+            "last renewal, and a dead leader is replaced about this long "
+            "after its death (docs/cluster.md, failover timings). Renewed "
+            "every TTL/3, at most 500 ms apart; a leader stands down when "
+            "no renewal sent in the last TTL was answered. etcd's own "
+            "minimum is 2."},
     {.key = "replicas", .type = CFG_T_INT, CFG_FIELD(cfg_t, cluster.replicas),
      .def = "3", .min = 1, .max = 16,
      .doc = "Store nodes per replica set (R): the leader and R-1 "

@@ -2,7 +2,7 @@
  * and the keys are in docs/cluster.md).  With cluster.etcd set:
  *
  * Registration.  The node grants itself a lease of cluster.lease_ttl_s,
- * keeps it alive (every TTL/3) and puts /gantry/N/stores/<id> = its
+ * keeps it alive (every min(TTL/3, 500 ms)) and puts /gantry/N/stores/<id> = its
  * advertised address under it.  A lease lost while running (the node was
  * paused or cut off longer than the TTL) makes it stand down and register
  * again with a new lease.

@@ -515,7 +515,7 @@ test('clustered shape: proxy Deployment + HPA + PDB, store StatefulSet with PVCs
   assert.equal(cfg.store.endpoints, undefined);
   assert.equal(cfg.store.data_dir, undefined);
   const scfg = YAML.parse(renderedConfig(docs, 'gantry-store.yaml'));
-  assert.deepEqual(scfg.cluster, { etcd: etcdEps, name: 'gantry', lease_ttl_s: 10, replicas: 1, min_insync: 1 });
+  assert.deepEqual(scfg.cluster, { etcd: etcdEps, name: 'gantry', lease_ttl_s: 3, replicas: 1, min_insync: 1 });
   const etcd = one(docs, 'StatefulSet', 'mq-gantry-etcd');
   assert.equal(etcd.spec.replicas, 3);
   const initial = etcd.spec.template.spec.containers[0].env.find((e) => e.name === 'ETCD_INITIAL_CLUSTER').value;
