@@ -283,6 +283,14 @@ static bool kv_str(const uint8_t *b, size_t len, char *out, size_t cap)
     return true;
 }
 
+/* src into dst, cut to fit. */
+static void str_set(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 /* With mu held. */
 static void apply(st_place_t *p, const gt_etcd_kv_t *kv, bool put, int64_t rev)
 {
@@ -310,7 +318,7 @@ static void apply(st_place_t *p, const gt_etcd_kv_t *kv, bool put, int64_t rev)
             return;
         pl_set_t *s = &p->sets[k];
         if (strcmp(end, "/leader") == 0)
-            snprintf(s->leader, sizeof(s->leader), "%s", val);
+            str_set(s->leader, sizeof(s->leader), val); /* longer ids: no node has one */
         else if (strcmp(end, "/members") == 0)
             snprintf(s->members, sizeof(s->members), "%s", val);
         else if (strcmp(end, "/isr") == 0)
