@@ -96,6 +96,10 @@ struct ss_cluster {
     int64_t step_downs;
 
     /* control thread only */
+    /* peers whose event etcd failed: reported again when the retry is due */
+    char peer_retry[MAX_PEER_EVS][ID_MAX];
+    int64_t peer_retry_epoch[MAX_PEER_EVS];
+    size_t n_peer_retry;
     int64_t lease;
     gt_etcd_keepalive_t *ka;
     gt_elect_t *el;
@@ -584,6 +588,28 @@ static void take_lead(ss_cluster_t *c, int64_t epoch)
 
 /* ---- in-sync set changes ------------------------------------------------ */
 
+/* An event for `peer` could not be acted on (etcd failed, or a write's
+ * outcome is unknown): ask replication to report it again once the retry
+ * is due (ctl_main), not at once, so that an unreachable etcd is not asked
+ * at every fetch. */
+static void peer_retry_later(ss_cluster_t *c, int64_t epoch,
+                             const ss_repl_peer_t *peer)
+{
+    size_t i = 0;
+    while (i < c->n_peer_retry && strcmp(c->peer_retry[i], peer->node_id) != 0)
+        i++;
+    GT_LOG(WARN, "cluster", "in-sync change for %s (%s) not made: etcd did "
+           "not answer; asked again in %lld ms", peer->node_id,
+           peer->caught_up ? "caught up" : "lagging", (long long)c->retry_ms);
+    if (i < MAX_PEER_EVS) {
+        snprintf(c->peer_retry[i], ID_MAX, "%s", peer->node_id);
+        c->peer_retry_epoch[i] = epoch;
+        if (i == c->n_peer_retry)
+            c->n_peer_retry++;
+    }
+    retry_later(c);
+}
+
 static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
 {
     int64_t epoch = 0;
@@ -595,13 +621,13 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
         gt_err_t err = get_kvs(c, c->rs_pfx, true, &rs);
         if (err != GT_OK) {
             call_fini(&rs);
-            retry_later(c);
+            peer_retry_later(c, epoch, peer);
             return;
         }
         const kvc_t *ik = find(&rs, c->isr_key);
         const kvc_t *mk = find(&rs, c->members_key);
         ids_t isr, members;
-        isr_parse(ik ? ik->val : NULL, &isr);
+        int64_t isr_epoch = isr_parse(ik ? ik->val : NULL, &isr);
         ids_parse(mk ? mk->val : NULL, &members);
         int64_t isr_mod = ik ? ik->mod : 0;
         call_fini(&rs);
@@ -621,9 +647,15 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
         } else {
             /* Nothing to change in etcd; one it does not list must not
              * hold answers (ss_repl.h, joining). */
-            if (!in)
+            if (!in) {
                 ss_repl_isr_unjoin(c->repl, epoch, peer->node_id,
                                    !peer->caught_up);
+            } else if (peer->caught_up && isr_epoch == epoch) {
+                /* listed by a write of ours whose answer was lost */
+                const char *p[MAX_IDS];
+                ids_ptrs(&isr, p);
+                ss_repl_set_isr(c->repl, epoch, p, isr.n);
+            }
             return;
         }
         char ev[24], list[MAX_IDS * ID_MAX], val[MAX_IDS * ID_MAX + 32];
@@ -647,7 +679,8 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
         bool ok = w.ok;
         call_fini(&w);
         if (err != GT_OK) {
-            retry_later(c);
+            /* unknown outcome: a joining peer stays joining */
+            peer_retry_later(c, epoch, peer);
             return;
         }
         if (ok) {
@@ -1049,6 +1082,12 @@ static void *ctl_main(void *arg)
             take_lead(c, won);
         for (size_t i = 0; i < n_peers; i++)
             isr_change(c, &peers[i]);
+        if (dirty && c->n_peer_retry > 0) { /* the retry is due */
+            for (size_t i = 0; i < c->n_peer_retry; i++)
+                ss_repl_peer_retry(c->repl, c->peer_retry_epoch[i],
+                                   c->peer_retry[i]);
+            c->n_peer_retry = 0;
+        }
         if (dirty || fenced)
             reconcile(c);
     }

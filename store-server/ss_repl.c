@@ -1095,6 +1095,17 @@ void ss_repl_isr_unjoin(ss_repl_t *r, int64_t epoch, const char *id,
     gates_answer(ready, GATE_SEND);
 }
 
+void ss_repl_peer_retry(ss_repl_t *r, int64_t epoch, const char *id)
+{
+    pthread_mutex_lock(&r->mu);
+    ss_peer_t *p = peer_get(r, id, false);
+    if (r->role == SS_ROLE_LEADER && r->epoch == epoch && p != NULL) {
+        p->caught_up = false;
+        p->lagging = false;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 gt_err_t ss_repl_follow(ss_repl_t *r, int64_t epoch, const char *leader_id,
                         const char *leader_addr)
 {

@@ -108,6 +108,13 @@ void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
  * joining, or this is not the leader of `epoch`. */
 void ss_repl_isr_unjoin(ss_repl_t *r, int64_t epoch, const char *id,
                         bool lagging_only);
+/* The control could not act on a peer_changed event for `id` (etcd did not
+ * answer, or the outcome of its write is unknown): the follower's state is
+ * reported again at the leader's next check (about once a second, or at its
+ * next fetch), as if it had never been reported.  A joining follower stays
+ * joining meanwhile (a write that timed out may still have listed it).
+ * No-op if this is not the leader of `epoch`. */
+void ss_repl_peer_retry(ss_repl_t *r, int64_t epoch, const char *id);
 /* Follower of the leader `leader_id` at `leader_addr` (HOST:PORT) in
  * `epoch`. */
 gt_err_t ss_repl_follow(ss_repl_t *r, int64_t epoch, const char *leader_id,

@@ -20,19 +20,20 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  require, startStore, stopGantry, scaled, waitFor, httpGet, TIME_SCALE,
+  require, startStore, stopGantry, scaled, waitFor, httpGet, TIME_SCALE, sleep,
 } from './harness.mjs';
 import { startEtcd, stopEtcd, etcdGet } from './cluster_harness.mjs';
 
 const NAME = 'isrtest';
 const RS = `/gantry/${NAME}/rs/0`;
-// A long lease: etcd is paused for a moment while the leader must keep
-// leading (its etcd calls time out after half the TTL).
-const TTL_S = Math.ceil(10 * TIME_SCALE);
+// A long lease: etcd is paused for a while (longer than the leader's etcd
+// calls wait, half the TTL) while the leader must keep leading.
+const TTL_S = Math.ceil(16 * TIME_SCALE);
+const CALL_TIMEOUT_MS = (TTL_S * 1000) / 2;
 // No lag report during the test: membership changes only by catching up.
 const LAG_MS = scaled(60000);
-// How long an answer that must not come is waited for.
-const QUIET_MS = scaled(1000);
+// How long an answer that must not come is waited for (waitFor scales it).
+const QUIET_MS = 1000;
 
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -173,17 +174,17 @@ before(async () => {
   const id = await waitFor(async () => {
     const l = await etcdGet(etcd, `${RS}/leader`);
     return l && (await isrIds()).length === 2 ? l : false;
-  }, scaled(30000), 'a leader of n1, n2', 50);
+  }, 30000, 'a leader of n1, n2', 50);
   leader = nodes.find((g) => g.id === id);
   epoch = Number(await etcdGet(etcd, `${RS}/epoch`));
   const follower = nodes.find((g) => g !== leader);
   await waitFor(async () => /^gantry_store_role 2$/m.test((await httpGet(follower.httpPort,
-    '/metrics')).body), scaled(30000), 'the other node following', 50);
+    '/metrics')).body), 30000, 'the other node following', 50);
   await waitFor(async () => {
     const r = await call(leader, 'PutTopic', { topic: { name: 'T', type: 'TOPIC_NORMAL',
       queue_count: 1, perm: 6 } });
     return !r.err && r.resp.err === 'OK';
-  }, scaled(30000), 'a write answered', 100);
+  }, 30000, 'a write answered', 100);
   const a = await append('before');
   assert.equal(a.err, null);
   assert.equal(a.resp.err, 'OK');
@@ -207,25 +208,32 @@ test('a follower is listed in sync only once it holds what the leader has', asyn
     .then(() => true, () => false);
   assert.ok(!listed, 'n3 listed in sync after its first request, holding nothing');
   n3.follow(); // now it acknowledges what it got
-  await waitFor(async () => (await isrIds()).includes('n3'), scaled(20000), 'n3 listed in sync', 50);
+  await waitFor(async () => (await isrIds()).includes('n3'), 20000, 'n3 listed in sync', 50);
 });
 
 test('a follower listed in sync holds every write acknowledged before it was listed', async () => {
-  // etcd paused: the leader's control cannot list n4 until it goes on.
+  // etcd paused: the leader's control cannot list n4 until it goes on.  It
+  // stays paused past the leader's etcd call timeout, so the control's read
+  // for n4's change fails (it once dropped the change: n4 was never listed,
+  // the TSan CI run of this test).
   process.kill(etcd.members[0].pid, 'SIGSTOP');
   paused = true;
   let w;
   try {
     n4.apply(await n4.fetch()); // everything the leader has ...
     n4.apply(await n4.fetch()); // ... acknowledged: caught up
+    const caughtUp = Date.now();
     w = append('while n4 joins');
     assert.equal(await settle(w, QUIET_MS), null, 'a write was acknowledged without n4 while ' +
       'n4, caught up and about to be listed in sync, did not hold it');
+    // The fault's length (not a wait for the server): past the call timeout.
+    await sleep(Math.max(0, caughtUp + CALL_TIMEOUT_MS + scaled(1500) - Date.now()));
+    assert.equal(await settle(w, 0), null, 'answered without n4 after the etcd call failed');
   } finally {
     process.kill(etcd.members[0].pid, 'SIGCONT');
     paused = false;
   }
-  await waitFor(async () => (await isrIds()).includes('n4'), scaled(20000), 'n4 listed in sync', 50);
+  await waitFor(async () => (await isrIds()).includes('n4'), 20000, 'n4 listed in sync', 50);
   assert.equal(await settle(w, 0), null, 'answered before n4 held it');
   // n4 takes the write in, then acknowledges it: now it is answered.
   n4.apply(await n4.fetch());
