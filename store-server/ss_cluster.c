@@ -1002,21 +1002,23 @@ static void *ctl_main(void *arg)
         bool expired = false;
         pthread_mutex_lock(&c->mu);
         for (;;) {
-            if (c->stopping || c->lost || c->fenced || c->won ||
-                c->n_peer_ev || (c->dirty && c->retry_at == 0))
-                break;
-            int64_t now = mono_ms();
-            if (c->retry_at && now >= c->retry_at) {
-                c->retry_at = 0;
-                c->dirty = true;
-                break;
-            }
             /* A leader cut off from etcd: past the time its lease surely
-             * lives it must assume another node leads. */
+             * lives it must assume another node leads.  Checked first:
+             * other work (events, retries, each waiting on etcd) must not
+             * keep it from standing down. */
+            int64_t now = mono_ms();
             int64_t fence_at = c->role == SS_ROLE_LEADER && c->ka
                                    ? gt_etcd_keepalive_valid_until(c->ka) : 0;
             if (c->role == SS_ROLE_LEADER && now >= fence_at) {
                 expired = true;
+                break;
+            }
+            if (c->stopping || c->lost || c->fenced || c->won ||
+                c->n_peer_ev || (c->dirty && c->retry_at == 0))
+                break;
+            if (c->retry_at && now >= c->retry_at) {
+                c->retry_at = 0;
+                c->dirty = true;
                 break;
             }
             int64_t wake_at = c->retry_at;
