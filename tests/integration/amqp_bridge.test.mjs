@@ -89,7 +89,7 @@ async function consumeN(ch, queue, n, ms = 20000, ack = true) {
     got.push(m);
     if (ack && got.length <= n) ch.ack(m);
   });
-  await waitFor(() => got.length >= n, scaled(ms), `${n} deliveries from ${queue} (got ${got.length})`);
+  await waitFor(() => got.length >= n, ms, `${n} deliveries from ${queue} (got ${got.length})`);
   await ch.cancel(consumerTag);
   return got;
 }
@@ -201,10 +201,10 @@ test('bridged messages dead-lettered by expiry (sweep) and by drop-head keep the
       await shutdownQuietly(p);
     }
     // each passive declare sweeps br.ttl's expired head
-    await waitFor(async () => (await ch.checkQueue('br.ttl')).messageCount === 0, scaled(10000), 'expired');
+    await waitFor(async () => (await ch.checkQueue('br.ttl')).messageCount === 0, 10000, 'expired');
     // bridged messages are not counted: two AMQP publishes take br.ml over
     // its limit, and the head that goes is the bridged one
-    await waitFor(async () => (await ch.checkQueue('br.ml')).messageCount === 1, scaled(10000), 'bridged in');
+    await waitFor(async () => (await ch.checkQueue('br.ml')).messageCount === 1, 10000, 'bridged in');
     for (const b of ['a1', 'a2']) ch.sendToQueue('br.ml', Buffer.from(b));
     await ch.waitForConfirms();
     const dead = await consumeN(ch, 'br.dead', 2);
@@ -388,7 +388,7 @@ test('AMQP publishes reach a PushConsumer; headers without a text form stay AMQP
       ch.publish('push.x', `rk.${i}`, Buffer.from(`push-${i}`), { messageId: `push-${i}`, headers: odd });
     }
     await ch.waitForConfirms();
-    await waitFor(() => got.size >= N, scaled(30000), `${N} messages pushed (got ${got.size})`);
+    await waitFor(() => got.size >= N, 30000, `${N} messages pushed (got ${got.size})`);
     for (let i = 0; i < N; i++) {
       const m = got.get(`push-${i}`);
       assert.ok(m, `push-${i}`);

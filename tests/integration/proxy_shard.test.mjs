@@ -19,7 +19,7 @@ import { execFile } from 'node:child_process';
 import { spawnGantry, startStore, stopGantry, GANTRY_BIN } from './harness.mjs';
 import { startEtcd, stopEtcd } from './etcd_util.mjs';
 import {
-  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, waitFor, uniq, scaled,
+  startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, waitFor, uniq,
 } from './sdk_util.mjs';
 
 const TOPICS = ['ShardA', 'ShardB', 'ShardC', 'ShardD'];
@@ -139,7 +139,7 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
     const got = new Set();
     const handles = [];
     const loop = consumeLoop(consumer, got, handles);
-    await waitFor(() => [...sent].every((id) => got.has(id)), scaled(60000),
+    await waitFor(() => [...sent].every((id) => got.has(id)), 60000,
       'every message sent through proxy 1 received through proxy 2');
     await loop.stop();
     // Receipt handles of set 1 carry its prefix.
@@ -185,7 +185,7 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
       }
     })();
     const loop = consumeLoop(consumer, got, handles);
-    await waitFor(() => got.size >= 50, scaled(60000), 'messages flowing on replica set 0');
+    await waitFor(() => got.size >= 50, 60000, 'messages flowing on replica set 0');
 
     // A second replica set forms.
     await etcd.put(key('stores/node-b'), b.endpoint);
@@ -216,13 +216,13 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     assert.deepEqual(JSON.parse(show.stdout).replica_sets.map((s) => s.id), [0, 1], show.stdout);
 
     // Traffic goes on, now partly on set 1.
-    await waitFor(() => handles.some((h) => h.startsWith('1.')), scaled(60000),
+    await waitFor(() => handles.some((h) => h.startsWith('1.')), 60000,
       'messages received from replica set 1 after the rebalance');
     const mark = acked.size;
-    await waitFor(() => acked.size >= mark + 50, scaled(60000), 'sends after the rebalance');
+    await waitFor(() => acked.size >= mark + 50, 60000, 'sends after the rebalance');
     sending = false;
     await prod;
-    await waitFor(() => [...acked].every((id) => got.has(id)), scaled(60000),
+    await waitFor(() => [...acked].every((id) => got.has(id)), 60000,
       'every acknowledged message consumed');
     await loop.stop();
     const lost = [...acked].filter((id) => !got.has(id)).length;

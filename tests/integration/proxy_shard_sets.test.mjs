@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import {
   startCluster, stopCluster, addNodes, clusterSupport, etcdGet, Load, check, T, TF, waitFor,
-  scaled,
 } from './cluster_harness.mjs';
 
 function api(g, method, p) {
@@ -58,7 +57,7 @@ test('6 store nodes, R=3: two replica sets, topics placed one per set, nothing l
     }
     load = new Load(c.proxies);
     await load.start();
-    await load.waitAcked(300, scaled(60000));
+    await load.waitAcked(300, 60000);
     const r = await finish(load);
     process.stdout.write(`# two sets: acked=${load.acked.size} lost=${r.lost} dup=${r.dup} order=${r.order}\n`);
     assert.equal(r.lost, 0);
@@ -79,7 +78,7 @@ test('growth under load: 3 more nodes form rs/1, rebalance moves a topic there, 
     assert.equal(await placement(c, TF), '0');
     load = new Load(c.proxies);
     await load.start();
-    await load.waitAcked(200, scaled(60000));
+    await load.waitAcked(200, 60000);
 
     await addNodes(c, 3);
     assert.deepEqual(c.sets.map((s) => s.k), [0, 1]);
@@ -87,7 +86,7 @@ test('growth under load: 3 more nodes form rs/1, rebalance moves a topic there, 
       await waitFor(async () => {
         const r = await api(p, 'GET', '/api/v1/cluster');
         return r.status === 200 && r.json.replica_sets.some((s) => s.id === 1 && s.ready);
-      }, scaled(60000), 'replica set 1 ready on the proxy');
+      }, 60000, 'replica set 1 ready on the proxy');
     }
     const r = await api(c.proxies[0], 'POST', '/api/v1/cluster/rebalance');
     assert.equal(r.status, 200, r.text);
@@ -99,8 +98,8 @@ test('growth under load: 3 more nodes form rs/1, rebalance moves a topic there, 
     await waitFor(async () => {
       const o = await api(c.proxies[1], 'GET', '/api/v1/cluster');
       return o.json.replica_sets.some((s) => s.id === 1 && s.topics === 1);
-    }, scaled(30000), 'the second proxy sees the move');
-    await load.waitAcked(300, scaled(60000)); // writes go on, now partly on rs/1
+    }, 30000, 'the second proxy sees the move');
+    await load.waitAcked(300, 60000); // writes go on, now partly on rs/1
     const res = await finish(load);
     process.stdout.write(`# growth: acked=${load.acked.size} lost=${res.lost} dup=${res.dup} order=${res.order}\n`);
     assert.equal(res.lost, 0);

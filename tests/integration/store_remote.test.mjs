@@ -115,7 +115,7 @@ test('store node killed and restarted while the proxy serves: in-band errors, th
     await waitFor(async () => {
       after = await sendRaw(raw.c, 'after-0');
       return after.err === null && after.resp.getStatus().getCode() === Code.OK;
-    }, scaled(30000), 'a send through the proxy after the store node came back', 200);
+    }, 30000, 'a send through the proxy after the store node came back', 200);
     acked.set(after.resp.getEntriesList()[0].getMessageId(), 'after-0');
 
     consumer = await startSimpleConsumer(a, G, T);
@@ -156,7 +156,7 @@ test('store node stopped (SIGSTOP): deadlines fire, nothing hangs; SIGCONT: serv
     await waitFor(async () => {
       const r = await sendRaw(raw, 'after');
       return r.err === null && r.resp.getStatus().getCode() === Code.OK;
-    }, scaled(30000), 'a send after SIGCONT', 200);
+    }, 30000, 'a send after SIGCONT', 200);
   } finally {
     raw?.close();
     await stopAll(a, s);
@@ -191,7 +191,7 @@ test('metadata after a store node restart: a change made afterwards reaches a pr
       amqpPort: s.amqpPort, logLevel: 'info', yaml: YAML });
     // Another proxy grows the topic to 8 queues; a learns it from its watch.
     extra.push(await proxy(s, { yaml: yamlOf({ topics: [{ name: T, queues: 8 }], groups: [{ name: G }] }) }));
-    await waitFor(async () => (await routeQueues(a)) === 8, scaled(20000),
+    await waitFor(async () => (await routeQueues(a)) === 8, 20000,
       'proxy a routes to the 8 queues declared after the store node restarted', 100);
   } finally {
     await stopAll(a, ...extra, s);
@@ -242,10 +242,10 @@ test('remote store: a dead letter redriven within the de-dup window is stored ag
         return true;
       }
       return false;
-    }, scaled(30000), 'first delivery');
+    }, 30000, 'first delivery');
     const dlq = async () => JSON.parse((await httpGet(a.httpPort, `/api/v1/groups/${GD}`)).body).dlq_messages;
     await waitFor(async () => (await c.receive(4, 30000)).length === 0 && (await dlq()) === 1,
-      scaled(30000), 'one dead letter');
+      30000, 'one dead letter');
     const r = await fetch(`http://127.0.0.1:${a.httpPort}/api/v1/groups/${GD}/dlq/redrive`,
       { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     const out = await r.json();
@@ -254,7 +254,7 @@ test('remote store: a dead letter redriven within the de-dup window is stored ag
     const back = await waitFor(async () => {
       const ms = await c.receive(4, 30000);
       return ms.length > 0 ? ms : null;
-    }, scaled(30000), 'the redriven message delivered');
+    }, 30000, 'the redriven message delivered');
     assert.equal(back[0].messageId, sent.messageId);
     assert.equal(back[0].body.toString(), 'poison');
   } finally {

@@ -59,7 +59,7 @@ test('a store node restarted on a wiped data dir gets the proxy\'s topics and gr
     await waitFor(async () => {
       last = await send(raw, 'after');
       return last.err === null && last.resp.getStatus().getCode() === Code.OK;
-    }, scaled(30000), 'a send to the config\'s topic on the wiped node', 200);
+    }, 30000, 'a send to the config\'s topic on the wiped node', 200);
     assert.match(a.log(), /data identity changed .*declaring the config's topics and groups again/);
     consumer = await startSimpleConsumer(a, G, T);
     const got = await receiveAll(consumer, 1, 30000, { invisible: 30000 });
