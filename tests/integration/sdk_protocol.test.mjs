@@ -224,9 +224,9 @@ async function withConsumer(group, topic, fn, type = defPb.ClientType.SIMPLE_CON
   }
 }
 
-async function rawReceive(c, o, timeoutMs = scaled(10000)) {
+async function rawReceive(c, o, timeoutMs = scaled(10000), more = {}) {
   const s = await c.serverStream('ReceiveMessage', receiveRequest({ group: G, topic: T_RECV, ...o }),
-    pb.ReceiveMessageResponse, { timeoutMs });
+    pb.ReceiveMessageResponse, { timeoutMs, ...more });
   assert.equal(s.err, null, `ReceiveMessage transport error: ${s.err?.message}`);
   return { ...splitReceive(s.resps), ms: s.ms };
 }
@@ -260,8 +260,14 @@ test('ReceiveMessage: at most 32 per batch; the long poll ends inside the call d
 
     // Nothing to receive, long poll 60 s, deadline 3 s (scaled): the server
     // answers MESSAGE_NOT_FOUND before the deadline instead of letting it
-    // expire.
-    const empty = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 60000 }, scaled(3000));
+    // expire (its gRPC runtime would end the call DEADLINE_EXCEEDED).  The
+    // deadline goes to the server as its grpc-timeout header; the client
+    // does not enforce it too, as the answer's way back may take longer on
+    // a loaded machine (it missed a client-side 3 s by 2 ms at load
+    // average 26); it gives up after 20 s (scaled): a long poll left to run.
+    const deadline = scaled(3000);
+    const empty = await rawReceive(c, { batch: 32, invisibleMs: 30000, longPollMs: 60000 }, Infinity,
+      { metadata: { 'grpc-timeout': `${deadline}m` }, cancelAfterMs: scaled(20000) });
     assert.deepEqual(empty.order, ['status'], `stream ${empty.order}`);
     assert.equal(codeName(empty.status.getCode()), codeName(Code.MESSAGE_NOT_FOUND));
   });

@@ -223,6 +223,7 @@ export class Raw {
     m.set('x-mq-language', 'HTTP');
     m.set('x-mq-protocol', 'v2');
     m.set('x-mq-request-id', crypto.randomUUID());
+    for (const [k, v] of Object.entries(opts.metadata ?? {})) m.set(k, v);
     return m;
   }
 
@@ -243,6 +244,9 @@ export class Raw {
   }
 
   // Server-streaming call, collected.  Resolves {err, resps, ms}.
+  // opts.metadata: more request headers; opts.cancelAfterMs: the client
+  // cancels the call then (err CANCELLED), with timeoutMs Infinity a bound
+  // that is not sent to the server.
   serverStream(method, req, Resp, opts = {}) {
     const bytes = Buffer.from(req instanceof Uint8Array ? req : req.serializeBinary());
     return new Promise((resolve) => {
@@ -250,10 +254,12 @@ export class Raw {
       const resps = [];
       const call = this.client.makeServerStreamRequest(SVC + method, ident, ident, bytes,
         this.md(opts), { deadline: Date.now() + (opts.timeoutMs ?? scaled(10000)) });
+      const timer = opts.cancelAfterMs === undefined ? null : setTimeout(() => call.cancel(), opts.cancelAfterMs);
       let done = false;
       const finish = (err) => {
         if (done) return;
         done = true;
+        if (timer) clearTimeout(timer);
         resolve({ err, resps, ms: Date.now() - t0 });
       };
       call.on('data', (d) => resps.push(Resp ? Resp.deserializeBinary(new Uint8Array(d)) : d));
