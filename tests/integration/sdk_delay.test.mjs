@@ -166,7 +166,10 @@ test('recall before the delivery time: never delivered; a repeated recall is an 
     const rr = await producer.recallMessage(T_RECALL, gone.recallHandle);
     assert.equal(rr.messageId, gone.messageId, 'RecallMessage answers the recalled message id');
     await expectRecallError(producer.recallMessage(T_RECALL, gone.recallHandle), 'second recall of the same handle');
-    const got = await collect(c, { stopAt: at.getTime() + scaled(3000) });
+    // Until 'keep' comes (a bound, not a wait), then one more receive: the
+    // recalled message, due at the same time, would be ready by then.
+    const got = await collect(c, { want: 1, stopAt: at.getTime() + scaled(15000) });
+    for (const m of await c.receive(32, 15000)) got.push({ m, at: Date.now() });
     assert.deepEqual(got.map(({ m }) => body(m)), ['keep'], 'delivered after one of two was recalled');
   } finally {
     await shutdownQuietly(producer, c);
@@ -233,7 +236,10 @@ test('a pending delayed message and a recall survive a SIGKILL; a handle from be
     assert.equal(rr.messageId, later.messageId);
     await expectRecallError(producer.recallMessage(T_RESTART, before.recallHandle), 'recall (before the kill) repeated after it');
     c = await startSimpleConsumer(gr, G_RESTART, T_RESTART);
-    const got = await collect(c, { stopAt: at.getTime() + scaled(3000) });
+    // Until 'pending' comes, then one more receive (the others were due
+    // at the same time).
+    const got = await collect(c, { want: 1, stopAt: at.getTime() + scaled(15000) });
+    for (const m of await c.receive(32, 15000)) got.push({ m, at: Date.now() });
     const report = got.map(({ m, at: t }) => `${body(m)}@${t - at.getTime()}ms`).join(' ');
     assert.deepEqual(got.map(({ m }) => body(m)), ['pending'], `delivered after the restart: ${report}`);
     assert.ok(got[0].at >= at.getTime() - 20, `delivered before its time: ${report}`);
