@@ -296,8 +296,12 @@ void px_call_on_over(px_call_t *call, void (*fn)(void *arg, bool delivered),
 /* From inside on_request: the handler keeps the decoded request (it frees
  * it later with px_request_free(req)). */
 void px_call_keep_request(px_call_t *call);
-/* Unary convenience: send `msg` then finish OK. */
+/* Unary convenience: send `msg` then finish OK, handed to the core as one
+ * batch (px_call_send then px_call_finish makes two: the status waits for
+ * the message's completion).  GT_ESHUTDOWN as px_call_send. */
 gt_err_t px_call_reply_pb(px_call_t *call, const ProtobufCMessage *msg);
+/* The same with a packed message (copied). */
+gt_err_t px_call_reply(px_call_t *call, const uint8_t *data, size_t len);
 
 /* Runs fn(call, arg) soon on a gRPC worker thread, holding a call
  * reference until it has run.  For completions that arrive on other

@@ -378,12 +378,65 @@ void px_call_on_over(px_call_t *c, void (*fn)(void *arg, bool delivered),
         over_fn(over_arg, delivered);
 }
 
+/* The message `it` and the final status OK queued together, so that the
+ * pump hands them to the core as one batch (queued one after the other,
+ * the message goes alone and the status waits for its completion: a
+ * worker thread's turn later, a second write on the wire). */
+static gt_err_t px_call_enqueue_reply(px_call_t *c, px_send_item_t *it)
+{
+    px_send_item_t *st = calloc(1, sizeof(*st));
+
+    pthread_mutex_lock(&c->mu);
+    if (st == NULL || c->finished || c->finish_queued || c->cancelled) {
+        pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(it->msg);
+        free(it);
+        free(st);
+        return st == NULL ? GT_ENOMEM : GT_ESHUTDOWN;
+    }
+    st->is_status = true;
+    st->code = GRPC_STATUS_OK;
+    c->finish_queued = true;
+    c->sent_status = GRPC_STATUS_OK;
+    it->next = st;
+    if (c->q_tail != NULL)
+        c->q_tail->next = it;
+    else
+        c->q_head = it;
+    c->q_tail = st;
+    px_call_pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return GT_OK;
+}
+
+gt_err_t px_call_reply(px_call_t *c, const uint8_t *data, size_t len)
+{
+    px_send_item_t *it = calloc(1, sizeof(*it));
+    grpc_slice s;
+
+    if (it == NULL)
+        return GT_ENOMEM;
+    s = grpc_slice_from_copied_buffer((const char *)data, len);
+    it->msg = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return px_call_enqueue_reply(c, it);
+}
+
 gt_err_t px_call_reply_pb(px_call_t *c, const ProtobufCMessage *msg)
 {
-    gt_err_t rc = px_call_send_pb(c, msg);
-    if (rc != GT_OK)
-        return rc;
-    return px_call_finish(c, GRPC_STATUS_OK, NULL);
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    px_send_item_t *it = calloc(1, sizeof(*it));
+    grpc_slice s;
+
+    if (it == NULL)
+        return GT_ENOMEM;
+    if (c->srv->opts.on_call_end != NULL)
+        px_call_note_code(c, msg);
+    s = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    it->msg = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return px_call_enqueue_reply(c, it);
 }
 
 gt_err_t px_call_defer(px_call_t *c, void (*fn)(px_call_t *call, void *arg),

@@ -33,8 +33,7 @@ void ss_reply_err(px_call_t *call, gt_err_t err)
         ss_repl_reply(ss_srv(call)->repl, call, buf, len);
         return;
     }
-    px_call_send(call, buf, len);
-    px_call_finish(call, GRPC_STATUS_OK, NULL);
+    px_call_reply(call, buf, len);
 }
 
 void ss_reply_pb(px_call_t *call, const ProtobufCMessage *msg)

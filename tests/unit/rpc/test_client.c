@@ -236,8 +236,41 @@ static void m_trickle(px_call_t *call, const uint8_t *d, size_t n)
     px_call_send(call, (const uint8_t *)"0", 1);
 }
 
+/* Reply: px_call_reply (message and status as one batch); a finish after
+ * it is refused (counted). */
+static atomic_int reply_late_refused;
+
+static void m_reply(px_call_t *call, const uint8_t *d, size_t n)
+{
+    CU_ASSERT_EQUAL(px_call_reply(call, d, n), GT_OK);
+    if (px_call_finish(call, GRPC_STATUS_INTERNAL, "late") == GT_ESHUTDOWN)
+        atomic_fetch_add(&reply_late_refused, 1);
+}
+
+/* CountReply: "0" .. "n-2" queued behind each other, then "n-1" with the
+ * status through px_call_reply (n >= 1). */
+static void m_count_reply(px_call_t *call, const uint8_t *d, size_t n)
+{
+    char buf[32];
+    size_t k = n < sizeof(buf) - 1 ? n : sizeof(buf) - 1;
+    memcpy(buf, d, k);
+    buf[k] = 0;
+    int cnt = atoi(buf);
+    char m[32];
+    int l;
+    for (int i = 0; i + 1 < cnt; i++) {
+        l = snprintf(m, sizeof(m), "%d", i);
+        px_call_send(call, (const uint8_t *)m, (size_t)l);
+    }
+    l = snprintf(m, sizeof(m), "%d", cnt - 1);
+    px_call_reply(call, (const uint8_t *)m, (size_t)l);
+}
+
 static const px_method_t methods[] = {
     {.path = "/t.T/Echo", .kind = PX_RPC_UNARY, .on_message = m_echo},
+    {.path = "/t.T/Reply", .kind = PX_RPC_UNARY, .on_message = m_reply},
+    {.path = "/t.T/CountReply", .kind = PX_RPC_SERVER_STREAM,
+     .on_message = m_count_reply},
     {.path = "/t.T/Fail", .kind = PX_RPC_UNARY, .on_message = m_fail},
     {.path = "/t.T/Hang", .kind = PX_RPC_UNARY, .on_message = m_hang,
      .on_interrupt = m_hang_int},
@@ -344,6 +377,39 @@ static void test_unary(void)
     res_destroy(&e);
     CU_ASSERT(px_rpc_client_ready(c));
     CU_ASSERT_EQUAL(px_rpc_client_open_calls(c), 0);
+    px_rpc_client_free(c);
+}
+
+/* px_call_reply: the message and OK arrive (unary and after queued
+ * stream messages, in order); a finish after it is refused. */
+static void test_reply(void)
+{
+    px_rpc_client_t *c = client_new(&test_exec);
+    res_t r;
+    int refused = atomic_load(&reply_late_refused);
+
+    res_init(&r);
+    CU_ASSERT_EQUAL(px_rpc_unary(c, "/t.T/Reply", (const uint8_t *)"abc", 3, NULL,
+                                 on_unary, &r, NULL),
+                    GT_OK);
+    CU_ASSERT_FATAL(res_wait(&r, WAIT_MS));
+    CU_ASSERT_EQUAL(r.code, GRPC_STATUS_OK);
+    CU_ASSERT_EQUAL(r.len, 3);
+    CU_ASSERT(memcmp(r.resp, "abc", 3) == 0);
+    CU_ASSERT_EQUAL(atomic_load(&reply_late_refused), refused + 1);
+    res_destroy(&r);
+
+    res_init(&r);
+    px_ccall_opts_t co = {.timeout_ms = WAIT_MS, .endpoint = 0};
+    CU_ASSERT_EQUAL(px_rpc_stream(c, "/t.T/CountReply", (const uint8_t *)"300", 3, &co,
+                                  &scbs, &r, NULL),
+                    GT_OK);
+    CU_ASSERT_FATAL(res_wait(&r, WAIT_MS));
+    CU_ASSERT_EQUAL(r.code, GRPC_STATUS_OK);
+    CU_ASSERT_EQUAL(r.msgs, 300);
+    CU_ASSERT(r.order_ok);
+    CU_ASSERT(!r.msg_after_close);
+    res_destroy(&r);
     px_rpc_client_free(c);
 }
 
@@ -925,6 +991,7 @@ int main(void)
     CU_add_test(s, "reconnect", test_reconnect);
     CU_add_test(s, "messaging_service", test_messaging_service);
     CU_add_test(s, "big_own_thread", test_big_own_thread);
+    CU_add_test(s, "reply", test_reply);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned fails = CU_get_number_of_failures() + CU_get_number_of_suites_failed();
