@@ -1,11 +1,15 @@
 /* ss_repl: roles of a gantry-store node in its replica set and the
  * leader's side of replication (docs/store-protocol.md "Replication", contract in ss_repl.h).
  *
- * Leader.  ReplicaFetch calls go to one replication thread (the leader
- * thread): it records what each follower acknowledged (a request
- * acknowledges every byte before its positions), answers at once when
- * there is something to ship and parks the call otherwise, until new data
- * (every gated answer kicks it) or the request's wait_ms.  It ships raw
+ * Leader.  A ReplicaFetch is handled on the RPC thread it arrives on:
+ * it records what the follower acknowledged (a request acknowledges every
+ * byte before its positions), answers the store calls that this releases,
+ * answers at once when there is something to ship and parks the call
+ * otherwise.  A store answer that has to wait (a gate) takes the parked
+ * fetches and answers them on its own thread.  The leader thread answers
+ * parked fetches whose wait_ms passed, reports followers' transitions to
+ * the control (in order, from that one thread) and backs the others up
+ * (kick: look at the parked fetches again).  Answers ship raw
  * bytes of the data directory's files: commitlog segments up to the
  * engine's synced end (with flush: async its written end: an async append
  * is answered once written; whole records, by segment base and file
@@ -58,6 +62,7 @@ typedef struct ss_peer {
     int64_t last_fetch_ms;
     int64_t caught_up_ms;    /* last time it held everything */
     bool caught_up, lagging; /* as last reported */
+    bool fresh;              /* a request since the last peers_check */
 } ss_peer_t;
 
 typedef struct ss_gate {
@@ -104,8 +109,11 @@ struct ss_repl {
     ss_peer_t peers[SS_REPL_MAX_PEERS];
     size_t n_peers;
     ss_gate_t *gates, **gates_tail;
-    ss_fetch_t *incoming;
-    _Atomic size_t n_parked;
+    ss_fetch_t *parked;         /* waiting for data or their deadline */
+    _Atomic size_t n_parked;    /* accepted, not answered yet */
+    int serving;                /* threads answering claimed fetches */
+    int64_t lwake_at;           /* the leader thread's next pass */
+    int64_t tick_ms;            /* its pace without parked fetches */
     ss_stream_t streams[SS_REPL_MAX_STREAMS];
     size_t n_streams;
     bool kick, lstop, lthread_on;
@@ -125,8 +133,7 @@ static void finish_unavailable(px_call_t *call)
 static void reply_again(px_call_t *call)
 {
     static const uint8_t again[2] = {0x08, (uint8_t)GT_AGAIN};
-    px_call_send(call, again, sizeof(again));
-    px_call_finish(call, GRPC_STATUS_OK, NULL);
+    px_call_reply(call, again, sizeof(again));
 }
 
 const ss_repl_config_t *ss_repl_cfg(const ss_repl_t *r)
@@ -295,8 +302,7 @@ static void gates_answer(ss_gate_t *g, int how)
     while (rev != NULL) {
         ss_gate_t *n = rev->next;
         if (how == GATE_SEND) {
-            px_call_send(rev->call, rev->data, rev->len);
-            px_call_finish(rev->call, GRPC_STATUS_OK, NULL);
+            px_call_reply(rev->call, rev->data, rev->len);
         } else if (how == GATE_AGAIN) {
             reply_again(rev->call);
         } else {
@@ -309,6 +315,8 @@ static void gates_answer(ss_gate_t *g, int how)
 }
 
 /* ---- gating (store answers) ---- */
+
+static void serve_claimed(ss_repl_t *r, ss_fetch_t *list);
 
 bool ss_repl_serving(ss_repl_t *r)
 {
@@ -339,8 +347,7 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     stream_note(r, &m);
     if (isr_holds(r, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
         pthread_mutex_unlock(&r->mu);
-        px_call_send(call, data, len);
-        px_call_finish(call, GRPC_STATUS_OK, NULL);
+        px_call_reply(call, data, len);
         return;
     }
     if ((g = malloc(sizeof(*g) + len)) == NULL) {
@@ -358,14 +365,60 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     px_call_ref(call);
     *r->gates_tail = g;
     r->gates_tail = &g->next;
-    if (atomic_load(&r->n_parked) > 0 && !r->kick) {
+    /* followers waiting for data get it from this thread (no hand-off);
+     * fetches claimed by another thread meanwhile: that thread checks the
+     * marks again before parking them, the leader thread is the backstop */
+    ss_fetch_t *claimed = r->parked;
+    r->parked = NULL;
+    if (claimed != NULL)
+        r->serving++;
+    else if (atomic_load(&r->n_parked) > 0 && !r->kick) {
         r->kick = true;
         pthread_cond_broadcast(&r->cv);
     }
     pthread_mutex_unlock(&r->mu);
+    if (claimed != NULL)
+        serve_claimed(r, claimed);
 }
 
-/* ---- the leader thread: ReplicaFetch ---- */
+/* ---- ReplicaFetch ---- */
+
+/* mu held: a request's acknowledgement. */
+static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
+                     const st_repl_marks_t *m, int64_t now)
+{
+    ss_peer_t *p = peer_get(r, f->node_id, true);
+
+    if (p == NULL)
+        return;
+    /* A log that is not ours past some point (the answer will be a
+     * truncation) acknowledges only the common part before it. */
+    uint64_t cl = f->cl_next, cut = mark_cl(r, m);
+    for (size_t i = 0; i < r->hist.n; i++) {
+        if (r->hist.e[i].epoch > f->last_epoch) {
+            if (r->hist.e[i].pos < cut)
+                cut = r->hist.e[i].pos;
+            break;
+        }
+    }
+    if (cl > cut)
+        cl = cut;
+    p->cl = cl;
+    p->last_fetch_ms = now;
+    p->fresh = true;
+    if (f->state_epoch == r->epoch) {
+        const ss_stream_t *s = stream_by_ino(r, f->state_ino);
+        if (s != NULL && f->state_offset >= s->base_len &&
+            (s->gen > p->st_gen || (s->gen == p->st_gen &&
+                                    f->state_offset > p->st_off))) {
+            p->st_gen = s->gen;
+            p->st_off = f->state_offset;
+        }
+    }
+    if (p->cl >= mark_cl(r, m) && p->st_gen == (int64_t)m->state_gen &&
+        p->st_off >= m->state_end)
+        p->caught_up_ms = now;
+}
 
 void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
 {
@@ -395,11 +448,13 @@ void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
     f->state_offset = req->state_offset;
     f->max_bytes = req->max_bytes > 0 && req->max_bytes < SS_REPL_CHUNK_BYTES
                        ? req->max_bytes : SS_REPL_CHUNK_BYTES;
-    f->deadline = ss_repl_now_ms() + (req->wait_ms > 60000 ? 60000 : req->wait_ms);
+    int64_t now = ss_repl_now_ms();
+    int64_t wait = req->wait_ms > 60000 ? 60000 : (int64_t)req->wait_ms;
+    f->deadline = now + wait;
     pthread_mutex_lock(&r->mu);
-    if (r->role != SS_ROLE_LEADER || !r->lthread_on ||
-        atomic_load(&r->n_parked) >= SS_REPL_MAX_PARKED) {
-        bool leader = r->role == SS_ROLE_LEADER;
+    bool leader = r->role == SS_ROLE_LEADER && r->lthread_on && !r->lstop &&
+                  r->local != NULL;
+    if (!leader || atomic_load(&r->n_parked) >= SS_REPL_MAX_PARKED) {
         pthread_mutex_unlock(&r->mu);
         free(f);
         if (leader)
@@ -409,53 +464,49 @@ void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
         return;
     }
     px_call_ref(call);
-    f->next = r->incoming;
-    r->incoming = f;
     atomic_fetch_add(&r->n_parked, 1);
-    pthread_cond_broadcast(&r->cv);
+    if (wait > 0 && wait < r->tick_ms)
+        r->tick_ms = wait;
+    /* The acknowledgement, and the answers it releases, on this thread. */
+    ss_gate_t *ready = NULL;
+    if (f->epoch == r->epoch) {
+        st_repl_marks_t m;
+        st_local_repl_marks(r->local, &m);
+        stream_note(r, &m);
+        peer_ack(r, f, &m, now);
+        gates_take(r, false, &ready);
+        /* Caught up now (it holds m), not reported yet.  Outside the
+         * gated set it joins in this section, as the leader thread's pass
+         * would (see "Joining": answers made before had marks at or below
+         * m, later ones wait for it); that pass reports it, in order with
+         * its other reports. */
+        ss_peer_t *p = peer_get(r, f->node_id, false);
+        if (p != NULL && !p->caught_up &&
+            peer_has(p, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
+            if (!gated(r, p->id) && r->cfg.events.peer_changed != NULL &&
+                r->n_joining < SS_REPL_MAX_PEERS)
+                snprintf(r->joining[r->n_joining++], SS_REPL_ID_MAX, "%s",
+                         p->id);
+            if (gated(r, p->id) && !r->kick) {
+                r->kick = true;
+                pthread_cond_broadcast(&r->cv);
+            }
+        }
+    }
+    r->serving++;
     pthread_mutex_unlock(&r->mu);
+    gates_answer(ready, GATE_SEND);
+    f->next = NULL;
+    serve_claimed(r, f);
 }
 
-/* mu held: a request's acknowledgement. */
-static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
-                     const st_repl_marks_t *m, int64_t now)
-{
-    ss_peer_t *p = peer_get(r, f->node_id, true);
-
-    if (p == NULL)
-        return;
-    /* A log that is not ours past some point (the answer will be a
-     * truncation) acknowledges only the common part before it. */
-    uint64_t cl = f->cl_next, cut = mark_cl(r, m);
-    for (size_t i = 0; i < r->hist.n; i++) {
-        if (r->hist.e[i].epoch > f->last_epoch) {
-            if (r->hist.e[i].pos < cut)
-                cut = r->hist.e[i].pos;
-            break;
-        }
-    }
-    if (cl > cut)
-        cl = cut;
-    p->cl = cl;
-    p->last_fetch_ms = now;
-    if (f->state_epoch == r->epoch) {
-        const ss_stream_t *s = stream_by_ino(r, f->state_ino);
-        if (s != NULL && f->state_offset >= s->base_len &&
-            (s->gen > p->st_gen || (s->gen == p->st_gen &&
-                                    f->state_offset > p->st_off))) {
-            p->st_gen = s->gen;
-            p->st_off = f->state_offset;
-        }
-    }
-    if (p->cl >= mark_cl(r, m) && p->st_gen == (int64_t)m->state_gen &&
-        p->st_off >= m->state_end)
-        p->caught_up_ms = now;
-}
-
-/* mu held: peer_changed events for transitions (collected, sent after).
- * m: the marks of this pass (peer_ack's).  A follower outside the gated
- * set is up only when a request of this pass showed it holding m; it then
- * joins the gated set before it is reported (see "Joining" above). */
+/* mu held: peer_changed events for transitions (collected, sent after;
+ * only the leader thread calls this, so reports keep their order).
+ * m: the engine's marks now.  A follower outside the gated set is up only
+ * when a request since the last check (fresh) acknowledged holding m:
+ * every answer made before had marks at or below m; it then joins the
+ * gated set in this same section, before it is reported (see "Joining"
+ * above). */
 static size_t peers_check(ss_repl_t *r, int64_t now,
                           const st_repl_marks_t *m, ss_repl_peer_t *ev,
                           size_t max)
@@ -475,8 +526,7 @@ static size_t peers_check(ss_repl_t *r, int64_t now,
             /* without a control (static test roles) nothing lists it:
              * no use waiting for it */
             p->caught_up = false; /* reported when it joins */
-            up = r->cfg.events.peer_changed != NULL &&
-                 p->last_fetch_ms == now &&
+            up = r->cfg.events.peer_changed != NULL && p->fresh &&
                  peer_has(p, mark_cl(r, m), (int64_t)m->state_gen,
                           m->state_end) &&
                  r->n_joining < SS_REPL_MAX_PEERS;
@@ -484,6 +534,7 @@ static size_t peers_check(ss_repl_t *r, int64_t now,
                 snprintf(r->joining[r->n_joining++], SS_REPL_ID_MAX, "%s",
                          p->id);
         }
+        p->fresh = false;
         bool report = false;
         if (up && !p->caught_up) {
             p->caught_up = true;
@@ -746,89 +797,199 @@ static bool nothing_new(ss_repl_t *r, const ss_fetch_t *f,
     return true;
 }
 
-static void fetch_answer(ss_fetch_t *f, ss_resp_buf_t *b)
+static void fetch_answer(ss_repl_t *r, ss_fetch_t *f, ss_resp_buf_t *b)
 {
     px_call_reply_pb(f->call, &b->resp.base);
     px_call_unref(f->call);
     free(f);
+    atomic_fetch_sub(&r->n_parked, 1);
 }
 
+static void fetches_fail(ss_repl_t *r, ss_fetch_t *list)
+{
+    while (list != NULL) {
+        ss_fetch_t *n = list->next;
+        finish_unavailable(list->call);
+        px_call_unref(list->call);
+        free(list);
+        atomic_fetch_sub(&r->n_parked, 1);
+        list = n;
+    }
+}
+
+static bool marks_same(const st_repl_marks_t *a, const st_repl_marks_t *b)
+{
+    return a->cl_written == b->cl_written && a->cl_synced == b->cl_synced &&
+           a->state_gen == b->state_gen && a->state_end == b->state_end;
+}
+
+/* What a thread answering fetches needs (the leader thread keeps one). */
+typedef struct ss_work {
+    ss_resp_buf_t b;
+    ss_hist_t hist;
+    ss_lstate_t ls;
+} ss_work_t;
+
+/* The caller counts in r->serving and holds the fetches of `list` (off
+ * r->parked, still in n_parked).  Answers those that have something (or
+ * are due) from the marks now, parks the others again unless the marks
+ * moved meanwhile (then looks again), or answers "not leader" when the
+ * node stopped leading.  Drops the caller's r->serving count. */
+static void fetches_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
+{
+    while (list != NULL) {
+        st_repl_marks_t m;
+        ss_stream_t cur;
+        int64_t now, epoch;
+
+        pthread_mutex_lock(&r->mu);
+        if (r->role != SS_ROLE_LEADER || r->local == NULL || r->lstop) {
+            pthread_mutex_unlock(&r->mu);
+            fetches_fail(r, list);
+            list = NULL;
+            break;
+        }
+        st_local_repl_marks(r->local, &m);
+        cur = *stream_note(r, &m);
+        w->hist.n = r->hist.n;
+        memcpy(w->hist.e, r->hist.e, r->hist.n * sizeof(r->hist.e[0]));
+        epoch = r->epoch;
+        pthread_mutex_unlock(&r->mu);
+        now = ss_repl_now_ms();
+
+        ss_fetch_t *keep = NULL, **kt = &keep;
+        while (list != NULL) {
+            ss_fetch_t *f = list;
+            ss_resp_buf_t *b = &w->b;
+            list = f->next;
+            f->next = NULL;
+            bool fenced = f->epoch != epoch, go;
+            if (f->epoch > epoch)
+                ss_repl_newer_epoch(r, f->epoch);
+            b->nbufs = 0;
+            if (fenced) {
+                gantry__store__v1__replica_fetch_response__init(&b->resp);
+                b->resp.err = GANTRY__STORE__V1__ERROR_CODE__AGAIN;
+                b->resp.leader_epoch = epoch;
+                go = true;
+            } else if (nothing_new(r, f, &m, &w->hist, &cur, epoch)) {
+                go = f->deadline <= now;
+                if (go) /* the empty answer (history, ends) */
+                    build(r, &w->ls, f, &m, &w->hist, &cur, epoch, b);
+            } else {
+                go = build(r, &w->ls, f, &m, &w->hist, &cur, epoch, b) ||
+                     f->deadline <= now;
+            }
+            if (go)
+                fetch_answer(r, f, b);
+            else {
+                *kt = f;
+                kt = &f->next;
+            }
+            resp_free(b);
+        }
+        if (keep == NULL)
+            break;
+        pthread_mutex_lock(&r->mu);
+        if (r->role != SS_ROLE_LEADER || r->local == NULL || r->lstop) {
+            pthread_mutex_unlock(&r->mu);
+            fetches_fail(r, keep);
+            break;
+        }
+        st_repl_marks_t m2;
+        st_local_repl_marks(r->local, &m2);
+        if (!marks_same(&m, &m2)) { /* new data meanwhile: look again */
+            pthread_mutex_unlock(&r->mu);
+            list = keep;
+            continue;
+        }
+        bool wake = false;
+        for (ss_fetch_t *f = keep; f != NULL; f = f->next)
+            wake = wake || f->deadline < r->lwake_at;
+        *kt = r->parked;
+        r->parked = keep;
+        if (wake && !r->kick) {
+            r->kick = true;
+            pthread_cond_broadcast(&r->cv);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_lock(&r->mu);
+    if (--r->serving == 0)
+        pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* From a store or RPC thread (r->serving counted). */
+static void serve_claimed(ss_repl_t *r, ss_fetch_t *list)
+{
+    ss_work_t *w = malloc(sizeof(*w));
+
+    if (w == NULL) { /* the leader thread answers them */
+        pthread_mutex_lock(&r->mu);
+        ss_fetch_t **t = &list;
+        while (*t != NULL)
+            t = &(*t)->next;
+        *t = r->parked;
+        r->parked = list;
+        r->kick = true;
+        r->serving--;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    w->ls.fd = -1;
+    w->ls.ino = 0;
+    fetches_serve(r, list, w);
+    if (w->ls.fd >= 0)
+        close(w->ls.fd);
+    free(w);
+}
+
+/* The leader thread: answers fetches whose deadline comes, reports
+ * followers' transitions (peers_check) and backs up the other threads
+ * (a kick: look at the parked fetches again). */
 static void *leader_main(void *arg)
 {
     ss_repl_t *r = arg;
-    ss_fetch_t *parked = NULL;
-    ss_lstate_t ls = {.fd = -1, .ino = 0};
-    ss_resp_buf_t *b = calloc(1, sizeof(*b));
-    ss_hist_t *hist = malloc(sizeof(*hist));
+    ss_work_t *w = malloc(sizeof(*w));
 
+    if (w != NULL) {
+        w->ls.fd = -1;
+        w->ls.ino = 0;
+    }
     pthread_mutex_lock(&r->mu);
-    while (!r->lstop && b != NULL && hist != NULL) {
+    while (!r->lstop && w != NULL) {
         st_repl_marks_t m;
-        ss_stream_t cur;
-        ss_fetch_t *in = r->incoming;
         ss_gate_t *ready;
         ss_repl_peer_t ev[SS_REPL_MAX_PEERS];
         size_t nev;
-        int64_t now = ss_repl_now_ms(), epoch = r->epoch, next_wake;
+        int64_t now = ss_repl_now_ms();
 
-        r->incoming = NULL;
         r->kick = false;
         st_local_repl_marks(r->local, &m);
-        cur = *stream_note(r, &m);
-        *hist = r->hist;
-        for (ss_fetch_t *f = in; f != NULL; f = f->next)
-            if (f->epoch == epoch)
-                peer_ack(r, f, &m, now);
+        stream_note(r, &m);
         gates_take(r, false, &ready);
         nev = peers_check(r, now, &m, ev, SS_REPL_MAX_PEERS);
         ss_repl_events_t evs = r->cfg.events;
+        ss_fetch_t *claimed = r->parked;
+        r->parked = NULL;
+        r->serving++;
         pthread_mutex_unlock(&r->mu);
 
         gates_answer(ready, GATE_SEND);
         for (size_t i = 0; i < nev; i++)
             if (evs.peer_changed != NULL)
                 evs.peer_changed(evs.arg, &ev[i]);
-        /* new requests join the parked ones */
-        while (in != NULL) {
-            ss_fetch_t *n = in->next;
-            in->next = parked;
-            parked = in;
-            in = n;
-        }
-        next_wake = now + 1000;
-        for (ss_fetch_t **pp = &parked; *pp != NULL;) {
-            ss_fetch_t *f = *pp;
-            bool fenced = f->epoch != epoch;
-            if (f->epoch > epoch)
-                ss_repl_newer_epoch(r, f->epoch);
-            if (fenced) {
-                gantry__store__v1__replica_fetch_response__init(&b->resp);
-                b->resp.err = GANTRY__STORE__V1__ERROR_CODE__AGAIN;
-                b->resp.leader_epoch = epoch;
-            }
-            bool go = fenced;
-            if (!fenced && nothing_new(r, f, &m, hist, &cur, epoch)) {
-                go = f->deadline <= now;
-                if (go) /* the empty answer (history, ends) */
-                    build(r, &ls, f, &m, hist, &cur, epoch, b);
-            } else if (!fenced) {
-                go = build(r, &ls, f, &m, hist, &cur, epoch, b) ||
-                     f->deadline <= now;
-            }
-            if (go) {
-                *pp = f->next;
-                atomic_fetch_sub(&r->n_parked, 1);
-                fetch_answer(f, b);
-                resp_free(b);
-                continue;
-            }
-            resp_free(b);
+        fetches_serve(r, claimed, w);
+
+        pthread_mutex_lock(&r->mu);
+        int64_t next_wake = ss_repl_now_ms() + r->tick_ms;
+        for (ss_fetch_t *f = r->parked; f != NULL; f = f->next)
             if (f->deadline < next_wake)
                 next_wake = f->deadline;
-            pp = &f->next;
-        }
-        pthread_mutex_lock(&r->mu);
-        if (r->incoming == NULL && !r->kick && !r->lstop) {
+        r->lwake_at = next_wake;
+        if (!r->kick && !r->lstop) {
             int64_t wait = next_wake - ss_repl_now_ms();
             if (wait > 0) {
                 struct timespec ts;
@@ -843,26 +1004,15 @@ static void *leader_main(void *arg)
             }
         }
     }
-    /* stopping: the rest are not answered by this leader */
-    while (r->incoming != NULL) {
-        ss_fetch_t *n = r->incoming->next;
-        r->incoming->next = parked;
-        parked = r->incoming;
-        r->incoming = n;
-    }
+    /* stopping: the rest are not answered by this leader (threads still
+     * answering see lstop and answer theirs "not leader") */
+    ss_fetch_t *rest = r->parked;
+    r->parked = NULL;
     pthread_mutex_unlock(&r->mu);
-    while (parked != NULL) {
-        ss_fetch_t *n = parked->next;
-        finish_unavailable(parked->call);
-        px_call_unref(parked->call);
-        free(parked);
-        atomic_fetch_sub(&r->n_parked, 1);
-        parked = n;
-    }
-    if (ls.fd >= 0)
-        close(ls.fd);
-    free(b);
-    free(hist);
+    fetches_fail(r, rest);
+    if (w != NULL && w->ls.fd >= 0)
+        close(w->ls.fd);
+    free(w);
     return NULL;
 }
 
@@ -927,6 +1077,11 @@ static void leader_stop(ss_repl_t *r)
     pthread_mutex_unlock(&r->mu);
     if (joined)
         pthread_join(r->lthread, NULL);
+    /* threads answering fetches read the data directory: done first */
+    pthread_mutex_lock(&r->mu);
+    while (r->serving > 0)
+        pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
     if (had_engine) {
         uint64_t end = 0;
         ss_cl_scan_end(r->dir, false, &end);
@@ -1026,6 +1181,8 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     r->role = SS_ROLE_LEADER;
     stream_note(r, &m);
     r->lstop = false;
+    r->tick_ms = 1000;
+    r->lwake_at = INT64_MAX;
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&r->mu);
     bool running = r->lthread_on;
