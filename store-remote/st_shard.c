@@ -7,6 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "gt_log.h"
+
+#define SH_CLOSE_WAIT_MS 10000 /* close: in-flight broadcasts and copies */
 
 static const st_ops_t sh_ops;
 
@@ -136,9 +141,30 @@ st_store_t *st_shard_child(st_store_t *st, uint32_t k)
 
 /* ---- open / close --------------------------------------------------------------------------- */
 
-void sh_close(st_store_t *st)
+void sh_op_begin(st_shard_t *s)
+{
+    atomic_fetch_add(&s->inflight, 1);
+}
+
+void sh_op_end(st_shard_t *s)
+{
+    atomic_fetch_sub(&s->inflight, 1);
+}
+
+static void sh_close(st_store_t *st)
 {
     st_shard_t *s = (st_shard_t *)st;
+    /* A topic create waiting for its placement, or a metadata copy, calls
+     * the placer and the children after its first answers: it finishes
+     * before they go.  Bounded: etcd and store calls have deadlines. */
+    atomic_store(&s->closing, true);
+    for (int i = 0; i < SH_CLOSE_WAIT_MS && atomic_load(&s->inflight) > 0; i++) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (atomic_load(&s->inflight) > 0)
+        GT_LOG(WARN, "store", "closing the store with %d operation(s) still in flight",
+               atomic_load(&s->inflight));
     if (s->cfg.on_close)
         s->cfg.on_close(s->cfg.close_ctx);
     for (uint32_t k = 0; k < ST_SHARD_MAX; k++)

@@ -64,7 +64,10 @@ typedef struct st_shard_config {
     /* st_meta namespaces copied to a new set (borrowed until close). */
     const char *const *meta_ns;
     size_t n_meta_ns;
-    /* Run first by st_close() (the owner stops adding sets), may be NULL. */
+    /* Run by st_close() before the children close (the owner stops adding
+     * sets), once the router's topic creates and metadata copies in flight
+     * have finished (they call the placer; waited for up to 10 s), may be
+     * NULL. */
     void (*on_close)(void *ctx);
     void *close_ctx;
 } st_shard_config_t;

@@ -24,6 +24,12 @@ typedef struct st_shard {
     atomic_uint top;        /* highest present id + 1 */
     atomic_uint tx_turn;    /* tx_pending's rotating start */
     pthread_mutex_t add_mu; /* st_shard_add */
+    /* Close: set first; then st_close waits (bounded) for the operations
+     * that may still call the placer or a child after their first answer
+     * (broadcasts, which place a new topic, and metadata copies) before
+     * the placer and the children go. */
+    atomic_bool closing;
+    atomic_int inflight;
 } st_shard_t;
 
 /* A topic's route: its sets, writer first. */
@@ -32,6 +38,11 @@ typedef struct sh_route {
     size_t n;
     bool placed;
 } sh_route_t;
+
+/* An operation that outlives its first child answer starts / ends (the
+ * end after its caller's callback: close may free the router then). */
+void sh_op_begin(st_shard_t *s);
+void sh_op_end(st_shard_t *s);
 
 /* Set k's child, or NULL (absent, or k out of range). */
 st_store_t *sh_set(st_shard_t *s, uint32_t k);

@@ -38,9 +38,11 @@ static void bc_finish(sh_bc_t *b)
     gt_err_t err = b->err0 != GT_OK ? b->err0 : b->err;
     st_done_cb cb = b->cb;
     void *arg = b->arg;
+    st_shard_t *s = b->s;
     pthread_mutex_destroy(&b->mu);
     free(b);
     cb(arg, err);
+    sh_op_end(s);
 }
 
 static void bc_placed(void *arg, gt_err_t err)
@@ -64,7 +66,7 @@ static void bc_leg_done(void *arg, gt_err_t err)
     if (atomic_fetch_sub(&b->left, 1) != 1)
         return;
     st_shard_t *s = b->s;
-    if (b->topic[0] && b->err0 == GT_OK && b->err == GT_OK && s->cfg.placer.ensure &&
+    if (b->topic[0] && b->err0 == GT_OK && !atomic_load(&s->closing) && b->err == GT_OK && s->cfg.placer.ensure &&
         !st_shard_system_topic(b->topic)) {
         uint32_t k[1];
         if (!s->cfg.placer.lookup || s->cfg.placer.lookup(s->cfg.placer.ctx, b->topic, k, 1) == 0) {
@@ -133,7 +135,9 @@ static void bc_run(st_shard_t *s, sh_bc_fn fn, const void *a, const void *b, uin
                    uint32_t lb, const char *topic, st_done_cb cb, void *arg)
 {
     sh_bc_t *bc = calloc(1, sizeof(*bc));
+    sh_op_begin(s);
     if (!bc) {
+        sh_op_end(s);
         cb(arg, GT_ENOMEM);
         return;
     }
@@ -299,6 +303,7 @@ static void copy_finish(sh_copy_t *c)
     free(c);
     if (cb)
         cb(arg, err);
+    sh_op_end(s);
 }
 
 static void copy_put_done(void *arg, gt_err_t err)
@@ -450,6 +455,7 @@ sh_copy_t *sh_copy_new(st_shard_t *s, uint32_t k, st_store_t *from, st_store_t *
     sh_copy_t *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    sh_op_begin(s);
     c->s = s;
     c->k = k;
     c->from = from;

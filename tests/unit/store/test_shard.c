@@ -5,7 +5,9 @@
  * the FIFO rule), metadata written to every set and read from set 0,
  * lookups / transactions tried over the sets, stats summed, ack batches
  * and multi-appends split per set, system topics, and a set added later
- * getting set 0's metadata before it is ready. */
+ * getting set 0's metadata before it is ready; a close while a topic
+ * create still has its placement step to come (the placer is freed only
+ * after it). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -493,6 +495,100 @@ static void test_new_set(void)
     fx_close(&f);
 }
 
+/* ---- close with a topic create in flight ------------------------------------------ */
+
+/* The placer of this case lives on the heap and goes in on_close, as
+ * st_place's does; its lookup waits until the test has begun closing the
+ * router, so a topic create's placement step is still to come then. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool closing, waiting;
+} cl = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+
+static size_t cl_lookup(void *ctx, const char *topic, uint32_t *sets, size_t cap)
+{
+    pthread_mutex_lock(&cl.mu);
+    cl.waiting = true;
+    pthread_cond_broadcast(&cl.cv);
+    while (!cl.closing)
+        pthread_cond_wait(&cl.cv, &cl.mu);
+    pthread_mutex_unlock(&cl.mu);
+    (void)topic, (void)sets, (void)cap;
+    volatile int state = *(int *)ctx; /* the placer's state */
+    (void)state;
+    return 0;
+}
+
+static void cl_ensure(void *ctx, const char *topic, bool used, st_done_cb cb, void *arg)
+{
+    (void)topic, (void)used;
+    cb(arg, *(int *)ctx > 0 ? GT_OK : GT_EIO);
+}
+
+static void cl_free(void *ctx)
+{
+    free(ctx);
+}
+
+typedef struct cl_put {
+    st_store_t *sh;
+    st_topic_t t;
+    wt_t w;
+} cl_put_t;
+
+/* The local engines answer on the caller's thread: a thread of its own. */
+static void *cl_put_main(void *arg)
+{
+    cl_put_t *c = arg;
+    st_topic_put(c->sh, &c->t, done_cb, &c->w);
+    return NULL;
+}
+
+static void test_close_in_flight(void)
+{
+    for (int round = 0; round < 5; round++) {
+        int *ctx = malloc(sizeof(*ctx));
+        CU_ASSERT_FATAL(ctx != NULL);
+        *ctx = 1;
+        st_shard_config_t cfg = {.placer = {cl_lookup, cl_ensure, ctx},
+                                 .on_close = cl_free, .close_ctx = ctx};
+        st_store_t *sh = NULL;
+        CU_ASSERT_FATAL(st_shard_open(&cfg, &sh) == GT_OK);
+        char *dir[2];
+        for (int k = 0; k < 2; k++) {
+            char n[64];
+            snprintf(n, sizeof(n), "shard_close_%d_%d", round, k);
+            dir[k] = tu_tmpdir(n);
+            CU_ASSERT_FATAL(st_shard_add(sh, (uint32_t)k, tu_open(dir[k], ST_FLUSH_ASYNC), NULL,
+                                         NULL) == GT_OK);
+        }
+        pthread_mutex_lock(&cl.mu);
+        cl.closing = cl.waiting = false;
+        pthread_mutex_unlock(&cl.mu);
+        cl_put_t c = {.sh = sh};
+        wt_init(&c.w);
+        snprintf(c.t.name, sizeof(c.t.name), "CloseT%d", round);
+        c.t.queue_count = 1;
+        c.t.perm = ST_PERM_READ | ST_PERM_WRITE;
+        pthread_t th;
+        CU_ASSERT_FATAL(pthread_create(&th, NULL, cl_put_main, &c) == 0);
+        pthread_mutex_lock(&cl.mu);
+        while (!cl.waiting) /* the create is at its placement step */
+            pthread_cond_wait(&cl.cv, &cl.mu);
+        cl.closing = true;
+        pthread_cond_broadcast(&cl.cv);
+        pthread_mutex_unlock(&cl.mu);
+        st_close(sh); /* the create finishes first, then the placer goes */
+        pthread_join(th, NULL);
+        CU_ASSERT_EQUAL(wt_wait(&c.w), GT_OK);
+        for (int k = 0; k < 2; k++) {
+            tu_rmrf(dir[k]);
+            free(dir[k]);
+        }
+    }
+}
+
 int main(void)
 {
     static const CU_TestInfo tests[] = {
@@ -502,6 +598,7 @@ int main(void)
         {"metadata on every set", test_meta_broadcast},
         {"by id over the sets", test_by_id},
         {"a new set gets the metadata", test_new_set},
+        {"close with a topic create in flight", test_close_in_flight},
         CU_TEST_INFO_NULL,
     };
     return tu_run("shard", tests);
