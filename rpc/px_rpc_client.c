@@ -365,8 +365,9 @@ static grpc_channel *pick_channel(px_rpc_client_t *c, int endpoint)
     return c->channels[e * (size_t)c->per_endpoint + ch];
 }
 
-static gt_err_t start_call(px_rpc_client_t *c, const char *method, const uint8_t *req,
-                           size_t len, const px_ccall_opts_t *co, bool stream,
+static gt_err_t start_call(px_rpc_client_t *c, const char *method,
+                           const px_rpc_part_t *parts, size_t n_parts,
+                           const px_ccall_opts_t *co, bool stream,
                            px_unary_cb ucb, const px_stream_cbs_t *scb, void *arg,
                            px_ccall_t **out)
 {
@@ -375,11 +376,25 @@ static gt_err_t start_call(px_rpc_client_t *c, const char *method, const uint8_t
         co = &defaults;
     if (out)
         *out = NULL;
-    if (co->n_md > PX_CCALL_MD_MAX)
+    if (co->n_md > PX_CCALL_MD_MAX || n_parts == 0)
         return GT_EINVAL;
-    px_ccall_t *k = calloc(1, sizeof(*k));
-    if (!k)
+    /* One slice per part: the core writes them as they are (an iovec
+     * each), and no allocation is larger than the largest part. */
+    grpc_slice one, *sl = n_parts == 1 ? &one : malloc(n_parts * sizeof(*sl));
+    if (!sl)
         return GT_ENOMEM;
+    for (size_t i = 0; i < n_parts; i++)
+        sl[i] = grpc_slice_from_copied_buffer((const char *)parts[i].p, parts[i].len);
+    grpc_byte_buffer *send_buf = grpc_raw_byte_buffer_create(sl, n_parts);
+    for (size_t i = 0; i < n_parts; i++)
+        grpc_slice_unref(sl[i]);
+    if (sl != &one)
+        free(sl);
+    px_ccall_t *k = calloc(1, sizeof(*k));
+    if (!k) {
+        grpc_byte_buffer_destroy(send_buf);
+        return GT_ENOMEM;
+    }
     k->c = c;
     k->stream = stream;
     k->ucb = ucb;
@@ -398,9 +413,7 @@ static gt_err_t start_call(px_rpc_client_t *c, const char *method, const uint8_t
         k->md_out[i].value = grpc_slice_from_copied_string(co->md[i].value);
     }
     k->n_md_out = co->n_md;
-    grpc_slice body = grpc_slice_from_copied_buffer((const char *)req, len);
-    k->send_buf = grpc_raw_byte_buffer_create(&body, 1);
-    grpc_slice_unref(body);
+    k->send_buf = send_buf;
 
     gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
     if (co->timeout_ms > 0)
@@ -498,7 +511,18 @@ gt_err_t px_rpc_unary(px_rpc_client_t *c, const char *method, const uint8_t *req
 {
     if (!c || !method || !cb)
         return GT_EINVAL;
-    return start_call(c, method, req, len, co, false, cb, NULL, arg, out);
+    px_rpc_part_t part = {req, len};
+    return start_call(c, method, &part, 1, co, false, cb, NULL, arg, out);
+}
+
+gt_err_t px_rpc_unary_parts(px_rpc_client_t *c, const char *method,
+                            const px_rpc_part_t *parts, size_t n_parts,
+                            const px_ccall_opts_t *co, px_unary_cb cb, void *arg,
+                            px_ccall_t **out)
+{
+    if (!c || !method || !cb || !parts)
+        return GT_EINVAL;
+    return start_call(c, method, parts, n_parts, co, false, cb, NULL, arg, out);
 }
 
 gt_err_t px_rpc_stream(px_rpc_client_t *c, const char *method, const uint8_t *req,
@@ -507,7 +531,8 @@ gt_err_t px_rpc_stream(px_rpc_client_t *c, const char *method, const uint8_t *re
 {
     if (!c || !method || !cbs || !cbs->on_close)
         return GT_EINVAL;
-    return start_call(c, method, req, len, co, true, NULL, cbs, arg, out);
+    px_rpc_part_t part = {req, len};
+    return start_call(c, method, &part, 1, co, true, NULL, cbs, arg, out);
 }
 
 /* ---- timers ----------------------------------------------------------- */

@@ -144,6 +144,22 @@ gt_err_t px_rpc_unary(px_rpc_client_t *c, const char *method,
                       const px_ccall_opts_t *co, px_unary_cb cb, void *arg,
                       px_ccall_t **out);
 
+/* A request made of consecutive parts (borrowed, copied), e.g. records
+ * already packed by their owners, concatenated on the wire.  Each part is
+ * copied into a slice of its own: nothing is allocated larger than the
+ * largest part (a contiguous copy of a large request would be a fresh
+ * mapping each time, page faults and all, at gantry's mmap threshold).
+ * n_parts >= 1; otherwise as px_rpc_unary. */
+typedef struct px_rpc_part {
+    const void *p;
+    size_t len;
+} px_rpc_part_t;
+
+gt_err_t px_rpc_unary_parts(px_rpc_client_t *c, const char *method,
+                            const px_rpc_part_t *parts, size_t n_parts,
+                            const px_ccall_opts_t *co, px_unary_cb cb, void *arg,
+                            px_ccall_t **out);
+
 /* Server streaming: on_message for each response in order (one at a time),
  * then on_close once with the call's status (after the last on_message). */
 typedef struct px_stream_cbs {

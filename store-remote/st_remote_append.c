@@ -327,33 +327,36 @@ static void batch_send(st_remote_t *st, rop_t *ops, size_t n)
         return;
     }
     /* AppendManyRequest: field 1 (appends), length-delimited, once per
-     * append, around each one's packed AppendRequest. */
-    size_t len = 0;
+     * append, around each one's packed AppendRequest: a key and a length
+     * before each, the packed request itself as its own part. */
     int64_t timeout = 0;
     AB_EACH(op, ops, nx) {
-        uint8_t tmp[10];
-        len += 1 + varint_put(tmp, op->len) + op->len;
         if (op->timeout_ms > timeout)
             timeout = op->timeout_ms;
     }
-    uint8_t *buf = malloc(len);
+    px_rpc_part_t *parts = malloc(2 * n * sizeof(*parts));
+    uint8_t *heads = malloc(n * 11);
     rbatch_t *b = malloc(sizeof(*b));
-    if (!buf || !b) {
-        free(buf);
+    if (!parts || !heads || !b) {
+        free(parts);
+        free(heads);
         free(b);
         batch_fail(st, ops, GT_ENOMEM);
         return;
     }
-    size_t k = 0;
+    size_t k = 0, h = 0;
     AB_EACH(op, ops, nx) {
-        buf[k++] = (1 << 3) | 2;
-        k += varint_put(buf + k, op->len);
-        memcpy(buf + k, op->req, op->len);
-        k += op->len;
+        uint8_t *head = heads + h;
+        head[0] = (1 << 3) | 2;
+        size_t hl = 1 + varint_put(head + 1, op->len);
+        h += hl;
+        parts[k++] = (px_rpc_part_t){head, hl};
+        parts[k++] = (px_rpc_part_t){op->req, op->len};
     }
     rlink_t *l = st_rm_link_get(st);
     if (!l) {
-        free(buf);
+        free(parts);
+        free(heads);
         free(b);
         batch_fail(st, ops, GT_AGAIN); /* no node known: retriable */
         return;
@@ -362,9 +365,11 @@ static void batch_send(st_remote_t *st, rop_t *ops, size_t n)
         op->link = l;
     *b = (rbatch_t){.st = st, .link = l, .ops = ops, .n = n};
     px_ccall_opts_t co = {.timeout_ms = timeout, .endpoint = -1};
-    gt_err_t rc = px_rpc_unary(l->rpc, SVC "AppendMany", buf, len, &co, batch_answer, b, NULL);
+    gt_err_t rc = px_rpc_unary_parts(l->rpc, SVC "AppendMany", parts, k, &co, batch_answer, b,
+                                     NULL);
     st_rm_link_put(st, l);
-    free(buf);
+    free(parts);
+    free(heads);
     if (rc != GT_OK) {
         free(b);
         batch_fail(st, ops, rc);

@@ -380,6 +380,32 @@ static void test_unary(void)
     px_rpc_client_free(c);
 }
 
+/* px_rpc_unary_parts: the server gets the parts as one message, in order
+ * (an empty part and parts of a few KiB among them); no part: EINVAL. */
+static void test_unary_parts(void)
+{
+    px_rpc_client_t *c = client_new(&test_exec);
+    static uint8_t big[3000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7 + 1);
+    px_rpc_part_t parts[] = {{"he", 2}, {"", 0}, {big, sizeof(big)}, {"llo", 3}};
+    res_t r;
+    res_init(&r);
+    CU_ASSERT_EQUAL(px_rpc_unary_parts(c, "/t.T/Echo", parts, 4, NULL, on_unary, &r, NULL),
+                    GT_OK);
+    CU_ASSERT_FATAL(res_wait(&r, WAIT_MS));
+    CU_ASSERT_EQUAL(r.code, GRPC_STATUS_OK);
+    CU_ASSERT_EQUAL_FATAL(r.len, 2 + sizeof(big) + 3);
+    CU_ASSERT(memcmp(r.resp, "he", 2) == 0);
+    CU_ASSERT(memcmp(r.resp + 2, big, sizeof(big)) == 0);
+    CU_ASSERT(memcmp(r.resp + 2 + sizeof(big), "llo", 3) == 0);
+    res_destroy(&r);
+    CU_ASSERT_EQUAL(px_rpc_unary_parts(c, "/t.T/Echo", parts, 0, NULL, on_unary, &r, NULL),
+                    GT_EINVAL);
+    CU_ASSERT_EQUAL(px_rpc_client_open_calls(c), 0);
+    px_rpc_client_free(c);
+}
+
 /* px_call_reply: the message and OK arrive (unary and after queued
  * stream messages, in order); a finish after it is refused. */
 static void test_reply(void)
@@ -981,6 +1007,7 @@ int main(void)
         return 1;
     CU_pSuite s = CU_add_suite("rpc_client", suite_init, suite_clean);
     CU_add_test(s, "unary", test_unary);
+    CU_add_test(s, "unary_parts", test_unary_parts);
     CU_add_test(s, "status", test_status);
     CU_add_test(s, "stream", test_stream);
     CU_add_test(s, "deadline", test_deadline);
