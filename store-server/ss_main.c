@@ -273,6 +273,7 @@ static int serve(const cfg_t *cfg, bool repair)
     ss_metrics_src_t msrc;
     ss_cluster_t *cluster = NULL;
     ss_engine_ctx_t engine;
+    ss_watch_t *watch = NULL;
     const char *role_env = getenv("GANTRY_TEST_REPL_ROLE");
     bool test_role = role_env != NULL && role_env[0] != '\0';
     char err[512];
@@ -435,12 +436,14 @@ static int serve(const cfg_t *cfg, bool repair)
      * the gRPC server's workers. */
     if (px_rpc_server_shutdown(rpc) != GT_OK)
         GT_LOG(WARN, "main", "some calls were cancelled at shutdown");
-    if (srv.watch != NULL)
-        ss_watch_stop(srv.watch, store);
-    srv.watch = NULL;
+    /* The watch leaves under the write lock (a late interrupt reads it
+     * under the read lock, and then finds none), and stops after. */
     pthread_rwlock_wrlock(&srv.late_lock); /* no give-back enters the store */
+    watch = srv.watch;
+    srv.watch = NULL;
     srv.store = NULL;
     pthread_rwlock_unlock(&srv.late_lock);
+    ss_watch_stop(watch, store);
     st_close(store);
     store = NULL;
     px_rpc_server_destroy(rpc);
@@ -455,11 +458,12 @@ out:
         ss_repl_stand_down(srv.repl);
     if (rpc != NULL)
         px_rpc_server_shutdown(rpc);
-    if (srv.watch != NULL)
-        ss_watch_stop(srv.watch, store);
     pthread_rwlock_wrlock(&srv.late_lock);
+    watch = srv.watch;
+    srv.watch = NULL;
     srv.store = NULL;
     pthread_rwlock_unlock(&srv.late_lock);
+    ss_watch_stop(watch, store);
     st_close(store);
     if (rpc != NULL)
         px_rpc_server_destroy(rpc);

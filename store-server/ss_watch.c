@@ -227,7 +227,8 @@ size_t ss_watch_count(ss_watch_t *w)
 
 void ss_meta_watch(px_call_t *call, ProtobufCMessage *msg)
 {
-    ss_watch_t *w = ss_srv(call)->watch;
+    ss_srv_t *s = ss_srv(call);
+    ss_watch_t *w;
     ss_watcher_t *x = malloc(sizeof(*x));
 
     (void)msg;
@@ -237,9 +238,20 @@ void ss_meta_watch(px_call_t *call, ProtobufCMessage *msg)
     }
     px_call_ref(call);
     x->call = call;
+    /* Listed under the read lock: the watch is not stopped (and freed)
+     * meanwhile; once it left, the node no longer serves one. */
+    pthread_rwlock_rdlock(&s->late_lock);
+    if ((w = s->watch) == NULL) {
+        pthread_rwlock_unlock(&s->late_lock);
+        px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "not leader");
+        px_call_unref(call);
+        free(x);
+        return;
+    }
     pthread_mutex_lock(&w->mu);
     if (ss_watch_send(call, w->evs, w->n, true) != GT_OK) {
         pthread_mutex_unlock(&w->mu);
+        pthread_rwlock_unlock(&s->late_lock);
         px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         px_call_unref(call);
         free(x);
@@ -249,6 +261,7 @@ void ss_meta_watch(px_call_t *call, ProtobufCMessage *msg)
     w->watchers = x;
     w->nwatchers++;
     pthread_mutex_unlock(&w->mu);
+    pthread_rwlock_unlock(&s->late_lock);
     /* A cancel or a stop that came before we listed it found nothing. */
     if (px_call_is_cancelled(call))
         ss_meta_watch_interrupt(call, PX_INTERRUPT_CANCELLED);
