@@ -601,6 +601,7 @@ static void r_pop(st_store_t *s, const st_pop_req_t *q, st_pop_cb cb, void *arg)
     rq.poll_timeout_ms = q->poll_timeout_ms;
     rq.cancel_key = q->cancel_key;
     rq.client_id = ST(s)->client_id;
+    rq.new_from_first = q->new_from_first;
     int64_t wait = q->poll_timeout_ms > 0 ? q->poll_timeout_ms : 0;
     rop_start(ST(s), SVC "Pop", &rq.base, DESC(pop_response), conv_pop, CB(cb), arg, wait,
               false);

@@ -32,6 +32,14 @@ typedef struct sh_pop {
 
 static void pop_step(sh_pop_t *p);
 
+/* Whether the topic moved to set k (k is in its placement but is not the
+ * set it was first written to, the last one): a group with no position
+ * there starts at its beginning (st_pop_req_t.new_from_first). */
+static bool moved_to(const sh_pop_t *p, uint32_t k)
+{
+    return p->r.placed && p->r.n > 1 && k != p->r.k[p->r.n - 1];
+}
+
 static void pop_free(sh_pop_t *p)
 {
     free(p->filter);
@@ -87,6 +95,7 @@ static void pop_writer(sh_pop_t *p)
         pop_deliver(p, GT_AGAIN, NULL, 0);
         return;
     }
+    p->req.new_from_first = moved_to(p, p->cur);
     st_pop(c, &p->req, pop_last_done, p);
 }
 
@@ -123,6 +132,7 @@ static void pop_fifo_stats(void *arg, gt_err_t err, const st_stats_t *st)
     }
     if (p->req.poll_timeout_ms > SH_FIFO_WAIT_MS)
         p->req.poll_timeout_ms = SH_FIFO_WAIT_MS;
+    p->req.new_from_first = moved_to(p, p->cur);
     st_pop(c, &p->req, pop_last_done, p);
 }
 
@@ -155,6 +165,7 @@ static void pop_step(sh_pop_t *p)
         st_pop_req_t q = p->req;
         q.poll_timeout_ms = 0;
         q.cancel_key = 0;
+        q.new_from_first = moved_to(p, k);
         p->cur = k;
         st_pop(c, &q, pop_older_done, p);
         return;

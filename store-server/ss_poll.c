@@ -353,6 +353,7 @@ void ss_pop(px_call_t *call, ProtobufCMessage *msg)
     pr.invisible_ms = req->invisible_ms;
     pr.poll_timeout_ms = req->poll_timeout_ms;
     pr.cancel_key = p->ikey;
+    pr.new_from_first = req->new_from_first;
     st_pop(ss_srv(call)->store, &pr, ss_pop_done, p);
     ss_poll_recheck(call);
 }

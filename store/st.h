@@ -260,6 +260,13 @@ typedef struct st_pop_req {
      * gRPC service: ReceiveMessage counts up from 1, PullMessage sets the
      * top bit). */
     uint64_t cancel_key;
+    /* A group without a position on a queue starts at its first retained
+     * message even if it consumes from the last offset.  The sharded
+     * router sets it on a set a topic was moved to: everything there was
+     * written after the move, so after the group's start on the old set,
+     * and starting at the end would skip what came before the group's
+     * first pop there. */
+    bool new_from_first;
 } st_pop_req_t;
 
 /* A pull: plain data like st_pop_req_t. */

@@ -247,8 +247,9 @@ static gt_err_t cs_prepare(pop_ctx_t *c, uint32_t q, st_cs_t **out)
     if (!cs)
         return GT_ENOMEM;
     if (!cs->init) {
-        uint64_t start = c->g->meta.consume_from == ST_CONSUME_FROM_LAST
-                             ? st_cq_end(cq) : cq->min_off;
+        bool last = c->g->meta.consume_from == ST_CONSUME_FROM_LAST &&
+                    !(c->req != NULL && c->req->new_from_first);
+        uint64_t start = last ? st_cq_end(cq) : cq->min_off;
         st_srec_t r = {.type = ST_SR_CS_INIT, .group = c->g->meta.name,
                        .topic = c->t->meta.name, .queue = q, .a = start,
                        .b = start};

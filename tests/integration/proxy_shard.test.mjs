@@ -10,7 +10,10 @@
 //    running; a second set appears, gets the metadata, POST
 //    /api/v1/cluster/rebalance moves half the topics' writes to it
 //    (placement "1,0"), messages are then written there, and every acknowledged
-//    message is consumed (lost = 0).
+//    message is consumed (lost = 0).  A second group that consumes from the
+//    last offset is paused across the rebalance: when it resumes it gets
+//    every message sent since (those on set 1 included: it had no position
+//    there yet; before the fix it started at set 1's end and skipped them).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -24,7 +27,9 @@ import {
 
 const TOPICS = ['ShardA', 'ShardB', 'ShardC', 'ShardD'];
 const G = 'ShardGroup';
-const YAML = yamlOf({ topics: TOPICS.map((name) => ({ name, queues: 2 })), groups: [{ name: G }] });
+const GL = 'ShardLast'; // consumes from the last offset
+const YAML = `${yamlOf({ topics: TOPICS.map((name) => ({ name, queues: 2 })), groups: [{ name: G }] })}`
+  + `  - {name: "${GL}", max_delivery_attempts: 16, consume_from: last}\n`;
 
 const ADMIN_BIN = process.env.GANTRY_ADMIN_BIN || path.join(path.dirname(GANTRY_BIN), 'gantry-admin');
 
@@ -72,8 +77,9 @@ async function setReady(p, k) {
   }, 30000, `replica set ${k} ready on the proxy`);
 }
 
-// Receives and acks until stop() (then until `want` ids, if given).
-function consumeLoop(consumer, got, handles) {
+// Receives and acks until stop(); `topics` (optional) collects the
+// topics received from.
+function consumeLoop(consumer, got, handles, topics = null) {
   let stop = false;
   const done = (async () => {
     while (!stop) {
@@ -83,6 +89,7 @@ function consumeLoop(consumer, got, handles) {
       } catch { continue; }
       for (const m of msgs) {
         handles.push(m.receiptHandle ?? '');
+        topics?.add(m.topic);
         try {
           await consumer.ack(m);
           got.add(m.messageId);
@@ -153,7 +160,7 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
 });
 
 test('growth: a second replica set appears, rebalance moves half the topics to it under load, nothing lost', async () => {
-  let etcd; let a; let b; let p; let producer; let consumer;
+  let etcd; let a; let b; let p; let producer; let consumer; let consumerL;
   try {
     etcd = await startEtcd();
     a = await startStore({ logLevel: 'info', yaml: yamlOf({}) });
@@ -171,6 +178,7 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     producer = await startProducer(p, TOPICS);
     consumer = await startSimpleConsumer(p, G, new Map(TOPICS.map((t) => [t, '*'])));
     const acked = new Set();
+    const ackedAt = new Map(); // id -> send number
     const got = new Set();
     const handles = [];
     let sending = true;
@@ -180,12 +188,24 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
       while (sending) {
         const i = n++;
         try {
-          acked.add((await producer.send({ topic: TOPICS[i % 4], body: Buffer.from(`g-${i}`) })).messageId);
+          const id = (await producer.send({ topic: TOPICS[i % 4], body: Buffer.from(`g-${i}`) })).messageId;
+          acked.add(id);
+          ackedAt.set(id, i);
         } catch { refused++; }
       }
     })();
     const loop = consumeLoop(consumer, got, handles);
     await waitFor(() => got.size >= 50, 60000, 'messages flowing on replica set 0');
+    // GL: a position on every topic of set 0, then paused.
+    consumerL = await startSimpleConsumer(p, GL, new Map(TOPICS.map((t) => [t, '*'])));
+    const gotL = new Set();
+    const topicsL = new Set();
+    const handlesL = [];
+    let loopL = consumeLoop(consumerL, gotL, handlesL, topicsL);
+    await waitFor(() => topicsL.size === TOPICS.length, 60000,
+      'the last-offset group receiving from every topic on replica set 0');
+    await loopL.stop();
+    const pausedAt = n;
 
     // A second replica set forms.
     await etcd.put(key('stores/node-b'), b.endpoint);
@@ -220,16 +240,27 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
       'messages received from replica set 1 after the rebalance');
     const mark = acked.size;
     await waitFor(() => acked.size >= mark + 50, 60000, 'sends after the rebalance');
+    // GL resumes: everything sent while it was paused comes to it.
+    loopL = consumeLoop(consumerL, gotL, handlesL, topicsL);
     sending = false;
     await prod;
     await waitFor(() => [...acked].every((id) => got.has(id)), 60000,
       'every acknowledged message consumed');
+    const since = [...ackedAt].filter(([, i]) => i >= pausedAt).map(([id]) => id);
+    await waitFor(() => since.every((id) => gotL.has(id)), 60000,
+      'the last-offset group getting every message sent since its pause');
     await loop.stop();
+    await loopL.stop();
     const lost = [...acked].filter((id) => !got.has(id)).length;
-    process.stdout.write(`# growth: acked=${acked.size} lost=${lost} refused=${refused}\n`);
+    const lostL = since.filter((id) => !gotL.has(id)).length;
+    process.stdout.write(`# growth: acked=${acked.size} lost=${lost} refused=${refused} `
+      + `last-offset group: since pause=${since.length} lost=${lostL} `
+      + `from set 1=${handlesL.filter((h) => h.startsWith('1.')).length}\n`);
     assert.equal(lost, 0);
+    assert.equal(lostL, 0);
+    assert.ok(handlesL.some((h) => h.startsWith('1.')), 'the last-offset group read set 1');
   } finally {
-    await shutdownQuietly(producer, consumer);
+    await shutdownQuietly(producer, consumer, consumerL);
     for (const g of [p, a, b].filter(Boolean)) await stopGantry(g);
     await stopEtcd(etcd);
   }

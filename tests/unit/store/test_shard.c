@@ -327,6 +327,56 @@ static void test_pop_two_sets(void)
     fx_close(&f);
 }
 
+/* A group that consumes from the last offset, on a topic moved to a new
+ * set while set 0 still had its backlog: it reads set 0 to the end, then
+ * every message written to the new set since the move (it had no position
+ * there yet, and all of them came after its start).  Before the fix its
+ * first pop on the new set started at that set's end: new1 and new2 were
+ * skipped. */
+static void test_move_last_group(void)
+{
+    fx_t f;
+    fx_open(&f, "shard_last", true);
+    uint32_t v[2] = {0, 0};
+    pl_set("M", v, 1);
+    CU_ASSERT_FATAL(tu_topic(f.sh, "M", 1) == GT_OK);
+    CU_ASSERT_FATAL(tu_group(f.sh, "L", 16, ST_CONSUME_FROM_LAST) == GT_OK);
+    CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "pre", ST_QUEUE_ANY, NULL) == GT_OK);
+    tu_msg_t m[8];
+    size_t n = 0;
+    /* The first pop starts L at set 0's end: "pre" is before its start. */
+    CU_ASSERT_FATAL(tu_pop_simple(f.sh, "L", "M", NULL, 8, 30000, m, &n) == GT_OK);
+    CU_ASSERT_FATAL(n == 0);
+    CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "old1", ST_QUEUE_ANY, NULL) == GT_OK);
+    v[0] = 1; /* rebalance: M now writes to set 1 */
+    pl_set("M", v, 2);
+    CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "new1", ST_QUEUE_ANY, NULL) == GT_OK);
+    CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "new2", ST_QUEUE_ANY, NULL) == GT_OK);
+    CU_ASSERT_FATAL(tu_pop_simple(f.sh, "L", "M", NULL, 8, 30000, m, &n) == GT_OK);
+    CU_ASSERT_FATAL(n == 1);
+    CU_ASSERT(strcmp(m[0].body, "old1") == 0);
+    CU_ASSERT(tu_ack(f.sh, "L", "M", m[0].handle) == GT_OK);
+    size_t got = 0;
+    char bodies[4][16] = {{0}};
+    while (got < 4) {
+        CU_ASSERT_FATAL(tu_pop_simple(f.sh, "L", "M", NULL, 8, 30000, m, &n) == GT_OK);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n && got < 4; i++) {
+            CU_ASSERT(strncmp(m[i].handle, "1.", 2) == 0);
+            snprintf(bodies[got++], sizeof(bodies[0]), "%s", m[i].body);
+            CU_ASSERT(tu_ack(f.sh, "L", "M", m[i].handle) == GT_OK);
+        }
+    }
+    CU_ASSERT_EQUAL(got, 2);
+    CU_ASSERT(strcmp(bodies[0], "new1") == 0 && strcmp(bodies[1], "new2") == 0);
+    /* A later message on the new set comes next, once. */
+    CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "new3", ST_QUEUE_ANY, NULL) == GT_OK);
+    CU_ASSERT_FATAL(tu_pop_simple(f.sh, "L", "M", NULL, 8, 30000, m, &n) == GT_OK);
+    CU_ASSERT(n == 1 && strcmp(m[0].body, "new3") == 0);
+    fx_close(&f);
+}
+
 /* Topics, groups and records are on every set; reads come from set 0. */
 static void test_meta_broadcast(void)
 {
@@ -595,6 +645,7 @@ int main(void)
         {"handle prefixes", test_handles},
         {"routing by placement", test_routing},
         {"pops over two sets", test_pop_two_sets},
+        {"consume from last across a move", test_move_last_group},
         {"metadata on every set", test_meta_broadcast},
         {"by id over the sets", test_by_id},
         {"a new set gets the metadata", test_new_set},
