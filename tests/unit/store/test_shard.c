@@ -357,7 +357,7 @@ static void test_move_last_group(void)
     CU_ASSERT(strcmp(m[0].body, "old1") == 0);
     CU_ASSERT(tu_ack(f.sh, "L", "M", m[0].handle) == GT_OK);
     size_t got = 0;
-    char bodies[4][16] = {{0}};
+    static char bodies[4][sizeof(m[0].body)];
     while (got < 4) {
         CU_ASSERT_FATAL(tu_pop_simple(f.sh, "L", "M", NULL, 8, 30000, m, &n) == GT_OK);
         if (n == 0)
