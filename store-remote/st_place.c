@@ -642,33 +642,53 @@ typedef struct pl_move {
     int64_t rev;
 } pl_move_t;
 
-typedef struct pl_rb {
+typedef struct pl_rb pl_rb_t;
+
+/* One move's transaction. */
+typedef struct pl_rb_one {
+    pl_rb_t *b;
+    size_t i;
+} pl_rb_one_t;
+
+struct pl_rb {
     st_place_t *p;
     pl_move_t *moves;
+    pl_rb_one_t *ones;
     size_t n;
     atomic_size_t left;
     atomic_size_t moved;
     atomic_int err;
     st_place_rebalance_cb cb;
     void *arg;
-} pl_rb_t;
+};
 
+/* A move that took effect is applied here at once, as a placement this
+ * proxy made is (ensure_txn): the answer of the rebalance, and the calls
+ * after it, see it without waiting for the watch to bring it back. */
 static void rb_txn(void *arg, gt_err_t err, bool ok, int64_t rev)
 {
-    pl_rb_t *b = arg;
-    (void)rev;
+    pl_rb_one_t *one = arg;
+    pl_rb_t *b = one->b;
     if (err != GT_OK)
         atomic_store(&b->err, (int)GT_AGAIN);
     else if (!ok)
         atomic_store(&b->err, (int)GT_AGAIN);
-    else
+    else {
+        const pl_move_t *m = &b->moves[one->i];
+        uint32_t sets[ST_SHARD_MAX];
+        size_t n = parse_sets(m->val, sets);
+        pthread_mutex_lock(&b->p->mu);
+        topic_set(b->p, m->key + strlen(b->p->pl_prefix), sets, n, rev);
+        pthread_mutex_unlock(&b->p->mu);
         atomic_fetch_add(&b->moved, 1);
+    }
     if (atomic_fetch_sub(&b->left, 1) != 1)
         return;
     size_t moved = atomic_load(&b->moved);
     GT_LOG(INFO, "store", "rebalance: %zu of %zu topic(s) moved to a new writer set", moved, b->n);
     b->cb(b->arg, (gt_err_t)atomic_load(&b->err), moved);
     free(b->moves);
+    free(b->ones);
     free(b);
 }
 
@@ -751,8 +771,16 @@ void st_place_rebalance(st_store_t *st, st_place_rebalance_cb cb, void *arg)
         free(b);
         return;
     }
+    if (!(b->ones = calloc(b->n, sizeof(*b->ones)))) {
+        cb(arg, GT_ENOMEM, 0);
+        free(b->moves);
+        free(b);
+        return;
+    }
     atomic_store(&b->left, b->n);
     size_t n = b->n;
+    for (size_t i = 0; i < n; i++)
+        b->ones[i] = (pl_rb_one_t){b, i};
     for (size_t i = 0; i < n; i++) {
         pl_move_t *m = &b->moves[i];
         GT_LOG(INFO, "store", "rebalance: %s -> %s", m->key + strlen(p->pl_prefix), m->val);
@@ -760,8 +788,8 @@ void st_place_rebalance(st_store_t *st, st_place_rebalance_cb cb, void *arg)
                              .num = m->rev};
         gt_etcd_op_t op = {.kind = GT_ETCD_OP_PUT, .key = m->key, .value = m->val,
                            .value_len = strlen(m->val)};
-        if (gt_etcd_txn(p->e, &cmp, 1, &op, 1, NULL, 0, rb_txn, b) != GT_OK)
-            rb_txn(b, GT_EIO, false, 0);
+        if (gt_etcd_txn(p->e, &cmp, 1, &op, 1, NULL, 0, rb_txn, &b->ones[i]) != GT_OK)
+            rb_txn(&b->ones[i], GT_EIO, false, 0);
     }
 }
 
