@@ -19,7 +19,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
-import { spawnGantry, startStore, stopGantry, GANTRY_BIN } from './harness.mjs';
+import { spawnGantry, startStore, stopGantry, scaled, sleep, GANTRY_BIN } from './harness.mjs';
 import { startEtcd, stopEtcd } from './etcd_util.mjs';
 import {
   startProducer, startSimpleConsumer, shutdownQuietly, yamlOf, waitFor, uniq,
@@ -36,13 +36,19 @@ const ADMIN_BIN = process.env.GANTRY_ADMIN_BIN || path.join(path.dirname(GANTRY_
 function admin(g, args) {
   return new Promise((resolve) => {
     execFile(ADMIN_BIN, ['--server', `http://127.0.0.1:${g.httpPort}`, '--json', ...args],
-      (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr }));
+      { timeout: scaled(60000) },
+      (err, stdout, stderr) => resolve({ code: err ? (err.code ?? err.signal) : 0, stdout, stderr }));
   });
 }
 
+// A request that gets no answer within scaled(30 s) ends with status 0
+// (as one that fails): a stuck request fails the test where it happened
+// (or is polled again by waitFor) instead of waiting forever.
 function api(g, method, p) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: g.httpPort, path: p, method, agent: false },
+  return new Promise((resolve) => {
+    const req = http.request({
+      host: '127.0.0.1', port: g.httpPort, path: p, method, agent: false, timeout: scaled(30000),
+    },
       (res) => {
         let b = '';
         res.on('data', (d) => { b += d; });
@@ -52,7 +58,8 @@ function api(g, method, p) {
           resolve({ status: res.statusCode, json, text: b });
         });
       });
-    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('no answer')));
+    req.on('error', (e) => resolve({ status: 0, json: null, text: `${method} ${p}: ${e.message}` }));
     req.end();
   });
 }
@@ -79,14 +86,22 @@ async function setReady(p, k) {
 
 // Receives and acks until stop(); `topics` (optional) collects the
 // topics received from.
+// A failed receive waits a little before the next: one that fails at once
+// would otherwise spin without ever yielding to the event loop (timers,
+// sockets), and the whole test would hang there.
 function consumeLoop(consumer, got, handles, topics = null) {
   let stop = false;
+  const errors = [];
   const done = (async () => {
     while (!stop) {
       let msgs = [];
       try {
         msgs = await consumer.receive(32, 30000);
-      } catch { continue; }
+      } catch (e) {
+        errors.push(String(e?.message ?? e).slice(0, 200));
+        await sleep(50);
+        continue;
+      }
       for (const m of msgs) {
         handles.push(m.receiptHandle ?? '');
         topics?.add(m.topic);
@@ -97,7 +112,7 @@ function consumeLoop(consumer, got, handles, topics = null) {
       }
     }
   })();
-  return { stop() { stop = true; return done; } };
+  return { errors, stop() { stop = true; return done; } };
 }
 
 test('two replica sets: topics placed two and two, the SDK through two proxies', async () => {
@@ -161,6 +176,8 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
 
 test('growth: a second replica set appears, rebalance moves half the topics to it under load, nothing lost', async () => {
   let etcd; let a; let b; let p; let producer; let consumer; let consumerL;
+  let sending = true;
+  const loops = [];
   try {
     etcd = await startEtcd();
     a = await startStore({ logLevel: 'info', yaml: yamlOf({}) });
@@ -181,9 +198,9 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     const ackedAt = new Map(); // id -> send number
     const got = new Set();
     const handles = [];
-    let sending = true;
     let n = 0;
     let refused = 0;
+    let lastRefusal = '';
     const prod = (async () => {
       while (sending) {
         const i = n++;
@@ -191,10 +208,15 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
           const id = (await producer.send({ topic: TOPICS[i % 4], body: Buffer.from(`g-${i}`) })).messageId;
           acked.add(id);
           ackedAt.set(id, i);
-        } catch { refused++; }
+        } catch (e) {
+          refused++;
+          lastRefusal = String(e?.message ?? e).slice(0, 200);
+          await sleep(10); // see consumeLoop
+        }
       }
     })();
     const loop = consumeLoop(consumer, got, handles);
+    loops.push(loop);
     await waitFor(() => got.size >= 50, 60000, 'messages flowing on replica set 0');
     // GL: a position on every topic of set 0, then paused.
     consumerL = await startSimpleConsumer(p, GL, new Map(TOPICS.map((t) => [t, '*'])));
@@ -202,6 +224,7 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     const topicsL = new Set();
     const handlesL = [];
     let loopL = consumeLoop(consumerL, gotL, handlesL, topicsL);
+    loops.push(loopL);
     await waitFor(() => topicsL.size === TOPICS.length, 60000,
       'the last-offset group receiving from every topic on replica set 0');
     await loopL.stop();
@@ -242,6 +265,7 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     await waitFor(() => acked.size >= mark + 50, 60000, 'sends after the rebalance');
     // GL resumes: everything sent while it was paused comes to it.
     loopL = consumeLoop(consumerL, gotL, handlesL, topicsL);
+    loops.push(loopL);
     sending = false;
     await prod;
     await waitFor(() => [...acked].every((id) => got.has(id)), 60000,
@@ -255,11 +279,17 @@ test('growth: a second replica set appears, rebalance moves half the topics to i
     const lostL = since.filter((id) => !gotL.has(id)).length;
     process.stdout.write(`# growth: acked=${acked.size} lost=${lost} refused=${refused} `
       + `last-offset group: since pause=${since.length} lost=${lostL} `
-      + `from set 1=${handlesL.filter((h) => h.startsWith('1.')).length}\n`);
+      + `from set 1=${handlesL.filter((h) => h.startsWith('1.')).length} `
+      + `receive errors=${loop.errors.length}/${loopL.errors.length} ${lastRefusal} `
+      + `${loop.errors.concat(loopL.errors).slice(-2).join(' | ')}\n`);
     assert.equal(lost, 0);
     assert.equal(lostL, 0);
     assert.ok(handlesL.some((h) => h.startsWith('1.')), 'the last-offset group read set 1');
   } finally {
+    // On a failure too: the producer and the consumers stop before their
+    // clients shut down (else they would go on against closed clients).
+    sending = false;
+    for (const l of loops) l.stop();
     await shutdownQuietly(producer, consumer, consumerL);
     for (const g of [p, a, b].filter(Boolean)) await stopGantry(g);
     await stopEtcd(etcd);
