@@ -29,6 +29,8 @@ gt_err_t gt_etcd_new(const gt_etcd_opts_t *opts, gt_etcd_t **out)
         .threads = 1,
         .backoff_initial_ms = 100,
         .backoff_max_ms = 1000,
+        /* any member serves: a dead one is passed over */
+        .prefer_ready = true,
         .exec = opts->exec,
     };
     gt_err_t err = px_rpc_client_new(&co, &e->rpc);
@@ -131,7 +133,7 @@ static gt_err_t unary(gt_etcd_t *e, const char *method,
     u->done = done;
     u->cb = cb;
     u->arg = arg;
-    px_ccall_opts_t co = { .timeout_ms = e->timeout_ms };
+    px_ccall_opts_t co = { .timeout_ms = e->timeout_ms, .endpoint = -1 };
     gt_err_t err = px_rpc_unary(e->rpc, method, buf, n, &co, on_unary, u,
                                 NULL);
     free(buf);
@@ -570,7 +572,7 @@ static void ka_tick(void *arg)
         uint8_t buf[16];
         size_t n = etcdserverpb__lease_keep_alive_request__pack(&rq, buf);
         static const px_stream_cbs_t cbs = { ka_msg, ka_close };
-        px_ccall_opts_t co = { .timeout_ms = k->ttl_ms };
+        px_ccall_opts_t co = { .timeout_ms = k->ttl_ms, .endpoint = -1 };
         kc->sent_ms = ka_now_ms();
         /* Callbacks run on another thread and take k->mu: they see kc
          * linked. */

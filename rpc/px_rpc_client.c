@@ -59,6 +59,7 @@ struct px_rpc_client {
     void *after_event_ctx;
     size_t n_endpoints;
     int per_endpoint;
+    bool prefer_ready;
     grpc_channel **channels; /* n_endpoints * per_endpoint */
     char **endpoints;
     px_cq_t *cqs;
@@ -362,7 +363,22 @@ static grpc_channel *pick_channel(px_rpc_client_t *c, int endpoint)
     /* Endpoints in turn, then their channels. */
     size_t e = n % c->n_endpoints;
     size_t ch = (n / c->n_endpoints) % (unsigned)c->per_endpoint;
-    return c->channels[e * (size_t)c->per_endpoint + ch];
+    grpc_channel *first = c->channels[e * (size_t)c->per_endpoint + ch];
+    if (!c->prefer_ready || c->n_endpoints < 2)
+        return first;
+    /* From there on, the first connected channel; else the first not
+     * failing (idle ones are asked to connect). */
+    grpc_channel *maybe = NULL;
+    for (size_t i = 0; i < c->n_endpoints; i++) {
+        grpc_channel *x =
+            c->channels[((e + i) % c->n_endpoints) * (size_t)c->per_endpoint + ch];
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(x, 1);
+        if (st == GRPC_CHANNEL_READY)
+            return x;
+        if (!maybe && st != GRPC_CHANNEL_TRANSIENT_FAILURE && st != GRPC_CHANNEL_SHUTDOWN)
+            maybe = x;
+    }
+    return maybe ? maybe : first;
 }
 
 static gt_err_t start_call(px_rpc_client_t *c, const char *method,
@@ -660,6 +676,7 @@ gt_err_t px_rpc_client_new(const px_rpc_client_opts_t *o, px_rpc_client_t **out)
     grpc_init();
     c->n_endpoints = o->n_endpoints;
     c->per_endpoint = o->channels_per_endpoint > 0 ? o->channels_per_endpoint : 2;
+    c->prefer_ready = o->prefer_ready;
     c->n_cqs = o->threads > 0 ? o->threads : 1;
     if (o->exec && o->exec->post) {
         c->exec = *o->exec;

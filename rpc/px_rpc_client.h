@@ -75,6 +75,12 @@ typedef struct px_rpc_client_opts {
     int64_t max_receive_bytes;      /* largest response; <= 0: 64 MiB */
     int keepalive_ms;               /* HTTP/2 pings while calls are open,
                                        to find a dead peer; <= 0: none */
+    /* Several endpoints serving the same thing (an etcd cluster's
+     * members): a call for any endpoint goes to the next one in turn
+     * whose channel is connected, else to one that is connecting or idle,
+     * and only when all are failing to the next in turn.  false: strictly
+     * in turn. */
+    bool prefer_ready;
     const px_rpc_exec_t *exec;      /* NULL: callbacks on the queue thread;
                                        borrowed, must outlive the client */
     /* Run by each completion-queue thread once when it starts and after

@@ -486,6 +486,20 @@ export async function restartNode(c, node) {
   return spawnNode(c, node);
 }
 
+// When leaders stood down at or after `since` (ms since the epoch, from
+// the nodes' own log lines), earliest first.
+export function standDowns(c, since = 0) {
+  const at = [];
+  for (const n of c.nodes) {
+    if (!n.h) continue;
+    for (const m of n.h.log().matchAll(/^(\S+Z) warn\s+\[cluster\] [^\n]*standing down \(was leader\)/gm)) {
+      const t = Date.parse(m[1]);
+      if (t >= since) at.push(t);
+    }
+  }
+  return at.sort((a, b) => a - b);
+}
+
 function checkLog(h) {
   const log = h.log();
   if (sanitizerReport(log)) throw new Error(`sanitizer report in ${h.dir}/gantry.log:\n${log.slice(-6000)}`);

@@ -503,6 +503,53 @@ static void test_lease_keepalive_and_expiry(void)
     CU_ASSERT_EQUAL(r.n, 0);
 }
 
+/* A cluster member that is down (here: the first endpoint listed, a port
+ * nobody listens on) is passed over: every call and every lease renewal
+ * goes to a member that answers.  (Before, calls and renewals all went to
+ * the first endpoint: its member's death stopped every renewal, and a
+ * store leader stood down although two of three members served.) */
+static void test_dead_member_passed_over(void)
+{
+    char dead[64];
+    int dp = pick_port(client_port);
+    CU_ASSERT_FATAL(dp > 0);
+    snprintf(dead, sizeof(dead), "127.0.0.1:%d", dp);
+    const char *eps[] = { dead, endpoint, dead };
+    gt_etcd_opts_t o = { .endpoints = eps, .n_endpoints = 3 };
+    gt_etcd_t *e = NULL;
+    CU_ASSERT_EQUAL_FATAL(gt_etcd_new(&o, &e), GT_OK);
+    CU_ASSERT_FATAL(wait_ready(e));
+    res_t r;
+    for (int i = 0; i < 30; i++) {
+        char v[16];
+        snprintf(v, sizeof(v), "%d", i);
+        CU_ASSERT_EQUAL(put(e, "/dead/k", v, 0), GT_OK);
+        CU_ASSERT_EQUAL(get(e, "/dead/k", false, &r), GT_OK);
+    }
+    const int64_t ttl = 2;
+    int64_t id = grant(e, ttl);
+    CU_ASSERT_FATAL(id != 0);
+    CU_ASSERT_EQUAL(put(e, "/dead/lease", "up", id), GT_OK);
+    res_t lost;
+    res_init(&lost);
+    gt_etcd_keepalive_t *k = NULL;
+    CU_ASSERT_EQUAL_FATAL(gt_etcd_keepalive_start(e, id, ttl, on_lost, &lost,
+                                                  &k), GT_OK);
+    /* Renewals keep proving the lease alive (a renewal's answer extends
+     * the validity past now) over several TTLs. */
+    int64_t end = now_ms() + 3 * ttl * 1000;
+    while (now_ms() < end) {
+        CU_ASSERT(gt_etcd_keepalive_valid_until(k) > now_ms());
+        CU_ASSERT_EQUAL(get(ec, "/dead/lease", false, &r), GT_OK);
+        CU_ASSERT_EQUAL(r.n, 1);
+        usleep(200000);
+    }
+    CU_ASSERT(!lost.done);
+    gt_etcd_keepalive_stop(k);
+    res_fini(&lost);
+    gt_etcd_free(e);
+}
+
 /* A watch recording its events as "P key=value" / "D key". */
 typedef struct wrec {
     pthread_mutex_t mu;
@@ -838,6 +885,7 @@ int main(int argc, char **argv)
     CU_add_test(s, "txn_cas_two_writers", test_txn_cas_two_writers);
     CU_add_test(s, "lease_keepalive_and_expiry",
                 test_lease_keepalive_and_expiry);
+    CU_add_test(s, "dead_member_passed_over", test_dead_member_passed_over);
     CU_add_test(s, "watch_prefix_in_order", test_watch_prefix_in_order);
     CU_add_test(s, "restart", test_restart);
     CU_add_test(s, "election_takeover", test_election_takeover);
