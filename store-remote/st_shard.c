@@ -115,7 +115,8 @@ gt_err_t st_shard_add(st_store_t *st, uint32_t k, st_store_t *child, st_done_cb 
         atomic_store(&s->ready[k], true);
     pthread_mutex_unlock(&s->add_mu);
     /* From here metadata writes go to the new set too; the copy brings
-     * what set 0 had before. */
+     * what set 0 had before.  A watch covers it from now on. */
+    sh_meta_watch_add(s, k);
     if (c)
         sh_copy_run(c);
     else if (cb)
@@ -170,6 +171,8 @@ static void sh_close(st_store_t *st)
     for (uint32_t k = 0; k < ST_SHARD_MAX; k++)
         st_close(atomic_exchange(&s->sets[k], NULL));
     pthread_mutex_destroy(&s->add_mu);
+    pthread_mutex_destroy(&s->w_mu);
+    free(s->dlq);
     free(s);
 }
 
@@ -219,6 +222,7 @@ gt_err_t st_shard_open(const st_shard_config_t *cfg, st_store_t **out)
     if (cfg)
         s->cfg = *cfg;
     pthread_mutex_init(&s->add_mu, NULL);
+    pthread_mutex_init(&s->w_mu, NULL);
     *out = &s->base;
     return GT_OK;
 }

@@ -13,6 +13,12 @@
 
 #include "st_shard.h"
 
+/* The metadata watch's context for set k (st_shard_meta.c). */
+typedef struct sh_wset {
+    struct st_shard *s;
+    uint32_t k;
+} sh_wset_t;
+
 /* The set table is written by st_shard_add (once per slot) and read by
  * every op without a lock. */
 typedef struct st_shard {
@@ -30,6 +36,18 @@ typedef struct st_shard {
      * the placer and the children go. */
     atomic_bool closing;
     atomic_int inflight;
+    /* The metadata watch (st_shard_meta.c): the front end's callback,
+     * fed by set 0's watch plus the %DLQ% topics other sets create (a
+     * dead letter moved on set k creates its %DLQ% topic there only),
+     * remembered so that each later snapshot of set 0 carries them too.
+     * w_mu is taken inside the children's callbacks (after any lock of
+     * theirs) and never held across a call into a child. */
+    pthread_mutex_t w_mu;
+    st_meta_cb w_cb;
+    void *w_arg;
+    st_meta_event_t *dlq;   /* ST_META_TOPIC events */
+    size_t n_dlq, cap_dlq;
+    sh_wset_t wset[ST_SHARD_MAX];
 } st_shard_t;
 
 /* A topic's route: its sets, writer first. */
@@ -67,6 +85,8 @@ void sh_group_put(st_store_t *st, const st_group_t *g, st_done_cb cb, void *arg)
 void sh_group_delete(st_store_t *st, const char *name, st_done_cb cb, void *arg);
 void sh_group_get(st_store_t *st, const char *name, st_group_cb cb, void *arg);
 void sh_meta_watch(st_store_t *st, st_meta_cb cb, void *arg);
+/* st_shard_add: set k joined; it joins the watch if there is one. */
+void sh_meta_watch_add(st_shard_t *s, uint32_t k);
 void sh_meta_put(st_store_t *st, const char *ns, const void *key, uint32_t key_len,
                  const void *value, uint32_t value_len, st_done_cb cb, void *arg);
 void sh_meta_del(st_store_t *st, const char *ns, const void *key, uint32_t key_len,

@@ -197,18 +197,78 @@ void sh_meta_del(st_store_t *st, const char *ns, const void *key, uint32_t key_l
 
 /* ---- set 0 only ----------------------------------------------------------------- */
 
+static const st_meta_event_t *dlq_find(st_shard_t *s, const char *name);
+
 st_store_t *sh_set0(st_shard_t *s)
 {
     return sh_set(s, 0);
 }
 
+/* Set 0's answer, with the %DLQ% topics only other sets have (those the
+ * watch has seen: sh_meta_watch) added to a listing, or answering a get of
+ * one that set 0 does not have. */
+typedef struct sh_tget {
+    st_shard_t *s;
+    st_topic_cb cb;
+    void *arg;
+    bool list;
+    char name[ST_NAME_MAX + 1];
+} sh_tget_t;
+
+static void tget_done(void *arg, gt_err_t err, const st_topic_t *t, size_t n)
+{
+    sh_tget_t *g = arg;
+    st_shard_t *s = g->s;
+    st_topic_t *all = NULL;
+    size_t m = n;
+    pthread_mutex_lock(&s->w_mu);
+    if (g->list && err == GT_OK && s->n_dlq > 0 &&
+        (all = malloc((n + s->n_dlq) * sizeof(*all)))) {
+        if (n)
+            memcpy(all, t, n * sizeof(*all));
+        for (size_t i = 0; i < s->n_dlq; i++) {
+            bool have = false;
+            for (size_t j = 0; j < n && !have; j++)
+                have = strcmp(t[j].name, s->dlq[i].u.topic.name) == 0;
+            if (!have)
+                all[m++] = s->dlq[i].u.topic;
+        }
+    } else if (!g->list && (err == GT_ENOTFOUND || (err == GT_OK && n == 0))) {
+        const st_meta_event_t *e = dlq_find(s, g->name);
+        if (e && (all = malloc(sizeof(*all)))) {
+            *all = e->u.topic;
+            m = 1;
+            err = GT_OK;
+        }
+    }
+    pthread_mutex_unlock(&s->w_mu);
+    g->cb(g->arg, err, all ? all : t, all ? m : n);
+    free(all);
+    free(g);
+}
+
 void sh_topic_get(st_store_t *st, const char *name, st_topic_cb cb, void *arg)
 {
-    st_store_t *c = sh_set0((st_shard_t *)st);
-    if (!c)
+    st_shard_t *s = (st_shard_t *)st;
+    st_store_t *c = sh_set0(s);
+    if (!c) {
         cb(arg, GT_AGAIN, NULL, 0);
-    else
+        return;
+    }
+    bool dlq = name && strncmp(name, ST_DLQ_PREFIX, strlen(ST_DLQ_PREFIX)) == 0 &&
+               strlen(name) <= ST_NAME_MAX;
+    sh_tget_t *g = (name == NULL || dlq) ? calloc(1, sizeof(*g)) : NULL;
+    if (!g) {
         st_topic_get(c, name, cb, arg);
+        return;
+    }
+    g->s = s;
+    g->cb = cb;
+    g->arg = arg;
+    g->list = name == NULL;
+    if (name)
+        snprintf(g->name, sizeof(g->name), "%s", name);
+    st_topic_get(c, name, tget_done, g);
 }
 
 void sh_group_get(st_store_t *st, const char *name, st_group_cb cb, void *arg)
@@ -220,13 +280,114 @@ void sh_group_get(st_store_t *st, const char *name, st_group_cb cb, void *arg)
         st_group_get(c, name, cb, arg);
 }
 
+/* ---- the metadata watch --------------------------------------------------------- */
+
+static bool is_dlq(const st_meta_event_t *e)
+{
+    return e->kind == ST_META_TOPIC && !e->deleted &&
+           strncmp(e->u.topic.name, ST_DLQ_PREFIX, strlen(ST_DLQ_PREFIX)) == 0;
+}
+
+/* w_mu held. */
+static const st_meta_event_t *dlq_find(st_shard_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_dlq; i++)
+        if (strcmp(s->dlq[i].u.topic.name, name) == 0)
+            return &s->dlq[i];
+    return NULL;
+}
+
+/* Set 0's events as they come; a snapshot gets the remembered %DLQ%
+ * topics it lacks appended. */
+static void w0_cb(void *arg, const st_meta_event_t *evs, size_t n, bool snapshot)
+{
+    sh_wset_t *w = arg;
+    st_shard_t *s = w->s;
+    pthread_mutex_lock(&s->w_mu);
+    st_meta_event_t *all = NULL;
+    size_t m = n;
+    if (snapshot && s->n_dlq > 0 && (all = malloc((n + s->n_dlq) * sizeof(*all)))) {
+        if (n)
+            memcpy(all, evs, n * sizeof(*all));
+        for (size_t i = 0; i < s->n_dlq; i++) {
+            bool have = false;
+            for (size_t j = 0; j < n && !have; j++)
+                have = evs[j].kind == ST_META_TOPIC &&
+                       strcmp(evs[j].u.topic.name, s->dlq[i].u.topic.name) == 0;
+            if (!have)
+                all[m++] = s->dlq[i];
+        }
+    }
+    if (s->w_cb)
+        s->w_cb(s->w_arg, all ? all : evs, m, snapshot);
+    pthread_mutex_unlock(&s->w_mu);
+    free(all);
+}
+
+/* Another set's events: only the %DLQ% topics it creates, new ones passed
+ * on as changes (never a snapshot, never a delete: set 0 has the rest). */
+static void wk_cb(void *arg, const st_meta_event_t *evs, size_t n, bool snapshot)
+{
+    (void)snapshot;
+    sh_wset_t *w = arg;
+    st_shard_t *s = w->s;
+    pthread_mutex_lock(&s->w_mu);
+    size_t first = s->n_dlq;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_dlq(&evs[i]) || dlq_find(s, evs[i].u.topic.name))
+            continue;
+        if (s->n_dlq == s->cap_dlq) {
+            size_t cap = s->cap_dlq ? s->cap_dlq * 2 : 8;
+            st_meta_event_t *d = realloc(s->dlq, cap * sizeof(*d));
+            if (!d)
+                break;
+            s->dlq = d;
+            s->cap_dlq = cap;
+        }
+        s->dlq[s->n_dlq++] = evs[i];
+        GT_LOG(INFO, "store", "%s created on set %" PRIu32 " (a dead letter moved there)",
+               evs[i].u.topic.name, w->k);
+    }
+    if (s->w_cb && s->n_dlq > first)
+        s->w_cb(s->w_arg, s->dlq + first, s->n_dlq - first, false);
+    pthread_mutex_unlock(&s->w_mu);
+}
+
+static void watch_set(st_shard_t *s, uint32_t k, bool on)
+{
+    st_store_t *c = sh_set(s, k);
+    if (!c)
+        return;
+    s->wset[k].s = s;
+    s->wset[k].k = k;
+    if (on)
+        st_meta_watch(c, k == 0 ? w0_cb : wk_cb, &s->wset[k]);
+    else
+        st_meta_watch(c, NULL, NULL);
+}
+
 void sh_meta_watch(st_store_t *st, st_meta_cb cb, void *arg)
 {
-    st_store_t *c = sh_set0((st_shard_t *)st);
-    if (c)
-        st_meta_watch(c, cb, arg);
-    else if (cb)
+    st_shard_t *s = (st_shard_t *)st;
+    pthread_mutex_lock(&s->w_mu);
+    s->w_cb = cb;
+    s->w_arg = arg;
+    pthread_mutex_unlock(&s->w_mu);
+    /* Not under w_mu: a local child calls back at once. */
+    if (!sh_set0(s) && cb)
         cb(arg, NULL, 0, true);
+    unsigned top = atomic_load(&s->top);
+    for (uint32_t k = 0; k < top && k < ST_SHARD_MAX; k++)
+        watch_set(s, k, cb != NULL);
+}
+
+void sh_meta_watch_add(st_shard_t *s, uint32_t k)
+{
+    pthread_mutex_lock(&s->w_mu);
+    bool on = s->w_cb != NULL;
+    pthread_mutex_unlock(&s->w_mu);
+    if (on)
+        watch_set(s, k, true);
 }
 
 void sh_meta_list(st_store_t *st, const st_meta_list_req_t *req, st_meta_list_cb cb,

@@ -96,6 +96,7 @@ typedef struct sh_stats {
     char group[ST_NAME_MAX + 1];
     char topic[ST_NAME_MAX + 1];
     bool has_group;
+    bool have;          /* a set answered: sum holds its figures */
     st_stats_t sum;
     st_queue_stats_t *queues;
     st_stats_cb cb;
@@ -106,6 +107,8 @@ static void stats_next(sh_stats_t *m);
 
 static void stats_finish(sh_stats_t *m, gt_err_t err)
 {
+    if (err == GT_OK && !m->have)
+        err = GT_ENOTFOUND; /* on no set (an unplaced topic) */
     m->cb(m->arg, err, err == GT_OK ? &m->sum : NULL);
     free(m->queues);
     free(m);
@@ -115,14 +118,17 @@ static void stats_done(void *arg, gt_err_t err, const st_stats_t *st)
 {
     sh_stats_t *m = arg;
     if (err != GT_OK || !st) {
-        if (m->i == 1) { /* the writer set's answer is the one that counts */
+        /* The writer set's answer is the one that counts; a topic without
+         * a placement (%DLQ% and the like) may be on some sets only. */
+        if (m->i == 1 && (m->r.placed || err != GT_ENOTFOUND)) {
             stats_finish(m, err != GT_OK ? err : GT_EIO);
             return;
         }
         stats_next(m);
         return;
     }
-    if (m->i == 1) {
+    if (!m->have) {
+        m->have = true;
         m->sum = *st;
         m->sum.queues = NULL;
         if (st->nqueues) {

@@ -5,7 +5,9 @@
 //  - Two sets known at start: two proxies declare four topics; the
 //    placement keys spread them two and two, the SDK sends through one
 //    proxy and receives everything through the other, the admin API
-//    lists the sets.
+//    lists the sets.  A message of a topic on set 1 runs out of delivery
+//    attempts: %DLQ%<group> is created on set 1 only, the other proxy
+//    knows it (admin API) and an SDK consumer reads the dead letter.
 //  - Growth: one set, four topics on it, an SDK producer and consumer
 //    running; a second set appears, gets the metadata, POST
 //    /api/v1/cluster/rebalance moves half the topics' writes to it
@@ -28,8 +30,12 @@ import {
 const TOPICS = ['ShardA', 'ShardB', 'ShardC', 'ShardD'];
 const G = 'ShardGroup';
 const GL = 'ShardLast'; // consumes from the last offset
+const GD = 'ShardOnce'; // one delivery attempt, then %DLQ%ShardOnce
+const GDL = 'ShardDeadReader';
 const YAML = `${yamlOf({ topics: TOPICS.map((name) => ({ name, queues: 2 })), groups: [{ name: G }] })}`
-  + `  - {name: "${GL}", max_delivery_attempts: 16, consume_from: last}\n`;
+  + `  - {name: "${GL}", max_delivery_attempts: 16, consume_from: last}\n`
+  + `  - {name: "${GD}", max_delivery_attempts: 1}\n`
+  + `  - {name: "${GDL}", max_delivery_attempts: 16}\n`;
 
 const ADMIN_BIN = process.env.GANTRY_ADMIN_BIN || path.join(path.dirname(GANTRY_BIN), 'gantry-admin');
 
@@ -167,6 +173,40 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
     // Receipt handles of set 1 carry its prefix.
     assert.ok(handles.some((h) => h.startsWith('1.')), 'no message came from replica set 1');
     assert.ok(handles.some((h) => !/^\d+\./.test(h)), 'no message came from replica set 0');
+
+    // A dead letter of a topic on set 1: set 1's store creates
+    // %DLQ%ShardOnce there only; proxy 1 (which never handled the group)
+    // must know the topic from its metadata watch, and a consumer reads
+    // the message from it (before: the topic was unknown to the proxies).
+    const t1 = TOPICS.find((t) => placement[t] === '1');
+    const deadId = (await producer.send({ topic: t1, body: Buffer.from('dead') })).messageId;
+    const once = await startSimpleConsumer(p2, GD, t1);
+    try {
+      let first = [];
+      await waitFor(async () => {
+        first = (await once.receive(4, 30000)).filter((m) => m.messageId === deadId);
+        return first.length > 0;
+      }, 60000, 'the message received once');
+      // Given back: its one attempt is spent, so the next receives move it
+      // to the DLQ instead of handing it out again.
+      await once.changeInvisibleDuration(first[0], 0);
+      await waitFor(async () => {
+        const again = await once.receive(4, 30000);
+        assert.ok(!again.some((m) => m.messageId === deadId), 'handed out a second time');
+        const r = await api(p1, 'GET', `/api/v1/topics/${encodeURIComponent(`%DLQ%${GD}`)}`);
+        return r.status === 200;
+      }, 60000, `%DLQ%${GD} known to proxy 1`);
+    } finally {
+      await shutdownQuietly(once);
+    }
+    const dlq = await startSimpleConsumer(p1, GDL, `%DLQ%${GD}`);
+    try {
+      await waitFor(async () => (await dlq.receive(4, 30000))
+        .some((m) => m.messageId === deadId && m.body.toString() === 'dead'), 60000,
+      'the dead letter read from %DLQ% through proxy 1');
+    } finally {
+      await shutdownQuietly(dlq);
+    }
   } finally {
     await shutdownQuietly(producer, consumer);
     for (const g of [p1, p2, a, b].filter(Boolean)) await stopGantry(g);

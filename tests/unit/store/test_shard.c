@@ -377,6 +377,100 @@ static void test_move_last_group(void)
     fx_close(&f);
 }
 
+/* The router's metadata watch and %DLQ% topics of other sets. */
+static struct {
+    pthread_mutex_t mu;
+    int changes;   /* %DLQ%DG in a change */
+    int snapshots; /* %DLQ%DG in a snapshot */
+    int calls;
+} wr = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void watch_rec(void *arg, const st_meta_event_t *evs, size_t n, bool snapshot)
+{
+    (void)arg;
+    pthread_mutex_lock(&wr.mu);
+    wr.calls++;
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].kind == ST_META_TOPIC && !evs[i].deleted &&
+            strcmp(evs[i].u.topic.name, "%DLQ%DG") == 0) {
+            if (snapshot)
+                wr.snapshots++;
+            else
+                wr.changes++;
+        }
+    pthread_mutex_unlock(&wr.mu);
+}
+
+static int wr_get(int *field)
+{
+    pthread_mutex_lock(&wr.mu);
+    int v = *field;
+    pthread_mutex_unlock(&wr.mu);
+    return v;
+}
+
+/* A message of a topic written to set 1 runs out of delivery attempts:
+ * the move creates %DLQ%DG on set 1 only.  The router's metadata watch
+ * (set 0's) reports it all the same, and a later snapshot (a new watcher,
+ * or set 0's watch starting over) still carries it, so every proxy knows
+ * the dead-letter topic and a consumer can read it.  Before, the front
+ * end never heard of it. */
+static void test_dlq_other_set(void)
+{
+    fx_t f;
+    fx_open(&f, "shard_dlq", true);
+    uint32_t v[1] = {1};
+    pl_set("DT", v, 1);
+    CU_ASSERT_FATAL(tu_topic(f.sh, "DT", 1) == GT_OK);
+    CU_ASSERT_FATAL(tu_group(f.sh, "DG", 1, ST_CONSUME_FROM_FIRST) == GT_OK);
+    pthread_mutex_lock(&wr.mu);
+    wr.changes = wr.snapshots = wr.calls = 0;
+    pthread_mutex_unlock(&wr.mu);
+    st_meta_watch(f.sh, watch_rec, NULL);
+    CU_ASSERT(wr_get(&wr.calls) >= 1 && wr_get(&wr.snapshots) == 0);
+    CU_ASSERT(tu_send(f.sh, "DT", "a", NULL, "dead", ST_QUEUE_ANY, NULL) == GT_OK);
+    tu_msg_t m[4];
+    size_t n = 0;
+    CU_ASSERT_FATAL(tu_pop_simple(f.sh, "DG", "DT", NULL, 4, 30000, m, &n) == GT_OK);
+    CU_ASSERT_FATAL(n == 1 && strncmp(m[0].handle, "1.", 2) == 0);
+    /* Visible again at once: its one attempt is spent, the next pop moves
+     * it (the move completes on another thread: wait for it). */
+    CU_ASSERT(tu_change(f.sh, "DG", "DT", m[0].handle, 1, NULL) == GT_OK);
+    for (int i = 0; i < 10000 && topic_exists(f.set[1], "%DLQ%DG") != GT_OK; i++) {
+        CU_ASSERT_FATAL(tu_pop_simple(f.sh, "DG", "DT", NULL, 4, 30000, m, &n) == GT_OK);
+        CU_ASSERT(n == 0);
+        tu_sleep_ms(1);
+    }
+    CU_ASSERT_FATAL(topic_exists(f.set[1], "%DLQ%DG") == GT_OK);
+    CU_ASSERT(topic_exists(f.set[0], "%DLQ%DG") == GT_ENOTFOUND);
+    for (int i = 0; i < 10000 && wr_get(&wr.changes) == 0; i++)
+        tu_sleep_ms(1);
+    CU_ASSERT_EQUAL(wr_get(&wr.changes), 1);
+    /* Topic reads through the router know it too (a get, a listing). */
+    CU_ASSERT(topic_exists(f.sh, "%DLQ%DG") == GT_OK);
+    wt_t w;
+    wt_init(&w);
+    st_topic_get(f.sh, NULL, topic_cb, &w);
+    CU_ASSERT(wt_wait(&w) == GT_OK);
+    size_t listed = w.n;
+    wt_init(&w);
+    st_topic_get(f.set[0], NULL, topic_cb, &w);
+    CU_ASSERT(wt_wait(&w) == GT_OK && listed == w.n + 1);
+    /* Its stats come from the set that has it (set 0 does not). */
+    st_stats_t ds;
+    CU_ASSERT(tu_stats(f.sh, "%DLQ%DG", NULL, &ds) == GT_OK && ds.messages == 1);
+    CU_ASSERT(tu_stats(f.sh, "%DLQ%nothing", NULL, &ds) == GT_ENOTFOUND);
+    /* A new watcher's snapshot has it too. */
+    st_meta_watch(f.sh, watch_rec, NULL);
+    CU_ASSERT(wr_get(&wr.snapshots) == 1);
+    CU_ASSERT_EQUAL(wr_get(&wr.changes), 1); /* not again */
+    /* The dead letter is there to read, from the router. */
+    CU_ASSERT(tu_pop_simple(f.sh, "DG", "%DLQ%DG", NULL, 4, 30000, m, &n) == GT_OK);
+    CU_ASSERT(n == 1 && strcmp(m[0].body, "dead") == 0);
+    st_meta_watch(f.sh, NULL, NULL);
+    fx_close(&f);
+}
+
 /* Topics, groups and records are on every set; reads come from set 0. */
 static void test_meta_broadcast(void)
 {
@@ -647,6 +741,7 @@ int main(void)
         {"pops over two sets", test_pop_two_sets},
         {"consume from last across a move", test_move_last_group},
         {"metadata on every set", test_meta_broadcast},
+        {"a dead-letter topic of another set is watched", test_dlq_other_set},
         {"by id over the sets", test_by_id},
         {"a new set gets the metadata", test_new_set},
         {"close with a topic create in flight", test_close_in_flight},
