@@ -139,7 +139,7 @@ const clusterFaults = {
     // of election timeout) and answers no renewal meanwhile: with the
     // harness's 2 s lease TTL the store leader may then stand down, a
     // real failover.  Sends in flight across it get the allowance of any
-    // failover: [kill, first write acknowledged after the new epoch].  A
+    // failover: [stand-down, first write acknowledged after it].  A
     // stand-down comes within a TTL of the last renewal answered before
     // the kill, so the epoch is compared once two TTLs have passed.
     await sleep(t + 2 * LEASE_TTL_S * 1000 - Date.now());
