@@ -92,16 +92,22 @@ test('cluster mode: waits for a leader, follows a leader change, fails fast with
     // the steps before the move (parking, A's /metrics, the etcd write, the
     // proxy's watch), which a fixed 20 s did not cover on a loaded machine.
     // The timing line tells a slow move from a poll the move missed.
+    // A has one poll parked already (another caller's, held the whole
+    // time): "parked" is one more than before.  Before, ">= 1" held at
+    // once, so under load the move could come before this poll reached
+    // A; it then parked on B, where nothing ends it (CI, ASan: "parked
+    // after 3 ms", ran out its term).
+    const parkedOnA = async () => Number(/^gantry_store_parked_polls (\d+)/m
+      .exec((await httpGet(a.httpPort, '/metrics')).body ?? '')?.[1] ?? 0);
+    const parkedBefore = await parkedOnA();
     raw = new Raw(p.endpoint);
     const longPoll = scaled(30000);
     const t0 = Date.now();
     const parked = raw.serverStream('ReceiveMessage', receiveRequest({
       topic: T, group: G, queueId: -1, longPollMs: longPoll,
     }), pb.ReceiveMessageResponse, { timeoutMs: longPoll + scaled(30000) });
-    await waitFor(async () => {
-      const m = await httpGet(a.httpPort, '/metrics');
-      return Number(/^gantry_store_parked_polls (\d+)/m.exec(m.body ?? '')?.[1] ?? 0) >= 1;
-    }, 20000, 'the receive parked on node A', 50);
+    await waitFor(async () => (await parkedOnA()) > parkedBefore, 20000,
+      'the receive parked on node A', 50);
     const tMove = Date.now();
     await etcd.put(key('rs/0/leader'), 'node-b');
 
