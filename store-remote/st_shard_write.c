@@ -1,7 +1,7 @@
 /* st_shard (st_shard.h): message writes and the reads that go to a
  * topic's writer set only: append (a topic not placed yet is placed
  * before the answer), append_multi split per writer set, pull and
- * offsets. */
+ * offsets (of a topic without a placement: the first set that has it). */
 #include "st_shard_int.h"
 
 #include <inttypes.h>
@@ -95,9 +95,160 @@ void sh_append(st_store_t *st, const char *topic, const st_message_t *msgs, size
     s->cfg.placer.ensure(s->cfg.placer.ctx, topic, true, join_placed, j);
 }
 
+/* A topic without a placement (%DLQ%<group> and the like: a dead letter is
+ * moved by the set that held the message, so the topic may be on some sets
+ * only) is read from the first set, in order, that has it -- the set whose
+ * queues its stats show (sh_stats) -- for pulls and offsets alike: a set
+ * that answers GT_ENOTFOUND passes it on to the next.  A placed topic goes
+ * to its writer set alone. */
+typedef enum sh_try_kind { TRY_PULL, TRY_OFF_GET, TRY_OFF_UPDATE, TRY_OFF_QUERY } sh_try_kind_t;
+
+typedef struct sh_try {
+    st_shard_t *s;
+    sh_route_t r;
+    size_t i;
+    sh_try_kind_t kind;
+    char topic[ST_NAME_MAX + 1];
+    char group[ST_NAME_MAX + 1];
+    char *filter;             /* TRY_PULL: owned copy */
+    st_pull_req_t pull;       /* TRY_PULL, topic and filter pointing here */
+    uint32_t q;
+    uint64_t off;
+    st_offset_kind_t okind;
+    int64_t ts;
+    st_msgs_cb msgs_cb;
+    st_offset_cb off_cb;
+    st_done_cb done_cb;
+    void *arg;
+} sh_try_t;
+
+static void try_next(sh_try_t *t, gt_err_t last);
+
+static void try_free(sh_try_t *t)
+{
+    free(t->filter);
+    free(t);
+}
+
+/* True when the answer is the one to hand out (found, or the last set). */
+static bool try_final(sh_try_t *t, gt_err_t err)
+{
+    if (err != GT_ENOTFOUND || t->i >= t->r.n)
+        return true;
+    try_next(t, err);
+    return false;
+}
+
+static void try_msgs(void *arg, gt_err_t err, const st_message_t *m, size_t n, uint64_t next)
+{
+    sh_try_t *t = arg;
+    if (!try_final(t, err))
+        return;
+    t->msgs_cb(t->arg, err, m, n, next);
+    try_free(t);
+}
+
+static void try_off(void *arg, gt_err_t err, uint64_t off)
+{
+    sh_try_t *t = arg;
+    if (!try_final(t, err))
+        return;
+    t->off_cb(t->arg, err, off);
+    try_free(t);
+}
+
+static void try_done(void *arg, gt_err_t err)
+{
+    sh_try_t *t = arg;
+    if (!try_final(t, err))
+        return;
+    t->done_cb(t->arg, err);
+    try_free(t);
+}
+
+static void try_fail(sh_try_t *t, gt_err_t err)
+{
+    switch (t->kind) {
+    case TRY_PULL:
+        t->msgs_cb(t->arg, err, NULL, 0, 0);
+        break;
+    case TRY_OFF_GET:
+    case TRY_OFF_QUERY:
+        t->off_cb(t->arg, err, 0);
+        break;
+    case TRY_OFF_UPDATE:
+        t->done_cb(t->arg, err);
+        break;
+    }
+    try_free(t);
+}
+
+/* The next present set; with none left, `last` (GT_AGAIN when no set was
+ * there to ask at all). */
+static void try_next(sh_try_t *t, gt_err_t last)
+{
+    st_store_t *c = NULL;
+    while (t->i < t->r.n && !(c = sh_set(t->s, t->r.k[t->i++])))
+        ;
+    if (!c) {
+        try_fail(t, last);
+        return;
+    }
+    switch (t->kind) {
+    case TRY_PULL:
+        st_pull(c, &t->pull, try_msgs, t);
+        break;
+    case TRY_OFF_GET:
+        st_offset_get(c, t->group, t->topic, t->q, try_off, t);
+        break;
+    case TRY_OFF_UPDATE:
+        st_offset_update(c, t->group, t->topic, t->q, t->off, try_done, t);
+        break;
+    case TRY_OFF_QUERY:
+        st_offset_query(c, t->topic, t->q, t->okind, t->ts, try_off, t);
+        break;
+    }
+}
+
+/* The chain for an unplaced topic, or NULL for a placed one (or a name too
+ * long to be a topic, or no memory: then the writer set alone answers). */
+static sh_try_t *try_new(st_shard_t *s, const char *topic, const char *group,
+                         sh_try_kind_t kind)
+{
+    sh_route_t r;
+    sh_route_of(s, topic, &r);
+    if (r.placed || r.n < 2 || !topic || strlen(topic) > ST_NAME_MAX ||
+        (group && strlen(group) > ST_NAME_MAX))
+        return NULL;
+    sh_try_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->s = s;
+    t->r = r;
+    t->kind = kind;
+    snprintf(t->topic, sizeof(t->topic), "%s", topic);
+    snprintf(t->group, sizeof(t->group), "%s", group ? group : "");
+    return t;
+}
+
 void sh_pull(st_store_t *st, const st_pull_req_t *req, st_msgs_cb cb, void *arg)
 {
-    st_store_t *c = writer((st_shard_t *)st, req->topic);
+    st_shard_t *s = (st_shard_t *)st;
+    sh_try_t *t = try_new(s, req->topic, NULL, TRY_PULL);
+    if (t && req->filter_expr && !(t->filter = strdup(req->filter_expr))) {
+        try_free(t);
+        t = NULL;
+    }
+    if (t) {
+        t->pull = *req;
+        t->pull.topic = t->topic;
+        t->pull.filter_expr = t->filter;
+        t->msgs_cb = cb;
+        t->arg = arg;
+        try_next(t, GT_AGAIN);
+        return;
+    }
+    st_store_t *c = writer(s, req->topic);
     if (!c)
         cb(arg, GT_AGAIN, NULL, 0, 0);
     else
@@ -107,7 +258,16 @@ void sh_pull(st_store_t *st, const st_pull_req_t *req, st_msgs_cb cb, void *arg)
 void sh_offset_get(st_store_t *st, const char *group, const char *topic, uint32_t q,
                    st_offset_cb cb, void *arg)
 {
-    st_store_t *c = writer((st_shard_t *)st, topic);
+    st_shard_t *s = (st_shard_t *)st;
+    sh_try_t *t = try_new(s, topic, group, TRY_OFF_GET);
+    if (t) {
+        t->q = q;
+        t->off_cb = cb;
+        t->arg = arg;
+        try_next(t, GT_AGAIN);
+        return;
+    }
+    st_store_t *c = writer(s, topic);
     if (!c)
         cb(arg, GT_AGAIN, 0);
     else
@@ -117,7 +277,17 @@ void sh_offset_get(st_store_t *st, const char *group, const char *topic, uint32_
 void sh_offset_update(st_store_t *st, const char *group, const char *topic, uint32_t q,
                       uint64_t off, st_done_cb cb, void *arg)
 {
-    st_store_t *c = writer((st_shard_t *)st, topic);
+    st_shard_t *s = (st_shard_t *)st;
+    sh_try_t *t = try_new(s, topic, group, TRY_OFF_UPDATE);
+    if (t) {
+        t->q = q;
+        t->off = off;
+        t->done_cb = cb;
+        t->arg = arg;
+        try_next(t, GT_AGAIN);
+        return;
+    }
+    st_store_t *c = writer(s, topic);
     if (!c)
         cb(arg, GT_AGAIN);
     else
@@ -127,7 +297,18 @@ void sh_offset_update(st_store_t *st, const char *group, const char *topic, uint
 void sh_offset_query(st_store_t *st, const char *topic, uint32_t q,
                      st_offset_kind_t kind, int64_t ts, st_offset_cb cb, void *arg)
 {
-    st_store_t *c = writer((st_shard_t *)st, topic);
+    st_shard_t *s = (st_shard_t *)st;
+    sh_try_t *t = try_new(s, topic, NULL, TRY_OFF_QUERY);
+    if (t) {
+        t->q = q;
+        t->okind = kind;
+        t->ts = ts;
+        t->off_cb = cb;
+        t->arg = arg;
+        try_next(t, GT_AGAIN);
+        return;
+    }
+    st_store_t *c = writer(s, topic);
     if (!c)
         cb(arg, GT_AGAIN, 0);
     else

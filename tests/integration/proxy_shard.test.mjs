@@ -199,6 +199,12 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
     } finally {
       await shutdownQuietly(once);
     }
+    // Its first and last store times are read from set 1 (before: null,
+    // the reads of its queues' edge messages went to set 0).
+    const shown = await api(p1, 'GET', `/api/v1/topics/${encodeURIComponent(`%DLQ%${GD}`)}`);
+    assert.equal(shown.status, 200, shown.text);
+    assert.ok(shown.json.first_store_time_ms > 0 &&
+      shown.json.last_store_time_ms >= shown.json.first_store_time_ms, shown.text);
     const dlq = await startSimpleConsumer(p1, GDL, `%DLQ%${GD}`);
     try {
       await waitFor(async () => (await dlq.receive(4, 30000))

@@ -460,6 +460,17 @@ static void test_dlq_other_set(void)
     st_stats_t ds;
     CU_ASSERT(tu_stats(f.sh, "%DLQ%DG", NULL, &ds) == GT_OK && ds.messages == 1);
     CU_ASSERT(tu_stats(f.sh, "%DLQ%nothing", NULL, &ds) == GT_ENOTFOUND);
+    /* Pulls and offset queries go there too (before: to set 0, which
+     * answered "not found"), as do a pull consumer's offsets (below). */
+    tu_msg_t pm[4];
+    size_t pn = 0;
+    uint64_t next = 0, off = 0;
+    CU_ASSERT(tu_pull(f.sh, "%DLQ%DG", 0, 0, 4, pm, &pn, &next) == GT_OK);
+    CU_ASSERT(pn == 1 && next == 1 && strcmp(pm[0].body, "dead") == 0);
+    CU_ASSERT(tu_offset_query(f.sh, "%DLQ%DG", 0, ST_OFFSET_END, 0, &off) == GT_OK && off == 1);
+    CU_ASSERT(tu_pull(f.sh, "%DLQ%nothing", 0, 0, 4, pm, &pn, &next) == GT_ENOTFOUND);
+    CU_ASSERT(tu_offset_query(f.sh, "%DLQ%nothing", 0, ST_OFFSET_END, 0, &off) ==
+              GT_ENOTFOUND);
     /* A new watcher's snapshot has it too. */
     st_meta_watch(f.sh, watch_rec, NULL);
     CU_ASSERT(wr_get(&wr.snapshots) == 1);
@@ -467,6 +478,11 @@ static void test_dlq_other_set(void)
     /* The dead letter is there to read, from the router. */
     CU_ASSERT(tu_pop_simple(f.sh, "DG", "%DLQ%DG", NULL, 4, 30000, m, &n) == GT_OK);
     CU_ASSERT(n == 1 && strcmp(m[0].body, "dead") == 0);
+    CU_ASSERT(tu_offset_update(f.sh, "DG", "%DLQ%DG", 0, 1) == GT_OK);
+    off = 0;
+    CU_ASSERT(tu_offset_get(f.sh, "DG", "%DLQ%DG", 0, &off) == GT_OK && off == 1);
+    off = 0;
+    CU_ASSERT(tu_offset_get(f.set[1], "DG", "%DLQ%DG", 0, &off) == GT_OK && off == 1);
     st_meta_watch(f.sh, NULL, NULL);
     fx_close(&f);
 }
