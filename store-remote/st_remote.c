@@ -757,12 +757,12 @@ static void r_lookup_key(st_store_t *s, const char *topic, const char *key, uint
               0, true);
 }
 
-static void r_stats(st_store_t *s, const char *topic, const char *group, st_stats_cb cb,
-                    void *arg)
+static void r_stats(st_store_t *s, const st_stats_req_t *req, st_stats_cb cb, void *arg)
 {
     Gantry__Store__V1__StatsRequest rq = GANTRY__STORE__V1__STATS_REQUEST__INIT;
-    rq.topic = STR(topic);
-    rq.group = STR(group);
+    rq.topic = STR(req->topic);
+    rq.group = STR(req->group);
+    rq.new_from_first = req->new_from_first;
     rop_start(ST(s), SVC "Stats", &rq.base, DESC(stats_response), conv_stats, CB(cb), arg, 0,
               true);
 }

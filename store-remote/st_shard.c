@@ -56,6 +56,11 @@ void sh_route_of(st_shard_t *s, const char *topic, sh_route_t *r)
     r->placed = true;
 }
 
+bool sh_moved_to(const sh_route_t *r, uint32_t k)
+{
+    return r->placed && r->n > 1 && k != r->k[r->n - 1];
+}
+
 gt_err_t st_shard_handle_split(const char *h, uint32_t *k, const char **inner)
 {
     size_t i = 0;

@@ -69,6 +69,11 @@ st_store_t *sh_set0(st_shard_t *s);
 void sh_route_all(st_shard_t *s, sh_route_t *r);
 /* The topic's placement, or every set when it has none. */
 void sh_route_of(st_shard_t *s, const char *topic, sh_route_t *r);
+/* Whether the topic moved to set k of its route (k is in its placement but
+ * is not the set it was first written to, the last one): a group with no
+ * position there starts at its beginning (st_pop_req_t.new_from_first),
+ * and its stats count from there. */
+bool sh_moved_to(const sh_route_t *r, uint32_t k);
 
 /* The metadata copy from set 0 to set k (st_shard_meta.c): created, then
  * run (it frees itself and calls cb when done). */
@@ -120,7 +125,7 @@ void sh_ack_batch(st_store_t *st, const char *group, const char *topic,
 void sh_purge(st_store_t *st, const char *group, const char *topic, st_count_cb cb, void *arg);
 void sh_requeue(st_store_t *st, const char *group, const char *topic, st_count_cb cb,
                 void *arg);
-void sh_stats(st_store_t *st, const char *topic, const char *group, st_stats_cb cb, void *arg);
+void sh_stats(st_store_t *st, const st_stats_req_t *req, st_stats_cb cb, void *arg);
 void sh_lookup_id(st_store_t *st, const char *topic, const char *id, st_msgs_cb cb, void *arg);
 void sh_lookup_key(st_store_t *st, const char *topic, const char *key, uint32_t max,
                    st_msgs_cb cb, void *arg);

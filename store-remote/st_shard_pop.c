@@ -32,12 +32,9 @@ typedef struct sh_pop {
 
 static void pop_step(sh_pop_t *p);
 
-/* Whether the topic moved to set k (k is in its placement but is not the
- * set it was first written to, the last one): a group with no position
- * there starts at its beginning (st_pop_req_t.new_from_first). */
 static bool moved_to(const sh_pop_t *p, uint32_t k)
 {
-    return p->r.placed && p->r.n > 1 && k != p->r.k[p->r.n - 1];
+    return sh_moved_to(&p->r, k);
 }
 
 static void pop_free(sh_pop_t *p)
@@ -99,6 +96,17 @@ static void pop_writer(sh_pop_t *p)
     st_pop(c, &p->req, pop_last_done, p);
 }
 
+static void pop_fifo_stats(void *arg, gt_err_t err, const st_stats_t *st);
+
+/* The group's figures on older set p->cur (c), counted as its pops there
+ * would start. */
+static void older_stats(sh_pop_t *p, st_store_t *c)
+{
+    st_stats_req_t req = {.topic = p->topic, .group = p->group,
+                          .new_from_first = moved_to(p, p->cur)};
+    st_stats_req(c, &req, pop_fifo_stats, p);
+}
+
 /* FIFO: the group's messages still on an older set hold back the writer's. */
 static void pop_fifo_stats(void *arg, gt_err_t err, const st_stats_t *st)
 {
@@ -112,7 +120,7 @@ static void pop_fifo_stats(void *arg, gt_err_t err, const st_stats_t *st)
         p->cur = p->r.k[p->r.n - p->fifo_left];
         st_store_t *c = sh_set(p->s, p->cur);
         if (c) {
-            st_stats(c, p->topic, p->group, pop_fifo_stats, p);
+            older_stats(p, c);
             return;
         }
         pop_fifo_stats(p, GT_AGAIN, NULL);
@@ -148,7 +156,7 @@ static void pop_fifo_group(void *arg, gt_err_t err, const st_group_t *g, size_t 
     p->cur = p->r.k[1];
     st_store_t *c = sh_set(p->s, p->cur);
     if (c)
-        st_stats(c, p->topic, p->group, pop_fifo_stats, p);
+        older_stats(p, c);
     else
         pop_fifo_stats(p, GT_AGAIN, NULL);
 }

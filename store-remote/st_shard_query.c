@@ -97,6 +97,7 @@ typedef struct sh_stats {
     char topic[ST_NAME_MAX + 1];
     bool has_group;
     bool have;          /* a set answered: sum holds its figures */
+    bool from_first;    /* the caller's new_from_first */
     st_stats_t sum;
     st_queue_stats_t *queues;
     st_stats_cb cb;
@@ -162,16 +163,19 @@ static void stats_next(sh_stats_t *m)
             }
             continue;
         }
-        st_stats(c, m->topic, m->has_group ? m->group : NULL, stats_done, m);
+        bool from_first = m->from_first || sh_moved_to(&m->r, m->r.k[m->i - 1]);
+        st_stats_req_t req = {.topic = m->topic, .group = m->has_group ? m->group : NULL,
+                              .new_from_first = from_first};
+        st_stats_req(c, &req, stats_done, m);
         return;
     }
     stats_finish(m, GT_OK);
 }
 
-void sh_stats(st_store_t *st, const char *topic, const char *group, st_stats_cb cb,
-              void *arg)
+void sh_stats(st_store_t *st, const st_stats_req_t *req, st_stats_cb cb, void *arg)
 {
     st_shard_t *s = (st_shard_t *)st;
+    const char *topic = req->topic, *group = req->group;
     sh_route_t r;
     sh_route_of(s, topic, &r);
     if (r.n == 1) {
@@ -179,7 +183,7 @@ void sh_stats(st_store_t *st, const char *topic, const char *group, st_stats_cb 
         if (!c)
             cb(arg, GT_AGAIN, NULL);
         else
-            st_stats(c, topic, group, cb, arg);
+            st_stats_req(c, req, cb, arg);
         return;
     }
     sh_stats_t *m = calloc(1, sizeof(*m));
@@ -191,6 +195,7 @@ void sh_stats(st_store_t *st, const char *topic, const char *group, st_stats_cb 
     m->r = r;
     snprintf(m->topic, sizeof(m->topic), "%s", topic ? topic : "");
     m->has_group = group != NULL;
+    m->from_first = req->new_from_first;
     snprintf(m->group, sizeof(m->group), "%s", group ? group : "");
     m->cb = cb;
     m->arg = arg;

@@ -403,10 +403,11 @@ static void ss_stats_done(void *arg, gt_err_t err, const st_stats_t *s)
 static void ss_stats(px_call_t *call, ProtobufCMessage *msg)
 {
     Gantry__Store__V1__StatsRequest *req = (void *)msg;
+    st_stats_req_t sr = {.topic = req->topic, .group = ss_opt(req->group),
+                         .new_from_first = req->new_from_first};
 
     px_call_ref(call);
-    st_stats(ss_srv(call)->store, req->topic, ss_opt(req->group),
-             ss_stats_done, call);
+    st_stats_req(ss_srv(call)->store, &sr, ss_stats_done, call);
 }
 
 /* ---- transactions, recall ---- */

@@ -309,6 +309,16 @@ typedef struct st_stats {
 
 typedef void (*st_stats_cb)(void *arg, gt_err_t err, const st_stats_t *s);
 
+/* A stats request: plain data, strings borrowed. */
+typedef struct st_stats_req {
+    const char *topic;
+    const char *group;   /* NULL: topic figures only */
+    /* As st_pop_req_t.new_from_first: a group without a position on a
+     * queue counts from its first retained message even if it consumes
+     * from the last offset (what its first pop there would start at). */
+    bool new_from_first;
+} st_stats_req_t;
+
 /* ---- metadata change notifications -------------------------------------
  * Front ends keep their own copy of the topics and groups (they need them
  * for every request and must not wait on the store for them).  The store
@@ -432,8 +442,8 @@ typedef struct st_ops {
                       st_msgs_cb cb, void *arg);
     void (*lookup_key)(st_store_t *st, const char *topic, const char *key,
                        uint32_t max, st_msgs_cb cb, void *arg);
-    void (*stats)(st_store_t *st, const char *topic, const char *group,
-                  st_stats_cb cb, void *arg);
+    void (*stats)(st_store_t *st, const st_stats_req_t *req, st_stats_cb cb,
+                  void *arg);
     void (*tx_end)(st_store_t *st, const char *topic, const char *msg_id,
                    bool commit, st_done_cb cb, void *arg);
     void (*tx_pending)(st_store_t *st, int64_t unresolved_for_ms, uint32_t max,
@@ -855,7 +865,15 @@ static inline void st_lookup_key(st_store_t *st, const char *topic,
 static inline void st_stats(st_store_t *st, const char *topic,
                             const char *group, st_stats_cb cb, void *arg)
 {
-    st->ops->stats(st, topic, group, cb, arg);
+    st_stats_req_t req = {.topic = topic, .group = group};
+    st->ops->stats(st, &req, cb, arg);
+}
+
+/* st_stats() with the whole request (st_stats_req_t). */
+static inline void st_stats_req(st_store_t *st, const st_stats_req_t *req,
+                                st_stats_cb cb, void *arg)
+{
+    st->ops->stats(st, req, cb, arg);
 }
 
 /* Registers the store's one metadata watcher (replacing any; cb NULL

@@ -217,14 +217,14 @@ static void lookup_key_local(st_store_t *s, const char *topic,
 }
 
 static void group_stats(st_local_t *st, st_topic_rt_t *t, st_group_rt_t *g,
-                        st_stats_t *s, int64_t now)
+                        bool from_first, st_stats_t *s, int64_t now)
 {
     for (uint32_t q = 0; q < t->meta.queue_count && q < t->nq; q++) {
         st_cq_t *cq = &t->cq[q];
         st_cs_t *cs = st_cs_find(st, g, t, q, false);
         uint64_t end = st_cq_end(cq);
         if (!cs || !cs->init) {
-            uint64_t start = g->meta.consume_from == ST_CONSUME_FROM_LAST
+            uint64_t start = g->meta.consume_from == ST_CONSUME_FROM_LAST && !from_first
                                  ? end : cq->min_off;
             s->ready += end - start;
             s->lag += end - start;
@@ -244,10 +244,11 @@ static void group_stats(st_local_t *st, st_topic_rt_t *t, st_group_rt_t *g,
     }
 }
 
-static void stats_local(st_store_t *s, const char *topic, const char *group,
-                        st_stats_cb cb, void *arg)
+static void stats_local(st_store_t *s, const st_stats_req_t *req, st_stats_cb cb,
+                        void *arg)
 {
     st_local_t *st = (st_local_t *)s;
+    const char *topic = req->topic, *group = req->group;
     st_stats_t out = {0};
     st_queue_stats_t *qs = NULL;
     gt_err_t rc = GT_OK;
@@ -273,7 +274,7 @@ static void stats_local(st_store_t *s, const char *topic, const char *group,
         out.tx_discarded = t->tx_discarded;
         out.queues = qs;
         if (g)
-            group_stats(st, t, g, &out, st_now_ms());
+            group_stats(st, t, g, req->new_from_first, &out, st_now_ms());
     }
     pthread_mutex_unlock(&st->lock);
     cb(arg, rc, rc == GT_OK ? &out : NULL);

@@ -663,13 +663,13 @@ static void r_lookup_key(st_store_t *s, const char *topic, const char *key,
     relay_end(RL(s));
 }
 
-static void r_stats(st_store_t *s, const char *topic, const char *group,
-                    st_stats_cb cb, void *arg)
+static void r_stats(st_store_t *s, const st_stats_req_t *req, st_stats_cb cb,
+                    void *arg)
 {
     st_res_t *r = relay_begin(RL(s), R_STATS, (st_res_cb_t){.stats = cb}, arg);
     if (r == NULL)
         return;
-    st_stats(RL(s)->inner, topic, group, cap_stats, r);
+    st_stats_req(RL(s)->inner, req, cap_stats, r);
     relay_end(RL(s));
 }
 

@@ -140,6 +140,16 @@ test('append, lookups, stats, offsets and pull', async () => {
   assert.equal(s.err, 'OK');
   assert.equal(s.messages, 3);
   assert.deepEqual(s.queues.map((q) => [q.min_offset, q.max_offset]), [[0, 3]]);
+  // A group consuming from the last offset with no position yet: nothing
+  // is ready for it, unless it counts from the first retained message
+  // (new_from_first: a set a topic was moved to, docs/store-protocol.md).
+  assert.equal((await call(client, 'PutGroup', { group: {
+    name: 'GLast', max_delivery_attempts: 5, consume_from: 'CONSUME_FROM_LAST' } })).err, 'OK');
+  const sl = await call(client, 'Stats', { topic: 'Q', group: 'GLast' });
+  assert.deepEqual([sl.err, sl.ready, sl.lag], ['OK', 0, 0]);
+  const sf = await call(client, 'Stats', { topic: 'Q', group: 'GLast', new_from_first: true });
+  assert.deepEqual([sf.err, sf.ready, sf.lag], ['OK', 3, 3]);
+  assert.equal((await call(client, 'DeleteGroup', { name: 'GLast' })).err, 'OK');
 
   const end = await call(client, 'QueryOffset', { topic: 'Q', queue: 0, kind: 'OFFSET_END' });
   assert.deepEqual([end.err, end.offset], ['OK', 3]);

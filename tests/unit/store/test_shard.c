@@ -352,6 +352,13 @@ static void test_move_last_group(void)
     pl_set("M", v, 2);
     CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "new1", ST_QUEUE_ANY, NULL) == GT_OK);
     CU_ASSERT(tu_send(f.sh, "M", "a", NULL, "new2", ST_QUEUE_ANY, NULL) == GT_OK);
+    /* Its stats count what its pops will hand out: "old1" on set 0 and
+     * both new ones on set 1, where it has no position yet (before: set 1
+     * counted from its end, 0). */
+    st_stats_t ls;
+    CU_ASSERT(tu_stats(f.sh, "M", "L", &ls) == GT_OK);
+    CU_ASSERT_EQUAL(ls.ready, 3);
+    CU_ASSERT_EQUAL(ls.lag, 3);
     CU_ASSERT_FATAL(tu_pop_simple(f.sh, "L", "M", NULL, 8, 30000, m, &n) == GT_OK);
     CU_ASSERT_FATAL(n == 1);
     CU_ASSERT(strcmp(m[0].body, "old1") == 0);
