@@ -634,6 +634,55 @@ static void pl_ensure(void *ctx, const char *topic, bool used, st_done_cb cb, vo
     ensure_try(q);
 }
 
+typedef struct pl_forget {
+    st_place_t *p;
+    st_done_cb cb;
+    void *arg;
+    char topic[];
+} pl_forget_t;
+
+/* The key is gone: forgotten here at once (the watch brings the same
+ * delete to the other proxies). */
+static void forget_done(void *arg, gt_err_t err, int64_t rev, int64_t deleted)
+{
+    pl_forget_t *q = arg;
+    st_place_t *p = q->p;
+    (void)deleted;
+    if (err == GT_OK) {
+        pthread_mutex_lock(&p->mu);
+        topic_set(p, q->topic, NULL, 0, rev);
+        pthread_mutex_unlock(&p->mu);
+        GT_LOG(INFO, "store", "topic %s deleted: its placement is dropped", q->topic);
+    } else {
+        GT_LOG(WARN, "store", "cannot drop the placement of deleted topic %s in etcd: %s",
+               q->topic, gt_err_str(err));
+    }
+    q->cb(q->arg, err == GT_OK ? GT_OK : GT_AGAIN);
+    free(q);
+}
+
+static void pl_forget(void *ctx, const char *topic, st_done_cb cb, void *arg)
+{
+    st_place_t *p = ctx;
+    char key[PL_KEY_MAX];
+    size_t len = strlen(topic);
+    if (snprintf(key, sizeof(key), "%s%s", p->pl_prefix, topic) >= (int)sizeof(key)) {
+        cb(arg, GT_OK); /* such a key is never made (pl_ensure) */
+        return;
+    }
+    pl_forget_t *q = malloc(sizeof(*q) + len + 1);
+    if (!q) {
+        cb(arg, GT_ENOMEM);
+        return;
+    }
+    *q = (pl_forget_t){.p = p, .cb = cb, .arg = arg};
+    memcpy(q->topic, topic, len + 1);
+    if (gt_etcd_delete(p->e, key, false, forget_done, q) != GT_OK) {
+        free(q);
+        cb(arg, GT_AGAIN);
+    }
+}
+
 /* ---- rebalance ------------------------------------------------------------------ */
 
 typedef struct pl_move {
@@ -912,7 +961,7 @@ gt_err_t st_place_open(const st_cluster_config_t *cfg, st_store_t **out, st_stor
     gt_etcd_opts_t eo = {.endpoints = p->cfg.etcd, .n_endpoints = p->cfg.n_etcd};
     if (rc == GT_OK)
         rc = gt_etcd_new(&eo, &p->e);
-    st_shard_config_t sc = {.placer = {pl_lookup, pl_ensure, p},
+    st_shard_config_t sc = {.placer = {pl_lookup, pl_ensure, p, pl_forget},
                             .meta_ns = meta_ns,
                             .n_meta_ns = sizeof(meta_ns) / sizeof(meta_ns[0]),
                             .on_close = pl_close,

@@ -12,7 +12,8 @@
  *    (each set then names the message with its own id when none is given);
  *  - topics, groups and metadata records are written to EVERY set (set 0's
  *    answer wins; a delete another set does not know is fine) and read from
- *    set 0, as is the metadata watch;
+ *    set 0, as is the metadata watch; a topic deleted from every set loses
+ *    its placement too (placer.forget);
  *  - pops read the older sets first without waiting, then the writer set
  *    with the caller's long poll.  FIFO groups: while an older set still
  *    has messages of the group ready or in flight, the writer set's are not
@@ -57,6 +58,11 @@ typedef struct st_shard_placer {
      * May be NULL (nothing is ever placed). */
     void (*ensure)(void *ctx, const char *topic, bool used, st_done_cb cb, void *arg);
     void *ctx;
+    /* Drops the placement of a topic that every set has deleted (no set
+     * knows it any more).  cb(arg, err) runs once, on any thread, when
+     * lookup() no longer answers it (or on error).  May be NULL (a
+     * placement outlives its topic). */
+    void (*forget)(void *ctx, const char *topic, st_done_cb cb, void *arg);
 } st_shard_placer_t;
 
 typedef struct st_shard_config {

@@ -29,7 +29,8 @@ struct sh_bc {
     pthread_mutex_t mu;
     st_done_cb cb;
     void *arg;
-    char topic[ST_NAME_MAX + 1]; /* topic_put: placed after */
+    char topic[ST_NAME_MAX + 1]; /* topic_put: placed after; topic_delete: forgotten */
+    bool forget;                 /* topic_delete */
     sh_leg_t legs[ST_SHARD_MAX];
 };
 
@@ -53,6 +54,16 @@ static void bc_placed(void *arg, gt_err_t err)
     bc_finish(b);
 }
 
+/* The topic's placement is gone (or could not be dropped: the delete then
+ * fails as retriable; deleting again drops it). */
+static void bc_forgot(void *arg, gt_err_t err)
+{
+    sh_bc_t *b = arg;
+    if (err != GT_OK && b->err == GT_OK)
+        b->err = err;
+    bc_finish(b);
+}
+
 static void bc_leg_done(void *arg, gt_err_t err)
 {
     sh_leg_t *l = arg;
@@ -66,6 +77,19 @@ static void bc_leg_done(void *arg, gt_err_t err)
     if (atomic_fetch_sub(&b->left, 1) != 1)
         return;
     st_shard_t *s = b->s;
+    if (b->forget) {
+        /* Deleted from every set (or known to none): its placement goes,
+         * so that it counts no more for placement and rebalance, and a
+         * topic made again under the name is placed anew. */
+        if ((b->err0 == GT_OK || b->err0 == GT_ENOTFOUND) && b->err == GT_OK &&
+            !atomic_load(&s->closing) && s->cfg.placer.forget &&
+            !st_shard_system_topic(b->topic)) {
+            s->cfg.placer.forget(s->cfg.placer.ctx, b->topic, bc_forgot, b);
+            return;
+        }
+        bc_finish(b);
+        return;
+    }
     if (b->topic[0] && b->err0 == GT_OK && !atomic_load(&s->closing) && b->err == GT_OK && s->cfg.placer.ensure &&
         !st_shard_system_topic(b->topic)) {
         uint32_t k[1];
@@ -130,9 +154,10 @@ static void bc_meta_del(st_store_t *c, const void *a, const void *b, uint32_t la
 }
 
 /* Runs fn on every present set; cb gets set 0's answer (or another set's
- * failure).  topic: place it afterwards (topic_put). */
+ * failure).  topic: place it afterwards (topic_put), or with forget, drop
+ * its placement afterwards (topic_delete). */
 static void bc_run(st_shard_t *s, sh_bc_fn fn, const void *a, const void *b, uint32_t la,
-                   uint32_t lb, const char *topic, st_done_cb cb, void *arg)
+                   uint32_t lb, const char *topic, bool forget, st_done_cb cb, void *arg)
 {
     sh_bc_t *bc = calloc(1, sizeof(*bc));
     sh_op_begin(s);
@@ -150,6 +175,7 @@ static void bc_run(st_shard_t *s, sh_bc_fn fn, const void *a, const void *b, uin
     pthread_mutex_init(&bc->mu, NULL);
     if (topic)
         snprintf(bc->topic, sizeof(bc->topic), "%s", topic);
+    bc->forget = forget;
     atomic_store(&bc->left, (int)r.n);
     for (size_t i = 0; i < r.n; i++) {
         bc->legs[i] = (sh_leg_t){bc, r.k[i]};
@@ -163,36 +189,37 @@ static void bc_run(st_shard_t *s, sh_bc_fn fn, const void *a, const void *b, uin
 
 void sh_topic_put(st_store_t *st, const st_topic_t *t, st_done_cb cb, void *arg)
 {
-    bc_run((st_shard_t *)st, bc_topic_put, t, NULL, 0, 0, t->name, cb, arg);
+    bc_run((st_shard_t *)st, bc_topic_put, t, NULL, 0, 0, t->name, false, cb, arg);
 }
 
 void sh_topic_delete(st_store_t *st, const char *name, st_done_cb cb, void *arg)
 {
-    bc_run((st_shard_t *)st, bc_topic_del, name, NULL, 0, 0, NULL, cb, arg);
+    bc_run((st_shard_t *)st, bc_topic_del, name, NULL, 0, 0, name, true, cb, arg);
 }
 
 void sh_group_put(st_store_t *st, const st_group_t *g, st_done_cb cb, void *arg)
 {
-    bc_run((st_shard_t *)st, bc_group_put, g, NULL, 0, 0, NULL, cb, arg);
+    bc_run((st_shard_t *)st, bc_group_put, g, NULL, 0, 0, NULL, false, cb, arg);
 }
 
 void sh_group_delete(st_store_t *st, const char *name, st_done_cb cb, void *arg)
 {
-    bc_run((st_shard_t *)st, bc_group_del, name, NULL, 0, 0, NULL, cb, arg);
+    bc_run((st_shard_t *)st, bc_group_del, name, NULL, 0, 0, NULL, false, cb, arg);
 }
 
 void sh_meta_put(st_store_t *st, const char *ns, const void *key, uint32_t key_len,
                  const void *value, uint32_t value_len, st_done_cb cb, void *arg)
 {
     sh_mkey_t m = {ns, key};
-    bc_run((st_shard_t *)st, bc_meta_put, &m, value, key_len, value_len, NULL, cb, arg);
+    bc_run((st_shard_t *)st, bc_meta_put, &m, value, key_len, value_len, NULL, false, cb,
+           arg);
 }
 
 void sh_meta_del(st_store_t *st, const char *ns, const void *key, uint32_t key_len,
                  st_done_cb cb, void *arg)
 {
     sh_mkey_t m = {ns, key};
-    bc_run((st_shard_t *)st, bc_meta_del, &m, NULL, key_len, 0, NULL, cb, arg);
+    bc_run((st_shard_t *)st, bc_meta_del, &m, NULL, key_len, 0, NULL, false, cb, arg);
 }
 
 /* ---- set 0 only ----------------------------------------------------------------- */

@@ -5,9 +5,11 @@
 //  - Two sets known at start: two proxies declare four topics; the
 //    placement keys spread them two and two, the SDK sends through one
 //    proxy and receives everything through the other, the admin API
-//    lists the sets.  A message of a topic on set 1 runs out of delivery
-//    attempts: %DLQ%<group> is created on set 1 only, the other proxy
-//    knows it (admin API) and an SDK consumer reads the dead letter.
+//    lists the sets; a topic made and deleted with gantry-admin loses its
+//    placement key, and both proxies forget it.  A message of a topic on
+//    set 1 runs out of delivery attempts: %DLQ%<group> is created on set 1
+//    only, the other proxy knows it (admin API) and an SDK consumer reads
+//    the dead letter.
 //  - Growth: one set, four topics on it, an SDK producer and consumer
 //    running; a second set appears, gets the metadata, POST
 //    /api/v1/cluster/rebalance moves half the topics' writes to it
@@ -156,6 +158,28 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
       const [c0, c1] = r.json.replica_sets.map((s) => s.topics);
       assert.ok(c0 + c1 === Object.keys(r.json.placement).length && Math.abs(c0 - c1) <= 1, r.text);
       for (const t of TOPICS) assert.deepEqual(r.json.placement[t], [Number(placement[t])]);
+    }
+
+    // A topic made and deleted with gantry-admin: its placement key goes
+    // with it, and both proxies forget it (before: the key stayed, and the
+    // deleted topic still counted for its set in placement and rebalance).
+    const TMP = 'ShardTmp';
+    const setTopics = async (p) => (await api(p, 'GET', '/api/v1/cluster')).json;
+    const made = await admin(p1, ['topic', 'create', TMP, '--queues', '2']);
+    assert.equal(made.code, 0, made.stderr);
+    const tmpSet = await etcd.get(key(`placement/${TMP}`));
+    assert.ok(tmpSet === '0' || tmpSet === '1', `placement of ${TMP}: ${tmpSet}`);
+    await waitFor(async () => (await setTopics(p2))?.placement?.[TMP] !== undefined, 30000,
+      `proxy 2 sees the placement of ${TMP}`);
+    const gone = await admin(p2, ['topic', 'delete', TMP]);
+    assert.equal(gone.code, 0, gone.stderr);
+    assert.equal(await etcd.get(key(`placement/${TMP}`)), null, 'the placement key left behind');
+    for (const p of [p2, p1]) {
+      await waitFor(async () => {
+        const j = await setTopics(p);
+        return j && j.placement[TMP] === undefined &&
+          j.replica_sets.reduce((a, x) => a + x.topics, 0) === Object.keys(j.placement).length;
+      }, 30000, `the proxy on ${p.httpPort} forgets ${TMP}`);
     }
 
     producer = await startProducer(p1, TOPICS);

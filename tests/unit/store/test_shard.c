@@ -25,7 +25,7 @@ static struct {
     uint32_t sets[NPL][4];
     size_t n[NPL];
     size_t count;
-    int ensures, ensures_used;
+    int ensures, ensures_used, forgets;
     uint32_t choose; /* what ensure places topics on */
 } pl = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -71,11 +71,24 @@ static void pl_ensure(void *ctx, const char *topic, bool used, st_done_cb cb, vo
     cb(arg, GT_OK);
 }
 
+/* Drops the topic (n = 0, as the etcd placer's cache does). */
+static void pl_forget(void *ctx, const char *topic, st_done_cb cb, void *arg)
+{
+    (void)ctx;
+    pthread_mutex_lock(&pl.mu);
+    pl.forgets++;
+    for (size_t i = 0; i < pl.count; i++)
+        if (strcmp(pl.topic[i], topic) == 0)
+            pl.n[i] = 0;
+    pthread_mutex_unlock(&pl.mu);
+    cb(arg, GT_OK);
+}
+
 static void pl_reset(void)
 {
     pthread_mutex_lock(&pl.mu);
     pl.count = 0;
-    pl.ensures = pl.ensures_used = 0;
+    pl.ensures = pl.ensures_used = pl.forgets = 0;
     pl.choose = 1;
     pthread_mutex_unlock(&pl.mu);
 }
@@ -94,7 +107,7 @@ static void fx_open(fx_t *f, const char *name, bool both)
 {
     char n[64];
     pl_reset();
-    st_shard_config_t cfg = {.placer = {pl_lookup, pl_ensure, NULL},
+    st_shard_config_t cfg = {.placer = {pl_lookup, pl_ensure, NULL, pl_forget},
                              .meta_ns = meta_ns, .n_meta_ns = 1};
     CU_ASSERT_FATAL(st_shard_open(&cfg, &f->sh) == GT_OK);
     for (int k = 0; k < 2; k++) {
@@ -527,14 +540,36 @@ static void test_meta_broadcast(void)
     CU_ASSERT(tu_meta_put(f.set[0], "test.ns", "only0", 5, "x", 1) == GT_OK);
     CU_ASSERT(tu_meta_del(f.sh, "test.ns", "only0", 5) == GT_OK);
     CU_ASSERT(tu_meta_del(f.sh, "test.ns", "nothing", 7) == GT_ENOTFOUND);
-    /* Topic delete on both. */
+    /* Topic delete on both; its placement goes too (before, it stayed:
+     * it still counted for placement and rebalance). */
     CU_ASSERT_FATAL(tu_topic(f.sh, "D", 1) == GT_OK);
+    uint32_t sets[4];
+    CU_ASSERT(pl_lookup(NULL, "D", sets, 4) == 1 && sets[0] == 1);
     wt_t w;
     wt_init(&w);
     st_topic_delete(f.sh, "D", done_cb, &w);
     CU_ASSERT(wt_wait(&w) == GT_OK);
     CU_ASSERT(topic_exists(f.set[0], "D") == GT_ENOTFOUND);
     CU_ASSERT(topic_exists(f.set[1], "D") == GT_ENOTFOUND);
+    CU_ASSERT(pl_lookup(NULL, "D", sets, 4) == 0);
+    CU_ASSERT(pl.forgets == 1);
+    /* Made again: placed anew. */
+    pl.choose = 0;
+    CU_ASSERT_FATAL(tu_topic(f.sh, "D", 1) == GT_OK);
+    CU_ASSERT(pl_lookup(NULL, "D", sets, 4) == 1 && sets[0] == 0);
+    /* A delete no set knows still drops a placement left behind; a system
+     * topic has none to drop. */
+    pl_set("GONE", (uint32_t[]){1}, 1);
+    wt_init(&w);
+    st_topic_delete(f.sh, "GONE", done_cb, &w);
+    CU_ASSERT(wt_wait(&w) == GT_ENOTFOUND);
+    CU_ASSERT(pl_lookup(NULL, "GONE", sets, 4) == 0);
+    CU_ASSERT(pl.forgets == 2);
+    CU_ASSERT_FATAL(tu_topic(f.sh, "%DLQ%GX", 1) == GT_OK);
+    wt_init(&w);
+    st_topic_delete(f.sh, "%DLQ%GX", done_cb, &w);
+    CU_ASSERT(wt_wait(&w) == GT_OK);
+    CU_ASSERT(pl.forgets == 2);
     fx_close(&f);
 }
 
