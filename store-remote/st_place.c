@@ -22,6 +22,8 @@ typedef struct pl_topic {
     struct pl_topic *next;
     uint32_t sets[ST_SHARD_MAX];
     size_t n;          /* 0: deleted */
+    uint32_t old[ST_SHARD_MAX]; /* deleted: the sets it had */
+    size_t n_old;
     int64_t rev;       /* the key's mod revision */
     char name[];
 } pl_topic_t;
@@ -124,6 +126,12 @@ static void topic_set(st_place_t *p, const char *name, const uint32_t *sets, siz
     }
     if (t->n)
         p->writes[t->sets[0]]--;
+    if (n == 0 && t->n) {
+        memcpy(t->old, t->sets, t->n * sizeof(*t->sets));
+        t->n_old = t->n;
+    } else if (n) {
+        t->n_old = 0;
+    }
     memcpy(t->sets, sets, n * sizeof(*sets));
     t->n = n;
     t->rev = rev;
@@ -578,19 +586,35 @@ static void ensure_txn(void *arg, gt_err_t err, bool ok, int64_t rev)
     ensure_end(q, GT_OK);
 }
 
-/* Create if absent, on the chosen set. */
+/* Create if absent, on the chosen set.  A topic made again after its
+ * placement was dropped keeps the sets it had after the new one: a proxy
+ * that has not seen the drop yet may still write there. */
 static void ensure_try(pl_ensure_t *q)
 {
     st_place_t *p = q->p;
+    uint32_t sets[ST_SHARD_MAX];
+    size_t n = 0;
     pthread_mutex_lock(&p->mu);
     int k = choose(p);
+    if (k >= 0) {
+        sets[n++] = (uint32_t)k;
+        if (q->used && k != 0)
+            sets[n++] = 0;
+        const pl_topic_t *t = topic_find(p, q->topic);
+        for (size_t i = 0; t && t->n == 0 && i < t->n_old && n < ST_SHARD_MAX; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < n; j++)
+                dup |= sets[j] == t->old[i];
+            if (!dup)
+                sets[n++] = t->old[i];
+        }
+    }
     pthread_mutex_unlock(&p->mu);
     if (k < 0) {
         ensure_end(q, GT_AGAIN);
         return;
     }
-    uint32_t sets[2] = {(uint32_t)k, 0};
-    format_sets(sets, q->used && k != 0 ? 2 : 1, q->val, sizeof(q->val));
+    format_sets(sets, n, q->val, sizeof(q->val));
     gt_etcd_cmp_t cmp = {.key = q->key, .target = GT_ETCD_CMP_VERSION, .op = GT_ETCD_EQ, .num = 0};
     gt_etcd_op_t op = {.kind = GT_ETCD_OP_PUT, .key = q->key, .value = q->val,
                        .value_len = strlen(q->val)};

@@ -181,6 +181,20 @@ test('two replica sets: topics placed two and two, the SDK through two proxies',
           j.replica_sets.reduce((a, x) => a + x.topics, 0) === Object.keys(j.placement).length;
       }, 30000, `the proxy on ${p.httpPort} forgets ${TMP}`);
     }
+    // Made again on the other set: the set it had before stays in its
+    // placement after the new one (a proxy that has not seen the delete
+    // yet may still write there).  Two placement keys on the old set
+    // first, so that placement chooses the other one.
+    const X = Number(tmpSet); const Y = 1 - X;
+    for (const f of ['ShardFill0', 'ShardFill1']) await etcd.put(key(`placement/${f}`), String(X));
+    await waitFor(async () => {
+      const j = await setTopics(p1);
+      const cnt = (k) => j.replica_sets.find((x) => x.id === k).topics;
+      return cnt(X) > cnt(Y);
+    }, 30000, 'proxy 1 counts the filler placements');
+    const again = await admin(p1, ['topic', 'create', TMP, '--queues', '2']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(await etcd.get(key(`placement/${TMP}`)), `${Y},${X}`);
 
     producer = await startProducer(p1, TOPICS);
     consumer = await startSimpleConsumer(p2, G, new Map(TOPICS.map((t) => [t, '*'])));
