@@ -21,8 +21,7 @@
 typedef struct pl_topic {
     struct pl_topic *next;
     uint32_t sets[ST_SHARD_MAX];
-    size_t n;          /* 0: deleted */
-    uint32_t old[ST_SHARD_MAX]; /* deleted: the sets it had */
+    size_t n;          /* 0: deleted (sets keeps the first n_old it had) */
     size_t n_old;
     int64_t rev;       /* the key's mod revision */
     char name[];
@@ -126,12 +125,8 @@ static void topic_set(st_place_t *p, const char *name, const uint32_t *sets, siz
     }
     if (t->n)
         p->writes[t->sets[0]]--;
-    if (n == 0 && t->n) {
-        memcpy(t->old, t->sets, t->n * sizeof(*t->sets));
+    if (n == 0 && t->n)
         t->n_old = t->n;
-    } else if (n) {
-        t->n_old = 0;
-    }
     memcpy(t->sets, sets, n * sizeof(*sets));
     t->n = n;
     t->rev = rev;
@@ -604,9 +599,9 @@ static void ensure_try(pl_ensure_t *q)
         for (size_t i = 0; t && t->n == 0 && i < t->n_old && n < ST_SHARD_MAX; i++) {
             bool dup = false;
             for (size_t j = 0; j < n; j++)
-                dup |= sets[j] == t->old[i];
+                dup |= sets[j] == t->sets[i];
             if (!dup)
-                sets[n++] = t->old[i];
+                sets[n++] = t->sets[i];
         }
     }
     pthread_mutex_unlock(&p->mu);

@@ -80,7 +80,8 @@ static void bc_leg_done(void *arg, gt_err_t err)
     if (b->forget) {
         /* Deleted from every set (or known to none): its placement goes,
          * so that it counts no more for placement and rebalance, and a
-         * topic made again under the name is placed anew. */
+         * topic made again under the name is placed anew (st_place.c
+         * keeps its old sets after the new one). */
         if ((b->err0 == GT_OK || b->err0 == GT_ENOTFOUND) && b->err == GT_OK &&
             !atomic_load(&s->closing) && s->cfg.placer.forget &&
             !st_shard_system_topic(b->topic)) {
