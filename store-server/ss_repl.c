@@ -96,6 +96,9 @@ struct ss_repl {
     char *dir;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t serve_cv;    /* serving dropped to 0 (not cv: that
+                                   would wake the leader thread after
+                                   every answer) */
     pthread_mutex_t role_mu;    /* serialises role changes */
     ss_role_t role;
     int64_t epoch;
@@ -916,7 +919,7 @@ static void fetches_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
     }
     pthread_mutex_lock(&r->mu);
     if (--r->serving == 0)
-        pthread_cond_broadcast(&r->cv);
+        pthread_cond_broadcast(&r->serve_cv);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -933,7 +936,8 @@ static void serve_claimed(ss_repl_t *r, ss_fetch_t *list)
         *t = r->parked;
         r->parked = list;
         r->kick = true;
-        r->serving--;
+        if (--r->serving == 0)
+            pthread_cond_broadcast(&r->serve_cv);
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
         return;
@@ -1035,6 +1039,7 @@ gt_err_t ss_repl_new(const ss_repl_config_t *cfg, ss_repl_t **out)
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->role_mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_cond_init(&r->serve_cv, NULL);
     r->gates_tail = &r->gates;
     atomic_init(&r->n_parked, 0);
     if (ss_hist_load(r->dir, &r->hist) != GT_OK ||
@@ -1080,7 +1085,7 @@ static void leader_stop(ss_repl_t *r)
     /* threads answering fetches read the data directory: done first */
     pthread_mutex_lock(&r->mu);
     while (r->serving > 0)
-        pthread_cond_wait(&r->cv, &r->mu);
+        pthread_cond_wait(&r->serve_cv, &r->mu);
     pthread_mutex_unlock(&r->mu);
     if (had_engine) {
         uint64_t end = 0;
@@ -1308,6 +1313,7 @@ void ss_repl_free(ss_repl_t *r)
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->role_mu);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->serve_cv);
     free(r->dir);
     free(r);
 }
