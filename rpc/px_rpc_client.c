@@ -337,6 +337,7 @@ static void *cq_main(void *p)
 {
     px_cq_t *q = p;
     px_rpc_client_t *c = q->c;
+    pthread_setname_np(pthread_self(), "px-client");
     if (c->after_event)
         c->after_event(c->after_event_ctx);
     for (;;) {
@@ -597,6 +598,7 @@ static bool ts_before(const struct timespec *a, const struct timespec *b)
 static void *timer_main(void *p)
 {
     px_rpc_client_t *c = p;
+    pthread_setname_np(pthread_self(), "px-timer");
     pthread_mutex_lock(&c->mu);
     for (;;) {
         if (c->stopping) {

@@ -39,13 +39,12 @@ struct ss_follow {
     int64_t epoch;
     pthread_t th;
     px_rpc_client_t *cli;
-    /* guarded by mu: the call in flight, stop */
+    /* guarded by mu: the chain of calls in flight, stop */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool stop, done;
-    grpc_status_code code;
-    uint8_t *resp;
-    size_t resp_len;
+    bool stop, done, progress;
+    grpc_status_code code;     /* how the chain ended */
+    gt_err_t rc;
     char details[160];
     _Atomic uint64_t cl_pub;   /* cl_next for other threads */
     /* fetch thread only */
@@ -65,6 +64,7 @@ struct ss_follow {
     int tmp_fd;
     ss_hist_t hist;
     int64_t log_ms;            /* last error line (rate limit) */
+    uint32_t wait_ms;          /* long poll per request */
 };
 
 uint64_t ss_follow_cl_next(ss_follow_t *f)
@@ -423,26 +423,6 @@ static void hist_merge(ss_follow_t *f, const ss_fetch_resp_t *s)
     free(h);
 }
 
-static void on_answer(void *arg, grpc_status_code code, const char *details,
-                      const uint8_t *resp, size_t len)
-{
-    ss_follow_t *f = arg;
-
-    pthread_mutex_lock(&f->mu);
-    f->code = code;
-    snprintf(f->details, sizeof(f->details), "%s", details ? details : "");
-    free(f->resp);
-    f->resp = NULL;
-    f->resp_len = 0;
-    if (code == GRPC_STATUS_OK && (f->resp = malloc(len > 0 ? len : 1)) != NULL) {
-        memcpy(f->resp, resp, len);
-        f->resp_len = len;
-    }
-    f->done = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-}
-
 /* Sleeps ms unless stopped.  Returns false when stopping. */
 static bool nap(ss_follow_t *f, int64_t ms)
 {
@@ -525,52 +505,88 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
     return rc;
 }
 
+/* Starts the next request (it acknowledges everything applied). */
+static void on_answer(void *arg, grpc_status_code code, const char *details,
+                      const uint8_t *resp, size_t len);
+
+static gt_err_t fetch_send(ss_follow_t *f)
+{
+    ss_fetch_req_t req = GANTRY__STORE__V1__REPLICA_FETCH_REQUEST__INIT;
+    px_ccall_opts_t co = {.timeout_ms = f->wait_ms + 10000};
+    uint8_t *buf;
+    size_t len;
+
+    req.epoch = f->epoch;
+    req.node_id = f->node_id;
+    req.cl_next = f->cl_next;
+    req.last_epoch = ss_hist_last_epoch(&f->hist);
+    req.state_epoch = f->tmp_on ? f->tmp_epoch : f->st_epoch;
+    req.state_ino = f->tmp_on ? f->tmp_ino : f->st_ino;
+    req.state_offset = f->tmp_on ? f->tmp_off : f->st_off;
+    req.max_bytes = SS_REPL_CHUNK_BYTES;
+    req.wait_ms = f->wait_ms;
+    len = protobuf_c_message_get_packed_size(&req.base);
+    if ((buf = malloc(len > 0 ? len : 1)) == NULL)
+        return GT_ENOMEM;
+    protobuf_c_message_pack(&req.base, buf);
+    gt_err_t rc = px_rpc_unary(f->cli, "/gantry.store.v1.Store/ReplicaFetch",
+                               buf, len, &co, on_answer, f, NULL);
+    free(buf);
+    return rc;
+}
+
+/* On the client's completion thread (the client is this follower's own,
+ * with one thread and no executor): an answer is applied and the next
+ * request started right here, so that the acknowledgement leaves without
+ * waking another thread.  The chain ends (the fetch thread takes over,
+ * backs off and starts it again) on an error or a stop. */
+static void on_answer(void *arg, grpc_status_code code, const char *details,
+                      const uint8_t *resp, size_t len)
+{
+    ss_follow_t *f = arg;
+    gt_err_t rc = GT_OK;
+
+    if (code == GRPC_STATUS_OK) {
+        ss_fetch_resp_t *s = (void *)protobuf_c_message_unpack(
+            &gantry__store__v1__replica_fetch_response__descriptor, NULL, len,
+            resp);
+        rc = s != NULL ? apply(f, s) : GT_EINVAL;
+        if (s != NULL)
+            protobuf_c_message_free_unpacked(&s->base, NULL);
+    }
+    pthread_mutex_lock(&f->mu);
+    bool stop = f->stop;
+    if (code == GRPC_STATUS_OK && rc == GT_OK)
+        f->progress = true;
+    pthread_mutex_unlock(&f->mu);
+    if (code == GRPC_STATUS_OK && rc == GT_OK && !stop &&
+        (rc = fetch_send(f)) == GT_OK)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->code = code;
+    f->rc = rc;
+    snprintf(f->details, sizeof(f->details), "%s", details ? details : "");
+    f->done = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Starts the chain of requests and, each time it ends on an error, backs
+ * off and starts it again. */
 static void *follow_main(void *arg)
 {
     ss_follow_t *f = arg;
     int64_t backoff = 50;
-    const ss_repl_config_t *cfg = ss_repl_cfg(f->r);
-    uint32_t wait_ms = (uint32_t)(cfg->replica_lag_ms > 0 ? cfg->replica_lag_ms / 4 : 250);
 
-    if (wait_ms < 20)
-        wait_ms = 20;
-    if (wait_ms > 1000)
-        wait_ms = 1000;
     for (;;) {
-        ss_fetch_req_t req = GANTRY__STORE__V1__REPLICA_FETCH_REQUEST__INIT;
-        px_ccall_opts_t co = {.timeout_ms = wait_ms + 10000};
-        uint8_t *buf;
-        size_t len;
-        grpc_status_code code;
-        ss_fetch_resp_t *s;
-
-        req.epoch = f->epoch;
-        req.node_id = f->node_id;
-        req.cl_next = f->cl_next;
-        req.last_epoch = ss_hist_last_epoch(&f->hist);
-        req.state_epoch = f->tmp_on ? f->tmp_epoch : f->st_epoch;
-        req.state_ino = f->tmp_on ? f->tmp_ino : f->st_ino;
-        req.state_offset = f->tmp_on ? f->tmp_off : f->st_off;
-        req.max_bytes = SS_REPL_CHUNK_BYTES;
-        req.wait_ms = wait_ms;
-        len = protobuf_c_message_get_packed_size(&req.base);
-        if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
-            if (!nap(f, 100))
-                break;
-            continue;
-        }
-        protobuf_c_message_pack(&req.base, buf);
         pthread_mutex_lock(&f->mu);
         f->done = false;
+        f->progress = false;
         bool stop = f->stop;
         pthread_mutex_unlock(&f->mu);
-        if (stop) {
-            free(buf);
+        if (stop)
             break;
-        }
-        gt_err_t rc = px_rpc_unary(f->cli, "/gantry.store.v1.Store/ReplicaFetch",
-                                   buf, len, &co, on_answer, f, NULL);
-        free(buf);
+        gt_err_t rc = fetch_send(f);
         if (rc != GT_OK) {
             if (!nap(f, backoff))
                 break;
@@ -583,35 +599,18 @@ static void *follow_main(void *arg)
             pthread_mutex_unlock(&f->mu);
             break;
         }
-        code = f->code;
-        buf = f->resp;
-        len = f->resp_len;
-        f->resp = NULL;
+        grpc_status_code code = f->code;
+        rc = f->rc;
+        if (f->progress)
+            backoff = 50;
         if (code != GRPC_STATUS_OK)
             fail_log(f, f->details[0] ? f->details : "call failed");
-        pthread_mutex_unlock(&f->mu);
-        if (code != GRPC_STATUS_OK) {
-            free(buf);
-            if (!nap(f, backoff))
-                break;
-            backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
-            continue;
-        }
-        s = (void *)protobuf_c_message_unpack(
-            &gantry__store__v1__replica_fetch_response__descriptor, NULL, len,
-            buf);
-        free(buf);
-        rc = s != NULL ? apply(f, s) : GT_EINVAL;
-        if (s != NULL)
-            protobuf_c_message_free_unpacked(&s->base, NULL);
-        if (rc != GT_OK) {
+        else if (rc != GT_OK)
             fail_log(f, gt_err_str(rc));
-            if (!nap(f, backoff))
-                break;
-            backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
-            continue;
-        }
-        backoff = 50;
+        pthread_mutex_unlock(&f->mu);
+        if (!nap(f, backoff))
+            break;
+        backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
     }
     return NULL;
 }
@@ -635,6 +634,11 @@ gt_err_t ss_follow_start(ss_repl_t *r, int64_t epoch, const char *leader_id,
     snprintf(f->leader_id, sizeof(f->leader_id), "%s", leader_id);
     snprintf(f->addr, sizeof(f->addr), "%s", addr);
     f->epoch = epoch;
+    f->wait_ms = (uint32_t)(cfg->replica_lag_ms > 0 ? cfg->replica_lag_ms / 4 : 250);
+    if (f->wait_ms < 20)
+        f->wait_ms = 20;
+    if (f->wait_ms > 1000)
+        f->wait_ms = 1000;
     f->seg_fd = f->st_fd = f->tmp_fd = f->ck_fd = -1;
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
@@ -695,7 +699,6 @@ void ss_follow_stop(ss_follow_t *f)
     pthread_mutex_unlock(&f->mu);
     pthread_join(f->th, NULL);
     px_rpc_client_free(f->cli); /* runs the last answer's callback */
-    free(f->resp);
     if (f->seg_fd >= 0 && fdatasync(f->seg_fd) == 0 && f->ck_fd >= 0)
         st_checkpoint_write(f->ck_fd, ck_next_seq(f), f->cl_next);
     seg_close(f);
