@@ -950,6 +950,29 @@ static void serve_claimed(ss_repl_t *r, ss_fetch_t *list)
     free(w);
 }
 
+/* The engine's writer thread, records just became shippable
+ * (st_local_on_written): parked fetches are answered from here, one
+ * thread hand-off earlier than from the store answer that will gate on
+ * them (ss_repl_reply), which then finds them taken. */
+static void on_written(void *arg)
+{
+    ss_repl_t *r = arg;
+
+    if (atomic_load(&r->n_parked) == 0)
+        return;
+    pthread_mutex_lock(&r->mu);
+    ss_fetch_t *claimed = NULL;
+    if (r->role == SS_ROLE_LEADER && r->local != NULL && !r->lstop) {
+        claimed = r->parked;
+        r->parked = NULL;
+    }
+    if (claimed != NULL)
+        r->serving++;
+    pthread_mutex_unlock(&r->mu);
+    if (claimed != NULL)
+        serve_claimed(r, claimed);
+}
+
 /* The leader thread: answers fetches whose deadline comes, reports
  * followers' transitions (peers_check) and backs up the other threads
  * (a kick: look at the parked fetches again). */
@@ -1145,6 +1168,8 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     } else if ((rc = r->cfg.engine.open(r->cfg.engine.arg, &local)) != GT_OK) {
         pthread_mutex_unlock(&r->role_mu);
         return rc;
+    } else {
+        st_local_on_written(local, on_written, r);
     }
     st_local_repl_marks(local, &m);
     if ((h = malloc(sizeof(*h))) == NULL) {

@@ -523,6 +523,7 @@ gt_err_t st_local_open(const st_config_t *cfg, st_store_t **out);
  * A replica set's leader ships raw bytes of its data directory's files to
  * its followers (docs/store-protocol.md, Replication); these say what is safe to ship and
  * check what a follower received, without duplicating the formats. */
+typedef void (*st_written_fn)(void *arg);
 typedef struct st_repl_marks {
     uint64_t cl_synced;  /* commitlog: end of fdatasync'd data (global
                             position; segment files below it hold whole
@@ -536,6 +537,15 @@ typedef struct st_repl_marks {
 /* `local` must be a store from st_local_open() (not a decorator).  A
  * consistent snapshot (one short lock hold). */
 void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out);
+/* Runs fn(arg) on the engine's writer thread each time appends' records
+ * become shippable (the commitlog's written end moved, with flush: async;
+ * its synced end, with flush: sync), before their answers are handed to
+ * the executor: a leader ships them to waiting followers from there,
+ * without waiting for a hop to another thread.  fn must be quick, must
+ * not append, and may take st_local_repl_marks.  Set once, before the
+ * store is served (the writer may already read it: the pair is set
+ * atomically). */
+void st_local_on_written(st_store_t *local, st_written_fn fn, void *arg);
 /* One commitlog record at buf (len bytes available): GT_OK with *used its
  * length (magic, length, CRC and structure checked), GT_AGAIN partial,
  * GT_ECORRUPT. */

@@ -406,6 +406,9 @@ typedef struct st_local {
     _Atomic uint64_t n_syncs, n_synced_appends; /* group commit figures */
     _Atomic uint64_t written_pos;   /* end of written data */
     _Atomic uint64_t synced_pos;    /* end of fdatasync'd data */
+    /* st_local_on_written(): arg stored before fn, read after it */
+    _Atomic(st_written_fn) written_fn;
+    void *_Atomic written_arg;
     struct st_fsync_hist {          /* st_timed_fdatasync, st_local_io_stats */
         _Atomic uint64_t count, failed, sum_ns;
         _Atomic uint64_t bucket[ST_FSYNC_BUCKETS + 1];

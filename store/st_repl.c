@@ -7,6 +7,14 @@
 #include "gt_le.h"
 #include "st_int.h"
 
+void st_local_on_written(st_store_t *local, st_written_fn fn, void *arg)
+{
+    st_local_t *st = (st_local_t *)local;
+
+    atomic_store(&st->written_arg, arg);
+    atomic_store(&st->written_fn, fn);
+}
+
 void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out)
 {
     st_local_t *st = (st_local_t *)local;

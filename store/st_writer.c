@@ -607,6 +607,14 @@ static gt_err_t writev_full(st_local_t *st, int fd, struct iovec *iov, int cnt,
     return GT_OK;
 }
 
+/* st_local_on_written()'s hook, if set. */
+static void written_hook(st_local_t *st)
+{
+    st_written_fn fn = atomic_load(&st->written_fn);
+    if (fn != NULL)
+        fn(atomic_load(&st->written_arg));
+}
+
 static void run_complete(st_wop_t *run, gt_err_t rc)
 {
     while (run) {
@@ -851,6 +859,7 @@ static void run_write(st_local_t *st, st_seg_t *seg, st_wop_t *run)
         run_hand_over(st, seg, run, start, off, now);
         return;
     }
+    written_hook(st);
     run_publish(st, run, now);
     run_complete(run, GT_OK);
 }
@@ -1101,6 +1110,7 @@ static void *syncer_main(void *arg)
             atomic_store(&st->synced_pos, end);
             st_log_checkpoint(st, end);
             atomic_fetch_add(&st->n_syncs, 1);
+            written_hook(st);
             for (st_run_t *x = list; x; x = x->next) {
                 run_publish(st, x->ops, x->now);
                 for (st_wop_t *w = x->ops; w; w = w->next)
