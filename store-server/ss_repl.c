@@ -5,8 +5,10 @@
  * it records what the follower acknowledged (a request acknowledges every
  * byte before its positions), answers the store calls that this releases,
  * answers at once when there is something to ship and parks the call
- * otherwise.  A store answer that has to wait (a gate) takes the parked
- * fetches and answers them on its own thread.  The leader thread answers
+ * otherwise.  The engine's writer thread takes the parked fetches as
+ * soon as records are written (st_local_on_written) and answers them
+ * there; a store answer that has to wait (a gate) takes any still parked
+ * and answers them on its own thread.  The leader thread answers
  * parked fetches whose wait_ms passed, reports followers' transitions to
  * the control (in order, from that one thread) and backs the others up
  * (kick: look at the parked fetches again).  Answers ship raw

@@ -1,6 +1,9 @@
-/* ss_repl_follow: a follower's fetch loop (docs/store-protocol.md, Replication).  One thread
- * calls its leader's ReplicaFetch (unary long poll on the gRPC client
- * runtime), checks every record it receives (magic, length, CRC and
+/* ss_repl_follow: a follower's fetch loop (docs/store-protocol.md, Replication).  A chain
+ * of calls to its leader's ReplicaFetch (unary long poll on the
+ * follower's own gRPC client; each answer is handled, and the next
+ * request started, on that client's completion thread; a thread of its
+ * own starts the chain and backs off after an error) checks every record
+ * it receives (magic, length, CRC and
  * structure, with the engine's own checks; a commitlog record's stored
  * position must be where it goes), writes them to the same files at the
  * same offsets, fdatasyncs, and only then asks again: the next request
