@@ -31,6 +31,7 @@ typedef enum px_ctag_kind {
     PX_CT_START,     /* a stream's send batch */
     PX_CT_RECV,      /* a stream's message receive */
     PX_CT_STATUS,    /* a stream's status */
+    PX_CT_SEND,      /* a bidi stream's later message */
 } px_ctag_kind_t;
 
 typedef struct px_ctag {
@@ -85,7 +86,7 @@ struct px_ccall {
     px_unary_cb ucb;
     px_stream_cbs_t scb;
     void *arg;
-    px_ctag_t t_main, t_recv, t_status;
+    px_ctag_t t_main, t_recv, t_status, t_send;
     grpc_metadata_array md_init, md_trail;
     grpc_metadata md_out[PX_CCALL_MD_MAX];
     size_t n_md_out;
@@ -97,6 +98,9 @@ struct px_ccall {
     px_ccall_t *prev, *next; /* in c->open_head, guarded by c->mu */
 
     pthread_mutex_t mu;      /* stream state below */
+    bool bidi;
+    bool sending;            /* a send batch in flight (send_buf) */
+    grpc_byte_buffer *send_next; /* bidi: the one message waiting for it */
     bool status_done;
     bool recv_ended;
     bool close_sent;
@@ -208,6 +212,8 @@ static void ccall_unref(px_ccall_t *k)
     grpc_metadata_array_destroy(&k->md_trail);
     if (k->send_buf)
         grpc_byte_buffer_destroy(k->send_buf);
+    if (k->send_next)
+        grpc_byte_buffer_destroy(k->send_next);
     if (k->recv_buf)
         grpc_byte_buffer_destroy(k->recv_buf);
     grpc_slice_unref(k->details);
@@ -282,6 +288,39 @@ static void stream_next_recv(px_ccall_t *k)
     }
 }
 
+/* A bidi stream's send batch completed: its message is released and the
+ * one waiting (if any) goes next, with the batch's reference carried
+ * over.  A failed send (the call is ending) drops what waits. */
+static void bidi_send_start(px_ccall_t *k)
+{
+    grpc_op op = {.op = GRPC_OP_SEND_MESSAGE};
+    op.data.send_message.send_message = k->send_buf;
+    atomic_fetch_add(&k->refs, 1);
+    GT_TSAN_RELEASE(&k->t_send);
+    if (grpc_call_start_batch(k->call, &op, 1, &k->t_send, NULL) != GRPC_CALL_OK) {
+        atomic_fetch_sub(&k->refs, 1);
+        pthread_mutex_lock(&k->mu);
+        k->sending = false;
+        pthread_mutex_unlock(&k->mu);
+    }
+}
+
+static void bidi_sent(px_ccall_t *k, bool ok)
+{
+    pthread_mutex_lock(&k->mu);
+    if (k->send_buf)
+        grpc_byte_buffer_destroy(k->send_buf);
+    k->send_buf = ok ? k->send_next : NULL;
+    if (!ok && k->send_next)
+        grpc_byte_buffer_destroy(k->send_next);
+    k->send_next = NULL;
+    k->sending = k->send_buf != NULL;
+    bool go = k->sending;
+    pthread_mutex_unlock(&k->mu);
+    if (go)
+        bidi_send_start(k);
+}
+
 static void on_event(px_ctag_t *tag, bool ok)
 {
     px_ccall_t *k = tag->call;
@@ -303,6 +342,9 @@ static void on_event(px_ctag_t *tag, bool ok)
         break;
     }
     case PX_CT_START:
+    case PX_CT_SEND:
+        if (k->bidi)
+            bidi_sent(k, ok);
         break;
     case PX_CT_RECV: {
         grpc_byte_buffer *bb = k->recv_buf;
@@ -384,7 +426,7 @@ static grpc_channel *pick_channel(px_rpc_client_t *c, int endpoint)
 
 static gt_err_t start_call(px_rpc_client_t *c, const char *method,
                            const px_rpc_part_t *parts, size_t n_parts,
-                           const px_ccall_opts_t *co, bool stream,
+                           const px_ccall_opts_t *co, bool stream, bool bidi,
                            px_unary_cb ucb, const px_stream_cbs_t *scb, void *arg,
                            px_ccall_t **out)
 {
@@ -421,6 +463,9 @@ static gt_err_t start_call(px_rpc_client_t *c, const char *method,
     k->t_main = (px_ctag_t){stream ? PX_CT_START : PX_CT_UNARY, k};
     k->t_recv = (px_ctag_t){PX_CT_RECV, k};
     k->t_status = (px_ctag_t){PX_CT_STATUS, k};
+    k->t_send = (px_ctag_t){PX_CT_SEND, k};
+    k->bidi = bidi;
+    k->sending = bidi; /* the first message, in the start batch */
     k->details = grpc_empty_slice();
     grpc_metadata_array_init(&k->md_init);
     grpc_metadata_array_init(&k->md_trail);
@@ -476,7 +521,8 @@ static gt_err_t start_call(px_rpc_client_t *c, const char *method,
     ops[n++].flags = md_flags;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = k->send_buf;
-    ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    if (!bidi)
+        ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[n++].data.recv_initial_metadata.recv_initial_metadata = &k->md_init;
     grpc_call_error e;
@@ -529,7 +575,7 @@ gt_err_t px_rpc_unary(px_rpc_client_t *c, const char *method, const uint8_t *req
     if (!c || !method || !cb)
         return GT_EINVAL;
     px_rpc_part_t part = {req, len};
-    return start_call(c, method, &part, 1, co, false, cb, NULL, arg, out);
+    return start_call(c, method, &part, 1, co, false, false, cb, NULL, arg, out);
 }
 
 gt_err_t px_rpc_unary_parts(px_rpc_client_t *c, const char *method,
@@ -539,7 +585,7 @@ gt_err_t px_rpc_unary_parts(px_rpc_client_t *c, const char *method,
 {
     if (!c || !method || !cb || !parts)
         return GT_EINVAL;
-    return start_call(c, method, parts, n_parts, co, false, cb, NULL, arg, out);
+    return start_call(c, method, parts, n_parts, co, false, false, cb, NULL, arg, out);
 }
 
 gt_err_t px_rpc_stream(px_rpc_client_t *c, const char *method, const uint8_t *req,
@@ -549,7 +595,46 @@ gt_err_t px_rpc_stream(px_rpc_client_t *c, const char *method, const uint8_t *re
     if (!c || !method || !cbs || !cbs->on_close)
         return GT_EINVAL;
     px_rpc_part_t part = {req, len};
-    return start_call(c, method, &part, 1, co, true, NULL, cbs, arg, out);
+    return start_call(c, method, &part, 1, co, true, false, NULL, cbs, arg, out);
+}
+
+gt_err_t px_rpc_bidi(px_rpc_client_t *c, const char *method, const uint8_t *req,
+                     size_t len, const px_ccall_opts_t *co, const px_stream_cbs_t *cbs,
+                     void *arg, px_ccall_t **out)
+{
+    if (!c || !method || !cbs || !cbs->on_close || !out)
+        return GT_EINVAL;
+    px_rpc_part_t part = {req, len};
+    return start_call(c, method, &part, 1, co, true, true, NULL, cbs, arg, out);
+}
+
+gt_err_t px_ccall_send(px_ccall_t *k, const uint8_t *msg, size_t len)
+{
+    if (!k || !k->bidi)
+        return GT_EINVAL;
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)msg, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    pthread_mutex_lock(&k->mu);
+    if (k->status_done || k->recv_ended) {
+        pthread_mutex_unlock(&k->mu);
+        grpc_byte_buffer_destroy(bb);
+        return GT_ESHUTDOWN;
+    }
+    if (k->sending) {
+        bool busy = k->send_next != NULL;
+        if (!busy)
+            k->send_next = bb;
+        pthread_mutex_unlock(&k->mu);
+        if (busy)
+            grpc_byte_buffer_destroy(bb);
+        return busy ? GT_EBUSY : GT_OK;
+    }
+    k->send_buf = bb;
+    k->sending = true;
+    pthread_mutex_unlock(&k->mu);
+    bidi_send_start(k);
+    return GT_OK;
 }
 
 /* ---- timers ----------------------------------------------------------- */

@@ -178,6 +178,20 @@ gt_err_t px_rpc_stream(px_rpc_client_t *c, const char *method,
                        const px_ccall_opts_t *co, const px_stream_cbs_t *cbs,
                        void *arg, px_ccall_t **out);
 
+/* Bidirectional streaming: `req` is the first request message; later ones
+ * go with px_ccall_send().  The client never half-closes: px_ccall_cancel()
+ * ends the call.  Responses and the close as px_rpc_stream.  `out` is
+ * required (the handle to send on). */
+gt_err_t px_rpc_bidi(px_rpc_client_t *c, const char *method,
+                     const uint8_t *req, size_t len,
+                     const px_ccall_opts_t *co, const px_stream_cbs_t *cbs,
+                     void *arg, px_ccall_t **out);
+/* Queues one more request message (copied) on a bidi call: sent at once,
+ * or after the send in flight (gRPC allows one at a time).  At most one
+ * message waits: GT_EBUSY for a second.  GT_ESHUTDOWN once the call has
+ * ended; GT_EINVAL for a call that is not bidi. */
+gt_err_t px_ccall_send(px_ccall_t *call, const uint8_t *msg, size_t len);
+
 /* Cancels the call (its final callback then gets CANCELLED unless it had
  * already ended).  Safe from any thread, any number of times, also after
  * the call ended, while the reference is held.  References must be dropped

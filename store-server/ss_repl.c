@@ -80,6 +80,8 @@ typedef struct ss_gate {
 typedef struct ss_fetch {
     struct ss_fetch *next;
     px_call_t *call;
+    bool stream;             /* a ReplicaStream message (answered with a
+                                message on it) or a unary ReplicaFetch */
     char node_id[SS_REPL_ID_MAX];
     int64_t epoch, last_epoch, state_epoch;
     uint64_t cl_next, state_ino, state_offset;
@@ -425,7 +427,7 @@ static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
         p->caught_up_ms = now;
 }
 
-void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
+static void fetch_in(px_call_t *call, ProtobufCMessage *msg, bool stream)
 {
     ss_repl_t *r = ss_srv(call)->repl;
     ss_fetch_req_t *req = (void *)msg;
@@ -444,6 +446,7 @@ void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
         return;
     }
     f->call = call;
+    f->stream = stream;
     snprintf(f->node_id, sizeof(f->node_id), "%s", req->node_id);
     f->epoch = req->epoch;
     f->last_epoch = req->last_epoch;
@@ -503,6 +506,19 @@ void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
     gates_answer(ready, GATE_SEND);
     f->next = NULL;
     serve_claimed(r, f);
+}
+
+void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
+{
+    fetch_in(call, msg, false);
+}
+
+/* ReplicaStream: each request message is a fetch, answered by one
+ * response message; an error status ends the stream (the follower opens
+ * another). */
+void ss_repl_stream(px_call_t *call, ProtobufCMessage *msg)
+{
+    fetch_in(call, msg, true);
 }
 
 /* mu held: peer_changed events for transitions (collected, sent after;
@@ -804,7 +820,10 @@ static bool nothing_new(ss_repl_t *r, const ss_fetch_t *f,
 
 static void fetch_answer(ss_repl_t *r, ss_fetch_t *f, ss_resp_buf_t *b)
 {
-    px_call_reply_pb(f->call, &b->resp.base);
+    if (f->stream)
+        px_call_send_pb(f->call, &b->resp.base);
+    else
+        px_call_reply_pb(f->call, &b->resp.base);
     px_call_unref(f->call);
     free(f);
     atomic_fetch_sub(&r->n_parked, 1);

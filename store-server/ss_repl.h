@@ -145,6 +145,10 @@ void ss_repl_reply(ss_repl_t *r, struct px_call *call, const uint8_t *data,
                    size_t len);
 /* ReplicaFetch (the method table's handler). */
 void ss_repl_fetch(struct px_call *call, struct ProtobufCMessage *req);
+/* ReplicaStream (bidi): each request message is handled as a
+ * ReplicaFetch and answered by one response message on the stream; what
+ * ReplicaFetch answers with an error status ends the stream with it. */
+void ss_repl_stream(struct px_call *call, struct ProtobufCMessage *req);
 
 /* Test only: the node's role fixed from the environment at start-up
  * (GANTRY_TEST_REPL_ROLE=leader|follower, GANTRY_TEST_REPL_EPOCH (1),

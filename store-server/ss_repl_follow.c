@@ -1,9 +1,9 @@
 /* ss_repl_follow: a follower's fetch loop (docs/store-protocol.md, Replication).  A chain
- * of calls to its leader's ReplicaFetch (unary long poll on the
- * follower's own gRPC client; each answer is handled, and the next
- * request started, on that client's completion thread; a thread of its
- * own starts the chain and backs off after an error) checks every record
- * it receives (magic, length, CRC and
+ * of fetches on one ReplicaStream to its leader (a long poll per request;
+ * on the follower's own gRPC client, each answer is handled, and the next
+ * request sent, on that client's completion thread; a thread of its own
+ * opens the stream and, when it ends, backs off and opens another) checks
+ * every record it receives (magic, length, CRC and
  * structure, with the engine's own checks; a commitlog record's stored
  * position must be where it goes), writes them to the same files at the
  * same offsets, fdatasyncs, and only then asks again: the next request
@@ -42,9 +42,11 @@ struct ss_follow {
     int64_t epoch;
     pthread_t th;
     px_rpc_client_t *cli;
-    /* guarded by mu: the chain of calls in flight, stop */
+    /* guarded by mu: the stream in flight, stop */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    px_ccall_t *call;          /* the ReplicaStream, while open */
+    int64_t answer_ms;         /* its last answer (or its start) */
     bool stop, done, progress;
     grpc_status_code code;     /* how the chain ended */
     gt_err_t rc;
@@ -508,16 +510,11 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
     return rc;
 }
 
-/* Starts the next request (it acknowledges everything applied). */
-static void on_answer(void *arg, grpc_status_code code, const char *details,
-                      const uint8_t *resp, size_t len);
-
-static gt_err_t fetch_send(ss_follow_t *f)
+/* The next request (it acknowledges everything applied), packed. */
+static uint8_t *req_pack(ss_follow_t *f, size_t *len)
 {
     ss_fetch_req_t req = GANTRY__STORE__V1__REPLICA_FETCH_REQUEST__INIT;
-    px_ccall_opts_t co = {.timeout_ms = f->wait_ms + 10000};
     uint8_t *buf;
-    size_t len;
 
     req.epoch = f->epoch;
     req.node_id = f->node_id;
@@ -528,54 +525,98 @@ static gt_err_t fetch_send(ss_follow_t *f)
     req.state_offset = f->tmp_on ? f->tmp_off : f->st_off;
     req.max_bytes = SS_REPL_CHUNK_BYTES;
     req.wait_ms = f->wait_ms;
-    len = protobuf_c_message_get_packed_size(&req.base);
-    if ((buf = malloc(len > 0 ? len : 1)) == NULL)
-        return GT_ENOMEM;
+    *len = protobuf_c_message_get_packed_size(&req.base);
+    if ((buf = malloc(*len > 0 ? *len : 1)) == NULL)
+        return NULL;
     protobuf_c_message_pack(&req.base, buf);
-    gt_err_t rc = px_rpc_unary(f->cli, "/gantry.store.v1.Store/ReplicaFetch",
-                               buf, len, &co, on_answer, f, NULL);
+    return buf;
+}
+
+static void on_answer(void *arg, const uint8_t *resp, size_t len);
+static void on_close(void *arg, grpc_status_code code, const char *details);
+static const px_stream_cbs_t chain_cbs = {on_answer, on_close};
+
+/* The fetch thread: opens the stream with its first request. */
+static gt_err_t chain_start(ss_follow_t *f)
+{
+    size_t len;
+    uint8_t *buf = req_pack(f, &len);
+    gt_err_t rc;
+
+    if (buf == NULL)
+        return GT_ENOMEM;
+    /* mu held: the first answer (on the client's thread) finds f->call. */
+    pthread_mutex_lock(&f->mu);
+    f->answer_ms = ss_repl_now_ms();
+    rc = px_rpc_bidi(f->cli, "/gantry.store.v1.Store/ReplicaStream", buf, len,
+                     NULL, &chain_cbs, f, &f->call);
+    pthread_mutex_unlock(&f->mu);
+    free(buf);
+    return rc;
+}
+
+/* On the client's thread, after an answer was applied. */
+static gt_err_t chain_next(ss_follow_t *f)
+{
+    size_t len;
+    uint8_t *buf = req_pack(f, &len);
+    gt_err_t rc = GT_ESHUTDOWN;
+
+    if (buf == NULL)
+        return GT_ENOMEM;
+    pthread_mutex_lock(&f->mu);
+    if (!f->stop && f->call != NULL)
+        rc = px_ccall_send(f->call, buf, len);
+    pthread_mutex_unlock(&f->mu);
     free(buf);
     return rc;
 }
 
 /* On the client's completion thread (the client is this follower's own,
  * with one thread and no executor): an answer is applied and the next
- * request started right here, so that the acknowledgement leaves without
- * waking another thread.  The chain ends (the fetch thread takes over,
- * backs off and starts it again) on an error or a stop. */
-static void on_answer(void *arg, grpc_status_code code, const char *details,
-                      const uint8_t *resp, size_t len)
+ * request sent on the stream right here, so that the acknowledgement
+ * leaves without waking another thread.  Anything else (an answer that
+ * cannot be applied, a stop) cancels the stream; its close ends the chain
+ * (the fetch thread then backs off and opens another). */
+static void on_answer(void *arg, const uint8_t *resp, size_t len)
 {
     ss_follow_t *f = arg;
-    gt_err_t rc = GT_OK;
+    ss_fetch_resp_t *s = (void *)protobuf_c_message_unpack(
+        &gantry__store__v1__replica_fetch_response__descriptor, NULL, len, resp);
+    gt_err_t rc = s != NULL ? apply(f, s) : GT_EINVAL;
 
-    if (code == GRPC_STATUS_OK) {
-        ss_fetch_resp_t *s = (void *)protobuf_c_message_unpack(
-            &gantry__store__v1__replica_fetch_response__descriptor, NULL, len,
-            resp);
-        rc = s != NULL ? apply(f, s) : GT_EINVAL;
-        if (s != NULL)
-            protobuf_c_message_free_unpacked(&s->base, NULL);
-    }
+    if (s != NULL)
+        protobuf_c_message_free_unpacked(&s->base, NULL);
     pthread_mutex_lock(&f->mu);
-    bool stop = f->stop;
-    if (code == GRPC_STATUS_OK && rc == GT_OK)
+    f->answer_ms = ss_repl_now_ms();
+    if (rc == GT_OK)
         f->progress = true;
     pthread_mutex_unlock(&f->mu);
-    if (code == GRPC_STATUS_OK && rc == GT_OK && !stop &&
-        (rc = fetch_send(f)) == GT_OK)
+    if (rc == GT_OK && (rc = chain_next(f)) == GT_OK)
         return;
     pthread_mutex_lock(&f->mu);
+    if (f->rc == GT_OK)
+        f->rc = rc;
+    if (f->call != NULL)
+        px_ccall_cancel(f->call);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void on_close(void *arg, grpc_status_code code, const char *details)
+{
+    ss_follow_t *f = arg;
+
+    pthread_mutex_lock(&f->mu);
     f->code = code;
-    f->rc = rc;
     snprintf(f->details, sizeof(f->details), "%s", details ? details : "");
     f->done = true;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
 }
 
-/* Starts the chain of requests and, each time it ends on an error, backs
- * off and starts it again. */
+/* Opens the stream and, each time it ends on an error, backs off and
+ * opens another.  A stream with no answer for wait_ms + 10 s (a leader
+ * that stopped answering but whose connection lives) is cancelled. */
 static void *follow_main(void *arg)
 {
     ss_follow_t *f = arg;
@@ -585,32 +626,52 @@ static void *follow_main(void *arg)
         pthread_mutex_lock(&f->mu);
         f->done = false;
         f->progress = false;
+        f->rc = GT_OK;
+        f->code = GRPC_STATUS_OK;
+        f->details[0] = '\0';
         bool stop = f->stop;
         pthread_mutex_unlock(&f->mu);
         if (stop)
             break;
-        gt_err_t rc = fetch_send(f);
+        gt_err_t rc = chain_start(f);
         if (rc != GT_OK) {
+            fail_log(f, gt_err_str(rc));
             if (!nap(f, backoff))
                 break;
             continue;
         }
         pthread_mutex_lock(&f->mu);
-        while (!f->done && !f->stop)
-            pthread_cond_wait(&f->cv, &f->mu);
+        while (!f->done && !f->stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+            if (!f->done && ss_repl_now_ms() - f->answer_ms >
+                                (int64_t)f->wait_ms + 10000) {
+                if (f->rc == GT_OK)
+                    f->rc = GT_ETIMEDOUT;
+                px_ccall_cancel(f->call);
+                f->answer_ms = INT64_MAX / 2; /* once */
+            }
+        }
+        px_ccall_t *k = f->call;
+        f->call = NULL;
         if (f->stop) {
             pthread_mutex_unlock(&f->mu);
+            px_ccall_cancel(k);
+            px_ccall_unref(k);
             break;
         }
         grpc_status_code code = f->code;
         rc = f->rc;
         if (f->progress)
             backoff = 50;
-        if (code != GRPC_STATUS_OK)
-            fail_log(f, f->details[0] ? f->details : "call failed");
-        else if (rc != GT_OK)
+        if (rc != GT_OK)
             fail_log(f, gt_err_str(rc));
+        else if (code != GRPC_STATUS_OK)
+            fail_log(f, f->details[0] ? f->details : "call failed");
         pthread_mutex_unlock(&f->mu);
+        px_ccall_unref(k);
         if (!nap(f, backoff))
             break;
         backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;

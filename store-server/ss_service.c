@@ -667,6 +667,10 @@ static const px_method_t ss_fetch_method = {
     .path = SS_PATH(ReplicaFetch), .kind = PX_RPC_UNARY,
     .on_request = ss_repl_fetch, .req_desc = SS_DESC(replica_fetch_request),
     .resp_desc = SS_DESC(replica_fetch_response), .on_screen = ss_screen};
+static const px_method_t ss_stream_method = {
+    .path = SS_PATH(ReplicaStream), .kind = PX_RPC_BIDI_STREAM,
+    .on_request = ss_repl_stream, .req_desc = SS_DESC(replica_fetch_request),
+    .resp_desc = SS_DESC(replica_fetch_response), .on_screen = ss_screen};
 
 gt_err_t ss_service_register(px_method_table_t *t)
 {
@@ -676,5 +680,7 @@ gt_err_t ss_service_register(px_method_table_t *t)
     for (size_t i = 0; i < SS_NMETHODS; i++)
         if ((rc = px_method_table_add(t, &ss_guarded[i])) != GT_OK)
             return rc;
-    return px_method_table_add(t, &ss_fetch_method);
+    if ((rc = px_method_table_add(t, &ss_fetch_method)) != GT_OK)
+        return rc;
+    return px_method_table_add(t, &ss_stream_method);
 }

@@ -266,7 +266,18 @@ static void m_count_reply(px_call_t *call, const uint8_t *d, size_t n)
     px_call_reply(call, (const uint8_t *)m, (size_t)l);
 }
 
+/* Ping (bidi): echoes each message; "end" finishes the call OK. */
+static void m_ping(px_call_t *call, const uint8_t *d, size_t n)
+{
+    if (n == 3 && memcmp(d, "end", 3) == 0) {
+        px_call_finish(call, GRPC_STATUS_OK, NULL);
+        return;
+    }
+    px_call_send(call, d, n);
+}
+
 static const px_method_t methods[] = {
+    {.path = "/t.T/Ping", .kind = PX_RPC_BIDI_STREAM, .on_message = m_ping},
     {.path = "/t.T/Echo", .kind = PX_RPC_UNARY, .on_message = m_echo},
     {.path = "/t.T/Reply", .kind = PX_RPC_UNARY, .on_message = m_reply},
     {.path = "/t.T/CountReply", .kind = PX_RPC_SERVER_STREAM,
@@ -489,6 +500,112 @@ static void test_stream(void)
     CU_ASSERT_EQUAL(r.code, GRPC_STATUS_OK);
     CU_ASSERT_EQUAL(r.msgs, 0);
     res_destroy(&r);
+    px_rpc_client_free(c);
+}
+
+/* A bidi ping-pong: each answer is handled on the executor and sends the
+ * next request from there (as a follower's fetch chain does). */
+typedef struct pingpong {
+    res_t r;
+    px_ccall_t *call;
+    int rounds;
+    gt_err_t send_rc;
+} pingpong_t;
+
+static void on_pong(void *arg, const uint8_t *data, size_t len)
+{
+    pingpong_t *p = arg;
+    on_smsg(&p->r, data, len);
+    pthread_mutex_lock(&p->r.mu);
+    int next = p->r.msgs;
+    px_ccall_t *k = p->call;
+    pthread_mutex_unlock(&p->r.mu);
+    char m[32];
+    int l = next < p->rounds ? snprintf(m, sizeof(m), "%d", next)
+                             : snprintf(m, sizeof(m), "end");
+    gt_err_t rc = px_ccall_send(k, (const uint8_t *)m, (size_t)l);
+    if (rc != GT_OK) {
+        pthread_mutex_lock(&p->r.mu);
+        p->send_rc = rc;
+        pthread_mutex_unlock(&p->r.mu);
+    }
+}
+
+static void on_pong_close(void *arg, grpc_status_code code, const char *details)
+{
+    on_sclose(&((pingpong_t *)arg)->r, code, details);
+}
+
+static const px_stream_cbs_t pcbs = {on_pong, on_pong_close};
+
+static void test_bidi(void)
+{
+    px_rpc_client_t *c = client_new(&test_exec);
+    pingpong_t p = {.rounds = 200};
+    px_ccall_t *k = NULL;
+    res_init(&p.r);
+    pthread_mutex_lock(&p.r.mu); /* the first answer waits for p.call */
+    CU_ASSERT_EQUAL_FATAL(px_rpc_bidi(c, "/t.T/Ping", (const uint8_t *)"0", 1, NULL, &pcbs,
+                                      &p, &k),
+                          GT_OK);
+    p.call = k;
+    pthread_mutex_unlock(&p.r.mu);
+    CU_ASSERT_FATAL(res_wait(&p.r, WAIT_MS));
+    CU_ASSERT_EQUAL(p.r.code, GRPC_STATUS_OK);
+    CU_ASSERT_EQUAL(p.r.msgs, 200);
+    CU_ASSERT(p.r.order_ok);
+    CU_ASSERT(!p.r.msg_after_close);
+    CU_ASSERT_EQUAL(p.send_rc, GT_OK);
+    /* Ended: nothing more goes. */
+    CU_ASSERT_EQUAL(px_ccall_send(k, (const uint8_t *)"x", 1), GT_ESHUTDOWN);
+    px_ccall_unref(k);
+    res_destroy(&p.r);
+
+    /* Sends right behind the first message: one waits for the send in
+     * flight, a further one is refused (GT_EBUSY) until that went; every
+     * accepted message is answered, in order. */
+    pingpong_t q = {.rounds = 0};
+    res_init(&q.r);
+    k = NULL;
+    CU_ASSERT_EQUAL_FATAL(px_rpc_bidi(c, "/t.T/Ping", (const uint8_t *)"0", 1, NULL, &scbs,
+                                      &q.r, &k),
+                          GT_OK);
+    gt_err_t a = px_ccall_send(k, (const uint8_t *)"1", 1);
+    CU_ASSERT_EQUAL(a, GT_OK);
+    gt_err_t b;
+    while ((b = px_ccall_send(k, (const uint8_t *)"2", 1)) == GT_EBUSY)
+        usleep(1000);
+    CU_ASSERT_EQUAL(b, GT_OK);
+    int64_t end = now_ms() + WAIT_MS;
+    for (;;) {
+        pthread_mutex_lock(&q.r.mu);
+        int got = q.r.msgs;
+        pthread_mutex_unlock(&q.r.mu);
+        if (got >= 3 || now_ms() > end)
+            break;
+        usleep(2000);
+    }
+    px_ccall_cancel(k);
+    CU_ASSERT_FATAL(res_wait(&q.r, WAIT_MS));
+    CU_ASSERT_EQUAL(q.r.msgs, 3);
+    CU_ASSERT(q.r.order_ok);
+    CU_ASSERT_EQUAL(q.r.code, GRPC_STATUS_CANCELLED);
+    /* Not a bidi call. */
+    px_ccall_t *u = NULL;
+    res_t r;
+    res_init(&r);
+    CU_ASSERT_EQUAL(px_rpc_stream(c, "/t.T/Count", (const uint8_t *)"1", 1, NULL, &scbs, &r,
+                                  &u),
+                    GT_OK);
+    CU_ASSERT_EQUAL(px_ccall_send(u, (const uint8_t *)"x", 1), GT_EINVAL);
+    CU_ASSERT_FATAL(res_wait(&r, WAIT_MS));
+    CU_ASSERT_EQUAL(px_rpc_bidi(c, "/t.T/Ping", (const uint8_t *)"0", 1, NULL, &scbs, &r,
+                                NULL),
+                    GT_EINVAL);
+    px_ccall_unref(u);
+    px_ccall_unref(k);
+    res_destroy(&r);
+    res_destroy(&q.r);
     px_rpc_client_free(c);
 }
 
@@ -1010,6 +1127,7 @@ int main(void)
     CU_add_test(s, "unary_parts", test_unary_parts);
     CU_add_test(s, "status", test_status);
     CU_add_test(s, "stream", test_stream);
+    CU_add_test(s, "bidi", test_bidi);
     CU_add_test(s, "deadline", test_deadline);
     CU_add_test(s, "cancel", test_cancel);
     CU_add_test(s, "free_open", test_free_open);
