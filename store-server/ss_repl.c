@@ -325,6 +325,18 @@ static void gates_answer(ss_gate_t *g, int how)
 
 static void serve_claimed(ss_repl_t *r, ss_fetch_t *list);
 
+/* mu held: takes every parked fetch for the caller to answer
+ * (serve_claimed), counted in r->serving when there are any. */
+static ss_fetch_t *claim_parked(ss_repl_t *r)
+{
+    ss_fetch_t *claimed = r->parked;
+
+    r->parked = NULL;
+    if (claimed != NULL)
+        r->serving++;
+    return claimed;
+}
+
 bool ss_repl_serving(ss_repl_t *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -375,11 +387,8 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     /* followers waiting for data get it from this thread (no hand-off);
      * fetches claimed by another thread meanwhile: that thread checks the
      * marks again before parking them, the leader thread is the backstop */
-    ss_fetch_t *claimed = r->parked;
-    r->parked = NULL;
-    if (claimed != NULL)
-        r->serving++;
-    else if (atomic_load(&r->n_parked) > 0 && !r->kick) {
+    ss_fetch_t *claimed = claim_parked(r);
+    if (claimed == NULL && atomic_load(&r->n_parked) > 0 && !r->kick) {
         r->kick = true;
         pthread_cond_broadcast(&r->cv);
     }
@@ -983,12 +992,8 @@ static void on_written(void *arg)
         return;
     pthread_mutex_lock(&r->mu);
     ss_fetch_t *claimed = NULL;
-    if (r->role == SS_ROLE_LEADER && r->local != NULL && !r->lstop) {
-        claimed = r->parked;
-        r->parked = NULL;
-    }
-    if (claimed != NULL)
-        r->serving++;
+    if (r->role == SS_ROLE_LEADER && r->local != NULL && !r->lstop)
+        claimed = claim_parked(r);
     pthread_mutex_unlock(&r->mu);
     if (claimed != NULL)
         serve_claimed(r, claimed);

@@ -541,8 +541,10 @@ void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out);
  * become shippable (the commitlog's written end moved, with flush: async;
  * its synced end, with flush: sync), before their answers are handed to
  * the executor: a leader ships them to waiting followers from there,
- * without waiting for a hop to another thread.  fn must be quick, must
- * not append, and may take st_local_repl_marks.  Set once, before the
+ * without waiting for a hop to another thread.  fn holds up the next
+ * write while it runs: it may send (a few answers, no waiting on
+ * anything but short locks), must not append, and may take
+ * st_local_repl_marks.  Set once, before the
  * store is served (the writer may already read it: the pair is set
  * atomically). */
 void st_local_on_written(st_store_t *local, st_written_fn fn, void *arg);
