@@ -68,11 +68,13 @@ static void test_service(void)
     CU_ASSERT_STRING_EQUAL(d->name, "gantry.store.v1.Store");
     /* st_ops_t has 32 operations besides close, one RPC each, + GetInfo */
     CU_ASSERT_EQUAL(n, 32);
-    /* + ReplicaFetch (replication between store nodes, no st_ops_t op)
-     * + AppendMany (several appends in one call) */
-    CU_ASSERT_EQUAL(d->n_methods, n + 2);
+    /* + ReplicaFetch and ReplicaStream (replication between store nodes,
+     * no st_ops_t op) + AppendMany (several appends in one call) */
+    CU_ASSERT_EQUAL(d->n_methods, n + 3);
     CU_ASSERT_PTR_NOT_NULL(
         protobuf_c_service_descriptor_get_method_by_name(d, "ReplicaFetch"));
+    CU_ASSERT_PTR_NOT_NULL(
+        protobuf_c_service_descriptor_get_method_by_name(d, "ReplicaStream"));
     CU_ASSERT_PTR_NOT_NULL(
         protobuf_c_service_descriptor_get_method_by_name(d, "AppendMany"));
     for (size_t i = 0; i < n; i++) {
