@@ -288,9 +288,7 @@ static void stream_next_recv(px_ccall_t *k)
     }
 }
 
-/* A bidi stream's send batch completed: its message is released and the
- * one waiting (if any) goes next, with the batch's reference carried
- * over.  A failed send (the call is ending) drops what waits. */
+/* Sends k->send_buf (sending set by the caller), with a batch reference. */
 static void bidi_send_start(px_ccall_t *k)
 {
     grpc_op op = {.op = GRPC_OP_SEND_MESSAGE};
@@ -305,6 +303,9 @@ static void bidi_send_start(px_ccall_t *k)
     }
 }
 
+/* A bidi stream's send batch completed: its message is released and the
+ * one waiting (if any) goes next.  A failed send (the call is ending)
+ * drops what waits. */
 static void bidi_sent(px_ccall_t *k, bool ok)
 {
     pthread_mutex_lock(&k->mu);
