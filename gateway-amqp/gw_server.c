@@ -63,7 +63,10 @@
 
 /* ---- connection lifetime --------------------------------------------- */
 
-static void conn_free(gw_conn_t *c)
+/* Ends what the connection holds besides its socket: the operator's
+ * listing and the broker's state (channels, consumers, unacked deliveries
+ * requeued).  Idempotent. */
+static void conn_release(gw_conn_t *c)
 {
     gw_server_t *s = c->srv;
 
@@ -78,14 +81,21 @@ static void conn_free(gw_conn_t *c)
         c->listed = false;
         pthread_mutex_unlock(&s->reg_mu);
     }
+    gw_broker_conn_close(c->bc);
+    c->bc = NULL;
+}
+
+static void conn_free(gw_conn_t *c)
+{
+    gw_server_t *s = c->srv;
+
+    conn_release(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
         s->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    gw_broker_conn_close(c->bc);
-    c->bc = NULL;
     if (c->resume != NULL)
         event_free(c->resume);
     if (c->deadline != NULL)
@@ -110,25 +120,37 @@ static void set_deadline(gw_conn_t *c, uint32_t ms)
     event_add(c->deadline, &tv);
 }
 
-/* Stops reading and frees the connection once its output is written (or
- * after CLOSE_WAIT_MS when the peer does not read). */
+/* Ends the connection: no more frames are taken, its output is written,
+ * then it lingers (conn_reap) until the peer closes, at most CLOSE_WAIT_MS
+ * from here.  What the peer still sends is read and dropped: a socket
+ * closed with unread input is reset, and the reset can reach the client
+ * before the close-ok it has not read yet (amqplib's close() then never
+ * returns).  RabbitMQ, too, waits for the client to close after close-ok. */
 void gw_conn_finish(gw_conn_t *c)
 {
     c->state = CS_DEAD;
-    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_enable(c->bev, EV_READ);
     if (c->hb != NULL)
         event_del(c->hb);
     set_deadline(c, GW_CLOSE_WAIT_MS);
 }
 
-/* Frees c when it is finished and its output is gone.  true when freed. */
+/* Once a finished connection's output is written: its broker state goes,
+ * and a plain socket is shut for writing (the peer reads the end after
+ * the last frame); the socket itself goes when the peer closes (event_cb)
+ * or at the deadline.  true when c is finished and written: the caller
+ * must not use it for frames. */
 static bool conn_reap(gw_conn_t *c)
 {
-    if (c->state == CS_DEAD && out_len(c) == 0) {
-        conn_free(c);
-        return true;
+    if (c->state != CS_DEAD || out_len(c) != 0)
+        return false;
+    if (!c->lingering) {
+        c->lingering = true;
+        conn_release(c);
+        if (!c->tls)
+            shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     }
-    return false;
+    return true;
 }
 
 /* ---- output ---------------------------------------------------------- */
@@ -550,6 +572,11 @@ static void read_cb(struct bufferevent *bev, void *arg)
 
     if (c->in_read)
         return; /* a store answer inside a frame: the outer loop goes on */
+    if (c->state == CS_DEAD) { /* finished: input is dropped */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        conn_reap(c);
+        return;
+    }
     c->in_read = true;
     c->last_in_ms = now_ms();
     while (c->state != CS_DEAD && c->stall == 0) {

@@ -31,7 +31,7 @@ typedef enum conn_state {
     CS_OPEN,       /* tune-ok received, waiting for connection.open */
     CS_RUNNING,    /* open */
     CS_CLOSING,    /* we sent connection.close; waiting for close-ok */
-    CS_DEAD,       /* flushing the output, then freed */
+    CS_DEAD,       /* flushing the output, then lingering (gw_conn_finish) */
 } conn_state_t;
 
 enum { CH_CLOSED = 0, CH_OPEN, CH_CLOSING };
@@ -95,6 +95,7 @@ struct gw_conn {
     gw_parser_t parser;
     conn_state_t state;
     bool loopback, auth_failure_close, cancel_notify, blocked_notify, paused, in_read;
+    bool lingering;         /* finished and written: waits for the peer's close */
     int stall;              /* >0: frames wait (gw_conn_stall) */
     struct event *resume;   /* takes frames again after the last unstall */
     gw_bconn_t *bc;         /* the broker's state, once open */

@@ -81,6 +81,24 @@ export async function freePort() {
   return ephemeralPort();
 }
 
+// Servers spawned and not yet exited.  A test that times out is
+// abandoned where it waits, its finally blocks never run, so its servers
+// are still here when the runner exits: for a failed run their log tails
+// go to stderr (they show what the server was doing when the test hung),
+// and they are killed rather than left behind.
+const running = new Set();
+process.on('exit', (code) => {
+  for (const g of running) {
+    if (code !== 0 || process.exitCode) {
+      let tail = '';
+      try { tail = g.log().split('\n').slice(-120).join('\n'); } catch { /* gone */ }
+      process.stderr.write(`\n--- ${path.basename(g.proc.spawnfile)} pid ${g.pid} still running at exit; `
+        + `the end of ${g.logPath}:\n${tail}\n---\n`);
+    }
+    try { process.kill(g.pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+});
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 // Time scale for the machine and build under test.  Tests wait for
@@ -187,14 +205,18 @@ ${opts.yaml ?? DEFAULT_YAML}`;
     },
   });
   fs.closeSync(logFd);
-  const exited = new Promise((resolve) => {
-    proc.on('exit', (code, signal) => resolve({ code, signal, at: Date.now() }));
-  });
   const g = {
     proc, pid: proc.pid, dir, cfgPath, logPath, grpcPort, httpPort, amqpPort,
-    endpoint: `127.0.0.1:${grpcPort}`, exited,
+    endpoint: `127.0.0.1:${grpcPort}`,
     log() { return fs.readFileSync(logPath, 'utf8'); },
   };
+  running.add(g);
+  g.exited = new Promise((resolve) => {
+    proc.on('exit', (code, signal) => {
+      running.delete(g);
+      resolve({ code, signal, at: Date.now() });
+    });
+  });
   return g;
 }
 
