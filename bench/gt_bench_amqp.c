@@ -648,6 +648,8 @@ static agg_t aggregate(const worker_t *ws, int n)
     }
     uint32_t *all = malloc((nlat ? nlat : 1) * sizeof *all);
     for (int i = 0; all != NULL && i < n; i++) {
+        if (ws[i].nlat == 0)
+            continue; /* a consumer keeps none: lat may be NULL */
         memcpy(all + k, ws[i].lat, ws[i].nlat * sizeof *all);
         k += ws[i].nlat;
     }
