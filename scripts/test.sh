@@ -2,8 +2,9 @@
 # One command: install what the tests need, build with -Werror, run the
 # whole suite (unit, contract, integration, slow, browser), then build again with
 # AddressSanitizer + UndefinedBehaviorSanitizer and run the unit and
-# integration suites on that build, then with ThreadSanitizer and run the
-# integration suite on that build.
+# integration suites and the bench smoke runs on that build, then with
+# ThreadSanitizer and run the integration suite and the bench smoke runs on
+# that build.
 #
 #   GANTRY_TEST_SANITIZE=0   skip the ASan/UBSan pass
 #   GANTRY_TEST_TSAN=0       skip the TSan pass
@@ -34,7 +35,7 @@ if [ "${GANTRY_TEST_SANITIZE:-1}" != 0 ]; then
   stamp "tests (ASan + UBSan)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
   UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'unit|integration'
+    ctest --test-dir build-asan --output-on-failure -j"$jobs" -L 'unit|integration|bench_smoke'
 fi
 
 if [ "${GANTRY_TEST_TSAN:-1}" != 0 ]; then
@@ -45,8 +46,9 @@ if [ "${GANTRY_TEST_TSAN:-1}" != 0 ]; then
   stamp "tests (ThreadSanitizer)"
   # The harness gives gantry TSAN_OPTIONS (tests/tsan.supp, reports inside
   # the uninstrumented grpc libraries ignored) and fails a test whose
-  # server log holds a ThreadSanitizer report.
-  if ! ctest --test-dir build-tsan --output-on-failure -j"$jobs" -L integration; then
+  # server log holds a ThreadSanitizer report.  The bench smoke runs (a few
+  # seconds) check the load clients too.
+  if ! ctest --test-dir build-tsan --output-on-failure -j"$jobs" -L 'integration|bench_smoke'; then
     if [ "${GANTRY_TSAN_STRICT:-1}" != 0 ]; then
       exit 1
     fi
