@@ -89,7 +89,7 @@ export async function freePort() {
 const running = new Set();
 process.on('exit', (code) => {
   for (const g of running) {
-    if (code !== 0 || process.exitCode) {
+    if (code !== 0) {
       let tail = '';
       try { tail = g.log().split('\n').slice(-120).join('\n'); } catch { /* gone */ }
       process.stderr.write(`\n--- ${path.basename(g.proc.spawnfile)} pid ${g.pid} still running at exit; `
