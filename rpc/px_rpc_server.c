@@ -187,26 +187,45 @@ static void px_call_reject(px_call_t *c, px_reject_t why)
     }
 }
 
-/* Hands one request message (`*s`, released here) to the method: raw, or
- * decoded once here, the bytes released before the handler runs. */
-static void px_call_deliver(px_call_t *c, grpc_slice *s)
+/* Releases a request message's bytes: `*s`, or the byte buffer `bb` it
+ * lies in when it is the transport's own slice (the contiguous case of
+ * px_call_read).  The transport takes its read buffers from the server's
+ * resource quota, and the last unref of such a slice gives the bytes back
+ * to it, which can wake the quota's reclamation (under memory pressure it
+ * waits for reclaimers): grpc core schedules that on the calling thread's
+ * ExecCtx, and a thread of ours has none outside grpc's calls.
+ * grpc_slice_unref and grpc_slice_buffer_destroy make none in grpc 1.51,
+ * grpc_byte_buffer_destroy does: the worker crashed in ExecCtx::Run
+ * (SIGSEGV, bench-overload B: 8 senders of 128 MiB batches). */
+static void px_request_bytes_release(grpc_slice *s, grpc_byte_buffer *bb)
+{
+    if (bb != NULL)
+        grpc_byte_buffer_destroy(bb);
+    else
+        grpc_slice_unref(*s);
+}
+
+/* Hands one request message (`*s`, released here, with `bb` when it lies
+ * in it) to the method: raw, or decoded once here, the bytes released
+ * before the handler runs. */
+static void px_call_deliver(px_call_t *c, grpc_slice *s, grpc_byte_buffer *bb)
 {
     const px_method_t *m = c->method;
     ProtobufCMessage *req;
 
     if (m->on_request == NULL) {
         m->on_message(c, GRPC_SLICE_START_PTR(*s), GRPC_SLICE_LENGTH(*s));
-        grpc_slice_unref(*s);
+        px_request_bytes_release(s, bb);
         return;
     }
     if (m->on_screen != NULL &&
         !m->on_screen(c, GRPC_SLICE_START_PTR(*s), GRPC_SLICE_LENGTH(*s))) {
-        grpc_slice_unref(*s);
+        px_request_bytes_release(s, bb);
         return;
     }
     req = px_request_unpack(m->req_desc, GRPC_SLICE_START_PTR(*s),
                             GRPC_SLICE_LENGTH(*s));
-    grpc_slice_unref(*s);
+    px_request_bytes_release(s, bb);
     if (req == NULL) {
         px_call_reject(c, PX_REJECT_MALFORMED);
         return;
@@ -287,16 +306,15 @@ static void px_call_read(px_call_t *c, grpc_byte_buffer *bb, int64_t len)
         bb->data.raw.compression == GRPC_COMPRESS_NONE &&
         bb->data.raw.slice_buffer.count == 1) {
         /* Already contiguous (most small requests): no copy. */
-        s = grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
-        grpc_byte_buffer_destroy(bb);
-        px_call_deliver(c, &s);
+        s = bb->data.raw.slice_buffer.slices[0];
+        px_call_deliver(c, &s, bb);
     } else if (grpc_byte_buffer_reader_init(&rd, bb)) {
         s = grpc_byte_buffer_reader_readall(&rd);
         grpc_byte_buffer_reader_destroy(&rd);
         /* One copy of the request at a time: drop the core's. */
         grpc_byte_buffer_destroy(bb);
         px_call_raw_freed(c->srv, len);
-        px_call_deliver(c, &s);
+        px_call_deliver(c, &s, NULL);
     } else {
         grpc_byte_buffer_destroy(bb);
         px_call_finish(c, GRPC_STATUS_INTERNAL,

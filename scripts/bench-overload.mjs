@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { startGantry, stopGantry, sleep } from '../tests/integration/harness.mjs';
-import { runOverload, memOf } from '../tests/integration/overload_load.mjs';
+import { runOverload, runNative, memOf } from '../tests/integration/overload_load.mjs';
 
 const MiB = 1024 * 1024;
 const bound = Number(process.env.BENCH_BOUND_MIB ?? 128) * MiB;
@@ -59,42 +59,6 @@ async function startEmpty() {
   };
 }
 
-// The load and control client: gt_bench_overload (native, the default)
-// or overload_load.mjs (node).  Resolves what runOverload resolves, plus
-// cpu: the client's CPU seconds (the native one reports its own).
-function runNative(o) {
-  const args = ['--target', o.endpoint, '--pid', String(o.pid), '--senders', String(o.senders),
-    '--batch', String(o.batch), '--min-body', String(o.minBody), '--max-body', String(o.maxBody),
-    '--duration', String(o.durationMs / 1000), '--topic', o.topic,
-    '--control-topic', o.controlTopic, '--control-group', o.controlGroup];
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.env.BENCH_OVERLOAD_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.once('exit', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('gt_bench_overload: '));
-      if (code !== 0 || !line) {
-        reject(new Error(`gt_bench_overload exited ${code}: ${out}`));
-        return;
-      }
-      const kv = Object.fromEntries(line.slice(19).trim().split(' ').map((f) => f.split('=')));
-      const n = (k) => Number(kv[k]);
-      const otherCodes = kv.other_codes === 'none' ? {} : Object.fromEntries(
-        kv.other_codes.split(',').map((f) => [f.replace(/:\d+$/, ''), Number(f.replace(/^.*:/, ''))]));
-      resolve({
-        ok: n('ok'), refused: n('refused'), other: n('other'), otherCodes,
-        sendP50: n('send_p50_ms'), peakRss: n('peak_rss'), peakHwm: n('peak_hwm'), cpu: n('cpu_s'),
-        control: kv.ctl_n === undefined ? null : {
-          n: n('ctl_n'), refused: n('ctl_refused'),
-          sendP50: n('ctl_send_p50_ms'), sendP90: n('ctl_send_p90_ms'), sendP99: n('ctl_send_p99_ms'),
-          sendMax: n('ctl_send_max_ms'), recvP50: n('ctl_recv_p50_ms'), recvP90: n('ctl_recv_p90_ms'),
-          recvP99: n('ctl_recv_p99_ms'), recvMax: n('ctl_recv_max_ms'),
-        },
-      });
-    });
-  });
-}
-
 console.log(`bound (server.max_inflight_bytes): ${mib(bound)} MiB; target peak <= ${mib(bound + 128 * MiB)} MiB, control p99 <= 100 ms`);
 console.log(`client: ${client === 'node' ? 'node (overload_load.mjs)' : 'gt_bench_overload'}; load average ${(await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' ')}`);
 console.log(`machine: ${(await import('node:os')).cpus().length} CPUs; CPU figures are seconds of CPU over the scenario (server, this client, everything else on the machine)`);
@@ -114,6 +78,11 @@ for (const server of servers) for (const s of scenarios) {
       minBody: s.minBody, maxBody: s.maxBody, durationMs: secs * 1000,
       controlTopic: 'Control', controlGroup: 'ControlGroup',
     });
+    if (server !== 'empty' && (g.proc.exitCode !== null || g.proc.signalCode !== null)) {
+      console.log(`\n${s.name}: ${s.what}: gantry DIED during the scenario (exit code ${g.proc.exitCode}, signal ${g.proc.signalCode})`);
+      process.exitCode = 1;
+      continue;
+    }
     const c1 = { srv: cpuOf(g.pid), me: selfCpu(), all: machineCpu(), t: Date.now() };
     await sleep(1500);
     const idle1 = memOf(g.pid).rss;

@@ -4,6 +4,7 @@
 // send + receive round trips on another connection, and a sampler of the
 // server's resident memory (/proc/PID/status VmRSS, VmHWM).
 import fs from 'node:fs';
+import { spawn } from 'node:child_process';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
   Raw, Code, wireMessage, sendRequest, receiveRequest, splitReceive, ackRequest, pb,
@@ -168,6 +169,43 @@ export async function runOverload(o) {
     ok: out.ok, refused: out.refused, other: out.other, otherCodes: out.otherCodes,
     sendP50: pct(out.lat, 0.5), peakRss, peakHwm: hwm, control: controlStats,
   };
+}
+
+// The same load and control client in C: bench/gt_bench_overload (the
+// grpc C core: it keeps up a far heavier load than node's client on the
+// same cores), at o.bin or BENCH_OVERLOAD_BIN.  Resolves what runOverload
+// resolves, plus cpu: the client's CPU seconds (it reports its own).
+export function runNative(o) {
+  const args = ['--target', o.endpoint, '--pid', String(o.pid), '--senders', String(o.senders),
+    '--batch', String(o.batch), '--min-body', String(o.minBody), '--max-body', String(o.maxBody),
+    '--duration', String(o.durationMs / 1000), '--topic', o.topic,
+    '--control-topic', o.controlTopic, '--control-group', o.controlGroup];
+  return new Promise((resolve, reject) => {
+    const p = spawn(o.bin ?? process.env.BENCH_OVERLOAD_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.once('exit', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('gt_bench_overload: '));
+      if (code !== 0 || !line) {
+        reject(new Error(`gt_bench_overload exited ${code}: ${out}`));
+        return;
+      }
+      const kv = Object.fromEntries(line.slice(19).trim().split(' ').map((f) => f.split('=')));
+      const n = (k) => Number(kv[k]);
+      const otherCodes = kv.other_codes === 'none' ? {} : Object.fromEntries(
+        kv.other_codes.split(',').map((f) => [f.replace(/:\d+$/, ''), Number(f.replace(/^.*:/, ''))]));
+      resolve({
+        ok: n('ok'), refused: n('refused'), other: n('other'), otherCodes,
+        sendP50: n('send_p50_ms'), peakRss: n('peak_rss'), peakHwm: n('peak_hwm'), cpu: n('cpu_s'),
+        control: kv.ctl_n === undefined ? null : {
+          n: n('ctl_n'), refused: n('ctl_refused'),
+          sendP50: n('ctl_send_p50_ms'), sendP90: n('ctl_send_p90_ms'), sendP99: n('ctl_send_p99_ms'),
+          sendMax: n('ctl_send_max_ms'), recvP50: n('ctl_recv_p50_ms'), recvP90: n('ctl_recv_p90_ms'),
+          recvP99: n('ctl_recv_p99_ms'), recvMax: n('ctl_recv_max_ms'),
+        },
+      });
+    });
+  });
 }
 
 if (!isMainThread && workerData?.control) {
