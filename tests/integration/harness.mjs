@@ -99,6 +99,15 @@ process.on('exit', (code) => {
   }
 });
 
+// The sanitizer options gantry runs with (a sanitizer build), for other
+// programs of the build a test starts too (a load client).
+export function sanitizerEnv() {
+  return {
+    ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1',
+    TSAN_OPTIONS: process.env.TSAN_OPTIONS ?? `suppressions=${TSAN_SUPP}:ignore_noninstrumented_modules=1:second_deadlock_stack=1`,
+  };
+}
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 // Time scale for the machine and build under test.  Tests wait for
@@ -200,8 +209,7 @@ ${opts.yaml ?? DEFAULT_YAML}`;
     env: {
       ...process.env,
       ...(opts.env ?? {}),
-      ASAN_OPTIONS: process.env.ASAN_OPTIONS ?? 'detect_leaks=1',
-      TSAN_OPTIONS: process.env.TSAN_OPTIONS ?? `suppressions=${TSAN_SUPP}:ignore_noninstrumented_modules=1:second_deadlock_stack=1`,
+      ...sanitizerEnv(),
     },
   });
   fs.closeSync(logFd);
