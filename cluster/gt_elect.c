@@ -14,6 +14,8 @@ struct gt_elect {
     char *leader_key;
     char *epoch_key;
     char *isr_key;    /* NULL: no in-sync set required */
+    char *pos_pfx;    /* "P/pos/" with min_insync, else NULL */
+    int min_insync;
     char *node;
     int64_t lease;
     void (*on_leader)(void *arg, int64_t epoch);
@@ -29,6 +31,7 @@ struct gt_elect {
     gt_etcd_watch_t *watch;
     int64_t lost;    /* campaigns lost */
     int64_t inelig;  /* reads that found it not in the in-sync set */
+    int64_t outranked; /* reads without enough positions or above its own */
     int64_t epoch;   /* read by the campaign under way */
     char next[24];
 };
@@ -45,6 +48,7 @@ static void el_unref(gt_elect_t *el)
         free(el->leader_key);
         free(el->epoch_key);
         free(el->isr_key);
+        free(el->pos_pfx);
         free(el->node);
         free(el);
     }
@@ -95,6 +99,12 @@ static void on_events(void *arg, const gt_etcd_event_t *ev, size_t n)
             return;
         }
         if (el->isr_key && key_is(kv, el->isr_key)) {
+            campaign(el);
+            return;
+        }
+        if (el->pos_pfx && ev[i].type == GT_ETCD_EV_PUT &&
+            kv->key_len > strlen(el->pos_pfx) &&
+            memcmp(kv->key, el->pos_pfx, strlen(el->pos_pfx)) == 0) {
             campaign(el);
             return;
         }
@@ -176,6 +186,71 @@ bool gt_elect_isr_has(const uint8_t *v, size_t len, const char *node)
     return false;
 }
 
+/* Positions (min_insync): P/pos/<id> = "<epoch> <key>", put by each
+ * member of P/isr while nobody leads, `epoch` being the one whose leader
+ * is gone.  This contender may campaign only with the positions of at
+ * least |isr| - min_insync + 1 listed members for that epoch, its own
+ * among them, and none above its own (keys compare as strings). */
+static bool positions_allow(gt_elect_t *el, const gt_etcd_kv_t *kvs, size_t n,
+                            int64_t epoch)
+{
+    const gt_etcd_kv_t *isr = NULL;
+    size_t pl = strlen(el->pos_pfx), n_isr = 0, have = 0;
+    const uint8_t *own = NULL, *best = NULL;
+    size_t own_l = 0, best_l = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (key_is(&kvs[i], el->isr_key))
+            isr = &kvs[i];
+    if (isr == NULL)
+        return false;
+    const uint8_t *colon = memchr(isr->value, ':', isr->value_len);
+    if (colon != NULL && colon + 1 < isr->value + isr->value_len) {
+        n_isr = 1;
+        for (const uint8_t *p = colon + 1; p < isr->value + isr->value_len; p++)
+            n_isr += *p == ',';
+    }
+    for (size_t i = 0; i < n; i++) {
+        const gt_etcd_kv_t *kv = &kvs[i];
+        char id[256], ep[24];
+        if (kv->key_len <= pl || kv->key_len - pl >= sizeof(id) ||
+            memcmp(kv->key, el->pos_pfx, pl) != 0)
+            continue;
+        memcpy(id, kv->key + pl, kv->key_len - pl);
+        id[kv->key_len - pl] = 0;
+        const uint8_t *sp = memchr(kv->value, ' ', kv->value_len);
+        if (sp == NULL || (size_t)(sp - kv->value) >= sizeof(ep))
+            continue;
+        memcpy(ep, kv->value, (size_t)(sp - kv->value));
+        ep[sp - kv->value] = 0;
+        if (strtoll(ep, NULL, 10) != epoch ||
+            !gt_elect_isr_has(isr->value, isr->value_len, id))
+            continue;
+        const uint8_t *k = sp + 1;
+        size_t kl = kv->value_len - (size_t)(k - kv->value);
+        if (strcmp(id, el->node) == 0) {
+            /* put in this life (an earlier one's goes with its lease) */
+            if (kv->lease != el->lease)
+                continue;
+            own = k;
+            own_l = kl;
+        }
+        have++;
+        if (best == NULL || kl > best_l ||
+            (kl == best_l && memcmp(k, best, kl) > 0)) {
+            best = k;
+            best_l = kl;
+        }
+    }
+    /* an answer went once q = max(min_insync, majority) members held it */
+    size_t q = n_isr / 2 + 1;
+    if ((size_t)el->min_insync > q)
+        q = (size_t)el->min_insync;
+    size_t need = q <= n_isr ? n_isr - q + 1 : 1;
+    return own != NULL && have >= need && own_l == best_l &&
+           memcmp(own, best, own_l) == 0;
+}
+
 /* The read of P/ (leader, epoch, isr, ...) at revision `rev`. */
 static void on_read(void *arg, gt_err_t err, int64_t rev,
                     const gt_etcd_kv_t *kvs, size_t n)
@@ -204,6 +279,16 @@ static void on_read(void *arg, gt_err_t err, int64_t rev,
             listed = gt_elect_isr_has(kvs[i].value, kvs[i].value_len,
                                       el->node);
         }
+    }
+    if (!leader && listed && el->pos_pfx &&
+        !positions_allow(el, kvs, n, epoch)) {
+        pthread_mutex_lock(&el->mu);
+        el->outranked++;
+        pthread_mutex_unlock(&el->mu);
+        ensure_watch(el, rev + 1);
+        campaign_over(el, false);
+        el_unref(el);
+        return;
     }
     if (leader || (el->isr_key && !listed)) {
         /* Someone leads, or we may not: wait for P/ to change. */
@@ -274,13 +359,16 @@ gt_err_t gt_elect_start_opts(gt_etcd_t *e, const gt_elect_opts_t *o,
     el->leader_key = malloc(pl);
     el->epoch_key = malloc(pl);
     el->isr_key = o->require_isr ? malloc(pl) : NULL;
+    el->pos_pfx = o->require_isr && o->min_insync > 0 ? malloc(pl) : NULL;
     el->node = strdup(o->node_id);
     if (!el->prefix || !el->leader_key || !el->epoch_key || !el->node ||
-        (o->require_isr && !el->isr_key)) {
+        (o->require_isr && !el->isr_key) ||
+        (o->require_isr && o->min_insync > 0 && !el->pos_pfx)) {
         free(el->prefix);
         free(el->leader_key);
         free(el->epoch_key);
         free(el->isr_key);
+        free(el->pos_pfx);
         free(el->node);
         free(el);
         return GT_ENOMEM;
@@ -290,6 +378,9 @@ gt_err_t gt_elect_start_opts(gt_etcd_t *e, const gt_elect_opts_t *o,
     snprintf(el->epoch_key, pl, "%s/epoch", o->prefix);
     if (el->isr_key)
         snprintf(el->isr_key, pl, "%s/isr", o->prefix);
+    if (el->pos_pfx)
+        snprintf(el->pos_pfx, pl, "%s/pos/", o->prefix);
+    el->min_insync = o->min_insync;
     el->e = e;
     el->lease = o->lease;
     el->on_leader = o->on_leader;
@@ -331,6 +422,14 @@ int64_t gt_elect_lost(gt_elect_t *el)
 {
     pthread_mutex_lock(&el->mu);
     int64_t n = el->lost;
+    pthread_mutex_unlock(&el->mu);
+    return n;
+}
+
+int64_t gt_elect_outranked(gt_elect_t *el)
+{
+    pthread_mutex_lock(&el->mu);
+    int64_t n = el->outranked;
     pthread_mutex_unlock(&el->mu);
     return n;
 }

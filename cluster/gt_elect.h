@@ -22,6 +22,20 @@
  * finds no P/isr) waits on the same watch and reads again when P/isr
  * changes.
  *
+ * Positions (gt_elect_opts_t.min_insync > 0, with require_isr).  When a
+ * write is acknowledged once min_insync members hold it, a listed member
+ * may lack some: the winner must be one that lacks none.  While nobody
+ * leads, each listed member puts P/pos/<id> = "<epoch> <key>" (its
+ * caller does: `epoch` the current P/epoch, `key` a string whose order is
+ * the members' order of completeness) under its lease.  Writes are
+ * acknowledged once q = max(min_insync, |isr| / 2 + 1) members hold them
+ * (store-server/ss_repl.c).  A contender campaigns only when the positions
+ * of at least |isr| - q + 1 listed members for the current epoch are
+ * there, its own among them, and none is above its own: every
+ * acknowledged write is on q members, so one of those it compared with
+ * holds it, and it holds all that one holds.  A new position wakes the
+ * contenders.
+ *
  * The lease (and its keepalive) belongs to the caller; on_lost of that
  * keepalive is where a leader must step down.  A contender that won stays
  * won: after losing leadership the caller stops it and starts a new one.
@@ -39,6 +53,9 @@ typedef struct gt_elect_opts {
     const char *node_id;
     int64_t lease;          /* P/leader is put under it */
     bool require_isr;       /* campaign only while listed in P/isr */
+    /* > 0 (with require_isr): campaign by position as well (P/pos/<id>,
+     * see "Positions" above). */
+    int min_insync;
     /* Runs once, when this contender wins epoch `epoch`. */
     void (*on_leader)(void *arg, int64_t epoch);
     void *arg;
@@ -63,6 +80,8 @@ void gt_elect_stop(gt_elect_t *el);
 
 /* Campaigns this contender lost so far (it is then a follower). */
 int64_t gt_elect_lost(gt_elect_t *el);
+/* Reads that found too few positions, or one above its own (min_insync). */
+int64_t gt_elect_outranked(gt_elect_t *el);
 /* Reads that found it not listed in P/isr (require_isr). */
 int64_t gt_elect_ineligible(gt_elect_t *el);
 

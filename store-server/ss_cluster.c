@@ -67,9 +67,11 @@ struct ss_cluster {
     char stores_pfx[384];  /* /gantry/N/stores/ */
     char store_key[512];
     char members_key[440], isr_key[440], leader_key[440], epoch_key[440],
-         history_key[440];
+         history_key[440], pos_pfx[448];
+    char pos_key[600];     /* rs/<k>/pos/<id>: this node's position */
     int64_t ttl;
     int replicas;
+    int min_insync;
     int64_t retry_ms;
     pthread_t thread;
     bool running;
@@ -106,6 +108,8 @@ struct ss_cluster {
     gt_etcd_watch_t *watch;
     char following[ID_MAX];
     int64_t retry_at;      /* monotonic ms; 0: none */
+    char pos_pub[SS_REPL_KEY_MAX + 32]; /* the position last put ... */
+    int64_t pos_lease;     /* ... under this lease */
 };
 
 /* ---- blocking calls (control thread) --------------------------------- */
@@ -516,10 +520,17 @@ static void take_lead(ss_cluster_t *c, int64_t epoch)
     const kvc_t *k = find(&rs, c->isr_key);
     isr_parse(k ? k->val : NULL, &old);
     isr.n = 0;
+    /* Members still registered whose position for this election is the
+     * winner's own (they hold all it holds: every acknowledged write); the
+     * others catch up and join (docs/cluster.md, "Positions"). */
     for (size_t i = 0; i < old.n; i++) {
-        char key[600];
+        char key[600], pk[600];
         snprintf(key, sizeof(key), "%s%s", c->stores_pfx, old.v[i]);
-        if (strcmp(old.v[i], c->id) == 0 || find(&st, key))
+        snprintf(pk, sizeof(pk), "%s%s", c->pos_pfx, old.v[i]);
+        const kvc_t *pos = find(&rs, pk);
+        if (strcmp(old.v[i], c->id) == 0 ||
+            (find(&st, key) && pos && c->pos_pub[0] &&
+             strcmp(pos->val, c->pos_pub) == 0))
             memcpy(isr.v[isr.n++], old.v[i], ID_MAX);
     }
     if (!ids_has(&isr, c->id) && isr.n < MAX_IDS)
@@ -593,14 +604,15 @@ static void take_lead(ss_cluster_t *c, int64_t epoch)
  * is due (ctl_main), not at once, so that an unreachable etcd is not asked
  * at every fetch. */
 static void peer_retry_later(ss_cluster_t *c, int64_t epoch,
-                             const ss_repl_peer_t *peer)
+                             const ss_repl_peer_t *peer, const char *why)
 {
     size_t i = 0;
     while (i < c->n_peer_retry && strcmp(c->peer_retry[i], peer->node_id) != 0)
         i++;
-    GT_LOG(WARN, "cluster", "in-sync change for %s (%s) not made: etcd did "
-           "not answer; asked again in %lld ms", peer->node_id,
-           peer->caught_up ? "caught up" : "lagging", (long long)c->retry_ms);
+    GT_LOG(WARN, "cluster", "in-sync change for %s (%s) not made: %s; asked "
+           "again in %lld ms", peer->node_id,
+           peer->caught_up ? "caught up" : "lagging",
+           why ? why : "etcd did not answer", (long long)c->retry_ms);
     if (i < MAX_PEER_EVS) {
         snprintf(c->peer_retry[i], ID_MAX, "%s", peer->node_id);
         c->peer_retry_epoch[i] = epoch;
@@ -621,7 +633,7 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
         gt_err_t err = get_kvs(c, c->rs_pfx, true, &rs);
         if (err != GT_OK) {
             call_fini(&rs);
-            peer_retry_later(c, epoch, peer);
+            peer_retry_later(c, epoch, peer, NULL);
             return;
         }
         const kvc_t *ik = find(&rs, c->isr_key);
@@ -641,6 +653,11 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
                 next.v[next.n++][l] = 0;
             }
         } else if (!peer->caught_up && in) {
+            if (!ss_repl_isr_leave(c->repl, epoch, peer->node_id)) {
+                peer_retry_later(c, epoch, peer, "the other members do not "
+                                 "hold every acknowledged write yet");
+                return;
+            }
             for (size_t i = 0; i < isr.n; i++)
                 if (strcmp(isr.v[i], peer->node_id) != 0)
                     memcpy(next.v[next.n++], isr.v[i], ID_MAX);
@@ -680,7 +697,7 @@ static void isr_change(ss_cluster_t *c, const ss_repl_peer_t *peer)
         call_fini(&w);
         if (err != GT_OK) {
             /* unknown outcome: a joining peer stays joining */
-            peer_retry_later(c, epoch, peer);
+            peer_retry_later(c, epoch, peer, NULL);
             return;
         }
         if (ok) {
@@ -715,6 +732,9 @@ static void set_keys(ss_cluster_t *c, int k)
     snprintf(c->leader_key, sizeof(c->leader_key), "%s/leader", c->rs);
     snprintf(c->epoch_key, sizeof(c->epoch_key), "%s/epoch", c->rs);
     snprintf(c->history_key, sizeof(c->history_key), "%s/history", c->rs);
+    snprintf(c->pos_pfx, sizeof(c->pos_pfx), "%s/pos/", c->rs);
+    snprintf(c->pos_key, sizeof(c->pos_key), "%s%s", c->pos_pfx, c->id);
+    c->pos_pub[0] = 0;
     pthread_mutex_lock(&c->mu);
     c->set = k;
     if (c->set_slot)
@@ -875,6 +895,38 @@ static void follow(ss_cluster_t *c, const char *leader, int64_t epoch)
            (long long)epoch);
 }
 
+/* This node's position for the election that follows epoch `epoch`,
+ * under its lease (gone with the node), unless already there. */
+static void put_position(ss_cluster_t *c, int64_t epoch)
+{
+    char key[SS_REPL_KEY_MAX], val[SS_REPL_KEY_MAX + 32];
+    if (c->lease == 0)
+        return;
+    if (!ss_repl_elect_key(c->repl, key, sizeof(key))) {
+        GT_LOG(WARN, "cluster", "cannot read this node's position (its data "
+               "directory failed): not standing for election");
+        retry_later(c);
+        return;
+    }
+    snprintf(val, sizeof(val), "%lld %s", (long long)epoch, key);
+    if (c->pos_lease == c->lease && strcmp(val, c->pos_pub) == 0)
+        return;
+    call_t w;
+    call_init(&w);
+    gt_err_t err = call_wait(&w, gt_etcd_put(c->e, c->pos_key, val,
+                                             strlen(val), c->lease, on_write,
+                                             &w));
+    call_fini(&w);
+    if (err != GT_OK) {
+        retry_later(c);
+        return;
+    }
+    snprintf(c->pos_pub, sizeof(c->pos_pub), "%s", val);
+    c->pos_lease = c->lease;
+    GT_LOG(INFO, "cluster", "position for the election after epoch %lld: %s",
+           (long long)epoch, key);
+}
+
 static void reconcile(ss_cluster_t *c)
 {
     if (c->set < 0) {
@@ -948,6 +1000,20 @@ static void reconcile(ss_cluster_t *c)
             return;
         }
     }
+    if (!leader[0]) {
+        /* Nobody leads: a follower stops fetching (its position must not
+         * move: an old leader cannot acknowledge anything now, see
+         * Fencing), and a member of the in-sync set puts its position for
+         * the election (gt_elect.h, "Positions"). */
+        if (role == SS_ROLE_FOLLOWER) {
+            ss_repl_stand_down(c->repl);
+            c->following[0] = 0;
+            publish(c, SS_ROLE_STANDBY, 0, 0);
+            role = SS_ROLE_STANDBY;
+        }
+        if (role == SS_ROLE_STANDBY && ids_has(&isr, c->id))
+            put_position(c, epoch);
+    }
     if (leader[0] && strcmp(leader, c->id) == 0) {
         if (leader_lease != c->lease) {
             /* From this node's previous life (restarted within the TTL):
@@ -975,6 +1041,7 @@ static void reconcile(ss_cluster_t *c)
     if (!c->el && c->lease != 0) {
         gt_elect_opts_t o = { .prefix = c->rs, .node_id = c->id,
                               .lease = c->lease, .require_isr = true,
+                              .min_insync = c->min_insync,
                               .on_leader = on_won, .arg = c };
         if (gt_elect_start_opts(c->e, &o, &c->el) != GT_OK) {
             c->el = NULL;
@@ -1120,6 +1187,7 @@ gt_err_t ss_cluster_new(const cfg_t *cfg, ss_cluster_t **out)
     c->set = -1; /* rs/<k>'s keys once chosen (choose_set) */
     c->ttl = cfg->cluster.lease_ttl_s;
     c->replicas = cfg->cluster.replicas;
+    c->min_insync = cfg->cluster.min_insync > 0 ? cfg->cluster.min_insync : 1;
     c->retry_ms = c->ttl * 1000 / 3 < 200 ? 200 : c->ttl * 1000 / 3;
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;

@@ -113,6 +113,11 @@ struct ss_repl {
     size_t n_isr;
     char joining[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX]; /* gated, not in isr */
     size_t n_joining;
+    char leaving[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX]; /* in isr, not counted */
+    size_t n_leaving;
+    uint64_t ack_cl;            /* the marks of the latest answer released */
+    int64_t ack_gen;
+    uint64_t ack_end;
     ss_peer_t peers[SS_REPL_MAX_PEERS];
     size_t n_peers;
     ss_gate_t *gates, **gates_tail;
@@ -241,19 +246,70 @@ static bool gated(ss_repl_t *r, const char *id)
     return id_in(r->isr, r->n_isr, id) || id_in(r->joining, r->n_joining, id);
 }
 
-/* mu held: does every other gated member (in-sync set and joining) hold
- * (cl, gen, end)? */
+static int need_insync(const ss_repl_t *r)
+{
+    return r->cfg.min_insync > 0 ? r->cfg.min_insync : 1;
+}
+
+/* How many members of an in-sync set of n must hold an answer before it
+ * goes: min_insync, and at least a majority of the set, so that the set
+ * can elect a leader that holds it while a majority lives (an election
+ * compares the positions of n - quorum + 1 members: gt_elect.h). */
+static size_t quorum(const ss_repl_t *r, size_t n)
+{
+    size_t q = n / 2 + 1, m = (size_t)need_insync(r);
+    return q > m ? q : m;
+}
+
+/* mu held: members of the in-sync set, not leaving, other than `skip`
+ * (NULL: none), that hold (cl, gen, end); the leader (which holds
+ * everything it answers) counts. */
+static int isr_count(ss_repl_t *r, const char *skip, uint64_t cl, int64_t gen,
+                     uint64_t end)
+{
+    int n = 0;
+
+    for (size_t i = 0; i < r->n_isr; i++) {
+        const char *id = r->isr[i];
+        if ((skip != NULL && strcmp(id, skip) == 0) ||
+            id_in(r->leaving, r->n_leaving, id))
+            continue;
+        if (strcmp(id, r->node_id) == 0) {
+            n++;
+            continue;
+        }
+        ss_peer_t *p = peer_get(r, id, false);
+        if (p != NULL && peer_has(p, cl, gen, end))
+            n++;
+    }
+    return n;
+}
+
+/* mu held: may an answer made at marks (cl, gen, end) go?  Once
+ * min_insync members of the in-sync set hold them (the leader among them;
+ * members leaving the set do not count) and every joining follower does
+ * (it is about to be listed: see "Joining"). */
 static bool isr_holds(ss_repl_t *r, uint64_t cl, int64_t gen, uint64_t end)
 {
-    for (size_t i = 0; i < r->n_isr + r->n_joining; i++) {
-        const char *id = i < r->n_isr ? r->isr[i] : r->joining[i - r->n_isr];
-        if (strcmp(id, r->node_id) == 0)
-            continue;
-        ss_peer_t *p = peer_get(r, id, false);
+    for (size_t i = 0; i < r->n_joining; i++) {
+        ss_peer_t *p = peer_get(r, r->joining[i], false);
         if (p == NULL || !peer_has(p, cl, gen, end))
             return false;
     }
-    return true;
+    return (size_t)isr_count(r, NULL, cl, gen, end) >= quorum(r, r->n_isr);
+}
+
+/* mu held: an answer made at these marks was released (marks only grow). */
+static void acked_note(ss_repl_t *r, uint64_t cl, int64_t gen, uint64_t end)
+{
+    if (cl > r->ack_cl)
+        r->ack_cl = cl;
+    if (gen > r->ack_gen) {
+        r->ack_gen = gen;
+        r->ack_end = end;
+    } else if (gen == r->ack_gen && end > r->ack_end) {
+        r->ack_end = end;
+    }
 }
 
 /* mu held: drops `id` from the joining list. */
@@ -271,7 +327,7 @@ static void unjoin(ss_repl_t *r, const char *id)
 
 static bool isr_enough(const ss_repl_t *r)
 {
-    return r->n_isr >= (size_t)(r->cfg.min_insync > 0 ? r->cfg.min_insync : 1);
+    return r->n_isr >= (size_t)need_insync(r);
 }
 
 /* mu held: unlinks the gates that may be answered now (all of them with
@@ -284,6 +340,8 @@ static void gates_take(ss_repl_t *r, bool all, ss_gate_t **out)
     while (*pp != NULL) {
         ss_gate_t *g = *pp;
         if (all || isr_holds(r, g->cl, g->gen, g->st_end)) {
+            if (!all)
+                acked_note(r, g->cl, g->gen, g->st_end);
             *pp = g->next;
             g->next = *out;
             *out = g;
@@ -365,6 +423,7 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     st_local_repl_marks(r->local, &m);
     stream_note(r, &m);
     if (isr_holds(r, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
+        acked_note(r, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end);
         pthread_mutex_unlock(&r->mu);
         px_call_reply(call, data, len);
         return;
@@ -783,8 +842,13 @@ static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
     }
     resp->chunks = b->pchunks;
     free(bases);
-    /* state log */
+    /* state log: only with the commitlog complete up to S (the marks'),
+     * so that a follower never holds state records written after commitlog
+     * it lacks (docs/cluster.md, "Positions"); the next answer has it */
+    if (P < S)
+        return some;
     resp->state_epoch = epoch;
+    resp->state_gen = cur->gen;
     resp->state_ino = cur->ino;
     bool same = f->state_epoch == epoch && f->state_ino == cur->ino &&
                 f->state_offset <= m->state_end;
@@ -1120,6 +1184,7 @@ static void leader_stop(ss_repl_t *r)
     had_engine = r->local != NULL;
     r->local = NULL;
     r->n_joining = 0;
+    r->n_leaving = 0;
     gates_take(r, true, &all);
     r->lstop = true;
     pthread_cond_broadcast(&r->cv);
@@ -1218,10 +1283,14 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     }
     if (history_out != NULL)
         *history_out = h->e[h->n - 1].pos;
-    {   /* a follower's stream identity means nothing once it leads */
-        char p[4096];
-        snprintf(p, sizeof(p), "%s/repl.state", r->dir);
-        unlink(p);
+    {   /* a follower's stream identity means nothing once it leads; that
+         * it led this epoch ranks its position above the followers' of the
+         * epoch in the next election (docs/cluster.md, "Positions") */
+        ss_stream_id_t id = { .led_epoch = epoch };
+        if ((rc = ss_stream_id_save(r->dir, &id)) != GT_OK) {
+            free(h);
+            goto fail;
+        }
     }
     pthread_mutex_lock(&r->mu);
     r->hist = *h;
@@ -1234,6 +1303,11 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     r->local = local;
     copy_isr(r, isr, n_isr);
     r->n_joining = 0;
+    r->n_leaving = 0;
+    /* what earlier epochs acknowledged: all of the log it starts from */
+    r->ack_cl = mark_cl(r, &m);
+    r->ack_gen = (int64_t)m.state_gen;
+    r->ack_end = m.state_end;
     r->role = SS_ROLE_LEADER;
     stream_note(r, &m);
     r->lstop = false;
@@ -1281,10 +1355,43 @@ void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
     copy_isr(r, isr, n_isr);
     for (size_t i = 0; i < n_isr; i++)
         unjoin(r, isr[i]);
+    r->n_leaving = 0;
     enough = isr_enough(r);
     gates_take(r, !enough, &ready);
     pthread_mutex_unlock(&r->mu);
     gates_answer(ready, enough ? GATE_SEND : GATE_AGAIN);
+}
+
+bool ss_repl_isr_leave(ss_repl_t *r, int64_t epoch, const char *id)
+{
+    bool ok = false;
+
+    pthread_mutex_lock(&r->mu);
+    if (r->role == SS_ROLE_LEADER && r->epoch == epoch &&
+        id_in(r->isr, r->n_isr, id)) {
+        if (!id_in(r->leaving, r->n_leaving, id) &&
+            r->n_leaving < SS_REPL_MAX_PEERS)
+            snprintf(r->leaving[r->n_leaving++], SS_REPL_ID_MAX, "%s", id);
+        /* from here on answers do not count it; those released before
+         * may have: the others must hold all of them min_insync times */
+        size_t q = quorum(r, r->n_isr - 1);
+        if (q > r->n_isr - 1) /* below min_insync: writes stop anyway */
+            q = r->n_isr - 1;
+        ok = id_in(r->leaving, r->n_leaving, id) &&
+             (size_t)isr_count(r, id, r->ack_cl, r->ack_gen, r->ack_end) >= q;
+        if (!ok) {
+            for (size_t i = 0; i < r->n_leaving; i++) {
+                if (strcmp(r->leaving[i], id) == 0) {
+                    memmove(r->leaving[i], r->leaving[i + 1],
+                            (r->n_leaving - i - 1) * sizeof(r->leaving[0]));
+                    r->n_leaving--;
+                    break;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
 }
 
 void ss_repl_isr_unjoin(ss_repl_t *r, int64_t epoch, const char *id,
@@ -1394,6 +1501,57 @@ void ss_repl_position(const ss_repl_t *r, int64_t *last_epoch,
         *cl_end = w->cl_end_known;
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+bool ss_repl_elect_key(ss_repl_t *r, char *buf, size_t size)
+{
+    ss_stream_id_t id;
+    uint64_t st = 0, cl;
+    bool synced = true;
+
+    pthread_mutex_lock(&r->mu);
+    cl = r->cl_end_known;
+    pthread_mutex_unlock(&r->mu);
+    {   /* what it names must be durable: a fetch stopped midway may have
+         * written without syncing */
+        uint64_t *bases = NULL;
+        size_t n = 0;
+        char p[4096];
+        if (ss_segs_list(r->dir, &bases, &n) == GT_OK && n > 0) {
+            ss_seg_path(r->dir, bases[n - 1], p, sizeof(p));
+            int fd = open(p, O_RDONLY);
+            if (fd >= 0) {
+                synced = fdatasync(fd) == 0;
+                close(fd);
+            }
+        }
+        free(bases);
+        snprintf(p, sizeof(p), "%s/state.log", r->dir);
+        int fd = open(p, O_RDONLY);
+        if (fd >= 0) {
+            synced = fdatasync(fd) == 0 && synced;
+            close(fd);
+        }
+    }
+    if (!synced || ss_stream_id_load(r->dir, &id) != GT_OK)
+        return false;
+    if (id.led_epoch > 0) {
+        snprintf(buf, size, "%020lld 1 %020d %020d %020d",
+                 (long long)id.led_epoch, 0, 0, 0);
+        return true;
+    }
+    if (id.epoch > 0) {
+        char p[4096];
+        snprintf(p, sizeof(p), "%s/state.log", r->dir);
+        if (ss_state_scan(p, false, &st) != GT_OK)
+            return false;
+    }
+    if (st == 0) /* no stream it could have been credited with */
+        id.epoch = 0, id.gen = 0;
+    snprintf(buf, size, "%020lld 0 %020lld %020llu %020llu",
+             (long long)id.epoch, (long long)id.gen, (unsigned long long)st,
+             (unsigned long long)cl);
+    return true;
 }
 
 size_t ss_repl_peers(const ss_repl_t *r, ss_repl_peer_t *out, size_t max)

@@ -103,6 +103,13 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
  * does not list it and will not: the txn failed, it is lagging). */
 void ss_repl_set_isr(ss_repl_t *r, int64_t epoch, const char *const *isr,
                      size_t n_isr);
+/* Before the control removes `id` from the in-sync set in etcd: answers
+ * stop counting it at once, and true when the other members still hold
+ * every answer released so far as many times as an answer needs now (the
+ * leader counts; all of them when that would be fewer than min_insync); then
+ * the control may remove it.  False (and it counts again): not now, ask
+ * again later.  Cleared by the next ss_repl_set_isr(). */
+bool ss_repl_isr_leave(ss_repl_t *r, int64_t epoch, const char *id);
 /* Answers stop waiting for the joining follower `id` (with lagging_only:
  * unless it was reported caught up again meanwhile).  No-op if it is not
  * joining, or this is not the leader of `epoch`. */
@@ -128,6 +135,14 @@ ss_role_t ss_repl_role(const ss_repl_t *r);
  * member. */
 void ss_repl_position(const ss_repl_t *r, int64_t *last_epoch,
                       uint64_t *cl_end);
+/* A standby node's position for an election (docs/cluster.md,
+ * "Positions"), as a string that compares (strcmp) like the positions:
+ * a node that led epoch E ranks above every follower of E; followers by
+ * (stream epoch, stream generation, state log bytes, commitlog end).
+ * Meaningful in STANDBY only (nothing moves it then).  Syncs what it
+ * names first; false (nothing to publish) when it cannot. */
+#define SS_REPL_KEY_MAX 112
+bool ss_repl_elect_key(ss_repl_t *r, char *buf, size_t size);
 /* Snapshot of the followers the leader knows (n written, <= max). */
 size_t ss_repl_peers(const ss_repl_t *r, ss_repl_peer_t *out, size_t max);
 
@@ -136,8 +151,10 @@ size_t ss_repl_peers(const ss_repl_t *r, ss_repl_peer_t *out, size_t max);
 
 /* True while this node serves store RPCs (leader, engine open). */
 bool ss_repl_serving(ss_repl_t *r);
-/* Answers a store call with `data` (a packed response) once every in-sync
- * member holds what the store had done when the answer was made (the
+/* Answers a store call with `data` (a packed response) once q members of
+ * the in-sync set, q = max(min_insync, a majority of the set) (the leader
+ * among them; members leaving do not count), and every joining
+ * follower hold what the store had done when the answer was made (the
  * commitlog's synced end, the state log's length): at once when that is
  * so already.  In-sync set smaller than min_insync: answers AGAIN
  * instead.  Not the leader (any more): UNAVAILABLE "not leader". */

@@ -77,6 +77,55 @@ gt_err_t ss_hist_save(const char *dir, const ss_hist_t *h)
     return ss_sync_dir(dir);
 }
 
+gt_err_t ss_stream_id_load(const char *dir, ss_stream_id_t *id)
+{
+    char path[4096], kind[8] = "";
+    FILE *f;
+    long long e = 0, g = 0;
+    unsigned long long ino = 0;
+
+    memset(id, 0, sizeof(*id));
+    snprintf(path, sizeof(path), "%s/repl.state", dir);
+    if ((f = fopen(path, "r")) == NULL)
+        return errno == ENOENT ? GT_OK : GT_EIO;
+    int n = fscanf(f, "%lld %llu %lld %7s", &e, &ino, &g, kind);
+    fclose(f);
+    if (n < 2 || e < 0)
+        return GT_OK;
+    if (n >= 4 && strcmp(kind, "led") == 0) {
+        id->led_epoch = e;
+        return GT_OK;
+    }
+    id->epoch = e;
+    id->ino = ino;
+    id->gen = n >= 3 ? g : 0;
+    return GT_OK;
+}
+
+gt_err_t ss_stream_id_save(const char *dir, const ss_stream_id_t *id)
+{
+    char path[4096], tmp[4096];
+    FILE *f;
+    bool ok;
+
+    snprintf(path, sizeof(path), "%s/repl.state", dir);
+    snprintf(tmp, sizeof(tmp), "%s/repl.state.tmp", dir);
+    if ((f = fopen(tmp, "w")) == NULL)
+        return GT_EIO;
+    if (id->led_epoch > 0)
+        fprintf(f, "%lld 0 0 led\n", (long long)id->led_epoch);
+    else
+        fprintf(f, "%lld %llu %lld\n", (long long)id->epoch,
+                (unsigned long long)id->ino, (long long)id->gen);
+    ok = fflush(f) == 0 && fdatasync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return GT_EIO;
+    }
+    return ss_sync_dir(dir);
+}
+
 int64_t ss_hist_last_epoch(const ss_hist_t *h)
 {
     return h->n > 0 ? h->e[h->n - 1].epoch : 0;

@@ -59,12 +59,12 @@ struct ss_follow {
     bool seg_dirty, dir_dirty;
     int ck_fd;
     uint64_t ck_seq;
-    int64_t st_epoch;
+    int64_t st_epoch, st_gen;
     uint64_t st_ino, st_off;
     int st_fd;
     bool st_dirty;
     bool tmp_on;
-    int64_t tmp_epoch;
+    int64_t tmp_epoch, tmp_gen;
     uint64_t tmp_ino, tmp_off, tmp_swap;
     int tmp_fd;
     ss_hist_t hist;
@@ -83,41 +83,22 @@ static void path_of(const ss_follow_t *f, const char *name, char *out,
     snprintf(out, size, "%s/%s", f->dir, name);
 }
 
-/* repl.state: "epoch ino" of the state log stream held in state.log. */
+/* repl.state: (epoch, inode, generation) of the stream in state.log. */
 static void stream_load(ss_follow_t *f)
 {
-    char p[4096];
-    FILE *fp;
-    long long e = 0;
-    unsigned long long ino = 0;
+    ss_stream_id_t id;
 
-    path_of(f, "repl.state", p, sizeof(p));
-    if ((fp = fopen(p, "r")) != NULL) {
-        if (fscanf(fp, "%lld %llu", &e, &ino) != 2)
-            e = 0, ino = 0;
-        fclose(fp);
-    }
-    f->st_epoch = e;
-    f->st_ino = ino;
+    ss_stream_id_load(f->dir, &id);
+    f->st_epoch = id.epoch;
+    f->st_ino = id.ino;
+    f->st_gen = id.gen;
 }
 
 static gt_err_t stream_save(ss_follow_t *f)
 {
-    char p[4096], t[4096];
-    FILE *fp;
-    bool ok;
-
-    path_of(f, "repl.state", p, sizeof(p));
-    path_of(f, "repl.state.tmp", t, sizeof(t));
-    if ((fp = fopen(t, "w")) == NULL)
-        return GT_EIO;
-    fprintf(fp, "%lld %llu\n", (long long)f->st_epoch,
-            (unsigned long long)f->st_ino);
-    ok = fflush(fp) == 0 && fdatasync(fileno(fp)) == 0;
-    ok = fclose(fp) == 0 && ok;
-    if (!ok || rename(t, p) != 0)
-        return GT_EIO;
-    return ss_sync_dir(f->dir);
+    ss_stream_id_t id = { .epoch = f->st_epoch, .ino = f->st_ino,
+                          .gen = f->st_gen };
+    return ss_stream_id_save(f->dir, &id);
 }
 
 static void seg_close(ss_follow_t *f)
@@ -349,6 +330,7 @@ static gt_err_t apply_state(ss_follow_t *f, const ss_fetch_resp_t *s)
             return GT_EIO;
         f->tmp_on = true;
         f->tmp_epoch = s->state_epoch;
+        f->tmp_gen = s->state_gen;
         f->tmp_ino = s->state_ino;
         f->tmp_off = 0;
         f->tmp_swap = s->state_swap_len;
@@ -378,6 +360,7 @@ static gt_err_t state_swap(ss_follow_t *f)
     f->tmp_fd = -1;
     f->tmp_on = false;
     f->st_epoch = f->tmp_epoch;
+    f->st_gen = f->tmp_gen;
     f->st_ino = f->tmp_ino;
     f->st_off = f->tmp_off;
     return stream_save(f); /* syncs the directory too */
@@ -475,11 +458,13 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
     drop_old_segments(f, s->first_segment);
     for (size_t i = 0; i < s->n_chunks && rc == GT_OK; i++)
         rc = apply_chunk(f, s->chunks[i]);
-    if (rc == GT_OK)
-        rc = apply_state(f, s);
     /* durable before the next request acknowledges it (flush: async, as
      * the leader's appends: written; the engine's flusher syncs once this
-     * node leads) */
+     * node leads).  The commitlog is synced before any state log byte of
+     * the answer is written: a state position this node holds (after a
+     * crash too) never runs ahead of the commitlog the leader had when it
+     * wrote those records, which makes followers' positions comparable in
+     * an election (docs/cluster.md, "Positions"). */
     if (f->seg_dirty && f->seg_fd >= 0) {
         if (!ss_repl_cfg(f->r)->flush_async && fdatasync(f->seg_fd) != 0)
             rc = GT_EIO;
@@ -492,6 +477,8 @@ static gt_err_t apply(ss_follow_t *f, const ss_fetch_resp_t *s)
             rc = GT_EIO;
         f->dir_dirty = false;
     }
+    if (rc == GT_OK)
+        rc = apply_state(f, s);
     if (f->st_dirty && f->st_fd >= 0) {
         if (!ss_repl_cfg(f->r)->flush_async && fdatasync(f->st_fd) != 0)
             rc = GT_EIO;
@@ -718,7 +705,7 @@ gt_err_t ss_follow_start(ss_repl_t *r, int64_t epoch, const char *leader_id,
     if ((rc = ss_state_scan(p, true, &f->st_off)) != GT_OK)
         goto fail;
     if (f->st_off == 0)
-        f->st_epoch = 0, f->st_ino = 0; /* nothing usable: fetch anew */
+        f->st_epoch = 0, f->st_ino = 0, f->st_gen = 0; /* fetch anew */
     path_of(f, "checkpoint", p, sizeof(p));
     if ((f->ck_fd = open(p, O_RDWR | O_CREAT, 0644)) < 0) {
         rc = GT_EIO;

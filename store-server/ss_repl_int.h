@@ -36,6 +36,20 @@ gt_err_t ss_hist_load(const char *dir, ss_hist_t *h);
 /* Written to a temporary file, synced, renamed (directory synced). */
 gt_err_t ss_hist_save(const char *dir, const ss_hist_t *h);
 int64_t ss_hist_last_epoch(const ss_hist_t *h);
+/* <dir>/repl.state: what the node's state.log is.  A follower's: the
+ * leader's stream (epoch, inode, generation: "E ino gen"); a node that led
+ * epoch E since: "E 0 0 led" (its state log is its own).  Missing or bad
+ * file: all zero. */
+typedef struct ss_stream_id {
+    int64_t epoch;      /* the leader epoch of the stream (0: none) */
+    uint64_t ino;
+    int64_t gen;
+    int64_t led_epoch;  /* > 0: this node led that epoch last */
+} ss_stream_id_t;
+gt_err_t ss_stream_id_load(const char *dir, ss_stream_id_t *id);
+/* Written to a temporary file, synced, renamed (directory synced). */
+gt_err_t ss_stream_id_save(const char *dir, const ss_stream_id_t *id);
+
 /* Segment bases of <dir>/commitlog, ascending (malloc'd; *n 0 -> NULL). */
 gt_err_t ss_segs_list(const char *dir, uint64_t **bases, size_t *n);
 void ss_seg_path(const char *dir, uint64_t base, char *out, size_t size);

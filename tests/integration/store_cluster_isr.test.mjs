@@ -15,6 +15,9 @@
 //    n4 holds it, since n4 is about to be listed.
 // 3. n4, listed, claims a log of an older epoch reaching past the leader's
 //    end (a divergent tail): only the common prefix counts as acknowledged.
+// (A write goes once max(min_insync, a majority of the set) listed members
+// hold it, joining ones all: n3 stops fetching after 1, so that the writes
+// of 2 and 3 need n4.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -212,6 +215,9 @@ test('a follower is listed in sync only once it holds what the leader has', asyn
 });
 
 test('a follower listed in sync holds every write acknowledged before it was listed', async () => {
+  // n3 stops fetching: from here on, with 4 listed, a write needs n4 as the
+  // third of the max(min_insync, majority) = 3 members that must hold it.
+  await n3.unfollow();
   // etcd paused: the leader's control cannot list n4 until it goes on.  It
   // stays paused past the leader's etcd call timeout, so the control's read
   // for n4's change fails (it once dropped the change: n4 was never listed,

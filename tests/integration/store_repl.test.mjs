@@ -5,9 +5,11 @@
 // leader's records; a follower restarted as the leader of the next epoch
 // on its own directory serves every acknowledged message and keeps the
 // acks made before (nothing acked delivered again, nothing unacked lost).
-// Gating: with a follower of the in-sync set stopped (SIGSTOP) a send is
-// not answered; it is once the follower runs again.  Store RPCs on a
-// follower answer UNAVAILABLE "not leader".
+// Gating: a send is answered once max(min_insync, a majority of the
+// in-sync set) members hold it: with min_insync 2 of 3 and one follower
+// stopped (SIGSTOP) it is answered; with both stopped it is not, and it is
+// once one of them runs again; with min_insync 3 one stopped follower holds
+// it back.  Store RPCs on a follower answer UNAVAILABLE "not leader".
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -85,7 +87,9 @@ function sameLog(lead, f) {
 test('followers copy the leader byte for byte; a follower promoted serves every acknowledged message and keeps the acks', async () => {
   let L; let F1; let F2; let P; let P2; let producer; let consumer; let c2;
   try {
-    L = await leader('n1', ['n1', 'n2', 'n3'], 2);
+    // min_insync 3: every answer waits for both followers, so n2 alone
+    // holds everything acknowledged when it is promoted below
+    L = await leader('n1', ['n1', 'n2', 'n3'], 3);
     F1 = await follower('n2', L);
     F2 = await follower('n3', L);
     P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
@@ -143,7 +147,22 @@ test('followers copy the leader byte for byte; a follower promoted serves every 
   }
 });
 
-test('gating: a send is answered only once every in-sync follower holds it; store RPCs on a follower: UNAVAILABLE not leader', async () => {
+// A send that must wait: not answered within a quiet period while
+// `stopped` are stopped (SIGSTOP), answered once they run again.
+async function heldBack(producer, stopped, body) {
+  for (const h of stopped) process.kill(h.pid, 'SIGSTOP');
+  let answered = false;
+  const pending = producer.send({ topic: T, body: Buffer.from(body) })
+    .then((r) => { answered = true; return r; });
+  pending.catch(() => {});
+  await new Promise((r) => setTimeout(r, scaled(1500)));
+  assert.equal(answered, false, `answered while ${stopped.length} of 2 followers were stopped`);
+  for (const h of stopped) process.kill(h.pid, 'SIGCONT');
+  const r = await pending;
+  assert.ok(r.messageId);
+}
+
+test('gating: a send is answered once max(min_insync, a majority) of the in-sync set hold it; store RPCs on a follower: UNAVAILABLE not leader', async () => {
   let L; let F1; let F2; let P; let producer;
   try {
     L = await leader('n1', ['n1', 'n2', 'n3'], 2);
@@ -152,19 +171,17 @@ test('gating: a send is answered only once every in-sync follower holds it; stor
     P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
     producer = await startProducer(P, [T]);
     await producer.send({ topic: T, body: Buffer.from('warm') });
+    // n3 stopped: n1 and n2 are 2 of 3, the send is answered (within the
+    // SDK's own timeout; the leader does not wait for n3)
     process.kill(F2.pid, 'SIGSTOP');
-    let answered = false;
-    const pending = producer.send({ topic: T, body: Buffer.from('gated') })
-      .then((r) => { answered = true; return r; });
-    pending.catch(() => {});
-    // While n3 is stopped the send stays unanswered (n2 alone is not
-    // every in-sync member)...
-    await new Promise((r) => setTimeout(r, scaled(1500)));
-    assert.equal(answered, false, 'answered before every in-sync follower held it');
-    process.kill(F2.pid, 'SIGCONT');
-    // ...and is answered once n3 runs again.
-    const r = await pending;
-    assert.ok(r.messageId);
+    try {
+      const r = await producer.send({ topic: T, body: Buffer.from('quorum') });
+      assert.ok(r.messageId);
+    } finally {
+      process.kill(F2.pid, 'SIGCONT');
+    }
+    // both stopped: the leader alone is not enough
+    await heldBack(producer, [F1, F2], 'gated');
     // A store RPC on a follower: UNAVAILABLE "not leader".
     const client = new grpc.Client(F1.endpoint, grpc.credentials.createInsecure());
     const err = await new Promise((resolve) => {
@@ -174,6 +191,22 @@ test('gating: a send is answered only once every in-sync follower holds it; stor
     client.close();
     assert.equal(err?.code, grpc.status.UNAVAILABLE);
     assert.match(err.details, /not leader/);
+  } finally {
+    await shutdownQuietly(producer);
+    await stopAll(P, F2, F1, L);
+  }
+});
+
+test('gating with min_insync 3 of 3: one stopped follower holds a send back', async () => {
+  let L; let F1; let F2; let P; let producer;
+  try {
+    L = await leader('n1', ['n1', 'n2', 'n3'], 3);
+    F1 = await follower('n2', L);
+    F2 = await follower('n3', L);
+    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
+    producer = await startProducer(P, [T]);
+    await producer.send({ topic: T, body: Buffer.from('warm') });
+    await heldBack(producer, [F2], 'gated');
   } finally {
     await shutdownQuietly(producer);
     await stopAll(P, F2, F1, L);
