@@ -17,14 +17,18 @@
  * rs/<k>/isr = "0:<all members>" (every replica is empty, so in sync); a
  * set still forming has no isr key, so its members never campaign.
  *
- * Election.  Members campaign through gt_elect with require_isr: only a
- * node listed in the isr key can win, the winner's rs/<k>/leader sits
- * under its lease and rs/<k>/epoch grows by one (at most one leader per
- * epoch of a set).  The winner then writes, in one transaction comparing
- * the epoch and leader keys (so a fenced node cannot), the in-sync set of
- * its epoch ("E:" + the old set's members that are still registered,
- * itself included) and appends "E@<commitlog end>" to rs/<k>/history;
- * then it calls ss_repl_lead().
+ * Election.  Members campaign through gt_elect with require_isr and
+ * positions: while nobody leads, a follower stops fetching and each member
+ * of the isr key puts rs/<k>/pos/<id> (ss_repl_elect_key, under its
+ * lease); only a listed node whose position is the highest of enough
+ * members' (gt_elect.h, "Positions") can win, the winner's
+ * rs/<k>/leader sits under its lease and rs/<k>/epoch grows by one (at
+ * most one leader per epoch of a set).  The winner then writes, in one
+ * transaction comparing the epoch and leader keys (so a fenced node
+ * cannot), the in-sync set of its epoch ("E:" + itself and the old set's
+ * members that are still registered and put a position equal to its own)
+ * and appends "E@<commitlog end>" to rs/<k>/history; then it calls
+ * ss_repl_lead().
  *
  * Roles.  A watch on rs/<k>/ wakes the control; it re-reads the
  * replica set's keys and reconciles: a leader key held by another node

@@ -22,9 +22,14 @@
  * Gating.  Every answer of a store call goes through ss_repl_reply(): it
  * captures the engine's marks (commitlog end, state log generation and
  * length) after the operation completed and holds the packed answer until
- * every other in-sync member acknowledged past them.  A later stream
- * (generation) holds everything of the earlier ones once the follower has
- * its first swap_len bytes (then it swapped it in).
+ * q = max(min_insync, a majority) of the in-sync set hold them (the
+ * leader counts; a member the control is removing does not: "leaving")
+ * and every joining follower does.  A later stream (generation) holds
+ * everything of the earlier ones once the follower has its first
+ * swap_len bytes (then it swapped it in).  Which member may then win an
+ * election is decided by position (docs/cluster.md, "Positions"); answers
+ * ship state log records only with the commitlog complete up to their
+ * marks, which is what makes positions comparable.
  *
  * Joining.  A follower outside the in-sync set is reported caught up only
  * from the leader thread's pass that sees it hold the current marks, and
@@ -285,10 +290,10 @@ static int isr_count(ss_repl_t *r, const char *skip, uint64_t cl, int64_t gen,
     return n;
 }
 
-/* mu held: may an answer made at marks (cl, gen, end) go?  Once
- * min_insync members of the in-sync set hold them (the leader among them;
- * members leaving the set do not count) and every joining follower does
- * (it is about to be listed: see "Joining"). */
+/* mu held: may an answer made at marks (cl, gen, end) go?  Once a quorum
+ * of the in-sync set holds them (the leader among them; members leaving
+ * the set do not count) and every joining follower does (it is about to
+ * be listed: see "Joining"). */
 static bool isr_holds(ss_repl_t *r, uint64_t cl, int64_t gen, uint64_t end)
 {
     for (size_t i = 0; i < r->n_joining; i++) {
