@@ -544,8 +544,10 @@ static const cfg_desc_t cfg_cluster_keys[] = {
      .def = "2", .min = 1, .max = 16,
      .doc = "Writes (appends and every consumption-state change) are "
             "answered only while the in-sync set has at least this many "
-            "members, the leader included, and only once every member "
-            "holds them durably; fewer: a retriable error."},
+            "members, the leader included, and only once max(this, a "
+            "majority of the in-sync set) members hold them durably "
+            "(docs/cluster.md, \"Acknowledging at a quorum\"); fewer "
+            "members: a retriable error."},
     {.key = "replica_lag_ms", .type = CFG_T_INT,
      CFG_FIELD(cfg_t, cluster.replica_lag_ms), .def = "5000", .min = 100,
      .max = 600000,

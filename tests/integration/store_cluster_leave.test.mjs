@@ -156,7 +156,7 @@ test('a lagging member holding acknowledged writes is not dropped before one tha
   assert.equal(w.resp.err, 'OK', 'answered by n1 and n2');
   await X.unfollow();
 
-  await waitFor(async () => (await isrIds()).join(',') === 'n1', scaled(60000) + LAG_MS,
+  await waitFor(async () => (await isrIds()).join(',') === 'n1', 63000,
     'both dropped from the in-sync set', 100);
   const sets = [...n1.log().matchAll(/in-sync set of epoch \d+: (\S+) \((\S+) lagging\)/g)]
     .map((m) => `${m[1]} (${m[2]})`);
