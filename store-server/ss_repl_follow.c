@@ -56,6 +56,7 @@ struct ss_follow {
     uint64_t cl_next;
     uint64_t seg_base;
     int seg_fd;                /* segment cl_next is in; -1 none */
+    uint64_t seg_wb, seg_drop; /* its offsets: written back from, kept from */
     bool seg_dirty, dir_dirty;
     int ck_fd;
     uint64_t ck_seq;
@@ -106,6 +107,33 @@ static void seg_close(ss_follow_t *f)
     if (f->seg_fd >= 0)
         close(f->seg_fd);
     f->seg_fd = -1;
+    f->seg_wb = f->seg_drop = 0;
+}
+
+/* A follower does not read its commitlog while it follows, so its pages
+ * need not stay cached: every SS_DROP_STEP bytes, the range written since
+ * the last step is handed to writeback, and the range handed over the step
+ * before (written back by now, or skipped: the kernel drops only clean
+ * pages) is dropped from the page cache.  New pages are then recycled
+ * ones: on a VM that reports free memory to its host, writes into pages
+ * not touched for seconds cost several times the copy (docs/cluster.md,
+ * "Figures"), and the cache stays the leader's hot data's. */
+#define SS_DROP_STEP (8u << 20)
+
+static void seg_drop_behind(ss_follow_t *f)
+{
+    uint64_t end = f->cl_next - f->seg_base;
+
+    if (f->seg_fd < 0 || end < f->seg_wb + SS_DROP_STEP)
+        return;
+    if (f->seg_wb > f->seg_drop)
+        (void)posix_fadvise(f->seg_fd, (off_t)f->seg_drop,
+                            (off_t)(f->seg_wb - f->seg_drop),
+                            POSIX_FADV_DONTNEED);
+    f->seg_drop = f->seg_wb;
+    (void)sync_file_range(f->seg_fd, (off_t)f->seg_wb,
+                          (off_t)(end - f->seg_wb), SYNC_FILE_RANGE_WRITE);
+    f->seg_wb = end;
 }
 
 /* Opens the segment holding cl_next (the last one at or below it). */
@@ -126,6 +154,7 @@ static gt_err_t seg_open_cur(ss_follow_t *f)
         ss_seg_path(f->dir, f->seg_base, p, sizeof(p));
         if ((f->seg_fd = open(p, O_RDWR)) < 0)
             rc = GT_EIO;
+        f->seg_wb = f->seg_drop = f->cl_next - f->seg_base;
     }
     free(bases);
     return rc;
@@ -265,6 +294,7 @@ static gt_err_t apply_chunk(ss_follow_t *f,
         return rc;
     f->seg_dirty = true;
     f->cl_next = base + off + len;
+    seg_drop_behind(f);
     return GT_OK;
 }
 
