@@ -113,11 +113,12 @@ static void seg_close(ss_follow_t *f)
 /* A follower does not read its commitlog while it follows, so its pages
  * need not stay cached: every SS_DROP_STEP bytes, the range written since
  * the last step is handed to writeback, and the range handed over the step
- * before (written back by now, or skipped: the kernel drops only clean
- * pages) is dropped from the page cache.  New pages are then recycled
- * ones: on a VM that reports free memory to its host, writes into pages
- * not touched for seconds cost several times the copy (docs/cluster.md,
- * "Figures"), and the cache stays the leader's hot data's. */
+ * before is dropped from the page cache once written back (a wait only
+ * when the disk is more than a step behind; the kernel drops clean pages
+ * only).  New pages are then recycled ones: on a VM that reports free
+ * memory to its host, a write into pages not touched for seconds costs
+ * several times the copy (docs/cluster.md, "Where the time goes"), and
+ * the cache stays the leader's hot data's. */
 #define SS_DROP_STEP (8u << 20)
 
 static void seg_drop_behind(ss_follow_t *f)
@@ -126,10 +127,14 @@ static void seg_drop_behind(ss_follow_t *f)
 
     if (f->seg_fd < 0 || end < f->seg_wb + SS_DROP_STEP)
         return;
-    if (f->seg_wb > f->seg_drop)
+    if (f->seg_wb > f->seg_drop) {
+        (void)sync_file_range(f->seg_fd, (off_t)f->seg_drop,
+                              (off_t)(f->seg_wb - f->seg_drop),
+                              SYNC_FILE_RANGE_WAIT_BEFORE);
         (void)posix_fadvise(f->seg_fd, (off_t)f->seg_drop,
                             (off_t)(f->seg_wb - f->seg_drop),
                             POSIX_FADV_DONTNEED);
+    }
     f->seg_drop = f->seg_wb;
     (void)sync_file_range(f->seg_fd, (off_t)f->seg_wb,
                           (off_t)(end - f->seg_wb), SYNC_FILE_RANGE_WRITE);
