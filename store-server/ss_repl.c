@@ -1,5 +1,6 @@
 /* ss_repl: roles of a gantry-store node in its replica set and the
- * leader's side of replication (docs/store-protocol.md "Replication", contract in ss_repl.h).
+ * leader's side of replication (docs/store-protocol.md "Replication", contract in ss_repl.h;
+ * the fetch answers themselves are built in ss_repl_ship.c).
  *
  * Leader.  A ReplicaFetch is handled on the RPC thread it arrives on:
  * it records what the follower acknowledged (a request acknowledges every
@@ -56,93 +57,11 @@
 
 #include "gt_log.h"
 #include "ss_int.h"
-#include "ss_repl_int.h"
-
-typedef Gantry__Store__V1__ReplicaFetchRequest ss_fetch_req_t;
-typedef Gantry__Store__V1__ReplicaFetchResponse ss_fetch_resp_t;
-
-typedef struct ss_peer {
-    char id[SS_REPL_ID_MAX];
-    uint64_t cl;             /* commitlog acknowledged */
-    int64_t st_gen;          /* state stream held durably (-1: none) */
-    uint64_t st_off;
-    int64_t last_fetch_ms;
-    int64_t caught_up_ms;    /* last time it held everything */
-    bool caught_up, lagging; /* as last reported */
-    bool fresh;              /* a request since the last peers_check */
-} ss_peer_t;
-
-typedef struct ss_gate {
-    struct ss_gate *next;
-    px_call_t *call;
-    uint64_t cl;
-    int64_t gen;
-    uint64_t st_end;
-    size_t len;
-    uint8_t data[];
-} ss_gate_t;
-
-typedef struct ss_fetch {
-    struct ss_fetch *next;
-    px_call_t *call;
-    bool stream;             /* a ReplicaStream message (answered with a
-                                message on it) or a unary ReplicaFetch */
-    char node_id[SS_REPL_ID_MAX];
-    int64_t epoch, last_epoch, state_epoch;
-    uint64_t cl_next, state_ino, state_offset;
-    uint32_t max_bytes;
-    int64_t deadline;
-} ss_fetch_t;
-
-typedef struct ss_stream {
-    int64_t gen;
-    uint64_t ino, base_len;
-} ss_stream_t;
-
-struct ss_repl {
-    ss_repl_config_t cfg;
-    char node_id[SS_REPL_ID_MAX];
-    char *dir;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_cond_t serve_cv;    /* serving dropped to 0 (not cv: that
-                                   would wake the leader thread after
-                                   every answer) */
-    pthread_mutex_t role_mu;    /* serialises role changes */
-    ss_role_t role;
-    int64_t epoch;
-    st_store_t *local;          /* the engine, open while leader */
-    ss_hist_t hist;
-    /* leader */
-    char isr[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX];
-    size_t n_isr;
-    char joining[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX]; /* gated, not in isr */
-    size_t n_joining;
-    char leaving[SS_REPL_MAX_PEERS][SS_REPL_ID_MAX]; /* in isr, not counted */
-    size_t n_leaving;
-    uint64_t ack_cl;            /* the marks of the latest answer released */
-    int64_t ack_gen;
-    uint64_t ack_end;
-    ss_peer_t peers[SS_REPL_MAX_PEERS];
-    size_t n_peers;
-    ss_gate_t *gates, **gates_tail;
-    ss_fetch_t *parked;         /* waiting for data or their deadline */
-    _Atomic size_t n_parked;    /* accepted, not answered yet */
-    int serving;                /* threads answering claimed fetches */
-    int64_t lwake_at;           /* the leader thread's next pass */
-    int64_t tick_ms;            /* its pace without parked fetches */
-    ss_stream_t streams[SS_REPL_MAX_STREAMS];
-    size_t n_streams;
-    bool kick, lstop, lthread_on;
-    pthread_t lthread;
-    /* follower */
-    ss_follow_t *fol;
-    uint64_t cl_end_known;      /* standby: scanned at start */
-};
+#include "ss_repl_lead.h"
 
 /* ---- small helpers ---- */
 
-static void finish_unavailable(px_call_t *call)
+void ss_lead_unavailable(px_call_t *call)
 {
     px_call_finish(call, GRPC_STATUS_UNAVAILABLE, "not leader");
 }
@@ -185,7 +104,7 @@ void ss_repl_get_hist(ss_repl_t *r, ss_hist_t *h)
 
 /* mu held.  Registers the marks' state stream (first seen: its length
  * then is what a follower must hold before swapping it in). */
-static const ss_stream_t *stream_note(ss_repl_t *r, const st_repl_marks_t *m)
+const ss_stream_t *ss_lead_stream_note(ss_repl_t *r, const st_repl_marks_t *m)
 {
     for (size_t i = r->n_streams; i > 0; i--)
         if (r->streams[i - 1].gen == (int64_t)m->state_gen)
@@ -225,7 +144,7 @@ static ss_peer_t *peer_get(ss_repl_t *r, const char *id, bool create)
     return p;
 }
 
-static uint64_t mark_cl(const ss_repl_t *r, const st_repl_marks_t *m)
+uint64_t ss_lead_mark_cl(const ss_repl_t *r, const st_repl_marks_t *m)
 {
     return r->cfg.flush_async ? m->cl_written : m->cl_synced;
 }
@@ -376,7 +295,7 @@ static void gates_answer(ss_gate_t *g, int how)
         } else if (how == GATE_AGAIN) {
             reply_again(rev->call);
         } else {
-            finish_unavailable(rev->call);
+            ss_lead_unavailable(rev->call);
         }
         px_call_unref(rev->call);
         free(rev);
@@ -386,11 +305,9 @@ static void gates_answer(ss_gate_t *g, int how)
 
 /* ---- gating (store answers) ---- */
 
-static void serve_claimed(ss_repl_t *r, ss_fetch_t *list);
-
 /* mu held: takes every parked fetch for the caller to answer
- * (serve_claimed), counted in r->serving when there are any. */
-static ss_fetch_t *claim_parked(ss_repl_t *r)
+ * (ss_lead_serve_claimed), counted in r->serving when there are any. */
+ss_fetch_t *ss_lead_claim(ss_repl_t *r)
 {
     ss_fetch_t *claimed = r->parked;
 
@@ -417,7 +334,7 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     pthread_mutex_lock(&r->mu);
     if (r->role != SS_ROLE_LEADER || r->local == NULL) {
         pthread_mutex_unlock(&r->mu);
-        finish_unavailable(call);
+        ss_lead_unavailable(call);
         return;
     }
     if (!isr_enough(r)) {
@@ -426,9 +343,9 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
         return;
     }
     st_local_repl_marks(r->local, &m);
-    stream_note(r, &m);
-    if (isr_holds(r, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
-        acked_note(r, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end);
+    ss_lead_stream_note(r, &m);
+    if (isr_holds(r, ss_lead_mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
+        acked_note(r, ss_lead_mark_cl(r, &m), (int64_t)m.state_gen, m.state_end);
         pthread_mutex_unlock(&r->mu);
         px_call_reply(call, data, len);
         return;
@@ -440,7 +357,7 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     }
     g->next = NULL;
     g->call = call;
-    g->cl = mark_cl(r, &m);
+    g->cl = ss_lead_mark_cl(r, &m);
     g->gen = (int64_t)m.state_gen;
     g->st_end = m.state_end;
     g->len = len;
@@ -451,14 +368,14 @@ void ss_repl_reply(ss_repl_t *r, px_call_t *call, const uint8_t *data,
     /* followers waiting for data get it from this thread (no hand-off);
      * fetches claimed by another thread meanwhile: that thread checks the
      * marks again before parking them, the leader thread is the backstop */
-    ss_fetch_t *claimed = claim_parked(r);
+    ss_fetch_t *claimed = ss_lead_claim(r);
     if (claimed == NULL && atomic_load(&r->n_parked) > 0 && !r->kick) {
         r->kick = true;
         pthread_cond_broadcast(&r->cv);
     }
     pthread_mutex_unlock(&r->mu);
     if (claimed != NULL)
-        serve_claimed(r, claimed);
+        ss_lead_serve_claimed(r, claimed);
 }
 
 /* ---- ReplicaFetch ---- */
@@ -473,7 +390,7 @@ static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
         return;
     /* A log that is not ours past some point (the answer will be a
      * truncation) acknowledges only the common part before it. */
-    uint64_t cl = f->cl_next, cut = mark_cl(r, m);
+    uint64_t cl = f->cl_next, cut = ss_lead_mark_cl(r, m);
     for (size_t i = 0; i < r->hist.n; i++) {
         if (r->hist.e[i].epoch > f->last_epoch) {
             if (r->hist.e[i].pos < cut)
@@ -495,7 +412,7 @@ static void peer_ack(ss_repl_t *r, const ss_fetch_t *f,
             p->st_off = f->state_offset;
         }
     }
-    if (p->cl >= mark_cl(r, m) && p->st_gen == (int64_t)m->state_gen &&
+    if (p->cl >= ss_lead_mark_cl(r, m) && p->st_gen == (int64_t)m->state_gen &&
         p->st_off >= m->state_end)
         p->caught_up_ms = now;
 }
@@ -509,7 +426,7 @@ static void fetch_in(px_call_t *call, ProtobufCMessage *msg, bool stream)
     if (r == NULL || req->node_id == NULL || req->node_id[0] == '\0' ||
         strlen(req->node_id) >= SS_REPL_ID_MAX) {
         if (r == NULL)
-            finish_unavailable(call);
+            ss_lead_unavailable(call);
         else
             px_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT, "node_id");
         return;
@@ -541,7 +458,7 @@ static void fetch_in(px_call_t *call, ProtobufCMessage *msg, bool stream)
         if (leader)
             px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "too many fetches");
         else
-            finish_unavailable(call);
+            ss_lead_unavailable(call);
         return;
     }
     px_call_ref(call);
@@ -553,7 +470,7 @@ static void fetch_in(px_call_t *call, ProtobufCMessage *msg, bool stream)
     if (f->epoch == r->epoch) {
         st_repl_marks_t m;
         st_local_repl_marks(r->local, &m);
-        stream_note(r, &m);
+        ss_lead_stream_note(r, &m);
         peer_ack(r, f, &m, now);
         gates_take(r, false, &ready);
         /* Caught up now (it holds m), not reported yet.  Outside the
@@ -563,7 +480,7 @@ static void fetch_in(px_call_t *call, ProtobufCMessage *msg, bool stream)
          * its other reports. */
         ss_peer_t *p = peer_get(r, f->node_id, false);
         if (p != NULL && !p->caught_up &&
-            peer_has(p, mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
+            peer_has(p, ss_lead_mark_cl(r, &m), (int64_t)m.state_gen, m.state_end)) {
             if (!gated(r, p->id) && r->cfg.events.peer_changed != NULL &&
                 r->n_joining < SS_REPL_MAX_PEERS)
                 snprintf(r->joining[r->n_joining++], SS_REPL_ID_MAX, "%s",
@@ -578,7 +495,7 @@ static void fetch_in(px_call_t *call, ProtobufCMessage *msg, bool stream)
     pthread_mutex_unlock(&r->mu);
     gates_answer(ready, GATE_SEND);
     f->next = NULL;
-    serve_claimed(r, f);
+    ss_lead_serve_claimed(r, f);
 }
 
 void ss_repl_fetch(px_call_t *call, ProtobufCMessage *msg)
@@ -621,7 +538,7 @@ static size_t peers_check(ss_repl_t *r, int64_t now,
              * no use waiting for it */
             p->caught_up = false; /* reported when it joins */
             up = r->cfg.events.peer_changed != NULL && p->fresh &&
-                 peer_has(p, mark_cl(r, m), (int64_t)m->state_gen,
+                 peer_has(p, ss_lead_mark_cl(r, m), (int64_t)m->state_gen,
                           m->state_end) &&
                  r->n_joining < SS_REPL_MAX_PEERS;
             if (up)
@@ -650,436 +567,14 @@ static size_t peers_check(ss_repl_t *r, int64_t now,
     return n;
 }
 
-static uint32_t rec_len_at(const uint8_t *p, bool state)
-{
-    const uint8_t *q = state ? p : p + 4; /* state: u32 L first; GTR1: magic */
-    return (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 |
-           (uint32_t)q[3] << 24;
-}
-
-/* Reads whole records of [off, limit) of fd (which holds only whole
- * records there) into a new buffer of about `budget` bytes, at least one
- * record.  off 0 includes the file header (hdr bytes). */
-static gt_err_t read_records(int fd, uint64_t off, uint64_t limit,
-                             size_t budget, size_t hdr, bool state,
-                             uint8_t **out, size_t *len)
-{
-    uint64_t avail = limit - off;
-    size_t start = off == 0 ? hdr : 0;
-    size_t want = avail < budget ? (size_t)avail : budget;
-    uint8_t *b;
-
-    *out = NULL;
-    *len = 0;
-    if (want < start + 8)
-        want = avail < start + 8 ? (size_t)avail : start + 8;
-    for (;;) {
-        size_t at = start;
-        if ((b = malloc(want > 0 ? want : 1)) == NULL)
-            return GT_ENOMEM;
-        if (pread(fd, b, want, (off_t)off) != (ssize_t)want) {
-            free(b);
-            return GT_EIO;
-        }
-        while (at + 8 <= want) {
-            uint32_t l = rec_len_at(b + at, state);
-            if (l < 8 || at + l > want)
-                break;
-            at += l;
-        }
-        if (at > start || want == avail || at + 8 > want) {
-            *out = b;
-            *len = at;
-            return GT_OK;
-        }
-        /* the first record is larger than the budget: read all of it */
-        uint32_t l = rec_len_at(b + at, state);
-        free(b);
-        if (l < 8 || start + l > avail)
-            return GT_ECORRUPT;
-        want = start + l;
-    }
-}
-
-typedef struct ss_resp_buf {
-    ss_fetch_resp_t resp;
-    Gantry__Store__V1__CommitlogChunk chunks[16], *pchunks[16];
-    Gantry__Store__V1__EpochStart hist[SS_REPL_MAX_HIST], *phist[SS_REPL_MAX_HIST];
-    uint8_t *bufs[17];
-    size_t nbufs;
-} ss_resp_buf_t;
-
-static void resp_free(ss_resp_buf_t *b)
-{
-    for (size_t i = 0; i < b->nbufs; i++)
-        free(b->bufs[i]);
-    b->nbufs = 0;
-}
-
-/* The leader's state log fd for stream `ino` (opened by path; -1 when the
- * file at the path is another one: a swap in progress). */
-typedef struct ss_lstate {
-    int fd;
-    uint64_t ino;
-} ss_lstate_t;
-
-static int lstate_fd(ss_repl_t *r, ss_lstate_t *ls, uint64_t ino)
-{
-    char path[4096];
-    struct stat sb;
-    int fd;
-
-    if (ls->fd >= 0 && ls->ino == ino)
-        return ls->fd;
-    snprintf(path, sizeof(path), "%s/state.log", r->dir);
-    if ((fd = open(path, O_RDONLY)) < 0)
-        return -1;
-    if (fstat(fd, &sb) != 0 || (uint64_t)sb.st_ino != ino) {
-        close(fd);
-        return -1;
-    }
-    if (ls->fd >= 0)
-        close(ls->fd);
-    ls->fd = fd;
-    ls->ino = ino;
-    return fd;
-}
-
-/* Builds the answer to f from the marks.  Returns true when it has
- * something (data, truncation, a new stream). */
-static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
-                  const st_repl_marks_t *m, const ss_hist_t *hist,
-                  const ss_stream_t *cur, int64_t epoch, ss_resp_buf_t *b)
-{
-    ss_fetch_resp_t *resp = &b->resp;
-    uint64_t *bases = NULL;
-    size_t nseg = 0, budget = f->max_bytes;
-    uint64_t P = f->cl_next, S = mark_cl(r, m);
-    bool some = false;
-
-    gantry__store__v1__replica_fetch_response__init(resp);
-    resp->leader_epoch = epoch;
-    resp->cl_synced = S;
-    for (size_t i = 0; i < hist->n; i++) {
-        gantry__store__v1__epoch_start__init(&b->hist[i]);
-        b->hist[i].epoch = hist->e[i].epoch;
-        b->hist[i].cl_pos = hist->e[i].pos;
-        b->phist[i] = &b->hist[i];
-    }
-    resp->n_history = hist->n;
-    resp->history = b->phist;
-    if (ss_segs_list(r->dir, &bases, &nseg) == GT_OK && nseg > 0)
-        resp->first_segment = bases[0];
-    /* divergence: the follower's tail after its last epoch is not ours */
-    for (size_t i = 0; i < hist->n; i++) {
-        if (hist->e[i].epoch > f->last_epoch) {
-            if (P > hist->e[i].pos) {
-                resp->truncate = true;
-                resp->truncate_to = hist->e[i].pos;
-            }
-            break;
-        }
-    }
-    if (!resp->truncate && P > S) {
-        resp->truncate = true;
-        resp->truncate_to = S;
-    }
-    if (resp->truncate) {
-        free(bases);
-        return true;
-    }
-    /* commitlog chunks */
-    while (budget > 0 && resp->n_chunks < 16) {
-        size_t i = nseg;
-        while (i > 0 && bases[i - 1] > P)
-            i--;
-        if (i == 0) {
-            if (nseg == 0 || bases[0] > S)
-                break;
-            P = bases[0];
-            i = 1;
-        }
-        uint64_t base = bases[i - 1];
-        bool last = i == nseg || bases[i] > S;
-        char path[4096];
-        struct stat sb;
-        ss_seg_path(r->dir, base, path, sizeof(path));
-        int fd = open(path, O_RDONLY);
-        if (fd < 0 || fstat(fd, &sb) != 0) {
-            if (fd >= 0)
-                close(fd);
-            break;
-        }
-        uint64_t limit = (uint64_t)sb.st_size;
-        if (last && S - base < limit)
-            limit = S > base ? S - base : 0;
-        uint64_t off = P - base;
-        if (off < limit) {
-            uint8_t *data;
-            size_t len;
-            gt_err_t rc = read_records(fd, off, limit, budget, 64, false,
-                                       &data, &len);
-            close(fd);
-            if (rc != GT_OK || len == 0) {
-                free(data);
-                if (rc != GT_OK)
-                    GT_LOG(WARN, "repl", "cannot read %s at %llu: %s", path,
-                           (unsigned long long)off, gt_err_str(rc));
-                break;
-            }
-            Gantry__Store__V1__CommitlogChunk *c = &b->chunks[resp->n_chunks];
-            gantry__store__v1__commitlog_chunk__init(c);
-            c->segment_base = base;
-            c->file_offset = off;
-            c->data.data = data;
-            c->data.len = len;
-            b->bufs[b->nbufs++] = data;
-            b->pchunks[resp->n_chunks++] = c;
-            P += len;
-            budget = len < budget ? budget - len : 0;
-            some = true;
-            continue;
-        }
-        close(fd);
-        if (last)
-            break;
-        P = bases[i];
-    }
-    resp->chunks = b->pchunks;
-    free(bases);
-    /* state log: only with the commitlog complete up to S (the marks'),
-     * so that a follower never holds state records written after commitlog
-     * it lacks (docs/cluster.md, "Positions"); the next answer has it */
-    if (P < S)
-        return some;
-    resp->state_epoch = epoch;
-    resp->state_gen = cur->gen;
-    resp->state_ino = cur->ino;
-    bool same = f->state_epoch == epoch && f->state_ino == cur->ino &&
-                f->state_offset <= m->state_end;
-    uint64_t soff = same ? f->state_offset : 0;
-    resp->state_offset = soff;
-    if (!same) {
-        resp->state_swap_len = cur->base_len;
-        some = true;
-    }
-    if (soff < m->state_end) {
-        int fd = lstate_fd(r, ls, cur->ino);
-        uint8_t *data = NULL;
-        size_t len = 0;
-        if (fd >= 0 && read_records(fd, soff, m->state_end, f->max_bytes, 8,
-                                    true, &data, &len) == GT_OK && len > 0) {
-            resp->state_data.data = data;
-            resp->state_data.len = len;
-            b->bufs[b->nbufs++] = data;
-            some = true;
-        } else {
-            free(data);
-            if (!same) /* the file is being swapped: next time */
-                some = false;
-        }
-    }
-    return some;
-}
-
-/* Cheap test before build(): the follower holds everything already. */
-static bool nothing_new(ss_repl_t *r, const ss_fetch_t *f,
-                        const st_repl_marks_t *m, const ss_hist_t *hist,
-                        const ss_stream_t *cur, int64_t epoch)
-{
-    if (f->cl_next != mark_cl(r, m) || f->state_epoch != epoch ||
-        f->state_ino != cur->ino || f->state_offset != m->state_end)
-        return false;
-    for (size_t i = 0; i < hist->n; i++)
-        if (hist->e[i].epoch > f->last_epoch)
-            return f->cl_next <= hist->e[i].pos;
-    return true;
-}
-
-static void fetch_answer(ss_repl_t *r, ss_fetch_t *f, ss_resp_buf_t *b)
-{
-    if (f->stream)
-        px_call_send_pb(f->call, &b->resp.base);
-    else
-        px_call_reply_pb(f->call, &b->resp.base);
-    px_call_unref(f->call);
-    free(f);
-    atomic_fetch_sub(&r->n_parked, 1);
-}
-
-static void fetches_fail(ss_repl_t *r, ss_fetch_t *list)
-{
-    while (list != NULL) {
-        ss_fetch_t *n = list->next;
-        finish_unavailable(list->call);
-        px_call_unref(list->call);
-        free(list);
-        atomic_fetch_sub(&r->n_parked, 1);
-        list = n;
-    }
-}
-
-static bool marks_same(const st_repl_marks_t *a, const st_repl_marks_t *b)
-{
-    return a->cl_written == b->cl_written && a->cl_synced == b->cl_synced &&
-           a->state_gen == b->state_gen && a->state_end == b->state_end;
-}
-
-/* What a thread answering fetches needs (the leader thread keeps one). */
-typedef struct ss_work {
-    ss_resp_buf_t b;
-    ss_hist_t hist;
-    ss_lstate_t ls;
-} ss_work_t;
-
-/* The caller counts in r->serving and holds the fetches of `list` (off
- * r->parked, still in n_parked).  Answers those that have something (or
- * are due) from the marks now, parks the others again unless the marks
- * moved meanwhile (then looks again), or answers "not leader" when the
- * node stopped leading.  Drops the caller's r->serving count. */
-static void fetches_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
-{
-    while (list != NULL) {
-        st_repl_marks_t m;
-        ss_stream_t cur;
-        int64_t now, epoch;
-
-        pthread_mutex_lock(&r->mu);
-        if (r->role != SS_ROLE_LEADER || r->local == NULL || r->lstop) {
-            pthread_mutex_unlock(&r->mu);
-            fetches_fail(r, list);
-            list = NULL;
-            break;
-        }
-        st_local_repl_marks(r->local, &m);
-        cur = *stream_note(r, &m);
-        w->hist.n = r->hist.n;
-        memcpy(w->hist.e, r->hist.e, r->hist.n * sizeof(r->hist.e[0]));
-        epoch = r->epoch;
-        pthread_mutex_unlock(&r->mu);
-        now = ss_repl_now_ms();
-
-        ss_fetch_t *keep = NULL, **kt = &keep;
-        while (list != NULL) {
-            ss_fetch_t *f = list;
-            ss_resp_buf_t *b = &w->b;
-            list = f->next;
-            f->next = NULL;
-            bool fenced = f->epoch != epoch, go;
-            if (f->epoch > epoch)
-                ss_repl_newer_epoch(r, f->epoch);
-            b->nbufs = 0;
-            if (fenced) {
-                gantry__store__v1__replica_fetch_response__init(&b->resp);
-                b->resp.err = GANTRY__STORE__V1__ERROR_CODE__AGAIN;
-                b->resp.leader_epoch = epoch;
-                go = true;
-            } else if (nothing_new(r, f, &m, &w->hist, &cur, epoch)) {
-                go = f->deadline <= now;
-                if (go) /* the empty answer (history, ends) */
-                    build(r, &w->ls, f, &m, &w->hist, &cur, epoch, b);
-            } else {
-                go = build(r, &w->ls, f, &m, &w->hist, &cur, epoch, b) ||
-                     f->deadline <= now;
-            }
-            if (go)
-                fetch_answer(r, f, b);
-            else {
-                *kt = f;
-                kt = &f->next;
-            }
-            resp_free(b);
-        }
-        if (keep == NULL)
-            break;
-        pthread_mutex_lock(&r->mu);
-        if (r->role != SS_ROLE_LEADER || r->local == NULL || r->lstop) {
-            pthread_mutex_unlock(&r->mu);
-            fetches_fail(r, keep);
-            break;
-        }
-        st_repl_marks_t m2;
-        st_local_repl_marks(r->local, &m2);
-        if (!marks_same(&m, &m2)) { /* new data meanwhile: look again */
-            pthread_mutex_unlock(&r->mu);
-            list = keep;
-            continue;
-        }
-        bool wake = false;
-        for (ss_fetch_t *f = keep; f != NULL; f = f->next)
-            wake = wake || f->deadline < r->lwake_at;
-        *kt = r->parked;
-        r->parked = keep;
-        if (wake && !r->kick) {
-            r->kick = true;
-            pthread_cond_broadcast(&r->cv);
-        }
-        pthread_mutex_unlock(&r->mu);
-    }
-    pthread_mutex_lock(&r->mu);
-    if (--r->serving == 0)
-        pthread_cond_broadcast(&r->serve_cv);
-    pthread_mutex_unlock(&r->mu);
-}
-
-/* From a store or RPC thread (r->serving counted). */
-static void serve_claimed(ss_repl_t *r, ss_fetch_t *list)
-{
-    ss_work_t *w = malloc(sizeof(*w));
-
-    if (w == NULL) { /* the leader thread answers them */
-        pthread_mutex_lock(&r->mu);
-        ss_fetch_t **t = &list;
-        while (*t != NULL)
-            t = &(*t)->next;
-        *t = r->parked;
-        r->parked = list;
-        r->kick = true;
-        if (--r->serving == 0)
-            pthread_cond_broadcast(&r->serve_cv);
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
-        return;
-    }
-    w->ls.fd = -1;
-    w->ls.ino = 0;
-    fetches_serve(r, list, w);
-    if (w->ls.fd >= 0)
-        close(w->ls.fd);
-    free(w);
-}
-
-/* The engine's writer thread, records just became shippable
- * (st_local_on_written): parked fetches are answered from here, one
- * thread hand-off earlier than from the store answer that will gate on
- * them (ss_repl_reply), which then finds them taken. */
-static void on_written(void *arg)
-{
-    ss_repl_t *r = arg;
-
-    if (atomic_load(&r->n_parked) == 0)
-        return;
-    pthread_mutex_lock(&r->mu);
-    ss_fetch_t *claimed = NULL;
-    if (r->role == SS_ROLE_LEADER && r->local != NULL && !r->lstop)
-        claimed = claim_parked(r);
-    pthread_mutex_unlock(&r->mu);
-    if (claimed != NULL)
-        serve_claimed(r, claimed);
-}
-
 /* The leader thread: answers fetches whose deadline comes, reports
  * followers' transitions (peers_check) and backs up the other threads
  * (a kick: look at the parked fetches again). */
 static void *leader_main(void *arg)
 {
     ss_repl_t *r = arg;
-    ss_work_t *w = malloc(sizeof(*w));
+    ss_work_t *w = ss_lead_work_new();
 
-    if (w != NULL) {
-        w->ls.fd = -1;
-        w->ls.ino = 0;
-    }
     pthread_mutex_lock(&r->mu);
     while (!r->lstop && w != NULL) {
         st_repl_marks_t m;
@@ -1090,7 +585,7 @@ static void *leader_main(void *arg)
 
         r->kick = false;
         st_local_repl_marks(r->local, &m);
-        stream_note(r, &m);
+        ss_lead_stream_note(r, &m);
         gates_take(r, false, &ready);
         nev = peers_check(r, now, &m, ev, SS_REPL_MAX_PEERS);
         ss_repl_events_t evs = r->cfg.events;
@@ -1103,7 +598,7 @@ static void *leader_main(void *arg)
         for (size_t i = 0; i < nev; i++)
             if (evs.peer_changed != NULL)
                 evs.peer_changed(evs.arg, &ev[i]);
-        fetches_serve(r, claimed, w);
+        ss_lead_serve(r, claimed, w);
 
         pthread_mutex_lock(&r->mu);
         int64_t next_wake = ss_repl_now_ms() + r->tick_ms;
@@ -1131,10 +626,8 @@ static void *leader_main(void *arg)
     ss_fetch_t *rest = r->parked;
     r->parked = NULL;
     pthread_mutex_unlock(&r->mu);
-    fetches_fail(r, rest);
-    if (w != NULL && w->ls.fd >= 0)
-        close(w->ls.fd);
-    free(w);
+    ss_lead_fail(r, rest);
+    ss_lead_work_free(w);
     return NULL;
 }
 
@@ -1265,7 +758,7 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
         pthread_mutex_unlock(&r->role_mu);
         return rc;
     } else {
-        st_local_on_written(local, on_written, r);
+        st_local_on_written(local, ss_lead_on_written, r);
     }
     st_local_repl_marks(local, &m);
     if ((h = malloc(sizeof(*h))) == NULL) {
@@ -1310,11 +803,11 @@ gt_err_t ss_repl_lead(ss_repl_t *r, int64_t epoch, const char *const *isr,
     r->n_joining = 0;
     r->n_leaving = 0;
     /* what earlier epochs acknowledged: all of the log it starts from */
-    r->ack_cl = mark_cl(r, &m);
+    r->ack_cl = ss_lead_mark_cl(r, &m);
     r->ack_gen = (int64_t)m.state_gen;
     r->ack_end = m.state_end;
     r->role = SS_ROLE_LEADER;
-    stream_note(r, &m);
+    ss_lead_stream_note(r, &m);
     r->lstop = false;
     r->tick_ms = 1000;
     r->lwake_at = INT64_MAX;

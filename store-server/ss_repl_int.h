@@ -1,5 +1,6 @@
 /* ss_repl internals shared by ss_repl.c (roles, leader side: ReplicaFetch,
- * gating of answers), ss_repl_follow.c (the follower's fetch loop) and
+ * gating of answers; ss_repl_ship.c builds the fetch answers, with
+ * ss_repl_lead.h between the two), ss_repl_follow.c (the follower's fetch loop) and
  * ss_repl_disk.c (files of the data directory: epoch history, segments,
  * state log scans). */
 #ifndef SS_REPL_INT_H
