@@ -55,26 +55,42 @@ gt_err_t ss_hist_load(const char *dir, ss_hist_t *h)
     return GT_OK;
 }
 
-gt_err_t ss_hist_save(const char *dir, const ss_hist_t *h)
+/* <dir>/<name> replaced by what fill writes: written to <name>.tmp,
+ * synced, renamed over it, the directory synced. */
+static gt_err_t save_synced(const char *dir, const char *name,
+                            void (*fill)(FILE *f, const void *arg),
+                            const void *arg)
 {
     char path[4096], tmp[4096];
     FILE *f;
     bool ok;
 
-    snprintf(path, sizeof(path), "%s/epochs", dir);
-    snprintf(tmp, sizeof(tmp), "%s/epochs.tmp", dir);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
     if ((f = fopen(tmp, "w")) == NULL)
         return GT_EIO;
-    for (size_t i = 0; i < h->n; i++)
-        fprintf(f, "%lld %llu\n", (long long)h->e[i].epoch,
-                (unsigned long long)h->e[i].pos);
-    ok = fflush(f) == 0 && fdatasync(fileno(f)) == 0;
+    fill(f, arg);
+    ok = fflush(f) == 0 && !ferror(f) && fdatasync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) != 0) {
         unlink(tmp);
         return GT_EIO;
     }
     return ss_sync_dir(dir);
+}
+
+static void hist_fill(FILE *f, const void *arg)
+{
+    const ss_hist_t *h = arg;
+
+    for (size_t i = 0; i < h->n; i++)
+        fprintf(f, "%lld %llu\n", (long long)h->e[i].epoch,
+                (unsigned long long)h->e[i].pos);
+}
+
+gt_err_t ss_hist_save(const char *dir, const ss_hist_t *h)
+{
+    return save_synced(dir, "epochs", hist_fill, h);
 }
 
 gt_err_t ss_stream_id_load(const char *dir, ss_stream_id_t *id)
@@ -102,28 +118,20 @@ gt_err_t ss_stream_id_load(const char *dir, ss_stream_id_t *id)
     return GT_OK;
 }
 
-gt_err_t ss_stream_id_save(const char *dir, const ss_stream_id_t *id)
+static void stream_id_fill(FILE *f, const void *arg)
 {
-    char path[4096], tmp[4096];
-    FILE *f;
-    bool ok;
+    const ss_stream_id_t *id = arg;
 
-    snprintf(path, sizeof(path), "%s/repl.state", dir);
-    snprintf(tmp, sizeof(tmp), "%s/repl.state.tmp", dir);
-    if ((f = fopen(tmp, "w")) == NULL)
-        return GT_EIO;
     if (id->led_epoch > 0)
         fprintf(f, "%lld 0 0 led\n", (long long)id->led_epoch);
     else
         fprintf(f, "%lld %llu %lld\n", (long long)id->epoch,
                 (unsigned long long)id->ino, (long long)id->gen);
-    ok = fflush(f) == 0 && fdatasync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return GT_EIO;
-    }
-    return ss_sync_dir(dir);
+}
+
+gt_err_t ss_stream_id_save(const char *dir, const ss_stream_id_t *id)
+{
+    return save_synced(dir, "repl.state", stream_id_fill, id);
 }
 
 int64_t ss_hist_last_epoch(const ss_hist_t *h)
