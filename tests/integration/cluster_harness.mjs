@@ -181,6 +181,21 @@ export async function etcdGet(e, key) {
   return undefined;
 }
 
+// Puts one key (a string value) through the first member that answers;
+// throws when none does.
+export async function etcdPut(e, key, value) {
+  for (const ep of e.endpoints) {
+    try {
+      const r = await fetch(`http://${ep}/v3/kv/put`, {
+        method: 'POST', body: JSON.stringify({ key: b64(key), value: b64(value) }),
+        signal: AbortSignal.timeout(scaled(3000)),
+      });
+      if (r.ok) return;
+    } catch { /* next member */ }
+  }
+  throw new Error(`etcd put ${key}: no member answered`);
+}
+
 // Every key under `prefix` -> Map key -> value (strings); undefined if no
 // member answers.
 export async function etcdGetPrefix(e, prefix) {

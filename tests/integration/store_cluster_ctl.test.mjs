@@ -19,46 +19,27 @@
 // FAILOVER lines (ms from the signal to the new roles / first read).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import {
-  require, startStore, stopGantry, scaled, waitFor, httpGet, freePort, sleep, TIME_SCALE,
+  startStore, stopGantry, scaled, waitFor, httpGet, sleep, TIME_SCALE,
 } from './harness.mjs';
+import { startEtcd, stopEtcd, etcdGet } from './cluster_harness.mjs';
+import { grpc, storeCall } from './store_rpc.mjs';
 
 // Lease TTL: 2 s, longer on slow builds (a renewal must land in time).
 const TTL_S = Math.max(2, Math.ceil(2 * TIME_SCALE));
 const NAME = 'ctltest';
 const LAG_MS = 1000;
 const RS = `/gantry/${NAME}/rs/0`;
-const b64 = (s) => Buffer.from(s).toString('base64');
-
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const PROTO = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  '../../apis/gantry/store/v1/store.proto');
-const Store = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, {
-  keepCase: true, longs: Number, enums: String, defaults: true,
-})).gantry.store.v1.Store;
 
 // One store call on node g -> { err: grpc error or null, resp }.
-function call(g, method, req) {
-  const c = new Store(g.endpoint, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    c[method](req, { deadline: Date.now() + scaled(5000) }, (err, resp) => {
-      c.close();
-      resolve({ err, resp });
-    });
-  });
-}
+const call = (g, method, req) => storeCall(g.endpoint, method, req, 5000);
 
 // Retries a write on the leader until it is answered OK (the leader may
 // still be taking up its epoch, or its in-sync set be short).
 async function leaderCall(method, req) {
   return waitFor(async () => {
-    const id = await etcdKv(`${RS}/leader`);
+    const id = await etcdGet(etcd, `${RS}/leader`);
     const g = id && byId(id);
     if (!g) return false;
     const r = await call(g, method, req);
@@ -66,61 +47,15 @@ async function leaderCall(method, req) {
   }, TTL_S * 1000 + 10000, `${method} answered OK by the leader`, 100);
 }
 
-let etcd; // { proc, dir, client, exited }
+let etcd; // cluster_harness startEtcd()
 const nodes = []; // gantry-store handles, nodes[i] is node n(i+1)
 const pausedPids = new Set();
-
-process.on('exit', () => {
-  for (const pid of pausedPids) { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }
-  for (const g of nodes) { try { process.kill(g.pid, 'SIGKILL'); } catch { /* gone */ } }
-  if (etcd) { try { process.kill(etcd.proc.pid, 'SIGKILL'); } catch { /* gone */ } }
-});
-
-async function startEtcd() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gantry-etcd-'));
-  const client = await freePort();
-  const peer = await freePort();
-  const cu = `http://127.0.0.1:${client}`;
-  const pu = `http://127.0.0.1:${peer}`;
-  const fd = fs.openSync(path.join(dir, 'etcd.log'), 'a');
-  const proc = spawn('etcd', ['--data-dir', path.join(dir, 'data'),
-    '--listen-client-urls', cu, '--advertise-client-urls', cu,
-    '--listen-peer-urls', pu, '--initial-advertise-peer-urls', pu,
-    '--initial-cluster', `default=${pu}`], { stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
-  const exited = new Promise((r) => proc.on('exit', r));
-  const e = { proc, dir, client, exited };
-  await waitFor(async () => {
-    if (proc.exitCode !== null) throw new Error(fs.readFileSync(path.join(dir, 'etcd.log'), 'utf8'));
-    const r = await httpGet(client, '/health');
-    return r.status === 200 && /"health":\s*"true"/.test(r.body);
-  }, 30000, 'etcd healthy', 100);
-  return e;
-}
-
-async function etcdKv(key) {
-  const r = await fetch(`http://127.0.0.1:${etcd.client}/v3/kv/range`, {
-    method: 'POST', body: JSON.stringify({ key: b64(key) }),
-    signal: AbortSignal.timeout(scaled(3000)),
-  });
-  const j = await r.json();
-  const kv = j.kvs?.[0];
-  return kv ? Buffer.from(kv.value ?? '', 'base64').toString() : undefined;
-}
-
-async function etcdPut(key, value) {
-  const r = await fetch(`http://127.0.0.1:${etcd.client}/v3/kv/put`, {
-    method: 'POST', body: JSON.stringify({ key: b64(key), value: b64(value) }),
-    signal: AbortSignal.timeout(scaled(3000)),
-  });
-  assert.ok(r.ok);
-}
 
 const yamlOf = (id) => `
 topics:
   - {name: T, type: NORMAL, queues: 1}
 cluster:
-  etcd: ["127.0.0.1:${etcd.client}"]
+  etcd: ["${etcd.endpoints[0]}"]
   name: ${NAME}
   node_id: ${id}
   lease_ttl_s: ${TTL_S}
@@ -171,8 +106,8 @@ let samplerDone;
 // reports role 1 at `epoch`, every other running member role 2 at `epoch`.
 async function settled(epoch, ids) {
   return waitFor(async () => {
-    const leader = await etcdKv(`${RS}/leader`);
-    const e = Number(await etcdKv(`${RS}/epoch`));
+    const leader = await etcdGet(etcd, `${RS}/leader`);
+    const e = Number(await etcdGet(etcd, `${RS}/epoch`));
     if (!leader || e !== epoch) return false;
     for (const g of nodes) {
       if (!g || !ids.includes(g.id)) continue;
@@ -191,7 +126,7 @@ before(async () => {
   etcd = await startEtcd();
   // n1..n3 form the replica set; n4 starts once the member list is full.
   await Promise.all([0, 1, 2].map((i) => startNode(i)));
-  await waitFor(async () => (await etcdKv(`${RS}/members`))?.split(',').length === 3,
+  await waitFor(async () => (await etcdGet(etcd, `${RS}/members`))?.split(',').length === 3,
     10000, 'three members');
   await startNode(3);
   samplerDone = sampler();
@@ -205,27 +140,23 @@ after(async () => {
   // checks for leaks); stopGantry throws on a sanitizer report.
   const errs = [];
   for (const g of nodes) if (g) await stopGantry(g).catch((e) => errs.push(e));
-  if (etcd) {
-    etcd.proc.kill('SIGKILL');
-    await etcd.exited;
-    if (!process.env.GANTRY_KEEP_TMP) fs.rmSync(etcd.dir, { recursive: true, force: true });
-  }
+  if (etcd) await stopEtcd(etcd);
   if (errs.length) throw errs[0];
 });
 
 const isrOf = async () => {
-  const v = await etcdKv(`${RS}/isr`);
+  const v = await etcdGet(etcd, `${RS}/isr`);
   return { epoch: Number(v.split(':')[0]), ids: v.split(':')[1].split(',').filter(Boolean) };
 };
 const bodies = ['m1', 'm2', 'm3'];
 
 test('one leader at epoch 1, two followers, the fourth node starts rs/1 and stands by', async () => {
   const leader = await settled(1, ['n1', 'n2', 'n3']);
-  const members = (await etcdKv(`${RS}/members`)).split(',').sort();
+  const members = (await etcdGet(etcd, `${RS}/members`)).split(',').sort();
   assert.deepEqual(members, ['n1', 'n2', 'n3']);
   assert.equal((await isrOf()).epoch, 1);
-  assert.match(await etcdKv(`${RS}/history`), /^1@\d+$/);
-  assert.equal(await etcdKv(`/gantry/${NAME}/stores/${leader}`), byId(leader).endpoint);
+  assert.match(await etcdGet(etcd, `${RS}/history`), /^1@\d+$/);
+  assert.equal(await etcdGet(etcd, `/gantry/${NAME}/stores/${leader}`), byId(leader).endpoint);
   // n4 joins rs/1 once its control reads etcd (after it answers HTTP).
   const n4 = await waitFor(async () => {
     const r = await roleOf(nodes[3]);
@@ -234,9 +165,9 @@ test('one leader at epoch 1, two followers, the fourth node starts rs/1 and stan
   assert.equal(n4.role, 0);
   assert.equal(n4.member, 1);
   assert.equal(n4.set, 1);
-  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/members`), 'n4');
-  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/isr`), undefined);
-  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/leader`), undefined);
+  assert.equal(await etcdGet(etcd, `/gantry/${NAME}/rs/1/members`), 'n4');
+  assert.equal(await etcdGet(etcd, `/gantry/${NAME}/rs/1/isr`), undefined);
+  assert.equal(await etcdGet(etcd, `/gantry/${NAME}/rs/1/leader`), undefined);
   for (const g of nodes.slice(0, 3)) assert.equal((await roleOf(g)).set, 0);
   // Only the leader serves: a follower answers UNAVAILABLE "not leader".
   const f = nodes.find((g) => g.id !== leader && g.id !== 'n4');
@@ -252,7 +183,7 @@ test('SIGKILL of the leader: an in-sync member takes over at epoch 2 and serves 
   const a = await leaderCall('Append', { topic: 'CT', messages: bodies.map((b) => ({
     body: Buffer.from(b), queue_id: 0, born_ts_ms: Date.now() })) });
   assert.equal(a.items.length, 3);
-  const old = await etcdKv(`${RS}/leader`);
+  const old = await etcdGet(etcd, `${RS}/leader`);
   const t0 = Date.now();
   await stopGantry(byId(old), 'SIGKILL', { keepDir: true });
   const survivors = ['n1', 'n2', 'n3'].filter((x) => x !== old);
@@ -269,7 +200,7 @@ test('SIGKILL of the leader: an in-sync member takes over at epoch 2 and serves 
   const isr = await isrOf();
   assert.equal(isr.epoch, 2);
   assert.ok(!isr.ids.includes(old) && isr.ids.includes(leader));
-  assert.match(await etcdKv(`${RS}/history`), /^1@\d+,2@\d+$/);
+  assert.match(await etcdGet(etcd, `${RS}/history`), /^1@\d+,2@\d+$/);
   assert.equal((await roleOf(nodes[3])).role, 0);
   // The killed node comes back: it follows, catches up, rejoins the set.
   const i = nodes.findIndex((g) => g.id === old);
@@ -279,19 +210,19 @@ test('SIGKILL of the leader: an in-sync member takes over at epoch 2 and serves 
 });
 
 test('SIGSTOP of the leader past the lease, then SIGCONT: it steps down', async () => {
-  const old = await etcdKv(`${RS}/leader`);
+  const old = await etcdGet(etcd, `${RS}/leader`);
   const g = byId(old);
   const isr = (await isrOf()).ids;
   const t0 = Date.now();
   process.kill(g.pid, 'SIGSTOP');
   pausedPids.add(g.pid);
   const leader = await waitFor(async () => {
-    const l = await etcdKv(`${RS}/leader`);
+    const l = await etcdGet(etcd, `${RS}/leader`);
     return l && l !== old ? l : false;
   }, TTL_S * 1000 + 10000, 'a new leader while the old one is paused');
   console.log(`FAILOVER sigstop: ${Date.now() - t0} ms (lease ttl ${TTL_S} s)`);
   assert.ok(isr.includes(leader), `${leader} not in the in-sync set ${isr}`);
-  assert.equal(await etcdKv(`${RS}/epoch`), '3');
+  assert.equal(await etcdGet(etcd, `${RS}/epoch`), '3');
   process.kill(g.pid, 'SIGCONT');
   pausedPids.delete(g.pid);
   // The paused node learns it lost its lease / was replaced and follows.
@@ -303,8 +234,8 @@ test('SIGSTOP of the leader past the lease, then SIGCONT: it steps down', async 
 });
 
 test('followers lagging leave the in-sync set; then they never win', async () => {
-  const leader = await etcdKv(`${RS}/leader`);
-  const epoch = Number(await etcdKv(`${RS}/epoch`));
+  const leader = await etcdGet(etcd, `${RS}/leader`);
+  const epoch = Number(await etcdGet(etcd, `${RS}/epoch`));
   const followers = nodes.filter((g) => ['n1', 'n2', 'n3'].includes(g.id) && g.id !== leader);
   for (const g of followers) { process.kill(g.pid, 'SIGSTOP'); pausedPids.add(g.pid); }
   try {
@@ -317,12 +248,12 @@ test('followers lagging leave the in-sync set; then they never win', async () =>
   } finally {
     for (const g of followers) { process.kill(g.pid, 'SIGCONT'); pausedPids.delete(g.pid); }
   }
-  await waitFor(async () => (await etcdKv(`${RS}/leader`)) === undefined,
+  await waitFor(async () => (await etcdGet(etcd, `${RS}/leader`)) === undefined,
     TTL_S * 1000 + 10000, 'the leader key expires');
   // Give the others a lease TTL to misbehave: none may take over.
   await sleep(TTL_S * 1000);
-  assert.equal(await etcdKv(`${RS}/leader`), undefined);
-  assert.equal(Number(await etcdKv(`${RS}/epoch`)), epoch);
+  assert.equal(await etcdGet(etcd, `${RS}/leader`), undefined);
+  assert.equal(Number(await etcdGet(etcd, `${RS}/epoch`)), epoch);
   for (const g of nodes) {
     if (g.id === leader) continue;
     assert.notEqual((await roleOf(g))?.role, 1);
@@ -335,7 +266,7 @@ test('followers lagging leave the in-sync set; then they never win', async () =>
 });
 
 test('whole-cluster SIGKILL and restart: members, in-sync set and data survive', async () => {
-  const epoch = Number(await etcdKv(`${RS}/epoch`));
+  const epoch = Number(await etcdGet(etcd, `${RS}/epoch`));
   for (const g of nodes) await stopGantry(g, 'SIGKILL', { keepDir: true });
   // The set as etcd holds it when the last node died (followers that were
   // catching up after the last test may have joined while the nodes were
@@ -344,25 +275,25 @@ test('whole-cluster SIGKILL and restart: members, in-sync set and data survive',
   await Promise.all(nodes.map((g, i) => startNode(i, g)));
   const leader = await settled(epoch + 1, ['n1', 'n2', 'n3']);
   assert.ok(isr.includes(leader), `${leader} not in ${isr}`);
-  assert.equal((await etcdKv(`${RS}/members`)).split(',').length, 3);
+  assert.equal((await etcdGet(etcd, `${RS}/members`)).split(',').length, 3);
   assert.equal((await roleOf(nodes[3])).role, 0);
   // Every node is back in its own set (n4 alone in rs/1).
   for (const [i, g] of nodes.entries()) {
     await waitFor(async () => (await roleOf(g))?.set === (i < 3 ? 0 : 1), 10000,
       `${g.id} back in its replica set`);
   }
-  assert.equal(await etcdKv(`/gantry/${NAME}/rs/1/members`), 'n4');
+  assert.equal(await etcdGet(etcd, `/gantry/${NAME}/rs/1/members`), 'n4');
   const p = await leaderCall('Pull', { topic: 'CT', queue: 0, offset: 0, max: 8 });
   assert.deepEqual(p.messages.map((m) => m.body.toString()), bodies);
 });
 
 test('etcd paused past the lease TTL: the leader stops leading, then the set elects again', async () => {
-  const leader = await etcdKv(`${RS}/leader`);
-  const epoch = Number(await etcdKv(`${RS}/epoch`));
+  const leader = await etcdGet(etcd, `${RS}/leader`);
+  const epoch = Number(await etcdGet(etcd, `${RS}/epoch`));
   const isr = (await isrOf()).ids;
   const g = byId(leader);
   const t0 = Date.now();
-  process.kill(etcd.proc.pid, 'SIGSTOP');
+  process.kill(etcd.members[0].pid, 'SIGSTOP');
   try {
     // No renewal answered: the leader must assume its lease gone.
     await waitFor(async () => (await roleOf(g))?.role === 0, TTL_S * 1000 + 5000,
@@ -371,14 +302,14 @@ test('etcd paused past the lease TTL: the leader stops leading, then the set ele
     console.log(`SELF-FENCE etcd paused: leader stood down after ${ms} ms (lease ttl ${TTL_S} s)`);
     assert.match(g.log(), /no lease renewal answered/);
   } finally {
-    process.kill(etcd.proc.pid, 'SIGCONT');
+    process.kill(etcd.members[0].pid, 'SIGCONT');
   }
   // A member leads a later epoch (the first winner may lose it again to
   // the lease expiries etcd finds when it resumes) and the others follow.
   const l = await waitFor(async () => {
-    const e = Number(await etcdKv(`${RS}/epoch`));
+    const e = Number(await etcdGet(etcd, `${RS}/epoch`));
     if (!(e > epoch)) return false;
-    const lead = await etcdKv(`${RS}/leader`);
+    const lead = await etcdGet(etcd, `${RS}/leader`);
     for (const n of nodes.filter((x) => x.id !== 'n4')) {
       const r = await roleOf(n);
       if (!r || r.epoch !== e || r.role !== (n.id === lead ? 1 : 2)) return false;

@@ -12,25 +12,16 @@
 //   with key K again: stored, and K's message is in the queue.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
-  require, startStore, stopGantry, scaled, waitFor, httpGet, TIME_SCALE,
+  startStore, stopGantry, scaled, waitFor, httpGet, TIME_SCALE,
 } from './harness.mjs';
 import { startEtcd, stopEtcd, etcdGet } from './cluster_harness.mjs';
+import { storeCall } from './store_rpc.mjs';
 
 const NAME = 'dduptest';
 const RS = `/gantry/${NAME}/rs/0`;
 const TTL_S = Math.max(2, Math.ceil(2 * TIME_SCALE));
 const LONG = scaled(TTL_S * 1000 + 20000);
-
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const PROTO = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  '../../apis/gantry/store/v1/store.proto');
-const Store = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, {
-  keepCase: true, longs: Number, enums: String, defaults: true,
-})).gantry.store.v1.Store;
 
 let etcd;
 const nodes = [];
@@ -40,15 +31,7 @@ process.on('exit', () => {
   for (const pid of paused) { try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } }
 });
 
-function call(g, method, req, ms = 5000) {
-  const c = new Store(g.endpoint, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    c[method](req, { deadline: Date.now() + scaled(ms) }, (err, resp) => {
-      c.close();
-      resolve({ err, resp });
-    });
-  });
-}
+const call = (g, method, req, ms = 5000) => storeCall(g.endpoint, method, req, ms);
 
 const yamlOf = (id) => `
 topics:

@@ -11,21 +11,12 @@
 // listed in sync again.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { require, scaled, waitFor, TIME_SCALE } from './harness.mjs';
+import { scaled, waitFor, TIME_SCALE } from './harness.mjs';
 import {
   startCluster, stopCluster, waitHealthy, leaderOf, followersOf, roleOf, epochOf,
   isrOf, signalNode, waitNewLeader, T,
 } from './cluster_harness.mjs';
-
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const PROTO = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  '../../apis/gantry/store/v1/store.proto');
-const Store = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, {
-  keepCase: true, longs: Number, enums: String, defaults: true,
-})).gantry.store.v1.Store;
+import { storeCall } from './store_rpc.mjs';
 
 const WRITES = 20;
 let c;
@@ -34,15 +25,7 @@ after(async () => {
   if (c) await stopCluster(c);
 });
 
-function call(node, method, req, ms = 10000) {
-  const cl = new Store(node.h.endpoint, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    cl[method](req, { deadline: Date.now() + scaled(ms) }, (err, resp) => {
-      cl.close();
-      resolve({ err, resp });
-    });
-  });
-}
+const call = (node, method, req, ms = 10000) => storeCall(node.h.endpoint, method, req, ms);
 
 const append = (node, body) => call(node, 'Append', {
   topic: T, messages: [{ body: Buffer.from(body), queue_id: 0, born_ts_ms: Date.now() }],

@@ -20,12 +20,11 @@
 // of 2 and 3 need n4.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
-  require, startStore, stopGantry, scaled, waitFor, httpGet, TIME_SCALE, sleep,
+  startStore, stopGantry, scaled, waitFor, httpGet, TIME_SCALE, sleep,
 } from './harness.mjs';
-import { startEtcd, stopEtcd, etcdGet } from './cluster_harness.mjs';
+import { startEtcd, stopEtcd, etcdGet, etcdPut } from './cluster_harness.mjs';
+import { storeCall } from './store_rpc.mjs';
 
 const NAME = 'isrtest';
 const RS = `/gantry/${NAME}/rs/0`;
@@ -38,14 +37,6 @@ const LAG_MS = scaled(60000);
 // How long an answer that must not come is waited for (waitFor scales it).
 const QUIET_MS = 1000;
 
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const PROTO = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  '../../apis/gantry/store/v1/store.proto');
-const Store = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, {
-  keepCase: true, longs: Number, enums: String, defaults: true,
-})).gantry.store.v1.Store;
-
 let etcd;
 const nodes = [];
 let paused = false;
@@ -54,24 +45,7 @@ process.on('exit', () => {
   if (etcd && paused) { try { process.kill(etcd.members[0].pid, 'SIGCONT'); } catch { /* gone */ } }
 });
 
-function call(g, method, req, ms = 10000) {
-  const c = new Store(g.endpoint, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    c[method](req, { deadline: Date.now() + scaled(ms) }, (err, resp) => {
-      c.close();
-      resolve({ err, resp, at: Date.now() });
-    });
-  });
-}
-
-async function etcdPut(key, value) {
-  const b64 = (s) => Buffer.from(s).toString('base64');
-  const r = await fetch(`http://${etcd.endpoints[0]}/v3/kv/put`, {
-    method: 'POST', body: JSON.stringify({ key: b64(key), value: b64(value) }),
-    signal: AbortSignal.timeout(scaled(3000)),
-  });
-  assert.ok(r.ok);
-}
+const call = (g, method, req, ms = 10000) => storeCall(g.endpoint, method, req, ms);
 
 const yamlOf = (id) => `
 topics:
@@ -167,8 +141,8 @@ async function settle(p, ms) {
 before(async () => {
   etcd = await startEtcd();
   // n3 is a member that is not in sync (it never ran): the set is n1, n2.
-  await etcdPut(`${RS}/members`, 'n1,n2,n3,n4');
-  await etcdPut(`${RS}/isr`, '0:n1,n2');
+  await etcdPut(etcd, `${RS}/members`, 'n1,n2,n3,n4');
+  await etcdPut(etcd, `${RS}/isr`, '0:n1,n2');
   for (const id of ['n1', 'n2']) {
     const g = await startStore({ yaml: yamlOf(id), logLevel: 'info', amqpListen: 'off' });
     g.id = id;

@@ -14,46 +14,20 @@
 // Y: the set "n1,n3" (Y without X) must never be written.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { require, startStore, stopGantry, scaled, waitFor, sleep } from './harness.mjs';
-import { startEtcd, stopEtcd, etcdGet } from './cluster_harness.mjs';
+import { startStore, stopGantry, scaled, waitFor, sleep } from './harness.mjs';
+import { startEtcd, stopEtcd, etcdGet, etcdPut } from './cluster_harness.mjs';
+import { storeCall } from './store_rpc.mjs';
 
 const NAME = 'leavetest';
 const RS = `/gantry/${NAME}/rs/0`;
 const TTL_S = 16;
 const LAG_MS = scaled(3000);
 
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const PROTO = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  '../../apis/gantry/store/v1/store.proto');
-const Store = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, {
-  keepCase: true, longs: Number, enums: String, defaults: true,
-})).gantry.store.v1.Store;
-
 let etcd;
 let n1;
 let epoch;
 
-function call(method, req, ms = 10000) {
-  const c = new Store(n1.endpoint, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    c[method](req, { deadline: Date.now() + scaled(ms) }, (err, resp) => {
-      c.close();
-      resolve({ err, resp });
-    });
-  });
-}
-
-async function etcdPut(key, value) {
-  const b64 = (s) => Buffer.from(s).toString('base64');
-  const r = await fetch(`http://${etcd.endpoints[0]}/v3/kv/put`, {
-    method: 'POST', body: JSON.stringify({ key: b64(key), value: b64(value) }),
-    signal: AbortSignal.timeout(scaled(3000)),
-  });
-  assert.ok(r.ok);
-}
+const call = (method, req, ms = 10000) => storeCall(n1.endpoint, method, req, ms);
 
 const isrIds = async () => ((await etcdGet(etcd, `${RS}/isr`)) ?? '').split(':')[1]?.split(',') ?? [];
 
@@ -104,13 +78,13 @@ const Y = new Member('n3');
 
 before(async () => {
   etcd = await startEtcd();
-  await etcdPut(`${RS}/members`, 'n1,n2,n3');
-  await etcdPut(`${RS}/isr`, '0:n1,n2,n3');
+  await etcdPut(etcd, `${RS}/members`, 'n1,n2,n3');
+  await etcdPut(etcd, `${RS}/isr`, '0:n1,n2,n3');
   // n2 and n3 hold nothing, as n1: their positions equal its own, so n1
   // may win (it needs 2 of 3); unregistered, they are then not listed.
   const empty = ['00000000000000000000', '0', '00000000000000000000',
     '00000000000000000000', '00000000000000000000'].join(' ');
-  for (const id of ['n2', 'n3']) await etcdPut(`${RS}/pos/${id}`, `0 ${empty}`);
+  for (const id of ['n2', 'n3']) await etcdPut(etcd, `${RS}/pos/${id}`, `0 ${empty}`);
   n1 = await startStore({ logLevel: 'info', amqpListen: 'off', yaml: `
 topics:
   - {name: T, type: NORMAL, queues: 1}

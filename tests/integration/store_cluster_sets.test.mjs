@@ -13,31 +13,14 @@
 // sampled).  No proxies: the store protocol is called directly.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { require, httpGet, scaled, sleep } from './harness.mjs';
+import { httpGet, sleep } from './harness.mjs';
 import {
   startCluster, stopCluster, setsOf, leaderOf, epochOf, isrOf, roleOf, signalNode, restartNode,
   waitFor, waitHealthy, waitNewLeader, LEASE_TTL_S,
 } from './cluster_harness.mjs';
+import { storeCall } from './store_rpc.mjs';
 
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const PROTO = path.resolve(path.dirname(fileURLToPath(import.meta.url)),
-  '../../apis/gantry/store/v1/store.proto');
-const Store = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, {
-  keepCase: true, longs: Number, enums: String, defaults: true,
-})).gantry.store.v1.Store;
-
-function call(node, method, req) {
-  const c = new Store(node.h.endpoint, grpc.credentials.createInsecure());
-  return new Promise((resolve) => {
-    c[method](req, { deadline: Date.now() + scaled(5000) }, (err, resp) => {
-      c.close();
-      resolve({ err, resp });
-    });
-  });
-}
+const call = (node, method, req) => storeCall(node.h.endpoint, method, req, 5000);
 
 // Retries a call on set k's leader until it is answered OK.
 async function leaderCall(c, k, method, req) {
