@@ -192,6 +192,7 @@ export function runNative(o) {
       env: { ...process.env, ...san, ASAN_OPTIONS: `${san.ASAN_OPTIONS}:detect_leaks=0` },
     });
     let out = '';
+    p.once('error', (e) => reject(new Error(`gt_bench_overload: ${e.message}`)));
     p.stdout.on('data', (d) => { out += d; });
     p.once('exit', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('gt_bench_overload: '));

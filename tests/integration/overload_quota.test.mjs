@@ -23,6 +23,14 @@ const BOUND = 128 * MiB;
 const bin = process.env.GANTRY_BENCH_OVERLOAD_BIN
   ?? path.join(path.dirname(process.env.GANTRY_BIN ?? 'build/gantry'), 'bench', 'gt_bench_overload');
 
+test('the load client that cannot be started is an error, not a wait', async () => {
+  await assert.rejects(runNative({
+    bin: path.join(path.dirname(bin), 'no-such-load-client'), endpoint: '127.0.0.1:1', pid: process.pid,
+    topic: 'Load', senders: 1, batch: 1, minBody: 1, maxBody: 1, durationMs: 1000,
+    controlTopic: 'Control', controlGroup: 'ControlGroup',
+  }), /ENOENT/);
+});
+
 test('eight senders of 128 MiB batches beside a control client: gantry lives on and serves', { timeout: 600000 }, async () => {
   assert.ok(fs.existsSync(bin), `the load client ${bin} is built (target gt_bench_overload)`);
   const g = await startGantry({
