@@ -96,6 +96,7 @@ typedef struct go_thread {
 typedef struct go_ctl_result {
     uint64_t n, refused, recv_failed, received;
     gb_hist_t send, recv;
+    gb_errs_t fail_codes; /* control sends not OK, by code (as other_codes) */
 } go_ctl_result_t;
 
 static const go_opts_t *go_o;
@@ -480,9 +481,10 @@ static grpc_call *go_ctl_call(go_ctl_t *c, const char *method, int64_t ms)
 }
 
 /* A unary call: `out` (consumed) in, the response (owned by the caller,
- * NULL on failure) out. */
+ * NULL on failure, with its gRPC status in *st when st is set) out. */
 static grpc_byte_buffer *go_ctl_unary(go_ctl_t *c, const char *method,
-                                      grpc_byte_buffer *out)
+                                      grpc_byte_buffer *out,
+                                      grpc_status_code *st)
 {
     grpc_call *call = go_ctl_call(c, method, GO_CTL_TIMEOUT_MS);
     grpc_byte_buffer *in = NULL;
@@ -510,6 +512,9 @@ static grpc_byte_buffer *go_ctl_unary(go_ctl_t *c, const char *method,
     ops[5].data.recv_status_on_client.status = &status;
     ops[5].data.recv_status_on_client.status_details = &details;
     ok = go_ctl_batch(c, call, ops, 6) && status == GRPC_STATUS_OK;
+    if (st != NULL)
+        *st = ok ? GRPC_STATUS_OK
+                 : status == GRPC_STATUS_OK ? GRPC_STATUS_UNKNOWN : status;
     grpc_byte_buffer_destroy(out);
     grpc_metadata_array_destroy(&md);
     grpc_metadata_array_destroy(&trail);
@@ -666,7 +671,7 @@ static void go_ctl_ack(go_ctl_t *c)
         }
         req.n_entries = c->n_got;
         req.entries = entp;
-        in = go_ctl_unary(c, "AckMessage", gb_pack(&req.base));
+        in = go_ctl_unary(c, "AckMessage", gb_pack(&req.base), NULL);
         if (in != NULL)
             grpc_byte_buffer_destroy(in);
     }
@@ -768,6 +773,7 @@ static void *go_ctl_main(void *arg)
         uint8_t body[4] = {'p', 'i', 'n', 'g'};
         grpc_byte_buffer *in;
         int32_t code = GB_ERR_DECODE;
+        grpc_status_code st;
         uint64_t t0;
         bool ok;
 
@@ -776,15 +782,18 @@ static void *go_ctl_main(void *arg)
         req.n_messages = 1;
         req.messages = mp;
         t0 = gb_now_mono_ns();
-        in = go_ctl_unary(c, "SendMessage", gb_pack(&req.base));
+        in = go_ctl_unary(c, "SendMessage", gb_pack(&req.base), &st);
         gb_hist_add(&c->res.send, gb_now_mono_ns() - t0);
         c->res.n++;
         if (in != NULL) {
             code = go_send_code(in);
             grpc_byte_buffer_destroy(in);
+        } else {
+            code = -(int32_t)st;
         }
         if (code != APACHE__ROCKETMQ__V2__CODE__OK) {
             c->res.refused++;
+            gb_errs_add(&c->res.fail_codes, code, 1);
             continue;
         }
         t0 = gb_now_mono_ns();
@@ -956,13 +965,15 @@ int main(int argc, char **argv)
            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
     if (o.control)
-        printf(" ctl_n=%" PRIu64 " ctl_refused=%" PRIu64
+        gb_errs_format(&ctl.res.fail_codes, codes, sizeof(codes));
+    if (o.control)
+        printf(" ctl_n=%" PRIu64 " ctl_refused=%" PRIu64 " ctl_fail_codes=%s"
                " ctl_recv_failed=%" PRIu64 " ctl_received=%" PRIu64
                " ctl_send_p50_ms=%.1f ctl_send_p90_ms=%.1f"
                " ctl_send_p99_ms=%.1f ctl_send_max_ms=%.1f"
                " ctl_recv_p50_ms=%.1f ctl_recv_p90_ms=%.1f"
                " ctl_recv_p99_ms=%.1f ctl_recv_max_ms=%.1f",
-               ctl.res.n, ctl.res.refused, ctl.res.recv_failed,
+               ctl.res.n, ctl.res.refused, codes, ctl.res.recv_failed,
                ctl.res.received, go_ms(&ctl.res.send, 0.5),
                go_ms(&ctl.res.send, 0.9), go_ms(&ctl.res.send, 0.99),
                go_ms(&ctl.res.send, 1.0), go_ms(&ctl.res.recv, 0.5),

@@ -410,13 +410,14 @@ static const cfg_desc_t cfg_server_keys[] = {
      "needs) in the whole server. A request that would pass it is answered "
      "TOO_MANY_REQUESTS (42900), if possible without being read, unless "
      "nothing else is in flight. A connection's first send, whose size is "
-     "not known yet, counts as the largest it may be (twice the gRPC "
-     "receive limit) if that fits, else is read only while no other such "
-     "send is read on a guess (it waits for that, at most 2 s). Small requests (up to 64 KiB) may go a "
-     "sixteenth past it, so that clients of small requests are served while "
-     "large ones fill it. The gRPC layer's own buffers get a memory "
-     "quota of the same size: past it the layer cancels streams with "
-     "RESOURCE_EXHAUSTED (default 128 MiB)."},
+     "not known yet, is read only while no other such send is (it waits "
+     "for that, at most 2 s). A connection whose send could not be read "
+     "(past the gRPC receive limit, or cancelled) gets TOO_MANY_REQUESTS "
+     "for its next sends, unread, for 0.5 s doubling up to 8 s. Small "
+     "requests (up to 64 KiB) may go a sixteenth past it, so that clients "
+     "of small requests are served while large ones fill it. The gRPC "
+     "layer's own buffers get a memory quota of this + 64 MiB: past it the "
+     "layer cancels streams with RESOURCE_EXHAUSTED (default 128 MiB)."},
     {"max_conn_inflight_bytes", CFG_T_INT,
      CFG_FIELD(cfg_t, server.max_conn_inflight_bytes), "67108864", 1 << 20,
      64 * GIB, NULL, NULL, NULL,

@@ -21,7 +21,11 @@
  * up to 276 MiB at a 128 MiB bound).  So such a read is admitted only
  * when its worst case fits under the server bound (held there until its
  * message is in), or on its guess while no other such read is (one at a
- * time): at most one read of unknown size is ever uncovered. */
+ * time): at most one read of unknown size is ever uncovered.  (The gRPC
+ * server passes no worst case: grpc 1.51 reads a message past its
+ * receive limit whole too, so its reads of unknown size are one at a
+ * time.)  A connection whose admitted request ended unread is held off
+ * for a while (px_admit_note_unread, px_admit_held_off). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +37,8 @@ void px_admit_init(px_admit_t *a, int64_t max, int64_t conn_max)
     pthread_mutex_init(&a->mu, NULL);
     a->max = max;
     a->conn_max = conn_max;
+    a->unread_hold_ms = PX_ADMIT_UNREAD_HOLD_MS;
+    a->unread_hold_max_ms = PX_ADMIT_UNREAD_HOLD_MAX_MS;
 }
 
 void px_admit_destroy(px_admit_t *a)
@@ -330,6 +336,47 @@ void px_admit_note_refused(px_admit_t *a, const char *peer, size_t m)
     pthread_mutex_unlock(&a->mu);
 }
 
+void px_admit_note_unread(px_admit_t *a, px_conn_t *conn, size_t m,
+                          bool unknown, int64_t now_ms)
+{
+    int64_t hold;
+
+    if (m >= PX_ADMIT_METHODS || conn == NULL)
+        return;
+    pthread_mutex_lock(&a->mu);
+    if (!unknown) {
+        conn->size_avg[m] = -1;
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    if (conn->unread_strikes[m] < 16)
+        conn->unread_strikes[m]++;
+    hold = a->unread_hold_ms << (conn->unread_strikes[m] - 1);
+    if (hold > a->unread_hold_max_ms || hold <= 0)
+        hold = a->unread_hold_max_ms;
+    conn->unread_until_ms[m] = now_ms + hold;
+    conn->size_avg[m] = -1; /* the next one after the hold probes */
+    pthread_mutex_unlock(&a->mu);
+}
+
+bool px_admit_held_off(px_admit_t *a, const char *peer, size_t m,
+                       int64_t now_ms)
+{
+    px_conn_t *c;
+    bool held = false;
+
+    if (m >= PX_ADMIT_METHODS)
+        return false;
+    pthread_mutex_lock(&a->mu);
+    c = px_admit_find_locked(a, peer);
+    if (c != NULL && c->unread_until_ms[m] > now_ms) {
+        held = true;
+        a->rejected++;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return held;
+}
+
 void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len)
 {
     if (m >= PX_ADMIT_METHODS)
@@ -337,6 +384,7 @@ void px_admit_note_size(px_admit_t *a, px_conn_t *conn, size_t m, int64_t len)
     if (len < 1)
         len = 1;
     pthread_mutex_lock(&a->mu);
+    conn->unread_strikes[m] = 0;
     if (conn->size_avg[m] <= 0)
         conn->size_avg[m] = len;
     else

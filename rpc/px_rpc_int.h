@@ -41,8 +41,20 @@ typedef struct px_conn {
      * size was refused at arrival (the next one probes, see
      * px_admit_conn_size), -2 while that probe is under way. */
     int64_t size_avg[PX_ADMIT_METHODS];
+    /* Per method index: a request that was admitted but never came in
+     * (the core refused it past the receive limit, having read it whole,
+     * or the stream was cancelled) holds the connection's next ones off
+     * until unread_until_ms (refused unread); unread_strikes such in a
+     * row, reset when a message comes in.  See px_admit_note_unread. */
+    int64_t unread_until_ms[PX_ADMIT_METHODS];
+    uint8_t unread_strikes[PX_ADMIT_METHODS];
     char peer[];
 } px_conn_t;
+
+/* Hold-off after an unread request: this, doubling with each unread one
+ * in a row, up to the max. */
+#define PX_ADMIT_UNREAD_HOLD_MS 500
+#define PX_ADMIT_UNREAD_HOLD_MAX_MS 8000
 
 /* Reads of unknown size (px_admit_enter_unknown) admitted on their small
  * guess, i.e. not covered by the server bound, at most this many at once
@@ -53,6 +65,10 @@ typedef struct px_conn {
 typedef struct px_admit {
     pthread_mutex_t mu;
     int64_t max, conn_max; /* <= 0: unbounded */
+    /* px_admit_note_unread's hold and its longest (set at init to
+     * PX_ADMIT_UNREAD_HOLD_MS and PX_ADMIT_UNREAD_HOLD_MAX_MS; a test hook
+     * may change them before the server starts). */
+    int64_t unread_hold_ms, unread_hold_max_ms;
     int64_t bytes, peak;
     /* Server-wide only: what reads of unknown size admitted at their
      * worst case hold above their charge (worst - guess each), until
@@ -109,6 +125,18 @@ px_admit_verdict_t px_admit_enter_unknown(px_admit_t *a, const char *peer,
                                           px_conn_t **conn, int64_t *held,
                                           bool *guessed);
 void px_admit_unknown_done(px_admit_t *a, int64_t held, bool guessed);
+/* An admitted request of `conn` for method index `m` ended before its
+ * message came in.  One of known size (`unknown` false): the next one is
+ * a probe (of unknown size, so one at a time).  One of unknown size (a
+ * first request, or such a probe): the connection's next requests of
+ * the method are held off (px_admit_held_off) for the hold, doubled for
+ * each such one in a row, and the one after it probes. */
+void px_admit_note_unread(px_admit_t *a, px_conn_t *conn, size_t m,
+                          bool unknown, int64_t now_ms);
+/* Whether `peer`'s requests of method index `m` are held off at now_ms
+ * (counted as a refusal when they are). */
+bool px_admit_held_off(px_admit_t *a, const char *peer, size_t m,
+                       int64_t now_ms);
 /* As px_admit_enter_unknown for a call that others of unknown size wait
  * ahead of: never admitted (they come first), PX_ADMIT_WAIT (nothing
  * held) where that one would admit it or answer wait, PX_ADMIT_REFUSED

@@ -35,10 +35,19 @@
 /* Request bytes are counted this many times (see px_call_admit_message). */
 #define PX_RPC_COPIES 2
 
-/* The core's memory quota: the admission bound plus this (measured with
- * scripts/bench-overload: 64 MiB let 32 MiB batches peak 381 MiB at a
- * 128 MiB bound, 0 kept them to 295 MiB). */
-#define PX_RPC_QUOTA_SLACK 0
+/* The core's memory quota: the admission bound plus this, room for the
+ * one read of unknown size (which may be a message past the receive
+ * limit, read whole) beside what admission covers.  Quota exhaustion is
+ * not aimed: the core's reclaimers then cancel streams and close
+ * connections of any client.  Measured with scripts/bench-overload at a
+ * 128 MiB bound: with 0, senders of 128 MiB batches (B) exhausted it at
+ * every read and 10-18 of ~400 control sends failed; with 64 MiB (and
+ * the hold-off of px_admit_note_unread) none, peak RSS 209 MiB in B,
+ * 210 MiB in A, 165 MiB in C; 128 MiB gave A 230 MiB.  (Before reads of
+ * unknown size were one at a time, 64 MiB let C peak at 381 MiB.) */
+#define PX_RPC_QUOTA_SLACK (64LL << 20)
+/* The worst case of a read of unknown size: none (see px_call_admit). */
+#define PX_RPC_WORST_UNBOUNDED (INT64_MAX / 4)
 
 /* Request metadata: the limit a call is held to (px_opts max_header_bytes
  * when set), and the transport's own, past which grpc 1.51 drops the whole
@@ -389,6 +398,7 @@ static void px_call_on_recv(px_call_t *c, bool ok)
     grpc_byte_buffer *bb = c->recv_buf;
     const px_method_t *m = c->method;
     bool bidi = m->kind == PX_RPC_BIDI_STREAM;
+    bool unknown = c->unknown_held != 0 || c->unknown_guessed;
 
     c->recv_buf = NULL;
     /* The read is over (a message, none, or failed): its size is no
@@ -411,6 +421,11 @@ static void px_call_on_recv(px_call_t *c, bool ok)
             if (!px_call_is_cancelled(c))
                 px_call_start_recv(c);
         }
+    } else if (!ok && !bidi && m->reserve_bytes > 0 && c->conn != NULL) {
+        GT_LOG(DEBUG, "rpc", "%s from %s: the request was not read", c->path,
+               px_call_peer(c));
+        px_admit_note_unread(&c->srv->admit, c->conn, c->midx, unknown,
+                             px_mono_ms());
     } else if (ok) {
         /* The client half-closed. */
         if (bidi) {
@@ -495,10 +510,15 @@ static void px_server_request(px_rpc_server_t *srv);
  * next one reserves 1 KiB, so that its size is learnt even while the
  * bound stays full (one message read per such connection, at most);
  * other methods reserve 1 KiB.  Those two (a first request and a probe)
- * are of unknown size: admitted only if their worst case (PX_RPC_COPIES
- * times the largest message the core accepts) fits under the server
- * bound, or else on their guess one at a time server-wide
- * (px_admit_enter_unknown), until their message is in.
+ * are of unknown size, and no worst case bounds them: the core reads a
+ * message past its receive limit whole before refusing it.  So they are
+ * admitted on their guess one at a time server-wide
+ * (px_admit_enter_unknown with an unbounded worst case), until their
+ * message is in.  A request that ended unread (past the limit, or
+ * cancelled) makes its connection's next one of the method a probe, and
+ * if it was of unknown size already, holds the connection off for a
+ * while: its next requests of the method are refused at arrival
+ * (px_admit_note_unread).
  * Bidi streams reserve nothing and are always admitted.  A refused call
  * is answered without its message being read: the core never opens the
  * stream's flow-control window for it. */
@@ -521,6 +541,14 @@ static px_admit_verdict_t px_call_admit(px_call_t *c)
                       srv->methods->methods[c->midx] != m;
          c->midx++)
         ;
+    if (!bidi && m->reserve_bytes > 0 &&
+        px_admit_held_off(&srv->admit, px_call_peer(c), c->midx,
+                          px_mono_ms())) {
+        GT_LOG(DEBUG, "rpc", "%s from %s refused at arrival: its "
+               "connection's last request of it was not read", c->path,
+               px_call_peer(c));
+        return PX_ADMIT_REFUSED;
+    }
     if (!bidi && m->reserve_bytes > 0)
         seen = px_admit_conn_size(&srv->admit, px_call_peer(c), c->midx);
     if (seen < 0) {
@@ -542,7 +570,7 @@ static px_admit_verdict_t px_call_admit(px_call_t *c)
     if (!bidi && m->reserve_bytes > 0 && seen <= 0) {
         c->wait.peer = px_call_peer(c);
         c->wait.want = want;
-        c->wait.worst = most * PX_RPC_COPIES;
+        c->wait.worst = PX_RPC_WORST_UNBOUNDED;
         px_call_ref(c); /* the queue's, if it waits */
         ok = px_admit_wait_enter(&srv->waitq, &c->wait, px_mono_ms());
         if (ok == PX_ADMIT_WAIT)
@@ -906,6 +934,15 @@ gt_err_t px_rpc_server_start(const px_rpc_options_t *opts,
     srv->methods = methods;
     px_admit_init(&srv->admit, opts->max_inflight_bytes,
                   opts->max_conn_inflight_bytes);
+    {
+        const char *env = getenv("GANTRY_TEST_UNREAD_HOLD_MS");
+        if (env != NULL && atoi(env) > 0) {
+            srv->admit.unread_hold_ms = srv->admit.unread_hold_max_ms =
+                atoi(env);
+            GT_LOG(WARN, "rpc", "test hook GANTRY_TEST_UNREAD_HOLD_MS=%d is "
+                   "set", atoi(env));
+        }
+    }
     {
         /* Waiting calls each let the transport buffer up to their
          * window: together at most half the bound. */

@@ -96,7 +96,7 @@ for (const server of servers) for (const s of scenarios) {
     console.log(`  sends ok ${r.ok}, refused 42900 ${r.refused}, other ${r.other} ${JSON.stringify(r.otherCodes)}; sender p50 ${r.sendP50} ms`);
     if (r.control) {
       const c = r.control;
-      console.log(`  control: ${c.n} sends (${c.refused} not OK), send p50/p99 ${c.sendP50}/${c.sendP99} ms, receive p50/p99 ${c.recvP50}/${c.recvP99} ms   [${pass(Math.max(c.sendP99, c.recvP99) <= 100)}]`);
+      console.log(`  control: ${c.n} sends (${c.refused} not OK${c.refused && c.failCodes ? ' ' + JSON.stringify(c.failCodes) : ''}), send p50/p99 ${c.sendP50}/${c.sendP99} ms, receive p50/p99 ${c.recvP50}/${c.recvP99} ms   [${pass(Math.max(c.sendP99, c.recvP99) <= 100)}]`);
       if (c.sendMax !== undefined) console.log(`    send p90/max ${c.sendP90}/${c.sendMax} ms, receive p90/max ${c.recvP90}/${c.recvMax} ms`);
     }
   } finally {

@@ -202,13 +202,14 @@ export function runNative(o) {
       }
       const kv = Object.fromEntries(line.slice(19).trim().split(' ').map((f) => f.split('=')));
       const n = (k) => Number(kv[k]);
-      const otherCodes = kv.other_codes === 'none' ? {} : Object.fromEntries(
-        kv.other_codes.split(',').map((f) => [f.replace(/:\d+$/, ''), Number(f.replace(/^.*:/, ''))]));
+      const codesOf = (v) => (v === undefined || v === 'none' ? {} : Object.fromEntries(
+        v.split(',').map((f) => [f.replace(/:\d+$/, ''), Number(f.replace(/^.*:/, ''))])));
+      const otherCodes = codesOf(kv.other_codes);
       resolve({
         ok: n('ok'), refused: n('refused'), other: n('other'), otherCodes,
         sendP50: n('send_p50_ms'), peakRss: n('peak_rss'), peakHwm: n('peak_hwm'), cpu: n('cpu_s'),
         control: kv.ctl_n === undefined ? null : {
-          n: n('ctl_n'), refused: n('ctl_refused'),
+          n: n('ctl_n'), refused: n('ctl_refused'), failCodes: codesOf(kv.ctl_fail_codes),
           sendP50: n('ctl_send_p50_ms'), sendP90: n('ctl_send_p90_ms'), sendP99: n('ctl_send_p99_ms'),
           sendMax: n('ctl_send_max_ms'), recvP50: n('ctl_recv_p50_ms'), recvP90: n('ctl_recv_p90_ms'),
           recvP99: n('ctl_recv_p99_ms'), recvMax: n('ctl_recv_max_ms'),

@@ -171,6 +171,59 @@ static void test_probe(void)
     px_admit_destroy(&a);
 }
 
+/* A request admitted but never read (the core refused it past its
+ * receive limit after reading it whole): one of known size makes the
+ * next one a probe; one of unknown size holds the connection's next ones
+ * of that method off, longer with each such in a row, and the one after
+ * the hold probes; a request read resets it. */
+static void test_unread_hold(void)
+{
+    px_admit_t a;
+    px_conn_t *c;
+    px_rpc_stats_t st;
+    const int64_t h = PX_ADMIT_UNREAD_HOLD_MS;
+
+    px_admit_init(&a, 0, 0);
+    CU_ASSERT_TRUE(px_admit_enter(&a, "p", 1024, false, &c));
+    px_admit_note_size(&a, c, 1, 300);
+    px_admit_note_unread(&a, c, 1, false, 1000); /* of known size */
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 1, 1000));
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), -1); /* a probe */
+    px_admit_note_size(&a, c, 1, 300);
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 1, 1000));
+    px_admit_note_unread(&a, c, 1, true, 1000);
+    CU_ASSERT_TRUE(px_admit_held_off(&a, "p", 1, 1000));
+    CU_ASSERT_TRUE(px_admit_held_off(&a, "p", 1, 1000 + h - 1));
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 1, 1000 + h));
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 2, 1000)); /* other method */
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "q", 1, 1000)); /* other peer */
+    px_admit_stats(&a, &st);
+    CU_ASSERT_EQUAL(st.rejected_overload, 2); /* each hold is a refusal */
+    /* After the hold, a probe: its size was forgotten. */
+    CU_ASSERT_EQUAL(px_admit_conn_size(&a, "p", 1), -1);
+    /* Another unread one in a row: twice the hold. */
+    px_admit_note_unread(&a, c, 1, true, 5000);
+    CU_ASSERT_TRUE(px_admit_held_off(&a, "p", 1, 5000 + 2 * h - 1));
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 1, 5000 + 2 * h));
+    /* Up to the longest hold. */
+    for (int i = 0; i < 20; i++)
+        px_admit_note_unread(&a, c, 1, true, 9000);
+    CU_ASSERT_TRUE(px_admit_held_off(&a, "p", 1,
+                                      9000 + PX_ADMIT_UNREAD_HOLD_MAX_MS - 1));
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 1,
+                                       9000 + PX_ADMIT_UNREAD_HOLD_MAX_MS));
+    /* A request read resets the count: the next unread one holds h. */
+    px_admit_note_size(&a, c, 1, 300);
+    px_admit_note_unread(&a, c, 1, true, 100000);
+    CU_ASSERT_TRUE(px_admit_held_off(&a, "p", 1, 100000 + h - 1));
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", 1, 100000 + h));
+    px_admit_note_unread(&a, NULL, 1, true, 0);               /* no entry: nothing */
+    px_admit_note_unread(&a, c, PX_ADMIT_METHODS, true, 0); /* not kept */
+    CU_ASSERT_FALSE(px_admit_held_off(&a, "p", PX_ADMIT_METHODS, 0));
+    px_admit_leave(&a, c, 1024);
+    px_admit_destroy(&a);
+}
+
 /* Reads of unknown size when the bound is tight (their worst case never
  * fits): one at a time, on its guess; others of unknown size are
  * refused meanwhile, those of known size are not. */
@@ -457,6 +510,8 @@ int main(void)
     CU_add_test(s, "headroom for small calls", test_small_headroom);
     CU_add_test(s, "request sizes per connection", test_conn_size);
     CU_add_test(s, "a refused connection of unknown size probes", test_probe);
+    CU_add_test(s, "a connection whose request was not read is held off",
+                test_unread_hold);
     CU_add_test(s, "one read of unknown size at a time, tight bound",
                 test_unknown_tight);
     CU_add_test(s, "reads of unknown size at their worst, loose bound",
