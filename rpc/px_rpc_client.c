@@ -398,18 +398,40 @@ static void *cq_main(void *p)
     return NULL;
 }
 
+/* Channel `ch` of endpoint `e`, or, when it is not connected and another
+ * channel of that endpoint is, that one: after the node restarts, the
+ * channels reconnect one by one (each with its own backoff), and a call
+ * without wait-for-ready on one still failing ends at once with
+ * UNAVAILABLE (an ack answered "try again" right after a send went
+ * through the other channel, integration_store_remote under ASan). */
+static grpc_channel *endpoint_channel(px_rpc_client_t *c, size_t e, size_t ch)
+{
+    grpc_channel *x = c->channels[e * (size_t)c->per_endpoint + ch];
+
+    if (c->per_endpoint < 2 ||
+        grpc_channel_check_connectivity_state(x, 1) == GRPC_CHANNEL_READY)
+        return x;
+    for (int i = 1; i < c->per_endpoint; i++) {
+        grpc_channel *y = c->channels[e * (size_t)c->per_endpoint +
+                                      (ch + (size_t)i) % (size_t)c->per_endpoint];
+        if (grpc_channel_check_connectivity_state(y, 0) == GRPC_CHANNEL_READY)
+            return y;
+    }
+    return x;
+}
+
 static grpc_channel *pick_channel(px_rpc_client_t *c, int endpoint)
 {
     unsigned n = atomic_fetch_add(&c->next_channel, 1);
     if (endpoint >= 0 && (size_t)endpoint < c->n_endpoints)
-        return c->channels[(size_t)endpoint * (size_t)c->per_endpoint +
-                           n % (unsigned)c->per_endpoint];
+        return endpoint_channel(c, (size_t)endpoint,
+                                n % (unsigned)c->per_endpoint);
     /* Endpoints in turn, then their channels. */
     size_t e = n % c->n_endpoints;
     size_t ch = (n / c->n_endpoints) % (unsigned)c->per_endpoint;
     grpc_channel *first = c->channels[e * (size_t)c->per_endpoint + ch];
     if (!c->prefer_ready || c->n_endpoints < 2)
-        return first;
+        return endpoint_channel(c, e, ch);
     /* From there on, the first connected channel; else the first not
      * failing (idle ones are asked to connect). */
     grpc_channel *maybe = NULL;
