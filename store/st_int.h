@@ -27,7 +27,9 @@
  *   callers   submit appends (wq_lock), run pops/acks (lock)
  *   writer    assigns offsets (lock, briefly), writes; in async mode it
  *             publishes (lock) and runs append callbacks, in sync mode it
- *             hands the written run to the syncer
+ *             hands the written run to the syncer.  In async mode a
+ *             front end's appending thread does this itself when no one
+ *             else is writing (st_append_front, wq_busy)
  *   syncer    (sync mode) fdatasyncs, publishes, runs append callbacks
  *   flusher   fdatasyncs the commitlog (async mode) and the state log
  *   service   answers parked pops on arrival / expiry / timeout, retention,
@@ -377,8 +379,12 @@ typedef struct st_local {
     st_wop_t *wq_head, *wq_tail;
     bool wq_stop;
     bool wq_waiting;                /* the writer sleeps on wq_cond */
+    /* async mode: a thread (the writer, or an appending one:
+     * st_append_front) is writing; it alone touches what "the writer"
+     * owns below and in the segments */
+    bool wq_busy;
     pthread_t writer;
-    bool wr_need_truncate;          /* writer thread only */
+    bool wr_need_truncate;          /* the writing thread only */
 
     /* sync mode pipeline: written runs awaiting fdatasync by the syncer
      * thread, so the writer writes batch N+1 while N is being synced.
@@ -572,6 +578,11 @@ int64_t st_hold_service(st_local_t *st, int64_t now);
 /* First commitlog position retention must keep (pending held messages). */
 uint64_t st_hold_keep_pos(st_local_t *st);
 void st_append_local(st_store_t *s, const char *topic,
+                     const st_message_t *msgs, size_t n, st_append_cb cb,
+                     void *arg);
+/* The append op (st_writer.c): st_append_local(), then in async mode the
+ * calling thread writes the queue itself if no one else is writing. */
+void st_append_front(st_store_t *s, const char *topic,
                      const st_message_t *msgs, size_t n, st_append_cb cb,
                      void *arg);
 void st_tx_end_local(st_store_t *s, const char *topic, const char *msg_id,

@@ -278,6 +278,10 @@ static void parts_done(void *arg, gt_err_t rc, const st_append_item_t *items,
 /* Queues a chain of ops at once (one caller's parts stay together);
  * `small`: it is one small append (the writer takes those first).
  * GT_ESHUTDOWN when the writer stopped (nothing queued). */
+/* Set while st_append_front() submits: that thread writes what it queued
+ * itself (async mode), so the push wakes no writer. */
+static _Thread_local st_local_t *wr_front;
+
 static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head, bool small)
 {
     st_wop_t *tail = head;
@@ -295,7 +299,10 @@ static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head, bool small)
         st->wq_tail = tail;
         if (small)
             atomic_store(&st->wq_small, true);
-        if (st->wq_waiting)
+        /* Not when a thread is writing (async mode: it takes this one
+         * next, or wakes the writer when it stops), nor when this thread
+         * writes the queue itself right after (st_append_front). */
+        if (st->wq_waiting && !st->wq_busy && wr_front != st)
             pthread_cond_signal(&st->wq_cond);
     }
     pthread_mutex_unlock(&st->wq_lock);
@@ -964,6 +971,19 @@ static st_wop_t *take_small(st_local_t *st)
     return out;
 }
 
+/* Async mode: small appends first (their answers wait for nothing
+ * else), else the whole queue.  wq_lock held. */
+static st_wop_t *take_async(st_local_t *st)
+{
+    st_wop_t *list;
+    atomic_store(&st->wq_small, false);
+    if ((list = take_small(st)) == NULL) {
+        list = st->wq_head;
+        st->wq_head = st->wq_tail = NULL;
+    }
+    return list;
+}
+
 /* Sync mode: takes appends in order while they keep the bytes written
  * ahead of the syncs (`ahead` now) within ST_WRITE_AHEAD; at least one
  * when nothing is ahead.  wq_lock held. */
@@ -1012,21 +1032,21 @@ static void *writer_main(void *arg)
     bool sync = st->cfg.flush == ST_FLUSH_SYNC;
     for (;;) {
         pthread_mutex_lock(&st->wq_lock);
-        while (!st->wq_head && !st->wq_stop) {
+        /* (async mode: an appending thread may be writing: wq_busy) */
+        while ((!st->wq_head && !st->wq_stop) || st->wq_busy) {
             st->wq_waiting = true;
             pthread_cond_wait(&st->wq_cond, &st->wq_lock);
             st->wq_waiting = false;
         }
-        st_wop_t *list;
-        atomic_store(&st->wq_small, false); /* take_small() looks now */
+        st_wop_t *list = NULL;
         if (!sync) {
-            /* Small appends first here too (their answers wait for
-             * nothing else); the rest at once. */
-            if (!(list = take_small(st))) {
-                list = st->wq_head;
-                st->wq_head = st->wq_tail = NULL;
-            }
-        } else if (!(list = take_small(st)) && st->wq_head) {
+            if ((list = take_async(st)) != NULL)
+                st->wq_busy = true;
+        } else {
+            atomic_store(&st->wq_small, false); /* take_small() looks now */
+            list = take_small(st);
+        }
+        if (sync && !list && st->wq_head) {
             size_t len = st->wq_head->len;
             bool small;
             pthread_mutex_unlock(&st->wq_lock);
@@ -1041,12 +1061,63 @@ static void *writer_main(void *arg)
         }
         bool stop = st->wq_stop && !st->wq_head;
         pthread_mutex_unlock(&st->wq_lock);
-        if (list)
+        if (list) {
             batch_process(st, list);
-        else if (stop)
+            if (!sync) {
+                pthread_mutex_lock(&st->wq_lock);
+                st->wq_busy = false;
+                pthread_mutex_unlock(&st->wq_lock);
+            }
+        } else if (stop) {
             break;
+        }
     }
     return NULL;
+}
+
+/* Async mode: the appending thread writes the queue itself when no one
+ * else is writing (wq_busy), instead of waking the writer thread -- its
+ * answers are then posted from here (a gRPC worker: run after its event,
+ * no hand-off either).  It writes what others queued meanwhile too, for
+ * up to INLINE_ROUNDS rounds, then leaves the rest to the writer thread. */
+#define INLINE_ROUNDS 4
+
+static void write_front(st_local_t *st)
+{
+    pthread_mutex_lock(&st->wq_lock);
+    if (st->wq_busy || !st->wq_head) {
+        pthread_mutex_unlock(&st->wq_lock);
+        return;
+    }
+    st->wq_busy = true;
+    for (int round = 1;; round++) {
+        st_wop_t *list = take_async(st);
+        pthread_mutex_unlock(&st->wq_lock);
+        batch_process(st, list);
+        pthread_mutex_lock(&st->wq_lock);
+        if (!st->wq_head || round == INLINE_ROUNDS)
+            break;
+    }
+    st->wq_busy = false;
+    if ((st->wq_head || st->wq_stop) && st->wq_waiting)
+        pthread_cond_signal(&st->wq_cond);
+    pthread_mutex_unlock(&st->wq_lock);
+}
+
+void st_append_front(st_store_t *s, const char *topic,
+                     const st_message_t *msgs, size_t n, st_append_cb cb,
+                     void *arg)
+{
+    st_local_t *st = (st_local_t *)s;
+
+    if (st->cfg.flush != ST_FLUSH_ASYNC) {
+        st_append_local(s, topic, msgs, n, cb, arg);
+        return;
+    }
+    wr_front = st;
+    st_append_local(s, topic, msgs, n, cb, arg);
+    wr_front = NULL;
+    write_front(st);
 }
 
 /* ---- syncer thread (sync mode) ------------------------------------------- */

@@ -1,5 +1,6 @@
-/* The writer in sync mode: a small append goes ahead of large ones to
- * other topics that wait for room in the write-ahead (ST_WRITE_AHEAD bytes
+/* The writer.  In async mode an appending thread writes itself when no
+ * one else is writing (test_async_caller_writes).  In sync mode: a small
+ * append goes ahead of large ones to other topics that wait for room in the write-ahead (ST_WRITE_AHEAD bytes
  * written but not synced), instead of waiting for their syncs; one to the
  * same topic stays behind them (a caller's appends keep their order); a
  * large batch is written in parts, and a small append goes between them;
@@ -30,10 +31,12 @@ typedef struct gate {
     bool grow_armed; /* commitlog writes that grow the file wait */
     int grow_held;   /* how many waited */
     uint64_t written_end; /* largest commitlog file offset written */
+    bool write_armed; /* commitlog writes wait */
+    int write_held;   /* how many waited */
 } gate_t;
 
 static gate_t gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                      false, 0, 0, false, 0, 0};
+                      false, 0, 0, false, 0, 0, false, 0};
 
 static bool is_commitlog(int fd)
 {
@@ -66,6 +69,12 @@ static ssize_t g_pwritev(void *ctx, int fd, const struct iovec *iov, int cnt,
         len += iov[i].iov_len;
     if (is_commitlog(fd)) {
         pthread_mutex_lock(&gate.mu);
+        if (gate.write_armed) {
+            gate.write_held++;
+            pthread_cond_broadcast(&gate.cv);
+            while (gate.write_armed)
+                pthread_cond_wait(&gate.cv, &gate.mu);
+        }
         if (gate.grow_armed && fstat(fd, &sb) == 0 &&
             (uint64_t)off + len > (uint64_t)sb.st_size) {
             gate.grow_held++;
@@ -123,6 +132,7 @@ typedef struct sent {
     int done; /* 0 while pending, else 1 + its completion rank */
     gt_err_t err;
     uint64_t position;
+    pthread_t by; /* the thread it completed on */
 } sent_t;
 
 static void sent_cb(void *arg, gt_err_t err, const st_append_item_t *items,
@@ -133,6 +143,7 @@ static void sent_cb(void *arg, gt_err_t err, const st_append_item_t *items,
     s->err = err;
     s->position = err == GT_OK && n > 0 ? items[0].position : 0;
     s->done = ++*s->order;
+    s->by = pthread_self();
     pthread_cond_broadcast(s->cv);
     pthread_mutex_unlock(s->mu);
 }
@@ -174,7 +185,7 @@ static void test_small_ahead_of_large(void)
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int order = 0;
-    sent_t a = {&mu, &cv, &order, 0, GT_OK, 0};
+    sent_t a = {&mu, &cv, &order, 0, GT_OK, 0, 0};
     sent_t b = a, s = a, t = a;
     st_config_t c;
     st_store_t *st = NULL;
@@ -266,8 +277,8 @@ static void test_small_between_parts(void)
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int order = 0;
-    batch_sent_t big = {{&mu, &cv, &order, 0, GT_OK, 0}, 0, {0}, {0}, {0}};
-    sent_t s = {&mu, &cv, &order, 0, GT_OK, 0};
+    batch_sent_t big = {{&mu, &cv, &order, 0, GT_OK, 0, 0}, 0, {0}, {0}, {0}};
+    sent_t s = {&mu, &cv, &order, 0, GT_OK, 0, 0};
     st_message_t m[N];
     char *body = malloc(3 * MiB);
     st_config_t c;
@@ -361,7 +372,7 @@ static void test_fill_ahead_of_writer(void)
     pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int order = 0;
-    sent_t first = {&mu, &cv, &order, 0, GT_OK, 0};
+    sent_t first = {&mu, &cv, &order, 0, GT_OK, 0, 0};
     sent_t big = first, s = first;
     struct timespec ts;
     st_config_t c;
@@ -414,12 +425,105 @@ static void test_fill_ahead_of_writer(void)
     free(dir);
 }
 
+/* Async mode: an append to an idle store is written by the appending
+ * thread itself and answered before st_append() returns (no hand-off to
+ * the writer thread).  One made while another thread is writing is
+ * queued: its st_append() returns at once, and the writing thread writes
+ * it after its own, in order, and answers it. */
+typedef struct appender {
+    st_store_t *st;
+    sent_t *s;
+    size_t len;
+    int done_at_return; /* answers given when its st_append() returned */
+    pthread_t self;
+} appender_t;
+
+static void *appender_main(void *arg)
+{
+    appender_t *a = arg;
+
+    a->self = pthread_self();
+    send_body(a->st, a->len, a->s);
+    pthread_mutex_lock(a->s->mu);
+    a->done_at_return = *a->s->order;
+    pthread_mutex_unlock(a->s->mu);
+    return NULL;
+}
+
+static void test_async_caller_writes(void)
+{
+    char *dir = tu_tmpdir("writer");
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    int order = 0;
+    sent_t first = {&mu, &cv, &order, 0, GT_OK, 0, 0};
+    sent_t held = first, queued = first;
+    appender_t a = {NULL, &held, 100, 0, 0}, b = {NULL, &queued, 200, 0, 0};
+    pthread_t ta, tb;
+    st_config_t c;
+    st_store_t *st = NULL;
+
+    tu_config(&c, dir, ST_FLUSH_ASYNC);
+    c.file_ops = &gate_ops;
+    c.file_ctx = &gate;
+    CU_ASSERT_EQUAL_FATAL(tu_open_cfg(&c, &st), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+
+    /* idle: written and answered on this thread, inside st_append() */
+    send_body(st, 100, &first);
+    pthread_mutex_lock(&mu);
+    CU_ASSERT_EQUAL(first.done, 1);
+    CU_ASSERT_EQUAL(first.err, GT_OK);
+    CU_ASSERT(first.done && pthread_equal(first.by, pthread_self()));
+    pthread_mutex_unlock(&mu);
+
+    /* a's write is held in the file layer; b appends meanwhile */
+    pthread_mutex_lock(&gate.mu);
+    gate.write_armed = true;
+    gate.write_held = 0;
+    pthread_mutex_unlock(&gate.mu);
+    a.st = b.st = st;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&ta, NULL, appender_main, &a), 0);
+    pthread_mutex_lock(&gate.mu);
+    while (gate.write_held < 1)
+        pthread_cond_wait(&gate.cv, &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tb, NULL, appender_main, &b), 0);
+    pthread_join(tb, NULL); /* returns while a still writes */
+    pthread_mutex_lock(&mu);
+    CU_ASSERT_EQUAL(b.done_at_return, 1); /* first's */
+    CU_ASSERT_EQUAL(queued.done, 0);
+    pthread_mutex_unlock(&mu);
+    pthread_mutex_lock(&gate.mu);
+    CU_ASSERT_EQUAL(gate.write_held, 1); /* the writer thread took nothing */
+    gate.write_armed = false;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    pthread_join(ta, NULL);
+
+    /* a wrote and answered both before its st_append() returned, its own
+     * first */
+    CU_ASSERT_EQUAL(a.done_at_return, 3);
+    CU_ASSERT_EQUAL(held.done, 2);
+    CU_ASSERT_EQUAL(queued.done, 3);
+    CU_ASSERT_EQUAL(held.err, GT_OK);
+    CU_ASSERT_EQUAL(queued.err, GT_OK);
+    CU_ASSERT(pthread_equal(held.by, a.self));
+    CU_ASSERT(pthread_equal(queued.by, a.self));
+    CU_ASSERT(held.position > first.position);
+    CU_ASSERT(queued.position > held.position);
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     static const CU_TestInfo tests[] = {
         {"small_ahead_of_large", test_small_ahead_of_large},
         {"small_between_parts", test_small_between_parts},
         {"fill_ahead_of_writer", test_fill_ahead_of_writer},
+        {"async_caller_writes", test_async_caller_writes},
         CU_TEST_INFO_NULL,
     };
     return tu_run("writer", tests);
