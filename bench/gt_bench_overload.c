@@ -964,9 +964,8 @@ int main(int argc, char **argv)
            all.other, codes, go_ms(&all.lat, 0.5), peak, hwm,
            (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
-    if (o.control)
+    if (o.control) {
         gb_errs_format(&ctl.res.fail_codes, codes, sizeof(codes));
-    if (o.control)
         printf(" ctl_n=%" PRIu64 " ctl_refused=%" PRIu64 " ctl_fail_codes=%s"
                " ctl_recv_failed=%" PRIu64 " ctl_received=%" PRIu64
                " ctl_send_p50_ms=%.1f ctl_send_p90_ms=%.1f"
@@ -979,6 +978,7 @@ int main(int argc, char **argv)
                go_ms(&ctl.res.send, 1.0), go_ms(&ctl.res.recv, 0.5),
                go_ms(&ctl.res.recv, 0.9), go_ms(&ctl.res.recv, 0.99),
                go_ms(&ctl.res.recv, 1.0));
+    }
     printf("\n");
     fflush(stdout);
     if (o.control)

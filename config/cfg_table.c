@@ -407,8 +407,9 @@ static const cfg_desc_t cfg_server_keys[] = {
      64 * GIB, NULL, NULL, NULL,
      "Admission control: request bytes in flight (received or being "
      "received, not yet answered; counted twice, for the copies a request "
-     "needs) in the whole server. A request that would pass it is answered "
-     "TOO_MANY_REQUESTS (42900), if possible without being read, unless "
+     "needs) in the whole server (default 128 MiB). A request that would "
+     "pass it is answered TOO_MANY_REQUESTS (42900), if possible without "
+     "being read, unless "
      "nothing else is in flight. A connection's first send, whose size is "
      "not known yet, is read only while no other such send is (it waits "
      "for that, at most 2 s). A connection whose send could not be read "
@@ -417,7 +418,7 @@ static const cfg_desc_t cfg_server_keys[] = {
      "requests (up to 64 KiB) may go a sixteenth past it, so that clients "
      "of small requests are served while large ones fill it. The gRPC "
      "layer's own buffers get a memory quota of this + 64 MiB: past it the "
-     "layer cancels streams with RESOURCE_EXHAUSTED (default 128 MiB)."},
+     "layer cancels streams with RESOURCE_EXHAUSTED."},
     {"max_conn_inflight_bytes", CFG_T_INT,
      CFG_FIELD(cfg_t, server.max_conn_inflight_bytes), "67108864", 1 << 20,
      64 * GIB, NULL, NULL, NULL,
@@ -967,9 +968,10 @@ const cfg_section_t cfg_sections[] = {
      "`max_inflight_bytes` / `max_conn_inflight_bytes` too."},
     {"cluster", cfg_cluster_keys, N(cfg_cluster_keys), false, 0, 0, 0, NULL,
      "`gantry-store` only: store-cluster coordination through etcd (issue "
-     "12; only the foundation exists: with `etcd` set the node registers "
-     "itself under a lease at `/gantry/<name>/stores/<node_id>`, value its "
-     "advertised address; no placement, replication or failover yet)."},
+     "12): with `etcd` set the node registers itself under a lease at "
+     "`/gantry/<name>/stores/<node_id>` (value: its advertised address), "
+     "joins a replica set, and the set elects a leader that replicates to "
+     "its followers and is replaced when it dies (docs/cluster.md)."},
     {"metrics", cfg_metrics_keys, N(cfg_metrics_keys), false, 0, 0, 0, NULL,
      "The Prometheus endpoint `/metrics` (RocketMQ's metric names)."},
     {"trace", cfg_trace_keys, N(cfg_trace_keys), false, 0, 0, 0, NULL,

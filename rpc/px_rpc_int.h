@@ -41,11 +41,13 @@ typedef struct px_conn {
      * size was refused at arrival (the next one probes, see
      * px_admit_conn_size), -2 while that probe is under way. */
     int64_t size_avg[PX_ADMIT_METHODS];
-    /* Per method index: a request that was admitted but never came in
-     * (the core refused it past the receive limit, having read it whole,
-     * or the stream was cancelled) holds the connection's next ones off
-     * until unread_until_ms (refused unread); unread_strikes such in a
-     * row, reset when a message comes in.  See px_admit_note_unread. */
+    /* Per method index: a request of unknown size (a first one, or a
+     * probe) that was admitted but never came in (the core refused it
+     * past the receive limit, having read it whole, or the stream was
+     * cancelled) holds the connection's next ones off until
+     * unread_until_ms (refused unread); unread_strikes such in a row,
+     * reset when a message comes in.  One of known size only makes the
+     * next one a probe.  See px_admit_note_unread. */
     int64_t unread_until_ms[PX_ADMIT_METHODS];
     uint8_t unread_strikes[PX_ADMIT_METHODS];
     char peer[];
