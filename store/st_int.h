@@ -28,8 +28,9 @@
  *   writer    assigns offsets (lock, briefly), writes; in async mode it
  *             publishes (lock) and runs append callbacks, in sync mode it
  *             hands the written run to the syncer.  In async mode a
- *             front end's appending thread does this itself when no one
- *             else is writing (st_append_front, wq_busy)
+ *             front end's appending thread does this itself for small
+ *             appends when no one else is writing (st_append_front,
+ *             wq_busy)
  *   syncer    (sync mode) fdatasyncs, publishes, runs append callbacks
  *   flusher   fdatasyncs the commitlog (async mode) and the state log
  *   service   answers parked pops on arrival / expiry / timeout, retention,

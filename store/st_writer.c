@@ -301,8 +301,8 @@ static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head, bool small)
             atomic_store(&st->wq_small, true);
         /* Not when a thread is writing (async mode: it takes this one
          * next, or wakes the writer when it stops), nor when this thread
-         * writes the queue itself right after (st_append_front). */
-        if (st->wq_waiting && !st->wq_busy && wr_front != st)
+         * writes this small append itself right after (st_append_front). */
+        if (st->wq_waiting && !st->wq_busy && !(wr_front == st && small))
             pthread_cond_signal(&st->wq_cond);
     }
     pthread_mutex_unlock(&st->wq_lock);
@@ -1075,28 +1075,33 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* Async mode: the appending thread writes the queue itself when no one
- * else is writing (wq_busy), instead of waking the writer thread -- its
- * answers are then posted from here (a gRPC worker: run after its event,
- * no hand-off either).  It writes what others queued meanwhile too, for
- * up to INLINE_ROUNDS rounds, then leaves the rest to the writer thread. */
+/* Async mode: the appending thread writes small appends (up to
+ * ST_SMALL_APPEND bytes) itself when no one else is writing (wq_busy),
+ * instead of waking the writer thread -- their answers are then posted
+ * from here (a gRPC worker: run after its event, no hand-off either).  It
+ * writes the small ones others queued meanwhile too, for up to
+ * INLINE_ROUNDS rounds, then leaves the rest to the writer thread.  Large
+ * appends stay with the writer thread: a front-end thread does not copy
+ * megabytes into the page cache (nor wait there when the kernel throttles
+ * dirty pages) while its other calls wait. */
 #define INLINE_ROUNDS 4
 
 static void write_front(st_local_t *st)
 {
+    st_wop_t *list;
+
     pthread_mutex_lock(&st->wq_lock);
     if (st->wq_busy || !st->wq_head) {
         pthread_mutex_unlock(&st->wq_lock);
         return;
     }
     st->wq_busy = true;
-    for (int round = 1;; round++) {
-        st_wop_t *list = take_async(st);
+    for (int round = 1; round <= INLINE_ROUNDS; round++) {
+        if ((list = take_small(st)) == NULL)
+            break;
         pthread_mutex_unlock(&st->wq_lock);
         batch_process(st, list);
         pthread_mutex_lock(&st->wq_lock);
-        if (!st->wq_head || round == INLINE_ROUNDS)
-            break;
     }
     st->wq_busy = false;
     if ((st->wq_head || st->wq_stop) && st->wq_waiting)

@@ -1,14 +1,15 @@
-/* The writer.  In async mode an appending thread writes itself when no
- * one else is writing (test_async_caller_writes).  In sync mode: a small
- * append goes ahead of large ones to other topics that wait for room in the write-ahead (ST_WRITE_AHEAD bytes
- * written but not synced), instead of waiting for their syncs; one to the
- * same topic stays behind them (a caller's appends keep their order); a
- * large batch is written in parts, and a small append goes between them;
- * the segment is zero-filled ahead of the writer by another thread, so
- * appends are not held by a write that grows the file.  The commitlog's
- * syncs (and writes that grow it) are held by a gate in the file layer,
- * so what is written while a sync is in progress is decided by the test,
- * not by the disk's speed. */
+/* The writer.  In async mode an appending thread writes small appends
+ * itself when no one else is writing (test_async_caller_writes).  In sync
+ * mode: a small append goes ahead of large ones to other topics that wait
+ * for room in the write-ahead (ST_WRITE_AHEAD bytes written but not
+ * synced), instead of waiting for their syncs; one to the same topic stays
+ * behind them (a caller's appends keep their order); a large batch is
+ * written in parts, and a small append goes between them; the segment is
+ * zero-filled ahead of the writer by another thread, so appends are not
+ * held by a write that grows the file.  The commitlog's syncs (and writes
+ * that grow it) are held by a gate in the file layer, so what is written
+ * while a sync is in progress is decided by the test, not by the disk's
+ * speed. */
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -425,11 +426,12 @@ static void test_fill_ahead_of_writer(void)
     free(dir);
 }
 
-/* Async mode: an append to an idle store is written by the appending
- * thread itself and answered before st_append() returns (no hand-off to
- * the writer thread).  One made while another thread is writing is
- * queued: its st_append() returns at once, and the writing thread writes
- * it after its own, in order, and answers it. */
+/* Async mode: a small append to an idle store is written by the
+ * appending thread itself and answered before st_append() returns (no
+ * hand-off to the writer thread).  One made while another thread is
+ * writing is queued: its st_append() returns at once, and the writing
+ * thread writes it after its own, in order, and answers it.  A large one
+ * (past ST_SMALL_APPEND, 64 KiB) is written by the writer thread. */
 typedef struct appender {
     st_store_t *st;
     sent_t *s;
@@ -457,13 +459,15 @@ static void test_async_caller_writes(void)
     pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
     int order = 0;
     sent_t first = {&mu, &cv, &order, 0, GT_OK, 0, 0};
-    sent_t held = first, queued = first;
+    sent_t held = first, queued = first, large = first;
     appender_t a = {NULL, &held, 100, 0, 0}, b = {NULL, &queued, 200, 0, 0};
     pthread_t ta, tb;
     st_config_t c;
     st_store_t *st = NULL;
 
     tu_config(&c, dir, ST_FLUSH_ASYNC);
+    c.segment_size = 4 * MiB;
+    c.max_message_bytes = 1 * MiB;
     c.file_ops = &gate_ops;
     c.file_ctx = &gate;
     CU_ASSERT_EQUAL_FATAL(tu_open_cfg(&c, &st), GT_OK);
@@ -512,6 +516,13 @@ static void test_async_caller_writes(void)
     CU_ASSERT(pthread_equal(queued.by, a.self));
     CU_ASSERT(held.position > first.position);
     CU_ASSERT(queued.position > held.position);
+
+    /* a large append is left to the writer thread */
+    send_body(st, 256 * 1024, &large);
+    CU_ASSERT_FATAL(wait_done(&mu, &cv, &large.done));
+    CU_ASSERT_EQUAL(large.err, GT_OK);
+    CU_ASSERT(!pthread_equal(large.by, pthread_self()));
+    CU_ASSERT(large.position > queued.position);
     st_close(st);
     tu_rmrf(dir);
     free(dir);
