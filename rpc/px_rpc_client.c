@@ -891,6 +891,19 @@ bool px_rpc_client_ready(px_rpc_client_t *c)
     return true;
 }
 
+int px_rpc_client_channel_state(px_rpc_client_t *c, size_t e, int ch,
+                                bool reset_backoff)
+{
+    grpc_channel *x;
+
+    if (e >= c->n_endpoints || ch < 0 || ch >= c->per_endpoint)
+        return -1;
+    x = c->channels[e * (size_t)c->per_endpoint + (size_t)ch];
+    if (reset_backoff)
+        grpc_channel_reset_connect_backoff(x);
+    return (int)grpc_channel_check_connectivity_state(x, reset_backoff);
+}
+
 size_t px_rpc_client_open_calls(px_rpc_client_t *c)
 {
     pthread_mutex_lock(&c->mu);

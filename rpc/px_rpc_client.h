@@ -109,6 +109,12 @@ void px_rpc_client_free(px_rpc_client_t *c);
  * idle channels to connect (it never waits). */
 bool px_rpc_client_ready(px_rpc_client_t *c);
 
+/* For tests: the connectivity state (grpc_connectivity_state) of channel
+ * `ch` of endpoint `e`, -1 if there is none.  reset_backoff: first ends
+ * its reconnect backoff and asks it to connect now. */
+int px_rpc_client_channel_state(px_rpc_client_t *c, size_t e, int ch,
+                                bool reset_backoff);
+
 /* Calls open now (started, final callback not yet run). */
 size_t px_rpc_client_open_calls(px_rpc_client_t *c);
 
