@@ -275,13 +275,13 @@ static void parts_done(void *arg, gt_err_t rc, const st_append_item_t *items,
     parts_free(p);
 }
 
+/* Set while st_append_front() submits: that thread writes the small
+ * append it queues itself (async mode), so the push wakes no writer. */
+static _Thread_local st_local_t *wr_front;
+
 /* Queues a chain of ops at once (one caller's parts stay together);
  * `small`: it is one small append (the writer takes those first).
  * GT_ESHUTDOWN when the writer stopped (nothing queued). */
-/* Set while st_append_front() submits: that thread writes what it queued
- * itself (async mode), so the push wakes no writer. */
-static _Thread_local st_local_t *wr_front;
-
 static gt_err_t wq_push_chain(st_local_t *st, st_wop_t *head, bool small)
 {
     st_wop_t *tail = head;
