@@ -582,7 +582,8 @@ void st_append_local(st_store_t *s, const char *topic,
                      const st_message_t *msgs, size_t n, st_append_cb cb,
                      void *arg);
 /* The append op (st_writer.c): st_append_local(), then in async mode the
- * calling thread writes the queue itself if no one else is writing. */
+ * calling thread writes the queued small appends (up to 64 KiB) itself if
+ * no one else is writing; large ones are left to the writer thread. */
 void st_append_front(st_store_t *s, const char *topic,
                      const st_message_t *msgs, size_t n, st_append_cb cb,
                      void *arg);

@@ -804,8 +804,8 @@ static void test_reconnect(void)
     px_rpc_client_free(c);
 }
 
-/* Waits until channel `ch` is in `state` (asking it to connect); true if
- * it got there. */
+/* Waits until channel `ch` of the one endpoint is in `state` (without
+ * asking it to connect); true if it got there. */
 static bool channel_wait(px_rpc_client_t *c, int ch, int state)
 {
     int64_t end = now_ms() + WAIT_MS;
