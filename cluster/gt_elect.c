@@ -2,6 +2,7 @@
 #include "gt_elect.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct gt_elect {
     int64_t lost;    /* campaigns lost */
     int64_t inelig;  /* reads that found it not in the in-sync set */
     int64_t outranked; /* reads without enough positions or above its own */
+    gt_elect_tally_t *tally; /* may be NULL */
     int64_t epoch;   /* read by the campaign under way */
     char next[24];
 };
@@ -140,6 +142,8 @@ static void on_txn(void *arg, gt_err_t err, bool ok, int64_t rev)
         pthread_mutex_lock(&el->mu);
         el->lost++;
         pthread_mutex_unlock(&el->mu);
+        if (el->tally)
+            atomic_fetch_add(&el->tally->lost, 1);
         /* Lost: watch from just after this transaction. */
         ensure_watch(el, rev + 1);
         campaign_over(el, false);
@@ -284,6 +288,8 @@ static void on_read(void *arg, gt_err_t err, int64_t rev,
         !positions_allow(el, kvs, n, epoch)) {
         pthread_mutex_lock(&el->mu);
         el->outranked++;
+        if (el->tally)
+            atomic_fetch_add(&el->tally->deferred, 1);
         pthread_mutex_unlock(&el->mu);
         ensure_watch(el, rev + 1);
         campaign_over(el, false);
@@ -297,6 +303,9 @@ static void on_read(void *arg, gt_err_t err, int64_t rev,
             el->lost++;
         else
             el->inelig++;
+        if (el->tally)
+            atomic_fetch_add(leader ? &el->tally->lost
+                                    : &el->tally->ineligible, 1);
         pthread_mutex_unlock(&el->mu);
         ensure_watch(el, rev + 1);
         campaign_over(el, false);
@@ -385,6 +394,7 @@ gt_err_t gt_elect_start_opts(gt_etcd_t *e, const gt_elect_opts_t *o,
     el->lease = o->lease;
     el->on_leader = o->on_leader;
     el->arg = o->arg;
+    el->tally = o->tally;
     el->refs = 1;
     pthread_mutex_init(&el->mu, NULL);
     pthread_cond_init(&el->cv, NULL);

@@ -44,9 +44,20 @@
 #ifndef GT_ELECT_H
 #define GT_ELECT_H
 
+#include <stdatomic.h>
+
 #include "gt_etcd.h"
 
 typedef struct gt_elect gt_elect_t;
+
+/* What contenders saw, counted across contenders (a caller replaces its
+ * contender after each step-down): owned by the caller, it must outlive
+ * every contender given it. */
+typedef struct gt_elect_tally {
+    _Atomic int64_t lost;       /* a leader was there, or a campaign lost */
+    _Atomic int64_t deferred;   /* too few positions, or one above its own */
+    _Atomic int64_t ineligible; /* not listed in P/isr */
+} gt_elect_tally_t;
 
 typedef struct gt_elect_opts {
     const char *prefix;     /* P */
@@ -59,6 +70,7 @@ typedef struct gt_elect_opts {
     /* Runs once, when this contender wins epoch `epoch`. */
     void (*on_leader)(void *arg, int64_t epoch);
     void *arg;
+    gt_elect_tally_t *tally; /* optional: counted here too */
 } gt_elect_opts_t;
 
 gt_err_t gt_elect_start_opts(gt_etcd_t *e, const gt_elect_opts_t *o,

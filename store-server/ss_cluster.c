@@ -100,6 +100,7 @@ struct ss_cluster {
     _Atomic int *set_slot; /* also published there (GetInfo); may be NULL */
     int64_t elections_won;
     int64_t step_downs;
+    gt_elect_tally_t tally; /* every contender's reads (atomics) */
 
     /* control thread only */
     /* peers whose event etcd failed: reported again when the retry is due */
@@ -1046,7 +1047,8 @@ static void reconcile(ss_cluster_t *c)
         gt_elect_opts_t o = { .prefix = c->rs, .node_id = c->id,
                               .lease = c->lease, .require_isr = true,
                               .min_insync = c->min_insync,
-                              .on_leader = on_won, .arg = c };
+                              .on_leader = on_won, .arg = c,
+                              .tally = &c->tally };
         if (gt_elect_start_opts(c->e, &o, &c->el) != GT_OK) {
             c->el = NULL;
             retry_later(c);
@@ -1269,10 +1271,24 @@ void ss_cluster_metrics(ss_cluster_t *c, FILE *out)
             "# HELP gantry_store_step_downs_total Times this node stopped "
             "leading or following (lease lost, fenced, leader changed).\n"
             "# TYPE gantry_store_step_downs_total counter\n"
-            "gantry_store_step_downs_total %lld\n",
+            "gantry_store_step_downs_total %lld\n"
+            "# HELP gantry_store_election_reads_total Reads of the replica "
+            "set's keys at which this node did not campaign: a leader was "
+            "there (or it lost the race), it waits for more members' "
+            "positions or for one above its own (min_insync), it is not "
+            "in the in-sync set.\n"
+            "# TYPE gantry_store_election_reads_total counter\n"
+            "gantry_store_election_reads_total{outcome=\"leader_present\"} "
+            "%lld\n"
+            "gantry_store_election_reads_total{outcome=\"waiting_for_"
+            "positions\"} %lld\n"
+            "gantry_store_election_reads_total{outcome=\"not_in_sync\"} "
+            "%lld\n",
             role, (long long)epoch, isr_n, member ? 1 : 0, set,
             (long long)won,
-            (long long)downs);
+            (long long)downs, (long long)atomic_load(&c->tally.lost),
+            (long long)atomic_load(&c->tally.deferred),
+            (long long)atomic_load(&c->tally.ineligible));
 }
 
 void ss_cluster_stop(ss_cluster_t *c)

@@ -9,17 +9,24 @@
 // may stand, but only A holds every acknowledged write, and A must win;
 // the new leader serves every acknowledged write, and B catches up and is
 // listed in sync again.
+//
+// Then, with all three back, the leader and a follower are killed at once:
+// the one left may not campaign (one position of the two it needs), which
+// it counts in gantry_store_election_reads_total{outcome=
+// "waiting_for_positions"}; once a killed node returns, the set elects and
+// the new leader serves every acknowledged write.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { scaled, waitFor, TIME_SCALE } from './harness.mjs';
+import { scaled, waitFor, TIME_SCALE, httpGet } from './harness.mjs';
 import {
   startCluster, stopCluster, waitHealthy, leaderOf, followersOf, roleOf, epochOf,
-  isrOf, signalNode, waitNewLeader, T,
+  isrOf, signalNode, waitNewLeader, restartNode, T,
 } from './cluster_harness.mjs';
 import { storeCall } from './store_rpc.mjs';
 
 const WRITES = 20;
 let c;
+let killed; // the first test's leader, killed and not restarted there
 
 after(async () => {
   if (c) await stopCluster(c);
@@ -78,6 +85,7 @@ test('a write is answered by a quorum; the member holding every acknowledged wri
     assert.ok((await isrOf(c)).ids.includes(B.id), `${B.id} still listed in sync`);
     assert.equal(await queueEnd(L), before + WRITES);
     await signalNode(L, 'SIGKILL');
+    killed = L;
     await signalNode(B, 'SIGCONT');
     resumed = true;
   } finally {
@@ -101,4 +109,44 @@ test('a write is answered by a quorum; the member holding every acknowledged wri
   const r = await append(L2, 'after');
   assert.equal(r.err, null);
   assert.equal(r.resp.err, 'OK');
+});
+
+// gantry_store_election_reads_total{outcome=...} of a node, by outcome.
+async function electionReads(node) {
+  const r = await httpGet(node.h.httpPort, '/metrics');
+  assert.equal(r.status, 200);
+  const out = {};
+  for (const m of r.body.matchAll(/^gantry_store_election_reads_total\{outcome="(\w+)"\} (\d+)$/mg))
+    out[m[1]] = Number(m[2]);
+  return out;
+}
+
+test('one member of three left waits, counting its reads, and the set elects when a second returns', async () => {
+  assert.ok(c && killed, 'the first test ran');
+  await restartNode(c, killed);
+  await waitHealthy(c);
+  const L = await leaderOf(c);
+  const [F1, F2] = followersOf(c, L);
+  const r0 = await append(L, 'before-two-faults');
+  assert.equal(r0.err, null, `write: ${r0.err?.details}`);
+  assert.equal(r0.resp.err, 'OK');
+  const end = await queueEnd(L);
+  const reads0 = await electionReads(F2);
+  assert.equal(typeof reads0.waiting_for_positions, 'number',
+    `no waiting_for_positions outcome in ${JSON.stringify(reads0)}`);
+
+  await signalNode(L, 'SIGKILL');
+  await signalNode(F1, 'SIGKILL');
+  await waitFor(async () => (await electionReads(F2)).waiting_for_positions >
+    reads0.waiting_for_positions, scaled(60000), `${F2.id} counting reads that wait for positions`, 100);
+  assert.notEqual((await roleOf(F2)).role, 1, `${F2.id} leads alone (min_insync 2)`);
+
+  await restartNode(c, F1);
+  const L2 = await waitNewLeader(c, L, 120000);
+  assert.ok(L2 === F1 || L2 === F2, `leader ${L2.id}`);
+  await waitFor(async () => {
+    const r = await call(L2, 'QueryOffset', { topic: T, queue: 0, kind: 'OFFSET_END' });
+    return !r.err && r.resp.err === 'OK';
+  }, 30000, 'the new leader serving', 100);
+  assert.equal(await queueEnd(L2), end, 'acknowledged writes lost');
 });
