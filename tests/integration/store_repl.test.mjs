@@ -62,6 +62,24 @@ async function stopAll(...hs) {
   if (first) throw first;
 }
 
+// Leader n1 (in-sync set n1 n2 n3, min_insync as given), followers n2
+// and n3, a proxy in remote mode on the leader and a producer on it, into
+// `s` as each starts (so that the caller's finally stops what did:
+// stopThree).
+async function threeNodes(s, minInsync) {
+  s.L = await leader('n1', ['n1', 'n2', 'n3'], minInsync);
+  s.F1 = await follower('n2', s.L);
+  s.F2 = await follower('n3', s.L);
+  s.P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: s.L.endpoint });
+  s.producer = await startProducer(s.P, [T]);
+  return s;
+}
+
+async function stopThree(s) {
+  await shutdownQuietly(s.producer);
+  await stopAll(s.P, s.F2, s.F1, s.L);
+}
+
 function segs(node) {
   const d = path.join(node.dir, 'data', 'commitlog');
   if (!fs.existsSync(d)) return [];
@@ -166,13 +184,9 @@ async function heldBack(producer, stopped, body) {
 }
 
 test('gating: a send is answered once max(min_insync, a majority) of the in-sync set hold it; store RPCs on a follower: UNAVAILABLE not leader', async () => {
-  let L; let F1; let F2; let P; let producer;
+  const s = {};
   try {
-    L = await leader('n1', ['n1', 'n2', 'n3'], 2);
-    F1 = await follower('n2', L);
-    F2 = await follower('n3', L);
-    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
-    producer = await startProducer(P, [T]);
+    const { F1, F2, producer } = await threeNodes(s, 2);
     await producer.send({ topic: T, body: Buffer.from('warm') });
     // n3 stopped: n1 and n2 are 2 of 3, the send is answered (within the
     // SDK's own timeout; the leader does not wait for n3)
@@ -195,24 +209,18 @@ test('gating: a send is answered once max(min_insync, a majority) of the in-sync
     assert.equal(err?.code, grpc.status.UNAVAILABLE);
     assert.match(err.details, /not leader/);
   } finally {
-    await shutdownQuietly(producer);
-    await stopAll(P, F2, F1, L);
+    await stopThree(s);
   }
 });
 
 test('gating with min_insync 3 of 3: one stopped follower holds a send back', async () => {
-  let L; let F1; let F2; let P; let producer;
+  const s = {};
   try {
-    L = await leader('n1', ['n1', 'n2', 'n3'], 3);
-    F1 = await follower('n2', L);
-    F2 = await follower('n3', L);
-    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
-    producer = await startProducer(P, [T]);
+    const { F2, producer } = await threeNodes(s, 3);
     await producer.send({ topic: T, body: Buffer.from('warm') });
     await heldBack(producer, [F2], 'gated');
   } finally {
-    await shutdownQuietly(producer);
-    await stopAll(P, F2, F1, L);
+    await stopThree(s);
   }
 });
 
@@ -277,14 +285,10 @@ function cached(node) {
 }
 
 test('a follower\'s commitlog leaves the page cache once written back', async () => {
-  let L; let F1; let F2; let P; let producer;
+  const s = {};
   const MiB = 1 << 20;
   try {
-    L = await leader('n1', ['n1', 'n2', 'n3'], 3);
-    F1 = await follower('n2', L);
-    F2 = await follower('n3', L);
-    P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: L.endpoint });
-    producer = await startProducer(P, [T]);
+    const { F1, F2, producer } = await threeNodes(s, 3);
     // 36 MiB, answered once both followers hold it (min_insync 3)
     for (let i = 0; i < 12; i++) {
       await producer.send({ topic: T, body: Buffer.alloc(3 * MiB, 97 + i) });
@@ -298,7 +302,6 @@ test('a follower\'s commitlog leaves the page cache once written back', async ()
         `follower keeps ${(res / MiB).toFixed(1)} of ${(size / MiB).toFixed(1)} MiB of its commitlog cached`);
     }
   } finally {
-    await shutdownQuietly(producer);
-    await stopAll(P, F2, F1, L);
+    await stopThree(s);
   }
 });
