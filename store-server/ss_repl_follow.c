@@ -282,6 +282,10 @@ static gt_err_t apply_chunk(ss_follow_t *f,
             if (f->seg_dirty && fdatasync(f->seg_fd) != 0)
                 return GT_EIO;
             f->seg_dirty = false;
+            /* synced, so clean: its tail (what seg_drop_behind has not
+             * dropped yet, up to two steps) need not stay cached either */
+            (void)posix_fadvise(f->seg_fd, (off_t)f->seg_drop, 0,
+                                POSIX_FADV_DONTNEED);
         }
         seg_close(f);
         snprintf(dir, sizeof(dir), "%s/commitlog", f->dir);

@@ -66,10 +66,10 @@ async function stopAll(...hs) {
 // and n3, a proxy in remote mode on the leader and a producer on it, into
 // `s` as each starts (so that the caller's finally stops what did:
 // stopThree).
-async function threeNodes(s, minInsync) {
-  s.L = await leader('n1', ['n1', 'n2', 'n3'], minInsync);
-  s.F1 = await follower('n2', s.L);
-  s.F2 = await follower('n3', s.L);
+async function threeNodes(s, minInsync, extra = {}) {
+  s.L = await leader('n1', ['n1', 'n2', 'n3'], minInsync, extra);
+  s.F1 = await follower('n2', s.L, extra);
+  s.F2 = await follower('n3', s.L, extra);
   s.P = await startGantry({ logLevel: 'info', yaml: YAML, remoteStore: s.L.endpoint });
   s.producer = await startProducer(s.P, [T]);
   return s;
@@ -273,9 +273,9 @@ test('an old leader with a tail nobody else has rejoins as a follower of the nex
 
 // Bytes of a node's commitlog in the page cache, and in the files
 // (fincore, util-linux).
-function cached(node) {
+function cached(node, names = segs(node)) {
   let res = 0; let size = 0;
-  for (const n of segs(node)) {
+  for (const n of names) {
     const out = execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES,SIZE',
       path.join(node.dir, 'data', 'commitlog', n)], { encoding: 'utf8' });
     const [r, s] = out.trim().split(/\s+/).map(Number);
@@ -300,6 +300,29 @@ test('a follower\'s commitlog leaves the page cache once written back', async ()
       // the one before); before the change all 36 MiB did
       assert.ok(res <= size / 2,
         `follower keeps ${(res / MiB).toFixed(1)} of ${(size / MiB).toFixed(1)} MiB of its commitlog cached`);
+    }
+  } finally {
+    await stopThree(s);
+  }
+});
+
+test('a follower\'s completed segment leaves the page cache, its tail too', async () => {
+  const s = {};
+  const MiB = 1 << 20;
+  try {
+    // 16 MiB segments: 36 MiB of 3 MiB messages fill two and start a third
+    const { F1, F2, producer } = await threeNodes(s, 3, { storeYaml: `  segment_size: ${16 * MiB}` });
+    for (let i = 0; i < 12; i++) {
+      await producer.send({ topic: T, body: Buffer.alloc(3 * MiB, 97 + i) });
+    }
+    for (const f of [F1, F2]) {
+      const done = segs(f).slice(0, -1);
+      assert.ok(done.length >= 2, `${f.dir}: segments ${segs(f).join(' ')}`);
+      const { res, size } = cached(f, done);
+      assert.ok(size >= 28 * MiB, `${f.dir}: ${size} bytes in completed segments`);
+      // before: the last 8-16 MiB written to each stayed
+      assert.ok(res < MiB,
+        `follower keeps ${(res / MiB).toFixed(1)} of ${(size / MiB).toFixed(1)} MiB of its completed segments cached`);
     }
   } finally {
     await stopThree(s);
