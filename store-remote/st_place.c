@@ -127,7 +127,8 @@ static void topic_set(st_place_t *p, const char *name, const uint32_t *sets, siz
         p->writes[t->sets[0]]--;
     if (n == 0 && t->n)
         t->n_old = t->n;
-    memcpy(t->sets, sets, n * sizeof(*sets));
+    if (n) /* a drop passes sets NULL (forget_done): no copy from it */
+        memcpy(t->sets, sets, n * sizeof(*sets));
     t->n = n;
     t->rev = rev;
     if (n)
