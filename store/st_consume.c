@@ -40,6 +40,12 @@
 /* Records read before taking the lock (see prefetch_plan()). */
 #define PF_MAX (2 * ST_POP_MAX)
 typedef struct prefetch {
+    /* The queue the pop starts at (planned: true), taken from the group's
+     * round robin by prefetch_plan() so that the pop reads the queue that
+     * was read ahead for it; concurrent receivers then start at different
+     * queues and each finds its own records read ahead. */
+    bool planned;
+    uint32_t first;
     size_t n;
     uint64_t pos[PF_MAX];
     uint32_t size[PF_MAX];
@@ -66,6 +72,19 @@ typedef struct pop_ctx {
     size_t nopen;
     uint32_t max;   /* messages: req->max, lowered when max_bytes is met */
     uint64_t bytes; /* body bytes handed out */
+    /* A NORMAL group's pop writes the POP records of what it hands out in
+     * one write to the state log when it ends (pop_try), not one write per
+     * message; if that write fails, the entries are restored from undo
+     * and nothing is handed out.  A FIFO group's pop writes each at once
+     * (its message group index follows every entry). */
+    bool batch;
+    size_t nrec;
+    st_srec_t rec[ST_POP_MAX];
+    struct pop_undo {
+        st_cs_t *cs;
+        uint64_t off;
+        st_went_t prev;
+    } undo[ST_POP_MAX];
 } pop_ctx_t;
 
 void st_pop_out_free(st_pop_out_t *o)
@@ -118,10 +137,16 @@ static gt_err_t deliver(pop_ctx_t *c, uint32_t q, st_cs_t *cs, uint64_t off,
                    .topic = c->t->meta.name, .queue = q, .a = off,
                    .attempt = attempt, .deadline = deadline,
                    .gen = st->next_gen};
-    gt_err_t rc = st_state_log(st, &r);
-    if (rc != GT_OK)
-        return rc;
     st_went_t *e = st_cs_at(cs, off);
+    if (c->batch && c->nrec < ST_POP_MAX) { /* written by pop_try() */
+        c->rec[c->nrec] = r;
+        c->undo[c->nrec++] = (struct pop_undo){.cs = cs, .off = off,
+                                               .prev = *e};
+    } else {
+        gt_err_t rc = st_state_log(st, &r);
+        if (rc != GT_OK)
+            return rc;
+    }
     *e = (st_went_t){.state = ST_E_INFLIGHT, .attempt = attempt,
                      .deadline = deadline, .gen = st->next_gen++};
     note_deadline(st, cs, deadline);
@@ -616,13 +641,37 @@ static gt_err_t pop_new(pop_ctx_t *c, uint32_t q, st_cs_t *cs)
     return rc;
 }
 
+/* Writes the pop's batched POP records (one write).  If that fails,
+ * nothing of this attempt is handed out: the entries are put back as they
+ * were (a new message back to not yet handed out, an expired one back to
+ * expired), due at once, and the error is returned.  Lock held. */
+static gt_err_t pop_write(pop_ctx_t *c, size_t n0)
+{
+    gt_err_t rc = c->nrec ? st_state_log_n(c->st, c->rec, c->nrec) : GT_OK;
+    if (rc != GT_OK) {
+        for (size_t i = c->nrec; i-- > 0;) {
+            struct pop_undo *u = &c->undo[i];
+            *st_cs_at(u->cs, u->off) = u->prev;
+            u->cs->min_deadline = 0; /* pop_window() looks again */
+        }
+        for (size_t i = n0; i < c->out->n; i++)
+            free(c->out->bufs[i]);
+        c->out->n = n0;
+    }
+    c->nrec = 0;
+    return rc;
+}
+
 /* One attempt over the queues of the topic; lock held. */
 static gt_err_t pop_try(pop_ctx_t *c)
 {
     st_topic_rt_t *t = c->t;
     uint32_t qc = t->meta.queue_count, first = 0, nq = qc;
-    gt_err_t rc = GT_OK;
+    size_t n0 = c->out->n;
+    gt_err_t rc = GT_OK, wrc;
     st_cs_t *cs;
+    c->batch = !c->g->meta.fifo;
+    c->nrec = 0;
     if (c->req->queue_id >= 0) {
         first = (uint32_t)c->req->queue_id;
         nq = 1;
@@ -634,6 +683,8 @@ static gt_err_t pop_try(pop_ctx_t *c)
                 (rc = pop_window(c, i, cs)) == GT_OK && c->out->n < c->req->max)
                 rc = pop_new(c, i, cs);
         nq = 0;
+    } else if (c->pf && c->pf->planned) {
+        first = c->pf->first % qc;
     } else if (st_cs_find(c->st, c->g, t, 0, true)) {
         first = st_gtopic_find(c->g, t, false)->rr++ % qc;
     }
@@ -647,6 +698,8 @@ static gt_err_t pop_try(pop_ctx_t *c)
         if ((rc = cs_prepare(c, q, &cs)) == GT_OK)
             rc = pop_new(c, q, cs);
     }
+    if ((wrc = pop_write(c, n0)) != GT_OK)
+        return wrc;
     if (c->out->n > 0 && rc != GT_OK) {
         GT_LOG(WARN, "store", "pop stopped early: %s", gt_err_str(rc));
         rc = GT_OK; /* hand out what was recorded */
@@ -706,6 +759,13 @@ static void prefetch_plan(st_local_t *st, const st_pop_req_t *req,
             return;
         first = (uint32_t)req->queue_id;
         nq = 1;
+    } else if (!req->high_first) {
+        /* pop_try() starts where the round robin says: take its turn now */
+        st_gtopic_t *gt = st_gtopic_find(g, t, false);
+        if (!gt)
+            return; /* the first pop of the group here: read under the lock */
+        first = pf->first = gt->rr++ % qc;
+        pf->planned = true;
     }
     for (uint32_t i = 0; i < nq && pf->n < PF_MAX &&
                          !(req->high_first && pf->n >= req->max); i++) {

@@ -3,7 +3,7 @@
  * request as a whole; a full ST_ACK_MAX batch; acks that survive a reopen
  * (sync flush); one state log write per batch, and a failed one acks
  * nothing; the same through the late decorator (answers on its own
- * thread, after a delay). */
+ * thread, after a delay); and one state log write per pop. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -78,6 +78,19 @@ static int f_close(void *ctx, int fd)
 
 static const st_file_ops_t slog_ops = {f_open, f_pwritev, f_pread,
                                        f_fdatasync, f_ftruncate, f_close};
+
+/* Opens a store (sync flush) in dir on the counting file layer l. */
+static st_store_t *slog_open(const char *dir, slog_t *l, st_config_t *c)
+{
+    st_store_t *st = NULL;
+
+    memset(l, 0, sizeof(*l));
+    tu_config(c, dir, ST_FLUSH_SYNC);
+    c->file_ops = &slog_ops;
+    c->file_ctx = l;
+    CU_ASSERT_EQUAL_FATAL(st_local_open(c, &st), GT_OK);
+    return st;
+}
 
 /* Pops everything ready for G on T (up to cap), invisible for inv_ms. */
 static size_t pop_all(st_store_t *st, int64_t inv_ms, tu_msg_t *m, size_t cap)
@@ -263,11 +276,7 @@ static void test_one_write(void)
     gt_err_t errs[9];
     size_t n;
 
-    memset(&l, 0, sizeof(l));
-    tu_config(&c, dir, ST_FLUSH_SYNC);
-    c.file_ops = &slog_ops;
-    c.file_ctx = &l;
-    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    st = slog_open(dir, &l, &c);
     CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 2), GT_OK);
     for (int i = 0; i < 8; i++)
         CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, "m", -1, NULL), GT_OK);
@@ -301,6 +310,72 @@ static void test_one_write(void)
     free(dir);
 }
 
+/* A pop writes the POP records of what it hands out in one write (it was
+ * one write per message); when that write fails (EIO) it hands out
+ * nothing, and the next pop hands out the same messages, attempt 1, as
+ * never delivered.  Across a reopen the failed pop left no trace. */
+static void test_pop_one_write(void)
+{
+    char *dir = tu_tmpdir("ackbatch_pop");
+    slog_t l;
+    st_config_t c;
+    st_store_t *st = NULL;
+    tu_msg_t m[16];
+    const char *h[16];
+    gt_err_t errs[16];
+    size_t n, k = 0;
+    char body[16];
+
+    st = slog_open(dir, &l, &c);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    for (int i = 0; i < 9; i++) {
+        snprintf(body, sizeof(body), "m%d", i);
+        CU_ASSERT_EQUAL(tu_send(st, "T", "a", NULL, body, -1, NULL), GT_OK);
+    }
+    /* the first pop also starts the group's consumption state */
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 1, 30000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 1);
+    k = 1;
+    int before = atomic_load(&l.writes);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 4, 30000, m + k, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    CU_ASSERT_EQUAL(atomic_load(&l.writes) - before, 1);
+    k += n;
+
+    atomic_store(&l.fail, true);
+    before = atomic_load(&l.writes);
+    n = 99;
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 4, 30000, m + k, &n),
+                    GT_EIO);
+    CU_ASSERT_EQUAL(atomic_load(&l.writes) - before, 1);
+    atomic_store(&l.fail, false);
+    /* the same four, as if the failed pop had not happened */
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 8, 30000, m + k, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 4);
+    for (size_t i = 0; i < 9 && i < k + n; i++) {
+        snprintf(body, sizeof(body), "m%zu", i);
+        CU_ASSERT_STRING_EQUAL(m[i].body, body);
+        CU_ASSERT_EQUAL(m[i].attempt, 1);
+        h[i] = m[i].handle;
+    }
+    k += n;
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 8, 30000, m + k, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(tu_ack_batch(st, "G", "T", h, 9, errs, &n), GT_OK);
+    CU_ASSERT_EQUAL_FATAL(n, 9);
+    for (int i = 0; i < 9; i++)
+        CU_ASSERT_EQUAL(errs[i], GT_OK);
+    st_close(st);
+    /* reopened: everything acked, nothing comes again */
+    memset(&l, 0, sizeof(l));
+    CU_ASSERT_EQUAL_FATAL(st_local_open(&c, &st), GT_OK);
+    CU_ASSERT_EQUAL(tu_pop_simple(st, "G", "T", "*", 8, 30000, m, &n), GT_OK);
+    CU_ASSERT_EQUAL(n, 0);
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     static const CU_TestInfo tests[] = {
@@ -308,6 +383,7 @@ int main(void)
         {"mixed handles through the late decorator", test_mixed_late},
         {"a full batch survives a reopen", test_full_reopen},
         {"one state log write per batch", test_one_write},
+        {"one state log write per pop", test_pop_one_write},
         CU_TEST_INFO_NULL,
     };
     tu_clock_start(); /* time moves only by tu_clock_advance() */
