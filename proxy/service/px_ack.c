@@ -121,10 +121,12 @@ static void px_acks_done(void *arg, gt_err_t err, const gt_err_t *errs,
         errs = all;
     }
     if (errs != NULL) {
+        /* ctx->handles is done with: it lists the acked ones now */
         for (size_t i = 0; i < want; i++)
-            if (errs[i] == GT_OK)
-                px_client_release(px_svc(ctx->call), ctx->client_id,
-                                  ctx->req->entries[i]->receipt_handle);
+            ctx->handles[i] = errs[i] == GT_OK
+                                  ? ctx->req->entries[i]->receipt_handle : NULL;
+        px_client_release_n(px_svc(ctx->call), ctx->client_id,
+                            ctx->handles, want);
         px_trace_acked(px_svc(ctx->call), ctx->call, ctx->req, errs);
         px_ack_reply(ctx, errs);
     } else {
@@ -169,11 +171,12 @@ void px_ack_message(px_call_t *call, ProtobufCMessage *msg)
     px_keep_request(call);
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", px_client_id(call));
     px_call_ref(call);
-    for (size_t i = 0; i < n; i++) {
-        px_client_current(px_svc(call), ctx->client_id,
-                          req->entries[i]->receipt_handle, ctx->cur[i]);
+    for (size_t i = 0; i < n; i++)
+        ctx->handles[i] = req->entries[i]->receipt_handle;
+    px_client_current_n(px_svc(call), ctx->client_id, ctx->handles, n,
+                        ctx->cur);
+    for (size_t i = 0; i < n; i++)
         ctx->handles[i] = ctx->cur[i];
-    }
     st_ack_batch(px_svc(call)->store, req->group->name, req->topic->name,
                  ctx->handles, n, px_acks_done, ctx);
 }

@@ -133,62 +133,116 @@ void px_held_free_all(px_client_t *c)
     c->nb = 0;
 }
 
+void px_client_hold_n(px_svc_t *svc, const char *client_id, const char *group,
+                      const char *topic, const st_popped_t *msgs, size_t n,
+                      bool auto_renew, int64_t invisible_ms)
+{
+    px_held_t *first = NULL;
+    px_client_t *c;
+    int64_t renew_at = px_now_ms() + invisible_ms - PX_RENEW_AHEAD_MS;
+
+    if (client_id == NULL || n == 0)
+        return;
+    /* Built outside the lock, chained through next until added. */
+    for (size_t i = n; i-- > 0;) {
+        px_held_t *h = malloc(sizeof(*h));
+        if (h == NULL)
+            continue; /* not renewed, not given back on a disconnect */
+        px_copy(h->group, sizeof(h->group), group);
+        px_copy(h->topic, sizeof(h->topic), topic);
+        px_copy(h->handle, sizeof(h->handle), msgs[i].handle);
+        px_copy(h->cur, sizeof(h->cur), msgs[i].handle);
+        h->auto_renew = auto_renew;
+        h->renewing = false;
+        h->renew_at_ms = renew_at;
+        h->next = first;
+        first = h;
+    }
+    pthread_mutex_lock(&svc->clients_mu);
+    c = px_client_get_locked(svc, client_id, true);
+    while (c != NULL && first != NULL) {
+        px_held_t *h = first;
+        first = h->next;
+        px_held_add_locked(c, h);
+    }
+    pthread_mutex_unlock(&svc->clients_mu);
+    while (first != NULL) { /* no client entry (out of memory) */
+        px_held_t *h = first;
+        first = h->next;
+        free(h);
+    }
+}
+
 void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
                     const char *topic, const char *handle, bool auto_renew,
                     int64_t invisible_ms)
 {
-    px_client_t *c;
-    px_held_t *h;
+    st_popped_t m;
 
-    if (client_id == NULL || (h = malloc(sizeof(*h))) == NULL)
+    if (handle == NULL)
         return;
-    px_copy(h->group, sizeof(h->group), group);
-    px_copy(h->topic, sizeof(h->topic), topic);
-    px_copy(h->handle, sizeof(h->handle), handle);
-    px_copy(h->cur, sizeof(h->cur), handle);
-    h->auto_renew = auto_renew;
-    h->renewing = false;
-    h->renew_at_ms = px_now_ms() + invisible_ms - PX_RENEW_AHEAD_MS;
+    px_copy(m.handle, sizeof(m.handle), handle);
+    px_client_hold_n(svc, client_id, group, topic, &m, 1, auto_renew,
+                     invisible_ms);
+}
+
+void px_client_release_n(px_svc_t *svc, const char *client_id,
+                         const char *const *handles, size_t n)
+{
+    px_client_t *c;
+    px_held_t *gone = NULL;
+
+    if (client_id == NULL || n == 0)
+        return;
     pthread_mutex_lock(&svc->clients_mu);
-    c = px_client_get_locked(svc, client_id, true);
-    if (c != NULL) {
-        px_held_add_locked(c, h);
-        h = NULL;
+    c = px_client_get_locked(svc, client_id, false);
+    for (size_t i = 0; c != NULL && i < n; i++) {
+        px_held_t *h;
+        if (handles[i] != NULL && (h = px_held_find_locked(c, handles[i])) != NULL) {
+            px_held_remove_locked(c, h);
+            h->next = gone;
+            gone = h;
+        }
     }
     pthread_mutex_unlock(&svc->clients_mu);
-    free(h);
+    while (gone != NULL) {
+        px_held_t *h = gone;
+        gone = h->next;
+        free(h);
+    }
 }
 
 void px_client_release(px_svc_t *svc, const char *client_id,
                        const char *handle)
 {
-    px_client_t *c;
-    px_held_t *found = NULL;
+    px_client_release_n(svc, client_id, &handle, 1);
+}
 
-    if (client_id == NULL || handle == NULL)
+void px_client_current_n(px_svc_t *svc, const char *client_id,
+                         const char *const *handles, size_t n,
+                         char (*out)[ST_HANDLE_MAX])
+{
+    px_client_t *c = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        px_copy(out[i], ST_HANDLE_MAX, handles[i] != NULL ? handles[i] : "");
+    if (client_id == NULL || n == 0)
         return;
     pthread_mutex_lock(&svc->clients_mu);
     c = px_client_get_locked(svc, client_id, false);
-    if (c != NULL && (found = px_held_find_locked(c, handle)) != NULL)
-        px_held_remove_locked(c, found);
+    for (size_t i = 0; c != NULL && i < n; i++) {
+        px_held_t *h;
+        if (handles[i] != NULL && (h = px_held_find_locked(c, handles[i])) != NULL)
+            px_copy(out[i], ST_HANDLE_MAX, h->cur);
+    }
     pthread_mutex_unlock(&svc->clients_mu);
-    free(found);
 }
 
 void px_client_current(px_svc_t *svc, const char *client_id,
                        const char *handle, char *out)
 {
-    px_client_t *c;
-    px_held_t *h;
-
-    px_copy(out, ST_HANDLE_MAX, handle != NULL ? handle : "");
-    if (client_id == NULL || handle == NULL)
-        return;
-    pthread_mutex_lock(&svc->clients_mu);
-    c = px_client_get_locked(svc, client_id, false);
-    if (c != NULL && (h = px_held_find_locked(c, handle)) != NULL)
-        px_copy(out, ST_HANDLE_MAX, h->cur);
-    pthread_mutex_unlock(&svc->clients_mu);
+    px_client_current_n(svc, client_id, &handle, 1,
+                        (char (*)[ST_HANDLE_MAX])out);
 }
 
 void px_client_topics_free(px_client_t *c)

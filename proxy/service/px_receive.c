@@ -337,13 +337,13 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
         px_status_set(&st, PX_CODE(OK), "OK");
         resp.content_case = APACHE__ROCKETMQ__V2__RECEIVE_MESSAGE_RESPONSE__CONTENT_STATUS;
         resp.status = &st;
+        /* Held before they are sent: an ack may follow the first at once. */
+        px_client_hold_n(svc, ctx->client_id, ctx->group, ctx->topic, msgs, n,
+                         ctx->auto_renew, ctx->invisible_ms);
         if (px_call_send_pb(ctx->call, &resp.base) == GT_OK) {
             for (; sent < n; sent++) {
                 if (px_recv_send_one(ctx, &msgs[sent]) != GT_OK)
                     break;
-                px_client_hold(svc, ctx->client_id, ctx->group, ctx->topic,
-                               msgs[sent].handle, ctx->auto_renew,
-                               ctx->invisible_ms);
                 px_trace_delivered(svc, ctx->call, ctx->group, ctx->topic, &msgs[sent]);
             }
         }
@@ -356,6 +356,8 @@ static void px_recv_done(void *arg, gt_err_t err, const st_popped_t *msgs,
             px_call_finish(ctx->call, GRPC_STATUS_OK, NULL);
         } else {
             /* The call is gone: give back what was not delivered. */
+            for (size_t i = sent; i < n; i++)
+                px_client_release(svc, ctx->client_id, msgs[i].handle);
             px_recv_give_back(svc, ctx->group, ctx->topic, msgs + sent,
                               n - sent);
             GT_LOG(DEBUG, "svc", "receive for %s gone: released %zu messages",

@@ -364,13 +364,26 @@ void px_client_topics_free(px_client_t *c);
 void px_client_hold(px_svc_t *svc, const char *client_id, const char *group,
                     const char *topic, const char *handle, bool auto_renew,
                     int64_t invisible_ms);
+/* px_client_hold() for each of msgs[0..n), under one lock. */
+void px_client_hold_n(px_svc_t *svc, const char *client_id, const char *group,
+                      const char *topic, const st_popped_t *msgs, size_t n,
+                      bool auto_renew, int64_t invisible_ms);
 /* Forgets a held message (by the client's handle), e.g. after an ack. */
 void px_client_release(px_svc_t *svc, const char *client_id,
                        const char *handle);
+/* px_client_release() for each of handles[0..n) that is not NULL, under
+ * one lock. */
+void px_client_release_n(px_svc_t *svc, const char *client_id,
+                         const char *const *handles, size_t n);
 /* The store's current handle for the client's `handle` (itself when not
  * renewed). `out` has ST_HANDLE_MAX bytes. */
 void px_client_current(px_svc_t *svc, const char *client_id,
                        const char *handle, char *out);
+/* px_client_current() for each of handles[0..n) (NULL: ""), under one
+ * lock. */
+void px_client_current_n(px_svc_t *svc, const char *client_id,
+                         const char *const *handles, size_t n,
+                         char (*out)[ST_HANDLE_MAX]);
 /* Starts / stops the renewer thread (main, around the server's life). */
 gt_err_t px_clients_start(px_svc_t *svc);
 void px_clients_stop(px_svc_t *svc);

@@ -93,6 +93,55 @@ static void test_hold_release(void)
     pthread_mutex_destroy(&svc.clients_mu);
 }
 
+/* The batch forms: a receive's messages held under one lock, an ack's
+ * current handles looked up and its acked ones released (NULL: skipped)
+ * under one lock each; the same results as one at a time. */
+static void test_batches(void)
+{
+    enum { B = 32 };
+    st_popped_t msgs[B];
+    const char *hs[B];
+    char cur[B][ST_HANDLE_MAX];
+
+    pthread_mutex_init(&svc.clients_mu, NULL);
+    for (int i = 0; i < B; i++) {
+        handle_of(0, i, msgs[i].handle);
+        hs[i] = msgs[i].handle;
+    }
+    px_client_hold_n(&svc, "client-a", "G", "T", msgs, B, false, 30000);
+    CU_ASSERT_EQUAL(held_count("client-a"), B);
+    pthread_mutex_lock(&svc.clients_mu);
+    px_held_t *e = px_held_find_locked(px_client_get_locked(&svc, "client-a", false),
+                                       msgs[5].handle);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    CU_ASSERT_STRING_EQUAL(e->group, "G");
+    CU_ASSERT_STRING_EQUAL(e->topic, "T");
+    snprintf(e->cur, sizeof(e->cur), "renewed-5");
+    pthread_mutex_unlock(&svc.clients_mu);
+    hs[7] = NULL;
+    px_client_current_n(&svc, "client-a", hs, B, cur);
+    for (int i = 0; i < B; i++)
+        CU_ASSERT_STRING_EQUAL(cur[i], i == 5 ? "renewed-5"
+                                       : i == 7 ? "" : msgs[i].handle);
+    /* another client: every handle is itself */
+    px_client_current_n(&svc, "client-b", hs, B, cur);
+    CU_ASSERT_STRING_EQUAL(cur[5], msgs[5].handle);
+    /* release all but every fourth (NULL) and the skipped 7th */
+    for (int i = 0; i < B; i += 4)
+        hs[i] = NULL;
+    px_client_release_n(&svc, "client-a", hs, B);
+    CU_ASSERT_EQUAL(held_count("client-a"), B / 4 + 1);
+    px_client_release_n(&svc, "client-a", hs, B); /* again: no effect */
+    CU_ASSERT_EQUAL(held_count("client-a"), B / 4 + 1);
+    while (svc.clients != NULL) {
+        px_client_t *c = svc.clients;
+        svc.clients = c->next;
+        px_held_free_all(c);
+        free(c);
+    }
+    pthread_mutex_destroy(&svc.clients_mu);
+}
+
 int main(void)
 {
     CU_pSuite s;
@@ -101,6 +150,7 @@ int main(void)
         return 1;
     s = CU_add_suite("px_client", NULL, NULL);
     CU_add_test(s, "held handles: hold, current, renew, release", test_hold_release);
+    CU_add_test(s, "held handles in batches", test_batches);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();
