@@ -12,7 +12,8 @@
  * layout after the type: u16 length + namespace, NUL, key; u32 length +
  * value (none for a delete); up to ~66 KiB.
  * Records are written with pwrite under the store lock before the operation
- * they describe completes (a batch of acks: its records in one pwrite), so
+ * they describe completes (a batch of acks, and what a NORMAL group's pop
+ * hands out: their records in one pwrite), so
  * a SIGKILL loses nothing; the flusher fdatasyncs the file every
  * flush_interval_ms, so a power loss can lose the last interval's pops and
  * acks (those messages are delivered again).
