@@ -33,6 +33,18 @@ static size_t held_count(const char *client_id)
     return n;
 }
 
+/* Frees the registry with whatever its clients still hold. */
+static void free_registry(void)
+{
+    while (svc.clients != NULL) {
+        px_client_t *c = svc.clients;
+        svc.clients = c->next;
+        px_held_free_all(c);
+        free(c);
+    }
+    pthread_mutex_destroy(&svc.clients_mu);
+}
+
 static void test_hold_release(void)
 {
     char h[ST_HANDLE_MAX], cur[ST_HANDLE_MAX];
@@ -83,14 +95,7 @@ static void test_hold_release(void)
             CU_ASSERT_STRING_EQUAL(e->handle, h);
         pthread_mutex_unlock(&svc.clients_mu);
     }
-    /* the registry is freed with everything still held */
-    while (svc.clients != NULL) {
-        px_client_t *c = svc.clients;
-        svc.clients = c->next;
-        px_held_free_all(c);
-        free(c);
-    }
-    pthread_mutex_destroy(&svc.clients_mu);
+    free_registry(); /* with everything still held */
 }
 
 /* The batch forms: a receive's messages held under one lock, an ack's
@@ -133,13 +138,7 @@ static void test_batches(void)
     CU_ASSERT_EQUAL(held_count("client-a"), B / 4 + 1);
     px_client_release_n(&svc, "client-a", hs, B); /* again: no effect */
     CU_ASSERT_EQUAL(held_count("client-a"), B / 4 + 1);
-    while (svc.clients != NULL) {
-        px_client_t *c = svc.clients;
-        svc.clients = c->next;
-        px_held_free_all(c);
-        free(c);
-    }
-    pthread_mutex_destroy(&svc.clients_mu);
+    free_registry();
 }
 
 int main(void)
