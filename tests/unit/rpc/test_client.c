@@ -630,6 +630,15 @@ static void test_deadline(void)
     px_rpc_client_t *c = client_new(&test_exec);
     int before = atomic_load(&hang_closed);
     res_t r, s;
+    /* Both channels connected first: the 150 ms deadline is for the calls,
+     * not for connecting (a loaded sanitizer run can take longer). */
+    int64_t ready_by = now_ms() + WAIT_MS;
+    for (int ch = 0; ch < 2; ch++)
+        while (px_rpc_client_channel_state(c, 0, ch, true) != GRPC_CHANNEL_READY &&
+               now_ms() < ready_by)
+            usleep(5000);
+    CU_ASSERT_EQUAL_FATAL(px_rpc_client_channel_state(c, 0, 0, false), GRPC_CHANNEL_READY);
+    CU_ASSERT_EQUAL_FATAL(px_rpc_client_channel_state(c, 0, 1, false), GRPC_CHANNEL_READY);
     res_init(&r);
     res_init(&s);
     px_ccall_opts_t co = {.timeout_ms = 150, .endpoint = -1};
@@ -780,6 +789,10 @@ static void test_reconnect(void)
         usleep(10000);
     }
     CU_ASSERT_EQUAL(code, GRPC_STATUS_UNAVAILABLE);
+    /* Each channel notices the server gone on its own. */
+    end = now_ms() + WAIT_MS;
+    while (px_rpc_client_ready(c) && now_ms() < end)
+        usleep(5000);
     CU_ASSERT(!px_rpc_client_ready(c));
 
     /* A wait-for-ready call started while the server is down. */
