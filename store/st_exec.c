@@ -17,10 +17,68 @@ static void exec_run(void *arg)
     st_res_deliver(arg);
 }
 
+/* Answers held on this thread (st_sched_hold), in order, and the
+ * executor they go to. */
+static _Thread_local int held_depth;
+static _Thread_local st_exec_ctx_t *held_x;
+static _Thread_local st_res_t *held_head, **held_tail;
+
+static void exec_run_list(void *arg)
+{
+    st_res_t *res = arg;
+
+    while (res != NULL) {
+        st_res_t *next = *st_res_next(res);
+        st_res_deliver(res);
+        res = next;
+    }
+}
+
+/* Posts the held answers as one task. */
+static void held_post(void)
+{
+    st_exec_ctx_t *x = held_x;
+    st_res_t *list = held_head;
+
+    held_head = NULL;
+    held_tail = &held_head;
+    held_x = NULL;
+    if (list == NULL)
+        return;
+    if (x->ex.post(x->ex.ctx, exec_run_list, list) == GT_OK)
+        return;
+    GT_LOG(WARN, "store", "executor refused store answers; running them inline");
+    exec_run_list(list);
+}
+
+void st_sched_hold(void)
+{
+    if (held_depth++ == 0) {
+        held_head = NULL;
+        held_tail = &held_head;
+        held_x = NULL;
+    }
+}
+
+void st_sched_release(void)
+{
+    if (held_depth > 0 && --held_depth == 0)
+        held_post();
+}
+
 static void exec_sched(void *ctx, st_res_t *res)
 {
     st_exec_ctx_t *x = ctx;
 
+    if (held_depth > 0) {
+        if (held_x != NULL && held_x != x)
+            held_post();
+        held_x = x;
+        *st_res_next(res) = NULL;
+        *held_tail = res;
+        held_tail = st_res_next(res);
+        return;
+    }
     if (x->ex.post(x->ex.ctx, exec_run, res) == GT_OK)
         return;
     /* The executor refused (out of memory, or stopped too early): an

@@ -39,4 +39,14 @@ void st_res_deliver(st_res_t *res);
 st_res_t **st_res_next(st_res_t *res);
 int64_t *st_res_due(st_res_t *res);
 
+/* Between st_sched_hold() and st_sched_release() (nested: the outermost
+ * release counts), answers that the calling thread hands to an executor
+ * (st_exec_open) are kept, in order, and posted as one task at the
+ * release: a store thread that completes a group of appends (the syncer
+ * after an fdatasync) wakes an executor thread once, instead of once per
+ * answer -- each woken thread preempted the poster, ran one answer and
+ * slept again.  Nothing in between may wait for a held answer to run. */
+void st_sched_hold(void);
+void st_sched_release(void);
+
 #endif

@@ -42,6 +42,7 @@
 
 #include "gt_log.h"
 #include "st_int.h"
+#include "st_relay.h"
 
 #define WOP_MAX_MSGS 1024
 
@@ -1062,7 +1063,9 @@ static void *writer_main(void *arg)
         bool stop = st->wq_stop && !st->wq_head;
         pthread_mutex_unlock(&st->wq_lock);
         if (list) {
+            st_sched_hold(); /* the answers of the run go as one task */
             batch_process(st, list);
+            st_sched_release();
             if (!sync) {
                 pthread_mutex_lock(&st->wq_lock);
                 st->wq_busy = false;
@@ -1186,6 +1189,7 @@ static void *syncer_main(void *arg)
             atomic_store(&st->synced_pos, end);
             st_log_checkpoint(st, end);
             atomic_fetch_add(&st->n_syncs, 1);
+            st_sched_hold(); /* one executor wake for the group */
             written_hook(st);
             for (st_run_t *x = list; x; x = x->next) {
                 run_publish(st, x->ops, x->now);
@@ -1193,6 +1197,7 @@ static void *syncer_main(void *arg)
                     atomic_fetch_add(&st->n_synced_appends, 1);
             }
             runs_complete(st, list, GT_OK);
+            st_sched_release();
             pthread_mutex_lock(&st->sq_lock);
             st->sq_ahead -= bytes;
         } else {
@@ -1208,8 +1213,10 @@ static void *syncer_main(void *arg)
             st->sq_appends = 0;
             st->sq_ahead = 0; /* every run handed over is failed here */
             pthread_mutex_unlock(&st->sq_lock);
+            st_sched_hold();
             runs_complete(st, list, err);
             runs_complete(st, more, err);
+            st_sched_release();
             pthread_mutex_lock(&st->sq_lock);
         }
         st->sq_busy = false;

@@ -6,10 +6,12 @@
  * (answers late on another thread; the store's behaviour is unchanged;
  * closing answers a parked pop). */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "st_relay.h"
 #include "tu.h"
 
 /* ---- a one-thread executor that notes which thread runs the tasks ---- */
@@ -27,8 +29,9 @@ static struct {
     bool stop;
     pthread_t thread;
     int ran;
+    int posted;
 } ex = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL,
-        false, 0, 0};
+        false, 0, 0, 0};
 
 static gt_err_t ex_post(void *ctx, st_task_fn fn, void *arg)
 {
@@ -38,6 +41,7 @@ static gt_err_t ex_post(void *ctx, st_task_fn fn, void *arg)
         return GT_ENOMEM;
     *t = (task_t){NULL, fn, arg};
     pthread_mutex_lock(&ex.mu);
+    ex.posted++;
     if (ex.tail)
         ex.tail->next = t;
     else
@@ -406,6 +410,91 @@ static void test_exec_late(void)
     free(dir);
 }
 
+/* ---- answers held by st_sched_hold() ---- */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int order[8];
+    int n;
+    bool wrong_thread;
+} held = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, false};
+
+static void held_ack(void *arg, gt_err_t err)
+{
+    (void)err;
+    pthread_mutex_lock(&held.mu);
+    if (!on_executor())
+        held.wrong_thread = true;
+    if (held.n < 8)
+        held.order[held.n] = (int)(intptr_t)arg;
+    held.n++;
+    pthread_cond_broadcast(&held.cv);
+    pthread_mutex_unlock(&held.mu);
+}
+
+static int held_count(void)
+{
+    pthread_mutex_lock(&held.mu);
+    int n = held.n;
+    pthread_mutex_unlock(&held.mu);
+    return n;
+}
+
+/* The local engine answers an ack on the caller's thread: between
+ * st_sched_hold() and st_sched_release() those answers are kept and go to
+ * the executor as one task, in order, at the outermost release. */
+static void test_exec_hold(void)
+{
+    char *dir = tu_tmpdir("relay_hold");
+    st_store_t *st = NULL;
+    int posted;
+
+    ex_start();
+    CU_ASSERT_EQUAL_FATAL(st_exec_open(tu_open(dir, ST_FLUSH_SYNC), &the_exec, &st),
+                          GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    pthread_mutex_lock(&ex.mu);
+    posted = ex.posted;
+    pthread_mutex_unlock(&ex.mu);
+
+    st_sched_hold();
+    st_sched_hold(); /* nested: only the outer release posts */
+    for (int i = 0; i < 5; i++)
+        st_ack(st, "G", "T", "no-such-handle", held_ack, (void *)(intptr_t)i);
+    st_sched_release();
+    pthread_mutex_lock(&ex.mu);
+    CU_ASSERT_EQUAL(ex.posted, posted); /* still held */
+    pthread_mutex_unlock(&ex.mu);
+    CU_ASSERT_EQUAL(held_count(), 0);
+    st_sched_release();
+
+    pthread_mutex_lock(&held.mu);
+    while (held.n < 5)
+        pthread_cond_wait(&held.cv, &held.mu);
+    pthread_mutex_unlock(&held.mu);
+    pthread_mutex_lock(&ex.mu);
+    CU_ASSERT_EQUAL(ex.posted, posted + 1);
+    pthread_mutex_unlock(&ex.mu);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL(held.order[i], i);
+    CU_ASSERT_FALSE(held.wrong_thread);
+
+    /* Without a hold, each answer is its own task again. */
+    st_ack(st, "G", "T", "no-such-handle", held_ack, (void *)(intptr_t)5);
+    pthread_mutex_lock(&held.mu);
+    while (held.n < 6)
+        pthread_cond_wait(&held.cv, &held.mu);
+    pthread_mutex_unlock(&held.mu);
+    pthread_mutex_lock(&ex.mu);
+    CU_ASSERT_EQUAL(ex.posted, posted + 2);
+    pthread_mutex_unlock(&ex.mu);
+    st_close(st);
+    ex_stop();
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     pthread_mutex_init(&w.mu, NULL);
@@ -415,6 +504,7 @@ int main(void)
         {"metadata watch reports deletions", test_meta_delete},
         {"exec decorator", test_exec},
         {"exec over late decorator", test_exec_late},
+        {"exec decorator: held answers go as one task", test_exec_hold},
         CU_TEST_INFO_NULL,
     };
     return tu_run("store_relay", tests);
