@@ -441,6 +441,15 @@ static int held_count(void)
     return n;
 }
 
+/* Waits until `n` held answers have run. */
+static void held_wait(int n)
+{
+    pthread_mutex_lock(&held.mu);
+    while (held.n < n)
+        pthread_cond_wait(&held.cv, &held.mu);
+    pthread_mutex_unlock(&held.mu);
+}
+
 /* The local engine answers an ack on the caller's thread: between
  * st_sched_hold() and st_sched_release() those answers are kept and go to
  * the executor as one task, in order, at the outermost release. */
@@ -469,10 +478,7 @@ static void test_exec_hold(void)
     CU_ASSERT_EQUAL(held_count(), 0);
     st_sched_release();
 
-    pthread_mutex_lock(&held.mu);
-    while (held.n < 5)
-        pthread_cond_wait(&held.cv, &held.mu);
-    pthread_mutex_unlock(&held.mu);
+    held_wait(5);
     pthread_mutex_lock(&ex.mu);
     CU_ASSERT_EQUAL(ex.posted, posted + 1);
     pthread_mutex_unlock(&ex.mu);
@@ -482,10 +488,7 @@ static void test_exec_hold(void)
 
     /* Without a hold, each answer is its own task again. */
     st_ack(st, "G", "T", "no-such-handle", held_ack, (void *)(intptr_t)5);
-    pthread_mutex_lock(&held.mu);
-    while (held.n < 6)
-        pthread_cond_wait(&held.cv, &held.mu);
-    pthread_mutex_unlock(&held.mu);
+    held_wait(6);
     pthread_mutex_lock(&ex.mu);
     CU_ASSERT_EQUAL(ex.posted, posted + 2);
     pthread_mutex_unlock(&ex.mu);
