@@ -96,7 +96,9 @@ test('a write is answered by a quorum; the member holding every acknowledged wri
   assert.equal(L2.id, A.id, `${L2.id} won the election without the writes acknowledged ` +
     `while it was stopped (${A.id} held them)`);
   assert.ok(await epochOf(c) > epoch);
-  assert.ok(/position for the election after epoch/.test(B.h.log()), 'B put its position');
+  // B logs its position once etcd has taken it, which may be after A read it
+  await waitFor(() => /position for the election after epoch/.test(B.h.log()), 10000,
+    'B put its position', 50);
   // every acknowledged write is served by the new leader
   await waitFor(async () => {
     const r = await call(L2, 'QueryOffset', { topic: T, queue: 0, kind: 'OFFSET_END' });

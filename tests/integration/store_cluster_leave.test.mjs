@@ -132,6 +132,8 @@ test('a lagging member holding acknowledged writes is not dropped before one tha
 
   await waitFor(async () => (await isrIds()).join(',') === 'n1', 63000,
     'both dropped from the in-sync set', 100);
+  // n1 logs a change after etcd has taken it: wait for the line too
+  await waitFor(() => / n1 \(n2 lagging\)/.test(n1.log()), 10000, 'n1 logs the last change', 50);
   const sets = [...n1.log().matchAll(/in-sync set of epoch \d+: (\S+) \((\S+) lagging\)/g)]
     .map((m) => `${m[1]} (${m[2]})`);
   const refused = /in-sync change for n2 \(lagging\) not made: the other members do not hold/
