@@ -20,8 +20,22 @@
  * is the ceiling of client + runtime + network that scripts/bench divides
  * Gantry's figures by.
  *
- * Threads: px_rpc workers call the handlers; the only shared state is the
- * gbe_app_t counters, which are atomic. */
+ * With --sync-dir DIR, SendMessage makes the bodies durable before it
+ * answers, and does nothing else: one pwritev of the request's bodies into
+ * a pre-zeroed file (a 64 MiB ring: rewritten pages cost an fdatasync what
+ * a pre-zeroed commitlog segment does), then a group commit on the
+ * handler's own thread -- the first handler that finds no fdatasync
+ * running syncs for every answer queued so far and sends them, again
+ * while more were queued meanwhile; the others queue theirs and return.
+ * No other thread, no hand-off, no index.  That is the durable ceiling of
+ * scripts/bench's sync-flush scenario: what client + runtime + this disk
+ * allow a server that must fdatasync before it answers.
+ *
+ * Threads: px_rpc workers call the handlers; the shared state is the
+ * gbe_app_t counters, which are atomic, the parked list (park_mu) and the
+ * group commit's queue (sync_mu). */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -31,6 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/uio.h>
 
 #include <openssl/evp.h>
 
@@ -41,6 +57,7 @@
 
 #define GBE_PREFIX "/apache.rocketmq.v2.MessagingService/"
 #define GBE_MAX_BATCH 32
+#define GBE_SYNC_RING (64u << 20) /* --sync-dir file size */
 
 typedef Apache__Rocketmq__V2__Status gbe_status_t;
 
@@ -59,7 +76,24 @@ typedef struct gbe_app {
     bool park;
     pthread_mutex_t park_mu; /* guards the list and the calls' user */
     gbe_parked_t *head, *tail;
+    /* --sync-dir: the file (-1 without), the next write offset in it, the
+     * answers written but not yet synced, and whether a handler is
+     * syncing; all under sync_mu but the fd. */
+    int sync_fd;
+    pthread_mutex_t sync_mu;
+    uint64_t sync_off;
+    struct gbe_answer *sync_head, **sync_tail;
+    bool syncing;
 } gbe_app_t;
+
+/* A packed SendMessage answer waiting for the fdatasync that covers its
+ * bodies, holding a call reference. */
+typedef struct gbe_answer {
+    struct gbe_answer *next;
+    px_call_t *call;
+    size_t len;
+    uint8_t data[];
+} gbe_answer_t;
 
 static gbe_status_t gbe_ok = {PROTOBUF_C_MESSAGE_INIT(
                                   &apache__rocketmq__v2__status__descriptor),
@@ -209,6 +243,107 @@ static void gbe_receive_interrupt(px_call_t *call, px_interrupt_t why)
     free(p);
 }
 
+/* ------------------------------------------------------- durable send */
+
+/* Creates DIR/gbe-sync.data: GBE_SYNC_RING bytes of zeros, synced. */
+static int gbe_sync_open(const char *dir)
+{
+    static const uint8_t zeros[1 << 16];
+    char path[4096];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/gbe-sync.data", dir);
+    if ((fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+        return -1;
+    for (uint64_t off = 0; off < GBE_SYNC_RING; off += sizeof(zeros))
+        if (pwrite(fd, zeros, sizeof(zeros), (off_t)off) !=
+            (ssize_t)sizeof(zeros)) {
+            close(fd);
+            return -1;
+        }
+    if (fdatasync(fd) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends (or fails) a list of answers and drops their references. */
+static void gbe_answer_all(gbe_answer_t *a, bool ok)
+{
+    while (a != NULL) {
+        gbe_answer_t *next = a->next;
+
+        if (ok)
+            px_call_reply(a->call, a->data, a->len);
+        else
+            px_call_finish(a->call, GRPC_STATUS_INTERNAL, "fdatasync failed");
+        px_call_unref(a->call);
+        free(a);
+        a = next;
+    }
+}
+
+/* Writes the request's bodies, queues the packed answer and, unless a
+ * handler is syncing already (it will cover this one), syncs and answers
+ * until nothing is queued. */
+static void gbe_send_durable(gbe_app_t *app, px_call_t *call,
+                             const Apache__Rocketmq__V2__SendMessageRequest *req,
+                             const ProtobufCMessage *resp)
+{
+    size_t plen = protobuf_c_message_get_packed_size(resp), total = 0;
+    gbe_answer_t *a = malloc(sizeof(*a) + plen);
+    struct iovec iov[GBE_MAX_BATCH];
+    int cnt = 0;
+    ssize_t w;
+
+    if (a == NULL) {
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    a->next = NULL;
+    a->call = call;
+    a->len = protobuf_c_message_pack(resp, a->data);
+    for (size_t i = 0; i < req->n_messages && cnt < GBE_MAX_BATCH; i++) {
+        iov[cnt].iov_base = req->messages[i]->body.data;
+        iov[cnt].iov_len = req->messages[i]->body.len;
+        total += iov[cnt++].iov_len;
+    }
+    pthread_mutex_lock(&app->sync_mu);
+    if (app->sync_off + total > GBE_SYNC_RING)
+        app->sync_off = 0;
+    w = pwritev(app->sync_fd, iov, cnt, (off_t)app->sync_off);
+    if (w != (ssize_t)total) {
+        pthread_mutex_unlock(&app->sync_mu);
+        px_call_finish(call, GRPC_STATUS_INTERNAL,
+                       w < 0 ? strerror(errno) : "short write");
+        free(a);
+        return;
+    }
+    app->sync_off += total;
+    px_call_ref(call);
+    *app->sync_tail = a;
+    app->sync_tail = &a->next;
+    if (app->syncing) {
+        pthread_mutex_unlock(&app->sync_mu);
+        return;
+    }
+    app->syncing = true;
+    while (app->sync_head != NULL) {
+        gbe_answer_t *list = app->sync_head;
+        bool ok;
+
+        app->sync_head = NULL;
+        app->sync_tail = &app->sync_head;
+        pthread_mutex_unlock(&app->sync_mu);
+        ok = fdatasync(app->sync_fd) == 0;
+        gbe_answer_all(list, ok);
+        pthread_mutex_lock(&app->sync_mu);
+    }
+    app->syncing = false;
+    pthread_mutex_unlock(&app->sync_mu);
+}
+
 /* ----------------------------------------------------------------- send */
 
 static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
@@ -248,7 +383,10 @@ static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
     resp.status = &gbe_ok;
     resp.n_entries = req->n_messages;
     resp.entries = entp;
-    px_call_reply_pb(call, &resp.base);
+    if (app->sync_fd >= 0)
+        gbe_send_durable(app, call, req, &resp.base);
+    else
+        px_call_reply_pb(call, &resp.base);
     for (size_t i = 0; app->park && i < req->n_messages; i++)
         gbe_wake(app, req->messages[i]);
 out:
@@ -466,12 +604,16 @@ static void gbe_usage(FILE *out)
 {
     fprintf(out, "usage: gt_bench_empty [--listen HOST:PORT] [--threads N] "
                  "[--body-size BYTES] [--park]\n"
+                 "                      [--sync-dir DIR]\n"
                  "                      [--max-inflight-bytes N "
                  "[--max-conn-inflight-bytes N]]\n"
                  "  defaults: --listen 127.0.0.1:0 (prints the port), "
                  "--threads 2 (0: the runtime's default), --body-size 1024, "
                  "no admission bound\n"
-                 "  --park: receives park until a sent message wakes one\n");
+                 "  --park: receives park until a sent message wakes one\n"
+                 "  --sync-dir: sends answer after their bodies are written "
+                 "to DIR/gbe-sync.data\n"
+                 "              and a group-commit fdatasync covered them\n");
 }
 
 int main(int argc, char **argv)
@@ -481,12 +623,13 @@ int main(int argc, char **argv)
         {"body-size", 1, NULL, 'b'}, {"help", 0, NULL, 'h'},
         {"max-inflight-bytes", 1, NULL, 'm'},
         {"max-conn-inflight-bytes", 1, NULL, 'c'},
-        {"park", 0, NULL, 'p'},
+        {"park", 0, NULL, 'p'}, {"sync-dir", 1, NULL, 's'},
         {NULL, 0, NULL, 0}};
     px_rpc_options_t opts = {.listen = "127.0.0.1:0", .threads = 2,
                              .shutdown_timeout_ms = 1000,
                              .max_receive_bytes = 64LL * 1024 * 1024};
-    gbe_app_t app = {.body_size = 1024};
+    gbe_app_t app = {.body_size = 1024, .sync_fd = -1};
+    const char *sync_dir = NULL;
     px_method_table_t table;
     px_rpc_server_t *srv = NULL;
     sigset_t sigs;
@@ -501,6 +644,7 @@ int main(int argc, char **argv)
         case 'm': opts.max_inflight_bytes = atoll(optarg); break;
         case 'c': opts.max_conn_inflight_bytes = atoll(optarg); break;
         case 'p': app.park = true; break;
+        case 's': sync_dir = optarg; break;
         case 'h': gbe_usage(stdout); return 0;
         default: gbe_usage(stderr); return 2;
         }
@@ -511,6 +655,13 @@ int main(int argc, char **argv)
     }
     app.nonce = gbe_now_real_ns();
     pthread_mutex_init(&app.park_mu, NULL);
+    pthread_mutex_init(&app.sync_mu, NULL);
+    app.sync_tail = &app.sync_head;
+    if (sync_dir != NULL && (app.sync_fd = gbe_sync_open(sync_dir)) < 0) {
+        fprintf(stderr, "gt_bench_empty: %s/gbe-sync.data: %s\n", sync_dir,
+                strerror(errno));
+        return 1;
+    }
     opts.app = &app;
     /* Signals are taken with sigwait; block them before any thread starts. */
     sigemptyset(&sigs);
@@ -531,6 +682,8 @@ int main(int argc, char **argv)
     px_rpc_server_stop(srv);
     rc = 0;
 out:
+    if (app.sync_fd >= 0)
+        close(app.sync_fd);
     px_method_table_free(&table);
     return rc;
 }
