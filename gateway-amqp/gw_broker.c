@@ -632,9 +632,9 @@ gw_broker_t *gw_broker_new(struct event_base *base, st_store_t *store,
         if (v >= 100 && v <= INT32_MAX)
             b->consumer_timeout_ms = v;
     }
-    if (b->invisible_ms / 4 < GW_TICK_MS) { /* renewals in time */
+    if (b->invisible_ms / (2 * GW_RENEW_DIV) < GW_TICK_MS) { /* renewals in time */
         tv.tv_sec = 0;
-        tv.tv_usec = (suseconds_t)(b->invisible_ms / 4 * 1000);
+        tv.tv_usec = (suseconds_t)(b->invisible_ms / (2 * GW_RENEW_DIV) * 1000);
     }
     if (!gw_acks_new(b) || !gw_ops_new(b, bo->amqp) || !gw_meta_load_start(b)) {
         gw_broker_free(b);

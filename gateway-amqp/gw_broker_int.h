@@ -22,6 +22,11 @@
 #define GW_INVISIBLE_MS 60000LL            /* a delivery's invisibility, renewed
                                               while unacked (tests: env
                                               GANTRY_TEST_AMQP_INVISIBLE_MS) */
+#define GW_RENEW_DIV 3                     /* renewed a third of it after it
+                                              began; the tick looks at a sixth
+                                              at most, so the renewal goes out
+                                              by half of it and has the other
+                                              half to take effect */
 #define GW_APPENDS_MAX 1024u               /* per connection in flight */
 #define GW_TICK_MS 1000u                   /* idle consumers look again */
 #define GW_REC_MAGIC 0xA1u                 /* stored message record */
@@ -78,7 +83,7 @@ struct gw_broker {
     gw_bconn_t *conns;
     gw_trace_hooks_t trace; /* message trace hooks (gw_trace.h; wants NULL: off) */
     struct gw_bridges *bridges; /* exchange <-> topic bridges (gw_bridge.c) */
-    int64_t invisible_ms; /* pops' invisibility, renewed at half */
+    int64_t invisible_ms; /* pops' invisibility, renewed at a third */
     uint64_t max_message; /* body bytes per publish (406 beyond) */
     uint64_t inflight_bytes; /* records of appends not answered yet */
     uint64_t block_bytes;    /* over it: publishers are blocked */

@@ -69,7 +69,7 @@ static void ua_add(gw_chan_t *ch, uint64_t tag, gw_queue_t *q, gw_consumer_t *cs
     u->cs = cs;
     snprintf(u->handle, sizeof(u->handle), "%s", h);
     u->sent_at = gw_now_ms();
-    u->renew_at = u->sent_at + ch->bc->b->invisible_ms / 2;
+    u->renew_at = u->sent_at + ch->bc->b->invisible_ms / GW_RENEW_DIV;
     u->prev = ch->ua_tail;
     if (ch->ua_tail != NULL)
         ch->ua_tail->next = u;
@@ -681,7 +681,7 @@ static void renew_fn(gw_op_t *op)
             gw_ua_settle_store(op->b, u, (gw_settle_t)u->how);
         gw_ua_free(u);
     } else {
-        u->renew_at = gw_now_ms() + op->b->invisible_ms / 2;
+        u->renew_at = gw_now_ms() + op->b->invisible_ms / GW_RENEW_DIV;
     }
     gw_chan_unref(o->ch);
     free(o);
