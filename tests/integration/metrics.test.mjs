@@ -162,8 +162,14 @@ test('SDK traffic: messages in/out, sizes, consumer gauges = backlog, DLQ, tx co
     assert.equal(value(samples, 'rocketmq_half_messages', { topic: T_TX }), 0, 'no half message left');
     assert.equal(value(samples, 'rocketmq_messages_in_total', { topic: T_TX, message_type: 'transaction' }), 2);
 
-    // rpc_latency: every SendMessage so far answered OK.
+    // rpc_latency: every SendMessage so far answered OK.  A call counts
+    // when it closes on the server, which is after the client has its
+    // reply: the last send's may come a moment after the scrape above.
     const send = { protocol_type: 'grpc', request_code: 'send_message', response_code: 'ok', is_long_polling: 'false', result: 'success' };
+    await waitFor(async () => {
+      ({ samples } = await scrape(g));
+      return value(samples, 'rocketmq_rpc_latency_count', send) >= sizes.length + 3;
+    }, 5000, 'rpc_latency counts the eight sends');
     const lat = checkHistogram(samples, 'rocketmq_rpc_latency', send);
     assert.equal(lat['+Inf'], sizes.length + 3, 'one SendMessage per send');
     assert.deepEqual(Object.keys(lat), ['1', '3', '5', '7', '10', '100', '1000', '2000', '3000', '+Inf']);
