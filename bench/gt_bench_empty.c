@@ -31,9 +31,29 @@
  * scripts/bench's sync-flush scenario: what client + runtime + this disk
  * allow a server that must fdatasync before it answers.
  *
- * Threads: px_rpc workers call the handlers; the shared state is the
+ * With --forward HOST:PORT[,HOST:PORT...] it is one hop of a null store
+ * cluster, the replication ceiling of scripts/bench's cluster scenario:
+ * each SendMessage's request goes on unchanged, as one unary
+ * /gantry.bench.v1.Relay/Forward call to every endpoint, and is answered
+ * once --acks of them (default all) answered OK (UNAVAILABLE when too
+ * many failed).  As gantry's AppendMany batcher does, at most
+ * --fwd-inflight such calls (default 2) are in flight; the requests that
+ * come meanwhile queue and go as one call when one ends (their bytes
+ * concatenated: one SendMessageRequest with all their messages), at most
+ * 64 requests or 1 MiB.  Forward calls are served too: with --write-dir DIR the
+ * request's bytes are first written into DIR/gbe-write.data (a 64 MiB
+ * ring of pre-zeroed pages, never synced: async flush), then forwarded as
+ * a SendMessage is, or answered empty at once without --forward.  So
+ * client -> front (--forward leader) -> leader (--write-dir,
+ * --forward f1,f2 --acks 1) -> followers (--write-dir) moves and writes
+ * what a proxy, a leader and its followers must, with no decoding, no
+ * index and no store in between.
+ *
+ * Threads: px_rpc workers call the handlers, the --forward client's
+ * completion thread the forwards' answers; the shared state is the
  * gbe_app_t counters, which are atomic, the parked list (park_mu) and the
- * group commit's queue (sync_mu). */
+ * group commit's queue, the --write-dir offset and the forward queue
+ * (sync_mu). */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -54,10 +74,16 @@
 #include "gt_le.h"
 #include "gt_log.h"
 #include "px_rpc.h"
+#include "px_rpc_client.h"
 
 #define GBE_PREFIX "/apache.rocketmq.v2.MessagingService/"
 #define GBE_MAX_BATCH 32
-#define GBE_SYNC_RING (64u << 20) /* --sync-dir file size */
+#define GBE_SYNC_RING (64u << 20) /* --sync-dir, --write-dir file size */
+#define GBE_FORWARD "/gantry.bench.v1.Relay/Forward"
+#define GBE_MAX_FORWARD 8
+/* A forward batch's bounds: gantry's AppendMany batcher's defaults. */
+#define GBE_BATCH_MAX 64
+#define GBE_BATCH_BYTES (1u << 20)
 
 typedef Apache__Rocketmq__V2__Status gbe_status_t;
 
@@ -84,6 +110,18 @@ typedef struct gbe_app {
     uint64_t sync_off;
     struct gbe_answer *sync_head, **sync_tail;
     bool syncing;
+    /* --forward: the downstream endpoints and how many must answer OK;
+     * --write-dir: the ring Forward requests are written into (-1
+     * without) and the next offset in it (under sync_mu). */
+    px_rpc_client_t *fwd;
+    int n_fwd, fwd_acks;
+    /* Forward batches in flight, at most fwd_max_inflight (0: no bound);
+     * the requests queued for the next one (under sync_mu). */
+    int fwd_inflight, fwd_max_inflight, fwd_qlen;
+    size_t fwd_qbytes;
+    struct gbe_fwd *fwd_queue, **fwd_qtail;
+    int write_fd;
+    uint64_t write_off;
 } gbe_app_t;
 
 /* A packed SendMessage answer waiting for the fdatasync that covers its
@@ -245,14 +283,14 @@ static void gbe_receive_interrupt(px_call_t *call, px_interrupt_t why)
 
 /* ------------------------------------------------------- durable send */
 
-/* Creates DIR/gbe-sync.data: GBE_SYNC_RING bytes of zeros, synced. */
-static int gbe_sync_open(const char *dir)
+/* Creates DIR/NAME: GBE_SYNC_RING bytes of zeros, synced if `sync`. */
+static int gbe_ring_open(const char *dir, const char *name, bool sync)
 {
     static const uint8_t zeros[1 << 16];
     char path[4096];
     int fd;
 
-    snprintf(path, sizeof(path), "%s/gbe-sync.data", dir);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
     if ((fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
         return -1;
     for (uint64_t off = 0; off < GBE_SYNC_RING; off += sizeof(zeros))
@@ -261,7 +299,7 @@ static int gbe_sync_open(const char *dir)
             close(fd);
             return -1;
         }
-    if (fdatasync(fd) != 0) {
+    if (sync && fdatasync(fd) != 0) {
         close(fd);
         return -1;
     }
@@ -349,6 +387,175 @@ static void gbe_send_durable(gbe_app_t *app, px_call_t *call,
     pthread_mutex_unlock(&app->sync_mu);
 }
 
+/* -------------------------------------------------------------- forward */
+
+/* One request to forward: its call (a reference held until it is
+ * answered), its bytes and the answer to give once enough took it. */
+typedef struct gbe_fwd {
+    struct gbe_fwd *next;
+    px_call_t *call;
+    uint8_t *req;
+    size_t req_len, len;
+    uint8_t data[];
+} gbe_fwd_t;
+
+/* Requests gone on as one Forward call to every endpoint (their bytes
+ * concatenated: one SendMessageRequest with all their messages). */
+typedef struct gbe_batch {
+    gbe_app_t *app;
+    gbe_fwd_t *list;
+    _Atomic int need, pending;
+} gbe_batch_t;
+
+static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list);
+
+static gbe_fwd_t *gbe_queue_take_locked(gbe_app_t *app)
+{
+    gbe_fwd_t *list = app->fwd_queue;
+
+    app->fwd_queue = NULL;
+    app->fwd_qtail = &app->fwd_queue;
+    app->fwd_qlen = 0;
+    app->fwd_qbytes = 0;
+    return list;
+}
+
+static void gbe_batch_done(void *arg, grpc_status_code code,
+                           const char *details, const uint8_t *resp, size_t len)
+{
+    gbe_batch_t *b = arg;
+    gbe_app_t *app = b->app;
+    gbe_fwd_t *next_list = NULL;
+
+    (void)details, (void)resp, (void)len;
+    if (code == GRPC_STATUS_OK && atomic_fetch_sub(&b->need, 1) == 1)
+        for (gbe_fwd_t *f = b->list; f != NULL; f = f->next)
+            px_call_reply(f->call, f->data, f->len);
+    if (atomic_fetch_sub(&b->pending, 1) != 1)
+        return;
+    for (gbe_fwd_t *f = b->list, *n; f != NULL; f = n) {
+        n = f->next;
+        if (atomic_load(&b->need) > 0)
+            px_call_finish(f->call, GRPC_STATUS_UNAVAILABLE, "too few forwards answered");
+        px_call_unref(f->call);
+        free(f->req);
+        free(f);
+    }
+    free(b);
+    /* Whatever queued meanwhile goes now, as one batch. */
+    pthread_mutex_lock(&app->sync_mu);
+    if (app->fwd_queue != NULL) {
+        next_list = gbe_queue_take_locked(app);
+    } else {
+        app->fwd_inflight--;
+    }
+    pthread_mutex_unlock(&app->sync_mu);
+    if (next_list != NULL)
+        gbe_batch_send(app, next_list);
+}
+
+static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list)
+{
+    gbe_batch_t *b = malloc(sizeof(*b));
+    px_rpc_part_t parts[GBE_BATCH_MAX];
+    size_t n = 0;
+
+    for (gbe_fwd_t *f = list; f != NULL; f = f->next) /* <= GBE_BATCH_MAX */
+        parts[n++] = (px_rpc_part_t){f->req, f->req_len};
+    if (b == NULL) {
+        for (gbe_fwd_t *f = list, *nx; f != NULL; f = nx) {
+            nx = f->next;
+            px_call_finish(f->call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            px_call_unref(f->call);
+            free(f->req);
+            free(f);
+        }
+        free(b);
+        return;
+    }
+    b->app = app;
+    b->list = list;
+    atomic_init(&b->need, app->fwd_acks);
+    atomic_init(&b->pending, app->n_fwd + 1); /* + this function's own */
+    for (int i = 0; i < app->n_fwd; i++) {
+        px_ccall_opts_t co = {.timeout_ms = 10000, .endpoint = i};
+
+        if (px_rpc_unary_parts(app->fwd, GBE_FORWARD, parts, n, &co,
+                               gbe_batch_done, b, NULL) != GT_OK)
+            atomic_fetch_sub(&b->pending, 1);
+    }
+    gbe_batch_done(b, GRPC_STATUS_CANCELLED, NULL, NULL, 0); /* its own */
+}
+
+/* Forwards `req` to every endpoint at once, or, with --fwd-inflight
+ * batches in flight already, queues it for the next batch; `ans` is the
+ * answer once enough endpoints took it. */
+static void gbe_forward(gbe_app_t *app, px_call_t *call, const uint8_t *req,
+                        size_t len, const uint8_t *ans, size_t ans_len)
+{
+    gbe_fwd_t *f = malloc(sizeof(*f) + ans_len), *send = NULL;
+
+    if (f == NULL || (f->req = malloc(len ? len : 1)) == NULL) {
+        free(f);
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    f->next = NULL;
+    f->call = call;
+    f->req_len = len;
+    memcpy(f->req, req, len);
+    f->len = ans_len;
+    if (ans_len)
+        memcpy(f->data, ans, ans_len);
+    px_call_ref(call);
+    pthread_mutex_lock(&app->sync_mu);
+    if (app->fwd_max_inflight == 0 || app->fwd_inflight < app->fwd_max_inflight) {
+        app->fwd_inflight++;
+        send = f;
+    } else {
+        *app->fwd_qtail = f;
+        app->fwd_qtail = &f->next;
+        app->fwd_qbytes += len;
+        if (++app->fwd_qlen == GBE_BATCH_MAX || app->fwd_qbytes >= GBE_BATCH_BYTES) {
+            send = gbe_queue_take_locked(app); /* full: it goes now */
+            app->fwd_inflight++;
+        }
+    }
+    pthread_mutex_unlock(&app->sync_mu);
+    if (send != NULL)
+        gbe_batch_send(app, send);
+}
+
+/* Writes the bytes into the --write-dir ring (page cache only). */
+static bool gbe_write(gbe_app_t *app, const uint8_t *data, size_t len)
+{
+    bool ok;
+
+    if (len > GBE_SYNC_RING)
+        return false;
+    pthread_mutex_lock(&app->sync_mu);
+    if (app->write_off + len > GBE_SYNC_RING)
+        app->write_off = 0;
+    ok = pwrite(app->write_fd, data, len, (off_t)app->write_off) == (ssize_t)len;
+    app->write_off += len;
+    pthread_mutex_unlock(&app->sync_mu);
+    return ok;
+}
+
+static void gbe_relay(px_call_t *call, const uint8_t *data, size_t len)
+{
+    gbe_app_t *app = px_call_app(call);
+
+    if (app->write_fd >= 0 && !gbe_write(app, data, len)) {
+        px_call_finish(call, GRPC_STATUS_INTERNAL, "write failed");
+        return;
+    }
+    if (app->fwd != NULL)
+        gbe_forward(app, call, data, len, NULL, 0);
+    else
+        px_call_reply(call, NULL, 0);
+}
+
 /* ----------------------------------------------------------------- send */
 
 static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
@@ -388,9 +595,20 @@ static void gbe_send(px_call_t *call, const uint8_t *data, size_t len)
     resp.status = &gbe_ok;
     resp.n_entries = req->n_messages;
     resp.entries = entp;
-    if (app->sync_fd >= 0)
+    if (app->sync_fd >= 0) {
         gbe_send_durable(app, call, req, &resp.base);
-    else
+    } else if (app->fwd != NULL) {
+        size_t plen = protobuf_c_message_get_packed_size(&resp.base);
+        uint8_t *ans = malloc(plen ? plen : 1);
+
+        if (ans == NULL) {
+            px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        plen = protobuf_c_message_pack(&resp.base, ans);
+        gbe_forward(app, call, data, len, ans, plen);
+        free(ans);
+    } else
         px_call_reply_pb(call, &resp.base);
     for (size_t i = 0; app->park && i < req->n_messages; i++)
         gbe_wake(app, req->messages[i]);
@@ -601,6 +819,7 @@ static const px_method_t gbe_methods[] = {
      .on_message = gbe_receive, .on_interrupt = gbe_receive_interrupt},
     {.path = GBE_PREFIX "AckMessage", .on_message = gbe_ack},
     {.path = GBE_PREFIX "EndTransaction", .on_message = gbe_end_transaction},
+    {.path = GBE_FORWARD, .on_message = gbe_relay},
 };
 
 /* ----------------------------------------------------------------- main */
@@ -618,7 +837,16 @@ static void gbe_usage(FILE *out)
                  "  --park: receives park until a sent message wakes one\n"
                  "  --sync-dir: sends answer after their bodies are written "
                  "to DIR/gbe-sync.data\n"
-                 "              and a group-commit fdatasync covered them\n");
+                 "              and a group-commit fdatasync covered them\n"
+                 "  --forward HOST:PORT[,...] [--acks K] [--fwd-inflight N] "
+                 "[--write-dir DIR]:\n"
+                 "              a hop of a null store cluster (sends and Forward "
+                 "calls go on to every\n"
+                 "              endpoint, answered after K OKs, default all; with N "
+                 "batches in flight,\n"
+                 "              default 2, 0 no bound, the next ones queue and go "
+                 "as one; Forward calls\n"
+                 "              are first written to DIR/gbe-write.data)\n");
 }
 
 int main(int argc, char **argv)
@@ -629,12 +857,16 @@ int main(int argc, char **argv)
         {"max-inflight-bytes", 1, NULL, 'm'},
         {"max-conn-inflight-bytes", 1, NULL, 'c'},
         {"park", 0, NULL, 'p'}, {"sync-dir", 1, NULL, 's'},
+        {"forward", 1, NULL, 'f'}, {"acks", 1, NULL, 'a'},
+        {"write-dir", 1, NULL, 'w'}, {"fwd-inflight", 1, NULL, 'i'},
         {NULL, 0, NULL, 0}};
     px_rpc_options_t opts = {.listen = "127.0.0.1:0", .threads = 2,
                              .shutdown_timeout_ms = 1000,
                              .max_receive_bytes = 64LL * 1024 * 1024};
-    gbe_app_t app = {.body_size = 1024, .sync_fd = -1};
-    const char *sync_dir = NULL;
+    gbe_app_t app = {.body_size = 1024, .sync_fd = -1, .write_fd = -1, .fwd_acks = -1,
+                     .fwd_max_inflight = 2};
+    const char *sync_dir = NULL, *write_dir = NULL;
+    char *fwd_list = NULL, *ep[GBE_MAX_FORWARD], *save = NULL;
     px_method_table_t table;
     px_rpc_server_t *srv = NULL;
     sigset_t sigs;
@@ -650,11 +882,28 @@ int main(int argc, char **argv)
         case 'c': opts.max_conn_inflight_bytes = atoll(optarg); break;
         case 'p': app.park = true; break;
         case 's': sync_dir = optarg; break;
+        case 'f': fwd_list = optarg; break;
+        case 'a': app.fwd_acks = atoi(optarg); break;
+        case 'w': write_dir = optarg; break;
+        case 'i': app.fwd_max_inflight = atoi(optarg); break;
         case 'h': gbe_usage(stdout); return 0;
         default: gbe_usage(stderr); return 2;
         }
     }
-    if (optind != argc || app.body_size < 8 || opts.threads < 0) {
+    for (char *t = fwd_list ? strtok_r(fwd_list, ",", &save) : NULL; t != NULL;
+         t = strtok_r(NULL, ",", &save)) {
+        if (app.n_fwd == GBE_MAX_FORWARD) {
+            gbe_usage(stderr);
+            return 2;
+        }
+        ep[app.n_fwd++] = t;
+    }
+    if (app.fwd_acks < 0)
+        app.fwd_acks = app.n_fwd;
+    if (optind != argc || app.body_size < 8 || opts.threads < 0 ||
+        (fwd_list != NULL && (app.n_fwd == 0 || app.fwd_acks < 1 || app.fwd_acks > app.n_fwd)) ||
+        app.fwd_max_inflight < 0 ||
+        (sync_dir != NULL && fwd_list != NULL)) {
         gbe_usage(stderr);
         return 2;
     }
@@ -662,10 +911,26 @@ int main(int argc, char **argv)
     pthread_mutex_init(&app.park_mu, NULL);
     pthread_mutex_init(&app.sync_mu, NULL);
     app.sync_tail = &app.sync_head;
-    if (sync_dir != NULL && (app.sync_fd = gbe_sync_open(sync_dir)) < 0) {
+    app.fwd_qtail = &app.fwd_queue;
+    if (sync_dir != NULL && (app.sync_fd = gbe_ring_open(sync_dir, "gbe-sync.data", true)) < 0) {
         fprintf(stderr, "gt_bench_empty: %s/gbe-sync.data: %s\n", sync_dir,
                 strerror(errno));
         return 1;
+    }
+    if (write_dir != NULL && (app.write_fd = gbe_ring_open(write_dir, "gbe-write.data", false)) < 0) {
+        fprintf(stderr, "gt_bench_empty: %s/gbe-write.data: %s\n", write_dir,
+                strerror(errno));
+        return 1;
+    }
+    if (app.n_fwd > 0) {
+        px_rpc_client_opts_t co = {.endpoints = (const char *const *)ep,
+                                   .n_endpoints = (size_t)app.n_fwd,
+                                   .max_receive_bytes = 64LL * 1024 * 1024};
+
+        if (px_rpc_client_new(&co, &app.fwd) != GT_OK) {
+            fprintf(stderr, "gt_bench_empty: cannot make the --forward client\n");
+            return 1;
+        }
     }
     opts.app = &app;
     /* Signals are taken with sigwait; block them before any thread starts. */
@@ -687,6 +952,9 @@ int main(int argc, char **argv)
     px_rpc_server_stop(srv);
     rc = 0;
 out:
+    px_rpc_client_free(app.fwd);
+    if (app.write_fd >= 0)
+        close(app.write_fd);
     if (app.sync_fd >= 0)
         close(app.sync_fd);
     px_method_table_free(&table);
