@@ -420,12 +420,26 @@ static gbe_fwd_t *gbe_queue_take_locked(gbe_app_t *app)
     return list;
 }
 
+/* A batch ended: whatever queued meanwhile goes now, as one batch. */
+static void gbe_batch_next(gbe_app_t *app)
+{
+    gbe_fwd_t *next_list = NULL;
+
+    pthread_mutex_lock(&app->sync_mu);
+    if (app->fwd_queue != NULL)
+        next_list = gbe_queue_take_locked(app);
+    else
+        app->fwd_inflight--;
+    pthread_mutex_unlock(&app->sync_mu);
+    if (next_list != NULL)
+        gbe_batch_send(app, next_list);
+}
+
 static void gbe_batch_done(void *arg, grpc_status_code code,
                            const char *details, const uint8_t *resp, size_t len)
 {
     gbe_batch_t *b = arg;
     gbe_app_t *app = b->app;
-    gbe_fwd_t *next_list = NULL;
 
     (void)details, (void)resp, (void)len;
     if (code == GRPC_STATUS_OK && atomic_fetch_sub(&b->need, 1) == 1)
@@ -442,16 +456,7 @@ static void gbe_batch_done(void *arg, grpc_status_code code,
         free(f);
     }
     free(b);
-    /* Whatever queued meanwhile goes now, as one batch. */
-    pthread_mutex_lock(&app->sync_mu);
-    if (app->fwd_queue != NULL) {
-        next_list = gbe_queue_take_locked(app);
-    } else {
-        app->fwd_inflight--;
-    }
-    pthread_mutex_unlock(&app->sync_mu);
-    if (next_list != NULL)
-        gbe_batch_send(app, next_list);
+    gbe_batch_next(app);
 }
 
 static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list)
@@ -470,7 +475,7 @@ static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list)
             free(f->req);
             free(f);
         }
-        free(b);
+        gbe_batch_next(app);
         return;
     }
     b->app = app;
@@ -949,7 +954,12 @@ int main(int argc, char **argv)
     printf("gt_bench_empty: listening on port %d\n", px_rpc_server_port(srv));
     fflush(stdout);
     sigwait(&sigs, &sig);
-    px_rpc_server_stop(srv);
+    /* Forwards still in flight end before the server goes: their answers
+     * come on the client's thread and hold calls of the server. */
+    px_rpc_server_shutdown(srv);
+    px_rpc_client_free(app.fwd);
+    app.fwd = NULL;
+    px_rpc_server_destroy(srv);
     rc = 0;
 out:
     px_rpc_client_free(app.fwd);
