@@ -15,7 +15,7 @@ dir=$1
 tmp=$(mktemp -d)
 pid=
 all=
-trap 'for p in $all; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+trap 'for p in $all; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$tmp"' EXIT
 
 start() { # gt_bench_empty args...: sets pid and port
   : >"$tmp/log"
