@@ -407,7 +407,7 @@ typedef struct gbe_batch {
     _Atomic int need, pending;
 } gbe_batch_t;
 
-static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list);
+static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list, const uint8_t *req);
 
 static gbe_fwd_t *gbe_queue_take_locked(gbe_app_t *app)
 {
@@ -432,7 +432,7 @@ static void gbe_batch_next(gbe_app_t *app)
         app->fwd_inflight--;
     pthread_mutex_unlock(&app->sync_mu);
     if (next_list != NULL)
-        gbe_batch_send(app, next_list);
+        gbe_batch_send(app, next_list, NULL);
 }
 
 static void gbe_batch_done(void *arg, grpc_status_code code,
@@ -459,14 +459,16 @@ static void gbe_batch_done(void *arg, grpc_status_code code,
     gbe_batch_next(app);
 }
 
-static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list)
+/* Sends `list` as one Forward call to every endpoint.  `req`: the bytes
+ * of a lone request sent from its handler (borrowed); NULL: each f->req. */
+static void gbe_batch_send(gbe_app_t *app, gbe_fwd_t *list, const uint8_t *req)
 {
     gbe_batch_t *b = malloc(sizeof(*b));
     px_rpc_part_t parts[GBE_BATCH_MAX];
     size_t n = 0;
 
     for (gbe_fwd_t *f = list; f != NULL; f = f->next) /* <= GBE_BATCH_MAX */
-        parts[n++] = (px_rpc_part_t){f->req, f->req_len};
+        parts[n++] = (px_rpc_part_t){req != NULL ? req : f->req, f->req_len};
     if (b == NULL) {
         for (gbe_fwd_t *f = list, *nx; f != NULL; f = nx) {
             nx = f->next;
@@ -500,15 +502,14 @@ static void gbe_forward(gbe_app_t *app, px_call_t *call, const uint8_t *req,
 {
     gbe_fwd_t *f = malloc(sizeof(*f) + ans_len), *send = NULL;
 
-    if (f == NULL || (f->req = malloc(len ? len : 1)) == NULL) {
-        free(f);
+    if (f == NULL) {
         px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     f->next = NULL;
     f->call = call;
+    f->req = NULL;
     f->req_len = len;
-    memcpy(f->req, req, len);
     f->len = ans_len;
     if (ans_len)
         memcpy(f->data, ans, ans_len);
@@ -516,19 +517,30 @@ static void gbe_forward(gbe_app_t *app, px_call_t *call, const uint8_t *req,
     pthread_mutex_lock(&app->sync_mu);
     if (app->fwd_max_inflight == 0 || app->fwd_inflight < app->fwd_max_inflight) {
         app->fwd_inflight++;
-        send = f;
-    } else {
-        *app->fwd_qtail = f;
-        app->fwd_qtail = &f->next;
-        app->fwd_qbytes += len;
-        if (++app->fwd_qlen == GBE_BATCH_MAX || app->fwd_qbytes >= GBE_BATCH_BYTES) {
-            send = gbe_queue_take_locked(app); /* full: it goes now */
-            app->fwd_inflight++;
-        }
+        pthread_mutex_unlock(&app->sync_mu);
+        /* Sent now: the request is read (copied) while it is still ours. */
+        gbe_batch_send(app, f, req);
+        return;
+    }
+    /* Queued: it outlives this call, so it gets a copy. */
+    if ((f->req = malloc(len ? len : 1)) == NULL) {
+        pthread_mutex_unlock(&app->sync_mu);
+        px_call_finish(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        px_call_unref(call);
+        free(f);
+        return;
+    }
+    memcpy(f->req, req, len);
+    *app->fwd_qtail = f;
+    app->fwd_qtail = &f->next;
+    app->fwd_qbytes += len;
+    if (++app->fwd_qlen == GBE_BATCH_MAX || app->fwd_qbytes >= GBE_BATCH_BYTES) {
+        send = gbe_queue_take_locked(app); /* full: it goes now */
+        app->fwd_inflight++;
     }
     pthread_mutex_unlock(&app->sync_mu);
     if (send != NULL)
-        gbe_batch_send(app, send);
+        gbe_batch_send(app, send, NULL);
 }
 
 /* Writes the bytes into the --write-dir ring (page cache only). */
