@@ -699,6 +699,9 @@ static void leader_stop(ss_repl_t *r)
     while (r->serving > 0)
         pthread_cond_wait(&r->serve_cv, &r->mu);
     pthread_mutex_unlock(&r->mu);
+    /* its state log fd (one put back after this is only an open file:
+     * checked by inode before use, freed with r) */
+    ss_lead_work_free(atomic_exchange(&r->spare, NULL));
     if (had_engine) {
         uint64_t end = 0;
         ss_cl_scan_end(r->dir, false, &end);
@@ -966,6 +969,7 @@ void ss_repl_free(ss_repl_t *r)
     if (r == NULL)
         return;
     ss_repl_stand_down(r);
+    ss_lead_work_free(atomic_exchange(&r->spare, NULL));
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->role_mu);
     pthread_cond_destroy(&r->cv);

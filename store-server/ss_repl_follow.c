@@ -71,6 +71,8 @@ struct ss_follow {
     ss_hist_t hist;
     int64_t log_ms;            /* last error line (rate limit) */
     uint32_t wait_ms;          /* long poll per request */
+    uint64_t dropped_below;    /* segments below it are gone (the
+                                  leader's first_segment, last applied) */
 };
 
 uint64_t ss_follow_cl_next(ss_follow_t *f)
@@ -410,7 +412,10 @@ static void drop_old_segments(ss_follow_t *f, uint64_t first)
     uint64_t *bases;
     size_t n;
 
-    if (first == 0 || ss_segs_list(f->dir, &bases, &n) != GT_OK)
+    /* segments are only ever made at or above the leader's first one:
+     * the directory is listed again only when that moves */
+    if (first == 0 || first <= f->dropped_below ||
+        ss_segs_list(f->dir, &bases, &n) != GT_OK)
         return;
     for (size_t i = 0; i < n && bases[i] < first; i++) {
         char p[4096];
@@ -420,6 +425,7 @@ static void drop_old_segments(ss_follow_t *f, uint64_t first)
         unlink(p);
     }
     free(bases);
+    f->dropped_below = first;
 }
 
 /* The leader's history, as far as this node holds the log. */

@@ -78,6 +78,8 @@ struct ss_repl {
     ss_fetch_t *parked;         /* waiting for data or their deadline */
     _Atomic size_t n_parked;    /* accepted, not answered yet */
     int serving;                /* threads answering claimed fetches */
+    _Atomic(struct ss_work *) spare; /* a store or RPC thread's, kept for
+                                   the next (with its state log fd) */
     int64_t lwake_at;           /* the leader thread's next pass */
     int64_t tick_ms;            /* its pace without parked fetches */
     ss_stream_t streams[SS_REPL_MAX_STREAMS];

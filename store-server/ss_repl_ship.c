@@ -112,15 +112,16 @@ static int lstate_fd(ss_repl_t *r, ss_lstate_t *ls, uint64_t ino)
 
 /* Builds the answer to f from the marks.  Returns true when it has
  * something (data, truncation, a new stream). */
-static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
-                  const st_repl_marks_t *m, const ss_hist_t *hist,
-                  const ss_stream_t *cur, int64_t epoch, ss_resp_buf_t *b)
+static bool build(ss_repl_t *r, st_store_t *local, ss_lstate_t *ls,
+                  const ss_fetch_t *f, const st_repl_marks_t *m,
+                  const ss_hist_t *hist, const ss_stream_t *cur,
+                  int64_t epoch, ss_resp_buf_t *b)
 {
     ss_fetch_resp_t *resp = &b->resp;
-    uint64_t *bases = NULL;
-    size_t nseg = 0, budget = f->max_bytes;
+    size_t budget = f->max_bytes;
     uint64_t P = f->cl_next, S = ss_lead_mark_cl(r, m);
-    bool some = false;
+    bool some = false, held;
+    st_repl_seg_t sg;
 
     gantry__store__v1__replica_fetch_response__init(resp);
     resp->leader_epoch = epoch;
@@ -133,8 +134,10 @@ static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
     }
     resp->n_history = hist->n;
     resp->history = b->phist;
-    if (ss_segs_list(r->dir, &bases, &nseg) == GT_OK && nseg > 0)
-        resp->first_segment = bases[0];
+    /* the segment holding P (or the first): also names the oldest one */
+    held = st_local_repl_seg(local, P, &sg) == GT_OK;
+    if (held)
+        resp->first_segment = sg.first;
     /* divergence: the follower's tail after its last epoch is not ours */
     for (size_t i = 0; i < hist->n; i++) {
         if (hist->e[i].epoch > f->last_epoch) {
@@ -150,46 +153,40 @@ static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
         resp->truncate_to = S;
     }
     if (resp->truncate) {
-        free(bases);
+        if (held)
+            st_local_repl_seg_done(local, &sg);
         return true;
     }
-    /* commitlog chunks */
+    /* commitlog chunks, each from one segment's open file */
     while (budget > 0 && resp->n_chunks < 16) {
-        size_t i = nseg;
-        while (i > 0 && bases[i - 1] > P)
-            i--;
-        if (i == 0) {
-            if (nseg == 0 || bases[0] > S)
-                break;
-            P = bases[0];
-            i = 1;
-        }
-        uint64_t base = bases[i - 1];
-        bool last = i == nseg || bases[i] > S;
-        char path[4096];
-        struct stat sb;
-        ss_seg_path(r->dir, base, path, sizeof(path));
-        int fd = open(path, O_RDONLY);
-        if (fd < 0 || fstat(fd, &sb) != 0) {
-            if (fd >= 0)
-                close(fd);
+        if (!held && st_local_repl_seg(local, P, &sg) != GT_OK)
             break;
+        held = false;
+        if (sg.base > P) { /* P is below the oldest segment */
+            if (sg.base > S) {
+                st_local_repl_seg_done(local, &sg);
+                break;
+            }
+            P = sg.base;
         }
-        uint64_t limit = (uint64_t)sb.st_size;
-        if (last && S - base < limit)
-            limit = S > base ? S - base : 0;
-        uint64_t off = P - base;
+        bool last = sg.next == UINT64_MAX || sg.next > S;
+        uint64_t limit = sg.end;
+        if (last && S - sg.base < limit)
+            limit = S > sg.base ? S - sg.base : 0;
+        uint64_t off = P - sg.base;
         if (off < limit) {
             uint8_t *data;
             size_t len;
-            gt_err_t rc = read_records(fd, off, limit, budget, 64, false,
+            gt_err_t rc = read_records(sg.fd, off, limit, budget, 64, false,
                                        &data, &len);
-            close(fd);
+            uint64_t base = sg.base;
+            st_local_repl_seg_done(local, &sg);
             if (rc != GT_OK || len == 0) {
                 free(data);
                 if (rc != GT_OK)
-                    GT_LOG(WARN, "repl", "cannot read %s at %llu: %s", path,
-                           (unsigned long long)off, gt_err_str(rc));
+                    GT_LOG(WARN, "repl", "cannot read segment %llu at %llu: %s",
+                           (unsigned long long)base, (unsigned long long)off,
+                           gt_err_str(rc));
                 break;
             }
             Gantry__Store__V1__CommitlogChunk *c = &b->chunks[resp->n_chunks];
@@ -205,13 +202,15 @@ static bool build(ss_repl_t *r, ss_lstate_t *ls, const ss_fetch_t *f,
             some = true;
             continue;
         }
-        close(fd);
+        uint64_t next = sg.next;
+        st_local_repl_seg_done(local, &sg);
         if (last)
             break;
-        P = bases[i];
+        P = next;
     }
+    if (held)
+        st_local_repl_seg_done(local, &sg);
     resp->chunks = b->pchunks;
-    free(bases);
     /* state log: only with the commitlog complete up to S (the marks'),
      * so that a follower never holds state records written after commitlog
      * it lacks (docs/cluster.md, "Positions"); the next answer has it */
@@ -326,6 +325,7 @@ void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
         st_repl_marks_t m;
         ss_stream_t cur;
         int64_t now, epoch;
+        st_store_t *local;
 
         pthread_mutex_lock(&r->mu);
         if (r->role != SS_ROLE_LEADER || r->local == NULL || r->lstop) {
@@ -334,7 +334,9 @@ void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
             list = NULL;
             break;
         }
-        st_local_repl_marks(r->local, &m);
+        /* open until r->serving drops to 0 (leader_stop waits for it) */
+        local = r->local;
+        st_local_repl_marks(local, &m);
         cur = *ss_lead_stream_note(r, &m);
         w->hist.n = r->hist.n;
         memcpy(w->hist.e, r->hist.e, r->hist.n * sizeof(r->hist.e[0]));
@@ -360,9 +362,9 @@ void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
             } else if (nothing_new(r, f, &m, &w->hist, &cur, epoch)) {
                 go = f->deadline <= now;
                 if (go) /* the empty answer (history, ends) */
-                    build(r, &w->ls, f, &m, &w->hist, &cur, epoch, b);
+                    build(r, local, &w->ls, f, &m, &w->hist, &cur, epoch, b);
             } else {
-                go = build(r, &w->ls, f, &m, &w->hist, &cur, epoch, b) ||
+                go = build(r, local, &w->ls, f, &m, &w->hist, &cur, epoch, b) ||
                      f->deadline <= now;
             }
             if (go)
@@ -405,11 +407,14 @@ void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* From a store or RPC thread (r->serving counted). */
+/* From a store or RPC thread (r->serving counted).  The work area (and
+ * the state log fd it keeps) goes on to the next such thread. */
 void ss_lead_serve_claimed(ss_repl_t *r, ss_fetch_t *list)
 {
-    ss_work_t *w = ss_lead_work_new();
+    ss_work_t *w = atomic_exchange(&r->spare, NULL), *none = NULL;
 
+    if (w == NULL)
+        w = ss_lead_work_new();
     if (w == NULL) { /* the leader thread answers them */
         pthread_mutex_lock(&r->mu);
         ss_fetch_t **t = &list;
@@ -425,7 +430,8 @@ void ss_lead_serve_claimed(ss_repl_t *r, ss_fetch_t *list)
         return;
     }
     ss_lead_serve(r, list, w);
-    ss_lead_work_free(w);
+    if (!atomic_compare_exchange_strong(&r->spare, &none, w))
+        ss_lead_work_free(w);
 }
 
 /* The engine's writer thread, records just became shippable

@@ -548,6 +548,23 @@ void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out);
  * store is served (the writer may already read it: the pair is set
  * atomically). */
 void st_local_on_written(st_store_t *local, st_written_fn fn, void *arg);
+/* A leader reading its commitlog (store-server/ss_repl_ship.c) from the
+ * engine's open segments, without listing the directory or opening files
+ * per read.  st_local_repl_seg() holds the last segment whose base is at
+ * or below pos, or the first one when pos is below it: GT_OK with *out
+ * filled (fd readable with pread until st_local_repl_seg_done()),
+ * GT_ENOTFOUND when there is no segment.  `end` is the file bytes written
+ * (whole records below it); `next` the following segment's base
+ * (UINT64_MAX when this is the newest); `first` the oldest segment's base
+ * (retention moves it). */
+typedef struct st_repl_seg {
+    uint64_t base, end, next, first;
+    int fd;
+    void *ref;
+} st_repl_seg_t;
+gt_err_t st_local_repl_seg(st_store_t *local, uint64_t pos,
+                           st_repl_seg_t *out);
+void st_local_repl_seg_done(st_store_t *local, st_repl_seg_t *seg);
 /* One commitlog record at buf (len bytes available): GT_OK with *used its
  * length (magic, length, CRC and structure checked), GT_AGAIN partial,
  * GT_ECORRUPT. */

@@ -28,6 +28,48 @@ void st_local_repl_marks(st_store_t *local, st_repl_marks_t *out)
     pthread_mutex_unlock(&st->lock);
 }
 
+gt_err_t st_local_repl_seg(st_store_t *local, uint64_t pos,
+                           st_repl_seg_t *out)
+{
+    st_local_t *st = (st_local_t *)local;
+    size_t lo = 0, hi;
+
+    memset(out, 0, sizeof(*out));
+    out->fd = -1;
+    pthread_mutex_lock(&st->seg_lock);
+    hi = st->nsegs;
+    if (hi == 0) {
+        pthread_mutex_unlock(&st->seg_lock);
+        return GT_ENOTFOUND;
+    }
+    while (lo < hi) { /* segments with base <= pos: [0, lo) */
+        size_t mid = lo + (hi - lo) / 2;
+        if (st->segs[mid]->base <= pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t i = lo > 0 ? lo - 1 : 0;
+    st_seg_t *s = st->segs[i];
+    atomic_fetch_add(&s->refs, 1);
+    out->base = s->base;
+    out->end = atomic_load(&s->end);
+    out->next = i + 1 < st->nsegs ? st->segs[i + 1]->base : UINT64_MAX;
+    out->first = st->segs[0]->base;
+    out->fd = s->fd;
+    out->ref = s;
+    pthread_mutex_unlock(&st->seg_lock);
+    return GT_OK;
+}
+
+void st_local_repl_seg_done(st_store_t *local, st_repl_seg_t *seg)
+{
+    if (seg->ref != NULL)
+        st_seg_unref((st_local_t *)local, seg->ref);
+    seg->ref = NULL;
+    seg->fd = -1;
+}
+
 gt_err_t st_record_check(const uint8_t *buf, size_t len, size_t *used)
 {
     st_message_t m;

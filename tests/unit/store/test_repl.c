@@ -5,7 +5,8 @@
  * alone (segments cut at the synced end, the state log, a checkpoint
  * written with st_checkpoint_write; no cq/, index/ or tables.snap), as a
  * follower writes it, opens with the full recovery scan and serves the
- * same messages and consumption state. */
+ * same messages and consumption state.  A leader reads the segments
+ * through the engine (st_local_repl_seg) as they are on disk. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,12 +181,90 @@ static void test_follower_dir_opens(void)
     free(fdir);
 }
 
+/* st_local_repl_seg: each position finds the segment holding it (or the
+ * first), with the neighbours' bases, its written end, and an fd that
+ * reads the file's bytes; completed segments end where their files do. */
+static void test_segs(void)
+{
+    char *dir = tu_tmpdir("repl_segs");
+    st_config_t c;
+    st_store_t *st = NULL;
+    static char body[100001];
+    st_repl_seg_t sg;
+    st_repl_marks_t mk;
+    uint64_t bases[8];
+    size_t nb = 0;
+
+    tu_config(&c, dir, ST_FLUSH_SYNC);
+    c.segment_size = 1u << 20;
+    c.max_message_bytes = 256u << 10;
+    CU_ASSERT_FATAL(tu_open_cfg(&c, &st) == GT_OK);
+    CU_ASSERT_EQUAL_FATAL(tu_topic(st, "T", 1), GT_OK);
+    memset(body, 'x', sizeof(body) - 1);
+    for (int i = 0; i < 25; i++) /* about 2.5 MiB: three segments */
+        CU_ASSERT_EQUAL(tu_send(st, "T", "t", "k", body, -1, NULL), GT_OK);
+    st_local_repl_marks(st, &mk);
+    /* walk from 0 by `next` */
+    uint64_t pos = 0;
+    while (nb < 8 && st_local_repl_seg(st, pos, &sg) == GT_OK) {
+        char p[4096], name[64];
+        struct stat sb;
+        uint8_t hdr[ST_SEG_HDR], disk[ST_SEG_HDR];
+        uint64_t base = 0;
+        CU_ASSERT_EQUAL(sg.first, 0);
+        CU_ASSERT(sg.base <= pos || pos == 0);
+        CU_ASSERT(sg.fd >= 0);
+        CU_ASSERT_EQUAL_FATAL(pread(sg.fd, hdr, sizeof(hdr), 0),
+                              (ssize_t)sizeof(hdr));
+        CU_ASSERT_EQUAL(st_seg_hdr_check(hdr, sizeof(hdr), &base), GT_OK);
+        CU_ASSERT_EQUAL(base, sg.base);
+        snprintf(name, sizeof(name), "commitlog/%020llu",
+                 (unsigned long long)sg.base);
+        path2(p, sizeof(p), dir, name);
+        int fd = open(p, O_RDONLY);
+        CU_ASSERT_FATAL(fd >= 0);
+        CU_ASSERT_EQUAL(pread(fd, disk, sizeof(disk), 0), (ssize_t)sizeof(disk));
+        CU_ASSERT_EQUAL(memcmp(hdr, disk, sizeof(hdr)), 0);
+        CU_ASSERT_EQUAL(fstat(fd, &sb), 0);
+        close(fd);
+        if (sg.next != UINT64_MAX) { /* completed: cut at its end */
+            CU_ASSERT_EQUAL(sg.end, (uint64_t)sb.st_size);
+            CU_ASSERT(sg.next > sg.base);
+        } else {
+            CU_ASSERT_EQUAL(sg.base + sg.end, mk.cl_synced);
+        }
+        bases[nb++] = sg.base;
+        /* a position inside it finds it too */
+        st_repl_seg_t in;
+        CU_ASSERT_EQUAL(st_local_repl_seg(st, sg.base + sg.end - 1, &in),
+                        GT_OK);
+        CU_ASSERT_EQUAL(in.base, sg.base);
+        st_local_repl_seg_done(st, &in);
+        uint64_t next = sg.next;
+        st_local_repl_seg_done(st, &sg);
+        CU_ASSERT_EQUAL(sg.fd, -1);
+        if (next == UINT64_MAX)
+            break;
+        pos = next;
+    }
+    CU_ASSERT_EQUAL(nb, 3);
+    /* beyond the end: the newest */
+    CU_ASSERT_EQUAL(st_local_repl_seg(st, UINT64_MAX - 1, &sg), GT_OK);
+    CU_ASSERT_EQUAL(sg.base, bases[nb - 1]);
+    CU_ASSERT_EQUAL(sg.next, UINT64_MAX);
+    st_local_repl_seg_done(st, &sg);
+    st_close(st);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     static const CU_TestInfo tests[] = {
         {"marks_move", test_marks_move},
         {"checks", test_checks},
         {"follower_dir_opens", test_follower_dir_opens},
+        {"segs", test_segs},
         CU_TEST_INFO_NULL,
     };
     return tu_run("repl", tests);
