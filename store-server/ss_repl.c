@@ -699,8 +699,8 @@ static void leader_stop(ss_repl_t *r)
     while (r->serving > 0)
         pthread_cond_wait(&r->serve_cv, &r->mu);
     pthread_mutex_unlock(&r->mu);
-    /* its state log fd (one put back after this is only an open file:
-     * checked by inode before use, freed with r) */
+    /* the store threads' work area and its state log fd (put back
+     * before their r->serving count drops) */
     ss_lead_work_free(atomic_exchange(&r->spare, NULL));
     if (had_engine) {
         uint64_t end = 0;

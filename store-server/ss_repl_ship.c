@@ -314,12 +314,8 @@ void ss_lead_work_free(ss_work_t *w)
     free(w);
 }
 
-/* The caller counts in r->serving and holds the fetches of `list` (off
- * r->parked, still in n_parked).  Answers those that have something (or
- * are due) from the marks now, parks the others again unless the marks
- * moved meanwhile (then looks again), or answers "not leader" when the
- * node stopped leading.  Drops the caller's r->serving count. */
-void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
+/* ss_lead_serve without dropping the caller's r->serving count. */
+static void serve_list(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
 {
     while (list != NULL) {
         st_repl_marks_t m;
@@ -401,10 +397,25 @@ void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
         }
         pthread_mutex_unlock(&r->mu);
     }
+}
+
+static void serving_done(ss_repl_t *r)
+{
     pthread_mutex_lock(&r->mu);
     if (--r->serving == 0)
         pthread_cond_broadcast(&r->serve_cv);
     pthread_mutex_unlock(&r->mu);
+}
+
+/* The caller counts in r->serving and holds the fetches of `list` (off
+ * r->parked, still in n_parked).  Answers those that have something (or
+ * are due) from the marks now, parks the others again unless the marks
+ * moved meanwhile (then looks again), or answers "not leader" when the
+ * node stopped leading.  Drops the caller's r->serving count. */
+void ss_lead_serve(ss_repl_t *r, ss_fetch_t *list, ss_work_t *w)
+{
+    serve_list(r, list, w);
+    serving_done(r);
 }
 
 /* From a store or RPC thread (r->serving counted).  The work area (and
@@ -429,9 +440,12 @@ void ss_lead_serve_claimed(ss_repl_t *r, ss_fetch_t *list)
         pthread_mutex_unlock(&r->mu);
         return;
     }
-    ss_lead_serve(r, list, w);
+    serve_list(r, list, w);
+    /* put back while still counted: leader_stop and ss_repl_free, which
+     * wait for r->serving to drop, then find it there */
     if (!atomic_compare_exchange_strong(&r->spare, &none, w))
         ss_lead_work_free(w);
+    serving_done(r);
 }
 
 /* The engine's writer thread, records just became shippable
