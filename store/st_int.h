@@ -536,6 +536,9 @@ gt_err_t st_log_open(st_local_t *st);   /* recover + rebuild cq/index */
 void st_log_close(st_local_t *st);
 st_seg_t *st_log_current(st_local_t *st);          /* ref'd, or NULL */
 st_seg_t *st_log_seg_at(st_local_t *st, uint64_t pos); /* ref'd, or NULL */
+/* How many segments start at or before pos (their index is sorted by
+ * base); the caller holds seg_lock. */
+size_t st_log_segs_upto(const st_local_t *st, uint64_t pos);
 void st_seg_unref(st_local_t *st, st_seg_t *seg);
 gt_err_t st_log_roll(st_local_t *st);   /* writer thread */
 /* fops->fdatasync(fd), its time and result counted in fsync_hist[file]

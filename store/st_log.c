@@ -91,18 +91,24 @@ st_seg_t *st_log_current(st_local_t *st)
     return s;
 }
 
-st_seg_t *st_log_seg_at(st_local_t *st, uint64_t pos)
+size_t st_log_segs_upto(const st_local_t *st, uint64_t pos)
 {
-    st_seg_t *s = NULL;
-    pthread_mutex_lock(&st->seg_lock);
     size_t lo = 0, hi = st->nsegs;
-    while (lo < hi) { /* last segment with base <= pos */
-        size_t mid = (lo + hi) / 2;
+    while (lo < hi) { /* segments with base <= pos: [0, lo) */
+        size_t mid = lo + (hi - lo) / 2;
         if (st->segs[mid]->base <= pos)
             lo = mid + 1;
         else
             hi = mid;
     }
+    return lo;
+}
+
+st_seg_t *st_log_seg_at(st_local_t *st, uint64_t pos)
+{
+    st_seg_t *s = NULL;
+    pthread_mutex_lock(&st->seg_lock);
+    size_t lo = st_log_segs_upto(st, pos);
     if (lo > 0 && pos < st->segs[lo - 1]->base + st->seg_size) {
         s = st->segs[lo - 1];
         atomic_fetch_add(&s->refs, 1);

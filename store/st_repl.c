@@ -32,23 +32,15 @@ gt_err_t st_local_repl_seg(st_store_t *local, uint64_t pos,
                            st_repl_seg_t *out)
 {
     st_local_t *st = (st_local_t *)local;
-    size_t lo = 0, hi;
 
     memset(out, 0, sizeof(*out));
     out->fd = -1;
     pthread_mutex_lock(&st->seg_lock);
-    hi = st->nsegs;
-    if (hi == 0) {
+    if (st->nsegs == 0) {
         pthread_mutex_unlock(&st->seg_lock);
         return GT_ENOTFOUND;
     }
-    while (lo < hi) { /* segments with base <= pos: [0, lo) */
-        size_t mid = lo + (hi - lo) / 2;
-        if (st->segs[mid]->base <= pos)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = st_log_segs_upto(st, pos);
     size_t i = lo > 0 ? lo - 1 : 0;
     st_seg_t *s = st->segs[i];
     atomic_fetch_add(&s->refs, 1);
